@@ -1,0 +1,124 @@
+#include "support/media_fixtures.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace switchyard::testing {
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    fs::path p = fs::temp_directory_path() /
+                 ("switchyard-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    std::error_code ec;
+    if (fs::create_directory(p, ec)) {
+      path_ = p;
+      return;
+    }
+  }
+  throw std::runtime_error("cannot create a temporary directory");
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+int RunCommand(const std::string& command, std::string* log) {
+  std::string full = command + " 2>&1";
+  FILE* pipe = ::popen(full.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  std::array<char, 4096> buf;
+  std::string out;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  int status = ::pclose(pipe);
+  if (log != nullptr) *log = out;
+  if (status == -1) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const fs::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::string MakeTestImage(const TempDir& dir, int width, int height, const std::string& format) {
+  fs::path out = dir.path() / ("image-" + std::to_string(width) + "x" + std::to_string(height) +
+                               "." + format);
+  std::ostringstream cmd;
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << width << "x"
+      << height << ":rate=1 -frames:v 1 " << out.string();
+  std::string log;
+  if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
+  return ReadFile(out);
+}
+
+std::string MakeTestSegment(const TempDir& dir, const SegmentSpec& spec) {
+  static int counter = 0;
+  std::string ext = spec.container == "mp4" ? "mp4" : "ts";
+  fs::path out = dir.path() / ("segment-" + std::to_string(counter++) + "." + ext);
+  std::ostringstream cmd;
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << spec.width << "x"
+      << spec.height << ":rate=" << spec.fps;
+  if (spec.audio) cmd << " -f lavfi -i sine=frequency=440:sample_rate=48000";
+  cmd << " -t " << spec.seconds << " -c:v " << spec.codec
+      << " -preset ultrafast -pix_fmt yuv420p -force_key_frames 'expr:gte(t,n_forced*"
+      << spec.gop_seconds << ")'";
+  if (spec.audio) cmd << " -c:a aac -b:a 64k";
+  if (spec.container == "mp4") cmd << " -movflags +faststart";
+  cmd << " -f " << spec.container << " " << out.string();
+  std::string log;
+  if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
+  return ReadFile(out);
+}
+
+ProbeResult ProbeVideo(const TempDir& dir, const std::string& data, const std::string& ext) {
+  static int counter = 0;
+  fs::path in = dir.path() / ("probe-" + std::to_string(counter++) + "." + ext);
+  WriteFile(in, data);
+  std::string log;
+  int rc = RunCommand(
+      "ffprobe -v error -select_streams v:0 -count_frames -show_entries "
+      "stream=codec_name,width,height,nb_read_frames -of default=noprint_wrappers=1 " +
+          in.string(),
+      &log);
+  ProbeResult r;
+  if (rc != 0) {
+    r.error = log;
+    return r;
+  }
+  std::istringstream lines(log);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(0, eq), value = line.substr(eq + 1);
+    if (key == "codec_name") r.codec = value;
+    if (key == "width") r.width = std::atoi(value.c_str());
+    if (key == "height") r.height = std::atoi(value.c_str());
+    if (key == "nb_read_frames") r.frames = std::atoi(value.c_str());
+  }
+  r.ok = r.width > 0;
+  if (!r.ok) r.error = "ffprobe found no video stream: " + log;
+  return r;
+}
+
+}  // namespace switchyard::testing
