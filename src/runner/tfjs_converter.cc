@@ -1,1 +1,709 @@
-// placeholder: being written
+#include "runner/tfjs_converter.h"
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace switchyard::runner {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "TF.js weight shards are little-endian; big-endian hosts are not supported");
+
+using Json = nlohmann::json;
+
+#define SY_TFJS_RETURN_IF_ERROR(expr)                     \
+  do {                                                    \
+    if (absl::Status _st = (expr); !_st.ok()) return _st; \
+  } while (false)
+
+// One Keras layer of the functional graph, as read from model.json.
+struct Layer {
+  std::string name;
+  std::string class_name;
+  const Json* config = nullptr;
+  std::vector<std::string> inputs;  // inbound layer names, in order
+};
+
+// What we know about a tensor (a layer's output) while generating code.
+struct TensorInfo {
+  std::string var;                  // TorchScript variable holding it
+  std::optional<int64_t> channels;  // unknown for an input declared with channels = null
+  int64_t scale_h = 1;              // size ratio to the model input, from UpSampling2D layers
+  int64_t scale_w = 1;
+};
+
+// A float32 weight from the manifest, already read from the shards (TF.js layout).
+struct Weight {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  bool used = false;
+};
+
+std::string Quote(const std::string& s) { return absl::StrCat("'", s, "'"); }
+
+// Makes a string safe for a TorchScript identifier.
+std::string Identifier(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    out += ok ? c : '_';
+  }
+  if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out = "l_" + out;
+  return out;
+}
+
+// Makes a string safe for a one-line TorchScript comment.
+std::string CommentText(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  return out;
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::StatusOr<std::string> ReadBinaryFile(const std::filesystem::path& path,
+                                           const std::string& what) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat(what, " not found: ", path.string()));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", what, ": ", path.string()));
+  std::ostringstream data;
+  data << in.rdbuf();
+  if (in.bad())
+    return absl::DataLossError(absl::StrCat("error reading ", what, ": ", path.string()));
+  return std::move(data).str();
+}
+
+class Converter {
+ public:
+  explicit Converter(std::filesystem::path model_json) : path_(std::move(model_json)) {}
+
+  absl::StatusOr<torch::jit::Module> Run() {
+    auto text = ReadBinaryFile(path_, "TF.js model.json");
+    if (!text.ok()) return text.status();
+    Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (root.is_discarded()) return Invalid("not valid JSON");
+    if (!root.is_object()) return Invalid("top level is not a JSON object");
+
+    SY_TFJS_RETURN_IF_ERROR(ParseTopology(root));
+    SY_TFJS_RETURN_IF_ERROR(ReadWeights(root));
+    SY_TFJS_RETURN_IF_ERROR(GenerateForward());
+    for (const auto& [name, weight] : weights_) {
+      if (!weight.used) {
+        return Invalid(
+            absl::StrCat("weight ", Quote(name), " in the manifest is used by no layer"));
+      }
+    }
+    return BuildModule();
+  }
+
+ private:
+  absl::Status Invalid(const std::string& reason) const {
+    return absl::InvalidArgumentError(absl::StrCat(path_.string(), ": ", reason));
+  }
+  absl::Status LayerError(const Layer& layer, const std::string& reason) const {
+    return Invalid(
+        absl::StrCat("layer ", Quote(layer.name), " (", layer.class_name, "): ", reason));
+  }
+
+  // --- topology ---------------------------------------------------------------------------
+
+  absl::Status ParseTopology(const Json& root) {
+    if (root.contains("format") &&
+        (!root["format"].is_string() || root["format"].get<std::string>() != "layers-model")) {
+      return Invalid(absl::StrCat("format is ", root["format"].dump(),
+                                  ", only \"layers-model\" is supported (graph models are not)"));
+    }
+    if (!root.contains("modelTopology") || !root["modelTopology"].is_object()) {
+      return Invalid("missing \"modelTopology\" object");
+    }
+    const Json* model = &root["modelTopology"];
+    if (model->contains("model_config")) model = &(*model)["model_config"];
+    if (!model->is_object() || !model->contains("class_name") || !model->contains("config")) {
+      return Invalid("modelTopology has no Keras model config (class_name + config)");
+    }
+    const Json& class_name = (*model)["class_name"];
+    if (!class_name.is_string() || (class_name.get<std::string>() != "Model" &&
+                                    class_name.get<std::string>() != "Functional")) {
+      return Invalid(absl::StrCat("model class ", class_name.dump(),
+                                  " is not supported (only functional Model graphs)"));
+    }
+    const Json& config = (*model)["config"];
+    if (!config.is_object() || !config.contains("layers") || !config["layers"].is_array()) {
+      return Invalid("model config has no \"layers\" array");
+    }
+
+    std::map<std::string, size_t> index;
+    for (const Json& jl : config["layers"]) {
+      Layer layer;
+      if (!jl.is_object() || !jl.contains("class_name") || !jl["class_name"].is_string() ||
+          !jl.contains("config") || !jl["config"].is_object()) {
+        return Invalid(absl::StrCat("layer #", layers_.size(),
+                                    " is not an object with class_name and config"));
+      }
+      layer.class_name = jl["class_name"].get<std::string>();
+      layer.config = &jl["config"];
+      if (jl.contains("name") && jl["name"].is_string()) {
+        layer.name = jl["name"].get<std::string>();
+      } else if (layer.config->contains("name") && (*layer.config)["name"].is_string()) {
+        layer.name = (*layer.config)["name"].get<std::string>();
+      } else {
+        return Invalid(
+            absl::StrCat("layer #", layers_.size(), " (", layer.class_name, ") has no name"));
+      }
+      if (index.count(layer.name)) return LayerError(layer, "duplicate layer name");
+      SY_TFJS_RETURN_IF_ERROR(ParseInbound(jl, &layer));
+      index[layer.name] = layers_.size();
+      layers_.push_back(std::move(layer));
+    }
+    if (layers_.empty()) return Invalid("model has no layers");
+
+    auto endpoint = [&](const char* key, std::string* out) -> absl::Status {
+      const Json& list = config.contains(key) ? config[key] : Json();
+      if (!list.is_array() || list.size() != 1 || !list[0].is_array() || list[0].empty() ||
+          !list[0][0].is_string()) {
+        return Invalid(
+            absl::StrCat("\"", key, "\" must list exactly one layer, got ", list.dump()));
+      }
+      *out = list[0][0].get<std::string>();
+      if (!index.count(*out)) {
+        return Invalid(absl::StrCat("\"", key, "\" names unknown layer ", Quote(*out)));
+      }
+      return absl::OkStatus();
+    };
+    SY_TFJS_RETURN_IF_ERROR(endpoint("input_layers", &input_layer_));
+    SY_TFJS_RETURN_IF_ERROR(endpoint("output_layers", &output_layer_));
+
+    // Topological order (Kahn), stable with respect to the file's order.
+    std::vector<int> pending(layers_.size(), 0);
+    std::vector<std::vector<size_t>> consumers(layers_.size());
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      for (const std::string& in : layers_[i].inputs) {
+        auto it = index.find(in);
+        if (it == index.end()) {
+          return LayerError(layers_[i], absl::StrCat("input ", Quote(in), " is no layer"));
+        }
+        ++pending[i];
+        consumers[it->second].push_back(i);
+      }
+    }
+    std::set<size_t> ready;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      if (pending[i] == 0) ready.insert(i);
+    }
+    while (!ready.empty()) {
+      const size_t i = *ready.begin();
+      ready.erase(ready.begin());
+      order_.push_back(i);
+      for (size_t c : consumers[i]) {
+        if (--pending[c] == 0) ready.insert(c);
+      }
+    }
+    if (order_.size() != layers_.size()) return Invalid("layer graph has a cycle");
+    return absl::OkStatus();
+  }
+
+  // Keras 2 form: "inbound_nodes": [[["layer", node_index, tensor_index, {kwargs}], ...]].
+  absl::Status ParseInbound(const Json& jl, Layer* layer) {
+    if (!jl.contains("inbound_nodes")) return absl::OkStatus();
+    const Json& nodes = jl["inbound_nodes"];
+    if (!nodes.is_array()) return LayerError(*layer, "inbound_nodes is not an array");
+    if (nodes.empty()) return absl::OkStatus();
+    if (nodes.size() != 1) {
+      return LayerError(*layer, "layer is called more than once (shared layers are unsupported)");
+    }
+    if (!nodes[0].is_array()) {
+      return LayerError(*layer, "unsupported inbound_nodes format (expected Keras 2 lists)");
+    }
+    for (const Json& ref : nodes[0]) {
+      if (!ref.is_array() || ref.size() < 3 || !ref[0].is_string() || !ref[1].is_number_integer() ||
+          !ref[2].is_number_integer()) {
+        return LayerError(*layer, absl::StrCat("malformed inbound node ", ref.dump()));
+      }
+      if (ref[1].get<int64_t>() != 0 || ref[2].get<int64_t>() != 0) {
+        return LayerError(*layer, absl::StrCat("inbound node ", ref.dump(),
+                                               " uses a shared layer or multi-output layer"));
+      }
+      if (ref.size() > 3 && ref[3].is_object() && !ref[3].empty()) {
+        return LayerError(
+            *layer, absl::StrCat("inbound call arguments ", ref[3].dump(), " are unsupported"));
+      }
+      layer->inputs.push_back(ref[0].get<std::string>());
+    }
+    return absl::OkStatus();
+  }
+
+  // --- weights ----------------------------------------------------------------------------
+
+  absl::Status ReadWeights(const Json& root) {
+    if (!root.contains("weightsManifest")) return absl::OkStatus();
+    const Json& manifest = root["weightsManifest"];
+    if (!manifest.is_array()) return Invalid("weightsManifest is not an array");
+    const std::filesystem::path dir = path_.parent_path();
+    for (size_t g = 0; g < manifest.size(); ++g) {
+      const Json& group = manifest[g];
+      if (!group.is_object() || !group.contains("paths") || !group["paths"].is_array() ||
+          !group.contains("weights") || !group["weights"].is_array()) {
+        return Invalid(absl::StrCat("weightsManifest group ", g, " lacks paths/weights arrays"));
+      }
+      std::string bytes;
+      std::vector<std::string> names;
+      for (const Json& p : group["paths"]) {
+        if (!p.is_string()) return Invalid(absl::StrCat("weightsManifest group ", g, ": bad path"));
+        names.push_back(p.get<std::string>());
+        auto shard = ReadBinaryFile(dir / names.back(), "weight shard");
+        if (!shard.ok()) {
+          return absl::Status(shard.status().code(),
+                              absl::StrCat(path_.string(), ": ", shard.status().message()));
+        }
+        bytes += *shard;
+      }
+      const std::string shards = absl::StrJoin(names, ", ");
+      size_t offset = 0;
+      for (const Json& w : group["weights"]) {
+        if (!w.is_object() || !w.contains("name") || !w["name"].is_string() ||
+            !w.contains("shape") || !w["shape"].is_array()) {
+          return Invalid(absl::StrCat("weightsManifest group ", g, ": malformed entry ", w.dump()));
+        }
+        const std::string name = w["name"].get<std::string>();
+        const std::string dtype = w.value("dtype", std::string("float32"));
+        if (dtype != "float32") {
+          return Invalid(absl::StrCat("weight ", Quote(name), " has dtype ", dtype,
+                                      ", only float32 is supported"));
+        }
+        if (w.contains("quantization")) {
+          return Invalid(
+              absl::StrCat("weight ", Quote(name), " is quantized, which is unsupported"));
+        }
+        Weight weight;
+        int64_t count = 1;
+        for (const Json& d : w["shape"]) {
+          if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+            return Invalid(
+                absl::StrCat("weight ", Quote(name), " has a bad shape ", w["shape"].dump()));
+          }
+          weight.shape.push_back(d.get<int64_t>());
+          count *= d.get<int64_t>();
+        }
+        const size_t size = static_cast<size_t>(count) * sizeof(float);
+        if (offset + size > bytes.size()) {
+          return Invalid(absl::StrCat("weight shard(s) ", shards, " hold ", bytes.size(),
+                                      " bytes, too short for the manifest: weight ", Quote(name),
+                                      " ", ShapeString(weight.shape), " needs bytes ", offset, "..",
+                                      offset + size));
+        }
+        weight.data.resize(static_cast<size_t>(count));
+        if (size > 0) std::memcpy(weight.data.data(), bytes.data() + offset, size);
+        offset += size;
+        if (weights_.count(name)) return Invalid(absl::StrCat("duplicate weight ", Quote(name)));
+        weights_.emplace(name, std::move(weight));
+      }
+      if (offset != bytes.size()) {
+        return Invalid(absl::StrCat("weight shard(s) ", shards, " hold ", bytes.size(),
+                                    " bytes but the manifest describes ", offset));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Finds "<layer>/<suffix>" (also "<prefix>/<layer>/<suffix>") in the manifest.
+  Weight* FindWeight(const Layer& layer, const std::string& suffix) {
+    for (auto& [name, weight] : weights_) {
+      const std::string tail = absl::StrCat(layer.name, "/", suffix);
+      if (name == tail || (name.size() > tail.size() &&
+                           name.compare(name.size() - tail.size(), tail.size(), tail) == 0 &&
+                           name[name.size() - tail.size() - 1] == '/')) {
+        return &weight;
+      }
+    }
+    return nullptr;
+  }
+
+  // --- code generation --------------------------------------------------------------------
+
+  absl::Status GenerateForward() {
+    std::map<std::string, TensorInfo> tensors;
+    std::set<std::string> used_names = {"forward", "training", "scale"};
+    int var_index = 0;
+    for (size_t i : order_) {
+      const Layer& layer = layers_[i];
+      std::vector<const TensorInfo*> in;
+      for (const std::string& name : layer.inputs) in.push_back(&tensors.at(name));
+      TensorInfo out;
+      out.var = absl::StrCat("t", var_index++);
+      std::string expr;
+
+      if (layer.class_name == "InputLayer") {
+        if (layer.name != input_layer_) {
+          return LayerError(layer, "only one model input is supported");
+        }
+        SY_TFJS_RETURN_IF_ERROR(InputLayer(layer, &out));
+        expr = "x";
+      } else if (layer.name == input_layer_) {
+        return LayerError(layer, "model input is not an InputLayer");
+      } else if (in.empty()) {
+        return LayerError(layer, "layer has no inputs");
+      } else if (layer.class_name == "Conv2D") {
+        SY_TFJS_RETURN_IF_ERROR(Conv2D(layer, in, &used_names, &out, &expr));
+      } else if (layer.class_name == "Activation") {
+        SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+        out = Derived(*in[0], out.var);
+        std::string activation;
+        SY_TFJS_RETURN_IF_ERROR(GetString(layer, "activation", &activation));
+        SY_TFJS_RETURN_IF_ERROR(Activate(layer, activation, in[0]->var, &expr));
+      } else if (layer.class_name == "Concatenate") {
+        SY_TFJS_RETURN_IF_ERROR(Concatenate(layer, in, &out, &expr));
+      } else if (layer.class_name == "Add") {
+        if (in.size() < 2) return LayerError(layer, "needs at least 2 inputs");
+        out = Derived(*in[0], out.var);
+        std::vector<std::string> vars;
+        for (const TensorInfo* t : in) {
+          SY_TFJS_RETURN_IF_ERROR(SameGrid(layer, *in[0], *t));
+          if (t->channels && in[0]->channels && *t->channels != *in[0]->channels) {
+            return LayerError(layer, absl::StrCat("inputs have different channel counts ",
+                                                  *in[0]->channels, " and ", *t->channels));
+          }
+          if (t->channels) out.channels = t->channels;
+          vars.push_back(t->var);
+        }
+        expr = absl::StrJoin(vars, " + ");
+      } else if (layer.class_name == "UpSampling2D") {
+        SY_TFJS_RETURN_IF_ERROR(UpSampling2D(layer, in, &out, &expr));
+      } else {
+        return LayerError(layer, absl::StrCat("unsupported layer class ", Quote(layer.class_name)));
+      }
+      absl::StrAppend(&source_, "    ", out.var, " = ", expr, "  # ", CommentText(layer.name), " (",
+                      CommentText(layer.class_name), ")\n");
+      tensors[layer.name] = out;
+    }
+    const TensorInfo& result = tensors.at(output_layer_);
+    if (result.scale_h != result.scale_w) {
+      return Invalid(absl::StrCat("output is scaled ", result.scale_h, "x", result.scale_w,
+                                  "; only equal height and width scales are supported"));
+    }
+    scale_ = result.scale_h;
+    source_ = absl::StrCat("def forward(self, x: Tensor) -> Tensor:\n", source_, "    return ",
+                           result.var, "\n");
+    return absl::OkStatus();
+  }
+
+  static TensorInfo Derived(const TensorInfo& from, const std::string& var) {
+    TensorInfo t = from;
+    t.var = var;
+    return t;
+  }
+
+  absl::Status ExpectInputs(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                            size_t n) const {
+    if (in.size() != n) {
+      return LayerError(layer, absl::StrCat("expects ", n, " input(s), has ", in.size()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SameGrid(const Layer& layer, const TensorInfo& a, const TensorInfo& b) const {
+    if (a.scale_h != b.scale_h || a.scale_w != b.scale_w) {
+      return LayerError(layer, "inputs are upsampled by different factors");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status GetString(const Layer& layer, const char* key, std::string* out,
+                         const char* fallback = nullptr) const {
+    const Json& c = *layer.config;
+    if (!c.contains(key) || c[key].is_null()) {
+      if (fallback != nullptr) {
+        *out = fallback;
+        return absl::OkStatus();
+      }
+      return LayerError(layer, absl::StrCat("missing \"", key, "\""));
+    }
+    if (!c[key].is_string()) {
+      return LayerError(layer, absl::StrCat("\"", key, "\" is not a string: ", c[key].dump()));
+    }
+    *out = c[key].get<std::string>();
+    return absl::OkStatus();
+  }
+
+  // Reads an int pair such as kernel_size; a single int means both.
+  absl::Status GetPair(const Layer& layer, const char* key, std::pair<int64_t, int64_t>* out,
+                       std::optional<std::pair<int64_t, int64_t>> fallback) const {
+    const Json& c = *layer.config;
+    if (!c.contains(key) || c[key].is_null()) {
+      if (fallback) {
+        *out = *fallback;
+        return absl::OkStatus();
+      }
+      return LayerError(layer, absl::StrCat("missing \"", key, "\""));
+    }
+    const Json& v = c[key];
+    if (v.is_number_integer()) {
+      *out = {v.get<int64_t>(), v.get<int64_t>()};
+    } else if (v.is_array() && v.size() == 2 && v[0].is_number_integer() &&
+               v[1].is_number_integer()) {
+      *out = {v[0].get<int64_t>(), v[1].get<int64_t>()};
+    } else {
+      return LayerError(layer, absl::StrCat("\"", key, "\" is not an int pair: ", v.dump()));
+    }
+    if (out->first < 1 || out->second < 1) {
+      return LayerError(layer, absl::StrCat("\"", key, "\" must be positive: ", v.dump()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ChannelsLast(const Layer& layer) const {
+    std::string format;
+    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "data_format", &format, "channels_last"));
+    if (format != "channels_last") {
+      return LayerError(layer, absl::StrCat("data_format ", format, " is unsupported"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Activate(const Layer& layer, const std::string& activation, const std::string& arg,
+                        std::string* expr) const {
+    if (activation == "linear") {
+      *expr = arg;
+    } else if (activation == "relu") {
+      *expr = absl::StrCat("torch.relu(", arg, ")");
+    } else {
+      return LayerError(layer, absl::StrCat("unsupported activation ", Quote(activation)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status InputLayer(const Layer& layer, TensorInfo* out) const {
+    const Json& c = *layer.config;
+    const char* key = c.contains("batch_input_shape") ? "batch_input_shape" : "batch_shape";
+    if (c.contains(key)) {
+      const Json& shape = c[key];
+      if (!shape.is_array() || shape.size() != 4) {
+        return LayerError(layer, absl::StrCat("input shape ", shape.dump(),
+                                              " is not [batch, height, width, channels]"));
+      }
+      if (shape[3].is_number_integer()) out->channels = shape[3].get<int64_t>();
+    }
+    std::string dtype;
+    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "dtype", &dtype, "float32"));
+    if (dtype != "float32") return LayerError(layer, absl::StrCat("input dtype ", dtype));
+    return absl::OkStatus();
+  }
+
+  absl::Status Conv2D(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                      std::set<std::string>* used_names, TensorInfo* out, std::string* expr) {
+    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    SY_TFJS_RETURN_IF_ERROR(ChannelsLast(layer));
+    const Json& c = *layer.config;
+    std::pair<int64_t, int64_t> kernel, strides, dilation;
+    SY_TFJS_RETURN_IF_ERROR(GetPair(layer, "kernel_size", &kernel, std::nullopt));
+    SY_TFJS_RETURN_IF_ERROR(GetPair(layer, "strides", &strides, std::pair<int64_t, int64_t>{1, 1}));
+    SY_TFJS_RETURN_IF_ERROR(
+        GetPair(layer, "dilation_rate", &dilation, std::pair<int64_t, int64_t>{1, 1}));
+    if (strides != std::pair<int64_t, int64_t>{1, 1}) {
+      return LayerError(layer,
+                        absl::StrCat("strides ", c["strides"].dump(), " are unsupported (only 1)"));
+    }
+    if (c.contains("groups") && c["groups"] != 1) {
+      return LayerError(layer, absl::StrCat("groups ", c["groups"].dump(), " is unsupported"));
+    }
+    if (!c.contains("filters") || !c["filters"].is_number_integer() || c["filters"] < 1) {
+      return LayerError(layer, "missing or bad \"filters\"");
+    }
+    const int64_t filters = c["filters"].get<int64_t>();
+    const bool use_bias = !c.contains("use_bias") || c["use_bias"] == true;
+    std::string padding, activation;
+    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "padding", &padding, "valid"));
+    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "activation", &activation, "linear"));
+
+    Weight* kernel_w = FindWeight(layer, "kernel");
+    if (kernel_w == nullptr) return LayerError(layer, "no kernel weight in the manifest");
+    if (kernel_w->shape.size() != 4 || kernel_w->shape[0] != kernel.first ||
+        kernel_w->shape[1] != kernel.second || kernel_w->shape[3] != filters ||
+        (in[0]->channels && kernel_w->shape[2] != *in[0]->channels)) {
+      return LayerError(layer,
+                        absl::StrCat("kernel weight shape ", ShapeString(kernel_w->shape),
+                                     " does not match [", kernel.first, ", ", kernel.second, ", ",
+                                     in[0]->channels ? std::to_string(*in[0]->channels) : "?", ", ",
+                                     filters, "]"));
+    }
+    Weight* bias_w = nullptr;
+    if (use_bias) {
+      bias_w = FindWeight(layer, "bias");
+      if (bias_w == nullptr) return LayerError(layer, "no bias weight in the manifest");
+      if (bias_w->shape != std::vector<int64_t>{filters}) {
+        return LayerError(layer, absl::StrCat("bias weight shape ", ShapeString(bias_w->shape),
+                                              " is not [", filters, "]"));
+      }
+    }
+
+    // Parameter names, unique and valid identifiers.
+    std::string base = Identifier(layer.name);
+    for (int n = 2; used_names->count(base + "_weight") || used_names->count(base + "_bias"); ++n) {
+      base = absl::StrCat(Identifier(layer.name), "_", n);
+    }
+    used_names->insert(base + "_weight");
+    used_names->insert(base + "_bias");
+    const std::string weight_name = base + "_weight";
+    {
+      const auto& s = kernel_w->shape;  // [kh, kw, in, out] -> [out, in, kh, kw]
+      torch::Tensor t =
+          torch::from_blob(kernel_w->data.data(), {s[0], s[1], s[2], s[3]}, torch::kFloat32)
+              .permute({3, 2, 0, 1})
+              .clone(at::MemoryFormat::Contiguous);
+      params_.emplace_back(weight_name, t);
+      kernel_w->used = true;
+    }
+    std::string bias_arg = "None";
+    if (bias_w != nullptr) {
+      bias_arg = "self." + base + "_bias";
+      params_.emplace_back(
+          base + "_bias",
+          torch::from_blob(bias_w->data.data(), {filters}, torch::kFloat32).clone());
+      bias_w->used = true;
+    }
+
+    // Padding: 'same' with stride 1 pads (k - 1) * d in total, the extra one after (TF rule).
+    std::string input = in[0]->var;
+    int64_t pad_h = 0, pad_w = 0;
+    if (padding == "same") {
+      const int64_t total_h = (kernel.first - 1) * dilation.first;
+      const int64_t total_w = (kernel.second - 1) * dilation.second;
+      if (total_h % 2 == 0 && total_w % 2 == 0) {
+        pad_h = total_h / 2;
+        pad_w = total_w / 2;
+      } else {
+        input = absl::StrCat("torch.constant_pad_nd(", input, ", [", total_w / 2, ", ",
+                             total_w - total_w / 2, ", ", total_h / 2, ", ", total_h - total_h / 2,
+                             "], 0.0)");
+      }
+    } else if (padding != "valid") {
+      return LayerError(layer, absl::StrCat("padding ", Quote(padding), " is unsupported"));
+    }
+    const std::string conv =
+        absl::StrCat("torch.conv2d(", input, ", self.", weight_name, ", ", bias_arg, ", [1, 1], [",
+                     pad_h, ", ", pad_w, "], [", dilation.first, ", ", dilation.second, "], 1)");
+    SY_TFJS_RETURN_IF_ERROR(Activate(layer, activation, conv, expr));
+    const std::string var = out->var;
+    *out = Derived(*in[0], var);
+    out->channels = filters;
+    return absl::OkStatus();
+  }
+
+  absl::Status Concatenate(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                           TensorInfo* out, std::string* expr) const {
+    if (in.size() < 2) return LayerError(layer, "needs at least 2 inputs");
+    const Json& c = *layer.config;
+    int64_t axis = -1;
+    if (c.contains("axis")) {
+      if (!c["axis"].is_number_integer()) return LayerError(layer, "\"axis\" is not an int");
+      axis = c["axis"].get<int64_t>();
+    }
+    if (axis < 0) axis += 4;
+    if (axis != 3) {
+      return LayerError(layer, absl::StrCat("concatenation axis ", c["axis"].dump(),
+                                            " is unsupported (only channels, 3 or -1)"));
+    }
+    std::vector<std::string> vars;
+    const std::string var = out->var;
+    *out = Derived(*in[0], var);
+    out->channels = 0;
+    for (const TensorInfo* t : in) {
+      SY_TFJS_RETURN_IF_ERROR(SameGrid(layer, *in[0], *t));
+      vars.push_back(t->var);
+      out->channels = (out->channels && t->channels)
+                          ? std::optional<int64_t>(*out->channels + *t->channels)
+                          : std::nullopt;
+    }
+    const int dim = 1;  // NHWC channels -> NCHW channels
+    *expr = absl::StrCat("torch.cat([", absl::StrJoin(vars, ", "), "], ", dim, ")");
+    return absl::OkStatus();
+  }
+
+  absl::Status UpSampling2D(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                            TensorInfo* out, std::string* expr) const {
+    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    SY_TFJS_RETURN_IF_ERROR(ChannelsLast(layer));
+    std::pair<int64_t, int64_t> size;
+    SY_TFJS_RETURN_IF_ERROR(GetPair(layer, "size", &size, std::pair<int64_t, int64_t>{2, 2}));
+    std::string interpolation;
+    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "interpolation", &interpolation, "nearest"));
+    if (interpolation != "nearest") {
+      return LayerError(layer, absl::StrCat("interpolation ", Quote(interpolation),
+                                            " is unsupported (only nearest)"));
+    }
+    const std::string var = out->var;
+    *out = Derived(*in[0], var);
+    out->scale_h *= size.first;
+    out->scale_w *= size.second;
+    // Exact nearest-neighbour repeat: [N,C,H,W] -> [N,C,H,sh,W,sw] -> [N,C,H*sh,W*sw].
+    const std::string& x = in[0]->var;
+    *expr = absl::StrCat(x, ".unsqueeze(3).unsqueeze(5).expand(-1, -1, -1, ", size.first, ", -1, ",
+                         size.second, ").reshape(", x, ".size(0), ", x, ".size(1), ", x,
+                         ".size(2) * ", size.first, ", ", x, ".size(3) * ", size.second, ")");
+    return absl::OkStatus();
+  }
+
+  // --- module -----------------------------------------------------------------------------
+
+  absl::StatusOr<torch::jit::Module> BuildModule() {
+    torch::jit::Module module("TfjsLayersModel");
+    for (const auto& [name, tensor] : params_) module.register_parameter(name, tensor, false);
+    module.register_attribute("scale", c10::IntType::get(), c10::IValue(scale_));
+    try {
+      module.define(source_);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat(
+          path_.string(), ": generated TorchScript does not compile: ", e.what_without_backtrace(),
+          "\n", source_));
+    }
+    module.eval();
+    return module;
+  }
+
+  std::filesystem::path path_;
+  std::vector<Layer> layers_;
+  std::vector<size_t> order_;
+  std::string input_layer_;
+  std::string output_layer_;
+  std::map<std::string, Weight> weights_;
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::string source_;
+  int64_t scale_ = 1;
+};
+
+}  // namespace
+
+absl::StatusOr<torch::jit::Module> ConvertTfjsLayersModel(const std::filesystem::path& model_json) {
+  try {
+    return Converter(model_json).Run();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat(model_json.string(), ": libtorch error: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(model_json.string(), ": ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat(model_json.string(), ": unknown error"));
+  }
+}
+
+}  // namespace switchyard::runner

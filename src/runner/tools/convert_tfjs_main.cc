@@ -1,1 +1,74 @@
-int main() { return 0; }
+// switchyard-convert-tfjs: converts a TF.js layers-model (model.json + shards) to TorchScript.
+//
+//   switchyard-convert-tfjs --in path/to/model.json --out model.pt
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include <torch/script.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "runner/tfjs_converter.h"
+
+namespace {
+
+// Layer count from model.json, for the summary line only (the converter has validated it).
+int64_t CountLayers(const std::filesystem::path& model_json) {
+  std::ifstream in(model_json);
+  nlohmann::json root = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return -1;
+  nlohmann::json* model = &root["modelTopology"];
+  if (model->contains("model_config")) model = &(*model)["model_config"];
+  nlohmann::json& layers = (*model)["config"]["layers"];
+  return layers.is_array() ? static_cast<int64_t>(layers.size()) : -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Converts a TensorFlow.js layers-model (model.json + weight shards) to TorchScript"};
+  std::filesystem::path in_path;
+  std::filesystem::path out_path;
+  app.add_option("--in", in_path, "TF.js model.json (weight shards beside it)")->required();
+  app.add_option("--out", out_path, "TorchScript file to write, e.g. model.pt")->required();
+  CLI11_PARSE(app, argc, argv);
+
+  const auto start = std::chrono::steady_clock::now();
+  auto module = switchyard::runner::ConvertTfjsLayersModel(in_path);
+  if (!module.ok()) {
+    std::cerr << "switchyard-convert-tfjs: " << module.status() << "\n";
+    return 1;
+  }
+  try {
+    int64_t params = 0;
+    int64_t values = 0;
+    for (const auto& p : module->parameters()) {
+      ++params;
+      values += p.numel();
+    }
+    const int64_t scale = module->attr("scale").toInt();
+    if (out_path.has_parent_path()) std::filesystem::create_directories(out_path.parent_path());
+    const std::filesystem::path tmp = out_path.string() + ".tmp";
+    module->save(tmp.string());
+    std::filesystem::rename(tmp, out_path);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "wrote " << out_path.string() << ": " << CountLayers(in_path) << " layers, "
+              << params << " parameters (" << values << " values), scale " << scale << ", "
+              << static_cast<int64_t>(ms) << " ms\n";
+  } catch (const c10::Error& e) {
+    std::cerr << "switchyard-convert-tfjs: cannot write " << out_path.string() << ": "
+              << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "switchyard-convert-tfjs: cannot write " << out_path.string() << ": " << e.what()
+              << "\n";
+    return 1;
+  }
+  return 0;
+}
