@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -61,11 +62,11 @@ void WriteFile(const fs::path& path, const std::string& data) {
 }
 
 std::string MakeTestImage(const TempDir& dir, int width, int height, const std::string& format) {
-  fs::path out = dir.path() / ("image-" + std::to_string(width) + "x" + std::to_string(height) +
-                               "." + format);
+  fs::path out =
+      dir.path() / ("image-" + std::to_string(width) + "x" + std::to_string(height) + "." + format);
   std::ostringstream cmd;
-  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << width << "x"
-      << height << ":rate=1 -frames:v 1 " << out.string();
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << width << "x" << height
+      << ":rate=1 -frames:v 1 " << out.string();
   std::string log;
   if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
   return ReadFile(out);
@@ -119,6 +120,110 @@ ProbeResult ProbeVideo(const TempDir& dir, const std::string& data, const std::s
   r.ok = r.width > 0;
   if (!r.ok) r.error = "ffprobe found no video stream: " + log;
   return r;
+}
+
+std::string MakeTestImageWithPixFmt(const TempDir& dir, int width, int height,
+                                    const std::string& format, const std::string& pix_fmt) {
+  fs::path out = dir.path() / ("image-" + std::to_string(width) + "x" + std::to_string(height) +
+                               "-" + pix_fmt + "." + format);
+  std::ostringstream cmd;
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << width << "x" << height
+      << ":rate=1 -frames:v 1 -pix_fmt " << pix_fmt << " " << out.string();
+  std::string log;
+  if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
+  return ReadFile(out);
+}
+
+std::string MakeTestSegmentWithArgs(const TempDir& dir, int width, int height,
+                                    const std::string& fps, double seconds,
+                                    const std::string& output_args, const std::string& ext) {
+  static std::atomic<int> counter{0};
+  fs::path out = dir.path() / ("custom-segment-" + std::to_string(counter++) + "." + ext);
+  std::ostringstream cmd;
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << width << "x" << height
+      << ":rate=" << fps << " -t " << seconds << " " << output_args << " " << out.string();
+  std::string log;
+  if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
+  return ReadFile(out);
+}
+
+namespace {
+
+fs::path WriteProbeInput(const TempDir& dir, const std::string& data, const std::string& ext) {
+  static std::atomic<int> counter{0};
+  fs::path in = dir.path() / ("probe-input-" + std::to_string(counter++) + "." + ext);
+  WriteFile(in, data);
+  return in;
+}
+
+}  // namespace
+
+std::vector<ProbedFrame> ProbeFrames(const TempDir& dir, const std::string& data,
+                                     const std::string& ext, std::string* error) {
+  fs::path in = WriteProbeInput(dir, data, ext);
+  std::string log;
+  int rc = RunCommand(
+      "ffprobe -v error -select_streams v:0 -show_entries frame=key_frame,pict_type,pts_time "
+      "-of csv=p=0 " +
+          in.string(),
+      &log);
+  std::vector<ProbedFrame> frames;
+  if (rc != 0) {
+    if (error != nullptr) *error = log;
+    return frames;
+  }
+  // The field order of -show_entries follows ffprobe's own order: key_frame, pts_time, pict_type.
+  std::istringstream lines(log);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::vector<std::string> fields;
+    std::istringstream ls(line);
+    std::string field;
+    while (std::getline(ls, field, ',')) fields.push_back(field);
+    if (fields.size() < 3) continue;
+    ProbedFrame f;
+    f.key_frame = fields[0] == "1";
+    f.pts_time = std::atof(fields[1].c_str());
+    f.pict_type = fields[2];
+    frames.push_back(f);
+  }
+  if (frames.empty() && error != nullptr) *error = "no frames: " + log;
+  return frames;
+}
+
+std::vector<double> ProbePacketDts(const TempDir& dir, const std::string& data,
+                                   const std::string& ext, const std::string& stream_spec) {
+  fs::path in = WriteProbeInput(dir, data, ext);
+  std::string log;
+  std::vector<double> dts;
+  if (RunCommand("ffprobe -v error -select_streams " + stream_spec +
+                     " -show_entries packet=dts_time -of csv=p=0 " + in.string(),
+                 &log) != 0) {
+    return dts;
+  }
+  std::istringstream lines(log);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line != "N/A") dts.push_back(std::atof(line.c_str()));
+  }
+  return dts;
+}
+
+int ProbeStreamCount(const TempDir& dir, const std::string& data, const std::string& ext,
+                     const std::string& codec_type) {
+  fs::path in = WriteProbeInput(dir, data, ext);
+  std::string log;
+  if (RunCommand("ffprobe -v error -show_entries stream=codec_type -of csv=p=0 " + in.string(),
+                 &log) != 0) {
+    return -1;
+  }
+  std::istringstream lines(log);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    if (line == codec_type) ++count;
+  }
+  return count;
 }
 
 }  // namespace switchyard::testing

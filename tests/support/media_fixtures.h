@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace switchyard::testing {
 
@@ -31,10 +32,10 @@ std::string MakeTestImage(const TempDir& dir, int width, int height, const std::
 struct SegmentSpec {
   int width = 320;
   int height = 240;
-  std::string fps = "30";     // any ffmpeg rate, e.g. "30000/1001"
+  std::string fps = "30";  // any ffmpeg rate, e.g. "30000/1001"
   double seconds = 2.0;
-  double gop_seconds = 2.0;   // keyframe interval of the source
-  bool audio = false;         // add a sine AAC track
+  double gop_seconds = 2.0;          // keyframe interval of the source
+  bool audio = false;                // add a sine AAC track
   std::string container = "mpegts";  // "mpegts" or "mp4"
   std::string codec = "libx264";
 };
@@ -47,10 +48,38 @@ struct ProbeResult {
   bool ok = false;
   int width = 0;
   int height = 0;
-  int frames = 0;        // counted by decoding (-count_frames)
+  int frames = 0;  // counted by decoding (-count_frames)
   std::string codec;
   std::string error;
 };
 ProbeResult ProbeVideo(const TempDir& dir, const std::string& data, const std::string& ext);
+
+// Like MakeTestImage, with the output pixel format forced (e.g. "gray", "rgba", "rgb48be").
+std::string MakeTestImageWithPixFmt(const TempDir& dir, int width, int height,
+                                    const std::string& format, const std::string& pix_fmt);
+
+// Generates a testsrc2 segment with full control over the ffmpeg output arguments, e.g.
+// "-c:v libx264 -pix_fmt yuv444p -f mpegts" (for sizes yuv420p cannot hold). `ext` names the file.
+std::string MakeTestSegmentWithArgs(const TempDir& dir, int width, int height,
+                                    const std::string& fps, double seconds,
+                                    const std::string& output_args, const std::string& ext);
+
+// Per-frame facts about the first video stream, in presentation order, from ffprobe -show_frames.
+struct ProbedFrame {
+  bool key_frame = false;
+  std::string pict_type;  // "I", "P", "B"
+  double pts_time = 0;
+};
+// Empty on failure (`error` then says why, when given).
+std::vector<ProbedFrame> ProbeFrames(const TempDir& dir, const std::string& data,
+                                     const std::string& ext, std::string* error = nullptr);
+
+// Per-packet DTS (seconds) of stream `stream_spec` (e.g. "v:0", "a:0"), in file order.
+std::vector<double> ProbePacketDts(const TempDir& dir, const std::string& data,
+                                   const std::string& ext, const std::string& stream_spec);
+
+// Number of streams of the given type ("video" or "audio"), or -1 when ffprobe fails.
+int ProbeStreamCount(const TempDir& dir, const std::string& data, const std::string& ext,
+                     const std::string& codec_type);
 
 }  // namespace switchyard::testing

@@ -1,8 +1,16 @@
 // RAII owners and error helpers for FFmpeg's libav* objects, shared by every media component.
+//
+// Every libav* object we create is owned by one of the std::unique_ptr aliases below (or by one
+// of the small classes built from them), so every error path releases everything it allocated.
+// None of these types are shared between threads; each call builds its own.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -16,16 +24,111 @@ namespace switchyard::media {
 // Text of an AVERROR code, e.g. "Invalid data found when processing input".
 std::string AvErrorString(int errnum);
 
-struct AvFrameDeleter { void operator()(AVFrame* f) const { av_frame_free(&f); } };
-struct AvPacketDeleter { void operator()(AVPacket* p) const { av_packet_free(&p); } };
-struct AvCodecContextDeleter { void operator()(AVCodecContext* c) const { avcodec_free_context(&c); } };
-struct SwsContextDeleter { void operator()(SwsContext* s) const { sws_freeContext(s); } };
+// One-time process-wide libav* setup: routes libav logging to stderr at AV_LOG_ERROR and above
+// only (libav is chatty on corrupt input). Thread-safe and idempotent; every media entry point
+// calls it.
+void InitFfmpeg();
+
+struct AvFrameDeleter {
+  void operator()(AVFrame* f) const { av_frame_free(&f); }
+};
+struct AvPacketDeleter {
+  void operator()(AVPacket* p) const { av_packet_free(&p); }
+};
+struct AvCodecContextDeleter {
+  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
+};
+struct SwsContextDeleter {
+  void operator()(SwsContext* s) const { sws_freeContext(s); }
+};
+struct AvDictionaryDeleter {
+  void operator()(AVDictionary* d) const { av_dict_free(&d); }
+};
+// A demuxer context opened with avformat_open_input.
+struct AvInputFormatContextDeleter {
+  void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
+};
+// A muxer context from avformat_alloc_output_context2. Its pb is never owned by it (we always
+// use custom IO), so this only frees the context (and runs the muxer's deinit if needed).
+struct AvOutputFormatContextDeleter {
+  void operator()(AVFormatContext* c) const { avformat_free_context(c); }
+};
+// An AVIOContext from avio_alloc_context, together with its (possibly reallocated) buffer.
+struct AvioContextDeleter {
+  void operator()(AVIOContext* c) const;
+};
 
 using AvFramePtr = std::unique_ptr<AVFrame, AvFrameDeleter>;
 using AvPacketPtr = std::unique_ptr<AVPacket, AvPacketDeleter>;
 using AvCodecContextPtr = std::unique_ptr<AVCodecContext, AvCodecContextDeleter>;
 using SwsContextPtr = std::unique_ptr<SwsContext, SwsContextDeleter>;
+using AvDictionaryPtr = std::unique_ptr<AVDictionary, AvDictionaryDeleter>;
+using AvInputFormatContextPtr = std::unique_ptr<AVFormatContext, AvInputFormatContextDeleter>;
+using AvOutputFormatContextPtr = std::unique_ptr<AVFormatContext, AvOutputFormatContextDeleter>;
+using AvioContextPtr = std::unique_ptr<AVIOContext, AvioContextDeleter>;
 
-// Helper 2 adds owners for demuxer/muxer contexts and in-memory AVIO here.
+// A read-only, seekable AVIOContext over caller-owned bytes (which must outlive it).
+// Not copyable or movable: the AVIOContext points back at this object.
+class MemoryReader {
+ public:
+  explicit MemoryReader(std::string_view data);
+  MemoryReader(const MemoryReader&) = delete;
+  MemoryReader& operator=(const MemoryReader&) = delete;
+
+  // Null if allocation failed.
+  AVIOContext* io() const { return io_.get(); }
+
+ private:
+  static int Read(void* opaque, uint8_t* buf, int buf_size);
+  static int64_t Seek(void* opaque, int64_t offset, int whence);
+
+  std::string_view data_;
+  int64_t pos_ = 0;
+  AvioContextPtr io_;
+};
+
+// A write-only, non-seekable AVIOContext appending everything written to `*sink` (which must
+// outlive it). Suitable for streaming muxers (mpegts, fragmented mp4). Not copyable or movable.
+class MemoryWriter {
+ public:
+  explicit MemoryWriter(std::string* sink);
+  MemoryWriter(const MemoryWriter&) = delete;
+  MemoryWriter& operator=(const MemoryWriter&) = delete;
+
+  // Null if allocation failed.
+  AVIOContext* io() const { return io_.get(); }
+
+ private:
+  static int Write(void* opaque, uint8_t* buf, int buf_size);
+
+  std::string* sink_;
+  AvioContextPtr io_;
+};
+
+// A demuxer reading from memory. Members are destroyed in reverse order: the format context is
+// closed before the AVIOContext it reads from is freed.
+struct MemoryDemuxer {
+  std::unique_ptr<MemoryReader> reader;
+  AvInputFormatContextPtr format;
+};
+
+// Opens a demuxer over `data` (which must outlive the result) and reads stream info.
+// `format_whitelist` is a comma-separated list of demuxer names (e.g. "mpegts,mov"); empty allows
+// any. The demuxer may not open other files or URLs. INVALID_ARGUMENT when the data is not a
+// recognized container or its streams cannot be probed; RESOURCE_EXHAUSTED on allocation failure.
+absl::StatusOr<std::unique_ptr<MemoryDemuxer>> OpenMemoryDemuxer(
+    std::string_view data, const std::string& format_whitelist);
+
+// A muxer writing into memory. Members are destroyed in reverse order: the format context is
+// freed before the AVIOContext it writes to.
+struct MemoryMuxer {
+  std::unique_ptr<MemoryWriter> writer;
+  AvOutputFormatContextPtr format;
+};
+
+// Allocates a muxer for `format_name` (e.g. "mpegts", "mp4") appending its output to `*sink`.
+// The caller adds streams and writes the header. INVALID_ARGUMENT for an unknown format.
+absl::StatusOr<std::unique_ptr<MemoryMuxer>> OpenMemoryMuxer(const std::string& format_name,
+                                                             std::string* sink);
 
 }  // namespace switchyard::media
