@@ -1,1 +1,453 @@
-// placeholder: being written
+#include "runner/tfjs_converter.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/script.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "support/media_fixtures.h"
+
+namespace switchyard::runner {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using ::switchyard::testing::ReadFile;
+using ::switchyard::testing::TempDir;
+using ::switchyard::testing::WriteFile;
+using ::testing::HasSubstr;
+
+constexpr double kMaxAbsError = 1.0;  // on the 0..255 scale
+
+const fs::path kFixtureDir = fs::path(SWITCHYARD_SOURCE_DIR) / "tests" / "fixtures" / "esrgan";
+const fs::path kModelDir = SWITCHYARD_MODEL_DIR;
+
+std::vector<int64_t> JsonShape(const Json& j) { return j.at("shape").get<std::vector<int64_t>>(); }
+
+// The fixture input as a float NCHW tensor [1, 3, H, W] with values 0..255.
+torch::Tensor LoadFixtureInput() {
+  const Json header = Json::parse(ReadFile(kFixtureDir / "input.json"));
+  const std::vector<int64_t> shape = JsonShape(header);  // HWC
+  std::string bytes = ReadFile(kFixtureDir / header.at("file").get<std::string>());
+  EXPECT_EQ(static_cast<int64_t>(bytes.size()), shape[0] * shape[1] * shape[2]);
+  return torch::from_blob(bytes.data(), {1, shape[0], shape[1], shape[2]}, torch::kUInt8)
+      .permute({0, 3, 1, 2})
+      .to(torch::kFloat32)
+      .contiguous();
+}
+
+// The TF.js output for `scale` as a float NCHW tensor.
+torch::Tensor LoadFixtureOutput(int scale) {
+  const Json header = Json::parse(ReadFile(kFixtureDir / absl::StrCat("x", scale, ".json")));
+  const std::vector<int64_t> shape = JsonShape(header);  // NHWC
+  std::string bytes = ReadFile(kFixtureDir / header.at("file").get<std::string>());
+  EXPECT_EQ(static_cast<int64_t>(bytes.size()),
+            shape[0] * shape[1] * shape[2] * shape[3] * static_cast<int64_t>(sizeof(float)));
+  return torch::from_blob(bytes.data(), {shape[0], shape[1], shape[2], shape[3]}, torch::kFloat32)
+      .permute({0, 3, 1, 2})
+      .contiguous();
+}
+
+torch::Tensor Forward(torch::jit::Module& module, const torch::Tensor& input) {
+  torch::InferenceMode guard;
+  return module.forward({input}).toTensor();
+}
+
+double MaxAbsError(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+fs::path EsrganModelJson(int scale) {
+  return kModelDir / "esrgan-slim-1.0.0" / "package" / "models" / absl::StrCat("x", scale) /
+         "model.json";
+}
+
+fs::path EsrganTorchScript(int scale) {
+  return kModelDir / absl::StrCat("esrgan-slim-x", scale, ".pt");
+}
+
+std::string PrepareHint() {
+  return "the model dir " + kModelDir.string() +
+         " is not prepared; run scripts/prepare-models (e.g. scripts/prepare-models --converter "
+         "build/bin/switchyard-convert-tfjs)";
+}
+
+// --- ESRGAN-slim against the TF.js reference fixtures -------------------------------------
+
+class EsrganSlimTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(EsrganSlimTest, ConvertedModelMatchesTfjsReference) {
+  const int scale = GetParam();
+  const fs::path json = EsrganModelJson(scale);
+  ASSERT_TRUE(fs::exists(json)) << json << " missing: " << PrepareHint();
+
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(json);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_EQ(module->attr("scale").toInt(), scale);
+
+  const torch::Tensor input = LoadFixtureInput();
+  const torch::Tensor expected = LoadFixtureOutput(scale);
+  const torch::Tensor actual = Forward(*module, input);
+  ASSERT_EQ(actual.sizes(), expected.sizes());
+  EXPECT_EQ(actual.size(2), input.size(2) * scale);
+  EXPECT_EQ(actual.size(3), input.size(3) * scale);
+  const double error = MaxAbsError(actual, expected);
+  std::cout << "[ esrgan-slim x" << scale << " ] converted in " << ms
+            << " ms, max abs error vs TF.js: " << error << "\n";
+  RecordProperty("max_abs_error", std::to_string(error));
+  EXPECT_LE(error, kMaxAbsError);
+}
+
+TEST_P(EsrganSlimTest, PreparedTorchScriptMatchesTfjsReference) {
+  const int scale = GetParam();
+  const fs::path pt = EsrganTorchScript(scale);
+  ASSERT_TRUE(fs::exists(pt)) << pt << " missing: " << PrepareHint();
+
+  torch::jit::Module module = torch::jit::load(pt.string());
+  module.eval();
+  ASSERT_TRUE(module.hasattr("scale"));
+  EXPECT_EQ(module.attr("scale").toInt(), scale);
+
+  const torch::Tensor expected = LoadFixtureOutput(scale);
+  const torch::Tensor actual = Forward(module, LoadFixtureInput());
+  ASSERT_EQ(actual.sizes(), expected.sizes());
+  const double error = MaxAbsError(actual, expected);
+  std::cout << "[ esrgan-slim-x" << scale << ".pt ] max abs error vs TF.js: " << error << "\n";
+  RecordProperty("max_abs_error", std::to_string(error));
+  EXPECT_LE(error, kMaxAbsError);
+}
+
+INSTANTIATE_TEST_SUITE_P(Scales, EsrganSlimTest, ::testing::Values(2, 3, 4, 8),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return absl::StrCat("x", info.param);
+                         });
+
+// --- synthetic models ---------------------------------------------------------------------
+
+// Builds a small Keras functional model.json with one weight shard.
+class SyntheticModel {
+ public:
+  void Input(const std::string& name, int channels) {
+    layers_.push_back({{"class_name", "InputLayer"},
+                       {"name", name},
+                       {"config",
+                        {{"name", name},
+                         {"batch_input_shape", {nullptr, nullptr, nullptr, channels}},
+                         {"dtype", "float32"}}},
+                       {"inbound_nodes", Json::array()}});
+    input_ = name;
+  }
+
+  void Layer(const std::string& class_name, const std::string& name,
+             const std::vector<std::string>& inputs, Json config = Json::object()) {
+    Json inbound = Json::array();
+    for (const std::string& in : inputs) inbound.push_back({in, 0, 0, Json::object()});
+    config["name"] = name;
+    layers_.push_back({{"class_name", class_name},
+                       {"name", name},
+                       {"config", config},
+                       {"inbound_nodes", Json::array({inbound})}});
+    output_ = name;
+  }
+
+  // Kernel in TF layout [kh, kw, in, out].
+  void Conv(const std::string& name, const std::string& input, int kh, int kw, int filters,
+            const std::string& padding, const std::string& activation) {
+    Layer("Conv2D", name, {input},
+          {{"filters", filters},
+           {"kernel_size", {kh, kw}},
+           {"strides", {1, 1}},
+           {"padding", padding},
+           {"data_format", "channels_last"},
+           {"dilation_rate", {1, 1}},
+           {"activation", activation},
+           {"use_bias", true}});
+  }
+
+  void Weight(const std::string& name, const std::vector<int64_t>& shape,
+              const std::vector<float>& values) {
+    weights_.push_back({{"name", name}, {"shape", shape}, {"dtype", "float32"}});
+    const size_t at = shard_.size();
+    shard_.resize(at + values.size() * sizeof(float));
+    std::memcpy(shard_.data() + at, values.data(), values.size() * sizeof(float));
+  }
+
+  std::string& shard() { return shard_; }
+
+  Json ToJson() const {
+    return {{"format", "layers-model"},
+            {"generatedBy", "keras v2.10.0"},
+            {"convertedBy", "TensorFlow.js Converter v1.2.6"},
+            {"modelTopology",
+             {{"keras_version", "2.10.0"},
+              {"backend", "tensorflow"},
+              {"model_config",
+               {{"class_name", "Functional"},
+                {"config",
+                 {{"name", "model"},
+                  {"layers", layers_},
+                  {"input_layers", {{input_, 0, 0}}},
+                  {"output_layers", {{output_, 0, 0}}}}}}}}},
+            {"weightsManifest", {{{"paths", {"group1-shard1of1.bin"}}, {"weights", weights_}}}}};
+  }
+
+  fs::path Write(const TempDir& dir) const {
+    WriteFile(dir.path() / "group1-shard1of1.bin", shard_);
+    WriteFile(dir.path() / "model.json", ToJson().dump(1));
+    return dir.path() / "model.json";
+  }
+
+ private:
+  Json layers_ = Json::array();
+  Json weights_ = Json::array();
+  std::string shard_;
+  std::string input_;
+  std::string output_;
+};
+
+// A plain NHWC image for the hand-written reference below.
+struct Image {
+  int h = 0, w = 0, c = 0;
+  std::vector<float> v;
+  Image(int h_, int w_, int c_) : h(h_), w(w_), c(c_), v(static_cast<size_t>(h_ * w_ * c_)) {}
+  float& at(int y, int x, int ch) { return v[static_cast<size_t>((y * w + x) * c + ch)]; }
+  float get(int y, int x, int ch) const {
+    if (y < 0 || y >= h || x < 0 || x >= w) return 0.0f;
+    return v[static_cast<size_t>((y * w + x) * c + ch)];
+  }
+};
+
+// TF semantics: cross-correlation, kernel [kh][kw][in][out]; 'same' pads (k-1)/2 before.
+Image RefConv(const Image& in, int kh, int kw, int filters, const std::vector<float>& kernel,
+              const std::vector<float>& bias, bool same, bool relu) {
+  const int oh = same ? in.h : in.h - kh + 1;
+  const int ow = same ? in.w : in.w - kw + 1;
+  const int top = same ? (kh - 1) / 2 : 0;
+  const int left = same ? (kw - 1) / 2 : 0;
+  Image out(oh, ow, filters);
+  for (int y = 0; y < oh; ++y) {
+    for (int x = 0; x < ow; ++x) {
+      for (int o = 0; o < filters; ++o) {
+        double sum = bias[static_cast<size_t>(o)];
+        for (int i = 0; i < kh; ++i) {
+          for (int j = 0; j < kw; ++j) {
+            for (int ci = 0; ci < in.c; ++ci) {
+              sum += in.get(y + i - top, x + j - left, ci) *
+                     kernel[static_cast<size_t>(((i * kw + j) * in.c + ci) * filters + o)];
+            }
+          }
+        }
+        out.at(y, x, o) = relu ? std::max(0.0f, static_cast<float>(sum)) : static_cast<float>(sum);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<float> Values(size_t n, float seed) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = std::sin(seed + 0.7f * static_cast<float>(i)) * 0.5f;
+  return v;
+}
+
+torch::Tensor ToTensor(const Image& img) {  // NHWC image -> [1, C, H, W]
+  return torch::from_blob(const_cast<float*>(img.v.data()), {1, img.h, img.w, img.c},
+                          torch::kFloat32)
+      .permute({0, 3, 1, 2})
+      .contiguous();
+}
+
+TEST(TfjsConverterTest, SingleConvMatchesHandComputedOutput) {
+  // 3x3 'same' conv, 1 -> 1 channel: centre tap 1, right-neighbour tap 10, bias 0.5, so
+  // out(y, x) = in(y, x) + 10 * in(y, x + 1) + 0.5 (zero padding past the right edge).
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 1);
+  m.Conv("conv", "in", 3, 3, 1, "same", "linear");
+  std::vector<float> kernel(9, 0.0f);
+  kernel[1 * 3 + 1] = 1.0f;
+  kernel[1 * 3 + 2] = 10.0f;
+  m.Weight("conv/kernel", {3, 3, 1, 1}, kernel);
+  m.Weight("conv/bias", {1}, {0.5f});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_EQ(module->attr("scale").toInt(), 1);
+
+  const torch::Tensor input =
+      torch::tensor({1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f}).view({1, 1, 2, 3});
+  const torch::Tensor expected =
+      torch::tensor({21.5f, 32.5f, 3.5f, 54.5f, 65.5f, 6.5f}).view({1, 1, 2, 3});
+  const torch::Tensor actual = Forward(*module, input);
+  ASSERT_EQ(actual.sizes(), expected.sizes());
+  EXPECT_LE(MaxAbsError(actual, expected), 1e-6) << actual;
+}
+
+TEST(TfjsConverterTest, SmallGraphMatchesReferenceAndSurvivesSaveLoad) {
+  // Even kernel ('same' pads asymmetrically), 'valid', relu, Add, Concatenate, UpSampling2D,
+  // and a manifest whose order differs from the layer order.
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 3);
+  m.Conv("a", "in", 2, 2, 4, "same", "relu");
+  m.Conv("b", "in", 3, 3, 4, "same", "linear");
+  m.Layer("Add", "c", {"a", "b"});
+  m.Layer("Concatenate", "d", {"a", "c"}, {{"axis", 3}});
+  m.Layer("Activation", "e", {"d"}, {{"activation", "relu"}});
+  m.Layer("UpSampling2D", "f", {"e"},
+          {{"size", {2, 2}}, {"interpolation", "nearest"}, {"data_format", "channels_last"}});
+  m.Conv("g", "f", 3, 3, 2, "valid", "linear");
+  const auto ka = Values(2 * 2 * 3 * 4, 0.1f), ba = Values(4, 0.2f);
+  const auto kb = Values(3 * 3 * 3 * 4, 0.3f), bb = Values(4, 0.4f);
+  const auto kg = Values(3 * 3 * 8 * 2, 0.5f), bg = Values(2, 0.6f);
+  m.Weight("g/kernel", {3, 3, 8, 2}, kg);
+  m.Weight("g/bias", {2}, bg);
+  m.Weight("a/kernel", {2, 2, 3, 4}, ka);
+  m.Weight("a/bias", {4}, ba);
+  m.Weight("b/kernel", {3, 3, 3, 4}, kb);
+  m.Weight("b/bias", {4}, bb);
+  const fs::path json = m.Write(dir);
+
+  Image in(5, 4, 3);
+  for (size_t i = 0; i < in.v.size(); ++i) in.v[i] = static_cast<float>((i * 37) % 17) - 8.0f;
+  const Image a = RefConv(in, 2, 2, 4, ka, ba, true, true);
+  const Image b = RefConv(in, 3, 3, 4, kb, bb, true, false);
+  Image e(5, 4, 8);
+  for (int y = 0; y < 5; ++y) {
+    for (int x = 0; x < 4; ++x) {
+      for (int ch = 0; ch < 4; ++ch) {
+        e.at(y, x, ch) = std::max(0.0f, a.get(y, x, ch));
+        e.at(y, x, 4 + ch) = std::max(0.0f, a.get(y, x, ch) + b.get(y, x, ch));
+      }
+    }
+  }
+  Image f(10, 8, 8);
+  for (int y = 0; y < 10; ++y) {
+    for (int x = 0; x < 8; ++x) {
+      for (int ch = 0; ch < 8; ++ch) f.at(y, x, ch) = e.get(y / 2, x / 2, ch);
+    }
+  }
+  const torch::Tensor expected = ToTensor(RefConv(f, 3, 3, 2, kg, bg, false, false));
+
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(json);
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_EQ(module->attr("scale").toInt(), 2);
+  const torch::Tensor actual = Forward(*module, ToTensor(in));
+  ASSERT_EQ(actual.sizes(), expected.sizes());
+  EXPECT_LE(MaxAbsError(actual, expected), 1e-4);
+
+  const fs::path pt = dir.path() / "model.pt";
+  module->save(pt.string());
+  torch::jit::Module loaded = torch::jit::load(pt.string());
+  EXPECT_EQ(loaded.attr("scale").toInt(), 2);
+  EXPECT_LE(MaxAbsError(Forward(loaded, ToTensor(in)), expected), 1e-4);
+}
+
+SyntheticModel OneConvModel() {
+  SyntheticModel m;
+  m.Input("in", 3);
+  m.Conv("conv", "in", 1, 1, 2, "same", "linear");
+  m.Weight("conv/kernel", {1, 1, 3, 2}, Values(6, 1.0f));
+  m.Weight("conv/bias", {2}, Values(2, 2.0f));
+  return m;
+}
+
+TEST(TfjsConverterTest, MissingModelJsonIsNotFound) {
+  TempDir dir;
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(dir.path() / "model.json");
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kNotFound) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("model.json"));
+}
+
+TEST(TfjsConverterTest, MissingShardIsNotFound) {
+  TempDir dir;
+  const fs::path json = OneConvModel().Write(dir);
+  fs::remove(dir.path() / "group1-shard1of1.bin");
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(json);
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kNotFound) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("group1-shard1of1.bin"));
+}
+
+TEST(TfjsConverterTest, MalformedJsonIsInvalidArgument) {
+  TempDir dir;
+  WriteFile(dir.path() / "model.json", "{\"format\": \"layers-model\", \"modelTopology\": {");
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(dir.path() / "model.json");
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("JSON"));
+}
+
+TEST(TfjsConverterTest, WrongStructureIsInvalidArgument) {
+  TempDir dir;
+  WriteFile(dir.path() / "model.json", R"({"modelTopology": {"model_config": {"config": 3}}})");
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(dir.path() / "model.json");
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+}
+
+TEST(TfjsConverterTest, UnsupportedLayerClassIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m = OneConvModel();
+  m.Layer("BatchNormalization", "bn", {"conv"}, {{"axis", 3}});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("BatchNormalization"));
+  EXPECT_THAT(module.status().message(), HasSubstr("'bn'"));
+}
+
+TEST(TfjsConverterTest, UnsupportedStrideIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 3);
+  m.Layer("Conv2D", "strided", {"in"},
+          {{"filters", 2}, {"kernel_size", {1, 1}}, {"strides", {2, 2}}, {"padding", "valid"}});
+  m.Weight("strided/kernel", {1, 1, 3, 2}, Values(6, 1.0f));
+  m.Weight("strided/bias", {2}, Values(2, 2.0f));
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("strides"));
+  EXPECT_THAT(module.status().message(), HasSubstr("'strided'"));
+}
+
+TEST(TfjsConverterTest, ShortShardIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m = OneConvModel();
+  m.shard().resize(m.shard().size() - 4);
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("too short"));
+  EXPECT_THAT(module.status().message(), HasSubstr("conv/bias"));
+}
+
+TEST(TfjsConverterTest, KernelShapeMismatchIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 3);
+  m.Conv("conv", "in", 3, 3, 2, "same", "linear");
+  m.Weight("conv/kernel", {3, 3, 4, 2}, Values(72, 1.0f));  // expects 3 input channels
+  m.Weight("conv/bias", {2}, Values(2, 2.0f));
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("kernel weight shape"));
+}
+
+}  // namespace
+}  // namespace switchyard::runner
