@@ -1,1 +1,8 @@
-int main() { return 0; }
+// switchyard: command-line client of a switchyard-gateway. All logic is in cli_commands.cc.
+#include <iostream>
+
+#include "cli/cli_commands.h"
+
+int main(int argc, char** argv) {
+  return switchyard::cli::RunCli(argc, argv, std::cout, std::cerr);
+}
