@@ -1,1 +1,314 @@
-// placeholder: being written
+#include "gateway/gateway_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using Stub = node::v1::Orchestrator::Stub;
+
+bool Retryable(grpc::StatusCode code) {
+  // UNAVAILABLE: node down or model failed there; RESOURCE_EXHAUSTED: capacity refused.
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+std::string RequestIdOf(const grpc::CallbackServerContext* context, uint64_t random) {
+  const auto& md = context->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it != md.end() && !it->second.empty() && it->second.size() <= 128) {
+    return std::string(it->second.data(), it->second.size());
+  }
+  return absl::StrFormat("%016x", random);
+}
+
+// One client job: picks an orchestrator, calls it asynchronously, retries elsewhere on retryable
+// failures, and finishes the client's call exactly once. Owns itself until then.
+template <typename Request, typename Response>
+class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>> {
+ public:
+  using AsyncCall = std::function<void(Stub*, grpc::ClientContext*, const Request*, Response*,
+                                       std::function<void(grpc::Status)>)>;
+
+  UnaryJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
+           grpc::ServerUnaryReactor* reactor, std::string pipeline, std::string model_id,
+           AsyncCall call, const GatewayConfig& config, Membership* membership,
+           const Router* router, std::string request_id)
+      : context_(context),
+        request_(request),
+        response_(response),
+        reactor_(reactor),
+        route_{std::move(pipeline), std::move(model_id), {}},
+        call_(std::move(call)),
+        config_(config),
+        membership_(membership),
+        router_(router),
+        request_id_(std::move(request_id)) {}
+
+  void Start() { Attempt(); }
+
+ private:
+  void Attempt() {
+    if (context_->IsCancelled()) return Finish(grpc::Status::CANCELLED);
+    auto snapshot = membership_->snapshot();
+    auto choice = router_->Pick(*snapshot, route_);
+    if (!choice.ok()) {
+      if (attempts_ > 0) {
+        // Everything suitable has been tried: report the last orchestrator's error.
+        return Finish(grpc::Status(
+            last_status_.error_code(),
+            absl::StrCat(last_status_.error_message(), " (after ", attempts_, " attempt",
+                         attempts_ == 1 ? "" : "s", "; no other orchestrator available)")));
+      }
+      return Finish(ToGrpcStatus(choice.status()));
+    }
+    ++attempts_;
+    node_ = choice->node;
+    // Propagates the client's deadline and cancellation to the orchestrator call.
+    client_context_ = grpc::ClientContext::FromCallbackServerContext(*context_);
+    if (context_->deadline() == std::chrono::system_clock::time_point::max()) {
+      client_context_->set_deadline(std::chrono::system_clock::now() +
+                                    std::chrono::milliseconds(config_.default_timeout_ms));
+    }
+    client_context_->AddMetadata("x-request-id", request_id_);
+    attempt_response_ = Response();
+    node_->connection->in_flight().fetch_add(1);
+    auto self = this->shared_from_this();
+    call_(node_->connection->stub(), client_context_.get(), request_, &attempt_response_,
+          [self](grpc::Status status) { self->OnAttemptDone(std::move(status)); });
+  }
+
+  void OnAttemptDone(grpc::Status status) {
+    node_->connection->in_flight().fetch_sub(1);
+    if (status.ok()) {
+      *response_ = std::move(attempt_response_);
+      auto* job = response_->mutable_job();
+      job->set_request_id(request_id_);
+      job->set_orchestrator(node_->id);
+      job->set_attempts(attempts_);
+      return Finish(grpc::Status::OK);
+    }
+    spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
+                 route_.model_id, attempts_, node_->id, GrpcCodeName(status.error_code()),
+                 status.error_message());
+    const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
+    if (Retryable(status.error_code()) && attempts_ < config_.max_attempts && deadline_left &&
+        !context_->IsCancelled()) {
+      route_.excluded.insert(node_->id);
+      last_status_ = status;
+      return Attempt();
+    }
+    Finish(std::move(status));
+  }
+
+  void Finish(grpc::Status status) {
+    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+      spdlog::info("[{}] {} '{}' answered {}: {}", request_id_, route_.pipeline, route_.model_id,
+                   GrpcCodeName(status.error_code()), status.error_message());
+    }
+    reactor_->Finish(std::move(status));
+  }
+
+  grpc::CallbackServerContext* context_;
+  const Request* request_;
+  Response* response_;
+  grpc::ServerUnaryReactor* reactor_;
+  RouteRequest route_;
+  AsyncCall call_;
+  const GatewayConfig& config_;
+  Membership* membership_;
+  const Router* router_;
+  std::string request_id_;
+  int attempts_ = 0;
+  grpc::Status last_status_;
+  std::shared_ptr<const NodeView> node_;
+  std::unique_ptr<grpc::ClientContext> client_context_;
+  Response attempt_response_;
+};
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::Status status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* NotImplemented(grpc::CallbackServerContext* context, const char* rpc,
+                                         const char* pipeline) {
+  return FinishNow(context,
+                   grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                absl::StrCat(rpc,
+                                             " is not implemented in this release: no runner "
+                                             "for the ",
+                                             pipeline, " pipeline yet")));
+}
+
+}  // namespace
+
+GatewayService::GatewayService(const GatewayConfig& config, Membership* membership,
+                               std::function<uint64_t()> random)
+    : config_(config), membership_(membership), router_(random), random_(random) {}
+
+grpc::ServerUnaryReactor* GatewayService::Upscale(grpc::CallbackServerContext* context,
+                                                  const v1::UpscaleRequest* request,
+                                                  v1::ImageResponse* response) {
+  if (request->model_id().empty()) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           "model_id is required (see ListCapabilities)"));
+  }
+  if (request->image().empty()) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           "image is required (PNG or JPEG bytes)"));
+  }
+  auto* reactor = context->DefaultReactor();
+  auto job = std::make_shared<UnaryJob<v1::UpscaleRequest, v1::ImageResponse>>(
+      context, request, response, reactor, "upscale", request->model_id(),
+      [](Stub* stub, grpc::ClientContext* ctx, const v1::UpscaleRequest* req,
+         v1::ImageResponse* resp, std::function<void(grpc::Status)> done) {
+        stub->async()->Upscale(ctx, req, resp, std::move(done));
+      },
+      config_, membership_, &router_, RequestIdOf(context, random_()));
+  job->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext* context,
+                                                    const v1::TranscodeRequest* request,
+                                                    v1::TranscodeResponse* response) {
+  if (request->segment().empty()) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           "segment is required (MPEG-TS or MP4 bytes)"));
+  }
+  if (request->renditions().empty()) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           "at least one rendition is required"));
+  }
+  auto* reactor = context->DefaultReactor();
+  auto job = std::make_shared<UnaryJob<v1::TranscodeRequest, v1::TranscodeResponse>>(
+      context, request, response, reactor, "transcode", "libx264",
+      [](Stub* stub, grpc::ClientContext* ctx, const v1::TranscodeRequest* req,
+         v1::TranscodeResponse* resp, std::function<void(grpc::Status)> done) {
+        stub->async()->Transcode(ctx, req, resp, std::move(done));
+      },
+      config_, membership_, &router_, RequestIdOf(context, random_()));
+  job->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
+    grpc::CallbackServerContext* context, const v1::ListCapabilitiesRequest* request,
+    v1::ListCapabilitiesResponse* response) {
+  auto snapshot = membership_->snapshot();
+  std::map<std::pair<std::string, std::string>, v1::Capability> caps;
+  for (const auto& node : snapshot->nodes) {
+    auto* info = response->add_orchestrators();
+    info->set_id(node->id);
+    info->set_address(node->connection->address());
+    info->set_source(node->source == NodeSource::kStatic ? "static" : "registered");
+    info->set_ready(!node->status.draining());
+    info->set_in_flight(node->connection->in_flight().load());
+    for (const auto& c : node->status.capabilities()) {
+      if (!request->pipeline().empty() && c.pipeline() != request->pipeline()) continue;
+      const bool warm = c.state() == node::v1::MODEL_STATE_READY;
+      auto* offer = response->add_offers();
+      offer->set_orchestrator(node->id);
+      offer->set_address(node->connection->address());
+      offer->set_pipeline(c.pipeline());
+      offer->set_model_id(c.model_id());
+      offer->set_warm(warm);
+      switch (c.state()) {
+        case node::v1::MODEL_STATE_READY:
+          offer->set_state("ready");
+          break;
+        case node::v1::MODEL_STATE_LOADING:
+          offer->set_state("loading");
+          break;
+        case node::v1::MODEL_STATE_FAILED:
+          offer->set_state("failed");
+          break;
+        default:
+          offer->set_state("cold");
+          break;
+      }
+      offer->set_capacity(c.capacity());
+      offer->set_in_use(c.in_use());
+      offer->set_price_per_unit(c.price_per_unit());
+      offer->set_unit(c.unit());
+
+      auto [it, fresh] = caps.try_emplace({c.pipeline(), c.model_id()});
+      v1::Capability& agg = it->second;
+      if (fresh) {
+        agg.set_pipeline(c.pipeline());
+        agg.set_model_id(c.model_id());
+        agg.set_unit(c.unit());
+        agg.set_min_price_per_unit(c.price_per_unit());
+      }
+      agg.set_orchestrators(agg.orchestrators() + 1);
+      agg.set_warm_orchestrators(agg.warm_orchestrators() + (warm ? 1 : 0));
+      agg.set_capacity(agg.capacity() + c.capacity());
+      agg.set_in_use(agg.in_use() + c.in_use());
+      agg.set_min_price_per_unit(std::min(agg.min_price_per_unit(), c.price_per_unit()));
+    }
+  }
+  for (auto& [key, cap] : caps) *response->add_capabilities() = std::move(cap);
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GatewayService::TextToImage(grpc::CallbackServerContext* context,
+                                                      const v1::TextToImageRequest*,
+                                                      v1::ImageResponse*) {
+  return NotImplemented(context, "TextToImage", "text-to-image");
+}
+grpc::ServerUnaryReactor* GatewayService::ImageToImage(grpc::CallbackServerContext* context,
+                                                       const v1::ImageToImageRequest*,
+                                                       v1::ImageResponse*) {
+  return NotImplemented(context, "ImageToImage", "image-to-image");
+}
+grpc::ServerUnaryReactor* GatewayService::ImageToVideo(grpc::CallbackServerContext* context,
+                                                       const v1::ImageToVideoRequest*,
+                                                       v1::VideoResponse*) {
+  return NotImplemented(context, "ImageToVideo", "image-to-video");
+}
+grpc::ServerUnaryReactor* GatewayService::AudioToText(grpc::CallbackServerContext* context,
+                                                      const v1::AudioToTextRequest*,
+                                                      v1::TextResponse*) {
+  return NotImplemented(context, "AudioToText", "audio-to-text");
+}
+grpc::ServerUnaryReactor* GatewayService::SegmentAnything2(grpc::CallbackServerContext* context,
+                                                           const v1::SegmentAnything2Request*,
+                                                           v1::MasksResponse*) {
+  return NotImplemented(context, "SegmentAnything2", "segment-anything-2");
+}
+grpc::ServerUnaryReactor* GatewayService::ImageToText(grpc::CallbackServerContext* context,
+                                                      const v1::ImageToTextRequest*,
+                                                      v1::ImageToTextResponse*) {
+  return NotImplemented(context, "ImageToText", "image-to-text");
+}
+grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerContext* context,
+                                                       const v1::TextToSpeechRequest*,
+                                                       v1::AudioResponse*) {
+  return NotImplemented(context, "TextToSpeech", "text-to-speech");
+}
+
+grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackServerContext*,
+                                                               const v1::LLMRequest*) {
+  // A stream that ends at once with UNIMPLEMENTED.
+  class Unimplemented final : public grpc::ServerWriteReactor<v1::LLMResponse> {
+   public:
+    Unimplemented() {
+      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          "LLM is not implemented in this release: no runner for the llm "
+                          "pipeline yet"));
+    }
+    void OnDone() override { delete this; }
+  };
+  return new Unimplemented();
+}
+
+}  // namespace switchyard::gateway

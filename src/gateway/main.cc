@@ -1,1 +1,61 @@
-int main() { return 0; }
+// switchyard-gateway: accepts jobs from app developers and routes them to orchestrators.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "common/daemon.h"
+#include "common/logging.h"
+#include "gateway/gateway_server.h"
+
+int main(int argc, char** argv) {
+  using namespace switchyard;
+  CLI::App app{
+      "switchyard-gateway: accepts AI and video jobs over gRPC and routes each to an "
+      "orchestrator by capability, warm state and load"};
+  std::string config_path, listen, port_file, log_level, log_format;
+  std::vector<std::string> static_orchestrators;
+  int grace_ms = 10000;
+  app.add_option("-c,--config", config_path, "JSON config file (see docs/configuration.md)")
+      ->required();
+  app.add_option("--listen", listen, "Override `listen` (HOST:PORT; port 0 picks a free one)");
+  app.add_option("--static-orchestrator", static_orchestrators,
+                 "Poll this orchestrator (HOST:PORT) in addition to the config's list; repeatable");
+  app.add_option("--port-file", port_file, "Write the bound port to this file once serving");
+  app.add_option("--log-level", log_level, "Override `log.level` (trace..error)");
+  app.add_option("--log-format", log_format, "Override `log.format` (text or json)");
+  app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t signals = BlockTerminationSignals();
+  auto config = gateway::LoadGatewayConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "switchyard-gateway: " << config.status().message() << "\n";
+    return 2;
+  }
+  if (!listen.empty()) config->listen = listen;
+  for (auto& s : static_orchestrators) config->static_orchestrators.push_back(s);
+  if (!log_level.empty()) config->log_level = log_level;
+  if (!log_format.empty()) config->log_format = log_format;
+  if (auto st = InitLogging(config->log_level, config->log_format, config->gateway_id); !st.ok()) {
+    std::cerr << "switchyard-gateway: " << st.message() << "\n";
+    return 2;
+  }
+  auto server = gateway::GatewayServer::Create(std::move(*config));
+  if (!server.ok()) {
+    spdlog::critical("{}", server.status().ToString());
+    return 1;
+  }
+  if (!port_file.empty()) {
+    if (auto st = WritePortFile(port_file, (*server)->port()); !st.ok()) {
+      spdlog::critical("{}", st.ToString());
+      return 1;
+    }
+  }
+  int sig = WaitForTerminationSignal(signals);
+  spdlog::info("signal {}: draining", sig);
+  (*server)->Shutdown(std::chrono::milliseconds(grace_ms));
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,1 +1,77 @@
-// placeholder: being written
+#include "gateway/membership.h"
+
+#include <spdlog/spdlog.h>
+
+namespace switchyard::gateway {
+
+NodeConnection::NodeConnection(std::string address, int64_t max_message_bytes)
+    : address_(std::move(address)) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  stub_ = node::v1::Orchestrator::NewStub(channel_);
+}
+
+Membership::Membership(int64_t max_message_bytes)
+    : max_message_bytes_(max_message_bytes), snapshot_(std::make_shared<const Snapshot>()) {}
+
+NodeConnectionPtr Membership::ConnectionFor(const std::string& address) {
+  for (const auto& [id, entry] : nodes_) {
+    if (entry.view->connection->address() == address) return entry.view->connection;
+  }
+  return std::make_shared<NodeConnection>(address, max_message_bytes_);
+}
+
+uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource source) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto view = std::make_shared<NodeView>();
+  view->id = status.node_id();
+  view->source = source;
+  view->status = status;
+  view->connection = ConnectionFor(status.address());
+  Entry& e = nodes_[status.node_id()];
+  bool fresh = e.view == nullptr;
+  e.token = next_token_++;
+  e.view = std::move(view);
+  PublishLocked();
+  if (fresh) {
+    spdlog::info("orchestrator {} joined at {} ({} capabilities)", status.node_id(),
+                 status.address(), status.capabilities_size());
+  }
+  return e.token;
+}
+
+void Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(status.node_id());
+  if (it == nodes_.end() || it->second.token != token) return;
+  auto view = std::make_shared<NodeView>(*it->second.view);
+  view->status = status;
+  if (status.address() != view->connection->address()) {
+    view->connection = ConnectionFor(status.address());
+  }
+  it->second.view = std::move(view);
+  PublishLocked();
+}
+
+void Membership::Remove(const std::string& node_id, uint64_t token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end() || it->second.token != token) return;
+  nodes_.erase(it);
+  PublishLocked();
+  spdlog::info("orchestrator {} left; no longer routed to", node_id);
+}
+
+void Membership::PublishLocked() {
+  auto snap = std::make_shared<Snapshot>();
+  snap->version = ++version_;
+  snap->nodes.reserve(nodes_.size());
+  for (const auto& [id, entry] : nodes_) snap->nodes.push_back(entry.view);
+  snapshot_.store(std::move(snap), std::memory_order_release);
+}
+
+}  // namespace switchyard::gateway

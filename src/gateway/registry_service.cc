@@ -1,1 +1,119 @@
-// placeholder: being written
+#include "gateway/registry_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+
+namespace switchyard::gateway {
+namespace {
+
+class RegisterReactor final
+    : public grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage> {
+ public:
+  RegisterReactor(std::string gateway_id, int heartbeat_ms, Membership* membership,
+                  std::string peer)
+      : membership_(membership), peer_(std::move(peer)) {
+    ack_.mutable_ack()->set_gateway_id(std::move(gateway_id));
+    ack_.mutable_ack()->set_heartbeat_interval_ms(heartbeat_ms);
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // stream closed or broken: stop routing to the node now
+      Leave();
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    if (in_.has_hello()) {
+      const auto& hello = in_.hello();
+      absl::Status valid = Validate(hello);
+      if (!valid.ok()) {
+        spdlog::warn("refused registration from {}: {}", peer_, valid.ToString());
+        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(valid.message())));
+        return;
+      }
+      if (token_ != 0) membership_->Remove(node_id_, token_);
+      node_id_ = hello.node_id();
+      token_ = membership_->Register(hello, NodeSource::kRegistered);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        write_pending_ = true;
+      }
+      StartWrite(&ack_);
+    } else if (in_.has_update()) {
+      if (token_ == 0 || in_.update().node_id() != node_id_) {
+        FinishOnce(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                "send a hello before updates, with the same node_id"));
+        return;
+      }
+      membership_->Update(in_.update(), token_);
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    write_pending_ = false;
+    if (finish_deferred_) {
+      finish_deferred_ = false;
+      Finish(deferred_status_);
+    }
+  }
+
+  void OnCancel() override { Leave(); }
+
+  void OnDone() override {
+    Leave();
+    delete this;
+  }
+
+ private:
+  static absl::Status Validate(const node::v1::NodeStatus& s) {
+    if (s.node_id().empty()) return absl::InvalidArgumentError("hello has no node_id");
+    return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));
+  }
+
+  void Leave() {
+    std::lock_guard<std::mutex> lock(leave_mu_);
+    if (token_ != 0) membership_->Remove(node_id_, token_);
+    token_ = 0;
+  }
+
+  // Finish must not overlap a pending write; defer it to OnWriteDone if one is in flight.
+  void FinishOnce(grpc::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return;
+    finished_ = true;
+    if (write_pending_) {
+      finish_deferred_ = true;
+      deferred_status_ = std::move(status);
+    } else {
+      Finish(std::move(status));
+    }
+  }
+
+  Membership* membership_;
+  std::string peer_;
+  node::v1::NodeMessage in_;
+  node::v1::GatewayMessage ack_;
+  std::string node_id_;
+  std::mutex leave_mu_;
+  uint64_t token_ = 0;  // reads happen one at a time; leave_mu_ guards against OnCancel
+  std::mutex mu_;
+  bool write_pending_ = false;
+  bool finished_ = false;
+  bool finish_deferred_ = false;
+  grpc::Status deferred_status_;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* RegistryService::Register(
+    grpc::CallbackServerContext* context) {
+  return new RegisterReactor(gateway_id_, heartbeat_interval_ms_, membership_, context->peer());
+}
+
+}  // namespace switchyard::gateway

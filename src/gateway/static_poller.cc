@@ -1,1 +1,65 @@
-// placeholder: being written
+#include "gateway/static_poller.h"
+
+#include <spdlog/spdlog.h>
+
+namespace switchyard::gateway {
+
+StaticPoller::StaticPoller(std::vector<std::string> addresses, std::chrono::milliseconds interval,
+                           Membership* membership, int64_t max_message_bytes)
+    : interval_(interval), membership_(membership) {
+  for (auto& a : addresses) {
+    targets_.push_back(Target{std::make_shared<NodeConnection>(a, max_message_bytes), "", 0});
+  }
+}
+
+StaticPoller::~StaticPoller() { Stop(); }
+
+void StaticPoller::Start() {
+  if (targets_.empty()) return;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void StaticPoller::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StaticPoller::Run() {
+  for (;;) {
+    for (auto& t : targets_) PollOnce(t);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cv_.wait_for(lock, interval_, [this] { return stopping_; })) return;
+  }
+}
+
+void StaticPoller::PollOnce(Target& t) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + interval_);
+  node::v1::GetStatusRequest req;
+  node::v1::NodeStatus status;
+  grpc::Status st = t.connection->stub()->GetStatus(&ctx, req, &status);
+  if (!st.ok() || status.node_id().empty()) {
+    if (t.token != 0) {
+      spdlog::warn("static orchestrator {} ({}) stopped answering: {}", t.node_id,
+                   t.connection->address(), st.error_message());
+      membership_->Remove(t.node_id, t.token);
+      t.token = 0;
+    }
+    return;
+  }
+  // Route to the address we poll, whatever the node advertises.
+  status.set_address(t.connection->address());
+  if (t.token != 0 && status.node_id() == t.node_id) {
+    membership_->Update(status, t.token);
+  } else {
+    if (t.token != 0) membership_->Remove(t.node_id, t.token);
+    t.node_id = status.node_id();
+    t.token = membership_->Register(status, NodeSource::kStatic);
+  }
+}
+
+}  // namespace switchyard::gateway

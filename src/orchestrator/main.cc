@@ -1,1 +1,69 @@
-int main() { return 0; }
+// switchyard-orchestrator: runs AI models and video transcodes for gateways.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "common/daemon.h"
+#include "common/logging.h"
+#include "orchestrator/orchestrator_server.h"
+
+int main(int argc, char** argv) {
+  using namespace switchyard;
+  CLI::App app{
+      "switchyard-orchestrator: runs AI models (libtorch) and video transcodes (libav*) "
+      "for switchyard gateways"};
+  std::string config_path;
+  std::string listen, node_id, port_file, log_level, log_format;
+  std::vector<std::string> gateways;
+  bool no_gateways = false;
+  int grace_ms = 10000;
+  app.add_option("-c,--config", config_path, "JSON config file (see docs/configuration.md)")
+      ->required();
+  app.add_option("--listen", listen, "Override `listen` (HOST:PORT; port 0 picks a free one)");
+  app.add_option("--node-id", node_id, "Override `node_id`");
+  app.add_option("--gateway", gateways,
+                 "Register with this gateway (HOST:PORT) instead of the "
+                 "config's `gateways`; repeatable");
+  app.add_flag("--no-gateways", no_gateways, "Register with no gateway (for static polling)");
+  app.add_option("--port-file", port_file, "Write the bound port to this file once serving");
+  app.add_option("--log-level", log_level, "Override `log.level` (trace..error)");
+  app.add_option("--log-format", log_format, "Override `log.format` (text or json)");
+  app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t signals = BlockTerminationSignals();
+  auto config = orchestrator::LoadOrchestratorConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "switchyard-orchestrator: " << config.status().message() << "\n";
+    return 2;
+  }
+  if (!listen.empty()) config->listen = listen;
+  if (!node_id.empty()) config->node_id = node_id;
+  if (!gateways.empty()) config->gateways = gateways;
+  if (no_gateways) config->gateways.clear();
+  if (!log_level.empty()) config->log_level = log_level;
+  if (!log_format.empty()) config->log_format = log_format;
+  if (auto st = InitLogging(config->log_level, config->log_format, config->node_id); !st.ok()) {
+    std::cerr << "switchyard-orchestrator: " << st.message() << "\n";
+    return 2;
+  }
+  auto server = orchestrator::OrchestratorServer::Create(std::move(*config));
+  if (!server.ok()) {
+    spdlog::critical("{}", server.status().ToString());
+    return 1;
+  }
+  if (!port_file.empty()) {
+    if (auto st = WritePortFile(port_file, (*server)->port()); !st.ok()) {
+      spdlog::critical("{}", st.ToString());
+      return 1;
+    }
+  }
+  (*server)->Start();
+  int sig = WaitForTerminationSignal(signals);
+  spdlog::info("signal {}: leaving gateways and draining", sig);
+  (*server)->Shutdown(std::chrono::milliseconds(grace_ms));
+  spdlog::info("stopped");
+  return 0;
+}

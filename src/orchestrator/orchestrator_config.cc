@@ -1,1 +1,139 @@
-// placeholder: being written
+#include "orchestrator/orchestrator_config.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
+  SY_RETURN_IF_ERROR(
+      obj.CheckKeys({"id", "pipeline", "path", "warm", "device", "instances", "queue_size",
+                     "price_per_unit", "unit", "max_input_pixels", "warmup_size"}));
+  ModelConfig m;
+  std::string path;
+  SY_RETURN_IF_ERROR(obj.Read("id", &m.id, true));
+  SY_RETURN_IF_ERROR(obj.Read("pipeline", &m.pipeline, true));
+  SY_RETURN_IF_ERROR(obj.Read("path", &path, true));
+  SY_RETURN_IF_ERROR(obj.Read("warm", &m.warm));
+  SY_RETURN_IF_ERROR(obj.Read("device", &m.device));
+  SY_RETURN_IF_ERROR(obj.Read("instances", &m.instances));
+  SY_RETURN_IF_ERROR(obj.Read("queue_size", &m.queue_size));
+  SY_RETURN_IF_ERROR(obj.Read("price_per_unit", &m.price_per_unit));
+  SY_RETURN_IF_ERROR(obj.Read("unit", &m.unit));
+  SY_RETURN_IF_ERROR(obj.Read("max_input_pixels", &m.max_input_pixels));
+  SY_RETURN_IF_ERROR(obj.Read("warmup_size", &m.warmup_size));
+  if (m.id.empty()) return obj.Error("id", "must not be empty");
+  if (m.pipeline != "upscale") {
+    return obj.Error("pipeline", absl::StrCat("'", m.pipeline,
+                                              "' is not a pipeline this release runs (upscale)"));
+  }
+  if (path.empty()) return obj.Error("path", "must not be empty");
+  m.path = ResolveConfigPath(obj.file(), path);
+  if (m.device != "auto" && m.device != "cpu" && m.device != "cuda" &&
+      m.device.rfind("cuda:", 0) != 0) {
+    return obj.Error("device", absl::StrCat("'", m.device, "' is not auto, cpu, cuda or cuda:N"));
+  }
+  if (m.instances < 1 || m.instances > 64) return obj.Error("instances", "must be 1..64");
+  if (m.queue_size < 0 || m.queue_size > 10000) return obj.Error("queue_size", "must be 0..10000");
+  if (m.price_per_unit < 0) return obj.Error("price_per_unit", "must be >= 0");
+  if (m.max_input_pixels < 1) return obj.Error("max_input_pixels", "must be > 0");
+  if (m.warmup_size < 0 || m.warmup_size > 1024) return obj.Error("warmup_size", "must be 0..1024");
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,
+                                                           const std::filesystem::path& file) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(json_text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": invalid JSON: ", e.what()));
+  }
+  OrchestratorConfig c;
+  c.file = file;
+  ConfigObject root(json, file.string(), "");
+  SY_RETURN_IF_ERROR(
+      root.CheckKeys({"node_id", "listen", "advertise_address", "gateways", "heartbeat_ms", "torch",
+                      "max_message_bytes", "models", "transcode", "log"}));
+  SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
+  SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
+  SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
+  SY_RETURN_IF_ERROR(root.Read("gateways", &c.gateways));
+  SY_RETURN_IF_ERROR(root.Read("heartbeat_ms", &c.heartbeat_ms));
+  SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
+  if (c.node_id.empty()) return root.Error("node_id", "must not be empty");
+  SY_RETURN_IF_ERROR(ValidateHostPort(c.listen, absl::StrCat(file.string(), ": listen")));
+  if (!c.advertise_address.empty()) {
+    SY_RETURN_IF_ERROR(
+        ValidateHostPort(c.advertise_address, absl::StrCat(file.string(), ": advertise_address")));
+  }
+  for (size_t i = 0; i < c.gateways.size(); ++i) {
+    SY_RETURN_IF_ERROR(
+        ValidateHostPort(c.gateways[i], absl::StrCat(file.string(), ": gateways[", i, "]")));
+  }
+  if (c.heartbeat_ms < 50 || c.heartbeat_ms > 60000) {
+    return root.Error("heartbeat_ms", "must be 50..60000");
+  }
+  if (c.max_message_bytes < (1 << 20) || c.max_message_bytes > (1LL << 31) - 1) {
+    return root.Error("max_message_bytes", "must be 1 MiB .. 2 GiB");
+  }
+
+  ConfigObject torch = root.Child("torch");
+  SY_RETURN_IF_ERROR(torch.CheckKeys({"intra_op_threads", "inter_op_threads"}));
+  SY_RETURN_IF_ERROR(torch.Read("intra_op_threads", &c.intra_op_threads));
+  SY_RETURN_IF_ERROR(torch.Read("inter_op_threads", &c.inter_op_threads));
+  if (c.intra_op_threads < 0 || c.inter_op_threads < 0) {
+    return torch.Error("", "thread counts must be >= 0");
+  }
+
+  ConfigObject log = root.Child("log");
+  SY_RETURN_IF_ERROR(log.CheckKeys({"level", "format"}));
+  SY_RETURN_IF_ERROR(log.Read("level", &c.log_level));
+  SY_RETURN_IF_ERROR(log.Read("format", &c.log_format));
+
+  ConfigObject tc = root.Child("transcode");
+  SY_RETURN_IF_ERROR(
+      tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads"}));
+  SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
+  SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
+  SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
+  SY_RETURN_IF_ERROR(tc.Read("price_per_unit", &c.transcode.price_per_unit));
+  SY_RETURN_IF_ERROR(tc.Read("encoder_threads", &c.transcode.encoder_threads));
+  if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");
+  if (c.transcode.max_renditions < 1 || c.transcode.max_renditions > 16) {
+    return tc.Error("max_renditions", "must be 1..16");
+  }
+  if (c.transcode.price_per_unit < 0) return tc.Error("price_per_unit", "must be >= 0");
+  if (c.transcode.encoder_threads < 0 || c.transcode.encoder_threads > 64) {
+    return tc.Error("encoder_threads", "must be 0..64");
+  }
+
+  if (json.contains("models")) {
+    if (!json["models"].is_array()) return root.Error("models", "must be an array");
+    std::set<std::string> ids;
+    for (size_t i = 0; i < json["models"].size(); ++i) {
+      ConfigObject m(json["models"][i], file.string(), absl::StrCat("models[", i, "]"));
+      auto model = ParseModel(m);
+      if (!model.ok()) return model.status();
+      if (!ids.insert(model->id).second) {
+        return m.Error("id", absl::StrCat("'", model->id, "' is listed twice"));
+      }
+      c.models.push_back(std::move(*model));
+    }
+  }
+  return c;
+}
+
+absl::StatusOr<OrchestratorConfig> LoadOrchestratorConfig(const std::filesystem::path& file) {
+  auto json = LoadJsonFile(file);
+  if (!json.ok()) return json.status();
+  return ParseOrchestratorConfig(json->dump(), file);
+}
+
+}  // namespace switchyard::orchestrator

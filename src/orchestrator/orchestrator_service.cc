@@ -1,1 +1,200 @@
-// placeholder: being written
+#include "orchestrator/orchestrator_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+#include "orchestrator/transcoder.h"
+#include "orchestrator/upscale_pipeline.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+std::string RequestId(const grpc::ServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it == md.end()) return "-";
+  return std::string(it->second.data(), it->second.size());
+}
+
+absl::Time Deadline(const grpc::ServerContext* context) {
+  auto d = context->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+}  // namespace
+
+OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
+                                         StatusBoard* board)
+    : config_(config), models_(models), board_(board) {}
+
+grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
+                                          const v1::UpscaleRequest* request,
+                                          v1::ImageResponse* response) {
+  const std::string rid = RequestId(context);
+  absl::Time start = absl::Now();
+  if (request->model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
+  }
+  const ModelConfig* config = models_->Find(request->model_id());
+  if (config == nullptr || config->pipeline != "upscale") {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("model '", request->model_id(),
+                                     "' is not an upscale model served by ", config_.node_id));
+  }
+  if (request->image().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "image is required (PNG or JPEG)");
+  }
+  absl::Time deadline = Deadline(context);
+  auto executor = models_->Acquire(request->model_id(), deadline);
+  if (!executor.ok()) return ToGrpcStatus(executor.status());
+
+  board_->Changed();  // the executor's queue grows now
+  auto result = RunUpscale(**executor, request->image(), config->max_input_pixels, deadline,
+                           [context] { return context->IsCancelled(); });
+  board_->Changed();
+  if (!result.ok()) {
+    spdlog::warn("[{}] upscale {} failed: {}", rid, request->model_id(),
+                 result.status().ToString());
+    return ToGrpcStatus(result.status());
+  }
+  auto* media = response->add_images();
+  media->set_data(std::move(result->png));
+  media->set_content_type("image/png");
+  media->set_width(result->output_width);
+  media->set_height(result->output_height);
+  auto* job = response->mutable_job();
+  job->set_request_id(rid);
+  job->set_orchestrator(config_.node_id);
+  job->set_model_id(request->model_id());
+  job->set_units(static_cast<int64_t>(result->input_width) * result->input_height);
+  job->set_price_per_unit(config->price_per_unit);
+  job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  spdlog::info("[{}] upscale {} {}x{} -> {}x{} in {:.0f} ms", rid, request->model_id(),
+               result->input_width, result->input_height, result->output_width,
+               result->output_height, job->compute_ms());
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
+                                            const v1::TranscodeRequest* request,
+                                            v1::TranscodeResponse* response) {
+  const std::string rid = RequestId(context);
+  absl::Time start = absl::Now();
+  if (!config_.transcode.enabled) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("transcoding is not enabled on ", config_.node_id));
+  }
+  if (request->segment().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "segment is required");
+  }
+  TranscodeOptions options;
+  options.max_renditions = config_.transcode.max_renditions;
+  options.encoder_threads = config_.transcode.encoder_threads;
+  if (!request->container().empty()) {
+    if (request->container() != "mpegts" && request->container() != "mp4") {
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("container '", request->container(), "' is not 'mpegts' or 'mp4'"));
+    }
+    options.container = request->container();
+  }
+  std::vector<RenditionSpec> ladder;
+  for (const auto& r : request->renditions()) {
+    RenditionSpec s;
+    s.name = r.name();
+    s.width = r.width();
+    s.height = r.height();
+    s.bitrate_bps = r.bitrate_bps();
+    s.fps_num = r.fps_num();
+    s.fps_den = r.fps_den();
+    s.gop_seconds = r.gop_seconds();
+    if (!r.preset().empty()) s.preset = r.preset();
+    if (!r.profile().empty()) s.profile = r.profile();
+    ladder.push_back(std::move(s));
+  }
+
+  // Capacity is checked before any work: a full node refuses at once so the gateway can go
+  // elsewhere.
+  if (transcodes_in_use_.fetch_add(1) >= config_.transcode.capacity) {
+    transcodes_in_use_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat(config_.node_id, ": all ", config_.transcode.capacity,
+                                     " transcode slots are busy"));
+  }
+  board_->Changed();
+  absl::Time deadline = Deadline(context);
+  auto result = TranscodeSegment(request->segment(), ladder, options, [context, deadline] {
+    return context->IsCancelled() || absl::Now() > deadline;
+  });
+  transcodes_in_use_.fetch_sub(1);
+  board_->Changed();
+  if (!result.ok()) {
+    spdlog::warn("[{}] transcode failed: {}", rid, result.status().ToString());
+    if (result.status().code() == absl::StatusCode::kCancelled && absl::Now() > deadline) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline passed while transcoding");
+    }
+    return ToGrpcStatus(result.status());
+  }
+  int64_t pixels = 0;
+  for (auto& out : result->renditions) {
+    auto* r = response->add_renditions();
+    auto* spec = r->mutable_rendition();
+    spec->set_name(out.spec.name);
+    spec->set_width(out.spec.width);
+    spec->set_height(out.spec.height);
+    spec->set_bitrate_bps(out.spec.bitrate_bps);
+    spec->set_fps_num(out.spec.fps_num);
+    spec->set_fps_den(out.spec.fps_den);
+    spec->set_gop_seconds(out.spec.gop_seconds);
+    spec->set_preset(out.spec.preset);
+    spec->set_profile(out.spec.profile);
+    r->set_data(std::move(out.data));
+    r->set_frames(out.frames);
+    r->set_width(out.width);
+    r->set_height(out.height);
+    r->set_pixels(out.frames * out.width * out.height);
+    pixels += r->pixels();
+  }
+  response->set_input_frames(result->input_frames);
+  response->set_duration_seconds(result->duration_seconds);
+  auto* job = response->mutable_job();
+  job->set_request_id(rid);
+  job->set_orchestrator(config_.node_id);
+  job->set_model_id("libx264");
+  job->set_units(pixels);
+  job->set_price_per_unit(config_.transcode.price_per_unit);
+  job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  spdlog::info("[{}] transcode {} frames -> {} renditions in {:.0f} ms", rid, result->input_frames,
+               response->renditions_size(), job->compute_ms());
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1::GetStatusRequest*,
+                                            node::v1::NodeStatus* response) {
+  *response = BuildStatus();
+  return grpc::Status::OK;
+}
+
+node::v1::NodeStatus OrchestratorService::BuildStatus() const {
+  node::v1::NodeStatus s;
+  s.set_node_id(config_.node_id);
+  s.set_address(advertise_address_);
+  s.set_draining(draining_.load());
+  for (auto& c : models_->Capabilities()) *s.add_capabilities() = std::move(c);
+  if (config_.transcode.enabled) {
+    auto* t = s.add_capabilities();
+    t->set_pipeline("transcode");
+    t->set_model_id("libx264");
+    t->set_state(node::v1::MODEL_STATE_READY);
+    t->set_capacity(config_.transcode.capacity);
+    t->set_in_use(transcodes_in_use_.load());
+    t->set_price_per_unit(config_.transcode.price_per_unit);
+    t->set_unit("pixel");
+  }
+  return s;
+}
+
+}  // namespace switchyard::orchestrator

@@ -1,1 +1,113 @@
-// placeholder: being written
+#include "orchestrator/registration_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace switchyard::orchestrator {
+
+RegistrationClient::RegistrationClient(std::string gateway_address, StatusFn status,
+                                       StatusBoard* board, std::chrono::milliseconds heartbeat)
+    : gateway_address_(std::move(gateway_address)),
+      status_(std::move(status)),
+      board_(board),
+      heartbeat_(heartbeat) {}
+
+RegistrationClient::~RegistrationClient() { Stop(); }
+
+void RegistrationClient::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void RegistrationClient::Stop() {
+  if (stopping_.exchange(true)) {
+    if (thread_.joinable()) thread_.join();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(ctx_mu_);
+    if (active_ctx_ != nullptr) active_ctx_->TryCancel();
+  }
+  board_->Wake();
+  sleep_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void RegistrationClient::Run() {
+  grpc::ChannelArguments args;
+  // Keepalives let both sides notice a peer that vanished without closing the connection.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  auto channel =
+      grpc::CreateCustomChannel(gateway_address_, grpc::InsecureChannelCredentials(), args);
+  auto stub = node::v1::Registry::NewStub(channel);
+  auto backoff = std::chrono::milliseconds(100);
+  while (!stopping_.load()) {
+    bool acked = RunStream(*stub);
+    connected_ = false;
+    if (stopping_.load()) break;
+    if (acked) backoff = std::chrono::milliseconds(100);
+    std::unique_lock<std::mutex> lock(sleep_mu_);
+    sleep_cv_.wait_for(lock, backoff, [this] { return stopping_.load(); });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+}
+
+bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
+  grpc::ClientContext ctx;
+  {
+    std::lock_guard<std::mutex> lock(ctx_mu_);
+    if (stopping_.load()) return false;
+    active_ctx_ = &ctx;
+  }
+  auto stream = stub.Register(&ctx);
+  std::atomic<bool> broken{false};
+  std::atomic<bool> acked{false};
+
+  node::v1::NodeMessage hello;
+  *hello.mutable_hello() = status_();
+  uint64_t seen = board_->version();
+  std::thread reader;
+  if (stream->Write(hello)) {
+    reader = std::thread([&] {
+      node::v1::GatewayMessage msg;
+      while (stream->Read(&msg)) {
+        if (msg.has_ack() && !acked.exchange(true)) {
+          connected_ = true;
+          spdlog::info("registered with gateway {} ({})", gateway_address_, msg.ack().gateway_id());
+        }
+      }
+      broken = true;
+      board_->Wake();
+    });
+    while (!stopping_.load() && !broken.load()) {
+      seen = board_->WaitForChange(seen, heartbeat_,
+                                   [&] { return stopping_.load() || broken.load(); });
+      if (stopping_.load() || broken.load()) break;
+      node::v1::NodeMessage update;
+      *update.mutable_update() = status_();
+      if (!stream->Write(update)) break;
+    }
+  }
+  ctx.TryCancel();
+  if (reader.joinable()) reader.join();
+  grpc::Status status = stream->Finish();
+  {
+    std::lock_guard<std::mutex> lock(ctx_mu_);
+    active_ctx_ = nullptr;
+  }
+  if (!stopping_.load()) {
+    if (acked.load()) {
+      spdlog::warn("registration stream to gateway {} broke: {}", gateway_address_,
+                   status.error_message());
+    } else {
+      spdlog::debug("gateway {} not reachable: {}", gateway_address_, status.error_message());
+    }
+  }
+  return acked.load();
+}
+
+}  // namespace switchyard::orchestrator

@@ -1,0 +1,43 @@
+// Polls a static list of orchestrators (GetStatus) for nodes that do not register themselves.
+// A node that answers is routed to; one that stops answering is dropped until it answers again.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway/membership.h"
+
+namespace switchyard::gateway {
+
+class StaticPoller {
+ public:
+  StaticPoller(std::vector<std::string> addresses, std::chrono::milliseconds interval,
+               Membership* membership, int64_t max_message_bytes);
+  ~StaticPoller();  // stops and joins
+
+  void Start();
+  void Stop();
+
+ private:
+  struct Target {
+    NodeConnectionPtr connection;
+    std::string node_id;  // as last reported
+    uint64_t token = 0;
+  };
+  void Run();
+  void PollOnce(Target& target);
+
+  std::vector<Target> targets_;
+  std::chrono::milliseconds interval_;
+  Membership* membership_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace switchyard::gateway

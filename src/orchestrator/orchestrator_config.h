@@ -1,0 +1,56 @@
+// switchyard-orchestrator configuration (JSON), documented field by field in
+// docs/configuration.md.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace switchyard::orchestrator {
+
+struct ModelConfig {
+  std::string id;               // model id as clients name it, e.g. "esrgan-slim-x4"
+  std::string pipeline;         // "upscale" (the pipelines this release runs)
+  std::filesystem::path path;   // TorchScript file; relative paths are from the config file
+  bool warm = false;            // load (and warm up) at start; otherwise on first use
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  int instances = 1;            // executor threads (jobs that run at once)
+  int queue_size = 4;           // jobs that may wait beyond those running
+  double price_per_unit = 0;    // price per input pixel
+  std::string unit = "pixel";
+  int64_t max_input_pixels = 512 * 512;  // larger inputs are refused with INVALID_ARGUMENT
+  int warmup_size = 32;                  // side of the blank image run once before READY (0: none)
+};
+
+struct TranscodeConfig {
+  bool enabled = true;
+  int capacity = 2;  // segments transcoded at once; more are refused
+  int max_renditions = 8;
+  double price_per_unit = 0;  // price per output pixel
+  int encoder_threads = 1;    // libx264 threads per rendition
+};
+
+struct OrchestratorConfig {
+  std::filesystem::path file;  // where it was read from ("" for defaults)
+  std::string node_id = "orchestrator";
+  std::string listen = "127.0.0.1:50061";
+  std::string advertise_address;      // "" = the listen address with its bound port
+  std::vector<std::string> gateways;  // gateways to register with
+  int heartbeat_ms = 500;             // load update interval on the registration stream
+  int intra_op_threads = 0;           // libtorch intra-op threads (0 = libtorch default)
+  int inter_op_threads = 0;           // libtorch inter-op threads (0 = libtorch default)
+  int64_t max_message_bytes = 256 << 20;
+  std::vector<ModelConfig> models;
+  TranscodeConfig transcode;
+  std::string log_level = "info";
+  std::string log_format = "text";
+};
+
+// Parses and validates; errors name the file, the field and the reason.
+absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,
+                                                           const std::filesystem::path& file);
+absl::StatusOr<OrchestratorConfig> LoadOrchestratorConfig(const std::filesystem::path& file);
+
+}  // namespace switchyard::orchestrator

@@ -1,0 +1,47 @@
+// Wires an orchestrator together: models, the gRPC service, registrations with gateways.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "orchestrator/model_manager.h"
+#include "orchestrator/orchestrator_config.h"
+#include "orchestrator/orchestrator_service.h"
+#include "orchestrator/registration_client.h"
+#include "orchestrator/status_board.h"
+
+namespace switchyard::orchestrator {
+
+class OrchestratorServer {
+ public:
+  // Validates, binds the listen port and starts serving; warm models load in LoadWarmModels.
+  static absl::StatusOr<std::unique_ptr<OrchestratorServer>> Create(OrchestratorConfig config);
+  ~OrchestratorServer();
+
+  // Starts registering with the configured gateways, then loads the warm models (blocking).
+  void Start();
+  // Leaves the gateways first (so no new work arrives), then lets in-flight jobs finish for up
+  // to `grace` before cancelling them.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  int port() const { return port_; }
+  const std::string& advertise_address() const { return advertise_address_; }
+
+ private:
+  explicit OrchestratorServer(OrchestratorConfig config);
+
+  OrchestratorConfig config_;
+  StatusBoard board_;
+  std::unique_ptr<ModelManager> models_;
+  std::unique_ptr<OrchestratorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<RegistrationClient>> registrations_;
+  int port_ = 0;
+  std::string advertise_address_;
+  bool shut_down_ = false;
+};
+
+}  // namespace switchyard::orchestrator
