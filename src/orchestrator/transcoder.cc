@@ -1,1 +1,919 @@
-// placeholder: being written
+#include "orchestrator/transcoder.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/media/ffmpeg_util.h"
+
+extern "C" {
+#include <libavutil/mathematics.h>
+#include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
+}
+
+namespace switchyard::orchestrator {
+namespace {
+
+using media::AvBsfContextPtr;
+using media::AvCodecContextPtr;
+using media::AvErrorString;
+using media::AvFramePtr;
+using media::AvPacketPtr;
+using media::MemoryDemuxer;
+using media::MemoryMuxer;
+using media::SwsContextPtr;
+
+constexpr const char* kPresets[] = {"ultrafast", "superfast", "veryfast", "faster",  "fast",
+                                    "medium",    "slow",      "slower",   "veryslow"};
+constexpr const char* kProfiles[] = {"baseline", "main", "high"};
+constexpr double kMaxFps = 240;
+constexpr double kMaxGopSeconds = 60;
+constexpr int64_t kMaxBitrate = 1'000'000'000;
+constexpr double kDefaultGopSeconds = 2;
+// Frame rate conversion fills timestamp gaps up to this long with duplicates; a longer gap is a
+// discontinuity and is skipped over instead.
+constexpr double kMaxFillSeconds = 1.0;
+constexpr int kMaxAudioStreams = 8;
+// Demuxers we accept; anything else (playlists, images, raw streams) is not a segment.
+constexpr const char* kInputFormats = "mpegts,mov,mp4,m4a,3gp,3g2,mj2";
+
+std::string Field(size_t index, const char* field) {
+  return absl::StrCat("renditions[", index, "].", field);
+}
+
+absl::Status Invalid(size_t index, const char* field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(Field(index, field), ": ", what));
+}
+
+// 2 * round(x / 2), at least 2.
+int RoundEven(double x) {
+  const double r = 2 * std::round(x / 2);
+  if (!(r >= 2)) return 2;
+  if (r > INT_MAX - 1) return INT_MAX - 1;
+  return static_cast<int>(r);
+}
+
+bool IsFullRange(AVPixelFormat fmt) {
+  return fmt == AV_PIX_FMT_YUVJ420P || fmt == AV_PIX_FMT_YUVJ422P || fmt == AV_PIX_FMT_YUVJ444P ||
+         fmt == AV_PIX_FMT_YUVJ440P || fmt == AV_PIX_FMT_YUVJ411P;
+}
+
+AVPixelFormat UnJ(AVPixelFormat fmt) {
+  switch (fmt) {
+    case AV_PIX_FMT_YUVJ420P:
+      return AV_PIX_FMT_YUV420P;
+    case AV_PIX_FMT_YUVJ422P:
+      return AV_PIX_FMT_YUV422P;
+    case AV_PIX_FMT_YUVJ444P:
+      return AV_PIX_FMT_YUV444P;
+    case AV_PIX_FMT_YUVJ440P:
+      return AV_PIX_FMT_YUV440P;
+    case AV_PIX_FMT_YUVJ411P:
+      return AV_PIX_FMT_YUV411P;
+    default:
+      return fmt;
+  }
+}
+
+bool AudioFitsContainer(AVCodecID id, const std::string& container) {
+  if (container == "mpegts") {
+    return id == AV_CODEC_ID_AAC || id == AV_CODEC_ID_MP3 || id == AV_CODEC_ID_MP2 ||
+           id == AV_CODEC_ID_AC3 || id == AV_CODEC_ID_EAC3 || id == AV_CODEC_ID_OPUS;
+  }
+  const AVOutputFormat* mp4 = av_guess_format("mp4", nullptr, nullptr);
+  return mp4 != nullptr && avformat_query_codec(mp4, id, FF_COMPLIANCE_NORMAL) == 1;
+}
+
+// Checks one ladder entry on its own (sizes needing the input are resolved later) and fills in
+// defaults.
+absl::Status ValidateSpec(size_t i, const TranscodeOptions& options, RenditionSpec& spec) {
+  if (spec.width < 0 || (spec.width % 2) != 0) {
+    return Invalid(i, "width", absl::StrCat("must be even and positive, or 0; got ", spec.width));
+  }
+  if (spec.height < 0 || (spec.height % 2) != 0) {
+    return Invalid(i, "height", absl::StrCat("must be even and positive, or 0; got ", spec.height));
+  }
+  if (spec.width > options.max_width) {
+    return Invalid(i, "width",
+                   absl::StrCat(spec.width, " is more than the limit of ", options.max_width));
+  }
+  if (spec.height > options.max_height) {
+    return Invalid(i, "height",
+                   absl::StrCat(spec.height, " is more than the limit of ", options.max_height));
+  }
+  if (spec.bitrate_bps <= 0 || spec.bitrate_bps > kMaxBitrate) {
+    return Invalid(i, "bitrate_bps",
+                   absl::StrCat("must be in (0, ", kMaxBitrate, "]; got ", spec.bitrate_bps));
+  }
+  if (spec.fps_num != 0 || spec.fps_den != 0) {
+    if (spec.fps_num <= 0 || spec.fps_den <= 0 ||
+        static_cast<double>(spec.fps_num) / spec.fps_den > kMaxFps) {
+      return Invalid(i, "fps_num/fps_den",
+                     absl::StrCat("must be 0/0 (keep the input rate) or a positive rate up to ",
+                                  kMaxFps, "; got ", spec.fps_num, "/", spec.fps_den));
+    }
+  }
+  if (!std::isfinite(spec.gop_seconds) || spec.gop_seconds < 0 ||
+      spec.gop_seconds > kMaxGopSeconds) {
+    return Invalid(i, "gop_seconds",
+                   absl::StrCat("must be in [0, ", kMaxGopSeconds, "]; got ", spec.gop_seconds));
+  }
+  if (spec.gop_seconds == 0) spec.gop_seconds = kDefaultGopSeconds;
+  if (spec.preset.empty()) spec.preset = "veryfast";
+  if (std::find(std::begin(kPresets), std::end(kPresets), spec.preset) == std::end(kPresets)) {
+    return Invalid(i, "preset",
+                   absl::StrCat("unknown preset \"", spec.preset,
+                                "\" (ultrafast, superfast, veryfast, faster, fast, medium, slow, "
+                                "slower, veryslow)"));
+  }
+  if (spec.profile.empty()) spec.profile = "main";
+  if (std::find(std::begin(kProfiles), std::end(kProfiles), spec.profile) == std::end(kProfiles)) {
+    return Invalid(i, "profile",
+                   absl::StrCat("unknown profile \"", spec.profile, "\" (baseline, main or high)"));
+  }
+  return absl::OkStatus();
+}
+
+// Per-rendition state: scaler, fps conversion, encoder and muxer.
+struct Rendition {
+  size_t index = 0;
+  RenditionSpec spec;
+  int width = 0;
+  int height = 0;
+  bool passthrough_rate = false;
+  AVRational rate{0, 1};       // output frame rate (the guessed input rate when passing through)
+  AVRational time_base{0, 1};  // encoder time base
+  int64_t max_fill_slots = 0;  // fps conversion: longest gap filled with duplicates
+
+  AvCodecContextPtr encoder;
+  std::string data;  // muxer output; declared before the muxer writing into it
+  std::unique_ptr<MemoryMuxer> muxer;
+  AVStream* video_stream = nullptr;
+  std::vector<int> audio_map;           // input stream index -> output stream index, or -1
+  std::vector<int64_t> last_audio_dts;  // per output stream, in its time base
+
+  SwsContextPtr sws;
+  int sws_width = 0;
+  int sws_height = 0;
+  int sws_format = -1;
+  int sws_colorspace = -1;
+  int sws_range = -1;
+
+  // Frame rate conversion: the latest input frame and the next output slot (in time_base units).
+  AvFramePtr pending;
+  AvFramePtr pending_scaled;
+  int64_t next_slot = 0;
+  bool have_pending = false;
+
+  int64_t last_pts = AV_NOPTS_VALUE;  // last pts sent to the encoder
+  int64_t frames = 0;
+};
+
+class SegmentTranscoder {
+ public:
+  SegmentTranscoder(std::string_view segment, const std::vector<RenditionSpec>& ladder,
+                    const TranscodeOptions& options, const std::function<bool()>& cancelled)
+      : segment_(segment), ladder_(ladder), options_(options), cancelled_(cancelled) {}
+
+  absl::StatusOr<TranscodeResult> Run();
+
+ private:
+  absl::Status ValidateOptions();
+  absl::Status OpenInput();
+  absl::Status CheckTruncation();
+  absl::Status PrepareAudioFilters();
+  absl::Status SetUpRendition(Rendition& r);
+  absl::Status OpenEncoder(Rendition& r);
+  absl::Status OpenMuxer(Rendition& r);
+  absl::Status ReadAll();
+  absl::Status Decode(const AVPacket* packet);
+  absl::Status OnFrame(AVFrame* frame);
+  absl::Status Push(Rendition& r, AVFrame* frame, int64_t ts);
+  absl::Status Emit(Rendition& r, int64_t pts);
+  absl::StatusOr<AvFramePtr> Scale(Rendition& r, AVFrame* src);
+  absl::Status Encode(Rendition& r, AVFrame* frame);
+  absl::Status CopyAudio(AVPacket* packet);
+  absl::Status WriteAudio(AVPacket* packet, const AVStream* in);
+  absl::Status Finish(Rendition& r);
+  bool Cancelled() const { return cancelled_ && cancelled_(); }
+
+  std::string_view segment_;
+  const std::vector<RenditionSpec>& ladder_;
+  TranscodeOptions options_;
+  const std::function<bool()>& cancelled_;
+
+  std::unique_ptr<MemoryDemuxer> demuxer_;
+  AVStream* video_ = nullptr;
+  AVRational input_rate_{0, 1};
+  AVRational display_aspect_{1, 1};
+  std::vector<bool> copy_audio_;  // per input stream
+  // Per input stream: aac_adtstoasc for ADTS AAC going into MP4 (which wants raw AAC and an
+  // AudioSpecificConfig in the header); null otherwise.
+  std::vector<AvBsfContextPtr> audio_filters_;
+  std::vector<std::string> audio_configs_;  // per input stream: the AudioSpecificConfig found
+  AvCodecContextPtr decoder_;
+  AvFramePtr frame_;
+  AvPacketPtr packet_;
+  AvPacketPtr out_packet_;
+  std::vector<std::unique_ptr<Rendition>> renditions_;
+
+  int64_t input_frames_ = 0;
+  int64_t decode_errors_ = 0;
+  int64_t first_ts_ = AV_NOPTS_VALUE;
+  int64_t end_ts_ = AV_NOPTS_VALUE;   // max of ts + duration
+  int64_t last_ts_ = AV_NOPTS_VALUE;  // ts of the latest decoded frame
+  int64_t last_duration_ = 0;
+};
+
+absl::Status SegmentTranscoder::ValidateOptions() {
+  if (options_.container != "mpegts" && options_.container != "mp4") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("container: must be \"mpegts\" or \"mp4\"; got \"", options_.container, "\""));
+  }
+  if (ladder_.empty()) return absl::InvalidArgumentError("renditions: the ladder is empty");
+  if (ladder_.size() > static_cast<size_t>(std::max(options_.max_renditions, 0))) {
+    return absl::InvalidArgumentError(absl::StrCat("renditions: ", ladder_.size(),
+                                                   " renditions, more than the limit of ",
+                                                   options_.max_renditions));
+  }
+  for (size_t i = 0; i < ladder_.size(); ++i) {
+    auto r = std::make_unique<Rendition>();
+    r->index = i;
+    r->spec = ladder_[i];
+    if (auto status = ValidateSpec(i, options_, r->spec); !status.ok()) return status;
+    renditions_.push_back(std::move(r));
+  }
+  if (segment_.empty()) return absl::InvalidArgumentError("segment: input is empty");
+  if (static_cast<int64_t>(segment_.size()) > options_.max_input_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment: ", segment_.size(), " bytes, more than the limit of ", options_.max_input_bytes));
+  }
+  options_.encoder_threads = std::clamp(options_.encoder_threads, 1, 16);
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::OpenInput() {
+  auto demuxer = media::OpenMemoryDemuxer(segment_, kInputFormats);
+  if (!demuxer.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("segment: ", demuxer.status().message()));
+  }
+  demuxer_ = std::move(*demuxer);
+  AVFormatContext* fmt = demuxer_->format.get();
+
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    AVStream* st = fmt->streams[i];
+    if (video_ == nullptr && st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+        (st->disposition & AV_DISPOSITION_ATTACHED_PIC) == 0) {
+      video_ = st;
+    }
+  }
+  if (video_ == nullptr) return absl::InvalidArgumentError("segment: input has no video stream");
+  const AVCodecParameters* par = video_->codecpar;
+  const AVCodec* codec = avcodec_find_decoder(par->codec_id);
+  if (codec == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment: video codec \"", avcodec_get_name(par->codec_id), "\" cannot be decoded"));
+  }
+  if (par->width <= 0 || par->height <= 0) {
+    return absl::InvalidArgumentError(
+        "segment: the video stream has no frame size (truncated or corrupt input?)");
+  }
+  if (par->width > options_.max_width || par->height > options_.max_height) {
+    return absl::InvalidArgumentError(absl::StrCat("segment: input video is ", par->width, "x",
+                                                   par->height, ", larger than the limit of ",
+                                                   options_.max_width, "x", options_.max_height));
+  }
+  if (auto status = CheckTruncation(); !status.ok()) return status;
+
+  AVRational sar = av_guess_sample_aspect_ratio(fmt, video_, nullptr);
+  if (sar.num <= 0 || sar.den <= 0) sar = AVRational{1, 1};
+  av_reduce(&display_aspect_.num, &display_aspect_.den, int64_t{par->width} * sar.num,
+            int64_t{par->height} * sar.den, INT_MAX);
+  input_rate_ = av_guess_frame_rate(fmt, video_, nullptr);
+  if (input_rate_.num <= 0 || input_rate_.den <= 0 || av_q2d(input_rate_) > 1000 ||
+      av_q2d(input_rate_) < 0.1) {
+    input_rate_ = AVRational{25, 1};
+  }
+
+  decoder_.reset(avcodec_alloc_context3(codec));
+  if (!decoder_) return absl::ResourceExhaustedError("cannot allocate a decoder");
+  int ret = avcodec_parameters_to_context(decoder_.get(), par);
+  if (ret < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment: bad video codec parameters: ", AvErrorString(ret)));
+  }
+  decoder_->pkt_timebase = video_->time_base;
+  decoder_->thread_count = 1;
+  decoder_->max_pixels = int64_t{options_.max_width} * options_.max_height;
+  ret = avcodec_open2(decoder_.get(), codec, nullptr);
+  if (ret < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment: cannot open the video decoder: ", AvErrorString(ret)));
+  }
+
+  // Audio streams copied into every rendition; everything else is discarded while demuxing.
+  copy_audio_.assign(fmt->nb_streams, false);
+  int audio_streams = 0;
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    AVStream* st = fmt->streams[i];
+    const AVCodecParameters* p = st->codecpar;
+    const bool copy = p->codec_type == AVMEDIA_TYPE_AUDIO && audio_streams < kMaxAudioStreams &&
+                      p->codec_id != AV_CODEC_ID_NONE && p->sample_rate > 0 &&
+                      p->ch_layout.nb_channels > 0 &&
+                      AudioFitsContainer(p->codec_id, options_.container);
+    if (copy) {
+      copy_audio_[i] = true;
+      ++audio_streams;
+    } else if (st != video_) {
+      st->discard = AVDISCARD_ALL;
+    }
+  }
+
+  frame_.reset(av_frame_alloc());
+  packet_.reset(av_packet_alloc());
+  out_packet_.reset(av_packet_alloc());
+  if (!frame_ || !packet_ || !out_packet_) {
+    return absl::ResourceExhaustedError("cannot allocate frames or packets");
+  }
+  return absl::OkStatus();
+}
+
+// A truncated MP4 has samples indexed past the end of the data; a truncated MPEG-TS does not end
+// on a whole transport packet. (A TS cut exactly at a packet boundary looks like a shorter
+// segment and is accepted.)
+absl::Status SegmentTranscoder::CheckTruncation() {
+  AVFormatContext* fmt = demuxer_->format.get();
+  const auto size = static_cast<int64_t>(segment_.size());
+  const int entries = avformat_index_get_entries_count(video_);
+  for (int i = 0; i < entries; ++i) {
+    const AVIndexEntry* e = avformat_index_get_entry(video_, i);
+    if (e != nullptr && e->size > 0 && e->pos + e->size > size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("segment: input is truncated: video sample ", i, " at byte ", e->pos, " (",
+                       e->size, " bytes) extends past the end of the data (", size, " bytes)"));
+    }
+  }
+  if (std::string_view(fmt->iformat->name) == "mpegts") {
+    int64_t packet_size = 0;
+    if (av_opt_get_int(fmt, "ts_packetsize", AV_OPT_SEARCH_CHILDREN, &packet_size) >= 0 &&
+        (packet_size == 188 || packet_size == 192 || packet_size == 204)) {
+      const int64_t sync = size - packet_size + (packet_size == 192 ? 4 : 0);
+      if (sync < 0 || segment_[sync] != 0x47) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("segment: input is truncated: the data does not end on a whole ",
+                         packet_size, "-byte transport stream packet"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::PrepareAudioFilters() {
+  AVFormatContext* fmt = demuxer_->format.get();
+  audio_filters_.clear();
+  audio_filters_.resize(fmt->nb_streams);
+  audio_configs_.assign(fmt->nb_streams, std::string());
+  if (options_.container != "mp4") return absl::OkStatus();
+  int needed = 0;
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    const AVCodecParameters* par = fmt->streams[i]->codecpar;
+    if (!copy_audio_[i] || par->codec_id != AV_CODEC_ID_AAC || par->extradata_size > 0) continue;
+    const AVBitStreamFilter* filter = av_bsf_get_by_name("aac_adtstoasc");
+    AVBSFContext* raw = nullptr;
+    if (filter == nullptr || av_bsf_alloc(filter, &raw) < 0) {
+      return absl::InternalError("cannot create the aac_adtstoasc filter");
+    }
+    AvBsfContextPtr bsf(raw);
+    if (avcodec_parameters_copy(bsf->par_in, par) < 0) {
+      return absl::ResourceExhaustedError("cannot copy audio parameters");
+    }
+    bsf->time_base_in = fmt->streams[i]->time_base;
+    if (av_bsf_init(bsf.get()) < 0) {
+      copy_audio_[i] = false;  // cannot be carried into MP4: leave it out
+      continue;
+    }
+    audio_filters_[i] = std::move(bsf);
+    ++needed;
+  }
+  if (needed == 0) return absl::OkStatus();
+
+  // The AudioSpecificConfig comes from the first ADTS header, and the MP4 header (written before
+  // any packet) needs it: find each stream's first packet with a second pass over the input.
+  auto scan = media::OpenMemoryDemuxer(segment_, kInputFormats);
+  if (!scan.ok())
+    return absl::InvalidArgumentError(absl::StrCat("segment: ", scan.status().message()));
+  AVFormatContext* scan_fmt = (*scan)->format.get();
+  AvPacketPtr pkt(av_packet_alloc());
+  if (!pkt) return absl::ResourceExhaustedError("cannot allocate a packet");
+  const int64_t max_packets = options_.max_input_frames * 16 + 1024;
+  for (int64_t n = 0; needed > 0 && n < max_packets; ++n) {
+    if (Cancelled()) return absl::CancelledError("transcode cancelled");
+    if (av_read_frame(scan_fmt, pkt.get()) < 0) break;
+    const int index = pkt->stream_index;
+    if (index >= 0 && static_cast<size_t>(index) < audio_filters_.size() && audio_filters_[index] &&
+        audio_configs_[index].empty()) {
+      // The filter hands the config out as new-extradata side data on its first packet.
+      AVBSFContext* bsf = audio_filters_[index].get();
+      if (av_bsf_send_packet(bsf, pkt.get()) >= 0) {
+        while (av_bsf_receive_packet(bsf, pkt.get()) >= 0) {
+          size_t size = 0;
+          const uint8_t* data =
+              av_packet_get_side_data(pkt.get(), AV_PKT_DATA_NEW_EXTRADATA, &size);
+          if (data != nullptr && size > 0 && audio_configs_[index].empty()) {
+            audio_configs_[index].assign(reinterpret_cast<const char*>(data), size);
+            --needed;
+          }
+          av_packet_unref(pkt.get());
+        }
+      }
+      av_bsf_flush(bsf);
+    }
+    av_packet_unref(pkt.get());
+  }
+  for (size_t i = 0; i < audio_filters_.size(); ++i) {
+    if (audio_filters_[i] && audio_configs_[i].empty()) {
+      audio_filters_[i].reset();  // no usable ADTS header: leave this stream out
+      copy_audio_[i] = false;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::SetUpRendition(Rendition& r) {
+  RenditionSpec& spec = r.spec;
+  const double aspect = av_q2d(display_aspect_);
+  const AVCodecParameters* par = video_->codecpar;
+  if (spec.width == 0 && spec.height == 0) {
+    r.width = RoundEven(par->height * aspect);
+    r.height = RoundEven(par->height);
+  } else if (spec.width == 0) {
+    r.width = RoundEven(spec.height * aspect);
+    r.height = spec.height;
+  } else if (spec.height == 0) {
+    r.width = spec.width;
+    r.height = RoundEven(spec.width / aspect);
+  } else {
+    r.width = spec.width;
+    r.height = spec.height;
+  }
+  if (r.width > options_.max_width || r.height > options_.max_height) {
+    return Invalid(r.index, spec.width == 0 ? "width" : "height",
+                   absl::StrCat("the output would be ", r.width, "x", r.height,
+                                " to keep the input's aspect ratio, larger than the limit of ",
+                                options_.max_width, "x", options_.max_height));
+  }
+  spec.width = r.width;
+  spec.height = r.height;
+  if (spec.name.empty()) spec.name = absl::StrCat(r.height, "p");
+
+  r.passthrough_rate = spec.fps_num == 0;
+  if (r.passthrough_rate) {
+    r.rate = input_rate_;
+    r.time_base = video_->time_base;
+  } else {
+    av_reduce(&r.rate.num, &r.rate.den, spec.fps_num, spec.fps_den, INT_MAX);
+    r.time_base = av_inv_q(r.rate);
+    r.max_fill_slots =
+        std::max<int64_t>(1, static_cast<int64_t>(std::ceil(kMaxFillSeconds * av_q2d(r.rate))));
+  }
+  if (auto status = OpenEncoder(r); !status.ok()) return status;
+  return OpenMuxer(r);
+}
+
+absl::Status SegmentTranscoder::OpenEncoder(Rendition& r) {
+  const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
+  if (codec == nullptr) return absl::InternalError("the libx264 encoder is not available");
+  r.encoder.reset(avcodec_alloc_context3(codec));
+  AVCodecContext* enc = r.encoder.get();
+  if (enc == nullptr) return absl::ResourceExhaustedError("cannot allocate an encoder");
+  enc->width = r.width;
+  enc->height = r.height;
+  enc->pix_fmt = AV_PIX_FMT_YUV420P;
+  enc->sample_aspect_ratio = AVRational{1, 1};
+  enc->time_base = r.time_base;
+  enc->framerate = r.rate;
+  enc->bit_rate = r.spec.bitrate_bps;
+  enc->rc_max_rate = r.spec.bitrate_bps * 3 / 2;
+  enc->rc_buffer_size = static_cast<int>(std::min<int64_t>(r.spec.bitrate_bps * 2, INT_MAX));
+  enc->gop_size = std::max(1, static_cast<int>(std::lround(r.spec.gop_seconds * av_q2d(r.rate))));
+  enc->thread_count = options_.encoder_threads;
+  enc->color_range = AVCOL_RANGE_MPEG;
+  const AVCodecParameters* par = video_->codecpar;
+  enc->colorspace = par->color_space;
+  enc->color_primaries = par->color_primaries;
+  enc->color_trc = par->color_trc;
+  if (options_.container == "mp4") {
+    enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;  // mp4 keeps SPS/PPS in the sample description
+  }
+  AVDictionary* opts = nullptr;
+  av_dict_set(&opts, "preset", r.spec.preset.c_str(), 0);
+  av_dict_set(&opts, "profile", r.spec.profile.c_str(), 0);
+  av_dict_set(&opts, "forced-idr", "1", 0);
+  // Keyframes exactly every gop frames, so renditions stay aligned.
+  av_dict_set(&opts, "x264-params", "scenecut=0", 0);
+  const int ret = avcodec_open2(enc, codec, &opts);
+  av_dict_free(&opts);
+  if (ret < 0) {
+    return absl::InternalError(
+        absl::StrCat("rendition ", r.index, ": cannot open libx264: ", AvErrorString(ret)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::OpenMuxer(Rendition& r) {
+  auto muxer = media::OpenMemoryMuxer(options_.container, &r.data);
+  if (!muxer.ok()) return absl::InternalError(muxer.status().message());
+  r.muxer = std::move(*muxer);
+  AVFormatContext* out = r.muxer->format.get();
+
+  r.video_stream = avformat_new_stream(out, nullptr);
+  if (r.video_stream == nullptr) return absl::ResourceExhaustedError("cannot add a stream");
+  int ret = avcodec_parameters_from_context(r.video_stream->codecpar, r.encoder.get());
+  if (ret < 0) return absl::InternalError("cannot set the output video parameters");
+  r.video_stream->time_base = r.encoder->time_base;
+  r.video_stream->avg_frame_rate = r.rate;
+
+  AVFormatContext* in = demuxer_->format.get();
+  r.audio_map.assign(in->nb_streams, -1);
+  for (unsigned i = 0; i < in->nb_streams; ++i) {
+    if (!copy_audio_[i]) continue;
+    AVStream* st = avformat_new_stream(out, nullptr);
+    if (st == nullptr) return absl::ResourceExhaustedError("cannot add a stream");
+    ret = avcodec_parameters_copy(
+        st->codecpar, audio_filters_[i] ? audio_filters_[i]->par_out : in->streams[i]->codecpar);
+    if (ret < 0) return absl::InternalError("cannot copy the audio parameters");
+    st->codecpar->codec_tag = 0;
+    if (!audio_configs_[i].empty()) {
+      const std::string& config = audio_configs_[i];
+      av_freep(&st->codecpar->extradata);
+      st->codecpar->extradata_size = 0;
+      st->codecpar->extradata =
+          static_cast<uint8_t*>(av_mallocz(config.size() + AV_INPUT_BUFFER_PADDING_SIZE));
+      if (st->codecpar->extradata == nullptr) return absl::ResourceExhaustedError("out of memory");
+      std::memcpy(st->codecpar->extradata, config.data(), config.size());
+      st->codecpar->extradata_size = static_cast<int>(config.size());
+    }
+    st->time_base = in->streams[i]->time_base;
+    r.audio_map[i] = st->index;
+  }
+  r.last_audio_dts.assign(out->nb_streams, AV_NOPTS_VALUE);
+
+  AVDictionary* opts = nullptr;
+  if (options_.container == "mp4") {
+    // frag_discont + no edit list: each fragment's tfdt carries the input's timestamps instead of
+    // restarting at zero, so consecutive segments continue each other.
+    av_dict_set(&opts, "movflags", "frag_keyframe+empty_moov+default_base_moof+frag_discont", 0);
+    av_dict_set(&opts, "use_editlist", "0", 0);
+    out->avoid_negative_ts = AVFMT_AVOID_NEG_TS_MAKE_NON_NEGATIVE;
+  }
+  ret = avformat_write_header(out, &opts);
+  av_dict_free(&opts);
+  if (ret < 0) {
+    return absl::InternalError(absl::StrCat(
+        "rendition ", r.index, ": cannot write the container header: ", AvErrorString(ret)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AvFramePtr> SegmentTranscoder::Scale(Rendition& r, AVFrame* src) {
+  const auto src_format = static_cast<AVPixelFormat>(src->format);
+  const bool full_range = src->color_range == AVCOL_RANGE_JPEG || IsFullRange(src_format);
+  if (src->width == r.width && src->height == r.height && src_format == AV_PIX_FMT_YUV420P &&
+      !full_range) {
+    AvFramePtr out(av_frame_clone(src));  // a new reference to the same pixels
+    if (!out) return absl::ResourceExhaustedError("cannot reference a frame");
+    return out;
+  }
+  if (!r.sws || r.sws_width != src->width || r.sws_height != src->height ||
+      r.sws_format != src->format || r.sws_colorspace != src->colorspace ||
+      r.sws_range != static_cast<int>(full_range)) {
+    const AVPixelFormat fmt = UnJ(src_format);
+    if (sws_isSupportedInput(fmt) <= 0) {
+      const char* name = av_get_pix_fmt_name(fmt);
+      return absl::InvalidArgumentError(absl::StrCat("segment: unsupported decoded pixel format ",
+                                                     name != nullptr ? name : "unknown"));
+    }
+    r.sws.reset(sws_getContext(src->width, src->height, fmt, r.width, r.height, AV_PIX_FMT_YUV420P,
+                               SWS_BICUBIC, nullptr, nullptr, nullptr));
+    if (!r.sws) return absl::InternalError("cannot create a scaler");
+    int cs = SWS_CS_DEFAULT;
+    if (src->colorspace == AVCOL_SPC_BT709) cs = SWS_CS_ITU709;
+    if (src->colorspace == AVCOL_SPC_BT2020_NCL || src->colorspace == AVCOL_SPC_BT2020_CL) {
+      cs = SWS_CS_BT2020;
+    }
+    const int* coeffs = sws_getCoefficients(cs);
+    sws_setColorspaceDetails(r.sws.get(), coeffs, full_range ? 1 : 0, coeffs, 0, 0, 1 << 16,
+                             1 << 16);
+    r.sws_width = src->width;
+    r.sws_height = src->height;
+    r.sws_format = src->format;
+    r.sws_colorspace = src->colorspace;
+    r.sws_range = static_cast<int>(full_range);
+  }
+  AvFramePtr out(av_frame_alloc());
+  if (!out) return absl::ResourceExhaustedError("cannot allocate a frame");
+  out->format = AV_PIX_FMT_YUV420P;
+  out->width = r.width;
+  out->height = r.height;
+  if (av_frame_get_buffer(out.get(), 0) < 0) {
+    return absl::ResourceExhaustedError("cannot allocate a scaled frame");
+  }
+  av_frame_copy_props(out.get(), src);
+  out->color_range = AVCOL_RANGE_MPEG;
+  out->sample_aspect_ratio = AVRational{1, 1};
+  const int ret =
+      sws_scale(r.sws.get(), src->data, src->linesize, 0, src->height, out->data, out->linesize);
+  if (ret < 0) return absl::InternalError(absl::StrCat("scaling failed: ", AvErrorString(ret)));
+  return out;
+}
+
+absl::Status SegmentTranscoder::Encode(Rendition& r, AVFrame* frame) {
+  AVCodecContext* enc = r.encoder.get();
+  int ret = avcodec_send_frame(enc, frame);
+  if (ret < 0) {
+    return absl::InternalError(
+        absl::StrCat("rendition ", r.index, ": encoding failed: ", AvErrorString(ret)));
+  }
+  AVPacket* pkt = out_packet_.get();
+  while (true) {
+    ret = avcodec_receive_packet(enc, pkt);
+    if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return absl::OkStatus();
+    if (ret < 0) {
+      return absl::InternalError(
+          absl::StrCat("rendition ", r.index, ": encoding failed: ", AvErrorString(ret)));
+    }
+    pkt->stream_index = r.video_stream->index;
+    av_packet_rescale_ts(pkt, enc->time_base, r.video_stream->time_base);
+    ret = av_interleaved_write_frame(r.muxer->format.get(), pkt);  // takes the packet's data
+    av_packet_unref(pkt);
+    if (ret < 0) {
+      return absl::InternalError(
+          absl::StrCat("rendition ", r.index, ": muxing video failed: ", AvErrorString(ret)));
+    }
+  }
+}
+
+absl::Status SegmentTranscoder::Emit(Rendition& r, int64_t pts) {
+  if (r.frames >= options_.max_output_frames) {
+    return absl::InvalidArgumentError(absl::StrCat(Field(r.index, "fps_num/fps_den"),
+                                                   ": the output would have more than ",
+                                                   options_.max_output_frames, " frames"));
+  }
+  if (!r.pending_scaled) {
+    auto scaled = Scale(r, r.pending.get());
+    if (!scaled.ok()) return scaled.status();
+    r.pending_scaled = std::move(*scaled);
+  }
+  // A fresh reference per output frame: the encoder may hold on to the previous one.
+  AvFramePtr out(av_frame_clone(r.pending_scaled.get()));
+  if (!out) return absl::ResourceExhaustedError("cannot reference a frame");
+  out->pts = pts;
+  // The first frame of every output is an IDR; after that libx264 decides (every gop frames).
+  out->pict_type = r.frames == 0 ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
+  out->key_frame = r.frames == 0 ? 1 : 0;
+  r.last_pts = pts;
+  ++r.frames;
+  return Encode(r, out.get());
+}
+
+absl::Status SegmentTranscoder::Push(Rendition& r, AVFrame* frame, int64_t ts) {
+  if (r.passthrough_rate) {
+    if (r.last_pts != AV_NOPTS_VALUE && ts <= r.last_pts) return absl::OkStatus();  // not after
+    r.pending.reset(av_frame_clone(frame));
+    if (!r.pending) return absl::ResourceExhaustedError("cannot reference a frame");
+    r.pending_scaled.reset();
+    return Emit(r, ts);
+  }
+  const int64_t slot = av_rescale_q_rnd(ts, video_->time_base, r.time_base,
+                                        static_cast<AVRounding>(AV_ROUND_NEAR_INF));
+  if (!r.have_pending) {
+    r.next_slot = slot;
+    r.have_pending = true;
+  } else if (slot > r.next_slot) {
+    if (slot - r.next_slot > r.max_fill_slots) {
+      // A discontinuity: show the previous frame once and carry on at the new time.
+      if (auto status = Emit(r, r.next_slot); !status.ok()) return status;
+      r.next_slot = slot;
+    } else {
+      while (r.next_slot < slot) {
+        if (Cancelled()) return absl::CancelledError("transcode cancelled");
+        if (auto status = Emit(r, r.next_slot++); !status.ok()) return status;
+      }
+    }
+  }
+  // Frames landing on an already-filled slot replace the pending one (dropped if superseded).
+  r.pending.reset(av_frame_clone(frame));
+  if (!r.pending) return absl::ResourceExhaustedError("cannot reference a frame");
+  r.pending_scaled.reset();
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
+  if (Cancelled()) return absl::CancelledError("transcode cancelled");
+  if (frame->width <= 0 || frame->height <= 0 || frame->width > options_.max_width ||
+      frame->height > options_.max_height) {
+    return absl::InvalidArgumentError(absl::StrCat("segment: decoded a ", frame->width, "x",
+                                                   frame->height, " frame, outside the limit of ",
+                                                   options_.max_width, "x", options_.max_height));
+  }
+  if (++input_frames_ > options_.max_input_frames) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment: input has more than ", options_.max_input_frames, " video frames"));
+  }
+  int64_t duration = frame->pkt_duration;
+  if (duration <= 0) duration = av_rescale_q(1, av_inv_q(input_rate_), video_->time_base);
+  if (duration <= 0) duration = 1;
+  int64_t ts = frame->best_effort_timestamp;
+  if (ts == AV_NOPTS_VALUE) ts = last_ts_ == AV_NOPTS_VALUE ? 0 : last_ts_ + last_duration_;
+  last_ts_ = ts;
+  last_duration_ = duration;
+  if (first_ts_ == AV_NOPTS_VALUE || ts < first_ts_) first_ts_ = ts;
+  if (end_ts_ == AV_NOPTS_VALUE || ts + duration > end_ts_) end_ts_ = ts + duration;
+
+  for (auto& r : renditions_) {
+    if (auto status = Push(*r, frame, ts); !status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::Decode(const AVPacket* packet) {
+  int ret = avcodec_send_packet(decoder_.get(), packet);
+  if (ret < 0 && ret != AVERROR_EOF) {
+    if (ret == AVERROR(ENOMEM)) return absl::ResourceExhaustedError("out of memory decoding");
+    ++decode_errors_;  // a corrupt packet: skip it, as players do
+    return absl::OkStatus();
+  }
+  while (true) {
+    ret = avcodec_receive_frame(decoder_.get(), frame_.get());
+    if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return absl::OkStatus();
+    if (ret < 0) {
+      if (ret == AVERROR(ENOMEM)) return absl::ResourceExhaustedError("out of memory decoding");
+      ++decode_errors_;
+      // After an error the decoder may still hold frames when flushing; otherwise move on.
+      if (packet != nullptr) return absl::OkStatus();
+      continue;
+    }
+    absl::Status status = OnFrame(frame_.get());
+    av_frame_unref(frame_.get());
+    if (!status.ok()) return status;
+  }
+}
+
+absl::Status SegmentTranscoder::CopyAudio(AVPacket* packet) {
+  const AVStream* in = demuxer_->format->streams[packet->stream_index];
+  AVBSFContext* bsf = audio_filters_[packet->stream_index].get();
+  if (bsf == nullptr) return WriteAudio(packet, in);
+  const int index = packet->stream_index;
+  if (av_bsf_send_packet(bsf, packet) < 0) {  // takes the packet's data
+    av_bsf_flush(bsf);
+    return absl::OkStatus();  // a malformed ADTS frame: drop it
+  }
+  AVPacket* filtered = packet_.get();  // free now: av_bsf_send_packet emptied it
+  while (av_bsf_receive_packet(bsf, filtered) >= 0) {
+    filtered->stream_index = index;
+    absl::Status status = WriteAudio(filtered, in);
+    av_packet_unref(filtered);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, const AVStream* in) {
+  if (packet->pts == AV_NOPTS_VALUE && packet->dts == AV_NOPTS_VALUE) return absl::OkStatus();
+  for (auto& r : renditions_) {
+    const int out_index = r->audio_map[packet->stream_index];
+    if (out_index < 0) continue;
+    AVStream* out = r->muxer->format->streams[out_index];
+    AVPacket* pkt = out_packet_.get();
+    if (av_packet_ref(pkt, packet) < 0) return absl::ResourceExhaustedError("out of memory");
+    if (pkt->dts == AV_NOPTS_VALUE) pkt->dts = pkt->pts;
+    if (pkt->pts == AV_NOPTS_VALUE) pkt->pts = pkt->dts;
+    av_packet_rescale_ts(pkt, in->time_base, out->time_base);
+    int64_t& last = r->last_audio_dts[out_index];
+    if (last != AV_NOPTS_VALUE && pkt->dts <= last) {  // not monotonic: drop it
+      av_packet_unref(pkt);
+      continue;
+    }
+    last = pkt->dts;
+    pkt->stream_index = out_index;
+    pkt->pos = -1;
+    const int ret = av_interleaved_write_frame(r->muxer->format.get(), pkt);
+    av_packet_unref(pkt);
+    if (ret < 0) {
+      return absl::InternalError(
+          absl::StrCat("rendition ", r->index, ": muxing audio failed: ", AvErrorString(ret)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::ReadAll() {
+  AVFormatContext* fmt = demuxer_->format.get();
+  AVPacket* pkt = packet_.get();
+  // Every read consumes input, but bound the loop anyway (demuxers can emit empty packets).
+  const int64_t max_packets = options_.max_input_frames * 16 + 1024;
+  for (int64_t n = 0;; ++n) {
+    if (Cancelled()) return absl::CancelledError("transcode cancelled");
+    if (n > max_packets) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("segment: input has more than ", max_packets, " packets"));
+    }
+    const int ret = av_read_frame(fmt, pkt);
+    if (ret == AVERROR_EOF) break;
+    if (ret < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "segment: cannot read the input (truncated or corrupt?): ", AvErrorString(ret)));
+    }
+    absl::Status status;
+    if (pkt->stream_index == video_->index) {
+      status = Decode(pkt);
+    } else if (pkt->stream_index >= 0 &&
+               static_cast<size_t>(pkt->stream_index) < copy_audio_.size() &&
+               copy_audio_[pkt->stream_index]) {
+      status = CopyAudio(pkt);
+    }
+    av_packet_unref(pkt);
+    if (!status.ok()) return status;
+  }
+  return Decode(nullptr);  // flush
+}
+
+absl::Status SegmentTranscoder::Finish(Rendition& r) {
+  if (!r.passthrough_rate && r.have_pending) {
+    // Show the last frame until the end of its duration.
+    int64_t end_slot = av_rescale_q_rnd(last_ts_ + last_duration_, video_->time_base, r.time_base,
+                                        static_cast<AVRounding>(AV_ROUND_NEAR_INF));
+    end_slot = std::min(end_slot, r.next_slot + r.max_fill_slots);
+    while (r.next_slot < end_slot) {
+      if (Cancelled()) return absl::CancelledError("transcode cancelled");
+      if (auto status = Emit(r, r.next_slot++); !status.ok()) return status;
+    }
+    if (r.frames == 0) {
+      if (auto status = Emit(r, r.next_slot++); !status.ok()) return status;
+    }
+  }
+  r.pending.reset();
+  r.pending_scaled.reset();
+  if (auto status = Encode(r, nullptr); !status.ok()) return status;  // flush
+  AVFormatContext* out = r.muxer->format.get();
+  int ret = av_write_trailer(out);
+  if (ret < 0) {
+    return absl::InternalError(
+        absl::StrCat("rendition ", r.index, ": cannot finish the container: ", AvErrorString(ret)));
+  }
+  avio_flush(out->pb);
+  r.muxer.reset();  // the output is complete in r.data
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
+  media::InitFfmpeg();
+  if (auto status = ValidateOptions(); !status.ok()) return status;
+  if (Cancelled()) return absl::CancelledError("transcode cancelled");
+  if (auto status = OpenInput(); !status.ok()) return status;
+  if (auto status = PrepareAudioFilters(); !status.ok()) return status;
+  for (auto& r : renditions_) {
+    if (auto status = SetUpRendition(*r); !status.ok()) return status;
+  }
+  if (auto status = ReadAll(); !status.ok()) return status;
+  if (input_frames_ == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment: the video stream decoded to no frames (", decode_errors_,
+                     " decode errors; truncated or corrupt input?)"));
+  }
+  for (auto& r : renditions_) {
+    if (auto status = Finish(*r); !status.ok()) return status;
+  }
+
+  TranscodeResult result;
+  result.input_frames = input_frames_;
+  result.duration_seconds = std::max<int64_t>(0, end_ts_ - first_ts_) * av_q2d(video_->time_base);
+  for (auto& r : renditions_) {
+    RenditionOutput out;
+    out.spec = r->spec;
+    out.data = std::move(r->data);
+    out.frames = r->frames;
+    out.width = r->width;
+    out.height = r->height;
+    result.renditions.push_back(std::move(out));
+  }
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<TranscodeResult> TranscodeSegment(std::string_view segment,
+                                                 const std::vector<RenditionSpec>& ladder,
+                                                 const TranscodeOptions& options,
+                                                 const std::function<bool()>& cancelled) {
+  SegmentTranscoder transcoder(segment, ladder, options, cancelled);
+  return transcoder.Run();
+}
+
+}  // namespace switchyard::orchestrator

@@ -13,21 +13,21 @@ namespace switchyard::orchestrator {
 
 // One output rendition. Validated by TranscodeSegment.
 struct RenditionSpec {
-  std::string name;           // defaults to "<height>p"
-  int width = 0;              // even, > 0; or 0 to derive from height keeping the input aspect
-  int height = 0;             // even, > 0; or 0 to derive from width keeping the input aspect
-  int64_t bitrate_bps = 0;    // > 0
-  int fps_num = 0;            // 0/0: keep the input frame rate
+  std::string name;         // defaults to "<height>p"
+  int width = 0;            // even, > 0; or 0 to derive from height keeping the input aspect
+  int height = 0;           // even, > 0; or 0 to derive from width keeping the input aspect
+  int64_t bitrate_bps = 0;  // > 0
+  int fps_num = 0;          // 0/0: keep the input frame rate
   int fps_den = 0;
-  double gop_seconds = 0;     // 0: 2 seconds
+  double gop_seconds = 0;  // 0: 2 seconds
   std::string preset = "veryfast";
   std::string profile = "main";  // baseline | main | high
 };
 
 struct RenditionOutput {
-  RenditionSpec spec;         // with defaults filled in
-  std::string data;           // the encoded segment, in the requested container
-  int64_t frames = 0;         // video frames encoded
+  RenditionSpec spec;  // with defaults filled in
+  std::string data;    // the encoded segment, in the requested container
+  int64_t frames = 0;  // video frames encoded
   int width = 0;
   int height = 0;
 };
@@ -41,15 +41,22 @@ struct TranscodeResult {
 struct TranscodeOptions {
   std::string container = "mpegts";  // "mpegts" or "mp4" (fragmented)
   int max_renditions = 8;
-  int max_width = 3840;              // per rendition, and for the input
+  int max_width = 3840;  // per rendition, and for the input
   int max_height = 3840;
   int64_t max_input_bytes = 64 << 20;
-  int encoder_threads = 1;           // libx264 threads per rendition
+  int encoder_threads = 1;  // libx264 threads per rendition
+  // Bounds that keep hostile inputs (huge frame counts, timestamps with gaps that fps conversion
+  // would fill with duplicates) from turning into unbounded work: INVALID_ARGUMENT beyond them.
+  int64_t max_input_frames = 18000;   // decoded video frames
+  int64_t max_output_frames = 36000;  // encoded frames per rendition
 };
 
 // Transcodes one MPEG-TS or MP4 segment (H.264 video, optional audio: audio packets are copied into
 // every rendition). `cancelled`, if set, is polled between frames; when it returns true the call
 // stops and returns CANCELLED.
+// Output timestamps follow the input's (scaled to the output rate), so the outputs of
+// consecutive segments of one stream continue each other; every output starts with an IDR frame.
+// Thread-safe: concurrent calls share no mutable state.
 // Errors: INVALID_ARGUMENT for a bad ladder (empty, more than max_renditions, bad sizes/bitrate/
 // preset/profile) or an input that is empty, not a media container, truncated, has no video
 // stream, or decodes to no frames; each message says what was wrong. INTERNAL for encoder failures.

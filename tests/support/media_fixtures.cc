@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -136,12 +137,14 @@ std::string MakeTestImageWithPixFmt(const TempDir& dir, int width, int height,
 
 std::string MakeTestSegmentWithArgs(const TempDir& dir, int width, int height,
                                     const std::string& fps, double seconds,
-                                    const std::string& output_args, const std::string& ext) {
+                                    const std::string& output_args, const std::string& ext,
+                                    const std::string& source) {
   static std::atomic<int> counter{0};
   fs::path out = dir.path() / ("custom-segment-" + std::to_string(counter++) + "." + ext);
   std::ostringstream cmd;
-  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << width << "x" << height
-      << ":rate=" << fps << " -t " << seconds << " " << output_args << " " << out.string();
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i " << source << "=size=" << width << "x"
+      << height << ":rate=" << fps << " -t " << seconds << " " << output_args << " "
+      << out.string();
   std::string log;
   if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
   return ReadFile(out);
@@ -213,15 +216,20 @@ int ProbeStreamCount(const TempDir& dir, const std::string& data, const std::str
                      const std::string& codec_type) {
   fs::path in = WriteProbeInput(dir, data, ext);
   std::string log;
-  if (RunCommand("ffprobe -v error -show_entries stream=codec_type -of csv=p=0 " + in.string(),
-                 &log) != 0) {
+  // MPEG-TS lists its streams twice (under the program and on their own): count distinct indexes.
+  if (RunCommand(
+          "ffprobe -v error -show_entries stream=index,codec_type -of csv=p=0 " + in.string(),
+          &log) != 0) {
     return -1;
   }
   std::istringstream lines(log);
   std::string line;
+  std::set<std::string> seen;
   int count = 0;
   while (std::getline(lines, line)) {
-    if (line == codec_type) ++count;
+    auto comma = line.find(',');
+    if (comma == std::string::npos) continue;
+    if (line.substr(comma + 1) == codec_type && seen.insert(line.substr(0, comma)).second) ++count;
   }
   return count;
 }

@@ -58,11 +58,13 @@ ProbeResult ProbeVideo(const TempDir& dir, const std::string& data, const std::s
 std::string MakeTestImageWithPixFmt(const TempDir& dir, int width, int height,
                                     const std::string& format, const std::string& pix_fmt);
 
-// Generates a testsrc2 segment with full control over the ffmpeg output arguments, e.g.
-// "-c:v libx264 -pix_fmt yuv444p -f mpegts" (for sizes yuv420p cannot hold). `ext` names the file.
+// Generates a segment from the lavfi `source` ("testsrc2", or "testsrc", which keeps odd sizes)
+// with full control over the ffmpeg output arguments, e.g. "-c:v libx264 -pix_fmt yuv444p -f
+// mpegts" (for sizes yuv420p cannot hold). `ext` names the file.
 std::string MakeTestSegmentWithArgs(const TempDir& dir, int width, int height,
                                     const std::string& fps, double seconds,
-                                    const std::string& output_args, const std::string& ext);
+                                    const std::string& output_args, const std::string& ext,
+                                    const std::string& source = "testsrc2");
 
 // Per-frame facts about the first video stream, in presentation order, from ffprobe -show_frames.
 struct ProbedFrame {

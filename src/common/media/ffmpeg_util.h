@@ -14,6 +14,7 @@
 
 extern "C" {
 #include <libavcodec/avcodec.h>
+#include <libavcodec/bsf.h>
 #include <libavformat/avformat.h>
 #include <libavutil/frame.h>
 #include <libswscale/swscale.h>
@@ -41,6 +42,9 @@ struct AvCodecContextDeleter {
 struct SwsContextDeleter {
   void operator()(SwsContext* s) const { sws_freeContext(s); }
 };
+struct AvBsfContextDeleter {
+  void operator()(AVBSFContext* b) const { av_bsf_free(&b); }
+};
 struct AvDictionaryDeleter {
   void operator()(AVDictionary* d) const { av_dict_free(&d); }
 };
@@ -62,6 +66,7 @@ using AvFramePtr = std::unique_ptr<AVFrame, AvFrameDeleter>;
 using AvPacketPtr = std::unique_ptr<AVPacket, AvPacketDeleter>;
 using AvCodecContextPtr = std::unique_ptr<AVCodecContext, AvCodecContextDeleter>;
 using SwsContextPtr = std::unique_ptr<SwsContext, SwsContextDeleter>;
+using AvBsfContextPtr = std::unique_ptr<AVBSFContext, AvBsfContextDeleter>;
 using AvDictionaryPtr = std::unique_ptr<AVDictionary, AvDictionaryDeleter>;
 using AvInputFormatContextPtr = std::unique_ptr<AVFormatContext, AvInputFormatContextDeleter>;
 using AvOutputFormatContextPtr = std::unique_ptr<AVFormatContext, AvOutputFormatContextDeleter>;
