@@ -1,1 +1,224 @@
-// placeholder: being written
+#include "support/cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace switchyard::testing {
+namespace fs = std::filesystem;
+
+fs::path BinaryPath(const std::string& name) { return fs::path(SWITCHYARD_BIN_DIR) / name; }
+fs::path ModelDir() { return fs::path(SWITCHYARD_MODEL_DIR); }
+
+absl::Status Daemon::Start(const std::string& binary, const std::vector<std::string>& args) {
+  std::vector<std::string> argv_storage{binary};
+  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError("cannot open log " + log_.string());
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fd);
+    return absl::InternalError("fork failed");
+  }
+  if (pid == 0) {
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::setpgid(0, 0);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  pid_ = pid;
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::WaitForPort(const fs::path& port_file, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    std::ifstream in(port_file);
+    int port = 0;
+    if (in >> port && port > 0) {
+      port_ = port;
+      return absl::OkStatus();
+    }
+    if (!Alive()) return absl::InternalError(absl::StrCat(name_, " exited early:\n", Log()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(name_, " did not start serving:\n", Log()));
+}
+
+bool Daemon::Alive() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void Daemon::Signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+void Daemon::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+int Daemon::Stop(std::chrono::milliseconds grace) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGCONT);
+  ::kill(pid_, SIGTERM);
+  auto end = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < end) {
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  Kill();
+  return 137;
+}
+
+std::string Daemon::Log() const {
+  std::ifstream in(log_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+LocalCluster::LocalCluster() = default;
+
+LocalCluster::~LocalCluster() {
+  // Orchestrators first, so the gateway sees them leave cleanly.
+  for (auto& o : orchestrators_) o->Stop();
+  if (gateway_) gateway_->Stop();
+}
+
+absl::Status LocalCluster::Start(const ClusterOptions& options) {
+  options_ = options;
+  nlohmann::json gw = {{"gateway_id", "gw-test"},
+                       {"listen", "127.0.0.1:0"},
+                       {"max_attempts", options.max_attempts},
+                       {"poll_interval_ms", 200},
+                       {"log", {{"level", "debug"}}}};
+  WriteFile(dir_.path() / "gateway.json", gw.dump(2));
+  gateway_ = std::make_unique<Daemon>("gateway", dir_.path() / "gateway.log");
+  auto st = gateway_->Start(BinaryPath("switchyard-gateway").string(),
+                            {"--config", (dir_.path() / "gateway.json").string(), "--port-file",
+                             (dir_.path() / "gateway.port").string()});
+  if (!st.ok()) return st;
+  st = gateway_->WaitForPort(dir_.path() / "gateway.port", std::chrono::seconds(20));
+  if (!st.ok()) return st;
+  for (int i = 0; i < options.orchestrators; ++i) {
+    st = StartOrchestrator(absl::StrCat("orch-", i + 1), true);
+    if (!st.ok()) return st;
+  }
+  return WaitForOrchestrators(options.orchestrators, std::chrono::seconds(30));
+}
+
+absl::Status LocalCluster::AddOrchestrator(const std::string& node_id) {
+  return StartOrchestrator(node_id, true);
+}
+
+absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
+                                             bool register_with_gateway) {
+  nlohmann::json models = nlohmann::json::array();
+  for (size_t m = 0; m < options_.models.size(); ++m) {
+    const std::string& id = options_.models[m];
+    models.push_back({{"id", id},
+                      {"pipeline", "upscale"},
+                      {"path", (ModelDir() / (id + ".pt")).string()},
+                      {"warm", m == 0},
+                      {"device", "cpu"},
+                      {"queue_size", options_.model_queue_size},
+                      {"price_per_unit", 0.000001}});
+  }
+  for (const auto& extra : options_.extra_models) models.push_back(extra);
+  nlohmann::json cfg = {
+      {"node_id", node_id},         {"listen", "127.0.0.1:0"},
+      {"heartbeat_ms", 200},        {"torch", {{"intra_op_threads", 1}, {"inter_op_threads", 1}}},
+      {"models", models},           {"transcode", {{"capacity", options_.transcode_capacity}}},
+      {"log", {{"level", "debug"}}}};
+  fs::path cfg_path = dir_.path() / (node_id + ".json");
+  fs::path port_path = dir_.path() / (node_id + ".port");
+  WriteFile(cfg_path, cfg.dump(2));
+  std::vector<std::string> args{"--config", cfg_path.string(), "--port-file", port_path.string()};
+  if (register_with_gateway) {
+    args.push_back("--gateway");
+    args.push_back(gateway_address());
+  } else {
+    args.push_back("--no-gateways");
+  }
+  auto daemon = std::make_unique<Daemon>(node_id, dir_.path() / (node_id + ".log"));
+  auto st = daemon->Start(BinaryPath("switchyard-orchestrator").string(), args);
+  if (!st.ok()) return st;
+  st = daemon->WaitForPort(port_path, std::chrono::seconds(30));
+  orchestrators_.push_back(std::move(daemon));
+  return st;
+}
+
+absl::Status LocalCluster::WaitForOrchestrators(int n, std::chrono::milliseconds timeout) {
+  auto stub = GatewayStub();
+  auto end = std::chrono::steady_clock::now() + timeout;
+  int seen = -1;
+  while (std::chrono::steady_clock::now() < end) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ListCapabilitiesRequest req;
+    v1::ListCapabilitiesResponse resp;
+    if (stub->ListCapabilities(&ctx, req, &resp).ok()) {
+      seen = resp.orchestrators_size();
+      // Also wait for every warm model to be READY, so tests start from a settled cluster.
+      bool loading = false;
+      for (const auto& o : resp.offers()) loading = loading || o.state() == "loading";
+      if (seen == n && !loading) return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("gateway lists ", seen, " orchestrators, expected ", n, "\n", Logs()));
+}
+
+std::string LocalCluster::gateway_address() const {
+  return absl::StrCat("127.0.0.1:", gateway_->port());
+}
+
+std::unique_ptr<v1::Gateway::Stub> LocalCluster::GatewayStub() const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  return v1::Gateway::NewStub(
+      grpc::CreateCustomChannel(gateway_address(), grpc::InsecureChannelCredentials(), args));
+}
+
+std::string LocalCluster::Logs() const {
+  std::string out;
+  if (gateway_) absl::StrAppend(&out, "---- gateway log ----\n", gateway_->Log());
+  for (const auto& o : orchestrators_) {
+    absl::StrAppend(&out, "---- ", o->name(), " log ----\n", o->Log());
+  }
+  return out;
+}
+
+}  // namespace switchyard::testing

@@ -1,0 +1,97 @@
+// A local Switchyard cluster for integration tests: the real daemon binaries on 127.0.0.1 with
+// ephemeral ports, configs written to a temp dir, every wait bounded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "support/media_fixtures.h"
+#include "switchyard/v1/gateway.grpc.pb.h"
+
+namespace switchyard::testing {
+
+// One daemon process; stdout and stderr go to a log file.
+class Daemon {
+ public:
+  Daemon(std::string name, std::filesystem::path log) : name_(std::move(name)), log_(log) {}
+  ~Daemon() { Stop(); }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  absl::Status Start(const std::string& binary, const std::vector<std::string>& args);
+  // Waits (bounded) for the port file the daemon writes once it serves.
+  absl::Status WaitForPort(const std::filesystem::path& port_file,
+                           std::chrono::milliseconds timeout);
+  // SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit status if any.
+  int Stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
+  void Kill();           // SIGKILL and reap
+  void Signal(int sig);  // e.g. SIGSTOP / SIGCONT
+  bool Alive();
+
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& name() const { return name_; }
+  std::string Log() const;
+
+ private:
+  std::string name_;
+  std::filesystem::path log_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+struct ClusterOptions {
+  int orchestrators = 2;
+  // Upscale models each orchestrator serves, from the prepared model dir; the first is warm.
+  std::vector<std::string> models = {"esrgan-slim-x4", "esrgan-slim-x2"};
+  // Extra entries appended to every orchestrator's "models" (e.g. a deliberately broken model).
+  std::vector<nlohmann::json> extra_models;
+  int transcode_capacity = 2;
+  int model_queue_size = 4;
+  int max_attempts = 3;
+};
+
+class LocalCluster {
+ public:
+  LocalCluster();
+  ~LocalCluster();
+
+  // Starts a gateway and `options.orchestrators` orchestrators registered with it, and waits
+  // (bounded) until the gateway lists all of them.
+  absl::Status Start(const ClusterOptions& options);
+  // Starts one more orchestrator registered with the gateway (does not wait for it to join).
+  absl::Status AddOrchestrator(const std::string& node_id);
+
+  // Waits until the gateway lists exactly `n` orchestrators.
+  absl::Status WaitForOrchestrators(int n, std::chrono::milliseconds timeout);
+
+  std::string gateway_address() const;
+  std::unique_ptr<v1::Gateway::Stub> GatewayStub() const;
+  Daemon& gateway() { return *gateway_; }
+  Daemon& orchestrator(size_t i) { return *orchestrators_.at(i); }
+  size_t orchestrator_count() const { return orchestrators_.size(); }
+  const TempDir& dir() const { return dir_; }
+  // All daemon logs, for failure messages.
+  std::string Logs() const;
+
+ private:
+  absl::Status StartOrchestrator(const std::string& node_id, bool register_with_gateway);
+
+  TempDir dir_;
+  ClusterOptions options_;
+  std::unique_ptr<Daemon> gateway_;
+  std::vector<std::unique_ptr<Daemon>> orchestrators_;
+};
+
+std::filesystem::path BinaryPath(const std::string& name);
+std::filesystem::path ModelDir();
+
+}  // namespace switchyard::testing
