@@ -47,6 +47,17 @@ std::string Field(size_t index, const char* field) {
   return absl::StrCat("renditions[", index, "].", field);
 }
 
+// A muxer rejecting data (bad timestamps or codec parameters copied from the input) means a corrupt
+// input; anything else (out of memory, I/O) is our failure.
+absl::Status MuxError(size_t index, const char* what, int err) {
+  const std::string message =
+      absl::StrCat("rendition ", index, ": ", what, " failed: ", AvErrorString(err));
+  if (err == AVERROR_INVALIDDATA || err == AVERROR(EINVAL) || err == AVERROR_PATCHWELCOME) {
+    return absl::InvalidArgumentError(absl::StrCat("segment: corrupt input? ", message));
+  }
+  return absl::InternalError(message);
+}
+
 absl::Status Invalid(size_t index, const char* field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(Field(index, field), ": ", what));
 }
@@ -575,8 +586,9 @@ absl::Status SegmentTranscoder::OpenMuxer(Rendition& r) {
   ret = avformat_write_header(out, &opts);
   av_dict_free(&opts);
   if (ret < 0) {
-    return absl::InternalError(absl::StrCat(
-        "rendition ", r.index, ": cannot write the container header: ", AvErrorString(ret)));
+    r.muxer.reset();
+    r.data.clear();
+    return MuxError(r.index, "writing the container header", ret);
   }
   return absl::OkStatus();
 }
@@ -653,8 +665,7 @@ absl::Status SegmentTranscoder::Encode(Rendition& r, AVFrame* frame) {
     ret = av_interleaved_write_frame(r.muxer->format.get(), pkt);  // takes the packet's data
     av_packet_unref(pkt);
     if (ret < 0) {
-      return absl::InternalError(
-          absl::StrCat("rendition ", r.index, ": muxing video failed: ", AvErrorString(ret)));
+      return MuxError(r.index, "muxing video", ret);
     }
   }
 }
@@ -792,6 +803,12 @@ absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, const AVStream* in)
     AVStream* out = r->muxer->format->streams[out_index];
     AVPacket* pkt = out_packet_.get();
     if (av_packet_ref(pkt, packet) < 0) return absl::ResourceExhaustedError("out of memory");
+    if (options_.container == "mpegts" && out->codecpar->codec_id == AV_CODEC_ID_AAC &&
+        out->codecpar->extradata_size < 2 &&
+        (pkt->size < 7 || pkt->data[0] != 0xFF || (pkt->data[1] & 0xF0) != 0xF0)) {
+      av_packet_unref(pkt);  // raw AAC with no config: MPEG-TS cannot carry it
+      continue;
+    }
     if (pkt->dts == AV_NOPTS_VALUE) pkt->dts = pkt->pts;
     if (pkt->pts == AV_NOPTS_VALUE) pkt->pts = pkt->dts;
     av_packet_rescale_ts(pkt, in->time_base, out->time_base);
@@ -806,8 +823,7 @@ absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, const AVStream* in)
     const int ret = av_interleaved_write_frame(r->muxer->format.get(), pkt);
     av_packet_unref(pkt);
     if (ret < 0) {
-      return absl::InternalError(
-          absl::StrCat("rendition ", r->index, ": muxing audio failed: ", AvErrorString(ret)));
+      return MuxError(r->index, "muxing audio", ret);
     }
   }
   return absl::OkStatus();
@@ -878,8 +894,23 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   if (Cancelled()) return absl::CancelledError("transcode cancelled");
   if (auto status = OpenInput(); !status.ok()) return status;
   if (auto status = PrepareAudioFilters(); !status.ok()) return status;
+  bool has_audio = std::find(copy_audio_.begin(), copy_audio_.end(), true) != copy_audio_.end();
   for (auto& r : renditions_) {
-    if (auto status = SetUpRendition(*r); !status.ok()) return status;
+    absl::Status status = SetUpRendition(*r);
+    if (!status.ok() && has_audio && r->encoder && !r->muxer) {
+      // The muxer rejected the copied audio's parameters (a corrupt input): drop the audio from
+      // every rendition rather than fail the video.
+      std::fill(copy_audio_.begin(), copy_audio_.end(), false);
+      has_audio = false;
+      for (auto& done : renditions_) {
+        if (!done->muxer) continue;
+        done->muxer.reset();
+        done->data.clear();
+        if (status = OpenMuxer(*done); !status.ok()) return status;
+      }
+      status = OpenMuxer(*r);
+    }
+    if (!status.ok()) return status;
   }
   if (auto status = ReadAll(); !status.ok()) return status;
   if (input_frames_ == 0) {

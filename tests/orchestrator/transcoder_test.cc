@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -368,6 +369,35 @@ TEST_F(TranscoderTest, BadInputsAreInvalidArgument) {
       EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
     }
   }
+}
+
+TEST_F(TranscoderTest, RandomCorruptionNeverCrashes) {
+  SegmentSpec spec;
+  spec.width = 96;
+  spec.height = 64;
+  spec.seconds = 1;
+  spec.audio = true;
+  const std::string ts = MakeTestSegment(dir_, spec);
+  spec.container = "mp4";
+  const std::string mp4 = MakeTestSegment(dir_, spec);
+  std::mt19937 rng(1234);
+  int ok = 0;
+  for (int iteration = 0; iteration < 40; ++iteration) {
+    std::string data = iteration % 2 == 0 ? ts : mp4;
+    const int flips = 1 + static_cast<int>(rng() % 64);
+    for (int i = 0; i < flips; ++i) data[rng() % data.size()] ^= static_cast<char>(1 + rng() % 255);
+    if (iteration % 5 == 0) data.resize(rng() % data.size());
+    TranscodeOptions options;
+    options.container = iteration % 3 == 0 ? "mp4" : "mpegts";
+    auto result = TranscodeSegment(data, {Spec(64, 48), Spec(32, 24, 50, 1)}, options);
+    if (result.ok()) {
+      ++ok;
+      EXPECT_GT(result->renditions[0].frames, 0);
+    } else {
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+    }
+  }
+  std::printf("[ INFO     ] %d of 40 corrupted inputs still transcoded\n", ok);
 }
 
 TEST_F(TranscoderTest, InputLimitsAreInvalidArgument) {

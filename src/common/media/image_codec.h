@@ -21,6 +21,8 @@ struct RgbImage {
 // decoder produces (gray, palette, RGBA, YUV, 16-bit) is converted; alpha is dropped.
 // Errors: INVALID_ARGUMENT for empty, unknown-format, truncated or corrupt data, or an image with
 // more than `max_pixels` pixels (checked from the header before full decoding where possible).
+// Strictness: a PNG must have valid chunk CRCs and its IEND chunk; a JPEG must have its
+// end-of-image marker after the scan data. Thread-safe; each call builds its own decoder.
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, int64_t max_pixels);
 
 // Encodes an RGB24 image as PNG. INVALID_ARGUMENT if the image's size and buffer disagree.
