@@ -1,1 +1,144 @@
-// placeholder: being written
+// Unit tests for the gateway's JSON configuration (gateway/gateway_config.h).
+#include "gateway/gateway_config.h"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "support/media_fixtures.h"
+
+namespace switchyard::gateway {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using ::switchyard::testing::TempDir;
+using ::switchyard::testing::WriteFile;
+using ::testing::HasSubstr;
+
+const fs::path kFile = "/etc/switchyard/gateway.json";
+
+absl::StatusOr<GatewayConfig> Parse(const Json& json) {
+  return ParseGatewayConfig(json.dump(), kFile);
+}
+
+void ExpectError(const Json& json, const std::string& field) {
+  auto c = Parse(json);
+  ASSERT_FALSE(c.ok()) << "accepted: " << json.dump();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_THAT(c.status().message(), HasSubstr(kFile.string())) << json.dump();
+  EXPECT_THAT(c.status().message(), HasSubstr(field)) << json.dump();
+}
+
+TEST(GatewayConfigTest, Defaults) {
+  auto c = Parse(Json::object());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->file, kFile);
+  EXPECT_EQ(c->gateway_id, "gateway");
+  EXPECT_EQ(c->listen, "127.0.0.1:50051");
+  EXPECT_TRUE(c->static_orchestrators.empty());
+  EXPECT_EQ(c->poll_interval_ms, 1000);
+  EXPECT_EQ(c->heartbeat_interval_ms, 500);
+  EXPECT_EQ(c->max_attempts, 3);
+  EXPECT_EQ(c->default_timeout_ms, 120000);
+  EXPECT_EQ(c->max_message_bytes, 256 << 20);
+  EXPECT_EQ(c->log_level, "info");
+  EXPECT_EQ(c->log_format, "text");
+}
+
+TEST(GatewayConfigTest, FullConfig) {
+  auto c = Parse(Json::parse(R"({
+    "gateway_id": "gw-1",
+    "listen": "0.0.0.0:6000",
+    "static_orchestrators": ["10.0.0.2:50061", "orch.local:50062"],
+    "poll_interval_ms": 100,
+    "heartbeat_interval_ms": 50,
+    "max_attempts": 20,
+    "default_timeout_ms": 100,
+    "max_message_bytes": 1048576,
+    "log": {"level": "warn", "format": "json"}
+  })"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->gateway_id, "gw-1");
+  EXPECT_EQ(c->listen, "0.0.0.0:6000");
+  EXPECT_EQ(c->static_orchestrators,
+            (std::vector<std::string>{"10.0.0.2:50061", "orch.local:50062"}));
+  EXPECT_EQ(c->poll_interval_ms, 100);
+  EXPECT_EQ(c->heartbeat_interval_ms, 50);
+  EXPECT_EQ(c->max_attempts, 20);
+  EXPECT_EQ(c->default_timeout_ms, 100);
+  EXPECT_EQ(c->max_message_bytes, 1 << 20);
+  EXPECT_EQ(c->log_level, "warn");
+  EXPECT_EQ(c->log_format, "json");
+}
+
+TEST(GatewayConfigTest, InvalidJsonAndNonObject) {
+  auto c = ParseGatewayConfig("{", kFile);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(kFile.string()));
+  EXPECT_EQ(ParseGatewayConfig("[1]", kFile).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GatewayConfigTest, UnknownField) {
+  ExpectError(Json::parse(R"({"gateway": "x"})"), "gateway");
+  EXPECT_THAT(Parse(Json::parse(R"({"gateway": "x"})")).status().message(),
+              HasSubstr("unknown field"));
+  ExpectError(Json::parse(R"({"log": {"lvl": "debug"}})"), "log.lvl");
+}
+
+TEST(GatewayConfigTest, WrongTypes) {
+  ExpectError(Json::parse(R"({"gateway_id": 1})"), "gateway_id");
+  ExpectError(Json::parse(R"({"max_attempts": "3"})"), "max_attempts");
+  ExpectError(Json::parse(R"({"static_orchestrators": "10.0.0.2:50061"})"), "static_orchestrators");
+  ExpectError(Json::parse(R"({"static_orchestrators": [1]})"), "static_orchestrators");
+  ExpectError(Json::parse(R"({"log": "debug"})"), "log");
+}
+
+TEST(GatewayConfigTest, BadValues) {
+  ExpectError(Json::parse(R"({"gateway_id": ""})"), "gateway_id");
+  ExpectError(Json::parse(R"({"listen": "6000"})"), "listen");
+  ExpectError(Json::parse(R"({"listen": "host:70000"})"), "listen");
+  ExpectError(Json::parse(R"({"poll_interval_ms": 99})"), "poll_interval_ms");
+  ExpectError(Json::parse(R"({"heartbeat_interval_ms": 49})"), "heartbeat_interval_ms");
+  ExpectError(Json::parse(R"({"max_attempts": 0})"), "max_attempts");
+  ExpectError(Json::parse(R"({"max_attempts": 21})"), "max_attempts");
+  ExpectError(Json::parse(R"({"default_timeout_ms": 99})"), "default_timeout_ms");
+  ExpectError(Json::parse(R"({"max_message_bytes": 1048575})"), "max_message_bytes");
+  ExpectError(Json::parse(R"({"max_message_bytes": 2147483648})"), "max_message_bytes");
+}
+
+TEST(GatewayConfigTest, StaticOrchestratorsAreValidated) {
+  ExpectError(Json::parse(R"({"static_orchestrators": ["10.0.0.2:50061", "10.0.0.3"]})"),
+              "static_orchestrators[1]");
+  ExpectError(Json::parse(R"({"static_orchestrators": ["10.0.0.2:x"]})"),
+              "static_orchestrators[0]");
+  ExpectError(Json::parse(R"({"static_orchestrators": [""]})"), "static_orchestrators[0]");
+  EXPECT_TRUE(Parse(Json::parse(R"({"static_orchestrators": []})")).ok());
+}
+
+TEST(GatewayConfigTest, LoadFromFile) {
+  TempDir dir;
+  const fs::path file = dir.path() / "gw.json";
+  WriteFile(file, R"({"gateway_id": "from-file", "max_attempts": 5})");
+  auto c = LoadGatewayConfig(file);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->file, file);
+  EXPECT_EQ(c->gateway_id, "from-file");
+  EXPECT_EQ(c->max_attempts, 5);
+
+  auto missing = LoadGatewayConfig(dir.path() / "none.json");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+
+  WriteFile(file, R"({"max_attempts": 0})");
+  auto bad = LoadGatewayConfig(file);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr(file.string()));
+  EXPECT_THAT(bad.status().message(), HasSubstr("max_attempts"));
+}
+
+}  // namespace
+}  // namespace switchyard::gateway
