@@ -1,1 +1,347 @@
-// placeholder: being written
+// Unit tests for the orchestrator's JSON configuration (orchestrator/orchestrator_config.h).
+#include "orchestrator/orchestrator_config.h"
+
+#include <filesystem>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "support/media_fixtures.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using ::switchyard::testing::TempDir;
+using ::switchyard::testing::WriteFile;
+using ::testing::HasSubstr;
+
+const fs::path kFile = "/etc/switchyard/orch.json";
+
+Json FullConfig() {
+  return Json::parse(R"({
+    "node_id": "orch-a",
+    "listen": "0.0.0.0:50061",
+    "advertise_address": "10.0.0.5:50061",
+    "gateways": ["10.0.0.1:50051", "gw.example:50051"],
+    "heartbeat_ms": 250,
+    "torch": {"intra_op_threads": 4, "inter_op_threads": 2},
+    "max_message_bytes": 67108864,
+    "models": [
+      {"id": "esrgan", "pipeline": "upscale", "path": "models/esrgan.pt", "warm": true,
+       "device": "cpu", "instances": 2, "queue_size": 8, "price_per_unit": 0.001,
+       "unit": "pixel", "max_input_pixels": 1000000, "warmup_size": 16},
+      {"id": "tiny", "pipeline": "upscale", "path": "/abs/tiny.pt"}
+    ],
+    "transcode": {"enabled": false, "capacity": 3, "max_renditions": 4,
+                  "price_per_unit": 0.5, "encoder_threads": 2},
+    "log": {"level": "debug", "format": "json"}
+  })");
+}
+
+absl::StatusOr<OrchestratorConfig> Parse(const Json& json) {
+  return ParseOrchestratorConfig(json.dump(), kFile);
+}
+
+// Expects INVALID_ARGUMENT whose message names the config file and `field`.
+void ExpectError(const Json& json, const std::string& field) {
+  auto c = Parse(json);
+  ASSERT_FALSE(c.ok()) << "accepted: " << json.dump();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_THAT(c.status().message(), HasSubstr(kFile.string())) << json.dump();
+  EXPECT_THAT(c.status().message(), HasSubstr(field)) << json.dump();
+}
+
+TEST(OrchestratorConfigTest, EmptyObjectGivesDefaults) {
+  auto c = Parse(Json::object());
+  ASSERT_TRUE(c.ok()) << c.status();
+  const OrchestratorConfig d;
+  EXPECT_EQ(c->file, kFile);
+  EXPECT_EQ(c->node_id, "orchestrator");
+  EXPECT_EQ(c->listen, "127.0.0.1:50061");
+  EXPECT_EQ(c->advertise_address, "");
+  EXPECT_TRUE(c->gateways.empty());
+  EXPECT_EQ(c->heartbeat_ms, 500);
+  EXPECT_EQ(c->intra_op_threads, 0);
+  EXPECT_EQ(c->inter_op_threads, 0);
+  EXPECT_EQ(c->max_message_bytes, 256 << 20);
+  EXPECT_TRUE(c->models.empty());
+  EXPECT_TRUE(c->transcode.enabled);
+  EXPECT_EQ(c->transcode.capacity, 2);
+  EXPECT_EQ(c->transcode.max_renditions, 8);
+  EXPECT_EQ(c->transcode.encoder_threads, 1);
+  EXPECT_EQ(c->log_level, "info");
+  EXPECT_EQ(c->log_format, "text");
+  EXPECT_EQ(c->log_level, d.log_level);
+}
+
+TEST(OrchestratorConfigTest, FullConfigParses) {
+  auto c = Parse(FullConfig());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->node_id, "orch-a");
+  EXPECT_EQ(c->listen, "0.0.0.0:50061");
+  EXPECT_EQ(c->advertise_address, "10.0.0.5:50061");
+  EXPECT_EQ(c->gateways, (std::vector<std::string>{"10.0.0.1:50051", "gw.example:50051"}));
+  EXPECT_EQ(c->heartbeat_ms, 250);
+  EXPECT_EQ(c->intra_op_threads, 4);
+  EXPECT_EQ(c->inter_op_threads, 2);
+  EXPECT_EQ(c->max_message_bytes, 64 << 20);
+  EXPECT_FALSE(c->transcode.enabled);
+  EXPECT_EQ(c->transcode.capacity, 3);
+  EXPECT_EQ(c->transcode.max_renditions, 4);
+  EXPECT_DOUBLE_EQ(c->transcode.price_per_unit, 0.5);
+  EXPECT_EQ(c->transcode.encoder_threads, 2);
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->log_format, "json");
+
+  ASSERT_EQ(c->models.size(), 2u);
+  const ModelConfig& m = c->models[0];
+  EXPECT_EQ(m.id, "esrgan");
+  EXPECT_EQ(m.pipeline, "upscale");
+  EXPECT_EQ(m.path, fs::path("/etc/switchyard/models/esrgan.pt"));
+  EXPECT_TRUE(m.warm);
+  EXPECT_EQ(m.device, "cpu");
+  EXPECT_EQ(m.instances, 2);
+  EXPECT_EQ(m.queue_size, 8);
+  EXPECT_DOUBLE_EQ(m.price_per_unit, 0.001);
+  EXPECT_EQ(m.unit, "pixel");
+  EXPECT_EQ(m.max_input_pixels, 1000000);
+  EXPECT_EQ(m.warmup_size, 16);
+
+  // The second model only sets the required fields: everything else has its default.
+  const ModelConfig& t = c->models[1];
+  EXPECT_EQ(t.id, "tiny");
+  EXPECT_EQ(t.path, fs::path("/abs/tiny.pt"));
+  EXPECT_FALSE(t.warm);
+  EXPECT_EQ(t.device, "auto");
+  EXPECT_EQ(t.instances, 1);
+  EXPECT_EQ(t.queue_size, 4);
+  EXPECT_DOUBLE_EQ(t.price_per_unit, 0);
+  EXPECT_EQ(t.unit, "pixel");
+  EXPECT_EQ(t.max_input_pixels, 512 * 512);
+  EXPECT_EQ(t.warmup_size, 32);
+}
+
+TEST(OrchestratorConfigTest, AcceptedDeviceSpellings) {
+  for (const char* device : {"auto", "cpu", "cuda", "cuda:0", "cuda:3"}) {
+    Json j = FullConfig();
+    j["models"][1]["device"] = device;
+    auto c = Parse(j);
+    ASSERT_TRUE(c.ok()) << device << ": " << c.status();
+    EXPECT_EQ(c->models[1].device, device);
+  }
+}
+
+TEST(OrchestratorConfigTest, InvalidJson) {
+  auto c = ParseOrchestratorConfig("{\"node_id\": ", kFile);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(kFile.string()));
+  EXPECT_THAT(c.status().message(), HasSubstr("invalid JSON"));
+}
+
+TEST(OrchestratorConfigTest, TopLevelMustBeAnObject) {
+  EXPECT_EQ(ParseOrchestratorConfig("[]", kFile).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseOrchestratorConfig("42", kFile).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(OrchestratorConfigTest, UnknownTopLevelField) {
+  Json j = FullConfig();
+  j["listen_adress"] = "127.0.0.1:1";
+  ExpectError(j, "listen_adress");
+  auto c = Parse(j);
+  EXPECT_THAT(c.status().message(), HasSubstr("unknown field"));
+}
+
+TEST(OrchestratorConfigTest, UnknownFieldInsideModel) {
+  Json j = FullConfig();
+  j["models"][1]["instance"] = 2;
+  ExpectError(j, "models[1].instance");
+}
+
+TEST(OrchestratorConfigTest, UnknownFieldInsideSections) {
+  Json j = FullConfig();
+  j["torch"]["threads"] = 1;
+  ExpectError(j, "torch.threads");
+  j = FullConfig();
+  j["transcode"]["codec"] = "x265";
+  ExpectError(j, "transcode.codec");
+  j = FullConfig();
+  j["log"]["colour"] = true;
+  ExpectError(j, "log.colour");
+}
+
+TEST(OrchestratorConfigTest, WrongTypes) {
+  Json j = FullConfig();
+  j["node_id"] = 5;
+  ExpectError(j, "node_id");
+  j = FullConfig();
+  j["gateways"] = "10.0.0.1:50051";
+  ExpectError(j, "gateways");
+  j = FullConfig();
+  j["models"][0]["warm"] = "yes";
+  ExpectError(j, "models[0].warm");
+  j = FullConfig();
+  j["models"][1]["instances"] = "2";
+  ExpectError(j, "models[1].instances");
+  j = FullConfig();
+  j["models"] = Json::object();
+  ExpectError(j, "models");
+  j = FullConfig();
+  j["models"][1] = "tiny";
+  ExpectError(j, "models[1]");
+  j = FullConfig();
+  j["torch"] = 3;
+  ExpectError(j, "torch");
+}
+
+TEST(OrchestratorConfigTest, ModelRequiredFields) {
+  for (const char* field : {"id", "pipeline", "path"}) {
+    Json j = FullConfig();
+    j["models"][1].erase(field);
+    ExpectError(j, std::string("models[1].") + field);
+    auto c = Parse(j);
+    EXPECT_THAT(c.status().message(), HasSubstr("required")) << field;
+  }
+  for (const char* field : {"id", "path"}) {
+    Json j = FullConfig();
+    j["models"][0][field] = "";
+    ExpectError(j, std::string("models[0].") + field);
+  }
+}
+
+TEST(OrchestratorConfigTest, BadPipeline) {
+  Json j = FullConfig();
+  j["models"][1]["pipeline"] = "transcode";
+  ExpectError(j, "models[1].pipeline");
+  j["models"][1]["pipeline"] = "";
+  ExpectError(j, "models[1].pipeline");
+}
+
+TEST(OrchestratorConfigTest, DuplicateModelId) {
+  Json j = FullConfig();
+  j["models"][1]["id"] = "esrgan";
+  ExpectError(j, "models[1].id");
+  EXPECT_THAT(Parse(j).status().message(), HasSubstr("esrgan"));
+}
+
+TEST(OrchestratorConfigTest, BadDevice) {
+  for (const char* device : {"gpu", "CPU", "", "tpu:0"}) {
+    Json j = FullConfig();
+    j["models"][0]["device"] = device;
+    ExpectError(j, "models[0].device");
+  }
+}
+
+TEST(OrchestratorConfigTest, ModelNumericRanges) {
+  struct Case {
+    const char* field;
+    Json value;
+  };
+  const Case cases[] = {
+      {"instances", 0},        {"instances", -1},     {"instances", 65},
+      {"queue_size", -1},      {"queue_size", 10001}, {"price_per_unit", -0.01},
+      {"max_input_pixels", 0}, {"warmup_size", -1},   {"warmup_size", 1025},
+  };
+  for (const auto& c : cases) {
+    Json j = FullConfig();
+    j["models"][1][c.field] = c.value;
+    SCOPED_TRACE(std::string(c.field) + "=" + c.value.dump());
+    ExpectError(j, std::string("models[1].") + c.field);
+  }
+  // The limits themselves are accepted.
+  Json j = FullConfig();
+  j["models"][1]["instances"] = 64;
+  j["models"][1]["queue_size"] = 0;
+  j["models"][1]["warmup_size"] = 0;
+  EXPECT_TRUE(Parse(j).ok()) << Parse(j).status();
+}
+
+TEST(OrchestratorConfigTest, BadAddresses) {
+  Json j = FullConfig();
+  j["listen"] = "0.0.0.0";
+  ExpectError(j, "listen");
+  j = FullConfig();
+  j["listen"] = "0.0.0.0:99999";
+  ExpectError(j, "listen");
+  j = FullConfig();
+  j["advertise_address"] = "10.0.0.5:port";
+  ExpectError(j, "advertise_address");
+  j = FullConfig();
+  j["gateways"] = {"10.0.0.1:50051", "10.0.0.2"};
+  ExpectError(j, "gateways[1]");
+}
+
+TEST(OrchestratorConfigTest, TopLevelNumericRanges) {
+  Json j = FullConfig();
+  j["node_id"] = "";
+  ExpectError(j, "node_id");
+  j = FullConfig();
+  j["heartbeat_ms"] = 49;
+  ExpectError(j, "heartbeat_ms");
+  j["heartbeat_ms"] = 60001;
+  ExpectError(j, "heartbeat_ms");
+  j = FullConfig();
+  j["max_message_bytes"] = 1000;
+  ExpectError(j, "max_message_bytes");
+  j["max_message_bytes"] = 1LL << 31;
+  ExpectError(j, "max_message_bytes");
+  j = FullConfig();
+  j["torch"]["intra_op_threads"] = -1;
+  ExpectError(j, "torch");
+}
+
+TEST(OrchestratorConfigTest, TranscodeRanges) {
+  struct Case {
+    const char* field;
+    Json value;
+  };
+  const Case cases[] = {{"capacity", 0},        {"capacity", -3},       {"max_renditions", 0},
+                        {"max_renditions", 17}, {"price_per_unit", -1}, {"encoder_threads", -1},
+                        {"encoder_threads", 65}};
+  for (const auto& c : cases) {
+    Json j = FullConfig();
+    j["transcode"][c.field] = c.value;
+    SCOPED_TRACE(std::string(c.field) + "=" + c.value.dump());
+    ExpectError(j, std::string("transcode.") + c.field);
+  }
+}
+
+TEST(OrchestratorConfigTest, LoadResolvesModelPathsFromConfigFolder) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "conf");
+  const fs::path file = dir.path() / "conf" / "orch.json";
+  WriteFile(file, FullConfig().dump(2));
+  auto c = LoadOrchestratorConfig(file);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->file, file);
+  ASSERT_EQ(c->models.size(), 2u);
+  EXPECT_EQ(c->models[0].path, dir.path() / "conf" / "models" / "esrgan.pt");
+  EXPECT_EQ(c->models[1].path, fs::path("/abs/tiny.pt"));
+}
+
+TEST(OrchestratorConfigTest, LoadErrorsNameTheFile) {
+  TempDir dir;
+  auto missing = LoadOrchestratorConfig(dir.path() / "nope.json");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("nope.json"));
+
+  const fs::path file = dir.path() / "orch.json";
+  Json j = FullConfig();
+  j["models"][1]["instances"] = 0;
+  WriteFile(file, j.dump());
+  auto bad = LoadOrchestratorConfig(file);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr(file.string()));
+  EXPECT_THAT(bad.status().message(), HasSubstr("models[1].instances"));
+
+  WriteFile(file, "{ not json");
+  EXPECT_EQ(LoadOrchestratorConfig(file).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace switchyard::orchestrator
