@@ -4,7 +4,10 @@
 
 #include <filesystem>
 #include <initializer_list>
+#include <limits>
 #include <string>
+#include <type_traits>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include <nlohmann/json.hpp>
@@ -34,12 +37,7 @@ class ConfigObject {
       if (required) return Error(key, "is required");
       return absl::OkStatus();
     }
-    try {
-      *out = it->template get<T>();
-    } catch (const nlohmann::json::exception& e) {
-      return Error(key, absl::StrCat("has the wrong type (", it->type_name(), ")"));
-    }
-    return absl::OkStatus();
+    return Convert(key, *it, out);
   }
 
   bool Has(absl::string_view key) const { return json_.contains(std::string(key)); }
@@ -52,6 +50,54 @@ class ConfigObject {
   std::string Path(absl::string_view key) const;
 
  private:
+  // Strict conversions: nlohmann would turn true into 1 and 2.9 into 2; a config must not.
+  template <typename T>
+  absl::Status Convert(absl::string_view key, const nlohmann::json& v, T* out) const {
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!v.is_boolean()) return WrongType(key, v, "true or false");
+      *out = v.get<bool>();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (!v.is_number_integer()) return WrongType(key, v, "an integer");
+      if (v.is_number_unsigned()) {
+        auto u = v.get<uint64_t>();
+        if (u > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+          return Error(key, absl::StrCat(u, " is out of range"));
+        }
+        *out = static_cast<T>(u);
+      } else {
+        auto i = v.get<int64_t>();
+        if (i < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+            (i > 0 &&
+             static_cast<uint64_t>(i) > static_cast<uint64_t>(std::numeric_limits<T>::max()))) {
+          return Error(key, absl::StrCat(i, " is out of range"));
+        }
+        *out = static_cast<T>(i);
+      }
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (!v.is_number()) return WrongType(key, v, "a number");
+      *out = v.get<T>();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (!v.is_string()) return WrongType(key, v, "a string");
+      *out = v.get<std::string>();
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      if (!v.is_array()) return WrongType(key, v, "an array of strings");
+      std::vector<std::string> items;
+      for (const auto& item : v) {
+        if (!item.is_string()) return WrongType(key, v, "an array of strings");
+        items.push_back(item.get<std::string>());
+      }
+      *out = std::move(items);
+    } else {
+      static_assert(sizeof(T) == 0, "ConfigObject::Read does not support this type");
+    }
+    return absl::OkStatus();
+  }
+  absl::Status WrongType(absl::string_view key, const nlohmann::json& v,
+                         absl::string_view expected) const {
+    return Error(key, absl::StrCat("has the wrong type: must be ", expected, ", got ",
+                                   v.type_name(), " ", v.dump()));
+  }
+
   const nlohmann::json& json_;
   std::string file_;
   std::string where_;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -93,6 +94,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
       job->set_request_id(request_id_);
       job->set_orchestrator(node_->id);
       job->set_attempts(attempts_);
+      spdlog::info("[{}] {} '{}' done on {} in {:.0f} ms (attempts {})", request_id_,
+                   route_.pipeline, route_.model_id, node_->id,
+                   absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
       return Finish(grpc::Status::OK);
     }
     spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
@@ -126,6 +130,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   Membership* membership_;
   const Router* router_;
   std::string request_id_;
+  absl::Time start_ = absl::Now();
   int attempts_ = 0;
   grpc::Status last_status_;
   std::shared_ptr<const NodeView> node_;

@@ -33,8 +33,9 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   }
   if (path.empty()) return obj.Error("path", "must not be empty");
   m.path = ResolveConfigPath(obj.file(), path);
-  if (m.device != "auto" && m.device != "cpu" && m.device != "cuda" &&
-      m.device.rfind("cuda:", 0) != 0) {
+  const bool cuda_index = m.device.size() > 5 && m.device.rfind("cuda:", 0) == 0 &&
+                          m.device.find_first_not_of("0123456789", 5) == std::string::npos;
+  if (m.device != "auto" && m.device != "cpu" && m.device != "cuda" && !cuda_index) {
     return obj.Error("device", absl::StrCat("'", m.device, "' is not auto, cpu, cuda or cuda:N"));
   }
   if (m.instances < 1 || m.instances > 64) return obj.Error("instances", "must be 1..64");

@@ -188,15 +188,17 @@ void ModelExecutor::Loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
+    Result result = absl::UnknownError("unset");
     if (job.cancelled && job.cancelled->load()) {
-      job.promise.set_value(absl::CancelledError("job was cancelled while queued"));
+      result = absl::CancelledError("job was cancelled while queued");
     } else if (absl::Now() > job.deadline) {
-      job.promise.set_value(
-          absl::DeadlineExceededError("deadline passed while the job was queued"));
+      result = absl::DeadlineExceededError("deadline passed while the job was queued");
     } else {
-      job.promise.set_value(model_->Forward(job.input));
+      result = model_->Forward(job.input);
     }
+    // Free the slot before delivering, so a caller holding its result never finds it taken.
     in_use_.fetch_sub(1);
+    job.promise.set_value(std::move(result));
   }
 }
 

@@ -147,10 +147,9 @@ TEST(ConfigObjectTest, ReadArrayWithWrongElementTypeFails) {
   EXPECT_THAT(s.message(), HasSubstr("f.json: v"));
 }
 
-// The header promises "wrongly typed values are errors", but nlohmann's get<int>() converts
-// booleans and floats to integers and narrows out-of-range integers silently, so e.g.
-// "instances": true reads as 1, 2.9 as 2 and 4294967297 as 1. Disabled until Read is made strict.
-TEST(ConfigObjectTest, DISABLED_ReadIntegerRejectsBoolFloatAndOutOfRange) {
+// nlohmann's get<int>() would convert booleans and floats and narrow out-of-range integers
+// silently ("instances": true reading as 1); Read must refuse them.
+TEST(ConfigObjectTest, ReadIntegerRejectsBoolFloatAndOutOfRange) {
   const Json json = Json::parse(R"({"t": true, "f": 2.9, "huge": 4294967297, "neg": -1})");
   ConfigObject obj(json, "f.json", "");
   int n = 0;

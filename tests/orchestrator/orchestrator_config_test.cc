@@ -230,7 +230,8 @@ TEST(OrchestratorConfigTest, DuplicateModelId) {
 }
 
 TEST(OrchestratorConfigTest, BadDevice) {
-  for (const char* device : {"gpu", "CPU", "", "tpu:0"}) {
+  for (const char* device :
+       {"gpu", "CPU", "", "tpu:0", "cuda:", "cuda:abc", "cuda:-1", "cuda:1x"}) {
     Json j = FullConfig();
     j["models"][0]["device"] = device;
     ExpectError(j, "models[0].device");
