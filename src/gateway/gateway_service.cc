@@ -144,14 +144,8 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::
   return reactor;
 }
 
-grpc::ServerUnaryReactor* NotImplemented(grpc::CallbackServerContext* context, const char* rpc,
-                                         const char* pipeline) {
-  return FinishNow(context,
-                   grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                absl::StrCat(rpc,
-                                             " is not implemented in this release: no runner "
-                                             "for the ",
-                                             pipeline, " pipeline yet")));
+grpc::ServerUnaryReactor* Invalid(grpc::CallbackServerContext* context, const char* message) {
+  return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
 }
 
 }  // namespace
@@ -160,50 +154,42 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
                                std::function<uint64_t()> random)
     : config_(config), membership_(membership), router_(random), random_(random) {}
 
-grpc::ServerUnaryReactor* GatewayService::Upscale(grpc::CallbackServerContext* context,
-                                                  const v1::UpscaleRequest* request,
-                                                  v1::ImageResponse* response) {
-  if (request->model_id().empty()) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           "model_id is required (see ListCapabilities)"));
-  }
-  if (request->image().empty()) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           "image is required (PNG or JPEG bytes)"));
-  }
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* GatewayService::Route(
+    grpc::CallbackServerContext* context, const Request* request, Response* response,
+    const std::string& pipeline, const std::string& model_id,
+    void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
+                                          std::function<void(grpc::Status)>)) {
+  if (model_id.empty()) return Invalid(context, "model_id is required (see ListCapabilities)");
   auto* reactor = context->DefaultReactor();
-  auto job = std::make_shared<UnaryJob<v1::UpscaleRequest, v1::ImageResponse>>(
-      context, request, response, reactor, "upscale", request->model_id(),
-      [](Stub* stub, grpc::ClientContext* ctx, const v1::UpscaleRequest* req,
-         v1::ImageResponse* resp, std::function<void(grpc::Status)> done) {
-        stub->async()->Upscale(ctx, req, resp, std::move(done));
+  auto job = std::make_shared<UnaryJob<Request, Response>>(
+      context, request, response, reactor, pipeline, model_id,
+      [method](Stub* stub, grpc::ClientContext* ctx, const Request* req, Response* resp,
+               std::function<void(grpc::Status)> done) {
+        (stub->async()->*method)(ctx, req, resp, std::move(done));
       },
       config_, membership_, &router_, RequestIdOf(context, random_()));
   job->Start();
   return reactor;
 }
 
+grpc::ServerUnaryReactor* GatewayService::Upscale(grpc::CallbackServerContext* context,
+                                                  const v1::UpscaleRequest* request,
+                                                  v1::ImageResponse* response) {
+  if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
+  return Route(context, request, response, "upscale", request->model_id(),
+               &Stub::async_interface::Upscale);
+}
+
 grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext* context,
                                                     const v1::TranscodeRequest* request,
                                                     v1::TranscodeResponse* response) {
   if (request->segment().empty()) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           "segment is required (MPEG-TS or MP4 bytes)"));
+    return Invalid(context, "segment is required (MPEG-TS or MP4 bytes)");
   }
-  if (request->renditions().empty()) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           "at least one rendition is required"));
-  }
-  auto* reactor = context->DefaultReactor();
-  auto job = std::make_shared<UnaryJob<v1::TranscodeRequest, v1::TranscodeResponse>>(
-      context, request, response, reactor, "transcode", "libx264",
-      [](Stub* stub, grpc::ClientContext* ctx, const v1::TranscodeRequest* req,
-         v1::TranscodeResponse* resp, std::function<void(grpc::Status)> done) {
-        stub->async()->Transcode(ctx, req, resp, std::move(done));
-      },
-      config_, membership_, &router_, RequestIdOf(context, random_()));
-  job->Start();
-  return reactor;
+  if (request->renditions().empty()) return Invalid(context, "at least one rendition is required");
+  return Route(context, request, response, "transcode", "libx264",
+               &Stub::async_interface::Transcode);
 }
 
 grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
@@ -266,54 +252,59 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
 }
 
 grpc::ServerUnaryReactor* GatewayService::TextToImage(grpc::CallbackServerContext* context,
-                                                      const v1::TextToImageRequest*,
-                                                      v1::ImageResponse*) {
-  return NotImplemented(context, "TextToImage", "text-to-image");
-}
-grpc::ServerUnaryReactor* GatewayService::ImageToImage(grpc::CallbackServerContext* context,
-                                                       const v1::ImageToImageRequest*,
-                                                       v1::ImageResponse*) {
-  return NotImplemented(context, "ImageToImage", "image-to-image");
-}
-grpc::ServerUnaryReactor* GatewayService::ImageToVideo(grpc::CallbackServerContext* context,
-                                                       const v1::ImageToVideoRequest*,
-                                                       v1::VideoResponse*) {
-  return NotImplemented(context, "ImageToVideo", "image-to-video");
-}
-grpc::ServerUnaryReactor* GatewayService::AudioToText(grpc::CallbackServerContext* context,
-                                                      const v1::AudioToTextRequest*,
-                                                      v1::TextResponse*) {
-  return NotImplemented(context, "AudioToText", "audio-to-text");
-}
-grpc::ServerUnaryReactor* GatewayService::SegmentAnything2(grpc::CallbackServerContext* context,
-                                                           const v1::SegmentAnything2Request*,
-                                                           v1::MasksResponse*) {
-  return NotImplemented(context, "SegmentAnything2", "segment-anything-2");
-}
-grpc::ServerUnaryReactor* GatewayService::ImageToText(grpc::CallbackServerContext* context,
-                                                      const v1::ImageToTextRequest*,
-                                                      v1::ImageToTextResponse*) {
-  return NotImplemented(context, "ImageToText", "image-to-text");
-}
-grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerContext* context,
-                                                       const v1::TextToSpeechRequest*,
-                                                       v1::AudioResponse*) {
-  return NotImplemented(context, "TextToSpeech", "text-to-speech");
+                                                      const v1::TextToImageRequest* request,
+                                                      v1::ImageResponse* response) {
+  if (request->prompt().empty()) return Invalid(context, "prompt is required");
+  return Route(context, request, response, "text-to-image", request->model_id(),
+               &Stub::async_interface::TextToImage);
 }
 
-grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackServerContext*,
-                                                               const v1::LLMRequest*) {
-  // A stream that ends at once with UNIMPLEMENTED.
-  class Unimplemented final : public grpc::ServerWriteReactor<v1::LLMResponse> {
-   public:
-    Unimplemented() {
-      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          "LLM is not implemented in this release: no runner for the llm "
-                          "pipeline yet"));
-    }
-    void OnDone() override { delete this; }
-  };
-  return new Unimplemented();
+grpc::ServerUnaryReactor* GatewayService::ImageToImage(grpc::CallbackServerContext* context,
+                                                       const v1::ImageToImageRequest* request,
+                                                       v1::ImageResponse* response) {
+  if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
+  return Route(context, request, response, "image-to-image", request->model_id(),
+               &Stub::async_interface::ImageToImage);
+}
+
+grpc::ServerUnaryReactor* GatewayService::ImageToVideo(grpc::CallbackServerContext* context,
+                                                       const v1::ImageToVideoRequest* request,
+                                                       v1::VideoResponse* response) {
+  if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
+  return Route(context, request, response, "image-to-video", request->model_id(),
+               &Stub::async_interface::ImageToVideo);
+}
+
+grpc::ServerUnaryReactor* GatewayService::AudioToText(grpc::CallbackServerContext* context,
+                                                      const v1::AudioToTextRequest* request,
+                                                      v1::TextResponse* response) {
+  if (request->audio().empty()) return Invalid(context, "audio is required");
+  return Route(context, request, response, "audio-to-text", request->model_id(),
+               &Stub::async_interface::AudioToText);
+}
+
+grpc::ServerUnaryReactor* GatewayService::SegmentAnything2(
+    grpc::CallbackServerContext* context, const v1::SegmentAnything2Request* request,
+    v1::MasksResponse* response) {
+  if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
+  return Route(context, request, response, "segment-anything-2", request->model_id(),
+               &Stub::async_interface::SegmentAnything2);
+}
+
+grpc::ServerUnaryReactor* GatewayService::ImageToText(grpc::CallbackServerContext* context,
+                                                      const v1::ImageToTextRequest* request,
+                                                      v1::ImageToTextResponse* response) {
+  if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
+  return Route(context, request, response, "image-to-text", request->model_id(),
+               &Stub::async_interface::ImageToText);
+}
+
+grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerContext* context,
+                                                       const v1::TextToSpeechRequest* request,
+                                                       v1::AudioResponse* response) {
+  if (request->text().empty()) return Invalid(context, "text is required");
+  return Route(context, request, response, "text-to-speech", request->model_id(),
+               &Stub::async_interface::TextToSpeech);
 }
 
 }  // namespace switchyard::gateway

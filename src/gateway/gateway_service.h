@@ -28,30 +28,41 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;
 
-  // Pipelines without a runner yet: UNIMPLEMENTED with a message saying so.
+  // Every other pipeline is routed the same way as Upscale.
   grpc::ServerUnaryReactor* TextToImage(grpc::CallbackServerContext* context,
                                         const v1::TextToImageRequest*, v1::ImageResponse*) override;
   grpc::ServerUnaryReactor* ImageToImage(grpc::CallbackServerContext* context,
-                                         const v1::ImageToImageRequest*,
-                                         v1::ImageResponse*) override;
+                                         const v1::ImageToImageRequest* request,
+                                         v1::ImageResponse* response) override;
   grpc::ServerUnaryReactor* ImageToVideo(grpc::CallbackServerContext* context,
-                                         const v1::ImageToVideoRequest*,
-                                         v1::VideoResponse*) override;
+                                         const v1::ImageToVideoRequest* request,
+                                         v1::VideoResponse* response) override;
   grpc::ServerUnaryReactor* AudioToText(grpc::CallbackServerContext* context,
                                         const v1::AudioToTextRequest*, v1::TextResponse*) override;
   grpc::ServerUnaryReactor* SegmentAnything2(grpc::CallbackServerContext* context,
-                                             const v1::SegmentAnything2Request*,
-                                             v1::MasksResponse*) override;
+                                             const v1::SegmentAnything2Request* request,
+                                             v1::MasksResponse* response) override;
+  // Server streaming (gateway_service_llm.cc).
   grpc::ServerWriteReactor<v1::LLMResponse>* LLM(grpc::CallbackServerContext* context,
-                                                 const v1::LLMRequest*) override;
+                                                 const v1::LLMRequest* request) override;
   grpc::ServerUnaryReactor* ImageToText(grpc::CallbackServerContext* context,
-                                        const v1::ImageToTextRequest*,
-                                        v1::ImageToTextResponse*) override;
+                                        const v1::ImageToTextRequest* request,
+                                        v1::ImageToTextResponse* response) override;
   grpc::ServerUnaryReactor* TextToSpeech(grpc::CallbackServerContext* context,
-                                         const v1::TextToSpeechRequest*,
-                                         v1::AudioResponse*) override;
+                                         const v1::TextToSpeechRequest* request,
+                                         v1::AudioResponse* response) override;
 
  private:
+  using Stub = node::v1::Orchestrator::Stub;
+  // Validates the model id, then runs the job on the best orchestrator via `method`, retrying
+  // elsewhere on retryable failures.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Route(
+      grpc::CallbackServerContext* context, const Request* request, Response* response,
+      const std::string& pipeline, const std::string& model_id,
+      void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
+                                            std::function<void(grpc::Status)>));
+
   const GatewayConfig& config_;
   Membership* membership_;
   Router router_;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
 
@@ -32,17 +33,18 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::LoadModel(
   absl::Time start = absl::Now();
   auto model = runner::TorchModel::Load(config.path, config.device);
   if (!model.ok()) return model.status();
-  if (config.warmup_size > 0) {
-    // One blank inference so the first real job does not pay for lazy initialisation.
-    auto out =
-        (*model)->Forward(at::zeros({1, 3, config.warmup_size, config.warmup_size}, at::kFloat));
+  if (WarmupInputs inputs = WarmupInputsFor(config)) {
+    auto out = (*model)->Run(std::move(*inputs));
     if (!out.ok()) {
       return absl::Status(out.status().code(),
                           absl::StrCat("warm-up inference failed: ", out.status().message()));
     }
   }
   auto executor = runner::ModelExecutor::Create(
-      *model, {.instances = config.instances, .queue_size = config.queue_size});
+      *model, {.instances = config.instances,
+               .queue_size = config.queue_size,
+               .max_batch_size = config.max_batch_size,
+               .max_queue_delay = absl::Milliseconds(config.max_queue_delay_ms)});
   if (!executor.ok()) return executor.status();
   spdlog::info("model {} ready on {} ({}) in {:.0f} ms", config.id, (*model)->device().str(),
                config.path.string(), absl::ToDoubleMilliseconds(absl::Now() - start));

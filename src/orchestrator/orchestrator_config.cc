@@ -12,7 +12,8 @@ namespace {
 absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(
       obj.CheckKeys({"id", "pipeline", "path", "warm", "device", "instances", "queue_size",
-                     "price_per_unit", "unit", "max_input_pixels", "warmup_size"}));
+                     "price_per_unit", "unit", "max_input_pixels", "warmup_size", "max_batch_size",
+                     "max_queue_delay_ms", "memory_mb", "options"}));
   ModelConfig m;
   std::string path;
   SY_RETURN_IF_ERROR(obj.Read("id", &m.id, true));
@@ -26,10 +27,22 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(obj.Read("unit", &m.unit));
   SY_RETURN_IF_ERROR(obj.Read("max_input_pixels", &m.max_input_pixels));
   SY_RETURN_IF_ERROR(obj.Read("warmup_size", &m.warmup_size));
+  SY_RETURN_IF_ERROR(obj.Read("max_batch_size", &m.max_batch_size));
+  SY_RETURN_IF_ERROR(obj.Read("max_queue_delay_ms", &m.max_queue_delay_ms));
+  SY_RETURN_IF_ERROR(obj.Read("memory_mb", &m.memory_mb));
+  if (obj.Has("options")) {
+    m.options = obj.json().at("options");
+    if (!m.options.is_object()) return obj.Error("options", "must be a JSON object");
+  }
   if (m.id.empty()) return obj.Error("id", "must not be empty");
-  if (m.pipeline != "upscale") {
-    return obj.Error("pipeline", absl::StrCat("'", m.pipeline,
-                                              "' is not a pipeline this release runs (upscale)"));
+  bool known = false;
+  std::string names;
+  for (const char* p : kPipelines) {
+    known = known || m.pipeline == p;
+    absl::StrAppend(&names, names.empty() ? "" : ", ", p);
+  }
+  if (!known) {
+    return obj.Error("pipeline", absl::StrCat("'", m.pipeline, "' is not one of ", names));
   }
   if (path.empty()) return obj.Error("path", "must not be empty");
   m.path = ResolveConfigPath(obj.file(), path);
@@ -43,6 +56,13 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   if (m.price_per_unit < 0) return obj.Error("price_per_unit", "must be >= 0");
   if (m.max_input_pixels < 1) return obj.Error("max_input_pixels", "must be > 0");
   if (m.warmup_size < 0 || m.warmup_size > 1024) return obj.Error("warmup_size", "must be 0..1024");
+  if (m.max_batch_size < 1 || m.max_batch_size > 1024) {
+    return obj.Error("max_batch_size", "must be 1..1024");
+  }
+  if (m.max_queue_delay_ms < 0 || m.max_queue_delay_ms > 10000) {
+    return obj.Error("max_queue_delay_ms", "must be 0..10000");
+  }
+  if (m.memory_mb < 0) return obj.Error("memory_mb", "must be >= 0");
   return m;
 }
 

@@ -6,13 +6,26 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
 
 namespace switchyard::orchestrator {
 
+// Pipeline names, as in the public API and docs/pipelines.md.
+inline constexpr const char* kPipelines[] = {"upscale",
+                                             "text-to-image",
+                                             "image-to-image",
+                                             "image-to-video",
+                                             "audio-to-text",
+                                             "segment-anything-2",
+                                             "llm",
+                                             "image-to-text",
+                                             "text-to-speech"};
+
 struct ModelConfig {
   std::string id;               // model id as clients name it, e.g. "esrgan-slim-x4"
-  std::string pipeline;         // "upscale" (the pipelines this release runs)
+  std::string pipeline;         // one of kPipelines
   std::filesystem::path path;   // TorchScript file; relative paths are from the config file
   bool warm = false;            // load (and warm up) at start; otherwise on first use
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
@@ -22,6 +35,10 @@ struct ModelConfig {
   std::string unit = "pixel";
   int64_t max_input_pixels = 512 * 512;  // larger inputs are refused with INVALID_ARGUMENT
   int warmup_size = 32;                  // side of the blank image run once before READY (0: none)
+  int max_batch_size = 1;                // dynamic batching of same-shape inputs (1: off)
+  int max_queue_delay_ms = 0;            // how long a job may wait for a batch to fill
+  int64_t memory_mb = 0;                 // memory estimate; 0: measured at load
+  nlohmann::json options = nlohmann::json::object();  // pipeline options (docs/pipelines.md)
 };
 
 struct TranscodeConfig {

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "orchestrator/request_context.h"
 #include "orchestrator/transcoder.h"
 #include "orchestrator/upscale_pipeline.h"
 
@@ -26,6 +27,33 @@ absl::Time Deadline(const grpc::ServerContext* context) {
 
 }  // namespace
 
+std::string RequestIdOf(const grpc::ServerContext* context) { return RequestId(context); }
+
+absl::Time DeadlineOf(const grpc::ServerContext* context) { return Deadline(context); }
+
+absl::StatusOr<OrchestratorService::AcquiredModel> OrchestratorService::AcquireModel(
+    grpc::ServerContext* context, const std::string& pipeline, const std::string& model_id) {
+  if (model_id.empty()) return absl::InvalidArgumentError("model_id is required");
+  const ModelConfig* config = models_->Find(model_id);
+  if (config == nullptr || config->pipeline != pipeline) {
+    return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not a ", pipeline,
+                                            " model served by ", config_.node_id));
+  }
+  auto executor = models_->Acquire(model_id, Deadline(context));
+  if (!executor.ok()) return executor.status();
+  return AcquiredModel{config, *executor};
+}
+
+void OrchestratorService::FillJobInfo(grpc::ServerContext* context, const ModelConfig& model,
+                                      int64_t units, absl::Time start, v1::JobInfo* job) const {
+  job->set_request_id(RequestId(context));
+  job->set_orchestrator(config_.node_id);
+  job->set_model_id(model.id);
+  job->set_units(units);
+  job->set_price_per_unit(model.price_per_unit);
+  job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+}
+
 OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
                                          StatusBoard* board)
     : config_(config), models_(models), board_(board) {}
@@ -35,24 +63,15 @@ grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
                                           v1::ImageResponse* response) {
   const std::string rid = RequestId(context);
   absl::Time start = absl::Now();
-  if (request->model_id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
-  }
-  const ModelConfig* config = models_->Find(request->model_id());
-  if (config == nullptr || config->pipeline != "upscale") {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("model '", request->model_id(),
-                                     "' is not an upscale model served by ", config_.node_id));
-  }
   if (request->image().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "image is required (PNG or JPEG)");
   }
+  auto model = AcquireModel(context, "upscale", request->model_id());
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  const ModelConfig* config = model->config;
   absl::Time deadline = Deadline(context);
-  auto executor = models_->Acquire(request->model_id(), deadline);
-  if (!executor.ok()) return ToGrpcStatus(executor.status());
-
   board_->Changed();  // the executor's queue grows now
-  auto result = RunUpscale(**executor, request->image(), config->max_input_pixels, deadline,
+  auto result = RunUpscale(*model->executor, request->image(), config->max_input_pixels, deadline,
                            [context] { return context->IsCancelled(); });
   board_->Changed();
   if (!result.ok()) {
@@ -66,12 +85,8 @@ grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
   media->set_width(result->output_width);
   media->set_height(result->output_height);
   auto* job = response->mutable_job();
-  job->set_request_id(rid);
-  job->set_orchestrator(config_.node_id);
-  job->set_model_id(request->model_id());
-  job->set_units(static_cast<int64_t>(result->input_width) * result->input_height);
-  job->set_price_per_unit(config->price_per_unit);
-  job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  FillJobInfo(context, *config, static_cast<int64_t>(result->input_width) * result->input_height,
+              start, job);
   spdlog::info("[{}] upscale {} {}x{} -> {}x{} in {:.0f} ms", rid, request->model_id(),
                result->input_width, result->input_height, result->output_width,
                result->output_height, job->compute_ms());

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <memory>
 
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "orchestrator/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/status_board.h"
@@ -22,6 +24,27 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   grpc::Status GetStatus(grpc::ServerContext* context, const node::v1::GetStatusRequest* request,
                          node::v1::NodeStatus* response) override;
 
+  // Image pipelines (orchestrator_service_image.cc).
+  grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,
+                           v1::ImageResponse* response) override;
+  grpc::Status ImageToImage(grpc::ServerContext* context, const v1::ImageToImageRequest* request,
+                            v1::ImageResponse* response) override;
+  grpc::Status ImageToVideo(grpc::ServerContext* context, const v1::ImageToVideoRequest* request,
+                            v1::VideoResponse* response) override;
+  grpc::Status SegmentAnything2(grpc::ServerContext* context,
+                                const v1::SegmentAnything2Request* request,
+                                v1::MasksResponse* response) override;
+  grpc::Status ImageToText(grpc::ServerContext* context, const v1::ImageToTextRequest* request,
+                           v1::ImageToTextResponse* response) override;
+
+  // Audio and text pipelines (orchestrator_service_audio_text.cc).
+  grpc::Status AudioToText(grpc::ServerContext* context, const v1::AudioToTextRequest* request,
+                           v1::TextResponse* response) override;
+  grpc::Status TextToSpeech(grpc::ServerContext* context, const v1::TextToSpeechRequest* request,
+                            v1::AudioResponse* response) override;
+  grpc::Status LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
+                   grpc::ServerWriter<v1::LLMResponse>* writer) override;
+
   // The node's status as advertised to gateways: identity, capabilities and load.
   node::v1::NodeStatus BuildStatus() const;
 
@@ -33,6 +56,20 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   }
 
  private:
+  // A model ready to run one job of `pipeline`: its config and executor.
+  struct AcquiredModel {
+    const ModelConfig* config = nullptr;
+    std::shared_ptr<runner::ModelExecutor> executor;
+  };
+  // Finds `model_id` (INVALID_ARGUMENT if empty; NOT_FOUND if not served here for `pipeline`)
+  // and returns its executor, loading a cold model first (UNAVAILABLE if it failed to load).
+  absl::StatusOr<AcquiredModel> AcquireModel(grpc::ServerContext* context,
+                                             const std::string& pipeline,
+                                             const std::string& model_id);
+  // Fills the orchestrator's part of a successful job's JobInfo.
+  void FillJobInfo(grpc::ServerContext* context, const ModelConfig& model, int64_t units,
+                   absl::Time start, v1::JobInfo* job) const;
+
   const OrchestratorConfig& config_;
   ModelManager* models_;
   StatusBoard* board_;

@@ -1,6 +1,5 @@
 #include "orchestrator/upscale_pipeline.h"
 
-#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -25,18 +24,7 @@ absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const 
   auto future = executor.Submit(std::move(input), deadline, cancelled);
   if (!future.ok()) return future.status();
 
-  // Wait in short slices so a cancelled or expired job gives its slot back while still queued.
-  while (future->wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
-    if (is_cancelled && is_cancelled()) {
-      cancelled->store(true);
-      return absl::CancelledError("the job was cancelled");
-    }
-    if (absl::Now() > deadline) {
-      cancelled->store(true);
-      return absl::DeadlineExceededError("deadline passed while upscaling");
-    }
-  }
-  auto output = future->get();
+  auto output = runner::AwaitResult(*future, deadline, is_cancelled, cancelled);
   if (!output.ok()) return output.status();
 
   const at::Tensor& out = *output;

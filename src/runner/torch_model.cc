@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace switchyard::runner {
 namespace {
@@ -117,6 +118,45 @@ absl::StatusOr<at::Tensor> TorchModel::Forward(const at::Tensor& input) {
   }
 }
 
+namespace {
+
+c10::IValue ToCpu(const c10::IValue& v) {
+  if (v.isTensor()) return v.toTensor().to(c10::kCPU);
+  if (v.isTuple()) {
+    std::vector<c10::IValue> items;
+    for (const auto& e : v.toTupleRef().elements()) items.push_back(ToCpu(e));
+    return c10::ivalue::Tuple::create(std::move(items));
+  }
+  if (v.isTensorList()) {
+    c10::List<at::Tensor> out;
+    for (const at::Tensor& t : v.toTensorList()) out.push_back(t.to(c10::kCPU));
+    return out;
+  }
+  if (v.isGenericDict()) {
+    auto dict = v.toGenericDict();
+    c10::impl::GenericDict out(dict.keyType(), dict.valueType());
+    for (const auto& entry : dict) out.insert(entry.key(), ToCpu(entry.value()));
+    return out;
+  }
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<c10::IValue> TorchModel::Run(std::vector<c10::IValue> inputs) {
+  try {
+    c10::InferenceMode guard;
+    for (auto& v : inputs) {
+      if (v.isTensor()) v = v.toTensor().to(device_);
+    }
+    return ToCpu(module_.forward(std::move(inputs)));
+  } catch (const c10::Error& e) {
+    return TorchErrorToStatus(ShortWhat(e), absl::StrCat(path_.filename().string(), " forward"));
+  } catch (const std::exception& e) {
+    return TorchErrorToStatus(e.what(), absl::StrCat(path_.filename().string(), " forward"));
+  }
+}
+
 std::optional<int64_t> TorchModel::IntAttribute(const std::string& name) const {
   try {
     if (!module_.hasattr(name)) return std::nullopt;
@@ -136,6 +176,10 @@ absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(TorchModelP
   if (model == nullptr) return absl::InvalidArgumentError("executor needs a model");
   if (options.instances < 1) return absl::InvalidArgumentError("instances must be >= 1");
   if (options.queue_size < 0) return absl::InvalidArgumentError("queue_size must be >= 0");
+  if (options.max_batch_size < 1) return absl::InvalidArgumentError("max_batch_size must be >= 1");
+  if (options.max_queue_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("max_queue_delay must be >= 0");
+  }
   std::unique_ptr<ModelExecutor> executor(new ModelExecutor(std::move(model), options));
   for (int i = 0; i < options.instances; ++i) {
     executor->threads_.emplace_back([raw = executor.get()] { raw->Loop(); });
@@ -151,15 +195,11 @@ ModelExecutor::~ModelExecutor() {
     dropped.swap(queue_);
   }
   cv_.notify_all();
-  for (auto& job : dropped) {
-    job.promise.set_value(absl::UnavailableError("model is being unloaded"));
-  }
+  for (auto& job : dropped) Complete(job, absl::UnavailableError("model is being unloaded"));
   for (auto& t : threads_) t.join();
 }
 
-absl::StatusOr<std::future<ModelExecutor::Result>> ModelExecutor::Submit(
-    at::Tensor input, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled) {
-  std::future<Result> future;
+absl::Status ModelExecutor::Enqueue(Job job) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("model is being unloaded");
@@ -169,36 +209,130 @@ absl::StatusOr<std::future<ModelExecutor::Result>> ModelExecutor::Submit(
                                                        " running, ", options_.queue_size,
                                                        " queued)"));
     }
-    Job job{std::move(input), deadline, std::move(cancelled), {}};
-    future = job.promise.get_future();
     queue_.push_back(std::move(job));
     in_use_.fetch_add(1);
   }
-  cv_.notify_one();
+  // Every waiting thread may be gathering a batch that this job could join.
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::future<ModelExecutor::Result>> ModelExecutor::Submit(
+    at::Tensor input, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled) {
+  auto promise = std::make_shared<std::promise<Result>>();
+  auto future = promise->get_future();
+  Job job;
+  job.batchable = options_.max_batch_size > 1 && input.dim() >= 1 && input.size(0) == 1;
+  job.inputs.emplace_back(std::move(input));
+  job.deadline = deadline;
+  job.cancelled = std::move(cancelled);
+  job.done = [promise, path = model_->path()](ValueResult r) {
+    if (!r.ok()) return promise->set_value(r.status());
+    if (!r->isTensor()) {
+      return promise->set_value(absl::InvalidArgumentError(absl::StrCat(
+          path.filename().string(), ": forward returned ", r->tagKind(), ", not a tensor")));
+    }
+    promise->set_value(r->toTensor());
+  };
+  SY_RETURN_IF_ERROR(Enqueue(std::move(job)));
   return future;
+}
+
+absl::StatusOr<std::future<ModelExecutor::ValueResult>> ModelExecutor::SubmitValues(
+    Inputs inputs, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled) {
+  auto promise = std::make_shared<std::promise<ValueResult>>();
+  auto future = promise->get_future();
+  Job job;
+  job.inputs = std::move(inputs);
+  job.deadline = deadline;
+  job.cancelled = std::move(cancelled);
+  job.done = [promise](ValueResult r) { promise->set_value(std::move(r)); };
+  SY_RETURN_IF_ERROR(Enqueue(std::move(job)));
+  return future;
+}
+
+void ModelExecutor::Complete(Job& job, ValueResult result) {
+  // Free the slot before delivering, so a caller holding its result never finds it taken.
+  in_use_.fetch_sub(1);
+  job.done(std::move(result));
+}
+
+void ModelExecutor::GatherLocked(std::vector<Job>& batch) {
+  const at::Tensor& first = batch.front().inputs[0].toTensor();
+  for (auto it = queue_.begin();
+       it != queue_.end() && static_cast<int>(batch.size()) < options_.max_batch_size;) {
+    if (it->batchable) {
+      const at::Tensor& t = it->inputs[0].toTensor();
+      if (t.sizes() == first.sizes() && t.scalar_type() == first.scalar_type()) {
+        batch.push_back(std::move(*it));
+        it = queue_.erase(it);
+        continue;
+      }
+    }
+    ++it;
+  }
 }
 
 void ModelExecutor::Loop() {
   for (;;) {
-    Job job;
+    std::vector<Job> batch;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (stopping_ && queue_.empty()) return;
-      job = std::move(queue_.front());
+      batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
+      if (batch.front().batchable) {
+        GatherLocked(batch);
+        // Wait a little for companions; never past the first job's own deadline.
+        const absl::Time until =
+            std::min(absl::Now() + options_.max_queue_delay, batch.front().deadline);
+        while (static_cast<int>(batch.size()) < options_.max_batch_size && !stopping_) {
+          auto left = absl::ToChronoNanoseconds(until - absl::Now());
+          if (left.count() <= 0) break;
+          cv_.wait_for(lock, left);
+          GatherLocked(batch);
+        }
+      }
     }
-    Result result = absl::UnknownError("unset");
+    RunBatch(batch);
+  }
+}
+
+void ModelExecutor::RunBatch(std::vector<Job>& batch) {
+  // Jobs that expired or were cancelled while queued never run.
+  std::vector<Job> live;
+  const absl::Time now = absl::Now();
+  for (auto& job : batch) {
     if (job.cancelled && job.cancelled->load()) {
-      result = absl::CancelledError("job was cancelled while queued");
-    } else if (absl::Now() > job.deadline) {
-      result = absl::DeadlineExceededError("deadline passed while the job was queued");
+      Complete(job, absl::CancelledError("job was cancelled while queued"));
+    } else if (now > job.deadline) {
+      Complete(job, absl::DeadlineExceededError("deadline passed while the job was queued"));
     } else {
-      result = model_->Forward(job.input);
+      live.push_back(std::move(job));
     }
-    // Free the slot before delivering, so a caller holding its result never finds it taken.
-    in_use_.fetch_sub(1);
-    job.promise.set_value(std::move(result));
+  }
+  if (live.empty()) return;
+  passes_.fetch_add(1);
+  jobs_run_.fetch_add(static_cast<int64_t>(live.size()));
+  if (live.size() == 1) {
+    Complete(live[0], model_->Run(std::move(live[0].inputs)));
+    return;
+  }
+  std::vector<at::Tensor> parts;
+  for (auto& job : live) parts.push_back(job.inputs[0].toTensor());
+  absl::StatusOr<at::Tensor> out = model_->Forward(at::cat(parts, 0));
+  if (out.ok() && (out->dim() < 1 || out->size(0) != static_cast<int64_t>(live.size()))) {
+    out = absl::InvalidArgumentError(
+        absl::StrCat(model_->path().filename().string(), ": batched forward returned ",
+                     out->dim() < 1 ? 0 : out->size(0), " results for ", live.size(), " inputs"));
+  }
+  for (size_t i = 0; i < live.size(); ++i) {
+    if (!out.ok()) {
+      Complete(live[i], out.status());
+    } else {
+      Complete(live[i], out->narrow(0, static_cast<int64_t>(i), 1).clone());
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,9 @@ class TorchModel {
   // the result returned on the CPU. RESOURCE_EXHAUSTED on out-of-memory, INTERNAL for other
   // libtorch errors, INVALID_ARGUMENT when forward does not return a tensor.
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input);
+  // Runs forward(*inputs) with any arguments; tensors in the result (also inside tuples, lists
+  // and dicts) come back on the CPU. Errors as Forward.
+  absl::StatusOr<c10::IValue> Run(std::vector<c10::IValue> inputs);
 
   // An int attribute of the module (e.g. "scale"), if it has one.
   std::optional<int64_t> IntAttribute(const std::string& name) const;
@@ -65,13 +69,22 @@ class TorchModel {
 
 // Runs one model's forward passes on `instances` dedicated threads, fed by a bounded queue.
 // A job whose deadline passes, or that is cancelled, while queued is dropped without running.
+//
+// Dynamic batching: jobs submitted with Submit(tensor) whose tensor has batch size 1 are stacked
+// along dimension 0 with other queued jobs of the same shape and dtype, up to max_batch_size,
+// waiting up to max_queue_delay for companions; the result is split back per job. Jobs submitted
+// with SubmitValues (any argument list) always run alone.
 class ModelExecutor {
  public:
   struct Options {
-    int instances = 1;   // executor threads (jobs that run at once)
-    int queue_size = 8;  // jobs that may wait; beyond that Submit answers RESOURCE_EXHAUSTED
+    int instances = 1;       // executor threads (jobs or batches that run at once)
+    int queue_size = 8;      // jobs that may wait; beyond that Submit answers RESOURCE_EXHAUSTED
+    int max_batch_size = 1;  // 1 disables batching
+    absl::Duration max_queue_delay = absl::ZeroDuration();  // wait for a batch to fill
   };
+  using Inputs = std::vector<c10::IValue>;
   using Result = absl::StatusOr<at::Tensor>;
+  using ValueResult = absl::StatusOr<c10::IValue>;
 
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(TorchModelPtr model,
                                                                Options options);
@@ -81,25 +94,39 @@ class ModelExecutor {
   ModelExecutor(const ModelExecutor&) = delete;
   ModelExecutor& operator=(const ModelExecutor&) = delete;
 
-  // Queues one forward pass. RESOURCE_EXHAUSTED at once when the queue is full.
+  // Queues forward(input) where forward returns a tensor; batchable when input.size(0) == 1.
+  // RESOURCE_EXHAUSTED at once when the queue is full.
   absl::StatusOr<std::future<Result>> Submit(at::Tensor input, absl::Time deadline,
                                              std::shared_ptr<std::atomic<bool>> cancelled);
+  // Queues forward(*inputs) with any arguments and any result (tensors come back on the CPU).
+  absl::StatusOr<std::future<ValueResult>> SubmitValues(
+      Inputs inputs, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled);
 
   // Jobs queued plus running.
   int in_use() const { return in_use_.load(); }
   int capacity() const { return options_.instances; }
+  const Options& options() const { return options_; }
   const TorchModelPtr& model() const { return model_; }
+  // Forward passes run so far and jobs they carried (batches merge several jobs into one pass).
+  int64_t passes() const { return passes_.load(); }
+  int64_t jobs_run() const { return jobs_run_.load(); }
 
  private:
   struct Job {
-    at::Tensor input;
+    Inputs inputs;
+    bool batchable = false;
     absl::Time deadline;
     std::shared_ptr<std::atomic<bool>> cancelled;
-    std::promise<Result> promise;
+    std::function<void(ValueResult)> done;
   };
 
   ModelExecutor(TorchModelPtr model, Options options);
+  absl::Status Enqueue(Job job);
   void Loop();
+  // Moves queued jobs that can share a batch with `batch.front()` into `batch`.
+  void GatherLocked(std::vector<Job>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunBatch(std::vector<Job>& batch);
+  void Complete(Job& job, ValueResult result);
 
   TorchModelPtr model_;
   Options options_;
@@ -108,7 +135,28 @@ class ModelExecutor {
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int> in_use_{0};
+  std::atomic<int64_t> passes_{0};
+  std::atomic<int64_t> jobs_run_{0};
   std::vector<std::thread> threads_;
 };
+
+// Waits for an executor result in short slices so that a job whose caller is cancelled, or whose
+// deadline passes, gives its queue slot back (`cancelled` is set for the executor to see).
+template <typename T>
+absl::StatusOr<T> AwaitResult(std::future<absl::StatusOr<T>>& future, absl::Time deadline,
+                              const std::function<bool()>& is_cancelled,
+                              const std::shared_ptr<std::atomic<bool>>& cancelled) {
+  while (future.wait_for(std::chrono::milliseconds(10)) != std::future_status::ready) {
+    if (is_cancelled && is_cancelled()) {
+      cancelled->store(true);
+      return absl::CancelledError("the job was cancelled");
+    }
+    if (absl::Now() > deadline) {
+      cancelled->store(true);
+      return absl::DeadlineExceededError("deadline passed before the model finished");
+    }
+  }
+  return future.get();
+}
 
 }  // namespace switchyard::runner

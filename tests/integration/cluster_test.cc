@@ -258,7 +258,7 @@ TEST_F(ClusterTest, CorruptOrEmptySegmentIsInvalidArgument) {
   }
 }
 
-TEST_F(ClusterTest, UnknownModelIsNotFoundAndOtherPipelinesAreUnimplemented) {
+TEST_F(ClusterTest, UnknownModelIsNotFoundAndEveryPipelineIsRouted) {
   std::string png = MakeTestImage(tmp_, 16, 16, "png");
   v1::ImageResponse resp;
   auto st = Upscale("no-such-model", png, &resp);
@@ -273,8 +273,13 @@ TEST_F(ClusterTest, UnknownModelIsNotFoundAndOtherPipelinesAreUnimplemented) {
   t2i.set_prompt("a cat");
   auto ctx = Context(std::chrono::seconds(5));
   st = stub_->TextToImage(ctx.get(), t2i, &resp);
-  EXPECT_EQ(st.error_code(), StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(st.error_message().find("text-to-image"), std::string::npos);
+  // Every pipeline is routed: nobody in this cluster offers a text-to-image model "x".
+  EXPECT_EQ(st.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("text-to-image"), std::string::npos) << st.error_message();
+  t2i.clear_prompt();
+  auto ctx3 = Context(std::chrono::seconds(5));
+  st = stub_->TextToImage(ctx3.get(), t2i, &resp);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
 
   v1::LLMRequest llm;
   auto ctx2 = Context(std::chrono::seconds(5));
