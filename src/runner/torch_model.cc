@@ -157,6 +157,31 @@ absl::StatusOr<c10::IValue> TorchModel::Run(std::vector<c10::IValue> inputs) {
   }
 }
 
+absl::StatusOr<c10::IValue> TorchModel::RunMethod(const std::string& method,
+                                                  std::vector<c10::IValue> inputs) {
+  if (method == "forward") return Run(std::move(inputs));
+  try {
+    auto m = module_.find_method(method);
+    if (!m) {
+      return absl::NotFoundError(
+          absl::StrCat(path_.filename().string(), " has no method '", method, "'"));
+    }
+    c10::InferenceMode guard;
+    for (auto& v : inputs) {
+      if (v.isTensor()) v = v.toTensor().to(device_);
+    }
+    return ToCpu((*m)(std::move(inputs)));
+  } catch (const c10::Error& e) {
+    return TorchErrorToStatus(ShortWhat(e), absl::StrCat(path_.filename().string(), " ", method));
+  } catch (const std::exception& e) {
+    return TorchErrorToStatus(e.what(), absl::StrCat(path_.filename().string(), " ", method));
+  }
+}
+
+bool TorchModel::HasMethod(const std::string& method) const {
+  return module_.find_method(method).has_value();
+}
+
 std::optional<int64_t> TorchModel::IntAttribute(const std::string& name) const {
   try {
     if (!module_.hasattr(name)) return std::nullopt;

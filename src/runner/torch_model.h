@@ -51,6 +51,10 @@ class TorchModel {
   // Runs forward(*inputs) with any arguments; tensors in the result (also inside tuples, lists
   // and dicts) come back on the CPU. Errors as Forward.
   absl::StatusOr<c10::IValue> Run(std::vector<c10::IValue> inputs);
+  // Runs another method of the module (e.g. a tokenizer's "encode"), like Run. NOT_FOUND if the
+  // module has no such method.
+  absl::StatusOr<c10::IValue> RunMethod(const std::string& method, std::vector<c10::IValue> inputs);
+  bool HasMethod(const std::string& method) const;
 
   // An int attribute of the module (e.g. "scale"), if it has one.
   std::optional<int64_t> IntAttribute(const std::string& name) const;
