@@ -1,21 +1,281 @@
-// The LLM RPC of the public service: server streaming of tokens.
+// The LLM RPC of the public service: server streaming of tokens, relayed from an orchestrator's
+// LLM stream message by message.
+//
+// One LlmRelay per client call is both the server-side write reactor and the owner of the
+// client-side read reactors (one per attempt). Flow control is strict ping-pong: a message read
+// from the orchestrator is written to the client, and the next read starts only once that write
+// is done, so at most one StartWrite and one StartRead are outstanding. The relay deletes itself
+// once the server side is done (OnDone) and no orchestrator call is active.
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
 #include "gateway/gateway_service.h"
 
 namespace switchyard::gateway {
+namespace {
 
-grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackServerContext*,
-                                                               const v1::LLMRequest*) {
-  // A stream that ends at once with UNIMPLEMENTED.
-  class Unimplemented final : public grpc::ServerWriteReactor<v1::LLMResponse> {
-   public:
-    Unimplemented() {
-      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          "LLM is not implemented in this release: no runner for the llm "
-                          "pipeline yet"));
+using Stub = node::v1::Orchestrator::Stub;
+
+bool RetryableCode(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+std::string LlmRequestId(const grpc::CallbackServerContext* context, uint64_t random) {
+  const auto& md = context->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it != md.end() && !it->second.empty() && it->second.size() <= 128) {
+    return std::string(it->second.data(), it->second.size());
+  }
+  return absl::StrFormat("%016x", random);
+}
+
+class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
+ public:
+  LlmRelay(grpc::CallbackServerContext* context, const v1::LLMRequest& request,
+           const GatewayConfig& config, Membership* membership, const Router* router,
+           std::string request_id)
+      : context_(context),
+        request_(request),
+        config_(config),
+        membership_(membership),
+        router_(router),
+        request_id_(std::move(request_id)) {
+    route_.pipeline = "llm";
+    route_.model_id = request_.model();
+    StartAttempt();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      write_in_flight_ = false;
+      if (!ok) {
+        // The client is gone: stop the orchestrator and end the call.
+        cancelled_ = true;
+        if (current_ != nullptr && client_active_) current_->context->TryCancel();
+        finish = TakeFinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      } else if (pending_status_) {
+        finish = TakeFinishLocked(std::move(*pending_status_));
+        pending_status_.reset();
+      } else if (client_active_ && !finished_) {
+        // gRPC never runs reactions inline, so starting operations under mu_ is safe, and it
+        // keeps the attempt alive until the read is started.
+        current_->StartRead(&current_->message);
+      }
     }
-    void OnDone() override { delete this; }
+    if (finish) Finish(std::move(*finish));
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    if (current_ != nullptr && client_active_) current_->context->TryCancel();
+  }
+
+  void OnDone() override {
+    bool del = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      server_done_ = true;
+      if (client_active_ && current_ != nullptr) current_->context->TryCancel();
+      del = !client_active_;
+    }
+    if (del) delete this;
+  }
+
+ private:
+  // One call to one orchestrator.
+  struct Call final : public grpc::ClientReadReactor<v1::LLMResponse> {
+    LlmRelay* relay = nullptr;
+    std::shared_ptr<const NodeView> node;
+    std::unique_ptr<grpc::ClientContext> context;
+    v1::LLMResponse message;
+
+    void OnReadDone(bool ok) override {
+      if (ok) relay->OnMessage(this);
+      // Not ok: the stream ended; OnDone follows with its status.
+    }
+    // Last statement: the relay may delete this attempt (and itself) in there.
+    void OnDone(const grpc::Status& status) override { relay->OnAttemptDone(this, status); }
   };
-  return new Unimplemented();
+
+  // Picks an orchestrator and starts a call there, or finishes the client's call.
+  void StartAttempt() {
+    grpc::Status error;
+    Call* attempt = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      if (cancelled_ || context_->IsCancelled()) {
+        error = grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
+      } else {
+        auto snapshot = membership_->snapshot();
+        auto choice = router_->Pick(*snapshot, route_);
+        if (!choice.ok()) {
+          error = attempts_ > 0
+                      ? grpc::Status(last_status_.error_code(),
+                                     absl::StrCat(last_status_.error_message(), " (after ",
+                                                  attempts_, " attempt", attempts_ == 1 ? "" : "s",
+                                                  "; no other orchestrator available)"))
+                      : ToGrpcStatus(choice.status());
+        } else {
+          ++attempts_;
+          attempts_list_.push_back(std::make_unique<Call>());
+          attempt = attempts_list_.back().get();
+          attempt->relay = this;
+          attempt->node = choice->node;
+          current_ = attempt;
+          client_active_ = true;
+          // The orchestrator call inherits the client's deadline and cancellation.
+          attempt->context = grpc::ClientContext::FromCallbackServerContext(*context_);
+          if (context_->deadline() == std::chrono::system_clock::time_point::max()) {
+            attempt->context->set_deadline(std::chrono::system_clock::now() +
+                                           std::chrono::milliseconds(config_.default_timeout_ms));
+          }
+          attempt->context->AddMetadata("x-request-id", request_id_);
+          attempt->node->connection->in_flight().fetch_add(1);
+          attempt->node->connection->stub()->async()->LLM(attempt->context.get(), &request_,
+                                                          attempt);
+          attempt->StartRead(&attempt->message);
+          attempt->StartCall();
+          return;
+        }
+      }
+      auto finish = TakeFinishLocked(error);
+      if (!finish) return;
+      error = *finish;
+    }
+    if (error.error_code() != grpc::StatusCode::CANCELLED) {
+      spdlog::info("[{}] llm '{}' answered {}: {}", request_id_, route_.model_id,
+                   GrpcCodeName(error.error_code()), error.error_message());
+    }
+    Finish(std::move(error));
+  }
+
+  void OnMessage(Call* attempt) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_ || cancelled_) {
+        attempt->context->TryCancel();
+        return;
+      }
+      forwarded_ = true;
+      out_ = std::move(attempt->message);
+      attempt->message.Clear();
+      if (out_.has_job()) {
+        auto* job = out_.mutable_job();
+        job->set_request_id(request_id_);
+        job->set_orchestrator(attempt->node->id);
+        job->set_attempts(attempts_);
+      }
+      write_in_flight_ = true;
+      StartWrite(&out_);
+    }
+  }
+
+  void OnAttemptDone(Call* attempt, const grpc::Status& status) {
+    attempt->node->connection->in_flight().fetch_sub(1);
+    bool retry = false, del = false;
+    std::optional<grpc::Status> finish;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      client_active_ = false;
+      if (server_done_) {
+        del = true;
+      } else if (!finished_) {
+        const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
+        if (!status.ok()) {
+          spdlog::warn("[{}] llm '{}' attempt {} on {} failed: {}: {}", request_id_,
+                       route_.model_id, attempts_, attempt->node->id,
+                       GrpcCodeName(status.error_code()), status.error_message());
+        }
+        if (!status.ok() && RetryableCode(status.error_code()) && !forwarded_ &&
+            attempts_ < config_.max_attempts && deadline_left && !cancelled_ &&
+            !context_->IsCancelled()) {
+          route_.excluded.insert(attempt->node->id);
+          last_status_ = status;
+          retry = true;
+        } else if (write_in_flight_) {
+          pending_status_ = status;  // finished once the last write is done
+        } else {
+          finish = TakeFinishLocked(status);
+        }
+        if (status.ok() && !retry) {
+          spdlog::info("[{}] llm '{}' done on {} in {:.0f} ms (attempts {})", request_id_,
+                       route_.model_id, attempt->node->id,
+                       absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
+        }
+      }
+    }
+    if (del) {
+      delete this;
+      return;
+    }
+    if (finish) {
+      Finish(std::move(*finish));
+      return;
+    }
+    if (retry) StartAttempt();
+  }
+
+  // Marks the call finished; returns the status to pass to Finish (nullopt if already done).
+  std::optional<grpc::Status> TakeFinishLocked(grpc::Status status) {
+    if (finished_) return std::nullopt;
+    finished_ = true;
+    return status;
+  }
+
+  grpc::CallbackServerContext* context_;
+  const v1::LLMRequest request_;  // a copy: retries outlive nothing, but keep it simple
+  const GatewayConfig& config_;
+  Membership* membership_;
+  const Router* router_;
+  const std::string request_id_;
+  const absl::Time start_ = absl::Now();
+
+  std::mutex mu_;
+  RouteRequest route_;
+  int attempts_ = 0;
+  grpc::Status last_status_;
+  // Every attempt made, kept until the relay is deleted (an attempt may be the one whose OnDone
+  // is running when the next one starts).
+  std::vector<std::unique_ptr<Call>> attempts_list_;
+  Call* current_ = nullptr;
+  bool client_active_ = false;  // current_'s call has not reached OnDone
+  bool write_in_flight_ = false;
+  bool forwarded_ = false;    // a message reached the client: no more retries
+  bool finished_ = false;     // Finish called (or decided)
+  bool server_done_ = false;  // OnDone ran
+  bool cancelled_ = false;
+  std::optional<grpc::Status> pending_status_;
+  v1::LLMResponse out_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackServerContext* context,
+                                                               const v1::LLMRequest* request) {
+  if (request->model().empty()) {
+    class Invalid final : public grpc::ServerWriteReactor<v1::LLMResponse> {
+     public:
+      Invalid() {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "model is required (see ListCapabilities)"));
+      }
+      void OnDone() override { delete this; }
+    };
+    return new Invalid();
+  }
+  return new LlmRelay(context, *request, config_, membership_, &router_,
+                      LlmRequestId(context, random_()));
 }
 
 }  // namespace switchyard::gateway
