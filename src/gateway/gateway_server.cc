@@ -20,11 +20,13 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     std::lock_guard<std::mutex> lock(*rng_mu);
     return (*rng)();
   });
+  s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(c.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->registry_.get());
   builder.RegisterService(s->service_.get());
+  builder.RegisterService(s->inference_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(c.max_message_bytes));
   // Keepalive pings on registration streams: a vanished orchestrator is noticed within ~2 s even

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "gateway/gateway_config.h"
 #include "gateway/gateway_service.h"
+#include "gateway/inference_proxy.h"
 #include "gateway/membership.h"
 #include "gateway/registry_service.h"
 #include "gateway/static_poller.h"
@@ -30,6 +31,7 @@ class GatewayServer {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;
   std::unique_ptr<GatewayService> service_;
+  std::unique_ptr<InferenceProxy> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<StaticPoller> poller_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

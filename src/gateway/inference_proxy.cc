@@ -1,1 +1,197 @@
-// placeholder: being written
+#include "gateway/inference_proxy.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using InferStub = inference::GRPCInferenceService::Stub;
+
+bool Retryable(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::Status status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+// One forwarded call: picks an orchestrator, calls it asynchronously with the client's deadline
+// and cancellation, retries elsewhere on retryable failures, and finishes the client's call
+// exactly once. Owns itself (through the pending callback) until then.
+template <typename Request, typename Response>
+class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>> {
+ public:
+  using Method = void (InferStub::async_interface::*)(grpc::ClientContext*, const Request*,
+                                                      Response*, std::function<void(grpc::Status)>);
+
+  ProxyJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
+           grpc::ServerUnaryReactor* reactor, std::string model, Method method, const char* what,
+           bool counts_load, const GatewayConfig& config, Membership* membership)
+      : context_(context),
+        request_(request),
+        response_(response),
+        reactor_(reactor),
+        model_(std::move(model)),
+        method_(method),
+        what_(what),
+        counts_load_(counts_load),
+        config_(config),
+        membership_(membership) {}
+
+  void Start() { Attempt(); }
+
+ private:
+  void Attempt() {
+    if (context_->IsCancelled()) return Finish(grpc::Status::CANCELLED);
+    auto node = PickInferenceNode(*membership_->snapshot(), model_, excluded_);
+    if (!node.ok()) {
+      if (attempts_ > 0) {
+        return Finish(grpc::Status(
+            last_status_.error_code(),
+            absl::StrCat(last_status_.error_message(), " (after ", attempts_, " attempt",
+                         attempts_ == 1 ? "" : "s", "; no other orchestrator available)")));
+      }
+      return Finish(ToGrpcStatus(node.status()));
+    }
+    ++attempts_;
+    node_ = *node;
+    stub_ = inference::GRPCInferenceService::NewStub(node_->connection->channel());
+    client_context_ = grpc::ClientContext::FromCallbackServerContext(*context_);
+    if (context_->deadline() == std::chrono::system_clock::time_point::max()) {
+      client_context_->set_deadline(std::chrono::system_clock::now() +
+                                    std::chrono::milliseconds(config_.default_timeout_ms));
+    }
+    const auto& md = context_->client_metadata();
+    if (auto it = md.find("x-request-id"); it != md.end() && it->second.size() <= 128) {
+      client_context_->AddMetadata("x-request-id",
+                                   std::string(it->second.data(), it->second.size()));
+    }
+    attempt_response_ = Response();
+    if (counts_load_) node_->connection->in_flight().fetch_add(1);
+    auto self = this->shared_from_this();
+    (stub_->async()->*method_)(client_context_.get(), request_, &attempt_response_,
+                               [self](grpc::Status status) { self->OnDone(std::move(status)); });
+  }
+
+  void OnDone(grpc::Status status) {
+    if (counts_load_) node_->connection->in_flight().fetch_sub(1);
+    if (status.ok()) {
+      *response_ = std::move(attempt_response_);
+      if (counts_load_) {
+        spdlog::info("kserve {} '{}' done on {} in {:.0f} ms (attempts {})", what_, model_,
+                     node_->id, absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
+      }
+      return Finish(grpc::Status::OK);
+    }
+    spdlog::warn("kserve {} '{}' attempt {} on {} failed: {}: {}", what_, model_, attempts_,
+                 node_->id, GrpcCodeName(status.error_code()), status.error_message());
+    const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
+    if (Retryable(status.error_code()) && attempts_ < config_.max_attempts && deadline_left &&
+        !context_->IsCancelled()) {
+      excluded_.insert(node_->id);
+      last_status_ = status;
+      return Attempt();
+    }
+    Finish(std::move(status));
+  }
+
+  void Finish(grpc::Status status) { reactor_->Finish(std::move(status)); }
+
+  grpc::CallbackServerContext* context_;
+  const Request* request_;
+  Response* response_;
+  grpc::ServerUnaryReactor* reactor_;
+  std::string model_;
+  Method method_;
+  const char* what_;
+  bool counts_load_;
+  const GatewayConfig& config_;
+  Membership* membership_;
+  absl::Time start_ = absl::Now();
+  std::set<std::string> excluded_;
+  int attempts_ = 0;
+  grpc::Status last_status_;
+  std::shared_ptr<const NodeView> node_;
+  std::unique_ptr<InferStub> stub_;
+  std::unique_ptr<grpc::ClientContext> client_context_;
+  Response attempt_response_;
+};
+
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, const Request* request,
+                                  Response* response, const std::string& model,
+                                  typename ProxyJob<Request, Response>::Method method,
+                                  const char* what, bool counts_load, const GatewayConfig& config,
+                                  Membership* membership) {
+  if (model.empty()) {
+    return FinishNow(context,
+                     grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a model name is required"));
+  }
+  auto* reactor = context->DefaultReactor();
+  auto job = std::make_shared<ProxyJob<Request, Response>>(
+      context, request, response, reactor, model, method, what, counts_load, config, membership);
+  job->Start();
+  return reactor;
+}
+
+}  // namespace
+
+InferenceProxy::InferenceProxy(const GatewayConfig& config, Membership* membership)
+    : config_(config), membership_(membership) {}
+
+grpc::ServerUnaryReactor* InferenceProxy::ServerLive(grpc::CallbackServerContext* context,
+                                                     const inference::ServerLiveRequest*,
+                                                     inference::ServerLiveResponse* response) {
+  response->set_live(true);
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* InferenceProxy::ServerReady(grpc::CallbackServerContext* context,
+                                                      const inference::ServerReadyRequest*,
+                                                      inference::ServerReadyResponse* response) {
+  response->set_ready(!membership_->snapshot()->nodes.empty());
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* InferenceProxy::ServerMetadata(
+    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    inference::ServerMetadataResponse* response) {
+  response->set_name("switchyard-gateway");
+  response->set_version("0.1.0");
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* InferenceProxy::ModelReady(grpc::CallbackServerContext* context,
+                                                     const inference::ModelReadyRequest* request,
+                                                     inference::ModelReadyResponse* response) {
+  return Forward(context, request, response, request->name(),
+                 &InferStub::async_interface::ModelReady, "ModelReady", false, config_,
+                 membership_);
+}
+
+grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
+    grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
+    inference::ModelMetadataResponse* response) {
+  return Forward(context, request, response, request->name(),
+                 &InferStub::async_interface::ModelMetadata, "ModelMetadata", false, config_,
+                 membership_);
+}
+
+grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext* context,
+                                                     const inference::ModelInferRequest* request,
+                                                     inference::ModelInferResponse* response) {
+  return Forward(context, request, response, request->model_name(),
+                 &InferStub::async_interface::ModelInfer, "ModelInfer", true, config_, membership_);
+}
+
+}  // namespace switchyard::gateway

@@ -25,6 +25,8 @@ class NodeConnection {
   NodeConnection(std::string address, int64_t max_message_bytes);
   const std::string& address() const { return address_; }
   node::v1::Orchestrator::Stub* stub() { return stub_.get(); }
+  // The channel to the node, for other services it serves (e.g. the KServe inference proxy).
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   // Jobs this gateway has in flight on the node (its own count, fresher than the node's reports).
   std::atomic<int>& in_flight() { return in_flight_; }
 

@@ -18,10 +18,14 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   std::unique_ptr<OrchestratorServer> s(new OrchestratorServer(std::move(config)));
   s->models_ = std::make_unique<ModelManager>(s->config_.models, &s->board_);
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
+  s->inference_ = std::make_unique<InferenceService>(
+      s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },
+      &s->board_);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
+  builder.RegisterService(s->inference_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->config_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(s->config_.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

@@ -7,6 +7,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "orchestrator/inference_service.h"
 #include "orchestrator/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/orchestrator_service.h"
@@ -37,6 +38,7 @@ class OrchestratorServer {
   StatusBoard board_;
   std::unique_ptr<ModelManager> models_;
   std::unique_ptr<OrchestratorService> service_;
+  std::unique_ptr<InferenceService> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;

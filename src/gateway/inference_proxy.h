@@ -1,0 +1,106 @@
+// The KServe Open Inference Protocol v2 (inference.GRPCInferenceService) on the gateway's port:
+// ModelInfer, ModelReady and ModelMetadata are forwarded to an orchestrator that offers the model
+// (under any pipeline), retried elsewhere on UNAVAILABLE/RESOURCE_EXHAUSTED. See docs/kserve.md.
+#pragma once
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "gateway/gateway_config.h"
+#include "gateway/membership.h"
+#include "inference/open_inference_grpc.grpc.pb.h"
+
+namespace switchyard::gateway {
+
+// Chooses the orchestrator for a call on `model_name` from a snapshot, whatever the pipeline the
+// node offers it under (the transcode pseudo-model is never chosen). Skips draining nodes, nodes
+// in `excluded` and nodes where the model failed to load. Preference: READY with a free slot,
+// then READY (the job queues), then cold/loading; within a tier the lowest load (in use /
+// capacity, using the gateway's own in-flight count when fresher), ties to the first listed.
+// NOT_FOUND when no node offers the model at all, UNAVAILABLE when none can take it now.
+// Inline so that tests which do not link the gateway library can use it.
+inline absl::StatusOr<std::shared_ptr<const NodeView>> PickInferenceNode(
+    const Snapshot& snapshot, const std::string& model_name,
+    const std::set<std::string>& excluded = {}) {
+  int offered = 0;
+  int best_tier = std::numeric_limits<int>::max();
+  double best_load = std::numeric_limits<double>::max();
+  std::shared_ptr<const NodeView> best;
+  std::string why_not;
+  for (const auto& node : snapshot.nodes) {
+    for (const auto& cap : node->status.capabilities()) {
+      if (cap.model_id() != model_name || cap.pipeline() == "transcode") continue;
+      ++offered;
+      if (node->status.draining()) {
+        why_not = absl::StrCat(node->id, " is draining");
+        continue;
+      }
+      if (excluded.count(node->id) != 0) {
+        why_not = absl::StrCat(node->id, " already failed this call");
+        continue;
+      }
+      if (cap.state() == node::v1::MODEL_STATE_FAILED) {
+        why_not = absl::StrCat(node->id, " failed to load it: ", cap.error());
+        continue;
+      }
+      const int capacity = std::max(1, cap.capacity());
+      const int in_flight = node->connection ? node->connection->in_flight().load() : 0;
+      const int in_use = std::max(cap.in_use(), in_flight);
+      const bool ready = cap.state() == node::v1::MODEL_STATE_READY;
+      const int tier = ready ? (in_use < capacity ? 0 : 1) : 2;
+      const double load = static_cast<double>(in_use) / capacity;
+      if (tier < best_tier || (tier == best_tier && load < best_load)) {
+        best_tier = tier;
+        best_load = load;
+        best = node;
+      }
+      break;  // one offer per node is enough
+    }
+  }
+  if (offered == 0) {
+    return absl::NotFoundError(absl::StrCat("no orchestrator serves model '", model_name, "'"));
+  }
+  if (best == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("no orchestrator can take model '", model_name, "' now (", why_not, ")"));
+  }
+  return best;
+}
+
+class InferenceProxy final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  InferenceProxy(const GatewayConfig& config, Membership* membership);
+
+  // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
+                                       const inference::ServerLiveRequest* request,
+                                       inference::ServerLiveResponse* response) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
+                                        const inference::ServerReadyRequest* request,
+                                        inference::ServerReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
+                                           const inference::ServerMetadataRequest* request,
+                                           inference::ServerMetadataResponse* response) override;
+
+  // Forwarded to an orchestrator serving the model.
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override;
+
+ private:
+  const GatewayConfig& config_;
+  Membership* membership_;
+};
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,102 @@
+// The KServe Open Inference Protocol v2 (inference.GRPCInferenceService) on the orchestrator: the
+// generic tensor path for any configured TorchScript model, whatever its pipeline. ModelInfer
+// runs forward(*inputs) directly through the model's executor. See docs/kserve.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "inference/open_inference_grpc.grpc.pb.h"
+#include "orchestrator/model_manager.h"
+#include "orchestrator/status_board.h"
+
+namespace switchyard::orchestrator {
+
+// The only model version served; requests may name it or leave the version empty.
+inline constexpr const char* kInferenceModelVersion = "1";
+
+// Open Inference Protocol datatype name <-> libtorch dtype. BOOL, INT8/16/32/64, UINT8, FP16,
+// BF16, FP32, FP64; anything else (BYTES, UINT16/32/64) is INVALID_ARGUMENT.
+absl::StatusOr<at::ScalarType> ScalarTypeOf(const std::string& datatype);
+absl::StatusOr<std::string> DatatypeOf(at::ScalarType type);
+
+// A declared input or output of a model (config options "inputs"/"outputs").
+struct TensorSpec {
+  std::string name;
+  std::string datatype;
+  std::vector<int64_t> shape;  // -1 for a dimension of any size
+};
+
+// The specs in `options[key]` ("inputs" or "outputs"): an array of {name, datatype, shape}.
+// Without that key: one FP32 tensor of shape [-1] named `default_name` ("INPUT__0" /
+// "OUTPUT__0"). INVALID_ARGUMENT for a malformed entry.
+absl::StatusOr<std::vector<TensorSpec>> TensorSpecsFromOptions(const nlohmann::json& options,
+                                                               const std::string& key,
+                                                               const std::string& default_name);
+
+// Converts one input tensor. `raw` is its raw_input_contents entry, or null when the request
+// carries none. INVALID_ARGUMENT (naming the input) for an unknown datatype, a negative
+// dimension, data that does not match the shape, or typed contents and raw bytes both given.
+absl::StatusOr<at::Tensor> TensorFromInput(
+    const inference::ModelInferRequest::InferInputTensor& input, const std::string* raw);
+
+// Converts every input of the request, in request order.
+absl::StatusOr<std::vector<at::Tensor>> TensorsFromRequest(
+    const inference::ModelInferRequest& request);
+
+// Checks the converted inputs against the declared specs (count, datatype, shape with -1 as a
+// wildcard) and returns them in declared order (matched by name; positional when a request name
+// is not among the declared ones and the count matches). INVALID_ARGUMENT naming the input.
+absl::StatusOr<std::vector<at::Tensor>> MatchInputs(const inference::ModelInferRequest& request,
+                                                    std::vector<at::Tensor> tensors,
+                                                    const std::vector<TensorSpec>& specs);
+
+// The tensors of a forward() result: a tensor, or a tuple/list of tensors. INTERNAL otherwise.
+absl::StatusOr<std::vector<at::Tensor>> TensorsFromResult(const c10::IValue& result);
+
+// Names of `n` outputs: the declared names where given, else OUTPUT__i.
+std::vector<std::string> OutputNames(const std::vector<TensorSpec>& declared, size_t n);
+
+// Fills `response` with `outputs` as raw_output_contents (little-endian), with datatype and
+// shape, keeping only the outputs `request.outputs` names (in that order) when it names any.
+// INVALID_ARGUMENT for an unknown requested output, INTERNAL for an unsupported output dtype.
+absl::Status FillResponse(const inference::ModelInferRequest& request,
+                          const std::vector<at::Tensor>& outputs,
+                          const std::vector<std::string>& names,
+                          inference::ModelInferResponse* response);
+
+class InferenceService final : public inference::GRPCInferenceService::Service {
+ public:
+  // `ready` tells whether the server takes work (false while draining); `board` (may be null)
+  // is told when a job starts and ends so load reports stay fresh.
+  InferenceService(ModelManager* models, std::function<bool()> ready, StatusBoard* board);
+
+  grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
+                          inference::ServerLiveResponse* response) override;
+  grpc::Status ServerReady(grpc::ServerContext* context,
+                           const inference::ServerReadyRequest* request,
+                           inference::ServerReadyResponse* response) override;
+  grpc::Status ModelReady(grpc::ServerContext* context, const inference::ModelReadyRequest* request,
+                          inference::ModelReadyResponse* response) override;
+  grpc::Status ServerMetadata(grpc::ServerContext* context,
+                              const inference::ServerMetadataRequest* request,
+                              inference::ServerMetadataResponse* response) override;
+  grpc::Status ModelMetadata(grpc::ServerContext* context,
+                             const inference::ModelMetadataRequest* request,
+                             inference::ModelMetadataResponse* response) override;
+  grpc::Status ModelInfer(grpc::ServerContext* context, const inference::ModelInferRequest* request,
+                          inference::ModelInferResponse* response) override;
+
+ private:
+  ModelManager* models_;
+  std::function<bool()> ready_;
+  StatusBoard* board_;
+};
+
+}  // namespace switchyard::orchestrator
