@@ -234,7 +234,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   }
 
   grpc::CallbackServerContext* context_;
-  const v1::LLMRequest request_;  // a copy: retries outlive nothing, but keep it simple
+  const v1::LLMRequest request_;  // a copy owned by the relay, for every attempt
   const GatewayConfig& config_;
   Membership* membership_;
   const Router* router_;
