@@ -210,6 +210,21 @@ absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate,
   av_channel_layout_uninit(&out_layout);
 
   out.samples = static_cast<int64_t>(interleaved.size() / channels);
+  // Encoders pad the last frame (AAC in MP4 by up to 1024 samples); the container's duration says
+  // where the audio really ends, so trailing padding beyond it is dropped.
+  double container_seconds = -1;
+  if (stream->duration != AV_NOPTS_VALUE && stream->duration > 0) {
+    container_seconds = static_cast<double>(stream->duration) * av_q2d(stream->time_base);
+  } else if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0) {
+    container_seconds = static_cast<double>(fmt->duration) / AV_TIME_BASE;
+  }
+  if (container_seconds > 0) {
+    const int64_t expected = std::llround(container_seconds * sample_rate);
+    if (expected > 0 && out.samples > expected) {
+      out.samples = expected;
+      interleaved.resize(static_cast<size_t>(expected) * channels);
+    }
+  }
   if (out.samples == 0) return absl::InvalidArgumentError("audio decodes to no samples");
   if (out.samples > max_samples) return too_long();
   out.planar.resize(interleaved.size());

@@ -34,6 +34,7 @@ std::string MakeSine(const TempDir& dir, const std::string& name, const std::str
 struct AudioCase {
   std::string name;
   std::string args;
+  int tolerance = 1;  // output samples
 };
 
 class DecodeAudioTest : public ::testing::TestWithParam<AudioCase> {
@@ -49,7 +50,7 @@ TEST_P(DecodeAudioTest, OneSecondResamplesTo16000MonoSamples) {
   ASSERT_TRUE(audio.ok()) << audio.status();
   EXPECT_EQ(audio->sample_rate, 16000);
   EXPECT_EQ(audio->channels, 1);
-  EXPECT_NEAR(audio->samples, 16000, 1) << c.name;
+  EXPECT_NEAR(audio->samples, 16000, c.tolerance) << c.name;
   EXPECT_EQ(audio->source_sample_rate, 44100);
   // A sine at -1..1 scale: amplitude well inside the range, and not silent.
   float peak = 0;
@@ -58,19 +59,21 @@ TEST_P(DecodeAudioTest, OneSecondResamplesTo16000MonoSamples) {
   EXPECT_LE(peak, 1.0f);
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, DecodeAudioTest,
-                         ::testing::Values(AudioCase{"stereo.wav", "-ac 2 -c:a pcm_s16le"},
-                                           AudioCase{"sine.mp3", "-ac 2 -c:a libmp3lame -b:a 128k"},
-                                           AudioCase{"sine.m4a", "-ac 2 -c:a aac -b:a 128k"},
-                                           AudioCase{"sine.ogg", "-ac 1 -c:a libvorbis"},
-                                           AudioCase{"sine.flac", "-ac 2 -c:a flac"}),
-                         [](const auto& info) {
-                           std::string n = info.param.name;
-                           for (char& ch : n) {
-                             if (ch == '.') ch = '_';
-                           }
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Formats, DecodeAudioTest,
+    ::testing::Values(AudioCase{"stereo.wav", "-ac 2 -c:a pcm_s16le"},
+                      AudioCase{"sine.mp3", "-ac 2 -c:a libmp3lame -b:a 128k"},
+                      AudioCase{"sine.m4a", "-ac 2 -c:a aac -b:a 128k"},
+                      // Vorbis: the decoder drops part of the first block (~130 input samples).
+                      AudioCase{"sine.ogg", "-ac 1 -c:a libvorbis", 64},
+                      AudioCase{"sine.flac", "-ac 2 -c:a flac"}),
+    [](const auto& info) {
+      std::string n = info.param.name;
+      for (char& ch : n) {
+        if (ch == '.') ch = '_';
+      }
+      return n;
+    });
 
 TEST(DecodeAudio, StereoKeepsTwoChannelsWhenAsked) {
   TempDir dir;
