@@ -461,8 +461,8 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
     const std::string message(result.status().message());
     // libtorch's argument-count errors mean the request has the wrong inputs for forward().
     if (result.status().code() == absl::StatusCode::kInternal &&
-        (message.find("expected at most") != std::string::npos ||
-         message.find("missing value for argument") != std::string::npos)) {
+        (message.find("xpected at most") != std::string::npos ||
+         message.find("issing value for argument") != std::string::npos)) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("wrong number of inputs for model '", name, "': ", message));
     }
