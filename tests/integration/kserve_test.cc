@@ -149,9 +149,9 @@ def forward(self, x):
     if (HaveEsrgan()) options.models = {"esrgan-slim-x2"};  // warm
     auto tiny = [](const std::string& id, const std::string& pipeline, const fs::path& path,
                    bool warm, nlohmann::json opts) {
-      return nlohmann::json{{"id", id},     {"pipeline", pipeline}, {"path", path.string()},
-                            {"warm", warm}, {"device", "cpu"},      {"warmup_size", 0},
-                            {"options", std::move(opts)}};
+      return nlohmann::json{
+          {"id", id},        {"pipeline", pipeline}, {"path", path.string()},     {"warm", warm},
+          {"device", "cpu"}, {"warmup_size", 0},     {"options", std::move(opts)}};
     };
     options.extra_models = {
         tiny("kpair", "upscale", models_dir_->path() / "pair.pt", true, nlohmann::json::parse(R"({
@@ -177,8 +177,8 @@ def forward(self, x):
 
   void SetUp() override {
     ASSERT_TRUE(start_status_->ok()) << *start_status_;
-    stub_ = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
-        cluster_->gateway_address(), grpc::InsecureChannelCredentials()));
+    stub_ = inference::GRPCInferenceService::NewStub(
+        grpc::CreateChannel(cluster_->gateway_address(), grpc::InsecureChannelCredentials()));
   }
 
   grpc::Status Infer(const inference::ModelInferRequest& req, inference::ModelInferResponse* out) {
