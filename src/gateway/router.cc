@@ -33,6 +33,10 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
         why_not = absl::StrCat(node->id, " failed to load it: ", cap.error());
         continue;
       }
+      if (cap.state() == node::v1::MODEL_STATE_COLD && cap.no_room()) {
+        why_not = absl::StrCat(node->id, " has no memory to load it now");
+        continue;
+      }
       const int capacity = std::max(1, cap.capacity());
       // The gateway's own in-flight count is fresher than the node's last report.
       const int in_use = std::max(cap.in_use(), node->connection->in_flight().load());

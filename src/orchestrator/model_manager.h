@@ -1,5 +1,7 @@
 // Owns the configured models: loads warm ones at start, cold ones on first use (one load per
-// model however many jobs ask at once), and reports each model's state and load.
+// model however many jobs ask at once), keeps each device within its memory budget by evicting
+// idle cold models least recently used first (warm models are never evicted), and reports each
+// model's state and load.
 #pragma once
 
 #include <condition_variable>
@@ -21,12 +23,14 @@ namespace switchyard::orchestrator {
 
 class ModelManager {
  public:
-  // `board` (may be null) is told about every state change.
-  ModelManager(std::vector<ModelConfig> models, StatusBoard* board);
+  // `board` (may be null) is told about every state change. `memory_budget_mb` maps a device
+  // ("cpu", "cuda:0") to the memory its loaded models may use; a device not listed is unbounded.
+  ModelManager(std::vector<ModelConfig> models, StatusBoard* board,
+               std::map<std::string, int64_t> memory_budget_mb = {});
   ~ModelManager() = default;
 
-  // Loads every model marked warm, in order, blocking. A model that fails to load is put in
-  // FAILED with its error; the others still load.
+  // Loads every model marked warm, in order, blocking. A model that fails to load (or does not
+  // fit its device's budget) is put in FAILED with its error; the others still load.
   void LoadWarmModels();
 
   // The config of a model, or null when the id is unknown.
@@ -34,12 +38,24 @@ class ModelManager {
 
   // Returns the executor of a READY model, loading it first if it is cold. Concurrent callers
   // for a model that is loading wait for that one load. NOT_FOUND for an unknown id, UNAVAILABLE
-  // for a model that failed to load, DEADLINE_EXCEEDED if the deadline passes while waiting.
+  // for a model that failed to load, RESOURCE_EXHAUSTED when a cold model does not fit its
+  // device's budget even after evicting idle cold models, DEADLINE_EXCEEDED if the deadline
+  // passes while waiting.
   absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> Acquire(const std::string& model_id,
                                                                  absl::Time deadline);
 
-  // One capability per model, with state and load, for the node protocol.
+  // Admin: loads a model now (also retries a FAILED one). Errors as Acquire.
+  absl::Status Load(const std::string& model_id, absl::Time deadline);
+  // Admin: unloads a READY model (warm ones too); it becomes COLD and loads again on demand.
+  // FAILED_PRECONDITION while it is loading or has jobs queued or running.
+  absl::Status Unload(const std::string& model_id);
+
+  // One capability per model, with state, load and memory, for the node protocol.
   std::vector<node::v1::NodeCapability> Capabilities() const;
+  node::v1::NodeCapability CapabilityOf(const std::string& model_id) const;
+
+  // Bytes the loaded models use on `device` (by their estimates or measurements).
+  int64_t MemoryInUse(const std::string& device) const;
 
  private:
   struct Entry {
@@ -47,14 +63,30 @@ class ModelManager {
     node::v1::ModelState state = node::v1::MODEL_STATE_COLD;
     std::string error;
     std::shared_ptr<runner::ModelExecutor> executor;
+    std::string device;        // resolved device ("cpu", "cuda:0"); "" if it cannot resolve
+    int64_t memory_bytes = 0;  // estimate before load, estimate or measurement after
+    absl::Time last_used = absl::InfinitePast();
   };
 
-  // Loads and warms up one model; runs without the lock held.
-  absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> LoadModel(const ModelConfig& config);
+  // Loads and warms up one model; runs without the lock held. Sets `*measured_bytes`.
+  absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> LoadModel(const ModelConfig& config,
+                                                                   int64_t* measured_bytes);
+  // Brings a COLD entry to READY (or FAILED); called with the lock held, drops it while loading.
+  absl::Status LoadLocked(Entry& e, std::unique_lock<std::mutex>& lock)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes room for `e` on its device by evicting idle cold models, least recently used first.
+  absl::Status ReserveLocked(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `e` could be loaded now, counting memory that eviction could free.
+  bool FitsLocked(const Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t UsedLocked(const std::string& device) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static bool Evictable(const Entry& e);
+  node::v1::NodeCapability CapabilityLocked(const Entry& e) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetState(Entry& entry, node::v1::ModelState state, std::string error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   StatusBoard* board_;
+  std::map<std::string, int64_t> budget_bytes_;
   mutable std::mutex mu_;
   std::condition_variable loaded_cv_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);

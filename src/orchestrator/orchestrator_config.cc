@@ -79,9 +79,9 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   OrchestratorConfig c;
   c.file = file;
   ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(
-      root.CheckKeys({"node_id", "listen", "advertise_address", "gateways", "heartbeat_ms", "torch",
-                      "max_message_bytes", "models", "transcode", "log"}));
+  SY_RETURN_IF_ERROR(root.CheckKeys({"node_id", "listen", "advertise_address", "gateways",
+                                     "heartbeat_ms", "torch", "max_message_bytes", "models",
+                                     "models_file", "memory_budget_mb", "transcode", "log"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
@@ -135,11 +135,50 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
     return tc.Error("encoder_threads", "must be 0..64");
   }
 
-  if (json.contains("models")) {
-    if (!json["models"].is_array()) return root.Error("models", "must be an array");
+  if (json.contains("memory_budget_mb")) {
+    ConfigObject budget = root.Child("memory_budget_mb");
+    if (!budget.json().is_object()) return budget.Error("", "must be an object device -> MiB");
+    for (const auto& [device, value] : budget.json().items()) {
+      const bool cuda_index = device.size() > 5 && device.rfind("cuda:", 0) == 0 &&
+                              device.find_first_not_of("0123456789", 5) == std::string::npos;
+      if (device != "cpu" && !cuda_index) {
+        return budget.Error(device, "is not a device (cpu or cuda:N)");
+      }
+      int64_t mb = 0;
+      SY_RETURN_IF_ERROR(budget.Read(device, &mb));
+      if (mb < 1) return budget.Error(device, "must be >= 1 (MiB)");
+      c.memory_budget_mb[device] = mb;
+    }
+  }
+
+  // Models come inline (`models`) or from a shared file (`models_file`), not both.
+  if (json.contains("models") && json.contains("models_file")) {
+    return root.Error("models_file", "give either `models` or `models_file`, not both");
+  }
+  const nlohmann::json* models = nullptr;
+  nlohmann::json models_doc;
+  std::string models_source = file.string();
+  if (json.contains("models_file")) {
+    std::string models_file;
+    SY_RETURN_IF_ERROR(root.Read("models_file", &models_file));
+    c.models_file = ResolveConfigPath(file, models_file);
+    auto doc = LoadJsonFile(c.models_file);
+    if (!doc.ok()) return doc.status();
+    models_doc = std::move(*doc);
+    ConfigObject mroot(models_doc, c.models_file.string(), "");
+    SY_RETURN_IF_ERROR(mroot.CheckKeys({"models"}));
+    if (!models_doc.contains("models")) return mroot.Error("models", "is required");
+    models = &models_doc["models"];
+    models_source = c.models_file.string();
+  } else if (json.contains("models")) {
+    models = &json["models"];
+  }
+  if (models != nullptr) {
+    ConfigObject where(*models, models_source, "");
+    if (!models->is_array()) return where.Error("models", "must be an array");
     std::set<std::string> ids;
-    for (size_t i = 0; i < json["models"].size(); ++i) {
-      ConfigObject m(json["models"][i], file.string(), absl::StrCat("models[", i, "]"));
+    for (size_t i = 0; i < models->size(); ++i) {
+      ConfigObject m((*models)[i], models_source, absl::StrCat("models[", i, "]"));
       auto model = ParseModel(m);
       if (!model.ok()) return model.status();
       if (!ids.insert(model->id).second) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,9 @@ struct OrchestratorConfig {
   int intra_op_threads = 0;           // libtorch intra-op threads (0 = libtorch default)
   int inter_op_threads = 0;           // libtorch inter-op threads (0 = libtorch default)
   int64_t max_message_bytes = 256 << 20;
-  std::vector<ModelConfig> models;
+  std::vector<ModelConfig> models;                  // inline `models`, or those of `models_file`
+  std::filesystem::path models_file;                // e.g. configs/models.json ("" when inline)
+  std::map<std::string, int64_t> memory_budget_mb;  // device -> MiB; unlisted: unbounded
   TranscodeConfig transcode;
   std::string log_level = "info";
   std::string log_format = "text";

@@ -16,7 +16,8 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   auto threads = runner::ConfigureTorchThreads(config.intra_op_threads, config.inter_op_threads);
   if (!threads.ok()) return threads;
   std::unique_ptr<OrchestratorServer> s(new OrchestratorServer(std::move(config)));
-  s->models_ = std::make_unique<ModelManager>(s->config_.models, &s->board_);
+  s->models_ =
+      std::make_unique<ModelManager>(s->config_.models, &s->board_, s->config_.memory_budget_mb);
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
   s->inference_ = std::make_unique<InferenceService>(
       s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },

@@ -193,6 +193,32 @@ grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1
   return grpc::Status::OK;
 }
 
+grpc::Status OrchestratorService::LoadModel(grpc::ServerContext* context,
+                                            const node::v1::ModelRequest* request,
+                                            node::v1::NodeCapability* response) {
+  if (request->model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
+  }
+  spdlog::info("[{}] admin: load {}", RequestId(context), request->model_id());
+  absl::Status st = models_->Load(request->model_id(), Deadline(context));
+  if (!st.ok()) return ToGrpcStatus(st);
+  *response = models_->CapabilityOf(request->model_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::UnloadModel(grpc::ServerContext* context,
+                                              const node::v1::ModelRequest* request,
+                                              node::v1::NodeCapability* response) {
+  if (request->model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
+  }
+  spdlog::info("[{}] admin: unload {}", RequestId(context), request->model_id());
+  absl::Status st = models_->Unload(request->model_id());
+  if (!st.ok()) return ToGrpcStatus(st);
+  *response = models_->CapabilityOf(request->model_id());
+  return grpc::Status::OK;
+}
+
 node::v1::NodeStatus OrchestratorService::BuildStatus() const {
   node::v1::NodeStatus s;
   s.set_node_id(config_.node_id);

@@ -23,6 +23,10 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
                          v1::TranscodeResponse* response) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const node::v1::GetStatusRequest* request,
                          node::v1::NodeStatus* response) override;
+  grpc::Status LoadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
+                         node::v1::NodeCapability* response) override;
+  grpc::Status UnloadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
+                           node::v1::NodeCapability* response) override;
 
   // Image pipelines (orchestrator_service_image.cc).
   grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,

@@ -178,6 +178,13 @@ absl::StatusOr<c10::IValue> TorchModel::RunMethod(const std::string& method,
   }
 }
 
+int64_t TorchModel::ParameterBytes() const {
+  int64_t bytes = 0;
+  for (const auto& p : module_.parameters()) bytes += static_cast<int64_t>(p.nbytes());
+  for (const auto& b : module_.buffers()) bytes += static_cast<int64_t>(b.nbytes());
+  return bytes;
+}
+
 bool TorchModel::HasMethod(const std::string& method) const {
   return module_.find_method(method).has_value();
 }

@@ -55,6 +55,8 @@ class TorchModel {
   // module has no such method.
   absl::StatusOr<c10::IValue> RunMethod(const std::string& method, std::vector<c10::IValue> inputs);
   bool HasMethod(const std::string& method) const;
+  // Bytes of the module's parameters and buffers: a lower bound of its memory use.
+  int64_t ParameterBytes() const;
 
   // An int attribute of the module (e.g. "scale"), if it has one.
   std::optional<int64_t> IntAttribute(const std::string& name) const;

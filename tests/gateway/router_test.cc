@@ -30,6 +30,7 @@ struct CapSpec {
   int capacity = 2;
   int in_use = 0;
   std::string error;
+  bool no_room = false;
 };
 
 std::shared_ptr<const NodeView> Node(const std::string& id, const std::vector<CapSpec>& caps,
@@ -47,6 +48,7 @@ std::shared_ptr<const NodeView> Node(const std::string& id, const std::vector<Ca
     cap->set_capacity(c.capacity);
     cap->set_in_use(c.in_use);
     cap->set_error(c.error);
+    cap->set_no_room(c.no_room);
   }
   view->connection = std::make_shared<NodeConnection>("127.0.0.1:1", 1 << 20);
   view->connection->in_flight() = in_flight;
@@ -119,6 +121,19 @@ TEST(RouterTest, UnavailableWhenOnlyFailedOffers) {
   auto r = router.Pick(Snap({Node("a", {failed})}), Request());
   ASSERT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr("bad weights"));
+}
+
+TEST(RouterTest, ColdOffersWithoutRoomAreSkipped) {
+  Router router(Constant(0));
+  CapSpec full = WithState(MODEL_STATE_COLD);
+  full.no_room = true;
+  auto r = router.Pick(Snap({Node("a", {full})}), Request());
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("memory"));
+  // A cold node with room wins over one without.
+  EXPECT_EQ(PickId(router, Snap({Node("a", {full}), Node("b", {WithState(MODEL_STATE_COLD)})}),
+                   Request()),
+            "b");
 }
 
 TEST(RouterTest, UnavailableWhenOnlyDrainingOffers) {

@@ -281,12 +281,19 @@ TEST_F(ClusterTest, UnknownModelIsNotFoundAndEveryPipelineIsRouted) {
   st = stub_->TextToImage(ctx3.get(), t2i, &resp);
   EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
 
+  // The streaming pipeline is routed too.
   v1::LLMRequest llm;
+  auto* msg = llm.add_messages();
+  msg->set_role("user");
+  msg->set_content("hi");
+  llm.set_model("no-such-llm");
   auto ctx2 = Context(std::chrono::seconds(5));
   auto reader = stub_->LLM(ctx2.get(), llm);
   v1::LLMResponse chunk;
   EXPECT_FALSE(reader->Read(&chunk));
-  EXPECT_EQ(reader->Finish().error_code(), StatusCode::UNIMPLEMENTED);
+  grpc::Status llm_status = reader->Finish();
+  EXPECT_EQ(llm_status.error_code(), StatusCode::NOT_FOUND) << llm_status.error_message();
+  EXPECT_NE(llm_status.error_message().find("no-such-llm"), std::string::npos);
 }
 
 TEST_F(ClusterTest, BadInputInFlightDoesNotDisturbGoodJobs) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -430,6 +431,137 @@ TEST_F(ModelManagerTest, ExecutorUsesConfiguredInstancesAndQueue) {
   Gate::Get().Open();
   ASSERT_EQ(job->wait_for(kWait), std::future_status::ready);
   EXPECT_TRUE(job->get().ok());
+}
+
+// Memory budget: models declare 40 MiB each (memory_mb) on a 100 MiB CPU budget, so two fit.
+class ModelBudgetTest : public ModelManagerTest {
+ protected:
+  ModelConfig Sized(const std::string& id, bool warm) {
+    ModelConfig m = Model(id, "double.pt", warm);
+    m.memory_mb = 40;
+    return m;
+  }
+  std::map<std::string, int64_t> Budget() { return {{"cpu", 100}}; }
+};
+
+TEST_F(ModelBudgetTest, LoadingBeyondTheBudgetEvictsTheLeastRecentlyUsedIdleColdModel) {
+  StatusBoard board;
+  ModelManager mm({Sized("a", false), Sized("b", false), Sized("c", false)}, &board, Budget());
+  ASSERT_TRUE(mm.Acquire("a", Far()).ok());
+  ASSERT_TRUE(mm.Acquire("b", Far()).ok());
+  ASSERT_TRUE(mm.Acquire("a", Far()).ok());  // a is now more recently used than b
+  EXPECT_EQ(mm.MemoryInUse("cpu"), 80LL << 20);
+  ASSERT_TRUE(mm.Acquire("c", Far()).ok());  // needs room: b goes
+  EXPECT_EQ(StateOf(mm, "a"), MODEL_STATE_READY);
+  EXPECT_EQ(StateOf(mm, "b"), MODEL_STATE_COLD);
+  EXPECT_EQ(StateOf(mm, "c"), MODEL_STATE_READY);
+  EXPECT_EQ(mm.MemoryInUse("cpu"), 80LL << 20);
+  EXPECT_EQ(CapOf(mm, "c").memory_mb(), 40);
+}
+
+TEST_F(ModelBudgetTest, WarmModelsAreNeverEvictedAndAFullDeviceRefusesWithResourceExhausted) {
+  StatusBoard board;
+  ModelManager mm({Sized("w1", true), Sized("w2", true), Sized("cold", false)}, &board, Budget());
+  mm.LoadWarmModels();
+  ASSERT_EQ(StateOf(mm, "w1"), MODEL_STATE_READY);
+  ASSERT_EQ(StateOf(mm, "w2"), MODEL_STATE_READY);
+  // The cold model cannot fit: it is advertised as having no room, and a job for it is refused.
+  EXPECT_TRUE(CapOf(mm, "cold").no_room());
+  auto r = mm.Acquire("cold", Far());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("cold"));
+  EXPECT_EQ(StateOf(mm, "w1"), MODEL_STATE_READY);
+  EXPECT_EQ(StateOf(mm, "w2"), MODEL_STATE_READY);
+  EXPECT_EQ(StateOf(mm, "cold"), MODEL_STATE_COLD);
+  // Once an operator unloads a warm model, the cold one fits again.
+  ASSERT_TRUE(mm.Unload("w2").ok());
+  EXPECT_FALSE(CapOf(mm, "cold").no_room());
+  EXPECT_TRUE(mm.Acquire("cold", Far()).ok());
+}
+
+TEST_F(ModelBudgetTest, AWarmModelThatDoesNotFitFailsAndTheOthersServe) {
+  StatusBoard board;
+  ModelConfig big = Sized("big", true);
+  big.memory_mb = 500;
+  ModelManager mm({Sized("small", true), big}, &board, Budget());
+  mm.LoadWarmModels();
+  EXPECT_EQ(StateOf(mm, "small"), MODEL_STATE_READY);
+  EXPECT_EQ(StateOf(mm, "big"), MODEL_STATE_FAILED);
+  EXPECT_THAT(CapOf(mm, "big").error(), HasSubstr("budget"));
+}
+
+TEST_F(ModelBudgetTest, BusyModelsAreNotEvicted) {
+  StatusBoard board;
+  ModelConfig gated = Model("gated", "gated.pt", false);
+  gated.memory_mb = 70;  // 70 + 40 > 100: loading "other" needs "gated" gone
+  gated.warmup_size = 0;
+  ModelManager mm({gated, Sized("other", false)}, &board, Budget());
+  auto executor = mm.Acquire("gated", Far());
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  Gate::Get().Reset(/*open=*/false);
+  auto job = (*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr);
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(Gate::Get().WaitEntered(1));
+  executor->reset();
+  // A job runs on "gated": it must not be evicted, so "other" cannot load now.
+  EXPECT_EQ(mm.Acquire("other", Far()).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(StateOf(mm, "gated"), MODEL_STATE_READY);
+  Gate::Get().Open();
+  ASSERT_EQ(job->wait_for(kWait), std::future_status::ready);
+  EXPECT_TRUE(job->get().ok());
+  // Idle now: it can make room.
+  EXPECT_TRUE(mm.Acquire("other", Far()).ok());
+  EXPECT_EQ(StateOf(mm, "gated"), MODEL_STATE_COLD);
+}
+
+TEST_F(ModelBudgetTest, UnlistedDevicesAreUnbounded) {
+  StatusBoard board;
+  ModelConfig huge = Sized("huge", false);
+  huge.memory_mb = 1 << 20;
+  ModelManager mm({huge}, &board, {{"cuda:0", 10}});
+  EXPECT_TRUE(mm.Acquire("huge", Far()).ok());
+}
+
+TEST_F(ModelManagerTest, UnloadMakesAReadyModelColdAndLoadBringsItBack) {
+  StatusBoard board;
+  ModelManager mm({Model("a", "double.pt", true)}, &board);
+  mm.LoadWarmModels();
+  ASSERT_EQ(StateOf(mm, "a"), MODEL_STATE_READY);
+  ASSERT_TRUE(mm.Unload("a").ok());
+  EXPECT_EQ(StateOf(mm, "a"), MODEL_STATE_COLD);
+  EXPECT_TRUE(mm.Unload("a").ok());  // unloading an unloaded model is a no-op
+  ASSERT_TRUE(mm.Load("a", Far()).ok());
+  EXPECT_EQ(StateOf(mm, "a"), MODEL_STATE_READY);
+  EXPECT_EQ(mm.Unload("nope").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(mm.Load("nope", Far()).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ModelManagerTest, UnloadRefusesWhileJobsAreQueuedOrRunning) {
+  StatusBoard board;
+  ModelConfig g = Model("g", "gated.pt", false);
+  g.warmup_size = 0;
+  ModelManager mm({g}, &board);
+  auto executor = mm.Acquire("g", Far());
+  ASSERT_TRUE(executor.ok());
+  Gate::Get().Reset(/*open=*/false);
+  auto job = (*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr);
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(Gate::Get().WaitEntered(1));
+  EXPECT_EQ(mm.Unload("g").code(), absl::StatusCode::kFailedPrecondition);
+  Gate::Get().Open();
+  ASSERT_EQ(job->wait_for(kWait), std::future_status::ready);
+  EXPECT_TRUE(mm.Unload("g").ok());
+}
+
+TEST_F(ModelManagerTest, LoadRetriesAFailedModelOnceItsFileIsFixed) {
+  StatusBoard board;
+  ModelConfig m = Model("m", "later.pt", true);
+  ModelManager mm({m}, &board);
+  mm.LoadWarmModels();
+  ASSERT_EQ(StateOf(mm, "m"), MODEL_STATE_FAILED);
+  SaveModule(dir_.path() / "later.pt", kDouble);
+  ASSERT_TRUE(mm.Load("m", Far()).ok());
+  EXPECT_EQ(StateOf(mm, "m"), MODEL_STATE_READY);
 }
 
 }  // namespace

@@ -344,5 +344,71 @@ TEST(OrchestratorConfigTest, LoadErrorsNameTheFile) {
   EXPECT_EQ(LoadOrchestratorConfig(file).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(OrchestratorConfigTest, ModelsFromASharedModelsFile) {
+  switchyard::testing::TempDir dir;
+  switchyard::testing::WriteFile(dir.path() / "models.json", R"({"models": [
+      {"id": "m", "pipeline": "llm", "path": "weights/m.pt", "max_batch_size": 8,
+       "max_queue_delay_ms": 5, "memory_mb": 300, "options": {"max_tokens": 64}}]})");
+  Json j = FullConfig();
+  j.erase("models");
+  j["models_file"] = "models.json";
+  j["memory_budget_mb"] = {{"cpu", 2048}, {"cuda:1", 70000}};
+  auto c = ParseOrchestratorConfig(j.dump(), dir.path() / "orch.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->models.size(), 1u);
+  EXPECT_EQ(c->models_file, dir.path() / "models.json");
+  EXPECT_EQ(c->models[0].path, dir.path() / "weights" / "m.pt");
+  EXPECT_EQ(c->models[0].max_batch_size, 8);
+  EXPECT_EQ(c->models[0].max_queue_delay_ms, 5);
+  EXPECT_EQ(c->models[0].memory_mb, 300);
+  EXPECT_EQ(c->models[0].options["max_tokens"], 64);
+  EXPECT_EQ(c->memory_budget_mb.at("cpu"), 2048);
+  EXPECT_EQ(c->memory_budget_mb.at("cuda:1"), 70000);
+
+  // Errors inside the models file name that file and the field.
+  switchyard::testing::WriteFile(dir.path() / "bad.json",
+                                 R"({"models": [{"id": "m", "pipeline": "llm", "path": "x",
+                                    "max_batch_size": 0}]})");
+  j["models_file"] = "bad.json";
+  auto bad = ParseOrchestratorConfig(j.dump(), dir.path() / "orch.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("bad.json"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("models[0].max_batch_size"));
+
+  j["models_file"] = "missing.json";
+  EXPECT_EQ(ParseOrchestratorConfig(j.dump(), dir.path() / "orch.json").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(OrchestratorConfigTest, ModelsAndModelsFileTogetherAreRefused) {
+  Json j = FullConfig();
+  j["models_file"] = "models.json";
+  ExpectError(j, "models_file");
+}
+
+TEST(OrchestratorConfigTest, BadMemoryBudgets) {
+  for (const char* bad :
+       {R"({"gpu": 10})", R"({"cpu": 0})", R"({"cpu": "big"})", R"({"cuda:x": 5})", R"([1, 2])"}) {
+    Json j = FullConfig();
+    j["memory_budget_mb"] = Json::parse(bad);
+    ExpectError(j, "memory_budget_mb");
+  }
+}
+
+TEST(OrchestratorConfigTest, BatchingAndOptionsAreValidated) {
+  Json j = FullConfig();
+  j["models"][0]["max_batch_size"] = 0;
+  ExpectError(j, "models[0].max_batch_size");
+  j = FullConfig();
+  j["models"][0]["max_queue_delay_ms"] = -1;
+  ExpectError(j, "models[0].max_queue_delay_ms");
+  j = FullConfig();
+  j["models"][0]["options"] = "fast";
+  ExpectError(j, "models[0].options");
+  j = FullConfig();
+  j["models"][0]["memory_mb"] = -5;
+  ExpectError(j, "models[0].memory_mb");
+}
+
 }  // namespace
 }  // namespace switchyard::orchestrator
