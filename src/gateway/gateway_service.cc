@@ -223,6 +223,9 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
         case node::v1::MODEL_STATE_FAILED:
           offer->set_state("failed");
           break;
+        case node::v1::MODEL_STATE_UNLOADED:
+          offer->set_state("unloaded");
+          break;
         default:
           offer->set_state("cold");
           break;

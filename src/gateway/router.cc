@@ -33,7 +33,7 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
         why_not = absl::StrCat(node->id, " failed to load it: ", cap.error());
         continue;
       }
-      if (cap.state() == node::v1::MODEL_STATE_COLD && cap.no_room()) {
+      if (cap.no_room()) {  // cold or unloaded, and no memory to load it now
         why_not = absl::StrCat(node->id, " has no memory to load it now");
         continue;
       }

@@ -121,7 +121,7 @@ absl::Status ModelManager::ReserveLocked(Entry& e) {
     spdlog::info("evicting idle model {} from {} to make room for {}", victim->config.id,
                  victim->device, e.config.id);
     victim->executor.reset();
-    SetState(*victim, node::v1::MODEL_STATE_COLD, "");
+    SetState(*victim, node::v1::MODEL_STATE_UNLOADED, "");
   }
   return absl::OkStatus();
 }
@@ -189,7 +189,7 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
         }
         break;
       }
-      default: {  // COLD: this caller loads it; others wait above.
+      default: {  // COLD or UNLOADED: this caller loads it; others wait above.
         spdlog::info("cold start of model {}", model_id);
         absl::Status st = LoadLocked(e, lock);
         if (st.code() == absl::StatusCode::kResourceExhausted) return st;
@@ -231,7 +231,7 @@ absl::Status ModelManager::Unload(const std::string& model_id) {
         "model '", model_id, "' has ", e.executor->in_use(), " job(s) queued or running"));
   }
   e.executor.reset();  // jobs already holding it finish on their copy
-  SetState(e, node::v1::MODEL_STATE_COLD, "");
+  SetState(e, node::v1::MODEL_STATE_UNLOADED, "");
   spdlog::info("model {} unloaded", model_id);
   return absl::OkStatus();
 }
@@ -252,7 +252,9 @@ node::v1::NodeCapability ModelManager::CapabilityLocked(const Entry& e) const {
   c.set_unit(e.config.unit);
   c.set_error(e.error);
   c.set_memory_mb((e.memory_bytes + kMiB - 1) / kMiB);
-  c.set_no_room(e.state == node::v1::MODEL_STATE_COLD && !FitsLocked(e));
+  c.set_no_room(
+      (e.state == node::v1::MODEL_STATE_COLD || e.state == node::v1::MODEL_STATE_UNLOADED) &&
+      !FitsLocked(e));
   return c;
 }
 

@@ -46,7 +46,7 @@ class ModelManager {
 
   // Admin: loads a model now (also retries a FAILED one). Errors as Acquire.
   absl::Status Load(const std::string& model_id, absl::Time deadline);
-  // Admin: unloads a READY model (warm ones too); it becomes COLD and loads again on demand.
+  // Admin: unloads a READY model (warm ones too); it becomes UNLOADED and loads again on demand.
   // FAILED_PRECONDITION while it is loading or has jobs queued or running.
   absl::Status Unload(const std::string& model_id);
 

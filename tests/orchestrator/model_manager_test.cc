@@ -453,7 +453,7 @@ TEST_F(ModelBudgetTest, LoadingBeyondTheBudgetEvictsTheLeastRecentlyUsedIdleCold
   EXPECT_EQ(mm.MemoryInUse("cpu"), 80LL << 20);
   ASSERT_TRUE(mm.Acquire("c", Far()).ok());  // needs room: b goes
   EXPECT_EQ(StateOf(mm, "a"), MODEL_STATE_READY);
-  EXPECT_EQ(StateOf(mm, "b"), MODEL_STATE_COLD);
+  EXPECT_EQ(StateOf(mm, "b"), node::v1::MODEL_STATE_UNLOADED);
   EXPECT_EQ(StateOf(mm, "c"), MODEL_STATE_READY);
   EXPECT_EQ(mm.MemoryInUse("cpu"), 80LL << 20);
   EXPECT_EQ(CapOf(mm, "c").memory_mb(), 40);
@@ -475,6 +475,7 @@ TEST_F(ModelBudgetTest, WarmModelsAreNeverEvictedAndAFullDeviceRefusesWithResour
   EXPECT_EQ(StateOf(mm, "cold"), MODEL_STATE_COLD);
   // Once an operator unloads a warm model, the cold one fits again.
   ASSERT_TRUE(mm.Unload("w2").ok());
+  EXPECT_EQ(StateOf(mm, "w2"), node::v1::MODEL_STATE_UNLOADED);
   EXPECT_FALSE(CapOf(mm, "cold").no_room());
   EXPECT_TRUE(mm.Acquire("cold", Far()).ok());
 }
@@ -511,7 +512,7 @@ TEST_F(ModelBudgetTest, BusyModelsAreNotEvicted) {
   EXPECT_TRUE(job->get().ok());
   // Idle now: it can make room.
   EXPECT_TRUE(mm.Acquire("other", Far()).ok());
-  EXPECT_EQ(StateOf(mm, "gated"), MODEL_STATE_COLD);
+  EXPECT_EQ(StateOf(mm, "gated"), node::v1::MODEL_STATE_UNLOADED);
 }
 
 TEST_F(ModelBudgetTest, UnlistedDevicesAreUnbounded) {
@@ -522,13 +523,13 @@ TEST_F(ModelBudgetTest, UnlistedDevicesAreUnbounded) {
   EXPECT_TRUE(mm.Acquire("huge", Far()).ok());
 }
 
-TEST_F(ModelManagerTest, UnloadMakesAReadyModelColdAndLoadBringsItBack) {
+TEST_F(ModelManagerTest, UnloadMakesAReadyModelUnloadedAndLoadBringsItBack) {
   StatusBoard board;
   ModelManager mm({Model("a", "double.pt", true)}, &board);
   mm.LoadWarmModels();
   ASSERT_EQ(StateOf(mm, "a"), MODEL_STATE_READY);
   ASSERT_TRUE(mm.Unload("a").ok());
-  EXPECT_EQ(StateOf(mm, "a"), MODEL_STATE_COLD);
+  EXPECT_EQ(StateOf(mm, "a"), node::v1::MODEL_STATE_UNLOADED);
   EXPECT_TRUE(mm.Unload("a").ok());  // unloading an unloaded model is a no-op
   ASSERT_TRUE(mm.Load("a", Far()).ok());
   EXPECT_EQ(StateOf(mm, "a"), MODEL_STATE_READY);
