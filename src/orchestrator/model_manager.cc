@@ -174,6 +174,15 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
   for (;;) {
     switch (e.state) {
       case node::v1::MODEL_STATE_READY:
+        if (e.executor->model()->broken()) {
+          // A job hit an error that may have broken the module or its device: load a fresh
+          // copy. Jobs still holding the old executor finish on it or fail; new ones wait here.
+          spdlog::warn("model {} may be in a broken state after an error; reloading it", model_id);
+          e.executor.reset();
+          ++e.reloads;
+          SetState(e, node::v1::MODEL_STATE_UNLOADED, "");
+          break;  // UNLOADED: loaded below like a cold model
+        }
         e.last_used = absl::Now();
         return e.executor;
       case node::v1::MODEL_STATE_FAILED:
@@ -234,6 +243,12 @@ absl::Status ModelManager::Unload(const std::string& model_id) {
   SetState(e, node::v1::MODEL_STATE_UNLOADED, "");
   spdlog::info("model {} unloaded", model_id);
   return absl::OkStatus();
+}
+
+int ModelManager::ReloadsOf(const std::string& model_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(model_id);
+  return it == entries_.end() ? 0 : it->second.reloads;
 }
 
 int64_t ModelManager::MemoryInUse(const std::string& device) const {

@@ -54,6 +54,9 @@ class ModelManager {
   std::vector<node::v1::NodeCapability> Capabilities() const;
   node::v1::NodeCapability CapabilityOf(const std::string& model_id) const;
 
+  // How many times the model was reloaded because an error may have broken it.
+  int ReloadsOf(const std::string& model_id) const;
+
   // Bytes the loaded models use on `device` (by their estimates or measurements).
   int64_t MemoryInUse(const std::string& device) const;
 
@@ -66,6 +69,7 @@ class ModelManager {
     std::string device;        // resolved device ("cpu", "cuda:0"); "" if it cannot resolve
     int64_t memory_bytes = 0;  // estimate before load, estimate or measurement after
     absl::Time last_used = absl::InfinitePast();
+    int reloads = 0;  // fresh loads after an error that may have broken the model
   };
 
   // Loads and warms up one model; runs without the lock held. Sets `*measured_bytes`.

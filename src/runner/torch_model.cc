@@ -15,6 +15,29 @@ namespace {
 
 std::string ShortWhat(const c10::Error& e) { return e.what_without_backtrace(); }
 
+// Errors after which the module or its device may be left in a bad state: CUDA faults poison the
+// context, and a failed internal assert means libtorch itself is inconsistent. Ordinary errors
+// (a shape mismatch, an exception the model raises) leave the module as it was.
+bool MayBreakState(const std::string& what) {
+  // TorchScript errors quote the model's source around the failing line; only the error itself,
+  // the first unindented line after the last traceback header, says what happened.
+  absl::string_view error = what;
+  if (size_t tb = error.rfind("Traceback of TorchScript"); tb != absl::string_view::npos) {
+    size_t line = error.find('\n', tb);
+    while (line != absl::string_view::npos && line + 1 < error.size() &&
+           (error[line + 1] == ' ' || error[line + 1] == '\n')) {
+      line = error.find('\n', line + 1);
+    }
+    error = line == absl::string_view::npos ? absl::string_view() : error.substr(line + 1);
+  }
+  for (const char* marker :
+       {"CUDA error", "CUDA kernel errors", "device-side assert", "illegal memory access",
+        "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error", "INTERNAL ASSERT FAILED"}) {
+    if (absl::StrContains(error, marker)) return true;
+  }
+  return false;
+}
+
 absl::Status TorchErrorToStatus(const std::string& what, const std::string& context) {
   if (absl::StrContains(what, "out of memory") || absl::StrContains(what, "CUDA out of memory") ||
       absl::StrContains(what, "DefaultCPUAllocator: can't allocate memory")) {
@@ -101,6 +124,16 @@ absl::StatusOr<TorchModelPtr> TorchModel::Load(const std::filesystem::path& path
   }
 }
 
+absl::Status TorchModel::Fail(const std::string& what, const std::string& where) {
+  absl::Status status = TorchErrorToStatus(what, absl::StrCat(path_.filename().string(), where));
+  if (MayBreakState(what)) {
+    broken_.store(true);
+    return absl::Status(status.code(),
+                        absl::StrCat(status.message(), " (the model will be reloaded)"));
+  }
+  return status;
+}
+
 absl::StatusOr<at::Tensor> TorchModel::Forward(const at::Tensor& input) {
   try {
     c10::InferenceMode guard;
@@ -112,9 +145,9 @@ absl::StatusOr<at::Tensor> TorchModel::Forward(const at::Tensor& input) {
     }
     return out.toTensor().to(c10::kCPU);
   } catch (const c10::Error& e) {
-    return TorchErrorToStatus(ShortWhat(e), absl::StrCat(path_.filename().string(), " forward"));
+    return Fail(ShortWhat(e), " forward");
   } catch (const std::exception& e) {
-    return TorchErrorToStatus(e.what(), absl::StrCat(path_.filename().string(), " forward"));
+    return Fail(e.what(), " forward");
   }
 }
 
@@ -151,9 +184,9 @@ absl::StatusOr<c10::IValue> TorchModel::Run(std::vector<c10::IValue> inputs) {
     }
     return ToCpu(module_.forward(std::move(inputs)));
   } catch (const c10::Error& e) {
-    return TorchErrorToStatus(ShortWhat(e), absl::StrCat(path_.filename().string(), " forward"));
+    return Fail(ShortWhat(e), " forward");
   } catch (const std::exception& e) {
-    return TorchErrorToStatus(e.what(), absl::StrCat(path_.filename().string(), " forward"));
+    return Fail(e.what(), " forward");
   }
 }
 
@@ -172,9 +205,9 @@ absl::StatusOr<c10::IValue> TorchModel::RunMethod(const std::string& method,
     }
     return ToCpu((*m)(std::move(inputs)));
   } catch (const c10::Error& e) {
-    return TorchErrorToStatus(ShortWhat(e), absl::StrCat(path_.filename().string(), " ", method));
+    return Fail(ShortWhat(e), absl::StrCat(" ", method));
   } catch (const std::exception& e) {
-    return TorchErrorToStatus(e.what(), absl::StrCat(path_.filename().string(), " ", method));
+    return Fail(e.what(), absl::StrCat(" ", method));
   }
 }
 

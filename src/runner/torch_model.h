@@ -57,6 +57,10 @@ class TorchModel {
   bool HasMethod(const std::string& method) const;
   // Bytes of the module's parameters and buffers: a lower bound of its memory use.
   int64_t ParameterBytes() const;
+  // Set once a call failed in a way that may have left the module or its device unusable (a CUDA
+  // fault, a libtorch internal assert). The model manager then replaces the model with a fresh
+  // load; the job that hit the error fails with INTERNAL.
+  bool broken() const { return broken_.load(); }
 
   // An int attribute of the module (e.g. "scale"), if it has one.
   std::optional<int64_t> IntAttribute(const std::string& name) const;
@@ -68,9 +72,13 @@ class TorchModel {
   TorchModel(torch::jit::Module module, c10::Device device, std::filesystem::path path)
       : module_(std::move(module)), device_(device), path_(std::move(path)) {}
 
+  // Turns a libtorch error into a status, marking the model broken when it may be.
+  absl::Status Fail(const std::string& what, const std::string& where);
+
   torch::jit::Module module_;
   c10::Device device_;
   std::filesystem::path path_;
+  std::atomic<bool> broken_{false};
 };
 
 // Runs one model's forward passes on `instances` dedicated threads, fed by a bounded queue.

@@ -124,7 +124,20 @@ def forward(self, x):
     return torch.mm(x, x)
 )";
 
-absl::Time Far() { return absl::Now() + absl::Seconds(60); }
+// Raises errors like those libtorch raises, on negative input: a CUDA fault (which may poison
+// the device, so the model must be reloaded) for x < -1, an ordinary error for -1 <= x < 0.
+constexpr const char* kFaulty = R"PY(
+def forward(self, x):
+    if bool(torch.lt(torch.min(x), -1.0)):
+        raise Exception("CUDA error: an illegal memory access was encountered (simulated)")
+    if bool(torch.lt(torch.min(x), 0.0)):
+        raise Exception("negative input")
+    return x * 2.0
+)PY";
+
+absl::Time Far() {
+  return absl::Now() + absl::Seconds(60);
+}
 
 class ModelManagerTest : public ::testing::Test {
  protected:
@@ -563,6 +576,54 @@ TEST_F(ModelManagerTest, LoadRetriesAFailedModelOnceItsFileIsFixed) {
   SaveModule(dir_.path() / "later.pt", kDouble);
   ASSERT_TRUE(mm.Load("m", Far()).ok());
   EXPECT_EQ(StateOf(mm, "m"), MODEL_STATE_READY);
+}
+
+TEST_F(ModelManagerTest, AnErrorThatMayBreakTheModelReloadsItAndOtherErrorsDoNot) {
+  SaveModule(dir_.path() / "faulty.pt", kFaulty);
+  StatusBoard board;
+  ModelManager mm({Model("m", "faulty.pt", true)}, &board);
+  mm.LoadWarmModels();
+  ASSERT_EQ(StateOf(mm, "m"), MODEL_STATE_READY);
+  auto run = [&](float value) -> absl::Status {
+    auto executor = mm.Acquire("m", Far());
+    if (!executor.ok()) return executor.status();
+    auto future = (*executor)->Submit(at::full({1, 3, 4, 4}, value), Far(), nullptr);
+    if (!future.ok()) return future.status();
+    if (future->wait_for(kWait) != std::future_status::ready) {
+      return absl::DeadlineExceededError("no result");
+    }
+    return future->get().status();
+  };
+  auto first = mm.Acquire("m", Far());
+  ASSERT_TRUE(first.ok());
+
+  // An ordinary error fails the job and leaves the model as it is.
+  absl::Status plain = run(-0.5f);
+  EXPECT_EQ(plain.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(plain.message()), HasSubstr("negative input"));
+  EXPECT_THAT(std::string(plain.message()), ::testing::Not(HasSubstr("reloaded")));
+  auto same = mm.Acquire("m", Far());
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->get(), first->get());
+  EXPECT_EQ(mm.ReloadsOf("m"), 0);
+
+  // A device fault fails that job, says the model will be reloaded, and the next job gets a
+  // fresh load that works.
+  absl::Status fault = run(-2.0f);
+  EXPECT_EQ(fault.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(fault.message()), HasSubstr("illegal memory access"));
+  EXPECT_THAT(std::string(fault.message()), HasSubstr("will be reloaded"));
+  EXPECT_EQ(StateOf(mm, "m"), MODEL_STATE_READY);  // reload happens on the next Acquire
+  const uint64_t version = board.version();
+  auto fresh = mm.Acquire("m", Far());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_NE(fresh->get(), first->get());
+  EXPECT_EQ(mm.ReloadsOf("m"), 1);
+  EXPECT_GT(board.version(), version);  // the reload was advertised (UNLOADED, LOADING, READY)
+  EXPECT_EQ(StateOf(mm, "m"), MODEL_STATE_READY);
+  ExpectDoubles(**fresh);
+  EXPECT_TRUE(run(1.0f).ok());
+  EXPECT_EQ(mm.ReloadsOf("m"), 1);
 }
 
 }  // namespace
