@@ -17,15 +17,74 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   GatewayConfig c;
   c.file = file;
   ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(root.CheckKeys({"gateway_id", "listen", "static_orchestrators",
-                                     "poll_interval_ms", "heartbeat_interval_ms", "max_attempts",
-                                     "default_timeout_ms", "max_message_bytes", "log"}));
+  SY_RETURN_IF_ERROR(root.CheckKeys(
+      {"gateway_id", "listen", "static_orchestrators", "poll_interval_ms", "heartbeat_interval_ms",
+       "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
+       "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));
   SY_RETURN_IF_ERROR(root.Read("poll_interval_ms", &c.poll_interval_ms));
   SY_RETURN_IF_ERROR(root.Read("heartbeat_interval_ms", &c.heartbeat_interval_ms));
+  SY_RETURN_IF_ERROR(root.Read("node_timeout_ms", &c.node_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_attempts", &c.max_attempts));
+  SY_RETURN_IF_ERROR(root.Read("max_queued_jobs", &c.max_queued_jobs));
+  if (root.Has("attempt_timeout_ms")) {
+    ConfigObject timeouts = root.Child("attempt_timeout_ms");
+    if (!timeouts.json().is_object()) {
+      return timeouts.Error("", "must be an object pipeline -> milliseconds");
+    }
+    for (const auto& [pipeline, value] : timeouts.json().items()) {
+      int ms = 0;
+      SY_RETURN_IF_ERROR(timeouts.Read(pipeline, &ms));
+      if (ms < 10) return timeouts.Error(pipeline, "must be >= 10 (milliseconds)");
+      c.attempt_timeout_ms[pipeline] = ms;
+    }
+  }
+  if (root.Has("max_price_per_unit")) {
+    ConfigObject caps = root.Child("max_price_per_unit");
+    if (!caps.json().is_object()) {
+      return caps.Error("", "must be an object \"pipeline\" or \"pipeline/model\" -> price");
+    }
+    for (const auto& [key, value] : caps.json().items()) {
+      double cap = 0;
+      SY_RETURN_IF_ERROR(caps.Read(key, &cap));
+      if (cap <= 0) return caps.Error(key, "must be > 0");
+      c.max_price_per_unit[key] = cap;
+    }
+  }
+  ConfigObject routing = root.Child("routing");
+  SY_RETURN_IF_ERROR(routing.CheckKeys({"eject_after_failures", "eject_base_ms", "eject_max_ms",
+                                        "max_ejected_fraction", "retry_budget_ratio",
+                                        "retry_budget_min_per_second", "new_node_share"}));
+  RouterOptions& r = c.routing;
+  int eject_base_ms = static_cast<int>(absl::ToInt64Milliseconds(r.eject_base));
+  int eject_max_ms = static_cast<int>(absl::ToInt64Milliseconds(r.eject_max));
+  SY_RETURN_IF_ERROR(routing.Read("eject_after_failures", &r.eject_after_failures));
+  SY_RETURN_IF_ERROR(routing.Read("eject_base_ms", &eject_base_ms));
+  SY_RETURN_IF_ERROR(routing.Read("eject_max_ms", &eject_max_ms));
+  SY_RETURN_IF_ERROR(routing.Read("max_ejected_fraction", &r.max_ejected_fraction));
+  SY_RETURN_IF_ERROR(routing.Read("retry_budget_ratio", &r.retry_budget_ratio));
+  SY_RETURN_IF_ERROR(routing.Read("retry_budget_min_per_second", &r.retry_budget_min_per_second));
+  SY_RETURN_IF_ERROR(routing.Read("new_node_share", &r.new_node_share));
+  if (r.eject_after_failures < 1) return routing.Error("eject_after_failures", "must be >= 1");
+  if (eject_base_ms < 10) return routing.Error("eject_base_ms", "must be >= 10");
+  if (eject_max_ms < eject_base_ms)
+    return routing.Error("eject_max_ms", "must be >= eject_base_ms");
+  if (r.max_ejected_fraction < 0 || r.max_ejected_fraction > 1) {
+    return routing.Error("max_ejected_fraction", "must be 0..1");
+  }
+  if (r.retry_budget_ratio < 0 || r.retry_budget_ratio > 10) {
+    return routing.Error("retry_budget_ratio", "must be 0..10");
+  }
+  if (r.retry_budget_min_per_second < 0) {
+    return routing.Error("retry_budget_min_per_second", "must be >= 0");
+  }
+  if (r.new_node_share < 0 || r.new_node_share > 1) {
+    return routing.Error("new_node_share", "must be 0..1");
+  }
+  r.eject_base = absl::Milliseconds(eject_base_ms);
+  r.eject_max = absl::Milliseconds(eject_max_ms);
   SY_RETURN_IF_ERROR(root.Read("default_timeout_ms", &c.default_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   ConfigObject log = root.Child("log");
@@ -41,12 +100,28 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   }
   if (c.poll_interval_ms < 100) return root.Error("poll_interval_ms", "must be >= 100");
   if (c.heartbeat_interval_ms < 50) return root.Error("heartbeat_interval_ms", "must be >= 50");
+  if (c.node_timeout_ms < 2 * c.heartbeat_interval_ms) {
+    return root.Error("node_timeout_ms", "must be at least twice heartbeat_interval_ms");
+  }
+  if (c.max_queued_jobs < 0) return root.Error("max_queued_jobs", "must be >= 0");
   if (c.max_attempts < 1 || c.max_attempts > 20) return root.Error("max_attempts", "must be 1..20");
   if (c.default_timeout_ms < 100) return root.Error("default_timeout_ms", "must be >= 100");
   if (c.max_message_bytes < (1 << 20) || c.max_message_bytes > (1LL << 31) - 1) {
     return root.Error("max_message_bytes", "must be 1 MiB .. 2 GiB");
   }
   return c;
+}
+
+int GatewayConfig::AttemptTimeoutMs(const std::string& pipeline) const {
+  auto it = attempt_timeout_ms.find(pipeline);
+  if (it == attempt_timeout_ms.end()) it = attempt_timeout_ms.find("default");
+  return it == attempt_timeout_ms.end() ? default_timeout_ms : it->second;
+}
+
+double GatewayConfig::PriceCap(const std::string& pipeline, const std::string& model_id) const {
+  auto it = max_price_per_unit.find(absl::StrCat(pipeline, "/", model_id));
+  if (it == max_price_per_unit.end()) it = max_price_per_unit.find(pipeline);
+  return it == max_price_per_unit.end() ? 0 : it->second;
 }
 
 absl::StatusOr<GatewayConfig> LoadGatewayConfig(const std::filesystem::path& file) {

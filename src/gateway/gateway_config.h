@@ -2,10 +2,12 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "gateway/router.h"
 
 namespace switchyard::gateway {
 
@@ -15,9 +17,21 @@ struct GatewayConfig {
   std::string listen = "127.0.0.1:50051";         // public API and orchestrator registry
   std::vector<std::string> static_orchestrators;  // polled instead of registering
   int poll_interval_ms = 1000;
-  int heartbeat_interval_ms = 500;  // asked of registered orchestrators
+  int heartbeat_interval_ms = 250;  // asked of registered orchestrators
+  int node_timeout_ms = 800;        // a registered node silent this long is no longer routed to
   int max_attempts = 3;             // orchestrators tried per job
   int default_timeout_ms = 120000;  // deadline for jobs whose client set none
+  // Per-attempt timeout by pipeline ("default" for the rest): an attempt that takes longer is
+  // abandoned and retried elsewhere while the job's own deadline allows.
+  std::map<std::string, int> attempt_timeout_ms = {{"default", 60000}, {"transcode", 20000}};
+  // Price caps per unit by "pipeline" or "pipeline/model" (the more specific wins), used when the
+  // client sends none; absent: no cap.
+  std::map<std::string, double> max_price_per_unit;
+  int max_queued_jobs = 1000;  // jobs waiting at the gateway for a node with room
+  RouterOptions routing;
+
+  int AttemptTimeoutMs(const std::string& pipeline) const;
+  double PriceCap(const std::string& pipeline, const std::string& model_id) const;
   int64_t max_message_bytes = 256 << 20;
   std::string log_level = "info";
   std::string log_format = "text";

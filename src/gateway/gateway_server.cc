@@ -2,9 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace switchyard::gateway {
 
@@ -45,6 +47,15 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
                                               std::chrono::milliseconds(c.poll_interval_ms),
                                               s->membership_.get(), c.max_message_bytes);
   s->poller_->Start();
+  s->sweeper_ = std::thread([srv = s.get()] {
+    const absl::Duration timeout = absl::Milliseconds(srv->config_.node_timeout_ms);
+    // Sweep often enough that a silent node is gone within node_timeout_ms + one period.
+    const auto period = std::chrono::milliseconds(std::max(20, srv->config_.node_timeout_ms / 8));
+    std::unique_lock<std::mutex> lock(srv->sweep_mu_);
+    while (!srv->sweep_cv_.wait_for(lock, period, [srv] { return srv->stop_sweeping_; })) {
+      srv->membership_->ExpireSilent(absl::Now(), timeout);
+    }
+  });
   spdlog::info("gateway {} serving on port {} ({} static orchestrators)", c.gateway_id, s->port_,
                c.static_orchestrators.size());
   return s;
@@ -55,6 +66,14 @@ GatewayServer::~GatewayServer() { Shutdown(std::chrono::milliseconds(0)); }
 void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  if (sweeper_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(sweep_mu_);
+      stop_sweeping_ = true;
+    }
+    sweep_cv_.notify_all();
+    sweeper_.join();
+  }
   if (poller_) poller_->Stop();
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + grace);

@@ -1,7 +1,10 @@
 // Wires a gateway together: membership, registry, static poller and the public API on one port.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
@@ -36,6 +39,11 @@ class GatewayServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;
+  // Drops registered orchestrators that stopped sending heartbeats (node_timeout_ms).
+  std::mutex sweep_mu_;
+  std::condition_variable sweep_cv_;
+  bool stop_sweeping_ = false;  // guarded by sweep_mu_
+  std::thread sweeper_;
 };
 
 }  // namespace switchyard::gateway

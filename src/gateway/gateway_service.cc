@@ -2,10 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -16,11 +19,6 @@ namespace {
 
 using Stub = node::v1::Orchestrator::Stub;
 
-bool Retryable(grpc::StatusCode code) {
-  // UNAVAILABLE: node down or model failed there; RESOURCE_EXHAUSTED: capacity refused.
-  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
-}
-
 std::string RequestIdOf(const grpc::CallbackServerContext* context, uint64_t random) {
   const auto& md = context->client_metadata();
   auto it = md.find("x-request-id");
@@ -30,8 +28,10 @@ std::string RequestIdOf(const grpc::CallbackServerContext* context, uint64_t ran
   return absl::StrFormat("%016x", random);
 }
 
-// One client job: picks an orchestrator, calls it asynchronously, retries elsewhere on retryable
-// failures, and finishes the client's call exactly once. Owns itself until then.
+// One client job: picks an orchestrator, calls it asynchronously with a per-attempt timeout,
+// retries elsewhere on retryable failures (within the retry budget), waits in the gateway's queue
+// when every suitable node refused for capacity, and finishes the client's call exactly once.
+// Owns itself until then.
 template <typename Request, typename Response>
 class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>> {
  public:
@@ -39,28 +39,43 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
                                        std::function<void(grpc::Status)>)>;
 
   UnaryJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
-           grpc::ServerUnaryReactor* reactor, std::string pipeline, std::string model_id,
-           AsyncCall call, const GatewayConfig& config, Membership* membership,
-           const Router* router, std::string request_id)
+           grpc::ServerUnaryReactor* reactor, RouteRequest route, AsyncCall call,
+           const GatewayConfig& config, Membership* membership, Router* router,
+           WaitQueue* wait_queue, std::string request_id)
       : context_(context),
         request_(request),
         response_(response),
         reactor_(reactor),
-        route_{std::move(pipeline), std::move(model_id), {}},
+        route_(std::move(route)),
         call_(std::move(call)),
         config_(config),
         membership_(membership),
         router_(router),
-        request_id_(std::move(request_id)) {}
+        wait_queue_(wait_queue),
+        request_id_(std::move(request_id)) {
+    deadline_ = context_->deadline();
+    if (deadline_ == std::chrono::system_clock::time_point::max()) {
+      deadline_ =
+          std::chrono::system_clock::now() + std::chrono::milliseconds(config_.default_timeout_ms);
+    }
+  }
 
-  void Start() { Attempt(); }
+  void Start() {
+    router_->RecordJob();
+    Attempt();
+  }
 
  private:
+  bool DeadlinePassed() const { return std::chrono::system_clock::now() >= deadline_; }
+
   void Attempt() {
     if (context_->IsCancelled()) return Finish(grpc::Status::CANCELLED);
+    if (DeadlinePassed()) return FinishDeadline();
     auto snapshot = membership_->snapshot();
     auto choice = router_->Pick(*snapshot, route_);
     if (!choice.ok()) {
+      // Every node that could take it refused for capacity: wait for room.
+      if (!refused_.empty()) return Park();
       if (attempts_ > 0) {
         // Everything suitable has been tried: report the last orchestrator's error.
         return Finish(grpc::Status(
@@ -72,14 +87,16 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     }
     ++attempts_;
     node_ = choice->node;
-    // Propagates the client's deadline and cancellation to the orchestrator call.
+    warm_ = choice->warm;
+    // Propagates the client's deadline and cancellation to the orchestrator call; the attempt's
+    // own deadline is the earlier of the job's and the pipeline's attempt timeout.
     client_context_ = grpc::ClientContext::FromCallbackServerContext(*context_);
-    if (context_->deadline() == std::chrono::system_clock::time_point::max()) {
-      client_context_->set_deadline(std::chrono::system_clock::now() +
-                                    std::chrono::milliseconds(config_.default_timeout_ms));
-    }
+    client_context_->set_deadline(std::min(
+        deadline_, std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(config_.AttemptTimeoutMs(route_.pipeline))));
     client_context_->AddMetadata("x-request-id", request_id_);
     attempt_response_ = Response();
+    attempt_start_ = absl::Now();
     node_->connection->in_flight().fetch_add(1);
     auto self = this->shared_from_this();
     call_(node_->connection->stub(), client_context_.get(), request_, &attempt_response_,
@@ -88,7 +105,10 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
 
   void OnAttemptDone(grpc::Status status) {
     node_->connection->in_flight().fetch_sub(1);
+    wait_queue_->Signal();  // a slot freed on that node
+    const absl::Duration latency = absl::Now() - attempt_start_;
     if (status.ok()) {
+      router_->ReportAttempt(*node_, route_.model_id, AttemptOutcome::kSuccess, latency, !warm_);
       *response_ = std::move(attempt_response_);
       auto* job = response_->mutable_job();
       job->set_request_id(request_id_);
@@ -99,17 +119,78 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
                    absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
       return Finish(grpc::Status::OK);
     }
-    spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
-                 route_.model_id, attempts_, node_->id, GrpcCodeName(status.error_code()),
-                 status.error_message());
-    const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
-    if (Retryable(status.error_code()) && attempts_ < config_.max_attempts && deadline_left &&
-        !context_->IsCancelled()) {
-      route_.excluded.insert(node_->id);
-      last_status_ = status;
-      return Attempt();
+    const grpc::StatusCode code = status.error_code();
+    const bool cancelled = context_->IsCancelled();
+    // DEADLINE_EXCEEDED before the job's own deadline: the attempt timed out on that node.
+    const bool attempt_timed_out =
+        code == grpc::StatusCode::DEADLINE_EXCEEDED && !DeadlinePassed() && !cancelled;
+    if (attempt_timed_out) {
+      status = grpc::Status(
+          code, absl::StrCat("attempt timed out after ", config_.AttemptTimeoutMs(route_.pipeline),
+                             " ms on ", node_->id));
     }
-    Finish(std::move(status));
+    AttemptOutcome outcome = AttemptOutcome::kClientError;
+    if (code == grpc::StatusCode::UNAVAILABLE || attempt_timed_out) {
+      outcome = AttemptOutcome::kNodeFailure;
+    } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      outcome = AttemptOutcome::kRefused;
+    }
+    if (!cancelled) router_->ReportAttempt(*node_, route_.model_id, outcome, latency, !warm_);
+    spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
+                 route_.model_id, attempts_, node_->id, GrpcCodeName(code), status.error_message());
+    if (cancelled) return Finish(grpc::Status::CANCELLED);
+    if (outcome == AttemptOutcome::kClientError || DeadlinePassed()) {
+      return Finish(std::move(status));  // not retryable: the client's error, or out of time
+    }
+    last_status_ = status;
+    route_.excluded.insert(node_->id);
+    if (outcome == AttemptOutcome::kRefused) {
+      refused_.insert(node_->id);
+      // Another node may have room now; if the budget says no, wait for room instead.
+      if (router_->TryRetry()) return Attempt();
+      return Park();
+    }
+    ++failures_;
+    if (failures_ >= config_.max_attempts) return Finish(std::move(status));
+    if (!router_->TryRetry()) {
+      return Finish(grpc::Status(code, absl::StrCat(status.error_message(),
+                                                    " (not retried: the gateway's retry budget "
+                                                    "is spent)")));
+    }
+    Attempt();
+  }
+
+  // Waits in the gateway queue until a node may have room, then tries the refusing nodes again.
+  void Park() {
+    if (!parked_since_) parked_since_ = absl::Now();
+    auto self = this->shared_from_this();
+    if (!wait_queue_->Park(absl::FromChrono(deadline_),
+                           [self](bool expired) { self->OnWake(expired); })) {
+      return Finish(
+          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("every orchestrator for ", route_.pipeline, " '",
+                                    route_.model_id, "' is busy and the gateway's queue is full (",
+                                    wait_queue_->capacity(), " jobs waiting)")));
+    }
+  }
+
+  void OnWake(bool expired) {
+    if (expired) return FinishDeadline();
+    for (const auto& id : refused_) route_.excluded.erase(id);
+    refused_.clear();
+    Attempt();
+  }
+
+  void FinishDeadline() {
+    std::string why = "deadline exceeded";
+    if (parked_since_) {
+      why = absl::StrCat(
+          "deadline exceeded while waiting ",
+          static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - *parked_since_)),
+          " ms at the gateway for an orchestrator with room");
+    }
+    if (attempts_ > 0) absl::StrAppend(&why, " (last attempt: ", last_status_.error_message(), ")");
+    Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, why));
   }
 
   void Finish(grpc::Status status) {
@@ -128,12 +209,19 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   AsyncCall call_;
   const GatewayConfig& config_;
   Membership* membership_;
-  const Router* router_;
+  Router* router_;
+  WaitQueue* wait_queue_;
   std::string request_id_;
+  std::chrono::system_clock::time_point deadline_;
   absl::Time start_ = absl::Now();
+  absl::Time attempt_start_;
+  std::optional<absl::Time> parked_since_;
   int attempts_ = 0;
+  int failures_ = 0;  // attempts that failed on the node's side (bounded by max_attempts)
+  std::set<std::string> refused_;  // nodes that refused for capacity since the last wait
   grpc::Status last_status_;
   std::shared_ptr<const NodeView> node_;
+  bool warm_ = false;
   std::unique_ptr<grpc::ClientContext> client_context_;
   Response attempt_response_;
 };
@@ -152,7 +240,28 @@ grpc::ServerUnaryReactor* Invalid(grpc::CallbackServerContext* context, const ch
 
 GatewayService::GatewayService(const GatewayConfig& config, Membership* membership,
                                std::function<uint64_t()> random)
-    : config_(config), membership_(membership), router_(random), random_(random) {}
+    : config_(config),
+      membership_(membership),
+      router_(config.routing, random),
+      wait_queue_(config.max_queued_jobs),
+      random_(random) {}
+
+absl::StatusOr<RouteRequest> GatewayService::MakeRoute(grpc::CallbackServerContext* context,
+                                                       const std::string& pipeline,
+                                                       const std::string& model_id) const {
+  RouteRequest route{pipeline, model_id, {}, config_.PriceCap(pipeline, model_id)};
+  const auto& md = context->client_metadata();
+  if (auto it = md.find("x-max-price-per-unit"); it != md.end()) {
+    std::string text(it->second.data(), it->second.size());
+    double cap = 0;
+    if (!absl::SimpleAtod(text, &cap) || !(cap > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "x-max-price-per-unit must be a positive number (price per unit), got '", text, "'"));
+    }
+    route.max_price_per_unit = cap;
+  }
+  return route;
+}
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* GatewayService::Route(
@@ -161,14 +270,16 @@ grpc::ServerUnaryReactor* GatewayService::Route(
     void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
                                           std::function<void(grpc::Status)>)) {
   if (model_id.empty()) return Invalid(context, "model_id is required (see ListCapabilities)");
+  auto route = MakeRoute(context, pipeline, model_id);
+  if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
   auto* reactor = context->DefaultReactor();
   auto job = std::make_shared<UnaryJob<Request, Response>>(
-      context, request, response, reactor, pipeline, model_id,
+      context, request, response, reactor, *std::move(route),
       [method](Stub* stub, grpc::ClientContext* ctx, const Request* req, Response* resp,
                std::function<void(grpc::Status)> done) {
         (stub->async()->*method)(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, RequestIdOf(context, random_()));
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()));
   job->Start();
   return reactor;
 }

@@ -9,6 +9,7 @@
 #include "gateway/gateway_config.h"
 #include "gateway/membership.h"
 #include "gateway/router.h"
+#include "gateway/wait_queue.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -63,9 +64,16 @@ class GatewayService final : public v1::Gateway::CallbackService {
       void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
                                             std::function<void(grpc::Status)>));
 
+  // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
+  // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap.
+  absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
+                                         const std::string& pipeline,
+                                         const std::string& model_id) const;
+
   const GatewayConfig& config_;
   Membership* membership_;
   Router router_;
+  WaitQueue wait_queue_;
   std::function<uint64_t()> random_;
 };
 

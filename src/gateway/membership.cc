@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "gateway/route_index.h"
+
 namespace switchyard::gateway {
 
 NodeConnection::NodeConnection(std::string address, int64_t max_message_bytes)
@@ -35,6 +37,7 @@ uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource sou
   Entry& e = nodes_[status.node_id()];
   bool fresh = e.view == nullptr;
   e.token = next_token_++;
+  e.last_heard = absl::Now();
   e.view = std::move(view);
   PublishLocked();
   if (fresh) {
@@ -44,10 +47,21 @@ uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource sou
   return e.token;
 }
 
-void Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {
+uint64_t Membership::RegisterIfAbsent(const node::v1::NodeStatus& status, NodeSource source) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (nodes_.count(status.node_id()) != 0) return 0;
+  }
+  // Register retakes the lock; a hello racing in between wins either way, which is fine: both
+  // carry the node's current status.
+  return Register(status, source);
+}
+
+bool Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = nodes_.find(status.node_id());
-  if (it == nodes_.end() || it->second.token != token) return;
+  if (it == nodes_.end() || it->second.token != token) return false;
+  it->second.last_heard = absl::Now();
   auto view = std::make_shared<NodeView>(*it->second.view);
   view->status = status;
   if (status.address() != view->connection->address()) {
@@ -55,6 +69,25 @@ void Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {
   }
   it->second.view = std::move(view);
   PublishLocked();
+  return true;
+}
+
+std::vector<std::string> Membership::ExpireSilent(absl::Time now, absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> expired;
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    const Entry& e = it->second;
+    if (e.view->source == NodeSource::kRegistered && now - e.last_heard > timeout) {
+      spdlog::warn("orchestrator {} silent for {:.0f} ms; no longer routed to", it->first,
+                   absl::ToDoubleMilliseconds(now - e.last_heard));
+      expired.push_back(it->first);
+      it = nodes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!expired.empty()) PublishLocked();
+  return expired;
 }
 
 void Membership::Remove(const std::string& node_id, uint64_t token) {
@@ -66,11 +99,21 @@ void Membership::Remove(const std::string& node_id, uint64_t token) {
   spdlog::info("orchestrator {} left; no longer routed to", node_id);
 }
 
+// O(nodes) per publish: the node list is copied (pointers only) and the route index is reused
+// from the previous snapshot unless a node joined, left or changed its capability list
+// (IndexSnapshot), so a heartbeat that only changes loads does not rebuild it.
 void Membership::PublishLocked() {
+  const SnapshotPtr previous = snapshot_.load(std::memory_order_acquire);
   auto snap = std::make_shared<Snapshot>();
   snap->version = ++version_;
   snap->nodes.reserve(nodes_.size());
-  for (const auto& [id, entry] : nodes_) snap->nodes.push_back(entry.view);
+  for (auto& [id, entry] : nodes_) {
+    // A view fresh from Register has no stats yet: attach the node's (or new) ones before it is
+    // published, so that every later view of the node shares them.
+    if (entry.view->stats == nullptr) entry.view = AttachNodeStats(entry.view, *previous);
+    snap->nodes.push_back(entry.view);
+  }
+  IndexSnapshot(*snap, previous.get());
   snapshot_.store(std::move(snap), std::memory_order_release);
 }
 

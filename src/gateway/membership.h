@@ -14,6 +14,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -40,17 +42,29 @@ using NodeConnectionPtr = std::shared_ptr<NodeConnection>;
 
 enum class NodeSource { kRegistered, kStatic };
 
+class NodeStats;    // gateway/node_health.h
+struct RouteIndex;  // gateway/route_index.h
+
 // One orchestrator as seen at one moment.
 struct NodeView {
   std::string id;
   NodeSource source = NodeSource::kRegistered;
   node::v1::NodeStatus status;
   NodeConnectionPtr connection;
+  // The router's mutable health and latency record for this node (atomics only, so it is
+  // updated through a const view). Attached by PublishLocked and carried by every later view of
+  // the same node id (Update copies the view; a re-registration inherits it from the previous
+  // snapshot). May be null in hand-built views: the router then neither ejects nor measures it.
+  std::shared_ptr<NodeStats> stats;
 };
 
 struct Snapshot {
   uint64_t version = 0;
   std::vector<std::shared_ptr<const NodeView>> nodes;
+  // (pipeline, model) -> positions in `nodes`, built at publish time (IndexSnapshot in
+  // gateway/route_index.h) and shared with the previous snapshot when only loads changed. Null in
+  // hand-built snapshots: the router then indexes `nodes` itself, per call.
+  std::shared_ptr<const RouteIndex> index;
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
 
@@ -61,11 +75,20 @@ class Membership {
   // Adds or replaces a node from a Hello (or a successful poll). Returns a token that Update and
   // Remove must present, so a stale stream cannot touch a node that has re-registered since.
   uint64_t Register(const node::v1::NodeStatus& status, NodeSource source);
-  // Applies an update from the node's current registration; ignored if `token` is stale.
-  void Update(const node::v1::NodeStatus& status, uint64_t token);
+  // Register, but only if no registration of the node exists (returns 0 then): lets a stream
+  // whose node was expired for silence come back without taking over a newer registration.
+  uint64_t RegisterIfAbsent(const node::v1::NodeStatus& status, NodeSource source);
+  // Applies an update from the node's current registration. Returns false (and changes nothing)
+  // if `token` is stale: the node re-registered elsewhere, or was expired for silence.
+  bool Update(const node::v1::NodeStatus& status, uint64_t token);
   // Removes the node if `token` is still its current registration. Takes effect for every job
   // that reads the snapshot after this returns.
   void Remove(const std::string& node_id, uint64_t token);
+
+  // Removes registered nodes whose last hello or update is older than `now - timeout` (a node
+  // that stopped sending heartbeats: stalled, partitioned, or gone without closing its stream).
+  // Statically polled nodes are the poller's business. Returns the ids removed.
+  std::vector<std::string> ExpireSilent(absl::Time now, absl::Duration timeout);
 
   // Lock-free read for the job path.
   SnapshotPtr snapshot() const { return snapshot_.load(std::memory_order_acquire); }
@@ -73,6 +96,7 @@ class Membership {
  private:
   struct Entry {
     uint64_t token = 0;
+    absl::Time last_heard;  // last hello or update (registered nodes)
     std::shared_ptr<const NodeView> view;
   };
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

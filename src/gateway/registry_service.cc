@@ -49,7 +49,23 @@ class RegisterReactor final
                                 "send a hello before updates, with the same node_id"));
         return;
       }
-      membership_->Update(in_.update(), token_);
+      if (!membership_->Update(in_.update(), token_)) {
+        // Expired for silence (a stalled process, a slow network) and now heard from again:
+        // route to it again at once, unless it has registered anew on another stream.
+        if (absl::Status valid = Validate(in_.update()); !valid.ok()) {
+          FinishOnce(
+              grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(valid.message())));
+          return;
+        }
+        std::lock_guard<std::mutex> lock(leave_mu_);
+        if (token_ != 0) {
+          uint64_t token = membership_->RegisterIfAbsent(in_.update(), NodeSource::kRegistered);
+          if (token != 0) {
+            token_ = token;
+            spdlog::info("orchestrator {} is heard from again; routed to again", node_id_);
+          }
+        }
+      }
     }
     StartRead(&in_);
   }

@@ -66,6 +66,7 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
   auto stream = stub.Register(&ctx);
   std::atomic<bool> broken{false};
   std::atomic<bool> acked{false};
+  std::atomic<int64_t> heartbeat_ms{heartbeat_.count()};
 
   node::v1::NodeMessage hello;
   *hello.mutable_hello() = status_();
@@ -76,6 +77,12 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
       node::v1::GatewayMessage msg;
       while (stream->Read(&msg)) {
         if (msg.has_ack() && !acked.exchange(true)) {
+          // The gateway expires nodes it does not hear from; send at least as often as it asks.
+          const int asked = msg.ack().heartbeat_interval_ms();
+          if (asked > 0) {
+            heartbeat_ms.store(std::min<int64_t>(heartbeat_ms.load(), asked));
+            board_->Wake();
+          }
           connected_ = true;
           spdlog::info("registered with gateway {} ({})", gateway_address_, msg.ack().gateway_id());
         }
@@ -84,7 +91,7 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
       board_->Wake();
     });
     while (!stopping_.load() && !broken.load()) {
-      seen = board_->WaitForChange(seen, heartbeat_,
+      seen = board_->WaitForChange(seen, std::chrono::milliseconds(heartbeat_ms.load()),
                                    [&] { return stopping_.load() || broken.load(); });
       if (stopping_.load() || broken.load()) break;
       node::v1::NodeMessage update;

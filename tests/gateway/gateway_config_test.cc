@@ -42,7 +42,7 @@ TEST(GatewayConfigTest, Defaults) {
   EXPECT_EQ(c->listen, "127.0.0.1:50051");
   EXPECT_TRUE(c->static_orchestrators.empty());
   EXPECT_EQ(c->poll_interval_ms, 1000);
-  EXPECT_EQ(c->heartbeat_interval_ms, 500);
+  EXPECT_EQ(c->heartbeat_interval_ms, 250);
   EXPECT_EQ(c->max_attempts, 3);
   EXPECT_EQ(c->default_timeout_ms, 120000);
   EXPECT_EQ(c->max_message_bytes, 256 << 20);
@@ -138,6 +138,57 @@ TEST(GatewayConfigTest, LoadFromFile) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr(file.string()));
   EXPECT_THAT(bad.status().message(), HasSubstr("max_attempts"));
+}
+
+TEST(GatewayConfigTest, RoutingTimeoutsCapsAndQueue) {
+  auto d = Parse(Json::object());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->heartbeat_interval_ms, 250);
+  EXPECT_EQ(d->node_timeout_ms, 800);
+  EXPECT_EQ(d->AttemptTimeoutMs("upscale"), 60000);
+  EXPECT_EQ(d->AttemptTimeoutMs("transcode"), 20000);
+  EXPECT_EQ(d->PriceCap("upscale", "x"), 0);
+  EXPECT_EQ(d->max_queued_jobs, 1000);
+  EXPECT_EQ(d->routing.eject_after_failures, 3);
+
+  auto c = Parse(Json{{"node_timeout_ms", 2000},
+                      {"attempt_timeout_ms", {{"default", 5000}, {"upscale", 1500}}},
+                      {"max_price_per_unit", {{"upscale", 0.5}, {"upscale/esrgan", 0.1}}},
+                      {"max_queued_jobs", 7},
+                      {"routing",
+                       {{"eject_after_failures", 2},
+                        {"eject_base_ms", 200},
+                        {"eject_max_ms", 5000},
+                        {"max_ejected_fraction", 0.25},
+                        {"retry_budget_ratio", 0.1},
+                        {"retry_budget_min_per_second", 1.5},
+                        {"new_node_share", 0.05}}}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->node_timeout_ms, 2000);
+  EXPECT_EQ(c->AttemptTimeoutMs("upscale"), 1500);
+  EXPECT_EQ(c->AttemptTimeoutMs("llm"), 5000);
+  EXPECT_EQ(c->PriceCap("upscale", "esrgan"), 0.1);  // the more specific key wins
+  EXPECT_EQ(c->PriceCap("upscale", "other"), 0.5);
+  EXPECT_EQ(c->PriceCap("llm", "esrgan"), 0);
+  EXPECT_EQ(c->max_queued_jobs, 7);
+  EXPECT_EQ(c->routing.eject_after_failures, 2);
+  EXPECT_EQ(c->routing.eject_base, absl::Milliseconds(200));
+  EXPECT_EQ(c->routing.eject_max, absl::Seconds(5));
+  EXPECT_EQ(c->routing.max_ejected_fraction, 0.25);
+  EXPECT_EQ(c->routing.retry_budget_ratio, 0.1);
+  EXPECT_EQ(c->routing.retry_budget_min_per_second, 1.5);
+  EXPECT_EQ(c->routing.new_node_share, 0.05);
+
+  ExpectError(Json{{"node_timeout_ms", 400}}, "node_timeout_ms");  // < 2 heartbeats
+  ExpectError(Json{{"attempt_timeout_ms", 5}}, "attempt_timeout_ms");
+  ExpectError(Json{{"attempt_timeout_ms", {{"upscale", 1}}}}, "attempt_timeout_ms.upscale");
+  ExpectError(Json{{"max_price_per_unit", {{"upscale", -1}}}}, "max_price_per_unit.upscale");
+  ExpectError(Json{{"max_queued_jobs", -1}}, "max_queued_jobs");
+  ExpectError(Json{{"routing", {{"eject_after_failures", 0}}}}, "routing.eject_after_failures");
+  ExpectError(Json{{"routing", {{"eject_max_ms", 500}}}}, "routing.eject_max_ms");
+  ExpectError(Json{{"routing", {{"max_ejected_fraction", 1.5}}}}, "routing.max_ejected_fraction");
+  ExpectError(Json{{"routing", {{"new_node_share", -0.1}}}}, "routing.new_node_share");
+  ExpectError(Json{{"routing", {{"surprise", 1}}}}, "routing.surprise");
 }
 
 }  // namespace

@@ -268,5 +268,32 @@ TEST(MembershipTest, ConcurrentReadersSeeConsistentSnapshots) {
   EXPECT_EQ(m.snapshot()->nodes[0]->status.capabilities(0).in_use(), 2000 % 3);
 }
 
+TEST(MembershipTest, SilentRegisteredNodesExpireAndStaticOnesDoNot) {
+  Membership m;
+  const uint64_t token = m.Register(Status("a", "127.0.0.1:1"), NodeSource::kRegistered);
+  m.Register(Status("b", "127.0.0.1:2"), NodeSource::kRegistered);
+  m.Register(Status("s", "127.0.0.1:3"), NodeSource::kStatic);
+  const absl::Time t0 = absl::Now();
+  // Nobody is silent yet.
+  EXPECT_TRUE(m.ExpireSilent(t0, absl::Seconds(1)).empty());
+  // "a" keeps heartbeating; "b" stays silent.
+  EXPECT_TRUE(m.Update(Status("a", "127.0.0.1:1", 1), token));
+  auto expired = m.ExpireSilent(absl::Now() + absl::Milliseconds(900), absl::Seconds(1));
+  EXPECT_TRUE(expired.empty());
+  expired = m.ExpireSilent(absl::Now() + absl::Seconds(5), absl::Seconds(1));
+  EXPECT_THAT(expired, ::testing::UnorderedElementsAre("a", "b"));
+  // Static nodes are the poller's business.
+  SnapshotPtr snap = m.snapshot();
+  ASSERT_EQ(snap->nodes.size(), 1u);
+  EXPECT_EQ(snap->nodes[0]->id, "s");
+  // An update on the expired registration is refused; the stream re-registers if nobody else did.
+  EXPECT_FALSE(m.Update(Status("a", "127.0.0.1:1", 1), token));
+  const uint64_t again = m.RegisterIfAbsent(Status("a", "127.0.0.1:1"), NodeSource::kRegistered);
+  EXPECT_NE(again, 0u);
+  EXPECT_NE(Find(m.snapshot(), "a"), nullptr);
+  EXPECT_EQ(m.RegisterIfAbsent(Status("a", "127.0.0.1:9"), NodeSource::kRegistered), 0u);
+  EXPECT_EQ(Find(m.snapshot(), "a")->status.address(), "127.0.0.1:1");
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

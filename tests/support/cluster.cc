@@ -122,6 +122,7 @@ absl::Status LocalCluster::Start(const ClusterOptions& options) {
                        {"max_attempts", options.max_attempts},
                        {"poll_interval_ms", 200},
                        {"log", {{"level", "debug"}}}};
+  gw.update(options.gateway_config);
   WriteFile(dir_.path() / "gateway.json", gw.dump(2));
   gateway_ = std::make_unique<Daemon>("gateway", dir_.path() / "gateway.log");
   auto st = gateway_->Start(BinaryPath("switchyard-gateway").string(),

@@ -57,6 +57,9 @@ struct ClusterOptions {
   int transcode_capacity = 2;
   int model_queue_size = 4;
   int max_attempts = 3;
+  // Extra gateway config fields (e.g. attempt_timeout_ms, max_queued_jobs), merged over the
+  // defaults.
+  nlohmann::json gateway_config = nlohmann::json::object();
 };
 
 class LocalCluster {

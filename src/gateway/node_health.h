@@ -1,0 +1,158 @@
+// The gateway's view of each orchestrator's health and speed, and its retry budget: control-plane
+// state that the router reads on every decision and updates after every attempt.
+//
+// Threading: NodeStats is atomics only; the router reads it on the hot path without a lock and
+// updates it from any thread. NodeHealth takes its mutex only when a node is ejected or returns
+// from an ejection (rare), never on a plain success or a decision. RetryBudget counts jobs
+// lock-free and takes its mutex only to make a retry's check-and-consume atomic.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace switchyard::gateway {
+
+// Counts events over a sliding window split into kBuckets buckets, lock-free: each bucket is one
+// atomic word holding (bucket epoch, count), so a stale bucket is reset by the first add that
+// reaches it. The sum covers the current bucket and the kBuckets - 1 before it.
+class SlidingCounter {
+ public:
+  static constexpr int kBuckets = 10;
+  explicit SlidingCounter(absl::Duration window);
+  void Add(absl::Time now, uint32_t n = 1);
+  int64_t Sum(absl::Time now) const;
+  absl::Duration window() const { return window_; }
+
+ private:
+  uint64_t EpochOf(absl::Time now) const;
+  absl::Duration window_;
+  int64_t bucket_ns_;
+  std::atomic<uint64_t> buckets_[kBuckets];
+};
+
+// A nonzero key for a model id, for NodeStats' per-model latency slots.
+uint64_t ModelKey(absl::string_view model_id);
+
+// One node's health and latency record, shared by every view of the node (NodeView::stats).
+class NodeStats {
+ public:
+  // Per-model slots; further models of the same node share one overflow slot.
+  static constexpr int kModelSlots = 8;
+  struct Latency {
+    double ewma_ms = 0;
+    uint32_t samples = 0;
+    int64_t last_ns = 0;  // when the latest sample came (unix ns)
+  };
+
+  Latency LatencyOf(uint64_t model_key) const;
+  // First sample sets the average; later ones blend in with weight `alpha`.
+  void RecordLatency(uint64_t model_key, double ms, double alpha, absl::Time now);
+
+  bool EjectedAt(absl::Time now) const {
+    const int64_t until = ejected_until_ns_.load(std::memory_order_relaxed);
+    return until != 0 && until > absl::ToUnixNanos(now);
+  }
+  // Ejected before and not yet succeeded since: routed like an unmeasured node (bounded share).
+  bool on_probation() const { return probation_.load(std::memory_order_relaxed); }
+  int consecutive_failures() const { return consecutive_failures_.load(std::memory_order_relaxed); }
+  // Ejection level: the next ejection lasts base * 2^level (capped).
+  int ejection_level() const { return level_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class NodeHealth;
+  struct ModelSlot {
+    std::atomic<uint64_t> key{0};
+    std::atomic<uint64_t> ewma_bits{0};
+    std::atomic<uint32_t> samples{0};
+    std::atomic<int64_t> last_ns{0};
+  };
+  const ModelSlot* FindSlot(uint64_t model_key) const;
+  ModelSlot* SlotFor(uint64_t model_key);
+
+  ModelSlot models_[kModelSlots];
+  ModelSlot overflow_;
+  std::atomic<int> consecutive_failures_{0};
+  std::atomic<int64_t> ejected_until_ns_{0};  // 0: never ejected or returned by a success
+  std::atomic<int64_t> last_until_ns_{0};     // end of the latest ejection
+  std::atomic<bool> probation_{false};
+  std::atomic<int> level_{0};
+};
+
+struct HealthOptions {
+  int eject_after_failures = 3;                  // consecutive retryable failures that eject a node
+  absl::Duration eject_base = absl::Seconds(1);  // first ejection; doubles with each one
+  absl::Duration eject_max = absl::Seconds(30);  // cap on one ejection
+  double max_ejected_fraction = 0.5;             // of all known nodes, ejected at once
+};
+
+// Outlier ejection. A node is ejected after `eject_after_failures` consecutive retryable
+// failures for base * 2^level (capped at eject_max); the level grows by one per ejection and
+// decays by one per eject_max that passes between the end of one ejection and the next failure
+// streak, so a node that fails once in a while goes back to short ejections while a flapping one
+// is kept out longer. After an ejection ends the node is on probation (bounded share, see
+// RouterOptions::new_node_share) and one more failure ejects it again; a success ends ejection and
+// probation and resets the failure count. Ejections never exceed floor(max_ejected_fraction x
+// known nodes) at once.
+class NodeHealth {
+ public:
+  NodeHealth(HealthOptions options, std::function<absl::Time()> now);
+
+  void RecordSuccess(const std::string& node_id, NodeStats& stats);
+  // Counts a retryable failure; returns whether it ejected the node. `known_nodes` is the number
+  // of nodes in the latest snapshot, for max_ejected_fraction.
+  bool RecordFailure(const std::string& node_id, const std::shared_ptr<NodeStats>& stats,
+                     size_t known_nodes);
+
+  bool IsEjected(const std::string& node_id) const;
+  int EjectedCount() const;
+  // How long the ejection at `level` lasts.
+  absl::Duration EjectionTime(int level) const;
+  const HealthOptions& options() const { return options_; }
+
+ private:
+  struct Ejection {
+    std::shared_ptr<NodeStats> stats;
+    absl::Time until;
+  };
+  void PurgeLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const HealthOptions options_;
+  const std::function<absl::Time()> now_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Ejection> ejected_ ABSL_GUARDED_BY(mu_);
+};
+
+struct RetryBudgetOptions {
+  double ratio = 0.2;         // retries allowed per job over the window
+  double min_per_second = 3;  // plus this many per second of window, for low traffic
+  absl::Duration window = absl::Seconds(10);
+};
+
+// Envoy/Finagle-style retry budget: a retry is allowed while the retries in the window stay under
+// ratio x jobs in the window + min_per_second x window length. Stops retry storms from
+// multiplying load when many nodes fail at once.
+class RetryBudget {
+ public:
+  RetryBudget(RetryBudgetOptions options, std::function<absl::Time()> now);
+  void RecordJob();
+  // True, and counts the retry, if one is allowed now.
+  bool TryRetry();
+
+ private:
+  const RetryBudgetOptions options_;
+  const std::function<absl::Time()> now_;
+  SlidingCounter jobs_;
+  SlidingCounter retries_;
+  absl::Mutex mu_;  // serialises TryRetry's check and consume
+};
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,94 @@
+#include "gateway/wait_queue.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/time/clock.h"
+
+namespace switchyard::gateway {
+
+WaitQueue::WaitQueue(int capacity, absl::Duration poll)
+    : capacity_(capacity), poll_(poll), thread_([this] { Loop(); }) {}
+
+WaitQueue::~WaitQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+bool WaitQueue::Park(absl::Time deadline, Wake wake) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || static_cast<int>(waiters_.size()) >= capacity_) return false;
+    waiters_.push_back(Waiter{deadline, std::move(wake)});
+  }
+  cv_.notify_all();  // the loop may need an earlier deadline wake-up
+  return true;
+}
+
+void WaitQueue::Signal() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (waiters_.empty()) return;
+    ++signals_;
+  }
+  cv_.notify_all();
+}
+
+int WaitQueue::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(waiters_.size());
+}
+
+void WaitQueue::Loop() {
+  absl::Time next_poll = absl::Now() + poll_;
+  for (;;) {
+    std::vector<Waiter> ready;    // woken to try again
+    std::vector<Waiter> expired;  // deadline passed
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      absl::Time until = next_poll;
+      for (const auto& w : waiters_) until = std::min(until, w.deadline);
+      cv_.wait_for(lock,
+                   absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), until - absl::Now())),
+                   [this] { return stopping_ || signals_ > 0; });
+      const absl::Time now = absl::Now();
+      if (stopping_) {
+        expired.assign(std::make_move_iterator(waiters_.begin()),
+                       std::make_move_iterator(waiters_.end()));
+        waiters_.clear();
+      } else {
+        for (auto it = waiters_.begin(); it != waiters_.end();) {
+          if (it->deadline <= now) {
+            expired.push_back(std::move(*it));
+            it = waiters_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        if (now >= next_poll) {  // everyone looks again
+          ready.assign(std::make_move_iterator(waiters_.begin()),
+                       std::make_move_iterator(waiters_.end()));
+          waiters_.clear();
+          next_poll = now + poll_;
+        } else {
+          for (; signals_ > 0 && !waiters_.empty(); --signals_) {
+            ready.push_back(std::move(waiters_.front()));
+            waiters_.pop_front();
+          }
+        }
+        signals_ = 0;
+      }
+    }
+    // Outside the lock: a woken job may park again at once.
+    for (auto& w : expired) w.wake(true);
+    for (auto& w : ready) w.wake(false);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && waiters_.empty()) return;
+  }
+}
+
+}  // namespace switchyard::gateway
