@@ -2,11 +2,13 @@
 // source and clock. Every loop is bounded.
 #include "gateway/router.h"
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -773,6 +775,33 @@ TEST(RouteIndexTest, PublishAttachesStatsAndReusesTheIndexWhenOnlyLoadsChange) {
   auto c = router.Pick(*membership.snapshot(), Request());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->node->id, "b");  // a is full
+}
+
+TEST(RouterConcurrencyTest, PicksAndReportsFromManyThreads) {
+  std::vector<std::shared_ptr<const NodeView>> nodes;
+  for (int i = 0; i < 40; ++i) nodes.push_back(Node(absl::StrCat("n", i), {Ready(4, i % 4)}));
+  Snapshot snap = Snap(nodes);
+  std::atomic<uint64_t> seed{1};
+  Router router(TestOptions(), [&seed] { return seed.fetch_add(0x9E3779B97F4A7C15ULL) * 31; });
+  std::atomic<int> picked{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        auto c = router.Pick(snap, Request());
+        if (!c.ok()) continue;
+        ++picked;
+        const auto outcome =
+            (i + t) % 10 == 0 ? AttemptOutcome::kNodeFailure : AttemptOutcome::kSuccess;
+        router.ReportAttempt(*c->node, "esrgan", outcome, absl::Milliseconds(10 + t));
+        router.RecordJob();
+        if (i % 50 == 0) router.TryRetry();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(picked.load(), 8000);
+  EXPECT_LE(router.health().EjectedCount(), 20);  // never more than half of 40
 }
 
 }  // namespace
