@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     std::lock_guard<std::mutex> lock(*rng_mu);
     return (*rng)();
   });
-  s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get());
+  s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(c.listen, grpc::InsecureServerCredentials(), &s->port_);

@@ -25,6 +25,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* Transcode(grpc::CallbackServerContext* context,
                                       const v1::TranscodeRequest* request,
                                       v1::TranscodeResponse* response) override;
+  // The router, shared with the KServe proxy so both feed one view of node health.
+  Router* router() { return &router_; }
+
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;

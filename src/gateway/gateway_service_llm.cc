@@ -39,16 +39,16 @@ std::string LlmRequestId(const grpc::CallbackServerContext* context, uint64_t ra
 class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
  public:
   LlmRelay(grpc::CallbackServerContext* context, const v1::LLMRequest& request,
-           const GatewayConfig& config, Membership* membership, const Router* router,
+           const GatewayConfig& config, Membership* membership, Router* router, RouteRequest route,
            std::string request_id)
       : context_(context),
         request_(request),
         config_(config),
         membership_(membership),
         router_(router),
-        request_id_(std::move(request_id)) {
-    route_.pipeline = "llm";
-    route_.model_id = request_.model();
+        request_id_(std::move(request_id)),
+        route_(std::move(route)) {
+    router_->RecordJob();
     StartAttempt();
   }
 
@@ -98,6 +98,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     std::shared_ptr<const NodeView> node;
     std::unique_ptr<grpc::ClientContext> context;
     v1::LLMResponse message;
+    absl::Time start = absl::Now();
+    bool warm = false;
 
     void OnReadDone(bool ok) override {
       if (ok) relay->OnMessage(this);
@@ -132,6 +134,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
           attempt = attempts_list_.back().get();
           attempt->relay = this;
           attempt->node = choice->node;
+          attempt->warm = choice->warm;
           current_ = attempt;
           client_active_ = true;
           // The orchestrator call inherits the client's deadline and cancellation.
@@ -197,9 +200,23 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
                        route_.model_id, attempts_, attempt->node->id,
                        GrpcCodeName(status.error_code()), status.error_message());
         }
+        const bool client_gone = cancelled_ || context_->IsCancelled();
+        AttemptOutcome outcome = AttemptOutcome::kClientError;
+        if (status.ok()) {
+          outcome = AttemptOutcome::kSuccess;
+        } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+          outcome = AttemptOutcome::kNodeFailure;
+        } else if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          outcome = AttemptOutcome::kRefused;
+        }
+        if (!client_gone) {
+          router_->ReportAttempt(*attempt->node, route_.model_id, outcome,
+                                 absl::Now() - attempt->start, !attempt->warm);
+        }
+        // Once a token reached the client the stream cannot move to another node.
         if (!status.ok() && RetryableCode(status.error_code()) && !forwarded_ &&
-            attempts_ < config_.max_attempts && deadline_left && !cancelled_ &&
-            !context_->IsCancelled()) {
+            attempts_ < config_.max_attempts && deadline_left && !client_gone &&
+            router_->TryRetry()) {
           route_.excluded.insert(attempt->node->id);
           last_status_ = status;
           retry = true;
@@ -237,12 +254,12 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   const v1::LLMRequest request_;  // a copy owned by the relay, for every attempt
   const GatewayConfig& config_;
   Membership* membership_;
-  const Router* router_;
+  Router* router_;
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
 
   std::mutex mu_;
-  RouteRequest route_;
+  RouteRequest route_;  // guarded by mu_ after construction
   int attempts_ = 0;
   grpc::Status last_status_;
   // Every attempt made, kept until the relay is deleted (an attempt may be the one whose OnDone
@@ -274,7 +291,16 @@ grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackSer
     };
     return new Invalid();
   }
-  return new LlmRelay(context, *request, config_, membership_, &router_,
+  auto route = MakeRoute(context, "llm", request->model());
+  if (!route.ok()) {
+    class Refused final : public grpc::ServerWriteReactor<v1::LLMResponse> {
+     public:
+      explicit Refused(grpc::Status status) { Finish(std::move(status)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(ToGrpcStatus(route.status()));
+  }
+  return new LlmRelay(context, *request, config_, membership_, &router_, *std::move(route),
                       LlmRequestId(context, random_()));
 }
 

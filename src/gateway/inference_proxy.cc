@@ -36,7 +36,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
 
   ProxyJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
            grpc::ServerUnaryReactor* reactor, std::string model, Method method, const char* what,
-           bool counts_load, const GatewayConfig& config, Membership* membership)
+           bool counts_load, const GatewayConfig& config, Membership* membership, Router* router)
       : context_(context),
         request_(request),
         response_(response),
@@ -46,14 +46,19 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
         what_(what),
         counts_load_(counts_load),
         config_(config),
-        membership_(membership) {}
+        membership_(membership),
+        router_(router) {}
 
-  void Start() { Attempt(); }
+  void Start() {
+    if (counts_load_) router_->RecordJob();
+    Attempt();
+  }
 
  private:
   void Attempt() {
     if (context_->IsCancelled()) return Finish(grpc::Status::CANCELLED);
-    auto node = PickInferenceNode(*membership_->snapshot(), model_, excluded_);
+    auto node = PickInferenceNode(*membership_->snapshot(), model_, excluded_,
+                                  [this](const std::string& id) { return router_->IsEjected(id); });
     if (!node.ok()) {
       if (attempts_ > 0) {
         return Finish(grpc::Status(
@@ -77,6 +82,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
                                    std::string(it->second.data(), it->second.size()));
     }
     attempt_response_ = Response();
+    attempt_start_ = absl::Now();
     if (counts_load_) node_->connection->in_flight().fetch_add(1);
     auto self = this->shared_from_this();
     (stub_->async()->*method_)(client_context_.get(), request_, &attempt_response_,
@@ -85,6 +91,19 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
 
   void OnDone(grpc::Status status) {
     if (counts_load_) node_->connection->in_flight().fetch_sub(1);
+    const grpc::StatusCode code = status.error_code();
+    const bool cancelled = context_->IsCancelled();
+    if (counts_load_ && !cancelled) {
+      AttemptOutcome outcome = AttemptOutcome::kClientError;
+      if (status.ok()) {
+        outcome = AttemptOutcome::kSuccess;
+      } else if (code == grpc::StatusCode::UNAVAILABLE) {
+        outcome = AttemptOutcome::kNodeFailure;
+      } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        outcome = AttemptOutcome::kRefused;
+      }
+      router_->ReportAttempt(*node_, model_, outcome, absl::Now() - attempt_start_);
+    }
     if (status.ok()) {
       *response_ = std::move(attempt_response_);
       if (counts_load_) {
@@ -96,8 +115,9 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
     spdlog::warn("kserve {} '{}' attempt {} on {} failed: {}: {}", what_, model_, attempts_,
                  node_->id, GrpcCodeName(status.error_code()), status.error_message());
     const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
-    if (Retryable(status.error_code()) && attempts_ < config_.max_attempts && deadline_left &&
-        !context_->IsCancelled()) {
+    // Metadata calls are cheap and not counted as jobs; ModelInfer retries spend the budget.
+    if (Retryable(code) && attempts_ < config_.max_attempts && deadline_left && !cancelled &&
+        (!counts_load_ || router_->TryRetry())) {
       excluded_.insert(node_->id);
       last_status_ = status;
       return Attempt();
@@ -117,7 +137,9 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
   bool counts_load_;
   const GatewayConfig& config_;
   Membership* membership_;
+  Router* router_;
   absl::Time start_ = absl::Now();
+  absl::Time attempt_start_;
   std::set<std::string> excluded_;
   int attempts_ = 0;
   grpc::Status last_status_;
@@ -132,22 +154,23 @@ grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, const Re
                                   Response* response, const std::string& model,
                                   typename ProxyJob<Request, Response>::Method method,
                                   const char* what, bool counts_load, const GatewayConfig& config,
-                                  Membership* membership) {
+                                  Membership* membership, Router* router) {
   if (model.empty()) {
     return FinishNow(context,
                      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a model name is required"));
   }
   auto* reactor = context->DefaultReactor();
-  auto job = std::make_shared<ProxyJob<Request, Response>>(
-      context, request, response, reactor, model, method, what, counts_load, config, membership);
+  auto job = std::make_shared<ProxyJob<Request, Response>>(context, request, response, reactor,
+                                                           model, method, what, counts_load, config,
+                                                           membership, router);
   job->Start();
   return reactor;
 }
 
 }  // namespace
 
-InferenceProxy::InferenceProxy(const GatewayConfig& config, Membership* membership)
-    : config_(config), membership_(membership) {}
+InferenceProxy::InferenceProxy(const GatewayConfig& config, Membership* membership, Router* router)
+    : config_(config), membership_(membership), router_(router) {}
 
 grpc::ServerUnaryReactor* InferenceProxy::ServerLive(grpc::CallbackServerContext* context,
                                                      const inference::ServerLiveRequest*,
@@ -175,8 +198,8 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelReady(grpc::CallbackServerContext
                                                      const inference::ModelReadyRequest* request,
                                                      inference::ModelReadyResponse* response) {
   return Forward(context, request, response, request->name(),
-                 &InferStub::async_interface::ModelReady, "ModelReady", false, config_,
-                 membership_);
+                 &InferStub::async_interface::ModelReady, "ModelReady", false, config_, membership_,
+                 router_);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
@@ -184,14 +207,15 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
     inference::ModelMetadataResponse* response) {
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelMetadata, "ModelMetadata", false, config_,
-                 membership_);
+                 membership_, router_);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext* context,
                                                      const inference::ModelInferRequest* request,
                                                      inference::ModelInferResponse* response) {
   return Forward(context, request, response, request->model_name(),
-                 &InferStub::async_interface::ModelInfer, "ModelInfer", true, config_, membership_);
+                 &InferStub::async_interface::ModelInfer, "ModelInfer", true, config_, membership_,
+                 router_);
 }
 
 }  // namespace switchyard::gateway

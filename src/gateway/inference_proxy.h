@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <set>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gateway/gateway_config.h"
 #include "gateway/membership.h"
+#include "gateway/router.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -23,10 +25,12 @@ namespace switchyard::gateway {
 // then READY (the job queues), then cold/loading; within a tier the lowest load (in use /
 // capacity, using the gateway's own in-flight count when fresher), ties to the first listed.
 // NOT_FOUND when no node offers the model at all, UNAVAILABLE when none can take it now.
+// `ejected` (may be empty) says whether the router has ejected a node; those are skipped too.
 // Inline so that tests which do not link the gateway library can use it.
 inline absl::StatusOr<std::shared_ptr<const NodeView>> PickInferenceNode(
     const Snapshot& snapshot, const std::string& model_name,
-    const std::set<std::string>& excluded = {}) {
+    const std::set<std::string>& excluded = {},
+    const std::function<bool(const std::string&)>& ejected = nullptr) {
   int offered = 0;
   int best_tier = std::numeric_limits<int>::max();
   double best_load = std::numeric_limits<double>::max();
@@ -42,6 +46,10 @@ inline absl::StatusOr<std::shared_ptr<const NodeView>> PickInferenceNode(
       }
       if (excluded.count(node->id) != 0) {
         why_not = absl::StrCat(node->id, " already failed this call");
+        continue;
+      }
+      if (ejected && ejected(node->id)) {
+        why_not = absl::StrCat(node->id, " is ejected after repeated failures");
         continue;
       }
       if (cap.state() == node::v1::MODEL_STATE_FAILED) {
@@ -74,7 +82,9 @@ inline absl::StatusOr<std::shared_ptr<const NodeView>> PickInferenceNode(
 
 class InferenceProxy final : public inference::GRPCInferenceService::CallbackService {
  public:
-  InferenceProxy(const GatewayConfig& config, Membership* membership);
+  // `router` (shared with the public API) keeps node health and the retry budget: ModelInfer
+  // attempts feed it and skip ejected nodes.
+  InferenceProxy(const GatewayConfig& config, Membership* membership, Router* router);
 
   // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
@@ -101,6 +111,7 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
  private:
   const GatewayConfig& config_;
   Membership* membership_;
+  Router* router_;
 };
 
 }  // namespace switchyard::gateway

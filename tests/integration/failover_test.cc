@@ -264,5 +264,67 @@ TEST(FailoverTest, PriceCapsFilterOrchestrators) {
   EXPECT_NE(bad.status.error_message().find("x-max-price-per-unit"), std::string::npos);
 }
 
+// In use as a gateway sees it, for esrgan-slim-x4 on `node` (-1 if not listed).
+int InUseSeenBy(v1::Gateway::Stub& stub, const std::string& node) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::ListCapabilitiesRequest req;
+  v1::ListCapabilitiesResponse resp;
+  if (!stub.ListCapabilities(&ctx, req, &resp).ok()) return -1;
+  for (const auto& o : resp.offers()) {
+    if (o.orchestrator() == node && o.model_id() == "esrgan-slim-x4") return o.in_use();
+  }
+  return -1;
+}
+
+TEST(FailoverTest, GatewaysSharingAnOrchestratorSeeEachOthersLoad) {
+  RequireModels();
+  if (HasFatalFailure()) return;
+  ClusterOptions options;
+  options.orchestrators = 1;
+  options.extra_gateways = 1;
+  options.models = {"esrgan-slim-x4"};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st;
+  auto a = cluster.GatewayStub();
+  auto b = cluster.ExtraGatewayStub(0);
+  // The orchestrator registers with both gateways.
+  ASSERT_TRUE(WaitListed(
+                  *b, [](const std::set<std::string>& ids) { return ids.count("orch-1") == 1; },
+                  std::chrono::seconds(10))
+                  .has_value())
+      << cluster.Logs();
+
+  // A long job through gateway A shows up as load in what gateway B is told, so B does not
+  // over-subscribe the node.
+  TempDir tmp;
+  const std::string big = MakeTestImage(tmp, 384, 384, "png");
+  std::atomic<bool> done{false};
+  std::thread job([&] {
+    JobResult r = RunUpscale(*a, big, std::chrono::milliseconds(60000));
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    done = true;
+  });
+  bool seen_busy = false;
+  for (int i = 0; i < 500 && !done.load() && !seen_busy; ++i) {
+    seen_busy = InUseSeenBy(*b, "orch-1") >= 1;
+    if (!seen_busy) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  job.join();
+  EXPECT_TRUE(seen_busy) << "gateway B never saw the job gateway A sent";
+  // And back to idle once it finished (the change is pushed, not just the next heartbeat).
+  bool idle = false;
+  for (int i = 0; i < 200 && !idle; ++i) {
+    idle = InUseSeenBy(*b, "orch-1") == 0;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(idle);
+  // Both gateways route jobs to it.
+  const std::string small = MakeTestImage(tmp, 16, 16, "png");
+  EXPECT_TRUE(RunUpscale(*a, small, std::chrono::milliseconds(30000)).status.ok());
+  EXPECT_TRUE(RunUpscale(*b, small, std::chrono::milliseconds(30000)).status.ok());
+}
+
 }  // namespace
 }  // namespace switchyard::testing

@@ -98,6 +98,20 @@ TEST(KServeSelector, UnavailableWhenEveryOfferIsExcludedFailedOrDraining) {
   EXPECT_EQ((*pick)->id, "tried");
 }
 
+TEST(KServeSelector, EjectedNodesAreSkipped) {
+  gateway::Snapshot snap;
+  snap.nodes.push_back(Node("ejected", "upscale", "m", node::v1::MODEL_STATE_READY));
+  snap.nodes.push_back(Node("healthy", "upscale", "m", node::v1::MODEL_STATE_READY, 3, 4));
+  auto is_ejected = [](const std::string& id) { return id == "ejected"; };
+  // The idle node would win on load; ejection keeps it out.
+  auto pick = gateway::PickInferenceNode(snap, "m", {}, is_ejected);
+  ASSERT_TRUE(pick.ok());
+  EXPECT_EQ((*pick)->id, "healthy");
+  pick = gateway::PickInferenceNode(snap, "m", {}, [](const std::string&) { return true; });
+  EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(pick.status().message().find("ejected"), std::string::npos) << pick.status();
+}
+
 // --- end to end through the gateway --------------------------------------------------------------
 
 std::string RawOf(const at::Tensor& tensor) {

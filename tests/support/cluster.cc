@@ -113,24 +113,35 @@ LocalCluster::~LocalCluster() {
   // Orchestrators first, so the gateway sees them leave cleanly.
   for (auto& o : orchestrators_) o->Stop();
   if (gateway_) gateway_->Stop();
+  for (auto& g : extra_gateways_) g->Stop();
+}
+
+absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out) {
+  nlohmann::json gw = {{"gateway_id", name},
+                       {"listen", "127.0.0.1:0"},
+                       {"max_attempts", options_.max_attempts},
+                       {"poll_interval_ms", 200},
+                       {"log", {{"level", "debug"}}}};
+  gw.update(options_.gateway_config);
+  const fs::path cfg = dir_.path() / (name + ".json");
+  const fs::path port = dir_.path() / (name + ".port");
+  WriteFile(cfg, gw.dump(2));
+  *out = std::make_unique<Daemon>(name, dir_.path() / (name + ".log"));
+  auto st = (*out)->Start(BinaryPath("switchyard-gateway").string(),
+                          {"--config", cfg.string(), "--port-file", port.string()});
+  if (!st.ok()) return st;
+  return (*out)->WaitForPort(port, std::chrono::seconds(20));
 }
 
 absl::Status LocalCluster::Start(const ClusterOptions& options) {
   options_ = options;
-  nlohmann::json gw = {{"gateway_id", "gw-test"},
-                       {"listen", "127.0.0.1:0"},
-                       {"max_attempts", options.max_attempts},
-                       {"poll_interval_ms", 200},
-                       {"log", {{"level", "debug"}}}};
-  gw.update(options.gateway_config);
-  WriteFile(dir_.path() / "gateway.json", gw.dump(2));
-  gateway_ = std::make_unique<Daemon>("gateway", dir_.path() / "gateway.log");
-  auto st = gateway_->Start(BinaryPath("switchyard-gateway").string(),
-                            {"--config", (dir_.path() / "gateway.json").string(), "--port-file",
-                             (dir_.path() / "gateway.port").string()});
+  auto st = StartGateway("gateway", &gateway_);
   if (!st.ok()) return st;
-  st = gateway_->WaitForPort(dir_.path() / "gateway.port", std::chrono::seconds(20));
-  if (!st.ok()) return st;
+  for (int g = 0; g < options.extra_gateways; ++g) {
+    extra_gateways_.emplace_back();
+    st = StartGateway(absl::StrCat("gateway-", g + 2), &extra_gateways_.back());
+    if (!st.ok()) return st;
+  }
   for (int i = 0; i < options.orchestrators; ++i) {
     st = StartOrchestrator(absl::StrCat("orch-", i + 1), true);
     if (!st.ok()) return st;
@@ -168,6 +179,10 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
   if (register_with_gateway) {
     args.push_back("--gateway");
     args.push_back(gateway_address());
+    for (const auto& g : extra_gateways_) {
+      args.push_back("--gateway");
+      args.push_back(absl::StrCat("127.0.0.1:", g->port()));
+    }
   } else {
     args.push_back("--no-gateways");
   }
@@ -213,9 +228,21 @@ std::unique_ptr<v1::Gateway::Stub> LocalCluster::GatewayStub() const {
       grpc::CreateCustomChannel(gateway_address(), grpc::InsecureChannelCredentials(), args));
 }
 
+std::unique_ptr<v1::Gateway::Stub> LocalCluster::ExtraGatewayStub(size_t i) const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  return v1::Gateway::NewStub(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", extra_gateways_.at(i)->port()),
+                                grpc::InsecureChannelCredentials(), args));
+}
+
 std::string LocalCluster::Logs() const {
   std::string out;
   if (gateway_) absl::StrAppend(&out, "---- gateway log ----\n", gateway_->Log());
+  for (const auto& g : extra_gateways_) {
+    absl::StrAppend(&out, "---- ", g->name(), " log ----\n", g->Log());
+  }
   for (const auto& o : orchestrators_) {
     absl::StrAppend(&out, "---- ", o->name(), " log ----\n", o->Log());
   }

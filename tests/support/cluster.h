@@ -60,6 +60,8 @@ struct ClusterOptions {
   // Extra gateway config fields (e.g. attempt_timeout_ms, max_queued_jobs), merged over the
   // defaults.
   nlohmann::json gateway_config = nlohmann::json::object();
+  // More gateways sharing the orchestrators (each orchestrator registers with every gateway).
+  int extra_gateways = 0;
 };
 
 class LocalCluster {
@@ -78,6 +80,8 @@ class LocalCluster {
 
   std::string gateway_address() const;
   std::unique_ptr<v1::Gateway::Stub> GatewayStub() const;
+  // The i-th extra gateway (ClusterOptions::extra_gateways).
+  std::unique_ptr<v1::Gateway::Stub> ExtraGatewayStub(size_t i) const;
   Daemon& gateway() { return *gateway_; }
   Daemon& orchestrator(size_t i) { return *orchestrators_.at(i); }
   size_t orchestrator_count() const { return orchestrators_.size(); }
@@ -90,7 +94,10 @@ class LocalCluster {
 
   TempDir dir_;
   ClusterOptions options_;
+  absl::Status StartGateway(const std::string& name, std::unique_ptr<Daemon>* out);
+
   std::unique_ptr<Daemon> gateway_;
+  std::vector<std::unique_ptr<Daemon>> extra_gateways_;
   std::vector<std::unique_ptr<Daemon>> orchestrators_;
 };
 
