@@ -108,7 +108,7 @@ absl::StatusOr<c10::IValue> RunModel(const RunContext& ctx, runner::ModelExecuto
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   auto future = ctx.executor->SubmitValues(std::move(inputs), ctx.deadline, cancelled);
   if (!future.ok()) return future.status();
-  return runner::AwaitResult(*future, ctx.deadline, ctx.is_cancelled, cancelled);
+  return runner::AwaitResult(*ctx.executor, *future, ctx.deadline, ctx.is_cancelled, cancelled);
 }
 
 std::string Dim(int64_t v, const char* name) { return v >= 0 ? absl::StrCat(v) : name; }

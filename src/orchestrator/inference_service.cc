@@ -454,7 +454,7 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
   if (!future.ok()) return ToGrpcStatus(future.status());
   if (board_ != nullptr) board_->Changed();
   auto result = runner::AwaitResult(
-      *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
+      **executor, *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
   if (board_ != nullptr) board_->Changed();
   if (!result.ok()) {
     spdlog::warn("[{}] infer {} failed: {}", rid, name, result.status().ToString());

@@ -54,7 +54,7 @@ absl::StatusOr<c10::IValue> RunForward(runner::ModelExecutor& executor,
   }
   if (!future.ok()) return future.status();
   return runner::AwaitResult(
-      *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
+      executor, *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
 }
 
 int64_t Milliseconds(int64_t samples, int sample_rate) {

@@ -24,7 +24,7 @@ absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const 
   auto future = executor.Submit(std::move(input), deadline, cancelled);
   if (!future.ok()) return future.status();
 
-  auto output = runner::AwaitResult(*future, deadline, is_cancelled, cancelled);
+  auto output = runner::AwaitResult(executor, *future, deadline, is_cancelled, cancelled);
   if (!output.ok()) return output.status();
 
   const at::Tensor& out = *output;

@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -314,6 +315,24 @@ absl::StatusOr<std::future<ModelExecutor::ValueResult>> ModelExecutor::SubmitVal
   job.done = [promise](ValueResult r) { promise->set_value(std::move(r)); };
   SY_RETURN_IF_ERROR(Enqueue(std::move(job)));
   return future;
+}
+
+void ModelExecutor::Withdraw(const std::shared_ptr<std::atomic<bool>>& cancelled,
+                             absl::Status why) {
+  if (cancelled == nullptr) return;
+  cancelled->store(true);
+  std::optional<Job> withdrawn;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if (it->cancelled == cancelled) {
+        withdrawn.emplace(std::move(*it));
+        queue_.erase(it);
+        break;
+      }
+    }
+  }
+  if (withdrawn) Complete(*withdrawn, std::move(why));
 }
 
 void ModelExecutor::Complete(Job& job, ValueResult result) {

@@ -116,6 +116,11 @@ class ModelExecutor {
   absl::StatusOr<std::future<ValueResult>> SubmitValues(
       Inputs inputs, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled);
 
+  // Sets `cancelled` and, if the job it belongs to is still queued, takes it out of the queue now
+  // (completing it with `why`), so a caller that gave up frees its slot at once rather than when
+  // an instance would have reached the job. A job already running finishes; its result is dropped.
+  void Withdraw(const std::shared_ptr<std::atomic<bool>>& cancelled, absl::Status why);
+
   // Jobs queued plus running.
   int in_use() const { return in_use_.load(); }
   int capacity() const { return options_.instances; }
@@ -155,19 +160,21 @@ class ModelExecutor {
 };
 
 // Waits for an executor result in short slices so that a job whose caller is cancelled, or whose
-// deadline passes, gives its queue slot back (`cancelled` is set for the executor to see).
+// deadline passes, gives its queue slot back at once (withdrawn from `executor`'s queue).
 template <typename T>
-absl::StatusOr<T> AwaitResult(std::future<absl::StatusOr<T>>& future, absl::Time deadline,
-                              const std::function<bool()>& is_cancelled,
+absl::StatusOr<T> AwaitResult(ModelExecutor& executor, std::future<absl::StatusOr<T>>& future,
+                              absl::Time deadline, const std::function<bool()>& is_cancelled,
                               const std::shared_ptr<std::atomic<bool>>& cancelled) {
   while (future.wait_for(std::chrono::milliseconds(10)) != std::future_status::ready) {
     if (is_cancelled && is_cancelled()) {
-      cancelled->store(true);
-      return absl::CancelledError("the job was cancelled");
+      absl::Status why = absl::CancelledError("the job was cancelled");
+      executor.Withdraw(cancelled, why);
+      return why;
     }
     if (absl::Now() > deadline) {
-      cancelled->store(true);
-      return absl::DeadlineExceededError("deadline passed before the model finished");
+      absl::Status why = absl::DeadlineExceededError("deadline passed before the model finished");
+      executor.Withdraw(cancelled, why);
+      return why;
     }
   }
   return future.get();

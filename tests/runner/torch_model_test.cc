@@ -570,6 +570,48 @@ TEST_F(ModelExecutorTest, CancelledWhileQueuedIsCancelled) {
   EXPECT_EQ(Gate::Get().entered(), 1);
 }
 
+TEST_F(ModelExecutorTest, AGivenUpQueuedJobFreesItsSlotAtOnce) {
+  auto model = Build("gated", kGated);
+  ASSERT_NE(model, nullptr);
+  Gate::Get().Reset(/*open=*/false);
+  auto executor = ModelExecutor::Create(model, {.instances = 1, .queue_size = 2});
+  ASSERT_TRUE(executor.ok());
+  ModelExecutor* ex = executor->get();
+  auto running = ex->Submit(torch::tensor({1.0f}), Far(), nullptr);
+  ASSERT_TRUE(running.ok());
+  ASSERT_TRUE(Gate::Get().WaitEntered(1));
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  auto queued = ex->Submit(torch::tensor({2.0f}), Far(), flag);
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(ex->in_use(), 2);
+
+  // The caller is cancelled while the only instance is still busy: its slot comes back now, not
+  // when the instance would have reached it.
+  auto r = AwaitResult(
+      *ex, *queued, Far(), [] { return true; }, flag);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(flag->load());
+  EXPECT_EQ(ex->in_use(), 1);
+  // So another job fits in the queue again: 1 running + 2 queued.
+  auto a = ex->Submit(torch::tensor({3.0f}), Far(), nullptr);
+  auto b = ex->Submit(torch::tensor({4.0f}), Far(), nullptr);
+  EXPECT_TRUE(a.ok());
+  EXPECT_TRUE(b.ok());
+  EXPECT_EQ(ex->Submit(torch::tensor({5.0f}), Far(), nullptr).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // Withdrawing a job that is not queued (already done) changes nothing.
+  ex->Withdraw(flag, absl::CancelledError("again"));
+  EXPECT_EQ(ex->in_use(), 3);
+
+  Gate::Get().Open();
+  ASSERT_EQ(running->wait_for(kWait), std::future_status::ready);
+  EXPECT_TRUE(running->get().ok());
+  ASSERT_EQ(a->wait_for(kWait), std::future_status::ready);
+  ASSERT_EQ(b->wait_for(kWait), std::future_status::ready);
+  EXPECT_TRUE(WaitInUse(*ex, 0)) << ex->in_use();
+  EXPECT_EQ(Gate::Get().entered(), 3);  // the withdrawn job never ran
+}
+
 TEST_F(ModelExecutorTest, DestructorFailsQueuedJobsAndJoins) {
   auto model = Build("gated", kGated);
   ASSERT_NE(model, nullptr);
