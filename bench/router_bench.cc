@@ -168,7 +168,7 @@ void DecisionCost(int decisions, uint64_t seed) {
     gw::IndexSnapshot(saturated, nullptr);
     gw::Router router(gw::RouterOptions{}, FastRandom(seed));
     auto random = FastRandom(seed + 1);
-    const gw::RouteRequest req{"upscale", "m0", {}, 0};
+    const gw::RouteRequest req{"upscale", "m0", {}, 0, ""};
     // Fewer decisions where one costs O(nodes), to keep the run short.
     const int slow_decisions = std::min(decisions, std::max(200, decisions * 10 / n));
     const double t_ns = NsPerPick([&] { return router.Pick(typical, req).ok(); }, decisions);
@@ -471,7 +471,7 @@ class Simulation {
   void Attempt(int j) {
     Job& job = jobs_[static_cast<size_t>(j)];
     const JobSpec& spec = cluster_.jobs[static_cast<size_t>(j)];
-    gw::RouteRequest req{"upscale", absl::StrCat("m", spec.model), job.excluded, 0};
+    gw::RouteRequest req{"upscale", absl::StrCat("m", spec.model), job.excluded, 0, ""};
     int node = -1;
     if (policy_ == Policy::kRouter) {
       auto choice = router_.Pick(*snapshot_, req);

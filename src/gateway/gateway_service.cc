@@ -38,14 +38,18 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   using AsyncCall = std::function<void(Stub*, grpc::ClientContext*, const Request*, Response*,
                                        std::function<void(grpc::Status)>)>;
 
+  // `finish` is called exactly once with the job's outcome; `on_success` (may be empty) is told
+  // which node ran it.
   UnaryJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
-           grpc::ServerUnaryReactor* reactor, RouteRequest route, AsyncCall call,
+           std::function<void(grpc::Status)> finish, RouteRequest route, AsyncCall call,
            const GatewayConfig& config, Membership* membership, Router* router,
-           WaitQueue* wait_queue, std::string request_id)
+           WaitQueue* wait_queue, std::string request_id,
+           std::function<void(const std::string&)> on_success = {})
       : context_(context),
         request_(request),
         response_(response),
-        reactor_(reactor),
+        finish_(std::move(finish)),
+        on_success_(std::move(on_success)),
         route_(std::move(route)),
         call_(std::move(call)),
         config_(config),
@@ -117,6 +121,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
       spdlog::info("[{}] {} '{}' done on {} in {:.0f} ms (attempts {})", request_id_,
                    route_.pipeline, route_.model_id, node_->id,
                    absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
+      if (on_success_) on_success_(node_->id);
       return Finish(grpc::Status::OK);
     }
     const grpc::StatusCode code = status.error_code();
@@ -198,13 +203,14 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
       spdlog::info("[{}] {} '{}' answered {}: {}", request_id_, route_.pipeline, route_.model_id,
                    GrpcCodeName(status.error_code()), status.error_message());
     }
-    reactor_->Finish(std::move(status));
+    finish_(std::move(status));
   }
 
   grpc::CallbackServerContext* context_;
   const Request* request_;
   Response* response_;
-  grpc::ServerUnaryReactor* reactor_;
+  std::function<void(grpc::Status)> finish_;
+  std::function<void(const std::string&)> on_success_;
   RouteRequest route_;
   AsyncCall call_;
   const GatewayConfig& config_;
@@ -244,12 +250,13 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
       membership_(membership),
       router_(config.routing, random),
       wait_queue_(config.max_queued_jobs),
+      affinity_(absl::Milliseconds(config.stream_idle_timeout_ms), kMaxTrackedStreams),
       random_(random) {}
 
 absl::StatusOr<RouteRequest> GatewayService::MakeRoute(grpc::CallbackServerContext* context,
                                                        const std::string& pipeline,
                                                        const std::string& model_id) const {
-  RouteRequest route{pipeline, model_id, {}, config_.PriceCap(pipeline, model_id)};
+  RouteRequest route{pipeline, model_id, {}, config_.PriceCap(pipeline, model_id), ""};
   const auto& md = context->client_metadata();
   if (auto it = md.find("x-max-price-per-unit"); it != md.end()) {
     std::string text(it->second.data(), it->second.size());
@@ -274,7 +281,8 @@ grpc::ServerUnaryReactor* GatewayService::Route(
   if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
   auto* reactor = context->DefaultReactor();
   auto job = std::make_shared<UnaryJob<Request, Response>>(
-      context, request, response, reactor, *std::move(route),
+      context, request, response, [reactor](grpc::Status st) { reactor->Finish(std::move(st)); },
+      *std::move(route),
       [method](Stub* stub, grpc::ClientContext* ctx, const Request* req, Response* resp,
                std::function<void(grpc::Status)> done) {
         (stub->async()->*method)(ctx, req, resp, std::move(done));
@@ -292,15 +300,218 @@ grpc::ServerUnaryReactor* GatewayService::Upscale(grpc::CallbackServerContext* c
                &Stub::async_interface::Upscale);
 }
 
+namespace {
+
+constexpr size_t kMaxStreamIdBytes = 128;  // as the orchestrator allows
+
+// The checks every segment must pass before it is routed.
+grpc::Status CheckSegment(const v1::TranscodeRequest& request) {
+  if (request.segment().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "segment is required (MPEG-TS or MP4 bytes)");
+  }
+  if (request.renditions().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "at least one rendition is required");
+  }
+  if (request.stream_id().size() > kMaxStreamIdBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("stream_id is ", request.stream_id().size(),
+                                     " bytes; at most ", kMaxStreamIdBytes, " allowed"));
+  }
+  return grpc::Status::OK;
+}
+
+bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
+                    const google::protobuf::RepeatedPtrField<v1::Rendition>& b) {
+  if (a.size() != b.size()) return false;
+  for (int i = 0; i < a.size(); ++i) {
+    if (a[i].SerializeAsString() != b[i].SerializeAsString()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
+                                    const v1::TranscodeRequest* request,
+                                    v1::TranscodeResponse* response, RouteRequest route,
+                                    std::function<void(grpc::Status)> finish) {
+  std::function<void(const std::string&)> on_success;
+  if (!request->stream_id().empty()) {
+    // The stream stays where its session is; if that node cannot take it, the router picks
+    // another and the stream moves there.
+    const std::string home = affinity_.NodeOf(request->stream_id());
+    route.preferred = home;
+    on_success = [this, id = request->stream_id(), home](const std::string& node) {
+      affinity_.Set(id, node);
+      if (!home.empty() && home != node) {
+        spdlog::info("stream '{}' moved from {} to {}", id, home, node);
+        CloseSessionOn(home, id);
+      }
+    };
+  }
+  auto job = std::make_shared<UnaryJob<v1::TranscodeRequest, v1::TranscodeResponse>>(
+      context, request, response, std::move(finish), std::move(route),
+      [](Stub* stub, grpc::ClientContext* ctx, const v1::TranscodeRequest* req,
+         v1::TranscodeResponse* resp, std::function<void(grpc::Status)> done) {
+        stub->async()->Transcode(ctx, req, resp, std::move(done));
+      },
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()),
+      std::move(on_success));
+  job->Start();
+}
+
+void GatewayService::CloseSessionOn(const std::string& node_id, const std::string& stream_id) {
+  auto snapshot = membership_->snapshot();
+  for (const auto& node : snapshot->nodes) {
+    if (node->id != node_id || node->connection == nullptr) continue;
+    // Best effort: a node that is gone has no session to close, and one that does not answer
+    // closes it at its idle timeout.
+    struct Call {
+      grpc::ClientContext context;
+      node::v1::CloseTranscodeSessionRequest request;
+      node::v1::CloseTranscodeSessionResponse response;
+    };
+    auto* call = new Call;
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    call->request.set_stream_id(stream_id);
+    node->connection->stub()->async()->CloseTranscodeSession(
+        &call->context, &call->request, &call->response,
+        [call, node_id, stream_id](grpc::Status status) {
+          if (!status.ok()) {
+            spdlog::debug("closing stream '{}' on {}: {}", stream_id, node_id,
+                          status.error_message());
+          }
+          delete call;
+        });
+    return;
+  }
+}
+
 grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext* context,
                                                     const v1::TranscodeRequest* request,
                                                     v1::TranscodeResponse* response) {
-  if (request->segment().empty()) {
-    return Invalid(context, "segment is required (MPEG-TS or MP4 bytes)");
+  if (auto st = CheckSegment(*request); !st.ok()) return FinishNow(context, std::move(st));
+  auto route = MakeRoute(context, "transcode", "libx264");
+  if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
+  auto* reactor = context->DefaultReactor();
+  StartTranscode(context, request, response, *std::move(route),
+                 [reactor](grpc::Status st) { reactor->Finish(std::move(st)); });
+  return reactor;
+}
+
+// A live stream: reads a segment, runs it (routed with the stream's affinity, retried elsewhere
+// like any job), writes its outcome, then reads the next. One segment is in flight at a time,
+// because the orchestrator's session runs a stream's segments in order anyway. Deletes itself in
+// OnDone, which gRPC calls only after Finish and once no operation is pending; Finish is called
+// only when no segment job is running, so no job outlives the reactor.
+class GatewayService::TranscodeStreamReactor final
+    : public grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse> {
+ public:
+  TranscodeStreamReactor(GatewayService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
+    auto route = service_->MakeRoute(context, "transcode", "libx264");
+    if (!route.ok()) {
+      Finish(ToGrpcStatus(route.status()));
+      return;
+    }
+    route_ = *std::move(route);
+    StartRead(&request_);
   }
-  if (request->renditions().empty()) return Invalid(context, "at least one rendition is required");
-  return Route(context, request, response, "transcode", "libx264",
-               &Stub::async_interface::Transcode);
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return End();  // the client closed its side, or the call was cancelled
+    if (first_) {
+      first_ = false;
+      if (request_.renditions().empty()) {
+        return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "the stream's first message must set the renditions"));
+      }
+      stream_id_ = request_.stream_id();
+      if (stream_id_.empty()) {
+        stream_id_ = absl::StrFormat("stream-%016x", service_->random_());
+      } else if (stream_id_.size() > kMaxStreamIdBytes) {
+        return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   absl::StrCat("stream_id is ", stream_id_.size(),
+                                                " bytes; at most ", kMaxStreamIdBytes)));
+      }
+      ladder_ = request_.renditions();
+      container_ = request_.container();
+    }
+    const int64_t index = received_++;
+    grpc::Status invalid = grpc::Status::OK;
+    if (!request_.stream_id().empty() && request_.stream_id() != stream_id_) {
+      invalid = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                             absl::StrCat("stream_id '", request_.stream_id(),
+                                          "' differs from the stream's '", stream_id_, "'"));
+    }
+    // Later messages inherit the ladder and container; a new ladder applies from then on.
+    if (request_.renditions().empty()) {
+      *request_.mutable_renditions() = ladder_;
+    } else if (!SameRenditions(request_.renditions(), ladder_)) {
+      ladder_ = request_.renditions();
+    }
+    if (request_.container().empty()) {
+      request_.set_container(container_);
+    } else {
+      container_ = request_.container();
+    }
+    request_.set_stream_id(stream_id_);
+    if (request_.sequence() == 0) request_.set_sequence(index);
+    if (invalid.ok()) invalid = CheckSegment(request_);
+    if (!invalid.ok()) return Write(invalid);
+    service_->StartTranscode(context_, &request_, &result_, route_,
+                             [this](grpc::Status status) { Write(std::move(status)); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return End();
+    request_.Clear();
+    result_.Clear();
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Write(grpc::Status status) {
+    response_.Clear();
+    response_.set_stream_id(stream_id_);
+    response_.set_sequence(request_.sequence());
+    response_.set_code(status.error_code());
+    if (status.ok()) {
+      *response_.mutable_result() = std::move(result_);
+    } else {
+      response_.set_error(status.error_message());
+    }
+    StartWrite(&response_);
+  }
+
+  void End() {
+    if (!stream_id_.empty()) {
+      if (auto node = service_->affinity_.Forget(stream_id_)) {
+        service_->CloseSessionOn(*node, stream_id_);
+      }
+    }
+    Finish(context_->IsCancelled() ? grpc::Status::CANCELLED : grpc::Status::OK);
+  }
+
+  GatewayService* service_;
+  grpc::CallbackServerContext* context_;
+  RouteRequest route_;
+  bool first_ = true;
+  std::string stream_id_;
+  google::protobuf::RepeatedPtrField<v1::Rendition> ladder_;
+  std::string container_;
+  int64_t received_ = 0;
+  v1::TranscodeRequest request_;
+  v1::TranscodeResponse result_;
+  v1::TranscodeStreamResponse response_;
+};
+
+grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>*
+GatewayService::TranscodeStream(grpc::CallbackServerContext* context) {
+  return new TranscodeStreamReactor(this, context);
 }
 
 grpc::ServerUnaryReactor* GatewayService::ListCapabilities(

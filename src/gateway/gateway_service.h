@@ -9,6 +9,7 @@
 #include "gateway/gateway_config.h"
 #include "gateway/membership.h"
 #include "gateway/router.h"
+#include "gateway/stream_affinity.h"
 #include "gateway/wait_queue.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -25,6 +26,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* Transcode(grpc::CallbackServerContext* context,
                                       const v1::TranscodeRequest* request,
                                       v1::TranscodeResponse* response) override;
+  // Bidirectional: a live stream's segments in, each one's renditions out (see gateway.proto).
+  grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>* TranscodeStream(
+      grpc::CallbackServerContext* context) override;
   // The router, shared with the KServe proxy so both feed one view of node health.
   Router* router() { return &router_; }
 
@@ -58,6 +62,17 @@ class GatewayService final : public v1::Gateway::CallbackService {
 
  private:
   using Stub = node::v1::Orchestrator::Stub;
+  class TranscodeStreamReactor;
+  // Streams whose node the gateway remembers, at most (the least recently used are forgotten).
+  static constexpr size_t kMaxTrackedStreams = 100000;
+
+  // Runs one segment: routed to the stream's node while it can take it (affinity), else to the
+  // best one, retried elsewhere like any job. `finish` gets the outcome once.
+  void StartTranscode(grpc::CallbackServerContext* context, const v1::TranscodeRequest* request,
+                      v1::TranscodeResponse* response, RouteRequest route,
+                      std::function<void(grpc::Status)> finish);
+  // Tells a node, best effort, that a stream left it (ended or moved), freeing its session slot.
+  void CloseSessionOn(const std::string& node_id, const std::string& stream_id);
   // Validates the model id, then runs the job on the best orchestrator via `method`, retrying
   // elsewhere on retryable failures.
   template <typename Request, typename Response>
@@ -77,6 +92,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Membership* membership_;
   Router router_;
   WaitQueue wait_queue_;
+  StreamAffinity affinity_;
   std::function<uint64_t()> random_;
 };
 

@@ -154,6 +154,16 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
                                             "' for pipeline ", request.pipeline));
   }
   const Context ctx{request, now_(), ModelKey(request.model_id)};
+  if (!request.preferred.empty()) {
+    for (const RouteCandidate& c : *candidates) {
+      if (snapshot.nodes[c.node]->id != request.preferred) continue;
+      Eval e = Evaluate(snapshot, c.node, c.cap, ctx);
+      if (e.klass == Class::kWarmRoom || e.klass == Class::kWarmFull) {
+        return Decide(snapshot, e, ctx, false);
+      }
+      break;
+    }
+  }
   const size_t n = candidates->size();
   if (n > kScanUpTo) {
     // Rejection sampling: uniform over the warm candidates with room, in O(1) expected draws

@@ -60,6 +60,11 @@ struct RouteRequest {
   std::string model_id;
   std::set<std::string> excluded;  // nodes already tried for this job
   double max_price_per_unit = 0;   // 0: no cap
+  // A node this job should stay on (a stream's segments go where its session is): chosen whenever
+  // it offers the route warm, within the price cap, and is not excluded, ejected, draining or
+  // failed, even when full (its session already holds a slot there). Otherwise ignored. Finding
+  // it walks the route, so it costs O(route size).
+  std::string preferred;
 };
 
 struct RouteChoice {

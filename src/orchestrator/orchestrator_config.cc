@@ -119,14 +119,19 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(log.Read("format", &c.log_format));
 
   ConfigObject tc = root.Child("transcode");
-  SY_RETURN_IF_ERROR(
-      tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads"}));
+  SY_RETURN_IF_ERROR(tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit",
+                                   "encoder_threads", "session_idle_timeout_ms"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
   SY_RETURN_IF_ERROR(tc.Read("price_per_unit", &c.transcode.price_per_unit));
   SY_RETURN_IF_ERROR(tc.Read("encoder_threads", &c.transcode.encoder_threads));
+  SY_RETURN_IF_ERROR(tc.Read("session_idle_timeout_ms", &c.transcode.session_idle_timeout_ms));
   if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");
+  if (c.transcode.session_idle_timeout_ms < 100 ||
+      c.transcode.session_idle_timeout_ms > 3600 * 1000) {
+    return tc.Error("session_idle_timeout_ms", "must be 100..3600000");
+  }
   if (c.transcode.max_renditions < 1 || c.transcode.max_renditions > 16) {
     return tc.Error("max_renditions", "must be 1..16");
   }

@@ -44,7 +44,9 @@ struct ModelConfig {
 
 struct TranscodeConfig {
   bool enabled = true;
-  int capacity = 2;  // segments transcoded at once; more are refused
+  int capacity = 2;  // streams with an open session plus one-off segments running; more refused
+  int session_idle_timeout_ms =
+      30000;  // a stream's session closes after this long without a segment
   int max_renditions = 8;
   double price_per_unit = 0;  // price per output pixel
   int encoder_threads = 1;    // libx264 threads per rendition

@@ -56,7 +56,14 @@ void OrchestratorService::FillJobInfo(grpc::ServerContext* context, const ModelC
 
 OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
                                          StatusBoard* board)
-    : config_(config), models_(models), board_(board) {}
+    : config_(config), models_(models), board_(board) {
+  TranscodeSessionsOptions sessions;
+  sessions.capacity = config_.transcode.capacity;
+  sessions.idle_timeout = absl::Milliseconds(config_.transcode.session_idle_timeout_ms);
+  transcode_sessions_ = std::make_unique<TranscodeSessions>(sessions, [board] {
+    if (board != nullptr) board->Changed();
+  });
+}
 
 grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
                                           const v1::UpscaleRequest* request,
@@ -105,6 +112,11 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   if (request->segment().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "segment is required");
   }
+  if (request->stream_id().size() > kMaxStreamIdBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("stream_id is ", request->stream_id().size(),
+                                     " bytes; at most ", kMaxStreamIdBytes, " allowed"));
+  }
   TranscodeOptions options;
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
@@ -132,21 +144,16 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   }
 
   // Capacity is checked before any work: a full node refuses at once so the gateway can go
-  // elsewhere.
-  if (transcodes_in_use_.fetch_add(1) >= config_.transcode.capacity) {
-    transcodes_in_use_.fetch_sub(1);
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat(config_.node_id, ": all ", config_.transcode.capacity,
-                                     " transcode slots are busy"));
-  }
-  board_->Changed();
+  // elsewhere (segments of a stream already open here are always taken).
   absl::Time deadline = Deadline(context);
-  auto result = TranscodeSegment(request->segment(), ladder, options, [context, deadline] {
-    return context->IsCancelled() || absl::Now() > deadline;
-  });
-  transcodes_in_use_.fetch_sub(1);
-  board_->Changed();
+  auto result = transcode_sessions_->Transcode(
+      request->stream_id(), request->sequence(), request->segment(), ladder, options,
+      [context, deadline] { return context->IsCancelled() || absl::Now() > deadline; });
   if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kResourceExhausted) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat(config_.node_id, ": ", result.status().message()));
+    }
     spdlog::warn("[{}] transcode failed: {}", rid, result.status().ToString());
     if (result.status().code() == absl::StatusCode::kCancelled && absl::Now() > deadline) {
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline passed while transcoding");
@@ -184,6 +191,16 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
   spdlog::info("[{}] transcode {} frames -> {} renditions in {:.0f} ms", rid, result->input_frames,
                response->renditions_size(), job->compute_ms());
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::CloseTranscodeSession(
+    grpc::ServerContext*, const node::v1::CloseTranscodeSessionRequest* request,
+    node::v1::CloseTranscodeSessionResponse* response) {
+  if (request->stream_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stream_id is required");
+  }
+  response->set_closed(transcode_sessions_->Close(request->stream_id()));
   return grpc::Status::OK;
 }
 
@@ -231,7 +248,7 @@ node::v1::NodeStatus OrchestratorService::BuildStatus() const {
     t->set_model_id("libx264");
     t->set_state(node::v1::MODEL_STATE_READY);
     t->set_capacity(config_.transcode.capacity);
-    t->set_in_use(transcodes_in_use_.load());
+    t->set_in_use(transcode_sessions_->in_use());
     t->set_price_per_unit(config_.transcode.price_per_unit);
     t->set_unit("pixel");
   }

@@ -9,6 +9,7 @@
 #include "orchestrator/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/status_board.h"
+#include "orchestrator/transcode_sessions.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::orchestrator {
@@ -21,6 +22,9 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
                        v1::ImageResponse* response) override;
   grpc::Status Transcode(grpc::ServerContext* context, const v1::TranscodeRequest* request,
                          v1::TranscodeResponse* response) override;
+  grpc::Status CloseTranscodeSession(grpc::ServerContext* context,
+                                     const node::v1::CloseTranscodeSessionRequest* request,
+                                     node::v1::CloseTranscodeSessionResponse* response) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const node::v1::GetStatusRequest* request,
                          node::v1::NodeStatus* response) override;
   grpc::Status LoadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
@@ -79,7 +83,7 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   StatusBoard* board_;
   std::string advertise_address_;
   std::atomic<bool> draining_{false};
-  std::atomic<int> transcodes_in_use_{0};
+  std::unique_ptr<TranscodeSessions> transcode_sessions_;
 };
 
 }  // namespace switchyard::orchestrator

@@ -80,7 +80,8 @@ Snapshot Snap(std::vector<std::shared_ptr<const NodeView>> nodes) {
 }
 
 RouteRequest Request(std::set<std::string> excluded = {}) {
-  return RouteRequest{.pipeline = "upscale", .model_id = "esrgan", .excluded = excluded};
+  return RouteRequest{
+      .pipeline = "upscale", .model_id = "esrgan", .excluded = excluded, .preferred = ""};
 }
 
 // A random source that counts its calls and always returns `value`.
@@ -802,6 +803,50 @@ TEST(RouterConcurrencyTest, PicksAndReportsFromManyThreads) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(picked.load(), 8000);
   EXPECT_LE(router.health().EjectedCount(), 20);  // never more than half of 40
+}
+
+}  // namespace
+}  // namespace switchyard::gateway
+
+namespace switchyard::gateway {
+namespace {
+
+TEST(RouterPreferred, AStreamStaysOnItsNodeEvenWhenFullAndMovesWhenItCannot) {
+  Router router(Constant(0));
+  auto snap = Snap(
+      {Node("idle", {Ready(2, 0)}), Node("home", {Ready(2, 2)}), Node("other", {Ready(2, 1)})});
+  RouteRequest req = Request();
+  // Without a preference the idle node wins; with one, the stream's node is kept although full.
+  EXPECT_EQ(PickId(router, snap, req), "idle");
+  req.preferred = "home";
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(PickId(router, snap, req), "home");
+  // Once it failed this job, the stream moves.
+  req.excluded = {"home"};
+  EXPECT_EQ(PickId(router, snap, req), "idle");
+  // A preferred node that is gone, draining or failed is ignored.
+  req.excluded.clear();
+  req.preferred = "gone";
+  EXPECT_EQ(PickId(router, snap, req), "idle");
+  auto draining = Snap({Node("home", {Ready(2, 0)}, /*draining=*/true), Node("b", {Ready(2, 1)})});
+  req.preferred = "home";
+  EXPECT_EQ(PickId(router, draining, req), "b");
+  auto failed = Snap({Node("home", {WithState(MODEL_STATE_FAILED)}), Node("b", {Ready(2, 1)})});
+  EXPECT_EQ(PickId(router, failed, req), "b");
+}
+
+TEST(RouterPreferred, AnEjectedNodeIsNotPreferred) {
+  FakeClock clock;
+  Router router(RouterOptions{}, Constant(0), clock.Fn());
+  auto snap = Snap({Node("home", {Ready(2, 0)}), Node("b", {Ready(2, 1)})});
+  RouteRequest req = Request();
+  req.preferred = "home";
+  EXPECT_EQ(PickId(router, snap, req), "home");
+  for (int i = 0; i < 20 && !router.IsEjected("home"); ++i) {
+    router.ReportAttempt(*snap.nodes[0], "esrgan", AttemptOutcome::kNodeFailure,
+                         absl::Milliseconds(5));
+  }
+  ASSERT_TRUE(router.IsEjected("home"));
+  EXPECT_EQ(PickId(router, snap, req), "b");
 }
 
 }  // namespace

@@ -1,0 +1,47 @@
+// Which orchestrator each live stream's segments go to, so a stream stays where its transcoding
+// session is. Entries idle for longer than the timeout are forgotten; the table is bounded.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace switchyard::gateway {
+
+class StreamAffinity {
+ public:
+  StreamAffinity(
+      absl::Duration idle_timeout, size_t max_streams,
+      std::function<absl::Time()> now = [] { return absl::Now(); });
+
+  // The node the stream last ran on ("" when unknown or idle too long).
+  std::string NodeOf(const std::string& stream_id);
+  // Records that the stream's latest segment ran on `node_id`. When the table is full, entries
+  // idle too long are dropped first, then the least recently used.
+  void Set(const std::string& stream_id, const std::string& node_id);
+  // Forgets the stream (it ended); returns the node it was on, if known.
+  std::optional<std::string> Forget(const std::string& stream_id);
+  size_t size() const;
+
+ private:
+  struct Entry {
+    std::string node_id;
+    absl::Time last_used;
+  };
+  void MakeRoomLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const absl::Duration idle_timeout_;
+  const size_t max_streams_;
+  const std::function<absl::Time()> now_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> streams_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace switchyard::gateway

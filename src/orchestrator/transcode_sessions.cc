@@ -1,0 +1,179 @@
+#include "orchestrator/transcode_sessions.h"
+
+#include <spdlog/spdlog.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace switchyard::orchestrator {
+
+bool SameLadder(const std::vector<RenditionSpec>& a, const std::vector<RenditionSpec>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const RenditionSpec& x = a[i];
+    const RenditionSpec& y = b[i];
+    if (x.name != y.name || x.width != y.width || x.height != y.height ||
+        x.bitrate_bps != y.bitrate_bps || x.fps_num != y.fps_num || x.fps_den != y.fps_den ||
+        x.gop_seconds != y.gop_seconds || x.preset != y.preset || x.profile != y.profile) {
+      return false;
+    }
+  }
+  return true;
+}
+
+TranscodeSessions::TranscodeSessions(TranscodeSessionsOptions options,
+                                     std::function<void()> on_change,
+                                     std::function<absl::Time()> now)
+    : options_(options), on_change_(std::move(on_change)), now_(std::move(now)) {
+  if (options_.sweep_interval > absl::ZeroDuration()) {
+    sweeper_ = std::thread([this] { Sweep(); });
+  }
+}
+
+TranscodeSessions::~TranscodeSessions() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+void TranscodeSessions::Sweep() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    stop_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.sweep_interval));
+    if (stopping_) break;
+    lock.unlock();
+    CloseIdle();
+    lock.lock();
+  }
+}
+
+int TranscodeSessions::in_use() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(sessions_.size()) + one_off_running_;
+}
+
+int TranscodeSessions::open_sessions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(sessions_.size());
+}
+
+absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
+    const std::string& stream_id, int64_t sequence, std::string_view segment,
+    const std::vector<RenditionSpec>& ladder, const TranscodeOptions& options,
+    const std::function<bool()>& cancelled) {
+  const auto full = [this] {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("all ", options_.capacity, " transcode slots are busy"));
+  };
+  if (stream_id.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (static_cast<int>(sessions_.size()) + one_off_running_ >= options_.capacity) {
+        return full();
+      }
+      ++one_off_running_;
+    }
+    if (on_change_) on_change_();
+    auto result = TranscodeSegment(segment, ladder, options, cancelled);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --one_off_running_;
+    }
+    if (on_change_) on_change_();
+    return result;
+  }
+
+  std::shared_ptr<Session> s;
+  bool opened = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(stream_id);
+    if (it == sessions_.end()) {
+      if (static_cast<int>(sessions_.size()) + one_off_running_ >= options_.capacity) {
+        return full();
+      }
+      it = sessions_.emplace(stream_id, std::make_shared<Session>()).first;
+      opened = true;
+    }
+    s = it->second;
+    s->last_used = now_();
+    ++s->running;
+  }
+  if (opened) {
+    spdlog::info("transcode session for stream '{}' opened", stream_id);
+    if (on_change_) on_change_();
+  }
+  absl::StatusOr<TranscodeResult> result = absl::UnknownError("not run");
+  {
+    std::lock_guard<std::mutex> run(s->run_mu);
+    if (s->session == nullptr || !SameLadder(s->session->ladder(), ladder) ||
+        s->session->options().container != options.container) {
+      if (s->session != nullptr) {
+        spdlog::info("stream '{}' changed its ladder or container: new session", stream_id);
+      }
+      s->session.reset();
+      auto created = TranscodeSession::Create(ladder, options);
+      if (created.ok()) {
+        s->session = *std::move(created);
+      } else {
+        result = created.status();
+      }
+    }
+    if (s->session != nullptr) result = s->session->Transcode(sequence, segment, cancelled);
+  }
+  bool dropped = false;
+  {
+    std::lock_guard<std::mutex> run(s->run_mu);
+    std::lock_guard<std::mutex> lock(mu_);
+    --s->running;
+    s->last_used = now_();
+    // A stream whose ladder was refused holds no session: give the slot back.
+    auto it = sessions_.find(stream_id);
+    if (s->session == nullptr && s->running == 0 && it != sessions_.end() && it->second == s) {
+      sessions_.erase(it);
+      dropped = true;
+    }
+  }
+  if (dropped && on_change_) on_change_();
+  return result;
+}
+
+bool TranscodeSessions::Close(const std::string& stream_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // A segment still running keeps its Session alive through its shared_ptr; the slot is freed
+    // now and a later segment of the stream opens a new session.
+    if (sessions_.erase(stream_id) == 0) return false;
+  }
+  spdlog::info("transcode session for stream '{}' closed", stream_id);
+  if (on_change_) on_change_();
+  return true;
+}
+
+int TranscodeSessions::CloseIdle() {
+  std::vector<std::string> closed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const absl::Time now = now_();
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->second->running == 0 && now - it->second->last_used > options_.idle_timeout) {
+        closed.push_back(it->first);
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& id : closed) {
+    spdlog::info("transcode session for stream '{}' closed after {} idle", id,
+                 absl::FormatDuration(options_.idle_timeout));
+  }
+  if (!closed.empty() && on_change_) on_change_();
+  return static_cast<int>(closed.size());
+}
+
+}  // namespace switchyard::orchestrator

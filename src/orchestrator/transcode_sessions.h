@@ -1,0 +1,98 @@
+// The orchestrator's live transcoding sessions: one per stream, kept between its segments,
+// bounded in number (the node's transcode capacity) and closed when idle.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "orchestrator/transcode_session.h"
+#include "orchestrator/transcoder.h"
+
+namespace switchyard::orchestrator {
+
+// Longest stream id accepted (they key the session map and appear in logs).
+inline constexpr size_t kMaxStreamIdBytes = 128;
+
+struct TranscodeSessionsOptions {
+  // Streams with an open session, plus one-off segments (no stream id) running, at most.
+  int capacity = 2;
+  // A session with no segment for this long is closed and its slot freed.
+  absl::Duration idle_timeout = absl::Seconds(30);
+  // How often idle sessions are looked for; 0 disables the background sweep (tests call
+  // CloseIdle themselves).
+  absl::Duration sweep_interval = absl::Seconds(1);
+};
+
+class TranscodeSessions {
+ public:
+  // `on_change` is called (without locks held) whenever in_use() changes, so the node can
+  // advertise its load; `now` is the clock for idleness.
+  TranscodeSessions(
+      TranscodeSessionsOptions options, std::function<void()> on_change,
+      std::function<absl::Time()> now = [] { return absl::Now(); });
+  // Stops the sweeper thread and joins it.
+  ~TranscodeSessions();
+
+  TranscodeSessions(const TranscodeSessions&) = delete;
+  TranscodeSessions& operator=(const TranscodeSessions&) = delete;
+
+  // Transcodes one segment. With a `stream_id`, the stream's session is used (opened on its first
+  // segment; reopened when the ladder or container changes); segments of one stream run one at a
+  // time, in arrival order. Without one, the segment runs on its own, holding a slot while it
+  // runs. RESOURCE_EXHAUSTED when a new stream or one-off segment finds every slot taken; a
+  // segment of a stream already open here is never refused for capacity.
+  absl::StatusOr<TranscodeResult> Transcode(const std::string& stream_id, int64_t sequence,
+                                            std::string_view segment,
+                                            const std::vector<RenditionSpec>& ladder,
+                                            const TranscodeOptions& options,
+                                            const std::function<bool()>& cancelled = {});
+
+  // Closes a stream's session (the gateway says the stream ended). False if none was open.
+  bool Close(const std::string& stream_id);
+  // Closes sessions idle for longer than the timeout; returns how many.
+  int CloseIdle();
+
+  int in_use() const;
+  int open_sessions() const;
+  int capacity() const { return options_.capacity; }
+
+ private:
+  struct Session {
+    std::mutex run_mu;  // one segment at a time
+    TranscodeSessionPtr session ABSL_GUARDED_BY(run_mu);
+    // Under TranscodeSessions::mu_:
+    absl::Time last_used;
+    int running = 0;  // segments running or waiting for run_mu
+  };
+
+  void Sweep();
+
+  const TranscodeSessionsOptions options_;
+  const std::function<void()> on_change_;
+  const std::function<absl::Time()> now_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  int one_off_running_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::condition_variable stop_cv_;
+  std::thread sweeper_;
+};
+
+// Whether two ladders ask for the same renditions (a stream that changes its ladder gets a new
+// session).
+bool SameLadder(const std::vector<RenditionSpec>& a, const std::vector<RenditionSpec>& b);
+
+}  // namespace switchyard::orchestrator

@@ -1,0 +1,188 @@
+// Live transcoding streams through the gateway: affinity, failover, session slots.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "support/cluster.h"
+#include "support/media_fixtures.h"
+#include "switchyard/v1/gateway.grpc.pb.h"
+
+namespace switchyard::testing {
+namespace {
+
+using Stream = grpc::ClientReaderWriter<v1::TranscodeRequest, v1::TranscodeStreamResponse>;
+
+std::string SmallSegment(const TempDir& dir) {
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 90;
+  spec.seconds = 0.5;
+  return MakeTestSegment(dir, spec);
+}
+
+v1::TranscodeRequest Segment(const std::string& data, bool with_ladder) {
+  v1::TranscodeRequest req;
+  req.set_segment(data);
+  if (with_ladder) {
+    auto* r = req.add_renditions();
+    r->set_height(60);
+    r->set_bitrate_bps(200000);
+    r->set_preset("ultrafast");
+  }
+  return req;
+}
+
+// In use of the transcode capability on `node`, as the gateway lists it (-1 if not listed).
+int TranscodeInUse(v1::Gateway::Stub& stub, const std::string& node) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::ListCapabilitiesRequest req;
+  req.set_pipeline("transcode");
+  v1::ListCapabilitiesResponse resp;
+  if (!stub.ListCapabilities(&ctx, req, &resp).ok()) return -1;
+  for (const auto& o : resp.offers()) {
+    if (o.orchestrator() == node) return o.in_use();
+  }
+  return -1;
+}
+
+bool WaitInUse(v1::Gateway::Stub& stub, const std::string& node, int n) {
+  for (int i = 0; i < 300; ++i) {
+    if (TranscodeInUse(stub, node) == n) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+class TranscodeStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ClusterOptions options;
+    options.orchestrators = 2;
+    options.models = {};
+    auto st = cluster_.Start(options);
+    ASSERT_TRUE(st.ok()) << st;
+    stub_ = cluster_.GatewayStub();
+    segment_ = SmallSegment(tmp_);
+    ASSERT_FALSE(segment_.empty());
+  }
+
+  TempDir tmp_;
+  LocalCluster cluster_;
+  std::unique_ptr<v1::Gateway::Stub> stub_;
+  std::string segment_;
+};
+
+TEST_F(TranscodeStreamTest, SegmentsStayOnOneNodeInOrderAndTheSessionClosesAtTheEnd) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  std::unique_ptr<Stream> stream = stub_->TranscodeStream(&ctx);
+  std::set<std::string> nodes;
+  std::string stream_id;
+  std::string node;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(stream->Write(Segment(segment_, i == 0)));
+    v1::TranscodeStreamResponse resp;
+    ASSERT_TRUE(stream->Read(&resp)) << cluster_.Logs();
+    EXPECT_EQ(resp.code(), 0) << resp.error();
+    EXPECT_EQ(resp.sequence(), i);
+    ASSERT_EQ(resp.result().renditions_size(), 1);
+    EXPECT_EQ(resp.result().renditions(0).height(), 60);
+    EXPECT_GT(resp.result().renditions(0).frames(), 0);
+    if (i == 0) {
+      stream_id = resp.stream_id();
+      node = resp.result().job().orchestrator();
+      // The stream's session holds a slot on its node between segments.
+      EXPECT_TRUE(WaitInUse(*stub_, node, 1));
+    }
+    EXPECT_EQ(resp.stream_id(), stream_id);
+    nodes.insert(resp.result().job().orchestrator());
+  }
+  EXPECT_FALSE(stream_id.empty());
+  EXPECT_EQ(nodes.size(), 1u) << "a stream's segments went to several nodes";
+
+  // A bad segment is answered in the stream, which goes on.
+  ASSERT_TRUE(stream->Write(Segment("not a video segment", false)));
+  v1::TranscodeStreamResponse bad;
+  ASSERT_TRUE(stream->Read(&bad));
+  EXPECT_EQ(bad.code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.error();
+  EXPECT_FALSE(bad.error().empty());
+  ASSERT_TRUE(stream->Write(Segment(segment_, false)));
+  v1::TranscodeStreamResponse after;
+  ASSERT_TRUE(stream->Read(&after));
+  EXPECT_EQ(after.code(), 0) << after.error();
+
+  ASSERT_TRUE(stream->WritesDone());
+  v1::TranscodeStreamResponse extra;
+  EXPECT_FALSE(stream->Read(&extra));
+  auto st = stream->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  // The gateway closed the session on the node: its slot is free again.
+  EXPECT_TRUE(WaitInUse(*stub_, node, 0)) << cluster_.Logs();
+}
+
+TEST_F(TranscodeStreamTest, AStreamMovesToAnotherNodeWhenItsNodeDies) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  std::unique_ptr<Stream> stream = stub_->TranscodeStream(&ctx);
+  ASSERT_TRUE(stream->Write(Segment(segment_, true)));
+  v1::TranscodeStreamResponse first;
+  ASSERT_TRUE(stream->Read(&first));
+  ASSERT_EQ(first.code(), 0) << first.error();
+  const std::string home = first.result().job().orchestrator();
+  ASSERT_TRUE(home == "orch-1" || home == "orch-2") << home;
+  cluster_.orchestrator(home == "orch-1" ? 0 : 1).Kill();
+
+  // Every later segment still succeeds, now on the other node, and stays there.
+  for (int i = 1; i < 4; ++i) {
+    ASSERT_TRUE(stream->Write(Segment(segment_, false)));
+    v1::TranscodeStreamResponse resp;
+    ASSERT_TRUE(stream->Read(&resp));
+    EXPECT_EQ(resp.code(), 0) << resp.error() << cluster_.Logs();
+    EXPECT_EQ(resp.sequence(), i);
+    EXPECT_NE(resp.result().job().orchestrator(), home);
+  }
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(TranscodeStreamTest, UnarySegmentsWithAStreamIdKeepAffinity) {
+  std::set<std::string> nodes;
+  for (int i = 0; i < 4; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::TranscodeRequest req = Segment(segment_, true);
+    req.set_stream_id("camera-7");
+    req.set_sequence(i);
+    v1::TranscodeResponse resp;
+    auto st = stub_->Transcode(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    nodes.insert(resp.job().orchestrator());
+  }
+  EXPECT_EQ(nodes.size(), 1u);
+  // Too long a stream id is refused before routing.
+  grpc::ClientContext ctx;
+  v1::TranscodeRequest req = Segment(segment_, true);
+  req.set_stream_id(std::string(200, 'x'));
+  v1::TranscodeResponse resp;
+  EXPECT_EQ(stub_->Transcode(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(TranscodeStreamTest, AFirstMessageWithoutRenditionsEndsTheStream) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  std::unique_ptr<Stream> stream = stub_->TranscodeStream(&ctx);
+  stream->Write(Segment(segment_, false));
+  v1::TranscodeStreamResponse resp;
+  EXPECT_FALSE(stream->Read(&resp));
+  auto st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("renditions"), std::string::npos) << st.error_message();
+}
+
+}  // namespace
+}  // namespace switchyard::testing
