@@ -198,6 +198,7 @@ class SegmentTranscoder {
   absl::Status ValidateOptions();
   absl::Status OpenInput();
   absl::Status CheckTruncation();
+  bool HasVideoKeyframe();
   absl::Status PrepareAudioFilters();
   absl::Status SetUpRendition(Rendition& r);
   absl::Status OpenEncoder(Rendition& r);
@@ -240,6 +241,9 @@ class SegmentTranscoder {
   int64_t end_ts_ = AV_NOPTS_VALUE;   // max of ts + duration
   int64_t last_ts_ = AV_NOPTS_VALUE;  // ts of the latest decoded frame
   int64_t last_duration_ = 0;
+  int64_t ts_offset_ = 0;  // added to decoded timestamps after they went backwards
+  int64_t video_packets_ = 0;
+  bool seen_keyframe_ = false;
 };
 
 absl::Status SegmentTranscoder::ValidateOptions() {
@@ -292,6 +296,13 @@ absl::Status SegmentTranscoder::OpenInput() {
         "segment: video codec \"", avcodec_get_name(par->codec_id), "\" cannot be decoded"));
   }
   if (par->width <= 0 || par->height <= 0) {
+    // The sequence header (and so the frame size) usually comes with a keyframe: say so when
+    // there is none.
+    if (!HasVideoKeyframe()) {
+      return absl::InvalidArgumentError(
+          "segment: no keyframe in the video: a segment must contain an IDR frame (with its "
+          "sequence header); was it cut mid-GOP?");
+    }
     return absl::InvalidArgumentError(
         "segment: the video stream has no frame size (truncated or corrupt input?)");
   }
@@ -353,6 +364,23 @@ absl::Status SegmentTranscoder::OpenInput() {
     return absl::ResourceExhaustedError("cannot allocate frames or packets");
   }
   return absl::OkStatus();
+}
+
+// Whether any video packet of the segment is flagged as a keyframe (a second pass over the input;
+// only used to explain a failure).
+bool SegmentTranscoder::HasVideoKeyframe() {
+  auto scan = media::OpenMemoryDemuxer(segment_, kInputFormats);
+  if (!scan.ok()) return false;
+  AVFormatContext* fmt = (*scan)->format.get();
+  AvPacketPtr pkt(av_packet_alloc());
+  if (!pkt) return false;
+  const int64_t max_packets = options_.max_input_frames * 16 + 1024;
+  for (int64_t n = 0; n < max_packets && av_read_frame(fmt, pkt.get()) >= 0; ++n) {
+    const bool key = pkt->stream_index == video_->index && (pkt->flags & AV_PKT_FLAG_KEY) != 0;
+    av_packet_unref(pkt.get());
+    if (key) return true;
+  }
+  return false;
 }
 
 // A truncated MP4 has samples indexed past the end of the data; a truncated MPEG-TS does not end
@@ -513,6 +541,10 @@ absl::Status SegmentTranscoder::OpenEncoder(Rendition& r) {
   enc->rc_max_rate = r.spec.bitrate_bps * 3 / 2;
   enc->rc_buffer_size = static_cast<int>(std::min<int64_t>(r.spec.bitrate_bps * 2, INT_MAX));
   enc->gop_size = std::max(1, static_cast<int>(std::lround(r.spec.gop_seconds * av_q2d(r.rate))));
+  if (r.spec.intra_only) {
+    enc->gop_size = 1;
+    enc->max_b_frames = 0;
+  }
   enc->thread_count = options_.encoder_threads;
   enc->color_range = AVCOL_RANGE_MPEG;
   const AVCodecParameters* par = video_->codecpar;
@@ -527,7 +559,8 @@ absl::Status SegmentTranscoder::OpenEncoder(Rendition& r) {
   av_dict_set(&opts, "profile", r.spec.profile.c_str(), 0);
   av_dict_set(&opts, "forced-idr", "1", 0);
   // Keyframes exactly every gop frames, so renditions stay aligned.
-  av_dict_set(&opts, "x264-params", "scenecut=0", 0);
+  av_dict_set(&opts, "x264-params",
+              r.spec.intra_only ? "scenecut=0:keyint=1:bframes=0" : "scenecut=0", 0);
   const int ret = avcodec_open2(enc, codec, &opts);
   av_dict_free(&opts);
   if (ret < 0) {
@@ -741,7 +774,19 @@ absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
   if (duration <= 0) duration = av_rescale_q(1, av_inv_q(input_rate_), video_->time_base);
   if (duration <= 0) duration = 1;
   int64_t ts = frame->best_effort_timestamp;
-  if (ts == AV_NOPTS_VALUE) ts = last_ts_ == AV_NOPTS_VALUE ? 0 : last_ts_ + last_duration_;
+  if (ts == AV_NOPTS_VALUE) {
+    ts = last_ts_ == AV_NOPTS_VALUE ? 0 : last_ts_ + last_duration_;
+  } else {
+    ts += ts_offset_;
+    if (last_ts_ != AV_NOPTS_VALUE && ts <= last_ts_) {
+      // Presentation time went backwards (a splice, a broken muxer): continue from the previous
+      // frame and shift what follows by the same amount, so no frame is lost and the output
+      // timestamps keep increasing.
+      const int64_t next = last_ts_ + last_duration_;
+      ts_offset_ += next - ts;
+      ts = next;
+    }
+  }
   last_ts_ = ts;
   last_duration_ = duration;
   if (first_ts_ == AV_NOPTS_VALUE || ts < first_ts_) first_ts_ = ts;
@@ -848,7 +893,11 @@ absl::Status SegmentTranscoder::ReadAll() {
     }
     absl::Status status;
     if (pkt->stream_index == video_->index) {
-      status = Decode(pkt);
+      ++video_packets_;
+      // Decoding starts at the first keyframe: frames before it (a segment cut mid-GOP) reference
+      // pictures that are not in the segment and would decode to garbage.
+      if (!seen_keyframe_ && (pkt->flags & AV_PKT_FLAG_KEY) != 0) seen_keyframe_ = true;
+      if (seen_keyframe_) status = Decode(pkt);
     } else if (pkt->stream_index >= 0 &&
                static_cast<size_t>(pkt->stream_index) < copy_audio_.size() &&
                copy_audio_[pkt->stream_index]) {
@@ -913,6 +962,14 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
     if (!status.ok()) return status;
   }
   if (auto status = ReadAll(); !status.ok()) return status;
+  if (video_packets_ == 0) {
+    return absl::InvalidArgumentError("segment: the video stream has no packets");
+  }
+  if (!seen_keyframe_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment: no keyframe in the video (", video_packets_,
+        " packets, none a keyframe): a segment must contain an IDR frame; was it cut mid-GOP?"));
+  }
   if (input_frames_ == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment: the video stream decoded to no frames (", decode_errors_,

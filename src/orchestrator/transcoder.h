@@ -19,7 +19,9 @@ struct RenditionSpec {
   int64_t bitrate_bps = 0;  // > 0
   int fps_num = 0;          // 0/0: keep the input frame rate
   int fps_den = 0;
-  double gop_seconds = 0;  // 0: 2 seconds
+  double gop_seconds = 0;  // 0: 2 seconds; ignored when intra_only
+  // Every output frame an IDR (keyframe interval 1, no B-frames), for editing/scrubbing outputs.
+  bool intra_only = false;
   std::string preset = "veryfast";
   std::string profile = "main";  // baseline | main | high
 };

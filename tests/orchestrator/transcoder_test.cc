@@ -1,8 +1,10 @@
 #include "orchestrator/transcoder.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -11,7 +13,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/media/ffmpeg_util.h"
 #include "support/media_fixtures.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+}
 
 namespace switchyard::orchestrator {
 namespace {
@@ -39,6 +47,190 @@ RenditionSpec Spec(int width, int height, int fps_num = 0, int fps_den = 0) {
 
 std::string Ext(const std::string& container) { return container == "mp4" ? "mp4" : "ts"; }
 
+// What an output holds, read back in-process with libavformat.
+struct Demuxed {
+  std::string error;  // empty when it demuxed cleanly with strictly increasing DTS in every stream
+  int video_streams = 0;
+  int audio_streams = 0;
+  int width = 0;
+  int height = 0;
+  std::vector<double> video_dts;  // seconds, file order
+  std::vector<double> video_pts;  // seconds, file order
+  std::vector<bool> video_key;    // per video packet, file order
+  int64_t audio_packets = 0;
+
+  int keyframes() const {
+    return static_cast<int>(std::count(video_key.begin(), video_key.end(), true));
+  }
+  // Display-order positions of the keyframes.
+  std::vector<int> keyframe_positions() const {
+    std::vector<double> sorted = video_pts;
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<int> positions;
+    for (size_t i = 0; i < video_pts.size(); ++i) {
+      if (!video_key[i]) continue;
+      positions.push_back(static_cast<int>(
+          std::lower_bound(sorted.begin(), sorted.end(), video_pts[i]) - sorted.begin()));
+    }
+    std::sort(positions.begin(), positions.end());
+    return positions;
+  }
+};
+
+Demuxed Demux(const std::string& data) {
+  Demuxed d;
+  auto demuxer = media::OpenMemoryDemuxer(data, "mpegts,mov,mp4");
+  if (!demuxer.ok()) {
+    d.error = demuxer.status().ToString();
+    return d;
+  }
+  AVFormatContext* fmt = (*demuxer)->format.get();
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    const AVCodecParameters* par = fmt->streams[i]->codecpar;
+    if (par->codec_type == AVMEDIA_TYPE_VIDEO) {
+      if (d.video_streams++ == 0) {
+        d.width = par->width;
+        d.height = par->height;
+      }
+    } else if (par->codec_type == AVMEDIA_TYPE_AUDIO) {
+      ++d.audio_streams;
+    }
+  }
+  std::vector<int64_t> last(fmt->nb_streams, AV_NOPTS_VALUE);
+  media::AvPacketPtr pkt(av_packet_alloc());
+  for (int n = 0; n < 1'000'000; ++n) {
+    const int ret = av_read_frame(fmt, pkt.get());
+    if (ret == AVERROR_EOF) break;
+    if (ret < 0) {
+      d.error = "read failed: " + media::AvErrorString(ret);
+      break;
+    }
+    const AVStream* st = fmt->streams[pkt->stream_index];
+    int64_t& prev = last[pkt->stream_index];
+    if (pkt->dts == AV_NOPTS_VALUE) {
+      d.error = "stream " + std::to_string(pkt->stream_index) + " packet without a DTS";
+    } else if (prev != AV_NOPTS_VALUE && pkt->dts <= prev) {
+      d.error = "stream " + std::to_string(pkt->stream_index) + ": DTS " +
+                std::to_string(pkt->dts) + " after " + std::to_string(prev);
+    }
+    if (pkt->dts != AV_NOPTS_VALUE) prev = pkt->dts;
+    if (st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO) {
+      d.video_dts.push_back(pkt->dts * av_q2d(st->time_base));
+      d.video_pts.push_back((pkt->pts == AV_NOPTS_VALUE ? pkt->dts : pkt->pts) *
+                            av_q2d(st->time_base));
+      d.video_key.push_back((pkt->flags & AV_PKT_FLAG_KEY) != 0);
+    } else if (st->codecpar->codec_type == AVMEDIA_TYPE_AUDIO) {
+      ++d.audio_packets;
+    }
+    av_packet_unref(pkt.get());
+    if (!d.error.empty()) break;
+  }
+  return d;
+}
+
+// Every output must pass this: it demuxes, DTS increases in every stream, the video packet count
+// is the reported frame count, and the first video packet is a keyframe.
+Demuxed CheckOutput(const RenditionOutput& out, const std::string& what) {
+  Demuxed d = Demux(out.data);
+  EXPECT_EQ(d.error, "") << what << " " << out.spec.name;
+  EXPECT_EQ(static_cast<int64_t>(d.video_dts.size()), out.frames) << what << " " << out.spec.name;
+  if (!d.video_key.empty()) {
+    EXPECT_TRUE(d.video_key[0]) << what << " " << out.spec.name;
+  }
+  if (out.frames > 0) {
+    EXPECT_EQ(d.width, out.width) << what;
+    EXPECT_EQ(d.height, out.height) << what;
+  }
+  return d;
+}
+
+// Rewrites the PTS/DTS of the video PES headers of an MPEG-TS in place: `edit(n, pts, dts)` is
+// called for the n-th video PES with its timestamps (-1 when absent); setting one to -1 removes it
+// (the header bytes become stuffing). Only fields present in the input can be changed.
+std::string EditTsTimestamps(std::string ts,
+                             const std::function<void(int, int64_t*, int64_t*)>& edit) {
+  auto read_ts = [](const unsigned char* p) {
+    return (int64_t{(p[0] >> 1) & 7} << 30) | (int64_t{p[1]} << 22) | (int64_t{p[2] >> 1} << 15) |
+           (int64_t{p[3]} << 7) | int64_t{p[4] >> 1};
+  };
+  auto write_ts = [](unsigned char* p, int prefix, int64_t v) {
+    p[0] = static_cast<unsigned char>((prefix << 4) | (((v >> 30) & 7) << 1) | 1);
+    p[1] = static_cast<unsigned char>((v >> 22) & 0xff);
+    p[2] = static_cast<unsigned char>((((v >> 15) & 0x7f) << 1) | 1);
+    p[3] = static_cast<unsigned char>((v >> 7) & 0xff);
+    p[4] = static_cast<unsigned char>(((v & 0x7f) << 1) | 1);
+  };
+  int n = 0;
+  for (size_t off = 0; off + 188 <= ts.size(); off += 188) {
+    auto* b = reinterpret_cast<unsigned char*>(&ts[off]);
+    if (b[0] != 0x47 || (b[1] & 0x40) == 0) continue;  // not a PES start
+    size_t payload = 4;
+    const int afc = (b[3] >> 4) & 3;
+    if ((afc & 1) == 0) continue;
+    if ((afc & 2) != 0) payload += 1 + b[4];
+    if (payload + 19 > 188) continue;
+    unsigned char* p = b + payload;
+    if (p[0] != 0 || p[1] != 0 || p[2] != 1 || (p[3] & 0xF0) != 0xE0) continue;
+    const int flags = p[7] >> 6;
+    const int header_length = p[8];
+    int64_t pts = (flags & 2) ? read_ts(p + 9) : -1;
+    int64_t dts = flags == 3 ? read_ts(p + 14) : -1;
+    const bool had_dts = dts >= 0;
+    edit(n++, &pts, &dts);
+    if (pts < 0) {
+      p[7] &= 0x3F;
+      std::fill(p + 9, p + 9 + header_length, 0xFF);
+    } else if (had_dts && dts >= 0) {
+      write_ts(p + 9, 3, pts);
+      write_ts(p + 14, 1, dts);
+    } else {
+      p[7] = static_cast<unsigned char>((p[7] & 0x3F) | 0x80);
+      write_ts(p + 9, 2, pts);
+      if (had_dts) std::fill(p + 14, p + 19, 0xFF);
+    }
+  }
+  return ts;
+}
+
+// Copies the packets of `input` into a new container of `format`, dropping those `keep` refuses
+// (it sees each packet and whether it is video).
+std::string Remux(const std::string& input, const std::string& format,
+                  const std::function<bool(const AVPacket*, bool)>& keep) {
+  auto demuxer = media::OpenMemoryDemuxer(input, "mpegts,mov,mp4");
+  if (!demuxer.ok()) return "";
+  AVFormatContext* in = (*demuxer)->format.get();
+  std::string out_data;
+  auto muxer = media::OpenMemoryMuxer(format, &out_data);
+  if (!muxer.ok()) return "";
+  AVFormatContext* out = (*muxer)->format.get();
+  for (unsigned i = 0; i < in->nb_streams; ++i) {
+    AVStream* st = avformat_new_stream(out, nullptr);
+    avcodec_parameters_copy(st->codecpar, in->streams[i]->codecpar);
+    st->codecpar->codec_tag = 0;
+    st->time_base = in->streams[i]->time_base;
+  }
+  AVDictionary* opts = nullptr;  // our writer is not seekable: fragmented MP4
+  if (format == "mp4") av_dict_set(&opts, "movflags", "empty_moov+default_base_moof", 0);
+  const int ret = avformat_write_header(out, &opts);
+  av_dict_free(&opts);
+  if (ret < 0) return "";
+  media::AvPacketPtr pkt(av_packet_alloc());
+  while (av_read_frame(in, pkt.get()) >= 0) {
+    const bool video = in->streams[pkt->stream_index]->codecpar->codec_type == AVMEDIA_TYPE_VIDEO;
+    if (keep(pkt.get(), video)) {
+      av_packet_rescale_ts(pkt.get(), in->streams[pkt->stream_index]->time_base,
+                           out->streams[pkt->stream_index]->time_base);
+      pkt->pos = -1;
+      if (av_write_frame(out, pkt.get()) < 0) return "";
+    }
+    av_packet_unref(pkt.get());
+  }
+  av_write_trailer(out);
+  avio_flush(out->pb);
+  muxer->reset();
+  return out_data;
+}
+
 class TranscoderTest : public ::testing::Test {
  protected:
   // The 2 s, 30 fps, 320x240 MPEG-TS segment most tests use.
@@ -61,13 +253,45 @@ class TranscoderTest : public ::testing::Test {
       EXPECT_EQ(probe.width, out.width) << out.spec.name;
       EXPECT_EQ(probe.height, out.height) << out.spec.name;
       EXPECT_EQ(probe.frames, out.frames) << out.spec.name;
+      CheckOutput(out, options.container);
     }
     return *std::move(result);
+  }
+
+  // Transcoding must succeed; every output is checked in-process (CheckOutput).
+  TranscodeResult Checked(const std::string& input, const std::vector<RenditionSpec>& ladder,
+                          const TranscodeOptions& options = {}, const std::string& what = "") {
+    auto result = TranscodeSegment(input, ladder, options);
+    EXPECT_TRUE(result.ok()) << what << ": " << result.status();
+    if (!result.ok()) return {};
+    EXPECT_EQ(result->renditions.size(), ladder.size()) << what;
+    for (const RenditionOutput& out : result->renditions) {
+      CheckOutput(out, what + " -> " + options.container);
+    }
+    return *std::move(result);
+  }
+
+  // An H.264 segment of `frames` frames at `fps`, 160x90, in `container` ("mpegts" or "mp4").
+  std::string Frames(int frames, const std::string& fps, const std::string& container = "mpegts",
+                     const std::string& extra = "-preset ultrafast") {
+    return MakeTestSegmentWithArgs(dir_, 160, 90, fps, 30.0,
+                                   "-frames:v " + std::to_string(frames) + " -c:v libx264 " +
+                                       extra + " -pix_fmt yuv420p -f " + container,
+                                   Ext(container));
   }
 
   TempDir dir_;
   std::string segment_;
 };
+
+// Output timestamps are evenly spaced at `rate` frames per second.
+void ExpectEvenlySpaced(const Demuxed& d, double rate, const std::string& what) {
+  std::vector<double> pts = d.video_pts;
+  std::sort(pts.begin(), pts.end());
+  for (size_t i = 1; i < pts.size(); ++i) {
+    ASSERT_NEAR(pts[i] - pts[i - 1], 1.0 / rate, 0.0005) << what << " frame " << i;
+  }
+}
 
 TEST_F(TranscoderTest, ThreeRenditionLadderFromTs) {
   std::vector<RenditionSpec> ladder = {Spec(256, 144), Spec(160, 90, 15, 1), Spec(0, 0, 60, 1)};
@@ -453,6 +677,423 @@ TEST_F(TranscoderTest, ConcurrentTranscodesBothSucceed) {
   EXPECT_EQ(b->renditions[1].width, 80);
   EXPECT_TRUE(ProbeVideo(dir_, a->renditions[1].data, "ts").ok);
   EXPECT_TRUE(ProbeVideo(dir_, b->renditions[1].data, "mp4").ok);
+}
+
+TEST_F(TranscoderTest, ExactFrameCountsAt30And60FpsAndPassthrough) {
+  struct Case {
+    std::string fps;
+    int frames;
+    std::vector<std::pair<int, int>> rates;  // output rates, 0 = passthrough
+    std::vector<int> expected;
+  };
+  const std::vector<Case> cases = {
+      {"30", 60, {{0, 1}, {30, 1}, {60, 1}, {15, 1}, {24, 1}}, {60, 60, 120, 30, 48}},
+      {"60", 120, {{0, 1}, {30, 1}, {60, 1}}, {120, 60, 120}},
+      {"25", 50, {{0, 1}, {30, 1}, {60, 1}}, {50, 60, 120}},
+  };
+  for (const Case& c : cases) {
+    for (const char* container : {"mpegts", "mp4"}) {
+      const std::string input = Frames(c.frames, c.fps, container);
+      std::vector<RenditionSpec> ladder;
+      for (auto [num, den] : c.rates) {
+        ladder.push_back(num == 0 ? Spec(160, 90) : Spec(160, 90, num, den));
+      }
+      TranscodeOptions options;
+      options.container = container;
+      const std::string what = c.fps + " fps " + container;
+      TranscodeResult result = Checked(input, ladder, options, what);
+      ASSERT_EQ(result.renditions.size(), ladder.size()) << what;
+      EXPECT_EQ(result.input_frames, c.frames) << what;
+      for (size_t i = 0; i < ladder.size(); ++i) {
+        const RenditionOutput& out = result.renditions[i];
+        EXPECT_EQ(out.frames, c.expected[i]) << what << " rendition " << i;
+        const double rate = c.rates[i].first == 0 ? std::stod(c.fps) : c.rates[i].first;
+        ExpectEvenlySpaced(Demux(out.data), rate, what + " rendition " + std::to_string(i));
+      }
+    }
+  }
+}
+
+TEST_F(TranscoderTest, FractionalRatesInAndOut) {
+  // 2 s (to the frame) at 29.97 and 23.976: converted to each other exactly, as both are n/1001.
+  struct Case {
+    std::string fps;
+    int frames;
+    double rate;
+  };
+  for (const Case& c :
+       {Case{"30000/1001", 60, 30000.0 / 1001}, Case{"24000/1001", 48, 24000.0 / 1001}}) {
+    const std::string input = Frames(c.frames, c.fps);
+    TranscodeResult result = Checked(input,
+                                     {Spec(160, 90), Spec(160, 90, 30000, 1001),
+                                      Spec(160, 90, 24000, 1001), Spec(160, 90, 60000, 1001)},
+                                     {}, c.fps);
+    ASSERT_EQ(result.renditions.size(), 4u);
+    EXPECT_EQ(result.input_frames, c.frames) << c.fps;
+    EXPECT_NEAR(result.duration_seconds, c.frames / c.rate, 0.001) << c.fps;
+    const double seconds = c.frames / c.rate;  // 2.002
+    const std::vector<double> rates = {c.rate, 30000.0 / 1001, 24000.0 / 1001, 60000.0 / 1001};
+    for (size_t i = 0; i < rates.size(); ++i) {
+      const RenditionOutput& out = result.renditions[i];
+      EXPECT_EQ(out.frames, std::lround(seconds * rates[i])) << c.fps << " rendition " << i;
+      Demuxed d = Demux(out.data);
+      ExpectEvenlySpaced(d, rates[i], c.fps + " rendition " + std::to_string(i));
+    }
+  }
+}
+
+TEST_F(TranscoderTest, TinySegments) {
+  for (int n : {1, 2, 3, 5, 10}) {
+    for (const char* in_container : {"mpegts", "mp4"}) {
+      const std::string input = Frames(n, "30", in_container);
+      for (const char* container : {"mpegts", "mp4"}) {
+        TranscodeOptions options;
+        options.container = container;
+        const std::string what = std::to_string(n) + " frames " + in_container;
+        TranscodeResult result = Checked(
+            input, {Spec(160, 90), Spec(96, 54, 60, 1), Spec(80, 46, 15, 1)}, options, what);
+        ASSERT_EQ(result.renditions.size(), 3u) << what;
+        EXPECT_EQ(result.input_frames, n) << what;
+        EXPECT_EQ(result.renditions[0].frames, n) << what;
+        EXPECT_EQ(result.renditions[1].frames, 2 * n) << what;
+        // Half the rate: n / 2, rounded either way by where the slots fall; at least one frame.
+        EXPECT_GE(result.renditions[2].frames, std::max(1, n / 2)) << what;
+        EXPECT_LE(result.renditions[2].frames, (n + 1) / 2) << what;
+      }
+    }
+  }
+}
+
+TEST_F(TranscoderTest, OddAndPortraitSizesBecomeEvenKeepingAspect) {
+  // 123x456 needs 4:4:4 for libx264 to accept an odd width; 90x160 is plain portrait 4:2:0.
+  const std::string odd = MakeTestSegmentWithArgs(
+      dir_, 123, 456, "30", 0.5, "-c:v libx264 -preset ultrafast -pix_fmt yuv444p -f mpegts", "ts",
+      "testsrc");
+  const std::string portrait = MakeTestSegmentWithArgs(
+      dir_, 90, 160, "30", 0.5, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mp4", "mp4");
+  struct Case {
+    const std::string* input;
+    int in_w, in_h;
+    RenditionSpec spec;
+    int w, h;
+  };
+  const std::vector<Case> cases = {
+      {&odd, 123, 456, Spec(0, 0), 124, 456},    {&odd, 123, 456, Spec(0, 228), 62, 228},
+      {&odd, 123, 456, Spec(0, 90), 24, 90},     {&odd, 123, 456, Spec(64, 0), 64, 238},
+      {&portrait, 90, 160, Spec(0, 0), 90, 160}, {&portrait, 90, 160, Spec(0, 100), 56, 100},
+      {&portrait, 90, 160, Spec(46, 0), 46, 82}, {&portrait, 90, 160, Spec(90, 90), 90, 90},
+  };
+  for (const char* container : {"mpegts", "mp4"}) {
+    for (const Case& c : cases) {
+      TranscodeOptions options;
+      options.container = container;
+      const std::string what = std::to_string(c.in_w) + "x" + std::to_string(c.in_h) + " -> " +
+                               std::to_string(c.spec.width) + "x" + std::to_string(c.spec.height);
+      TranscodeResult result = Checked(*c.input, {c.spec}, options, what);
+      ASSERT_EQ(result.renditions.size(), 1u) << what;
+      const RenditionOutput& out = result.renditions[0];
+      EXPECT_EQ(out.width, c.w) << what;
+      EXPECT_EQ(out.height, c.h) << what;
+      EXPECT_EQ(out.width % 2, 0) << what;
+      EXPECT_EQ(out.height % 2, 0) << what;
+      EXPECT_EQ(out.frames, 15) << what;
+      if (c.spec.width == 0 || c.spec.height == 0) {
+        // Aspect kept to within the rounding to even sizes.
+        EXPECT_NEAR(static_cast<double>(out.width) / out.height,
+                    static_cast<double>(c.in_w) / c.in_h, 2.0 / out.height)
+            << what;
+      }
+    }
+  }
+}
+
+TEST_F(TranscoderTest, SegmentWithoutKeyframeFailsFast) {
+  // One IDR at the start of a 2 s GOP; dropping it leaves a segment cut from the middle of a GOP.
+  const std::string input = MakeTestSegmentWithArgs(
+      dir_, 160, 90, "30", 2.0, "-c:v libx264 -preset ultrafast -g 300 -pix_fmt yuv420p -f mpegts",
+      "ts");
+  int video = 0;
+  const std::string headless = Remux(input, "mpegts", [&](const AVPacket* pkt, bool is_video) {
+    if (!is_video) return true;
+    const bool drop = (pkt->flags & AV_PKT_FLAG_KEY) != 0;
+    ++video;
+    return !drop;
+  });
+  ASSERT_FALSE(headless.empty());
+  ASSERT_EQ(video, 60);
+  // The same as MP4, where the sequence header is in the sample description (so the frame size
+  // is known without the IDR).
+  const std::string input_mp4 = MakeTestSegmentWithArgs(
+      dir_, 160, 90, "30", 2.0, "-c:v libx264 -preset ultrafast -g 300 -pix_fmt yuv420p -f mp4",
+      "mp4");
+  const std::string headless_mp4 = Remux(input_mp4, "mp4", [&](const AVPacket* pkt, bool is_video) {
+    return !is_video || (pkt->flags & AV_PKT_FLAG_KEY) == 0;
+  });
+  ASSERT_FALSE(headless_mp4.empty());
+  const auto start = std::chrono::steady_clock::now();
+  for (const std::string* in : {&headless, &headless_mp4}) {
+    for (const char* container : {"mpegts", "mp4"}) {
+      TranscodeOptions options;
+      options.container = container;
+      auto result = TranscodeSegment(*in, {Spec(160, 90), Spec(80, 46, 60, 1)}, options);
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+      EXPECT_THAT(result.status().message(), HasSubstr("no keyframe"));
+    }
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+}
+
+TEST_F(TranscoderTest, SegmentCutMidGopStartsAtItsFirstKeyframe) {
+  // Keyframes every 0.5 s; the first 10 frames (before the 15th-frame IDR... less 5) are dropped.
+  const std::string input =
+      MakeTestSegmentWithArgs(dir_, 160, 90, "30", 2.0,
+                              "-c:v libx264 -preset ultrafast -pix_fmt yuv420p "
+                              "-force_key_frames 'expr:gte(t,n_forced*0.5)' -f mpegts",
+                              "ts");
+  int video = 0;
+  const std::string cut = Remux(
+      input, "mpegts", [&](const AVPacket*, bool is_video) { return !is_video || video++ >= 10; });
+  TranscodeResult result = Checked(cut, {Spec(160, 90), Spec(80, 46, 60, 1)}, {}, "mid-GOP");
+  ASSERT_EQ(result.renditions.size(), 2u);
+  EXPECT_EQ(result.input_frames, 45);  // the 5 frames before the IDR at frame 15 are skipped
+  EXPECT_EQ(result.renditions[0].frames, 45);
+  EXPECT_EQ(result.renditions[1].frames, 90);
+}
+
+TEST_F(TranscoderTest, NonMonotonicAndMissingInputTimestamps) {
+  // B-frames, so the video PES headers carry both PTS and DTS.
+  const std::string input = MakeTestSegmentWithArgs(
+      dir_, 160, 90, "30", 2.0, "-c:v libx264 -preset veryfast -bf 2 -pix_fmt yuv420p -f mpegts",
+      "ts");
+  struct Case {
+    std::string name;
+    std::function<void(int, int64_t*, int64_t*)> edit;
+    // All must transcode every frame; with exact_counts the converted output's frame count is
+    // exact too (when presentation times are scrambled, the gaps they leave are filled).
+    bool exact_counts;
+  };
+  std::vector<int64_t> dts_seen;
+  EditTsTimestamps(input, [&](int, int64_t*, int64_t* dts) { dts_seen.push_back(*dts); });
+  ASSERT_EQ(dts_seen.size(), 60u);
+  ASSERT_GE(dts_seen[5], 0);
+  const std::vector<Case> cases = {
+      {"two DTS swapped",
+       [&](int n, int64_t*, int64_t* dts) {
+         if (n == 10) *dts = dts_seen[11];
+         if (n == 11) *dts = dts_seen[10];
+       },
+       true},
+      {"DTS jumps back 15 frames",
+       [&](int n, int64_t*, int64_t* dts) {
+         if (n == 20) *dts = dts_seen[5];
+       },
+       true},
+      {"every DTS decreasing",
+       [&](int n, int64_t*, int64_t* dts) { *dts = dts_seen[0] + 90000 - n * 3000; }, true},
+      {"PTS and DTS of every third frame missing",
+       [&](int n, int64_t* pts, int64_t* dts) {
+         if (n % 3 == 1) *pts = *dts = -1;
+       },
+       true},
+      {"DTS missing everywhere", [&](int, int64_t*, int64_t* dts) { *dts = -1; }, true},
+      {"no timestamps at all", [&](int, int64_t* pts, int64_t* dts) { *pts = *dts = -1; }, true},
+      {"PTS going backwards",
+       [&](int n, int64_t* pts, int64_t* dts) {
+         *pts = dts_seen[0] + 90000 * 3 - n * 3000;
+         *dts = -1;
+       },
+       false},
+  };
+  for (const Case& c : cases) {
+    const std::string edited = EditTsTimestamps(input, c.edit);
+    ASSERT_EQ(edited.size(), input.size());
+    for (const char* container : {"mpegts", "mp4"}) {
+      TranscodeOptions options;
+      options.container = container;
+      const std::string what = c.name + " -> " + container;
+      const auto start = std::chrono::steady_clock::now();
+      auto result = TranscodeSegment(edited, {Spec(160, 90), Spec(80, 46, 60, 1)}, options);
+      EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                10.0)
+          << what;
+      ASSERT_TRUE(result.ok()) << what << ": " << result.status();
+      std::printf("[ INFO     ] %s: %lld and %lld frames\n", what.c_str(),
+                  static_cast<long long>(result->renditions[0].frames),
+                  static_cast<long long>(result->renditions[1].frames));
+      for (const RenditionOutput& out : result->renditions) {
+        Demuxed d = CheckOutput(out, what);
+        EXPECT_GT(out.frames, 0) << what;
+      }
+      EXPECT_EQ(result->input_frames, 60) << what;
+      EXPECT_EQ(result->renditions[0].frames, 60) << what;
+      if (c.exact_counts) {
+        EXPECT_EQ(result->renditions[1].frames, 120) << what;
+      } else {
+        EXPECT_GE(result->renditions[1].frames, 120) << what;
+        EXPECT_LE(result->renditions[1].frames, 240) << what;
+      }
+    }
+  }
+}
+
+TEST_F(TranscoderTest, MoreTruncatedAndGarbageInputs) {
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 90;
+  spec.seconds = 1;
+  spec.audio = true;
+  const std::string ts = MakeTestSegment(dir_, spec);
+  spec.container = "mp4";
+  const std::string mp4 = MakeTestSegment(dir_, spec);
+  std::mt19937 rng(99);
+  std::string noise(50'000, '\0');
+  for (char& ch : noise) ch = static_cast<char>(rng());
+  struct Case {
+    std::string name;
+    std::string data;
+  };
+  std::vector<Case> cases = {
+      {"ts tables only", ts.substr(0, 188 * 3)},
+      {"ts header packets then noise", ts.substr(0, 188 * 3) + noise.substr(0, 188 * 100)},
+      {"mp4 ftyp then noise", mp4.substr(0, 32) + noise},
+      {"mp4 moov only", mp4.substr(0, mp4.find("mdat") - 4)},
+      {"one zero byte", std::string(1, '\0')},
+      {"188 zero bytes", std::string(188, '\0')},
+      {"ts sync bytes only", std::string(188 * 50, '\x47')},
+  };
+  // Cut at many points: every cut MP4 and every TS cut inside a transport packet is refused.
+  for (int i = 1; i < 10; ++i) {
+    const size_t at = mp4.size() * i / 10;
+    cases.push_back({"mp4 cut at " + std::to_string(i * 10) + "%", mp4.substr(0, at)});
+    const size_t ts_at = (ts.size() * i / 10 / 188) * 188 + 1 + static_cast<size_t>(i) * 17;
+    cases.push_back({"ts cut at " + std::to_string(i * 10) + "%", ts.substr(0, ts_at)});
+  }
+  // Video payloads zeroed (headers intact): nothing decodable.
+  std::string zeroed = ts;
+  for (size_t off = 0; off + 188 <= zeroed.size(); off += 188) {
+    auto* b = reinterpret_cast<unsigned char*>(&zeroed[off]);
+    const int pid = ((b[1] & 0x1f) << 8) | b[2];
+    if (pid != 0x100 || (b[1] & 0x40) != 0) continue;  // ffmpeg's first stream PID; keep PES starts
+    std::fill(b + 4, b + 188, 0);
+  }
+  cases.push_back({"ts video payloads zeroed", zeroed});
+  for (const Case& c : cases) {
+    const auto start = std::chrono::steady_clock::now();
+    auto result = TranscodeSegment(c.data, {Spec(64, 36), Spec(32, 18, 60, 1)}, {});
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0)
+        << c.name;
+    if (c.name == "ts video payloads zeroed" && result.ok()) {
+      // The PES start packets still carry the IDR's first bytes: output is tolerated, not garbage.
+      for (const RenditionOutput& out : result->renditions) CheckOutput(out, c.name);
+      continue;
+    }
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.name << ": " << result.status();
+    EXPECT_THAT(result.status().message(), HasSubstr("segment")) << c.name;
+  }
+}
+
+TEST_F(TranscoderTest, MoreRenditionsThanTheLimitAreRejected) {
+  TranscodeOptions options;
+  options.max_renditions = 3;
+  std::vector<RenditionSpec> ladder(4, Spec(64, 36));
+  auto over = TranscodeSegment(Segment(), ladder, options);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(over.status().message(), HasSubstr("4 renditions, more than the limit of 3"));
+  ladder.pop_back();
+  TranscodeResult ok = Checked(Segment(), ladder, options, "3 renditions");
+  EXPECT_EQ(ok.renditions.size(), 3u);
+  options.max_renditions = 0;
+  auto none = TranscodeSegment(Segment(), {Spec(64, 36)}, options);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(TranscoderTest, HevcInput) {
+  if (avcodec_find_encoder_by_name("libx265") == nullptr ||
+      avcodec_find_decoder(AV_CODEC_ID_HEVC) == nullptr) {
+    GTEST_SKIP() << "libx265 or the HEVC decoder is not available";
+  }
+  for (const char* in_container : {"mpegts", "mp4"}) {
+    SegmentSpec spec;
+    spec.width = 160;
+    spec.height = 90;
+    spec.seconds = 1;
+    spec.codec = "libx265";
+    spec.container = in_container;
+    spec.audio = true;
+    const std::string input = MakeTestSegment(dir_, spec);
+    for (const char* container : {"mpegts", "mp4"}) {
+      TranscodeOptions options;
+      options.container = container;
+      const std::string what = std::string("hevc ") + in_container;
+      TranscodeResult result = Checked(input, {Spec(160, 90), Spec(96, 54, 60, 1)}, options, what);
+      ASSERT_EQ(result.renditions.size(), 2u) << what;
+      EXPECT_EQ(result.input_frames, 30) << what;
+      EXPECT_EQ(result.renditions[0].frames, 30) << what;
+      EXPECT_EQ(result.renditions[1].frames, 60) << what;
+      Demuxed d = Demux(result.renditions[0].data);
+      EXPECT_EQ(d.audio_streams, 1) << what;
+      EXPECT_GT(d.audio_packets, 40) << what;
+    }
+  }
+  // And the decoded output is H.264 that ffprobe can read.
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 90;
+  spec.seconds = 0.5;
+  spec.codec = "libx265";
+  TranscodeOk(MakeTestSegment(dir_, spec), {Spec(0, 0)});
+}
+
+TEST_F(TranscoderTest, GopPlacementAndIntraOnly) {
+  const std::string input = Frames(60, "30", "mpegts");
+  RenditionSpec half = Spec(160, 90);
+  half.gop_seconds = 0.5;
+  half.preset = "veryfast";  // B-frames: keyframes must still land on the GOP grid
+  half.profile = "high";
+  RenditionSpec half60 = half;
+  half60.fps_num = 60;
+  half60.fps_den = 1;
+  RenditionSpec half24 = half;
+  half24.fps_num = 24;
+  half24.fps_den = 1;
+  RenditionSpec intra = Spec(96, 54);
+  intra.intra_only = true;
+  intra.preset = "veryfast";
+  RenditionSpec intra60 = intra;
+  intra60.fps_num = 60;
+  intra60.fps_den = 1;
+  for (const char* container : {"mpegts", "mp4"}) {
+    TranscodeOptions options;
+    options.container = container;
+    TranscodeResult result = Checked(input, {half, half60, half24, intra, intra60}, options, "GOP");
+    ASSERT_EQ(result.renditions.size(), 5u) << container;
+    const std::vector<std::vector<int>> expected = {
+        {0, 15, 30, 45}, {0, 30, 60, 90}, {0, 12, 24, 36}};
+    for (size_t i = 0; i < 3; ++i) {
+      Demuxed d = Demux(result.renditions[i].data);
+      EXPECT_EQ(d.keyframes(), 4) << container << " rendition " << i;
+      EXPECT_EQ(d.keyframe_positions(), expected[i]) << container << " rendition " << i;
+    }
+    for (size_t i = 3; i < 5; ++i) {
+      const RenditionOutput& out = result.renditions[i];
+      Demuxed d = Demux(out.data);
+      EXPECT_EQ(out.frames, i == 3 ? 60 : 120) << container;
+      EXPECT_EQ(d.keyframes(), out.frames) << container << " intra-only rendition " << i;
+      EXPECT_TRUE(out.spec.intra_only);
+    }
+  }
+  // The decoder agrees: every frame of the intra-only output is an I frame.
+  TranscodeOptions options;
+  TranscodeResult result = TranscodeOk(input, {intra}, options);
+  ASSERT_EQ(result.renditions.size(), 1u);
+  std::string error;
+  auto frames = ProbeFrames(dir_, result.renditions[0].data, "ts", &error);
+  ASSERT_EQ(frames.size(), 60u) << error;
+  for (const auto& f : frames) {
+    EXPECT_TRUE(f.key_frame);
+    EXPECT_EQ(f.pict_type, "I");
+  }
 }
 
 }  // namespace
