@@ -29,6 +29,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/media/segmenter.h"
+#include "common/status.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::cli {
@@ -82,6 +84,7 @@ struct TranscodeOptions {
   std::string fps;
   std::string stream_id;
   int64_t sequence = 0;
+  double segment_seconds = 2.0;  // transcode-file only
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -539,6 +542,208 @@ int RunTranscode(const GlobalOptions& global, const TranscodeOptions& options, s
   return kExitOk;
 }
 
+// A progress bar on one terminal line: [#####.....]  42%  12/30 segments
+std::string ProgressLine(double fraction, int64_t segments) {
+  constexpr int kWidth = 30;
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  const int filled = static_cast<int>(fraction * kWidth + 0.5);
+  return absl::StrCat("\r[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
+                      FormatDouble(fraction * 100, "%3.0f"), "%  ", segments, " segment",
+                      segments == 1 ? "" : "s");
+}
+
+// Cuts the input into keyframe-aligned MPEG-TS segments, streams them through the gateway's
+// TranscodeStream, and appends each rendition's segments to one MPEG-TS file per rendition.
+// Stops at the first segment that fails (a file with a hole is not a result) and removes the
+// partial outputs.
+int RunTranscodeFile(const GlobalOptions& global, const TranscodeOptions& options,
+                     std::ostream& out, std::ostream& err) {
+  absl::StatusOr<std::vector<v1::Rendition>> ladder = BuildLadder(options);
+  if (!ladder.ok()) return ReportUsageError(ladder.status(), err);
+  if (!std::isfinite(options.segment_seconds) || options.segment_seconds < 0.5 ||
+      options.segment_seconds > 60) {
+    return ReportUsageError(
+        absl::InvalidArgumentError("--segment-seconds must be between 0.5 and 60"), err);
+  }
+  if (absl::Status s = PrepareOutputDirectory(options.out_dir); !s.ok()) {
+    return ReportUsageError(s, err);
+  }
+
+  grpc::ClientContext context;
+  PrepareContext(global, context);
+  auto stub = MakeStub(global.gateway);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::TranscodeRequest, v1::TranscodeStreamResponse>>
+      stream = stub->TranscodeStream(&context);
+  const auto start = std::chrono::steady_clock::now();
+
+  struct Output {
+    fs::path path;
+    fs::path partial;
+    std::ofstream file;
+    int64_t frames = 0;
+    int64_t bytes = 0;
+    int width = 0;
+    int height = 0;
+  };
+  std::vector<Output> outputs;
+  std::set<std::string> orchestrators;
+  int64_t segments = 0;
+  double seconds_done = 0;
+  int64_t input_frames = 0;
+  std::string failure;  // set when the gateway answered a segment with an error
+  const bool show_progress = !global.json;
+
+  absl::Status split = media::SplitIntoSegments(
+      options.in, options.segment_seconds,
+      [&](std::string segment, const media::SegmentInfo& info) -> absl::Status {
+        v1::TranscodeRequest request;
+        request.set_segment(std::move(segment));
+        request.set_sequence(info.index);
+        if (info.index == 0) {
+          for (const v1::Rendition& r : *ladder) *request.add_renditions() = r;
+          request.set_container("mpegts");
+          request.set_stream_id(options.stream_id);
+        }
+        if (!stream->Write(request)) return absl::UnavailableError("the stream closed");
+        v1::TranscodeStreamResponse response;
+        if (!stream->Read(&response)) return absl::UnavailableError("the stream closed");
+        if (response.code() != 0) {
+          failure = absl::StrCat(
+              "segment ", info.index, " (", FormatDouble(info.start_seconds, "%.2f"),
+              " s) failed: ", GrpcCodeName(static_cast<grpc::StatusCode>(response.code())), ": ",
+              response.error());
+          return absl::AbortedError(failure);
+        }
+        const v1::TranscodeResponse& result = response.result();
+        if (result.renditions_size() != static_cast<int>(ladder->size())) {
+          failure = absl::StrCat("segment ", info.index, ": the gateway returned ",
+                                 result.renditions_size(), " renditions for ", ladder->size());
+          return absl::AbortedError(failure);
+        }
+        if (outputs.empty()) {
+          std::set<std::string> used;
+          outputs.resize(ladder->size());
+          for (int i = 0; i < result.renditions_size(); ++i) {
+            v1::Rendition effective = (*ladder)[i];
+            const v1::RenditionResult& r = result.renditions(i);
+            if (!r.rendition().name().empty()) effective.set_name(r.rendition().name());
+            std::string base = SanitizeName(RenditionBaseName(effective, r.height(), i));
+            for (int n = 2; !used.insert(base).second; ++n) {
+              base =
+                  absl::StrCat(SanitizeName(RenditionBaseName(effective, r.height(), i)), "-", n);
+            }
+            outputs[i].path = fs::path(options.out_dir) / (base + ".ts");
+            outputs[i].partial = fs::path(options.out_dir) / (base + ".ts.partial");
+            outputs[i].file.open(outputs[i].partial, std::ios::binary | std::ios::trunc);
+            if (!outputs[i].file) {
+              return absl::PermissionDeniedError(
+                  absl::StrCat("cannot write ", outputs[i].partial.string()));
+            }
+          }
+        }
+        for (int i = 0; i < result.renditions_size(); ++i) {
+          const v1::RenditionResult& r = result.renditions(i);
+          Output& o = outputs[i];
+          o.file.write(r.data().data(), static_cast<std::streamsize>(r.data().size()));
+          if (!o.file) {
+            return absl::DataLossError(absl::StrCat("writing ", o.partial.string(), " failed"));
+          }
+          o.frames += r.frames();
+          o.bytes += static_cast<int64_t>(r.data().size());
+          o.width = r.width();
+          o.height = r.height();
+        }
+        orchestrators.insert(result.job().orchestrator());
+        input_frames += result.input_frames();
+        seconds_done += result.duration_seconds();
+        ++segments;
+        if (show_progress) {
+          const double fraction = info.file_seconds > 0 ? info.end_seconds / info.file_seconds : 0;
+          err << ProgressLine(fraction, segments) << std::flush;
+        }
+        return absl::OkStatus();
+      });
+  if (show_progress && segments > 0) err << "\n";
+  stream->WritesDone();
+  const grpc::Status status = stream->Finish();
+  const double elapsed_ms = MillisecondsSince(start);
+  auto discard = [&] {
+    for (Output& o : outputs) {
+      o.file.close();
+      std::error_code ec;
+      fs::remove(o.partial, ec);
+    }
+  };
+  if (!split.ok()) {
+    discard();
+    if (!failure.empty()) {
+      err << "error: " << failure << "\n"
+          << "request id: " << global.request_id << "\n";
+      return kExitRpcError;
+    }
+    if (!status.ok()) return ReportRpcError(global, status, err);
+    if (split.code() == absl::StatusCode::kUnavailable) {
+      err << "error: the gateway ended the stream early\n";
+      return kExitRpcError;
+    }
+    return ReportUsageError(split, err);
+  }
+  if (!status.ok()) {
+    discard();
+    return ReportRpcError(global, status, err);
+  }
+  for (Output& o : outputs) {
+    o.file.close();
+    std::error_code ec;
+    fs::rename(o.partial, o.path, ec);
+    if (ec) {
+      return ReportUsageError(absl::PermissionDeniedError(absl::StrCat(
+                                  "cannot rename ", o.partial.string(), ": ", ec.message())),
+                              err);
+    }
+  }
+
+  const double realtime = elapsed_ms > 0 ? seconds_done / (elapsed_ms / 1000) : 0;
+  if (global.json) {
+    Json renditions = Json::array();
+    for (const Output& o : outputs) {
+      renditions.push_back(Json{{"name", o.path.stem().string()},
+                                {"path", o.path.string()},
+                                {"width", o.width},
+                                {"height", o.height},
+                                {"frames", o.frames},
+                                {"bytes", o.bytes}});
+    }
+    out << Json{{"input", options.in},
+                {"segments", segments},
+                {"input_frames", input_frames},
+                {"duration_seconds", seconds_done},
+                {"output_dir", options.out_dir},
+                {"renditions", std::move(renditions)},
+                {"orchestrators",
+                 std::vector<std::string>(orchestrators.begin(), orchestrators.end())},
+                {"request_id", global.request_id},
+                {"elapsed_ms", elapsed_ms},
+                {"realtime_multiple", realtime}}
+               .dump(2)
+        << "\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const Output& o : outputs) {
+    rows.push_back({o.path.stem().string(), absl::StrCat(o.width, "x", o.height),
+                    absl::StrCat(o.frames, " frames"), absl::StrCat(o.bytes, " bytes"),
+                    "-> " + o.path.string()});
+  }
+  out << FormatTable(rows);
+  std::string nodes;
+  for (const auto& n : orchestrators) absl::StrAppend(&nodes, nodes.empty() ? "" : ", ", n);
+  out << "transcoded " << options.in << " (" << segments << " segments, " << input_frames
+      << " frames, " << FormatDouble(seconds_done, "%.2f") << " s) on " << nodes << " in "
+      << FormatMs(elapsed_ms) << " ms (" << FormatDouble(realtime, "%.2f") << "x realtime)\n";
+  return kExitOk;
+}
+
 constexpr char kGlobalFooter[] =
     "Global options (--gateway, --timeout, --json, --request-id) may also follow the command.\n";
 
@@ -607,6 +812,38 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   tc_cmd->add_option("--sequence", transcode.sequence, "Sequence number of the segment");
   tc_cmd->footer(kGlobalFooter);
 
+  TranscodeOptions transcode_file;
+  CLI::App* tf_cmd = app.add_subcommand(
+      "transcode-file",
+      "Transcode a whole video file: cut into segments at keyframes, streamed through the "
+      "gateway, reassembled into one MPEG-TS file per rendition (--timeout covers the whole file)");
+  tf_cmd->add_option("--in", transcode_file.in, "Input file (any container, H.264 or HEVC video)")
+      ->required();
+  tf_cmd->add_option("--out", transcode_file.out_dir, "Output directory (created when missing)")
+      ->required();
+  tf_cmd
+      ->add_option("--rendition", transcode_file.renditions,
+                   "[NAME=]WIDTHxHEIGHT:BITRATE[@FPS], as for transcode; repeat for a ladder")
+      ->required()
+      ->allow_extra_args(false);
+  tf_cmd
+      ->add_option("--segment-seconds", transcode_file.segment_seconds,
+                   "Target segment length; segments start at the next keyframe after it")
+      ->capture_default_str();
+  tf_cmd
+      ->add_option("--preset", transcode_file.preset, "libx264 preset (gateway default: veryfast)")
+      ->check(CLI::IsMember({"ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+                             "slow", "slower", "veryslow", "placebo"}));
+  tf_cmd->add_option("--profile", transcode_file.profile, "H.264 profile (gateway default: main)")
+      ->check(CLI::IsMember({"baseline", "main", "high"}));
+  tf_cmd->add_option("--gop", transcode_file.gop_seconds,
+                     "Keyframe interval in seconds (0: encoder default, 2 s)");
+  tf_cmd->add_option("--fps", transcode_file.fps,
+                     "Output frame rate N or N/D for renditions without @FPS (default: input's)");
+  tf_cmd->add_option("--stream-id", transcode_file.stream_id,
+                     "Stream id (default: the gateway names the stream)");
+  tf_cmd->footer(kGlobalFooter);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -636,6 +873,7 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   if (*caps_cmd) return RunCapabilities(global, caps, out, err);
   if (*up_cmd) return RunUpscale(global, upscale, out, err);
   if (*tc_cmd) return RunTranscode(global, transcode, out, err);
+  if (*tf_cmd) return RunTranscodeFile(global, transcode_file, out, err);
   err << app.help();
   return kExitUsage;
 }

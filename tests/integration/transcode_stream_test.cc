@@ -7,6 +7,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
@@ -182,6 +184,56 @@ TEST_F(TranscodeStreamTest, AFirstMessageWithoutRenditionsEndsTheStream) {
   auto st = stream->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("renditions"), std::string::npos) << st.error_message();
+}
+
+TEST_F(TranscodeStreamTest, TheCliTranscodesAWholeFileThroughAStream) {
+  // 5 s at 30 fps with a keyframe every second, in MP4: cut into 2 s segments at 0, 2 and 4 s.
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 90;
+  spec.seconds = 5;
+  spec.gop_seconds = 1;
+  spec.audio = true;
+  spec.container = "mp4";
+  const std::filesystem::path input = tmp_.path() / "movie.mp4";
+  WriteFile(input, MakeTestSegment(tmp_, spec));
+  const std::filesystem::path out_dir = tmp_.path() / "out";
+  std::string log;
+  const int rc =
+      RunCommand(BinaryPath("switchyard").string() + " --gateway " + cluster_.gateway_address() +
+                     " --timeout 120 --json transcode-file --in " + input.string() + " --out " +
+                     out_dir.string() + " --rendition small=0x60:200k --rendition 0x44:100k" +
+                     " --segment-seconds 2 --preset ultrafast",
+                 &log);
+  ASSERT_EQ(rc, 0) << log << cluster_.Logs();
+  auto json = nlohmann::json::parse(log, nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << log;
+  EXPECT_EQ(json["segments"], 3);
+  EXPECT_EQ(json["input_frames"], 150);
+  ASSERT_EQ(json["renditions"].size(), 2u);
+  EXPECT_EQ(json["orchestrators"].size(), 1u);  // one stream, one node
+  for (const auto& r : json["renditions"]) {
+    EXPECT_EQ(r["frames"], 150);
+    const std::string data = ReadFile(r["path"].get<std::string>());
+    // The reassembled file decodes as one video with every frame.
+    ProbeResult probe = ProbeVideo(tmp_, data, "ts");
+    ASSERT_TRUE(probe.ok) << probe.error;
+    EXPECT_EQ(probe.frames, 150);
+    EXPECT_EQ(probe.height, r["height"].get<int>());
+  }
+  EXPECT_TRUE(std::filesystem::exists(out_dir / "small.ts"));
+  EXPECT_TRUE(std::filesystem::exists(out_dir / "44p.ts"));
+
+  // A file that is not a video is a usage error, and nothing is written.
+  const std::filesystem::path junk = tmp_.path() / "junk.mp4";
+  WriteFile(junk, "this is not a video");
+  const int bad =
+      RunCommand(BinaryPath("switchyard").string() + " --gateway " + cluster_.gateway_address() +
+                     " transcode-file --in " + junk.string() + " --out " +
+                     (tmp_.path() / "out2").string() + " --rendition 0x60:200k",
+                 &log);
+  EXPECT_EQ(bad, 2) << log;
+  EXPECT_NE(log.find("junk.mp4"), std::string::npos) << log;
 }
 
 }  // namespace
