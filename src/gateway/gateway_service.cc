@@ -526,6 +526,7 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
     info->set_source(node->source == NodeSource::kStatic ? "static" : "registered");
     info->set_ready(!node->status.draining());
     info->set_in_flight(node->connection->in_flight().load());
+    for (const auto& h : node->status.hardware()) info->add_hardware(h);
     for (const auto& c : node->status.capabilities()) {
       if (!request->pipeline().empty() && c.pipeline() != request->pipeline()) continue;
       const bool warm = c.state() == node::v1::MODEL_STATE_READY;

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/media/hardware.h"
 #include "runner/torch_model.h"
 
 namespace switchyard::orchestrator {
@@ -44,6 +46,19 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     s->advertise_address_ = s->config_.advertise_address;
   }
   s->service_->set_advertise_address(s->advertise_address_);
+  if (s->config_.transcode.enabled) {
+    const media::VideoHardware& hw = media::ProbeVideoHardware();
+    const std::vector<std::string> names = hw.Names();
+    if (names.empty()) {
+      spdlog::info("video hardware: none, transcoding in software ({})", hw.detail);
+    } else {
+      // NOT FINISHED: the transcoder decodes and encodes in software even where NVDEC/NVENC are
+      // found; the hardware is advertised so operators and gateways can see it.
+      spdlog::info("video hardware: {} (advertised; the transcoder does not use it yet){}{}",
+                   absl::StrJoin(names, ", "), hw.detail.empty() ? "" : "; ", hw.detail);
+    }
+    s->service_->set_hardware(names);
+  }
   spdlog::info("orchestrator {} serving on port {} (advertised as {})", s->config_.node_id,
                s->port_, s->advertise_address_);
   return s;

@@ -241,6 +241,7 @@ node::v1::NodeStatus OrchestratorService::BuildStatus() const {
   s.set_node_id(config_.node_id);
   s.set_address(advertise_address_);
   s.set_draining(draining_.load());
+  for (const auto& h : hardware_) s.add_hardware(h);
   for (auto& c : models_->Capabilities()) *s.add_capabilities() = std::move(c);
   if (config_.transcode.enabled) {
     auto* t = s.add_capabilities();

@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -58,6 +60,8 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
 
   // Set the address advertised to gateways (known once the server has bound its port).
   void set_advertise_address(std::string address) { advertise_address_ = std::move(address); }
+  // Video hardware found at start (media::ProbeVideoHardware), advertised in the node status.
+  void set_hardware(std::vector<std::string> names) { hardware_ = std::move(names); }
   void set_draining(bool draining) {
     draining_ = draining;
     board_->Changed();
@@ -82,6 +86,7 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   ModelManager* models_;
   StatusBoard* board_;
   std::string advertise_address_;
+  std::vector<std::string> hardware_;
   std::atomic<bool> draining_{false};
   std::unique_ptr<TranscodeSessions> transcode_sessions_;
 };

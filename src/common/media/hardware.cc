@@ -1,0 +1,80 @@
+#include "common/media/hardware.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavutil/buffer.h>
+#include <libavutil/hwcontext.h>
+}
+
+#include "absl/strings/str_cat.h"
+#include "common/media/ffmpeg_util.h"
+
+namespace switchyard::media {
+namespace {
+
+struct AvBufferUnref {
+  void operator()(AVBufferRef* b) const { av_buffer_unref(&b); }
+};
+using AvBufferPtr = std::unique_ptr<AVBufferRef, AvBufferUnref>;
+
+void Note(std::string* detail, const std::string& what) {
+  absl::StrAppend(detail, detail->empty() ? "" : "; ", what);
+}
+
+VideoHardware Probe() {
+  InitFfmpeg();
+  VideoHardware hw;
+  AVBufferRef* raw = nullptr;
+  int ret = av_hwdevice_ctx_create(&raw, AV_HWDEVICE_TYPE_CUDA, nullptr, nullptr, 0);
+  AvBufferPtr device(raw);
+  if (ret < 0) {
+    Note(&hw.detail, absl::StrCat("no CUDA device: ", AvErrorString(ret)));
+    return hw;
+  }
+  hw.cuda = true;
+  hw.nvdec_h264 = avcodec_find_decoder_by_name("h264_cuvid") != nullptr;
+  hw.nvdec_hevc = avcodec_find_decoder_by_name("hevc_cuvid") != nullptr;
+  if (!hw.nvdec_h264) Note(&hw.detail, "FFmpeg has no h264_cuvid decoder");
+  if (!hw.nvdec_hevc) Note(&hw.detail, "FFmpeg has no hevc_cuvid decoder");
+
+  const AVCodec* nvenc = avcodec_find_encoder_by_name("h264_nvenc");
+  if (nvenc == nullptr) {
+    Note(&hw.detail, "FFmpeg has no h264_nvenc encoder");
+    return hw;
+  }
+  // The encoder is compiled in whenever FFmpeg was built with nv-codec-headers; whether the GPU
+  // has NVENC shows only when a session opens.
+  AvCodecContextPtr enc(avcodec_alloc_context3(nvenc));
+  if (!enc) return hw;
+  enc->width = 256;
+  enc->height = 144;
+  enc->pix_fmt = AV_PIX_FMT_YUV420P;
+  enc->time_base = AVRational{1, 30};
+  enc->framerate = AVRational{30, 1};
+  enc->bit_rate = 500000;
+  ret = avcodec_open2(enc.get(), nvenc, nullptr);
+  if (ret < 0) {
+    Note(&hw.detail, absl::StrCat("h264_nvenc does not open: ", AvErrorString(ret)));
+  } else {
+    hw.nvenc_h264 = true;
+  }
+  return hw;
+}
+
+}  // namespace
+
+std::vector<std::string> VideoHardware::Names() const {
+  std::vector<std::string> names;
+  if (cuda) names.push_back("cuda");
+  if (nvdec_h264) names.push_back("nvdec-h264");
+  if (nvdec_hevc) names.push_back("nvdec-hevc");
+  if (nvenc_h264) names.push_back("nvenc-h264");
+  return names;
+}
+
+const VideoHardware& ProbeVideoHardware() {
+  static const VideoHardware* hw = new VideoHardware(Probe());
+  return *hw;
+}
+
+}  // namespace switchyard::media
