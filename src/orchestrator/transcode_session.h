@@ -23,8 +23,13 @@ namespace switchyard::orchestrator {
 //
 // Stream rules: the first segment must carry video (INVALID_ARGUMENT otherwise: the ladder's
 // sizes cannot be known); a later audio-only segment is accepted and gives audio-only renditions
-// with 0 video frames. Every error of TranscodeSegment applies per segment; a failed segment does
-// not end the session.
+// with 0 video frames (width and height 0; spec as resolved by the last video segment). Every
+// error of TranscodeSegment applies per segment; a failed segment does not end the session.
+//
+// Timestamps: a segment whose sequence is one more than the last successful segment's continues
+// it: its outputs never repeat or go back before that segment's last frame (input frames that
+// overlap it are dropped), so a stream sent in order has increasing output timestamps throughout.
+// Out-of-order, repeated or skipped segments are transcoded on their own timestamps.
 //
 // Not thread-safe: the caller runs one segment of a session at a time.
 class TranscodeSession {
@@ -43,6 +48,10 @@ class TranscodeSession {
 
   // Segments transcoded successfully so far.
   int64_t segments_done() const { return segments_done_; }
+  // Video decoders opened so far (1 while the input's codec parameters never changed).
+  int64_t decoders_opened() const;
+  // Scaler contexts created so far, all renditions together.
+  int64_t scalers_created() const;
   const std::vector<RenditionSpec>& ladder() const { return ladder_; }
   const TranscodeOptions& options() const { return options_; }
 
@@ -53,6 +62,9 @@ class TranscodeSession {
   TranscodeOptions options_;
   int64_t segments_done_ = 0;
   bool seen_video_ = false;
+  bool have_last_ = false;     // a segment succeeded...
+  int64_t last_sequence_ = 0;  // ...with this sequence number
+  internal::StreamStatePtr state_;
 };
 
 using TranscodeSessionPtr = std::unique_ptr<TranscodeSession>;

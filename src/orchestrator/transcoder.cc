@@ -18,10 +18,44 @@ extern "C" {
 }
 
 namespace switchyard::orchestrator {
+
+namespace internal {
+
+// A rendition's scaler and what it was made for.
+struct Scaler {
+  media::SwsContextPtr sws;
+  int src_width = 0;
+  int src_height = 0;
+  int src_format = -1;
+  int colorspace = -1;
+  int range = -1;
+  int dst_width = 0;
+  int dst_height = 0;
+};
+
+struct StreamState {
+  media::AvCodecContextPtr decoder;
+  media::AvCodecParametersPtr decoder_params;  // what `decoder` was opened for
+  std::vector<Scaler> scalers;                 // per rendition
+  std::vector<int64_t> last_pts;               // per rendition, in last_time_base; or NOPTS
+  std::vector<AVRational> last_time_base;
+  std::vector<RenditionSpec> resolved;  // the ladder as last resolved from a video segment
+  StreamStateStats stats;
+};
+
+void StreamStateDeleter::operator()(StreamState* state) const { delete state; }
+
+StreamStatePtr NewStreamState() { return StreamStatePtr(new StreamState()); }
+
+StreamStateStats GetStreamStateStats(const StreamState& state) { return state.stats; }
+
+}  // namespace internal
+
 namespace {
 
 using media::AvBsfContextPtr;
 using media::AvCodecContextPtr;
+using media::AvCodecParametersPtr;
 using media::AvErrorString;
 using media::AvFramePtr;
 using media::AvPacketPtr;
@@ -40,6 +74,9 @@ constexpr double kDefaultGopSeconds = 2;
 // discontinuity and is skipped over instead.
 constexpr double kMaxFillSeconds = 1.0;
 constexpr int kMaxAudioStreams = 8;
+// A session's segment may overlap the previous one by up to this much (the overlap is dropped);
+// starting further back is a discontinuity.
+constexpr double kMaxOverlapSeconds = 1.0;
 // Demuxers we accept; anything else (playlists, images, raw streams) is not a segment.
 constexpr const char* kInputFormats = "mpegts,mov,mp4,m4a,3gp,3g2,mj2";
 
@@ -169,12 +206,8 @@ struct Rendition {
   std::vector<int> audio_map;           // input stream index -> output stream index, or -1
   std::vector<int64_t> last_audio_dts;  // per output stream, in its time base
 
-  SwsContextPtr sws;
-  int sws_width = 0;
-  int sws_height = 0;
-  int sws_format = -1;
-  int sws_colorspace = -1;
-  int sws_range = -1;
+  internal::Scaler own_scaler;
+  internal::Scaler* scaler = &own_scaler;  // or the stream's, kept between segments
 
   // Frame rate conversion: the latest input frame and the next output slot (in time_base units).
   AvFramePtr pending;
@@ -183,20 +216,31 @@ struct Rendition {
   bool have_pending = false;
 
   int64_t last_pts = AV_NOPTS_VALUE;  // last pts sent to the encoder
+  int64_t last_dts = AV_NOPTS_VALUE;  // last video dts muxed, in the output stream's time base
+  // A session's segment following the previous one: its last pts (in floor_time_base).
+  int64_t floor_pts = AV_NOPTS_VALUE;
+  AVRational floor_time_base{0, 1};
   int64_t frames = 0;
 };
 
 class SegmentTranscoder {
  public:
   SegmentTranscoder(std::string_view segment, const std::vector<RenditionSpec>& ladder,
-                    const TranscodeOptions& options, const std::function<bool()>& cancelled)
-      : segment_(segment), ladder_(ladder), options_(options), cancelled_(cancelled) {}
+                    const TranscodeOptions& options, const std::function<bool()>& cancelled,
+                    internal::StreamState* state = nullptr, internal::StreamSegment how = {})
+      : segment_(segment),
+        ladder_(ladder),
+        options_(options),
+        cancelled_(cancelled),
+        state_(state),
+        how_(how) {}
 
   absl::StatusOr<TranscodeResult> Run();
 
  private:
   absl::Status ValidateOptions();
   absl::Status OpenInput();
+  absl::Status OpenVideo();
   absl::Status CheckTruncation();
   bool HasVideoKeyframe();
   absl::Status PrepareAudioFilters();
@@ -213,12 +257,16 @@ class SegmentTranscoder {
   absl::Status CopyAudio(AVPacket* packet);
   absl::Status WriteAudio(AVPacket* packet, const AVStream* in);
   absl::Status Finish(Rendition& r);
+  absl::StatusOr<TranscodeResult> FinishAudioOnly();
+  TranscodeResult Collect(TranscodeResult result);
   bool Cancelled() const { return cancelled_ && cancelled_(); }
 
   std::string_view segment_;
   const std::vector<RenditionSpec>& ladder_;
   TranscodeOptions options_;
   const std::function<bool()>& cancelled_;
+  internal::StreamState* state_;  // null for a one-off segment
+  internal::StreamSegment how_;
 
   std::unique_ptr<MemoryDemuxer> demuxer_;
   AVStream* video_ = nullptr;
@@ -229,7 +277,12 @@ class SegmentTranscoder {
   // AudioSpecificConfig in the header); null otherwise.
   std::vector<AvBsfContextPtr> audio_filters_;
   std::vector<std::string> audio_configs_;  // per input stream: the AudioSpecificConfig found
-  AvCodecContextPtr decoder_;
+  AvCodecContextPtr decoder_;               // a one-off segment's decoder
+  AVCodecContext* dec_ = nullptr;           // decoder_ or the stream's
+  bool audio_only_ = false;                 // no video stream (a session's later segment)
+  double audio_start_ = 0;                  // audio-only: seconds covered by the copied audio
+  double audio_end_ = 0;
+  bool have_audio_time_ = false;
   AvFramePtr frame_;
   AvPacketPtr packet_;
   AvPacketPtr out_packet_;
@@ -288,7 +341,61 @@ absl::Status SegmentTranscoder::OpenInput() {
       video_ = st;
     }
   }
-  if (video_ == nullptr) return absl::InvalidArgumentError("segment: input has no video stream");
+  if (video_ == nullptr) {
+    if (!how_.allow_audio_only) {
+      return absl::InvalidArgumentError("segment: input has no video stream");
+    }
+    audio_only_ = true;
+  } else if (auto status = OpenVideo(); !status.ok()) {
+    return status;
+  }
+  if (auto status = CheckTruncation(); !status.ok()) return status;
+
+  // Audio streams copied into every rendition; everything else is discarded while demuxing.
+  copy_audio_.assign(fmt->nb_streams, false);
+  int audio_streams = 0;
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    AVStream* st = fmt->streams[i];
+    const AVCodecParameters* p = st->codecpar;
+    const bool copy = p->codec_type == AVMEDIA_TYPE_AUDIO && audio_streams < kMaxAudioStreams &&
+                      p->codec_id != AV_CODEC_ID_NONE && p->sample_rate > 0 &&
+                      p->ch_layout.nb_channels > 0 &&
+                      AudioFitsContainer(p->codec_id, options_.container);
+    if (copy) {
+      copy_audio_[i] = true;
+      ++audio_streams;
+    } else if (st != video_) {
+      st->discard = AVDISCARD_ALL;
+    }
+  }
+  if (audio_only_ && audio_streams == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment: input has no video stream and no audio stream that can be copied "
+                     "into ",
+                     options_.container));
+  }
+
+  frame_.reset(av_frame_alloc());
+  packet_.reset(av_packet_alloc());
+  out_packet_.reset(av_packet_alloc());
+  if (!frame_ || !packet_ || !out_packet_) {
+    return absl::ResourceExhaustedError("cannot allocate frames or packets");
+  }
+  return absl::OkStatus();
+}
+
+// Decoders are reused while these match (TS and MP4 carry H.264 differently: extradata differs).
+bool SameCodecParameters(const AVCodecParameters* a, const AVCodecParameters* b) {
+  return a->codec_id == b->codec_id && a->width == b->width && a->height == b->height &&
+         a->format == b->format && a->profile == b->profile && a->level == b->level &&
+         a->bits_per_raw_sample == b->bits_per_raw_sample &&
+         a->extradata_size == b->extradata_size &&
+         (a->extradata_size == 0 ||
+          std::memcmp(a->extradata, b->extradata, static_cast<size_t>(a->extradata_size)) == 0);
+}
+
+absl::Status SegmentTranscoder::OpenVideo() {
+  AVFormatContext* fmt = demuxer_->format.get();
   const AVCodecParameters* par = video_->codecpar;
   const AVCodec* codec = avcodec_find_decoder(par->codec_id);
   if (codec == nullptr) {
@@ -311,8 +418,6 @@ absl::Status SegmentTranscoder::OpenInput() {
                                                    par->height, ", larger than the limit of ",
                                                    options_.max_width, "x", options_.max_height));
   }
-  if (auto status = CheckTruncation(); !status.ok()) return status;
-
   AVRational sar = av_guess_sample_aspect_ratio(fmt, video_, nullptr);
   if (sar.num <= 0 || sar.den <= 0) sar = AVRational{1, 1};
   av_reduce(&display_aspect_.num, &display_aspect_.den, int64_t{par->width} * sar.num,
@@ -323,46 +428,43 @@ absl::Status SegmentTranscoder::OpenInput() {
     input_rate_ = AVRational{25, 1};
   }
 
-  decoder_.reset(avcodec_alloc_context3(codec));
-  if (!decoder_) return absl::ResourceExhaustedError("cannot allocate a decoder");
-  int ret = avcodec_parameters_to_context(decoder_.get(), par);
+  // A stream's decoder is kept while its parameters stay the same: flushed (it was drained at the
+  // end of the previous segment, or left mid-way by a failed one) and pointed at this segment's
+  // time base.
+  if (state_ != nullptr && state_->decoder && state_->decoder_params &&
+      SameCodecParameters(state_->decoder_params.get(), par)) {
+    dec_ = state_->decoder.get();
+    avcodec_flush_buffers(dec_);
+    dec_->pkt_timebase = video_->time_base;
+    return absl::OkStatus();
+  }
+  AvCodecContextPtr decoder(avcodec_alloc_context3(codec));
+  if (!decoder) return absl::ResourceExhaustedError("cannot allocate a decoder");
+  int ret = avcodec_parameters_to_context(decoder.get(), par);
   if (ret < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment: bad video codec parameters: ", AvErrorString(ret)));
   }
-  decoder_->pkt_timebase = video_->time_base;
-  decoder_->thread_count = 1;
-  decoder_->max_pixels = int64_t{options_.max_width} * options_.max_height;
-  ret = avcodec_open2(decoder_.get(), codec, nullptr);
+  decoder->pkt_timebase = video_->time_base;
+  decoder->thread_count = 1;
+  decoder->max_pixels = int64_t{options_.max_width} * options_.max_height;
+  ret = avcodec_open2(decoder.get(), codec, nullptr);
   if (ret < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment: cannot open the video decoder: ", AvErrorString(ret)));
   }
-
-  // Audio streams copied into every rendition; everything else is discarded while demuxing.
-  copy_audio_.assign(fmt->nb_streams, false);
-  int audio_streams = 0;
-  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
-    AVStream* st = fmt->streams[i];
-    const AVCodecParameters* p = st->codecpar;
-    const bool copy = p->codec_type == AVMEDIA_TYPE_AUDIO && audio_streams < kMaxAudioStreams &&
-                      p->codec_id != AV_CODEC_ID_NONE && p->sample_rate > 0 &&
-                      p->ch_layout.nb_channels > 0 &&
-                      AudioFitsContainer(p->codec_id, options_.container);
-    if (copy) {
-      copy_audio_[i] = true;
-      ++audio_streams;
-    } else if (st != video_) {
-      st->discard = AVDISCARD_ALL;
-    }
+  dec_ = decoder.get();
+  if (state_ == nullptr) {
+    decoder_ = std::move(decoder);
+    return absl::OkStatus();
   }
-
-  frame_.reset(av_frame_alloc());
-  packet_.reset(av_packet_alloc());
-  out_packet_.reset(av_packet_alloc());
-  if (!frame_ || !packet_ || !out_packet_) {
-    return absl::ResourceExhaustedError("cannot allocate frames or packets");
+  AvCodecParametersPtr params(avcodec_parameters_alloc());
+  if (!params || avcodec_parameters_copy(params.get(), par) < 0) {
+    return absl::ResourceExhaustedError("cannot copy the video codec parameters");
   }
+  state_->decoder = std::move(decoder);
+  state_->decoder_params = std::move(params);
+  ++state_->stats.decoders_opened;
   return absl::OkStatus();
 }
 
@@ -389,13 +491,19 @@ bool SegmentTranscoder::HasVideoKeyframe() {
 absl::Status SegmentTranscoder::CheckTruncation() {
   AVFormatContext* fmt = demuxer_->format.get();
   const auto size = static_cast<int64_t>(segment_.size());
-  const int entries = avformat_index_get_entries_count(video_);
-  for (int i = 0; i < entries; ++i) {
-    const AVIndexEntry* e = avformat_index_get_entry(video_, i);
-    if (e != nullptr && e->size > 0 && e->pos + e->size > size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("segment: input is truncated: video sample ", i, " at byte ", e->pos, " (",
-                       e->size, " bytes) extends past the end of the data (", size, " bytes)"));
+  for (unsigned s = 0; s < fmt->nb_streams; ++s) {
+    AVStream* st = fmt->streams[s];
+    // The video stream; or, for an audio-only segment, every audio stream.
+    if (video_ != nullptr ? st != video_ : st->codecpar->codec_type != AVMEDIA_TYPE_AUDIO) continue;
+    const int entries = avformat_index_get_entries_count(st);
+    for (int i = 0; i < entries; ++i) {
+      const AVIndexEntry* e = avformat_index_get_entry(st, i);
+      if (e != nullptr && e->size > 0 && e->pos + e->size > size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("segment: input is truncated: ", video_ != nullptr ? "video" : "audio",
+                         " sample ", i, " at byte ", e->pos, " (", e->size,
+                         " bytes) extends past the end of the data (", size, " bytes)"));
+      }
     }
   }
   if (std::string_view(fmt->iformat->name) == "mpegts") {
@@ -485,6 +593,20 @@ absl::Status SegmentTranscoder::PrepareAudioFilters() {
 }
 
 absl::Status SegmentTranscoder::SetUpRendition(Rendition& r) {
+  if (state_ != nullptr) {
+    if (state_->scalers.size() < ladder_.size()) state_->scalers.resize(ladder_.size());
+    r.scaler = &state_->scalers[r.index];
+    if (how_.continues_previous && r.index < state_->last_pts.size() &&
+        state_->last_pts[r.index] != AV_NOPTS_VALUE) {
+      r.floor_pts = state_->last_pts[r.index];
+      r.floor_time_base = state_->last_time_base[r.index];
+    }
+  }
+  if (audio_only_) {
+    // Sizes as resolved by the stream's last video segment; no encoder, no video stream.
+    if (state_ != nullptr && r.index < state_->resolved.size()) r.spec = state_->resolved[r.index];
+    return OpenMuxer(r);
+  }
   RenditionSpec& spec = r.spec;
   const double aspect = av_q2d(display_aspect_);
   const AVCodecParameters* par = video_->codecpar;
@@ -520,6 +642,11 @@ absl::Status SegmentTranscoder::SetUpRendition(Rendition& r) {
     r.time_base = av_inv_q(r.rate);
     r.max_fill_slots =
         std::max<int64_t>(1, static_cast<int64_t>(std::ceil(kMaxFillSeconds * av_q2d(r.rate))));
+  }
+  if (r.floor_pts != AV_NOPTS_VALUE) {
+    // Nothing at or before the previous segment's last frame.
+    r.last_pts = av_rescale_q_rnd(r.floor_pts, r.floor_time_base, r.time_base,
+                                  static_cast<AVRounding>(AV_ROUND_DOWN));
   }
   if (auto status = OpenEncoder(r); !status.ok()) return status;
   return OpenMuxer(r);
@@ -576,12 +703,15 @@ absl::Status SegmentTranscoder::OpenMuxer(Rendition& r) {
   r.muxer = std::move(*muxer);
   AVFormatContext* out = r.muxer->format.get();
 
-  r.video_stream = avformat_new_stream(out, nullptr);
-  if (r.video_stream == nullptr) return absl::ResourceExhaustedError("cannot add a stream");
-  int ret = avcodec_parameters_from_context(r.video_stream->codecpar, r.encoder.get());
-  if (ret < 0) return absl::InternalError("cannot set the output video parameters");
-  r.video_stream->time_base = r.encoder->time_base;
-  r.video_stream->avg_frame_rate = r.rate;
+  int ret = 0;
+  if (!audio_only_) {
+    r.video_stream = avformat_new_stream(out, nullptr);
+    if (r.video_stream == nullptr) return absl::ResourceExhaustedError("cannot add a stream");
+    ret = avcodec_parameters_from_context(r.video_stream->codecpar, r.encoder.get());
+    if (ret < 0) return absl::InternalError("cannot set the output video parameters");
+    r.video_stream->time_base = r.encoder->time_base;
+    r.video_stream->avg_frame_rate = r.rate;
+  }
 
   AVFormatContext* in = demuxer_->format.get();
   r.audio_map.assign(in->nb_streams, -1);
@@ -635,31 +765,36 @@ absl::StatusOr<AvFramePtr> SegmentTranscoder::Scale(Rendition& r, AVFrame* src) 
     if (!out) return absl::ResourceExhaustedError("cannot reference a frame");
     return out;
   }
-  if (!r.sws || r.sws_width != src->width || r.sws_height != src->height ||
-      r.sws_format != src->format || r.sws_colorspace != src->colorspace ||
-      r.sws_range != static_cast<int>(full_range)) {
+  internal::Scaler& sc = *r.scaler;
+  if (!sc.sws || sc.src_width != src->width || sc.src_height != src->height ||
+      sc.src_format != src->format || sc.colorspace != src->colorspace ||
+      sc.range != static_cast<int>(full_range) || sc.dst_width != r.width ||
+      sc.dst_height != r.height) {
     const AVPixelFormat fmt = UnJ(src_format);
     if (sws_isSupportedInput(fmt) <= 0) {
       const char* name = av_get_pix_fmt_name(fmt);
       return absl::InvalidArgumentError(absl::StrCat("segment: unsupported decoded pixel format ",
                                                      name != nullptr ? name : "unknown"));
     }
-    r.sws.reset(sws_getContext(src->width, src->height, fmt, r.width, r.height, AV_PIX_FMT_YUV420P,
-                               SWS_BICUBIC, nullptr, nullptr, nullptr));
-    if (!r.sws) return absl::InternalError("cannot create a scaler");
+    sc.sws.reset(sws_getContext(src->width, src->height, fmt, r.width, r.height, AV_PIX_FMT_YUV420P,
+                                SWS_BICUBIC, nullptr, nullptr, nullptr));
+    if (!sc.sws) return absl::InternalError("cannot create a scaler");
+    if (state_ != nullptr) ++state_->stats.scalers_created;
     int cs = SWS_CS_DEFAULT;
     if (src->colorspace == AVCOL_SPC_BT709) cs = SWS_CS_ITU709;
     if (src->colorspace == AVCOL_SPC_BT2020_NCL || src->colorspace == AVCOL_SPC_BT2020_CL) {
       cs = SWS_CS_BT2020;
     }
     const int* coeffs = sws_getCoefficients(cs);
-    sws_setColorspaceDetails(r.sws.get(), coeffs, full_range ? 1 : 0, coeffs, 0, 0, 1 << 16,
+    sws_setColorspaceDetails(sc.sws.get(), coeffs, full_range ? 1 : 0, coeffs, 0, 0, 1 << 16,
                              1 << 16);
-    r.sws_width = src->width;
-    r.sws_height = src->height;
-    r.sws_format = src->format;
-    r.sws_colorspace = src->colorspace;
-    r.sws_range = static_cast<int>(full_range);
+    sc.src_width = src->width;
+    sc.src_height = src->height;
+    sc.src_format = src->format;
+    sc.colorspace = src->colorspace;
+    sc.range = static_cast<int>(full_range);
+    sc.dst_width = r.width;
+    sc.dst_height = r.height;
   }
   AvFramePtr out(av_frame_alloc());
   if (!out) return absl::ResourceExhaustedError("cannot allocate a frame");
@@ -673,7 +808,7 @@ absl::StatusOr<AvFramePtr> SegmentTranscoder::Scale(Rendition& r, AVFrame* src) 
   out->color_range = AVCOL_RANGE_MPEG;
   out->sample_aspect_ratio = AVRational{1, 1};
   const int ret =
-      sws_scale(r.sws.get(), src->data, src->linesize, 0, src->height, out->data, out->linesize);
+      sws_scale(sc.sws.get(), src->data, src->linesize, 0, src->height, out->data, out->linesize);
   if (ret < 0) return absl::InternalError(absl::StrCat("scaling failed: ", AvErrorString(ret)));
   return out;
 }
@@ -695,6 +830,22 @@ absl::Status SegmentTranscoder::Encode(Rendition& r, AVFrame* frame) {
     }
     pkt->stream_index = r.video_stream->index;
     av_packet_rescale_ts(pkt, enc->time_base, r.video_stream->time_base);
+    // With B-frames the encoder's first DTS come before the first PTS: at a stream starting at 0
+    // they are negative, and the muxer would shift this whole output later (but not the next
+    // segment's, which would then overlap it). Instead squeeze them in just after 0, a tick
+    // apart (the stream time base is at least 1/10000 s, far finer than a frame).
+    if (pkt->dts != AV_NOPTS_VALUE) {
+      int64_t dts = pkt->dts;
+      if (dts < 0 && pkt->pts != AV_NOPTS_VALUE && pkt->pts >= 0) dts = 0;
+      if (r.last_dts != AV_NOPTS_VALUE && dts <= r.last_dts) dts = r.last_dts + 1;
+      if (pkt->pts != AV_NOPTS_VALUE && dts > pkt->pts) {
+        av_packet_unref(pkt);
+        return absl::InternalError(
+            absl::StrCat("rendition ", r.index, ": the encoder's timestamps cannot be muxed"));
+      }
+      pkt->dts = dts;
+      r.last_dts = dts;
+    }
     ret = av_interleaved_write_frame(r.muxer->format.get(), pkt);  // takes the packet's data
     av_packet_unref(pkt);
     if (ret < 0) {
@@ -704,6 +855,8 @@ absl::Status SegmentTranscoder::Encode(Rendition& r, AVFrame* frame) {
 }
 
 absl::Status SegmentTranscoder::Emit(Rendition& r, int64_t pts) {
+  // Never at or before the last frame (of this output, or of the previous segment's).
+  if (r.last_pts != AV_NOPTS_VALUE && pts <= r.last_pts) return absl::OkStatus();
   if (r.frames >= options_.max_output_frames) {
     return absl::InvalidArgumentError(absl::StrCat(Field(r.index, "fps_num/fps_den"),
                                                    ": the output would have more than ",
@@ -789,6 +942,17 @@ absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
   }
   last_ts_ = ts;
   last_duration_ = duration;
+  if (first_ts_ == AV_NOPTS_VALUE) {
+    // A session's segment that starts well before the previous one ended is a discontinuity (the
+    // sender restarted), not an overlap: its frames are all kept, on their own timestamps.
+    const double seconds = ts * av_q2d(video_->time_base);
+    for (auto& r : renditions_) {
+      if (r->floor_pts != AV_NOPTS_VALUE && r->frames == 0 &&
+          seconds < r->floor_pts * av_q2d(r->floor_time_base) - kMaxOverlapSeconds) {
+        r->last_pts = AV_NOPTS_VALUE;
+      }
+    }
+  }
   if (first_ts_ == AV_NOPTS_VALUE || ts < first_ts_) first_ts_ = ts;
   if (end_ts_ == AV_NOPTS_VALUE || ts + duration > end_ts_) end_ts_ = ts + duration;
 
@@ -799,14 +963,14 @@ absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
 }
 
 absl::Status SegmentTranscoder::Decode(const AVPacket* packet) {
-  int ret = avcodec_send_packet(decoder_.get(), packet);
+  int ret = avcodec_send_packet(dec_, packet);
   if (ret < 0 && ret != AVERROR_EOF) {
     if (ret == AVERROR(ENOMEM)) return absl::ResourceExhaustedError("out of memory decoding");
     ++decode_errors_;  // a corrupt packet: skip it, as players do
     return absl::OkStatus();
   }
   while (true) {
-    ret = avcodec_receive_frame(decoder_.get(), frame_.get());
+    ret = avcodec_receive_frame(dec_, frame_.get());
     if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return absl::OkStatus();
     if (ret < 0) {
       if (ret == AVERROR(ENOMEM)) return absl::ResourceExhaustedError("out of memory decoding");
@@ -892,7 +1056,7 @@ absl::Status SegmentTranscoder::ReadAll() {
           "segment: cannot read the input (truncated or corrupt?): ", AvErrorString(ret)));
     }
     absl::Status status;
-    if (pkt->stream_index == video_->index) {
+    if (video_ != nullptr && pkt->stream_index == video_->index) {
       ++video_packets_;
       // Decoding starts at the first keyframe: frames before it (a segment cut mid-GOP) reference
       // pictures that are not in the segment and would decode to garbage.
@@ -901,11 +1065,20 @@ absl::Status SegmentTranscoder::ReadAll() {
     } else if (pkt->stream_index >= 0 &&
                static_cast<size_t>(pkt->stream_index) < copy_audio_.size() &&
                copy_audio_[pkt->stream_index]) {
+      if (audio_only_ && pkt->pts != AV_NOPTS_VALUE) {
+        const double tb = av_q2d(fmt->streams[pkt->stream_index]->time_base);
+        const double start = pkt->pts * tb;
+        const double end = (pkt->pts + std::max<int64_t>(pkt->duration, 0)) * tb;
+        audio_start_ = have_audio_time_ ? std::min(audio_start_, start) : start;
+        audio_end_ = have_audio_time_ ? std::max(audio_end_, end) : end;
+        have_audio_time_ = true;
+      }
       status = CopyAudio(pkt);
     }
     av_packet_unref(pkt);
     if (!status.ok()) return status;
   }
+  if (audio_only_) return absl::OkStatus();
   return Decode(nullptr);  // flush
 }
 
@@ -925,7 +1098,9 @@ absl::Status SegmentTranscoder::Finish(Rendition& r) {
   }
   r.pending.reset();
   r.pending_scaled.reset();
-  if (auto status = Encode(r, nullptr); !status.ok()) return status;  // flush
+  if (r.encoder) {
+    if (auto status = Encode(r, nullptr); !status.ok()) return status;  // flush
+  }
   AVFormatContext* out = r.muxer->format.get();
   int ret = av_write_trailer(out);
   if (ret < 0) {
@@ -962,6 +1137,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
     if (!status.ok()) return status;
   }
   if (auto status = ReadAll(); !status.ok()) return status;
+  if (audio_only_) return FinishAudioOnly();
   if (video_packets_ == 0) {
     return absl::InvalidArgumentError("segment: the video stream has no packets");
   }
@@ -982,6 +1158,34 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   TranscodeResult result;
   result.input_frames = input_frames_;
   result.duration_seconds = std::max<int64_t>(0, end_ts_ - first_ts_) * av_q2d(video_->time_base);
+  if (state_ != nullptr) {
+    state_->resolved.clear();
+    for (auto& r : renditions_) state_->resolved.push_back(r->spec);
+  }
+  return Collect(std::move(result));
+}
+
+absl::StatusOr<TranscodeResult> SegmentTranscoder::FinishAudioOnly() {
+  for (auto& r : renditions_) {
+    if (auto status = Finish(*r); !status.ok()) return status;
+  }
+  TranscodeResult result;
+  result.duration_seconds = have_audio_time_ ? std::max(0.0, audio_end_ - audio_start_) : 0;
+  return Collect(std::move(result));
+}
+
+// Moves the outputs into `result` and remembers, for the stream, where each rendition ended.
+TranscodeResult SegmentTranscoder::Collect(TranscodeResult result) {
+  if (state_ != nullptr) {
+    state_->last_pts.resize(renditions_.size(), AV_NOPTS_VALUE);
+    state_->last_time_base.resize(renditions_.size(), AVRational{0, 1});
+    for (auto& r : renditions_) {
+      if (r->last_pts != AV_NOPTS_VALUE && r->video_stream != nullptr) {
+        state_->last_pts[r->index] = r->last_pts;
+        state_->last_time_base[r->index] = r->time_base;
+      }
+    }
+  }
   for (auto& r : renditions_) {
     RenditionOutput out;
     out.spec = r->spec;
@@ -1003,5 +1207,18 @@ absl::StatusOr<TranscodeResult> TranscodeSegment(std::string_view segment,
   SegmentTranscoder transcoder(segment, ladder, options, cancelled);
   return transcoder.Run();
 }
+
+namespace internal {
+
+absl::StatusOr<TranscodeResult> TranscodeStreamSegment(StreamState& state, std::string_view segment,
+                                                       const std::vector<RenditionSpec>& ladder,
+                                                       const TranscodeOptions& options,
+                                                       const StreamSegment& how,
+                                                       const std::function<bool()>& cancelled) {
+  SegmentTranscoder transcoder(segment, ladder, options, cancelled, &state, how);
+  return transcoder.Run();
+}
+
+}  // namespace internal
 
 }  // namespace switchyard::orchestrator

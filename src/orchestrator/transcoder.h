@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,5 +67,42 @@ absl::StatusOr<TranscodeResult> TranscodeSegment(std::string_view segment,
                                                  const std::vector<RenditionSpec>& ladder,
                                                  const TranscodeOptions& options,
                                                  const std::function<bool()>& cancelled = {});
+
+namespace internal {
+
+// What TranscodeSession keeps between the segments of one stream: the video decoder (reused while
+// the input's codec parameters stay the same), each rendition's scaler (reused while the decoded
+// size/format and the output size stay the same), the last output timestamp of each rendition
+// and the ladder as last resolved. Opaque; owned by one session, used by one call at a time.
+struct StreamState;
+struct StreamStateDeleter {
+  void operator()(StreamState* state) const;
+};
+using StreamStatePtr = std::unique_ptr<StreamState, StreamStateDeleter>;
+StreamStatePtr NewStreamState();
+
+struct StreamStateStats {
+  int64_t decoders_opened = 0;  // video decoders opened over the stream's life
+  int64_t scalers_created = 0;  // scaler contexts created, all renditions together
+};
+StreamStateStats GetStreamStateStats(const StreamState& state);
+
+struct StreamSegment {
+  // The stream has had a video segment: a segment without video gives audio-only renditions
+  // (0 frames, 0x0) instead of INVALID_ARGUMENT.
+  bool allow_audio_only = false;
+  // This segment directly follows the last one transcoded with this state: outputs never repeat
+  // or go back before that one's last timestamps (overlapping input frames are dropped).
+  bool continues_previous = false;
+};
+
+// TranscodeSegment, borrowing long-lived state from `state`.
+absl::StatusOr<TranscodeResult> TranscodeStreamSegment(StreamState& state, std::string_view segment,
+                                                       const std::vector<RenditionSpec>& ladder,
+                                                       const TranscodeOptions& options,
+                                                       const StreamSegment& how,
+                                                       const std::function<bool()>& cancelled);
+
+}  // namespace internal
 
 }  // namespace switchyard::orchestrator
