@@ -207,7 +207,9 @@ class TranscodeSessionTest : public ::testing::Test {
 TEST_F(TranscodeSessionTest, KeepsDecoderAndScalersBetweenSegments) {
   const auto parts = Stream(160, 90, 4, false, "mpegts");
   ASSERT_EQ(parts.size(), 4u);
-  auto session = Session({Spec(96, 54), Spec(0, 46, 15, 1), Spec(160, 90, 60, 1)});
+  RenditionSpec half_second_gop = Spec(96, 54);
+  half_second_gop.gop_seconds = 0.5;
+  auto session = Session({half_second_gop, Spec(0, 46, 15, 1), Spec(160, 90, 60, 1)});
   ASSERT_NE(session, nullptr);
   std::vector<Timeline> timelines(3);
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -219,6 +221,10 @@ TEST_F(TranscodeSessionTest, KeepsDecoderAndScalersBetweenSegments) {
     EXPECT_EQ(result->renditions[1].frames, 15) << i;
     EXPECT_EQ(result->renditions[1].width, 82) << i;
     EXPECT_EQ(result->renditions[2].frames, 60) << i;
+    // Every segment's output has its own keyframes on the 0.5 s grid: frames 0 and 15.
+    Demuxed gop = Demux(result->renditions[0].data);
+    EXPECT_EQ(gop.keyframes(), 2) << i;
+    EXPECT_EQ(gop.keyframe_positions(), (std::vector<int>{0, 15})) << i;
     for (size_t r = 0; r < 3; ++r) {
       timelines[r].Add(result->renditions[r],
                        "segment " + std::to_string(i) + " rendition " + std::to_string(r));
