@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/grpc_services.h"
 
 namespace switchyard::gateway {
 
@@ -24,6 +25,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   });
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
 
+  EnableStandardGrpcServices();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(c.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->registry_.get());
@@ -75,6 +77,7 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
     sweeper_.join();
   }
   if (poller_) poller_->Stop();
+  SetGrpcServing(server_.get(), false);
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + grace);
     server_->Wait();

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_services.h"
 #include "common/media/hardware.h"
 #include "runner/torch_model.h"
 
@@ -25,6 +26,7 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
       s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },
       &s->board_);
 
+  EnableStandardGrpcServices();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
@@ -79,6 +81,7 @@ void OrchestratorServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_) return;
   shut_down_ = true;
   service_->set_draining(true);
+  SetGrpcServing(server_.get(), false);      // health checkers see the drain before the port closes
   for (auto& r : registrations_) r->Stop();  // gateways drop us at once
   registrations_.clear();
   if (server_) {

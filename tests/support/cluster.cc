@@ -194,6 +194,10 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
   return st;
 }
 
+std::string LocalCluster::orchestrator_address(size_t i) const {
+  return absl::StrCat("127.0.0.1:", orchestrators_.at(i)->port());
+}
+
 absl::Status LocalCluster::WaitForOrchestrators(int n, std::chrono::milliseconds timeout) {
   auto stub = GatewayStub();
   auto end = std::chrono::steady_clock::now() + timeout;

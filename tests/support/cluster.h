@@ -79,6 +79,8 @@ class LocalCluster {
   absl::Status WaitForOrchestrators(int n, std::chrono::milliseconds timeout);
 
   std::string gateway_address() const;
+  // 127.0.0.1:PORT of the i-th orchestrator's gRPC service.
+  std::string orchestrator_address(size_t i) const;
   std::unique_ptr<v1::Gateway::Stub> GatewayStub() const;
   // The i-th extra gateway (ClusterOptions::extra_gateways).
   std::unique_ptr<v1::Gateway::Stub> ExtraGatewayStub(size_t i) const;
