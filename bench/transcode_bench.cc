@@ -1,0 +1,612 @@
+// Transcoding throughput (issue 5): the orchestrator's in-process TranscodeSegment against the
+// ffmpeg CLI run once per segment (one decode, `split=3` + `scale` per output), in the same run,
+// on the same segments, with the same ladder and the same libx264 settings:
+//   source: 1080p30 H.264, testsrc2 with temporal noise (so that bitrate matters), 12 Mbit/s,
+//           keyframe every 2 s, cut into 2-second MPEG-TS segments by the ffmpeg CLI;
+//   ladder: 1280x720 3 Mbit/s, 854x480 1.6 Mbit/s, 640x360 800 kbit/s; veryfast, profile main,
+//           GOP 2 s (no scenecut), maxrate 1.5x, bufsize 2x, frame rate passed through;
+//   threads: decoder 1 (what TranscodeSegment uses), filters 1, libx264 --threads on both sides.
+// Each configuration (segments transcoded at once x libx264 threads) runs both sides --rounds
+// times, alternating which goes first. Reports segments/s, the realtime multiple (seconds of
+// source transcoded per wall second) and ours/CLI; then the PSNR of every rendition against the
+// source scaled to its size, measured with FFmpeg's psnr filter, for both sides.
+// Target: ours >= 1.25x the CLI's throughput; PSNR within 0.1 dB of the CLI's.
+//
+// Needs the `ffmpeg` CLI at run time (apt-get install -y ffmpeg); not a build dependency.
+//
+//   build/bin/transcode_bench [--segments 8] [--rounds 2] [--concurrency 1,2] [--threads 1]
+//                             [--ffmpeg ffmpeg] [--work-dir DIR] [--keep]
+//                             [--cli-defaults] [--split-ladder]   (informational rows)
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "orchestrator/transcoder.h"
+
+extern char** environ;
+
+namespace sy = switchyard;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Rung {
+  const char* name;
+  int width;
+  int height;
+  int64_t bitrate_bps;
+};
+constexpr Rung kLadder[] = {
+    {"720p", 1280, 720, 3'000'000}, {"480p", 854, 480, 1'600'000}, {"360p", 640, 360, 800'000}};
+constexpr size_t kRungs = std::size(kLadder);
+constexpr double kSegmentSeconds = 2;
+constexpr const char* kSourceFilter =
+    "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t+u,format=yuv420p";
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for children.
+double CpuSeconds(int who) {
+  rusage u{};
+  getrusage(who, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+bool WriteFile(const fs::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  return static_cast<bool>(out);
+}
+
+// The executable for `name`: itself if it has a slash, else the first match on PATH; "" if none.
+std::string FindExecutable(const std::string& name) {
+  if (name.find('/') != std::string::npos) return access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = std::getenv("PATH");
+  for (const auto& dir : absl::StrSplit(path != nullptr ? path : "/usr/bin:/bin", ':')) {
+    if (dir.empty()) continue;
+    std::string candidate = absl::StrCat(dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+// Runs args[0] (a path) with stdin on /dev/null and stdout and stderr into `log`; returns its exit
+// status, or -1 if it could not be started or was killed. posix_spawn rather than fork: this
+// process maps libtorch, and copying its page tables per segment would be charged to the CLI.
+int Spawn(const std::vector<std::string>& args, const fs::path& log) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 2, 1);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return -1;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Runs fn(i) for i in [0, n) on `concurrency` threads; returns the wall time in seconds.
+template <typename Fn>
+double RunPool(int n, int concurrency, Fn fn) {
+  std::atomic<int> next{0};
+  const auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < concurrency; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < n; i = next++) fn(i);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return Seconds(Clock::now() - t0);
+}
+
+struct Bench {
+  std::string ffmpeg;
+  fs::path dir;
+  int segments = 8;
+  std::vector<fs::path> sources;
+
+  fs::path Source(int i) const { return sources[static_cast<size_t>(i)]; }
+  static fs::path Output(const fs::path& out_dir, int segment, size_t rung) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "seg%03d_%s.ts", segment, kLadder[rung].name);
+    return out_dir / name;
+  }
+
+  // Generates the source, unless a previous run left the same one in the work dir.
+  bool Generate() {
+    const fs::path src = dir / "source";
+    const fs::path done = src / absl::StrCat("complete.", segments);
+    fs::create_directories(src);
+    const auto t0 = Clock::now();
+    const bool reuse = fs::exists(done);
+    const int rc = reuse ? 0
+                         : Spawn({ffmpeg,
+                                  "-hide_banner",
+                                  "-nostdin",
+                                  "-loglevel",
+                                  "error",
+                                  "-y",
+                                  "-f",
+                                  "lavfi",
+                                  "-i",
+                                  kSourceFilter,
+                                  "-t",
+                                  absl::StrCat(segments * kSegmentSeconds),
+                                  "-c:v",
+                                  "libx264",
+                                  "-preset",
+                                  "veryfast",
+                                  "-b:v",
+                                  "12M",
+                                  "-maxrate",
+                                  "12M",
+                                  "-bufsize",
+                                  "24M",
+                                  "-g",
+                                  "60",
+                                  "-keyint_min",
+                                  "60",
+                                  "-sc_threshold",
+                                  "0",
+                                  "-f",
+                                  "segment",
+                                  "-segment_time",
+                                  absl::StrCat(kSegmentSeconds),
+                                  "-segment_format",
+                                  "mpegts",
+                                  (src / "seg%03d.ts").string()},
+                                 dir / "generate.log");
+    if (rc != 0) {
+      std::cerr << "generating the source failed (exit " << rc << "); see "
+                << (dir / "generate.log") << "\n";
+      return false;
+    }
+    for (int i = 0; i < segments; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof(name), "seg%03d.ts", i);
+      if (!fs::exists(src / name)) {
+        std::cerr << "the source has no segment " << name << "\n";
+        return false;
+      }
+      sources.push_back(src / name);
+    }
+    WriteFile(done, "");
+    uintmax_t bytes = 0;
+    for (const auto& s : sources) bytes += fs::file_size(s);
+    std::printf(
+        "Source: %d segments of %.0f s, 1920x1080 30 fps H.264, %.1f Mbit/s (%s), "
+        "%s in %.1f s\n",
+        segments, kSegmentSeconds, bytes * 8.0 / (segments * kSegmentSeconds) / 1e6, kSourceFilter,
+        reuse ? "reused" : "generated", Seconds(Clock::now() - t0));
+    return true;
+  }
+
+  // Ours: read the segment, TranscodeSegment, write the renditions (the orchestrator gets the
+  // segment in memory and returns the renditions in memory; files here are to match the CLI).
+  static sy::orchestrator::RenditionSpec Spec(const Rung& r) {
+    sy::orchestrator::RenditionSpec spec;
+    spec.name = r.name;
+    spec.width = r.width;
+    spec.height = r.height;
+    spec.bitrate_bps = r.bitrate_bps;
+    spec.gop_seconds = kSegmentSeconds;
+    spec.preset = "veryfast";
+    spec.profile = "main";
+    return spec;
+  }
+
+  bool Ours(int i, int threads, const fs::path& out_dir) const {
+    std::vector<sy::orchestrator::RenditionSpec> ladder;
+    for (const Rung& r : kLadder) ladder.push_back(Spec(r));
+    sy::orchestrator::TranscodeOptions options;
+    options.container = "mpegts";
+    options.encoder_threads = threads;
+    const std::string segment = ReadFile(Source(i));
+    auto result = sy::orchestrator::TranscodeSegment(segment, ladder, options);
+    if (!result.ok()) {
+      std::cerr << "ours, segment " << i << ": " << result.status() << "\n";
+      return false;
+    }
+    for (size_t r = 0; r < kRungs; ++r) {
+      if (!WriteFile(Output(out_dir, i, r), result->renditions[r].data)) return false;
+    }
+    return true;
+  }
+
+  // An experiment, not the product: each rendition in its own thread, through its own
+  // TranscodeSegment call with a one-rung ladder, so the segment is decoded once per rendition.
+  // An upper bound on what encoding the renditions of one decode in parallel threads inside
+  // TranscodeSegment would give, less the extra decodes.
+  bool OursSplit(int i, int threads, const fs::path& out_dir) const {
+    const std::string segment = ReadFile(Source(i));
+    std::atomic<bool> ok{true};
+    std::vector<std::thread> workers;
+    for (size_t r = 0; r < kRungs; ++r) {
+      workers.emplace_back([&, r] {
+        sy::orchestrator::TranscodeOptions options;
+        options.container = "mpegts";
+        options.encoder_threads = threads;
+        auto result = sy::orchestrator::TranscodeSegment(segment, {Spec(kLadder[r])}, options);
+        if (!result.ok() || !WriteFile(Output(out_dir, i, r), result->renditions[0].data)) {
+          ok = false;
+        }
+      });
+    }
+    for (auto& w : workers) w.join();
+    return ok;
+  }
+
+  // The CLI: one process per segment, one decode, split=3 and a scale per output, each output
+  // encoded with what OpenEncoder in src/orchestrator/transcoder.cc sets. `threads` 0: the CLI's
+  // own defaults for decoder, filter and encoder threads (none of the -threads options).
+  std::vector<std::string> CliArgs(int i, int threads, const fs::path& out_dir) const {
+    std::vector<std::string> args = {ffmpeg,      "-hide_banner", "-nostdin",
+                                     "-loglevel", "error",        "-y"};
+    if (threads > 0) args.insert(args.end(), {"-threads", "1"});  // decoder, as ours
+    args.insert(args.end(), {"-i", Source(i).string()});
+    if (threads > 0) args.insert(args.end(), {"-filter_complex_threads", "1"});
+    std::string graph = absl::StrCat("[0:v]split=", kRungs);
+    for (size_t r = 0; r < kRungs; ++r) absl::StrAppend(&graph, "[v", r, "]");
+    for (size_t r = 0; r < kRungs; ++r) {
+      absl::StrAppend(&graph, ";[v", r, "]scale=", kLadder[r].width, ":", kLadder[r].height,
+                      ":flags=bicubic[o", r, "]");
+    }
+    args.insert(args.end(), {"-filter_complex", graph});
+    for (size_t r = 0; r < kRungs; ++r) {
+      const int64_t b = kLadder[r].bitrate_bps;
+      args.insert(args.end(), {"-map",         absl::StrCat("[o", r, "]"),
+                               "-c:v",         "libx264",
+                               "-preset",      "veryfast",
+                               "-profile:v",   "main",
+                               "-b:v",         absl::StrCat(b),
+                               "-maxrate",     absl::StrCat(b * 3 / 2),
+                               "-bufsize",     absl::StrCat(b * 2),
+                               "-g",           "60",
+                               "-forced-idr",  "1",
+                               "-x264-params", "scenecut=0",
+                               "-fps_mode",    "passthrough",
+                               "-an",          "-f",
+                               "mpegts"});
+      if (threads > 0) args.insert(args.end(), {"-threads", absl::StrCat(threads)});
+      args.push_back(Output(out_dir, i, r).string());
+    }
+    return args;
+  }
+
+  bool Cli(int i, int threads, const fs::path& out_dir) const {
+    char log[48];
+    std::snprintf(log, sizeof(log), "seg%03d.log", i);
+    const int rc = Spawn(CliArgs(i, threads, out_dir), out_dir / log);
+    if (rc != 0)
+      std::cerr << "CLI, segment " << i << ": exit " << rc << "; see " << out_dir / log << "\n";
+    return rc == 0;
+  }
+};
+
+struct Side {
+  double wall = 0;
+  double cpu = 0;  // CPU seconds, all threads or processes
+  int segments = 0;
+  int failures = 0;
+  double Rate() const { return wall > 0 ? segments / wall : 0; }
+};
+
+// PSNR (the psnr filter's "average", all planes) of `out` against `source` scaled to WxH with the
+// scale filter's defaults; NaN if it could not be measured.
+double Psnr(const Bench& b, const fs::path& out, const fs::path& source, const Rung& r,
+            const fs::path& log) {
+  const int rc = Spawn(
+      {b.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-i", out.string(), "-i", source.string(),
+       "-lavfi", absl::StrCat("[1:v]scale=", r.width, ":", r.height, "[ref];[0:v][ref]psnr"), "-f",
+       "null", "-"},
+      log);
+  if (rc != 0) return NAN;
+  const std::string text = ReadFile(log);
+  const size_t at = text.rfind("average:");
+  if (at == std::string::npos) return NAN;
+  return std::strtod(text.c_str() + at + 8, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Switchyard transcoding benchmark: TranscodeSegment vs the ffmpeg CLI"};
+  int segments = 8;
+  int rounds = 2;
+  std::vector<int> concurrencies = {1, 2};
+  std::vector<int> thread_counts = {1};
+  std::string ffmpeg_name = "ffmpeg";
+  std::string work_dir;
+  bool keep = false;
+  bool cli_defaults = false;
+  bool split_ladder = false;
+  std::string only = "both";
+  app.add_option("--segments", segments, "2-second segments to generate and transcode")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--rounds", rounds, "Runs of each side per configuration (alternating order)")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--concurrency", concurrencies, "Segments transcoded at once (both sides)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64));
+  app.add_option("--threads", thread_counts,
+                 "libx264 threads per rendition (TranscodeOptions.encoder_threads / -threads)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 16));
+  app.add_option("--ffmpeg", ffmpeg_name, "The ffmpeg CLI (a name on PATH or a path)");
+  app.add_option("--work-dir", work_dir,
+                 "Where to put the source and outputs (default: a temp dir)");
+  app.add_flag("--keep", keep, "Keep the work dir");
+  app.add_flag("--cli-defaults", cli_defaults,
+               "Also time the CLI with its own thread defaults (no -threads options), "
+               "for information");
+  app.add_flag("--split-ladder", split_ladder,
+               "Also time, for information, each rendition in its own thread with its own "
+               "TranscodeSegment call (one decode per rendition), at concurrency 1");
+  app.add_option("--only", only, "Time one side only, no PSNR (for profiling)")
+      ->check(CLI::IsMember({"both", "ours", "cli"}));
+  CLI11_PARSE(app, argc, argv);
+
+  Bench b;
+  b.segments = segments;
+  b.ffmpeg = FindExecutable(ffmpeg_name);
+  if (b.ffmpeg.empty()) {
+    std::cerr << "transcode_bench: the ffmpeg CLI (\"" << ffmpeg_name
+              << "\") was not found; it is the baseline and generates the source. Install it "
+                 "(Debian 12: apt-get install -y ffmpeg) or pass --ffmpeg PATH.\n";
+    return 2;
+  }
+  b.dir = work_dir.empty() ? fs::temp_directory_path() / absl::StrCat("transcode_bench.", getpid())
+                           : fs::path(work_dir);
+  fs::create_directories(b.dir);
+  if (Spawn({b.ffmpeg, "-hide_banner", "-version"}, b.dir / "version.log") != 0) {
+    std::cerr << "transcode_bench: " << b.ffmpeg << " -version failed; is it the ffmpeg CLI?\n";
+    return 2;
+  }
+  const std::string version = ReadFile(b.dir / "version.log");
+  std::printf("# Transcoding: TranscodeSegment vs the ffmpeg CLI\n\nCLI: %s (%s)\n",
+              version.substr(0, version.find('\n')).c_str(), b.ffmpeg.c_str());
+  std::printf("Machine: %u hardware threads; load average at start %s\n",
+              std::thread::hardware_concurrency(), LoadAverage().c_str());
+  if (!b.Generate()) return 1;
+
+  // Warm-up, untimed: page cache, lazy library loading, x264 init tables.
+  {
+    const fs::path warm = b.dir / "warmup";
+    fs::create_directories(warm);
+    if (!b.Ours(0, 1, warm) || !b.Cli(0, 1, warm)) return 1;
+  }
+
+  std::printf(
+      "\n## Throughput: %d segments x %d rounds per side; ladder 720p/3M, 480p/1.6M, 360p/800k, "
+      "veryfast\n\n"
+      "| concurrency | x264 threads | side | segments | wall s | CPU s/segment | segments/s | "
+      "realtime x | ours/CLI |\n|---|---|---|---|---|---|---|---|---|\n",
+      segments, rounds);
+  std::fflush(stdout);
+  fs::path psnr_ours, psnr_cli;
+  std::string psnr_config;
+  bool failed = false;
+  int configs = 0, configs_met = 0;
+  for (int threads : thread_counts) {
+    for (int concurrency : concurrencies) {
+      const std::string tag = absl::StrCat("c", concurrency, "_t", threads);
+      const fs::path ours_dir = b.dir / ("ours_" + tag);
+      const fs::path cli_dir = b.dir / ("cli_" + tag);
+      fs::create_directories(ours_dir);
+      fs::create_directories(cli_dir);
+      Side ours, cli;
+      std::vector<double> ratios;
+      for (int round = 0; round < rounds; ++round) {
+        std::atomic<int> ours_failed{0}, cli_failed{0};
+        double ours_wall = 0, cli_wall = 0;
+        auto run_ours = [&] {
+          if (only == "cli") return;
+          const double cpu0 = CpuSeconds(RUSAGE_SELF);
+          ours_wall = RunPool(segments, concurrency, [&](int i) {
+            if (!b.Ours(i, threads, ours_dir)) ++ours_failed;
+          });
+          ours.cpu += CpuSeconds(RUSAGE_SELF) - cpu0;
+        };
+        auto run_cli = [&] {
+          if (only == "ours") return;
+          const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
+          cli_wall = RunPool(segments, concurrency, [&](int i) {
+            if (!b.Cli(i, threads, cli_dir)) ++cli_failed;
+          });
+          cli.cpu += CpuSeconds(RUSAGE_CHILDREN) - cpu0;
+        };
+        if (round % 2 == 0) {
+          run_ours();
+          run_cli();
+        } else {
+          run_cli();
+          run_ours();
+        }
+        ours.wall += ours_wall;
+        ours.segments += segments;
+        ours.failures += ours_failed;
+        cli.wall += cli_wall;
+        cli.segments += segments;
+        cli.failures += cli_failed;
+        ratios.push_back(cli_wall / ours_wall);
+      }
+      const double ratio = ours.Rate() / cli.Rate();
+      ++configs;
+      if (ratio >= 1.25) ++configs_met;
+      auto row = [&](const char* side, const Side& s, const std::string& vs) {
+        std::printf("| %d | %d | %s | %d | %.2f | %.2f | %.3f | %.2f | %s |%s\n", concurrency,
+                    threads, side, s.segments, s.wall, s.cpu / std::max(1, s.segments), s.Rate(),
+                    s.Rate() * kSegmentSeconds, vs.c_str(), s.failures ? " (failures!)" : "");
+      };
+      std::string per_round;
+      for (double r : ratios) {
+        char one[16];
+        std::snprintf(one, sizeof(one), "%.2f", r);
+        absl::StrAppend(&per_round, per_round.empty() ? "" : ", ", one);
+      }
+      char vs[160];
+      std::snprintf(
+          vs, sizeof(vs), "**%.3f** (rounds: %s; CPU/segment CLI/ours %.3f)", ratio,
+          per_round.c_str(),
+          (cli.cpu / std::max(1, cli.segments)) / (ours.cpu / std::max(1, ours.segments)));
+      if (only != "cli") row("ours", ours, only == "both" ? vs : "-");
+      if (only != "ours") row("ffmpeg CLI", cli, "1");
+      std::fflush(stdout);
+      failed = failed || ours.failures > 0 || cli.failures > 0;
+      if (psnr_config.empty()) {
+        psnr_ours = ours_dir;
+        psnr_cli = cli_dir;
+        psnr_config = absl::StrCat("concurrency ", concurrency, ", x264 threads ", threads);
+      }
+    }
+  }
+  if (split_ladder) {
+    for (int threads : thread_counts) {
+      const fs::path dir = b.dir / absl::StrCat("ours_split_t", threads);
+      fs::create_directories(dir);
+      Side ours;
+      for (int round = 0; round < rounds; ++round) {
+        std::atomic<int> ours_failed{0};
+        const double cpu0 = CpuSeconds(RUSAGE_SELF);
+        ours.wall += RunPool(segments, 1, [&](int i) {
+          if (!b.OursSplit(i, threads, dir)) ++ours_failed;
+        });
+        ours.cpu += CpuSeconds(RUSAGE_SELF) - cpu0;
+        ours.segments += segments;
+        ours.failures += ours_failed;
+      }
+      std::printf(
+          "| 1 | %d | ours, renditions in 3 threads (3 decodes; experiment) | %d | %.2f | "
+          "%.2f | %.3f | %.2f | - |%s\n",
+          threads, ours.segments, ours.wall, ours.cpu / ours.segments, ours.Rate(),
+          ours.Rate() * kSegmentSeconds, ours.failures ? " (failures!)" : "");
+      std::fflush(stdout);
+    }
+  }
+  if (cli_defaults) {
+    const fs::path cli_dir = b.dir / "cli_defaults";
+    fs::create_directories(cli_dir);
+    Side cli;
+    for (int round = 0; round < rounds; ++round) {
+      std::atomic<int> cli_failed{0};
+      const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
+      cli.wall += RunPool(segments, 1, [&](int i) {
+        if (!b.Cli(i, 0, cli_dir)) ++cli_failed;
+      });
+      cli.cpu += CpuSeconds(RUSAGE_CHILDREN) - cpu0;
+      cli.segments += segments;
+      cli.failures += cli_failed;
+    }
+    std::printf(
+        "| 1 | CLI default | ffmpeg CLI, no -threads options | %d | %.2f | %.2f | %.3f | "
+        "%.2f | - |%s\n",
+        cli.segments, cli.wall, cli.cpu / cli.segments, cli.Rate(), cli.Rate() * kSegmentSeconds,
+        cli.failures ? " (failures!)" : "");
+  }
+  if (only == "both") {
+    std::printf("\nThroughput target (ours/CLI >= 1.25): met in %d of %d configurations\n",
+                configs_met, configs);
+  }
+  std::printf("\nLoad average at the end: %s\n", LoadAverage().c_str());
+  std::fflush(stdout);
+  if (only != "both") return failed ? 1 : 0;
+
+  // Quality: every rendition of every segment against the source segment scaled to its size.
+  // Per rendition, the segments' PSNRs are combined through their mean squared error (all
+  // segments have the same frame count), as the psnr filter's own average over a stream would.
+  std::printf(
+      "\n## Quality (%s outputs): PSNR against the scaled source, psnr filter\n\n"
+      "| rendition | ours dB | CLI dB | ours - CLI dB | ours kbit/s | CLI kbit/s | within "
+      "0.1 dB |\n|---|---|---|---|---|---|---|\n",
+      psnr_config.c_str());
+  std::vector<double> psnr(2 * kRungs * static_cast<size_t>(segments), NAN);
+  const fs::path psnr_logs = b.dir / "psnr";
+  fs::create_directories(psnr_logs);
+  RunPool(static_cast<int>(psnr.size()), std::max(1u, std::thread::hardware_concurrency()),
+          [&](int job) {
+            const auto j = static_cast<size_t>(job);
+            const bool is_cli = j % 2 == 1;
+            const size_t rung = (j / 2) % kRungs;
+            const int seg = static_cast<int>(j / 2 / kRungs);
+            const fs::path out = Bench::Output(is_cli ? psnr_cli : psnr_ours, seg, rung);
+            psnr[j] = Psnr(b, out, b.Source(seg), kLadder[rung],
+                           psnr_logs / absl::StrCat("psnr_", job, ".log"));
+          });
+  bool quality_met = true;
+  for (size_t rung = 0; rung < kRungs; ++rung) {
+    double mse[2] = {0, 0};
+    uintmax_t bytes[2] = {0, 0};
+    bool ok = true;
+    for (int seg = 0; seg < segments; ++seg) {
+      for (int side = 0; side < 2; ++side) {
+        const double p = psnr[(static_cast<size_t>(seg) * kRungs + rung) * 2 + side];
+        if (std::isnan(p)) ok = false;
+        mse[side] += std::pow(10.0, -p / 10) / segments;
+        bytes[side] += fs::file_size(Bench::Output(side ? psnr_cli : psnr_ours, seg, rung));
+      }
+    }
+    const double ours_db = -10 * std::log10(mse[0]);
+    const double cli_db = -10 * std::log10(mse[1]);
+    const bool within = ok && std::fabs(ours_db - cli_db) <= 0.1;
+    quality_met = quality_met && within;
+    const double seconds = segments * kSegmentSeconds;
+    std::printf("| %s | %.3f | %.3f | %+.3f | %.0f | %.0f | %s |\n", kLadder[rung].name, ours_db,
+                cli_db, ours_db - cli_db, bytes[0] * 8.0 / seconds / 1e3,
+                bytes[1] * 8.0 / seconds / 1e3,
+                ok ? (within ? "yes" : "NO") : "NOT MEASURED (see psnr logs)");
+  }
+  std::printf("\nQuality target (every rendition within 0.1 dB of the CLI): %s\n",
+              quality_met ? "met" : "NOT met");
+  std::printf("Load average after PSNR: %s\n", LoadAverage().c_str());
+  if (!keep && work_dir.empty()) {
+    std::error_code ec;
+    fs::remove_all(b.dir, ec);
+  } else {
+    std::printf("Work dir kept: %s\n", b.dir.c_str());
+  }
+  return failed ? 1 : 0;
+}
