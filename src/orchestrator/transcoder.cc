@@ -40,6 +40,8 @@ struct StreamState {
   std::vector<int64_t> last_pts;               // per rendition, in last_time_base; or NOPTS
   std::vector<AVRational> last_time_base;
   std::vector<RenditionSpec> resolved;  // the ladder as last resolved from a video segment
+  // Per rendition, per audio output stream (in order): the last audio DTS muxed, in seconds.
+  std::vector<std::vector<double>> last_audio_seconds;
   StreamStateStats stats;
 };
 
@@ -205,6 +207,9 @@ struct Rendition {
   AVStream* video_stream = nullptr;
   std::vector<int> audio_map;           // input stream index -> output stream index, or -1
   std::vector<int64_t> last_audio_dts;  // per output stream, in its time base
+  std::vector<AVRational> muxer_audio_time_bases;  // per output stream; {0, 0} if not audio
+  std::vector<bool> audio_floor;  // per output stream: last_audio_dts is the previous
+                                  // segment's, not yet checked against this one
 
   internal::Scaler own_scaler;
   internal::Scaler* scaler = &own_scaler;  // or the stream's, kept between segments
@@ -753,6 +758,28 @@ absl::Status SegmentTranscoder::OpenMuxer(Rendition& r) {
     r.data.clear();
     return MuxError(r.index, "writing the container header", ret);
   }
+  // A session's segment following the previous one: its audio starts after that one's did end
+  // (the stream time bases are only final now).
+  r.audio_floor.assign(out->nb_streams, false);
+  r.muxer_audio_time_bases.assign(out->nb_streams, AVRational{0, 0});
+  for (unsigned i = 0; i < out->nb_streams; ++i) {
+    if (out->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO) {
+      r.muxer_audio_time_bases[i] = out->streams[i]->time_base;
+    }
+  }
+  if (state_ != nullptr && how_.continues_previous && r.index < state_->last_audio_seconds.size()) {
+    const std::vector<double>& last = state_->last_audio_seconds[r.index];
+    size_t k = 0;
+    for (unsigned i = 0; i < out->nb_streams; ++i) {
+      const AVStream* st = out->streams[i];
+      if (st->codecpar->codec_type != AVMEDIA_TYPE_AUDIO) continue;
+      if (k < last.size() && std::isfinite(last[k])) {
+        r.last_audio_dts[i] = static_cast<int64_t>(std::floor(last[k] / av_q2d(st->time_base)));
+        r.audio_floor[i] = true;
+      }
+      ++k;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -1022,7 +1049,16 @@ absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, const AVStream* in)
     if (pkt->pts == AV_NOPTS_VALUE) pkt->pts = pkt->dts;
     av_packet_rescale_ts(pkt, in->time_base, out->time_base);
     int64_t& last = r->last_audio_dts[out_index];
-    if (last != AV_NOPTS_VALUE && pkt->dts <= last) {  // not monotonic: drop it
+    if (r->audio_floor[out_index]) {
+      // The first packet against the previous segment's end: starting well before it is a
+      // discontinuity (kept), not an overlap (dropped).
+      r->audio_floor[out_index] = false;
+      if (last != AV_NOPTS_VALUE &&
+          (pkt->dts - last) * av_q2d(out->time_base) < -kMaxOverlapSeconds) {
+        last = AV_NOPTS_VALUE;
+      }
+    }
+    if (last != AV_NOPTS_VALUE && pkt->dts <= last) {  // not monotonic or overlapping: drop it
       av_packet_unref(pkt);
       continue;
     }
@@ -1179,10 +1215,20 @@ TranscodeResult SegmentTranscoder::Collect(TranscodeResult result) {
   if (state_ != nullptr) {
     state_->last_pts.resize(renditions_.size(), AV_NOPTS_VALUE);
     state_->last_time_base.resize(renditions_.size(), AVRational{0, 1});
+    state_->last_audio_seconds.resize(renditions_.size());
     for (auto& r : renditions_) {
       if (r->last_pts != AV_NOPTS_VALUE && r->video_stream != nullptr) {
         state_->last_pts[r->index] = r->last_pts;
         state_->last_time_base[r->index] = r->time_base;
+      }
+      std::vector<double>& audio = state_->last_audio_seconds[r->index];
+      audio.clear();
+      for (size_t i = 0; i < r->last_audio_dts.size(); ++i) {
+        if (r->muxer_audio_time_bases.size() <= i || r->muxer_audio_time_bases[i].den == 0)
+          continue;
+        audio.push_back(r->last_audio_dts[i] == AV_NOPTS_VALUE
+                            ? std::nan("")
+                            : r->last_audio_dts[i] * av_q2d(r->muxer_audio_time_bases[i]));
       }
     }
   }
