@@ -164,12 +164,13 @@ class TranscodeSessionTest : public ::testing::Test {
   std::vector<std::string> Stream(int width, int height, double seconds, bool audio,
                                   const std::string& format, double offset = 0,
                                   const std::string& extra = "-preset ultrafast",
-                                  double segment_seconds = 1, double keyframe_seconds = 1) {
+                                  double segment_seconds = 1, double keyframe_seconds = 1,
+                                  const std::string& fps = "30") {
     const int id = counter_++;
     const auto whole = dir_.path() / ("whole" + std::to_string(id) + ".ts");
     std::string cmd =
         "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" + std::to_string(width) +
-        "x" + std::to_string(height) + ":rate=30";
+        "x" + std::to_string(height) + ":rate=" + fps;
     if (audio) cmd += " -f lavfi -i sine=frequency=440:sample_rate=48000";
     cmd += " -t " + std::to_string(seconds) + " -c:v libx264 " + extra +
            " -pix_fmt yuv420p -force_key_frames 'expr:gte(t,n_forced*" +
@@ -251,6 +252,43 @@ TEST_F(TranscodeSessionTest, KeepsDecoderAndScalersBetweenSegments) {
   EXPECT_EQ(session->decoders_opened(), 1);
   // 160x90 -> 160x90 needs no scaler; the other two are made once each.
   EXPECT_EQ(session->scalers_created(), 2);
+}
+
+TEST_F(TranscodeSessionTest, FractionalRatesAcrossSegmentBoundaries) {
+  // 4 s at 29.97 and at 23.976, cut at the keyframe after each second: frame rate conversion must
+  // neither repeat nor drop a frame where segments meet.
+  struct Case {
+    std::string fps;
+    int frames;  // in the whole stream
+    double in_rate;
+  };
+  for (const Case& c :
+       {Case{"30000/1001", 120, 30000.0 / 1001}, Case{"24000/1001", 96, 24000.0 / 1001}}) {
+    const auto parts = Stream(160, 90, c.frames / c.in_rate - 0.001, false, "mpegts", 0,
+                              "-preset ultrafast", 1, 1, c.fps);
+    ASSERT_EQ(parts.size(), 4u) << c.fps;
+    auto session = Session(
+        {Spec(96, 54), Spec(96, 54, 30000, 1001), Spec(96, 54, 24000, 1001), Spec(96, 54, 30, 1)});
+    ASSERT_NE(session, nullptr);
+    std::vector<Timeline> timelines(4);
+    std::vector<int64_t> totals(4, 0);
+    int64_t input_frames = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      auto result = session->Transcode(static_cast<int64_t>(i), parts[i]);
+      ASSERT_TRUE(result.ok()) << c.fps << " " << i << ": " << result.status();
+      input_frames += result->input_frames;
+      for (size_t r = 0; r < 4; ++r) {
+        totals[r] += result->renditions[r].frames;
+        timelines[r].Add(result->renditions[r], c.fps + " segment " + std::to_string(i));
+      }
+    }
+    const double seconds = c.frames / c.in_rate;
+    EXPECT_EQ(input_frames, c.frames) << c.fps;
+    EXPECT_EQ(totals[0], c.frames) << c.fps;
+    EXPECT_EQ(totals[1], std::lround(seconds * 30000 / 1001)) << c.fps;
+    EXPECT_EQ(totals[2], std::lround(seconds * 24000 / 1001)) << c.fps;
+    EXPECT_NEAR(totals[3], seconds * 30, 1) << c.fps;
+  }
 }
 
 TEST_F(TranscodeSessionTest, ResolutionChangeBetweenSegments) {
