@@ -190,6 +190,7 @@ int main(int argc, char** argv) {
 
   sy::gateway::GatewayConfig gw_cfg;
   gw_cfg.listen = "127.0.0.1:0";
+  gw_cfg.http_listen = "";
   gw_cfg.log_level = "warn";
   auto gateway = sy::gateway::GatewayServer::Create(gw_cfg);
   if (!gateway.ok()) {
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
   sy::orchestrator::OrchestratorConfig cfg;
   cfg.node_id = "bench";
   cfg.listen = "127.0.0.1:0";
+  cfg.http_listen = "";
   cfg.gateways = {absl::StrCat("127.0.0.1:", (*gateway)->port())};
   sy::orchestrator::ModelConfig model;
   model.id = kModel;

@@ -95,6 +95,7 @@ void ServedVsRaw(const std::string& model_dir, double seconds, int threads) {
   sy::orchestrator::OrchestratorConfig cfg;
   cfg.node_id = "bench";
   cfg.listen = "127.0.0.1:0";
+  cfg.http_listen = "";
   cfg.intra_op_threads = threads;
   cfg.inter_op_threads = 1;
   sy::orchestrator::ModelConfig m;

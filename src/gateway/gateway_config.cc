@@ -17,11 +17,11 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   GatewayConfig c;
   c.file = file;
   ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(root.CheckKeys({"gateway_id", "listen", "static_orchestrators",
-                                     "poll_interval_ms", "heartbeat_interval_ms", "node_timeout_ms",
-                                     "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
-                                     "max_price_per_unit", "max_queued_jobs", "routing",
-                                     "max_message_bytes", "log", "stream_idle_timeout_ms"}));
+  SY_RETURN_IF_ERROR(root.CheckKeys(
+      {"gateway_id", "listen", "static_orchestrators", "poll_interval_ms", "heartbeat_interval_ms",
+       "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
+       "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
+       "stream_idle_timeout_ms", "http_listen"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));
@@ -31,6 +31,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   SY_RETURN_IF_ERROR(root.Read("max_attempts", &c.max_attempts));
   SY_RETURN_IF_ERROR(root.Read("max_queued_jobs", &c.max_queued_jobs));
   SY_RETURN_IF_ERROR(root.Read("stream_idle_timeout_ms", &c.stream_idle_timeout_ms));
+  SY_RETURN_IF_ERROR(root.Read("http_listen", &c.http_listen));
   if (c.stream_idle_timeout_ms < 100) return root.Error("stream_idle_timeout_ms", "must be >= 100");
   if (root.Has("attempt_timeout_ms")) {
     ConfigObject timeouts = root.Child("attempt_timeout_ms");

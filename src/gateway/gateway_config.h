@@ -27,7 +27,9 @@ struct GatewayConfig {
   // Price caps per unit by "pipeline" or "pipeline/model" (the more specific wins), used when the
   // client sends none; absent: no cap.
   std::map<std::string, double> max_price_per_unit;
-  int max_queued_jobs = 1000;          // jobs waiting at the gateway for a node with room
+  int max_queued_jobs = 1000;  // jobs waiting at the gateway for a node with room
+  // HTTP port for /healthz, /readyz and /metrics (HOST:PORT); empty disables it.
+  std::string http_listen = "127.0.0.1:8935";
   int stream_idle_timeout_ms = 60000;  // a stream's node is forgotten after this long unused
   RouterOptions routing;
 

@@ -3,17 +3,38 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_services.h"
 
 namespace switchyard::gateway {
+namespace {
+
+std::string ModelStateLabel(node::v1::ModelState state) {
+  switch (state) {
+    case node::v1::MODEL_STATE_READY:
+      return "ready";
+    case node::v1::MODEL_STATE_LOADING:
+      return "loading";
+    case node::v1::MODEL_STATE_FAILED:
+      return "failed";
+    case node::v1::MODEL_STATE_UNLOADED:
+      return "unloaded";
+    default:
+      return "cold";
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConfig config) {
   std::unique_ptr<GatewayServer> s(new GatewayServer(std::move(config)));
   const auto& c = s->config_;
+  s->metrics_ = std::make_unique<Metrics>("gateway");
   s->membership_ = std::make_unique<Membership>(c.max_message_bytes);
   s->registry_ = std::make_unique<RegistryService>(c.gateway_id, c.heartbeat_interval_ms,
                                                    s->membership_.get());
@@ -31,6 +52,11 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   builder.RegisterService(s->registry_.get());
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->inference_.get());
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(s->metrics_->InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(c.max_message_bytes));
   // Keepalive pings on registration streams: a vanished orchestrator is noticed within ~2 s even
@@ -45,6 +71,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", c.listen, " (address in use?)"));
   }
+  if (auto st = s->StartHttp(); !st.ok()) return st;
   s->poller_ = std::make_unique<StaticPoller>(c.static_orchestrators,
                                               std::chrono::milliseconds(c.poll_interval_ms),
                                               s->membership_.get(), c.max_message_bytes);
@@ -61,6 +88,84 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   spdlog::info("gateway {} serving on port {} ({} static orchestrators)", c.gateway_id, s->port_,
                c.static_orchestrators.size());
   return s;
+}
+
+absl::Status GatewayServer::StartHttp() {
+  if (config_.http_listen.empty()) return absl::OkStatus();
+  auto& registry = metrics_->registry();
+  auto& orchestrators = prometheus::BuildGauge()
+                            .Name("switchyard_gateway_orchestrators")
+                            .Help("Orchestrators the gateway knows, by whether it routes to them.")
+                            .Register(registry);
+  auto& routable = orchestrators.Add({{"state", "ready"}});
+  auto& draining = orchestrators.Add({{"state", "draining"}});
+  auto& in_flight = prometheus::BuildGauge()
+                        .Name("switchyard_gateway_jobs_in_flight")
+                        .Help("Jobs this gateway has running on orchestrators.")
+                        .Register(registry)
+                        .Add({});
+  auto& offers = prometheus::BuildGauge()
+                     .Name("switchyard_gateway_model_offers")
+                     .Help("Orchestrators offering each pipeline and model, by the model's state.")
+                     .Register(registry);
+  metrics_->OnScrape([this, &routable, &draining, &in_flight, &offers] {
+    std::lock_guard<std::mutex> lock(scrape_mu_);
+    auto snapshot = membership_->snapshot();
+    int ready = 0, leaving = 0, flying = 0;
+    std::map<std::tuple<std::string, std::string, std::string>, int> counts;
+    for (const auto& node : snapshot->nodes) {
+      (node->status.draining() ? leaving : ready)++;
+      if (node->connection) flying += node->connection->in_flight().load();
+      for (const auto& cap : node->status.capabilities()) {
+        counts[{cap.pipeline(), cap.model_id(), ModelStateLabel(cap.state())}]++;
+      }
+    }
+    routable.Set(ready);
+    draining.Set(leaving);
+    in_flight.Set(flying);
+    // Offers that disappeared read 0 rather than vanishing mid-series.
+    for (auto& [key, gauge] : offer_gauges_) gauge->Set(0);
+    for (const auto& [key, n] : counts) {
+      auto it = offer_gauges_.find(key);
+      if (it == offer_gauges_.end()) {
+        auto& g = offers.Add({{"pipeline", std::get<0>(key)},
+                              {"model", std::get<1>(key)},
+                              {"state", std::get<2>(key)}});
+        it = offer_gauges_.emplace(key, &g).first;
+      }
+      it->second->Set(n);
+    }
+  });
+  std::map<std::string, http::Handler> routes;
+  routes["/healthz"] = [](const http::Request&, http::Reply reply) {
+    http::Response r;
+    r.body = "ok\n";
+    reply(std::move(r));
+  };
+  routes["/readyz"] = [this](const http::Request&, http::Reply reply) {
+    auto snapshot = membership_->snapshot();
+    int ready = 0;
+    for (const auto& node : snapshot->nodes) ready += node->status.draining() ? 0 : 1;
+    http::Response r;
+    r.status = ready > 0 && !shut_down_ ? 200 : 503;
+    r.body = ready > 0
+                 ? absl::StrCat("ready: ", ready, " orchestrator", ready == 1 ? "" : "s", "\n")
+                 : "not ready: no orchestrator to route to\n";
+    reply(std::move(r));
+  };
+  routes["/metrics"] = [this](const http::Request&, http::Reply reply) {
+    http::Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_->Render();
+    reply(std::move(r));
+  };
+  http::ServerOptions options;
+  options.listen = config_.http_listen;
+  auto http = http::Server::Create(options, std::move(routes));
+  if (!http.ok()) return http.status();
+  http_ = *std::move(http);
+  spdlog::info("gateway HTTP (/healthz, /readyz, /metrics) on port {}", http_->port());
+  return absl::OkStatus();
 }
 
 GatewayServer::~GatewayServer() { Shutdown(std::chrono::milliseconds(0)); }

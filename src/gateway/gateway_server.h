@@ -2,13 +2,18 @@
 #pragma once
 
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <tuple>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
 #include "gateway/gateway_config.h"
 #include "gateway/gateway_service.h"
 #include "gateway/inference_proxy.h"
@@ -26,11 +31,15 @@ class GatewayServer {
   // Stops accepting, gives in-flight jobs up to `grace` to finish, then cancels them.
   void Shutdown(std::chrono::milliseconds grace);
   int port() const { return port_; }
+  // The HTTP port (/healthz, /readyz, /metrics), or 0 when `http_listen` is empty.
+  int http_port() const { return http_ ? http_->port() : 0; }
 
  private:
+  absl::Status StartHttp();
   explicit GatewayServer(GatewayConfig config) : config_(std::move(config)) {}
 
   GatewayConfig config_;
+  std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;
   std::unique_ptr<GatewayService> service_;
@@ -38,6 +47,10 @@ class GatewayServer {
   std::unique_ptr<StaticPoller> poller_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  http::ServerPtr http_;  // after server_: destroyed first
+  std::mutex scrape_mu_;
+  // (pipeline, model, state) -> gauge of switchyard_gateway_model_offers.
+  std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> offer_gauges_;
   bool shut_down_ = false;
   // Drops registered orchestrators that stopped sending heartbeats (node_timeout_ms).
   std::mutex sweep_mu_;

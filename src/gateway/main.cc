@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "switchyard-gateway: accepts AI and video jobs over gRPC and routes each to an "
       "orchestrator by capability, warm state and load"};
-  std::string config_path, listen, port_file, log_level, log_format;
+  std::string config_path, listen, port_file, log_level, log_format, http_listen, http_port_file;
   std::vector<std::string> static_orchestrators;
   int grace_ms = 10000;
   app.add_option("-c,--config", config_path, "JSON config file (see docs/configuration.md)")
@@ -22,6 +22,11 @@ int main(int argc, char** argv) {
   app.add_option("--static-orchestrator", static_orchestrators,
                  "Poll this orchestrator (HOST:PORT) in addition to the config's list; repeatable");
   app.add_option("--port-file", port_file, "Write the bound port to this file once serving");
+  auto* http_opt = app.add_option("--http-listen", http_listen,
+                                  "Override `http_listen` (HOST:PORT for /healthz, /readyz, "
+                                  "/metrics; empty disables)");
+  app.add_option("--http-port-file", http_port_file,
+                 "Write the bound HTTP port to this file once serving");
   app.add_option("--log-level", log_level, "Override `log.level` (trace..error)");
   app.add_option("--log-format", log_format, "Override `log.format` (text or json)");
   app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
@@ -35,6 +40,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!listen.empty()) config->listen = listen;
+  if (http_opt->count() > 0) config->http_listen = http_listen;
   for (auto& s : static_orchestrators) config->static_orchestrators.push_back(s);
   if (!log_level.empty()) config->log_level = log_level;
   if (!log_format.empty()) config->log_format = log_format;
@@ -49,6 +55,12 @@ int main(int argc, char** argv) {
   }
   if (!port_file.empty()) {
     if (auto st = WritePortFile(port_file, (*server)->port()); !st.ok()) {
+      spdlog::critical("{}", st.ToString());
+      return 1;
+    }
+  }
+  if (!http_port_file.empty()) {
+    if (auto st = WritePortFile(http_port_file, (*server)->http_port()); !st.ok()) {
       spdlog::critical("{}", st.ToString());
       return 1;
     }

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
       "switchyard-orchestrator: runs AI models (libtorch) and video transcodes (libav*) "
       "for switchyard gateways"};
   std::string config_path;
-  std::string listen, node_id, port_file, log_level, log_format;
+  std::string listen, node_id, port_file, log_level, log_format, http_listen, http_port_file;
   std::vector<std::string> gateways;
   bool no_gateways = false;
   int grace_ms = 10000;
@@ -27,6 +27,11 @@ int main(int argc, char** argv) {
                  "config's `gateways`; repeatable");
   app.add_flag("--no-gateways", no_gateways, "Register with no gateway (for static polling)");
   app.add_option("--port-file", port_file, "Write the bound port to this file once serving");
+  auto* http_opt = app.add_option("--http-listen", http_listen,
+                                  "Override `http_listen` (HOST:PORT for /healthz, /readyz, "
+                                  "/metrics; empty disables)");
+  app.add_option("--http-port-file", http_port_file,
+                 "Write the bound HTTP port to this file once serving");
   app.add_option("--log-level", log_level, "Override `log.level` (trace..error)");
   app.add_option("--log-format", log_format, "Override `log.format` (text or json)");
   app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
@@ -49,6 +54,7 @@ int main(int argc, char** argv) {
     std::cerr << "switchyard-orchestrator: " << st.message() << "\n";
     return 2;
   }
+  if (http_opt->count() > 0) config->http_listen = http_listen;
   auto server = orchestrator::OrchestratorServer::Create(std::move(*config));
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
@@ -56,6 +62,12 @@ int main(int argc, char** argv) {
   }
   if (!port_file.empty()) {
     if (auto st = WritePortFile(port_file, (*server)->port()); !st.ok()) {
+      spdlog::critical("{}", st.ToString());
+      return 1;
+    }
+  }
+  if (!http_port_file.empty()) {
+    if (auto st = WritePortFile(http_port_file, (*server)->http_port()); !st.ok()) {
       spdlog::critical("{}", st.ToString());
       return 1;
     }

@@ -79,12 +79,17 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   OrchestratorConfig c;
   c.file = file;
   ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(root.CheckKeys({"node_id", "listen", "advertise_address", "gateways",
-                                     "heartbeat_ms", "torch", "max_message_bytes", "models",
-                                     "models_file", "memory_budget_mb", "transcode", "log"}));
+  SY_RETURN_IF_ERROR(root.CheckKeys(
+      {"node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
+       "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
+  SY_RETURN_IF_ERROR(root.Read("http_listen", &c.http_listen));
+  if (!c.http_listen.empty()) {
+    SY_RETURN_IF_ERROR(
+        ValidateHostPort(c.http_listen, absl::StrCat(file.string(), ": http_listen")));
+  }
   SY_RETURN_IF_ERROR(root.Read("gateways", &c.gateways));
   SY_RETURN_IF_ERROR(root.Read("heartbeat_ms", &c.heartbeat_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));

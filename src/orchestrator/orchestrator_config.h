@@ -56,11 +56,12 @@ struct OrchestratorConfig {
   std::filesystem::path file;  // where it was read from ("" for defaults)
   std::string node_id = "orchestrator";
   std::string listen = "127.0.0.1:50061";
-  std::string advertise_address;      // "" = the listen address with its bound port
-  std::vector<std::string> gateways;  // gateways to register with
-  int heartbeat_ms = 500;             // load update interval on the registration stream
-  int intra_op_threads = 0;           // libtorch intra-op threads (0 = libtorch default)
-  int inter_op_threads = 0;           // libtorch inter-op threads (0 = libtorch default)
+  std::string advertise_address;               // "" = the listen address with its bound port
+  std::string http_listen = "127.0.0.1:8936";  // /healthz, /readyz, /metrics; "" disables
+  std::vector<std::string> gateways;           // gateways to register with
+  int heartbeat_ms = 500;                      // load update interval on the registration stream
+  int intra_op_threads = 0;                    // libtorch intra-op threads (0 = libtorch default)
+  int inter_op_threads = 0;                    // libtorch inter-op threads (0 = libtorch default)
   int64_t max_message_bytes = 256 << 20;
   std::vector<ModelConfig> models;                  // inline `models`, or those of `models_file`
   std::filesystem::path models_file;                // e.g. configs/models.json ("" when inline)

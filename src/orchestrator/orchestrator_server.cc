@@ -26,9 +26,22 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
       s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },
       &s->board_);
 
+  s->metrics_ = std::make_unique<Metrics>("orchestrator");
+  s->service_->set_transcode_realtime_histogram(
+      &prometheus::BuildHistogram()
+           .Name("switchyard_orchestrator_transcode_realtime_ratio")
+           .Help("Seconds of input video transcoded per second of compute, per segment.")
+           .Register(s->metrics_->registry())
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20}));
+
   EnableStandardGrpcServices();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(s->metrics_->InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->inference_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(s->config_.max_message_bytes));
@@ -48,6 +61,7 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     s->advertise_address_ = s->config_.advertise_address;
   }
   s->service_->set_advertise_address(s->advertise_address_);
+  if (auto st = s->StartHttp(); !st.ok()) return st;
   if (s->config_.transcode.enabled) {
     const media::VideoHardware& hw = media::ProbeVideoHardware();
     const std::vector<std::string> names = hw.Names();
@@ -75,6 +89,94 @@ void OrchestratorServer::Start() {
     registrations_.push_back(std::move(client));
   }
   models_->LoadWarmModels();
+}
+
+absl::Status OrchestratorServer::StartHttp() {
+  if (config_.http_listen.empty()) return absl::OkStatus();
+  auto& registry = metrics_->registry();
+  auto& models = prometheus::BuildGauge()
+                     .Name("switchyard_orchestrator_models")
+                     .Help("Configured models (and the transcoder), by state.")
+                     .Register(registry);
+  auto& in_use = prometheus::BuildGauge()
+                     .Name("switchyard_orchestrator_jobs_in_use")
+                     .Help("Jobs running or queued, by pipeline and model.")
+                     .Register(registry);
+  auto& capacity = prometheus::BuildGauge()
+                       .Name("switchyard_orchestrator_capacity")
+                       .Help("Jobs that can run at once, by pipeline and model.")
+                       .Register(registry);
+  metrics_->OnScrape([this, &models, &in_use, &capacity] {
+    std::lock_guard<std::mutex> lock(scrape_mu_);
+    const node::v1::NodeStatus status = service_->BuildStatus();
+    std::map<std::string, int> by_state;
+    for (const char* state : {"cold", "loading", "ready", "failed", "unloaded"})
+      by_state[state] = 0;
+    for (const auto& cap : status.capabilities()) {
+      std::string state = "cold";
+      switch (cap.state()) {
+        case node::v1::MODEL_STATE_READY:
+          state = "ready";
+          break;
+        case node::v1::MODEL_STATE_LOADING:
+          state = "loading";
+          break;
+        case node::v1::MODEL_STATE_FAILED:
+          state = "failed";
+          break;
+        case node::v1::MODEL_STATE_UNLOADED:
+          state = "unloaded";
+          break;
+        default:
+          break;
+      }
+      by_state[state]++;
+      const std::pair<std::string, std::string> key{cap.pipeline(), cap.model_id()};
+      auto it = model_gauges_.find(key);
+      if (it == model_gauges_.end()) {
+        auto* g = &in_use.Add({{"pipeline", cap.pipeline()}, {"model", cap.model_id()}});
+        it = model_gauges_.emplace(key, g).first;
+        capacity.Add({{"pipeline", cap.pipeline()}, {"model", cap.model_id()}}).Set(cap.capacity());
+      }
+      it->second->Set(cap.in_use());
+    }
+    for (const auto& [state, n] : by_state) models.Add({{"state", state}}).Set(n);
+  });
+  std::map<std::string, http::Handler> routes;
+  routes["/healthz"] = [](const http::Request&, http::Reply reply) {
+    http::Response r;
+    r.body = "ok\n";
+    reply(std::move(r));
+  };
+  routes["/readyz"] = [this](const http::Request&, http::Reply reply) {
+    const node::v1::NodeStatus status = service_->BuildStatus();
+    http::Response r;
+    if (status.draining()) {
+      r.status = 503;
+      r.body = "not ready: draining\n";
+    } else {
+      int ready = 0, loading = 0;
+      for (const auto& cap : status.capabilities()) {
+        ready += cap.state() == node::v1::MODEL_STATE_READY ? 1 : 0;
+        loading += cap.state() == node::v1::MODEL_STATE_LOADING ? 1 : 0;
+      }
+      r.body = absl::StrCat("ready: ", ready, " ready, ", loading, " loading\n");
+    }
+    reply(std::move(r));
+  };
+  routes["/metrics"] = [this](const http::Request&, http::Reply reply) {
+    http::Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_->Render();
+    reply(std::move(r));
+  };
+  http::ServerOptions options;
+  options.listen = config_.http_listen;
+  auto http = http::Server::Create(options, std::move(routes));
+  if (!http.ok()) return http.status();
+  http_ = *std::move(http);
+  spdlog::info("orchestrator HTTP (/healthz, /readyz, /metrics) on port {}", http_->port());
+  return absl::OkStatus();
 }
 
 void OrchestratorServer::Shutdown(std::chrono::milliseconds grace) {

@@ -1,12 +1,18 @@
 // Wires an orchestrator together: models, the gRPC service, registrations with gateways.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
 #include "orchestrator/inference_service.h"
 #include "orchestrator/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
@@ -29,9 +35,12 @@ class OrchestratorServer {
   void Shutdown(std::chrono::milliseconds grace);
 
   int port() const { return port_; }
+  // The HTTP port (/healthz, /readyz, /metrics), or 0 when `http_listen` is empty.
+  int http_port() const { return http_ ? http_->port() : 0; }
   const std::string& advertise_address() const { return advertise_address_; }
 
  private:
+  absl::Status StartHttp();
   explicit OrchestratorServer(OrchestratorConfig config);
 
   OrchestratorConfig config_;
@@ -42,6 +51,10 @@ class OrchestratorServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
+  std::unique_ptr<Metrics> metrics_;
+  http::ServerPtr http_;
+  std::mutex scrape_mu_;
+  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> model_gauges_;
   std::string advertise_address_;
   bool shut_down_ = false;
 };

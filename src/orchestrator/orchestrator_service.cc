@@ -189,6 +189,9 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   job->set_units(pixels);
   job->set_price_per_unit(config_.transcode.price_per_unit);
   job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
+    transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
+  }
   spdlog::info("[{}] transcode {} frames -> {} renditions in {:.0f} ms", rid, result->input_frames,
                response->renditions_size(), job->compute_ms());
   return grpc::Status::OK;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <prometheus/histogram.h>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "orchestrator/model_manager.h"
@@ -60,6 +62,8 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
 
   // Set the address advertised to gateways (known once the server has bound its port).
   void set_advertise_address(std::string address) { advertise_address_ = std::move(address); }
+  // Per-segment realtime ratio (input seconds / compute seconds), when metrics are on.
+  void set_transcode_realtime_histogram(prometheus::Histogram* h) { transcode_realtime_ = h; }
   // Video hardware found at start (media::ProbeVideoHardware), advertised in the node status.
   void set_hardware(std::vector<std::string> names) { hardware_ = std::move(names); }
   void set_draining(bool draining) {
@@ -87,6 +91,7 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   StatusBoard* board_;
   std::string advertise_address_;
   std::vector<std::string> hardware_;
+  prometheus::Histogram* transcode_realtime_ = nullptr;
   std::atomic<bool> draining_{false};
   std::unique_ptr<TranscodeSessions> transcode_sessions_;
 };

@@ -193,3 +193,16 @@ TEST(GatewayConfigTest, RoutingTimeoutsCapsAndQueue) {
 
 }  // namespace
 }  // namespace switchyard::gateway
+
+namespace switchyard::gateway {
+namespace {
+
+// The config the README's quick start runs with must load.
+TEST(ShippedConfigs, GatewayJsonLoads) {
+  auto c = LoadGatewayConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / "configs/gateway.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_LT(c->node_timeout_ms, 1000);  // a silent node leaves routing within a second
+}
+
+}  // namespace
+}  // namespace switchyard::gateway

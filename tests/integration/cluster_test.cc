@@ -445,6 +445,7 @@ TEST(StaticOrchestratorTest, GatewayPollsAStaticOrchestrator) {
   TempDir dir;
   nlohmann::json orch = {{"node_id", "static-1"},
                          {"listen", "127.0.0.1:0"},
+                         {"http_listen", ""},
                          {"torch", {{"intra_op_threads", 1}, {"inter_op_threads", 1}}},
                          {"models",
                           {{{"id", "esrgan-slim-x2"},
@@ -453,7 +454,8 @@ TEST(StaticOrchestratorTest, GatewayPollsAStaticOrchestrator) {
                             {"warm", true}}}}};
   WriteFile(dir.path() / "orch.json", orch.dump());
   WriteFile(dir.path() / "gw.json",
-            R"({"gateway_id": "gw", "listen": "127.0.0.1:0", "poll_interval_ms": 200})");
+            R"({"gateway_id": "gw", "listen": "127.0.0.1:0", "http_listen": "",
+                "poll_interval_ms": 200})");
   Daemon o("static-1", dir.path() / "orch.log");
   ASSERT_TRUE(o.Start(BinaryPath("switchyard-orchestrator").string(),
                       {"--config", (dir.path() / "orch.json").string(), "--no-gateways",

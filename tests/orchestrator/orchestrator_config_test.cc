@@ -412,3 +412,17 @@ TEST(OrchestratorConfigTest, BatchingAndOptionsAreValidated) {
 
 }  // namespace
 }  // namespace switchyard::orchestrator
+
+namespace switchyard::orchestrator {
+namespace {
+
+// The configs the README's quick start runs with must load.
+TEST(ShippedConfigs, OrchestratorJsonsLoad) {
+  for (const char* name : {"configs/orchestrator-1.json", "configs/orchestrator-2.json"}) {
+    auto c = LoadOrchestratorConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / name);
+    EXPECT_TRUE(c.ok()) << name << ": " << c.status();
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::orchestrator

@@ -45,12 +45,21 @@ absl::Status Daemon::Start(const std::string& binary, const std::vector<std::str
 }
 
 absl::Status Daemon::WaitForPort(const fs::path& port_file, std::chrono::milliseconds timeout) {
+  return ReadPortFile(port_file, timeout, &port_);
+}
+
+absl::Status Daemon::WaitForHttpPort(const fs::path& port_file, std::chrono::milliseconds timeout) {
+  return ReadPortFile(port_file, timeout, &http_port_);
+}
+
+absl::Status Daemon::ReadPortFile(const fs::path& port_file, std::chrono::milliseconds timeout,
+                                  int* out) {
   auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
     std::ifstream in(port_file);
     int port = 0;
     if (in >> port && port > 0) {
-      port_ = port;
+      *out = port;
       return absl::OkStatus();
     }
     if (!Alive()) return absl::InternalError(absl::StrCat(name_, " exited early:\n", Log()));
@@ -117,20 +126,23 @@ LocalCluster::~LocalCluster() {
 }
 
 absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out) {
-  nlohmann::json gw = {{"gateway_id", name},
-                       {"listen", "127.0.0.1:0"},
-                       {"max_attempts", options_.max_attempts},
-                       {"poll_interval_ms", 200},
-                       {"log", {{"level", "debug"}}}};
+  nlohmann::json gw = {{"gateway_id", name},           {"listen", "127.0.0.1:0"},
+                       {"http_listen", "127.0.0.1:0"}, {"max_attempts", options_.max_attempts},
+                       {"poll_interval_ms", 200},      {"log", {{"level", "debug"}}}};
   gw.update(options_.gateway_config);
   const fs::path cfg = dir_.path() / (name + ".json");
   const fs::path port = dir_.path() / (name + ".port");
   WriteFile(cfg, gw.dump(2));
   *out = std::make_unique<Daemon>(name, dir_.path() / (name + ".log"));
+  const fs::path http_port = dir_.path() / (name + ".http-port");
   auto st = (*out)->Start(BinaryPath("switchyard-gateway").string(),
-                          {"--config", cfg.string(), "--port-file", port.string()});
+                          {"--config", cfg.string(), "--port-file", port.string(),
+                           "--http-port-file", http_port.string()});
   if (!st.ok()) return st;
-  return (*out)->WaitForPort(port, std::chrono::seconds(20));
+  // The HTTP port file is written after the gRPC one.
+  st = (*out)->WaitForPort(port, std::chrono::seconds(20));
+  if (!st.ok()) return st;
+  return (*out)->WaitForHttpPort(http_port, std::chrono::seconds(10));
 }
 
 absl::Status LocalCluster::Start(const ClusterOptions& options) {
@@ -167,15 +179,20 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
                       {"price_per_unit", 0.000001}});
   }
   for (const auto& extra : options_.extra_models) models.push_back(extra);
-  nlohmann::json cfg = {
-      {"node_id", node_id},         {"listen", "127.0.0.1:0"},
-      {"heartbeat_ms", 200},        {"torch", {{"intra_op_threads", 1}, {"inter_op_threads", 1}}},
-      {"models", models},           {"transcode", {{"capacity", options_.transcode_capacity}}},
-      {"log", {{"level", "debug"}}}};
+  nlohmann::json cfg = {{"node_id", node_id},
+                        {"listen", "127.0.0.1:0"},
+                        {"http_listen", "127.0.0.1:0"},
+                        {"heartbeat_ms", 200},
+                        {"torch", {{"intra_op_threads", 1}, {"inter_op_threads", 1}}},
+                        {"models", models},
+                        {"transcode", {{"capacity", options_.transcode_capacity}}},
+                        {"log", {{"level", "debug"}}}};
   fs::path cfg_path = dir_.path() / (node_id + ".json");
   fs::path port_path = dir_.path() / (node_id + ".port");
   WriteFile(cfg_path, cfg.dump(2));
-  std::vector<std::string> args{"--config", cfg_path.string(), "--port-file", port_path.string()};
+  fs::path http_port_path = dir_.path() / (node_id + ".http-port");
+  std::vector<std::string> args{"--config",         cfg_path.string(),  "--port-file",
+                                port_path.string(), "--http-port-file", http_port_path.string()};
   if (register_with_gateway) {
     args.push_back("--gateway");
     args.push_back(gateway_address());
@@ -190,6 +207,7 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
   auto st = daemon->Start(BinaryPath("switchyard-orchestrator").string(), args);
   if (!st.ok()) return st;
   st = daemon->WaitForPort(port_path, std::chrono::seconds(30));
+  if (st.ok()) st = daemon->WaitForHttpPort(http_port_path, std::chrono::seconds(10));
   orchestrators_.push_back(std::move(daemon));
   return st;
 }

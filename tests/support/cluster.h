@@ -37,6 +37,10 @@ class Daemon {
   bool Alive();
 
   int port() const { return port_; }
+  // Waits for the daemon's --http-port-file; http_port() is 0 until then.
+  absl::Status WaitForHttpPort(const std::filesystem::path& port_file,
+                               std::chrono::milliseconds timeout);
+  int http_port() const { return http_port_; }
   pid_t pid() const { return pid_; }
   const std::string& name() const { return name_; }
   std::string Log() const;
@@ -45,6 +49,9 @@ class Daemon {
   std::string name_;
   std::filesystem::path log_;
   pid_t pid_ = -1;
+  int http_port_ = 0;
+  absl::Status ReadPortFile(const std::filesystem::path& port_file,
+                            std::chrono::milliseconds timeout, int* out);
   int port_ = 0;
 };
 

@@ -1,0 +1,55 @@
+// Prometheus metrics for a daemon: a prometheus-cpp registry, process metrics, per-RPC metrics
+// recorded by a gRPC server interceptor, and the text exposition served at /metrics.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace switchyard {
+
+class Metrics {
+ public:
+  // `daemon` ("gateway", "orchestrator") prefixes the daemon's own metric names:
+  // switchyard_<daemon>_...
+  explicit Metrics(std::string daemon);
+
+  prometheus::Registry& registry() { return *registry_; }
+  const std::string& prefix() const { return prefix_; }
+
+  // Called at every scrape before serializing, to refresh gauges computed from state (models by
+  // state, orchestrators available, ...).
+  void OnScrape(std::function<void()> refresh);
+
+  // The Prometheus text exposition (version 0.0.4) of everything, with process metrics.
+  std::string Render();
+
+  // Records every RPC: switchyard_grpc_requests_total{service,method,code} and
+  // switchyard_grpc_request_duration_seconds{service,method}. Add to a ServerBuilder with
+  // experimental().SetInterceptorCreators.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+
+  void RecordRpc(const std::string& full_method, grpc::StatusCode code, double seconds);
+
+  // Standard latency buckets, in seconds (1 ms .. 120 s).
+  static prometheus::Histogram::BucketBoundaries LatencyBuckets();
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::string prefix_;
+  std::vector<std::function<void()>> refreshers_;
+  std::mutex mu_;
+  prometheus::Family<prometheus::Counter>* rpc_requests_;
+  prometheus::Family<prometheus::Histogram>* rpc_duration_;
+};
+
+}  // namespace switchyard
