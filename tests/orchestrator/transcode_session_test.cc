@@ -12,6 +12,7 @@
 #include "support/media_fixtures.h"
 
 extern "C" {
+#include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 }
 
@@ -289,6 +290,31 @@ TEST_F(TranscodeSessionTest, FractionalRatesAcrossSegmentBoundaries) {
     EXPECT_EQ(totals[2], std::lround(seconds * 24000 / 1001)) << c.fps;
     EXPECT_NEAR(totals[3], seconds * 30, 1) << c.fps;
   }
+}
+
+TEST_F(TranscodeSessionTest, HevcStream) {
+  if (avcodec_find_encoder_by_name("libx265") == nullptr ||
+      avcodec_find_decoder(AV_CODEC_ID_HEVC) == nullptr) {
+    GTEST_SKIP() << "libx265 or the HEVC decoder is not available";
+  }
+  // The later -c:v wins: an HEVC stream.
+  const auto parts = Stream(160, 90, 3, true, "mpegts", 0,
+                            "-c:v libx265 -preset ultrafast -x265-params log-level=error");
+  ASSERT_EQ(parts.size(), 3u);
+  auto session = Session({Spec(96, 54), Spec(64, 36, 60, 1)});
+  ASSERT_NE(session, nullptr);
+  std::vector<Timeline> timelines(2);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    auto result = session->Transcode(static_cast<int64_t>(i), parts[i]);
+    ASSERT_TRUE(result.ok()) << i << ": " << result.status();
+    EXPECT_EQ(result->input_frames, 30) << i;
+    EXPECT_EQ(result->renditions[0].frames, 30) << i;
+    EXPECT_EQ(result->renditions[1].frames, 60) << i;
+    for (size_t r = 0; r < 2; ++r) {
+      timelines[r].Add(result->renditions[r], "hevc segment " + std::to_string(i));
+    }
+  }
+  EXPECT_EQ(session->decoders_opened(), 1);
 }
 
 TEST_F(TranscodeSessionTest, ResolutionChangeBetweenSegments) {
