@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_services.h"
+#include "gateway/livepeer_api.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -136,7 +137,9 @@ absl::Status GatewayServer::StartHttp() {
       it->second->Set(n);
     }
   });
-  std::map<std::string, http::Handler> routes;
+  // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
+  std::map<std::string, http::Handler> routes =
+      LivepeerApiRoutes(server_->InProcessChannel(grpc::ChannelArguments()));
   routes["/healthz"] = [](const http::Request&, http::Reply reply) {
     http::Response r;
     r.body = "ok\n";
