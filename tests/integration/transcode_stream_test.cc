@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/media/segmenter.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
@@ -79,7 +80,28 @@ class TranscodeStreamTest : public ::testing::Test {
   std::string segment_;
 };
 
+// Consecutive segments of one generated stream (continuing timestamps), cut at its keyframes.
+std::vector<std::string> StreamSegments(const TempDir& dir, int count) {
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 90;
+  spec.seconds = 0.5 * count;
+  spec.gop_seconds = 0.5;
+  const auto path = dir.path() / "stream.ts";
+  WriteFile(path, MakeTestSegment(dir, spec));
+  std::vector<std::string> segments;
+  auto st = media::SplitIntoSegments(path.string(), 0.5,
+                                     [&](std::string segment, const media::SegmentInfo&) {
+                                       segments.push_back(std::move(segment));
+                                       return absl::OkStatus();
+                                     });
+  EXPECT_TRUE(st.ok()) << st;
+  return segments;
+}
+
 TEST_F(TranscodeStreamTest, SegmentsStayOnOneNodeInOrderAndTheSessionClosesAtTheEnd) {
+  const std::vector<std::string> segments = StreamSegments(tmp_, 4);
+  ASSERT_EQ(segments.size(), 4u);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   std::unique_ptr<Stream> stream = stub_->TranscodeStream(&ctx);
@@ -87,14 +109,14 @@ TEST_F(TranscodeStreamTest, SegmentsStayOnOneNodeInOrderAndTheSessionClosesAtThe
   std::string stream_id;
   std::string node;
   for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(stream->Write(Segment(segment_, i == 0)));
+    ASSERT_TRUE(stream->Write(Segment(segments[i], i == 0)));
     v1::TranscodeStreamResponse resp;
     ASSERT_TRUE(stream->Read(&resp)) << cluster_.Logs();
     EXPECT_EQ(resp.code(), 0) << resp.error();
     EXPECT_EQ(resp.sequence(), i);
     ASSERT_EQ(resp.result().renditions_size(), 1);
     EXPECT_EQ(resp.result().renditions(0).height(), 60);
-    EXPECT_GT(resp.result().renditions(0).frames(), 0);
+    EXPECT_EQ(resp.result().renditions(0).frames(), 15);  // 0.5 s at 30 fps, none dropped
     if (i == 0) {
       stream_id = resp.stream_id();
       node = resp.result().job().orchestrator();
@@ -113,7 +135,7 @@ TEST_F(TranscodeStreamTest, SegmentsStayOnOneNodeInOrderAndTheSessionClosesAtThe
   ASSERT_TRUE(stream->Read(&bad));
   EXPECT_EQ(bad.code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.error();
   EXPECT_FALSE(bad.error().empty());
-  ASSERT_TRUE(stream->Write(Segment(segment_, false)));
+  ASSERT_TRUE(stream->Write(Segment(StreamSegments(tmp_, 6).back(), false)));
   v1::TranscodeStreamResponse after;
   ASSERT_TRUE(stream->Read(&after));
   EXPECT_EQ(after.code(), 0) << after.error();
