@@ -302,6 +302,9 @@ class SegmentTranscoder {
   int64_t ts_offset_ = 0;  // added to decoded timestamps after they went backwards
   int64_t video_packets_ = 0;
   bool seen_keyframe_ = false;
+  std::vector<AvPacketPtr> before_keyframe_;  // video packets read before any keyframe
+  bool intra_entry_ = false;  // none was flagged: decoding starts at the first intra frame
+  bool seen_intra_ = false;
 };
 
 absl::Status SegmentTranscoder::ValidateOptions() {
@@ -940,6 +943,10 @@ absl::Status SegmentTranscoder::Push(Rendition& r, AVFrame* frame, int64_t ts) {
 
 absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
   if (Cancelled()) return absl::CancelledError("transcode cancelled");
+  if (intra_entry_ && !seen_intra_) {
+    if (frame->key_frame == 0 && frame->pict_type != AV_PICTURE_TYPE_I) return absl::OkStatus();
+    seen_intra_ = true;
+  }
   if (frame->width <= 0 || frame->height <= 0 || frame->width > options_.max_width ||
       frame->height > options_.max_height) {
     return absl::InvalidArgumentError(absl::StrCat("segment: decoded a ", frame->width, "x",
@@ -1096,8 +1103,18 @@ absl::Status SegmentTranscoder::ReadAll() {
       ++video_packets_;
       // Decoding starts at the first keyframe: frames before it (a segment cut mid-GOP) reference
       // pictures that are not in the segment and would decode to garbage.
-      if (!seen_keyframe_ && (pkt->flags & AV_PKT_FLAG_KEY) != 0) seen_keyframe_ = true;
-      if (seen_keyframe_) status = Decode(pkt);
+      // Until one is seen they are kept, in case none is flagged (below).
+      if (!seen_keyframe_ && (pkt->flags & AV_PKT_FLAG_KEY) != 0) {
+        seen_keyframe_ = true;
+        before_keyframe_.clear();
+      }
+      if (seen_keyframe_) {
+        status = Decode(pkt);
+      } else {
+        AvPacketPtr copy(av_packet_clone(pkt));
+        if (!copy) return absl::ResourceExhaustedError("cannot reference a packet");
+        before_keyframe_.push_back(std::move(copy));
+      }
     } else if (pkt->stream_index >= 0 &&
                static_cast<size_t>(pkt->stream_index) < copy_audio_.size() &&
                copy_audio_[pkt->stream_index]) {
@@ -1115,6 +1132,17 @@ absl::Status SegmentTranscoder::ReadAll() {
     if (!status.ok()) return status;
   }
   if (audio_only_) return absl::OkStatus();
+  if (!seen_keyframe_ && !before_keyframe_.empty()) {
+    // No packet is flagged as a keyframe: demuxers do not flag an I-frame that is neither an IDR
+    // nor marked as a recovery point (open-GOP streams). Decode, starting at the first intra
+    // frame the decoder finds; a segment without one still fails (below).
+    intra_entry_ = true;
+    for (AvPacketPtr& p : before_keyframe_) {
+      if (auto status = Decode(p.get()); !status.ok()) return status;
+      p.reset();
+    }
+    before_keyframe_.clear();
+  }
   return Decode(nullptr);  // flush
 }
 
@@ -1177,10 +1205,11 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   if (video_packets_ == 0) {
     return absl::InvalidArgumentError("segment: the video stream has no packets");
   }
-  if (!seen_keyframe_) {
+  if (!seen_keyframe_ && input_frames_ == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "segment: no keyframe in the video (", video_packets_,
-        " packets, none a keyframe): a segment must contain an IDR frame; was it cut mid-GOP?"));
+        " packets, none a keyframe or an intra frame): a segment must contain an IDR or I frame; "
+        "was it cut mid-GOP?"));
   }
   if (input_frames_ == 0) {
     return absl::InvalidArgumentError(

@@ -860,6 +860,51 @@ TEST_F(TranscoderTest, SegmentCutMidGopStartsAtItsFirstKeyframe) {
   EXPECT_EQ(result.renditions[1].frames, 90);
 }
 
+TEST_F(TranscoderTest, SegmentEnteredAtANonIdrIFrame) {
+  // Open-GOP x264 with its SEI removed: the I-frame after the first GOP is not an IDR and carries
+  // no recovery point, so no demuxer flags it as a keyframe; its SPS/PPS are repeated. A segment
+  // starting there (the leading IDR's GOP dropped) is decodable and must transcode.
+  const std::string input = MakeTestSegmentWithArgs(
+      dir_, 160, 90, "30", 2.0,
+      "-c:v libx264 -preset veryfast "
+      "-x264-params keyint=30:min-keyint=30:open-gop=1:scenecut=0:repeat-headers=1 "
+      "-bsf:v filter_units=remove_types=6 -pix_fmt yuv420p -f mpegts",
+      "ts");
+  auto has_sps = [](const AVPacket* pkt) {
+    for (int i = 0; i + 3 < pkt->size; ++i) {
+      if (pkt->data[i] == 0 && pkt->data[i + 1] == 0 && pkt->data[i + 2] == 1 &&
+          (pkt->data[i + 3] & 0x1F) == 7) {
+        return true;
+      }
+    }
+    return false;
+  };
+  int video = 0;
+  int flagged = 0;
+  bool entered = false;
+  const std::string cut = Remux(input, "mpegts", [&](const AVPacket* pkt, bool is_video) {
+    if (!is_video) return true;
+    // Keep from the second packet carrying a sequence header: the open-GOP I-frame.
+    if (video++ > 0 && has_sps(pkt)) entered = true;
+    if (entered && (pkt->flags & AV_PKT_FLAG_KEY) != 0) ++flagged;
+    return entered;
+  });
+  ASSERT_TRUE(entered);
+  ASSERT_EQ(flagged, 0) << "the I-frame is flagged: this input does not test the fallback";
+  for (const char* container : {"mpegts", "mp4"}) {
+    TranscodeOptions options;
+    options.container = container;
+    TranscodeResult result =
+        Checked(cut, {Spec(160, 90), Spec(80, 46, 60, 1)}, options, "non-IDR I entry");
+    ASSERT_EQ(result.renditions.size(), 2u);
+    // Display frames 30 to 59: the I-frame and what follows it (leading pictures that reference
+    // the dropped GOP are not shown).
+    EXPECT_EQ(result.input_frames, 30) << container;
+    EXPECT_EQ(result.renditions[0].frames, 30) << container;
+    EXPECT_EQ(result.renditions[1].frames, 60) << container;
+  }
+}
+
 TEST_F(TranscoderTest, NonMonotonicAndMissingInputTimestamps) {
   // B-frames, so the video PES headers carry both PTS and DTS.
   const std::string input = MakeTestSegmentWithArgs(
