@@ -57,15 +57,15 @@ struct TranscodeOptions {
 // Transcodes one MPEG-TS or MP4 segment (H.264, HEVC or any video FFmpeg decodes; optional audio:
 // audio packets are copied into every rendition). `cancelled`, if set, is polled between frames;
 // when it returns true the call stops and returns CANCELLED.
-// Decoding starts at the segment's first keyframe: frames before it (a segment cut mid-GOP) are
-// skipped. Output timestamps follow the input's (scaled to the output rate), so the outputs of
-// consecutive segments of one stream continue each other; where the input's presentation times go
-// backwards the frames that follow are shifted to continue (none is lost), and missing times are
-// filled in from the frame rate. Every output starts with an IDR frame and its DTS strictly
-// increase from 0 or later (the encoder's negative DTS at a stream starting at 0 are squeezed in
-// after 0 rather than the whole output shifted).
-// Thread-safe: concurrent calls share no mutable state.
-// Errors: INVALID_ARGUMENT for a bad ladder (empty, more than max_renditions, bad sizes/bitrate/
+// Decoding starts at the segment's first keyframe (or, when no packet is flagged as one, at the
+// first intra frame the decoder finds): frames before it (a segment cut mid-GOP) are skipped.
+// Output timestamps follow the input's (scaled to the output rate), so the outputs of consecutive
+// segments of one stream continue each other; where the input's presentation times go backwards the
+// frames that follow are shifted to continue (none is lost), and missing times are filled in from
+// the frame rate. Every output starts with an IDR frame and its DTS strictly increase from 0 or
+// later (the encoder's negative DTS at a stream starting at 0 are squeezed in after 0 rather than
+// the whole output shifted). Thread-safe: concurrent calls share no mutable state. Errors:
+// INVALID_ARGUMENT for a bad ladder (empty, more than max_renditions, bad sizes/bitrate/
 // preset/profile) or an input that is empty, not a media container, truncated, has no video
 // stream, has no keyframe, or decodes to no frames; each message says what was wrong. INTERNAL for
 // encoder failures.
