@@ -189,6 +189,20 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
   return Scan(snapshot, *candidates, ctx, 0, /*stop_at_two=*/false);
 }
 
+namespace {
+
+int64_t FreeMemory(const NodeCapability& cap) {
+  return cap.free_memory_mb() < 0 ? std::numeric_limits<int64_t>::max() : cap.free_memory_mb();
+}
+
+}  // namespace
+
+bool Router::ColdBetter(const Eval& a, const Eval& b) {
+  const int64_t fa = FreeMemory(*a.cap), fb = FreeMemory(*b.cap);
+  if (fa != fb) return fa > fb;
+  return a.load < b.load;
+}
+
 absl::StatusOr<RouteChoice> Router::Scan(const Snapshot& snapshot,
                                          const RouteIndex::Candidates& candidates,
                                          const Context& ctx, size_t offset,
@@ -222,10 +236,12 @@ absl::StatusOr<RouteChoice> Router::Scan(const Snapshot& snapshot,
         full.push_back(e);
         break;
       case Class::kCold:
-        if (cold_ties == 0 || e.load < best_cold.load) {
+        // The most free memory on the model's device first (no budget counts as unbounded),
+        // then the lowest load.
+        if (cold_ties == 0 || ColdBetter(e, best_cold)) {
           best_cold = e;
           cold_ties = 1;
-        } else if (e.load == best_cold.load) {
+        } else if (!ColdBetter(best_cold, e)) {
           // Reservoir sampling keeps each tied node equally likely without a second pass.
           ++cold_ties;
           if (random_() % static_cast<uint64_t>(cold_ties) == 0) best_cold = e;

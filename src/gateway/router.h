@@ -96,9 +96,9 @@ class Router {
   //
   // Preference: a warm model (READY) with a free slot, chosen by power of two choices on
   // score = latency EWMA x (1 + load), load = max(reported in use, this gateway's in flight) /
-  // capacity; else a cold one that can load it (COLD, UNLOADED or LOADING; lowest load, since
-  // nodes do not report free memory); else a warm one that is full (the job queues there; lowest
-  // score). Ties go to the first sampled (P2C) or are broken at random (scans).
+  // capacity; else a cold one that can load it (COLD, UNLOADED or LOADING; the most free memory
+  // on the model's device, then the lowest load); else a warm one that is full (the job queues
+  // there; lowest score). Ties go to the first sampled (P2C) or are broken at random (scans).
   absl::StatusOr<RouteChoice> Pick(const Snapshot& snapshot, const RouteRequest& request) const;
 
   // Feeds health and latency after each attempt on `node`. `latency` is the attempt's duration;
@@ -122,6 +122,8 @@ class Router {
                                    const RouteIndex::Candidates& candidates, const Context& ctx,
                                    size_t offset, bool stop_at_two) const;
   const Eval& TwoChoices(const Eval& a, const Eval& b, const Context& ctx) const;
+  // For loading a cold model: more free memory on its device, then lower load.
+  static bool ColdBetter(const Eval& a, const Eval& b);
   RouteChoice Decide(const Snapshot& snapshot, const Eval& e, const Context& ctx,
                      bool from_p2c) const;
 

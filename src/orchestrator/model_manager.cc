@@ -270,6 +270,10 @@ node::v1::NodeCapability ModelManager::CapabilityLocked(const Entry& e) const {
   c.set_no_room(
       (e.state == node::v1::MODEL_STATE_COLD || e.state == node::v1::MODEL_STATE_UNLOADED) &&
       !FitsLocked(e));
+  auto budget = budget_bytes_.find(e.device);
+  c.set_free_memory_mb(budget == budget_bytes_.end()
+                           ? -1
+                           : std::max<int64_t>(0, budget->second - UsedLocked(e.device)) / kMiB);
   return c;
 }
 

@@ -35,6 +35,7 @@ struct CapSpec {
   std::string error;
   bool no_room = false;
   double price = 0;
+  int64_t free_memory_mb = -1;
 };
 
 std::shared_ptr<const NodeView> Node(const std::string& id, const std::vector<CapSpec>& caps,
@@ -54,6 +55,7 @@ std::shared_ptr<const NodeView> Node(const std::string& id, const std::vector<Ca
     cap->set_error(c.error);
     cap->set_no_room(c.no_room);
     cap->set_price_per_unit(c.price);
+    cap->set_free_memory_mb(c.free_memory_mb);
   }
   view->stats = std::make_shared<NodeStats>();
   view->connection = std::make_shared<NodeConnection>("127.0.0.1:1", 1 << 20);
@@ -847,6 +849,32 @@ TEST(RouterPreferred, AnEjectedNodeIsNotPreferred) {
   }
   ASSERT_TRUE(router.IsEjected("home"));
   EXPECT_EQ(PickId(router, snap, req), "b");
+}
+
+}  // namespace
+}  // namespace switchyard::gateway
+
+namespace switchyard::gateway {
+namespace {
+
+CapSpec Cold(int64_t free_mb, int in_use = 0) {
+  CapSpec c = WithState(MODEL_STATE_COLD, 2, in_use);
+  c.free_memory_mb = free_mb;
+  return c;
+}
+
+TEST(RouterColdChoice, TheNodeWithTheMostFreeMemoryLoadsAColdModel) {
+  Router router(Constant(0));
+  // Loads break ties only: the idle node with little memory loses to the busier one with a lot.
+  auto snap = Snap({Node("small", {Cold(512, 0)}), Node("big", {Cold(8192, 1)}),
+                    Node("middle", {Cold(2048, 0)})});
+  EXPECT_EQ(PickId(router, snap, Request()), "big");
+  // A node without a memory budget counts as unbounded.
+  auto unbounded = Snap({Node("big", {Cold(8192, 0)}), Node("free", {Cold(-1, 1)})});
+  EXPECT_EQ(PickId(router, unbounded, Request()), "free");
+  // Equal memory: the least loaded.
+  auto tie = Snap({Node("busy", {Cold(4096, 1)}), Node("idle", {Cold(4096, 0)})});
+  EXPECT_EQ(PickId(router, tie, Request()), "idle");
 }
 
 }  // namespace

@@ -470,6 +470,8 @@ TEST_F(ModelBudgetTest, LoadingBeyondTheBudgetEvictsTheLeastRecentlyUsedIdleCold
   EXPECT_EQ(StateOf(mm, "c"), MODEL_STATE_READY);
   EXPECT_EQ(mm.MemoryInUse("cpu"), 80LL << 20);
   EXPECT_EQ(CapOf(mm, "c").memory_mb(), 40);
+  // Advertised so gateways can send cold models where there is memory: 100 - 80 MiB.
+  EXPECT_EQ(CapOf(mm, "b").free_memory_mb(), 20);
 }
 
 TEST_F(ModelBudgetTest, WarmModelsAreNeverEvictedAndAFullDeviceRefusesWithResourceExhausted) {
@@ -533,6 +535,7 @@ TEST_F(ModelBudgetTest, UnlistedDevicesAreUnbounded) {
   ModelConfig huge = Sized("huge", false);
   huge.memory_mb = 1 << 20;
   ModelManager mm({huge}, &board, {{"cuda:0", 10}});
+  EXPECT_EQ(CapOf(mm, "huge").free_memory_mb(), -1);
   EXPECT_TRUE(mm.Acquire("huge", Far()).ok());
 }
 
