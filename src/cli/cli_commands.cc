@@ -85,6 +85,7 @@ struct TranscodeOptions {
   std::string stream_id;
   int64_t sequence = 0;
   double segment_seconds = 2.0;  // transcode-file only
+  bool intra_only = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -425,6 +426,7 @@ absl::StatusOr<std::vector<v1::Rendition>> BuildLadder(const TranscodeOptions& o
       rendition->set_fps_den(fps.second);
     }
     rendition->set_gop_seconds(options.gop_seconds);
+    rendition->set_intra_only(options.intra_only);
     rendition->set_preset(options.preset);
     rendition->set_profile(options.profile);
     // Names known before the call must not collide (height 0 renditions are named later).
@@ -804,6 +806,7 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
                              "slow", "slower", "veryslow", "placebo"}));
   tc_cmd->add_option("--profile", transcode.profile, "H.264 profile (gateway default: main)")
       ->check(CLI::IsMember({"baseline", "main", "high"}));
+  tc_cmd->add_flag("--intra-only", transcode.intra_only, "Every frame a keyframe (ignores --gop)");
   tc_cmd->add_option("--gop", transcode.gop_seconds,
                      "Keyframe interval in seconds (0: encoder default, 2 s)");
   tc_cmd->add_option("--fps", transcode.fps,
@@ -836,6 +839,8 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
                              "slow", "slower", "veryslow", "placebo"}));
   tf_cmd->add_option("--profile", transcode_file.profile, "H.264 profile (gateway default: main)")
       ->check(CLI::IsMember({"baseline", "main", "high"}));
+  tf_cmd->add_flag("--intra-only", transcode_file.intra_only,
+                   "Every frame a keyframe (ignores --gop)");
   tf_cmd->add_option("--gop", transcode_file.gop_seconds,
                      "Keyframe interval in seconds (0: encoder default, 2 s)");
   tf_cmd->add_option("--fps", transcode_file.fps,

@@ -140,6 +140,7 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
     s.gop_seconds = r.gop_seconds();
     if (!r.preset().empty()) s.preset = r.preset();
     if (!r.profile().empty()) s.profile = r.profile();
+    s.intra_only = r.intra_only();
     ladder.push_back(std::move(s));
   }
 
@@ -173,6 +174,7 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
     spec->set_gop_seconds(out.spec.gop_seconds);
     spec->set_preset(out.spec.preset);
     spec->set_profile(out.spec.profile);
+    spec->set_intra_only(out.spec.intra_only);
     r->set_data(std::move(out.data));
     r->set_frames(out.frames);
     r->set_width(out.width);

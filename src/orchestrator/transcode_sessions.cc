@@ -15,7 +15,8 @@ bool SameLadder(const std::vector<RenditionSpec>& a, const std::vector<Rendition
     const RenditionSpec& y = b[i];
     if (x.name != y.name || x.width != y.width || x.height != y.height ||
         x.bitrate_bps != y.bitrate_bps || x.fps_num != y.fps_num || x.fps_den != y.fps_den ||
-        x.gop_seconds != y.gop_seconds || x.preset != y.preset || x.profile != y.profile) {
+        x.gop_seconds != y.gop_seconds || x.preset != y.preset || x.profile != y.profile ||
+        x.intra_only != y.intra_only) {
       return false;
     }
   }

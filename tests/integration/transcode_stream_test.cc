@@ -196,6 +196,21 @@ TEST_F(TranscodeStreamTest, UnarySegmentsWithAStreamIdKeepAffinity) {
   EXPECT_EQ(stub_->Transcode(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(TranscodeStreamTest, IntraOnlyRenditionsAreAllKeyframesThroughTheGateway) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::TranscodeRequest req = Segment(segment_, true);
+  req.mutable_renditions(0)->set_intra_only(true);
+  v1::TranscodeResponse resp;
+  auto st = stub_->Transcode(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.renditions_size(), 1);
+  EXPECT_TRUE(resp.renditions(0).rendition().intra_only());
+  auto frames = ProbeFrames(tmp_, resp.renditions(0).data(), "ts");
+  ASSERT_EQ(frames.size(), 15u);
+  for (const auto& f : frames) EXPECT_TRUE(f.key_frame) << f.pts_time;
+}
+
 TEST_F(TranscodeStreamTest, AFirstMessageWithoutRenditionsEndsTheStream) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
