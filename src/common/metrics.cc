@@ -158,4 +158,22 @@ Metrics::InterceptorFactory() {
   return std::make_unique<MetricsInterceptorFactory>(this);
 }
 
+void AddOperatorRoutes(Metrics* metrics, std::function<http::Response()> ready,
+                       std::map<std::string, http::Handler>* routes) {
+  (*routes)["/healthz"] = [](const http::Request&, http::Reply reply) {
+    http::Response r;
+    r.body = "ok\n";
+    reply(std::move(r));
+  };
+  (*routes)["/readyz"] = [ready = std::move(ready)](const http::Request&, http::Reply reply) {
+    reply(ready());
+  };
+  (*routes)["/metrics"] = [metrics](const http::Request&, http::Reply reply) {
+    http::Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics->Render();
+    reply(std::move(r));
+  };
+}
+
 }  // namespace switchyard

@@ -15,6 +15,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "common/http_server.h"
+
 namespace switchyard {
 
 class Metrics {
@@ -51,5 +53,10 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* rpc_requests_;
   prometheus::Family<prometheus::Histogram>* rpc_duration_;
 };
+
+// Adds the operator endpoints every daemon serves: /healthz (200 while the process runs),
+// /readyz (`ready` decides) and /metrics (`metrics`' exposition).
+void AddOperatorRoutes(Metrics* metrics, std::function<http::Response()> ready,
+                       std::map<std::string, http::Handler>* routes);
 
 }  // namespace switchyard

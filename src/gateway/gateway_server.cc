@@ -140,28 +140,20 @@ absl::Status GatewayServer::StartHttp() {
   // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
   std::map<std::string, http::Handler> routes =
       LivepeerApiRoutes(server_->InProcessChannel(grpc::ChannelArguments()));
-  routes["/healthz"] = [](const http::Request&, http::Reply reply) {
-    http::Response r;
-    r.body = "ok\n";
-    reply(std::move(r));
-  };
-  routes["/readyz"] = [this](const http::Request&, http::Reply reply) {
-    auto snapshot = membership_->snapshot();
-    int ready = 0;
-    for (const auto& node : snapshot->nodes) ready += node->status.draining() ? 0 : 1;
-    http::Response r;
-    r.status = ready > 0 && !shut_down_ ? 200 : 503;
-    r.body = ready > 0
-                 ? absl::StrCat("ready: ", ready, " orchestrator", ready == 1 ? "" : "s", "\n")
-                 : "not ready: no orchestrator to route to\n";
-    reply(std::move(r));
-  };
-  routes["/metrics"] = [this](const http::Request&, http::Reply reply) {
-    http::Response r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = metrics_->Render();
-    reply(std::move(r));
-  };
+  AddOperatorRoutes(
+      metrics_.get(),
+      [this] {
+        auto snapshot = membership_->snapshot();
+        int ready = 0;
+        for (const auto& node : snapshot->nodes) ready += node->status.draining() ? 0 : 1;
+        http::Response r;
+        r.status = ready > 0 && !shut_down_ ? 200 : 503;
+        r.body = ready > 0
+                     ? absl::StrCat("ready: ", ready, " orchestrator", ready == 1 ? "" : "s", "\n")
+                     : "not ready: no orchestrator to route to\n";
+        return r;
+      },
+      &routes);
   http::ServerOptions options;
   options.listen = config_.http_listen;
   auto http = http::Server::Create(options, std::move(routes));

@@ -143,33 +143,25 @@ absl::Status OrchestratorServer::StartHttp() {
     for (const auto& [state, n] : by_state) models.Add({{"state", state}}).Set(n);
   });
   std::map<std::string, http::Handler> routes;
-  routes["/healthz"] = [](const http::Request&, http::Reply reply) {
-    http::Response r;
-    r.body = "ok\n";
-    reply(std::move(r));
-  };
-  routes["/readyz"] = [this](const http::Request&, http::Reply reply) {
-    const node::v1::NodeStatus status = service_->BuildStatus();
-    http::Response r;
-    if (status.draining()) {
-      r.status = 503;
-      r.body = "not ready: draining\n";
-    } else {
-      int ready = 0, loading = 0;
-      for (const auto& cap : status.capabilities()) {
-        ready += cap.state() == node::v1::MODEL_STATE_READY ? 1 : 0;
-        loading += cap.state() == node::v1::MODEL_STATE_LOADING ? 1 : 0;
-      }
-      r.body = absl::StrCat("ready: ", ready, " ready, ", loading, " loading\n");
-    }
-    reply(std::move(r));
-  };
-  routes["/metrics"] = [this](const http::Request&, http::Reply reply) {
-    http::Response r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = metrics_->Render();
-    reply(std::move(r));
-  };
+  AddOperatorRoutes(
+      metrics_.get(),
+      [this] {
+        const node::v1::NodeStatus status = service_->BuildStatus();
+        http::Response r;
+        if (status.draining()) {
+          r.status = 503;
+          r.body = "not ready: draining\n";
+          return r;
+        }
+        int ready = 0, loading = 0;
+        for (const auto& cap : status.capabilities()) {
+          ready += cap.state() == node::v1::MODEL_STATE_READY ? 1 : 0;
+          loading += cap.state() == node::v1::MODEL_STATE_LOADING ? 1 : 0;
+        }
+        r.body = absl::StrCat("ready: ", ready, " ready, ", loading, " loading\n");
+        return r;
+      },
+      &routes);
   http::ServerOptions options;
   options.listen = config_.http_listen;
   auto http = http::Server::Create(options, std::move(routes));

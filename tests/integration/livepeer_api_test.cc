@@ -1,9 +1,5 @@
 // The Livepeer AI HTTP API on the gateway's HTTP port, against a local cluster.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <map>
@@ -14,54 +10,11 @@
 #include "absl/strings/escaping.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::testing {
 namespace {
-
-struct HttpResult {
-  int status = 0;
-  std::string body;
-};
-
-// One HTTP/1.0 request on loopback.
-HttpResult Request(int port, const std::string& method, const std::string& path,
-                   const std::string& content_type, const std::string& body) {
-  HttpResult r;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return r;
-  timeval tv{60, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return r;
-  }
-  std::string req = method + " " + path + " HTTP/1.0\r\nHost: localhost\r\n";
-  if (!content_type.empty()) req += "Content-Type: " + content_type + "\r\n";
-  req += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  size_t sent = 0;
-  while (sent < req.size()) {
-    ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, 0);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  std::string raw;
-  char buf[65536];
-  for (int i = 0; i < 100000; ++i) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    raw.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  if (raw.rfind("HTTP/1.", 0) == 0 && raw.size() > 12) r.status = std::stoi(raw.substr(9, 3));
-  const size_t at = raw.find("\r\n\r\n");
-  if (at != std::string::npos) r.body = raw.substr(at + 4);
-  return r;
-}
 
 const char kBoundary[] = "switchyard-test-boundary";
 
@@ -95,8 +48,8 @@ TEST(LivepeerApiTest, UpscaleOverHttpLikeTheLivepeerGateway) {
   const std::string png = MakeTestImage(tmp, 24, 16, "png");
   const std::string form_type = std::string("multipart/form-data; boundary=") + kBoundary;
 
-  HttpResult ok = Request(port, "POST", "/upscale", form_type,
-                          Multipart({{"model_id", "esrgan-slim-x4"}, {"seed", "7"}}, png));
+  HttpResult ok = HttpRequest(port, "POST", "/upscale", form_type,
+                              Multipart({{"model_id", "esrgan-slim-x4"}, {"seed", "7"}}, png));
   ASSERT_EQ(ok.status, 200) << ok.body << cluster.Logs();
   auto json = nlohmann::json::parse(ok.body, nullptr, false);
   ASSERT_FALSE(json.is_discarded()) << ok.body;
@@ -115,29 +68,30 @@ TEST(LivepeerApiTest, UpscaleOverHttpLikeTheLivepeerGateway) {
 
   // The reference API's errors: 422 for a missing field, 415 for a non-form body, 400 for an
   // unknown model or a corrupt image, 405 for the wrong method, 404 off the API.
-  HttpResult missing =
-      Request(port, "POST", "/upscale", form_type, Multipart({{"model_id", "esrgan-slim-x4"}}, ""));
+  HttpResult missing = HttpRequest(port, "POST", "/upscale", form_type,
+                                   Multipart({{"model_id", "esrgan-slim-x4"}}, ""));
   EXPECT_EQ(missing.status, 422) << missing.body;
   auto mj = nlohmann::json::parse(missing.body, nullptr, false);
   ASSERT_FALSE(mj.is_discarded()) << missing.body;
   EXPECT_EQ(mj["detail"][0]["loc"], nlohmann::json::array({"body", "image"})) << missing.body;
-  EXPECT_EQ(Request(port, "POST", "/upscale", "application/json", "{}").status, 415);
-  HttpResult unknown =
-      Request(port, "POST", "/upscale", form_type, Multipart({{"model_id", "no-such-model"}}, png));
+  EXPECT_EQ(HttpRequest(port, "POST", "/upscale", "application/json", "{}").status, 415);
+  HttpResult unknown = HttpRequest(port, "POST", "/upscale", form_type,
+                                   Multipart({{"model_id", "no-such-model"}}, png));
   EXPECT_EQ(unknown.status, 400) << unknown.body;
   EXPECT_NE(unknown.body.find("no-such-model"), std::string::npos) << unknown.body;
-  HttpResult corrupt = Request(port, "POST", "/upscale", form_type,
-                               Multipart({{"model_id", "esrgan-slim-x4"}}, "not a png"));
+  HttpResult corrupt = HttpRequest(port, "POST", "/upscale", form_type,
+                                   Multipart({{"model_id", "esrgan-slim-x4"}}, "not a png"));
   EXPECT_EQ(corrupt.status, 400) << corrupt.body;
   auto cj = nlohmann::json::parse(corrupt.body, nullptr, false);
   ASSERT_FALSE(cj.is_discarded());
   EXPECT_TRUE(cj["detail"].contains("msg")) << corrupt.body;
-  EXPECT_EQ(Request(port, "GET", "/upscale", "", "").status, 405);
-  HttpResult bad_seed = Request(port, "POST", "/upscale", form_type,
-                                Multipart({{"model_id", "esrgan-slim-x4"}, {"seed", "x"}}, png));
+  EXPECT_EQ(HttpRequest(port, "GET", "/upscale", "", "").status, 405);
+  HttpResult bad_seed =
+      HttpRequest(port, "POST", "/upscale", form_type,
+                  Multipart({{"model_id", "esrgan-slim-x4"}, {"seed", "x"}}, png));
   EXPECT_EQ(bad_seed.status, 422) << bad_seed.body;
   // Not built yet: says so.
-  EXPECT_EQ(Request(port, "POST", "/text-to-image", "application/json", "{}").status, 501);
+  EXPECT_EQ(HttpRequest(port, "POST", "/text-to-image", "application/json", "{}").status, 501);
 }
 
 }  // namespace

@@ -1,10 +1,6 @@
 // /healthz, /readyz and /metrics on both daemons; the exposition passes `promtool check metrics`.
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -13,50 +9,14 @@
 #include <thread>
 
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::testing {
 namespace {
 
-struct HttpResult {
-  int status = 0;
-  std::string body;
-};
-
-// A plain HTTP/1.0 GET on loopback (no client library needed): status and body.
-HttpResult Get(int port, const std::string& path) {
-  HttpResult r;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return r;
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return r;
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (::send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return r;
-  }
-  std::string raw;
-  char buf[4096];
-  for (int i = 0; i < 10000; ++i) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    raw.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  if (raw.rfind("HTTP/1.", 0) == 0 && raw.size() > 12) r.status = std::stoi(raw.substr(9, 3));
-  const size_t body = raw.find("\r\n\r\n");
-  if (body != std::string::npos) r.body = raw.substr(body + 4);
-  return r;
-}
+HttpResult Get(int port, const std::string& path) { return HttpRequest(port, "GET", path); }
 
 bool Contains(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
