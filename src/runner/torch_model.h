@@ -33,6 +33,11 @@ absl::Status ConfigureTorchThreads(int intra_op_threads, int inter_op_threads);
 // this build or machine does not have.
 absl::StatusOr<c10::Device> ResolveDevice(const std::string& spec);
 
+// The stream an executor thread on `device` makes current: a fresh one from libtorch's CUDA
+// stream pool for a CUDA device, none (the CPU has no streams) otherwise. UNAVAILABLE when this
+// libtorch cannot give one.
+absl::StatusOr<std::optional<c10::Stream>> ExecutorStream(c10::Device device);
+
 class TorchModel;
 using TorchModelPtr = std::shared_ptr<TorchModel>;
 

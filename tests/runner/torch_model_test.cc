@@ -22,6 +22,8 @@
 #include <torch/library.h>
 #include <torch/script.h>
 
+#include "absl/strings/match.h"
+
 #include "support/media_fixtures.h"
 
 namespace switchyard::runner {
@@ -321,6 +323,28 @@ TEST(ResolveDeviceTest, AutoPicksCudaOnlyWhenAvailable) {
   } else {
     EXPECT_TRUE(d->is_cpu());
   }
+}
+
+TEST(ExecutorStreamTest, CpuHasNoStreamAndCudaGetsItsOwnPoolStream) {
+  auto cpu = ExecutorStream(c10::Device(c10::kCPU));
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_FALSE(cpu->has_value());
+
+  const c10::Device cuda(c10::kCUDA, 0);
+  auto first = ExecutorStream(cuda);
+  if (!torch::cuda::is_available()) {
+    // A CPU-only libtorch has no CUDA implementation to ask: a clear error, not a crash.
+    EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_TRUE(absl::StrContains(first.status().message(), "cuda:0")) << first.status();
+    return;
+  }
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_value());
+  EXPECT_EQ((*first)->device(), cuda);
+  auto second = ExecutorStream(cuda);
+  ASSERT_TRUE(second.ok() && second->has_value());
+  // Two executor threads get different streams from the pool, not the default stream.
+  EXPECT_NE((*first)->id(), (*second)->id());
 }
 
 TEST(ResolveDeviceTest, MalformedSpecsAreInvalidArgument) {
