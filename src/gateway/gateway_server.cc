@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_services.h"
 #include "gateway/livepeer_api.h"
+#include "gateway/status_page.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -154,12 +155,16 @@ absl::Status GatewayServer::StartHttp() {
         return r;
       },
       &routes);
+  // The operators' status page (/status, /status.json, /).
+  AddStatusRoutes(
+      {config_.gateway_id, membership_.get(), service_->router(), service_->job_log(), absl::Now()},
+      &routes);
   http::ServerOptions options;
   options.listen = config_.http_listen;
   auto http = http::Server::Create(options, std::move(routes));
   if (!http.ok()) return http.status();
   http_ = *std::move(http);
-  spdlog::info("gateway HTTP (/healthz, /readyz, /metrics) on port {}", http_->port());
+  spdlog::info("gateway HTTP (/healthz, /readyz, /metrics, /status) on port {}", http_->port());
   return absl::OkStatus();
 }
 

@@ -43,7 +43,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   UnaryJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
            std::function<void(grpc::Status)> finish, RouteRequest route, AsyncCall call,
            const GatewayConfig& config, Membership* membership, Router* router,
-           WaitQueue* wait_queue, std::string request_id,
+           WaitQueue* wait_queue, std::string request_id, JobLog* job_log,
            std::function<void(const std::string&)> on_success = {})
       : context_(context),
         request_(request),
@@ -56,7 +56,8 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
         membership_(membership),
         router_(router),
         wait_queue_(wait_queue),
-        request_id_(std::move(request_id)) {
+        request_id_(std::move(request_id)),
+        job_log_(job_log) {
     deadline_ = context_->deadline();
     if (deadline_ == std::chrono::system_clock::time_point::max()) {
       deadline_ =
@@ -202,6 +203,11 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
       spdlog::info("[{}] {} '{}' answered {}: {}", request_id_, route_.pipeline, route_.model_id,
                    GrpcCodeName(status.error_code()), status.error_message());
+      job_log_->RecordFailure({absl::Now(), request_id_, route_.pipeline, route_.model_id,
+                               node_ ? node_->id : "", GrpcCodeName(status.error_code()),
+                               status.error_message(), attempts_});
+    } else if (status.ok()) {
+      job_log_->RecordSuccess(absl::Now());
     }
     finish_(std::move(status));
   }
@@ -218,6 +224,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   Router* router_;
   WaitQueue* wait_queue_;
   std::string request_id_;
+  JobLog* job_log_;  // the service's; outlives every job
   std::chrono::system_clock::time_point deadline_;
   absl::Time start_ = absl::Now();
   absl::Time attempt_start_;
@@ -287,7 +294,7 @@ grpc::ServerUnaryReactor* GatewayService::Route(
                std::function<void(grpc::Status)> done) {
         (stub->async()->*method)(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()));
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_);
   job->Start();
   return reactor;
 }
@@ -356,7 +363,7 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
          v1::TranscodeResponse* resp, std::function<void(grpc::Status)> done) {
         stub->async()->Transcode(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()),
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
       std::move(on_success));
   job->Start();
 }

@@ -8,6 +8,7 @@
 
 #include "gateway/gateway_config.h"
 #include "gateway/membership.h"
+#include "gateway/recent_errors.h"
 #include "gateway/router.h"
 #include "gateway/stream_affinity.h"
 #include "gateway/wait_queue.h"
@@ -31,6 +32,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
       grpc::CallbackServerContext* context) override;
   // The router, shared with the KServe proxy so both feed one view of node health.
   Router* router() { return &router_; }
+  // Finished jobs and recent failures of the unary pipelines, for the status page.
+  const JobLog* job_log() const { return &job_log_; }
 
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
@@ -93,6 +96,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Router router_;
   WaitQueue wait_queue_;
   StreamAffinity affinity_;
+  JobLog job_log_;
   std::function<uint64_t()> random_;
 };
 
