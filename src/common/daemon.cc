@@ -1,12 +1,35 @@
 #include "common/daemon.h"
 
 #include <pthread.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <fstream>
 
+#include <grpcpp/generic/generic_stub.h>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace switchyard {
+namespace {
+
+// sd_notify returns > 0 when sent, 0 when there is no NOTIFY_SOCKET, < 0 (-errno) on failure.
+absl::Status Notify(const std::string& state) {
+  int r = sd_notify(0, state.c_str());
+  if (r < 0) {
+    return absl::UnavailableError(absl::StrCat("sd_notify(", state, ") failed: errno ", -r));
+  }
+  return absl::OkStatus();
+}
+
+void LogIfFailed(const absl::Status& st) {
+  if (!st.ok()) spdlog::warn("{}", std::string(st.message()));
+}
+
+}  // namespace
 
 sigset_t BlockTerminationSignals() {
   sigset_t set;
@@ -23,7 +46,30 @@ int WaitForTerminationSignal(const sigset_t& set) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGINT || sig == SIGTERM) return sig;
-    // SIGHUP: config reload is not supported yet; ignore rather than die.
+  }
+}
+
+int ServeSignals(const sigset_t& set, const std::function<absl::Status()>& reload) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGINT || sig == SIGTERM) {
+      // Tell systemd first: the drain that follows can take the whole grace period.
+      LogIfFailed(NotifyStopping());
+      return sig;
+    }
+    if (sig != SIGHUP) continue;
+    spdlog::info("SIGHUP: reloading the config");
+    LogIfFailed(NotifyReloading());
+    absl::Status st = reload ? reload() : absl::UnimplementedError("reload is not supported");
+    if (st.ok()) {
+      spdlog::info("reload done");
+      LogIfFailed(NotifyReady("serving (reloaded)"));
+    } else {
+      spdlog::error("reload rejected, keeping the previous config: {}", std::string(st.message()));
+      // Still READY: the daemon serves on with the old config, which systemd should know.
+      LogIfFailed(NotifyReady(absl::StrCat("serving (reload rejected: ", st.message(), ")")));
+    }
   }
 }
 
@@ -39,6 +85,113 @@ absl::Status WritePortFile(const std::filesystem::path& path, int port) {
   std::filesystem::rename(tmp, path, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot write port file ", path.string()));
   return absl::OkStatus();
+}
+
+absl::Status NotifyReady(const std::string& status_line) {
+  // STATUS= is one line of free text shown by `systemctl status`; keep it to one line.
+  return Notify(absl::StrCat("READY=1\nSTATUS=", absl::StrReplaceAll(status_line, {{"\n", " "}})));
+}
+
+absl::Status NotifyReloading() {
+  // systemd >= 253 wants the reload's start time with RELOADING=1 (Type=notify-reload); older
+  // ones ignore it.
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const uint64_t usec = static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+  return Notify(absl::StrCat("RELOADING=1\nSTATUS=reloading\nMONOTONIC_USEC=", usec));
+}
+
+absl::Status NotifyStopping() { return Notify("STOPPING=1\nSTATUS=draining"); }
+
+absl::Status ProbeGrpcServer(grpc::Server* server, std::chrono::milliseconds timeout) {
+  if (server == nullptr) return absl::UnavailableError("no gRPC server");
+  grpc::GenericStub stub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  grpc::Slice empty("");  // HealthCheckRequest{service: ""}: the whole server
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   done = true;
+                   cv.notify_all();
+                 });
+  {
+    // The call's deadline ends it; the extra second only guards against a callback never coming.
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, timeout + std::chrono::seconds(1), [&] { return done; })) {
+      ctx.TryCancel();
+      cv.wait(lock, [&] { return done; });  // the callback references this frame
+      return absl::UnavailableError("gRPC health check got no answer");
+    }
+  }
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("gRPC health check failed: ", status.error_message()));
+  }
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return absl::UnavailableError("unreadable health answer");
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // HealthCheckResponse{status: SERVING} is field 1 (varint) = 1.
+  if (bytes != std::string("\x08\x01", 2)) {
+    return absl::UnavailableError("gRPC health check answers NOT_SERVING");
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<Watchdog> Watchdog::StartIfEnabled(HealthCheck healthy) {
+  uint64_t usec = 0;
+  // 0 unset (or WATCHDOG_PID names another process), > 0 enabled, < 0 malformed variables.
+  int r = sd_watchdog_enabled(0, &usec);
+  if (r < 0) spdlog::warn("ignoring the systemd watchdog settings: errno {}", -r);
+  if (r <= 0 || usec == 0) return nullptr;
+  spdlog::info("systemd watchdog: {} ms, pinging every {} ms while healthy", usec / 1000,
+               usec / 2000);
+  return std::unique_ptr<Watchdog>(
+      new Watchdog(std::chrono::microseconds(usec), std::move(healthy)));
+}
+
+Watchdog::Watchdog(std::chrono::microseconds interval, HealthCheck healthy)
+    : interval_(interval), healthy_(std::move(healthy)) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+Watchdog::~Watchdog() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Watchdog::Run() {
+  const auto period = interval_ / 2;
+  const auto budget =
+      std::max(std::chrono::milliseconds(1),
+               std::chrono::duration_cast<std::chrono::milliseconds>(interval_ / 4));
+  bool failing = false;
+  for (;;) {
+    absl::Status st = healthy_ ? healthy_(budget) : absl::OkStatus();
+    if (st.ok()) {
+      if (failing) spdlog::info("healthy again; watchdog pings resume");
+      failing = false;
+      LogIfFailed(Notify("WATCHDOG=1"));
+    } else if (!failing) {
+      // No ping: if this lasts WatchdogSec, systemd kills the daemon and restarts it.
+      spdlog::error("unhealthy, withholding the watchdog ping: {}", std::string(st.message()));
+      failing = true;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cv_.wait_for(lock, period, [this] { return stopping_; })) return;
+  }
 }
 
 }  // namespace switchyard

@@ -1,8 +1,18 @@
-// Small pieces both daemons' mains share.
+// Small pieces both daemons' mains share: signals, port files, and the systemd service protocol
+// (sd_notify readiness, reload and stop notifications, the watchdog).
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 
@@ -12,11 +22,56 @@ namespace switchyard {
 // every thread inherits the mask) and returns the set to wait on.
 sigset_t BlockTerminationSignals();
 
-// Waits for SIGINT or SIGTERM; returns the signal number.
+// Waits for SIGINT or SIGTERM; returns the signal number. SIGHUP is ignored.
 int WaitForTerminationSignal(const sigset_t& set);
+
+// Waits for SIGINT or SIGTERM, running `reload` on every SIGHUP in between (bracketed by
+// RELOADING=1 and READY=1 to systemd, and logged: a failed reload keeps the old config, says why
+// and the daemon goes on). Sends STOPPING=1 before returning the terminating signal's number.
+int ServeSignals(const sigset_t& set, const std::function<absl::Status()>& reload);
 
 // Writes `port` followed by a newline to `path` atomically (write, then rename), so a test or
 // script polling for the file never reads half of it.
 absl::Status WritePortFile(const std::filesystem::path& path, int port);
+
+// The systemd notification protocol (sd_notify(3)). Each is a no-op returning OK when the daemon
+// is not started by systemd (no NOTIFY_SOCKET), so running by hand or in tests needs nothing.
+absl::Status NotifyReady(const std::string& status_line);
+absl::Status NotifyReloading();
+absl::Status NotifyStopping();
+
+// Checks that `server` answers RPCs: a grpc.health.v1 Check over an in-process channel, within
+// `timeout`. OK when it answers SERVING; UNAVAILABLE (with why) when it does not answer, answers
+// NOT_SERVING, or fails.
+absl::Status ProbeGrpcServer(grpc::Server* server, std::chrono::milliseconds timeout);
+
+// Sends WATCHDOG=1 at half the interval systemd asks for (WatchdogSec=, via WATCHDOG_USEC and
+// WATCHDOG_PID) from its own thread, but only while `healthy` returns OK: a daemon that stops
+// answering is then killed and restarted by systemd instead of lingering. A failed check is
+// logged once per streak. `healthy` is given a time budget (a quarter of the interval) so a hung
+// check still leaves room to ping in time once it recovers.
+class Watchdog {
+ public:
+  using HealthCheck = std::function<absl::Status(std::chrono::milliseconds budget)>;
+
+  // Null when systemd asks for no watchdog (or asks it of another process).
+  static std::unique_ptr<Watchdog> StartIfEnabled(HealthCheck healthy);
+  ~Watchdog();  // stops and joins
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  std::chrono::microseconds interval() const { return interval_; }
+
+ private:
+  Watchdog(std::chrono::microseconds interval, HealthCheck healthy);
+  void Run();
+
+  const std::chrono::microseconds interval_;  // systemd's timeout; we ping at half of it
+  HealthCheck healthy_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;
+};
 
 }  // namespace switchyard

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/daemon.h"
 #include "common/grpc_services.h"
 #include "gateway/livepeer_api.h"
 #include "gateway/status_page.h"
@@ -169,6 +170,14 @@ absl::Status GatewayServer::StartHttp() {
 }
 
 GatewayServer::~GatewayServer() { Shutdown(std::chrono::milliseconds(0)); }
+
+void GatewayServer::SetStaticOrchestrators(const std::vector<std::string>& addresses) {
+  if (poller_) poller_->SetAddresses(addresses);
+}
+
+absl::Status GatewayServer::CheckHealth(std::chrono::milliseconds budget) {
+  return ProbeGrpcServer(server_.get(), budget);
+}
 
 void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_) return;

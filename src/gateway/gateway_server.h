@@ -30,6 +30,12 @@ class GatewayServer {
 
   // Stops accepting, gives in-flight jobs up to `grace` to finish, then cancels them.
   void Shutdown(std::chrono::milliseconds grace);
+  // SIGHUP: replaces the static orchestrator list (StaticPoller::SetAddresses); work already
+  // sent to a node that is no longer listed finishes.
+  void SetStaticOrchestrators(const std::vector<std::string>& addresses);
+  // For the systemd watchdog: the gRPC server answers a health check within `budget`.
+  absl::Status CheckHealth(std::chrono::milliseconds budget);
+
   int port() const { return port_; }
   // The HTTP port (/healthz, /readyz, /metrics), or 0 when `http_listen` is empty.
   int http_port() const { return http_ ? http_->port() : 0; }

@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/daemon.h"
 #include "common/logging.h"
 #include "gateway/gateway_server.h"
@@ -65,8 +67,27 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  int sig = WaitForTerminationSignal(signals);
+  // Ports bound (gRPC and HTTP) and port files written: tell systemd (Type=notify) we serve.
+  if (auto st = NotifyReady(absl::StrCat("serving on port ", (*server)->port())); !st.ok()) {
+    spdlog::warn("{}", std::string(st.message()));
+  }
+  auto watchdog = Watchdog::StartIfEnabled(
+      [s = server->get()](std::chrono::milliseconds budget) { return s->CheckHealth(budget); });
+  // SIGHUP re-reads the static orchestrator list (the file's, plus --static-orchestrator).
+  int sig = ServeSignals(signals, [&]() -> absl::Status {
+    auto fresh = gateway::LoadGatewayConfig(config_path);
+    if (!fresh.ok()) return fresh.status();
+    std::vector<std::string> list = fresh->static_orchestrators;
+    for (auto& s : static_orchestrators) list.push_back(s);
+    spdlog::info(
+        "reload: {} static orchestrator(s): [{}] (other fields take effect at the next "
+        "restart)",
+        list.size(), absl::StrJoin(list, ", "));
+    (*server)->SetStaticOrchestrators(list);
+    return absl::OkStatus();
+  });
   spdlog::info("signal {}: draining", sig);
+  watchdog.reset();  // systemd stops watching at STOPPING=1; the drain has TimeoutStopSec
   (*server)->Shutdown(std::chrono::milliseconds(grace_ms));
   spdlog::info("stopped");
   return 0;

@@ -2,11 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace switchyard::gateway {
 
 StaticPoller::StaticPoller(std::vector<std::string> addresses, std::chrono::milliseconds interval,
                            Membership* membership, int64_t max_message_bytes)
-    : interval_(interval), membership_(membership) {
+    : interval_(interval), membership_(membership), max_message_bytes_(max_message_bytes) {
   for (auto& a : addresses) {
     targets_.push_back(Target{std::make_shared<NodeConnection>(a, max_message_bytes), "", 0});
   }
@@ -15,8 +17,38 @@ StaticPoller::StaticPoller(std::vector<std::string> addresses, std::chrono::mill
 StaticPoller::~StaticPoller() { Stop(); }
 
 void StaticPoller::Start() {
-  if (targets_.empty()) return;
+  // Also with no targets: a reload may add some.
   thread_ = std::thread([this] { Run(); });
+}
+
+void StaticPoller::SetAddresses(const std::vector<std::string>& addresses) {
+  {
+    std::lock_guard<std::mutex> lock(targets_mu_);
+    std::vector<Target> next;
+    for (const auto& a : addresses) {
+      auto same = std::find_if(targets_.begin(), targets_.end(), [&](const Target& t) {
+        return t.connection != nullptr && t.connection->address() == a;
+      });
+      if (same != targets_.end()) {
+        next.push_back(std::move(*same));
+        same->connection = nullptr;  // moved; not removed below
+      } else {
+        spdlog::info("static orchestrator {} added", a);
+        next.push_back(Target{std::make_shared<NodeConnection>(a, max_message_bytes_), "", 0});
+      }
+    }
+    for (auto& t : targets_) {
+      if (t.connection == nullptr) continue;
+      spdlog::info("static orchestrator {} removed from the list", t.connection->address());
+      if (t.token != 0) membership_->Remove(t.node_id, t.token);
+    }
+    targets_ = std::move(next);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    poll_now_ = true;
+  }
+  cv_.notify_all();
 }
 
 void StaticPoller::Stop() {
@@ -30,9 +62,15 @@ void StaticPoller::Stop() {
 
 void StaticPoller::Run() {
   for (;;) {
-    for (auto& t : targets_) PollOnce(t);
+    {
+      std::lock_guard<std::mutex> targets_lock(targets_mu_);
+      for (auto& t : targets_) PollOnce(t);
+    }
     std::unique_lock<std::mutex> lock(mu_);
-    if (cv_.wait_for(lock, interval_, [this] { return stopping_; })) return;
+    if (cv_.wait_for(lock, interval_, [this] { return stopping_ || poll_now_; })) {
+      if (stopping_) return;
+      poll_now_ = false;
+    }
   }
 }
 

@@ -22,6 +22,11 @@ class StaticPoller {
   void Start();
   void Stop();
 
+  // Replaces the list (a config reload): nodes no longer listed leave routing (jobs already sent
+  // to them finish), new ones are polled at once, those still listed keep their state. Returns
+  // once applied, which can take up to one poll (the poll interval) in progress.
+  void SetAddresses(const std::vector<std::string>& addresses);
+
  private:
   struct Target {
     NodeConnectionPtr connection;
@@ -31,9 +36,12 @@ class StaticPoller {
   void Run();
   void PollOnce(Target& target);
 
-  std::vector<Target> targets_;
+  std::vector<Target> targets_;  // guarded by targets_mu_, held for a whole round of polls
+  std::mutex targets_mu_;
   std::chrono::milliseconds interval_;
   Membership* membership_;
+  int64_t max_message_bytes_;
+  bool poll_now_ = false;  // guarded by mu_: a reload added targets
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;

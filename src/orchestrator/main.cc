@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "common/daemon.h"
 #include "common/logging.h"
 #include "orchestrator/orchestrator_server.h"
@@ -73,8 +74,15 @@ int main(int argc, char** argv) {
     }
   }
   (*server)->Start();
-  int sig = WaitForTerminationSignal(signals);
+  // Ports bound and the warm models loaded (or FAILED): tell systemd (Type=notify) we serve.
+  if (auto st = NotifyReady(absl::StrCat("serving on port ", (*server)->port())); !st.ok()) {
+    spdlog::warn("{}", std::string(st.message()));
+  }
+  auto watchdog = Watchdog::StartIfEnabled(
+      [s = server->get()](std::chrono::milliseconds budget) { return s->CheckHealth(budget); });
+  int sig = ServeSignals(signals, [&] { return (*server)->ReloadModels(); });
   spdlog::info("signal {}: leaving gateways and draining", sig);
+  watchdog.reset();  // systemd stops watching at STOPPING=1; the drain has TimeoutStopSec
   (*server)->Shutdown(std::chrono::milliseconds(grace_ms));
   spdlog::info("stopped");
   return 0;

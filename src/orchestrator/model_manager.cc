@@ -14,7 +14,44 @@ constexpr int64_t kMiB = 1 << 20;
 
 std::string Mb(int64_t bytes) { return absl::StrCat((bytes + kMiB - 1) / kMiB, " MiB"); }
 
+// Whether a change from `a` to `b` needs a fresh executor (a reload) rather than just the new
+// config for the next jobs. Every ModelConfig field must be in exactly one of these two lists.
+bool NeedsReload(const ModelConfig& a, const ModelConfig& b) {
+  return a.pipeline != b.pipeline || a.path != b.path || a.device != b.device ||
+         a.instances != b.instances || a.queue_size != b.queue_size ||
+         a.warmup_size != b.warmup_size || a.max_batch_size != b.max_batch_size ||
+         a.max_queue_delay_ms != b.max_queue_delay_ms || a.memory_mb != b.memory_mb;
+}
+
+// Fields each job reads from the config (and `warm`, read at the next LoadWarmModels).
+bool SameJobFields(const ModelConfig& a, const ModelConfig& b) {
+  return a.id == b.id && a.warm == b.warm && a.price_per_unit == b.price_per_unit &&
+         a.unit == b.unit && a.max_input_pixels == b.max_input_pixels && a.options == b.options;
+}
+
+std::filesystem::file_time_type FileTime(const std::filesystem::path& path) {
+  std::error_code ec;
+  auto t = std::filesystem::last_write_time(path, ec);
+  return ec ? std::filesystem::file_time_type::min() : t;
+}
+
 }  // namespace
+
+void ModelManager::Configure(Entry& e, ModelConfig config) {
+  e.config = std::move(config);
+  e.published = std::make_shared<const ModelConfig>(e.config);
+  e.removed = false;
+  e.state = node::v1::MODEL_STATE_COLD;
+  e.error.clear();
+  auto device = runner::ResolveDevice(e.config.device);
+  e.device = device.ok() ? device->str() : "";
+  // Before loading, the operator's estimate or else the file size (weights dominate).
+  std::error_code ec;
+  auto file_size = std::filesystem::file_size(e.config.path, ec);
+  e.memory_bytes = e.config.memory_mb > 0 ? e.config.memory_mb * kMiB
+                                          : (ec ? 0 : static_cast<int64_t>(file_size));
+  e.file_time = FileTime(e.config.path);
+}
 
 ModelManager::ModelManager(std::vector<ModelConfig> models, StatusBoard* board,
                            std::map<std::string, int64_t> memory_budget_mb)
@@ -23,14 +60,7 @@ ModelManager::ModelManager(std::vector<ModelConfig> models, StatusBoard* board,
   for (auto& m : models) {
     order_.push_back(m.id);
     Entry e;
-    e.config = std::move(m);
-    auto device = runner::ResolveDevice(e.config.device);
-    e.device = device.ok() ? device->str() : "";
-    // Before loading, the operator's estimate or else the file size (weights dominate).
-    std::error_code ec;
-    auto file_size = std::filesystem::file_size(e.config.path, ec);
-    e.memory_bytes = e.config.memory_mb > 0 ? e.config.memory_mb * kMiB
-                                            : (ec ? 0 : static_cast<int64_t>(file_size));
+    Configure(e, std::move(m));
     entries_.emplace(e.config.id, std::move(e));
   }
 }
@@ -38,7 +68,87 @@ ModelManager::ModelManager(std::vector<ModelConfig> models, StatusBoard* board,
 const ModelConfig* ModelManager::Find(const std::string& model_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(model_id);
-  return it == entries_.end() ? nullptr : &it->second.config;  // configs never change
+  if (it == entries_.end() || it->second.removed) return nullptr;
+  return it->second.published.get();  // immutable; retired copies are kept alive
+}
+
+void ModelManager::RetireExecutorLocked(Entry& e) {
+  if (e.executor == nullptr) return;
+  retired_.push_back(Retired{e.config.id, e.device, e.memory_bytes, std::move(e.executor)});
+  e.executor = nullptr;
+  PruneRetiredLocked();  // an idle one goes at once
+}
+
+void ModelManager::PruneRetiredLocked() const {
+  for (auto it = retired_.begin(); it != retired_.end();) {
+    if (it->executor.use_count() == 1) {  // no job holds it: this frees the model
+      spdlog::info("previous executor of model {} unloaded (its last job finished)", it->id);
+      it = retired_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+ModelManager::ReloadSummary ModelManager::Reconcile(std::vector<ModelConfig> models) {
+  std::unique_lock<std::mutex> lock(mu_);
+  // A load in progress writes its entry when done; let it finish before the entry changes.
+  loaded_cv_.wait(lock, [this] {
+    for (const auto& [id, e] : entries_) {
+      if (e.state == node::v1::MODEL_STATE_LOADING) return false;
+    }
+    return true;
+  });
+  ReloadSummary summary;
+  std::map<std::string, const ModelConfig*> wanted;
+  for (const auto& m : models) wanted[m.id] = &m;
+  for (auto& [id, e] : entries_) {
+    if (e.removed || wanted.count(id) > 0) continue;
+    RetireExecutorLocked(e);
+    retired_configs_.push_back(std::move(e.published));
+    e.removed = true;
+    SetState(e, node::v1::MODEL_STATE_UNLOADED, "");
+    summary.removed.push_back(id);
+  }
+  std::vector<std::string> order;
+  for (auto& m : models) {
+    order.push_back(m.id);
+    auto it = entries_.find(m.id);
+    if (it == entries_.end()) {
+      Entry e;
+      Configure(e, std::move(m));
+      summary.added.push_back(e.config.id);
+      entries_.emplace(e.config.id, std::move(e));
+      continue;
+    }
+    Entry& e = it->second;
+    const bool file_changed = FileTime(m.path) != e.file_time;
+    if (!e.removed && !file_changed && !NeedsReload(e.config, m) && SameJobFields(e.config, m)) {
+      ++summary.unchanged;
+      continue;
+    }
+    if (e.published) retired_configs_.push_back(std::move(e.published));
+    if (!e.removed && !file_changed && !NeedsReload(e.config, m)) {
+      // The executor stays; the next jobs see the new price, options, ...
+      e.config = std::move(m);
+      e.published = std::make_shared<const ModelConfig>(e.config);
+      summary.updated.push_back(e.config.id);
+      continue;
+    }
+    (e.removed ? summary.added : summary.reloaded).push_back(m.id);
+    RetireExecutorLocked(e);  // jobs running on it finish there
+    const int reloads = e.reloads;
+    Configure(e, std::move(m));
+    e.reloads = reloads;
+    SetState(e, node::v1::MODEL_STATE_COLD, "");
+  }
+  // Removed entries stay (after the configured ones) so references into them stay valid.
+  for (const auto& id : order_) {
+    if (entries_.at(id).removed) order.push_back(id);
+  }
+  order_ = std::move(order);
+  if (board_ != nullptr) board_->Changed();
+  return summary;
 }
 
 void ModelManager::SetState(Entry& entry, node::v1::ModelState state, std::string error) {
@@ -80,6 +190,9 @@ bool ModelManager::Evictable(const Entry& e) {
 
 int64_t ModelManager::UsedLocked(const std::string& device) const {
   int64_t used = 0;
+  for (const auto& r : retired_) {
+    if (r.device == device && r.executor.use_count() > 1) used += r.memory_bytes;
+  }
   for (const auto& [id, e] : entries_) {
     if (e.device == device &&
         (e.state == node::v1::MODEL_STATE_READY || e.state == node::v1::MODEL_STATE_LOADING)) {
@@ -104,6 +217,7 @@ bool ModelManager::FitsLocked(const Entry& e) const {
 }
 
 absl::Status ModelManager::ReserveLocked(Entry& e) {
+  PruneRetiredLocked();
   auto budget = budget_bytes_.find(e.device);
   if (budget == budget_bytes_.end()) return absl::OkStatus();
   while (UsedLocked(e.device) + e.memory_bytes > budget->second) {
@@ -151,10 +265,15 @@ absl::Status ModelManager::LoadLocked(Entry& e, std::unique_lock<std::mutex>& lo
 }
 
 void ModelManager::LoadWarmModels() {
-  for (const auto& id : order_) {
+  std::vector<std::string> order;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    order = order_;
+  }
+  for (const auto& id : order) {
     std::unique_lock<std::mutex> lock(mu_);
     Entry& e = entries_.at(id);
-    if (!e.config.warm || e.state != node::v1::MODEL_STATE_COLD) continue;
+    if (e.removed || !e.config.warm || e.state != node::v1::MODEL_STATE_COLD) continue;
     absl::Status st = LoadLocked(e, lock);
     if (st.code() == absl::StatusCode::kResourceExhausted) {
       spdlog::error("warm model {} does not fit: {}", id, st.ToString());
@@ -172,6 +291,10 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
   }
   Entry& e = it->second;
   for (;;) {
+    // Also after waiting for a load: a reload may have removed the model meanwhile.
+    if (e.removed) {
+      return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
+    }
     switch (e.state) {
       case node::v1::MODEL_STATE_READY:
         if (e.executor->model()->broken()) {
@@ -212,7 +335,7 @@ absl::Status ModelManager::Load(const std::string& model_id, absl::Time deadline
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(model_id);
-    if (it == entries_.end()) {
+    if (it == entries_.end() || it->second.removed) {
       return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
     }
     // An explicit load retries a failed model (its file may have been fixed).
@@ -227,7 +350,7 @@ absl::Status ModelManager::Load(const std::string& model_id, absl::Time deadline
 absl::Status ModelManager::Unload(const std::string& model_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(model_id);
-  if (it == entries_.end()) {
+  if (it == entries_.end() || it->second.removed) {
     return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
   }
   Entry& e = it->second;
@@ -280,13 +403,18 @@ node::v1::NodeCapability ModelManager::CapabilityLocked(const Entry& e) const {
 node::v1::NodeCapability ModelManager::CapabilityOf(const std::string& model_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(model_id);
-  return it == entries_.end() ? node::v1::NodeCapability() : CapabilityLocked(it->second);
+  return it == entries_.end() || it->second.removed ? node::v1::NodeCapability()
+                                                    : CapabilityLocked(it->second);
 }
 
 std::vector<node::v1::NodeCapability> ModelManager::Capabilities() const {
   std::lock_guard<std::mutex> lock(mu_);
+  PruneRetiredLocked();  // runs on every status report, so a finished job's model goes soon
   std::vector<node::v1::NodeCapability> out;
-  for (const auto& id : order_) out.push_back(CapabilityLocked(entries_.at(id)));
+  for (const auto& id : order_) {
+    const Entry& e = entries_.at(id);
+    if (!e.removed) out.push_back(CapabilityLocked(e));
+  }
   return out;
 }
 

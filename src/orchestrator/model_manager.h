@@ -1,10 +1,11 @@
 // Owns the configured models: loads warm ones at start, cold ones on first use (one load per
 // model however many jobs ask at once), keeps each device within its memory budget by evicting
 // idle cold models least recently used first (warm models are never evicted), and reports each
-// model's state and load.
+// model's state and load. The model list can be replaced while serving (Reconcile, on SIGHUP).
 #pragma once
 
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,8 +34,25 @@ class ModelManager {
   // fit its device's budget) is put in FAILED with its error; the others still load.
   void LoadWarmModels();
 
-  // The config of a model, or null when the id is unknown.
+  // The config of a model, or null when the id is unknown. The pointee stays valid for the
+  // manager's lifetime even when a reload replaces or removes the model, so a job that looked it
+  // up keeps a consistent config to the end.
   const ModelConfig* Find(const std::string& model_id) const;
+
+  // What Reconcile did, by model id.
+  struct ReloadSummary {
+    std::vector<std::string> added;
+    std::vector<std::string> removed;   // gone for new jobs; unloaded once their jobs finish
+    std::vector<std::string> reloaded;  // the executor changes (file, device, threads, ...)
+    std::vector<std::string> updated;   // only per-job fields changed (price, options, ...)
+    int unchanged = 0;
+  };
+  // Replaces the model list (a config reload) without dropping work: added models become
+  // available (COLD; call LoadWarmModels to load the warm ones), removed ones are refused to new
+  // jobs (NOT_FOUND) and unloaded once the jobs holding them finish, and changed ones reload
+  // (jobs already running finish on the previous executor). A model whose file changed on disk
+  // (modification time) counts as changed. Waits for loads in progress to finish first.
+  ReloadSummary Reconcile(std::vector<ModelConfig> models);
 
   // Returns the executor of a READY model, loading it first if it is cold. Concurrent callers
   // for a model that is loading wait for that one load. NOT_FOUND for an unknown id, UNAVAILABLE
@@ -63,6 +81,11 @@ class ModelManager {
  private:
   struct Entry {
     ModelConfig config;
+    // An immutable copy of `config` that Find hands out; replaced (and the old one retired, not
+    // freed) when a reload changes the model.
+    std::shared_ptr<const ModelConfig> published;
+    bool removed = false;  // dropped by a reload; kept so references into it stay valid
+    std::filesystem::file_time_type file_time;  // of config.path when configured
     node::v1::ModelState state = node::v1::MODEL_STATE_COLD;
     std::string error;
     std::shared_ptr<runner::ModelExecutor> executor;
@@ -89,12 +112,31 @@ class ModelManager {
   void SetState(Entry& entry, node::v1::ModelState state, std::string error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Sets up `e` for `config` (COLD, device resolved, memory estimated).
+  static void Configure(Entry& e, ModelConfig config);
+  // Moves a loaded executor out of `e` into retired_ (unloaded when its last job finishes).
+  void RetireExecutorLocked(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees retired executors no job holds any more.
+  void PruneRetiredLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   StatusBoard* board_;
   std::map<std::string, int64_t> budget_bytes_;
   mutable std::mutex mu_;
   std::condition_variable loaded_cv_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> order_;  // config order, for stable reporting
+  std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);  // config order, for stable reporting
+  // Executors of removed or changed models that jobs still hold; counted in their device's memory
+  // until freed. Mutable: pruning happens on the (const) status path, which runs often.
+  struct Retired {
+    std::string id;
+    std::string device;
+    int64_t memory_bytes = 0;
+    std::shared_ptr<runner::ModelExecutor> executor;
+  };
+  mutable std::vector<Retired> retired_ ABSL_GUARDED_BY(mu_);
+  // Configs replaced by reloads: Find's pointers into them must stay valid (a few hundred bytes
+  // per changed model per reload).
+  std::vector<std::shared_ptr<const ModelConfig>> retired_configs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchyard::orchestrator

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/daemon.h"
 #include "common/grpc_services.h"
 #include "common/media/hardware.h"
 #include "runner/torch_model.h"
@@ -89,6 +90,38 @@ void OrchestratorServer::Start() {
     registrations_.push_back(std::move(client));
   }
   models_->LoadWarmModels();
+}
+
+absl::Status OrchestratorServer::ReloadModels() {
+  if (config_.file.empty()) return absl::FailedPreconditionError("no config file to re-read");
+  auto fresh = LoadOrchestratorConfig(config_.file);
+  if (!fresh.ok()) return fresh.status();
+  // Only the models are reloaded: the rest is bound into sockets, threads and registrations.
+  // Compared with the file's own values, so command-line overrides do not read as changes.
+  std::vector<std::string> ignored;
+  if (fresh->memory_budget_mb != config_.memory_budget_mb) ignored.push_back("memory_budget_mb");
+  if (fresh->heartbeat_ms != config_.heartbeat_ms) ignored.push_back("heartbeat_ms");
+  if (fresh->transcode.capacity != config_.transcode.capacity ||
+      fresh->transcode.enabled != config_.transcode.enabled ||
+      fresh->transcode.max_renditions != config_.transcode.max_renditions ||
+      fresh->transcode.price_per_unit != config_.transcode.price_per_unit) {
+    ignored.push_back("transcode");
+  }
+  if (!ignored.empty()) {
+    spdlog::warn("reload: changes to {} take effect at the next restart",
+                 absl::StrJoin(ignored, ", "));
+  }
+  ModelManager::ReloadSummary r = models_->Reconcile(fresh->models);
+  spdlog::info(
+      "reload: models added [{}], removed [{}], reloaded [{}], updated [{}], {} unchanged",
+      absl::StrJoin(r.added, ", "), absl::StrJoin(r.removed, ", "),
+      absl::StrJoin(r.reloaded, ", "), absl::StrJoin(r.updated, ", "), r.unchanged);
+  models_->LoadWarmModels();  // new and reloaded warm models; failures show as FAILED
+  return absl::OkStatus();
+}
+
+absl::Status OrchestratorServer::CheckHealth(std::chrono::milliseconds budget) {
+  return ProbeGrpcServer(server_.get(), budget);
 }
 
 absl::Status OrchestratorServer::StartHttp() {

@@ -34,6 +34,14 @@ class OrchestratorServer {
   // to `grace` before cancelling them.
   void Shutdown(std::chrono::milliseconds grace);
 
+  // SIGHUP: re-reads the config file's models (inline or `models_file`) and applies them without
+  // dropping work (ModelManager::Reconcile), then loads the warm ones. A file that does not parse
+  // or validate is rejected with the reason and the old models kept. Other fields (listen,
+  // gateways, budgets, transcode) need a restart; a change to them is logged as ignored.
+  absl::Status ReloadModels();
+  // For the systemd watchdog: the gRPC server answers a health check within `budget`.
+  absl::Status CheckHealth(std::chrono::milliseconds budget);
+
   int port() const { return port_; }
   // The HTTP port (/healthz, /readyz, /metrics), or 0 when `http_listen` is empty.
   int http_port() const { return http_ ? http_->port() : 0; }
