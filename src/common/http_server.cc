@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -19,6 +20,28 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
+
+// The server's own error body; see Server::Create.
+Response ServerError(int status, const std::string& message) {
+  return Json(status, nlohmann::json{{"error", {{"message", message}}}, {"detail", {{"msg", message}}}}
+                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+// The handler for `path`: the exact route, else the longest matching "prefix*" route.
+const Handler* FindRoute(const std::map<std::string, Handler>& routes, const std::string& path) {
+  if (auto it = routes.find(path); it != routes.end()) return &it->second;
+  const Handler* best = nullptr;
+  size_t best_len = 0;
+  for (const auto& [key, handler] : routes) {
+    if (key.empty() || key.back() != '*') continue;
+    const size_t len = key.size() - 1;
+    if (path.compare(0, len, key, 0, len) == 0 && (best == nullptr || len > best_len)) {
+      best = &handler;
+      best_len = len;
+    }
+  }
+  return best;
+}
 
 // One connection: reads requests one after another (keep-alive), hands each to its handler, and
 // writes the reply when the handler calls back. Owns itself through shared_ptr.
@@ -49,16 +72,15 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (ec == bhttp::error::body_limit) {
       keep_alive_ = false;
-      return Send(Json(413, absl::StrCat(R"({"error":{"message":"request body over )", max_body_,
-                                         R"( bytes"}})")));
+      return Send(ServerError(413, absl::StrCat("request body over ", max_body_, " bytes")));
     }
     if (ec) {
       keep_alive_ = false;
-      return Send(Json(400, absl::StrCat(R"({"error":{"message":"malformed HTTP request: )",
-                                         ec.message(), R"("}})")));
+      return Send(ServerError(400, absl::StrCat("malformed HTTP request: ", ec.message())));
     }
     bhttp::request<bhttp::string_body> req = parser_->release();
     keep_alive_ = req.keep_alive();
+    version_ = req.version();
     Request r;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
@@ -68,15 +90,12 @@ class Session : public std::enable_shared_from_this<Session> {
           std::string(field.value());
     }
     r.body = std::move(req.body());
-    auto it = routes_->find(r.path);
-    if (it == routes_->end()) {
-      return Send(
-          Json(404, absl::StrCat(R"({"error":{"message":"no such path: )", r.path, R"("}})")));
-    }
+    const Handler* handler = FindRoute(*routes_, r.path);
+    if (handler == nullptr) return Send(ServerError(404, absl::StrCat("no such path: ", r.path)));
     auto self = shared_from_this();
     auto replied = std::make_shared<std::atomic<bool>>(false);
     try {
-      it->second(r, [self, replied](Response response) {
+      (*handler)(r, [self, replied](Response response) {
         if (replied->exchange(true)) return;  // a second reply is a handler bug; ignore it
         asio::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
           self->Send(std::move(response));
@@ -84,11 +103,12 @@ class Session : public std::enable_shared_from_this<Session> {
       });
     } catch (const std::exception& e) {
       spdlog::error("HTTP handler for {} threw: {}", r.path, e.what());
-      if (!replied->exchange(true)) Send(Json(500, R"({"error":{"message":"internal error"}})"));
+      if (!replied->exchange(true)) Send(ServerError(500, "internal error"));
     }
   }
 
   void Send(Response response) {
+    if (response.stream) return SendStreamHeader(std::move(response));
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
     res->version(11);
     res->result(static_cast<unsigned>(response.status));
@@ -105,6 +125,84 @@ class Session : public std::enable_shared_from_this<Session> {
                        });
   }
 
+  // A streamed body: the header now, then whatever the writer queues (Pump), chunked on
+  // HTTP/1.1. HTTP/1.0 has no chunked encoding, so there the body ends when the connection does.
+  void SendStreamHeader(Response response) {
+    chunked_ = version_ >= 11;
+    if (!chunked_) keep_alive_ = false;
+    body_ = std::move(response.stream);
+    std::string head = absl::StrCat(version_ >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ", response.status,
+                                    " ", std::string(bhttp::obsolete_reason(
+                                             static_cast<bhttp::status>(response.status))),
+                                    "\r\nServer: switchyard\r\nContent-Type: ",
+                                    response.content_type, "\r\n");
+    for (const auto& [k, v] : response.headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
+    if (chunked_) absl::StrAppend(&head, "Transfer-Encoding: chunked\r\n");
+    absl::StrAppend(&head, "Connection: ", keep_alive_ ? "keep-alive" : "close", "\r\n\r\n");
+    out_ = std::move(head);
+    {
+      std::lock_guard<std::mutex> lock(body_->mu);
+      // The state keeps the session alive until the body is done; the cycle is broken in
+      // FinishStream.
+      body_->wake = [self = shared_from_this()] {
+        asio::post(self->stream_.get_executor(), [self] { self->Pump(); });
+      };
+    }
+    Pump();
+  }
+
+  // Sends what the writer has queued (one write at a time), then the end of the body.
+  void Pump() {
+    if (writing_ || !body_) return;
+    bool last = false;
+    {
+      std::lock_guard<std::mutex> lock(body_->mu);
+      for (; !body_->pending.empty(); body_->pending.pop_front()) {
+        std::string& piece = body_->pending.front();
+        if (chunked_) {
+          absl::StrAppend(&out_, absl::Hex(piece.size()), "\r\n", piece, "\r\n");
+        } else {
+          absl::StrAppend(&out_, piece);
+        }
+      }
+      if (body_->closed) {
+        last = true;
+        if (chunked_) absl::StrAppend(&out_, "0\r\n\r\n");
+      }
+    }
+    if (out_.empty()) return;
+    writing_ = true;
+    auto data = std::make_shared<std::string>(std::move(out_));
+    out_.clear();
+    stream_.expires_after(std::chrono::seconds(60));
+    asio::async_write(stream_, asio::buffer(*data),
+                      [self = shared_from_this(), data, last](beast::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec) {
+                          self->FinishStream(/*gone=*/true);
+                          return self->Close();
+                        }
+                        if (!last) return self->Pump();
+                        self->FinishStream(/*gone=*/false);
+                        if (!self->keep_alive_) return self->Close();
+                        self->Read();
+                      });
+  }
+
+  // Ends the streamed reply: drops the state's reference to this session and, when the client is
+  // gone, tells the writer so its producer can stop.
+  void FinishStream(bool gone) {
+    std::function<void()> wake;
+    {
+      std::lock_guard<std::mutex> lock(body_->mu);
+      if (gone) body_->gone = true;
+      body_->pending.clear();
+      wake = std::move(body_->wake);
+      body_->wake = nullptr;
+    }
+    body_.reset();
+  }
+
   void Close() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -116,6 +214,12 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::map<std::string, Handler>* routes_;
   size_t max_body_;
   bool keep_alive_ = true;
+  unsigned version_ = 11;
+  // A streamed reply in progress (see SendStreamHeader).
+  std::shared_ptr<internal::StreamState> body_;
+  bool chunked_ = false;
+  bool writing_ = false;
+  std::string out_;
 };
 
 }  // namespace
@@ -192,6 +296,35 @@ Server::~Server() {
 }
 
 int Server::port() const { return impl_->port; }
+
+bool StreamWriter::Write(std::string data) {
+  std::function<void()> wake;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->gone || state_->closed) return false;
+    if (data.empty()) return true;
+    state_->pending.push_back(std::move(data));
+    wake = state_->wake;
+  }
+  if (wake) wake();
+  return true;
+}
+
+void StreamWriter::Close() {
+  std::function<void()> wake;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->closed) return;
+    state_->closed = true;
+    wake = state_->wake;
+  }
+  if (wake) wake();
+}
+
+bool StreamWriter::gone() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->gone;
+}
 
 Response Json(int status, std::string body) {
   Response r;

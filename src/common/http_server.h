@@ -1,12 +1,16 @@
 // A small HTTP/1.1 server on Boost.Beast for the daemons' operator endpoints (/healthz, /readyz,
 // /metrics) and the gateway's HTTP API. Handlers answer asynchronously: they get the request and
-// a `reply` callback they must call exactly once, from any thread.
+// a `reply` callback they must call exactly once, from any thread. A reply is either a whole body
+// or a streamed one (Response::stream), which server-sent events need: the body is then sent in
+// pieces as the handler writes them, chunked on HTTP/1.1.
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,11 +27,49 @@ struct Request {
   std::string body;
 };
 
+namespace internal {
+// What a StreamWriter and the connection share; see StreamWriter.
+struct StreamState {
+  std::mutex mu;
+  std::deque<std::string> pending;  // written, not yet sent
+  bool closed = false;              // the writer has finished the body
+  bool gone = false;                // the client went away (or the write failed)
+  std::function<void()> wake;       // set by the connection: sends what is pending
+};
+}  // namespace internal
+
+// The handler's end of a streamed body. Writes queue data and return at once (the connection
+// sends it in order, from its own thread); the body ends at Close() or when the last copy of the
+// writer is destroyed, so a handler that forgets to close still ends the response.
+class StreamWriter {
+ public:
+  StreamWriter() : state_(std::make_shared<internal::StreamState>()) {}
+  ~StreamWriter() { Close(); }
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
+
+  // Queues `data` (empty data is skipped). False once the client is gone or the writer closed:
+  // the producer should stop then.
+  bool Write(std::string data);
+  // Ends the body. Later writes are refused.
+  void Close();
+  // Whether the client is known to be gone (a write to it failed).
+  bool gone() const;
+
+  const std::shared_ptr<internal::StreamState>& state() const { return state_; }
+
+ private:
+  std::shared_ptr<internal::StreamState> state_;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::map<std::string, std::string> headers;
+  // When set, `body` is ignored and the body is what the StreamWriter owning this state writes
+  // (Transfer-Encoding: chunked on HTTP/1.1; on HTTP/1.0 sent raw and the connection closed).
+  std::shared_ptr<internal::StreamState> stream;
 };
 
 using Reply = std::function<void(Response)>;
@@ -43,7 +85,11 @@ class Server {
  public:
   // Binds and starts serving. INVALID_ARGUMENT for a malformed address, UNAVAILABLE when the
   // port cannot be bound. Exact paths are routed to their handler (method checks are the
-  // handler's); anything else is 404.
+  // handler's); a route ending in '*' (e.g. "/stream/*") takes every path starting with what
+  // precedes the '*' that no exact route takes (the longest such prefix wins); anything else is
+  // 404. The server's own errors (404, 413, malformed request) have the body
+  // {"error":{"message":M},"detail":{"msg":M}}: the first for operators' tools, the second is
+  // the Livepeer AI API's error shape.
   static absl::StatusOr<std::unique_ptr<Server>> Create(ServerOptions options,
                                                         std::map<std::string, Handler> routes);
   // Stops accepting, closes connections and joins the threads. Handlers must have replied (or

@@ -1,114 +1,647 @@
 #include "gateway/livepeer_api.h"
 
-#include <nlohmann/json.hpp>
-
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <random>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/multipart.h"
-#include "switchyard/v1/gateway.grpc.pb.h"
+#include "gateway/livepeer_api_internal.h"
 
 namespace switchyard::gateway {
-namespace {
-
-using Json = nlohmann::json;
+namespace livepeer {
 
 http::Response HttpError(int status, const std::string& message) {
-  return http::Json(status, Json{{"detail", {{"msg", message}}}}.dump());
+  return http::Json(status, Json{{"detail", {{"msg", message}}}}.dump(
+                                -1, ' ', false, Json::error_handler_t::replace));
 }
 
-// FastAPI's validation error shape, as the reference gateway answers 422.
-http::Response ValidationError(const std::string& field, const std::string& message,
-                               const std::string& type) {
-  return http::Json(
-      422, Json{{"detail",
-                 Json::array(
-                     {{{"loc", Json::array({"body", field})}, {"msg", message}, {"type", type}}})}}
-               .dump());
+Params::Params(std::map<std::string, http::FormPart> form)
+    : is_form_(true), form_(std::move(form)) {}
+
+Params::Params(Json body) : is_form_(false), json_(std::move(body)) {}
+
+bool Params::Has(const std::string& name) const {
+  return is_form_ ? form_.count(name) > 0 : json_.contains(name) && !json_[name].is_null();
 }
 
-std::string DataUrl(const v1::Media& media) {
-  const std::string type = media.content_type().empty() ? "image/png" : media.content_type();
-  return absl::StrCat("data:", type, ";base64,", absl::Base64Escape(media.data()));
+const Json* Params::Raw(const std::string& name) const {
+  if (is_form_ || !Has(name)) return nullptr;
+  return &json_[name];
 }
 
-http::Handler NotYet(const std::string& path) {
-  return [path](const http::Request&, http::Reply reply) {
-    reply(HttpError(501, absl::StrCat(path,
-                                      " is not implemented on this gateway yet; use the "
-                                      "gRPC API (switchyard.v1.Gateway)")));
-  };
-}
-
-void Upscale(const std::shared_ptr<v1::Gateway::Stub>& stub, const http::Request& req,
-             http::Reply reply) {
-  if (req.method != "POST") return reply(HttpError(405, "use POST"));
-  auto ct = req.headers.find("content-type");
-  if (ct == req.headers.end() || !absl::StartsWithIgnoreCase(ct->second, "multipart/form-data")) {
-    return reply(HttpError(415, "the body must be multipart/form-data"));
+void Params::Fail(Json loc, const std::string& msg, const std::string& type) {
+  Json full = Json::array({"body"});
+  if (loc.is_array()) {
+    for (auto& l : loc) full.push_back(l);
+  } else {
+    full.push_back(loc);
   }
-  auto form = http::ParseMultipartForm(ct->second, req.body);
-  if (!form.ok()) return reply(HttpError(400, std::string(form.status().message())));
-  struct Call {
-    grpc::ClientContext context;
-    v1::UpscaleRequest request;
-    v1::ImageResponse response;
-  };
-  auto call = std::make_shared<Call>();
-  auto image = form->find("image");
-  if (image == form->end() || image->second.data.empty()) {
-    return reply(ValidationError("image", "Field required", "missing"));
+  errors_.push_back({{"loc", full}, {"msg", msg}, {"type", type}});
+}
+
+http::Response Params::Error() const {
+  return http::Json(422, Json{{"detail", errors_}}.dump(-1, ' ', false,
+                                                        Json::error_handler_t::replace));
+}
+
+std::optional<std::string> Params::Str(const std::string& name, bool required) {
+  if (!Has(name)) {
+    if (required) Fail(name, "Field required", "missing");
+    return std::nullopt;
   }
-  call->request.set_image(std::move(image->second.data));
-  if (auto it = form->find("model_id"); it != form->end()) {
-    call->request.set_model_id(it->second.data);
+  if (is_form_) return form_[name].data;
+  const Json& v = json_[name];
+  if (!v.is_string()) {
+    Fail(name, "Input should be a valid string", "string_type");
+    return std::nullopt;
   }
-  if (auto it = form->find("prompt"); it != form->end()) call->request.set_prompt(it->second.data);
-  if (auto it = form->find("safety_check"); it != form->end()) {
-    const std::string v = absl::AsciiStrToLower(it->second.data);
-    if (v != "true" && v != "false") {
-      return reply(
-          ValidationError("safety_check", "Input should be a valid boolean", "bool_parsing"));
+  return v.get<std::string>();
+}
+
+std::optional<std::string> Params::File(const std::string& name, bool required) {
+  auto it = form_.find(name);
+  if (it == form_.end() || it->second.data.empty()) {
+    if (required) Fail(name, "Field required", "missing");
+    return std::nullopt;
+  }
+  return std::move(it->second.data);
+}
+
+std::optional<int64_t> Params::Int(const std::string& name, int64_t min, int64_t max) {
+  if (!Has(name)) return std::nullopt;
+  int64_t value = 0;
+  if (is_form_) {
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(form_[name].data), &value)) {
+      Fail(name, "Input should be a valid integer, unable to parse string as an integer",
+           "int_parsing");
+      return std::nullopt;
     }
-    call->request.set_safety_check(v == "true");
-  }
-  if (auto it = form->find("seed"); it != form->end()) {
-    int64_t seed = 0;
-    if (!absl::SimpleAtoi(it->second.data, &seed)) {
-      return reply(ValidationError("seed", "Input should be a valid integer", "int_parsing"));
+  } else {
+    const Json& v = json_[name];
+    if (v.is_number_integer()) {
+      value = v.get<int64_t>();
+    } else if (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>() &&
+               std::abs(v.get<double>()) < 9e18) {
+      value = static_cast<int64_t>(v.get<double>());
+    } else {
+      Fail(name, "Input should be a valid integer", "int_type");
+      return std::nullopt;
     }
-    call->request.set_seed(seed);
   }
-  if (auto it = form->find("num_inference_steps"); it != form->end()) {
-    int32_t steps = 0;
-    if (!absl::SimpleAtoi(it->second.data, &steps) || steps <= 0) {
-      return reply(ValidationError("num_inference_steps", "Input should be a positive integer",
-                                   "int_parsing"));
+  if (value < min) {
+    Fail(name, absl::StrCat("Input should be greater than or equal to ", min),
+         "greater_than_equal");
+    return std::nullopt;
+  }
+  if (value > max) {
+    Fail(name, absl::StrCat("Input should be less than or equal to ", max), "less_than_equal");
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<double> Params::Number(const std::string& name) {
+  if (!Has(name)) return std::nullopt;
+  if (is_form_) {
+    double value = 0;
+    if (!absl::SimpleAtod(absl::StripAsciiWhitespace(form_[name].data), &value) ||
+        !std::isfinite(value)) {
+      Fail(name, "Input should be a valid number, unable to parse string as a number",
+           "float_parsing");
+      return std::nullopt;
     }
-    call->request.set_num_inference_steps(steps);
+    return value;
   }
-  if (auto it = req.headers.find("x-request-id"); it != req.headers.end()) {
-    call->context.AddMetadata("x-request-id", it->second);
+  const Json& v = json_[name];
+  if (!v.is_number()) {
+    Fail(name, "Input should be a valid number", "float_type");
+    return std::nullopt;
   }
-  stub->async()->Upscale(
-      &call->context, &call->request, &call->response,
-      [call, reply = std::move(reply)](grpc::Status status) {
-        if (!status.ok()) {
-          return reply(HttpError(HttpStatusForGrpc(status.error_code()), status.error_message()));
-        }
-        Json images = Json::array();
-        for (const auto& m : call->response.images()) {
-          images.push_back({{"url", DataUrl(m)}, {"seed", m.seed()}, {"nsfw", m.nsfw()}});
-        }
-        reply(http::Json(200, Json{{"images", images}}.dump()));
-      });
+  return v.get<double>();
+}
+
+std::optional<bool> Params::Bool(const std::string& name) {
+  if (!Has(name)) return std::nullopt;
+  if (is_form_) {
+    // pydantic's accepted spellings.
+    const std::string v = absl::AsciiStrToLower(absl::StripAsciiWhitespace(form_[name].data));
+    if (v == "true" || v == "1" || v == "yes" || v == "on" || v == "t" || v == "y") return true;
+    if (v == "false" || v == "0" || v == "no" || v == "off" || v == "f" || v == "n") {
+      return false;
+    }
+    Fail(name, "Input should be a valid boolean, unable to interpret input", "bool_parsing");
+    return std::nullopt;
+  }
+  const Json& v = json_[name];
+  if (!v.is_boolean()) {
+    Fail(name, "Input should be a valid boolean", "bool_type");
+    return std::nullopt;
+  }
+  return v.get<bool>();
+}
+
+namespace {
+
+std::optional<std::string> Header(const http::Request& req, const std::string& name) {
+  auto it = req.headers.find(name);
+  if (it == req.headers.end()) return std::nullopt;
+  return it->second;
 }
 
 }  // namespace
+
+std::optional<Params> ReadForm(const http::Request& req, const http::Reply& reply) {
+  if (req.method != "POST") {
+    reply(HttpError(405, "use POST"));
+    return std::nullopt;
+  }
+  const std::string ct = Header(req, "content-type").value_or("");
+  if (!absl::StartsWithIgnoreCase(ct, "multipart/form-data")) {
+    reply(HttpError(415, "the body must be multipart/form-data"));
+    return std::nullopt;
+  }
+  auto form = http::ParseMultipartForm(ct, req.body);
+  if (!form.ok()) {
+    reply(HttpError(400, std::string(form.status().message())));
+    return std::nullopt;
+  }
+  return Params(*std::move(form));
+}
+
+std::optional<Params> ReadJson(const http::Request& req, const http::Reply& reply) {
+  if (req.method != "POST") {
+    reply(HttpError(405, "use POST"));
+    return std::nullopt;
+  }
+  const std::string ct = Header(req, "content-type").value_or("");
+  if (!absl::StartsWithIgnoreCase(ct, "application/json")) {
+    reply(HttpError(415, "the body must be application/json"));
+    return std::nullopt;
+  }
+  Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    reply(http::Json(422, Json{{"detail",
+                                {{{"loc", {"body", 0}},
+                                  {"msg", "JSON decode error"},
+                                  {"type", "json_invalid"}}}}}
+                              .dump()));
+    return std::nullopt;
+  }
+  if (!body.is_object()) {
+    reply(http::Json(
+        422, Json{{"detail",
+                   {{{"loc", {"body"}},
+                     {"msg", "Input should be a valid dictionary or object to extract fields from"},
+                     {"type", "model_attributes_type"}}}}}
+                 .dump()));
+    return std::nullopt;
+  }
+  return Params(std::move(body));
+}
+
+void ReplyGrpcError(const StubPtr& stub, const grpc::Status& status, http::Reply reply,
+                    const StatusRefiner& refine) {
+  int code = refine ? refine(status) : 0;
+  if (code == 0) code = HttpStatusForGrpc(status.error_code());
+  if (status.error_code() != grpc::StatusCode::NOT_FOUND) {
+    return reply(HttpError(code, status.error_message()));
+  }
+  struct Call {
+    grpc::ClientContext context;
+    v1::ListCapabilitiesRequest request;
+    v1::ListCapabilitiesResponse response;
+  };
+  auto call = std::make_shared<Call>();
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  stub->async()->ListCapabilities(
+      &call->context, &call->request, &call->response,
+      [call, code, message = status.error_message(), reply = std::move(reply)](grpc::Status st) {
+        int ready = 0;
+        for (const auto& o : call->response.orchestrators()) ready += o.ready() ? 1 : 0;
+        if (st.ok() && ready == 0) {
+          return reply(HttpError(503, absl::StrCat("no orchestrator available: ", message)));
+        }
+        reply(HttpError(code, message));
+      });
+}
+
+void ForwardRequestId(const http::Request& req, grpc::ClientContext* context) {
+  if (auto id = Header(req, "x-request-id")) context->AddMetadata("x-request-id", *id);
+}
+
+std::string DataUrl(const std::string& content_type, const std::string& data) {
+  return absl::StrCat("data:", content_type, ";base64,", absl::Base64Escape(data));
+}
+
+// A large decoded image is the client's to shrink: 413, as the spec lists for image inputs.
+int ImageInputStatus(const grpc::Status& status) {
+  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+      absl::StrContains(status.error_message(), "pixels, more than the limit")) {
+    return 413;
+  }
+  return 0;
+}
+
+namespace {
+
+std::string RandomId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
+}
+
+// Generated videos, kept in memory and served at GET /stream/<id>/<name> (as go-livepeer's
+// gateway serves its object store there), and image-to-video's async results. Bounded in bytes
+// and count; what is older than the TTL or pushed out by newer media is gone (404).
+class Store {
+ public:
+  static constexpr size_t kMaxMediaBytes = size_t{512} << 20;
+  static constexpr size_t kMaxJobs = 1000;
+  static constexpr auto kTtl = std::chrono::hours(1);
+
+  // Keeps `data` and returns its path.
+  std::string PutMedia(const std::string& content_type, std::string data,
+                       const std::string& name) {
+    const std::string path = absl::StrCat("/stream/", RandomId(), "/", name);
+    std::lock_guard<std::mutex> lock(mu_);
+    Expire();
+    media_bytes_ += data.size();
+    media_[path] = {content_type, std::make_shared<const std::string>(std::move(data)),
+                    Clock::now()};
+    media_order_.push_back(path);
+    while (media_bytes_ > kMaxMediaBytes && media_order_.size() > 1) DropOldestMedia();
+    return path;
+  }
+
+  std::optional<std::pair<std::string, std::shared_ptr<const std::string>>> GetMedia(
+      const std::string& path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Expire();
+    auto it = media_.find(path);
+    if (it == media_.end()) return std::nullopt;
+    return std::make_pair(it->second.content_type, it->second.data);
+  }
+
+  std::string NewJob() {
+    std::string id = RandomId();
+    std::lock_guard<std::mutex> lock(mu_);
+    Expire();
+    jobs_[id] = {false, Json(), Clock::now()};
+    job_order_.push_back(id);
+    while (job_order_.size() > kMaxJobs) {
+      jobs_.erase(job_order_.front());
+      job_order_.pop_front();
+    }
+    return id;
+  }
+
+  void FinishJob(const std::string& id, Json result) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;  // expired meanwhile
+    it->second.done = true;
+    it->second.result = std::move(result);
+  }
+
+  // {"status": "processing"} or {"status": "complete", "result": ...}; nullopt when unknown.
+  std::optional<Json> JobStatus(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Expire();
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return std::nullopt;
+    if (!it->second.done) return Json{{"status", "processing"}};
+    return Json{{"status", "complete"}, {"result", it->second.result}};
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Media {
+    std::string content_type;
+    std::shared_ptr<const std::string> data;
+    Clock::time_point created;
+  };
+  struct Job {
+    bool done = false;
+    Json result;
+    Clock::time_point created;
+  };
+
+  void DropOldestMedia() {
+    auto it = media_.find(media_order_.front());
+    if (it != media_.end()) {
+      media_bytes_ -= it->second.data->size();
+      media_.erase(it);
+    }
+    media_order_.pop_front();
+  }
+
+  void Expire() {
+    const auto cutoff = Clock::now() - kTtl;
+    while (!media_order_.empty()) {
+      auto it = media_.find(media_order_.front());
+      if (it != media_.end() && it->second.created > cutoff) break;
+      DropOldestMedia();
+    }
+    while (!job_order_.empty()) {
+      auto it = jobs_.find(job_order_.front());
+      if (it != jobs_.end() && it->second.created > cutoff) break;
+      if (it != jobs_.end()) jobs_.erase(it);
+      job_order_.pop_front();
+    }
+  }
+
+  std::mutex mu_;
+  std::map<std::string, Media> media_;
+  std::deque<std::string> media_order_;
+  size_t media_bytes_ = 0;
+  std::map<std::string, Job> jobs_;
+  std::deque<std::string> job_order_;
+};
+
+// The client's base URL for served media: absolute when it sent a Host header (so a client can
+// fetch it as is), else the bare path.
+std::string BaseUrl(const http::Request& req) {
+  auto host = Header(req, "host");
+  if (!host || host->empty()) return "";
+  const std::string proto = Header(req, "x-forwarded-proto").value_or("http");
+  return absl::StrCat(proto, "://", *host);
+}
+
+Json ImagesJson(const google::protobuf::RepeatedPtrField<v1::Media>& images) {
+  Json out = Json::array();
+  for (const auto& m : images) {
+    const std::string type = m.content_type().empty() ? "image/png" : m.content_type();
+    out.push_back({{"url", DataUrl(type, m.data())}, {"seed", m.seed()}, {"nsfw", m.nsfw()}});
+  }
+  return out;
+}
+
+// The fields the diffusion-style image paths share.
+template <typename Req>
+void ReadGenerationFields(Params& p, Req* r) {
+  if (auto v = p.Str("loras")) r->set_loras(*v);
+  if (auto v = p.Number("guidance_scale")) r->set_guidance_scale(static_cast<float>(*v));
+  if (auto v = p.Str("negative_prompt")) r->set_negative_prompt(*v);
+  if (auto v = p.Bool("safety_check")) r->set_safety_check(*v);
+  if (auto v = p.Int("seed", std::numeric_limits<int64_t>::min(),
+                     std::numeric_limits<int64_t>::max())) {
+    r->set_seed(*v);
+  }
+  if (auto v = p.Int("num_inference_steps", 1, std::numeric_limits<int32_t>::max())) {
+    r->set_num_inference_steps(static_cast<int32_t>(*v));
+  }
+  if (auto v = p.Int("num_images_per_prompt", 1, std::numeric_limits<int32_t>::max())) {
+    r->set_num_images_per_prompt(static_cast<int32_t>(*v));
+  }
+}
+
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+
+void TextToImage(const StubPtr& stub, const http::Request& req, http::Reply reply) {
+  auto p = ReadJson(req, reply);
+  if (!p) return;
+  auto call = std::make_shared<UnaryCall<v1::TextToImageRequest, v1::ImageResponse>>();
+  auto& r = call->request;
+  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
+  if (auto v = p->Str("prompt", true)) r.set_prompt(*v);
+  if (auto v = p->Int("height", 1, kMaxInt32)) r.set_height(static_cast<int32_t>(*v));
+  if (auto v = p->Int("width", 1, kMaxInt32)) r.set_width(static_cast<int32_t>(*v));
+  ReadGenerationFields(*p, &r);
+  if (!p->ok()) return reply(p->Error());
+  ForwardRequestId(req, &call->context);
+  RunUnary(
+      stub, call,
+      [stub](auto* c, auto* rq, auto* rs, auto cb) {
+        stub->async()->TextToImage(c, rq, rs, std::move(cb));
+      },
+      [](const v1::ImageResponse& resp) { return Json{{"images", ImagesJson(resp.images())}}; },
+      std::move(reply));
+}
+
+void ImageToImage(const StubPtr& stub, const http::Request& req, http::Reply reply) {
+  auto p = ReadForm(req, reply);
+  if (!p) return;
+  auto call = std::make_shared<UnaryCall<v1::ImageToImageRequest, v1::ImageResponse>>();
+  auto& r = call->request;
+  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
+  if (auto v = p->Str("prompt", true)) r.set_prompt(*v);
+  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
+  if (auto v = p->Number("strength")) r.set_strength(static_cast<float>(*v));
+  if (auto v = p->Number("image_guidance_scale")) {
+    r.set_image_guidance_scale(static_cast<float>(*v));
+  }
+  ReadGenerationFields(*p, &r);
+  if (!p->ok()) return reply(p->Error());
+  ForwardRequestId(req, &call->context);
+  RunUnary(
+      stub, call,
+      [stub](auto* c, auto* rq, auto* rs, auto cb) {
+        stub->async()->ImageToImage(c, rq, rs, std::move(cb));
+      },
+      [](const v1::ImageResponse& resp) { return Json{{"images", ImagesJson(resp.images())}}; },
+      std::move(reply), ImageInputStatus);
+}
+
+void Upscale(const StubPtr& stub, const http::Request& req, http::Reply reply) {
+  auto p = ReadForm(req, reply);
+  if (!p) return;
+  auto call = std::make_shared<UnaryCall<v1::UpscaleRequest, v1::ImageResponse>>();
+  auto& r = call->request;
+  // The spec requires prompt too, but ESRGAN takes none and the Livepeer clients send an empty
+  // one; a missing prompt is accepted as "".
+  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
+  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
+  if (auto v = p->Str("prompt")) r.set_prompt(*v);
+  if (auto v = p->Bool("safety_check")) r.set_safety_check(*v);
+  if (auto v = p->Int("seed", std::numeric_limits<int64_t>::min(),
+                      std::numeric_limits<int64_t>::max())) {
+    r.set_seed(*v);
+  }
+  if (auto v = p->Int("num_inference_steps", 1, kMaxInt32)) {
+    r.set_num_inference_steps(static_cast<int32_t>(*v));
+  }
+  if (!p->ok()) return reply(p->Error());
+  ForwardRequestId(req, &call->context);
+  RunUnary(
+      stub, call,
+      [stub](auto* c, auto* rq, auto* rs, auto cb) {
+        stub->async()->Upscale(c, rq, rs, std::move(cb));
+      },
+      [](const v1::ImageResponse& resp) { return Json{{"images", ImagesJson(resp.images())}}; },
+      std::move(reply), ImageInputStatus);
+}
+
+// A JSON array of numbers nested `depth` deep (e.g. "[[1,2],[3,4]]" for 2), flattened; every
+// innermost array must have `inner` values when inner > 0. Records a validation error otherwise.
+std::optional<std::vector<double>> NumberArray(Params& p, const std::string& name, int depth,
+                                               int inner, const std::string& shape) {
+  auto text = p.Str(name);
+  if (!text) return std::nullopt;
+  const Json v = Json::parse(*text, nullptr, false);
+  std::vector<double> out;
+  std::function<bool(const Json&, int)> walk = [&](const Json& j, int level) {
+    if (!j.is_array()) return false;
+    if (level == depth) {
+      if (inner > 0 && static_cast<int>(j.size()) != inner) return false;
+      for (const auto& x : j) {
+        if (!x.is_number()) return false;
+        out.push_back(x.get<double>());
+      }
+      return true;
+    }
+    for (const auto& x : j) {
+      if (!walk(x, level + 1)) return false;
+    }
+    return true;
+  };
+  if (v.is_discarded() || !walk(v, 1)) {
+    p.Fail(name, absl::StrCat("Value error, ", name, " must be a JSON array ", shape),
+           "value_error");
+    return std::nullopt;
+  }
+  return out;
+}
+
+void SegmentAnything2(const StubPtr& stub, const http::Request& req, http::Reply reply) {
+  auto p = ReadForm(req, reply);
+  if (!p) return;
+  auto call = std::make_shared<UnaryCall<v1::SegmentAnything2Request, v1::MasksResponse>>();
+  auto& r = call->request;
+  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
+  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
+  if (auto v = NumberArray(*p, "point_coords", 2, 2, "of [x, y] pairs, e.g. [[10, 20]]")) {
+    for (double x : *v) r.add_point_coords(static_cast<float>(x));
+  }
+  if (auto v = NumberArray(*p, "point_labels", 1, 0, "of 0/1 labels, e.g. [1, 0]")) {
+    for (double x : *v) {
+      if (x != 0 && x != 1) {
+        p->Fail("point_labels", "Value error, point_labels must be 0 or 1", "value_error");
+        break;
+      }
+      r.add_point_labels(static_cast<int32_t>(x));
+    }
+  }
+  if (auto v = NumberArray(*p, "box", 1, 4, "of 4 values [x0, y0, x1, y1]")) {
+    for (double x : *v) r.add_box(static_cast<float>(x));
+  }
+  if (auto v = NumberArray(*p, "mask_input", 3, 0, "shaped 1xHxW")) {
+    for (double x : *v) r.add_mask_input(static_cast<float>(x));
+  }
+  if (auto v = p->Bool("multimask_output")) r.set_multimask_output(*v);
+  if (auto v = p->Bool("return_logits")) r.set_return_logits(*v);
+  if (auto v = p->Bool("normalize_coords")) r.set_normalize_coords(*v);
+  if (!p->ok()) return reply(p->Error());
+  ForwardRequestId(req, &call->context);
+  RunUnary(
+      stub, call,
+      [stub](auto* c, auto* rq, auto* rs, auto cb) {
+        stub->async()->SegmentAnything2(c, rq, rs, std::move(cb));
+      },
+      // Strings holding JSON, as the spec's MasksResponse has them.
+      [](const v1::MasksResponse& resp) {
+        return Json{{"masks", resp.masks()}, {"scores", resp.scores()}, {"logits", resp.logits()}};
+      },
+      std::move(reply), ImageInputStatus);
+}
+
+// Sync: answers with the videos' URLs. Async (the client sent "Prefer: respond-async", as
+// go-livepeer's gateway takes it): 202 {"request_id"} at once; the result is then asked for at
+// POST /image-to-video/result.
+void ImageToVideo(const StubPtr& stub, const std::shared_ptr<Store>& store,
+                  const http::Request& req, http::Reply reply) {
+  auto p = ReadForm(req, reply);
+  if (!p) return;
+  auto call = std::make_shared<UnaryCall<v1::ImageToVideoRequest, v1::VideoResponse>>();
+  auto& r = call->request;
+  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
+  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
+  if (auto v = p->Int("height", 1, kMaxInt32)) r.set_height(static_cast<int32_t>(*v));
+  if (auto v = p->Int("width", 1, kMaxInt32)) r.set_width(static_cast<int32_t>(*v));
+  if (auto v = p->Int("fps", 1, kMaxInt32)) r.set_fps(static_cast<int32_t>(*v));
+  if (auto v = p->Int("motion_bucket_id", 0, kMaxInt32)) {
+    r.set_motion_bucket_id(static_cast<int32_t>(*v));
+  }
+  if (auto v = p->Number("noise_aug_strength")) r.set_noise_aug_strength(static_cast<float>(*v));
+  if (auto v = p->Bool("safety_check")) r.set_safety_check(*v);
+  if (auto v = p->Int("seed", std::numeric_limits<int64_t>::min(),
+                      std::numeric_limits<int64_t>::max())) {
+    r.set_seed(*v);
+  }
+  if (auto v = p->Int("num_inference_steps", 1, kMaxInt32)) {
+    r.set_num_inference_steps(static_cast<int32_t>(*v));
+  }
+  if (!p->ok()) return reply(p->Error());
+  ForwardRequestId(req, &call->context);
+  const std::string base = BaseUrl(req);
+  auto videos = [store, base](const v1::VideoResponse& resp) {
+    Json images = Json::array();
+    int i = 0;
+    for (const auto& m : resp.images()) {
+      const std::string type = m.content_type().empty() ? "video/mp4" : m.content_type();
+      const std::string path = store->PutMedia(type, m.data(), absl::StrCat("video-", i++, ".mp4"));
+      images.push_back({{"url", base + path}, {"seed", m.seed()}, {"nsfw", m.nsfw()}});
+    }
+    return Json{{"images", images}};
+  };
+  auto prefer = Header(req, "prefer");
+  if (!prefer || !absl::StrContains(absl::AsciiStrToLower(*prefer), "respond-async")) {
+    RunUnary(
+        stub, call,
+        [stub](auto* c, auto* rq, auto* rs, auto cb) {
+          stub->async()->ImageToVideo(c, rq, rs, std::move(cb));
+        },
+        videos, std::move(reply), ImageInputStatus);
+    return;
+  }
+  const std::string id = store->NewJob();
+  stub->async()->ImageToVideo(
+      &call->context, &call->request, &call->response,
+      [call, store, id, videos](grpc::Status status) {
+        if (!status.ok()) {
+          return store->FinishJob(id, Json{{"error", {{"msg", status.error_message()}}}});
+        }
+        store->FinishJob(id, videos(call->response));
+      });
+  reply(http::Json(202, Json{{"request_id", id}}.dump()));
+}
+
+void ImageToVideoResult(const std::shared_ptr<Store>& store, const http::Request& req,
+                        http::Reply reply) {
+  auto p = ReadJson(req, reply);
+  if (!p) return;
+  auto id = p->Str("request_id", true);
+  if (!p->ok()) return reply(p->Error());
+  auto status = store->JobStatus(*id);
+  if (!status) {
+    return reply(HttpError(404, absl::StrCat("no image-to-video request '", *id,
+                                             "' (unknown or expired)")));
+  }
+  reply(http::Json(200, status->dump(-1, ' ', false, Json::error_handler_t::replace)));
+}
+
+void ServeMedia(const std::shared_ptr<Store>& store, const http::Request& req,
+                http::Reply reply) {
+  if (req.method != "GET") return reply(HttpError(405, "use GET"));
+  auto media = store->GetMedia(req.path);
+  if (!media) return reply(HttpError(404, absl::StrCat("no media at ", req.path)));
+  http::Response r;
+  r.content_type = media->first;
+  r.body = *media->second;
+  reply(std::move(r));
+}
+
+}  // namespace
+}  // namespace livepeer
 
 int HttpStatusForGrpc(grpc::StatusCode code) {
   switch (code) {
@@ -132,16 +665,39 @@ int HttpStatusForGrpc(grpc::StatusCode code) {
 }
 
 std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway) {
-  auto stub = std::shared_ptr<v1::Gateway::Stub>(v1::Gateway::NewStub(gateway));
+  using livepeer::StubPtr;
+  auto stub = StubPtr(v1::Gateway::NewStub(gateway));
+  auto store = std::make_shared<livepeer::Store>();
   std::map<std::string, http::Handler> routes;
-  routes["/upscale"] = [stub](const http::Request& req, http::Reply reply) {
-    Upscale(stub, req, std::move(reply));
+  auto add = [&](const std::string& path,
+                 void (*handler)(const StubPtr&, const http::Request&, http::Reply)) {
+    routes[path] = [stub, handler](const http::Request& req, http::Reply reply) {
+      handler(stub, req, std::move(reply));
+    };
   };
-  for (const char* path : {"/text-to-image", "/image-to-image", "/image-to-video", "/audio-to-text",
-                           "/segment-anything-2", "/llm", "/image-to-text", "/text-to-speech",
-                           "/live-video-to-video"}) {
-    routes[path] = NotYet(path);
-  }
+  add("/text-to-image", livepeer::TextToImage);
+  add("/image-to-image", livepeer::ImageToImage);
+  add("/upscale", livepeer::Upscale);
+  add("/segment-anything-2", livepeer::SegmentAnything2);
+  add("/audio-to-text", livepeer::AudioToText);
+  add("/image-to-text", livepeer::ImageToText);
+  add("/text-to-speech", livepeer::TextToSpeech);
+  add("/llm", livepeer::Llm);
+  routes["/image-to-video"] = [stub, store](const http::Request& req, http::Reply reply) {
+    livepeer::ImageToVideo(stub, store, req, std::move(reply));
+  };
+  routes["/image-to-video/result"] = [store](const http::Request& req, http::Reply reply) {
+    livepeer::ImageToVideoResult(store, req, std::move(reply));
+  };
+  routes["/stream/*"] = [store](const http::Request& req, http::Reply reply) {
+    livepeer::ServeMedia(store, req, std::move(reply));
+  };
+  // Live video-to-video needs the trickle streaming protocol, which this gateway does not speak.
+  routes["/live-video-to-video"] = [](const http::Request&, http::Reply reply) {
+    reply(livepeer::HttpError(501,
+                              "/live-video-to-video (trickle streaming) is not implemented on this "
+                              "gateway; use the gRPC TranscodeStream API for live video"));
+  };
   return routes;
 }
 

@@ -1,11 +1,17 @@
-// The Livepeer AI gateway HTTP API (../shared/specs/livepeer-ai-gateway.openapi.yaml) on the
-// gateway's HTTP port. Each request becomes a call on the gateway's own gRPC API through an
-// in-process channel, so an HTTP job is routed exactly once, by the same router, with the same
-// retries and errors as a gRPC one.
+// The Livepeer AI gateway HTTP API (../shared/specs/livepeer-ai-gateway.openapi.yaml, v0.14.1) on
+// the gateway's HTTP port: the same paths, JSON and multipart bodies, field names and defaults,
+// response shapes, error bodies ({"detail": {"msg"}}; 422 {"detail": [{"loc", "msg", "type"}]}) and
+// codes, so a Livepeer AI client works by changing its base URL. Each request becomes a call on the
+// gateway's own gRPC API through an in-process channel, so an HTTP job is routed exactly once, by
+// the same router, with the same retries and errors as a gRPC one.
 //
-// Implemented: POST /upscale. NOT FINISHED: the other pipelines' paths (text-to-image,
-// image-to-image, image-to-video, audio-to-text, segment-anything-2, llm with server-sent events,
-// image-to-text, text-to-speech) answer 501 with a message saying so.
+// Paths: POST /text-to-image (JSON), /image-to-image, /upscale, /image-to-video, /audio-to-text,
+// /segment-anything-2, /image-to-text (multipart), /llm, /text-to-speech (JSON). Images and audio
+// come back as data URLs; videos as URLs this gateway serves (GET /stream/<id>/<name>, kept in
+// memory for an hour). /llm with "stream": true answers server-sent events as the tokens arrive,
+// ending with `data: [DONE]`. /image-to-video with "Prefer: respond-async" answers 202
+// {"request_id"} and POST /image-to-video/result {"request_id"} gives the result (go-livepeer's
+// async mode). /live-video-to-video (trickle streaming) answers 501. docs/http-api.md has it all.
 #pragma once
 
 #include <map>

@@ -1,13 +1,22 @@
-// The Livepeer AI HTTP API on the gateway's HTTP port, against a local cluster.
+// The Livepeer AI HTTP API on the gateway's HTTP port, against a local cluster: every path over
+// real HTTP with tiny deterministic TorchScript models built here, the response shapes and values,
+// bad input per path, the llm event stream and image-to-video's async mode.
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
@@ -90,8 +99,711 @@ TEST(LivepeerApiTest, UpscaleOverHttpLikeTheLivepeerGateway) {
       HttpRequest(port, "POST", "/upscale", form_type,
                   Multipart({{"model_id", "esrgan-slim-x4"}, {"seed", "x"}}, png));
   EXPECT_EQ(bad_seed.status, 422) << bad_seed.body;
-  // Not built yet: says so.
-  EXPECT_EQ(HttpRequest(port, "POST", "/text-to-image", "application/json", "{}").status, 501);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Every other path, against one cluster serving tiny models (the contracts of
+// docs/pipelines-image.md and docs/pipelines-audio-text.md; the same models as the gRPC tests).
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+// pixel (n, c, y, x) = (len(prompt) * 7 + seed + n + c * 50 + y + x) % 256
+constexpr const char* kTextToImageModel = R"(
+def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_steps: int,
+            guidance_scale: float, height: int, width: int, num_images: int):
+    c = torch.arange(3).view([1, 3, 1, 1])
+    y = torch.arange(height).view([1, 1, height, 1])
+    x = torch.arange(width).view([1, 1, 1, width])
+    n = torch.arange(num_images).view([num_images, 1, 1, 1])
+    v = (c * 50 + y + x + n + (len(prompt) * 7 + seed)) % 256
+    return v * 1.0
+)";
+
+// out[n] = (image + seed + len(prompt) + num_inference_steps + n) % 256
+constexpr const char* kImageToImageModel = R"(
+def forward(self, image, prompt: str, negative_prompt: str, seed: int, strength: float,
+            guidance_scale: float, image_guidance_scale: float, num_inference_steps: int,
+            num_images: int):
+    n = torch.arange(num_images).view([num_images, 1, 1, 1])
+    return (image + n + (seed + len(prompt) + num_inference_steps)) % 256
+)";
+
+// One frame per step.
+constexpr const char* kImageToVideoModel = R"(
+def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bucket_id: int,
+            noise_aug_strength: float, num_inference_steps: int):
+    f = torch.arange(num_inference_steps).view([num_inference_steps, 1, 1, 1])
+    c = torch.arange(3).view([1, 3, 1, 1])
+    y = torch.arange(height).view([1, 1, height, 1])
+    x = torch.arange(width).view([1, 1, 1, width])
+    return (f * 10 + c * 50 + y + x + seed + int(image[0, 0, 0, 0])) % 256 * 1.0
+)";
+
+// mask[k, y, x] = x - px + 0.5 k (px: first point's x, or the box's x0, in pixels).
+constexpr const char* kSegmentModel = R"(
+def forward(self, image, point_coords, point_labels, box, mask_input, multimask_output: bool,
+            normalize_coords: bool):
+    h = image.size(2)
+    w = image.size(3)
+    k = 3 if multimask_output else 1
+    if point_coords.size(0) > 0:
+        px = point_coords[0, 0]
+    else:
+        px = box[0, 0]
+    if normalize_coords:
+        px = px * w
+    x = torch.arange(w).view([1, 1, w])
+    kk = torch.arange(k).view([k, 1, 1])
+    masks = (x - px + kk * 0.5).expand([k, h, w]).contiguous()
+    scores = torch.arange(k) * 0.25 + 0.5
+    logits = torch.zeros([k, 4, 4]) + point_labels.sum()
+    return (masks, scores, logits)
+)";
+
+constexpr const char* kImageToTextModel = R"(
+def forward(self, image, prompt: str):
+    return prompt + ":" + str(image.size(3)) + "x" + str(image.size(2)) + ":" + str(int(image[0, 0, 0, 0]))
+)";
+
+// "n=<samples> c=<channels>"; "word" mode returns two chunks, otherwise one spanning the audio.
+constexpr const char* kAsrModel = R"(
+def forward(self, audio: Tensor, timestamps: str) -> Tuple[str, List[str], Tensor]:
+    n = audio.size(1)
+    text = "n=" + str(n) + " c=" + str(audio.size(0))
+    if timestamps == "word":
+        return (text, ["n=" + str(n), "c=" + str(audio.size(0))],
+                torch.tensor([[0.0, 0.5], [0.5, 1.0]]))
+    return (text, [text], torch.tensor([[0.0, float(n) / 16000.0]]))
+)";
+
+// 0.1 s (1600 samples at 16 kHz) per character of text.
+constexpr const char* kTtsModel = R"(
+def forward(self, text: str, description: str) -> Tensor:
+    n = len(text) * 1600
+    return (torch.arange(n).float() % 100.0) / 200.0
+)";
+
+// Byte tokenizer (eos 256); replies `self.reply` one byte per step, `work` matmuls per step.
+constexpr const char* kLlmModel = R"(
+def encode(self, text: str) -> List[int]:
+    ids: List[int] = []
+    for c in text:
+        ids.append(ord(c))
+    return ids
+
+def decode(self, ids: List[int]) -> str:
+    out = ""
+    for i in ids:
+        out += chr(i)
+    return out
+
+def forward(self, ids: Tensor) -> Tensor:
+    n = ids.size(1)
+    count = 0
+    i = n - 1
+    while i >= 0 and int(ids[0, i]) != 10:
+        count += 1
+        i -= 1
+    a = torch.ones([256, 256])
+    for _ in range(self.work):
+        a = torch.mm(a, a) / 256.0
+    logits = torch.zeros([1, 257])
+    if count < len(self.reply):
+        logits[0, ord(self.reply[count])] = 1.0
+    else:
+        logits[0, 256] = 1.0
+    return logits
+)";
+
+constexpr const char* kLlmReply = "Hello from the tiny LLM";
+
+void SaveModule(const fs::path& path, const std::string& source,
+                const std::function<void(torch::jit::Module&)>& attributes = nullptr) {
+  torch::jit::Module m("m");
+  m.register_attribute("training", c10::BoolType::get(), false);
+  if (attributes) attributes(m);
+  m.define(source);
+  m.save(path.string());
+}
+
+media::RgbImage Gradient(int w, int h) {
+  media::RgbImage img{w, h, {}};
+  img.pixels.resize(static_cast<size_t>(w) * h * 3);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        img.pixels[(static_cast<size_t>(y) * w + x) * 3 + c] =
+            static_cast<uint8_t>((x * 3 + y * 5 + c * 7 + 9) % 256);
+      }
+    }
+  }
+  return img;
+}
+
+std::string Png(const media::RgbImage& img) {
+  auto png = media::EncodePng(img);
+  return png.ok() ? *png : std::string();
+}
+
+struct FilePart {
+  std::string name;
+  std::string filename;
+  std::string content_type;
+  std::string data;
+};
+
+std::string Form(const std::map<std::string, std::string>& fields,
+                 const std::vector<FilePart>& files) {
+  std::string body;
+  for (const auto& [name, value] : fields) {
+    absl::StrAppend(&body, "--", kBoundary, "\r\nContent-Disposition: form-data; name=\"", name,
+                    "\"\r\n\r\n", value, "\r\n");
+  }
+  for (const auto& f : files) {
+    absl::StrAppend(&body, "--", kBoundary, "\r\nContent-Disposition: form-data; name=\"", f.name,
+                    "\"; filename=\"", f.filename, "\"\r\nContent-Type: ", f.content_type,
+                    "\r\n\r\n", f.data, "\r\n");
+  }
+  absl::StrAppend(&body, "--", kBoundary, "--\r\n");
+  return body;
+}
+
+FilePart ImagePart(const std::string& png) { return {"image", "in.png", "image/png", png}; }
+
+const std::string kFormType = std::string("multipart/form-data; boundary=") + kBoundary;
+
+Json Parse(const HttpResult& r) { return Json::parse(r.body, nullptr, false); }
+
+// The 422 body names `loc` (after "body") in one of its errors.
+::testing::AssertionResult NamesField(const HttpResult& r, const Json& loc) {
+  if (r.status != 422) return ::testing::AssertionFailure() << r.status << " " << r.body;
+  Json j = Parse(r);
+  Json full = Json::array({"body"});
+  for (const auto& l : loc) full.push_back(l);
+  if (j.is_discarded() || !j["detail"].is_array()) {
+    return ::testing::AssertionFailure() << "not a validation error body: " << r.body;
+  }
+  for (const auto& d : j["detail"]) {
+    if (d["loc"] == full && d["msg"].is_string() && d["type"].is_string()) {
+      return ::testing::AssertionSuccess();
+    }
+  }
+  return ::testing::AssertionFailure() << "no error at " << full.dump() << ": " << r.body;
+}
+
+// An HTTPError body ({"detail": {"msg": ...}}) with `status` whose message contains `text`.
+::testing::AssertionResult IsError(const HttpResult& r, int status, const std::string& text) {
+  Json j = Parse(r);
+  if (r.status != status || j.is_discarded() || !j["detail"]["msg"].is_string() ||
+      j["detail"]["msg"].get<std::string>().find(text) == std::string::npos) {
+    return ::testing::AssertionFailure()
+           << "want " << status << " with '" << text << "', got " << r.status << " " << r.body;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Decodes a data URL of `type`.
+::testing::AssertionResult DataUrl(const Json& url, const std::string& type, std::string* out) {
+  const std::string prefix = "data:" + type + ";base64,";
+  if (!url.is_string() || url.get<std::string>().rfind(prefix, 0) != 0) {
+    return ::testing::AssertionFailure() << "not a " << type << " data URL: "
+                                         << url.dump().substr(0, 60);
+  }
+  if (!absl::Base64Unescape(url.get<std::string>().substr(prefix.size()), out)) {
+    return ::testing::AssertionFailure() << "bad base64";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class LivepeerApiClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    models_dir_ = new TempDir();
+    const fs::path dir = models_dir_->path();
+    ClusterOptions options;
+    options.orchestrators = 1;
+    options.models = {};
+    auto add = [&](const std::string& id, const std::string& pipeline, const char* source,
+                   Json opts, const std::function<void(torch::jit::Module&)>& attrs = nullptr) {
+      const fs::path path = dir / (id + ".pt");
+      SaveModule(path, source, attrs);
+      options.extra_models.push_back({{"id", id},
+                                      {"pipeline", pipeline},
+                                      {"path", path.string()},
+                                      {"warm", true},
+                                      {"device", "cpu"},
+                                      {"warmup_size", 16},
+                                      {"max_input_pixels", 4096},
+                                      {"options", std::move(opts)}});
+    };
+    add("t2i-test", "text-to-image", kTextToImageModel,
+        {{"max_width", 256}, {"max_height", 256}, {"default_width", 64}, {"default_height", 32}});
+    add("i2i-test", "image-to-image", kImageToImageModel, Json::object());
+    add("i2v-test", "image-to-video", kImageToVideoModel, {{"max_frames", 16}});
+    add("sam2-test", "segment-anything-2", kSegmentModel, Json::object());
+    add("i2t-test", "image-to-text", kImageToTextModel, Json::object());
+    add("tiny-asr", "audio-to-text", kAsrModel, {{"max_audio_seconds", 2.5}});
+    add("tiny-tts", "text-to-speech", kTtsModel, Json::object(), [](torch::jit::Module& m) {
+      m.register_attribute("sample_rate", c10::IntType::get(), int64_t{16000});
+    });
+    auto llm = [](int64_t work) {
+      return [work](torch::jit::Module& m) {
+        m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
+        m.register_attribute("work", c10::IntType::get(), work);
+        m.register_attribute("reply", c10::StringType::get(), std::string(kLlmReply));
+      };
+    };
+    add("tiny-llm", "llm", kLlmModel, {{"max_tokens", 512}}, llm(0));
+    // ~10+ ms per token, so the stream test can see events arrive one by one.
+    add("slow-llm", "llm", kLlmModel, {{"max_tokens", 512}}, llm(8));
+    cluster_ = new LocalCluster();
+    start_status_ = new absl::Status(cluster_->Start(options));
+  }
+
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+    delete models_dir_;
+    models_dir_ = nullptr;
+    delete start_status_;
+    start_status_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(start_status_->ok()) << *start_status_ << "\n" << cluster_->Logs();
+    port_ = cluster_->gateway().http_port();
+  }
+
+  HttpResult PostJson(const std::string& path, const Json& body) {
+    return HttpRequest(port_, "POST", path, "application/json", body.dump());
+  }
+  HttpResult PostForm(const std::string& path, const std::map<std::string, std::string>& fields,
+                      const std::vector<FilePart>& files) {
+    return HttpRequest(port_, "POST", path, kFormType, Form(fields, files));
+  }
+
+  std::string Sine(const std::string& name, double seconds) {
+    const fs::path path = tmp_.path() / name;
+    std::string log;
+    EXPECT_EQ(RunCommand(absl::StrCat("ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=",
+                                      "frequency=440:sample_rate=44100:duration=", seconds,
+                                      " -c:a pcm_s16le ", path.string()),
+                         &log),
+              0)
+        << log;
+    return ReadFile(path);
+  }
+
+  static TempDir* models_dir_;
+  static LocalCluster* cluster_;
+  static absl::Status* start_status_;
+  int port_ = 0;
+  TempDir tmp_;
+};
+
+TempDir* LivepeerApiClusterTest::models_dir_ = nullptr;
+LocalCluster* LivepeerApiClusterTest::cluster_ = nullptr;
+absl::Status* LivepeerApiClusterTest::start_status_ = nullptr;
+
+TEST_F(LivepeerApiClusterTest, TextToImage) {
+  HttpResult r = PostJson("/text-to-image", {{"model_id", "t2i-test"},
+                                             {"prompt", "abc"},
+                                             {"width", 16},
+                                             {"height", 8},
+                                             {"seed", 3},
+                                             {"num_images_per_prompt", 2}});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  Json j = Parse(r);
+  ASSERT_EQ(j["images"].size(), 2u) << r.body;
+  for (int n = 0; n < 2; ++n) {
+    std::string png;
+    ASSERT_TRUE(DataUrl(j["images"][n]["url"], "image/png", &png));
+    auto img = media::DecodeImage(png, 1 << 20);
+    ASSERT_TRUE(img.ok()) << img.status();
+    EXPECT_EQ(img->width, 16);
+    EXPECT_EQ(img->height, 8);
+    // (len("abc") * 7 + seed + n + c * 50 + y + x) at c=1, y=2, x=5.
+    EXPECT_EQ(img->pixels[(2 * 16 + 5) * 3 + 1], 21 + 3 + n + 50 + 2 + 5);
+    EXPECT_EQ(j["images"][n]["seed"], 3 + n);  // image n is generated with seed + n
+    EXPECT_EQ(j["images"][n]["nsfw"], false);
+  }
+
+  EXPECT_TRUE(NamesField(PostJson("/text-to-image", {{"model_id", "t2i-test"}}), {"prompt"}));
+  EXPECT_TRUE(NamesField(PostJson("/text-to-image", {{"prompt", "a"}}), {"model_id"}));
+  EXPECT_TRUE(NamesField(
+      PostJson("/text-to-image", {{"model_id", "t2i-test"}, {"prompt", "a"}, {"width", "wide"}}),
+      {"width"}));
+  EXPECT_TRUE(NamesField(
+      PostJson("/text-to-image",
+               {{"model_id", "t2i-test"}, {"prompt", "a"}, {"safety_check", "maybe"}}),
+      {"safety_check"}));
+  EXPECT_EQ(HttpRequest(port_, "POST", "/text-to-image", "application/json", "{nope").status,
+            422);
+  EXPECT_EQ(HttpRequest(port_, "POST", "/text-to-image", "application/json", "[1]").status, 422);
+  EXPECT_TRUE(IsError(PostForm("/text-to-image", {{"model_id", "t2i-test"}}, {}), 415, "json"));
+  EXPECT_TRUE(IsError(PostJson("/text-to-image", {{"model_id", "no-such"}, {"prompt", "a"}}), 400,
+                      "no-such"));
+  EXPECT_TRUE(IsError(HttpRequest(port_, "GET", "/text-to-image"), 405, "POST"));
+  // Over the model's max_width: the pipeline's INVALID_ARGUMENT, naming the field.
+  EXPECT_TRUE(IsError(
+      PostJson("/text-to-image", {{"model_id", "t2i-test"}, {"prompt", "a"}, {"width", 512}}), 400,
+      "width"));
+}
+
+TEST_F(LivepeerApiClusterTest, ImageToImage) {
+  const media::RgbImage in = Gradient(8, 8);
+  HttpResult r = PostForm(
+      "/image-to-image",
+      {{"model_id", "i2i-test"}, {"prompt", "pp"}, {"seed", "1"}, {"num_inference_steps", "2"}},
+      {ImagePart(Png(in))});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  Json j = Parse(r);
+  ASSERT_EQ(j["images"].size(), 1u) << r.body;
+  std::string png;
+  ASSERT_TRUE(DataUrl(j["images"][0]["url"], "image/png", &png));
+  auto img = media::DecodeImage(png, 1 << 20);
+  ASSERT_TRUE(img.ok()) << img.status();
+  ASSERT_EQ(img->width, 8);
+  for (size_t i : {size_t{0}, size_t{77}, size_t{191}}) {
+    EXPECT_EQ(img->pixels[i], (in.pixels[i] + 1 + 2 + 2) % 256) << i;
+  }
+  EXPECT_EQ(j["images"][0]["seed"], 1);
+
+  EXPECT_TRUE(NamesField(PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}},
+                                  {}),
+                         {"image"}));
+  EXPECT_TRUE(NamesField(PostForm("/image-to-image",
+                                  {{"model_id", "i2i-test"}, {"prompt", "p"}, {"strength", "x"}},
+                                  {ImagePart(Png(in))}),
+                         {"strength"}));
+  EXPECT_TRUE(IsError(PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}},
+                               {ImagePart("not an image")}),
+                      400, "image"));
+  EXPECT_TRUE(IsError(PostJson("/image-to-image", {{"model_id", "i2i-test"}}), 415, "multipart"));
+  // Over the model's max_input_pixels (4096): too large.
+  EXPECT_TRUE(IsError(PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}},
+                               {ImagePart(Png(Gradient(80, 80)))}),
+                      413, "pixels"));
+}
+
+// Fetches a URL the gateway returned (http://127.0.0.1:PORT/stream/...).
+HttpResult Fetch(int port, const std::string& url) {
+  const std::string prefix = absl::StrCat("http://127.0.0.1:", port);
+  if (url.rfind(prefix, 0) != 0) return HttpResult{};
+  return HttpRequest(port, "GET", url.substr(prefix.size()));
+}
+
+TEST_F(LivepeerApiClusterTest, ImageToVideoSyncServesTheMp4) {
+  const std::map<std::string, std::string> fields = {{"model_id", "i2v-test"},
+                                                     {"width", "32"},
+                                                     {"height", "32"},
+                                                     {"fps", "8"},
+                                                     {"num_inference_steps", "3"},
+                                                     {"seed", "5"}};
+  HttpResult r = PostForm("/image-to-video", fields, {ImagePart(Png(Gradient(8, 8)))});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  Json j = Parse(r);
+  ASSERT_EQ(j["images"].size(), 1u) << r.body;
+  EXPECT_EQ(j["images"][0]["seed"], 5);
+  EXPECT_EQ(j["images"][0]["nsfw"], false);
+  const std::string url = j["images"][0]["url"];
+  EXPECT_EQ(url.rfind(absl::StrCat("http://127.0.0.1:", port_, "/stream/"), 0), 0u) << url;
+  HttpResult video = Fetch(port_, url);
+  ASSERT_EQ(video.status, 200) << url;
+  EXPECT_EQ(video.headers["content-type"], "video/mp4");
+  auto probe = ProbeVideo(tmp_, video.body, "mp4");
+  ASSERT_TRUE(probe.ok) << probe.error;
+  EXPECT_EQ(probe.width, 32);
+  EXPECT_EQ(probe.height, 32);
+  EXPECT_EQ(probe.frames, 3);
+  EXPECT_EQ(HttpRequest(port_, "GET", "/stream/nope/video-0.mp4").status, 404);
+
+  EXPECT_TRUE(NamesField(PostForm("/image-to-video", {{"model_id", "i2v-test"}}, {}), {"image"}));
+  EXPECT_TRUE(NamesField(PostForm("/image-to-video", {{"model_id", "i2v-test"}, {"fps", "0"}},
+                                  {ImagePart(Png(Gradient(8, 8)))}),
+                         {"fps"}));
+  EXPECT_TRUE(NamesField(
+      PostForm("/image-to-video", {{"model_id", "i2v-test"}, {"motion_bucket_id", "1.5"}},
+               {ImagePart(Png(Gradient(8, 8)))}),
+      {"motion_bucket_id"}));
+}
+
+TEST_F(LivepeerApiClusterTest, ImageToVideoAsync) {
+  auto start = [&](const std::string& steps) {
+    HttpCall call;
+    call.method = "POST";
+    call.path = "/image-to-video";
+    call.content_type = kFormType;
+    call.headers["Prefer"] = "respond-async";
+    call.body = Form({{"model_id", "i2v-test"},
+                      {"width", "16"},
+                      {"height", "16"},
+                      {"num_inference_steps", steps}},
+                     {ImagePart(Png(Gradient(8, 8)))});
+    return HttpRequest(port_, call);
+  };
+  // Polls (bounded: 200 x 50 ms) until the job is complete.
+  auto poll = [&](const std::string& id) {
+    Json last;
+    for (int i = 0; i < 200; ++i) {
+      HttpResult r = PostJson("/image-to-video/result", {{"request_id", id}});
+      if (r.status != 200) return Json{{"http", r.status}, {"body", r.body}};
+      last = Parse(r);
+      if (last["status"] != "processing") return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return last;
+  };
+  HttpResult accepted = start("2");
+  ASSERT_EQ(accepted.status, 202) << accepted.body;
+  const std::string id = Parse(accepted)["request_id"];
+  ASSERT_FALSE(id.empty());
+  Json done = poll(id);
+  ASSERT_EQ(done["status"], "complete") << done.dump();
+  ASSERT_EQ(done["result"]["images"].size(), 1u) << done.dump();
+  HttpResult video = Fetch(port_, done["result"]["images"][0]["url"]);
+  ASSERT_EQ(video.status, 200);
+  auto probe = ProbeVideo(tmp_, video.body, "mp4");
+  ASSERT_TRUE(probe.ok) << probe.error;
+  EXPECT_EQ(probe.frames, 2);
+
+  // A job that fails is complete with the error.
+  HttpResult failing = start("17");  // over the model's max_frames (16)
+  ASSERT_EQ(failing.status, 202) << failing.body;
+  Json failed = poll(Parse(failing)["request_id"]);
+  ASSERT_EQ(failed["status"], "complete") << failed.dump();
+  EXPECT_NE(failed["result"]["error"]["msg"].get<std::string>().find("max_frames"),
+            std::string::npos)
+      << failed.dump();
+
+  EXPECT_TRUE(IsError(PostJson("/image-to-video/result", {{"request_id", "nope"}}), 404, "nope"));
+  EXPECT_TRUE(NamesField(PostJson("/image-to-video/result", Json::object()), {"request_id"}));
+}
+
+TEST_F(LivepeerApiClusterTest, AudioToText) {
+  const std::string wav = Sine("a.wav", 1.0);
+  HttpResult r =
+      PostForm("/audio-to-text", {{"model_id", "tiny-asr"}}, {{"audio", "a.wav", "audio/wav", wav}});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  Json j = Parse(r);
+  EXPECT_EQ(j["text"], "n=16000 c=1");
+  ASSERT_EQ(j["chunks"].size(), 1u) << r.body;
+  EXPECT_EQ(j["chunks"][0]["text"], "n=16000 c=1");
+  EXPECT_EQ(j["chunks"][0]["timestamp"], Json::array({0.0, 1.0}));
+
+  HttpResult words = PostForm("/audio-to-text",
+                              {{"model_id", "tiny-asr"}, {"return_timestamps", "word"}},
+                              {{"audio", "a.wav", "audio/wav", wav}});
+  ASSERT_EQ(words.status, 200) << words.body;
+  Json w = Parse(words);
+  ASSERT_EQ(w["chunks"].size(), 2u) << words.body;
+  EXPECT_EQ(w["chunks"][1]["text"], "c=1");
+  EXPECT_EQ(w["chunks"][1]["timestamp"], Json::array({0.5, 1.0}));
+
+  EXPECT_TRUE(NamesField(PostForm("/audio-to-text", {{"model_id", "tiny-asr"}}, {}), {"audio"}));
+  EXPECT_TRUE(NamesField(PostForm("/audio-to-text", {}, {{"audio", "a.wav", "audio/wav", wav}}),
+                         {"model_id"}));
+  EXPECT_TRUE(IsError(PostForm("/audio-to-text", {{"model_id", "tiny-asr"}},
+                               {{"audio", "a.txt", "text/plain", "this is not audio at all"}}),
+                      415, "audio"));
+  EXPECT_TRUE(IsError(PostForm("/audio-to-text", {{"model_id", "tiny-asr"}},
+                               {{"audio", "long.wav", "audio/wav", Sine("long.wav", 3.0)}}),
+                      413, "max_audio_seconds"));
+  EXPECT_TRUE(IsError(PostForm("/audio-to-text",
+                               {{"model_id", "tiny-asr"}, {"return_timestamps", "maybe"}},
+                               {{"audio", "a.wav", "audio/wav", wav}}),
+                      400, "return_timestamps"));
+}
+
+TEST_F(LivepeerApiClusterTest, SegmentAnything2) {
+  const std::string png = Png(Gradient(4, 2));
+  HttpResult r = PostForm("/segment-anything-2",
+                          {{"model_id", "sam2-test"}, {"point_coords", "[[2, 1]]"},
+                           {"point_labels", "[1]"}},
+                          {ImagePart(png)});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  Json j = Parse(r);
+  // Strings holding JSON, as the spec's MasksResponse.
+  ASSERT_TRUE(j["masks"].is_string()) << r.body;
+  EXPECT_EQ(j["masks"],
+            "[[[-2,-1,0,1],[-2,-1,0,1]],[[-1.5,-0.5,0.5,1.5],[-1.5,-0.5,0.5,1.5]],"
+            "[[-1,0,1,2],[-1,0,1,2]]]");
+  EXPECT_EQ(j["scores"], "[0.5,0.75,1]");
+  Json logits = Json::parse(j["logits"].get<std::string>(), nullptr, false);
+  ASSERT_EQ(logits.size(), 3u) << r.body;
+  EXPECT_EQ(logits[0][0][0], 1);
+
+  HttpResult single = PostForm("/segment-anything-2",
+                               {{"model_id", "sam2-test"}, {"point_coords", "[[2,1]]"},
+                                {"point_labels", "[1]"}, {"multimask_output", "false"},
+                                {"return_logits", "false"}},
+                               {ImagePart(png)});
+  ASSERT_EQ(single.status, 200) << single.body;
+  EXPECT_EQ(Parse(single)["masks"], "[[[0,0,0,1],[0,0,0,1]]]");
+
+  auto with = [&](const std::string& field, const std::string& value) {
+    std::map<std::string, std::string> f = {
+        {"model_id", "sam2-test"}, {"point_coords", "[[1,1]]"}, {"point_labels", "[1]"}};
+    f[field] = value;
+    return PostForm("/segment-anything-2", f, {ImagePart(png)});
+  };
+  EXPECT_TRUE(NamesField(with("point_coords", "[[1,2,3]]"), {"point_coords"}));
+  EXPECT_TRUE(NamesField(with("point_coords", "not json"), {"point_coords"}));
+  EXPECT_TRUE(NamesField(with("point_labels", "[2]"), {"point_labels"}));
+  EXPECT_TRUE(NamesField(with("box", "[1, 2]"), {"box"}));
+  EXPECT_TRUE(NamesField(with("multimask_output", "sometimes"), {"multimask_output"}));
+  EXPECT_TRUE(IsError(with("point_labels", "[1, 0]"), 400, "point_labels"));
+  EXPECT_TRUE(NamesField(PostForm("/segment-anything-2", {{"model_id", "sam2-test"}}, {}),
+                         {"image"}));
+}
+
+TEST_F(LivepeerApiClusterTest, ImageToText) {
+  HttpResult r = PostForm("/image-to-text", {{"model_id", "i2t-test"}, {"prompt", "hi"}},
+                          {ImagePart(Png(Gradient(8, 6)))});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  EXPECT_EQ(Parse(r), Json({{"text", "hi:8x6:9"}}));
+  EXPECT_TRUE(NamesField(PostForm("/image-to-text", {{"prompt", "hi"}},
+                                  {ImagePart(Png(Gradient(8, 6)))}),
+                         {"model_id"}));
+  EXPECT_TRUE(IsError(
+      PostForm("/image-to-text", {{"model_id", "i2t-test"}}, {ImagePart("\xff\xd8\xff")}), 400,
+      "image"));
+}
+
+TEST_F(LivepeerApiClusterTest, TextToSpeech) {
+  HttpResult r = PostJson("/text-to-speech", {{"model_id", "tiny-tts"}, {"text", "ab"}});
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  std::string wav;
+  ASSERT_TRUE(DataUrl(Parse(r)["audio"]["url"], "audio/wav", &wav));
+  ASSERT_EQ(wav.size(), 44u + 2 * 3200);  // 16-bit PCM, 0.1 s at 16 kHz per character
+  EXPECT_EQ(wav.substr(0, 4), "RIFF");
+  EXPECT_EQ(wav.substr(8, 4), "WAVE");
+
+  EXPECT_TRUE(NamesField(PostJson("/text-to-speech", {{"text", "ab"}}), {"model_id"}));
+  EXPECT_TRUE(
+      NamesField(PostJson("/text-to-speech", {{"model_id", "tiny-tts"}, {"text", 5}}), {"text"}));
+  EXPECT_TRUE(IsError(PostJson("/text-to-speech", {{"model_id", "tiny-tts"}}), 400, "text"));
+}
+
+Json LlmBody(const std::string& model, bool stream) {
+  return {{"model", model},
+          {"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+          {"temperature", 0},
+          {"stream", stream}};
+}
+
+TEST_F(LivepeerApiClusterTest, LlmJson) {
+  HttpResult r = PostJson("/llm", LlmBody("tiny-llm", false));
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  Json j = Parse(r);
+  EXPECT_EQ(j["model"], "tiny-llm");
+  EXPECT_TRUE(j["id"].is_string() && !j["id"].get<std::string>().empty()) << r.body;
+  EXPECT_GT(j["created"].get<int64_t>(), 0);
+  ASSERT_EQ(j["choices"].size(), 1u) << r.body;
+  EXPECT_EQ(j["choices"][0]["index"], 0);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["choices"][0]["message"], Json({{"role", "assistant"}, {"content", kLlmReply}}));
+  const int reply_len = static_cast<int>(std::string(kLlmReply).size());
+  const int prompt = static_cast<int>(std::string("<|user|>\nHi\n<|assistant|>\n").size());
+  EXPECT_EQ(j["usage"], Json({{"prompt_tokens", prompt},
+                              {"completion_tokens", reply_len},
+                              {"total_tokens", prompt + reply_len}}));
+
+  Json no_messages = LlmBody("tiny-llm", false);
+  no_messages.erase("messages");
+  EXPECT_TRUE(NamesField(PostJson("/llm", no_messages), {"messages"}));
+  Json no_role = LlmBody("tiny-llm", false);
+  no_role["messages"][0].erase("role");
+  EXPECT_TRUE(NamesField(PostJson("/llm", no_role), {"messages", 0, "role"}));
+  Json bad_stream = LlmBody("tiny-llm", false);
+  bad_stream["stream"] = "yes";
+  EXPECT_TRUE(NamesField(PostJson("/llm", bad_stream), {"stream"}));
+  Json bad_tokens = LlmBody("tiny-llm", false);
+  bad_tokens["max_tokens"] = 0;
+  EXPECT_TRUE(NamesField(PostJson("/llm", bad_tokens), {"max_tokens"}));
+  // An error before any token is a plain HTTP error, also when streaming.
+  EXPECT_TRUE(IsError(PostJson("/llm", LlmBody("no-such-llm", true)), 400, "no-such-llm"));
+}
+
+TEST_F(LivepeerApiClusterTest, LlmStreamsServerSentEventsAsTokensArrive) {
+  using Clock = std::chrono::steady_clock;
+  const auto begin = Clock::now();
+  Clock::time_point first_event, done;
+  HttpCall call;
+  call.method = "POST";
+  call.path = "/llm";
+  call.content_type = "application/json";
+  call.http11 = true;
+  Json body = LlmBody("slow-llm", true);
+  body["max_tokens"] = 8;
+  call.body = body.dump();
+  call.on_read = [&](const std::string& received) {
+    if (first_event == Clock::time_point() && received.find("data: {") != std::string::npos) {
+      first_event = Clock::now();
+    }
+    if (done == Clock::time_point() && received.find("[DONE]") != std::string::npos) {
+      done = Clock::now();
+    }
+  };
+  HttpResult r = HttpRequest(port_, call);
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  EXPECT_EQ(r.headers["transfer-encoding"], "chunked");
+  std::vector<std::string> events = absl::StrSplit(r.body, "\n\n", absl::SkipEmpty());
+  ASSERT_GE(events.size(), 4u) << r.body;
+  EXPECT_EQ(events.back(), "data: [DONE]");
+  std::string text;
+  Json last;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    ASSERT_EQ(events[i].rfind("data: ", 0), 0u) << events[i];
+    last = Json::parse(events[i].substr(6), nullptr, false);
+    ASSERT_FALSE(last.is_discarded()) << events[i];
+    ASSERT_EQ(last["choices"].size(), 1u) << events[i];
+    EXPECT_EQ(last["choices"][0]["delta"]["role"], "assistant");
+    text += last["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  EXPECT_EQ(text, std::string(kLlmReply).substr(0, 8));
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(last["usage"]["completion_tokens"], 8);
+  // Sent as generated, not at the end: the first token's event came well before [DONE].
+  ASSERT_NE(first_event, Clock::time_point());
+  ASSERT_NE(done, Clock::time_point());
+  EXPECT_GT(done - first_event, std::chrono::milliseconds(30))
+      << "first event after " << (first_event - begin).count() / 1000000 << " ms, done after "
+      << (done - begin).count() / 1000000 << " ms";
+
+  // HTTP/1.0 clients get the same events, unchunked, ended by the connection closing.
+  HttpResult plain = HttpRequest(port_, "POST", "/llm", "application/json",
+                                 LlmBody("tiny-llm", true).dump());
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  EXPECT_EQ(plain.headers.count("transfer-encoding"), 0u) << Json(plain.headers).dump();
+  EXPECT_EQ(plain.headers["connection"], "close");
+  EXPECT_EQ(plain.body.rfind("data: {", 0), 0u) << plain.body;
+  EXPECT_EQ(plain.body.substr(plain.body.size() - 14), "data: [DONE]\n\n");
+}
+
+// No orchestrator at all: 503, and the server's own limits in the spec's error shape.
+TEST(LivepeerApiTest, NoOrchestratorIs503AndOversizedBodiesAre413) {
+  ClusterOptions options;
+  options.orchestrators = 0;
+  options.models = {};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st;
+  const int port = cluster.gateway().http_port();
+  EXPECT_TRUE(IsError(HttpRequest(port, "POST", "/text-to-image", "application/json",
+                                  Json{{"model_id", "any"}, {"prompt", "a"}}.dump()),
+                      503, "no orchestrator"));
+  HttpCall huge;
+  huge.method = "POST";
+  huge.path = "/image-to-image";
+  huge.content_type = kFormType;
+  huge.content_length = size_t{1} << 30;  // announced, never sent: refused from the header
+  EXPECT_TRUE(IsError(HttpRequest(port, huge), 413, "request body over"));
+  EXPECT_TRUE(IsError(HttpRequest(port, "POST", "/live-video-to-video", "application/json", "{}"),
+                      501, "not implemented"));
 }
 
 }  // namespace
