@@ -125,12 +125,14 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
 
   ConfigObject tc = root.Child("transcode");
   SY_RETURN_IF_ERROR(tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit",
-                                   "encoder_threads", "session_idle_timeout_ms"}));
+                                   "encoder_threads", "session_idle_timeout_ms",
+                                   "parallel_renditions"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
   SY_RETURN_IF_ERROR(tc.Read("price_per_unit", &c.transcode.price_per_unit));
   SY_RETURN_IF_ERROR(tc.Read("encoder_threads", &c.transcode.encoder_threads));
+  SY_RETURN_IF_ERROR(tc.Read("parallel_renditions", &c.transcode.parallel_renditions));
   SY_RETURN_IF_ERROR(tc.Read("session_idle_timeout_ms", &c.transcode.session_idle_timeout_ms));
   if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");
   if (c.transcode.session_idle_timeout_ms < 100 ||

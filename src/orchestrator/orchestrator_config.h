@@ -50,6 +50,7 @@ struct TranscodeConfig {
   int max_renditions = 8;
   double price_per_unit = 0;  // price per output pixel
   int encoder_threads = 1;    // libx264 threads per rendition
+  bool parallel_renditions = true;  // encode a segment's renditions on a thread each
 };
 
 struct OrchestratorConfig {

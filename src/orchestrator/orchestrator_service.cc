@@ -120,6 +120,7 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   TranscodeOptions options;
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
+  options.parallel_renditions = config_.transcode.parallel_renditions;
   if (!request->container().empty()) {
     if (request->container() != "mpegts" && request->container() != "mp4") {
       return grpc::Status(

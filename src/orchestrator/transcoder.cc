@@ -1,14 +1,22 @@
 #include "orchestrator/transcoder.h"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/media/audio_encoder.h"
 #include "common/media/ffmpeg_util.h"
 
 extern "C" {
@@ -226,6 +234,101 @@ struct Rendition {
   int64_t floor_pts = AV_NOPTS_VALUE;
   AVRational floor_time_base{0, 1};
   int64_t frames = 0;
+  int64_t scalers_created = 0;
+
+  AvPacketPtr out_packet;  // the encoder's and the audio copy's packet, this rendition's only
+  // Set when the renditions run in parallel: this rendition's frames and audio packets go through
+  // its worker's queue, in order, and only that thread touches the fields above.
+  std::unique_ptr<class RenditionWorker> worker;
+};
+
+// One unit of a rendition's work, in stream order: a decoded frame to convert, scale and encode,
+// an audio packet to copy into its muxer, or the end of the segment (flush and finish).
+struct RenditionWork {
+  enum class Kind { kFrame, kAudio, kFinish };
+  Kind kind = Kind::kFrame;
+  AvFramePtr frame;  // kFrame: a new reference to the decoded frame
+  int64_t ts = 0;    // kFrame: its timestamp in the input video time base
+  // kFrame: the first frame of a session's segment that starts well before the previous one
+  // ended (a discontinuity): this rendition's floor is lifted if it has not encoded yet.
+  bool lift_floor = false;
+  AvPacketPtr packet;                // kAudio
+  AVRational time_base{0, 1};  // kAudio: the packet's time base
+};
+
+// A thread that does one rendition's work, fed by the decoding thread through a short bounded
+// queue (the decoder waits when it is full, so memory stays a few frames per rendition). The
+// first error is kept; later work is dropped. The destructor closes the queue and joins.
+class RenditionWorker {
+ public:
+  using Process = std::function<absl::Status(RenditionWork&)>;
+  RenditionWorker(Process process, std::atomic<bool>* any_failed)
+      : process_(std::move(process)), any_failed_(any_failed) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~RenditionWorker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  RenditionWorker(const RenditionWorker&) = delete;
+  RenditionWorker& operator=(const RenditionWorker&) = delete;
+
+  // Blocks while the queue is full. Returns false once this worker has failed.
+  bool Post(RenditionWork work) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return queue_.size() < kMaxQueued || !status_.ok(); });
+    if (!status_.ok()) return false;
+    queue_.push_back(std::move(work));
+    cv_.notify_all();
+    return true;
+  }
+  // Waits until everything posted has been done; returns the first error.
+  absl::Status Drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return (queue_.empty() && !busy_) || !status_.ok(); });
+    return status_;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 4;
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // closed
+      RenditionWork work = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      absl::Status status = status_ok_ ? process_(work) : absl::OkStatus();
+      work = RenditionWork();  // drop the frame/packet reference outside the lock
+      lock.lock();
+      busy_ = false;
+      if (!status.ok() && status_.ok()) {
+        status_ = std::move(status);
+        status_ok_ = false;
+        any_failed_->store(true);
+        queue_.clear();
+      }
+      cv_.notify_all();
+    }
+  }
+
+  Process process_;
+  std::atomic<bool>* any_failed_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RenditionWork> queue_ ABSL_GUARDED_BY(mu_);
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  bool status_ok_ = true;  // status_.ok(), read by the worker thread without the lock
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
 };
 
 class SegmentTranscoder {
@@ -239,6 +342,10 @@ class SegmentTranscoder {
         cancelled_(cancelled),
         state_(state),
         how_(how) {}
+  // Workers first: they use this object's members until joined.
+  ~SegmentTranscoder() {
+    for (auto& r : renditions_) r->worker.reset();
+  }
 
   absl::StatusOr<TranscodeResult> Run();
 
@@ -260,8 +367,19 @@ class SegmentTranscoder {
   absl::StatusOr<AvFramePtr> Scale(Rendition& r, AVFrame* src);
   absl::Status Encode(Rendition& r, AVFrame* frame);
   absl::Status CopyAudio(AVPacket* packet);
-  absl::Status WriteAudio(AVPacket* packet, const AVStream* in);
+  absl::Status PrepareAudioEncoders();
+  // Writes out what the AAC encoders still hold (end of the segment).
+  absl::Status FlushAudioEncoders();
+  absl::Status WriteAudio(AVPacket* packet, AVRational time_base);
+  absl::Status WriteAudioTo(Rendition& r, AVPacket* packet, AVRational time_base);
   absl::Status Finish(Rendition& r);
+  // Starts one worker per rendition when they are to run in parallel.
+  void StartWorkers();
+  // Does `work` for `r` now, or queues it on r's worker.
+  absl::Status Dispatch(Rendition& r, RenditionWork work);
+  absl::Status DoWork(Rendition& r, RenditionWork& work);
+  // Finishes every rendition (on its worker, if it has one) and returns the first error.
+  absl::Status FinishAll();
   absl::StatusOr<TranscodeResult> FinishAudioOnly();
   TranscodeResult Collect(TranscodeResult result);
   bool Cancelled() const { return cancelled_ && cancelled_(); }
@@ -282,6 +400,8 @@ class SegmentTranscoder {
   // AudioSpecificConfig in the header); null otherwise.
   std::vector<AvBsfContextPtr> audio_filters_;
   std::vector<std::string> audio_configs_;  // per input stream: the AudioSpecificConfig found
+  // Per input stream, when audio is re-encoded: its AAC encoder (one for all renditions).
+  std::vector<media::AacEncoderPtr> audio_encoders_;
   AvCodecContextPtr decoder_;               // a one-off segment's decoder
   AVCodecContext* dec_ = nullptr;           // decoder_ or the stream's
   bool audio_only_ = false;                 // no video stream (a session's later segment)
@@ -292,6 +412,7 @@ class SegmentTranscoder {
   AvPacketPtr packet_;
   AvPacketPtr out_packet_;
   std::vector<std::unique_ptr<Rendition>> renditions_;
+  std::atomic<bool> worker_failed_{false};
 
   int64_t input_frames_ = 0;
   int64_t decode_errors_ = 0;
@@ -330,7 +451,19 @@ absl::Status SegmentTranscoder::ValidateOptions() {
     return absl::InvalidArgumentError(absl::StrCat(
         "segment: ", segment_.size(), " bytes, more than the limit of ", options_.max_input_bytes));
   }
-  options_.encoder_threads = std::clamp(options_.encoder_threads, 1, 16);
+  options_.encoder_threads = std::clamp(options_.encoder_threads, 0, 16);  // 0: libx264 decides
+  if (options_.audio_codec.empty()) options_.audio_codec = "copy";
+  if (options_.audio_codec != "copy" && options_.audio_codec != "aac") {
+    return absl::InvalidArgumentError(absl::StrCat("audio_codec: must be \"copy\" or \"aac\"; got \"",
+                                                   options_.audio_codec, "\""));
+  }
+  if (options_.audio_codec == "aac" &&
+      (options_.audio_bitrate_bps < media::AacEncoder::kMinBitrate ||
+       options_.audio_bitrate_bps > media::AacEncoder::kMaxBitrate)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "audio_bitrate_bps: ", options_.audio_bitrate_bps, " is outside ",
+        media::AacEncoder::kMinBitrate, "..", media::AacEncoder::kMaxBitrate));
+  }
   return absl::OkStatus();
 }
 
@@ -368,7 +501,9 @@ absl::Status SegmentTranscoder::OpenInput() {
     const bool copy = p->codec_type == AVMEDIA_TYPE_AUDIO && audio_streams < kMaxAudioStreams &&
                       p->codec_id != AV_CODEC_ID_NONE && p->sample_rate > 0 &&
                       p->ch_layout.nb_channels > 0 &&
-                      AudioFitsContainer(p->codec_id, options_.container);
+                      (options_.audio_codec == "aac"
+                           ? avcodec_find_decoder(p->codec_id) != nullptr
+                           : AudioFitsContainer(p->codec_id, options_.container));
     if (copy) {
       copy_audio_[i] = true;
       ++audio_streams;
@@ -386,6 +521,10 @@ absl::Status SegmentTranscoder::OpenInput() {
   frame_.reset(av_frame_alloc());
   packet_.reset(av_packet_alloc());
   out_packet_.reset(av_packet_alloc());
+  for (auto& r : renditions_) r->out_packet.reset(av_packet_alloc());
+  for (auto& r : renditions_) {
+    if (!r->out_packet) return absl::ResourceExhaustedError("cannot allocate a packet");
+  }
   if (!frame_ || !packet_ || !out_packet_) {
     return absl::ResourceExhaustedError("cannot allocate frames or packets");
   }
@@ -534,7 +673,7 @@ absl::Status SegmentTranscoder::PrepareAudioFilters() {
   audio_filters_.clear();
   audio_filters_.resize(fmt->nb_streams);
   audio_configs_.assign(fmt->nb_streams, std::string());
-  if (options_.container != "mp4") return absl::OkStatus();
+  if (options_.container != "mp4" || options_.audio_codec == "aac") return absl::OkStatus();
   int needed = 0;
   for (unsigned i = 0; i < fmt->nb_streams; ++i) {
     const AVCodecParameters* par = fmt->streams[i]->codecpar;
@@ -727,6 +866,13 @@ absl::Status SegmentTranscoder::OpenMuxer(Rendition& r) {
     if (!copy_audio_[i]) continue;
     AVStream* st = avformat_new_stream(out, nullptr);
     if (st == nullptr) return absl::ResourceExhaustedError("cannot add a stream");
+    if (i < audio_encoders_.size() && audio_encoders_[i]) {
+      ret = avcodec_parameters_from_context(st->codecpar, audio_encoders_[i]->encoder());
+      if (ret < 0) return absl::InternalError("cannot set the output audio parameters");
+      st->time_base = audio_encoders_[i]->time_base();
+      r.audio_map[i] = st->index;
+      continue;
+    }
     ret = avcodec_parameters_copy(
         st->codecpar, audio_filters_[i] ? audio_filters_[i]->par_out : in->streams[i]->codecpar);
     if (ret < 0) return absl::InternalError("cannot copy the audio parameters");
@@ -809,7 +955,7 @@ absl::StatusOr<AvFramePtr> SegmentTranscoder::Scale(Rendition& r, AVFrame* src) 
     sc.sws.reset(sws_getContext(src->width, src->height, fmt, r.width, r.height, AV_PIX_FMT_YUV420P,
                                 SWS_BICUBIC, nullptr, nullptr, nullptr));
     if (!sc.sws) return absl::InternalError("cannot create a scaler");
-    if (state_ != nullptr) ++state_->stats.scalers_created;
+    ++r.scalers_created;
     int cs = SWS_CS_DEFAULT;
     if (src->colorspace == AVCOL_SPC_BT709) cs = SWS_CS_ITU709;
     if (src->colorspace == AVCOL_SPC_BT2020_NCL || src->colorspace == AVCOL_SPC_BT2020_CL) {
@@ -850,7 +996,7 @@ absl::Status SegmentTranscoder::Encode(Rendition& r, AVFrame* frame) {
     return absl::InternalError(
         absl::StrCat("rendition ", r.index, ": encoding failed: ", AvErrorString(ret)));
   }
-  AVPacket* pkt = out_packet_.get();
+  AVPacket* pkt = r.out_packet.get();
   while (true) {
     ret = avcodec_receive_packet(enc, pkt);
     if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return absl::OkStatus();
@@ -976,24 +1122,85 @@ absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
   }
   last_ts_ = ts;
   last_duration_ = duration;
-  if (first_ts_ == AV_NOPTS_VALUE) {
-    // A session's segment that starts well before the previous one ended is a discontinuity (the
-    // sender restarted), not an overlap: its frames are all kept, on their own timestamps.
-    const double seconds = ts * av_q2d(video_->time_base);
-    for (auto& r : renditions_) {
-      if (r->floor_pts != AV_NOPTS_VALUE && r->frames == 0 &&
-          seconds < r->floor_pts * av_q2d(r->floor_time_base) - kMaxOverlapSeconds) {
-        r->last_pts = AV_NOPTS_VALUE;
-      }
-    }
-  }
+  const bool first_frame = first_ts_ == AV_NOPTS_VALUE;
+  const double seconds = ts * av_q2d(video_->time_base);
   if (first_ts_ == AV_NOPTS_VALUE || ts < first_ts_) first_ts_ = ts;
   if (end_ts_ == AV_NOPTS_VALUE || ts + duration > end_ts_) end_ts_ = ts + duration;
 
   for (auto& r : renditions_) {
-    if (auto status = Push(*r, frame, ts); !status.ok()) return status;
+    RenditionWork work;
+    work.kind = RenditionWork::Kind::kFrame;
+    work.ts = ts;
+    // A session's segment that starts well before the previous one ended is a discontinuity (the
+    // sender restarted), not an overlap: its frames are all kept, on their own timestamps.
+    work.lift_floor = first_frame && r->floor_pts != AV_NOPTS_VALUE &&
+                      seconds < r->floor_pts * av_q2d(r->floor_time_base) - kMaxOverlapSeconds;
+    if (r->worker) {
+      work.frame.reset(av_frame_clone(frame));
+      if (!work.frame) return absl::ResourceExhaustedError("cannot reference a frame");
+    }
+    if (auto status = r->worker ? Dispatch(*r, std::move(work)) : [&] {
+          if (work.lift_floor && r->frames == 0) r->last_pts = AV_NOPTS_VALUE;
+          return Push(*r, frame, ts);
+        }();
+        !status.ok()) {
+      return status;
+    }
   }
   return absl::OkStatus();
+}
+
+void SegmentTranscoder::StartWorkers() {
+  if (!options_.parallel_renditions || audio_only_ || renditions_.size() < 2) return;
+  for (auto& r : renditions_) {
+    r->worker = std::make_unique<RenditionWorker>(
+        [this, rendition = r.get()](RenditionWork& work) { return DoWork(*rendition, work); },
+        &worker_failed_);
+  }
+}
+
+absl::Status SegmentTranscoder::Dispatch(Rendition& r, RenditionWork work) {
+  if (!r.worker) return DoWork(r, work);
+  if (!r.worker->Post(std::move(work))) return r.worker->Drain();
+  if (worker_failed_.load()) {
+    // Another rendition failed: stop feeding this segment; its error is reported by FinishAll's
+    // caller through Drain.
+    for (auto& other : renditions_) {
+      if (other->worker) {
+        if (absl::Status status = other->worker->Drain(); !status.ok()) return status;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::DoWork(Rendition& r, RenditionWork& work) {
+  switch (work.kind) {
+    case RenditionWork::Kind::kFrame:
+      if (work.lift_floor && r.frames == 0) r.last_pts = AV_NOPTS_VALUE;
+      return Push(r, work.frame.get(), work.ts);
+    case RenditionWork::Kind::kAudio:
+      return WriteAudioTo(r, work.packet.get(), work.time_base);
+    case RenditionWork::Kind::kFinish:
+      return Finish(r);
+  }
+  return absl::InternalError("unknown rendition work");
+}
+
+absl::Status SegmentTranscoder::FinishAll() {
+  for (auto& r : renditions_) {
+    if (!r->worker) continue;
+    RenditionWork work;
+    work.kind = RenditionWork::Kind::kFinish;
+    if (!r->worker->Post(std::move(work))) break;  // failed: its error is returned below
+  }
+  absl::Status first;
+  for (auto& r : renditions_) {
+    absl::Status status = r->worker ? r->worker->Drain() : Finish(*r);
+    if (first.ok() && !status.ok()) first = std::move(status);
+    if (!first.ok() && !r->worker) break;
+  }
+  return first;
 }
 
 absl::Status SegmentTranscoder::Decode(const AVPacket* packet) {
@@ -1021,8 +1228,19 @@ absl::Status SegmentTranscoder::Decode(const AVPacket* packet) {
 
 absl::Status SegmentTranscoder::CopyAudio(AVPacket* packet) {
   const AVStream* in = demuxer_->format->streams[packet->stream_index];
+  if (static_cast<size_t>(packet->stream_index) < audio_encoders_.size() &&
+      audio_encoders_[packet->stream_index]) {
+    media::AacEncoder& encoder = *audio_encoders_[packet->stream_index];
+    std::vector<AvPacketPtr> encoded;
+    if (auto status = encoder.Encode(packet, &encoded); !status.ok()) return status;
+    for (AvPacketPtr& p : encoded) {
+      p->stream_index = packet->stream_index;
+      if (auto status = WriteAudio(p.get(), encoder.time_base()); !status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
   AVBSFContext* bsf = audio_filters_[packet->stream_index].get();
-  if (bsf == nullptr) return WriteAudio(packet, in);
+  if (bsf == nullptr) return WriteAudio(packet, in->time_base);
   const int index = packet->stream_index;
   if (av_bsf_send_packet(bsf, packet) < 0) {  // takes the packet's data
     av_bsf_flush(bsf);
@@ -1031,53 +1249,103 @@ absl::Status SegmentTranscoder::CopyAudio(AVPacket* packet) {
   AVPacket* filtered = packet_.get();  // free now: av_bsf_send_packet emptied it
   while (av_bsf_receive_packet(bsf, filtered) >= 0) {
     filtered->stream_index = index;
-    absl::Status status = WriteAudio(filtered, in);
+    absl::Status status = WriteAudio(filtered, in->time_base);
     av_packet_unref(filtered);
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
 }
 
-absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, const AVStream* in) {
-  if (packet->pts == AV_NOPTS_VALUE && packet->dts == AV_NOPTS_VALUE) return absl::OkStatus();
-  for (auto& r : renditions_) {
-    const int out_index = r->audio_map[packet->stream_index];
-    if (out_index < 0) continue;
-    AVStream* out = r->muxer->format->streams[out_index];
-    AVPacket* pkt = out_packet_.get();
-    if (av_packet_ref(pkt, packet) < 0) return absl::ResourceExhaustedError("out of memory");
-    if (options_.container == "mpegts" && out->codecpar->codec_id == AV_CODEC_ID_AAC &&
-        out->codecpar->extradata_size < 2 &&
-        (pkt->size < 7 || pkt->data[0] != 0xFF || (pkt->data[1] & 0xF0) != 0xF0)) {
-      av_packet_unref(pkt);  // raw AAC with no config: MPEG-TS cannot carry it
-      continue;
+absl::Status SegmentTranscoder::PrepareAudioEncoders() {
+  audio_encoders_.clear();
+  if (options_.audio_codec != "aac") return absl::OkStatus();
+  AVFormatContext* fmt = demuxer_->format.get();
+  audio_encoders_.resize(fmt->nb_streams);
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    if (!copy_audio_[i]) continue;
+    auto encoder = media::AacEncoder::Create(fmt->streams[i]->codecpar, fmt->streams[i]->time_base,
+                                             options_.audio_bitrate_bps);
+    if (!encoder.ok()) {
+      if (encoder.status().code() != absl::StatusCode::kInvalidArgument) return encoder.status();
+      copy_audio_[i] = false;  // undecodable audio: left out, as the copy path leaves out audio
+      continue;                // the container cannot carry
     }
-    if (pkt->dts == AV_NOPTS_VALUE) pkt->dts = pkt->pts;
-    if (pkt->pts == AV_NOPTS_VALUE) pkt->pts = pkt->dts;
-    av_packet_rescale_ts(pkt, in->time_base, out->time_base);
-    int64_t& last = r->last_audio_dts[out_index];
-    if (r->audio_floor[out_index]) {
-      // The first packet against the previous segment's end: starting well before it is a
-      // discontinuity (kept), not an overlap (dropped).
-      r->audio_floor[out_index] = false;
-      if (last != AV_NOPTS_VALUE &&
-          (pkt->dts - last) * av_q2d(out->time_base) < -kMaxOverlapSeconds) {
-        last = AV_NOPTS_VALUE;
+    audio_encoders_[i] = *std::move(encoder);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::FlushAudioEncoders() {
+  for (size_t i = 0; i < audio_encoders_.size(); ++i) {
+    if (!audio_encoders_[i]) continue;
+    std::vector<AvPacketPtr> encoded;
+    if (auto status = audio_encoders_[i]->Encode(nullptr, &encoded); !status.ok()) return status;
+    for (AvPacketPtr& p : encoded) {
+      p->stream_index = static_cast<int>(i);
+      if (auto status = WriteAudio(p.get(), audio_encoders_[i]->time_base()); !status.ok()) {
+        return status;
       }
     }
-    if (last != AV_NOPTS_VALUE && pkt->dts <= last) {  // not monotonic or overlapping: drop it
-      av_packet_unref(pkt);
-      continue;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, AVRational time_base) {
+  if (packet->pts == AV_NOPTS_VALUE && packet->dts == AV_NOPTS_VALUE) return absl::OkStatus();
+  for (auto& r : renditions_) {
+    if (r->audio_map[packet->stream_index] < 0) continue;
+    absl::Status status;
+    if (r->worker) {
+      RenditionWork work;
+      work.kind = RenditionWork::Kind::kAudio;
+      work.packet.reset(av_packet_clone(packet));
+      if (!work.packet) return absl::ResourceExhaustedError("cannot reference a packet");
+      work.time_base = time_base;
+      status = Dispatch(*r, std::move(work));
+    } else {
+      status = WriteAudioTo(*r, packet, time_base);
     }
-    last = pkt->dts;
-    pkt->stream_index = out_index;
-    pkt->pos = -1;
-    const int ret = av_interleaved_write_frame(r->muxer->format.get(), pkt);
-    av_packet_unref(pkt);
-    if (ret < 0) {
-      return MuxError(r->index, "muxing audio", ret);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentTranscoder::WriteAudioTo(Rendition& r, AVPacket* packet,
+                                             AVRational time_base) {
+  const int out_index = r.audio_map[packet->stream_index];
+  if (out_index < 0) return absl::OkStatus();
+  AVStream* out = r.muxer->format->streams[out_index];
+  AVPacket* pkt = r.out_packet.get();
+  if (av_packet_ref(pkt, packet) < 0) return absl::ResourceExhaustedError("out of memory");
+  if (options_.container == "mpegts" && out->codecpar->codec_id == AV_CODEC_ID_AAC &&
+      out->codecpar->extradata_size < 2 &&
+      (pkt->size < 7 || pkt->data[0] != 0xFF || (pkt->data[1] & 0xF0) != 0xF0)) {
+    av_packet_unref(pkt);  // raw AAC with no config: MPEG-TS cannot carry it
+    return absl::OkStatus();
+  }
+  if (pkt->dts == AV_NOPTS_VALUE) pkt->dts = pkt->pts;
+  if (pkt->pts == AV_NOPTS_VALUE) pkt->pts = pkt->dts;
+  av_packet_rescale_ts(pkt, time_base, out->time_base);
+  int64_t& last = r.last_audio_dts[out_index];
+  if (r.audio_floor[out_index]) {
+    // The first packet against the previous segment's end: starting well before it is a
+    // discontinuity (kept), not an overlap (dropped).
+    r.audio_floor[out_index] = false;
+    if (last != AV_NOPTS_VALUE &&
+        (pkt->dts - last) * av_q2d(out->time_base) < -kMaxOverlapSeconds) {
+      last = AV_NOPTS_VALUE;
     }
   }
+  if (last != AV_NOPTS_VALUE && pkt->dts <= last) {  // not monotonic or overlapping: drop it
+    av_packet_unref(pkt);
+    return absl::OkStatus();
+  }
+  last = pkt->dts;
+  pkt->stream_index = out_index;
+  pkt->pos = -1;
+  const int ret = av_interleaved_write_frame(r.muxer->format.get(), pkt);
+  av_packet_unref(pkt);
+  if (ret < 0) return MuxError(r.index, "muxing audio", ret);
   return absl::OkStatus();
 }
 
@@ -1131,6 +1399,7 @@ absl::Status SegmentTranscoder::ReadAll() {
     av_packet_unref(pkt);
     if (!status.ok()) return status;
   }
+  if (auto status = FlushAudioEncoders(); !status.ok()) return status;
   if (audio_only_) return absl::OkStatus();
   if (!seen_keyframe_ && !before_keyframe_.empty()) {
     // No packet is flagged as a keyframe: demuxers do not flag an I-frame that is neither an IDR
@@ -1182,6 +1451,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   if (Cancelled()) return absl::CancelledError("transcode cancelled");
   if (auto status = OpenInput(); !status.ok()) return status;
   if (auto status = PrepareAudioFilters(); !status.ok()) return status;
+  if (auto status = PrepareAudioEncoders(); !status.ok()) return status;
   bool has_audio = std::find(copy_audio_.begin(), copy_audio_.end(), true) != copy_audio_.end();
   for (auto& r : renditions_) {
     absl::Status status = SetUpRendition(*r);
@@ -1200,6 +1470,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
     }
     if (!status.ok()) return status;
   }
+  StartWorkers();
   if (auto status = ReadAll(); !status.ok()) return status;
   if (audio_only_) return FinishAudioOnly();
   if (video_packets_ == 0) {
@@ -1216,9 +1487,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
         absl::StrCat("segment: the video stream decoded to no frames (", decode_errors_,
                      " decode errors; truncated or corrupt input?)"));
   }
-  for (auto& r : renditions_) {
-    if (auto status = Finish(*r); !status.ok()) return status;
-  }
+  if (auto status = FinishAll(); !status.ok()) return status;
 
   TranscodeResult result;
   result.input_frames = input_frames_;
@@ -1242,6 +1511,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::FinishAudioOnly() {
 // Moves the outputs into `result` and remembers, for the stream, where each rendition ended.
 TranscodeResult SegmentTranscoder::Collect(TranscodeResult result) {
   if (state_ != nullptr) {
+    for (auto& r : renditions_) state_->stats.scalers_created += r->scalers_created;
     state_->last_pts.resize(renditions_.size(), AV_NOPTS_VALUE);
     state_->last_time_base.resize(renditions_.size(), AVRational{0, 1});
     state_->last_audio_seconds.resize(renditions_.size());

@@ -48,6 +48,14 @@ struct TranscodeOptions {
   int max_height = 3840;
   int64_t max_input_bytes = 64 << 20;
   int encoder_threads = 1;  // libx264 threads per rendition
+  // Scale and encode the renditions of a segment on one thread each (fed from the one decode),
+  // rather than one after another on the calling thread. Outputs are identical either way.
+  bool parallel_renditions = true;
+  // "copy": audio packets are copied into every rendition (audio the output container cannot
+  // carry is left out). "aac": each audio stream is decoded once and re-encoded to AAC at
+  // audio_bitrate_bps (8000..512000), at most stereo, for every rendition.
+  std::string audio_codec = "copy";
+  int64_t audio_bitrate_bps = 128'000;
   // Bounds that keep hostile inputs (huge frame counts, timestamps with gaps that fps conversion
   // would fill with duplicates) from turning into unbounded work: INVALID_ARGUMENT beyond them.
   int64_t max_input_frames = 18000;   // decoded video frames

@@ -679,6 +679,107 @@ TEST_F(TranscoderTest, ConcurrentTranscodesBothSucceed) {
   EXPECT_TRUE(ProbeVideo(dir_, b->renditions[1].data, "mp4").ok);
 }
 
+// The renditions of a segment are encoded on threads of their own by default; the outputs must be
+// the same bytes as one after another on the caller's thread (same frames, same audio, same order).
+TEST_F(TranscoderTest, ParallelRenditionsGiveTheSameBytesAsSerial) {
+  SegmentSpec spec;
+  spec.audio = true;
+  const std::string input = MakeTestSegment(dir_, spec);
+  const std::vector<RenditionSpec> ladder = {Spec(160, 120), Spec(96, 72, 15, 1),
+                                             Spec(0, 60, 60, 1)};
+  for (const char* container : {"mpegts", "mp4"}) {
+    TranscodeOptions serial;
+    serial.container = container;
+    serial.parallel_renditions = false;
+    TranscodeOptions parallel = serial;
+    parallel.parallel_renditions = true;
+    TranscodeResult a = TranscodeOk(input, ladder, serial);
+    TranscodeResult b = TranscodeOk(input, ladder, parallel);
+    ASSERT_EQ(a.renditions.size(), 3u);
+    ASSERT_EQ(b.renditions.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(a.renditions[i].frames, b.renditions[i].frames) << container << " " << i;
+      EXPECT_GT(ProbePacketDts(dir_, b.renditions[i].data, Ext(container), "a:0").size(), 80u)
+          << container << " " << i;
+      EXPECT_TRUE(a.renditions[i].data == b.renditions[i].data)
+          << container << " rendition " << i << ": " << a.renditions[i].data.size() << " vs "
+          << b.renditions[i].data.size() << " bytes";
+    }
+  }
+}
+
+// One rendition failing while the others run on their threads: the segment fails with that
+// rendition's error (no hang, no partial result), and the transcoder is usable again at once.
+TEST_F(TranscoderTest, ARenditionFailingInParallelFailsTheSegment) {
+  const std::string& input = Segment();
+  TranscodeOptions options;
+  options.max_output_frames = 90;  // 60 frames at 30 fps fit; 120 at 60 fps do not
+  const auto start = std::chrono::steady_clock::now();
+  auto result = TranscodeSegment(input, {Spec(64, 48), Spec(96, 72, 60, 1), Spec(32, 24)}, options);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("more than 90 frames"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  TranscodeResult ok = TranscodeOk(input, {Spec(64, 48), Spec(32, 24)}, options);
+  EXPECT_EQ(ok.renditions[0].frames, 60);
+}
+
+// audio_codec "aac": the input's audio (here MP2 at 44.1 kHz) is decoded once and re-encoded to
+// AAC for every rendition, on the serial and on the parallel path.
+TEST_F(TranscoderTest, AudioIsReencodedToAacWhenAsked) {
+  SegmentSpec spec;
+  spec.audio = true;
+  spec.audio_codec = "mp2";
+  spec.audio_rate = 44100;
+  const std::string mp2 = MakeTestSegment(dir_, spec);
+  for (const char* container : {"mpegts", "mp4"}) {
+    {
+      const bool parallel = std::string(container) == "mp4";
+      TranscodeOptions options;
+      options.container = container;
+      options.audio_codec = "aac";
+      options.audio_bitrate_bps = 96'000;
+      options.parallel_renditions = parallel;
+      TranscodeResult result = TranscodeOk(mp2, {Spec(160, 120), Spec(96, 72, 15, 1)}, options);
+      for (const RenditionOutput& out : result.renditions) {
+        const std::string what = std::string(container) + " " + out.spec.name +
+                                 (parallel ? " parallel" : " serial");
+        TempDir probe_dir;
+        const std::filesystem::path file = probe_dir.path() / ("out." + Ext(container));
+        switchyard::testing::WriteFile(file, out.data);
+        std::string log;
+        ASSERT_EQ(switchyard::testing::RunCommand(
+                      "ffprobe -v error -select_streams a:0 -show_entries "
+                      "stream=codec_name,sample_rate,channels -of csv=p=0 " + file.string(),
+                      &log),
+                  0)
+            << log;
+        EXPECT_THAT(log, HasSubstr("aac,44100,1")) << what;
+        // 2 s of 44.1 kHz audio in 1024-sample AAC frames: about 86 (a frame or two of priming).
+        const std::vector<double> dts = ProbePacketDts(dir_, out.data, Ext(container), "a:0");
+        EXPECT_GE(dts.size(), 84u) << what;
+        EXPECT_LE(dts.size(), 90u) << what;
+        EXPECT_TRUE(std::is_sorted(dts.begin(), dts.end())) << what;
+        // Decodes cleanly.
+        ASSERT_EQ(switchyard::testing::RunCommand(
+                      "ffmpeg -nostdin -v error -xerror -i " + file.string() + " -map 0:a -f null -",
+                      &log),
+                  0)
+            << what << ": " << log;
+      }
+    }
+  }
+  TranscodeOptions bad;
+  bad.audio_codec = "opus";
+  auto status = TranscodeSegment(mp2, {Spec(160, 120)}, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("audio_codec"));
+  bad.audio_codec = "aac";
+  bad.audio_bitrate_bps = 1'000'000;
+  status = TranscodeSegment(mp2, {Spec(160, 120)}, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("audio_bitrate_bps"));
+}
+
 TEST_F(TranscoderTest, ExactFrameCountsAt30And60FpsAndPassthrough) {
   struct Case {
     std::string fps;

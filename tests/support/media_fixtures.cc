@@ -80,11 +80,11 @@ std::string MakeTestSegment(const TempDir& dir, const SegmentSpec& spec) {
   std::ostringstream cmd;
   cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=" << spec.width << "x"
       << spec.height << ":rate=" << spec.fps;
-  if (spec.audio) cmd << " -f lavfi -i sine=frequency=440:sample_rate=48000";
+  if (spec.audio) cmd << " -f lavfi -i sine=frequency=440:sample_rate=" << spec.audio_rate;
   cmd << " -t " << spec.seconds << " -c:v " << spec.codec
       << " -preset ultrafast -pix_fmt yuv420p -force_key_frames 'expr:gte(t,n_forced*"
       << spec.gop_seconds << ")'";
-  if (spec.audio) cmd << " -c:a aac -b:a 64k";
+  if (spec.audio) cmd << " -c:a " << spec.audio_codec << " -b:a 64k";
   if (spec.container == "mp4") cmd << " -movflags +faststart";
   cmd << " -f " << spec.container << " " << out.string();
   std::string log;

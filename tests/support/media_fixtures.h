@@ -35,7 +35,9 @@ struct SegmentSpec {
   std::string fps = "30";  // any ffmpeg rate, e.g. "30000/1001"
   double seconds = 2.0;
   double gop_seconds = 2.0;          // keyframe interval of the source
-  bool audio = false;                // add a sine AAC track
+  bool audio = false;                // add a sine track
+  std::string audio_codec = "aac";   // its codec (ffmpeg encoder name), e.g. "mp2"
+  int audio_rate = 48000;            // and sample rate
   std::string container = "mpegts";  // "mpegts" or "mp4"
   std::string codec = "libx264";
 };
