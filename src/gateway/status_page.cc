@@ -78,13 +78,14 @@ const char kPage[] = R"html(<!DOCTYPE html>
          border-radius: 4px; vertical-align: middle; margin-right: 6px; overflow: hidden; }
   .bar i { display: block; height: 100%; background: #4b7bd8; }
   .err { color: #9b1c1c; font-size: 12px; }
+  .nowrap { white-space: nowrap; }
   #banner { display: none; background: #fbdcdc; color: #9b1c1c; padding: 8px 24px; }
   .empty { color: #667085; padding: 8px 12px; }
 </style>
 </head>
 <body>
 <header>
-  <h1>Switchyard gateway <span id="gateway-id"></span></h1>
+  <h1>Switchyard &middot; <span id="gateway-id"></span></h1>
   <span class="stat">jobs/s <b id="jobs-per-second">-</b></span>
   <span class="stat">failures/s <b id="failures-per-second">-</b></span>
   <span class="stat">orchestrators <b id="orchestrator-count">-</b></span>
@@ -184,7 +185,8 @@ function render(s) {
   }
   const errors = document.getElementById("recent-errors");
   errors.replaceChildren(...s.recent_errors.map(e => el("tr", {"class": "recent-error"},
-    el("td", {}, e.time), el("td", {}, e.pipeline), el("td", {}, e.model_id),
+    el("td", {"class": "nowrap", "title": e.time}, e.time.replace("T", " ").replace("Z", "")),
+    el("td", {}, e.pipeline), el("td", {"class": "nowrap"}, e.model_id),
     el("td", {}, e.orchestrator || "-"), el("td", {"class": "err"}, e.code),
     el("td", {}, e.attempts), el("td", {}, e.message), el("td", {"class": "muted"},
     e.request_id))));
