@@ -34,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
+#include "orchestrator/model_manager.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
@@ -42,6 +43,7 @@ namespace switchyard::testing {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
@@ -408,6 +410,136 @@ int64_t CalibrateSlowLoops(const std::string& address, std::chrono::milliseconds
   const double ms =
       std::max<double>(1, std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   return std::clamp<int64_t>(static_cast<int64_t>(kProbe * target.count() / ms), kProbe, 2000000);
+}
+
+// --- ModelManager::Reconcile, in process --------------------------------------------------------
+
+using orchestrator::ModelConfig;
+using orchestrator::ModelManager;
+constexpr int64_t kMiB = 1 << 20;
+
+ModelConfig TinyModel(const fs::path& path, const std::string& id, int instances = 1,
+                      double price = 1) {
+  ModelConfig m;
+  m.id = id;
+  m.pipeline = "upscale";
+  m.path = path;
+  m.warm = true;
+  m.device = "cpu";
+  m.instances = instances;
+  m.price_per_unit = price;
+  m.warmup_size = 0;
+  m.memory_mb = 10;  // fixed, so the memory in use is known
+  return m;
+}
+
+// Runs x * 3 on `executor` (a job on it).
+absl::StatusOr<float> RunTriple(runner::ModelExecutor& executor) {
+  runner::ModelExecutor::Inputs inputs{c10::IValue(at::ones({1}))};
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  auto future = executor.SubmitValues(std::move(inputs), deadline, cancelled);
+  if (!future.ok()) return future.status();
+  auto result = runner::AwaitResult(
+      executor, *future, deadline, [] { return false; }, cancelled);
+  if (!result.ok()) return result.status();
+  return result->toTensor().item<float>();
+}
+
+TEST(ModelManagerReconcile, AddsRemovesUpdatesAndReloadsWithoutDisturbingHeldExecutors) {
+  TempDir dir;
+  const fs::path triple = dir.path() / "triple.pt";
+  SaveModule(triple, kTripleSource);
+  ModelManager mm({TinyModel(triple, "keep"), TinyModel(triple, "gone"),
+                   TinyModel(triple, "priced"), TinyModel(triple, "threads")},
+                  nullptr);
+  mm.LoadWarmModels();
+  const ModelConfig* priced_before = mm.Find("priced");
+  const ModelConfig* gone_before = mm.Find("gone");
+  ASSERT_NE(priced_before, nullptr);
+  // Jobs hold the executors of a model that will change and of one that will go.
+  auto threads_old = mm.Acquire("threads", absl::InfiniteFuture());
+  auto gone_old = mm.Acquire("gone", absl::InfiniteFuture());
+  ASSERT_TRUE(threads_old.ok() && gone_old.ok());
+  EXPECT_EQ(mm.MemoryInUse("cpu"), 40 * kMiB);
+
+  ModelManager::ReloadSummary r =
+      mm.Reconcile({TinyModel(triple, "new"), TinyModel(triple, "keep"),
+                    TinyModel(triple, "priced", 1, 2.5), TinyModel(triple, "threads", 2)});
+  EXPECT_THAT(r.added, ElementsAre("new"));
+  EXPECT_THAT(r.removed, ElementsAre("gone"));
+  EXPECT_THAT(r.reloaded, ElementsAre("threads"));
+  EXPECT_THAT(r.updated, ElementsAre("priced"));
+  EXPECT_EQ(r.unchanged, 1);
+
+  // Gone for new jobs; pointers handed out before stay valid and unchanged.
+  EXPECT_EQ(mm.Find("gone"), nullptr);
+  EXPECT_EQ(mm.Acquire("gone", absl::InfiniteFuture()).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(mm.Unload("gone").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(gone_before->id, "gone");
+  EXPECT_EQ(priced_before->price_per_unit, 1);
+  ASSERT_NE(mm.Find("priced"), nullptr);
+  EXPECT_EQ(mm.Find("priced")->price_per_unit, 2.5);
+  // A price change keeps the loaded model; a thread change needs a fresh one.
+  EXPECT_EQ(mm.CapabilityOf("priced").state(), node::v1::MODEL_STATE_READY);
+  EXPECT_EQ(mm.CapabilityOf("threads").state(), node::v1::MODEL_STATE_COLD);
+  EXPECT_EQ(mm.CapabilityOf("new").state(), node::v1::MODEL_STATE_COLD);
+  std::vector<std::string> listed;
+  for (const auto& c : mm.Capabilities()) listed.push_back(c.model_id());
+  EXPECT_THAT(listed, ElementsAre("new", "keep", "priced", "threads"));
+
+  mm.LoadWarmModels();
+  EXPECT_EQ(mm.CapabilityOf("threads").state(), node::v1::MODEL_STATE_READY);
+  EXPECT_EQ(mm.CapabilityOf("threads").capacity(), 2);
+  EXPECT_EQ(mm.CapabilityOf("new").state(), node::v1::MODEL_STATE_READY);
+  auto threads_new = mm.Acquire("threads", absl::InfiniteFuture());
+  ASSERT_TRUE(threads_new.ok());
+  EXPECT_NE(threads_new->get(), threads_old->get());
+
+  // The held executors still run their jobs; their memory counts until they are let go.
+  auto out = RunTriple(**threads_old);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, 3);
+  out = RunTriple(**gone_old);
+  ASSERT_TRUE(out.ok()) << out.status();
+  // keep, priced, threads (new), new + the held threads (old) and gone.
+  EXPECT_EQ(mm.MemoryInUse("cpu"), 6 * 10 * kMiB);
+  threads_old->reset();
+  gone_old->reset();
+  (void)mm.Capabilities();  // the status path frees executors no job holds
+  EXPECT_EQ(mm.MemoryInUse("cpu"), 4 * 10 * kMiB);
+}
+
+TEST(ModelManagerReconcile, AReplacedFileReloadsAndARemovedModelCanComeBack) {
+  TempDir dir;
+  const fs::path triple = dir.path() / "triple.pt";
+  SaveModule(triple, kTripleSource);
+  ModelManager mm({TinyModel(triple, "m"), TinyModel(triple, "other")}, nullptr);
+  mm.LoadWarmModels();
+  auto before = mm.Acquire("m", absl::InfiniteFuture());
+  ASSERT_TRUE(before.ok());
+  before->reset();
+
+  // Same config, new file on disk (later modification time): reloaded.
+  fs::last_write_time(triple, fs::last_write_time(triple) + std::chrono::hours(1));
+  auto r = mm.Reconcile({TinyModel(triple, "m"), TinyModel(triple, "other")});
+  EXPECT_THAT(r.reloaded, ElementsAre("m", "other"));
+  r = mm.Reconcile({TinyModel(triple, "m"), TinyModel(triple, "other")});
+  EXPECT_EQ(r.unchanged, 2);
+
+  r = mm.Reconcile({TinyModel(triple, "other")});
+  EXPECT_THAT(r.removed, ElementsAre("m"));
+  EXPECT_EQ(mm.Find("m"), nullptr);
+  r = mm.Reconcile({TinyModel(triple, "other"), TinyModel(triple, "m", 1, 7)});
+  EXPECT_THAT(r.added, ElementsAre("m"));
+  ASSERT_NE(mm.Find("m"), nullptr);
+  EXPECT_EQ(mm.Find("m")->price_per_unit, 7);
+  auto again = mm.Acquire("m", absl::InfiniteFuture());  // loads it cold
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto out = RunTriple(**again);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, 3);
 }
 
 // An orchestrator with a notify socket, its models in a temp dir.
