@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Checks docker/ without a Docker daemon (CI has none, so the images are never built there).
+
+- Each Dockerfile: Debian 12 stages, multi-stage, the repo's own scripts (present, executable),
+  COPY sources that exist in the repository or are produced by the build stage (a CMake target,
+  a model prepare-models makes), a non-root USER, EXPOSE, a HEALTHCHECK on /healthz, and an
+  ENTRYPOINT that was copied in.
+- docker-compose.yml (and the GPU override) parse; every mounted host path exists; the
+  orchestrators' container configs dial the gateway service on the port it listens on and
+  advertise their own service name.
+- With --bin-dir and --model-dir: each container orchestrator config really loads (the daemon
+  starts with it on loopback, ephemeral ports, no gateway), so its models_file and model paths
+  resolve in the same layout the images use.
+
+Usage: check_docker_files.py [--bin-dir DIR] [--model-dir DIR]
+Exit status 0 when every check passes; each failure is printed.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCKER = os.path.join(ROOT, "docker")
+DOCKERFILES = {"gateway.Dockerfile": "switchyard-gateway",
+               "orchestrator.Dockerfile": "switchyard-orchestrator"}
+failures = []
+passed = 0
+
+
+def check(ok, what):
+    global passed
+    if ok:
+        passed += 1
+    else:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def instructions(path):
+    """(KEYWORD, args) per Dockerfile instruction, continuation lines joined, comments dropped."""
+    out, current = [], ""
+    with open(path) as f:
+        for raw in f:
+            line = raw.rstrip("\n")
+            if not current and (not line.strip() or line.lstrip().startswith("#")):
+                continue
+            if line.lstrip().startswith("#"):
+                continue
+            if line.endswith("\\"):
+                current += line[:-1] + " "
+                continue
+            current += line
+            keyword, _, args = current.strip().partition(" ")
+            out.append((keyword.upper(), args.strip()))
+            current = ""
+    return out
+
+
+def cmake_targets():
+    targets = set()
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "src")):
+        if "CMakeLists.txt" in files:
+            with open(os.path.join(dirpath, "CMakeLists.txt")) as f:
+                targets.update(re.findall(r"add_executable\(\s*([\w-]+)", f.read()))
+    return targets
+
+
+def prepared_models():
+    with open(os.path.join(ROOT, "scripts", "prepare-models")) as f:
+        text = f.read()
+    scales = re.search(r"scales=\(([^)]*)\)", text).group(1).split()
+    return {"esrgan-slim-x%s.pt" % s for s in scales}
+
+
+def check_dockerfile(name, binary):
+    path = os.path.join(DOCKER, name)
+    check(os.path.isfile(path), "%s exists" % name)
+    if not os.path.isfile(path):
+        return
+    ins = instructions(path)
+    froms = [a for k, a in ins if k == "FROM"]
+    check(len(froms) >= 2, "%s is multi-stage" % name)
+    for f in froms:
+        check(re.match(r"debian:12(-slim)?(\s|$)", f) is not None,
+              "%s: stage %r is Debian 12" % (name, f))
+    runs = " ".join(a for k, a in ins if k == "RUN")
+    for script in ("scripts/install-deps", "scripts/build"):
+        check(script in runs, "%s runs %s" % (name, script))
+    for script in set(re.findall(r"scripts/[\w-]+", runs)):
+        p = os.path.join(ROOT, script)
+        check(os.path.isfile(p) and os.access(p, os.X_OK),
+              "%s: %s exists and is executable" % (name, script))
+    targets, models = cmake_targets(), prepared_models()
+    copied = set()
+    for k, a in ins:
+        if k != "COPY":
+            continue
+        parts = shlex.split(a)
+        from_stage = [p for p in parts if p.startswith("--from=")]
+        args = [p for p in parts if not p.startswith("--")]
+        sources, dest = args[:-1], args[-1]
+        for s in sources:
+            copied.add(dest if not dest.endswith("/") else dest + os.path.basename(s))
+            if not from_stage:
+                check(os.path.exists(os.path.join(ROOT, s)), "%s: COPY source %s exists" % (name, s))
+                continue
+            rel = s[len("/src/"):] if s.startswith("/src/") else None
+            check(rel is not None, "%s: %s comes from the build stage's /src" % (name, s))
+            if rel is None:
+                continue
+            if rel.startswith("build/bin/"):
+                check(os.path.basename(rel) in targets,
+                      "%s: %s is a CMake executable" % (name, rel))
+            elif rel.startswith("models/"):
+                check(os.path.basename(rel) in models,
+                      "%s: %s is made by scripts/prepare-models" % (name, rel))
+                check("scripts/prepare-models" in runs, "%s runs scripts/prepare-models" % name)
+            else:
+                check(os.path.exists(os.path.join(ROOT, rel)),
+                      "%s: %s exists in the repository" % (name, rel))
+    users = [a for k, a in ins if k == "USER"]
+    check(bool(users) and users[-1] not in ("root", "0"), "%s runs as a non-root user" % name)
+    check(any(k == "EXPOSE" for k, _ in ins), "%s exposes its ports" % name)
+    health = " ".join(a for k, a in ins if k == "HEALTHCHECK")
+    check("/healthz" in health, "%s has a HEALTHCHECK on /healthz" % name)
+    entry = [a for k, a in ins if k == "ENTRYPOINT"]
+    check(bool(entry) and json.loads(entry[-1])[0] == "/usr/local/bin/" + binary,
+          "%s: ENTRYPOINT is %s" % (name, binary))
+    check("/usr/local/bin/" + binary in copied, "%s: %s is copied in" % (name, binary))
+    check(os.path.isfile(path + ".dockerignore"), "%s has its .dockerignore" % name)
+
+
+def host_path(compose_dir, volume):
+    return os.path.normpath(os.path.join(compose_dir, volume.split(":")[0]))
+
+
+def option(command, flag):
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def check_compose():
+    path = os.path.join(DOCKER, "docker-compose.yml")
+    with open(path) as f:
+        compose = yaml.safe_load(f)
+    services = compose.get("services", {})
+    check(set(services) == {"gateway", "orchestrator-1", "orchestrator-2"},
+          "compose has one gateway and two orchestrators: %s" % sorted(services))
+    for name, svc in services.items():
+        df = os.path.join(DOCKER, svc["build"]["context"], svc["build"]["dockerfile"])
+        check(os.path.isfile(df), "compose %s builds %s" % (name, df))
+        for v in svc.get("volumes", []):
+            check(os.path.exists(host_path(DOCKER, v)), "compose %s mounts %s" % (name, v))
+    gw_cmd = services["gateway"]["command"]
+    gw_port = option(gw_cmd, "--listen").rsplit(":", 1)[1]
+    configs = []
+    for name in ("orchestrator-1", "orchestrator-2"):
+        cmd = services[name]["command"]
+        container_cfg = option(cmd, "--config")
+        # Map the container path back through the mounts to the repository file.
+        repo_cfg = None
+        for v in services[name].get("volumes", []):
+            src, dst = v.split(":")[0], v.split(":")[1]
+            if container_cfg.startswith(dst.rstrip("/") + "/"):
+                repo_cfg = os.path.join(host_path(DOCKER, src), container_cfg[len(dst) + 1:])
+        check(repo_cfg is not None and os.path.isfile(repo_cfg),
+              "compose %s: config %s is mounted from the repository" % (name, container_cfg))
+        if repo_cfg is None or not os.path.isfile(repo_cfg):
+            continue
+        with open(repo_cfg) as f:
+            cfg = json.load(f)
+        configs.append(repo_cfg)
+        check(cfg["node_id"] == name, "%s: node_id is the service name" % repo_cfg)
+        check(cfg["advertise_address"].split(":")[0] == name,
+              "%s: advertises its service name" % repo_cfg)
+        check(cfg["gateways"] == ["gateway:" + gw_port], "%s: registers with gateway:%s"
+              % (repo_cfg, gw_port))
+        check(cfg["listen"].startswith("0.0.0.0:"), "%s: listens on every interface" % repo_cfg)
+        models = os.path.normpath(os.path.join(os.path.dirname(repo_cfg), cfg["models_file"]))
+        check(os.path.isfile(models), "%s: models_file %s exists" % (repo_cfg, models))
+        health_port = cfg["http_listen"].rsplit(":", 1)[1]
+        check(any(p.endswith(":" + health_port) for p in services[name]["ports"]),
+              "compose %s publishes its HTTP port %s" % (name, health_port))
+    with open(os.path.join(DOCKER, "docker-compose.gpu.yml")) as f:
+        gpu = yaml.safe_load(f)
+    for name in ("orchestrator-1", "orchestrator-2"):
+        devices = gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        check(devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"],
+              "compose GPU override reserves an NVIDIA GPU for %s" % name)
+    return configs
+
+
+def check_configs_load(configs, bin_dir):
+    """Starts the orchestrator with each container config (bounded), on loopback."""
+    binary = os.path.join(bin_dir, "switchyard-orchestrator")
+    check(os.access(binary, os.X_OK), "%s is built" % binary)
+    if not os.access(binary, os.X_OK):
+        return
+    for cfg in configs:
+        with tempfile.TemporaryDirectory() as tmp:
+            port_file = os.path.join(tmp, "port")
+            log_path = os.path.join(tmp, "log")
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(
+                    [binary, "--config", cfg, "--no-gateways", "--listen", "127.0.0.1:0",
+                     "--http-listen", "127.0.0.1:0", "--port-file", port_file],
+                    stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+                    break
+                time.sleep(0.1)
+            serving = os.path.exists(port_file) and proc.poll() is None
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            with open(log_path) as f:
+                log_text = f.read()
+            check(serving, "the orchestrator starts with %s:\n%s" % (cfg, log_text[-3000:]))
+            check("model esrgan-slim-x4 ready" in log_text,
+                  "%s: its warm model loads from the shared models.json" % cfg)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin-dir", help="where switchyard-orchestrator is built")
+    parser.add_argument("--model-dir", help="where scripts/prepare-models put the models")
+    args = parser.parse_args()
+    for name, binary in DOCKERFILES.items():
+        check_dockerfile(name, binary)
+    configs = check_compose()
+    if args.bin_dir:
+        if args.model_dir and os.path.realpath(args.model_dir) != os.path.join(ROOT, "models"):
+            # The configs reach the models through the repository layout (configs/../models).
+            print("note: --model-dir is not the repository's models/; the load check uses %s"
+                  % os.path.join(ROOT, "models"))
+        check(os.path.isfile(os.path.join(ROOT, "models", "esrgan-slim-x4.pt")),
+              "models are prepared (scripts/prepare-models)")
+        check_configs_load(configs, args.bin_dir)
+    print("%d passed, %d failed" % (passed, len(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
