@@ -121,6 +121,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
   options.parallel_renditions = config_.transcode.parallel_renditions;
+  if (!request->audio_codec().empty()) options.audio_codec = request->audio_codec();
+  if (request->audio_bitrate_bps() != 0) options.audio_bitrate_bps = request->audio_bitrate_bps();
   if (!request->container().empty()) {
     if (request->container() != "mpegts" && request->container() != "mp4") {
       return grpc::Status(

@@ -112,9 +112,11 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
   {
     std::lock_guard<std::mutex> run(s->run_mu);
     if (s->session == nullptr || !SameLadder(s->session->ladder(), ladder) ||
-        s->session->options().container != options.container) {
+        s->session->options().container != options.container ||
+        s->session->options().audio_codec != options.audio_codec ||
+        s->session->options().audio_bitrate_bps != options.audio_bitrate_bps) {
       if (s->session != nullptr) {
-        spdlog::info("stream '{}' changed its ladder or container: new session", stream_id);
+        spdlog::info("stream '{}' changed its ladder, container or audio: new session", stream_id);
       }
       s->session.reset();
       auto created = TranscodeSession::Create(ladder, options);

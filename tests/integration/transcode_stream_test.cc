@@ -211,6 +211,45 @@ TEST_F(TranscodeStreamTest, IntraOnlyRenditionsAreAllKeyframesThroughTheGateway)
   for (const auto& f : frames) EXPECT_TRUE(f.key_frame) << f.pts_time;
 }
 
+TEST_F(TranscodeStreamTest, AudioIsReencodedToAacThroughTheGateway) {
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 90;
+  spec.seconds = 1;
+  spec.audio = true;
+  spec.audio_codec = "mp2";
+  v1::TranscodeRequest req = Segment(MakeTestSegment(tmp_, spec), true);
+  req.set_audio_codec("aac");
+  req.set_audio_bitrate_bps(64'000);
+  for (const char* container : {"mpegts", "mp4"}) {
+    req.set_container(container);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::TranscodeResponse resp;
+    auto st = stub_->Transcode(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << container << ": " << st.error_message();
+    ASSERT_EQ(resp.renditions_size(), 1);
+    const std::string ext = std::string(container) == "mp4" ? "mp4" : "ts";
+    const std::filesystem::path out = tmp_.path() / ("aac." + ext);
+    WriteFile(out, resp.renditions(0).data());
+    std::string log;
+    ASSERT_EQ(switchyard::testing::RunCommand(
+                  "ffprobe -v error -select_streams a:0 -show_entries stream=codec_name -of csv=p=0 " +
+                      out.string(),
+                  &log),
+              0)
+        << log;
+    EXPECT_EQ(log.substr(0, 3), "aac") << container << ": " << log;
+  }
+  req.set_audio_codec("vorbis");
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::TranscodeResponse resp;
+  auto st = stub_->Transcode(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("audio_codec"), std::string::npos) << st.error_message();
+}
+
 TEST_F(TranscodeStreamTest, AFirstMessageWithoutRenditionsEndsTheStream) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
