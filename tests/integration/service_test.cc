@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -108,6 +109,41 @@ TEST(SystemdUnits, VerifyCatchesAMissingBinary) {
       &log);
   if (fs::exists("/usr/local/bin/switchyard-gateway")) GTEST_SKIP() << "installed on this host";
   EXPECT_NE(rc, 0) << log;
+}
+
+// The user and directories the units rely on, created in a scratch root as systemd-sysusers and
+// systemd-tmpfiles would on the host.
+TEST(SystemdUnits, SysusersAndTmpfilesCreateTheUserAndDirectories) {
+  TempDir root;
+  fs::create_directories(root.path() / "etc");
+  const fs::path src = fs::path(SWITCHYARD_SOURCE_DIR) / "configs/systemd";
+  std::string log;
+  int rc = RunCommand(absl::StrCat("systemd-sysusers --root=", root.path().string(), " ",
+                                   (src / "switchyard.sysusers.conf").string(), " 2>&1"),
+                      &log);
+  ASSERT_EQ(rc, 0) << log;
+  const std::string passwd = ReadFile(root.path() / "etc/passwd");
+  const std::string group = ReadFile(root.path() / "etc/group");
+  EXPECT_THAT(passwd, HasSubstr("switchyard:x:"));
+  EXPECT_THAT(passwd, HasSubstr(":/var/lib/switchyard:"));
+  EXPECT_THAT(group, HasSubstr("switchyard:x:"));
+  // The orchestrator unit's SupplementaryGroups= must exist, or systemd refuses to start it.
+  EXPECT_THAT(group, HasSubstr("render:x:"));
+  if (::geteuid() != 0) GTEST_SKIP() << "systemd-tmpfiles needs root to chown";
+  rc = RunCommand(absl::StrCat("systemd-tmpfiles --create --root=", root.path().string(), " ",
+                               (src / "switchyard.tmpfiles.conf").string(), " 2>&1"),
+                  &log);
+  ASSERT_EQ(rc, 0) << log;
+  struct stat models {};
+  ASSERT_EQ(::stat((root.path() / "var/lib/switchyard/models").c_str(), &models), 0);
+  struct stat etc {};
+  ASSERT_EQ(::stat((root.path() / "etc/switchyard").c_str(), &etc), 0);
+  // The uid sysusers gave switchyard, from "switchyard:x:UID:GID:".
+  const size_t at = passwd.find("switchyard:x:") + std::strlen("switchyard:x:");
+  const unsigned uid = static_cast<unsigned>(std::stoul(passwd.substr(at)));
+  EXPECT_EQ(models.st_uid, uid);
+  EXPECT_EQ(etc.st_uid, 0u);  // configs: root's, readable by the service's group only
+  EXPECT_EQ(etc.st_mode & 0777, 0750u);
 }
 
 // --- the notify protocol -------------------------------------------------------------------------
