@@ -2,10 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
 
@@ -23,8 +23,10 @@ using tcp = asio::ip::tcp;
 
 // The server's own error body; see Server::Create.
 Response ServerError(int status, const std::string& message) {
-  return Json(status, nlohmann::json{{"error", {{"message", message}}}, {"detail", {{"msg", message}}}}
-                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  return Json(
+      status,
+      nlohmann::json{{"error", {{"message", message}}}, {"detail", {{"msg", message}}}}.dump(
+          -1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 // The handler for `path`: the exact route, else the longest matching "prefix*" route.
@@ -131,11 +133,10 @@ class Session : public std::enable_shared_from_this<Session> {
     chunked_ = version_ >= 11;
     if (!chunked_) keep_alive_ = false;
     body_ = std::move(response.stream);
-    std::string head = absl::StrCat(version_ >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ", response.status,
-                                    " ", std::string(bhttp::obsolete_reason(
-                                             static_cast<bhttp::status>(response.status))),
-                                    "\r\nServer: switchyard\r\nContent-Type: ",
-                                    response.content_type, "\r\n");
+    std::string head = absl::StrCat(
+        version_ >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ", response.status, " ",
+        std::string(bhttp::obsolete_reason(static_cast<bhttp::status>(response.status))),
+        "\r\nServer: switchyard\r\nContent-Type: ", response.content_type, "\r\n");
     for (const auto& [k, v] : response.headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
     if (chunked_) absl::StrAppend(&head, "Transfer-Encoding: chunked\r\n");
     absl::StrAppend(&head, "Connection: ", keep_alive_ ? "keep-alive" : "close", "\r\n\r\n");

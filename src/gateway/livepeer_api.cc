@@ -49,8 +49,8 @@ void Params::Fail(Json loc, const std::string& msg, const std::string& type) {
 }
 
 http::Response Params::Error() const {
-  return http::Json(422, Json{{"detail", errors_}}.dump(-1, ' ', false,
-                                                        Json::error_handler_t::replace));
+  return http::Json(422,
+                    Json{{"detail", errors_}}.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
 
 std::optional<std::string> Params::Str(const std::string& name, bool required) {
@@ -189,11 +189,11 @@ std::optional<Params> ReadJson(const http::Request& req, const http::Reply& repl
   }
   Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
-    reply(http::Json(422, Json{{"detail",
-                                {{{"loc", {"body", 0}},
-                                  {"msg", "JSON decode error"},
-                                  {"type", "json_invalid"}}}}}
-                              .dump()));
+    reply(http::Json(
+        422,
+        Json{{"detail",
+              {{{"loc", {"body", 0}}, {"msg", "JSON decode error"}, {"type", "json_invalid"}}}}}
+            .dump()));
     return std::nullopt;
   }
   if (!body.is_object()) {
@@ -270,8 +270,7 @@ class Store {
   static constexpr auto kTtl = std::chrono::hours(1);
 
   // Keeps `data` and returns its path.
-  std::string PutMedia(const std::string& content_type, std::string data,
-                       const std::string& name) {
+  std::string PutMedia(const std::string& content_type, std::string data, const std::string& name) {
     const std::string path = absl::StrCat("/stream/", RandomId(), "/", name);
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
@@ -393,8 +392,8 @@ void ReadGenerationFields(Params& p, Req* r) {
   if (auto v = p.Number("guidance_scale")) r->set_guidance_scale(static_cast<float>(*v));
   if (auto v = p.Str("negative_prompt")) r->set_negative_prompt(*v);
   if (auto v = p.Bool("safety_check")) r->set_safety_check(*v);
-  if (auto v = p.Int("seed", std::numeric_limits<int64_t>::min(),
-                     std::numeric_limits<int64_t>::max())) {
+  if (auto v =
+          p.Int("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max())) {
     r->set_seed(*v);
   }
   if (auto v = p.Int("num_inference_steps", 1, std::numeric_limits<int32_t>::max())) {
@@ -424,7 +423,9 @@ void TextToImage(const StubPtr& stub, const http::Request& req, http::Reply repl
       [stub](auto* c, auto* rq, auto* rs, auto cb) {
         stub->async()->TextToImage(c, rq, rs, std::move(cb));
       },
-      [](const v1::ImageResponse& resp) { return Json{{"images", ImagesJson(resp.images())}}; },
+      [](const v1::ImageResponse& resp) {
+        return Json{{"images", ImagesJson(resp.images())}};
+      },
       std::move(reply));
 }
 
@@ -448,7 +449,9 @@ void ImageToImage(const StubPtr& stub, const http::Request& req, http::Reply rep
       [stub](auto* c, auto* rq, auto* rs, auto cb) {
         stub->async()->ImageToImage(c, rq, rs, std::move(cb));
       },
-      [](const v1::ImageResponse& resp) { return Json{{"images", ImagesJson(resp.images())}}; },
+      [](const v1::ImageResponse& resp) {
+        return Json{{"images", ImagesJson(resp.images())}};
+      },
       std::move(reply), ImageInputStatus);
 }
 
@@ -477,7 +480,9 @@ void Upscale(const StubPtr& stub, const http::Request& req, http::Reply reply) {
       [stub](auto* c, auto* rq, auto* rs, auto cb) {
         stub->async()->Upscale(c, rq, rs, std::move(cb));
       },
-      [](const v1::ImageResponse& resp) { return Json{{"images", ImagesJson(resp.images())}}; },
+      [](const v1::ImageResponse& resp) {
+        return Json{{"images", ImagesJson(resp.images())}};
+      },
       std::move(reply), ImageInputStatus);
 }
 
@@ -623,14 +628,13 @@ void ImageToVideoResult(const std::shared_ptr<Store>& store, const http::Request
   if (!p->ok()) return reply(p->Error());
   auto status = store->JobStatus(*id);
   if (!status) {
-    return reply(HttpError(404, absl::StrCat("no image-to-video request '", *id,
-                                             "' (unknown or expired)")));
+    return reply(
+        HttpError(404, absl::StrCat("no image-to-video request '", *id, "' (unknown or expired)")));
   }
   reply(http::Json(200, status->dump(-1, ' ', false, Json::error_handler_t::replace)));
 }
 
-void ServeMedia(const std::shared_ptr<Store>& store, const http::Request& req,
-                http::Reply reply) {
+void ServeMedia(const std::shared_ptr<Store>& store, const http::Request& req, http::Reply reply) {
   if (req.method != "GET") return reply(HttpError(405, "use GET"));
   auto media = store->GetMedia(req.path);
   if (!media) return reply(HttpError(404, absl::StrCat("no media at ", req.path)));

@@ -80,13 +80,13 @@ std::string DataUrl(const std::string& content_type, const std::string& data);
 
 // Runs a unary call and answers with `to_json(response)` (200) or the error.
 template <typename Call, typename Start, typename ToJson>
-void RunUnary(const StubPtr& stub, const std::shared_ptr<Call>& call, Start start,
-              ToJson to_json, http::Reply reply, StatusRefiner refine = nullptr) {
+void RunUnary(const StubPtr& stub, const std::shared_ptr<Call>& call, Start start, ToJson to_json,
+              http::Reply reply, StatusRefiner refine = nullptr) {
   start(&call->context, &call->request, &call->response,
         [stub, call, to_json, reply = std::move(reply), refine](grpc::Status status) {
           if (!status.ok()) return ReplyGrpcError(stub, status, reply, refine);
-          reply(http::Json(200, to_json(call->response)
-                                    .dump(-1, ' ', false, Json::error_handler_t::replace)));
+          reply(http::Json(
+              200, to_json(call->response).dump(-1, ' ', false, Json::error_handler_t::replace)));
         });
 }
 

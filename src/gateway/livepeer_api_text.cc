@@ -69,12 +69,11 @@ class LlmCall : public grpc::ClientReadReactor<v1::LLMResponse> {
       StartEvents();
       Json choices = Json::array();
       for (const auto& c : message_.choices()) {
-        choices.push_back(
-            {{"index", c.index()},
-             {"finish_reason", c.finish_reason()},
-             {"delta",
-              {{"role", c.delta().role().empty() ? "assistant" : c.delta().role()},
-               {"content", c.delta().content()}}}});
+        choices.push_back({{"index", c.index()},
+                           {"finish_reason", c.finish_reason()},
+                           {"delta",
+                            {{"role", c.delta().role().empty() ? "assistant" : c.delta().role()},
+                             {"content", c.delta().content()}}}});
       }
       Json event{{"id", message_.id()},
                  {"model", message_.model()},
@@ -91,12 +90,12 @@ class LlmCall : public grpc::ClientReadReactor<v1::LLMResponse> {
     if (writer_) {
       if (!status.ok()) {
         // Headers are out: the error can only be an event now.
-        writer_->Write(absl::StrCat(
-            "data: ",
-            Dump(Json{{"error",
-                       {{"message", status.error_message()},
-                        {"code", HttpStatusForGrpc(status.error_code())}}}}),
-            "\n\n"));
+        writer_->Write(
+            absl::StrCat("data: ",
+                         Dump(Json{{"error",
+                                    {{"message", status.error_message()},
+                                     {"code", HttpStatusForGrpc(status.error_code())}}}}),
+                         "\n\n"));
       }
       writer_->Write("data: [DONE]\n\n");
       writer_->Close();
@@ -166,9 +165,9 @@ void AudioToText(const StubPtr& stub, const http::Request& req, http::Reply repl
       [](const v1::TextResponse& resp) {
         Json chunks = Json::array();
         for (const auto& c : resp.chunks()) {
-          chunks.push_back({{"timestamp", Json(std::vector<double>(c.timestamp().begin(),
-                                                                   c.timestamp().end()))},
-                            {"text", c.text()}});
+          chunks.push_back(
+              {{"timestamp", Json(std::vector<double>(c.timestamp().begin(), c.timestamp().end()))},
+               {"text", c.text()}});
         }
         return Json{{"text", resp.text()}, {"chunks", chunks}};
       },
@@ -190,7 +189,9 @@ void ImageToText(const StubPtr& stub, const http::Request& req, http::Reply repl
       [stub](auto* c, auto* rq, auto* rs, auto cb) {
         stub->async()->ImageToText(c, rq, rs, std::move(cb));
       },
-      [](const v1::ImageToTextResponse& resp) { return Json{{"text", resp.text()}}; },
+      [](const v1::ImageToTextResponse& resp) {
+        return Json{{"text", resp.text()}};
+      },
       std::move(reply), ImageInputStatus);
 }
 
@@ -233,8 +234,7 @@ void Llm(const StubPtr& stub, const http::Request& req, http::Reply reply) {
     for (size_t i = 0; i < messages->size(); ++i) {
       const Json& m = (*messages)[i];
       if (!m.is_object()) {
-        p->Fail(Json::array({"messages", i}), "Input should be a valid dictionary",
-                "model_type");
+        p->Fail(Json::array({"messages", i}), "Input should be a valid dictionary", "model_type");
         continue;
       }
       auto* out = r.add_messages();

@@ -101,7 +101,6 @@ TEST(LivepeerApiTest, UpscaleOverHttpLikeTheLivepeerGateway) {
   EXPECT_EQ(bad_seed.status, 422) << bad_seed.body;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Every other path, against one cluster serving tiny models (the contracts of
 // docs/pipelines-image.md and docs/pipelines-audio-text.md; the same models as the gRPC tests).
@@ -308,8 +307,8 @@ Json Parse(const HttpResult& r) { return Json::parse(r.body, nullptr, false); }
 ::testing::AssertionResult DataUrl(const Json& url, const std::string& type, std::string* out) {
   const std::string prefix = "data:" + type + ";base64,";
   if (!url.is_string() || url.get<std::string>().rfind(prefix, 0) != 0) {
-    return ::testing::AssertionFailure() << "not a " << type << " data URL: "
-                                         << url.dump().substr(0, 60);
+    return ::testing::AssertionFailure()
+           << "not a " << type << " data URL: " << url.dump().substr(0, 60);
   }
   if (!absl::Base64Unescape(url.get<std::string>().substr(prefix.size()), out)) {
     return ::testing::AssertionFailure() << "bad base64";
@@ -435,12 +434,11 @@ TEST_F(LivepeerApiClusterTest, TextToImage) {
   EXPECT_TRUE(NamesField(
       PostJson("/text-to-image", {{"model_id", "t2i-test"}, {"prompt", "a"}, {"width", "wide"}}),
       {"width"}));
-  EXPECT_TRUE(NamesField(
-      PostJson("/text-to-image",
-               {{"model_id", "t2i-test"}, {"prompt", "a"}, {"safety_check", "maybe"}}),
-      {"safety_check"}));
-  EXPECT_EQ(HttpRequest(port_, "POST", "/text-to-image", "application/json", "{nope").status,
-            422);
+  EXPECT_TRUE(
+      NamesField(PostJson("/text-to-image",
+                          {{"model_id", "t2i-test"}, {"prompt", "a"}, {"safety_check", "maybe"}}),
+                 {"safety_check"}));
+  EXPECT_EQ(HttpRequest(port_, "POST", "/text-to-image", "application/json", "{nope").status, 422);
   EXPECT_EQ(HttpRequest(port_, "POST", "/text-to-image", "application/json", "[1]").status, 422);
   EXPECT_TRUE(IsError(PostForm("/text-to-image", {{"model_id", "t2i-test"}}, {}), 415, "json"));
   EXPECT_TRUE(IsError(PostJson("/text-to-image", {{"model_id", "no-such"}, {"prompt", "a"}}), 400,
@@ -471,13 +469,12 @@ TEST_F(LivepeerApiClusterTest, ImageToImage) {
   }
   EXPECT_EQ(j["images"][0]["seed"], 1);
 
-  EXPECT_TRUE(NamesField(PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}},
-                                  {}),
-                         {"image"}));
-  EXPECT_TRUE(NamesField(PostForm("/image-to-image",
-                                  {{"model_id", "i2i-test"}, {"prompt", "p"}, {"strength", "x"}},
-                                  {ImagePart(Png(in))}),
-                         {"strength"}));
+  EXPECT_TRUE(NamesField(
+      PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}}, {}), {"image"}));
+  EXPECT_TRUE(NamesField(
+      PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}, {"strength", "x"}},
+               {ImagePart(Png(in))}),
+      {"strength"}));
   EXPECT_TRUE(IsError(PostForm("/image-to-image", {{"model_id", "i2i-test"}, {"prompt", "p"}},
                                {ImagePart("not an image")}),
                       400, "image"));
@@ -496,12 +493,9 @@ HttpResult Fetch(int port, const std::string& url) {
 }
 
 TEST_F(LivepeerApiClusterTest, ImageToVideoSyncServesTheMp4) {
-  const std::map<std::string, std::string> fields = {{"model_id", "i2v-test"},
-                                                     {"width", "32"},
-                                                     {"height", "32"},
-                                                     {"fps", "8"},
-                                                     {"num_inference_steps", "3"},
-                                                     {"seed", "5"}};
+  const std::map<std::string, std::string> fields = {
+      {"model_id", "i2v-test"},     {"width", "32"}, {"height", "32"}, {"fps", "8"},
+      {"num_inference_steps", "3"}, {"seed", "5"}};
   HttpResult r = PostForm("/image-to-video", fields, {ImagePart(Png(Gradient(8, 8)))});
   ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
   Json j = Parse(r);
@@ -584,8 +578,8 @@ TEST_F(LivepeerApiClusterTest, ImageToVideoAsync) {
 
 TEST_F(LivepeerApiClusterTest, AudioToText) {
   const std::string wav = Sine("a.wav", 1.0);
-  HttpResult r =
-      PostForm("/audio-to-text", {{"model_id", "tiny-asr"}}, {{"audio", "a.wav", "audio/wav", wav}});
+  HttpResult r = PostForm("/audio-to-text", {{"model_id", "tiny-asr"}},
+                          {{"audio", "a.wav", "audio/wav", wav}});
   ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
   Json j = Parse(r);
   EXPECT_EQ(j["text"], "n=16000 c=1");
@@ -593,9 +587,9 @@ TEST_F(LivepeerApiClusterTest, AudioToText) {
   EXPECT_EQ(j["chunks"][0]["text"], "n=16000 c=1");
   EXPECT_EQ(j["chunks"][0]["timestamp"], Json::array({0.0, 1.0}));
 
-  HttpResult words = PostForm("/audio-to-text",
-                              {{"model_id", "tiny-asr"}, {"return_timestamps", "word"}},
-                              {{"audio", "a.wav", "audio/wav", wav}});
+  HttpResult words =
+      PostForm("/audio-to-text", {{"model_id", "tiny-asr"}, {"return_timestamps", "word"}},
+               {{"audio", "a.wav", "audio/wav", wav}});
   ASSERT_EQ(words.status, 200) << words.body;
   Json w = Parse(words);
   ASSERT_EQ(w["chunks"].size(), 2u) << words.body;
@@ -611,18 +605,18 @@ TEST_F(LivepeerApiClusterTest, AudioToText) {
   EXPECT_TRUE(IsError(PostForm("/audio-to-text", {{"model_id", "tiny-asr"}},
                                {{"audio", "long.wav", "audio/wav", Sine("long.wav", 3.0)}}),
                       413, "max_audio_seconds"));
-  EXPECT_TRUE(IsError(PostForm("/audio-to-text",
-                               {{"model_id", "tiny-asr"}, {"return_timestamps", "maybe"}},
-                               {{"audio", "a.wav", "audio/wav", wav}}),
-                      400, "return_timestamps"));
+  EXPECT_TRUE(
+      IsError(PostForm("/audio-to-text", {{"model_id", "tiny-asr"}, {"return_timestamps", "maybe"}},
+                       {{"audio", "a.wav", "audio/wav", wav}}),
+              400, "return_timestamps"));
 }
 
 TEST_F(LivepeerApiClusterTest, SegmentAnything2) {
   const std::string png = Png(Gradient(4, 2));
-  HttpResult r = PostForm("/segment-anything-2",
-                          {{"model_id", "sam2-test"}, {"point_coords", "[[2, 1]]"},
-                           {"point_labels", "[1]"}},
-                          {ImagePart(png)});
+  HttpResult r =
+      PostForm("/segment-anything-2",
+               {{"model_id", "sam2-test"}, {"point_coords", "[[2, 1]]"}, {"point_labels", "[1]"}},
+               {ImagePart(png)});
   ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
   Json j = Parse(r);
   // Strings holding JSON, as the spec's MasksResponse.
@@ -636,8 +630,10 @@ TEST_F(LivepeerApiClusterTest, SegmentAnything2) {
   EXPECT_EQ(logits[0][0][0], 1);
 
   HttpResult single = PostForm("/segment-anything-2",
-                               {{"model_id", "sam2-test"}, {"point_coords", "[[2,1]]"},
-                                {"point_labels", "[1]"}, {"multimask_output", "false"},
+                               {{"model_id", "sam2-test"},
+                                {"point_coords", "[[2,1]]"},
+                                {"point_labels", "[1]"},
+                                {"multimask_output", "false"},
                                 {"return_logits", "false"}},
                                {ImagePart(png)});
   ASSERT_EQ(single.status, 200) << single.body;
@@ -655,8 +651,8 @@ TEST_F(LivepeerApiClusterTest, SegmentAnything2) {
   EXPECT_TRUE(NamesField(with("box", "[1, 2]"), {"box"}));
   EXPECT_TRUE(NamesField(with("multimask_output", "sometimes"), {"multimask_output"}));
   EXPECT_TRUE(IsError(with("point_labels", "[1, 0]"), 400, "point_labels"));
-  EXPECT_TRUE(NamesField(PostForm("/segment-anything-2", {{"model_id", "sam2-test"}}, {}),
-                         {"image"}));
+  EXPECT_TRUE(
+      NamesField(PostForm("/segment-anything-2", {{"model_id", "sam2-test"}}, {}), {"image"}));
 }
 
 TEST_F(LivepeerApiClusterTest, ImageToText) {
@@ -664,12 +660,12 @@ TEST_F(LivepeerApiClusterTest, ImageToText) {
                           {ImagePart(Png(Gradient(8, 6)))});
   ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
   EXPECT_EQ(Parse(r), Json({{"text", "hi:8x6:9"}}));
-  EXPECT_TRUE(NamesField(PostForm("/image-to-text", {{"prompt", "hi"}},
-                                  {ImagePart(Png(Gradient(8, 6)))}),
-                         {"model_id"}));
-  EXPECT_TRUE(IsError(
-      PostForm("/image-to-text", {{"model_id", "i2t-test"}}, {ImagePart("\xff\xd8\xff")}), 400,
-      "image"));
+  EXPECT_TRUE(
+      NamesField(PostForm("/image-to-text", {{"prompt", "hi"}}, {ImagePart(Png(Gradient(8, 6)))}),
+                 {"model_id"}));
+  EXPECT_TRUE(
+      IsError(PostForm("/image-to-text", {{"model_id", "i2t-test"}}, {ImagePart("\xff\xd8\xff")}),
+              400, "image"));
 }
 
 TEST_F(LivepeerApiClusterTest, TextToSpeech) {
@@ -775,8 +771,8 @@ TEST_F(LivepeerApiClusterTest, LlmStreamsServerSentEventsAsTokensArrive) {
       << (done - begin).count() / 1000000 << " ms";
 
   // HTTP/1.0 clients get the same events, unchunked, ended by the connection closing.
-  HttpResult plain = HttpRequest(port_, "POST", "/llm", "application/json",
-                                 LlmBody("tiny-llm", true).dump());
+  HttpResult plain =
+      HttpRequest(port_, "POST", "/llm", "application/json", LlmBody("tiny-llm", true).dump());
   ASSERT_EQ(plain.status, 200) << plain.body;
   EXPECT_EQ(plain.headers.count("transfer-encoding"), 0u) << Json(plain.headers).dump();
   EXPECT_EQ(plain.headers["connection"], "close");

@@ -10,8 +10,8 @@
 namespace switchyard::testing {
 
 struct HttpResult {
-  int status = 0;  // 0 when the connection failed
-  std::string body;  // de-chunked when the reply was chunked
+  int status = 0;                              // 0 when the connection failed
+  std::string body;                            // de-chunked when the reply was chunked
   std::map<std::string, std::string> headers;  // lower-case names
 };
 
