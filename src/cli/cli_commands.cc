@@ -14,6 +14,7 @@
 #include <iterator>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -30,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/media/segmenter.h"
+#include "cli/cli_internal.h"
 #include "common/status.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -48,13 +50,6 @@ constexpr double kMaxTimeoutSeconds = 365.0 * 24 * 3600;
 
 // ---------------------------------------------------------------------------------------------
 // Options.
-
-struct GlobalOptions {
-  std::string gateway = kDefaultGateway;
-  double timeout_seconds = 120;
-  bool json = false;
-  std::string request_id;
-};
 
 struct CapabilitiesOptions {
   std::string pipeline;
@@ -88,8 +83,12 @@ struct TranscodeOptions {
   bool intra_only = false;
 };
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
-// Small helpers.
+// Small helpers, shared with pipeline_commands.cc through cli_internal.h.
+
+namespace internal {
 
 std::string Quote(absl::string_view s) { return absl::StrCat("'", s, "'"); }
 
@@ -99,7 +98,6 @@ std::string FormatDouble(double value, const char* format) {
   return buf;
 }
 
-// Milliseconds as a whole number, e.g. 812.4 -> "812".
 std::string FormatMs(double ms) { return FormatDouble(std::max(0.0, ms), "%.0f"); }
 
 std::string ErrnoMessage(int errnum) { return std::generic_category().message(errnum); }
@@ -297,6 +295,29 @@ double MillisecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
       .count();
 }
+
+}  // namespace internal
+
+namespace {
+
+using internal::CheckWritableFile;
+using internal::IsSafeName;
+using internal::PrepareOutputDirectory;
+using internal::SanitizeName;
+using internal::FormatDouble;
+using internal::FormatMs;
+using internal::FormatPrice;
+using internal::FormatTable;
+using internal::GlobalOptions;
+using internal::JobToJson;
+using internal::MakeStub;
+using internal::MillisecondsSince;
+using internal::PrepareContext;
+using internal::Quote;
+using internal::ReadInputFile;
+using internal::ReportRpcError;
+using internal::ReportUsageError;
+using internal::WriteFileAtomically;
 
 // ---------------------------------------------------------------------------------------------
 // Commands.
@@ -849,6 +870,8 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
                      "Stream id (default: the gateway names the stream)");
   tf_cmd->footer(kGlobalFooter);
 
+  internal::PipelineCommands pipelines(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -879,6 +902,7 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   if (*up_cmd) return RunUpscale(global, upscale, out, err);
   if (*tc_cmd) return RunTranscode(global, transcode, out, err);
   if (*tf_cmd) return RunTranscodeFile(global, transcode_file, out, err);
+  if (std::optional<int> rc = pipelines.Run(global, out, err)) return *rc;
   err << app.help();
   return kExitUsage;
 }
