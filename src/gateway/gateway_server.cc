@@ -47,6 +47,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     std::lock_guard<std::mutex> lock(*rng_mu);
     return (*rng)();
   });
+  s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
+  s->service_->set_job_metrics(s->job_metrics_.get());
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
 
   EnableStandardGrpcServices();
@@ -112,6 +114,7 @@ absl::Status GatewayServer::StartHttp() {
                      .Help("Orchestrators offering each pipeline and model, by the model's state.")
                      .Register(registry);
   metrics_->OnScrape([this, &routable, &draining, &in_flight, &offers] {
+    job_metrics_->SyncEjections(service_->router()->ejections_total());
     std::lock_guard<std::mutex> lock(scrape_mu_);
     auto snapshot = membership_->snapshot();
     int ready = 0, leaving = 0, flying = 0;

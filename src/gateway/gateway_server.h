@@ -46,6 +46,7 @@ class GatewayServer {
 
   GatewayConfig config_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;
   std::unique_ptr<GatewayService> service_;

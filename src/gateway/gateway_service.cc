@@ -44,7 +44,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
            std::function<void(grpc::Status)> finish, RouteRequest route, AsyncCall call,
            const GatewayConfig& config, Membership* membership, Router* router,
            WaitQueue* wait_queue, std::string request_id, JobLog* job_log,
-           std::function<void(const std::string&)> on_success = {})
+           JobMetrics* job_metrics, std::function<void(const std::string&)> on_success = {})
       : context_(context),
         request_(request),
         response_(response),
@@ -57,7 +57,8 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
         router_(router),
         wait_queue_(wait_queue),
         request_id_(std::move(request_id)),
-        job_log_(job_log) {
+        job_log_(job_log),
+        job_metrics_(job_metrics) {
     deadline_ = context_->deadline();
     if (deadline_ == std::chrono::system_clock::time_point::max()) {
       deadline_ =
@@ -153,7 +154,10 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     if (outcome == AttemptOutcome::kRefused) {
       refused_.insert(node_->id);
       // Another node may have room now; if the budget says no, wait for room instead.
-      if (router_->TryRetry()) return Attempt();
+      if (router_->TryRetry()) {
+        if (job_metrics_ != nullptr) job_metrics_->RecordRetry(route_.pipeline, "refused");
+        return Attempt();
+      }
       return Park();
     }
     ++failures_;
@@ -163,12 +167,14 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
                                                     " (not retried: the gateway's retry budget "
                                                     "is spent)")));
     }
+    if (job_metrics_ != nullptr) job_metrics_->RecordRetry(route_.pipeline, "node_failure");
     Attempt();
   }
 
   // Waits in the gateway queue until a node may have room, then tries the refusing nodes again.
   void Park() {
     if (!parked_since_) parked_since_ = absl::Now();
+    park_start_ = absl::Now();
     auto self = this->shared_from_this();
     if (!wait_queue_->Park(absl::FromChrono(deadline_),
                            [self](bool expired) { self->OnWake(expired); })) {
@@ -181,6 +187,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   }
 
   void OnWake(bool expired) {
+    if (job_metrics_ != nullptr) {
+      job_metrics_->RecordQueueWait(route_.pipeline, absl::Now() - park_start_);
+    }
     if (expired) return FinishDeadline();
     for (const auto& id : refused_) route_.excluded.erase(id);
     refused_.clear();
@@ -209,6 +218,10 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     } else if (status.ok()) {
       job_log_->RecordSuccess(absl::Now());
     }
+    if (job_metrics_ != nullptr) {
+      job_metrics_->RecordJob(route_.pipeline, route_.model_id, status.error_code(),
+                              absl::Now() - start_);
+    }
     finish_(std::move(status));
   }
 
@@ -225,8 +238,10 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   WaitQueue* wait_queue_;
   std::string request_id_;
   JobLog* job_log_;  // the service's; outlives every job
+  JobMetrics* job_metrics_;  // the service's, or null; outlives every job
   std::chrono::system_clock::time_point deadline_;
   absl::Time start_ = absl::Now();
+  absl::Time park_start_;  // when the job last parked in the wait queue
   absl::Time attempt_start_;
   std::optional<absl::Time> parked_since_;
   int attempts_ = 0;
@@ -294,7 +309,8 @@ grpc::ServerUnaryReactor* GatewayService::Route(
                std::function<void(grpc::Status)> done) {
         (stub->async()->*method)(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_);
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
+      job_metrics_);
   job->Start();
   return reactor;
 }
@@ -364,7 +380,7 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
         stub->async()->Transcode(ctx, req, resp, std::move(done));
       },
       config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
-      std::move(on_success));
+      job_metrics_, std::move(on_success));
   job->Start();
 }
 

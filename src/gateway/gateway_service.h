@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "gateway/gateway_config.h"
+#include "gateway/job_metrics.h"
 #include "gateway/membership.h"
 #include "gateway/recent_errors.h"
 #include "gateway/router.h"
@@ -34,6 +35,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Router* router() { return &router_; }
   // Finished jobs and recent failures of the unary pipelines, for the status page.
   const JobLog* job_log() const { return &job_log_; }
+  // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
+  void set_job_metrics(JobMetrics* metrics) { job_metrics_ = metrics; }
 
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
@@ -97,6 +100,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   WaitQueue wait_queue_;
   StreamAffinity affinity_;
   JobLog job_log_;
+  JobMetrics* job_metrics_ = nullptr;
   std::function<uint64_t()> random_;
 };
 

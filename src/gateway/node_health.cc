@@ -162,6 +162,7 @@ bool NodeHealth::RecordFailure(const std::string& node_id, const std::shared_ptr
   stats->last_until_ns_.store(absl::ToUnixNanos(until), std::memory_order_relaxed);
   stats->probation_.store(true, std::memory_order_relaxed);
   ejected_[node_id] = Ejection{stats, until};
+  ejections_total_.fetch_add(1, std::memory_order_relaxed);
   spdlog::warn("orchestrator {} ejected for {} after {} consecutive failures", node_id,
                absl::FormatDuration(duration), failures);
   return true;

@@ -114,6 +114,8 @@ class NodeHealth {
 
   bool IsEjected(const std::string& node_id) const;
   int EjectedCount() const;
+  // Ejections since start (for metrics).
+  int64_t ejections_total() const { return ejections_total_.load(std::memory_order_relaxed); }
   // How long the ejection at `level` lasts.
   absl::Duration EjectionTime(int level) const;
   const HealthOptions& options() const { return options_; }
@@ -129,6 +131,7 @@ class NodeHealth {
   const std::function<absl::Time()> now_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Ejection> ejected_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> ejections_total_{0};
 };
 
 struct RetryBudgetOptions {

@@ -108,6 +108,7 @@ class Router {
   void RecordJob();  // a new client job arrived (feeds the retry budget)
   bool TryRetry();   // true and consumes budget if a retry is allowed now
   bool IsEjected(const std::string& node_id) const;
+  int64_t ejections_total() const { return health_.ejections_total(); }
 
   const RouterOptions& options() const { return options_; }
   const NodeHealth& health() const { return health_; }

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::testing {
@@ -152,6 +153,12 @@ TEST(FailoverTest, KilledAndStalledNodesLoseNoJobsAndRejoin) {
     if (r.attempts > 1) ++retried;
   }
   std::cout << retried << " of " << results.size() << " jobs were retried on another node\n";
+  if (retried > 0) {
+    HttpResult m = HttpRequest(cluster.gateway().http_port(), "GET", "/metrics");
+    EXPECT_NE(m.body.find("switchyard_gateway_retries_total{pipeline=\"upscale\",reason="),
+              std::string::npos)
+        << m.body;
+  }
 
   // The killed node restarts and the stalled one resumes: both are routed to again.
   ASSERT_TRUE(cluster.AddOrchestrator("orch-1").ok());
@@ -199,6 +206,18 @@ TEST(FailoverTest, JobsWaitAtTheGatewayWhenEveryNodeIsBusyAndTheQueueIsBounded) 
     if (r.attempts > 1) ++waited;
   }
   EXPECT_GE(waited, 1) << "no job was refused by the node and retried after waiting";
+  {
+    // The wait is in the gateway's metrics.
+    HttpResult m = HttpRequest(cluster.gateway().http_port(), "GET", "/metrics");
+    ASSERT_EQ(m.status, 200);
+    EXPECT_NE(m.body.find("switchyard_gateway_queue_wait_seconds_count{pipeline=\"upscale\"}"),
+              std::string::npos)
+        << m.body;
+    EXPECT_NE(m.body.find("switchyard_gateway_jobs_total{code=\"OK\",model=\"esrgan-slim-x4\","
+                          "pipeline=\"upscale\"} 5"),
+              std::string::npos)
+        << m.body;
+  }
 
   // 12 at once: beyond the node's 2 and the gateway's 3, jobs are refused with
   // RESOURCE_EXHAUSTED naming the queue; the rest complete.

@@ -70,8 +70,31 @@ TEST(ObservabilityTest, HealthReadinessAndMetricsOnBothDaemons) {
   v1::TranscodeResponse resp;
   ASSERT_TRUE(cluster.GatewayStub()->Transcode(&ctx, req, &resp).ok());
 
+  // And one the orchestrator rejects: counted under its code.
+  {
+    v1::TranscodeRequest bad = req;
+    bad.set_segment("not a video");
+    grpc::ClientContext bad_ctx;
+    bad_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::TranscodeResponse bad_resp;
+    EXPECT_EQ(cluster.GatewayStub()->Transcode(&bad_ctx, bad, &bad_resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
   HttpResult gm = Get(gw, "/metrics");
   ASSERT_EQ(gm.status, 200);
+  EXPECT_TRUE(Contains(gm.body,
+                       "switchyard_gateway_jobs_total{code=\"OK\",model=\"libx264\","
+                       "pipeline=\"transcode\"} 1"))
+      << gm.body;
+  EXPECT_TRUE(Contains(gm.body,
+                       "switchyard_gateway_jobs_total{code=\"INVALID_ARGUMENT\",model=\"libx264\","
+                       "pipeline=\"transcode\"} 1"))
+      << gm.body;
+  EXPECT_TRUE(
+      Contains(gm.body, "switchyard_gateway_job_duration_seconds_count{pipeline=\"transcode\"} 2"))
+      << gm.body;
+  EXPECT_TRUE(Contains(gm.body, "switchyard_gateway_ejections_total 0")) << gm.body;
   EXPECT_TRUE(Contains(gm.body, "switchyard_gateway_orchestrators{state=\"ready\"} 1")) << gm.body;
   EXPECT_TRUE(Contains(gm.body,
                        "switchyard_grpc_requests_total{code=\"OK\",method=\"Transcode\","
