@@ -67,8 +67,12 @@ TEST(ObservabilityTest, HealthReadinessAndMetricsOnBothDaemons) {
   r->set_preset("ultrafast");
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  // The client's request id is carried through the gateway to the orchestrator and into the log
+  // lines both write about the job, and comes back in the response.
+  ctx.AddMetadata("x-request-id", "rid-observability-42");
   v1::TranscodeResponse resp;
   ASSERT_TRUE(cluster.GatewayStub()->Transcode(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.job().request_id(), "rid-observability-42");
 
   // And one the orchestrator rejects: counted under its code.
   {
@@ -80,6 +84,11 @@ TEST(ObservabilityTest, HealthReadinessAndMetricsOnBothDaemons) {
     EXPECT_EQ(cluster.GatewayStub()->Transcode(&bad_ctx, bad, &bad_resp).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
   }
+
+  EXPECT_TRUE(Contains(cluster.gateway().Log(), "[rid-observability-42]"))
+      << cluster.gateway().Log();
+  EXPECT_TRUE(Contains(cluster.orchestrator(0).Log(), "[rid-observability-42]"))
+      << cluster.orchestrator(0).Log();
 
   HttpResult gm = Get(gw, "/metrics");
   ASSERT_EQ(gm.status, 200);
