@@ -261,6 +261,64 @@ class FakeGateway final : public v1::Gateway::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,
+                           v1::ImageResponse* response) override {
+    Record(context);
+    if (!error_.ok()) return error_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_text_to_image_ = *request;
+    }
+    const int n = request->has_num_images_per_prompt() ? request->num_images_per_prompt() : 1;
+    for (int i = 0; i < n; ++i) {
+      v1::Media* image = response->add_images();
+      image->set_data(absl::StrCat("image", i, ":", request->prompt()));
+      image->set_content_type("image/png");
+      image->set_width(32);
+      image->set_height(16);
+      image->set_seed(request->seed() + i);
+    }
+    FillJob(response->mutable_job(), request->model_id());
+    return grpc::Status::OK;
+  }
+
+  // Streams "Hel", "lo" and a last message with usage; fails after "Hel" when llm_error_ is set.
+  grpc::Status LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
+                   grpc::ServerWriter<v1::LLMResponse>* writer) override {
+    Record(context);
+    if (!error_.ok()) return error_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_llm_ = *request;
+    }
+    v1::LLMResponse message;
+    message.set_id("chatcmpl-1");
+    message.set_model(request->model());
+    message.add_choices()->mutable_delta()->set_content("Hel");
+    writer->Write(message);
+    if (!llm_error_.ok()) return llm_error_;
+    message.mutable_choices(0)->mutable_delta()->set_content("lo");
+    writer->Write(message);
+    message.mutable_choices(0)->mutable_delta()->set_content("");
+    message.mutable_choices(0)->set_finish_reason("stop");
+    message.mutable_usage()->set_prompt_tokens(7);
+    message.mutable_usage()->set_completion_tokens(2);
+    message.mutable_usage()->set_total_tokens(9);
+    FillJob(message.mutable_job(), request->model());
+    writer->Write(message);
+    return grpc::Status::OK;
+  }
+
+  void set_llm_error(grpc::Status error) { llm_error_ = std::move(error); }
+  v1::TextToImageRequest last_text_to_image() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_text_to_image_;
+  }
+  v1::LLMRequest last_llm() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_llm_;
+  }
+
   void set_error(grpc::Status error) { error_ = std::move(error); }
   std::string last_request_id() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -295,6 +353,9 @@ class FakeGateway final : public v1::Gateway::Service {
   }
 
   grpc::Status error_ = grpc::Status::OK;
+  grpc::Status llm_error_ = grpc::Status::OK;
+  v1::TextToImageRequest last_text_to_image_;
+  v1::LLMRequest last_llm_;
   std::atomic<int> calls_{0};
   std::mutex mu_;
   std::string last_request_id_;
@@ -510,6 +571,143 @@ TEST_F(CliTest, TranscodeValidationExitsTwoWithoutCalling) {
   }
   EXPECT_EQ(Run(nine), kExitUsage);
   EXPECT_EQ(gateway_.calls(), 0);
+}
+
+TEST_F(CliTest, HelpListsEveryPipeline) {
+  EXPECT_EQ(Run({"--help"}), kExitOk);
+  for (const char* command :
+       {"text-to-image", "image-to-image", "image-to-video", "audio-to-text", "segment-anything-2",
+        "llm", "image-to-text", "text-to-speech", "orchestrators"}) {
+    EXPECT_THAT(out_.str(), HasSubstr(command));
+  }
+  EXPECT_EQ(Run({"text-to-image", "--help"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("--num-images"));
+  EXPECT_THAT(out_.str(), HasSubstr("--negative-prompt"));
+  EXPECT_EQ(Run({"segment-anything-2", "--help"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("X,Y[,LABEL]"));
+}
+
+TEST_F(CliTest, PipelineUsageErrorsExitTwoWithoutCalling) {
+  WriteAll(Path("in.png"), PngHeader(8, 8));
+  WriteAll(Path("text.txt"), "hello");
+  const std::string in = Path("in.png");
+  const std::string out = Path("o.png");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"text-to-image", "--model", "m", "--out", out}, "--prompt"},
+      {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--width", "0"},
+       "--width"},
+      {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--num-images", "99"},
+       "--num-images"},
+      {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--loras", "[1]"},
+       "--loras must be a JSON object"},
+      {{"text-to-image", "--model", "m", "--prompt", "p", "--out", Path("nodir/o.png")},
+       "does not exist"},
+      {{"image-to-image", "--model", "m", "--prompt", "p", "--in", Path("text.txt"), "--out", out},
+       "not a PNG or JPEG"},
+      {{"image-to-image", "--model", "m", "--prompt", "p", "--in", in, "--out", out, "--strength",
+        "1.5"},
+       "--strength"},
+      {{"image-to-video", "--model", "m", "--in", Path("missing.png"), "--out", Path("v.mp4")},
+       "does not exist"},
+      {{"image-to-video", "--model", "m", "--in", in, "--out", Path("v.mp4"), "--fps", "abc"},
+       "--fps"},
+      {{"audio-to-text", "--model", "m", "--in", Path("missing.wav")}, "input audio"},
+      {{"audio-to-text", "--model", "m", "--in", Path("text.txt"), "--timestamps", "char"},
+       "--timestamps"},
+      {{"segment-anything-2", "--model", "m", "--in", in}, "--point"},
+      {{"segment-anything-2", "--model", "m", "--in", in, "--point", "1"}, "invalid --point"},
+      {{"segment-anything-2", "--model", "m", "--in", in, "--point", "1,2,5"}, "LABEL"},
+      {{"segment-anything-2", "--model", "m", "--in", in, "--box", "4,4,1,1"}, "invalid --box"},
+      {{"segment-anything-2", "--model", "m", "--in", in, "--point", "1,1", "--mask-input",
+        Path("text.txt")},
+       "--mask-input"},
+      {{"llm", "--model", "m"}, "--prompt"},
+      {{"llm", "--model", "m", "--message", "hi"}, "ROLE=CONTENT"},
+      {{"llm", "--model", "m", "--prompt", "p", "--max-tokens", "0"}, "--max-tokens"},
+      {{"llm", "--model", "m", "--prompt", "p", "--top-p", "2"}, "--top-p"},
+      {{"image-to-text", "--model", "m", "--in", Path("missing.png")}, "does not exist"},
+      {{"text-to-speech", "--model", "m", "--text", "hi", "--out", dir_.string()},
+       "is a directory"},
+      {{"text-to-speech", "--model", "m", "--out", Path("a.wav")}, "--text"},
+  };
+  for (const auto& [args, message] : cases) {
+    EXPECT_EQ(Run(args), kExitUsage) << args[0] << " " << message << "\n" << err_.str();
+    EXPECT_THAT(err_.str(), HasSubstr(message)) << args[0];
+  }
+  EXPECT_EQ(gateway_.calls(), 0);
+}
+
+TEST_F(CliTest, TextToImageNamesSeveralOutputsAndLeavesDefaultsUnset) {
+  EXPECT_EQ(Run({"text-to-image", "--model", "m", "--prompt", "fox", "--out", Path("fox.png"),
+                 "--num-images", "2", "--seed", "3", "--loras", "{\"a\": 1.5}"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(ReadAll(Path("fox-1.png")), "image0:fox");
+  EXPECT_EQ(ReadAll(Path("fox-2.png")), "image1:fox");
+  EXPECT_FALSE(fs::exists(Path("fox.png")));
+  EXPECT_THAT(out_.str(), HasSubstr("seed 4"));
+  const v1::TextToImageRequest request = gateway_.last_text_to_image();
+  EXPECT_EQ(request.seed(), 3);
+  EXPECT_EQ(request.loras(), "{\"a\": 1.5}");
+  EXPECT_FALSE(request.has_width());  // the gateway's default applies
+  EXPECT_FALSE(request.has_guidance_scale());
+  EXPECT_FALSE(request.has_safety_check());
+
+  EXPECT_EQ(Run({"--json", "text-to-image", "--model", "m", "--prompt", "x", "--out",
+                 Path("one.png"), "--width", "32", "--no-safety-check"}),
+            kExitOk);
+  const auto json = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(json["images"][0]["path"], Path("one.png"));
+  EXPECT_EQ(json["job"]["orchestrator"], "orch-1");
+  EXPECT_EQ(gateway_.last_text_to_image().width(), 32);
+  EXPECT_FALSE(gateway_.last_text_to_image().safety_check());
+}
+
+TEST_F(CliTest, LlmStreamsTokensAndBuildsTheConversation) {
+  EXPECT_EQ(Run({"llm", "--model", "m", "--system", "be brief", "--message", "user=hi",
+                 "--message", "assistant=hello", "--prompt", "again", "--temperature", "0"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(out_.str(), "Hello\n");
+  EXPECT_THAT(err_.str(), HasSubstr("7 prompt + 2 completion tokens, finish stop"));
+  const v1::LLMRequest request = gateway_.last_llm();
+  ASSERT_EQ(request.messages_size(), 4);
+  EXPECT_EQ(request.messages(0).role(), "system");
+  EXPECT_EQ(request.messages(1).content(), "hi");
+  EXPECT_EQ(request.messages(2).role(), "assistant");
+  EXPECT_EQ(request.messages(3).role(), "user");
+  EXPECT_EQ(request.messages(3).content(), "again");
+  EXPECT_TRUE(request.has_temperature());
+  EXPECT_FALSE(request.has_max_tokens());
+
+  EXPECT_EQ(Run({"--json", "llm", "--model", "m", "--prompt", "p"}), kExitOk);
+  const auto json = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(json["text"], "Hello");
+  EXPECT_EQ(json["finish_reason"], "stop");
+  EXPECT_EQ(json["usage"]["total_tokens"], 9);
+  EXPECT_EQ(json["messages"], 3);
+  EXPECT_FALSE(gateway_.last_llm().has_temperature());
+
+  // A stream that fails midway: what came is printed, then the error, exit 1.
+  gateway_.set_llm_error(grpc::Status(grpc::StatusCode::UNAVAILABLE, "node lost"));
+  EXPECT_EQ(Run({"llm", "--model", "m", "--prompt", "p"}), kExitRpcError);
+  EXPECT_EQ(out_.str(), "Hel\n");
+  EXPECT_THAT(err_.str(), StartsWith("error: UNAVAILABLE: node lost\n"));
+}
+
+TEST_F(CliTest, OrchestratorsGroupsOffersByNode) {
+  EXPECT_EQ(Run({"orchestrators", "--offers"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("ORCHESTRATOR"));
+  EXPECT_THAT(out_.str(), HasSubstr("10.0.0.1:50061"));
+  EXPECT_THAT(out_.str(), HasSubstr("esrgan-slim-x4"));
+  EXPECT_EQ(Run({"--json", "orchestrators"}), kExitOk);
+  const auto json = nlohmann::json::parse(out_.str());
+  ASSERT_EQ(json["orchestrators"].size(), 1u);
+  EXPECT_EQ(json["orchestrators"][0]["id"], "orch-1");
+  EXPECT_EQ(json["orchestrators"][0]["in_flight"], 3);
+  ASSERT_EQ(json["orchestrators"][0]["offers"].size(), 1u);
+  EXPECT_EQ(json["orchestrators"][0]["offers"][0]["model_id"], "esrgan-slim-x4");
+  EXPECT_EQ(json["orchestrators"][0]["offers"][0]["state"], "ready");
 }
 
 }  // namespace
