@@ -45,12 +45,38 @@ const Handler* FindRoute(const std::map<std::string, Handler>& routes, const std
   return best;
 }
 
+// The streamed replies in progress, so that a server going away can cut their writers off: a
+// write after that must not post to the destroyed io_context.
+struct StreamRegistry {
+  std::mutex mu;
+  std::vector<std::weak_ptr<internal::StreamState>> streams;
+
+  void Add(const std::shared_ptr<internal::StreamState>& state) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::erase_if(streams, [](const auto& w) { return w.expired(); });
+    streams.push_back(state);
+  }
+
+  void CutAll() {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& w : streams) {
+      if (auto state = w.lock()) {
+        std::lock_guard<std::mutex> state_lock(state->mu);
+        state->gone = true;
+        state->wake = nullptr;
+      }
+    }
+    streams.clear();
+  }
+};
+
 // One connection: reads requests one after another (keep-alive), hands each to its handler, and
 // writes the reply when the handler calls back. Owns itself through shared_ptr.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const std::map<std::string, Handler>* routes, size_t max_body)
-      : stream_(std::move(socket)), routes_(routes), max_body_(max_body) {}
+  Session(tcp::socket socket, const std::map<std::string, Handler>* routes, size_t max_body,
+          StreamRegistry* streams)
+      : stream_(std::move(socket)), routes_(routes), max_body_(max_body), streams_(streams) {}
 
   void Start() {
     asio::dispatch(stream_.get_executor(),
@@ -133,6 +159,7 @@ class Session : public std::enable_shared_from_this<Session> {
     chunked_ = version_ >= 11;
     if (!chunked_) keep_alive_ = false;
     body_ = std::move(response.stream);
+    streams_->Add(body_);
     std::string head = absl::StrCat(
         version_ >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ", response.status, " ",
         std::string(bhttp::obsolete_reason(static_cast<bhttp::status>(response.status))),
@@ -214,6 +241,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   const std::map<std::string, Handler>* routes_;
   size_t max_body_;
+  StreamRegistry* streams_;
   bool keep_alive_ = true;
   unsigned version_ = 11;
   // A streamed reply in progress (see SendStreamHeader).
@@ -231,13 +259,15 @@ struct Server::Impl {
   asio::io_context io;
   tcp::acceptor acceptor{io};
   std::vector<std::thread> threads;
+  StreamRegistry streams;
   int port = 0;
 
   void Accept() {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
       if (!ec) {
-        std::make_shared<Session>(std::move(socket), &routes, options.max_body_bytes)->Start();
+        std::make_shared<Session>(std::move(socket), &routes, options.max_body_bytes, &streams)
+            ->Start();
       }
       Accept();
     });
@@ -292,34 +322,29 @@ Server::~Server() {
     beast::error_code ec;
     impl->acceptor.close(ec);
   });
+  impl_->streams.CutAll();
   impl_->io.stop();
   for (auto& t : impl_->threads) t.join();
 }
 
 int Server::port() const { return impl_->port; }
 
+// wake() only posts (never runs the connection inline), so it is called under the lock: a server
+// being destroyed clears `wake` under the same lock, and no post can reach its io_context after.
 bool StreamWriter::Write(std::string data) {
-  std::function<void()> wake;
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->gone || state_->closed) return false;
-    if (data.empty()) return true;
-    state_->pending.push_back(std::move(data));
-    wake = state_->wake;
-  }
-  if (wake) wake();
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (state_->gone || state_->closed) return false;
+  if (data.empty()) return true;
+  state_->pending.push_back(std::move(data));
+  if (state_->wake) state_->wake();
   return true;
 }
 
 void StreamWriter::Close() {
-  std::function<void()> wake;
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->closed) return;
-    state_->closed = true;
-    wake = state_->wake;
-  }
-  if (wake) wake();
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (state_->closed) return;
+  state_->closed = true;
+  if (state_->wake) state_->wake();
 }
 
 bool StreamWriter::gone() const {

@@ -93,7 +93,8 @@ class Server {
   static absl::StatusOr<std::unique_ptr<Server>> Create(ServerOptions options,
                                                         std::map<std::string, Handler> routes);
   // Stops accepting, closes connections and joins the threads. Handlers must have replied (or
-  // dropped their reply callbacks) before: a reply after destruction is not allowed.
+  // dropped their reply callbacks) before: a reply after destruction is not allowed. Streamed
+  // replies still in progress are cut off: their writers' writes are refused from then on.
   ~Server();
 
   int port() const;

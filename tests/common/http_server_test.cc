@@ -158,6 +158,27 @@ TEST(HttpServerTest, WritesFailOnceTheClientIsGone) {
   writer->Close();
 }
 
+TEST(HttpServerTest, AServerGoingAwayCutsOffStreamsInProgress) {
+  auto writer = std::make_shared<StreamWriter>();
+  auto server = Start({{"/sse", [writer](const Request&, Reply reply) {
+                          Response r;
+                          r.stream = writer->state();
+                          reply(std::move(r));
+                        }}});
+  ASSERT_NE(server, nullptr);
+  Conn conn(server->port());
+  ASSERT_TRUE(conn.connected());
+  conn.Send("GET /sse HTTP/1.1\r\nHost: x\r\n\r\n");
+  conn.ReadUntil("\r\n\r\n");
+  EXPECT_TRUE(writer->Write("data: 1\n\n"));
+  server.reset();
+  // The producer outlives the server (an LLM still generating): refused, and nothing is posted
+  // to the gone server.
+  EXPECT_FALSE(writer->Write("data: 2\n\n"));
+  EXPECT_TRUE(writer->gone());
+  writer->Close();
+}
+
 TEST(HttpServerTest, PrefixRoutesAndErrorBodies) {
   auto answer = [](std::string name) -> Handler {
     return [name](const Request& req, Reply reply) {
