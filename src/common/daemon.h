@@ -42,7 +42,8 @@ absl::Status NotifyStopping();
 
 // Checks that `server` answers RPCs: a grpc.health.v1 Check over an in-process channel, within
 // `timeout`. OK when it answers SERVING; UNAVAILABLE (with why) when it does not answer, answers
-// NOT_SERVING, or fails.
+// NOT_SERVING, or fails. Not after `server->Shutdown()`: gRPC 1.51 crashes creating a call on
+// the in-process channel of a shut-down server (the daemons stop their watchdog first).
 absl::Status ProbeGrpcServer(grpc::Server* server, std::chrono::milliseconds timeout);
 
 // Sends WATCHDOG=1 at half the interval systemd asks for (WatchdogSec=, via WATCHDOG_USEC and

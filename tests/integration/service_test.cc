@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -34,6 +35,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/daemon.h"
+#include "common/grpc_services.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 #include "orchestrator/model_manager.h"
 #include "support/cluster.h"
@@ -315,6 +318,52 @@ TEST(ServiceNotify, NoWatchdogPingsWhenSystemdAsksForNone) {
   EXPECT_EQ(gw.Stop(), 0);
 }
 
+// In process: the watchdog pings only while its health check passes, and ProbeGrpcServer (the
+// daemons' check) follows the server's health status.
+TEST(ServiceNotify, WatchdogPingsOnlyWhileHealthy) {
+  TempDir dir;
+  NotifySocket notify(dir.path() / "notify.sock");
+  std::atomic<bool> healthy{true};
+  // sd_notify reads NOTIFY_SOCKET at each message: keep it set while the watchdog runs.
+  auto env = std::make_unique<ServiceEnvironment>(notify, 200000);  // a ping every 100 ms
+  std::unique_ptr<Watchdog> watchdog =
+      Watchdog::StartIfEnabled([&](std::chrono::milliseconds budget) {
+        EXPECT_EQ(budget, std::chrono::milliseconds(50));
+        return healthy ? absl::OkStatus() : absl::UnavailableError("test says no");
+      });
+  ASSERT_NE(watchdog, nullptr);
+  EXPECT_EQ(watchdog->interval(), std::chrono::microseconds(200000));
+  EXPECT_GE(CountWatchdogPings(notify, std::chrono::milliseconds(600)), 3);
+  healthy = false;
+  CountWatchdogPings(notify, std::chrono::milliseconds(150));  // one may have been under way
+  EXPECT_EQ(CountWatchdogPings(notify, std::chrono::milliseconds(500)), 0);
+  healthy = true;
+  EXPECT_GE(CountWatchdogPings(notify, std::chrono::milliseconds(600)), 3);
+  watchdog.reset();
+  CountWatchdogPings(notify, std::chrono::milliseconds(50));
+  EXPECT_EQ(CountWatchdogPings(notify, std::chrono::milliseconds(300)), 0);
+
+  // No WATCHDOG_USEC: no watchdog.
+  env.reset();
+  EXPECT_EQ(Watchdog::StartIfEnabled(nullptr), nullptr);
+}
+
+TEST(ServiceNotify, ProbeGrpcServerFollowsTheHealthStatus) {
+  EnableStandardGrpcServices();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(ProbeGrpcServer(server.get(), std::chrono::seconds(5)).ok());
+  SetGrpcServing(server.get(), false);
+  absl::Status st = ProbeGrpcServer(server.get(), std::chrono::seconds(5));
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("NOT_SERVING"));
+  server->Shutdown(std::chrono::system_clock::now());
+  EXPECT_FALSE(ProbeGrpcServer(nullptr, std::chrono::milliseconds(500)).ok());
+}
+
 // --- reloads -------------------------------------------------------------------------------------
 
 void SaveModule(const fs::path& path, const std::string& source) {
@@ -579,7 +628,7 @@ TEST(ModelManagerReconcile, AReplacedFileReloadsAndARemovedModelCanComeBack) {
 }
 
 // An orchestrator with a notify socket, its models in a temp dir.
-class ReloadTest : public ::testing::Test {
+class ServiceReloadTest : public ::testing::Test {
  protected:
   void SetUp() override {
     SaveModule(dir_.path() / "slow.pt", kSlowSource);
@@ -611,7 +660,7 @@ class ReloadTest : public ::testing::Test {
   TempDir dir_;
 };
 
-TEST_F(ReloadTest, OrchestratorReadyOnlyWithWarmModelsLoaded) {
+TEST_F(ServiceReloadTest, OrchestratorReadyOnlyWithWarmModelsLoaded) {
   NotifySocket notify(dir_.path() / "notify.sock");
   auto orch = StartOrchestrator("o1",
                                 {ModelEntry("slow", dir_.path() / "slow.pt", true),
@@ -630,7 +679,7 @@ TEST_F(ReloadTest, OrchestratorReadyOnlyWithWarmModelsLoaded) {
   EXPECT_FALSE(notify.WaitFor("STOPPING=1", std::chrono::seconds(2)).empty());
 }
 
-TEST_F(ReloadTest, OrchestratorSighupReloadsModelsWithAJobInFlight) {
+TEST_F(ServiceReloadTest, OrchestratorSighupReloadsModelsWithAJobInFlight) {
   NotifySocket notify(dir_.path() / "notify.sock");
   const fs::path slow = dir_.path() / "slow.pt", triple = dir_.path() / "triple.pt";
   auto orch = StartOrchestrator("o1",
@@ -717,7 +766,7 @@ TEST_F(ReloadTest, OrchestratorSighupReloadsModelsWithAJobInFlight) {
   EXPECT_EQ(orch->Stop(), 0) << orch->Log();
 }
 
-TEST_F(ReloadTest, GatewaySighupReloadsStaticOrchestratorsWithAJobInFlight) {
+TEST_F(ServiceReloadTest, GatewaySighupReloadsStaticOrchestratorsWithAJobInFlight) {
   const fs::path slow = dir_.path() / "slow.pt";
   auto a = StartOrchestrator("static-a", {ModelEntry("slow", slow, true)}, nullptr);
   auto b = StartOrchestrator("static-b", {ModelEntry("slow", slow, true)}, nullptr);
