@@ -335,7 +335,7 @@ TEST(ServiceNotify, WatchdogPingsOnlyWhileHealthy) {
   EXPECT_EQ(watchdog->interval(), std::chrono::microseconds(200000));
   EXPECT_GE(CountWatchdogPings(notify, std::chrono::milliseconds(600)), 3);
   healthy = false;
-  CountWatchdogPings(notify, std::chrono::milliseconds(150));  // one may have been under way
+  CountWatchdogPings(notify, std::chrono::milliseconds(300));  // one may have been under way
   EXPECT_EQ(CountWatchdogPings(notify, std::chrono::milliseconds(500)), 0);
   healthy = true;
   EXPECT_GE(CountWatchdogPings(notify, std::chrono::milliseconds(600)), 3);
