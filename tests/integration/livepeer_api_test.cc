@@ -444,6 +444,20 @@ TEST_F(LivepeerApiClusterTest, TextToImage) {
   EXPECT_TRUE(IsError(PostJson("/text-to-image", {{"model_id", "no-such"}, {"prompt", "a"}}), 400,
                       "no-such"));
   EXPECT_TRUE(IsError(HttpRequest(port_, "GET", "/text-to-image"), 405, "POST"));
+  // The client's X-Request-Id names the job in the gateway's log lines (polled: logs are files).
+  HttpCall with_id;
+  with_id.method = "POST";
+  with_id.path = "/text-to-image";
+  with_id.content_type = "application/json";
+  with_id.headers["X-Request-Id"] = "http-rid-4242";
+  with_id.body = Json{{"model_id", "no-such"}, {"prompt", "a"}}.dump();
+  EXPECT_EQ(HttpRequest(port_, with_id).status, 400);
+  bool logged = false;
+  for (int i = 0; i < 40 && !logged; ++i) {
+    logged = cluster_->gateway().Log().find("[http-rid-4242]") != std::string::npos;
+    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(logged) << cluster_->gateway().Log();
   // Over the model's max_width: the pipeline's INVALID_ARGUMENT, naming the field.
   EXPECT_TRUE(IsError(
       PostJson("/text-to-image", {{"model_id", "t2i-test"}, {"prompt", "a"}, {"width", 512}}), 400,
