@@ -15,7 +15,6 @@
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
-const { parseArgs } = require('util');
 
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -24,22 +23,40 @@ const USAGE = `usage: node client.js [--gateway HOST:PORT] [--proto-root DIR] [-
        [--upscale-model ID] [--image IN.png] [--out OUT.png]
        [--llm-model ID] [--prompt TEXT] [--max-tokens N] [--temperature T]`;
 
-function parseCommandLine() {
-  const { values } = parseArgs({
-    options: {
-      'gateway': { type: 'string', default: process.env.SWITCHYARD_GATEWAY || '127.0.0.1:50051' },
-      'proto-root': { type: 'string', default: path.join(__dirname, '..', '..', 'proto') },
-      'timeout': { type: 'string', default: '60' },
-      'upscale-model': { type: 'string', default: 'esrgan-slim-x4' },
-      'image': { type: 'string' },
-      'out': { type: 'string', default: 'upscaled.png' },
-      'llm-model': { type: 'string' },
-      'prompt': { type: 'string', default: 'Hello!' },
-      'max-tokens': { type: 'string', default: '64' },
-      'temperature': { type: 'string' },
-      'help': { type: 'boolean', short: 'h' },
-    },
-  });
+const OPTIONS = {
+  'gateway': process.env.SWITCHYARD_GATEWAY || '127.0.0.1:50051',
+  'proto-root': path.join(__dirname, '..', '..', 'proto'),
+  'timeout': '60',
+  'upscale-model': 'esrgan-slim-x4',
+  'image': undefined,
+  'out': 'upscaled.png',
+  'llm-model': undefined,
+  'prompt': 'Hello!',
+  'max-tokens': '64',
+  'temperature': undefined,
+};
+
+// --name VALUE or --name=VALUE for the OPTIONS above, and --help. (A few lines instead of
+// util.parseArgs, which is still experimental in Node 18, Debian 12's version.)
+function parseCommandLine(argv) {
+  const values = { ...OPTIONS, help: false };
+  for (let i = 0; i < argv.length; ++i) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      values.help = true;
+      continue;
+    }
+    const match = /^--([a-z-]+)(?:=(.*))?$/s.exec(arg);
+    if (match === null || !Object.prototype.hasOwnProperty.call(OPTIONS, match[1])) {
+      throw new Error(`unknown option '${arg}'`);
+    }
+    let value = match[2];
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new Error(`option '${arg}' needs a value`);
+      value = argv[++i];
+    }
+    values[match[1]] = value;
+  }
   return values;
 }
 
@@ -71,7 +88,7 @@ function llmStream(stub, request, opts) {
 async function main() {
   let args;
   try {
-    args = parseCommandLine();
+    args = parseCommandLine(process.argv.slice(2));
   } catch (e) {
     throw new UsageError(`${e.message}\n${USAGE}`);
   }
