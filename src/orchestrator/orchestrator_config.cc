@@ -126,13 +126,18 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   ConfigObject tc = root.Child("transcode");
   SY_RETURN_IF_ERROR(tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit",
                                    "encoder_threads", "session_idle_timeout_ms",
-                                   "parallel_renditions"}));
+                                   "parallel_renditions", "hw_decode"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
   SY_RETURN_IF_ERROR(tc.Read("price_per_unit", &c.transcode.price_per_unit));
   SY_RETURN_IF_ERROR(tc.Read("encoder_threads", &c.transcode.encoder_threads));
   SY_RETURN_IF_ERROR(tc.Read("parallel_renditions", &c.transcode.parallel_renditions));
+  SY_RETURN_IF_ERROR(tc.Read("hw_decode", &c.transcode.hw_decode));
+  if (c.transcode.hw_decode != "auto" && c.transcode.hw_decode != "cuda" &&
+      c.transcode.hw_decode != "none") {
+    return tc.Error("hw_decode", "must be \"auto\", \"cuda\" or \"none\"");
+  }
   SY_RETURN_IF_ERROR(tc.Read("session_idle_timeout_ms", &c.transcode.session_idle_timeout_ms));
   if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");
   if (c.transcode.session_idle_timeout_ms < 100 ||

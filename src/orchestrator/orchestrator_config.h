@@ -51,6 +51,7 @@ struct TranscodeConfig {
   double price_per_unit = 0;  // price per output pixel
   int encoder_threads = 1;    // libx264 threads per rendition
   bool parallel_renditions = true;  // encode a segment's renditions on a thread each
+  std::string hw_decode = "auto";   // auto | cuda | none (TranscodeOptions::hw_decode)
 };
 
 struct OrchestratorConfig {

@@ -66,13 +66,19 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   if (s->config_.transcode.enabled) {
     const media::VideoHardware& hw = media::ProbeVideoHardware();
     const std::vector<std::string> names = hw.Names();
+    if (s->config_.transcode.hw_decode == "cuda" && media::SharedCudaDevice() == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          s->config_.file.string(), ": transcode.hw_decode is \"cuda\" but this machine has no "
+          "CUDA device FFmpeg can open (", hw.detail, "); use \"auto\" or \"none\""));
+    }
     if (names.empty()) {
       spdlog::info("video hardware: none, transcoding in software ({})", hw.detail);
     } else {
-      // NOT FINISHED: the transcoder decodes and encodes in software even where NVDEC/NVENC are
-      // found; the hardware is advertised so operators and gateways can see it.
-      spdlog::info("video hardware: {} (advertised; the transcoder does not use it yet){}{}",
-                   absl::StrJoin(names, ", "), hw.detail.empty() ? "" : "; ", hw.detail);
+      // Decoding uses NVDEC when hw_decode allows; encoding stays libx264 (NOT FINISHED: NVENC
+      // encoding and GPU scaling), which is also what an H100/H200 (no NVENC) needs.
+      spdlog::info("video hardware: {} (decode on the GPU: {}){}{}", absl::StrJoin(names, ", "),
+                   s->config_.transcode.hw_decode == "none" ? "off" : "on",
+                   hw.detail.empty() ? "" : "; ", hw.detail);
     }
     s->service_->set_hardware(names);
   }

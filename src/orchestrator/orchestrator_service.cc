@@ -121,6 +121,7 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
   options.parallel_renditions = config_.transcode.parallel_renditions;
+  options.hw_decode = config_.transcode.hw_decode;
   if (!request->audio_codec().empty()) options.audio_codec = request->audio_codec();
   if (request->audio_bitrate_bps() != 0) options.audio_bitrate_bps = request->audio_bitrate_bps();
   if (!request->container().empty()) {
@@ -197,7 +198,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
     transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
   }
-  spdlog::info("[{}] transcode {} frames -> {} renditions in {:.0f} ms", rid, result->input_frames,
+  spdlog::info("[{}] transcode {} frames ({} decode) -> {} renditions in {:.0f} ms", rid,
+               result->input_frames, result->hardware_decoded ? "GPU" : "software",
                response->renditions_size(), job->compute_ms());
   return grpc::Status::OK;
 }

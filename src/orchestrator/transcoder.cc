@@ -18,8 +18,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/media/audio_encoder.h"
 #include "common/media/ffmpeg_util.h"
+#include "common/media/hardware.h"
 
 extern "C" {
+#include <libavutil/hwcontext.h>
 #include <libavutil/mathematics.h>
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
@@ -196,6 +198,32 @@ absl::Status ValidateSpec(size_t i, const TranscodeOptions& options, RenditionSp
                    absl::StrCat("unknown profile \"", spec.profile, "\" (baseline, main or high)"));
   }
   return absl::OkStatus();
+}
+
+// Whether `codec` can decode through a CUDA device here (its hwaccel, NVDEC) and one is open.
+bool CudaDecodes(const AVCodec* codec) {
+  if (media::SharedCudaDevice() == nullptr) return false;
+  for (int i = 0;; ++i) {
+    const AVCodecHWConfig* config = avcodec_get_hw_config(codec, i);
+    if (config == nullptr) return false;
+    if ((config->methods & AV_CODEC_HW_CONFIG_METHOD_HW_DEVICE_CTX) != 0 &&
+        config->device_type == AV_HWDEVICE_TYPE_CUDA) {
+      return true;
+    }
+  }
+}
+
+// get_format for a decoder given a CUDA device: the GPU format when the hwaccel takes the stream,
+// else the first software format (e.g. 4:4:4 that NVDEC does not decode).
+AVPixelFormat PickCudaFormat(AVCodecContext*, const AVPixelFormat* formats) {
+  for (const AVPixelFormat* f = formats; *f != AV_PIX_FMT_NONE; ++f) {
+    if (*f == AV_PIX_FMT_CUDA) return *f;
+  }
+  for (const AVPixelFormat* f = formats; *f != AV_PIX_FMT_NONE; ++f) {
+    const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(*f);
+    if (desc != nullptr && (desc->flags & AV_PIX_FMT_FLAG_HWACCEL) == 0) return *f;
+  }
+  return AV_PIX_FMT_NONE;
 }
 
 // Per-rendition state: scaler, fps conversion, encoder and muxer.
@@ -409,6 +437,8 @@ class SegmentTranscoder {
   double audio_end_ = 0;
   bool have_audio_time_ = false;
   AvFramePtr frame_;
+  AvFramePtr gpu_frame_;  // frame_ copied from GPU memory, when decoded there
+  bool hardware_decoded_ = false;
   AvPacketPtr packet_;
   AvPacketPtr out_packet_;
   std::vector<std::unique_ptr<Rendition>> renditions_;
@@ -452,6 +482,15 @@ absl::Status SegmentTranscoder::ValidateOptions() {
         "segment: ", segment_.size(), " bytes, more than the limit of ", options_.max_input_bytes));
   }
   options_.encoder_threads = std::clamp(options_.encoder_threads, 0, 16);  // 0: libx264 decides
+  if (options_.hw_decode.empty()) options_.hw_decode = "auto";
+  if (options_.hw_decode != "auto" && options_.hw_decode != "cuda" && options_.hw_decode != "none") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hw_decode: must be \"auto\", \"cuda\" or \"none\"; got \"", options_.hw_decode, "\""));
+  }
+  if (options_.hw_decode == "cuda" && media::SharedCudaDevice() == nullptr) {
+    return absl::FailedPreconditionError(
+        "hw_decode: \"cuda\" asked for, but this machine has no CUDA device FFmpeg can open");
+  }
   if (options_.audio_codec.empty()) options_.audio_codec = "copy";
   if (options_.audio_codec != "copy" && options_.audio_codec != "aac") {
     return absl::InvalidArgumentError(absl::StrCat("audio_codec: must be \"copy\" or \"aac\"; got \"",
@@ -595,7 +634,28 @@ absl::Status SegmentTranscoder::OpenVideo() {
   decoder->pkt_timebase = video_->time_base;
   decoder->thread_count = 1;
   decoder->max_pixels = int64_t{options_.max_width} * options_.max_height;
+  const bool want_gpu = options_.hw_decode != "none" && CudaDecodes(codec);
+  if (want_gpu) {
+    decoder->hw_device_ctx = av_buffer_ref(media::SharedCudaDevice());
+    if (decoder->hw_device_ctx == nullptr) return absl::ResourceExhaustedError("out of memory");
+    decoder->get_format = PickCudaFormat;
+  } else if (options_.hw_decode == "cuda") {
+    return absl::FailedPreconditionError(absl::StrCat("hw_decode: \"cuda\" asked for, but ",
+                                                      codec->name, " cannot decode on CUDA here"));
+  }
   ret = avcodec_open2(decoder.get(), codec, nullptr);
+  if (ret < 0 && want_gpu && options_.hw_decode == "auto") {
+    // The GPU would not take this stream: decode it in software instead.
+    decoder.reset(avcodec_alloc_context3(codec));
+    if (!decoder) return absl::ResourceExhaustedError("cannot allocate a decoder");
+    if (avcodec_parameters_to_context(decoder.get(), par) < 0) {
+      return absl::InvalidArgumentError("segment: bad video codec parameters");
+    }
+    decoder->pkt_timebase = video_->time_base;
+    decoder->thread_count = 1;
+    decoder->max_pixels = int64_t{options_.max_width} * options_.max_height;
+    ret = avcodec_open2(decoder.get(), codec, nullptr);
+  }
   if (ret < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment: cannot open the video decoder: ", AvErrorString(ret)));
@@ -1220,8 +1280,24 @@ absl::Status SegmentTranscoder::Decode(const AVPacket* packet) {
       if (packet != nullptr) return absl::OkStatus();
       continue;
     }
-    absl::Status status = OnFrame(frame_.get());
+    AVFrame* frame = frame_.get();
+    if (frame->format == AV_PIX_FMT_CUDA) {
+      // Decoded on the GPU: copy to system memory (NV12) for the scalers and libx264.
+      if (!gpu_frame_) gpu_frame_.reset(av_frame_alloc());
+      if (!gpu_frame_) return absl::ResourceExhaustedError("cannot allocate a frame");
+      av_frame_unref(gpu_frame_.get());
+      if (int err = av_hwframe_transfer_data(gpu_frame_.get(), frame, 0); err < 0) {
+        av_frame_unref(frame);
+        return absl::InternalError(
+            absl::StrCat("copying a GPU-decoded frame to memory failed: ", AvErrorString(err)));
+      }
+      av_frame_copy_props(gpu_frame_.get(), frame);
+      hardware_decoded_ = true;
+      frame = gpu_frame_.get();
+    }
+    absl::Status status = OnFrame(frame);
     av_frame_unref(frame_.get());
+    if (gpu_frame_) av_frame_unref(gpu_frame_.get());
     if (!status.ok()) return status;
   }
 }
@@ -1491,6 +1567,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
 
   TranscodeResult result;
   result.input_frames = input_frames_;
+  result.hardware_decoded = hardware_decoded_;
   result.duration_seconds = std::max<int64_t>(0, end_ts_ - first_ts_) * av_q2d(video_->time_base);
   if (state_ != nullptr) {
     state_->resolved.clear();

@@ -39,6 +39,7 @@ struct TranscodeResult {
   std::vector<RenditionOutput> renditions;  // one per spec, same order
   int64_t input_frames = 0;                 // video frames decoded
   double duration_seconds = 0;              // input video duration
+  bool hardware_decoded = false;            // the video was decoded on the GPU
 };
 
 struct TranscodeOptions {
@@ -55,6 +56,11 @@ struct TranscodeOptions {
   // carry is left out). "aac": each audio stream is decoded once and re-encoded to AAC at
   // audio_bitrate_bps (8000..512000), at most stereo, for every rendition.
   std::string audio_codec = "copy";
+  // Video decoding: "auto" decodes on the GPU (NVDEC through a CUDA device) when this machine has
+  // one and the codec supports it, else in software; "cuda" requires the GPU (FAILED_PRECONDITION
+  // without one); "none" always decodes in software. Decoded frames are copied to system memory
+  // and scaled there (scaling on the GPU is NOT FINISHED: this FFmpeg use has no libavfilter).
+  std::string hw_decode = "auto";
   int64_t audio_bitrate_bps = 128'000;
   // Bounds that keep hostile inputs (huge frame counts, timestamps with gaps that fps conversion
   // would fill with duplicates) from turning into unbounded work: INVALID_ARGUMENT beyond them.

@@ -303,7 +303,8 @@ TEST(OrchestratorConfigTest, TranscodeRanges) {
   };
   const Case cases[] = {{"capacity", 0},        {"capacity", -3},       {"max_renditions", 0},
                         {"max_renditions", 17}, {"price_per_unit", -1}, {"encoder_threads", -1},
-                        {"encoder_threads", 65}};
+                        {"encoder_threads", 65}, {"hw_decode", "vaapi"},
+                        {"parallel_renditions", "yes"}};
   for (const auto& c : cases) {
     Json j = FullConfig();
     j["transcode"][c.field] = c.value;

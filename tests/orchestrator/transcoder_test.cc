@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "common/media/ffmpeg_util.h"
+#include "common/media/hardware.h"
 #include "support/media_fixtures.h"
 
 extern "C" {
@@ -778,6 +779,49 @@ TEST_F(TranscoderTest, AudioIsReencodedToAacWhenAsked) {
   status = TranscodeSegment(mp2, {Spec(160, 120)}, bad).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), HasSubstr("audio_bitrate_bps"));
+}
+
+// hw_decode: "none" decodes in software; "auto" uses the GPU when this machine has one and falls
+// back to software otherwise (then the outputs are the same bytes); "cuda" insists.
+TEST_F(TranscoderTest, HardwareDecodeWhenPresentSoftwareOtherwise) {
+  const std::string& input = Segment();
+  const std::vector<RenditionSpec> ladder = {Spec(160, 120), Spec(96, 72, 15, 1)};
+  TranscodeOptions software;
+  software.hw_decode = "none";
+  TranscodeResult sw = TranscodeOk(input, ladder, software);
+  EXPECT_FALSE(sw.hardware_decoded);
+
+  TranscodeOptions automatic;
+  automatic.hw_decode = "auto";
+  TranscodeResult au = TranscodeOk(input, ladder, automatic);
+  EXPECT_EQ(au.input_frames, sw.input_frames);
+  for (size_t i = 0; i < ladder.size(); ++i) {
+    EXPECT_EQ(au.renditions[i].frames, sw.renditions[i].frames) << i;
+  }
+
+  TranscodeOptions cuda;
+  cuda.hw_decode = "cuda";
+  auto forced = TranscodeSegment(input, ladder, cuda);
+  if (media::SharedCudaDevice() == nullptr) {
+    EXPECT_FALSE(au.hardware_decoded);
+    for (size_t i = 0; i < ladder.size(); ++i) {
+      EXPECT_TRUE(au.renditions[i].data == sw.renditions[i].data) << i;
+    }
+    EXPECT_EQ(forced.status().code(), absl::StatusCode::kFailedPrecondition) << forced.status();
+    EXPECT_THAT(std::string(forced.status().message()), HasSubstr("no CUDA device"));
+  } else {
+    // A GPU machine: both decode there and give every frame.
+    EXPECT_TRUE(au.hardware_decoded);
+    ASSERT_TRUE(forced.ok()) << forced.status();
+    EXPECT_TRUE(forced->hardware_decoded);
+    EXPECT_EQ(forced->renditions[0].frames, sw.renditions[0].frames);
+  }
+
+  TranscodeOptions bad;
+  bad.hw_decode = "vaapi";
+  auto status = TranscodeSegment(input, ladder, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("hw_decode"));
 }
 
 TEST_F(TranscoderTest, ExactFrameCountsAt30And60FpsAndPassthrough) {

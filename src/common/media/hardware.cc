@@ -77,4 +77,17 @@ const VideoHardware& ProbeVideoHardware() {
   return *hw;
 }
 
+AVBufferRef* SharedCudaDevice() {
+  // Deliberately never freed: decoders hold references until the process exits.
+  static AVBufferRef* const device = [] {
+    InitFfmpeg();
+    AVBufferRef* raw = nullptr;
+    if (av_hwdevice_ctx_create(&raw, AV_HWDEVICE_TYPE_CUDA, nullptr, nullptr, 0) < 0) {
+      return static_cast<AVBufferRef*>(nullptr);
+    }
+    return raw;
+  }();
+  return device;
+}
+
 }  // namespace switchyard::media

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+struct AVBufferRef;
+
 namespace switchyard::media {
 
 struct VideoHardware {
@@ -23,5 +25,10 @@ struct VideoHardware {
 // that does not work is reported absent, with the reason in `detail`. Takes well under a second
 // on a machine without a GPU.
 const VideoHardware& ProbeVideoHardware();
+
+// The process's CUDA device for FFmpeg hardware decoding, opened on the first call and kept for the
+// life of the process (opening one costs a CUDA context); null when there is none. Thread-safe.
+// A decoder takes its own reference with av_buffer_ref.
+AVBufferRef* SharedCudaDevice();
 
 }  // namespace switchyard::media
