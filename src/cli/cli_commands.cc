@@ -30,8 +30,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/media/segmenter.h"
 #include "cli/cli_internal.h"
+#include "common/media/segmenter.h"
 #include "common/status.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -301,22 +301,22 @@ double MillisecondsSince(std::chrono::steady_clock::time_point start) {
 namespace {
 
 using internal::CheckWritableFile;
-using internal::IsSafeName;
-using internal::PrepareOutputDirectory;
-using internal::SanitizeName;
 using internal::FormatDouble;
 using internal::FormatMs;
 using internal::FormatPrice;
 using internal::FormatTable;
 using internal::GlobalOptions;
+using internal::IsSafeName;
 using internal::JobToJson;
 using internal::MakeStub;
 using internal::MillisecondsSince;
 using internal::PrepareContext;
+using internal::PrepareOutputDirectory;
 using internal::Quote;
 using internal::ReadInputFile;
 using internal::ReportRpcError;
 using internal::ReportUsageError;
+using internal::SanitizeName;
 using internal::WriteFileAtomically;
 
 // ---------------------------------------------------------------------------------------------

@@ -127,9 +127,8 @@ absl::StatusOr<std::string> ReadInputImage(const std::string& path) {
   if (!image.ok()) return image.status();
   absl::StatusOr<std::pair<int, int>> size = ProbeImageSize(*image);
   if (!size.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("input image ", Quote(path),
-                                                    " is not a PNG or JPEG image: ",
-                                                    size.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input image ", Quote(path), " is not a PNG or JPEG image: ", size.status().message()));
   }
   return image;
 }
@@ -201,9 +200,9 @@ using UnaryMethod = grpc::Status (v1::Gateway::Stub::*)(grpc::ClientContext*, co
 // One unary call with the global deadline and request id. nullopt on success; otherwise the exit
 // code after printing the error.
 template <typename Request, typename Response>
-std::optional<int> CallUnary(const GlobalOptions& global,
-                             UnaryMethod<Request, Response> method, const Request& request,
-                             Response* response, double* elapsed_ms, std::ostream& err) {
+std::optional<int> CallUnary(const GlobalOptions& global, UnaryMethod<Request, Response> method,
+                             const Request& request, Response* response, double* elapsed_ms,
+                             std::ostream& err) {
   grpc::ClientContext context;
   PrepareContext(global, context);
   auto stub = MakeStub(global.gateway);
@@ -350,10 +349,10 @@ namespace {
 
 void AddSeedStepsSafety(CLI::App* cmd, ImageGenerationOptions& o, absl::string_view steps_default) {
   o.seed_opt = cmd->add_option("--seed", o.seed, "Seed (default: random; the one used is printed)");
-  o.steps_opt = cmd->add_option("--steps", o.steps,
-                                absl::StrCat("Inference steps (gateway default: ", steps_default,
-                                             ")"))
-                    ->check(CLI::PositiveNumber);
+  o.steps_opt =
+      cmd->add_option("--steps", o.steps,
+                      absl::StrCat("Inference steps (gateway default: ", steps_default, ")"))
+          ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-safety-check", o.no_safety_check, kSafetyHelp);
 }
 
@@ -389,8 +388,7 @@ PipelineCommands::PipelineCommands(CLI::App& app) : state_(std::make_unique<Stat
     o.guidance_opt =
         c->add_option("--guidance-scale", o.guidance_scale, "Guidance scale (default 7.5)")
             ->check(CLI::NonNegativeNumber);
-    o.num_images_opt = c->add_option("--num-images", o.num_images,
-                                     "Images per prompt (default 1)")
+    o.num_images_opt = c->add_option("--num-images", o.num_images, "Images per prompt (default 1)")
                            ->check(CLI::Range(1, kMaxImagesPerPrompt));
     AddSeedStepsSafety(c, o, "50");
     c->footer(kFooter);
@@ -404,23 +402,21 @@ PipelineCommands::PipelineCommands(CLI::App& app) : state_(std::make_unique<Stat
     c->add_option("--model", o.model, "Model id")->required();
     c->add_option("--in", o.in, "Input image (PNG or JPEG)")->required();
     c->add_option("--prompt", o.prompt, "Text prompt")->required();
-    c->add_option("--out", o.out, "Output PNG (-1, -2, ... added with several images)")
-        ->required();
+    c->add_option("--out", o.out, "Output PNG (-1, -2, ... added with several images)")->required();
     c->add_option("--negative-prompt", o.negative_prompt, "What to exclude from the image");
     c->add_option("--loras", o.loras, "LoRA adapters as a JSON object, e.g. '{\"name\": 1.2}'");
-    o.strength_opt =
-        c->add_option("--strength", o.strength, "How much to transform the image, 0 to 1 "
-                                                "(default 0.8)")
-            ->check(CLI::Range(0.0, 1.0));
+    o.strength_opt = c->add_option("--strength", o.strength,
+                                   "How much to transform the image, 0 to 1 "
+                                   "(default 0.8)")
+                         ->check(CLI::Range(0.0, 1.0));
     o.guidance_opt =
         c->add_option("--guidance-scale", o.guidance_scale, "Guidance scale (default 7.5)")
             ->check(CLI::NonNegativeNumber);
     o.image_guidance_opt = c->add_option("--image-guidance-scale", o.image_guidance_scale,
                                          "Pull towards the input image (default 1.5)")
                                ->check(CLI::NonNegativeNumber);
-    o.num_images_opt =
-        c->add_option("--num-images", o.num_images, "Images per prompt (default 1)")
-            ->check(CLI::Range(1, kMaxImagesPerPrompt));
+    o.num_images_opt = c->add_option("--num-images", o.num_images, "Images per prompt (default 1)")
+                           ->check(CLI::Range(1, kMaxImagesPerPrompt));
     AddSeedStepsSafety(c, o, "100");
     c->footer(kFooter);
   }
@@ -434,8 +430,8 @@ PipelineCommands::PipelineCommands(CLI::App& app) : state_(std::make_unique<Stat
     c->add_option("--in", o.in, "Conditioning image (PNG or JPEG)")->required();
     c->add_option("--out", o.out, "Output MP4 file")->required();
     AddSize(c, o, "video");
-    o.fps_opt = c->add_option("--fps", o.fps, "Frames per second (default 6)")
-                    ->check(CLI::Range(1, 240));
+    o.fps_opt =
+        c->add_option("--fps", o.fps, "Frames per second (default 6)")->check(CLI::Range(1, 240));
     o.motion_opt = c->add_option("--motion-bucket-id", o.motion_bucket_id,
                                  "Amount of motion, higher is more (default 127)")
                        ->check(CLI::NonNegativeNumber);
@@ -599,8 +595,8 @@ int PipelineCommands::State::RunTextToImage(const GlobalOptions& global, std::os
   if (o.no_safety_check) request.set_safety_check(false);
   v1::ImageResponse response;
   double elapsed_ms = 0;
-  if (auto rc = CallUnary(global, &v1::Gateway::Stub::TextToImage, request, &response,
-                          &elapsed_ms, err)) {
+  if (auto rc = CallUnary(global, &v1::Gateway::Stub::TextToImage, request, &response, &elapsed_ms,
+                          err)) {
     return *rc;
   }
   return FinishImages(global, "text-to-image", response, o, elapsed_ms, out, err);
@@ -628,8 +624,8 @@ int PipelineCommands::State::RunImageToImage(const GlobalOptions& global, std::o
   if (o.no_safety_check) request.set_safety_check(false);
   v1::ImageResponse response;
   double elapsed_ms = 0;
-  if (auto rc = CallUnary(global, &v1::Gateway::Stub::ImageToImage, request, &response,
-                          &elapsed_ms, err)) {
+  if (auto rc = CallUnary(global, &v1::Gateway::Stub::ImageToImage, request, &response, &elapsed_ms,
+                          err)) {
     return *rc;
   }
   return FinishImages(global, "image-to-image", response, o, elapsed_ms, out, err);
@@ -654,8 +650,8 @@ int PipelineCommands::State::RunImageToVideo(const GlobalOptions& global, std::o
   if (o.no_safety_check) request.set_safety_check(false);
   v1::VideoResponse response;
   double elapsed_ms = 0;
-  if (auto rc = CallUnary(global, &v1::Gateway::Stub::ImageToVideo, request, &response,
-                          &elapsed_ms, err)) {
+  if (auto rc = CallUnary(global, &v1::Gateway::Stub::ImageToVideo, request, &response, &elapsed_ms,
+                          err)) {
     return *rc;
   }
   if (response.images_size() == 0 || response.images(0).data().empty()) {
@@ -688,16 +684,16 @@ int PipelineCommands::State::RunAudioToText(const GlobalOptions& global, std::os
   request.set_return_timestamps(a2t.timestamps);
   v1::TextResponse response;
   double elapsed_ms = 0;
-  if (auto rc = CallUnary(global, &v1::Gateway::Stub::AudioToText, request, &response,
-                          &elapsed_ms, err)) {
+  if (auto rc = CallUnary(global, &v1::Gateway::Stub::AudioToText, request, &response, &elapsed_ms,
+                          err)) {
     return *rc;
   }
   if (global.json) {
     Json chunks = Json::array();
     for (const v1::Chunk& c : response.chunks()) {
-      chunks.push_back(Json{{"timestamp", std::vector<double>(c.timestamp().begin(),
-                                                              c.timestamp().end())},
-                            {"text", c.text()}});
+      chunks.push_back(
+          Json{{"timestamp", std::vector<double>(c.timestamp().begin(), c.timestamp().end())},
+               {"text", c.text()}});
     }
     PrintJson(Json{{"text", response.text()},
                    {"chunks", std::move(chunks)},
@@ -739,11 +735,12 @@ int PipelineCommands::State::RunSegmentAnything2(const GlobalOptions& global, st
     const bool ok = v.ok() && (v->size() == 2 || v->size() == 3) &&
                     (v->size() == 2 || (*v)[2] == 0 || (*v)[2] == 1);
     if (!ok) {
-      return ReportUsageError(
-          absl::InvalidArgumentError(absl::StrCat(
-              "invalid --point ", Quote(point), ": expected X,Y or X,Y,LABEL (LABEL 1 foreground, "
-              "0 background)", v.ok() ? "" : absl::StrCat(": ", v.status().message()))),
-          err);
+      return ReportUsageError(absl::InvalidArgumentError(absl::StrCat(
+                                  "invalid --point ", Quote(point),
+                                  ": expected X,Y or X,Y,LABEL (LABEL 1 foreground, "
+                                  "0 background)",
+                                  v.ok() ? "" : absl::StrCat(": ", v.status().message()))),
+                              err);
     }
     request.add_point_coords((*v)[0]);
     request.add_point_coords((*v)[1]);
@@ -830,11 +827,10 @@ int PipelineCommands::State::RunLlm(const GlobalOptions& global, std::ostream& o
     const size_t eq = message.find('=');
     const std::string role = eq == std::string::npos ? "" : message.substr(0, eq);
     if (role != "system" && role != "user" && role != "assistant") {
-      return ReportUsageError(
-          absl::InvalidArgumentError(absl::StrCat(
-              "invalid --message ", Quote(message),
-              ": expected ROLE=CONTENT with ROLE system, user or assistant")),
-          err);
+      return ReportUsageError(absl::InvalidArgumentError(absl::StrCat(
+                                  "invalid --message ", Quote(message),
+                                  ": expected ROLE=CONTENT with ROLE system, user or assistant")),
+                              err);
     }
     v1::LLMMessage* m = request.add_messages();
     m->set_role(role);
@@ -919,8 +915,8 @@ int PipelineCommands::State::RunImageToText(const GlobalOptions& global, std::os
   request.set_prompt(i2t.prompt);
   v1::ImageToTextResponse response;
   double elapsed_ms = 0;
-  if (auto rc = CallUnary(global, &v1::Gateway::Stub::ImageToText, request, &response,
-                          &elapsed_ms, err)) {
+  if (auto rc = CallUnary(global, &v1::Gateway::Stub::ImageToText, request, &response, &elapsed_ms,
+                          err)) {
     return *rc;
   }
   if (global.json) {
@@ -945,8 +941,8 @@ int PipelineCommands::State::RunTextToSpeech(const GlobalOptions& global, std::o
   request.set_description(tts.description);
   v1::AudioResponse response;
   double elapsed_ms = 0;
-  if (auto rc = CallUnary(global, &v1::Gateway::Stub::TextToSpeech, request, &response,
-                          &elapsed_ms, err)) {
+  if (auto rc = CallUnary(global, &v1::Gateway::Stub::TextToSpeech, request, &response, &elapsed_ms,
+                          err)) {
     return *rc;
   }
   const std::string& wav = response.audio().data();
@@ -1007,14 +1003,14 @@ int PipelineCommands::State::RunOrchestrators(const GlobalOptions& global, std::
                               {"price_per_unit", m->price_per_unit()},
                               {"unit", m->unit()}});
       }
-      list.push_back(Json{{"id", o.id()},
-                          {"address", o.address()},
-                          {"source", o.source()},
-                          {"ready", o.ready()},
-                          {"in_flight", o.in_flight()},
-                          {"hardware", std::vector<std::string>(o.hardware().begin(),
-                                                                o.hardware().end())},
-                          {"offers", std::move(models)}});
+      list.push_back(
+          Json{{"id", o.id()},
+               {"address", o.address()},
+               {"source", o.source()},
+               {"ready", o.ready()},
+               {"in_flight", o.in_flight()},
+               {"hardware", std::vector<std::string>(o.hardware().begin(), o.hardware().end())},
+               {"offers", std::move(models)}});
     }
     PrintJson(Json{{"orchestrators", std::move(list)}}, out);
     return kExitOk;
@@ -1027,8 +1023,8 @@ int PipelineCommands::State::RunOrchestrators(const GlobalOptions& global, std::
       {"ORCHESTRATOR", "ADDRESS", "SOURCE", "READY", "IN FLIGHT", "MODELS", "WARM", "HARDWARE"}};
   for (const v1::OrchestratorInfo& o : response.orchestrators()) {
     const auto& mine = offers[o.id()];
-    const auto warm = std::count_if(mine.begin(), mine.end(),
-                                    [](const v1::ModelOffer* m) { return m->warm(); });
+    const auto warm =
+        std::count_if(mine.begin(), mine.end(), [](const v1::ModelOffer* m) { return m->warm(); });
     rows.push_back({o.id(), o.address(), o.source().empty() ? "-" : o.source(),
                     o.ready() ? "yes" : "no", absl::StrCat(o.in_flight()),
                     absl::StrCat(mine.size()), absl::StrCat(warm),
@@ -1043,7 +1039,8 @@ int PipelineCommands::State::RunOrchestrators(const GlobalOptions& global, std::
         offer_rows.push_back({o.id(), m->pipeline(), m->model_id(),
                               m->state().empty() ? (m->warm() ? "ready" : "-") : m->state(),
                               absl::StrCat(m->capacity()), absl::StrCat(m->in_use()),
-                              FormatPrice(m->price_per_unit()), m->unit().empty() ? "-" : m->unit()});
+                              FormatPrice(m->price_per_unit()),
+                              m->unit().empty() ? "-" : m->unit()});
       }
     }
     out << "\n" << FormatTable(offer_rows);

@@ -34,7 +34,9 @@ struct CliRun {
   int rc = -1;
   std::string out;  // stdout
   std::string err;  // stderr
-  std::string Describe() const { return absl::StrCat("rc ", rc, "\nstdout:\n", out, "stderr:\n", err); }
+  std::string Describe() const {
+    return absl::StrCat("rc ", rc, "\nstdout:\n", out, "stderr:\n", err);
+  }
 };
 
 media::RgbImage MakeImage(int w, int h) {
@@ -85,8 +87,8 @@ class CliClusterTest : public ::testing::Test {
   CliRun Cli(const std::string& args) {
     const fs::path err_file = tmp_.path() / "stderr.txt";
     const std::string command =
-        absl::StrCat(BinaryPath("switchyard").string(), " --gateway ",
-                     cluster_->gateway_address(), " --timeout 30 ", args, " 2>", err_file.string());
+        absl::StrCat(BinaryPath("switchyard").string(), " --gateway ", cluster_->gateway_address(),
+                     " --timeout 30 ", args, " 2>", err_file.string());
     CliRun run;
     FILE* pipe = ::popen(command.c_str(), "r");
     if (pipe == nullptr) return run;
@@ -222,8 +224,8 @@ TEST_F(CliClusterTest, AudioAndTextPipelines) {
   EXPECT_EQ(json["job"]["units"], 1000);
 
   // text-to-speech: 0.1 s per character at 16 kHz.
-  run = Cli(absl::StrCat("text-to-speech --model tiny-tts --text 'hi there' --out ",
-                         Path("speech.wav")));
+  run = Cli(
+      absl::StrCat("text-to-speech --model tiny-tts --text 'hi there' --out ", Path("speech.wav")));
   ASSERT_EQ(run.rc, 0) << run.Describe();
   EXPECT_THAT(run.out, HasSubstr("0.80 s, 16000 Hz, 1 channel"));
   run = Cli(absl::StrCat("--json text-to-speech --model tiny-tts --text abcd --out ",
@@ -240,8 +242,9 @@ TEST_F(CliClusterTest, AudioAndTextPipelines) {
   ASSERT_EQ(run.rc, 0) << run.Describe() << cluster_->Logs();
   EXPECT_EQ(run.out, std::string(kTinyLlmReply) + "\n");
   EXPECT_THAT(run.err, HasSubstr("23 completion tokens, finish stop"));
-  run = Cli("--json llm --model tiny-llm --system 'be brief' --message user=hi "
-            "--message assistant=ok --prompt again --max-tokens 5 --temperature 0");
+  run =
+      Cli("--json llm --model tiny-llm --system 'be brief' --message user=hi "
+          "--message assistant=ok --prompt again --max-tokens 5 --temperature 0");
   ASSERT_EQ(run.rc, 0) << run.Describe();
   json = Json(run);
   EXPECT_EQ(json["text"], "Hello");
@@ -269,7 +272,8 @@ TEST_F(CliClusterTest, OrchestratorsAndErrors) {
   // The eight tiny models and the transcoder.
   std::set<std::string> offers;
   for (const auto& offer : json["orchestrators"][0]["offers"]) {
-    offers.insert(offer["pipeline"].get<std::string>() + "/" + offer["model_id"].get<std::string>());
+    offers.insert(offer["pipeline"].get<std::string>() + "/" +
+                  offer["model_id"].get<std::string>());
   }
   EXPECT_EQ(offers.size(), 9u) << json.dump();
   EXPECT_EQ(offers.count("llm/tiny-llm"), 1u) << json.dump();
@@ -282,8 +286,8 @@ TEST_F(CliClusterTest, OrchestratorsAndErrors) {
   run = Cli(absl::StrCat("text-to-image --model nope --prompt x --out ", Path("x.png")));
   EXPECT_EQ(run.rc, 1) << run.Describe();
   EXPECT_THAT(run.err, StartsWith("error: NOT_FOUND: "));
-  run = Cli(absl::StrCat("text-to-image --model t2i-test --prompt x --height 264 --out ",
-                         Path("x.png")));
+  run = Cli(
+      absl::StrCat("text-to-image --model t2i-test --prompt x --height 264 --out ", Path("x.png")));
   EXPECT_EQ(run.rc, 1) << run.Describe();
   EXPECT_THAT(run.err, StartsWith("error: INVALID_ARGUMENT: "));
   EXPECT_THAT(run.err, HasSubstr("height"));

@@ -594,8 +594,7 @@ TEST_F(CliTest, PipelineUsageErrorsExitTwoWithoutCalling) {
   const std::string out = Path("o.png");
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"text-to-image", "--model", "m", "--out", out}, "--prompt"},
-      {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--width", "0"},
-       "--width"},
+      {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--width", "0"}, "--width"},
       {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--num-images", "99"},
        "--num-images"},
       {{"text-to-image", "--model", "m", "--prompt", "p", "--out", out, "--loras", "[1]"},
@@ -664,8 +663,8 @@ TEST_F(CliTest, TextToImageNamesSeveralOutputsAndLeavesDefaultsUnset) {
 }
 
 TEST_F(CliTest, LlmStreamsTokensAndBuildsTheConversation) {
-  EXPECT_EQ(Run({"llm", "--model", "m", "--system", "be brief", "--message", "user=hi",
-                 "--message", "assistant=hello", "--prompt", "again", "--temperature", "0"}),
+  EXPECT_EQ(Run({"llm", "--model", "m", "--system", "be brief", "--message", "user=hi", "--message",
+                 "assistant=hello", "--prompt", "again", "--temperature", "0"}),
             kExitOk)
       << err_.str();
   EXPECT_EQ(out_.str(), "Hello\n");

@@ -68,7 +68,8 @@ def forward(self, image, point_coords, point_labels, box, mask_input, multimask_
 // "<prompt>:<width>x<height>:<red of the top-left pixel>"
 constexpr const char* kImageToText = R"(
 def forward(self, image, prompt: str):
-    return prompt + ":" + str(image.size(3)) + "x" + str(image.size(2)) + ":" + str(int(image[0, 0, 0, 0]))
+    size = str(image.size(3)) + "x" + str(image.size(2))
+    return prompt + ":" + size + ":" + str(int(image[0, 0, 0, 0]))
 )";
 
 // "n=<samples> c=<channels>" of the 16 kHz mono audio it gets; "word" mode: two chunks.
@@ -146,18 +147,14 @@ std::vector<nlohmann::json> SaveTinyModels(const fs::path& dir) {
   });
   const auto entry = [&](const std::string& id, const std::string& pipeline,
                          const std::string& file, nlohmann::json options) {
-    return nlohmann::json{{"id", id},
-                          {"pipeline", pipeline},
-                          {"path", (dir / file).string()},
-                          {"warm", true},
-                          {"device", "cpu"},
-                          {"warmup_size", 16},
-                          {"options", std::move(options)}};
+    return nlohmann::json{
+        {"id", id},        {"pipeline", pipeline}, {"path", (dir / file).string()}, {"warm", true},
+        {"device", "cpu"}, {"warmup_size", 16},    {"options", std::move(options)}};
   };
   return {
-      entry("t2i-test", "text-to-image", "t2i.pt",
-            {{"max_width", 256}, {"max_height", 256}, {"default_width", 64},
-             {"default_height", 32}}),
+      entry(
+          "t2i-test", "text-to-image", "t2i.pt",
+          {{"max_width", 256}, {"max_height", 256}, {"default_width", 64}, {"default_height", 32}}),
       entry("i2i-test", "image-to-image", "i2i.pt", nlohmann::json::object()),
       entry("i2v-test", "image-to-video", "i2v.pt", {{"max_frames", 16}}),
       entry("sam2-test", "segment-anything-2", "sam2.pt", nlohmann::json::object()),

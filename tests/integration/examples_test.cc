@@ -106,10 +106,10 @@ TEST_F(ExamplesTest, Python) {
                        &log),
             1);
   EXPECT_THAT(log, HasSubstr("error: NOT_FOUND"));
-  EXPECT_EQ(RunCommand(absl::StrCat("timeout 120 ", Python(), " ", client,
-                                    " --image /nonexistent.png"),
-                       &log),
-            2);
+  EXPECT_EQ(
+      RunCommand(absl::StrCat("timeout 120 ", Python(), " ", client, " --image /nonexistent.png"),
+                 &log),
+      2);
   EXPECT_THAT(log, HasSubstr("does not exist"));
 }
 
@@ -133,9 +133,8 @@ TEST_F(ExamplesTest, Node) {
                        &log),
             1);
   EXPECT_THAT(log, HasSubstr("error: NOT_FOUND"));
-  EXPECT_EQ(RunCommand(absl::StrCat("timeout 120 node ", client, " --image /nonexistent.png"),
-                       &log),
-            2);
+  EXPECT_EQ(
+      RunCommand(absl::StrCat("timeout 120 node ", client, " --image /nonexistent.png"), &log), 2);
   EXPECT_THAT(log, HasSubstr("does not exist"));
 }
 
