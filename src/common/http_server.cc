@@ -198,7 +198,8 @@ class Session : public std::enable_shared_from_this<Session> {
         if (chunked_) absl::StrAppend(&out_, "0\r\n\r\n");
       }
     }
-    if (out_.empty()) return;
+    // The end still has to be acted on when nothing is left to send (HTTP/1.0: the close).
+    if (out_.empty() && !last) return;
     writing_ = true;
     auto data = std::make_shared<std::string>(std::move(out_));
     out_.clear();

@@ -129,6 +129,26 @@ TEST(HttpServerTest, Http10GetsTheRawStreamEndedByClosing) {
   EXPECT_EQ(r.headers["connection"], "close");
 }
 
+// The close comes well after the last data went out, so the end has nothing left to send.
+TEST(HttpServerTest, Http10StreamEndsPromptlyWhenClosedAfterEverythingWasSent) {
+  auto server = Start({{"/sse", [](const Request&, Reply reply) {
+                          auto writer = std::make_shared<StreamWriter>();
+                          Response r;
+                          r.stream = writer->state();
+                          reply(std::move(r));
+                          std::thread([writer] {
+                            writer->Write("only");
+                            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                            writer->Close();
+                          }).detach();
+                        }}});
+  ASSERT_NE(server, nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  HttpResult r = HttpRequest(server->port(), "GET", "/sse");
+  EXPECT_EQ(r.body, "only");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
 TEST(HttpServerTest, WritesFailOnceTheClientIsGone) {
   auto writer = std::make_shared<StreamWriter>();
   auto server = Start({{"/sse", [writer](const Request&, Reply reply) {
