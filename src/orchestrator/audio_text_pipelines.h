@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "runner/torch_model.h"
 #include "switchyard/v1/gateway.pb.h"
@@ -119,7 +120,13 @@ int64_t SampleToken(const std::vector<float>& logits, const SamplingParams& para
                     std::mt19937_64& rng);
 
 // Streaming text of generated ids: the text of ids[0..n) that may be emitted now, given what has
-// been emitted so far. Holds back an incomplete UTF-8 character (U+FFFD at the end).
+// been emitted so far. Holds back an incomplete UTF-8 character: U+FFFD at the end (tokenizers
+// that replace), or the first bytes of a multi-byte character (tokenizers that return bytes).
 std::string NewText(const std::string& decoded_so_far, const std::string& emitted);
+
+// `text` with every byte that is not part of a well-formed UTF-8 character replaced by U+FFFD:
+// protobuf string fields (and JSON) must be valid UTF-8, and a byte-level tokenizer's output of a
+// sampled token need not be.
+std::string ValidUtf8(absl::string_view text);
 
 }  // namespace switchyard::orchestrator

@@ -338,7 +338,7 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
     }
     if (delta.empty()) continue;
     emitted += delta;
-    if (!writer->Write(message(delta, ""))) {
+    if (!writer->Write(message(ValidUtf8(delta), ""))) {
       status = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       break;
     }
@@ -354,7 +354,7 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
       decoded.size() > emitted.size() && decoded.compare(0, emitted.size(), emitted) == 0
           ? decoded.substr(emitted.size())
           : std::string();
-  v1::LLMResponse last = message(rest, finish);
+  v1::LLMResponse last = message(ValidUtf8(rest), finish);
   FillJobInfo(context, *model->config, prompt_tokens + static_cast<int64_t>(generated.size()),
               start, last.mutable_job());
   if (!writer->Write(last)) {

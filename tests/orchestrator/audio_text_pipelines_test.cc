@@ -303,6 +303,25 @@ TEST(NewText, PrefixAndIncompleteCharacters) {
   EXPECT_EQ(NewText("hel", "hel"), "");
   EXPECT_EQ(NewText("ab\xEF\xBF\xBD", "a"), "");  // incomplete UTF-8 held back
   EXPECT_EQ(NewText("xyz", "ab"), "");
+  // Byte-level tokenizers: the first bytes of a character wait for the rest.
+  EXPECT_EQ(NewText("a\xC3", "a"), "");
+  EXPECT_EQ(NewText("a\xC3\xA9", "a"), "\xC3\xA9");
+  EXPECT_EQ(NewText("ab\xE2\x82", "a"), "b");
+  EXPECT_EQ(NewText("ab\xF0\x9F\x98", "a"), "b");
+  EXPECT_EQ(NewText("a\xC3x", "a"), "\xC3x");  // never completed: passed on (ValidUtf8 fixes it)
+}
+
+TEST(ValidUtf8, KeepsWellFormedTextAndReplacesTheRest) {
+  EXPECT_EQ(ValidUtf8("plain"), "plain");
+  EXPECT_EQ(ValidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"),
+            "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  const std::string r = "\xEF\xBF\xBD";
+  EXPECT_EQ(ValidUtf8("a\x80" "b"), "a" + r + "b");           // lone continuation byte
+  EXPECT_EQ(ValidUtf8("a\xC3"), "a" + r);                  // truncated at the end
+  EXPECT_EQ(ValidUtf8("\xC0\xAF"), r + r);                // overlong
+  EXPECT_EQ(ValidUtf8("\xED\xA0\x80"), r + r + r);       // a surrogate
+  EXPECT_EQ(ValidUtf8("\xF4\x90\x80\x80"), r + r + r + r);  // past U+10FFFF
+  EXPECT_EQ(ValidUtf8(std::string("\xFF\xFEok", 4)), r + r + "ok");
 }
 
 v1::LLMRequest Request() {
