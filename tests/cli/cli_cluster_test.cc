@@ -255,6 +255,16 @@ TEST_F(CliClusterTest, AudioAndTextPipelines) {
             json["usage"]["prompt_tokens"].get<int>() + 5);
   EXPECT_EQ(json["job"]["orchestrator"], "orch-1");
   EXPECT_EQ(json["model"], "tiny-llm");
+
+  // Sampled: the tiny model's tokens are single bytes, so sampling produces bytes that are not
+  // UTF-8 on their own. They must reach the client as valid UTF-8 text, and the stream must end.
+  for (int i = 0; i < 3; ++i) {
+    run = Cli("--json llm --model tiny-llm --prompt again --max-tokens 24 --temperature 1.5");
+    ASSERT_EQ(run.rc, 0) << run.Describe() << cluster_->Logs();
+    json = Json(run);  // nlohmann rejects invalid UTF-8
+    EXPECT_GE(json["usage"]["completion_tokens"].get<int>(), 1);
+    EXPECT_LE(json["usage"]["completion_tokens"].get<int>(), 24);
+  }
 }
 
 TEST_F(CliClusterTest, OrchestratorsAndErrors) {
