@@ -1,5 +1,7 @@
 #include "gateway/gateway_config.h"
 
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/status.h"
@@ -21,7 +23,8 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
       {"gateway_id", "listen", "static_orchestrators", "poll_interval_ms", "heartbeat_interval_ms",
        "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
        "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
-       "stream_idle_timeout_ms", "http_listen"}));
+       "stream_idle_timeout_ms", "http_listen", "api_keys_file", "registration_secret",
+       "registration_secret_file"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));
@@ -32,6 +35,34 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   SY_RETURN_IF_ERROR(root.Read("max_queued_jobs", &c.max_queued_jobs));
   SY_RETURN_IF_ERROR(root.Read("stream_idle_timeout_ms", &c.stream_idle_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("http_listen", &c.http_listen));
+  {
+    std::string keys_file, secret_file;
+    SY_RETURN_IF_ERROR(root.Read("api_keys_file", &keys_file));
+    SY_RETURN_IF_ERROR(root.Read("registration_secret", &c.registration_secret));
+    SY_RETURN_IF_ERROR(root.Read("registration_secret_file", &secret_file));
+    if (root.Has("api_keys_file") && keys_file.empty()) {
+      return root.Error("api_keys_file", "must not be empty (omit it to turn keys off)");
+    }
+    auto resolve = [&](const std::string& p) {
+      std::filesystem::path path(p);
+      return path.is_relative() && !file.empty() ? file.parent_path() / path : path;
+    };
+    if (!keys_file.empty()) c.api_keys_file = resolve(keys_file);
+    if (root.Has("registration_secret") && c.registration_secret.empty()) {
+      return root.Error("registration_secret", "must not be empty (omit it for open registration)");
+    }
+    if (!secret_file.empty()) {
+      if (!c.registration_secret.empty()) {
+        return root.Error("registration_secret_file", "give registration_secret or this, not both");
+      }
+      std::ifstream in(resolve(secret_file));
+      if (!in || !std::getline(in, c.registration_secret) || c.registration_secret.empty()) {
+        return root.Error("registration_secret_file",
+                          absl::StrCat("cannot read a secret (first line) from '",
+                                       resolve(secret_file).string(), "'"));
+      }
+    }
+  }
   if (c.stream_idle_timeout_ms < 100) return root.Error("stream_idle_timeout_ms", "must be >= 100");
   if (root.Has("attempt_timeout_ms")) {
     ConfigObject timeouts = root.Child("attempt_timeout_ms");

@@ -38,6 +38,12 @@ struct GatewayConfig {
   int64_t max_message_bytes = 256 << 20;
   std::string log_level = "info";
   std::string log_format = "text";
+  // App developers' API keys (docs/security.md); empty: no key needed (a warning at start).
+  // A relative path is taken relative to the config file.
+  std::filesystem::path api_keys_file;
+  // Orchestrators must send this on Registry.Register (docs/security.md); empty: open. From
+  // `registration_secret`, or the first line of `registration_secret_file`.
+  std::string registration_secret;
 };
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,

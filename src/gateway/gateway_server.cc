@@ -38,9 +38,23 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   std::unique_ptr<GatewayServer> s(new GatewayServer(std::move(config)));
   const auto& c = s->config_;
   s->metrics_ = std::make_unique<Metrics>("gateway");
+  if (!c.api_keys_file.empty()) {
+    auto auth = ApiKeyAuth::Create(c.api_keys_file);
+    if (!auth.ok()) return auth.status();
+    s->auth_ = *std::move(auth);
+  } else {
+    spdlog::warn(
+        "no api_keys_file configured: the gateway's API is open to anyone who can reach "
+        "it (docs/security.md)");
+  }
+  if (c.registration_secret.empty()) {
+    spdlog::warn(
+        "no registration_secret configured: any orchestrator may register "
+        "(docs/security.md)");
+  }
   s->membership_ = std::make_unique<Membership>(c.max_message_bytes);
   s->registry_ = std::make_unique<RegistryService>(c.gateway_id, c.heartbeat_interval_ms,
-                                                   s->membership_.get());
+                                                   s->membership_.get(), c.registration_secret);
   auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
   auto rng_mu = std::make_shared<std::mutex>();
   s->service_ = std::make_unique<GatewayService>(c, s->membership_.get(), [rng, rng_mu] {
@@ -50,6 +64,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
+  s->service_->set_auth(s->auth_.get());
+  s->inference_->set_auth(s->auth_.get());
 
   EnableStandardGrpcServices();
   grpc::ServerBuilder builder;
@@ -60,6 +76,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(s->metrics_->InterceptorFactory());
+    if (s->auth_) creators.push_back(s->auth_->InterceptorFactory());
     builder.experimental().SetInterceptorCreators(std::move(creators));
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
@@ -177,6 +194,8 @@ GatewayServer::~GatewayServer() { Shutdown(std::chrono::milliseconds(0)); }
 void GatewayServer::SetStaticOrchestrators(const std::vector<std::string>& addresses) {
   if (poller_) poller_->SetAddresses(addresses);
 }
+
+absl::Status GatewayServer::ReloadApiKeys() { return auth_ ? auth_->Reload() : absl::OkStatus(); }
 
 absl::Status GatewayServer::CheckHealth(std::chrono::milliseconds budget) {
   return ProbeGrpcServer(server_.get(), budget);

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
+#include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
 #include "gateway/gateway_service.h"
 #include "gateway/inference_proxy.h"
@@ -33,6 +34,9 @@ class GatewayServer {
   // SIGHUP: replaces the static orchestrator list (StaticPoller::SetAddresses); work already
   // sent to a node that is no longer listed finishes.
   void SetStaticOrchestrators(const std::vector<std::string>& addresses);
+  // SIGHUP: re-reads the API keys file; on error the old keys stay and the error is returned.
+  // OK (nothing to do) when no api_keys_file is configured.
+  absl::Status ReloadApiKeys();
   // For the systemd watchdog: the gRPC server answers a health check within `budget`.
   absl::Status CheckHealth(std::chrono::milliseconds budget);
 
@@ -46,6 +50,7 @@ class GatewayServer {
 
   GatewayConfig config_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<ApiKeyAuth> auth_;  // null: no keys file, auth off; outlives server_
   std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;

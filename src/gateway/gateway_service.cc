@@ -278,6 +278,11 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
 absl::StatusOr<RouteRequest> GatewayService::MakeRoute(grpc::CallbackServerContext* context,
                                                        const std::string& pipeline,
                                                        const std::string& model_id) const {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+    }
+  }
   RouteRequest route{pipeline, model_id, {}, config_.PriceCap(pipeline, model_id), ""};
   const auto& md = context->client_metadata();
   if (auto it = md.find("x-max-price-per-unit"); it != md.end()) {
@@ -540,6 +545,9 @@ GatewayService::TranscodeStream(grpc::CallbackServerContext* context) {
 grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
     grpc::CallbackServerContext* context, const v1::ListCapabilitiesRequest* request,
     v1::ListCapabilitiesResponse* response) {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) return FinishNow(context, st);
+  }
   auto snapshot = membership_->snapshot();
   std::map<std::pair<std::string, std::string>, v1::Capability> caps;
   for (const auto& node : snapshot->nodes) {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 
+#include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
 #include "gateway/job_metrics.h"
 #include "gateway/membership.h"
@@ -37,6 +38,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
   const JobLog* job_log() const { return &job_log_; }
   // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
   void set_job_metrics(JobMetrics* metrics) { job_metrics_ = metrics; }
+  // API key checks (may stay unset: no keys needed); set before the service takes calls.
+  void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
 
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
@@ -89,7 +92,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                             std::function<void(grpc::Status)>));
 
   // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
-  // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap.
+  // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
+  // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
+  // path, unary and streaming, passes here before any work).
   absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
                                          const std::string& pipeline,
                                          const std::string& model_id) const;
@@ -101,6 +106,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   StreamAffinity affinity_;
   JobLog job_log_;
   JobMetrics* job_metrics_ = nullptr;
+  const ApiKeyAuth* auth_ = nullptr;
   std::function<uint64_t()> random_;
 };
 

@@ -197,6 +197,9 @@ grpc::ServerUnaryReactor* InferenceProxy::ServerMetadata(
 grpc::ServerUnaryReactor* InferenceProxy::ModelReady(grpc::CallbackServerContext* context,
                                                      const inference::ModelReadyRequest* request,
                                                      inference::ModelReadyResponse* response) {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) return FinishNow(context, st);
+  }
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelReady, "ModelReady", false, config_, membership_,
                  router_);
@@ -205,6 +208,9 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelReady(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
     grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) return FinishNow(context, st);
+  }
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelMetadata, "ModelMetadata", false, config_,
                  membership_, router_);
@@ -213,6 +219,9 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext* context,
                                                      const inference::ModelInferRequest* request,
                                                      inference::ModelInferResponse* response) {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) return FinishNow(context, st);
+  }
   return Forward(context, request, response, request->model_name(),
                  &InferStub::async_interface::ModelInfer, "ModelInfer", true, config_, membership_,
                  router_);

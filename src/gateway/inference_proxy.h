@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
 #include "gateway/membership.h"
 #include "gateway/router.h"
@@ -85,6 +86,8 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   // `router` (shared with the public API) keeps node health and the retry budget: ModelInfer
   // attempts feed it and skip ejected nodes.
   InferenceProxy(const GatewayConfig& config, Membership* membership, Router* router);
+  // API key checks for the Model* methods (may stay unset); set before the proxy takes calls.
+  void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
 
   // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
@@ -112,6 +115,7 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   const GatewayConfig& config_;
   Membership* membership_;
   Router* router_;
+  const ApiKeyAuth* auth_ = nullptr;
 };
 
 }  // namespace switchyard::gateway

@@ -236,6 +236,8 @@ void ReplyGrpcError(const StubPtr& stub, const grpc::Status& status, http::Reply
 
 void ForwardRequestId(const http::Request& req, grpc::ClientContext* context) {
   if (auto id = Header(req, "x-request-id")) context->AddMetadata("x-request-id", *id);
+  // The API key travels on as gRPC metadata, so the gRPC API's one check covers HTTP too.
+  if (auto auth = Header(req, "authorization")) context->AddMetadata("authorization", *auth);
 }
 
 std::string DataUrl(const std::string& content_type, const std::string& data) {
@@ -659,8 +661,9 @@ int HttpStatusForGrpc(grpc::StatusCode code) {
     case grpc::StatusCode::UNAUTHENTICATED:
     case grpc::StatusCode::PERMISSION_DENIED:
       return 401;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:  // over an API key's quota, or queues full
+      return 429;
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return 503;
     default:

@@ -72,7 +72,8 @@ void ReplyGrpcError(const StubPtr& stub, const grpc::Status& status, http::Reply
 // 413 for an input image over the model's pixel limit (the spec lists 413 for image inputs).
 int ImageInputStatus(const grpc::Status& status);
 
-// Sends the client's X-Request-Id, if it sent one, with the call so every log line has it.
+// Sends the client's X-Request-Id, if it sent one, with the call so every log line has it, and
+// its Authorization header, so the gRPC API's API key check covers HTTP calls too.
 void ForwardRequestId(const http::Request& req, grpc::ClientContext* context);
 
 // "data:<type>;base64,<data>".

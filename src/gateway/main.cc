@@ -3,11 +3,13 @@
 
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/daemon.h"
 #include "common/logging.h"
+#include "gateway/api_keys.h"
 #include "gateway/gateway_server.h"
 
 int main(int argc, char** argv) {
@@ -18,8 +20,11 @@ int main(int argc, char** argv) {
   std::string config_path, listen, port_file, log_level, log_format, http_listen, http_port_file;
   std::vector<std::string> static_orchestrators;
   int grace_ms = 10000;
-  app.add_option("-c,--config", config_path, "JSON config file (see docs/configuration.md)")
-      ->required();
+  std::string new_api_key_id;
+  app.add_option("-c,--config", config_path, "JSON config file (see docs/configuration.md)");
+  app.add_option("--new-api-key", new_api_key_id,
+                 "Print a new random API key and its entry for the api_keys_file (with this id), "
+                 "then exit (docs/security.md)");
   app.add_option("--listen", listen, "Override `listen` (HOST:PORT; port 0 picks a free one)");
   app.add_option("--static-orchestrator", static_orchestrators,
                  "Poll this orchestrator (HOST:PORT) in addition to the config's list; repeatable");
@@ -34,6 +39,25 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  if (!new_api_key_id.empty()) {
+    auto key = gateway::NewApiKey();
+    if (!key.ok()) {
+      std::cerr << "switchyard-gateway: " << key.status().message() << "\n";
+      return 1;
+    }
+    // The key goes to the app developer once; only its hash is kept in the keys file.
+    nlohmann::json entry = {{"id", new_api_key_id},
+                            {"sha256", gateway::Sha256Hex(*key)},
+                            {"rate_per_second", 10},
+                            {"burst", 20},
+                            {"max_concurrent", 4}};
+    std::cout << "key: " << *key << "\nentry: " << entry.dump() << "\n";
+    return 0;
+  }
+  if (config_path.empty()) {
+    std::cerr << "switchyard-gateway: --config is required\n";
+    return 2;
+  }
 
   sigset_t signals = BlockTerminationSignals();
   auto config = gateway::LoadGatewayConfig(config_path);
@@ -84,6 +108,11 @@ int main(int argc, char** argv) {
         "restart)",
         list.size(), absl::StrJoin(list, ", "));
     (*server)->SetStaticOrchestrators(list);
+    // The API keys file is re-read too; a bad file keeps the old keys (and is reported).
+    if (auto st = (*server)->ReloadApiKeys(); !st.ok()) {
+      return absl::Status(st.code(),
+                          absl::StrCat("API keys not reloaded, old keys kept: ", st.message()));
+    }
     return absl::OkStatus();
   });
   spdlog::info("signal {}: draining", sig);

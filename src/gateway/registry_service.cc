@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/crypto.h>
+
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -125,10 +127,37 @@ class RegisterReactor final
   grpc::Status deferred_status_;
 };
 
+// Answers a refused registration at once, before reading anything.
+class RefusedReactor final
+    : public grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage> {
+ public:
+  explicit RefusedReactor(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+// Compares in time independent of where the strings differ, so the secret cannot be guessed
+// byte by byte from response times.
+bool SecretMatches(absl::string_view got, const std::string& want) {
+  return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
+}
+
 }  // namespace
 
 grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* RegistryService::Register(
     grpc::CallbackServerContext* context) {
+  if (!secret_.empty()) {
+    const auto& md = context->client_metadata();
+    auto it = md.find(kSecretMetadata);
+    const bool present = it != md.end();
+    if (!present ||
+        !SecretMatches(absl::string_view(it->second.data(), it->second.size()), secret_)) {
+      const std::string why = present ? "wrong registration secret"
+                                      : "no registration secret (x-switchyard-registration-secret)";
+      spdlog::warn("refused registration from {}: {}", context->peer(), why);
+      return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                             absl::StrCat("registration refused: ", why)));
+    }
+  }
   return new RegisterReactor(gateway_id_, heartbeat_interval_ms_, membership_, context->peer());
 }
 

@@ -81,7 +81,8 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   ConfigObject root(json, file.string(), "");
   SY_RETURN_IF_ERROR(root.CheckKeys(
       {"node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
-       "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log"}));
+       "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
+       "registration_secret", "registration_secrets"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
@@ -92,6 +93,24 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   }
   SY_RETURN_IF_ERROR(root.Read("gateways", &c.gateways));
   SY_RETURN_IF_ERROR(root.Read("heartbeat_ms", &c.heartbeat_ms));
+  SY_RETURN_IF_ERROR(root.Read("registration_secret", &c.registration_secret));
+  if (root.Has("registration_secret") && c.registration_secret.empty()) {
+    return root.Error("registration_secret", "must not be empty (omit it to send none)");
+  }
+  if (root.Has("registration_secrets")) {
+    ConfigObject secrets = root.Child("registration_secrets");
+    if (!secrets.json().is_object()) {
+      return secrets.Error("", "must be an object gateway address (HOST:PORT) -> secret");
+    }
+    for (const auto& [address, value] : secrets.json().items()) {
+      std::string secret;
+      SY_RETURN_IF_ERROR(secrets.Read(address, &secret));
+      if (secret.empty()) return secrets.Error(address, "must not be empty");
+      SY_RETURN_IF_ERROR(ValidateHostPort(
+          address, absl::StrCat(file.string(), ": registration_secrets key '", address, "'")));
+      c.registration_secrets[address] = secret;
+    }
+  }
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   if (c.node_id.empty()) return root.Error("node_id", "must not be empty");
   SY_RETURN_IF_ERROR(ValidateHostPort(c.listen, absl::StrCat(file.string(), ": listen")));
@@ -211,6 +230,11 @@ absl::StatusOr<OrchestratorConfig> LoadOrchestratorConfig(const std::filesystem:
   auto json = LoadJsonFile(file);
   if (!json.ok()) return json.status();
   return ParseOrchestratorConfig(json->dump(), file);
+}
+
+std::string OrchestratorConfig::RegistrationSecretFor(const std::string& address) const {
+  auto it = registration_secrets.find(address);
+  return it != registration_secrets.end() ? it->second : registration_secret;
 }
 
 }  // namespace switchyard::orchestrator

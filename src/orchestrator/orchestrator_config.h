@@ -61,6 +61,10 @@ struct OrchestratorConfig {
   std::string advertise_address;               // "" = the listen address with its bound port
   std::string http_listen = "127.0.0.1:8936";  // /healthz, /readyz, /metrics; "" disables
   std::vector<std::string> gateways;           // gateways to register with
+  // Shared secrets sent when registering (docs/security.md): by gateway address, else the
+  // default `registration_secret`; empty: none sent.
+  std::string registration_secret;
+  std::map<std::string, std::string> registration_secrets;
   int heartbeat_ms = 500;                      // load update interval on the registration stream
   int intra_op_threads = 0;                    // libtorch intra-op threads (0 = libtorch default)
   int inter_op_threads = 0;                    // libtorch inter-op threads (0 = libtorch default)
@@ -71,6 +75,9 @@ struct OrchestratorConfig {
   TranscodeConfig transcode;
   std::string log_level = "info";
   std::string log_format = "text";
+
+  // The secret to send to the gateway at `address` ("" for none).
+  std::string RegistrationSecretFor(const std::string& address) const;
 };
 
 // Parses and validates; errors name the file, the field and the reason.

@@ -20,14 +20,31 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   auto threads = runner::ConfigureTorchThreads(config.intra_op_threads, config.inter_op_threads);
   if (!threads.ok()) return threads;
   std::unique_ptr<OrchestratorServer> s(new OrchestratorServer(std::move(config)));
+  s->metrics_ = std::make_unique<Metrics>("orchestrator");
   s->models_ =
       std::make_unique<ModelManager>(s->config_.models, &s->board_, s->config_.memory_budget_mb);
+  {
+    auto* queued = &prometheus::BuildHistogram()
+                        .Name("switchyard_orchestrator_queue_seconds")
+                        .Help("Time jobs waited in a model's queue before their forward pass.")
+                        .Register(s->metrics_->registry());
+    auto* compute = &prometheus::BuildHistogram()
+                         .Name("switchyard_orchestrator_compute_seconds")
+                         .Help("Forward-pass time of the jobs a model ran (a batch's for each job).")
+                         .Register(s->metrics_->registry());
+    s->models_->SetJobObserver([queued, compute](const std::string& pipeline,
+                                                 const std::string& model, absl::Duration q,
+                                                 absl::Duration c) {
+      const prometheus::Labels labels{{"pipeline", pipeline}, {"model", model}};
+      queued->Add(labels, Metrics::LatencyBuckets()).Observe(absl::ToDoubleSeconds(q));
+      compute->Add(labels, Metrics::LatencyBuckets()).Observe(absl::ToDoubleSeconds(c));
+    });
+  }
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
   s->inference_ = std::make_unique<InferenceService>(
       s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },
       &s->board_);
 
-  s->metrics_ = std::make_unique<Metrics>("orchestrator");
   s->service_->set_transcode_realtime_histogram(
       &prometheus::BuildHistogram()
            .Name("switchyard_orchestrator_transcode_realtime_ratio")
@@ -91,7 +108,7 @@ void OrchestratorServer::Start() {
   for (const auto& gw : config_.gateways) {
     auto client = std::make_unique<RegistrationClient>(
         gw, [this] { return service_->BuildStatus(); }, &board_,
-        std::chrono::milliseconds(config_.heartbeat_ms));
+        std::chrono::milliseconds(config_.heartbeat_ms), config_.RegistrationSecretFor(gw));
     client->Start();
     registrations_.push_back(std::move(client));
   }

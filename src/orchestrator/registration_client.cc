@@ -7,11 +7,13 @@
 namespace switchyard::orchestrator {
 
 RegistrationClient::RegistrationClient(std::string gateway_address, StatusFn status,
-                                       StatusBoard* board, std::chrono::milliseconds heartbeat)
+                                       StatusBoard* board, std::chrono::milliseconds heartbeat,
+                                       std::string secret)
     : gateway_address_(std::move(gateway_address)),
       status_(std::move(status)),
       board_(board),
-      heartbeat_(heartbeat) {}
+      heartbeat_(heartbeat),
+      secret_(std::move(secret)) {}
 
 RegistrationClient::~RegistrationClient() { Stop(); }
 
@@ -58,6 +60,7 @@ void RegistrationClient::Run() {
 
 bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
   grpc::ClientContext ctx;
+  if (!secret_.empty()) ctx.AddMetadata("x-switchyard-registration-secret", secret_);
   {
     std::lock_guard<std::mutex> lock(ctx_mu_);
     if (stopping_.load()) return false;
@@ -72,7 +75,8 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
   *hello.mutable_hello() = status_();
   uint64_t seen = board_->version();
   std::thread reader;
-  if (stream->Write(hello)) {
+  const bool hello_sent = stream->Write(hello);
+  if (hello_sent) {
     reader = std::thread([&] {
       node::v1::GatewayMessage msg;
       while (stream->Read(&msg)) {
@@ -99,7 +103,9 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
       if (!stream->Write(update)) break;
     }
   }
-  ctx.TryCancel();
+  // A stream the gateway ended (the reader saw it, or the hello could not be sent) is not
+  // cancelled, so Finish returns the gateway's own status (e.g. UNAUTHENTICATED: wrong secret).
+  if (hello_sent && !broken.load()) ctx.TryCancel();
   if (reader.joinable()) reader.join();
   grpc::Status status = stream->Finish();
   {
@@ -110,6 +116,9 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
     if (acked.load()) {
       spdlog::warn("registration stream to gateway {} broke: {}", gateway_address_,
                    status.error_message());
+    } else if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+      // Not a network blip: say so where an operator looks, at every retry.
+      spdlog::warn("gateway {} refused registration: {}", gateway_address_, status.error_message());
     } else {
       spdlog::debug("gateway {} not reachable: {}", gateway_address_, status.error_message());
     }

@@ -21,8 +21,9 @@ class RegistrationClient {
  public:
   using StatusFn = std::function<node::v1::NodeStatus()>;
 
+  // A non-empty `secret` is sent on each Register stream (x-switchyard-registration-secret).
   RegistrationClient(std::string gateway_address, StatusFn status, StatusBoard* board,
-                     std::chrono::milliseconds heartbeat);
+                     std::chrono::milliseconds heartbeat, std::string secret = "");
   // Stops: cancels the stream (the gateway drops this node at once) and joins the thread.
   ~RegistrationClient();
 
@@ -39,6 +40,7 @@ class RegistrationClient {
   StatusFn status_;
   StatusBoard* board_;
   std::chrono::milliseconds heartbeat_;
+  std::string secret_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
   std::mutex ctx_mu_;

@@ -165,8 +165,14 @@ absl::Status LocalCluster::AddOrchestrator(const std::string& node_id) {
   return StartOrchestrator(node_id, true);
 }
 
+absl::Status LocalCluster::AddOrchestrator(const std::string& node_id,
+                                           const nlohmann::json& extra_config) {
+  return StartOrchestrator(node_id, true, extra_config);
+}
+
 absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
-                                             bool register_with_gateway) {
+                                             bool register_with_gateway,
+                                             const nlohmann::json& extra_config) {
   nlohmann::json models = nlohmann::json::array();
   for (size_t m = 0; m < options_.models.size(); ++m) {
     const std::string& id = options_.models[m];
@@ -187,6 +193,8 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
                         {"models", models},
                         {"transcode", {{"capacity", options_.transcode_capacity}}},
                         {"log", {{"level", "debug"}}}};
+  cfg.update(options_.orchestrator_config);
+  cfg.update(extra_config);
   fs::path cfg_path = dir_.path() / (node_id + ".json");
   fs::path port_path = dir_.path() / (node_id + ".port");
   WriteFile(cfg_path, cfg.dump(2));
@@ -223,6 +231,9 @@ absl::Status LocalCluster::WaitForOrchestrators(int n, std::chrono::milliseconds
   while (std::chrono::steady_clock::now() < end) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (!options_.api_key.empty()) {
+      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", options_.api_key));
+    }
     v1::ListCapabilitiesRequest req;
     v1::ListCapabilitiesResponse resp;
     if (stub->ListCapabilities(&ctx, req, &resp).ok()) {

@@ -69,6 +69,10 @@ struct ClusterOptions {
   nlohmann::json gateway_config = nlohmann::json::object();
   // More gateways sharing the orchestrators (each orchestrator registers with every gateway).
   int extra_gateways = 0;
+  // Extra orchestrator config fields (e.g. registration_secret), merged over the defaults.
+  nlohmann::json orchestrator_config = nlohmann::json::object();
+  // API key the cluster's own calls (WaitForOrchestrators) send, for gateways with api_keys_file.
+  std::string api_key;
 };
 
 class LocalCluster {
@@ -81,6 +85,8 @@ class LocalCluster {
   absl::Status Start(const ClusterOptions& options);
   // Starts one more orchestrator registered with the gateway (does not wait for it to join).
   absl::Status AddOrchestrator(const std::string& node_id);
+  // The same with `extra_config` merged over ClusterOptions::orchestrator_config.
+  absl::Status AddOrchestrator(const std::string& node_id, const nlohmann::json& extra_config);
 
   // Waits until the gateway lists exactly `n` orchestrators.
   absl::Status WaitForOrchestrators(int n, std::chrono::milliseconds timeout);
@@ -99,7 +105,8 @@ class LocalCluster {
   std::string Logs() const;
 
  private:
-  absl::Status StartOrchestrator(const std::string& node_id, bool register_with_gateway);
+  absl::Status StartOrchestrator(const std::string& node_id, bool register_with_gateway,
+                                 const nlohmann::json& extra_config = nlohmann::json::object());
 
   TempDir dir_;
   ClusterOptions options_;

@@ -1,0 +1,87 @@
+// API keys for app developers: a JSON file of hashed keys, each with a rate limit (token bucket)
+// and a concurrency quota (jobs in flight). See docs/security.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace switchyard::gateway {
+
+struct ApiKeyEntry {
+  std::string id;              // names the key in logs and errors; never the key itself
+  std::string sha256;          // lowercase hex SHA-256 of the key
+  double rate_per_second = 0;  // sustained requests per second; 0: unlimited
+  double burst = 0;            // bucket size; defaults to max(1, rate_per_second)
+  int max_concurrent = 0;      // jobs (calls) in flight at once; 0: unlimited
+};
+
+// Lowercase hex SHA-256 (OpenSSL libcrypto).
+std::string Sha256Hex(absl::string_view data);
+// A new random key: "sy_" and 64 hex digits (256 bits from the OpenSSL CSPRNG). Keys this long
+// and random need no salt: a salt slows guessing of low-entropy passwords, and a 256-bit key
+// cannot be guessed, so a plain SHA-256 lets the gateway look a key up in one step.
+absl::StatusOr<std::string> NewApiKey();
+
+// Parses {"keys": [{"id", "sha256", "rate_per_second", "burst", "max_concurrent"}]}; errors name
+// the file and the field ("keys.json: keys[1].sha256: ...").
+absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(const std::string& json_text,
+                                                      const std::filesystem::path& file);
+absl::StatusOr<std::vector<ApiKeyEntry>> LoadApiKeys(const std::filesystem::path& file);
+
+// Thread-safe; admits a call for a presented key or says why not.
+class ApiKeyStore {
+ public:
+  using Clock = std::function<absl::Time()>;
+  explicit ApiKeyStore(Clock clock = [] { return absl::Now(); }) : clock_(std::move(clock)) {}
+
+  // Holds one concurrency slot of a key; gives it back when destroyed, also across reloads.
+  class Lease {
+   public:
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    const std::string& key_id() const { return key_id_; }
+
+   private:
+    friend class ApiKeyStore;
+    struct State;
+    Lease(std::shared_ptr<State> state, std::string key_id)
+        : state_(std::move(state)), key_id_(std::move(key_id)) {}
+    std::shared_ptr<State> state_;
+    std::string key_id_;
+  };
+
+  // Replaces the keys. A key id kept across the swap keeps its bucket and its calls in flight
+  // (so a reload neither refills buckets nor forgets running jobs); new limits apply at once.
+  void Replace(const std::vector<ApiKeyEntry>& entries);
+
+  // UNAUTHENTICATED for a missing or unknown key; RESOURCE_EXHAUSTED naming the quota
+  // ("rate limit" or "concurrency quota") when over it. The lease must live as long as the call.
+  absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view presented_key);
+
+  // Calls in flight for a key id (-1 if unknown), for tests and metrics.
+  int InFlight(const std::string& key_id) const;
+  size_t size() const;
+
+ private:
+  struct Key {
+    ApiKeyEntry entry;
+    std::shared_ptr<Lease::State> state;
+  };
+  Clock clock_;
+  mutable std::mutex mu_;
+  std::map<std::string, Key> by_hash_;  // sha256 -> key; guarded by mu_
+};
+
+}  // namespace switchyard::gateway
