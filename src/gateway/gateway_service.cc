@@ -275,6 +275,13 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
       affinity_(absl::Milliseconds(config.stream_idle_timeout_ms), kMaxTrackedStreams),
       random_(random) {}
 
+grpc::ServerUnaryReactor* GatewayService::RefuseUnauthorized(
+    grpc::CallbackServerContext* context) const {
+  if (auth_ == nullptr) return nullptr;
+  grpc::Status st = auth_->Check(context);
+  return st.ok() ? nullptr : FinishNow(context, std::move(st));
+}
+
 absl::StatusOr<RouteRequest> GatewayService::MakeRoute(grpc::CallbackServerContext* context,
                                                        const std::string& pipeline,
                                                        const std::string& model_id) const {
@@ -323,6 +330,7 @@ grpc::ServerUnaryReactor* GatewayService::Route(
 grpc::ServerUnaryReactor* GatewayService::Upscale(grpc::CallbackServerContext* context,
                                                   const v1::UpscaleRequest* request,
                                                   v1::ImageResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
   return Route(context, request, response, "upscale", request->model_id(),
                &Stub::async_interface::Upscale);
@@ -419,6 +427,7 @@ void GatewayService::CloseSessionOn(const std::string& node_id, const std::strin
 grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext* context,
                                                     const v1::TranscodeRequest* request,
                                                     v1::TranscodeResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (auto st = CheckSegment(*request); !st.ok()) return FinishNow(context, std::move(st));
   auto route = MakeRoute(context, "transcode", "libx264");
   if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
@@ -611,6 +620,7 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
 grpc::ServerUnaryReactor* GatewayService::TextToImage(grpc::CallbackServerContext* context,
                                                       const v1::TextToImageRequest* request,
                                                       v1::ImageResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->prompt().empty()) return Invalid(context, "prompt is required");
   return Route(context, request, response, "text-to-image", request->model_id(),
                &Stub::async_interface::TextToImage);
@@ -619,6 +629,7 @@ grpc::ServerUnaryReactor* GatewayService::TextToImage(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GatewayService::ImageToImage(grpc::CallbackServerContext* context,
                                                        const v1::ImageToImageRequest* request,
                                                        v1::ImageResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
   return Route(context, request, response, "image-to-image", request->model_id(),
                &Stub::async_interface::ImageToImage);
@@ -627,6 +638,7 @@ grpc::ServerUnaryReactor* GatewayService::ImageToImage(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* GatewayService::ImageToVideo(grpc::CallbackServerContext* context,
                                                        const v1::ImageToVideoRequest* request,
                                                        v1::VideoResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
   return Route(context, request, response, "image-to-video", request->model_id(),
                &Stub::async_interface::ImageToVideo);
@@ -635,6 +647,7 @@ grpc::ServerUnaryReactor* GatewayService::ImageToVideo(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* GatewayService::AudioToText(grpc::CallbackServerContext* context,
                                                       const v1::AudioToTextRequest* request,
                                                       v1::TextResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->audio().empty()) return Invalid(context, "audio is required");
   return Route(context, request, response, "audio-to-text", request->model_id(),
                &Stub::async_interface::AudioToText);
@@ -643,6 +656,7 @@ grpc::ServerUnaryReactor* GatewayService::AudioToText(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GatewayService::SegmentAnything2(
     grpc::CallbackServerContext* context, const v1::SegmentAnything2Request* request,
     v1::MasksResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
   return Route(context, request, response, "segment-anything-2", request->model_id(),
                &Stub::async_interface::SegmentAnything2);
@@ -651,6 +665,7 @@ grpc::ServerUnaryReactor* GatewayService::SegmentAnything2(
 grpc::ServerUnaryReactor* GatewayService::ImageToText(grpc::CallbackServerContext* context,
                                                       const v1::ImageToTextRequest* request,
                                                       v1::ImageToTextResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->image().empty()) return Invalid(context, "image is required (PNG or JPEG bytes)");
   return Route(context, request, response, "image-to-text", request->model_id(),
                &Stub::async_interface::ImageToText);
@@ -659,6 +674,7 @@ grpc::ServerUnaryReactor* GatewayService::ImageToText(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerContext* context,
                                                        const v1::TextToSpeechRequest* request,
                                                        v1::AudioResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
   if (request->text().empty()) return Invalid(context, "text is required");
   return Route(context, request, response, "text-to-speech", request->model_id(),
                &Stub::async_interface::TextToSpeech);

@@ -91,6 +91,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
       void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
                                             std::function<void(grpc::Status)>));
 
+  // The API key check's refusal, answered at once, or null when the call may go on. Unary methods
+  // ask first, so a caller without a valid key learns nothing from validation errors.
+  grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
   // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
   // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
   // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job

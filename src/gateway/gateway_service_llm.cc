@@ -280,7 +280,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
 
 grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackServerContext* context,
                                                                const v1::LLMRequest* request) {
-  if (request->model().empty()) {
+  // The API key check first (MakeRoute's), so a caller without a valid key learns nothing else.
+  auto route = MakeRoute(context, "llm", request->model());
+  if (request->model().empty() && route.ok()) {
     class Invalid final : public grpc::ServerWriteReactor<v1::LLMResponse> {
      public:
       Invalid() {
@@ -291,7 +293,6 @@ grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackSer
     };
     return new Invalid();
   }
-  auto route = MakeRoute(context, "llm", request->model());
   if (!route.ok()) {
     class Refused final : public grpc::ServerWriteReactor<v1::LLMResponse> {
      public:

@@ -110,12 +110,18 @@ TEST(AuthTest, ApiKeysQuotasReloadAndRegistrationSecret) {
   grpc::Status ok = upscale(key, "authorization");
   EXPECT_TRUE(ok.ok()) << ok.error_message() << cluster.Logs();
   EXPECT_TRUE(upscale(key, "x-api-key").ok());
+  {  // the key is checked before the request: an empty one is refused, not called invalid
+    v1::UpscaleRequest empty;
+    v1::ImageResponse resp;
+    auto ctx = Ctx("", "");
+    EXPECT_EQ(stub->Upscale(ctx.get(), empty, &resp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
 
   // Streaming RPCs are checked too: LLM (server streaming) and KServe.
   {
     auto ctx = Ctx("", "");
-    v1::LLMRequest req;
-    req.set_model("any-llm");
+    v1::LLMRequest req;  // no model either: the key is checked first
     auto reader = stub->LLM(ctx.get(), req);
     v1::LLMResponse chunk;
     while (reader->Read(&chunk)) {
