@@ -170,11 +170,19 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::LoadModel(
                           absl::StrCat("warm-up inference failed: ", out.status().message()));
     }
   }
-  auto executor = runner::ModelExecutor::Create(
-      *model, {.instances = config.instances,
-               .queue_size = config.queue_size,
-               .max_batch_size = config.max_batch_size,
-               .max_queue_delay = absl::Milliseconds(config.max_queue_delay_ms)});
+  runner::ModelExecutor::Options options;
+  options.instances = config.instances;
+  options.queue_size = config.queue_size;
+  options.max_batch_size = config.max_batch_size;
+  options.max_queue_delay = absl::Milliseconds(config.max_queue_delay_ms);
+  runner::ModelExecutor::JobRunObserver on_job_run;
+  if (job_observer_) {
+    on_job_run = [observer = job_observer_, pipeline = config.pipeline, id = config.id](
+                     absl::Duration queued, absl::Duration compute) {
+      observer(pipeline, id, queued, compute);
+    };
+  }
+  auto executor = runner::ModelExecutor::Create(*model, options, std::move(on_job_run));
   if (!executor.ok()) return executor.status();
   spdlog::info("model {} ready on {} ({}, {} of weights) in {:.0f} ms", config.id,
                (*model)->device().str(), config.path.string(), Mb(*measured_bytes),

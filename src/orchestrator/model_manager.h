@@ -78,7 +78,14 @@ class ModelManager {
   // Bytes the loaded models use on `device` (by their estimates or measurements).
   int64_t MemoryInUse(const std::string& device) const;
 
+  // Told, for every job a model's executor runs, its queue wait and compute time (for metrics).
+  // Set before LoadWarmModels; applies to executors created after.
+  using JobObserver = std::function<void(const std::string& pipeline, const std::string& model_id,
+                                         absl::Duration queued, absl::Duration compute)>;
+  void SetJobObserver(JobObserver observer) { job_observer_ = std::move(observer); }
+
  private:
+  JobObserver job_observer_;
   struct Entry {
     ModelConfig config;
     // An immutable copy of `config` that Find hands out; replaced (and the old one retired, not

@@ -53,13 +53,14 @@ class OrchestratorServer {
 
   OrchestratorConfig config_;
   StatusBoard board_;
+  // Before models_: executor threads report job timings into it until models_ is destroyed.
+  std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ModelManager> models_;
   std::unique_ptr<OrchestratorService> service_;
   std::unique_ptr<InferenceService> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
-  std::unique_ptr<Metrics> metrics_;
   http::ServerPtr http_;
   std::mutex scrape_mu_;
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> model_gauges_;

@@ -236,11 +236,12 @@ std::optional<int64_t> TorchModel::IntAttribute(const std::string& name) const {
   }
 }
 
-ModelExecutor::ModelExecutor(TorchModelPtr model, Options options)
-    : model_(std::move(model)), options_(options) {}
+ModelExecutor::ModelExecutor(TorchModelPtr model, Options options, JobRunObserver on_job_run)
+    : model_(std::move(model)), options_(options), on_job_run_(std::move(on_job_run)) {}
 
 absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(TorchModelPtr model,
-                                                                     Options options) {
+                                                                     Options options,
+                                                                     JobRunObserver on_job_run) {
   if (model == nullptr) return absl::InvalidArgumentError("executor needs a model");
   if (options.instances < 1) return absl::InvalidArgumentError("instances must be >= 1");
   if (options.queue_size < 0) return absl::InvalidArgumentError("queue_size must be >= 0");
@@ -248,7 +249,8 @@ absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(TorchModelP
   if (options.max_queue_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("max_queue_delay must be >= 0");
   }
-  std::unique_ptr<ModelExecutor> executor(new ModelExecutor(std::move(model), options));
+  std::unique_ptr<ModelExecutor> executor(
+      new ModelExecutor(std::move(model), options, std::move(on_job_run)));
   for (int i = 0; i < options.instances; ++i) {
     executor->threads_.emplace_back([raw = executor.get()] { raw->Loop(); });
   }
@@ -421,13 +423,22 @@ void ModelExecutor::RunBatch(std::vector<Job>& batch) {
   if (live.empty()) return;
   passes_.fetch_add(1);
   jobs_run_.fetch_add(static_cast<int64_t>(live.size()));
+  const absl::Time started = absl::Now();
+  auto report = [&] {
+    if (!on_job_run_) return;
+    const absl::Duration compute = absl::Now() - started;
+    for (const Job& job : live) on_job_run_(started - job.enqueued, compute);
+  };
   if (live.size() == 1) {
-    Complete(live[0], model_->Run(std::move(live[0].inputs)));
+    ValueResult result = model_->Run(std::move(live[0].inputs));
+    report();
+    Complete(live[0], std::move(result));
     return;
   }
   std::vector<at::Tensor> parts;
   for (auto& job : live) parts.push_back(job.inputs[0].toTensor());
   absl::StatusOr<at::Tensor> out = model_->Forward(at::cat(parts, 0));
+  report();
   if (out.ok() && (out->dim() < 1 || out->size(0) != static_cast<int64_t>(live.size()))) {
     out = absl::InvalidArgumentError(
         absl::StrCat(model_->path().filename().string(), ": batched forward returned ",

@@ -101,12 +101,16 @@ class ModelExecutor {
     int max_batch_size = 1;  // 1 disables batching
     absl::Duration max_queue_delay = absl::ZeroDuration();  // wait for a batch to fill
   };
+  // Told, for every job that ran, how long it waited in the queue and how long its forward pass
+  // took (a batch's pass counts for each of its jobs). Called on the executor's threads.
+  using JobRunObserver = std::function<void(absl::Duration queued, absl::Duration compute)>;
   using Inputs = std::vector<c10::IValue>;
   using Result = absl::StatusOr<at::Tensor>;
   using ValueResult = absl::StatusOr<c10::IValue>;
 
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(TorchModelPtr model,
-                                                               Options options);
+                                                               Options options,
+                                                               JobRunObserver on_job_run = {});
   // Signals the threads, fails every queued job with UNAVAILABLE, and joins.
   ~ModelExecutor();
 
@@ -139,12 +143,13 @@ class ModelExecutor {
   struct Job {
     Inputs inputs;
     bool batchable = false;
+    absl::Time enqueued = absl::Now();
     absl::Time deadline;
     std::shared_ptr<std::atomic<bool>> cancelled;
     std::function<void(ValueResult)> done;
   };
 
-  ModelExecutor(TorchModelPtr model, Options options);
+  ModelExecutor(TorchModelPtr model, Options options, JobRunObserver on_job_run);
   absl::Status Enqueue(Job job);
   void Loop();
   // Moves queued jobs that can share a batch with `batch.front()` into `batch`.
@@ -154,6 +159,7 @@ class ModelExecutor {
 
   TorchModelPtr model_;
   Options options_;
+  const JobRunObserver on_job_run_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);

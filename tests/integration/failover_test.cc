@@ -217,6 +217,15 @@ TEST(FailoverTest, JobsWaitAtTheGatewayWhenEveryNodeIsBusyAndTheQueueIsBounded) 
                           "pipeline=\"upscale\"} 5"),
               std::string::npos)
         << m.body;
+    // And the orchestrator's queue and compute time per model.
+    HttpResult om = HttpRequest(cluster.orchestrator(0).http_port(), "GET", "/metrics");
+    ASSERT_EQ(om.status, 200);
+    for (const char* family : {"queue_seconds", "compute_seconds"}) {
+      EXPECT_NE(om.body.find(absl::StrCat("switchyard_orchestrator_", family,
+                                          "_count{model=\"esrgan-slim-x4\",pipeline=\"upscale\"} ")),
+                std::string::npos)
+          << family << "\n" << om.body;
+    }
   }
 
   // 12 at once: beyond the node's 2 and the gateway's 3, jobs are refused with

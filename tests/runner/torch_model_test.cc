@@ -412,6 +412,37 @@ TEST_F(ModelExecutorTest, RunsJobs) {
   EXPECT_TRUE(torch::equal(*result, torch::tensor({3.0f})));
 }
 
+TEST_F(ModelExecutorTest, ReportsQueueAndComputeTimeOfEveryJobThatRan) {
+  auto model = Build("double", kDouble);
+  ASSERT_NE(model, nullptr);
+  std::mutex mu;
+  std::vector<std::pair<absl::Duration, absl::Duration>> seen;
+  auto executor = ModelExecutor::Create(
+      model, {.instances = 1, .queue_size = 4}, [&](absl::Duration queued, absl::Duration compute) {
+        std::lock_guard<std::mutex> lock(mu);
+        seen.emplace_back(queued, compute);
+      });
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  for (int i = 0; i < 3; ++i) {
+    auto future = (*executor)->Submit(torch::tensor({1.0f * i}), Far(), nullptr);
+    ASSERT_TRUE(future.ok()) << future.status();
+    ASSERT_EQ(future->wait_for(kWait), std::future_status::ready);
+    ASSERT_TRUE(future->get().ok());
+  }
+  // A job cancelled while queued never ran: not reported.
+  auto cancelled = std::make_shared<std::atomic<bool>>(true);
+  auto dropped = (*executor)->Submit(torch::tensor({9.0f}), Far(), cancelled);
+  ASSERT_TRUE(dropped.ok());
+  ASSERT_EQ(dropped->wait_for(kWait), std::future_status::ready);
+  EXPECT_EQ(dropped->get().status().code(), absl::StatusCode::kCancelled);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(seen.size(), 3u);
+  for (const auto& [queued, compute] : seen) {
+    EXPECT_GE(queued, absl::ZeroDuration());
+    EXPECT_GT(compute, absl::ZeroDuration());
+  }
+}
+
 TEST_F(ModelExecutorTest, ForwardErrorsComeBackAsStatus) {
   auto model = Build("mm", R"(
 def forward(self, x):
