@@ -17,6 +17,7 @@
 //   build/bin/transcode_bench [--segments 8] [--rounds 2] [--concurrency 1,2] [--threads 1]
 //                             [--ffmpeg ffmpeg] [--work-dir DIR] [--keep]
 //                             [--cli-defaults] [--split-ladder]   (informational rows)
+//                             [--serial-renditions]   (ours without parallel rendition threads)
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -147,6 +148,7 @@ struct Bench {
   std::string ffmpeg;
   fs::path dir;
   int segments = 8;
+  bool serial_renditions = false;  // ours: TranscodeOptions.parallel_renditions = false
   std::vector<fs::path> sources;
 
   fs::path Source(int i) const { return sources[static_cast<size_t>(i)]; }
@@ -245,6 +247,7 @@ struct Bench {
     sy::orchestrator::TranscodeOptions options;
     options.container = "mpegts";
     options.encoder_threads = threads;
+    options.parallel_renditions = !serial_renditions;
     const std::string segment = ReadFile(Source(i));
     auto result = sy::orchestrator::TranscodeSegment(segment, ladder, options);
     if (!result.ok()) {
@@ -386,12 +389,17 @@ int main(int argc, char** argv) {
   app.add_flag("--split-ladder", split_ladder,
                "Also time, for information, each rendition in its own thread with its own "
                "TranscodeSegment call (one decode per rendition), at concurrency 1");
+  bool serial_renditions = false;
+  app.add_flag("--serial-renditions", serial_renditions,
+               "Ours encodes a segment's renditions one after another on one thread (the "
+               "transcoder before parallel renditions), for comparison");
   app.add_option("--only", only, "Time one side only, no PSNR (for profiling)")
       ->check(CLI::IsMember({"both", "ours", "cli"}));
   CLI11_PARSE(app, argc, argv);
 
   Bench b;
   b.segments = segments;
+  b.serial_renditions = serial_renditions;
   b.ffmpeg = FindExecutable(ffmpeg_name);
   if (b.ffmpeg.empty()) {
     std::cerr << "transcode_bench: the ffmpeg CLI (\"" << ffmpeg_name

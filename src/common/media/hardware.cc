@@ -1,5 +1,7 @@
 #include "common/media/hardware.h"
 
+#include <dlfcn.h>
+
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavutil/buffer.h>
@@ -80,6 +82,10 @@ const VideoHardware& ProbeVideoHardware() {
 AVBufferRef* SharedCudaDevice() {
   // Deliberately never freed: decoders hold references until the process exits.
   static AVBufferRef* const device = [] {
+    // No NVIDIA driver, no device: asked without one, FFmpeg logs errors on every process start.
+    void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (driver == nullptr) return static_cast<AVBufferRef*>(nullptr);
+    dlclose(driver);
     InitFfmpeg();
     AVBufferRef* raw = nullptr;
     if (av_hwdevice_ctx_create(&raw, AV_HWDEVICE_TYPE_CUDA, nullptr, nullptr, 0) < 0) {
