@@ -81,6 +81,8 @@ struct TranscodeOptions {
   int64_t sequence = 0;
   double segment_seconds = 2.0;  // transcode-file only
   bool intra_only = false;
+  std::string audio_codec;  // "" (gateway default: copy), "copy" or "aac"
+  int64_t audio_bitrate_bps = 0;
 };
 
 }  // namespace
@@ -278,6 +280,7 @@ void PrepareContext(const GlobalOptions& global, grpc::ClientContext& context) {
       std::chrono::duration<double>(global.timeout_seconds));
   context.set_deadline(std::chrono::system_clock::now() + timeout);
   context.AddMetadata(kRequestIdMetadataKey, global.request_id);
+  if (!global.api_key.empty()) context.AddMetadata("authorization", "Bearer " + global.api_key);
 }
 
 int ReportRpcError(const GlobalOptions& global, const grpc::Status& status, std::ostream& err) {
@@ -479,6 +482,8 @@ int RunTranscode(const GlobalOptions& global, const TranscodeOptions& options, s
   for (v1::Rendition& r : *ladder) *request.add_renditions() = std::move(r);
   request.set_container(options.container);
   request.set_stream_id(options.stream_id);
+  request.set_audio_codec(options.audio_codec);
+  request.set_audio_bitrate_bps(options.audio_bitrate_bps);
   request.set_sequence(options.sequence);
 
   v1::TranscodeResponse response;
@@ -626,6 +631,8 @@ int RunTranscodeFile(const GlobalOptions& global, const TranscodeOptions& option
           for (const v1::Rendition& r : *ladder) *request.add_renditions() = r;
           request.set_container("mpegts");
           request.set_stream_id(options.stream_id);
+          request.set_audio_codec(options.audio_codec);
+          request.set_audio_bitrate_bps(options.audio_bitrate_bps);
         }
         if (!stream->Write(request)) return absl::UnavailableError("the stream closed");
         v1::TranscodeStreamResponse response;
@@ -787,6 +794,9 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   app.add_flag("--json", global.json, "Print machine-readable JSON on stdout");
   app.add_option("--request-id", global.request_id,
                  "Request id sent as x-request-id metadata (random when not given)");
+  app.add_option("--api-key", global.api_key,
+                 "API key for a gateway that requires one (sent as authorization: Bearer)")
+      ->envname("SWITCHYARD_API_KEY");
 
   CLI::App* caps_cmd = app.add_subcommand(
       "capabilities", "List the pipelines, models, capacity and prices the cluster offers now");
@@ -828,6 +838,12 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   tc_cmd->add_option("--profile", transcode.profile, "H.264 profile (gateway default: main)")
       ->check(CLI::IsMember({"baseline", "main", "high"}));
   tc_cmd->add_flag("--intra-only", transcode.intra_only, "Every frame a keyframe (ignores --gop)");
+  tc_cmd->add_option("--audio", transcode.audio_codec,
+                     "Audio in the renditions: copy, or aac to re-encode (gateway default: copy)")
+      ->check(CLI::IsMember({"copy", "aac"}));
+  tc_cmd->add_option("--audio-bitrate", transcode.audio_bitrate_bps,
+                     "AAC bitrate in bit/s with --audio aac (default 128000)")
+      ->check(CLI::Range(int64_t{8000}, int64_t{512000}));
   tc_cmd->add_option("--gop", transcode.gop_seconds,
                      "Keyframe interval in seconds (0: encoder default, 2 s)");
   tc_cmd->add_option("--fps", transcode.fps,
@@ -862,6 +878,12 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
       ->check(CLI::IsMember({"baseline", "main", "high"}));
   tf_cmd->add_flag("--intra-only", transcode_file.intra_only,
                    "Every frame a keyframe (ignores --gop)");
+  tf_cmd->add_option("--audio", transcode_file.audio_codec,
+                     "Audio in the renditions: copy, or aac to re-encode (gateway default: copy)")
+      ->check(CLI::IsMember({"copy", "aac"}));
+  tf_cmd->add_option("--audio-bitrate", transcode_file.audio_bitrate_bps,
+                     "AAC bitrate in bit/s with --audio aac (default 128000)")
+      ->check(CLI::Range(int64_t{8000}, int64_t{512000}));
   tf_cmd->add_option("--gop", transcode_file.gop_seconds,
                      "Keyframe interval in seconds (0: encoder default, 2 s)");
   tf_cmd->add_option("--fps", transcode_file.fps,

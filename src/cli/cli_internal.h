@@ -31,6 +31,7 @@ struct GlobalOptions {
   double timeout_seconds = 120;
   bool json = false;
   std::string request_id;
+  std::string api_key;  // --api-key / SWITCHYARD_API_KEY; empty: none sent
 };
 
 // "'text'", for paths and names in messages.

@@ -110,6 +110,19 @@ TEST(AuthTest, ApiKeysQuotasReloadAndRegistrationSecret) {
   grpc::Status ok = upscale(key, "authorization");
   EXPECT_TRUE(ok.ok()) << ok.error_message() << cluster.Logs();
   EXPECT_TRUE(upscale(key, "x-api-key").ok());
+  {  // The CLI sends --api-key (or SWITCHYARD_API_KEY) as a bearer token.
+    const std::string cli = absl::StrCat(BinaryPath("switchyard").string(), " --gateway ",
+                                         cluster.gateway_address(), " capabilities 2>&1");
+    std::string out;
+    EXPECT_EQ(RunCommand(cli, &out), 1) << out;
+    EXPECT_TRUE(absl::StrContains(out, "UNAUTHENTICATED")) << out;
+    EXPECT_EQ(RunCommand(absl::StrCat(BinaryPath("switchyard").string(), " --api-key ", key,
+                                      " --gateway ", cluster.gateway_address(), " capabilities"),
+                         &out),
+              0)
+        << out;
+    EXPECT_EQ(RunCommand("SWITCHYARD_API_KEY=" + key + " " + cli, &out), 0) << out;
+  }
   {  // the key is checked before the request: an empty one is refused, not called invalid
     v1::UpscaleRequest empty;
     v1::ImageResponse resp;

@@ -279,7 +279,7 @@ TEST_F(TranscodeStreamTest, TheCliTranscodesAWholeFileThroughAStream) {
       RunCommand(BinaryPath("switchyard").string() + " --gateway " + cluster_.gateway_address() +
                      " --timeout 120 --json transcode-file --in " + input.string() + " --out " +
                      out_dir.string() + " --rendition small=0x60:200k --rendition 0x44:100k" +
-                     " --segment-seconds 2 --preset ultrafast",
+                     " --segment-seconds 2 --preset ultrafast --audio aac --audio-bitrate 64000",
                  &log);
   ASSERT_EQ(rc, 0) << log << cluster_.Logs();
   auto json = nlohmann::json::parse(log, nullptr, false);
@@ -296,6 +296,8 @@ TEST_F(TranscodeStreamTest, TheCliTranscodesAWholeFileThroughAStream) {
     ASSERT_TRUE(probe.ok) << probe.error;
     EXPECT_EQ(probe.frames, 150);
     EXPECT_EQ(probe.height, r["height"].get<int>());
+    // --audio aac: the input's AAC re-encoded, and still there in every segment.
+    EXPECT_GT(ProbePacketDts(tmp_, data, "ts", "a:0").size(), 200u);
   }
   EXPECT_TRUE(std::filesystem::exists(out_dir / "small.ts"));
   EXPECT_TRUE(std::filesystem::exists(out_dir / "44p.ts"));
