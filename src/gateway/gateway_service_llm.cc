@@ -40,13 +40,14 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
  public:
   LlmRelay(grpc::CallbackServerContext* context, const v1::LLMRequest& request,
            const GatewayConfig& config, Membership* membership, Router* router, RouteRequest route,
-           std::string request_id)
+           std::string request_id, JobMetrics* job_metrics)
       : context_(context),
         request_(request),
         config_(config),
         membership_(membership),
         router_(router),
         request_id_(std::move(request_id)),
+        job_metrics_(job_metrics),
         route_(std::move(route)) {
     router_->RecordJob();
     StartAttempt();
@@ -247,6 +248,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   std::optional<grpc::Status> TakeFinishLocked(grpc::Status status) {
     if (finished_) return std::nullopt;
     finished_ = true;
+    if (job_metrics_ != nullptr) {
+      job_metrics_->RecordJob("llm", route_.model_id, status.error_code(), absl::Now() - start_);
+    }
     return status;
   }
 
@@ -257,6 +261,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   Router* router_;
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
+  JobMetrics* const job_metrics_;  // the service's, or null
 
   std::mutex mu_;
   RouteRequest route_;  // guarded by mu_ after construction
@@ -302,7 +307,7 @@ grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackSer
     return new Refused(ToGrpcStatus(route.status()));
   }
   return new LlmRelay(context, *request, config_, membership_, &router_, *std::move(route),
-                      LlmRequestId(context, random_()));
+                      LlmRequestId(context, random_()), job_metrics_);
 }
 
 }  // namespace switchyard::gateway

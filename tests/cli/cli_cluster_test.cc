@@ -20,6 +20,7 @@
 #include "cli/tiny_models.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::testing {
@@ -265,6 +266,11 @@ TEST_F(CliClusterTest, AudioAndTextPipelines) {
     EXPECT_GE(json["usage"]["completion_tokens"].get<int>(), 1);
     EXPECT_LE(json["usage"]["completion_tokens"].get<int>(), 24);
   }
+  // LLM streams are counted in the gateway's job metrics like unary jobs.
+  HttpResult metrics = HttpRequest(cluster_->gateway().http_port(), "GET", "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.body, HasSubstr("switchyard_gateway_jobs_total{code=\"OK\",model=\"tiny-llm\","
+                                      "pipeline=\"llm\"} 5"));
 }
 
 TEST_F(CliClusterTest, OrchestratorsAndErrors) {
