@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -18,6 +20,26 @@ namespace fs = std::filesystem;
 
 fs::path BinaryPath(const std::string& name) { return fs::path(SWITCHYARD_BIN_DIR) / name; }
 fs::path ModelDir() { return fs::path(SWITCHYARD_MODEL_DIR); }
+
+double TimeScale() {
+  static const double scale = [] {
+    const char* value = std::getenv("SWITCHYARD_TEST_TIME_SCALE");
+    if (value == nullptr || *value == '\0') return 1.0;
+    char* end = nullptr;
+    const double parsed = std::strtod(value, &end);
+    if (end == value || *end != '\0' || !(parsed >= 1.0 && parsed <= 100.0)) {
+      std::fprintf(stderr, "SWITCHYARD_TEST_TIME_SCALE='%s': expected a number from 1 to 100\n",
+                   value);
+      std::abort();
+    }
+    return parsed;
+  }();
+  return scale;
+}
+
+std::chrono::milliseconds Scaled(std::chrono::milliseconds bound) {
+  return std::chrono::milliseconds(static_cast<int64_t>(bound.count() * TimeScale()));
+}
 
 absl::Status Daemon::Start(const std::string& binary, const std::vector<std::string>& args) {
   std::vector<std::string> argv_storage{binary};
@@ -54,7 +76,7 @@ absl::Status Daemon::WaitForHttpPort(const fs::path& port_file, std::chrono::mil
 
 absl::Status Daemon::ReadPortFile(const fs::path& port_file, std::chrono::milliseconds timeout,
                                   int* out) {
-  auto end = std::chrono::steady_clock::now() + timeout;
+  auto end = std::chrono::steady_clock::now() + Scaled(timeout);
   while (std::chrono::steady_clock::now() < end) {
     std::ifstream in(port_file);
     int port = 0;
@@ -95,7 +117,7 @@ int Daemon::Stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGCONT);
   ::kill(pid_, SIGTERM);
-  auto end = std::chrono::steady_clock::now() + grace;
+  auto end = std::chrono::steady_clock::now() + Scaled(grace);
   while (std::chrono::steady_clock::now() < end) {
     int status = 0;
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
@@ -226,11 +248,11 @@ std::string LocalCluster::orchestrator_address(size_t i) const {
 
 absl::Status LocalCluster::WaitForOrchestrators(int n, std::chrono::milliseconds timeout) {
   auto stub = GatewayStub();
-  auto end = std::chrono::steady_clock::now() + timeout;
+  auto end = std::chrono::steady_clock::now() + Scaled(timeout);
   int seen = -1;
   while (std::chrono::steady_clock::now() < end) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ctx.set_deadline(std::chrono::system_clock::now() + Scaled(std::chrono::seconds(2)));
     if (!options_.api_key.empty()) {
       ctx.AddMetadata("authorization", absl::StrCat("Bearer ", options_.api_key));
     }
