@@ -145,7 +145,7 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   ConfigObject tc = root.Child("transcode");
   SY_RETURN_IF_ERROR(tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit",
                                    "encoder_threads", "session_idle_timeout_ms",
-                                   "parallel_renditions", "hw_decode"}));
+                                   "parallel_renditions", "hw_decode", "hw_encode", "gpu_scale"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
@@ -156,6 +156,12 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   if (c.transcode.hw_decode != "auto" && c.transcode.hw_decode != "cuda" &&
       c.transcode.hw_decode != "none") {
     return tc.Error("hw_decode", "must be \"auto\", \"cuda\" or \"none\"");
+  }
+  SY_RETURN_IF_ERROR(tc.Read("hw_encode", &c.transcode.hw_encode));
+  SY_RETURN_IF_ERROR(tc.Read("gpu_scale", &c.transcode.gpu_scale));
+  if (c.transcode.hw_encode != "auto" && c.transcode.hw_encode != "nvenc" &&
+      c.transcode.hw_encode != "none") {
+    return tc.Error("hw_encode", "must be \"auto\", \"nvenc\" or \"none\"");
   }
   SY_RETURN_IF_ERROR(tc.Read("session_idle_timeout_ms", &c.transcode.session_idle_timeout_ms));
   if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");

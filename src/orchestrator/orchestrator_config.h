@@ -52,6 +52,8 @@ struct TranscodeConfig {
   int encoder_threads = 1;    // libx264 threads per rendition
   bool parallel_renditions = true;  // encode a segment's renditions on a thread each
   std::string hw_decode = "auto";   // auto | cuda | none (TranscodeOptions::hw_decode)
+  std::string hw_encode = "auto";   // auto | nvenc | none (TranscodeOptions::hw_encode)
+  bool gpu_scale = true;            // TranscodeOptions::gpu_scale
 };
 
 struct OrchestratorConfig {

@@ -88,13 +88,20 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
           s->config_.file.string(), ": transcode.hw_decode is \"cuda\" but this machine has no "
           "CUDA device FFmpeg can open (", hw.detail, "); use \"auto\" or \"none\""));
     }
+    if (s->config_.transcode.hw_encode == "nvenc" && !hw.nvenc_h264) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          s->config_.file.string(), ": transcode.hw_encode is \"nvenc\" but this machine has no "
+          "NVENC encoder that opens (", hw.detail, "); use \"auto\" or \"none\""));
+    }
     if (names.empty()) {
       spdlog::info("video hardware: none, transcoding in software ({})", hw.detail);
     } else {
-      // Decoding uses NVDEC when hw_decode allows; encoding stays libx264 (NOT FINISHED: NVENC
-      // encoding and GPU scaling), which is also what an H100/H200 (no NVENC) needs.
-      spdlog::info("video hardware: {} (decode on the GPU: {}){}{}", absl::StrJoin(names, ", "),
+      // NVDEC decodes when hw_decode allows, NVENC encodes when hw_encode allows and the GPU has
+      // one (an H100/H200 has none: libx264 there).
+      spdlog::info("video hardware: {} (decode on the GPU: {}, encode on the GPU: {}){}{}",
+                   absl::StrJoin(names, ", "),
                    s->config_.transcode.hw_decode == "none" ? "off" : "on",
+                   s->config_.transcode.hw_encode != "none" && hw.nvenc_h264 ? "on" : "off",
                    hw.detail.empty() ? "" : "; ", hw.detail);
     }
     s->service_->set_hardware(names);

@@ -122,6 +122,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   options.encoder_threads = config_.transcode.encoder_threads;
   options.parallel_renditions = config_.transcode.parallel_renditions;
   options.hw_decode = config_.transcode.hw_decode;
+  options.hw_encode = config_.transcode.hw_encode;
+  options.gpu_scale = config_.transcode.gpu_scale;
   if (!request->audio_codec().empty()) options.audio_codec = request->audio_codec();
   if (request->audio_bitrate_bps() != 0) options.audio_bitrate_bps = request->audio_bitrate_bps();
   if (!request->container().empty()) {
@@ -191,15 +193,16 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   auto* job = response->mutable_job();
   job->set_request_id(rid);
   job->set_orchestrator(config_.node_id);
-  job->set_model_id("libx264");
+  job->set_model_id(result->hardware_encoded ? "h264_nvenc" : "libx264");
   job->set_units(pixels);
   job->set_price_per_unit(config_.transcode.price_per_unit);
   job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
   if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
     transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
   }
-  spdlog::info("[{}] transcode {} frames ({} decode) -> {} renditions in {:.0f} ms", rid,
-               result->input_frames, result->hardware_decoded ? "GPU" : "software",
+  spdlog::info("[{}] transcode {} frames ({} decode, {} encode) -> {} renditions in {:.0f} ms",
+               rid, result->input_frames, result->hardware_decoded ? "GPU" : "software",
+               result->hardware_encoded ? "NVENC" : "libx264",
                response->renditions_size(), job->compute_ms());
   return grpc::Status::OK;
 }

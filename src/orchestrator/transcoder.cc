@@ -13,11 +13,14 @@
 #include <thread>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/media/audio_encoder.h"
 #include "common/media/ffmpeg_util.h"
+#include "common/media/filter_scaler.h"
 #include "common/media/hardware.h"
 
 extern "C" {
@@ -41,6 +44,12 @@ struct Scaler {
   int range = -1;
   int dst_width = 0;
   int dst_height = 0;
+  // GPU-decoded frames: scale_cuda + download (media::FilterScaler), remade when the frames, their
+  // surfaces' pool or the output size change. After it failed to build once, frames go to memory
+  // and through `sws` instead.
+  media::FilterScalerPtr gpu;
+  const void* gpu_frames_ctx = nullptr;  // identity of the pool `gpu` was made for
+  bool gpu_failed = false;
 };
 
 struct StreamState {
@@ -211,6 +220,18 @@ bool CudaDecodes(const AVCodec* codec) {
       return true;
     }
   }
+}
+
+// NVENC's presets p1 (fastest) .. p7 (best) for the x264 preset names a rendition uses.
+const char* NvencPreset(const std::string& x264_preset) {
+  static constexpr std::pair<const char*, const char*> kMap[] = {
+      {"ultrafast", "p1"}, {"superfast", "p1"}, {"veryfast", "p2"}, {"faster", "p3"},
+      {"fast", "p4"},      {"medium", "p5"},    {"slow", "p6"},     {"slower", "p7"},
+      {"veryslow", "p7"}};
+  for (const auto& [x264, nvenc] : kMap) {
+    if (x264_preset == x264) return nvenc;
+  }
+  return "p4";
 }
 
 // get_format for a decoder given a CUDA device: the GPU format when the hwaccel takes the stream,
@@ -385,7 +406,12 @@ class SegmentTranscoder {
   bool HasVideoKeyframe();
   absl::Status PrepareAudioFilters();
   absl::Status SetUpRendition(Rendition& r);
-  absl::Status OpenEncoder(Rendition& r);
+  // Whether a GPU-decoded frame is scaled on the GPU: gpu_scale on, 8-bit 4:2:0 surfaces and
+  // limited range (what scale_cuda converts to yuv420p without a colour change).
+  bool ScalesOnGpu(const AVFrame* frame) const;
+  absl::StatusOr<AvFramePtr> ScaleOnGpu(Rendition& r, AVFrame* src);
+  absl::Status OpenEncoder(Rendition& r);  // NVENC or libx264, as options_.hw_encode says
+  absl::Status OpenEncoderWith(Rendition& r, const char* encoder_name);
   absl::Status OpenMuxer(Rendition& r);
   absl::Status ReadAll();
   absl::Status Decode(const AVPacket* packet);
@@ -439,6 +465,7 @@ class SegmentTranscoder {
   AvFramePtr frame_;
   AvFramePtr gpu_frame_;  // frame_ copied from GPU memory, when decoded there
   bool hardware_decoded_ = false;
+  std::atomic<bool> hardware_encoded_{false};  // written by rendition threads
   AvPacketPtr packet_;
   AvPacketPtr out_packet_;
   std::vector<std::unique_ptr<Rendition>> renditions_;
@@ -490,6 +517,17 @@ absl::Status SegmentTranscoder::ValidateOptions() {
   if (options_.hw_decode == "cuda" && media::SharedCudaDevice() == nullptr) {
     return absl::FailedPreconditionError(
         "hw_decode: \"cuda\" asked for, but this machine has no CUDA device FFmpeg can open");
+  }
+  if (options_.hw_encode.empty()) options_.hw_encode = "auto";
+  if (options_.hw_encode != "auto" && options_.hw_encode != "nvenc" &&
+      options_.hw_encode != "none") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hw_encode: must be \"auto\", \"nvenc\" or \"none\"; got \"", options_.hw_encode, "\""));
+  }
+  if (options_.hw_encode == "nvenc" && !media::ProbeVideoHardware().nvenc_h264) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "hw_encode: \"nvenc\" asked for, but this machine has no NVENC encoder that opens (",
+        media::ProbeVideoHardware().detail, ")"));
   }
   if (options_.audio_codec.empty()) options_.audio_codec = "copy";
   if (options_.audio_codec != "copy" && options_.audio_codec != "aac") {
@@ -639,6 +677,9 @@ absl::Status SegmentTranscoder::OpenVideo() {
     decoder->hw_device_ctx = av_buffer_ref(media::SharedCudaDevice());
     if (decoder->hw_device_ctx == nullptr) return absl::ResourceExhaustedError("out of memory");
     decoder->get_format = PickCudaFormat;
+    // Scaling on the GPU, renditions hold references to decoded surfaces (their queues, the fps
+    // converter's pending frame): room in the pool for them beyond the decoder's own.
+    decoder->extra_hw_frames = static_cast<int>(renditions_.size()) * 6 + 2;
   } else if (options_.hw_decode == "cuda") {
     return absl::FailedPreconditionError(absl::StrCat("hw_decode: \"cuda\" asked for, but ",
                                                       codec->name, " cannot decode on CUDA here"));
@@ -859,9 +900,33 @@ absl::Status SegmentTranscoder::SetUpRendition(Rendition& r) {
   return OpenMuxer(r);
 }
 
+bool SegmentTranscoder::ScalesOnGpu(const AVFrame* frame) const {
+  if (!options_.gpu_scale || frame->hw_frames_ctx == nullptr) return false;
+  const auto* frames = reinterpret_cast<const AVHWFramesContext*>(frame->hw_frames_ctx->data);
+  return (frames->sw_format == AV_PIX_FMT_NV12 || frames->sw_format == AV_PIX_FMT_YUV420P) &&
+         frame->color_range != AVCOL_RANGE_JPEG;
+}
+
 absl::Status SegmentTranscoder::OpenEncoder(Rendition& r) {
-  const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
-  if (codec == nullptr) return absl::InternalError("the libx264 encoder is not available");
+  if (options_.hw_encode != "none" && media::ProbeVideoHardware().nvenc_h264) {
+    absl::Status nvenc = OpenEncoderWith(r, "h264_nvenc");
+    if (nvenc.ok()) {
+      hardware_encoded_ = true;
+      return nvenc;
+    }
+    if (options_.hw_encode == "nvenc") return nvenc;
+    // "auto": e.g. the GPU's concurrent NVENC sessions are all taken; libx264 does the job.
+    spdlog::warn("{}; encoding this rendition with libx264", std::string(nvenc.message()));
+  }
+  return OpenEncoderWith(r, "libx264");
+}
+
+absl::Status SegmentTranscoder::OpenEncoderWith(Rendition& r, const char* encoder_name) {
+  const bool nvenc = std::string_view(encoder_name) == "h264_nvenc";
+  const AVCodec* codec = avcodec_find_encoder_by_name(encoder_name);
+  if (codec == nullptr) {
+    return absl::InternalError(absl::StrCat("the ", encoder_name, " encoder is not available"));
+  }
   r.encoder.reset(avcodec_alloc_context3(codec));
   AVCodecContext* enc = r.encoder.get();
   if (enc == nullptr) return absl::ResourceExhaustedError("cannot allocate an encoder");
@@ -889,17 +954,29 @@ absl::Status SegmentTranscoder::OpenEncoder(Rendition& r) {
     enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;  // mp4 keeps SPS/PPS in the sample description
   }
   AVDictionary* opts = nullptr;
-  av_dict_set(&opts, "preset", r.spec.preset.c_str(), 0);
   av_dict_set(&opts, "profile", r.spec.profile.c_str(), 0);
   av_dict_set(&opts, "forced-idr", "1", 0);
-  // Keyframes exactly every gop frames, so renditions stay aligned.
-  av_dict_set(&opts, "x264-params",
-              r.spec.intra_only ? "scenecut=0:keyint=1:bframes=0" : "scenecut=0", 0);
+  if (nvenc) {
+    // NOT RUN on a GPU with NVENC by our tests (none was available); the software path is the
+    // tested one. Same contract: IDR first, keyframes exactly every gop frames, no scene cuts.
+    av_dict_set(&opts, "preset", NvencPreset(r.spec.preset), 0);
+    av_dict_set(&opts, "rc", "vbr", 0);
+    av_dict_set(&opts, "no-scenecut", "1", 0);
+    av_dict_set(&opts, "strict_gop", "1", 0);
+    if (r.spec.intra_only) enc->gop_size = 0;  // h264_nvenc: 0 is intra-only, every frame IDR
+    enc->thread_count = 0;
+  } else {
+    av_dict_set(&opts, "preset", r.spec.preset.c_str(), 0);
+    // Keyframes exactly every gop frames, so renditions stay aligned.
+    av_dict_set(&opts, "x264-params",
+                r.spec.intra_only ? "scenecut=0:keyint=1:bframes=0" : "scenecut=0", 0);
+  }
   const int ret = avcodec_open2(enc, codec, &opts);
   av_dict_free(&opts);
   if (ret < 0) {
-    return absl::InternalError(
-        absl::StrCat("rendition ", r.index, ": cannot open libx264: ", AvErrorString(ret)));
+    r.encoder.reset();
+    return absl::InternalError(absl::StrCat("rendition ", r.index, ": cannot open ", encoder_name,
+                                            ": ", AvErrorString(ret)));
   }
   return absl::OkStatus();
 }
@@ -992,7 +1069,40 @@ absl::Status SegmentTranscoder::OpenMuxer(Rendition& r) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<AvFramePtr> SegmentTranscoder::ScaleOnGpu(Rendition& r, AVFrame* src) {
+  internal::Scaler& sc = *r.scaler;
+  const void* pool = src->hw_frames_ctx != nullptr ? src->hw_frames_ctx->data : nullptr;
+  if (!sc.gpu_failed && (!sc.gpu || !sc.gpu->Accepts(src) || sc.gpu_frames_ctx != pool ||
+                         sc.gpu->out_width() != r.width || sc.gpu->out_height() != r.height)) {
+    sc.gpu.reset();
+    auto made = media::FilterScaler::Create(
+        {.width = src->width, .height = src->height, .format = src->format,
+         .hw_frames_ctx = src->hw_frames_ctx},
+        r.width, r.height);
+    if (made.ok()) {
+      sc.gpu = std::move(*made);
+      sc.gpu_frames_ctx = pool;
+      ++r.scalers_created;
+    } else {
+      // E.g. an FFmpeg built without CUDA filters: the frames go through memory instead.
+      spdlog::warn("rendition {}: no GPU scaling ({}); scaling on the CPU", r.index,
+                   std::string(made.status().message()));
+      sc.gpu_failed = true;
+    }
+  }
+  if (sc.gpu) return sc.gpu->Scale(src);
+  AvFramePtr memory(av_frame_alloc());
+  if (!memory) return absl::ResourceExhaustedError("cannot allocate a frame");
+  if (int err = av_hwframe_transfer_data(memory.get(), src, 0); err < 0) {
+    return absl::InternalError(
+        absl::StrCat("copying a GPU-decoded frame to memory failed: ", AvErrorString(err)));
+  }
+  av_frame_copy_props(memory.get(), src);
+  return Scale(r, memory.get());
+}
+
 absl::StatusOr<AvFramePtr> SegmentTranscoder::Scale(Rendition& r, AVFrame* src) {
+  if (src->format == AV_PIX_FMT_CUDA) return ScaleOnGpu(r, src);
   const auto src_format = static_cast<AVPixelFormat>(src->format);
   const bool full_range = src->color_range == AVCOL_RANGE_JPEG || IsFullRange(src_format);
   if (src->width == r.width && src->height == r.height && src_format == AV_PIX_FMT_YUV420P &&
@@ -1281,7 +1391,11 @@ absl::Status SegmentTranscoder::Decode(const AVPacket* packet) {
       continue;
     }
     AVFrame* frame = frame_.get();
-    if (frame->format == AV_PIX_FMT_CUDA) {
+    if (frame->format == AV_PIX_FMT_CUDA && ScalesOnGpu(frame)) {
+      // Decoded on the GPU and scaled there by each rendition (ScaleOnGpu): only the scaled
+      // pictures come to memory.
+      hardware_decoded_ = true;
+    } else if (frame->format == AV_PIX_FMT_CUDA) {
       // Decoded on the GPU: copy to system memory (NV12) for the scalers and libx264.
       if (!gpu_frame_) gpu_frame_.reset(av_frame_alloc());
       if (!gpu_frame_) return absl::ResourceExhaustedError("cannot allocate a frame");
@@ -1568,6 +1682,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   TranscodeResult result;
   result.input_frames = input_frames_;
   result.hardware_decoded = hardware_decoded_;
+  result.hardware_encoded = hardware_encoded_.load();
   result.duration_seconds = std::max<int64_t>(0, end_ts_ - first_ts_) * av_q2d(video_->time_base);
   if (state_ != nullptr) {
     state_->resolved.clear();

@@ -40,6 +40,7 @@ struct TranscodeResult {
   int64_t input_frames = 0;                 // video frames decoded
   double duration_seconds = 0;              // input video duration
   bool hardware_decoded = false;            // the video was decoded on the GPU
+  bool hardware_encoded = false;            // at least one rendition was encoded with NVENC
 };
 
 struct TranscodeOptions {
@@ -59,8 +60,20 @@ struct TranscodeOptions {
   // Video decoding: "auto" decodes on the GPU (NVDEC through a CUDA device) when this machine has
   // one and the codec supports it, else in software; "cuda" requires the GPU (FAILED_PRECONDITION
   // without one); "none" always decodes in software. Decoded frames are copied to system memory
-  // and scaled there (scaling on the GPU is NOT FINISHED: this FFmpeg use has no libavfilter).
+  // and scaled there unless gpu_scale.
   std::string hw_decode = "auto";
+  // GPU-decoded frames (8-bit 4:2:0, limited range) are scaled on the GPU (libavfilter's
+  // scale_cuda) and only the scaled pictures copied to memory for the encoder; false copies every
+  // full-size frame to memory and scales it with swscale. Falls back to that by itself when the
+  // GPU filter cannot be built.
+  bool gpu_scale = true;
+  // Video encoding: "auto" encodes with NVENC (h264_nvenc) when this machine's GPU has it (found
+  // by opening a session at start, media::ProbeVideoHardware) and falls back to libx264 for a
+  // rendition whose NVENC session does not open (consumer GPUs limit concurrent sessions);
+  // "nvenc" requires it (FAILED_PRECONDITION without, INTERNAL if a session does not open);
+  // "none" always uses libx264. H100/H200 have NVDEC but no NVENC: "auto" gives libx264 there.
+  // The x264 preset maps onto NVENC's p1..p7; frames reach NVENC from system memory.
+  std::string hw_encode = "auto";
   int64_t audio_bitrate_bps = 128'000;
   // Bounds that keep hostile inputs (huge frame counts, timestamps with gaps that fps conversion
   // would fill with duplicates) from turning into unbounded work: INVALID_ARGUMENT beyond them.

@@ -303,7 +303,7 @@ TEST(OrchestratorConfigTest, TranscodeRanges) {
   };
   const Case cases[] = {{"capacity", 0},        {"capacity", -3},       {"max_renditions", 0},
                         {"max_renditions", 17}, {"price_per_unit", -1}, {"encoder_threads", -1},
-                        {"encoder_threads", 65}, {"hw_decode", "vaapi"},
+                        {"encoder_threads", 65}, {"hw_decode", "vaapi"}, {"hw_encode", "qsv"},
                         {"parallel_renditions", "yes"}};
   for (const auto& c : cases) {
     Json j = FullConfig();

@@ -824,6 +824,63 @@ TEST_F(TranscoderTest, HardwareDecodeWhenPresentSoftwareOtherwise) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("hw_decode"));
 }
 
+// hw_encode: "none" encodes with libx264; "auto" uses NVENC when the GPU has one (not an
+// H100/H200) and libx264 otherwise (then the outputs are the same bytes as "none"); "nvenc"
+// insists. On an NVENC machine the outputs keep the contract: IDR first, exact GOP, DTS rising.
+TEST_F(TranscoderTest, HardwareEncodeWhenPresentLibx264Otherwise) {
+  const std::string& input = Segment();
+  RenditionSpec gop = Spec(160, 120, 20, 1);
+  gop.gop_seconds = 0.5;
+  RenditionSpec intra = Spec(96, 72);
+  intra.intra_only = true;
+  const std::vector<RenditionSpec> ladder = {gop, intra};
+  TranscodeOptions software;
+  software.hw_encode = "none";
+  TranscodeResult sw = TranscodeOk(input, ladder, software);
+  EXPECT_FALSE(sw.hardware_encoded);
+
+  TranscodeOptions automatic;  // the default
+  EXPECT_EQ(automatic.hw_encode, "auto");
+  TranscodeResult au = TranscodeOk(input, ladder, automatic);
+  TranscodeOptions nvenc;
+  nvenc.hw_encode = "nvenc";
+  auto forced = TranscodeSegment(input, ladder, nvenc);
+  if (!media::ProbeVideoHardware().nvenc_h264) {
+    EXPECT_FALSE(au.hardware_encoded);
+    for (size_t i = 0; i < ladder.size(); ++i) {
+      EXPECT_TRUE(au.renditions[i].data == sw.renditions[i].data) << i;
+    }
+    EXPECT_EQ(forced.status().code(), absl::StatusCode::kFailedPrecondition) << forced.status();
+    EXPECT_THAT(std::string(forced.status().message()), HasSubstr("NVENC"));
+  } else {
+    EXPECT_TRUE(au.hardware_encoded);
+    ASSERT_TRUE(forced.ok()) << forced.status();
+    EXPECT_TRUE(forced->hardware_encoded);
+    for (const TranscodeResult* result : {&au, &*forced}) {
+      for (size_t i = 0; i < ladder.size(); ++i) {
+        const RenditionOutput& out = result->renditions[i];
+        EXPECT_EQ(out.frames, sw.renditions[i].frames) << i;
+        CheckOutput(out, "nvenc");
+        std::string error;
+        auto frames = ProbeFrames(dir_, out.data, "ts", &error);
+        ASSERT_FALSE(frames.empty()) << error;
+        EXPECT_EQ(frames[0].pict_type, "I") << i;
+        int keyframes = 0;
+        for (const auto& f : frames) keyframes += f.key_frame ? 1 : 0;
+        const int expected = i == 0 ? static_cast<int>((out.frames + 9) / 10)
+                                    : static_cast<int>(out.frames);
+        EXPECT_EQ(keyframes, expected) << i;
+      }
+    }
+  }
+
+  TranscodeOptions bad;
+  bad.hw_encode = "qsv";
+  auto status = TranscodeSegment(input, ladder, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("hw_encode"));
+}
+
 TEST_F(TranscoderTest, ExactFrameCountsAt30And60FpsAndPassthrough) {
   struct Case {
     std::string fps;

@@ -14,11 +14,6 @@ extern "C" {
 namespace switchyard::media {
 namespace {
 
-struct AvBufferUnref {
-  void operator()(AVBufferRef* b) const { av_buffer_unref(&b); }
-};
-using AvBufferPtr = std::unique_ptr<AVBufferRef, AvBufferUnref>;
-
 void Note(std::string* detail, const std::string& what) {
   absl::StrAppend(detail, detail->empty() ? "" : "; ", what);
 }
@@ -26,11 +21,9 @@ void Note(std::string* detail, const std::string& what) {
 VideoHardware Probe() {
   InitFfmpeg();
   VideoHardware hw;
-  AVBufferRef* raw = nullptr;
-  int ret = av_hwdevice_ctx_create(&raw, AV_HWDEVICE_TYPE_CUDA, nullptr, nullptr, 0);
-  AvBufferPtr device(raw);
-  if (ret < 0) {
-    Note(&hw.detail, absl::StrCat("no CUDA device: ", AvErrorString(ret)));
+  // The process's one CUDA context (also what decoders use); none without an NVIDIA driver.
+  if (SharedCudaDevice() == nullptr) {
+    Note(&hw.detail, "no CUDA device (no NVIDIA driver, or FFmpeg cannot open a device)");
     return hw;
   }
   hw.cuda = true;
@@ -54,7 +47,7 @@ VideoHardware Probe() {
   enc->time_base = AVRational{1, 30};
   enc->framerate = AVRational{30, 1};
   enc->bit_rate = 500000;
-  ret = avcodec_open2(enc.get(), nvenc, nullptr);
+  const int ret = avcodec_open2(enc.get(), nvenc, nullptr);
   if (ret < 0) {
     Note(&hw.detail, absl::StrCat("h264_nvenc does not open: ", AvErrorString(ret)));
   } else {
