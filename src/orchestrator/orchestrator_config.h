@@ -22,7 +22,8 @@ inline constexpr const char* kPipelines[] = {"upscale",
                                              "segment-anything-2",
                                              "llm",
                                              "image-to-text",
-                                             "text-to-speech"};
+                                             "text-to-speech",
+                                             "live-video-to-video"};
 
 struct ModelConfig {
   std::string id;               // model id as clients name it, e.g. "esrgan-slim-x4"

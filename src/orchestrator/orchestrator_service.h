@@ -49,6 +49,11 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   grpc::Status ImageToText(grpc::ServerContext* context, const v1::ImageToTextRequest* request,
                            v1::ImageToTextResponse* response) override;
 
+  // Live video-to-video, one segment of a stream (orchestrator_service_live.cc).
+  grpc::Status LiveVideoSegment(grpc::ServerContext* context,
+                                const v1::LiveVideoSegmentRequest* request,
+                                v1::LiveVideoSegmentResponse* response) override;
+
   // Audio and text pipelines (orchestrator_service_audio_text.cc).
   grpc::Status AudioToText(grpc::ServerContext* context, const v1::AudioToTextRequest* request,
                            v1::TextResponse* response) override;
