@@ -160,8 +160,9 @@ absl::Status GatewayServer::StartHttp() {
     }
   });
   // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
-  std::map<std::string, http::Handler> routes =
-      LivepeerApiRoutes(server_->InProcessChannel(grpc::ChannelArguments()));
+  auto channel = server_->InProcessChannel(grpc::ChannelArguments());
+  live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel));
+  std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_);
   AddOperatorRoutes(
       metrics_.get(),
       [this] {
@@ -221,3 +222,4 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
 }
 
 }  // namespace switchyard::gateway
+  if (live_) live_->Stop();  // each session says why it ended, then its thread is joined

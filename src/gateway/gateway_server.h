@@ -18,6 +18,7 @@
 #include "gateway/gateway_config.h"
 #include "gateway/gateway_service.h"
 #include "gateway/inference_proxy.h"
+#include "gateway/live_video.h"
 #include "gateway/membership.h"
 #include "gateway/registry_service.h"
 #include "gateway/static_poller.h"
@@ -62,6 +63,8 @@ class GatewayServer {
   http::ServerPtr http_;  // after server_: destroyed first
   std::mutex scrape_mu_;
   // (pipeline, model, state) -> gauge of switchyard_gateway_model_offers.
+  // /live-video-to-video sessions, stopped at Shutdown (before the gRPC server they call).
+  std::shared_ptr<LiveVideoSessions> live_;
   std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> offer_gauges_;
   bool shut_down_ = false;
   // Drops registered orchestrators that stopped sending heartbeats (node_timeout_ms).

@@ -33,6 +33,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>* TranscodeStream(
       grpc::CallbackServerContext* context) override;
   // The router, shared with the KServe proxy so both feed one view of node health.
+  // One segment of a live video-to-video stream: routed with the stream's affinity like
+  // Transcode's segments, retried elsewhere on node failures.
+  grpc::ServerUnaryReactor* LiveVideoSegment(grpc::CallbackServerContext* context,
+                                             const v1::LiveVideoSegmentRequest* request,
+                                             v1::LiveVideoSegmentResponse* response) override;
   Router* router() { return &router_; }
   // Finished jobs and recent failures of the unary pipelines, for the status page.
   const JobLog* job_log() const { return &job_log_; }

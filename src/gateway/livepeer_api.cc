@@ -1,5 +1,7 @@
 #include "gateway/livepeer_api.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -14,6 +16,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "gateway/live_video.h"
 #include "gateway/livepeer_api_internal.h"
 
 namespace switchyard::gateway {
@@ -646,6 +650,94 @@ void ServeMedia(const std::shared_ptr<Store>& store, const http::Request& req, h
   reply(std::move(r));
 }
 
+// Validates the request, checks that some orchestrator offers the model (503 otherwise), starts
+// a session (live_video.h) and answers at once with its URLs and request id.
+void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessions>& sessions,
+                      const http::Request& req, http::Reply reply) {
+  auto p = ReadJson(req, reply);
+  if (!p) return;
+  LiveVideoParams lp;
+  auto url = [&](const char* name, bool required) -> std::string {
+    auto v = p->Str(name, required);
+    if (!v || (v->empty() && !required)) return "";
+    if (auto u = ParseHttpUrl(*v); !u.ok()) {
+      p->Fail(name, absl::StrCat("Value error, ", name, " ", u.status().message()),
+              "value_error");
+      return "";
+    }
+    // The session appends "/<seq>" itself.
+    return std::string(absl::StripSuffix(*v, "/"));
+  };
+  lp.subscribe_url = url("subscribe_url", true);
+  lp.publish_url = url("publish_url", true);
+  lp.control_url = url("control_url", false);
+  lp.events_url = url("events_url", false);
+  if (auto v = p->Str("model_id", true)) {
+    if (v->empty()) {
+      p->Fail("model_id", "Value error, model_id must name a live-video-to-video model",
+              "value_error");
+    }
+    lp.model_id = *v;
+  }
+  if (const Json* params = p->Raw("params")) {
+    if (!params->is_object()) {
+      p->Fail("params", "Input should be a valid dictionary", "dict_type");
+    } else {
+      lp.params = params->dump(-1, ' ', false, Json::error_handler_t::replace);
+    }
+  }
+  std::string gateway_request_id;
+  if (auto v = p->Str("gateway_request_id")) gateway_request_id = *v;
+  if (auto v = p->Str("manifest_id")) lp.manifest_id = *v;
+  if (auto v = p->Str("stream_id")) lp.stream_id = *v;
+  if (lp.stream_id.size() > 128) {
+    p->Fail("stream_id", "String should have at most 128 characters", "string_too_long");
+  }
+  if (!p->ok()) return reply(p->Error());
+  {
+    static std::mutex mu;
+    static std::mt19937_64 rng{std::random_device{}()};
+    std::lock_guard<std::mutex> lock(mu);
+    lp.request_id = absl::StrCat("live-", absl::Hex(rng(), absl::kZeroPad16));
+  }
+  if (lp.stream_id.empty()) lp.stream_id = lp.request_id;
+  if (auto auth = Header(req, "authorization")) lp.authorization = *auth;
+  spdlog::info("[{}] /live-video-to-video model '{}' stream '{}' (gateway_request_id '{}', "
+               "manifest_id '{}')",
+               lp.request_id, lp.model_id, lp.stream_id, gateway_request_id, lp.manifest_id);
+  // Capacity first: some orchestrator must offer the model, or the session could never run.
+  auto call = std::make_shared<UnaryCall<v1::ListCapabilitiesRequest, v1::ListCapabilitiesResponse>>();
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  ForwardRequestId(req, &call->context);
+  stub->async()->ListCapabilities(
+      &call->context, &call->request, &call->response,
+      [call, sessions, lp = std::move(lp), reply = std::move(reply)](grpc::Status status) mutable {
+        if (!status.ok()) {
+          return reply(HttpError(HttpStatusForGrpc(status.error_code()), status.error_message()));
+        }
+        bool offered = false;
+        for (const auto& cap : call->response.capabilities()) {
+          offered = offered || (cap.pipeline() == "live-video-to-video" &&
+                                cap.model_id() == lp.model_id && cap.orchestrators() > 0);
+        }
+        if (!offered) {
+          return reply(HttpError(
+              503, absl::StrCat("no orchestrator available: none offers live-video-to-video "
+                                "model '",
+                                lp.model_id, "'")));
+        }
+        Json out = {{"subscribe_url", lp.subscribe_url}, {"publish_url", lp.publish_url},
+                    {"control_url", lp.control_url},     {"events_url", lp.events_url},
+                    {"request_id", lp.request_id},       {"manifest_id", lp.manifest_id}};
+        if (absl::Status st = sessions->Start(std::move(lp)); !st.ok()) {
+          return reply(HttpError(
+              HttpStatusForGrpc(static_cast<grpc::StatusCode>(st.code())),
+              std::string(st.message())));
+        }
+        reply(http::Json(200, out.dump(-1, ' ', false, Json::error_handler_t::replace)));
+      });
+}
+
 }  // namespace
 }  // namespace livepeer
 
@@ -671,7 +763,8 @@ int HttpStatusForGrpc(grpc::StatusCode code) {
   }
 }
 
-std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway) {
+std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway,
+                                                       std::shared_ptr<LiveVideoSessions> live) {
   using livepeer::StubPtr;
   auto stub = StubPtr(v1::Gateway::NewStub(gateway));
   auto store = std::make_shared<livepeer::Store>();
@@ -699,11 +792,11 @@ std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Cha
   routes["/stream/*"] = [store](const http::Request& req, http::Reply reply) {
     livepeer::ServeMedia(store, req, std::move(reply));
   };
-  // Live video-to-video needs the trickle streaming protocol, which this gateway does not speak.
-  routes["/live-video-to-video"] = [](const http::Request&, http::Reply reply) {
-    reply(livepeer::HttpError(501,
-                              "/live-video-to-video (trickle streaming) is not implemented on this "
-                              "gateway; use the gRPC TranscodeStream API for live video"));
+  // Live video-to-video sessions (trickle); without an owner's, the route's own end when the HTTP
+  // server and its routes go.
+  if (live == nullptr) live = std::make_shared<LiveVideoSessions>(stub);
+  routes["/live-video-to-video"] = [stub, live](const http::Request& req, http::Reply reply) {
+    livepeer::LiveVideoToVideo(stub, live, req, std::move(reply));
   };
   return routes;
 }

@@ -11,7 +11,9 @@
 // memory for an hour). /llm with "stream": true answers server-sent events as the tokens arrive,
 // ending with `data: [DONE]`. /image-to-video with "Prefer: respond-async" answers 202
 // {"request_id"} and POST /image-to-video/result {"request_id"} gives the result (go-livepeer's
-// async mode). /live-video-to-video (trickle streaming) answers 501. docs/http-api.md has it all.
+// async mode). /live-video-to-video starts a session that reads and writes Livepeer trickle
+// channels (live_video.h), each segment run through Gateway.LiveVideoSegment. docs/http-api.md
+// has it all.
 #pragma once
 
 #include <map>
@@ -24,7 +26,12 @@
 
 namespace switchyard::gateway {
 
-std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway);
+class LiveVideoSessions;
+
+// `live` runs the /live-video-to-video sessions (the owner stops them at shutdown); when null, the
+// routes own their own, which end when the routes are destroyed.
+std::map<std::string, http::Handler> LivepeerApiRoutes(
+    std::shared_ptr<grpc::Channel> gateway, std::shared_ptr<LiveVideoSessions> live = nullptr);
 
 // The HTTP status the Livepeer API uses for a gRPC outcome.
 int HttpStatusForGrpc(grpc::StatusCode code);

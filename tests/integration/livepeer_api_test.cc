@@ -821,8 +821,18 @@ TEST(LivepeerApiTest, NoOrchestratorIs503AndOversizedBodiesAre413) {
   huge.content_type = kFormType;
   huge.content_length = size_t{1} << 30;  // announced, never sent: refused from the header
   EXPECT_TRUE(IsError(HttpRequest(port, huge), 413, "request body over"));
-  EXPECT_TRUE(IsError(HttpRequest(port, "POST", "/live-video-to-video", "application/json", "{}"),
-                      501, "not implemented"));
+  // /live-video-to-video validates first (422), then wants an orchestrator offering the model.
+  const HttpResult live_empty =
+      HttpRequest(port, "POST", "/live-video-to-video", "application/json", "{}");
+  EXPECT_TRUE(NamesField(live_empty, {"subscribe_url"})) << live_empty.body;
+  EXPECT_TRUE(NamesField(live_empty, {"publish_url"})) << live_empty.body;
+  EXPECT_TRUE(NamesField(live_empty, {"model_id"})) << live_empty.body;
+  EXPECT_TRUE(IsError(HttpRequest(port, "POST", "/live-video-to-video", "application/json",
+                                  Json{{"subscribe_url", "http://127.0.0.1:1/in"},
+                                       {"publish_url", "http://127.0.0.1:1/out"},
+                                       {"model_id", "any"}}
+                                      .dump()),
+                      503, "no orchestrator"));
 }
 
 }  // namespace
