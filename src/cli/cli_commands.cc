@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -267,12 +268,11 @@ Json JobToJson(const v1::JobInfo& job) {
 // ---------------------------------------------------------------------------------------------
 // RPC plumbing.
 
-std::unique_ptr<v1::Gateway::Stub> MakeStub(const std::string& target) {
+std::unique_ptr<v1::Gateway::Stub> MakeStub(const GlobalOptions& global) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
-  return v1::Gateway::NewStub(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  return v1::Gateway::NewStub(global.security.CreateChannel(global.gateway, args));
 }
 
 void PrepareContext(const GlobalOptions& global, grpc::ClientContext& context) {
@@ -332,8 +332,7 @@ int RunCapabilities(const GlobalOptions& global, const CapabilitiesOptions& opti
   v1::ListCapabilitiesResponse response;
   grpc::ClientContext context;
   PrepareContext(global, context);
-  const grpc::Status status =
-      MakeStub(global.gateway)->ListCapabilities(&context, request, &response);
+  const grpc::Status status = MakeStub(global)->ListCapabilities(&context, request, &response);
   if (!status.ok()) return ReportRpcError(global, status, err);
 
   if (global.json) {
@@ -382,7 +381,7 @@ int RunUpscale(const GlobalOptions& global, const UpscaleOptions& options, std::
   grpc::ClientContext context;
   PrepareContext(global, context);
   const auto start = std::chrono::steady_clock::now();
-  const grpc::Status status = MakeStub(global.gateway)->Upscale(&context, request, &response);
+  const grpc::Status status = MakeStub(global)->Upscale(&context, request, &response);
   const double elapsed_ms = MillisecondsSince(start);
   if (!status.ok()) return ReportRpcError(global, status, err);
   if (response.images_size() == 0 || response.images(0).data().empty()) {
@@ -490,7 +489,7 @@ int RunTranscode(const GlobalOptions& global, const TranscodeOptions& options, s
   grpc::ClientContext context;
   PrepareContext(global, context);
   const auto start = std::chrono::steady_clock::now();
-  const grpc::Status status = MakeStub(global.gateway)->Transcode(&context, request, &response);
+  const grpc::Status status = MakeStub(global)->Transcode(&context, request, &response);
   const double elapsed_ms = MillisecondsSince(start);
   if (!status.ok()) return ReportRpcError(global, status, err);
   if (response.renditions_size() != request.renditions_size()) {
@@ -599,7 +598,7 @@ int RunTranscodeFile(const GlobalOptions& global, const TranscodeOptions& option
 
   grpc::ClientContext context;
   PrepareContext(global, context);
-  auto stub = MakeStub(global.gateway);
+  auto stub = MakeStub(global);
   std::unique_ptr<grpc::ClientReaderWriter<v1::TranscodeRequest, v1::TranscodeStreamResponse>>
       stream = stub->TranscodeStream(&context);
   const auto start = std::chrono::steady_clock::now();
@@ -797,6 +796,16 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   app.add_option("--api-key", global.api_key,
                  "API key for a gateway that requires one (sent as authorization: Bearer)")
       ->envname("SWITCHYARD_API_KEY");
+  std::string tls_ca, tls_cert, tls_key;
+  app.add_flag("--tls", global.tls,
+               "Call the gateway over TLS, trusting the system's CAs (implied by --tls-ca)");
+  app.add_option("--tls-ca", tls_ca, "PEM CA file the gateway's certificate must chain to (TLS)")
+      ->envname("SWITCHYARD_TLS_CA");
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM client certificate, for a gateway that requires one (with --tls-key)");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-server-name", global.tls_config.server_name_override,
+                 "Name to check in the gateway's certificate instead of the --gateway host");
 
   CLI::App* caps_cmd = app.add_subcommand(
       "capabilities", "List the pipelines, models, capacity and prices the cluster offers now");
@@ -908,6 +917,28 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
       global.timeout_seconds > kMaxTimeoutSeconds) {
     return ReportUsageError(
         absl::InvalidArgumentError("--timeout must be a positive number of seconds"), err);
+  }
+  global.tls_config.enabled = global.tls || !tls_ca.empty() || !tls_cert.empty() ||
+                             !tls_key.empty() || !global.tls_config.server_name_override.empty();
+  global.tls_config.ca_file = tls_ca;
+  global.tls_config.cert_file = tls_cert;
+  global.tls_config.key_file = tls_key;
+  if (auto st = CheckTlsClientConfig(global.tls_config, "--tls"); !st.ok()) {
+    // "--tls.cert_file: ..." reads better as the flag's own name.
+    std::string message(st.message());
+    static constexpr std::pair<const char*, const char*> kFlags[] = {
+        {".ca_file", "-ca"}, {".cert_file", "-cert"}, {".key_file", "-key"}};
+    for (const auto& [field, flag] : kFlags) {
+      if (absl::StartsWith(message, absl::StrCat("--tls", field))) {
+        message = absl::StrCat("--tls", flag, message.substr(5 + std::strlen(field)));
+      }
+    }
+    return ReportUsageError(absl::InvalidArgumentError(message), err);
+  }
+  {
+    auto security = GrpcClientSecurity::Create(global.tls_config);
+    if (!security.ok()) return ReportUsageError(security.status(), err);
+    global.security = *std::move(security);
   }
   if (global.request_id.empty()) {
     global.request_id = GenerateRequestId();

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "cli/cli_commands.h"
+#include "common/tls.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::cli::internal {
@@ -32,6 +33,11 @@ struct GlobalOptions {
   bool json = false;
   std::string request_id;
   std::string api_key;  // --api-key / SWITCHYARD_API_KEY; empty: none sent
+  // TLS to the gateway: --tls (system roots), --tls-ca, --tls-cert/--tls-key (mutual TLS),
+  // --tls-server-name. `security` is made from them once the flags are parsed.
+  bool tls = false;
+  TlsClientConfig tls_config;
+  GrpcClientSecurity security;
 };
 
 // "'text'", for paths and names in messages.
@@ -63,7 +69,8 @@ std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 std::string FormatPrice(double price);
 Json JobToJson(const switchyard::v1::JobInfo& job);
 
-std::unique_ptr<switchyard::v1::Gateway::Stub> MakeStub(const std::string& target);
+// A stub for --gateway, plaintext or TLS as the global options say.
+std::unique_ptr<switchyard::v1::Gateway::Stub> MakeStub(const GlobalOptions& global);
 // Sets the deadline (--timeout) and the request id metadata.
 void PrepareContext(const GlobalOptions& global, grpc::ClientContext& context);
 // Prints the gRPC error and the request id; returns kExitRpcError.

@@ -205,7 +205,7 @@ std::optional<int> CallUnary(const GlobalOptions& global, UnaryMethod<Request, R
                              std::ostream& err) {
   grpc::ClientContext context;
   PrepareContext(global, context);
-  auto stub = MakeStub(global.gateway);
+  auto stub = MakeStub(global);
   const auto start = std::chrono::steady_clock::now();
   const grpc::Status status = ((*stub).*method)(&context, request, response);
   *elapsed_ms = MillisecondsSince(start);
@@ -852,7 +852,7 @@ int PipelineCommands::State::RunLlm(const GlobalOptions& global, std::ostream& o
 
   grpc::ClientContext context;
   PrepareContext(global, context);
-  auto stub = MakeStub(global.gateway);
+  auto stub = MakeStub(global);
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<grpc::ClientReader<v1::LLMResponse>> reader = stub->LLM(&context, request);
   v1::LLMResponse message;

@@ -3,10 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
+#include <filesystem>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -70,32 +74,78 @@ struct StreamRegistry {
   }
 };
 
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 // One connection: reads requests one after another (keep-alive), hands each to its handler, and
-// writes the reply when the handler calls back. Owns itself through shared_ptr.
-class Session : public std::enable_shared_from_this<Session> {
+// writes the reply when the handler calls back. Owns itself through shared_ptr. `Stream` is
+// beast::tcp_stream (plaintext) or TlsStream (HTTPS: a handshake first, close_notify at the end).
+template <typename Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
  public:
   Session(tcp::socket socket, const std::map<std::string, Handler>* routes, size_t max_body,
-          StreamRegistry* streams)
-      : stream_(std::move(socket)), routes_(routes), max_body_(max_body), streams_(streams) {}
+          StreamRegistry* streams, asio::ssl::context* tls)
+      : stream_(MakeStream(std::move(socket), tls)),
+        routes_(routes),
+        max_body_(max_body),
+        streams_(streams) {}
 
   void Start() {
-    asio::dispatch(stream_.get_executor(),
-                   beast::bind_front_handler(&Session::Read, shared_from_this()));
+    if constexpr (kTls) {
+      asio::dispatch(stream_.get_executor(),
+                     beast::bind_front_handler(&Session::Handshake, shared_from_this()));
+    } else {
+      asio::dispatch(stream_.get_executor(),
+                     beast::bind_front_handler(&Session::Read, shared_from_this()));
+    }
   }
 
  private:
+  static Stream MakeStream(tcp::socket socket, asio::ssl::context* tls) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *tls);
+    } else {
+      (void)tls;
+      return Stream(std::move(socket));
+    }
+  }
+
+  void Handshake() {
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
+    stream_.async_handshake(asio::ssl::stream_base::server,
+                            beast::bind_front_handler(&Session::OnHandshake, shared_from_this()));
+  }
+
+  void OnHandshake(beast::error_code ec) {
+    if (!ec) return Read();
+    // A plaintext client, a client without an accepted certificate (mutual TLS), or one that
+    // does not trust ours.
+    spdlog::debug("HTTPS handshake with {} failed: {}", Peer(), ec.message());
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  std::string Peer() {
+    beast::error_code ec;
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    return ec ? std::string("?") : absl::StrCat(ep.address().to_string(), ":", ep.port());
+  }
+
   void Read() {
     parser_.emplace();
     parser_->body_limit(max_body_);
     parser_->header_limit(64 * 1024);
-    stream_.expires_after(std::chrono::seconds(60));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(60));
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, size_t) {
     if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
-        ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
       return Close();
     }
     if (ec == bhttp::error::body_limit) {
@@ -203,7 +253,7 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     auto data = std::make_shared<std::string>(std::move(out_));
     out_.clear();
-    stream_.expires_after(std::chrono::seconds(60));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(60));
     asio::async_write(stream_, asio::buffer(*data),
                       [self = shared_from_this(), data, last](beast::error_code ec, size_t) {
                         self->writing_ = false;
@@ -233,11 +283,23 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Close() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if constexpr (kTls) {
+      if (closing_) return;
+      closing_ = true;
+      // close_notify, so the client can tell the end of a body read to the close from a cut.
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+      stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+        beast::error_code ec;
+        beast::get_lowest_layer(self->stream_).socket().shutdown(tcp::socket::shutdown_both, ec);
+      });
+    } else {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
+  bool closing_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   const std::map<std::string, Handler>* routes_;
@@ -252,12 +314,42 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string out_;
 };
 
+// The server's TLS context: its certificate and key, and client certificates as `tls` asks.
+absl::StatusOr<std::unique_ptr<asio::ssl::context>> MakeTlsContext(const TlsServerConfig& tls) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  beast::error_code ec;
+  auto fail = [&](const char* what, const std::filesystem::path& file) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTPS: cannot load the ", what, " '", file.string(), "': ", ec.message()));
+  };
+  if (ctx->use_certificate_chain_file(tls.cert_file.string(), ec); ec) {
+    return fail("certificate chain", tls.cert_file);
+  }
+  if (ctx->use_private_key_file(tls.key_file.string(), asio::ssl::context::pem, ec); ec) {
+    return fail("private key", tls.key_file);
+  }
+  if (!tls.client_ca_file.empty()) {
+    if (ctx->load_verify_file(tls.client_ca_file.string(), ec); ec) {
+      return fail("client CA file", tls.client_ca_file);
+    }
+    const int mode = asio::ssl::verify_peer |
+                     (tls.require_client_cert ? asio::ssl::verify_fail_if_no_peer_cert : 0);
+    ctx->set_verify_mode(mode, ec);
+    if (ec) return fail("client CA file", tls.client_ca_file);
+  }
+  return ctx;
+}
+
 }  // namespace
 
 struct Server::Impl {
   ServerOptions options;
   std::map<std::string, Handler> routes;
   asio::io_context io;
+  std::unique_ptr<asio::ssl::context> tls;  // HTTPS when set
   tcp::acceptor acceptor{io};
   std::vector<std::thread> threads;
   StreamRegistry streams;
@@ -266,8 +358,13 @@ struct Server::Impl {
   void Accept() {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        std::make_shared<Session>(std::move(socket), &routes, options.max_body_bytes, &streams)
+      if (!ec && tls) {
+        std::make_shared<Session<TlsStream>>(std::move(socket), &routes, options.max_body_bytes,
+                                             &streams, tls.get())
+            ->Start();
+      } else if (!ec) {
+        std::make_shared<Session<beast::tcp_stream>>(std::move(socket), &routes,
+                                                     options.max_body_bytes, &streams, nullptr)
             ->Start();
       }
       Accept();
@@ -297,6 +394,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options,
         absl::StrCat("HTTP listen host '", host, "' is not an IP address"));
   }
   auto impl = std::make_unique<Impl>();
+  if (options.tls.enabled()) {
+    auto tls = MakeTlsContext(options.tls);
+    if (!tls.ok()) return tls.status();
+    impl->tls = *std::move(tls);
+  }
   impl->options = options;
   impl->routes = std::move(routes);
   const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));

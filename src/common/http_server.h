@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 
 namespace switchyard::http {
 
@@ -79,15 +80,18 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:0";  // HOST:PORT; port 0 picks a free one
   int threads = 2;
   size_t max_body_bytes = 64 << 20;  // larger bodies get 413
+  // HTTPS when enabled (certificate and key; client certificates as TlsServerConfig says).
+  TlsServerConfig tls;
 };
 
 class Server {
  public:
-  // Binds and starts serving. INVALID_ARGUMENT for a malformed address, UNAVAILABLE when the
-  // port cannot be bound. Exact paths are routed to their handler (method checks are the
-  // handler's); a route ending in '*' (e.g. "/stream/*") takes every path starting with what
-  // precedes the '*' that no exact route takes (the longest such prefix wins); anything else is
-  // 404. The server's own errors (404, 413, malformed request) have the body
+  // Binds and starts serving. INVALID_ARGUMENT for a malformed address or TLS files that do not
+  // load (naming the file), UNAVAILABLE when the port cannot be bound. Exact paths are routed
+  // to their handler (method checks are the handler's); a route ending in '*' (e.g. "/stream/*")
+  // takes every path starting with what precedes the '*' that no exact route takes (the longest
+  // such prefix wins); anything else is 404. The server's own errors (404, 413, malformed request)
+  // have the body
   // {"error":{"message":M},"detail":{"msg":M}}: the first for operators' tools, the second is
   // the Livepeer AI API's error shape.
   static absl::StatusOr<std::unique_ptr<Server>> Create(ServerOptions options,

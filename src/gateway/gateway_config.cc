@@ -24,7 +24,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
        "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
        "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
        "stream_idle_timeout_ms", "http_listen", "api_keys_file", "registration_secret",
-       "registration_secret_file"}));
+       "registration_secret_file", "tls", "http_tls", "orchestrator_tls"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));
@@ -62,6 +62,12 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                                        resolve(secret_file).string(), "'"));
       }
     }
+  }
+  SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "tls", &c.tls));
+  SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "http_tls", &c.http_tls));
+  SY_RETURN_IF_ERROR(ReadTlsClientConfig(root, "orchestrator_tls", &c.orchestrator_tls));
+  if (c.http_tls.enabled() && c.http_listen.empty()) {
+    return root.Error("http_tls", "is set but http_listen is empty (no HTTP port)");
   }
   if (c.stream_idle_timeout_ms < 100) return root.Error("stream_idle_timeout_ms", "must be >= 100");
   if (root.Has("attempt_timeout_ms")) {

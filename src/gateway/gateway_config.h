@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 #include "gateway/router.h"
 
 namespace switchyard::gateway {
@@ -44,6 +45,12 @@ struct GatewayConfig {
   // Orchestrators must send this on Registry.Register (docs/security.md); empty: open. From
   // `registration_secret`, or the first line of `registration_secret_file`.
   std::string registration_secret;
+  // TLS (docs/security.md): `tls` for the gRPC port (apps and orchestrators' registrations),
+  // `http_tls` for http_listen, `orchestrator_tls` for every connection to an orchestrator
+  // (registered or static). Absent: plaintext.
+  TlsServerConfig tls;
+  TlsServerConfig http_tls;
+  TlsClientConfig orchestrator_tls;
 };
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,

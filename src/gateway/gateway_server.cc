@@ -52,7 +52,10 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
         "no registration_secret configured: any orchestrator may register "
         "(docs/security.md)");
   }
-  s->membership_ = std::make_unique<Membership>(c.max_message_bytes);
+  auto orchestrator_security = GrpcClientSecurity::Create(c.orchestrator_tls);
+  if (!orchestrator_security.ok()) return orchestrator_security.status();
+  s->membership_ =
+      std::make_unique<Membership>(c.max_message_bytes, *std::move(orchestrator_security));
   s->registry_ = std::make_unique<RegistryService>(c.gateway_id, c.heartbeat_interval_ms,
                                                    s->membership_.get(), c.registration_secret);
   auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
@@ -68,8 +71,10 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->inference_->set_auth(s->auth_.get());
 
   EnableStandardGrpcServices();
+  auto credentials = MakeGrpcServerCredentials(c.tls);
+  if (!credentials.ok()) return credentials.status();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(c.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(c.listen, *credentials, &s->port_);
   builder.RegisterService(s->registry_.get());
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->inference_.get());
@@ -107,8 +112,12 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       srv->membership_->ExpireSilent(absl::Now(), timeout);
     }
   });
-  spdlog::info("gateway {} serving on port {} ({} static orchestrators)", c.gateway_id, s->port_,
-               c.static_orchestrators.size());
+  spdlog::info("gateway {} serving on port {} ({}; {} static orchestrators; to orchestrators: {})",
+               c.gateway_id, s->port_,
+               !c.tls.enabled()            ? "plaintext"
+               : c.tls.require_client_cert ? "TLS, client certificates required"
+                                           : "TLS",
+               c.static_orchestrators.size(), c.orchestrator_tls.enabled ? "TLS" : "plaintext");
   return s;
 }
 
@@ -183,10 +192,12 @@ absl::Status GatewayServer::StartHttp() {
       &routes);
   http::ServerOptions options;
   options.listen = config_.http_listen;
+  options.tls = config_.http_tls;
   auto http = http::Server::Create(options, std::move(routes));
   if (!http.ok()) return http.status();
   http_ = *std::move(http);
-  spdlog::info("gateway HTTP (/healthz, /readyz, /metrics, /status) on port {}", http_->port());
+  spdlog::info("gateway {} (/healthz, /readyz, /metrics, /status) on port {}",
+               config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port());
   return absl::OkStatus();
 }
 

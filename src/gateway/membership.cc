@@ -6,25 +6,28 @@
 
 namespace switchyard::gateway {
 
-NodeConnection::NodeConnection(std::string address, int64_t max_message_bytes)
+NodeConnection::NodeConnection(std::string address, int64_t max_message_bytes,
+                               const GrpcClientSecurity& security)
     : address_(std::move(address)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  channel_ = security.CreateChannel(address_, args);
   stub_ = node::v1::Orchestrator::NewStub(channel_);
 }
 
-Membership::Membership(int64_t max_message_bytes)
-    : max_message_bytes_(max_message_bytes), snapshot_(std::make_shared<const Snapshot>()) {}
+Membership::Membership(int64_t max_message_bytes, GrpcClientSecurity security)
+    : max_message_bytes_(max_message_bytes),
+      security_(std::move(security)),
+      snapshot_(std::make_shared<const Snapshot>()) {}
 
 NodeConnectionPtr Membership::ConnectionFor(const std::string& address) {
   for (const auto& [id, entry] : nodes_) {
     if (entry.view->connection->address() == address) return entry.view->connection;
   }
-  return std::make_shared<NodeConnection>(address, max_message_bytes_);
+  return std::make_shared<NodeConnection>(address, max_message_bytes_, security_);
 }
 
 uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource source) {

@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -24,7 +25,9 @@ namespace switchyard::gateway {
 // and by the jobs in flight on it.
 class NodeConnection {
  public:
-  NodeConnection(std::string address, int64_t max_message_bytes);
+  // `security`: plaintext or TLS (the gateway's orchestrator_tls), for this node's channel.
+  NodeConnection(std::string address, int64_t max_message_bytes,
+                 const GrpcClientSecurity& security = GrpcClientSecurity());
   const std::string& address() const { return address_; }
   node::v1::Orchestrator::Stub* stub() { return stub_.get(); }
   // The channel to the node, for other services it serves (e.g. the KServe inference proxy).
@@ -70,7 +73,10 @@ using SnapshotPtr = std::shared_ptr<const Snapshot>;
 
 class Membership {
  public:
-  explicit Membership(int64_t max_message_bytes = 256 << 20);
+  // Connections to nodes are opened with `security` (plaintext by default).
+  explicit Membership(int64_t max_message_bytes = 256 << 20,
+                      GrpcClientSecurity security = GrpcClientSecurity());
+  const GrpcClientSecurity& security() const { return security_; }
 
   // Adds or replaces a node from a Hello (or a successful poll). Returns a token that Update and
   // Remove must present, so a stale stream cannot touch a node that has re-registered since.
@@ -103,6 +109,7 @@ class Membership {
   NodeConnectionPtr ConnectionFor(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int64_t max_message_bytes_;
+  const GrpcClientSecurity security_;
   std::mutex mu_;
   std::map<std::string, Entry> nodes_ ABSL_GUARDED_BY(mu_);
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;

@@ -10,7 +10,8 @@ StaticPoller::StaticPoller(std::vector<std::string> addresses, std::chrono::mill
                            Membership* membership, int64_t max_message_bytes)
     : interval_(interval), membership_(membership), max_message_bytes_(max_message_bytes) {
   for (auto& a : addresses) {
-    targets_.push_back(Target{std::make_shared<NodeConnection>(a, max_message_bytes), "", 0});
+    targets_.push_back(Target{
+        std::make_shared<NodeConnection>(a, max_message_bytes, membership->security()), "", 0, ""});
   }
 }
 
@@ -34,7 +35,9 @@ void StaticPoller::SetAddresses(const std::vector<std::string>& addresses) {
         same->connection = nullptr;  // moved; not removed below
       } else {
         spdlog::info("static orchestrator {} added", a);
-        next.push_back(Target{std::make_shared<NodeConnection>(a, max_message_bytes_), "", 0});
+        next.push_back(
+            Target{std::make_shared<NodeConnection>(a, max_message_bytes_, membership_->security()),
+                   "", 0, ""});
       }
     }
     for (auto& t : targets_) {
@@ -81,6 +84,13 @@ void StaticPoller::PollOnce(Target& t) {
   node::v1::NodeStatus status;
   grpc::Status st = t.connection->stub()->GetStatus(&ctx, req, &status);
   if (!st.ok() || status.node_id().empty()) {
+    if (t.token == 0 && st.error_message() != t.last_error) {
+      // Never answered (or not since it was dropped): say why once, e.g. a TLS handshake refused
+      // (docs/security.md), not at every poll.
+      spdlog::warn("static orchestrator {} not reachable: {}", t.connection->address(),
+                   st.ok() ? std::string("empty node_id") : st.error_message());
+    }
+    t.last_error = st.error_message();
     if (t.token != 0) {
       spdlog::warn("static orchestrator {} ({}) stopped answering: {}", t.node_id,
                    t.connection->address(), st.error_message());
@@ -89,6 +99,7 @@ void StaticPoller::PollOnce(Target& t) {
     }
     return;
   }
+  t.last_error.clear();
   // Route to the address we poll, whatever the node advertises.
   status.set_address(t.connection->address());
   if (t.token != 0 && status.node_id() == t.node_id) {

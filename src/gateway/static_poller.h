@@ -15,6 +15,7 @@ namespace switchyard::gateway {
 
 class StaticPoller {
  public:
+  // Connections are opened with the membership's security (plaintext or orchestrator_tls).
   StaticPoller(std::vector<std::string> addresses, std::chrono::milliseconds interval,
                Membership* membership, int64_t max_message_bytes);
   ~StaticPoller();  // stops and joins
@@ -32,6 +33,7 @@ class StaticPoller {
     NodeConnectionPtr connection;
     std::string node_id;  // as last reported
     uint64_t token = 0;
+    std::string last_error;  // of the last failed poll, so a lasting failure is logged once
   };
   void Run();
   void PollOnce(Target& target);

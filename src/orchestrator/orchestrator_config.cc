@@ -82,7 +82,7 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(root.CheckKeys(
       {"node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
        "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
-       "registration_secret", "registration_secrets"}));
+       "registration_secret", "registration_secrets", "tls", "http_tls", "gateway_tls"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
@@ -112,6 +112,9 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
     }
   }
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
+  SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "tls", &c.tls));
+  SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "http_tls", &c.http_tls));
+  SY_RETURN_IF_ERROR(ReadTlsClientConfig(root, "gateway_tls", &c.gateway_tls));
   if (c.node_id.empty()) return root.Error("node_id", "must not be empty");
   SY_RETURN_IF_ERROR(ValidateHostPort(c.listen, absl::StrCat(file.string(), ": listen")));
   if (!c.advertise_address.empty()) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 
 namespace switchyard::orchestrator {
 
@@ -78,6 +79,11 @@ struct OrchestratorConfig {
   TranscodeConfig transcode;
   std::string log_level = "info";
   std::string log_format = "text";
+  // TLS (docs/security.md): `tls` for the gRPC port, `http_tls` for http_listen, `gateway_tls`
+  // for the registration streams to every gateway. Absent: plaintext.
+  TlsServerConfig tls;
+  TlsServerConfig http_tls;
+  TlsClientConfig gateway_tls;
 
   // The secret to send to the gateway at `address` ("" for none).
   std::string RegistrationSecretFor(const std::string& address) const;

@@ -53,8 +53,13 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
            .Add({}, prometheus::Histogram::BucketBoundaries{0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20}));
 
   EnableStandardGrpcServices();
+  auto credentials = MakeGrpcServerCredentials(s->config_.tls);
+  if (!credentials.ok()) return credentials.status();
+  auto gateway_security = GrpcClientSecurity::Create(s->config_.gateway_tls);
+  if (!gateway_security.ok()) return gateway_security.status();
+  s->gateway_security_ = *std::move(gateway_security);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->config_.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(s->config_.listen, *credentials, &s->port_);
   {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(s->metrics_->InterceptorFactory());
@@ -106,8 +111,12 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     }
     s->service_->set_hardware(names);
   }
-  spdlog::info("orchestrator {} serving on port {} (advertised as {})", s->config_.node_id,
-               s->port_, s->advertise_address_);
+  spdlog::info("orchestrator {} serving on port {} (advertised as {}; {}; to gateways: {})",
+               s->config_.node_id, s->port_, s->advertise_address_,
+               !s->config_.tls.enabled()            ? "plaintext"
+               : s->config_.tls.require_client_cert ? "TLS, client certificates required"
+                                                    : "TLS",
+               s->config_.gateway_tls.enabled ? "TLS" : "plaintext");
   return s;
 }
 
@@ -115,7 +124,8 @@ void OrchestratorServer::Start() {
   for (const auto& gw : config_.gateways) {
     auto client = std::make_unique<RegistrationClient>(
         gw, [this] { return service_->BuildStatus(); }, &board_,
-        std::chrono::milliseconds(config_.heartbeat_ms), config_.RegistrationSecretFor(gw));
+        std::chrono::milliseconds(config_.heartbeat_ms), config_.RegistrationSecretFor(gw),
+        gateway_security_);
     client->Start();
     registrations_.push_back(std::move(client));
   }
@@ -227,10 +237,12 @@ absl::Status OrchestratorServer::StartHttp() {
       &routes);
   http::ServerOptions options;
   options.listen = config_.http_listen;
+  options.tls = config_.http_tls;
   auto http = http::Server::Create(options, std::move(routes));
   if (!http.ok()) return http.status();
   http_ = *std::move(http);
-  spdlog::info("orchestrator HTTP (/healthz, /readyz, /metrics) on port {}", http_->port());
+  spdlog::info("orchestrator {} (/healthz, /readyz, /metrics) on port {}",
+               config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port());
   return absl::OkStatus();
 }
 

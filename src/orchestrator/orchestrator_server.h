@@ -59,6 +59,7 @@ class OrchestratorServer {
   std::unique_ptr<OrchestratorService> service_;
   std::unique_ptr<InferenceService> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<grpc::Server> server_;
+  GrpcClientSecurity gateway_security_;  // registration channels (gateway_tls)
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
   http::ServerPtr http_;

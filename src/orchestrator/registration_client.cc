@@ -8,12 +8,13 @@ namespace switchyard::orchestrator {
 
 RegistrationClient::RegistrationClient(std::string gateway_address, StatusFn status,
                                        StatusBoard* board, std::chrono::milliseconds heartbeat,
-                                       std::string secret)
+                                       std::string secret, GrpcClientSecurity security)
     : gateway_address_(std::move(gateway_address)),
       status_(std::move(status)),
       board_(board),
       heartbeat_(heartbeat),
-      secret_(std::move(secret)) {}
+      secret_(std::move(secret)),
+      security_(std::move(security)) {}
 
 RegistrationClient::~RegistrationClient() { Stop(); }
 
@@ -43,8 +44,7 @@ void RegistrationClient::Run() {
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  auto channel =
-      grpc::CreateCustomChannel(gateway_address_, grpc::InsecureChannelCredentials(), args);
+  auto channel = security_.CreateChannel(gateway_address_, args);
   auto stub = node::v1::Registry::NewStub(channel);
   auto backoff = std::chrono::milliseconds(100);
   while (!stopping_.load()) {
@@ -114,14 +114,21 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
   }
   if (!stopping_.load()) {
     if (acked.load()) {
+      last_error_.clear();
       spdlog::warn("registration stream to gateway {} broke: {}", gateway_address_,
                    status.error_message());
     } else if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
       // Not a network blip: say so where an operator looks, at every retry.
       spdlog::warn("gateway {} refused registration: {}", gateway_address_, status.error_message());
+    } else if (security_.tls() && status.error_message() != last_error_) {
+      // With TLS a refused handshake (untrusted certificate, no client certificate where the
+      // gateway requires one) looks like this too: say it once, where an operator looks.
+      spdlog::warn("gateway {} not reachable over TLS: {}", gateway_address_,
+                   status.error_message());
     } else {
       spdlog::debug("gateway {} not reachable: {}", gateway_address_, status.error_message());
     }
+    if (!acked.load()) last_error_ = status.error_message();
   }
   return acked.load();
 }

@@ -12,6 +12,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/tls.h"
 #include "orchestrator/status_board.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
@@ -22,8 +23,10 @@ class RegistrationClient {
   using StatusFn = std::function<node::v1::NodeStatus()>;
 
   // A non-empty `secret` is sent on each Register stream (x-switchyard-registration-secret).
+  // The channel is plaintext or TLS as `security` says (the orchestrator's gateway_tls).
   RegistrationClient(std::string gateway_address, StatusFn status, StatusBoard* board,
-                     std::chrono::milliseconds heartbeat, std::string secret = "");
+                     std::chrono::milliseconds heartbeat, std::string secret = "",
+                     GrpcClientSecurity security = GrpcClientSecurity());
   // Stops: cancels the stream (the gateway drops this node at once) and joins the thread.
   ~RegistrationClient();
 
@@ -41,6 +44,8 @@ class RegistrationClient {
   StatusBoard* board_;
   std::chrono::milliseconds heartbeat_;
   std::string secret_;
+  GrpcClientSecurity security_;
+  std::string last_error_;  // of the last stream that got no ack (Run's thread only)
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
   std::mutex ctx_mu_;

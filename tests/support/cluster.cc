@@ -279,8 +279,7 @@ std::unique_ptr<v1::Gateway::Stub> LocalCluster::GatewayStub() const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
-  return v1::Gateway::NewStub(
-      grpc::CreateCustomChannel(gateway_address(), grpc::InsecureChannelCredentials(), args));
+  return v1::Gateway::NewStub(options_.gateway_security.CreateChannel(gateway_address(), args));
 }
 
 std::unique_ptr<v1::Gateway::Stub> LocalCluster::ExtraGatewayStub(size_t i) const {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "common/tls.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -73,6 +74,8 @@ struct ClusterOptions {
   nlohmann::json orchestrator_config = nlohmann::json::object();
   // API key the cluster's own calls (WaitForOrchestrators) send, for gateways with api_keys_file.
   std::string api_key;
+  // How GatewayStub (and so WaitForOrchestrators) connects: TLS for a gateway with `tls`.
+  GrpcClientSecurity gateway_security;
 };
 
 class LocalCluster {

@@ -13,6 +13,7 @@ struct HttpResult {
   int status = 0;                              // 0 when the connection failed
   std::string body;                            // de-chunked when the reply was chunked
   std::map<std::string, std::string> headers;  // lower-case names
+  std::string error;                           // why the connection failed (TLS), if it did
 };
 
 // One request, fully described.
@@ -29,6 +30,11 @@ struct HttpCall {
   // Called after every read with everything received so far (status line and headers included),
   // e.g. to time server-sent events.
   std::function<void(const std::string& received)> on_read;
+  // HTTPS when set: the server's certificate must chain to this CA and name 127.0.0.1.
+  std::string tls_ca_file;
+  // A client certificate and its key (mutual TLS), with tls_ca_file.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // One request to 127.0.0.1:`port`; reads until the server closes (bounded by a 60 s timeout).
