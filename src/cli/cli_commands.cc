@@ -902,6 +902,7 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   tf_cmd->footer(kGlobalFooter);
 
   internal::PipelineCommands pipelines(app);
+  internal::UsageCommand usage(app);
 
   try {
     app.parse(argc, argv);
@@ -956,6 +957,7 @@ int RunCliOrThrow(int argc, const char* const* argv, std::ostream& out, std::ost
   if (*tc_cmd) return RunTranscode(global, transcode, out, err);
   if (*tf_cmd) return RunTranscodeFile(global, transcode_file, out, err);
   if (std::optional<int> rc = pipelines.Run(global, out, err)) return *rc;
+  if (std::optional<int> rc = usage.Run(global, out, err)) return *rc;
   err << app.help();
   return kExitUsage;
 }

@@ -100,4 +100,21 @@ class PipelineCommands {
   std::unique_ptr<State> state_;
 };
 
+// `usage` (usage_command.cc): the gateway's usage ledger for the caller's API key.
+class UsageCommand {
+ public:
+  explicit UsageCommand(CLI::App& app);
+  ~UsageCommand();
+  UsageCommand(const UsageCommand&) = delete;
+  UsageCommand& operator=(const UsageCommand&) = delete;
+  // As PipelineCommands::Run.
+  std::optional<int> Run(const GlobalOptions& global, std::ostream& out, std::ostream& err);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+// The usage table: one row per key, pipeline and model, then the total.
+std::string FormatUsage(const switchyard::v1::GetUsageResponse& response);
+
 }  // namespace switchyard::cli::internal

@@ -18,6 +18,7 @@ class ApiKeyAuth::Interceptor final : public grpc::experimental::Interceptor {
   ~Interceptor() override {
     // The call is over: drop its verdict; lease_ gives the concurrency slot back.
     if (refused_) auth_->ClearVerdict(info_->server_context());
+    if (lease_) auth_->ClearKeyId(info_->server_context());
   }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -27,6 +28,7 @@ class ApiKeyAuth::Interceptor final : public grpc::experimental::Interceptor {
       auto lease = auth_->store_.Admit(metadata ? PresentedKey(*metadata) : std::string());
       if (lease.ok()) {
         lease_ = *std::move(lease);
+        auth_->SetKeyId(info_->server_context(), lease_->key_id());
       } else {
         refused_ = true;
         spdlog::info("refused {} from {}: {}", info_->method(), info_->server_context()->peer(),
@@ -89,6 +91,22 @@ void ApiKeyAuth::SetVerdict(const grpc::ServerContextBase* context, absl::Status
 void ApiKeyAuth::ClearVerdict(const grpc::ServerContextBase* context) {
   std::lock_guard<std::mutex> lock(mu_);
   refused_.erase(context);
+}
+
+void ApiKeyAuth::SetKeyId(const grpc::ServerContextBase* context, std::string key_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  admitted_[context] = std::move(key_id);
+}
+
+void ApiKeyAuth::ClearKeyId(const grpc::ServerContextBase* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  admitted_.erase(context);
+}
+
+std::string ApiKeyAuth::KeyIdOf(const grpc::ServerContextBase* context) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = admitted_.find(context);
+  return it == admitted_.end() ? std::string() : it->second;
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

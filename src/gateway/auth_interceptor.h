@@ -34,6 +34,10 @@ class ApiKeyAuth {
 
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
+  // The id of the API key a call was admitted with ("" when it was not, or is not checked); the
+  // key its jobs are charged to in the usage ledger.
+  std::string KeyIdOf(const grpc::ServerContextBase* context) const;
+
   // Whether calls to this method (e.g. "/switchyard.v1.Gateway/Upscale") need a key. Health,
   // reflection, the orchestrators' Registry and KServe's Server{Live,Ready,Metadata} do not.
   static bool Checked(const char* method);
@@ -50,12 +54,16 @@ class ApiKeyAuth {
 
   void SetVerdict(const grpc::ServerContextBase* context, absl::Status status);
   void ClearVerdict(const grpc::ServerContextBase* context);
+  void SetKeyId(const grpc::ServerContextBase* context, std::string key_id);
+  void ClearKeyId(const grpc::ServerContextBase* context);
 
   std::filesystem::path file_;
   ApiKeyStore store_;
   mutable std::mutex mu_;
   // Refusals of calls still open, by their server context; guarded by mu_.
   absl::flat_hash_map<const grpc::ServerContextBase*, grpc::Status> refused_;
+  // Key ids of admitted calls still open, by their server context; guarded by mu_.
+  absl::flat_hash_map<const grpc::ServerContextBase*, std::string> admitted_;
 };
 
 }  // namespace switchyard::gateway

@@ -20,7 +20,8 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   c.file = file;
   ConfigObject root(json, file.string(), "");
   SY_RETURN_IF_ERROR(root.CheckKeys(
-      {"gateway_id", "listen", "static_orchestrators", "poll_interval_ms", "heartbeat_interval_ms",
+      {"gateway_id", "listen", "usage_ledger", "usage_admin_key_ids", "static_orchestrators",
+       "poll_interval_ms", "heartbeat_interval_ms",
        "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
        "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
        "stream_idle_timeout_ms", "http_listen", "api_keys_file", "registration_secret",
@@ -35,6 +36,18 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   SY_RETURN_IF_ERROR(root.Read("max_queued_jobs", &c.max_queued_jobs));
   SY_RETURN_IF_ERROR(root.Read("stream_idle_timeout_ms", &c.stream_idle_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("http_listen", &c.http_listen));
+  SY_RETURN_IF_ERROR(root.Read("usage_admin_key_ids", &c.usage_admin_key_ids));
+  {
+    std::string ledger;
+    SY_RETURN_IF_ERROR(root.Read("usage_ledger", &ledger));
+    if (root.Has("usage_ledger") && ledger.empty()) {
+      return root.Error("usage_ledger", "must not be empty (omit it to keep no ledger)");
+    }
+    std::filesystem::path path(ledger);
+    if (!ledger.empty()) {
+      c.usage_ledger = path.is_relative() && !file.empty() ? file.parent_path() / path : path;
+    }
+  }
   {
     std::string keys_file, secret_file;
     SY_RETURN_IF_ERROR(root.Read("api_keys_file", &keys_file));

@@ -45,6 +45,11 @@ struct GatewayConfig {
   // Orchestrators must send this on Registry.Register (docs/security.md); empty: open. From
   // `registration_secret`, or the first line of `registration_secret_file`.
   std::string registration_secret;
+  // The usage ledger (SQLite, docs/metering.md); empty: none (jobs are still checked, not
+  // recorded). A relative path is taken relative to the config file.
+  std::filesystem::path usage_ledger;
+  // API key ids that may read every key's usage (GetUsage with api_key_id "*" or another id).
+  std::vector<std::string> usage_admin_key_ids;
   // TLS (docs/security.md): `tls` for the gRPC port (apps and orchestrators' registrations),
   // `http_tls` for http_listen, `orchestrator_tls` for every connection to an orchestrator
   // (registered or static). Absent: plaintext.

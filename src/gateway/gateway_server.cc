@@ -13,6 +13,7 @@
 #include "common/grpc_services.h"
 #include "gateway/livepeer_api.h"
 #include "gateway/status_page.h"
+#include "gateway/usage_http.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -66,6 +67,14 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   });
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
+  if (!c.usage_ledger.empty()) {
+    auto ledger = UsageLedger::Open(c.usage_ledger);
+    if (!ledger.ok()) return ledger.status();
+    s->ledger_ = *std::move(ledger);
+    spdlog::info("usage ledger: {}", c.usage_ledger.string());
+  }
+  s->billing_ = std::make_unique<JobBilling>(s->ledger_.get(), s->metrics_.get());
+  s->service_->set_billing(s->billing_.get());
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
   s->service_->set_auth(s->auth_.get());
   s->inference_->set_auth(s->auth_.get());
@@ -186,6 +195,8 @@ absl::Status GatewayServer::StartHttp() {
         return r;
       },
       &routes);
+  // GET /usage: the caller's usage from the ledger (docs/metering.md).
+  routes["/usage"] = UsageHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
   // The operators' status page (/status, /status.json, /).
   AddStatusRoutes(
       {config_.gateway_id, membership_.get(), service_->router(), service_->job_log(), absl::Now()},

@@ -22,6 +22,7 @@
 #include "gateway/membership.h"
 #include "gateway/registry_service.h"
 #include "gateway/static_poller.h"
+#include "gateway/usage_ledger.h"
 
 namespace switchyard::gateway {
 
@@ -53,6 +54,8 @@ class GatewayServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ApiKeyAuth> auth_;  // null: no keys file, auth off; outlives server_
   std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
+  std::unique_ptr<UsageLedger> ledger_;      // null: no usage_ledger configured
+  std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;
   std::unique_ptr<GatewayService> service_;

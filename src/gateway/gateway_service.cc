@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -66,6 +67,17 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     }
   }
 
+  // How the job's units are checked and recorded once it succeeds (docs/metering.md); a job
+  // without it (billing null) is not metered.
+  struct Metering {
+    JobBilling* billing = nullptr;
+    std::string api_key_id;
+    std::string job_id;  // the ledger's key
+    std::function<absl::StatusOr<int64_t>(const Request&, const Response&)> count;
+  };
+  void set_metering(Metering metering) { metering_ = std::move(metering); }
+  const std::string& request_id() const { return request_id_; }
+
   void Start() {
     router_->RecordJob();
     Attempt();
@@ -114,7 +126,13 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     wait_queue_->Signal();  // a slot freed on that node
     const absl::Duration latency = absl::Now() - attempt_start_;
     if (status.ok()) {
-      router_->ReportAttempt(*node_, route_.model_id, AttemptOutcome::kSuccess, latency, !warm_);
+      // The units are checked and the job recorded before the client gets the response; a node
+      // that misreported them is not paid and is penalised like a failed attempt (the client
+      // still gets the result: the work was done).
+      const bool paid = Settle();
+      router_->ReportAttempt(*node_, route_.model_id,
+                             paid ? AttemptOutcome::kSuccess : AttemptOutcome::kNodeFailure,
+                             latency, !warm_);
       *response_ = std::move(attempt_response_);
       auto* job = response_->mutable_job();
       job->set_request_id(request_id_);
@@ -169,6 +187,24 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     }
     if (job_metrics_ != nullptr) job_metrics_->RecordRetry(route_.pipeline, "node_failure");
     Attempt();
+  }
+
+  // Checks the successful attempt's units against the gateway's count and records the job (see
+  // JobBilling::Settle); true when paid or not metered.
+  bool Settle() {
+    if (metering_.billing == nullptr) return true;
+    const v1::JobInfo& info = attempt_response_.job();
+    JobBilling::Job job;
+    job.job_id = metering_.job_id;
+    job.request_id = request_id_;
+    job.api_key_id = metering_.api_key_id;
+    job.pipeline = route_.pipeline;
+    job.model_id = route_.model_id;
+    job.orchestrator = node_->id;
+    job.reported_units = info.units();
+    job.price_per_unit = info.price_per_unit();
+    job.counted = metering_.count(*request_, attempt_response_);
+    return metering_.billing->Settle(job);
   }
 
   // Waits in the gateway queue until a node may have room, then tries the refusing nodes again.
@@ -252,7 +288,22 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   bool warm_ = false;
   std::unique_ptr<grpc::ClientContext> client_context_;
   Response attempt_response_;
+  Metering metering_;
 };
+
+// Metering of a unary job with the pipeline's own count (common/metering.h).
+template <typename Request, typename Response>
+typename UnaryJob<Request, Response>::Metering Meter(JobBilling* billing, std::string api_key_id,
+                                                     std::string job_id) {
+  typename UnaryJob<Request, Response>::Metering m;
+  m.billing = billing;
+  m.api_key_id = std::move(api_key_id);
+  m.job_id = std::move(job_id);
+  m.count = [](const Request& request, const Response& response) {
+    return metering::Units(request, response);
+  };
+  return m;
+}
 
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::Status status) {
   auto* reactor = context->DefaultReactor();
@@ -274,6 +325,23 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
       wait_queue_(config.max_queued_jobs),
       affinity_(absl::Milliseconds(config.stream_idle_timeout_ms), kMaxTrackedStreams),
       random_(random) {}
+
+std::string GatewayService::ApiKeyIdOf(const grpc::CallbackServerContext* context) const {
+  return auth_ != nullptr ? auth_->KeyIdOf(context) : std::string();
+}
+
+std::string GatewayService::LedgerJobId(const grpc::CallbackServerContext* context,
+                                        const std::string& request_id) const {
+  // An id the client chose (x-request-id) names the job in logs but need not be unique: the
+  // ledger's key gets a suffix of the gateway's own, so a reused id is never mistaken for a
+  // duplicate record of an earlier job.
+  const auto& md = context->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it != md.end() && absl::string_view(it->second.data(), it->second.size()) == request_id) {
+    return absl::StrFormat("%s~%016x", request_id, random_());
+  }
+  return request_id;
+}
 
 grpc::ServerUnaryReactor* GatewayService::RefuseUnauthorized(
     grpc::CallbackServerContext* context) const {
@@ -323,6 +391,8 @@ grpc::ServerUnaryReactor* GatewayService::Route(
       },
       config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
       job_metrics_);
+  job->set_metering(Meter<Request, Response>(billing_, ApiKeyIdOf(context),
+                                             LedgerJobId(context, job->request_id())));
   job->Start();
   return reactor;
 }
@@ -394,6 +464,8 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
       },
       config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
       job_metrics_, std::move(on_success));
+  job->set_metering(Meter<v1::TranscodeRequest, v1::TranscodeResponse>(
+      billing_, ApiKeyIdOf(context), LedgerJobId(context, job->request_id())));
   job->Start();
 }
 
@@ -720,3 +792,59 @@ grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerConte
 }
 
 }  // namespace switchyard::gateway
+grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,
+                                                   const v1::GetUsageRequest* request,
+                                                   v1::GetUsageResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  UsageLedger* ledger = billing_ != nullptr ? billing_->ledger() : nullptr;
+  if (ledger == nullptr) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                           "this gateway keeps no usage ledger (set usage_ledger "
+                                           "in its config, docs/metering.md)"));
+  }
+  if (request->since_unix() < 0 || request->until_unix() < 0 ||
+      (request->until_unix() != 0 && request->until_unix() <= request->since_unix())) {
+    return FinishNow(context,
+                     grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  absl::StrCat("since_unix (", request->since_unix(),
+                                               ") and until_unix (", request->until_unix(),
+                                               ") must be >= 0 and since before until")));
+  }
+  const std::string caller = ApiKeyIdOf(context);
+  UsageQuery query;
+  query.api_key_id = caller;
+  if (!request->api_key_id().empty() && request->api_key_id() != caller) {
+    // Another key's usage, or everyone's: operators only, and only with keys configured (an
+    // open gateway cannot tell an operator from anyone else).
+    const auto& admins = config_.usage_admin_key_ids;
+    if (auth_ == nullptr || caller.empty() ||
+        std::find(admins.begin(), admins.end(), caller) == admins.end()) {
+      return FinishNow(context,
+                       grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                    absl::StrCat("API key '", caller,
+                                                 "' may only read its own usage (another key's "
+                                                 "needs a key listed in usage_admin_key_ids)")));
+    }
+    query.all_keys = request->api_key_id() == "*";
+    query.api_key_id = request->api_key_id();
+  }
+  if (request->since_unix() > 0) query.since = absl::FromUnixSeconds(request->since_unix());
+  if (request->until_unix() > 0) query.until = absl::FromUnixSeconds(request->until_unix());
+  auto totals = ledger->Totals(query);
+  if (!totals.ok()) return FinishNow(context, ToGrpcStatus(totals.status()));
+  for (const auto& t : *totals) {
+    auto* out = response->add_totals();
+    out->set_api_key_id(t.api_key_id);
+    out->set_pipeline(t.pipeline);
+    out->set_model_id(t.model_id);
+    out->set_unit(t.unit);
+    out->set_jobs(t.jobs);
+    out->set_units(t.units);
+    out->set_amount(t.amount);
+    out->set_disputed_jobs(t.disputed_jobs);
+    response->set_jobs(response->jobs() + t.jobs);
+    response->set_amount(response->amount() + t.amount);
+  }
+  return FinishNow(context, grpc::Status::OK);
+}
+

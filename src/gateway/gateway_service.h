@@ -13,6 +13,7 @@
 #include "gateway/recent_errors.h"
 #include "gateway/router.h"
 #include "gateway/stream_affinity.h"
+#include "gateway/usage_ledger.h"
 #include "gateway/wait_queue.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -50,6 +51,14 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;
 
+  // The units check and usage ledger of completed jobs (docs/metering.md; may stay unset: jobs
+  // are then not metered); set before the service takes calls.
+  void set_billing(JobBilling* billing) { billing_ = billing; }
+
+  // Usage totals from the ledger for the caller's API key (or any key, for operators).
+  grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
+                                     const v1::GetUsageRequest* request,
+                                     v1::GetUsageResponse* response) override;
   // Every other pipeline is routed the same way as Upscale.
   grpc::ServerUnaryReactor* TextToImage(grpc::CallbackServerContext* context,
                                         const v1::TextToImageRequest*, v1::ImageResponse*) override;
@@ -104,6 +113,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
   // path, unary and streaming, passes here before any work).
   absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
+  // The API key id a call was admitted with ("" when the gateway needs no key).
+  std::string ApiKeyIdOf(const grpc::CallbackServerContext* context) const;
+  // The usage ledger's key for a job: its request id, made unique when the client chose it.
+  std::string LedgerJobId(const grpc::CallbackServerContext* context,
+                          const std::string& request_id) const;
                                          const std::string& pipeline,
                                          const std::string& model_id) const;
 
@@ -119,3 +133,4 @@ class GatewayService final : public v1::Gateway::CallbackService {
 };
 
 }  // namespace switchyard::gateway
+  JobBilling* billing_ = nullptr;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 #include "gateway/gateway_service.h"
 
@@ -40,7 +41,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
  public:
   LlmRelay(grpc::CallbackServerContext* context, const v1::LLMRequest& request,
            const GatewayConfig& config, Membership* membership, Router* router, RouteRequest route,
-           std::string request_id, JobMetrics* job_metrics)
+           std::string request_id, JobMetrics* job_metrics, JobBilling* billing,
+           std::string api_key_id, std::string job_id)
       : context_(context),
         request_(request),
         config_(config),
@@ -48,6 +50,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
         router_(router),
         request_id_(std::move(request_id)),
         job_metrics_(job_metrics),
+        billing_(billing),
+        api_key_id_(std::move(api_key_id)),
+        job_id_(std::move(job_id)),
         route_(std::move(route)) {
     router_->RecordJob();
     StartAttempt();
@@ -175,10 +180,19 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
       out_ = std::move(attempt->message);
       attempt->message.Clear();
       if (out_.has_job()) {
+        // The last message: the units are checked and the job recorded before it is sent.
+        SettleLocked(*attempt);
         auto* job = out_.mutable_job();
         job->set_request_id(request_id_);
         job->set_orchestrator(attempt->node->id);
         job->set_attempts(attempts_);
+      } else {
+        for (const auto& choice : out_.choices()) {
+          if (!choice.delta().content().empty()) {
+            ++content_messages_;
+            break;
+          }
+        }
       }
       write_in_flight_ = true;
       StartWrite(&out_);
@@ -204,7 +218,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
         const bool client_gone = cancelled_ || context_->IsCancelled();
         AttemptOutcome outcome = AttemptOutcome::kClientError;
         if (status.ok()) {
-          outcome = AttemptOutcome::kSuccess;
+          // A node that misreported the units is penalised like a failed attempt.
+          outcome = disputed_ ? AttemptOutcome::kNodeFailure : AttemptOutcome::kSuccess;
         } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
           outcome = AttemptOutcome::kNodeFailure;
         } else if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
@@ -244,6 +259,26 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     if (retry) StartAttempt();
   }
 
+  // Checks the last message's units (prompt + completion tokens, against the usage it carries, the
+  // request's max_tokens and the messages relayed) and records the job; see JobBilling::Settle.
+  void SettleLocked(const Call& attempt) {
+    if (billing_ == nullptr || settled_) return;
+    settled_ = true;
+    JobBilling::Job job;
+    job.job_id = job_id_;
+    job.request_id = request_id_;
+    job.api_key_id = api_key_id_;
+    job.pipeline = "llm";
+    job.model_id = route_.model_id;
+    job.orchestrator = attempt.node->id;
+    job.reported_units = out_.job().units();
+    job.price_per_unit = out_.job().price_per_unit();
+    job.counted = metering::LlmUnits(out_.usage(),
+                                     request_.has_max_tokens() ? request_.max_tokens() : 256,
+                                     content_messages_);
+    disputed_ = !billing_->Settle(job);
+  }
+
   // Marks the call finished; returns the status to pass to Finish (nullopt if already done).
   std::optional<grpc::Status> TakeFinishLocked(grpc::Status status) {
     if (finished_) return std::nullopt;
@@ -262,6 +297,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
   JobMetrics* const job_metrics_;  // the service's, or null
+  JobBilling* const billing_;       // the service's, or null (not metered)
+  const std::string api_key_id_;
+  const std::string job_id_;  // the usage ledger's key
 
   std::mutex mu_;
   RouteRequest route_;  // guarded by mu_ after construction
@@ -277,6 +315,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   bool finished_ = false;     // Finish called (or decided)
   bool server_done_ = false;  // OnDone ran
   bool cancelled_ = false;
+  int64_t content_messages_ = 0;  // relayed messages that carried new text
+  bool settled_ = false;          // the job's units were checked (once)
+  bool disputed_ = false;         // and did not match
   std::optional<grpc::Status> pending_status_;
   v1::LLMResponse out_;
 };
@@ -306,8 +347,11 @@ grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackSer
     };
     return new Refused(ToGrpcStatus(route.status()));
   }
+  std::string request_id = LlmRequestId(context, random_());
+  std::string job_id = LedgerJobId(context, request_id);
   return new LlmRelay(context, *request, config_, membership_, &router_, *std::move(route),
-                      LlmRequestId(context, random_()), job_metrics_);
+                      std::move(request_id), job_metrics_, billing_, ApiKeyIdOf(context),
+                      std::move(job_id));
 }
 
 }  // namespace switchyard::gateway

@@ -1,5 +1,7 @@
 #include "orchestrator/orchestrator_config.h"
 
+#include <spdlog/spdlog.h>
+
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -82,8 +84,15 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(root.CheckKeys(
       {"node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
        "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
+       "test_inflate_units",
        "registration_secret", "registration_secrets", "tls", "http_tls", "gateway_tls"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
+  SY_RETURN_IF_ERROR(root.Read("test_inflate_units", &c.test_inflate_units));
+  if (c.test_inflate_units != 0) {
+    spdlog::warn("{}: test_inflate_units is {}: this node misreports every job's units (for "
+                 "tests only; gateways will not pay it)",
+                 file.string(), c.test_inflate_units);
+  }
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
   SY_RETURN_IF_ERROR(root.Read("http_listen", &c.http_listen));

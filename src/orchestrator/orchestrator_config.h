@@ -79,6 +79,11 @@ struct OrchestratorConfig {
   TranscodeConfig transcode;
   std::string log_level = "info";
   std::string log_format = "text";
+  // FOR TESTS ONLY (`test_inflate_units`): added to the units of every job this node reports, so
+  // that tests can run an orchestrator that misreports and see the gateway refuse to pay it
+  // (docs/metering.md). Never set it in production: the gateway disputes every such job and
+  // penalises the node.
+  int64_t test_inflate_units = 0;
   // TLS (docs/security.md): `tls` for the gRPC port, `http_tls` for http_listen, `gateway_tls`
   // for the registration streams to every gateway. Absent: plaintext.
   TlsServerConfig tls;

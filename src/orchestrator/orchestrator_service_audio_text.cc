@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/audio_text_pipelines.h"
 #include "orchestrator/orchestrator_service.h"
@@ -55,10 +56,6 @@ absl::StatusOr<c10::IValue> RunForward(runner::ModelExecutor& executor,
   if (!future.ok()) return future.status();
   return runner::AwaitResult(
       executor, *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
-}
-
-int64_t Milliseconds(int64_t samples, int sample_rate) {
-  return static_cast<int64_t>(std::llround(static_cast<double>(samples) * 1000.0 / sample_rate));
 }
 
 absl::StatusOr<std::vector<int64_t>> ToIds(const c10::IValue& value, const char* what) {
@@ -142,8 +139,9 @@ grpc::Status OrchestratorService::AudioToText(grpc::ServerContext* context,
     return ToGrpcStatus(st);
   }
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, Milliseconds(audio->samples, audio->sample_rate), start,
-              job);
+  // The request audio's own duration (decoded at its rate), as the gateway counts it too.
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] audio-to-text {} {} Hz x{} -> {} samples, {} chars in {:.0f} ms", rid,
                request->model_id(), audio->source_sample_rate, audio->source_channels,
                audio->samples, response->text().size(), job->compute_ms());
@@ -198,7 +196,8 @@ grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
   media->set_data(EncodeWav(*samples, channels, sample_rate));
   media->set_content_type("audio/wav");
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, Milliseconds(frames, sample_rate), start, job);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] text-to-speech {} {} chars -> {} samples at {} Hz in {:.0f} ms", rid,
                request->model_id(), request->text().size(), frames, sample_rate, job->compute_ms());
   return grpc::Status::OK;
@@ -355,7 +354,7 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
           ? decoded.substr(emitted.size())
           : std::string();
   v1::LLMResponse last = message(ValidUtf8(rest), finish);
-  FillJobInfo(context, *model->config, prompt_tokens + static_cast<int64_t>(generated.size()),
+  FillJobInfo(context, *model->config, ReportedUnits(metering::LlmUnits(last.usage(), 0, 0), rid),
               start, last.mutable_job());
   if (!writer->Write(last)) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/image_pipelines.h"
 #include "orchestrator/orchestrator_service.h"
@@ -103,7 +104,8 @@ grpc::Status OrchestratorService::TextToImage(grpc::ServerContext* context,
     media->set_height(image.height);
   }
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, result->output_pixels, start, job);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] text-to-image {} {} image(s) {}x{} seed {} in {:.0f} ms", rid,
                request->model_id(), result->images.size(), params->width, params->height,
                params->seed, job->compute_ms());
@@ -140,7 +142,8 @@ grpc::Status OrchestratorService::ImageToImage(grpc::ServerContext* context,
     media->set_height(image.height);
   }
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, result->output_pixels, start, job);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] image-to-image {} {}x{} -> {} image(s) seed {} in {:.0f} ms", rid,
                request->model_id(), result->input_width, result->input_height,
                result->images.size(), params->seed, job->compute_ms());
@@ -174,7 +177,8 @@ grpc::Status OrchestratorService::ImageToVideo(grpc::ServerContext* context,
   media->set_width(result->width);
   media->set_height(result->height);
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, result->output_pixels, start, job);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] image-to-video {} {} frames {}x{} at {} fps seed {} in {:.0f} ms", rid,
                request->model_id(), result->frames, result->width, result->height, params->fps,
                params->seed, job->compute_ms());
@@ -205,8 +209,8 @@ grpc::Status OrchestratorService::SegmentAnything2(grpc::ServerContext* context,
   response->set_scores(std::move(result->scores));
   response->set_logits(std::move(result->logits));
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config,
-              static_cast<int64_t>(result->input_width) * result->input_height, start, job);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] segment-anything-2 {} {}x{} -> {} mask(s) in {:.0f} ms", rid,
                request->model_id(), result->input_width, result->input_height, result->num_masks,
                job->compute_ms());
@@ -231,8 +235,8 @@ grpc::Status OrchestratorService::ImageToText(grpc::ServerContext* context,
   if (!result.ok()) return Failed(rid, kImageToText, request->model_id(), result.status());
   response->set_text(std::move(result->text));
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config,
-              static_cast<int64_t>(result->input_width) * result->input_height, start, job);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] image-to-text {} {}x{} -> {} chars in {:.0f} ms", rid, request->model_id(),
                result->input_width, result->input_height, response->text().size(),
                job->compute_ms());

@@ -5,6 +5,7 @@
 
 #include <grpcpp/server_context.h>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace switchyard::orchestrator {
@@ -13,5 +14,8 @@ namespace switchyard::orchestrator {
 std::string RequestIdOf(const grpc::ServerContext* context);
 // The call's deadline (absl::InfiniteFuture() when it has none).
 absl::Time DeadlineOf(const grpc::ServerContext* context);
+// The units a job reports: the metered count (common/metering.h), or 0 with an error logged when
+// the node cannot measure its own result.
+int64_t ReportedUnits(const absl::StatusOr<int64_t>& units, const std::string& rid);
 
 }  // namespace switchyard::orchestrator

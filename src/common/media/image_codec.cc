@@ -164,6 +164,23 @@ absl::StatusOr<RgbImage> FrameToRgb(const AVFrame& frame) {
 
 }  // namespace
 
+absl::StatusOr<ImageSize> ReadImageSize(std::string_view encoded) {
+  if (encoded.empty()) return absl::InvalidArgumentError("image data is empty");
+  absl::StatusOr<HeaderInfo> header;
+  if (encoded.size() >= sizeof(kPngSignature) &&
+      std::memcmp(encoded.data(), kPngSignature, sizeof(kPngSignature)) == 0) {
+    header = ParsePngHeader(encoded);
+  } else if (encoded.size() >= 3 && static_cast<unsigned char>(encoded[0]) == 0xFF &&
+             static_cast<unsigned char>(encoded[1]) == 0xD8 &&
+             static_cast<unsigned char>(encoded[2]) == 0xFF) {
+    header = ParseJpegHeader(encoded);
+  } else {
+    return absl::InvalidArgumentError("unknown image format: not a PNG or JPEG");
+  }
+  if (!header.ok()) return header.status();
+  return ImageSize{header->width, header->height};
+}
+
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, int64_t max_pixels) {
   InitFfmpeg();
   if (encoded.empty()) return absl::InvalidArgumentError("image data is empty");

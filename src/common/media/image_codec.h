@@ -25,6 +25,14 @@ struct RgbImage {
 // end-of-image marker after the scan data. Thread-safe; each call builds its own decoder.
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, int64_t max_pixels);
 
+// Width and height of a PNG or JPEG read from its header (no pixel is decoded), with the same
+// header checks as DecodeImage. INVALID_ARGUMENT for empty, unknown-format or corrupt headers.
+struct ImageSize {
+  int64_t width = 0;
+  int64_t height = 0;
+};
+absl::StatusOr<ImageSize> ReadImageSize(std::string_view encoded);
+
 // Encodes an RGB24 image as PNG. INVALID_ARGUMENT if the image's size and buffer disagree.
 absl::StatusOr<std::string> EncodePng(const RgbImage& image);
 

@@ -1,0 +1,270 @@
+#include "common/metering.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/media/ffmpeg_util.h"
+#include "common/media/image_codec.h"
+
+namespace switchyard::metering {
+namespace {
+
+// Demuxers the counts accept: what the pipelines produce (video) or the orchestrator decodes.
+constexpr const char* kVideoDemuxers = "mpegts,mov";
+constexpr const char* kAudioDemuxers =
+    "wav,w64,mp3,mov,ogg,flac,matroska,aac,aiff,caf,amr,au,wv,ape,tta,ac3,eac3,dts,oga";
+
+absl::Status Invalid(absl::string_view what, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(what, ": ", why));
+}
+
+absl::StatusOr<int64_t> ImagePixels(absl::string_view encoded, absl::string_view what) {
+  auto size = media::ReadImageSize(std::string_view(encoded.data(), encoded.size()));
+  if (!size.ok()) return Invalid(what, size.status().message());
+  return size->width * size->height;
+}
+
+template <typename Images>
+absl::StatusOr<int64_t> OutputImagePixels(const Images& images) {
+  int64_t total = 0;
+  for (int i = 0; i < images.size(); ++i) {
+    auto pixels = ImagePixels(images[i].data(), absl::StrCat("images[", i, "]"));
+    if (!pixels.ok()) return pixels.status();
+    total += *pixels;
+  }
+  return total;
+}
+
+uint32_t Le(absl::string_view s, size_t pos, int bytes) {
+  uint32_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(s[pos + i]);
+  return v;
+}
+
+}  // namespace
+
+std::string UnitOf(absl::string_view pipeline) {
+  if (pipeline == "text-to-image" || pipeline == "image-to-image" ||
+      pipeline == "image-to-video" || pipeline == "upscale" || pipeline == "image-to-text" ||
+      pipeline == "segment-anything-2" || pipeline == "transcode") {
+    return "pixel";
+  }
+  if (pipeline == "audio-to-text" || pipeline == "text-to-speech") return "ms";
+  if (pipeline == "llm") return "token";
+  return "";
+}
+
+absl::StatusOr<VideoCount> CountVideo(absl::string_view container) {
+  media::InitFfmpeg();
+  if (container.empty()) return absl::InvalidArgumentError("video is empty");
+  auto demuxer =
+      media::OpenMemoryDemuxer(std::string_view(container.data(), container.size()), kVideoDemuxers);
+  if (!demuxer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("video could not be demuxed: ", demuxer.status().message()));
+  }
+  AVFormatContext* fmt = (*demuxer)->format.get();
+  int index = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+  if (index < 0) return absl::InvalidArgumentError("video has no video stream");
+  const AVCodecParameters* par = fmt->streams[index]->codecpar;
+  VideoCount count;
+  count.width = par->width;
+  count.height = par->height;
+  if (count.width <= 0 || count.height <= 0) {
+    return absl::InvalidArgumentError("video stream has no frame size");
+  }
+  media::AvPacketPtr packet(av_packet_alloc());
+  if (!packet) return absl::ResourceExhaustedError("out of memory allocating a packet");
+  while (true) {
+    int err = av_read_frame(fmt, packet.get());
+    if (err == AVERROR_EOF) break;
+    if (err < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("video could not be demuxed: ", media::AvErrorString(err)));
+    }
+    if (packet->stream_index == index) ++count.frames;
+    av_packet_unref(packet.get());
+  }
+  if (count.frames == 0) return absl::InvalidArgumentError("video has no frames");
+  return count;
+}
+
+absl::StatusOr<int64_t> DecodedAudioMilliseconds(absl::string_view audio) {
+  media::InitFfmpeg();
+  if (audio.empty()) return absl::InvalidArgumentError("audio is empty");
+  auto demuxer =
+      media::OpenMemoryDemuxer(std::string_view(audio.data(), audio.size()), kAudioDemuxers);
+  if (!demuxer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio could not be read: ", demuxer.status().message()));
+  }
+  AVFormatContext* fmt = (*demuxer)->format.get();
+  const AVCodec* codec = nullptr;
+  const int index = av_find_best_stream(fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
+  if (index < 0 || codec == nullptr) {
+    return absl::InvalidArgumentError("audio has no decodable audio stream");
+  }
+  media::AvCodecContextPtr dec(avcodec_alloc_context3(codec));
+  if (!dec) return absl::ResourceExhaustedError("out of memory allocating the audio decoder");
+  if (int err = avcodec_parameters_to_context(dec.get(), fmt->streams[index]->codecpar); err < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio stream parameters are invalid: ", media::AvErrorString(err)));
+  }
+  dec->pkt_timebase = fmt->streams[index]->time_base;
+  if (int err = avcodec_open2(dec.get(), codec, nullptr); err < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio decoder could not be opened: ", media::AvErrorString(err)));
+  }
+  media::AvPacketPtr packet(av_packet_alloc());
+  media::AvFramePtr frame(av_frame_alloc());
+  if (!packet || !frame) return absl::ResourceExhaustedError("out of memory allocating frames");
+  // Milliseconds summed frame by frame, so a rate change mid-stream is counted right.
+  double ms = 0;
+  int64_t frames = 0;
+  auto drain = [&]() -> absl::Status {
+    while (true) {
+      int err = avcodec_receive_frame(dec.get(), frame.get());
+      if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return absl::OkStatus();
+      if (err < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("audio could not be decoded: ", media::AvErrorString(err)));
+      }
+      if (frame->sample_rate <= 0) return absl::InvalidArgumentError("audio has no sample rate");
+      ms += static_cast<double>(frame->nb_samples) * 1000.0 / frame->sample_rate;
+      ++frames;
+      av_frame_unref(frame.get());
+    }
+  };
+  while (true) {
+    int err = av_read_frame(fmt, packet.get());
+    if (err == AVERROR_EOF) break;
+    if (err < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("audio could not be read: ", media::AvErrorString(err)));
+    }
+    if (packet->stream_index == index) {
+      err = avcodec_send_packet(dec.get(), packet.get());
+      av_packet_unref(packet.get());
+      if (err < 0 && err != AVERROR(EAGAIN)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("audio could not be decoded: ", media::AvErrorString(err)));
+      }
+      if (auto st = drain(); !st.ok()) return st;
+    } else {
+      av_packet_unref(packet.get());
+    }
+  }
+  avcodec_send_packet(dec.get(), nullptr);
+  if (auto st = drain(); !st.ok()) return st;
+  if (frames == 0) return absl::InvalidArgumentError("audio decodes to nothing");
+  return static_cast<int64_t>(std::llround(ms));
+}
+
+absl::StatusOr<int64_t> WavMilliseconds(absl::string_view wav) {
+  if (wav.size() < 12 || wav.substr(0, 4) != "RIFF" || wav.substr(8, 4) != "WAVE") {
+    return absl::InvalidArgumentError("audio is not a RIFF WAVE file");
+  }
+  int64_t rate = 0, block_align = 0, data_bytes = -1;
+  size_t pos = 12;
+  while (pos + 8 <= wav.size()) {
+    const absl::string_view id = wav.substr(pos, 4);
+    const uint32_t size = Le(wav, pos + 4, 4);
+    const size_t body = pos + 8;
+    if (id == "fmt ") {
+      if (size < 16 || body + 16 > wav.size()) {
+        return absl::InvalidArgumentError("WAV fmt chunk is truncated");
+      }
+      rate = Le(wav, body + 4, 4);
+      block_align = Le(wav, body + 12, 2);
+    } else if (id == "data") {
+      data_bytes = std::min<int64_t>(size, static_cast<int64_t>(wav.size() - body));
+      break;
+    }
+    pos = body + size + (size & 1);
+  }
+  if (rate <= 0 || block_align <= 0) return absl::InvalidArgumentError("WAV has no valid fmt chunk");
+  if (data_bytes < 0) return absl::InvalidArgumentError("WAV has no data chunk");
+  const int64_t frames = data_bytes / block_align;
+  return static_cast<int64_t>(std::llround(static_cast<double>(frames) * 1000.0 / rate));
+}
+
+absl::StatusOr<int64_t> Units(const v1::TextToImageRequest&, const v1::ImageResponse& response) {
+  return OutputImagePixels(response.images());
+}
+
+absl::StatusOr<int64_t> Units(const v1::ImageToImageRequest&, const v1::ImageResponse& response) {
+  return OutputImagePixels(response.images());
+}
+
+absl::StatusOr<int64_t> Units(const v1::ImageToVideoRequest&, const v1::VideoResponse& response) {
+  int64_t total = 0;
+  for (int i = 0; i < response.images_size(); ++i) {
+    auto count = CountVideo(response.images(i).data());
+    if (!count.ok()) return Invalid(absl::StrCat("images[", i, "]"), count.status().message());
+    total += count->frames * count->width * count->height;
+  }
+  return total;
+}
+
+absl::StatusOr<int64_t> Units(const v1::UpscaleRequest& request, const v1::ImageResponse&) {
+  return ImagePixels(request.image(), "image");
+}
+
+absl::StatusOr<int64_t> Units(const v1::ImageToTextRequest& request,
+                              const v1::ImageToTextResponse&) {
+  return ImagePixels(request.image(), "image");
+}
+
+absl::StatusOr<int64_t> Units(const v1::SegmentAnything2Request& request,
+                              const v1::MasksResponse&) {
+  return ImagePixels(request.image(), "image");
+}
+
+absl::StatusOr<int64_t> Units(const v1::AudioToTextRequest& request, const v1::TextResponse&) {
+  return DecodedAudioMilliseconds(request.audio());
+}
+
+absl::StatusOr<int64_t> Units(const v1::TextToSpeechRequest&, const v1::AudioResponse& response) {
+  auto ms = WavMilliseconds(response.audio().data());
+  if (!ms.ok()) return Invalid("audio", ms.status().message());
+  return ms;
+}
+
+absl::StatusOr<int64_t> Units(const v1::TranscodeRequest&, const v1::TranscodeResponse& response) {
+  int64_t total = 0;
+  for (int i = 0; i < response.renditions_size(); ++i) {
+    auto count = CountVideo(response.renditions(i).data());
+    if (!count.ok()) return Invalid(absl::StrCat("renditions[", i, "]"), count.status().message());
+    total += count->frames * count->width * count->height;
+  }
+  return total;
+}
+
+absl::StatusOr<int64_t> LlmUnits(const v1::LLMTokenUsage& usage, int64_t max_tokens,
+                                 int64_t content_messages) {
+  const int64_t prompt = usage.prompt_tokens(), completion = usage.completion_tokens();
+  if (prompt < 0 || completion < 0) {
+    return absl::InvalidArgumentError("usage: negative token counts");
+  }
+  if (usage.total_tokens() != prompt + completion) {
+    return absl::InvalidArgumentError(absl::StrCat("usage: total_tokens ", usage.total_tokens(),
+                                                   " is not prompt_tokens + completion_tokens (",
+                                                   prompt + completion, ")"));
+  }
+  if (max_tokens > 0 && completion > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "usage: ", completion, " completion tokens, more than the request's max_tokens ",
+        max_tokens));
+  }
+  if (completion < content_messages) {
+    return absl::InvalidArgumentError(absl::StrCat("usage: ", completion,
+                                                   " completion tokens, fewer than the ",
+                                                   content_messages, " messages streamed"));
+  }
+  return prompt + completion;
+}
+
+}  // namespace switchyard::metering

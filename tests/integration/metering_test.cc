@@ -1,0 +1,307 @@
+// Metering on a local cluster (docs/metering.md): the gateway checks each job's units against its
+// own count, pays an honest orchestrator and disputes one that misreports (test_inflate_units),
+// keeps every completed job in its SQLite ledger across a kill -9, and answers GetUsage and the
+// `switchyard usage` CLI.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "support/cluster.h"
+#include "support/http_client.h"
+#include "support/media_fixtures.h"
+
+namespace switchyard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr double kPrice = 0.000001;  // the cluster's upscale price per unit (support/cluster.cc)
+
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key = "",
+                                         std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key));
+  return ctx;
+}
+
+// A new key and its keys.json entry, made by `switchyard-gateway --new-api-key`.
+nlohmann::json NewKey(const std::string& id, std::string* key) {
+  std::string out;
+  EXPECT_EQ(RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ",
+                                    id),
+                       &out),
+            0)
+      << out;
+  nlohmann::json entry = nlohmann::json::object();
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
+    if (absl::ConsumePrefix(&line, "entry: ")) entry = nlohmann::json::parse(line, nullptr, false);
+  }
+  EXPECT_TRUE(entry.is_object() && !key->empty()) << out;
+  return entry;
+}
+
+// Counter value of one series in a Prometheus text exposition (-1 when absent).
+double MetricValue(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
+      return std::stod(std::string(line));
+    }
+  }
+  return -1;
+}
+
+class MeteringTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(ModelDir() / "esrgan-slim-x2.pt"))
+        << "models are not prepared in " << ModelDir() << "; run scripts/prepare-models";
+    ledger_ = tmp_.path() / "state" / "usage.db";
+    nlohmann::json keys = {{"keys", nlohmann::json::array()}};
+    keys["keys"].push_back(NewKey("alice", &alice_));
+    keys["keys"].push_back(NewKey("ops", &ops_));
+    WriteFile(tmp_.path() / "keys.json", keys.dump());
+    options_.orchestrators = 1;
+    options_.models = {"esrgan-slim-x2"};
+    options_.api_key = ops_;
+    options_.gateway_config = {{"usage_ledger", ledger_.string()},
+                               {"api_keys_file", (tmp_.path() / "keys.json").string()},
+                               {"usage_admin_key_ids", {"ops"}}};
+  }
+
+  void StartCluster() {
+    auto st = cluster_.Start(options_);
+    ASSERT_TRUE(st.ok()) << st << "\n" << cluster_.Logs();
+    stub_ = cluster_.GatewayStub();
+  }
+
+  grpc::Status Upscale(const std::string& png, v1::ImageResponse* out) {
+    v1::UpscaleRequest req;
+    req.set_model_id("esrgan-slim-x2");
+    req.set_image(png);
+    auto ctx = Ctx(alice_);
+    return stub_->Upscale(ctx.get(), req, out);
+  }
+
+  v1::GetUsageResponse Usage(const std::string& key, const std::string& whose = "") {
+    v1::GetUsageRequest req;
+    req.set_api_key_id(whose);
+    v1::GetUsageResponse resp;
+    auto ctx = Ctx(key);
+    grpc::Status st = stub_->GetUsage(ctx.get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+
+  std::string Metrics() {
+    return HttpRequest(cluster_.gateway().http_port(), "GET", "/metrics").body;
+  }
+
+  TempDir tmp_;
+  fs::path ledger_;
+  std::string alice_, ops_;
+  ClusterOptions options_;
+  LocalCluster cluster_;
+  std::unique_ptr<v1::Gateway::Stub> stub_;
+};
+
+TEST_F(MeteringTest, HonestOrchestratorIsPaidForTheUnitsBothSidesCount) {
+  StartCluster();
+  if (HasFatalFailure()) return;
+  const std::string png = MakeTestImage(tmp_, 24, 16, "png");
+  for (int i = 0; i < 3; ++i) {
+    v1::ImageResponse resp;
+    auto st = Upscale(png, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+    EXPECT_EQ(resp.job().units(), 24 * 16);  // input pixels
+  }
+  // A transcode segment: units are the renditions' frames x size.
+  SegmentSpec spec;
+  spec.width = 64;
+  spec.height = 48;
+  spec.seconds = 1.0;
+  spec.fps = "10";
+  v1::TranscodeRequest treq;
+  treq.set_segment(MakeTestSegment(tmp_, spec));
+  auto* r = treq.add_renditions();
+  r->set_width(32);
+  r->set_height(24);
+  r->set_bitrate_bps(100000);
+  r->set_preset("ultrafast");
+  v1::TranscodeResponse tresp;
+  {
+    auto ctx = Ctx(alice_);
+    auto st = stub_->Transcode(ctx.get(), treq, &tresp);
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  }
+  ASSERT_EQ(tresp.renditions_size(), 1);
+  EXPECT_EQ(tresp.renditions(0).frames(), 10);
+  EXPECT_EQ(tresp.job().units(), 10 * 32 * 24);
+
+  v1::GetUsageResponse usage = Usage(alice_);
+  ASSERT_EQ(usage.totals_size(), 2) << usage.DebugString();
+  EXPECT_EQ(usage.jobs(), 4);
+  for (const auto& t : usage.totals()) {
+    EXPECT_EQ(t.api_key_id(), "alice");
+    EXPECT_EQ(t.disputed_jobs(), 0) << t.DebugString();
+    EXPECT_EQ(t.unit(), "pixel");
+    if (t.pipeline() == "upscale") {
+      EXPECT_EQ(t.model_id(), "esrgan-slim-x2");
+      EXPECT_EQ(t.jobs(), 3);
+      EXPECT_EQ(t.units(), 3 * 24 * 16);
+      EXPECT_NEAR(t.amount(), 3 * 24 * 16 * kPrice, 1e-12);
+    } else {
+      EXPECT_EQ(t.pipeline(), "transcode");
+      EXPECT_EQ(t.units(), 10 * 32 * 24);
+    }
+  }
+  EXPECT_EQ(MetricValue(Metrics(), "switchyard_gateway_billing_mismatches_total{orchestrator="
+                                   "\"orch-1\",pipeline=\"upscale\"}"),
+            -1);
+
+  // Another key's usage is for operators only; ops sees everyone's.
+  {
+    v1::GetUsageRequest req;
+    req.set_api_key_id("*");
+    v1::GetUsageResponse resp;
+    auto ctx = Ctx(alice_);
+    EXPECT_EQ(stub_->GetUsage(ctx.get(), req, &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  EXPECT_EQ(Usage(ops_).jobs(), 0);  // ops ran no job itself
+  v1::GetUsageResponse all = Usage(ops_, "*");
+  EXPECT_EQ(all.jobs(), 4);
+  {
+    // A bad range is refused with a message naming the fields.
+    v1::GetUsageRequest req;
+    req.set_since_unix(200);
+    req.set_until_unix(100);
+    v1::GetUsageResponse resp;
+    auto ctx = Ctx(alice_);
+    grpc::Status st = stub_->GetUsage(ctx.get(), req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_TRUE(absl::StrContains(st.error_message(), "since_unix")) << st.error_message();
+  }
+
+  // GET /usage on the HTTP port, with the same key check.
+  {
+    HttpCall call;
+    call.path = "/usage";
+    call.headers["Authorization"] = absl::StrCat("Bearer ", alice_);
+    HttpResult r = HttpRequest(cluster_.gateway().http_port(), call);
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto body = nlohmann::json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(body.is_object()) << r.body;
+    EXPECT_EQ(body["jobs"], "4") << r.body;
+    call.path = "/usage?api_key_id=%2A";
+    r = HttpRequest(cluster_.gateway().http_port(), call);
+    EXPECT_EQ(r.status, 403) << r.body;
+    call.path = "/usage?since=yesterday";
+    r = HttpRequest(cluster_.gateway().http_port(), call);
+    EXPECT_EQ(r.status, 400) << r.body;
+    call.headers.clear();
+    call.path = "/usage";
+    r = HttpRequest(cluster_.gateway().http_port(), call);
+    EXPECT_EQ(r.status, 401) << r.body;
+  }
+
+  // The CLI: table and --json.
+  std::string out;
+  const std::string cli = absl::StrCat(BinaryPath("switchyard").string(), " --gateway ",
+                                       cluster_.gateway_address(), " --api-key ", alice_);
+  ASSERT_EQ(RunCommand(cli + " usage", &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "esrgan-slim-x2")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "total: 4 jobs")) << out;
+  ASSERT_EQ(RunCommand(cli + " usage --json", &out), 0) << out;
+  auto json = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << out;
+  EXPECT_EQ(json["jobs"], "4");  // int64 fields are strings in proto3 JSON
+  ASSERT_NE(RunCommand(cli + " usage --since yesterday", &out), 0);
+  EXPECT_TRUE(absl::StrContains(out, "--since")) << out;
+}
+
+TEST_F(MeteringTest, OrchestratorThatInflatesUnitsIsNotPaidButTheClientGetsTheResult) {
+  options_.orchestrator_config = {{"test_inflate_units", 1000}};
+  StartCluster();
+  if (HasFatalFailure()) return;
+  const std::string png = MakeTestImage(tmp_, 24, 16, "png");
+  for (int i = 0; i < 2; ++i) {
+    v1::ImageResponse resp;
+    auto st = Upscale(png, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+    ASSERT_EQ(resp.images_size(), 1);  // delivered: the work was done
+    EXPECT_EQ(resp.images(0).width(), 48);
+    EXPECT_EQ(resp.job().units(), 24 * 16 + 1000);  // what the node claimed, relayed as is
+  }
+  v1::GetUsageResponse usage = Usage(alice_);
+  ASSERT_EQ(usage.totals_size(), 1) << usage.DebugString();
+  EXPECT_EQ(usage.totals(0).jobs(), 2);
+  EXPECT_EQ(usage.totals(0).disputed_jobs(), 2);
+  EXPECT_EQ(usage.totals(0).units(), 2 * 24 * 16);  // the gateway's count
+  EXPECT_EQ(usage.totals(0).amount(), 0.0);          // nothing paid
+  EXPECT_EQ(usage.amount(), 0.0);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(MetricValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
+                                 "\"orch-1\",pipeline=\"upscale\"}"),
+            2)
+      << metrics;
+  EXPECT_TRUE(absl::StrContains(cluster_.gateway().Log(), "billing mismatch"));
+}
+
+TEST_F(MeteringTest, KillNineKeepsEveryCompletedJobExactlyOnce) {
+  StartCluster();
+  if (HasFatalFailure()) return;
+  const std::string png = MakeTestImage(tmp_, 16, 16, "png");
+  constexpr int kJobs = 6;
+  for (int i = 0; i < kJobs; ++i) {
+    v1::ImageResponse resp;
+    auto st = Upscale(png, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  }
+  // No graceful shutdown: whatever the gateway had not made durable is lost now.
+  cluster_.gateway().Kill();
+  auto st = cluster_.RestartGateway();
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster_.Logs();
+  st = cluster_.WaitForOrchestrators(1, Scaled(std::chrono::seconds(20)));
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster_.Logs();
+  stub_ = cluster_.GatewayStub();
+  v1::GetUsageResponse usage = Usage(alice_);
+  ASSERT_EQ(usage.totals_size(), 1) << usage.DebugString();
+  EXPECT_EQ(usage.totals(0).jobs(), kJobs);
+  EXPECT_EQ(usage.totals(0).units(), kJobs * 16 * 16);
+  EXPECT_EQ(usage.totals(0).disputed_jobs(), 0);
+
+  // Jobs after the restart add to the same ledger.
+  v1::ImageResponse resp;
+  auto up = Upscale(png, &resp);
+  ASSERT_TRUE(up.ok()) << up.error_message() << "\n" << cluster_.Logs();
+  EXPECT_EQ(Usage(alice_).jobs(), kJobs + 1);
+}
+
+TEST_F(MeteringTest, WithoutALedgerUsageIsRefusedAndJobsStillRun) {
+  options_.gateway_config.erase("usage_ledger");
+  StartCluster();
+  if (HasFatalFailure()) return;
+  v1::ImageResponse resp;
+  auto st = Upscale(MakeTestImage(tmp_, 16, 16, "png"), &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  v1::GetUsageRequest req;
+  v1::GetUsageResponse usage;
+  auto ctx = Ctx(alice_);
+  st = stub_->GetUsage(ctx.get(), req, &usage);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(st.error_message(), "usage_ledger")) << st.error_message();
+}
+
+}  // namespace
+}  // namespace switchyard::testing
