@@ -66,6 +66,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     return (*rng)();
   });
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
+  s->inference_->set_job_metrics(s->job_metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   if (!c.usage_ledger.empty()) {
     auto ledger = UsageLedger::Open(c.usage_ledger);

@@ -36,7 +36,8 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
 
   ProxyJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
            grpc::ServerUnaryReactor* reactor, std::string model, Method method, const char* what,
-           bool counts_load, const GatewayConfig& config, Membership* membership, Router* router)
+           bool counts_load, const GatewayConfig& config, Membership* membership, Router* router,
+           JobMetrics* metrics)
       : context_(context),
         request_(request),
         response_(response),
@@ -47,7 +48,8 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
         counts_load_(counts_load),
         config_(config),
         membership_(membership),
-        router_(router) {}
+        router_(router),
+        metrics_(counts_load ? metrics : nullptr) {}
 
   void Start() {
     if (counts_load_) router_->RecordJob();
@@ -120,12 +122,25 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
         (!counts_load_ || router_->TryRetry())) {
       excluded_.insert(node_->id);
       last_status_ = status;
+      if (metrics_ != nullptr) {
+        metrics_->RecordRetry(kPipeline, code == grpc::StatusCode::RESOURCE_EXHAUSTED
+                                             ? "refused"
+                                             : "node_failure");
+      }
       return Attempt();
     }
     Finish(std::move(status));
   }
 
-  void Finish(grpc::Status status) { reactor_->Finish(std::move(status)); }
+  void Finish(grpc::Status status) {
+    // ModelInfer calls are jobs: counted like the public API's, under pipeline "kserve".
+    if (metrics_ != nullptr) {
+      metrics_->RecordJob(kPipeline, model_, status.error_code(), absl::Now() - start_);
+    }
+    reactor_->Finish(std::move(status));
+  }
+
+  static constexpr const char* kPipeline = "kserve";
 
   grpc::CallbackServerContext* context_;
   const Request* request_;
@@ -138,6 +153,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
   const GatewayConfig& config_;
   Membership* membership_;
   Router* router_;
+  JobMetrics* metrics_;  // null for metadata calls (not jobs)
   absl::Time start_ = absl::Now();
   absl::Time attempt_start_;
   std::set<std::string> excluded_;
@@ -154,7 +170,7 @@ grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, const Re
                                   Response* response, const std::string& model,
                                   typename ProxyJob<Request, Response>::Method method,
                                   const char* what, bool counts_load, const GatewayConfig& config,
-                                  Membership* membership, Router* router) {
+                                  Membership* membership, Router* router, JobMetrics* metrics) {
   if (model.empty()) {
     return FinishNow(context,
                      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a model name is required"));
@@ -162,7 +178,7 @@ grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, const Re
   auto* reactor = context->DefaultReactor();
   auto job = std::make_shared<ProxyJob<Request, Response>>(context, request, response, reactor,
                                                            model, method, what, counts_load, config,
-                                                           membership, router);
+                                                           membership, router, metrics);
   job->Start();
   return reactor;
 }
@@ -202,7 +218,7 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelReady(grpc::CallbackServerContext
   }
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelReady, "ModelReady", false, config_, membership_,
-                 router_);
+                 router_, nullptr);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
@@ -213,7 +229,7 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
   }
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelMetadata, "ModelMetadata", false, config_,
-                 membership_, router_);
+                 membership_, router_, nullptr);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext* context,
@@ -224,7 +240,7 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext
   }
   return Forward(context, request, response, request->model_name(),
                  &InferStub::async_interface::ModelInfer, "ModelInfer", true, config_, membership_,
-                 router_);
+                 router_, metrics_);
 }
 
 }  // namespace switchyard::gateway

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
+#include "gateway/job_metrics.h"
 #include "gateway/membership.h"
 #include "gateway/router.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
@@ -88,6 +89,8 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   InferenceProxy(const GatewayConfig& config, Membership* membership, Router* router);
   // API key checks for the Model* methods (may stay unset); set before the proxy takes calls.
   void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
+  // Counts ModelInfer calls in the gateway's job metrics (pipeline "kserve"); may stay unset.
+  void set_job_metrics(JobMetrics* metrics) { metrics_ = metrics; }
 
   // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
@@ -116,6 +119,7 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   Membership* membership_;
   Router* router_;
   const ApiKeyAuth* auth_ = nullptr;
+  JobMetrics* metrics_ = nullptr;
 };
 
 }  // namespace switchyard::gateway

@@ -20,6 +20,7 @@
 #include "gateway/inference_proxy.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::testing {
@@ -358,6 +359,20 @@ TEST_F(KServeTest, ErrorsKeepTheirCodesThroughTheGateway) {
   count.mutable_inputs()->RemoveLast();
   count.mutable_raw_input_contents()->RemoveLast();
   EXPECT_EQ(Infer(count, &resp).error_code(), StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(Infer(PairRequest(), &resp).ok());
+
+  // ModelInfer calls are jobs in the gateway's metrics, by model and the code the client got.
+  HttpResult m = HttpRequest(cluster_->gateway().http_port(), "GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  for (const char* line :
+       {"switchyard_gateway_jobs_total{code=\"OK\",model=\"kpair\",pipeline=\"kserve\"}",
+        "switchyard_gateway_jobs_total{code=\"INVALID_ARGUMENT\",model=\"kpair\","
+        "pipeline=\"kserve\"}",
+        "switchyard_gateway_jobs_total{code=\"NOT_FOUND\",model=\"no-such-model\","
+        "pipeline=\"kserve\"}",
+        "switchyard_gateway_job_duration_seconds_count{pipeline=\"kserve\"}"}) {
+    EXPECT_NE(m.body.find(line), std::string::npos) << line;
+  }
 }
 
 TEST_F(KServeTest, EsrganX2UpscalesARawTensor) {
