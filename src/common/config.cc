@@ -12,7 +12,7 @@ absl::StatusOr<nlohmann::json> LoadJsonFile(const std::filesystem::path& path) {
   ss << in.rdbuf();
   try {
     return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error; out_of_range for 1e999
     return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON: ", e.what()));
   }
 }

@@ -52,7 +52,8 @@ absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(const std::string& json_te
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number too large for a double (1e999).
     return absl::InvalidArgumentError(absl::StrCat(file.string(), ": invalid JSON: ", e.what()));
   }
   ConfigObject root(json, file.string(), "");

@@ -13,7 +13,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error; out_of_range for 1e999
     return absl::InvalidArgumentError(absl::StrCat(file.string(), ": invalid JSON: ", e.what()));
   }
   GatewayConfig c;
