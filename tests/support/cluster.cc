@@ -147,8 +147,9 @@ LocalCluster::~LocalCluster() {
   for (auto& g : extra_gateways_) g->Stop();
 }
 
-absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out) {
-  nlohmann::json gw = {{"gateway_id", name},           {"listen", "127.0.0.1:0"},
+absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
+                                       const std::string& listen) {
+  nlohmann::json gw = {{"gateway_id", name},           {"listen", listen},
                        {"http_listen", "127.0.0.1:0"}, {"max_attempts", options_.max_attempts},
                        {"poll_interval_ms", 200},      {"log", {{"level", "debug"}}}};
   gw.update(options_.gateway_config);
@@ -157,6 +158,9 @@ absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr
   WriteFile(cfg, gw.dump(2));
   *out = std::make_unique<Daemon>(name, dir_.path() / (name + ".log"));
   const fs::path http_port = dir_.path() / (name + ".http-port");
+  // A restart must not read the previous run's ports.
+  fs::remove(port);
+  fs::remove(http_port);
   auto st = (*out)->Start(BinaryPath("switchyard-gateway").string(),
                           {"--config", cfg.string(), "--port-file", port.string(),
                            "--http-port-file", http_port.string()});
@@ -192,6 +196,26 @@ absl::Status LocalCluster::AddOrchestrator(const std::string& node_id,
   return StartOrchestrator(node_id, true, extra_config);
 }
 
+absl::Status LocalCluster::RestartGateway() {
+  const int port = gateway_->port();
+  gateway_->Stop();
+  return StartGateway("gateway", &gateway_, absl::StrCat("127.0.0.1:", port));
+}
+
+absl::Status LocalCluster::RestartOrchestrator(size_t i) {
+  Daemon& old = *orchestrators_.at(i);
+  const std::string node_id = old.name();
+  old.Stop();
+  const size_t before = orchestrators_.size();
+  auto st = StartOrchestrator(node_id, true);
+  // StartOrchestrator appends the new daemon once forked: move it to slot i.
+  if (orchestrators_.size() > before) {
+    orchestrators_[i] = std::move(orchestrators_.back());
+    orchestrators_.pop_back();
+  }
+  return st;
+}
+
 absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
                                              bool register_with_gateway,
                                              const nlohmann::json& extra_config) {
@@ -221,6 +245,9 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
   fs::path port_path = dir_.path() / (node_id + ".port");
   WriteFile(cfg_path, cfg.dump(2));
   fs::path http_port_path = dir_.path() / (node_id + ".http-port");
+  // A restart must not read the previous run's ports.
+  fs::remove(port_path);
+  fs::remove(http_port_path);
   std::vector<std::string> args{"--config",         cfg_path.string(),  "--port-file",
                                 port_path.string(), "--http-port-file", http_port_path.string()};
   if (register_with_gateway) {

@@ -91,6 +91,13 @@ class LocalCluster {
   // The same with `extra_config` merged over ClusterOptions::orchestrator_config.
   absl::Status AddOrchestrator(const std::string& node_id, const nlohmann::json& extra_config);
 
+  // Stops the gateway (SIGTERM, its drain) and starts it again on the same gRPC port, so that the
+  // orchestrators re-register by themselves; its HTTP port may change (http_port() is updated).
+  absl::Status RestartGateway();
+  // Stops the i-th orchestrator (SIGTERM; a no-op when it was killed) and starts it again with the
+  // same node id and config, in the same slot (it gets a new port and re-registers).
+  absl::Status RestartOrchestrator(size_t i);
+
   // Waits until the gateway lists exactly `n` orchestrators.
   absl::Status WaitForOrchestrators(int n, std::chrono::milliseconds timeout);
 
@@ -113,7 +120,8 @@ class LocalCluster {
 
   TempDir dir_;
   ClusterOptions options_;
-  absl::Status StartGateway(const std::string& name, std::unique_ptr<Daemon>* out);
+  absl::Status StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
+                            const std::string& listen = "127.0.0.1:0");
 
   std::unique_ptr<Daemon> gateway_;
   std::vector<std::unique_ptr<Daemon>> extra_gateways_;
