@@ -92,7 +92,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
       std::lock_guard<std::mutex> lock(mu_);
       server_done_ = true;
       if (client_active_ && current_ != nullptr) current_->context->TryCancel();
-      del = !client_active_;
+      // Not while an attempt's OnAttemptDone still runs (it may be in Finish): it deletes then.
+      del = !client_active_ && in_attempt_done_ == 0;
     }
     if (del) delete this;
   }
@@ -206,8 +207,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     {
       std::lock_guard<std::mutex> lock(mu_);
       client_active_ = false;
+      ++in_attempt_done_;
       if (server_done_) {
-        del = true;
+        // The client's call is over: nothing to relay; deleted below.
       } else if (!finished_) {
         const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
         if (!status.ok()) {
@@ -248,15 +250,19 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
         }
       }
     }
-    if (del) {
-      delete this;
-      return;
-    }
     if (finish) {
       Finish(std::move(*finish));
-      return;
+    } else if (retry) {
+      StartAttempt();
     }
-    if (retry) StartAttempt();
+    // The server side may have reached OnDone meanwhile (after Finish, on another thread); it left
+    // the relay to be deleted here, once nothing here uses it any more.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --in_attempt_done_;
+      del = server_done_ && !client_active_ && in_attempt_done_ == 0;
+    }
+    if (del) delete this;
   }
 
   // Checks the last message's units (prompt + completion tokens, against the usage it carries, the
@@ -314,6 +320,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   bool forwarded_ = false;    // a message reached the client: no more retries
   bool finished_ = false;     // Finish called (or decided)
   bool server_done_ = false;  // OnDone ran
+  int in_attempt_done_ = 0;  // OnAttemptDone calls running: OnDone must not delete then
   bool cancelled_ = false;
   int64_t content_messages_ = 0;  // relayed messages that carried new text
   bool settled_ = false;          // the job's units were checked (once)

@@ -688,5 +688,28 @@ TEST_F(FaultInjectionTest, CutAClientOffMidStream) {
             "(detect: LLM work stopped; recover: transcode session closed)"});
 }
 
+// Regression (found by scripts/soak): the gateway crashed ("pure virtual method called", or
+// SIGSEGV in libgrpc) within seconds of a steady stream of short LLM calls: when an attempt
+// finished, the relay called Finish outside its lock and the server side's OnDone, on another
+// thread, deleted the relay while that call was still in it.
+TEST_F(FaultInjectionTest, ManyShortLlmStreamsLeaveTheGatewayRunning) {
+  StartCluster(Options());
+  if (HasFatalFailure()) return;
+  LoadOptions load = Load("llmstorm");
+  load.clients = 6;
+  load.mix = {JobKind::kLlm};
+  load.pause = milliseconds(0);
+  load.max_jobs_per_client = 400;
+  LoadGenerator gen(cluster_.gateway_address(), *inputs_, load);
+  gen.Start(milliseconds(15000));
+  gen.Join();
+  ASSERT_TRUE(cluster_.gateway().Alive()) << "the gateway died\n" << cluster_.Logs();
+  auto outcomes = gen.outcomes();
+  CheckOutcomes(outcomes, gen.sent(), {});
+  LoadSummary s = Summarize(outcomes);
+  EXPECT_EQ(s.completed, s.sent);
+  PrintRow({"(no fault) 6 LLM clients", s, -1, -1, ""});
+}
+
 }  // namespace
 }  // namespace switchyard::testing
