@@ -238,10 +238,26 @@ void ReplyGrpcError(const StubPtr& stub, const grpc::Status& status, http::Reply
       });
 }
 
+namespace {
+
+// gRPC metadata values are printable ASCII; anything else (HTTP allows bytes 0x80-0xFF in a
+// header) makes gRPC abort the process as API misuse, so such a header is not forwarded.
+bool IsMetadataValue(const std::string& value) {
+  for (unsigned char c : value) {
+    if (c < 0x20 || c > 0x7E) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 void ForwardRequestId(const http::Request& req, grpc::ClientContext* context) {
-  if (auto id = Header(req, "x-request-id")) context->AddMetadata("x-request-id", *id);
-  // The API key travels on as gRPC metadata, so the gRPC API's one check covers HTTP too.
-  if (auto auth = Header(req, "authorization")) context->AddMetadata("authorization", *auth);
+  auto id = Header(req, "x-request-id");
+  if (id && IsMetadataValue(*id)) context->AddMetadata("x-request-id", *id);
+  // The API key travels on as gRPC metadata, so the gRPC API's one check covers HTTP too. A
+  // value that cannot be one is no key: without it the call is refused as unauthenticated.
+  auto auth = Header(req, "authorization");
+  if (auth && IsMetadataValue(*auth)) context->AddMetadata("authorization", *auth);
 }
 
 std::string DataUrl(const std::string& content_type, const std::string& data) {
