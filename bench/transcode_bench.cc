@@ -43,6 +43,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/daemon.h"
 #include "orchestrator/transcoder.h"
 
 extern char** environ;
@@ -396,6 +397,9 @@ int main(int argc, char** argv) {
   app.add_option("--only", only, "Time one side only, no PSNR (for profiling)")
       ->check(CLI::IsMember({"both", "ours", "cli"}));
   CLI11_PARSE(app, argc, argv);
+  // Ours runs in this process as in the orchestrator, with the orchestrator's allocator settings
+  // (main.cc); the ffmpeg CLI processes it spawns keep glibc's defaults.
+  switchyard::KeepFreedMemoryForReuse();
 
   Bench b;
   b.segments = segments;

@@ -1,5 +1,6 @@
 #include "common/daemon.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
@@ -192,6 +193,13 @@ void Watchdog::Run() {
     std::unique_lock<std::mutex> lock(mu_);
     if (cv_.wait_for(lock, period, [this] { return stopping_; })) return;
   }
+}
+
+void KeepFreedMemoryForReuse() {
+  // Setting either also turns off glibc's dynamic thresholds, which would otherwise trim at twice
+  // the largest block freed so far (a few MB) and hand the encoders' memory back every segment.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
 }  // namespace switchyard

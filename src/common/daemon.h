@@ -30,6 +30,14 @@ int WaitForTerminationSignal(const sigset_t& set);
 // and the daemon goes on). Sends STOPPING=1 before returning the terminating signal's number.
 int ServeSignals(const sigset_t& set, const std::function<absl::Status()>& reload);
 
+// Tunes glibc malloc for a long-running daemon that allocates and frees large buffers per job:
+// freed memory stays in the process for the next job (no trimming until 256 MiB of the heap top
+// is free; blocks up to 32 MiB come from the heap rather than fresh mmaps). Returned to the
+// kernel, every job would fault the pages in and zero them again; per transcoded segment (new
+// encoders, frames) that was about a tenth of its CPU time (docs/performance.md). The cost: RSS
+// stays near its high-water mark between jobs. Call once at the start of main.
+void KeepFreedMemoryForReuse();
+
 // Writes `port` followed by a newline to `path` atomically (write, then rename), so a test or
 // script polling for the file never reads half of it.
 absl::Status WritePortFile(const std::filesystem::path& path, int port);

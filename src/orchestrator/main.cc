@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  KeepFreedMemoryForReuse();
 
   sigset_t signals = BlockTerminationSignals();
   auto config = orchestrator::LoadOrchestratorConfig(config_path);
