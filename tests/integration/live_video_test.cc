@@ -374,6 +374,32 @@ TEST_F(LiveVideoTest, BadSegmentsEndTheSessionWithAnErrorEvent) {
   EXPECT_TRUE(trickle_->Segments("out").empty());
 }
 
+// A gateway shutting down ends its sessions: the output channel is closed and the last event
+// says why, even while the session waits for input.
+TEST_F(LiveVideoTest, GatewayShutdownEndsTheSessions) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(1));
+  HttpResult r = Post(port_, {{"subscribe_url", trickle_->Url("in")},
+                              {"publish_url", trickle_->Url("out")},
+                              {"events_url", trickle_->Url("events")},
+                              {"model_id", "live-invert"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  for (int i = 0; i < 100 && trickle_->held() == 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ASSERT_EQ(trickle_->held(), 1);  // the session waits for input segment 0
+  // KNOWN ISSUE (not diagnosed yet): in this test the gateway process took ~10 s to exit after
+  // SIGTERM (the session itself ended at once: its events below arrived); so the time is not
+  // checked here.
+  cluster_.gateway().Stop();
+  ASSERT_TRUE(trickle_->WaitClosed("events", seconds(5)));
+  EXPECT_TRUE(trickle_->Closed("out"));
+  auto events = Events(*trickle_, "events");
+  ASSERT_EQ(events.size(), 2u) << Json(events).dump();
+  EXPECT_EQ(events[1]["state"], "ended");
+  EXPECT_NE(events[1]["reason"].get<std::string>().find("shutting down"), std::string::npos)
+      << events[1].dump();
+}
+
 TEST(LiveVideoUnitTest, ParsesHttpUrls) {
   auto u = gateway::ParseHttpUrl("http://127.0.0.1:8935/ai/trickle/abc");
   ASSERT_TRUE(u.ok()) << u.status();
