@@ -96,8 +96,10 @@ TEST(FailoverTest, KilledAndStalledNodesLoseNoJobsAndRejoin) {
   options.orchestrators = 3;
   options.models = {"esrgan-slim-x4"};
   options.model_queue_size = 8;
-  // A stalled node holds an attempt until this timeout, then the job moves on.
-  options.gateway_config = {{"attempt_timeout_ms", {{"upscale", 2500}}}};
+  // A stalled node holds an attempt until this timeout, then the job moves on (scaled: an
+  // upscale under ASan on a loaded machine takes longer than 2.5 s).
+  options.gateway_config = {
+      {"attempt_timeout_ms", {{"upscale", Scaled(std::chrono::milliseconds(2500)).count()}}}};
   LocalCluster cluster;
   auto st = cluster.Start(options);
   ASSERT_TRUE(st.ok()) << st;
@@ -108,7 +110,7 @@ TEST(FailoverTest, KilledAndStalledNodesLoseNoJobsAndRejoin) {
   // Load: 4 clients, 8 jobs each, 30 s deadline per job.
   constexpr int kClients = 4;
   constexpr int kJobsPerClient = 8;
-  const auto kDeadline = std::chrono::milliseconds(30000);
+  const auto kDeadline = Scaled(std::chrono::milliseconds(30000));
   std::mutex mu;
   std::vector<JobResult> results;
   std::atomic<int> started{0};
