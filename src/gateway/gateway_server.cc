@@ -66,7 +66,6 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     return (*rng)();
   });
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
-  s->inference_->set_job_metrics(s->job_metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   if (!c.usage_ledger.empty()) {
     auto ledger = UsageLedger::Open(c.usage_ledger);
@@ -79,6 +78,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
   s->service_->set_auth(s->auth_.get());
   s->inference_->set_auth(s->auth_.get());
+  s->inference_->set_job_metrics(s->job_metrics_.get());
 
   EnableStandardGrpcServices();
   auto credentials = MakeGrpcServerCredentials(c.tls);
@@ -237,6 +237,7 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
     sweeper_.join();
   }
   if (poller_) poller_->Stop();
+  if (live_) live_->Stop();  // each session says why it ended, then its thread is joined
   SetGrpcServing(server_.get(), false);
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + grace);
@@ -245,4 +246,3 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
 }
 
 }  // namespace switchyard::gateway
-  if (live_) live_->Stop();  // each session says why it ended, then its thread is joined

@@ -63,11 +63,11 @@ class GatewayServer {
   std::unique_ptr<StaticPoller> poller_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  // /live-video-to-video sessions, stopped at Shutdown (before the gRPC server they call).
+  std::shared_ptr<LiveVideoSessions> live_;
   http::ServerPtr http_;  // after server_: destroyed first
   std::mutex scrape_mu_;
   // (pipeline, model, state) -> gauge of switchyard_gateway_model_offers.
-  // /live-video-to-video sessions, stopped at Shutdown (before the gRPC server they call).
-  std::shared_ptr<LiveVideoSessions> live_;
   std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> offer_gauges_;
   bool shut_down_ = false;
   // Drops registered orchestrators that stopped sending heartbeats (node_timeout_ms).

@@ -509,6 +509,45 @@ grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext*
   return reactor;
 }
 
+grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
+    grpc::CallbackServerContext* context, const v1::LiveVideoSegmentRequest* request,
+    v1::LiveVideoSegmentResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  if (request->model_id().empty()) {
+    return Invalid(context, "model_id is required (see ListCapabilities)");
+  }
+  if (request->segment().empty()) return Invalid(context, "segment is required (MPEG-TS bytes)");
+  if (request->stream_id().size() > kMaxStreamIdBytes) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           absl::StrCat("stream_id is ",
+                                                        request->stream_id().size(),
+                                                        " bytes; at most ", kMaxStreamIdBytes,
+                                                        " allowed")));
+  }
+  auto route = MakeRoute(context, "live-video-to-video", request->model_id());
+  if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
+  std::function<void(const std::string&)> on_success;
+  if (!request->stream_id().empty()) {
+    // The orchestrator keeps no state between segments, but a stream stays on one node while it
+    // can (warm model, no cold start elsewhere). Its own key space in the affinity table.
+    const std::string key = absl::StrCat("live-video-to-video/", request->stream_id());
+    route->preferred = affinity_.NodeOf(key);
+    on_success = [this, key](const std::string& node) { affinity_.Set(key, node); };
+  }
+  auto* reactor = context->DefaultReactor();
+  auto job = std::make_shared<UnaryJob<v1::LiveVideoSegmentRequest, v1::LiveVideoSegmentResponse>>(
+      context, request, response, [reactor](grpc::Status st) { reactor->Finish(std::move(st)); },
+      *std::move(route),
+      [](Stub* stub, grpc::ClientContext* ctx, const v1::LiveVideoSegmentRequest* req,
+         v1::LiveVideoSegmentResponse* resp, std::function<void(grpc::Status)> done) {
+        stub->async()->LiveVideoSegment(ctx, req, resp, std::move(done));
+      },
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
+      job_metrics_, std::move(on_success));
+  job->Start();
+  return reactor;
+}
+
 // A live stream: reads a segment, runs it (routed with the stream's affinity, retried elsewhere
 // like any job), writes its outcome, then reads the next. One segment is in flight at a time,
 // because the orchestrator's session runs a stream's segments in order anyway. Deletes itself in
@@ -581,45 +620,6 @@ class GatewayService::TranscodeStreamReactor final
   }
 
   void OnDone() override { delete this; }
-grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
-    grpc::CallbackServerContext* context, const v1::LiveVideoSegmentRequest* request,
-    v1::LiveVideoSegmentResponse* response) {
-  if (auto* refused = RefuseUnauthorized(context)) return refused;
-  if (request->model_id().empty()) {
-    return Invalid(context, "model_id is required (see ListCapabilities)");
-  }
-  if (request->segment().empty()) return Invalid(context, "segment is required (MPEG-TS bytes)");
-  if (request->stream_id().size() > kMaxStreamIdBytes) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           absl::StrCat("stream_id is ",
-                                                        request->stream_id().size(),
-                                                        " bytes; at most ", kMaxStreamIdBytes,
-                                                        " allowed")));
-  }
-  auto route = MakeRoute(context, "live-video-to-video", request->model_id());
-  if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
-  std::function<void(const std::string&)> on_success;
-  if (!request->stream_id().empty()) {
-    // The orchestrator keeps no state between segments, but a stream stays on one node while it
-    // can (warm model, no cold start elsewhere). Its own key space in the affinity table.
-    const std::string key = absl::StrCat("live-video-to-video/", request->stream_id());
-    route->preferred = affinity_.NodeOf(key);
-    on_success = [this, key](const std::string& node) { affinity_.Set(key, node); };
-  }
-  auto* reactor = context->DefaultReactor();
-  auto job = std::make_shared<UnaryJob<v1::LiveVideoSegmentRequest, v1::LiveVideoSegmentResponse>>(
-      context, request, response, [reactor](grpc::Status st) { reactor->Finish(std::move(st)); },
-      *std::move(route),
-      [](Stub* stub, grpc::ClientContext* ctx, const v1::LiveVideoSegmentRequest* req,
-         v1::LiveVideoSegmentResponse* resp, std::function<void(grpc::Status)> done) {
-        stub->async()->LiveVideoSegment(ctx, req, resp, std::move(done));
-      },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
-      job_metrics_, std::move(on_success));
-  job->Start();
-  return reactor;
-}
-
 
  private:
   void Write(grpc::Status status) {
@@ -791,7 +791,6 @@ grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerConte
                &Stub::async_interface::TextToSpeech);
 }
 
-}  // namespace switchyard::gateway
 grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,
                                                    const v1::GetUsageRequest* request,
                                                    v1::GetUsageResponse* response) {
@@ -848,3 +847,4 @@ grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* 
   return FinishNow(context, grpc::Status::OK);
 }
 
+}  // namespace switchyard::gateway

@@ -33,12 +33,12 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // Bidirectional: a live stream's segments in, each one's renditions out (see gateway.proto).
   grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>* TranscodeStream(
       grpc::CallbackServerContext* context) override;
-  // The router, shared with the KServe proxy so both feed one view of node health.
   // One segment of a live video-to-video stream: routed with the stream's affinity like
   // Transcode's segments, retried elsewhere on node failures.
   grpc::ServerUnaryReactor* LiveVideoSegment(grpc::CallbackServerContext* context,
                                              const v1::LiveVideoSegmentRequest* request,
                                              v1::LiveVideoSegmentResponse* response) override;
+  // The router, shared with the KServe proxy so both feed one view of node health.
   Router* router() { return &router_; }
   // Finished jobs and recent failures of the unary pipelines, for the status page.
   const JobLog* job_log() const { return &job_log_; }
@@ -46,11 +46,6 @@ class GatewayService final : public v1::Gateway::CallbackService {
   void set_job_metrics(JobMetrics* metrics) { job_metrics_ = metrics; }
   // API key checks (may stay unset: no keys needed); set before the service takes calls.
   void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
-
-  grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
-                                             const v1::ListCapabilitiesRequest* request,
-                                             v1::ListCapabilitiesResponse* response) override;
-
   // The units check and usage ledger of completed jobs (docs/metering.md; may stay unset: jobs
   // are then not metered); set before the service takes calls.
   void set_billing(JobBilling* billing) { billing_ = billing; }
@@ -59,6 +54,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
                                      const v1::GetUsageRequest* request,
                                      v1::GetUsageResponse* response) override;
+
+  grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
+                                             const v1::ListCapabilitiesRequest* request,
+                                             v1::ListCapabilitiesResponse* response) override;
+
   // Every other pipeline is routed the same way as Upscale.
   grpc::ServerUnaryReactor* TextToImage(grpc::CallbackServerContext* context,
                                         const v1::TextToImageRequest*, v1::ImageResponse*) override;
@@ -108,16 +108,16 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // The API key check's refusal, answered at once, or null when the call may go on. Unary methods
   // ask first, so a caller without a valid key learns nothing from validation errors.
   grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
-  // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
-  // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
-  // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
-  // path, unary and streaming, passes here before any work).
-  absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
   // The API key id a call was admitted with ("" when the gateway needs no key).
   std::string ApiKeyIdOf(const grpc::CallbackServerContext* context) const;
   // The usage ledger's key for a job: its request id, made unique when the client chose it.
   std::string LedgerJobId(const grpc::CallbackServerContext* context,
                           const std::string& request_id) const;
+  // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
+  // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
+  // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
+  // path, unary and streaming, passes here before any work).
+  absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
                                          const std::string& pipeline,
                                          const std::string& model_id) const;
 
@@ -129,8 +129,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
   JobLog job_log_;
   JobMetrics* job_metrics_ = nullptr;
   const ApiKeyAuth* auth_ = nullptr;
+  JobBilling* billing_ = nullptr;
   std::function<uint64_t()> random_;
 };
 
 }  // namespace switchyard::gateway
-  JobBilling* billing_ = nullptr;
