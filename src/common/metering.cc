@@ -44,6 +44,39 @@ uint32_t Le(absl::string_view s, size_t pos, int bytes) {
   return v;
 }
 
+// The most elements one input tensor, or a whole request, may have (as the orchestrator allows;
+// keeps the shape product from overflowing).
+constexpr int64_t kMaxInferElements = int64_t{1} << 40;
+
+// Bytes per element of an Open Inference Protocol datatype; 0 for BYTES (length-prefixed), -1 for
+// an unknown one.
+int ElementBytes(absl::string_view datatype) {
+  if (datatype == "BOOL" || datatype == "INT8" || datatype == "UINT8") return 1;
+  if (datatype == "INT16" || datatype == "UINT16" || datatype == "FP16" || datatype == "BF16") {
+    return 2;
+  }
+  if (datatype == "INT32" || datatype == "UINT32" || datatype == "FP32") return 4;
+  if (datatype == "INT64" || datatype == "UINT64" || datatype == "FP64") return 8;
+  if (datatype == "BYTES") return 0;
+  return -1;
+}
+
+// Strings in a raw BYTES tensor: each a 4-byte little-endian length and that many bytes. -1 when
+// the data does not split exactly into such strings.
+int64_t RawStrings(absl::string_view raw) {
+  int64_t n = 0;
+  size_t pos = 0;
+  while (pos < raw.size()) {
+    if (raw.size() - pos < 4) return -1;
+    const uint32_t len = Le(raw, pos, 4);
+    pos += 4;
+    if (raw.size() - pos < len) return -1;
+    pos += len;
+    ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 std::string UnitOf(absl::string_view pipeline) {
@@ -54,6 +87,8 @@ std::string UnitOf(absl::string_view pipeline) {
   }
   if (pipeline == "audio-to-text" || pipeline == "text-to-speech") return "ms";
   if (pipeline == "llm") return "token";
+  if (pipeline == "live-video-to-video") return "pixel";
+  if (pipeline == "kserve") return "element";
   return "";
 }
 
@@ -241,6 +276,108 @@ absl::StatusOr<int64_t> Units(const v1::TranscodeRequest&, const v1::TranscodeRe
     total += count->frames * count->width * count->height;
   }
   return total;
+}
+
+absl::StatusOr<int64_t> Units(const v1::LiveVideoSegmentRequest&,
+                              const v1::LiveVideoSegmentResponse& response) {
+  auto count = CountVideo(response.segment());
+  if (!count.ok()) return Invalid("segment", count.status().message());
+  return count->frames * count->width * count->height;
+}
+
+absl::StatusOr<int64_t> InferElements(const inference::ModelInferRequest& request) {
+  if (request.inputs_size() == 0) return absl::InvalidArgumentError("the request has no inputs");
+  const bool raw = request.raw_input_contents_size() > 0;
+  if (raw && request.raw_input_contents_size() != request.inputs_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw_input_contents has ", request.raw_input_contents_size(), " entries for ",
+                     request.inputs_size(), " inputs (one per input expected)"));
+  }
+  int64_t total = 0;
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const auto& input = request.inputs(i);
+    const std::string what = absl::StrCat("input '", input.name(), "'");
+    const int element_bytes = ElementBytes(input.datatype());
+    if (element_bytes < 0) {
+      return Invalid(what, absl::StrCat("unknown datatype '", input.datatype(), "'"));
+    }
+    int64_t numel = 1;
+    for (int64_t d : input.shape()) {
+      if (d < 0) return Invalid(what, absl::StrCat("negative dimension ", d));
+      if (d > 0 && numel > kMaxInferElements / d) {
+        return Invalid(what, absl::StrCat("more than ", kMaxInferElements, " elements"));
+      }
+      numel *= d;
+    }
+    const auto& c = input.contents();
+    const int populated = (c.bool_contents_size() > 0) + (c.int_contents_size() > 0) +
+                          (c.int64_contents_size() > 0) + (c.uint_contents_size() > 0) +
+                          (c.uint64_contents_size() > 0) + (c.fp32_contents_size() > 0) +
+                          (c.fp64_contents_size() > 0) + (c.bytes_contents_size() > 0);
+    if (raw) {
+      if (populated > 0) return Invalid(what, "has both contents and raw_input_contents");
+      const std::string& data = request.raw_input_contents(i);
+      if (element_bytes == 0) {
+        const int64_t strings = RawStrings(data);
+        if (strings < 0) {
+          return Invalid(what, "raw BYTES contents are not 4-byte-length-prefixed strings");
+        }
+        if (strings != numel) {
+          return Invalid(what, absl::StrCat("shape has ", numel, " elements but the raw contents ",
+                                            "hold ", strings, " strings"));
+        }
+      } else if (static_cast<int64_t>(data.size()) != numel * element_bytes) {
+        return Invalid(what, absl::StrCat("shape has ", numel, " elements of ", input.datatype(),
+                                          " (", numel * element_bytes, " bytes) but the raw ",
+                                          "contents have ", data.size(), " bytes"));
+      }
+    } else {
+      if (populated > 1) return Invalid(what, "more than one contents field is set");
+      const int64_t values = c.bool_contents_size() + c.int_contents_size() +
+                             c.int64_contents_size() + c.uint_contents_size() +
+                             c.uint64_contents_size() + c.fp32_contents_size() +
+                             c.fp64_contents_size() + c.bytes_contents_size();
+      if (values != numel) {
+        return Invalid(what, absl::StrCat("shape has ", numel, " elements but the contents hold ",
+                                          values, " values"));
+      }
+    }
+    if (total > kMaxInferElements - numel) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the inputs have more than ", kMaxInferElements, " elements in all"));
+    }
+    total += numel;
+  }
+  return total;
+}
+
+absl::StatusOr<int64_t> Units(const inference::ModelInferRequest& request,
+                              const inference::ModelInferResponse&) {
+  return InferElements(request);
+}
+
+void SetInferReport(int64_t units, double price_per_unit,
+                    inference::ModelInferResponse* response) {
+  auto& params = *response->mutable_parameters();
+  params[kInferUnitsParameter].set_int64_param(units);
+  params[kInferPriceParameter].set_double_param(price_per_unit);
+}
+
+absl::StatusOr<InferReport> InferReportOf(const inference::ModelInferResponse& response) {
+  const auto& params = response.parameters();
+  auto units = params.find(kInferUnitsParameter);
+  if (units == params.end() ||
+      units->second.parameter_choice_case() != inference::InferParameter::kInt64Param) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the response has no int64 parameter '", kInferUnitsParameter, "'"));
+  }
+  auto price = params.find(kInferPriceParameter);
+  if (price == params.end() ||
+      price->second.parameter_choice_case() != inference::InferParameter::kDoubleParam) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the response has no double parameter '", kInferPriceParameter, "'"));
+  }
+  return InferReport{units->second.int64_param(), price->second.double_param()};
 }
 
 absl::StatusOr<int64_t> LlmUnits(const v1::LLMTokenUsage& usage, int64_t max_tokens,

@@ -18,6 +18,10 @@
 //   llm                            token  prompt_tokens + completion_tokens of the final usage
 //   transcode                      pixel  sum over renditions of frames x width x height, each
 //                                         rendition's frames and size counted by demuxing its data
+//   live-video-to-video            pixel  output pixels: frames x width x height of the returned
+//                                         segment, counted by demuxing it
+//   kserve (ModelInfer)            element  elements of the request's input tensors (product of
+//                                         each shape), checked against the contents' sizes
 #pragma once
 
 #include <cstdint>
@@ -25,11 +29,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "inference/open_inference_grpc.pb.h"
 #include "switchyard/v1/gateway.pb.h"
 
 namespace switchyard::metering {
 
-// The billing unit of a pipeline: "pixel", "ms" or "token"; "" for an unknown pipeline.
+// The billing unit of a pipeline: "pixel", "ms", "token" or "element" (kserve); "" for an unknown
+// pipeline.
 std::string UnitOf(absl::string_view pipeline);
 
 // Video frames (packets of the first video stream) and frame size of a container in memory
@@ -71,6 +77,31 @@ absl::StatusOr<int64_t> Units(const v1::TextToSpeechRequest& request,
                               const v1::AudioResponse& response);
 absl::StatusOr<int64_t> Units(const v1::TranscodeRequest& request,
                               const v1::TranscodeResponse& response);
+absl::StatusOr<int64_t> Units(const v1::LiveVideoSegmentRequest& request,
+                              const v1::LiveVideoSegmentResponse& response);
+
+// KServe ModelInfer (pipeline "kserve", unit "element"): the total number of elements of the
+// request's input tensors, each the product of its shape. The contents must hold exactly that
+// many values: raw_input_contents (one entry per input, when given) of shape x the datatype's
+// size bytes (BYTES: that many 4-byte-length-prefixed strings), or else the one typed contents
+// field set, with that many values. INVALID_ARGUMENT naming the input otherwise (no inputs, an
+// unknown datatype, a negative dimension, a size mismatch, more than 2^40 elements).
+absl::StatusOr<int64_t> InferElements(const inference::ModelInferRequest& request);
+absl::StatusOr<int64_t> Units(const inference::ModelInferRequest& request,
+                              const inference::ModelInferResponse& response);
+
+// A ModelInfer response has no JobInfo: the orchestrator reports its units and price in the
+// response's parameters under these names (int64 and double), which the gateway relays to the
+// client unchanged. docs/kserve.md.
+inline constexpr const char* kInferUnitsParameter = "switchyard_units";
+inline constexpr const char* kInferPriceParameter = "switchyard_price_per_unit";
+void SetInferReport(int64_t units, double price_per_unit, inference::ModelInferResponse* response);
+struct InferReport {
+  int64_t units = 0;
+  double price_per_unit = 0;
+};
+// INVALID_ARGUMENT when either parameter is missing or not of its type.
+absl::StatusOr<InferReport> InferReportOf(const inference::ModelInferResponse& response);
 
 // LLM: prompt_tokens + completion_tokens of the stream's final usage. INVALID_ARGUMENT when the
 // usage is inconsistent: negative counts, total_tokens not their sum, more completion tokens than

@@ -544,6 +544,9 @@ grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
       },
       config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
       job_metrics_, std::move(on_success));
+  // One ledger row per segment, charged to the session's key (the HTTP session forwards it).
+  job->set_metering(Meter<v1::LiveVideoSegmentRequest, v1::LiveVideoSegmentResponse>(
+      billing_, ApiKeyIdOf(context), LedgerJobId(context, job->request_id())));
   job->Start();
   return reactor;
 }

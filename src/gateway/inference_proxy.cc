@@ -4,10 +4,14 @@
 
 #include <algorithm>
 #include <functional>
+#include <random>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -25,6 +29,34 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::
   return reactor;
 }
 
+uint64_t RandomId() {
+  thread_local std::mt19937_64 engine{std::random_device{}()};
+  return engine();
+}
+
+// Who a call is charged to and under which ledger key (docs/metering.md).
+struct CallIdentity {
+  std::string request_id;   // the client's x-request-id, else one of the gateway's own
+  std::string job_id;       // the ledger's key: unique even when the client reused its id
+  std::string api_key_id;  // "" without API keys
+};
+
+CallIdentity IdentityOf(const grpc::CallbackServerContext* context, const ApiKeyAuth* auth) {
+  CallIdentity id;
+  const auto& md = context->client_metadata();
+  if (auto it = md.find("x-request-id");
+      it != md.end() && !it->second.empty() && it->second.size() <= 128) {
+    id.request_id.assign(it->second.data(), it->second.size());
+    // A client's id need not be unique; the ledger's key gets a suffix of the gateway's own.
+    id.job_id = absl::StrFormat("%s~%016x", id.request_id, RandomId());
+  } else {
+    id.request_id = absl::StrFormat("%016x", RandomId());
+    id.job_id = id.request_id;
+  }
+  if (auth != nullptr) id.api_key_id = auth->KeyIdOf(context);
+  return id;
+}
+
 // One forwarded call: picks an orchestrator, calls it asynchronously with the client's deadline
 // and cancellation, retries elsewhere on retryable failures, and finishes the client's call
 // exactly once. Owns itself (through the pending callback) until then.
@@ -37,7 +69,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
   ProxyJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
            grpc::ServerUnaryReactor* reactor, std::string model, Method method, const char* what,
            bool counts_load, const GatewayConfig& config, Membership* membership, Router* router,
-           JobMetrics* metrics)
+           JobMetrics* metrics, JobBilling* billing, CallIdentity identity)
       : context_(context),
         request_(request),
         response_(response),
@@ -49,7 +81,9 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
         config_(config),
         membership_(membership),
         router_(router),
-        metrics_(counts_load ? metrics : nullptr) {}
+        metrics_(counts_load ? metrics : nullptr),
+        billing_(counts_load ? billing : nullptr),
+        identity_(std::move(identity)) {}
 
   void Start() {
     if (counts_load_) router_->RecordJob();
@@ -78,11 +112,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
       client_context_->set_deadline(std::chrono::system_clock::now() +
                                     std::chrono::milliseconds(config_.default_timeout_ms));
     }
-    const auto& md = context_->client_metadata();
-    if (auto it = md.find("x-request-id"); it != md.end() && it->second.size() <= 128) {
-      client_context_->AddMetadata("x-request-id",
-                                   std::string(it->second.data(), it->second.size()));
-    }
+    client_context_->AddMetadata("x-request-id", identity_.request_id);
     attempt_response_ = Response();
     attempt_start_ = absl::Now();
     if (counts_load_) node_->connection->in_flight().fetch_add(1);
@@ -95,10 +125,14 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
     if (counts_load_) node_->connection->in_flight().fetch_sub(1);
     const grpc::StatusCode code = status.error_code();
     const bool cancelled = context_->IsCancelled();
+    // A ModelInfer call's units are checked and recorded before the client gets the response; a
+    // node that misreported them is not paid and is penalised like a failed attempt (the client
+    // still gets the result: the work was done).
+    const bool paid = status.ok() ? Settle() : true;
     if (counts_load_ && !cancelled) {
       AttemptOutcome outcome = AttemptOutcome::kClientError;
       if (status.ok()) {
-        outcome = AttemptOutcome::kSuccess;
+        outcome = paid ? AttemptOutcome::kSuccess : AttemptOutcome::kNodeFailure;
       } else if (code == grpc::StatusCode::UNAVAILABLE) {
         outcome = AttemptOutcome::kNodeFailure;
       } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
@@ -109,8 +143,9 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
     if (status.ok()) {
       *response_ = std::move(attempt_response_);
       if (counts_load_) {
-        spdlog::info("kserve {} '{}' done on {} in {:.0f} ms (attempts {})", what_, model_,
-                     node_->id, absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
+        spdlog::info("[{}] kserve {} '{}' done on {} in {:.0f} ms (attempts {})",
+                     identity_.request_id, what_, model_, node_->id,
+                     absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
       }
       return Finish(grpc::Status::OK);
     }
@@ -130,6 +165,34 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
       return Attempt();
     }
     Finish(std::move(status));
+  }
+
+  // Checks the successful attempt's units (the orchestrator's report in the response's
+  // parameters) against the gateway's count and records the call (JobBilling::Settle); true when
+  // paid or not metered (metadata calls, no billing).
+  bool Settle() {
+    if constexpr (!std::is_same_v<Request, inference::ModelInferRequest>) {
+      return true;
+    } else {
+      if (billing_ == nullptr) return true;
+      JobBilling::Job job;
+      job.job_id = identity_.job_id;
+      job.request_id = identity_.request_id;
+      job.api_key_id = identity_.api_key_id;
+      job.pipeline = kPipeline;
+      job.model_id = model_;
+      job.orchestrator = node_->id;
+      auto report = metering::InferReportOf(attempt_response_);
+      if (!report.ok()) {
+        // Not reported: recorded as -1, which no count equals, so the call is disputed.
+        spdlog::warn("[{}] kserve ModelInfer '{}' on {}: {}", identity_.request_id, model_,
+                     node_->id, report.status().ToString());
+      }
+      job.reported_units = report.ok() ? report->units : -1;
+      job.price_per_unit = report.ok() ? report->price_per_unit : 0;
+      job.counted = metering::Units(*request_, attempt_response_);
+      return billing_->Settle(job);
+    }
   }
 
   void Finish(grpc::Status status) {
@@ -154,6 +217,8 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
   Membership* membership_;
   Router* router_;
   JobMetrics* metrics_;  // null for metadata calls (not jobs)
+  JobBilling* billing_;  // null for metadata calls and when not metered
+  const CallIdentity identity_;
   absl::Time start_ = absl::Now();
   absl::Time attempt_start_;
   std::set<std::string> excluded_;
@@ -170,15 +235,16 @@ grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, const Re
                                   Response* response, const std::string& model,
                                   typename ProxyJob<Request, Response>::Method method,
                                   const char* what, bool counts_load, const GatewayConfig& config,
-                                  Membership* membership, Router* router, JobMetrics* metrics) {
+                                  Membership* membership, Router* router, JobMetrics* metrics,
+                                  JobBilling* billing, const ApiKeyAuth* auth) {
   if (model.empty()) {
     return FinishNow(context,
                      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a model name is required"));
   }
   auto* reactor = context->DefaultReactor();
-  auto job = std::make_shared<ProxyJob<Request, Response>>(context, request, response, reactor,
-                                                           model, method, what, counts_load, config,
-                                                           membership, router, metrics);
+  auto job = std::make_shared<ProxyJob<Request, Response>>(
+      context, request, response, reactor, model, method, what, counts_load, config, membership,
+      router, metrics, billing, IdentityOf(context, auth));
   job->Start();
   return reactor;
 }
@@ -218,7 +284,7 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelReady(grpc::CallbackServerContext
   }
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelReady, "ModelReady", false, config_, membership_,
-                 router_, nullptr);
+                 router_, nullptr, nullptr, auth_);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
@@ -229,7 +295,7 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelMetadata(
   }
   return Forward(context, request, response, request->name(),
                  &InferStub::async_interface::ModelMetadata, "ModelMetadata", false, config_,
-                 membership_, router_, nullptr);
+                 membership_, router_, nullptr, nullptr, auth_);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext* context,
@@ -240,7 +306,7 @@ grpc::ServerUnaryReactor* InferenceProxy::ModelInfer(grpc::CallbackServerContext
   }
   return Forward(context, request, response, request->model_name(),
                  &InferStub::async_interface::ModelInfer, "ModelInfer", true, config_, membership_,
-                 router_, metrics_);
+                 router_, metrics_, billing_, auth_);
 }
 
 }  // namespace switchyard::gateway

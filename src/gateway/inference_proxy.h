@@ -1,6 +1,9 @@
 // The KServe Open Inference Protocol v2 (inference.GRPCInferenceService) on the gateway's port:
 // ModelInfer, ModelReady and ModelMetadata are forwarded to an orchestrator that offers the model
-// (under any pipeline), retried elsewhere on UNAVAILABLE/RESOURCE_EXHAUSTED. See docs/kserve.md.
+// (under any pipeline), retried elsewhere on UNAVAILABLE/RESOURCE_EXHAUSTED. ModelInfer calls are
+// metered like the public API's jobs (pipeline "kserve", unit "element": the orchestrator's report
+// in the response's parameters is checked against the gateway's own count, and each call written to
+// the usage ledger). See docs/kserve.md and docs/metering.md.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +20,7 @@
 #include "gateway/job_metrics.h"
 #include "gateway/membership.h"
 #include "gateway/router.h"
+#include "gateway/usage_ledger.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -91,6 +95,10 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
   // Counts ModelInfer calls in the gateway's job metrics (pipeline "kserve"); may stay unset.
   void set_job_metrics(JobMetrics* metrics) { metrics_ = metrics; }
+  // Checks and records each successful ModelInfer call's units (docs/metering.md); may stay unset
+  // (calls are then not metered). The gateway's, shared with the public API; it outlives the
+  // proxy's calls.
+  void set_billing(JobBilling* billing) { billing_ = billing; }
 
   // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
@@ -120,6 +128,7 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   Router* router_;
   const ApiKeyAuth* auth_ = nullptr;
   JobMetrics* metrics_ = nullptr;
+  JobBilling* billing_ = nullptr;
 };
 
 }  // namespace switchyard::gateway

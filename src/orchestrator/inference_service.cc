@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/request_context.h"
 
@@ -476,6 +477,11 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
     response->Clear();
     return ToGrpcStatus(filled);
   }
+  // The call's units, counted from the request as the gateway counts them, and the price: the
+  // gateway pays only when its count agrees (docs/metering.md).
+  metering::SetInferReport(
+      ReportedUnits(metering::Units(*request, *response), rid) + test_inflate_units_,
+      config->price_per_unit, response);
   spdlog::info("[{}] infer {}: {} input(s) -> {} output(s) in {:.0f} ms", rid, name,
                request->inputs_size(), response->outputs_size(),
                absl::ToDoubleMilliseconds(absl::Now() - start));

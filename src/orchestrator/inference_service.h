@@ -1,6 +1,8 @@
 // The KServe Open Inference Protocol v2 (inference.GRPCInferenceService) on the orchestrator: the
 // generic tensor path for any configured TorchScript model, whatever its pipeline. ModelInfer
-// runs forward(*inputs) directly through the model's executor. See docs/kserve.md.
+// runs forward(*inputs) directly through the model's executor, and reports the call's units (the
+// input tensors' elements, common/metering.h) and the model's price in the response's parameters
+// "switchyard_units" and "switchyard_price_per_unit". See docs/kserve.md.
 #pragma once
 
 #include <cstdint>
@@ -76,6 +78,9 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
   // `ready` tells whether the server takes work (false while draining); `board` (may be null)
   // is told when a job starts and ends so load reports stay fresh.
   InferenceService(ModelManager* models, std::function<bool()> ready, StatusBoard* board);
+  // FOR TESTS ONLY: added to every ModelInfer call's reported units (the node config's
+  // test_inflate_units, docs/metering.md). Set before the service takes calls.
+  void set_test_inflate_units(int64_t units) { test_inflate_units_ = units; }
 
   grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
                           inference::ServerLiveResponse* response) override;
@@ -97,6 +102,7 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
   ModelManager* models_;
   std::function<bool()> ready_;
   StatusBoard* board_;
+  int64_t test_inflate_units_ = 0;
 };
 
 }  // namespace switchyard::orchestrator

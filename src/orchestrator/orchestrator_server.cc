@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   s->inference_ = std::make_unique<InferenceService>(
       s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },
       &s->board_);
+  s->inference_->set_test_inflate_units(s->config_.test_inflate_units);
 
   s->service_->set_transcode_realtime_histogram(
       &prometheus::BuildHistogram()

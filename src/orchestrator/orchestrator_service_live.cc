@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/live_video_pipeline.h"
 #include "orchestrator/orchestrator_service.h"
@@ -54,7 +55,9 @@ grpc::Status OrchestratorService::LiveVideoSegment(grpc::ServerContext* context,
   response->set_first_pts_seconds(result->first_pts_seconds);
   response->set_last_pts_seconds(result->last_pts_seconds);
   auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, result->output_pixels, start, job);
+  // Counted from the returned segment's bytes, as the gateway recounts them (docs/metering.md).
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
   spdlog::info("[{}] live-video-to-video {} stream '{}' segment {}: {} frames {}x{} in {:.0f} ms",
                rid, request->model_id(), request->stream_id(), request->sequence(),
                result->frames, result->width, result->height, job->compute_ms());

@@ -62,12 +62,14 @@ std::string MakeWav(int rate, int channels, int frames, bool list_chunk) {
 
 TEST(MeteringTest, UnitOfEveryPipeline) {
   for (const char* p : {"text-to-image", "image-to-image", "image-to-video", "upscale",
-                        "image-to-text", "segment-anything-2", "transcode"}) {
+                        "image-to-text", "segment-anything-2", "transcode",
+                        "live-video-to-video"}) {
     EXPECT_EQ(UnitOf(p), "pixel") << p;
   }
   EXPECT_EQ(UnitOf("audio-to-text"), "ms");
   EXPECT_EQ(UnitOf("text-to-speech"), "ms");
   EXPECT_EQ(UnitOf("llm"), "token");
+  EXPECT_EQ(UnitOf("kserve"), "element");
   EXPECT_EQ(UnitOf("no-such-pipeline"), "");
 }
 
@@ -242,6 +244,164 @@ TEST(MeteringTest, TranscodeSumsFramesTimesSizeOverRenditions) {
   units = Units(v1::TranscodeRequest(), response);
   EXPECT_EQ(units.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(units.status().message(), HasSubstr("renditions[1]"));
+}
+
+TEST(MeteringTest, LiveVideoSegmentCountsFramesTimesSizeOfTheReturnedSegment) {
+  TempDir dir;
+  SegmentSpec spec;
+  spec.width = 64;
+  spec.height = 48;
+  spec.fps = "10";
+  spec.seconds = 1.0;
+  v1::LiveVideoSegmentRequest request;
+  request.set_segment(MakeTestSegment(dir, spec));
+  spec.width = 32;
+  spec.height = 24;
+  spec.fps = "5";
+  spec.seconds = 2.0;
+  v1::LiveVideoSegmentResponse response;
+  response.set_segment(MakeTestSegment(dir, spec));
+  // The response's own fields are not trusted: the count comes from the returned segment's bytes.
+  response.set_frames(1000);
+  response.set_width(1920);
+  response.set_height(1080);
+  auto units = Units(request, response);
+  ASSERT_TRUE(units.ok()) << units.status();
+  EXPECT_EQ(*units, int64_t{10} * 32 * 24);
+
+  response.set_segment("not a segment");
+  units = Units(request, response);
+  EXPECT_EQ(units.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(units.status().message(), HasSubstr("segment"));
+  response.clear_segment();
+  EXPECT_EQ(Units(request, response).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+inference::ModelInferRequest::InferInputTensor* AddInput(inference::ModelInferRequest* request,
+                                                         const std::string& name,
+                                                         const std::string& datatype,
+                                                         std::vector<int64_t> shape) {
+  auto* in = request->add_inputs();
+  in->set_name(name);
+  in->set_datatype(datatype);
+  for (int64_t d : shape) in->add_shape(d);
+  return in;
+}
+
+TEST(MeteringTest, ModelInferCountsTheElementsOfEveryInputTensor) {
+  // Typed contents.
+  inference::ModelInferRequest request;
+  auto* x = AddInput(&request, "x", "FP32", {2, 3});
+  for (int i = 0; i < 6; ++i) x->mutable_contents()->add_fp32_contents(i);
+  auto* y = AddInput(&request, "y", "INT64", {4});
+  for (int i = 0; i < 4; ++i) y->mutable_contents()->add_int64_contents(i);
+  auto* empty = AddInput(&request, "empty", "FP32", {0, 5});  // no elements, no contents
+  (void)empty;
+  auto units = Units(request, inference::ModelInferResponse());
+  ASSERT_TRUE(units.ok()) << units.status();
+  EXPECT_EQ(*units, 10);
+  EXPECT_EQ(*InferElements(request), 10);
+
+  // Raw contents: shape x the datatype's size, BYTES as length-prefixed strings.
+  inference::ModelInferRequest raw;
+  AddInput(&raw, "a", "FP16", {3, 2});
+  raw.add_raw_input_contents(std::string(12, '\0'));
+  AddInput(&raw, "b", "UINT8", {5});
+  raw.add_raw_input_contents(std::string(5, '\x01'));
+  AddInput(&raw, "s", "BYTES", {2});
+  raw.add_raw_input_contents(std::string("\x02\0\0\0hi\0\0\0\0", 10));  // "hi" and ""
+  AddInput(&raw, "scalar", "FP64", {});  // a scalar: one element
+  raw.add_raw_input_contents(std::string(8, '\0'));
+  units = InferElements(raw);
+  ASSERT_TRUE(units.ok()) << units.status();
+  EXPECT_EQ(*units, 6 + 5 + 2 + 1);
+}
+
+TEST(MeteringTest, ModelInferRefusesContentsThatDoNotMatchTheShapes) {
+  auto expect_invalid = [](const inference::ModelInferRequest& request, const std::string& what) {
+    auto units = InferElements(request);
+    EXPECT_EQ(units.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_THAT(units.status().message(), HasSubstr(what));
+  };
+  expect_invalid(inference::ModelInferRequest(), "no inputs");
+  {
+    inference::ModelInferRequest r;
+    auto* in = AddInput(&r, "x", "FP32", {2, 3});
+    for (int i = 0; i < 5; ++i) in->mutable_contents()->add_fp32_contents(i);
+    expect_invalid(r, "input 'x': shape has 6 elements but the contents hold 5 values");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "x", "FP32", {2, -1});
+    expect_invalid(r, "input 'x': negative dimension -1");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "x", "COMPLEX", {1})->mutable_contents()->add_fp32_contents(1);
+    expect_invalid(r, "unknown datatype 'COMPLEX'");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "x", "FP32", {1 << 20, 1 << 20, 1 << 20});
+    expect_invalid(r, "input 'x': more than");
+  }
+  {
+    inference::ModelInferRequest r;
+    auto* in = AddInput(&r, "x", "FP32", {2});
+    in->mutable_contents()->add_fp32_contents(1);
+    in->mutable_contents()->add_int_contents(1);
+    expect_invalid(r, "more than one contents field");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "x", "INT32", {3});
+    r.add_raw_input_contents(std::string(11, '\0'));
+    expect_invalid(r, "input 'x': shape has 3 elements of INT32 (12 bytes)");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "x", "FP32", {1});
+    AddInput(&r, "y", "FP32", {1});
+    r.add_raw_input_contents(std::string(4, '\0'));
+    expect_invalid(r, "raw_input_contents has 1 entries for 2 inputs");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "s", "BYTES", {1});
+    r.add_raw_input_contents(std::string("\x09\0\0\0abc", 7));  // length past the end
+    expect_invalid(r, "not 4-byte-length-prefixed strings");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "s", "BYTES", {3});
+    r.add_raw_input_contents(std::string("\x01\0\0\0a", 5));
+    expect_invalid(r, "shape has 3 elements but the raw contents hold 1 strings");
+  }
+  {
+    inference::ModelInferRequest r;
+    AddInput(&r, "x", "FP32", {1})->mutable_contents()->add_fp32_contents(1);
+    r.add_raw_input_contents(std::string(4, '\0'));
+    expect_invalid(r, "both contents and raw_input_contents");
+  }
+}
+
+TEST(MeteringTest, ModelInferReportRoundTripsThroughTheResponseParameters) {
+  inference::ModelInferResponse response;
+  auto report = InferReportOf(response);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(report.status().message(), HasSubstr("switchyard_units"));
+  SetInferReport(42, 0.5, &response);
+  EXPECT_EQ(response.parameters().at("switchyard_units").int64_param(), 42);
+  EXPECT_EQ(response.parameters().at("switchyard_price_per_unit").double_param(), 0.5);
+  report = InferReportOf(response);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->units, 42);
+  EXPECT_EQ(report->price_per_unit, 0.5);
+  // A parameter of the wrong type is not a report.
+  (*response.mutable_parameters())["switchyard_price_per_unit"].set_string_param("0.5");
+  report = InferReportOf(response);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(report.status().message(), HasSubstr("switchyard_price_per_unit"));
 }
 
 }  // namespace
