@@ -91,6 +91,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(s->metrics_->InterceptorFactory());
+    s->calls_ = std::make_unique<ActiveCallTracker>(std::vector<std::string>{
+        "/switchyard.node.v1.Registry/", "/grpc.health.v1.Health/Watch"});
+    creators.push_back(s->calls_->InterceptorFactory());
     if (s->auth_) creators.push_back(s->auth_->InterceptorFactory());
     builder.experimental().SetInterceptorCreators(std::move(creators));
   }
@@ -239,10 +242,20 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
   if (poller_) poller_->Stop();
   if (live_) live_->Stop();  // each session says why it ended, then its thread is joined
   SetGrpcServing(server_.get(), false);
-  if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + grace);
-    server_->Wait();
+  if (!server_) return;
+  const auto deadline = std::chrono::system_clock::now() + grace;
+  // Server::Shutdown refuses new calls at once and blocks until every call has ended, the
+  // registration streams included, which end only when this side closes them. So it runs on a
+  // thread while this one waits for the client calls (jobs) and then closes the streams: jobs keep
+  // their retries on other nodes until they are done, and the gateway exits as soon as they are.
+  std::thread shutdown([this, deadline] { server_->Shutdown(deadline); });
+  if (calls_ && !calls_->WaitIdle(std::chrono::steady_clock::now() + grace)) {
+    spdlog::warn("shutdown: {} call(s) still running after the {} ms grace period; cancelled",
+                 calls_->active(), grace.count());
   }
+  registry_->Shutdown();
+  shutdown.join();
+  server_->Wait();
 }
 
 }  // namespace switchyard::gateway

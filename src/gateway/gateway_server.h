@@ -15,6 +15,7 @@
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "gateway/auth_interceptor.h"
+#include "gateway/call_tracker.h"
 #include "gateway/gateway_config.h"
 #include "gateway/gateway_service.h"
 #include "gateway/inference_proxy.h"
@@ -31,7 +32,8 @@ class GatewayServer {
   static absl::StatusOr<std::unique_ptr<GatewayServer>> Create(GatewayConfig config);
   ~GatewayServer();
 
-  // Stops accepting, gives in-flight jobs up to `grace` to finish, then cancels them.
+  // Stops accepting, gives in-flight jobs up to `grace` to finish, then cancels them. Returns as
+  // soon as they are done: orchestrators' registration streams are then closed with UNAVAILABLE.
   void Shutdown(std::chrono::milliseconds grace);
   // SIGHUP: replaces the static orchestrator list (StaticPoller::SetAddresses); work already
   // sent to a node that is no longer listed finishes.
@@ -58,6 +60,8 @@ class GatewayServer {
   std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;
+  // Client calls in progress (not registration streams or health watches): what Shutdown waits for.
+  std::unique_ptr<ActiveCallTracker> calls_;
   std::unique_ptr<GatewayService> service_;
   std::unique_ptr<InferenceProxy> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<StaticPoller> poller_;

@@ -10,18 +10,18 @@
 #include "common/config.h"
 
 namespace switchyard::gateway {
-namespace {
 
-class RegisterReactor final
+class RegistryService::Stream final
     : public grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage> {
  public:
-  RegisterReactor(std::string gateway_id, int heartbeat_ms, Membership* membership,
-                  std::string peer)
-      : membership_(membership), peer_(std::move(peer)) {
+  Stream(RegistryService* registry, std::string gateway_id, int heartbeat_ms,
+         Membership* membership, std::string peer)
+      : registry_(registry), membership_(membership), peer_(std::move(peer)) {
     ack_.mutable_ack()->set_gateway_id(std::move(gateway_id));
     ack_.mutable_ack()->set_heartbeat_interval_ms(heartbeat_ms);
-    StartRead(&in_);
   }
+
+  void Begin() { StartRead(&in_); }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // stream closed or broken: stop routing to the node now
@@ -84,20 +84,9 @@ class RegisterReactor final
   void OnCancel() override { Leave(); }
 
   void OnDone() override {
+    registry_->Untrack(this);
     Leave();
     delete this;
-  }
-
- private:
-  static absl::Status Validate(const node::v1::NodeStatus& s) {
-    if (s.node_id().empty()) return absl::InvalidArgumentError("hello has no node_id");
-    return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));
-  }
-
-  void Leave() {
-    std::lock_guard<std::mutex> lock(leave_mu_);
-    if (token_ != 0) membership_->Remove(node_id_, token_);
-    token_ = 0;
   }
 
   // Finish must not overlap a pending write; defer it to OnWriteDone if one is in flight.
@@ -113,6 +102,19 @@ class RegisterReactor final
     }
   }
 
+ private:
+  static absl::Status Validate(const node::v1::NodeStatus& s) {
+    if (s.node_id().empty()) return absl::InvalidArgumentError("hello has no node_id");
+    return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));
+  }
+
+  void Leave() {
+    std::lock_guard<std::mutex> lock(leave_mu_);
+    if (token_ != 0) membership_->Remove(node_id_, token_);
+    token_ = 0;
+  }
+
+  RegistryService* registry_;
   Membership* membership_;
   std::string peer_;
   node::v1::NodeMessage in_;
@@ -127,6 +129,8 @@ class RegisterReactor final
   grpc::Status deferred_status_;
 };
 
+namespace {
+
 // Answers a refused registration at once, before reading anything.
 class RefusedReactor final
     : public grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage> {
@@ -140,6 +144,8 @@ class RefusedReactor final
 bool SecretMatches(absl::string_view got, const std::string& want) {
   return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
 }
+
+constexpr const char* kShuttingDown = "gateway shutting down";
 
 }  // namespace
 
@@ -158,7 +164,32 @@ grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* Regist
                                              absl::StrCat("registration refused: ", why)));
     }
   }
-  return new RegisterReactor(gateway_id_, heartbeat_interval_ms_, membership_, context->peer());
+  Stream* stream;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, kShuttingDown));
+    }
+    stream = new Stream(this, gateway_id_, heartbeat_interval_ms_, membership_, context->peer());
+    streams_.insert(stream);
+  }
+  // Outside mu_: a reaction to the read may run (and end in Untrack) before this returns.
+  stream->Begin();
+  return stream;
+}
+
+void RegistryService::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;
+  // A stream stays in streams_ (so alive) until its OnDone has taken mu_ in Untrack.
+  for (Stream* stream : streams_) {
+    stream->FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, kShuttingDown));
+  }
+}
+
+void RegistryService::Untrack(Stream* stream) {
+  absl::MutexLock lock(&mu_);
+  streams_.erase(stream);
 }
 
 }  // namespace switchyard::gateway

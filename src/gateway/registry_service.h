@@ -4,6 +4,9 @@
 
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "gateway/membership.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
@@ -24,11 +27,22 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* Register(
       grpc::CallbackServerContext* context) override;
 
+  // Gateway shutdown: ends every open registration stream with UNAVAILABLE ("gateway shutting
+  // down"; the orchestrators reconnect with backoff) and refuses new ones the same way, so the gRPC
+  // server's shutdown does not wait out its grace period for streams that never end on their own.
+  void Shutdown();
+
  private:
+  class Stream;  // one orchestrator's registration stream (registry_service.cc)
+  void Untrack(Stream* stream);
+
   std::string gateway_id_;
   int heartbeat_interval_ms_;
   Membership* membership_;
   std::string secret_;
+  absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchyard::gateway

@@ -357,6 +357,30 @@ TEST_F(ClusterTest, StoppedOrchestratorLeavesCleanly) {
   EXPECT_TRUE(st.ok()) << st;
 }
 
+// SIGTERM: the gateway lets the job in flight finish and then exits at once. The orchestrators'
+// registration streams never end on their own; the gateway closes them itself rather than sitting
+// out its whole shutdown grace (10 s) because they are open.
+TEST_F(ClusterTest, StoppedGatewayFinishesItsJobsAndExitsWithoutWaitingOutItsGrace) {
+  std::string png = MakeTestImage(tmp_, 64, 64, "png");
+  grpc::Status job_status;
+  std::thread job([&] {
+    v1::ImageResponse resp;
+    job_status = Upscale("esrgan-slim-x4", png, &resp);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto start = std::chrono::steady_clock::now();
+  const int rc = cluster_.gateway().Stop(std::chrono::seconds(20));
+  const auto took = std::chrono::steady_clock::now() - start;
+  job.join();
+  EXPECT_EQ(rc, 0);
+  // A job the gateway accepted completes; one that came after the SIGTERM is refused, never lost.
+  EXPECT_TRUE(job_status.ok() || job_status.error_code() == StatusCode::UNAVAILABLE)
+      << job_status.error_code() << " " << job_status.error_message();
+  EXPECT_LT(took, std::chrono::seconds(8)) << cluster_.Logs();
+  // The orchestrators were told why their streams ended, and keep running.
+  EXPECT_TRUE(cluster_.orchestrator(0).Alive());
+}
+
 TEST_F(ClusterTest, CliRunsUpscaleAndTranscodeAgainstTheCluster) {
   fs::path in = tmp_.path() / "in.png";
   WriteFile(in, MakeTestImage(tmp_, 40, 30, "png"));
