@@ -294,10 +294,20 @@ absl::StatusOr<TextToSpeechOptions> ParseTextToSpeechOptions(const nlohmann::jso
   if (auto st = ReadNumber(options, "sample_rate", 1000, 384000, &o.sample_rate); !st.ok()) {
     return st;
   }
-  if (auto st = ReadNumber(options, "max_text_chars", 1, 1e7, &o.max_text_chars); !st.ok()) {
+  // max_text_chars is the option's older name; max_prompt_chars wins when both are given.
+  if (auto st = ReadNumber(options, "max_text_chars", 1, 1e9, &o.max_prompt_chars); !st.ok()) {
+    return st;
+  }
+  if (auto st = ReadNumber(options, "max_prompt_chars", 1, 1e9, &o.max_prompt_chars); !st.ok()) {
     return st;
   }
   return o;
+}
+
+absl::Status ValidateTextToSpeech(const v1::TextToSpeechRequest& request,
+                                  const TextToSpeechOptions& options) {
+  if (request.text().empty()) return absl::InvalidArgumentError("text is required");
+  return CheckPromptChars("text", Utf8Chars(request.text()), options.max_prompt_chars);
 }
 
 namespace {
@@ -390,6 +400,9 @@ absl::StatusOr<LlmOptions> ParseLlmOptions(const nlohmann::json& options) {
       !st.ok()) {
     return st;
   }
+  if (auto st = ReadNumber(options, "max_prompt_chars", 1, 1e9, &o.max_prompt_chars); !st.ok()) {
+    return st;
+  }
   if (auto st = ReadNumber(options, "seed", 0, 9e15, &o.seed); !st.ok()) return st;
   if (auto st = ReadNumber(options, "eos_token_id", -1, 1e12, &o.eos_token_id); !st.ok()) {
     return st;
@@ -414,6 +427,13 @@ absl::StatusOr<SamplingParams> ValidateLlmRequest(const v1::LLMRequest& request,
     if (m.content().empty()) {
       return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].content is required"));
     }
+  }
+  int64_t prompt_chars = 0;
+  for (const auto& m : request.messages()) prompt_chars += Utf8Chars(m.content());
+  if (auto st = CheckPromptChars("messages' content (all messages together)", prompt_chars,
+                                 options.max_prompt_chars);
+      !st.ok()) {
+    return st;
   }
   SamplingParams p;
   if (request.has_temperature()) p.temperature = request.temperature();

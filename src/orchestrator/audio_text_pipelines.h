@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "orchestrator/prompt_limits.h"
 #include "runner/torch_model.h"
 #include "switchyard/v1/gateway.pb.h"
 
@@ -65,10 +66,16 @@ inline constexpr const char* kDefaultSpeakerDescription =
     "pitch.";
 
 struct TextToSpeechOptions {
-  int sample_rate = 0;            // options.sample_rate; 0: the module's int `sample_rate` or 24000
-  int64_t max_text_chars = 4096;  // options.max_text_chars
+  int sample_rate = 0;  // options.sample_rate; 0: the module's int `sample_rate` or 24000
+  // options.max_prompt_chars (older name: max_text_chars): the longest `text`, in characters
+  // (Unicode code points, prompt_limits.h).
+  int64_t max_prompt_chars = kDefaultSpeechMaxPromptChars;
 };
 absl::StatusOr<TextToSpeechOptions> ParseTextToSpeechOptions(const nlohmann::json& options);
+// The request's text against the options (required; at most max_prompt_chars characters).
+// INVALID_ARGUMENT naming `text`, its length and the limit.
+absl::Status ValidateTextToSpeech(const v1::TextToSpeechRequest& request,
+                                  const TextToSpeechOptions& options);
 
 // Encodes float samples (interleaved when channels > 1, clamped to -1..1, NaN as 0) as a RIFF
 // WAVE file, 16-bit signed little-endian PCM.
@@ -94,6 +101,9 @@ struct LlmOptions {
   int max_context_tokens = 8192;  // options.max_context_tokens: prompt + completion
   int64_t seed = 0;               // options.seed: the sampler's RNG seed (fixed: reproducible)
   int64_t eos_token_id = -1;      // options.eos_token_id; -1: the module's int `eos_token_id`
+  // options.max_prompt_chars: all messages' content together, in characters (prompt_limits.h);
+  // checked before the prompt is templated or tokenized.
+  int64_t max_prompt_chars = kDefaultLlmMaxPromptChars;
 };
 absl::StatusOr<LlmOptions> ParseLlmOptions(const nlohmann::json& options);
 
@@ -103,8 +113,8 @@ struct SamplingParams {
   float top_p = 1.0f;  // (0, 1]
   int top_k = -1;      // -1: off
 };
-// Validates the request (messages, roles, contents, sampling fields) and fills defaults.
-// INVALID_ARGUMENT naming the field.
+// Validates the request (messages, roles, contents and their total length against
+// max_prompt_chars, sampling fields) and fills defaults. INVALID_ARGUMENT naming the field.
 absl::StatusOr<SamplingParams> ValidateLlmRequest(const v1::LLMRequest& request,
                                                   const LlmOptions& options);
 

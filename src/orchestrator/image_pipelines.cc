@@ -94,6 +94,15 @@ absl::Status CheckLoras(const std::string& loras) {
       "exported");
 }
 
+// The prompt (all its '|' parts together) and the negative prompt, each against max_prompt_chars.
+absl::Status CheckPrompts(const std::string& prompt, const std::string& negative_prompt,
+                          const ImageLimits& limits) {
+  if (auto st = CheckPromptChars("prompt", Utf8Chars(prompt), limits.max_prompt_chars); !st.ok()) {
+    return st;
+  }
+  return CheckPromptChars("negative_prompt", Utf8Chars(negative_prompt), limits.max_prompt_chars);
+}
+
 absl::StatusOr<media::RgbImage> DecodeInput(const std::string& image, const ModelConfig& model) {
   if (image.empty()) return Invalid("image is required (PNG or JPEG)");
   auto decoded = media::DecodeImage(image, model.max_input_pixels);
@@ -180,7 +189,8 @@ absl::StatusOr<ImageLimits> ImageLimitsFor(const ModelConfig& model) {
            {"max_steps", &l.max_steps},
            {"max_frames", &l.max_frames},
            {"max_fps", &l.max_fps},
-           {"encoder_threads", &l.encoder_threads}}) {
+           {"encoder_threads", &l.encoder_threads},
+           {"max_prompt_chars", &l.max_prompt_chars}}) {
     auto st = ReadIntOption(model, name, field);
     if (!st.ok()) return st;
   }
@@ -197,6 +207,10 @@ absl::StatusOr<TextToImageParams> ValidateTextToImage(const v1::TextToImageReque
                                                       const ModelConfig& model) {
   auto limits = ImageLimitsFor(model);
   if (!limits.ok()) return limits.status();
+  // Lengths first: nothing else is worth looking at in a request over them.
+  if (auto st = CheckPrompts(request.prompt(), request.negative_prompt(), *limits); !st.ok()) {
+    return st;
+  }
   TextToImageParams p;
   p.prompts = SplitPrompts(request.prompt());
   if (p.prompts.empty()) return Invalid("prompt is required");
@@ -226,6 +240,9 @@ absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRe
                                                         const ModelConfig& model) {
   auto limits = ImageLimitsFor(model);
   if (!limits.ok()) return limits.status();
+  if (auto st = CheckPrompts(request.prompt(), request.negative_prompt(), *limits); !st.ok()) {
+    return st;
+  }
   ImageToImageParams p;
   p.prompts = SplitPrompts(request.prompt());
   if (p.prompts.empty()) return Invalid("prompt is required");
@@ -254,6 +271,17 @@ absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRe
     return st;
   }
   return p;
+}
+
+absl::Status ValidateImageToText(const v1::ImageToTextRequest& request, const ModelConfig& model) {
+  auto limits = ImageLimitsFor(model);
+  if (!limits.ok()) return limits.status();
+  if (auto st = CheckPromptChars("prompt", Utf8Chars(request.prompt()), limits->max_prompt_chars);
+      !st.ok()) {
+    return st;
+  }
+  if (request.image().empty()) return Invalid("image is required (PNG or JPEG)");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ImageToVideoParams> ValidateImageToVideo(const v1::ImageToVideoRequest& request,

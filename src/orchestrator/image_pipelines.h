@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "common/media/image_codec.h"
 #include "orchestrator/orchestrator_config.h"
+#include "orchestrator/prompt_limits.h"
 #include "runner/torch_model.h"
 #include "switchyard/v1/gateway.pb.h"
 
@@ -51,6 +52,8 @@ struct ImageLimits {
   int max_frames = 256;  // image-to-video output frames
   int max_fps = 60;
   int encoder_threads = 1;  // libx264 threads for image-to-video
+  // Longest prompt and negative_prompt, each, in characters (prompt_limits.h).
+  int max_prompt_chars = static_cast<int>(kDefaultImageMaxPromptChars);
 };
 // Reads `model.options` over the defaults; INVALID_ARGUMENT naming the model and the option when
 // one is not a positive integer (the config is wrong, not the request).
@@ -85,6 +88,10 @@ struct ImageToImageParams {
 };
 absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRequest& request,
                                                         const ModelConfig& model);
+
+// image-to-text has no parameters beyond its prompt: checks it against the model's
+// max_prompt_chars (and the image is present) before the model is loaded or the image decoded.
+absl::Status ValidateImageToText(const v1::ImageToTextRequest& request, const ModelConfig& model);
 
 struct ImageToVideoParams {
   int64_t seed = 0;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
+#include "orchestrator/transcoder.h"
 
 extern "C" {
 #include <libavutil/imgutils.h>
@@ -127,6 +128,23 @@ absl::StatusOr<LiveVideoLimits> LiveVideoLimitsFor(const ModelConfig& model) {
            {"encoder_threads", &l.encoder_threads, 1, 16}}) {
     if (auto st = read_int(name, field, min, max); !st.ok()) return st;
   }
+  if (o.contains("max_segment_bytes")) {
+    const auto& v = o.at("max_segment_bytes");
+    if (!v.is_number_integer() || v.get<int64_t>() < 1024 || v.get<int64_t>() > (1LL << 31) - 1) {
+      return Invalid(absl::StrCat("model '", model.id,
+                                  "': option 'max_segment_bytes' must be an integer in 1024..",
+                                  (1LL << 31) - 1));
+    }
+    l.max_input_bytes = v.get<int64_t>();
+  }
+  if (o.contains("max_segment_seconds")) {
+    const auto& v = o.at("max_segment_seconds");
+    if (!v.is_number() || !(v.get<double>() >= 0.1 && v.get<double>() <= 3600)) {
+      return Invalid(absl::StrCat("model '", model.id,
+                                  "': option 'max_segment_seconds' must be a number in 0.1..3600"));
+    }
+    l.max_input_seconds = v.get<double>();
+  }
   if (o.contains("preset")) {
     static const char* const kPresets[] = {"ultrafast", "superfast", "veryfast", "faster", "fast",
                                            "medium",    "slow",      "slower",   "veryslow"};
@@ -148,9 +166,11 @@ absl::StatusOr<LiveSegmentResult> RunLiveVideoSegment(const RunContext& ctx,
                                                       const std::string& params_json,
                                                       const LiveVideoLimits& limits) {
   if (segment.empty()) return Invalid("segment is required (MPEG-TS bytes)");
-  if (static_cast<int64_t>(segment.size()) > limits.max_input_bytes) {
-    return Invalid(absl::StrCat("segment is ", segment.size(), " bytes; at most ",
-                                limits.max_input_bytes, " allowed"));
+  // Size, then seconds of video measured by demuxing alone, before anything is decoded.
+  if (auto st = CheckSegmentLimits(segment, limits.max_input_bytes, limits.max_input_seconds,
+                                   "mpegts", int64_t{limits.max_frames} * 16 + 1024, "segment");
+      !st.ok()) {
+    return st;
   }
   media::InitFfmpeg();
   auto demuxer = media::OpenMemoryDemuxer(segment, "mpegts");

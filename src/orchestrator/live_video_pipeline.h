@@ -28,7 +28,12 @@ struct LiveVideoLimits {
   int max_width = 1920;  // input and output frames
   int max_height = 1920;
   int max_frames = 1800;               // decoded frames per segment
-  int64_t max_input_bytes = 64 << 20;  // segment size
+  // Segment limits, checked before anything is decoded (transcoder.h CheckSegmentLimits):
+  // options max_segment_bytes and max_segment_seconds (seconds of video, measured by demuxing).
+  // Per model, as the model's per-frame cost sets what a segment may ask; the defaults are those
+  // of transcode.max_segment_bytes / max_segment_seconds.
+  int64_t max_input_bytes = 64 << 20;
+  double max_input_seconds = 30;
   int encoder_threads = 1;             // libx264 threads
   std::string preset = "veryfast";     // libx264 preset
 };
@@ -47,10 +52,10 @@ struct LiveSegmentResult {
 };
 
 // Runs the model over every frame of `segment` (MPEG-TS). INVALID_ARGUMENT when the segment is
-// empty, too large, not MPEG-TS, has no video stream, decodes to no frames, or has frames over
-// the limits; INTERNAL when the model returns something that is not a [1, 3, H', W'] float
-// tensor with even H', W' (the same for every frame) or the encoder fails; the model's own
-// errors, DEADLINE_EXCEEDED and CANCELLED as the other pipelines report them.
+// empty, over max_input_bytes or max_input_seconds, not MPEG-TS, has no video stream, decodes to no
+// frames, or has frames over the limits; INTERNAL when the model returns something that is not a
+// [1, 3, H', W'] float tensor with even H', W' (the same for every frame) or the encoder fails; the
+// model's own errors, DEADLINE_EXCEEDED and CANCELLED as the other pipelines report them.
 absl::StatusOr<LiveSegmentResult> RunLiveVideoSegment(const RunContext& ctx,
                                                       std::string_view segment,
                                                       const std::string& params_json,

@@ -155,9 +155,10 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(log.Read("format", &c.log_format));
 
   ConfigObject tc = root.Child("transcode");
-  SY_RETURN_IF_ERROR(tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit",
-                                   "encoder_threads", "session_idle_timeout_ms",
-                                   "parallel_renditions", "hw_decode", "hw_encode", "gpu_scale"}));
+  SY_RETURN_IF_ERROR(
+      tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
+                    "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode",
+                    "gpu_scale", "max_segment_bytes", "max_segment_seconds"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
@@ -187,6 +188,14 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   if (c.transcode.price_per_unit < 0) return tc.Error("price_per_unit", "must be >= 0");
   if (c.transcode.encoder_threads < 0 || c.transcode.encoder_threads > 64) {
     return tc.Error("encoder_threads", "must be 0..64");
+  }
+  SY_RETURN_IF_ERROR(tc.Read("max_segment_bytes", &c.transcode.max_segment_bytes));
+  if (c.transcode.max_segment_bytes < 1024 || c.transcode.max_segment_bytes > (1LL << 31) - 1) {
+    return tc.Error("max_segment_bytes", "must be 1 KiB .. 2 GiB");
+  }
+  SY_RETURN_IF_ERROR(tc.Read("max_segment_seconds", &c.transcode.max_segment_seconds));
+  if (!(c.transcode.max_segment_seconds >= 0.1 && c.transcode.max_segment_seconds <= 3600)) {
+    return tc.Error("max_segment_seconds", "must be 0.1 .. 3600");
   }
 
   if (json.contains("memory_budget_mb")) {

@@ -56,6 +56,11 @@ struct TranscodeConfig {
   std::string hw_decode = "auto";   // auto | cuda | none (TranscodeOptions::hw_decode)
   std::string hw_encode = "auto";   // auto | nvenc | none (TranscodeOptions::hw_encode)
   bool gpu_scale = true;            // TranscodeOptions::gpu_scale
+  // Segment limits, checked before anything is decoded (docs/configuration.md): bytes, and
+  // seconds of video measured by demuxing. Livepeer segments are ~2 s and a few MiB; these leave
+  // room for long VOD segments while bounding one call's work.
+  int64_t max_segment_bytes = 64 << 20;
+  double max_segment_seconds = 30;
 };
 
 struct OrchestratorConfig {

@@ -132,6 +132,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   options.hw_decode = config_.transcode.hw_decode;
   options.hw_encode = config_.transcode.hw_encode;
   options.gpu_scale = config_.transcode.gpu_scale;
+  options.max_input_bytes = config_.transcode.max_segment_bytes;
+  options.max_input_seconds = config_.transcode.max_segment_seconds;
   if (!request->audio_codec().empty()) options.audio_codec = request->audio_codec();
   if (request->audio_bitrate_bps() != 0) options.audio_bitrate_bps = request->audio_bitrate_bps();
   if (!request->container().empty()) {

@@ -153,7 +153,6 @@ grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
                                                v1::AudioResponse* response) {
   const std::string rid = RequestIdOf(context);
   absl::Time start = absl::Now();
-  if (request->text().empty()) return Invalid("text is required");
   if (request->model_id().empty()) return Invalid("model_id is required");
   TextToSpeechOptions options;
   if (const ModelConfig* c = Lookup(models_, "text-to-speech", request->model_id())) {
@@ -161,10 +160,7 @@ grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
     if (!parsed.ok()) return BadOptions(*c, parsed.status());
     options = *parsed;
   }
-  if (static_cast<int64_t>(request->text().size()) > options.max_text_chars) {
-    return Invalid(absl::StrCat("text is ", request->text().size(), " bytes, more than ",
-                                options.max_text_chars));
-  }
+  if (auto st = ValidateTextToSpeech(*request, options); !st.ok()) return ToGrpcStatus(st);
   const std::string description =
       request->description().empty() ? kDefaultSpeakerDescription : request->description();
 

@@ -222,9 +222,12 @@ grpc::Status OrchestratorService::ImageToText(grpc::ServerContext* context,
                                               v1::ImageToTextResponse* response) {
   const std::string rid = RequestIdOf(context);
   const absl::Time start = absl::Now();
-  if (request->image().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "image is required (PNG or JPEG)");
+  // Validate against the model's options before a cold model is loaded for a bad request.
+  const ModelConfig* found = models_->Find(request->model_id());
+  if (found == nullptr || found->pipeline != kImageToText) {
+    return ToGrpcStatus(AcquireModel(context, kImageToText, request->model_id()).status());
   }
+  if (auto st = ValidateImageToText(*request, *found); !st.ok()) return ToGrpcStatus(st);
   auto model = AcquireModel(context, kImageToText, request->model_id());
   if (!model.ok()) return ToGrpcStatus(model.status());
   RunContext ctx{model->executor.get(), model->config, DeadlineOf(context),

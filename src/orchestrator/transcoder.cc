@@ -8,16 +8,20 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/media/audio_encoder.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/media/filter_scaler.h"
@@ -504,9 +508,12 @@ absl::Status SegmentTranscoder::ValidateOptions() {
     renditions_.push_back(std::move(r));
   }
   if (segment_.empty()) return absl::InvalidArgumentError("segment: input is empty");
-  if (static_cast<int64_t>(segment_.size()) > options_.max_input_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "segment: ", segment_.size(), " bytes, more than the limit of ", options_.max_input_bytes));
+  // Size and video duration, before the input is opened for decoding.
+  if (auto status =
+          CheckSegmentLimits(segment_, options_.max_input_bytes, options_.max_input_seconds,
+                             kInputFormats, options_.max_input_frames * 16 + 1024, "segment");
+      !status.ok()) {
+    return status;
   }
   options_.encoder_threads = std::clamp(options_.encoder_threads, 0, 16);  // 0: libx264 decides
   if (options_.hw_decode.empty()) options_.hw_decode = "auto";
@@ -1735,7 +1742,98 @@ TranscodeResult SegmentTranscoder::Collect(TranscodeResult result) {
   return result;
 }
 
+int DenyIoOpen(AVFormatContext*, AVIOContext**, const char*, int, AVDictionary**) {
+  return AVERROR(EPERM);
+}
+
 }  // namespace
+
+std::optional<double> MeasureSegmentVideoSeconds(std::string_view segment,
+                                                 const std::string& formats, int64_t max_packets,
+                                                 double stop_above) {
+  if (segment.empty()) return std::nullopt;
+  media::InitFfmpeg();
+  // Opened without avformat_find_stream_info, which may decode frames to probe the streams.
+  media::MemoryReader reader(segment);
+  if (reader.io() == nullptr) return std::nullopt;
+  AVFormatContext* raw = avformat_alloc_context();
+  if (raw == nullptr) return std::nullopt;
+  raw->pb = reader.io();
+  raw->flags |= AVFMT_FLAG_CUSTOM_IO;
+  raw->io_open = &DenyIoOpen;
+  AVDictionary* opts = nullptr;
+  if (!formats.empty()) av_dict_set(&opts, "format_whitelist", formats.c_str(), 0);
+  const int ret = avformat_open_input(&raw, nullptr, nullptr, &opts);  // frees raw on failure
+  av_dict_free(&opts);
+  if (ret < 0) return std::nullopt;
+  media::AvInputFormatContextPtr fmt(raw);  // closed before `reader` goes
+  AvPacketPtr pkt(av_packet_alloc());
+  if (!pkt) return std::nullopt;
+
+  int video = -1;  // the first video stream (MPEG-TS may add streams while reading)
+  AVRational time_base{0, 1};
+  int64_t first = AV_NOPTS_VALUE;
+  int64_t last = AV_NOPTS_VALUE;  // the latest presentation time...
+  int64_t last_duration = 0;      // ...and its packet's duration
+  int64_t end = AV_NOPTS_VALUE;   // max of pts + duration
+  std::vector<int64_t> times;     // for a duration where packets carry none
+  for (int64_t n = 0; n < max_packets && av_read_frame(fmt.get(), pkt.get()) >= 0; ++n) {
+    const AVStream* st = fmt->streams[pkt->stream_index];
+    if (video < 0 && st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+        (st->disposition & AV_DISPOSITION_ATTACHED_PIC) == 0 && st->time_base.num > 0 &&
+        st->time_base.den > 0) {
+      video = pkt->stream_index;
+      time_base = st->time_base;
+    }
+    const bool is_video = pkt->stream_index == video;
+    const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+    const int64_t duration = std::max<int64_t>(pkt->duration, 0);
+    av_packet_unref(pkt.get());
+    if (!is_video || ts == AV_NOPTS_VALUE) continue;
+    times.push_back(ts);
+    if (first == AV_NOPTS_VALUE || ts < first) first = ts;
+    if (last == AV_NOPTS_VALUE || ts > last) {
+      last = ts;
+      last_duration = duration;
+    }
+    if (end == AV_NOPTS_VALUE || ts + duration > end) end = ts + duration;
+    const double span = static_cast<double>(end - first) * av_q2d(time_base);
+    if (span > stop_above) return span;
+  }
+  if (first == AV_NOPTS_VALUE) return std::nullopt;
+  if (last_duration == 0) {
+    // No duration on the last frame: the frame interval, as the smallest gap between times.
+    std::sort(times.begin(), times.end());
+    int64_t gap = 0;
+    for (size_t i = 1; i < times.size(); ++i) {
+      const int64_t d = times[i] - times[i - 1];
+      if (d > 0 && (gap == 0 || d < gap)) gap = d;
+    }
+    end = std::max(end, last + gap);
+  }
+  return static_cast<double>(end - first) * av_q2d(time_base);
+}
+
+absl::Status CheckSegmentLimits(std::string_view segment, int64_t max_bytes, double max_seconds,
+                                const std::string& formats, int64_t max_packets,
+                                const std::string& what) {
+  if (static_cast<int64_t>(segment.size()) > max_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", segment.size(), " bytes, more than the limit of ", max_bytes));
+  }
+  if (max_seconds <= 0) return absl::OkStatus();
+  // A little slack for timestamps in units that do not divide the limit (1/90000 s in MPEG-TS).
+  // Measured to the end (demuxing alone is cheap and bounded by max_packets), so that the message
+  // gives the segment's whole duration.
+  const double slack = 1e-6;
+  auto seconds = MeasureSegmentVideoSeconds(segment, formats, max_packets,
+                                            std::numeric_limits<double>::infinity());
+  if (seconds && *seconds > max_seconds + slack) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %.3f s of video, more than the limit of %g s", what, *seconds, max_seconds));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<TranscodeResult> TranscodeSegment(std::string_view segment,
                                                  const std::vector<RenditionSpec>& ladder,

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,7 +49,10 @@ struct TranscodeOptions {
   int max_renditions = 8;
   int max_width = 3840;  // per rendition, and for the input
   int max_height = 3840;
-  int64_t max_input_bytes = 64 << 20;
+  int64_t max_input_bytes = 64 << 20;  // segment size (config: transcode.max_segment_bytes)
+  // Video duration of the segment, measured by demuxing its packets before anything is decoded
+  // (MeasureSegmentVideoSeconds); config: transcode.max_segment_seconds. <= 0: not checked.
+  double max_input_seconds = 30;
   int encoder_threads = 1;  // libx264 threads per rendition
   // Scale and encode the renditions of a segment on one thread each (fed from the one decode),
   // rather than one after another on the calling thread. Outputs are identical either way.
@@ -93,13 +97,35 @@ struct TranscodeOptions {
 // later (the encoder's negative DTS at a stream starting at 0 are squeezed in after 0 rather than
 // the whole output shifted). Thread-safe: concurrent calls share no mutable state. Errors:
 // INVALID_ARGUMENT for a bad ladder (empty, more than max_renditions, bad sizes/bitrate/
-// preset/profile) or an input that is empty, not a media container, truncated, has no video
-// stream, has no keyframe, or decodes to no frames; each message says what was wrong. INTERNAL for
-// encoder failures.
+// preset/profile), an input over max_input_bytes or max_input_seconds (both checked before
+// anything is decoded: CheckSegmentLimits), or an input that is empty, not a media container,
+// truncated, has no video stream, has no keyframe, or decodes to no frames; each message says
+// what was wrong. INTERNAL for encoder failures.
 absl::StatusOr<TranscodeResult> TranscodeSegment(std::string_view segment,
                                                  const std::vector<RenditionSpec>& ladder,
                                                  const TranscodeOptions& options,
                                                  const std::function<bool()>& cancelled = {});
+
+// The video duration of a media segment in memory, measured by demuxing its packets only (no
+// stream probing, nothing decoded): from the first video stream's earliest presentation time to
+// its latest one plus that packet's duration (when a packet has no duration, the smallest gap
+// between the stream's presentation times stands in for it). Packets without a timestamp are
+// skipped; at most `max_packets` packets are read. Stops as soon as the span exceeds
+// `stop_above` seconds (the span so far is returned then: already over the limit). nullopt when
+// `segment` cannot be demuxed with `formats` (a comma-separated demuxer whitelist) or has no
+// timed video packet: the caller's own demuxing then reports what is wrong.
+std::optional<double> MeasureSegmentVideoSeconds(std::string_view segment,
+                                                 const std::string& formats, int64_t max_packets,
+                                                 double stop_above);
+
+// The segment limits checked before any demuxing for decode, decoding or encoding: at most
+// `max_bytes` bytes (checked first, on the size alone), and at most `max_seconds` of video as
+// MeasureSegmentVideoSeconds measures it (skipped when max_seconds <= 0). INVALID_ARGUMENT naming
+// the measured value and the limit, prefixed with `what` (e.g. "segment"):
+//   "segment: 31.000 s of video, more than the limit of 30 s".
+absl::Status CheckSegmentLimits(std::string_view segment, int64_t max_bytes, double max_seconds,
+                                const std::string& formats, int64_t max_packets,
+                                const std::string& what);
 
 namespace internal {
 

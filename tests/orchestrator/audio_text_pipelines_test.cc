@@ -236,6 +236,43 @@ TEST(TextToSpeechOptions, Defaults) {
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->sample_rate, 0);
   EXPECT_FALSE(ParseTextToSpeechOptions({{"sample_rate", 5}}).ok());
+  EXPECT_EQ(o->max_prompt_chars, 4096);
+  EXPECT_EQ(ParseTextToSpeechOptions({{"max_prompt_chars", 12}})->max_prompt_chars, 12);
+  // max_text_chars, the older name, still works; max_prompt_chars wins over it.
+  EXPECT_EQ(ParseTextToSpeechOptions({{"max_text_chars", 7}})->max_prompt_chars, 7);
+  EXPECT_EQ(
+      ParseTextToSpeechOptions({{"max_text_chars", 7}, {"max_prompt_chars", 9}})->max_prompt_chars,
+      9);
+  auto bad = ParseTextToSpeechOptions({{"max_prompt_chars", 0}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("options.max_prompt_chars"), std::string::npos);
+}
+
+// n copies of "é" (one character, two bytes).
+std::string Accented(int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += "\xc3\xa9";
+  return s;
+}
+
+TEST(ValidateTextToSpeech, TextIsRequiredAndLimitedInCharacters) {
+  TextToSpeechOptions options;
+  options.max_prompt_chars = 5;
+  v1::TextToSpeechRequest r;
+  auto empty = ValidateTextToSpeech(r, options);
+  EXPECT_EQ(empty.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(empty.message(), "text is required");
+  r.set_text(Accented(5));  // 10 bytes, 5 characters: at the limit
+  EXPECT_TRUE(ValidateTextToSpeech(r, options).ok());
+  r.set_text(Accented(6));
+  auto over = ValidateTextToSpeech(r, options);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.message(), "text is 6 characters, more than the model's max_prompt_chars (5)");
+  r.set_text(std::string(4096, 'a'));
+  EXPECT_TRUE(ValidateTextToSpeech(r, TextToSpeechOptions()).ok());
+  r.set_text(std::string(4097, 'a'));
+  EXPECT_EQ(ValidateTextToSpeech(r, TextToSpeechOptions()).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +425,34 @@ TEST(ValidateLlmRequest, EveryErrorNamesItsField) {
   EXPECT_TRUE(ValidateLlmRequest(r, LlmOptions()).ok());
 }
 
+TEST(ValidateLlmRequest, AllMessagesContentTogetherIsLimitedInCharacters) {
+  LlmOptions options;
+  options.max_prompt_chars = 10;
+  v1::LLMRequest r;
+  r.set_model("m");
+  auto* a = r.add_messages();
+  a->set_role("system");
+  a->set_content(Accented(4));
+  auto* b = r.add_messages();
+  b->set_role("user");
+  b->set_content("abcdef");  // 4 + 6 = 10 characters (14 bytes): at the limit
+  EXPECT_TRUE(ValidateLlmRequest(r, options).ok());
+  b->set_content("abcdefg");
+  auto over = ValidateLlmRequest(r, options);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.status().message(),
+            "messages' content (all messages together) is 11 characters, more than the model's "
+            "max_prompt_chars (10)");
+  // Roles do not count; the default is 131072 characters.
+  b->set_content(std::string(131072 - 4, 'x'));
+  EXPECT_TRUE(ValidateLlmRequest(r, LlmOptions()).ok());
+  b->set_content(std::string(131072 - 3, 'x'));
+  auto over_default = ValidateLlmRequest(r, LlmOptions());
+  ASSERT_FALSE(over_default.ok());
+  EXPECT_NE(over_default.status().message().find("131073 characters"), std::string::npos);
+}
+
 TEST(LlmOptions, Parse) {
   auto o = ParseLlmOptions({{"max_tokens", 32}, {"seed", 9}, {"eos_token_id", 2}});
   ASSERT_TRUE(o.ok());
@@ -395,6 +460,10 @@ TEST(LlmOptions, Parse) {
   EXPECT_EQ(o->seed, 9);
   EXPECT_EQ(o->eos_token_id, 2);
   EXPECT_FALSE(ParseLlmOptions({{"max_tokens", 0}}).ok());
+  EXPECT_EQ(o->max_prompt_chars, 131072);
+  EXPECT_EQ(ParseLlmOptions({{"max_prompt_chars", 100}})->max_prompt_chars, 100);
+  EXPECT_FALSE(ParseLlmOptions({{"max_prompt_chars", 0}}).ok());
+  EXPECT_FALSE(ParseLlmOptions({{"max_prompt_chars", "long"}}).ok());
 }
 
 }  // namespace

@@ -73,6 +73,8 @@ TEST(OrchestratorConfigTest, EmptyObjectGivesDefaults) {
   EXPECT_EQ(c->transcode.capacity, 2);
   EXPECT_EQ(c->transcode.max_renditions, 8);
   EXPECT_EQ(c->transcode.encoder_threads, 1);
+  EXPECT_EQ(c->transcode.max_segment_bytes, 64 << 20);
+  EXPECT_EQ(c->transcode.max_segment_seconds, 30);
   EXPECT_EQ(c->log_level, "info");
   EXPECT_EQ(c->log_format, "text");
   EXPECT_EQ(c->log_level, d.log_level);
@@ -301,16 +303,45 @@ TEST(OrchestratorConfigTest, TranscodeRanges) {
     const char* field;
     Json value;
   };
-  const Case cases[] = {{"capacity", 0},        {"capacity", -3},       {"max_renditions", 0},
-                        {"max_renditions", 17}, {"price_per_unit", -1}, {"encoder_threads", -1},
-                        {"encoder_threads", 65}, {"hw_decode", "vaapi"}, {"hw_encode", "qsv"},
-                        {"parallel_renditions", "yes"}};
+  const Case cases[] = {{"capacity", 0},
+                        {"capacity", -3},
+                        {"max_renditions", 0},
+                        {"max_renditions", 17},
+                        {"price_per_unit", -1},
+                        {"encoder_threads", -1},
+                        {"encoder_threads", 65},
+                        {"hw_decode", "vaapi"},
+                        {"hw_encode", "qsv"},
+                        {"parallel_renditions", "yes"},
+                        {"max_segment_bytes", 1023},
+                        {"max_segment_bytes", 1LL << 31},
+                        {"max_segment_bytes", 1.5},
+                        {"max_segment_seconds", 0},
+                        {"max_segment_seconds", 0.05},
+                        {"max_segment_seconds", 3601},
+                        {"max_segment_seconds", "30"}};
   for (const auto& c : cases) {
     Json j = FullConfig();
     j["transcode"][c.field] = c.value;
     SCOPED_TRACE(std::string(c.field) + "=" + c.value.dump());
     ExpectError(j, std::string("transcode.") + c.field);
   }
+}
+
+TEST(OrchestratorConfigTest, TranscodeSegmentLimitsParse) {
+  Json j = FullConfig();
+  j["transcode"]["max_segment_bytes"] = 1024;
+  j["transcode"]["max_segment_seconds"] = 2.5;
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->transcode.max_segment_bytes, 1024);
+  EXPECT_EQ(c->transcode.max_segment_seconds, 2.5);
+  j["transcode"]["max_segment_bytes"] = (1LL << 31) - 1;
+  j["transcode"]["max_segment_seconds"] = 3600;
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->transcode.max_segment_bytes, (1LL << 31) - 1);
+  EXPECT_EQ(c->transcode.max_segment_seconds, 3600);
 }
 
 TEST(OrchestratorConfigTest, LoadResolvesModelPathsFromConfigFolder) {

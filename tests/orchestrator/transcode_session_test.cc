@@ -545,6 +545,42 @@ TEST_F(TranscodeSessionTest, AFailedSegmentDoesNotEndTheSession) {
   EXPECT_EQ(session->decoders_opened(), 1);
 }
 
+// A stream's segments each meet the session's limits (transcode.max_segment_seconds / bytes): one
+// over them is refused before decoding, and the stream goes on with the next.
+TEST_F(TranscodeSessionTest, ASegmentOverTheLimitsIsRefusedAndTheStreamGoesOn) {
+  const auto parts = Stream(160, 90, 3, false, "mpegts");
+  ASSERT_EQ(parts.size(), 3u);
+  const auto long_parts = Stream(160, 90, 2, false, "mpegts", 0, "-preset ultrafast", 2, 1);
+  ASSERT_EQ(long_parts.size(), 1u);
+  TranscodeOptions options;
+  options.max_input_seconds = 1.0;  // the 1 s parts are exactly at the limit
+  options.max_input_bytes = static_cast<int64_t>(
+      std::max({parts[0].size(), parts[1].size(), parts[2].size(), long_parts[0].size()}));
+  auto created = TranscodeSession::Create({Spec(96, 54)}, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  TranscodeSession& session = **created;
+  auto first = session.Transcode(0, parts[0]);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->renditions[0].frames, 30);
+
+  auto too_long = session.Transcode(1, long_parts[0]);
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(too_long.status().message(), "segment: 2.000 s of video, more than the limit of 1 s");
+  std::string big = parts[1];
+  big.resize(static_cast<size_t>(options.max_input_bytes) + 1, '\0');
+  auto too_big = session.Transcode(1, big);
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.status().message(), HasSubstr("bytes, more than the limit of"));
+
+  auto second = session.Transcode(1, parts[1]);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->renditions[0].frames, 30);
+  auto third = session.Transcode(2, parts[2]);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(session.segments_done(), 3);
+  EXPECT_EQ(session.decoders_opened(), 1);
+}
+
 TEST_F(TranscodeSessionTest, CreateRejectsABadLadder) {
   EXPECT_EQ(TranscodeSession::Create({}, {}).status().code(), absl::StatusCode::kInvalidArgument);
   auto nine = TranscodeSession::Create(std::vector<RenditionSpec>(9, Spec(64, 36)), {});

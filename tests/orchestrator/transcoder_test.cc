@@ -13,6 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/media/hardware.h"
 #include "support/media_fixtures.h"
@@ -641,6 +642,94 @@ TEST_F(TranscoderTest, InputLimitsAreInvalidArgument) {
   options.max_input_frames = 10;
   auto too_long = TranscodeSegment(Segment(), {Spec(64, 48)}, options);
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Segment limits (transcode.max_segment_bytes / max_segment_seconds): size before anything is
+// demuxed, then seconds of video measured from the packets alone, before any decode or encode.
+TEST_F(TranscoderTest, SegmentSizeAndDurationLimitsComeBeforeAnyDecoding) {
+  const std::string formats = "mpegts,mov,mp4";
+  // 2 s at 30 fps: 60 frames, the last one ending at 2.000 s, in both containers.
+  SegmentSpec mp4_spec;
+  mp4_spec.container = "mp4";
+  const std::string mp4 = MakeTestSegment(dir_, mp4_spec);
+  for (const std::string* input : {&Segment(), &mp4}) {
+    auto seconds = MeasureSegmentVideoSeconds(*input, formats, 100000, 1e9);
+    ASSERT_TRUE(seconds.has_value());
+    EXPECT_NEAR(*seconds, 2.0, 1e-6);
+    // Stops early once over: the span read so far is over the bound and short of the whole.
+    auto early = MeasureSegmentVideoSeconds(*input, formats, 100000, 0.5);
+    ASSERT_TRUE(early.has_value());
+    EXPECT_GT(*early, 0.5);
+    EXPECT_LT(*early, 2.0);
+  }
+  EXPECT_FALSE(MeasureSegmentVideoSeconds("not media at all", formats, 1000, 1e9).has_value());
+  EXPECT_FALSE(MeasureSegmentVideoSeconds("", formats, 1000, 1e9).has_value());
+
+  // Exactly at the limits: transcoded.
+  TranscodeOptions options;
+  options.max_input_seconds = 2.0;
+  options.max_input_bytes = static_cast<int64_t>(Segment().size());
+  auto at_limit = TranscodeSegment(Segment(), {Spec(64, 48)}, options);
+  ASSERT_TRUE(at_limit.ok()) << at_limit.status();
+  EXPECT_EQ(at_limit->input_frames, 60);
+
+  // Over the duration limit: refused naming the measured value and the limit.
+  options.max_input_seconds = 1.9;
+  auto too_long = TranscodeSegment(Segment(), {Spec(64, 48)}, options);
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(too_long.status().message(), "segment: 2.000 s of video, more than the limit of 1.9 s");
+  options.container = "mp4";
+  auto mp4_too_long = TranscodeSegment(mp4, {Spec(64, 48)}, options);
+  EXPECT_EQ(mp4_too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mp4_too_long.status().message(), HasSubstr("2.000 s of video"));
+  // Before decoding: the frame limit (counted as frames are decoded) is not what answers.
+  options.max_input_frames = 10;
+  too_long = TranscodeSegment(Segment(), {Spec(64, 48)}, options);
+  EXPECT_THAT(too_long.status().message(), HasSubstr("more than the limit of 1.9 s"));
+
+  // Over the size limit by one byte: refused on the size alone, before demuxing (garbage of that
+  // size gets the same answer, not "not a media container").
+  options = {};
+  options.max_input_bytes = static_cast<int64_t>(Segment().size()) - 1;
+  auto too_big = TranscodeSegment(Segment(), {Spec(64, 48)}, options);
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(too_big.status().message(),
+            absl::StrCat("segment: ", Segment().size(), " bytes, more than the limit of ",
+                         Segment().size() - 1));
+  auto garbage = TranscodeSegment(std::string(Segment().size(), 'x'), {Spec(64, 48)}, options);
+  EXPECT_THAT(garbage.status().message(), HasSubstr("bytes, more than the limit of"));
+
+  // Garbage within the limits still gets the demuxer's own answer.
+  auto not_media = TranscodeSegment(std::string(4000, 'x'), {Spec(64, 48)}, TranscodeOptions{});
+  EXPECT_EQ(not_media.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(not_media.status().message(), HasSubstr("not a recognized media container"));
+
+  // The defaults (64 MiB, 30 s) take the segment, and the next transcode runs as before.
+  EXPECT_EQ(TranscodeOptions().max_input_bytes, 64 << 20);
+  EXPECT_EQ(TranscodeOptions().max_input_seconds, 30);
+  auto next = TranscodeSegment(Segment(), {Spec(64, 48)}, TranscodeOptions{});
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->input_frames, 60);
+}
+
+// A stream whose timestamps claim far more time than its frames cover is measured by its
+// timestamps (what decoding would have to fill or follow) and refused before decoding.
+TEST_F(TranscoderTest, SegmentDurationFollowsATimestampJump) {
+  const std::string input = Segment();
+  // Frame 30 onwards moved 60 s later: 60 frames now span 62 s of presentation time.
+  std::vector<int64_t> pts_seen;
+  EditTsTimestamps(input, [&](int, int64_t* pts, int64_t*) { pts_seen.push_back(*pts); });
+  ASSERT_EQ(pts_seen.size(), 60u);
+  const std::string jumped = EditTsTimestamps(input, [&](int n, int64_t* pts, int64_t* dts) {
+    if (n >= 30 && *pts >= 0) *pts += 60 * 90000;
+    if (n >= 30 && *dts >= 0) *dts += 60 * 90000;
+  });
+  auto jumped_seconds = MeasureSegmentVideoSeconds(jumped, "mpegts", 100000, 1e9);
+  ASSERT_TRUE(jumped_seconds.has_value());
+  EXPECT_NEAR(*jumped_seconds, 62.0, 0.05);
+  auto refused = TranscodeSegment(jumped, {Spec(64, 48)}, TranscodeOptions{});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("s of video, more than the limit of 30 s"));
 }
 
 TEST_F(TranscoderTest, CancellationReturnsCancelled) {
