@@ -1,12 +1,16 @@
 // Metering on a local cluster (docs/metering.md): the gateway checks each job's units against its
 // own count, pays an honest orchestrator and disputes one that misreports (test_inflate_units),
 // keeps every completed job in its SQLite ledger across a kill -9, and answers GetUsage and the
-// `switchyard usage` CLI.
+// `switchyard usage` CLI. KServe ModelInfer calls and live-video-to-video segments (tiny
+// TorchScript models made here) are metered the same way.
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -15,9 +19,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "inference/open_inference_grpc.grpc.pb.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/trickle_server.h"
 
 namespace switchyard::testing {
 namespace {
@@ -66,6 +72,11 @@ class MeteringTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(fs::exists(ModelDir() / "esrgan-slim-x2.pt"))
         << "models are not prepared in " << ModelDir() << "; run scripts/prepare-models";
+    SetUpKeysAndLedger();
+  }
+
+  // Keys alice and ops (an operator), a ledger, one orchestrator serving ESRGAN x2.
+  void SetUpKeysAndLedger() {
     ledger_ = tmp_.path() / "state" / "usage.db";
     nlohmann::json keys = {{"keys", nlohmann::json::array()}};
     keys["keys"].push_back(NewKey("alice", &alice_));
@@ -301,6 +312,220 @@ TEST_F(MeteringTest, WithoutALedgerUsageIsRefusedAndJobsStillRun) {
   st = stub_->GetUsage(ctx.get(), req, &usage);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_TRUE(absl::StrContains(st.error_message(), "usage_ledger")) << st.error_message();
+}
+
+// --- KServe ModelInfer and live-video-to-video ---------------------------------------------------
+
+constexpr double kTensorPrice = 0.25;  // per element
+constexpr double kLivePrice = 0.001;   // per output pixel
+constexpr int64_t kSegmentPixels = 10 * 160 * 120;  // one 1 s segment: 10 frames of 160x120
+
+void SaveModule(const fs::path& path, const std::string& source) {
+  torch::jit::Module m("m");
+  m.register_attribute("training", c10::BoolType::get(), false);
+  m.define(source);
+  m.save(path.string());
+}
+
+// `count` MPEG-TS segments of 1 s (10 fps 160x120, a keyframe each), cut by ffmpeg's segment muxer.
+std::vector<std::string> MakeLiveSegments(const TempDir& dir, int count) {
+  const fs::path pattern = dir.path() / "live%d.ts";
+  std::string log;
+  if (RunCommand(absl::StrCat("ffmpeg -hide_banner -loglevel error -y -f lavfi -i "
+                              "testsrc2=size=160x120:rate=10 -t ",
+                              count,
+                              " -c:v libx264 -preset ultrafast -g 10 -keyint_min 10 "
+                              "-sc_threshold 0 -bf 0 -pix_fmt yuv420p -f segment -segment_time 1 "
+                              "-segment_format mpegts ",
+                              pattern.string()),
+                 &log) != 0) {
+    ADD_FAILURE() << log;
+    return {};
+  }
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(ReadFile(dir.path() / absl::StrCat("live", i, ".ts")));
+  return out;
+}
+
+class TensorAndLiveMeteringTest : public MeteringTest {
+ protected:
+  void SetUp() override {
+    SetUpKeysAndLedger();
+    SaveModule(tmp_.path() / "triple.pt", "def forward(self, x):\n    return x * 3\n");
+    SaveModule(tmp_.path() / "invert.pt",
+               "def forward(self, frame, params: str):\n    return 255.0 - frame\n");
+    options_.models = {};
+    options_.extra_models = {
+        {{"id", "ktriple"},
+         {"pipeline", "upscale"},
+         {"path", (tmp_.path() / "triple.pt").string()},
+         {"warm", true},
+         {"device", "cpu"},
+         {"warmup_size", 0},
+         {"price_per_unit", kTensorPrice}},
+        {{"id", "live-invert"},
+         {"pipeline", "live-video-to-video"},
+         {"path", (tmp_.path() / "invert.pt").string()},
+         {"warm", true},
+         {"device", "cpu"},
+         {"price_per_unit", kLivePrice},
+         {"options", {{"max_width", 640}, {"max_height", 480}, {"preset", "ultrafast"}}}}};
+  }
+
+  // ModelInfer on ktriple with a [2, 3] FP32 input (6 elements) as alice.
+  grpc::Status Infer(inference::ModelInferResponse* out, const std::string& request_id = "") {
+    auto stub = inference::GRPCInferenceService::NewStub(
+        grpc::CreateChannel(cluster_.gateway_address(), grpc::InsecureChannelCredentials()));
+    inference::ModelInferRequest req;
+    req.set_model_name("ktriple");
+    auto* in = req.add_inputs();
+    in->set_name("INPUT__0");
+    in->set_datatype("FP32");
+    in->add_shape(2);
+    in->add_shape(3);
+    const float values[6] = {1, 2, 3, 4, 5, 6};
+    req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(values), sizeof(values)));
+    auto ctx = Ctx(alice_);
+    if (!request_id.empty()) ctx->AddMetadata("x-request-id", request_id);
+    return stub->ModelInfer(ctx.get(), req, out);
+  }
+
+  // A live session of `segments` as alice; returns the segments the gateway published.
+  std::map<int64_t, std::string> RunLiveSession(const std::vector<std::string>& segments) {
+    auto trickle = TrickleServer::Start();
+    EXPECT_TRUE(trickle.ok()) << trickle.status();
+    if (!trickle.ok()) return {};
+    for (const auto& seg : segments) (*trickle)->Publish("in", seg);
+    (*trickle)->Close("in");
+    HttpCall call;
+    call.method = "POST";
+    call.path = "/live-video-to-video";
+    call.content_type = "application/json";
+    call.body = nlohmann::json{{"subscribe_url", (*trickle)->Url("in")},
+                               {"publish_url", (*trickle)->Url("out")},
+                               {"model_id", "live-invert"},
+                               {"stream_id", "metered-stream"}}
+                    .dump();
+    call.headers["Authorization"] = absl::StrCat("Bearer ", alice_);
+    HttpResult r = HttpRequest(cluster_.gateway().http_port(), call);
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_TRUE((*trickle)->WaitClosed("out", Scaled(std::chrono::seconds(60)))) << cluster_.Logs();
+    return (*trickle)->Segments("out");
+  }
+
+  // The totals of `pipeline` in alice's usage (fails the test when absent).
+  v1::UsageTotal TotalsOf(const v1::GetUsageResponse& usage, const std::string& pipeline) {
+    for (const auto& t : usage.totals()) {
+      if (t.pipeline() == pipeline) return t;
+    }
+    ADD_FAILURE() << "no " << pipeline << " totals in " << usage.DebugString();
+    return v1::UsageTotal();
+  }
+};
+
+TEST_F(TensorAndLiveMeteringTest, EveryModelInferCallAndLiveSegmentIsOneLedgerRow) {
+  StartCluster();
+  if (HasFatalFailure()) return;
+  constexpr int kCalls = 3;
+  for (int i = 0; i < kCalls; ++i) {
+    inference::ModelInferResponse resp;
+    // Two calls reuse one client request id: still one row each.
+    auto st = Infer(&resp, i == 0 ? "" : "reused-id");
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+    ASSERT_EQ(resp.raw_output_contents_size(), 1);
+    float out[6];
+    ASSERT_EQ(resp.raw_output_contents(0).size(), sizeof(out));
+    std::memcpy(out, resp.raw_output_contents(0).data(), sizeof(out));
+    EXPECT_EQ(out[5], 18.0f);
+    // The orchestrator's report, relayed in the response's parameters.
+    EXPECT_EQ(resp.parameters().at("switchyard_units").int64_param(), 6);
+    EXPECT_EQ(resp.parameters().at("switchyard_price_per_unit").double_param(), kTensorPrice);
+  }
+  const auto outputs = RunLiveSession(MakeLiveSegments(tmp_, 2));
+  ASSERT_EQ(outputs.size(), 2u) << cluster_.Logs();
+
+  v1::GetUsageResponse usage = Usage(alice_);
+  ASSERT_EQ(usage.totals_size(), 2) << usage.DebugString();
+  EXPECT_EQ(usage.jobs(), kCalls + 2);
+  const v1::UsageTotal kserve = TotalsOf(usage, "kserve");
+  EXPECT_EQ(kserve.api_key_id(), "alice");
+  EXPECT_EQ(kserve.model_id(), "ktriple");
+  EXPECT_EQ(kserve.unit(), "element");
+  EXPECT_EQ(kserve.jobs(), kCalls);
+  EXPECT_EQ(kserve.units(), kCalls * 6);
+  EXPECT_EQ(kserve.disputed_jobs(), 0);
+  EXPECT_NEAR(kserve.amount(), kCalls * 6 * kTensorPrice, 1e-9);
+  const v1::UsageTotal live = TotalsOf(usage, "live-video-to-video");
+  EXPECT_EQ(live.api_key_id(), "alice");
+  EXPECT_EQ(live.model_id(), "live-invert");
+  EXPECT_EQ(live.unit(), "pixel");
+  EXPECT_EQ(live.jobs(), 2);
+  EXPECT_EQ(live.units(), 2 * kSegmentPixels);
+  EXPECT_EQ(live.disputed_jobs(), 0);
+  EXPECT_NEAR(live.amount(), 2 * kSegmentPixels * kLivePrice, 1e-6);
+  const std::string metrics = Metrics();
+  for (const char* pipeline : {"kserve", "live-video-to-video"}) {
+    EXPECT_EQ(MetricValue(metrics, absl::StrCat("switchyard_gateway_billing_mismatches_total{"
+                                                "orchestrator=\"orch-1\",pipeline=\"",
+                                                pipeline, "\"}")),
+              -1)
+        << pipeline;
+  }
+
+  // GET /usage and `switchyard usage` show both pipelines.
+  HttpCall call;
+  call.path = "/usage";
+  call.headers["Authorization"] = absl::StrCat("Bearer ", alice_);
+  HttpResult r = HttpRequest(cluster_.gateway().http_port(), call);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "\"kserve\"")) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "\"live-video-to-video\"")) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "\"element\"")) << r.body;
+  std::string out;
+  ASSERT_EQ(RunCommand(absl::StrCat(BinaryPath("switchyard").string(), " --gateway ",
+                                    cluster_.gateway_address(), " --api-key ", alice_, " usage"),
+                       &out),
+            0)
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "kserve")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "live-video-to-video")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "total: 5 jobs")) << out;
+}
+
+TEST_F(TensorAndLiveMeteringTest, InflatedKServeAndLiveUnitsAreDisputedButDelivered) {
+  options_.orchestrator_config = {{"test_inflate_units", 1000}};
+  StartCluster();
+  if (HasFatalFailure()) return;
+  inference::ModelInferResponse resp;
+  auto st = Infer(&resp);
+  ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  ASSERT_EQ(resp.raw_output_contents_size(), 1);  // delivered: the work was done
+  EXPECT_EQ(resp.parameters().at("switchyard_units").int64_param(), 6 + 1000);
+  const auto outputs = RunLiveSession(MakeLiveSegments(tmp_, 2));
+  EXPECT_EQ(outputs.size(), 2u) << cluster_.Logs();  // published all the same
+
+  v1::GetUsageResponse usage = Usage(alice_);
+  const v1::UsageTotal kserve = TotalsOf(usage, "kserve");
+  EXPECT_EQ(kserve.jobs(), 1);
+  EXPECT_EQ(kserve.disputed_jobs(), 1);
+  EXPECT_EQ(kserve.units(), 6);  // the gateway's count
+  EXPECT_EQ(kserve.amount(), 0.0);
+  const v1::UsageTotal live = TotalsOf(usage, "live-video-to-video");
+  EXPECT_EQ(live.jobs(), 2);
+  EXPECT_EQ(live.disputed_jobs(), 2);
+  EXPECT_EQ(live.units(), 2 * kSegmentPixels);
+  EXPECT_EQ(live.amount(), 0.0);
+  EXPECT_EQ(usage.amount(), 0.0);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(MetricValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
+                                 "\"orch-1\",pipeline=\"kserve\"}"),
+            1)
+      << metrics;
+  EXPECT_EQ(MetricValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
+                                 "\"orch-1\",pipeline=\"live-video-to-video\"}"),
+            2)
+      << metrics;
+  EXPECT_TRUE(absl::StrContains(cluster_.gateway().Log(), "billing mismatch: kserve 'ktriple'"));
 }
 
 }  // namespace
