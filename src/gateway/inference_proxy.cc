@@ -36,8 +36,8 @@ uint64_t RandomId() {
 
 // Who a call is charged to and under which ledger key (docs/metering.md).
 struct CallIdentity {
-  std::string request_id;   // the client's x-request-id, else one of the gateway's own
-  std::string job_id;       // the ledger's key: unique even when the client reused its id
+  std::string request_id;  // the client's x-request-id, else one of the gateway's own
+  std::string job_id;      // the ledger's key: unique even when the client reused its id
   std::string api_key_id;  // "" without API keys
 };
 

@@ -343,7 +343,9 @@ std::vector<std::string> MakeLiveSegments(const TempDir& dir, int count) {
     return {};
   }
   std::vector<std::string> out;
-  for (int i = 0; i < count; ++i) out.push_back(ReadFile(dir.path() / absl::StrCat("live", i, ".ts")));
+  for (int i = 0; i < count; ++i) {
+    out.push_back(ReadFile(dir.path() / absl::StrCat("live", i, ".ts")));
+  }
   return out;
 }
 
