@@ -72,6 +72,20 @@ def forward(self, ids: Tensor) -> Tensor:
     return logits
 )";
 
+// An llm whose tokenizer fails: a request that reaches encode() says so.
+constexpr const char* kLlmFailingEncodeModel = R"(
+def encode(self, text: str) -> List[int]:
+    ids: List[int] = []
+    assert len(text) < 0, "encode was called"
+    return ids
+
+def decode(self, ids: List[int]) -> str:
+    return ""
+
+def forward(self, ids: Tensor) -> Tensor:
+    return torch.zeros([1, 257])
+)";
+
 void SaveModule(const fs::path& path, const std::string& source,
                 const std::function<void(torch::jit::Module&)>& attributes = nullptr) {
   torch::jit::Module m("m");
@@ -138,6 +152,8 @@ class LimitsTest : public ::testing::Test {
         [](torch::jit::Module& m) {
           m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
         });
+    add("llm-failing-encode", "llm", kLlmFailingEncodeModel,
+        {{"max_prompt_chars", 10}, {"max_tokens", 16}});
     cluster_ = new LocalCluster();
     start_status_ = new absl::Status(cluster_->Start(options));
   }
@@ -229,6 +245,18 @@ TEST_F(LimitsTest, PromptsOverMaxPromptCharsAre400NamingTheFieldLengthAndLimit) 
       "max_prompt_chars (10)";
   EXPECT_TRUE(IsError(Llm(Accented(4), "abcdefg", false), 400, llm_error));
   EXPECT_TRUE(IsError(Llm(Accented(4), "abcdefg", true), 400, llm_error));
+
+  // Checked before the prompt is tokenized: over the limit, the failing tokenizer is never
+  // reached; within it, it is.
+  Json failing = {{"model", "llm-failing-encode"},
+                  {"messages", {{{"role", "user"}, {"content", "abcdefghijk"}}}},
+                  {"temperature", 0}};
+  EXPECT_TRUE(IsError(PostJson("/llm", failing), 400,
+                      "is 11 characters, more than the model's max_prompt_chars (10)"));
+  failing["messages"][0]["content"] = "abcdefghij";
+  r = PostJson("/llm", failing);
+  EXPECT_NE(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("encode was called"), std::string::npos) << r.body;
 
   // The node serves the next jobs.
   r = TextToImage("next");
