@@ -496,6 +496,12 @@ TEST_F(TensorAndLiveMeteringTest, EveryModelInferCallAndLiveSegmentIsOneLedgerRo
 
 TEST_F(TensorAndLiveMeteringTest, InflatedKServeAndLiveUnitsAreDisputedButDelivered) {
   options_.orchestrator_config = {{"test_inflate_units", 1000}};
+  // Penalised like failures: the third dispute in a row ejects the node (the only one, so the
+  // fraction cap is lifted), for long enough to see.
+  options_.gateway_config["routing"] = {{"eject_after_failures", 3},
+                                        {"eject_base_ms", 60000},
+                                        {"eject_max_ms", 60000},
+                                        {"max_ejected_fraction", 1.0}};
   StartCluster();
   if (HasFatalFailure()) return;
   inference::ModelInferResponse resp;
@@ -528,6 +534,11 @@ TEST_F(TensorAndLiveMeteringTest, InflatedKServeAndLiveUnitsAreDisputedButDelive
             2)
       << metrics;
   EXPECT_TRUE(absl::StrContains(cluster_.gateway().Log(), "billing mismatch: kserve 'ktriple'"));
+  // Three disputes (the call and both segments) ejected the only node from routing.
+  inference::ModelInferResponse after;
+  st = Infer(&after);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_TRUE(absl::StrContains(st.error_message(), "ejected")) << st.error_message();
 }
 
 }  // namespace
