@@ -325,6 +325,7 @@ class InferenceServiceTest : public ::testing::Test {
     pair.path = dir_.path() / "pair.pt";
     pair.device = "cpu";
     pair.warmup_size = 0;
+    pair.price_per_unit = 0.5;
     pair.options = nlohmann::json::parse(R"({
       "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]},
                  {"name": "y", "datatype": "FP32", "shape": [-1]}],
@@ -495,6 +496,28 @@ TEST_F(InferenceServiceTest, InferInt64FromContentsThroughIdentity) {
   EXPECT_THAT(resp.outputs(0).shape(), ElementsAre(2, 2));
   EXPECT_EQ(resp.raw_output_contents(0),
             RawOf(at::tensor({int64_t{5}, int64_t{-6}, int64_t{1} << 40, int64_t{0}}, at::kLong)));
+}
+
+TEST_F(InferenceServiceTest, InferReportsTheInputElementsAndThePriceInTheParameters) {
+  inference::ModelInferResponse resp;
+  auto st = Infer(PairRequest(), &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  // Two inputs of 3 elements (docs/metering.md), at the model's price.
+  ASSERT_EQ(resp.parameters().count("switchyard_units"), 1u);
+  EXPECT_EQ(resp.parameters().at("switchyard_units").int64_param(), 6);
+  ASSERT_EQ(resp.parameters().count("switchyard_price_per_unit"), 1u);
+  EXPECT_EQ(resp.parameters().at("switchyard_price_per_unit").double_param(), 0.5);
+
+  // The test-only misreport is added to the count.
+  service_->set_test_inflate_units(1000);
+  inference::ModelInferRequest req;
+  req.set_model_name("identity");
+  *req.add_inputs() = Input("INPUT__0", "INT64", {2, 2});
+  for (int64_t v : {1, 2, 3, 4}) req.mutable_inputs(0)->mutable_contents()->add_int64_contents(v);
+  inference::ModelInferResponse inflated;
+  st = Infer(req, &inflated);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(inflated.parameters().at("switchyard_units").int64_param(), 4 + 1000);
 }
 
 TEST_F(InferenceServiceTest, ErrorCodes) {
