@@ -14,8 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz/fuzz_util.h"
-#include "orchestrator/audio_text_pipelines.h"
-#include "orchestrator/image_pipelines.h"
+#include "orchestrator/request_validation.h"
 
 namespace {
 

@@ -30,94 +30,14 @@
 #include "common/media/image_codec.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/prompt_limits.h"
+#include "orchestrator/request_validation.h"
 #include "runner/torch_model.h"
 #include "switchyard/v1/gateway.pb.h"
 
 namespace switchyard::orchestrator {
 
-inline constexpr const char* kTextToImage = "text-to-image";
-inline constexpr const char* kImageToImage = "image-to-image";
-inline constexpr const char* kImageToVideo = "image-to-video";
-inline constexpr const char* kSegmentAnything2 = "segment-anything-2";
-inline constexpr const char* kImageToText = "image-to-text";
-
-// The limits and defaults a model's `options` may override (docs/pipelines-image.md).
-struct ImageLimits {
-  int default_width = 1024;
-  int default_height = 576;
-  int max_width = 2048;
-  int max_height = 2048;
-  int max_images = 4;  // images per request (all prompts together)
-  int max_steps = 1000;
-  int max_frames = 256;  // image-to-video output frames
-  int max_fps = 60;
-  int encoder_threads = 1;  // libx264 threads for image-to-video
-  // Longest prompt and negative_prompt, each, in characters (prompt_limits.h).
-  int max_prompt_chars = static_cast<int>(kDefaultImageMaxPromptChars);
-};
-// Reads `model.options` over the defaults; INVALID_ARGUMENT naming the model and the option when
-// one is not a positive integer (the config is wrong, not the request).
-absl::StatusOr<ImageLimits> ImageLimitsFor(const ModelConfig& model);
-
-// The request's seed, or a random one in [0, 2^32) when it has none.
-int64_t ResolveSeed(bool has_seed, int64_t seed);
-
-// Validated requests, defaults filled in. Validation errors are INVALID_ARGUMENT naming the field.
-struct TextToImageParams {
-  std::vector<std::string> prompts;  // the prompt split on '|', blanks trimmed
-  std::string negative_prompt;
-  int64_t seed = 0;
-  int num_inference_steps = 50;
-  double guidance_scale = 7.5;
-  int width = 1024;
-  int height = 576;
-  int num_images_per_prompt = 1;
-};
-absl::StatusOr<TextToImageParams> ValidateTextToImage(const v1::TextToImageRequest& request,
-                                                      const ModelConfig& model);
-
-struct ImageToImageParams {
-  std::vector<std::string> prompts;
-  std::string negative_prompt;
-  int64_t seed = 0;
-  double strength = 0.8;
-  double guidance_scale = 7.5;
-  double image_guidance_scale = 1.5;
-  int num_inference_steps = 100;
-  int num_images_per_prompt = 1;
-};
-absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRequest& request,
-                                                        const ModelConfig& model);
-
-// image-to-text has no parameters beyond its prompt: checks it against the model's
-// max_prompt_chars (and the image is present) before the model is loaded or the image decoded.
-absl::Status ValidateImageToText(const v1::ImageToTextRequest& request, const ModelConfig& model);
-
-struct ImageToVideoParams {
-  int64_t seed = 0;
-  int width = 1024;
-  int height = 576;
-  int fps = 6;
-  int motion_bucket_id = 127;
-  double noise_aug_strength = 0.02;
-  int num_inference_steps = 25;
-  int max_frames = 256;
-  int encoder_threads = 1;
-};
-absl::StatusOr<ImageToVideoParams> ValidateImageToVideo(const v1::ImageToVideoRequest& request,
-                                                        const ModelConfig& model);
-
-struct SegmentAnything2Params {
-  std::vector<float> point_coords;  // x0, y0, x1, y1, ... in pixels
-  std::vector<int64_t> point_labels;
-  std::vector<float> box;         // empty or x0, y0, x1, y1
-  std::vector<float> mask_input;  // empty or 256 * 256
-  bool multimask_output = true;
-  bool return_logits = true;
-  bool normalize_coords = true;
-};
-absl::StatusOr<SegmentAnything2Params> ValidateSegmentAnything2(
-    const v1::SegmentAnything2Request& request, const ModelConfig& model);
+// The pipeline names, ImageLimits, ImageLimitsFor, ResolveSeed, the validated *Params and the
+// Validate* functions: request_validation.h (torch-free).
 
 // What every run function needs besides its parameters.
 struct RunContext {
