@@ -38,6 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                         "source format unknown");
   for (float v : audio->planar) {
     SWITCHYARD_FUZZ_CHECK(std::isfinite(v), "a decoded sample is not finite");
+    SWITCHYARD_FUZZ_CHECK(v >= -1 && v <= 1, "a decoded sample outside -1..1");
   }
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "orchestrator/audio_decode.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -191,9 +192,13 @@ absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate,
   if (out.samples == 0) return absl::InvalidArgumentError("audio decodes to no samples");
   if (out.samples > max_samples) return too_long();
   out.planar.resize(interleaved.size());
+  // Float PCM (pcm_f32le/f64le WAV, ...) carries any value, NaN and infinities included, and
+  // resampling may overshoot a little: the model gets what the contract says, finite samples in
+  // -1..1 (NaN as 0, as EncodeWav does). Found by fuzz_audio_decode (corpus regress-float-nan-*).
   for (int c = 0; c < channels; ++c) {
     for (int64_t i = 0; i < out.samples; ++i) {
-      out.planar[c * out.samples + i] = interleaved[i * channels + c];
+      const float v = interleaved[i * channels + c];
+      out.planar[c * out.samples + i] = std::isnan(v) ? 0.0f : std::clamp(v, -1.0f, 1.0f);
     }
   }
   return out;
