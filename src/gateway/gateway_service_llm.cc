@@ -10,6 +10,7 @@
 
 #include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -60,23 +61,35 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
 
   void OnWriteDone(bool ok) override {
     std::optional<grpc::Status> finish;
+    Call* held = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       write_in_flight_ = false;
+      held = std::exchange(held_, nullptr);
       if (!ok) {
-        // The client is gone: stop the orchestrator and end the call.
+        // The client is gone: stop the orchestrator and end the call, but only once the
+        // orchestrator call is over. That call is a child of this one (it inherits deadline and
+        // cancellation), and gRPC frees this call after Finish without waiting for its children:
+        // a child finishing after that touched freed memory ('pure virtual method called' in
+        // grpc_call_unref, seen in the soak). OnAttemptDone finishes it then.
         cancelled_ = true;
-        if (current_ != nullptr && client_active_) current_->context->TryCancel();
-        finish = TakeFinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+        if (current_ != nullptr && client_active_) {
+          current_->context->TryCancel();
+          pending_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+        } else {
+          finish = TakeFinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+        }
       } else if (pending_status_) {
         finish = TakeFinishLocked(std::move(*pending_status_));
         pending_status_.reset();
       } else if (client_active_ && !finished_) {
-        // gRPC never runs reactions inline, so starting operations under mu_ is safe, and it
-        // keeps the attempt alive until the read is started.
+        // The hold taken in OnMessage keeps the attempt's call alive until this read is started
+        // (gRPC never runs reactions inline, so starting it under mu_ is safe).
         current_->StartRead(&current_->message);
       }
     }
+    // Released after the read (if any) is started: from here the orchestrator call may end.
+    if (held != nullptr) held->RemoveHold();
     if (finish) Finish(std::move(*finish));
   }
 
@@ -196,6 +209,12 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
         }
       }
       write_in_flight_ = true;
+      // The next read of this attempt starts in OnWriteDone, outside its reactions. Without a
+      // hold, the orchestrator's status could end the call in between (its last read done, the
+      // status arriving), and that StartRead would use a call gRPC had already freed ('pure
+      // virtual method called' in grpc_call_unref under steady LLM load, found by the soak).
+      attempt->AddHold();
+      held_ = attempt;
       StartWrite(&out_);
     }
   }
@@ -241,7 +260,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
         } else if (write_in_flight_) {
           pending_status_ = status;  // finished once the last write is done
         } else {
-          finish = TakeFinishLocked(status);
+          // A client that went away (OnWriteDone) left its status to be sent now.
+          finish = TakeFinishLocked(pending_status_ ? *pending_status_ : status);
+          pending_status_.reset();
         }
         if (status.ok() && !retry) {
           spdlog::info("[{}] llm '{}' done on {} in {:.0f} ms (attempts {})", request_id_,
@@ -315,6 +336,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   // is running when the next one starts).
   std::vector<std::unique_ptr<Call>> attempts_list_;
   Call* current_ = nullptr;
+  Call* held_ = nullptr;        // the attempt holding its call open for OnWriteDone's next read
   bool client_active_ = false;  // current_'s call has not reached OnDone
   bool write_in_flight_ = false;
   bool forwarded_ = false;    // a message reached the client: no more retries
