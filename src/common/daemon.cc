@@ -7,7 +7,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include <grpcpp/generic/generic_stub.h>
 
@@ -195,11 +198,20 @@ void Watchdog::Run() {
   }
 }
 
+int MallocArenaCap(unsigned cores) { return static_cast<int>(std::clamp(cores, 2u, 8u)); }
+
 void KeepFreedMemoryForReuse() {
   // Setting either also turns off glibc's dynamic thresholds, which would otherwise trim at twice
   // the largest block freed so far (a few MB) and hand the encoders' memory back every segment.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  // Each arena keeps its own freed memory, so with glibc's default of 8 arenas per core every
+  // arena slowly reaches its own high-water mark as per-job threads land on it: a soak's
+  // orchestrators grew 7-10% over 10 minutes and were still growing; capped, they settle within
+  // the warm-up, ~60 MiB smaller (docs/performance.md). An operator's MALLOC_ARENA_MAX wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) {
+    mallopt(M_ARENA_MAX, MallocArenaCap(std::thread::hardware_concurrency()));
+  }
 }
 
 }  // namespace switchyard

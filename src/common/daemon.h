@@ -35,8 +35,12 @@ int ServeSignals(const sigset_t& set, const std::function<absl::Status()>& reloa
 // is free; blocks up to 32 MiB come from the heap rather than fresh mmaps). Returned to the
 // kernel, every job would fault the pages in and zero them again; per transcoded segment (new
 // encoders, frames) that was about a tenth of its CPU time (docs/performance.md). The cost: RSS
-// stays near its high-water mark between jobs. Call once at the start of main.
+// stays near its high-water mark between jobs, so the number of malloc arenas (each with its own
+// high-water mark) is capped at MallocArenaCap(cores) unless MALLOC_ARENA_MAX is set. Call once at
+// the start of main, before other threads exist.
 void KeepFreedMemoryForReuse();
+// Arenas for `cores` hardware threads: one per core, 2 to 8 (glibc's default is 8 per core).
+int MallocArenaCap(unsigned cores);
 
 // Writes `port` followed by a newline to `path` atomically (write, then rename), so a test or
 // script polling for the file never reads half of it.

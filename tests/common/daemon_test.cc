@@ -2,8 +2,15 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/barrier.h"
 
 #include <gtest/gtest.h>
 
@@ -30,6 +37,55 @@ TEST(KeepFreedMemoryForReuseTest, FreedBlocksStayInTheProcess) {
   const struct mallinfo2 freed = mallinfo2();
   EXPECT_GE(freed.fordblks - in_use.fordblks, kBlock)
       << "the freed block went back to the kernel";
+#endif
+}
+
+TEST(KeepFreedMemoryForReuseTest, ArenaCapFollowsTheCores) {
+  EXPECT_EQ(MallocArenaCap(0), 2);  // hardware_concurrency() unknown
+  EXPECT_EQ(MallocArenaCap(1), 2);
+  EXPECT_EQ(MallocArenaCap(2), 2);
+  EXPECT_EQ(MallocArenaCap(6), 6);
+  EXPECT_EQ(MallocArenaCap(64), 8);
+}
+
+// The heaps (arenas) glibc's malloc_info lists.
+int MallocArenas() {
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* out = open_memstream(&text, &size);
+  if (out == nullptr) return -1;
+  malloc_info(0, out);
+  std::fclose(out);
+  int heaps = 0;
+  for (const char* p = text; (p = std::strstr(p, "<heap nr=")) != nullptr; ++p) ++heaps;
+  std::free(text);
+  return heaps;
+}
+
+// 16 threads allocating at the same time share at most MallocArenaCap(cores) arenas (glibc's
+// default would give them up to 8 per core).
+TEST(KeepFreedMemoryForReuseTest, ThreadsShareACappedNumberOfArenas) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the sanitizers replace malloc";
+#else
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr) GTEST_SKIP() << "MALLOC_ARENA_MAX is set";
+  KeepFreedMemoryForReuse();
+  const int before = MallocArenas();
+  ASSERT_GE(before, 1);
+  constexpr int kThreads = 16;
+  absl::Barrier* allocated = new absl::Barrier(kThreads);  // deleted by the last to pass
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([allocated] {
+      void* block = std::malloc(64 << 10);
+      std::memset(block, 1, 64 << 10);
+      if (allocated->Block()) delete allocated;  // all hold their blocks at once
+      std::free(block);
+    });
+  }
+  for (auto& t : threads) t.join();
+  const int cap = MallocArenaCap(std::thread::hardware_concurrency());
+  EXPECT_LE(MallocArenas(), std::max(before, cap));
 #endif
 }
 
