@@ -141,6 +141,19 @@ int main(int argc, char** argv) {
   if (died) {
     std::printf("soak: a daemon exited (VmRSS 0): stopping the load\n");
     gen.Stop();
+    // What it said last (the temporary directory with its log is gone when the soak ends).
+    for (const auto& [name, kb] : Sample(procs)) {
+      if (kb != 0) continue;
+      const std::string log = name == "gateway" ? cluster.gateway().Log() : [&] {
+        for (size_t i = 0; i < cluster.orchestrator_count(); ++i) {
+          if (cluster.orchestrator(i).name() == name) return cluster.orchestrator(i).Log();
+        }
+        return std::string();
+      }();
+      constexpr size_t kTail = 8000;
+      std::printf("---- %s log (last %zu bytes) ----\n%s\n", name.c_str(), kTail,
+                  log.substr(log.size() > kTail ? log.size() - kTail : 0).c_str());
+    }
   }
   gen.Join();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
