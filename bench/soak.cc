@@ -128,8 +128,9 @@ int main(int argc, char** argv) {
         std::min<Clock::duration>(left, std::chrono::seconds(report_seconds)));
     const auto now_rss = Sample(procs);
     const auto so_far = sy::Summarize(gen.outcomes_since(start));
-    std::printf("  %6.0f s: %d jobs, %d failed;", std::chrono::duration<double>(Clock::now() - start).count(),
-                so_far.sent, so_far.failed);
+    std::printf("  %6.0f s: %d jobs, %d failed;",
+                std::chrono::duration<double>(Clock::now() - start).count(), so_far.sent,
+                so_far.failed);
     for (const auto& [name, kb] : now_rss) {
       std::printf(" %s %.1f MiB", name.c_str(), kb / 1024.0);
       died = died || kb == 0;

@@ -92,8 +92,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(s->metrics_->InterceptorFactory());
-    s->calls_ = std::make_unique<ActiveCallTracker>(std::vector<std::string>{
-        "/switchyard.node.v1.Registry/", "/grpc.health.v1.Health/Watch"});
+    s->calls_ = std::make_unique<ActiveCallTracker>(
+        std::vector<std::string>{"/switchyard.node.v1.Registry/", "/grpc.health.v1.Health/Watch"});
     creators.push_back(s->calls_->InterceptorFactory());
     if (s->auth_) creators.push_back(s->auth_->InterceptorFactory());
     builder.experimental().SetInterceptorCreators(std::move(creators));

@@ -300,9 +300,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     job.orchestrator = attempt.node->id;
     job.reported_units = out_.job().units();
     job.price_per_unit = out_.job().price_per_unit();
-    job.counted = metering::LlmUnits(out_.usage(),
-                                     request_.has_max_tokens() ? request_.max_tokens() : 256,
-                                     content_messages_);
+    job.counted = metering::LlmUnits(
+        out_.usage(), request_.has_max_tokens() ? request_.max_tokens() : 256, content_messages_);
     disputed_ = !billing_->Settle(job);
   }
 
@@ -324,7 +323,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   const std::string request_id_;
   const absl::Time start_ = absl::Now();
   JobMetrics* const job_metrics_;  // the service's, or null
-  JobBilling* const billing_;       // the service's, or null (not metered)
+  JobBilling* const billing_;      // the service's, or null (not metered)
   const std::string api_key_id_;
   const std::string job_id_;  // the usage ledger's key
 
@@ -342,7 +341,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   bool forwarded_ = false;    // a message reached the client: no more retries
   bool finished_ = false;     // Finish called (or decided)
   bool server_done_ = false;  // OnDone ran
-  int in_attempt_done_ = 0;  // OnAttemptDone calls running: OnDone must not delete then
+  int in_attempt_done_ = 0;   // OnAttemptDone calls running: OnDone must not delete then
   bool cancelled_ = false;
   int64_t content_messages_ = 0;  // relayed messages that carried new text
   bool settled_ = false;          // the job's units were checked (once)

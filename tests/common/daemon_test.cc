@@ -35,8 +35,7 @@ TEST(KeepFreedMemoryForReuseTest, FreedBlocksStayInTheProcess) {
   EXPECT_LT(in_use.hblkhd - start.hblkhd, kBlock) << "the block was mmapped";
   std::free(block);
   const struct mallinfo2 freed = mallinfo2();
-  EXPECT_GE(freed.fordblks - in_use.fordblks, kBlock)
-      << "the freed block went back to the kernel";
+  EXPECT_GE(freed.fordblks - in_use.fordblks, kBlock) << "the freed block went back to the kernel";
 #endif
 }
 

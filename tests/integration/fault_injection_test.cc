@@ -92,7 +92,8 @@ bool FullCapacity(v1::Gateway::Stub& stub) {
     }
     bool transcoder = false;
     for (const auto& offer : caps->offers()) {
-      transcoder = transcoder || (offer.orchestrator() == o.id() && offer.pipeline() == "transcode");
+      transcoder =
+          transcoder || (offer.orchestrator() == o.id() && offer.pipeline() == "transcode");
     }
     if (!transcoder) return false;
   }
@@ -131,8 +132,7 @@ std::map<std::string, int> DoneCounts(const std::string& log, const std::set<std
   std::string line;
   while (std::getline(in, line)) {
     if (line.find(" done on ") == std::string::npos) continue;
-    for (size_t open = line.find('['); open != std::string::npos;
-         open = line.find('[', open + 1)) {
+    for (size_t open = line.find('['); open != std::string::npos; open = line.find('[', open + 1)) {
       const size_t close = line.find(']', open);
       if (close == std::string::npos) break;
       const std::string token = line.substr(open + 1, close - open - 1);
@@ -228,10 +228,10 @@ class FaultInjectionTest : public ::testing::Test {
         continue;
       }
       EXPECT_TRUE(allowed.count(o.code) != 0)
-          << o.request_id << " (" << JobKindName(o.kind) << ") failed with "
-          << GrpcCodeName(o.code) << ": " << o.message;
-      EXPECT_FALSE(o.message.empty()) << o.request_id << " failed with " << GrpcCodeName(o.code)
-                                      << " and no message";
+          << o.request_id << " (" << JobKindName(o.kind) << ") failed with " << GrpcCodeName(o.code)
+          << ": " << o.message;
+      EXPECT_FALSE(o.message.empty())
+          << o.request_id << " failed with " << GrpcCodeName(o.code) << " and no message";
       EXPECT_NE(o.code, StatusCode::UNKNOWN) << o.request_id << ": " << o.message;
     }
     const std::map<std::string, int> done = DoneCounts(cluster_.gateway().Log(), ids);
@@ -242,8 +242,8 @@ class FaultInjectionTest : public ::testing::Test {
         EXPECT_EQ(n, 1) << o.request_id << " succeeded but the gateway recorded it " << n
                         << " times";
       } else {
-        EXPECT_EQ(n, 0) << o.request_id << " failed (" << GrpcCodeName(o.code) << ": "
-                        << o.message << ") but the gateway recorded it as done";
+        EXPECT_EQ(n, 0) << o.request_id << " failed (" << GrpcCodeName(o.code) << ": " << o.message
+                        << ") but the gateway recorded it as done";
       }
     }
   }
@@ -267,14 +267,14 @@ class FaultInjectionTest : public ::testing::Test {
       std::vector<std::thread> threads;
       for (size_t i = 0; i < burst.size(); ++i) {
         threads.emplace_back([&, i] {
-          burst[i] = gen.RunJob(static_cast<JobKind>(i % 3), absl::StrCat(prefix, "-", round, "-", i));
+          burst[i] =
+              gen.RunJob(static_cast<JobKind>(i % 3), absl::StrCat(prefix, "-", round, "-", i));
         });
       }
       for (auto& t : threads) t.join();
       for (const auto& o : burst) {
-        EXPECT_EQ(o.code, StatusCode::OK)
-            << o.request_id << " (" << JobKindName(o.kind) << "): " << GrpcCodeName(o.code)
-            << ": " << o.message;
+        EXPECT_EQ(o.code, StatusCode::OK) << o.request_id << " (" << JobKindName(o.kind)
+                                          << "): " << GrpcCodeName(o.code) << ": " << o.message;
         EXPECT_TRUE(o.code != StatusCode::OK || o.valid) << o.request_id << ": " << o.invalid_why;
         if (o.code == StatusCode::OK) served_by.insert(o.orchestrator);
         all.push_back(o);
@@ -311,8 +311,8 @@ class FaultInjectionTest : public ::testing::Test {
         EXPECT_GE(got[kind], want[kind]) << "ledger jobs of " << kind;
         EXPECT_LE(got[kind], want[kind] + extra_transcode) << "ledger jobs of " << kind;
       } else {
-        EXPECT_EQ(got[kind], want[kind]) << "ledger jobs of " << kind << " (completed: "
-                                         << want[kind] << ")";
+        EXPECT_EQ(got[kind], want[kind])
+            << "ledger jobs of " << kind << " (completed: " << want[kind] << ")";
       }
     }
     std::cout << "ledger: " << usage.jobs() << " jobs (upscale " << got["upscale"] << ", llm "
@@ -440,15 +440,16 @@ TEST_F(FaultInjectionTest, RestartTheGateway) {
   }
   // Jobs after the restart succeed again.
   int ok_after = 0;
-  for (const auto& o : gen.outcomes_since(started_at + milliseconds(static_cast<int>(recover_ms)))) {
+  for (const auto& o :
+       gen.outcomes_since(started_at + milliseconds(static_cast<int>(recover_ms)))) {
     if (o.code == StatusCode::OK) ++ok_after;
   }
   EXPECT_GT(ok_after, 0) << "no job succeeded after the gateway came back";
   EXPECT_GT(s.completed, 0);
   auto burst = FinalBurst("gwrestart-after");
   CheckLedger({outcomes, burst});
-  PrintRow({"restart gateway", s, detect_ms, recover_ms,
-            absl::StrCat(not_accepted, " not accepted")});
+  PrintRow(
+      {"restart gateway", s, detect_ms, recover_ms, absl::StrCat(not_accepted, " not accepted")});
 }
 
 TEST_F(FaultInjectionTest, RestartAnOrchestrator) {
@@ -508,8 +509,8 @@ TEST_F(FaultInjectionTest, FillAnOrchestratorsQueue) {
   // node: it runs some, queues up to its queue size and refuses the rest.
   TempDir tmp;
   const std::string big = MakeTestImage(tmp, 96, 96, "png");
-  auto node = node::v1::Orchestrator::NewStub(grpc::CreateChannel(
-      cluster_.orchestrator_address(0), grpc::InsecureChannelCredentials()));
+  auto node = node::v1::Orchestrator::NewStub(
+      grpc::CreateChannel(cluster_.orchestrator_address(0), grpc::InsecureChannelCredentials()));
   constexpr int kFlood = 12;
   std::vector<grpc::Status> flood(kFlood);
   std::vector<std::thread> threads;
@@ -545,8 +546,8 @@ TEST_F(FaultInjectionTest, FillAnOrchestratorsQueue) {
     ++refused;
   }
   EXPECT_GE(refused, 1) << "the flood did not fill the node's queue";
-  auto idle = WaitFor([&] { return UpscaleLoad(*stub_, "orch-1").first == 0; },
-                      milliseconds(10000));
+  auto idle =
+      WaitFor([&] { return UpscaleLoad(*stub_, "orch-1").first == 0; }, milliseconds(10000));
   EXPECT_TRUE(idle.has_value());
   EXPECT_GE(WaitFullCapacity(), 0);
   const double recover_ms = Ms(Clock::now() - drained_at);
@@ -657,9 +658,8 @@ TEST_F(FaultInjectionTest, CutAClientOffMidStream) {
         return false;
       },
       milliseconds(5000), milliseconds(50));
-  EXPECT_TRUE(session_closed.has_value())
-      << "the orchestrator kept the cut-off stream's session\n"
-      << cluster_.Logs();
+  EXPECT_TRUE(session_closed.has_value()) << "the orchestrator kept the cut-off stream's session\n"
+                                          << cluster_.Logs();
   const double ts_close_ms = Ms(Clock::now() - ts_cut_at);
   std::this_thread::sleep_for(milliseconds(1000));
   gen.Stop();
@@ -764,8 +764,9 @@ TEST_F(FaultInjectionTest, LlmClientsHangingUpMidStreamLeaveTheGatewayRunning) {
   LoadSummary s = Summarize(gen.outcomes());
   EXPECT_EQ(s.completed, s.sent);
   EXPECT_GT(s.sent, 0);
-  std::printf("FAULT-ROW (no fault) %d LLM streams cut by their clients mid-stream; gateway alive\n",
-              cut.load());
+  std::printf(
+      "FAULT-ROW (no fault) %d LLM streams cut by their clients mid-stream; gateway alive\n",
+      cut.load());
 }
 
 }  // namespace

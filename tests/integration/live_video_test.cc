@@ -447,14 +447,14 @@ TEST(LiveVideoUnitTest, TrickleRequestsAgainstTheTestServer) {
     std::this_thread::sleep_for(milliseconds(200));
     stop = true;
   });
-  auto stopped = gateway::TrickleRequest("GET", t.Url("ch") + "/1", "", "", absl::Seconds(30),
-                                         1 << 20, &stop);
+  auto stopped =
+      gateway::TrickleRequest("GET", t.Url("ch") + "/1", "", "", absl::Seconds(30), 1 << 20, &stop);
   stopper.join();
   EXPECT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status();
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
   // Over the body limit; a closed channel; nobody listening.
-  auto big = gateway::TrickleRequest("GET", t.Url("ch") + "/0", "", "", absl::Seconds(5), 3,
-                                     nullptr);
+  auto big =
+      gateway::TrickleRequest("GET", t.Url("ch") + "/0", "", "", absl::Seconds(5), 3, nullptr);
   EXPECT_TRUE(absl::IsResourceExhausted(big.status())) << big.status();
   t.Close("ch");
   auto closed = gateway::TrickleRequest("GET", t.Url("ch") + "/1", "", "", absl::Seconds(5),
@@ -467,8 +467,8 @@ TEST(LiveVideoUnitTest, TrickleRequestsAgainstTheTestServer) {
                                       1 << 20, nullptr);
   ASSERT_TRUE(gone.ok());
   EXPECT_EQ(gone->status, 470);
-  auto refused = gateway::TrickleRequest("GET", "http://127.0.0.1:1/x/0", "", "",
-                                         absl::Seconds(5), 1 << 20, nullptr);
+  auto refused = gateway::TrickleRequest("GET", "http://127.0.0.1:1/x/0", "", "", absl::Seconds(5),
+                                         1 << 20, nullptr);
   EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
 }
 
