@@ -5,7 +5,7 @@
 // latency, and every daemon's resident memory (VmRSS) after the warm-up and at the end. Exits 1
 // when any job failed or any daemon's memory grew by 5% or more (--max-growth-percent).
 //
-//   build/bin/soak [--minutes 10] [--clients 3] [--warmup-seconds 30]   (or scripts/soak)
+//   build/bin/soak [--minutes 10] [--clients 3] [--warmup-seconds 60]   (or scripts/soak)
 #include <sys/types.h>
 
 #include <chrono>
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Switchyard soak: a local cluster under a steady mixed load"};
   double minutes = 10;
   int clients = 3;
-  int warmup_seconds = 30;
+  int warmup_seconds = 60;
   int report_seconds = 60;
   double max_growth = 5.0;
   app.add_option("--minutes", minutes, "How long the measured load runs (after the warm-up)")
