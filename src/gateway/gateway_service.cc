@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "gateway/client_cancelled.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -44,8 +45,8 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   UnaryJob(grpc::CallbackServerContext* context, const Request* request, Response* response,
            std::function<void(grpc::Status)> finish, RouteRequest route, AsyncCall call,
            const GatewayConfig& config, Membership* membership, Router* router,
-           WaitQueue* wait_queue, std::string request_id, JobLog* job_log,
-           JobMetrics* job_metrics, std::function<void(const std::string&)> on_success = {})
+           WaitQueue* wait_queue, std::string request_id, JobLog* job_log, JobMetrics* job_metrics,
+           std::function<void(const std::string&)> on_success = {})
       : context_(context),
         request_(request),
         response_(response),
@@ -87,7 +88,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   bool DeadlinePassed() const { return std::chrono::system_clock::now() >= deadline_; }
 
   void Attempt() {
-    if (context_->IsCancelled()) return Finish(grpc::Status::CANCELLED);
+    if (context_->IsCancelled()) return Finish(ClientCancelled());
     if (DeadlinePassed()) return FinishDeadline();
     auto snapshot = membership_->snapshot();
     auto choice = router_->Pick(*snapshot, route_);
@@ -163,7 +164,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     if (!cancelled) router_->ReportAttempt(*node_, route_.model_id, outcome, latency, !warm_);
     spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
                  route_.model_id, attempts_, node_->id, GrpcCodeName(code), status.error_message());
-    if (cancelled) return Finish(grpc::Status::CANCELLED);
+    if (cancelled) return Finish(ClientCancelled());
     if (outcome == AttemptOutcome::kClientError || DeadlinePassed()) {
       return Finish(std::move(status));  // not retryable: the client's error, or out of time
     }
@@ -253,6 +254,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
                                status.error_message(), attempts_});
     } else if (status.ok()) {
       job_log_->RecordSuccess(absl::Now());
+    } else {
+      spdlog::debug("[{}] {} '{}' {}", request_id_, route_.pipeline, route_.model_id,
+                    status.error_message());
     }
     if (job_metrics_ != nullptr) {
       job_metrics_->RecordJob(route_.pipeline, route_.model_id, status.error_code(),
@@ -273,7 +277,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   Router* router_;
   WaitQueue* wait_queue_;
   std::string request_id_;
-  JobLog* job_log_;  // the service's; outlives every job
+  JobLog* job_log_;          // the service's; outlives every job
   JobMetrics* job_metrics_;  // the service's, or null; outlives every job
   std::chrono::system_clock::time_point deadline_;
   absl::Time start_ = absl::Now();
@@ -518,11 +522,10 @@ grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
   }
   if (request->segment().empty()) return Invalid(context, "segment is required (MPEG-TS bytes)");
   if (request->stream_id().size() > kMaxStreamIdBytes) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           absl::StrCat("stream_id is ",
-                                                        request->stream_id().size(),
-                                                        " bytes; at most ", kMaxStreamIdBytes,
-                                                        " allowed")));
+    return FinishNow(context,
+                     grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  absl::StrCat("stream_id is ", request->stream_id().size(),
+                                               " bytes; at most ", kMaxStreamIdBytes, " allowed")));
   }
   auto route = MakeRoute(context, "live-video-to-video", request->model_id());
   if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
@@ -644,7 +647,7 @@ class GatewayService::TranscodeStreamReactor final
         service_->CloseSessionOn(*node, stream_id_);
       }
     }
-    Finish(context_->IsCancelled() ? grpc::Status::CANCELLED : grpc::Status::OK);
+    Finish(context_->IsCancelled() ? ClientCancelled() : grpc::Status::OK);
   }
 
   GatewayService* service_;
@@ -806,11 +809,10 @@ grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* 
   }
   if (request->since_unix() < 0 || request->until_unix() < 0 ||
       (request->until_unix() != 0 && request->until_unix() <= request->since_unix())) {
-    return FinishNow(context,
-                     grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                  absl::StrCat("since_unix (", request->since_unix(),
-                                               ") and until_unix (", request->until_unix(),
-                                               ") must be >= 0 and since before until")));
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           absl::StrCat("since_unix (", request->since_unix(),
+                                                        ") and until_unix (", request->until_unix(),
+                                                        ") must be >= 0 and since before until")));
   }
   const std::string caller = ApiKeyIdOf(context);
   UsageQuery query;

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "gateway/client_cancelled.h"
 #include "gateway/gateway_service.h"
 
 namespace switchyard::gateway {
@@ -137,7 +138,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
       std::lock_guard<std::mutex> lock(mu_);
       if (finished_) return;
       if (cancelled_ || context_->IsCancelled()) {
-        error = grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
+        error = ClientCancelled();
       } else {
         auto snapshot = membership_->snapshot();
         auto choice = router_->Pick(*snapshot, route_);

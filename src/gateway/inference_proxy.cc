@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "gateway/client_cancelled.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -92,7 +93,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
 
  private:
   void Attempt() {
-    if (context_->IsCancelled()) return Finish(grpc::Status::CANCELLED);
+    if (context_->IsCancelled()) return Finish(ClientCancelled());
     auto node = PickInferenceNode(*membership_->snapshot(), model_, excluded_,
                                   [this](const std::string& id) { return router_->IsEjected(id); });
     if (!node.ok()) {
@@ -158,9 +159,8 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
       excluded_.insert(node_->id);
       last_status_ = status;
       if (metrics_ != nullptr) {
-        metrics_->RecordRetry(kPipeline, code == grpc::StatusCode::RESOURCE_EXHAUSTED
-                                             ? "refused"
-                                             : "node_failure");
+        metrics_->RecordRetry(
+            kPipeline, code == grpc::StatusCode::RESOURCE_EXHAUSTED ? "refused" : "node_failure");
       }
       return Attempt();
     }
