@@ -26,17 +26,6 @@ absl::StatusOr<int64_t> ParseWhen(const std::string& text, absl::string_view fla
   return absl::ToUnixSeconds(t);
 }
 
-// The gateway stub for the global options. MakeStub takes the options (TLS settings included) in
-// the tree where the CLI speaks TLS, the bare address before that; this picks whichever exists.
-template <typename Global>
-auto StubFor(const Global& global) -> decltype(MakeStub(global)) {
-  return MakeStub(global);
-}
-template <typename Global>
-auto StubFor(const Global& global) -> decltype(MakeStub(global.gateway)) {
-  return MakeStub(global.gateway);
-}
-
 }  // namespace
 
 struct UsageCommand::State {
@@ -91,7 +80,7 @@ std::optional<int> UsageCommand::Run(const GlobalOptions& global, std::ostream& 
   v1::GetUsageResponse response;
   grpc::ClientContext context;
   PrepareContext(global, context);
-  const grpc::Status status = StubFor(global)->GetUsage(&context, request, &response);
+  const grpc::Status status = MakeStub(global)->GetUsage(&context, request, &response);
   if (!status.ok()) return ReportRpcError(global, status, err);
   if (global.json) {
     google::protobuf::util::JsonPrintOptions print;

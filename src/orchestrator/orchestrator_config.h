@@ -50,8 +50,8 @@ struct TranscodeConfig {
   int session_idle_timeout_ms =
       30000;  // a stream's session closes after this long without a segment
   int max_renditions = 8;
-  double price_per_unit = 0;  // price per output pixel
-  int encoder_threads = 1;    // libx264 threads per rendition
+  double price_per_unit = 0;        // price per output pixel
+  int encoder_threads = 1;          // libx264 threads per rendition
   bool parallel_renditions = true;  // encode a segment's renditions on a thread each
   std::string hw_decode = "auto";   // auto | cuda | none (TranscodeOptions::hw_decode)
   std::string hw_encode = "auto";   // auto | nvenc | none (TranscodeOptions::hw_encode)
@@ -61,6 +61,8 @@ struct TranscodeConfig {
   // room for long VOD segments while bounding one call's work.
   int64_t max_segment_bytes = 64 << 20;
   double max_segment_seconds = 30;
+
+  bool operator==(const TranscodeConfig&) const = default;
 };
 
 struct OrchestratorConfig {
@@ -74,9 +76,9 @@ struct OrchestratorConfig {
   // default `registration_secret`; empty: none sent.
   std::string registration_secret;
   std::map<std::string, std::string> registration_secrets;
-  int heartbeat_ms = 500;                      // load update interval on the registration stream
-  int intra_op_threads = 0;                    // libtorch intra-op threads (0 = libtorch default)
-  int inter_op_threads = 0;                    // libtorch inter-op threads (0 = libtorch default)
+  int heartbeat_ms = 500;    // load update interval on the registration stream
+  int intra_op_threads = 0;  // libtorch intra-op threads (0 = libtorch default)
+  int inter_op_threads = 0;  // libtorch inter-op threads (0 = libtorch default)
   int64_t max_message_bytes = 256 << 20;
   std::vector<ModelConfig> models;                  // inline `models`, or those of `models_file`
   std::filesystem::path models_file;                // e.g. configs/models.json ("" when inline)

@@ -28,10 +28,11 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
                         .Name("switchyard_orchestrator_queue_seconds")
                         .Help("Time jobs waited in a model's queue before their forward pass.")
                         .Register(s->metrics_->registry());
-    auto* compute = &prometheus::BuildHistogram()
-                         .Name("switchyard_orchestrator_compute_seconds")
-                         .Help("Forward-pass time of the jobs a model ran (a batch's for each job).")
-                         .Register(s->metrics_->registry());
+    auto* compute =
+        &prometheus::BuildHistogram()
+             .Name("switchyard_orchestrator_compute_seconds")
+             .Help("Forward-pass time of the jobs a model ran (a batch's for each job).")
+             .Register(s->metrics_->registry());
     s->models_->SetJobObserver([queued, compute](const std::string& pipeline,
                                                  const std::string& model, absl::Duration q,
                                                  absl::Duration c) {
@@ -90,14 +91,18 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     const media::VideoHardware& hw = media::ProbeVideoHardware();
     const std::vector<std::string> names = hw.Names();
     if (s->config_.transcode.hw_decode == "cuda" && media::SharedCudaDevice() == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          s->config_.file.string(), ": transcode.hw_decode is \"cuda\" but this machine has no "
-          "CUDA device FFmpeg can open (", hw.detail, "); use \"auto\" or \"none\""));
+      return absl::FailedPreconditionError(
+          absl::StrCat(s->config_.file.string(),
+                       ": transcode.hw_decode is \"cuda\" but this machine has no "
+                       "CUDA device FFmpeg can open (",
+                       hw.detail, "); use \"auto\" or \"none\""));
     }
     if (s->config_.transcode.hw_encode == "nvenc" && !hw.nvenc_h264) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          s->config_.file.string(), ": transcode.hw_encode is \"nvenc\" but this machine has no "
-          "NVENC encoder that opens (", hw.detail, "); use \"auto\" or \"none\""));
+      return absl::FailedPreconditionError(
+          absl::StrCat(s->config_.file.string(),
+                       ": transcode.hw_encode is \"nvenc\" but this machine has no "
+                       "NVENC encoder that opens (",
+                       hw.detail, "); use \"auto\" or \"none\""));
     }
     if (names.empty()) {
       spdlog::info("video hardware: none, transcoding in software ({})", hw.detail);
@@ -142,21 +147,15 @@ absl::Status OrchestratorServer::ReloadModels() {
   std::vector<std::string> ignored;
   if (fresh->memory_budget_mb != config_.memory_budget_mb) ignored.push_back("memory_budget_mb");
   if (fresh->heartbeat_ms != config_.heartbeat_ms) ignored.push_back("heartbeat_ms");
-  if (fresh->transcode.capacity != config_.transcode.capacity ||
-      fresh->transcode.enabled != config_.transcode.enabled ||
-      fresh->transcode.max_renditions != config_.transcode.max_renditions ||
-      fresh->transcode.price_per_unit != config_.transcode.price_per_unit) {
-    ignored.push_back("transcode");
-  }
+  if (!(fresh->transcode == config_.transcode)) ignored.push_back("transcode");
   if (!ignored.empty()) {
     spdlog::warn("reload: changes to {} take effect at the next restart",
                  absl::StrJoin(ignored, ", "));
   }
   ModelManager::ReloadSummary r = models_->Reconcile(fresh->models);
-  spdlog::info(
-      "reload: models added [{}], removed [{}], reloaded [{}], updated [{}], {} unchanged",
-      absl::StrJoin(r.added, ", "), absl::StrJoin(r.removed, ", "),
-      absl::StrJoin(r.reloaded, ", "), absl::StrJoin(r.updated, ", "), r.unchanged);
+  spdlog::info("reload: models added [{}], removed [{}], reloaded [{}], updated [{}], {} unchanged",
+               absl::StrJoin(r.added, ", "), absl::StrJoin(r.removed, ", "),
+               absl::StrJoin(r.reloaded, ", "), absl::StrJoin(r.updated, ", "), r.unchanged);
   models_->LoadWarmModels();  // new and reloaded warm models; failures show as FAILED
   return absl::OkStatus();
 }

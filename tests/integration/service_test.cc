@@ -698,10 +698,12 @@ TEST_F(ServiceReloadTest, OrchestratorSighupReloadsModelsWithAJobInFlight) {
   });
   ASSERT_TRUE(WaitForJobInFlight(addr, "slow")) << orch->Log();
 
-  WriteFile(dir_.path() / "o1.json", OrchestratorJson("o1", {ModelEntry("slow", slow, true, 2, 0.5),
-                                                             ModelEntry("keep", triple, true),
-                                                             ModelEntry("new", triple, true)})
-                                         .dump(2));
+  nlohmann::json reloaded =
+      OrchestratorJson("o1", {ModelEntry("slow", slow, true, 2, 0.5),
+                              ModelEntry("keep", triple, true), ModelEntry("new", triple, true)});
+  // A transcode setting is bound into the transcoder at start: the reload says it is not applied.
+  reloaded["transcode"]["max_segment_seconds"] = 5;
+  WriteFile(dir_.path() / "o1.json", reloaded.dump(2));
   orch->Signal(SIGHUP);
   ASSERT_FALSE(notify.WaitFor("RELOADING=1", kStepTimeout).empty()) << notify.History();
   ASSERT_FALSE(notify.WaitFor("READY=1", kStepTimeout).empty()) << orch->Log();
@@ -721,6 +723,8 @@ TEST_F(ServiceReloadTest, OrchestratorSighupReloadsModelsWithAJobInFlight) {
   EXPECT_THAT(orch->Log(),
               HasSubstr("models added [new], removed [gone], reloaded [slow], updated [], "
                         "1 unchanged"));
+  EXPECT_THAT(orch->Log(),
+              HasSubstr("reload: changes to transcode take effect at the next restart"));
 
   // The job in flight finishes, on the executor it started on, after the reload.
   ASSERT_EQ(job.wait_for(std::chrono::seconds(60)), std::future_status::ready);
