@@ -29,7 +29,8 @@ struct LiveVideoLimits {
   int max_height = 1920;
   int max_frames = 1800;               // decoded frames per segment
   // Segment limits, checked before anything is decoded (transcoder.h CheckSegmentLimits):
-  // options max_segment_bytes and max_segment_seconds (seconds of video, measured by demuxing).
+  // options max_segment_bytes and max_segment_seconds (seconds of video, or of audio
+  // without video, measured by demuxing).
   // Per model, as the model's per-frame cost sets what a segment may ask; the defaults are those
   // of transcode.max_segment_bytes / max_segment_seconds.
   int64_t max_input_bytes = 64 << 20;

@@ -229,9 +229,9 @@ bool CudaDecodes(const AVCodec* codec) {
 // NVENC's presets p1 (fastest) .. p7 (best) for the x264 preset names a rendition uses.
 const char* NvencPreset(const std::string& x264_preset) {
   static constexpr std::pair<const char*, const char*> kMap[] = {
-      {"ultrafast", "p1"}, {"superfast", "p1"}, {"veryfast", "p2"}, {"faster", "p3"},
-      {"fast", "p4"},      {"medium", "p5"},    {"slow", "p6"},     {"slower", "p7"},
-      {"veryslow", "p7"}};
+      {"ultrafast", "p1"}, {"superfast", "p1"}, {"veryfast", "p2"},
+      {"faster", "p3"},    {"fast", "p4"},      {"medium", "p5"},
+      {"slow", "p6"},      {"slower", "p7"},    {"veryslow", "p7"}};
   for (const auto& [x264, nvenc] : kMap) {
     if (x264_preset == x264) return nvenc;
   }
@@ -305,7 +305,7 @@ struct RenditionWork {
   // kFrame: the first frame of a session's segment that starts well before the previous one
   // ended (a discontinuity): this rendition's floor is lifted if it has not encoded yet.
   bool lift_floor = false;
-  AvPacketPtr packet;                // kAudio
+  AvPacketPtr packet;          // kAudio
   AVRational time_base{0, 1};  // kAudio: the packet's time base
 };
 
@@ -460,10 +460,10 @@ class SegmentTranscoder {
   std::vector<std::string> audio_configs_;  // per input stream: the AudioSpecificConfig found
   // Per input stream, when audio is re-encoded: its AAC encoder (one for all renditions).
   std::vector<media::AacEncoderPtr> audio_encoders_;
-  AvCodecContextPtr decoder_;               // a one-off segment's decoder
-  AVCodecContext* dec_ = nullptr;           // decoder_ or the stream's
-  bool audio_only_ = false;                 // no video stream (a session's later segment)
-  double audio_start_ = 0;                  // audio-only: seconds covered by the copied audio
+  AvCodecContextPtr decoder_;      // a one-off segment's decoder
+  AVCodecContext* dec_ = nullptr;  // decoder_ or the stream's
+  bool audio_only_ = false;        // no video stream (a session's later segment)
+  double audio_start_ = 0;         // audio-only: seconds covered by the copied audio
   double audio_end_ = 0;
   bool have_audio_time_ = false;
   AvFramePtr frame_;
@@ -517,7 +517,8 @@ absl::Status SegmentTranscoder::ValidateOptions() {
   }
   options_.encoder_threads = std::clamp(options_.encoder_threads, 0, 16);  // 0: libx264 decides
   if (options_.hw_decode.empty()) options_.hw_decode = "auto";
-  if (options_.hw_decode != "auto" && options_.hw_decode != "cuda" && options_.hw_decode != "none") {
+  if (options_.hw_decode != "auto" && options_.hw_decode != "cuda" &&
+      options_.hw_decode != "none") {
     return absl::InvalidArgumentError(absl::StrCat(
         "hw_decode: must be \"auto\", \"cuda\" or \"none\"; got \"", options_.hw_decode, "\""));
   }
@@ -538,15 +539,15 @@ absl::Status SegmentTranscoder::ValidateOptions() {
   }
   if (options_.audio_codec.empty()) options_.audio_codec = "copy";
   if (options_.audio_codec != "copy" && options_.audio_codec != "aac") {
-    return absl::InvalidArgumentError(absl::StrCat("audio_codec: must be \"copy\" or \"aac\"; got \"",
-                                                   options_.audio_codec, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "audio_codec: must be \"copy\" or \"aac\"; got \"", options_.audio_codec, "\""));
   }
   if (options_.audio_codec == "aac" &&
       (options_.audio_bitrate_bps < media::AacEncoder::kMinBitrate ||
        options_.audio_bitrate_bps > media::AacEncoder::kMaxBitrate)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "audio_bitrate_bps: ", options_.audio_bitrate_bps, " is outside ",
-        media::AacEncoder::kMinBitrate, "..", media::AacEncoder::kMaxBitrate));
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio_bitrate_bps: ", options_.audio_bitrate_bps, " is outside ",
+                     media::AacEncoder::kMinBitrate, "..", media::AacEncoder::kMaxBitrate));
   }
   return absl::OkStatus();
 }
@@ -582,12 +583,11 @@ absl::Status SegmentTranscoder::OpenInput() {
   for (unsigned i = 0; i < fmt->nb_streams; ++i) {
     AVStream* st = fmt->streams[i];
     const AVCodecParameters* p = st->codecpar;
-    const bool copy = p->codec_type == AVMEDIA_TYPE_AUDIO && audio_streams < kMaxAudioStreams &&
-                      p->codec_id != AV_CODEC_ID_NONE && p->sample_rate > 0 &&
-                      p->ch_layout.nb_channels > 0 &&
-                      (options_.audio_codec == "aac"
-                           ? avcodec_find_decoder(p->codec_id) != nullptr
-                           : AudioFitsContainer(p->codec_id, options_.container));
+    const bool copy =
+        p->codec_type == AVMEDIA_TYPE_AUDIO && audio_streams < kMaxAudioStreams &&
+        p->codec_id != AV_CODEC_ID_NONE && p->sample_rate > 0 && p->ch_layout.nb_channels > 0 &&
+        (options_.audio_codec == "aac" ? avcodec_find_decoder(p->codec_id) != nullptr
+                                       : AudioFitsContainer(p->codec_id, options_.container));
     if (copy) {
       copy_audio_[i] = true;
       ++audio_streams;
@@ -1082,10 +1082,11 @@ absl::StatusOr<AvFramePtr> SegmentTranscoder::ScaleOnGpu(Rendition& r, AVFrame* 
   if (!sc.gpu_failed && (!sc.gpu || !sc.gpu->Accepts(src) || sc.gpu_frames_ctx != pool ||
                          sc.gpu->out_width() != r.width || sc.gpu->out_height() != r.height)) {
     sc.gpu.reset();
-    auto made = media::FilterScaler::Create(
-        {.width = src->width, .height = src->height, .format = src->format,
-         .hw_frames_ctx = src->hw_frames_ctx},
-        r.width, r.height);
+    auto made = media::FilterScaler::Create({.width = src->width,
+                                             .height = src->height,
+                                             .format = src->format,
+                                             .hw_frames_ctx = src->hw_frames_ctx},
+                                            r.width, r.height);
     if (made.ok()) {
       sc.gpu = std::move(*made);
       sc.gpu_frames_ctx = pool;
@@ -1507,8 +1508,7 @@ absl::Status SegmentTranscoder::WriteAudio(AVPacket* packet, AVRational time_bas
   return absl::OkStatus();
 }
 
-absl::Status SegmentTranscoder::WriteAudioTo(Rendition& r, AVPacket* packet,
-                                             AVRational time_base) {
+absl::Status SegmentTranscoder::WriteAudioTo(Rendition& r, AVPacket* packet, AVRational time_base) {
   const int out_index = r.audio_map[packet->stream_index];
   if (out_index < 0) return absl::OkStatus();
   AVStream* out = r.muxer->format->streams[out_index];
@@ -1748,9 +1748,54 @@ int DenyIoOpen(AVFormatContext*, AVIOContext**, const char*, int, AVDictionary**
 
 }  // namespace
 
-std::optional<double> MeasureSegmentVideoSeconds(std::string_view segment,
-                                                 const std::string& formats, int64_t max_packets,
-                                                 double stop_above) {
+namespace {
+
+// One stream's presentation span while its packets are read (MeasureSegmentSeconds).
+class StreamSpan {
+ public:
+  bool started() const { return first_ != AV_NOPTS_VALUE; }
+  void Add(int64_t ts, int64_t duration) {
+    times_.push_back(ts);
+    if (first_ == AV_NOPTS_VALUE || ts < first_) first_ = ts;
+    if (last_ == AV_NOPTS_VALUE || ts > last_) {
+      last_ = ts;
+      last_duration_ = duration;
+    }
+    if (end_ == AV_NOPTS_VALUE || ts + duration > end_) end_ = ts + duration;
+  }
+  // The span so far, each packet counted with its own duration.
+  double SoFar(AVRational time_base) const {
+    return static_cast<double>(end_ - first_) * av_q2d(time_base);
+  }
+  // The whole span: when the last packet has no duration, the packet interval (the smallest gap
+  // between times) stands in for it.
+  double Total(AVRational time_base) {
+    int64_t end = end_;
+    if (last_duration_ == 0) {
+      std::sort(times_.begin(), times_.end());
+      int64_t gap = 0;
+      for (size_t i = 1; i < times_.size(); ++i) {
+        const int64_t d = times_[i] - times_[i - 1];
+        if (d > 0 && (gap == 0 || d < gap)) gap = d;
+      }
+      end = std::max(end, last_ + gap);
+    }
+    return static_cast<double>(end - first_) * av_q2d(time_base);
+  }
+
+ private:
+  int64_t first_ = AV_NOPTS_VALUE;
+  int64_t last_ = AV_NOPTS_VALUE;  // the latest presentation time...
+  int64_t last_duration_ = 0;      // ...and its packet's duration
+  int64_t end_ = AV_NOPTS_VALUE;   // max of pts + duration
+  std::vector<int64_t> times_;
+};
+
+}  // namespace
+
+std::optional<SegmentSeconds> MeasureSegmentSeconds(std::string_view segment,
+                                                    const std::string& formats, int64_t max_packets,
+                                                    double stop_above) {
   if (segment.empty()) return std::nullopt;
   media::InitFfmpeg();
   // Opened without avformat_find_stream_info, which may decode frames to probe the streams.
@@ -1770,48 +1815,43 @@ std::optional<double> MeasureSegmentVideoSeconds(std::string_view segment,
   AvPacketPtr pkt(av_packet_alloc());
   if (!pkt) return std::nullopt;
 
-  int video = -1;  // the first video stream (MPEG-TS may add streams while reading)
-  AVRational time_base{0, 1};
-  int64_t first = AV_NOPTS_VALUE;
-  int64_t last = AV_NOPTS_VALUE;  // the latest presentation time...
-  int64_t last_duration = 0;      // ...and its packet's duration
-  int64_t end = AV_NOPTS_VALUE;   // max of pts + duration
-  std::vector<int64_t> times;     // for a duration where packets carry none
+  // The first video stream and the first audio stream (MPEG-TS may add streams while reading).
+  // The video's span is the segment's duration; an audio-only segment (a stream's later segment
+  // may carry only audio, which is then copied or re-encoded) is measured by its audio.
+  struct Tracked {
+    int index = -1;
+    AVRational time_base{0, 1};
+    StreamSpan span;
+  };
+  Tracked video, audio;
   for (int64_t n = 0; n < max_packets && av_read_frame(fmt.get(), pkt.get()) >= 0; ++n) {
     const AVStream* st = fmt->streams[pkt->stream_index];
-    if (video < 0 && st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
-        (st->disposition & AV_DISPOSITION_ATTACHED_PIC) == 0 && st->time_base.num > 0 &&
-        st->time_base.den > 0) {
-      video = pkt->stream_index;
-      time_base = st->time_base;
+    const bool timed = st->time_base.num > 0 && st->time_base.den > 0;
+    if (video.index < 0 && timed && st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+        (st->disposition & AV_DISPOSITION_ATTACHED_PIC) == 0) {
+      video.index = pkt->stream_index;
+      video.time_base = st->time_base;
+    } else if (audio.index < 0 && timed && st->codecpar->codec_type == AVMEDIA_TYPE_AUDIO) {
+      audio.index = pkt->stream_index;
+      audio.time_base = st->time_base;
     }
-    const bool is_video = pkt->stream_index == video;
     const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
     const int64_t duration = std::max<int64_t>(pkt->duration, 0);
+    const int stream = pkt->stream_index;
     av_packet_unref(pkt.get());
-    if (!is_video || ts == AV_NOPTS_VALUE) continue;
-    times.push_back(ts);
-    if (first == AV_NOPTS_VALUE || ts < first) first = ts;
-    if (last == AV_NOPTS_VALUE || ts > last) {
-      last = ts;
-      last_duration = duration;
+    if (ts == AV_NOPTS_VALUE) continue;
+    Tracked* t = stream == video.index ? &video : stream == audio.index ? &audio : nullptr;
+    if (t == nullptr) continue;
+    t->span.Add(ts, duration);
+    // Over already: the video's span, or the audio's while no video has been seen.
+    if (t == &video || !video.span.started()) {
+      const double so_far = t->span.SoFar(t->time_base);
+      if (so_far > stop_above) return SegmentSeconds{so_far, t == &video};
     }
-    if (end == AV_NOPTS_VALUE || ts + duration > end) end = ts + duration;
-    const double span = static_cast<double>(end - first) * av_q2d(time_base);
-    if (span > stop_above) return span;
   }
-  if (first == AV_NOPTS_VALUE) return std::nullopt;
-  if (last_duration == 0) {
-    // No duration on the last frame: the frame interval, as the smallest gap between times.
-    std::sort(times.begin(), times.end());
-    int64_t gap = 0;
-    for (size_t i = 1; i < times.size(); ++i) {
-      const int64_t d = times[i] - times[i - 1];
-      if (d > 0 && (gap == 0 || d < gap)) gap = d;
-    }
-    end = std::max(end, last + gap);
-  }
-  return static_cast<double>(end - first) * av_q2d(time_base);
+  if (video.span.started()) return SegmentSeconds{video.span.Total(video.time_base), true};
+  if (audio.span.started()) return SegmentSeconds{audio.span.Total(audio.time_base), false};
+  return std::nullopt;
 }
 
 absl::Status CheckSegmentLimits(std::string_view segment, int64_t max_bytes, double max_seconds,
@@ -1826,11 +1866,12 @@ absl::Status CheckSegmentLimits(std::string_view segment, int64_t max_bytes, dou
   // Measured to the end (demuxing alone is cheap and bounded by max_packets), so that the message
   // gives the segment's whole duration.
   const double slack = 1e-6;
-  auto seconds = MeasureSegmentVideoSeconds(segment, formats, max_packets,
-                                            std::numeric_limits<double>::infinity());
-  if (seconds && *seconds > max_seconds + slack) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: %.3f s of video, more than the limit of %g s", what, *seconds, max_seconds));
+  auto measured =
+      MeasureSegmentSeconds(segment, formats, max_packets, std::numeric_limits<double>::infinity());
+  if (measured && measured->seconds > max_seconds + slack) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %.3f s of %s, more than the limit of %g s", what, measured->seconds,
+                        measured->video ? "video" : "audio", max_seconds));
   }
   return absl::OkStatus();
 }

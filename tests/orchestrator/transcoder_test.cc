@@ -645,7 +645,8 @@ TEST_F(TranscoderTest, InputLimitsAreInvalidArgument) {
 }
 
 // Segment limits (transcode.max_segment_bytes / max_segment_seconds): size before anything is
-// demuxed, then seconds of video measured from the packets alone, before any decode or encode.
+// demuxed, then seconds of video (of audio, without video) measured from the packets alone,
+// before any decode or encode.
 TEST_F(TranscoderTest, SegmentSizeAndDurationLimitsComeBeforeAnyDecoding) {
   const std::string formats = "mpegts,mov,mp4";
   // 2 s at 30 fps: 60 frames, the last one ending at 2.000 s, in both containers.
@@ -653,17 +654,43 @@ TEST_F(TranscoderTest, SegmentSizeAndDurationLimitsComeBeforeAnyDecoding) {
   mp4_spec.container = "mp4";
   const std::string mp4 = MakeTestSegment(dir_, mp4_spec);
   for (const std::string* input : {&Segment(), &mp4}) {
-    auto seconds = MeasureSegmentVideoSeconds(*input, formats, 100000, 1e9);
+    auto seconds = MeasureSegmentSeconds(*input, formats, 100000, 1e9);
     ASSERT_TRUE(seconds.has_value());
-    EXPECT_NEAR(*seconds, 2.0, 1e-6);
+    EXPECT_NEAR(seconds->seconds, 2.0, 1e-6);
+    EXPECT_TRUE(seconds->video);
     // Stops early once over: the span read so far is over the bound and short of the whole.
-    auto early = MeasureSegmentVideoSeconds(*input, formats, 100000, 0.5);
+    auto early = MeasureSegmentSeconds(*input, formats, 100000, 0.5);
     ASSERT_TRUE(early.has_value());
-    EXPECT_GT(*early, 0.5);
-    EXPECT_LT(*early, 2.0);
+    EXPECT_GT(early->seconds, 0.5);
+    EXPECT_LT(early->seconds, 2.0);
   }
-  EXPECT_FALSE(MeasureSegmentVideoSeconds("not media at all", formats, 1000, 1e9).has_value());
-  EXPECT_FALSE(MeasureSegmentVideoSeconds("", formats, 1000, 1e9).has_value());
+  EXPECT_FALSE(MeasureSegmentSeconds("not media at all", formats, 1000, 1e9).has_value());
+  EXPECT_FALSE(MeasureSegmentSeconds("", formats, 1000, 1e9).has_value());
+
+  // A segment without video (a stream's later segment may carry audio only) is measured on its
+  // audio, and held to the same limit.
+  const auto audio_path = dir_.path() / "audio-only-3s.ts";
+  std::string log;
+  ASSERT_EQ(
+      switchyard::testing::RunCommand(
+          "ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=duration=3 -c:a aac -f mpegts " +
+              audio_path.string(),
+          &log),
+      0)
+      << log;
+  const std::string audio_only = switchyard::testing::ReadFile(audio_path);
+  auto audio_seconds = MeasureSegmentSeconds(audio_only, formats, 100000, 1e9);
+  ASSERT_TRUE(audio_seconds.has_value());
+  EXPECT_FALSE(audio_seconds->video);
+  // Coarser than video: demuxed without a parser, MPEG-TS audio comes as PES packets of several
+  // AAC frames each, whose last one's duration is estimated (the smallest gap between packets),
+  // and the encoder adds priming frames. Within a PES packet or two of 3 s.
+  EXPECT_GT(audio_seconds->seconds, 2.9);
+  EXPECT_LT(audio_seconds->seconds, 3.4);
+  auto audio_over = CheckSegmentLimits(audio_only, 64 << 20, 2.5, formats, 100000, "segment");
+  EXPECT_EQ(audio_over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(audio_over.message(), HasSubstr("s of audio, more than the limit of 2.5 s"));
+  EXPECT_TRUE(CheckSegmentLimits(audio_only, 64 << 20, 3.5, formats, 100000, "segment").ok());
 
   // Exactly at the limits: transcoded.
   TranscodeOptions options;
@@ -724,9 +751,9 @@ TEST_F(TranscoderTest, SegmentDurationFollowsATimestampJump) {
     if (n >= 30 && *pts >= 0) *pts += 60 * 90000;
     if (n >= 30 && *dts >= 0) *dts += 60 * 90000;
   });
-  auto jumped_seconds = MeasureSegmentVideoSeconds(jumped, "mpegts", 100000, 1e9);
+  auto jumped_seconds = MeasureSegmentSeconds(jumped, "mpegts", 100000, 1e9);
   ASSERT_TRUE(jumped_seconds.has_value());
-  EXPECT_NEAR(*jumped_seconds, 62.0, 0.05);
+  EXPECT_NEAR(jumped_seconds->seconds, 62.0, 0.05);
   auto refused = TranscodeSegment(jumped, {Spec(64, 48)}, TranscodeOptions{});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(refused.status().message(), HasSubstr("s of video, more than the limit of 30 s"));
@@ -831,17 +858,18 @@ TEST_F(TranscoderTest, AudioIsReencodedToAacWhenAsked) {
       options.parallel_renditions = parallel;
       TranscodeResult result = TranscodeOk(mp2, {Spec(160, 120), Spec(96, 72, 15, 1)}, options);
       for (const RenditionOutput& out : result.renditions) {
-        const std::string what = std::string(container) + " " + out.spec.name +
-                                 (parallel ? " parallel" : " serial");
+        const std::string what =
+            std::string(container) + " " + out.spec.name + (parallel ? " parallel" : " serial");
         TempDir probe_dir;
         const std::filesystem::path file = probe_dir.path() / ("out." + Ext(container));
         switchyard::testing::WriteFile(file, out.data);
         std::string log;
-        ASSERT_EQ(switchyard::testing::RunCommand(
-                      "ffprobe -v error -select_streams a:0 -show_entries "
-                      "stream=codec_name,sample_rate,channels -of csv=p=0 " + file.string(),
-                      &log),
-                  0)
+        ASSERT_EQ(
+            switchyard::testing::RunCommand("ffprobe -v error -select_streams a:0 -show_entries "
+                                            "stream=codec_name,sample_rate,channels -of csv=p=0 " +
+                                                file.string(),
+                                            &log),
+            0)
             << log;
         EXPECT_THAT(log, HasSubstr("aac,44100,1")) << what;
         // 2 s of 44.1 kHz audio in 1024-sample AAC frames: about 86 (a frame or two of priming).
@@ -850,9 +878,9 @@ TEST_F(TranscoderTest, AudioIsReencodedToAacWhenAsked) {
         EXPECT_LE(dts.size(), 90u) << what;
         EXPECT_TRUE(std::is_sorted(dts.begin(), dts.end())) << what;
         // Decodes cleanly.
-        ASSERT_EQ(switchyard::testing::RunCommand(
-                      "ffmpeg -nostdin -v error -xerror -i " + file.string() + " -map 0:a -f null -",
-                      &log),
+        ASSERT_EQ(switchyard::testing::RunCommand("ffmpeg -nostdin -v error -xerror -i " +
+                                                      file.string() + " -map 0:a -f null -",
+                                                  &log),
                   0)
             << what << ": " << log;
       }
@@ -956,8 +984,8 @@ TEST_F(TranscoderTest, HardwareEncodeWhenPresentLibx264Otherwise) {
         EXPECT_EQ(frames[0].pict_type, "I") << i;
         int keyframes = 0;
         for (const auto& f : frames) keyframes += f.key_frame ? 1 : 0;
-        const int expected = i == 0 ? static_cast<int>((out.frames + 9) / 10)
-                                    : static_cast<int>(out.frames);
+        const int expected =
+            i == 0 ? static_cast<int>((out.frames + 9) / 10) : static_cast<int>(out.frames);
         EXPECT_EQ(keyframes, expected) << i;
       }
     }
