@@ -127,8 +127,10 @@ TEST(AuthTest, ApiKeysQuotasReloadAndRegistrationSecret) {
     v1::UpscaleRequest empty;
     v1::ImageResponse resp;
     auto ctx = Ctx("", "");
-    EXPECT_EQ(stub->Upscale(ctx.get(), empty, &resp).error_code(),
-              grpc::StatusCode::UNAUTHENTICATED);
+    const grpc::Status st = stub->Upscale(ctx.get(), empty, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << st.error_message() << "\n"
+        << cluster.Logs();
   }
 
   // Streaming RPCs are checked too: LLM (server streaming) and KServe.

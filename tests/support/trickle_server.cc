@@ -35,6 +35,9 @@ TrickleServer::~TrickleServer() {
     }
   }
   for (auto& [reply, response] : replies) reply(std::move(response));
+  // The replies hold their HTTP sessions, whose sockets belong to the server's io_context: they
+  // go before the server does (ASan: use after free in ~Session otherwise).
+  replies.clear();
   server_.reset();
 }
 
