@@ -16,9 +16,9 @@ class ApiKeyAuth::Interceptor final : public grpc::experimental::Interceptor {
   Interceptor(ApiKeyAuth* auth, grpc::experimental::ServerRpcInfo* info)
       : auth_(auth), info_(info) {}
   ~Interceptor() override {
-    // The call is over: drop its verdict; lease_ gives the concurrency slot back.
+    // The call is over: drop its verdict and key id.
     if (refused_) auth_->ClearVerdict(info_->server_context());
-    if (lease_) auth_->ClearKeyId(info_->server_context());
+    if (admitted_) auth_->ClearKeyId(info_->server_context());
   }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -27,6 +27,7 @@ class ApiKeyAuth::Interceptor final : public grpc::experimental::Interceptor {
       const auto* metadata = methods->GetRecvInitialMetadata();
       auto lease = auth_->store_.Admit(metadata ? PresentedKey(*metadata) : std::string());
       if (lease.ok()) {
+        admitted_ = true;
         lease_ = *std::move(lease);
         auth_->SetKeyId(info_->server_context(), lease_->key_id());
       } else {
@@ -36,13 +37,20 @@ class ApiKeyAuth::Interceptor final : public grpc::experimental::Interceptor {
         auth_->SetVerdict(info_->server_context(), lease.status());
       }
     }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      // The call's work is done: the concurrency slot goes back before the client hears so.
+      // Released when the call is destroyed instead, a client's next call, sent as soon as it has
+      // this answer, could find its only slot still taken (RESOURCE_EXHAUSTED; seen under ASan).
+      lease_.reset();
+    }
     methods->Proceed();
   }
 
  private:
   ApiKeyAuth* auth_;
   grpc::experimental::ServerRpcInfo* info_;
-  std::unique_ptr<ApiKeyStore::Lease> lease_;
+  std::unique_ptr<ApiKeyStore::Lease> lease_;  // the key's concurrency slot, while the call works
+  bool admitted_ = false;
   bool refused_ = false;
 };
 
