@@ -1,6 +1,7 @@
 #include "common/daemon.h"
 
 #include <malloc.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
@@ -196,6 +197,10 @@ void Watchdog::Run() {
     std::unique_lock<std::mutex> lock(mu_);
     if (cv_.wait_for(lock, period, [this] { return stopping_; })) return;
   }
+}
+
+bool SkipOpenSslCleanupAtExit() {
+  return OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr) == 1;
 }
 
 int MallocArenaCap(unsigned cores) { return static_cast<int>(std::clamp(cores, 2u, 8u)); }

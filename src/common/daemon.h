@@ -39,6 +39,14 @@ int ServeSignals(const sigset_t& set, const std::function<absl::Status()>& reloa
 // high-water mark) is capped at MallocArenaCap(cores) unless MALLOC_ARENA_MAX is set. Call once at
 // the start of main, before other threads exist.
 void KeepFreedMemoryForReuse();
+// Keeps OpenSSL from freeing its state in an atexit handler. gRPC's threads are never joined, and
+// one that ends while exit() runs that handler frees its OpenSSL per-thread state a second time
+// (grpc/grpc#42608). The likely cause of a double free that ASan once reported from a gateway
+// thread as the process exited (docs/testing.md). The process's memory goes back to the kernel at
+// exit anyway. Call first thing in main, before anything initializes OpenSSL; false if OpenSSL
+// refused (the daemon runs on, as before).
+bool SkipOpenSslCleanupAtExit();
+
 // Arenas for `cores` hardware threads: one per core, 2 to 8 (glibc's default is 8 per core).
 int MallocArenaCap(unsigned cores);
 

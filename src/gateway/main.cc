@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  const bool openssl_at_exit_skipped = SkipOpenSslCleanupAtExit();
   sigset_t signals = BlockTerminationSignals();
   auto config = gateway::LoadGatewayConfig(config_path);
   if (!config.ok()) {
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
     std::cerr << "switchyard-gateway: " << st.message() << "\n";
     return 2;
   }
+  if (!openssl_at_exit_skipped) spdlog::warn("OpenSSL refused OPENSSL_INIT_NO_ATEXIT");
   auto server = gateway::GatewayServer::Create(std::move(*config));
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());

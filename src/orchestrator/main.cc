@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  const bool openssl_at_exit_skipped = SkipOpenSslCleanupAtExit();
   KeepFreedMemoryForReuse();
 
   sigset_t signals = BlockTerminationSignals();
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
     std::cerr << "switchyard-orchestrator: " << st.message() << "\n";
     return 2;
   }
+  if (!openssl_at_exit_skipped) spdlog::warn("OpenSSL refused OPENSSL_INIT_NO_ATEXIT");
   if (http_opt->count() > 0) config->http_listen = http_listen;
   auto server = orchestrator::OrchestratorServer::Create(std::move(*config));
   if (!server.ok()) {
