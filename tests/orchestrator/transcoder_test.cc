@@ -241,6 +241,19 @@ class TranscoderTest : public ::testing::Test {
     return segment_;
   }
 
+  // An MPEG-TS segment with only an AAC track (a sine) of `seconds`, and no video; empty (with a
+  // test failure) if ffmpeg fails.
+  std::string AudioOnlySegment(int seconds) {
+    const auto path = dir_.path() / absl::StrCat("audio-only-", seconds, "s.ts");
+    std::string log;
+    const int rc = switchyard::testing::RunCommand(
+        absl::StrCat("ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=duration=", seconds,
+                     " -c:a aac -f mpegts ", path.string()),
+        &log);
+    EXPECT_EQ(rc, 0) << log;
+    return rc == 0 ? switchyard::testing::ReadFile(path) : std::string();
+  }
+
   // Transcoding must succeed; checks each output with ffprobe against the reported facts.
   TranscodeResult TranscodeOk(const std::string& input, const std::vector<RenditionSpec>& ladder,
                               const TranscodeOptions& options = {}) {
@@ -554,16 +567,8 @@ TEST_F(TranscoderTest, BadInputsAreInvalidArgument) {
   const std::string mp4 = MakeTestSegment(dir_, mp4_spec);
   const std::string& ts = Segment();
   // Audio only: no video stream.
-  const auto audio_path = dir_.path() / "audio-only.ts";
-  std::string log;
-  ASSERT_EQ(
-      switchyard::testing::RunCommand(
-          "ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=duration=1 -c:a aac -f mpegts " +
-              audio_path.string(),
-          &log),
-      0)
-      << log;
-  const std::string audio_only = switchyard::testing::ReadFile(audio_path);
+  const std::string audio_only = AudioOnlySegment(1);
+  ASSERT_FALSE(audio_only.empty());
   struct Case {
     std::string name;
     std::string data;
@@ -669,16 +674,8 @@ TEST_F(TranscoderTest, SegmentSizeAndDurationLimitsComeBeforeAnyDecoding) {
 
   // A segment without video (a stream's later segment may carry audio only) is measured on its
   // audio, and held to the same limit.
-  const auto audio_path = dir_.path() / "audio-only-3s.ts";
-  std::string log;
-  ASSERT_EQ(
-      switchyard::testing::RunCommand(
-          "ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=duration=3 -c:a aac -f mpegts " +
-              audio_path.string(),
-          &log),
-      0)
-      << log;
-  const std::string audio_only = switchyard::testing::ReadFile(audio_path);
+  const std::string audio_only = AudioOnlySegment(3);
+  ASSERT_FALSE(audio_only.empty());
   auto audio_seconds = MeasureSegmentSeconds(audio_only, formats, 100000, 1e9);
   ASSERT_TRUE(audio_seconds.has_value());
   EXPECT_FALSE(audio_seconds->video);
