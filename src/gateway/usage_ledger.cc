@@ -71,6 +71,28 @@ int64_t UnixMs(absl::Time t) {
   return absl::ToUnixMillis(t);
 }
 
+// Runs `select` (columns and FROM), filtered to the query's time window and, unless all_keys,
+// its API key, then `order_by`; `read` turns each result row into a Row.
+template <typename Row, typename ReadRow>
+absl::StatusOr<std::vector<Row>> Select(sqlite3* db, const std::filesystem::path& path,
+                                        absl::string_view select, const UsageQuery& q,
+                                        absl::string_view order_by, const ReadRow& read) {
+  const std::string sql = absl::StrCat(
+      select, " WHERE completed_unix_ms >= ? AND completed_unix_ms < ? AND (? OR api_key_id = ?) ",
+      order_by);
+  Statement st(db, sql.c_str());
+  if (!st.ok()) return SqlError(db, path, "cannot prepare the query");
+  st.Int(1, UnixMs(q.since));
+  st.Int(2, UnixMs(q.until));
+  st.Int(3, q.all_keys ? 1 : 0);
+  st.Text(4, q.api_key_id);
+  std::vector<Row> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) out.push_back(read(st));
+  if (rc != SQLITE_DONE) return SqlError(db, path, "cannot read the query's rows");
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesystem::path& path) {
@@ -163,66 +185,47 @@ absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
 
 absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q) {
   std::lock_guard<std::mutex> lock(mu_);
-  Statement st(db_,
-               "SELECT api_key_id, pipeline, model_id, MAX(unit), COUNT(*), SUM(MAX(units, 0)), "
-               "SUM(amount), SUM(status = 'disputed') FROM usage "
-               "WHERE completed_unix_ms >= ? AND completed_unix_ms < ? AND (? OR api_key_id = ?) "
-               "GROUP BY api_key_id, pipeline, model_id ORDER BY api_key_id, pipeline, model_id");
-  if (!st.ok()) return SqlError(db_, path_, "cannot prepare the query");
-  st.Int(1, UnixMs(q.since));
-  st.Int(2, UnixMs(q.until));
-  st.Int(3, q.all_keys ? 1 : 0);
-  st.Text(4, q.api_key_id);
-  std::vector<UsageTotals> out;
-  int rc;
-  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-    UsageTotals t;
-    t.api_key_id = st.ColumnText(0);
-    t.pipeline = st.ColumnText(1);
-    t.model_id = st.ColumnText(2);
-    t.unit = st.ColumnText(3);
-    t.jobs = sqlite3_column_int64(st.get(), 4);
-    t.units = sqlite3_column_int64(st.get(), 5);
-    t.amount = sqlite3_column_double(st.get(), 6);
-    t.disputed_jobs = sqlite3_column_int64(st.get(), 7);
-    out.push_back(std::move(t));
-  }
-  if (rc != SQLITE_DONE) return SqlError(db_, path_, "cannot read totals");
-  return out;
+  return Select<UsageTotals>(
+      db_, path_,
+      "SELECT api_key_id, pipeline, model_id, MAX(unit), COUNT(*), SUM(MAX(units, 0)), "
+      "SUM(amount), SUM(status = 'disputed') FROM usage",
+      q, "GROUP BY api_key_id, pipeline, model_id ORDER BY api_key_id, pipeline, model_id",
+      [](const Statement& st) {
+        UsageTotals t;
+        t.api_key_id = st.ColumnText(0);
+        t.pipeline = st.ColumnText(1);
+        t.model_id = st.ColumnText(2);
+        t.unit = st.ColumnText(3);
+        t.jobs = sqlite3_column_int64(st.get(), 4);
+        t.units = sqlite3_column_int64(st.get(), 5);
+        t.amount = sqlite3_column_double(st.get(), 6);
+        t.disputed_jobs = sqlite3_column_int64(st.get(), 7);
+        return t;
+      });
 }
 
 absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) {
   std::lock_guard<std::mutex> lock(mu_);
-  Statement st(db_,
-               "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
-               "reported_units, price_per_unit, amount, status, completed_unix_ms FROM usage "
-               "WHERE completed_unix_ms >= ? AND completed_unix_ms < ? AND (? OR api_key_id = ?) "
-               "ORDER BY completed_unix_ms, job_id");
-  if (!st.ok()) return SqlError(db_, path_, "cannot prepare the query");
-  st.Int(1, UnixMs(q.since));
-  st.Int(2, UnixMs(q.until));
-  st.Int(3, q.all_keys ? 1 : 0);
-  st.Text(4, q.api_key_id);
-  std::vector<UsageRecord> out;
-  int rc;
-  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-    UsageRecord r;
-    r.job_id = st.ColumnText(0);
-    r.api_key_id = st.ColumnText(1);
-    r.pipeline = st.ColumnText(2);
-    r.model_id = st.ColumnText(3);
-    r.orchestrator = st.ColumnText(4);
-    r.unit = st.ColumnText(5);
-    r.units = sqlite3_column_int64(st.get(), 6);
-    r.reported_units = sqlite3_column_int64(st.get(), 7);
-    r.price_per_unit = sqlite3_column_double(st.get(), 8);
-    r.amount = sqlite3_column_double(st.get(), 9);
-    r.disputed = st.ColumnText(10) == "disputed";
-    r.completed = absl::FromUnixMillis(sqlite3_column_int64(st.get(), 11));
-    out.push_back(std::move(r));
-  }
-  if (rc != SQLITE_DONE) return SqlError(db_, path_, "cannot read rows");
-  return out;
+  return Select<UsageRecord>(
+      db_, path_,
+      "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
+      "reported_units, price_per_unit, amount, status, completed_unix_ms FROM usage",
+      q, "ORDER BY completed_unix_ms, job_id", [](const Statement& st) {
+        UsageRecord r;
+        r.job_id = st.ColumnText(0);
+        r.api_key_id = st.ColumnText(1);
+        r.pipeline = st.ColumnText(2);
+        r.model_id = st.ColumnText(3);
+        r.orchestrator = st.ColumnText(4);
+        r.unit = st.ColumnText(5);
+        r.units = sqlite3_column_int64(st.get(), 6);
+        r.reported_units = sqlite3_column_int64(st.get(), 7);
+        r.price_per_unit = sqlite3_column_double(st.get(), 8);
+        r.amount = sqlite3_column_double(st.get(), 9);
+        r.disputed = st.ColumnText(10) == "disputed";
+        r.completed = absl::FromUnixMillis(sqlite3_column_int64(st.get(), 11));
+        return r;
+      });
 }
 
 JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {
