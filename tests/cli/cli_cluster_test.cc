@@ -1,5 +1,5 @@
 // The `switchyard` CLI binary against a real local cluster: every pipeline subcommand with tiny
-// deterministic models (tests/cli/tiny_models.h), checking the files it writes, what it prints
+// deterministic models (tests/support/tiny_models.h), checking the files it writes, what it prints
 // (text and --json) and its exit codes.
 #include <sys/wait.h>
 
@@ -17,11 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "cli/tiny_models.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace cli_cluster {

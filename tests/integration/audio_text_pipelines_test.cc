@@ -2,7 +2,6 @@
 // loopback serving tiny deterministic TorchScript models built here, jobs through the public API.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <torch/script.h>
 
 #include <chrono>
 #include <functional>
@@ -17,77 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using ::grpc::StatusCode;
-
-// audio-to-text: the text tells how many samples (and channels) the model got, so resampling is
-// checked exactly; "word" mode returns two chunks, otherwise one spanning the audio.
-constexpr const char* kAsrSource = R"(
-def forward(self, audio: Tensor, timestamps: str) -> Tuple[str, List[str], Tensor]:
-    n = audio.size(1)
-    text = "n=" + str(n) + " c=" + str(audio.size(0))
-    if timestamps == "word":
-        return (text, ["n=" + str(n), "c=" + str(audio.size(0))],
-                torch.tensor([[0.0, 0.5], [0.5, 1.0]]))
-    return (text, [text], torch.tensor([[0.0, float(n) / 16000.0]]))
-)";
-
-// text-to-speech: 0.1 s of a 0.5-amplitude ramp per character of text, at the module's
-// sample_rate (16000).
-constexpr const char* kTtsSource = R"(
-def forward(self, text: str, description: str) -> Tensor:
-    n = len(text) * 1600
-    return (torch.arange(n).float() % 100.0) / 200.0
-)";
-
-// llm: byte tokenizer (ids 0..255, eos 256). forward replies `self.reply` one byte per step: the
-// number of tokens after the prompt's last newline is the reply's position; then eos. `work`
-// matmuls per step make it slow on purpose.
-constexpr const char* kLlmSource = R"(
-def encode(self, text: str) -> List[int]:
-    ids: List[int] = []
-    for c in text:
-        ids.append(ord(c))
-    return ids
-
-def decode(self, ids: List[int]) -> str:
-    out = ""
-    for i in ids:
-        out += chr(i)
-    return out
-
-def forward(self, ids: Tensor) -> Tensor:
-    n = ids.size(1)
-    count = 0
-    i = n - 1
-    while i >= 0 and int(ids[0, i]) != 10:
-        count += 1
-        i -= 1
-    a = torch.ones([256, 256])
-    for _ in range(self.work):
-        a = torch.mm(a, a) / 256.0
-    logits = torch.zeros([1, 257])
-    if count < len(self.reply):
-        logits[0, ord(self.reply[count])] = 1.0
-    else:
-        logits[0, 256] = 1.0
-    return logits
-)";
-
-constexpr const char* kReply = "Hello from the tiny LLM";
-
-void SaveModule(const fs::path& path, const std::string& source,
-                const std::function<void(torch::jit::Module&)>& attributes = nullptr) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), false);
-  if (attributes) attributes(m);
-  m.define(source);
-  m.save(path.string());
-}
 
 std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -112,19 +47,11 @@ class AudioTextPipelinesTest : public ::testing::Test {
   static void SetUpTestSuite() {
     models_dir_ = new TempDir();
     const fs::path dir = models_dir_->path();
-    SaveModule(dir / "asr.pt", kAsrSource);
-    SaveModule(dir / "tts.pt", kTtsSource, [](torch::jit::Module& m) {
-      m.register_attribute("sample_rate", c10::IntType::get(), int64_t{16000});
-    });
-    auto llm = [](int64_t work, std::string reply) {
-      return [work, reply](torch::jit::Module& m) {
-        m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
-        m.register_attribute("work", c10::IntType::get(), work);
-        m.register_attribute("reply", c10::StringType::get(), reply);
-      };
-    };
-    SaveModule(dir / "llm.pt", kLlmSource, llm(0, kReply));
-    SaveModule(dir / "llm-slow.pt", kLlmSource, llm(40, std::string(300, 'z')));
+    SaveScriptModule(dir / "asr.pt", kTinyAsrSource);
+    SaveScriptModule(dir / "tts.pt", kTinyTtsSource, TinyTtsAttributes());
+    SaveScriptModule(dir / "llm.pt", kTinyLlmSource, TinyLlmAttributes(0, kTinyLlmReply));
+    SaveScriptModule(dir / "llm-slow.pt", kTinyLlmSource,
+                     TinyLlmAttributes(40, std::string(300, 'z')));
 
     ClusterOptions options;
     options.orchestrators = 2;
@@ -321,8 +248,8 @@ TEST_F(AudioTextPipelinesTest, LlmStreamsTokensInOrderAndStopsAtEos) {
   v1::LLMRequest req = LlmRequest("tiny-llm", "Hi");
   Stream s = Llm(req);
   ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << cluster_->Logs();
-  EXPECT_EQ(s.text, kReply);
-  const int reply_len = static_cast<int>(std::string(kReply).size());
+  EXPECT_EQ(s.text, kTinyLlmReply);
+  const int reply_len = static_cast<int>(std::string(kTinyLlmReply).size());
   // One message per token, then the last one with finish_reason, usage and job.
   ASSERT_EQ(static_cast<int>(s.messages.size()), reply_len + 1);
   std::string prefix;
@@ -330,7 +257,7 @@ TEST_F(AudioTextPipelinesTest, LlmStreamsTokensInOrderAndStopsAtEos) {
     const auto& m = s.messages[i];
     ASSERT_EQ(m.choices_size(), 1);
     EXPECT_EQ(m.choices(0).finish_reason(), "");
-    EXPECT_EQ(m.choices(0).delta().content(), std::string(1, kReply[i]));
+    EXPECT_EQ(m.choices(0).delta().content(), std::string(1, kTinyLlmReply[i]));
     EXPECT_FALSE(m.has_job());
     EXPECT_EQ(m.id(), s.messages[0].id());
   }
@@ -392,7 +319,7 @@ TEST_F(AudioTextPipelinesTest, LlmClientCancelMidStreamThenClusterKeepsServing) 
 
   Stream s = Llm(LlmRequest("tiny-llm", "again"));
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.text, kReply);
+  EXPECT_EQ(s.text, kTinyLlmReply);
 }
 
 TEST_F(AudioTextPipelinesTest, LlmBadRequestsNameTheField) {
@@ -432,7 +359,7 @@ TEST_F(AudioTextPipelinesTest, LlmSampledWithTopKOneMatchesGreedy) {
   req.set_top_k(1);
   Stream s = Llm(req);
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.text, kReply);
+  EXPECT_EQ(s.text, kTinyLlmReply);
 }
 
 }  // namespace

@@ -12,10 +12,10 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "cli/tiny_models.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace examples {

@@ -11,7 +11,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <torch/script.h>
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +18,7 @@
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace image_pipelines_integration {
@@ -27,77 +27,12 @@ namespace {
 namespace fs = std::filesystem;
 using ::grpc::StatusCode;
 
-// pixel (n, c, y, x) = (len(prompt) * 7 + seed + n + c * 50 + y + x) % 256
-constexpr const char* kTextToImageModel = R"(
-def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_steps: int,
-            guidance_scale: float, height: int, width: int, num_images: int):
-    c = torch.arange(3).view([1, 3, 1, 1])
-    y = torch.arange(height).view([1, 1, height, 1])
-    x = torch.arange(width).view([1, 1, 1, width])
-    n = torch.arange(num_images).view([num_images, 1, 1, 1])
-    v = (c * 50 + y + x + n + (len(prompt) * 7 + seed)) % 256
-    return v * 1.0
-)";
-
-// out[n] = (image + seed + len(prompt) + num_inference_steps + n) % 256
-constexpr const char* kImageToImageModel = R"(
-def forward(self, image, prompt: str, negative_prompt: str, seed: int, strength: float,
-            guidance_scale: float, image_guidance_scale: float, num_inference_steps: int,
-            num_images: int):
-    n = torch.arange(num_images).view([num_images, 1, 1, 1])
-    return (image + n + (seed + len(prompt) + num_inference_steps)) % 256
-)";
-
-// One frame per step.
-constexpr const char* kImageToVideoModel = R"(
-def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bucket_id: int,
-            noise_aug_strength: float, num_inference_steps: int):
-    f = torch.arange(num_inference_steps).view([num_inference_steps, 1, 1, 1])
-    c = torch.arange(3).view([1, 3, 1, 1])
-    y = torch.arange(height).view([1, 1, height, 1])
-    x = torch.arange(width).view([1, 1, 1, width])
-    return (f * 10 + c * 50 + y + x + seed + int(image[0, 0, 0, 0])) % 256 * 1.0
-)";
-
-// mask[k, y, x] = x - px + 0.5 k (px: first point's x, or the box's x0, in pixels).
-constexpr const char* kSegmentModel = R"(
-def forward(self, image, point_coords, point_labels, box, mask_input, multimask_output: bool,
-            normalize_coords: bool):
-    h = image.size(2)
-    w = image.size(3)
-    k = 3 if multimask_output else 1
-    if point_coords.size(0) > 0:
-        px = point_coords[0, 0]
-    else:
-        px = box[0, 0]
-    if normalize_coords:
-        px = px * w
-    x = torch.arange(w).view([1, 1, w])
-    kk = torch.arange(k).view([k, 1, 1])
-    masks = (x - px + kk * 0.5).expand([k, h, w]).contiguous()
-    scores = torch.arange(k) * 0.25 + 0.5
-    logits = torch.zeros([k, 4, 4]) + point_labels.sum()
-    return (masks, scores, logits)
-)";
-
-constexpr const char* kImageToTextModel = R"(
-def forward(self, image, prompt: str):
-    return prompt + ":" + str(image.size(3)) + "x" + str(image.size(2)) + ":" + str(int(image[0, 0, 0, 0]))
-)";
-
 // Declares text-to-image but returns a wrong shape.
 constexpr const char* kWrongShapeModel = R"(
 def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_steps: int,
             guidance_scale: float, height: int, width: int, num_images: int):
     return torch.zeros([num_images, 3, height, width + 1])
 )";
-
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), true);
-  m.define(source);
-  m.save(path.string());
-}
 
 media::RgbImage MakeImage(int w, int h) {
   media::RgbImage img{w, h, {}};
@@ -148,19 +83,19 @@ class ImagePipelinesClusterTest : public ::testing::Test {
     const std::vector<TestModel> models = {
         {"t2i-test",
          "text-to-image",
-         kTextToImageModel,
+         kTinyTextToImageSource,
          {{"max_width", 256}, {"max_height", 256}, {"default_width", 64}, {"default_height", 32}}},
-        {"i2i-test", "image-to-image", kImageToImageModel, nlohmann::json::object()},
-        {"i2v-test", "image-to-video", kImageToVideoModel, {{"max_frames", 16}}},
-        {"sam2-test", "segment-anything-2", kSegmentModel, nlohmann::json::object()},
-        {"i2t-test", "image-to-text", kImageToTextModel, nlohmann::json::object()},
+        {"i2i-test", "image-to-image", kTinyImageToImageSource, nlohmann::json::object()},
+        {"i2v-test", "image-to-video", kTinyImageToVideoSource, {{"max_frames", 16}}},
+        {"sam2-test", "segment-anything-2", kTinySegmentSource, nlohmann::json::object()},
+        {"i2t-test", "image-to-text", kTinyImageToTextSource, nlohmann::json::object()},
         {"t2i-broken", "text-to-image", kWrongShapeModel, nlohmann::json::object()}};
     ClusterOptions options;
     options.orchestrators = 1;
     options.models = {};
     for (const auto& m : models) {
       const fs::path path = models_dir_->path() / (m.id + ".pt");
-      SaveModule(path, m.source);
+      SaveScriptModule(path, m.source);
       options.extra_models.push_back({{"id", m.id},
                                       {"pipeline", m.pipeline},
                                       {"path", path.string()},

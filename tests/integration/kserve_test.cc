@@ -22,6 +22,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace {
@@ -131,13 +132,6 @@ InputTensor Input(const std::string& name, const std::string& datatype,
   return in;
 }
 
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), true);
-  m.define(source);
-  m.save(path.string());
-}
-
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
@@ -150,11 +144,11 @@ class KServeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     models_dir_ = new TempDir();
-    SaveModule(models_dir_->path() / "pair.pt", R"(
+    SaveScriptModule(models_dir_->path() / "pair.pt", R"(
 def forward(self, x, y):
     return (x + y, x * 2)
 )");
-    SaveModule(models_dir_->path() / "triple.pt", R"(
+    SaveScriptModule(models_dir_->path() / "triple.pt", R"(
 def forward(self, x):
     return x * 3
 )");

@@ -5,11 +5,9 @@
 // the limit; a request exactly at the limit passes; the node serves the next job.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <torch/script.h>
 
 #include <chrono>
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +18,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace {
@@ -35,43 +34,6 @@ def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_st
     return torch.zeros([num_images, 3, height, width]) + float((len(prompt) + seed) % 256)
 )";
 
-// 0.1 s (1600 samples at 16 kHz) per character of text.
-constexpr const char* kTtsModel = R"(
-def forward(self, text: str, description: str) -> Tensor:
-    n = len(text) * 1600
-    return (torch.arange(n).float() % 100.0) / 200.0
-)";
-
-// Byte tokenizer (eos 256) that always answers "ok".
-constexpr const char* kLlmModel = R"(
-def encode(self, text: str) -> List[int]:
-    ids: List[int] = []
-    for c in text:
-        ids.append(ord(c))
-    return ids
-
-def decode(self, ids: List[int]) -> str:
-    out = ""
-    for i in ids:
-        out += chr(i)
-    return out
-
-def forward(self, ids: Tensor) -> Tensor:
-    n = ids.size(1)
-    count = 0
-    i = n - 1
-    while i >= 0 and int(ids[0, i]) != 10:
-        count += 1
-        i -= 1
-    reply = "ok"
-    logits = torch.zeros([1, 257])
-    if count < len(reply):
-        logits[0, ord(reply[count])] = 1.0
-    else:
-        logits[0, 256] = 1.0
-    return logits
-)";
-
 // An llm whose tokenizer fails: a request that reaches encode() says so.
 constexpr const char* kLlmFailingEncodeModel = R"(
 def encode(self, text: str) -> List[int]:
@@ -85,15 +47,6 @@ def decode(self, ids: List[int]) -> str:
 def forward(self, ids: Tensor) -> Tensor:
     return torch.zeros([1, 257])
 )";
-
-void SaveModule(const fs::path& path, const std::string& source,
-                const std::function<void(torch::jit::Module&)>& attributes = nullptr) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), false);
-  if (attributes) attributes(m);
-  m.define(source);
-  m.save(path.string());
-}
 
 // n copies of "é": n characters, 2n bytes.
 std::string Accented(int n) {
@@ -132,9 +85,9 @@ class LimitsTest : public ::testing::Test {
     options.orchestrator_config = {
         {"transcode", {{"max_segment_seconds", 1.0}, {"max_segment_bytes", kMaxSegmentBytes}}}};
     auto add = [&](const std::string& id, const std::string& pipeline, const char* source,
-                   Json opts, const std::function<void(torch::jit::Module&)>& attrs = nullptr) {
+                   Json opts, const ModuleAttributes& attrs = nullptr) {
       const fs::path path = dir / (id + ".pt");
-      SaveModule(path, source, attrs);
+      SaveScriptModule(path, source, attrs);
       options.extra_models.push_back({{"id", id},
                                       {"pipeline", pipeline},
                                       {"path", path.string()},
@@ -144,14 +97,10 @@ class LimitsTest : public ::testing::Test {
                                       {"options", std::move(opts)}});
     };
     add("t2i-short", "text-to-image", kTextToImageModel, {{"max_prompt_chars", 16}});
-    add("tts-short", "text-to-speech", kTtsModel, {{"max_prompt_chars", 8}},
-        [](torch::jit::Module& m) {
-          m.register_attribute("sample_rate", c10::IntType::get(), int64_t{16000});
-        });
-    add("llm-short", "llm", kLlmModel, {{"max_prompt_chars", 10}, {"max_tokens", 16}},
-        [](torch::jit::Module& m) {
-          m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
-        });
+    add("tts-short", "text-to-speech", kTinyTtsSource, {{"max_prompt_chars", 8}},
+        TinyTtsAttributes());
+    add("llm-short", "llm", kTinyLlmSource, {{"max_prompt_chars", 10}, {"max_tokens", 16}},
+        TinyLlmAttributes(0, "ok"));
     add("llm-failing-encode", "llm", kLlmFailingEncodeModel,
         {{"max_prompt_chars", 10}, {"max_tokens", 16}});
     cluster_ = new LocalCluster();

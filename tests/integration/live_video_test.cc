@@ -6,7 +6,6 @@
 // control messages flow, failover when the orchestrator running the stream dies, and the
 // request's validation and capacity errors. Also unit tests of the URL parser and HTTP client.
 #include <gtest/gtest.h>
-#include <torch/script.h>
 
 #include <atomic>
 #include <chrono>
@@ -24,6 +23,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 #include "support/trickle_server.h"
 
 namespace switchyard::testing {
@@ -46,16 +46,9 @@ def forward(self, frame, params: str):
     return frame * 0.0 + float(len(params))
 )";
 
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), false);
-  m.define(source);
-  m.save(path.string());
-}
-
 Json LiveModel(const fs::path& dir, const std::string& id, const char* source) {
   const fs::path path = dir / (id + ".pt");
-  SaveModule(path, source);
+  SaveScriptModule(path, source);
   return {{"id", id},
           {"pipeline", "live-video-to-video"},
           {"path", path.string()},

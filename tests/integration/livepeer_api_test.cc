@@ -2,11 +2,9 @@
 // real HTTP with tiny deterministic TorchScript models built here, the response shapes and values,
 // bad input per path, the llm event stream and image-to-video's async mode.
 #include <gtest/gtest.h>
-#include <torch/script.h>
 
 #include <chrono>
 #include <filesystem>
-#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -21,6 +19,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace {
@@ -107,125 +106,6 @@ TEST(LivepeerApiTest, UpscaleOverHttpLikeTheLivepeerGateway) {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
-
-// pixel (n, c, y, x) = (len(prompt) * 7 + seed + n + c * 50 + y + x) % 256
-constexpr const char* kTextToImageModel = R"(
-def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_steps: int,
-            guidance_scale: float, height: int, width: int, num_images: int):
-    c = torch.arange(3).view([1, 3, 1, 1])
-    y = torch.arange(height).view([1, 1, height, 1])
-    x = torch.arange(width).view([1, 1, 1, width])
-    n = torch.arange(num_images).view([num_images, 1, 1, 1])
-    v = (c * 50 + y + x + n + (len(prompt) * 7 + seed)) % 256
-    return v * 1.0
-)";
-
-// out[n] = (image + seed + len(prompt) + num_inference_steps + n) % 256
-constexpr const char* kImageToImageModel = R"(
-def forward(self, image, prompt: str, negative_prompt: str, seed: int, strength: float,
-            guidance_scale: float, image_guidance_scale: float, num_inference_steps: int,
-            num_images: int):
-    n = torch.arange(num_images).view([num_images, 1, 1, 1])
-    return (image + n + (seed + len(prompt) + num_inference_steps)) % 256
-)";
-
-// One frame per step.
-constexpr const char* kImageToVideoModel = R"(
-def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bucket_id: int,
-            noise_aug_strength: float, num_inference_steps: int):
-    f = torch.arange(num_inference_steps).view([num_inference_steps, 1, 1, 1])
-    c = torch.arange(3).view([1, 3, 1, 1])
-    y = torch.arange(height).view([1, 1, height, 1])
-    x = torch.arange(width).view([1, 1, 1, width])
-    return (f * 10 + c * 50 + y + x + seed + int(image[0, 0, 0, 0])) % 256 * 1.0
-)";
-
-// mask[k, y, x] = x - px + 0.5 k (px: first point's x, or the box's x0, in pixels).
-constexpr const char* kSegmentModel = R"(
-def forward(self, image, point_coords, point_labels, box, mask_input, multimask_output: bool,
-            normalize_coords: bool):
-    h = image.size(2)
-    w = image.size(3)
-    k = 3 if multimask_output else 1
-    if point_coords.size(0) > 0:
-        px = point_coords[0, 0]
-    else:
-        px = box[0, 0]
-    if normalize_coords:
-        px = px * w
-    x = torch.arange(w).view([1, 1, w])
-    kk = torch.arange(k).view([k, 1, 1])
-    masks = (x - px + kk * 0.5).expand([k, h, w]).contiguous()
-    scores = torch.arange(k) * 0.25 + 0.5
-    logits = torch.zeros([k, 4, 4]) + point_labels.sum()
-    return (masks, scores, logits)
-)";
-
-constexpr const char* kImageToTextModel = R"(
-def forward(self, image, prompt: str):
-    return prompt + ":" + str(image.size(3)) + "x" + str(image.size(2)) + ":" + str(int(image[0, 0, 0, 0]))
-)";
-
-// "n=<samples> c=<channels>"; "word" mode returns two chunks, otherwise one spanning the audio.
-constexpr const char* kAsrModel = R"(
-def forward(self, audio: Tensor, timestamps: str) -> Tuple[str, List[str], Tensor]:
-    n = audio.size(1)
-    text = "n=" + str(n) + " c=" + str(audio.size(0))
-    if timestamps == "word":
-        return (text, ["n=" + str(n), "c=" + str(audio.size(0))],
-                torch.tensor([[0.0, 0.5], [0.5, 1.0]]))
-    return (text, [text], torch.tensor([[0.0, float(n) / 16000.0]]))
-)";
-
-// 0.1 s (1600 samples at 16 kHz) per character of text.
-constexpr const char* kTtsModel = R"(
-def forward(self, text: str, description: str) -> Tensor:
-    n = len(text) * 1600
-    return (torch.arange(n).float() % 100.0) / 200.0
-)";
-
-// Byte tokenizer (eos 256); replies `self.reply` one byte per step, `work` matmuls per step.
-constexpr const char* kLlmModel = R"(
-def encode(self, text: str) -> List[int]:
-    ids: List[int] = []
-    for c in text:
-        ids.append(ord(c))
-    return ids
-
-def decode(self, ids: List[int]) -> str:
-    out = ""
-    for i in ids:
-        out += chr(i)
-    return out
-
-def forward(self, ids: Tensor) -> Tensor:
-    n = ids.size(1)
-    count = 0
-    i = n - 1
-    while i >= 0 and int(ids[0, i]) != 10:
-        count += 1
-        i -= 1
-    a = torch.ones([256, 256])
-    for _ in range(self.work):
-        a = torch.mm(a, a) / 256.0
-    logits = torch.zeros([1, 257])
-    if count < len(self.reply):
-        logits[0, ord(self.reply[count])] = 1.0
-    else:
-        logits[0, 256] = 1.0
-    return logits
-)";
-
-constexpr const char* kLlmReply = "Hello from the tiny LLM";
-
-void SaveModule(const fs::path& path, const std::string& source,
-                const std::function<void(torch::jit::Module&)>& attributes = nullptr) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), false);
-  if (attributes) attributes(m);
-  m.define(source);
-  m.save(path.string());
-}
 
 media::RgbImage Gradient(int w, int h) {
   media::RgbImage img{w, h, {}};
@@ -325,9 +205,9 @@ class LivepeerApiClusterTest : public ::testing::Test {
     options.orchestrators = 1;
     options.models = {};
     auto add = [&](const std::string& id, const std::string& pipeline, const char* source,
-                   Json opts, const std::function<void(torch::jit::Module&)>& attrs = nullptr) {
+                   Json opts, const ModuleAttributes& attrs = nullptr) {
       const fs::path path = dir / (id + ".pt");
-      SaveModule(path, source, attrs);
+      SaveScriptModule(path, source, attrs);
       options.extra_models.push_back({{"id", id},
                                       {"pipeline", pipeline},
                                       {"path", path.string()},
@@ -337,26 +217,19 @@ class LivepeerApiClusterTest : public ::testing::Test {
                                       {"max_input_pixels", 4096},
                                       {"options", std::move(opts)}});
     };
-    add("t2i-test", "text-to-image", kTextToImageModel,
+    add("t2i-test", "text-to-image", kTinyTextToImageSource,
         {{"max_width", 256}, {"max_height", 256}, {"default_width", 64}, {"default_height", 32}});
-    add("i2i-test", "image-to-image", kImageToImageModel, Json::object());
-    add("i2v-test", "image-to-video", kImageToVideoModel, {{"max_frames", 16}});
-    add("sam2-test", "segment-anything-2", kSegmentModel, Json::object());
-    add("i2t-test", "image-to-text", kImageToTextModel, Json::object());
-    add("tiny-asr", "audio-to-text", kAsrModel, {{"max_audio_seconds", 2.5}});
-    add("tiny-tts", "text-to-speech", kTtsModel, Json::object(), [](torch::jit::Module& m) {
-      m.register_attribute("sample_rate", c10::IntType::get(), int64_t{16000});
-    });
-    auto llm = [](int64_t work) {
-      return [work](torch::jit::Module& m) {
-        m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
-        m.register_attribute("work", c10::IntType::get(), work);
-        m.register_attribute("reply", c10::StringType::get(), std::string(kLlmReply));
-      };
-    };
-    add("tiny-llm", "llm", kLlmModel, {{"max_tokens", 512}}, llm(0));
+    add("i2i-test", "image-to-image", kTinyImageToImageSource, Json::object());
+    add("i2v-test", "image-to-video", kTinyImageToVideoSource, {{"max_frames", 16}});
+    add("sam2-test", "segment-anything-2", kTinySegmentSource, Json::object());
+    add("i2t-test", "image-to-text", kTinyImageToTextSource, Json::object());
+    add("tiny-asr", "audio-to-text", kTinyAsrSource, {{"max_audio_seconds", 2.5}});
+    add("tiny-tts", "text-to-speech", kTinyTtsSource, Json::object(), TinyTtsAttributes());
+    add("tiny-llm", "llm", kTinyLlmSource, {{"max_tokens", 512}},
+        TinyLlmAttributes(0, kTinyLlmReply));
     // ~10+ ms per token, so the stream test can see events arrive one by one.
-    add("slow-llm", "llm", kLlmModel, {{"max_tokens", 512}}, llm(8));
+    add("slow-llm", "llm", kTinyLlmSource, {{"max_tokens", 512}},
+        TinyLlmAttributes(8, kTinyLlmReply));
     cluster_ = new LocalCluster();
     start_status_ = new absl::Status(cluster_->Start(options));
   }
@@ -714,8 +587,8 @@ TEST_F(LivepeerApiClusterTest, LlmJson) {
   ASSERT_EQ(j["choices"].size(), 1u) << r.body;
   EXPECT_EQ(j["choices"][0]["index"], 0);
   EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
-  EXPECT_EQ(j["choices"][0]["message"], Json({{"role", "assistant"}, {"content", kLlmReply}}));
-  const int reply_len = static_cast<int>(std::string(kLlmReply).size());
+  EXPECT_EQ(j["choices"][0]["message"], Json({{"role", "assistant"}, {"content", kTinyLlmReply}}));
+  const int reply_len = static_cast<int>(std::string(kTinyLlmReply).size());
   const int prompt = static_cast<int>(std::string("<|user|>\nHi\n<|assistant|>\n").size());
   EXPECT_EQ(j["usage"], Json({{"prompt_tokens", prompt},
                               {"completion_tokens", reply_len},
@@ -782,7 +655,7 @@ TEST_F(LivepeerApiClusterTest, LlmStreamsServerSentEventsAsTokensArrive) {
     EXPECT_EQ(last["choices"][0]["delta"]["role"], "assistant");
     text += last["choices"][0]["delta"]["content"].get<std::string>();
   }
-  EXPECT_EQ(text, std::string(kLlmReply).substr(0, 8));
+  EXPECT_EQ(text, std::string(kTinyLlmReply).substr(0, 8));
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(last["usage"]["completion_tokens"], 8);
   // Sent as generated, not at the end: the first token's event came well before [DONE].

@@ -4,7 +4,6 @@
 // `switchyard usage` CLI. KServe ModelInfer calls and live-video-to-video segments (tiny
 // TorchScript models made here) are metered the same way.
 #include <gtest/gtest.h>
-#include <torch/script.h>
 
 #include <chrono>
 #include <cstring>
@@ -23,6 +22,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 #include "support/trickle_server.h"
 
 namespace switchyard::testing {
@@ -320,13 +320,6 @@ constexpr double kTensorPrice = 0.25;  // per element
 constexpr double kLivePrice = 0.001;   // per output pixel
 constexpr int64_t kSegmentPixels = 10 * 160 * 120;  // one 1 s segment: 10 frames of 160x120
 
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), false);
-  m.define(source);
-  m.save(path.string());
-}
-
 // `count` MPEG-TS segments of 1 s (10 fps 160x120, a keyframe each), cut by ffmpeg's segment muxer.
 std::vector<std::string> MakeLiveSegments(const TempDir& dir, int count) {
   const fs::path pattern = dir.path() / "live%d.ts";
@@ -353,9 +346,9 @@ class TensorAndLiveMeteringTest : public MeteringTest {
  protected:
   void SetUp() override {
     SetUpKeysAndLedger();
-    SaveModule(tmp_.path() / "triple.pt", "def forward(self, x):\n    return x * 3\n");
-    SaveModule(tmp_.path() / "invert.pt",
-               "def forward(self, frame, params: str):\n    return 255.0 - frame\n");
+    SaveScriptModule(tmp_.path() / "triple.pt", "def forward(self, x):\n    return x * 3\n");
+    SaveScriptModule(tmp_.path() / "invert.pt",
+                     "def forward(self, frame, params: str):\n    return 255.0 - frame\n");
     options_.models = {};
     options_.extra_models = {
         {{"id", "ktriple"},

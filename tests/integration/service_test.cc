@@ -41,6 +41,7 @@
 #include "orchestrator/model_manager.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::testing {
@@ -366,13 +367,6 @@ TEST(ServiceNotify, ProbeGrpcServerFollowsTheHealthStatus) {
 
 // --- reloads -------------------------------------------------------------------------------------
 
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), true);
-  m.define(source);
-  m.save(path.string());
-}
-
 // `loops` chained matmuls of a 128x128 matrix: a job whose length the test chooses.
 constexpr char kSlowSource[] = R"(
 def forward(self, x, n):
@@ -534,7 +528,7 @@ absl::StatusOr<float> RunTriple(runner::ModelExecutor& executor) {
 TEST(ModelManagerReconcile, AddsRemovesUpdatesAndReloadsWithoutDisturbingHeldExecutors) {
   TempDir dir;
   const fs::path triple = dir.path() / "triple.pt";
-  SaveModule(triple, kTripleSource);
+  SaveScriptModule(triple, kTripleSource);
   ModelManager mm({TinyModel(triple, "keep"), TinyModel(triple, "gone"),
                    TinyModel(triple, "priced"), TinyModel(triple, "threads")},
                   nullptr);
@@ -599,7 +593,7 @@ TEST(ModelManagerReconcile, AddsRemovesUpdatesAndReloadsWithoutDisturbingHeldExe
 TEST(ModelManagerReconcile, AReplacedFileReloadsAndARemovedModelCanComeBack) {
   TempDir dir;
   const fs::path triple = dir.path() / "triple.pt";
-  SaveModule(triple, kTripleSource);
+  SaveScriptModule(triple, kTripleSource);
   ModelManager mm({TinyModel(triple, "m"), TinyModel(triple, "other")}, nullptr);
   mm.LoadWarmModels();
   auto before = mm.Acquire("m", absl::InfiniteFuture());
@@ -631,8 +625,8 @@ TEST(ModelManagerReconcile, AReplacedFileReloadsAndARemovedModelCanComeBack) {
 class ServiceReloadTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    SaveModule(dir_.path() / "slow.pt", kSlowSource);
-    SaveModule(dir_.path() / "triple.pt", kTripleSource);
+    SaveScriptModule(dir_.path() / "slow.pt", kSlowSource);
+    SaveScriptModule(dir_.path() / "triple.pt", kTripleSource);
   }
 
   // Starts an orchestrator (no gateways) with `models`, its config in `<node_id>.json`.

@@ -19,25 +19,20 @@
 #include "orchestrator/live_video_pipeline.h"
 #include "orchestrator/warmup.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::orchestrator {
 namespace image_pipelines_test {
 namespace {
 
 namespace fs = std::filesystem;
+using ::switchyard::testing::kTinyImageToImageSource;
+using ::switchyard::testing::kTinyImageToTextSource;
+using ::switchyard::testing::kTinyImageToVideoSource;
+using ::switchyard::testing::kTinySegmentSource;
+using ::switchyard::testing::kTinyTextToImageSource;
+using ::switchyard::testing::SaveScriptModule;
 using ::switchyard::testing::TempDir;
-
-// pixel (n, c, y, x) = (len(prompt) * 7 + seed + n + c * 50 + y + x) % 256
-constexpr const char* kTextToImageModel = R"(
-def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_steps: int,
-            guidance_scale: float, height: int, width: int, num_images: int):
-    c = torch.arange(3).view([1, 3, 1, 1])
-    y = torch.arange(height).view([1, 1, height, 1])
-    x = torch.arange(width).view([1, 1, 1, width])
-    n = torch.arange(num_images).view([num_images, 1, 1, 1])
-    v = (c * 50 + y + x + n + (len(prompt) * 7 + seed)) % 256
-    return v * 1.0
-)";
 
 // Always a [1, 3, 4, 4] image, whatever was asked.
 constexpr const char* kTextToImageWrongShape = R"(
@@ -53,55 +48,11 @@ def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_st
     return torch.zeros([num_images, 3, height, width]) > 1.0
 )";
 
-// out[n] = (image + seed + len(prompt) + num_inference_steps + n) % 256
-constexpr const char* kImageToImageModel = R"(
-def forward(self, image, prompt: str, negative_prompt: str, seed: int, strength: float,
-            guidance_scale: float, image_guidance_scale: float, num_inference_steps: int,
-            num_images: int):
-    n = torch.arange(num_images).view([num_images, 1, 1, 1])
-    return (image + n + (seed + len(prompt) + num_inference_steps)) % 256
-)";
-
-// num_inference_steps frames; frame f = (f * 10 + c * 50 + y + x + seed + image[0,0,0,0]) % 256
-constexpr const char* kImageToVideoModel = R"(
-def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bucket_id: int,
-            noise_aug_strength: float, num_inference_steps: int):
-    f = torch.arange(num_inference_steps).view([num_inference_steps, 1, 1, 1])
-    c = torch.arange(3).view([1, 3, 1, 1])
-    y = torch.arange(height).view([1, 1, height, 1])
-    x = torch.arange(width).view([1, 1, 1, width])
-    return (f * 10 + c * 50 + y + x + seed + int(image[0, 0, 0, 0])) % 256 * 1.0
-)";
-
 // Frames one pixel narrower than asked.
 constexpr const char* kImageToVideoWrongSize = R"(
 def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bucket_id: int,
             noise_aug_strength: float, num_inference_steps: int):
     return torch.zeros([2, 3, height, width - 1])
-)";
-
-// K = 3 (multimask) or 1 masks over the image: mask[k, y, x] = x - px + 0.5 k, where px is the
-// first point's x (or the box's x0) in pixels (coordinates arrive normalised when
-// normalize_coords); scores 0.5 + 0.25 k; logits [K, 4, 4] = the sum
-// of the labels.
-constexpr const char* kSegmentModel = R"(
-def forward(self, image, point_coords, point_labels, box, mask_input, multimask_output: bool,
-            normalize_coords: bool):
-    h = image.size(2)
-    w = image.size(3)
-    k = 3 if multimask_output else 1
-    if point_coords.size(0) > 0:
-        px = point_coords[0, 0]
-    else:
-        px = box[0, 0]
-    if normalize_coords:
-        px = px * w
-    x = torch.arange(w).view([1, 1, w])
-    kk = torch.arange(k).view([k, 1, 1])
-    masks = (x - px + kk * 0.5).expand([k, h, w]).contiguous()
-    scores = torch.arange(k) * 0.25 + 0.5
-    logits = torch.zeros([k, 4, 4]) + point_labels.sum()
-    return (masks, scores, logits)
 )";
 
 constexpr const char* kSegmentWrongOutput = R"(
@@ -110,23 +61,10 @@ def forward(self, image, point_coords, point_labels, box, mask_input, multimask_
     return image
 )";
 
-// "<prompt>:<W>x<H>:<first red value>"
-constexpr const char* kImageToTextModel = R"(
-def forward(self, image, prompt: str):
-    return prompt + ":" + str(image.size(3)) + "x" + str(image.size(2)) + ":" + str(int(image[0, 0, 0, 0]))
-)";
-
 constexpr const char* kImageToTextWrongOutput = R"(
 def forward(self, image, prompt: str):
     return image
 )";
-
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), true);
-  m.define(source);
-  m.save(path.string());
-}
 
 // A deterministic test image: value (x * 3 + y * 5 + c * 7) % 256.
 media::RgbImage MakeImage(int w, int h) {
@@ -168,7 +106,7 @@ class ImagePipelinesTest : public ::testing::Test {
   // Saves, loads and starts an executor for `source`; `config` is kept for RunContext.
   RunContext Start(const std::string& source, const ModelConfig& config) {
     const fs::path path = dir_.path() / absl::StrCat("m", models_.size(), ".pt");
-    SaveModule(path, source);
+    SaveScriptModule(path, source);
     auto model = runner::TorchModel::Load(path, "cpu");
     EXPECT_TRUE(model.ok()) << model.status();
     if (!model.ok()) return {};
@@ -281,7 +219,7 @@ TEST_F(ImagePipelinesTest, BadOptionsAreReportedWithTheModelAndOption) {
 }
 
 TEST_F(ImagePipelinesTest, TextToImageProducesTheModelsExactPixels) {
-  RunContext ctx = Start(kTextToImageModel, Config(kTextToImage));
+  RunContext ctx = Start(kTinyTextToImageSource, Config(kTextToImage));
   ASSERT_NE(ctx.executor, nullptr);
   v1::TextToImageRequest req;
   req.set_prompt("cat|horse");
@@ -362,7 +300,7 @@ TEST_F(ImagePipelinesTest, EncodePngsClampsAndRounds) {
 // image-to-image
 
 TEST_F(ImagePipelinesTest, ImageToImageDefaultsAndExactPixels) {
-  RunContext ctx = Start(kImageToImageModel, Config(kImageToImage));
+  RunContext ctx = Start(kTinyImageToImageSource, Config(kImageToImage));
   v1::ImageToImageRequest req;
   req.set_prompt("dog");
   req.set_image(Png(MakeImage(12, 6)));
@@ -429,7 +367,7 @@ TEST_F(ImagePipelinesTest, ImageToImageValidationAndImageErrors) {
 
   ModelConfig small = Config(kImageToImage);
   small.max_input_pixels = 100;
-  RunContext ctx = Start(kImageToImageModel, small);
+  RunContext ctx = Start(kTinyImageToImageSource, small);
   v1::ImageToImageRequest req;
   req.set_prompt("x");
   req.set_image("\x89PNG\r\n\x1a\ngarbage");
@@ -463,7 +401,7 @@ TEST_F(ImagePipelinesTest, EncodeMp4IsProbeableWithTheRightSizeAndFrames) {
 }
 
 TEST_F(ImagePipelinesTest, ImageToVideoRunsTheModelAndEncodesEveryFrame) {
-  RunContext ctx = Start(kImageToVideoModel, Config(kImageToVideo));
+  RunContext ctx = Start(kTinyImageToVideoSource, Config(kImageToVideo));
   v1::ImageToVideoRequest req;
   req.set_image(Png(MakeImage(20, 10)));
   auto defaults = ValidateImageToVideo(req, *ctx.model);
@@ -542,7 +480,7 @@ TEST_F(ImagePipelinesTest, ImageToVideoValidationAndWrongFrames) {
 // segment-anything-2
 
 TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
-  RunContext ctx = Start(kSegmentModel, Config(kSegmentAnything2));
+  RunContext ctx = Start(kTinySegmentSource, Config(kSegmentAnything2));
   v1::SegmentAnything2Request req;
   req.set_image(Png(MakeImage(4, 2)));
   req.add_point_coords(2);
@@ -649,7 +587,7 @@ TEST_F(ImagePipelinesTest, TensorToJsonWritesNestedArrays) {
 // image-to-text
 
 TEST_F(ImagePipelinesTest, ImageToTextReturnsTheModelsString) {
-  RunContext ctx = Start(kImageToTextModel, Config(kImageToText));
+  RunContext ctx = Start(kTinyImageToTextSource, Config(kImageToText));
   auto result = RunImageToText(ctx, Png(MakeImage(10, 4)), "describe");
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->text, "describe:10x4:0");
@@ -686,7 +624,7 @@ TEST_F(ImagePipelinesTest, PromptLengthIsCountedInCharactersUpToMaxPromptChars) 
   EXPECT_EQ(Utf8Chars("\xf0\x9f\x98\x80x"), 2);  // U+1F600 (4 bytes) and 'x'
 
   const ModelConfig config = Config(kTextToImage, {{"max_prompt_chars", 10}});
-  RunContext ctx = Start(kTextToImageModel, config);
+  RunContext ctx = Start(kTinyTextToImageSource, config);
   ASSERT_NE(ctx.executor, nullptr);
   v1::TextToImageRequest req;
   req.set_width(8);
@@ -844,17 +782,17 @@ TEST_F(ImagePipelinesTest, LiveVideoSegmentLimitsComeBeforeTheModel) {
 
 TEST_F(ImagePipelinesTest, WarmupInputsRunOnEveryContractModel) {
   const std::vector<std::pair<const char*, const char*>> models = {
-      {kTextToImage, kTextToImageModel},
-      {kImageToImage, kImageToImageModel},
-      {kImageToVideo, kImageToVideoModel},
-      {kSegmentAnything2, kSegmentModel},
-      {kImageToText, kImageToTextModel}};
+      {kTextToImage, kTinyTextToImageSource},
+      {kImageToImage, kTinyImageToImageSource},
+      {kImageToVideo, kTinyImageToVideoSource},
+      {kSegmentAnything2, kTinySegmentSource},
+      {kImageToText, kTinyImageToTextSource}};
   for (const auto& [pipeline, source] : models) {
     SCOPED_TRACE(pipeline);
     ModelConfig config = Config(pipeline);
     config.warmup_size = 12;
     const fs::path path = dir_.path() / absl::StrCat("warm-", pipeline, ".pt");
-    SaveModule(path, source);
+    SaveScriptModule(path, source);
     auto model = runner::TorchModel::Load(path, "cpu");
     ASSERT_TRUE(model.ok()) << model.status();
     WarmupInputs inputs = ImageWarmupInputs(config);

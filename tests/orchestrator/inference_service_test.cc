@@ -18,11 +18,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::orchestrator {
 namespace {
 
 namespace fs = std::filesystem;
+using ::switchyard::testing::SaveScriptModule;
 using ::switchyard::testing::TempDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -292,13 +294,6 @@ TEST(InferenceOutputs, FromResultAndFillResponse) {
 
 // --- the service end to end --------------------------------------------------------------------
 
-void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), true);
-  m.define(source);
-  m.save(path.string());
-}
-
 constexpr const char* kPair = R"(
 def forward(self, x, y):
     return (x + y, x * 2)
@@ -315,9 +310,9 @@ def forward(self, x):
 class InferenceServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    SaveModule(dir_.path() / "pair.pt", kPair);
-    SaveModule(dir_.path() / "identity.pt", kIdentity);
-    SaveModule(dir_.path() / "broken.pt", kBroken);
+    SaveScriptModule(dir_.path() / "pair.pt", kPair);
+    SaveScriptModule(dir_.path() / "identity.pt", kIdentity);
+    SaveScriptModule(dir_.path() / "broken.pt", kBroken);
     std::vector<ModelConfig> configs;
     ModelConfig pair;
     pair.id = "pair";

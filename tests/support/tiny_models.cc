@@ -1,18 +1,15 @@
-#include "cli/tiny_models.h"
+#include "support/tiny_models.h"
 
-#include <cstdint>
-#include <functional>
-#include <string>
+#include <utility>
 
 #include <torch/script.h>
 
 namespace switchyard::testing {
-namespace {
 
 namespace fs = std::filesystem;
 
 // pixel (n, c, y, x) = (len(prompt) * 7 + seed + n + c * 50 + y + x) % 256
-constexpr const char* kTextToImage = R"(
+const char* const kTinyTextToImageSource = R"(
 def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_steps: int,
             guidance_scale: float, height: int, width: int, num_images: int):
     c = torch.arange(3).view([1, 3, 1, 1])
@@ -24,7 +21,7 @@ def forward(self, prompt: str, negative_prompt: str, seed: int, num_inference_st
 )";
 
 // out[n] = (image + seed + len(prompt) + num_inference_steps + n) % 256
-constexpr const char* kImageToImage = R"(
+const char* const kTinyImageToImageSource = R"(
 def forward(self, image, prompt: str, negative_prompt: str, seed: int, strength: float,
             guidance_scale: float, image_guidance_scale: float, num_inference_steps: int,
             num_images: int):
@@ -33,7 +30,7 @@ def forward(self, image, prompt: str, negative_prompt: str, seed: int, strength:
 )";
 
 // One frame per inference step.
-constexpr const char* kImageToVideo = R"(
+const char* const kTinyImageToVideoSource = R"(
 def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bucket_id: int,
             noise_aug_strength: float, num_inference_steps: int):
     f = torch.arange(num_inference_steps).view([num_inference_steps, 1, 1, 1])
@@ -45,7 +42,7 @@ def forward(self, image, seed: int, height: int, width: int, fps: int, motion_bu
 
 // mask[k, y, x] = x - px + 0.5 k (px: first point's x, or the box's x0, in pixels); scores
 // 0.5, 0.75, 1; logits all equal to the sum of the point labels.
-constexpr const char* kSegment = R"(
+const char* const kTinySegmentSource = R"(
 def forward(self, image, point_coords, point_labels, box, mask_input, multimask_output: bool,
             normalize_coords: bool):
     h = image.size(2)
@@ -66,14 +63,14 @@ def forward(self, image, point_coords, point_labels, box, mask_input, multimask_
 )";
 
 // "<prompt>:<width>x<height>:<red of the top-left pixel>"
-constexpr const char* kImageToText = R"(
+const char* const kTinyImageToTextSource = R"(
 def forward(self, image, prompt: str):
     size = str(image.size(3)) + "x" + str(image.size(2))
     return prompt + ":" + size + ":" + str(int(image[0, 0, 0, 0]))
 )";
 
 // "n=<samples> c=<channels>" of the 16 kHz mono audio it gets; "word" mode: two chunks.
-constexpr const char* kAsr = R"(
+const char* const kTinyAsrSource = R"(
 def forward(self, audio: Tensor, timestamps: str) -> Tuple[str, List[str], Tensor]:
     n = audio.size(1)
     text = "n=" + str(n) + " c=" + str(audio.size(0))
@@ -84,15 +81,16 @@ def forward(self, audio: Tensor, timestamps: str) -> Tuple[str, List[str], Tenso
 )";
 
 // 0.1 s of a ramp per character of text, at 16 kHz.
-constexpr const char* kTts = R"(
+const char* const kTinyTtsSource = R"(
 def forward(self, text: str, description: str) -> Tensor:
     n = len(text) * 1600
     return (torch.arange(n).float() % 100.0) / 200.0
 )";
 
-// Byte tokenizer (ids 0..255, eos 256); replies `self.reply` one byte per step, counting the
-// tokens after the prompt's last newline, then eos.
-constexpr const char* kLlm = R"(
+// Byte tokenizer (ids 0..255, eos `self.eos_token_id`); replies `self.reply` one byte per step,
+// counting the tokens after the prompt's last newline, then eos; `self.work` 256x256 matmuls per
+// step.
+const char* const kTinyLlmSource = R"(
 def encode(self, text: str) -> List[int]:
     ids: List[int] = []
     for c in text:
@@ -112,6 +110,9 @@ def forward(self, ids: Tensor) -> Tensor:
     while i >= 0 and int(ids[0, i]) != 10:
         count += 1
         i -= 1
+    a = torch.ones([256, 256])
+    for _ in range(self.work):
+        a = torch.mm(a, a) / 256.0
     logits = torch.zeros([1, 257])
     if count < len(self.reply):
         logits[0, ord(self.reply[count])] = 1.0
@@ -120,31 +121,39 @@ def forward(self, ids: Tensor) -> Tensor:
     return logits
 )";
 
-void Save(const fs::path& path, const char* source,
-          const std::function<void(torch::jit::Module&)>& attributes = nullptr) {
+ModuleAttributes TinyTtsAttributes() {
+  return [](torch::jit::Module& m) {
+    m.register_attribute("sample_rate", c10::IntType::get(), int64_t{16000});
+  };
+}
+
+ModuleAttributes TinyLlmAttributes(int64_t work, std::string reply) {
+  return [work, reply = std::move(reply)](torch::jit::Module& m) {
+    m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
+    m.register_attribute("work", c10::IntType::get(), work);
+    m.register_attribute("reply", c10::StringType::get(), reply);
+  };
+}
+
+void SaveScriptModule(const fs::path& path, std::string_view source,
+                      const ModuleAttributes& attributes) {
   torch::jit::Module m("m");
+  // The runner puts every module in eval mode when it loads it.
   m.register_attribute("training", c10::BoolType::get(), false);
   if (attributes) attributes(m);
-  m.define(source);
+  m.define(std::string(source));
   m.save(path.string());
 }
 
-}  // namespace
-
 std::vector<nlohmann::json> SaveTinyModels(const fs::path& dir) {
-  Save(dir / "t2i.pt", kTextToImage);
-  Save(dir / "i2i.pt", kImageToImage);
-  Save(dir / "i2v.pt", kImageToVideo);
-  Save(dir / "sam2.pt", kSegment);
-  Save(dir / "i2t.pt", kImageToText);
-  Save(dir / "asr.pt", kAsr);
-  Save(dir / "tts.pt", kTts, [](torch::jit::Module& m) {
-    m.register_attribute("sample_rate", c10::IntType::get(), int64_t{16000});
-  });
-  Save(dir / "llm.pt", kLlm, [](torch::jit::Module& m) {
-    m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
-    m.register_attribute("reply", c10::StringType::get(), std::string(kTinyLlmReply));
-  });
+  SaveScriptModule(dir / "t2i.pt", kTinyTextToImageSource);
+  SaveScriptModule(dir / "i2i.pt", kTinyImageToImageSource);
+  SaveScriptModule(dir / "i2v.pt", kTinyImageToVideoSource);
+  SaveScriptModule(dir / "sam2.pt", kTinySegmentSource);
+  SaveScriptModule(dir / "i2t.pt", kTinyImageToTextSource);
+  SaveScriptModule(dir / "asr.pt", kTinyAsrSource);
+  SaveScriptModule(dir / "tts.pt", kTinyTtsSource, TinyTtsAttributes());
+  SaveScriptModule(dir / "llm.pt", kTinyLlmSource, TinyLlmAttributes(0, kTinyLlmReply));
   const auto entry = [&](const std::string& id, const std::string& pipeline,
                          const std::string& file, nlohmann::json options) {
     return nlohmann::json{
