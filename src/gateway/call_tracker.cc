@@ -1,10 +1,6 @@
 #include "gateway/call_tracker.h"
 
-#include <algorithm>
-
 #include "absl/strings/match.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 
 namespace switchyard::gateway {
 
@@ -51,25 +47,25 @@ bool ActiveCallTracker::Tracked(const char* method) const {
 }
 
 void ActiveCallTracker::Started() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++active_;
 }
 
 void ActiveCallTracker::Ended() {
-  absl::MutexLock lock(&mu_);
-  --active_;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--active_ == 0) idle_.notify_all();
 }
 
 int ActiveCallTracker::active() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return active_;
 }
 
 bool ActiveCallTracker::WaitIdle(std::chrono::steady_clock::time_point deadline) const {
-  const absl::Duration left = absl::FromChrono(deadline - std::chrono::steady_clock::now());
-  absl::MutexLock lock(&mu_);
-  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return active_ == 0; };
-  return mu_.AwaitWithTimeout(absl::Condition(&idle), std::max(left, absl::ZeroDuration()));
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_.wait_until(lock, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return active_ == 0;
+  });
 }
 
 }  // namespace switchyard::gateway

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -13,7 +15,6 @@
 #include <grpcpp/support/server_interceptor.h>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 
 namespace switchyard::gateway {
 
@@ -39,7 +40,10 @@ class ActiveCallTracker {
   void Ended();
 
   const std::vector<std::string> untracked_prefixes_;
-  mutable absl::Mutex mu_;
+  // std::mutex, not absl::Mutex: ThreadSanitizer sees pthread locks, not Debian's uninstrumented
+  // libabsl (docs/testing.md).
+  mutable std::mutex mu_;
+  mutable std::condition_variable idle_;  // notified when active_ drops to 0
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

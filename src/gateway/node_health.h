@@ -11,12 +11,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace switchyard::gateway {
@@ -129,7 +129,7 @@ class NodeHealth {
 
   const HealthOptions options_;
   const std::function<absl::Time()> now_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   absl::flat_hash_map<std::string, Ejection> ejected_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> ejections_total_{0};
 };
@@ -155,7 +155,7 @@ class RetryBudget {
   const std::function<absl::Time()> now_;
   SlidingCounter jobs_;
   SlidingCounter retries_;
-  absl::Mutex mu_;  // serialises TryRetry's check and consume
+  std::mutex mu_;  // serialises TryRetry's check and consume
 };
 
 }  // namespace switchyard::gateway

@@ -166,7 +166,7 @@ grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* Regist
   }
   Stream* stream;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) {
       return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, kShuttingDown));
     }
@@ -179,7 +179,7 @@ grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* Regist
 }
 
 void RegistryService::Shutdown() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   shutting_down_ = true;
   // A stream stays in streams_ (so alive) until its OnDone has taken mu_ in Untrack.
   for (Stream* stream : streams_) {
@@ -188,7 +188,7 @@ void RegistryService::Shutdown() {
 }
 
 void RegistryService::Untrack(Stream* stream) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   streams_.erase(stream);
 }
 

@@ -2,11 +2,11 @@
 // a node is routed to while its stream is open, and dropped the moment the stream ends.
 #pragma once
 
+#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/synchronization/mutex.h"
 #include "gateway/membership.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
@@ -40,7 +40,7 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   int heartbeat_interval_ms_;
   Membership* membership_;
   std::string secret_;
-  absl::Mutex mu_;
+  std::mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
 };

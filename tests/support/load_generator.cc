@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
+#include "support/tiny_models.h"
 
 namespace switchyard::testing {
 namespace {
@@ -21,7 +22,8 @@ constexpr std::chrono::milliseconds kRefusedPause(100);
 
 // Byte tokenizer (ids 0..255, eos 256); replies `self.reply` one byte per step (the position is
 // the number of tokens after the prompt's last newline), then eos. `work` matmuls per step make
-// a token take a while on purpose.
+// a token take a while on purpose. Unlike kTinyLlmSource, the reply's logit is 100, so the jobs
+// (sampled at the default temperature) get the same reply every time.
 constexpr const char* kLlmSource = R"(
 def encode(self, text: str) -> List[int]:
     ids: List[int] = []
@@ -54,13 +56,11 @@ def forward(self, ids: Tensor) -> Tensor:
 )";
 
 void SaveLlm(const fs::path& path, int64_t work, const std::string& reply) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), false);
-  m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
-  m.register_attribute("work", c10::IntType::get(), work);
-  m.register_attribute("reply", c10::StringType::get(), reply);
-  m.define(kLlmSource);
-  m.save(path.string());
+  SaveScriptModule(path, kLlmSource, [&](torch::jit::Module& m) {
+    m.register_attribute("eos_token_id", c10::IntType::get(), int64_t{256});
+    m.register_attribute("work", c10::IntType::get(), work);
+    m.register_attribute("reply", c10::StringType::get(), reply);
+  });
 }
 
 // A call that never reached a gateway: the channel could not connect.
@@ -186,12 +186,12 @@ void LoadGenerator::Join() {
 }
 
 std::vector<JobOutcome> LoadGenerator::outcomes() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return outcomes_;
 }
 
 std::vector<JobOutcome> LoadGenerator::outcomes_since(Clock::time_point since) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<JobOutcome> out;
   for (const auto& o : outcomes_) {
     if (o.started >= since) out.push_back(o);
@@ -207,7 +207,7 @@ void LoadGenerator::Client(int index, Clock::time_point end) {
     JobOutcome o = RunJob(kind, id);
     const bool o_accepted = o.accepted;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       outcomes_.push_back(std::move(o));
     }
     // A client whose call found no gateway backs off a little before the next job.

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,7 +20,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -127,7 +127,7 @@ class LoadGenerator {
   std::atomic<bool> stop_{false};
   std::atomic<int> sent_{0};
   std::vector<std::thread> threads_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::vector<JobOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
 };
 
