@@ -24,8 +24,10 @@ bool WaitQueue::Park(absl::Time deadline, Wake wake) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_ || static_cast<int>(waiters_.size()) >= capacity_) return false;
     waiters_.push_back(Waiter{deadline, std::move(wake)});
+    // The loop may be waiting for a later time than this deadline: it must look again.
+    waiters_added_ = true;
   }
-  cv_.notify_all();  // the loop may need an earlier deadline wake-up
+  cv_.notify_all();
   return true;
 }
 
@@ -54,7 +56,8 @@ void WaitQueue::Loop() {
       for (const auto& w : waiters_) until = std::min(until, w.deadline);
       cv_.wait_for(lock,
                    absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), until - absl::Now())),
-                   [this] { return stopping_ || signals_ > 0; });
+                   [this] { return stopping_ || signals_ > 0 || waiters_added_; });
+      waiters_added_ = false;
       const absl::Time now = absl::Now();
       if (stopping_) {
         expired.assign(std::make_move_iterator(waiters_.begin()),

@@ -52,6 +52,7 @@ class WaitQueue {
   std::condition_variable cv_;
   std::deque<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   int signals_ ABSL_GUARDED_BY(mu_) = 0;
+  bool waiters_added_ ABSL_GUARDED_BY(mu_) = false;  // since the loop last computed its wait
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
