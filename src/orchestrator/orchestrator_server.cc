@@ -54,6 +54,37 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
            .Register(s->metrics_->registry())
            .Add({}, prometheus::Histogram::BucketBoundaries{0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20}));
 
+  // Before the server starts: GetStatus reads the hardware list from the gRPC threads.
+  if (s->config_.transcode.enabled) {
+    const media::VideoHardware& hw = media::ProbeVideoHardware();
+    const std::vector<std::string> names = hw.Names();
+    if (s->config_.transcode.hw_decode == "cuda" && media::SharedCudaDevice() == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(s->config_.file.string(),
+                       ": transcode.hw_decode is \"cuda\" but this machine has no "
+                       "CUDA device FFmpeg can open (",
+                       hw.detail, "); use \"auto\" or \"none\""));
+    }
+    if (s->config_.transcode.hw_encode == "nvenc" && !hw.nvenc_h264) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(s->config_.file.string(),
+                       ": transcode.hw_encode is \"nvenc\" but this machine has no "
+                       "NVENC encoder that opens (",
+                       hw.detail, "); use \"auto\" or \"none\""));
+    }
+    if (names.empty()) {
+      spdlog::info("video hardware: none, transcoding in software ({})", hw.detail);
+    } else {
+      // NVDEC decodes when hw_decode allows, NVENC encodes when hw_encode allows and the GPU has
+      // one (an H100/H200 has none: libx264 there).
+      spdlog::info("video hardware: {} (decode on the GPU: {}, encode on the GPU: {}){}{}",
+                   absl::StrJoin(names, ", "),
+                   s->config_.transcode.hw_decode == "none" ? "off" : "on",
+                   s->config_.transcode.hw_encode != "none" && hw.nvenc_h264 ? "on" : "off",
+                   hw.detail.empty() ? "" : "; ", hw.detail);
+    }
+    s->service_->set_hardware(names);
+  }
   EnableStandardGrpcServices();
   auto credentials = MakeGrpcServerCredentials(s->config_.tls);
   if (!credentials.ok()) return credentials.status();
@@ -87,36 +118,6 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   }
   s->service_->set_advertise_address(s->advertise_address_);
   if (auto st = s->StartHttp(); !st.ok()) return st;
-  if (s->config_.transcode.enabled) {
-    const media::VideoHardware& hw = media::ProbeVideoHardware();
-    const std::vector<std::string> names = hw.Names();
-    if (s->config_.transcode.hw_decode == "cuda" && media::SharedCudaDevice() == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(s->config_.file.string(),
-                       ": transcode.hw_decode is \"cuda\" but this machine has no "
-                       "CUDA device FFmpeg can open (",
-                       hw.detail, "); use \"auto\" or \"none\""));
-    }
-    if (s->config_.transcode.hw_encode == "nvenc" && !hw.nvenc_h264) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(s->config_.file.string(),
-                       ": transcode.hw_encode is \"nvenc\" but this machine has no "
-                       "NVENC encoder that opens (",
-                       hw.detail, "); use \"auto\" or \"none\""));
-    }
-    if (names.empty()) {
-      spdlog::info("video hardware: none, transcoding in software ({})", hw.detail);
-    } else {
-      // NVDEC decodes when hw_decode allows, NVENC encodes when hw_encode allows and the GPU has
-      // one (an H100/H200 has none: libx264 there).
-      spdlog::info("video hardware: {} (decode on the GPU: {}, encode on the GPU: {}){}{}",
-                   absl::StrJoin(names, ", "),
-                   s->config_.transcode.hw_decode == "none" ? "off" : "on",
-                   s->config_.transcode.hw_encode != "none" && hw.nvenc_h264 ? "on" : "off",
-                   hw.detail.empty() ? "" : "; ", hw.detail);
-    }
-    s->service_->set_hardware(names);
-  }
   spdlog::info("orchestrator {} serving on port {} (advertised as {}; {}; to gateways: {})",
                s->config_.node_id, s->port_, s->advertise_address_,
                !s->config_.tls.enabled()            ? "plaintext"

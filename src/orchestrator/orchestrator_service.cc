@@ -265,7 +265,10 @@ grpc::Status OrchestratorService::UnloadModel(grpc::ServerContext* context,
 node::v1::NodeStatus OrchestratorService::BuildStatus() const {
   node::v1::NodeStatus s;
   s.set_node_id(config_.node_id);
-  s.set_address(advertise_address_);
+  {
+    std::lock_guard<std::mutex> lock(address_mu_);
+    s.set_address(advertise_address_);
+  }
   s.set_draining(draining_.load());
   for (const auto& h : hardware_) s.add_hardware(h);
   for (auto& c : models_->Capabilities()) *s.add_capabilities() = std::move(c);

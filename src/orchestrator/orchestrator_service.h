@@ -3,11 +3,13 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <prometheus/histogram.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "orchestrator/model_manager.h"
@@ -65,11 +67,16 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   // The node's status as advertised to gateways: identity, capabilities and load.
   node::v1::NodeStatus BuildStatus() const;
 
-  // Set the address advertised to gateways (known once the server has bound its port).
-  void set_advertise_address(std::string address) { advertise_address_ = std::move(address); }
+  // Set the address advertised to gateways (known once the server has bound its port, so while
+  // GetStatus may already be running).
+  void set_advertise_address(std::string address) {
+    std::lock_guard<std::mutex> lock(address_mu_);
+    advertise_address_ = std::move(address);
+  }
   // Per-segment realtime ratio (input seconds / compute seconds), when metrics are on.
   void set_transcode_realtime_histogram(prometheus::Histogram* h) { transcode_realtime_ = h; }
   // Video hardware found at start (media::ProbeVideoHardware), advertised in the node status.
+  // Set before the server starts.
   void set_hardware(std::vector<std::string> names) { hardware_ = std::move(names); }
   void set_draining(bool draining) {
     draining_ = draining;
@@ -94,7 +101,8 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   const OrchestratorConfig& config_;
   ModelManager* models_;
   StatusBoard* board_;
-  std::string advertise_address_;
+  mutable std::mutex address_mu_;
+  std::string advertise_address_ ABSL_GUARDED_BY(address_mu_);
   std::vector<std::string> hardware_;
   prometheus::Histogram* transcode_realtime_ = nullptr;
   std::atomic<bool> draining_{false};
