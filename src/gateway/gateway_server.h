@@ -69,11 +69,13 @@ class GatewayServer {
   int port_ = 0;
   // /live-video-to-video sessions, stopped at Shutdown (before the gRPC server they call).
   std::shared_ptr<LiveVideoSessions> live_;
-  http::ServerPtr http_;  // after server_: destroyed first
   std::mutex scrape_mu_;
   // (pipeline, model, state) -> gauge of switchyard_gateway_model_offers.
   std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> offer_gauges_;
   bool shut_down_ = false;
+  // After server_ and the scrape state its /metrics handler uses: destroyed (its threads joined)
+  // before them.
+  http::ServerPtr http_;
   // Drops registered orchestrators that stopped sending heartbeats (node_timeout_ms).
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;

@@ -62,11 +62,13 @@ class OrchestratorServer {
   GrpcClientSecurity gateway_security_;  // registration channels (gateway_tls)
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
-  http::ServerPtr http_;
   std::mutex scrape_mu_;
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> model_gauges_;
   std::string advertise_address_;
   bool shut_down_ = false;
+  // Last, so destroyed first: its threads run the /metrics and /readyz handlers, which use the
+  // members above until they are joined.
+  http::ServerPtr http_;
 };
 
 }  // namespace switchyard::orchestrator
