@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/tsan_handoff.h"
 
 namespace switchyard::gateway {
 
@@ -19,6 +20,9 @@ class RegistryService::Stream final
       : registry_(registry), membership_(membership), peer_(std::move(peer)) {
     ack_.mutable_ack()->set_gateway_id(std::move(gateway_id));
     ack_.mutable_ack()->set_heartbeat_interval_ms(heartbeat_ms);
+    // gRPC may call OnCancel on another thread as soon as the stream is handed to it; gRPC core
+    // orders that after this constructor, invisibly to ThreadSanitizer.
+    tsan::HandOff(this);
   }
 
   void Begin() { StartRead(&in_); }
@@ -37,21 +41,31 @@ class RegistryService::Stream final
         FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(valid.message())));
         return;
       }
-      if (token_ != 0) membership_->Remove(node_id_, token_);
-      node_id_ = hello.node_id();
-      token_ = membership_->Register(hello, NodeSource::kRegistered);
+      {
+        std::lock_guard<std::mutex> lock(leave_mu_);
+        if (token_ != 0) membership_->Remove(node_id_, token_);
+        node_id_ = hello.node_id();
+        token_ = membership_->Register(hello, NodeSource::kRegistered);
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         write_pending_ = true;
       }
       StartWrite(&ack_);
     } else if (in_.has_update()) {
-      if (token_ == 0 || in_.update().node_id() != node_id_) {
+      uint64_t token = 0;
+      bool same_node = false;
+      {
+        std::lock_guard<std::mutex> lock(leave_mu_);
+        token = token_;
+        same_node = in_.update().node_id() == node_id_;
+      }
+      if (token == 0 || !same_node) {
         FinishOnce(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                 "send a hello before updates, with the same node_id"));
         return;
       }
-      if (!membership_->Update(in_.update(), token_)) {
+      if (!membership_->Update(in_.update(), token)) {
         // Expired for silence (a stalled process, a slow network) and now heard from again:
         // route to it again at once, unless it has registered anew on another stream.
         if (absl::Status valid = Validate(in_.update()); !valid.ok()) {
@@ -61,9 +75,10 @@ class RegistryService::Stream final
         }
         std::lock_guard<std::mutex> lock(leave_mu_);
         if (token_ != 0) {
-          uint64_t token = membership_->RegisterIfAbsent(in_.update(), NodeSource::kRegistered);
-          if (token != 0) {
-            token_ = token;
+          const uint64_t fresh =
+              membership_->RegisterIfAbsent(in_.update(), NodeSource::kRegistered);
+          if (fresh != 0) {
+            token_ = fresh;
             spdlog::info("orchestrator {} is heard from again; routed to again", node_id_);
           }
         }
@@ -81,7 +96,10 @@ class RegistryService::Stream final
     }
   }
 
-  void OnCancel() override { Leave(); }
+  void OnCancel() override {
+    tsan::TakeOver(this);  // gRPC runs OnCancel on its own thread: see the constructor
+    Leave();
+  }
 
   void OnDone() override {
     registry_->Untrack(this);
@@ -119,9 +137,11 @@ class RegistryService::Stream final
   std::string peer_;
   node::v1::NodeMessage in_;
   node::v1::GatewayMessage ack_;
-  std::string node_id_;
+  // node_id_ and token_ are guarded by leave_mu_: OnCancel (Leave) may run on another thread
+  // while OnReadDone runs.
   std::mutex leave_mu_;
-  uint64_t token_ = 0;  // reads happen one at a time; leave_mu_ guards against OnCancel
+  std::string node_id_;
+  uint64_t token_ = 0;
   std::mutex mu_;
   bool write_pending_ = false;
   bool finished_ = false;

@@ -480,7 +480,7 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
   // The call's units, counted from the request as the gateway counts them, and the price: the
   // gateway pays only when its count agrees (docs/metering.md).
   metering::SetInferReport(
-      ReportedUnits(metering::Units(*request, *response), rid) + test_inflate_units_,
+      ReportedUnits(metering::Units(*request, *response), rid) + test_inflate_units_.load(),
       config->price_per_unit, response);
   spdlog::info("[{}] infer {}: {} input(s) -> {} output(s) in {:.0f} ms", rid, name,
                request->inputs_size(), response->outputs_size(),

@@ -5,6 +5,7 @@
 // "switchyard_units" and "switchyard_price_per_unit". See docs/kserve.md.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -79,8 +80,8 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
   // is told when a job starts and ends so load reports stay fresh.
   InferenceService(ModelManager* models, std::function<bool()> ready, StatusBoard* board);
   // FOR TESTS ONLY: added to every ModelInfer call's reported units (the node config's
-  // test_inflate_units, docs/metering.md). Set before the service takes calls.
-  void set_test_inflate_units(int64_t units) { test_inflate_units_ = units; }
+  // test_inflate_units, docs/metering.md). Atomic: tests change it while the server runs.
+  void set_test_inflate_units(int64_t units) { test_inflate_units_.store(units); }
 
   grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
                           inference::ServerLiveResponse* response) override;
@@ -102,7 +103,7 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
   ModelManager* models_;
   std::function<bool()> ready_;
   StatusBoard* board_;
-  int64_t test_inflate_units_ = 0;
+  std::atomic<int64_t> test_inflate_units_{0};
 };
 
 }  // namespace switchyard::orchestrator
