@@ -124,7 +124,10 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
 
   void OnAttemptDone(grpc::Status status) {
     node_->connection->in_flight().fetch_sub(1);
-    wait_queue_->Signal();  // a slot freed on that node
+    // A slot freed on that node, unless the node refused the job for capacity: then it held no
+    // slot, and waking a waiting job would only send it to be refused in turn (waiting jobs
+    // would keep waking each other, hammering a full node with attempts until it had room).
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) wait_queue_->Signal();
     const absl::Duration latency = absl::Now() - attempt_start_;
     if (status.ok()) {
       // The units are checked and the job recorded before the client gets the response; a node

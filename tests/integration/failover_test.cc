@@ -207,6 +207,13 @@ TEST(FailoverTest, JobsWaitAtTheGatewayWhenEveryNodeIsBusyAndTheQueueIsBounded) 
   for (const auto& r : results) {
     EXPECT_TRUE(r.status.ok()) << r.status.error_message();
     if (r.attempts > 1) ++waited;
+    // A waiting job tries the node again when a job there finishes (at most one wake-up per
+    // other job) or at the queue's 100 ms poll, not every time another waiting job is refused:
+    // waiting jobs must not spin against a full node.
+    const auto polls = std::chrono::duration_cast<std::chrono::milliseconds>(r.took).count() / 100;
+    EXPECT_LE(r.attempts, 2 + static_cast<int64_t>(results.size()) + polls)
+        << "a waiting job retried a full node " << r.attempts << " times in "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(r.took).count() << " ms";
   }
   EXPECT_GE(waited, 1) << "no job was refused by the node and retried after waiting";
   {
