@@ -100,10 +100,13 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(c.max_message_bytes));
-  // Keepalive pings on registration streams: a vanished orchestrator is noticed within ~2 s even
-  // when its TCP connection is not closed.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  // Keepalive pings end the registration stream (and connection) of an orchestrator that vanished
+  // without closing its TCP connection. Routing does not wait for them: a node silent for
+  // node_timeout_ms is dropped first. The same settings apply to every app client, so they are
+  // generous: a 1 s ack deadline cut off clients that were only briefly slow (a busy host, a
+  // congested link) and failed their next call with UNAVAILABLE "Socket closed".
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
