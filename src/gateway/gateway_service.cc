@@ -93,8 +93,11 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     auto snapshot = membership_->snapshot();
     auto choice = router_->Pick(*snapshot, route_);
     if (!choice.ok()) {
-      // Every node that could take it refused for capacity: wait for room.
-      if (!refused_.empty()) return Park();
+      // Every node that could take it refused for capacity: wait for room. A job already waiting
+      // for room goes on waiting when no node is routable at the moment it wakes (its node
+      // dropped for a late heartbeat, or restarting): one is routed to again as soon as it is
+      // heard from, and the job's deadline still bounds the wait.
+      if (!refused_.empty() || waiting_for_room_) return Park();
       if (attempts_ > 0) {
         // Everything suitable has been tried: report the last orchestrator's error.
         return Finish(grpc::Status(
@@ -164,6 +167,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
       outcome = AttemptOutcome::kRefused;
     }
+    // A node that took the job and failed ends the wait for room: from here the job fails over
+    // (or reports that failure) like one that never waited.
+    if (outcome != AttemptOutcome::kRefused) waiting_for_room_ = false;
     if (!cancelled) router_->ReportAttempt(*node_, route_.model_id, outcome, latency, !warm_);
     spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
                  route_.model_id, attempts_, node_->id, GrpcCodeName(code), status.error_message());
@@ -233,6 +239,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     if (expired) return FinishDeadline();
     for (const auto& id : refused_) route_.excluded.erase(id);
     refused_.clear();
+    waiting_for_room_ = true;
     Attempt();
   }
 
@@ -290,6 +297,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   int attempts_ = 0;
   int failures_ = 0;  // attempts that failed on the node's side (bounded by max_attempts)
   std::set<std::string> refused_;  // nodes that refused for capacity since the last wait
+  bool waiting_for_room_ = false;  // woken from the wait queue; no node has failed the job since
   grpc::Status last_status_;
   std::shared_ptr<const NodeView> node_;
   bool warm_ = false;
