@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "common/tsan_handoff.h"
 #include "gateway/client_cancelled.h"
 #include "gateway/gateway_service.h"
 
@@ -123,11 +124,15 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     bool warm = false;
 
     void OnReadDone(bool ok) override {
+      tsan::TakeOver(this);  // handed over in StartAttempt
       if (ok) relay->OnMessage(this);
       // Not ok: the stream ended; OnDone follows with its status.
     }
     // Last statement: the relay may delete this attempt (and itself) in there.
-    void OnDone(const grpc::Status& status) override { relay->OnAttemptDone(this, status); }
+    void OnDone(const grpc::Status& status) override {
+      tsan::TakeOver(this);
+      relay->OnAttemptDone(this, status);
+    }
   };
 
   // Picks an orchestrator and starts a call there, or finishes the client's call.
@@ -169,6 +174,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
           attempt->node->connection->stub()->async()->LLM(attempt->context.get(), &request_,
                                                           attempt);
           attempt->StartRead(&attempt->message);
+          // gRPC runs the attempt's reactions on its own threads, ordered after StartCall
+          // through its (uninstrumented) core: tell ThreadSanitizer (src/common/tsan_handoff.h).
+          tsan::HandOff(attempt);
           attempt->StartCall();
           return;
         }
@@ -221,11 +229,13 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   }
 
   void OnAttemptDone(Call* attempt, const grpc::Status& status) {
-    attempt->node->connection->in_flight().fetch_sub(1);
     bool retry = false, del = false;
     std::optional<grpc::Status> finish;
     {
+      // The attempt's fields were set under mu_ (StartAttempt) and are read under it, on gRPC's
+      // thread: an ordering ThreadSanitizer sees, unlike gRPC's own handoff of the call.
       std::lock_guard<std::mutex> lock(mu_);
+      attempt->node->connection->in_flight().fetch_sub(1);
       client_active_ = false;
       ++in_attempt_done_;
       if (server_done_) {

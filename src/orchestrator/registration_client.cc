@@ -38,9 +38,12 @@ void RegistrationClient::Stop() {
 
 void RegistrationClient::Run() {
   grpc::ChannelArguments args;
-  // Keepalives let both sides notice a peer that vanished without closing the connection.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  // Keepalives let both sides notice a peer that vanished without closing the connection. Not
+  // tight: a ping unanswered for a second (a busy gateway, a congested link) would end the
+  // registration and drop this node from routing until it registered again, while the gateway
+  // already stops routing to a node it has not heard from for node_timeout_ms.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);

@@ -175,7 +175,10 @@ TEST(AuthTest, ApiKeysQuotasReloadAndRegistrationSecret) {
     EXPECT_TRUE(absl::StrContains(over.error_message(), "concurrency quota"))
         << over.error_message();
     stream->WritesDone();
-    EXPECT_TRUE(stream->Finish().ok());
+    const grpc::Status finished = stream->Finish();
+    EXPECT_TRUE(finished.ok()) << GrpcCodeName(finished.error_code()) << ": "
+                               << finished.error_message() << "\n"
+                               << cluster.Logs();
   }
   grpc::Status after;
   for (int i = 0; i < 50; ++i) {  // the slot is back once the stream's call is done

@@ -272,7 +272,10 @@ TEST(ServiceNotify, GatewayReadyAfterPortsWatchdogReloadAndStopping) {
                      .dump());
   Daemon gw("gateway", dir.path() / "gateway.log");
   {
-    ServiceEnvironment env(notify, 400000);  // 400 ms: a ping every 200 ms
+    // 400 ms (a ping every 200 ms), scaled under sanitizers: the gateway withholds a ping when
+    // its own health check does not answer within a quarter of the interval (100 ms here).
+    ServiceEnvironment env(notify,
+                           static_cast<int>(Scaled(std::chrono::milliseconds(400)).count() * 1000));
     ASSERT_TRUE(gw.Start(BinaryPath("switchyard-gateway").string(),
                          {"--config", cfg.string(), "--port-file", (dir.path() / "port").string(),
                           "--http-port-file", (dir.path() / "http-port").string()})
@@ -290,7 +293,7 @@ TEST(ServiceNotify, GatewayReadyAfterPortsWatchdogReloadAndStopping) {
   EXPECT_THAT(ready, HasSubstr(absl::StrCat("STATUS=serving on port ", port)));
 
   // Pings at half of WATCHDOG_USEC: about 7 in 1.5 s; at least 3 even on a loaded machine.
-  EXPECT_GE(CountWatchdogPings(notify, std::chrono::milliseconds(1500)), 3) << gw.Log();
+  EXPECT_GE(CountWatchdogPings(notify, Scaled(std::chrono::milliseconds(1500))), 3) << gw.Log();
 
   gw.Signal(SIGHUP);
   EXPECT_FALSE(notify.WaitFor("RELOADING=1", kStepTimeout).empty()) << notify.History();

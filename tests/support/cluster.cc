@@ -149,9 +149,16 @@ LocalCluster::~LocalCluster() {
 
 absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
                                        const std::string& listen) {
-  nlohmann::json gw = {{"gateway_id", name},           {"listen", listen},
-                       {"http_listen", "127.0.0.1:0"}, {"max_attempts", options_.max_attempts},
-                       {"poll_interval_ms", 200},      {"log", {{"level", "debug"}}}};
+  // node_timeout_ms is the default (800 ms) times the test time scale: under a sanitizer the
+  // daemons run several times slower, and an orchestrator's heartbeat late by a few hundred ms
+  // must not drop it from routing mid-test.
+  nlohmann::json gw = {{"gateway_id", name},
+                       {"listen", listen},
+                       {"http_listen", "127.0.0.1:0"},
+                       {"max_attempts", options_.max_attempts},
+                       {"poll_interval_ms", 200},
+                       {"node_timeout_ms", Scaled(std::chrono::milliseconds(800)).count()},
+                       {"log", {{"level", "debug"}}}};
   gw.update(options_.gateway_config);
   const fs::path cfg = dir_.path() / (name + ".json");
   const fs::path port = dir_.path() / (name + ".port");

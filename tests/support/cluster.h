@@ -133,7 +133,8 @@ std::filesystem::path ModelDir();
 
 // SWITCHYARD_TEST_TIME_SCALE (a number >= 1; 1 when unset): sanitizer runs (`scripts/test
 // --sanitize=...`) are several times slower, so time bounds in tests multiply by it. The waits in
-// this file (port files, WaitForOrchestrators, Daemon::Stop's grace) apply it themselves. A value
+// this file (port files, WaitForOrchestrators, Daemon::Stop's grace) apply it themselves, and so
+// does the gateway's node_timeout_ms in LocalCluster (800 ms unscaled, the default). A value
 // that is not a number >= 1 aborts the test binary with a message naming the variable.
 double TimeScale();
 std::chrono::milliseconds Scaled(std::chrono::milliseconds bound);
