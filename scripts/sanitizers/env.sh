@@ -2,7 +2,9 @@
 # sets the sanitizer runtime options for everything started from this shell (the build's test
 # discovery, CTest, the test binaries and the daemons they start). Every process writes its
 # reports to DIR/<kind>.<pid> (log_path), so reports from daemons started by integration tests are
-# not lost in their logs; scripts/test fails the run if any such file has a report.
+# not lost in their logs; those daemons' files are DIR/<kind>.<Suite.Test>.<daemon>.<pid>, naming
+# the test that started them (tests/support/cluster.cc). scripts/test fails the run if any such
+# file has a report.
 # Usage: . scripts/sanitizers/env.sh address|thread LOG_DIR
 _sy_kind="$1"
 _sy_logs="$2"

@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -41,7 +44,48 @@ std::chrono::milliseconds Scaled(std::chrono::milliseconds bound) {
   return std::chrono::milliseconds(static_cast<int64_t>(bound.count() * TimeScale()));
 }
 
+namespace {
+
+// Under a sanitizer (scripts/sanitizers/env.sh) every process writes its report to
+// LOG_DIR/<kind>.<pid>. A daemon's report then names only a pid; this puts the test that started
+// the daemon and the daemon's name into the file name (LOG_DIR/<kind>.<Suite.Test>.<name>.<pid>),
+// so a report found at the end of a whole-suite run says where to look. Other variables pass
+// unchanged.
+std::string WithTestInLogPath(const std::string& entry, const std::string& tag) {
+  static constexpr std::string_view kVars[] = {"ASAN_OPTIONS=", "TSAN_OPTIONS=", "UBSAN_OPTIONS="};
+  for (std::string_view var : kVars) {
+    if (entry.compare(0, var.size(), var) != 0) continue;
+    const size_t at = entry.find("log_path=");
+    if (at == std::string::npos) return entry;
+    const size_t end = std::min(entry.find(':', at), entry.size());
+    return absl::StrCat(entry.substr(0, end), ".", tag, entry.substr(end));
+  }
+  return entry;
+}
+
+// "Suite.Test.daemon", with only characters that are safe in a file name.
+std::string SanitizerTag(const std::string& daemon) {
+  const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string tag = test != nullptr
+                        ? absl::StrCat(test->test_suite_name(), ".", test->name(), ".", daemon)
+                        : daemon;
+  for (char& c : tag) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '_';
+  }
+  return tag.substr(0, 160);
+}
+
+}  // namespace
+
 absl::Status Daemon::Start(const std::string& binary, const std::vector<std::string>& args) {
+  // The environment is built before fork: the child of a threaded process may only call
+  // async-signal-safe functions until exec.
+  const std::string tag = SanitizerTag(name_);
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) env_storage.push_back(WithTestInLogPath(*e, tag));
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
   std::vector<std::string> argv_storage{binary};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -58,7 +102,7 @@ absl::Status Daemon::Start(const std::string& binary, const std::vector<std::str
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::setpgid(0, 0);
-    ::execv(binary.c_str(), argv.data());
+    ::execve(binary.c_str(), argv.data(), envp.data());
     ::_exit(127);
   }
   ::close(fd);
