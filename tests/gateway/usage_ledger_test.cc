@@ -386,8 +386,9 @@ TEST(UsageLedgerTest, ConcurrentWritersShareFsyncsAndEveryRowSurvivesReopen) {
   constexpr int kRows = kThreads * kRowsPerThread;
   int64_t syncs = 0;
   {
-    // 2 ms per fsync, like a disk: without sharing, 640 rows take 640 fsyncs (1.3 s).
-    CountingVfs vfs(std::chrono::milliseconds(2));
+    // 5 ms per fsync, like a disk: without sharing, 640 rows take 640 fsyncs (3.2 s). Long
+    // enough that writers woken by one commit queue again before the next batch is taken.
+    CountingVfs vfs(std::chrono::milliseconds(5));
     auto ledger = UsageLedger::Open(path);
     ASSERT_TRUE(ledger.ok()) << ledger.status();
     const int64_t before = vfs.syncs();
