@@ -24,6 +24,7 @@
 //                                         each shape), checked against the contents' sizes
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -33,6 +34,13 @@
 #include "switchyard/v1/gateway.pb.h"
 
 namespace switchyard::metering {
+
+// Whether `price_per_unit` can be billed: a finite number >= 0. NaN, infinities and negative
+// prices are refused wherever a price enters the gateway: a capability advertising one is not
+// routed to, a response reporting one is disputed (docs/metering.md).
+inline bool ValidPrice(double price_per_unit) {
+  return std::isfinite(price_per_unit) && price_per_unit >= 0;
+}
 
 // The billing unit of a pipeline: "pixel", "ms", "token" or "element" (kserve); "" for an unknown
 // pipeline.
@@ -65,8 +73,7 @@ absl::StatusOr<int64_t> Units(const v1::ImageToImageRequest& request,
                               const v1::ImageResponse& response);
 absl::StatusOr<int64_t> Units(const v1::ImageToVideoRequest& request,
                               const v1::VideoResponse& response);
-absl::StatusOr<int64_t> Units(const v1::UpscaleRequest& request,
-                              const v1::ImageResponse& response);
+absl::StatusOr<int64_t> Units(const v1::UpscaleRequest& request, const v1::ImageResponse& response);
 absl::StatusOr<int64_t> Units(const v1::ImageToTextRequest& request,
                               const v1::ImageToTextResponse& response);
 absl::StatusOr<int64_t> Units(const v1::SegmentAnything2Request& request,

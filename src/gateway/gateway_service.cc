@@ -212,7 +212,10 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     job.model_id = route_.model_id;
     job.orchestrator = node_->id;
     job.reported_units = info.units();
-    job.price_per_unit = info.price_per_unit();
+    job.reported_price_per_unit = info.price_per_unit();
+    // node_ is the view the router picked it from: the price it advertised then is the one paid.
+    job.advertised_price_per_unit = AdvertisedPrice(*node_, route_.pipeline, route_.model_id);
+    job.max_price_per_unit = route_.max_price_per_unit;
     job.counted = metering_.count(*request_, attempt_response_);
     return metering_.billing->Settle(job);
   }

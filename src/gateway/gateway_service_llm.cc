@@ -310,7 +310,10 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     job.model_id = route_.model_id;
     job.orchestrator = attempt.node->id;
     job.reported_units = out_.job().units();
-    job.price_per_unit = out_.job().price_per_unit();
+    job.reported_price_per_unit = out_.job().price_per_unit();
+    // attempt.node is the view the router picked it from: its advertised price is the one paid.
+    job.advertised_price_per_unit = AdvertisedPrice(*attempt.node, "llm", route_.model_id);
+    job.max_price_per_unit = route_.max_price_per_unit;
     job.counted = metering::LlmUnits(
         out_.usage(), request_.has_max_tokens() ? request_.max_tokens() : 256, content_messages_);
     disputed_ = !billing_->Settle(job);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <random>
 #include <type_traits>
 #include <utility>
@@ -189,7 +190,10 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
                      node_->id, report.status().ToString());
       }
       job.reported_units = report.ok() ? report->units : -1;
-      job.price_per_unit = report.ok() ? report->price_per_unit : 0;
+      job.reported_price_per_unit =
+          report.ok() ? report->price_per_unit : std::numeric_limits<double>::quiet_NaN();
+      // The offer PickInferenceNode chose it by, in the view it was picked from.
+      job.advertised_price_per_unit = AdvertisedPrice(*node_, "", model_);
       job.counted = metering::Units(*request_, attempt_response_);
       return billing_->Settle(job);
     }

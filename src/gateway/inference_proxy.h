@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/metering.h"
 #include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
 #include "gateway/job_metrics.h"
@@ -60,6 +61,10 @@ inline absl::StatusOr<std::shared_ptr<const NodeView>> PickInferenceNode(
       }
       if (cap.state() == node::v1::MODEL_STATE_FAILED) {
         why_not = absl::StrCat(node->id, " failed to load it: ", cap.error());
+        continue;
+      }
+      if (!metering::ValidPrice(cap.price_per_unit())) {
+        why_not = absl::StrCat(node->id, " advertises an invalid price per unit");
         continue;
       }
       const int capacity = std::max(1, cap.capacity());

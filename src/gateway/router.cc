@@ -7,6 +7,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/metering.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -31,6 +32,17 @@ enum class Class {
 RouterOptions Defaults() { return RouterOptions{}; }
 
 }  // namespace
+
+std::optional<double> AdvertisedPrice(const NodeView& node, std::string_view pipeline,
+                                      std::string_view model_id) {
+  for (const NodeCapability& cap : node.status.capabilities()) {
+    if (cap.model_id() != model_id) continue;
+    if (pipeline.empty() ? cap.pipeline() != "transcode" : cap.pipeline() == pipeline) {
+      return cap.price_per_unit();
+    }
+  }
+  return std::nullopt;
+}
 
 // One candidate as judged for one request.
 struct Router::Eval {
@@ -74,6 +86,11 @@ Router::Eval Router::Evaluate(const Snapshot& snapshot, uint32_t node_pos, uint3
   e.node = node_pos;
   e.cap = &cap;
   const RouteRequest& req = ctx.request;
+  // Before the cap: NaN compares false with it, and a negative price would always be "cheapest".
+  if (!metering::ValidPrice(cap.price_per_unit())) {
+    e.why = "advertises a price per unit that is not a finite number >= 0";
+    return e;
+  }
   if (req.max_price_per_unit > 0 && cap.price_per_unit() > req.max_price_per_unit) {
     e.klass = Class::kOverPrice;
     return e;

@@ -18,8 +18,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
@@ -72,6 +74,13 @@ struct RouteChoice {
   bool warm = false;
 };
 
+// The price per unit `node` advertised for `pipeline` and `model_id` in the view it was picked
+// from (views are immutable: a later update makes a new one), which is what the job is billed at.
+// An empty `pipeline` takes the model's first offer under any pipeline but transcode, as
+// PickInferenceNode (KServe) does. nullopt when the view offers no such capability.
+std::optional<double> AdvertisedPrice(const NodeView& node, std::string_view pipeline,
+                                      std::string_view model_id);
+
 enum class AttemptOutcome {
   kSuccess,
   kNodeFailure,  // UNAVAILABLE, attempt timeout, node lost: counts towards ejection
@@ -92,7 +101,7 @@ class Router {
   // NOT_FOUND when no known orchestrator offers pipeline + model at all, or none at or under the
   // price cap (the message names the cap and the cheapest offer). UNAVAILABLE when some do but
   // none can take the job now (draining, failed model, no memory to load it, ejected, already
-  // tried), with the reason.
+  // tried, or advertising a price that is not a finite number >= 0), with the reason.
   //
   // Preference: a warm model (READY) with a free slot, chosen by power of two choices on
   // score = latency EWMA x (1 + load), load = max(reported in use, this gateway's in flight) /

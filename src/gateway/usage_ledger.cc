@@ -1,20 +1,25 @@
 #include "gateway/usage_ledger.h"
 
-#include <sqlite3.h>
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
+#include <cmath>
 #include <limits>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/metering.h"
+#include "common/status.h"
 
 namespace switchyard::gateway {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 2: the price billed is the advertised one; the reported price and the dispute's reasons are kept.
+constexpr int kSchemaVersion = 2;
 
-// The ledger's schema; `usage` holds one row per completed job.
+// The ledger's schema; `usage` holds one row per completed job. Columns added since version 1 come
+// last, so a migrated table and a new one have the same layout.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS usage (
   job_id TEXT PRIMARY KEY NOT NULL,
@@ -28,7 +33,9 @@ CREATE TABLE IF NOT EXISTS usage (
   price_per_unit REAL NOT NULL,
   amount REAL NOT NULL,
   status TEXT NOT NULL CHECK (status IN ('paid', 'disputed')),
-  completed_unix_ms INTEGER NOT NULL
+  completed_unix_ms INTEGER NOT NULL,
+  reported_price_per_unit REAL,
+  dispute TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS usage_by_key_time ON usage (api_key_id, completed_unix_ms);
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (completed_unix_ms);
@@ -37,7 +44,9 @@ CREATE INDEX IF NOT EXISTS usage_by_time ON usage (completed_unix_ms);
 // A prepared statement, finalized when it goes out of scope.
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  Statement(sqlite3* db, const char* sql) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
@@ -93,6 +102,99 @@ absl::StatusOr<std::vector<Row>> Select(sqlite3* db, const std::filesystem::path
   return out;
 }
 
+absl::Status Exec(sqlite3* db, const std::filesystem::path& path, const std::string& sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) == SQLITE_OK) return absl::OkStatus();
+  std::string message = error != nullptr ? error : sqlite3_errmsg(db);
+  sqlite3_free(error);
+  return absl::UnavailableError(
+      absl::StrCat("usage ledger ", path.string(), ": ", sql.substr(0, 40), ": ", message));
+}
+
+// Opens a connection with the ledger's settings. WAL: a commit is one append and fsync of the
+// log, and readers never wait for a writer; synchronous=FULL: the fsync happens before each
+// commit returns, so a committed row survives a crash (and power loss).
+absl::Status OpenConnection(const std::filesystem::path& path, sqlite3** db) {
+  // FULLMUTEX: each connection is also used under the ledger's own locks.
+  if (sqlite3_open_v2(path.c_str(), db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    return SqlError(*db, path, "cannot open");
+  }
+  sqlite3_busy_timeout(*db, 5000);
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
+    Statement st(*db, pragma);
+    if (!st.ok()) return SqlError(*db, path, pragma);
+    int rc = sqlite3_step(st.get());
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError(*db, path, pragma);
+    if (rc == SQLITE_ROW && std::string(pragma) == "PRAGMA journal_mode=WAL" &&
+        st.ColumnText(0) != "wal") {
+      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
+                                                 ": cannot use WAL mode (got '", st.ColumnText(0),
+                                                 "'); is it on a network filesystem?"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Creates the schema, or brings a version 1 ledger (or one whose creation was cut short) up to
+// this version, in one transaction. Version 1 rows keep their price as the reported price too
+// (it was the reported one then), and their disputes are unit disputes (the only kind then).
+absl::Status CreateOrMigrate(sqlite3* db, const std::filesystem::path& path) {
+  {
+    Statement version(db, "PRAGMA user_version");
+    if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
+      return SqlError(db, path, "not a database");
+    }
+    const int64_t v = sqlite3_column_int64(version.get(), 0);
+    if (v < 0 || v > kSchemaVersion) {
+      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
+                                                 ": schema version ", v, ", this gateway knows ",
+                                                 kSchemaVersion));
+    }
+    if (v == kSchemaVersion) return Exec(db, path, kSchema);  // indexes, in case
+  }
+  SY_RETURN_IF_ERROR(Exec(db, path, "BEGIN IMMEDIATE"));
+  absl::Status st = [&]() -> absl::Status {
+    SY_RETURN_IF_ERROR(Exec(db, path, kSchema));
+    bool has_reported_price = false, has_dispute = false;
+    {
+      Statement info(db, "PRAGMA table_info(usage)");
+      if (!info.ok()) return SqlError(db, path, "cannot read the table's columns");
+      while (sqlite3_step(info.get()) == SQLITE_ROW) {
+        const std::string column = info.ColumnText(1);
+        has_reported_price |= column == "reported_price_per_unit";
+        has_dispute |= column == "dispute";
+      }
+    }
+    if (!has_reported_price) {
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "ALTER TABLE usage ADD COLUMN reported_price_per_unit REAL"));
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "UPDATE usage SET reported_price_per_unit = price_per_unit"));
+    }
+    if (!has_dispute) {
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "ALTER TABLE usage ADD COLUMN dispute TEXT NOT NULL DEFAULT ''"));
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "UPDATE usage SET dispute = 'units' WHERE status = 'disputed'"));
+    }
+    SY_RETURN_IF_ERROR(Exec(db, path, absl::StrCat("PRAGMA user_version=", kSchemaVersion)));
+    return Exec(db, path, "COMMIT");
+  }();
+  if (!st.ok()) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  return st;
+}
+
+// A price as stored: SQLite would store NaN as NULL anyway; infinities are kept.
+void BindPrice(Statement& st, int i, double v) {
+  if (std::isnan(v)) {
+    sqlite3_bind_null(st.get(), i);
+  } else {
+    st.Real(i, v);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesystem::path& path) {
@@ -105,88 +207,138 @@ absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesy
     }
   }
   std::unique_ptr<UsageLedger> ledger(new UsageLedger(path));
-  std::lock_guard<std::mutex> lock(ledger->mu_);
-  sqlite3*& db = ledger->db_;
-  // FULLMUTEX: one connection, used under mu_ anyway.
-  if (sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                      nullptr) != SQLITE_OK) {
-    return SqlError(db, path, "cannot open");
-  }
-  sqlite3_busy_timeout(db, 5000);
-  // WAL: a commit is one append and fsync of the log; synchronous=FULL: the fsync happens before
-  // each commit returns, so a committed row survives a crash (and power loss).
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
-    Statement st(db, pragma);
-    if (!st.ok()) return SqlError(db, path, pragma);
-    int rc = sqlite3_step(st.get());
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError(db, path, pragma);
-    if (rc == SQLITE_ROW && std::string(pragma) == "PRAGMA journal_mode=WAL" &&
-        st.ColumnText(0) != "wal") {
-      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
-                                                 ": cannot use WAL mode (got '", st.ColumnText(0),
-                                                 "'); is it on a network filesystem?"));
-    }
-  }
+  SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->write_db_));
+  SY_RETURN_IF_ERROR(CreateOrMigrate(ledger->write_db_, path));
   {
-    Statement version(db, "PRAGMA user_version");
-    if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
-      return SqlError(db, path, "not a database");
-    }
-    const int64_t v = sqlite3_column_int64(version.get(), 0);
-    if (v != 0 && v != kSchemaVersion) {
-      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
-                                                 ": schema version ", v, ", this gateway knows ",
-                                                 kSchemaVersion));
-    }
+    std::lock_guard<std::mutex> lock(ledger->read_mu_);
+    SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->read_db_));
   }
-  char* error = nullptr;
-  if (sqlite3_exec(db, kSchema, nullptr, nullptr, &error) != SQLITE_OK) {
-    std::string message = error != nullptr ? error : "unknown error";
-    sqlite3_free(error);
-    return absl::UnavailableError(
-        absl::StrCat("usage ledger ", path.string(), ": cannot create the schema: ", message));
-  }
-  if (sqlite3_exec(db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str(), nullptr,
-                   nullptr, nullptr) != SQLITE_OK) {
-    return SqlError(db, path, "cannot set the schema version");
-  }
+  ledger->writer_ = std::thread([l = ledger.get()] { l->WriterLoop(); });
   return ledger;
 }
 
 UsageLedger::~UsageLedger() {
-  std::lock_guard<std::mutex> lock(mu_);
-  sqlite3_close_v2(db_);
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    closing_ = true;
+  }
+  queue_cv_.notify_all();
+  // The writer commits what is queued before it returns, and answers every waiting caller.
+  if (writer_.joinable()) writer_.join();
+  {
+    // Waiting callers were answered; let them leave Record before its mutex goes.
+    std::unique_lock<std::mutex> lock(queue_mu_);
+    done_cv_.wait(lock, [this] { return callers_ == 0; });
+  }
+  sqlite3_close_v2(write_db_);
+  std::lock_guard<std::mutex> lock(read_mu_);
+  sqlite3_close_v2(read_db_);
 }
 
 absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
   if (r.job_id.empty()) return absl::InvalidArgumentError("usage record without a job id");
-  std::lock_guard<std::mutex> lock(mu_);
-  Statement st(db_,
-               "INSERT OR IGNORE INTO usage (job_id, api_key_id, pipeline, model_id, orchestrator, "
-               "unit, units, reported_units, price_per_unit, amount, status, completed_unix_ms) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  if (!st.ok()) return SqlError(db_, path_, "cannot prepare the insert");
-  st.Text(1, r.job_id);
-  st.Text(2, r.api_key_id);
-  st.Text(3, r.pipeline);
-  st.Text(4, r.model_id);
-  st.Text(5, r.orchestrator);
-  st.Text(6, r.unit);
-  st.Int(7, r.units);
-  st.Int(8, r.reported_units);
-  st.Real(9, r.price_per_unit);
-  st.Real(10, r.amount);
-  st.Text(11, r.disputed ? "disputed" : "paid");
-  st.Int(12, absl::ToUnixMillis(r.completed));
-  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, path_, "cannot write a row");
-  return sqlite3_changes(db_) == 1;
+  // A NaN here would be stored as NULL and the row refused by NOT NULL; refused before queueing.
+  if (!metering::ValidPrice(r.price_per_unit) || !metering::ValidPrice(r.amount)) {
+    return absl::InvalidArgumentError(absl::StrCat("usage record ", r.job_id, ": price per unit ",
+                                                   r.price_per_unit, " and amount ", r.amount,
+                                                   " must be finite numbers >= 0"));
+  }
+  Pending pending{&r};
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  if (closing_) {
+    return absl::UnavailableError(absl::StrCat("usage ledger ", path_.string(), " is closing"));
+  }
+  queue_.push_back(&pending);
+  ++callers_;
+  queue_cv_.notify_one();
+  done_cv_.wait(lock, [&pending] { return pending.done; });
+  if (--callers_ == 0 && closing_) done_cv_.notify_all();
+  return pending.result;
+}
+
+void UsageLedger::WriterLoop() {
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  while (true) {
+    queue_cv_.wait(lock, [this] { return closing_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // closing, and everything queued is committed
+    // Everything that queued while the previous batch committed goes in this one.
+    std::vector<Pending*> batch;
+    while (!queue_.empty() && batch.size() < kMaxBatch) {
+      batch.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    lock.unlock();
+    WriteBatch(batch);
+    lock.lock();
+    for (Pending* p : batch) p->done = true;
+    done_cv_.notify_all();
+  }
+}
+
+void UsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
+  sqlite3* db = write_db_;
+  auto fail_all = [&](const absl::Status& st) {
+    for (Pending* p : batch) p->result = st;
+  };
+  if (absl::Status st = Exec(db, path_, "BEGIN IMMEDIATE"); !st.ok()) return fail_all(st);
+  {
+    // ON CONFLICT DO NOTHING, not INSERT OR IGNORE: OR IGNORE would also drop a row that breaks
+    // NOT NULL or CHECK without an error, and the job would look already recorded.
+    Statement st(
+        db,
+        "INSERT INTO usage (job_id, api_key_id, pipeline, model_id, orchestrator, unit, "
+        "units, reported_units, price_per_unit, amount, status, completed_unix_ms, "
+        "reported_price_per_unit, dispute) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO NOTHING");
+    if (!st.ok()) {
+      fail_all(SqlError(db, path_, "cannot prepare the insert"));
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return;
+    }
+    for (Pending* p : batch) {
+      const UsageRecord& r = *p->record;
+      sqlite3_reset(st.get());
+      sqlite3_clear_bindings(st.get());
+      st.Text(1, r.job_id);
+      st.Text(2, r.api_key_id);
+      st.Text(3, r.pipeline);
+      st.Text(4, r.model_id);
+      st.Text(5, r.orchestrator);
+      st.Text(6, r.unit);
+      st.Int(7, r.units);
+      st.Int(8, r.reported_units);
+      st.Real(9, r.price_per_unit);
+      st.Real(10, r.amount);
+      st.Text(11, r.disputed ? "disputed" : "paid");
+      st.Int(12, absl::ToUnixMillis(r.completed));
+      BindPrice(st, 13, r.reported_price_per_unit);
+      st.Text(14, r.dispute);
+      const int rc = sqlite3_step(st.get());
+      if (rc == SQLITE_DONE) {
+        p->result = sqlite3_changes(db) == 1;
+      } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        // This row only: the statement is undone, the transaction goes on.
+        p->result = SqlError(db, path_, "cannot write a row");
+      } else {
+        // I/O error, disk full...: the transaction may be gone; nothing of the batch is written.
+        fail_all(SqlError(db, path_, "cannot write a row"));
+        sqlite3_reset(st.get());
+        sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        return;
+      }
+    }
+  }
+  // The fsync every row of the batch waits for.
+  if (absl::Status st = Exec(db, path_, "COMMIT"); !st.ok()) {
+    fail_all(st);
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
 }
 
 absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(read_mu_);
   return Select<UsageTotals>(
-      db_, path_,
+      read_db_, path_,
       "SELECT api_key_id, pipeline, model_id, MAX(unit), COUNT(*), SUM(MAX(units, 0)), "
       "SUM(amount), SUM(status = 'disputed') FROM usage",
       q, "GROUP BY api_key_id, pipeline, model_id ORDER BY api_key_id, pipeline, model_id",
@@ -205,11 +357,12 @@ absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q
 }
 
 absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(read_mu_);
   return Select<UsageRecord>(
-      db_, path_,
+      read_db_, path_,
       "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
-      "reported_units, price_per_unit, amount, status, completed_unix_ms FROM usage",
+      "reported_units, price_per_unit, amount, status, completed_unix_ms, "
+      "reported_price_per_unit, dispute FROM usage",
       q, "ORDER BY completed_unix_ms, job_id", [](const Statement& st) {
         UsageRecord r;
         r.job_id = st.ColumnText(0);
@@ -224,6 +377,10 @@ absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) 
         r.amount = sqlite3_column_double(st.get(), 9);
         r.disputed = st.ColumnText(10) == "disputed";
         r.completed = absl::FromUnixMillis(sqlite3_column_int64(st.get(), 11));
+        r.reported_price_per_unit = sqlite3_column_type(st.get(), 12) == SQLITE_NULL
+                                        ? std::numeric_limits<double>::quiet_NaN()
+                                        : sqlite3_column_double(st.get(), 12);
+        r.dispute = st.ColumnText(13);
         return r;
       });
 }
@@ -232,24 +389,81 @@ JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) 
   if (metrics != nullptr) {
     mismatches_ = &prometheus::BuildCounter()
                        .Name(metrics->prefix() + "billing_mismatches_total")
-                       .Help("Completed jobs whose orchestrator reported other units than the "
-                             "gateway counted (not paid), by orchestrator and pipeline.")
+                       .Help(
+                           "Completed jobs not paid because their orchestrator reported other "
+                           "units than the gateway counted or another price than it "
+                           "advertised, by orchestrator and pipeline.")
                        .Register(metrics->registry());
+    price_disputes_ = &prometheus::BuildCounter()
+                           .Name(metrics->prefix() + "billing_price_disputes_total")
+                           .Help(
+                               "Completed jobs not paid because their orchestrator reported "
+                               "another price than it advertised when picked, or advertised "
+                               "none valid, by orchestrator and pipeline.")
+                           .Register(metrics->registry());
   }
 }
 
 bool JobBilling::Settle(const Job& job) {
-  const bool paid = job.counted.ok() && *job.counted == job.reported_units;
-  if (!paid) {
-    spdlog::warn("[{}] billing mismatch: {} '{}' on {} reported {} units, the gateway counted {}; "
-                 "not paid",
-                 job.request_id, job.pipeline, job.model_id, job.orchestrator, job.reported_units,
-                 job.counted.ok() ? absl::StrCat(*job.counted)
-                                  : absl::StrCat("none (", job.counted.status().message(), ")"));
-    if (mismatches_ != nullptr) {
-      mismatches_->Add({{"orchestrator", job.orchestrator}, {"pipeline", job.pipeline}})
-          .Increment();
+  std::vector<const char*> disputes;
+  const bool units_agree = job.counted.ok() && *job.counted == job.reported_units;
+  if (!units_agree) {
+    disputes.push_back("units");
+    spdlog::warn(
+        "[{}] billing mismatch: {} '{}' on {} reported {} units, the gateway counted {}; "
+        "not paid",
+        job.request_id, job.pipeline, job.model_id, job.orchestrator, job.reported_units,
+        job.counted.ok() ? absl::StrCat(*job.counted)
+                         : absl::StrCat("none (", job.counted.status().message(), ")"));
+  }
+  // The price is the one the node advertised when it was picked: what the client agreed to (it
+  // was within the cap). What the node reports afterwards is only checked against it.
+  double price = 0;
+  bool price_disputed = false;
+  if (!job.advertised_price_per_unit.has_value() ||
+      !metering::ValidPrice(*job.advertised_price_per_unit)) {
+    price_disputed = true;
+    disputes.push_back("advertised_price");
+    spdlog::warn(
+        "[{}] billing price dispute: {} '{}' on {} advertised {}; not paid", job.request_id,
+        job.pipeline, job.model_id, job.orchestrator,
+        job.advertised_price_per_unit.has_value()
+            ? absl::StrCat("an invalid price per unit (", *job.advertised_price_per_unit, ")")
+            : std::string("no price for it"));
+  } else {
+    price = *job.advertised_price_per_unit;
+    if (job.max_price_per_unit > 0 && price > job.max_price_per_unit) {
+      // Not routed to above the cap; a node whose advertised price rose meanwhile is paid the cap.
+      price = job.max_price_per_unit;
     }
+    // Exact comparison: both are the same double the node sent, unless it changed its report.
+    if (!(job.reported_price_per_unit == *job.advertised_price_per_unit)) {
+      price_disputed = true;
+      disputes.push_back("price");
+      spdlog::warn(
+          "[{}] billing price dispute: {} '{}' on {} reported {} per unit, it advertised "
+          "{} when picked; not paid",
+          job.request_id, job.pipeline, job.model_id, job.orchestrator, job.reported_price_per_unit,
+          *job.advertised_price_per_unit);
+    }
+  }
+  const int64_t units = job.counted.ok() ? *job.counted : -1;
+  double amount = disputes.empty() ? static_cast<double>(units) * price : 0.0;
+  if (!std::isfinite(amount)) {
+    disputes.push_back("amount");
+    spdlog::warn(
+        "[{}] billing: {} '{}' on {}: {} units x {} per unit is not a finite amount; "
+        "not paid",
+        job.request_id, job.pipeline, job.model_id, job.orchestrator, units, price);
+    amount = 0;
+  }
+  const bool paid = disputes.empty();
+  if (!paid && mismatches_ != nullptr) {
+    mismatches_->Add({{"orchestrator", job.orchestrator}, {"pipeline", job.pipeline}}).Increment();
+  }
+  if (price_disputed && price_disputes_ != nullptr) {
+    price_disputes_->Add({{"orchestrator", job.orchestrator}, {"pipeline", job.pipeline}})
+        .Increment();
   }
   if (ledger_ == nullptr) return paid;
   UsageRecord r;
@@ -259,11 +473,13 @@ bool JobBilling::Settle(const Job& job) {
   r.model_id = job.model_id;
   r.orchestrator = job.orchestrator;
   r.unit = metering::UnitOf(job.pipeline);
-  r.units = job.counted.ok() ? *job.counted : -1;
+  r.units = units;
   r.reported_units = job.reported_units;
-  r.price_per_unit = job.price_per_unit;
-  r.amount = paid ? static_cast<double>(r.units) * job.price_per_unit : 0.0;
+  r.price_per_unit = price;
+  r.reported_price_per_unit = job.reported_price_per_unit;
+  r.amount = amount;
   r.disputed = !paid;
+  r.dispute = absl::StrJoin(disputes, ",");
   r.completed = absl::Now();
   auto written = ledger_->Record(r);
   if (!written.ok()) {

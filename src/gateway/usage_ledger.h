@@ -2,16 +2,25 @@
 // completed job. docs/metering.md.
 //
 // One row per completed job, keyed by the job's ledger id (unique), written before the job's
-// response is sent to its client: the database is in WAL mode with synchronous=FULL, so once
-// Record returns the row survives a crash of the gateway (kill -9, power loss after the fsync),
-// and a record written twice for one job is ignored rather than counted twice.
+// response is sent to its client: the database is in WAL mode with synchronous=FULL, and Record
+// returns only once the transaction holding the row has committed (fsynced), so a row Record
+// reported survives a crash of the gateway (kill -9, power loss after the fsync), and a record
+// written twice for one job is ignored rather than counted twice.
+//
+// Group commit: rows are written by one writer thread, a batch of queued rows per transaction
+// (one fsync); each Record call waits for its own row's batch, so callers that arrive while a
+// batch commits share the next fsync instead of queueing on one mutex for one fsync each.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <prometheus/counter.h>
@@ -36,9 +45,17 @@ struct UsageRecord {
   std::string unit;
   int64_t units = 0;           // as the gateway counted them (-1 when they could not be counted)
   int64_t reported_units = 0;  // as the orchestrator reported them
+  // The price billed: what the node advertised when it was picked, capped by the job's price cap
+  // (0 when it advertised none valid). Always finite and >= 0.
   double price_per_unit = 0;
+  // As the orchestrator reported it in its response (NaN: not reported, or not a number).
+  double reported_price_per_unit = 0;
   double amount = 0;  // paid to the orchestrator: units x price, or 0 when disputed
   bool disputed = false;
+  // Why a disputed job was not paid, comma-separated: "units" (other units than the gateway
+  // counted), "price" (another price than advertised), "advertised_price" (none valid advertised),
+  // "amount" (units x price not finite). Empty when paid.
+  std::string dispute;
   absl::Time completed = absl::UnixEpoch();
 };
 
@@ -55,7 +72,7 @@ struct UsageTotals {
 };
 
 struct UsageQuery {
-  absl::Time since = absl::InfinitePast();   // completed at or after
+  absl::Time since = absl::InfinitePast();    // completed at or after
   absl::Time until = absl::InfiniteFuture();  // completed before
   bool all_keys = false;                      // else only `api_key_id`
   std::string api_key_id;
@@ -66,12 +83,16 @@ class UsageLedger {
   // Opens (creating if needed) the database at `path`, its directory too. UNAVAILABLE naming the
   // path when it cannot be opened or is not a ledger.
   static absl::StatusOr<std::unique_ptr<UsageLedger>> Open(const std::filesystem::path& path);
+  // Commits what is queued, answers every waiting Record call, then closes.
   ~UsageLedger();
   UsageLedger(const UsageLedger&) = delete;
   UsageLedger& operator=(const UsageLedger&) = delete;
 
-  // Writes the job's row and waits for it to be durable. Returns true when written, false when a
-  // row with that job id was already there (nothing changes). UNAVAILABLE on a write error.
+  // Queues the job's row for the writer thread and waits until the transaction that holds it has
+  // committed (durable). Returns true when written, false when a row with that job id was already
+  // there (nothing changes). UNAVAILABLE on a write error (every row of that batch gets it, none
+  // of them is written) or when the ledger is closing; INVALID_ARGUMENT for a row without a job
+  // id or with a price or amount that is not a finite number >= 0 (never written).
   absl::StatusOr<bool> Record(const UsageRecord& record);
 
   // Totals per API key, pipeline and model, ordered by them.
@@ -82,17 +103,46 @@ class UsageLedger {
 
   const std::filesystem::path& path() const { return path_; }
 
+  // Most rows in one transaction: bounds a batch's time holding the write lock.
+  static constexpr size_t kMaxBatch = 1024;
+
  private:
+  // One queued row and, once its batch committed, the answer for its caller.
+  struct Pending {
+    const UsageRecord* record;
+    bool done = false;
+    absl::StatusOr<bool> result = false;
+  };
+
   explicit UsageLedger(std::filesystem::path path) : path_(std::move(path)) {}
+  void WriterLoop();
+  // Writes `batch` in one transaction; sets every entry's result (not `done`).
+  void WriteBatch(const std::vector<Pending*>& batch);
+
   std::filesystem::path path_;
-  std::mutex mu_;
-  sqlite3* db_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // The writer's connection: used only by the writer thread once it runs (and by Open before).
+  sqlite3* write_db_ = nullptr;
+  // Reads (Totals, Rows) on a connection of their own, so they never wait for a commit's fsync
+  // (WAL: readers see the last committed state).
+  std::mutex read_mu_;
+  sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_) = nullptr;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;  // writer: rows queued, or closing
+  std::condition_variable done_cv_;   // callers: a batch committed
+  std::deque<Pending*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool closing_ ABSL_GUARDED_BY(queue_mu_) = false;
+  int callers_ ABSL_GUARDED_BY(queue_mu_) = 0;  // inside Record: the destructor waits for them
+  std::thread writer_;
 };
 
-// Checks each completed job's units and records it: a job whose orchestrator reported other units
-// than the gateway counted is disputed (logged, counted in
-// switchyard_gateway_billing_mismatches_total{orchestrator,pipeline}, recorded with amount 0).
-// Thread-safe.
+// Checks each completed job's units and price and records it. The price billed is the one the
+// node advertised in the capability it was picked by (capped by the job's price cap), never the
+// one it reports. A job is disputed (logged, counted in
+// switchyard_gateway_billing_mismatches_total{orchestrator,pipeline}, recorded with amount 0)
+// when its orchestrator reported other units than the gateway counted, or another price than it
+// advertised (also counted in switchyard_gateway_billing_price_disputes_total), or when no valid
+// advertised price is known. Thread-safe.
 class JobBilling {
  public:
   // `ledger` may be null (no ledger: the check still runs); `metrics` may be null.
@@ -106,11 +156,17 @@ class JobBilling {
     std::string model_id;
     std::string orchestrator;
     int64_t reported_units = 0;
-    double price_per_unit = 0;
+    // As the orchestrator reported it in its response.
+    double reported_price_per_unit = 0;
+    // The price per unit the node advertised for this pipeline and model in the snapshot it was
+    // picked from (AdvertisedPrice in gateway/router.h); nullopt when it advertised none.
+    std::optional<double> advertised_price_per_unit;
+    // The job's price cap (the client's x-max-price-per-unit, else the config's); 0: none.
+    double max_price_per_unit = 0;
     absl::StatusOr<int64_t> counted = 0;  // the gateway's count, or why it could not count
   };
-  // True when the job is paid (units agree), false when disputed. A ledger write error is logged
-  // and does not fail the job (the client's result stays deliverable).
+  // True when the job is paid (units and price agree), false when disputed. A ledger write error
+  // is logged and does not fail the job (the client's result stays deliverable).
   bool Settle(const Job& job);
 
   UsageLedger* ledger() const { return ledger_; }
@@ -118,6 +174,7 @@ class JobBilling {
  private:
   UsageLedger* ledger_;
   prometheus::Family<prometheus::Counter>* mismatches_ = nullptr;
+  prometheus::Family<prometheus::Counter>* price_disputes_ = nullptr;
 };
 
 }  // namespace switchyard::gateway
