@@ -15,7 +15,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(
       obj.CheckKeys({"id", "pipeline", "path", "warm", "device", "instances", "queue_size",
                      "price_per_unit", "unit", "max_input_pixels", "warmup_size", "max_batch_size",
-                     "max_queue_delay_ms", "memory_mb", "options"}));
+                     "max_queue_delay_ms", "memory_mb", "options", "max_input_elements"}));
   ModelConfig m;
   std::string path;
   SY_RETURN_IF_ERROR(obj.Read("id", &m.id, true));
@@ -28,6 +28,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(obj.Read("price_per_unit", &m.price_per_unit));
   SY_RETURN_IF_ERROR(obj.Read("unit", &m.unit));
   SY_RETURN_IF_ERROR(obj.Read("max_input_pixels", &m.max_input_pixels));
+  SY_RETURN_IF_ERROR(obj.Read("max_input_elements", &m.max_input_elements));
   SY_RETURN_IF_ERROR(obj.Read("warmup_size", &m.warmup_size));
   SY_RETURN_IF_ERROR(obj.Read("max_batch_size", &m.max_batch_size));
   SY_RETURN_IF_ERROR(obj.Read("max_queue_delay_ms", &m.max_queue_delay_ms));
@@ -57,6 +58,9 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   if (m.queue_size < 0 || m.queue_size > 10000) return obj.Error("queue_size", "must be 0..10000");
   if (m.price_per_unit < 0) return obj.Error("price_per_unit", "must be >= 0");
   if (m.max_input_pixels < 1) return obj.Error("max_input_pixels", "must be > 0");
+  if (m.max_input_elements < 0 || m.max_input_elements > (int64_t{1} << 34)) {
+    return obj.Error("max_input_elements", "must be 0 (the default) .. 17179869184");
+  }
   if (m.warmup_size < 0 || m.warmup_size > 1024) return obj.Error("warmup_size", "must be 0..1024");
   if (m.max_batch_size < 1 || m.max_batch_size > 1024) {
     return obj.Error("max_batch_size", "must be 1..1024");

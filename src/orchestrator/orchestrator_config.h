@@ -42,6 +42,9 @@ struct ModelConfig {
   int max_queue_delay_ms = 0;            // how long a job may wait for a batch to fill
   int64_t memory_mb = 0;                 // memory estimate; 0: measured at load
   nlohmann::json options = nlohmann::json::object();  // pipeline options (docs/pipelines.md)
+  // Elements of one KServe ModelInfer call's inputs, all together, at most; 0: the default
+  // (4 x max_input_pixels for pipelines that take images, else 16M; docs/kserve.md).
+  int64_t max_input_elements = 0;
 };
 
 struct TranscodeConfig {
