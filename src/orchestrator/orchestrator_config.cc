@@ -159,10 +159,10 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(log.Read("format", &c.log_format));
 
   ConfigObject tc = root.Child("transcode");
-  SY_RETURN_IF_ERROR(
-      tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
-                    "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode",
-                    "gpu_scale", "max_segment_bytes", "max_segment_seconds"}));
+  SY_RETURN_IF_ERROR(tc.CheckKeys(
+      {"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
+       "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode", "gpu_scale",
+       "max_segment_bytes", "max_segment_seconds", "max_sessions_per_key"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
@@ -182,6 +182,11 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   }
   SY_RETURN_IF_ERROR(tc.Read("session_idle_timeout_ms", &c.transcode.session_idle_timeout_ms));
   if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");
+  SY_RETURN_IF_ERROR(tc.Read("max_sessions_per_key", &c.transcode.max_sessions_per_key));
+  if (c.transcode.max_sessions_per_key < 0 ||
+      c.transcode.max_sessions_per_key > c.transcode.capacity) {
+    return tc.Error("max_sessions_per_key", "must be 0 (half the capacity) .. capacity");
+  }
   if (c.transcode.session_idle_timeout_ms < 100 ||
       c.transcode.session_idle_timeout_ms > 3600 * 1000) {
     return tc.Error("session_idle_timeout_ms", "must be 100..3600000");

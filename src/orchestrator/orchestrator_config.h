@@ -2,6 +2,7 @@
 // docs/configuration.md.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -64,6 +65,14 @@ struct TranscodeConfig {
   // room for long VOD segments while bounding one call's work.
   int64_t max_segment_bytes = 64 << 20;
   double max_segment_seconds = 30;
+  // Streams one API key (the tenant the gateway sends) may hold open on this node; 0: half the
+  // capacity, at least 1, so one key cannot take every slot. No cap without API keys.
+  int max_sessions_per_key = 0;
+
+  // max_sessions_per_key with its default applied.
+  int SessionsPerKey() const {
+    return max_sessions_per_key > 0 ? max_sessions_per_key : std::max(1, capacity / 2);
+  }
 
   bool operator==(const TranscodeConfig&) const = default;
 };
