@@ -15,7 +15,6 @@
 #include <memory>
 #include <numeric>
 #include <optional>
-#include <random>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -33,6 +32,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/cli_internal.h"
 #include "common/media/segmenter.h"
+#include "common/secure_random.h"
 #include "common/status.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -1199,19 +1199,9 @@ std::string StatusCodeName(int code) {
   return absl::StrCat("CODE_", code);
 }
 
-std::string GenerateRequestId() {
-  static thread_local std::mt19937_64 rng = [] {
-    std::random_device rd;
-    std::seed_seq seq{
-        rd(), rd(), rd(), rd(),
-        static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
-    return std::mt19937_64(seq);
-  }();
-  char buf[33];
-  std::snprintf(buf, sizeof(buf), "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
-}
+// The CLI's x-request-id: the gateway uses it as the job's request id, which shows on its status
+// page, so it comes from OpenSSL's CSPRNG like the gateway's own ids.
+std::string GenerateRequestId() { return SecureRandomHex(16); }
 
 std::string RenditionBaseName(const v1::Rendition& rendition, int actual_height, int index) {
   if (!rendition.name().empty()) return rendition.name();

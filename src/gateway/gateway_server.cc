@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/daemon.h"
 #include "common/grpc_services.h"
+#include "common/secure_random.h"
 #include "gateway/livepeer_api.h"
 #include "gateway/status_page.h"
 #include "gateway/usage_http.h"
@@ -59,12 +60,10 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       std::make_unique<Membership>(c.max_message_bytes, *std::move(orchestrator_security));
   s->registry_ = std::make_unique<RegistryService>(c.gateway_id, c.heartbeat_interval_ms,
                                                    s->membership_.get(), c.registration_secret);
-  auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
-  auto rng_mu = std::make_shared<std::mutex>();
-  s->service_ = std::make_unique<GatewayService>(c, s->membership_.get(), [rng, rng_mu] {
-    std::lock_guard<std::mutex> lock(*rng_mu);
-    return (*rng)();
-  });
+  // Request and stream ids are drawn from this source: OpenSSL's CSPRNG, so no client can
+  // rebuild it from the ids it sees (docs/security.md).
+  s->service_ =
+      std::make_unique<GatewayService>(c, s->membership_.get(), [] { return SecureRandomU64(); });
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   if (!c.usage_ledger.empty()) {

@@ -14,20 +14,29 @@
 #include "absl/time/clock.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "common/tenant.h"
 #include "gateway/client_cancelled.h"
 
 namespace switchyard::gateway {
+
+std::string NewHexId(const std::function<uint64_t()>& random) {
+  const uint64_t high = random();
+  const uint64_t low = random();
+  return absl::StrFormat("%016x%016x", high, low);
+}
+
 namespace {
 
 using Stub = node::v1::Orchestrator::Stub;
 
-std::string RequestIdOf(const grpc::CallbackServerContext* context, uint64_t random) {
+std::string RequestIdOf(const grpc::CallbackServerContext* context,
+                        const std::function<uint64_t()>& random) {
   const auto& md = context->client_metadata();
   auto it = md.find("x-request-id");
   if (it != md.end() && !it->second.empty() && it->second.size() <= 128) {
     return std::string(it->second.data(), it->second.size());
   }
-  return absl::StrFormat("%016x", random);
+  return NewHexId(random);
 }
 
 // One client job: picks an orchestrator, calls it asynchronously with a per-attempt timeout,
@@ -77,6 +86,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     std::function<absl::StatusOr<int64_t>(const Request&, const Response&)> count;
   };
   void set_metering(Metering metering) { metering_ = std::move(metering); }
+  // The tenant (API key id) sent to the orchestrator for calls that keep per-stream state there
+  // (transcode sessions); empty: none sent.
+  void set_tenant(std::string tenant) { tenant_ = std::move(tenant); }
   const std::string& request_id() const { return request_id_; }
 
   void Start() {
@@ -117,6 +129,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
         deadline_, std::chrono::system_clock::now() +
                        std::chrono::milliseconds(config_.AttemptTimeoutMs(route_.pipeline))));
     client_context_->AddMetadata("x-request-id", request_id_);
+    if (!tenant_.empty()) client_context_->AddMetadata(kTenantMetadataKey, tenant_);
     attempt_response_ = Response();
     attempt_start_ = absl::Now();
     node_->connection->in_flight().fetch_add(1);
@@ -153,6 +166,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     }
     const grpc::StatusCode code = status.error_code();
     const bool cancelled = context_->IsCancelled();
+    if (code == grpc::StatusCode::RESOURCE_EXHAUSTED && !cancelled && TenantLimited()) {
+      return OnTenantLimited(std::move(status));
+    }
     // DEADLINE_EXCEEDED before the job's own deadline: the attempt timed out on that node.
     const bool attempt_timed_out =
         code == grpc::StatusCode::DEADLINE_EXCEEDED && !DeadlinePassed() && !cancelled;
@@ -196,6 +212,28 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
                                                     "is spent)")));
     }
     if (job_metrics_ != nullptr) job_metrics_->RecordRetry(route_.pipeline, "node_failure");
+    Attempt();
+  }
+
+  // Whether the node refused because the caller's key holds as many sessions as one key may
+  // there (its trailing metadata says so), rather than for want of a free slot.
+  bool TenantLimited() const {
+    const auto& trailers = client_context_->GetServerTrailingMetadata();
+    return trailers.find(kTenantLimitTrailerKey) != trailers.end();
+  }
+
+  // A per-key limit on one node: another node may take the call, but waiting in the queue for
+  // room would not help (the key's own sessions hold it), so with no other node the client gets
+  // the node's RESOURCE_EXHAUSTED, which names the limit, at once.
+  void OnTenantLimited(grpc::Status status) {
+    router_->ReportAttempt(*node_, route_.model_id, AttemptOutcome::kClientError,
+                           absl::Now() - attempt_start_, !warm_);
+    spdlog::info("[{}] {} '{}' attempt {} on {} refused: {}", request_id_, route_.pipeline,
+                 route_.model_id, attempts_, node_->id, status.error_message());
+    waiting_for_room_ = false;
+    last_status_ = status;
+    route_.excluded.insert(node_->id);
+    if (DeadlinePassed() || !router_->TryRetry()) return Finish(std::move(status));
     Attempt();
   }
 
@@ -307,6 +345,7 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   std::unique_ptr<grpc::ClientContext> client_context_;
   Response attempt_response_;
   Metering metering_;
+  std::string tenant_;
 };
 
 // Metering of a unary job with the pipeline's own count (common/metering.h).
@@ -356,7 +395,7 @@ std::string GatewayService::LedgerJobId(const grpc::CallbackServerContext* conte
   const auto& md = context->client_metadata();
   auto it = md.find("x-request-id");
   if (it != md.end() && absl::string_view(it->second.data(), it->second.size()) == request_id) {
-    return absl::StrFormat("%s~%016x", request_id, random_());
+    return absl::StrCat(request_id, "~", NewHexId(random_));
   }
   return request_id;
 }
@@ -407,7 +446,7 @@ grpc::ServerUnaryReactor* GatewayService::Route(
                std::function<void(grpc::Status)> done) {
         (stub->async()->*method)(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_), &job_log_,
       job_metrics_);
   job->set_metering(Meter<Request, Response>(billing_, ApiKeyIdOf(context),
                                              LedgerJobId(context, job->request_id())));
@@ -461,16 +500,19 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
                                     v1::TranscodeResponse* response, RouteRequest route,
                                     std::function<void(grpc::Status)> finish) {
   std::function<void(const std::string&)> on_success;
+  // Streams are the caller's key's: the same stream id under another key is another stream, here
+  // and in the orchestrator's sessions (docs/security.md).
+  std::string tenant = ApiKeyIdOf(context);
   if (!request->stream_id().empty()) {
     // The stream stays where its session is; if that node cannot take it, the router picks
     // another and the stream moves there.
-    const std::string home = affinity_.NodeOf(request->stream_id());
+    const std::string home = affinity_.NodeOf(tenant, request->stream_id());
     route.preferred = home;
-    on_success = [this, id = request->stream_id(), home](const std::string& node) {
-      affinity_.Set(id, node);
+    on_success = [this, tenant, id = request->stream_id(), home](const std::string& node) {
+      affinity_.Set(tenant, id, node);
       if (!home.empty() && home != node) {
         spdlog::info("stream '{}' moved from {} to {}", id, home, node);
-        CloseSessionOn(home, id);
+        CloseSessionOn(home, tenant, id);
       }
     };
   }
@@ -480,14 +522,16 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
          v1::TranscodeResponse* resp, std::function<void(grpc::Status)> done) {
         stub->async()->Transcode(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_), &job_log_,
       job_metrics_, std::move(on_success));
   job->set_metering(Meter<v1::TranscodeRequest, v1::TranscodeResponse>(
-      billing_, ApiKeyIdOf(context), LedgerJobId(context, job->request_id())));
+      billing_, tenant, LedgerJobId(context, job->request_id())));
+  job->set_tenant(std::move(tenant));
   job->Start();
 }
 
-void GatewayService::CloseSessionOn(const std::string& node_id, const std::string& stream_id) {
+void GatewayService::CloseSessionOn(const std::string& node_id, const std::string& tenant,
+                                    const std::string& stream_id) {
   auto snapshot = membership_->snapshot();
   for (const auto& node : snapshot->nodes) {
     if (node->id != node_id || node->connection == nullptr) continue;
@@ -501,6 +545,7 @@ void GatewayService::CloseSessionOn(const std::string& node_id, const std::strin
     auto* call = new Call;
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     call->request.set_stream_id(stream_id);
+    if (!tenant.empty()) call->context.AddMetadata(kTenantMetadataKey, tenant);
     node->connection->stub()->async()->CloseTranscodeSession(
         &call->context, &call->request, &call->response,
         [call, node_id, stream_id](grpc::Status status) {
@@ -548,8 +593,10 @@ grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
     // The orchestrator keeps no state between segments, but a stream stays on one node while it
     // can (warm model, no cold start elsewhere). Its own key space in the affinity table.
     const std::string key = absl::StrCat("live-video-to-video/", request->stream_id());
-    route->preferred = affinity_.NodeOf(key);
-    on_success = [this, key](const std::string& node) { affinity_.Set(key, node); };
+    route->preferred = affinity_.NodeOf(ApiKeyIdOf(context), key);
+    on_success = [this, tenant = ApiKeyIdOf(context), key](const std::string& node) {
+      affinity_.Set(tenant, key, node);
+    };
   }
   auto* reactor = context->DefaultReactor();
   auto job = std::make_shared<UnaryJob<v1::LiveVideoSegmentRequest, v1::LiveVideoSegmentResponse>>(
@@ -559,7 +606,7 @@ grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
          v1::LiveVideoSegmentResponse* resp, std::function<void(grpc::Status)> done) {
         stub->async()->LiveVideoSegment(ctx, req, resp, std::move(done));
       },
-      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_()), &job_log_,
+      config_, membership_, &router_, &wait_queue_, RequestIdOf(context, random_), &job_log_,
       job_metrics_, std::move(on_success));
   // One ledger row per segment, charged to the session's key (the HTTP session forwards it).
   job->set_metering(Meter<v1::LiveVideoSegmentRequest, v1::LiveVideoSegmentResponse>(
@@ -584,6 +631,7 @@ class GatewayService::TranscodeStreamReactor final
       return;
     }
     route_ = *std::move(route);
+    tenant_ = service_->ApiKeyIdOf(context);
     StartRead(&request_);
   }
 
@@ -597,7 +645,7 @@ class GatewayService::TranscodeStreamReactor final
       }
       stream_id_ = request_.stream_id();
       if (stream_id_.empty()) {
-        stream_id_ = absl::StrFormat("stream-%016x", service_->random_());
+        stream_id_ = absl::StrCat("stream-", NewHexId(service_->random_));
       } else if (stream_id_.size() > kMaxStreamIdBytes) {
         return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                    absl::StrCat("stream_id is ", stream_id_.size(),
@@ -657,8 +705,8 @@ class GatewayService::TranscodeStreamReactor final
 
   void End() {
     if (!stream_id_.empty()) {
-      if (auto node = service_->affinity_.Forget(stream_id_)) {
-        service_->CloseSessionOn(*node, stream_id_);
+      if (auto node = service_->affinity_.Forget(tenant_, stream_id_)) {
+        service_->CloseSessionOn(*node, tenant_, stream_id_);
       }
     }
     Finish(context_->IsCancelled() ? ClientCancelled() : grpc::Status::OK);
@@ -667,6 +715,7 @@ class GatewayService::TranscodeStreamReactor final
   GatewayService* service_;
   grpc::CallbackServerContext* context_;
   RouteRequest route_;
+  std::string tenant_;  // the caller's API key id: its streams are its own
   bool first_ = true;
   std::string stream_id_;
   google::protobuf::RepeatedPtrField<v1::Rendition> ladder_;

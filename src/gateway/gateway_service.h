@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
@@ -18,6 +19,11 @@
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::gateway {
+
+// A 128-bit id as 32 lowercase hex digits, from two draws of `random` (the service's id source:
+// OpenSSL's CSPRNG in the daemon, a fixed sequence in tests). Request ids and generated stream
+// ids: 64 bits from a PRNG whose state clients can rebuild would let them guess others' ids.
+std::string NewHexId(const std::function<uint64_t()>& random);
 
 class GatewayService final : public v1::Gateway::CallbackService {
  public:
@@ -94,8 +100,10 @@ class GatewayService final : public v1::Gateway::CallbackService {
   void StartTranscode(grpc::CallbackServerContext* context, const v1::TranscodeRequest* request,
                       v1::TranscodeResponse* response, RouteRequest route,
                       std::function<void(grpc::Status)> finish);
-  // Tells a node, best effort, that a stream left it (ended or moved), freeing its session slot.
-  void CloseSessionOn(const std::string& node_id, const std::string& stream_id);
+  // Tells a node, best effort, that the tenant's stream left it (ended or moved), freeing its
+  // session slot.
+  void CloseSessionOn(const std::string& node_id, const std::string& tenant,
+                      const std::string& stream_id);
   // Validates the model id, then runs the job on the best orchestrator via `method`, retrying
   // elsewhere on retryable failures.
   template <typename Request, typename Response>

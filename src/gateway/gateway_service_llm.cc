@@ -31,13 +31,14 @@ bool RetryableCode(grpc::StatusCode code) {
   return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
 }
 
-std::string LlmRequestId(const grpc::CallbackServerContext* context, uint64_t random) {
+std::string LlmRequestId(const grpc::CallbackServerContext* context,
+                         const std::function<uint64_t()>& random) {
   const auto& md = context->client_metadata();
   auto it = md.find("x-request-id");
   if (it != md.end() && !it->second.empty() && it->second.size() <= 128) {
     return std::string(it->second.data(), it->second.size());
   }
-  return absl::StrFormat("%016x", random);
+  return NewHexId(random);
 }
 
 class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse> {
@@ -389,7 +390,7 @@ grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackSer
     };
     return new Refused(ToGrpcStatus(route.status()));
   }
-  std::string request_id = LlmRequestId(context, random_());
+  std::string request_id = LlmRequestId(context, random_);
   std::string job_id = LedgerJobId(context, request_id);
   return new LlmRelay(context, *request, config_, membership_, &router_, *std::move(route),
                       std::move(request_id), job_metrics_, billing_, ApiKeyIdOf(context),

@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <functional>
 #include <limits>
-#include <random>
 #include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/metering.h"
+#include "common/secure_random.h"
 #include "common/status.h"
 #include "gateway/client_cancelled.h"
 
@@ -31,11 +30,6 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::
   return reactor;
 }
 
-uint64_t RandomId() {
-  thread_local std::mt19937_64 engine{std::random_device{}()};
-  return engine();
-}
-
 // Who a call is charged to and under which ledger key (docs/metering.md).
 struct CallIdentity {
   std::string request_id;  // the client's x-request-id, else one of the gateway's own
@@ -50,9 +44,10 @@ CallIdentity IdentityOf(const grpc::CallbackServerContext* context, const ApiKey
       it != md.end() && !it->second.empty() && it->second.size() <= 128) {
     id.request_id.assign(it->second.data(), it->second.size());
     // A client's id need not be unique; the ledger's key gets a suffix of the gateway's own.
-    id.job_id = absl::StrFormat("%s~%016x", id.request_id, RandomId());
+    id.job_id = absl::StrCat(id.request_id, "~", SecureRandomHex(16));
   } else {
-    id.request_id = absl::StrFormat("%016x", RandomId());
+    // 128 bits from OpenSSL: an id other clients may see must not be predictable.
+    id.request_id = SecureRandomHex(16);
     id.job_id = id.request_id;
   }
   if (auth != nullptr) id.api_key_id = auth->KeyIdOf(context);

@@ -8,9 +8,9 @@ StreamAffinity::StreamAffinity(absl::Duration idle_timeout, size_t max_streams,
                                std::function<absl::Time()> now)
     : idle_timeout_(idle_timeout), max_streams_(max_streams), now_(std::move(now)) {}
 
-std::string StreamAffinity::NodeOf(const std::string& stream_id) {
+std::string StreamAffinity::NodeOf(const std::string& tenant, const std::string& stream_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = streams_.find(stream_id);
+  auto it = streams_.find(Key(tenant, stream_id));
   if (it == streams_.end()) return "";
   const absl::Time now = now_();
   if (now - it->second.last_used > idle_timeout_) {
@@ -21,17 +21,18 @@ std::string StreamAffinity::NodeOf(const std::string& stream_id) {
   return it->second.node_id;
 }
 
-void StreamAffinity::Set(const std::string& stream_id, const std::string& node_id) {
+void StreamAffinity::Set(const std::string& tenant, const std::string& stream_id,
+                         const std::string& node_id) {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = now_();
-  auto it = streams_.find(stream_id);
+  auto it = streams_.find(Key(tenant, stream_id));
   if (it != streams_.end()) {
     it->second = Entry{node_id, now};
     return;
   }
   if (streams_.size() >= max_streams_) MakeRoomLocked(now);
   if (max_streams_ == 0) return;
-  streams_.emplace(stream_id, Entry{node_id, now});
+  streams_.emplace(Key(tenant, stream_id), Entry{node_id, now});
 }
 
 void StreamAffinity::MakeRoomLocked(absl::Time now) {
@@ -51,9 +52,10 @@ void StreamAffinity::MakeRoomLocked(absl::Time now) {
   }
 }
 
-std::optional<std::string> StreamAffinity::Forget(const std::string& stream_id) {
+std::optional<std::string> StreamAffinity::Forget(const std::string& tenant,
+                                                  const std::string& stream_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = streams_.find(stream_id);
+  auto it = streams_.find(Key(tenant, stream_id));
   if (it == streams_.end()) return std::nullopt;
   std::string node = std::move(it->second.node_id);
   streams_.erase(it);

@@ -140,6 +140,58 @@ absl::StatusOr<std::vector<TensorSpec>> TensorSpecsFromOptions(const nlohmann::j
   return specs;
 }
 
+int64_t MaxInputElements(const ModelConfig& model) {
+  if (model.max_input_elements > 0) return model.max_input_elements;
+  static constexpr const char* kImagePipelines[] = {"upscale", "image-to-image", "image-to-video",
+                                                    "segment-anything-2", "image-to-text"};
+  for (const char* p : kImagePipelines) {
+    if (model.pipeline == p) return std::min(kMaxElements / 4, model.max_input_pixels) * 4;
+  }
+  return kDefaultMaxInputElements;
+}
+
+absl::Status CheckInputSizes(const inference::ModelInferRequest& request, int64_t max_elements) {
+  int64_t total = 0;
+  for (const auto& input : request.inputs()) {
+    const std::vector<int64_t> shape(input.shape().begin(), input.shape().end());
+    bool empty = false;
+    for (int64_t d : shape) {
+      if (d < 0) {
+        return InputError(input.name(), absl::StrCat("negative dimension in ", ShapeString(shape)));
+      }
+      empty = empty || d == 0;
+    }
+    int64_t numel = empty ? 0 : 1;
+    bool over = false;
+    for (int64_t d : shape) {
+      if (empty) break;
+      // Stops instead of overflowing: past the limit is past it.
+      if (numel > max_elements / d) {
+        over = true;
+        break;
+      }
+      numel *= d;
+    }
+    if (!over && numel <= max_elements - total) {
+      total += numel;
+      continue;
+    }
+    std::string size = over ? absl::StrCat("more than ", max_elements, " elements")
+                            : absl::StrCat(numel, " elements");
+    if (auto type = ScalarTypeOf(input.datatype()); type.ok() && !over) {
+      absl::StrAppend(&size, " (", numel * static_cast<int64_t>(c10::elementSize(*type)),
+                      " bytes of ", input.datatype(), ")");
+    }
+    return InputError(input.name(),
+                      absl::StrCat("shape ", ShapeString(shape), " is ", size,
+                                   total > 0 ? absl::StrCat(" after ", total, " in earlier inputs")
+                                             : std::string(),
+                                   "; the model takes at most ", max_elements,
+                                   " input elements per call (max_input_elements)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> TensorFromInput(const InputTensor& input, const std::string* raw) {
   const std::string& name = input.name();
   auto type = ScalarTypeOf(input.datatype());
@@ -429,6 +481,10 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
         grpc::StatusCode::NOT_FOUND,
         absl::StrCat("model '", name, "' has no version '", request->model_version(), "' (only '",
                      kInferenceModelVersion, "')"));
+  }
+  // The model's size limit, before any content is converted or anything runs.
+  if (auto st = CheckInputSizes(*request, MaxInputElements(*config)); !st.ok()) {
+    return ToGrpcStatus(st);
   }
   auto tensors = TensorsFromRequest(*request);
   if (!tensors.ok()) return ToGrpcStatus(tensors.status());

@@ -49,6 +49,18 @@ absl::StatusOr<std::vector<TensorSpec>> TensorSpecsFromOptions(const nlohmann::j
 absl::StatusOr<at::Tensor> TensorFromInput(
     const inference::ModelInferRequest::InferInputTensor& input, const std::string* raw);
 
+// Elements one ModelInfer call's inputs may have, all together, for `model`: its
+// max_input_elements, else 4 x max_input_pixels (an RGBA image at its pixel limit) for pipelines
+// whose jobs take images, else kDefaultMaxInputElements. The generic tensor path would otherwise
+// bypass the limits of the model's pipeline (docs/kserve.md).
+inline constexpr int64_t kDefaultMaxInputElements = int64_t{1} << 24;  // 16M: 64 MiB of FP32
+int64_t MaxInputElements(const ModelConfig& model);
+
+// Checks the sizes the request's input shapes declare against `max_elements`, before any
+// content is converted or the model runs. INVALID_ARGUMENT naming the input that takes the call
+// over the limit, its shape, elements and bytes, and the limit; also for a negative dimension.
+absl::Status CheckInputSizes(const inference::ModelInferRequest& request, int64_t max_elements);
+
 // Converts every input of the request, in request order.
 absl::StatusOr<std::vector<at::Tensor>> TensorsFromRequest(
     const inference::ModelInferRequest& request);

@@ -26,7 +26,8 @@ bool NeedsReload(const ModelConfig& a, const ModelConfig& b) {
 // Fields each job reads from the config (and `warm`, read at the next LoadWarmModels).
 bool SameJobFields(const ModelConfig& a, const ModelConfig& b) {
   return a.id == b.id && a.warm == b.warm && a.price_per_unit == b.price_per_unit &&
-         a.unit == b.unit && a.max_input_pixels == b.max_input_pixels && a.options == b.options;
+         a.unit == b.unit && a.max_input_pixels == b.max_input_pixels && a.options == b.options &&
+         a.max_input_elements == b.max_input_elements;
 }
 
 std::filesystem::file_time_type FileTime(const std::filesystem::path& path) {

@@ -15,7 +15,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(
       obj.CheckKeys({"id", "pipeline", "path", "warm", "device", "instances", "queue_size",
                      "price_per_unit", "unit", "max_input_pixels", "warmup_size", "max_batch_size",
-                     "max_queue_delay_ms", "memory_mb", "options"}));
+                     "max_queue_delay_ms", "memory_mb", "options", "max_input_elements"}));
   ModelConfig m;
   std::string path;
   SY_RETURN_IF_ERROR(obj.Read("id", &m.id, true));
@@ -28,6 +28,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(obj.Read("price_per_unit", &m.price_per_unit));
   SY_RETURN_IF_ERROR(obj.Read("unit", &m.unit));
   SY_RETURN_IF_ERROR(obj.Read("max_input_pixels", &m.max_input_pixels));
+  SY_RETURN_IF_ERROR(obj.Read("max_input_elements", &m.max_input_elements));
   SY_RETURN_IF_ERROR(obj.Read("warmup_size", &m.warmup_size));
   SY_RETURN_IF_ERROR(obj.Read("max_batch_size", &m.max_batch_size));
   SY_RETURN_IF_ERROR(obj.Read("max_queue_delay_ms", &m.max_queue_delay_ms));
@@ -57,6 +58,9 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   if (m.queue_size < 0 || m.queue_size > 10000) return obj.Error("queue_size", "must be 0..10000");
   if (m.price_per_unit < 0) return obj.Error("price_per_unit", "must be >= 0");
   if (m.max_input_pixels < 1) return obj.Error("max_input_pixels", "must be > 0");
+  if (m.max_input_elements < 0 || m.max_input_elements > (int64_t{1} << 34)) {
+    return obj.Error("max_input_elements", "must be 0 (the default) .. 17179869184");
+  }
   if (m.warmup_size < 0 || m.warmup_size > 1024) return obj.Error("warmup_size", "must be 0..1024");
   if (m.max_batch_size < 1 || m.max_batch_size > 1024) {
     return obj.Error("max_batch_size", "must be 1..1024");
@@ -155,10 +159,10 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(log.Read("format", &c.log_format));
 
   ConfigObject tc = root.Child("transcode");
-  SY_RETURN_IF_ERROR(
-      tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
-                    "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode",
-                    "gpu_scale", "max_segment_bytes", "max_segment_seconds"}));
+  SY_RETURN_IF_ERROR(tc.CheckKeys(
+      {"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
+       "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode", "gpu_scale",
+       "max_segment_bytes", "max_segment_seconds", "max_sessions_per_key"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
@@ -178,6 +182,11 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   }
   SY_RETURN_IF_ERROR(tc.Read("session_idle_timeout_ms", &c.transcode.session_idle_timeout_ms));
   if (c.transcode.capacity < 1) return tc.Error("capacity", "must be >= 1");
+  SY_RETURN_IF_ERROR(tc.Read("max_sessions_per_key", &c.transcode.max_sessions_per_key));
+  if (c.transcode.max_sessions_per_key < 0 ||
+      c.transcode.max_sessions_per_key > c.transcode.capacity) {
+    return tc.Error("max_sessions_per_key", "must be 0 (half the capacity) .. capacity");
+  }
   if (c.transcode.session_idle_timeout_ms < 100 ||
       c.transcode.session_idle_timeout_ms > 3600 * 1000) {
     return tc.Error("session_idle_timeout_ms", "must be 100..3600000");

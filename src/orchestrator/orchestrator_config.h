@@ -2,6 +2,7 @@
 // docs/configuration.md.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -42,6 +43,9 @@ struct ModelConfig {
   int max_queue_delay_ms = 0;            // how long a job may wait for a batch to fill
   int64_t memory_mb = 0;                 // memory estimate; 0: measured at load
   nlohmann::json options = nlohmann::json::object();  // pipeline options (docs/pipelines.md)
+  // Elements of one KServe ModelInfer call's inputs, all together, at most; 0: the default
+  // (4 x max_input_pixels for pipelines that take images, else 16M; docs/kserve.md).
+  int64_t max_input_elements = 0;
 };
 
 struct TranscodeConfig {
@@ -61,6 +65,14 @@ struct TranscodeConfig {
   // room for long VOD segments while bounding one call's work.
   int64_t max_segment_bytes = 64 << 20;
   double max_segment_seconds = 30;
+  // Streams one API key (the tenant the gateway sends) may hold open on this node; 0: half the
+  // capacity, at least 1, so one key cannot take every slot. No cap without API keys.
+  int max_sessions_per_key = 0;
+
+  // max_sessions_per_key with its default applied.
+  int SessionsPerKey() const {
+    return max_sessions_per_key > 0 ? max_sessions_per_key : std::max(1, capacity / 2);
+  }
 
   bool operator==(const TranscodeConfig&) const = default;
 };

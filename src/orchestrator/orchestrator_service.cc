@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "common/tenant.h"
 #include "orchestrator/request_context.h"
 #include "orchestrator/transcoder.h"
 #include "orchestrator/upscale_pipeline.h"
@@ -17,6 +18,19 @@ std::string RequestId(const grpc::ServerContext* context) {
   const auto& md = context->client_metadata();
   auto it = md.find("x-request-id");
   if (it == md.end()) return "-";
+  return std::string(it->second.data(), it->second.size());
+}
+
+// The tenant the gateway sent (common/tenant.h): the namespace of the caller's stream ids; "" when
+// none was sent. INVALID_ARGUMENT when it is too long to key sessions by.
+absl::StatusOr<std::string> TenantOf(const grpc::ServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto it = md.find(kTenantMetadataKey);
+  if (it == md.end()) return std::string();
+  if (it->second.size() > kMaxTenantBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant is ", it->second.size(), " bytes; at most ", kMaxTenantBytes));
+  }
   return std::string(it->second.data(), it->second.size());
 }
 
@@ -68,6 +82,7 @@ OrchestratorService::OrchestratorService(const OrchestratorConfig& config, Model
   TranscodeSessionsOptions sessions;
   sessions.capacity = config_.transcode.capacity;
   sessions.idle_timeout = absl::Milliseconds(config_.transcode.session_idle_timeout_ms);
+  sessions.max_sessions_per_tenant = config_.transcode.SessionsPerKey();
   transcode_sessions_ = std::make_unique<TranscodeSessions>(sessions, [board] {
     if (board != nullptr) board->Changed();
   });
@@ -125,6 +140,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
                         absl::StrCat("stream_id is ", request->stream_id().size(),
                                      " bytes; at most ", kMaxStreamIdBytes, " allowed"));
   }
+  auto tenant = TenantOf(context);
+  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
   TranscodeOptions options;
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
@@ -164,10 +181,12 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   // elsewhere (segments of a stream already open here are always taken).
   absl::Time deadline = Deadline(context);
   auto result = transcode_sessions_->Transcode(
-      request->stream_id(), request->sequence(), request->segment(), ladder, options,
+      *tenant, request->stream_id(), request->sequence(), request->segment(), ladder, options,
       [context, deadline] { return context->IsCancelled() || absl::Now() > deadline; });
   if (!result.ok()) {
     if (result.status().code() == absl::StatusCode::kResourceExhausted) {
+      // The gateway tries another node but does not wait for room here on the key's behalf.
+      if (IsTenantLimit(result.status())) context->AddTrailingMetadata(kTenantLimitTrailerKey, "1");
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrCat(config_.node_id, ": ", result.status().message()));
     }
@@ -221,12 +240,14 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
 }
 
 grpc::Status OrchestratorService::CloseTranscodeSession(
-    grpc::ServerContext*, const node::v1::CloseTranscodeSessionRequest* request,
+    grpc::ServerContext* context, const node::v1::CloseTranscodeSessionRequest* request,
     node::v1::CloseTranscodeSessionResponse* response) {
   if (request->stream_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stream_id is required");
   }
-  response->set_closed(transcode_sessions_->Close(request->stream_id()));
+  auto tenant = TenantOf(context);  // the caller's stream of that id, not another key's
+  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  response->set_closed(transcode_sessions_->Close(*tenant, request->stream_id()));
   return grpc::Status::OK;
 }
 

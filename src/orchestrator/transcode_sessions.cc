@@ -4,9 +4,26 @@
 
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 namespace switchyard::orchestrator {
+namespace {
+
+// Marks a refusal as the per-tenant cap (a status payload, so the message stays free text).
+constexpr char kTenantLimitPayload[] = "switchyard/transcode-tenant-limit";
+
+// How a session is named in logs: its stream id, and the tenant when there is one.
+std::string Describe(const std::string& tenant, const std::string& stream_id) {
+  if (tenant.empty()) return absl::StrCat("stream '", stream_id, "'");
+  return absl::StrCat("stream '", stream_id, "' of '", tenant, "'");
+}
+
+}  // namespace
+
+bool IsTenantLimit(const absl::Status& status) {
+  return absl::IsResourceExhausted(status) && status.GetPayload(kTenantLimitPayload).has_value();
+}
 
 bool SameLadder(const std::vector<RenditionSpec>& a, const std::vector<RenditionSpec>& b) {
   if (a.size() != b.size()) return false;
@@ -62,10 +79,24 @@ int TranscodeSessions::open_sessions() const {
   return static_cast<int>(sessions_.size());
 }
 
+int TranscodeSessions::open_sessions(const std::string& tenant) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return OpenSessionsLocked(tenant);
+}
+
+int TranscodeSessions::OpenSessionsLocked(const std::string& tenant) const {
+  int n = 0;
+  for (auto it = sessions_.lower_bound(Key(tenant, "")); it != sessions_.end(); ++it) {
+    if (it->first.first != tenant) break;
+    ++n;
+  }
+  return n;
+}
+
 absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
-    const std::string& stream_id, int64_t sequence, std::string_view segment,
-    const std::vector<RenditionSpec>& ladder, const TranscodeOptions& options,
-    const std::function<bool()>& cancelled) {
+    const std::string& tenant, const std::string& stream_id, int64_t sequence,
+    std::string_view segment, const std::vector<RenditionSpec>& ladder,
+    const TranscodeOptions& options, const std::function<bool()>& cancelled) {
   const auto full = [this] {
     return absl::ResourceExhaustedError(
         absl::StrCat("all ", options_.capacity, " transcode slots are busy"));
@@ -88,16 +119,28 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
     return result;
   }
 
+  const Key key(tenant, stream_id);
   std::shared_ptr<Session> s;
   bool opened = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = sessions_.find(stream_id);
+    auto it = sessions_.find(key);
     if (it == sessions_.end()) {
       if (static_cast<int>(sessions_.size()) + one_off_running_ >= options_.capacity) {
         return full();
       }
-      it = sessions_.emplace(stream_id, std::make_shared<Session>()).first;
+      // One key may not take the whole node: its idle streams would keep every other key out
+      // until they time out.
+      if (!tenant.empty() && options_.max_sessions_per_tenant > 0 &&
+          OpenSessionsLocked(tenant) >= options_.max_sessions_per_tenant) {
+        absl::Status limited = absl::ResourceExhaustedError(
+            absl::StrCat("API key '", tenant, "' already has ", options_.max_sessions_per_tenant,
+                         " open transcode session(s) here, the most one key may hold "
+                         "(transcode.max_sessions_per_key); end a stream or let one go idle"));
+        limited.SetPayload(kTenantLimitPayload, absl::Cord("1"));
+        return limited;
+      }
+      it = sessions_.emplace(key, std::make_shared<Session>()).first;
       opened = true;
     }
     s = it->second;
@@ -105,7 +148,7 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
     ++s->running;
   }
   if (opened) {
-    spdlog::info("transcode session for stream '{}' opened", stream_id);
+    spdlog::info("transcode session for {} opened", Describe(tenant, stream_id));
     if (on_change_) on_change_();
   }
   absl::StatusOr<TranscodeResult> result = absl::UnknownError("not run");
@@ -116,7 +159,8 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
         s->session->options().audio_codec != options.audio_codec ||
         s->session->options().audio_bitrate_bps != options.audio_bitrate_bps) {
       if (s->session != nullptr) {
-        spdlog::info("stream '{}' changed its ladder, container or audio: new session", stream_id);
+        spdlog::info("{} changed its ladder, container or audio: new session",
+                     Describe(tenant, stream_id));
       }
       s->session.reset();
       auto created = TranscodeSession::Create(ladder, options);
@@ -134,9 +178,12 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
     std::lock_guard<std::mutex> lock(mu_);
     --s->running;
     s->last_used = now_();
-    // A stream whose ladder was refused holds no session: give the slot back.
-    auto it = sessions_.find(stream_id);
-    if (s->session == nullptr && s->running == 0 && it != sessions_.end() && it->second == s) {
+    // A stream whose ladder was refused, or none of whose segments has succeeded (a bad first
+    // segment), has nothing worth keeping: give the slot back now rather than at the idle
+    // timeout, so failed attempts cannot pin the node's slots.
+    auto it = sessions_.find(key);
+    const bool nothing_kept = s->session == nullptr || s->session->segments_done() == 0;
+    if (nothing_kept && s->running == 0 && it != sessions_.end() && it->second == s) {
       sessions_.erase(it);
       dropped = true;
     }
@@ -145,20 +192,20 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
   return result;
 }
 
-bool TranscodeSessions::Close(const std::string& stream_id) {
+bool TranscodeSessions::Close(const std::string& tenant, const std::string& stream_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     // A segment still running keeps its Session alive through its shared_ptr; the slot is freed
     // now and a later segment of the stream opens a new session.
-    if (sessions_.erase(stream_id) == 0) return false;
+    if (sessions_.erase(Key(tenant, stream_id)) == 0) return false;
   }
-  spdlog::info("transcode session for stream '{}' closed", stream_id);
+  spdlog::info("transcode session for {} closed", Describe(tenant, stream_id));
   if (on_change_) on_change_();
   return true;
 }
 
 int TranscodeSessions::CloseIdle() {
-  std::vector<std::string> closed;
+  std::vector<Key> closed;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const absl::Time now = now_();
@@ -171,8 +218,8 @@ int TranscodeSessions::CloseIdle() {
       }
     }
   }
-  for (const auto& id : closed) {
-    spdlog::info("transcode session for stream '{}' closed after {} idle", id,
+  for (const auto& [tenant, id] : closed) {
+    spdlog::info("transcode session for {} closed after {} idle", Describe(tenant, id),
                  absl::FormatDuration(options_.idle_timeout));
   }
   if (!closed.empty() && on_change_) on_change_();

@@ -1,5 +1,10 @@
 // The orchestrator's live transcoding sessions: one per stream, kept between its segments,
-// bounded in number (the node's transcode capacity) and closed when idle.
+// bounded in number (the node's transcode capacity, and a share of it per tenant) and closed
+// when idle.
+//
+// A stream is named by (tenant, stream id): the tenant is the API key id the gateway admitted the
+// client with ("" without keys), so the same stream id sent under another key names another
+// stream, and no key can continue, reset or close another's session (docs/security.md).
 #pragma once
 
 #include <condition_variable>
@@ -11,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -33,7 +39,15 @@ struct TranscodeSessionsOptions {
   // How often idle sessions are looked for; 0 disables the background sweep (tests call
   // CloseIdle themselves).
   absl::Duration sweep_interval = absl::Seconds(1);
+  // Sessions one non-empty tenant may hold open at once; a new stream beyond that is refused
+  // (RESOURCE_EXHAUSTED, IsTenantLimit). 0: no per-tenant cap. The empty tenant (a gateway
+  // without API keys: every client alike) is bounded by `capacity` only.
+  int max_sessions_per_tenant = 0;
 };
+
+// Whether a Transcode refusal is the per-tenant cap (waiting for a free slot would not help)
+// rather than the node's capacity.
+bool IsTenantLimit(const absl::Status& status);
 
 class TranscodeSessions {
  public:
@@ -48,24 +62,30 @@ class TranscodeSessions {
   TranscodeSessions(const TranscodeSessions&) = delete;
   TranscodeSessions& operator=(const TranscodeSessions&) = delete;
 
-  // Transcodes one segment. With a `stream_id`, the stream's session is used (opened on its first
-  // segment; reopened when the ladder or container changes); segments of one stream run one at a
-  // time, in arrival order. Without one, the segment runs on its own, holding a slot while it
-  // runs. RESOURCE_EXHAUSTED when a new stream or one-off segment finds every slot taken; a
-  // segment of a stream already open here is never refused for capacity.
-  absl::StatusOr<TranscodeResult> Transcode(const std::string& stream_id, int64_t sequence,
-                                            std::string_view segment,
+  // Transcodes one segment. With a `stream_id`, the tenant's stream's session is used (opened on
+  // its first segment; reopened when the ladder or container changes); segments of one stream
+  // run one at a time, in arrival order. A session none of whose segments succeeded is closed as
+  // soon as its failed segment ends, so a bad first segment holds no slot. Without a stream id,
+  // the segment runs on its own, holding a slot while it runs. RESOURCE_EXHAUSTED when a new
+  // stream or one-off segment finds every slot taken, or a new stream's tenant holds
+  // max_sessions_per_tenant sessions already; a segment of a stream already open here is never
+  // refused.
+  absl::StatusOr<TranscodeResult> Transcode(const std::string& tenant, const std::string& stream_id,
+                                            int64_t sequence, std::string_view segment,
                                             const std::vector<RenditionSpec>& ladder,
                                             const TranscodeOptions& options,
                                             const std::function<bool()>& cancelled = {});
 
-  // Closes a stream's session (the gateway says the stream ended). False if none was open.
-  bool Close(const std::string& stream_id);
+  // Closes the tenant's stream's session (the gateway says the stream ended). False if none was
+  // open (another tenant's stream of that id is not touched).
+  bool Close(const std::string& tenant, const std::string& stream_id);
   // Closes sessions idle for longer than the timeout; returns how many.
   int CloseIdle();
 
   int in_use() const;
   int open_sessions() const;
+  // Sessions open for `tenant`.
+  int open_sessions(const std::string& tenant) const;
   int capacity() const { return options_.capacity; }
 
  private:
@@ -77,14 +97,17 @@ class TranscodeSessions {
     int running = 0;  // segments running or waiting for run_mu
   };
 
+  using Key = std::pair<std::string, std::string>;  // (tenant, stream id)
+
   void Sweep();
+  int OpenSessionsLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const TranscodeSessionsOptions options_;
   const std::function<void()> on_change_;
   const std::function<absl::Time()> now_;
 
   mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  std::map<Key, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   int one_off_running_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::condition_variable stop_cv_;

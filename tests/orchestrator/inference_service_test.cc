@@ -292,6 +292,41 @@ TEST(InferenceOutputs, FromResultAndFillResponse) {
             absl::StatusCode::kInternal);
 }
 
+TEST(InferenceLimits, DefaultsFollowThePipelineUnlessTheModelSetsOne) {
+  ModelConfig image;
+  image.pipeline = "upscale";
+  image.max_input_pixels = 1000;
+  EXPECT_EQ(MaxInputElements(image), 4000);  // an RGBA image at the pixel limit
+  ModelConfig text = image;
+  text.pipeline = "llm";
+  EXPECT_EQ(MaxInputElements(text), kDefaultMaxInputElements);
+  text.max_input_elements = 7;
+  EXPECT_EQ(MaxInputElements(text), 7);
+}
+
+TEST(InferenceLimits, CheckInputSizesNamesTheInputItsSizeAndTheLimit) {
+  inference::ModelInferRequest req;
+  *req.add_inputs() = Input("a", "FP32", {2, 3});
+  *req.add_inputs() = Input("b", "FP64", {5});
+  EXPECT_TRUE(CheckInputSizes(req, 11).ok());
+  absl::Status st = CheckInputSizes(req, 10);  // 6 + 5 > 10: b takes the call over
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("input 'b'"));
+  EXPECT_THAT(st.message(), HasSubstr("5 elements (40 bytes of FP64)"));
+  EXPECT_THAT(st.message(), HasSubstr("after 6 in earlier inputs"));
+  EXPECT_THAT(st.message(), HasSubstr("at most 10 input elements"));
+  // Shapes whose product overflows int64 are over the limit, not wrapped around under it.
+  inference::ModelInferRequest huge;
+  *huge.add_inputs() = Input("h", "UINT8", {int64_t{1} << 40, int64_t{1} << 40, 0});
+  EXPECT_TRUE(CheckInputSizes(huge, 10).ok());  // a zero dimension: no elements at all
+  huge.mutable_inputs(0)->set_shape(2, 1 << 20);
+  st = CheckInputSizes(huge, int64_t{1} << 24);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("more than"));
+  huge.mutable_inputs(0)->set_shape(2, -4);
+  EXPECT_THAT(CheckInputSizes(huge, 10).message(), HasSubstr("negative dimension"));
+}
+
 // --- the service end to end --------------------------------------------------------------------
 
 constexpr const char* kPair = R"(
@@ -337,12 +372,17 @@ class InferenceServiceTest : public ::testing::Test {
     broken.id = "broken";
     broken.path = dir_.path() / "broken.pt";
     configs.push_back(broken);
+    ModelConfig small = identity;
+    small.id = "small";
+    small.max_input_elements = 10;
+    configs.push_back(small);
     models_ = std::make_unique<ModelManager>(configs, &board_);
     service_ = std::make_unique<InferenceService>(
         models_.get(), [this] { return ready_.load(); }, &board_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.SetMaxReceiveMessageSize(64 << 20);  // room for inputs over a model's element limit
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
@@ -558,6 +598,38 @@ TEST_F(InferenceServiceTest, ErrorCodes) {
   st = Infer(broken, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INTERNAL);
   EXPECT_THAT(st.error_message(), HasSubstr("shape"));
+}
+
+// Regression (issue 18): ModelInfer ran any input size the message limit let through, whatever
+// the model's own limits (an upscale model's pixels); now each model has an element limit.
+TEST_F(InferenceServiceTest, InputsOverTheModelsElementLimitAreRefusedBeforeItRuns) {
+  inference::ModelInferResponse resp;
+  // "pair" is an upscale model with the default 512 x 512 pixels: 4 x 262144 elements a call.
+  inference::ModelInferRequest big;
+  big.set_model_name("pair");
+  *big.add_inputs() = Input("x", "FP32", {600000});
+  *big.add_inputs() = Input("y", "FP32", {600000});
+  big.add_raw_input_contents(RawOf(at::zeros({600000})));
+  big.add_raw_input_contents(RawOf(at::zeros({600000})));
+  auto st = Infer(big, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("input 'y'"));
+  EXPECT_THAT(st.error_message(), HasSubstr("600000 elements (2400000 bytes of FP32)"));
+  EXPECT_THAT(st.error_message(), HasSubstr("at most 1048576 input elements"));
+  EXPECT_THAT(st.error_message(), HasSubstr("max_input_elements"));
+  // A model's own max_input_elements: 10 pass, 11 do not.
+  inference::ModelInferRequest small;
+  small.set_model_name("small");
+  *small.add_inputs() = Input("INPUT__0", "FP32", {10});
+  small.add_raw_input_contents(RawOf(at::ones({10})));
+  EXPECT_TRUE(Infer(small, &resp).ok());
+  small.mutable_inputs(0)->set_shape(0, 11);
+  *small.mutable_raw_input_contents(0) = RawOf(at::ones({11}));
+  st = Infer(small, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("input 'INPUT__0'"));
+  EXPECT_THAT(st.error_message(), HasSubstr("at most 10"));
+  EXPECT_TRUE(Infer(PairRequest(), &resp).ok());
 }
 
 }  // namespace

@@ -62,62 +62,132 @@ TEST_F(TranscodeSessionsTest, AnOpenStreamHoldsASlotAndIsNeverRefused) {
   ASSERT_FALSE(segment_->empty());
   auto sessions = Make(2);
   TranscodeOptions options;
-  auto a = sessions->Transcode("a", 0, *segment_, Ladder(), options);
+  auto a = sessions->Transcode("", "a", 0, *segment_, Ladder(), options);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->renditions.size(), 1u);
   EXPECT_EQ(a->renditions[0].height, 60);
   EXPECT_EQ(sessions->in_use(), 1);  // held between segments
-  ASSERT_TRUE(sessions->Transcode("b", 0, *segment_, Ladder(), options).ok());
+  ASSERT_TRUE(sessions->Transcode("", "b", 0, *segment_, Ladder(), options).ok());
   EXPECT_EQ(sessions->in_use(), 2);
   // Full: a new stream and a one-off segment are refused at once...
-  auto c = sessions->Transcode("c", 0, *segment_, Ladder(), options);
+  auto c = sessions->Transcode("", "c", 0, *segment_, Ladder(), options);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted) << c.status();
   EXPECT_NE(c.status().message().find("2 transcode slots"), std::string::npos);
-  auto one_off = sessions->Transcode("", 0, *segment_, Ladder(), options);
+  auto one_off = sessions->Transcode("", "", 0, *segment_, Ladder(), options);
   EXPECT_EQ(one_off.status().code(), absl::StatusCode::kResourceExhausted);
   // ...but the open streams go on.
-  EXPECT_TRUE(sessions->Transcode("a", 1, *segment_, Ladder(), options).ok());
-  EXPECT_TRUE(sessions->Transcode("b", 1, *segment_, Ladder(), options).ok());
+  EXPECT_TRUE(sessions->Transcode("", "a", 1, *segment_, Ladder(), options).ok());
+  EXPECT_TRUE(sessions->Transcode("", "b", 1, *segment_, Ladder(), options).ok());
   EXPECT_EQ(sessions->open_sessions(), 2);
   // Closing one frees its slot.
-  EXPECT_TRUE(sessions->Close("a"));
-  EXPECT_FALSE(sessions->Close("a"));
+  EXPECT_TRUE(sessions->Close("", "a"));
+  EXPECT_FALSE(sessions->Close("", "a"));
   EXPECT_EQ(sessions->in_use(), 1);
-  EXPECT_TRUE(sessions->Transcode("c", 0, *segment_, Ladder(), options).ok());
+  EXPECT_TRUE(sessions->Transcode("", "c", 0, *segment_, Ladder(), options).ok());
   EXPECT_GT(changes_.load(), 0);
 }
 
 TEST_F(TranscodeSessionsTest, IdleSessionsCloseAndOneOffSegmentsHoldASlotOnlyWhileRunning) {
   auto sessions = Make(1);
   TranscodeOptions options;
-  ASSERT_TRUE(sessions->Transcode("", 0, *segment_, Ladder(), options).ok());
+  ASSERT_TRUE(sessions->Transcode("", "", 0, *segment_, Ladder(), options).ok());
   EXPECT_EQ(sessions->in_use(), 0);
-  ASSERT_TRUE(sessions->Transcode("s", 0, *segment_, Ladder(), options).ok());
+  ASSERT_TRUE(sessions->Transcode("", "s", 0, *segment_, Ladder(), options).ok());
   clock_.now += absl::Seconds(5);
   EXPECT_EQ(sessions->CloseIdle(), 0);
-  ASSERT_TRUE(sessions->Transcode("s", 1, *segment_, Ladder(), options).ok());
+  ASSERT_TRUE(sessions->Transcode("", "s", 1, *segment_, Ladder(), options).ok());
   clock_.now += absl::Seconds(9);
   EXPECT_EQ(sessions->CloseIdle(), 0);  // used 9 s ago
   clock_.now += absl::Seconds(2);
   EXPECT_EQ(sessions->CloseIdle(), 1);
   EXPECT_EQ(sessions->in_use(), 0);
-  EXPECT_TRUE(sessions->Transcode("t", 0, *segment_, Ladder(), options).ok());
+  EXPECT_TRUE(sessions->Transcode("", "t", 0, *segment_, Ladder(), options).ok());
 }
 
 TEST_F(TranscodeSessionsTest, ALadderChangeReopensTheSessionAndABadLadderHoldsNoSlot) {
   auto sessions = Make(1);
   TranscodeOptions options;
-  auto first = sessions->Transcode("s", 0, *segment_, Ladder(60), options);
+  auto first = sessions->Transcode("", "s", 0, *segment_, Ladder(60), options);
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = sessions->Transcode("s", 1, *segment_, Ladder(30), options);
+  auto second = sessions->Transcode("", "s", 1, *segment_, Ladder(30), options);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->renditions[0].height, 30);
   EXPECT_EQ(sessions->open_sessions(), 1);
-  ASSERT_TRUE(sessions->Close("s"));
+  ASSERT_TRUE(sessions->Close("", "s"));
 
-  auto bad = sessions->Transcode("x", 0, *segment_, {}, options);
+  auto bad = sessions->Transcode("", "x", 0, *segment_, {}, options);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
   EXPECT_EQ(sessions->in_use(), 0);
+}
+
+// Regression (issue 18): sessions were keyed by stream id alone, so another API key naming the
+// same stream id continued (and could reset) the first key's session and could close it.
+TEST_F(TranscodeSessionsTest, AnotherTenantsStreamOfTheSameIdIsASeparateSession) {
+  auto sessions = Make(3);
+  TranscodeOptions options;
+  ASSERT_TRUE(sessions->Transcode("key-a", "live", 0, *segment_, Ladder(60), options).ok());
+  // B names A's stream with another ladder: B gets a session of its own; A's is untouched.
+  auto b = sessions->Transcode("key-b", "live", 0, *segment_, Ladder(30), options);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->renditions[0].height, 30);
+  EXPECT_EQ(sessions->open_sessions(), 2);
+  EXPECT_EQ(sessions->open_sessions("key-a"), 1);
+  EXPECT_EQ(sessions->open_sessions("key-b"), 1);
+  // Closing "live" as B (or as no key) ends B's stream only.
+  EXPECT_TRUE(sessions->Close("key-b", "live"));
+  EXPECT_FALSE(sessions->Close("key-b", "live"));
+  EXPECT_FALSE(sessions->Close("", "live"));
+  EXPECT_EQ(sessions->open_sessions("key-a"), 1);
+  auto a = sessions->Transcode("key-a", "live", 1, *segment_, Ladder(60), options);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->renditions[0].height, 60);
+  EXPECT_EQ(sessions->open_sessions(), 1);
+}
+
+// Regression (issue 18): a stream whose first segment failed kept its slot until the idle
+// timeout (30 s by default), so a client sending bad first segments pinned every slot.
+TEST_F(TranscodeSessionsTest, AFailedFirstSegmentGivesItsSlotBackAtOnce) {
+  auto sessions = Make(1);
+  TranscodeOptions options;
+  auto bad = sessions->Transcode("key-a", "s", 0, "not a video segment", Ladder(), options);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  EXPECT_EQ(sessions->in_use(), 0);  // no clock advance, no sweep
+  // The slot is free for another stream at once...
+  ASSERT_TRUE(sessions->Transcode("key-b", "t", 0, *segment_, Ladder(), options).ok());
+  EXPECT_EQ(sessions->in_use(), 1);
+  // ...while a stream that has succeeded keeps its session through a failed segment.
+  EXPECT_FALSE(sessions->Transcode("key-b", "t", 1, "garbage", Ladder(), options).ok());
+  EXPECT_EQ(sessions->open_sessions("key-b"), 1);
+  EXPECT_TRUE(sessions->Transcode("key-b", "t", 2, *segment_, Ladder(), options).ok());
+}
+
+// Issue 18: one key may not hold every slot of a node with its (idle) streams.
+TEST_F(TranscodeSessionsTest, SessionsPerTenantAreCappedWithANamedLimit) {
+  TranscodeSessionsOptions o;
+  o.capacity = 3;
+  o.idle_timeout = absl::Seconds(10);
+  o.sweep_interval = absl::ZeroDuration();
+  o.max_sessions_per_tenant = 1;
+  TranscodeSessions sessions(o, nullptr, clock_.Fn());
+  TranscodeOptions options;
+  ASSERT_TRUE(sessions.Transcode("key-a", "s1", 0, *segment_, Ladder(), options).ok());
+  auto second = sessions.Transcode("key-a", "s2", 0, *segment_, Ladder(), options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  EXPECT_TRUE(IsTenantLimit(second.status()));
+  EXPECT_NE(second.status().message().find("max_sessions_per_key"), std::string::npos)
+      << second.status();
+  EXPECT_NE(second.status().message().find("key-a"), std::string::npos);
+  // Its open stream goes on; other keys, and clients without keys, still find room.
+  EXPECT_TRUE(sessions.Transcode("key-a", "s1", 1, *segment_, Ladder(), options).ok());
+  EXPECT_TRUE(sessions.Transcode("key-b", "s1", 0, *segment_, Ladder(), options).ok());
+  EXPECT_TRUE(sessions.Transcode("", "s1", 0, *segment_, Ladder(), options).ok());
+  // A full node is not a per-key refusal.
+  auto full = sessions.Transcode("key-c", "s1", 0, *segment_, Ladder(), options);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(IsTenantLimit(full.status()));
+  // Once the key's stream ends it may open another.
+  ASSERT_TRUE(sessions.Close("key-a", "s1"));
+  EXPECT_TRUE(sessions.Transcode("key-a", "s2", 0, *segment_, Ladder(), options).ok());
 }
 
 TEST(TranscodeSessionsSweep, TheSweeperClosesIdleSessionsAndStopsOnDestruction) {
@@ -136,7 +206,7 @@ TEST(TranscodeSessionsSweep, TheSweeperClosesIdleSessionsAndStopsOnDestruction) 
   r.height = 60;
   r.bitrate_bps = 100000;
   r.preset = "ultrafast";
-  ASSERT_TRUE(sessions.Transcode("s", 0, segment, {r}, TranscodeOptions{}).ok());
+  ASSERT_TRUE(sessions.Transcode("", "s", 0, segment, {r}, TranscodeOptions{}).ok());
   EXPECT_EQ(sessions.in_use(), 1);
   bool closed = false;
   for (int i = 0; i < 200 && !closed; ++i) {
