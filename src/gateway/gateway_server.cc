@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
         "no api_keys_file configured: the gateway's API is open to anyone who can reach "
         "it (docs/security.md)");
   }
-  if (c.registration_secret.empty()) {
+  if (c.registration_secret.empty() && c.node_secrets.empty() && !c.node_id_from_client_cert) {
     spdlog::warn(
         "no registration_secret configured: any orchestrator may register "
         "(docs/security.md)");
@@ -57,8 +57,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   if (!orchestrator_security.ok()) return orchestrator_security.status();
   s->membership_ =
       std::make_unique<Membership>(c.max_message_bytes, *std::move(orchestrator_security));
-  s->registry_ = std::make_unique<RegistryService>(c.gateway_id, c.heartbeat_interval_ms,
-                                                   s->membership_.get(), c.registration_secret);
+  s->registry_ = std::make_unique<RegistryService>(
+      c.gateway_id, c.heartbeat_interval_ms, s->membership_.get(), c.registration_secret,
+      NodeAuth{c.node_secrets, c.node_id_from_client_cert});
   auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
   auto rng_mu = std::make_shared<std::mutex>();
   s->service_ = std::make_unique<GatewayService>(c, s->membership_.get(), [rng, rng_mu] {
