@@ -330,8 +330,8 @@ TEST(MembershipTest, TryRegisterGetsInOnceTheHolderLeavesOrIsSilent) {
   const uint64_t first =
       m.TryRegister(Status("a", "127.0.0.1:1"), NodeSource::kRegistered, Registrant{"p1", ""});
   ASSERT_NE(first, 0u);
-  EXPECT_EQ(m.TryRegister(Status("a", "127.0.0.1:2"), NodeSource::kRegistered, Registrant{"p2"}),
-            0u);
+  EXPECT_EQ(
+      m.TryRegister(Status("a", "127.0.0.1:2"), NodeSource::kRegistered, Registrant{"p2", ""}), 0u);
   m.Remove("a", first);  // the old stream ended
   const uint64_t second =
       m.TryRegister(Status("a", "127.0.0.1:2"), NodeSource::kRegistered, Registrant{"p2", "x"});
@@ -341,8 +341,8 @@ TEST(MembershipTest, TryRegisterGetsInOnceTheHolderLeavesOrIsSilent) {
   // Silent past the timeout: expired, and the id is free again.
   EXPECT_THAT(m.ExpireSilent(absl::Now() + absl::Seconds(5), absl::Seconds(1)),
               ::testing::ElementsAre("a"));
-  EXPECT_NE(m.TryRegister(Status("a", "127.0.0.1:3"), NodeSource::kRegistered, Registrant{"p3"}),
-            0u);
+  EXPECT_NE(
+      m.TryRegister(Status("a", "127.0.0.1:3"), NodeSource::kRegistered, Registrant{"p3", ""}), 0u);
   EXPECT_FALSE(m.Update(Status("a", "127.0.0.1:2"), second));  // the old one's token is dead
 }
 

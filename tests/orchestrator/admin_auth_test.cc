@@ -71,11 +71,11 @@ TEST(AdminAuthTest, FromConfigTakesEverySecretAndTheToken) {
     EXPECT_TRUE(auth.Check("LoadModel", s, std::nullopt).ok()) << s;
   }
   EXPECT_FALSE(auth.Check("LoadModel", std::nullopt, "Bearer t").ok());
-  c = OrchestratorConfig();
-  c.admin_token = "t";
-  auth = AdminAuth::FromConfig(c);
-  EXPECT_TRUE(auth.Check("LoadModel", std::nullopt, "Bearer t").ok());
-  EXPECT_FALSE(auth.Check("LoadModel", "t", std::nullopt).ok());
+  OrchestratorConfig with_token;
+  with_token.admin_token = std::string("operator-token");
+  AdminAuth token_auth = AdminAuth::FromConfig(with_token);
+  EXPECT_TRUE(token_auth.Check("LoadModel", std::nullopt, "Bearer operator-token").ok());
+  EXPECT_FALSE(token_auth.Check("LoadModel", "operator-token", std::nullopt).ok());
 }
 
 }  // namespace
