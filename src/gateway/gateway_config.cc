@@ -44,7 +44,9 @@ absl::StatusOr<std::map<std::string, std::string>> ParseNodeSecrets(
                      "must be 64 hex digits (the secret's SHA-256; see docs/security.md)");
     }
     // One secret for two ids would let either node register as the other.
-    if (!hashes.insert(sha256).second) return n.Error("sha256", "is repeated (one secret, two ids)");
+    if (!hashes.insert(sha256).second) {
+      return n.Error("sha256", "is repeated (one secret, two ids)");
+    }
     out[id] = sha256;
   }
   return out;

@@ -95,9 +95,8 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   if (root.Has("node_id") && c.node_id.empty()) {
     return root.Error("node_id", "must not be empty (omit it for <hostname>-<port>)");
   }
-  if (c.node_id.size() > 128 || !std::all_of(c.node_id.begin(), c.node_id.end(), [](char ch) {
-        return ch > 0x20 && ch < 0x7f;
-      })) {
+  if (c.node_id.size() > 128 || !std::all_of(c.node_id.begin(), c.node_id.end(),
+                                             [](char ch) { return ch > 0x20 && ch < 0x7f; })) {
     return root.Error("node_id", "must be 1..128 printable ASCII characters without spaces");
   }
   {
@@ -113,10 +112,10 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
       }
       const std::filesystem::path path = ResolveConfigPath(file, token_file);
       std::ifstream in(path);
-      if (token_file.empty() || !in || !std::getline(in, c.admin_token) ||
-          c.admin_token.empty()) {
-        return root.Error("admin_token_file", absl::StrCat("cannot read a token (first line) from '",
-                                                           path.string(), "'"));
+      if (token_file.empty() || !in || !std::getline(in, c.admin_token) || c.admin_token.empty()) {
+        return root.Error(
+            "admin_token_file",
+            absl::StrCat("cannot read a token (first line) from '", path.string(), "'"));
       }
     }
   }
@@ -308,8 +307,7 @@ std::string DefaultNodeId(const OrchestratorConfig& config, std::string hostname
     std::string port = host_port.substr(colon + 1);
     return port == "0" ? "" : port;
   };
-  std::string port =
-      config.advertise_address.empty() ? "" : port_of(config.advertise_address);
+  std::string port = config.advertise_address.empty() ? "" : port_of(config.advertise_address);
   if (port.empty()) port = port_of(config.listen);
   if (port.empty()) port = SecureRandomHex(4);
   return absl::StrCat(hostname, "-", port);

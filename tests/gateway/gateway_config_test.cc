@@ -203,9 +203,10 @@ namespace {
 TEST(GatewayConfigTest, NodeSecretsFile) {
   TempDir tmp;
   const std::string a(64, 'a'), b(64, 'B');
-  WriteFile(tmp.path() / "nodes.json",
-            Json({{"nodes", {{{"id", "node-a"}, {"sha256", a}}, {{"id", "node-b"}, {"sha256", b}}}}})
-                .dump());
+  WriteFile(
+      tmp.path() / "nodes.json",
+      Json({{"nodes", {{{"id", "node-a"}, {"sha256", a}}, {{"id", "node-b"}, {"sha256", b}}}}})
+          .dump());
   WriteFile(tmp.path() / "gateway.json", Json({{"node_secrets_file", "nodes.json"}}).dump());
   auto c = LoadGatewayConfig(tmp.path() / "gateway.json");  // relative to the config file
   ASSERT_TRUE(c.ok()) << c.status();
