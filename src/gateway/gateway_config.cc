@@ -1,12 +1,65 @@
 #include "gateway/gateway_config.h"
 
+#include <algorithm>
 #include <fstream>
+#include <set>
+#include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
+
+absl::StatusOr<std::map<std::string, std::string>> ParseNodeSecrets(
+    const std::string& json_text, const std::filesystem::path& file) {
+  auto json = ParseJson(json_text);
+  if (!json.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": ", json.status().message()));
+  }
+  ConfigObject root(*json, file.string(), "");
+  SY_RETURN_IF_ERROR(root.CheckKeys({"nodes"}));
+  if (!root.Has("nodes") || !(*json)["nodes"].is_array() || (*json)["nodes"].empty()) {
+    return root.Error("nodes", "is required: a non-empty array of {id, sha256} entries");
+  }
+  std::map<std::string, std::string> out;
+  std::set<std::string> hashes;
+  for (size_t i = 0; i < (*json)["nodes"].size(); ++i) {
+    ConfigObject n((*json)["nodes"][i], file.string(), absl::StrCat("nodes[", i, "]"));
+    SY_RETURN_IF_ERROR(n.CheckKeys({"id", "sha256"}));
+    std::string id, sha256;
+    SY_RETURN_IF_ERROR(n.Read("id", &id, /*required=*/true));
+    SY_RETURN_IF_ERROR(n.Read("sha256", &sha256, /*required=*/true));
+    if (id.empty() || id.size() > 128 ||
+        !std::all_of(id.begin(), id.end(), [](char ch) { return ch > 0x20 && ch < 0x7f; })) {
+      return n.Error("id", "must be 1..128 printable ASCII characters without spaces");
+    }
+    if (out.count(id) != 0) return n.Error("id", absl::StrCat("'", id, "' is repeated"));
+    absl::AsciiStrToLower(&sha256);
+    if (sha256.size() != 64 || !std::all_of(sha256.begin(), sha256.end(),
+                                            [](char ch) { return absl::ascii_isxdigit(ch); })) {
+      return n.Error("sha256",
+                     "must be 64 hex digits (the secret's SHA-256; see docs/security.md)");
+    }
+    // One secret for two ids would let either node register as the other.
+    if (!hashes.insert(sha256).second) {
+      return n.Error("sha256", "is repeated (one secret, two ids)");
+    }
+    out[id] = sha256;
+  }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LoadNodeSecrets(
+    const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) return absl::NotFoundError(absl::StrCat(file.string(), ": cannot open node secrets"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseNodeSecrets(text.str(), file);
+}
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                                                  const std::filesystem::path& file) {
@@ -25,7 +78,8 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
        "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
        "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
        "stream_idle_timeout_ms", "http_listen", "api_keys_file", "registration_secret",
-       "registration_secret_file", "tls", "http_tls", "orchestrator_tls"}));
+       "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls",
+       "http_tls", "orchestrator_tls"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));
@@ -76,7 +130,26 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
       }
     }
   }
+  {
+    std::string secrets_file;
+    SY_RETURN_IF_ERROR(root.Read("node_secrets_file", &secrets_file));
+    if (root.Has("node_secrets_file")) {
+      if (secrets_file.empty()) {
+        return root.Error("node_secrets_file", "must not be empty (omit it for none)");
+      }
+      std::filesystem::path path(secrets_file);
+      c.node_secrets_file = path.is_relative() && !file.empty() ? file.parent_path() / path : path;
+      auto secrets = LoadNodeSecrets(c.node_secrets_file);
+      if (!secrets.ok()) return secrets.status();
+      c.node_secrets = *std::move(secrets);
+    }
+  }
+  SY_RETURN_IF_ERROR(root.Read("node_id_from_client_cert", &c.node_id_from_client_cert));
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "tls", &c.tls));
+  if (c.node_id_from_client_cert && !c.tls.require_client_cert) {
+    return root.Error("node_id_from_client_cert",
+                      "needs tls with require_client_cert (a certificate to read the id from)");
+  }
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "http_tls", &c.http_tls));
   SY_RETURN_IF_ERROR(ReadTlsClientConfig(root, "orchestrator_tls", &c.orchestrator_tls));
   if (c.http_tls.enabled() && c.http_listen.empty()) {

@@ -45,6 +45,14 @@ struct GatewayConfig {
   // Orchestrators must send this on Registry.Register (docs/security.md); empty: open. From
   // `registration_secret`, or the first line of `registration_secret_file`.
   std::string registration_secret;
+  // Per-node registration secrets (docs/security.md): node id -> lowercase hex SHA-256 of that
+  // node's secret, from `node_secrets_file` ({"nodes": [{"id", "sha256"}]}). Non-empty: only
+  // these ids may register, each with its own secret; the shared secret is not accepted then.
+  std::filesystem::path node_secrets_file;
+  std::map<std::string, std::string> node_secrets;
+  // With tls.require_client_cert: a registering node's client certificate must name its node id
+  // (a subject alternative name or the CN).
+  bool node_id_from_client_cert = false;
   // The usage ledger (SQLite, docs/metering.md); empty: none (jobs are still checked, not
   // recorded). A relative path is taken relative to the config file.
   std::filesystem::path usage_ledger;
@@ -57,6 +65,13 @@ struct GatewayConfig {
   TlsServerConfig http_tls;
   TlsClientConfig orchestrator_tls;
 };
+
+// A node_secrets_file: {"nodes": [{"id": "node-a", "sha256": "<64 hex digits>"}]} -> id -> hash.
+// Errors name the file and the entry ("nodes.json: nodes[1].sha256: ...").
+absl::StatusOr<std::map<std::string, std::string>> ParseNodeSecrets(
+    const std::string& json_text, const std::filesystem::path& file);
+absl::StatusOr<std::map<std::string, std::string>> LoadNodeSecrets(
+    const std::filesystem::path& file);
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                                                  const std::filesystem::path& file);

@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
         "no api_keys_file configured: the gateway's API is open to anyone who can reach "
         "it (docs/security.md)");
   }
-  if (c.registration_secret.empty()) {
+  if (c.registration_secret.empty() && c.node_secrets.empty() && !c.node_id_from_client_cert) {
     spdlog::warn(
         "no registration_secret configured: any orchestrator may register "
         "(docs/security.md)");
@@ -58,8 +58,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   if (!orchestrator_security.ok()) return orchestrator_security.status();
   s->membership_ =
       std::make_unique<Membership>(c.max_message_bytes, *std::move(orchestrator_security));
-  s->registry_ = std::make_unique<RegistryService>(c.gateway_id, c.heartbeat_interval_ms,
-                                                   s->membership_.get(), c.registration_secret);
+  s->registry_ = std::make_unique<RegistryService>(
+      c.gateway_id, c.heartbeat_interval_ms, s->membership_.get(), c.registration_secret,
+      NodeAuth{c.node_secrets, c.node_id_from_client_cert});
   // Request and stream ids are drawn from this source: OpenSSL's CSPRNG, so no client can
   // rebuild it from the ids it sees (docs/security.md).
   s->service_ =

@@ -544,6 +544,12 @@ void GatewayService::CloseSessionOn(const std::string& node_id, const std::strin
     };
     auto* call = new Call;
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // The node refuses this admin call without a credential it has configured: send back the
+    // secret it registered with, never another of ours to an address a node chose. Static nodes
+    // get none (security.md): one that requires a credential closes the session when idle.
+    if (!node->credential.empty()) {
+      call->context.AddMetadata("x-switchyard-registration-secret", node->credential);
+    }
     call->request.set_stream_id(stream_id);
     if (!tenant.empty()) call->context.AddMetadata(kTenantMetadataKey, tenant);
     node->connection->stub()->async()->CloseTranscodeSession(

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/str_cat.h"
 #include "gateway/route_index.h"
 
 namespace switchyard::gateway {
@@ -32,15 +33,22 @@ NodeConnectionPtr Membership::ConnectionFor(const std::string& address) {
 
 uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource source) {
   std::lock_guard<std::mutex> lock(mu_);
+  return RegisterLocked(status, source, Registrant{});
+}
+
+uint64_t Membership::RegisterLocked(const node::v1::NodeStatus& status, NodeSource source,
+                                    const Registrant& registrant) {
   auto view = std::make_shared<NodeView>();
   view->id = status.node_id();
   view->source = source;
   view->status = status;
   view->connection = ConnectionFor(status.address());
+  view->credential = registrant.credential;
   Entry& e = nodes_[status.node_id()];
   bool fresh = e.view == nullptr;
   e.token = next_token_++;
   e.last_heard = absl::Now();
+  e.peer = registrant.peer;
   e.view = std::move(view);
   PublishLocked();
   if (fresh) {
@@ -50,14 +58,21 @@ uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource sou
   return e.token;
 }
 
-uint64_t Membership::RegisterIfAbsent(const node::v1::NodeStatus& status, NodeSource source) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (nodes_.count(status.node_id()) != 0) return 0;
+uint64_t Membership::TryRegister(const node::v1::NodeStatus& status, NodeSource source,
+                                 const Registrant& registrant, std::string* holder_peer) {
+  // Checked and inserted under one lock: two hellos racing for a free id cannot both get it.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(status.node_id());
+  if (it != nodes_.end()) {
+    if (holder_peer != nullptr) {
+      *holder_peer =
+          it->second.view->source == NodeSource::kStatic
+              ? absl::StrCat("static orchestrator ", it->second.view->connection->address())
+              : it->second.peer;
+    }
+    return 0;
   }
-  // Register retakes the lock; a hello racing in between wins either way, which is fine: both
-  // carry the node's current status.
-  return Register(status, source);
+  return RegisterLocked(status, source, registrant);
 }
 
 bool Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {

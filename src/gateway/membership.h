@@ -59,6 +59,16 @@ struct NodeView {
   // the same node id (Update copies the view; a re-registration inherits it from the previous
   // snapshot). May be null in hand-built views: the router then neither ejects nor measures it.
   std::shared_ptr<NodeStats> stats;
+  // The registration secret this node presented when it registered ("" for none or a static
+  // node). The gateway sends it back on admin calls to the node (CloseTranscodeSession): the node
+  // has it configured, and no other secret of the gateway's goes to an address a node chose.
+  std::string credential;
+};
+
+// Who holds a registration, for TryRegister.
+struct Registrant {
+  std::string peer;        // the registration stream's peer address, for logs
+  std::string credential;  // NodeView::credential
 };
 
 struct Snapshot {
@@ -78,12 +88,21 @@ class Membership {
                       GrpcClientSecurity security = GrpcClientSecurity());
   const GrpcClientSecurity& security() const { return security_; }
 
-  // Adds or replaces a node from a Hello (or a successful poll). Returns a token that Update and
+  // Adds or replaces a node (a successful poll of a static node). Returns a token that Update and
   // Remove must present, so a stale stream cannot touch a node that has re-registered since.
   uint64_t Register(const node::v1::NodeStatus& status, NodeSource source);
-  // Register, but only if no registration of the node exists (returns 0 then): lets a stream
-  // whose node was expired for silence come back without taking over a newer registration.
-  uint64_t RegisterIfAbsent(const node::v1::NodeStatus& status, NodeSource source);
+  // Register, but only if no live entry has the node's id (the id is then kept by its holder: a
+  // node id cannot be taken over while its registration lives). Returns the new token, or 0 and
+  // the holder's peer in `*holder_peer` (when not null). An entry lives until its stream ends
+  // (Remove) or it is silent for the node timeout (ExpireSilent).
+  uint64_t TryRegister(const node::v1::NodeStatus& status, NodeSource source,
+                       const Registrant& registrant, std::string* holder_peer = nullptr);
+  // TryRegister for a stream whose node was expired for silence and is heard from again: it
+  // comes back unless another registration has taken the id meanwhile (returns 0 then).
+  uint64_t RegisterIfAbsent(const node::v1::NodeStatus& status, NodeSource source,
+                            const Registrant& registrant = {}) {
+    return TryRegister(status, source, registrant);
+  }
   // Applies an update from the node's current registration. Returns false (and changes nothing)
   // if `token` is stale: the node re-registered elsewhere, or was expired for silence.
   bool Update(const node::v1::NodeStatus& status, uint64_t token);
@@ -103,10 +122,13 @@ class Membership {
   struct Entry {
     uint64_t token = 0;
     absl::Time last_heard;  // last hello or update (registered nodes)
+    std::string peer;       // Registrant::peer
     std::shared_ptr<const NodeView> view;
   };
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   NodeConnectionPtr ConnectionFor(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t RegisterLocked(const node::v1::NodeStatus& status, NodeSource source,
+                          const Registrant& registrant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int64_t max_message_bytes_;
   const GrpcClientSecurity security_;

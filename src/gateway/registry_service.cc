@@ -7,8 +7,11 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/config.h"
+#include "common/status.h"
 #include "common/tsan_handoff.h"
+#include "gateway/api_keys.h"
 
 namespace switchyard::gateway {
 
@@ -16,8 +19,11 @@ class RegistryService::Stream final
     : public grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage> {
  public:
   Stream(RegistryService* registry, std::string gateway_id, int heartbeat_ms,
-         Membership* membership, std::string peer)
-      : registry_(registry), membership_(membership), peer_(std::move(peer)) {
+         Membership* membership, std::string peer, Presented presented)
+      : registry_(registry),
+        membership_(membership),
+        peer_(std::move(peer)),
+        presented_(std::move(presented)) {
     ack_.mutable_ack()->set_gateway_id(std::move(gateway_id));
     ack_.mutable_ack()->set_heartbeat_interval_ms(heartbeat_ms);
     // gRPC may call OnCancel on another thread as soon as the stream is handed to it; gRPC core
@@ -41,11 +47,26 @@ class RegistryService::Stream final
         FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(valid.message())));
         return;
       }
+      if (absl::Status auth = registry_->AuthorizeNode(hello.node_id(), presented_); !auth.ok()) {
+        spdlog::warn("refused registration of node '{}' from {}: {}", hello.node_id(), peer_,
+                     std::string(auth.message()));
+        FinishOnce(ToGrpcStatus(auth));
+        return;
+      }
+      std::string holder;
+      uint64_t token = 0;
       {
         std::lock_guard<std::mutex> lock(leave_mu_);
-        if (token_ != 0) membership_->Remove(node_id_, token_);
+        if (token_ != 0) membership_->Remove(node_id_, token_);  // a second hello on this stream
+        token_ = 0;
+        token = membership_->TryRegister(hello, NodeSource::kRegistered,
+                                         Registrant{peer_, presented_.secret}, &holder);
         node_id_ = hello.node_id();
-        token_ = membership_->Register(hello, NodeSource::kRegistered);
+        token_ = token;
+      }
+      if (token == 0) {
+        RefuseTakenId(hello.node_id(), holder);
+        return;
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -73,14 +94,26 @@ class RegistryService::Stream final
               grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(valid.message())));
           return;
         }
-        std::lock_guard<std::mutex> lock(leave_mu_);
-        if (token_ != 0) {
-          const uint64_t fresh =
-              membership_->RegisterIfAbsent(in_.update(), NodeSource::kRegistered);
-          if (fresh != 0) {
-            token_ = fresh;
-            spdlog::info("orchestrator {} is heard from again; routed to again", node_id_);
+        std::string holder;
+        bool taken = false;
+        {
+          std::lock_guard<std::mutex> lock(leave_mu_);
+          if (token_ != 0) {
+            const uint64_t fresh =
+                membership_->TryRegister(in_.update(), NodeSource::kRegistered,
+                                         Registrant{peer_, presented_.secret}, &holder);
+            if (fresh != 0) {
+              token_ = fresh;
+              spdlog::info("orchestrator {} is heard from again; routed to again", node_id_);
+            } else {
+              token_ = 0;  // another registration holds the id now: this stream has lost it
+              taken = true;
+            }
           }
+        }
+        if (taken) {
+          RefuseTakenId(in_.update().node_id(), holder);
+          return;
         }
       }
     }
@@ -123,7 +156,32 @@ class RegistryService::Stream final
  private:
   static absl::Status Validate(const node::v1::NodeStatus& s) {
     if (s.node_id().empty()) return absl::InvalidArgumentError("hello has no node_id");
+    // Node ids go into logs, metrics labels and the ledger: bounded, printable, no spaces.
+    if (s.node_id().size() > kMaxNodeIdBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node_id is ", s.node_id().size(), " bytes; at most ", kMaxNodeIdBytes));
+    }
+    for (unsigned char ch : s.node_id()) {
+      if (ch < 0x21 || ch > 0x7e) {
+        return absl::InvalidArgumentError(
+            "node_id must be printable ASCII without spaces or control characters");
+      }
+    }
     return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));
+  }
+
+  // The id is held by another live registration: refuse, and log both ends so that an operator
+  // sees an impostor (or a restarted node waiting for its old stream to end or time out).
+  void RefuseTakenId(const std::string& node_id, const std::string& holder) {
+    spdlog::warn(
+        "refused registration of node '{}' from {}: the id is held by the live registration "
+        "from {} (until that stream ends or is silent for node_timeout_ms)",
+        node_id, peer_, holder);
+    FinishOnce(grpc::Status(
+        grpc::StatusCode::ALREADY_EXISTS,
+        absl::StrCat("node id '", node_id,
+                     "' is registered by another live orchestrator; an id is kept by its "
+                     "registration until that stream ends or is silent for the node timeout")));
   }
 
   void Leave() {
@@ -135,6 +193,7 @@ class RegistryService::Stream final
   RegistryService* registry_;
   Membership* membership_;
   std::string peer_;
+  const Presented presented_;
   node::v1::NodeMessage in_;
   node::v1::GatewayMessage ack_;
   // node_id_ and token_ are guarded by leave_mu_: OnCancel (Leave) may run on another thread
@@ -165,24 +224,54 @@ bool SecretMatches(absl::string_view got, const std::string& want) {
   return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
 }
 
+// The names a client certificate gives its holder: every subject alternative name and the CN.
+std::vector<std::string> CertIdentities(const grpc::CallbackServerContext* context) {
+  std::vector<std::string> out;
+  const std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return out;
+  for (const char* property : {"x509_subject_alternative_name", "x509_common_name"}) {
+    for (const grpc::string_ref& value : auth->FindPropertyValues(property)) {
+      out.emplace_back(value.data(), value.size());
+    }
+  }
+  return out;
+}
+
 constexpr const char* kShuttingDown = "gateway shutting down";
 
 }  // namespace
 
 grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* RegistryService::Register(
     grpc::CallbackServerContext* context) {
-  if (!secret_.empty()) {
-    const auto& md = context->client_metadata();
-    auto it = md.find(kSecretMetadata);
-    const bool present = it != md.end();
-    if (!present ||
-        !SecretMatches(absl::string_view(it->second.data(), it->second.size()), secret_)) {
-      const std::string why = present ? "wrong registration secret"
-                                      : "no registration secret (x-switchyard-registration-secret)";
-      spdlog::warn("refused registration from {}: {}", context->peer(), why);
-      return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                             absl::StrCat("registration refused: ", why)));
+  const auto& md = context->client_metadata();
+  auto it = md.find(kSecretMetadata);
+  const bool present = it != md.end();
+  Presented presented;
+  if (present) presented.secret.assign(it->second.data(), it->second.size());
+  // Refused before the hello is read: an unknown client cannot make the gateway read a message.
+  std::string why;
+  if (!node_auth_.node_secrets.empty()) {
+    // Per-node secrets: this one must be some node's (whose, is checked against the hello).
+    if (!present) {
+      why = "no registration secret (x-switchyard-registration-secret)";
+    } else if (node_secret_hashes_.count(Sha256Hex(presented.secret)) == 0) {
+      why = "wrong registration secret";
     }
+  } else if (!secret_.empty()) {
+    if (!present) {
+      why = "no registration secret (x-switchyard-registration-secret)";
+    } else if (!SecretMatches(presented.secret, secret_)) {
+      why = "wrong registration secret";
+    }
+  }
+  if (why.empty() && node_auth_.node_id_from_client_cert) {
+    presented.cert_identities = CertIdentities(context);
+    if (presented.cert_identities.empty()) why = "no client certificate naming the node";
+  }
+  if (!why.empty()) {
+    spdlog::warn("refused registration from {}: {}", context->peer(), why);
+    return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                           absl::StrCat("registration refused: ", why)));
   }
   Stream* stream;
   {
@@ -190,12 +279,41 @@ grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* Regist
     if (shutting_down_) {
       return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, kShuttingDown));
     }
-    stream = new Stream(this, gateway_id_, heartbeat_interval_ms_, membership_, context->peer());
+    stream = new Stream(this, gateway_id_, heartbeat_interval_ms_, membership_, context->peer(),
+                        std::move(presented));
     streams_.insert(stream);
   }
   // Outside mu_: a reaction to the read may run (and end in Untrack) before this returns.
   stream->Begin();
   return stream;
+}
+
+absl::Status RegistryService::AuthorizeNode(const std::string& node_id,
+                                            const Presented& presented) const {
+  if (!node_auth_.node_secrets.empty()) {
+    auto it = node_auth_.node_secrets.find(node_id);
+    if (it == node_auth_.node_secrets.end()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("registration refused: node id '", node_id,
+                       "' is not in the gateway's node_secrets_file"));
+    }
+    if (!SecretMatches(Sha256Hex(presented.secret), it->second)) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "registration refused: the registration secret is not node '", node_id, "''s"));
+    }
+  }
+  if (node_auth_.node_id_from_client_cert) {
+    bool named = false;
+    for (const std::string& identity : presented.cert_identities) {
+      named = named || identity == node_id;
+    }
+    if (!named) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "registration refused: the client certificate names ",
+          absl::StrJoin(presented.cert_identities, ", "), ", not node '", node_id, "'"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void RegistryService::Shutdown() {

@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
   }
   if (!listen.empty()) config->listen = listen;
   if (!node_id.empty()) config->node_id = node_id;
+  // After --listen: the default id is "<hostname>-<port>" (DefaultNodeId).
+  if (config->node_id.empty()) config->node_id = orchestrator::DefaultNodeId(*config);
   if (!gateways.empty()) config->gateways = gateways;
   if (no_gateways) config->gateways.clear();
   if (!log_level.empty()) config->log_level = log_level;

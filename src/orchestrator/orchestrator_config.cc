@@ -1,11 +1,15 @@
 #include "orchestrator/orchestrator_config.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <fstream>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/secure_random.h"
 #include "common/status.h"
 
 namespace switchyard::orchestrator {
@@ -89,8 +93,36 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
       {"node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
        "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
        "test_inflate_units",
-       "registration_secret", "registration_secrets", "tls", "http_tls", "gateway_tls"}));
+       "registration_secret", "registration_secrets", "admin_token", "admin_token_file", "tls",
+       "http_tls", "gateway_tls"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
+  if (root.Has("node_id") && c.node_id.empty()) {
+    return root.Error("node_id", "must not be empty (omit it for <hostname>-<port>)");
+  }
+  if (c.node_id.size() > 128 || !std::all_of(c.node_id.begin(), c.node_id.end(),
+                                             [](char ch) { return ch > 0x20 && ch < 0x7f; })) {
+    return root.Error("node_id", "must be 1..128 printable ASCII characters without spaces");
+  }
+  {
+    std::string token_file;
+    SY_RETURN_IF_ERROR(root.Read("admin_token", &c.admin_token));
+    SY_RETURN_IF_ERROR(root.Read("admin_token_file", &token_file));
+    if (root.Has("admin_token") && c.admin_token.empty()) {
+      return root.Error("admin_token", "must not be empty (omit it for none)");
+    }
+    if (root.Has("admin_token_file")) {
+      if (!c.admin_token.empty()) {
+        return root.Error("admin_token_file", "give admin_token or this, not both");
+      }
+      const std::filesystem::path path = ResolveConfigPath(file, token_file);
+      std::ifstream in(path);
+      if (token_file.empty() || !in || !std::getline(in, c.admin_token) || c.admin_token.empty()) {
+        return root.Error(
+            "admin_token_file",
+            absl::StrCat("cannot read a token (first line) from '", path.string(), "'"));
+      }
+    }
+  }
   SY_RETURN_IF_ERROR(root.Read("test_inflate_units", &c.test_inflate_units));
   if (c.test_inflate_units != 0) {
     spdlog::warn("{}: test_inflate_units is {}: this node misreports every job's units (for "
@@ -128,7 +160,6 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "tls", &c.tls));
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "http_tls", &c.http_tls));
   SY_RETURN_IF_ERROR(ReadTlsClientConfig(root, "gateway_tls", &c.gateway_tls));
-  if (c.node_id.empty()) return root.Error("node_id", "must not be empty");
   SY_RETURN_IF_ERROR(ValidateHostPort(c.listen, absl::StrCat(file.string(), ": listen")));
   if (!c.advertise_address.empty()) {
     SY_RETURN_IF_ERROR(
@@ -266,6 +297,29 @@ absl::StatusOr<OrchestratorConfig> LoadOrchestratorConfig(const std::filesystem:
   auto json = LoadJsonFile(file);
   if (!json.ok()) return json.status();
   return ParseOrchestratorConfig(json->dump(), file);
+}
+
+std::string DefaultNodeId(const OrchestratorConfig& config, std::string hostname) {
+  if (hostname.empty()) {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof(buf) - 1) == 0) hostname = buf;
+  }
+  // Only characters a node id may hold (printable, no spaces), and bounded.
+  hostname.erase(std::remove_if(hostname.begin(), hostname.end(),
+                                [](char ch) { return ch <= 0x20 || ch >= 0x7f; }),
+                 hostname.end());
+  if (hostname.size() > 100) hostname.resize(100);
+  if (hostname.empty()) hostname = "orchestrator";
+  auto port_of = [](const std::string& host_port) -> std::string {
+    const size_t colon = host_port.rfind(':');
+    if (colon == std::string::npos) return "";
+    std::string port = host_port.substr(colon + 1);
+    return port == "0" ? "" : port;
+  };
+  std::string port = config.advertise_address.empty() ? "" : port_of(config.advertise_address);
+  if (port.empty()) port = port_of(config.listen);
+  if (port.empty()) port = SecureRandomHex(4);
+  return absl::StrCat(hostname, "-", port);
 }
 
 std::string OrchestratorConfig::RegistrationSecretFor(const std::string& address) const {

@@ -79,7 +79,9 @@ struct TranscodeConfig {
 
 struct OrchestratorConfig {
   std::filesystem::path file;  // where it was read from ("" for defaults)
-  std::string node_id = "orchestrator";
+  // Identity advertised to gateways; one live registration per id. "" (the default): derived at
+  // start by DefaultNodeId, unique per host and port.
+  std::string node_id;
   std::string listen = "127.0.0.1:50061";
   std::string advertise_address;               // "" = the listen address with its bound port
   std::string http_listen = "127.0.0.1:8936";  // /healthz, /readyz, /metrics; "" disables
@@ -88,6 +90,10 @@ struct OrchestratorConfig {
   // default `registration_secret`; empty: none sent.
   std::string registration_secret;
   std::map<std::string, std::string> registration_secrets;
+  // The operator's token for admin calls (LoadModel, UnloadModel, CloseTranscodeSession), sent as
+  // `authorization: Bearer TOKEN`; from `admin_token` or the first line of `admin_token_file`.
+  // Those calls also accept any registration secret above; with neither: open (warned at start).
+  std::string admin_token;
   int heartbeat_ms = 500;    // load update interval on the registration stream
   int intra_op_threads = 0;  // libtorch intra-op threads (0 = libtorch default)
   int inter_op_threads = 0;  // libtorch inter-op threads (0 = libtorch default)
@@ -112,6 +118,12 @@ struct OrchestratorConfig {
   // The secret to send to the gateway at `address` ("" for none).
   std::string RegistrationSecretFor(const std::string& address) const;
 };
+
+// The node id used when the config gives none: "<hostname>-<port>", the port of
+// advertise_address, else of listen; "<hostname>-<8 random hex digits>" when both ports are 0
+// (picked at bind time, so unknown here). Unique per host and port, so two nodes left at the
+// default do not take each other's id. `hostname` "" means this machine's (gethostname).
+std::string DefaultNodeId(const OrchestratorConfig& config, std::string hostname = "");
 
 // Parses and validates; errors name the file, the field and the reason.
 absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,

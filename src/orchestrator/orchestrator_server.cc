@@ -41,7 +41,16 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
       compute->Add(labels, Metrics::LatencyBuckets()).Observe(absl::ToDoubleSeconds(c));
     });
   }
+  if (s->config_.node_id.empty()) s->config_.node_id = DefaultNodeId(s->config_);
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
+  if (AdminAuth::FromConfig(s->config_).open()) {
+    // Kept open so that the default single-machine setup (no secrets anywhere) still works.
+    spdlog::warn(
+        "no registration_secret, registration_secrets or admin_token configured: the admin calls "
+        "LoadModel, UnloadModel and CloseTranscodeSession are open to anyone who can reach {} "
+        "(docs/security.md)",
+        s->config_.listen);
+  }
   s->inference_ = std::make_unique<InferenceService>(
       s->models_.get(), [svc = s->service_.get()] { return !svc->BuildStatus().draining(); },
       &s->board_);

@@ -78,7 +78,7 @@ void OrchestratorService::FillJobInfo(grpc::ServerContext* context, const ModelC
 
 OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
                                          StatusBoard* board)
-    : config_(config), models_(models), board_(board) {
+    : config_(config), admin_auth_(AdminAuth::FromConfig(config)), models_(models), board_(board) {
   TranscodeSessionsOptions sessions;
   sessions.capacity = config_.transcode.capacity;
   sessions.idle_timeout = absl::Milliseconds(config_.transcode.session_idle_timeout_ms);
@@ -232,16 +232,33 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
     transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
   }
-  spdlog::info("[{}] transcode {} frames ({} decode, {} encode) -> {} renditions in {:.0f} ms",
-               rid, result->input_frames, result->hardware_decoded ? "GPU" : "software",
-               result->hardware_encoded ? "NVENC" : "libx264",
-               response->renditions_size(), job->compute_ms());
+  spdlog::info("[{}] transcode {} frames ({} decode, {} encode) -> {} renditions in {:.0f} ms", rid,
+               result->input_frames, result->hardware_decoded ? "GPU" : "software",
+               result->hardware_encoded ? "NVENC" : "libx264", response->renditions_size(),
+               job->compute_ms());
   return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::CheckAdmin(grpc::ServerContext* context,
+                                             absl::string_view call) const {
+  const auto& md = context->client_metadata();
+  auto find = [&md](const char* key) -> std::optional<absl::string_view> {
+    auto it = md.find(key);
+    if (it == md.end()) return std::nullopt;
+    return absl::string_view(it->second.data(), it->second.size());
+  };
+  absl::Status st =
+      admin_auth_.Check(call, find(AdminAuth::kSecretMetadata), find("authorization"));
+  if (st.ok()) return grpc::Status::OK;
+  spdlog::warn("[{}] refused {} from {}: {}", RequestId(context), std::string(call),
+               context->peer(), std::string(st.message()));
+  return ToGrpcStatus(st);
 }
 
 grpc::Status OrchestratorService::CloseTranscodeSession(
     grpc::ServerContext* context, const node::v1::CloseTranscodeSessionRequest* request,
     node::v1::CloseTranscodeSessionResponse* response) {
+  if (grpc::Status admin = CheckAdmin(context, "CloseTranscodeSession"); !admin.ok()) return admin;
   if (request->stream_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stream_id is required");
   }
@@ -260,6 +277,7 @@ grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1
 grpc::Status OrchestratorService::LoadModel(grpc::ServerContext* context,
                                             const node::v1::ModelRequest* request,
                                             node::v1::NodeCapability* response) {
+  if (grpc::Status admin = CheckAdmin(context, "LoadModel"); !admin.ok()) return admin;
   if (request->model_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
   }
@@ -273,6 +291,7 @@ grpc::Status OrchestratorService::LoadModel(grpc::ServerContext* context,
 grpc::Status OrchestratorService::UnloadModel(grpc::ServerContext* context,
                                               const node::v1::ModelRequest* request,
                                               node::v1::NodeCapability* response) {
+  if (grpc::Status admin = CheckAdmin(context, "UnloadModel"); !admin.ok()) return admin;
   if (request->model_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
   }

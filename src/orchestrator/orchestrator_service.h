@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "orchestrator/admin_auth.h"
 #include "orchestrator/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/status_board.h"
@@ -94,11 +95,15 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   absl::StatusOr<AcquiredModel> AcquireModel(grpc::ServerContext* context,
                                              const std::string& pipeline,
                                              const std::string& model_id);
+  // Admin calls (LoadModel, UnloadModel, CloseTranscodeSession): OK for a caller with a
+  // credential AdminAuth accepts; UNAUTHENTICATED (logged with the peer) otherwise.
+  grpc::Status CheckAdmin(grpc::ServerContext* context, absl::string_view call) const;
   // Fills the orchestrator's part of a successful job's JobInfo.
   void FillJobInfo(grpc::ServerContext* context, const ModelConfig& model, int64_t units,
                    absl::Time start, v1::JobInfo* job) const;
 
   const OrchestratorConfig& config_;
+  const AdminAuth admin_auth_;
   ModelManager* models_;
   StatusBoard* board_;
   mutable std::mutex address_mu_;

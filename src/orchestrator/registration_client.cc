@@ -120,9 +120,16 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
       last_error_.clear();
       spdlog::warn("registration stream to gateway {} broke: {}", gateway_address_,
                    status.error_message());
-    } else if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    } else if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+               status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
       // Not a network blip: say so where an operator looks, at every retry.
       spdlog::warn("gateway {} refused registration: {}", gateway_address_, status.error_message());
+    } else if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+      // Another live registration holds this node id: an impostor or a second node left with the
+      // same node_id, or this node's own previous run whose stream has not ended yet (a quick
+      // restart). Retried with backoff: the last gets in once the old stream ends or times out.
+      spdlog::warn("gateway {} refused registration as node '{}' (retrying): {}", gateway_address_,
+                   hello.hello().node_id(), status.error_message());
     } else if (security_.tls() && status.error_message() != last_error_) {
       // With TLS a refused handshake (untrusted certificate, no client certificate where the
       // gateway requires one) looks like this too: say it once, where an operator looks.

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::gateway {
@@ -198,6 +199,52 @@ namespace switchyard::gateway {
 namespace {
 
 // The config the README's quick start runs with must load.
+// Issue 18, "Node id takeover": per-node registration secrets (node id -> SHA-256 of secret).
+TEST(GatewayConfigTest, NodeSecretsFile) {
+  TempDir tmp;
+  const std::string a(64, 'a'), b(64, 'B');
+  WriteFile(
+      tmp.path() / "nodes.json",
+      Json({{"nodes", {{{"id", "node-a"}, {"sha256", a}}, {{"id", "node-b"}, {"sha256", b}}}}})
+          .dump());
+  WriteFile(tmp.path() / "gateway.json", Json({{"node_secrets_file", "nodes.json"}}).dump());
+  auto c = LoadGatewayConfig(tmp.path() / "gateway.json");  // relative to the config file
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->node_secrets_file, tmp.path() / "nodes.json");
+  ASSERT_EQ(c->node_secrets.size(), 2u);
+  EXPECT_EQ(c->node_secrets.at("node-a"), a);
+  EXPECT_EQ(c->node_secrets.at("node-b"), std::string(64, 'b'));  // lowercased
+  EXPECT_TRUE(Parse(Json::object())->node_secrets.empty());
+
+  auto secrets_error = [&](const Json& nodes, const std::string& field) {
+    WriteFile(tmp.path() / "bad.json", nodes.dump());
+    auto bad = ParseNodeSecrets(nodes.dump(), tmp.path() / "bad.json");
+    ASSERT_FALSE(bad.ok()) << nodes.dump();
+    EXPECT_THAT(bad.status().message(), HasSubstr("bad.json")) << bad.status();
+    EXPECT_THAT(bad.status().message(), HasSubstr(field)) << bad.status();
+  };
+  secrets_error(Json::object(), "nodes");
+  secrets_error(Json({{"nodes", Json::array()}}), "nodes");
+  secrets_error(Json({{"nodes", {{{"id", "x"}, {"sha256", "abc"}}}}}), "nodes[0].sha256");
+  secrets_error(Json({{"nodes", {{{"id", "x y"}, {"sha256", a}}}}}), "nodes[0].id");
+  secrets_error(Json({{"nodes", {{{"id", "x"}, {"sha256", a}}, {{"id", "x"}, {"sha256", b}}}}}),
+                "nodes[1].id");
+  // One secret for two ids would let either register as the other.
+  secrets_error(Json({{"nodes", {{{"id", "x"}, {"sha256", a}}, {{"id", "y"}, {"sha256", a}}}}}),
+                "nodes[1].sha256");
+  secrets_error(Json({{"nodes", {{{"id", "x"}, {"sha256", a}, {"rate", 1}}}}}), "rate");
+  // Nesting is bounded like every JSON from a file.
+  std::string deep(100, '[');
+  auto too_deep = ParseNodeSecrets(absl::StrCat("{\"nodes\":", deep), tmp.path() / "deep.json");
+  EXPECT_FALSE(too_deep.ok());
+  ExpectError(Json({{"node_secrets_file", ""}}), "node_secrets_file");
+  auto missing = Parse(Json({{"node_secrets_file", (tmp.path() / "none.json").string()}}));
+  EXPECT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("none.json"));
+  // The certificate binding needs client certificates to read the id from.
+  ExpectError(Json({{"node_id_from_client_cert", true}}), "node_id_from_client_cert");
+}
+
 TEST(ShippedConfigs, GatewayJsonLoads) {
   auto c = LoadGatewayConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / "configs/gateway.json");
   ASSERT_TRUE(c.ok()) << c.status();

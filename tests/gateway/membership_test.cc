@@ -295,5 +295,56 @@ TEST(MembershipTest, SilentRegisteredNodesExpireAndStaticOnesDoNot) {
   EXPECT_EQ(Find(m.snapshot(), "a")->status.address(), "127.0.0.1:1");
 }
 
+// Issue 18, "Node id takeover": a live registration keeps its id. Before, a second hello with the
+// same node_id replaced the first (Register), and the impostor got the victim's routes.
+TEST(MembershipTest, TryRegisterKeepsALiveIdAndNamesItsHolder) {
+  Membership m;
+  const uint64_t victim = m.TryRegister(Status("a", "127.0.0.1:1", 1), NodeSource::kRegistered,
+                                        Registrant{"ipv4:127.0.0.1:1001", "s1"});
+  ASSERT_NE(victim, 0u);
+  const SnapshotPtr before = m.snapshot();
+  std::string holder;
+  EXPECT_EQ(m.TryRegister(Status("a", "127.0.0.1:9"), NodeSource::kRegistered,
+                          Registrant{"ipv4:127.0.0.1:2002", "s2"}, &holder),
+            0u);
+  EXPECT_EQ(holder, "ipv4:127.0.0.1:1001");
+  EXPECT_EQ(m.snapshot(), before);  // nothing published: the victim keeps its routes
+  ASSERT_EQ(m.snapshot()->nodes.size(), 1u);
+  EXPECT_EQ(m.snapshot()->nodes[0]->status.address(), "127.0.0.1:1");
+  EXPECT_EQ(m.snapshot()->nodes[0]->credential, "s1");
+  // The victim's stream still works; an update keeps its credential.
+  EXPECT_TRUE(m.Update(Status("a", "127.0.0.1:1", 2), victim));
+  EXPECT_EQ(m.snapshot()->nodes[0]->credential, "s1");
+  // A static node's id is held the same way.
+  m.Register(Status("s", "127.0.0.1:3"), NodeSource::kStatic);
+  EXPECT_EQ(
+      m.TryRegister(Status("s", "127.0.0.1:9"), NodeSource::kRegistered, Registrant{}, &holder),
+      0u);
+  EXPECT_EQ(holder, "static orchestrator 127.0.0.1:3");
+  EXPECT_EQ(m.RegisterIfAbsent(Status("a", "127.0.0.1:9"), NodeSource::kRegistered), 0u);
+}
+
+// A restarted node waits for its old registration to end (its stream closes) or to go silent.
+TEST(MembershipTest, TryRegisterGetsInOnceTheHolderLeavesOrIsSilent) {
+  Membership m;
+  const uint64_t first =
+      m.TryRegister(Status("a", "127.0.0.1:1"), NodeSource::kRegistered, Registrant{"p1", ""});
+  ASSERT_NE(first, 0u);
+  EXPECT_EQ(
+      m.TryRegister(Status("a", "127.0.0.1:2"), NodeSource::kRegistered, Registrant{"p2", ""}), 0u);
+  m.Remove("a", first);  // the old stream ended
+  const uint64_t second =
+      m.TryRegister(Status("a", "127.0.0.1:2"), NodeSource::kRegistered, Registrant{"p2", "x"});
+  ASSERT_NE(second, 0u);
+  EXPECT_EQ(Find(m.snapshot(), "a")->status.address(), "127.0.0.1:2");
+  EXPECT_EQ(Find(m.snapshot(), "a")->credential, "x");
+  // Silent past the timeout: expired, and the id is free again.
+  EXPECT_THAT(m.ExpireSilent(absl::Now() + absl::Seconds(5), absl::Seconds(1)),
+              ::testing::ElementsAre("a"));
+  EXPECT_NE(
+      m.TryRegister(Status("a", "127.0.0.1:3"), NodeSource::kRegistered, Registrant{"p3", ""}), 0u);
+  EXPECT_FALSE(m.Update(Status("a", "127.0.0.1:2"), second));  // the old one's token is dead
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

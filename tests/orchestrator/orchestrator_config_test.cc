@@ -60,7 +60,7 @@ TEST(OrchestratorConfigTest, EmptyObjectGivesDefaults) {
   ASSERT_TRUE(c.ok()) << c.status();
   const OrchestratorConfig d;
   EXPECT_EQ(c->file, kFile);
-  EXPECT_EQ(c->node_id, "orchestrator");
+  EXPECT_EQ(c->node_id, "");  // derived at start: DefaultNodeId
   EXPECT_EQ(c->listen, "127.0.0.1:50061");
   EXPECT_EQ(c->advertise_address, "");
   EXPECT_TRUE(c->gateways.empty());
@@ -449,6 +449,57 @@ namespace switchyard::orchestrator {
 namespace {
 
 // The configs the README's quick start runs with must load.
+// Issue 18, "Node id takeover": every node left at the default node_id used to be "orchestrator",
+// so two of them took each other's registration. The default is now per host and port.
+TEST(OrchestratorConfigTest, DefaultNodeIdIsUniquePerHostAndPort) {
+  OrchestratorConfig c;
+  EXPECT_EQ(DefaultNodeId(c, "gpu-box-1"), "gpu-box-1-50061");  // listen's port
+  c.listen = "0.0.0.0:50062";
+  EXPECT_EQ(DefaultNodeId(c, "gpu-box-1"), "gpu-box-1-50062");
+  EXPECT_EQ(DefaultNodeId(c, "gpu-box-2"), "gpu-box-2-50062");
+  c.advertise_address = "10.0.0.5:40000";  // the advertised port wins (NAT, containers)
+  EXPECT_EQ(DefaultNodeId(c, "gpu-box-1"), "gpu-box-1-40000");
+  // Port 0 is picked at bind time: a random suffix keeps two such nodes apart.
+  c.advertise_address = "";
+  c.listen = "127.0.0.1:0";
+  const std::string a = DefaultNodeId(c, "h"), b = DefaultNodeId(c, "h");
+  EXPECT_THAT(a, ::testing::MatchesRegex("h-[0-9a-f]{8}"));
+  EXPECT_NE(a, b);
+  // This machine's hostname; characters a node id may not hold are dropped.
+  c.listen = "127.0.0.1:50061";
+  EXPECT_THAT(DefaultNodeId(c), ::testing::EndsWith("-50061"));
+  EXPECT_NE(DefaultNodeId(c), "orchestrator");
+  EXPECT_EQ(DefaultNodeId(c, "bad host\n"), "badhost-50061");
+  EXPECT_EQ(DefaultNodeId(c, " "), "orchestrator-50061");
+}
+
+TEST(OrchestratorConfigTest, NodeIdAndAdminToken) {
+  Json j = FullConfig();
+  j["node_id"] = "has space";
+  ExpectError(j, "node_id");
+  j["node_id"] = std::string(129, 'n');
+  ExpectError(j, "node_id");
+  j = FullConfig();
+  j["admin_token"] = "t0ken";
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->admin_token, "t0ken");
+  j["admin_token"] = "";
+  ExpectError(j, "admin_token");
+  TempDir tmp;
+  WriteFile(tmp.path() / "token", "from-file\nignored\n");
+  j = FullConfig();
+  j["admin_token_file"] = (tmp.path() / "token").string();
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->admin_token, "from-file");
+  j["admin_token"] = "both";
+  ExpectError(j, "admin_token_file");
+  j.erase("admin_token");
+  j["admin_token_file"] = (tmp.path() / "missing").string();
+  ExpectError(j, "admin_token_file");
+}
+
 TEST(ShippedConfigs, OrchestratorJsonsLoad) {
   for (const char* name : {"configs/orchestrator-1.json", "configs/orchestrator-2.json"}) {
     auto c = LoadOrchestratorConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / name);
