@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/tls.h"
+#include "gateway/live_video_options.h"
 #include "gateway/router.h"
 
 namespace switchyard::gateway {
@@ -56,6 +57,9 @@ struct GatewayConfig {
   TlsServerConfig tls;
   TlsServerConfig http_tls;
   TlsClientConfig orchestrator_tls;
+  // POST /live-video-to-video sessions: the `live_video` block (max_sessions,
+  // max_sessions_per_key, allowed_hosts into `egress`); the rest keeps LiveVideoOptions' defaults.
+  LiveVideoOptions live_video;
 };
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
