@@ -79,7 +79,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
        "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
        "stream_idle_timeout_ms", "http_listen", "api_keys_file", "registration_secret",
        "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls",
-       "http_tls", "orchestrator_tls"}));
+       "http_tls", "orchestrator_tls", "live_video"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));
@@ -212,6 +212,22 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   }
   r.eject_base = absl::Milliseconds(eject_base_ms);
   r.eject_max = absl::Milliseconds(eject_max_ms);
+  {
+    ConfigObject live = root.Child("live_video");
+    SY_RETURN_IF_ERROR(live.CheckKeys({"allowed_hosts", "max_sessions", "max_sessions_per_key"}));
+    std::vector<std::string> allowed_hosts;
+    SY_RETURN_IF_ERROR(live.Read("allowed_hosts", &allowed_hosts));
+    SY_RETURN_IF_ERROR(live.Read("max_sessions", &c.live_video.max_sessions));
+    SY_RETURN_IF_ERROR(live.Read("max_sessions_per_key", &c.live_video.max_sessions_per_key));
+    if (c.live_video.max_sessions < 1) return live.Error("max_sessions", "must be >= 1");
+    if (c.live_video.max_sessions_per_key < 1) {
+      return live.Error("max_sessions_per_key", "must be >= 1");
+    }
+    auto egress = EgressPolicy::Create(allowed_hosts);
+    // The message names allowed_hosts[i] and the entry.
+    if (!egress.ok()) return live.Error("", egress.status().message());
+    c.live_video.egress = *std::move(egress);
+  }
   SY_RETURN_IF_ERROR(root.Read("default_timeout_ms", &c.default_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   ConfigObject log = root.Child("log");

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/tls.h"
+#include "gateway/live_video_options.h"
 #include "gateway/router.h"
 
 namespace switchyard::gateway {
@@ -64,6 +65,9 @@ struct GatewayConfig {
   TlsServerConfig tls;
   TlsServerConfig http_tls;
   TlsClientConfig orchestrator_tls;
+  // POST /live-video-to-video sessions: the `live_video` block (max_sessions,
+  // max_sessions_per_key, allowed_hosts into `egress`); the rest keeps LiveVideoOptions' defaults.
+  LiveVideoOptions live_video;
 };
 
 // A node_secrets_file: {"nodes": [{"id": "node-a", "sha256": "<64 hex digits>"}]} -> id -> hash.

@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/json_limits.h"
+#include "gateway/api_keys.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -48,9 +50,7 @@ absl::Status RunUntil(net::io_context& ioc, const bool* done, absl::Time deadlin
   return absl::DeadlineExceededError(absl::StrCat(what, ": timed out"));
 }
 
-std::string SecondsText(absl::Duration d) {
-  return absl::StrCat(absl::ToInt64Seconds(d), " s");
-}
+std::string SecondsText(absl::Duration d) { return absl::StrCat(absl::ToInt64Seconds(d), " s"); }
 
 }  // namespace
 
@@ -95,7 +95,8 @@ absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url) {
   return out;
 }
 
-absl::StatusOr<TrickleResponse> TrickleRequest(const std::string& method, const std::string& url,
+absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
+                                               const std::string& method, const std::string& url,
                                                const std::string& body,
                                                const std::string& content_type,
                                                absl::Duration timeout, int64_t max_body,
@@ -124,7 +125,20 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const std::string& method, const 
                            done = true;
                          });
   if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
-  if (ec) return absl::UnavailableError(absl::StrCat(what, ": cannot resolve: ", ec.message()));
+  if (ec) {
+    spdlog::info("{}: cannot resolve {}: {}", what, parsed->host, ec.message());
+    return absl::UnavailableError(absl::StrCat(what, ": cannot resolve the host"));
+  }
+  // Every address this lookup gave is checked, and the connection goes to exactly these: a name
+  // that resolves elsewhere on another lookup (DNS rebinding) is checked again then.
+  for (const auto& entry : endpoints) {
+    if (absl::Status st = policy.CheckResolved(parsed->host, entry.endpoint().address());
+        !st.ok()) {
+      spdlog::warn("{}: refused: {} ({})", what, std::string(st.message()),
+                   entry.endpoint().address().to_string());
+      return absl::PermissionDeniedError(absl::StrCat(what, ": refused by policy"));
+    }
+  }
 
   done = false;
   stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
@@ -132,13 +146,19 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const std::string& method, const 
     done = true;
   });
   if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
-  if (ec) return absl::UnavailableError(absl::StrCat(what, ": cannot connect: ", ec.message()));
+  if (ec) {
+    // Which error (refused, unreachable, reset) would tell a caller whether a port is open.
+    spdlog::info("{}: cannot connect: {}", what, ec.message());
+    return absl::UnavailableError(absl::StrCat(what, ": cannot connect"));
+  }
 
   bhttp::request<bhttp::string_body> req;
   req.method(bhttp::string_to_verb(method));
   req.target(parsed->target);
   req.version(11);
-  req.set(bhttp::field::host, absl::StrCat(parsed->host, ":", parsed->port));
+  req.set(bhttp::field::host, absl::StrContains(parsed->host, ':')
+                                  ? absl::StrCat("[", parsed->host, "]:", parsed->port)
+                                  : absl::StrCat(parsed->host, ":", parsed->port));
   req.set(bhttp::field::user_agent, "switchyard-gateway");
   req.set(bhttp::field::connection, "close");
   if (!content_type.empty()) req.set(bhttp::field::content_type, content_type);
@@ -234,15 +254,16 @@ class LiveVideoSessions::Session {
   void PostEvent(Json event, bool last = false) {
     if (p_.events_url.empty()) return;
     std::lock_guard<std::mutex> lock(events_mu_);  // one sequence for both threads
+    if (events_refused_) return;
     event["request_id"] = p_.request_id;
     event["stream_id"] = p_.stream_id;
     event["timestamp_ms"] = absl::ToUnixMillis(absl::Now());
-    auto r = TrickleRequest("POST", absl::StrCat(p_.events_url, "/", event_seq_),
+    auto r = TrickleRequest(options_.egress, "POST", absl::StrCat(p_.events_url, "/", event_seq_),
                             event.dump(-1, ' ', false, Json::error_handler_t::replace),
-                            "application/json",
-                            last ? absl::Seconds(2) : options_.http_timeout, 1 << 20,
-                            last ? nullptr : &stop_);
+                            "application/json", last ? absl::Seconds(2) : options_.http_timeout,
+                            1 << 20, last ? nullptr : &stop_);
     ++event_seq_;
+    if (absl::IsPermissionDenied(r.status())) events_refused_ = true;  // no more tries
     if (!r.ok() || r->status / 100 != 2) {
       spdlog::debug("[{}] live event to {}: {}", p_.request_id, p_.events_url,
                     r.ok() ? absl::StrCat("HTTP ", r->status) : r.status().ToString());
@@ -253,11 +274,24 @@ class LiveVideoSessions::Session {
     int64_t seq = 0;
     int errors = 0;
     while (!stop_) {
-      auto r = TrickleRequest("GET", absl::StrCat(p_.control_url, "/", seq), "", "",
-                              options_.idle_timeout, 1 << 20, &stop_);
+      auto r = TrickleRequest(options_.egress, "GET", absl::StrCat(p_.control_url, "/", seq), "",
+                              "", options_.idle_timeout, options_.max_control_bytes, &stop_);
       if (stop_) return;
       if (!r.ok()) {
         if (absl::IsDeadlineExceeded(r.status())) continue;  // no update for a while: ask again
+        if (absl::IsPermissionDenied(r.status())) {
+          PostEvent({{"type", "error"},
+                     {"message", "control_url refused by policy; parameters stay as they are"}});
+          return;
+        }
+        if (absl::IsResourceExhausted(r.status())) {  // too large to copy into events
+          PostEvent({{"type", "error"},
+                     {"message",
+                      absl::StrCat("control message ", seq, " is over ", options_.max_control_bytes,
+                                   " bytes; parameters unchanged")}});
+          ++seq;
+          continue;
+        }
         if (++errors > 5) {
           spdlog::warn("[{}] live control channel {} given up: {}", p_.request_id, p_.control_url,
                        r.status().ToString());
@@ -285,13 +319,18 @@ class LiveVideoSessions::Session {
         if (!absl::SimpleAtoi(it->second, &served) || served < 0) served = seq;
       }
       seq = served + 1;
-      Json update = Json::parse(r->body, nullptr, false);
-      if (update.is_discarded() || !update.is_object()) {
-        PostEvent({{"type", "error"},
-                   {"message", absl::StrCat("control message ", served,
-                                            " is not a JSON object; parameters unchanged")}});
+      // Bounded in size above and in depth here: it is copied into events and segment calls.
+      auto parsed = ParseJson(r->body);
+      if (!parsed.ok() || !parsed->is_object()) {
+        PostEvent(
+            {{"type", "error"},
+             {"message",
+              absl::StrCat("control message ", served, " is not a JSON object",
+                           parsed.ok() ? "" : absl::StrCat(" (", parsed.status().message(), ")"),
+                           "; parameters unchanged")}});
         continue;
       }
+      Json update = *std::move(parsed);
       {
         std::lock_guard<std::mutex> lock(mu_);
         params_ = update.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -321,7 +360,7 @@ class LiveVideoSessions::Session {
         break;
       }
       const std::string in_url = absl::StrCat(p_.subscribe_url, "/", in_seq);
-      auto got = TrickleRequest("GET", in_url, "", "", options_.idle_timeout,
+      auto got = TrickleRequest(options_.egress, "GET", in_url, "", "", options_.idle_timeout,
                                 options_.max_segment_bytes, &stop_);
       if (!got.ok()) {
         if (stop_) continue;
@@ -330,7 +369,7 @@ class LiveVideoSessions::Session {
           break;
         }
         if (absl::IsResourceExhausted(got.status()) || absl::IsInvalidArgument(got.status()) ||
-            ++read_errors > 3) {
+            absl::IsPermissionDenied(got.status()) || ++read_errors > 3) {
           failed = true;
           reason = absl::StrCat("cannot read the input: ", got.status().message());
           break;
@@ -346,10 +385,10 @@ class LiveVideoSessions::Session {
       if (got->status == 470) {  // gone: jump to the live edge
         int64_t latest = 0;
         auto it = got->headers.find("lp-trickle-latest");
-        in_seq = it != got->headers.end() && absl::SimpleAtoi(it->second, &latest) &&
-                         latest > in_seq
-                     ? latest
-                     : in_seq + 1;
+        in_seq =
+            it != got->headers.end() && absl::SimpleAtoi(it->second, &latest) && latest > in_seq
+                ? latest
+                : in_seq + 1;
         continue;
       }
       if (got->status != 200) {
@@ -394,27 +433,27 @@ class LiveVideoSessions::Session {
                      status.error_message());
         PostEvent({{"type", "error"},
                    {"segment", served},
-                   {"message", absl::StrCat("segment ", served, " failed: ",
-                                            status.error_message(), " (dropped)")}});
+                   {"message", absl::StrCat("segment ", served, " failed: ", status.error_message(),
+                                            " (dropped)")}});
         if (failures_in_a_row >= options_.max_failures_in_a_row) {
           failed = true;
-          reason = absl::StrCat(failures_in_a_row, " segments failed in a row; last: ",
-                                status.error_message());
+          reason = absl::StrCat(failures_in_a_row,
+                                " segments failed in a row; last: ", status.error_message());
           break;
         }
         continue;
       }
       failures_in_a_row = 0;
       const std::string out_url = absl::StrCat(p_.publish_url, "/", out_seq);
-      auto put = TrickleRequest("POST", out_url, response.segment(), "video/mp2t",
+      auto put = TrickleRequest(options_.egress, "POST", out_url, response.segment(), "video/mp2t",
                                 options_.http_timeout, 1 << 20, &stop_);
       if (!put.ok() || put->status / 100 != 2) {
         if (stop_) continue;
         failed = true;
-        reason = absl::StrCat("cannot publish the output: ",
-                              put.ok() ? absl::StrCat("POST ", out_url, " answered HTTP ",
-                                                      put->status)
-                                       : std::string(put.status().message()));
+        reason =
+            absl::StrCat("cannot publish the output: ",
+                         put.ok() ? absl::StrCat("POST ", out_url, " answered HTTP ", put->status)
+                                  : std::string(put.status().message()));
         break;
       }
       ++out_seq;
@@ -433,8 +472,8 @@ class LiveVideoSessions::Session {
     }
     stop_ = true;  // ends the control loop; what follows is sent regardless
     // Close the output channel, then say why the session ended.
-    auto closed = TrickleRequest("DELETE", p_.publish_url, "", "", absl::Seconds(2), 1 << 20,
-                                 nullptr);
+    auto closed = TrickleRequest(options_.egress, "DELETE", p_.publish_url, "", "",
+                                 absl::Seconds(2), 1 << 20, nullptr);
     if (!closed.ok()) {
       spdlog::debug("[{}] closing {}: {}", p_.request_id, p_.publish_url,
                     closed.status().ToString());
@@ -446,7 +485,15 @@ class LiveVideoSessions::Session {
                {"frames", frames}},
               /*last=*/true);
     if (!p_.events_url.empty()) {
-      (void)TrickleRequest("DELETE", p_.events_url, "", "", absl::Seconds(2), 1 << 20, nullptr);
+      bool refused = false;
+      {
+        std::lock_guard<std::mutex> lock(events_mu_);
+        refused = events_refused_;
+      }
+      if (!refused) {
+        (void)TrickleRequest(options_.egress, "DELETE", p_.events_url, "", "", absl::Seconds(2),
+                             1 << 20, nullptr);
+      }
     }
     spdlog::info("[{}] live-video-to-video {}: {} ({} segments, {} frames)", p_.request_id,
                  failed ? "failed" : "ended", reason, out_seq, frames);
@@ -458,7 +505,8 @@ class LiveVideoSessions::Session {
   std::atomic<bool> stop_{false};
   std::atomic<bool> done_{false};
   std::mutex events_mu_;
-  int64_t event_seq_ ABSL_GUARDED_BY(events_mu_) = 0;  // the next events_url sequence number
+  int64_t event_seq_ ABSL_GUARDED_BY(events_mu_) = 0;        // the next events_url sequence number
+  bool events_refused_ ABSL_GUARDED_BY(events_mu_) = false;  // events_url refused by policy
   std::mutex mu_;
   std::string params_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;  // the segment call in flight
@@ -475,6 +523,7 @@ LiveVideoSessions::~LiveVideoSessions() { Stop(); }
 void LiveVideoSessions::Reap() {
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (it->second->done()) {
+      session_keys_.erase(it->first);
       it = sessions_.erase(it);  // joins: its threads are finishing
     } else {
       ++it;
@@ -482,13 +531,54 @@ void LiveVideoSessions::Reap() {
   }
 }
 
+namespace {
+
+// Whose session this is, for max_sessions_per_key: the key id the handler found, else the key the
+// client presented (as ApiKeyAuth reads it: "Bearer <key>"), hashed so that no key is kept
+// twice. "" when the client sent no key.
+std::string KeyBucket(const LiveVideoParams& p) {
+  if (!p.api_key_id.empty()) return absl::StrCat("id:", p.api_key_id);
+  absl::string_view value = absl::StripAsciiWhitespace(p.authorization);
+  if (value.size() > 7 && absl::EqualsIgnoreCase(value.substr(0, 7), "bearer ")) {
+    value = absl::StripAsciiWhitespace(value.substr(7));
+  }
+  if (value.empty()) return "";
+  return absl::StrCat("sha256:", Sha256Hex(value));
+}
+
+}  // namespace
+
+absl::Status LiveVideoSessions::CheckUrl(absl::string_view field, absl::string_view url) const {
+  auto parsed = ParseHttpUrl(url);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", parsed.status().message()));
+  }
+  if (absl::Status st = options_.egress.CheckHost(parsed->host, options_.resolve_timeout);
+      !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", st.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LiveVideoSessions::Start(LiveVideoParams params) {
+  const std::string key = KeyBucket(params);
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) return absl::UnavailableError("the gateway is shutting down");
   Reap();
   if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "this gateway runs ", options_.max_sessions, " live sessions already (its limit)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this gateway runs ", options_.max_sessions,
+                     " live sessions already (its limit, live_video.max_sessions)"));
+  }
+  if (!key.empty()) {
+    int of_key = 0;
+    for (const auto& [id, k] : session_keys_) of_key += k == key ? 1 : 0;
+    if (of_key >= options_.max_sessions_per_key) {
+      return absl::ResourceExhaustedError(absl::StrCat("this API key runs ", of_key,
+                                                       " live sessions already (the limit per key, "
+                                                       "live_video.max_sessions_per_key, is ",
+                                                       options_.max_sessions_per_key, ")"));
+    }
   }
   if (sessions_.count(params.request_id) > 0) {
     return absl::AlreadyExistsError(
@@ -498,6 +588,7 @@ absl::Status LiveVideoSessions::Start(LiveVideoParams params) {
   auto session = std::make_unique<Session>(stub_, options_, std::move(params));
   session->Start();
   sessions_[id] = std::move(session);
+  session_keys_[id] = key;
   return absl::OkStatus();
 }
 
@@ -507,6 +598,7 @@ void LiveVideoSessions::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stopped_ = true;
     sessions.swap(sessions_);
+    session_keys_.clear();
   }
   for (auto& [id, s] : sessions) s->RequestStop();
   for (auto& [id, s] : sessions) s->Join();

@@ -23,9 +23,15 @@
 // subscribe, preconnecting the next segment, Lp-Trickle-Reset, the /next query, resuming a
 // partially received segment after a timeout.
 //
-// Sessions are owned by LiveVideoSessions: bounded in number, each bounded in lifetime and ended
-// when no input segment arrives for idle_timeout; Stop() (gateway shutdown, or the destructor)
-// ends them all and waits for their threads.
+// Sessions are owned by LiveVideoSessions: bounded in number (per gateway and per API key), each
+// bounded in lifetime and ended when no input segment arrives for idle_timeout; Stop() (gateway
+// shutdown, or the destructor) ends them all and waits for their threads.
+//
+// Every URL is the client's choice, so every connection goes through the egress policy
+// (egress_policy.h): the host is resolved once per connection, every address checked, and only
+// the checked addresses connected to; redirects are never followed (a 3xx is an error answer).
+// A refused connection ends what needed it with "refused by policy" and no more detail in events
+// (the operator's log has the host and the kind of address).
 #pragma once
 
 #include <atomic>
@@ -42,19 +48,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "gateway/egress_policy.h"
+#include "gateway/live_video_options.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::gateway {
-
-struct LiveVideoOptions {
-  int max_sessions = 64;                             // sessions at once; more refused (429)
-  absl::Duration max_lifetime = absl::Hours(12);     // a session ends after this long
-  absl::Duration idle_timeout = absl::Seconds(60);   // ... or when no segment came for this long
-  absl::Duration http_timeout = absl::Seconds(30);   // each publish or event request
-  absl::Duration segment_timeout = absl::Seconds(60);  // each segment's gRPC call
-  int64_t max_segment_bytes = 64 << 20;              // a larger input segment ends the session
-  int max_failures_in_a_row = 3;  // segments that fail one after another before the session ends
-};
 
 // What a session was started with (validated by the HTTP handler).
 struct LiveVideoParams {
@@ -64,10 +62,13 @@ struct LiveVideoParams {
   std::string manifest_id;
   std::string subscribe_url;
   std::string publish_url;
-  std::string control_url;  // may be empty
-  std::string events_url;   // may be empty
+  std::string control_url;    // may be empty
+  std::string events_url;     // may be empty
   std::string params = "{}";  // JSON object text
   std::string authorization;  // the client's Authorization header, sent with each segment
+  // The caller's API key id when the handler knows it; else the key in `authorization` counts
+  // (as its SHA-256) for max_sessions_per_key. A caller with neither has only the gateway's cap.
+  std::string api_key_id;
 };
 
 // An http://host[:port]/path URL. INVALID_ARGUMENT (naming what is wrong) for anything else.
@@ -85,11 +86,15 @@ struct TrickleResponse {
   std::map<std::string, std::string> headers;  // lower-case names
 };
 
-// One HTTP/1.1 request (Connection: close). The body, when not empty, is sent chunked. Gives up
-// with DEADLINE_EXCEEDED after `timeout`, CANCELLED as soon as `*stop` is set (polled every
-// 50 ms), UNAVAILABLE when the server cannot be reached or the connection breaks,
-// RESOURCE_EXHAUSTED for a response body over `max_body`.
-absl::StatusOr<TrickleResponse> TrickleRequest(const std::string& method, const std::string& url,
+// One HTTP/1.1 request (Connection: close) to a host `policy` allows. The body, when not empty,
+// is sent chunked. Redirects are not followed. Gives up with DEADLINE_EXCEEDED after `timeout`,
+// CANCELLED as soon as `*stop` is set (polled every 50 ms), PERMISSION_DENIED "<method> <url>:
+// refused by policy" before connecting when any address the host resolves to is refused,
+// UNAVAILABLE when the server cannot be reached or the connection breaks (without the system's
+// error text, which would make the gateway a port scanner; it is logged), RESOURCE_EXHAUSTED for
+// a response body over `max_body`.
+absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
+                                               const std::string& method, const std::string& url,
                                                const std::string& body,
                                                const std::string& content_type,
                                                absl::Duration timeout, int64_t max_body,
@@ -102,8 +107,15 @@ class LiveVideoSessions {
   LiveVideoSessions(const LiveVideoSessions&) = delete;
   LiveVideoSessions& operator=(const LiveVideoSessions&) = delete;
 
-  // Starts a session on its own thread and returns at once. RESOURCE_EXHAUSTED when
-  // max_sessions are running; UNAVAILABLE after Stop().
+  // The request-time check of the URL in request field `field` (its syntax, then the egress
+  // policy, options.resolve_timeout for a host name): INVALID_ARGUMENT "<field>: host H resolves
+  // to a loopback address, which live_video.allowed_hosts does not allow" and the like. The
+  // handler answers 422 with it before any other work.
+  absl::Status CheckUrl(absl::string_view field, absl::string_view url) const;
+
+  // Starts a session on its own thread and returns at once. RESOURCE_EXHAUSTED naming the limit
+  // when max_sessions, or max_sessions_per_key for the caller's key, are running; UNAVAILABLE
+  // after Stop(). The URLs are not checked again here (CheckUrl did, and each connection does).
   absl::Status Start(LiveVideoParams params);
   // Ends every session (their final events are still sent, best effort) and waits for them.
   void Stop();
@@ -119,6 +131,7 @@ class LiveVideoSessions {
   mutable std::mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> session_keys_ ABSL_GUARDED_BY(mu_);  // id -> key bucket
 };
 
 }  // namespace switchyard::gateway

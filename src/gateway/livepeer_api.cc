@@ -676,9 +676,9 @@ void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessio
   auto url = [&](const char* name, bool required) -> std::string {
     auto v = p->Str(name, required);
     if (!v || (v->empty() && !required)) return "";
-    if (auto u = ParseHttpUrl(*v); !u.ok()) {
-      p->Fail(name, absl::StrCat("Value error, ", name, " ", u.status().message()),
-              "value_error");
+    // Syntax and the egress policy (live_video.allowed_hosts), before any other work.
+    if (absl::Status st = sessions->CheckUrl(name, *v); !st.ok()) {
+      p->Fail(name, absl::StrCat("Value error, ", st.message()), "value_error");
       return "";
     }
     // The session appends "/<seq>" itself.

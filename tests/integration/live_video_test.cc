@@ -18,7 +18,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gateway/live_video.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
@@ -137,12 +142,24 @@ bool NamesField(const HttpResult& r, const std::string& field) {
   return false;
 }
 
+// The trickle server runs on 127.0.0.1, which the gateway refuses unless the operator opens it:
+// the documented way (docs/configuration.md, `live_video.allowed_hosts`).
+const Json kAllowLoopback = {{"live_video", {{"allowed_hosts", {"127.0.0.1/32"}}}}};
+
+// The policy the unit tests' requests to the test server need.
+const gateway::EgressPolicy& Loopback() {
+  static const auto* policy =
+      new gateway::EgressPolicy(*gateway::EgressPolicy::Create({"127.0.0.1/32"}));
+  return *policy;
+}
+
 class LiveVideoTest : public ::testing::Test {
  protected:
-  void StartCluster(int orchestrators) {
+  void StartCluster(int orchestrators, Json gateway_config = kAllowLoopback) {
     ClusterOptions options;
     options.orchestrators = orchestrators;
     options.models = {};
+    options.gateway_config = std::move(gateway_config);
     options.extra_models = {LiveModel(models_.path(), "live-invert", kInvertModel),
                             LiveModel(models_.path(), "live-params", kParamsModel)};
     auto st = cluster_.Start(options);
@@ -394,6 +411,243 @@ TEST_F(LiveVideoTest, GatewayShutdownEndsTheSessions) {
       << events[1].dump();
 }
 
+// Default config: the trickle server on 127.0.0.1 is refused in every URL field with 422 naming
+// the field and why, before any connection (the gateway used to connect there for anyone).
+TEST_F(LiveVideoTest, DefaultConfigRefusesLoopbackUrlsBeforeConnecting) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(1, Json::object()));
+  trickle_->Publish("in", "segment");
+  HttpResult r = Post(port_, {{"subscribe_url", trickle_->Url("in")},
+                              {"publish_url", trickle_->Url("out")},
+                              {"control_url", trickle_->Url("control")},
+                              {"events_url", trickle_->Url("events")},
+                              {"model_id", "live-invert"}});
+  EXPECT_EQ(r.status, 422) << r.body;
+  for (const char* field : {"subscribe_url", "publish_url", "control_url", "events_url"}) {
+    EXPECT_TRUE(NamesField(r, field)) << field << ": " << r.body;
+  }
+  EXPECT_TRUE(absl::StrContains(r.body,
+                                "subscribe_url: host 127.0.0.1 resolves to a loopback "
+                                "address, which live_video.allowed_hosts does not allow"))
+      << r.body;
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_EQ(trickle_->requests(), 0) << cluster_.Logs();
+  EXPECT_TRUE(cluster_.gateway().Alive());
+}
+
+// A new key and its entry, from the operators' tool (`switchyard-gateway --new-api-key`).
+Json NewKey(const std::string& id, std::string* key) {
+  std::string out;
+  EXPECT_EQ(
+      RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ", id),
+                 &out),
+      0)
+      << out;
+  Json entry;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
+    if (absl::ConsumePrefix(&line, "entry: ")) entry = Json::parse(line, nullptr, false);
+  }
+  EXPECT_TRUE(entry.is_object()) << out;
+  return entry;
+}
+
+// live_video.max_sessions_per_key: one key cannot take the gateway's every session; 429 names
+// the limit, another key still starts one, and an ended session gives its slot back.
+TEST_F(LiveVideoTest, SessionsAreCappedPerApiKey) {
+  TempDir keys_dir;
+  std::string key_a, key_b;
+  Json keys = {{"keys", {NewKey("app-a", &key_a), NewKey("app-b", &key_b)}}};
+  ASSERT_FALSE(HasFailure());
+  WriteFile(keys_dir.path() / "keys.json", keys.dump());
+  ClusterOptions options;
+  options.orchestrators = 1;
+  options.models = {};
+  options.extra_models = {LiveModel(models_.path(), "live-invert", kInvertModel)};
+  options.api_key = key_a;
+  options.gateway_config = {
+      {"api_keys_file", (keys_dir.path() / "keys.json").string()},
+      {"live_video", {{"allowed_hosts", {"127.0.0.1/32"}}, {"max_sessions_per_key", 1}}}};
+  ASSERT_TRUE(cluster_.Start(options).ok()) << cluster_.Logs();
+  auto trickle = TrickleServer::Start();
+  ASSERT_TRUE(trickle.ok());
+  TrickleServer& t = **trickle;
+  const int port = cluster_.gateway().http_port();
+  auto start = [&](const std::string& key, const std::string& name) {
+    HttpCall call;
+    call.method = "POST";
+    call.path = "/live-video-to-video";
+    call.content_type = "application/json";
+    call.headers["Authorization"] = absl::StrCat("Bearer ", key);
+    call.body = Json{{"subscribe_url", t.Url(name + "-in")},
+                     {"publish_url", t.Url(name + "-out")},
+                     {"events_url", t.Url(name + "-events")},
+                     {"model_id", "live-invert"}}
+                    .dump();
+    return HttpRequest(port, call);
+  };
+  HttpResult a1 = start(key_a, "a1");
+  ASSERT_EQ(a1.status, 200) << a1.body;
+  HttpResult a2 = start(key_a, "a2");
+  EXPECT_EQ(a2.status, 429) << a2.body;
+  EXPECT_TRUE(absl::StrContains(a2.body, "live_video.max_sessions_per_key")) << a2.body;
+  HttpResult b1 = start(key_b, "b1");
+  EXPECT_EQ(b1.status, 200) << b1.body;
+  // Key A's session ends (its input ends): its slot is free again.
+  t.Close("a1-in");
+  ASSERT_TRUE(t.WaitClosed("a1-events", seconds(10))) << cluster_.Logs();
+  HttpResult a3;
+  for (int i = 0; i < 50; ++i) {
+    a3 = start(key_a, absl::StrCat("a3-", i));
+    if (a3.status != 429) break;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_EQ(a3.status, 200) << a3.body;
+}
+
+// What the sessions' own threads do, in-process: a stub to nowhere (no segment reaches it).
+class LiveVideoSessionsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = TrickleServer::Start();
+    ASSERT_TRUE(t.ok()) << t.status();
+    trickle_ = *std::move(t);
+    stub_ = v1::Gateway::NewStub(
+        grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials()));
+  }
+  std::unique_ptr<TrickleServer> trickle_;
+  std::shared_ptr<v1::Gateway::Stub> stub_;
+};
+
+// A connection the policy refuses when the session makes it (a name that passed the request's
+// check) ends the session with an event that says "refused by policy" and no more: nothing
+// connects, and no system error text goes back to the caller.
+TEST_F(LiveVideoSessionsTest, RefusedConnectionEndsTheSessionWithoutDetail) {
+  auto counter = ConnectionCounter::Start();
+  ASSERT_TRUE(counter.ok()) << counter.status();
+  gateway::LiveVideoOptions options;
+  // "localhost" is opened by name (the events go there); 127.0.0.1 by address is not.
+  auto policy = gateway::EgressPolicy::Create({"localhost"});
+  ASSERT_TRUE(policy.ok());
+  options.egress = *policy;
+  gateway::LiveVideoSessions sessions(stub_, options);
+  gateway::LiveVideoParams p;
+  p.request_id = "live-1";
+  p.model_id = "m";
+  p.stream_id = "s";
+  p.subscribe_url = absl::StrCat("http://127.0.0.1:", (*counter)->port(), "/in");
+  p.publish_url = absl::StrCat("http://127.0.0.1:", (*counter)->port(), "/out");
+  p.events_url = absl::StrCat("http://localhost:", trickle_->port(), "/events");
+  ASSERT_TRUE(sessions.Start(p).ok());
+  ASSERT_TRUE(trickle_->WaitClosed("events", seconds(10)));
+  auto events = trickle_->Segments("events");
+  ASSERT_EQ(events.size(), 2u);
+  Json last = Json::parse(events.rbegin()->second, nullptr, false);
+  EXPECT_EQ(last["state"], "failed") << last.dump();
+  const std::string reason = last.value("reason", "");
+  EXPECT_TRUE(absl::EndsWith(reason, ": refused by policy")) << reason;
+  EXPECT_FALSE(absl::StrContains(reason, "loopback")) << reason;
+  EXPECT_EQ((*counter)->accepted(), 0);
+}
+
+// Nothing the policy refuses is connected to at all, at the lowest level either: names that
+// resolve to loopback, and the numeric forms of 127.0.0.1 that connect() takes.
+TEST_F(LiveVideoSessionsTest, TrickleRequestChecksTheResolvedAddress) {
+  auto counter = ConnectionCounter::Start();
+  ASSERT_TRUE(counter.ok()) << counter.status();
+  const int port = (*counter)->port();
+  gateway::EgressPolicy deny;
+  for (const std::string host :
+       {"127.0.0.1", "localhost", "127.1", "2130706433", "[::ffff:127.0.0.1]"}) {
+    auto r = gateway::TrickleRequest(deny, "GET", absl::StrCat("http://", host, ":", port, "/x/0"),
+                                     "", "", absl::Seconds(5), 1 << 20, nullptr);
+    EXPECT_TRUE(absl::IsPermissionDenied(r.status())) << host << ": " << r.status();
+    EXPECT_TRUE(absl::EndsWith(r.status().message(), "refused by policy")) << r.status();
+  }
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ((*counter)->accepted(), 0);
+  // The allowlist opens it: the connection is made (and the error says no more than that).
+  auto allowed = gateway::EgressPolicy::Create({"127.0.0.1/32"});
+  ASSERT_TRUE(allowed.ok());
+  auto r = gateway::TrickleRequest(*allowed, "GET", absl::StrCat("http://127.0.0.1:", port, "/x/0"),
+                                   "", "", absl::Seconds(5), 1 << 20, nullptr);
+  EXPECT_FALSE(r.ok());
+  for (int i = 0; i < 40 && (*counter)->accepted() == 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_EQ((*counter)->accepted(), 1);
+}
+
+// What control_url returns is copied into events and segment calls: a message over
+// max_control_bytes or nested past the JSON depth limit is dropped with an error event.
+TEST_F(LiveVideoSessionsTest, ControlMessagesAreBoundedAndDepthChecked) {
+  gateway::LiveVideoOptions options;
+  options.egress = Loopback();
+  gateway::LiveVideoSessions sessions(stub_, options);
+  gateway::LiveVideoParams p;
+  p.request_id = "live-2";
+  p.model_id = "m";
+  p.stream_id = "s";
+  p.subscribe_url = trickle_->Url("in");  // nothing comes: the session waits
+  p.publish_url = trickle_->Url("out");
+  p.control_url = trickle_->Url("control");
+  p.events_url = trickle_->Url("events");
+  ASSERT_TRUE(sessions.Start(p).ok());
+  trickle_->Publish("control", Json{{"prompt", std::string(100 << 10, 'x')}}.dump());
+  trickle_->Publish("control", std::string(200, '[') + std::string(200, ']'));
+  trickle_->Publish("control", R"({"a": 1})");
+  ASSERT_TRUE(trickle_->WaitSegments("events", 4, seconds(10)));
+  std::vector<Json> events;
+  for (const auto& [seq, body] : trickle_->Segments("events")) {
+    events.push_back(Json::parse(body, nullptr, false));
+  }
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events[1]["type"], "error") << events[1].dump().substr(0, 300);
+  EXPECT_TRUE(absl::StrContains(events[1].value("message", ""), "is over 65536 bytes"))
+      << events[1].dump().substr(0, 300);
+  EXPECT_EQ(events[2]["type"], "error") << events[2].dump().substr(0, 300);
+  EXPECT_TRUE(absl::StrContains(events[2].value("message", ""), "nested deeper than 64"))
+      << events[2].dump().substr(0, 300);
+  EXPECT_EQ(events[3]["type"], "params_updated") << events[3].dump();
+  EXPECT_EQ(events[3]["params"], Json({{"a", 1}}));
+  sessions.Stop();
+}
+
+// Per key, in-process: the key in Authorization (or the handler's key id) counts; callers with
+// no key have the gateway's cap only.
+TEST_F(LiveVideoSessionsTest, MaxSessionsPerKey) {
+  gateway::LiveVideoOptions options;
+  options.egress = Loopback();
+  options.max_sessions = 5;
+  options.max_sessions_per_key = 2;
+  gateway::LiveVideoSessions sessions(stub_, options);
+  int n = 0;
+  auto start = [&](const std::string& authorization, const std::string& key_id = "") {
+    gateway::LiveVideoParams p;
+    p.request_id = absl::StrCat("live-", n++);
+    p.model_id = std::string("live-model");
+    p.stream_id = p.request_id;
+    p.subscribe_url = trickle_->Url(p.request_id);
+    p.publish_url = trickle_->Url("out");
+    p.authorization = authorization;
+    p.api_key_id = key_id;
+    return sessions.Start(p);
+  };
+  EXPECT_TRUE(start("Bearer key-a").ok());
+  EXPECT_TRUE(start("bearer   key-a ").ok());  // the same key, spelt differently
+  absl::Status third = start("Bearer key-a");
+  EXPECT_TRUE(absl::IsResourceExhausted(third)) << third;
+  EXPECT_TRUE(absl::StrContains(third.message(), "live_video.max_sessions_per_key, is 2")) << third;
+  EXPECT_FALSE(absl::StrContains(third.message(), "key-a")) << third;  // never the key
+  EXPECT_TRUE(start("Bearer key-b").ok());
+  EXPECT_TRUE(start("", "id-1").ok());
+  EXPECT_TRUE(start("").ok());  // no key: the gateway's cap only
+  absl::Status gateway_full = start("");
+  EXPECT_TRUE(absl::IsResourceExhausted(gateway_full)) << gateway_full;
+  EXPECT_TRUE(absl::StrContains(gateway_full.message(), "live_video.max_sessions")) << gateway_full;
+  EXPECT_EQ(sessions.active(), 5);
+  sessions.Stop();
+}
+
 TEST(LiveVideoUnitTest, ParsesHttpUrls) {
   auto u = gateway::ParseHttpUrl("http://127.0.0.1:8935/ai/trickle/abc");
   ASSERT_TRUE(u.ok()) << u.status();
@@ -420,48 +674,48 @@ TEST(LiveVideoUnitTest, TrickleRequestsAgainstTheTestServer) {
   ASSERT_TRUE(server.ok());
   auto& t = **server;
   // A POST with a chunked body is stored under its sequence number.
-  auto post = gateway::TrickleRequest("POST", t.Url("ch") + "/0", "hello", "text/plain",
+  auto post = gateway::TrickleRequest(Loopback(), "POST", t.Url("ch") + "/0", "hello", "text/plain",
                                       absl::Seconds(5), 1 << 20, nullptr);
   ASSERT_TRUE(post.ok()) << post.status();
   EXPECT_EQ(post->status, 200);
   EXPECT_EQ(t.Segments("ch").at(0), "hello");
-  auto get = gateway::TrickleRequest("GET", t.Url("ch") + "/0", "", "", absl::Seconds(5), 1 << 20,
-                                     nullptr);
+  auto get = gateway::TrickleRequest(Loopback(), "GET", t.Url("ch") + "/0", "", "",
+                                     absl::Seconds(5), 1 << 20, nullptr);
   ASSERT_TRUE(get.ok()) << get.status();
   EXPECT_EQ(get->body, "hello");
   EXPECT_EQ(get->headers["lp-trickle-seq"], "0");
   // A GET for a segment that does not exist yet is held: the timeout and the stop flag end it.
   const auto start = std::chrono::steady_clock::now();
-  auto held = gateway::TrickleRequest("GET", t.Url("ch") + "/1", "", "", absl::Milliseconds(300),
-                                      1 << 20, nullptr);
+  auto held = gateway::TrickleRequest(Loopback(), "GET", t.Url("ch") + "/1", "", "",
+                                      absl::Milliseconds(300), 1 << 20, nullptr);
   EXPECT_TRUE(absl::IsDeadlineExceeded(held.status())) << held.status();
   std::atomic<bool> stop{false};
   std::thread stopper([&] {
     std::this_thread::sleep_for(milliseconds(200));
     stop = true;
   });
-  auto stopped =
-      gateway::TrickleRequest("GET", t.Url("ch") + "/1", "", "", absl::Seconds(30), 1 << 20, &stop);
+  auto stopped = gateway::TrickleRequest(Loopback(), "GET", t.Url("ch") + "/1", "", "",
+                                         absl::Seconds(30), 1 << 20, &stop);
   stopper.join();
   EXPECT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status();
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5));
   // Over the body limit; a closed channel; nobody listening.
-  auto big =
-      gateway::TrickleRequest("GET", t.Url("ch") + "/0", "", "", absl::Seconds(5), 3, nullptr);
+  auto big = gateway::TrickleRequest(Loopback(), "GET", t.Url("ch") + "/0", "", "",
+                                     absl::Seconds(5), 3, nullptr);
   EXPECT_TRUE(absl::IsResourceExhausted(big.status())) << big.status();
   t.Close("ch");
-  auto closed = gateway::TrickleRequest("GET", t.Url("ch") + "/1", "", "", absl::Seconds(5),
-                                        1 << 20, nullptr);
+  auto closed = gateway::TrickleRequest(Loopback(), "GET", t.Url("ch") + "/1", "", "",
+                                        absl::Seconds(5), 1 << 20, nullptr);
   ASSERT_TRUE(closed.ok());
   EXPECT_EQ(closed->status, 404);
   EXPECT_EQ(closed->headers.count("lp-trickle-closed"), 1u);
   t.Drop("gone", 0);
-  auto gone = gateway::TrickleRequest("GET", t.Url("gone") + "/0", "", "", absl::Seconds(5),
-                                      1 << 20, nullptr);
+  auto gone = gateway::TrickleRequest(Loopback(), "GET", t.Url("gone") + "/0", "", "",
+                                      absl::Seconds(5), 1 << 20, nullptr);
   ASSERT_TRUE(gone.ok());
   EXPECT_EQ(gone->status, 470);
-  auto refused = gateway::TrickleRequest("GET", "http://127.0.0.1:1/x/0", "", "", absl::Seconds(5),
-                                         1 << 20, nullptr);
+  auto refused = gateway::TrickleRequest(Loopback(), "GET", "http://127.0.0.1:1/x/0", "", "",
+                                         absl::Seconds(5), 1 << 20, nullptr);
   EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
 }
 

@@ -350,6 +350,8 @@ class TensorAndLiveMeteringTest : public MeteringTest {
     SaveScriptModule(tmp_.path() / "invert.pt",
                      "def forward(self, frame, params: str):\n    return 255.0 - frame\n");
     options_.models = {};
+    // The test's trickle server is on loopback, which live sessions may reach only when allowed.
+    options_.gateway_config["live_video"] = {{"allowed_hosts", {"127.0.0.1/32"}}};
     options_.extra_models = {
         {{"id", "ktriple"},
          {"pipeline", "upscale"},

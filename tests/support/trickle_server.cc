@@ -1,5 +1,13 @@
 #include "support/trickle_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -97,6 +105,7 @@ void TrickleServer::Handle(const http::Request& req, http::Reply reply) {
   std::vector<std::pair<http::Reply, http::Response>> wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    ++requests_;
     Channel& ch = channels_[channel];
     if (req.method == "DELETE" && !has_seq) {
       ch.closed = true;
@@ -193,6 +202,56 @@ int TrickleServer::held() const {
   int n = 0;
   for (const auto& [name, ch] : channels_) n += static_cast<int>(ch.waiting.size());
   return n;
+}
+
+int TrickleServer::requests() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return requests_;
+}
+
+absl::StatusOr<std::unique_ptr<ConnectionCounter>> ConnectionCounter::Start(bool ipv6) {
+  std::unique_ptr<ConnectionCounter> c(new ConnectionCounter());
+  c->fd_ = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c->fd_ < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  if (ipv6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&storage);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&storage);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof(*a);
+  }
+  if (bind(c->fd_, reinterpret_cast<sockaddr*>(&storage), len) != 0 || listen(c->fd_, 64) != 0 ||
+      getsockname(c->fd_, reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("listening on ", ipv6 ? "[::1]" : "127.0.0.1", ": ", std::strerror(errno)));
+  }
+  c->port_ = ntohs(ipv6 ? reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port
+                        : reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
+  ConnectionCounter* self = c.get();
+  c->thread_ = std::thread([self] {
+    while (!self->stop_) {
+      pollfd p{self->fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      const int conn = accept4(self->fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn >= 0) {
+        ++self->accepted_;
+        close(conn);
+      }
+    }
+  });
+  return c;
+}
+
+ConnectionCounter::~ConnectionCounter() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (fd_ >= 0) close(fd_);
 }
 
 }  // namespace switchyard::testing

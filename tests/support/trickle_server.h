@@ -8,6 +8,7 @@
 // The test publishes input segments with Publish() and reads what others posted with Segments().
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,6 +50,8 @@ class TrickleServer {
   bool WaitSegments(const std::string& channel, size_t n, std::chrono::milliseconds timeout) const;
   // GETs held now (waiting for a segment).
   int held() const;
+  // Requests received so far (of any kind).
+  int requests() const;
 
  private:
   struct Channel {
@@ -66,8 +70,29 @@ class TrickleServer {
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   std::map<std::string, Channel> channels_;
+  int requests_ = 0;  // guarded by mu_
   http::ServerPtr server_;
   int port_ = 0;
+};
+
+// A loopback TCP listener that counts the connections it accepts (and closes each at once): to
+// see whether the gateway connected somewhere it must not.
+class ConnectionCounter {
+ public:
+  // On 127.0.0.1, or on ::1 with `ipv6` (an error where the host has no IPv6 loopback).
+  static absl::StatusOr<std::unique_ptr<ConnectionCounter>> Start(bool ipv6 = false);
+  ~ConnectionCounter();
+
+  int port() const { return port_; }
+  int accepted() const { return accepted_; }
+
+ private:
+  ConnectionCounter() = default;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<int> accepted_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 }  // namespace switchyard::testing
