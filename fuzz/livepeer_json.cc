@@ -29,6 +29,7 @@
 #include "absl/strings/match.h"
 #include "common/http_server.h"
 #include "common/json_limits.h"
+#include "common/multipart.h"
 #include "fuzz/fuzz_util.h"
 #include "gateway/livepeer_api.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
@@ -140,6 +141,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     SWITCHYARD_FUZZ_CHECK(r.status == 400 && r.body.find("nested deeper than") != std::string::npos,
                           "a JSON body past the depth limit was not refused with 400 naming it: " +
                               std::to_string(r.status) + " " + r.body.substr(0, 200));
+  }
+  // segment-anything-2's JSON form fields are held to the same limit.
+  if (req.method == "POST" && req.path == "/segment-anything-2" && ct != req.headers.end() &&
+      absl::StartsWithIgnoreCase(ct->second, "multipart/form-data")) {
+    auto form = http::ParseMultipartForm(ct->second, req.body);
+    bool deep = false;
+    for (const char* field : {"point_coords", "point_labels", "box", "mask_input"}) {
+      if (!form.ok()) break;
+      auto it = form->find(field);
+      if (it != form->end() && !switchyard::CheckJsonDepth(it->second.data).ok()) deep = true;
+    }
+    SWITCHYARD_FUZZ_CHECK(
+        !deep || (r.status == 400 && r.body.find("nested deeper than") != std::string::npos),
+        "a JSON form field past the depth limit was not refused with 400 naming it: " +
+            std::to_string(r.status) + " " + r.body.substr(0, 200));
   }
   if (r.stream == nullptr && absl::StartsWith(r.content_type, "application/json")) {
     auto json = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
