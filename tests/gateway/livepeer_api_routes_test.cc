@@ -37,7 +37,9 @@ using Json = nlohmann::json;
 // cancels.
 class LlmFlood final : public grpc::ServerWriteReactor<v1::LLMResponse> {
  public:
-  LlmFlood(int messages, size_t bytes, std::atomic<int>* sent) : left_(messages), sent_(sent) {
+  LlmFlood(int messages, size_t bytes, std::atomic<int>* sent, std::atomic<int>* active)
+      : left_(messages), sent_(sent), active_(active) {
+    active_->fetch_add(1);
     msg_.set_id("flood");
     msg_.set_model("flood-llm");
     msg_.set_created(1);
@@ -49,7 +51,10 @@ class LlmFlood final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     sent_->fetch_add(1);
     Next();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    active_->fetch_sub(1);
+    delete this;
+  }
 
  private:
   void Next() {
@@ -61,6 +66,7 @@ class LlmFlood final : public grpc::ServerWriteReactor<v1::LLMResponse> {
   }
   int left_;
   std::atomic<int>* sent_;
+  std::atomic<int>* active_;
   v1::LLMResponse msg_;
 };
 
@@ -80,7 +86,7 @@ class FakeGateway final : public v1::Gateway::CallbackService {
   }
   grpc::ServerWriteReactor<v1::LLMResponse>* LLM(grpc::CallbackServerContext*,
                                                  const v1::LLMRequest*) override {
-    return new LlmFlood(llm_messages, llm_bytes, &llm_sent);
+    return new LlmFlood(llm_messages, llm_bytes, &llm_sent, &llm_active);
   }
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest*,
@@ -97,6 +103,7 @@ class FakeGateway final : public v1::Gateway::CallbackService {
   std::atomic<int> llm_messages{3};
   std::atomic<size_t> llm_bytes{4};
   std::atomic<int> llm_sent{0};
+  std::atomic<int> llm_active{0};  // LLM streams not done yet
 };
 
 class LivepeerApiRoutesTest : public ::testing::Test {
@@ -108,6 +115,12 @@ class LivepeerApiRoutesTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr);
   }
   void TearDown() override {
+    // Calls the routes started after replying (a streamed LLM) end before the server goes: the
+    // in-process channel must not outlive it mid-call.
+    for (int i = 0; i < 500 && service_.llm_active > 0; ++i) {  // bounded: 5 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(service_.llm_active, 0);
     routes_.clear();
     server_->Shutdown();
   }
@@ -251,6 +264,23 @@ TEST_F(LivepeerApiRoutesTest, NonStreamedLlmReplyOverTheLimitIs502) {
       PostJson("/llm", R"({"stream":true,"messages":[{"role":"user","content":"hi"}]})");
   EXPECT_EQ(streamed.status, 200);
   EXPECT_EQ(streamed.content_type, "text/event-stream");
+  // Read to the end (bounded), as a client would: the body ends with [DONE].
+  ASSERT_NE(streamed.stream, nullptr);
+  std::string events;
+  bool closed = false;
+  for (int i = 0; i < 1000 && !closed; ++i) {  // bounded: 10 s
+    {
+      std::lock_guard<std::mutex> lock(streamed.stream->mu);
+      while (!streamed.stream->pending.empty()) {
+        events += streamed.stream->pending.front();
+        streamed.stream->pending.pop_front();
+      }
+      closed = streamed.stream->closed;
+    }
+    if (!closed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_NE(events.find("data: [DONE]"), std::string::npos);
 }
 
 std::string Hex32() { return "[0-9a-f]{32}"; }
