@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/json_limits.h"
 #include "fuzz/fuzz_util.h"
 #include "gateway/gateway_config.h"
 #include "orchestrator/orchestrator_config.h"
@@ -20,20 +21,31 @@ void CheckError(const absl::Status& status) {
   SWITCHYARD_FUZZ_CHECK(!status.message().empty(), "an error without a message");
 }
 
+// A config nested past kMaxJsonDepth is refused while parsing, naming the limit: the readers
+// (and the dump() in their errors) recurse once per level, and a deep enough file overflowed the
+// stack (issue 18).
+void CheckDepth(const std::string& text, const absl::Status& status) {
+  if (switchyard::CheckJsonDepth(text).ok()) return;
+  SWITCHYARD_FUZZ_CHECK(status.message().find("nested deeper than") != absl::string_view::npos,
+                        "a config past the JSON depth limit was not refused naming it: " +
+                            std::string(status.message().substr(0, 200)));
+}
+
 void Orchestrator(const std::string& text) {
   using namespace switchyard::orchestrator;  // NOLINT: a fuzz target's body
   auto config = ParseOrchestratorConfig(text, kFile);
+  CheckDepth(text, config.status());
   if (!config.ok()) return CheckError(config.status());
   for (const ModelConfig& model : config->models) {
     SWITCHYARD_FUZZ_CHECK(!model.id.empty(), "a model without an id");
-    SWITCHYARD_FUZZ_CHECK(model.instances >= 1 && model.instances <= 64,
-                          "instances out of range");
+    SWITCHYARD_FUZZ_CHECK(model.instances >= 1 && model.instances <= 64, "instances out of range");
     SWITCHYARD_FUZZ_CHECK(model.options.is_object(), "options is not an object");
   }
 }
 
 void Gateway(const std::string& text) {
   auto config = switchyard::gateway::ParseGatewayConfig(text, kFile);
+  CheckDepth(text, config.status());
   if (!config.ok()) return CheckError(config.status());
 }
 

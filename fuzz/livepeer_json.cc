@@ -7,6 +7,9 @@
 // (a first line without a space is a path, method POST).
 // Every request must be answered, within 10 s, with a 1xx..5xx status; error bodies and JSON
 // bodies must be valid JSON. A handler that throws is a finding (the server would answer 500).
+// A JSON body nested deeper than kMaxJsonDepth must be 400 naming the limit: a nesting of a few
+// hundred thousand levels overflows the stack in dump() or a copy of the value (issue 18), which
+// the fuzzer could only show with huge inputs; checking the limit finds the class with 65 levels.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -25,6 +28,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "common/http_server.h"
+#include "common/json_limits.h"
+#include "common/multipart.h"
 #include "fuzz/fuzz_util.h"
 #include "gateway/livepeer_api.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
@@ -126,6 +131,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                         "no reply within 10 s: the client would hang");
   const http::Response& r = *answer->response;
   SWITCHYARD_FUZZ_CHECK(r.status >= 100 && r.status <= 599, "bad HTTP status");
+  // The handlers that read a JSON body (ReadJson: POST, a JSON content type) parse it first.
+  const auto ct = req.headers.find("content-type");
+  if (req.method == "POST" && ct != req.headers.end() &&
+      absl::StartsWithIgnoreCase(ct->second, "application/json") &&
+      (req.path == "/text-to-image" || req.path == "/text-to-speech" || req.path == "/llm" ||
+       req.path == "/image-to-video/result" || req.path == "/live-video-to-video") &&
+      !switchyard::CheckJsonDepth(req.body).ok()) {
+    SWITCHYARD_FUZZ_CHECK(r.status == 400 && r.body.find("nested deeper than") != std::string::npos,
+                          "a JSON body past the depth limit was not refused with 400 naming it: " +
+                              std::to_string(r.status) + " " + r.body.substr(0, 200));
+  }
+  // segment-anything-2's JSON form fields are held to the same limit.
+  if (req.method == "POST" && req.path == "/segment-anything-2" && ct != req.headers.end() &&
+      absl::StartsWithIgnoreCase(ct->second, "multipart/form-data")) {
+    auto form = http::ParseMultipartForm(ct->second, req.body);
+    bool deep = false;
+    for (const char* field : {"point_coords", "point_labels", "box", "mask_input"}) {
+      if (!form.ok()) break;
+      auto it = form->find(field);
+      if (it != form->end() && !switchyard::CheckJsonDepth(it->second.data).ok()) deep = true;
+    }
+    SWITCHYARD_FUZZ_CHECK(
+        !deep || (r.status == 400 && r.body.find("nested deeper than") != std::string::npos),
+        "a JSON form field past the depth limit was not refused with 400 naming it: " +
+            std::to_string(r.status) + " " + r.body.substr(0, 200));
+  }
   if (r.stream == nullptr && absl::StartsWith(r.content_type, "application/json")) {
     auto json = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
     SWITCHYARD_FUZZ_CHECK(!json.is_discarded(), "a JSON reply that is not JSON: " + r.body);

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/json_limits.h"
+
 namespace switchyard {
 
 absl::StatusOr<nlohmann::json> LoadJsonFile(const std::filesystem::path& path) {
@@ -10,11 +12,13 @@ absl::StatusOr<nlohmann::json> LoadJsonFile(const std::filesystem::path& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open config file"));
   std::stringstream ss;
   ss << in.rdbuf();
-  try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception& e) {  // parse_error; out_of_range for 1e999
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON: ", e.what()));
+  // Depth-limited (common/json_limits.h): the readers of a config recurse per nesting level.
+  auto parsed = ParseJson(ss.str());
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.string(), ": invalid JSON: ", parsed.status().message()));
   }
+  return parsed;
 }
 
 std::string ConfigObject::Path(absl::string_view key) const {

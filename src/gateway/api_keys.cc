@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -49,13 +50,13 @@ absl::StatusOr<std::string> NewApiKey() {
 
 absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(const std::string& json_text,
                                                       const std::filesystem::path& file) {
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {
-    // parse_error, and out_of_range for a number too large for a double (1e999).
-    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": invalid JSON: ", e.what()));
+  // Depth-limited (common/json_limits.h): ConfigObject's reads and dump() recurse per level.
+  auto parsed = ParseJson(json_text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
   }
+  nlohmann::json json = *std::move(parsed);
   ConfigObject root(json, file.string(), "");
   SY_RETURN_IF_ERROR(root.CheckKeys({"keys"}));
   if (!root.Has("keys") || !json["keys"].is_array()) {

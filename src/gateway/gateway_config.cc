@@ -63,12 +63,13 @@ absl::StatusOr<std::map<std::string, std::string>> LoadNodeSecrets(
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                                                  const std::filesystem::path& file) {
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {  // parse_error; out_of_range for 1e999
-    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": invalid JSON: ", e.what()));
+  // Depth-limited (common/json_limits.h): ConfigObject's reads and dump() recurse per level.
+  auto parsed = ParseJson(json_text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
   }
+  nlohmann::json json = *std::move(parsed);
   GatewayConfig c;
   c.file = file;
   ConfigObject root(json, file.string(), "");

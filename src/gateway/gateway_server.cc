@@ -188,7 +188,7 @@ absl::Status GatewayServer::StartHttp() {
   // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
   auto channel = server_->InProcessChannel(grpc::ChannelArguments());
   live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
-  std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_);
+  std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_, auth_.get());
   AddOperatorRoutes(
       metrics_.get(),
       [this] {

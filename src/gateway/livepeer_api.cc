@@ -7,7 +7,6 @@
 #include <deque>
 #include <limits>
 #include <mutex>
-#include <random>
 #include <utility>
 #include <vector>
 
@@ -17,6 +16,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/json_limits.h"
+#include "common/logging.h"
+#include "common/secure_random.h"
+#include "gateway/api_keys.h"
+#include "gateway/auth_interceptor.h"
 #include "gateway/live_video.h"
 #include "gateway/livepeer_api_internal.h"
 
@@ -42,6 +46,10 @@ const Json* Params::Raw(const std::string& name) const {
   return &json_[name];
 }
 
+void Params::Refuse(std::string message) {
+  if (refusal_.empty()) refusal_ = std::move(message);
+}
+
 void Params::Fail(Json loc, const std::string& msg, const std::string& type) {
   Json full = Json::array({"body"});
   if (loc.is_array()) {
@@ -53,6 +61,7 @@ void Params::Fail(Json loc, const std::string& msg, const std::string& type) {
 }
 
 http::Response Params::Error() const {
+  if (!refusal_.empty()) return HttpError(400, refusal_);
   return http::Json(422,
                     Json{{"detail", errors_}}.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
@@ -191,8 +200,14 @@ std::optional<Params> ReadJson(const http::Request& req, const http::Reply& repl
     reply(HttpError(415, "the body must be application/json"));
     return std::nullopt;
   }
-  Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
+  // Depth-limited: a body nested a million levels parses, and then dump() or a copy of it recurses
+  // once per level off the end of the stack.
+  auto parsed = ParseJson(req.body);
+  if (!parsed.ok()) {
+    if (absl::Status depth = CheckJsonDepth(req.body); !depth.ok()) {
+      reply(HttpError(400, absl::StrCat("request body: ", depth.message())));
+      return std::nullopt;
+    }
     reply(http::Json(
         422,
         Json{{"detail",
@@ -200,6 +215,7 @@ std::optional<Params> ReadJson(const http::Request& req, const http::Reply& repl
             .dump()));
     return std::nullopt;
   }
+  Json body = *std::move(parsed);
   if (!body.is_object()) {
     reply(http::Json(
         422, Json{{"detail",
@@ -275,16 +291,16 @@ int ImageInputStatus(const grpc::Status& status) {
 
 namespace {
 
-std::string RandomId() {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mu);
-  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
-}
+// Job and video ids: 128 bits from OpenSSL's CSPRNG (32 hex digits). The old std::mt19937_64
+// ids could be predicted from a few hundred collected ones, and with them other clients' videos
+// and results fetched.
+std::string RandomId() { return SecureRandomHex(16); }
 
 // Generated videos, kept in memory and served at GET /stream/<id>/<name> (as go-livepeer's
 // gateway serves its object store there), and image-to-video's async results. Bounded in bytes
-// and count; what is older than the TTL or pushed out by newer media is gone (404).
+// and count; what is older than the TTL or pushed out by newer media is gone (404). Each entry
+// belongs to an owner (OwnerOf: the API key that made it, "" without keys); asked for by another
+// owner it is answered as unknown, so a key cannot tell another key's ids from made-up ones.
 class Store {
  public:
   static constexpr size_t kMaxMediaBytes = size_t{512} << 20;
@@ -292,12 +308,13 @@ class Store {
   static constexpr auto kTtl = std::chrono::hours(1);
 
   // Keeps `data` and returns its path.
-  std::string PutMedia(const std::string& content_type, std::string data, const std::string& name) {
+  std::string PutMedia(const std::string& owner, const std::string& content_type, std::string data,
+                       const std::string& name) {
     const std::string path = absl::StrCat("/stream/", RandomId(), "/", name);
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
     media_bytes_ += data.size();
-    media_[path] = {content_type, std::make_shared<const std::string>(std::move(data)),
+    media_[path] = {owner, content_type, std::make_shared<const std::string>(std::move(data)),
                     Clock::now()};
     media_order_.push_back(path);
     while (media_bytes_ > kMaxMediaBytes && media_order_.size() > 1) DropOldestMedia();
@@ -305,19 +322,19 @@ class Store {
   }
 
   std::optional<std::pair<std::string, std::shared_ptr<const std::string>>> GetMedia(
-      const std::string& path) {
+      const std::string& path, const std::string& owner) {
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
     auto it = media_.find(path);
-    if (it == media_.end()) return std::nullopt;
+    if (it == media_.end() || it->second.owner != owner) return std::nullopt;
     return std::make_pair(it->second.content_type, it->second.data);
   }
 
-  std::string NewJob() {
+  std::string NewJob(const std::string& owner) {
     std::string id = RandomId();
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
-    jobs_[id] = {false, Json(), Clock::now()};
+    jobs_[id] = {owner, false, Json(), Clock::now()};
     job_order_.push_back(id);
     while (job_order_.size() > kMaxJobs) {
       jobs_.erase(job_order_.front());
@@ -335,11 +352,11 @@ class Store {
   }
 
   // {"status": "processing"} or {"status": "complete", "result": ...}; nullopt when unknown.
-  std::optional<Json> JobStatus(const std::string& id) {
+  std::optional<Json> JobStatus(const std::string& id, const std::string& owner) {
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
     auto it = jobs_.find(id);
-    if (it == jobs_.end()) return std::nullopt;
+    if (it == jobs_.end() || it->second.owner != owner) return std::nullopt;
     if (!it->second.done) return Json{{"status", "processing"}};
     return Json{{"status", "complete"}, {"result", it->second.result}};
   }
@@ -347,11 +364,13 @@ class Store {
  private:
   using Clock = std::chrono::steady_clock;
   struct Media {
+    std::string owner;
     std::string content_type;
     std::shared_ptr<const std::string> data;
     Clock::time_point created;
   };
   struct Job {
+    std::string owner;
     bool done = false;
     Json result;
     Clock::time_point created;
@@ -388,6 +407,20 @@ class Store {
   std::map<std::string, Job> jobs_;
   std::deque<std::string> job_order_;
 };
+
+// Whom a request's stored results belong to: with API keys configured, the SHA-256 of the key it
+// presented (the hash the keys file lists; read from Authorization or x-api-key exactly as the
+// gRPC API's check reads them), "" when it presented none; without keys, everyone ("").
+std::string OwnerOf(const ApiKeyAuth* auth, const http::Request& req) {
+  if (auth == nullptr) return "";
+  std::multimap<grpc::string_ref, grpc::string_ref> metadata;
+  for (const char* name : {"authorization", "x-api-key"}) {
+    auto it = req.headers.find(name);
+    if (it != req.headers.end()) metadata.emplace(name, it->second);
+  }
+  const std::string key = ApiKeyAuth::PresentedKey(metadata);
+  return key.empty() ? "" : Sha256Hex(key);
+}
 
 // The client's base URL for served media: absolute when it sent a Host header (so a client can
 // fetch it as is), else the bare path.
@@ -514,7 +547,14 @@ std::optional<std::vector<double>> NumberArray(Params& p, const std::string& nam
                                                int inner, const std::string& shape) {
   auto text = p.Str(name);
   if (!text) return std::nullopt;
-  const Json v = Json::parse(*text, nullptr, false);
+  // The walk below goes only `depth` levels down, but the field's text is the client's: parse it
+  // with the same depth limit as a JSON body.
+  if (absl::Status st = CheckJsonDepth(*text); !st.ok()) {
+    p.Refuse(absl::StrCat(name, ": ", st.message()));
+    return std::nullopt;
+  }
+  auto parsed = ParseJson(*text);
+  const Json v = parsed.ok() ? *std::move(parsed) : Json(Json::value_t::discarded);
   std::vector<double> out;
   std::function<bool(const Json&, int)> walk = [&](const Json& j, int level) {
     if (!j.is_array()) return false;
@@ -585,7 +625,7 @@ void SegmentAnything2(const StubPtr& stub, const http::Request& req, http::Reply
 // go-livepeer's gateway takes it): 202 {"request_id"} at once; the result is then asked for at
 // POST /image-to-video/result.
 void ImageToVideo(const StubPtr& stub, const std::shared_ptr<Store>& store,
-                  const http::Request& req, http::Reply reply) {
+                  const std::string& owner, const http::Request& req, http::Reply reply) {
   auto p = ReadForm(req, reply);
   if (!p) return;
   auto call = std::make_shared<UnaryCall<v1::ImageToVideoRequest, v1::VideoResponse>>();
@@ -610,12 +650,13 @@ void ImageToVideo(const StubPtr& stub, const std::shared_ptr<Store>& store,
   if (!p->ok()) return reply(p->Error());
   ForwardRequestId(req, &call->context);
   const std::string base = BaseUrl(req);
-  auto videos = [store, base](const v1::VideoResponse& resp) {
+  auto videos = [store, base, owner](const v1::VideoResponse& resp) {
     Json images = Json::array();
     int i = 0;
     for (const auto& m : resp.images()) {
       const std::string type = m.content_type().empty() ? "video/mp4" : m.content_type();
-      const std::string path = store->PutMedia(type, m.data(), absl::StrCat("video-", i++, ".mp4"));
+      const std::string path =
+          store->PutMedia(owner, type, m.data(), absl::StrCat("video-", i++, ".mp4"));
       images.push_back({{"url", base + path}, {"seed", m.seed()}, {"nsfw", m.nsfw()}});
     }
     return Json{{"images", images}};
@@ -630,7 +671,7 @@ void ImageToVideo(const StubPtr& stub, const std::shared_ptr<Store>& store,
         videos, std::move(reply), ImageInputStatus);
     return;
   }
-  const std::string id = store->NewJob();
+  const std::string id = store->NewJob(owner);
   stub->async()->ImageToVideo(
       &call->context, &call->request, &call->response,
       [call, store, id, videos](grpc::Status status) {
@@ -642,13 +683,13 @@ void ImageToVideo(const StubPtr& stub, const std::shared_ptr<Store>& store,
   reply(http::Json(202, Json{{"request_id", id}}.dump()));
 }
 
-void ImageToVideoResult(const std::shared_ptr<Store>& store, const http::Request& req,
-                        http::Reply reply) {
+void ImageToVideoResult(const std::shared_ptr<Store>& store, const std::string& owner,
+                        const http::Request& req, http::Reply reply) {
   auto p = ReadJson(req, reply);
   if (!p) return;
   auto id = p->Str("request_id", true);
   if (!p->ok()) return reply(p->Error());
-  auto status = store->JobStatus(*id);
+  auto status = store->JobStatus(*id, owner);
   if (!status) {
     return reply(
         HttpError(404, absl::StrCat("no image-to-video request '", *id, "' (unknown or expired)")));
@@ -656,9 +697,10 @@ void ImageToVideoResult(const std::shared_ptr<Store>& store, const http::Request
   reply(http::Json(200, status->dump(-1, ' ', false, Json::error_handler_t::replace)));
 }
 
-void ServeMedia(const std::shared_ptr<Store>& store, const http::Request& req, http::Reply reply) {
+void ServeMedia(const std::shared_ptr<Store>& store, const std::string& owner,
+                const http::Request& req, http::Reply reply) {
   if (req.method != "GET") return reply(HttpError(405, "use GET"));
-  auto media = store->GetMedia(req.path);
+  auto media = store->GetMedia(req.path, owner);
   if (!media) return reply(HttpError(404, absl::StrCat("no media at ", req.path)));
   http::Response r;
   r.content_type = media->first;
@@ -710,19 +752,19 @@ void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessio
     p->Fail("stream_id", "String should have at most 128 characters", "string_too_long");
   }
   if (!p->ok()) return reply(p->Error());
-  {
-    static std::mutex mu;
-    static std::mt19937_64 rng{std::random_device{}()};
-    std::lock_guard<std::mutex> lock(mu);
-    lp.request_id = absl::StrCat("live-", absl::Hex(rng(), absl::kZeroPad16));
-  }
+  // Also the stream id when the client names none: 128 bits from the CSPRNG, not guessable.
+  lp.request_id = absl::StrCat("live-", SecureRandomHex(16));
   if (lp.stream_id.empty()) lp.stream_id = lp.request_id;
   if (auto auth = Header(req, "authorization")) lp.authorization = *auth;
-  spdlog::info("[{}] /live-video-to-video model '{}' stream '{}' (gateway_request_id '{}', "
-               "manifest_id '{}')",
-               lp.request_id, lp.model_id, lp.stream_id, gateway_request_id, lp.manifest_id);
+  // Every string here but the request id is the client's: cut and escaped (LogSafe).
+  spdlog::info(
+      "[{}] /live-video-to-video model '{}' stream '{}' (gateway_request_id '{}', "
+      "manifest_id '{}')",
+      lp.request_id, LogSafe(lp.model_id), LogSafe(lp.stream_id), LogSafe(gateway_request_id),
+      LogSafe(lp.manifest_id));
   // Capacity first: some orchestrator must offer the model, or the session could never run.
-  auto call = std::make_shared<UnaryCall<v1::ListCapabilitiesRequest, v1::ListCapabilitiesResponse>>();
+  auto call =
+      std::make_shared<UnaryCall<v1::ListCapabilitiesRequest, v1::ListCapabilitiesResponse>>();
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   ForwardRequestId(req, &call->context);
   stub->async()->ListCapabilities(
@@ -746,9 +788,8 @@ void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessio
                     {"control_url", lp.control_url},     {"events_url", lp.events_url},
                     {"request_id", lp.request_id},       {"manifest_id", lp.manifest_id}};
         if (absl::Status st = sessions->Start(std::move(lp)); !st.ok()) {
-          return reply(HttpError(
-              HttpStatusForGrpc(static_cast<grpc::StatusCode>(st.code())),
-              std::string(st.message())));
+          return reply(HttpError(HttpStatusForGrpc(static_cast<grpc::StatusCode>(st.code())),
+                                 std::string(st.message())));
         }
         reply(http::Json(200, out.dump(-1, ' ', false, Json::error_handler_t::replace)));
       });
@@ -780,7 +821,8 @@ int HttpStatusForGrpc(grpc::StatusCode code) {
 }
 
 std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway,
-                                                       std::shared_ptr<LiveVideoSessions> live) {
+                                                       std::shared_ptr<LiveVideoSessions> live,
+                                                       const ApiKeyAuth* auth) {
   using livepeer::StubPtr;
   auto stub = StubPtr(v1::Gateway::NewStub(gateway));
   auto store = std::make_shared<livepeer::Store>();
@@ -799,14 +841,15 @@ std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Cha
   add("/image-to-text", livepeer::ImageToText);
   add("/text-to-speech", livepeer::TextToSpeech);
   add("/llm", livepeer::Llm);
-  routes["/image-to-video"] = [stub, store](const http::Request& req, http::Reply reply) {
-    livepeer::ImageToVideo(stub, store, req, std::move(reply));
+  // Async results and served videos belong to the API key that made them (OwnerOf).
+  routes["/image-to-video"] = [stub, store, auth](const http::Request& req, http::Reply reply) {
+    livepeer::ImageToVideo(stub, store, livepeer::OwnerOf(auth, req), req, std::move(reply));
   };
-  routes["/image-to-video/result"] = [store](const http::Request& req, http::Reply reply) {
-    livepeer::ImageToVideoResult(store, req, std::move(reply));
+  routes["/image-to-video/result"] = [store, auth](const http::Request& req, http::Reply reply) {
+    livepeer::ImageToVideoResult(store, livepeer::OwnerOf(auth, req), req, std::move(reply));
   };
-  routes["/stream/*"] = [store](const http::Request& req, http::Reply reply) {
-    livepeer::ServeMedia(store, req, std::move(reply));
+  routes["/stream/*"] = [store, auth](const http::Request& req, http::Reply reply) {
+    livepeer::ServeMedia(store, livepeer::OwnerOf(auth, req), req, std::move(reply));
   };
   // Live video-to-video sessions (trickle); without an owner's, the route's own end when the HTTP
   // server and its routes go.

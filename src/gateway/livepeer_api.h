@@ -26,12 +26,18 @@
 
 namespace switchyard::gateway {
 
+class ApiKeyAuth;
 class LiveVideoSessions;
 
 // `live` runs the /live-video-to-video sessions (the owner stops them at shutdown); when null, the
 // routes own their own, which end when the routes are destroyed.
+// `auth`: the gateway's API keys (null: none configured). With keys, image-to-video's async
+// results and the videos served at /stream/... belong to the key whose request made them (its
+// SHA-256): asked for with another key, or none, they are 404 like unknown ids. Only
+// ApiKeyAuth::PresentedKey is used (no quota is taken); it must outlive the routes.
 std::map<std::string, http::Handler> LivepeerApiRoutes(
-    std::shared_ptr<grpc::Channel> gateway, std::shared_ptr<LiveVideoSessions> live = nullptr);
+    std::shared_ptr<grpc::Channel> gateway, std::shared_ptr<LiveVideoSessions> live = nullptr,
+    const ApiKeyAuth* auth = nullptr);
 
 // The HTTP status the Livepeer API uses for a gRPC outcome.
 int HttpStatusForGrpc(grpc::StatusCode code);

@@ -44,7 +44,10 @@ class Params {
 
   // Records a problem with `loc` (after "body").
   void Fail(Json loc, const std::string& msg, const std::string& type);
-  bool ok() const { return errors_.empty(); }
+  // Refuses the whole request as malformed (400 with `message`), e.g. a field's JSON nested past
+  // the limit; it takes precedence over the 422 field errors. The first refusal is kept.
+  void Refuse(std::string message);
+  bool ok() const { return errors_.empty() && refusal_.empty(); }
   http::Response Error() const;
 
  private:
@@ -52,10 +55,12 @@ class Params {
   std::map<std::string, http::FormPart> form_;
   Json json_;
   Json errors_ = Json::array();
+  std::string refusal_;
 };
 
 // Checks the method and body type and parses the body. On failure, replies (405, 415, 400 or
-// 422) and returns nullopt.
+// 422) and returns nullopt. JSON bodies nested deeper than kMaxJsonDepth (common/json_limits.h)
+// are 400 naming the limit; other malformed JSON is the reference API's 422 json_invalid.
 std::optional<Params> ReadForm(const http::Request& req, const http::Reply& reply);
 std::optional<Params> ReadJson(const http::Request& req, const http::Reply& reply);
 

@@ -34,6 +34,14 @@ Json UsageJson(const v1::LLMTokenUsage& u) {
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
+// What a non-streamed LLM reply may collect from the orchestrator before the gateway gives up:
+// the joined text, and the messages (one per token or so) it arrives in. Far above what any
+// model's max_tokens makes (a 128k-token reply is well under 1 MiB), low enough that one
+// orchestrator that keeps streaming cannot fill the gateway's memory. Streamed replies collect
+// nothing: each message is passed on as it arrives.
+constexpr size_t kMaxLlmReplyBytes = size_t{8} << 20;
+constexpr int64_t kMaxLlmReplyMessages = int64_t{1} << 20;
+
 // One LLM call. Streaming: the first message from the gateway starts the 200 event stream (so an
 // error before any token is still a proper HTTP error), each message is one `data:` event as it
 // arrives, and `data: [DONE]` ends it. Not streaming: the messages are joined into one body.
@@ -61,9 +69,23 @@ class LlmCall : public grpc::ClientReadReactor<v1::LLMResponse> {
     }
     ++received_;
     usage_ = message_.usage();
-    for (const auto& c : message_.choices()) {
-      content_ += c.delta().content();
-      if (!c.finish_reason().empty()) finish_reason_ = c.finish_reason();
+    if (!stream_) {
+      for (const auto& c : message_.choices()) {
+        content_ += c.delta().content();
+        if (!c.finish_reason().empty()) finish_reason_ = c.finish_reason();
+      }
+      if (content_.size() > kMaxLlmReplyBytes || received_ > kMaxLlmReplyMessages) {
+        // Stop reading: OnDone answers the error (the call ends CANCELLED).
+        over_limit_ = absl::StrCat(
+            "the orchestrator's LLM reply is over the gateway's limit for a non-streamed reply (",
+            kMaxLlmReplyBytes, " bytes of text in at most ", kMaxLlmReplyMessages,
+            " messages; got ", content_.size(), " bytes in ", received_,
+            " messages): ask for fewer max_tokens, or \"stream\": true");
+        content_.clear();
+        content_.shrink_to_fit();
+        context_.TryCancel();
+        return;
+      }
     }
     if (stream_) {
       StartEvents();
@@ -99,6 +121,8 @@ class LlmCall : public grpc::ClientReadReactor<v1::LLMResponse> {
       }
       writer_->Write("data: [DONE]\n\n");
       writer_->Close();
+    } else if (!over_limit_.empty()) {
+      reply_(HttpError(502, over_limit_));
     } else if (!status.ok()) {
       ReplyGrpcError(stub_, status, std::move(reply_));
     } else if (stream_) {
@@ -137,7 +161,8 @@ class LlmCall : public grpc::ClientReadReactor<v1::LLMResponse> {
   v1::LLMRequest request_;
   v1::LLMResponse message_;
   std::shared_ptr<http::StreamWriter> writer_;
-  int received_ = 0;
+  int64_t received_ = 0;
+  std::string over_limit_;  // why the reply was cut off, if it was
   std::string id_, model_, content_, finish_reason_;
   int64_t created_ = 0;
   v1::LLMTokenUsage usage_;

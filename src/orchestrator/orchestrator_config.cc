@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/json_limits.h"
 #include "common/secure_random.h"
 #include "common/status.h"
 
@@ -80,12 +81,13 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
 
 absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,
                                                            const std::filesystem::path& file) {
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {  // parse_error; out_of_range for 1e999
-    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": invalid JSON: ", e.what()));
+  // Depth-limited (common/json_limits.h): ConfigObject's reads and dump() recurse per level.
+  auto parsed = ParseJson(json_text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
   }
+  nlohmann::json json = *std::move(parsed);
   OrchestratorConfig c;
   c.file = file;
   ConfigObject root(json, file.string(), "");

@@ -1,0 +1,196 @@
+// Hostile clients of the Livepeer HTTP API (issue 18, helper "api"), against a real cluster: JSON
+// nested a million levels deep (2 MB) on /text-to-image and /live-video-to-video, and one API key
+// asking for another key's async result and video. Each attack gets its documented error, the
+// gateway stays up and another client's job still succeeds.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/media/image_codec.h"
+#include "gateway/api_keys.h"
+#include "support/cluster.h"
+#include "support/http_client.h"
+#include "support/media_fixtures.h"
+#include "support/tiny_models.h"
+
+namespace switchyard::testing {
+namespace {
+
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr char kKeyA[] = "sy_hostile-api-key-a";
+constexpr char kKeyB[] = "sy_hostile-api-key-b";
+constexpr char kBoundary[] = "hostile-api-boundary";
+
+std::string Deep(int levels) { return std::string(levels, '[') + std::string(levels, ']'); }
+
+// {"detail": {"msg": M}} with `status`, M containing `text`.
+::testing::AssertionResult IsError(const HttpResult& r, int status, const std::string& text) {
+  Json j = Json::parse(r.body, nullptr, false);
+  if (r.status != status || j.is_discarded() || !j["detail"]["msg"].is_string() ||
+      j["detail"]["msg"].get<std::string>().find(text) == std::string::npos) {
+    return ::testing::AssertionFailure() << "want " << status << " with '" << text << "', got "
+                                         << r.status << " " << r.body.substr(0, 300);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class HostileApiTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    const fs::path keys = dir_->path() / "keys.json";
+    std::ofstream(keys) << Json{{"keys",
+                                 {{{"id", "a"}, {"sha256", gateway::Sha256Hex(kKeyA)}},
+                                  {{"id", "b"}, {"sha256", gateway::Sha256Hex(kKeyB)}}}}}
+                               .dump();
+    ClusterOptions options;
+    options.orchestrators = 1;
+    options.models = {};
+    options.api_key = kKeyA;
+    options.gateway_config = {{"api_keys_file", keys.string()}};
+    auto add = [&](const std::string& id, const std::string& pipeline, const char* source,
+                   Json opts) {
+      const fs::path path = dir_->path() / (id + ".pt");
+      SaveScriptModule(path, source);
+      options.extra_models.push_back({{"id", id},
+                                      {"pipeline", pipeline},
+                                      {"path", path.string()},
+                                      {"warm", true},
+                                      {"device", "cpu"},
+                                      {"warmup_size", 16},
+                                      {"max_input_pixels", 4096},
+                                      {"options", std::move(opts)}});
+    };
+    add("t2i-hostile", "text-to-image", kTinyTextToImageSource,
+        {{"max_width", 64}, {"max_height", 64}, {"default_width", 16}, {"default_height", 16}});
+    add("i2v-hostile", "image-to-video", kTinyImageToVideoSource, {{"max_frames", 4}});
+    cluster_ = new LocalCluster();
+    start_ = new absl::Status(cluster_->Start(options));
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete start_;
+    delete dir_;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(start_->ok()) << *start_ << "\n" << cluster_->Logs();
+    port_ = cluster_->gateway().http_port();
+  }
+
+  HttpResult Post(const std::string& path, const std::string& content_type, std::string body,
+                  const std::string& key, const std::map<std::string, std::string>& extra = {}) {
+    HttpCall call;
+    call.method = "POST";
+    call.path = path;
+    call.content_type = content_type;
+    call.body = std::move(body);
+    call.headers = extra;
+    if (!key.empty()) call.headers["Authorization"] = absl::StrCat("Bearer ", key);
+    return HttpRequest(port_, call);
+  }
+  HttpResult Get(const std::string& path, const std::string& key) {
+    HttpCall call;
+    call.path = path;
+    if (!key.empty()) call.headers["Authorization"] = absl::StrCat("Bearer ", key);
+    return HttpRequest(port_, call);
+  }
+
+  // Another client's ordinary job: it must still succeed.
+  void ExpectOtherClientsJobSucceeds() {
+    HttpResult r = Post("/text-to-image", "application/json",
+                        Json{{"model_id", "t2i-hostile"}, {"prompt", "ok"}}.dump(), kKeyB);
+    EXPECT_EQ(r.status, 200) << r.body.substr(0, 300) << cluster_->Logs();
+    EXPECT_TRUE(cluster_->gateway().Alive()) << cluster_->Logs();
+  }
+
+  static TempDir* dir_;
+  static LocalCluster* cluster_;
+  static absl::Status* start_;
+  int port_ = 0;
+};
+
+TempDir* HostileApiTest::dir_ = nullptr;
+LocalCluster* HostileApiTest::cluster_ = nullptr;
+absl::Status* HostileApiTest::start_ = nullptr;
+
+// A million levels (2 MB) killed the gateway with SIGSEGV (dump() of the live-video params, or a
+// copy of any deep value); now the body is refused while parsing, 400 naming the limit.
+TEST_F(HostileApiTest, MillionLevelJsonIs400AndTheGatewayLives) {
+  const std::string deep = Deep(1000000);
+  EXPECT_TRUE(
+      IsError(Post("/live-video-to-video", "application/json",
+                   absl::StrCat(R"({"subscribe_url":"http://127.0.0.1:1/in",)",
+                                R"("publish_url":"http://127.0.0.1:1/out","model_id":"live",)",
+                                R"("params":{"a":)", deep, "}}"),
+                   kKeyA),
+              400, "JSON nested deeper than 64 levels"));
+  EXPECT_TRUE(cluster_->gateway().Alive()) << cluster_->Logs();
+  EXPECT_TRUE(IsError(
+      Post("/text-to-image", "application/json",
+           absl::StrCat(R"({"model_id":"t2i-hostile","prompt":"a","loras":)", deep, "}"), kKeyA),
+      400, "JSON nested deeper than 64 levels"));
+  EXPECT_TRUE(
+      IsError(Post("/llm", "application/json", absl::StrCat(R"({"messages":)", deep, "}"), kKeyA),
+              400, "JSON nested deeper than 64 levels"));
+  ExpectOtherClientsJobSucceeds();
+}
+
+// Async results and served videos were anyone's who had the id (and the ids came from
+// mt19937_64). Now ids are 32 hex digits from the CSPRNG and, with API keys, a result or video
+// is the key's that made it: another key gets 404, the same as an unknown id.
+// Needs gateway_server.cc to pass its ApiKeyAuth to LivepeerApiRoutes.
+TEST_F(HostileApiTest, AnotherKeyCannotFetchAResultOrVideo) {
+  const std::string png = *media::EncodePng(media::RgbImage{8, 8, std::vector<uint8_t>(192, 90)});
+  const std::string form = absl::StrCat(
+      "--", kBoundary,
+      "\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\ni2v-hostile\r\n--", kBoundary,
+      "\r\nContent-Disposition: form-data; name=\"num_inference_steps\"\r\n\r\n2\r\n--", kBoundary,
+      "\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+      "Content-Type: image/png\r\n\r\n",
+      png, "\r\n--", kBoundary, "--\r\n");
+  HttpResult accepted =
+      Post("/image-to-video", absl::StrCat("multipart/form-data; boundary=", kBoundary), form,
+           kKeyA, {{"Prefer", "respond-async"}});
+  ASSERT_EQ(accepted.status, 202) << accepted.body << cluster_->Logs();
+  const std::string id = Json::parse(accepted.body)["request_id"];
+  EXPECT_TRUE(std::regex_match(id, std::regex("[0-9a-f]{32}"))) << id;
+
+  const std::string ask = Json{{"request_id", id}}.dump();
+  Json done;
+  for (int i = 0; i < 300; ++i) {  // bounded: 300 x 50 ms
+    HttpResult r = Post("/image-to-video/result", "application/json", ask, kKeyA);
+    ASSERT_EQ(r.status, 200) << r.body;
+    done = Json::parse(r.body);
+    if (done["status"] != "processing") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(done["status"], "complete") << done.dump();
+  ASSERT_TRUE(done["result"]["images"][0]["url"].is_string()) << done.dump();
+  const std::string url = done["result"]["images"][0]["url"];
+  std::smatch m;
+  ASSERT_TRUE(
+      std::regex_match(url, m, std::regex("https?://[^/]+(/stream/[0-9a-f]{32}/video-0\\.mp4)")))
+      << url;
+  const std::string path = m[1];
+
+  EXPECT_TRUE(IsError(Post("/image-to-video/result", "application/json", ask, kKeyB), 404, id));
+  EXPECT_TRUE(IsError(Get(path, kKeyB), 404, "no media"));
+  EXPECT_TRUE(IsError(Get(path, ""), 404, "no media"));
+  HttpResult video = Get(path, kKeyA);
+  EXPECT_EQ(video.status, 200);
+  EXPECT_FALSE(video.body.empty());
+  ExpectOtherClientsJobSucceeds();
+}
+
+}  // namespace
+}  // namespace switchyard::testing
