@@ -10,6 +10,7 @@
 #include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -210,8 +211,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     parser_.emplace();
     parser_->header_limit(64 * 1024);
     // No limit while the headers are read (beast would refuse a large Content-Length there,
-    // before the authorizer); OnHeader checks it and sets the limit for the body.
-    parser_->body_limit(boost::none);
+    // before the authorizer); OnHeader checks it and sets the limit for the body. (Not
+    // boost::none: Boost 1.74 compares the length to the optional, and none is below any value.)
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     lowest().expires_after(options_.read_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              beast::bind_front_handler(&Session::OnHeader, shared_from_this()));

@@ -106,7 +106,7 @@ struct ServerOptions {
   // HTTPS when enabled (certificate and key; client certificates as TlsServerConfig says).
   TlsServerConfig tls;
   // See Authorizer; unset: every request goes on to its handler.
-  Authorizer authorize;
+  Authorizer authorize = nullptr;
   // Open connections at once, in all and from one client address; a connection over either is
   // closed as soon as it is accepted (and counted in a rate-limited log line). 0: no cap.
   int max_connections = 1024;
