@@ -3,22 +3,22 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <nlohmann/json.hpp>
 #include <filesystem>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 
 namespace switchyard::http {
 namespace {
@@ -122,9 +122,9 @@ class ConnectionLimiter : public std::enable_shared_from_this<ConnectionLimiter>
   const int max_total_;
   const int max_per_ip_;
   std::mutex mu_;
-  int total_ = 0;                              // guarded by mu_
-  std::map<asio::ip::address, int> per_ip_;    // guarded by mu_
-  int refused_ = 0;                            // since the last log line; guarded by mu_
+  int total_ = 0;                                     // guarded by mu_
+  std::map<asio::ip::address, int> per_ip_;           // guarded by mu_
+  int refused_ = 0;                                   // since the last log line; guarded by mu_
   std::chrono::steady_clock::time_point last_log_{};  // guarded by mu_
 };
 
@@ -286,9 +286,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const Handler* handler = FindRoute(*shared_->routes, r.path);
     if (handler == nullptr) return Send(Error(404, absl::StrCat("no such path: ", r.path)));
     if (options_.inline_paths.count(r.path) > 0) return Run(*handler, r);
-    asio::post(*shared_->handlers, [self = shared_from_this(), handler, r = std::move(r)] {
-      self->Run(*handler, r);
-    });
+    asio::post(*shared_->handlers,
+               [self = shared_from_this(), handler, r = std::move(r)] { self->Run(*handler, r); });
   }
 
   // Calls the handler (on an I/O thread for inline paths, else on a handler thread).
@@ -422,21 +421,20 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void WriteStream(std::shared_ptr<std::string> data, size_t offset, bool last) {
     lowest().expires_after(options_.write_stall_timeout);
-    stream_.async_write_some(
-        asio::buffer(*data) + offset,
-        [self = shared_from_this(), data, offset, last](beast::error_code ec, size_t n) {
-          if (ec) {
-            self->writing_ = false;
-            self->FinishStream(/*gone=*/true);
-            return self->Close();
-          }
-          if (offset + n < data->size()) return self->WriteStream(data, offset + n, last);
-          self->writing_ = false;
-          if (!last) return self->Pump();
-          self->FinishStream(/*gone=*/false);
-          if (!self->keep_alive_) return self->Close();
-          self->Read();
-        });
+    stream_.async_write_some(asio::buffer(*data) + offset, [self = shared_from_this(), data, offset,
+                                                            last](beast::error_code ec, size_t n) {
+      if (ec) {
+        self->writing_ = false;
+        self->FinishStream(/*gone=*/true);
+        return self->Close();
+      }
+      if (offset + n < data->size()) return self->WriteStream(data, offset + n, last);
+      self->writing_ = false;
+      if (!last) return self->Pump();
+      self->FinishStream(/*gone=*/false);
+      if (!self->keep_alive_) return self->Close();
+      self->Read();
+    });
   }
 
   // Ends the streamed reply: drops the state's reference to this session and, when the client is
@@ -591,8 +589,7 @@ struct Server::Impl {
       if (slot == nullptr) {
         socket.close(peer_ec);  // over a cap (logged), or already gone
       } else if (tls) {
-        std::make_shared<Session<TlsStream>>(std::move(socket), &shared, std::move(slot),
-                                             tls.get())
+        std::make_shared<Session<TlsStream>>(std::move(socket), &shared, std::move(slot), tls.get())
             ->Start();
       } else {
         std::make_shared<Session<beast::tcp_stream>>(std::move(socket), &shared, std::move(slot),
@@ -633,8 +630,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   }
   impl->options = options;
   impl->routes = std::move(routes);
-  impl->limiter = std::make_shared<ConnectionLimiter>(options.max_connections,
-                                                      options.max_connections_per_ip);
+  impl->limiter =
+      std::make_shared<ConnectionLimiter>(options.max_connections, options.max_connections_per_ip);
   impl->handlers = std::make_unique<asio::thread_pool>(std::max(1, options.handler_threads));
   impl->shared = Shared{&impl->options, &impl->routes, &impl->streams, impl->handlers.get()};
   const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
@@ -685,9 +682,10 @@ bool StreamWriter::Write(std::string data) {
   };
   if (!room() && !s.drained.wait_for(lock, s.max_wait, room)) {
     // The client has read nothing for max_wait: give up on it, and have the connection closed.
-    spdlog::info("streamed reply: the client read nothing for {} ms with {} bytes waiting; "
-                 "closing it",
-                 s.max_wait.count(), s.pending_bytes);
+    spdlog::info(
+        "streamed reply: the client read nothing for {} ms with {} bytes waiting; "
+        "closing it",
+        s.max_wait.count(), s.pending_bytes);
     s.gone = true;
     s.pending.clear();
     s.pending_bytes = 0;

@@ -13,9 +13,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <optional>
-#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -272,10 +272,11 @@ TEST(HttpServerTest, AuthorizerAnswersBeforeTheBodyIsRead) {
     EXPECT_TRUE(req.body.empty());
     return Error(401, "API key required");
   };
-  auto server = Start({{"/up", [&handled](const Request& req, Reply reply) {
-                         ++handled;
-                         Echo()(req, std::move(reply));
-                       }}},
+  auto server = Start({{"/up",
+                        [&handled](const Request& req, Reply reply) {
+                          ++handled;
+                          Echo()(req, std::move(reply));
+                        }}},
                       options);
   ASSERT_NE(server, nullptr);
   {
@@ -287,7 +288,8 @@ TEST(HttpServerTest, AuthorizerAnswersBeforeTheBodyIsRead) {
     EXPECT_LT(SecondsSince(start), 2.0);
     EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
     EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
-    EXPECT_NE(answer.find("\"detail\":{\"msg\":\"API key required\"}"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("\"detail\":{\"msg\":\"API key required\"}"), std::string::npos)
+        << answer;
     EXPECT_EQ(conn.ReadUntil("never"), "");  // closed: nothing more comes
   }
   // Refused before the size check too: a body over the limit without a key is 401, not 413.
@@ -419,7 +421,8 @@ TEST(HttpServerTest, AStreamToAClientThatStopsReadingIsBoundedThenDropped) {
   options.stream_max_pending_bytes = 64 << 10;
   options.stream_max_wait = std::chrono::milliseconds(500);
   auto writer = std::make_shared<StreamWriter>();
-  auto server = Start({{"/sse", [writer](const Request&, Reply reply) {
+  auto server = Start({{"/sse",
+                        [writer](const Request&, Reply reply) {
                           Response r;
                           r.stream = writer->state();
                           reply(std::move(r));
@@ -456,7 +459,8 @@ TEST(HttpServerTest, ASlowButSteadyReaderGetsTheWholeStream) {
   ServerOptions options;
   options.stream_max_pending_bytes = 32 << 10;
   auto writer = std::make_shared<StreamWriter>();
-  auto server = Start({{"/sse", [writer](const Request&, Reply reply) {
+  auto server = Start({{"/sse",
+                        [writer](const Request&, Reply reply) {
                           Response r;
                           r.stream = writer->state();
                           reply(std::move(r));

@@ -75,7 +75,7 @@ absl::Status Daemon::WaitForHttpPort(const fs::path& port_file, std::chrono::mil
 }
 
 absl::Status Daemon::WaitForAdminPort(const fs::path& port_file,
-                                     std::chrono::milliseconds timeout) {
+                                      std::chrono::milliseconds timeout) {
   return ReadPortFile(port_file, timeout, &admin_port_);
 }
 
@@ -153,7 +153,7 @@ LocalCluster::~LocalCluster() {
 }
 
 absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
-                                       const std::string& listen) {
+                                        const std::string& listen) {
   // node_timeout_ms is the default (800 ms) times the test time scale: under a sanitizer the
   // daemons run several times slower, and an orchestrator's heartbeat late by a few hundred ms
   // must not drop it from routing mid-test.
@@ -176,10 +176,10 @@ absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr
   fs::remove(port);
   fs::remove(http_port);
   fs::remove(admin_port);
-  auto st = (*out)->Start(BinaryPath("switchyard-gateway").string(),
-                          {"--config", cfg.string(), "--port-file", port.string(),
-                           "--http-port-file", http_port.string(), "--admin-port-file",
-                           admin_port.string()});
+  auto st =
+      (*out)->Start(BinaryPath("switchyard-gateway").string(),
+                    {"--config", cfg.string(), "--port-file", port.string(), "--http-port-file",
+                     http_port.string(), "--admin-port-file", admin_port.string()});
   if (!st.ok()) return st;
   // The HTTP port files are written after the gRPC one (public, then admin).
   st = (*out)->WaitForPort(port, std::chrono::seconds(20));
@@ -237,8 +237,7 @@ absl::Status LocalCluster::RestartOrchestrator(size_t i) {
   return st;
 }
 
-absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
-                                             bool register_with_gateway,
+absl::Status LocalCluster::StartOrchestrator(const std::string& node_id, bool register_with_gateway,
                                              const nlohmann::json& extra_config) {
   nlohmann::json models = nlohmann::json::array();
   for (size_t m = 0; m < options_.models.size(); ++m) {
