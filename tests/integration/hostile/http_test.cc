@@ -242,15 +242,14 @@ TEST_F(HostileHttpTest, SlowLorisBodiesDoNotStallHealth) {
   big += "]}";
   for (int i = 0; i < 4; ++i) {
     heavy.emplace_back([this, &big] {
-      for (int j = 0; j < 2; ++j) {
-        HttpCall call;
-        call.method = "POST";
-        call.path = "/text-to-image";
-        call.content_type = "application/json";
-        call.body = big;
-        HttpRequest(port_, call);  // refused for its content (no such model); what matters is
-                                   // the probes meanwhile
-      }
+      HttpCall call;
+      call.method = "POST";
+      call.path = "/text-to-image";
+      call.content_type = "application/json";
+      call.body = big;
+      // Refused for its content (no orchestrator offers the model); what matters is the probes
+      // meanwhile.
+      HttpRequest(port_, call);
     });
   }
   double worst = 0;
@@ -266,7 +265,7 @@ TEST_F(HostileHttpTest, SlowLorisBodiesDoNotStallHealth) {
   }
   for (auto& t : heavy) t.join();
   std::cout << probes << " probes during " << kSlow
-            << " slow-loris bodies and 8 x 30 MB JSON bodies: slowest " << worst * 1000 << " ms\n";
+            << " slow-loris bodies and 4 x 30 MB JSON bodies: slowest " << worst * 1000 << " ms\n";
   EXPECT_LT(worst, 1.0);
   HttpResult job = UpscaleOverHttp(port_, png_);
   EXPECT_EQ(job.status, 200) << job.body << cluster_.Logs();
