@@ -1,8 +1,6 @@
 // A small HTTP/1.1 server on Boost.Beast for the daemons' operator endpoints (/healthz, /readyz,
 // /metrics) and the gateway's HTTP API. Handlers answer asynchronously: they get the request and
-// a `reply` callback they must call exactly once, from any thread. They run on a pool of their
-// own, off the I/O threads (see ServerOptions); a hostile client is held to the options' limits
-// (header-phase authorizer, body size, connection caps, read and write deadlines). A reply is either a whole body
+// a `reply` callback they must call exactly once, from any thread. A reply is either a whole body
 // or a streamed one (Response::stream), which server-sent events need: the body is then sent in
 // pieces as the handler writes them, chunked on HTTP/1.1.
 #pragma once
