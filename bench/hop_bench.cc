@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
   sy::gateway::GatewayConfig gw_cfg;
   gw_cfg.listen = "127.0.0.1:0";
   gw_cfg.http_listen = "";
+  gw_cfg.admin_listen = "";
   gw_cfg.log_level = "warn";
   auto gateway = sy::gateway::GatewayServer::Create(gw_cfg);
   if (!gateway.ok()) {

@@ -29,12 +29,12 @@ COPY --from=build /src/configs /opt/switchyard/configs
 WORKDIR /opt/switchyard
 USER switchyard
 # 50051: gRPC (switchyard.v1.Gateway, Registry for orchestrators, KServe); 8935: HTTP (Livepeer AI
-# API, /healthz, /readyz, /metrics, /status).
-EXPOSE 50051 8935
+# API, /healthz, /readyz); 8934: the operators' HTTP port (/status, /metrics; publish it privately).
+EXPOSE 50051 8935 8934
 ENV SWITCHYARD_HTTP_PORT=8935
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${SWITCHYARD_HTTP_PORT}/healthz" || exit 1
 ENTRYPOINT ["/usr/local/bin/switchyard-gateway"]
 # The quick start's config with container addresses: listen on every interface, not loopback.
 CMD ["--config", "/opt/switchyard/configs/gateway.json", \
-     "--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8935"]
+     "--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8935", "--admin-listen", "0.0.0.0:8934"]

@@ -6,11 +6,15 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,16 +36,30 @@ namespace internal {
 // What a StreamWriter and the connection share; see StreamWriter.
 struct StreamState {
   std::mutex mu;
+  std::condition_variable drained;  // notified when pending shrinks or the stream ends
   std::deque<std::string> pending;  // written, not yet sent
+  size_t pending_bytes = 0;         // the sizes in `pending` together
   bool closed = false;              // the writer has finished the body
   bool gone = false;                // the client went away (or the write failed)
   std::function<void()> wake;       // set by the connection: sends what is pending
+  // Backpressure (see StreamWriter::Write); the server sets its ServerOptions' values when the
+  // reply starts.
+  size_t max_pending_bytes = 1 << 20;
+  std::chrono::milliseconds max_wait{30000};
 };
 }  // namespace internal
 
-// The handler's end of a streamed body. Writes queue data and return at once (the connection
-// sends it in order, from its own thread); the body ends at Close() or when the last copy of the
-// writer is destroyed, so a handler that forgets to close still ends the response.
+// The handler's end of a streamed body. Writes queue data (the connection sends it in order, from
+// its own thread); the body ends at Close() or when the last copy of the writer is destroyed, so
+// a handler that forgets to close still ends the response.
+//
+// Backpressure: at most ServerOptions::stream_max_pending_bytes wait to be sent. A Write that
+// would go over blocks the producer until the connection has taken enough (the client reads), for
+// at most ServerOptions::stream_max_wait; a client that reads nothing for that long is treated as
+// gone: the write is refused (false), the connection closed, and the producer should stop (the LLM
+// relay cancels its call). Blocking rather than refusing at once keeps a briefly slow reader's
+// stream whole; the bound keeps a stalled one from holding producer threads or memory. Never call
+// Write from a server I/O thread (handlers run on the handler pool, see ServerOptions).
 class StreamWriter {
  public:
   StreamWriter() : state_(std::make_shared<internal::StreamState>()) {}
@@ -49,8 +67,8 @@ class StreamWriter {
   StreamWriter(const StreamWriter&) = delete;
   StreamWriter& operator=(const StreamWriter&) = delete;
 
-  // Queues `data` (empty data is skipped). False once the client is gone or the writer closed:
-  // the producer should stop then.
+  // Queues `data` (empty data is skipped), waiting (bounded) for room as above. False once the
+  // client is gone, too slow, or the writer closed: the producer should stop then.
   bool Write(std::string data);
   // Ends the body. Later writes are refused.
   void Close();
@@ -76,12 +94,37 @@ struct Response {
 using Reply = std::function<void(Response)>;
 using Handler = std::function<void(const Request&, Reply)>;
 
+// Called once a request's headers are read, before its body is: nullopt lets the request on;
+// a response (e.g. 401) is sent at once, the body is never read and the connection is closed.
+// Runs on an I/O thread, so it must be quick (no I/O). `request.body` is empty.
+using Authorizer = std::function<std::optional<Response>(const Request& request)>;
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:0";  // HOST:PORT; port 0 picks a free one
-  int threads = 2;
-  size_t max_body_bytes = 64 << 20;  // larger bodies get 413
+  int threads = 2;                     // I/O threads: reading, writing, TLS
+  size_t max_body_bytes = 64 << 20;    // larger bodies get 413
   // HTTPS when enabled (certificate and key; client certificates as TlsServerConfig says).
   TlsServerConfig tls;
+  // See Authorizer; unset: every request goes on to its handler.
+  Authorizer authorize = nullptr;
+  // Open connections at once, in all and from one client address; a connection over either is
+  // closed as soon as it is accepted (and counted in a rate-limited log line). 0: no cap.
+  int max_connections = 1024;
+  int max_connections_per_ip = 64;
+  // Handlers run on this many threads of their own, so that a handler's work (parsing a large
+  // body, say) never holds up the I/O threads; paths in `inline_paths` (cheap probes) run on the
+  // I/O thread instead, so they answer even while every handler thread is busy.
+  int handler_threads = 4;
+  std::set<std::string> inline_paths = {"/healthz", "/readyz"};
+  // A request (headers and body) must arrive within this from its first byte being awaited; an
+  // idle keep-alive connection is closed after it too. Not running while a handler works.
+  std::chrono::milliseconds read_timeout{60000};
+  // A reply write that makes no progress for this long is cut (a long reply to a client that
+  // reads steadily, like a slow download, is not).
+  std::chrono::milliseconds write_stall_timeout{60000};
+  // Streamed replies' backpressure (see StreamWriter).
+  size_t stream_max_pending_bytes = 1 << 20;
+  std::chrono::milliseconds stream_max_wait{30000};
 };
 
 class Server {
@@ -113,5 +156,7 @@ using ServerPtr = std::unique_ptr<Server>;
 
 // A JSON body with the given status.
 Response Json(int status, std::string body);
+// The server's own error body (see Server::Create) with `status` and `message`.
+Response Error(int status, const std::string& message);
 
 }  // namespace switchyard::http

@@ -117,6 +117,17 @@ void ApiKeyStore::Replace(const std::vector<ApiKeyEntry>& entries) {
   by_hash_ = std::move(fresh);
 }
 
+absl::Status ApiKeyStore::Authenticate(absl::string_view presented_key) const {
+  if (presented_key.empty()) {
+    return absl::UnauthenticatedError(
+        "API key required: send 'authorization: Bearer <key>' (or 'x-api-key: <key>')");
+  }
+  const std::string hash = Sha256Hex(presented_key);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (by_hash_.count(hash) == 0) return absl::UnauthenticatedError("unknown API key");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<ApiKeyStore::Lease>> ApiKeyStore::Admit(
     absl::string_view presented_key) {
   if (presented_key.empty()) {

@@ -70,6 +70,10 @@ class ApiKeyStore {
   // ("rate limit" or "concurrency quota") when over it. The lease must live as long as the call.
   absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view presented_key);
 
+  // Whether `presented_key` is a known key (OK, else UNAUTHENTICATED as Admit says), without
+  // taking a token or a slot: the HTTP server's check before it reads a body.
+  absl::Status Authenticate(absl::string_view presented_key) const;
+
   // Calls in flight for a key id (-1 if unknown), for tests and metrics.
   int InFlight(const std::string& key_id) const;
   size_t size() const;

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/json_limits.h"
@@ -78,7 +79,8 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
        "poll_interval_ms", "heartbeat_interval_ms",
        "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
        "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
-       "stream_idle_timeout_ms", "http_listen", "api_keys_file", "registration_secret",
+       "stream_idle_timeout_ms", "http_listen", "admin_listen", "http_max_connections",
+       "http_max_connections_per_ip", "api_keys_file", "registration_secret",
        "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls",
        "http_tls", "orchestrator_tls", "live_video"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
@@ -91,6 +93,13 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   SY_RETURN_IF_ERROR(root.Read("max_queued_jobs", &c.max_queued_jobs));
   SY_RETURN_IF_ERROR(root.Read("stream_idle_timeout_ms", &c.stream_idle_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("http_listen", &c.http_listen));
+  SY_RETURN_IF_ERROR(root.Read("admin_listen", &c.admin_listen));
+  SY_RETURN_IF_ERROR(root.Read("http_max_connections", &c.http_max_connections));
+  SY_RETURN_IF_ERROR(root.Read("http_max_connections_per_ip", &c.http_max_connections_per_ip));
+  if (c.http_max_connections < 0) return root.Error("http_max_connections", "must be >= 0");
+  if (c.http_max_connections_per_ip < 0) {
+    return root.Error("http_max_connections_per_ip", "must be >= 0");
+  }
   SY_RETURN_IF_ERROR(root.Read("usage_admin_key_ids", &c.usage_admin_key_ids));
   {
     std::string ledger;
@@ -153,6 +162,10 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   }
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "http_tls", &c.http_tls));
   SY_RETURN_IF_ERROR(ReadTlsClientConfig(root, "orchestrator_tls", &c.orchestrator_tls));
+  if (!c.admin_listen.empty() && c.admin_listen == c.http_listen &&
+      !absl::EndsWith(c.admin_listen, ":0")) {
+    return root.Error("admin_listen", "must not be the same address as http_listen");
+  }
   if (c.http_tls.enabled() && c.http_listen.empty()) {
     return root.Error("http_tls", "is set but http_listen is empty (no HTTP port)");
   }

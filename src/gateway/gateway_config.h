@@ -30,8 +30,16 @@ struct GatewayConfig {
   // client sends none; absent: no cap.
   std::map<std::string, double> max_price_per_unit;
   int max_queued_jobs = 1000;  // jobs waiting at the gateway for a node with room
-  // HTTP port for /healthz, /readyz and /metrics (HOST:PORT); empty disables it.
+  // The public HTTP port (HOST:PORT): the Livepeer AI API, /usage, /healthz and /readyz; empty
+  // disables it.
   std::string http_listen = "127.0.0.1:8935";
+  // The operators' HTTP port (HOST:PORT): /status, /status.json, /, /metrics, /healthz and
+  // /readyz, kept off the public port because they show every tenant's request ids and errors
+  // and the orchestrators' addresses. Loopback by default; empty disables it.
+  std::string admin_listen = "127.0.0.1:8934";
+  // Open connections on each HTTP port at once, in all and per client address; 0: no cap.
+  int http_max_connections = 1024;
+  int http_max_connections_per_ip = 64;
   int stream_idle_timeout_ms = 60000;  // a stream's node is forgotten after this long unused
   RouterOptions routing;
 

@@ -7,6 +7,8 @@
 #include <random>
 #include <tuple>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/daemon.h"
@@ -32,6 +34,30 @@ std::string ModelStateLabel(node::v1::ModelState state) {
     default:
       return "cold";
   }
+}
+
+// The public HTTP port's check of the API key, made as soon as a request's headers are read: a
+// request without a known key gets 401 before its body is read or any validation answers. Only
+// whether the key exists is checked here; its rate and concurrency quotas stay with the gRPC API
+// the request is forwarded to (with the same Authorization header). The probes stay open.
+http::Authorizer ApiKeyAuthorizer(ApiKeyAuth* auth) {
+  return [auth](const http::Request& req) -> std::optional<http::Response> {
+    if (req.path == "/healthz" || req.path == "/readyz") return std::nullopt;
+    std::string key;
+    if (auto it = req.headers.find("authorization"); it != req.headers.end()) {
+      absl::string_view value = absl::StripAsciiWhitespace(it->second);
+      if (value.size() > 7 && absl::EqualsIgnoreCase(value.substr(0, 7), "bearer ")) {
+        key = std::string(absl::StripAsciiWhitespace(value.substr(7)));
+      }
+    }
+    if (key.empty()) {
+      return http::Error(401, "API key required: send 'Authorization: Bearer <key>'");
+    }
+    if (auto st = auth->store().Authenticate(key); !st.ok()) {
+      return http::Error(401, std::string(st.message()));
+    }
+    return std::nullopt;
+  };
 }
 
 }  // namespace
@@ -139,7 +165,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
 }
 
 absl::Status GatewayServer::StartHttp() {
-  if (config_.http_listen.empty()) return absl::OkStatus();
+  if (config_.http_listen.empty() && config_.admin_listen.empty()) return absl::OkStatus();
   auto& registry = metrics_->registry();
   auto& orchestrators = prometheus::BuildGauge()
                             .Name("switchyard_gateway_orchestrators")
@@ -185,10 +211,8 @@ absl::Status GatewayServer::StartHttp() {
       it->second->Set(n);
     }
   });
-  // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
-  auto channel = server_->InProcessChannel(grpc::ChannelArguments());
-  live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
-  std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_, auth_.get());
+  // /healthz, /readyz and /metrics: the probes go on both ports, the metrics on the admin one.
+  std::map<std::string, http::Handler> admin_routes;
   AddOperatorRoutes(
       metrics_.get(),
       [this] {
@@ -202,21 +226,50 @@ absl::Status GatewayServer::StartHttp() {
                      : "not ready: no orchestrator to route to\n";
         return r;
       },
-      &routes);
-  // GET /usage: the caller's usage from the ledger (docs/metering.md).
-  routes["/usage"] = UsageHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
+      &admin_routes);
   // The operators' status page (/status, /status.json, /).
   AddStatusRoutes(
       {config_.gateway_id, membership_.get(), service_->router(), service_->job_log(), absl::Now()},
-      &routes);
+      &admin_routes);
+
   http::ServerOptions options;
-  options.listen = config_.http_listen;
   options.tls = config_.http_tls;
-  auto http = http::Server::Create(options, std::move(routes));
-  if (!http.ok()) return http.status();
-  http_ = *std::move(http);
-  spdlog::info("gateway {} (/healthz, /readyz, /metrics, /status) on port {}",
-               config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port());
+  // The body limit is the gRPC API's: an HTTP request becomes one gRPC message of about its size.
+  options.max_body_bytes = static_cast<size_t>(config_.max_message_bytes);
+  options.max_connections = config_.http_max_connections;
+  options.max_connections_per_ip = config_.http_max_connections_per_ip;
+
+  if (!config_.http_listen.empty()) {
+    // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
+    auto channel = server_->InProcessChannel(grpc::ChannelArguments());
+    live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
+    std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_, auth_.get());
+    // GET /usage: the caller's usage from the ledger (docs/metering.md).
+    routes["/usage"] = UsageHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
+    for (const char* probe : {"/healthz", "/readyz"}) routes[probe] = admin_routes.at(probe);
+    http::ServerOptions public_options = options;
+    public_options.listen = config_.http_listen;
+    if (auth_) public_options.authorize = ApiKeyAuthorizer(auth_.get());
+    auto http = http::Server::Create(public_options, std::move(routes));
+    if (!http.ok()) return http.status();
+    http_ = *std::move(http);
+    spdlog::info("gateway {} (Livepeer AI API, /usage, /healthz, /readyz) on port {}{}",
+                 config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port(),
+                 auth_ ? ", API key checked before the body is read" : "");
+  }
+  if (!config_.admin_listen.empty()) {
+    http::ServerOptions admin_options = options;
+    admin_options.listen = config_.admin_listen;
+    admin_options.max_body_bytes = 64 << 10;  // only GETs there
+    auto admin = http::Server::Create(admin_options, std::move(admin_routes));
+    if (!admin.ok()) {
+      return absl::Status(admin.status().code(),
+                          absl::StrCat("admin_listen: ", admin.status().message()));
+    }
+    admin_http_ = *std::move(admin);
+    spdlog::info("gateway operators' {} (/status, /metrics, /healthz, /readyz) on port {}",
+                 config_.http_tls.enabled() ? "HTTPS" : "HTTP", admin_http_->port());
+  }
   return absl::OkStatus();
 }
 

@@ -1,4 +1,5 @@
-// Wires a gateway together: membership, registry, static poller and the public API on one port.
+// Wires a gateway together: membership, registry, static poller, the public API (gRPC and HTTP)
+// and the operators' HTTP port.
 #pragma once
 
 #include <condition_variable>
@@ -45,8 +46,10 @@ class GatewayServer {
   absl::Status CheckHealth(std::chrono::milliseconds budget);
 
   int port() const { return port_; }
-  // The HTTP port (/healthz, /readyz, /metrics), or 0 when `http_listen` is empty.
+  // The public HTTP port (Livepeer AI API, /healthz, /readyz), or 0 when `http_listen` is empty.
   int http_port() const { return http_ ? http_->port() : 0; }
+  // The operators' HTTP port (/status, /metrics, ...), or 0 when `admin_listen` is empty.
+  int admin_port() const { return admin_http_ ? admin_http_->port() : 0; }
 
  private:
   absl::Status StartHttp();
@@ -54,7 +57,7 @@ class GatewayServer {
 
   GatewayConfig config_;
   std::unique_ptr<Metrics> metrics_;
-  std::unique_ptr<ApiKeyAuth> auth_;  // null: no keys file, auth off; outlives server_
+  std::unique_ptr<ApiKeyAuth> auth_;         // null: no keys file, auth off; outlives server_
   std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
   std::unique_ptr<UsageLedger> ledger_;      // null: no usage_ledger configured
   std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
@@ -76,6 +79,7 @@ class GatewayServer {
   // After server_ and the scrape state its /metrics handler uses: destroyed (its threads joined)
   // before them.
   http::ServerPtr http_;
+  http::ServerPtr admin_http_;
   // Drops registered orchestrators that stopped sending heartbeats (node_timeout_ms).
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
       "switchyard-gateway: accepts AI and video jobs over gRPC and routes each to an "
       "orchestrator by capability, warm state and load"};
   std::string config_path, listen, port_file, log_level, log_format, http_listen, http_port_file;
+  std::string admin_listen, admin_port_file;
   std::vector<std::string> static_orchestrators;
   int grace_ms = 10000;
   std::string new_api_key_id;
@@ -30,10 +31,15 @@ int main(int argc, char** argv) {
                  "Poll this orchestrator (HOST:PORT) in addition to the config's list; repeatable");
   app.add_option("--port-file", port_file, "Write the bound port to this file once serving");
   auto* http_opt = app.add_option("--http-listen", http_listen,
-                                  "Override `http_listen` (HOST:PORT for /healthz, /readyz, "
-                                  "/metrics; empty disables)");
+                                  "Override `http_listen` (HOST:PORT for the Livepeer AI API, "
+                                  "/healthz, /readyz; empty disables)");
   app.add_option("--http-port-file", http_port_file,
                  "Write the bound HTTP port to this file once serving");
+  auto* admin_opt = app.add_option("--admin-listen", admin_listen,
+                                   "Override `admin_listen` (HOST:PORT for /status, /metrics, "
+                                   "/healthz, /readyz; empty disables)");
+  app.add_option("--admin-port-file", admin_port_file,
+                 "Write the bound operators' HTTP port to this file once serving");
   app.add_option("--log-level", log_level, "Override `log.level` (trace..error)");
   app.add_option("--log-format", log_format, "Override `log.format` (text or json)");
   app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
@@ -68,6 +74,7 @@ int main(int argc, char** argv) {
   }
   if (!listen.empty()) config->listen = listen;
   if (http_opt->count() > 0) config->http_listen = http_listen;
+  if (admin_opt->count() > 0) config->admin_listen = admin_listen;
   for (auto& s : static_orchestrators) config->static_orchestrators.push_back(s);
   if (!log_level.empty()) config->log_level = log_level;
   if (!log_format.empty()) config->log_format = log_format;
@@ -89,6 +96,12 @@ int main(int argc, char** argv) {
   }
   if (!http_port_file.empty()) {
     if (auto st = WritePortFile(http_port_file, (*server)->http_port()); !st.ok()) {
+      spdlog::critical("{}", st.ToString());
+      return 1;
+    }
+  }
+  if (!admin_port_file.empty()) {
+    if (auto st = WritePortFile(admin_port_file, (*server)->admin_port()); !st.ok()) {
       spdlog::critical("{}", st.ToString());
       return 1;
     }

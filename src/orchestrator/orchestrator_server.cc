@@ -248,6 +248,9 @@ absl::Status OrchestratorServer::StartHttp() {
   http::ServerOptions options;
   options.listen = config_.http_listen;
   options.tls = config_.http_tls;
+  // Only GET probes and metrics here: no request has a body worth reading. The connection caps
+  // keep ServerOptions' defaults (1024 in all, 64 per client address).
+  options.max_body_bytes = 64 << 10;
   auto http = http::Server::Create(options, std::move(routes));
   if (!http.ok()) return http.status();
   http_ = *std::move(http);

@@ -267,7 +267,7 @@ TEST_F(CliClusterTest, AudioAndTextPipelines) {
     EXPECT_LE(json["usage"]["completion_tokens"].get<int>(), 24);
   }
   // LLM streams are counted in the gateway's job metrics like unary jobs.
-  HttpResult metrics = HttpRequest(cluster_->gateway().http_port(), "GET", "/metrics");
+  HttpResult metrics = HttpRequest(cluster_->gateway().admin_port(), "GET", "/metrics");
   ASSERT_EQ(metrics.status, 200);
   EXPECT_THAT(metrics.body, HasSubstr("switchyard_gateway_jobs_total{code=\"OK\",model=\"tiny-llm\","
                                       "pipeline=\"llm\"} 5"));

@@ -121,6 +121,29 @@ TEST(GatewayConfigTest, StaticOrchestratorsAreValidated) {
   EXPECT_TRUE(Parse(Json::parse(R"({"static_orchestrators": []})")).ok());
 }
 
+// The HTTP front door (docs/security.md): the operators' port on loopback by default, connection
+// caps with safe defaults, and the values that make no sense refused.
+TEST(GatewayConfigTest, AdminListenAndConnectionCaps) {
+  auto d = Parse(Json::object());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->admin_listen, "127.0.0.1:8934");
+  EXPECT_EQ(d->http_max_connections, 1024);
+  EXPECT_EQ(d->http_max_connections_per_ip, 64);
+  auto c = Parse(
+      Json{{"admin_listen", ""}, {"http_max_connections", 0}, {"http_max_connections_per_ip", 8}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->admin_listen, "");
+  EXPECT_EQ(c->http_max_connections, 0);
+  EXPECT_EQ(c->http_max_connections_per_ip, 8);
+  // Both ephemeral is fine (tests); one fixed address for both is not.
+  EXPECT_TRUE(Parse(Json{{"http_listen", "127.0.0.1:0"}, {"admin_listen", "127.0.0.1:0"}}).ok());
+  ExpectError(Json{{"http_listen", "0.0.0.0:8935"}, {"admin_listen", "0.0.0.0:8935"}},
+              "admin_listen");
+  ExpectError(Json{{"http_max_connections", -1}}, "http_max_connections");
+  ExpectError(Json{{"http_max_connections_per_ip", -1}}, "http_max_connections_per_ip");
+  ExpectError(Json{{"admin_listen", 8934}}, "admin_listen");
+}
+
 TEST(GatewayConfigTest, LoadFromFile) {
   TempDir dir;
   const fs::path file = dir.path() / "gw.json";

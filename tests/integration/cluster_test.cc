@@ -479,7 +479,7 @@ TEST(StaticOrchestratorTest, GatewayPollsAStaticOrchestrator) {
   WriteFile(dir.path() / "orch.json", orch.dump());
   WriteFile(dir.path() / "gw.json",
             R"({"gateway_id": "gw", "listen": "127.0.0.1:0", "http_listen": "",
-                "poll_interval_ms": 200})");
+                "admin_listen": "", "poll_interval_ms": 200})");
   Daemon o("static-1", dir.path() / "orch.log");
   ASSERT_TRUE(o.Start(BinaryPath("switchyard-orchestrator").string(),
                       {"--config", (dir.path() / "orch.json").string(), "--no-gateways",

@@ -160,7 +160,7 @@ TEST(FailoverTest, KilledAndStalledNodesLoseNoJobsAndRejoin) {
   }
   std::cout << retried << " of " << results.size() << " jobs were retried on another node\n";
   if (retried > 0) {
-    HttpResult m = HttpRequest(cluster.gateway().http_port(), "GET", "/metrics");
+    HttpResult m = HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics");
     EXPECT_NE(m.body.find("switchyard_gateway_retries_total{pipeline=\"upscale\",reason="),
               std::string::npos)
         << m.body;
@@ -222,7 +222,7 @@ TEST(FailoverTest, JobsWaitAtTheGatewayWhenEveryNodeIsBusyAndTheQueueIsBounded) 
   if (HasFailure()) std::cerr << cluster.Logs();
   {
     // The wait is in the gateway's metrics.
-    HttpResult m = HttpRequest(cluster.gateway().http_port(), "GET", "/metrics");
+    HttpResult m = HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics");
     ASSERT_EQ(m.status, 200);
     EXPECT_NE(m.body.find("switchyard_gateway_queue_wait_seconds_count{pipeline=\"upscale\"}"),
               std::string::npos)
@@ -373,7 +373,7 @@ TEST(FailoverTest, GatewaysSharingAnOrchestratorSeeEachOthersLoad) {
 
 // Capacity refusals the gateway has retried or parked for (the retries counter's sample).
 double RefusedRetries(LocalCluster& cluster) {
-  HttpResult m = HttpRequest(cluster.gateway().http_port(), "GET", "/metrics");
+  HttpResult m = HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics");
   const std::string series =
       "switchyard_gateway_retries_total{pipeline=\"upscale\",reason=\"refused\"} ";
   const size_t at = m.body.find(series);

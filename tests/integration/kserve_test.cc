@@ -356,7 +356,7 @@ TEST_F(KServeTest, ErrorsKeepTheirCodesThroughTheGateway) {
   ASSERT_TRUE(Infer(PairRequest(), &resp).ok());
 
   // ModelInfer calls are jobs in the gateway's metrics, by model and the code the client got.
-  HttpResult m = HttpRequest(cluster_->gateway().http_port(), "GET", "/metrics");
+  HttpResult m = HttpRequest(cluster_->gateway().admin_port(), "GET", "/metrics");
   ASSERT_EQ(m.status, 200);
   for (const char* line :
        {"switchyard_gateway_jobs_total{code=\"OK\",model=\"kpair\",pipeline=\"kserve\"}",

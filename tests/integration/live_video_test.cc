@@ -258,7 +258,7 @@ TEST_F(LiveVideoTest, RunsTheModelOverEverySegmentAndPublishesThem) {
   EXPECT_EQ(events[4]["segments"], 3);
 
   // Each segment is a job in the gateway's metrics.
-  HttpResult metrics = HttpRequest(port_, "GET", "/metrics");
+  HttpResult metrics = HttpRequest(cluster_.gateway().admin_port(), "GET", "/metrics");
   EXPECT_NE(metrics.body.find("switchyard_gateway_jobs_total{code=\"OK\",model=\"live-invert\","
                               "pipeline=\"live-video-to-video\"} 3"),
             std::string::npos)

@@ -115,7 +115,7 @@ class MeteringTest : public ::testing::Test {
   }
 
   std::string Metrics() {
-    return HttpRequest(cluster_.gateway().http_port(), "GET", "/metrics").body;
+    return HttpRequest(cluster_.gateway().admin_port(), "GET", "/metrics").body;
   }
 
   TempDir tmp_;

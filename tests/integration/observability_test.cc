@@ -90,7 +90,7 @@ TEST(ObservabilityTest, HealthReadinessAndMetricsOnBothDaemons) {
   EXPECT_TRUE(Contains(cluster.orchestrator(0).Log(), "[rid-observability-42]"))
       << cluster.orchestrator(0).Log();
 
-  HttpResult gm = Get(gw, "/metrics");
+  HttpResult gm = Get(cluster.gateway().admin_port(), "/metrics");  // operators' port
   ASSERT_EQ(gm.status, 200);
   EXPECT_TRUE(Contains(gm.body,
                        "switchyard_gateway_jobs_total{code=\"OK\",model=\"libx264\","

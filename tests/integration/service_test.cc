@@ -268,6 +268,7 @@ TEST(ServiceNotify, GatewayReadyAfterPortsWatchdogReloadAndStopping) {
   WriteFile(cfg, nlohmann::json{{"gateway_id", "gw"},
                                 {"listen", "127.0.0.1:0"},
                                 {"http_listen", "127.0.0.1:0"},
+                                {"admin_listen", ""},
                                 {"static_orchestrators", nlohmann::json::array()}}
                      .dump());
   Daemon gw("gateway", dir.path() / "gateway.log");
@@ -308,7 +309,8 @@ TEST(ServiceNotify, NoWatchdogPingsWhenSystemdAsksForNone) {
   TempDir dir;
   NotifySocket notify(dir.path() / "notify.sock");
   const fs::path cfg = dir.path() / "gateway.json";
-  WriteFile(cfg, nlohmann::json{{"listen", "127.0.0.1:0"}, {"http_listen", ""}}.dump());
+  WriteFile(cfg, nlohmann::json{{"listen", "127.0.0.1:0"}, {"http_listen", ""}, {"admin_listen", ""}}
+                     .dump());
   Daemon gw("gateway", dir.path() / "gateway.log");
   {
     ServiceEnvironment env(notify, 400000);
@@ -779,7 +781,8 @@ TEST_F(ServiceReloadTest, GatewaySighupReloadsStaticOrchestratorsWithAJobInFligh
   auto gateway_config = [](std::vector<std::string> statics) {
     return nlohmann::json{
         {"gateway_id", "gw"},      {"listen", "127.0.0.1:0"},         {"http_listen", ""},
-        {"poll_interval_ms", 200}, {"static_orchestrators", statics}, {"log", {{"level", "debug"}}}}
+        {"admin_listen", ""},      {"poll_interval_ms", 200},         {"static_orchestrators", statics},
+        {"log", {{"level", "debug"}}}}
         .dump(2);
   };
   WriteFile(cfg, gateway_config({a_addr}));

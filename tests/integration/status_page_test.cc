@@ -79,7 +79,7 @@ class StatusPageTest : public ::testing::Test {
                                     {"warm", true}});
     auto st = cluster_.Start(options);
     ASSERT_TRUE(st.ok()) << st << "\n" << cluster_.Logs();
-    port_ = cluster_.gateway().http_port();
+    port_ = cluster_.gateway().admin_port();  // the operators' port
     ASSERT_GT(port_, 0);
 
     // One job that succeeds, one that an orchestrator rejects (not an image) and one that no

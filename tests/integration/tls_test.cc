@@ -107,6 +107,7 @@ absl::Status StartStaticGateway(const TempDir& dir, const std::string& name,
   nlohmann::json cfg = {{"gateway_id", name},
                         {"listen", "127.0.0.1:0"},
                         {"http_listen", ""},
+                        {"admin_listen", ""},
                         {"poll_interval_ms", 200},
                         {"log", {{"level", "debug"}}}};
   cfg.update(extra);
@@ -194,8 +195,8 @@ TEST_F(TlsTest, EveryListenerOverTls) {
   plain_call.tls_ca_file.clear();
   EXPECT_EQ(HttpRequest(cluster.gateway().http_port(), plain_call).status, 0);
 
-  // The operator endpoints over HTTPS, on both daemons.
-  for (int port : {cluster.gateway().http_port(), cluster.orchestrator(0).http_port()}) {
+  // The operator endpoints over HTTPS, on both daemons (the gateway's operators' port).
+  for (int port : {cluster.gateway().admin_port(), cluster.orchestrator(0).http_port()}) {
     HttpCall get;
     get.path = "/metrics";
     get.tls_ca_file = certs_.ca.string();

@@ -118,6 +118,11 @@ absl::Status Daemon::WaitForHttpPort(const fs::path& port_file, std::chrono::mil
   return ReadPortFile(port_file, timeout, &http_port_);
 }
 
+absl::Status Daemon::WaitForAdminPort(const fs::path& port_file,
+                                      std::chrono::milliseconds timeout) {
+  return ReadPortFile(port_file, timeout, &admin_port_);
+}
+
 absl::Status Daemon::ReadPortFile(const fs::path& port_file, std::chrono::milliseconds timeout,
                                   int* out) {
   auto end = std::chrono::steady_clock::now() + Scaled(timeout);
@@ -192,13 +197,14 @@ LocalCluster::~LocalCluster() {
 }
 
 absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
-                                       const std::string& listen) {
+                                        const std::string& listen) {
   // node_timeout_ms is the default (800 ms) times the test time scale: under a sanitizer the
   // daemons run several times slower, and an orchestrator's heartbeat late by a few hundred ms
   // must not drop it from routing mid-test.
   nlohmann::json gw = {{"gateway_id", name},
                        {"listen", listen},
                        {"http_listen", "127.0.0.1:0"},
+                       {"admin_listen", "127.0.0.1:0"},
                        {"max_attempts", options_.max_attempts},
                        {"poll_interval_ms", 200},
                        {"node_timeout_ms", Scaled(std::chrono::milliseconds(800)).count()},
@@ -209,17 +215,25 @@ absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr
   WriteFile(cfg, gw.dump(2));
   *out = std::make_unique<Daemon>(name, dir_.path() / (name + ".log"));
   const fs::path http_port = dir_.path() / (name + ".http-port");
+  const fs::path admin_port = dir_.path() / (name + ".admin-port");
   // A restart must not read the previous run's ports.
   fs::remove(port);
   fs::remove(http_port);
-  auto st = (*out)->Start(BinaryPath("switchyard-gateway").string(),
-                          {"--config", cfg.string(), "--port-file", port.string(),
-                           "--http-port-file", http_port.string()});
+  fs::remove(admin_port);
+  auto st =
+      (*out)->Start(BinaryPath("switchyard-gateway").string(),
+                    {"--config", cfg.string(), "--port-file", port.string(), "--http-port-file",
+                     http_port.string(), "--admin-port-file", admin_port.string()});
   if (!st.ok()) return st;
-  // The HTTP port file is written after the gRPC one.
+  // The HTTP port files are written after the gRPC one (public, then admin).
   st = (*out)->WaitForPort(port, std::chrono::seconds(20));
   if (!st.ok()) return st;
-  return (*out)->WaitForHttpPort(http_port, std::chrono::seconds(10));
+  const bool http = gw["http_listen"].is_string() && !gw["http_listen"].get<std::string>().empty();
+  const bool admin =
+      gw["admin_listen"].is_string() && !gw["admin_listen"].get<std::string>().empty();
+  if (http) st = (*out)->WaitForHttpPort(http_port, std::chrono::seconds(10));
+  if (st.ok() && admin) st = (*out)->WaitForAdminPort(admin_port, std::chrono::seconds(10));
+  return st;
 }
 
 absl::Status LocalCluster::Start(const ClusterOptions& options) {
@@ -267,8 +281,7 @@ absl::Status LocalCluster::RestartOrchestrator(size_t i) {
   return st;
 }
 
-absl::Status LocalCluster::StartOrchestrator(const std::string& node_id,
-                                             bool register_with_gateway,
+absl::Status LocalCluster::StartOrchestrator(const std::string& node_id, bool register_with_gateway,
                                              const nlohmann::json& extra_config) {
   nlohmann::json models = nlohmann::json::array();
   for (size_t m = 0; m < options_.models.size(); ++m) {

@@ -42,6 +42,11 @@ class Daemon {
   absl::Status WaitForHttpPort(const std::filesystem::path& port_file,
                                std::chrono::milliseconds timeout);
   int http_port() const { return http_port_; }
+  // Waits for a gateway's --admin-port-file (the operators' port: /status, /metrics);
+  // admin_port() is 0 until then.
+  absl::Status WaitForAdminPort(const std::filesystem::path& port_file,
+                                std::chrono::milliseconds timeout);
+  int admin_port() const { return admin_port_; }
   pid_t pid() const { return pid_; }
   const std::string& name() const { return name_; }
   std::string Log() const;
@@ -51,6 +56,7 @@ class Daemon {
   std::filesystem::path log_;
   pid_t pid_ = -1;
   int http_port_ = 0;
+  int admin_port_ = 0;
   absl::Status ReadPortFile(const std::filesystem::path& port_file,
                             std::chrono::milliseconds timeout, int* out);
   int port_ = 0;
@@ -92,7 +98,8 @@ class LocalCluster {
   absl::Status AddOrchestrator(const std::string& node_id, const nlohmann::json& extra_config);
 
   // Stops the gateway (SIGTERM, its drain) and starts it again on the same gRPC port, so that the
-  // orchestrators re-register by themselves; its HTTP port may change (http_port() is updated).
+  // orchestrators re-register by themselves; its HTTP ports may change (http_port() and
+  // admin_port() are updated).
   absl::Status RestartGateway();
   // Stops the i-th orchestrator (SIGTERM; a no-op when it was killed) and starts it again with the
   // same node id and config, in the same slot (it gets a new port and re-registers).
