@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
+#include "common/logging.h"
+#include "common/metering.h"
 #include "common/status.h"
 #include "common/tsan_handoff.h"
 #include "gateway/api_keys.h"
@@ -165,6 +167,14 @@ class RegistryService::Stream final
       if (ch < 0x21 || ch > 0x7e) {
         return absl::InvalidArgumentError(
             "node_id must be printable ASCII without spaces or control characters");
+      }
+    }
+    // A price that is not a finite number >= 0 could only be billed wrongly (metering.h).
+    for (const auto& c : s.capabilities()) {
+      if (!metering::ValidPrice(c.price_per_unit())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "hello from ", s.node_id(), ": ", LogSafe(c.pipeline()), "/", LogSafe(c.model_id()),
+            ": price_per_unit is not a finite number >= 0"));
       }
     }
     return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));

@@ -7,6 +7,7 @@
 #include "common/metering.h"
 #include "common/status.h"
 #include "common/tenant.h"
+#include "common/logging.h"
 #include "orchestrator/request_context.h"
 #include "orchestrator/transcoder.h"
 #include "orchestrator/upscale_pipeline.h"
@@ -18,7 +19,9 @@ std::string RequestId(const grpc::ServerContext* context) {
   const auto& md = context->client_metadata();
   auto it = md.find("x-request-id");
   if (it == md.end()) return "-";
-  return std::string(it->second.data(), it->second.size());
+  // It names the job in this node's log lines: cut and escaped so a caller cannot forge or flood
+  // them (the gateway sends ids of 32 hex digits, which pass unchanged).
+  return LogSafe(std::string_view(it->second.data(), it->second.size()));
 }
 
 // The tenant the gateway sent (common/tenant.h): the namespace of the caller's stream ids; "" when
