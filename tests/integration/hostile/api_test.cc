@@ -185,7 +185,8 @@ TEST_F(HostileApiTest, AnotherKeyCannotFetchAResultOrVideo) {
 
   EXPECT_TRUE(IsError(Post("/image-to-video/result", "application/json", ask, kKeyB), 404, id));
   EXPECT_TRUE(IsError(Get(path, kKeyB), 404, "no media"));
-  EXPECT_TRUE(IsError(Get(path, ""), 404, "no media"));
+  // No key at all is refused from the headers (401) before the path is looked at.
+  EXPECT_TRUE(IsError(Get(path, ""), 401, "API key required"));
   HttpResult video = Get(path, kKeyA);
   EXPECT_EQ(video.status, 200);
   EXPECT_FALSE(video.body.empty());
