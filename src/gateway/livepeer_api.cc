@@ -712,6 +712,7 @@ void ServeMedia(const std::shared_ptr<Store>& store, const std::string& owner,
 // a session (live_video.h) and answers at once with its URLs and request id.
 void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessions>& sessions,
                       const http::Request& req, http::Reply reply) {
+  if (sessions == nullptr) return reply(HttpError(503, "live video is not served by this gateway"));
   auto p = ReadJson(req, reply);
   if (!p) return;
   LiveVideoParams lp;

@@ -25,6 +25,7 @@
 #include "common/http_server.h"
 #include "gateway/api_keys.h"
 #include "gateway/auth_interceptor.h"
+#include "gateway/live_video.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -121,12 +122,15 @@ class LivepeerApiRoutesTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     EXPECT_EQ(service_.llm_active, 0);
+    if (live_) live_->Stop();
     routes_.clear();
     server_->Shutdown();
   }
 
   // Builds the routes, with API keys "key-a" (id "a") and "key-b" (id "b") when `with_keys`.
-  void MakeRoutes(bool with_keys) {
+  // With `with_live`, live-video sessions whose URLs may point at 127.0.0.1 (the documented
+  // live_video.allowed_hosts; the default policy refuses loopback).
+  void MakeRoutes(bool with_keys, bool with_live = false) {
     if (with_keys) {
       const auto file = tmp_.path() / "keys.json";
       std::ofstream(file) << Json{{"keys",
@@ -137,8 +141,15 @@ class LivepeerApiRoutesTest : public ::testing::Test {
       ASSERT_TRUE(auth.ok()) << auth.status();
       auth_ = *std::move(auth);
     }
-    routes_ = LivepeerApiRoutes(server_->InProcessChannel(grpc::ChannelArguments()), nullptr,
-                                auth_.get());
+    auto channel = server_->InProcessChannel(grpc::ChannelArguments());
+    if (with_live) {
+      LiveVideoOptions options;
+      auto egress = EgressPolicy::Create({"127.0.0.1/32"});
+      ASSERT_TRUE(egress.ok()) << egress.status();
+      options.egress = *std::move(egress);
+      live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), options);
+    }
+    routes_ = LivepeerApiRoutes(channel, live_, auth_.get());
   }
 
   // Calls the route for `req.path` (exact, else "/stream/*") and waits (bounded) for its reply.
@@ -180,6 +191,7 @@ class LivepeerApiRoutesTest : public ::testing::Test {
   std::unique_ptr<grpc::Server> server_;
   testing::TempDir tmp_;
   std::unique_ptr<ApiKeyAuth> auth_;
+  std::shared_ptr<LiveVideoSessions> live_;  // null unless MakeRoutes(..., true)
   std::map<std::string, http::Handler> routes_;
 };
 
@@ -275,8 +287,12 @@ TEST_F(LivepeerApiRoutesTest, NonStreamedLlmReplyOverTheLimitIs502) {
         events += streamed.stream->pending.front();
         streamed.stream->pending.pop_front();
       }
+      // What the connection does when it has sent the pieces: the writer may queue more
+      // (StreamWriter's backpressure).
+      streamed.stream->pending_bytes = 0;
       closed = streamed.stream->closed;
     }
+    streamed.stream->drained.notify_all();
     if (!closed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(closed);
@@ -345,7 +361,7 @@ TEST_F(LivepeerApiRoutesTest, ResultsAndVideosBelongToTheKeyThatMadeThem) {
 // bits of mt19937_64; the log line about the session had the client's ids raw, so a newline in
 // one forged a log line. Now the id is 128 bits and every client string is cut and escaped.
 TEST_F(LivepeerApiRoutesTest, LiveVideoIdIs128BitAndItsLogLineEscapesClientStrings) {
-  MakeRoutes(false);
+  MakeRoutes(false, /*with_live=*/true);
   auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
   sink->set_pattern("%v");
   auto previous = spdlog::default_logger();

@@ -681,6 +681,8 @@ TEST(LivepeerApiTest, NoOrchestratorIs503AndOversizedBodiesAre413) {
   ClusterOptions options;
   options.orchestrators = 0;
   options.models = {};
+  // The live-video URLs below name 127.0.0.1, which the gateway refuses unless allowed.
+  options.gateway_config = {{"live_video", {{"allowed_hosts", {"127.0.0.1/32"}}}}};
   LocalCluster cluster;
   auto st = cluster.Start(options);
   ASSERT_TRUE(st.ok()) << st;
