@@ -15,6 +15,9 @@ absl::Status InitLogging(const std::string& level, const std::string& format,
 
 // How much of one client-supplied string a log line shows (LogSafe).
 inline constexpr size_t kLogSafeMaxBytes = 128;
+// An error message may quote client strings (each cut by whoever wrote it, or not): a larger
+// bound for the whole message, still escaped.
+inline constexpr size_t kLogSafeMaxErrorBytes = 1024;
 
 // A client-supplied string (model id, manifest id, request id, stream id...) made safe to put in
 // a log line: a client must not forge lines (newlines), rewrite the terminal (escape sequences),

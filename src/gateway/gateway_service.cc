@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 #include "common/tenant.h"
@@ -158,8 +159,8 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
       job->set_request_id(request_id_);
       job->set_orchestrator(node_->id);
       job->set_attempts(attempts_);
-      spdlog::info("[{}] {} '{}' done on {} in {:.0f} ms (attempts {})", request_id_,
-                   route_.pipeline, route_.model_id, node_->id,
+      spdlog::info("[{}] {} '{}' done on {} in {:.0f} ms (attempts {})", LogSafe(request_id_),
+                   route_.pipeline, LogSafe(route_.model_id), node_->id,
                    absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
       if (on_success_) on_success_(node_->id);
       return Finish(grpc::Status::OK);
@@ -187,8 +188,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
     // (or reports that failure) like one that never waited.
     if (outcome != AttemptOutcome::kRefused) waiting_for_room_ = false;
     if (!cancelled) router_->ReportAttempt(*node_, route_.model_id, outcome, latency, !warm_);
-    spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", request_id_, route_.pipeline,
-                 route_.model_id, attempts_, node_->id, GrpcCodeName(code), status.error_message());
+    spdlog::warn("[{}] {} '{}' attempt {} on {} failed: {}: {}", LogSafe(request_id_),
+                 route_.pipeline, LogSafe(route_.model_id), attempts_, node_->id,
+                 GrpcCodeName(code), LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
     if (cancelled) return Finish(ClientCancelled());
     if (outcome == AttemptOutcome::kClientError || DeadlinePassed()) {
       return Finish(std::move(status));  // not retryable: the client's error, or out of time
@@ -228,8 +230,9 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   void OnTenantLimited(grpc::Status status) {
     router_->ReportAttempt(*node_, route_.model_id, AttemptOutcome::kClientError,
                            absl::Now() - attempt_start_, !warm_);
-    spdlog::info("[{}] {} '{}' attempt {} on {} refused: {}", request_id_, route_.pipeline,
-                 route_.model_id, attempts_, node_->id, status.error_message());
+    spdlog::info("[{}] {} '{}' attempt {} on {} refused: {}", LogSafe(request_id_),
+                 route_.pipeline, LogSafe(route_.model_id), attempts_, node_->id,
+                 LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
     waiting_for_room_ = false;
     last_status_ = status;
     route_.excluded.insert(node_->id);
@@ -298,16 +301,17 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
 
   void Finish(grpc::Status status) {
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
-      spdlog::info("[{}] {} '{}' answered {}: {}", request_id_, route_.pipeline, route_.model_id,
-                   GrpcCodeName(status.error_code()), status.error_message());
+      spdlog::info("[{}] {} '{}' answered {}: {}", LogSafe(request_id_), route_.pipeline,
+                   LogSafe(route_.model_id), GrpcCodeName(status.error_code()),
+                   LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
       job_log_->RecordFailure({absl::Now(), request_id_, route_.pipeline, route_.model_id,
                                node_ ? node_->id : "", GrpcCodeName(status.error_code()),
                                status.error_message(), attempts_});
     } else if (status.ok()) {
       job_log_->RecordSuccess(absl::Now());
     } else {
-      spdlog::debug("[{}] {} '{}' {}", request_id_, route_.pipeline, route_.model_id,
-                    status.error_message());
+      spdlog::debug("[{}] {} '{}' {}", LogSafe(request_id_), route_.pipeline,
+                    LogSafe(route_.model_id), LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
     }
     if (job_metrics_ != nullptr) {
       job_metrics_->RecordJob(route_.pipeline, route_.model_id, status.error_code(),
@@ -511,7 +515,7 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
     on_success = [this, tenant, id = request->stream_id(), home](const std::string& node) {
       affinity_.Set(tenant, id, node);
       if (!home.empty() && home != node) {
-        spdlog::info("stream '{}' moved from {} to {}", id, home, node);
+        spdlog::info("stream '{}' moved from {} to {}", LogSafe(id), home, node);
         CloseSessionOn(home, tenant, id);
       }
     };

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -190,6 +191,33 @@ TEST_F(HostileApiTest, AnotherKeyCannotFetchAResultOrVideo) {
   HttpResult video = Get(path, kKeyA);
   EXPECT_EQ(video.status, 200);
   EXPECT_FALSE(video.body.empty());
+  ExpectOtherClientsJobSucceeds();
+}
+
+// A model id with a newline wrote a second, forged line into the gateway's log (the job's
+// "answered" line quotes the model id, and so does the error it quotes), and a long one flooded
+// it. Now every client string in the gateway's job lines is cut and escaped (LogSafe).
+TEST_F(HostileApiTest, AModelIdCannotForgeOrFloodLogLines) {
+  const std::string forged = "FORGED-LINE-18 error [gateway] orchestrator node-a ejected";
+  const std::string model = absl::StrCat("nope\n2026-12-03 00:00:00.000 ", forged, "\x1b[2J",
+                                         std::string(20000, 'x'));
+  HttpResult r = Post("/text-to-image", "application/json",
+                      Json{{"model_id", model}, {"prompt", "a"}}.dump(), kKeyA);
+  EXPECT_GE(r.status, 400) << r.body.substr(0, 300);
+  // The gateway logs the failed job once it has answered; give the line a moment to be written.
+  std::string log;
+  for (int i = 0; i < 100; ++i) {  // bounded: 2 s
+    log = cluster_->gateway().Log();
+    if (log.find("FORGED-LINE-18") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(log.find("FORGED-LINE-18"), std::string::npos) << "the job was not logged at all";
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_NE(line.rfind("2026-12-03 00:00:00.000 FORGED", 0), 0u) << "forged line: " << line.substr(0, 200);
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << line.substr(0, 200);
+    EXPECT_LT(line.size(), 4096u) << line.substr(0, 200);
+  }
   ExpectOtherClientsJobSucceeds();
 }
 
