@@ -6,6 +6,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -14,9 +15,11 @@ namespace {
 constexpr char kTenantLimitPayload[] = "switchyard/transcode-tenant-limit";
 
 // How a session is named in logs: its stream id, and the tenant when there is one.
+// The stream id is the client's (passed on by the gateway), and so may be the tenant: cut and
+// escaped, so a stream id cannot forge or flood this node's log lines or error messages.
 std::string Describe(const std::string& tenant, const std::string& stream_id) {
-  if (tenant.empty()) return absl::StrCat("stream '", stream_id, "'");
-  return absl::StrCat("stream '", stream_id, "' of '", tenant, "'");
+  if (tenant.empty()) return absl::StrCat("stream '", LogSafe(stream_id), "'");
+  return absl::StrCat("stream '", LogSafe(stream_id), "' of '", LogSafe(tenant), "'");
 }
 
 }  // namespace

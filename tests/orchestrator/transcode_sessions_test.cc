@@ -1,6 +1,8 @@
 #include "orchestrator/transcode_sessions.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 
 #include <atomic>
 
@@ -188,6 +190,32 @@ TEST_F(TranscodeSessionsTest, SessionsPerTenantAreCappedWithANamedLimit) {
   // Once the key's stream ends it may open another.
   ASSERT_TRUE(sessions.Close("key-a", "s1"));
   EXPECT_TRUE(sessions.Transcode("key-a", "s2", 0, *segment_, Ladder(), options).ok());
+}
+
+// A stream id with a newline (a client's, passed on by the gateway) forged a line in the
+// orchestrator's log ("transcode session for stream '...' opened"). Now it is cut and escaped.
+TEST_F(TranscodeSessionsTest, AStreamIdCannotForgeLogLines) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  sink->set_pattern("%v");
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("sessions-test", sink));
+  {
+    auto sessions = Make(1);
+    const std::string id = "s\n2026-12-03 00:00:00.000 error FORGED" + std::string(5000, 'x');
+    EXPECT_TRUE(sessions->Transcode("", id, 0, *segment_, Ladder(), TranscodeOptions()).ok());
+    EXPECT_TRUE(sessions->Close("", id));
+  }
+  spdlog::set_default_logger(previous);
+  int lines = 0;
+  for (std::string line : sink->last_formatted()) {
+    if (!line.empty() && line.back() == '\n') line.pop_back();
+    if (line.find("FORGED") == std::string::npos) continue;
+    ++lines;
+    EXPECT_EQ(line.find('\n'), std::string::npos) << line.substr(0, 200);
+    EXPECT_NE(line.find("s\\n2026-12-03"), std::string::npos) << line.substr(0, 200);
+    EXPECT_LT(line.size(), 400u) << line.substr(0, 200);
+  }
+  EXPECT_GE(lines, 2);  // opened and closed
 }
 
 TEST(TranscodeSessionsSweep, TheSweeperClosesIdleSessionsAndStopsOnDestruction) {
