@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/secure_random.h"
 #include "common/status.h"
@@ -141,13 +142,13 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
       *response_ = std::move(attempt_response_);
       if (counts_load_) {
         spdlog::info("[{}] kserve {} '{}' done on {} in {:.0f} ms (attempts {})",
-                     identity_.request_id, what_, model_, node_->id,
+                     identity_.request_id, what_, LogSafe(model_), node_->id,
                      absl::ToDoubleMilliseconds(absl::Now() - start_), attempts_);
       }
       return Finish(grpc::Status::OK);
     }
-    spdlog::warn("kserve {} '{}' attempt {} on {} failed: {}: {}", what_, model_, attempts_,
-                 node_->id, GrpcCodeName(status.error_code()), status.error_message());
+    spdlog::warn("kserve {} '{}' attempt {} on {} failed: {}: {}", what_, LogSafe(model_),
+                 attempts_, node_->id, GrpcCodeName(status.error_code()), status.error_message());
     const bool deadline_left = std::chrono::system_clock::now() < context_->deadline();
     // Metadata calls are cheap and not counted as jobs; ModelInfer retries spend the budget.
     if (Retryable(code) && attempts_ < config_.max_attempts && deadline_left && !cancelled &&
@@ -181,7 +182,7 @@ class ProxyJob : public std::enable_shared_from_this<ProxyJob<Request, Response>
       auto report = metering::InferReportOf(attempt_response_);
       if (!report.ok()) {
         // Not reported: recorded as -1, which no count equals, so the call is disputed.
-        spdlog::warn("[{}] kserve ModelInfer '{}' on {}: {}", identity_.request_id, model_,
+        spdlog::warn("[{}] kserve ModelInfer '{}' on {}: {}", identity_.request_id, LogSafe(model_),
                      node_->id, report.status().ToString());
       }
       job.reported_units = report.ok() ? report->units : -1;

@@ -17,6 +17,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/json_limits.h"
+#include "common/logging.h"
 #include "gateway/api_keys.h"
 
 namespace switchyard::gateway {
@@ -126,7 +127,7 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
                          });
   if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
   if (ec) {
-    spdlog::info("{}: cannot resolve {}: {}", what, parsed->host, ec.message());
+    spdlog::info("{}: cannot resolve {}: {}", what, LogSafe(parsed->host), ec.message());
     return absl::UnavailableError(absl::StrCat(what, ": cannot resolve the host"));
   }
   // Every address this lookup gave is checked, and the connection goes to exactly these: a name
@@ -134,7 +135,8 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
   for (const auto& entry : endpoints) {
     if (absl::Status st = policy.CheckResolved(parsed->host, entry.endpoint().address());
         !st.ok()) {
-      spdlog::warn("{}: refused: {} ({})", what, std::string(st.message()),
+      spdlog::warn("{}: refused: {} ({})", what,
+                   LogSafe(std::string(st.message()), kLogSafeMaxErrorBytes),
                    entry.endpoint().address().to_string());
       return absl::PermissionDeniedError(absl::StrCat(what, ": refused by policy"));
     }
@@ -265,7 +267,7 @@ class LiveVideoSessions::Session {
     ++event_seq_;
     if (absl::IsPermissionDenied(r.status())) events_refused_ = true;  // no more tries
     if (!r.ok() || r->status / 100 != 2) {
-      spdlog::debug("[{}] live event to {}: {}", p_.request_id, p_.events_url,
+      spdlog::debug("[{}] live event to {}: {}", p_.request_id, LogSafe(p_.events_url),
                     r.ok() ? absl::StrCat("HTTP ", r->status) : r.status().ToString());
     }
   }
@@ -293,8 +295,8 @@ class LiveVideoSessions::Session {
           continue;
         }
         if (++errors > 5) {
-          spdlog::warn("[{}] live control channel {} given up: {}", p_.request_id, p_.control_url,
-                       r.status().ToString());
+          spdlog::warn("[{}] live control channel {} given up: {}", p_.request_id,
+                       LogSafe(p_.control_url), r.status().ToString());
           return;
         }
         Pause(absl::Milliseconds(500));
@@ -342,8 +344,8 @@ class LiveVideoSessions::Session {
 
   void Run() {
     const absl::Time start = absl::Now();
-    spdlog::info("[{}] live-video-to-video '{}' started: {} -> {}", p_.request_id, p_.model_id,
-                 p_.subscribe_url, p_.publish_url);
+    spdlog::info("[{}] live-video-to-video '{}' started: {} -> {}", p_.request_id,
+                 LogSafe(p_.model_id), LogSafe(p_.subscribe_url), LogSafe(p_.publish_url));
     PostEvent({{"type", "status"}, {"state", "started"}, {"model_id", p_.model_id}});
     int64_t in_seq = 0, out_seq = 0, frames = 0;
     int failures_in_a_row = 0, read_errors = 0;
@@ -475,7 +477,7 @@ class LiveVideoSessions::Session {
     auto closed = TrickleRequest(options_.egress, "DELETE", p_.publish_url, "", "",
                                  absl::Seconds(2), 1 << 20, nullptr);
     if (!closed.ok()) {
-      spdlog::debug("[{}] closing {}: {}", p_.request_id, p_.publish_url,
+      spdlog::debug("[{}] closing {}: {}", p_.request_id, LogSafe(p_.publish_url),
                     closed.status().ToString());
     }
     PostEvent({{"type", "status"},

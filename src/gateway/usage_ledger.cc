@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 
@@ -412,7 +413,7 @@ bool JobBilling::Settle(const Job& job) {
     spdlog::warn(
         "[{}] billing mismatch: {} '{}' on {} reported {} units, the gateway counted {}; "
         "not paid",
-        job.request_id, job.pipeline, job.model_id, job.orchestrator, job.reported_units,
+        job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator, job.reported_units,
         job.counted.ok() ? absl::StrCat(*job.counted)
                          : absl::StrCat("none (", job.counted.status().message(), ")"));
   }
@@ -426,7 +427,7 @@ bool JobBilling::Settle(const Job& job) {
     disputes.push_back("advertised_price");
     spdlog::warn(
         "[{}] billing price dispute: {} '{}' on {} advertised {}; not paid", job.request_id,
-        job.pipeline, job.model_id, job.orchestrator,
+        job.pipeline, LogSafe(job.model_id), job.orchestrator,
         job.advertised_price_per_unit.has_value()
             ? absl::StrCat("an invalid price per unit (", *job.advertised_price_per_unit, ")")
             : std::string("no price for it"));
@@ -443,8 +444,8 @@ bool JobBilling::Settle(const Job& job) {
       spdlog::warn(
           "[{}] billing price dispute: {} '{}' on {} reported {} per unit, it advertised "
           "{} when picked; not paid",
-          job.request_id, job.pipeline, job.model_id, job.orchestrator, job.reported_price_per_unit,
-          *job.advertised_price_per_unit);
+          job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator,
+          job.reported_price_per_unit, *job.advertised_price_per_unit);
     }
   }
   const int64_t units = job.counted.ok() ? *job.counted : -1;
@@ -454,7 +455,7 @@ bool JobBilling::Settle(const Job& job) {
     spdlog::warn(
         "[{}] billing: {} '{}' on {}: {} units x {} per unit is not a finite amount; "
         "not paid",
-        job.request_id, job.pipeline, job.model_id, job.orchestrator, units, price);
+        job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator, units, price);
     amount = 0;
   }
   const bool paid = disputes.empty();
@@ -484,7 +485,7 @@ bool JobBilling::Settle(const Job& job) {
   auto written = ledger_->Record(r);
   if (!written.ok()) {
     spdlog::error("[{}] {} '{}' on {}: not recorded: {}", job.request_id, job.pipeline,
-                  job.model_id, job.orchestrator, written.status().ToString());
+                  LogSafe(job.model_id), job.orchestrator, written.status().ToString());
   } else if (!*written) {
     spdlog::warn("[{}] job {} was already in the usage ledger; not counted again", job.request_id,
                  job.job_id);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/request_context.h"
@@ -421,7 +422,7 @@ grpc::Status InferenceService::ModelReady(grpc::ServerContext*,
                                           inference::ModelReadyResponse* response) {
   if (models_->Find(request->name()) == nullptr) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("model '", request->name(), "' is not served here"));
+                        absl::StrCat("model '", LogSafe(request->name()), "' is not served here"));
   }
   bool ready = false;
   for (const auto& c : models_->Capabilities()) {
@@ -445,7 +446,7 @@ grpc::Status InferenceService::ModelMetadata(grpc::ServerContext*,
   const ModelConfig* config = models_->Find(request->name());
   if (config == nullptr) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("model '", request->name(), "' is not served here"));
+                        absl::StrCat("model '", LogSafe(request->name()), "' is not served here"));
   }
   auto inputs = TensorSpecsFromOptions(config->options, "inputs", "INPUT__0");
   if (!inputs.ok()) return ToGrpcStatus(inputs.status());
@@ -474,7 +475,7 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
   const ModelConfig* config = models_->Find(name);
   if (config == nullptr) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("model '", name, "' is not served here"));
+                        absl::StrCat("model '", LogSafe(name), "' is not served here"));
   }
   if (!request->model_version().empty() && request->model_version() != kInferenceModelVersion) {
     return grpc::Status(

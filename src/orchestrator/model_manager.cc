@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
@@ -296,13 +297,14 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
   std::unique_lock<std::mutex> lock(mu_);
   auto it = entries_.find(model_id);
   if (it == entries_.end()) {
-    return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
+    return absl::NotFoundError(absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
   }
   Entry& e = it->second;
   for (;;) {
     // Also after waiting for a load: a reload may have removed the model meanwhile.
     if (e.removed) {
-      return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
+      return absl::NotFoundError(
+          absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
     }
     switch (e.state) {
       case node::v1::MODEL_STATE_READY:
@@ -345,7 +347,8 @@ absl::Status ModelManager::Load(const std::string& model_id, absl::Time deadline
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(model_id);
     if (it == entries_.end() || it->second.removed) {
-      return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
+      return absl::NotFoundError(
+          absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
     }
     // An explicit load retries a failed model (its file may have been fixed).
     if (it->second.state == node::v1::MODEL_STATE_FAILED) {
@@ -360,7 +363,7 @@ absl::Status ModelManager::Unload(const std::string& model_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(model_id);
   if (it == entries_.end() || it->second.removed) {
-    return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not served here"));
+    return absl::NotFoundError(absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
   }
   Entry& e = it->second;
   if (e.state == node::v1::MODEL_STATE_LOADING) {

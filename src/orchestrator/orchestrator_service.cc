@@ -4,10 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 #include "common/tenant.h"
-#include "common/logging.h"
 #include "orchestrator/request_context.h"
 #include "orchestrator/transcoder.h"
 #include "orchestrator/upscale_pipeline.h"
@@ -50,7 +50,8 @@ std::string RequestIdOf(const grpc::ServerContext* context) { return RequestId(c
 int64_t ReportedUnits(const absl::StatusOr<int64_t>& units, const std::string& rid) {
   if (units.ok()) return *units;
   // The node cannot measure its own result (a bug): it reports 0 rather than a guess.
-  spdlog::error("[{}] cannot count the job's units: {}", rid, units.status().ToString());
+  spdlog::error("[{}] cannot count the job's units: {}", rid,
+                LogSafe(units.status().ToString(), kLogSafeMaxErrorBytes));
   return 0;
 }
 
@@ -108,8 +109,8 @@ grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
                            [context] { return context->IsCancelled(); });
   board_->Changed();
   if (!result.ok()) {
-    spdlog::warn("[{}] upscale {} failed: {}", rid, request->model_id(),
-                 result.status().ToString());
+    spdlog::warn("[{}] upscale {} failed: {}", rid, LogSafe(request->model_id()),
+                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
     return ToGrpcStatus(result.status());
   }
   auto* media = response->add_images();
@@ -120,7 +121,7 @@ grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
   auto* job = response->mutable_job();
   FillJobInfo(context, *config, ReportedUnits(metering::Units(*request, *response), rid), start,
               job);
-  spdlog::info("[{}] upscale {} {}x{} -> {}x{} in {:.0f} ms", rid, request->model_id(),
+  spdlog::info("[{}] upscale {} {}x{} -> {}x{} in {:.0f} ms", rid, LogSafe(request->model_id()),
                result->input_width, result->input_height, result->output_width,
                result->output_height, job->compute_ms());
   return grpc::Status::OK;
@@ -193,7 +194,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrCat(config_.node_id, ": ", result.status().message()));
     }
-    spdlog::warn("[{}] transcode failed: {}", rid, result.status().ToString());
+    spdlog::warn("[{}] transcode failed: {}", rid,
+                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
     if (result.status().code() == absl::StatusCode::kCancelled && absl::Now() > deadline) {
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline passed while transcoding");
     }
@@ -254,7 +256,7 @@ grpc::Status OrchestratorService::CheckAdmin(grpc::ServerContext* context,
       admin_auth_.Check(call, find(AdminAuth::kSecretMetadata), find("authorization"));
   if (st.ok()) return grpc::Status::OK;
   spdlog::warn("[{}] refused {} from {}: {}", RequestId(context), std::string(call),
-               context->peer(), std::string(st.message()));
+               context->peer(), LogSafe(std::string(st.message()), kLogSafeMaxErrorBytes));
   return ToGrpcStatus(st);
 }
 
@@ -284,7 +286,7 @@ grpc::Status OrchestratorService::LoadModel(grpc::ServerContext* context,
   if (request->model_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
   }
-  spdlog::info("[{}] admin: load {}", RequestId(context), request->model_id());
+  spdlog::info("[{}] admin: load {}", RequestId(context), LogSafe(request->model_id()));
   absl::Status st = models_->Load(request->model_id(), Deadline(context));
   if (!st.ok()) return ToGrpcStatus(st);
   *response = models_->CapabilityOf(request->model_id());
@@ -298,7 +300,7 @@ grpc::Status OrchestratorService::UnloadModel(grpc::ServerContext* context,
   if (request->model_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
   }
-  spdlog::info("[{}] admin: unload {}", RequestId(context), request->model_id());
+  spdlog::info("[{}] admin: unload {}", RequestId(context), LogSafe(request->model_id()));
   absl::Status st = models_->Unload(request->model_id());
   if (!st.ok()) return ToGrpcStatus(st);
   *response = models_->CapabilityOf(request->model_id());

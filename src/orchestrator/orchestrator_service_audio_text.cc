@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/audio_text_pipelines.h"
@@ -131,8 +132,8 @@ grpc::Status OrchestratorService::AudioToText(grpc::ServerContext* context,
                            context, false);
   board_->Changed();
   if (!result.ok()) {
-    spdlog::warn("[{}] audio-to-text {} failed: {}", rid, request->model_id(),
-                 result.status().ToString());
+    spdlog::warn("[{}] audio-to-text {} failed: {}", rid, LogSafe(request->model_id()),
+                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
     return ToGrpcStatus(result.status());
   }
   if (absl::Status st = FillTranscription(*result, *mode, response); !st.ok()) {
@@ -143,7 +144,7 @@ grpc::Status OrchestratorService::AudioToText(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] audio-to-text {} {} Hz x{} -> {} samples, {} chars in {:.0f} ms", rid,
-               request->model_id(), audio->source_sample_rate, audio->source_channels,
+               LogSafe(request->model_id()), audio->source_sample_rate, audio->source_channels,
                audio->samples, response->text().size(), job->compute_ms());
   return grpc::Status::OK;
 }
@@ -177,8 +178,8 @@ grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
                  DeadlineOf(context), context, false);
   board_->Changed();
   if (!result.ok()) {
-    spdlog::warn("[{}] text-to-speech {} failed: {}", rid, request->model_id(),
-                 result.status().ToString());
+    spdlog::warn("[{}] text-to-speech {} failed: {}", rid, LogSafe(request->model_id()),
+                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
     return ToGrpcStatus(result.status());
   }
   if (!result->isTensor()) {
@@ -195,7 +196,8 @@ grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] text-to-speech {} {} chars -> {} samples at {} Hz in {:.0f} ms", rid,
-               request->model_id(), request->text().size(), frames, sample_rate, job->compute_ms());
+               LogSafe(request->model_id()), request->text().size(), frames, sample_rate,
+               job->compute_ms());
   return grpc::Status::OK;
 }
 
@@ -340,8 +342,8 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   }
   board_->Changed();
   if (!status.ok()) {
-    spdlog::warn("[{}] llm {} stopped after {} tokens: {}", rid, request->model(), generated.size(),
-                 status.error_message());
+    spdlog::warn("[{}] llm {} stopped after {} tokens: {}", rid, LogSafe(request->model()),
+                 generated.size(), LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
     return status;
   }
   // Text held back (an incomplete character) goes with the last message.
@@ -356,7 +358,8 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
   spdlog::info("[{}] llm {} {} prompt + {} completion tokens ({}) in {:.0f} ms", rid,
-               request->model(), prompt_tokens, generated.size(), finish, last.job().compute_ms());
+               LogSafe(request->model()), prompt_tokens, generated.size(), finish,
+               last.job().compute_ms());
   return grpc::Status::OK;
 }
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/image_pipelines.h"
@@ -21,7 +22,8 @@ int64_t Round8(int64_t v) { return std::max<int64_t>(8, (v + 7) / 8 * 8); }
 
 grpc::Status Failed(const std::string& rid, const char* pipeline, const std::string& model_id,
                     const absl::Status& status) {
-  spdlog::warn("[{}] {} {} failed: {}", rid, pipeline, model_id, status.ToString());
+  spdlog::warn("[{}] {} {} failed: {}", rid, pipeline, LogSafe(model_id),
+               LogSafe(status.ToString(), kLogSafeMaxErrorBytes));
   return ToGrpcStatus(status);
 }
 
@@ -107,7 +109,7 @@ grpc::Status OrchestratorService::TextToImage(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] text-to-image {} {} image(s) {}x{} seed {} in {:.0f} ms", rid,
-               request->model_id(), result->images.size(), params->width, params->height,
+               LogSafe(request->model_id()), result->images.size(), params->width, params->height,
                params->seed, job->compute_ms());
   return grpc::Status::OK;
 }
@@ -145,7 +147,7 @@ grpc::Status OrchestratorService::ImageToImage(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] image-to-image {} {}x{} -> {} image(s) seed {} in {:.0f} ms", rid,
-               request->model_id(), result->input_width, result->input_height,
+               LogSafe(request->model_id()), result->input_width, result->input_height,
                result->images.size(), params->seed, job->compute_ms());
   return grpc::Status::OK;
 }
@@ -180,8 +182,8 @@ grpc::Status OrchestratorService::ImageToVideo(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] image-to-video {} {} frames {}x{} at {} fps seed {} in {:.0f} ms", rid,
-               request->model_id(), result->frames, result->width, result->height, params->fps,
-               params->seed, job->compute_ms());
+               LogSafe(request->model_id()), result->frames, result->width, result->height,
+               params->fps, params->seed, job->compute_ms());
   return grpc::Status::OK;
 }
 
@@ -212,8 +214,8 @@ grpc::Status OrchestratorService::SegmentAnything2(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] segment-anything-2 {} {}x{} -> {} mask(s) in {:.0f} ms", rid,
-               request->model_id(), result->input_width, result->input_height, result->num_masks,
-               job->compute_ms());
+               LogSafe(request->model_id()), result->input_width, result->input_height,
+               result->num_masks, job->compute_ms());
   return grpc::Status::OK;
 }
 
@@ -240,9 +242,9 @@ grpc::Status OrchestratorService::ImageToText(grpc::ServerContext* context,
   auto* job = response->mutable_job();
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
-  spdlog::info("[{}] image-to-text {} {}x{} -> {} chars in {:.0f} ms", rid, request->model_id(),
-               result->input_width, result->input_height, response->text().size(),
-               job->compute_ms());
+  spdlog::info("[{}] image-to-text {} {}x{} -> {} chars in {:.0f} ms", rid,
+               LogSafe(request->model_id()), result->input_width, result->input_height,
+               response->text().size(), job->compute_ms());
   return grpc::Status::OK;
 }
 

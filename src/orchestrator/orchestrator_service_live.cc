@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
 #include "orchestrator/live_video_pipeline.h"
@@ -44,8 +45,8 @@ grpc::Status OrchestratorService::LiveVideoSegment(grpc::ServerContext* context,
   board_->Changed();
   if (!result.ok()) {
     spdlog::warn("[{}] live-video-to-video {} stream '{}' segment {} failed: {}", rid,
-                 request->model_id(), request->stream_id(), request->sequence(),
-                 result.status().ToString());
+                 LogSafe(request->model_id()), LogSafe(request->stream_id()), request->sequence(),
+                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
     return ToGrpcStatus(result.status());
   }
   response->set_segment(std::move(result->ts));
@@ -59,8 +60,9 @@ grpc::Status OrchestratorService::LiveVideoSegment(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] live-video-to-video {} stream '{}' segment {}: {} frames {}x{} in {:.0f} ms",
-               rid, request->model_id(), request->stream_id(), request->sequence(),
-               result->frames, result->width, result->height, job->compute_ms());
+               rid, LogSafe(request->model_id()), LogSafe(request->stream_id()),
+               request->sequence(), result->frames, result->width, result->height,
+               job->compute_ms());
   return grpc::Status::OK;
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -343,6 +344,25 @@ TEST_F(IdentityHostileTest, AdminCallsNeedACredential) {
   grpc::Status unload =
       orch->UnloadModel(ctx("x-switchyard-registration-secret", secret).get(), cold, &cap);
   EXPECT_TRUE(unload.ok()) << unload.error_message();
+
+  // Even an admin's model id is cut and escaped in the orchestrator's log lines: it cannot start
+  // a line of its own, clear the terminal, or flood the log.
+  node::v1::ModelRequest hostile;
+  hostile.set_model_id(absl::StrCat("nope\n2026-12-03 00:00:00.000 FORGED-ORCH-18 admin\x1b[2J",
+                                    std::string(20000, 'x')));
+  grpc::Status refused =
+      orch->LoadModel(ctx("authorization", "Bearer " + token).get(), hostile, &cap);
+  EXPECT_FALSE(refused.ok());
+  ASSERT_TRUE(LogShows(cluster.orchestrator(0), "FORGED-ORCH-18")) << "the load was not logged";
+  {
+    std::istringstream lines(cluster.orchestrator(0).Log());
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_NE(line.rfind("2026-12-03 00:00:00.000 FORGED", 0), 0u)
+          << "forged line: " << line.substr(0, 200);
+      EXPECT_EQ(line.find('\x1b'), std::string::npos) << line.substr(0, 200);
+      EXPECT_LT(line.size(), 4096u) << line.substr(0, 200);
+    }
+  }
 
   // The gateway sends its credential when it closes a finished stream's session.
   const size_t log_mark = cluster.orchestrator(0).Log().size();  // past the refusals above
