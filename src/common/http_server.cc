@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 
 namespace switchyard::http {
 namespace {
@@ -240,7 +241,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       try {
         refusal = options_.authorize(request_);
       } catch (const std::exception& e) {
-        spdlog::error("HTTP authorizer for {} threw: {}", request_.path, e.what());
+        spdlog::error("HTTP authorizer for {} threw: {}", LogSafe(request_.path), e.what());
         refusal = Error(500, "internal error");
       }
       if (refusal) return Refuse(std::move(*refusal));
@@ -303,7 +304,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     try {
       handler(r, reply);
     } catch (const std::exception& e) {
-      spdlog::error("HTTP handler for {} threw: {}", r.path, e.what());
+      spdlog::error("HTTP handler for {} threw: {}", LogSafe(r.path), e.what());
       reply(Error(500, "internal error"));
     }
   }

@@ -230,8 +230,8 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
   void OnTenantLimited(grpc::Status status) {
     router_->ReportAttempt(*node_, route_.model_id, AttemptOutcome::kClientError,
                            absl::Now() - attempt_start_, !warm_);
-    spdlog::info("[{}] {} '{}' attempt {} on {} refused: {}", LogSafe(request_id_),
-                 route_.pipeline, LogSafe(route_.model_id), attempts_, node_->id,
+    spdlog::info("[{}] {} '{}' attempt {} on {} refused: {}", LogSafe(request_id_), route_.pipeline,
+                 LogSafe(route_.model_id), attempts_, node_->id,
                  LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
     waiting_for_room_ = false;
     last_status_ = status;
@@ -311,7 +311,8 @@ class UnaryJob : public std::enable_shared_from_this<UnaryJob<Request, Response>
       job_log_->RecordSuccess(absl::Now());
     } else {
       spdlog::debug("[{}] {} '{}' {}", LogSafe(request_id_), route_.pipeline,
-                    LogSafe(route_.model_id), LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
+                    LogSafe(route_.model_id),
+                    LogSafe(status.error_message(), kLogSafeMaxErrorBytes));
     }
     if (job_metrics_ != nullptr) {
       job_metrics_->RecordJob(route_.pipeline, route_.model_id, status.error_code(),
@@ -560,7 +561,7 @@ void GatewayService::CloseSessionOn(const std::string& node_id, const std::strin
         &call->context, &call->request, &call->response,
         [call, node_id, stream_id](grpc::Status status) {
           if (!status.ok()) {
-            spdlog::debug("closing stream '{}' on {}: {}", stream_id, node_id,
+            spdlog::debug("closing stream '{}' on {}: {}", LogSafe(stream_id), node_id,
                           status.error_message());
           }
           delete call;
