@@ -13,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include <grpc/grpc.h>
 #include <grpcpp/generic/generic_stub.h>
 
 #include "absl/strings/str_cat.h"
@@ -201,6 +202,23 @@ void Watchdog::Run() {
 
 bool SkipOpenSslCleanupAtExit() {
   return OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr) == 1;
+}
+
+GrpcRuntime::GrpcRuntime(std::chrono::milliseconds wait) : wait_(wait) { grpc_init(); }
+
+GrpcRuntime::~GrpcRuntime() {
+  // The last reference runs the teardown here, on this thread; if a gRPC thread still holds one
+  // (a completion queue being deleted), the teardown runs on gRPC's own thread once that is
+  // done, and grpc_is_initialized() answers true until it has finished.
+  grpc_shutdown();
+  const auto deadline = std::chrono::steady_clock::now() + wait_;
+  while (grpc_is_initialized() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (grpc_is_initialized()) {
+    spdlog::warn("gRPC had not finished shutting down {} ms after the daemon stopped; exiting",
+                 wait_.count());
+  }
 }
 
 int MallocArenaCap(unsigned cores) { return static_cast<int>(std::clamp(cores, 2u, 8u)); }

@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
   }
 
   const bool openssl_at_exit_skipped = SkipOpenSslCleanupAtExit();
+  // Before any gRPC object; its destructor, after the server's, waits for gRPC's teardown.
+  GrpcRuntime grpc_runtime;
   sigset_t signals = BlockTerminationSignals();
   auto config = gateway::LoadGatewayConfig(config_path);
   if (!config.ok()) {

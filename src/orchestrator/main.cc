@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   const bool openssl_at_exit_skipped = SkipOpenSslCleanupAtExit();
+  // Before any gRPC object; its destructor, after the server's, waits for gRPC's teardown.
+  GrpcRuntime grpc_runtime;
   KeepFreedMemoryForReuse();
 
   sigset_t signals = BlockTerminationSignals();

@@ -440,12 +440,24 @@ class SegmentTranscoder {
   absl::Status FinishAll();
   absl::StatusOr<TranscodeResult> FinishAudioOnly();
   TranscodeResult Collect(TranscodeResult result);
-  bool Cancelled() const { return cancelled_ && cancelled_(); }
+  // The caller's check runs only on the thread that runs this transcoder (the gRPC handler's):
+  // on a synchronous gRPC server ServerContext::IsCancelled plucks the call's own completion
+  // queue, which rendition threads must not touch (a pluck after the handler's last one
+  // finalizes the call's completion op twice). Rendition threads see what it last answered.
+  bool Cancelled() const {
+    if (std::this_thread::get_id() != owner_thread_) return cancel_seen_.load();
+    if (cancel_seen_.load()) return true;
+    if (!cancelled_ || !cancelled_()) return false;
+    cancel_seen_.store(true);
+    return true;
+  }
 
   std::string_view segment_;
   const std::vector<RenditionSpec>& ladder_;
   TranscodeOptions options_;
   const std::function<bool()>& cancelled_;
+  const std::thread::id owner_thread_ = std::this_thread::get_id();
+  mutable std::atomic<bool> cancel_seen_{false};
   internal::StreamState* state_;  // null for a one-off segment
   internal::StreamSegment how_;
 
