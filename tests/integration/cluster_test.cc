@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
@@ -353,6 +354,10 @@ TEST_F(ClusterTest, KilledOrchestratorIsDroppedAtOnceAndJobsGoToTheOther) {
 
 TEST_F(ClusterTest, StoppedOrchestratorLeavesCleanly) {
   EXPECT_EQ(cluster_.orchestrator(1).Stop(), 0);  // SIGTERM: leaves gateways, drains, exits 0
+  // Every gRPC object was gone before main returned, so gRPC's own teardown (which joins its
+  // threads) finished before exit() ran: none of them races the process's destructors.
+  EXPECT_FALSE(absl::StrContains(cluster_.orchestrator(1).Log(), "had not finished shutting down"))
+      << cluster_.orchestrator(1).Log();
   auto st = cluster_.WaitForOrchestrators(1, std::chrono::seconds(5));
   EXPECT_TRUE(st.ok()) << st;
 }
@@ -377,6 +382,9 @@ TEST_F(ClusterTest, StoppedGatewayFinishesItsJobsAndExitsWithoutWaitingOutItsGra
   EXPECT_TRUE(job_status.ok() || job_status.error_code() == StatusCode::UNAVAILABLE)
       << job_status.error_code() << " " << job_status.error_message();
   EXPECT_LT(took, std::chrono::seconds(8)) << cluster_.Logs();
+  EXPECT_TRUE(absl::StrContains(cluster_.gateway().Log(), "stopped")) << cluster_.gateway().Log();
+  EXPECT_FALSE(absl::StrContains(cluster_.gateway().Log(), "had not finished shutting down"))
+      << cluster_.gateway().Log();
   // The orchestrators were told why their streams ended, and keep running.
   EXPECT_TRUE(cluster_.orchestrator(0).Alive());
 }
