@@ -442,8 +442,8 @@ class SegmentTranscoder {
   TranscodeResult Collect(TranscodeResult result);
   // The caller's check runs only on the thread that runs this transcoder (the gRPC handler's):
   // on a synchronous gRPC server ServerContext::IsCancelled plucks the call's own completion
-  // queue, which rendition threads must not touch (a pluck after the handler's last one
-  // finalizes the call's completion op twice). Rendition threads see what it last answered.
+  // queue, so only the handler's thread should touch it. Rendition threads read what the check
+  // last answered there (checked before every decoded frame).
   bool Cancelled() const {
     if (std::this_thread::get_id() != owner_thread_) return cancel_seen_.load();
     if (cancel_seen_.load()) return true;
