@@ -47,15 +47,16 @@ void KeepFreedMemoryForReuse();
 // refused (the daemon runs on, as before).
 bool SkipOpenSslCleanupAtExit();
 
-// Holds a reference on the gRPC runtime for as long as it lives: declare one at the top of main,
-// before any gRPC object. Without it the runtime's teardown starts when its last user goes away,
-// and that can be on one of gRPC's own threads (a channel's or server's completion queue is
-// deleted there once it drains): gRPC then tears itself down on a detached thread while exit()
-// runs the process's destructors, and both free the same state (a double free that ASan reported
-// from a gRPC thread in a daemon's completion-queue unref as it exited; docs/testing.md). The
-// destructor, run after every gRPC object is gone, drops the reference and waits, at most
-// `wait`, until the teardown (which joins gRPC's threads) has finished, so that none of gRPC's
-// threads runs during exit.
+// Holds a reference on the gRPC runtime for as long as it lives: declare one in main before any
+// gRPC object and after BlockTerminationSignals (it starts gRPC's threads, which inherit the
+// signal mask: a thread that did not block SIGTERM would take it and end the process). Without it
+// the runtime's teardown starts when its last user goes away, and that can be on one of gRPC's own
+// threads (a channel's or server's completion queue is deleted there once it drains): gRPC then
+// tears itself down on a detached thread while exit() runs the process's destructors, and both free
+// the same state (a double free that ASan reported from a gRPC thread in a daemon's
+// completion-queue unref as it exited; docs/testing.md). The destructor, run after every gRPC
+// object is gone, drops the reference and waits, at most `wait`, until the teardown (which joins
+// gRPC's threads) has finished, so that none of gRPC's threads runs during exit.
 class GrpcRuntime {
  public:
   explicit GrpcRuntime(std::chrono::milliseconds wait = std::chrono::seconds(5));

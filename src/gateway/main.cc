@@ -66,9 +66,10 @@ int main(int argc, char** argv) {
   }
 
   const bool openssl_at_exit_skipped = SkipOpenSslCleanupAtExit();
-  // Before any gRPC object; its destructor, after the server's, waits for gRPC's teardown.
-  GrpcRuntime grpc_runtime;
   sigset_t signals = BlockTerminationSignals();
+  // Before any gRPC object, after the signals are blocked (gRPC's threads start here and inherit
+  // the mask); its destructor, after the server's, waits for gRPC's teardown.
+  GrpcRuntime grpc_runtime;
   auto config = gateway::LoadGatewayConfig(config_path);
   if (!config.ok()) {
     std::cerr << "switchyard-gateway: " << config.status().message() << "\n";

@@ -39,11 +39,12 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   const bool openssl_at_exit_skipped = SkipOpenSslCleanupAtExit();
-  // Before any gRPC object; its destructor, after the server's, waits for gRPC's teardown.
-  GrpcRuntime grpc_runtime;
   KeepFreedMemoryForReuse();
 
   sigset_t signals = BlockTerminationSignals();
+  // Before any gRPC object, after the signals are blocked (gRPC's threads start here and inherit
+  // the mask); its destructor, after the server's, waits for gRPC's teardown.
+  GrpcRuntime grpc_runtime;
   auto config = orchestrator::LoadOrchestratorConfig(config_path);
   if (!config.ok()) {
     std::cerr << "switchyard-orchestrator: " << config.status().message() << "\n";
