@@ -24,6 +24,15 @@ namespace fs = std::filesystem;
 fs::path BinaryPath(const std::string& name) { return fs::path(SWITCHYARD_BIN_DIR) / name; }
 fs::path ModelDir() { return fs::path(SWITCHYARD_MODEL_DIR); }
 
+void ExpectNoForgedLogLines(const std::string& log, const std::string& forged_start) {
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_NE(line.rfind(forged_start, 0), 0u) << "forged line: " << line.substr(0, 200);
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << line.substr(0, 200);
+    EXPECT_LT(line.size(), 4096u) << line.substr(0, 200);
+  }
+}
+
 double TimeScale() {
   static const double scale = [] {
     const char* value = std::getenv("SWITCHYARD_TEST_TIME_SCALE");

@@ -138,6 +138,11 @@ class LocalCluster {
 std::filesystem::path BinaryPath(const std::string& name);
 std::filesystem::path ModelDir();
 
+// Expects that no line of a daemon's `log` was forged or flooded by a client string: none starts
+// with `forged_start` (what a hostile id put after its newline), none holds an ESC byte, and
+// none is 4 KiB or longer (LogSafe, src/common/logging.h).
+void ExpectNoForgedLogLines(const std::string& log, const std::string& forged_start);
+
 // SWITCHYARD_TEST_TIME_SCALE (a number >= 1; 1 when unset): sanitizer runs (`scripts/test
 // --sanitize=...`) are several times slower, so time bounds in tests multiply by it. The waits in
 // this file (port files, WaitForOrchestrators, Daemon::Stop's grace) apply it themselves, and so

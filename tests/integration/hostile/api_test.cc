@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -199,8 +198,8 @@ TEST_F(HostileApiTest, AnotherKeyCannotFetchAResultOrVideo) {
 // it. Now every client string in the gateway's job lines is cut and escaped (LogSafe).
 TEST_F(HostileApiTest, AModelIdCannotForgeOrFloodLogLines) {
   const std::string forged = "FORGED-LINE-18 error [gateway] orchestrator node-a ejected";
-  const std::string model = absl::StrCat("nope\n2026-12-03 00:00:00.000 ", forged, "\x1b[2J",
-                                         std::string(20000, 'x'));
+  const std::string model =
+      absl::StrCat("nope\n2026-12-03 00:00:00.000 ", forged, "\x1b[2J", std::string(20000, 'x'));
   HttpResult r = Post("/text-to-image", "application/json",
                       Json{{"model_id", model}, {"prompt", "a"}}.dump(), kKeyA);
   EXPECT_GE(r.status, 400) << r.body.substr(0, 300);
@@ -212,12 +211,7 @@ TEST_F(HostileApiTest, AModelIdCannotForgeOrFloodLogLines) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_NE(log.find("FORGED-LINE-18"), std::string::npos) << "the job was not logged at all";
-  std::istringstream lines(log);
-  for (std::string line; std::getline(lines, line);) {
-    EXPECT_NE(line.rfind("2026-12-03 00:00:00.000 FORGED", 0), 0u) << "forged line: " << line.substr(0, 200);
-    EXPECT_EQ(line.find('\x1b'), std::string::npos) << line.substr(0, 200);
-    EXPECT_LT(line.size(), 4096u) << line.substr(0, 200);
-  }
+  ExpectNoForgedLogLines(log, "2026-12-03 00:00:00.000 FORGED");
   ExpectOtherClientsJobSucceeds();
 }
 
