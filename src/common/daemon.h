@@ -39,12 +39,12 @@ int ServeSignals(const sigset_t& set, const std::function<absl::Status()>& reloa
 // high-water mark) is capped at MallocArenaCap(cores) unless MALLOC_ARENA_MAX is set. Call once at
 // the start of main, before other threads exist.
 void KeepFreedMemoryForReuse();
-// Keeps OpenSSL from freeing its state in an atexit handler. gRPC's threads are never joined, and
-// one that ends while exit() runs that handler frees its OpenSSL per-thread state a second time
-// (grpc/grpc#42608). The likely cause of a double free that ASan once reported from a gateway
-// thread as the process exited (docs/testing.md). The process's memory goes back to the kernel at
-// exit anyway. Call first thing in main, before anything initializes OpenSSL; false if OpenSSL
-// refused (the daemon runs on, as before).
+// Keeps OpenSSL from freeing its state in an atexit handler. A gRPC thread still running while
+// exit() runs that handler frees its OpenSSL per-thread state a second time (grpc/grpc#42608):
+// one of the two exit-time races behind the double frees ASan reported from daemons as they
+// exited (docs/testing.md); GrpcRuntime below closes the other and joins gRPC's threads. The
+// process's memory goes back to the kernel at exit anyway. Call first thing in main, before
+// anything initializes OpenSSL; false if OpenSSL refused (the daemon runs on, as before).
 bool SkipOpenSslCleanupAtExit();
 
 // Holds a reference on the gRPC runtime for as long as it lives: declare one in main before any
