@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/media/image_codec.h"
+#include "common/pipelines.h"
 
 namespace switchyard::metering {
 namespace {
@@ -80,16 +81,8 @@ int64_t RawStrings(absl::string_view raw) {
 }  // namespace
 
 std::string UnitOf(absl::string_view pipeline) {
-  if (pipeline == "text-to-image" || pipeline == "image-to-image" ||
-      pipeline == "image-to-video" || pipeline == "upscale" || pipeline == "image-to-text" ||
-      pipeline == "segment-anything-2" || pipeline == "transcode") {
-    return "pixel";
-  }
-  if (pipeline == "audio-to-text" || pipeline == "text-to-speech") return "ms";
-  if (pipeline == "llm") return "token";
-  if (pipeline == "live-video-to-video") return "pixel";
-  if (pipeline == "kserve") return "element";
-  return "";
+  const pipelines::PipelineInfo* info = pipelines::Find(std::string_view(pipeline.data(), pipeline.size()));
+  return info == nullptr ? "" : std::string(info->unit);
 }
 
 absl::StatusOr<VideoCount> CountVideo(absl::string_view container) {

@@ -21,8 +21,6 @@
 
 namespace switchyard::orchestrator {
 
-inline constexpr const char* kLiveVideoToVideo = "live-video-to-video";
-
 // The limits a model's `options` may override (docs/pipelines-image.md).
 struct LiveVideoLimits {
   int max_width = 1920;  // input and output frames

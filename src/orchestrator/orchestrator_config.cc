@@ -43,14 +43,9 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
     if (!m.options.is_object()) return obj.Error("options", "must be a JSON object");
   }
   if (m.id.empty()) return obj.Error("id", "must not be empty");
-  bool known = false;
-  std::string names;
-  for (const char* p : kPipelines) {
-    known = known || m.pipeline == p;
-    absl::StrAppend(&names, names.empty() ? "" : ", ", p);
-  }
-  if (!known) {
-    return obj.Error("pipeline", absl::StrCat("'", m.pipeline, "' is not one of ", names));
+  if (!pipelines::IsModelPipeline(m.pipeline)) {
+    return obj.Error("pipeline", absl::StrCat("'", m.pipeline, "' is not one of ",
+                                              pipelines::ModelPipelineNames()));
   }
   if (path.empty()) return obj.Error("path", "must not be empty");
   m.path = ResolveConfigPath(obj.file(), path);

@@ -11,25 +11,14 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "common/pipelines.h"
 #include "common/tls.h"
 
 namespace switchyard::orchestrator {
 
-// Pipeline names, as in the public API and docs/pipelines.md.
-inline constexpr const char* kPipelines[] = {"upscale",
-                                             "text-to-image",
-                                             "image-to-image",
-                                             "image-to-video",
-                                             "audio-to-text",
-                                             "segment-anything-2",
-                                             "llm",
-                                             "image-to-text",
-                                             "text-to-speech",
-                                             "live-video-to-video"};
-
 struct ModelConfig {
   std::string id;               // model id as clients name it, e.g. "esrgan-slim-x4"
-  std::string pipeline;         // one of kPipelines
+  std::string pipeline;         // a model pipeline of common/pipelines.h
   std::filesystem::path path;   // TorchScript file; relative paths are from the config file
   bool warm = false;            // load (and warm up) at start; otherwise on first use
   std::string device = "auto";  // auto | cpu | cuda | cuda:N

@@ -6,10 +6,12 @@
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/metering.h"
+#include "common/pipelines.h"
 #include "common/status.h"
 #include "common/tenant.h"
 #include "orchestrator/request_context.h"
 #include "orchestrator/transcoder.h"
+#include "orchestrator/unary_pipeline.h"
 #include "orchestrator/upscale_pipeline.h"
 
 namespace switchyard::orchestrator {
@@ -42,6 +44,36 @@ absl::Time Deadline(const grpc::ServerContext* context) {
   if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(d);
 }
+
+// The upscale pipeline's descriptor (unary_pipeline.h): the image is decoded in Run, against the
+// model's max_input_pixels.
+struct UpscalePipeline {
+  using Request = v1::UpscaleRequest;
+  using Response = v1::ImageResponse;
+  struct Params {};
+  static constexpr const char* kName = pipelines::kUpscale;
+  static constexpr bool kNeedsModelConfig = false;
+  static const std::string& ModelId(const Request& request) { return request.model_id(); }
+  static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig*) {
+    if (request.image().empty()) {
+      return absl::InvalidArgumentError("image is required (PNG or JPEG)");
+    }
+    return Params{};
+  }
+  static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request, Params&,
+                                         Response* response) {
+    auto result = RunUpscale(*ctx.executor, request.image(), ctx.model->max_input_pixels,
+                             ctx.deadline, ctx.is_cancelled);
+    if (!result.ok()) return result.status();
+    auto* media = response->add_images();
+    media->set_data(std::move(result->png));
+    media->set_content_type("image/png");
+    media->set_width(result->output_width);
+    media->set_height(result->output_height);
+    return absl::StrCat(result->input_width, "x", result->input_height, " -> ",
+                        result->output_width, "x", result->output_height);
+  }
+};
 
 }  // namespace
 
@@ -95,36 +127,7 @@ OrchestratorService::OrchestratorService(const OrchestratorConfig& config, Model
 grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
                                           const v1::UpscaleRequest* request,
                                           v1::ImageResponse* response) {
-  const std::string rid = RequestId(context);
-  absl::Time start = absl::Now();
-  if (request->image().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "image is required (PNG or JPEG)");
-  }
-  auto model = AcquireModel(context, "upscale", request->model_id());
-  if (!model.ok()) return ToGrpcStatus(model.status());
-  const ModelConfig* config = model->config;
-  absl::Time deadline = Deadline(context);
-  board_->Changed();  // the executor's queue grows now
-  auto result = RunUpscale(*model->executor, request->image(), config->max_input_pixels, deadline,
-                           [context] { return context->IsCancelled(); });
-  board_->Changed();
-  if (!result.ok()) {
-    spdlog::warn("[{}] upscale {} failed: {}", rid, LogSafe(request->model_id()),
-                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
-    return ToGrpcStatus(result.status());
-  }
-  auto* media = response->add_images();
-  media->set_data(std::move(result->png));
-  media->set_content_type("image/png");
-  media->set_width(result->output_width);
-  media->set_height(result->output_height);
-  auto* job = response->mutable_job();
-  FillJobInfo(context, *config, ReportedUnits(metering::Units(*request, *response), rid), start,
-              job);
-  spdlog::info("[{}] upscale {} {}x{} -> {}x{} in {:.0f} ms", rid, LogSafe(request->model_id()),
-               result->input_width, result->input_height, result->output_width,
-               result->output_height, job->compute_ms());
-  return grpc::Status::OK;
+  return ServeUnary<UpscalePipeline>(context, request, response);
 }
 
 grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,

@@ -95,6 +95,11 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   absl::StatusOr<AcquiredModel> AcquireModel(grpc::ServerContext* context,
                                              const std::string& pipeline,
                                              const std::string& model_id);
+  // Serves one job of the unary pipeline `Pipeline` describes (unary_pipeline.h, where it is
+  // defined): validation, the model, the run, the response's JobInfo and the log lines.
+  template <typename Pipeline>
+  grpc::Status ServeUnary(grpc::ServerContext* context, const typename Pipeline::Request* request,
+                          typename Pipeline::Response* response);
   // Admin calls (LoadModel, UnloadModel, CloseTranscodeSession): OK for a caller with a
   // credential AdminAuth accepts; UNAUTHENTICATED (logged with the peer) otherwise.
   grpc::Status CheckAdmin(grpc::ServerContext* context, absl::string_view call) const;

@@ -11,10 +11,12 @@
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/metering.h"
+#include "common/pipelines.h"
 #include "common/status.h"
 #include "orchestrator/audio_text_pipelines.h"
 #include "orchestrator/orchestrator_service.h"
 #include "orchestrator/request_context.h"
+#include "orchestrator/unary_pipeline.h"
 #include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
@@ -32,22 +34,22 @@ const ModelConfig* Lookup(ModelManager* models, const std::string& pipeline,
   return config != nullptr && config->pipeline == pipeline ? config : nullptr;
 }
 
-grpc::Status BadOptions(const ModelConfig& config, const absl::Status& status) {
-  return grpc::Status(
-      grpc::StatusCode::FAILED_PRECONDITION,
+absl::Status BadOptions(const ModelConfig& config, const absl::Status& status) {
+  return absl::FailedPreconditionError(
       absl::StrCat("model '", config.id, "' is misconfigured: ", std::string(status.message())));
 }
 
 // Runs forward(*inputs) through the executor and waits for it (cancellation and deadline aware).
 absl::StatusOr<c10::IValue> RunForward(runner::ModelExecutor& executor,
                                        runner::ModelExecutor::Inputs inputs, absl::Time deadline,
-                                       grpc::ServerContext* context, bool retry_when_full) {
+                                       const std::function<bool()>& is_cancelled,
+                                       bool retry_when_full) {
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   auto future = executor.SubmitValues(inputs, deadline, cancelled);
   // A generation already under way waits for a queue slot rather than failing half-way.
   while (!future.ok() && retry_when_full &&
          future.status().code() == absl::StatusCode::kResourceExhausted) {
-    if (context->IsCancelled()) return absl::CancelledError("the job was cancelled");
+    if (is_cancelled()) return absl::CancelledError("the job was cancelled");
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError("deadline passed waiting for the model");
     }
@@ -55,8 +57,7 @@ absl::StatusOr<c10::IValue> RunForward(runner::ModelExecutor& executor,
     future = executor.SubmitValues(inputs, deadline, cancelled);
   }
   if (!future.ok()) return future.status();
-  return runner::AwaitResult(
-      executor, *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
+  return runner::AwaitResult(executor, *future, deadline, is_cancelled, cancelled);
 }
 
 absl::StatusOr<std::vector<int64_t>> ToIds(const c10::IValue& value, const char* what) {
@@ -84,7 +85,7 @@ absl::StatusOr<std::string> Decode(runner::TorchModel& model, const std::vector<
 
 WarmupInputs AudioTextWarmupInputs(const ModelConfig& model) {
   if (model.warmup_size <= 0) return std::nullopt;
-  if (model.pipeline == "audio-to-text") {
+  if (model.pipeline == pipelines::kAudioToText) {
     auto options = ParseAudioToTextOptions(model.options);
     if (!options.ok()) return std::nullopt;
     // 100 ms of silence.
@@ -92,113 +93,120 @@ WarmupInputs AudioTextWarmupInputs(const ModelConfig& model) {
         at::zeros({options->channels, options->sample_rate / 10}, at::kFloat),
         c10::IValue(std::string("none"))};
   }
-  if (model.pipeline == "text-to-speech") {
+  if (model.pipeline == pipelines::kTextToSpeech) {
     return runner::ModelExecutor::Inputs{c10::IValue(std::string("Hello.")),
                                          c10::IValue(std::string(kDefaultSpeakerDescription))};
   }
-  if (model.pipeline == "llm") {
+  if (model.pipeline == pipelines::kLlm) {
     return runner::ModelExecutor::Inputs{at::zeros({1, 1}, at::kLong)};
   }
   return std::nullopt;
 }
 
+namespace {
+
+// The audio-to-text pipeline's descriptor (unary_pipeline.h). Without a model here the request is
+// still checked, against the default options, before the model's error.
+struct AudioToTextPipeline {
+  using Request = v1::AudioToTextRequest;
+  using Response = v1::TextResponse;
+  struct Params {
+    std::string mode;
+    DecodedAudio audio;
+  };
+  static constexpr const char* kName = pipelines::kAudioToText;
+  static constexpr bool kNeedsModelConfig = false;
+  static const std::string& ModelId(const Request& request) { return request.model_id(); }
+  static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
+    if (request.audio().empty()) return absl::InvalidArgumentError("audio is required");
+    auto mode = TimestampMode(request.return_timestamps());
+    if (!mode.ok()) return mode.status();
+    if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
+    AudioToTextOptions options;
+    if (config != nullptr) {
+      auto parsed = ParseAudioToTextOptions(config->options);
+      if (!parsed.ok()) return BadOptions(*config, parsed.status());
+      options = *parsed;
+    }
+    // Decoding first: bad audio never makes a cold model load.
+    auto audio = DecodeAudio(request.audio(), options.sample_rate, options.channels,
+                             options.max_audio_seconds);
+    if (!audio.ok()) return audio.status();
+    return Params{*std::move(mode), *std::move(audio)};
+  }
+  static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request,
+                                         Params& params, Response* response) {
+    DecodedAudio& audio = params.audio;
+    at::Tensor input =
+        at::from_blob(audio.planar.data(), {audio.channels, audio.samples}, at::kFloat).clone();
+    auto result = RunForward(*ctx.executor, {input, c10::IValue(params.mode)}, ctx.deadline,
+                             ctx.is_cancelled, false);
+    if (!result.ok()) return result.status();
+    if (absl::Status st = FillTranscription(*result, params.mode, response); !st.ok()) return st;
+    return absl::StrCat(audio.source_sample_rate, " Hz x", audio.source_channels, " -> ",
+                        audio.samples, " samples, ", response->text().size(), " chars");
+  }
+};
+
+// The text-to-speech pipeline's descriptor (unary_pipeline.h).
+struct TextToSpeechPipeline {
+  using Request = v1::TextToSpeechRequest;
+  using Response = v1::AudioResponse;
+  struct Params {
+    TextToSpeechOptions options;
+    std::string description;
+  };
+  static constexpr const char* kName = pipelines::kTextToSpeech;
+  static constexpr bool kNeedsModelConfig = false;
+  static const std::string& ModelId(const Request& request) { return request.model_id(); }
+  static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
+    if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
+    TextToSpeechOptions options;
+    if (config != nullptr) {
+      auto parsed = ParseTextToSpeechOptions(config->options);
+      if (!parsed.ok()) return BadOptions(*config, parsed.status());
+      options = *parsed;
+    }
+    if (absl::Status st = ValidateTextToSpeech(request, options); !st.ok()) return st;
+    return Params{options, request.description().empty() ? kDefaultSpeakerDescription
+                                                         : request.description()};
+  }
+  static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request,
+                                         Params& params, Response* response) {
+    int sample_rate = params.options.sample_rate;
+    if (sample_rate <= 0) {
+      auto attr = ctx.executor->model()->IntAttribute("sample_rate");
+      sample_rate = attr && *attr >= 1000 && *attr <= 384000 ? static_cast<int>(*attr) : 24000;
+    }
+    auto result =
+        RunForward(*ctx.executor, {c10::IValue(request.text()), c10::IValue(params.description)},
+                   ctx.deadline, ctx.is_cancelled, false);
+    if (!result.ok()) return result.status();
+    if (!result->isTensor()) return absl::InternalError("model did not return a waveform tensor");
+    int channels = 1;
+    auto samples = WaveformToInterleaved(result->toTensor(), &channels);
+    if (!samples.ok()) return samples.status();
+    const int64_t frames = static_cast<int64_t>(samples->size()) / channels;
+    auto* media = response->mutable_audio();
+    media->set_data(EncodeWav(*samples, channels, sample_rate));
+    media->set_content_type("audio/wav");
+    return absl::StrCat(request.text().size(), " chars -> ", frames, " samples at ", sample_rate,
+                        " Hz");
+  }
+};
+
+}  // namespace
+
 grpc::Status OrchestratorService::AudioToText(grpc::ServerContext* context,
                                               const v1::AudioToTextRequest* request,
                                               v1::TextResponse* response) {
-  const std::string rid = RequestIdOf(context);
-  absl::Time start = absl::Now();
-  if (request->audio().empty()) return Invalid("audio is required");
-  auto mode = TimestampMode(request->return_timestamps());
-  if (!mode.ok()) return ToGrpcStatus(mode.status());
-  if (request->model_id().empty()) return Invalid("model_id is required");
-
-  AudioToTextOptions options;
-  if (const ModelConfig* c = Lookup(models_, "audio-to-text", request->model_id())) {
-    auto parsed = ParseAudioToTextOptions(c->options);
-    if (!parsed.ok()) return BadOptions(*c, parsed.status());
-    options = *parsed;
-  }
-  // Decoding first: bad audio never makes a cold model load.
-  auto audio = DecodeAudio(request->audio(), options.sample_rate, options.channels,
-                           options.max_audio_seconds);
-  if (!audio.ok()) return ToGrpcStatus(audio.status());
-
-  auto model = AcquireModel(context, "audio-to-text", request->model_id());
-  if (!model.ok()) return ToGrpcStatus(model.status());
-  at::Tensor input =
-      at::from_blob(audio->planar.data(), {audio->channels, audio->samples}, at::kFloat).clone();
-  board_->Changed();
-  auto result = RunForward(*model->executor, {input, c10::IValue(*mode)}, DeadlineOf(context),
-                           context, false);
-  board_->Changed();
-  if (!result.ok()) {
-    spdlog::warn("[{}] audio-to-text {} failed: {}", rid, LogSafe(request->model_id()),
-                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
-    return ToGrpcStatus(result.status());
-  }
-  if (absl::Status st = FillTranscription(*result, *mode, response); !st.ok()) {
-    return ToGrpcStatus(st);
-  }
-  auto* job = response->mutable_job();
-  // The request audio's own duration (decoded at its rate), as the gateway counts it too.
-  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
-              start, job);
-  spdlog::info("[{}] audio-to-text {} {} Hz x{} -> {} samples, {} chars in {:.0f} ms", rid,
-               LogSafe(request->model_id()), audio->source_sample_rate, audio->source_channels,
-               audio->samples, response->text().size(), job->compute_ms());
-  return grpc::Status::OK;
+  return ServeUnary<AudioToTextPipeline>(context, request, response);
 }
 
 grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
                                                const v1::TextToSpeechRequest* request,
                                                v1::AudioResponse* response) {
-  const std::string rid = RequestIdOf(context);
-  absl::Time start = absl::Now();
-  if (request->model_id().empty()) return Invalid("model_id is required");
-  TextToSpeechOptions options;
-  if (const ModelConfig* c = Lookup(models_, "text-to-speech", request->model_id())) {
-    auto parsed = ParseTextToSpeechOptions(c->options);
-    if (!parsed.ok()) return BadOptions(*c, parsed.status());
-    options = *parsed;
-  }
-  if (auto st = ValidateTextToSpeech(*request, options); !st.ok()) return ToGrpcStatus(st);
-  const std::string description =
-      request->description().empty() ? kDefaultSpeakerDescription : request->description();
-
-  auto model = AcquireModel(context, "text-to-speech", request->model_id());
-  if (!model.ok()) return ToGrpcStatus(model.status());
-  int sample_rate = options.sample_rate;
-  if (sample_rate <= 0) {
-    auto attr = model->executor->model()->IntAttribute("sample_rate");
-    sample_rate = attr && *attr >= 1000 && *attr <= 384000 ? static_cast<int>(*attr) : 24000;
-  }
-  board_->Changed();
-  auto result =
-      RunForward(*model->executor, {c10::IValue(request->text()), c10::IValue(description)},
-                 DeadlineOf(context), context, false);
-  board_->Changed();
-  if (!result.ok()) {
-    spdlog::warn("[{}] text-to-speech {} failed: {}", rid, LogSafe(request->model_id()),
-                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
-    return ToGrpcStatus(result.status());
-  }
-  if (!result->isTensor()) {
-    return grpc::Status(grpc::StatusCode::INTERNAL, "model did not return a waveform tensor");
-  }
-  int channels = 1;
-  auto samples = WaveformToInterleaved(result->toTensor(), &channels);
-  if (!samples.ok()) return ToGrpcStatus(samples.status());
-  const int64_t frames = static_cast<int64_t>(samples->size()) / channels;
-  auto* media = response->mutable_audio();
-  media->set_data(EncodeWav(*samples, channels, sample_rate));
-  media->set_content_type("audio/wav");
-  auto* job = response->mutable_job();
-  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
-              start, job);
-  spdlog::info("[{}] text-to-speech {} {} chars -> {} samples at {} Hz in {:.0f} ms", rid,
-               LogSafe(request->model_id()), request->text().size(), frames, sample_rate,
-               job->compute_ms());
-  return grpc::Status::OK;
+  return ServeUnary<TextToSpeechPipeline>(context, request, response);
 }
 
 grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
@@ -207,15 +215,15 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   absl::Time start = absl::Now();
   if (request->model().empty()) return Invalid("model is required");
   LlmOptions options;
-  if (const ModelConfig* c = Lookup(models_, "llm", request->model())) {
+  if (const ModelConfig* c = Lookup(models_, pipelines::kLlm, request->model())) {
     auto parsed = ParseLlmOptions(c->options);
-    if (!parsed.ok()) return BadOptions(*c, parsed.status());
+    if (!parsed.ok()) return ToGrpcStatus(BadOptions(*c, parsed.status()));
     options = *parsed;
   }
   auto params = ValidateLlmRequest(*request, options);
   if (!params.ok()) return ToGrpcStatus(params.status());
 
-  auto model = AcquireModel(context, "llm", request->model());
+  auto model = AcquireModel(context, pipelines::kLlm, request->model());
   if (!model.ok()) return ToGrpcStatus(model.status());
   runner::TorchModel& torch_model = *model->executor->model();
   if (!torch_model.HasMethod("encode") || !torch_model.HasMethod("decode")) {
@@ -292,7 +300,9 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
     }
     at::Tensor input =
         at::from_blob(ids.data(), {1, static_cast<int64_t>(ids.size())}, at::kLong).clone();
-    auto out = RunForward(*model->executor, {input}, deadline, context, step > 0);
+    auto out = RunForward(
+        *model->executor, {input}, deadline, [context] { return context->IsCancelled(); },
+        step > 0);
     if (!out.ok()) {
       status = ToGrpcStatus(out.status());
       break;

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "orchestrator/orchestrator_config.h"
+#include "common/pipelines.h"
 #include "orchestrator/prompt_limits.h"
 #include "switchyard/v1/gateway.pb.h"
 
@@ -24,12 +25,6 @@ namespace switchyard::orchestrator {
 
 // ---------------------------------------------------------------------------------------------
 // image pipelines
-
-inline constexpr const char* kTextToImage = "text-to-image";
-inline constexpr const char* kImageToImage = "image-to-image";
-inline constexpr const char* kImageToVideo = "image-to-video";
-inline constexpr const char* kSegmentAnything2 = "segment-anything-2";
-inline constexpr const char* kImageToText = "image-to-text";
 
 // The limits and defaults a model's `options` may override (docs/pipelines-image.md).
 struct ImageLimits {

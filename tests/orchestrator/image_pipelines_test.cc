@@ -132,7 +132,7 @@ class ImagePipelinesTest : public ::testing::Test {
 TEST_F(ImagePipelinesTest, TextToImageDefaultsFollowTheSpecAndOptions) {
   v1::TextToImageRequest req;
   req.set_prompt("a cat");
-  auto p = ValidateTextToImage(req, Config(kTextToImage));
+  auto p = ValidateTextToImage(req, Config(pipelines::kTextToImage));
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->width, 1024);
   EXPECT_EQ(p->height, 576);
@@ -145,14 +145,14 @@ TEST_F(ImagePipelinesTest, TextToImageDefaultsFollowTheSpecAndOptions) {
   EXPECT_EQ(p->prompts[0], "a cat");
 
   auto q = ValidateTextToImage(
-      req, Config(kTextToImage, {{"default_width", 64}, {"default_height", 32}}));
+      req, Config(pipelines::kTextToImage, {{"default_width", 64}, {"default_height", 32}}));
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ(q->width, 64);
   EXPECT_EQ(q->height, 32);
 
   req.set_seed(42);
   req.set_prompt(" a | b |");
-  auto r = ValidateTextToImage(req, Config(kTextToImage));
+  auto r = ValidateTextToImage(req, Config(pipelines::kTextToImage));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->seed, 42);
   EXPECT_EQ(r->prompts, (std::vector<std::string>{"a", "b"}));
@@ -166,7 +166,7 @@ struct ValidationCase {
 
 TEST_F(ImagePipelinesTest, TextToImageValidationErrorsNameTheField) {
   const ModelConfig config =
-      Config(kTextToImage, {{"max_width", 64}, {"max_height", 64}, {"max_steps", 100}});
+      Config(pipelines::kTextToImage, {{"max_width", 64}, {"max_height", 64}, {"max_steps", 100}});
   const std::vector<ValidationCase> cases = {
       {"no prompt", [](auto* r) { r->clear_prompt(); }, "prompt is required"},
       {"blank prompts", [](auto* r) { r->set_prompt(" | "); }, "prompt is required"},
@@ -211,7 +211,7 @@ TEST_F(ImagePipelinesTest, TextToImageValidationErrorsNameTheField) {
 TEST_F(ImagePipelinesTest, BadOptionsAreReportedWithTheModelAndOption) {
   v1::TextToImageRequest req;
   req.set_prompt("x");
-  auto p = ValidateTextToImage(req, Config(kTextToImage, {{"max_width", "big"}}));
+  auto p = ValidateTextToImage(req, Config(pipelines::kTextToImage, {{"max_width", "big"}}));
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(p.status().message().find("test-text-to-image"), std::string::npos) << p.status();
@@ -219,7 +219,7 @@ TEST_F(ImagePipelinesTest, BadOptionsAreReportedWithTheModelAndOption) {
 }
 
 TEST_F(ImagePipelinesTest, TextToImageProducesTheModelsExactPixels) {
-  RunContext ctx = Start(kTinyTextToImageSource, Config(kTextToImage));
+  RunContext ctx = Start(kTinyTextToImageSource, Config(pipelines::kTextToImage));
   ASSERT_NE(ctx.executor, nullptr);
   v1::TextToImageRequest req;
   req.set_prompt("cat|horse");
@@ -259,7 +259,7 @@ TEST_F(ImagePipelinesTest, TextToImageWrongOutputShapeOrDtypeIsInternal) {
   req.set_width(16);
   req.set_height(8);
   {
-    RunContext ctx = Start(kTextToImageWrongShape, Config(kTextToImage));
+    RunContext ctx = Start(kTextToImageWrongShape, Config(pipelines::kTextToImage));
     auto p = ValidateTextToImage(req, *ctx.model);
     ASSERT_TRUE(p.ok());
     auto result = RunTextToImage(ctx, *p);
@@ -271,7 +271,7 @@ TEST_F(ImagePipelinesTest, TextToImageWrongOutputShapeOrDtypeIsInternal) {
         << result.status();
   }
   {
-    RunContext ctx = Start(kTextToImageWrongDtype, Config(kTextToImage));
+    RunContext ctx = Start(kTextToImageWrongDtype, Config(pipelines::kTextToImage));
     auto p = ValidateTextToImage(req, *ctx.model);
     ASSERT_TRUE(p.ok());
     auto result = RunTextToImage(ctx, *p);
@@ -300,7 +300,7 @@ TEST_F(ImagePipelinesTest, EncodePngsClampsAndRounds) {
 // image-to-image
 
 TEST_F(ImagePipelinesTest, ImageToImageDefaultsAndExactPixels) {
-  RunContext ctx = Start(kTinyImageToImageSource, Config(kImageToImage));
+  RunContext ctx = Start(kTinyImageToImageSource, Config(pipelines::kImageToImage));
   v1::ImageToImageRequest req;
   req.set_prompt("dog");
   req.set_image(Png(MakeImage(12, 6)));
@@ -338,7 +338,7 @@ TEST_F(ImagePipelinesTest, ImageToImageDefaultsAndExactPixels) {
 }
 
 TEST_F(ImagePipelinesTest, ImageToImageValidationAndImageErrors) {
-  const ModelConfig config = Config(kImageToImage);
+  const ModelConfig config = Config(pipelines::kImageToImage);
   struct Case {
     std::string name;
     std::function<void(v1::ImageToImageRequest*)> mutate;
@@ -365,7 +365,7 @@ TEST_F(ImagePipelinesTest, ImageToImageValidationAndImageErrors) {
     EXPECT_NE(p.status().message().find(c.message), std::string::npos) << p.status();
   }
 
-  ModelConfig small = Config(kImageToImage);
+  ModelConfig small = Config(pipelines::kImageToImage);
   small.max_input_pixels = 100;
   RunContext ctx = Start(kTinyImageToImageSource, small);
   v1::ImageToImageRequest req;
@@ -401,7 +401,7 @@ TEST_F(ImagePipelinesTest, EncodeMp4IsProbeableWithTheRightSizeAndFrames) {
 }
 
 TEST_F(ImagePipelinesTest, ImageToVideoRunsTheModelAndEncodesEveryFrame) {
-  RunContext ctx = Start(kTinyImageToVideoSource, Config(kImageToVideo));
+  RunContext ctx = Start(kTinyImageToVideoSource, Config(pipelines::kImageToVideo));
   v1::ImageToVideoRequest req;
   req.set_image(Png(MakeImage(20, 10)));
   auto defaults = ValidateImageToVideo(req, *ctx.model);
@@ -434,7 +434,7 @@ TEST_F(ImagePipelinesTest, ImageToVideoRunsTheModelAndEncodesEveryFrame) {
 }
 
 TEST_F(ImagePipelinesTest, ImageToVideoValidationAndWrongFrames) {
-  const ModelConfig config = Config(kImageToVideo, {{"max_width", 256}, {"max_fps", 30}});
+  const ModelConfig config = Config(pipelines::kImageToVideo, {{"max_width", 256}, {"max_fps", 30}});
   struct Case {
     std::string name;
     std::function<void(v1::ImageToVideoRequest*)> mutate;
@@ -463,7 +463,7 @@ TEST_F(ImagePipelinesTest, ImageToVideoValidationAndWrongFrames) {
     EXPECT_NE(p.status().message().find(c.message), std::string::npos) << p.status();
   }
 
-  RunContext ctx = Start(kImageToVideoWrongSize, Config(kImageToVideo));
+  RunContext ctx = Start(kImageToVideoWrongSize, Config(pipelines::kImageToVideo));
   v1::ImageToVideoRequest req;
   req.set_image(Png(MakeImage(8, 8)));
   req.set_width(16);
@@ -480,7 +480,7 @@ TEST_F(ImagePipelinesTest, ImageToVideoValidationAndWrongFrames) {
 // segment-anything-2
 
 TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
-  RunContext ctx = Start(kTinySegmentSource, Config(kSegmentAnything2));
+  RunContext ctx = Start(kTinySegmentSource, Config(pipelines::kSegmentAnything2));
   v1::SegmentAnything2Request req;
   req.set_image(Png(MakeImage(4, 2)));
   req.add_point_coords(2);
@@ -520,7 +520,7 @@ TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
 }
 
 TEST_F(ImagePipelinesTest, SegmentAnything2ValidationErrorsNameTheField) {
-  const ModelConfig config = Config(kSegmentAnything2);
+  const ModelConfig config = Config(pipelines::kSegmentAnything2);
   struct Case {
     std::string name;
     std::function<void(v1::SegmentAnything2Request*)> mutate;
@@ -587,7 +587,7 @@ TEST_F(ImagePipelinesTest, TensorToJsonWritesNestedArrays) {
 // image-to-text
 
 TEST_F(ImagePipelinesTest, ImageToTextReturnsTheModelsString) {
-  RunContext ctx = Start(kTinyImageToTextSource, Config(kImageToText));
+  RunContext ctx = Start(kTinyImageToTextSource, Config(pipelines::kImageToText));
   auto result = RunImageToText(ctx, Png(MakeImage(10, 4)), "describe");
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->text, "describe:10x4:0");
@@ -599,7 +599,7 @@ TEST_F(ImagePipelinesTest, ImageToTextReturnsTheModelsString) {
   auto corrupt = RunImageToText(ctx, "\xff\xd8\xff garbage", "x");
   EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kInvalidArgument);
 
-  RunContext bad = Start(kImageToTextWrongOutput, Config(kImageToText));
+  RunContext bad = Start(kImageToTextWrongOutput, Config(pipelines::kImageToText));
   auto wrong = RunImageToText(bad, Png(MakeImage(10, 4)), "x");
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInternal);
@@ -623,7 +623,7 @@ TEST_F(ImagePipelinesTest, PromptLengthIsCountedInCharactersUpToMaxPromptChars) 
   EXPECT_EQ(Utf8Chars(Chars(4)), 4);
   EXPECT_EQ(Utf8Chars("\xf0\x9f\x98\x80x"), 2);  // U+1F600 (4 bytes) and 'x'
 
-  const ModelConfig config = Config(kTextToImage, {{"max_prompt_chars", 10}});
+  const ModelConfig config = Config(pipelines::kTextToImage, {{"max_prompt_chars", 10}});
   RunContext ctx = Start(kTinyTextToImageSource, config);
   ASSERT_NE(ctx.executor, nullptr);
   v1::TextToImageRequest req;
@@ -664,21 +664,21 @@ TEST_F(ImagePipelinesTest, PromptLengthIsCountedInCharactersUpToMaxPromptChars) 
 
   // The default is 4096 characters.
   req.set_prompt(std::string(4096, 'a'));
-  EXPECT_TRUE(ValidateTextToImage(req, Config(kTextToImage)).ok());
+  EXPECT_TRUE(ValidateTextToImage(req, Config(pipelines::kTextToImage)).ok());
   req.set_prompt(std::string(4097, 'a'));
-  auto over_default = ValidateTextToImage(req, Config(kTextToImage));
+  auto over_default = ValidateTextToImage(req, Config(pipelines::kTextToImage));
   ASSERT_FALSE(over_default.ok());
   EXPECT_NE(over_default.status().message().find("4097 characters"), std::string::npos);
   EXPECT_NE(over_default.status().message().find("max_prompt_chars (4096)"), std::string::npos);
 
   // A bad option is the config's fault, named as such.
-  auto bad = ValidateTextToImage(req, Config(kTextToImage, {{"max_prompt_chars", 0}}));
+  auto bad = ValidateTextToImage(req, Config(pipelines::kTextToImage, {{"max_prompt_chars", 0}}));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("option 'max_prompt_chars'"), std::string::npos);
 }
 
 TEST_F(ImagePipelinesTest, ImageToImageAndImageToTextPromptsAreLimited) {
-  const ModelConfig i2i = Config(kImageToImage, {{"max_prompt_chars", 6}});
+  const ModelConfig i2i = Config(pipelines::kImageToImage, {{"max_prompt_chars", 6}});
   v1::ImageToImageRequest a;
   a.set_image(Png(MakeImage(8, 8)));
   a.set_prompt(Chars(6));
@@ -696,7 +696,7 @@ TEST_F(ImagePipelinesTest, ImageToImageAndImageToTextPromptsAreLimited) {
   ASSERT_FALSE(over.ok());
   EXPECT_NE(over.status().message().find("negative_prompt is 7 characters"), std::string::npos);
 
-  const ModelConfig i2t = Config(kImageToText, {{"max_prompt_chars", 6}});
+  const ModelConfig i2t = Config(pipelines::kImageToText, {{"max_prompt_chars", 6}});
   v1::ImageToTextRequest t;
   t.set_image(Png(MakeImage(8, 8)));
   t.set_prompt(Chars(6));
@@ -731,20 +731,20 @@ TEST_F(ImagePipelinesTest, LiveVideoSegmentLimitsComeBeforeTheModel) {
   const std::string segment = ::switchyard::testing::MakeTestSegment(dir_, spec);
   ASSERT_FALSE(segment.empty());
 
-  auto defaults = LiveVideoLimitsFor(Config(kLiveVideoToVideo));
+  auto defaults = LiveVideoLimitsFor(Config(pipelines::kLiveVideoToVideo));
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->max_input_bytes, 64 << 20);
   EXPECT_EQ(defaults->max_input_seconds, 30);
   for (const nlohmann::json& bad :
        {nlohmann::json{{"max_segment_seconds", 0}}, nlohmann::json{{"max_segment_seconds", "1"}},
         nlohmann::json{{"max_segment_bytes", 100}}, nlohmann::json{{"max_segment_bytes", 2.5}}}) {
-    auto l = LiveVideoLimitsFor(Config(kLiveVideoToVideo, bad));
+    auto l = LiveVideoLimitsFor(Config(pipelines::kLiveVideoToVideo, bad));
     ASSERT_FALSE(l.ok()) << bad.dump();
     EXPECT_NE(l.status().message().find(bad.begin().key()), std::string::npos) << l.status();
   }
 
   const ModelConfig at_limit_config = Config(
-      kLiveVideoToVideo,
+      pipelines::kLiveVideoToVideo,
       {{"max_segment_seconds", 1.0}, {"max_segment_bytes", static_cast<int64_t>(segment.size())}});
   auto at_limit = LiveVideoLimitsFor(at_limit_config);
   ASSERT_TRUE(at_limit.ok()) << at_limit.status();
@@ -756,14 +756,14 @@ TEST_F(ImagePipelinesTest, LiveVideoSegmentLimitsComeBeforeTheModel) {
 
   // Over either limit: refused with no model and no decoder (an empty context would crash a run).
   RunContext none;
-  auto shorter = LiveVideoLimitsFor(Config(kLiveVideoToVideo, {{"max_segment_seconds", 0.95}}));
+  auto shorter = LiveVideoLimitsFor(Config(pipelines::kLiveVideoToVideo, {{"max_segment_seconds", 0.95}}));
   ASSERT_TRUE(shorter.ok());
   auto too_long = RunLiveVideoSegment(none, segment, "{}", *shorter);
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(too_long.status().message(),
             "segment: 1.000 s of video, more than the limit of 0.95 s");
   auto smaller = LiveVideoLimitsFor(
-      Config(kLiveVideoToVideo, {{"max_segment_bytes", static_cast<int64_t>(segment.size()) - 1}}));
+      Config(pipelines::kLiveVideoToVideo, {{"max_segment_bytes", static_cast<int64_t>(segment.size()) - 1}}));
   ASSERT_TRUE(smaller.ok());
   auto too_big = RunLiveVideoSegment(none, segment, "{}", *smaller);
   EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
@@ -782,11 +782,11 @@ TEST_F(ImagePipelinesTest, LiveVideoSegmentLimitsComeBeforeTheModel) {
 
 TEST_F(ImagePipelinesTest, WarmupInputsRunOnEveryContractModel) {
   const std::vector<std::pair<const char*, const char*>> models = {
-      {kTextToImage, kTinyTextToImageSource},
-      {kImageToImage, kTinyImageToImageSource},
-      {kImageToVideo, kTinyImageToVideoSource},
-      {kSegmentAnything2, kTinySegmentSource},
-      {kImageToText, kTinyImageToTextSource}};
+      {pipelines::kTextToImage, kTinyTextToImageSource},
+      {pipelines::kImageToImage, kTinyImageToImageSource},
+      {pipelines::kImageToVideo, kTinyImageToVideoSource},
+      {pipelines::kSegmentAnything2, kTinySegmentSource},
+      {pipelines::kImageToText, kTinyImageToTextSource}};
   for (const auto& [pipeline, source] : models) {
     SCOPED_TRACE(pipeline);
     ModelConfig config = Config(pipeline);

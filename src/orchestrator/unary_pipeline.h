@@ -1,0 +1,90 @@
+// How the orchestrator serves a unary model pipeline: one generic handler over a descriptor, so a
+// pipeline's gRPC method is one line and its code is only what differs (docs/development.md,
+// "Adding a pipeline").
+//
+// A descriptor is a struct with:
+//   using Request, Response, Params;
+//   static constexpr const char* kName;             // the pipeline (common/pipelines.h)
+//   static constexpr bool kNeedsModelConfig;         // Validate needs the model's config: a model
+//                                                    // not served here is refused before it
+//   static const std::string& ModelId(const Request&);
+//   // Optional: checks that need no model, made before the model is looked up.
+//   static absl::Status CheckRequest(const Request&);
+//   // Checks against the model's options (`config` is null when the model is not a `kName`
+//   // model here and kNeedsModelConfig is false). Runs before a cold model is loaded, so a bad
+//   // request never loads one.
+//   static absl::StatusOr<Params> Validate(const Request&, const ModelConfig* config);
+//   // Runs the job and fills the response's payload (not its JobInfo); returns what the log
+//   // line says about the job.
+//   static absl::StatusOr<std::string> Run(const RunContext&, const Request&, Params&,
+//                                          Response*);
+//   // Optional: what identifies the job beyond its model in log lines (e.g. a stream and
+//   // segment), starting with a space; LogSafe'd by the descriptor.
+//   static std::string Subject(const Request&);
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <string>
+#include <string_view>
+
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "common/metering.h"
+#include "common/status.h"
+#include "orchestrator/image_pipelines.h"
+#include "orchestrator/orchestrator_service.h"
+#include "orchestrator/request_context.h"
+
+namespace switchyard::orchestrator {
+
+template <typename Pipeline>
+std::string SubjectOf(const typename Pipeline::Request& request) {
+  if constexpr (requires { Pipeline::Subject(request); }) {
+    return Pipeline::Subject(request);
+  } else {
+    return std::string();
+  }
+}
+
+template <typename Pipeline>
+grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
+                                             const typename Pipeline::Request* request,
+                                             typename Pipeline::Response* response) {
+  const std::string rid = RequestIdOf(context);
+  const absl::Time start = absl::Now();
+  const std::string pipeline(Pipeline::kName);
+  const std::string& model_id = Pipeline::ModelId(*request);
+  if constexpr (requires { Pipeline::CheckRequest(*request); }) {
+    if (absl::Status st = Pipeline::CheckRequest(*request); !st.ok()) return ToGrpcStatus(st);
+  }
+  const ModelConfig* found = models_->Find(model_id);
+  if (found != nullptr && found->pipeline != pipeline) found = nullptr;
+  if (found == nullptr && Pipeline::kNeedsModelConfig) {
+    return ToGrpcStatus(AcquireModel(context, pipeline, model_id).status());
+  }
+  auto params = Pipeline::Validate(*request, found);
+  if (!params.ok()) return ToGrpcStatus(params.status());
+  auto model = AcquireModel(context, pipeline, model_id);
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  RunContext ctx{model->executor.get(), model->config, DeadlineOf(context),
+                 [context] { return context->IsCancelled(); }};
+  board_->Changed();  // the executor's queue grows now
+  auto summary = Pipeline::Run(ctx, *request, *params, response);
+  board_->Changed();
+  if (!summary.ok()) {
+    spdlog::warn("[{}] {} {}{} failed: {}", rid, pipeline, LogSafe(model_id),
+                 SubjectOf<Pipeline>(*request),
+                 LogSafe(summary.status().ToString(), kLogSafeMaxErrorBytes));
+    return ToGrpcStatus(summary.status());
+  }
+  auto* job = response->mutable_job();
+  // Counted from the request and the response as the gateway recounts them (docs/metering.md).
+  FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
+              start, job);
+  spdlog::info("[{}] {} {}{} {} in {:.0f} ms", rid, pipeline, LogSafe(model_id),
+               SubjectOf<Pipeline>(*request), *summary, job->compute_ms());
+  return grpc::Status::OK;
+}
+
+}  // namespace switchyard::orchestrator
