@@ -9,7 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "gateway/membership.h"
+#include "gateway/snapshot.h"
 
 namespace switchyard::gateway {
 

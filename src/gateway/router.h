@@ -26,7 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "gateway/membership.h"
+#include "gateway/snapshot.h"
 #include "gateway/node_health.h"
 #include "gateway/route_index.h"
 

@@ -6,6 +6,8 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "common/pipelines.h"
+#include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
 
@@ -157,7 +159,10 @@ std::string NewText(const std::string& decoded_so_far, const std::string& emitte
   for (size_t back = 1; back <= 3 && back <= fresh.size(); ++back) {
     const auto c = static_cast<unsigned char>(fresh[fresh.size() - back]);
     if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-    const size_t needed = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    const size_t needed = (c & 0xE0) == 0xC0   ? 2
+                          : (c & 0xF0) == 0xE0 ? 3
+                          : (c & 0xF8) == 0xF0 ? 4
+                                               : 1;
     // substr, not resize: GCC 12 reports a false -Werror=restrict in a shrinking resize here.
     if (needed > back) return fresh.substr(0, fresh.size() - back);
     break;
@@ -203,6 +208,26 @@ std::string ValidUtf8(absl::string_view text) {
     }
   }
   return out;
+}
+
+WarmupInputs AudioTextWarmupInputs(const ModelConfig& model) {
+  if (model.warmup_size <= 0) return std::nullopt;
+  if (model.pipeline == pipelines::kAudioToText) {
+    auto options = ParseAudioToTextOptions(model.options);
+    if (!options.ok()) return std::nullopt;
+    // 100 ms of silence.
+    return runner::ModelExecutor::Inputs{
+        at::zeros({options->channels, options->sample_rate / 10}, at::kFloat),
+        c10::IValue(std::string("none"))};
+  }
+  if (model.pipeline == pipelines::kTextToSpeech) {
+    return runner::ModelExecutor::Inputs{c10::IValue(std::string("Hello.")),
+                                         c10::IValue(std::string(kDefaultSpeakerDescription))};
+  }
+  if (model.pipeline == pipelines::kLlm) {
+    return runner::ModelExecutor::Inputs{at::zeros({1, 1}, at::kLong)};
+  }
+  return std::nullopt;
 }
 
 }  // namespace switchyard::orchestrator

@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/media/ffmpeg_util.h"
+#include "common/pipelines.h"
+#include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -443,6 +445,59 @@ absl::StatusOr<TextResult> RunImageToText(const RunContext& ctx, const std::stri
                                             DescribeValue(*out), ", expected str"));
   }
   return TextResult{out->toStringRef(), decoded->width, decoded->height};
+}
+
+namespace {
+
+// Multiple of 8 not below 8, for warm-up sizes.
+int64_t Round8(int64_t v) { return std::max<int64_t>(8, (v + 7) / 8 * 8); }
+
+}  // namespace
+
+WarmupInputs ImageWarmupInputs(const ModelConfig& model) {
+  if (model.warmup_size <= 0) return std::nullopt;
+  const int64_t s = Round8(model.warmup_size);
+  auto image = [&] { return c10::IValue(at::zeros({1, 3, s, s}, at::kFloat)); };
+  using Inputs = runner::ModelExecutor::Inputs;
+  if (model.pipeline == pipelines::kTextToImage) {
+    return Inputs{c10::IValue(std::string("warm-up")),
+                  c10::IValue(std::string()),
+                  c10::IValue(int64_t{0}),
+                  c10::IValue(int64_t{1}),
+                  c10::IValue(7.5),
+                  c10::IValue(s),
+                  c10::IValue(s),
+                  c10::IValue(int64_t{1})};
+  }
+  if (model.pipeline == pipelines::kImageToImage) {
+    return Inputs{image(),
+                  c10::IValue(std::string("warm-up")),
+                  c10::IValue(std::string()),
+                  c10::IValue(int64_t{0}),
+                  c10::IValue(0.8),
+                  c10::IValue(7.5),
+                  c10::IValue(1.5),
+                  c10::IValue(int64_t{1}),
+                  c10::IValue(int64_t{1})};
+  }
+  if (model.pipeline == pipelines::kImageToVideo) {
+    return Inputs{image(),           c10::IValue(int64_t{0}), c10::IValue(s),
+                  c10::IValue(s),    c10::IValue(int64_t{6}), c10::IValue(int64_t{127}),
+                  c10::IValue(0.02), c10::IValue(int64_t{1})};
+  }
+  if (model.pipeline == pipelines::kSegmentAnything2) {
+    return Inputs{image(),
+                  c10::IValue(at::full({1, 2}, 0.5, at::kFloat)),
+                  c10::IValue(at::ones({1}, at::kLong)),
+                  c10::IValue(at::zeros({0, 4}, at::kFloat)),
+                  c10::IValue(at::zeros({0, 256, 256}, at::kFloat)),
+                  c10::IValue(true),
+                  c10::IValue(true)};
+  }
+  if (model.pipeline == pipelines::kImageToText) {
+    return Inputs{image(), c10::IValue(std::string())};
+  }
+  return std::nullopt;
 }
 
 }  // namespace switchyard::orchestrator

@@ -17,7 +17,6 @@
 #include "orchestrator/orchestrator_service.h"
 #include "orchestrator/request_context.h"
 #include "orchestrator/unary_pipeline.h"
-#include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -82,26 +81,6 @@ absl::StatusOr<std::string> Decode(runner::TorchModel& model, const std::vector<
 }
 
 }  // namespace
-
-WarmupInputs AudioTextWarmupInputs(const ModelConfig& model) {
-  if (model.warmup_size <= 0) return std::nullopt;
-  if (model.pipeline == pipelines::kAudioToText) {
-    auto options = ParseAudioToTextOptions(model.options);
-    if (!options.ok()) return std::nullopt;
-    // 100 ms of silence.
-    return runner::ModelExecutor::Inputs{
-        at::zeros({options->channels, options->sample_rate / 10}, at::kFloat),
-        c10::IValue(std::string("none"))};
-  }
-  if (model.pipeline == pipelines::kTextToSpeech) {
-    return runner::ModelExecutor::Inputs{c10::IValue(std::string("Hello.")),
-                                         c10::IValue(std::string(kDefaultSpeakerDescription))};
-  }
-  if (model.pipeline == pipelines::kLlm) {
-    return runner::ModelExecutor::Inputs{at::zeros({1, 1}, at::kLong)};
-  }
-  return std::nullopt;
-}
 
 namespace {
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
+#include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
 
@@ -43,6 +44,12 @@ absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const 
   auto png = media::EncodePng(result);
   if (!png.ok()) return png.status();
   return UpscaleResult{std::move(*png), w, h, result.width, result.height};
+}
+
+WarmupInputs UpscaleWarmupInputs(const ModelConfig& model) {
+  if (model.warmup_size <= 0) return std::nullopt;
+  return runner::ModelExecutor::Inputs{
+      at::zeros({1, 3, model.warmup_size, model.warmup_size}, at::kFloat)};
 }
 
 }  // namespace switchyard::orchestrator

@@ -14,7 +14,8 @@ using WarmupInputs = std::optional<runner::ModelExecutor::Inputs>;
 // Arguments of forward() for one warm-up pass of `model`, or nullopt for none.
 WarmupInputs WarmupInputsFor(const ModelConfig& model);
 
-// Per pipeline family (defined beside each family's pipelines).
+// Per pipeline family (defined beside each family's pipelines; registered in warmup.cc).
+WarmupInputs UpscaleWarmupInputs(const ModelConfig& model);    // upscale
 WarmupInputs ImageWarmupInputs(const ModelConfig& model);      // text/image/video/sam2 pipelines
 WarmupInputs AudioTextWarmupInputs(const ModelConfig& model);  // audio-to-text, tts, llm
 

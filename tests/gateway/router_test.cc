@@ -1,5 +1,6 @@
 // Unit tests for Router (gateway/router.h) with hand-built snapshots and an injected random
 // source and clock. Every loop is bounded.
+#include "gateway/membership.h"
 #include "gateway/router.h"
 
 #include <atomic>
