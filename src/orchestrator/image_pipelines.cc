@@ -255,6 +255,26 @@ absl::StatusOr<std::string> EncodeMp4(const at::Tensor& frames, int fps, int enc
   return sink;
 }
 
+namespace {
+
+// Runs one prompt's forward pass and appends its images (height/width -1: any size) to `result`.
+absl::Status RunPrompt(const RunContext& ctx, runner::ModelExecutor::Inputs inputs,
+                       int images_per_prompt, int height, int width, ImagesResult* result) {
+  auto out = RunModel(ctx, std::move(inputs));
+  if (!out.ok()) return out.status();
+  auto images = CheckImageBatch(*out, ctx.model->id, images_per_prompt, height, width);
+  if (!images.ok()) return images.status();
+  auto pngs = EncodePngs(*images);
+  if (!pngs.ok()) return pngs.status();
+  for (auto& png : *pngs) {
+    result->output_pixels += static_cast<int64_t>(png.width) * png.height;
+    result->images.push_back(std::move(png));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ImagesResult> RunTextToImage(const RunContext& ctx,
                                             const TextToImageParams& params) {
   ImagesResult result;
@@ -268,16 +288,10 @@ absl::StatusOr<ImagesResult> RunTextToImage(const RunContext& ctx,
         c10::IValue(static_cast<int64_t>(params.height)),
         c10::IValue(static_cast<int64_t>(params.width)),
         c10::IValue(static_cast<int64_t>(params.num_images_per_prompt))};
-    auto out = RunModel(ctx, std::move(inputs));
-    if (!out.ok()) return out.status();
-    auto images = CheckImageBatch(*out, ctx.model->id, params.num_images_per_prompt, params.height,
-                                  params.width);
-    if (!images.ok()) return images.status();
-    auto pngs = EncodePngs(*images);
-    if (!pngs.ok()) return pngs.status();
-    for (auto& png : *pngs) {
-      result.output_pixels += static_cast<int64_t>(png.width) * png.height;
-      result.images.push_back(std::move(png));
+    if (auto st = RunPrompt(ctx, std::move(inputs), params.num_images_per_prompt, params.height,
+                            params.width, &result);
+        !st.ok()) {
+      return st;
     }
   }
   return result;
@@ -302,15 +316,9 @@ absl::StatusOr<ImagesResult> RunImageToImage(const RunContext& ctx, const std::s
         c10::IValue(params.image_guidance_scale),
         c10::IValue(static_cast<int64_t>(params.num_inference_steps)),
         c10::IValue(static_cast<int64_t>(params.num_images_per_prompt))};
-    auto out = RunModel(ctx, std::move(inputs));
-    if (!out.ok()) return out.status();
-    auto images = CheckImageBatch(*out, ctx.model->id, params.num_images_per_prompt, -1, -1);
-    if (!images.ok()) return images.status();
-    auto pngs = EncodePngs(*images);
-    if (!pngs.ok()) return pngs.status();
-    for (auto& png : *pngs) {
-      result.output_pixels += static_cast<int64_t>(png.width) * png.height;
-      result.images.push_back(std::move(png));
+    if (auto st = RunPrompt(ctx, std::move(inputs), params.num_images_per_prompt, -1, -1, &result);
+        !st.ok()) {
+      return st;
     }
   }
   return result;

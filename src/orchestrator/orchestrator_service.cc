@@ -47,13 +47,8 @@ absl::Time Deadline(const grpc::ServerContext* context) {
 
 // The upscale pipeline's descriptor (unary_pipeline.h): the image is decoded in Run, against the
 // model's max_input_pixels.
-struct UpscalePipeline {
-  using Request = v1::UpscaleRequest;
-  using Response = v1::ImageResponse;
+struct UpscalePipeline : UnaryDescriptor<v1::UpscaleRequest, false> {
   struct Params {};
-  static constexpr const char* kName = pipelines::kUpscale;
-  static constexpr bool kNeedsModelConfig = false;
-  static const std::string& ModelId(const Request& request) { return request.model_id(); }
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig*) {
     if (request.image().empty()) {
       return absl::InvalidArgumentError("image is required (PNG or JPEG)");

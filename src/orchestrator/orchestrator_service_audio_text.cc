@@ -86,16 +86,11 @@ namespace {
 
 // The audio-to-text pipeline's descriptor (unary_pipeline.h). Without a model here the request is
 // still checked, against the default options, before the model's error.
-struct AudioToTextPipeline {
-  using Request = v1::AudioToTextRequest;
-  using Response = v1::TextResponse;
+struct AudioToTextPipeline : UnaryDescriptor<v1::AudioToTextRequest, false> {
   struct Params {
     std::string mode;
     DecodedAudio audio;
   };
-  static constexpr const char* kName = pipelines::kAudioToText;
-  static constexpr bool kNeedsModelConfig = false;
-  static const std::string& ModelId(const Request& request) { return request.model_id(); }
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     if (request.audio().empty()) return absl::InvalidArgumentError("audio is required");
     auto mode = TimestampMode(request.return_timestamps());
@@ -128,16 +123,11 @@ struct AudioToTextPipeline {
 };
 
 // The text-to-speech pipeline's descriptor (unary_pipeline.h).
-struct TextToSpeechPipeline {
-  using Request = v1::TextToSpeechRequest;
-  using Response = v1::AudioResponse;
+struct TextToSpeechPipeline : UnaryDescriptor<v1::TextToSpeechRequest, false> {
   struct Params {
     TextToSpeechOptions options;
     std::string description;
   };
-  static constexpr const char* kName = pipelines::kTextToSpeech;
-  static constexpr bool kNeedsModelConfig = false;
-  static const std::string& ModelId(const Request& request) { return request.model_id(); }
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
     TextToSpeechOptions options;

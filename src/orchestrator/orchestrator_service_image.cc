@@ -33,20 +33,9 @@ void FillImages(ImagesResult& result, int64_t seed, int per_prompt, v1::ImageRes
 }
 
 // Descriptors of the image pipelines (unary_pipeline.h). Each validates against its model's
-// options, so a model not served here is refused first (kNeedsModelConfig).
-struct ModelIdField {
-  template <typename Request>
-  static const std::string& ModelId(const Request& request) {
-    return request.model_id();
-  }
-  static constexpr bool kNeedsModelConfig = true;
-};
-
-struct TextToImagePipeline : ModelIdField {
-  using Request = v1::TextToImageRequest;
-  using Response = v1::ImageResponse;
+// options, so a model not served here is refused first (kNeedsModelConfig true).
+struct TextToImagePipeline : UnaryDescriptor<v1::TextToImageRequest, true> {
   using Params = TextToImageParams;
-  static constexpr const char* kName = pipelines::kTextToImage;
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     return ValidateTextToImage(request, *config);
   }
@@ -60,11 +49,8 @@ struct TextToImagePipeline : ModelIdField {
   }
 };
 
-struct ImageToImagePipeline : ModelIdField {
-  using Request = v1::ImageToImageRequest;
-  using Response = v1::ImageResponse;
+struct ImageToImagePipeline : UnaryDescriptor<v1::ImageToImageRequest, true> {
   using Params = ImageToImageParams;
-  static constexpr const char* kName = pipelines::kImageToImage;
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     return ValidateImageToImage(request, *config);
   }
@@ -78,11 +64,8 @@ struct ImageToImagePipeline : ModelIdField {
   }
 };
 
-struct ImageToVideoPipeline : ModelIdField {
-  using Request = v1::ImageToVideoRequest;
-  using Response = v1::VideoResponse;
+struct ImageToVideoPipeline : UnaryDescriptor<v1::ImageToVideoRequest, true> {
   using Params = ImageToVideoParams;
-  static constexpr const char* kName = pipelines::kImageToVideo;
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     return ValidateImageToVideo(request, *config);
   }
@@ -101,11 +84,8 @@ struct ImageToVideoPipeline : ModelIdField {
   }
 };
 
-struct SegmentAnything2Pipeline : ModelIdField {
-  using Request = v1::SegmentAnything2Request;
-  using Response = v1::MasksResponse;
+struct SegmentAnything2Pipeline : UnaryDescriptor<v1::SegmentAnything2Request, true> {
   using Params = SegmentAnything2Params;
-  static constexpr const char* kName = pipelines::kSegmentAnything2;
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     return ValidateSegmentAnything2(request, *config);
   }
@@ -121,11 +101,8 @@ struct SegmentAnything2Pipeline : ModelIdField {
   }
 };
 
-struct ImageToTextPipeline : ModelIdField {
-  using Request = v1::ImageToTextRequest;
-  using Response = v1::ImageToTextResponse;
+struct ImageToTextPipeline : UnaryDescriptor<v1::ImageToTextRequest, true> {
   struct Params {};
-  static constexpr const char* kName = pipelines::kImageToText;
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     if (absl::Status st = ValidateImageToText(request, *config); !st.ok()) return st;
     return Params{};

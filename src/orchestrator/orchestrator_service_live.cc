@@ -20,13 +20,8 @@ namespace switchyard::orchestrator {
 namespace {
 
 // The live-video-to-video pipeline's descriptor (unary_pipeline.h): one segment of a stream.
-struct LiveVideoPipeline {
-  using Request = v1::LiveVideoSegmentRequest;
-  using Response = v1::LiveVideoSegmentResponse;
+struct LiveVideoPipeline : UnaryDescriptor<v1::LiveVideoSegmentRequest, true> {
   using Params = LiveVideoLimits;
-  static constexpr const char* kName = pipelines::kLiveVideoToVideo;
-  static constexpr bool kNeedsModelConfig = true;
-  static const std::string& ModelId(const Request& request) { return request.model_id(); }
   static std::string Subject(const Request& request) {
     return absl::StrCat(" stream '", LogSafe(request.stream_id()), "' segment ",
                         request.sequence());

@@ -149,20 +149,30 @@ int64_t ResolveSeed(bool has_seed, int64_t seed) {
   return static_cast<int64_t>(rng() & 0xffffffffULL);
 }
 
+// The fields text-to-image and image-to-image share, in the order they are checked: prompt
+// lengths first (nothing else is worth looking at in a request over them), the prompts, the
+// input image (`image`, when the pipeline takes one), LoRAs, negative prompt and seed.
+template <typename Request>
+absl::Status ReadPromptParams(const Request& request, const ImageLimits& limits,
+                              const std::string* image, PromptParams* p) {
+  if (auto st = CheckPrompts(request.prompt(), request.negative_prompt(), limits); !st.ok()) {
+    return st;
+  }
+  p->prompts = SplitPrompts(request.prompt());
+  if (p->prompts.empty()) return Invalid("prompt is required");
+  if (image != nullptr && image->empty()) return Invalid("image is required (PNG or JPEG)");
+  if (auto st = CheckLoras(request.loras()); !st.ok()) return st;
+  p->negative_prompt = request.negative_prompt();
+  p->seed = ResolveSeed(request.has_seed(), request.seed());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TextToImageParams> ValidateTextToImage(const v1::TextToImageRequest& request,
                                                       const ModelConfig& model) {
   auto limits = ImageLimitsFor(model);
   if (!limits.ok()) return limits.status();
-  // Lengths first: nothing else is worth looking at in a request over them.
-  if (auto st = CheckPrompts(request.prompt(), request.negative_prompt(), *limits); !st.ok()) {
-    return st;
-  }
   TextToImageParams p;
-  p.prompts = SplitPrompts(request.prompt());
-  if (p.prompts.empty()) return Invalid("prompt is required");
-  if (auto st = CheckLoras(request.loras()); !st.ok()) return st;
-  p.negative_prompt = request.negative_prompt();
-  p.seed = ResolveSeed(request.has_seed(), request.seed());
+  if (auto st = ReadPromptParams(request, *limits, nullptr, &p); !st.ok()) return st;
   p.width = request.has_width() ? request.width() : limits->default_width;
   p.height = request.has_height() ? request.height() : limits->default_height;
   if (auto st = CheckSize("width", p.width, limits->max_width, "max_width"); !st.ok()) return st;
@@ -186,16 +196,8 @@ absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRe
                                                         const ModelConfig& model) {
   auto limits = ImageLimitsFor(model);
   if (!limits.ok()) return limits.status();
-  if (auto st = CheckPrompts(request.prompt(), request.negative_prompt(), *limits); !st.ok()) {
-    return st;
-  }
   ImageToImageParams p;
-  p.prompts = SplitPrompts(request.prompt());
-  if (p.prompts.empty()) return Invalid("prompt is required");
-  if (request.image().empty()) return Invalid("image is required (PNG or JPEG)");
-  if (auto st = CheckLoras(request.loras()); !st.ok()) return st;
-  p.negative_prompt = request.negative_prompt();
-  p.seed = ResolveSeed(request.has_seed(), request.seed());
+  if (auto st = ReadPromptParams(request, *limits, &request.image(), &p); !st.ok()) return st;
   p.strength = request.has_strength() ? request.strength() : 0.8;
   if (!(p.strength >= 0 && p.strength <= 1)) {
     return Invalid(

@@ -16,8 +16,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "orchestrator/orchestrator_config.h"
 #include "common/pipelines.h"
+#include "orchestrator/orchestrator_config.h"
 #include "orchestrator/prompt_limits.h"
 #include "switchyard/v1/gateway.pb.h"
 
@@ -48,28 +48,26 @@ absl::StatusOr<ImageLimits> ImageLimitsFor(const ModelConfig& model);
 int64_t ResolveSeed(bool has_seed, int64_t seed);
 
 // Validated requests, defaults filled in. Validation errors are INVALID_ARGUMENT naming the field.
-struct TextToImageParams {
+// What text-to-image and image-to-image share.
+struct PromptParams {
   std::vector<std::string> prompts;  // the prompt split on '|', blanks trimmed
   std::string negative_prompt;
   int64_t seed = 0;
-  int num_inference_steps = 50;
   double guidance_scale = 7.5;
+  int num_images_per_prompt = 1;
+};
+struct TextToImageParams : PromptParams {
+  int num_inference_steps = 50;
   int width = 1024;
   int height = 576;
-  int num_images_per_prompt = 1;
 };
 absl::StatusOr<TextToImageParams> ValidateTextToImage(const v1::TextToImageRequest& request,
                                                       const ModelConfig& model);
 
-struct ImageToImageParams {
-  std::vector<std::string> prompts;
-  std::string negative_prompt;
-  int64_t seed = 0;
+struct ImageToImageParams : PromptParams {
   double strength = 0.8;
-  double guidance_scale = 7.5;
   double image_guidance_scale = 1.5;
   int num_inference_steps = 100;
-  int num_images_per_prompt = 1;
 };
 absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRequest& request,
                                                         const ModelConfig& model);

@@ -2,7 +2,7 @@
 // pipeline's gRPC method is one line and its code is only what differs (docs/development.md,
 // "Adding a pipeline").
 //
-// A descriptor is a struct with:
+// A descriptor is a struct (deriving from UnaryDescriptor below for the first five) with:
 //   using Request, Response, Params;
 //   static constexpr const char* kName;             // the pipeline (common/pipelines.h)
 //   static constexpr bool kNeedsModelConfig;         // Validate needs the model's config: a model
@@ -31,12 +31,26 @@
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/metering.h"
+#include "common/pipelines.h"
 #include "common/status.h"
 #include "orchestrator/image_pipelines.h"
 #include "orchestrator/orchestrator_service.h"
 #include "orchestrator/request_context.h"
 
 namespace switchyard::orchestrator {
+
+// The common part of a descriptor, from the pipeline table (common/pipelines.h): request and
+// response types, name and model id field. `kNeedsConfig`: kNeedsModelConfig.
+template <typename RequestT, bool kNeedsConfig>
+struct UnaryDescriptor {
+  using Request = RequestT;
+  using Response = typename pipelines::PipelineOf<RequestT>::Response;
+  static constexpr const char* kName = pipelines::PipelineOf<RequestT>::kName;
+  static constexpr bool kNeedsModelConfig = kNeedsConfig;
+  static const std::string& ModelId(const Request& request) {
+    return pipelines::PipelineOf<RequestT>::ModelId(request);
+  }
+};
 
 template <typename Pipeline>
 std::string SubjectOf(const typename Pipeline::Request& request) {
