@@ -10,20 +10,20 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_files.h"
 #include "cli/job_command.h"
+#include "common/status.h"
 
 namespace switchyard::cli::internal {
 
 namespace v1 = switchyard::v1;
 
 template <>
-struct Job<v1::AudioToTextRequest> {
+struct Job<v1::AudioToTextRequest> : ModelInFlags {
   static constexpr char kDescription[] = "Transcribe audio (any format FFmpeg reads)";
   static constexpr auto kMethod = &v1::Gateway::Stub::AudioToText;
-  std::string model, in, timestamps;
+  std::string timestamps;
 
   void AddOptions(CLI::App& c) {
-    c.add_option("--model", model, "Model id")->required();
-    c.add_option("--in", in, "Input audio (WAV, MP3, M4A, FLAC, ...)")->required();
+    AddModelIn(c, "Input audio (WAV, MP3, M4A, FLAC, ...)");
     c.add_option("--timestamps", timestamps,
                  "Timestamped chunks: sentence, word or false (default: sentence, not printed "
                  "unless asked for)")
@@ -189,24 +189,19 @@ struct Job<v1::LLMRequest> {
 };
 
 template <>
-struct Job<v1::ImageToTextRequest> {
+struct Job<v1::ImageToTextRequest> : ModelInFlags {
   static constexpr char kDescription[] = "Describe an image in text";
   static constexpr auto kMethod = &v1::Gateway::Stub::ImageToText;
-  std::string model, in, prompt;
+  std::string prompt;
 
   void AddOptions(CLI::App& c) {
-    c.add_option("--model", model, "Model id")->required();
-    c.add_option("--in", in, "Input image (PNG or JPEG)")->required();
+    AddModelIn(c, "Input image (PNG or JPEG)");
     c.add_option("--prompt", prompt, "Prompt to guide the description");
   }
 
   absl::StatusOr<v1::ImageToTextRequest> BuildRequest() const {
-    absl::StatusOr<std::string> image = ReadInputImage(in);
-    if (!image.ok()) return image.status();
-    v1::ImageToTextRequest request;
-    request.set_model_id(model);
-    request.set_image(*std::move(image));
-    request.set_prompt(prompt);
+    absl::StatusOr<v1::ImageToTextRequest> request = RequestWithImage<v1::ImageToTextRequest>();
+    if (request.ok()) request->set_prompt(prompt);
     return request;
   }
 
@@ -241,7 +236,7 @@ struct Job<v1::TextToSpeechRequest> {
   }
 
   absl::StatusOr<v1::TextToSpeechRequest> BuildRequest() const {
-    if (absl::Status st = CheckWritableFile(out); !st.ok()) return st;
+    SY_RETURN_IF_ERROR(CheckWritableFile(out));
     v1::TextToSpeechRequest request;
     request.set_model_id(model);
     request.set_text(text);

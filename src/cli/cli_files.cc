@@ -169,6 +169,7 @@ std::optional<WavInfo> ProbeWav(absl::string_view data) {
     return std::nullopt;
   }
   WavInfo info;
+  int bits = 0;
   size_t pos = 12;
   while (pos + 8 <= data.size()) {
     const absl::string_view id = data.substr(pos, 4);
@@ -177,10 +178,10 @@ std::optional<WavInfo> ProbeWav(absl::string_view data) {
     if (id == "fmt " && body + 16 <= data.size()) {
       info.channels = le16(body + 2);
       info.sample_rate = static_cast<int>(le32(body + 4));
-      info.bits = le16(body + 14);
+      bits = le16(body + 14);
     } else if (id == "data") {
       const size_t bytes = std::min<size_t>(size, data.size() - body);
-      const int frame = info.channels * info.bits / 8;
+      const int frame = info.channels * bits / 8;
       if (frame <= 0 || info.sample_rate <= 0) return std::nullopt;
       info.seconds = static_cast<double>(bytes / static_cast<size_t>(frame)) / info.sample_rate;
       return info;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_files.h"
 #include "cli/job_command.h"
+#include "common/status.h"
 
 namespace switchyard::cli::internal {
 
@@ -91,7 +92,6 @@ int WriteMedia(const GlobalOptions& global, absl::string_view pipeline, absl::st
 
 // The flags the generation pipelines share; proto3 optionals stay unset unless given.
 struct GenerationFlags {
-  std::string model;
   std::string out;
   OptionalFlag<int64_t> seed;
   OptionalFlag<int32_t> steps;
@@ -162,11 +162,11 @@ struct PromptFlags {
 }  // namespace
 
 template <>
-struct Job<v1::UpscaleRequest> {
+struct Job<v1::UpscaleRequest> : ModelInFlags {
   static constexpr char kDescription[] =
       "Upscale a PNG or JPEG image with a super-resolution model";
   static constexpr auto kMethod = &v1::Gateway::Stub::Upscale;
-  std::string model, in, out, prompt;
+  std::string out, prompt;
   OptionalFlag<int64_t> seed;
   OptionalFlag<int32_t> steps;
   bool no_safety_check = false;
@@ -183,16 +183,13 @@ struct Job<v1::UpscaleRequest> {
   }
 
   absl::StatusOr<v1::UpscaleRequest> BuildRequest() {
-    absl::StatusOr<std::string> image = ReadInputImage(in, &in_size);
-    if (!image.ok()) return image.status();
-    if (absl::Status s = CheckWritableFile(out); !s.ok()) return s;
-    v1::UpscaleRequest request;
-    request.set_model_id(model);
-    request.set_image(*std::move(image));
-    request.set_prompt(prompt);
-    if (no_safety_check) request.set_safety_check(false);
-    if (seed.given()) request.set_seed(seed.value);
-    if (steps.given()) request.set_num_inference_steps(steps.value);
+    absl::StatusOr<v1::UpscaleRequest> request = RequestWithImage<v1::UpscaleRequest>(&in_size);
+    if (!request.ok()) return request;
+    SY_RETURN_IF_ERROR(CheckWritableFile(out));
+    request->set_prompt(prompt);
+    if (no_safety_check) request->set_safety_check(false);
+    if (seed.given()) request->set_seed(seed.value);
+    if (steps.given()) request->set_num_inference_steps(steps.value);
     return request;
   }
 
@@ -234,6 +231,7 @@ template <>
 struct Job<v1::TextToImageRequest> : GenerationFlags, PromptFlags, SizeFlags {
   static constexpr char kDescription[] = "Generate images from a text prompt";
   static constexpr auto kMethod = &v1::Gateway::Stub::TextToImage;
+  std::string model;
 
   void AddOptions(CLI::App& c) {
     c.add_option("--model", model, "Model id (see `switchyard capabilities`)")->required();
@@ -250,8 +248,8 @@ struct Job<v1::TextToImageRequest> : GenerationFlags, PromptFlags, SizeFlags {
   }
 
   absl::StatusOr<v1::TextToImageRequest> BuildRequest() const {
-    if (absl::Status st = CheckLoras(loras); !st.ok()) return st;
-    if (absl::Status st = CheckWritableFile(out); !st.ok()) return st;
+    SY_RETURN_IF_ERROR(CheckLoras(loras));
+    SY_RETURN_IF_ERROR(CheckWritableFile(out));
     v1::TextToImageRequest request;
     request.set_model_id(model);
     PromptFlags::ApplyTo(request);
@@ -269,16 +267,14 @@ struct Job<v1::TextToImageRequest> : GenerationFlags, PromptFlags, SizeFlags {
 };
 
 template <>
-struct Job<v1::ImageToImageRequest> : GenerationFlags, PromptFlags {
+struct Job<v1::ImageToImageRequest> : ModelInFlags, GenerationFlags, PromptFlags {
   static constexpr char kDescription[] = "Transform an image guided by a text prompt";
   static constexpr auto kMethod = &v1::Gateway::Stub::ImageToImage;
-  std::string in;
   OptionalFlag<float> strength;
   OptionalFlag<float> image_guidance_scale;
 
   void AddOptions(CLI::App& c) {
-    c.add_option("--model", model, "Model id")->required();
-    c.add_option("--in", in, "Input image (PNG or JPEG)")->required();
+    AddModelIn(c, "Input image (PNG or JPEG)");
     c.add_option("--prompt", prompt, "Text prompt")->required();
     c.add_option("--out", out, "Output PNG (-1, -2, ... added with several images)")->required();
     AddNegativePromptLoras(c);
@@ -293,17 +289,14 @@ struct Job<v1::ImageToImageRequest> : GenerationFlags, PromptFlags {
   }
 
   absl::StatusOr<v1::ImageToImageRequest> BuildRequest() const {
-    absl::StatusOr<std::string> image = ReadInputImage(in);
-    if (!image.ok()) return image.status();
-    if (absl::Status st = CheckLoras(loras); !st.ok()) return st;
-    if (absl::Status st = CheckWritableFile(out); !st.ok()) return st;
-    v1::ImageToImageRequest request;
-    request.set_model_id(model);
-    request.set_image(*std::move(image));
-    PromptFlags::ApplyTo(request);
-    if (strength.given()) request.set_strength(strength.value);
-    if (image_guidance_scale.given()) request.set_image_guidance_scale(image_guidance_scale.value);
-    ApplySeedStepsSafety(request);
+    absl::StatusOr<v1::ImageToImageRequest> request = RequestWithImage<v1::ImageToImageRequest>();
+    if (!request.ok()) return request;
+    SY_RETURN_IF_ERROR(CheckLoras(loras));
+    SY_RETURN_IF_ERROR(CheckWritableFile(out));
+    PromptFlags::ApplyTo(*request);
+    if (strength.given()) request->set_strength(strength.value);
+    if (image_guidance_scale.given()) request->set_image_guidance_scale(image_guidance_scale.value);
+    ApplySeedStepsSafety(*request);
     return request;
   }
 
@@ -316,17 +309,15 @@ struct Job<v1::ImageToImageRequest> : GenerationFlags, PromptFlags {
 };
 
 template <>
-struct Job<v1::ImageToVideoRequest> : GenerationFlags, SizeFlags {
+struct Job<v1::ImageToVideoRequest> : ModelInFlags, GenerationFlags, SizeFlags {
   static constexpr char kDescription[] = "Generate a video (MP4) from an image";
   static constexpr auto kMethod = &v1::Gateway::Stub::ImageToVideo;
-  std::string in;
   OptionalFlag<int32_t> fps;
   OptionalFlag<int32_t> motion_bucket_id;
   OptionalFlag<float> noise_aug_strength;
 
   void AddOptions(CLI::App& c) {
-    c.add_option("--model", model, "Model id")->required();
-    c.add_option("--in", in, "Conditioning image (PNG or JPEG)")->required();
+    AddModelIn(c, "Conditioning image (PNG or JPEG)");
     c.add_option("--out", out, "Output MP4 file")->required();
     SizeFlags::Add(c, "video");
     fps.Add(c, "--fps", "Frames per second (default 6)")->check(CLI::Range(1, 240));
@@ -338,17 +329,14 @@ struct Job<v1::ImageToVideoRequest> : GenerationFlags, SizeFlags {
   }
 
   absl::StatusOr<v1::ImageToVideoRequest> BuildRequest() const {
-    absl::StatusOr<std::string> image = ReadInputImage(in);
-    if (!image.ok()) return image.status();
-    if (absl::Status st = CheckWritableFile(out); !st.ok()) return st;
-    v1::ImageToVideoRequest request;
-    request.set_model_id(model);
-    request.set_image(*std::move(image));
-    SizeFlags::ApplyTo(request);
-    if (fps.given()) request.set_fps(fps.value);
-    if (motion_bucket_id.given()) request.set_motion_bucket_id(motion_bucket_id.value);
-    if (noise_aug_strength.given()) request.set_noise_aug_strength(noise_aug_strength.value);
-    ApplySeedStepsSafety(request);
+    absl::StatusOr<v1::ImageToVideoRequest> request = RequestWithImage<v1::ImageToVideoRequest>();
+    if (!request.ok()) return request;
+    SY_RETURN_IF_ERROR(CheckWritableFile(out));
+    SizeFlags::ApplyTo(*request);
+    if (fps.given()) request->set_fps(fps.value);
+    if (motion_bucket_id.given()) request->set_motion_bucket_id(motion_bucket_id.value);
+    if (noise_aug_strength.given()) request->set_noise_aug_strength(noise_aug_strength.value);
+    ApplySeedStepsSafety(*request);
     return request;
   }
 

@@ -17,10 +17,13 @@
 
 #include <memory>
 #include <ostream>
+#include <string>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
+#include "cli/cli_files.h"
 #include "cli/cli_support.h"
 #include "cli/command.h"
 #include "common/pipelines.h"
@@ -42,10 +45,26 @@ struct OptionalFlag {
     return option;
   }
   bool given() const { return option != nullptr && option->count() > 0; }
-  // Calls `set(value)` when the flag was given.
-  template <typename Setter>
-  void ApplyTo(Setter set) const {
-    if (given()) set(value);
+};
+
+// The --model and --in flags of the jobs that take an input file.
+struct ModelInFlags {
+  std::string model;
+  std::string in;
+
+  void AddModelIn(CLI::App& command, const std::string& in_help) {
+    command.add_option("--model", model, "Model id")->required();
+    command.add_option("--in", in, in_help)->required();
+  }
+  // A request naming the model, with the input image read and checked (its size to `size`).
+  template <typename Request>
+  absl::StatusOr<Request> RequestWithImage(std::pair<int, int>* size = nullptr) const {
+    absl::StatusOr<std::string> image = ReadInputImage(in, size);
+    if (!image.ok()) return image.status();
+    Request request;
+    request.set_model_id(model);
+    request.set_image(*std::move(image));
+    return request;
   }
 };
 

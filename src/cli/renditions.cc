@@ -1,8 +1,12 @@
-// Rendition ladders on the command line: "[NAME=]WIDTHxHEIGHT:BITRATE[@FPS]", and the file names
-// of the renditions written.
+// Rendition ladders on the command line: "[NAME=]WIDTHxHEIGHT:BITRATE[@FPS]" (cli_commands.h), the
+// ladder flags and the file names of the renditions written (renditions.h).
+#include "cli/renditions.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <set>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -10,13 +14,16 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_commands.h"
 #include "cli/cli_files.h"
+#include "cli/cli_support.h"
 
 namespace switchyard::cli {
 namespace {
 
+namespace fs = std::filesystem;
 namespace v1 = switchyard::v1;
 
 constexpr int kMaxDimension = 16384;
+constexpr int kMaxRenditions = 8;
 
 absl::Status BadRendition(absl::string_view text, absl::string_view why) {
   return absl::InvalidArgumentError(
@@ -167,5 +174,92 @@ std::string RenditionBaseName(const v1::Rendition& rendition, int actual_height,
   if (height > 0) return absl::StrCat(height, "p");
   return absl::StrCat("rendition", index + 1);
 }
+
+namespace internal {
+
+void LadderFlags::AddInOutLadder(CLI::App& c, const std::string& in_help,
+                                 const std::string& ladder_help) {
+  c.add_option("--in", in, in_help)->required();
+  c.add_option("--out", out_dir, "Output directory (created when missing)")->required();
+  c.add_option("--rendition", renditions, ladder_help)->required()->allow_extra_args(false);
+}
+
+void LadderFlags::AddEncoding(CLI::App& c) {
+  c.add_option("--preset", preset, "libx264 preset (gateway default: veryfast)")
+      ->check(CLI::IsMember({"ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+                             "slow", "slower", "veryslow", "placebo"}));
+  c.add_option("--profile", profile, "H.264 profile (gateway default: main)")
+      ->check(CLI::IsMember({"baseline", "main", "high"}));
+  c.add_flag("--intra-only", intra_only, "Every frame a keyframe (ignores --gop)");
+  c.add_option("--audio", audio_codec,
+               "Audio in the renditions: copy, or aac to re-encode (gateway default: copy)")
+      ->check(CLI::IsMember({"copy", "aac"}));
+  c.add_option("--audio-bitrate", audio_bitrate_bps,
+               "AAC bitrate in bit/s with --audio aac (default 128000)")
+      ->check(CLI::Range(int64_t{8000}, int64_t{512000}));
+  c.add_option("--gop", gop_seconds, "Keyframe interval in seconds (0: encoder default, 2 s)");
+  c.add_option("--fps", fps,
+               "Output frame rate N or N/D for renditions without @FPS (default: input's)");
+}
+
+absl::StatusOr<std::vector<v1::Rendition>> LadderFlags::BuildLadder() const {
+  if (renditions.empty()) return absl::InvalidArgumentError("at least one --rendition is required");
+  if (static_cast<int>(renditions.size()) > kMaxRenditions) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxRenditions, " renditions, got ", renditions.size()));
+  }
+  std::pair<int32_t, int32_t> rate = {0, 0};
+  if (!fps.empty()) {
+    absl::StatusOr<std::pair<int32_t, int32_t>> parsed = ParseFps(fps);
+    if (!parsed.ok()) return parsed.status();
+    rate = *parsed;
+  }
+  if (!std::isfinite(gop_seconds) || gop_seconds < 0) {
+    return absl::InvalidArgumentError("--gop must be a non-negative number of seconds");
+  }
+  std::vector<v1::Rendition> ladder;
+  std::set<std::string> names;
+  for (const std::string& text : renditions) {
+    absl::StatusOr<v1::Rendition> rendition = ParseRendition(text);
+    if (!rendition.ok()) return rendition.status();
+    if (rendition->fps_num() == 0 && rate.first > 0) {
+      rendition->set_fps_num(rate.first);
+      rendition->set_fps_den(rate.second);
+    }
+    rendition->set_gop_seconds(gop_seconds);
+    rendition->set_intra_only(intra_only);
+    rendition->set_preset(preset);
+    rendition->set_profile(profile);
+    // Names known before the call must not collide (height 0 renditions are named later).
+    if (!rendition->name().empty() || rendition->height() > 0) {
+      const std::string name = RenditionBaseName(*rendition, 0, 0);
+      if (!names.insert(name).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("two renditions would both be named ", Quote(name),
+                         "; give them distinct names, e.g. --rendition hi=1280x720:3000k"));
+      }
+    }
+    ladder.push_back(*std::move(rendition));
+  }
+  return ladder;
+}
+
+std::vector<fs::path> LadderFlags::OutputPaths(const std::vector<v1::Rendition>& ladder,
+                                               const v1::TranscodeResponse& result,
+                                               absl::string_view extension) const {
+  std::set<std::string> used;
+  std::vector<fs::path> paths;
+  for (int i = 0; i < result.renditions_size(); ++i) {
+    const v1::RenditionResult& r = result.renditions(i);
+    v1::Rendition effective = ladder[i];
+    if (!r.rendition().name().empty()) effective.set_name(r.rendition().name());
+    const std::string name = SanitizeName(RenditionBaseName(effective, r.height(), i));
+    std::string base = name;
+    for (int n = 2; !used.insert(base).second; ++n) base = absl::StrCat(name, "-", n);
+    paths.push_back(fs::path(out_dir) / absl::StrCat(base, extension));
+  }
+  return paths;
+}
+}  // namespace internal
 
 }  // namespace switchyard::cli

@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "cli/cli_files.h"
 #include "cli/job_command.h"
+#include "common/status.h"
 
 namespace switchyard::cli::internal {
 
@@ -73,10 +74,10 @@ Json ParseJsonField(const std::string& text) {
 }  // namespace
 
 template <>
-struct Job<v1::SegmentAnything2Request> {
+struct Job<v1::SegmentAnything2Request> : ModelInFlags {
   static constexpr char kDescription[] = "Segment an image from point or box prompts into masks";
   static constexpr auto kMethod = &v1::Gateway::Stub::SegmentAnything2;
-  std::string model, in, out;
+  std::string out;
   std::vector<std::string> points;
   std::string box;
   std::string mask_input;
@@ -85,8 +86,7 @@ struct Job<v1::SegmentAnything2Request> {
   bool no_normalize = false;
 
   void AddOptions(CLI::App& c) {
-    c.add_option("--model", model, "Model id")->required();
-    c.add_option("--in", in, "Input image (PNG or JPEG)")->required();
+    AddModelIn(c, "Input image (PNG or JPEG)");
     c.add_option("--point", points,
                  "Point prompt X,Y[,LABEL] in pixels, LABEL 1 foreground (default) or 0 "
                  "background; repeat for several")
@@ -101,11 +101,10 @@ struct Job<v1::SegmentAnything2Request> {
   }
 
   absl::StatusOr<v1::SegmentAnything2Request> BuildRequest() const {
-    absl::StatusOr<std::string> image = ReadInputImage(in);
-    if (!image.ok()) return image.status();
-    v1::SegmentAnything2Request request;
-    request.set_model_id(model);
-    request.set_image(*std::move(image));
+    absl::StatusOr<v1::SegmentAnything2Request> built =
+        RequestWithImage<v1::SegmentAnything2Request>();
+    if (!built.ok()) return built;
+    v1::SegmentAnything2Request& request = *built;
     if (points.empty() && box.empty()) {
       return absl::InvalidArgumentError(
           "give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1");
@@ -149,10 +148,8 @@ struct Job<v1::SegmentAnything2Request> {
     if (single_mask) request.set_multimask_output(false);
     if (no_logits) request.set_return_logits(false);
     if (no_normalize) request.set_normalize_coords(false);
-    if (!out.empty()) {
-      if (absl::Status st = CheckWritableFile(out); !st.ok()) return st;
-    }
-    return request;
+    if (!out.empty()) SY_RETURN_IF_ERROR(CheckWritableFile(out));
+    return built;
   }
 
   int Report(const GlobalOptions& global, const v1::MasksResponse& response, double elapsed_ms,

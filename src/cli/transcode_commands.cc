@@ -15,6 +15,7 @@
 #include "cli/cli_files.h"
 #include "cli/cli_support.h"
 #include "cli/command.h"
+#include "cli/renditions.h"
 #include "common/media/segmenter.h"
 #include "common/status.h"
 
@@ -23,110 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace v1 = switchyard::v1;
-
-constexpr int kMaxRenditions = 8;
-
-// The flags of both commands: the ladder and how every rendition is encoded.
-struct LadderFlags {
-  std::string in;
-  std::string out_dir;
-  std::vector<std::string> renditions;
-  std::string preset;
-  std::string profile;
-  double gop_seconds = 0;
-  std::string fps;
-  std::string stream_id;
-  bool intra_only = false;
-  std::string audio_codec;  // "" (gateway default: copy), "copy" or "aac"
-  int64_t audio_bitrate_bps = 0;
-
-  void AddInOutLadder(CLI::App& c, const std::string& in_help, const std::string& ladder_help) {
-    c.add_option("--in", in, in_help)->required();
-    c.add_option("--out", out_dir, "Output directory (created when missing)")->required();
-    c.add_option("--rendition", renditions, ladder_help)->required()->allow_extra_args(false);
-  }
-
-  void AddEncoding(CLI::App& c) {
-    c.add_option("--preset", preset, "libx264 preset (gateway default: veryfast)")
-        ->check(CLI::IsMember({"ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
-                               "slow", "slower", "veryslow", "placebo"}));
-    c.add_option("--profile", profile, "H.264 profile (gateway default: main)")
-        ->check(CLI::IsMember({"baseline", "main", "high"}));
-    c.add_flag("--intra-only", intra_only, "Every frame a keyframe (ignores --gop)");
-    c.add_option("--audio", audio_codec,
-                 "Audio in the renditions: copy, or aac to re-encode (gateway default: copy)")
-        ->check(CLI::IsMember({"copy", "aac"}));
-    c.add_option("--audio-bitrate", audio_bitrate_bps,
-                 "AAC bitrate in bit/s with --audio aac (default 128000)")
-        ->check(CLI::Range(int64_t{8000}, int64_t{512000}));
-    c.add_option("--gop", gop_seconds, "Keyframe interval in seconds (0: encoder default, 2 s)");
-    c.add_option("--fps", fps,
-                 "Output frame rate N or N/D for renditions without @FPS (default: input's)");
-  }
-
-  // Parses and checks the ladder; applies the command-wide settings to each rendition.
-  absl::StatusOr<std::vector<v1::Rendition>> BuildLadder() const {
-    if (renditions.empty())
-      return absl::InvalidArgumentError("at least one --rendition is required");
-    if (static_cast<int>(renditions.size()) > kMaxRenditions) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("at most ", kMaxRenditions, " renditions, got ", renditions.size()));
-    }
-    std::pair<int32_t, int32_t> rate = {0, 0};
-    if (!fps.empty()) {
-      absl::StatusOr<std::pair<int32_t, int32_t>> parsed = ParseFps(fps);
-      if (!parsed.ok()) return parsed.status();
-      rate = *parsed;
-    }
-    if (!std::isfinite(gop_seconds) || gop_seconds < 0) {
-      return absl::InvalidArgumentError("--gop must be a non-negative number of seconds");
-    }
-    std::vector<v1::Rendition> ladder;
-    std::set<std::string> names;
-    for (const std::string& text : renditions) {
-      absl::StatusOr<v1::Rendition> rendition = ParseRendition(text);
-      if (!rendition.ok()) return rendition.status();
-      if (rendition->fps_num() == 0 && rate.first > 0) {
-        rendition->set_fps_num(rate.first);
-        rendition->set_fps_den(rate.second);
-      }
-      rendition->set_gop_seconds(gop_seconds);
-      rendition->set_intra_only(intra_only);
-      rendition->set_preset(preset);
-      rendition->set_profile(profile);
-      // Names known before the call must not collide (height 0 renditions are named later).
-      if (!rendition->name().empty() || rendition->height() > 0) {
-        const std::string name = RenditionBaseName(*rendition, 0, 0);
-        if (!names.insert(name).second) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("two renditions would both be named ", Quote(name),
-                           "; give them distinct names, e.g. --rendition hi=1280x720:3000k"));
-        }
-      }
-      ladder.push_back(*std::move(rendition));
-    }
-    return ladder;
-  }
-
-  // Output paths of the renditions, in ladder order: the name the gateway gave a rendition or its
-  // RenditionBaseName, made safe, "-2", "-3", ... added on a collision.
-  std::vector<fs::path> OutputPaths(const std::vector<v1::Rendition>& ladder,
-                                    const v1::TranscodeResponse& result,
-                                    absl::string_view extension) const {
-    std::set<std::string> used;
-    std::vector<fs::path> paths;
-    for (int i = 0; i < result.renditions_size(); ++i) {
-      const v1::RenditionResult& r = result.renditions(i);
-      v1::Rendition effective = ladder[i];
-      if (!r.rendition().name().empty()) effective.set_name(r.rendition().name());
-      const std::string name = SanitizeName(RenditionBaseName(effective, r.height(), i));
-      std::string base = name;
-      for (int n = 2; !used.insert(base).second; ++n) base = absl::StrCat(name, "-", n);
-      paths.push_back(fs::path(out_dir) / absl::StrCat(base, extension));
-    }
-    return paths;
-  }
-};
 
 // One row a rendition: name, size, frames, bytes, path.
 std::vector<std::string> RenditionRow(const fs::path& path, int width, int height, int64_t frames,
