@@ -269,9 +269,8 @@ TEST_F(CliClusterTest, AudioAndTextPipelines) {
   // LLM streams are counted in the gateway's job metrics like unary jobs.
   HttpResult metrics = HttpRequest(cluster_->gateway().admin_port(), "GET", "/metrics");
   ASSERT_EQ(metrics.status, 200);
-  EXPECT_THAT(metrics.body,
-              HasSubstr("switchyard_gateway_jobs_total{code=\"OK\",model=\"tiny-llm\","
-                        "pipeline=\"llm\"} 5"));
+  EXPECT_THAT(metrics.body, HasSubstr("switchyard_gateway_jobs_total{code=\"OK\",model=\"tiny-llm\","
+                                      "pipeline=\"llm\"} 5"));
 }
 
 TEST_F(CliClusterTest, OrchestratorsAndErrors) {
