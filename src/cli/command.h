@@ -69,7 +69,7 @@ CommandPtr NewTranscodeFileCommand();
 // usage_command.cc: the caller's usage ledger.
 CommandPtr NewUsageCommand();
 // One per pipeline job, keyed by its request type (common/pipelines.h names the command); the
-// job's flags, request and output are a Job<Request> in image_jobs.cc or audio_text_jobs.cc.
+// job's flags, request and output are a Job<Request> (job_command.h).
 template <typename Request>
 CommandPtr NewJobCommand();
 

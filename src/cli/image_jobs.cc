@@ -90,6 +90,15 @@ int WriteMedia(const GlobalOptions& global, absl::string_view pipeline, absl::st
   return kExitOk;
 }
 
+// The answer of text-to-image and image-to-image: at least one image.
+int ReportImages(const GlobalOptions& global, absl::string_view pipeline,
+                 const v1::ImageResponse& response, const std::string& model,
+                 const std::string& out_path, double elapsed_ms, std::ostream& out,
+                 std::ostream& err) {
+  if (response.images_size() == 0) return NoResult(global, "image", err);
+  return WriteMedia(global, pipeline, "images", response, model, out_path, elapsed_ms, out, err);
+}
+
 // The flags the generation pipelines share; proto3 optionals stay unset unless given.
 struct GenerationFlags {
   std::string out;
@@ -260,9 +269,7 @@ struct Job<v1::TextToImageRequest> : GenerationFlags, PromptFlags, SizeFlags {
 
   int Report(const GlobalOptions& global, const v1::ImageResponse& response, double elapsed_ms,
              std::ostream& o, std::ostream& err) const {
-    if (response.images_size() == 0) return NoResult(global, "image", err);
-    return WriteMedia(global, pipelines::kTextToImage, "images", response, model, out, elapsed_ms,
-                      o, err);
+    return ReportImages(global, pipelines::kTextToImage, response, model, out, elapsed_ms, o, err);
   }
 };
 
@@ -302,9 +309,7 @@ struct Job<v1::ImageToImageRequest> : ModelInFlags, GenerationFlags, PromptFlags
 
   int Report(const GlobalOptions& global, const v1::ImageResponse& response, double elapsed_ms,
              std::ostream& o, std::ostream& err) const {
-    if (response.images_size() == 0) return NoResult(global, "image", err);
-    return WriteMedia(global, pipelines::kImageToImage, "images", response, model, out, elapsed_ms,
-                      o, err);
+    return ReportImages(global, pipelines::kImageToImage, response, model, out, elapsed_ms, o, err);
   }
 };
 

@@ -3,8 +3,8 @@
 // the request from the flags (inputs read and checked, exit 2 without a call), one call to the
 // gateway, then write the outputs and print a short summary or, with --json, one JSON document.
 //
-// A Job<Request> specialisation (image_jobs.cc, audio_text_jobs.cc) holds the flags' values and
-// has:
+// A Job<Request> specialisation (image_jobs.cc, segment_job.cc, audio_text_jobs.cc) holds the
+// flags' values and has:
 //   static constexpr char kDescription[];            the command's one-line help
 //   static constexpr auto kMethod;                   the Gateway::Stub method (unary jobs)
 //   void AddOptions(CLI::App& command);
