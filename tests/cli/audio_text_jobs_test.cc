@@ -1,4 +1,4 @@
-// The audio and text pipelines' jobs: llm (audio_text_jobs.cc).
+// The audio and text pipelines' jobs: llm, text-to-speech (audio_text_jobs.cc).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -42,6 +42,24 @@ TEST_F(CliTest, LlmStreamsTokensAndBuildsTheConversation) {
   EXPECT_EQ(Run({"llm", "--model", "m", "--prompt", "p"}), kExitRpcError);
   EXPECT_EQ(out_.str(), "Hel\n");
   EXPECT_THAT(err_.str(), StartsWith("error: UNAVAILABLE: node lost\n"));
+}
+
+TEST_F(CliTest, TextToSpeechWritesTheWavAndDescribesIt) {
+  EXPECT_EQ(Run({"text-to-speech", "--model", "tts", "--text", "hi", "--out", Path("s.wav")}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(ReadAll(Path("s.wav")).size(), 16044u);
+  EXPECT_EQ(out_.str(), "wrote " + Path("s.wav") +
+                            " (16044 bytes, audio/wav, 0.50 s, 16000 Hz, 1 channel)\n"
+                            "text-to-speech with tts on orch-1 in 812 ms (attempts 1)\n");
+  EXPECT_EQ(
+      Run({"--json", "text-to-speech", "--model", "tts", "--text", "hi", "--out", Path("s.wav")}),
+      kExitOk);
+  const auto json = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(json["sample_rate"], 16000);
+  EXPECT_EQ(json["channels"], 1);
+  EXPECT_DOUBLE_EQ(json["duration_seconds"].get<double>(), 0.5);
+  EXPECT_EQ(json["job"]["model_id"], "tts");
 }
 
 }  // namespace

@@ -178,7 +178,47 @@ class FakeGateway final : public v1::Gateway::Service {
     return grpc::Status::OK;
   }
 
+  // A 16 kHz mono 16-bit WAV of 0.5 s.
+  grpc::Status TextToSpeech(grpc::ServerContext* context, const v1::TextToSpeechRequest* request,
+                            v1::AudioResponse* response) override {
+    Record(context);
+    if (!error_.ok()) return error_;
+    std::string wav("RIFF\x24\x3e\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00", 24);
+    wav.append("\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00", 12);
+    wav.append("data\x80\x3e\x00\x00", 8);
+    wav.append(16000, '\0');
+    response->mutable_audio()->set_data(std::move(wav));
+    response->mutable_audio()->set_content_type("audio/wav");
+    FillJob(response->mutable_job(), request->model_id());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetUsage(grpc::ServerContext* context, const v1::GetUsageRequest* request,
+                        v1::GetUsageResponse* response) override {
+    Record(context);
+    if (!error_.ok()) return error_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_usage_ = *request;
+    }
+    v1::UsageTotal* total = response->add_totals();
+    total->set_api_key_id("key-1");
+    total->set_pipeline("llm");
+    total->set_model_id("tiny-llm");
+    total->set_jobs(3);
+    total->set_units(120);
+    total->set_unit("token");
+    total->set_amount(0.25);
+    response->set_jobs(3);
+    response->set_amount(0.25);
+    return grpc::Status::OK;
+  }
+
   void set_llm_error(grpc::Status error) { llm_error_ = std::move(error); }
+  v1::GetUsageRequest last_usage() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_usage_;
+  }
   v1::TextToImageRequest last_text_to_image() {
     std::lock_guard<std::mutex> lock(mu_);
     return last_text_to_image_;
@@ -230,6 +270,7 @@ class FakeGateway final : public v1::Gateway::Service {
   std::string last_request_id_;
   v1::UpscaleRequest last_upscale_;
   v1::TranscodeRequest last_transcode_;
+  v1::GetUsageRequest last_usage_;
 };
 
 inline std::string ReadAll(const fs::path& path) {
