@@ -1,6 +1,8 @@
 // The `switchyard` command-line client of the gateway's public API (switchyard.v1.Gateway).
 //
-// All of the CLI's logic lives here so that it can be tested; main.cc only calls RunCli().
+// The CLI's logic lives in its library so that it can be tested; main.cc only calls RunCli().
+// Each subcommand is a Command (command.h) listed once in the command table of cli_commands.cc;
+// the pipeline jobs are generic over a per-pipeline Job (job_command.h).
 //
 // Exit codes: 0 on success, 1 when the RPC failed (or the gateway's answer was unusable), 2 for
 // usage errors found before calling: bad arguments, unreadable input, unwritable output.
@@ -39,7 +41,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out, std::ostream& e
 int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 // ---------------------------------------------------------------------------------------------
-// Building blocks, exposed for tests.
+// Building blocks, exposed for tests (renditions.cc, cli_files.cc, node_commands.cc).
 
 // Parses a bitrate in bits per second: "800000", "3000k", "3M", "2.5M" (k = 1000, M = 1000000;
 // suffixes case-insensitive). INVALID_ARGUMENT unless the result is a positive integer.

@@ -1,4 +1,5 @@
-// switchyard: command-line client of a switchyard-gateway. All logic is in cli_commands.cc.
+// switchyard: command-line client of a switchyard-gateway. All logic is in the CLI library
+// (cli_commands.h).
 #include <iostream>
 
 #include "cli/cli_commands.h"

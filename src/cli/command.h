@@ -1,0 +1,76 @@
+// The CLI's one command interface. Every subcommand (`capabilities`, each pipeline job,
+// `transcode`, `usage`, ...) is a Command made by a factory named once in the command table of
+// cli_commands.cc, which RunCli turns into the CLI11 app. Not a public interface: the entry point
+// and the tested building blocks are in cli_commands.h.
+#pragma once
+
+#include <memory>
+#include <ostream>
+#include <string>
+#include <utility>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/cli_commands.h"
+#include "common/tls.h"
+
+namespace switchyard::cli::internal {
+
+// Options every command takes (before or after the command name).
+struct GlobalOptions {
+  std::string gateway = kDefaultGateway;
+  double timeout_seconds = 120;
+  bool json = false;
+  std::string request_id;
+  std::string api_key;  // --api-key / SWITCHYARD_API_KEY; empty: none sent
+  // TLS to the gateway: --tls (system roots), --tls-ca, --tls-cert/--tls-key (mutual TLS),
+  // --tls-server-name. `security` is made from them once the flags are parsed.
+  bool tls = false;
+  TlsClientConfig tls_config;
+  GrpcClientSecurity security;
+};
+
+// The help footer of every command but `usage`.
+inline constexpr char kGlobalFooter[] =
+    "Global options (--gateway, --timeout, --json, --request-id) may also follow the command.\n";
+
+class Command {
+ public:
+  Command(std::string name, std::string description)
+      : name_(std::move(name)), description_(std::move(description)) {}
+  virtual ~Command() = default;
+  Command(const Command&) = delete;
+  Command& operator=(const Command&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& description() const { return description_; }
+  virtual std::string footer() const { return kGlobalFooter; }
+
+  // Adds the command's options to its subcommand; their values land in this object, which
+  // outlives the parse.
+  virtual void AddOptions(CLI::App& command) = 0;
+  // Runs the command after a successful parse; returns the exit code (cli_commands.h).
+  virtual int Run(const GlobalOptions& global, std::ostream& out, std::ostream& err) = 0;
+
+ private:
+  std::string name_;
+  std::string description_;
+};
+using CommandPtr = std::unique_ptr<Command>;
+using CommandFactory = CommandPtr (*)();
+
+// The factories, by the file that defines them.
+// node_commands.cc: what the gateway routes to.
+CommandPtr NewCapabilitiesCommand();
+CommandPtr NewOrchestratorsCommand();
+// transcode_commands.cc: one segment, and a whole file through a stream.
+CommandPtr NewTranscodeCommand();
+CommandPtr NewTranscodeFileCommand();
+// usage_command.cc: the caller's usage ledger.
+CommandPtr NewUsageCommand();
+// One per pipeline job, keyed by its request type (common/pipelines.h names the command); the
+// job's flags, request and output are a Job<Request> (job_command.h).
+template <typename Request>
+CommandPtr NewJobCommand();
+
+}  // namespace switchyard::cli::internal
