@@ -44,7 +44,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 extern char** environ;
 

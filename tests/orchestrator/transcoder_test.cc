@@ -1,4 +1,4 @@
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 #include <algorithm>
 #include <atomic>
