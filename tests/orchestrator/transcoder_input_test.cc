@@ -2,13 +2,10 @@
 #include "orchestrator/transcode/transcoder.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -16,7 +13,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
-#include "common/media/hardware.h"
 #include "orchestrator/transcoder_fixture.h"
 #include "support/media_fixtures.h"
 
@@ -28,20 +24,12 @@ extern "C" {
 namespace switchyard::orchestrator {
 namespace {
 
-using ::switchyard::testing::Demux;
 using ::switchyard::testing::Demuxed;
 using ::switchyard::testing::MakeTestSegment;
 using ::switchyard::testing::MakeTestSegmentWithArgs;
-using ::switchyard::testing::ProbeFrames;
-using ::switchyard::testing::ProbePacketDts;
-using ::switchyard::testing::ProbeStreamCount;
-using ::switchyard::testing::ProbeVideo;
 using ::switchyard::testing::SegmentSpec;
-using ::switchyard::testing::TempDir;
 using ::testing::HasSubstr;
 using transcoder_test::CheckOutput;
-using transcoder_test::ExpectEvenlySpaced;
-using transcoder_test::Ext;
 using transcoder_test::Spec;
 using transcoder_test::TranscoderTest;
 

@@ -1,11 +1,10 @@
+// TranscodeSegment's outputs: ladders, containers, audio, timing, threads and hardware.
 #include "orchestrator/transcode/transcoder.h"
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <functional>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,16 +12,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/media/hardware.h"
 #include "orchestrator/transcoder_fixture.h"
 #include "support/media_fixtures.h"
-
-extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
-}
 
 namespace switchyard::orchestrator {
 namespace {
