@@ -44,7 +44,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 extern char** environ;
 
@@ -285,8 +285,9 @@ struct Bench {
   }
 
   // The CLI: one process per segment, one decode, split=3 and a scale per output, each output
-  // encoded with what OpenEncoder in src/orchestrator/transcoder.cc sets. `threads` 0: the CLI's
-  // own defaults for decoder, filter and encoder threads (none of the -threads options).
+  // encoded with what OpenVideoEncoder in src/orchestrator/transcode/video_encoder.cc sets.
+  // `threads` 0: the CLI's own defaults for decoder, filter and encoder threads (none of the
+  // -threads options).
   std::vector<std::string> CliArgs(int i, int threads, const fs::path& out_dir) const {
     std::vector<std::string> args = {ffmpeg,      "-hide_banner", "-nostdin",
                                      "-loglevel", "error",        "-y"};

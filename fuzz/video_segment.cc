@@ -9,7 +9,7 @@
 
 #include "fuzz/ffmpeg_quiet.h"
 #include "fuzz/fuzz_util.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool quiet = switchyard::fuzz::QuietFfmpeg();

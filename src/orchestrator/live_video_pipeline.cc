@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 extern "C" {
 #include <libavutil/imgutils.h>

@@ -26,7 +26,7 @@ struct LiveVideoLimits {
   int max_width = 1920;  // input and output frames
   int max_height = 1920;
   int max_frames = 1800;               // decoded frames per segment
-  // Segment limits, checked before anything is decoded (transcoder.h CheckSegmentLimits):
+  // Segment limits, checked before anything is decoded (transcode/segment_limits.h CheckSegmentLimits):
   // options max_segment_bytes and max_segment_seconds (seconds of video, or of audio
   // without video, measured by demuxing).
   // Per model, as the model's per-frame cost sets what a segment may ask; the defaults are those

@@ -10,7 +10,7 @@
 #include "common/status.h"
 #include "common/tenant.h"
 #include "orchestrator/request_context.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 #include "orchestrator/unary_pipeline.h"
 #include "orchestrator/upscale_pipeline.h"
 

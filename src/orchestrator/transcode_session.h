@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 namespace switchyard::orchestrator {
 

@@ -24,7 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "orchestrator/transcode_session.h"
-#include "orchestrator/transcoder.h"
+#include "orchestrator/transcode/transcoder.h"
 
 namespace switchyard::orchestrator {
 

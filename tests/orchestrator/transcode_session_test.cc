@@ -8,7 +8,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/media/ffmpeg_util.h"
 #include "support/media_fixtures.h"
 
 extern "C" {
@@ -19,103 +18,16 @@ extern "C" {
 namespace switchyard::orchestrator {
 namespace {
 
+using ::switchyard::testing::Demux;
+using ::switchyard::testing::Demuxed;
 using ::switchyard::testing::ReadFile;
 using ::switchyard::testing::RunCommand;
 using ::switchyard::testing::TempDir;
+using ::switchyard::testing::TestRendition;
 using ::testing::HasSubstr;
 
 RenditionSpec Spec(int width, int height, int fps_num = 0, int fps_den = 0) {
-  RenditionSpec spec;
-  spec.width = width;
-  spec.height = height;
-  spec.bitrate_bps = 200'000;
-  spec.fps_num = fps_num;
-  spec.fps_den = fps_den;
-  spec.preset = "ultrafast";
-  return spec;
-}
-
-// What an output holds, read back in-process with libavformat.
-struct Demuxed {
-  std::string error;  // empty when it demuxed cleanly with strictly increasing DTS in every stream
-  int video_streams = 0;
-  int audio_streams = 0;
-  int width = 0;
-  int height = 0;
-  std::vector<double> video_dts;  // seconds, file order
-  std::vector<double> video_pts;  // seconds, file order
-  std::vector<bool> video_key;    // per video packet, file order
-  int64_t audio_packets = 0;
-  std::vector<double> audio_dts;  // seconds, first audio stream, file order
-
-  int keyframes() const {
-    return static_cast<int>(std::count(video_key.begin(), video_key.end(), true));
-  }
-  // Display-order positions of the keyframes.
-  std::vector<int> keyframe_positions() const {
-    std::vector<double> sorted = video_pts;
-    std::sort(sorted.begin(), sorted.end());
-    std::vector<int> positions;
-    for (size_t i = 0; i < video_pts.size(); ++i) {
-      if (!video_key[i]) continue;
-      positions.push_back(static_cast<int>(
-          std::lower_bound(sorted.begin(), sorted.end(), video_pts[i]) - sorted.begin()));
-    }
-    std::sort(positions.begin(), positions.end());
-    return positions;
-  }
-};
-
-Demuxed Demux(const std::string& data) {
-  Demuxed d;
-  auto demuxer = media::OpenMemoryDemuxer(data, "mpegts,mov,mp4");
-  if (!demuxer.ok()) {
-    d.error = demuxer.status().ToString();
-    return d;
-  }
-  AVFormatContext* fmt = (*demuxer)->format.get();
-  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
-    const AVCodecParameters* par = fmt->streams[i]->codecpar;
-    if (par->codec_type == AVMEDIA_TYPE_VIDEO) {
-      if (d.video_streams++ == 0) {
-        d.width = par->width;
-        d.height = par->height;
-      }
-    } else if (par->codec_type == AVMEDIA_TYPE_AUDIO) {
-      ++d.audio_streams;
-    }
-  }
-  std::vector<int64_t> last(fmt->nb_streams, AV_NOPTS_VALUE);
-  media::AvPacketPtr pkt(av_packet_alloc());
-  for (int n = 0; n < 1'000'000; ++n) {
-    const int ret = av_read_frame(fmt, pkt.get());
-    if (ret == AVERROR_EOF) break;
-    if (ret < 0) {
-      d.error = "read failed: " + media::AvErrorString(ret);
-      break;
-    }
-    const AVStream* st = fmt->streams[pkt->stream_index];
-    int64_t& prev = last[pkt->stream_index];
-    if (pkt->dts == AV_NOPTS_VALUE) {
-      d.error = "stream " + std::to_string(pkt->stream_index) + " packet without a DTS";
-    } else if (prev != AV_NOPTS_VALUE && pkt->dts <= prev) {
-      d.error = "stream " + std::to_string(pkt->stream_index) + ": DTS " +
-                std::to_string(pkt->dts) + " after " + std::to_string(prev);
-    }
-    if (pkt->dts != AV_NOPTS_VALUE) prev = pkt->dts;
-    if (st->codecpar->codec_type == AVMEDIA_TYPE_VIDEO) {
-      d.video_dts.push_back(pkt->dts * av_q2d(st->time_base));
-      d.video_pts.push_back((pkt->pts == AV_NOPTS_VALUE ? pkt->dts : pkt->pts) *
-                            av_q2d(st->time_base));
-      d.video_key.push_back((pkt->flags & AV_PKT_FLAG_KEY) != 0);
-    } else if (st->codecpar->codec_type == AVMEDIA_TYPE_AUDIO) {
-      ++d.audio_packets;
-      d.audio_dts.push_back(pkt->dts * av_q2d(st->time_base));
-    }
-    av_packet_unref(pkt.get());
-    if (!d.error.empty()) break;
-  }
-  return d;
+  return TestRendition(width, height, 200'000, fps_num, fps_den);
 }
 
 // One rendition's outputs over a stream: each must demux with increasing DTS, start with a

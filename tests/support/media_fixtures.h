@@ -1,9 +1,12 @@
 // Test media made on the spot with the ffmpeg CLI (never downloaded), plus small file helpers.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "orchestrator/transcode/transcode_types.h"
 
 namespace switchyard::testing {
 
@@ -85,5 +88,30 @@ std::vector<double> ProbePacketDts(const TempDir& dir, const std::string& data,
 // Number of streams of the given type ("video" or "audio"), or -1 when ffprobe fails.
 int ProbeStreamCount(const TempDir& dir, const std::string& data, const std::string& ext,
                      const std::string& codec_type);
+
+// A ladder entry for the transcoder tests: `width` x `height` (0 derives one from the input's
+// aspect) at `bitrate_bps`, ultrafast, at fps_num/fps_den (0/0 keeps the input rate).
+orchestrator::RenditionSpec TestRendition(int width, int height, int64_t bitrate_bps,
+                                          int fps_num = 0, int fps_den = 0);
+
+// What a media file holds, read back in-process with libavformat.
+struct Demuxed {
+  std::string error;  // empty when it demuxed cleanly with strictly increasing DTS in every stream
+  int video_streams = 0;
+  int audio_streams = 0;
+  int width = 0;
+  int height = 0;
+  std::vector<double> video_dts;  // seconds, file order
+  std::vector<double> video_pts;  // seconds, file order
+  std::vector<bool> video_key;    // per video packet, file order
+  int64_t audio_packets = 0;
+  std::vector<double> audio_dts;  // seconds, every audio stream, file order
+
+  int keyframes() const;
+  // Display-order positions of the keyframes.
+  std::vector<int> keyframe_positions() const;
+};
+// Demuxes an MPEG-TS or MP4 in memory, checking that every stream's DTS strictly increase.
+Demuxed Demux(const std::string& data);
 
 }  // namespace switchyard::testing

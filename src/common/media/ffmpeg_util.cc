@@ -33,6 +33,28 @@ std::string AvErrorString(int errnum) {
   return buf;
 }
 
+AVPixelFormat NormalizePixelFormat(AVPixelFormat fmt, bool* full_range) {
+  switch (fmt) {
+    case AV_PIX_FMT_YUVJ420P:
+      *full_range = true;
+      return AV_PIX_FMT_YUV420P;
+    case AV_PIX_FMT_YUVJ422P:
+      *full_range = true;
+      return AV_PIX_FMT_YUV422P;
+    case AV_PIX_FMT_YUVJ444P:
+      *full_range = true;
+      return AV_PIX_FMT_YUV444P;
+    case AV_PIX_FMT_YUVJ440P:
+      *full_range = true;
+      return AV_PIX_FMT_YUV440P;
+    case AV_PIX_FMT_YUVJ411P:
+      *full_range = true;
+      return AV_PIX_FMT_YUV411P;
+    default:
+      return fmt;
+  }
+}
+
 void InitFfmpeg() {
   static std::once_flag once;
   std::call_once(once, [] { av_log_set_level(AV_LOG_ERROR); });
@@ -112,7 +134,7 @@ int MemoryWriter::Write(void* opaque, uint8_t* buf, int buf_size) {
 }
 
 absl::StatusOr<std::unique_ptr<MemoryDemuxer>> OpenMemoryDemuxer(
-    std::string_view data, const std::string& format_whitelist) {
+    std::string_view data, const std::string& format_whitelist, StreamProbe probe) {
   InitFfmpeg();
   if (data.empty()) return absl::InvalidArgumentError("input is empty");
   auto demuxer = std::make_unique<MemoryDemuxer>();
@@ -137,6 +159,7 @@ absl::StatusOr<std::unique_ptr<MemoryDemuxer>> OpenMemoryDemuxer(
         absl::StrCat("input is not a recognized media container (", AvErrorString(ret), ")"));
   }
   demuxer->format.reset(raw);
+  if (probe == StreamProbe::kPacketsOnly) return demuxer;
   ret = avformat_find_stream_info(raw, nullptr);
   if (ret < 0) {
     return absl::InvalidArgumentError(

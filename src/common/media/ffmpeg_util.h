@@ -30,6 +30,11 @@ std::string AvErrorString(int errnum);
 // calls it.
 void InitFfmpeg();
 
+// Maps the deprecated full-range "J" pixel formats (yuvj420p...) to their plain equivalents,
+// setting `*full_range` for them (the range travels separately); other formats are returned as
+// they are, with `*full_range` untouched.
+AVPixelFormat NormalizePixelFormat(AVPixelFormat fmt, bool* full_range);
+
 struct AvFrameDeleter {
   void operator()(AVFrame* f) const { av_frame_free(&f); }
 };
@@ -121,12 +126,18 @@ struct MemoryDemuxer {
   AvInputFormatContextPtr format;
 };
 
-// Opens a demuxer over `data` (which must outlive the result) and reads stream info.
-// `format_whitelist` is a comma-separated list of demuxer names (e.g. "mpegts,mov"); empty allows
-// any. The demuxer may not open other files or URLs. INVALID_ARGUMENT when the data is not a
-// recognized container or its streams cannot be probed; RESOURCE_EXHAUSTED on allocation failure.
+// Whether OpenMemoryDemuxer probes the streams (avformat_find_stream_info, which may decode
+// frames to learn codec parameters), or only opens the container to read its packets.
+enum class StreamProbe { kStreamInfo, kPacketsOnly };
+
+// Opens a demuxer over `data` (which must outlive the result) and reads stream info (unless
+// `probe` is kPacketsOnly). `format_whitelist` is a comma-separated list of demuxer names (e.g.
+// "mpegts,mov"); empty allows any. The demuxer may not open other files or URLs. INVALID_ARGUMENT
+// when the data is not a recognized container or its streams cannot be probed;
+// RESOURCE_EXHAUSTED on allocation failure.
 absl::StatusOr<std::unique_ptr<MemoryDemuxer>> OpenMemoryDemuxer(
-    std::string_view data, const std::string& format_whitelist);
+    std::string_view data, const std::string& format_whitelist,
+    StreamProbe probe = StreamProbe::kStreamInfo);
 
 // A muxer writing into memory. Members are destroyed in reverse order: the format context is
 // freed before the AVIOContext it writes to.

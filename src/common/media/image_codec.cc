@@ -98,29 +98,6 @@ absl::StatusOr<HeaderInfo> ParseJpegHeader(std::string_view data) {
   }
 }
 
-// Maps deprecated full-range "J" formats to their plain equivalents (range is set separately).
-AVPixelFormat NormalizePixelFormat(AVPixelFormat fmt, bool* full_range) {
-  switch (fmt) {
-    case AV_PIX_FMT_YUVJ420P:
-      *full_range = true;
-      return AV_PIX_FMT_YUV420P;
-    case AV_PIX_FMT_YUVJ422P:
-      *full_range = true;
-      return AV_PIX_FMT_YUV422P;
-    case AV_PIX_FMT_YUVJ444P:
-      *full_range = true;
-      return AV_PIX_FMT_YUV444P;
-    case AV_PIX_FMT_YUVJ440P:
-      *full_range = true;
-      return AV_PIX_FMT_YUV440P;
-    case AV_PIX_FMT_YUVJ411P:
-      *full_range = true;
-      return AV_PIX_FMT_YUV411P;
-    default:
-      return fmt;
-  }
-}
-
 absl::StatusOr<RgbImage> FrameToRgb(const AVFrame& frame) {
   bool full_range = frame.color_range == AVCOL_RANGE_JPEG;
   const AVPixelFormat src_fmt =
