@@ -23,7 +23,7 @@
 #include <torch/script.h>
 
 #include "absl/time/clock.h"
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 
 namespace sy = switchyard;
 using Clock = std::chrono::steady_clock;
@@ -61,23 +61,18 @@ sy::runner::TorchModelPtr SavedModel(const char* name, const char* source) {
   return *loaded;
 }
 
-// One job the way the orchestrator runs it: submit, then wait for the result while watching the
-// deadline and the call's cancellation. With `wait_for_slot`, a full queue is waited out (the
-// LLM's token loop) instead of answered with RESOURCE_EXHAUSTED.
+// One job the way the orchestrator runs it: a cancel token watched for the call's cancellation
+// (gRPC's IsCancelled; never here), then the blocking Run bounded by the deadline. With
+// `wait_for_slot`, a full queue is waited out (the LLM's token loop) instead of answered with
+// RESOURCE_EXHAUSTED.
 absl::StatusOr<c10::IValue> RunJob(sy::runner::ModelExecutor& executor, const at::Tensor& input,
                                    bool wait_for_slot) {
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  sy::runner::ModelExecutor::Inputs inputs{input};
-  auto future = executor.SubmitValues(inputs, deadline, cancelled);
-  while (!future.ok() && wait_for_slot &&
-         future.status().code() == absl::StatusCode::kResourceExhausted) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    future = executor.SubmitValues(inputs, deadline, cancelled);
-  }
-  if (!future.ok()) return future.status();
-  return sy::runner::AwaitResult(
-      executor, *future, deadline, [] { return false; }, cancelled);
+  sy::runner::CancelToken cancel;
+  auto watch = sy::runner::WatchForCancel([] { return false; }, cancel);
+  sy::runner::RunOptions options;
+  if (wait_for_slot) options.when_full = sy::runner::WhenFull::kWait;
+  return executor.Run({input}, deadline, cancel, options);
 }
 
 double Percentile(std::vector<double>& v, double p) {

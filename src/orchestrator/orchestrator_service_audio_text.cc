@@ -2,10 +2,8 @@
 // Contracts: docs/pipelines-audio-text.md.
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cmath>
 #include <random>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -42,21 +40,12 @@ grpc::Status BadOptions(const ModelConfig& config, const absl::Status& status) {
 absl::StatusOr<c10::IValue> RunForward(runner::ModelExecutor& executor,
                                        runner::ModelExecutor::Inputs inputs, absl::Time deadline,
                                        grpc::ServerContext* context, bool retry_when_full) {
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  auto future = executor.SubmitValues(inputs, deadline, cancelled);
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel([context] { return context->IsCancelled(); }, cancel);
+  runner::RunOptions options;
   // A generation already under way waits for a queue slot rather than failing half-way.
-  while (!future.ok() && retry_when_full &&
-         future.status().code() == absl::StatusCode::kResourceExhausted) {
-    if (context->IsCancelled()) return absl::CancelledError("the job was cancelled");
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError("deadline passed waiting for the model");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    future = executor.SubmitValues(inputs, deadline, cancelled);
-  }
-  if (!future.ok()) return future.status();
-  return runner::AwaitResult(
-      executor, *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
+  if (retry_when_full) options.when_full = runner::WhenFull::kWait;
+  return executor.Run(std::move(inputs), deadline, cancel, options);
 }
 
 absl::StatusOr<std::vector<int64_t>> ToIds(const c10::IValue& value, const char* what) {
