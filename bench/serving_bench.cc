@@ -27,7 +27,7 @@
 #include "common/media/image_codec.h"
 #include "orchestrator/model_manager.h"
 #include "orchestrator/orchestrator_server.h"
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace sy = switchyard;
@@ -177,8 +177,8 @@ def forward(self, x):
     auto lat = RunClients(
         8, seconds,
         [&](int) {
-          auto f = (*executor)->Submit(input, absl::Now() + absl::Seconds(30), nullptr);
-          return f.ok() && f->get().ok();
+          sy::runner::CancelToken cancel;
+          return (*executor)->RunBatchable(input, absl::Now() + absl::Seconds(30), cancel).ok();
         },
         &fails);
     double passes = static_cast<double>((*executor)->passes());
@@ -212,8 +212,8 @@ void ColdVsWarm(const std::string& model_dir) {
     at::Tensor input = at::rand({1, 3, 64, 64}) * 255;
     auto run = [&] {
       auto t = Clock::now();
-      auto f = (*executor)->Submit(input, absl::Now() + absl::Seconds(60), nullptr);
-      if (f.ok()) f->get().IgnoreError();
+      sy::runner::CancelToken cancel;
+      (*executor)->RunBatchable(input, absl::Now() + absl::Seconds(60), cancel).IgnoreError();
       return Ms(Clock::now() - t);
     };
     double first = run();

@@ -32,10 +32,9 @@ absl::StatusOr<media::RgbImage> DecodeInput(const std::string& image, const Mode
 }
 
 absl::StatusOr<c10::IValue> RunModel(const RunContext& ctx, runner::ModelExecutor::Inputs inputs) {
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  auto future = ctx.executor->SubmitValues(std::move(inputs), ctx.deadline, cancelled);
-  if (!future.ok()) return future.status();
-  return runner::AwaitResult(*ctx.executor, *future, ctx.deadline, ctx.is_cancelled, cancelled);
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel(ctx.is_cancelled, cancel);
+  return ctx.executor->Run(std::move(inputs), ctx.deadline, cancel);
 }
 
 std::string Dim(int64_t v, const char* name) { return v >= 0 ? absl::StrCat(v) : name; }

@@ -31,7 +31,7 @@
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/prompt_limits.h"
 #include "orchestrator/request_validation.h"
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 #include "switchyard/v1/gateway.pb.h"
 
 namespace switchyard::orchestrator {

@@ -507,12 +507,17 @@ grpc::Status InferenceService::ModelInfer(grpc::ServerContext* context,
   auto executor = models_->Acquire(name, deadline);
   if (!executor.ok()) return ToGrpcStatus(executor.status());
   runner::ModelExecutor::Inputs inputs(tensors->begin(), tensors->end());
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  auto future = (*executor)->SubmitValues(std::move(inputs), deadline, cancelled);
-  if (!future.ok()) return ToGrpcStatus(future.status());
-  if (board_ != nullptr) board_->Changed();
-  auto result = runner::AwaitResult(
-      **executor, *future, deadline, [context] { return context->IsCancelled(); }, cancelled);
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel([context] { return context->IsCancelled(); }, cancel);
+  bool queued = false;
+  runner::RunOptions options;
+  options.on_queued = [&] {
+    queued = true;
+    if (board_ != nullptr) board_->Changed();
+  };
+  auto result = (*executor)->Run(std::move(inputs), deadline, cancel, options);
+  // A job refused at once (a full queue) changed nothing to show.
+  if (!queued) return ToGrpcStatus(result.status());
   if (board_ != nullptr) board_->Changed();
   if (!result.ok()) {
     spdlog::warn("[{}] infer {} failed: {}", rid, name, result.status().ToString());

@@ -33,10 +33,9 @@ struct DictGuard {
 };
 
 absl::StatusOr<c10::IValue> RunModel(const RunContext& ctx, runner::ModelExecutor::Inputs inputs) {
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  auto future = ctx.executor->SubmitValues(std::move(inputs), ctx.deadline, cancelled);
-  if (!future.ok()) return future.status();
-  return runner::AwaitResult(*ctx.executor, *future, ctx.deadline, ctx.is_cancelled, cancelled);
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel(ctx.is_cancelled, cancel);
+  return ctx.executor->Run(std::move(inputs), ctx.deadline, cancel);
 }
 
 // The H.264 encoder and its conversion from the model's RGB output, opened on the first frame the

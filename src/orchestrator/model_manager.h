@@ -17,7 +17,7 @@
 #include "absl/time/time.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/status_board.h"
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 #include "switchyard/node/v1/node.pb.h"
 
 namespace switchyard::orchestrator {

@@ -2,10 +2,8 @@
 // Contracts: docs/pipelines-audio-text.md.
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cmath>
 #include <random>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -43,20 +41,12 @@ absl::StatusOr<c10::IValue> RunForward(runner::ModelExecutor& executor,
                                        runner::ModelExecutor::Inputs inputs, absl::Time deadline,
                                        const std::function<bool()>& is_cancelled,
                                        bool retry_when_full) {
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  auto future = executor.SubmitValues(inputs, deadline, cancelled);
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel(is_cancelled, cancel);
+  runner::RunOptions options;
   // A generation already under way waits for a queue slot rather than failing half-way.
-  while (!future.ok() && retry_when_full &&
-         future.status().code() == absl::StatusCode::kResourceExhausted) {
-    if (is_cancelled()) return absl::CancelledError("the job was cancelled");
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError("deadline passed waiting for the model");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    future = executor.SubmitValues(inputs, deadline, cancelled);
-  }
-  if (!future.ok()) return future.status();
-  return runner::AwaitResult(executor, *future, deadline, is_cancelled, cancelled);
+  if (retry_when_full) options.when_full = runner::WhenFull::kWait;
+  return executor.Run(std::move(inputs), deadline, cancel, options);
 }
 
 absl::StatusOr<std::vector<int64_t>> ToIds(const c10::IValue& value, const char* what) {

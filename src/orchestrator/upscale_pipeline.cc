@@ -21,11 +21,9 @@ absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const 
                          .unsqueeze(0)
                          .to(at::kFloat)
                          .contiguous();
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  auto future = executor.Submit(std::move(input), deadline, cancelled);
-  if (!future.ok()) return future.status();
-
-  auto output = runner::AwaitResult(executor, *future, deadline, is_cancelled, cancelled);
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel(is_cancelled, cancel);
+  auto output = executor.RunBatchable(std::move(input), deadline, cancel);
   if (!output.ok()) return output.status();
 
   const at::Tensor& out = *output;

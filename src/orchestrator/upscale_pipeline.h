@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 
 namespace switchyard::orchestrator {
 
@@ -23,7 +23,7 @@ struct UpscaleResult {
 };
 
 // Decodes `image` (PNG/JPEG; INVALID_ARGUMENT if corrupt or over `max_input_pixels`), runs the
-// model through `executor`, encodes the result. `is_cancelled` is polled while waiting.
+// model through `executor`, encodes the result. `is_cancelled` is watched while waiting (runner::WatchForCancel).
 absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const std::string& image,
                                          int64_t max_input_pixels, absl::Time deadline,
                                          const std::function<bool()>& is_cancelled);

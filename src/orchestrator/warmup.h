@@ -5,7 +5,7 @@
 #include <optional>
 
 #include "orchestrator/orchestrator_config.h"
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 
 namespace switchyard::orchestrator {
 

@@ -1,17 +1,14 @@
 #include "runner/torch_model.h"
 
 #include <ATen/Parallel.h>
-#include <c10/core/StreamGuard.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 
-#include <mutex>
 #include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/status.h"
+#include "absl/synchronization/mutex.h"
 
 namespace switchyard::runner {
 namespace {
@@ -52,10 +49,11 @@ absl::Status TorchErrorToStatus(const std::string& what, const std::string& cont
 }  // namespace
 
 absl::Status ConfigureTorchThreads(int intra_op_threads, int inter_op_threads) {
-  static std::mutex mu;
-  static bool configured = false;
-  static int intra = 0, inter = 0;
-  std::lock_guard<std::mutex> lock(mu);
+  static absl::Mutex mu(absl::kConstInit);
+  static bool configured ABSL_GUARDED_BY(mu) = false;
+  static int intra ABSL_GUARDED_BY(mu) = 0;
+  static int inter ABSL_GUARDED_BY(mu) = 0;
+  absl::MutexLock lock(&mu);
   if (configured) {
     if (intra == intra_op_threads && inter == inter_op_threads) return absl::OkStatus();
     return absl::FailedPreconditionError(
@@ -233,223 +231,6 @@ std::optional<int64_t> TorchModel::IntAttribute(const std::string& name) const {
     return value.toInt();
   } catch (const c10::Error&) {
     return std::nullopt;
-  }
-}
-
-ModelExecutor::ModelExecutor(TorchModelPtr model, Options options, JobRunObserver on_job_run)
-    : model_(std::move(model)), options_(options), on_job_run_(std::move(on_job_run)) {}
-
-absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(TorchModelPtr model,
-                                                                     Options options,
-                                                                     JobRunObserver on_job_run) {
-  if (model == nullptr) return absl::InvalidArgumentError("executor needs a model");
-  if (options.instances < 1) return absl::InvalidArgumentError("instances must be >= 1");
-  if (options.queue_size < 0) return absl::InvalidArgumentError("queue_size must be >= 0");
-  if (options.max_batch_size < 1) return absl::InvalidArgumentError("max_batch_size must be >= 1");
-  if (options.max_queue_delay < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("max_queue_delay must be >= 0");
-  }
-  std::unique_ptr<ModelExecutor> executor(
-      new ModelExecutor(std::move(model), options, std::move(on_job_run)));
-  for (int i = 0; i < options.instances; ++i) {
-    executor->threads_.emplace_back([raw = executor.get()] { raw->Loop(); });
-  }
-  return executor;
-}
-
-ModelExecutor::~ModelExecutor() {
-  std::deque<Job> dropped;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    dropped.swap(queue_);
-  }
-  cv_.notify_all();
-  for (auto& job : dropped) Complete(job, absl::UnavailableError("model is being unloaded"));
-  for (auto& t : threads_) t.join();
-}
-
-absl::Status ModelExecutor::Enqueue(Job job) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return absl::UnavailableError("model is being unloaded");
-    // Capacity: `instances` running plus `queue_size` waiting.
-    if (in_use_.load() >= options_.instances + options_.queue_size) {
-      return absl::ResourceExhaustedError(absl::StrCat("model queue is full (", options_.instances,
-                                                       " running, ", options_.queue_size,
-                                                       " queued)"));
-    }
-    queue_.push_back(std::move(job));
-    in_use_.fetch_add(1);
-  }
-  // Every waiting thread may be gathering a batch that this job could join.
-  cv_.notify_all();
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::future<ModelExecutor::Result>> ModelExecutor::Submit(
-    at::Tensor input, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled) {
-  auto promise = std::make_shared<std::promise<Result>>();
-  auto future = promise->get_future();
-  Job job;
-  job.batchable = options_.max_batch_size > 1 && input.dim() >= 1 && input.size(0) == 1;
-  job.inputs.emplace_back(std::move(input));
-  job.deadline = deadline;
-  job.cancelled = std::move(cancelled);
-  job.done = [promise, path = model_->path()](ValueResult r) {
-    if (!r.ok()) return promise->set_value(r.status());
-    if (!r->isTensor()) {
-      return promise->set_value(absl::InvalidArgumentError(absl::StrCat(
-          path.filename().string(), ": forward returned ", r->tagKind(), ", not a tensor")));
-    }
-    promise->set_value(r->toTensor());
-  };
-  SY_RETURN_IF_ERROR(Enqueue(std::move(job)));
-  return future;
-}
-
-absl::StatusOr<std::future<ModelExecutor::ValueResult>> ModelExecutor::SubmitValues(
-    Inputs inputs, absl::Time deadline, std::shared_ptr<std::atomic<bool>> cancelled) {
-  auto promise = std::make_shared<std::promise<ValueResult>>();
-  auto future = promise->get_future();
-  Job job;
-  job.inputs = std::move(inputs);
-  job.deadline = deadline;
-  job.cancelled = std::move(cancelled);
-  job.done = [promise](ValueResult r) { promise->set_value(std::move(r)); };
-  SY_RETURN_IF_ERROR(Enqueue(std::move(job)));
-  return future;
-}
-
-void ModelExecutor::Withdraw(const std::shared_ptr<std::atomic<bool>>& cancelled,
-                             absl::Status why) {
-  if (cancelled == nullptr) return;
-  cancelled->store(true);
-  std::optional<Job> withdrawn;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      if (it->cancelled == cancelled) {
-        withdrawn.emplace(std::move(*it));
-        queue_.erase(it);
-        break;
-      }
-    }
-  }
-  if (withdrawn) Complete(*withdrawn, std::move(why));
-}
-
-void ModelExecutor::Complete(Job& job, ValueResult result) {
-  // Free the slot before delivering, so a caller holding its result never finds it taken.
-  in_use_.fetch_sub(1);
-  job.done(std::move(result));
-}
-
-void ModelExecutor::GatherLocked(std::vector<Job>& batch) {
-  const at::Tensor& first = batch.front().inputs[0].toTensor();
-  for (auto it = queue_.begin();
-       it != queue_.end() && static_cast<int>(batch.size()) < options_.max_batch_size;) {
-    if (it->batchable) {
-      const at::Tensor& t = it->inputs[0].toTensor();
-      if (t.sizes() == first.sizes() && t.scalar_type() == first.scalar_type()) {
-        batch.push_back(std::move(*it));
-        it = queue_.erase(it);
-        continue;
-      }
-    }
-    ++it;
-  }
-}
-
-absl::StatusOr<std::optional<c10::Stream>> ExecutorStream(c10::Device device) {
-  if (!device.is_cuda()) return std::optional<c10::Stream>();
-  try {
-    // Through the device-generic interface so that a CPU-only libtorch still builds this; the
-    // CUDA implementation registers itself when libtorch has CUDA.
-    const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device.type());
-    return std::optional<c10::Stream>(impl->getStreamFromGlobalPool(device));
-  } catch (const c10::Error& e) {
-    return absl::UnavailableError(
-        absl::StrCat("no CUDA stream for ", device.str(), ": ", ShortWhat(e)));
-  }
-}
-
-void ModelExecutor::Loop() {
-  // One CUDA stream per executor thread: instances of a model (and different models) then
-  // overlap on the GPU instead of serialising on the default stream. Results are copied to the CPU
-  // with a blocking copy on this stream, so they are complete when a job is answered.
-  std::optional<c10::StreamGuard> stream_guard;
-  if (auto stream = ExecutorStream(model_->device()); stream.ok() && stream->has_value()) {
-    stream_guard.emplace(**stream);
-  }
-  for (;;) {
-    std::vector<Job> batch;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_ && queue_.empty()) return;
-      batch.push_back(std::move(queue_.front()));
-      queue_.pop_front();
-      if (batch.front().batchable) {
-        GatherLocked(batch);
-        // Wait a little for companions; never past the first job's own deadline.
-        const absl::Time until =
-            std::min(absl::Now() + options_.max_queue_delay, batch.front().deadline);
-        while (static_cast<int>(batch.size()) < options_.max_batch_size && !stopping_) {
-          auto left = absl::ToChronoNanoseconds(until - absl::Now());
-          if (left.count() <= 0) break;
-          cv_.wait_for(lock, left);
-          GatherLocked(batch);
-        }
-      }
-    }
-    RunBatch(batch);
-  }
-}
-
-void ModelExecutor::RunBatch(std::vector<Job>& batch) {
-  // Jobs that expired or were cancelled while queued never run.
-  std::vector<Job> live;
-  const absl::Time now = absl::Now();
-  for (auto& job : batch) {
-    if (job.cancelled && job.cancelled->load()) {
-      Complete(job, absl::CancelledError("job was cancelled while queued"));
-    } else if (now > job.deadline) {
-      Complete(job, absl::DeadlineExceededError("deadline passed while the job was queued"));
-    } else {
-      live.push_back(std::move(job));
-    }
-  }
-  if (live.empty()) return;
-  passes_.fetch_add(1);
-  jobs_run_.fetch_add(static_cast<int64_t>(live.size()));
-  const absl::Time started = absl::Now();
-  auto report = [&] {
-    if (!on_job_run_) return;
-    const absl::Duration compute = absl::Now() - started;
-    for (const Job& job : live) on_job_run_(started - job.enqueued, compute);
-  };
-  if (live.size() == 1) {
-    ValueResult result = model_->Run(std::move(live[0].inputs));
-    report();
-    Complete(live[0], std::move(result));
-    return;
-  }
-  std::vector<at::Tensor> parts;
-  for (auto& job : live) parts.push_back(job.inputs[0].toTensor());
-  absl::StatusOr<at::Tensor> out = model_->Forward(at::cat(parts, 0));
-  report();
-  if (out.ok() && (out->dim() < 1 || out->size(0) != static_cast<int64_t>(live.size()))) {
-    out = absl::InvalidArgumentError(
-        absl::StrCat(model_->path().filename().string(), ": batched forward returned ",
-                     out->dim() < 1 ? 0 : out->size(0), " results for ", live.size(), " inputs"));
-  }
-  for (size_t i = 0; i < live.size(); ++i) {
-    if (!out.ok()) {
-      Complete(live[i], out.status());
-    } else {
-      Complete(live[i], out->narrow(0, static_cast<int64_t>(i), 1).clone());
-    }
   }
 }
 

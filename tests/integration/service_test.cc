@@ -520,12 +520,8 @@ ModelConfig TinyModel(const fs::path& path, const std::string& id, int instances
 // Runs x * 3 on `executor` (a job on it).
 absl::StatusOr<float> RunTriple(runner::ModelExecutor& executor) {
   runner::ModelExecutor::Inputs inputs{c10::IValue(at::ones({1}))};
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  auto future = executor.SubmitValues(std::move(inputs), deadline, cancelled);
-  if (!future.ok()) return future.status();
-  auto result = runner::AwaitResult(
-      executor, *future, deadline, [] { return false; }, cancelled);
+  runner::CancelToken cancel;
+  auto result = executor.Run(std::move(inputs), absl::Now() + absl::Seconds(30), cancel);
   if (!result.ok()) return result.status();
   return result->toTensor().item<float>();
 }

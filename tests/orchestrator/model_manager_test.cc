@@ -4,11 +4,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -16,13 +14,11 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <torch/csrc/jit/frontend/resolver.h>
-#include <torch/csrc/jit/frontend/sugared_value.h>
-#include <torch/library.h>
 #include <torch/script.h>
 
 #include "orchestrator/status_board.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_torch_models.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -32,92 +28,26 @@ using node::v1::MODEL_STATE_COLD;
 using node::v1::MODEL_STATE_FAILED;
 using node::v1::MODEL_STATE_LOADING;
 using node::v1::MODEL_STATE_READY;
+using ::switchyard::testing::Far;
+using ::switchyard::testing::Gate;
+using ::switchyard::testing::SaveTestModule;
+using ::switchyard::testing::SubmitForFuture;
 using ::switchyard::testing::TempDir;
 using ::switchyard::testing::WriteFile;
 using ::testing::HasSubstr;
 
-constexpr auto kWait = std::chrono::seconds(20);  // upper bound for every wait in this file
+constexpr auto kWait = ::switchyard::testing::kTorchTestWait;
+constexpr const char* kDouble = ::switchyard::testing::kDoubleSource;  // doubles any tensor
+constexpr const char* kGated = ::switchyard::testing::kGatedSource;
 
-// Forwards of the "gated" model pass through sy_orch_test::gate(x): each call is counted, then
-// blocks (bounded) until the test opens the gate. Warm-up is a forward, so this counts loads and
-// can hold a load in the LOADING state.
-class Gate {
- public:
-  static Gate& Get() {
-    static Gate gate;
-    return gate;
-  }
-  void Reset(bool open) {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = open;
-    entered_ = 0;
-  }
-  void Open() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  bool WaitEntered(int n) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, kWait, [&] { return entered_ >= n; });
-  }
-  int entered() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return entered_;
-  }
-  void Pass() {
-    std::unique_lock<std::mutex> lock(mu_);
-    ++entered_;
-    cv_.notify_all();
-    cv_.wait_for(lock, kWait, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = true;
-  int entered_ = 0;
-};
-
-at::Tensor GateOp(at::Tensor x) {
-  Gate::Get().Pass();
-  return x * 2;
-}
-
-TORCH_LIBRARY(sy_orch_test, m) { m.def("gate(Tensor x) -> Tensor", &GateOp); }
-
-// Module::define's default resolver only knows `torch`. This one adds `sy_ops` (the test's custom
-// operators, sy_orch_test::*) and the `Exception` builtin.
-struct TestResolver : torch::jit::Resolver {
-  std::shared_ptr<torch::jit::SugaredValue> resolveValue(
-      const std::string& name, torch::jit::GraphFunction& /*m*/,
-      const torch::jit::SourceRange& /*loc*/) override {
-    if (name == "torch") return std::make_shared<torch::jit::BuiltinModule>("aten");
-    if (name == "sy_ops") return std::make_shared<torch::jit::BuiltinModule>("sy_orch_test");
-    if (name == "Exception") return std::make_shared<torch::jit::ExceptionValue>("Exception");
-    return nullptr;
-  }
-};
-
+// Forwards of the "gated" model pass through the test gate (support/tiny_torch_models.h): each
+// call is counted, then blocks (bounded) until the test opens the gate. Warm-up is a forward, so
+// this counts loads and can hold a load in the LOADING state. Modules here have scale 2 and no
+// parameters.
 void SaveModule(const fs::path& path, const std::string& source) {
-  torch::jit::Module m("m");
-  m.register_attribute("training", c10::BoolType::get(), true);
-  m.register_attribute("scale", c10::IntType::get(), int64_t{2});
-  m.define(source, std::make_shared<TestResolver>());
-  m.save(path.string());
+  SaveTestModule(path, source, {.scale = 2, .ratio_and_weight = false});
 }
 
-// Doubles a [1,3,H,W] image (any tensor, in fact).
-constexpr const char* kDouble = R"(
-def forward(self, x):
-    return x * 2.0
-)";
-constexpr const char* kGated = R"(
-def forward(self, x):
-    return sy_ops.gate(x)
-)";
 // Fails on the 4-D warm-up input.
 constexpr const char* kNeeds2D = R"(
 def forward(self, x):
@@ -134,10 +64,6 @@ def forward(self, x):
         raise Exception("negative input")
     return x * 2.0
 )PY";
-
-absl::Time Far() {
-  return absl::Now() + absl::Seconds(60);
-}
 
 class ModelManagerTest : public ::testing::Test {
  protected:
@@ -182,7 +108,7 @@ class ModelManagerTest : public ::testing::Test {
 
   // Runs one job on the executor and checks it doubles the input.
   static void ExpectDoubles(runner::ModelExecutor& executor) {
-    auto future = executor.Submit(at::full({1, 3, 4, 4}, 1.5f), Far(), nullptr);
+    auto future = SubmitForFuture(executor, at::full({1, 3, 4, 4}, 1.5f), Far());
     ASSERT_TRUE(future.ok()) << future.status();
     ASSERT_EQ(future->wait_for(kWait), std::future_status::ready);
     auto out = future->get();
@@ -415,7 +341,7 @@ TEST_F(ModelManagerTest, CapabilitiesReportStateCapacityPriceAndLoad) {
   auto executor = mm.Acquire("a", Far());
   ASSERT_TRUE(executor.ok());
   Gate::Get().Reset(/*open=*/false);
-  auto job = (*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr);
+  auto job = SubmitForFuture(**executor, at::ones({1, 3, 2, 2}), Far());
   ASSERT_TRUE(job.ok());
   ASSERT_TRUE(Gate::Get().WaitEntered(1));
   EXPECT_EQ(CapOf(mm, "a").in_use(), 1);
@@ -436,10 +362,10 @@ TEST_F(ModelManagerTest, ExecutorUsesConfiguredInstancesAndQueue) {
   ASSERT_TRUE(executor.ok());
   EXPECT_EQ((*executor)->capacity(), 1);
   Gate::Get().Reset(/*open=*/false);
-  auto job = (*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr);
+  auto job = SubmitForFuture(**executor, at::ones({1, 3, 2, 2}), Far());
   ASSERT_TRUE(job.ok());
   ASSERT_TRUE(Gate::Get().WaitEntered(1));
-  EXPECT_EQ((*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr).status().code(),
+  EXPECT_EQ(SubmitForFuture(**executor, at::ones({1, 3, 2, 2}), Far()).status().code(),
             absl::StatusCode::kResourceExhausted);
   Gate::Get().Open();
   ASSERT_EQ(job->wait_for(kWait), std::future_status::ready);
@@ -515,7 +441,7 @@ TEST_F(ModelBudgetTest, BusyModelsAreNotEvicted) {
   auto executor = mm.Acquire("gated", Far());
   ASSERT_TRUE(executor.ok()) << executor.status();
   Gate::Get().Reset(/*open=*/false);
-  auto job = (*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr);
+  auto job = SubmitForFuture(**executor, at::ones({1, 3, 2, 2}), Far());
   ASSERT_TRUE(job.ok());
   ASSERT_TRUE(Gate::Get().WaitEntered(1));
   executor->reset();
@@ -561,7 +487,7 @@ TEST_F(ModelManagerTest, UnloadRefusesWhileJobsAreQueuedOrRunning) {
   auto executor = mm.Acquire("g", Far());
   ASSERT_TRUE(executor.ok());
   Gate::Get().Reset(/*open=*/false);
-  auto job = (*executor)->Submit(at::ones({1, 3, 2, 2}), Far(), nullptr);
+  auto job = SubmitForFuture(**executor, at::ones({1, 3, 2, 2}), Far());
   ASSERT_TRUE(job.ok());
   ASSERT_TRUE(Gate::Get().WaitEntered(1));
   EXPECT_EQ(mm.Unload("g").code(), absl::StatusCode::kFailedPrecondition);
@@ -590,7 +516,7 @@ TEST_F(ModelManagerTest, AnErrorThatMayBreakTheModelReloadsItAndOtherErrorsDoNot
   auto run = [&](float value) -> absl::Status {
     auto executor = mm.Acquire("m", Far());
     if (!executor.ok()) return executor.status();
-    auto future = (*executor)->Submit(at::full({1, 3, 4, 4}, value), Far(), nullptr);
+    auto future = SubmitForFuture(**executor, at::full({1, 3, 4, 4}, value), Far());
     if (!future.ok()) return future.status();
     if (future->wait_for(kWait) != std::future_status::ready) {
       return absl::DeadlineExceededError("no result");

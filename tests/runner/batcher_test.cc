@@ -1,18 +1,25 @@
-// Dynamic batching in ModelExecutor: same-shape single-item jobs share one forward pass, results
-// are split back per job, and everything else runs alone.
+// The Batcher (runner/batcher.h) on its own, and dynamic batching through ModelExecutor: same-shape
+// single-item jobs share one forward pass, results are split back per job, and everything else
+// runs alone.
+#include "runner/batcher.h"
+
+#include <deque>
 #include <filesystem>
 #include <future>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
-#include "runner/torch_model.h"
+#include "runner/model_executor.h"
 #include "support/media_fixtures.h"
+#include "support/tiny_torch_models.h"
 
 namespace switchyard::runner {
 namespace {
 
+using ::switchyard::testing::SubmitForFuture;
 using ::switchyard::testing::TempDir;
 
 constexpr auto kWait = std::chrono::seconds(20);
@@ -44,6 +51,74 @@ std::unique_ptr<ModelExecutor> MakeExecutor(TorchModelPtr model, int max_batch,
   return e.ok() ? std::move(*e) : nullptr;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Batcher
+
+struct FakeJob {
+  std::vector<c10::IValue> inputs;
+  bool batchable = true;
+};
+
+FakeJob Job(at::Tensor t, bool batchable = true) { return FakeJob{{c10::IValue(t)}, batchable}; }
+
+TEST(BatcherTest, OnlyASingleItemTensorIsBatchableAndOnlyWhenBatchingIsOn) {
+  const Batcher on(4, absl::Milliseconds(2));
+  EXPECT_TRUE(on.Batchable(torch::ones({1, 3})));
+  EXPECT_FALSE(on.Batchable(torch::ones({2, 3})));
+  EXPECT_FALSE(on.Batchable(torch::tensor(1.0f)));  // no batch dimension
+  const Batcher off(1, absl::Milliseconds(2));
+  EXPECT_FALSE(off.Batchable(torch::ones({1, 3})));
+}
+
+TEST(BatcherTest, GatherTakesCompatibleJobsOldestFirstUpToTheMaximum) {
+  const Batcher batcher(3, absl::ZeroDuration());
+  std::deque<FakeJob> queue;
+  queue.push_back(Job(torch::full({1, 2}, 1.0f)));
+  queue.push_back(Job(torch::ones({1, 3})));               // other shape
+  queue.push_back(Job(torch::ones({1, 2}, at::kDouble)));  // other dtype
+  queue.push_back(Job(torch::ones({1, 2}), /*batchable=*/false));
+  queue.push_back(Job(torch::full({1, 2}, 2.0f)));
+  queue.push_back(Job(torch::full({1, 2}, 3.0f)));  // batch already full
+  std::vector<FakeJob> batch{Job(torch::zeros({1, 2}))};
+  batcher.Gather(queue, batch);
+  ASSERT_EQ(batch.size(), 3u);
+  EXPECT_FLOAT_EQ(batch[1].inputs[0].toTensor()[0][0].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(batch[2].inputs[0].toTensor()[0][0].item<float>(), 2.0f);
+  EXPECT_EQ(queue.size(), 4u);  // the rest stays queued, in order
+  EXPECT_TRUE(batcher.Full(batch.size()));
+}
+
+TEST(BatcherTest, FillUntilNeverPassesTheFirstJobsDeadline) {
+  const Batcher batcher(8, absl::Milliseconds(5));
+  const absl::Time now = absl::Now();
+  EXPECT_EQ(batcher.FillUntil(now, now + absl::Seconds(1)), now + absl::Milliseconds(5));
+  EXPECT_EQ(batcher.FillUntil(now, now + absl::Milliseconds(1)), now + absl::Milliseconds(1));
+}
+
+TEST(BatcherTest, StackAndSplitRoundTripAndAWrongRowCountFailsEveryJob) {
+  const at::Tensor stacked = Batcher::Stack({torch::full({1, 2}, 1.0f), torch::full({1, 2}, 2.0f)});
+  ASSERT_EQ(stacked.sizes(), (std::vector<int64_t>{2, 2}));
+  auto parts = Batcher::Split(stacked * 10, 2, "m.pt");
+  ASSERT_EQ(parts.size(), 2u);
+  ASSERT_TRUE(parts[0].ok() && parts[1].ok());
+  EXPECT_TRUE(torch::equal(*parts[0], torch::full({1, 2}, 10.0f)));
+  EXPECT_TRUE(torch::equal(*parts[1], torch::full({1, 2}, 20.0f)));
+
+  auto wrong = Batcher::Split(torch::ones({1, 2}), 2, "m.pt");
+  for (const auto& r : wrong) {
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(r.status().message()).find("m.pt: batched forward returned 1 results"),
+              std::string::npos)
+        << r.status();
+  }
+  auto failed = Batcher::Split(absl::InternalError("boom"), 3, "m.pt");
+  ASSERT_EQ(failed.size(), 3u);
+  for (const auto& r : failed) EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic batching through the executor
+
 TEST(DynamicBatchingTest, SameShapeJobsShareOneForwardPass) {
   TempDir dir;
   auto executor =
@@ -51,8 +126,8 @@ TEST(DynamicBatchingTest, SameShapeJobsShareOneForwardPass) {
   ASSERT_NE(executor, nullptr);
   std::vector<std::future<ModelExecutor::Result>> futures;
   for (int i = 0; i < 4; ++i) {
-    auto f = executor->Submit(torch::full({1, 1, 2, 2}, static_cast<float>(i)),
-                              absl::Now() + absl::Seconds(30), nullptr);
+    auto f = SubmitForFuture(*executor, torch::full({1, 1, 2, 2}, static_cast<float>(i)),
+                             absl::Now() + absl::Seconds(30));
     ASSERT_TRUE(f.ok()) << f.status();
     futures.push_back(std::move(*f));
   }
@@ -77,8 +152,8 @@ TEST(DynamicBatchingTest, DifferentShapesAreNotMixed) {
   std::vector<std::future<ModelExecutor::Result>> futures;
   for (int i = 0; i < 4; ++i) {
     int side = i % 2 == 0 ? 2 : 3;
-    auto f =
-        executor->Submit(torch::ones({1, 1, side, side}), absl::Now() + absl::Seconds(30), nullptr);
+    auto f = SubmitForFuture(*executor, torch::ones({1, 1, side, side}),
+                             absl::Now() + absl::Seconds(30));
     ASSERT_TRUE(f.ok());
     futures.push_back(std::move(*f));
   }
@@ -101,7 +176,7 @@ TEST(DynamicBatchingTest, BatchingOffRunsEachJobAlone) {
   ASSERT_NE(executor, nullptr);
   std::vector<std::future<ModelExecutor::Result>> futures;
   for (int i = 0; i < 3; ++i) {
-    auto f = executor->Submit(torch::ones({1, 2}), absl::Now() + absl::Seconds(30), nullptr);
+    auto f = SubmitForFuture(*executor, torch::ones({1, 2}), absl::Now() + absl::Seconds(30));
     ASSERT_TRUE(f.ok());
     futures.push_back(std::move(*f));
   }
@@ -119,7 +194,7 @@ TEST(DynamicBatchingTest, InputsWithBatchDimensionAboveOneRunAlone) {
   auto executor =
       MakeExecutor(SaveAndLoad(dir, "double", kDoubleWithBatchMark), 4, absl::Milliseconds(200));
   ASSERT_NE(executor, nullptr);
-  auto f = executor->Submit(torch::ones({3, 2}), absl::Now() + absl::Seconds(30), nullptr);
+  auto f = SubmitForFuture(*executor, torch::ones({3, 2}), absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(f.ok());
   ASSERT_EQ(f->wait_for(kWait), std::future_status::ready);
   auto r = f->get();
@@ -137,8 +212,8 @@ def forward(self, x):
 )");
   auto executor = MakeExecutor(model, 2, absl::Seconds(5));
   ASSERT_NE(executor, nullptr);
-  auto a = executor->Submit(torch::ones({1, 2}), absl::Now() + absl::Seconds(30), nullptr);
-  auto b = executor->Submit(torch::ones({1, 2}), absl::Now() + absl::Seconds(30), nullptr);
+  auto a = SubmitForFuture(*executor, torch::ones({1, 2}), absl::Now() + absl::Seconds(30));
+  auto b = SubmitForFuture(*executor, torch::ones({1, 2}), absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(a.ok() && b.ok());
   for (auto* f : {&*a, &*b}) {
     ASSERT_EQ(f->wait_for(kWait), std::future_status::ready);
@@ -155,7 +230,7 @@ TEST(DynamicBatchingTest, BatchWaitNeverOutlastsTheFirstJobsDeadline) {
       MakeExecutor(SaveAndLoad(dir, "double", kDoubleWithBatchMark), 8, absl::Seconds(30));
   ASSERT_NE(executor, nullptr);
   auto start = absl::Now();
-  auto f = executor->Submit(torch::ones({1, 2}), absl::Now() + absl::Milliseconds(300), nullptr);
+  auto f = SubmitForFuture(*executor, torch::ones({1, 2}), absl::Now() + absl::Milliseconds(300));
   ASSERT_TRUE(f.ok());
   ASSERT_EQ(f->wait_for(kWait), std::future_status::ready);
   auto r = f->get();
@@ -168,7 +243,7 @@ TEST(DynamicBatchingTest, BatchWaitNeverOutlastsTheFirstJobsDeadline) {
   }
 }
 
-TEST(DynamicBatchingTest, SubmitValuesRunsAloneWithAnyArguments) {
+TEST(DynamicBatchingTest, RunWithAnyArgumentsRunsAlone) {
   TempDir dir;
   auto model = SaveAndLoad(dir, "pair", R"(
 def forward(self, x, k: int):
@@ -176,11 +251,9 @@ def forward(self, x, k: int):
 )");
   auto executor = MakeExecutor(model, 4, absl::Milliseconds(100));
   ASSERT_NE(executor, nullptr);
-  auto f = executor->SubmitValues({torch::ones({1, 2}), c10::IValue(int64_t{3})},
-                                  absl::Now() + absl::Seconds(30), nullptr);
-  ASSERT_TRUE(f.ok());
-  ASSERT_EQ(f->wait_for(kWait), std::future_status::ready);
-  auto r = f->get();
+  CancelToken cancel;
+  auto r = executor->Run({torch::ones({1, 2}), c10::IValue(int64_t{3})},
+                         absl::Now() + absl::Seconds(30), cancel);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(r->isTuple());
   auto elems = r->toTupleRef().elements();
