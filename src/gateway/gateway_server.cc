@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->inference_->set_auth(s->auth_.get());
   s->inference_->set_job_metrics(s->job_metrics_.get());
   s->inference_->set_billing(s->billing_.get());
+  s->inference_->set_room(s->service_->room());
 
   EnableStandardGrpcServices();
   auto credentials = MakeGrpcServerCredentials(c.tls);

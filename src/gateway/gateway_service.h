@@ -7,8 +7,10 @@
 #include <memory>
 #include <string>
 
+#include "common/pipelines.h"
 #include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
+#include "gateway/job_dispatch.h"
 #include "gateway/job_metrics.h"
 #include "gateway/membership.h"
 #include "gateway/recent_errors.h"
@@ -19,11 +21,6 @@
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::gateway {
-
-// A 128-bit id as 32 lowercase hex digits, from two draws of `random` (the service's id source:
-// OpenSSL's CSPRNG in the daemon, a fixed sequence in tests). Request ids and generated stream
-// ids: 64 bits from a PRNG whose state clients can rebuild would let them guess others' ids.
-std::string NewHexId(const std::function<uint64_t()>& random);
 
 class GatewayService final : public v1::Gateway::CallbackService {
  public:
@@ -46,15 +43,20 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                              v1::LiveVideoSegmentResponse* response) override;
   // The router, shared with the KServe proxy so both feed one view of node health.
   Router* router() { return &router_; }
+  // The wait for room of its unary jobs, which other job sources wake when they free a slot.
+  RoomWaiter* room() { return &room_; }
   // Finished jobs and recent failures of the unary pipelines, for the status page.
   const JobLog* job_log() const { return &job_log_; }
   // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
-  void set_job_metrics(JobMetrics* metrics) { job_metrics_ = metrics; }
+  void set_job_metrics(JobMetrics* metrics) { env_.metrics = metrics; }
   // API key checks (may stay unset: no keys needed); set before the service takes calls.
   void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
   // The units check and usage ledger of completed jobs (docs/metering.md; may stay unset: jobs
   // are then not metered); set before the service takes calls.
-  void set_billing(JobBilling* billing) { billing_ = billing; }
+  void set_billing(JobBilling* billing) {
+    billing_ = billing;
+    env_.billing = billing;
+  }
 
   // Usage totals from the ledger for the caller's API key (or any key, for operators).
   grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
@@ -65,7 +67,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;
 
-  // Every other pipeline is routed the same way as Upscale.
+  // Every other pipeline is routed the same way as Upscale (Route).
   grpc::ServerUnaryReactor* TextToImage(grpc::CallbackServerContext* context,
                                         const v1::TextToImageRequest*, v1::ImageResponse*) override;
   grpc::ServerUnaryReactor* ImageToImage(grpc::CallbackServerContext* context,
@@ -104,23 +106,29 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // session slot.
   void CloseSessionOn(const std::string& node_id, const std::string& tenant,
                       const std::string& stream_id);
-  // Validates the model id, then runs the job on the best orchestrator via `method`, retrying
-  // elsewhere on retryable failures.
   template <typename Request, typename Response>
-  grpc::ServerUnaryReactor* Route(
-      grpc::CallbackServerContext* context, const Request* request, Response* response,
-      const std::string& pipeline, const std::string& model_id,
-      void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
-                                            std::function<void(grpc::Status)>));
+  using UnaryMethod = void (Stub::async_interface::*)(grpc::ClientContext*, const Request*,
+                                                      Response*, std::function<void(grpc::Status)>);
+  // A unary job of the pipeline Request belongs to (pipelines::PipelineOf): checks its inputs
+  // and model id, then runs it on the best orchestrator via `method` (JobDispatch).
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* context, const Request* request,
+                                  Response* response, UnaryMethod<Request, Response> method);
+  // Runs a unary job on `route`; `answer` gets its outcome once, `on_success` (may be empty) the
+  // node that ran it; `tenant` (may be empty) is sent to the node with each attempt.
+  template <typename Request, typename Response>
+  void Dispatch(grpc::CallbackServerContext* context, const Request* request, Response* response,
+                RouteRequest route, UnaryMethod<Request, Response> method,
+                std::function<void(grpc::Status)> answer,
+                std::function<void(const std::string&)> on_success, std::string tenant = "");
 
   // The API key check's refusal, answered at once, or null when the call may go on. Unary methods
   // ask first, so a caller without a valid key learns nothing from validation errors.
   grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
   // The API key id a call was admitted with ("" when the gateway needs no key).
   std::string ApiKeyIdOf(const grpc::CallbackServerContext* context) const;
-  // The usage ledger's key for a job: its request id, made unique when the client chose it.
-  std::string LedgerJobId(const grpc::CallbackServerContext* context,
-                          const std::string& request_id) const;
+  // The call's request id, ledger key and API key id.
+  CallIdentity IdentityOf(const grpc::CallbackServerContext* context) const;
   // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
   // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
   // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
@@ -133,12 +141,14 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Membership* membership_;
   Router router_;
   WaitQueue wait_queue_;
+  WaitQueueRoom room_;
   StreamAffinity affinity_;
   JobLog job_log_;
-  JobMetrics* job_metrics_ = nullptr;
   const ApiKeyAuth* auth_ = nullptr;
-  JobBilling* billing_ = nullptr;
+  JobBilling* billing_ = nullptr;  // also in env_; here for GetUsage's ledger
   std::function<uint64_t()> random_;
+  // What every job is dispatched with (the members above, and the metrics and billing set later).
+  DispatchEnv env_;
 };
 
 }  // namespace switchyard::gateway
