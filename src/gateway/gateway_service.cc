@@ -46,36 +46,23 @@ grpc::Status CheckStreamId(const std::string& stream_id) {
                                       kMaxStreamIdBytes, " allowed"));
 }
 
-// The inputs each pipeline's request must carry, checked before it is routed (the model id is
-// checked after them, by Route).
-grpc::Status CheckRequest(const v1::UpscaleRequest& r) {
-  return Required(r.image().empty(), kImageRequired);
-}
-grpc::Status CheckRequest(const v1::TextToImageRequest& r) {
-  return Required(r.prompt().empty(), "prompt is required");
-}
-grpc::Status CheckRequest(const v1::ImageToImageRequest& r) {
-  return Required(r.image().empty(), kImageRequired);
-}
-grpc::Status CheckRequest(const v1::ImageToVideoRequest& r) {
-  return Required(r.image().empty(), kImageRequired);
-}
-grpc::Status CheckRequest(const v1::AudioToTextRequest& r) {
-  return Required(r.audio().empty(), "audio is required");
-}
-grpc::Status CheckRequest(const v1::SegmentAnything2Request& r) {
-  return Required(r.image().empty(), kImageRequired);
-}
-grpc::Status CheckRequest(const v1::ImageToTextRequest& r) {
-  return Required(r.image().empty(), kImageRequired);
-}
-grpc::Status CheckRequest(const v1::TextToSpeechRequest& r) {
-  return Required(r.text().empty(), "text is required");
-}
-grpc::Status CheckRequest(const v1::LiveVideoSegmentRequest& r) {
-  if (r.model_id().empty()) return InvalidArgument(kModelRequired);
-  if (r.segment().empty()) return InvalidArgument("segment is required (MPEG-TS bytes)");
-  return CheckStreamId(r.stream_id());
+// The inputs a pipeline's request must carry, checked before it is routed (Route checks the model
+// id after them; a live video segment names its model first).
+template <typename Request>
+grpc::Status CheckRequest(const Request& r) {
+  if constexpr (std::is_same_v<Request, v1::TextToImageRequest>) {
+    return Required(r.prompt().empty(), "prompt is required");
+  } else if constexpr (std::is_same_v<Request, v1::AudioToTextRequest>) {
+    return Required(r.audio().empty(), "audio is required");
+  } else if constexpr (std::is_same_v<Request, v1::TextToSpeechRequest>) {
+    return Required(r.text().empty(), "text is required");
+  } else if constexpr (std::is_same_v<Request, v1::LiveVideoSegmentRequest>) {
+    if (r.model_id().empty()) return InvalidArgument(kModelRequired);
+    if (r.segment().empty()) return InvalidArgument("segment is required (MPEG-TS bytes)");
+    return CheckStreamId(r.stream_id());
+  } else {  // upscale, image-to-image, image-to-video, segment-anything-2, image-to-text
+    return Required(r.image().empty(), kImageRequired);
+  }
 }
 
 // The checks every transcode segment must pass before it is routed.
@@ -286,12 +273,6 @@ grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext*
   return reactor;
 }
 
-grpc::ServerUnaryReactor* GatewayService::LiveVideoSegment(
-    grpc::CallbackServerContext* context, const v1::LiveVideoSegmentRequest* request,
-    v1::LiveVideoSegmentResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::LiveVideoSegment);
-}
-
 // A live stream: reads a segment, runs it (routed with the stream's affinity, retried elsewhere
 // like any job), writes its outcome, then reads the next. One segment is in flight at a time,
 // because the orchestrator's session runs a stream's segments in order anyway. Deletes itself in
@@ -474,53 +455,23 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
   return FinishNow(context, grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* GatewayService::Upscale(grpc::CallbackServerContext* context,
-                                                  const v1::UpscaleRequest* request,
-                                                  v1::ImageResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::Upscale);
-}
-
-grpc::ServerUnaryReactor* GatewayService::TextToImage(grpc::CallbackServerContext* context,
-                                                      const v1::TextToImageRequest* request,
-                                                      v1::ImageResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::TextToImage);
-}
-
-grpc::ServerUnaryReactor* GatewayService::ImageToImage(grpc::CallbackServerContext* context,
-                                                       const v1::ImageToImageRequest* request,
-                                                       v1::ImageResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::ImageToImage);
-}
-
-grpc::ServerUnaryReactor* GatewayService::ImageToVideo(grpc::CallbackServerContext* context,
-                                                       const v1::ImageToVideoRequest* request,
-                                                       v1::VideoResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::ImageToVideo);
-}
-
-grpc::ServerUnaryReactor* GatewayService::AudioToText(grpc::CallbackServerContext* context,
-                                                      const v1::AudioToTextRequest* request,
-                                                      v1::TextResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::AudioToText);
-}
-
-grpc::ServerUnaryReactor* GatewayService::SegmentAnything2(
-    grpc::CallbackServerContext* context, const v1::SegmentAnything2Request* request,
-    v1::MasksResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::SegmentAnything2);
-}
-
-grpc::ServerUnaryReactor* GatewayService::ImageToText(grpc::CallbackServerContext* context,
-                                                      const v1::ImageToTextRequest* request,
-                                                      v1::ImageToTextResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::ImageToText);
-}
-
-grpc::ServerUnaryReactor* GatewayService::TextToSpeech(grpc::CallbackServerContext* context,
-                                                       const v1::TextToSpeechRequest* request,
-                                                       v1::AudioResponse* response) {
-  return Route(context, request, response, &Stub::async_interface::TextToSpeech);
-}
+// The unary pipelines' handlers: each routes its request by the pipeline table (Route).
+#define SWITCHYARD_ROUTED(Method)                                               \
+  grpc::ServerUnaryReactor* GatewayService::Method(                             \
+      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
+      pipelines::PipelineOf<v1::Method##Request>::Response* response) {         \
+    return Route(context, request, response, &Stub::async_interface::Method);   \
+  }
+SWITCHYARD_ROUTED(Upscale)
+SWITCHYARD_ROUTED(TextToImage)
+SWITCHYARD_ROUTED(ImageToImage)
+SWITCHYARD_ROUTED(ImageToVideo)
+SWITCHYARD_ROUTED(AudioToText)
+SWITCHYARD_ROUTED(SegmentAnything2)
+SWITCHYARD_ROUTED(ImageToText)
+SWITCHYARD_ROUTED(TextToSpeech)
+SWITCHYARD_ROUTED(LiveVideoSegment)
+#undef SWITCHYARD_ROUTED
 
 grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,
                                                    const v1::GetUsageRequest* request,

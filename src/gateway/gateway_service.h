@@ -27,25 +27,37 @@ class GatewayService final : public v1::Gateway::CallbackService {
   GatewayService(const GatewayConfig& config, Membership* membership,
                  std::function<uint64_t()> random);
 
-  grpc::ServerUnaryReactor* Upscale(grpc::CallbackServerContext* context,
-                                    const v1::UpscaleRequest* request,
-                                    v1::ImageResponse* response) override;
   grpc::ServerUnaryReactor* Transcode(grpc::CallbackServerContext* context,
                                       const v1::TranscodeRequest* request,
                                       v1::TranscodeResponse* response) override;
   // Bidirectional: a live stream's segments in, each one's renditions out (see gateway.proto).
   grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>* TranscodeStream(
       grpc::CallbackServerContext* context) override;
-  // One segment of a live video-to-video stream: routed with the stream's affinity like
-  // Transcode's segments, retried elsewhere on node failures.
-  grpc::ServerUnaryReactor* LiveVideoSegment(grpc::CallbackServerContext* context,
-                                             const v1::LiveVideoSegmentRequest* request,
-                                             v1::LiveVideoSegmentResponse* response) override;
+
+  // The unary pipelines of the pipeline table (common/pipelines.h), each routed by Route to the
+  // best orchestrator and retried elsewhere on node failures. A live video-to-video segment
+  // (LiveVideoSegment) goes with its stream's affinity, like Transcode's segments.
+#define SWITCHYARD_ROUTED(Method)                                               \
+  grpc::ServerUnaryReactor* Method(                                             \
+      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
+      pipelines::PipelineOf<v1::Method##Request>::Response* response) override
+  SWITCHYARD_ROUTED(Upscale);
+  SWITCHYARD_ROUTED(TextToImage);
+  SWITCHYARD_ROUTED(ImageToImage);
+  SWITCHYARD_ROUTED(ImageToVideo);
+  SWITCHYARD_ROUTED(AudioToText);
+  SWITCHYARD_ROUTED(SegmentAnything2);
+  SWITCHYARD_ROUTED(ImageToText);
+  SWITCHYARD_ROUTED(TextToSpeech);
+  SWITCHYARD_ROUTED(LiveVideoSegment);
+#undef SWITCHYARD_ROUTED
+
   // The router, shared with the KServe proxy so both feed one view of node health.
   Router* router() { return &router_; }
   // The wait for room of its unary jobs, which other job sources wake when they free a slot.
   RoomWaiter* room() { return &room_; }
-  // Finished jobs and recent failures of the unary pipelines, for the status page.
+  // Finished jobs (unary pipelines, transcode segments, LLM streams) and recent failures, for the
+  // status page.
   const JobLog* job_log() const { return &job_log_; }
   // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
   void set_job_metrics(JobMetrics* metrics) { env_.metrics = metrics; }
@@ -67,29 +79,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;
 
-  // Every other pipeline is routed the same way as Upscale (Route).
-  grpc::ServerUnaryReactor* TextToImage(grpc::CallbackServerContext* context,
-                                        const v1::TextToImageRequest*, v1::ImageResponse*) override;
-  grpc::ServerUnaryReactor* ImageToImage(grpc::CallbackServerContext* context,
-                                         const v1::ImageToImageRequest* request,
-                                         v1::ImageResponse* response) override;
-  grpc::ServerUnaryReactor* ImageToVideo(grpc::CallbackServerContext* context,
-                                         const v1::ImageToVideoRequest* request,
-                                         v1::VideoResponse* response) override;
-  grpc::ServerUnaryReactor* AudioToText(grpc::CallbackServerContext* context,
-                                        const v1::AudioToTextRequest*, v1::TextResponse*) override;
-  grpc::ServerUnaryReactor* SegmentAnything2(grpc::CallbackServerContext* context,
-                                             const v1::SegmentAnything2Request* request,
-                                             v1::MasksResponse* response) override;
   // Server streaming (gateway_service_llm.cc).
   grpc::ServerWriteReactor<v1::LLMResponse>* LLM(grpc::CallbackServerContext* context,
                                                  const v1::LLMRequest* request) override;
-  grpc::ServerUnaryReactor* ImageToText(grpc::CallbackServerContext* context,
-                                        const v1::ImageToTextRequest* request,
-                                        v1::ImageToTextResponse* response) override;
-  grpc::ServerUnaryReactor* TextToSpeech(grpc::CallbackServerContext* context,
-                                         const v1::TextToSpeechRequest* request,
-                                         v1::AudioResponse* response) override;
 
  private:
   using Stub = node::v1::Orchestrator::Stub;
