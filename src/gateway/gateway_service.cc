@@ -85,6 +85,21 @@ bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
 
 }  // namespace
 
+const char* ModelStateLabel(node::v1::ModelState state) {
+  switch (state) {
+    case node::v1::MODEL_STATE_READY:
+      return "ready";
+    case node::v1::MODEL_STATE_LOADING:
+      return "loading";
+    case node::v1::MODEL_STATE_FAILED:
+      return "failed";
+    case node::v1::MODEL_STATE_UNLOADED:
+      return "unloaded";
+    default:
+      return "cold";
+  }
+}
+
 GatewayService::GatewayService(const GatewayConfig& config, Membership* membership,
                                std::function<uint64_t()> random)
     : config_(config),
@@ -414,23 +429,7 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
       offer->set_pipeline(c.pipeline());
       offer->set_model_id(c.model_id());
       offer->set_warm(warm);
-      switch (c.state()) {
-        case node::v1::MODEL_STATE_READY:
-          offer->set_state("ready");
-          break;
-        case node::v1::MODEL_STATE_LOADING:
-          offer->set_state("loading");
-          break;
-        case node::v1::MODEL_STATE_FAILED:
-          offer->set_state("failed");
-          break;
-        case node::v1::MODEL_STATE_UNLOADED:
-          offer->set_state("unloaded");
-          break;
-        default:
-          offer->set_state("cold");
-          break;
-      }
+      offer->set_state(ModelStateLabel(c.state()));
       offer->set_capacity(c.capacity());
       offer->set_in_use(c.in_use());
       offer->set_price_per_unit(c.price_per_unit());

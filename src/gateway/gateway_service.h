@@ -22,6 +22,10 @@
 
 namespace switchyard::gateway {
 
+// How the public APIs (ListCapabilities, the HTTP API) name a model's state: "ready", "loading",
+// "failed", "unloaded" or "cold".
+const char* ModelStateLabel(node::v1::ModelState state);
+
 class GatewayService final : public v1::Gateway::CallbackService {
  public:
   GatewayService(const GatewayConfig& config, Membership* membership,
@@ -56,9 +60,10 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Router* router() { return &router_; }
   // The wait for room of its unary jobs, which other job sources wake when they free a slot.
   RoomWaiter* room() { return &room_; }
-  // Finished jobs (unary pipelines, transcode segments, LLM streams) and recent failures, for the
-  // status page.
+  // Finished jobs (unary pipelines, transcode segments, LLM streams; KServe ModelInfer calls
+  // when the proxy shares it) and recent failures, for the status page.
   const JobLog* job_log() const { return &job_log_; }
+  JobLog* job_log() { return &job_log_; }  // for other job sources (the KServe proxy)
   // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
   void set_job_metrics(JobMetrics* metrics) { env_.metrics = metrics; }
   // API key checks (may stay unset: no keys needed); set before the service takes calls.

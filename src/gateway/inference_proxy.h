@@ -108,28 +108,22 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   // The public API's wait for room (may stay unset): a finished ModelInfer call frees a slot on
   // its node, which wakes a job waiting for one.
   void set_room(RoomWaiter* room) { env_.room = room; }
+  // The public API's job log (may stay unset): ModelInfer calls count on the status page too.
+  void set_job_log(JobLog* job_log) { env_.job_log = job_log; }
 
+#define SWITCHYARD_KSERVE(Method)                                             \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,      \
+                                   const inference::Method##Request* request, \
+                                   inference::Method##Response* response) override
   // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
-  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
-                                       const inference::ServerLiveRequest* request,
-                                       inference::ServerLiveResponse* response) override;
-  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
-                                        const inference::ServerReadyRequest* request,
-                                        inference::ServerReadyResponse* response) override;
-  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
-                                           const inference::ServerMetadataRequest* request,
-                                           inference::ServerMetadataResponse* response) override;
-
+  SWITCHYARD_KSERVE(ServerLive);
+  SWITCHYARD_KSERVE(ServerReady);
+  SWITCHYARD_KSERVE(ServerMetadata);
   // Forwarded to an orchestrator serving the model.
-  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
-                                       const inference::ModelReadyRequest* request,
-                                       inference::ModelReadyResponse* response) override;
-  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
-                                          const inference::ModelMetadataRequest* request,
-                                          inference::ModelMetadataResponse* response) override;
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const inference::ModelInferRequest* request,
-                                       inference::ModelInferResponse* response) override;
+  SWITCHYARD_KSERVE(ModelReady);
+  SWITCHYARD_KSERVE(ModelMetadata);
+  SWITCHYARD_KSERVE(ModelInfer);
+#undef SWITCHYARD_KSERVE
 
  private:
   // The API key check's refusal, answered at once, or null when the call may go on.

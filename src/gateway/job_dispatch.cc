@@ -186,10 +186,12 @@ void JobDispatch::OnAttemptDone(AttemptResult result) {
   if (code == grpc::StatusCode::RESOURCE_EXHAUSTED && !cancelled && result.tenant_limited) {
     return OnTenantLimited(std::move(status));
   }
-  // DEADLINE_EXCEEDED before the job's own deadline: the attempt timed out on that node.
-  const bool attempt_timed_out =
-      code == grpc::StatusCode::DEADLINE_EXCEEDED && !DeadlinePassed() && !cancelled;
-  if (attempt_timed_out && policy_.attempt_timeout) {
+  // DEADLINE_EXCEEDED before the job's own deadline: the attempt timed out on that node. (Without
+  // a per-try timeout the attempt's deadline is the job's: DEADLINE_EXCEEDED is then final.)
+  const bool attempt_timed_out = policy_.attempt_timeout &&
+                                 code == grpc::StatusCode::DEADLINE_EXCEEDED && !DeadlinePassed() &&
+                                 !cancelled;
+  if (attempt_timed_out) {
     status = grpc::Status(
         code, absl::StrCat("attempt timed out after ",
                            env_.config->AttemptTimeoutMs(route_.pipeline), " ms on ", node_->id));

@@ -285,6 +285,14 @@ TEST_F(JobDispatchTest, AttemptTimeoutIsANodeFailure) {
             "attempt timed out after 10000 ms on " + transport_.node_of(1));
 }
 
+TEST_F(JobDispatchTest, WithoutAPerTryTimeoutDeadlineExceededIsFinal) {
+  auto job = Start(DispatchPolicy::KserveInfer());
+  transport_.End(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded"));
+  EXPECT_EQ(transport_.started.size(), 1u);
+  ASSERT_EQ(transport_.finished.size(), 1u);
+  EXPECT_EQ(transport_.finished[0].error_message(), "Deadline Exceeded");
+}
+
 TEST_F(JobDispatchTest, PerTryTimeoutNeverOutlastsTheJob) {
   auto job = Start(DispatchPolicy::Unary(), now_ + absl::Seconds(3));
   EXPECT_EQ(transport_.started[0].plan.deadline, now_ + absl::Seconds(3));
