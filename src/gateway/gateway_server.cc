@@ -21,21 +21,6 @@
 namespace switchyard::gateway {
 namespace {
 
-std::string ModelStateLabel(node::v1::ModelState state) {
-  switch (state) {
-    case node::v1::MODEL_STATE_READY:
-      return "ready";
-    case node::v1::MODEL_STATE_LOADING:
-      return "loading";
-    case node::v1::MODEL_STATE_FAILED:
-      return "failed";
-    case node::v1::MODEL_STATE_UNLOADED:
-      return "unloaded";
-    default:
-      return "cold";
-  }
-}
-
 // The public HTTP port's check of the API key, made as soon as a request's headers are read: a
 // request without a known key gets 401 before its body is read or any validation answers. Only
 // whether the key exists is checked here; its rate and concurrency quotas stay with the gRPC API
@@ -106,6 +91,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->inference_->set_auth(s->auth_.get());
   s->inference_->set_job_metrics(s->job_metrics_.get());
   s->inference_->set_billing(s->billing_.get());
+  s->inference_->set_room(s->service_->room());
+  s->inference_->set_job_log(s->service_->job_log());
 
   EnableStandardGrpcServices();
   auto credentials = MakeGrpcServerCredentials(c.tls);

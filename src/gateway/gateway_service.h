@@ -7,8 +7,10 @@
 #include <memory>
 #include <string>
 
+#include "common/pipelines.h"
 #include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
+#include "gateway/job_dispatch.h"
 #include "gateway/job_metrics.h"
 #include "gateway/membership.h"
 #include "gateway/recent_errors.h"
@@ -20,41 +22,58 @@
 
 namespace switchyard::gateway {
 
-// A 128-bit id as 32 lowercase hex digits, from two draws of `random` (the service's id source:
-// OpenSSL's CSPRNG in the daemon, a fixed sequence in tests). Request ids and generated stream
-// ids: 64 bits from a PRNG whose state clients can rebuild would let them guess others' ids.
-std::string NewHexId(const std::function<uint64_t()>& random);
+// How the public APIs (ListCapabilities, the HTTP API) name a model's state: "ready", "loading",
+// "failed", "unloaded" or "cold".
+const char* ModelStateLabel(node::v1::ModelState state);
 
 class GatewayService final : public v1::Gateway::CallbackService {
  public:
   GatewayService(const GatewayConfig& config, Membership* membership,
                  std::function<uint64_t()> random);
 
-  grpc::ServerUnaryReactor* Upscale(grpc::CallbackServerContext* context,
-                                    const v1::UpscaleRequest* request,
-                                    v1::ImageResponse* response) override;
   grpc::ServerUnaryReactor* Transcode(grpc::CallbackServerContext* context,
                                       const v1::TranscodeRequest* request,
                                       v1::TranscodeResponse* response) override;
   // Bidirectional: a live stream's segments in, each one's renditions out (see gateway.proto).
   grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>* TranscodeStream(
       grpc::CallbackServerContext* context) override;
-  // One segment of a live video-to-video stream: routed with the stream's affinity like
-  // Transcode's segments, retried elsewhere on node failures.
-  grpc::ServerUnaryReactor* LiveVideoSegment(grpc::CallbackServerContext* context,
-                                             const v1::LiveVideoSegmentRequest* request,
-                                             v1::LiveVideoSegmentResponse* response) override;
+
+  // The unary pipelines of the pipeline table (common/pipelines.h), each routed by Route to the
+  // best orchestrator and retried elsewhere on node failures. A live video-to-video segment
+  // (LiveVideoSegment) goes with its stream's affinity, like Transcode's segments.
+#define SWITCHYARD_ROUTED(Method)                                               \
+  grpc::ServerUnaryReactor* Method(                                             \
+      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
+      pipelines::PipelineOf<v1::Method##Request>::Response* response) override
+  SWITCHYARD_ROUTED(Upscale);
+  SWITCHYARD_ROUTED(TextToImage);
+  SWITCHYARD_ROUTED(ImageToImage);
+  SWITCHYARD_ROUTED(ImageToVideo);
+  SWITCHYARD_ROUTED(AudioToText);
+  SWITCHYARD_ROUTED(SegmentAnything2);
+  SWITCHYARD_ROUTED(ImageToText);
+  SWITCHYARD_ROUTED(TextToSpeech);
+  SWITCHYARD_ROUTED(LiveVideoSegment);
+#undef SWITCHYARD_ROUTED
+
   // The router, shared with the KServe proxy so both feed one view of node health.
   Router* router() { return &router_; }
-  // Finished jobs and recent failures of the unary pipelines, for the status page.
+  // The wait for room of its unary jobs, which other job sources wake when they free a slot.
+  RoomWaiter* room() { return &room_; }
+  // Finished jobs (unary pipelines, transcode segments, LLM streams; KServe ModelInfer calls
+  // when the proxy shares it) and recent failures, for the status page.
   const JobLog* job_log() const { return &job_log_; }
+  JobLog* job_log() { return &job_log_; }  // for other job sources (the KServe proxy)
   // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
-  void set_job_metrics(JobMetrics* metrics) { job_metrics_ = metrics; }
+  void set_job_metrics(JobMetrics* metrics) { env_.metrics = metrics; }
   // API key checks (may stay unset: no keys needed); set before the service takes calls.
   void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
   // The units check and usage ledger of completed jobs (docs/metering.md; may stay unset: jobs
   // are then not metered); set before the service takes calls.
-  void set_billing(JobBilling* billing) { billing_ = billing; }
+  void set_billing(JobBilling* billing) {
+    billing_ = billing;
+    env_.billing = billing;
+  }
 
   // Usage totals from the ledger for the caller's API key (or any key, for operators).
   grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
@@ -65,29 +84,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;
 
-  // Every other pipeline is routed the same way as Upscale.
-  grpc::ServerUnaryReactor* TextToImage(grpc::CallbackServerContext* context,
-                                        const v1::TextToImageRequest*, v1::ImageResponse*) override;
-  grpc::ServerUnaryReactor* ImageToImage(grpc::CallbackServerContext* context,
-                                         const v1::ImageToImageRequest* request,
-                                         v1::ImageResponse* response) override;
-  grpc::ServerUnaryReactor* ImageToVideo(grpc::CallbackServerContext* context,
-                                         const v1::ImageToVideoRequest* request,
-                                         v1::VideoResponse* response) override;
-  grpc::ServerUnaryReactor* AudioToText(grpc::CallbackServerContext* context,
-                                        const v1::AudioToTextRequest*, v1::TextResponse*) override;
-  grpc::ServerUnaryReactor* SegmentAnything2(grpc::CallbackServerContext* context,
-                                             const v1::SegmentAnything2Request* request,
-                                             v1::MasksResponse* response) override;
   // Server streaming (gateway_service_llm.cc).
   grpc::ServerWriteReactor<v1::LLMResponse>* LLM(grpc::CallbackServerContext* context,
                                                  const v1::LLMRequest* request) override;
-  grpc::ServerUnaryReactor* ImageToText(grpc::CallbackServerContext* context,
-                                        const v1::ImageToTextRequest* request,
-                                        v1::ImageToTextResponse* response) override;
-  grpc::ServerUnaryReactor* TextToSpeech(grpc::CallbackServerContext* context,
-                                         const v1::TextToSpeechRequest* request,
-                                         v1::AudioResponse* response) override;
 
  private:
   using Stub = node::v1::Orchestrator::Stub;
@@ -104,23 +103,29 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // session slot.
   void CloseSessionOn(const std::string& node_id, const std::string& tenant,
                       const std::string& stream_id);
-  // Validates the model id, then runs the job on the best orchestrator via `method`, retrying
-  // elsewhere on retryable failures.
   template <typename Request, typename Response>
-  grpc::ServerUnaryReactor* Route(
-      grpc::CallbackServerContext* context, const Request* request, Response* response,
-      const std::string& pipeline, const std::string& model_id,
-      void (Stub::async_interface::*method)(grpc::ClientContext*, const Request*, Response*,
-                                            std::function<void(grpc::Status)>));
+  using UnaryMethod = void (Stub::async_interface::*)(grpc::ClientContext*, const Request*,
+                                                      Response*, std::function<void(grpc::Status)>);
+  // A unary job of the pipeline Request belongs to (pipelines::PipelineOf): checks its inputs
+  // and model id, then runs it on the best orchestrator via `method` (JobDispatch).
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* context, const Request* request,
+                                  Response* response, UnaryMethod<Request, Response> method);
+  // Runs a unary job on `route`; `answer` gets its outcome once, `on_success` (may be empty) the
+  // node that ran it; `tenant` (may be empty) is sent to the node with each attempt.
+  template <typename Request, typename Response>
+  void Dispatch(grpc::CallbackServerContext* context, const Request* request, Response* response,
+                RouteRequest route, UnaryMethod<Request, Response> method,
+                std::function<void(grpc::Status)> answer,
+                std::function<void(const std::string&)> on_success, std::string tenant = "");
 
   // The API key check's refusal, answered at once, or null when the call may go on. Unary methods
   // ask first, so a caller without a valid key learns nothing from validation errors.
   grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
   // The API key id a call was admitted with ("" when the gateway needs no key).
   std::string ApiKeyIdOf(const grpc::CallbackServerContext* context) const;
-  // The usage ledger's key for a job: its request id, made unique when the client chose it.
-  std::string LedgerJobId(const grpc::CallbackServerContext* context,
-                          const std::string& request_id) const;
+  // The call's request id, ledger key and API key id.
+  CallIdentity IdentityOf(const grpc::CallbackServerContext* context) const;
   // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
   // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
   // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
@@ -133,12 +138,14 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Membership* membership_;
   Router router_;
   WaitQueue wait_queue_;
+  WaitQueueRoom room_;
   StreamAffinity affinity_;
   JobLog job_log_;
-  JobMetrics* job_metrics_ = nullptr;
   const ApiKeyAuth* auth_ = nullptr;
-  JobBilling* billing_ = nullptr;
+  JobBilling* billing_ = nullptr;  // also in env_; here for GetUsage's ledger
   std::function<uint64_t()> random_;
+  // What every job is dispatched with (the members above, and the metrics and billing set later).
+  DispatchEnv env_;
 };
 
 }  // namespace switchyard::gateway

@@ -18,6 +18,7 @@
 #include "common/metering.h"
 #include "gateway/auth_interceptor.h"
 #include "gateway/gateway_config.h"
+#include "gateway/job_dispatch.h"
 #include "gateway/job_metrics.h"
 #include "gateway/membership.h"
 #include "gateway/router.h"
@@ -94,46 +95,51 @@ inline absl::StatusOr<std::shared_ptr<const NodeView>> PickInferenceNode(
 class InferenceProxy final : public inference::GRPCInferenceService::CallbackService {
  public:
   // `router` (shared with the public API) keeps node health and the retry budget: ModelInfer
-  // attempts feed it and skip ejected nodes.
+  // attempts feed it and skip ejected nodes. Calls are driven by JobDispatch (job_dispatch.h).
   InferenceProxy(const GatewayConfig& config, Membership* membership, Router* router);
   // API key checks for the Model* methods (may stay unset); set before the proxy takes calls.
   void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
   // Counts ModelInfer calls in the gateway's job metrics (pipeline "kserve"); may stay unset.
-  void set_job_metrics(JobMetrics* metrics) { metrics_ = metrics; }
+  void set_job_metrics(JobMetrics* metrics) { env_.metrics = metrics; }
   // Checks and records each successful ModelInfer call's units (docs/metering.md); may stay unset
   // (calls are then not metered). The gateway's, shared with the public API; it outlives the
   // proxy's calls.
-  void set_billing(JobBilling* billing) { billing_ = billing; }
+  void set_billing(JobBilling* billing) { env_.billing = billing; }
+  // The public API's wait for room (may stay unset): a finished ModelInfer call frees a slot on
+  // its node, which wakes a job waiting for one.
+  void set_room(RoomWaiter* room) { env_.room = room; }
+  // The public API's job log (may stay unset): ModelInfer calls count on the status page too.
+  void set_job_log(JobLog* job_log) { env_.job_log = job_log; }
 
+#define SWITCHYARD_KSERVE(Method)                                             \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,      \
+                                   const inference::Method##Request* request, \
+                                   inference::Method##Response* response) override
   // Answered by the gateway itself: live always; ready when it knows at least one orchestrator.
-  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
-                                       const inference::ServerLiveRequest* request,
-                                       inference::ServerLiveResponse* response) override;
-  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
-                                        const inference::ServerReadyRequest* request,
-                                        inference::ServerReadyResponse* response) override;
-  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
-                                           const inference::ServerMetadataRequest* request,
-                                           inference::ServerMetadataResponse* response) override;
-
+  SWITCHYARD_KSERVE(ServerLive);
+  SWITCHYARD_KSERVE(ServerReady);
+  SWITCHYARD_KSERVE(ServerMetadata);
   // Forwarded to an orchestrator serving the model.
-  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
-                                       const inference::ModelReadyRequest* request,
-                                       inference::ModelReadyResponse* response) override;
-  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
-                                          const inference::ModelMetadataRequest* request,
-                                          inference::ModelMetadataResponse* response) override;
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const inference::ModelInferRequest* request,
-                                       inference::ModelInferResponse* response) override;
+  SWITCHYARD_KSERVE(ModelReady);
+  SWITCHYARD_KSERVE(ModelMetadata);
+  SWITCHYARD_KSERVE(ModelInfer);
+#undef SWITCHYARD_KSERVE
 
  private:
-  const GatewayConfig& config_;
+  // The API key check's refusal, answered at once, or null when the call may go on.
+  grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
+  template <typename Request, typename Response>
+  using Method = void (inference::GRPCInferenceService::Stub::async_interface::*)(
+      grpc::ClientContext*, const Request*, Response*, std::function<void(grpc::Status)>);
+  // Forwards a Model* call on `model` to an orchestrator via `method`, as a job of `policy`.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, const Request* request,
+                                    Response* response, const std::string& model,
+                                    Method<Request, Response> method, DispatchPolicy policy);
+
   Membership* membership_;
-  Router* router_;
   const ApiKeyAuth* auth_ = nullptr;
-  JobMetrics* metrics_ = nullptr;
-  JobBilling* billing_ = nullptr;
+  DispatchEnv env_;
 };
 
 }  // namespace switchyard::gateway

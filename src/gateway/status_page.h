@@ -4,9 +4,9 @@
 //                     loading, failed + error, unloaded), load vs capacity, price, the gateway's
 //                     recent job failures and jobs per second
 //   GET /             redirects to /status
-// NOT FINISHED: the job counts and recent errors come from GatewayService's unary jobs (every
-// unary pipeline, Transcode and TranscodeStream segments, the HTTP API through them); LLM
-// streams (gateway_service_llm.cc) and KServe calls (inference_proxy.cc) are not recorded yet.
+// The job counts and recent errors come from every job the gateway dispatches (JobDispatch: the
+// unary pipelines, Transcode and TranscodeStream segments, the HTTP API through them, LLM streams
+// and KServe ModelInfer calls).
 #pragma once
 
 #include <map>
