@@ -14,27 +14,13 @@
 #include "common/daemon.h"
 #include "common/grpc_services.h"
 #include "common/secure_random.h"
+#include "common/status.h"
 #include "gateway/livepeer_api.h"
 #include "gateway/status_page.h"
 #include "gateway/usage_http.h"
 
 namespace switchyard::gateway {
 namespace {
-
-std::string ModelStateLabel(node::v1::ModelState state) {
-  switch (state) {
-    case node::v1::MODEL_STATE_READY:
-      return "ready";
-    case node::v1::MODEL_STATE_LOADING:
-      return "loading";
-    case node::v1::MODEL_STATE_FAILED:
-      return "failed";
-    case node::v1::MODEL_STATE_UNLOADED:
-      return "unloaded";
-    default:
-      return "cold";
-  }
-}
 
 // The public HTTP port's check of the API key, made as soon as a request's headers are read: a
 // request without a known key gets 401 before its body is read or any validation answers. Only
@@ -192,7 +178,7 @@ absl::Status GatewayServer::StartHttp() {
       (node->status.draining() ? leaving : ready)++;
       if (node->connection) flying += node->connection->in_flight().load();
       for (const auto& cap : node->status.capabilities()) {
-        counts[{cap.pipeline(), cap.model_id(), ModelStateLabel(cap.state())}]++;
+        counts[{cap.pipeline(), cap.model_id(), ModelStateName(cap.state())}]++;
       }
     }
     routable.Set(ready);
