@@ -28,7 +28,8 @@ std::vector<std::pair<std::string, std::string>> Errors(const Params& p) {
   const http::Response r = p.Error();
   EXPECT_EQ(r.status, 422);
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& e : Json::parse(r.body)["detail"]) {
+  const Json body = Json::parse(r.body);
+  for (const auto& e : body["detail"]) {
     out.emplace_back(e["loc"][1].get<std::string>(), e["type"].get<std::string>());
   }
   return out;
@@ -123,11 +124,15 @@ TEST(RoutesTest, OneRowPerPipelinePathEachConsistent) {
     ASSERT_NE(info, nullptr) << route.pipeline;
     EXPECT_TRUE(info->model_pipeline) << route.pipeline;
     EXPECT_NE(route.serve, nullptr);
-    if (route.check != nullptr) EXPECT_TRUE(route.check().ok()) << route.check();
+    if (route.check != nullptr) {
+      EXPECT_TRUE(route.check().ok()) << route.check();
+    }
   }
   // Every model pipeline the Livepeer API has: all of them.
   for (const pipelines::PipelineInfo& info : pipelines::kPipelineTable) {
-    if (info.model_pipeline) EXPECT_EQ(seen.count(info.name), 1u) << info.name;
+    if (info.model_pipeline) {
+      EXPECT_EQ(seen.count(info.name), 1u) << info.name;
+    }
   }
 }
 
