@@ -7,18 +7,33 @@
 
 namespace switchyard {
 
+absl::StatusOr<nlohmann::json> ParseConfigJson(std::string_view text,
+                                               const std::filesystem::path& file) {
+  auto parsed = ParseJson(text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
+  }
+  return parsed;
+}
+
+absl::StatusOr<nlohmann::json> ParseConfigJson(std::string_view text,
+                                               const std::filesystem::path& file,
+                                               absl::Span<const absl::string_view> known_keys) {
+  auto parsed = ParseConfigJson(text, file);
+  if (!parsed.ok()) return parsed;
+  if (absl::Status st = ConfigObject(*parsed, file.string(), "").CheckKeys(known_keys); !st.ok()) {
+    return st;
+  }
+  return parsed;
+}
+
 absl::StatusOr<nlohmann::json> LoadJsonFile(const std::filesystem::path& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open config file"));
   std::stringstream ss;
   ss << in.rdbuf();
-  // Depth-limited (common/json_limits.h): the readers of a config recurse per nesting level.
-  auto parsed = ParseJson(ss.str());
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": invalid JSON: ", parsed.status().message()));
-  }
-  return parsed;
+  return ParseConfigJson(ss.str(), path);
 }
 
 std::string ConfigObject::Path(absl::string_view key) const {
@@ -31,7 +46,7 @@ absl::Status ConfigObject::Error(absl::string_view key, absl::string_view reason
   return absl::InvalidArgumentError(absl::StrCat(file_, ": ", Path(key), ": ", reason));
 }
 
-absl::Status ConfigObject::CheckKeys(std::initializer_list<absl::string_view> known) const {
+absl::Status ConfigObject::CheckKeys(absl::Span<const absl::string_view> known) const {
   if (!json_.is_object()) return Error("", "must be a JSON object");
   for (const auto& [key, value] : json_.items()) {
     bool found = false;

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 #include "absl/strings/string_view.h"
@@ -15,9 +16,19 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 
 namespace switchyard {
 
+// A config file's text parsed as JSON, depth-limited (common/json_limits.h: the readers of a config
+// recurse per nesting level); malformed text fails as "<file>: invalid JSON: <why>". With
+// `known_keys`, the top level must also be an object with no other keys (ConfigObject::CheckKeys).
+absl::StatusOr<nlohmann::json> ParseConfigJson(std::string_view text,
+                                               const std::filesystem::path& file);
+absl::StatusOr<nlohmann::json> ParseConfigJson(std::string_view text,
+                                               const std::filesystem::path& file,
+                                               absl::Span<const absl::string_view> known_keys);
+// The same, reading the file first; NOT_FOUND when it cannot be opened.
 absl::StatusOr<nlohmann::json> LoadJsonFile(const std::filesystem::path& path);
 
 // A view of one JSON object in a config file, e.g. ("configs/orch.json", "models[2]").
@@ -27,7 +38,7 @@ class ConfigObject {
       : json_(json), file_(std::move(file)), where_(std::move(where)) {}
 
   // Fails if the object is not an object or has a key not in `known`.
-  absl::Status CheckKeys(std::initializer_list<absl::string_view> known) const;
+  absl::Status CheckKeys(absl::Span<const absl::string_view> known) const;
 
   // Reads `key` into `out` if present (else `out` keeps its default), or fails if `required`.
   template <typename T>

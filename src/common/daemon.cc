@@ -11,13 +11,17 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include <grpc/grpc.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/logging.h"
+#include "common/status.h"
 
 namespace switchyard {
 namespace {
@@ -235,6 +239,76 @@ void KeepFreedMemoryForReuse() {
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) {
     mallopt(M_ARENA_MAX, MallocArenaCap(std::thread::hardware_concurrency()));
   }
+}
+
+void DaemonFlags::AddTo(CLI::App& app, const std::string& http_listen_help, bool config_required) {
+  auto* config =
+      app.add_option("-c,--config", config_path, "JSON config file (see docs/configuration.md)");
+  if (config_required) config->required();
+  app.add_option("--listen", listen, "Override `listen` (HOST:PORT; port 0 picks a free one)");
+  app.add_option("--port-file", port_file, "Write the bound port to this file once serving");
+  http_listen_option_ = app.add_option("--http-listen", http_listen, http_listen_help);
+  app.add_option("--http-port-file", http_port_file,
+                 "Write the bound HTTP port to this file once serving");
+  app.add_option("--log-level", log_level, "Override `log.level` (trace..error)");
+  app.add_option("--log-format", log_format, "Override `log.format` (text or json)");
+  app.add_option("--shutdown-grace-ms", grace_ms, "Time in-flight jobs get to finish on SIGTERM")
+      ->check(CLI::NonNegativeNumber);
+}
+
+bool DaemonFlags::HttpListenGiven() const {
+  return http_listen_option_ != nullptr && http_listen_option_->count() > 0;
+}
+
+absl::Status WritePortFiles(const std::vector<std::pair<std::string, int>>& files) {
+  for (const auto& [path, port] : files) {
+    if (path.empty()) continue;
+    if (absl::Status st = WritePortFile(path, port); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+DaemonProcess::DaemonProcess(std::string name, DaemonOptions options)
+    : name_(std::move(name)),
+      openssl_at_exit_skipped_(SkipOpenSslCleanupAtExit()),
+      signals_(SetUpSignals(options)) {}
+
+sigset_t DaemonProcess::SetUpSignals(const DaemonOptions& options) {
+  // Both before any other thread exists: malloc's settings, and the mask every thread inherits.
+  if (options.keep_freed_memory) KeepFreedMemoryForReuse();
+  return BlockTerminationSignals();
+}
+
+int DaemonProcess::ConfigError(const absl::Status& status) const {
+  std::cerr << name_ << ": " << status.message() << "\n";
+  return 2;
+}
+
+absl::Status DaemonProcess::InitLogging(const std::string& level, const std::string& format,
+                                        const std::string& node_id) const {
+  SY_RETURN_IF_ERROR(switchyard::InitLogging(level, format, node_id));
+  if (!openssl_at_exit_skipped_) spdlog::warn("OpenSSL refused OPENSSL_INIT_NO_ATEXIT");
+  return absl::OkStatus();
+}
+
+int DaemonProcess::Fatal(const absl::Status& status) const {
+  spdlog::critical("{}", status.ToString());
+  return 1;
+}
+
+int DaemonProcess::ServeUntilSignal(int port, Watchdog::HealthCheck healthy,
+                                    const std::function<absl::Status()>& reload,
+                                    std::string_view stopping,
+                                    const std::function<void()>& shutdown) const {
+  // Ports bound and port files written: tell systemd (Type=notify) we serve.
+  LogIfFailed(NotifyReady(absl::StrCat("serving on port ", port)));
+  auto watchdog = Watchdog::StartIfEnabled(std::move(healthy));
+  int sig = ServeSignals(signals_, reload);
+  spdlog::info("signal {}: {}", sig, stopping);
+  watchdog.reset();  // systemd stops watching at STOPPING=1; the drain has TimeoutStopSec
+  shutdown();
+  spdlog::info("stopped");
+  return 0;
 }
 
 }  // namespace switchyard

@@ -1,5 +1,6 @@
-// Small pieces both daemons' mains share: signals, port files, and the systemd service protocol
-// (sd_notify readiness, reload and stop notifications, the watchdog).
+// What both daemons' mains share: their common flags, the process set-up in the order it needs
+// (DaemonProcess), signals, port files, and the systemd service protocol (sd_notify readiness,
+// reload and stop notifications, the watchdog).
 #pragma once
 
 #include <chrono>
@@ -10,11 +11,19 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+
+namespace CLI {
+class App;
+class Option;
+}  // namespace CLI
 
 namespace switchyard {
 
@@ -114,6 +123,87 @@ class Watchdog {
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
+};
+
+// The flags both daemons take: the config file, overrides of the fields their configs share, the
+// port files and the drain's grace period.
+struct DaemonFlags {
+  std::string config_path;
+  std::string listen;
+  std::string port_file;
+  std::string http_listen;
+  std::string http_port_file;
+  std::string log_level;
+  std::string log_format;
+  int grace_ms = 10000;
+
+  // Adds the flags to `app`; `http_listen_help` says what the HTTP port serves.
+  void AddTo(CLI::App& app, const std::string& http_listen_help, bool config_required);
+  // Overrides the config's `listen`, `http_listen` (given empty, it disables the port) and log
+  // level and format with the flags given.
+  template <typename Config>
+  void ApplyTo(Config* config) const {
+    if (!listen.empty()) config->listen = listen;
+    if (HttpListenGiven()) config->http_listen = http_listen;
+    if (!log_level.empty()) config->log_level = log_level;
+    if (!log_format.empty()) config->log_format = log_format;
+  }
+  bool HttpListenGiven() const;
+  std::chrono::milliseconds grace() const { return std::chrono::milliseconds(grace_ms); }
+
+ private:
+  CLI::Option* http_listen_option_ = nullptr;
+};
+
+// Writes each (path, port) port file whose path is not empty, in order; stops at the first failure.
+absl::Status WritePortFiles(const std::vector<std::pair<std::string, int>>& files);
+
+// A daemon's process-wide set-up, made in the order it needs as the first thing in main (after
+// the flags): OpenSSL's exit-time cleanup skipped, malloc tuned (optionally), the termination
+// signals blocked, and then the gRPC runtime held (GrpcRuntime: its threads inherit the mask).
+// Declare it before the config and any gRPC object, so that it is destroyed after the server.
+struct DaemonOptions {
+  bool keep_freed_memory = false;  // KeepFreedMemoryForReuse
+};
+class DaemonProcess {
+ public:
+  // `name` starts the messages written to stderr before logging is set up.
+  explicit DaemonProcess(std::string name, DaemonOptions options = {});
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // A start-up failure before logging is set up: "<name>: <message>" on stderr; returns exit code
+  // 2 (a bad config or flag).
+  int ConfigError(const absl::Status& status) const;
+  // Sets up logging (common/logging.h); then warns if OpenSSL refused to skip its cleanup.
+  absl::Status InitLogging(const std::string& level, const std::string& format,
+                           const std::string& node_id) const;
+  // A failure once logging is set up: logged as critical; returns exit code 1.
+  int Fatal(const absl::Status& status) const;
+
+  // Serves until SIGINT or SIGTERM: tells systemd it is ready ("serving on port <port>"), pings
+  // the watchdog while `server.CheckHealth` passes, runs `reload` on every SIGHUP; then logs
+  // "signal <n>: <stopping>", stops the watchdog (systemd stops watching at STOPPING=1; the drain
+  // has TimeoutStopSec), drains the server with `grace` and returns exit code 0.
+  template <typename Server>
+  int Serve(Server& server, const std::function<absl::Status()>& reload, std::string_view stopping,
+            std::chrono::milliseconds grace) const {
+    return ServeUntilSignal(
+        server.port(),
+        [&server](std::chrono::milliseconds budget) { return server.CheckHealth(budget); }, reload,
+        stopping, [&server, grace] { server.Shutdown(grace); });
+  }
+
+ private:
+  static sigset_t SetUpSignals(const DaemonOptions& options);
+  int ServeUntilSignal(int port, Watchdog::HealthCheck healthy,
+                       const std::function<absl::Status()>& reload, std::string_view stopping,
+                       const std::function<void()>& shutdown) const;
+
+  const std::string name_;
+  const bool openssl_at_exit_skipped_;
+  const sigset_t signals_;
+  GrpcRuntime grpc_runtime_;  // after the signals: its threads inherit their mask
 };
 
 }  // namespace switchyard

@@ -1,6 +1,9 @@
 #include "common/status.h"
 
 #include <string>
+#include <utility>
+
+#include "switchyard/node/v1/node.pb.h"
 
 namespace switchyard {
 
@@ -54,6 +57,19 @@ const char* GrpcCodeName(grpc::StatusCode code) {
     default:
       return "UNKNOWN";
   }
+}
+
+const char* ModelStateName(node::v1::ModelState state) {
+  static constexpr std::pair<node::v1::ModelState, const char*> kNames[] = {
+      {node::v1::MODEL_STATE_LOADING, "loading"},
+      {node::v1::MODEL_STATE_READY, "ready"},
+      {node::v1::MODEL_STATE_FAILED, "failed"},
+      {node::v1::MODEL_STATE_UNLOADED, "unloaded"},
+  };
+  for (const auto& [value, name] : kNames) {
+    if (value == state) return name;
+  }
+  return "cold";
 }
 
 }  // namespace switchyard

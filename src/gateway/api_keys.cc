@@ -10,7 +10,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
-#include "common/json_limits.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -50,15 +49,10 @@ absl::StatusOr<std::string> NewApiKey() {
 
 absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(const std::string& json_text,
                                                       const std::filesystem::path& file) {
-  // Depth-limited (common/json_limits.h): ConfigObject's reads and dump() recurse per level.
-  auto parsed = ParseJson(json_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
-  }
+  auto parsed = ParseConfigJson(json_text, file, {"keys"});
+  if (!parsed.ok()) return parsed.status();
   nlohmann::json json = *std::move(parsed);
   ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(root.CheckKeys({"keys"}));
   if (!root.Has("keys") || !json["keys"].is_array()) {
     return root.Error("keys", "is required: an array of {id, sha256, ...} entries");
   }

@@ -62,27 +62,25 @@ absl::StatusOr<std::map<std::string, std::string>> LoadNodeSecrets(
   return ParseNodeSecrets(text.str(), file);
 }
 
+// The top-level fields a config file may have.
+// clang-format off
+constexpr absl::string_view kGatewayConfigFields[] = {
+    "gateway_id", "listen", "usage_ledger", "usage_admin_key_ids", "static_orchestrators",
+    "poll_interval_ms", "heartbeat_interval_ms", "node_timeout_ms", "max_attempts",
+    "default_timeout_ms", "attempt_timeout_ms", "max_price_per_unit", "max_queued_jobs", "routing",
+    "max_message_bytes", "log", "stream_idle_timeout_ms", "http_listen", "admin_listen",
+    "http_max_connections", "http_max_connections_per_ip", "api_keys_file", "registration_secret",
+    "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls", "http_tls",
+    "orchestrator_tls", "live_video"};
+// clang-format on
+
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                                                  const std::filesystem::path& file) {
-  // Depth-limited (common/json_limits.h): ConfigObject's reads and dump() recurse per level.
-  auto parsed = ParseJson(json_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
-  }
-  nlohmann::json json = *std::move(parsed);
+  auto parsed = ParseConfigJson(json_text, file, kGatewayConfigFields);
+  if (!parsed.ok()) return parsed.status();
+  ConfigObject root(*parsed, file.string(), "");
   GatewayConfig c;
   c.file = file;
-  ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(root.CheckKeys(
-      {"gateway_id", "listen", "usage_ledger", "usage_admin_key_ids", "static_orchestrators",
-       "poll_interval_ms", "heartbeat_interval_ms",
-       "node_timeout_ms", "max_attempts", "default_timeout_ms", "attempt_timeout_ms",
-       "max_price_per_unit", "max_queued_jobs", "routing", "max_message_bytes", "log",
-       "stream_idle_timeout_ms", "http_listen", "admin_listen", "http_max_connections",
-       "http_max_connections_per_ip", "api_keys_file", "registration_secret",
-       "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls",
-       "http_tls", "orchestrator_tls", "live_video"}));
   SY_RETURN_IF_ERROR(root.Read("gateway_id", &c.gateway_id));
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("static_orchestrators", &c.static_orchestrators));

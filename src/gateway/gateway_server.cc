@@ -14,6 +14,7 @@
 #include "common/daemon.h"
 #include "common/grpc_services.h"
 #include "common/secure_random.h"
+#include "common/status.h"
 #include "gateway/livepeer_api.h"
 #include "gateway/status_page.h"
 #include "gateway/usage_http.h"
@@ -179,7 +180,7 @@ absl::Status GatewayServer::StartHttp() {
       (node->status.draining() ? leaving : ready)++;
       if (node->connection) flying += node->connection->in_flight().load();
       for (const auto& cap : node->status.capabilities()) {
-        counts[{cap.pipeline(), cap.model_id(), ModelStateLabel(cap.state())}]++;
+        counts[{cap.pipeline(), cap.model_id(), ModelStateName(cap.state())}]++;
       }
     }
     routable.Set(ready);

@@ -1,22 +1,19 @@
+// The Livepeer AI HTTP API: the routes from the one table (livepeer_api_routes.cc), what every
+// call shares (errors, forwarded headers, async results, served media) and live video sessions.
 #include "gateway/livepeer_api.h"
 
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <cmath>
 #include <deque>
-#include <limits>
 #include <mutex>
 #include <utility>
-#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "common/json_limits.h"
 #include "common/logging.h"
 #include "common/secure_random.h"
 #include "gateway/api_keys.h"
@@ -27,220 +24,15 @@
 namespace switchyard::gateway {
 namespace livepeer {
 
-http::Response HttpError(int status, const std::string& message) {
-  return http::Json(status, Json{{"detail", {{"msg", message}}}}.dump(
-                                -1, ' ', false, Json::error_handler_t::replace));
-}
-
-Params::Params(std::map<std::string, http::FormPart> form)
-    : is_form_(true), form_(std::move(form)) {}
-
-Params::Params(Json body) : is_form_(false), json_(std::move(body)) {}
-
-bool Params::Has(const std::string& name) const {
-  return is_form_ ? form_.count(name) > 0 : json_.contains(name) && !json_[name].is_null();
-}
-
-const Json* Params::Raw(const std::string& name) const {
-  if (is_form_ || !Has(name)) return nullptr;
-  return &json_[name];
-}
-
-void Params::Refuse(std::string message) {
-  if (refusal_.empty()) refusal_ = std::move(message);
-}
-
-void Params::Fail(Json loc, const std::string& msg, const std::string& type) {
-  Json full = Json::array({"body"});
-  if (loc.is_array()) {
-    for (auto& l : loc) full.push_back(l);
-  } else {
-    full.push_back(loc);
-  }
-  errors_.push_back({{"loc", full}, {"msg", msg}, {"type", type}});
-}
-
-http::Response Params::Error() const {
-  if (!refusal_.empty()) return HttpError(400, refusal_);
-  return http::Json(422,
-                    Json{{"detail", errors_}}.dump(-1, ' ', false, Json::error_handler_t::replace));
-}
-
-std::optional<std::string> Params::Str(const std::string& name, bool required) {
-  if (!Has(name)) {
-    if (required) Fail(name, "Field required", "missing");
-    return std::nullopt;
-  }
-  if (is_form_) return form_[name].data;
-  const Json& v = json_[name];
-  if (!v.is_string()) {
-    Fail(name, "Input should be a valid string", "string_type");
-    return std::nullopt;
-  }
-  return v.get<std::string>();
-}
-
-std::optional<std::string> Params::File(const std::string& name, bool required) {
-  auto it = form_.find(name);
-  if (it == form_.end() || it->second.data.empty()) {
-    if (required) Fail(name, "Field required", "missing");
-    return std::nullopt;
-  }
-  return std::move(it->second.data);
-}
-
-std::optional<int64_t> Params::Int(const std::string& name, int64_t min, int64_t max) {
-  if (!Has(name)) return std::nullopt;
-  int64_t value = 0;
-  if (is_form_) {
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(form_[name].data), &value)) {
-      Fail(name, "Input should be a valid integer, unable to parse string as an integer",
-           "int_parsing");
-      return std::nullopt;
-    }
-  } else {
-    const Json& v = json_[name];
-    if (v.is_number_integer()) {
-      value = v.get<int64_t>();
-    } else if (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>() &&
-               std::abs(v.get<double>()) < 9e18) {
-      value = static_cast<int64_t>(v.get<double>());
-    } else {
-      Fail(name, "Input should be a valid integer", "int_type");
-      return std::nullopt;
-    }
-  }
-  if (value < min) {
-    Fail(name, absl::StrCat("Input should be greater than or equal to ", min),
-         "greater_than_equal");
-    return std::nullopt;
-  }
-  if (value > max) {
-    Fail(name, absl::StrCat("Input should be less than or equal to ", max), "less_than_equal");
-    return std::nullopt;
-  }
-  return value;
-}
-
-std::optional<double> Params::Number(const std::string& name) {
-  if (!Has(name)) return std::nullopt;
-  if (is_form_) {
-    double value = 0;
-    if (!absl::SimpleAtod(absl::StripAsciiWhitespace(form_[name].data), &value) ||
-        !std::isfinite(value)) {
-      Fail(name, "Input should be a valid number, unable to parse string as a number",
-           "float_parsing");
-      return std::nullopt;
-    }
-    return value;
-  }
-  const Json& v = json_[name];
-  if (!v.is_number()) {
-    Fail(name, "Input should be a valid number", "float_type");
-    return std::nullopt;
-  }
-  return v.get<double>();
-}
-
-std::optional<bool> Params::Bool(const std::string& name) {
-  if (!Has(name)) return std::nullopt;
-  if (is_form_) {
-    // pydantic's accepted spellings.
-    const std::string v = absl::AsciiStrToLower(absl::StripAsciiWhitespace(form_[name].data));
-    if (v == "true" || v == "1" || v == "yes" || v == "on" || v == "t" || v == "y") return true;
-    if (v == "false" || v == "0" || v == "no" || v == "off" || v == "f" || v == "n") {
-      return false;
-    }
-    Fail(name, "Input should be a valid boolean, unable to interpret input", "bool_parsing");
-    return std::nullopt;
-  }
-  const Json& v = json_[name];
-  if (!v.is_boolean()) {
-    Fail(name, "Input should be a valid boolean", "bool_type");
-    return std::nullopt;
-  }
-  return v.get<bool>();
-}
-
-namespace {
-
-std::optional<std::string> Header(const http::Request& req, const std::string& name) {
-  auto it = req.headers.find(name);
-  if (it == req.headers.end()) return std::nullopt;
-  return it->second;
-}
-
-}  // namespace
-
-std::optional<Params> ReadForm(const http::Request& req, const http::Reply& reply) {
-  if (req.method != "POST") {
-    reply(HttpError(405, "use POST"));
-    return std::nullopt;
-  }
-  const std::string ct = Header(req, "content-type").value_or("");
-  if (!absl::StartsWithIgnoreCase(ct, "multipart/form-data")) {
-    reply(HttpError(415, "the body must be multipart/form-data"));
-    return std::nullopt;
-  }
-  auto form = http::ParseMultipartForm(ct, req.body);
-  if (!form.ok()) {
-    reply(HttpError(400, std::string(form.status().message())));
-    return std::nullopt;
-  }
-  return Params(*std::move(form));
-}
-
-std::optional<Params> ReadJson(const http::Request& req, const http::Reply& reply) {
-  if (req.method != "POST") {
-    reply(HttpError(405, "use POST"));
-    return std::nullopt;
-  }
-  const std::string ct = Header(req, "content-type").value_or("");
-  if (!absl::StartsWithIgnoreCase(ct, "application/json")) {
-    reply(HttpError(415, "the body must be application/json"));
-    return std::nullopt;
-  }
-  // Depth-limited: a body nested a million levels parses, and then dump() or a copy of it recurses
-  // once per level off the end of the stack.
-  auto parsed = ParseJson(req.body);
-  if (!parsed.ok()) {
-    if (absl::Status depth = CheckJsonDepth(req.body); !depth.ok()) {
-      reply(HttpError(400, absl::StrCat("request body: ", depth.message())));
-      return std::nullopt;
-    }
-    reply(http::Json(
-        422,
-        Json{{"detail",
-              {{{"loc", {"body", 0}}, {"msg", "JSON decode error"}, {"type", "json_invalid"}}}}}
-            .dump()));
-    return std::nullopt;
-  }
-  Json body = *std::move(parsed);
-  if (!body.is_object()) {
-    reply(http::Json(
-        422, Json{{"detail",
-                   {{{"loc", {"body"}},
-                     {"msg", "Input should be a valid dictionary or object to extract fields from"},
-                     {"type", "model_attributes_type"}}}}}
-                 .dump()));
-    return std::nullopt;
-  }
-  return Params(std::move(body));
-}
-
 void ReplyGrpcError(const StubPtr& stub, const grpc::Status& status, http::Reply reply,
-                    const StatusRefiner& refine) {
+                    StatusRefiner refine) {
   int code = refine ? refine(status) : 0;
   if (code == 0) code = HttpStatusForGrpc(status.error_code());
   if (status.error_code() != grpc::StatusCode::NOT_FOUND) {
     return reply(HttpError(code, status.error_message()));
   }
-  struct Call {
-    grpc::ClientContext context;
-    v1::ListCapabilitiesRequest request;
-    v1::ListCapabilitiesResponse response;
-  };
-  auto call = std::make_shared<Call>();
+  auto call =
+      std::make_shared<UnaryCall<v1::ListCapabilitiesRequest, v1::ListCapabilitiesResponse>>();
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   stub->async()->ListCapabilities(
       &call->context, &call->request, &call->response,
@@ -289,6 +81,19 @@ int ImageInputStatus(const grpc::Status& status) {
   return 0;
 }
 
+int AudioInputStatus(const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::INVALID_ARGUMENT) return 0;
+  const std::string& m = status.error_message();
+  if (absl::StartsWith(m, "audio could not be read") ||
+      absl::StartsWith(m, "audio has no decodable audio stream") ||
+      absl::StartsWith(m, "audio decoder could not be opened") ||
+      absl::StartsWith(m, "audio stream parameters are invalid")) {
+    return 415;
+  }
+  if (absl::StrContains(m, "max_audio_seconds")) return 413;
+  return 0;
+}
+
 namespace {
 
 // Job and video ids: 128 bits from OpenSSL's CSPRNG (32 hex digits). The old std::mt19937_64
@@ -296,11 +101,14 @@ namespace {
 // and results fetched.
 std::string RandomId() { return SecureRandomHex(16); }
 
+}  // namespace
+
 // Generated videos, kept in memory and served at GET /stream/<id>/<name> (as go-livepeer's
 // gateway serves its object store there), and image-to-video's async results. Bounded in bytes
 // and count; what is older than the TTL or pushed out by newer media is gone (404). Each entry
-// belongs to an owner (OwnerOf: the API key that made it, "" without keys); asked for by another
-// owner it is answered as unknown, so a key cannot tell another key's ids from made-up ones.
+// belongs to an owner (Env::OwnerOf: the API key that made it, "" without keys); asked for by
+// another owner it is answered as unknown, so a key cannot tell another key's ids from made-up
+// ones.
 class Store {
  public:
   static constexpr size_t kMaxMediaBytes = size_t{512} << 20;
@@ -408,10 +216,10 @@ class Store {
   std::deque<std::string> job_order_;
 };
 
-// Whom a request's stored results belong to: with API keys configured, the SHA-256 of the key it
-// presented (the hash the keys file lists; read from Authorization or x-api-key exactly as the
-// gRPC API's check reads them), "" when it presented none; without keys, everyone ("").
-std::string OwnerOf(const ApiKeyAuth* auth, const http::Request& req) {
+std::string Env::OwnerOf(const http::Request& req) const {
+  // With API keys configured, the SHA-256 of the key it presented (the hash the keys file lists;
+  // read from Authorization or x-api-key exactly as the gRPC API's check reads them), "" when it
+  // presented none; without keys, everyone ("").
   if (auth == nullptr) return "";
   std::multimap<grpc::string_ref, grpc::string_ref> metadata;
   for (const char* name : {"authorization", "x-api-key"}) {
@@ -422,285 +230,62 @@ std::string OwnerOf(const ApiKeyAuth* auth, const http::Request& req) {
   return key.empty() ? "" : Sha256Hex(key);
 }
 
-// The client's base URL for served media: absolute when it sent a Host header (so a client can
-// fetch it as is), else the bare path.
-std::string BaseUrl(const http::Request& req) {
-  auto host = Header(req, "host");
-  if (!host || host->empty()) return "";
-  const std::string proto = Header(req, "x-forwarded-proto").value_or("http");
-  return absl::StrCat(proto, "://", *host);
+MediaSink Env::MediaFor(const http::Request& req) const {
+  // Absolute URLs when the client sent a Host header (so it can fetch them as they are), else
+  // bare paths.
+  std::string base;
+  if (auto host = Header(req, "host"); host && !host->empty()) {
+    base = absl::StrCat(Header(req, "x-forwarded-proto").value_or("http"), "://", *host);
+  }
+  return MediaSink(store, OwnerOf(req), std::move(base));
 }
 
-Json ImagesJson(const google::protobuf::RepeatedPtrField<v1::Media>& images) {
-  Json out = Json::array();
-  for (const auto& m : images) {
-    const std::string type = m.content_type().empty() ? "image/png" : m.content_type();
-    out.push_back({{"url", DataUrl(type, m.data())}, {"seed", m.seed()}, {"nsfw", m.nsfw()}});
-  }
-  return out;
+std::string MediaSink::Put(const std::string& content_type, std::string data,
+                           const std::string& name) const {
+  return base_url_ + store_->PutMedia(owner_, content_type, std::move(data), name);
 }
 
-// The fields the diffusion-style image paths share.
-template <typename Req>
-void ReadGenerationFields(Params& p, Req* r) {
-  if (auto v = p.Str("loras")) r->set_loras(*v);
-  if (auto v = p.Number("guidance_scale")) r->set_guidance_scale(static_cast<float>(*v));
-  if (auto v = p.Str("negative_prompt")) r->set_negative_prompt(*v);
-  if (auto v = p.Bool("safety_check")) r->set_safety_check(*v);
-  if (auto v =
-          p.Int("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max())) {
-    r->set_seed(*v);
-  }
-  if (auto v = p.Int("num_inference_steps", 1, std::numeric_limits<int32_t>::max())) {
-    r->set_num_inference_steps(static_cast<int32_t>(*v));
-  }
-  if (auto v = p.Int("num_images_per_prompt", 1, std::numeric_limits<int32_t>::max())) {
-    r->set_num_images_per_prompt(static_cast<int32_t>(*v));
-  }
-}
-
-constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
-
-void TextToImage(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadJson(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::TextToImageRequest, v1::ImageResponse>>();
-  auto& r = call->request;
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->Str("prompt", true)) r.set_prompt(*v);
-  if (auto v = p->Int("height", 1, kMaxInt32)) r.set_height(static_cast<int32_t>(*v));
-  if (auto v = p->Int("width", 1, kMaxInt32)) r.set_width(static_cast<int32_t>(*v));
-  ReadGenerationFields(*p, &r);
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->TextToImage(c, rq, rs, std::move(cb));
-      },
-      [](const v1::ImageResponse& resp) {
-        return Json{{"images", ImagesJson(resp.images())}};
-      },
-      std::move(reply));
-}
-
-void ImageToImage(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadForm(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::ImageToImageRequest, v1::ImageResponse>>();
-  auto& r = call->request;
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->Str("prompt", true)) r.set_prompt(*v);
-  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
-  if (auto v = p->Number("strength")) r.set_strength(static_cast<float>(*v));
-  if (auto v = p->Number("image_guidance_scale")) {
-    r.set_image_guidance_scale(static_cast<float>(*v));
-  }
-  ReadGenerationFields(*p, &r);
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->ImageToImage(c, rq, rs, std::move(cb));
-      },
-      [](const v1::ImageResponse& resp) {
-        return Json{{"images", ImagesJson(resp.images())}};
-      },
-      std::move(reply), ImageInputStatus);
-}
-
-void Upscale(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadForm(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::UpscaleRequest, v1::ImageResponse>>();
-  auto& r = call->request;
-  // The spec requires prompt too, but ESRGAN takes none and the Livepeer clients send an empty
-  // one; a missing prompt is accepted as "".
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
-  if (auto v = p->Str("prompt")) r.set_prompt(*v);
-  if (auto v = p->Bool("safety_check")) r.set_safety_check(*v);
-  if (auto v = p->Int("seed", std::numeric_limits<int64_t>::min(),
-                      std::numeric_limits<int64_t>::max())) {
-    r.set_seed(*v);
-  }
-  if (auto v = p->Int("num_inference_steps", 1, kMaxInt32)) {
-    r.set_num_inference_steps(static_cast<int32_t>(*v));
-  }
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->Upscale(c, rq, rs, std::move(cb));
-      },
-      [](const v1::ImageResponse& resp) {
-        return Json{{"images", ImagesJson(resp.images())}};
-      },
-      std::move(reply), ImageInputStatus);
-}
-
-// A JSON array of numbers nested `depth` deep (e.g. "[[1,2],[3,4]]" for 2), flattened; every
-// innermost array must have `inner` values when inner > 0. Records a validation error otherwise.
-std::optional<std::vector<double>> NumberArray(Params& p, const std::string& name, int depth,
-                                               int inner, const std::string& shape) {
-  auto text = p.Str(name);
-  if (!text) return std::nullopt;
-  // The walk below goes only `depth` levels down, but the field's text is the client's: parse it
-  // with the same depth limit as a JSON body.
-  if (absl::Status st = CheckJsonDepth(*text); !st.ok()) {
-    p.Refuse(absl::StrCat(name, ": ", st.message()));
-    return std::nullopt;
-  }
-  auto parsed = ParseJson(*text);
-  const Json v = parsed.ok() ? *std::move(parsed) : Json(Json::value_t::discarded);
-  std::vector<double> out;
-  std::function<bool(const Json&, int)> walk = [&](const Json& j, int level) {
-    if (!j.is_array()) return false;
-    if (level == depth) {
-      if (inner > 0 && static_cast<int>(j.size()) != inner) return false;
-      for (const auto& x : j) {
-        if (!x.is_number()) return false;
-        out.push_back(x.get<double>());
-      }
-      return true;
-    }
-    for (const auto& x : j) {
-      if (!walk(x, level + 1)) return false;
-    }
-    return true;
-  };
-  if (v.is_discarded() || !walk(v, 1)) {
-    p.Fail(name, absl::StrCat("Value error, ", name, " must be a JSON array ", shape),
-           "value_error");
-    return std::nullopt;
-  }
-  return out;
-}
-
-void SegmentAnything2(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadForm(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::SegmentAnything2Request, v1::MasksResponse>>();
-  auto& r = call->request;
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
-  if (auto v = NumberArray(*p, "point_coords", 2, 2, "of [x, y] pairs, e.g. [[10, 20]]")) {
-    for (double x : *v) r.add_point_coords(static_cast<float>(x));
-  }
-  if (auto v = NumberArray(*p, "point_labels", 1, 0, "of 0/1 labels, e.g. [1, 0]")) {
-    for (double x : *v) {
-      if (x != 0 && x != 1) {
-        p->Fail("point_labels", "Value error, point_labels must be 0 or 1", "value_error");
-        break;
-      }
-      r.add_point_labels(static_cast<int32_t>(x));
-    }
-  }
-  if (auto v = NumberArray(*p, "box", 1, 4, "of 4 values [x0, y0, x1, y1]")) {
-    for (double x : *v) r.add_box(static_cast<float>(x));
-  }
-  if (auto v = NumberArray(*p, "mask_input", 3, 0, "shaped 1xHxW")) {
-    for (double x : *v) r.add_mask_input(static_cast<float>(x));
-  }
-  if (auto v = p->Bool("multimask_output")) r.set_multimask_output(*v);
-  if (auto v = p->Bool("return_logits")) r.set_return_logits(*v);
-  if (auto v = p->Bool("normalize_coords")) r.set_normalize_coords(*v);
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->SegmentAnything2(c, rq, rs, std::move(cb));
-      },
-      // Strings holding JSON, as the spec's MasksResponse has them.
-      [](const v1::MasksResponse& resp) {
-        return Json{{"masks", resp.masks()}, {"scores", resp.scores()}, {"logits", resp.logits()}};
-      },
-      std::move(reply), ImageInputStatus);
-}
-
-// Sync: answers with the videos' URLs. Async (the client sent "Prefer: respond-async", as
-// go-livepeer's gateway takes it): 202 {"request_id"} at once; the result is then asked for at
-// POST /image-to-video/result.
-void ImageToVideo(const StubPtr& stub, const std::shared_ptr<Store>& store,
-                  const std::string& owner, const http::Request& req, http::Reply reply) {
-  auto p = ReadForm(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::ImageToVideoRequest, v1::VideoResponse>>();
-  auto& r = call->request;
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
-  if (auto v = p->Int("height", 1, kMaxInt32)) r.set_height(static_cast<int32_t>(*v));
-  if (auto v = p->Int("width", 1, kMaxInt32)) r.set_width(static_cast<int32_t>(*v));
-  if (auto v = p->Int("fps", 1, kMaxInt32)) r.set_fps(static_cast<int32_t>(*v));
-  if (auto v = p->Int("motion_bucket_id", 0, kMaxInt32)) {
-    r.set_motion_bucket_id(static_cast<int32_t>(*v));
-  }
-  if (auto v = p->Number("noise_aug_strength")) r.set_noise_aug_strength(static_cast<float>(*v));
-  if (auto v = p->Bool("safety_check")) r.set_safety_check(*v);
-  if (auto v = p->Int("seed", std::numeric_limits<int64_t>::min(),
-                      std::numeric_limits<int64_t>::max())) {
-    r.set_seed(*v);
-  }
-  if (auto v = p->Int("num_inference_steps", 1, kMaxInt32)) {
-    r.set_num_inference_steps(static_cast<int32_t>(*v));
-  }
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  const std::string base = BaseUrl(req);
-  auto videos = [store, base, owner](const v1::VideoResponse& resp) {
-    Json images = Json::array();
-    int i = 0;
-    for (const auto& m : resp.images()) {
-      const std::string type = m.content_type().empty() ? "video/mp4" : m.content_type();
-      const std::string path =
-          store->PutMedia(owner, type, m.data(), absl::StrCat("video-", i++, ".mp4"));
-      images.push_back({{"url", base + path}, {"seed", m.seed()}, {"nsfw", m.nsfw()}});
-    }
-    return Json{{"images", images}};
-  };
+void RunCall(const Env& env, const http::Request& req, StatusRefiner refine, bool may_respond_async,
+             const CallStarter& start, std::function<Json()> to_json, http::Reply reply) {
   auto prefer = Header(req, "prefer");
-  if (!prefer || !absl::StrContains(absl::AsciiStrToLower(*prefer), "respond-async")) {
-    RunUnary(
-        stub, call,
-        [stub](auto* c, auto* rq, auto* rs, auto cb) {
-          stub->async()->ImageToVideo(c, rq, rs, std::move(cb));
-        },
-        videos, std::move(reply), ImageInputStatus);
+  if (!may_respond_async || !prefer ||
+      !absl::StrContains(absl::AsciiStrToLower(*prefer), "respond-async")) {
+    start([stub = env.stub, refine, to_json = std::move(to_json),
+           reply = std::move(reply)](grpc::Status status) {
+      if (!status.ok()) return ReplyGrpcError(stub, status, reply, refine);
+      reply(http::Json(200, Dump(to_json())));
+    });
     return;
   }
-  const std::string id = store->NewJob(owner);
-  stub->async()->ImageToVideo(
-      &call->context, &call->request, &call->response,
-      [call, store, id, videos](grpc::Status status) {
-        if (!status.ok()) {
-          return store->FinishJob(id, Json{{"error", {{"msg", status.error_message()}}}});
-        }
-        store->FinishJob(id, videos(call->response));
-      });
+  const std::string id = env.store->NewJob(env.OwnerOf(req));
+  start([store = env.store, id, to_json = std::move(to_json)](grpc::Status status) {
+    store->FinishJob(id,
+                     status.ok() ? to_json() : Json{{"error", {{"msg", status.error_message()}}}});
+  });
   reply(http::Json(202, Json{{"request_id", id}}.dump()));
 }
 
-void ImageToVideoResult(const std::shared_ptr<Store>& store, const std::string& owner,
-                        const http::Request& req, http::Reply reply) {
-  auto p = ReadJson(req, reply);
+namespace {
+
+// POST /<pipeline>/result {"request_id"}: an async request's status, and its result when done.
+void ServeResult(const char* pipeline, const Env& env, const http::Request& req,
+                 http::Reply reply) {
+  auto p = ReadBody(Body::kJson, req, reply);
   if (!p) return;
   auto id = p->Str("request_id", true);
   if (!p->ok()) return reply(p->Error());
-  auto status = store->JobStatus(*id, owner);
+  auto status = env.store->JobStatus(*id, env.OwnerOf(req));
   if (!status) {
     return reply(
-        HttpError(404, absl::StrCat("no image-to-video request '", *id, "' (unknown or expired)")));
+        HttpError(404, absl::StrCat("no ", pipeline, " request '", *id, "' (unknown or expired)")));
   }
-  reply(http::Json(200, status->dump(-1, ' ', false, Json::error_handler_t::replace)));
+  reply(http::Json(200, Dump(*status)));
 }
 
-void ServeMedia(const std::shared_ptr<Store>& store, const std::string& owner,
-                const http::Request& req, http::Reply reply) {
+// GET /stream/<id>/<name>: a video this gateway made, for the key that asked for it.
+void ServeMedia(const Env& env, const http::Request& req, http::Reply reply) {
   if (req.method != "GET") return reply(HttpError(405, "use GET"));
-  auto media = store->GetMedia(req.path, owner);
+  auto media = env.store->GetMedia(req.path, env.OwnerOf(req));
   if (!media) return reply(HttpError(404, absl::StrCat("no media at ", req.path)));
   http::Response r;
   r.content_type = media->first;
@@ -708,12 +293,14 @@ void ServeMedia(const std::shared_ptr<Store>& store, const std::string& owner,
   reply(std::move(r));
 }
 
+}  // namespace
+
 // Validates the request, checks that some orchestrator offers the model (503 otherwise), starts
 // a session (live_video.h) and answers at once with its URLs and request id.
-void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessions>& sessions,
-                      const http::Request& req, http::Reply reply) {
+void LiveVideoToVideo(const Env& env, const http::Request& req, http::Reply reply) {
+  const std::shared_ptr<LiveVideoSessions>& sessions = env.live;
   if (sessions == nullptr) return reply(HttpError(503, "live video is not served by this gateway"));
-  auto p = ReadJson(req, reply);
+  auto p = ReadBody(Body::kJson, req, reply);
   if (!p) return;
   LiveVideoParams lp;
   auto url = [&](const char* name, bool required) -> std::string {
@@ -768,7 +355,7 @@ void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessio
       std::make_shared<UnaryCall<v1::ListCapabilitiesRequest, v1::ListCapabilitiesResponse>>();
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   ForwardRequestId(req, &call->context);
-  stub->async()->ListCapabilities(
+  env.stub->async()->ListCapabilities(
       &call->context, &call->request, &call->response,
       [call, sessions, lp = std::move(lp), reply = std::move(reply)](grpc::Status status) mutable {
         if (!status.ok()) {
@@ -792,11 +379,10 @@ void LiveVideoToVideo(const StubPtr& stub, const std::shared_ptr<LiveVideoSessio
           return reply(HttpError(HttpStatusForGrpc(static_cast<grpc::StatusCode>(st.code())),
                                  std::string(st.message())));
         }
-        reply(http::Json(200, out.dump(-1, ' ', false, Json::error_handler_t::replace)));
+        reply(http::Json(200, Dump(out)));
       });
 }
 
-}  // namespace
 }  // namespace livepeer
 
 int HttpStatusForGrpc(grpc::StatusCode code) {
@@ -824,39 +410,27 @@ int HttpStatusForGrpc(grpc::StatusCode code) {
 std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway,
                                                        std::shared_ptr<LiveVideoSessions> live,
                                                        const ApiKeyAuth* auth) {
-  using livepeer::StubPtr;
-  auto stub = StubPtr(v1::Gateway::NewStub(gateway));
-  auto store = std::make_shared<livepeer::Store>();
+  auto env = std::make_shared<livepeer::Env>();
+  env->stub = livepeer::StubPtr(v1::Gateway::NewStub(gateway));
+  env->store = std::make_shared<livepeer::Store>();
+  env->auth = auth;
+  // Without an owner's, the live video sessions end when the HTTP server and its routes go.
+  env->live = live != nullptr ? std::move(live) : std::make_shared<LiveVideoSessions>(env->stub);
   std::map<std::string, http::Handler> routes;
-  auto add = [&](const std::string& path,
-                 void (*handler)(const StubPtr&, const http::Request&, http::Reply)) {
-    routes[path] = [stub, handler](const http::Request& req, http::Reply reply) {
-      handler(stub, req, std::move(reply));
+  for (const livepeer::Route& route : livepeer::Routes()) {
+    routes[absl::StrCat("/", route.pipeline)] = [env, serve = route.serve](const http::Request& req,
+                                                                           http::Reply reply) {
+      serve(*env, req, std::move(reply));
     };
-  };
-  add("/text-to-image", livepeer::TextToImage);
-  add("/image-to-image", livepeer::ImageToImage);
-  add("/upscale", livepeer::Upscale);
-  add("/segment-anything-2", livepeer::SegmentAnything2);
-  add("/audio-to-text", livepeer::AudioToText);
-  add("/image-to-text", livepeer::ImageToText);
-  add("/text-to-speech", livepeer::TextToSpeech);
-  add("/llm", livepeer::Llm);
-  // Async results and served videos belong to the API key that made them (OwnerOf).
-  routes["/image-to-video"] = [stub, store, auth](const http::Request& req, http::Reply reply) {
-    livepeer::ImageToVideo(stub, store, livepeer::OwnerOf(auth, req), req, std::move(reply));
-  };
-  routes["/image-to-video/result"] = [store, auth](const http::Request& req, http::Reply reply) {
-    livepeer::ImageToVideoResult(store, livepeer::OwnerOf(auth, req), req, std::move(reply));
-  };
-  routes["/stream/*"] = [store, auth](const http::Request& req, http::Reply reply) {
-    livepeer::ServeMedia(store, livepeer::OwnerOf(auth, req), req, std::move(reply));
-  };
-  // Live video-to-video sessions (trickle); without an owner's, the route's own end when the HTTP
-  // server and its routes go.
-  if (live == nullptr) live = std::make_shared<LiveVideoSessions>(stub);
-  routes["/live-video-to-video"] = [stub, live](const http::Request& req, http::Reply reply) {
-    livepeer::LiveVideoToVideo(stub, live, req, std::move(reply));
+    if (route.may_respond_async) {
+      routes[absl::StrCat("/", route.pipeline, "/result")] =
+          [env, pipeline = route.pipeline](const http::Request& req, http::Reply reply) {
+            livepeer::ServeResult(pipeline, *env, req, std::move(reply));
+          };
+    }
+  }
+  routes["/stream/*"] = [env](const http::Request& req, http::Reply reply) {
+    livepeer::ServeMedia(*env, req, std::move(reply));
   };
   return routes;
 }

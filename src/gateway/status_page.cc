@@ -7,24 +7,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
 
 namespace switchyard::gateway {
 namespace {
 
 // The page's vocabulary for model states: operators think of READY as "warm".
-const char* ModelStateName(node::v1::ModelState state) {
-  switch (state) {
-    case node::v1::MODEL_STATE_READY:
-      return "warm";
-    case node::v1::MODEL_STATE_LOADING:
-      return "loading";
-    case node::v1::MODEL_STATE_FAILED:
-      return "failed";
-    case node::v1::MODEL_STATE_UNLOADED:
-      return "unloaded";
-    default:
-      return "cold";
-  }
+const char* PageStateName(node::v1::ModelState state) {
+  return state == node::v1::MODEL_STATE_READY ? "warm" : ModelStateName(state);
 }
 
 std::string Rfc3339(absl::Time t) {
@@ -260,7 +250,7 @@ std::string StatusJson(const StatusSources& sources, absl::Time now) {
       nlohmann::json m;
       m["pipeline"] = c.pipeline();
       m["model_id"] = c.model_id();
-      m["state"] = ModelStateName(c.state());
+      m["state"] = PageStateName(c.state());
       m["error"] = c.error();
       m["capacity"] = c.capacity();
       m["in_use"] = c.in_use();

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
-#include "common/json_limits.h"
 #include "common/secure_random.h"
 #include "common/status.h"
 
@@ -74,24 +73,23 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
 
 }  // namespace
 
+// The top-level fields a config file may have.
+// clang-format off
+constexpr absl::string_view kOrchestratorConfigFields[] = {
+    "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
+    "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
+    "test_inflate_units", "registration_secret", "registration_secrets", "admin_token",
+    "admin_token_file", "tls", "http_tls", "gateway_tls"};
+// clang-format on
+
 absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,
                                                            const std::filesystem::path& file) {
-  // Depth-limited (common/json_limits.h): ConfigObject's reads and dump() recurse per level.
-  auto parsed = ParseJson(json_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.string(), ": invalid JSON: ", parsed.status().message()));
-  }
+  auto parsed = ParseConfigJson(json_text, file, kOrchestratorConfigFields);
+  if (!parsed.ok()) return parsed.status();
   nlohmann::json json = *std::move(parsed);
+  ConfigObject root(json, file.string(), "");
   OrchestratorConfig c;
   c.file = file;
-  ConfigObject root(json, file.string(), "");
-  SY_RETURN_IF_ERROR(root.CheckKeys(
-      {"node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
-       "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
-       "test_inflate_units",
-       "registration_secret", "registration_secrets", "admin_token", "admin_token_file", "tls",
-       "http_tls", "gateway_tls"}));
   SY_RETURN_IF_ERROR(root.Read("node_id", &c.node_id));
   if (root.Has("node_id") && c.node_id.empty()) {
     return root.Error("node_id", "must not be empty (omit it for <hostname>-<port>)");

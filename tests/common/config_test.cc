@@ -267,6 +267,31 @@ TEST(LoadJsonFileTest, BadJsonIsInvalidArgument) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ParseConfigJson
+
+TEST(ParseConfigJsonTest, ParsesAndNamesTheFileWhenInvalid) {
+  auto json = ParseConfigJson(R"({"a": 1})", "conf/x.json");
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ((*json)["a"], 1);
+  auto bad = ParseConfigJson("{nope", "conf/x.json");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("conf/x.json: invalid JSON: "));
+}
+
+TEST(ParseConfigJsonTest, KnownKeysAreCheckedAtTheTopLevel) {
+  constexpr absl::string_view kKnown[] = {"a", "b"};
+  EXPECT_TRUE(ParseConfigJson(R"({"a": 1, "b": {"c": 2}})", "x.json", kKnown).ok());
+  auto unknown = ParseConfigJson(R"({"a": 1, "zz": 2})", "x.json", kKnown);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(),
+              HasSubstr("x.json: zz: unknown field (known fields: a, b)"));
+  auto array = ParseConfigJson("[1]", "x.json", kKnown);
+  EXPECT_THAT(array.status().message(), HasSubstr("x.json: : must be a JSON object"));
+  // Malformed JSON is reported before any key.
+  EXPECT_THAT(ParseConfigJson("{", "x.json", kKnown).status().message(), HasSubstr("invalid JSON"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // WritePortFile
 
 TEST(WritePortFileTest, WritesPortAndNewline) {

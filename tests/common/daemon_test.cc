@@ -14,6 +14,10 @@
 
 #include <gtest/gtest.h>
 
+#include <CLI/CLI.hpp>
+
+#include "support/media_fixtures.h"
+
 namespace switchyard {
 namespace {
 
@@ -86,6 +90,75 @@ TEST(KeepFreedMemoryForReuseTest, ThreadsShareACappedNumberOfArenas) {
   const int cap = MallocArenaCap(std::thread::hardware_concurrency());
   EXPECT_LE(MallocArenas(), std::max(before, cap));
 #endif
+}
+
+// The fields DaemonFlags::ApplyTo overrides, as both daemons' configs have them.
+struct FakeConfig {
+  std::string listen = "0.0.0.0:1";
+  std::string http_listen = "0.0.0.0:2";
+  std::string log_level = "info";
+  std::string log_format = "text";
+};
+
+// Parses `args` (after the program name) with the daemon flags added.
+bool Parse(DaemonFlags* flags, std::vector<std::string> args, bool config_required = false) {
+  CLI::App app{"test"};
+  flags->AddTo(app, "the HTTP port", config_required);
+  args.insert(args.begin(), "daemon");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::ParseError&) {
+    return false;
+  }
+  return true;
+}
+
+TEST(DaemonFlagsTest, OverrideOnlyWhatIsGiven) {
+  DaemonFlags flags;
+  ASSERT_TRUE(Parse(&flags, {"-c", "x.json", "--log-level", "debug"}));
+  EXPECT_EQ(flags.config_path, "x.json");
+  EXPECT_EQ(flags.grace(), std::chrono::milliseconds(10000));
+  FakeConfig config;
+  flags.ApplyTo(&config);
+  EXPECT_EQ(config.listen, "0.0.0.0:1");
+  EXPECT_EQ(config.http_listen, "0.0.0.0:2");
+  EXPECT_EQ(config.log_level, "debug");
+  EXPECT_EQ(config.log_format, "text");
+}
+
+TEST(DaemonFlagsTest, EveryOverrideAndAnEmptyHttpListenDisablesIt) {
+  DaemonFlags flags;
+  ASSERT_TRUE(Parse(
+      &flags, {"--config", "y.json", "--listen", "h:3", "--http-listen", "", "--log-format", "json",
+               "--port-file", "p", "--http-port-file", "hp", "--shutdown-grace-ms", "250"}));
+  FakeConfig config;
+  flags.ApplyTo(&config);
+  EXPECT_EQ(config.listen, "h:3");
+  EXPECT_EQ(config.http_listen, "");
+  EXPECT_EQ(config.log_format, "json");
+  EXPECT_EQ(flags.port_file, "p");
+  EXPECT_EQ(flags.http_port_file, "hp");
+  EXPECT_EQ(flags.grace(), std::chrono::milliseconds(250));
+}
+
+TEST(DaemonFlagsTest, ConfigRequiredAndGraceNonNegative) {
+  DaemonFlags a;
+  EXPECT_TRUE(Parse(&a, {}));
+  DaemonFlags b;
+  EXPECT_FALSE(Parse(&b, {}, /*config_required=*/true));
+  DaemonFlags c;
+  EXPECT_FALSE(Parse(&c, {"-c", "x", "--shutdown-grace-ms", "-1"}));
+}
+
+TEST(WritePortFilesTest, WritesEachNamedFileAndSkipsEmptyPaths) {
+  testing::TempDir dir;
+  const std::string a = (dir.path() / "a").string(), b = (dir.path() / "b").string();
+  ASSERT_TRUE(WritePortFiles({{a, 1}, {"", 2}, {b, 3}}).ok());
+  EXPECT_EQ(testing::ReadFile(a), "1\n");
+  EXPECT_EQ(testing::ReadFile(b), "3\n");
+  EXPECT_FALSE(WritePortFiles({{(dir.path() / "no" / "c").string(), 4}}).ok());
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "switchyard/node/v1/node.pb.h"
+
 namespace switchyard {
 namespace {
 
@@ -82,6 +84,16 @@ TEST(StatusTest, GrpcCodeNames) {
   EXPECT_STREQ(GrpcCodeName(grpc::StatusCode::OK), "OK");
   for (const auto& c : kCodes) EXPECT_STREQ(GrpcCodeName(c.grpc_code), c.name);
   EXPECT_STREQ(GrpcCodeName(static_cast<grpc::StatusCode>(42)), "UNKNOWN");
+}
+
+TEST(StatusTest, ModelStateNames) {
+  EXPECT_STREQ(ModelStateName(node::v1::MODEL_STATE_READY), "ready");
+  EXPECT_STREQ(ModelStateName(node::v1::MODEL_STATE_LOADING), "loading");
+  EXPECT_STREQ(ModelStateName(node::v1::MODEL_STATE_FAILED), "failed");
+  EXPECT_STREQ(ModelStateName(node::v1::MODEL_STATE_UNLOADED), "unloaded");
+  EXPECT_STREQ(ModelStateName(node::v1::MODEL_STATE_COLD), "cold");
+  EXPECT_STREQ(ModelStateName(node::v1::MODEL_STATE_UNSPECIFIED), "cold");
+  EXPECT_STREQ(ModelStateName(static_cast<node::v1::ModelState>(42)), "cold");
 }
 
 TEST(StatusTest, ReturnIfErrorMacro) {

@@ -1,9 +1,6 @@
-// The Livepeer AI HTTP API's audio and text paths: audio-to-text, image-to-text, text-to-speech
-// and llm (one JSON body, or server-sent events as the tokens arrive).
-#include <limits>
+// The Livepeer AI HTTP API's llm path: one JSON body, or server-sent events as the tokens arrive.
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/livepeer_api.h"
 #include "gateway/livepeer_api_internal.h"
@@ -11,28 +8,11 @@
 namespace switchyard::gateway::livepeer {
 namespace {
 
-// What the pipeline says about the uploaded audio, as the reference runner answers it: 415 for a
-// file that is not audio it can decode, 413 for audio longer than the model takes.
-int AudioInputStatus(const grpc::Status& status) {
-  if (status.error_code() != grpc::StatusCode::INVALID_ARGUMENT) return 0;
-  const std::string& m = status.error_message();
-  if (absl::StartsWith(m, "audio could not be read") ||
-      absl::StartsWith(m, "audio has no decodable audio stream") ||
-      absl::StartsWith(m, "audio decoder could not be opened") ||
-      absl::StartsWith(m, "audio stream parameters are invalid")) {
-    return 415;
-  }
-  if (absl::StrContains(m, "max_audio_seconds")) return 413;
-  return 0;
-}
-
 Json UsageJson(const v1::LLMTokenUsage& u) {
   return Json{{"prompt_tokens", u.prompt_tokens()},
               {"completion_tokens", u.completion_tokens()},
               {"total_tokens", u.total_tokens()}};
 }
-
-std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 // What a non-streamed LLM reply may collect from the orchestrator before the gateway gives up:
 // the joined text, and the messages (one per token or so) it arrives in. Far above what any
@@ -168,88 +148,20 @@ class LlmCall : public grpc::ClientReadReactor<v1::LLMResponse> {
   v1::LLMTokenUsage usage_;
 };
 
-constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+// After "messages", which a Field cannot read.
+constexpr Field kLlmFields[] = {
+    {"model"}, {"temperature"}, {"max_tokens"}, {"top_p"}, {.name = "top_k", .min = -1}};
 
 }  // namespace
 
-void AudioToText(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadForm(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::AudioToTextRequest, v1::TextResponse>>();
-  auto& r = call->request;
-  if (auto v = p->File("audio", true)) r.set_audio(std::move(*v));
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->Str("return_timestamps")) r.set_return_timestamps(*v);
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->AudioToText(c, rq, rs, std::move(cb));
-      },
-      [](const v1::TextResponse& resp) {
-        Json chunks = Json::array();
-        for (const auto& c : resp.chunks()) {
-          chunks.push_back(
-              {{"timestamp", Json(std::vector<double>(c.timestamp().begin(), c.timestamp().end()))},
-               {"text", c.text()}});
-        }
-        return Json{{"text", resp.text()}, {"chunks", chunks}};
-      },
-      std::move(reply), AudioInputStatus);
-}
+absl::Status CheckLlmFields() { return CheckFields(kLlmFields, *v1::LLMRequest::descriptor()); }
 
-void ImageToText(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadForm(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::ImageToTextRequest, v1::ImageToTextResponse>>();
-  auto& r = call->request;
-  if (auto v = p->File("image", true)) r.set_image(std::move(*v));
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->Str("prompt")) r.set_prompt(*v);
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->ImageToText(c, rq, rs, std::move(cb));
-      },
-      [](const v1::ImageToTextResponse& resp) {
-        return Json{{"text", resp.text()}};
-      },
-      std::move(reply), ImageInputStatus);
-}
-
-void TextToSpeech(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadJson(req, reply);
-  if (!p) return;
-  auto call = std::make_shared<UnaryCall<v1::TextToSpeechRequest, v1::AudioResponse>>();
-  auto& r = call->request;
-  if (auto v = p->Str("model_id", true)) r.set_model_id(*v);
-  if (auto v = p->Str("text")) r.set_text(*v);
-  // Absent: the orchestrator applies the spec's default speaker description.
-  if (auto v = p->Str("description")) r.set_description(*v);
-  if (!p->ok()) return reply(p->Error());
-  ForwardRequestId(req, &call->context);
-  RunUnary(
-      stub, call,
-      [stub](auto* c, auto* rq, auto* rs, auto cb) {
-        stub->async()->TextToSpeech(c, rq, rs, std::move(cb));
-      },
-      [](const v1::AudioResponse& resp) {
-        const std::string type =
-            resp.audio().content_type().empty() ? "audio/wav" : resp.audio().content_type();
-        return Json{{"audio", {{"url", DataUrl(type, resp.audio().data())}}}};
-      },
-      std::move(reply));
-}
-
-void Llm(const StubPtr& stub, const http::Request& req, http::Reply reply) {
-  auto p = ReadJson(req, reply);
+void Llm(const Env& env, const http::Request& req, http::Reply reply) {
+  auto p = ReadBody(Body::kJson, req, reply);
   if (!p) return;
   bool stream = false;
   if (auto v = p->Bool("stream")) stream = *v;
-  auto* call = new LlmCall(stub, stream, reply);
+  auto* call = new LlmCall(env.stub, stream, reply);
   auto& r = *call->request();
   if (const Json* messages = p->Raw("messages"); messages == nullptr) {
     p->Fail("messages", "Field required", "missing");
@@ -277,11 +189,7 @@ void Llm(const StubPtr& stub, const http::Request& req, http::Reply reply) {
       }
     }
   }
-  if (auto v = p->Str("model")) r.set_model(*v);
-  if (auto v = p->Number("temperature")) r.set_temperature(static_cast<float>(*v));
-  if (auto v = p->Int("max_tokens", 1, kMaxInt32)) r.set_max_tokens(static_cast<int32_t>(*v));
-  if (auto v = p->Number("top_p")) r.set_top_p(static_cast<float>(*v));
-  if (auto v = p->Int("top_k", -1, kMaxInt32)) r.set_top_k(static_cast<int32_t>(*v));
+  ReadFields(*p, kLlmFields, &r);
   if (!p->ok()) {
     delete call;
     return reply(p->Error());
