@@ -376,11 +376,13 @@ class RenditionWorker {
   std::atomic<bool>* any_failed_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<RenditionWork> queue_ ABSL_GUARDED_BY(mu_);
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  // queue_, status_, busy_ and closed_ are guarded by mu_ (a std::mutex: clang's analysis cannot
+  // check annotations on it).
+  std::deque<RenditionWork> queue_;
+  absl::Status status_;
   bool status_ok_ = true;  // status_.ok(), read by the worker thread without the lock
-  bool busy_ ABSL_GUARDED_BY(mu_) = false;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool busy_ = false;
+  bool closed_ = false;
   std::thread thread_;
 };
 

@@ -108,8 +108,7 @@ class ModelExecutor {
   using Result = absl::StatusOr<at::Tensor>;
   using ValueResult = absl::StatusOr<c10::IValue>;
 
-  static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(TorchModelPtr model,
-                                                               Options options,
+  static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(TorchModelPtr model, Options options,
                                                                JobRunObserver on_job_run = {});
   // Signals the threads, fails every queued job with UNAVAILABLE, and joins.
   ~ModelExecutor();
@@ -153,7 +152,7 @@ class ModelExecutor {
   absl::Status Enqueue(Job job);
   void Loop();
   // Moves queued jobs that can share a batch with `batch.front()` into `batch`.
-  void GatherLocked(std::vector<Job>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GatherLocked(std::vector<Job>& batch);  // with mu_ held
   void RunBatch(std::vector<Job>& batch);
   void Complete(Job& job, ValueResult result);
 
@@ -162,8 +161,10 @@ class ModelExecutor {
   const JobRunObserver on_job_run_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // queue_ and stopping_ are guarded by mu_ (a std::mutex: clang's analysis cannot check
+  // annotations on it).
+  std::deque<Job> queue_;
+  bool stopping_ = false;
   std::atomic<int> in_use_{0};
   std::atomic<int64_t> passes_{0};
   std::atomic<int64_t> jobs_run_{0};
