@@ -121,23 +121,23 @@ absl::Status ProbeGrpcServer(grpc::Server* server, std::chrono::milliseconds tim
   grpc::Slice empty("");  // HealthCheckRequest{service: ""}: the whole server
   grpc::ByteBuffer request(&empty, 1);
   grpc::ByteBuffer response;
-  std::mutex mu;
-  std::condition_variable cv;
+  Mutex mu;
+  CondVar cv;
   bool done = false;
   grpc::Status status;
   stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
                  [&](grpc::Status s) {
-                   std::lock_guard<std::mutex> lock(mu);
+                   MutexLock lock(&mu);
                    status = std::move(s);
                    done = true;
-                   cv.notify_all();
+                   cv.SignalAll();
                  });
   {
     // The call's deadline ends it; the extra second only guards against a callback never coming.
-    std::unique_lock<std::mutex> lock(mu);
-    if (!cv.wait_for(lock, timeout + std::chrono::seconds(1), [&] { return done; })) {
+    MutexLock lock(&mu);
+    if (!cv.WaitFor(&mu, timeout + std::chrono::seconds(1), [&] { return done; })) {
       ctx.TryCancel();
-      cv.wait(lock, [&] { return done; });  // the callback references this frame
+      cv.Wait(&mu, [&] { return done; });  // the callback references this frame
       return absl::UnavailableError("gRPC health check got no answer");
     }
   }
@@ -175,10 +175,10 @@ Watchdog::Watchdog(std::chrono::microseconds interval, HealthCheck healthy)
 
 Watchdog::~Watchdog() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -199,8 +199,11 @@ void Watchdog::Run() {
       spdlog::error("unhealthy, withholding the watchdog ping: {}", std::string(st.message()));
       failing = true;
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    if (cv_.wait_for(lock, period, [this] { return stopping_; })) return;
+    MutexLock lock(&mu_);
+    if (cv_.WaitFor(&mu_, period,
+                    [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; })) {
+      return;
+    }
   }
 }
 

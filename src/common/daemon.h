@@ -4,12 +4,10 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <csignal>
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -19,6 +17,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "common/mutex.h"
 
 namespace CLI {
 class App;
@@ -115,13 +114,13 @@ class Watchdog {
 
  private:
   Watchdog(std::chrono::microseconds interval, HealthCheck healthy);
-  void Run();
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::chrono::microseconds interval_;  // systemd's timeout; we ping at half of it
   HealthCheck healthy_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

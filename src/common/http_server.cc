@@ -48,23 +48,23 @@ const Handler* FindRoute(const std::map<std::string, Handler>& routes, const std
 // The streamed replies in progress, so that a server going away can cut their writers off: a
 // write after that must not post to the destroyed io_context.
 struct StreamRegistry {
-  std::mutex mu;
-  std::vector<std::weak_ptr<internal::StreamState>> streams;
+  Mutex mu;
+  std::vector<std::weak_ptr<internal::StreamState>> streams ABSL_GUARDED_BY(mu);
 
-  void Add(const std::shared_ptr<internal::StreamState>& state) {
-    std::lock_guard<std::mutex> lock(mu);
+  void Add(const std::shared_ptr<internal::StreamState>& state) ABSL_LOCKS_EXCLUDED(mu) {
+    MutexLock lock(&mu);
     std::erase_if(streams, [](const auto& w) { return w.expired(); });
     streams.push_back(state);
   }
 
-  void CutAll() {
-    std::lock_guard<std::mutex> lock(mu);
+  void CutAll() ABSL_LOCKS_EXCLUDED(mu) {
+    MutexLock lock(&mu);
     for (auto& w : streams) {
       if (auto state = w.lock()) {
-        std::lock_guard<std::mutex> state_lock(state->mu);
+        MutexLock state_lock(&state->mu);
         state->gone = true;
         state->wake = nullptr;
-        state->drained.notify_all();
+        state->drained.SignalAll();
       }
     }
     streams.clear();
@@ -88,8 +88,9 @@ class ConnectionLimiter : public std::enable_shared_from_this<ConnectionLimiter>
       : max_total_(max_total), max_per_ip_(max_per_ip) {}
 
   // A slot for a connection from `address`; null when that would go over a cap.
-  std::unique_ptr<ConnectionSlot> TryAcquire(const asio::ip::address& address, int port) {
-    std::lock_guard<std::mutex> lock(mu_);
+  std::unique_ptr<ConnectionSlot> TryAcquire(const asio::ip::address& address, int port)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     auto it = per_ip_.find(address);
     const int from_address = it == per_ip_.end() ? 0 : it->second;
     const bool over_total = max_total_ > 0 && total_ >= max_total_;
@@ -112,8 +113,8 @@ class ConnectionLimiter : public std::enable_shared_from_this<ConnectionLimiter>
     return std::unique_ptr<ConnectionSlot>(new ConnectionSlot{shared_from_this(), address});
   }
 
-  void Release(const asio::ip::address& address) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Release(const asio::ip::address& address) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     --total_;
     auto it = per_ip_.find(address);
     if (it != per_ip_.end() && --it->second <= 0) per_ip_.erase(it);
@@ -122,11 +123,11 @@ class ConnectionLimiter : public std::enable_shared_from_this<ConnectionLimiter>
  private:
   const int max_total_;
   const int max_per_ip_;
-  std::mutex mu_;
-  int total_ = 0;                                     // guarded by mu_
-  std::map<asio::ip::address, int> per_ip_;           // guarded by mu_
-  int refused_ = 0;                                   // since the last log line; guarded by mu_
-  std::chrono::steady_clock::time_point last_log_{};  // guarded by mu_
+  Mutex mu_;
+  int total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<asio::ip::address, int> per_ip_ ABSL_GUARDED_BY(mu_);
+  int refused_ ABSL_GUARDED_BY(mu_) = 0;  // since the last log line
+  std::chrono::steady_clock::time_point last_log_ ABSL_GUARDED_BY(mu_){};
 };
 
 ConnectionSlot::~ConnectionSlot() { limiter->Release(address); }
@@ -361,7 +362,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     absl::StrAppend(&head, "Connection: ", keep_alive_ ? "keep-alive" : "close", "\r\n\r\n");
     out_ = std::move(head);
     {
-      std::lock_guard<std::mutex> lock(body_->mu);
+      MutexLock lock(&body_->mu);
       body_->max_pending_bytes = options_.stream_max_pending_bytes;
       body_->max_wait = options_.stream_max_wait;
       // The state keeps the session alive until the body is done; the cycle is broken in
@@ -380,7 +381,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     bool ended = false;
     std::function<void()> dropped_wake;  // destroyed after the lock is released
     {
-      std::lock_guard<std::mutex> lock(body_->mu);
+      MutexLock lock(&body_->mu);
       if (body_->gone) {
         // The writer gave up on a client that read nothing for too long (StreamWriter::Write):
         // drop the connection. A write in progress then fails and finishes the stream.
@@ -400,7 +401,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           }
         }
         body_->pending_bytes = 0;
-        body_->drained.notify_all();  // room for a producer waiting in Write
+        body_->drained.SignalAll();  // room for a producer waiting in Write
         if (body_->closed) {
           last = true;
           if (chunked_) absl::StrAppend(&out_, "0\r\n\r\n");
@@ -444,7 +445,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (!body_) return;
     std::function<void()> wake;  // holds this session: destroyed after the lock is released
     {
-      std::lock_guard<std::mutex> lock(body_->mu);
+      MutexLock lock(&body_->mu);
       wake = EndStreamLocked(gone);
     }
     body_.reset();
@@ -452,11 +453,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   // FinishStream's part under body_->mu: returns the state's wake function, which the caller
   // destroys once the lock is released (it holds this session: the cycle is broken here).
-  std::function<void()> EndStreamLocked(bool gone) {
+  std::function<void()> EndStreamLocked(bool gone) ABSL_EXCLUSIVE_LOCKS_REQUIRED(body_->mu) {
     if (gone) body_->gone = true;
     body_->pending.clear();
     body_->pending_bytes = 0;
-    body_->drained.notify_all();
+    body_->drained.SignalAll();
     std::function<void()> wake = std::move(body_->wake);
     body_->wake = nullptr;
     return wake;
@@ -673,15 +674,15 @@ int Server::port() const { return impl_->port; }
 // being destroyed clears `wake` under the same lock, and no post can reach its io_context after.
 bool StreamWriter::Write(std::string data) {
   internal::StreamState& s = *state_;
-  std::unique_lock<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   if (s.gone || s.closed) return false;
   if (data.empty()) return true;
   // Backpressure (see the class comment): wait for room, but a piece always fits an empty queue.
-  auto room = [&] {
+  auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
     return s.gone || s.closed || s.pending_bytes == 0 ||
            s.pending_bytes + data.size() <= s.max_pending_bytes;
   };
-  if (!room() && !s.drained.wait_for(lock, s.max_wait, room)) {
+  if (!room() && !s.drained.WaitFor(&s.mu, s.max_wait, room)) {
     // The client has read nothing for max_wait: give up on it, and have the connection closed.
     spdlog::info(
         "streamed reply: the client read nothing for {} ms with {} bytes waiting; "
@@ -701,15 +702,15 @@ bool StreamWriter::Write(std::string data) {
 }
 
 void StreamWriter::Close() {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  MutexLock lock(&state_->mu);
   if (state_->closed) return;
   state_->closed = true;
-  state_->drained.notify_all();
+  state_->drained.SignalAll();
   if (state_->wake) state_->wake();
 }
 
 bool StreamWriter::gone() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  MutexLock lock(&state_->mu);
   return state_->gone;
 }
 

@@ -7,12 +7,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -20,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "common/tls.h"
 
 namespace switchyard::http {
@@ -35,17 +34,17 @@ struct Request {
 namespace internal {
 // What a StreamWriter and the connection share; see StreamWriter.
 struct StreamState {
-  std::mutex mu;
-  std::condition_variable drained;  // notified when pending shrinks or the stream ends
-  std::deque<std::string> pending;  // written, not yet sent
-  size_t pending_bytes = 0;         // the sizes in `pending` together
-  bool closed = false;              // the writer has finished the body
-  bool gone = false;                // the client went away (or the write failed)
-  std::function<void()> wake;       // set by the connection: sends what is pending
+  Mutex mu;
+  CondVar drained;  // signalled when pending shrinks or the stream ends
+  std::deque<std::string> pending ABSL_GUARDED_BY(mu);  // written, not yet sent
+  size_t pending_bytes ABSL_GUARDED_BY(mu) = 0;         // the sizes in `pending` together
+  bool closed ABSL_GUARDED_BY(mu) = false;              // the writer has finished the body
+  bool gone ABSL_GUARDED_BY(mu) = false;           // the client went away (or the write failed)
+  std::function<void()> wake ABSL_GUARDED_BY(mu);  // set by the connection: sends what is pending
   // Backpressure (see StreamWriter::Write); the server sets its ServerOptions' values when the
   // reply starts.
-  size_t max_pending_bytes = 1 << 20;
-  std::chrono::milliseconds max_wait{30000};
+  size_t max_pending_bytes ABSL_GUARDED_BY(mu) = 1 << 20;
+  std::chrono::milliseconds max_wait ABSL_GUARDED_BY(mu){30000};
 };
 }  // namespace internal
 

@@ -122,7 +122,7 @@ prometheus::Histogram::BucketBoundaries Metrics::LatencyBuckets() {
 }
 
 void Metrics::OnScrape(std::function<void()> refresh) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   refreshers_.push_back(std::move(refresh));
 }
 
@@ -142,7 +142,7 @@ void Metrics::RecordRpc(const std::string& full_method, grpc::StatusCode code, d
 std::string Metrics::Render() {
   std::vector<std::function<void()>> refreshers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     refreshers = refreshers_;
   }
   for (auto& r : refreshers) r();

@@ -16,6 +16,7 @@
 #include <prometheus/registry.h>
 
 #include "common/http_server.h"
+#include "common/mutex.h"
 
 namespace switchyard {
 
@@ -30,10 +31,10 @@ class Metrics {
 
   // Called at every scrape before serializing, to refresh gauges computed from state (models by
   // state, orchestrators available, ...).
-  void OnScrape(std::function<void()> refresh);
+  void OnScrape(std::function<void()> refresh) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The Prometheus text exposition (version 0.0.4) of everything, with process metrics.
-  std::string Render();
+  std::string Render() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Records every RPC: switchyard_grpc_requests_total{service,method,code} and
   // switchyard_grpc_request_duration_seconds{service,method}. Add to a ServerBuilder with
@@ -48,8 +49,8 @@ class Metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::string prefix_;
-  std::vector<std::function<void()>> refreshers_;
-  std::mutex mu_;
+  Mutex mu_;
+  std::vector<std::function<void()>> refreshers_ ABSL_GUARDED_BY(mu_);
   prometheus::Family<prometheus::Counter>* rpc_requests_;
   prometheus::Family<prometheus::Histogram>* rpc_duration_;
 };

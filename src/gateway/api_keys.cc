@@ -16,17 +16,17 @@ namespace switchyard::gateway {
 
 // A key's live quota state, shared by the store and the leases of its calls in flight.
 struct ApiKeyStore::Lease::State {
-  std::mutex mu;
-  double rate_per_second = 0;  // guarded by mu, as is everything below
-  double burst = 0;
-  int max_concurrent = 0;
-  double tokens = 0;
-  absl::Time refilled = absl::InfinitePast();
-  int in_flight = 0;
+  Mutex mu;
+  double rate_per_second ABSL_GUARDED_BY(mu) = 0;
+  double burst ABSL_GUARDED_BY(mu) = 0;
+  int max_concurrent ABSL_GUARDED_BY(mu) = 0;
+  double tokens ABSL_GUARDED_BY(mu) = 0;
+  absl::Time refilled ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  int in_flight ABSL_GUARDED_BY(mu) = 0;
 };
 
 ApiKeyStore::Lease::~Lease() {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  MutexLock lock(&state_->mu);
   state_->in_flight--;
 }
 
@@ -91,7 +91,7 @@ absl::StatusOr<std::vector<ApiKeyEntry>> LoadApiKeys(const std::filesystem::path
 }
 
 void ApiKeyStore::Replace(const std::vector<ApiKeyEntry>& entries) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::map<std::string, std::shared_ptr<Lease::State>> old_by_id;
   for (auto& [hash, key] : by_hash_) old_by_id[key.entry.id] = key.state;
   std::map<std::string, Key> fresh;
@@ -99,7 +99,7 @@ void ApiKeyStore::Replace(const std::vector<ApiKeyEntry>& entries) {
     auto it = old_by_id.find(e.id);
     auto state = it != old_by_id.end() ? it->second : std::make_shared<Lease::State>();
     {
-      std::lock_guard<std::mutex> state_lock(state->mu);
+      MutexLock state_lock(&state->mu);
       state->rate_per_second = e.rate_per_second;
       state->burst = e.burst;
       state->max_concurrent = e.max_concurrent;
@@ -117,7 +117,7 @@ absl::Status ApiKeyStore::Authenticate(absl::string_view presented_key) const {
         "API key required: send 'authorization: Bearer <key>' (or 'x-api-key: <key>')");
   }
   const std::string hash = Sha256Hex(presented_key);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (by_hash_.count(hash) == 0) return absl::UnauthenticatedError("unknown API key");
   return absl::OkStatus();
 }
@@ -132,14 +132,14 @@ absl::StatusOr<std::unique_ptr<ApiKeyStore::Lease>> ApiKeyStore::Admit(
   std::shared_ptr<Lease::State> state;
   std::string id;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = by_hash_.find(hash);
     if (it == by_hash_.end()) return absl::UnauthenticatedError("unknown API key");
     state = it->second.state;
     id = it->second.entry.id;
   }
   const absl::Time now = clock_();
-  std::lock_guard<std::mutex> lock(state->mu);
+  MutexLock lock(&state->mu);
   if (state->max_concurrent > 0 && state->in_flight >= state->max_concurrent) {
     return absl::ResourceExhaustedError(
         absl::StrCat("API key '", id, "' is over its concurrency quota: ", state->in_flight, " of ",
@@ -164,17 +164,17 @@ absl::StatusOr<std::unique_ptr<ApiKeyStore::Lease>> ApiKeyStore::Admit(
 }
 
 int ApiKeyStore::InFlight(const std::string& key_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (const auto& [hash, key] : by_hash_) {
     if (key.entry.id != key_id) continue;
-    std::lock_guard<std::mutex> state_lock(key.state->mu);
+    MutexLock state_lock(&key.state->mu);
     return key.state->in_flight;
   }
   return -1;
 }
 
 size_t ApiKeyStore::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return by_hash_.size();
 }
 

@@ -7,7 +7,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 
 namespace switchyard::gateway {
 
@@ -64,19 +64,20 @@ class ApiKeyStore {
 
   // Replaces the keys. A key id kept across the swap keeps its bucket and its calls in flight
   // (so a reload neither refills buckets nor forgets running jobs); new limits apply at once.
-  void Replace(const std::vector<ApiKeyEntry>& entries);
+  void Replace(const std::vector<ApiKeyEntry>& entries) ABSL_LOCKS_EXCLUDED(mu_);
 
   // UNAUTHENTICATED for a missing or unknown key; RESOURCE_EXHAUSTED naming the quota
   // ("rate limit" or "concurrency quota") when over it. The lease must live as long as the call.
-  absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view presented_key);
+  absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view presented_key)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Whether `presented_key` is a known key (OK, else UNAUTHENTICATED as Admit says), without
   // taking a token or a slot: the HTTP server's check before it reads a body.
-  absl::Status Authenticate(absl::string_view presented_key) const;
+  absl::Status Authenticate(absl::string_view presented_key) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Calls in flight for a key id (-1 if unknown), for tests and metrics.
-  int InFlight(const std::string& key_id) const;
-  size_t size() const;
+  int InFlight(const std::string& key_id) const ABSL_LOCKS_EXCLUDED(mu_);
+  size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Key {
@@ -84,8 +85,8 @@ class ApiKeyStore {
     std::shared_ptr<Lease::State> state;
   };
   Clock clock_;
-  mutable std::mutex mu_;
-  std::map<std::string, Key> by_hash_;  // sha256 -> key; guarded by mu_
+  mutable Mutex mu_;
+  std::map<std::string, Key> by_hash_ ABSL_GUARDED_BY(mu_);  // sha256 -> key
 };
 
 }  // namespace switchyard::gateway

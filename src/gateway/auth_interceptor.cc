@@ -86,33 +86,33 @@ absl::Status ApiKeyAuth::Reload() {
 }
 
 grpc::Status ApiKeyAuth::Check(const grpc::ServerContextBase* context) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = refused_.find(context);
   return it == refused_.end() ? grpc::Status::OK : it->second;
 }
 
 void ApiKeyAuth::SetVerdict(const grpc::ServerContextBase* context, absl::Status status) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   refused_[context] = ToGrpcStatus(status);
 }
 
 void ApiKeyAuth::ClearVerdict(const grpc::ServerContextBase* context) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   refused_.erase(context);
 }
 
 void ApiKeyAuth::SetKeyId(const grpc::ServerContextBase* context, std::string key_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   admitted_[context] = std::move(key_id);
 }
 
 void ApiKeyAuth::ClearKeyId(const grpc::ServerContextBase* context) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   admitted_.erase(context);
 }
 
 std::string ApiKeyAuth::KeyIdOf(const grpc::ServerContextBase* context) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = admitted_.find(context);
   return it == admitted_.end() ? std::string() : it->second;
 }

@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <memory>
-#include <mutex>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/server_interceptor.h>
@@ -15,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "gateway/api_keys.h"
 
 namespace switchyard::gateway {
@@ -59,11 +59,11 @@ class ApiKeyAuth {
 
   std::filesystem::path file_;
   ApiKeyStore store_;
-  mutable std::mutex mu_;
-  // Refusals of calls still open, by their server context; guarded by mu_.
-  absl::flat_hash_map<const grpc::ServerContextBase*, grpc::Status> refused_;
-  // Key ids of admitted calls still open, by their server context; guarded by mu_.
-  absl::flat_hash_map<const grpc::ServerContextBase*, std::string> admitted_;
+  mutable Mutex mu_;
+  // Refusals of calls still open, by their server context.
+  absl::flat_hash_map<const grpc::ServerContextBase*, grpc::Status> refused_ ABSL_GUARDED_BY(mu_);
+  // Key ids of admitted calls still open, by their server context.
+  absl::flat_hash_map<const grpc::ServerContextBase*, std::string> admitted_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchyard::gateway

@@ -47,25 +47,24 @@ bool ActiveCallTracker::Tracked(const char* method) const {
 }
 
 void ActiveCallTracker::Started() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ++active_;
 }
 
 void ActiveCallTracker::Ended() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (--active_ == 0) idle_.notify_all();
+  MutexLock lock(&mu_);
+  if (--active_ == 0) idle_.SignalAll();
 }
 
 int ActiveCallTracker::active() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return active_;
 }
 
 bool ActiveCallTracker::WaitIdle(std::chrono::steady_clock::time_point deadline) const {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_.wait_until(lock, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return active_ == 0;
-  });
+  MutexLock lock(&mu_);
+  return idle_.WaitUntil(&mu_, deadline,
+                         [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_ == 0; });
 }
 
 }  // namespace switchyard::gateway

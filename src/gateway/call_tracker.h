@@ -5,9 +5,7 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,6 +13,7 @@
 #include <grpcpp/support/server_interceptor.h>
 
 #include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 
 namespace switchyard::gateway {
 
@@ -28,22 +27,20 @@ class ActiveCallTracker {
   // interceptor when its call ends, however it ends; that is when the call stops counting.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
-  int active() const;
+  int active() const ABSL_LOCKS_EXCLUDED(mu_);
   // True as soon as no counted call is in progress; false when `deadline` passes first.
-  bool WaitIdle(std::chrono::steady_clock::time_point deadline) const;
+  bool WaitIdle(std::chrono::steady_clock::time_point deadline) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   class Interceptor;
   class Factory;
   bool Tracked(const char* method) const;
-  void Started();
-  void Ended();
+  void Started() ABSL_LOCKS_EXCLUDED(mu_);
+  void Ended() ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::vector<std::string> untracked_prefixes_;
-  // std::mutex, not absl::Mutex: ThreadSanitizer sees pthread locks, not Debian's uninstrumented
-  // libabsl (docs/testing.md).
-  mutable std::mutex mu_;
-  mutable std::condition_variable idle_;  // notified when active_ drops to 0
+  mutable Mutex mu_;
+  mutable CondVar idle_;  // signalled when active_ drops to 0
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

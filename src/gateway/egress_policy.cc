@@ -5,17 +5,16 @@
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/mutex.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -238,26 +237,27 @@ absl::Status EgressPolicy::CheckHost(absl::string_view host, absl::Duration reso
       return absl::OkStatus();  // checked at connection time
     }
     struct Lookup {
-      std::mutex mu;
-      std::condition_variable cv;
-      bool done = false;
-      std::vector<ip::address> addresses;
+      Mutex mu;
+      CondVar cv;
+      bool done ABSL_GUARDED_BY(mu) = false;
+      std::vector<ip::address> addresses ABSL_GUARDED_BY(mu);
     };
     auto lookup = std::make_shared<Lookup>();
     std::thread([lookup, name] {
       std::vector<ip::address> found;
       GetAddresses(name, /*numeric_only=*/false, &found);
       {
-        std::lock_guard<std::mutex> lock(lookup->mu);
+        MutexLock lock(&lookup->mu);
         lookup->addresses = std::move(found);
         lookup->done = true;
       }
-      lookup->cv.notify_all();
+      lookup->cv.SignalAll();
       --lookups_running;
     }).detach();
-    std::unique_lock<std::mutex> lock(lookup->mu);
-    if (!lookup->cv.wait_for(lock, absl::ToChronoMilliseconds(resolve_timeout),
-                             [&] { return lookup->done; })) {
+    MutexLock lock(&lookup->mu);
+    if (!lookup->cv.WaitFor(
+            &lookup->mu, absl::ToChronoMilliseconds(resolve_timeout),
+            [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lookup->mu) { return lookup->done; })) {
       return absl::OkStatus();  // not at once: checked at connection time
     }
     addresses = lookup->addresses;

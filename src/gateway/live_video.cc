@@ -229,7 +229,7 @@ class LiveVideoSessions::Session {
 
   void RequestStop() {
     stop_ = true;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (call_ != nullptr) call_->TryCancel();
   }
 
@@ -248,14 +248,14 @@ class LiveVideoSessions::Session {
   }
 
   std::string CurrentParams() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return params_;
   }
 
   // POSTs one event to events_url/<seq>, best effort. `last` events are sent even when stopping.
   void PostEvent(Json event, bool last = false) {
     if (p_.events_url.empty()) return;
-    std::lock_guard<std::mutex> lock(events_mu_);  // one sequence for both threads
+    MutexLock lock(&events_mu_);  // one sequence for both threads
     if (events_refused_) return;
     event["request_id"] = p_.request_id;
     event["stream_id"] = p_.stream_id;
@@ -334,7 +334,7 @@ class LiveVideoSessions::Session {
       }
       Json update = *std::move(parsed);
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         params_ = update.dump(-1, ' ', false, Json::error_handler_t::replace);
       }
       spdlog::info("[{}] live parameters updated from control message {}", p_.request_id, served);
@@ -420,12 +420,12 @@ class LiveVideoSessions::Session {
         context.AddMetadata("x-request-id", absl::StrCat(p_.request_id, "-", served));
         if (!p_.authorization.empty()) context.AddMetadata("authorization", p_.authorization);
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           call_ = &context;
         }
         if (stop_) context.TryCancel();
         status = stub_->LiveVideoSegment(&context, request, &response);
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         call_ = nullptr;
       }
       if (!status.ok()) {
@@ -489,7 +489,7 @@ class LiveVideoSessions::Session {
     if (!p_.events_url.empty()) {
       bool refused = false;
       {
-        std::lock_guard<std::mutex> lock(events_mu_);
+        MutexLock lock(&events_mu_);
         refused = events_refused_;
       }
       if (!refused) {
@@ -506,10 +506,10 @@ class LiveVideoSessions::Session {
   const LiveVideoParams p_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> done_{false};
-  std::mutex events_mu_;
+  Mutex events_mu_;
   int64_t event_seq_ ABSL_GUARDED_BY(events_mu_) = 0;        // the next events_url sequence number
   bool events_refused_ ABSL_GUARDED_BY(events_mu_) = false;  // events_url refused by policy
-  std::mutex mu_;
+  Mutex mu_;
   std::string params_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;  // the segment call in flight
   std::thread thread_;
@@ -564,7 +564,7 @@ absl::Status LiveVideoSessions::CheckUrl(absl::string_view field, absl::string_v
 
 absl::Status LiveVideoSessions::Start(LiveVideoParams params) {
   const std::string key = KeyBucket(params);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (stopped_) return absl::UnavailableError("the gateway is shutting down");
   Reap();
   if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
@@ -597,7 +597,7 @@ absl::Status LiveVideoSessions::Start(LiveVideoParams params) {
 void LiveVideoSessions::Stop() {
   std::map<std::string, std::unique_ptr<Session>> sessions;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopped_ = true;
     sessions.swap(sessions_);
     session_keys_.clear();
@@ -607,7 +607,7 @@ void LiveVideoSessions::Stop() {
 }
 
 int LiveVideoSessions::active() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   int n = 0;
   for (const auto& [id, s] : sessions_) n += s->done() ? 0 : 1;
   return n;

@@ -35,11 +35,9 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -48,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "gateway/egress_policy.h"
 #include "gateway/live_video_options.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
@@ -116,11 +115,11 @@ class LiveVideoSessions {
   // Starts a session on its own thread and returns at once. RESOURCE_EXHAUSTED naming the limit
   // when max_sessions, or max_sessions_per_key for the caller's key, are running; UNAVAILABLE
   // after Stop(). The URLs are not checked again here (CheckUrl did, and each connection does).
-  absl::Status Start(LiveVideoParams params);
+  absl::Status Start(LiveVideoParams params) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends every session (their final events are still sent, best effort) and waits for them.
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
   // Sessions running now.
-  int active() const;
+  int active() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   class Session;
@@ -128,7 +127,7 @@ class LiveVideoSessions {
 
   const std::shared_ptr<v1::Gateway::Stub> stub_;
   const LiveVideoOptions options_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> session_keys_ ABSL_GUARDED_BY(mu_);  // id -> key bucket

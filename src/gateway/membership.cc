@@ -20,7 +20,7 @@ NodeConnectionPtr Membership::ConnectionFor(const std::string& address) {
 }
 
 uint64_t Membership::Register(const node::v1::NodeStatus& status, NodeSource source) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return RegisterLocked(status, source, Registrant{});
 }
 
@@ -49,7 +49,7 @@ uint64_t Membership::RegisterLocked(const node::v1::NodeStatus& status, NodeSour
 uint64_t Membership::TryRegister(const node::v1::NodeStatus& status, NodeSource source,
                                  const Registrant& registrant, std::string* holder_peer) {
   // Checked and inserted under one lock: two hellos racing for a free id cannot both get it.
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = nodes_.find(status.node_id());
   if (it != nodes_.end()) {
     if (holder_peer != nullptr) {
@@ -64,7 +64,7 @@ uint64_t Membership::TryRegister(const node::v1::NodeStatus& status, NodeSource 
 }
 
 bool Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = nodes_.find(status.node_id());
   if (it == nodes_.end() || it->second.token != token) return false;
   it->second.last_heard = absl::Now();
@@ -79,7 +79,7 @@ bool Membership::Update(const node::v1::NodeStatus& status, uint64_t token) {
 }
 
 std::vector<std::string> Membership::ExpireSilent(absl::Time now, absl::Duration timeout) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<std::string> expired;
   for (auto it = nodes_.begin(); it != nodes_.end();) {
     const Entry& e = it->second;
@@ -97,7 +97,7 @@ std::vector<std::string> Membership::ExpireSilent(absl::Time now, absl::Duration
 }
 
 void Membership::Remove(const std::string& node_id, uint64_t token) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end() || it->second.token != token) return;
   nodes_.erase(it);

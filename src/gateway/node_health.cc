@@ -120,7 +120,7 @@ void NodeHealth::RecordSuccess(const std::string& node_id, NodeStats& stats) {
       !stats.probation_.load(std::memory_order_relaxed)) {
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const bool was_ejected = stats.EjectedAt(now_());
   stats.ejected_until_ns_.store(0, std::memory_order_relaxed);
   stats.probation_.store(false, std::memory_order_relaxed);
@@ -136,7 +136,7 @@ bool NodeHealth::RecordFailure(const std::string& node_id, const std::shared_ptr
   const absl::Time now = now_();
   if (stats->EjectedAt(now)) return false;  // already out (an attempt that started before)
 
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (stats->EjectedAt(now)) return false;
   PurgeLocked(now);
   const auto allowed = static_cast<size_t>(
@@ -173,14 +173,14 @@ void NodeHealth::PurgeLocked(absl::Time now) {
 }
 
 bool NodeHealth::IsEjected(const std::string& node_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = ejected_.find(node_id);
   return it != ejected_.end() && it->second.stats->EjectedAt(now_());
 }
 
 int NodeHealth::EjectedCount() const {
   const absl::Time now = now_();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   int n = 0;
   for (const auto& [id, e] : ejected_) n += e.stats->EjectedAt(now) ? 1 : 0;
   return n;
@@ -192,7 +192,7 @@ RetryBudget::RetryBudget(RetryBudgetOptions options, std::function<absl::Time()>
 void RetryBudget::RecordJob() { jobs_.Add(now_()); }
 
 bool RetryBudget::TryRetry() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const absl::Time now = now_();
   const double allowed = options_.ratio * static_cast<double>(jobs_.Sum(now)) +
                          options_.min_per_second * absl::ToDoubleSeconds(options_.window);

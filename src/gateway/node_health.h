@@ -11,13 +11,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 
 namespace switchyard::gateway {
 
@@ -106,14 +106,14 @@ class NodeHealth {
  public:
   NodeHealth(HealthOptions options, std::function<absl::Time()> now);
 
-  void RecordSuccess(const std::string& node_id, NodeStats& stats);
+  void RecordSuccess(const std::string& node_id, NodeStats& stats) ABSL_LOCKS_EXCLUDED(mu_);
   // Counts a retryable failure; returns whether it ejected the node. `known_nodes` is the number
   // of nodes in the latest snapshot, for max_ejected_fraction.
   bool RecordFailure(const std::string& node_id, const std::shared_ptr<NodeStats>& stats,
-                     size_t known_nodes);
+                     size_t known_nodes) ABSL_LOCKS_EXCLUDED(mu_);
 
-  bool IsEjected(const std::string& node_id) const;
-  int EjectedCount() const;
+  bool IsEjected(const std::string& node_id) const ABSL_LOCKS_EXCLUDED(mu_);
+  int EjectedCount() const ABSL_LOCKS_EXCLUDED(mu_);
   // Ejections since start (for metrics).
   int64_t ejections_total() const { return ejections_total_.load(std::memory_order_relaxed); }
   // How long the ejection at `level` lasts.
@@ -129,7 +129,7 @@ class NodeHealth {
 
   const HealthOptions options_;
   const std::function<absl::Time()> now_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   absl::flat_hash_map<std::string, Ejection> ejected_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> ejections_total_{0};
 };
@@ -148,14 +148,14 @@ class RetryBudget {
   RetryBudget(RetryBudgetOptions options, std::function<absl::Time()> now);
   void RecordJob();
   // True, and counts the retry, if one is allowed now.
-  bool TryRetry();
+  bool TryRetry() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   const RetryBudgetOptions options_;
   const std::function<absl::Time()> now_;
   SlidingCounter jobs_;
   SlidingCounter retries_;
-  std::mutex mu_;  // serialises TryRetry's check and consume
+  Mutex mu_;  // serialises TryRetry's check and consume
 };
 
 }  // namespace switchyard::gateway

@@ -8,7 +8,7 @@ namespace switchyard::gateway {
 RecentErrors::RecentErrors(size_t capacity) : capacity_(std::max<size_t>(1, capacity)) {}
 
 void RecentErrors::Add(JobFailure failure) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (ring_.size() < capacity_) {
     ring_.push_back(std::move(failure));
     return;
@@ -18,7 +18,7 @@ void RecentErrors::Add(JobFailure failure) {
 }
 
 std::vector<JobFailure> RecentErrors::Newest() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<JobFailure> out;
   out.reserve(ring_.size());
   // Until the ring is full, next_ stays 0 and the newest is at the back; after, the newest is

@@ -8,12 +8,12 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "gateway/node_health.h"
 
 namespace switchyard::gateway {
@@ -34,14 +34,14 @@ struct JobFailure {
 class RecentErrors {
  public:
   explicit RecentErrors(size_t capacity);
-  void Add(JobFailure failure);
+  void Add(JobFailure failure) ABSL_LOCKS_EXCLUDED(mu_);
   // Newest first.
-  std::vector<JobFailure> Newest() const;
+  std::vector<JobFailure> Newest() const ABSL_LOCKS_EXCLUDED(mu_);
   size_t capacity() const { return capacity_; }
 
  private:
   const size_t capacity_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::vector<JobFailure> ring_ ABSL_GUARDED_BY(mu_);
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;  // where the next failure goes once the ring is full
 };

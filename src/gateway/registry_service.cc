@@ -4,8 +4,6 @@
 
 #include <openssl/crypto.h>
 
-#include <mutex>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
@@ -58,7 +56,7 @@ class RegistryService::Stream final
       std::string holder;
       uint64_t token = 0;
       {
-        std::lock_guard<std::mutex> lock(leave_mu_);
+        MutexLock lock(&leave_mu_);
         if (token_ != 0) membership_->Remove(node_id_, token_);  // a second hello on this stream
         token_ = 0;
         token = membership_->TryRegister(hello, NodeSource::kRegistered,
@@ -71,7 +69,7 @@ class RegistryService::Stream final
         return;
       }
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         write_pending_ = true;
       }
       StartWrite(&ack_);
@@ -79,7 +77,7 @@ class RegistryService::Stream final
       uint64_t token = 0;
       bool same_node = false;
       {
-        std::lock_guard<std::mutex> lock(leave_mu_);
+        MutexLock lock(&leave_mu_);
         token = token_;
         same_node = in_.update().node_id() == node_id_;
       }
@@ -99,7 +97,7 @@ class RegistryService::Stream final
         std::string holder;
         bool taken = false;
         {
-          std::lock_guard<std::mutex> lock(leave_mu_);
+          MutexLock lock(&leave_mu_);
           if (token_ != 0) {
             const uint64_t fresh =
                 membership_->TryRegister(in_.update(), NodeSource::kRegistered,
@@ -123,7 +121,7 @@ class RegistryService::Stream final
   }
 
   void OnWriteDone(bool) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     write_pending_ = false;
     if (finish_deferred_) {
       finish_deferred_ = false;
@@ -143,8 +141,8 @@ class RegistryService::Stream final
   }
 
   // Finish must not overlap a pending write; defer it to OnWriteDone if one is in flight.
-  void FinishOnce(grpc::Status status) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void FinishOnce(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     if (finished_) return;
     finished_ = true;
     if (write_pending_) {
@@ -172,9 +170,9 @@ class RegistryService::Stream final
     // A price that is not a finite number >= 0 could only be billed wrongly (metering.h).
     for (const auto& c : s.capabilities()) {
       if (!metering::ValidPrice(c.price_per_unit())) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "hello from ", s.node_id(), ": ", LogSafe(c.pipeline()), "/", LogSafe(c.model_id()),
-            ": price_per_unit is not a finite number >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("hello from ", s.node_id(), ": ", LogSafe(c.pipeline()), "/",
+                         LogSafe(c.model_id()), ": price_per_unit is not a finite number >= 0"));
       }
     }
     return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));
@@ -194,8 +192,8 @@ class RegistryService::Stream final
                      "registration until that stream ends or is silent for the node timeout")));
   }
 
-  void Leave() {
-    std::lock_guard<std::mutex> lock(leave_mu_);
+  void Leave() ABSL_LOCKS_EXCLUDED(leave_mu_) {
+    MutexLock lock(&leave_mu_);
     if (token_ != 0) membership_->Remove(node_id_, token_);
     token_ = 0;
   }
@@ -206,16 +204,15 @@ class RegistryService::Stream final
   const Presented presented_;
   node::v1::NodeMessage in_;
   node::v1::GatewayMessage ack_;
-  // node_id_ and token_ are guarded by leave_mu_: OnCancel (Leave) may run on another thread
-  // while OnReadDone runs.
-  std::mutex leave_mu_;
-  std::string node_id_;
-  uint64_t token_ = 0;
-  std::mutex mu_;
-  bool write_pending_ = false;
-  bool finished_ = false;
-  bool finish_deferred_ = false;
-  grpc::Status deferred_status_;
+  // OnCancel (Leave) may run on another thread while OnReadDone runs.
+  Mutex leave_mu_;
+  std::string node_id_ ABSL_GUARDED_BY(leave_mu_);
+  uint64_t token_ ABSL_GUARDED_BY(leave_mu_) = 0;
+  Mutex mu_;
+  bool write_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_deferred_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status deferred_status_ ABSL_GUARDED_BY(mu_);
 };
 
 namespace {
@@ -285,7 +282,7 @@ grpc::ServerBidiReactor<node::v1::NodeMessage, node::v1::GatewayMessage>* Regist
   }
   Stream* stream;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (shutting_down_) {
       return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, kShuttingDown));
     }
@@ -327,7 +324,7 @@ absl::Status RegistryService::AuthorizeNode(const std::string& node_id,
 }
 
 void RegistryService::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   shutting_down_ = true;
   // A stream stays in streams_ (so alive) until its OnDone has taken mu_ in Untrack.
   for (Stream* stream : streams_) {
@@ -336,7 +333,7 @@ void RegistryService::Shutdown() {
 }
 
 void RegistryService::Untrack(Stream* stream) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   streams_.erase(stream);
 }
 

@@ -3,13 +3,13 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "common/mutex.h"
 #include "gateway/membership.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
@@ -51,7 +51,7 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   // Gateway shutdown: ends every open registration stream with UNAVAILABLE ("gateway shutting
   // down"; the orchestrators reconnect with backoff) and refuses new ones the same way, so the gRPC
   // server's shutdown does not wait out its grace period for streams that never end on their own.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   class Stream;  // one orchestrator's registration stream (registry_service.cc)
@@ -60,7 +60,7 @@ class RegistryService final : public node::v1::Registry::CallbackService {
     std::string secret;
     std::vector<std::string> cert_identities;
   };
-  void Untrack(Stream* stream);
+  void Untrack(Stream* stream) ABSL_LOCKS_EXCLUDED(mu_);
   // May a stream that presented `presented` register as `node_id`? UNAUTHENTICATED for a wrong or
   // missing per-node secret or certificate identity, PERMISSION_DENIED for an id not listed.
   absl::Status AuthorizeNode(const std::string& node_id, const Presented& presented) const;
@@ -71,7 +71,7 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   std::string secret_;
   const NodeAuth node_auth_;
   absl::flat_hash_set<std::string> node_secret_hashes_;  // of node_auth_.node_secrets
-  std::mutex mu_;
+  Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
 };

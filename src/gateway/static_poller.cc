@@ -24,7 +24,7 @@ void StaticPoller::Start() {
 
 void StaticPoller::SetAddresses(const std::vector<std::string>& addresses) {
   {
-    std::lock_guard<std::mutex> lock(targets_mu_);
+    MutexLock lock(&targets_mu_);
     std::vector<Target> next;
     for (const auto& a : addresses) {
       auto same = std::find_if(targets_.begin(), targets_.end(), [&](const Target& t) {
@@ -48,29 +48,31 @@ void StaticPoller::SetAddresses(const std::vector<std::string>& addresses) {
     targets_ = std::move(next);
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     poll_now_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void StaticPoller::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 void StaticPoller::Run() {
   for (;;) {
     {
-      std::lock_guard<std::mutex> targets_lock(targets_mu_);
+      MutexLock targets_lock(&targets_mu_);
       for (auto& t : targets_) PollOnce(t);
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    if (cv_.wait_for(lock, interval_, [this] { return stopping_ || poll_now_; })) {
+    MutexLock lock(&mu_);
+    if (cv_.WaitFor(&mu_, interval_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || poll_now_;
+        })) {
       if (stopping_) return;
       poll_now_ = false;
     }

@@ -2,13 +2,13 @@
 // A node that answers is routed to; one that stops answering is dropped until it answers again.
 #pragma once
 
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 #include "gateway/membership.h"
 
 namespace switchyard::gateway {
@@ -21,12 +21,13 @@ class StaticPoller {
   ~StaticPoller();  // stops and joins
 
   void Start();
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Replaces the list (a config reload): nodes no longer listed leave routing (jobs already sent
   // to them finish), new ones are polled at once, those still listed keep their state. Returns
   // once applied, which can take up to one poll (the poll interval) in progress.
-  void SetAddresses(const std::vector<std::string>& addresses);
+  void SetAddresses(const std::vector<std::string>& addresses)
+      ABSL_LOCKS_EXCLUDED(targets_mu_, mu_);
 
  private:
   struct Target {
@@ -35,18 +36,18 @@ class StaticPoller {
     uint64_t token = 0;
     std::string last_error;  // of the last failed poll, so a lasting failure is logged once
   };
-  void Run();
+  void Run() ABSL_LOCKS_EXCLUDED(targets_mu_, mu_);
   void PollOnce(Target& target);
 
-  std::vector<Target> targets_;  // guarded by targets_mu_, held for a whole round of polls
-  std::mutex targets_mu_;
+  Mutex targets_mu_;  // held for a whole round of polls
+  std::vector<Target> targets_ ABSL_GUARDED_BY(targets_mu_);
   std::chrono::milliseconds interval_;
   Membership* membership_;
   int64_t max_message_bytes_;
-  bool poll_now_ = false;  // guarded by mu_: a reload added targets
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  bool poll_now_ ABSL_GUARDED_BY(mu_) = false;  // a reload added targets
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -9,7 +9,7 @@ StreamAffinity::StreamAffinity(absl::Duration idle_timeout, size_t max_streams,
     : idle_timeout_(idle_timeout), max_streams_(max_streams), now_(std::move(now)) {}
 
 std::string StreamAffinity::NodeOf(const std::string& tenant, const std::string& stream_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = streams_.find(Key(tenant, stream_id));
   if (it == streams_.end()) return "";
   const absl::Time now = now_();
@@ -23,7 +23,7 @@ std::string StreamAffinity::NodeOf(const std::string& tenant, const std::string&
 
 void StreamAffinity::Set(const std::string& tenant, const std::string& stream_id,
                          const std::string& node_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const absl::Time now = now_();
   auto it = streams_.find(Key(tenant, stream_id));
   if (it != streams_.end()) {
@@ -54,7 +54,7 @@ void StreamAffinity::MakeRoomLocked(absl::Time now) {
 
 std::optional<std::string> StreamAffinity::Forget(const std::string& tenant,
                                                   const std::string& stream_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = streams_.find(Key(tenant, stream_id));
   if (it == streams_.end()) return std::nullopt;
   std::string node = std::move(it->second.node_id);
@@ -63,7 +63,7 @@ std::optional<std::string> StreamAffinity::Forget(const std::string& tenant,
 }
 
 size_t StreamAffinity::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return streams_.size();
 }
 

@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -17,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 
 namespace switchyard::gateway {
 
@@ -27,13 +27,16 @@ class StreamAffinity {
       std::function<absl::Time()> now = [] { return absl::Now(); });
 
   // The node the stream last ran on ("" when unknown or idle too long).
-  std::string NodeOf(const std::string& tenant, const std::string& stream_id);
+  std::string NodeOf(const std::string& tenant, const std::string& stream_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Records that the stream's latest segment ran on `node_id`. When the table is full, entries
   // idle too long are dropped first, then the least recently used.
-  void Set(const std::string& tenant, const std::string& stream_id, const std::string& node_id);
+  void Set(const std::string& tenant, const std::string& stream_id, const std::string& node_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Forgets the stream (it ended); returns the node it was on, if known.
-  std::optional<std::string> Forget(const std::string& tenant, const std::string& stream_id);
-  size_t size() const;
+  std::optional<std::string> Forget(const std::string& tenant, const std::string& stream_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Entry {
@@ -45,7 +48,7 @@ class StreamAffinity {
   const absl::Duration idle_timeout_;
   const size_t max_streams_;
   const std::function<absl::Time()> now_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   using Key = std::pair<std::string, std::string>;  // (tenant, stream id)
   std::map<Key, Entry> streams_ ABSL_GUARDED_BY(mu_);
 };

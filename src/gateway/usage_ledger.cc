@@ -211,7 +211,7 @@ absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesy
   SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->write_db_));
   SY_RETURN_IF_ERROR(CreateOrMigrate(ledger->write_db_, path));
   {
-    std::lock_guard<std::mutex> lock(ledger->read_mu_);
+    MutexLock lock(&ledger->read_mu_);
     SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->read_db_));
   }
   ledger->writer_ = std::thread([l = ledger.get()] { l->WriterLoop(); });
@@ -220,19 +220,20 @@ absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesy
 
 UsageLedger::~UsageLedger() {
   {
-    std::lock_guard<std::mutex> lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     closing_ = true;
   }
-  queue_cv_.notify_all();
+  queue_cv_.SignalAll();
   // The writer commits what is queued before it returns, and answers every waiting caller.
   if (writer_.joinable()) writer_.join();
   {
     // Waiting callers were answered; let them leave Record before its mutex goes.
-    std::unique_lock<std::mutex> lock(queue_mu_);
-    done_cv_.wait(lock, [this] { return callers_ == 0; });
+    MutexLock lock(&queue_mu_);
+    done_cv_.Wait(&queue_mu_,
+                  [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return callers_ == 0; });
   }
   sqlite3_close_v2(write_db_);
-  std::lock_guard<std::mutex> lock(read_mu_);
+  MutexLock lock(&read_mu_);
   sqlite3_close_v2(read_db_);
 }
 
@@ -245,35 +246,38 @@ absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
                                                    " must be finite numbers >= 0"));
   }
   Pending pending{&r};
-  std::unique_lock<std::mutex> lock(queue_mu_);
+  MutexLock lock(&queue_mu_);
   if (closing_) {
     return absl::UnavailableError(absl::StrCat("usage ledger ", path_.string(), " is closing"));
   }
   queue_.push_back(&pending);
   ++callers_;
-  queue_cv_.notify_one();
-  done_cv_.wait(lock, [&pending] { return pending.done; });
-  if (--callers_ == 0 && closing_) done_cv_.notify_all();
+  queue_cv_.Signal();
+  done_cv_.Wait(&queue_mu_, [&pending] { return pending.done; });
+  if (--callers_ == 0 && closing_) done_cv_.SignalAll();
   return pending.result;
 }
 
 void UsageLedger::WriterLoop() {
-  std::unique_lock<std::mutex> lock(queue_mu_);
+  queue_mu_.Lock();
   while (true) {
-    queue_cv_.wait(lock, [this] { return closing_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // closing, and everything queued is committed
+    queue_cv_.Wait(&queue_mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+      return closing_ || !queue_.empty();
+    });
+    if (queue_.empty()) break;  // closing, and everything queued is committed
     // Everything that queued while the previous batch committed goes in this one.
     std::vector<Pending*> batch;
     while (!queue_.empty() && batch.size() < kMaxBatch) {
       batch.push_back(queue_.front());
       queue_.pop_front();
     }
-    lock.unlock();
+    queue_mu_.Unlock();
     WriteBatch(batch);
-    lock.lock();
+    queue_mu_.Lock();
     for (Pending* p : batch) p->done = true;
-    done_cv_.notify_all();
+    done_cv_.SignalAll();
   }
+  queue_mu_.Unlock();
 }
 
 void UsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
@@ -337,7 +341,7 @@ void UsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
 }
 
 absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q) {
-  std::lock_guard<std::mutex> lock(read_mu_);
+  MutexLock lock(&read_mu_);
   return Select<UsageTotals>(
       read_db_, path_,
       "SELECT api_key_id, pipeline, model_id, MAX(unit), COUNT(*), SUM(MAX(units, 0)), "
@@ -358,7 +362,7 @@ absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q
 }
 
 absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) {
-  std::lock_guard<std::mutex> lock(read_mu_);
+  MutexLock lock(&read_mu_);
   return Select<UsageRecord>(
       read_db_, path_,
       "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "

@@ -12,12 +12,10 @@
 // batch commits share the next fsync instead of queueing on one mutex for one fsync each.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -30,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "common/mutex.h"
 
 struct sqlite3;
 
@@ -93,13 +92,15 @@ class UsageLedger {
   // there (nothing changes). UNAVAILABLE on a write error (every row of that batch gets it, none
   // of them is written) or when the ledger is closing; INVALID_ARGUMENT for a row without a job
   // id or with a price or amount that is not a finite number >= 0 (never written).
-  absl::StatusOr<bool> Record(const UsageRecord& record);
+  absl::StatusOr<bool> Record(const UsageRecord& record) ABSL_LOCKS_EXCLUDED(queue_mu_);
 
   // Totals per API key, pipeline and model, ordered by them.
-  absl::StatusOr<std::vector<UsageTotals>> Totals(const UsageQuery& query);
+  absl::StatusOr<std::vector<UsageTotals>> Totals(const UsageQuery& query)
+      ABSL_LOCKS_EXCLUDED(read_mu_);
 
   // The rows the query selects, oldest first, for audits and tests.
-  absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query);
+  absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query)
+      ABSL_LOCKS_EXCLUDED(read_mu_);
 
   const std::filesystem::path& path() const { return path_; }
 
@@ -110,12 +111,12 @@ class UsageLedger {
   // One queued row and, once its batch committed, the answer for its caller.
   struct Pending {
     const UsageRecord* record;
-    bool done = false;
+    bool done = false;  // guarded by queue_mu_ (a caller's stack entry: not annotatable)
     absl::StatusOr<bool> result = false;
   };
 
   explicit UsageLedger(std::filesystem::path path) : path_(std::move(path)) {}
-  void WriterLoop();
+  void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_);
   // Writes `batch` in one transaction; sets every entry's result (not `done`).
   void WriteBatch(const std::vector<Pending*>& batch);
 
@@ -124,12 +125,12 @@ class UsageLedger {
   sqlite3* write_db_ = nullptr;
   // Reads (Totals, Rows) on a connection of their own, so they never wait for a commit's fsync
   // (WAL: readers see the last committed state).
-  std::mutex read_mu_;
+  Mutex read_mu_;
   sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_) = nullptr;
 
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;  // writer: rows queued, or closing
-  std::condition_variable done_cv_;   // callers: a batch committed
+  Mutex queue_mu_;
+  CondVar queue_cv_;  // writer: rows queued, or closing
+  CondVar done_cv_;   // callers: a batch committed
   std::deque<Pending*> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool closing_ ABSL_GUARDED_BY(queue_mu_) = false;
   int callers_ ABSL_GUARDED_BY(queue_mu_) = 0;  // inside Record: the destructor waits for them

@@ -12,36 +12,36 @@ WaitQueue::WaitQueue(int capacity, absl::Duration poll)
 
 WaitQueue::~WaitQueue() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   thread_.join();
 }
 
 bool WaitQueue::Park(absl::Time deadline, Wake wake) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_ || static_cast<int>(waiters_.size()) >= capacity_) return false;
     waiters_.push_back(Waiter{deadline, std::move(wake)});
     // The loop may be waiting for a later time than this deadline: it must look again.
     waiters_added_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   return true;
 }
 
 void WaitQueue::Signal() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (waiters_.empty()) return;
     ++signals_;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 int WaitQueue::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(waiters_.size());
 }
 
@@ -51,12 +51,14 @@ void WaitQueue::Loop() {
     std::vector<Waiter> ready;    // woken to try again
     std::vector<Waiter> expired;  // deadline passed
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       absl::Time until = next_poll;
       for (const auto& w : waiters_) until = std::min(until, w.deadline);
-      cv_.wait_for(lock,
-                   absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), until - absl::Now())),
-                   [this] { return stopping_ || signals_ > 0 || waiters_added_; });
+      cv_.WaitFor(&mu_,
+                  absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), until - absl::Now())),
+                  [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                    return stopping_ || signals_ > 0 || waiters_added_;
+                  });
       waiters_added_ = false;
       const absl::Time now = absl::Now();
       if (stopping_) {
@@ -89,7 +91,7 @@ void WaitQueue::Loop() {
     // Outside the lock: a woken job may park again at once.
     for (auto& w : expired) w.wake(true);
     for (auto& w : ready) w.wake(false);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_ && waiters_.empty()) return;
   }
 }

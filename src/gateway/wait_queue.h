@@ -4,14 +4,13 @@
 // whichever node frees up first.
 #pragma once
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 
 namespace switchyard::gateway {
 
@@ -32,11 +31,11 @@ class WaitQueue {
 
   // Parks a job until Signal, the next poll, or `deadline`. False (and `wake` is not kept) when
   // the queue is full.
-  bool Park(absl::Time deadline, Wake wake);
+  bool Park(absl::Time deadline, Wake wake) ABSL_LOCKS_EXCLUDED(mu_);
   // A slot may have freed somewhere: wakes the longest-waiting job.
-  void Signal();
+  void Signal() ABSL_LOCKS_EXCLUDED(mu_);
 
-  int size() const;
+  int size() const ABSL_LOCKS_EXCLUDED(mu_);
   int capacity() const { return capacity_; }
 
  private:
@@ -44,12 +43,12 @@ class WaitQueue {
     absl::Time deadline;
     Wake wake;
   };
-  void Loop();
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const int capacity_;
   const absl::Duration poll_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable Mutex mu_;
+  CondVar cv_;
   std::deque<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   int signals_ ABSL_GUARDED_BY(mu_) = 0;
   bool waiters_added_ ABSL_GUARDED_BY(mu_) = false;  // since the loop last computed its wait

@@ -68,7 +68,7 @@ ModelManager::ModelManager(std::vector<ModelConfig> models, StatusBoard* board,
 }
 
 const ModelConfig* ModelManager::Find(const std::string& model_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = entries_.find(model_id);
   if (it == entries_.end() || it->second.removed) return nullptr;
   return it->second.published.get();  // immutable; retired copies are kept alive
@@ -93,9 +93,9 @@ void ModelManager::PruneRetiredLocked() const {
 }
 
 ModelManager::ReloadSummary ModelManager::Reconcile(std::vector<ModelConfig> models) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // A load in progress writes its entry when done; let it finish before the entry changes.
-  loaded_cv_.wait(lock, [this] {
+  loaded_cv_.Wait(&mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const auto& [id, e] : entries_) {
       if (e.state == node::v1::MODEL_STATE_LOADING) return false;
     }
@@ -250,17 +250,17 @@ absl::Status ModelManager::ReserveLocked(Entry& e) {
   return absl::OkStatus();
 }
 
-absl::Status ModelManager::LoadLocked(Entry& e, std::unique_lock<std::mutex>& lock) {
+absl::Status ModelManager::LoadLocked(Entry& e) {
   if (absl::Status room = ReserveLocked(e); !room.ok()) {
     if (board_ != nullptr) board_->Changed();  // advertise that it cannot be taken now
     return room;
   }
   SetState(e, node::v1::MODEL_STATE_LOADING, "");
   ModelConfig config = e.config;
-  lock.unlock();
+  mu_.Unlock();
   int64_t measured = 0;
   auto executor = LoadModel(config, &measured);
-  lock.lock();
+  mu_.Lock();
   if (executor.ok()) {
     e.executor = *executor;
     if (config.memory_mb <= 0) e.memory_bytes = measured;
@@ -270,21 +270,21 @@ absl::Status ModelManager::LoadLocked(Entry& e, std::unique_lock<std::mutex>& lo
     spdlog::error("model {} failed to load: {}", config.id, executor.status().ToString());
     SetState(e, node::v1::MODEL_STATE_FAILED, std::string(executor.status().message()));
   }
-  loaded_cv_.notify_all();
+  loaded_cv_.SignalAll();
   return executor.status();
 }
 
 void ModelManager::LoadWarmModels() {
   std::vector<std::string> order;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     order = order_;
   }
   for (const auto& id : order) {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Entry& e = entries_.at(id);
     if (e.removed || !e.config.warm || e.state != node::v1::MODEL_STATE_COLD) continue;
-    absl::Status st = LoadLocked(e, lock);
+    absl::Status st = LoadLocked(e);
     if (st.code() == absl::StatusCode::kResourceExhausted) {
       spdlog::error("warm model {} does not fit: {}", id, st.ToString());
       SetState(e, node::v1::MODEL_STATE_FAILED, std::string(st.message()));
@@ -294,7 +294,7 @@ void ModelManager::LoadWarmModels() {
 
 absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
     const std::string& model_id, absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = entries_.find(model_id);
   if (it == entries_.end()) {
     return absl::NotFoundError(absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
@@ -324,7 +324,7 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
             absl::StrCat("model '", model_id, "' failed to load: ", e.error));
       case node::v1::MODEL_STATE_LOADING: {
         auto timeout = absl::ToChronoNanoseconds(deadline - absl::Now());
-        if (timeout.count() <= 0 || !loaded_cv_.wait_for(lock, timeout, [&] {
+        if (timeout.count() <= 0 || !loaded_cv_.WaitFor(&mu_, timeout, [&] {
               return e.state != node::v1::MODEL_STATE_LOADING;
             })) {
           return absl::DeadlineExceededError(
@@ -334,7 +334,7 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
       }
       default: {  // COLD or UNLOADED: this caller loads it; others wait above.
         spdlog::info("cold start of model {}", model_id);
-        absl::Status st = LoadLocked(e, lock);
+        absl::Status st = LoadLocked(e);
         if (st.code() == absl::StatusCode::kResourceExhausted) return st;
         break;  // READY or FAILED now
       }
@@ -344,7 +344,7 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
 
 absl::Status ModelManager::Load(const std::string& model_id, absl::Time deadline) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = entries_.find(model_id);
     if (it == entries_.end() || it->second.removed) {
       return absl::NotFoundError(
@@ -360,7 +360,7 @@ absl::Status ModelManager::Load(const std::string& model_id, absl::Time deadline
 }
 
 absl::Status ModelManager::Unload(const std::string& model_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = entries_.find(model_id);
   if (it == entries_.end() || it->second.removed) {
     return absl::NotFoundError(absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
@@ -381,13 +381,13 @@ absl::Status ModelManager::Unload(const std::string& model_id) {
 }
 
 int ModelManager::ReloadsOf(const std::string& model_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = entries_.find(model_id);
   return it == entries_.end() ? 0 : it->second.reloads;
 }
 
 int64_t ModelManager::MemoryInUse(const std::string& device) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return UsedLocked(device);
 }
 
@@ -413,14 +413,14 @@ node::v1::NodeCapability ModelManager::CapabilityLocked(const Entry& e) const {
 }
 
 node::v1::NodeCapability ModelManager::CapabilityOf(const std::string& model_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = entries_.find(model_id);
   return it == entries_.end() || it->second.removed ? node::v1::NodeCapability()
                                                     : CapabilityLocked(it->second);
 }
 
 std::vector<node::v1::NodeCapability> ModelManager::Capabilities() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   PruneRetiredLocked();  // runs on every status report, so a finished job's model goes soon
   std::vector<node::v1::NodeCapability> out;
   for (const auto& id : order_) {

@@ -4,17 +4,16 @@
 // model's state and load. The model list can be replaced while serving (Reconcile, on SIGHUP).
 #pragma once
 
-#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/status_board.h"
 #include "runner/model_executor.h"
@@ -32,12 +31,12 @@ class ModelManager {
 
   // Loads every model marked warm, in order, blocking. A model that fails to load (or does not
   // fit its device's budget) is put in FAILED with its error; the others still load.
-  void LoadWarmModels();
+  void LoadWarmModels() ABSL_LOCKS_EXCLUDED(mu_);
 
   // The config of a model, or null when the id is unknown. The pointee stays valid for the
   // manager's lifetime even when a reload replaces or removes the model, so a job that looked it
   // up keeps a consistent config to the end.
-  const ModelConfig* Find(const std::string& model_id) const;
+  const ModelConfig* Find(const std::string& model_id) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // What Reconcile did, by model id.
   struct ReloadSummary {
@@ -52,7 +51,7 @@ class ModelManager {
   // jobs (NOT_FOUND) and unloaded once the jobs holding them finish, and changed ones reload
   // (jobs already running finish on the previous executor). A model whose file changed on disk
   // (modification time) counts as changed. Waits for loads in progress to finish first.
-  ReloadSummary Reconcile(std::vector<ModelConfig> models);
+  ReloadSummary Reconcile(std::vector<ModelConfig> models) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Returns the executor of a READY model, loading it first if it is cold. Concurrent callers
   // for a model that is loading wait for that one load. NOT_FOUND for an unknown id, UNAVAILABLE
@@ -60,23 +59,24 @@ class ModelManager {
   // device's budget even after evicting idle cold models, DEADLINE_EXCEEDED if the deadline
   // passes while waiting.
   absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> Acquire(const std::string& model_id,
-                                                                 absl::Time deadline);
+                                                                 absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Admin: loads a model now (also retries a FAILED one). Errors as Acquire.
-  absl::Status Load(const std::string& model_id, absl::Time deadline);
+  absl::Status Load(const std::string& model_id, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Admin: unloads a READY model (warm ones too); it becomes UNLOADED and loads again on demand.
   // FAILED_PRECONDITION while it is loading or has jobs queued or running.
-  absl::Status Unload(const std::string& model_id);
+  absl::Status Unload(const std::string& model_id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // One capability per model, with state, load and memory, for the node protocol.
-  std::vector<node::v1::NodeCapability> Capabilities() const;
-  node::v1::NodeCapability CapabilityOf(const std::string& model_id) const;
+  std::vector<node::v1::NodeCapability> Capabilities() const ABSL_LOCKS_EXCLUDED(mu_);
+  node::v1::NodeCapability CapabilityOf(const std::string& model_id) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // How many times the model was reloaded because an error may have broken it.
-  int ReloadsOf(const std::string& model_id) const;
+  int ReloadsOf(const std::string& model_id) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Bytes the loaded models use on `device` (by their estimates or measurements).
-  int64_t MemoryInUse(const std::string& device) const;
+  int64_t MemoryInUse(const std::string& device) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Told, for every job a model's executor runs, its queue wait and compute time (for metrics).
   // Set before LoadWarmModels; applies to executors created after.
@@ -106,8 +106,7 @@ class ModelManager {
   absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> LoadModel(const ModelConfig& config,
                                                                    int64_t* measured_bytes);
   // Brings a COLD entry to READY (or FAILED); called with the lock held, drops it while loading.
-  absl::Status LoadLocked(Entry& e, std::unique_lock<std::mutex>& lock)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadLocked(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes room for `e` on its device by evicting idle cold models, least recently used first.
   absl::Status ReserveLocked(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether `e` could be loaded now, counting memory that eviction could free.
@@ -128,8 +127,8 @@ class ModelManager {
 
   StatusBoard* board_;
   std::map<std::string, int64_t> budget_bytes_;
-  mutable std::mutex mu_;
-  std::condition_variable loaded_cv_;
+  mutable Mutex mu_;
+  CondVar loaded_cv_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);  // config order, for stable reporting
   // Executors of removed or changed models that jobs still hold; counted in their device's memory

@@ -112,7 +112,7 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   ModelManager* models_;
   StatusBoard* board_;
   mutable std::mutex address_mu_;
-  std::string advertise_address_ ABSL_GUARDED_BY(address_mu_);
+  std::string advertise_address_;  // guarded by address_mu_ (a std::mutex: not annotated)
   std::vector<std::string> hardware_;
   prometheus::Histogram* transcode_realtime_ = nullptr;
   std::atomic<bool> draining_{false};

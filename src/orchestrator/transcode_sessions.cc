@@ -54,36 +54,37 @@ TranscodeSessions::TranscodeSessions(TranscodeSessionsOptions options,
 
 TranscodeSessions::~TranscodeSessions() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  stop_cv_.notify_all();
+  stop_cv_.SignalAll();
   if (sweeper_.joinable()) sweeper_.join();
 }
 
 void TranscodeSessions::Sweep() {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (!stopping_) {
-    stop_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.sweep_interval));
+    stop_cv_.WaitFor(&mu_, absl::ToChronoNanoseconds(options_.sweep_interval));
     if (stopping_) break;
-    lock.unlock();
+    mu_.Unlock();
     CloseIdle();
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 int TranscodeSessions::in_use() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(sessions_.size()) + one_off_running_;
 }
 
 int TranscodeSessions::open_sessions() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(sessions_.size());
 }
 
 int TranscodeSessions::open_sessions(const std::string& tenant) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return OpenSessionsLocked(tenant);
 }
 
@@ -106,7 +107,7 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
   };
   if (stream_id.empty()) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (static_cast<int>(sessions_.size()) + one_off_running_ >= options_.capacity) {
         return full();
       }
@@ -115,7 +116,7 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
     if (on_change_) on_change_();
     auto result = TranscodeSegment(segment, ladder, options, cancelled);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       --one_off_running_;
     }
     if (on_change_) on_change_();
@@ -126,7 +127,7 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
   std::shared_ptr<Session> s;
   bool opened = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = sessions_.find(key);
     if (it == sessions_.end()) {
       if (static_cast<int>(sessions_.size()) + one_off_running_ >= options_.capacity) {
@@ -156,7 +157,7 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
   }
   absl::StatusOr<TranscodeResult> result = absl::UnknownError("not run");
   {
-    std::lock_guard<std::mutex> run(s->run_mu);
+    MutexLock run(&s->run_mu);
     if (s->session == nullptr || !SameLadder(s->session->ladder(), ladder) ||
         s->session->options().container != options.container ||
         s->session->options().audio_codec != options.audio_codec ||
@@ -177,8 +178,8 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
   }
   bool dropped = false;
   {
-    std::lock_guard<std::mutex> run(s->run_mu);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock run(&s->run_mu);
+    MutexLock lock(&mu_);
     --s->running;
     s->last_used = now_();
     // A stream whose ladder was refused, or none of whose segments has succeeded (a bad first
@@ -197,7 +198,7 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
 
 bool TranscodeSessions::Close(const std::string& tenant, const std::string& stream_id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     // A segment still running keeps its Session alive through its shared_ptr; the slot is freed
     // now and a later segment of the stream opens a new session.
     if (sessions_.erase(Key(tenant, stream_id)) == 0) return false;
@@ -210,7 +211,7 @@ bool TranscodeSessions::Close(const std::string& tenant, const std::string& stre
 int TranscodeSessions::CloseIdle() {
   std::vector<Key> closed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     const absl::Time now = now_();
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if (it->second->running == 0 && now - it->second->last_used > options_.idle_timeout) {

@@ -7,12 +7,10 @@
 // stream, and no key can continue, reset or close another's session (docs/security.md).
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -23,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "orchestrator/transcode_session.h"
 #include "orchestrator/transcode/transcoder.h"
 
@@ -74,43 +73,44 @@ class TranscodeSessions {
                                             int64_t sequence, std::string_view segment,
                                             const std::vector<RenditionSpec>& ladder,
                                             const TranscodeOptions& options,
-                                            const std::function<bool()>& cancelled = {});
+                                            const std::function<bool()>& cancelled = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Closes the tenant's stream's session (the gateway says the stream ended). False if none was
   // open (another tenant's stream of that id is not touched).
-  bool Close(const std::string& tenant, const std::string& stream_id);
+  bool Close(const std::string& tenant, const std::string& stream_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Closes sessions idle for longer than the timeout; returns how many.
-  int CloseIdle();
+  int CloseIdle() ABSL_LOCKS_EXCLUDED(mu_);
 
-  int in_use() const;
-  int open_sessions() const;
+  int in_use() const ABSL_LOCKS_EXCLUDED(mu_);
+  int open_sessions() const ABSL_LOCKS_EXCLUDED(mu_);
   // Sessions open for `tenant`.
-  int open_sessions(const std::string& tenant) const;
+  int open_sessions(const std::string& tenant) const ABSL_LOCKS_EXCLUDED(mu_);
   int capacity() const { return options_.capacity; }
 
  private:
   struct Session {
-    std::mutex run_mu;  // one segment at a time
+    Mutex run_mu;  // one segment at a time
     TranscodeSessionPtr session ABSL_GUARDED_BY(run_mu);
-    // Under TranscodeSessions::mu_:
+    // Guarded by TranscodeSessions::mu_ (the analysis cannot name the outer object's lock here):
     absl::Time last_used;
     int running = 0;  // segments running or waiting for run_mu
   };
 
   using Key = std::pair<std::string, std::string>;  // (tenant, stream id)
 
-  void Sweep();
+  void Sweep() ABSL_LOCKS_EXCLUDED(mu_);
   int OpenSessionsLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const TranscodeSessionsOptions options_;
   const std::function<void()> on_change_;
   const std::function<absl::Time()> now_;
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::map<Key, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   int one_off_running_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::condition_variable stop_cv_;
+  CondVar stop_cv_;
   std::thread sweeper_;
 };
 

@@ -90,13 +90,9 @@ std::vector<nlohmann::json> SaveLoadModels(const fs::path& dir) {
   SaveLlm(dir / "load-llm.pt", 0, kLoadLlmReply);
   SaveLlm(dir / "slow-llm.pt", 12, std::string(400, 'z'));
   const auto entry = [&](const std::string& id, const std::string& file) {
-    return nlohmann::json{{"id", id},
-                          {"pipeline", "llm"},
-                          {"path", (dir / file).string()},
-                          {"warm", true},
-                          {"device", "cpu"},
-                          {"queue_size", 8},
-                          {"options", {{"max_tokens", 512}}}};
+    return nlohmann::json{
+        {"id", id},        {"pipeline", "llm"}, {"path", (dir / file).string()},   {"warm", true},
+        {"device", "cpu"}, {"queue_size", 8},   {"options", {{"max_tokens", 512}}}};
   };
   return {entry("load-llm", "load-llm.pt"), entry("slow-llm", "slow-llm.pt")};
 }
@@ -186,12 +182,12 @@ void LoadGenerator::Join() {
 }
 
 std::vector<JobOutcome> LoadGenerator::outcomes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return outcomes_;
 }
 
 std::vector<JobOutcome> LoadGenerator::outcomes_since(Clock::time_point since) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<JobOutcome> out;
   for (const auto& o : outcomes_) {
     if (o.started >= since) out.push_back(o);
@@ -207,7 +203,7 @@ void LoadGenerator::Client(int index, Clock::time_point end) {
     JobOutcome o = RunJob(kind, id);
     const bool o_accepted = o.accepted;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       outcomes_.push_back(std::move(o));
     }
     // A client whose call found no gateway backs off a little before the next job.
@@ -244,8 +240,8 @@ JobOutcome LoadGenerator::RunJob(JobKind kind, const std::string& request_id) {
         if (resp.images_size() != 1) {
           invalid = absl::StrCat(resp.images_size(), " images");
         } else if (resp.images(0).width() != want || resp.images(0).height() != want) {
-          invalid = absl::StrCat("image is ", resp.images(0).width(), "x",
-                                 resp.images(0).height(), ", want ", want, "x", want);
+          invalid = absl::StrCat("image is ", resp.images(0).width(), "x", resp.images(0).height(),
+                                 ", want ", want, "x", want);
         } else if (!absl::StartsWith(resp.images(0).data(), "\x89PNG")) {
           invalid = "image is not a PNG";
         }

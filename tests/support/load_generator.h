@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -127,7 +127,7 @@ class LoadGenerator {
   std::atomic<bool> stop_{false};
   std::atomic<int> sent_{0};
   std::vector<std::thread> threads_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::vector<JobOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
 };
 
