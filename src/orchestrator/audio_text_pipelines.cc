@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/pipelines.h"
+#include "orchestrator/llm_pipeline.h"
 #include "orchestrator/warmup.h"
 
 namespace switchyard::orchestrator {
@@ -208,6 +209,35 @@ std::string ValidUtf8(absl::string_view text) {
     }
   }
   return out;
+}
+
+absl::Status RunAudioToText(const RunContext& ctx, DecodedAudio& audio, const std::string& mode,
+                            v1::TextResponse* response) {
+  at::Tensor input =
+      at::from_blob(audio.planar.data(), {audio.channels, audio.samples}, at::kFloat).clone();
+  auto result = RunForward(ctx, {input, c10::IValue(mode)}, false);
+  if (!result.ok()) return result.status();
+  return FillTranscription(*result, mode, response);
+}
+
+absl::StatusOr<Speech> RunTextToSpeech(const RunContext& ctx, const std::string& text,
+                                       const std::string& description,
+                                       const TextToSpeechOptions& options) {
+  Speech speech;
+  speech.sample_rate = options.sample_rate;
+  if (speech.sample_rate <= 0) {
+    auto attr = ctx.executor->model()->IntAttribute("sample_rate");
+    speech.sample_rate = attr && *attr >= 1000 && *attr <= 384000 ? static_cast<int>(*attr) : 24000;
+  }
+  auto result = RunForward(ctx, {c10::IValue(text), c10::IValue(description)}, false);
+  if (!result.ok()) return result.status();
+  if (!result->isTensor()) return absl::InternalError("model did not return a waveform tensor");
+  int channels = 1;
+  auto samples = WaveformToInterleaved(result->toTensor(), &channels);
+  if (!samples.ok()) return samples.status();
+  speech.frames = static_cast<int64_t>(samples->size()) / channels;
+  speech.wav = EncodeWav(*samples, channels, speech.sample_rate);
+  return speech;
 }
 
 WarmupInputs AudioTextWarmupInputs(const ModelConfig& model) {

@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "orchestrator/audio_decode.h"
+#include "orchestrator/image_pipelines.h"
 #include "orchestrator/prompt_limits.h"
 #include "orchestrator/request_validation.h"
 #include "runner/model_executor.h"
@@ -32,6 +33,10 @@ namespace switchyard::orchestrator {
 // and chunks. Chunks are dropped when `mode` is "none". INTERNAL when the result is malformed.
 absl::Status FillTranscription(const c10::IValue& result, const std::string& mode,
                                v1::TextResponse* response);
+
+// Runs `ctx`'s model on decoded audio and fills the response's text and chunks.
+absl::Status RunAudioToText(const RunContext& ctx, DecodedAudio& audio, const std::string& mode,
+                            v1::TextResponse* response);
 
 // ---------------------------------------------------------------------------------------------
 // text-to-speech
@@ -54,6 +59,17 @@ struct WavInfo {
   int64_t frames = 0;
 };
 absl::StatusOr<WavInfo> ParseWavHeader(std::string_view wav);
+
+// Speaks `text` with `ctx`'s model: a WAV at the options' sample rate (else the module's
+// `sample_rate` attribute, else 24 kHz).
+struct Speech {
+  std::string wav;
+  int64_t frames = 0;
+  int sample_rate = 0;
+};
+absl::StatusOr<Speech> RunTextToSpeech(const RunContext& ctx, const std::string& text,
+                                       const std::string& description,
+                                       const TextToSpeechOptions& options);
 
 // Converts forward()'s waveform (float [S], [1, S] or [C, S]) to interleaved samples.
 absl::StatusOr<std::vector<float>> WaveformToInterleaved(const at::Tensor& waveform, int* channels);
