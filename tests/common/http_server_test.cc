@@ -444,7 +444,7 @@ TEST(HttpServerTest, AStreamToAClientThatStopsReadingIsBoundedThenDropped) {
       refused = true;
       break;
     }
-    std::lock_guard<std::mutex> lock(writer->state()->mu);
+    MutexLock lock(&writer->state()->mu);
     most_pending = std::max(most_pending, writer->state()->pending_bytes);
   }
   EXPECT_TRUE(refused) << "the producer was never told to stop";

@@ -282,7 +282,7 @@ TEST_F(LivepeerApiRoutesTest, NonStreamedLlmReplyOverTheLimitIs502) {
   bool closed = false;
   for (int i = 0; i < 1000 && !closed; ++i) {  // bounded: 10 s
     {
-      std::lock_guard<std::mutex> lock(streamed.stream->mu);
+      MutexLock lock(&streamed.stream->mu);
       while (!streamed.stream->pending.empty()) {
         events += streamed.stream->pending.front();
         streamed.stream->pending.pop_front();
@@ -292,7 +292,7 @@ TEST_F(LivepeerApiRoutesTest, NonStreamedLlmReplyOverTheLimitIs502) {
       streamed.stream->pending_bytes = 0;
       closed = streamed.stream->closed;
     }
-    streamed.stream->drained.notify_all();
+    streamed.stream->drained.SignalAll();
     if (!closed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(closed);
