@@ -44,7 +44,7 @@ void CheckSize(int width, int height, const ImageLimits& l) {
 void TextToImage(const uint8_t* data, size_t size) {
   v1::TextToImageRequest r;
   if (!Parse(data, size, &r)) return;
-  const ModelConfig model = Model(pipelines::kTextToImage);
+  const ModelConfig model = Model(switchyard::pipelines::kTextToImage);
   auto p = ValidateTextToImage(r, model);
   if (!p.ok()) return CheckInvalid(p.status());
   const ImageLimits l = *ImageLimitsFor(model);
@@ -62,7 +62,7 @@ void TextToImage(const uint8_t* data, size_t size) {
 void ImageToImage(const uint8_t* data, size_t size) {
   v1::ImageToImageRequest r;
   if (!Parse(data, size, &r)) return;
-  const ModelConfig model = Model(pipelines::kImageToImage);
+  const ModelConfig model = Model(switchyard::pipelines::kImageToImage);
   auto p = ValidateImageToImage(r, model);
   if (!p.ok()) return CheckInvalid(p.status());
   const ImageLimits l = *ImageLimitsFor(model);
@@ -80,7 +80,7 @@ void ImageToImage(const uint8_t* data, size_t size) {
 void ImageToVideo(const uint8_t* data, size_t size) {
   v1::ImageToVideoRequest r;
   if (!Parse(data, size, &r)) return;
-  const ModelConfig model = Model(pipelines::kImageToVideo);
+  const ModelConfig model = Model(switchyard::pipelines::kImageToVideo);
   auto p = ValidateImageToVideo(r, model);
   if (!p.ok()) return CheckInvalid(p.status());
   const ImageLimits l = *ImageLimitsFor(model);
@@ -93,7 +93,7 @@ void ImageToVideo(const uint8_t* data, size_t size) {
 void SegmentAnything2(const uint8_t* data, size_t size) {
   v1::SegmentAnything2Request r;
   if (!Parse(data, size, &r)) return;
-  auto p = ValidateSegmentAnything2(r, Model(pipelines::kSegmentAnything2));
+  auto p = ValidateSegmentAnything2(r, Model(switchyard::pipelines::kSegmentAnything2));
   if (!p.ok()) return CheckInvalid(p.status());
   SWITCHYARD_FUZZ_CHECK(p->point_coords.size() == 2 * p->point_labels.size(),
                         "labels do not match points");
@@ -134,7 +134,7 @@ void AudioToText(const uint8_t* data, size_t size) {
 
 // A model config's `options`, as each pipeline reads them: bad values are errors, never crashes.
 void ModelOptions(const uint8_t* data, size_t size) {
-  ModelConfig model = Model(pipelines::kTextToImage);
+  ModelConfig model = Model(switchyard::pipelines::kTextToImage);
   model.options = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
   if (model.options.is_discarded() || !model.options.is_object()) return;
   if (auto l = ImageLimitsFor(model); !l.ok()) {
