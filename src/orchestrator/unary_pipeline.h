@@ -8,7 +8,7 @@
 //   static constexpr bool kNeedsModelConfig;         // Validate needs the model's config: a model
 //                                                    // not served here is refused before it
 //   static const std::string& ModelId(const Request&);
-//   // Optional: checks that need no model, made before the model is looked up.
+//   // Checks that need no model, made before the model is looked up (UnaryDescriptor's: none).
 //   static absl::Status CheckRequest(const Request&);
 //   // Checks against the model's options (`config` is null when the model is not a `kName`
 //   // model here and kNeedsModelConfig is false). Runs before a cold model is loaded, so a bad
@@ -18,9 +18,11 @@
 //   // line says about the job.
 //   static absl::StatusOr<std::string> Run(const RunContext&, const Request&, Params&,
 //                                          Response*);
-//   // Optional: what identifies the job beyond its model in log lines (e.g. a stream and
-//   // segment), starting with a space; LogSafe'd by the descriptor.
+//   // What identifies the job beyond its model in log lines (e.g. a stream and segment),
+//   // starting with a space; LogSafe'd by the descriptor (UnaryDescriptor's: nothing).
 //   static std::string Subject(const Request&);
+// The optional members are defaults in UnaryDescriptor that a descriptor hides, not `requires`
+// checks: files built with libtorch are also parsed as C++17 (scripts/check-thread-safety).
 #pragma once
 
 #include <spdlog/spdlog.h>
@@ -28,6 +30,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "common/metering.h"
@@ -50,16 +53,9 @@ struct UnaryDescriptor {
   static const std::string& ModelId(const Request& request) {
     return pipelines::PipelineOf<RequestT>::ModelId(request);
   }
+  static absl::Status CheckRequest(const Request&) { return absl::OkStatus(); }
+  static std::string Subject(const Request&) { return std::string(); }
 };
-
-template <typename Pipeline>
-std::string SubjectOf(const typename Pipeline::Request& request) {
-  if constexpr (requires { Pipeline::Subject(request); }) {
-    return Pipeline::Subject(request);
-  } else {
-    return std::string();
-  }
-}
 
 template <typename Pipeline>
 grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
@@ -69,9 +65,7 @@ grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
   const absl::Time start = absl::Now();
   const std::string pipeline(Pipeline::kName);
   const std::string& model_id = Pipeline::ModelId(*request);
-  if constexpr (requires { Pipeline::CheckRequest(*request); }) {
-    if (absl::Status st = Pipeline::CheckRequest(*request); !st.ok()) return ToGrpcStatus(st);
-  }
+  if (absl::Status st = Pipeline::CheckRequest(*request); !st.ok()) return ToGrpcStatus(st);
   const ModelConfig* found = models_->Find(model_id);
   if (found != nullptr && found->pipeline != pipeline) found = nullptr;
   if (found == nullptr && Pipeline::kNeedsModelConfig) {
@@ -88,7 +82,7 @@ grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
   board_->Changed();
   if (!summary.ok()) {
     spdlog::warn("[{}] {} {}{} failed: {}", rid, pipeline, LogSafe(model_id),
-                 SubjectOf<Pipeline>(*request),
+                 Pipeline::Subject(*request),
                  LogSafe(summary.status().ToString(), kLogSafeMaxErrorBytes));
     return ToGrpcStatus(summary.status());
   }
@@ -97,7 +91,7 @@ grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
   spdlog::info("[{}] {} {}{} {} in {:.0f} ms", rid, pipeline, LogSafe(model_id),
-               SubjectOf<Pipeline>(*request), *summary, job->compute_ms());
+               Pipeline::Subject(*request), *summary, job->compute_ms());
   return grpc::Status::OK;
 }
 
