@@ -28,10 +28,10 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "gateway/membership.h"
-#include "gateway/node_health.h"
-#include "gateway/route_index.h"
-#include "gateway/router.h"
+#include "gateway/membership/membership.h"
+#include "gateway/routing/node_health.h"
+#include "gateway/routing/route_index.h"
+#include "gateway/routing/router.h"
 
 namespace gw = switchyard::gateway;
 using switchyard::node::v1::MODEL_STATE_COLD;

@@ -25,7 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
-#include "orchestrator/model_manager.h"
+#include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_server.h"
 #include "runner/model_executor.h"
 #include "switchyard/node/v1/node.grpc.pb.h"

@@ -18,7 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/segmenter.h"
-#include "orchestrator/transcode_session.h"
+#include "orchestrator/serving/transcode_session.h"
 
 namespace fs = std::filesystem;
 namespace sy = switchyard;

@@ -5,7 +5,7 @@
 
 #include "common/json_limits.h"
 #include "fuzz/fuzz_util.h"
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using switchyard::gateway::ApiKeyStore;

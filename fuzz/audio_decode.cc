@@ -6,7 +6,7 @@
 
 #include "fuzz/ffmpeg_quiet.h"
 #include "fuzz/fuzz_util.h"
-#include "orchestrator/audio_decode.h"
+#include "orchestrator/pipelines/audio_decode.h"
 
 namespace {
 constexpr int kSampleRate = 16000;  // the pipeline's default sample_rate

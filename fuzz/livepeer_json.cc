@@ -31,7 +31,7 @@
 #include "common/json_limits.h"
 #include "common/multipart.h"
 #include "fuzz/fuzz_util.h"
-#include "gateway/livepeer_api.h"
+#include "gateway/api/livepeer_api.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace {

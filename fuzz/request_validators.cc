@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz/fuzz_util.h"
-#include "orchestrator/request_validation.h"
+#include "orchestrator/pipelines/request_validation.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "common/tls.h"
 #include "gateway/live_video_options.h"
-#include "gateway/router.h"
+#include "gateway/routing/router.h"
 
 namespace switchyard::gateway {
 

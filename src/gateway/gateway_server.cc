@@ -15,9 +15,9 @@
 #include "common/grpc_services.h"
 #include "common/secure_random.h"
 #include "common/status.h"
-#include "gateway/livepeer_api.h"
-#include "gateway/status_page.h"
-#include "gateway/usage_http.h"
+#include "gateway/api/livepeer_api.h"
+#include "gateway/observability/status_page.h"
+#include "gateway/billing/usage_http.h"
 
 namespace switchyard::gateway {
 namespace {

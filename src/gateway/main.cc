@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/daemon.h"
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 #include "gateway/gateway_server.h"
 
 namespace {

@@ -13,12 +13,12 @@
 #include "absl/status/statusor.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
-#include "orchestrator/inference_service.h"
-#include "orchestrator/model_manager.h"
+#include "orchestrator/serving/inference_service.h"
+#include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
-#include "orchestrator/orchestrator_service.h"
-#include "orchestrator/registration_client.h"
-#include "orchestrator/status_board.h"
+#include "orchestrator/serving/orchestrator_service.h"
+#include "orchestrator/serving/registration_client.h"
+#include "orchestrator/models/status_board.h"
 
 namespace switchyard::orchestrator {
 

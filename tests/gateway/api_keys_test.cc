@@ -1,4 +1,4 @@
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "gateway/auth_interceptor.h"
+#include "gateway/billing/auth_interceptor.h"
 #include "gateway/gateway_config.h"
 #include "support/media_fixtures.h"
 

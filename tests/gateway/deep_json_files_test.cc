@@ -7,7 +7,7 @@
 #include <string>
 
 #include "common/config.h"
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 #include "gateway/gateway_config.h"
 #include "support/media_fixtures.h"
 

@@ -1,7 +1,7 @@
-// Unit tests for JobDispatch (gateway/job_dispatch.h): a fake clock, a fake wait queue and fake
+// Unit tests for JobDispatch (gateway/api/job_dispatch.h): a fake clock, a fake wait queue and fake
 // attempts (a transport that records what it was asked and ends attempts when told), with the
 // real router on hand-built snapshots. No network.
-#include "gateway/job_dispatch.h"
+#include "gateway/api/job_dispatch.h"
 
 #include <filesystem>
 #include <map>
@@ -13,8 +13,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "gateway/client_cancelled.h"
-#include "gateway/route_index.h"
+#include "gateway/api/client_cancelled.h"
+#include "gateway/routing/route_index.h"
 
 namespace switchyard::gateway {
 namespace {

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/pipelines.h"
-#include "gateway/livepeer_api_internal.h"
+#include "gateway/api/livepeer_api_internal.h"
 
 namespace switchyard::gateway::livepeer {
 namespace {

@@ -1,7 +1,7 @@
 // The Livepeer AI HTTP API's handlers (gateway::LivepeerApiRoutes) called directly, in process,
 // against a fake gateway gRPC service: what they do with hostile bodies, what they collect from an
 // orchestrator that keeps streaming, and whom their stored results belong to (issue 18).
-#include "gateway/livepeer_api.h"
+#include "gateway/api/livepeer_api.h"
 
 #include <gtest/gtest.h>
 
@@ -23,9 +23,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
-#include "gateway/api_keys.h"
-#include "gateway/auth_interceptor.h"
-#include "gateway/live_video.h"
+#include "gateway/billing/api_keys.h"
+#include "gateway/billing/auth_interceptor.h"
+#include "gateway/api/live_video.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 

@@ -1,6 +1,6 @@
-// Unit tests for Membership (gateway/membership.h): registration tokens, immutable snapshots and
+// Unit tests for Membership (gateway/membership/membership.h): registration tokens, immutable snapshots and
 // shared connections. NodeConnection dials lazily, so no orchestrator needs to run.
-#include "gateway/membership.h"
+#include "gateway/membership/membership.h"
 
 #include <atomic>
 #include <string>

@@ -1,6 +1,6 @@
-// Unit tests for the router's health and budget parts (gateway/node_health.h), with an injected
+// Unit tests for the router's health and budget parts (gateway/routing/node_health.h), with an injected
 // clock. Every loop is bounded.
-#include "gateway/node_health.h"
+#include "gateway/routing/node_health.h"
 
 #include <atomic>
 #include <memory>

@@ -1,7 +1,7 @@
-// Unit tests for Router (gateway/router.h) with hand-built snapshots and an injected random
+// Unit tests for Router (gateway/routing/router.h) with hand-built snapshots and an injected random
 // source and clock. Every loop is bounded.
-#include "gateway/membership.h"
-#include "gateway/router.h"
+#include "gateway/membership/membership.h"
+#include "gateway/routing/router.h"
 
 #include <atomic>
 #include <cstdint>
@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "gateway/route_index.h"
+#include "gateway/routing/route_index.h"
 
 namespace switchyard::gateway {
 namespace {

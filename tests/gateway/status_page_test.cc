@@ -1,7 +1,7 @@
-// Unit tests for the status page's data (gateway/recent_errors.h, gateway/status_page.h): the
+// Unit tests for the status page's data (gateway/observability/recent_errors.h, gateway/observability/status_page.h): the
 // bounded ring of recent failures, the jobs-per-second window and the /status.json document built
 // from a hand-fed membership and router.
-#include "gateway/status_page.h"
+#include "gateway/observability/status_page.h"
 
 #include <string>
 
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "gateway/recent_errors.h"
+#include "gateway/observability/recent_errors.h"
 
 namespace switchyard::gateway {
 namespace {

@@ -1,4 +1,4 @@
-#include "gateway/stream_affinity.h"
+#include "gateway/routing/stream_affinity.h"
 
 #include <gtest/gtest.h>
 

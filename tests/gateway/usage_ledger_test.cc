@@ -1,4 +1,4 @@
-#include "gateway/usage_ledger.h"
+#include "gateway/billing/usage_ledger.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -24,9 +24,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "gateway/inference_proxy.h"
-#include "gateway/route_index.h"
-#include "gateway/router.h"
+#include "gateway/api/inference_proxy.h"
+#include "gateway/routing/route_index.h"
+#include "gateway/routing/router.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::gateway {

@@ -1,5 +1,5 @@
-// Unit tests for WaitQueue (gateway/wait_queue.h): bounded parking, signals, polls, deadlines.
-#include "gateway/wait_queue.h"
+// Unit tests for WaitQueue (gateway/routing/wait_queue.h): bounded parking, signals, polls, deadlines.
+#include "gateway/routing/wait_queue.h"
 
 #include <atomic>
 #include <chrono>

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gateway/inference_proxy.h"
+#include "gateway/api/inference_proxy.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 #include "support/cluster.h"
 #include "support/http_client.h"

@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "gateway/live_video.h"
+#include "gateway/api/live_video.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"

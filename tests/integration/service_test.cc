@@ -38,7 +38,7 @@
 #include "common/daemon.h"
 #include "common/grpc_services.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
-#include "orchestrator/model_manager.h"
+#include "orchestrator/models/model_manager.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "support/tiny_models.h"

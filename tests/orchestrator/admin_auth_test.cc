@@ -1,6 +1,6 @@
-// Unit tests for AdminAuth (orchestrator/admin_auth.h): who may call LoadModel, UnloadModel and
+// Unit tests for AdminAuth (orchestrator/serving/admin_auth.h): who may call LoadModel, UnloadModel and
 // CloseTranscodeSession. Issue 18, "Orchestrator admin calls": before, anyone could.
-#include "orchestrator/admin_auth.h"
+#include "orchestrator/serving/admin_auth.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // Unit tests of the audio and text pipelines' helpers: audio decode + resample (media generated
 // with the ffmpeg CLI), WAV encoding, LLM sampling, chat template and request validation.
-#include "orchestrator/audio_text_pipelines.h"
+#include "orchestrator/pipelines/audio_text_pipelines.h"
 
 #include <cmath>
 #include <cstdlib>

@@ -1,6 +1,6 @@
 // Unit tests of the image pipelines' validation, pre/post-processing and TorchScript contracts,
 // with tiny deterministic TorchScript models built here (docs/pipelines-image.md).
-#include "orchestrator/image_pipelines.h"
+#include "orchestrator/pipelines/image_pipelines.h"
 
 #include <cmath>
 #include <filesystem>
@@ -16,8 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
-#include "orchestrator/live_video_pipeline.h"
-#include "orchestrator/warmup.h"
+#include "orchestrator/pipelines/live_video_pipeline.h"
+#include "orchestrator/pipelines/warmup.h"
 #include "support/media_fixtures.h"
 #include "support/tiny_models.h"
 

@@ -1,7 +1,7 @@
 // Unit tests for the orchestrator's KServe Open Inference Protocol service
-// (orchestrator/inference_service.h): tensor conversion both ways, config specs, and the service
+// (orchestrator/serving/inference_service.h): tensor conversion both ways, config specs, and the service
 // end to end on an in-process gRPC server over tiny TorchScript models saved in a temp dir.
-#include "orchestrator/inference_service.h"
+#include "orchestrator/serving/inference_service.h"
 
 #include <atomic>
 #include <chrono>

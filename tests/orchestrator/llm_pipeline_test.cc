@@ -1,4 +1,4 @@
-#include "orchestrator/llm_pipeline.h"
+#include "orchestrator/pipelines/llm_pipeline.h"
 
 #include <atomic>
 #include <filesystem>

@@ -1,6 +1,6 @@
-// Unit tests for ModelManager (orchestrator/model_manager.h) and StatusBoard, with tiny
+// Unit tests for ModelManager (orchestrator/models/model_manager.h) and StatusBoard, with tiny
 // TorchScript models built here and saved into a temporary directory.
-#include "orchestrator/model_manager.h"
+#include "orchestrator/models/model_manager.h"
 
 #include <atomic>
 #include <chrono>
@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
-#include "orchestrator/status_board.h"
+#include "orchestrator/models/status_board.h"
 #include "support/media_fixtures.h"
 #include "support/tiny_torch_models.h"
 

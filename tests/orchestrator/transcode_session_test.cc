@@ -1,4 +1,4 @@
-#include "orchestrator/transcode_session.h"
+#include "orchestrator/serving/transcode_session.h"
 
 #include <algorithm>
 #include <chrono>

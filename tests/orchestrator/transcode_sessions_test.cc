@@ -1,4 +1,4 @@
-#include "orchestrator/transcode_sessions.h"
+#include "orchestrator/serving/transcode_sessions.h"
 
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>

@@ -1,5 +1,5 @@
 // A small in-test server of Livepeer's trickle protocol (the subset the gateway's live sessions
-// speak, src/gateway/live_video.h), on http::Server: channels of numbered segments.
+// speak, src/gateway/api/live_video.h), on http::Server: channels of numbered segments.
 //   GET /<channel>/<seq>: the segment (200, Lp-Trickle-Seq and Lp-Trickle-Latest headers), held
 //     until it is published; 404 with Lp-Trickle-Closed once the channel is closed and has no
 //     such segment; 470 with Lp-Trickle-Latest for a segment dropped with Drop().

@@ -15,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"

@@ -21,7 +21,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"

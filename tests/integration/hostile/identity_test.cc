@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "common/tls.h"
-#include "gateway/api_keys.h"
+#include "gateway/billing/api_keys.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "support/tls_certs.h"

@@ -1,0 +1,530 @@
+#include "gateway/api/gateway_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <type_traits>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/metering.h"
+#include "common/status.h"
+#include "common/tenant.h"
+#include "gateway/api/client_cancelled.h"
+#include "gateway/api/unary_dispatch.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using Stub = node::v1::Orchestrator::Stub;
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, grpc::Status status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+grpc::Status InvalidArgument(std::string message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
+}
+
+constexpr size_t kMaxStreamIdBytes = 128;           // as the orchestrator allows
+constexpr const char* kTranscodeModel = "libx264";  // transcode's capability model
+constexpr const char* kModelRequired = "model_id is required (see ListCapabilities)";
+constexpr const char* kImageRequired = "image is required (PNG or JPEG bytes)";
+
+grpc::Status Required(bool missing, const char* message) {
+  return missing ? InvalidArgument(message) : grpc::Status::OK;
+}
+
+grpc::Status CheckStreamId(const std::string& stream_id) {
+  if (stream_id.size() <= kMaxStreamIdBytes) return grpc::Status::OK;
+  return InvalidArgument(absl::StrCat("stream_id is ", stream_id.size(), " bytes; at most ",
+                                      kMaxStreamIdBytes, " allowed"));
+}
+
+// The inputs a pipeline's request must carry, checked before it is routed (Route checks the model
+// id after them; a live video segment names its model first).
+template <typename Request>
+grpc::Status CheckRequest(const Request& r) {
+  if constexpr (std::is_same_v<Request, v1::TextToImageRequest>) {
+    return Required(r.prompt().empty(), "prompt is required");
+  } else if constexpr (std::is_same_v<Request, v1::AudioToTextRequest>) {
+    return Required(r.audio().empty(), "audio is required");
+  } else if constexpr (std::is_same_v<Request, v1::TextToSpeechRequest>) {
+    return Required(r.text().empty(), "text is required");
+  } else if constexpr (std::is_same_v<Request, v1::LiveVideoSegmentRequest>) {
+    if (r.model_id().empty()) return InvalidArgument(kModelRequired);
+    if (r.segment().empty()) return InvalidArgument("segment is required (MPEG-TS bytes)");
+    return CheckStreamId(r.stream_id());
+  } else {  // upscale, image-to-image, image-to-video, segment-anything-2, image-to-text
+    return Required(r.image().empty(), kImageRequired);
+  }
+}
+
+// The checks every transcode segment must pass before it is routed.
+grpc::Status CheckSegment(const v1::TranscodeRequest& request) {
+  if (request.segment().empty()) {
+    return InvalidArgument("segment is required (MPEG-TS or MP4 bytes)");
+  }
+  if (request.renditions().empty()) return InvalidArgument("at least one rendition is required");
+  return CheckStreamId(request.stream_id());
+}
+
+bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
+                    const google::protobuf::RepeatedPtrField<v1::Rendition>& b) {
+  if (a.size() != b.size()) return false;
+  for (int i = 0; i < a.size(); ++i) {
+    if (a[i].SerializeAsString() != b[i].SerializeAsString()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* ModelStateLabel(node::v1::ModelState state) {
+  switch (state) {
+    case node::v1::MODEL_STATE_READY:
+      return "ready";
+    case node::v1::MODEL_STATE_LOADING:
+      return "loading";
+    case node::v1::MODEL_STATE_FAILED:
+      return "failed";
+    case node::v1::MODEL_STATE_UNLOADED:
+      return "unloaded";
+    default:
+      return "cold";
+  }
+}
+
+GatewayService::GatewayService(const GatewayConfig& config, Membership* membership,
+                               std::function<uint64_t()> random)
+    : config_(config),
+      membership_(membership),
+      router_(config.routing, random),
+      wait_queue_(config.max_queued_jobs),
+      room_(&wait_queue_),
+      affinity_(absl::Milliseconds(config.stream_idle_timeout_ms), kMaxTrackedStreams),
+      random_(random) {
+  env_.config = &config_;
+  env_.snapshot = [membership] { return membership->snapshot(); };
+  env_.router = &router_;
+  env_.room = &room_;
+  env_.job_log = &job_log_;
+}
+
+std::string GatewayService::ApiKeyIdOf(const grpc::CallbackServerContext* context) const {
+  return auth_ != nullptr ? auth_->KeyIdOf(context) : std::string();
+}
+
+CallIdentity GatewayService::IdentityOf(const grpc::CallbackServerContext* context) const {
+  return CallIdentity::Of(context->client_metadata(), ApiKeyIdOf(context), random_);
+}
+
+grpc::ServerUnaryReactor* GatewayService::RefuseUnauthorized(
+    grpc::CallbackServerContext* context) const {
+  if (auth_ == nullptr) return nullptr;
+  grpc::Status st = auth_->Check(context);
+  return st.ok() ? nullptr : FinishNow(context, std::move(st));
+}
+
+absl::StatusOr<RouteRequest> GatewayService::MakeRoute(grpc::CallbackServerContext* context,
+                                                       const std::string& pipeline,
+                                                       const std::string& model_id) const {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+    }
+  }
+  RouteRequest route{pipeline, model_id, {}, config_.PriceCap(pipeline, model_id), ""};
+  const auto& md = context->client_metadata();
+  if (auto it = md.find("x-max-price-per-unit"); it != md.end()) {
+    std::string text(it->second.data(), it->second.size());
+    double cap = 0;
+    if (!absl::SimpleAtod(text, &cap) || !(cap > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "x-max-price-per-unit must be a positive number (price per unit), got '", text, "'"));
+    }
+    route.max_price_per_unit = cap;
+  }
+  return route;
+}
+
+template <typename Request, typename Response>
+void GatewayService::Dispatch(grpc::CallbackServerContext* context, const Request* request,
+                              Response* response, RouteRequest route,
+                              UnaryMethod<Request, Response> method,
+                              std::function<void(grpc::Status)> answer,
+                              std::function<void(const std::string&)> on_success,
+                              std::string tenant) {
+  typename UnaryTransport<Request, Response>::Units units;
+  if (billing_ != nullptr) {  // counting may decode the media: only when metered
+    units = [](const Request& req, const Response& resp, const NodeView&) {
+      return std::optional<SettleUnits>(
+          SettleUnits{resp.job().units(), resp.job().price_per_unit(), metering::Units(req, resp)});
+    };
+  }
+  auto transport = std::make_unique<UnaryTransport<Request, Response>>(
+      context, request, response,
+      [method](const NodeView& node, grpc::ClientContext* ctx, const Request* req, Response* resp,
+               std::function<void(grpc::Status)> done) {
+        (node.connection->stub()->async()->*method)(ctx, req, resp, std::move(done));
+      },
+      std::move(units), std::move(answer));
+  transport->set_on_success(std::move(on_success));
+  auto job =
+      JobDispatch::Create(env_, DispatchPolicy::Unary(), std::move(route), IdentityOf(context),
+                          ClientDeadline(context), std::move(transport));
+  job->set_tenant(std::move(tenant));
+  job->Start();
+}
+
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* GatewayService::Route(grpc::CallbackServerContext* context,
+                                                const Request* request, Response* response,
+                                                UnaryMethod<Request, Response> method) {
+  using Pipeline = pipelines::PipelineOf<Request>;
+  static_assert(std::is_same_v<Response, typename Pipeline::Response>);
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  if (auto st = CheckRequest(*request); !st.ok()) return FinishNow(context, std::move(st));
+  const std::string& model_id = Pipeline::ModelId(*request);
+  if (model_id.empty()) return FinishNow(context, InvalidArgument(kModelRequired));
+  auto route = MakeRoute(context, Pipeline::kName, model_id);
+  if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
+  std::function<void(const std::string&)> on_success;
+  if constexpr (std::is_same_v<Request, v1::LiveVideoSegmentRequest>) {
+    if (!request->stream_id().empty()) {
+      // The orchestrator keeps no state between segments, but a stream stays on one node while
+      // it can (warm model, no cold start elsewhere). Its own key space in the affinity table.
+      const std::string key = absl::StrCat(Pipeline::kName, "/", request->stream_id());
+      route->preferred = affinity_.NodeOf(ApiKeyIdOf(context), key);
+      on_success = [this, tenant = ApiKeyIdOf(context), key](const std::string& node) {
+        affinity_.Set(tenant, key, node);
+      };
+    }
+  }
+  auto* reactor = context->DefaultReactor();
+  // A live video segment's ledger row is charged to the session's key (the HTTP session
+  // forwards it), like every job's.
+  Dispatch(
+      context, request, response, *std::move(route), method,
+      [reactor](grpc::Status st) { reactor->Finish(std::move(st)); }, std::move(on_success));
+  return reactor;
+}
+
+void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
+                                    const v1::TranscodeRequest* request,
+                                    v1::TranscodeResponse* response, RouteRequest route,
+                                    std::function<void(grpc::Status)> finish) {
+  std::function<void(const std::string&)> on_success;
+  // Streams are the caller's key's: the same stream id under another key is another stream, here
+  // and in the orchestrator's sessions (docs/security.md).
+  std::string tenant = ApiKeyIdOf(context);
+  if (!request->stream_id().empty()) {
+    // The stream stays where its session is; if that node cannot take it, the router picks
+    // another and the stream moves there.
+    const std::string home = affinity_.NodeOf(tenant, request->stream_id());
+    route.preferred = home;
+    on_success = [this, tenant, id = request->stream_id(), home](const std::string& node) {
+      affinity_.Set(tenant, id, node);
+      if (!home.empty() && home != node) {
+        spdlog::info("stream '{}' moved from {} to {}", LogSafe(id), home, node);
+        CloseSessionOn(home, tenant, id);
+      }
+    };
+  }
+  Dispatch(context, request, response, std::move(route), &Stub::async_interface::Transcode,
+           std::move(finish), std::move(on_success), std::move(tenant));
+}
+
+void GatewayService::CloseSessionOn(const std::string& node_id, const std::string& tenant,
+                                    const std::string& stream_id) {
+  auto snapshot = membership_->snapshot();
+  for (const auto& node : snapshot->nodes) {
+    if (node->id != node_id || node->connection == nullptr) continue;
+    // Best effort: a node that is gone has no session to close, and one that does not answer
+    // closes it at its idle timeout.
+    struct Call {
+      grpc::ClientContext context;
+      node::v1::CloseTranscodeSessionRequest request;
+      node::v1::CloseTranscodeSessionResponse response;
+    };
+    auto* call = new Call;
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // The node refuses this admin call without a credential it has configured: send back the
+    // secret it registered with, never another of ours to an address a node chose. Static nodes
+    // get none (security.md): one that requires a credential closes the session when idle.
+    if (!node->credential.empty()) {
+      call->context.AddMetadata("x-switchyard-registration-secret", node->credential);
+    }
+    call->request.set_stream_id(stream_id);
+    if (!tenant.empty()) call->context.AddMetadata(kTenantMetadataKey, tenant);
+    node->connection->stub()->async()->CloseTranscodeSession(
+        &call->context, &call->request, &call->response,
+        [call, node_id, stream_id](grpc::Status status) {
+          if (!status.ok()) {
+            spdlog::debug("closing stream '{}' on {}: {}", LogSafe(stream_id), node_id,
+                          status.error_message());
+          }
+          delete call;
+        });
+    return;
+  }
+}
+
+grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext* context,
+                                                    const v1::TranscodeRequest* request,
+                                                    v1::TranscodeResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  if (auto st = CheckSegment(*request); !st.ok()) return FinishNow(context, std::move(st));
+  auto route = MakeRoute(context, pipelines::kTranscode, kTranscodeModel);
+  if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
+  auto* reactor = context->DefaultReactor();
+  StartTranscode(context, request, response, *std::move(route),
+                 [reactor](grpc::Status st) { reactor->Finish(std::move(st)); });
+  return reactor;
+}
+
+// A live stream: reads a segment, runs it (routed with the stream's affinity, retried elsewhere
+// like any job), writes its outcome, then reads the next. One segment is in flight at a time,
+// because the orchestrator's session runs a stream's segments in order anyway. Deletes itself in
+// OnDone, which gRPC calls only after Finish and once no operation is pending; Finish is called
+// only when no segment job is running, so no job outlives the reactor.
+class GatewayService::TranscodeStreamReactor final
+    : public grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse> {
+ public:
+  TranscodeStreamReactor(GatewayService* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
+    auto route = service_->MakeRoute(context, pipelines::kTranscode, kTranscodeModel);
+    if (!route.ok()) {
+      Finish(ToGrpcStatus(route.status()));
+      return;
+    }
+    route_ = *std::move(route);
+    tenant_ = service_->ApiKeyIdOf(context);
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return End();  // the client closed its side, or the call was cancelled
+    if (first_) {
+      first_ = false;
+      if (request_.renditions().empty()) {
+        return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "the stream's first message must set the renditions"));
+      }
+      stream_id_ = request_.stream_id();
+      if (stream_id_.empty()) {
+        stream_id_ = absl::StrCat("stream-", NewHexId(service_->random_));
+      } else if (stream_id_.size() > kMaxStreamIdBytes) {
+        return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   absl::StrCat("stream_id is ", stream_id_.size(),
+                                                " bytes; at most ", kMaxStreamIdBytes)));
+      }
+      ladder_ = request_.renditions();
+      container_ = request_.container();
+    }
+    const int64_t index = received_++;
+    grpc::Status invalid = grpc::Status::OK;
+    if (!request_.stream_id().empty() && request_.stream_id() != stream_id_) {
+      invalid = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                             absl::StrCat("stream_id '", request_.stream_id(),
+                                          "' differs from the stream's '", stream_id_, "'"));
+    }
+    // Later messages inherit the ladder and container; a new ladder applies from then on.
+    if (request_.renditions().empty()) {
+      *request_.mutable_renditions() = ladder_;
+    } else if (!SameRenditions(request_.renditions(), ladder_)) {
+      ladder_ = request_.renditions();
+    }
+    if (request_.container().empty()) {
+      request_.set_container(container_);
+    } else {
+      container_ = request_.container();
+    }
+    request_.set_stream_id(stream_id_);
+    if (request_.sequence() == 0) request_.set_sequence(index);
+    if (invalid.ok()) invalid = CheckSegment(request_);
+    if (!invalid.ok()) return Write(invalid);
+    service_->StartTranscode(context_, &request_, &result_, route_,
+                             [this](grpc::Status status) { Write(std::move(status)); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return End();
+    request_.Clear();
+    result_.Clear();
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Write(grpc::Status status) {
+    response_.Clear();
+    response_.set_stream_id(stream_id_);
+    response_.set_sequence(request_.sequence());
+    response_.set_code(status.error_code());
+    if (status.ok()) {
+      *response_.mutable_result() = std::move(result_);
+    } else {
+      response_.set_error(status.error_message());
+    }
+    StartWrite(&response_);
+  }
+
+  void End() {
+    if (!stream_id_.empty()) {
+      if (auto node = service_->affinity_.Forget(tenant_, stream_id_)) {
+        service_->CloseSessionOn(*node, tenant_, stream_id_);
+      }
+    }
+    Finish(context_->IsCancelled() ? ClientCancelled() : grpc::Status::OK);
+  }
+
+  GatewayService* service_;
+  grpc::CallbackServerContext* context_;
+  RouteRequest route_;
+  std::string tenant_;  // the caller's API key id: its streams are its own
+  bool first_ = true;
+  std::string stream_id_;
+  google::protobuf::RepeatedPtrField<v1::Rendition> ladder_;
+  std::string container_;
+  int64_t received_ = 0;
+  v1::TranscodeRequest request_;
+  v1::TranscodeResponse result_;
+  v1::TranscodeStreamResponse response_;
+};
+
+grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>*
+GatewayService::TranscodeStream(grpc::CallbackServerContext* context) {
+  return new TranscodeStreamReactor(this, context);
+}
+
+grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
+    grpc::CallbackServerContext* context, const v1::ListCapabilitiesRequest* request,
+    v1::ListCapabilitiesResponse* response) {
+  if (auth_ != nullptr) {
+    if (grpc::Status st = auth_->Check(context); !st.ok()) return FinishNow(context, st);
+  }
+  auto snapshot = membership_->snapshot();
+  std::map<std::pair<std::string, std::string>, v1::Capability> caps;
+  for (const auto& node : snapshot->nodes) {
+    auto* info = response->add_orchestrators();
+    info->set_id(node->id);
+    info->set_address(node->connection->address());
+    info->set_source(node->source == NodeSource::kStatic ? "static" : "registered");
+    info->set_ready(!node->status.draining());
+    info->set_in_flight(node->connection->in_flight().load());
+    for (const auto& h : node->status.hardware()) info->add_hardware(h);
+    for (const auto& c : node->status.capabilities()) {
+      if (!request->pipeline().empty() && c.pipeline() != request->pipeline()) continue;
+      const bool warm = c.state() == node::v1::MODEL_STATE_READY;
+      auto* offer = response->add_offers();
+      offer->set_orchestrator(node->id);
+      offer->set_address(node->connection->address());
+      offer->set_pipeline(c.pipeline());
+      offer->set_model_id(c.model_id());
+      offer->set_warm(warm);
+      offer->set_state(ModelStateLabel(c.state()));
+      offer->set_capacity(c.capacity());
+      offer->set_in_use(c.in_use());
+      offer->set_price_per_unit(c.price_per_unit());
+      offer->set_unit(c.unit());
+
+      auto [it, fresh] = caps.try_emplace({c.pipeline(), c.model_id()});
+      v1::Capability& agg = it->second;
+      if (fresh) {
+        agg.set_pipeline(c.pipeline());
+        agg.set_model_id(c.model_id());
+        agg.set_unit(c.unit());
+        agg.set_min_price_per_unit(c.price_per_unit());
+      }
+      agg.set_orchestrators(agg.orchestrators() + 1);
+      agg.set_warm_orchestrators(agg.warm_orchestrators() + (warm ? 1 : 0));
+      agg.set_capacity(agg.capacity() + c.capacity());
+      agg.set_in_use(agg.in_use() + c.in_use());
+      agg.set_min_price_per_unit(std::min(agg.min_price_per_unit(), c.price_per_unit()));
+    }
+  }
+  for (auto& [key, cap] : caps) *response->add_capabilities() = std::move(cap);
+  return FinishNow(context, grpc::Status::OK);
+}
+
+// The unary pipelines' handlers: each routes its request by the pipeline table (Route).
+#define SWITCHYARD_ROUTED(Method)                                               \
+  grpc::ServerUnaryReactor* GatewayService::Method(                             \
+      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
+      pipelines::PipelineOf<v1::Method##Request>::Response* response) {         \
+    return Route(context, request, response, &Stub::async_interface::Method);   \
+  }
+SWITCHYARD_ROUTED(Upscale)
+SWITCHYARD_ROUTED(TextToImage)
+SWITCHYARD_ROUTED(ImageToImage)
+SWITCHYARD_ROUTED(ImageToVideo)
+SWITCHYARD_ROUTED(AudioToText)
+SWITCHYARD_ROUTED(SegmentAnything2)
+SWITCHYARD_ROUTED(ImageToText)
+SWITCHYARD_ROUTED(TextToSpeech)
+SWITCHYARD_ROUTED(LiveVideoSegment)
+#undef SWITCHYARD_ROUTED
+
+grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,
+                                                   const v1::GetUsageRequest* request,
+                                                   v1::GetUsageResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  UsageLedger* ledger = billing_ != nullptr ? billing_->ledger() : nullptr;
+  if (ledger == nullptr) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                           "this gateway keeps no usage ledger (set usage_ledger "
+                                           "in its config, docs/metering.md)"));
+  }
+  if (request->since_unix() < 0 || request->until_unix() < 0 ||
+      (request->until_unix() != 0 && request->until_unix() <= request->since_unix())) {
+    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                           absl::StrCat("since_unix (", request->since_unix(),
+                                                        ") and until_unix (", request->until_unix(),
+                                                        ") must be >= 0 and since before until")));
+  }
+  const std::string caller = ApiKeyIdOf(context);
+  UsageQuery query;
+  query.api_key_id = caller;
+  if (!request->api_key_id().empty() && request->api_key_id() != caller) {
+    // Another key's usage, or everyone's: operators only, and only with keys configured (an
+    // open gateway cannot tell an operator from anyone else).
+    const auto& admins = config_.usage_admin_key_ids;
+    if (auth_ == nullptr || caller.empty() ||
+        std::find(admins.begin(), admins.end(), caller) == admins.end()) {
+      return FinishNow(context,
+                       grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                    absl::StrCat("API key '", caller,
+                                                 "' may only read its own usage (another key's "
+                                                 "needs a key listed in usage_admin_key_ids)")));
+    }
+    query.all_keys = request->api_key_id() == "*";
+    query.api_key_id = request->api_key_id();
+  }
+  if (request->since_unix() > 0) query.since = absl::FromUnixSeconds(request->since_unix());
+  if (request->until_unix() > 0) query.until = absl::FromUnixSeconds(request->until_unix());
+  auto totals = ledger->Totals(query);
+  if (!totals.ok()) return FinishNow(context, ToGrpcStatus(totals.status()));
+  for (const auto& t : *totals) {
+    auto* out = response->add_totals();
+    out->set_api_key_id(t.api_key_id);
+    out->set_pipeline(t.pipeline);
+    out->set_model_id(t.model_id);
+    out->set_unit(t.unit);
+    out->set_jobs(t.jobs);
+    out->set_units(t.units);
+    out->set_amount(t.amount);
+    out->set_disputed_jobs(t.disputed_jobs);
+    response->set_jobs(response->jobs() + t.jobs);
+    response->set_amount(response->amount() + t.amount);
+  }
+  return FinishNow(context, grpc::Status::OK);
+}
+
+}  // namespace switchyard::gateway

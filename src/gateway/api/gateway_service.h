@@ -1,0 +1,151 @@
+// The public switchyard.v1.Gateway service (gRPC callback API). Each job is routed to an
+// orchestrator, retried on another on retryable failures, and answered with the orchestrator's
+// result or its error code.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/pipelines.h"
+#include "gateway/billing/auth_interceptor.h"
+#include "gateway/gateway_config.h"
+#include "gateway/api/job_dispatch.h"
+#include "gateway/observability/job_metrics.h"
+#include "gateway/membership/membership.h"
+#include "gateway/observability/recent_errors.h"
+#include "gateway/routing/router.h"
+#include "gateway/routing/stream_affinity.h"
+#include "gateway/billing/usage_ledger.h"
+#include "gateway/routing/wait_queue.h"
+#include "switchyard/v1/gateway.grpc.pb.h"
+
+namespace switchyard::gateway {
+
+// How the public APIs (ListCapabilities, the HTTP API) name a model's state: "ready", "loading",
+// "failed", "unloaded" or "cold".
+const char* ModelStateLabel(node::v1::ModelState state);
+
+class GatewayService final : public v1::Gateway::CallbackService {
+ public:
+  GatewayService(const GatewayConfig& config, Membership* membership,
+                 std::function<uint64_t()> random);
+
+  grpc::ServerUnaryReactor* Transcode(grpc::CallbackServerContext* context,
+                                      const v1::TranscodeRequest* request,
+                                      v1::TranscodeResponse* response) override;
+  // Bidirectional: a live stream's segments in, each one's renditions out (see gateway.proto).
+  grpc::ServerBidiReactor<v1::TranscodeRequest, v1::TranscodeStreamResponse>* TranscodeStream(
+      grpc::CallbackServerContext* context) override;
+
+  // The unary pipelines of the pipeline table (common/pipelines.h), each routed by Route to the
+  // best orchestrator and retried elsewhere on node failures. A live video-to-video segment
+  // (LiveVideoSegment) goes with its stream's affinity, like Transcode's segments.
+#define SWITCHYARD_ROUTED(Method)                                               \
+  grpc::ServerUnaryReactor* Method(                                             \
+      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
+      pipelines::PipelineOf<v1::Method##Request>::Response* response) override
+  SWITCHYARD_ROUTED(Upscale);
+  SWITCHYARD_ROUTED(TextToImage);
+  SWITCHYARD_ROUTED(ImageToImage);
+  SWITCHYARD_ROUTED(ImageToVideo);
+  SWITCHYARD_ROUTED(AudioToText);
+  SWITCHYARD_ROUTED(SegmentAnything2);
+  SWITCHYARD_ROUTED(ImageToText);
+  SWITCHYARD_ROUTED(TextToSpeech);
+  SWITCHYARD_ROUTED(LiveVideoSegment);
+#undef SWITCHYARD_ROUTED
+
+  // The router, shared with the KServe proxy so both feed one view of node health.
+  Router* router() { return &router_; }
+  // The wait for room of its unary jobs, which other job sources wake when they free a slot.
+  RoomWaiter* room() { return &room_; }
+  // Finished jobs (unary pipelines, transcode segments, LLM streams; KServe ModelInfer calls
+  // when the proxy shares it) and recent failures, for the status page.
+  const JobLog* job_log() const { return &job_log_; }
+  JobLog* job_log() { return &job_log_; }  // for other job sources (the KServe proxy)
+  // Per-job Prometheus metrics (may stay unset); set before the service takes calls.
+  void set_job_metrics(JobMetrics* metrics) { env_.metrics = metrics; }
+  // API key checks (may stay unset: no keys needed); set before the service takes calls.
+  void set_auth(const ApiKeyAuth* auth) { auth_ = auth; }
+  // The units check and usage ledger of completed jobs (docs/metering.md; may stay unset: jobs
+  // are then not metered); set before the service takes calls.
+  void set_billing(JobBilling* billing) {
+    billing_ = billing;
+    env_.billing = billing;
+  }
+
+  // Usage totals from the ledger for the caller's API key (or any key, for operators).
+  grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
+                                     const v1::GetUsageRequest* request,
+                                     v1::GetUsageResponse* response) override;
+
+  grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
+                                             const v1::ListCapabilitiesRequest* request,
+                                             v1::ListCapabilitiesResponse* response) override;
+
+  // Server streaming (gateway_service_llm.cc).
+  grpc::ServerWriteReactor<v1::LLMResponse>* LLM(grpc::CallbackServerContext* context,
+                                                 const v1::LLMRequest* request) override;
+
+ private:
+  using Stub = node::v1::Orchestrator::Stub;
+  class TranscodeStreamReactor;
+  // Streams whose node the gateway remembers, at most (the least recently used are forgotten).
+  static constexpr size_t kMaxTrackedStreams = 100000;
+
+  // Runs one segment: routed to the stream's node while it can take it (affinity), else to the
+  // best one, retried elsewhere like any job. `finish` gets the outcome once.
+  void StartTranscode(grpc::CallbackServerContext* context, const v1::TranscodeRequest* request,
+                      v1::TranscodeResponse* response, RouteRequest route,
+                      std::function<void(grpc::Status)> finish);
+  // Tells a node, best effort, that the tenant's stream left it (ended or moved), freeing its
+  // session slot.
+  void CloseSessionOn(const std::string& node_id, const std::string& tenant,
+                      const std::string& stream_id);
+  template <typename Request, typename Response>
+  using UnaryMethod = void (Stub::async_interface::*)(grpc::ClientContext*, const Request*,
+                                                      Response*, std::function<void(grpc::Status)>);
+  // A unary job of the pipeline Request belongs to (pipelines::PipelineOf): checks its inputs
+  // and model id, then runs it on the best orchestrator via `method` (JobDispatch).
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* context, const Request* request,
+                                  Response* response, UnaryMethod<Request, Response> method);
+  // Runs a unary job on `route`; `answer` gets its outcome once, `on_success` (may be empty) the
+  // node that ran it; `tenant` (may be empty) is sent to the node with each attempt.
+  template <typename Request, typename Response>
+  void Dispatch(grpc::CallbackServerContext* context, const Request* request, Response* response,
+                RouteRequest route, UnaryMethod<Request, Response> method,
+                std::function<void(grpc::Status)> answer,
+                std::function<void(const std::string&)> on_success, std::string tenant = "");
+
+  // The API key check's refusal, answered at once, or null when the call may go on. Unary methods
+  // ask first, so a caller without a valid key learns nothing from validation errors.
+  grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
+  // The API key id a call was admitted with ("" when the gateway needs no key).
+  std::string ApiKeyIdOf(const grpc::CallbackServerContext* context) const;
+  // The call's request id, ledger key and API key id.
+  CallIdentity IdentityOf(const grpc::CallbackServerContext* context) const;
+  // The route of a job: pipeline, model and price cap (the client's x-max-price-per-unit
+  // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
+  // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
+  // path, unary and streaming, passes here before any work).
+  absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
+                                         const std::string& pipeline,
+                                         const std::string& model_id) const;
+
+  const GatewayConfig& config_;
+  Membership* membership_;
+  Router router_;
+  WaitQueue wait_queue_;
+  WaitQueueRoom room_;
+  StreamAffinity affinity_;
+  JobLog job_log_;
+  const ApiKeyAuth* auth_ = nullptr;
+  JobBilling* billing_ = nullptr;  // also in env_; here for GetUsage's ledger
+  std::function<uint64_t()> random_;
+  // What every job is dispatched with (the members above, and the metrics and billing set later).
+  DispatchEnv env_;
+};
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,500 @@
+#include "gateway/billing/usage_ledger.h"
+
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include <cmath>
+#include <limits>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+#include "common/metering.h"
+#include "common/status.h"
+
+namespace switchyard::gateway {
+namespace {
+
+// 2: the price billed is the advertised one; the reported price and the dispute's reasons are kept.
+constexpr int kSchemaVersion = 2;
+
+// The ledger's schema; `usage` holds one row per completed job. Columns added since version 1 come
+// last, so a migrated table and a new one have the same layout.
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS usage (
+  job_id TEXT PRIMARY KEY NOT NULL,
+  api_key_id TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  model_id TEXT NOT NULL,
+  orchestrator TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  units INTEGER NOT NULL,
+  reported_units INTEGER NOT NULL,
+  price_per_unit REAL NOT NULL,
+  amount REAL NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('paid', 'disputed')),
+  completed_unix_ms INTEGER NOT NULL,
+  reported_price_per_unit REAL,
+  dispute TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS usage_by_key_time ON usage (api_key_id, completed_unix_ms);
+CREATE INDEX IF NOT EXISTS usage_by_time ON usage (completed_unix_ms);
+)sql";
+
+// A prepared statement, finalized when it goes out of scope.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK && stmt_ != nullptr; }
+  sqlite3_stmt* get() const { return stmt_; }
+  void Text(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  void Int(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void Real(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
+  std::string ColumnText(int i) const {
+    const auto* p = sqlite3_column_text(stmt_, i);
+    return p == nullptr ? std::string()
+                        : std::string(reinterpret_cast<const char*>(p),
+                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, i)));
+  }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_ = SQLITE_ERROR;
+};
+
+absl::Status SqlError(sqlite3* db, const std::filesystem::path& path, absl::string_view what) {
+  return absl::UnavailableError(
+      absl::StrCat("usage ledger ", path.string(), ": ", what, ": ", sqlite3_errmsg(db)));
+}
+
+int64_t UnixMs(absl::Time t) {
+  if (t == absl::InfinitePast()) return std::numeric_limits<int64_t>::min();
+  if (t == absl::InfiniteFuture()) return std::numeric_limits<int64_t>::max();
+  return absl::ToUnixMillis(t);
+}
+
+// Runs `select` (columns and FROM), filtered to the query's time window and, unless all_keys,
+// its API key, then `order_by`; `read` turns each result row into a Row.
+template <typename Row, typename ReadRow>
+absl::StatusOr<std::vector<Row>> Select(sqlite3* db, const std::filesystem::path& path,
+                                        absl::string_view select, const UsageQuery& q,
+                                        absl::string_view order_by, const ReadRow& read) {
+  const std::string sql = absl::StrCat(
+      select, " WHERE completed_unix_ms >= ? AND completed_unix_ms < ? AND (? OR api_key_id = ?) ",
+      order_by);
+  Statement st(db, sql.c_str());
+  if (!st.ok()) return SqlError(db, path, "cannot prepare the query");
+  st.Int(1, UnixMs(q.since));
+  st.Int(2, UnixMs(q.until));
+  st.Int(3, q.all_keys ? 1 : 0);
+  st.Text(4, q.api_key_id);
+  std::vector<Row> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) out.push_back(read(st));
+  if (rc != SQLITE_DONE) return SqlError(db, path, "cannot read the query's rows");
+  return out;
+}
+
+absl::Status Exec(sqlite3* db, const std::filesystem::path& path, const std::string& sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) == SQLITE_OK) return absl::OkStatus();
+  std::string message = error != nullptr ? error : sqlite3_errmsg(db);
+  sqlite3_free(error);
+  return absl::UnavailableError(
+      absl::StrCat("usage ledger ", path.string(), ": ", sql.substr(0, 40), ": ", message));
+}
+
+// Opens a connection with the ledger's settings. WAL: a commit is one append and fsync of the
+// log, and readers never wait for a writer; synchronous=FULL: the fsync happens before each
+// commit returns, so a committed row survives a crash (and power loss).
+absl::Status OpenConnection(const std::filesystem::path& path, sqlite3** db) {
+  // FULLMUTEX: each connection is also used under the ledger's own locks.
+  if (sqlite3_open_v2(path.c_str(), db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    return SqlError(*db, path, "cannot open");
+  }
+  sqlite3_busy_timeout(*db, 5000);
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
+    Statement st(*db, pragma);
+    if (!st.ok()) return SqlError(*db, path, pragma);
+    int rc = sqlite3_step(st.get());
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError(*db, path, pragma);
+    if (rc == SQLITE_ROW && std::string(pragma) == "PRAGMA journal_mode=WAL" &&
+        st.ColumnText(0) != "wal") {
+      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
+                                                 ": cannot use WAL mode (got '", st.ColumnText(0),
+                                                 "'); is it on a network filesystem?"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Creates the schema, or brings a version 1 ledger (or one whose creation was cut short) up to
+// this version, in one transaction. Version 1 rows keep their price as the reported price too
+// (it was the reported one then), and their disputes are unit disputes (the only kind then).
+absl::Status CreateOrMigrate(sqlite3* db, const std::filesystem::path& path) {
+  {
+    Statement version(db, "PRAGMA user_version");
+    if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
+      return SqlError(db, path, "not a database");
+    }
+    const int64_t v = sqlite3_column_int64(version.get(), 0);
+    if (v < 0 || v > kSchemaVersion) {
+      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
+                                                 ": schema version ", v, ", this gateway knows ",
+                                                 kSchemaVersion));
+    }
+    if (v == kSchemaVersion) return Exec(db, path, kSchema);  // indexes, in case
+  }
+  SY_RETURN_IF_ERROR(Exec(db, path, "BEGIN IMMEDIATE"));
+  absl::Status st = [&]() -> absl::Status {
+    SY_RETURN_IF_ERROR(Exec(db, path, kSchema));
+    bool has_reported_price = false, has_dispute = false;
+    {
+      Statement info(db, "PRAGMA table_info(usage)");
+      if (!info.ok()) return SqlError(db, path, "cannot read the table's columns");
+      while (sqlite3_step(info.get()) == SQLITE_ROW) {
+        const std::string column = info.ColumnText(1);
+        has_reported_price |= column == "reported_price_per_unit";
+        has_dispute |= column == "dispute";
+      }
+    }
+    if (!has_reported_price) {
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "ALTER TABLE usage ADD COLUMN reported_price_per_unit REAL"));
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "UPDATE usage SET reported_price_per_unit = price_per_unit"));
+    }
+    if (!has_dispute) {
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "ALTER TABLE usage ADD COLUMN dispute TEXT NOT NULL DEFAULT ''"));
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "UPDATE usage SET dispute = 'units' WHERE status = 'disputed'"));
+    }
+    SY_RETURN_IF_ERROR(Exec(db, path, absl::StrCat("PRAGMA user_version=", kSchemaVersion)));
+    return Exec(db, path, "COMMIT");
+  }();
+  if (!st.ok()) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  return st;
+}
+
+// A price as stored: SQLite would store NaN as NULL anyway; infinities are kept.
+void BindPrice(Statement& st, int i, double v) {
+  if (std::isnan(v)) {
+    sqlite3_bind_null(st.get(), i);
+  } else {
+    st.Real(i, v);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesystem::path& path) {
+  if (path.has_parent_path()) {
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat("usage ledger ", path.string(),
+                                                 ": cannot create its directory: ", ec.message()));
+    }
+  }
+  std::unique_ptr<UsageLedger> ledger(new UsageLedger(path));
+  SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->write_db_));
+  SY_RETURN_IF_ERROR(CreateOrMigrate(ledger->write_db_, path));
+  {
+    MutexLock lock(&ledger->read_mu_);
+    SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->read_db_));
+  }
+  ledger->writer_ = std::thread([l = ledger.get()] { l->WriterLoop(); });
+  return ledger;
+}
+
+UsageLedger::~UsageLedger() {
+  {
+    MutexLock lock(&queue_mu_);
+    closing_ = true;
+  }
+  queue_cv_.SignalAll();
+  // The writer commits what is queued before it returns, and answers every waiting caller.
+  if (writer_.joinable()) writer_.join();
+  {
+    // Waiting callers were answered; let them leave Record before its mutex goes.
+    MutexLock lock(&queue_mu_);
+    done_cv_.Wait(&queue_mu_,
+                  [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return callers_ == 0; });
+  }
+  sqlite3_close_v2(write_db_);
+  MutexLock lock(&read_mu_);
+  sqlite3_close_v2(read_db_);
+}
+
+absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
+  if (r.job_id.empty()) return absl::InvalidArgumentError("usage record without a job id");
+  // A NaN here would be stored as NULL and the row refused by NOT NULL; refused before queueing.
+  if (!metering::ValidPrice(r.price_per_unit) || !metering::ValidPrice(r.amount)) {
+    return absl::InvalidArgumentError(absl::StrCat("usage record ", r.job_id, ": price per unit ",
+                                                   r.price_per_unit, " and amount ", r.amount,
+                                                   " must be finite numbers >= 0"));
+  }
+  Pending pending{&r};
+  MutexLock lock(&queue_mu_);
+  if (closing_) {
+    return absl::UnavailableError(absl::StrCat("usage ledger ", path_.string(), " is closing"));
+  }
+  queue_.push_back(&pending);
+  ++callers_;
+  queue_cv_.Signal();
+  done_cv_.Wait(&queue_mu_, [&pending] { return pending.done; });
+  if (--callers_ == 0 && closing_) done_cv_.SignalAll();
+  return pending.result;
+}
+
+void UsageLedger::WriterLoop() {
+  queue_mu_.Lock();
+  while (true) {
+    queue_cv_.Wait(&queue_mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+      return closing_ || !queue_.empty();
+    });
+    if (queue_.empty()) break;  // closing, and everything queued is committed
+    // Everything that queued while the previous batch committed goes in this one.
+    std::vector<Pending*> batch;
+    while (!queue_.empty() && batch.size() < kMaxBatch) {
+      batch.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    queue_mu_.Unlock();
+    WriteBatch(batch);
+    queue_mu_.Lock();
+    for (Pending* p : batch) p->done = true;
+    done_cv_.SignalAll();
+  }
+  queue_mu_.Unlock();
+}
+
+void UsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
+  sqlite3* db = write_db_;
+  auto fail_all = [&](const absl::Status& st) {
+    for (Pending* p : batch) p->result = st;
+  };
+  if (absl::Status st = Exec(db, path_, "BEGIN IMMEDIATE"); !st.ok()) return fail_all(st);
+  {
+    // ON CONFLICT DO NOTHING, not INSERT OR IGNORE: OR IGNORE would also drop a row that breaks
+    // NOT NULL or CHECK without an error, and the job would look already recorded.
+    Statement st(
+        db,
+        "INSERT INTO usage (job_id, api_key_id, pipeline, model_id, orchestrator, unit, "
+        "units, reported_units, price_per_unit, amount, status, completed_unix_ms, "
+        "reported_price_per_unit, dispute) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO NOTHING");
+    if (!st.ok()) {
+      fail_all(SqlError(db, path_, "cannot prepare the insert"));
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return;
+    }
+    for (Pending* p : batch) {
+      const UsageRecord& r = *p->record;
+      sqlite3_reset(st.get());
+      sqlite3_clear_bindings(st.get());
+      st.Text(1, r.job_id);
+      st.Text(2, r.api_key_id);
+      st.Text(3, r.pipeline);
+      st.Text(4, r.model_id);
+      st.Text(5, r.orchestrator);
+      st.Text(6, r.unit);
+      st.Int(7, r.units);
+      st.Int(8, r.reported_units);
+      st.Real(9, r.price_per_unit);
+      st.Real(10, r.amount);
+      st.Text(11, r.disputed ? "disputed" : "paid");
+      st.Int(12, absl::ToUnixMillis(r.completed));
+      BindPrice(st, 13, r.reported_price_per_unit);
+      st.Text(14, r.dispute);
+      const int rc = sqlite3_step(st.get());
+      if (rc == SQLITE_DONE) {
+        p->result = sqlite3_changes(db) == 1;
+      } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        // This row only: the statement is undone, the transaction goes on.
+        p->result = SqlError(db, path_, "cannot write a row");
+      } else {
+        // I/O error, disk full...: the transaction may be gone; nothing of the batch is written.
+        fail_all(SqlError(db, path_, "cannot write a row"));
+        sqlite3_reset(st.get());
+        sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        return;
+      }
+    }
+  }
+  // The fsync every row of the batch waits for.
+  if (absl::Status st = Exec(db, path_, "COMMIT"); !st.ok()) {
+    fail_all(st);
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+}
+
+absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q) {
+  MutexLock lock(&read_mu_);
+  return Select<UsageTotals>(
+      read_db_, path_,
+      "SELECT api_key_id, pipeline, model_id, MAX(unit), COUNT(*), SUM(MAX(units, 0)), "
+      "SUM(amount), SUM(status = 'disputed') FROM usage",
+      q, "GROUP BY api_key_id, pipeline, model_id ORDER BY api_key_id, pipeline, model_id",
+      [](const Statement& st) {
+        UsageTotals t;
+        t.api_key_id = st.ColumnText(0);
+        t.pipeline = st.ColumnText(1);
+        t.model_id = st.ColumnText(2);
+        t.unit = st.ColumnText(3);
+        t.jobs = sqlite3_column_int64(st.get(), 4);
+        t.units = sqlite3_column_int64(st.get(), 5);
+        t.amount = sqlite3_column_double(st.get(), 6);
+        t.disputed_jobs = sqlite3_column_int64(st.get(), 7);
+        return t;
+      });
+}
+
+absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) {
+  MutexLock lock(&read_mu_);
+  return Select<UsageRecord>(
+      read_db_, path_,
+      "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
+      "reported_units, price_per_unit, amount, status, completed_unix_ms, "
+      "reported_price_per_unit, dispute FROM usage",
+      q, "ORDER BY completed_unix_ms, job_id", [](const Statement& st) {
+        UsageRecord r;
+        r.job_id = st.ColumnText(0);
+        r.api_key_id = st.ColumnText(1);
+        r.pipeline = st.ColumnText(2);
+        r.model_id = st.ColumnText(3);
+        r.orchestrator = st.ColumnText(4);
+        r.unit = st.ColumnText(5);
+        r.units = sqlite3_column_int64(st.get(), 6);
+        r.reported_units = sqlite3_column_int64(st.get(), 7);
+        r.price_per_unit = sqlite3_column_double(st.get(), 8);
+        r.amount = sqlite3_column_double(st.get(), 9);
+        r.disputed = st.ColumnText(10) == "disputed";
+        r.completed = absl::FromUnixMillis(sqlite3_column_int64(st.get(), 11));
+        r.reported_price_per_unit = sqlite3_column_type(st.get(), 12) == SQLITE_NULL
+                                        ? std::numeric_limits<double>::quiet_NaN()
+                                        : sqlite3_column_double(st.get(), 12);
+        r.dispute = st.ColumnText(13);
+        return r;
+      });
+}
+
+JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {
+  if (metrics != nullptr) {
+    mismatches_ = &prometheus::BuildCounter()
+                       .Name(metrics->prefix() + "billing_mismatches_total")
+                       .Help(
+                           "Completed jobs not paid because their orchestrator reported other "
+                           "units than the gateway counted or another price than it "
+                           "advertised, by orchestrator and pipeline.")
+                       .Register(metrics->registry());
+    price_disputes_ = &prometheus::BuildCounter()
+                           .Name(metrics->prefix() + "billing_price_disputes_total")
+                           .Help(
+                               "Completed jobs not paid because their orchestrator reported "
+                               "another price than it advertised when picked, or advertised "
+                               "none valid, by orchestrator and pipeline.")
+                           .Register(metrics->registry());
+  }
+}
+
+bool JobBilling::Settle(const Job& job) {
+  std::vector<const char*> disputes;
+  const bool units_agree = job.counted.ok() && *job.counted == job.reported_units;
+  if (!units_agree) {
+    disputes.push_back("units");
+    spdlog::warn(
+        "[{}] billing mismatch: {} '{}' on {} reported {} units, the gateway counted {}; "
+        "not paid",
+        job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator, job.reported_units,
+        job.counted.ok() ? absl::StrCat(*job.counted)
+                         : absl::StrCat("none (", job.counted.status().message(), ")"));
+  }
+  // The price is the one the node advertised when it was picked: what the client agreed to (it
+  // was within the cap). What the node reports afterwards is only checked against it.
+  double price = 0;
+  bool price_disputed = false;
+  if (!job.advertised_price_per_unit.has_value() ||
+      !metering::ValidPrice(*job.advertised_price_per_unit)) {
+    price_disputed = true;
+    disputes.push_back("advertised_price");
+    spdlog::warn(
+        "[{}] billing price dispute: {} '{}' on {} advertised {}; not paid", job.request_id,
+        job.pipeline, LogSafe(job.model_id), job.orchestrator,
+        job.advertised_price_per_unit.has_value()
+            ? absl::StrCat("an invalid price per unit (", *job.advertised_price_per_unit, ")")
+            : std::string("no price for it"));
+  } else {
+    price = *job.advertised_price_per_unit;
+    if (job.max_price_per_unit > 0 && price > job.max_price_per_unit) {
+      // Not routed to above the cap; a node whose advertised price rose meanwhile is paid the cap.
+      price = job.max_price_per_unit;
+    }
+    // Exact comparison: both are the same double the node sent, unless it changed its report.
+    if (!(job.reported_price_per_unit == *job.advertised_price_per_unit)) {
+      price_disputed = true;
+      disputes.push_back("price");
+      spdlog::warn(
+          "[{}] billing price dispute: {} '{}' on {} reported {} per unit, it advertised "
+          "{} when picked; not paid",
+          job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator,
+          job.reported_price_per_unit, *job.advertised_price_per_unit);
+    }
+  }
+  const int64_t units = job.counted.ok() ? *job.counted : -1;
+  double amount = disputes.empty() ? static_cast<double>(units) * price : 0.0;
+  if (!std::isfinite(amount)) {
+    disputes.push_back("amount");
+    spdlog::warn(
+        "[{}] billing: {} '{}' on {}: {} units x {} per unit is not a finite amount; "
+        "not paid",
+        job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator, units, price);
+    amount = 0;
+  }
+  const bool paid = disputes.empty();
+  if (!paid && mismatches_ != nullptr) {
+    mismatches_->Add({{"orchestrator", job.orchestrator}, {"pipeline", job.pipeline}}).Increment();
+  }
+  if (price_disputed && price_disputes_ != nullptr) {
+    price_disputes_->Add({{"orchestrator", job.orchestrator}, {"pipeline", job.pipeline}})
+        .Increment();
+  }
+  if (ledger_ == nullptr) return paid;
+  UsageRecord r;
+  r.job_id = job.job_id;
+  r.api_key_id = job.api_key_id;
+  r.pipeline = job.pipeline;
+  r.model_id = job.model_id;
+  r.orchestrator = job.orchestrator;
+  r.unit = metering::UnitOf(job.pipeline);
+  r.units = units;
+  r.reported_units = job.reported_units;
+  r.price_per_unit = price;
+  r.reported_price_per_unit = job.reported_price_per_unit;
+  r.amount = amount;
+  r.disputed = !paid;
+  r.dispute = absl::StrJoin(disputes, ",");
+  r.completed = absl::Now();
+  auto written = ledger_->Record(r);
+  if (!written.ok()) {
+    spdlog::error("[{}] {} '{}' on {}: not recorded: {}", job.request_id, job.pipeline,
+                  LogSafe(job.model_id), job.orchestrator, written.status().ToString());
+  } else if (!*written) {
+    spdlog::warn("[{}] job {} was already in the usage ledger; not counted again", job.request_id,
+                 job.job_id);
+  }
+  return paid;
+}
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,181 @@
+// The gateway's durable usage ledger (SQLite, Debian's libsqlite3) and the billing check of each
+// completed job. docs/metering.md.
+//
+// One row per completed job, keyed by the job's ledger id (unique), written before the job's
+// response is sent to its client: the database is in WAL mode with synchronous=FULL, and Record
+// returns only once the transaction holding the row has committed (fsynced), so a row Record
+// reported survives a crash of the gateway (kill -9, power loss after the fsync), and a record
+// written twice for one job is ignored rather than counted twice.
+//
+// Group commit: rows are written by one writer thread, a batch of queued rows per transaction
+// (one fsync); each Record call waits for its own row's batch, so callers that arrive while a
+// batch commits share the next fsync instead of queueing on one mutex for one fsync each.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "common/mutex.h"
+
+struct sqlite3;
+
+namespace switchyard::gateway {
+
+// One completed job.
+struct UsageRecord {
+  std::string job_id;  // unique per job: the ledger's key
+  std::string api_key_id;
+  std::string pipeline;
+  std::string model_id;
+  std::string orchestrator;
+  std::string unit;
+  int64_t units = 0;           // as the gateway counted them (-1 when they could not be counted)
+  int64_t reported_units = 0;  // as the orchestrator reported them
+  // The price billed: what the node advertised when it was picked, capped by the job's price cap
+  // (0 when it advertised none valid). Always finite and >= 0.
+  double price_per_unit = 0;
+  // As the orchestrator reported it in its response (NaN: not reported, or not a number).
+  double reported_price_per_unit = 0;
+  double amount = 0;  // paid to the orchestrator: units x price, or 0 when disputed
+  bool disputed = false;
+  // Why a disputed job was not paid, comma-separated: "units" (other units than the gateway
+  // counted), "price" (another price than advertised), "advertised_price" (none valid advertised),
+  // "amount" (units x price not finite). Empty when paid.
+  std::string dispute;
+  absl::Time completed = absl::UnixEpoch();
+};
+
+// Totals of one API key, pipeline and model.
+struct UsageTotals {
+  std::string api_key_id;
+  std::string pipeline;
+  std::string model_id;
+  std::string unit;
+  int64_t jobs = 0;
+  int64_t units = 0;  // counted units of every job (disputed ones too: the client got them)
+  double amount = 0;  // paid jobs only
+  int64_t disputed_jobs = 0;
+};
+
+struct UsageQuery {
+  absl::Time since = absl::InfinitePast();    // completed at or after
+  absl::Time until = absl::InfiniteFuture();  // completed before
+  bool all_keys = false;                      // else only `api_key_id`
+  std::string api_key_id;
+};
+
+class UsageLedger {
+ public:
+  // Opens (creating if needed) the database at `path`, its directory too. UNAVAILABLE naming the
+  // path when it cannot be opened or is not a ledger.
+  static absl::StatusOr<std::unique_ptr<UsageLedger>> Open(const std::filesystem::path& path);
+  // Commits what is queued, answers every waiting Record call, then closes.
+  ~UsageLedger();
+  UsageLedger(const UsageLedger&) = delete;
+  UsageLedger& operator=(const UsageLedger&) = delete;
+
+  // Queues the job's row for the writer thread and waits until the transaction that holds it has
+  // committed (durable). Returns true when written, false when a row with that job id was already
+  // there (nothing changes). UNAVAILABLE on a write error (every row of that batch gets it, none
+  // of them is written) or when the ledger is closing; INVALID_ARGUMENT for a row without a job
+  // id or with a price or amount that is not a finite number >= 0 (never written).
+  absl::StatusOr<bool> Record(const UsageRecord& record) ABSL_LOCKS_EXCLUDED(queue_mu_);
+
+  // Totals per API key, pipeline and model, ordered by them.
+  absl::StatusOr<std::vector<UsageTotals>> Totals(const UsageQuery& query)
+      ABSL_LOCKS_EXCLUDED(read_mu_);
+
+  // The rows the query selects, oldest first, for audits and tests.
+  absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query)
+      ABSL_LOCKS_EXCLUDED(read_mu_);
+
+  const std::filesystem::path& path() const { return path_; }
+
+  // Most rows in one transaction: bounds a batch's time holding the write lock.
+  static constexpr size_t kMaxBatch = 1024;
+
+ private:
+  // One queued row and, once its batch committed, the answer for its caller.
+  struct Pending {
+    const UsageRecord* record;
+    bool done = false;  // guarded by queue_mu_ (a caller's stack entry: not annotatable)
+    absl::StatusOr<bool> result = false;
+  };
+
+  explicit UsageLedger(std::filesystem::path path) : path_(std::move(path)) {}
+  void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_);
+  // Writes `batch` in one transaction; sets every entry's result (not `done`).
+  void WriteBatch(const std::vector<Pending*>& batch);
+
+  std::filesystem::path path_;
+  // The writer's connection: used only by the writer thread once it runs (and by Open before).
+  sqlite3* write_db_ = nullptr;
+  // Reads (Totals, Rows) on a connection of their own, so they never wait for a commit's fsync
+  // (WAL: readers see the last committed state).
+  Mutex read_mu_;
+  sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_) = nullptr;
+
+  Mutex queue_mu_;
+  CondVar queue_cv_;  // writer: rows queued, or closing
+  CondVar done_cv_;   // callers: a batch committed
+  std::deque<Pending*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool closing_ ABSL_GUARDED_BY(queue_mu_) = false;
+  int callers_ ABSL_GUARDED_BY(queue_mu_) = 0;  // inside Record: the destructor waits for them
+  std::thread writer_;
+};
+
+// Checks each completed job's units and price and records it. The price billed is the one the
+// node advertised in the capability it was picked by (capped by the job's price cap), never the
+// one it reports. A job is disputed (logged, counted in
+// switchyard_gateway_billing_mismatches_total{orchestrator,pipeline}, recorded with amount 0)
+// when its orchestrator reported other units than the gateway counted, or another price than it
+// advertised (also counted in switchyard_gateway_billing_price_disputes_total), or when no valid
+// advertised price is known. Thread-safe.
+class JobBilling {
+ public:
+  // `ledger` may be null (no ledger: the check still runs); `metrics` may be null.
+  JobBilling(UsageLedger* ledger, Metrics* metrics);
+
+  struct Job {
+    std::string job_id;
+    std::string request_id;  // for logs
+    std::string api_key_id;
+    std::string pipeline;
+    std::string model_id;
+    std::string orchestrator;
+    int64_t reported_units = 0;
+    // As the orchestrator reported it in its response.
+    double reported_price_per_unit = 0;
+    // The price per unit the node advertised for this pipeline and model in the snapshot it was
+    // picked from (AdvertisedPrice in gateway/routing/router.h); nullopt when it advertised none.
+    std::optional<double> advertised_price_per_unit;
+    // The job's price cap (the client's x-max-price-per-unit, else the config's); 0: none.
+    double max_price_per_unit = 0;
+    absl::StatusOr<int64_t> counted = 0;  // the gateway's count, or why it could not count
+  };
+  // True when the job is paid (units and price agree), false when disputed. A ledger write error
+  // is logged and does not fail the job (the client's result stays deliverable).
+  bool Settle(const Job& job);
+
+  UsageLedger* ledger() const { return ledger_; }
+
+ private:
+  UsageLedger* ledger_;
+  prometheus::Family<prometheus::Counter>* mismatches_ = nullptr;
+  prometheus::Family<prometheus::Counter>* price_disputes_ = nullptr;
+};
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,207 @@
+#include "orchestrator/pipelines/audio_decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "common/media/ffmpeg_util.h"
+
+extern "C" {
+#include <libavutil/channel_layout.h>
+#include <libavutil/opt.h>
+#include <libswresample/swresample.h>
+}
+
+namespace switchyard::orchestrator {
+namespace {
+
+struct SwrDeleter {
+  void operator()(SwrContext* s) const { swr_free(&s); }
+};
+using SwrPtr = std::unique_ptr<SwrContext, SwrDeleter>;
+
+// Demuxers accepted for audio input (names as in `ffmpeg -demuxers`).
+constexpr const char* kAudioDemuxers =
+    "wav,w64,mp3,mov,ogg,flac,matroska,aac,aiff,caf,amr,au,wv,ape,tta,ac3,eac3,dts,oga";
+
+}  // namespace
+
+absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate, int channels,
+                                         double max_seconds) {
+  media::InitFfmpeg();
+  if (data.empty()) return absl::InvalidArgumentError("audio is required");
+  auto demuxer = media::OpenMemoryDemuxer(data, kAudioDemuxers);
+  if (!demuxer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio could not be read: ", demuxer.status().message()));
+  }
+  AVFormatContext* fmt = (*demuxer)->format.get();
+  const AVCodec* codec = nullptr;
+  int stream_index = av_find_best_stream(fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
+  if (stream_index < 0 || codec == nullptr) {
+    return absl::InvalidArgumentError("audio has no decodable audio stream");
+  }
+  AVStream* stream = fmt->streams[stream_index];
+  if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0 &&
+      static_cast<double>(fmt->duration) / AV_TIME_BASE > max_seconds + 1.0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio is ", static_cast<double>(fmt->duration) / AV_TIME_BASE,
+                     " s long, more than max_audio_seconds (", max_seconds, " s)"));
+  }
+  media::AvCodecContextPtr dec(avcodec_alloc_context3(codec));
+  if (!dec) return absl::ResourceExhaustedError("out of memory allocating the audio decoder");
+  if (int err = avcodec_parameters_to_context(dec.get(), stream->codecpar); err < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio stream parameters are invalid: ", media::AvErrorString(err)));
+  }
+  dec->pkt_timebase = stream->time_base;
+  if (int err = avcodec_open2(dec.get(), codec, nullptr); err < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio decoder could not be opened: ", media::AvErrorString(err)));
+  }
+
+  DecodedAudio out;
+  out.sample_rate = sample_rate;
+  out.channels = channels;
+  std::vector<float> interleaved;
+  const int64_t max_samples = static_cast<int64_t>(std::ceil(max_seconds * sample_rate));
+  SwrPtr swr;
+  AVChannelLayout out_layout;
+  av_channel_layout_default(&out_layout, channels);
+
+  auto too_long = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audio is longer than max_audio_seconds (", max_seconds, " s)"));
+  };
+  // Converts `frame` (nullptr: flush) and appends the result.
+  auto convert = [&](const AVFrame* frame) -> absl::Status {
+    if (frame != nullptr && !swr) {
+      AVChannelLayout in_layout;
+      if (frame->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || frame->ch_layout.nb_channels == 0) {
+        int n = frame->ch_layout.nb_channels > 0 ? frame->ch_layout.nb_channels
+                                                 : dec->ch_layout.nb_channels;
+        if (n <= 0) return absl::InvalidArgumentError("audio has no channels");
+        av_channel_layout_default(&in_layout, n);
+      } else if (int err = av_channel_layout_copy(&in_layout, &frame->ch_layout); err < 0) {
+        return absl::ResourceExhaustedError("out of memory copying a channel layout");
+      }
+      if (frame->sample_rate <= 0) return absl::InvalidArgumentError("audio has no sample rate");
+      out.source_sample_rate = frame->sample_rate;
+      out.source_channels = in_layout.nb_channels;
+      SwrContext* raw = nullptr;
+      int err = swr_alloc_set_opts2(&raw, &out_layout, AV_SAMPLE_FMT_FLT, sample_rate, &in_layout,
+                                    static_cast<AVSampleFormat>(frame->format), frame->sample_rate,
+                                    0, nullptr);
+      av_channel_layout_uninit(&in_layout);
+      swr.reset(raw);
+      if (err < 0 || (err = swr_init(swr.get())) < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("audio cannot be resampled: ", media::AvErrorString(err)));
+      }
+    }
+    if (!swr) return absl::OkStatus();  // flush with nothing decoded
+    const int in_samples = frame != nullptr ? frame->nb_samples : 0;
+    int capacity = swr_get_out_samples(swr.get(), in_samples);
+    if (capacity < 0) return absl::InternalError("swr_get_out_samples failed");
+    if (capacity == 0) return absl::OkStatus();
+    size_t offset = interleaved.size();
+    interleaved.resize(offset + static_cast<size_t>(capacity) * channels);
+    uint8_t* out_planes[1] = {reinterpret_cast<uint8_t*>(interleaved.data() + offset)};
+    int got = swr_convert(
+        swr.get(), out_planes, capacity,
+        frame != nullptr ? const_cast<const uint8_t**>(frame->extended_data) : nullptr, in_samples);
+    if (got < 0) {
+      interleaved.resize(offset);
+      return absl::InvalidArgumentError(
+          absl::StrCat("audio cannot be resampled: ", media::AvErrorString(got)));
+    }
+    interleaved.resize(offset + static_cast<size_t>(got) * channels);
+    if (static_cast<int64_t>(interleaved.size() / channels) > max_samples + sample_rate) {
+      return too_long();
+    }
+    return absl::OkStatus();
+  };
+
+  media::AvPacketPtr packet(av_packet_alloc());
+  media::AvFramePtr frame(av_frame_alloc());
+  if (!packet || !frame) return absl::ResourceExhaustedError("out of memory decoding audio");
+  auto drain = [&]() -> absl::Status {
+    while (true) {
+      int err = avcodec_receive_frame(dec.get(), frame.get());
+      if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return absl::OkStatus();
+      if (err < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
+      }
+      absl::Status st = convert(frame.get());
+      av_frame_unref(frame.get());
+      if (!st.ok()) return st;
+    }
+  };
+  int corrupt_packets = 0;
+  while (true) {
+    int err = av_read_frame(fmt, packet.get());
+    if (err == AVERROR_EOF) break;
+    if (err < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
+    }
+    if (packet->stream_index != stream_index) {
+      av_packet_unref(packet.get());
+      continue;
+    }
+    err = avcodec_send_packet(dec.get(), packet.get());
+    av_packet_unref(packet.get());
+    if (err == AVERROR_INVALIDDATA) {
+      // A damaged packet in otherwise good audio is skipped, as ffmpeg does; a stream of them is
+      // corrupt input.
+      if (++corrupt_packets > 8) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
+      }
+      continue;
+    }
+    if (err < 0 && err != AVERROR(EAGAIN)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
+    }
+    if (absl::Status st = drain(); !st.ok()) return st;
+  }
+  avcodec_send_packet(dec.get(), nullptr);
+  if (absl::Status st = drain(); !st.ok()) return st;
+  if (absl::Status st = convert(nullptr); !st.ok()) return st;
+  av_channel_layout_uninit(&out_layout);
+
+  out.samples = static_cast<int64_t>(interleaved.size() / channels);
+  // Encoders pad the last frame (AAC in MP4 by up to 1024 samples); the container's duration says
+  // where the audio really ends, so trailing padding beyond it is dropped.
+  double container_seconds = -1;
+  if (stream->duration != AV_NOPTS_VALUE && stream->duration > 0) {
+    container_seconds = static_cast<double>(stream->duration) * av_q2d(stream->time_base);
+  } else if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0) {
+    container_seconds = static_cast<double>(fmt->duration) / AV_TIME_BASE;
+  }
+  if (container_seconds > 0) {
+    const int64_t expected = std::llround(container_seconds * sample_rate);
+    if (expected > 0 && out.samples > expected) {
+      out.samples = expected;
+      interleaved.resize(static_cast<size_t>(expected) * channels);
+    }
+  }
+  if (out.samples == 0) return absl::InvalidArgumentError("audio decodes to no samples");
+  if (out.samples > max_samples) return too_long();
+  out.planar.resize(interleaved.size());
+  // Float PCM (pcm_f32le/f64le WAV, ...) carries any value, NaN and infinities included, and
+  // resampling may overshoot a little: the model gets what the contract says, finite samples in
+  // -1..1 (NaN as 0, as EncodeWav does). Found by fuzz_audio_decode (corpus regress-float-nan-*).
+  for (int c = 0; c < channels; ++c) {
+    for (int64_t i = 0; i < out.samples; ++i) {
+      const float v = interleaved[i * channels + c];
+      out.planar[c * out.samples + i] = std::isnan(v) ? 0.0f : std::clamp(v, -1.0f, 1.0f);
+    }
+  }
+  return out;
+}
+
+}  // namespace switchyard::orchestrator

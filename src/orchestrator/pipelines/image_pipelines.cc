@@ -1,0 +1,510 @@
+#include "orchestrator/pipelines/image_pipelines.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/media/ffmpeg_util.h"
+#include "common/pipelines.h"
+#include "orchestrator/pipelines/warmup.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
+
+absl::StatusOr<media::RgbImage> DecodeInput(const std::string& image, const ModelConfig& model) {
+  if (image.empty()) return Invalid("image is required (PNG or JPEG)");
+  auto decoded = media::DecodeImage(image, model.max_input_pixels);
+  if (!decoded.ok()) {
+    return absl::Status(decoded.status().code(),
+                        absl::StrCat("image: ", decoded.status().message()));
+  }
+  return decoded;
+}
+
+absl::StatusOr<c10::IValue> RunModel(const RunContext& ctx, runner::ModelExecutor::Inputs inputs) {
+  runner::CancelToken cancel;
+  auto watch = runner::WatchForCancel(ctx.is_cancelled, cancel);
+  return ctx.executor->Run(std::move(inputs), ctx.deadline, cancel);
+}
+
+std::string Dim(int64_t v, const char* name) { return v >= 0 ? absl::StrCat(v) : name; }
+
+std::string DescribeTensor(const at::Tensor& t) {
+  return absl::StrCat(std::string(c10::toString(t.scalar_type())), " tensor of shape ",
+                      c10::str(t.sizes()));
+}
+
+std::string DescribeValue(const c10::IValue& v) {
+  if (v.isTensor()) return DescribeTensor(v.toTensor());
+  return absl::StrCat("a value of type ", v.type()->str());
+}
+
+// [N, H, W, 3] uint8 from float [N, 3, H, W] (NaN -> 0, clamped, rounded).
+at::Tensor ToBytesNhwc(const at::Tensor& images) {
+  return at::nan_to_num(images.to(at::kFloat), 0.0, 255.0, 0.0)
+      .clamp(0, 255)
+      .round()
+      .to(at::kByte)
+      .permute({0, 2, 3, 1})
+      .contiguous();
+}
+
+void AppendJson(const float* data, const int64_t* sizes, int64_t dims, const int64_t* strides,
+                bool as_binary, std::string* out) {
+  out->push_back('[');
+  for (int64_t i = 0; i < sizes[0]; ++i) {
+    if (i > 0) out->push_back(',');
+    const float* p = data + i * strides[0];
+    if (dims > 1) {
+      AppendJson(p, sizes + 1, dims - 1, strides + 1, as_binary, out);
+    } else if (as_binary) {
+      out->push_back(*p > 0 ? '1' : '0');
+    } else if (!std::isfinite(*p)) {
+      out->append("null");
+    } else {
+      char buf[32];
+      auto res = std::to_chars(buf, buf + sizeof(buf), *p);
+      out->append(buf, res.ptr);
+    }
+  }
+  out->push_back(']');
+}
+
+struct DictGuard {
+  AVDictionary* dict = nullptr;
+  DictGuard() = default;
+  DictGuard(const DictGuard&) = delete;
+  DictGuard& operator=(const DictGuard&) = delete;
+  ~DictGuard() { av_dict_free(&dict); }
+};
+
+absl::Status AvError(const char* what, int ret) {
+  return absl::InternalError(
+      absl::StrCat("image-to-video: ", what, ": ", media::AvErrorString(ret)));
+}
+
+}  // namespace
+
+at::Tensor ImageToTensor(const media::RgbImage& image) {
+  // from_blob does not copy; .to(kFloat) does, so the result owns its memory.
+  return at::from_blob(const_cast<uint8_t*>(image.pixels.data()), {image.height, image.width, 3},
+                       at::kByte)
+      .permute({2, 0, 1})
+      .unsqueeze(0)
+      .to(at::kFloat)
+      .contiguous();
+}
+
+absl::StatusOr<at::Tensor> CheckImageBatch(const c10::IValue& value, const std::string& model_id,
+                                           int64_t n, int64_t height, int64_t width) {
+  const std::string expected =
+      absl::StrCat("float32 [", Dim(n, "N"), ", 3, ", Dim(height, "H"), ", ", Dim(width, "W"), "]");
+  bool ok = value.isTensor();
+  if (ok) {
+    const at::Tensor& t = value.toTensor();
+    ok = t.scalar_type() == at::kFloat && t.dim() == 4 && t.size(0) > 0 && t.size(1) == 3 &&
+         t.size(2) > 0 && t.size(3) > 0 && (n < 0 || t.size(0) == n) &&
+         (height < 0 || t.size(2) == height) && (width < 0 || t.size(3) == width);
+  }
+  if (!ok) {
+    return absl::InternalError(absl::StrCat("model '", model_id, "' returned ",
+                                            DescribeValue(value), ", expected ", expected));
+  }
+  return value.toTensor();
+}
+
+absl::StatusOr<std::vector<EncodedImage>> EncodePngs(const at::Tensor& images) {
+  at::Tensor bytes = ToBytesNhwc(images);
+  std::vector<EncodedImage> out;
+  for (int64_t i = 0; i < bytes.size(0); ++i) {
+    media::RgbImage img;
+    img.height = static_cast<int>(bytes.size(1));
+    img.width = static_cast<int>(bytes.size(2));
+    img.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
+    std::memcpy(img.pixels.data(), bytes[i].data_ptr<uint8_t>(), img.pixels.size());
+    auto png = media::EncodePng(img);
+    if (!png.ok()) return png.status();
+    out.push_back(EncodedImage{std::move(*png), img.width, img.height});
+  }
+  return out;
+}
+
+std::string TensorToJson(const at::Tensor& tensor, bool as_binary) {
+  at::Tensor t = tensor.to(at::kFloat).contiguous();
+  std::string out;
+  if (t.dim() == 0) {
+    const float v = t.item<float>();
+    if (as_binary) return v > 0 ? "1" : "0";
+    if (!std::isfinite(v)) return "null";
+    char buf[32];
+    auto res = std::to_chars(buf, buf + sizeof(buf), v);
+    return std::string(buf, res.ptr);
+  }
+  out.reserve(static_cast<size_t>(t.numel()) * (as_binary ? 2 : 8) + 16);
+  AppendJson(t.data_ptr<float>(), t.sizes().data(), t.dim(), t.strides().data(), as_binary, &out);
+  return out;
+}
+
+absl::StatusOr<std::string> EncodeMp4(const at::Tensor& frames, int fps, int encoder_threads) {
+  if (frames.dim() != 4 || frames.size(0) < 1 || frames.size(1) != 3) {
+    return Invalid(absl::StrCat("frames must be [F, 3, H, W], got ", c10::str(frames.sizes())));
+  }
+  const int64_t count = frames.size(0);
+  const int h = static_cast<int>(frames.size(2)), w = static_cast<int>(frames.size(3));
+  if (h < 2 || w < 2 || h % 2 != 0 || w % 2 != 0) {
+    return Invalid(absl::StrCat("video frames must have even sizes for yuv420p, got ", w, "x", h));
+  }
+  if (fps < 1 || fps > 1000) return Invalid(absl::StrCat("fps must be 1..1000, got ", fps));
+  at::Tensor rgb = ToBytesNhwc(frames);  // [F, H, W, 3]
+
+  media::InitFfmpeg();
+  std::string sink;
+  auto muxer = media::OpenMemoryMuxer("mp4", &sink);
+  if (!muxer.ok()) return muxer.status();
+  AVFormatContext* fmt = (*muxer)->format.get();
+
+  const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
+  if (codec == nullptr) return absl::InternalError("the libx264 encoder is not available");
+  media::AvCodecContextPtr enc(avcodec_alloc_context3(codec));
+  if (enc == nullptr) return absl::ResourceExhaustedError("cannot allocate an encoder");
+  enc->width = w;
+  enc->height = h;
+  enc->pix_fmt = AV_PIX_FMT_YUV420P;
+  enc->time_base = AVRational{1, fps};
+  enc->framerate = AVRational{fps, 1};
+  enc->gop_size = std::max(1, fps * 2);
+  enc->max_b_frames = 0;
+  enc->thread_count = std::clamp(encoder_threads, 1, 16);
+  if ((fmt->oformat->flags & AVFMT_GLOBALHEADER) != 0) {
+    enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+  }
+  {
+    DictGuard opts;
+    av_dict_set(&opts.dict, "preset", "veryfast", 0);
+    const int ret = avcodec_open2(enc.get(), codec, &opts.dict);
+    if (ret < 0) return AvError("cannot open libx264", ret);
+  }
+  AVStream* stream = avformat_new_stream(fmt, nullptr);  // owned by fmt
+  if (stream == nullptr) return absl::ResourceExhaustedError("cannot allocate a stream");
+  int ret = avcodec_parameters_from_context(stream->codecpar, enc.get());
+  if (ret < 0) return AvError("codec parameters", ret);
+  stream->time_base = enc->time_base;
+  stream->avg_frame_rate = AVRational{fps, 1};
+  {
+    DictGuard opts;
+    av_dict_set(&opts.dict, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
+    ret = avformat_write_header(fmt, &opts.dict);
+    if (ret < 0) return AvError("cannot write the MP4 header", ret);
+  }
+
+  media::SwsContextPtr sws(sws_getContext(w, h, AV_PIX_FMT_RGB24, w, h, AV_PIX_FMT_YUV420P,
+                                          SWS_BILINEAR, nullptr, nullptr, nullptr));
+  media::AvFramePtr frame(av_frame_alloc());
+  media::AvPacketPtr packet(av_packet_alloc());
+  if (sws == nullptr || frame == nullptr || packet == nullptr) {
+    return absl::ResourceExhaustedError("cannot allocate the scaler, frame or packet");
+  }
+  frame->format = AV_PIX_FMT_YUV420P;
+  frame->width = w;
+  frame->height = h;
+  ret = av_frame_get_buffer(frame.get(), 0);
+  if (ret < 0) return AvError("frame buffer", ret);
+
+  auto drain = [&]() -> absl::Status {
+    while (true) {
+      int r = avcodec_receive_packet(enc.get(), packet.get());
+      if (r == AVERROR(EAGAIN) || r == AVERROR_EOF) return absl::OkStatus();
+      if (r < 0) return AvError("encoding", r);
+      av_packet_rescale_ts(packet.get(), enc->time_base, stream->time_base);
+      packet->stream_index = stream->index;
+      r = av_interleaved_write_frame(fmt, packet.get());  // takes the packet's data
+      if (r < 0) return AvError("muxing", r);
+    }
+  };
+
+  const uint8_t* base = rgb.data_ptr<uint8_t>();
+  const int src_stride[1] = {3 * w};
+  for (int64_t i = 0; i < count; ++i) {
+    ret = av_frame_make_writable(frame.get());
+    if (ret < 0) return AvError("frame", ret);
+    const uint8_t* src[1] = {base + i * static_cast<int64_t>(h) * w * 3};
+    sws_scale(sws.get(), src, src_stride, 0, h, frame->data, frame->linesize);
+    frame->pts = i;
+    ret = avcodec_send_frame(enc.get(), frame.get());
+    if (ret < 0) return AvError("encoding", ret);
+    if (auto st = drain(); !st.ok()) return st;
+  }
+  ret = avcodec_send_frame(enc.get(), nullptr);
+  if (ret < 0) return AvError("flushing the encoder", ret);
+  if (auto st = drain(); !st.ok()) return st;
+  ret = av_write_trailer(fmt);
+  if (ret < 0) return AvError("cannot finish the MP4", ret);
+  avio_flush(fmt->pb);
+  muxer->reset();  // nothing may write to `sink` after this
+  return sink;
+}
+
+namespace {
+
+// Runs one prompt's forward pass and appends its images (height/width -1: any size) to `result`.
+absl::Status RunPrompt(const RunContext& ctx, runner::ModelExecutor::Inputs inputs,
+                       int images_per_prompt, int height, int width, ImagesResult* result) {
+  auto out = RunModel(ctx, std::move(inputs));
+  if (!out.ok()) return out.status();
+  auto images = CheckImageBatch(*out, ctx.model->id, images_per_prompt, height, width);
+  if (!images.ok()) return images.status();
+  auto pngs = EncodePngs(*images);
+  if (!pngs.ok()) return pngs.status();
+  for (auto& png : *pngs) {
+    result->output_pixels += static_cast<int64_t>(png.width) * png.height;
+    result->images.push_back(std::move(png));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ImagesResult> RunTextToImage(const RunContext& ctx,
+                                            const TextToImageParams& params) {
+  ImagesResult result;
+  for (const std::string& prompt : params.prompts) {
+    runner::ModelExecutor::Inputs inputs{
+        c10::IValue(prompt),
+        c10::IValue(params.negative_prompt),
+        c10::IValue(params.seed),
+        c10::IValue(static_cast<int64_t>(params.num_inference_steps)),
+        c10::IValue(params.guidance_scale),
+        c10::IValue(static_cast<int64_t>(params.height)),
+        c10::IValue(static_cast<int64_t>(params.width)),
+        c10::IValue(static_cast<int64_t>(params.num_images_per_prompt))};
+    if (auto st = RunPrompt(ctx, std::move(inputs), params.num_images_per_prompt, params.height,
+                            params.width, &result);
+        !st.ok()) {
+      return st;
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<ImagesResult> RunImageToImage(const RunContext& ctx, const std::string& image,
+                                             const ImageToImageParams& params) {
+  auto decoded = DecodeInput(image, *ctx.model);
+  if (!decoded.ok()) return decoded.status();
+  const at::Tensor input = ImageToTensor(*decoded);
+  ImagesResult result;
+  result.input_width = decoded->width;
+  result.input_height = decoded->height;
+  for (const std::string& prompt : params.prompts) {
+    runner::ModelExecutor::Inputs inputs{
+        c10::IValue(input),
+        c10::IValue(prompt),
+        c10::IValue(params.negative_prompt),
+        c10::IValue(params.seed),
+        c10::IValue(params.strength),
+        c10::IValue(params.guidance_scale),
+        c10::IValue(params.image_guidance_scale),
+        c10::IValue(static_cast<int64_t>(params.num_inference_steps)),
+        c10::IValue(static_cast<int64_t>(params.num_images_per_prompt))};
+    if (auto st = RunPrompt(ctx, std::move(inputs), params.num_images_per_prompt, -1, -1, &result);
+        !st.ok()) {
+      return st;
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<VideoResult> RunImageToVideo(const RunContext& ctx, const std::string& image,
+                                            const ImageToVideoParams& params) {
+  auto decoded = DecodeInput(image, *ctx.model);
+  if (!decoded.ok()) return decoded.status();
+  runner::ModelExecutor::Inputs inputs{
+      c10::IValue(ImageToTensor(*decoded)),
+      c10::IValue(params.seed),
+      c10::IValue(static_cast<int64_t>(params.height)),
+      c10::IValue(static_cast<int64_t>(params.width)),
+      c10::IValue(static_cast<int64_t>(params.fps)),
+      c10::IValue(static_cast<int64_t>(params.motion_bucket_id)),
+      c10::IValue(params.noise_aug_strength),
+      c10::IValue(static_cast<int64_t>(params.num_inference_steps))};
+  auto out = RunModel(ctx, std::move(inputs));
+  if (!out.ok()) return out.status();
+  auto frames = CheckImageBatch(*out, ctx.model->id, -1, params.height, params.width);
+  if (!frames.ok()) return frames.status();
+  if (frames->size(0) > params.max_frames) {
+    return absl::InternalError(absl::StrCat("model '", ctx.model->id, "' returned ",
+                                            frames->size(0), " frames, more than max_frames ",
+                                            params.max_frames));
+  }
+  auto mp4 = EncodeMp4(*frames, params.fps, params.encoder_threads);
+  if (!mp4.ok()) return mp4.status();
+  VideoResult result;
+  result.mp4 = std::move(*mp4);
+  result.width = params.width;
+  result.height = params.height;
+  result.frames = static_cast<int>(frames->size(0));
+  result.output_pixels = static_cast<int64_t>(result.frames) * params.width * params.height;
+  return result;
+}
+
+absl::StatusOr<MasksResult> RunSegmentAnything2(const RunContext& ctx, const std::string& image,
+                                                const SegmentAnything2Params& params) {
+  auto decoded = DecodeInput(image, *ctx.model);
+  if (!decoded.ok()) return decoded.status();
+  const int w = decoded->width, h = decoded->height;
+  const int64_t points = static_cast<int64_t>(params.point_coords.size() / 2);
+  at::Tensor coords = at::empty({points, 2}, at::kFloat);
+  auto coords_a = coords.accessor<float, 2>();
+  for (int64_t i = 0; i < points; ++i) {
+    float x = params.point_coords[2 * i], y = params.point_coords[2 * i + 1];
+    if (params.normalize_coords) {
+      x /= static_cast<float>(w);
+      y /= static_cast<float>(h);
+    }
+    coords_a[i][0] = x;
+    coords_a[i][1] = y;
+  }
+  at::Tensor labels = at::empty({points}, at::kLong);
+  auto labels_a = labels.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < points; ++i) labels_a[i] = params.point_labels[i];
+  const int64_t boxes = params.box.empty() ? 0 : 1;
+  at::Tensor box = at::empty({boxes, 4}, at::kFloat);
+  if (boxes == 1) {
+    auto box_a = box.accessor<float, 2>();
+    for (int j = 0; j < 4; ++j) {
+      box_a[0][j] = params.box[j];
+      if (params.normalize_coords) box_a[0][j] /= static_cast<float>(j % 2 == 0 ? w : h);
+    }
+  }
+  const int64_t masks_in = params.mask_input.empty() ? 0 : 1;
+  at::Tensor mask_input = at::zeros({masks_in, 256, 256}, at::kFloat);
+  if (masks_in == 1) {
+    std::memcpy(mask_input.data_ptr<float>(), params.mask_input.data(),
+                params.mask_input.size() * sizeof(float));
+  }
+  runner::ModelExecutor::Inputs inputs{c10::IValue(ImageToTensor(*decoded)),
+                                       c10::IValue(coords),
+                                       c10::IValue(labels),
+                                       c10::IValue(box),
+                                       c10::IValue(mask_input),
+                                       c10::IValue(params.multimask_output),
+                                       c10::IValue(params.normalize_coords)};
+  auto out = RunModel(ctx, std::move(inputs));
+  if (!out.ok()) return out.status();
+
+  const std::string expected = absl::StrCat("a tuple (masks float32 [K, ", h, ", ", w,
+                                            "], scores float32 [K], logits float32 [K, h, w])");
+  auto bad = [&](const std::string& what) {
+    return absl::InternalError(
+        absl::StrCat("model '", ctx.model->id, "' returned ", what, ", expected ", expected));
+  };
+  if (!out->isTuple() || out->toTupleRef().elements().size() != 3) {
+    return bad(DescribeValue(*out));
+  }
+  const auto& elems = out->toTupleRef().elements();
+  const char* names[3] = {"masks", "scores", "logits"};
+  for (int i = 0; i < 3; ++i) {
+    if (!elems[i].isTensor() || elems[i].toTensor().scalar_type() != at::kFloat) {
+      return bad(absl::StrCat(names[i], " as ", DescribeValue(elems[i])));
+    }
+  }
+  const at::Tensor masks = elems[0].toTensor();
+  const at::Tensor scores = elems[1].toTensor();
+  const at::Tensor logits = elems[2].toTensor();
+  if (masks.dim() != 3 || masks.size(0) < 1 || masks.size(1) != h || masks.size(2) != w) {
+    return bad(absl::StrCat("masks as ", DescribeTensor(masks)));
+  }
+  const int64_t k = masks.size(0);
+  if (scores.dim() != 1 || scores.size(0) != k) {
+    return bad(absl::StrCat("scores as ", DescribeTensor(scores)));
+  }
+  if (logits.dim() != 3 || logits.size(0) != k) {
+    return bad(absl::StrCat("logits as ", DescribeTensor(logits)));
+  }
+  MasksResult result;
+  result.masks = TensorToJson(masks, /*as_binary=*/!params.return_logits);
+  result.scores = TensorToJson(scores);
+  result.logits = TensorToJson(logits);
+  result.num_masks = static_cast<int>(k);
+  result.input_width = w;
+  result.input_height = h;
+  return result;
+}
+
+absl::StatusOr<TextResult> RunImageToText(const RunContext& ctx, const std::string& image,
+                                          const std::string& prompt) {
+  auto decoded = DecodeInput(image, *ctx.model);
+  if (!decoded.ok()) return decoded.status();
+  runner::ModelExecutor::Inputs inputs{c10::IValue(ImageToTensor(*decoded)), c10::IValue(prompt)};
+  auto out = RunModel(ctx, std::move(inputs));
+  if (!out.ok()) return out.status();
+  if (!out->isString()) {
+    return absl::InternalError(absl::StrCat("model '", ctx.model->id, "' returned ",
+                                            DescribeValue(*out), ", expected str"));
+  }
+  return TextResult{out->toStringRef(), decoded->width, decoded->height};
+}
+
+namespace {
+
+// Multiple of 8 not below 8, for warm-up sizes.
+int64_t Round8(int64_t v) { return std::max<int64_t>(8, (v + 7) / 8 * 8); }
+
+}  // namespace
+
+WarmupInputs ImageWarmupInputs(const ModelConfig& model) {
+  if (model.warmup_size <= 0) return std::nullopt;
+  const int64_t s = Round8(model.warmup_size);
+  auto image = [&] { return c10::IValue(at::zeros({1, 3, s, s}, at::kFloat)); };
+  using Inputs = runner::ModelExecutor::Inputs;
+  if (model.pipeline == pipelines::kTextToImage) {
+    return Inputs{c10::IValue(std::string("warm-up")),
+                  c10::IValue(std::string()),
+                  c10::IValue(int64_t{0}),
+                  c10::IValue(int64_t{1}),
+                  c10::IValue(7.5),
+                  c10::IValue(s),
+                  c10::IValue(s),
+                  c10::IValue(int64_t{1})};
+  }
+  if (model.pipeline == pipelines::kImageToImage) {
+    return Inputs{image(),
+                  c10::IValue(std::string("warm-up")),
+                  c10::IValue(std::string()),
+                  c10::IValue(int64_t{0}),
+                  c10::IValue(0.8),
+                  c10::IValue(7.5),
+                  c10::IValue(1.5),
+                  c10::IValue(int64_t{1}),
+                  c10::IValue(int64_t{1})};
+  }
+  if (model.pipeline == pipelines::kImageToVideo) {
+    return Inputs{image(),           c10::IValue(int64_t{0}), c10::IValue(s),
+                  c10::IValue(s),    c10::IValue(int64_t{6}), c10::IValue(int64_t{127}),
+                  c10::IValue(0.02), c10::IValue(int64_t{1})};
+  }
+  if (model.pipeline == pipelines::kSegmentAnything2) {
+    return Inputs{image(),
+                  c10::IValue(at::full({1, 2}, 0.5, at::kFloat)),
+                  c10::IValue(at::ones({1}, at::kLong)),
+                  c10::IValue(at::zeros({0, 4}, at::kFloat)),
+                  c10::IValue(at::zeros({0, 256, 256}, at::kFloat)),
+                  c10::IValue(true),
+                  c10::IValue(true)};
+  }
+  if (model.pipeline == pipelines::kImageToText) {
+    return Inputs{image(), c10::IValue(std::string())};
+  }
+  return std::nullopt;
+}
+
+}  // namespace switchyard::orchestrator

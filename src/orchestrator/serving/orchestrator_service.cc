@@ -1,0 +1,331 @@
+#include "orchestrator/serving/orchestrator_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "common/metering.h"
+#include "common/pipelines.h"
+#include "common/status.h"
+#include "common/tenant.h"
+#include "orchestrator/serving/request_context.h"
+#include "orchestrator/transcode/transcoder.h"
+#include "orchestrator/serving/unary_pipeline.h"
+#include "orchestrator/pipelines/upscale_pipeline.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+std::string RequestId(const grpc::ServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it == md.end()) return "-";
+  // It names the job in this node's log lines: cut and escaped so a caller cannot forge or flood
+  // them (the gateway sends ids of 32 hex digits, which pass unchanged).
+  return LogSafe(std::string_view(it->second.data(), it->second.size()));
+}
+
+// The tenant the gateway sent (common/tenant.h): the namespace of the caller's stream ids; "" when
+// none was sent. INVALID_ARGUMENT when it is too long to key sessions by.
+absl::StatusOr<std::string> TenantOf(const grpc::ServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto it = md.find(kTenantMetadataKey);
+  if (it == md.end()) return std::string();
+  if (it->second.size() > kMaxTenantBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant is ", it->second.size(), " bytes; at most ", kMaxTenantBytes));
+  }
+  return std::string(it->second.data(), it->second.size());
+}
+
+absl::Time Deadline(const grpc::ServerContext* context) {
+  auto d = context->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+// The upscale pipeline's descriptor (unary_pipeline.h): the image is decoded in Run, against the
+// model's max_input_pixels.
+struct UpscalePipeline : UnaryDescriptor<v1::UpscaleRequest, false> {
+  struct Params {};
+  static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig*) {
+    if (request.image().empty()) {
+      return absl::InvalidArgumentError("image is required (PNG or JPEG)");
+    }
+    return Params{};
+  }
+  static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request, Params&,
+                                         Response* response) {
+    auto result = RunUpscale(*ctx.executor, request.image(), ctx.model->max_input_pixels,
+                             ctx.deadline, ctx.is_cancelled);
+    if (!result.ok()) return result.status();
+    auto* media = response->add_images();
+    media->set_data(std::move(result->png));
+    media->set_content_type("image/png");
+    media->set_width(result->output_width);
+    media->set_height(result->output_height);
+    return absl::StrCat(result->input_width, "x", result->input_height, " -> ",
+                        result->output_width, "x", result->output_height);
+  }
+};
+
+}  // namespace
+
+std::string RequestIdOf(const grpc::ServerContext* context) { return RequestId(context); }
+
+int64_t ReportedUnits(const absl::StatusOr<int64_t>& units, const std::string& rid) {
+  if (units.ok()) return *units;
+  // The node cannot measure its own result (a bug): it reports 0 rather than a guess.
+  spdlog::error("[{}] cannot count the job's units: {}", rid,
+                LogSafe(units.status().ToString(), kLogSafeMaxErrorBytes));
+  return 0;
+}
+
+absl::Time DeadlineOf(const grpc::ServerContext* context) { return Deadline(context); }
+
+absl::StatusOr<OrchestratorService::AcquiredModel> OrchestratorService::AcquireModel(
+    grpc::ServerContext* context, const std::string& pipeline, const std::string& model_id) {
+  if (model_id.empty()) return absl::InvalidArgumentError("model_id is required");
+  const ModelConfig* config = models_->Find(model_id);
+  if (config == nullptr || config->pipeline != pipeline) {
+    return absl::NotFoundError(absl::StrCat("model '", model_id, "' is not a ", pipeline,
+                                            " model served by ", config_.node_id));
+  }
+  auto executor = models_->Acquire(model_id, Deadline(context));
+  if (!executor.ok()) return executor.status();
+  return AcquiredModel{config, *executor};
+}
+
+void OrchestratorService::FillJobInfo(grpc::ServerContext* context, const ModelConfig& model,
+                                      int64_t units, absl::Time start, v1::JobInfo* job) const {
+  job->set_request_id(RequestId(context));
+  job->set_orchestrator(config_.node_id);
+  job->set_model_id(model.id);
+  job->set_units(units + config_.test_inflate_units);
+  job->set_price_per_unit(model.price_per_unit);
+  job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+}
+
+OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
+                                         StatusBoard* board)
+    : config_(config), admin_auth_(AdminAuth::FromConfig(config)), models_(models), board_(board) {
+  TranscodeSessionsOptions sessions;
+  sessions.capacity = config_.transcode.capacity;
+  sessions.idle_timeout = absl::Milliseconds(config_.transcode.session_idle_timeout_ms);
+  sessions.max_sessions_per_tenant = config_.transcode.SessionsPerKey();
+  transcode_sessions_ = std::make_unique<TranscodeSessions>(sessions, [board] {
+    if (board != nullptr) board->Changed();
+  });
+}
+
+grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
+                                          const v1::UpscaleRequest* request,
+                                          v1::ImageResponse* response) {
+  return ServeUnary<UpscalePipeline>(context, request, response);
+}
+
+grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
+                                            const v1::TranscodeRequest* request,
+                                            v1::TranscodeResponse* response) {
+  const std::string rid = RequestId(context);
+  absl::Time start = absl::Now();
+  if (!config_.transcode.enabled) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("transcoding is not enabled on ", config_.node_id));
+  }
+  if (request->segment().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "segment is required");
+  }
+  if (request->stream_id().size() > kMaxStreamIdBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("stream_id is ", request->stream_id().size(),
+                                     " bytes; at most ", kMaxStreamIdBytes, " allowed"));
+  }
+  auto tenant = TenantOf(context);
+  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  TranscodeOptions options;
+  options.max_renditions = config_.transcode.max_renditions;
+  options.encoder_threads = config_.transcode.encoder_threads;
+  options.parallel_renditions = config_.transcode.parallel_renditions;
+  options.hw_decode = config_.transcode.hw_decode;
+  options.hw_encode = config_.transcode.hw_encode;
+  options.gpu_scale = config_.transcode.gpu_scale;
+  options.max_input_bytes = config_.transcode.max_segment_bytes;
+  options.max_input_seconds = config_.transcode.max_segment_seconds;
+  if (!request->audio_codec().empty()) options.audio_codec = request->audio_codec();
+  if (request->audio_bitrate_bps() != 0) options.audio_bitrate_bps = request->audio_bitrate_bps();
+  if (!request->container().empty()) {
+    if (request->container() != "mpegts" && request->container() != "mp4") {
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("container '", request->container(), "' is not 'mpegts' or 'mp4'"));
+    }
+    options.container = request->container();
+  }
+  std::vector<RenditionSpec> ladder;
+  for (const auto& r : request->renditions()) {
+    RenditionSpec s;
+    s.name = r.name();
+    s.width = r.width();
+    s.height = r.height();
+    s.bitrate_bps = r.bitrate_bps();
+    s.fps_num = r.fps_num();
+    s.fps_den = r.fps_den();
+    s.gop_seconds = r.gop_seconds();
+    if (!r.preset().empty()) s.preset = r.preset();
+    if (!r.profile().empty()) s.profile = r.profile();
+    s.intra_only = r.intra_only();
+    ladder.push_back(std::move(s));
+  }
+
+  // Capacity is checked before any work: a full node refuses at once so the gateway can go
+  // elsewhere (segments of a stream already open here are always taken).
+  absl::Time deadline = Deadline(context);
+  auto result = transcode_sessions_->Transcode(
+      *tenant, request->stream_id(), request->sequence(), request->segment(), ladder, options,
+      [context, deadline] { return context->IsCancelled() || absl::Now() > deadline; });
+  if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kResourceExhausted) {
+      // The gateway tries another node but does not wait for room here on the key's behalf.
+      if (IsTenantLimit(result.status())) context->AddTrailingMetadata(kTenantLimitTrailerKey, "1");
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat(config_.node_id, ": ", result.status().message()));
+    }
+    spdlog::warn("[{}] transcode failed: {}", rid,
+                 LogSafe(result.status().ToString(), kLogSafeMaxErrorBytes));
+    if (result.status().code() == absl::StatusCode::kCancelled && absl::Now() > deadline) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline passed while transcoding");
+    }
+    return ToGrpcStatus(result.status());
+  }
+  int64_t pixels = 0;
+  for (auto& out : result->renditions) {
+    auto* r = response->add_renditions();
+    auto* spec = r->mutable_rendition();
+    spec->set_name(out.spec.name);
+    spec->set_width(out.spec.width);
+    spec->set_height(out.spec.height);
+    spec->set_bitrate_bps(out.spec.bitrate_bps);
+    spec->set_fps_num(out.spec.fps_num);
+    spec->set_fps_den(out.spec.fps_den);
+    spec->set_gop_seconds(out.spec.gop_seconds);
+    spec->set_preset(out.spec.preset);
+    spec->set_profile(out.spec.profile);
+    spec->set_intra_only(out.spec.intra_only);
+    r->set_data(std::move(out.data));
+    r->set_frames(out.frames);
+    r->set_width(out.width);
+    r->set_height(out.height);
+    r->set_pixels(out.frames * out.width * out.height);
+    pixels += r->pixels();
+  }
+  response->set_input_frames(result->input_frames);
+  response->set_duration_seconds(result->duration_seconds);
+  auto* job = response->mutable_job();
+  job->set_request_id(rid);
+  job->set_orchestrator(config_.node_id);
+  job->set_model_id(result->hardware_encoded ? "h264_nvenc" : "libx264");
+  // pixels (frames x size as the encoders counted them) and the metered count agree; the metered
+  // one is what the gateway checks (common/metering.h).
+  job->set_units(ReportedUnits(metering::Units(*request, *response), rid) +
+                 config_.test_inflate_units);
+  job->set_price_per_unit(config_.transcode.price_per_unit);
+  job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
+    transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
+  }
+  spdlog::info("[{}] transcode {} frames ({} decode, {} encode) -> {} renditions in {:.0f} ms", rid,
+               result->input_frames, result->hardware_decoded ? "GPU" : "software",
+               result->hardware_encoded ? "NVENC" : "libx264", response->renditions_size(),
+               job->compute_ms());
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::CheckAdmin(grpc::ServerContext* context,
+                                             absl::string_view call) const {
+  const auto& md = context->client_metadata();
+  auto find = [&md](const char* key) -> std::optional<absl::string_view> {
+    auto it = md.find(key);
+    if (it == md.end()) return std::nullopt;
+    return absl::string_view(it->second.data(), it->second.size());
+  };
+  absl::Status st =
+      admin_auth_.Check(call, find(AdminAuth::kSecretMetadata), find("authorization"));
+  if (st.ok()) return grpc::Status::OK;
+  spdlog::warn("[{}] refused {} from {}: {}", RequestId(context), std::string(call),
+               context->peer(), LogSafe(std::string(st.message()), kLogSafeMaxErrorBytes));
+  return ToGrpcStatus(st);
+}
+
+grpc::Status OrchestratorService::CloseTranscodeSession(
+    grpc::ServerContext* context, const node::v1::CloseTranscodeSessionRequest* request,
+    node::v1::CloseTranscodeSessionResponse* response) {
+  if (grpc::Status admin = CheckAdmin(context, "CloseTranscodeSession"); !admin.ok()) return admin;
+  if (request->stream_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stream_id is required");
+  }
+  auto tenant = TenantOf(context);  // the caller's stream of that id, not another key's
+  if (!tenant.ok()) return ToGrpcStatus(tenant.status());
+  response->set_closed(transcode_sessions_->Close(*tenant, request->stream_id()));
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1::GetStatusRequest*,
+                                            node::v1::NodeStatus* response) {
+  *response = BuildStatus();
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::LoadModel(grpc::ServerContext* context,
+                                            const node::v1::ModelRequest* request,
+                                            node::v1::NodeCapability* response) {
+  if (grpc::Status admin = CheckAdmin(context, "LoadModel"); !admin.ok()) return admin;
+  if (request->model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
+  }
+  spdlog::info("[{}] admin: load {}", RequestId(context), LogSafe(request->model_id()));
+  absl::Status st = models_->Load(request->model_id(), Deadline(context));
+  if (!st.ok()) return ToGrpcStatus(st);
+  *response = models_->CapabilityOf(request->model_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::UnloadModel(grpc::ServerContext* context,
+                                              const node::v1::ModelRequest* request,
+                                              node::v1::NodeCapability* response) {
+  if (grpc::Status admin = CheckAdmin(context, "UnloadModel"); !admin.ok()) return admin;
+  if (request->model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
+  }
+  spdlog::info("[{}] admin: unload {}", RequestId(context), LogSafe(request->model_id()));
+  absl::Status st = models_->Unload(request->model_id());
+  if (!st.ok()) return ToGrpcStatus(st);
+  *response = models_->CapabilityOf(request->model_id());
+  return grpc::Status::OK;
+}
+
+node::v1::NodeStatus OrchestratorService::BuildStatus() const {
+  node::v1::NodeStatus s;
+  s.set_node_id(config_.node_id);
+  {
+    std::lock_guard<std::mutex> lock(address_mu_);
+    s.set_address(advertise_address_);
+  }
+  s.set_draining(draining_.load());
+  for (const auto& h : hardware_) s.add_hardware(h);
+  for (auto& c : models_->Capabilities()) *s.add_capabilities() = std::move(c);
+  if (config_.transcode.enabled) {
+    auto* t = s.add_capabilities();
+    t->set_pipeline("transcode");
+    t->set_model_id("libx264");
+    t->set_state(node::v1::MODEL_STATE_READY);
+    t->set_capacity(config_.transcode.capacity);
+    t->set_in_use(transcode_sessions_->in_use());
+    t->set_price_per_unit(config_.transcode.price_per_unit);
+    t->set_unit("pixel");
+  }
+  return s;
+}
+
+}  // namespace switchyard::orchestrator

@@ -1,0 +1,122 @@
+// The orchestrator's gRPC service: runs the jobs gateways hand it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <prometheus/histogram.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "orchestrator/serving/admin_auth.h"
+#include "orchestrator/models/model_manager.h"
+#include "orchestrator/orchestrator_config.h"
+#include "orchestrator/models/status_board.h"
+#include "orchestrator/serving/transcode_sessions.h"
+#include "switchyard/node/v1/node.grpc.pb.h"
+
+namespace switchyard::orchestrator {
+
+class OrchestratorService final : public node::v1::Orchestrator::Service {
+ public:
+  OrchestratorService(const OrchestratorConfig& config, ModelManager* models, StatusBoard* board);
+
+  grpc::Status Upscale(grpc::ServerContext* context, const v1::UpscaleRequest* request,
+                       v1::ImageResponse* response) override;
+  grpc::Status Transcode(grpc::ServerContext* context, const v1::TranscodeRequest* request,
+                         v1::TranscodeResponse* response) override;
+  grpc::Status CloseTranscodeSession(grpc::ServerContext* context,
+                                     const node::v1::CloseTranscodeSessionRequest* request,
+                                     node::v1::CloseTranscodeSessionResponse* response) override;
+  grpc::Status GetStatus(grpc::ServerContext* context, const node::v1::GetStatusRequest* request,
+                         node::v1::NodeStatus* response) override;
+  grpc::Status LoadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
+                         node::v1::NodeCapability* response) override;
+  grpc::Status UnloadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
+                           node::v1::NodeCapability* response) override;
+
+  // Image pipelines (orchestrator_service_image.cc).
+  grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,
+                           v1::ImageResponse* response) override;
+  grpc::Status ImageToImage(grpc::ServerContext* context, const v1::ImageToImageRequest* request,
+                            v1::ImageResponse* response) override;
+  grpc::Status ImageToVideo(grpc::ServerContext* context, const v1::ImageToVideoRequest* request,
+                            v1::VideoResponse* response) override;
+  grpc::Status SegmentAnything2(grpc::ServerContext* context,
+                                const v1::SegmentAnything2Request* request,
+                                v1::MasksResponse* response) override;
+  grpc::Status ImageToText(grpc::ServerContext* context, const v1::ImageToTextRequest* request,
+                           v1::ImageToTextResponse* response) override;
+
+  // Live video-to-video, one segment of a stream (orchestrator_service_live.cc).
+  grpc::Status LiveVideoSegment(grpc::ServerContext* context,
+                                const v1::LiveVideoSegmentRequest* request,
+                                v1::LiveVideoSegmentResponse* response) override;
+
+  // Audio and text pipelines (orchestrator_service_audio_text.cc).
+  grpc::Status AudioToText(grpc::ServerContext* context, const v1::AudioToTextRequest* request,
+                           v1::TextResponse* response) override;
+  grpc::Status TextToSpeech(grpc::ServerContext* context, const v1::TextToSpeechRequest* request,
+                            v1::AudioResponse* response) override;
+  grpc::Status LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
+                   grpc::ServerWriter<v1::LLMResponse>* writer) override;
+
+  // The node's status as advertised to gateways: identity, capabilities and load.
+  node::v1::NodeStatus BuildStatus() const;
+
+  // Set the address advertised to gateways (known once the server has bound its port, so while
+  // GetStatus may already be running).
+  void set_advertise_address(std::string address) {
+    std::lock_guard<std::mutex> lock(address_mu_);
+    advertise_address_ = std::move(address);
+  }
+  // Per-segment realtime ratio (input seconds / compute seconds), when metrics are on.
+  void set_transcode_realtime_histogram(prometheus::Histogram* h) { transcode_realtime_ = h; }
+  // Video hardware found at start (media::ProbeVideoHardware), advertised in the node status.
+  // Set before the server starts.
+  void set_hardware(std::vector<std::string> names) { hardware_ = std::move(names); }
+  void set_draining(bool draining) {
+    draining_ = draining;
+    board_->Changed();
+  }
+
+ private:
+  // A model ready to run one job of `pipeline`: its config and executor.
+  struct AcquiredModel {
+    const ModelConfig* config = nullptr;
+    std::shared_ptr<runner::ModelExecutor> executor;
+  };
+  // Finds `model_id` (INVALID_ARGUMENT if empty; NOT_FOUND if not served here for `pipeline`)
+  // and returns its executor, loading a cold model first (UNAVAILABLE if it failed to load).
+  absl::StatusOr<AcquiredModel> AcquireModel(grpc::ServerContext* context,
+                                             const std::string& pipeline,
+                                             const std::string& model_id);
+  // Serves one job of the unary pipeline `Pipeline` describes (unary_pipeline.h, where it is
+  // defined): validation, the model, the run, the response's JobInfo and the log lines.
+  template <typename Pipeline>
+  grpc::Status ServeUnary(grpc::ServerContext* context, const typename Pipeline::Request* request,
+                          typename Pipeline::Response* response);
+  // Admin calls (LoadModel, UnloadModel, CloseTranscodeSession): OK for a caller with a
+  // credential AdminAuth accepts; UNAUTHENTICATED (logged with the peer) otherwise.
+  grpc::Status CheckAdmin(grpc::ServerContext* context, absl::string_view call) const;
+  // Fills the orchestrator's part of a successful job's JobInfo.
+  void FillJobInfo(grpc::ServerContext* context, const ModelConfig& model, int64_t units,
+                   absl::Time start, v1::JobInfo* job) const;
+
+  const OrchestratorConfig& config_;
+  const AdminAuth admin_auth_;
+  ModelManager* models_;
+  StatusBoard* board_;
+  mutable std::mutex address_mu_;
+  std::string advertise_address_;  // guarded by address_mu_ (a std::mutex: not annotated)
+  std::vector<std::string> hardware_;
+  prometheus::Histogram* transcode_realtime_ = nullptr;
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<TranscodeSessions> transcode_sessions_;
+};
+
+}  // namespace switchyard::orchestrator

@@ -1,0 +1,179 @@
+// Audio and text pipelines of the orchestrator service: audio-to-text, text-to-speech, llm.
+// Contracts: docs/pipelines-audio-text.md.
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "common/metering.h"
+#include "common/pipelines.h"
+#include "common/status.h"
+#include "orchestrator/pipelines/audio_text_pipelines.h"
+#include "orchestrator/pipelines/llm_pipeline.h"
+#include "orchestrator/serving/orchestrator_service.h"
+#include "orchestrator/serving/request_context.h"
+#include "orchestrator/serving/unary_pipeline.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+grpc::Status Invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+// The config of `model_id` when it is a `pipeline` model here (nullptr otherwise; AcquireModel
+// then answers with the right error).
+const ModelConfig* Lookup(ModelManager* models, const std::string& pipeline,
+                          const std::string& model_id) {
+  const ModelConfig* config = models->Find(model_id);
+  return config != nullptr && config->pipeline == pipeline ? config : nullptr;
+}
+
+absl::Status BadOptions(const ModelConfig& config, const absl::Status& status) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("model '", config.id, "' is misconfigured: ", std::string(status.message())));
+}
+
+// The audio-to-text pipeline's descriptor (unary_pipeline.h). Without a model here the request is
+// still checked, against the default options, before the model's error.
+struct AudioToTextPipeline : UnaryDescriptor<v1::AudioToTextRequest, false> {
+  struct Params {
+    std::string mode;
+    DecodedAudio audio;
+  };
+  static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
+    if (request.audio().empty()) return absl::InvalidArgumentError("audio is required");
+    auto mode = TimestampMode(request.return_timestamps());
+    if (!mode.ok()) return mode.status();
+    if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
+    AudioToTextOptions options;
+    if (config != nullptr) {
+      auto parsed = ParseAudioToTextOptions(config->options);
+      if (!parsed.ok()) return BadOptions(*config, parsed.status());
+      options = *parsed;
+    }
+    // Decoding first: bad audio never makes a cold model load.
+    auto audio = DecodeAudio(request.audio(), options.sample_rate, options.channels,
+                             options.max_audio_seconds);
+    if (!audio.ok()) return audio.status();
+    return Params{*std::move(mode), *std::move(audio)};
+  }
+  static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request,
+                                         Params& params, Response* response) {
+    const DecodedAudio& audio = params.audio;
+    if (absl::Status st = RunAudioToText(ctx, params.audio, params.mode, response); !st.ok()) {
+      return st;
+    }
+    return absl::StrCat(audio.source_sample_rate, " Hz x", audio.source_channels, " -> ",
+                        audio.samples, " samples, ", response->text().size(), " chars");
+  }
+};
+
+// The text-to-speech pipeline's descriptor (unary_pipeline.h).
+struct TextToSpeechPipeline : UnaryDescriptor<v1::TextToSpeechRequest, false> {
+  struct Params {
+    TextToSpeechOptions options;
+    std::string description;
+  };
+  static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
+    if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
+    TextToSpeechOptions options;
+    if (config != nullptr) {
+      auto parsed = ParseTextToSpeechOptions(config->options);
+      if (!parsed.ok()) return BadOptions(*config, parsed.status());
+      options = *parsed;
+    }
+    if (absl::Status st = ValidateTextToSpeech(request, options); !st.ok()) return st;
+    return Params{options, request.description().empty() ? kDefaultSpeakerDescription
+                                                         : request.description()};
+  }
+  static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request,
+                                         Params& params, Response* response) {
+    auto speech = RunTextToSpeech(ctx, request.text(), params.description, params.options);
+    if (!speech.ok()) return speech.status();
+    auto* media = response->mutable_audio();
+    media->set_data(std::move(speech->wav));
+    media->set_content_type("audio/wav");
+    return absl::StrCat(request.text().size(), " chars -> ", speech->frames, " samples at ",
+                        speech->sample_rate, " Hz");
+  }
+};
+
+}  // namespace
+
+grpc::Status OrchestratorService::AudioToText(grpc::ServerContext* context,
+                                              const v1::AudioToTextRequest* request,
+                                              v1::TextResponse* response) {
+  return ServeUnary<AudioToTextPipeline>(context, request, response);
+}
+
+grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
+                                               const v1::TextToSpeechRequest* request,
+                                               v1::AudioResponse* response) {
+  return ServeUnary<TextToSpeechPipeline>(context, request, response);
+}
+
+grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
+                                      grpc::ServerWriter<v1::LLMResponse>* writer) {
+  const std::string rid = RequestIdOf(context);
+  absl::Time start = absl::Now();
+  if (request->model().empty()) return Invalid("model is required");
+  LlmOptions options;
+  if (const ModelConfig* c = Lookup(models_, pipelines::kLlm, request->model())) {
+    auto parsed = ParseLlmOptions(c->options);
+    if (!parsed.ok()) return ToGrpcStatus(BadOptions(*c, parsed.status()));
+    options = *parsed;
+  }
+  auto params = ValidateLlmRequest(*request, options);
+  if (!params.ok()) return ToGrpcStatus(params.status());
+
+  auto model = AcquireModel(context, pipelines::kLlm, request->model());
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  const std::string completion_id = absl::StrCat("chatcmpl-", rid);
+  const int64_t created = absl::ToUnixSeconds(absl::Now());
+  auto message = [&](const std::string& delta, const std::string& finish_reason, int prompt_tokens,
+                     int completion_tokens) {
+    v1::LLMResponse r;
+    r.set_id(completion_id);
+    r.set_model(request->model());
+    r.set_created(created);
+    auto* usage = r.mutable_usage();
+    usage->set_prompt_tokens(prompt_tokens);
+    usage->set_completion_tokens(completion_tokens);
+    usage->set_total_tokens(prompt_tokens + completion_tokens);
+    auto* choice = r.add_choices();
+    choice->set_index(0);
+    choice->set_finish_reason(finish_reason);
+    choice->mutable_delta()->set_role("assistant");
+    choice->mutable_delta()->set_content(delta);
+    return r;
+  };
+  RunContext ctx{model->executor.get(), model->config, DeadlineOf(context),
+                 [context] { return context->IsCancelled(); }};
+  board_->Changed();
+  auto outcome = GenerateChat(ctx, *request, options, *params,
+                              [&](const std::string& delta, int prompt, int completion) {
+                                return writer->Write(message(delta, "", prompt, completion));
+                              });
+  board_->Changed();
+  if (!outcome.ok()) return ToGrpcStatus(outcome.status());
+  if (!outcome->stopped.ok()) {
+    spdlog::warn("[{}] llm {} stopped after {} tokens: {}", rid, LogSafe(request->model()),
+                 outcome->completion_tokens,
+                 LogSafe(std::string(outcome->stopped.message()), kLogSafeMaxErrorBytes));
+    return ToGrpcStatus(outcome->stopped);
+  }
+  v1::LLMResponse last = message(outcome->rest, outcome->finish_reason, outcome->prompt_tokens,
+                                 outcome->completion_tokens);
+  FillJobInfo(context, *model->config, ReportedUnits(metering::LlmUnits(last.usage(), 0, 0), rid),
+              start, last.mutable_job());
+  if (!writer->Write(last)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  }
+  spdlog::info("[{}] llm {} {} prompt + {} completion tokens ({}) in {:.0f} ms", rid,
+               LogSafe(request->model()), outcome->prompt_tokens, outcome->completion_tokens,
+               outcome->finish_reason, last.job().compute_ms());
+  return grpc::Status::OK;
+}
+
+}  // namespace switchyard::orchestrator

@@ -1,0 +1,58 @@
+// Keeps this orchestrator registered with one gateway: a long-lived Registry.Register stream
+// carrying a Hello, then an Update on every change of capabilities or load and at least every
+// heartbeat. Reconnects with capped exponential backoff when the stream breaks.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/tls.h"
+#include "orchestrator/models/status_board.h"
+#include "switchyard/node/v1/node.grpc.pb.h"
+
+namespace switchyard::orchestrator {
+
+class RegistrationClient {
+ public:
+  using StatusFn = std::function<node::v1::NodeStatus()>;
+
+  // A non-empty `secret` is sent on each Register stream (x-switchyard-registration-secret).
+  // The channel is plaintext or TLS as `security` says (the orchestrator's gateway_tls).
+  RegistrationClient(std::string gateway_address, StatusFn status, StatusBoard* board,
+                     std::chrono::milliseconds heartbeat, std::string secret = "",
+                     GrpcClientSecurity security = GrpcClientSecurity());
+  // Stops: cancels the stream (the gateway drops this node at once) and joins the thread.
+  ~RegistrationClient();
+
+  void Start();
+  void Stop();
+  bool connected() const { return connected_.load(); }
+
+ private:
+  void Run();
+  // One registration stream, from connect to break. Returns true if it got as far as an ack.
+  bool RunStream(node::v1::Registry::Stub& stub);
+
+  std::string gateway_address_;
+  StatusFn status_;
+  StatusBoard* board_;
+  std::chrono::milliseconds heartbeat_;
+  std::string secret_;
+  GrpcClientSecurity security_;
+  std::string last_error_;  // of the last stream that got no ack (Run's thread only)
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> connected_{false};
+  std::mutex ctx_mu_;
+  grpc::ClientContext* active_ctx_ = nullptr;  // guarded by ctx_mu_
+  std::mutex sleep_mu_;
+  std::condition_variable sleep_cv_;
+  std::thread thread_;
+};
+
+}  // namespace switchyard::orchestrator
