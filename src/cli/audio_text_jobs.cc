@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_files.h"
 #include "cli/job_command.h"
+#include "common/metering.h"
 #include "common/status.h"
 
 namespace switchyard::cli::internal {
@@ -49,13 +50,8 @@ struct Job<v1::AudioToTextRequest> : ModelInFlags {
             Json{{"timestamp", std::vector<double>(c.timestamp().begin(), c.timestamp().end())},
                  {"text", c.text()}});
       }
-      PrintJson(Json{{"text", response.text()},
-                     {"chunks", std::move(chunks)},
-                     {"request_id", global.request_id},
-                     {"elapsed_ms", elapsed_ms},
-                     {"job", JobToJson(response.job())}},
-                out);
-      return kExitOk;
+      return PrintJobJson(Json{{"text", response.text()}, {"chunks", std::move(chunks)}}, global,
+                          elapsed_ms, response.job(), out);
     }
     // The transcription alone on stdout (so it can be piped); chunks when asked for.
     out << response.text() << "\n";
@@ -164,21 +160,17 @@ struct Job<v1::LLMRequest> {
 
     const v1::LLMTokenUsage& usage = last.usage();
     if (global.json) {
-      PrintJson(Json{{"id", last.id()},
-                     {"model", last.model()},
-                     {"created", last.created()},
-                     {"text", text},
-                     {"finish_reason", finish_reason},
-                     {"usage", Json{{"prompt_tokens", usage.prompt_tokens()},
-                                    {"completion_tokens", usage.completion_tokens()},
-                                    {"total_tokens", usage.total_tokens()}}},
-                     {"messages", count},
-                     {"first_token_ms", first_token_ms},
-                     {"request_id", global.request_id},
-                     {"elapsed_ms", elapsed_ms},
-                     {"job", JobToJson(last.job())}},
-                out);
-      return kExitOk;
+      return PrintJobJson(Json{{"id", last.id()},
+                               {"model", last.model()},
+                               {"created", last.created()},
+                               {"text", text},
+                               {"finish_reason", finish_reason},
+                               {"usage", Json{{"prompt_tokens", usage.prompt_tokens()},
+                                              {"completion_tokens", usage.completion_tokens()},
+                                              {"total_tokens", usage.total_tokens()}}},
+                               {"messages", count},
+                               {"first_token_ms", first_token_ms}},
+                          global, elapsed_ms, last.job(), out);
     }
     // The statistics go to stderr so that stdout holds the completion alone.
     err << "llm: " << usage.prompt_tokens() << " prompt + " << usage.completion_tokens()
@@ -208,12 +200,7 @@ struct Job<v1::ImageToTextRequest> : ModelInFlags {
   int Report(const GlobalOptions& global, const v1::ImageToTextResponse& response,
              double elapsed_ms, std::ostream& out, std::ostream& err) const {
     if (global.json) {
-      PrintJson(Json{{"text", response.text()},
-                     {"request_id", global.request_id},
-                     {"elapsed_ms", elapsed_ms},
-                     {"job", JobToJson(response.job())}},
-                out);
-      return kExitOk;
+      return PrintJobJson(Json{{"text", response.text()}}, global, elapsed_ms, response.job(), out);
     }
     out << response.text() << "\n";
     err << JobLine(pipelines::kImageToText, response.job(), model) << "\n";
@@ -249,25 +236,22 @@ struct Job<v1::TextToSpeechRequest> {
     const std::string& wav = response.audio().data();
     if (wav.empty()) return NoResult(global, "audio", err);
     if (absl::Status st = WriteFileAtomically(out, wav); !st.ok()) return ReportUsageError(st, err);
-    const std::optional<WavInfo> info = ProbeWav(wav);
+    // The text-to-speech contract returns a PCM WAV; its format is shown when it parses.
+    const absl::StatusOr<metering::WavFormat> info = metering::ReadWavFormat(wav);
     if (global.json) {
       Json json = {{"output", out},
                    {"bytes", wav.size()},
                    {"content_type", response.audio().content_type()}};
-      if (info) {
+      if (info.ok()) {
         json["sample_rate"] = info->sample_rate;
         json["channels"] = info->channels;
-        json["duration_seconds"] = info->seconds;
+        json["duration_seconds"] = info->seconds();
       }
-      json["request_id"] = global.request_id;
-      json["elapsed_ms"] = elapsed_ms;
-      json["job"] = JobToJson(response.job());
-      PrintJson(json, o);
-      return kExitOk;
+      return PrintJobJson(std::move(json), global, elapsed_ms, response.job(), o);
     }
     o << "wrote " << out << " (" << wav.size() << " bytes, " << response.audio().content_type();
-    if (info) {
-      o << ", " << FormatDouble(info->seconds, "%.2f") << " s, " << info->sample_rate << " Hz, "
+    if (info.ok()) {
+      o << ", " << FormatDouble(info->seconds(), "%.2f") << " s, " << info->sample_rate << " Hz, "
         << info->channels << (info->channels == 1 ? " channel" : " channels");
     }
     o << ")\n" << JobLine(pipelines::kTextToSpeech, response.job(), model) << "\n";

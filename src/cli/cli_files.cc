@@ -157,40 +157,6 @@ std::string SanitizeName(absl::string_view name) {
   return out;
 }
 
-std::optional<WavInfo> ProbeWav(absl::string_view data) {
-  const auto le16 = [&](size_t i) {
-    return static_cast<int>(static_cast<uint8_t>(data[i]) |
-                            (static_cast<uint8_t>(data[i + 1]) << 8));
-  };
-  const auto le32 = [&](size_t i) {
-    return static_cast<uint32_t>(le16(i)) | (static_cast<uint32_t>(le16(i + 2)) << 16);
-  };
-  if (data.size() < 12 || data.substr(0, 4) != "RIFF" || data.substr(8, 4) != "WAVE") {
-    return std::nullopt;
-  }
-  WavInfo info;
-  int bits = 0;
-  size_t pos = 12;
-  while (pos + 8 <= data.size()) {
-    const absl::string_view id = data.substr(pos, 4);
-    const uint32_t size = le32(pos + 4);
-    const size_t body = pos + 8;
-    if (id == "fmt " && body + 16 <= data.size()) {
-      info.channels = le16(body + 2);
-      info.sample_rate = static_cast<int>(le32(body + 4));
-      bits = le16(body + 14);
-    } else if (id == "data") {
-      const size_t bytes = std::min<size_t>(size, data.size() - body);
-      const int frame = info.channels * bits / 8;
-      if (frame <= 0 || info.sample_rate <= 0) return std::nullopt;
-      info.seconds = static_cast<double>(bytes / static_cast<size_t>(frame)) / info.sample_rate;
-      return info;
-    }
-    pos = body + size + (size & 1);
-  }
-  return std::nullopt;
-}
-
 }  // namespace internal
 
 absl::StatusOr<std::pair<int, int>> ProbeImageSize(absl::string_view data) {

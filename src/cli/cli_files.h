@@ -32,12 +32,4 @@ bool IsSafeName(absl::string_view name);
 // `name` with every other character replaced by '_'.
 std::string SanitizeName(absl::string_view name);
 
-// The format and length of a PCM WAV file (the text-to-speech contract's output).
-struct WavInfo {
-  int channels = 0;
-  int sample_rate = 0;
-  double seconds = 0;
-};
-std::optional<WavInfo> ProbeWav(absl::string_view data);
-
 }  // namespace switchyard::cli::internal

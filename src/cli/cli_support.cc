@@ -61,6 +61,15 @@ std::string JobLine(absl::string_view pipeline, const v1::JobInfo& job, const st
 
 void PrintJson(const Json& json, std::ostream& out) { out << json.dump(2) << "\n"; }
 
+int PrintJobJson(Json result, const GlobalOptions& global, double elapsed_ms,
+                 const switchyard::v1::JobInfo& job, std::ostream& out) {
+  result["request_id"] = global.request_id;
+  result["elapsed_ms"] = elapsed_ms;
+  result["job"] = JobToJson(job);
+  PrintJson(result, out);
+  return kExitOk;
+}
+
 int PrintProtoJson(const google::protobuf::Message& message, std::ostream& out, std::ostream& err) {
   google::protobuf::util::JsonPrintOptions print;
   print.add_whitespace = true;

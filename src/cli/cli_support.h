@@ -39,6 +39,10 @@ std::string JobLine(absl::string_view pipeline, const switchyard::v1::JobInfo& j
                     const std::string& model);
 // One JSON document on stdout.
 void PrintJson(const Json& json, std::ostream& out);
+// A job's --json result: `result` with the request id, the elapsed time and the job's JobInfo
+// added, as one JSON document on stdout. Returns kExitOk.
+int PrintJobJson(Json result, const GlobalOptions& global, double elapsed_ms,
+                 const switchyard::v1::JobInfo& job, std::ostream& out);
 // A response as proto JSON (field names as in the proto); kExitRpcError when it cannot be encoded.
 int PrintProtoJson(const google::protobuf::Message& message, std::ostream& out, std::ostream& err);
 

@@ -78,12 +78,7 @@ int WriteMedia(const GlobalOptions& global, absl::string_view pipeline, absl::st
                                  m.nsfw() ? ", flagged NSFW" : "", ")"));
   }
   if (global.json) {
-    PrintJson(Json{{key, std::move(list)},
-                   {"request_id", global.request_id},
-                   {"elapsed_ms", elapsed_ms},
-                   {"job", JobToJson(response.job())}},
-              out);
-    return kExitOk;
+    return PrintJobJson(Json{{key, std::move(list)}}, global, elapsed_ms, response.job(), out);
   }
   for (const std::string& line : lines) out << line << "\n";
   out << JobLine(pipeline, response.job(), model) << "\n";
@@ -213,21 +208,17 @@ struct Job<v1::UpscaleRequest> : ModelInFlags {
     }
     const v1::JobInfo& job = response.job();
     if (global.json) {
-      PrintJson(Json{{"input", in},
-                     {"input_width", in_size.first},
-                     {"input_height", in_size.second},
-                     {"output", out},
-                     {"bytes", media.data().size()},
-                     {"width", media.width()},
-                     {"height", media.height()},
-                     {"content_type", media.content_type()},
-                     {"seed", media.seed()},
-                     {"nsfw", media.nsfw()},
-                     {"request_id", global.request_id},
-                     {"elapsed_ms", elapsed_ms},
-                     {"job", JobToJson(job)}},
-                o);
-      return kExitOk;
+      return PrintJobJson(Json{{"input", in},
+                               {"input_width", in_size.first},
+                               {"input_height", in_size.second},
+                               {"output", out},
+                               {"bytes", media.data().size()},
+                               {"width", media.width()},
+                               {"height", media.height()},
+                               {"content_type", media.content_type()},
+                               {"seed", media.seed()},
+                               {"nsfw", media.nsfw()}},
+                          global, elapsed_ms, job, o);
     }
     o << "upscaled " << in << " (" << in_size.first << "x" << in_size.second << ") -> " << out
       << " (" << media.width() << "x" << media.height() << ")" << JobLine("", job, model) << "\n";

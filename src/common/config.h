@@ -51,6 +51,27 @@ class ConfigObject {
     return Convert(key, *it, out);
   }
 
+  // Reads the object at `key`, if present, into `out` entry by entry (entries already in `out`
+  // and not in the file stay): each value converted as Read does, then passed to
+  // `check(object, entry key, value)`, which returns an error (object.Error(entry key, ...)) for
+  // a bad entry. `shape` says what the object maps, for the error when `key` is not an object:
+  // "pipeline -> milliseconds".
+  template <typename Map, typename Check>
+  absl::Status ReadMap(absl::string_view key, absl::string_view shape, Map* out,
+                       Check check) const {
+    if (!Has(key)) return absl::OkStatus();
+    const ConfigObject object = Child(key);
+    if (!object.json().is_object())
+      return object.Error("", absl::StrCat("must be an object ", shape));
+    for (const auto& item : object.json().items()) {
+      typename Map::mapped_type value{};
+      if (absl::Status st = object.Read(item.key(), &value); !st.ok()) return st;
+      if (absl::Status st = check(object, item.key(), value); !st.ok()) return st;
+      (*out)[item.key()] = std::move(value);
+    }
+    return absl::OkStatus();
+  }
+
   bool Has(absl::string_view key) const { return json_.contains(std::string(key)); }
   ConfigObject Child(absl::string_view key) const;
   const nlohmann::json& json() const { return json_; }

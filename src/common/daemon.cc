@@ -174,11 +174,7 @@ Watchdog::Watchdog(std::chrono::microseconds interval, HealthCheck healthy)
 }
 
 Watchdog::~Watchdog() {
-  {
-    MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  cv_.SignalAll();
+  stop_.Stop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -199,11 +195,7 @@ void Watchdog::Run() {
       spdlog::error("unhealthy, withholding the watchdog ping: {}", std::string(st.message()));
       failing = true;
     }
-    MutexLock lock(&mu_);
-    if (cv_.WaitFor(&mu_, period,
-                    [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; })) {
-      return;
-    }
+    if (stop_.WaitFor(period)) return;
   }
 }
 

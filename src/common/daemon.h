@@ -114,13 +114,11 @@ class Watchdog {
 
  private:
   Watchdog(std::chrono::microseconds interval, HealthCheck healthy);
-  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  void Run();
 
   const std::chrono::microseconds interval_;  // systemd's timeout; we ping at half of it
   HealthCheck healthy_;
-  Mutex mu_;
-  CondVar cv_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  StopSignal stop_;
   std::thread thread_;
 };
 

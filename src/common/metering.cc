@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/media/audio_input.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/media/image_codec.h"
 #include "common/pipelines.h"
@@ -15,8 +16,6 @@ namespace {
 
 // Demuxers the counts accept: what the pipelines produce (video) or the orchestrator decodes.
 constexpr const char* kVideoDemuxers = "mpegts,mov";
-constexpr const char* kAudioDemuxers =
-    "wav,w64,mp3,mov,ogg,flac,matroska,aac,aiff,caf,amr,au,wv,ape,tta,ac3,eac3,dts,oga";
 
 absl::Status Invalid(absl::string_view what, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": ", why));
@@ -81,15 +80,16 @@ int64_t RawStrings(absl::string_view raw) {
 }  // namespace
 
 std::string UnitOf(absl::string_view pipeline) {
-  const pipelines::PipelineInfo* info = pipelines::Find(std::string_view(pipeline.data(), pipeline.size()));
+  const pipelines::PipelineInfo* info =
+      pipelines::Find(std::string_view(pipeline.data(), pipeline.size()));
   return info == nullptr ? "" : std::string(info->unit);
 }
 
 absl::StatusOr<VideoCount> CountVideo(absl::string_view container) {
   media::InitFfmpeg();
   if (container.empty()) return absl::InvalidArgumentError("video is empty");
-  auto demuxer =
-      media::OpenMemoryDemuxer(std::string_view(container.data(), container.size()), kVideoDemuxers);
+  auto demuxer = media::OpenMemoryDemuxer(std::string_view(container.data(), container.size()),
+                                          kVideoDemuxers);
   if (!demuxer.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("video could not be demuxed: ", demuxer.status().message()));
@@ -121,81 +121,28 @@ absl::StatusOr<VideoCount> CountVideo(absl::string_view container) {
 }
 
 absl::StatusOr<int64_t> DecodedAudioMilliseconds(absl::string_view audio) {
-  media::InitFfmpeg();
-  if (audio.empty()) return absl::InvalidArgumentError("audio is empty");
-  auto demuxer =
-      media::OpenMemoryDemuxer(std::string_view(audio.data(), audio.size()), kAudioDemuxers);
-  if (!demuxer.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("audio could not be read: ", demuxer.status().message()));
-  }
-  AVFormatContext* fmt = (*demuxer)->format.get();
-  const AVCodec* codec = nullptr;
-  const int index = av_find_best_stream(fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
-  if (index < 0 || codec == nullptr) {
-    return absl::InvalidArgumentError("audio has no decodable audio stream");
-  }
-  media::AvCodecContextPtr dec(avcodec_alloc_context3(codec));
-  if (!dec) return absl::ResourceExhaustedError("out of memory allocating the audio decoder");
-  if (int err = avcodec_parameters_to_context(dec.get(), fmt->streams[index]->codecpar); err < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("audio stream parameters are invalid: ", media::AvErrorString(err)));
-  }
-  dec->pkt_timebase = fmt->streams[index]->time_base;
-  if (int err = avcodec_open2(dec.get(), codec, nullptr); err < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("audio decoder could not be opened: ", media::AvErrorString(err)));
-  }
-  media::AvPacketPtr packet(av_packet_alloc());
-  media::AvFramePtr frame(av_frame_alloc());
-  if (!packet || !frame) return absl::ResourceExhaustedError("out of memory allocating frames");
+  auto input = media::AudioInput::Open(std::string_view(audio.data(), audio.size()));
+  if (!input.ok()) return input.status();
   // Milliseconds summed frame by frame, so a rate change mid-stream is counted right.
   double ms = 0;
   int64_t frames = 0;
-  auto drain = [&]() -> absl::Status {
-    while (true) {
-      int err = avcodec_receive_frame(dec.get(), frame.get());
-      if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return absl::OkStatus();
-      if (err < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("audio could not be decoded: ", media::AvErrorString(err)));
-      }
-      if (frame->sample_rate <= 0) return absl::InvalidArgumentError("audio has no sample rate");
-      ms += static_cast<double>(frame->nb_samples) * 1000.0 / frame->sample_rate;
-      ++frames;
-      av_frame_unref(frame.get());
-    }
-  };
-  while (true) {
-    int err = av_read_frame(fmt, packet.get());
-    if (err == AVERROR_EOF) break;
-    if (err < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("audio could not be read: ", media::AvErrorString(err)));
-    }
-    if (packet->stream_index == index) {
-      err = avcodec_send_packet(dec.get(), packet.get());
-      av_packet_unref(packet.get());
-      if (err < 0 && err != AVERROR(EAGAIN)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("audio could not be decoded: ", media::AvErrorString(err)));
-      }
-      if (auto st = drain(); !st.ok()) return st;
-    } else {
-      av_packet_unref(packet.get());
-    }
-  }
-  avcodec_send_packet(dec.get(), nullptr);
-  if (auto st = drain(); !st.ok()) return st;
+  absl::Status st = (*input)->Decode([&](const AVFrame& frame) {
+    if (frame.sample_rate <= 0) return absl::InvalidArgumentError("audio has no sample rate");
+    ms += static_cast<double>(frame.nb_samples) * 1000.0 / frame.sample_rate;
+    ++frames;
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
   if (frames == 0) return absl::InvalidArgumentError("audio decodes to nothing");
   return static_cast<int64_t>(std::llround(ms));
 }
 
-absl::StatusOr<int64_t> WavMilliseconds(absl::string_view wav) {
+absl::StatusOr<WavFormat> ReadWavFormat(absl::string_view wav) {
   if (wav.size() < 12 || wav.substr(0, 4) != "RIFF" || wav.substr(8, 4) != "WAVE") {
     return absl::InvalidArgumentError("audio is not a RIFF WAVE file");
   }
-  int64_t rate = 0, block_align = 0, data_bytes = -1;
+  WavFormat format;
+  int64_t block_align = 0, data_bytes = -1;
   size_t pos = 12;
   while (pos + 8 <= wav.size()) {
     const absl::string_view id = wav.substr(pos, 4);
@@ -205,7 +152,8 @@ absl::StatusOr<int64_t> WavMilliseconds(absl::string_view wav) {
       if (size < 16 || body + 16 > wav.size()) {
         return absl::InvalidArgumentError("WAV fmt chunk is truncated");
       }
-      rate = Le(wav, body + 4, 4);
+      format.channels = static_cast<int>(Le(wav, body + 2, 2));
+      format.sample_rate = static_cast<int>(std::min<int64_t>(Le(wav, body + 4, 4), INT32_MAX));
       block_align = Le(wav, body + 12, 2);
     } else if (id == "data") {
       data_bytes = std::min<int64_t>(size, static_cast<int64_t>(wav.size() - body));
@@ -213,10 +161,19 @@ absl::StatusOr<int64_t> WavMilliseconds(absl::string_view wav) {
     }
     pos = body + size + (size & 1);
   }
-  if (rate <= 0 || block_align <= 0) return absl::InvalidArgumentError("WAV has no valid fmt chunk");
+  if (format.sample_rate <= 0 || block_align <= 0) {
+    return absl::InvalidArgumentError("WAV has no valid fmt chunk");
+  }
   if (data_bytes < 0) return absl::InvalidArgumentError("WAV has no data chunk");
-  const int64_t frames = data_bytes / block_align;
-  return static_cast<int64_t>(std::llround(static_cast<double>(frames) * 1000.0 / rate));
+  format.frames = data_bytes / block_align;
+  return format;
+}
+
+absl::StatusOr<int64_t> WavMilliseconds(absl::string_view wav) {
+  auto format = ReadWavFormat(wav);
+  if (!format.ok()) return format.status();
+  return static_cast<int64_t>(
+      std::llround(static_cast<double>(format->frames) * 1000.0 / format->sample_rate));
 }
 
 absl::StatusOr<int64_t> Units(const v1::TextToImageRequest&, const v1::ImageResponse& response) {
@@ -349,8 +306,7 @@ absl::StatusOr<int64_t> Units(const inference::ModelInferRequest& request,
   return InferElements(request);
 }
 
-void SetInferReport(int64_t units, double price_per_unit,
-                    inference::ModelInferResponse* response) {
+void SetInferReport(int64_t units, double price_per_unit, inference::ModelInferResponse* response) {
   auto& params = *response->mutable_parameters();
   params[kInferUnitsParameter].set_int64_param(units);
   params[kInferPriceParameter].set_double_param(price_per_unit);
@@ -385,9 +341,9 @@ absl::StatusOr<int64_t> LlmUnits(const v1::LLMTokenUsage& usage, int64_t max_tok
                                                    prompt + completion, ")"));
   }
   if (max_tokens > 0 && completion > max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "usage: ", completion, " completion tokens, more than the request's max_tokens ",
-        max_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("usage: ", completion,
+                     " completion tokens, more than the request's max_tokens ", max_tokens));
   }
   if (completion < content_messages) {
     return absl::InvalidArgumentError(absl::StrCat("usage: ", completion,

@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/pipelines.h"
 #include "inference/open_inference_grpc.pb.h"
 #include "switchyard/v1/gateway.pb.h"
 
@@ -60,32 +61,30 @@ absl::StatusOr<VideoCount> CountVideo(absl::string_view container);
 // x 1000 / rate, rounded to the nearest ms. INVALID_ARGUMENT when it cannot be decoded.
 absl::StatusOr<int64_t> DecodedAudioMilliseconds(absl::string_view audio);
 
-// Duration in milliseconds of a PCM WAV (RIFF, "fmt " and "data" chunks, any order and extra
-// chunks): data frames x 1000 / rate, rounded. INVALID_ARGUMENT when the header is not valid.
+// The format and length of a PCM WAV (RIFF, "fmt " and "data" chunks, any order and extra
+// chunks; a data chunk cut short counts the bytes there are). INVALID_ARGUMENT when the header is
+// not valid.
+struct WavFormat {
+  int channels = 0;
+  int sample_rate = 0;
+  int64_t frames = 0;
+  double seconds() const { return static_cast<double>(frames) / sample_rate; }
+};
+absl::StatusOr<WavFormat> ReadWavFormat(absl::string_view wav);
+
+// Duration in milliseconds of a PCM WAV (ReadWavFormat): frames x 1000 / rate, rounded.
 absl::StatusOr<int64_t> WavMilliseconds(absl::string_view wav);
 
 // The units of one completed job of each pipeline, from the request and the response as the
 // client receives it. INVALID_ARGUMENT (naming what) when the media cannot be measured; that is
 // a mismatch too, since the units cannot be checked.
-absl::StatusOr<int64_t> Units(const v1::TextToImageRequest& request,
-                              const v1::ImageResponse& response);
-absl::StatusOr<int64_t> Units(const v1::ImageToImageRequest& request,
-                              const v1::ImageResponse& response);
-absl::StatusOr<int64_t> Units(const v1::ImageToVideoRequest& request,
-                              const v1::VideoResponse& response);
-absl::StatusOr<int64_t> Units(const v1::UpscaleRequest& request, const v1::ImageResponse& response);
-absl::StatusOr<int64_t> Units(const v1::ImageToTextRequest& request,
-                              const v1::ImageToTextResponse& response);
-absl::StatusOr<int64_t> Units(const v1::SegmentAnything2Request& request,
-                              const v1::MasksResponse& response);
-absl::StatusOr<int64_t> Units(const v1::AudioToTextRequest& request,
-                              const v1::TextResponse& response);
-absl::StatusOr<int64_t> Units(const v1::TextToSpeechRequest& request,
-                              const v1::AudioResponse& response);
+// Defined per pipeline in metering.cc.
+#define SWITCHYARD_UNITS(Method, Response, name) \
+  absl::StatusOr<int64_t> Units(const v1::Method##Request& request, const v1::Response& response);
+SWITCHYARD_UNARY_PIPELINES(SWITCHYARD_UNITS)
+#undef SWITCHYARD_UNITS
 absl::StatusOr<int64_t> Units(const v1::TranscodeRequest& request,
                               const v1::TranscodeResponse& response);
-absl::StatusOr<int64_t> Units(const v1::LiveVideoSegmentRequest& request,
-                              const v1::LiveVideoSegmentResponse& response);
 
 // KServe ModelInfer (pipeline "kserve", unit "element"): the total number of elements of the
 // request's input tensors, each the product of its shape. The contents must hold exactly that

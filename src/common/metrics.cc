@@ -117,6 +117,21 @@ Metrics::Metrics(std::string daemon)
                        .Register(*registry_);
 }
 
+prometheus::Family<prometheus::Counter>& Metrics::CounterFamily(const std::string& name,
+                                                                const std::string& help) {
+  return prometheus::BuildCounter().Name(prefix_ + name).Help(help).Register(*registry_);
+}
+
+prometheus::Family<prometheus::Gauge>& Metrics::GaugeFamily(const std::string& name,
+                                                            const std::string& help) {
+  return prometheus::BuildGauge().Name(prefix_ + name).Help(help).Register(*registry_);
+}
+
+prometheus::Family<prometheus::Histogram>& Metrics::HistogramFamily(const std::string& name,
+                                                                    const std::string& help) {
+  return prometheus::BuildHistogram().Name(prefix_ + name).Help(help).Register(*registry_);
+}
+
 prometheus::Histogram::BucketBoundaries Metrics::LatencyBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 }

@@ -29,6 +29,15 @@ class Metrics {
   prometheus::Registry& registry() { return *registry_; }
   const std::string& prefix() const { return prefix_; }
 
+  // A family of this daemon's metrics, named <prefix()><name> (e.g. "jobs_total" is
+  // switchyard_gateway_jobs_total), registered here.
+  prometheus::Family<prometheus::Counter>& CounterFamily(const std::string& name,
+                                                         const std::string& help);
+  prometheus::Family<prometheus::Gauge>& GaugeFamily(const std::string& name,
+                                                     const std::string& help);
+  prometheus::Family<prometheus::Histogram>& HistogramFamily(const std::string& name,
+                                                             const std::string& help);
+
   // Called at every scrape before serializing, to refresh gauges computed from state (models by
   // state, orchestrators available, ...).
   void OnScrape(std::function<void()> refresh) ABSL_LOCKS_EXCLUDED(mu_);

@@ -98,4 +98,30 @@ class CondVar {
   std::condition_variable cv_;
 };
 
+// A stop request to a background thread that works in rounds: it sleeps in WaitFor between them
+// and ends once WaitFor answers true; Stop (from its owner's destructor, before the join) wakes
+// it at once.
+class StopSignal {
+ public:
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      MutexLock lock(&mu_);
+      stopped_ = true;
+    }
+    cv_.SignalAll();
+  }
+  // Sleeps up to `timeout` or until Stop; true when stopped.
+  template <typename Rep, typename Period>
+  bool WaitFor(const std::chrono::duration<Rep, Period>& timeout) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    return cv_.WaitFor(&mu_, timeout,
+                       [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopped_; });
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 }  // namespace switchyard

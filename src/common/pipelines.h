@@ -76,25 +76,29 @@ std::string ModelPipelineNames();
 template <typename Request>
 struct PipelineOf;
 
-#define SWITCHYARD_PIPELINE_OF(RequestType, ResponseType, pipeline_name)         \
+// The public API's unary pipelines, one row each: X(gRPC method, response type, name). The
+// request type is v1::<Method>Request. The gateway's and the orchestrator's handlers, metering's
+// Units and PipelineOf are declared from this list, so a new pipeline is one row here.
+#define SWITCHYARD_UNARY_PIPELINES(X)                   \
+  X(Upscale, ImageResponse, kUpscale)                   \
+  X(TextToImage, ImageResponse, kTextToImage)           \
+  X(ImageToImage, ImageResponse, kImageToImage)         \
+  X(ImageToVideo, VideoResponse, kImageToVideo)         \
+  X(AudioToText, TextResponse, kAudioToText)            \
+  X(SegmentAnything2, MasksResponse, kSegmentAnything2) \
+  X(ImageToText, ImageToTextResponse, kImageToText)     \
+  X(TextToSpeech, AudioResponse, kTextToSpeech)         \
+  X(LiveVideoSegment, LiveVideoSegmentResponse, kLiveVideoToVideo)
+
+#define SWITCHYARD_PIPELINE_OF(Method, ResponseType, pipeline_name)              \
   template <>                                                                    \
-  struct PipelineOf<v1::RequestType> {                                           \
-    using Request = v1::RequestType;                                             \
+  struct PipelineOf<v1::Method##Request> {                                       \
+    using Request = v1::Method##Request;                                         \
     using Response = v1::ResponseType;                                           \
     static constexpr const char* kName = pipeline_name;                          \
     static const std::string& ModelId(const Request& r) { return r.model_id(); } \
-  }
-
-SWITCHYARD_PIPELINE_OF(UpscaleRequest, ImageResponse, kUpscale);
-SWITCHYARD_PIPELINE_OF(TextToImageRequest, ImageResponse, kTextToImage);
-SWITCHYARD_PIPELINE_OF(ImageToImageRequest, ImageResponse, kImageToImage);
-SWITCHYARD_PIPELINE_OF(ImageToVideoRequest, VideoResponse, kImageToVideo);
-SWITCHYARD_PIPELINE_OF(AudioToTextRequest, TextResponse, kAudioToText);
-SWITCHYARD_PIPELINE_OF(SegmentAnything2Request, MasksResponse, kSegmentAnything2);
-SWITCHYARD_PIPELINE_OF(ImageToTextRequest, ImageToTextResponse, kImageToText);
-SWITCHYARD_PIPELINE_OF(TextToSpeechRequest, AudioResponse, kTextToSpeech);
-SWITCHYARD_PIPELINE_OF(LiveVideoSegmentRequest, LiveVideoSegmentResponse, kLiveVideoToVideo);
-
+  };
+SWITCHYARD_UNARY_PIPELINES(SWITCHYARD_PIPELINE_OF)
 #undef SWITCHYARD_PIPELINE_OF
 
 // The LLM names its model in `model` (the OpenAI field) and streams its response.

@@ -205,18 +205,31 @@ absl::Status ReadTlsClientConfig(const ConfigObject& parent, absl::string_view k
   return CheckTlsClientConfig(*out, Field(parent, key));
 }
 
+namespace {
+
+// The PEM contents of a certificate chain file and its private key file.
+struct CertAndKeyPem {
+  std::string cert_chain;
+  std::string private_key;
+};
+absl::StatusOr<CertAndKeyPem> ReadCertAndKeyPem(const std::string& cert_file,
+                                                const std::string& key_file) {
+  auto cert = ReadPemFile(cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPemFile(key_file);
+  if (!key.ok()) return key.status();
+  return CertAndKeyPem{*std::move(cert), *std::move(key)};
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeGrpcServerCredentials(
     const TlsServerConfig& tls) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions options;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  auto cert = ReadPemFile(tls.cert_file);
-  if (!cert.ok()) return cert.status();
-  auto key = ReadPemFile(tls.key_file);
-  if (!key.ok()) return key.status();
-  pair.cert_chain = *std::move(cert);
-  pair.private_key = *std::move(key);
-  options.pem_key_cert_pairs.push_back(std::move(pair));
+  auto pem = ReadCertAndKeyPem(tls.cert_file, tls.key_file);
+  if (!pem.ok()) return pem.status();
+  options.pem_key_cert_pairs.push_back({std::move(pem->private_key), std::move(pem->cert_chain)});
   if (!tls.client_ca_file.empty()) {
     auto ca = ReadPemFile(tls.client_ca_file);
     if (!ca.ok()) return ca.status();
@@ -240,12 +253,10 @@ absl::StatusOr<GrpcClientSecurity> GrpcClientSecurity::Create(const TlsClientCon
     options.pem_root_certs = *std::move(ca);
   }
   if (!tls.cert_file.empty()) {
-    auto cert = ReadPemFile(tls.cert_file);
-    if (!cert.ok()) return cert.status();
-    auto key = ReadPemFile(tls.key_file);
-    if (!key.ok()) return key.status();
-    options.pem_cert_chain = *std::move(cert);
-    options.pem_private_key = *std::move(key);
+    auto pem = ReadCertAndKeyPem(tls.cert_file, tls.key_file);
+    if (!pem.ok()) return pem.status();
+    options.pem_cert_chain = std::move(pem->cert_chain);
+    options.pem_private_key = std::move(pem->private_key);
   }
   s.credentials_ = grpc::SslCredentials(options);
   s.server_name_override_ = tls.server_name_override;

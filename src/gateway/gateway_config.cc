@@ -168,30 +168,16 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
     return root.Error("http_tls", "is set but http_listen is empty (no HTTP port)");
   }
   if (c.stream_idle_timeout_ms < 100) return root.Error("stream_idle_timeout_ms", "must be >= 100");
-  if (root.Has("attempt_timeout_ms")) {
-    ConfigObject timeouts = root.Child("attempt_timeout_ms");
-    if (!timeouts.json().is_object()) {
-      return timeouts.Error("", "must be an object pipeline -> milliseconds");
-    }
-    for (const auto& [pipeline, value] : timeouts.json().items()) {
-      int ms = 0;
-      SY_RETURN_IF_ERROR(timeouts.Read(pipeline, &ms));
-      if (ms < 10) return timeouts.Error(pipeline, "must be >= 10 (milliseconds)");
-      c.attempt_timeout_ms[pipeline] = ms;
-    }
-  }
-  if (root.Has("max_price_per_unit")) {
-    ConfigObject caps = root.Child("max_price_per_unit");
-    if (!caps.json().is_object()) {
-      return caps.Error("", "must be an object \"pipeline\" or \"pipeline/model\" -> price");
-    }
-    for (const auto& [key, value] : caps.json().items()) {
-      double cap = 0;
-      SY_RETURN_IF_ERROR(caps.Read(key, &cap));
-      if (cap <= 0) return caps.Error(key, "must be > 0");
-      c.max_price_per_unit[key] = cap;
-    }
-  }
+  SY_RETURN_IF_ERROR(root.ReadMap(
+      "attempt_timeout_ms", "pipeline -> milliseconds", &c.attempt_timeout_ms,
+      [](const ConfigObject& o, const std::string& pipeline, int ms) {
+        return ms < 10 ? o.Error(pipeline, "must be >= 10 (milliseconds)") : absl::OkStatus();
+      }));
+  SY_RETURN_IF_ERROR(root.ReadMap(
+      "max_price_per_unit", "\"pipeline\" or \"pipeline/model\" -> price", &c.max_price_per_unit,
+      [](const ConfigObject& o, const std::string& key, double cap) {
+        return cap <= 0 ? o.Error(key, "must be > 0") : absl::OkStatus();
+      }));
   ConfigObject routing = root.Child("routing");
   SY_RETURN_IF_ERROR(routing.CheckKeys({"eject_after_failures", "eject_base_ms", "eject_max_ms",
                                         "max_ejected_fraction", "retry_budget_ratio",

@@ -16,8 +16,8 @@
 #include "common/secure_random.h"
 #include "common/status.h"
 #include "gateway/api/livepeer_api.h"
-#include "gateway/observability/status_page.h"
 #include "gateway/billing/usage_http.h"
+#include "gateway/observability/status_page.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -154,22 +154,15 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
 
 absl::Status GatewayServer::StartHttp() {
   if (config_.http_listen.empty() && config_.admin_listen.empty()) return absl::OkStatus();
-  auto& registry = metrics_->registry();
-  auto& orchestrators = prometheus::BuildGauge()
-                            .Name("switchyard_gateway_orchestrators")
-                            .Help("Orchestrators the gateway knows, by whether it routes to them.")
-                            .Register(registry);
+  auto& orchestrators = metrics_->GaugeFamily(
+      "orchestrators", "Orchestrators the gateway knows, by whether it routes to them.");
   auto& routable = orchestrators.Add({{"state", "ready"}});
   auto& draining = orchestrators.Add({{"state", "draining"}});
-  auto& in_flight = prometheus::BuildGauge()
-                        .Name("switchyard_gateway_jobs_in_flight")
-                        .Help("Jobs this gateway has running on orchestrators.")
-                        .Register(registry)
-                        .Add({});
-  auto& offers = prometheus::BuildGauge()
-                     .Name("switchyard_gateway_model_offers")
-                     .Help("Orchestrators offering each pipeline and model, by the model's state.")
-                     .Register(registry);
+  auto& in_flight =
+      metrics_->GaugeFamily("jobs_in_flight", "Jobs this gateway has running on orchestrators.")
+          .Add({});
+  auto& offers = metrics_->GaugeFamily(
+      "model_offers", "Orchestrators offering each pipeline and model, by the model's state.");
   metrics_->OnScrape([this, &routable, &draining, &in_flight, &offers] {
     job_metrics_->SyncEjections(service_->router()->ejections_total());
     std::lock_guard<std::mutex> lock(scrape_mu_);

@@ -120,9 +120,10 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   }
   SY_RETURN_IF_ERROR(root.Read("test_inflate_units", &c.test_inflate_units));
   if (c.test_inflate_units != 0) {
-    spdlog::warn("{}: test_inflate_units is {}: this node misreports every job's units (for "
-                 "tests only; gateways will not pay it)",
-                 file.string(), c.test_inflate_units);
+    spdlog::warn(
+        "{}: test_inflate_units is {}: this node misreports every job's units (for "
+        "tests only; gateways will not pay it)",
+        file.string(), c.test_inflate_units);
   }
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));
@@ -137,20 +138,13 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   if (root.Has("registration_secret") && c.registration_secret.empty()) {
     return root.Error("registration_secret", "must not be empty (omit it to send none)");
   }
-  if (root.Has("registration_secrets")) {
-    ConfigObject secrets = root.Child("registration_secrets");
-    if (!secrets.json().is_object()) {
-      return secrets.Error("", "must be an object gateway address (HOST:PORT) -> secret");
-    }
-    for (const auto& [address, value] : secrets.json().items()) {
-      std::string secret;
-      SY_RETURN_IF_ERROR(secrets.Read(address, &secret));
-      if (secret.empty()) return secrets.Error(address, "must not be empty");
-      SY_RETURN_IF_ERROR(ValidateHostPort(
-          address, absl::StrCat(file.string(), ": registration_secrets key '", address, "'")));
-      c.registration_secrets[address] = secret;
-    }
-  }
+  SY_RETURN_IF_ERROR(root.ReadMap(
+      "registration_secrets", "gateway address (HOST:PORT) -> secret", &c.registration_secrets,
+      [&file](const ConfigObject& o, const std::string& address, const std::string& secret) {
+        if (secret.empty()) return o.Error(address, "must not be empty");
+        return ValidateHostPort(
+            address, absl::StrCat(file.string(), ": registration_secrets key '", address, "'"));
+      }));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "tls", &c.tls));
   SY_RETURN_IF_ERROR(ReadTlsServerConfig(root, "http_tls", &c.http_tls));
@@ -233,21 +227,15 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
     return tc.Error("max_segment_seconds", "must be 0.1 .. 3600");
   }
 
-  if (json.contains("memory_budget_mb")) {
-    ConfigObject budget = root.Child("memory_budget_mb");
-    if (!budget.json().is_object()) return budget.Error("", "must be an object device -> MiB");
-    for (const auto& [device, value] : budget.json().items()) {
-      const bool cuda_index = device.size() > 5 && device.rfind("cuda:", 0) == 0 &&
-                              device.find_first_not_of("0123456789", 5) == std::string::npos;
-      if (device != "cpu" && !cuda_index) {
-        return budget.Error(device, "is not a device (cpu or cuda:N)");
-      }
-      int64_t mb = 0;
-      SY_RETURN_IF_ERROR(budget.Read(device, &mb));
-      if (mb < 1) return budget.Error(device, "must be >= 1 (MiB)");
-      c.memory_budget_mb[device] = mb;
-    }
-  }
+  SY_RETURN_IF_ERROR(root.ReadMap(
+      "memory_budget_mb", "device -> MiB", &c.memory_budget_mb,
+      [](const ConfigObject& o, const std::string& device, int64_t mb) {
+        const bool cuda_index = device.size() > 5 && device.rfind("cuda:", 0) == 0 &&
+                                device.find_first_not_of("0123456789", 5) == std::string::npos;
+        if (device != "cpu" && !cuda_index)
+          return o.Error(device, "is not a device (cpu or cuda:N)");
+        return mb < 1 ? o.Error(device, "must be >= 1 (MiB)") : absl::OkStatus();
+      }));
 
   // Models come inline (`models`) or from a shared file (`models_file`), not both.
   if (json.contains("models") && json.contains("models_file")) {

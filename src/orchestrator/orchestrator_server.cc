@@ -7,6 +7,7 @@
 #include "common/daemon.h"
 #include "common/grpc_services.h"
 #include "common/media/hardware.h"
+#include "common/status.h"
 #include "runner/torch_model.h"
 
 namespace switchyard::orchestrator {
@@ -24,15 +25,10 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   s->models_ =
       std::make_unique<ModelManager>(s->config_.models, &s->board_, s->config_.memory_budget_mb);
   {
-    auto* queued = &prometheus::BuildHistogram()
-                        .Name("switchyard_orchestrator_queue_seconds")
-                        .Help("Time jobs waited in a model's queue before their forward pass.")
-                        .Register(s->metrics_->registry());
-    auto* compute =
-        &prometheus::BuildHistogram()
-             .Name("switchyard_orchestrator_compute_seconds")
-             .Help("Forward-pass time of the jobs a model ran (a batch's for each job).")
-             .Register(s->metrics_->registry());
+    auto* queued = &s->metrics_->HistogramFamily(
+        "queue_seconds", "Time jobs waited in a model's queue before their forward pass.");
+    auto* compute = &s->metrics_->HistogramFamily(
+        "compute_seconds", "Forward-pass time of the jobs a model ran (a batch's for each job).");
     s->models_->SetJobObserver([queued, compute](const std::string& pipeline,
                                                  const std::string& model, absl::Duration q,
                                                  absl::Duration c) {
@@ -57,10 +53,10 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   s->inference_->set_test_inflate_units(s->config_.test_inflate_units);
 
   s->service_->set_transcode_realtime_histogram(
-      &prometheus::BuildHistogram()
-           .Name("switchyard_orchestrator_transcode_realtime_ratio")
-           .Help("Seconds of input video transcoded per second of compute, per segment.")
-           .Register(s->metrics_->registry())
+      &s->metrics_
+           ->HistogramFamily(
+               "transcode_realtime_ratio",
+               "Seconds of input video transcoded per second of compute, per segment.")
            .Add({}, prometheus::Histogram::BucketBoundaries{0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20}));
 
   // Before the server starts: GetStatus reads the hardware list from the gRPC threads.
@@ -176,19 +172,12 @@ absl::Status OrchestratorServer::CheckHealth(std::chrono::milliseconds budget) {
 
 absl::Status OrchestratorServer::StartHttp() {
   if (config_.http_listen.empty()) return absl::OkStatus();
-  auto& registry = metrics_->registry();
-  auto& models = prometheus::BuildGauge()
-                     .Name("switchyard_orchestrator_models")
-                     .Help("Configured models (and the transcoder), by state.")
-                     .Register(registry);
-  auto& in_use = prometheus::BuildGauge()
-                     .Name("switchyard_orchestrator_jobs_in_use")
-                     .Help("Jobs running or queued, by pipeline and model.")
-                     .Register(registry);
-  auto& capacity = prometheus::BuildGauge()
-                       .Name("switchyard_orchestrator_capacity")
-                       .Help("Jobs that can run at once, by pipeline and model.")
-                       .Register(registry);
+  auto& models =
+      metrics_->GaugeFamily("models", "Configured models (and the transcoder), by state.");
+  auto& in_use =
+      metrics_->GaugeFamily("jobs_in_use", "Jobs running or queued, by pipeline and model.");
+  auto& capacity =
+      metrics_->GaugeFamily("capacity", "Jobs that can run at once, by pipeline and model.");
   metrics_->OnScrape([this, &models, &in_use, &capacity] {
     std::lock_guard<std::mutex> lock(scrape_mu_);
     const node::v1::NodeStatus status = service_->BuildStatus();
@@ -196,23 +185,7 @@ absl::Status OrchestratorServer::StartHttp() {
     for (const char* state : {"cold", "loading", "ready", "failed", "unloaded"})
       by_state[state] = 0;
     for (const auto& cap : status.capabilities()) {
-      std::string state = "cold";
-      switch (cap.state()) {
-        case node::v1::MODEL_STATE_READY:
-          state = "ready";
-          break;
-        case node::v1::MODEL_STATE_LOADING:
-          state = "loading";
-          break;
-        case node::v1::MODEL_STATE_FAILED:
-          state = "failed";
-          break;
-        case node::v1::MODEL_STATE_UNLOADED:
-          state = "unloaded";
-          break;
-        default:
-          break;
-      }
+      const std::string state = ModelStateName(cap.state());
       by_state[state]++;
       const std::pair<std::string, std::string> key{cap.pipeline(), cap.model_id()};
       auto it = model_gauges_.find(key);

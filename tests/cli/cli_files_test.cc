@@ -26,21 +26,6 @@ TEST(ProbeImageSizeTest, RejectsOtherData) {
   EXPECT_FALSE(ProbeImageSize(PngHeader(0, 480)).ok());
 }
 
-TEST(ProbeWavTest, ReadsFormatAndDuration) {
-  // 16 kHz mono 16-bit: 32000 bytes of data are one second.
-  std::string wav("RIFF\x24\x7d\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00", 24);
-  wav.append("\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00", 12);
-  wav.append("data\x00\x7d\x00\x00", 8);
-  wav.append(32000, '\0');
-  const std::optional<internal::WavInfo> info = internal::ProbeWav(wav);
-  ASSERT_TRUE(info.has_value());
-  EXPECT_EQ(info->channels, 1);
-  EXPECT_EQ(info->sample_rate, 16000);
-  EXPECT_DOUBLE_EQ(info->seconds, 1.0);
-  EXPECT_FALSE(internal::ProbeWav("RIFF....WAVE").has_value());
-  EXPECT_FALSE(internal::ProbeWav("not a wav").has_value());
-}
-
 TEST(SafeNameTest, AcceptsFileNamesAndSanitizesOthers) {
   EXPECT_TRUE(internal::IsSafeName("720p_hi-1.ts"));
   EXPECT_FALSE(internal::IsSafeName(""));

@@ -23,10 +23,10 @@ using ::testing::HasSubstr;
 std::string MakeTone(const TempDir& dir, double seconds, int rate, const std::string& ext) {
   const auto path = dir.path() / ("tone." + ext);
   std::string log;
-  const std::string cmd = "ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=frequency=440:"
-                          "sample_rate=" +
-                          std::to_string(rate) + ":duration=" + std::to_string(seconds) + " " +
-                          path.string();
+  const std::string cmd =
+      "ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=frequency=440:"
+      "sample_rate=" +
+      std::to_string(rate) + ":duration=" + std::to_string(seconds) + " " + path.string();
   EXPECT_EQ(RunCommand(cmd, &log), 0) << log;
   return ReadFile(path);
 }
@@ -61,9 +61,9 @@ std::string MakeWav(int rate, int channels, int frames, bool list_chunk) {
 }
 
 TEST(MeteringTest, UnitOfEveryPipeline) {
-  for (const char* p : {"text-to-image", "image-to-image", "image-to-video", "upscale",
-                        "image-to-text", "segment-anything-2", "transcode",
-                        "live-video-to-video"}) {
+  for (const char* p :
+       {"text-to-image", "image-to-image", "image-to-video", "upscale", "image-to-text",
+        "segment-anything-2", "transcode", "live-video-to-video"}) {
     EXPECT_EQ(UnitOf(p), "pixel") << p;
   }
   EXPECT_EQ(UnitOf("audio-to-text"), "ms");
@@ -172,6 +172,23 @@ TEST(MeteringTest, AudioToTextCountsTheDecodedDurationOfTheRequest) {
   request.set_audio("definitely not audio");
   units = Units(request, v1::TextResponse());
   EXPECT_EQ(units.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MeteringTest, ReadWavFormatReadsFormatAndLength) {
+  // 16 kHz mono 16-bit: 32000 bytes of data are one second.
+  std::string wav("RIFF\x24\x7d\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00", 24);
+  wav.append("\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00", 12);
+  wav.append("data\x00\x7d\x00\x00", 8);
+  wav.append(32000, '\0');
+  auto format = ReadWavFormat(wav);
+  ASSERT_TRUE(format.ok()) << format.status();
+  EXPECT_EQ(format->channels, 1);
+  EXPECT_EQ(format->sample_rate, 16000);
+  EXPECT_EQ(format->frames, 16000);
+  EXPECT_DOUBLE_EQ(format->seconds(), 1.0);
+  EXPECT_EQ(*WavMilliseconds(wav), 1000);
+  EXPECT_FALSE(ReadWavFormat("RIFF....WAVE").ok());
+  EXPECT_FALSE(ReadWavFormat("not a wav").ok());
 }
 
 TEST(MeteringTest, TextToSpeechCountsTheReturnedWav) {
@@ -310,7 +327,7 @@ TEST(MeteringTest, ModelInferCountsTheElementsOfEveryInputTensor) {
   raw.add_raw_input_contents(std::string(5, '\x01'));
   AddInput(&raw, "s", "BYTES", {2});
   raw.add_raw_input_contents(std::string("\x02\0\0\0hi\0\0\0\0", 10));  // "hi" and ""
-  AddInput(&raw, "scalar", "FP64", {});  // a scalar: one element
+  AddInput(&raw, "scalar", "FP64", {});                                 // a scalar: one element
   raw.add_raw_input_contents(std::string(8, '\0'));
   units = InferElements(raw);
   ASSERT_TRUE(units.ok()) << units.status();

@@ -16,14 +16,8 @@ extern "C" {
 
 namespace switchyard::media {
 
-struct SwrContextDeleter {
-  void operator()(SwrContext* s) const { swr_free(&s); }
-};
-struct AvAudioFifoDeleter {
-  void operator()(AVAudioFifo* f) const { av_audio_fifo_free(f); }
-};
-using SwrContextPtr = std::unique_ptr<SwrContext, SwrContextDeleter>;
-using AvAudioFifoPtr = std::unique_ptr<AVAudioFifo, AvAudioFifoDeleter>;
+using SwrContextPtr = std::unique_ptr<SwrContext, AvDeleter<swr_free>>;
+using AvAudioFifoPtr = std::unique_ptr<AVAudioFifo, AvDeleter<av_audio_fifo_free>>;
 
 class AacEncoder;
 using AacEncoderPtr = std::unique_ptr<AacEncoder>;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "absl/status/statusor.h"
 
@@ -35,50 +36,37 @@ void InitFfmpeg();
 // they are, with `*full_range` untouched.
 AVPixelFormat NormalizePixelFormat(AVPixelFormat fmt, bool* full_range);
 
-struct AvFrameDeleter {
-  void operator()(AVFrame* f) const { av_frame_free(&f); }
-};
-struct AvPacketDeleter {
-  void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-struct AvCodecContextDeleter {
-  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
-};
-struct AvCodecParametersDeleter {
-  void operator()(AVCodecParameters* p) const { avcodec_parameters_free(&p); }
-};
-struct SwsContextDeleter {
-  void operator()(SwsContext* s) const { sws_freeContext(s); }
-};
-struct AvBsfContextDeleter {
-  void operator()(AVBSFContext* b) const { av_bsf_free(&b); }
-};
-struct AvDictionaryDeleter {
-  void operator()(AVDictionary* d) const { av_dict_free(&d); }
-};
-// A demuxer context opened with avformat_open_input.
-struct AvInputFormatContextDeleter {
-  void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
-};
-// A muxer context from avformat_alloc_output_context2. Its pb is never owned by it (we always
-// use custom IO), so this only frees the context (and runs the muxer's deinit if needed).
-struct AvOutputFormatContextDeleter {
-  void operator()(AVFormatContext* c) const { avformat_free_context(c); }
+// The deleter of a libav object: `kFree` is its free function, taking either the object's
+// address (and nulling it, e.g. av_frame_free(AVFrame**)) or the object (sws_freeContext).
+// Every libav free function accepts null.
+template <auto kFree>
+struct AvDeleter {
+  template <typename T>
+  void operator()(T* p) const {
+    if constexpr (std::is_invocable_v<decltype(kFree), T**>) {
+      kFree(&p);
+    } else {
+      kFree(p);
+    }
+  }
 };
 // An AVIOContext from avio_alloc_context, together with its (possibly reallocated) buffer.
 struct AvioContextDeleter {
   void operator()(AVIOContext* c) const;
 };
 
-using AvFramePtr = std::unique_ptr<AVFrame, AvFrameDeleter>;
-using AvPacketPtr = std::unique_ptr<AVPacket, AvPacketDeleter>;
-using AvCodecContextPtr = std::unique_ptr<AVCodecContext, AvCodecContextDeleter>;
-using AvCodecParametersPtr = std::unique_ptr<AVCodecParameters, AvCodecParametersDeleter>;
-using SwsContextPtr = std::unique_ptr<SwsContext, SwsContextDeleter>;
-using AvBsfContextPtr = std::unique_ptr<AVBSFContext, AvBsfContextDeleter>;
-using AvDictionaryPtr = std::unique_ptr<AVDictionary, AvDictionaryDeleter>;
-using AvInputFormatContextPtr = std::unique_ptr<AVFormatContext, AvInputFormatContextDeleter>;
-using AvOutputFormatContextPtr = std::unique_ptr<AVFormatContext, AvOutputFormatContextDeleter>;
+using AvFramePtr = std::unique_ptr<AVFrame, AvDeleter<av_frame_free>>;
+using AvPacketPtr = std::unique_ptr<AVPacket, AvDeleter<av_packet_free>>;
+using AvCodecContextPtr = std::unique_ptr<AVCodecContext, AvDeleter<avcodec_free_context>>;
+using AvCodecParametersPtr = std::unique_ptr<AVCodecParameters, AvDeleter<avcodec_parameters_free>>;
+using SwsContextPtr = std::unique_ptr<SwsContext, AvDeleter<sws_freeContext>>;
+using AvBsfContextPtr = std::unique_ptr<AVBSFContext, AvDeleter<av_bsf_free>>;
+using AvDictionaryPtr = std::unique_ptr<AVDictionary, AvDeleter<av_dict_free>>;
+// A demuxer context opened with avformat_open_input.
+using AvInputFormatContextPtr = std::unique_ptr<AVFormatContext, AvDeleter<avformat_close_input>>;
+// A muxer context from avformat_alloc_output_context2. Its pb is never owned by it (we always
+// use custom IO), so this only frees the context (and runs the muxer's deinit if needed).
+using AvOutputFormatContextPtr = std::unique_ptr<AVFormatContext, AvDeleter<avformat_free_context>>;
 using AvioContextPtr = std::unique_ptr<AVIOContext, AvioContextDeleter>;
 
 // A read-only, seekable AVIOContext over caller-owned bytes (which must outlive it).

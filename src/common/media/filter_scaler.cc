@@ -15,18 +15,13 @@ extern "C" {
 namespace switchyard::media {
 namespace {
 
-struct AvFilterInOutDeleter {
-  void operator()(AVFilterInOut* io) const { avfilter_inout_free(&io); }
-};
-using AvFilterInOutPtr = std::unique_ptr<AVFilterInOut, AvFilterInOutDeleter>;
+using AvFilterInOutPtr = std::unique_ptr<AVFilterInOut, AvDeleter<avfilter_inout_free>>;
 
 absl::Status GraphError(const std::string& what, int err) {
   return absl::InternalError(absl::StrCat("scaler: ", what, ": ", AvErrorString(err)));
 }
 
 }  // namespace
-
-void AvFilterGraphDeleter::operator()(AVFilterGraph* graph) const { avfilter_graph_free(&graph); }
 
 FilterScaler::~FilterScaler() = default;
 
@@ -53,7 +48,8 @@ absl::StatusOr<FilterScalerPtr> FilterScaler::Create(const FilterScalerInput& in
   s->description_ =
       gpu ? absl::StrCat("scale_cuda=w=", width, ":h=", height,
                          ":interp_algo=bicubic:format=yuv420p,hwdownload,format=pix_fmts=yuv420p")
-          : absl::StrCat("scale=w=", width, ":h=", height, ":flags=bicubic,format=pix_fmts=yuv420p");
+          : absl::StrCat("scale=w=", width, ":h=", height,
+                         ":flags=bicubic,format=pix_fmts=yuv420p");
 
   s->graph_.reset(avfilter_graph_alloc());
   if (!s->graph_) return absl::ResourceExhaustedError("scaler: cannot allocate a filter graph");
@@ -79,8 +75,8 @@ absl::StatusOr<FilterScalerPtr> FilterScaler::Create(const FilterScalerInput& in
   av_free(par);
   if (ret < 0) return GraphError("source parameters", ret);
   if ((ret = avfilter_init_str(s->source_, nullptr)) < 0) return GraphError("source", ret);
-  ret = avfilter_graph_create_filter(&s->sink_, buffersink, "out", nullptr, nullptr,
-                                     s->graph_.get());
+  ret =
+      avfilter_graph_create_filter(&s->sink_, buffersink, "out", nullptr, nullptr, s->graph_.get());
   if (ret < 0) return GraphError("sink", ret);
 
   AvFilterInOutPtr outputs(avfilter_inout_alloc());

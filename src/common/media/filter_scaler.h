@@ -12,16 +12,13 @@
 #include "absl/status/statusor.h"
 #include "common/media/ffmpeg_util.h"
 
-struct AVFilterGraph;
-struct AVFilterContext;
-struct AVBufferRef;
+extern "C" {
+#include <libavfilter/avfilter.h>
+}
 
 namespace switchyard::media {
 
-struct AvFilterGraphDeleter {
-  void operator()(AVFilterGraph* graph) const;
-};
-using AvFilterGraphPtr = std::unique_ptr<AVFilterGraph, AvFilterGraphDeleter>;
+using AvFilterGraphPtr = std::unique_ptr<AVFilterGraph, AvDeleter<avfilter_graph_free>>;
 
 // What a scaler is made for: the input frames' geometry and format, and the output size. Frames
 // that differ need a new scaler (see Accepts).

@@ -85,21 +85,6 @@ bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
 
 }  // namespace
 
-const char* ModelStateLabel(node::v1::ModelState state) {
-  switch (state) {
-    case node::v1::MODEL_STATE_READY:
-      return "ready";
-    case node::v1::MODEL_STATE_LOADING:
-      return "loading";
-    case node::v1::MODEL_STATE_FAILED:
-      return "failed";
-    case node::v1::MODEL_STATE_UNLOADED:
-      return "unloaded";
-    default:
-      return "cold";
-  }
-}
-
 GatewayService::GatewayService(const GatewayConfig& config, Membership* membership,
                                std::function<uint64_t()> random)
     : config_(config),
@@ -429,7 +414,7 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
       offer->set_pipeline(c.pipeline());
       offer->set_model_id(c.model_id());
       offer->set_warm(warm);
-      offer->set_state(ModelStateLabel(c.state()));
+      offer->set_state(ModelStateName(c.state()));
       offer->set_capacity(c.capacity());
       offer->set_in_use(c.in_use());
       offer->set_price_per_unit(c.price_per_unit());
@@ -455,21 +440,13 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
 }
 
 // The unary pipelines' handlers: each routes its request by the pipeline table (Route).
-#define SWITCHYARD_ROUTED(Method)                                               \
-  grpc::ServerUnaryReactor* GatewayService::Method(                             \
-      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
-      pipelines::PipelineOf<v1::Method##Request>::Response* response) {         \
-    return Route(context, request, response, &Stub::async_interface::Method);   \
+#define SWITCHYARD_ROUTED(Method, Response, name)                                        \
+  grpc::ServerUnaryReactor* GatewayService::Method(grpc::CallbackServerContext* context, \
+                                                   const v1::Method##Request* request,   \
+                                                   v1::Response* response) {             \
+    return Route(context, request, response, &Stub::async_interface::Method);            \
   }
-SWITCHYARD_ROUTED(Upscale)
-SWITCHYARD_ROUTED(TextToImage)
-SWITCHYARD_ROUTED(ImageToImage)
-SWITCHYARD_ROUTED(ImageToVideo)
-SWITCHYARD_ROUTED(AudioToText)
-SWITCHYARD_ROUTED(SegmentAnything2)
-SWITCHYARD_ROUTED(ImageToText)
-SWITCHYARD_ROUTED(TextToSpeech)
-SWITCHYARD_ROUTED(LiveVideoSegment)
+SWITCHYARD_UNARY_PIPELINES(SWITCHYARD_ROUTED)
 #undef SWITCHYARD_ROUTED
 
 grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,

@@ -8,23 +8,19 @@
 #include <string>
 
 #include "common/pipelines.h"
-#include "gateway/billing/auth_interceptor.h"
-#include "gateway/gateway_config.h"
 #include "gateway/api/job_dispatch.h"
-#include "gateway/observability/job_metrics.h"
+#include "gateway/billing/auth_interceptor.h"
+#include "gateway/billing/usage_ledger.h"
+#include "gateway/gateway_config.h"
 #include "gateway/membership/membership.h"
+#include "gateway/observability/job_metrics.h"
 #include "gateway/observability/recent_errors.h"
 #include "gateway/routing/router.h"
 #include "gateway/routing/stream_affinity.h"
-#include "gateway/billing/usage_ledger.h"
 #include "gateway/routing/wait_queue.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::gateway {
-
-// How the public APIs (ListCapabilities, the HTTP API) name a model's state: "ready", "loading",
-// "failed", "unloaded" or "cold".
-const char* ModelStateLabel(node::v1::ModelState state);
 
 class GatewayService final : public v1::Gateway::CallbackService {
  public:
@@ -41,19 +37,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // The unary pipelines of the pipeline table (common/pipelines.h), each routed by Route to the
   // best orchestrator and retried elsewhere on node failures. A live video-to-video segment
   // (LiveVideoSegment) goes with its stream's affinity, like Transcode's segments.
-#define SWITCHYARD_ROUTED(Method)                                               \
-  grpc::ServerUnaryReactor* Method(                                             \
-      grpc::CallbackServerContext* context, const v1::Method##Request* request, \
-      pipelines::PipelineOf<v1::Method##Request>::Response* response) override
-  SWITCHYARD_ROUTED(Upscale);
-  SWITCHYARD_ROUTED(TextToImage);
-  SWITCHYARD_ROUTED(ImageToImage);
-  SWITCHYARD_ROUTED(ImageToVideo);
-  SWITCHYARD_ROUTED(AudioToText);
-  SWITCHYARD_ROUTED(SegmentAnything2);
-  SWITCHYARD_ROUTED(ImageToText);
-  SWITCHYARD_ROUTED(TextToSpeech);
-  SWITCHYARD_ROUTED(LiveVideoSegment);
+#define SWITCHYARD_ROUTED(Method, Response, name)                                              \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,                       \
+                                   const v1::Method##Request* request, v1::Response* response) \
+      override;
+  SWITCHYARD_UNARY_PIPELINES(SWITCHYARD_ROUTED)
 #undef SWITCHYARD_ROUTED
 
   // The router, shared with the KServe proxy so both feed one view of node health.

@@ -70,6 +70,26 @@ class Statement {
   int rc_ = SQLITE_ERROR;
 };
 
+// Reads a result row's columns left to right, so a SELECT's column list and the code reading it
+// stay in the same order without column numbers.
+class Columns {
+ public:
+  explicit Columns(const Statement& st) : st_(st) {}
+  std::string Text() { return st_.ColumnText(i_++); }
+  int64_t Int() { return sqlite3_column_int64(st_.get(), i_++); }
+  double Real() { return sqlite3_column_double(st_.get(), i_++); }
+  // A REAL column that may be NULL (NaN then).
+  double RealOrNan() {
+    if (sqlite3_column_type(st_.get(), i_) != SQLITE_NULL) return Real();
+    ++i_;
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+
+ private:
+  const Statement& st_;
+  int i_ = 0;
+};
+
 absl::Status SqlError(sqlite3* db, const std::filesystem::path& path, absl::string_view what) {
   return absl::UnavailableError(
       absl::StrCat("usage ledger ", path.string(), ": ", what, ": ", sqlite3_errmsg(db)));
@@ -349,14 +369,15 @@ absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q
       q, "GROUP BY api_key_id, pipeline, model_id ORDER BY api_key_id, pipeline, model_id",
       [](const Statement& st) {
         UsageTotals t;
-        t.api_key_id = st.ColumnText(0);
-        t.pipeline = st.ColumnText(1);
-        t.model_id = st.ColumnText(2);
-        t.unit = st.ColumnText(3);
-        t.jobs = sqlite3_column_int64(st.get(), 4);
-        t.units = sqlite3_column_int64(st.get(), 5);
-        t.amount = sqlite3_column_double(st.get(), 6);
-        t.disputed_jobs = sqlite3_column_int64(st.get(), 7);
+        Columns c(st);
+        t.api_key_id = c.Text();
+        t.pipeline = c.Text();
+        t.model_id = c.Text();
+        t.unit = c.Text();
+        t.jobs = c.Int();
+        t.units = c.Int();
+        t.amount = c.Real();
+        t.disputed_jobs = c.Int();
         return t;
       });
 }
@@ -370,42 +391,37 @@ absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) 
       "reported_price_per_unit, dispute FROM usage",
       q, "ORDER BY completed_unix_ms, job_id", [](const Statement& st) {
         UsageRecord r;
-        r.job_id = st.ColumnText(0);
-        r.api_key_id = st.ColumnText(1);
-        r.pipeline = st.ColumnText(2);
-        r.model_id = st.ColumnText(3);
-        r.orchestrator = st.ColumnText(4);
-        r.unit = st.ColumnText(5);
-        r.units = sqlite3_column_int64(st.get(), 6);
-        r.reported_units = sqlite3_column_int64(st.get(), 7);
-        r.price_per_unit = sqlite3_column_double(st.get(), 8);
-        r.amount = sqlite3_column_double(st.get(), 9);
-        r.disputed = st.ColumnText(10) == "disputed";
-        r.completed = absl::FromUnixMillis(sqlite3_column_int64(st.get(), 11));
-        r.reported_price_per_unit = sqlite3_column_type(st.get(), 12) == SQLITE_NULL
-                                        ? std::numeric_limits<double>::quiet_NaN()
-                                        : sqlite3_column_double(st.get(), 12);
-        r.dispute = st.ColumnText(13);
+        Columns c(st);
+        r.job_id = c.Text();
+        r.api_key_id = c.Text();
+        r.pipeline = c.Text();
+        r.model_id = c.Text();
+        r.orchestrator = c.Text();
+        r.unit = c.Text();
+        r.units = c.Int();
+        r.reported_units = c.Int();
+        r.price_per_unit = c.Real();
+        r.amount = c.Real();
+        r.disputed = c.Text() == "disputed";
+        r.completed = absl::FromUnixMillis(c.Int());
+        r.reported_price_per_unit = c.RealOrNan();
+        r.dispute = c.Text();
         return r;
       });
 }
 
 JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {
   if (metrics != nullptr) {
-    mismatches_ = &prometheus::BuildCounter()
-                       .Name(metrics->prefix() + "billing_mismatches_total")
-                       .Help(
-                           "Completed jobs not paid because their orchestrator reported other "
-                           "units than the gateway counted or another price than it "
-                           "advertised, by orchestrator and pipeline.")
-                       .Register(metrics->registry());
-    price_disputes_ = &prometheus::BuildCounter()
-                           .Name(metrics->prefix() + "billing_price_disputes_total")
-                           .Help(
-                               "Completed jobs not paid because their orchestrator reported "
-                               "another price than it advertised when picked, or advertised "
-                               "none valid, by orchestrator and pipeline.")
-                           .Register(metrics->registry());
+    mismatches_ =
+        &metrics->CounterFamily("billing_mismatches_total",
+                                "Completed jobs not paid because their orchestrator reported other "
+                                "units than the gateway counted or another price than it "
+                                "advertised, by orchestrator and pipeline.");
+    price_disputes_ =
+        &metrics->CounterFamily("billing_price_disputes_total",
+                                "Completed jobs not paid because their orchestrator reported "
+                                "another price than it advertised when picked, or advertised "
+                                "none valid, by orchestrator and pipeline.");
   }
 }
 

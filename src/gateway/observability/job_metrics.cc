@@ -7,35 +7,24 @@
 namespace switchyard::gateway {
 
 JobMetrics::JobMetrics(Metrics* metrics) {
-  auto& registry = metrics->registry();
-  const std::string& p = metrics->prefix();
-  jobs_ = &prometheus::BuildCounter()
-               .Name(p + "jobs_total")
-               .Help("Client jobs answered, by pipeline, model and the gRPC code the client got.")
-               .Register(registry);
-  duration_ = &prometheus::BuildHistogram()
-                   .Name(p + "job_duration_seconds")
-                   .Help("Client jobs from arrival to answer, retries and waiting included.")
-                   .Register(registry);
-  queue_wait_ = &prometheus::BuildHistogram()
-                     .Name(p + "queue_wait_seconds")
-                     .Help("Time jobs waited at the gateway for an orchestrator with room.")
-                     .Register(registry);
-  retries_ = &prometheus::BuildCounter()
-                  .Name(p + "retries_total")
-                  .Help("Attempts tried again on another orchestrator, by pipeline and reason.")
-                  .Register(registry);
-  ejections_ = &prometheus::BuildCounter()
-                    .Name(p + "ejections_total")
-                    .Help("Orchestrators ejected from routing after consecutive failures.")
-                    .Register(registry)
-                    .Add({});
+  jobs_ = &metrics->CounterFamily(
+      "jobs_total", "Client jobs answered, by pipeline, model and the gRPC code the client got.");
+  duration_ = &metrics->HistogramFamily(
+      "job_duration_seconds", "Client jobs from arrival to answer, retries and waiting included.");
+  queue_wait_ = &metrics->HistogramFamily(
+      "queue_wait_seconds", "Time jobs waited at the gateway for an orchestrator with room.");
+  retries_ = &metrics->CounterFamily(
+      "retries_total", "Attempts tried again on another orchestrator, by pipeline and reason.");
+  ejections_ =
+      &metrics
+           ->CounterFamily("ejections_total",
+                           "Orchestrators ejected from routing after consecutive failures.")
+           .Add({});
 }
 
 void JobMetrics::RecordJob(const std::string& pipeline, const std::string& model,
                            grpc::StatusCode code, absl::Duration total) {
-  jobs_->Add({{"pipeline", pipeline}, {"model", model}, {"code", GrpcCodeName(code)}})
-      .Increment();
+  jobs_->Add({{"pipeline", pipeline}, {"model", model}, {"code", GrpcCodeName(code)}}).Increment();
   duration_->Add({{"pipeline", pipeline}}, Metrics::LatencyBuckets())
       .Observe(absl::ToDoubleSeconds(total));
 }

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/media/audio_input.h"
 #include "common/media/ffmpeg_util.h"
 
 extern "C" {
@@ -16,49 +17,23 @@ extern "C" {
 namespace switchyard::orchestrator {
 namespace {
 
-struct SwrDeleter {
-  void operator()(SwrContext* s) const { swr_free(&s); }
-};
-using SwrPtr = std::unique_ptr<SwrContext, SwrDeleter>;
-
-// Demuxers accepted for audio input (names as in `ffmpeg -demuxers`).
-constexpr const char* kAudioDemuxers =
-    "wav,w64,mp3,mov,ogg,flac,matroska,aac,aiff,caf,amr,au,wv,ape,tta,ac3,eac3,dts,oga";
+using SwrPtr = std::unique_ptr<SwrContext, media::AvDeleter<swr_free>>;
 
 }  // namespace
 
 absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate, int channels,
                                          double max_seconds) {
-  media::InitFfmpeg();
   if (data.empty()) return absl::InvalidArgumentError("audio is required");
-  auto demuxer = media::OpenMemoryDemuxer(data, kAudioDemuxers);
-  if (!demuxer.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("audio could not be read: ", demuxer.status().message()));
-  }
-  AVFormatContext* fmt = (*demuxer)->format.get();
-  const AVCodec* codec = nullptr;
-  int stream_index = av_find_best_stream(fmt, AVMEDIA_TYPE_AUDIO, -1, -1, &codec, 0);
-  if (stream_index < 0 || codec == nullptr) {
-    return absl::InvalidArgumentError("audio has no decodable audio stream");
-  }
-  AVStream* stream = fmt->streams[stream_index];
+  auto input = media::AudioInput::Open(data);
+  if (!input.ok()) return input.status();
+  AVFormatContext* fmt = (*input)->format();
+  AVStream* stream = (*input)->stream();
+  const AVCodecContext* dec = (*input)->decoder();
   if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0 &&
       static_cast<double>(fmt->duration) / AV_TIME_BASE > max_seconds + 1.0) {
     return absl::InvalidArgumentError(
         absl::StrCat("audio is ", static_cast<double>(fmt->duration) / AV_TIME_BASE,
                      " s long, more than max_audio_seconds (", max_seconds, " s)"));
-  }
-  media::AvCodecContextPtr dec(avcodec_alloc_context3(codec));
-  if (!dec) return absl::ResourceExhaustedError("out of memory allocating the audio decoder");
-  if (int err = avcodec_parameters_to_context(dec.get(), stream->codecpar); err < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("audio stream parameters are invalid: ", media::AvErrorString(err)));
-  }
-  dec->pkt_timebase = stream->time_base;
-  if (int err = avcodec_open2(dec.get(), codec, nullptr); err < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("audio decoder could not be opened: ", media::AvErrorString(err)));
   }
 
   DecodedAudio out;
@@ -123,53 +98,10 @@ absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate,
     return absl::OkStatus();
   };
 
-  media::AvPacketPtr packet(av_packet_alloc());
-  media::AvFramePtr frame(av_frame_alloc());
-  if (!packet || !frame) return absl::ResourceExhaustedError("out of memory decoding audio");
-  auto drain = [&]() -> absl::Status {
-    while (true) {
-      int err = avcodec_receive_frame(dec.get(), frame.get());
-      if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return absl::OkStatus();
-      if (err < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
-      }
-      absl::Status st = convert(frame.get());
-      av_frame_unref(frame.get());
-      if (!st.ok()) return st;
-    }
-  };
-  int corrupt_packets = 0;
-  while (true) {
-    int err = av_read_frame(fmt, packet.get());
-    if (err == AVERROR_EOF) break;
-    if (err < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
-    }
-    if (packet->stream_index != stream_index) {
-      av_packet_unref(packet.get());
-      continue;
-    }
-    err = avcodec_send_packet(dec.get(), packet.get());
-    av_packet_unref(packet.get());
-    if (err == AVERROR_INVALIDDATA) {
-      // A damaged packet in otherwise good audio is skipped, as ffmpeg does; a stream of them is
-      // corrupt input.
-      if (++corrupt_packets > 8) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
-      }
-      continue;
-    }
-    if (err < 0 && err != AVERROR(EAGAIN)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("audio is corrupt: ", media::AvErrorString(err)));
-    }
-    if (absl::Status st = drain(); !st.ok()) return st;
+  if (absl::Status st = (*input)->Decode([&](const AVFrame& frame) { return convert(&frame); });
+      !st.ok()) {
+    return st;
   }
-  avcodec_send_packet(dec.get(), nullptr);
-  if (absl::Status st = drain(); !st.ok()) return st;
   if (absl::Status st = convert(nullptr); !st.ok()) return st;
   av_channel_layout_uninit(&out_layout);
 

@@ -151,7 +151,8 @@ int64_t ResolveSeed(bool has_seed, int64_t seed) {
 
 // The fields text-to-image and image-to-image share, in the order they are checked: prompt
 // lengths first (nothing else is worth looking at in a request over them), the prompts, the
-// input image (`image`, when the pipeline takes one), LoRAs, negative prompt and seed.
+// input image (`image`, when the pipeline takes one), LoRAs, negative prompt, seed, guidance scale
+// and images per prompt.
 template <typename Request>
 absl::Status ReadPromptParams(const Request& request, const ImageLimits& limits,
                               const std::string* image, PromptParams* p) {
@@ -164,7 +165,11 @@ absl::Status ReadPromptParams(const Request& request, const ImageLimits& limits,
   if (auto st = CheckLoras(request.loras()); !st.ok()) return st;
   p->negative_prompt = request.negative_prompt();
   p->seed = ResolveSeed(request.has_seed(), request.seed());
-  return absl::OkStatus();
+  p->guidance_scale = request.has_guidance_scale() ? request.guidance_scale() : 7.5;
+  if (auto st = CheckNonNegative("guidance_scale", p->guidance_scale); !st.ok()) return st;
+  p->num_images_per_prompt =
+      request.has_num_images_per_prompt() ? request.num_images_per_prompt() : 1;
+  return CheckImageCount(p->num_images_per_prompt, p->prompts.size(), limits.max_images);
 }
 
 absl::StatusOr<TextToImageParams> ValidateTextToImage(const v1::TextToImageRequest& request,
@@ -181,14 +186,6 @@ absl::StatusOr<TextToImageParams> ValidateTextToImage(const v1::TextToImageReque
   }
   p.num_inference_steps = request.has_num_inference_steps() ? request.num_inference_steps() : 50;
   if (auto st = CheckSteps(p.num_inference_steps, limits->max_steps); !st.ok()) return st;
-  p.guidance_scale = request.has_guidance_scale() ? request.guidance_scale() : 7.5;
-  if (auto st = CheckNonNegative("guidance_scale", p.guidance_scale); !st.ok()) return st;
-  p.num_images_per_prompt =
-      request.has_num_images_per_prompt() ? request.num_images_per_prompt() : 1;
-  if (auto st = CheckImageCount(p.num_images_per_prompt, p.prompts.size(), limits->max_images);
-      !st.ok()) {
-    return st;
-  }
   return p;
 }
 
@@ -203,8 +200,6 @@ absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRe
     return Invalid(
         absl::StrCat("strength must be between 0 and 1 (got ", FloatText(p.strength), ")"));
   }
-  p.guidance_scale = request.has_guidance_scale() ? request.guidance_scale() : 7.5;
-  if (auto st = CheckNonNegative("guidance_scale", p.guidance_scale); !st.ok()) return st;
   p.image_guidance_scale =
       request.has_image_guidance_scale() ? request.image_guidance_scale() : 1.5;
   if (auto st = CheckNonNegative("image_guidance_scale", p.image_guidance_scale); !st.ok()) {
@@ -212,12 +207,6 @@ absl::StatusOr<ImageToImageParams> ValidateImageToImage(const v1::ImageToImageRe
   }
   p.num_inference_steps = request.has_num_inference_steps() ? request.num_inference_steps() : 100;
   if (auto st = CheckSteps(p.num_inference_steps, limits->max_steps); !st.ok()) return st;
-  p.num_images_per_prompt =
-      request.has_num_images_per_prompt() ? request.num_images_per_prompt() : 1;
-  if (auto st = CheckImageCount(p.num_images_per_prompt, p.prompts.size(), limits->max_images);
-      !st.ok()) {
-    return st;
-  }
   return p;
 }
 

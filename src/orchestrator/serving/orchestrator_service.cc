@@ -9,10 +9,10 @@
 #include "common/pipelines.h"
 #include "common/status.h"
 #include "common/tenant.h"
-#include "orchestrator/serving/request_context.h"
-#include "orchestrator/transcode/transcoder.h"
-#include "orchestrator/serving/unary_pipeline.h"
 #include "orchestrator/pipelines/upscale_pipeline.h"
+#include "orchestrator/serving/request_context.h"
+#include "orchestrator/serving/unary_pipeline.h"
+#include "orchestrator/transcode/transcoder.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -119,11 +119,7 @@ OrchestratorService::OrchestratorService(const OrchestratorConfig& config, Model
   });
 }
 
-grpc::Status OrchestratorService::Upscale(grpc::ServerContext* context,
-                                          const v1::UpscaleRequest* request,
-                                          v1::ImageResponse* response) {
-  return ServeUnary<UpscalePipeline>(context, request, response);
-}
+SWITCHYARD_SERVE_UNARY(Upscale, UpscalePipeline)
 
 grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
                                             const v1::TranscodeRequest* request,
@@ -277,32 +273,34 @@ grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1
   return grpc::Status::OK;
 }
 
+grpc::Status OrchestratorService::ModelAdminCall(
+    grpc::ServerContext* context, const char* call, const char* verb,
+    const node::v1::ModelRequest& request, node::v1::NodeCapability* response,
+    const std::function<absl::Status(const std::string& model_id)>& action) {
+  if (grpc::Status admin = CheckAdmin(context, call); !admin.ok()) return admin;
+  if (request.model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
+  }
+  spdlog::info("[{}] admin: {} {}", RequestId(context), verb, LogSafe(request.model_id()));
+  if (absl::Status st = action(request.model_id()); !st.ok()) return ToGrpcStatus(st);
+  *response = models_->CapabilityOf(request.model_id());
+  return grpc::Status::OK;
+}
+
 grpc::Status OrchestratorService::LoadModel(grpc::ServerContext* context,
                                             const node::v1::ModelRequest* request,
                                             node::v1::NodeCapability* response) {
-  if (grpc::Status admin = CheckAdmin(context, "LoadModel"); !admin.ok()) return admin;
-  if (request->model_id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
-  }
-  spdlog::info("[{}] admin: load {}", RequestId(context), LogSafe(request->model_id()));
-  absl::Status st = models_->Load(request->model_id(), Deadline(context));
-  if (!st.ok()) return ToGrpcStatus(st);
-  *response = models_->CapabilityOf(request->model_id());
-  return grpc::Status::OK;
+  return ModelAdminCall(context, "LoadModel", "load", *request, response,
+                        [this, context](const std::string& model_id) {
+                          return models_->Load(model_id, Deadline(context));
+                        });
 }
 
 grpc::Status OrchestratorService::UnloadModel(grpc::ServerContext* context,
                                               const node::v1::ModelRequest* request,
                                               node::v1::NodeCapability* response) {
-  if (grpc::Status admin = CheckAdmin(context, "UnloadModel"); !admin.ok()) return admin;
-  if (request->model_id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "model_id is required");
-  }
-  spdlog::info("[{}] admin: unload {}", RequestId(context), LogSafe(request->model_id()));
-  absl::Status st = models_->Unload(request->model_id());
-  if (!st.ok()) return ToGrpcStatus(st);
-  *response = models_->CapabilityOf(request->model_id());
-  return grpc::Status::OK;
+  return ModelAdminCall(context, "UnloadModel", "unload", *request, response,
+                        [this](const std::string& model_id) { return models_->Unload(model_id); });
 }
 
 node::v1::NodeStatus OrchestratorService::BuildStatus() const {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -12,10 +13,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "orchestrator/serving/admin_auth.h"
+#include "common/pipelines.h"
 #include "orchestrator/models/model_manager.h"
-#include "orchestrator/orchestrator_config.h"
 #include "orchestrator/models/status_board.h"
+#include "orchestrator/orchestrator_config.h"
+#include "orchestrator/serving/admin_auth.h"
 #include "orchestrator/serving/transcode_sessions.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
@@ -25,8 +27,6 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
  public:
   OrchestratorService(const OrchestratorConfig& config, ModelManager* models, StatusBoard* board);
 
-  grpc::Status Upscale(grpc::ServerContext* context, const v1::UpscaleRequest* request,
-                       v1::ImageResponse* response) override;
   grpc::Status Transcode(grpc::ServerContext* context, const v1::TranscodeRequest* request,
                          v1::TranscodeResponse* response) override;
   grpc::Status CloseTranscodeSession(grpc::ServerContext* context,
@@ -39,29 +39,17 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   grpc::Status UnloadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
                            node::v1::NodeCapability* response) override;
 
-  // Image pipelines (orchestrator_service_image.cc).
-  grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,
-                           v1::ImageResponse* response) override;
-  grpc::Status ImageToImage(grpc::ServerContext* context, const v1::ImageToImageRequest* request,
-                            v1::ImageResponse* response) override;
-  grpc::Status ImageToVideo(grpc::ServerContext* context, const v1::ImageToVideoRequest* request,
-                            v1::VideoResponse* response) override;
-  grpc::Status SegmentAnything2(grpc::ServerContext* context,
-                                const v1::SegmentAnything2Request* request,
-                                v1::MasksResponse* response) override;
-  grpc::Status ImageToText(grpc::ServerContext* context, const v1::ImageToTextRequest* request,
-                           v1::ImageToTextResponse* response) override;
+  // The unary pipelines of the pipeline table (common/pipelines.h), each defined by
+  // SWITCHYARD_SERVE_UNARY (unary_pipeline.h) next to its descriptor: upscale in
+  // orchestrator_service.cc, the image pipelines in orchestrator_service_image.cc, live video in
+  // orchestrator_service_live.cc, audio and text in orchestrator_service_audio_text.cc.
+#define SWITCHYARD_UNARY_METHOD(Method, Response, name)                                 \
+  grpc::Status Method(grpc::ServerContext* context, const v1::Method##Request* request, \
+                      v1::Response* response) override;
+  SWITCHYARD_UNARY_PIPELINES(SWITCHYARD_UNARY_METHOD)
+#undef SWITCHYARD_UNARY_METHOD
 
-  // Live video-to-video, one segment of a stream (orchestrator_service_live.cc).
-  grpc::Status LiveVideoSegment(grpc::ServerContext* context,
-                                const v1::LiveVideoSegmentRequest* request,
-                                v1::LiveVideoSegmentResponse* response) override;
-
-  // Audio and text pipelines (orchestrator_service_audio_text.cc).
-  grpc::Status AudioToText(grpc::ServerContext* context, const v1::AudioToTextRequest* request,
-                           v1::TextResponse* response) override;
-  grpc::Status TextToSpeech(grpc::ServerContext* context, const v1::TextToSpeechRequest* request,
-                            v1::AudioResponse* response) override;
+  // The LLM streams its tokens (orchestrator_service_audio_text.cc).
   grpc::Status LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
                    grpc::ServerWriter<v1::LLMResponse>* writer) override;
 
@@ -103,6 +91,12 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   // Admin calls (LoadModel, UnloadModel, CloseTranscodeSession): OK for a caller with a
   // credential AdminAuth accepts; UNAUTHENTICATED (logged with the peer) otherwise.
   grpc::Status CheckAdmin(grpc::ServerContext* context, absl::string_view call) const;
+  // LoadModel and UnloadModel: the admin check, the model id, the log line, `action` on the
+  // model, and its capability as the answer.
+  grpc::Status ModelAdminCall(
+      grpc::ServerContext* context, const char* call, const char* verb,
+      const node::v1::ModelRequest& request, node::v1::NodeCapability* response,
+      const std::function<absl::Status(const std::string& model_id)>& action);
   // Fills the orchestrator's part of a successful job's JobInfo.
   void FillJobInfo(grpc::ServerContext* context, const ModelConfig& model, int64_t units,
                    absl::Time start, v1::JobInfo* job) const;

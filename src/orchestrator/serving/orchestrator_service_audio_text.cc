@@ -29,9 +29,19 @@ const ModelConfig* Lookup(ModelManager* models, const std::string& pipeline,
   return config != nullptr && config->pipeline == pipeline ? config : nullptr;
 }
 
-absl::Status BadOptions(const ModelConfig& config, const absl::Status& status) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("model '", config.id, "' is misconfigured: ", std::string(status.message())));
+// The options of a model, read by `parse` from its config (FAILED_PRECONDITION naming the model
+// when they are bad); the defaults when `config` is null (the model is not served here, and its
+// error comes after the request's own checks).
+template <typename Options>
+absl::StatusOr<Options> OptionsOf(const ModelConfig* config,
+                                  absl::StatusOr<Options> (*parse)(const nlohmann::json&)) {
+  if (config == nullptr) return Options{};
+  auto parsed = parse(config->options);
+  if (!parsed.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model '", config->id, "' is misconfigured: ", std::string(parsed.status().message())));
+  }
+  return parsed;
 }
 
 // The audio-to-text pipeline's descriptor (unary_pipeline.h). Without a model here the request is
@@ -46,15 +56,11 @@ struct AudioToTextPipeline : UnaryDescriptor<v1::AudioToTextRequest, false> {
     auto mode = TimestampMode(request.return_timestamps());
     if (!mode.ok()) return mode.status();
     if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
-    AudioToTextOptions options;
-    if (config != nullptr) {
-      auto parsed = ParseAudioToTextOptions(config->options);
-      if (!parsed.ok()) return BadOptions(*config, parsed.status());
-      options = *parsed;
-    }
+    auto options = OptionsOf(config, &ParseAudioToTextOptions);
+    if (!options.ok()) return options.status();
     // Decoding first: bad audio never makes a cold model load.
-    auto audio = DecodeAudio(request.audio(), options.sample_rate, options.channels,
-                             options.max_audio_seconds);
+    auto audio = DecodeAudio(request.audio(), options->sample_rate, options->channels,
+                             options->max_audio_seconds);
     if (!audio.ok()) return audio.status();
     return Params{*std::move(mode), *std::move(audio)};
   }
@@ -77,15 +83,11 @@ struct TextToSpeechPipeline : UnaryDescriptor<v1::TextToSpeechRequest, false> {
   };
   static absl::StatusOr<Params> Validate(const Request& request, const ModelConfig* config) {
     if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
-    TextToSpeechOptions options;
-    if (config != nullptr) {
-      auto parsed = ParseTextToSpeechOptions(config->options);
-      if (!parsed.ok()) return BadOptions(*config, parsed.status());
-      options = *parsed;
-    }
-    if (absl::Status st = ValidateTextToSpeech(request, options); !st.ok()) return st;
-    return Params{options, request.description().empty() ? kDefaultSpeakerDescription
-                                                         : request.description()};
+    auto options = OptionsOf(config, &ParseTextToSpeechOptions);
+    if (!options.ok()) return options.status();
+    if (absl::Status st = ValidateTextToSpeech(request, *options); !st.ok()) return st;
+    return Params{*options, request.description().empty() ? kDefaultSpeakerDescription
+                                                          : request.description()};
   }
   static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request,
                                          Params& params, Response* response) {
@@ -101,30 +103,17 @@ struct TextToSpeechPipeline : UnaryDescriptor<v1::TextToSpeechRequest, false> {
 
 }  // namespace
 
-grpc::Status OrchestratorService::AudioToText(grpc::ServerContext* context,
-                                              const v1::AudioToTextRequest* request,
-                                              v1::TextResponse* response) {
-  return ServeUnary<AudioToTextPipeline>(context, request, response);
-}
-
-grpc::Status OrchestratorService::TextToSpeech(grpc::ServerContext* context,
-                                               const v1::TextToSpeechRequest* request,
-                                               v1::AudioResponse* response) {
-  return ServeUnary<TextToSpeechPipeline>(context, request, response);
-}
+SWITCHYARD_SERVE_UNARY(AudioToText, AudioToTextPipeline)
+SWITCHYARD_SERVE_UNARY(TextToSpeech, TextToSpeechPipeline)
 
 grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LLMRequest* request,
                                       grpc::ServerWriter<v1::LLMResponse>* writer) {
   const std::string rid = RequestIdOf(context);
   absl::Time start = absl::Now();
   if (request->model().empty()) return Invalid("model is required");
-  LlmOptions options;
-  if (const ModelConfig* c = Lookup(models_, pipelines::kLlm, request->model())) {
-    auto parsed = ParseLlmOptions(c->options);
-    if (!parsed.ok()) return ToGrpcStatus(BadOptions(*c, parsed.status()));
-    options = *parsed;
-  }
-  auto params = ValidateLlmRequest(*request, options);
+  auto options = OptionsOf(Lookup(models_, pipelines::kLlm, request->model()), &ParseLlmOptions);
+  if (!options.ok()) return ToGrpcStatus(options.status());
+  auto params = ValidateLlmRequest(*request, *options);
   if (!params.ok()) return ToGrpcStatus(params.status());
 
   auto model = AcquireModel(context, pipelines::kLlm, request->model());
@@ -151,7 +140,7 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   RunContext ctx{model->executor.get(), model->config, DeadlineOf(context),
                  [context] { return context->IsCancelled(); }};
   board_->Changed();
-  auto outcome = GenerateChat(ctx, *request, options, *params,
+  auto outcome = GenerateChat(ctx, *request, *options, *params,
                               [&](const std::string& delta, int prompt, int completion) {
                                 return writer->Write(message(delta, "", prompt, completion));
                               });

@@ -119,34 +119,10 @@ struct ImageToTextPipeline : UnaryDescriptor<v1::ImageToTextRequest, true> {
 
 }  // namespace
 
-grpc::Status OrchestratorService::TextToImage(grpc::ServerContext* context,
-                                              const v1::TextToImageRequest* request,
-                                              v1::ImageResponse* response) {
-  return ServeUnary<TextToImagePipeline>(context, request, response);
-}
-
-grpc::Status OrchestratorService::ImageToImage(grpc::ServerContext* context,
-                                               const v1::ImageToImageRequest* request,
-                                               v1::ImageResponse* response) {
-  return ServeUnary<ImageToImagePipeline>(context, request, response);
-}
-
-grpc::Status OrchestratorService::ImageToVideo(grpc::ServerContext* context,
-                                               const v1::ImageToVideoRequest* request,
-                                               v1::VideoResponse* response) {
-  return ServeUnary<ImageToVideoPipeline>(context, request, response);
-}
-
-grpc::Status OrchestratorService::SegmentAnything2(grpc::ServerContext* context,
-                                                   const v1::SegmentAnything2Request* request,
-                                                   v1::MasksResponse* response) {
-  return ServeUnary<SegmentAnything2Pipeline>(context, request, response);
-}
-
-grpc::Status OrchestratorService::ImageToText(grpc::ServerContext* context,
-                                              const v1::ImageToTextRequest* request,
-                                              v1::ImageToTextResponse* response) {
-  return ServeUnary<ImageToTextPipeline>(context, request, response);
-}
+SWITCHYARD_SERVE_UNARY(TextToImage, TextToImagePipeline)
+SWITCHYARD_SERVE_UNARY(ImageToImage, ImageToImagePipeline)
+SWITCHYARD_SERVE_UNARY(ImageToVideo, ImageToVideoPipeline)
+SWITCHYARD_SERVE_UNARY(SegmentAnything2, SegmentAnything2Pipeline)
+SWITCHYARD_SERVE_UNARY(ImageToText, ImageToTextPipeline)
 
 }  // namespace switchyard::orchestrator

@@ -57,10 +57,6 @@ struct LiveVideoPipeline : UnaryDescriptor<v1::LiveVideoSegmentRequest, true> {
 
 }  // namespace
 
-grpc::Status OrchestratorService::LiveVideoSegment(grpc::ServerContext* context,
-                                                   const v1::LiveVideoSegmentRequest* request,
-                                                   v1::LiveVideoSegmentResponse* response) {
-  return ServeUnary<LiveVideoPipeline>(context, request, response);
-}
+SWITCHYARD_SERVE_UNARY(LiveVideoSegment, LiveVideoPipeline)
 
 }  // namespace switchyard::orchestrator

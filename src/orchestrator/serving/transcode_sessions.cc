@@ -53,24 +53,12 @@ TranscodeSessions::TranscodeSessions(TranscodeSessionsOptions options,
 }
 
 TranscodeSessions::~TranscodeSessions() {
-  {
-    MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  stop_cv_.SignalAll();
+  stop_.Stop();
   if (sweeper_.joinable()) sweeper_.join();
 }
 
 void TranscodeSessions::Sweep() {
-  mu_.Lock();
-  while (!stopping_) {
-    stop_cv_.WaitFor(&mu_, absl::ToChronoNanoseconds(options_.sweep_interval));
-    if (stopping_) break;
-    mu_.Unlock();
-    CloseIdle();
-    mu_.Lock();
-  }
-  mu_.Unlock();
+  while (!stop_.WaitFor(absl::ToChronoNanoseconds(options_.sweep_interval))) CloseIdle();
 }
 
 int TranscodeSessions::in_use() const {

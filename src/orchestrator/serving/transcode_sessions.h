@@ -99,7 +99,7 @@ class TranscodeSessions {
 
   using Key = std::pair<std::string, std::string>;  // (tenant, stream id)
 
-  void Sweep() ABSL_LOCKS_EXCLUDED(mu_);
+  void Sweep();
   int OpenSessionsLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const TranscodeSessionsOptions options_;
@@ -109,8 +109,7 @@ class TranscodeSessions {
   mutable Mutex mu_;
   std::map<Key, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   int one_off_running_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  CondVar stop_cv_;
+  StopSignal stop_;
   std::thread sweeper_;
 };
 

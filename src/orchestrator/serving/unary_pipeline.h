@@ -95,4 +95,13 @@ grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+// Defines the orchestrator's gRPC method `Method` (a row of SWITCHYARD_UNARY_PIPELINES) as
+// ServeUnary of `Descriptor`; one line next to the descriptor.
+#define SWITCHYARD_SERVE_UNARY(Method, Descriptor)                             \
+  grpc::Status OrchestratorService::Method(grpc::ServerContext* context,       \
+                                           const v1::Method##Request* request, \
+                                           Descriptor::Response* response) {   \
+    return ServeUnary<Descriptor>(context, request, response);                 \
+  }
+
 }  // namespace switchyard::orchestrator
