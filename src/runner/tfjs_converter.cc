@@ -1,5 +1,6 @@
 #include "runner/tfjs_converter.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -79,11 +80,18 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+// Reads a whole file of at most `max_bytes` bytes (checked before reading).
 absl::StatusOr<std::string> ReadBinaryFile(const std::filesystem::path& path,
-                                           const std::string& what) {
+                                           const std::string& what, int64_t max_bytes) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return absl::NotFoundError(absl::StrCat(what, " not found: ", path.string()));
+  }
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("cannot stat ", what, ": ", path.string()));
+  if (size > static_cast<std::uintmax_t>(max_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", path.string(), " is ", size,
+                                                   " bytes, more than the limit of ", max_bytes));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", what, ": ", path.string()));
@@ -96,10 +104,11 @@ absl::StatusOr<std::string> ReadBinaryFile(const std::filesystem::path& path,
 
 class Converter {
  public:
-  explicit Converter(std::filesystem::path model_json) : path_(std::move(model_json)) {}
+  Converter(std::filesystem::path model_json, const TfjsConvertOptions& options)
+      : path_(std::move(model_json)), options_(options) {}
 
   absl::StatusOr<torch::jit::Module> Run() {
-    auto text = ReadBinaryFile(path_, "TF.js model.json");
+    auto text = ReadBinaryFile(path_, "TF.js model.json", kTfjsMaxModelJsonBytes);
     if (!text.ok()) return text.status();
     Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded()) return Invalid("not valid JSON");
@@ -153,6 +162,10 @@ class Converter {
       return Invalid("model config has no \"layers\" array");
     }
 
+    if (config["layers"].size() > static_cast<size_t>(kTfjsMaxLayers)) {
+      return Invalid(absl::StrCat("model has ", config["layers"].size(),
+                                  " layers, more than the limit of ", kTfjsMaxLayers));
+    }
     std::map<std::string, size_t> index;
     for (const Json& jl : config["layers"]) {
       Layer layer;
@@ -271,11 +284,15 @@ class Converter {
       for (const Json& p : group["paths"]) {
         if (!p.is_string()) return Invalid(absl::StrCat("weightsManifest group ", g, ": bad path"));
         names.push_back(p.get<std::string>());
-        auto shard = ReadBinaryFile(dir / names.back(), "weight shard");
+        auto shard =
+            ReadBinaryFile(dir / names.back(), "weight shard", kTfjsMaxWeightBytes - weight_bytes_);
         if (!shard.ok()) {
           return absl::Status(shard.status().code(),
-                              absl::StrCat(path_.string(), ": ", shard.status().message()));
+                              absl::StrCat(path_.string(), ": ", shard.status().message(),
+                                           " (all shards together may hold at most ",
+                                           kTfjsMaxWeightBytes, " bytes)"));
         }
+        weight_bytes_ += static_cast<int64_t>(shard->size());
         bytes += *shard;
       }
       const std::string shards = absl::StrJoin(names, ", ");
@@ -303,6 +320,12 @@ class Converter {
                 absl::StrCat("weight ", Quote(name), " has a bad shape ", w["shape"].dump()));
           }
           weight.shape.push_back(d.get<int64_t>());
+          // Stop before the product can overflow: no weight can exceed the shard bytes.
+          if (d.get<int64_t>() > 0 &&
+              count > static_cast<int64_t>(bytes.size() / sizeof(float)) / d.get<int64_t>()) {
+            return Invalid(absl::StrCat("weight ", Quote(name), " shape ", w["shape"].dump(),
+                                        " needs more values than the shard(s) ", shards, " hold"));
+          }
           count *= d.get<int64_t>();
         }
         const size_t size = static_cast<size_t>(count) * sizeof(float);
@@ -358,7 +381,8 @@ class Converter {
           return LayerError(layer, "only one model input is supported");
         }
         SY_TFJS_RETURN_IF_ERROR(InputLayer(layer, &out));
-        expr = "x";
+        // A model working on 0..1 gets 0..255 input mapped into its range.
+        expr = options_.value_range == TfjsConvertOptions::ValueRange::k0To1 ? "x / 255.0" : "x";
       } else if (layer.name == input_layer_) {
         return LayerError(layer, "model input is not an InputLayer");
       } else if (in.empty()) {
@@ -389,6 +413,10 @@ class Converter {
         expr = absl::StrJoin(vars, " + ");
       } else if (layer.class_name == "UpSampling2D") {
         SY_TFJS_RETURN_IF_ERROR(UpSampling2D(layer, in, &out, &expr));
+      } else if (layer.class_name == "MultiplyBeta") {
+        SY_TFJS_RETURN_IF_ERROR(MultiplyBeta(layer, in, &out, &expr));
+      } else if (layer.class_name.starts_with("PixelShuffle")) {
+        SY_TFJS_RETURN_IF_ERROR(PixelShuffle(layer, in, &out, &expr));
       } else {
         return LayerError(layer, absl::StrCat("unsupported layer class ", Quote(layer.class_name)));
       }
@@ -402,8 +430,10 @@ class Converter {
                                   "; only equal height and width scales are supported"));
     }
     scale_ = result.scale_h;
+    const std::string output =
+        options_.value_range == TfjsConvertOptions::ValueRange::k0To1 ? " * 255.0" : "";
     source_ = absl::StrCat("def forward(self, x: Tensor) -> Tensor:\n", source_, "    return ",
-                           result.var, "\n");
+                           result.var, output, "\n");
     return absl::OkStatus();
   }
 
@@ -663,6 +693,68 @@ class Converter {
     return absl::OkStatus();
   }
 
+  // UpscalerJS's MultiplyBeta (dist/*/packages/shared/src/esrgan/esrgan.js in its npm packages):
+  // call() returns x * 0.2, a constant of the class; the layer config's "beta" is not read by
+  // it, so a config that says otherwise is refused rather than guessed at.
+  absl::Status MultiplyBeta(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                            TensorInfo* out, std::string* expr) const {
+    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    constexpr double kBeta = 0.2;
+    const Json& c = *layer.config;
+    if (c.contains("beta") && !c["beta"].is_null() &&
+        (!c["beta"].is_number() || c["beta"].get<double>() != kBeta)) {
+      return LayerError(layer,
+                        absl::StrCat("beta ", c["beta"].dump(), " is unsupported (UpscalerJS",
+                                     "'s MultiplyBeta always multiplies by 0.2)"));
+    }
+    const std::string var = out->var;
+    *out = Derived(*in[0], var);
+    *expr = absl::StrCat(in[0]->var, " * 0.2");
+    return absl::OkStatus();
+  }
+
+  // UpscalerJS's PixelShuffle<S>x: tf.depthToSpace(x, S, 'NHWC'). In NHWC, output pixel
+  // (h * S + i, w * S + j) channel c is input pixel (h, w) channel (i * S + j) * C + c.
+  // On our NCHW tensor [N, S*S*C, H, W]: reshape to [N, S(i), S(j), C, H, W], permute to
+  // [N, C, H, S(i), W, S(j)], reshape to [N, C, H*S, W*S].
+  // (torch's pixel_shuffle would read channel c * S * S + i * S + j instead.)
+  absl::Status PixelShuffle(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                            TensorInfo* out, std::string* expr) const {
+    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    const std::string prefix = "PixelShuffle";
+    const std::string digits =
+        layer.class_name.size() > prefix.size() + 1 && layer.class_name.back() == 'x'
+            ? layer.class_name.substr(prefix.size(), layer.class_name.size() - prefix.size() - 1)
+            : "";
+    int64_t block = 0;
+    if (digits.empty() || digits.size() > 2 ||
+        !std::all_of(digits.begin(), digits.end(), [](char d) { return d >= '0' && d <= '9'; }) ||
+        (block = std::stoll(digits)) < 2) {
+      return LayerError(layer, "unsupported layer class (expected PixelShuffle<S>x, S = 2..99)");
+    }
+    const Json& c = *layer.config;
+    if (c.contains("scale") && !c["scale"].is_null() && c["scale"] != block) {
+      return LayerError(layer, absl::StrCat("config scale ", c["scale"].dump(),
+                                            " disagrees with the class name's ", block));
+    }
+    if (in[0]->channels && *in[0]->channels % (block * block) != 0) {
+      return LayerError(layer, absl::StrCat("input has ", *in[0]->channels,
+                                            " channels, not a multiple of ", block * block));
+    }
+    const std::string var = out->var;
+    *out = Derived(*in[0], var);
+    if (in[0]->channels) out->channels = *in[0]->channels / (block * block);
+    out->scale_h *= block;
+    out->scale_w *= block;
+    const std::string& x = in[0]->var;
+    const std::string b = std::to_string(block);
+    *expr = absl::StrCat(
+        x, ".reshape(", x, ".size(0), ", b, ", ", b, ", ", x, ".size(1) // ", block * block, ", ",
+        x, ".size(2), ", x, ".size(3)).permute(0, 3, 4, 1, 5, 2).reshape(", x, ".size(0), ", x,
+        ".size(1) // ", block * block, ", ", x, ".size(2) * ", b, ", ", x, ".size(3) * ", b, ")");
+    return absl::OkStatus();
+  }
+
   // --- module -----------------------------------------------------------------------------
 
   absl::StatusOr<torch::jit::Module> BuildModule() {
@@ -681,6 +773,8 @@ class Converter {
   }
 
   std::filesystem::path path_;
+  TfjsConvertOptions options_;
+  int64_t weight_bytes_ = 0;
   std::vector<Layer> layers_;
   std::vector<size_t> order_;
   std::string input_layer_;
@@ -693,9 +787,10 @@ class Converter {
 
 }  // namespace
 
-absl::StatusOr<torch::jit::Module> ConvertTfjsLayersModel(const std::filesystem::path& model_json) {
+absl::StatusOr<torch::jit::Module> ConvertTfjsLayersModel(const std::filesystem::path& model_json,
+                                                          const TfjsConvertOptions& options) {
   try {
-    return Converter(model_json).Run();
+    return Converter(model_json, options).Run();
   } catch (const c10::Error& e) {
     return absl::InternalError(
         absl::StrCat(model_json.string(), ": libtorch error: ", e.what_without_backtrace()));

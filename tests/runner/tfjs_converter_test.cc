@@ -29,16 +29,48 @@ using ::testing::HasSubstr;
 
 constexpr double kMaxAbsError = 1.0;  // on the 0..255 scale
 
-const fs::path kFixtureDir = fs::path(SWITCHYARD_SOURCE_DIR) / "tests" / "fixtures" / "esrgan";
+const fs::path kFixtureRoot = fs::path(SWITCHYARD_SOURCE_DIR) / "tests" / "fixtures";
 const fs::path kModelDir = SWITCHYARD_MODEL_DIR;
+
+// One UpscalerJS model as scripts/prepare-models fetches and converts it, with the folder of its
+// TF.js reference fixtures (tools/tfjs-reference/generate.mjs).
+struct UpscalerModel {
+  std::string id;           // model id and <id>.pt, e.g. "esrgan-medium-x4"
+  std::string package_dir;  // under the model dir, as extracted by scripts/prepare-models
+  std::string model_json;   // inside <package_dir>/package
+  std::string fixture_dir;  // under tests/fixtures
+  int scale = 0;
+  bool value_range_0_to_1 = false;  // UpscalerJS's inputRange/outputRange [0, 1]
+  bool in_default_set = true;       // prepared by `scripts/prepare-models` without --models
+};
+
+std::vector<UpscalerModel> UpscalerModels() {
+  std::vector<UpscalerModel> models;
+  for (int s : {2, 3, 4, 8}) {
+    models.push_back({absl::StrCat("esrgan-slim-x", s), "esrgan-slim-1.0.0",
+                      absl::StrCat("models/x", s, "/model.json"), "esrgan", s});
+  }
+  models.push_back({"upscalerjs-default-x2", "upscalerjs-default-1.0.0", "models/model.json",
+                    "upscalerjs-default", 2});
+  for (int s : {2, 3, 4, 8}) {
+    models.push_back({absl::StrCat("esrgan-medium-x", s), "esrgan-medium-1.0.0",
+                      absl::StrCat("models/x", s, "/model.json"), "esrgan-medium", s});
+  }
+  for (int s : {2, 3, 4, 8}) {
+    models.push_back({absl::StrCat("esrgan-thick-x", s), "esrgan-thick-1.0.0",
+                      absl::StrCat("models/x", s, "/model.json"), "esrgan-thick", s,
+                      /*value_range_0_to_1=*/true, /*in_default_set=*/false});
+  }
+  return models;
+}
 
 std::vector<int64_t> JsonShape(const Json& j) { return j.at("shape").get<std::vector<int64_t>>(); }
 
 // The fixture input as a float NCHW tensor [1, 3, H, W] with values 0..255.
-torch::Tensor LoadFixtureInput() {
-  const Json header = Json::parse(ReadFile(kFixtureDir / "input.json"));
+torch::Tensor LoadFixtureInput(const fs::path& dir) {
+  const Json header = Json::parse(ReadFile(dir / "input.json"));
   const std::vector<int64_t> shape = JsonShape(header);  // HWC
-  std::string bytes = ReadFile(kFixtureDir / header.at("file").get<std::string>());
+  std::string bytes = ReadFile(dir / header.at("file").get<std::string>());
   EXPECT_EQ(static_cast<int64_t>(bytes.size()), shape[0] * shape[1] * shape[2]);
   return torch::from_blob(bytes.data(), {1, shape[0], shape[1], shape[2]}, torch::kUInt8)
       .permute({0, 3, 1, 2})
@@ -47,10 +79,10 @@ torch::Tensor LoadFixtureInput() {
 }
 
 // The TF.js output for `scale` as a float NCHW tensor.
-torch::Tensor LoadFixtureOutput(int scale) {
-  const Json header = Json::parse(ReadFile(kFixtureDir / absl::StrCat("x", scale, ".json")));
+torch::Tensor LoadFixtureOutput(const fs::path& dir, int scale) {
+  const Json header = Json::parse(ReadFile(dir / absl::StrCat("x", scale, ".json")));
   const std::vector<int64_t> shape = JsonShape(header);  // NHWC
-  std::string bytes = ReadFile(kFixtureDir / header.at("file").get<std::string>());
+  std::string bytes = ReadFile(dir / header.at("file").get<std::string>());
   EXPECT_EQ(static_cast<int64_t>(bytes.size()),
             shape[0] * shape[1] * shape[2] * shape[3] * static_cast<int64_t>(sizeof(float)));
   return torch::from_blob(bytes.data(), {shape[0], shape[1], shape[2], shape[3]}, torch::kFloat32)
@@ -67,72 +99,86 @@ double MaxAbsError(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
 }
 
-fs::path EsrganModelJson(int scale) {
-  return kModelDir / "esrgan-slim-1.0.0" / "package" / "models" / absl::StrCat("x", scale) /
-         "model.json";
+fs::path ModelJson(const UpscalerModel& m) {
+  return kModelDir / m.package_dir / "package" / m.model_json;
 }
 
-fs::path EsrganTorchScript(int scale) {
-  return kModelDir / absl::StrCat("esrgan-slim-x", scale, ".pt");
+fs::path TorchScriptFile(const UpscalerModel& m) { return kModelDir / (m.id + ".pt"); }
+
+std::string PrepareHint(const UpscalerModel& m) {
+  const std::string package = m.id.substr(0, m.id.rfind("-x"));
+  return "the model dir " + kModelDir.string() + " is not prepared for " + m.id +
+         "; run scripts/prepare-models" + (m.in_default_set ? "" : " --models " + package) +
+         " (e.g. --converter build/bin/switchyard-convert-tfjs)";
 }
 
-std::string PrepareHint() {
-  return "the model dir " + kModelDir.string() +
-         " is not prepared; run scripts/prepare-models (e.g. scripts/prepare-models --converter "
-         "build/bin/switchyard-convert-tfjs)";
-}
+// --- UpscalerJS models against the TF.js reference fixtures -------------------------------
+// Models of the default set must be prepared (scripts/test does it); the others (esrgan-thick,
+// a 110 MB package) are skipped when absent.
 
-// --- ESRGAN-slim against the TF.js reference fixtures -------------------------------------
+class UpscalerJsModelTest : public ::testing::TestWithParam<UpscalerModel> {};
 
-class EsrganSlimTest : public ::testing::TestWithParam<int> {};
+TEST_P(UpscalerJsModelTest, ConvertedModelMatchesTfjsReference) {
+  const UpscalerModel& m = GetParam();
+  const fs::path json = ModelJson(m);
+  if (!m.in_default_set && !fs::exists(json)) {
+    GTEST_SKIP() << json << " missing (not in the default set): " << PrepareHint(m);
+  }
+  ASSERT_TRUE(fs::exists(json)) << json << " missing: " << PrepareHint(m);
 
-TEST_P(EsrganSlimTest, ConvertedModelMatchesTfjsReference) {
-  const int scale = GetParam();
-  const fs::path json = EsrganModelJson(scale);
-  ASSERT_TRUE(fs::exists(json)) << json << " missing: " << PrepareHint();
-
+  TfjsConvertOptions options;
+  if (m.value_range_0_to_1) options.value_range = TfjsConvertOptions::ValueRange::k0To1;
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(json);
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(json, options);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(module.ok()) << module.status();
-  EXPECT_EQ(module->attr("scale").toInt(), scale);
+  EXPECT_EQ(module->attr("scale").toInt(), m.scale);
 
-  const torch::Tensor input = LoadFixtureInput();
-  const torch::Tensor expected = LoadFixtureOutput(scale);
+  const fs::path fixtures = kFixtureRoot / m.fixture_dir;
+  const torch::Tensor input = LoadFixtureInput(fixtures);
+  const torch::Tensor expected = LoadFixtureOutput(fixtures, m.scale);
   const torch::Tensor actual = Forward(*module, input);
   ASSERT_EQ(actual.sizes(), expected.sizes());
-  EXPECT_EQ(actual.size(2), input.size(2) * scale);
-  EXPECT_EQ(actual.size(3), input.size(3) * scale);
+  EXPECT_EQ(actual.size(2), input.size(2) * m.scale);
+  EXPECT_EQ(actual.size(3), input.size(3) * m.scale);
   const double error = MaxAbsError(actual, expected);
-  std::cout << "[ esrgan-slim x" << scale << " ] converted in " << ms
-            << " ms, max abs error vs TF.js: " << error << "\n";
+  std::cout << "[ " << m.id << " ] converted in " << ms << " ms, max abs error vs TF.js: " << error
+            << "\n";
   RecordProperty("max_abs_error", std::to_string(error));
   EXPECT_LE(error, kMaxAbsError);
 }
 
-TEST_P(EsrganSlimTest, PreparedTorchScriptMatchesTfjsReference) {
-  const int scale = GetParam();
-  const fs::path pt = EsrganTorchScript(scale);
-  ASSERT_TRUE(fs::exists(pt)) << pt << " missing: " << PrepareHint();
+TEST_P(UpscalerJsModelTest, PreparedTorchScriptMatchesTfjsReference) {
+  const UpscalerModel& m = GetParam();
+  const fs::path pt = TorchScriptFile(m);
+  if (!m.in_default_set && !fs::exists(pt)) {
+    GTEST_SKIP() << pt << " missing (not in the default set): " << PrepareHint(m);
+  }
+  ASSERT_TRUE(fs::exists(pt)) << pt << " missing: " << PrepareHint(m);
 
   torch::jit::Module module = torch::jit::load(pt.string());
   module.eval();
   ASSERT_TRUE(module.hasattr("scale"));
-  EXPECT_EQ(module.attr("scale").toInt(), scale);
+  EXPECT_EQ(module.attr("scale").toInt(), m.scale);
 
-  const torch::Tensor expected = LoadFixtureOutput(scale);
-  const torch::Tensor actual = Forward(module, LoadFixtureInput());
+  const fs::path fixtures = kFixtureRoot / m.fixture_dir;
+  const torch::Tensor expected = LoadFixtureOutput(fixtures, m.scale);
+  const torch::Tensor actual = Forward(module, LoadFixtureInput(fixtures));
   ASSERT_EQ(actual.sizes(), expected.sizes());
   const double error = MaxAbsError(actual, expected);
-  std::cout << "[ esrgan-slim-x" << scale << ".pt ] max abs error vs TF.js: " << error << "\n";
+  std::cout << "[ " << m.id << ".pt ] max abs error vs TF.js: " << error << "\n";
   RecordProperty("max_abs_error", std::to_string(error));
   EXPECT_LE(error, kMaxAbsError);
 }
 
-INSTANTIATE_TEST_SUITE_P(Scales, EsrganSlimTest, ::testing::Values(2, 3, 4, 8),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return absl::StrCat("x", info.param);
+INSTANTIATE_TEST_SUITE_P(Models, UpscalerJsModelTest, ::testing::ValuesIn(UpscalerModels()),
+                         [](const ::testing::TestParamInfo<UpscalerModel>& info) {
+                           std::string name = info.param.id;
+                           for (char& c : name) {
+                             if (c == '-') c = '_';
+                           }
+                           return name;
                          });
 
 // --- synthetic models ---------------------------------------------------------------------
@@ -362,6 +408,143 @@ SyntheticModel OneConvModel() {
   m.Weight("conv/kernel", {1, 1, 3, 2}, Values(6, 1.0f));
   m.Weight("conv/bias", {2}, Values(2, 2.0f));
   return m;
+}
+
+// TF's depth_to_space (NHWC): output pixel (y * s + i, x * s + j) channel c is input pixel
+// (y, x) channel (i * s + j) * C + c.
+Image RefDepthToSpace(const Image& in, int s) {
+  const int c_out = in.c / (s * s);
+  Image out(in.h * s, in.w * s, c_out);
+  for (int y = 0; y < in.h; ++y) {
+    for (int x = 0; x < in.w; ++x) {
+      for (int i = 0; i < s; ++i) {
+        for (int j = 0; j < s; ++j) {
+          for (int c = 0; c < c_out; ++c) {
+            out.at(y * s + i, x * s + j, c) = in.get(y, x, (i * s + j) * c_out + c);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(TfjsConverterTest, PixelShuffleIsTfDepthToSpaceNotTorchPixelShuffle) {
+  for (int s : {2, 3}) {
+    SCOPED_TRACE(absl::StrCat("block size ", s));
+    TempDir dir;
+    SyntheticModel m;
+    const int channels = 2 * s * s;
+    m.Input("in", channels);
+    m.Layer(absl::StrCat("PixelShuffle", s, "x"), "shuffle", {"in"}, {{"scale", s}});
+    m.Layer("MultiplyBeta", "beta", {"shuffle"}, {{"beta", 0.2}});
+    absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+    ASSERT_TRUE(module.ok()) << module.status();
+    EXPECT_EQ(module->attr("scale").toInt(), s);
+
+    Image in(2, 3, channels);
+    for (size_t i = 0; i < in.v.size(); ++i) in.v[i] = 10.0f * static_cast<float>(i);
+    Image ref = RefDepthToSpace(in, s);
+    for (float& v : ref.v) v *= 0.2f;
+    const torch::Tensor expected = ToTensor(ref);
+    const torch::Tensor actual = Forward(*module, ToTensor(in));
+    ASSERT_EQ(actual.sizes(), expected.sizes());
+    EXPECT_LE(MaxAbsError(actual, expected), 1e-3) << actual;
+    // torch's pixel_shuffle orders the channels differently: the test would notice a mix-up.
+    const torch::Tensor torch_order = torch::pixel_shuffle(ToTensor(in), s) * 0.2;
+    EXPECT_GT(MaxAbsError(torch_order, expected), 1.0);
+  }
+}
+
+TEST(TfjsConverterTest, ValueRange0To1MapsInputAndOutputTo0To255) {
+  // out = conv(x / 255) * 255 with a 1x1 conv of weight 1 and bias 0.5: x + 127.5.
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 1);
+  m.Conv("conv", "in", 1, 1, 1, "same", "linear");
+  m.Weight("conv/kernel", {1, 1, 1, 1}, {1.0f});
+  m.Weight("conv/bias", {1}, {0.5f});
+  const fs::path json = m.Write(dir);
+  TfjsConvertOptions options;
+  options.value_range = TfjsConvertOptions::ValueRange::k0To1;
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(json, options);
+  ASSERT_TRUE(module.ok()) << module.status();
+  const torch::Tensor input = torch::tensor({0.0f, 51.0f, 255.0f}).view({1, 1, 1, 3});
+  const torch::Tensor expected = torch::tensor({127.5f, 178.5f, 382.5f}).view({1, 1, 1, 3});
+  EXPECT_LE(MaxAbsError(Forward(*module, input), expected), 1e-3);
+
+  absl::StatusOr<torch::jit::Module> plain = ConvertTfjsLayersModel(json);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_LE(MaxAbsError(Forward(*plain, input), input + 0.5), 1e-5);
+}
+
+TEST(TfjsConverterTest, PixelShuffleChannelsNotMultipleOfBlockIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 6);
+  m.Layer("PixelShuffle2x", "shuffle", {"in"}, {{"scale", 2}});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("'shuffle'"));
+  EXPECT_THAT(module.status().message(), HasSubstr("multiple of 4"));
+}
+
+TEST(TfjsConverterTest, PixelShuffleScaleDisagreeingWithClassNameIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 12);
+  m.Layer("PixelShuffle2x", "shuffle", {"in"}, {{"scale", 3}});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("disagrees"));
+}
+
+TEST(TfjsConverterTest, MalformedPixelShuffleClassIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 4);
+  m.Layer("PixelShuffleTwo", "shuffle", {"in"});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("PixelShuffle<S>x"));
+}
+
+TEST(TfjsConverterTest, MultiplyBetaOtherThanUpscalerJsConstantIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m = OneConvModel();
+  m.Layer("MultiplyBeta", "beta", {"conv"}, {{"beta", 0.5}});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("beta 0.5"));
+}
+
+TEST(TfjsConverterTest, HugeWeightShapeIsInvalidArgumentWithoutAllocating) {
+  TempDir dir;
+  SyntheticModel m = OneConvModel();
+  m.Weight("extra", {int64_t{1} << 40, int64_t{1} << 40}, {});
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("'extra'"));
+}
+
+TEST(TfjsConverterTest, TooManyLayersIsInvalidArgument) {
+  TempDir dir;
+  SyntheticModel m = OneConvModel();
+  std::string previous = "conv";
+  for (int64_t i = 0; i < kTfjsMaxLayers; ++i) {
+    const std::string name = absl::StrCat("relu", i);
+    m.Layer("Activation", name, {previous}, {{"activation", "relu"}});
+    previous = name;
+  }
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_FALSE(module.ok());
+  EXPECT_EQ(module.status().code(), absl::StatusCode::kInvalidArgument) << module.status();
+  EXPECT_THAT(module.status().message(), HasSubstr("limit"));
 }
 
 TEST(TfjsConverterTest, MissingModelJsonIsNotFound) {

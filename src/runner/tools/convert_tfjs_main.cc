@@ -1,6 +1,6 @@
 // switchyard-convert-tfjs: converts a TF.js layers-model (model.json + shards) to TorchScript.
 //
-//   switchyard-convert-tfjs --in path/to/model.json --out model.pt
+//   switchyard-convert-tfjs --in path/to/model.json --out model.pt [--value-range 0..1]
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -36,10 +36,19 @@ int main(int argc, char** argv) {
   std::filesystem::path out_path;
   app.add_option("--in", in_path, "TF.js model.json (weight shards beside it)")->required();
   app.add_option("--out", out_path, "TorchScript file to write, e.g. model.pt")->required();
+  std::string value_range = "0..255";
+  app.add_option("--value-range", value_range,
+                 "value range the TF.js model works in (UpscalerJS's inputRange/outputRange): "
+                 "0..255 (default) or 0..1; the TorchScript module always takes and returns 0..255")
+      ->check(CLI::IsMember({"0..255", "0..1"}));
   CLI11_PARSE(app, argc, argv);
 
+  switchyard::runner::TfjsConvertOptions options;
+  if (value_range == "0..1") {
+    options.value_range = switchyard::runner::TfjsConvertOptions::ValueRange::k0To1;
+  }
   const auto start = std::chrono::steady_clock::now();
-  auto module = switchyard::runner::ConvertTfjsLayersModel(in_path);
+  auto module = switchyard::runner::ConvertTfjsLayersModel(in_path, options);
   if (!module.ok()) {
     std::cerr << "switchyard-convert-tfjs: " << module.status() << "\n";
     return 1;
@@ -59,8 +68,8 @@ int main(int argc, char** argv) {
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     std::cout << "wrote " << out_path.string() << ": " << CountLayers(in_path) << " layers, "
-              << params << " parameters (" << values << " values), scale " << scale << ", "
-              << static_cast<int64_t>(ms) << " ms\n";
+              << params << " parameters (" << values << " values), scale " << scale
+              << ", value range " << value_range << ", " << static_cast<int64_t>(ms) << " ms\n";
   } catch (const c10::Error& e) {
     std::cerr << "switchyard-convert-tfjs: cannot write " << out_path.string() << ": "
               << e.what_without_backtrace() << "\n";
