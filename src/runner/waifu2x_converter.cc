@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -102,9 +103,9 @@ class Converter {
         return LayerError(i, absl::StrCat("\"", what, "\" holds a non-number ", item.dump()));
       }
       const double v = item.get<double>();
-      if (!std::isfinite(v) || std::abs(v) > 1e30) {
+      if (!std::isfinite(v) || std::abs(v) > std::numeric_limits<float>::max()) {
         return LayerError(
-            i, absl::StrCat("\"", what, "\" holds ", item.dump(), ", not a finite float"));
+            i, absl::StrCat("\"", what, "\" holds ", item.dump(), ", not a finite float32"));
       }
       out->push_back(static_cast<float>(v));
     }
