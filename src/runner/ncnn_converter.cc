@@ -42,6 +42,9 @@ constexpr int kMaxArrayLength = 4096;    // an array parameter's elements
 constexpr int64_t kMaxChannels = 65536;  // of any blob
 constexpr int64_t kMaxKernel = 63;
 constexpr int64_t kMaxScale = 16;  // PixelShuffle factor, nearest Interp factor
+// Of any blob against the input, up or down: chains of upsampling layers in a hostile file would
+// otherwise ask for images of unbounded size at run time (and overflow the scale).
+constexpr double kMaxTotalScale = 64;
 // ncnn's weight tags (src/modelbin.cpp): what precedes each "type 0" blob, e.g. a Convolution's
 // weights. Bias and PReLU slopes are "type 1": raw float32 without a tag.
 constexpr uint32_t kTagFloat16 = 0x01306B47;
@@ -505,6 +508,10 @@ class Converter {
         return LayerError(layer, absl::StrCat("unsupported layer type ", Quote(layer.type),
                                               " (supported: Input, Split, Convolution, PReLU, "
                                               "PixelShuffle, Interp, BinaryOp, Eltwise, Concat)"));
+      }
+      if (!(out.scale <= kMaxTotalScale && out.scale >= 1.0 / kMaxTotalScale)) {
+        return LayerError(layer, absl::StrCat("scales the image by ", out.scale,
+                                              " in all, beyond the limit of ", kMaxTotalScale));
       }
       out.var = absl::StrCat("t", var_index++);
       absl::StrAppend(&network_, "    ", out.var, " = ", expr, "  # ", CommentText(layer.name),

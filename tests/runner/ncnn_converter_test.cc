@@ -264,6 +264,10 @@ std::vector<BadCase> BadCases() {
        "7767517\n2 2\nInput in 0 1 data\nInterp down 1 1 data out 0=3 1=5.000000e-01 "
        "2=5.000000e-01\n",
        "", "not a whole number"},
+      {"upsampled without bound",
+       "7767517\n4 4\nInput in 0 1 data\nInterp a 1 1 data b 0=1 1=1.6e1 2=1.6e1\n"
+       "Interp c 1 1 b d 0=1 1=1.6e1 2=1.6e1\nInterp e 1 1 d out 0=1 1=1.6e1 2=1.6e1\n",
+       "", "line 5: layer 'c' (Interp): scales the image by 256 in all, beyond the limit of 64"},
       {"NUL byte", std::string("7767517\n1 1\nInput in 0 1 data\0\n", 31), "", "NUL"},
   };
 }
