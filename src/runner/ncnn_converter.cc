@@ -312,11 +312,12 @@ class Converter {
       for (int64_t i = 0; i < nt; ++i) {
         std::string top(tokens[t++]);
         if (top.find('=') != std::string::npos) {
-          return LayerError(layer, absl::StrCat("top blob name ", Quote(top),
+          return LayerError(layer, absl::StrCat("top blob name ", Quote(CommentText(top)),
                                                 " looks like a parameter: too few names"));
         }
         if (!blob_names.insert(top).second) {
-          return LayerError(layer, absl::StrCat("blob ", Quote(top), " is produced twice"));
+          return LayerError(layer,
+                            absl::StrCat("blob ", Quote(CommentText(top)), " is produced twice"));
         }
         layer.tops.push_back(std::move(top));
       }

@@ -161,8 +161,8 @@ class Converter {
       if (!layer.contains("weight") || !layer.contains("bias")) {
         return LayerError(i, "\"weight\" or \"bias\" is missing");
       }
+      // Not reserved from the declared sizes: a hostile file may declare far more than it holds.
       std::vector<float> weight, bias;
-      weight.reserve(static_cast<size_t>(n_out * n_in * kh * kw));
       SY_W2X_RETURN_IF_ERROR(
           ReadNested(i, "weight", layer["weight"], {n_out, n_in, kh, kw}, 0, &weight));
       SY_W2X_RETURN_IF_ERROR(ReadNested(i, "bias", layer["bias"], {n_out}, 0, &bias));

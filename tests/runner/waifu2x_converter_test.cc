@@ -155,6 +155,9 @@ TEST(Waifu2xConverterTest, RefusesMalformedOrUnsupportedModels) {
   m[0]["nOutputPlane"] = 1000000;
   cases.push_back({"huge planes", m.dump(), "nOutputPlane 1000000 is outside"});
   m = TinyModel();
+  m[0]["nOutputPlane"] = 4096;  // declares 4096 x 3 x 3 x 3 weights, holds 27
+  cases.push_back({"declared beyond held", m.dump(), "\"weight\" level 0 is not an array of 4096"});
+  m = TinyModel();
   m[0]["kW"] = 4;
   m[0]["kH"] = 4;
   cases.push_back({"even kernel", m.dump(), "kernel 4x4 is unsupported"});
