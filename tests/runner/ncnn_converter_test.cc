@@ -3,12 +3,15 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include <sys/wait.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -339,6 +342,51 @@ TEST(NcnnConverterTest, LiveVideoContractTakesParamsAndCropsToEvenSizes) {
   const torch::Tensor x = torch::rand({1, 3, 5, 4}) * 255.0;
   const torch::Tensor y = m->forward({x, std::string("{}")}).toTensor();
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 3, 14, 12}));  // 15 x 12, last row cropped
+}
+
+// --- the tool ---------------------------------------------------------------------------------
+
+// Runs a shell command, returns its exit status and (through `output`) stdout and stderr.
+int RunCommand(const std::string& command, std::string* output) {
+  output->clear();
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(SwitchyardConvertTest, NcnnSubcommandWritesALoadableModule) {
+  const fs::path tool = fs::path(SWITCHYARD_BIN_DIR) / "switchyard-convert";
+  ASSERT_TRUE(fs::exists(tool)) << tool;
+  TinyModel model;
+  WriteBytes(model.dir() / "m.param", IdentityParam());
+  WriteBytes(model.dir() / "m.bin", IdentityBin(true).bytes);
+  std::string out;
+  ASSERT_EQ(
+      RunCommand(absl::StrCat(tool.string(), " ncnn --param ", (model.dir() / "m.param").string(),
+                              " --out ", (model.dir() / "m.pt").string()),
+                 &out),
+      0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("scale 1"));
+  torch::jit::Module m = torch::jit::load((model.dir() / "m.pt").string());
+  const torch::Tensor x = torch::rand({1, 3, 4, 4}) * 255.0;
+  EXPECT_LT(MaxAbsError(Forward(m, x), IdentityExpected(x)), 1e-3);
+
+  WriteBytes(model.dir() / "m.bin", "");
+  EXPECT_EQ(
+      RunCommand(absl::StrCat(tool.string(), " ncnn --param ", (model.dir() / "m.param").string(),
+                              " --out ", (model.dir() / "bad.pt").string()),
+                 &out),
+      1);
+  EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_FALSE(fs::exists(model.dir() / "bad.pt"));
+  EXPECT_EQ(RunCommand(tool.string() + " --help", &out), 0);
+  EXPECT_THAT(out, HasSubstr("waifu2x"));
+  EXPECT_THAT(out, HasSubstr("tfjs"));
 }
 
 // --- the real models, against the NumPy reference ------------------------------------------
