@@ -164,7 +164,7 @@ class BinReader {
   size_t left() const { return data_.size() - offset_; }
 
   // ncnn's "type 0" blob: a 4-byte tag, then float16 (padded to 4 bytes) or float32 values.
-  absl::Status ReadTagged(int64_t count, std::string* storage, std::vector<float>* out) {
+  absl::Status ReadTagged(int64_t count, std::vector<float>* out) {
     if (left() < 4) return Short("a 4-byte weight tag", 4);
     uint32_t tag;
     std::memcpy(&tag, data_.data() + offset_, 4);
@@ -179,12 +179,10 @@ class BinReader {
         (*out)[static_cast<size_t>(i)] = HalfToFloat(h);
       }
       offset_ += bytes;
-      *storage = "float16";
       return absl::OkStatus();
     }
     if (tag == kTagFloat32) {
       offset_ += 4;
-      *storage = "float32";
       return ReadRaw(count, out);
     }
     return absl::InvalidArgumentError(absl::StrCat(
@@ -227,9 +225,9 @@ class Converter {
     }
     auto param_text = ReadFileLimited(param_path_, "ncnn .param", kMaxNcnnParamBytes);
     if (!param_text.ok()) return param_text.status();
+    SY_NCNN_RETURN_IF_ERROR(ParseParam(*param_text));
     auto bin = ReadFileLimited(bin_path_, "ncnn .bin", kMaxNcnnBinBytes);
     if (!bin.ok()) return bin.status();
-    SY_NCNN_RETURN_IF_ERROR(ParseParam(*param_text));
     BinReader reader(*bin);
     SY_NCNN_RETURN_IF_ERROR(Generate(&reader));
     if (reader.left() != 0) {
@@ -470,9 +468,8 @@ class Converter {
         SY_NCNN_RETURN_IF_ERROR(GetInt(layer, 1, 0, &h));
         SY_NCNN_RETURN_IF_ERROR(GetInt(layer, 2, 0, &c));
         if (c != 0 && c != 3) {
-          return LayerError(layer, absl::StrCat("declares ", c,
-                                                " channels; the contract's "
-                                                "images have 3"));
+          return LayerError(
+              layer, absl::StrCat("declares ", c, " channels; the contract's images have 3"));
         }
         out.channels = 3;
         expr = "x";
@@ -506,9 +503,10 @@ class Converter {
       } else if (layer.type == "Concat") {
         SY_NCNN_RETURN_IF_ERROR(Concat(layer, in, &out, &expr));
       } else {
-        return LayerError(layer, absl::StrCat("unsupported layer type ", Quote(layer.type),
-                                              " (supported: Input, Split, Convolution, PReLU, "
-                                              "PixelShuffle, Interp, BinaryOp, Eltwise, Concat)"));
+        return LayerError(layer,
+                          absl::StrCat("unsupported layer type ", Quote(CommentText(layer.type)),
+                                       " (supported: Input, Split, Convolution, PReLU, "
+                                       "PixelShuffle, Interp, BinaryOp, Eltwise, Concat)"));
       }
       if (!(out.scale <= kMaxTotalScale && out.scale >= 1.0 / kMaxTotalScale)) {
         return LayerError(layer, absl::StrCat("scales the image by ", out.scale,
@@ -649,8 +647,7 @@ class Converter {
     }
 
     std::vector<float> weights;
-    std::string storage;
-    if (absl::Status st = reader->ReadTagged(weight_size, &storage, &weights); !st.ok()) {
+    if (absl::Status st = reader->ReadTagged(weight_size, &weights); !st.ok()) {
       return LayerError(layer, absl::StrCat("weights: ", st.message()));
     }
     SY_NCNN_RETURN_IF_ERROR(CheckFinite(layer, weights, "weight"));
