@@ -7,7 +7,9 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -344,6 +346,56 @@ TEST(NcnnConverterTest, LiveVideoContractTakesParamsAndCropsToEvenSizes) {
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 3, 14, 12}));  // 15 x 12, last row cropped
 }
 
+// Random damage to a valid model: the converter answers OK or INVALID_ARGUMENT, never crashes
+// or throws. `param` and `bin` are the valid files; one mutation each round.
+void CheckMutations(const std::string& param, const std::string& bin, int rounds) {
+  std::mt19937 rng(20);
+  auto pick = [&](size_t n) {
+    return n == 0 ? size_t{0} : std::uniform_int_distribution<size_t>(0, n - 1)(rng);
+  };
+  const std::string tokens[] = {"0", "-1",      "2147483647",  "99999",  "1.5e0", "=",   "\n",
+                                " ", "-23310=", "Convolution", "Interp", "Split", "data"};
+  int ok = 0;
+  for (int round = 0; round < rounds; ++round) {
+    std::string p = param, b = bin;
+    switch (pick(6)) {
+      case 0:  // change a byte of the .param
+        if (!p.empty()) p[pick(p.size())] = static_cast<char>(pick(256));
+        break;
+      case 1:  // put a token somewhere into the .param
+        p.insert(pick(p.size() + 1), tokens[pick(std::size(tokens))]);
+        break;
+      case 2: {  // cut a piece out of the .param
+        const size_t at = pick(p.size());
+        p.erase(at, pick(16) + 1);
+        break;
+      }
+      case 3:  // change a byte of the .bin
+        if (!b.empty()) b[pick(b.size())] = static_cast<char>(pick(256));
+        break;
+      case 4:  // cut the .bin short
+        b.resize(pick(b.size() + 1));
+        break;
+      default:  // grow the .bin
+        b.append(pick(8) + 1, static_cast<char>(pick(256)));
+        break;
+    }
+    TinyModel model;
+    auto m = model.Convert(p, b);
+    if (m.ok()) {
+      ++ok;
+      continue;
+    }
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
+        << "round " << round << ": " << m.status();
+  }
+  std::cout << "[ mutated  ] " << rounds << " rounds, " << ok << " still converted\n";
+}
+
+TEST(NcnnConverterTest, SurvivesMutatedTinyModels) {
+  CheckMutations(IdentityParam(), IdentityBin(true).bytes, 1000);
+}
+
 // --- the tool ---------------------------------------------------------------------------------
 
 // Runs a shell command, returns its exit status and (through `output`) stdout and stderr.
@@ -436,6 +488,15 @@ TEST_P(NcnnRealModelTest, MatchesNumpyReference) {
   const int64_t even_h = reference.size(2) - reference.size(2) % 2;
   ASSERT_EQ(up.size(2), even_h);
   EXPECT_EQ(MaxAbsError(up, reference.narrow(2, 0, even_h)), 0.0);
+}
+
+TEST(NcnnRealModelMutationTest, SurvivesMutatedRealEsrgan) {
+  const fs::path param = kPackageDir / "realesr-animevideov3-x2.param";
+  const fs::path bin = kPackageDir / "realesr-animevideov3-x2.bin";
+  if (!fs::exists(param) || !fs::exists(bin)) {
+    GTEST_SKIP() << param.string() << " not found: run scripts/fetch-waifu2x-models";
+  }
+  CheckMutations(ReadBytes(param), ReadBytes(bin), 300);
 }
 
 INSTANTIATE_TEST_SUITE_P(RealEsrgan, NcnnRealModelTest,

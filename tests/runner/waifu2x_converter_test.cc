@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -175,6 +177,40 @@ TEST(Waifu2xConverterTest, RefusesMalformedOrUnsupportedModels) {
         << c.what << ": " << result.status();
     EXPECT_THAT(std::string(result.status().message()), HasSubstr(c.error)) << c.what;
   }
+}
+
+// Random damage to a valid model: OK or INVALID_ARGUMENT, never a crash or an exception.
+TEST(Waifu2xConverterTest, SurvivesMutatedModels) {
+  const std::string valid = TinyModel().dump();
+  std::mt19937 rng(20);
+  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+  const std::string tokens[] = {
+      "[", "]",  "{", "}", ",", "\"", "-1", "1e38", "1e39", "null", "\"nOutputPlane\":4096",
+      "3", "0.5"};
+  ScratchDir dir;
+  int ok = 0;
+  for (int round = 0; round < 600; ++round) {
+    std::string text = valid;
+    switch (pick(3)) {
+      case 0:
+        text[pick(text.size())] = static_cast<char>(pick(256));
+        break;
+      case 1:
+        text.insert(pick(text.size() + 1), tokens[pick(std::size(tokens))]);
+        break;
+      default:
+        text.erase(pick(text.size()), pick(16) + 1);
+        break;
+    }
+    auto m = ConvertText(dir, text);
+    if (m.ok()) {
+      ++ok;
+      continue;
+    }
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
+        << "round " << round << ": " << m.status();
+  }
+  std::cout << "[ mutated  ] 600 rounds, " << ok << " still converted\n";
 }
 
 TEST(Waifu2xConverterTest, MissingOrOversizedFile) {
