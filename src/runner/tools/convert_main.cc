@@ -1,0 +1,121 @@
+// switchyard-convert: converts models of other frameworks to TorchScript (docs/converters.md).
+//
+//   switchyard-convert ncnn --param m.param [--bin m.bin] --out m.pt
+//                           [--contract upscale|live-video-to-video] [--value-range 1]
+//   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
+//   switchyard-convert tfjs --in model.json --out model.pt
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <torch/script.h>
+#include <CLI/CLI.hpp>
+
+#include "absl/status/statusor.h"
+#include "runner/ncnn_converter.h"
+#include "runner/tfjs_converter.h"
+#include "runner/waifu2x_converter.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::switchyard::runner::NcnnContract;
+
+// Saves the module atomically (a .tmp, then a rename) and prints one summary line.
+int Save(const std::string& format, absl::StatusOr<torch::jit::Module> module,
+         const fs::path& out_path, std::chrono::steady_clock::time_point start) {
+  if (!module.ok()) {
+    std::cerr << "switchyard-convert " << format << ": " << module.status() << "\n";
+    return 1;
+  }
+  try {
+    int64_t params = 0;
+    int64_t values = 0;
+    for (const auto& p : module->parameters()) {
+      ++params;
+      values += p.numel();
+    }
+    const int64_t scale = module->attr("scale").toInt();
+    if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path());
+    const fs::path tmp = out_path.string() + ".tmp";
+    module->save(tmp.string());
+    fs::rename(tmp, out_path);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "wrote " << out_path.string() << " (" << format << "): " << params
+              << " parameters (" << values << " values), scale " << scale << ", "
+              << static_cast<int64_t>(ms) << " ms\n";
+  } catch (const c10::Error& e) {
+    std::cerr << "switchyard-convert " << format << ": cannot write " << out_path.string() << ": "
+              << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "switchyard-convert " << format << ": cannot write " << out_path.string() << ": "
+              << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Converts models of other frameworks to TorchScript for switchyard's pipelines "
+      "(docs/converters.md)"};
+  app.require_subcommand(1);
+
+  CLI::App* ncnn =
+      app.add_subcommand("ncnn",
+                         "ncnn .param/.bin (e.g. Real-ESRGAN realesr-animevideov3) -> upscale or "
+                         "live-video-to-video TorchScript");
+  fs::path param_path, bin_path, ncnn_out;
+  std::string contract = "upscale";
+  double value_range = 1.0;
+  ncnn->add_option("--param", param_path, "ncnn .param (text) file")->required();
+  ncnn->add_option("--bin", bin_path, "ncnn .bin weights (default: the .param's name with .bin)");
+  ncnn->add_option("--out", ncnn_out, "TorchScript file to write, e.g. model.pt")->required();
+  ncnn->add_option("--contract", contract,
+                   "pipeline contract of forward: upscale (forward(x)) or live-video-to-video "
+                   "(forward(frame, params), output cropped to even sizes)")
+      ->check(CLI::IsMember({"upscale", "live-video-to-video"}))
+      ->capture_default_str();
+  ncnn->add_option("--value-range", value_range,
+                   "pixel value of white for the network: 1 for networks on 0..1 (Real-ESRGAN), "
+                   "255 for 0..255")
+      ->capture_default_str();
+
+  CLI::App* waifu2x =
+      app.add_subcommand("waifu2x",
+                         "waifu2x vgg_7 JSON (models_rgb/noise{0..3}_model.json) -> image-to-image "
+                         "TorchScript (denoiser; prompt ignored)");
+  fs::path waifu2x_in, waifu2x_out;
+  waifu2x->add_option("--in", waifu2x_in, "waifu2x model JSON")->required();
+  waifu2x->add_option("--out", waifu2x_out, "TorchScript file to write")->required();
+
+  CLI::App* tfjs = app.add_subcommand(
+      "tfjs", "TF.js layers-model (model.json + weight shards) -> upscale TorchScript");
+  fs::path tfjs_in, tfjs_out;
+  tfjs->add_option("--in", tfjs_in, "TF.js model.json (weight shards beside it)")->required();
+  tfjs->add_option("--out", tfjs_out, "TorchScript file to write")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  const auto start = std::chrono::steady_clock::now();
+  if (ncnn->parsed()) {
+    if (bin_path.empty()) bin_path = fs::path(param_path).replace_extension(".bin");
+    switchyard::runner::NcnnConvertOptions options;
+    options.contract = contract == "upscale" ? NcnnContract::kUpscale : NcnnContract::kLiveVideo;
+    options.value_range = value_range;
+    return Save("ncnn", switchyard::runner::ConvertNcnnModel(param_path, bin_path, options),
+                ncnn_out, start);
+  }
+  if (waifu2x->parsed()) {
+    return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
+  }
+  return Save("tfjs", switchyard::runner::ConvertTfjsLayersModel(tfjs_in), tfjs_out, start);
+}
