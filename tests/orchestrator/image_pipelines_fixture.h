@@ -63,10 +63,12 @@ class ImagePipelinesTest : public ::testing::Test {
     return c;
   }
 
-  // Saves, loads and starts an executor for `source`; `config` is kept for RunContext.
-  RunContext Start(const std::string& source, const ModelConfig& config) {
+  // Saves (with `attributes`), loads and starts an executor for `source`; `config` is kept for
+  // RunContext.
+  RunContext Start(const std::string& source, const ModelConfig& config,
+                   const ::switchyard::testing::ModuleAttributes& attributes = nullptr) {
     const fs::path path = dir_.path() / absl::StrCat("m", models_.size(), ".pt");
-    SaveScriptModule(path, source);
+    SaveScriptModule(path, source, attributes);
     auto model = runner::TorchModel::Load(path, "cpu");
     EXPECT_TRUE(model.ok()) << model.status();
     if (!model.ok()) return {};

@@ -205,6 +205,58 @@ TEST_F(ImagePipelinesTest, LiveVideoSegmentLimitsComeBeforeTheModel) {
   EXPECT_EQ(next->frames, 10);
 }
 
+// An upscaling live model (int attribute `scale`, as switchyard-convert writes it) returns frames
+// `scale` times the input's: max_width/max_height bound those too, so it takes frames of at most
+// the limits divided by its scale, refused before anything is decoded or run.
+constexpr const char* kLiveUpscaleX2Model = R"(
+def forward(self, frame, params: str):
+    return frame.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+)";
+
+TEST_F(ImagePipelinesTest, LiveVideoUpscalingModelTakesFramesWithinTheLimitsOverItsScale) {
+  ::switchyard::testing::SegmentSpec spec;
+  spec.width = 64;
+  spec.height = 48;
+  spec.fps = "10";
+  spec.seconds = 0.5;
+  spec.gop_seconds = 0.5;
+  const std::string segment = ::switchyard::testing::MakeTestSegment(dir_, spec);
+  ASSERT_FALSE(segment.empty());
+  auto set_scale = [](torch::jit::Module& m) {
+    m.register_attribute("scale", c10::IntType::get(), c10::IValue(int64_t{2}));
+  };
+
+  // 64x48 in, 128x96 out: within 128x96, served.
+  const ModelConfig fits =
+      Config(pipelines::kLiveVideoToVideo, {{"max_width", 128}, {"max_height", 96}});
+  auto fits_limits = LiveVideoLimitsFor(fits);
+  ASSERT_TRUE(fits_limits.ok()) << fits_limits.status();
+  RunContext ctx = Start(kLiveUpscaleX2Model, fits, set_scale);
+  ASSERT_NE(ctx.executor, nullptr);
+  auto ran = RunLiveVideoSegment(ctx, segment, "{}", *fits_limits);
+  ASSERT_TRUE(ran.ok()) << ran.status();
+  EXPECT_EQ(ran->frames, 5);
+
+  // Within 100x100 the input is, the output is not: refused up front, naming both sizes.
+  const ModelConfig small =
+      Config(pipelines::kLiveVideoToVideo, {{"max_width", 100}, {"max_height", 100}});
+  auto small_limits = LiveVideoLimitsFor(small);
+  ASSERT_TRUE(small_limits.ok()) << small_limits.status();
+  RunContext small_ctx = Start(kLiveUpscaleX2Model, small, set_scale);
+  ASSERT_NE(small_ctx.executor, nullptr);
+  auto refused = RunLiveVideoSegment(small_ctx, segment, "{}", *small_limits);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.status().message(),
+            "segment's video is 64x48; the model 'test-live-video-to-video' takes at most 50x50 "
+            "(it upscales x2 and returns at most 100x100)");
+
+  // Without the attribute the same model's output is caught only after the run (INTERNAL).
+  RunContext unmarked = Start(kLiveUpscaleX2Model, small);
+  ASSERT_NE(unmarked.executor, nullptr);
+  auto late = RunLiveVideoSegment(unmarked, segment, "{}", *small_limits);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kInternal) << late.status();
+}
+
 // ---------------------------------------------------------------------------------------------
 // warm-up
 

