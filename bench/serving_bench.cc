@@ -1,12 +1,13 @@
 // Model serving benchmarks (issue: runner and model manager), each against a baseline measured in
 // the same run on the same machine:
-//   1. served vs raw: ESRGAN-slim x4 through the orchestrator's gRPC API (PNG in, PNG out, two
-//      clients keeping the model busy) vs a bare libtorch forward loop on the same model and
-//      thread settings;
+//   1. served vs raw: each --served-models model (default ESRGAN-slim x4) through the
+//      orchestrator's gRPC API (PNG in, PNG out, two clients keeping the model busy) vs a bare
+//      libtorch forward loop on the same model and thread settings;
 //   2. dynamic batching on vs off at concurrency 8 on a small-input model;
 //   3. cold load and first-request latency vs a warm hit, and resident memory per loaded model.
 //
 //   build/bin/serving_bench [--model-dir models] [--seconds 10] [--threads 2]
+//                           [--served-models id[:pipeline],...] [--only-served]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/media/image_codec.h"
 #include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_server.h"
@@ -83,11 +85,38 @@ std::vector<double> RunClients(int clients, double seconds, Fn fn, int* failures
   return all;
 }
 
-void ServedVsRaw(const std::string& model_dir, double seconds, int threads) {
-  std::cout << "\n## 1. Served vs raw: esrgan-slim-x4, intra-op threads " << threads << "\n\n";
+// A model section 1 measures: its id (a .pt in the model dir) and pipeline (upscale or
+// image-to-image), from `id[:pipeline]`.
+struct ServedModel {
+  std::string id;
+  std::string pipeline = "upscale";
+};
+
+std::vector<ServedModel> ParseServedModels(const std::string& list) {
+  std::vector<ServedModel> out;
+  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    std::vector<std::string> parts = absl::StrSplit(item, ':');
+    ServedModel m{parts[0]};
+    if (parts.size() > 1) m.pipeline = parts[1];
+    out.push_back(m);
+  }
+  return out;
+}
+
+void ServedVsRaw(const std::string& model_dir, const ServedModel& served_model, double seconds,
+                 int threads) {
+  const std::string& id = served_model.id;
+  const bool image_to_image = served_model.pipeline == "image-to-image";
+  if (!image_to_image && served_model.pipeline != "upscale") {
+    std::cerr << id << ": pipeline " << served_model.pipeline
+              << " is not measured (upscale or image-to-image)\n";
+    return;
+  }
+  std::cout << "\n## 1. Served vs raw: " << id << " (" << served_model.pipeline
+            << "), intra-op threads " << threads << "\n\n";
   std::cout << "| input | raw forward/s | served jobs/s | served / raw | served p50 ms | p99 ms |\n"
                "|---|---|---|---|---|---|\n";
-  auto model = sy::runner::TorchModel::Load(model_dir + "/esrgan-slim-x4.pt", "cpu");
+  auto model = sy::runner::TorchModel::Load(model_dir + "/" + id + ".pt", "cpu");
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return;
@@ -99,9 +128,9 @@ void ServedVsRaw(const std::string& model_dir, double seconds, int threads) {
   cfg.intra_op_threads = threads;
   cfg.inter_op_threads = 1;
   sy::orchestrator::ModelConfig m;
-  m.id = "esrgan-slim-x4";
-  m.pipeline = "upscale";
-  m.path = model_dir + "/esrgan-slim-x4.pt";
+  m.id = id;
+  m.pipeline = served_model.pipeline;
+  m.path = model_dir + "/" + id + ".pt";
   m.warm = true;
   m.device = "cpu";
   m.queue_size = 8;
@@ -120,10 +149,19 @@ void ServedVsRaw(const std::string& model_dir, double seconds, int threads) {
 
   for (int side : {128, 256}) {
     at::Tensor input = at::rand({1, 3, side, side}) * 255;
-    (*model)->Forward(input).IgnoreError();  // warm
+    // The raw baseline calls forward with what the pipeline passes (image-to-image: the
+    // documented defaults, one image).
+    auto raw_forward = [&] {
+      if (!image_to_image) return (*model)->Forward(input).ok();
+      return (*model)
+          ->Run({input, std::string("x"), std::string(), int64_t{0}, 0.8, 7.5, 1.5, int64_t{100},
+                 int64_t{1}})
+          .ok();
+    };
+    raw_forward();  // warm
     int fails = 0;
     auto raw = RunClients(
-        1, seconds, [&](int) { return (*model)->Forward(input).ok(); }, &fails);
+        1, seconds, [&](int) { return raw_forward(); }, &fails);
     double raw_rate = static_cast<double>(raw.size()) / seconds;
 
     std::string png = TestPng(side);
@@ -134,10 +172,17 @@ void ServedVsRaw(const std::string& model_dir, double seconds, int threads) {
         [&](int) {
           grpc::ClientContext ctx;
           ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-          sy::v1::UpscaleRequest req;
-          req.set_model_id("esrgan-slim-x4");
-          req.set_image(png);
           sy::v1::ImageResponse resp;
+          if (image_to_image) {
+            sy::v1::ImageToImageRequest req;
+            req.set_model_id(id);
+            req.set_image(png);
+            req.set_prompt("x");
+            return stub->ImageToImage(&ctx, req, &resp).ok();
+          }
+          sy::v1::UpscaleRequest req;
+          req.set_model_id(id);
+          req.set_image(png);
           return stub->Upscale(&ctx, req, &resp).ok();
         },
         &fails);
@@ -234,12 +279,21 @@ int main(int argc, char** argv) {
   app.add_option("--model-dir", model_dir, "Where scripts/prepare-models put the models");
   app.add_option("--seconds", seconds, "Measuring time per configuration");
   app.add_option("--threads", threads, "libtorch intra-op threads (same for raw and served)");
+  std::string served_models = "esrgan-slim-x4";
+  app.add_option("--served-models", served_models,
+                 "Section 1's models, comma-separated id[:pipeline] (upscale or image-to-image), "
+                 "e.g. esrgan-medium-x4,waifu2x-noise2:image-to-image");
+  bool only_served = false;
+  app.add_flag("--only-served", only_served, "Run section 1 only");
   CLI11_PARSE(app, argc, argv);
   if (auto st = sy::runner::ConfigureTorchThreads(threads, 1); !st.ok()) {
     std::cerr << st << "\n";
     return 1;
   }
-  ServedVsRaw(model_dir, seconds, threads);
+  for (const ServedModel& m : ParseServedModels(served_models)) {
+    ServedVsRaw(model_dir, m, seconds, threads);
+  }
+  if (only_served) return 0;
   Batching(model_dir, seconds);
   ColdVsWarm(model_dir);
   return 0;

@@ -1,8 +1,9 @@
 // The models scripts/prepare-models ships, served end to end: a real gateway and orchestrator on
-// loopback, PNG in through the public API, PNG out, compared with what the original runtime (TF.js)
-// or the independent NumPy reference (tools/ncnn-reference) computes for the committed fixture
-// input. The default set (esrgan-medium, upscalerjs-default) runs in CI; the opt-in models
-// (scripts/prepare-models --models all) are skipped with a message when they are not prepared.
+// loopback, PNG in through the public API and PNG out (a live segment through the live model),
+// compared with what the original runtime (TF.js) or the independent NumPy reference
+// (tools/ncnn-reference) computes for the committed fixture input. The default set (esrgan-medium,
+// upscalerjs-default) runs in CI; the opt-in models (scripts/prepare-models --models all) are
+// skipped with a message when they are not prepared.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -226,6 +227,68 @@ TEST_F(ShippedModelsTest, Waifu2xPackageModelsMatchTheReferenceThroughTheCluster
     return;
   }
   ExpectMatchesReference(cases);
+}
+
+// Real-ESRGAN x2 per frame of a live stream's segment (live-video-to-video): every frame comes
+// back at twice the size, and a frame too large for the model's limits over its scale is refused
+// before anything runs.
+TEST_F(ShippedModelsTest, RealEsrganLiveModelUpscalesEachFrameOfASegment) {
+  const std::string id = "realesr-animevideov3-x2-live";
+  const fs::path path = ModelDir() / (id + ".pt");
+  if (!fs::exists(path)) {
+    GTEST_SKIP() << path.string()
+                 << " is not prepared; run scripts/prepare-models --models waifu2x";
+  }
+  options_.orchestrators = 1;
+  options_.extra_models.push_back({{"id", id},
+                                   {"pipeline", "live-video-to-video"},
+                                   {"path", path.string()},
+                                   {"warm", false},
+                                   {"device", "cpu"},
+                                   {"price_per_unit", 0.000001},
+                                   {"options", {{"max_width", 128}, {"max_height", 128}}}});
+  auto started = cluster_.Start(options_);
+  ASSERT_TRUE(started.ok()) << started;
+  stub_ = cluster_.GatewayStub();
+
+  TempDir dir;
+  SegmentSpec spec;
+  spec.width = 64;
+  spec.height = 48;
+  spec.fps = "5";
+  spec.seconds = 0.6;
+  spec.gop_seconds = 0.6;
+  const std::string segment = MakeTestSegment(dir, spec);
+  ASSERT_FALSE(segment.empty());
+  v1::LiveVideoSegmentRequest req;
+  req.set_model_id(id);
+  req.set_segment(segment);
+  req.set_stream_id("shipped-live");
+  v1::LiveVideoSegmentResponse resp;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    auto st = stub_->LiveVideoSegment(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  }
+  EXPECT_EQ(resp.frames(), 3);
+  EXPECT_EQ(resp.width(), 128);
+  EXPECT_EQ(resp.height(), 96);
+  const ProbeResult probe = ProbeVideo(dir, resp.segment(), "ts");
+  EXPECT_EQ(probe.width, 128);
+  EXPECT_EQ(probe.height, 96);
+
+  // 80x60 would come back as 160x120, past the model's 128x128.
+  spec.width = 80;
+  spec.height = 60;
+  req.set_segment(MakeTestSegment(dir, spec));
+  req.set_sequence(1);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto st = stub_->LiveVideoSegment(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("takes at most 64x64 (it upscales x2"), std::string::npos)
+      << st.error_message();
 }
 
 }  // namespace
