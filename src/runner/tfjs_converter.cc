@@ -1,16 +1,11 @@
 #include "runner/tfjs_converter.h"
 
 #include <algorithm>
-#include <bit>
 #include <cstdint>
-#include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -19,27 +14,18 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "runner/converter_support.h"
+#include "runner/tfjs_model.h"
 
 namespace switchyard::runner {
 namespace {
 
-static_assert(std::endian::native == std::endian::little,
-              "TF.js weight shards are little-endian; big-endian hosts are not supported");
-
 using Json = nlohmann::json;
 
-#define SY_TFJS_RETURN_IF_ERROR(expr)                     \
-  do {                                                    \
-    if (absl::Status _st = (expr); !_st.ok()) return _st; \
-  } while (false)
-
-// One Keras layer of the functional graph, as read from model.json.
-struct Layer {
-  std::string name;
-  std::string class_name;
-  const Json* config = nullptr;
-  std::vector<std::string> inputs;  // inbound layer names, in order
-};
+using convert::CommentText;
+using convert::Identifier;
+using convert::Quote;
 
 // What we know about a tensor (a layer's output) while generating code.
 struct TensorInfo {
@@ -49,58 +35,9 @@ struct TensorInfo {
   int64_t scale_w = 1;
 };
 
-// A float32 weight from the manifest, already read from the shards (TF.js layout).
-struct Weight {
-  std::vector<int64_t> shape;
-  std::vector<float> data;
-  bool used = false;
-};
-
-std::string Quote(const std::string& s) { return absl::StrCat("'", s, "'"); }
-
-// Makes a string safe for a TorchScript identifier.
-std::string Identifier(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    out += ok ? c : '_';
-  }
-  if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out = "l_" + out;
-  return out;
-}
-
-// Makes a string safe for a one-line TorchScript comment.
-std::string CommentText(const std::string& s) {
-  std::string out;
-  for (char c : s) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  return out;
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-// Reads a whole file of at most `max_bytes` bytes (checked before reading).
-absl::StatusOr<std::string> ReadBinaryFile(const std::filesystem::path& path,
-                                           const std::string& what, int64_t max_bytes) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    return absl::NotFoundError(absl::StrCat(what, " not found: ", path.string()));
-  }
-  const std::uintmax_t size = std::filesystem::file_size(path, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat("cannot stat ", what, ": ", path.string()));
-  if (size > static_cast<std::uintmax_t>(max_bytes)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", path.string(), " is ", size,
-                                                   " bytes, more than the limit of ", max_bytes));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", what, ": ", path.string()));
-  std::ostringstream data;
-  data << in.rdbuf();
-  if (in.bad())
-    return absl::DataLossError(absl::StrCat("error reading ", what, ": ", path.string()));
-  return std::move(data).str();
-}
+using tfjs::Layer;
+using tfjs::ShapeString;
+using tfjs::Weight;
 
 class Converter {
  public:
@@ -108,15 +45,15 @@ class Converter {
       : path_(std::move(model_json)), options_(options) {}
 
   absl::StatusOr<torch::jit::Module> Run() {
-    auto text = ReadBinaryFile(path_, "TF.js model.json", kTfjsMaxModelJsonBytes);
+    auto text = convert::ReadFileLimited(path_, "TF.js model.json", kTfjsMaxModelJsonBytes);
     if (!text.ok()) return text.status();
     Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded()) return Invalid("not valid JSON");
     if (!root.is_object()) return Invalid("top level is not a JSON object");
 
-    SY_TFJS_RETURN_IF_ERROR(ParseTopology(root));
-    SY_TFJS_RETURN_IF_ERROR(ReadWeights(root));
-    SY_TFJS_RETURN_IF_ERROR(GenerateForward());
+    SY_RETURN_IF_ERROR(tfjs::ParseTopology(path_, root, &graph_));
+    SY_RETURN_IF_ERROR(tfjs::ReadWeights(path_, root, &weights_));
+    SY_RETURN_IF_ERROR(GenerateForward());
     for (const auto& [name, weight] : weights_) {
       if (!weight.used) {
         return Invalid(
@@ -127,226 +64,9 @@ class Converter {
   }
 
  private:
-  absl::Status Invalid(const std::string& reason) const {
-    return absl::InvalidArgumentError(absl::StrCat(path_.string(), ": ", reason));
-  }
+  absl::Status Invalid(const std::string& reason) const { return tfjs::ModelError(path_, reason); }
   absl::Status LayerError(const Layer& layer, const std::string& reason) const {
-    return Invalid(
-        absl::StrCat("layer ", Quote(layer.name), " (", layer.class_name, "): ", reason));
-  }
-
-  // --- topology ---------------------------------------------------------------------------
-
-  absl::Status ParseTopology(const Json& root) {
-    if (root.contains("format") &&
-        (!root["format"].is_string() || root["format"].get<std::string>() != "layers-model")) {
-      return Invalid(absl::StrCat("format is ", root["format"].dump(),
-                                  ", only \"layers-model\" is supported (graph models are not)"));
-    }
-    if (!root.contains("modelTopology") || !root["modelTopology"].is_object()) {
-      return Invalid("missing \"modelTopology\" object");
-    }
-    const Json* model = &root["modelTopology"];
-    if (model->contains("model_config")) model = &(*model)["model_config"];
-    if (!model->is_object() || !model->contains("class_name") || !model->contains("config")) {
-      return Invalid("modelTopology has no Keras model config (class_name + config)");
-    }
-    const Json& class_name = (*model)["class_name"];
-    if (!class_name.is_string() || (class_name.get<std::string>() != "Model" &&
-                                    class_name.get<std::string>() != "Functional")) {
-      return Invalid(absl::StrCat("model class ", class_name.dump(),
-                                  " is not supported (only functional Model graphs)"));
-    }
-    const Json& config = (*model)["config"];
-    if (!config.is_object() || !config.contains("layers") || !config["layers"].is_array()) {
-      return Invalid("model config has no \"layers\" array");
-    }
-
-    if (config["layers"].size() > static_cast<size_t>(kTfjsMaxLayers)) {
-      return Invalid(absl::StrCat("model has ", config["layers"].size(),
-                                  " layers, more than the limit of ", kTfjsMaxLayers));
-    }
-    std::map<std::string, size_t> index;
-    for (const Json& jl : config["layers"]) {
-      Layer layer;
-      if (!jl.is_object() || !jl.contains("class_name") || !jl["class_name"].is_string() ||
-          !jl.contains("config") || !jl["config"].is_object()) {
-        return Invalid(absl::StrCat("layer #", layers_.size(),
-                                    " is not an object with class_name and config"));
-      }
-      layer.class_name = jl["class_name"].get<std::string>();
-      layer.config = &jl["config"];
-      if (jl.contains("name") && jl["name"].is_string()) {
-        layer.name = jl["name"].get<std::string>();
-      } else if (layer.config->contains("name") && (*layer.config)["name"].is_string()) {
-        layer.name = (*layer.config)["name"].get<std::string>();
-      } else {
-        return Invalid(
-            absl::StrCat("layer #", layers_.size(), " (", layer.class_name, ") has no name"));
-      }
-      if (index.count(layer.name)) return LayerError(layer, "duplicate layer name");
-      SY_TFJS_RETURN_IF_ERROR(ParseInbound(jl, &layer));
-      index[layer.name] = layers_.size();
-      layers_.push_back(std::move(layer));
-    }
-    if (layers_.empty()) return Invalid("model has no layers");
-
-    auto endpoint = [&](const char* key, std::string* out) -> absl::Status {
-      const Json& list = config.contains(key) ? config[key] : Json();
-      if (!list.is_array() || list.size() != 1 || !list[0].is_array() || list[0].empty() ||
-          !list[0][0].is_string()) {
-        return Invalid(
-            absl::StrCat("\"", key, "\" must list exactly one layer, got ", list.dump()));
-      }
-      *out = list[0][0].get<std::string>();
-      if (!index.count(*out)) {
-        return Invalid(absl::StrCat("\"", key, "\" names unknown layer ", Quote(*out)));
-      }
-      return absl::OkStatus();
-    };
-    SY_TFJS_RETURN_IF_ERROR(endpoint("input_layers", &input_layer_));
-    SY_TFJS_RETURN_IF_ERROR(endpoint("output_layers", &output_layer_));
-
-    // Topological order (Kahn), stable with respect to the file's order.
-    std::vector<int> pending(layers_.size(), 0);
-    std::vector<std::vector<size_t>> consumers(layers_.size());
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      for (const std::string& in : layers_[i].inputs) {
-        auto it = index.find(in);
-        if (it == index.end()) {
-          return LayerError(layers_[i], absl::StrCat("input ", Quote(in), " is no layer"));
-        }
-        ++pending[i];
-        consumers[it->second].push_back(i);
-      }
-    }
-    std::set<size_t> ready;
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      if (pending[i] == 0) ready.insert(i);
-    }
-    while (!ready.empty()) {
-      const size_t i = *ready.begin();
-      ready.erase(ready.begin());
-      order_.push_back(i);
-      for (size_t c : consumers[i]) {
-        if (--pending[c] == 0) ready.insert(c);
-      }
-    }
-    if (order_.size() != layers_.size()) return Invalid("layer graph has a cycle");
-    return absl::OkStatus();
-  }
-
-  // Keras 2 form: "inbound_nodes": [[["layer", node_index, tensor_index, {kwargs}], ...]].
-  absl::Status ParseInbound(const Json& jl, Layer* layer) {
-    if (!jl.contains("inbound_nodes")) return absl::OkStatus();
-    const Json& nodes = jl["inbound_nodes"];
-    if (!nodes.is_array()) return LayerError(*layer, "inbound_nodes is not an array");
-    if (nodes.empty()) return absl::OkStatus();
-    if (nodes.size() != 1) {
-      return LayerError(*layer, "layer is called more than once (shared layers are unsupported)");
-    }
-    if (!nodes[0].is_array()) {
-      return LayerError(*layer, "unsupported inbound_nodes format (expected Keras 2 lists)");
-    }
-    for (const Json& ref : nodes[0]) {
-      if (!ref.is_array() || ref.size() < 3 || !ref[0].is_string() || !ref[1].is_number_integer() ||
-          !ref[2].is_number_integer()) {
-        return LayerError(*layer, absl::StrCat("malformed inbound node ", ref.dump()));
-      }
-      if (ref[1].get<int64_t>() != 0 || ref[2].get<int64_t>() != 0) {
-        return LayerError(*layer, absl::StrCat("inbound node ", ref.dump(),
-                                               " uses a shared layer or multi-output layer"));
-      }
-      if (ref.size() > 3 && ref[3].is_object() && !ref[3].empty()) {
-        return LayerError(
-            *layer, absl::StrCat("inbound call arguments ", ref[3].dump(), " are unsupported"));
-      }
-      layer->inputs.push_back(ref[0].get<std::string>());
-    }
-    return absl::OkStatus();
-  }
-
-  // --- weights ----------------------------------------------------------------------------
-
-  absl::Status ReadWeights(const Json& root) {
-    if (!root.contains("weightsManifest")) return absl::OkStatus();
-    const Json& manifest = root["weightsManifest"];
-    if (!manifest.is_array()) return Invalid("weightsManifest is not an array");
-    const std::filesystem::path dir = path_.parent_path();
-    for (size_t g = 0; g < manifest.size(); ++g) {
-      const Json& group = manifest[g];
-      if (!group.is_object() || !group.contains("paths") || !group["paths"].is_array() ||
-          !group.contains("weights") || !group["weights"].is_array()) {
-        return Invalid(absl::StrCat("weightsManifest group ", g, " lacks paths/weights arrays"));
-      }
-      std::string bytes;
-      std::vector<std::string> names;
-      for (const Json& p : group["paths"]) {
-        if (!p.is_string()) return Invalid(absl::StrCat("weightsManifest group ", g, ": bad path"));
-        names.push_back(p.get<std::string>());
-        auto shard =
-            ReadBinaryFile(dir / names.back(), "weight shard", kTfjsMaxWeightBytes - weight_bytes_);
-        if (!shard.ok()) {
-          return absl::Status(shard.status().code(),
-                              absl::StrCat(path_.string(), ": ", shard.status().message(),
-                                           " (all shards together may hold at most ",
-                                           kTfjsMaxWeightBytes, " bytes)"));
-        }
-        weight_bytes_ += static_cast<int64_t>(shard->size());
-        bytes += *shard;
-      }
-      const std::string shards = absl::StrJoin(names, ", ");
-      size_t offset = 0;
-      for (const Json& w : group["weights"]) {
-        if (!w.is_object() || !w.contains("name") || !w["name"].is_string() ||
-            !w.contains("shape") || !w["shape"].is_array()) {
-          return Invalid(absl::StrCat("weightsManifest group ", g, ": malformed entry ", w.dump()));
-        }
-        const std::string name = w["name"].get<std::string>();
-        const std::string dtype = w.value("dtype", std::string("float32"));
-        if (dtype != "float32") {
-          return Invalid(absl::StrCat("weight ", Quote(name), " has dtype ", dtype,
-                                      ", only float32 is supported"));
-        }
-        if (w.contains("quantization")) {
-          return Invalid(
-              absl::StrCat("weight ", Quote(name), " is quantized, which is unsupported"));
-        }
-        Weight weight;
-        int64_t count = 1;
-        for (const Json& d : w["shape"]) {
-          if (!d.is_number_integer() || d.get<int64_t>() < 0) {
-            return Invalid(
-                absl::StrCat("weight ", Quote(name), " has a bad shape ", w["shape"].dump()));
-          }
-          weight.shape.push_back(d.get<int64_t>());
-          // Stop before the product can overflow: no weight can exceed the shard bytes.
-          if (d.get<int64_t>() > 0 &&
-              count > static_cast<int64_t>(bytes.size() / sizeof(float)) / d.get<int64_t>()) {
-            return Invalid(absl::StrCat("weight ", Quote(name), " shape ", w["shape"].dump(),
-                                        " needs more values than the shard(s) ", shards, " hold"));
-          }
-          count *= d.get<int64_t>();
-        }
-        const size_t size = static_cast<size_t>(count) * sizeof(float);
-        if (offset + size > bytes.size()) {
-          return Invalid(absl::StrCat("weight shard(s) ", shards, " hold ", bytes.size(),
-                                      " bytes, too short for the manifest: weight ", Quote(name),
-                                      " ", ShapeString(weight.shape), " needs bytes ", offset, "..",
-                                      offset + size));
-        }
-        weight.data.resize(static_cast<size_t>(count));
-        if (size > 0) std::memcpy(weight.data.data(), bytes.data() + offset, size);
-        offset += size;
-        if (weights_.count(name)) return Invalid(absl::StrCat("duplicate weight ", Quote(name)));
-        weights_.emplace(name, std::move(weight));
-      }
-      if (offset != bytes.size()) {
-        return Invalid(absl::StrCat("weight shard(s) ", shards, " hold ", bytes.size(),
-                                    " bytes but the manifest describes ", offset));
-      }
-    }
-    return absl::OkStatus();
+    return tfjs::LayerError(path_, layer, reason);
   }
 
   // Finds "<layer>/<suffix>" (also "<prefix>/<layer>/<suffix>") in the manifest.
@@ -368,8 +88,8 @@ class Converter {
     std::map<std::string, TensorInfo> tensors;
     std::set<std::string> used_names = {"forward", "training", "scale"};
     int var_index = 0;
-    for (size_t i : order_) {
-      const Layer& layer = layers_[i];
+    for (size_t i : graph_.order) {
+      const Layer& layer = graph_.layers[i];
       std::vector<const TensorInfo*> in;
       for (const std::string& name : layer.inputs) in.push_back(&tensors.at(name));
       TensorInfo out;
@@ -377,32 +97,32 @@ class Converter {
       std::string expr;
 
       if (layer.class_name == "InputLayer") {
-        if (layer.name != input_layer_) {
+        if (layer.name != graph_.input_layer) {
           return LayerError(layer, "only one model input is supported");
         }
-        SY_TFJS_RETURN_IF_ERROR(InputLayer(layer, &out));
+        SY_RETURN_IF_ERROR(InputLayer(layer, &out));
         // A model working on 0..1 gets 0..255 input mapped into its range.
         expr = options_.value_range == TfjsConvertOptions::ValueRange::k0To1 ? "x / 255.0" : "x";
-      } else if (layer.name == input_layer_) {
+      } else if (layer.name == graph_.input_layer) {
         return LayerError(layer, "model input is not an InputLayer");
       } else if (in.empty()) {
         return LayerError(layer, "layer has no inputs");
       } else if (layer.class_name == "Conv2D") {
-        SY_TFJS_RETURN_IF_ERROR(Conv2D(layer, in, &used_names, &out, &expr));
+        SY_RETURN_IF_ERROR(Conv2D(layer, in, &used_names, &out, &expr));
       } else if (layer.class_name == "Activation") {
-        SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+        SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
         out = Derived(*in[0], out.var);
         std::string activation;
-        SY_TFJS_RETURN_IF_ERROR(GetString(layer, "activation", &activation));
-        SY_TFJS_RETURN_IF_ERROR(Activate(layer, activation, in[0]->var, &expr));
+        SY_RETURN_IF_ERROR(GetString(layer, "activation", &activation));
+        SY_RETURN_IF_ERROR(Activate(layer, activation, in[0]->var, &expr));
       } else if (layer.class_name == "Concatenate") {
-        SY_TFJS_RETURN_IF_ERROR(Concatenate(layer, in, &out, &expr));
+        SY_RETURN_IF_ERROR(Concatenate(layer, in, &out, &expr));
       } else if (layer.class_name == "Add") {
         if (in.size() < 2) return LayerError(layer, "needs at least 2 inputs");
         out = Derived(*in[0], out.var);
         std::vector<std::string> vars;
         for (const TensorInfo* t : in) {
-          SY_TFJS_RETURN_IF_ERROR(SameGrid(layer, *in[0], *t));
+          SY_RETURN_IF_ERROR(SameGrid(layer, *in[0], *t));
           if (t->channels && in[0]->channels && *t->channels != *in[0]->channels) {
             return LayerError(layer, absl::StrCat("inputs have different channel counts ",
                                                   *in[0]->channels, " and ", *t->channels));
@@ -412,11 +132,11 @@ class Converter {
         }
         expr = absl::StrJoin(vars, " + ");
       } else if (layer.class_name == "UpSampling2D") {
-        SY_TFJS_RETURN_IF_ERROR(UpSampling2D(layer, in, &out, &expr));
+        SY_RETURN_IF_ERROR(UpSampling2D(layer, in, &out, &expr));
       } else if (layer.class_name == "MultiplyBeta") {
-        SY_TFJS_RETURN_IF_ERROR(MultiplyBeta(layer, in, &out, &expr));
+        SY_RETURN_IF_ERROR(MultiplyBeta(layer, in, &out, &expr));
       } else if (layer.class_name.starts_with("PixelShuffle")) {
-        SY_TFJS_RETURN_IF_ERROR(PixelShuffle(layer, in, &out, &expr));
+        SY_RETURN_IF_ERROR(PixelShuffle(layer, in, &out, &expr));
       } else {
         return LayerError(layer, absl::StrCat("unsupported layer class ", Quote(layer.class_name)));
       }
@@ -424,7 +144,7 @@ class Converter {
                       CommentText(layer.class_name), ")\n");
       tensors[layer.name] = out;
     }
-    const TensorInfo& result = tensors.at(output_layer_);
+    const TensorInfo& result = tensors.at(graph_.output_layer);
     if (result.scale_h != result.scale_w) {
       return Invalid(absl::StrCat("output is scaled ", result.scale_h, "x", result.scale_w,
                                   "; only equal height and width scales are supported"));
@@ -503,7 +223,7 @@ class Converter {
 
   absl::Status ChannelsLast(const Layer& layer) const {
     std::string format;
-    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "data_format", &format, "channels_last"));
+    SY_RETURN_IF_ERROR(GetString(layer, "data_format", &format, "channels_last"));
     if (format != "channels_last") {
       return LayerError(layer, absl::StrCat("data_format ", format, " is unsupported"));
     }
@@ -534,20 +254,20 @@ class Converter {
       if (shape[3].is_number_integer()) out->channels = shape[3].get<int64_t>();
     }
     std::string dtype;
-    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "dtype", &dtype, "float32"));
+    SY_RETURN_IF_ERROR(GetString(layer, "dtype", &dtype, "float32"));
     if (dtype != "float32") return LayerError(layer, absl::StrCat("input dtype ", dtype));
     return absl::OkStatus();
   }
 
   absl::Status Conv2D(const Layer& layer, const std::vector<const TensorInfo*>& in,
                       std::set<std::string>* used_names, TensorInfo* out, std::string* expr) {
-    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
-    SY_TFJS_RETURN_IF_ERROR(ChannelsLast(layer));
+    SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    SY_RETURN_IF_ERROR(ChannelsLast(layer));
     const Json& c = *layer.config;
     std::pair<int64_t, int64_t> kernel, strides, dilation;
-    SY_TFJS_RETURN_IF_ERROR(GetPair(layer, "kernel_size", &kernel, std::nullopt));
-    SY_TFJS_RETURN_IF_ERROR(GetPair(layer, "strides", &strides, std::pair<int64_t, int64_t>{1, 1}));
-    SY_TFJS_RETURN_IF_ERROR(
+    SY_RETURN_IF_ERROR(GetPair(layer, "kernel_size", &kernel, std::nullopt));
+    SY_RETURN_IF_ERROR(GetPair(layer, "strides", &strides, std::pair<int64_t, int64_t>{1, 1}));
+    SY_RETURN_IF_ERROR(
         GetPair(layer, "dilation_rate", &dilation, std::pair<int64_t, int64_t>{1, 1}));
     if (strides != std::pair<int64_t, int64_t>{1, 1}) {
       return LayerError(layer,
@@ -562,8 +282,8 @@ class Converter {
     const int64_t filters = c["filters"].get<int64_t>();
     const bool use_bias = !c.contains("use_bias") || c["use_bias"] == true;
     std::string padding, activation;
-    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "padding", &padding, "valid"));
-    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "activation", &activation, "linear"));
+    SY_RETURN_IF_ERROR(GetString(layer, "padding", &padding, "valid"));
+    SY_RETURN_IF_ERROR(GetString(layer, "activation", &activation, "linear"));
 
     Weight* kernel_w = FindWeight(layer, "kernel");
     if (kernel_w == nullptr) return LayerError(layer, "no kernel weight in the manifest");
@@ -632,7 +352,7 @@ class Converter {
     const std::string conv =
         absl::StrCat("torch.conv2d(", input, ", self.", weight_name, ", ", bias_arg, ", [1, 1], [",
                      pad_h, ", ", pad_w, "], [", dilation.first, ", ", dilation.second, "], 1)");
-    SY_TFJS_RETURN_IF_ERROR(Activate(layer, activation, conv, expr));
+    SY_RETURN_IF_ERROR(Activate(layer, activation, conv, expr));
     const std::string var = out->var;
     *out = Derived(*in[0], var);
     out->channels = filters;
@@ -658,7 +378,7 @@ class Converter {
     *out = Derived(*in[0], var);
     out->channels = 0;
     for (const TensorInfo* t : in) {
-      SY_TFJS_RETURN_IF_ERROR(SameGrid(layer, *in[0], *t));
+      SY_RETURN_IF_ERROR(SameGrid(layer, *in[0], *t));
       vars.push_back(t->var);
       out->channels = (out->channels && t->channels)
                           ? std::optional<int64_t>(*out->channels + *t->channels)
@@ -671,12 +391,12 @@ class Converter {
 
   absl::Status UpSampling2D(const Layer& layer, const std::vector<const TensorInfo*>& in,
                             TensorInfo* out, std::string* expr) const {
-    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
-    SY_TFJS_RETURN_IF_ERROR(ChannelsLast(layer));
+    SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    SY_RETURN_IF_ERROR(ChannelsLast(layer));
     std::pair<int64_t, int64_t> size;
-    SY_TFJS_RETURN_IF_ERROR(GetPair(layer, "size", &size, std::pair<int64_t, int64_t>{2, 2}));
+    SY_RETURN_IF_ERROR(GetPair(layer, "size", &size, std::pair<int64_t, int64_t>{2, 2}));
     std::string interpolation;
-    SY_TFJS_RETURN_IF_ERROR(GetString(layer, "interpolation", &interpolation, "nearest"));
+    SY_RETURN_IF_ERROR(GetString(layer, "interpolation", &interpolation, "nearest"));
     if (interpolation != "nearest") {
       return LayerError(layer, absl::StrCat("interpolation ", Quote(interpolation),
                                             " is unsupported (only nearest)"));
@@ -698,7 +418,7 @@ class Converter {
   // it, so a config that says otherwise is refused rather than guessed at.
   absl::Status MultiplyBeta(const Layer& layer, const std::vector<const TensorInfo*>& in,
                             TensorInfo* out, std::string* expr) const {
-    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
     constexpr double kBeta = 0.2;
     const Json& c = *layer.config;
     if (c.contains("beta") && !c["beta"].is_null() &&
@@ -720,7 +440,7 @@ class Converter {
   // (torch's pixel_shuffle would read channel c * S * S + i * S + j instead.)
   absl::Status PixelShuffle(const Layer& layer, const std::vector<const TensorInfo*>& in,
                             TensorInfo* out, std::string* expr) const {
-    SY_TFJS_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
     const std::string prefix = "PixelShuffle";
     const std::string digits =
         layer.class_name.size() > prefix.size() + 1 && layer.class_name.back() == 'x'
@@ -758,27 +478,12 @@ class Converter {
   // --- module -----------------------------------------------------------------------------
 
   absl::StatusOr<torch::jit::Module> BuildModule() {
-    torch::jit::Module module("TfjsLayersModel");
-    for (const auto& [name, tensor] : params_) module.register_parameter(name, tensor, false);
-    module.register_attribute("scale", c10::IntType::get(), c10::IValue(scale_));
-    try {
-      module.define(source_);
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat(
-          path_.string(), ": generated TorchScript does not compile: ", e.what_without_backtrace(),
-          "\n", source_));
-    }
-    module.eval();
-    return module;
+    return convert::BuildModule("TfjsLayersModel", params_, scale_, source_, path_);
   }
 
   std::filesystem::path path_;
   TfjsConvertOptions options_;
-  int64_t weight_bytes_ = 0;
-  std::vector<Layer> layers_;
-  std::vector<size_t> order_;
-  std::string input_layer_;
-  std::string output_layer_;
+  tfjs::Graph graph_;
   std::map<std::string, Weight> weights_;
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::string source_;
@@ -789,16 +494,7 @@ class Converter {
 
 absl::StatusOr<torch::jit::Module> ConvertTfjsLayersModel(const std::filesystem::path& model_json,
                                                           const TfjsConvertOptions& options) {
-  try {
-    return Converter(model_json, options).Run();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(model_json.string(), ": libtorch error: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(model_json.string(), ": ", e.what()));
-  } catch (...) {
-    return absl::InternalError(absl::StrCat(model_json.string(), ": unknown error"));
-  }
+  return convert::NoExceptions(model_json, [&] { return Converter(model_json, options).Run(); });
 }
 
 }  // namespace switchyard::runner

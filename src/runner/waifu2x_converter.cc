@@ -2,11 +2,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <fstream>
 #include <limits>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -15,16 +12,15 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/json_limits.h"
+#include "common/status.h"
+#include "runner/converter_support.h"
 
 namespace switchyard::runner {
 namespace {
 
 using Json = nlohmann::json;
 
-#define SY_W2X_RETURN_IF_ERROR(expr)                      \
-  do {                                                    \
-    if (absl::Status _st = (expr); !_st.ok()) return _st; \
-  } while (false)
+using convert::FloatLiteral;
 
 constexpr size_t kMaxLayers = 64;
 constexpr int64_t kMaxPlanes = 4096;
@@ -32,41 +28,19 @@ constexpr int64_t kMaxKernel = 15;
 // The weights nest [out][in][kh][kw]; 4 levels inside a layer object inside the array.
 constexpr int kMaxDepth = 8;
 
-std::string FloatLiteral(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  std::string s = buf;
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
-  return s;
-}
-
 class Converter {
  public:
   explicit Converter(std::filesystem::path path) : path_(std::move(path)) {}
 
   absl::StatusOr<torch::jit::Module> Run() {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(path_, ec)) {
-      return absl::NotFoundError(absl::StrCat("waifu2x model JSON not found: ", path_.string()));
-    }
-    const auto size = std::filesystem::file_size(path_, ec);
-    if (ec) return absl::NotFoundError(absl::StrCat("cannot stat ", path_.string()));
-    if (size > static_cast<uintmax_t>(kMaxWaifu2xJsonBytes)) {
-      return Invalid(absl::StrCat("the file is ", size, " bytes, more than the limit of ",
-                                  kMaxWaifu2xJsonBytes));
-    }
-    std::ifstream in(path_, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path_.string()));
-    std::string text(static_cast<size_t>(size), '\0');
-    in.read(text.data(), static_cast<std::streamsize>(size));
-    if (in.gcount() != static_cast<std::streamsize>(size)) {
-      return absl::DataLossError(absl::StrCat("error reading ", path_.string()));
-    }
-    auto root = ParseJson(text, kMaxDepth);
+    auto text = convert::ReadFileLimited(path_, "waifu2x model JSON", kMaxWaifu2xJsonBytes);
+    if (!text.ok()) return text.status();
+    auto root = ParseJson(*text, kMaxDepth);
     if (!root.ok()) return Invalid(std::string(root.status().message()));
-    text.clear();
-    text.shrink_to_fit();
-    SY_W2X_RETURN_IF_ERROR(Parse(*root));
+    // The DOM holds the model now; the text need not stay alongside it while tensors are built.
+    text->clear();
+    text->shrink_to_fit();
+    SY_RETURN_IF_ERROR(Parse(*root));
     return BuildModule();
   }
 
@@ -96,7 +70,7 @@ class Converter {
     }
     for (const Json& item : value) {
       if (dim + 1 < shape.size()) {
-        SY_W2X_RETURN_IF_ERROR(ReadNested(i, what, item, shape, dim + 1, out));
+        SY_RETURN_IF_ERROR(ReadNested(i, what, item, shape, dim + 1, out));
         continue;
       }
       if (!item.is_number()) {
@@ -132,14 +106,14 @@ class Converter {
                                           "models with SpatialFullConvolution are not read)"));
       }
       int64_t n_in, n_out, kw, kh, dw, dh, pw, ph;
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "nInputPlane", &n_in));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "nOutputPlane", &n_out));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "kW", &kw));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "kH", &kh));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "dW", &dw));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "dH", &dh));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "padW", &pw));
-      SY_W2X_RETURN_IF_ERROR(GetInt(i, layer, "padH", &ph));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "nInputPlane", &n_in));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "nOutputPlane", &n_out));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "kW", &kw));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "kH", &kh));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "dW", &dw));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "dH", &dh));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "padW", &pw));
+      SY_RETURN_IF_ERROR(GetInt(i, layer, "padH", &ph));
       if (n_in != channels) {
         return LayerError(i, absl::StrCat("nInputPlane ", n_in, " does not match the ", channels,
                                           " channels coming in"));
@@ -157,15 +131,15 @@ class Converter {
         return LayerError(i, absl::StrCat("stride ", dw, "x", dh, " / padding ", pw, "x", ph,
                                           " is unsupported (only stride 1, no padding)"));
       }
-      if (i == 0) SY_W2X_RETURN_IF_ERROR(ModelConfig(layer));
+      if (i == 0) SY_RETURN_IF_ERROR(ModelConfig(layer));
       if (!layer.contains("weight") || !layer.contains("bias")) {
         return LayerError(i, "\"weight\" or \"bias\" is missing");
       }
       // Not reserved from the declared sizes: a hostile file may declare far more than it holds.
       std::vector<float> weight, bias;
-      SY_W2X_RETURN_IF_ERROR(
+      SY_RETURN_IF_ERROR(
           ReadNested(i, "weight", layer["weight"], {n_out, n_in, kh, kw}, 0, &weight));
-      SY_W2X_RETURN_IF_ERROR(ReadNested(i, "bias", layer["bias"], {n_out}, 0, &bias));
+      SY_RETURN_IF_ERROR(ReadNested(i, "bias", layer["bias"], {n_out}, 0, &bias));
       weights_.push_back(
           torch::from_blob(weight.data(), {n_out, n_in, kh, kw}, torch::kFloat32).clone());
       biases_.push_back(torch::from_blob(bias.data(), {n_out}, torch::kFloat32).clone());
@@ -196,9 +170,9 @@ class Converter {
       return absl::OkStatus();
     };
     int64_t scale_factor, channels;
-    SY_W2X_RETURN_IF_ERROR(get("scale_factor", &scale_factor));
-    SY_W2X_RETURN_IF_ERROR(get("channels", &channels));
-    SY_W2X_RETURN_IF_ERROR(get("offset", &offset_));
+    SY_RETURN_IF_ERROR(get("scale_factor", &scale_factor));
+    SY_RETURN_IF_ERROR(get("channels", &channels));
+    SY_RETURN_IF_ERROR(get("offset", &offset_));
     if (c.contains("arch_name") && c["arch_name"] != "vgg_7") {
       return LayerError(0, absl::StrCat("model_config.arch_name ", c["arch_name"].dump(),
                                         " is unsupported (only vgg_7)"));
@@ -218,18 +192,17 @@ class Converter {
   }
 
   absl::StatusOr<torch::jit::Module> BuildModule() {
-    torch::jit::Module module("Waifu2xVgg7");
+    std::vector<std::pair<std::string, torch::Tensor>> params;
     std::string body;
     std::string x = "x";
     for (size_t i = 0; i < weights_.size(); ++i) {
-      module.register_parameter(absl::StrCat("conv", i, "_weight"), weights_[i], false);
-      module.register_parameter(absl::StrCat("conv", i, "_bias"), biases_[i], false);
+      params.emplace_back(absl::StrCat("conv", i, "_weight"), weights_[i]);
+      params.emplace_back(absl::StrCat("conv", i, "_bias"), biases_[i]);
       std::string conv = absl::StrCat("torch.conv2d(", x, ", self.conv", i, "_weight, self.conv", i,
                                       "_bias, [1, 1], [0, 0], [1, 1], 1)");
       if (i + 1 < weights_.size()) conv = absl::StrCat("torch.leaky_relu(", conv, ", 0.1)");
       absl::StrAppend(&body, "    x = ", conv, "\n");
     }
-    module.register_attribute("scale", c10::IntType::get(), c10::IValue(int64_t{1}));
     const std::string pad = std::to_string(offset_);
     const std::string source = absl::StrCat(
         "def network(self, x: Tensor) -> Tensor:\n", body, "    return x\n\n",
@@ -241,15 +214,7 @@ class Converter {
         pad, ", ", pad, ", ", pad, "])\n",
         "    y = torch.clamp(self.network(x), 0.0, 1.0) * 255.0\n",
         "    n = num_images if num_images > 1 else 1\n", "    return y.repeat([n, 1, 1, 1])\n");
-    try {
-      module.define(source);
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat(
-          path_.string(), ": generated TorchScript does not compile: ", e.what_without_backtrace(),
-          "\n", source));
-    }
-    module.eval();
-    return module;
+    return convert::BuildModule("Waifu2xVgg7", params, /*scale=*/1, source, path_);
   }
 
   std::filesystem::path path_;
@@ -261,16 +226,7 @@ class Converter {
 }  // namespace
 
 absl::StatusOr<torch::jit::Module> ConvertWaifu2xModel(const std::filesystem::path& model_json) {
-  try {
-    return Converter(model_json).Run();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(model_json.string(), ": libtorch error: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(model_json.string(), ": ", e.what()));
-  } catch (...) {
-    return absl::InternalError(absl::StrCat(model_json.string(), ": unknown error"));
-  }
+  return convert::NoExceptions(model_json, [&] { return Converter(model_json).Run(); });
 }
 
 }  // namespace switchyard::runner

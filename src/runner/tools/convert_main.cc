@@ -6,7 +6,6 @@
 //   switchyard-convert tfjs --in model.json --out model.pt
 #include <chrono>
 #include <cstdint>
-#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -16,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
+#include "runner/converter_support.h"
 #include "runner/ncnn_converter.h"
 #include "runner/tfjs_converter.h"
 #include "runner/waifu2x_converter.h"
@@ -32,32 +32,16 @@ int Save(const std::string& format, absl::StatusOr<torch::jit::Module> module,
     std::cerr << "switchyard-convert " << format << ": " << module.status() << "\n";
     return 1;
   }
-  try {
-    int64_t params = 0;
-    int64_t values = 0;
-    for (const auto& p : module->parameters()) {
-      ++params;
-      values += p.numel();
-    }
-    const int64_t scale = module->attr("scale").toInt();
-    if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path());
-    const fs::path tmp = out_path.string() + ".tmp";
-    module->save(tmp.string());
-    fs::rename(tmp, out_path);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "wrote " << out_path.string() << " (" << format << "): " << params
-              << " parameters (" << values << " values), scale " << scale << ", "
-              << static_cast<int64_t>(ms) << " ms\n";
-  } catch (const c10::Error& e) {
-    std::cerr << "switchyard-convert " << format << ": cannot write " << out_path.string() << ": "
-              << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "switchyard-convert " << format << ": cannot write " << out_path.string() << ": "
-              << e.what() << "\n";
+  auto saved = switchyard::runner::convert::SaveModule(*module, out_path);
+  if (!saved.ok()) {
+    std::cerr << "switchyard-convert " << format << ": " << saved.status().message() << "\n";
     return 1;
   }
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "wrote " << out_path.string() << " (" << format << "): " << saved->parameters
+            << " parameters (" << saved->values << " values), scale " << saved->scale << ", "
+            << static_cast<int64_t>(ms) << " ms\n";
   return 0;
 }
 

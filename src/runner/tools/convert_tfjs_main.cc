@@ -3,7 +3,6 @@
 //   switchyard-convert-tfjs --in path/to/model.json --out model.pt [--value-range 0..1]
 #include <chrono>
 #include <cstdint>
-#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -13,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "runner/converter_support.h"
 #include "runner/tfjs_converter.h"
 
 namespace {
@@ -53,31 +53,16 @@ int main(int argc, char** argv) {
     std::cerr << "switchyard-convert-tfjs: " << module.status() << "\n";
     return 1;
   }
-  try {
-    int64_t params = 0;
-    int64_t values = 0;
-    for (const auto& p : module->parameters()) {
-      ++params;
-      values += p.numel();
-    }
-    const int64_t scale = module->attr("scale").toInt();
-    if (out_path.has_parent_path()) std::filesystem::create_directories(out_path.parent_path());
-    const std::filesystem::path tmp = out_path.string() + ".tmp";
-    module->save(tmp.string());
-    std::filesystem::rename(tmp, out_path);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "wrote " << out_path.string() << ": " << CountLayers(in_path) << " layers, "
-              << params << " parameters (" << values << " values), scale " << scale
-              << ", value range " << value_range << ", " << static_cast<int64_t>(ms) << " ms\n";
-  } catch (const c10::Error& e) {
-    std::cerr << "switchyard-convert-tfjs: cannot write " << out_path.string() << ": "
-              << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "switchyard-convert-tfjs: cannot write " << out_path.string() << ": " << e.what()
-              << "\n";
+  auto saved = switchyard::runner::convert::SaveModule(*module, out_path);
+  if (!saved.ok()) {
+    std::cerr << "switchyard-convert-tfjs: " << saved.status().message() << "\n";
     return 1;
   }
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "wrote " << out_path.string() << ": " << CountLayers(in_path) << " layers, "
+            << saved->parameters << " parameters (" << saved->values << " values), scale "
+            << saved->scale << ", value range " << value_range << ", " << static_cast<int64_t>(ms)
+            << " ms\n";
   return 0;
 }
