@@ -3,7 +3,7 @@
 //   switchyard-convert ncnn --param m.param [--bin m.bin] --out m.pt
 //                           [--contract upscale|live-video-to-video] [--value-range 1]
 //   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
-//   switchyard-convert tfjs --in model.json --out model.pt
+//   switchyard-convert tfjs --in model.json --out model.pt [--value-range 0..1]
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -86,6 +86,11 @@ int main(int argc, char** argv) {
   fs::path tfjs_in, tfjs_out;
   tfjs->add_option("--in", tfjs_in, "TF.js model.json (weight shards beside it)")->required();
   tfjs->add_option("--out", tfjs_out, "TorchScript file to write")->required();
+  std::string tfjs_range = "0..255";
+  tfjs->add_option("--value-range", tfjs_range,
+                   "value range the TF.js model works in (UpscalerJS's inputRange/outputRange): "
+                   "0..255 (default) or 0..1; the module always takes and returns 0..255")
+      ->check(CLI::IsMember({"0..255", "0..1"}));
 
   CLI11_PARSE(app, argc, argv);
 
@@ -101,5 +106,10 @@ int main(int argc, char** argv) {
   if (waifu2x->parsed()) {
     return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
   }
-  return Save("tfjs", switchyard::runner::ConvertTfjsLayersModel(tfjs_in), tfjs_out, start);
+  switchyard::runner::TfjsConvertOptions tfjs_options;
+  if (tfjs_range == "0..1") {
+    tfjs_options.value_range = switchyard::runner::TfjsConvertOptions::ValueRange::k0To1;
+  }
+  return Save("tfjs", switchyard::runner::ConvertTfjsLayersModel(tfjs_in, tfjs_options), tfjs_out,
+              start);
 }
