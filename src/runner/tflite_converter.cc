@@ -144,13 +144,13 @@ float HalfToFloat(uint16_t h) {
 
 // What conversion knows about a tensor of the subgraph.
 struct Value {
-  bool defined = false;         // the graph input, a constant, or produced by an earlier op
-  bool constant = false;        // constant: `data` holds it (float32 or int32), NHWC layout
-  std::vector<int64_t> shape;   // as the model declares it (NHWC for activations)
-  torch::Tensor data;           // constants only
-  std::string var;              // activations: the TorchScript variable (NCHW)
-  int producer = -1;            // operator index that produced it
-  bool half = false;            // a FLOAT16 constant (widened when read): only DEQUANTIZE takes it
+  bool defined = false;        // the graph input, a constant, or produced by an earlier op
+  bool constant = false;       // constant: `data` holds it (float32 or int32), NHWC layout
+  std::vector<int64_t> shape;  // as the model declares it (NHWC for activations)
+  torch::Tensor data;          // constants only
+  std::string var;             // activations: the TorchScript variable (NCHW)
+  int producer = -1;           // operator index that produced it
+  bool half = false;           // a FLOAT16 constant (widened when read): only DEQUANTIZE takes it
 };
 
 class Converter {
@@ -220,8 +220,8 @@ class Converter {
     const auto* buffers = model_->buffers();
     if (buffer_index != 0) {
       if (buffers == nullptr || buffer_index >= buffers->size()) {
-        return bad(absl::StrCat("refers to buffer ", buffer_index, " of ",
-                                buffers ? buffers->size() : 0));
+        return bad(
+            absl::StrCat("refers to buffer ", buffer_index, " of ", buffers ? buffers->size() : 0));
       }
       const tflite::Buffer* buffer = buffers->Get(buffer_index);
       if (buffer->offset() > 1 || buffer->size() > 0) {
@@ -247,9 +247,9 @@ class Converter {
         }
         const int64_t bytes = static_cast<int64_t>(buffer->data()->size());
         if (bytes != count * element) {
-          return bad(absl::StrCat("has shape ", ShapeText(value->shape), " of ", TypeName(t->type()),
-                                  " (", count * element, " bytes) but its buffer ", buffer_index,
-                                  " has ", bytes, " bytes"));
+          return bad(absl::StrCat(
+              "has shape ", ShapeText(value->shape), " of ", TypeName(t->type()), " (",
+              count * element, " bytes) but its buffer ", buffer_index, " has ", bytes, " bytes"));
         }
         const uint8_t* src = buffer->data()->data();
         if (element == 2) {
@@ -280,8 +280,8 @@ class Converter {
       }
     }
     if (t->type() != tflite::TensorType_FLOAT32) {
-      return bad(absl::StrCat("is a computed tensor of type ", TypeName(t->type()),
-                              " (only FLOAT32)"));
+      return bad(
+          absl::StrCat("is a computed tensor of type ", TypeName(t->type()), " (only FLOAT32)"));
     }
     return absl::OkStatus();
   }
@@ -296,8 +296,8 @@ class Converter {
       return Invalid("the subgraph has no tensors");
     }
     if (graph.tensors()->size() > kMaxTfliteTensors) {
-      return Invalid(absl::StrCat("has ", graph.tensors()->size(), " tensors, more than the limit of ",
-                                  kMaxTfliteTensors));
+      return Invalid(absl::StrCat("has ", graph.tensors()->size(),
+                                  " tensors, more than the limit of ", kMaxTfliteTensors));
     }
     if (graph.operators() == nullptr || graph.operators()->size() == 0) {
       return Invalid("the subgraph has no operators");
@@ -337,7 +337,8 @@ class Converter {
     }
 
     const Value& out = values_[static_cast<size_t>(output)];
-    if (!out.defined || out.constant) return Invalid("the output tensor is computed by no operator");
+    if (!out.defined || out.constant)
+      return Invalid("the output tensor is computed by no operator");
     if (out.shape != std::vector<int64_t>{1, input_h_, input_w_, 1}) {
       return Invalid(absl::StrCat("the output tensor has shape ", ShapeText(out.shape),
                                   "; a mask of the input's size [1, ", input_h_, ", ", input_w_,
@@ -446,7 +447,8 @@ class Converter {
             "ADD, MUL, HARD_SWISH, RELU, LOGISTIC, RESIZE_BILINEAR, DEQUANTIZE, CUSTOM "
             "'Convolution2DTransposeBias')");
     }
-    if (builtin == kLogistic) logistic_input_[out_index_] = values_[static_cast<size_t>(inputs[0])].var;
+    if (builtin == kLogistic)
+      logistic_input_[out_index_] = values_[static_cast<size_t>(inputs[0])].var;
     out.defined = true;
     out.producer = op_index_;
     out.var = absl::StrCat("t", out_index_);
@@ -465,7 +467,8 @@ class Converter {
 
   // An activation input (rank 4, computed or the graph input), NHWC.
   absl::StatusOr<const Value*> Activation(const std::vector<int>& inputs, size_t i) const {
-    if (i >= inputs.size() || inputs[i] < 0) return OpError(absl::StrCat("input ", i, " is absent"));
+    if (i >= inputs.size() || inputs[i] < 0)
+      return OpError(absl::StrCat("input ", i, " is absent"));
     const Value& v = values_[static_cast<size_t>(inputs[i])];
     if (v.constant) return OpError(absl::StrCat("input ", i, " is a constant, not an activation"));
     if (v.shape.size() != 4 || v.shape[0] != 1) {
@@ -478,7 +481,8 @@ class Converter {
   absl::StatusOr<const Value*> Constant(const std::vector<int>& inputs, size_t i,
                                         const std::vector<int64_t>& shape,
                                         torch::ScalarType dtype) const {
-    if (i >= inputs.size() || inputs[i] < 0) return OpError(absl::StrCat("input ", i, " is absent"));
+    if (i >= inputs.size() || inputs[i] < 0)
+      return OpError(absl::StrCat("input ", i, " is absent"));
     const Value& v = values_[static_cast<size_t>(inputs[i])];
     if (!v.constant) return OpError(absl::StrCat("input ", i, " must be a constant"));
     if (v.half) {
@@ -516,9 +520,7 @@ class Converter {
     return name;
   }
 
-  std::string TensorName(int index) const {
-    return absl::StrCat("tensor", index);
-  }
+  std::string TensorName(int index) const { return absl::StrCat("tensor", index); }
 
   absl::StatusOr<std::string> FusedActivation(int8_t activation, const std::string& x) const {
     switch (activation) {
@@ -533,7 +535,8 @@ class Converter {
       case tflite::ActivationFunctionType_TANH:
         return absl::StrCat("torch.tanh(", x, ")");
       default:
-        return OpError(absl::StrCat("fused activation ", static_cast<int>(activation), " is unsupported"));
+        return OpError(
+            absl::StrCat("fused activation ", static_cast<int>(activation), " is unsupported"));
     }
   }
 
@@ -559,8 +562,8 @@ class Converter {
 
   static std::string Padded(const std::string& x, const Padding1d& h, const Padding1d& w) {
     if (h.before == 0 && h.after == 0 && w.before == 0 && w.after == 0) return x;
-    return absl::StrCat("torch.constant_pad_nd(", x, ", [", w.before, ", ", w.after, ", ",
-                        h.before, ", ", h.after, "], 0.0)");
+    return absl::StrCat("torch.constant_pad_nd(", x, ", [", w.before, ", ", w.after, ", ", h.before,
+                        ", ", h.after, "], 0.0)");
   }
 
   absl::Status Dequantize(const tflite::Operator& op, const std::vector<int>& inputs, Value* out) {
@@ -575,7 +578,8 @@ class Converter {
     }
     if (in.shape != out->shape) {
       return OpError(absl::StrCat("output tensor ", out_index_, " is declared ",
-                                  ShapeText(out->shape), " but the input is ", ShapeText(in.shape)));
+                                  ShapeText(out->shape), " but the input is ",
+                                  ShapeText(in.shape)));
     }
     // The constant was widened to float32 when read (exactly); the output is that constant.
     out->data = in.data;
@@ -606,8 +610,8 @@ class Converter {
     } else {
       out_c = ws[0];
       if (ws[3] != c) {
-        return OpError(absl::StrCat("weights ", ShapeText(ws), " do not take the ", c,
-                                    " input channels"));
+        return OpError(
+            absl::StrCat("weights ", ShapeText(ws), " do not take the ", c, " input channels"));
       }
     }
     if (kh > kMaxKernel || kw > kMaxKernel) {
@@ -665,12 +669,12 @@ class Converter {
       bias = "self." + AddParam(TensorName(inputs[2]), (*b)->data);
     }
     // TFLite OHWI (depthwise: 1HW(C*m)) to torch's OIHW (depthwise: (C*m)1HW, groups C).
-    torch::Tensor wt = depthwise ? (*weight)->data.permute({3, 0, 1, 2})
-                                 : (*weight)->data.permute({0, 3, 1, 2});
+    torch::Tensor wt =
+        depthwise ? (*weight)->data.permute({3, 0, 1, 2}) : (*weight)->data.permute({0, 3, 1, 2});
     const std::string wname = AddParam(TensorName(inputs[1]), wt);
-    const std::string conv = absl::StrCat(
-        "torch.conv2d(", Padded((*x)->var, ph, pw), ", self.", wname, ", ", bias, ", [", sh, ", ",
-        sw, "], [0, 0], [", dh, ", ", dw, "], ", depthwise ? c : 1, ")");
+    const std::string conv = absl::StrCat("torch.conv2d(", Padded((*x)->var, ph, pw), ", self.",
+                                          wname, ", ", bias, ", [", sh, ", ", sw, "], [0, 0], [",
+                                          dh, ", ", dw, "], ", depthwise ? c : 1, ")");
     auto act = FusedActivation(activation, conv);
     if (!act.ok()) return act.status();
     *expr = *act;
@@ -695,8 +699,8 @@ class Converter {
       return OpError(absl::StrCat("stride ", sh, "x", sw, " is outside 1..", kMaxSide));
     }
     if (o->padding() != tflite::Padding_SAME && o->padding() != tflite::Padding_VALID) {
-      return OpError(absl::StrCat("padding ", static_cast<int>(o->padding()),
-                                  " is neither SAME nor VALID"));
+      return OpError(
+          absl::StrCat("padding ", static_cast<int>(o->padding()), " is neither SAME nor VALID"));
     }
     const bool same = o->padding() == tflite::Padding_SAME;
     const Padding1d ph = SamePadding((*x)->shape[1], fh, sh, 1, same),
@@ -708,10 +712,10 @@ class Converter {
         absl::StrCat("torch.avg_pool2d(", Padded((*x)->var, ph, pw), ", ", args, ")");
     if (Padded("p", ph, pw) != "p") {
       // TFLite averages only the pixels inside the image: divide by the padded ones' average.
-      pooled = absl::StrCat("(", pooled, " / torch.avg_pool2d(",
-                            Padded(absl::StrCat("torch.ones_like(", (*x)->var, ".narrow(1, 0, 1))"),
-                                   ph, pw),
-                            ", ", args, "))");
+      pooled = absl::StrCat(
+          "(", pooled, " / torch.avg_pool2d(",
+          Padded(absl::StrCat("torch.ones_like(", (*x)->var, ".narrow(1, 0, 1))"), ph, pw), ", ",
+          args, "))");
     }
     auto act = FusedActivation(o->fused_activation_function(), pooled);
     if (!act.ok()) return act.status();
@@ -780,8 +784,8 @@ class Converter {
         if (v.data.scalar_type() != torch::kFloat32 || v.half) {
           return OpError(absl::StrCat("constant input ", i, " is not FLOAT32"));
         }
-        operands[i] = "self." + AddParam(TensorName(inputs[i]),
-                                         v.data.reshape(s).permute({0, 3, 1, 2}));
+        operands[i] =
+            "self." + AddParam(TensorName(inputs[i]), v.data.reshape(s).permute({0, 3, 1, 2}));
       } else {
         auto a = Activation(inputs, i);
         if (!a.ok()) return a.status();
@@ -800,9 +804,9 @@ class Converter {
       shape[d] = std::max(a, b);
     }
     SY_RETURN_IF_ERROR(CheckOutput(out, shape));
-    auto act = FusedActivation(activation, absl::StrCat("(", operands[0],
-                                                        builtin == kAdd ? " + " : " * ",
-                                                        operands[1], ")"));
+    auto act = FusedActivation(
+        activation,
+        absl::StrCat("(", operands[0], builtin == kAdd ? " + " : " * ", operands[1], ")"));
     if (!act.ok()) return act.status();
     *expr = *act;
     return absl::OkStatus();
@@ -926,7 +930,8 @@ class Converter {
       return OpError("its output reaches past the transposed convolution (unsupported)");
     }
     // [O, KH, KW, I] -> torch's [I, O, KH, KW]
-    const std::string wname = AddParam(TensorName(inputs[1]), (*weight)->data.permute({3, 0, 1, 2}));
+    const std::string wname =
+        AddParam(TensorName(inputs[1]), (*weight)->data.permute({3, 0, 1, 2}));
     const std::string bname = AddParam(TensorName(inputs[2]), (*bias)->data);
     *expr = absl::StrCat("torch.conv_transpose2d(", (*x)->var, ", self.", wname, ", self.", bname,
                          ", [", sh, ", ", sw, "], [0, 0], [0, 0], 1, [1, 1])");
@@ -943,18 +948,16 @@ class Converter {
 
   absl::StatusOr<torch::jit::Module> BuildModule() {
     const std::string size = absl::StrCat("[", input_h_, ", ", input_w_, "]");
-    std::string source =
-        absl::StrCat("def network(self, x: Tensor) -> Tensor:\n", network_, "    return ",
-                     logits_var_, "\n\n",
-                     // The 0..255 image, resized to the model's input as MediaPipe's graph does
-                     // (bilinear, aspect not kept), on 0..1; logits resized back to H x W.
-                     "def person_logits(self, image: Tensor) -> Tuple[Tensor, Tensor]:\n",
-                     "    x = torch.upsample_bilinear2d(image * ", FloatLiteral(1.0 / 255.0), ", ",
-                     size, ", False, None, None)\n",
-                     "    low = self.network(x)\n",
-                     "    full = torch.upsample_bilinear2d(low, [image.size(2), image.size(3)], "
-                     "False, None, None)\n",
-                     "    return full, low\n\n");
+    std::string source = absl::StrCat(
+        "def network(self, x: Tensor) -> Tensor:\n", network_, "    return ", logits_var_, "\n\n",
+        // The 0..255 image, resized to the model's input as MediaPipe's graph does
+        // (bilinear, aspect not kept), on 0..1; logits resized back to H x W.
+        "def person_logits(self, image: Tensor) -> Tuple[Tensor, Tensor]:\n",
+        "    x = torch.upsample_bilinear2d(image * ", FloatLiteral(1.0 / 255.0), ", ", size,
+        ", False, None, None)\n", "    low = self.network(x)\n",
+        "    full = torch.upsample_bilinear2d(low, [image.size(2), image.size(3)], "
+        "False, None, None)\n",
+        "    return full, low\n\n");
     if (options_.contract == TfliteContract::kSegmentAnything2) {
       absl::StrAppend(
           &source,
@@ -992,10 +995,8 @@ class Converter {
           "f.narrow(3, f.size(3) - 1, 1).expand(-1, -1, -1, ", r, ")], 3)\n",
           "    return torch.conv2d(f, self.blur_h, None, [1, 1], [0, 0], [1, 1], 3)\n\n",
           "def forward(self, frame: Tensor, params: str) -> Tensor:\n",
-          "    # params are ignored\n",
-          "    full, low = self.person_logits(frame)\n",
-          "    p = torch.sigmoid(full)\n",
-          "    y = frame * p + self.blur(frame) * (1.0 - p)\n",
+          "    # params are ignored\n", "    full, low = self.person_logits(frame)\n",
+          "    p = torch.sigmoid(full)\n", "    y = frame * p + self.blur(frame) * (1.0 - p)\n",
           "    # live-video-to-video wants even sizes\n",
           "    return y.narrow(2, 0, y.size(2) - y.size(2) % 2)"
           ".narrow(3, 0, y.size(3) - y.size(3) % 2)\n");
@@ -1009,8 +1010,8 @@ class Converter {
   const tflite::Model* model_ = nullptr;
   std::vector<Value> values_;
   std::map<int, std::string> logistic_input_;  // LOGISTIC output tensor -> its input's variable
-  std::set<std::string> used_names_ = {"forward", "network", "person_logits", "blur", "blur_v",
-                                       "blur_h",  "training", "scale"};
+  std::set<std::string> used_names_ = {"forward", "network", "person_logits", "blur",
+                                       "blur_v",  "blur_h",  "training",      "scale"};
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::string network_;
   std::string logits_var_;
