@@ -27,6 +27,8 @@ using convert::Quote;
 
 constexpr int64_t kMaxSide = 4096;       // of any activation
 constexpr int64_t kMaxChannels = 65536;  // of any activation
+// Of any activation (1 GiB of float32): the module allocates each at run time.
+constexpr int64_t kMaxActivationElements = int64_t{1} << 28;
 constexpr int64_t kMaxKernel = 63;
 constexpr int64_t kMaxStride = 16;
 constexpr int64_t kMaxDilation = 16;
@@ -504,9 +506,11 @@ class Converter {
                                   ShapeText(out.shape), " but the operator computes ",
                                   ShapeText(expected)));
     }
-    if (expected[1] > kMaxSide || expected[2] > kMaxSide || expected[3] > kMaxChannels) {
+    if (expected[1] > kMaxSide || expected[2] > kMaxSide || expected[3] > kMaxChannels ||
+        expected[1] * expected[2] * expected[3] > kMaxActivationElements) {
       return OpError(absl::StrCat("output shape ", ShapeText(expected), " is over the limits (",
-                                  kMaxSide, " pixels a side, ", kMaxChannels, " channels)"));
+                                  kMaxSide, " pixels a side, ", kMaxChannels, " channels, ",
+                                  kMaxActivationElements, " elements)"));
     }
     return absl::OkStatus();
   }
@@ -1026,7 +1030,16 @@ class Converter {
 absl::StatusOr<torch::jit::Module> ConvertTfliteBuffer(absl::string_view data,
                                                        const std::string& name,
                                                        const TfliteConvertOptions& options) {
-  return convert::NoExceptions(name, [&] { return Converter(data, name, options).Run(); });
+  return convert::NoExceptions(name, [&]() -> absl::StatusOr<torch::jit::Module> {
+    // flatbuffers reads scalars in place (reinterpret_cast), so the buffer must start aligned
+    // as its builder wrote it: a view at another address is copied to fresh memory first.
+    std::string copy;
+    if (reinterpret_cast<uintptr_t>(data.data()) % 16 != 0) {
+      copy.assign(data.data(), data.size());
+      data = copy;
+    }
+    return Converter(data, name, options).Run();
+  });
 }
 
 absl::StatusOr<torch::jit::Module> ConvertTfliteModel(const std::filesystem::path& path,

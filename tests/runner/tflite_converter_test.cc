@@ -48,7 +48,9 @@ const fs::path kPackageDir =
 // input x [1, 4, 4, 3] -> CONV_2D 1x1 (weights [1, 1, 1, 3], bias [1]) -> [1, 4, 4, 1] ->
 // LOGISTIC -> output. Fields are public so a test can break one thing.
 struct TinyModel {
-  int32_t conv_code = 3;  // BuiltinOperator of the first op
+  int32_t side = 4;          // of the input
+  int32_t out_channels = 1;  // of the convolution (weights [out_channels, 1, 1, 3])
+  int32_t conv_code = 3;     // BuiltinOperator of the first op
   std::vector<int32_t> conv_out_shape = {1, 4, 4, 1};
   std::vector<float> weights = {0.5f, -1.0f, 2.0f};
   size_t weight_bytes = 12;  // bytes of the weight buffer actually written
@@ -60,13 +62,14 @@ struct TinyModel {
       return tflite::CreateTensorDirect(fbb, &shape, tflite::TensorType_FLOAT32, buffer, name);
     };
     std::vector<flatbuffers::Offset<tflite::Tensor>> tensors = {
-        tensor({1, 4, 4, 3}, 0, "x"), tensor({1, 1, 1, 3}, 1, "w"), tensor({1}, 2, "b"),
-        tensor(conv_out_shape, 0, "conv"), tensor({1, 4, 4, 1}, 0, "mask")};
+        tensor({1, side, side, 3}, 0, "x"), tensor({out_channels, 1, 1, 3}, 1, "w"),
+        tensor({out_channels}, 2, "b"), tensor(conv_out_shape, 0, "conv"),
+        tensor({1, 4, 4, 1}, 0, "mask")};
     std::vector<uint8_t> wbytes(weight_bytes);
     std::memcpy(wbytes.data(), weights.data(), std::min(weight_bytes, weights.size() * 4));
-    const float bias = 0.25f;
-    std::vector<uint8_t> bbytes(4);
-    std::memcpy(bbytes.data(), &bias, 4);
+    const std::vector<float> bias(static_cast<size_t>(out_channels), 0.25f);
+    std::vector<uint8_t> bbytes(bias.size() * 4);
+    std::memcpy(bbytes.data(), bias.data(), bbytes.size());
     std::vector<uint8_t> empty;
     std::vector<flatbuffers::Offset<tflite::Buffer>> buffers = {
         tflite::CreateBufferDirect(fbb, &empty), tflite::CreateBufferDirect(fbb, &wbytes),
@@ -133,6 +136,26 @@ TEST(TfliteConverterTest, RefusesMissingFile) {
   auto m = ConvertTfliteModel("/nonexistent/model.tflite");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound) << m.status();
+}
+
+TEST(TfliteConverterTest, ConvertsAViewAtAnyAlignment) {
+  const std::string bytes = TinyModel().Build();
+  std::string shifted = "xyz" + bytes;  // the model starts 3 bytes into the buffer
+  auto m = ConvertTfliteBuffer(absl::string_view(shifted).substr(3), "shifted.tflite");
+  ASSERT_TRUE(m.ok()) << m.status();
+}
+
+TEST(TfliteConverterTest, RefusesHugeActivations) {
+  // 4096x4096 is within the per-side limit, but 17 channels of it are over 2^28 elements.
+  TinyModel model;
+  model.side = 4096;
+  model.out_channels = 17;
+  model.weights.assign(17 * 3, 0.5f);
+  model.weight_bytes = 17 * 3 * 4;
+  model.conv_out_shape = {1, 4096, 4096, 17};
+  ExpectInvalid(Convert(model.Build()),
+                "operator 0 (CONV_2D): output shape [1, 4096, 4096, 17] "
+                "is over the limits");
 }
 
 TEST(TfliteConverterTest, RefusesTooShortAndWrongIdentifier) {
