@@ -4,6 +4,8 @@
 //                           [--contract upscale|live-video-to-video] [--value-range 1]
 //   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
 //   switchyard-convert tfjs --in model.json --out model.pt [--value-range 0..1]
+//   switchyard-convert tflite --in m.tflite --out m.pt
+//                             [--contract segment-anything-2|live-video-to-video]
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -18,6 +20,7 @@
 #include "runner/converter_support.h"
 #include "runner/ncnn_converter.h"
 #include "runner/tfjs_converter.h"
+#include "runner/tflite_converter.h"
 #include "runner/waifu2x_converter.h"
 
 namespace {
@@ -92,6 +95,21 @@ int main(int argc, char** argv) {
                    "0..255 (default) or 0..1; the module always takes and returns 0..255")
       ->check(CLI::IsMember({"0..255", "0..1"}));
 
+  CLI::App* tflite = app.add_subcommand(
+      "tflite",
+      "TFLite flatbuffer (MediaPipe selfie segmentation) -> segment-anything-2 (person mask) or "
+      "live-video-to-video (background blur) TorchScript");
+  fs::path tflite_in, tflite_out;
+  std::string tflite_contract = "segment-anything-2";
+  tflite->add_option("--in", tflite_in, ".tflite model")->required();
+  tflite->add_option("--out", tflite_out, "TorchScript file to write")->required();
+  tflite
+      ->add_option("--contract", tflite_contract,
+                   "pipeline contract of forward: segment-anything-2 (the person mask; prompts "
+                   "ignored) or live-video-to-video (background blurred behind the person)")
+      ->check(CLI::IsMember({"segment-anything-2", "live-video-to-video"}))
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   const auto start = std::chrono::steady_clock::now();
@@ -102,6 +120,14 @@ int main(int argc, char** argv) {
     options.value_range = value_range;
     return Save("ncnn", switchyard::runner::ConvertNcnnModel(param_path, bin_path, options),
                 ncnn_out, start);
+  }
+  if (tflite->parsed()) {
+    switchyard::runner::TfliteConvertOptions options;
+    options.contract = tflite_contract == "segment-anything-2"
+                           ? switchyard::runner::TfliteContract::kSegmentAnything2
+                           : switchyard::runner::TfliteContract::kLiveVideo;
+    return Save("tflite", switchyard::runner::ConvertTfliteModel(tflite_in, options), tflite_out,
+                start);
   }
   if (waifu2x->parsed()) {
     return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
