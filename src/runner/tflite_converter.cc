@@ -1,7 +1,9 @@
+// The TFLite converter (tflite_converter.h): each operator of the subgraph that tflite_model.h
+// has read and checked becomes a line of TorchScript, its constants module parameters; the network
+// is then wrapped into the pipeline contract (tflite_module.h) and compiled.
 #include "runner/tflite_converter.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -15,145 +17,26 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "runner/converter_support.h"
+#include "runner/tflite_model.h"
+#include "runner/tflite_module.h"
 #include "runner/tflite_schema_generated.h"
 
 namespace switchyard::runner {
 namespace {
 
 using convert::CommentText;
-using convert::FloatLiteral;
 using convert::Identifier;
 using convert::Quote;
-
-constexpr int64_t kMaxSide = 4096;       // of any activation
-constexpr int64_t kMaxChannels = 65536;  // of any activation
-// Of any activation (1 GiB of float32): the module allocates each at run time.
-constexpr int64_t kMaxActivationElements = int64_t{1} << 28;
-constexpr int64_t kMaxKernel = 63;
-constexpr int64_t kMaxStride = 16;
-constexpr int64_t kMaxDilation = 16;
-constexpr int64_t kMaxConstantRank = 4;
-
-// BuiltinOperator values (tensorflow/lite/schema/schema.fbs) the converter reads or names.
-enum Op : int32_t {
-  kAdd = 0,
-  kAveragePool2d = 1,
-  kConcatenation = 2,
-  kConv2d = 3,
-  kDepthwiseConv2d = 4,
-  kDequantize = 6,
-  kFullyConnected = 9,
-  kLogistic = 14,
-  kMaxPool2d = 17,
-  kMul = 18,
-  kRelu = 19,
-  kReluN1To1 = 20,
-  kRelu6 = 21,
-  kReshape = 22,
-  kResizeBilinear = 23,
-  kSoftmax = 25,
-  kTanh = 28,
-  kCustom = 32,
-  kPad = 34,
-  kTranspose = 39,
-  kMean = 40,
-  kSub = 41,
-  kTransposeConv = 67,
-  kHardSwish = 117,
-  kPlaceholderForGreaterOpCodes = 127,
-};
-
-std::string OpName(int32_t op) {
-  static const std::map<int32_t, const char*> kNames = {
-      {kAdd, "ADD"},
-      {kAveragePool2d, "AVERAGE_POOL_2D"},
-      {kConcatenation, "CONCATENATION"},
-      {kConv2d, "CONV_2D"},
-      {kDepthwiseConv2d, "DEPTHWISE_CONV_2D"},
-      {kDequantize, "DEQUANTIZE"},
-      {kFullyConnected, "FULLY_CONNECTED"},
-      {kLogistic, "LOGISTIC"},
-      {kMaxPool2d, "MAX_POOL_2D"},
-      {kMul, "MUL"},
-      {kRelu, "RELU"},
-      {kReluN1To1, "RELU_N1_TO_1"},
-      {kRelu6, "RELU6"},
-      {kReshape, "RESHAPE"},
-      {kResizeBilinear, "RESIZE_BILINEAR"},
-      {kSoftmax, "SOFTMAX"},
-      {kTanh, "TANH"},
-      {kCustom, "CUSTOM"},
-      {kPad, "PAD"},
-      {kTranspose, "TRANSPOSE"},
-      {kMean, "MEAN"},
-      {kSub, "SUB"},
-      {kTransposeConv, "TRANSPOSE_CONV"},
-      {kHardSwish, "HARD_SWISH"},
-  };
-  auto it = kNames.find(op);
-  return it != kNames.end() ? it->second : absl::StrCat("builtin op ", op);
-}
-
-const char* TypeName(tflite::TensorType type) {
-  switch (type) {
-    case tflite::TensorType_FLOAT32:
-      return "FLOAT32";
-    case tflite::TensorType_FLOAT16:
-      return "FLOAT16";
-    case tflite::TensorType_INT32:
-      return "INT32";
-    case tflite::TensorType_UINT8:
-      return "UINT8";
-    case tflite::TensorType_INT64:
-      return "INT64";
-    case tflite::TensorType_INT8:
-      return "INT8";
-    default:
-      return "another type";
-  }
-}
-
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-// IEEE half to float, exactly (subnormals, infinities and NaN included).
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exponent = (h >> 10) & 0x1f;
-  uint32_t mantissa = h & 0x3ff;
-  uint32_t bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exponent = 127 - 15 + 1;
-      while ((mantissa & 0x400) == 0) {
-        mantissa <<= 1;
-        --exponent;
-      }
-      bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7f800000 | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-// What conversion knows about a tensor of the subgraph.
-struct Value {
-  bool defined = false;        // the graph input, a constant, or produced by an earlier op
-  bool constant = false;       // constant: `data` holds it (float32 or int32), NHWC layout
-  std::vector<int64_t> shape;  // as the model declares it (NHWC for activations)
-  torch::Tensor data;          // constants only
-  std::string var;             // activations: the TorchScript variable (NCHW)
-  int producer = -1;           // operator index that produced it
-  bool half = false;           // a FLOAT16 constant (widened when read): only DEQUANTIZE takes it
-};
+using tflite_model::kMaxActivationElements;
+using tflite_model::kMaxChannels;
+using tflite_model::kMaxDilation;
+using tflite_model::kMaxKernel;
+using tflite_model::kMaxSide;
+using tflite_model::kMaxStride;
+using tflite_model::OpName;
+using tflite_model::ShapeText;
+using tflite_model::Value;
+using enum tflite_model::Op;
 
 class Converter {
  public:
@@ -161,181 +44,37 @@ class Converter {
       : data_(data), name_(std::move(name)), options_(options) {}
 
   absl::StatusOr<torch::jit::Module> Run() {
-    SY_RETURN_IF_ERROR(Verify());
+    auto model = tflite_model::VerifyModel(data_, name_);
+    if (!model.ok()) return model.status();
+    model_ = *model;
     SY_RETURN_IF_ERROR(ReadGraph());
-    return BuildModule();
+    return BuildTfliteModule(network_, logits_var_, input_h_, input_w_, options_.contract,
+                             std::move(params_), name_);
   }
 
  private:
   absl::Status Invalid(const std::string& reason) const {
-    return absl::InvalidArgumentError(absl::StrCat(name_, ": ", reason));
+    return tflite_model::Invalid(name_, reason);
   }
   absl::Status OpError(const std::string& reason) const {
     return Invalid(absl::StrCat("operator ", op_index_, " (", op_name_, "): ", reason));
   }
 
-  absl::Status Verify() {
-    if (data_.size() < 8) {
-      return Invalid(absl::StrCat("is ", data_.size(), " bytes, too short for a TFLite model"));
-    }
-    if (!flatbuffers::BufferHasIdentifier(data_.data(), tflite::ModelIdentifier())) {
-      return Invalid("is not a TFLite model (no \"TFL3\" file identifier at byte 4)");
-    }
-    // The Verifier checks every offset, vector, string and union inside the buffer against its
-    // end, bounded in depth and table count, so nothing read below can point outside it.
-    flatbuffers::Verifier verifier(reinterpret_cast<const uint8_t*>(data_.data()), data_.size(),
-                                   /*max_depth=*/64, /*max_tables=*/1000000);
-    if (!tflite::VerifyModelBuffer(verifier)) {
-      return Invalid(
-          "fails flatbuffer verification (truncated or corrupt: an offset, vector or string "
-          "points outside the file)");
-    }
-    model_ = tflite::GetModel(data_.data());
-    return absl::OkStatus();
-  }
-
-  absl::Status ReadTensor(const tflite::SubGraph& graph, int index, Value* value) {
-    const tflite::Tensor* t = graph.tensors()->Get(index);
-    const std::string tname = t->name() ? CommentText(t->name()->str()) : "";
-    auto bad = [&](const std::string& reason) {
-      return Invalid(absl::StrCat("tensor ", index, " ", Quote(tname), ": ", reason));
-    };
-    if (t->shape() == nullptr) return bad("has no shape");
-    if (t->shape()->size() > static_cast<uint32_t>(kMaxConstantRank)) {
-      return bad(absl::StrCat("has rank ", t->shape()->size(), " (at most 4 is supported)"));
-    }
-    int64_t count = 1;
-    for (int32_t d : *t->shape()) {
-      if (d < 1 || d > (1 << 20)) return bad(absl::StrCat("has dimension ", d));
-      value->shape.push_back(d);
-      count *= d;
-      if (count > (int64_t{1} << 31)) return bad("has too many elements");
-    }
-    if (t->quantization() != nullptr &&
-        ((t->quantization()->scale() && t->quantization()->scale()->size() > 0) ||
-         (t->quantization()->zero_point() && t->quantization()->zero_point()->size() > 0))) {
-      return bad("is quantized (unsupported)");
-    }
-    if (t->sparsity() != nullptr) return bad("is sparse (unsupported)");
-    if (t->is_variable()) return bad("is a variable (unsupported)");
-    const uint32_t buffer_index = t->buffer();
-    const auto* buffers = model_->buffers();
-    if (buffer_index != 0) {
-      if (buffers == nullptr || buffer_index >= buffers->size()) {
-        return bad(
-            absl::StrCat("refers to buffer ", buffer_index, " of ", buffers ? buffers->size() : 0));
-      }
-      const tflite::Buffer* buffer = buffers->Get(buffer_index);
-      if (buffer->offset() > 1 || buffer->size() > 0) {
-        return bad("has its data outside the flatbuffer (models over 2 GB: unsupported)");
-      }
-      if (buffer->data() != nullptr && buffer->data()->size() > 0) {
-        int64_t element = 0;
-        torch::ScalarType dtype = torch::kFloat32;
-        switch (t->type()) {
-          case tflite::TensorType_FLOAT32:
-            element = 4;
-            break;
-          case tflite::TensorType_FLOAT16:
-            element = 2;
-            break;
-          case tflite::TensorType_INT32:
-            element = 4;
-            dtype = torch::kInt32;
-            break;
-          default:
-            return bad(absl::StrCat("is a constant of type ", TypeName(t->type()),
-                                    " (only FLOAT32, FLOAT16, INT32)"));
-        }
-        const int64_t bytes = static_cast<int64_t>(buffer->data()->size());
-        if (bytes != count * element) {
-          return bad(absl::StrCat(
-              "has shape ", ShapeText(value->shape), " of ", TypeName(t->type()), " (",
-              count * element, " bytes) but its buffer ", buffer_index, " has ", bytes, " bytes"));
-        }
-        const uint8_t* src = buffer->data()->data();
-        if (element == 2) {
-          std::vector<float> values(static_cast<size_t>(count));
-          for (int64_t i = 0; i < count; ++i) {
-            uint16_t h;
-            std::memcpy(&h, src + 2 * i, 2);
-            values[static_cast<size_t>(i)] = HalfToFloat(h);
-          }
-          value->data = torch::from_blob(values.data(), value->shape, torch::kFloat32).clone();
-          if (!torch::isfinite(value->data).all().item<bool>()) {
-            return bad("has a value that is not finite");
-          }
-          value->constant = true;
-          value->defined = true;
-          value->half = true;
-          return absl::OkStatus();
-        }
-        // memcpy: the flatbuffer guarantees no alignment a float view could rely on here.
-        value->data = torch::empty(value->shape, dtype);
-        std::memcpy(value->data.data_ptr(), src, static_cast<size_t>(bytes));
-        if (dtype == torch::kFloat32 && !torch::isfinite(value->data).all().item<bool>()) {
-          return bad("has a value that is not finite");
-        }
-        value->constant = true;
-        value->defined = true;
-        return absl::OkStatus();
-      }
-    }
-    if (t->type() != tflite::TensorType_FLOAT32) {
-      return bad(
-          absl::StrCat("is a computed tensor of type ", TypeName(t->type()), " (only FLOAT32)"));
-    }
-    return absl::OkStatus();
-  }
-
+  // The tensors and the input (tflite_model::ReadGraph), then every operator in order; the output
+  // must be the input-sized mask of a LOGISTIC.
   absl::Status ReadGraph() {
-    if (model_->subgraphs() == nullptr || model_->subgraphs()->size() != 1) {
-      return Invalid(absl::StrCat("has ", model_->subgraphs() ? model_->subgraphs()->size() : 0,
-                                  " subgraphs (exactly 1 is supported)"));
-    }
-    const tflite::SubGraph& graph = *model_->subgraphs()->Get(0);
-    if (graph.tensors() == nullptr || graph.tensors()->size() == 0) {
-      return Invalid("the subgraph has no tensors");
-    }
-    if (graph.tensors()->size() > kMaxTfliteTensors) {
-      return Invalid(absl::StrCat("has ", graph.tensors()->size(),
-                                  " tensors, more than the limit of ", kMaxTfliteTensors));
-    }
-    if (graph.operators() == nullptr || graph.operators()->size() == 0) {
-      return Invalid("the subgraph has no operators");
-    }
-    if (graph.operators()->size() > kMaxTfliteOperators) {
-      return Invalid(absl::StrCat("has ", graph.operators()->size(),
-                                  " operators, more than the limit of ", kMaxTfliteOperators));
-    }
-    values_.resize(graph.tensors()->size());
-    for (uint32_t i = 0; i < graph.tensors()->size(); ++i) {
-      SY_RETURN_IF_ERROR(ReadTensor(graph, static_cast<int>(i), &values_[i]));
-    }
-    if (graph.inputs() == nullptr || graph.inputs()->size() != 1 || graph.outputs() == nullptr ||
-        graph.outputs()->size() != 1) {
-      return Invalid("the subgraph must have exactly one input and one output tensor");
-    }
-    const int input = graph.inputs()->Get(0);
-    const int output = graph.outputs()->Get(0);
-    if (input < 0 || input >= static_cast<int>(values_.size()) || output < 0 ||
-        output >= static_cast<int>(values_.size())) {
-      return Invalid("the subgraph's input or output tensor index is out of range");
-    }
-    Value& in = values_[static_cast<size_t>(input)];
-    if (in.constant || in.shape.size() != 4 || in.shape[0] != 1 || in.shape[3] != 3 ||
-        in.shape[1] > kMaxSide || in.shape[2] > kMaxSide) {
-      return Invalid(absl::StrCat("the input tensor has shape ", ShapeText(in.shape),
-                                  "; [1, H, W, 3] (H, W <= ", kMaxSide, ") is supported"));
-    }
-    in.defined = true;
-    in.var = "x";
-    input_h_ = in.shape[1];
-    input_w_ = in.shape[2];
+    auto graph = tflite_model::ReadGraph(*model_, name_);
+    if (!graph.ok()) return graph.status();
+    values_ = std::move(graph->values);
+    const int output = graph->output;
+    values_[static_cast<size_t>(graph->input)].var = "x";
+    input_h_ = graph->input_h;
+    input_w_ = graph->input_w;
 
-    for (uint32_t i = 0; i < graph.operators()->size(); ++i) {
+    const auto* operators = graph->subgraph->operators();
+    for (uint32_t i = 0; i < operators->size(); ++i) {
       op_index_ = static_cast<int>(i);
-      SY_RETURN_IF_ERROR(Operator(*graph.operators()->Get(i)));
+      SY_RETURN_IF_ERROR(Operator(*operators->Get(i)));
     }
 
     const Value& out = values_[static_cast<size_t>(output)];
@@ -360,7 +99,8 @@ class Converter {
   absl::Status Operator(const tflite::Operator& op) {
     const auto* codes = model_->operator_codes();
     if (codes == nullptr || op.opcode_index() >= codes->size()) {
-      op_name_ = "?";
+      // Not `= "?"`: GCC 12 at -O3 reports a false -Wrestrict on that assignment once inlined.
+      op_name_ = std::string("?");
       return OpError(absl::StrCat("opcode_index ", op.opcode_index(), " is out of range"));
     }
     const tflite::OperatorCode* code = codes->Get(op.opcode_index());
@@ -946,66 +686,6 @@ class Converter {
       absl::StrAppend(expr, ".narrow(3, ", from_out_w.before, ", ", ow, ")");
     }
     return absl::OkStatus();
-  }
-
-  // --- module -----------------------------------------------------------------------------
-
-  absl::StatusOr<torch::jit::Module> BuildModule() {
-    const std::string size = absl::StrCat("[", input_h_, ", ", input_w_, "]");
-    std::string source = absl::StrCat(
-        "def network(self, x: Tensor) -> Tensor:\n", network_, "    return ", logits_var_, "\n\n",
-        // The 0..255 image, resized to the model's input as MediaPipe's graph does
-        // (bilinear, aspect not kept), on 0..1; logits resized back to H x W.
-        "def person_logits(self, image: Tensor) -> Tuple[Tensor, Tensor]:\n",
-        "    x = torch.upsample_bilinear2d(image * ", FloatLiteral(1.0 / 255.0), ", ", size,
-        ", False, None, None)\n", "    low = self.network(x)\n",
-        "    full = torch.upsample_bilinear2d(low, [image.size(2), image.size(3)], "
-        "False, None, None)\n",
-        "    return full, low\n\n");
-    if (options_.contract == TfliteContract::kSegmentAnything2) {
-      absl::StrAppend(
-          &source,
-          "def forward(self, image: Tensor, point_coords: Tensor, point_labels: Tensor, "
-          "box: Tensor, mask_input: Tensor, multimask_output: bool, normalize_coords: bool) "
-          "-> Tuple[Tensor, Tensor, Tensor]:\n",
-          "    # a person mask: the prompts are ignored (this is not SAM 2)\n",
-          "    full, low = self.person_logits(image)\n",
-          "    score = torch.mean(torch.abs(torch.sigmoid(low) * 2.0 - 1.0)).reshape([1])\n",
-          "    return full[0], score, low[0]\n");
-    } else {
-      const int64_t taps = 2 * kTfliteBlurRadius + 1;
-      std::vector<float> kernel(static_cast<size_t>(taps));
-      double sum = 0;
-      for (int64_t i = 0; i < taps; ++i) {
-        const double d = static_cast<double>(i - kTfliteBlurRadius);
-        sum += std::exp(-d * d / (2.0 * kTfliteBlurSigma * kTfliteBlurSigma));
-      }
-      for (int64_t i = 0; i < taps; ++i) {
-        const double d = static_cast<double>(i - kTfliteBlurRadius);
-        kernel[static_cast<size_t>(i)] = static_cast<float>(
-            std::exp(-d * d / (2.0 * kTfliteBlurSigma * kTfliteBlurSigma)) / sum);
-      }
-      torch::Tensor k = torch::from_blob(kernel.data(), {taps}, torch::kFloat32).clone();
-      params_.emplace_back("blur_v", k.reshape({1, 1, taps, 1}).repeat({3, 1, 1, 1}));
-      params_.emplace_back("blur_h", k.reshape({1, 1, 1, taps}).repeat({3, 1, 1, 1}));
-      const std::string r = absl::StrCat(kTfliteBlurRadius);
-      absl::StrAppend(
-          &source, "def blur(self, f: Tensor) -> Tensor:\n",
-          "    # separable Gaussian, edge pixels repeated\n",
-          "    f = torch.cat([f.narrow(2, 0, 1).expand(-1, -1, ", r, ", -1), f, ",
-          "f.narrow(2, f.size(2) - 1, 1).expand(-1, -1, ", r, ", -1)], 2)\n",
-          "    f = torch.conv2d(f, self.blur_v, None, [1, 1], [0, 0], [1, 1], 3)\n",
-          "    f = torch.cat([f.narrow(3, 0, 1).expand(-1, -1, -1, ", r, "), f, ",
-          "f.narrow(3, f.size(3) - 1, 1).expand(-1, -1, -1, ", r, ")], 3)\n",
-          "    return torch.conv2d(f, self.blur_h, None, [1, 1], [0, 0], [1, 1], 3)\n\n",
-          "def forward(self, frame: Tensor, params: str) -> Tensor:\n",
-          "    # params are ignored\n", "    full, low = self.person_logits(frame)\n",
-          "    p = torch.sigmoid(full)\n", "    y = frame * p + self.blur(frame) * (1.0 - p)\n",
-          "    # live-video-to-video wants even sizes\n",
-          "    return y.narrow(2, 0, y.size(2) - y.size(2) % 2)"
-          ".narrow(3, 0, y.size(3) - y.size(3) % 2)\n");
-    }
-    return convert::BuildModule("TfliteModel", params_, 1, source, name_);
   }
 
   absl::string_view data_;
