@@ -23,6 +23,17 @@
 #include "runner/onnx_converter.h"
 #include "runner/onnx_graph.h"
 
+// `lhs = *expr` for an absl::StatusOr `expr`, returning its status when it is not OK (for the
+// code generators in onnx_ops*.cc).
+#define ONNX_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                               \
+  if (!tmp.ok()) return tmp.status();              \
+  lhs = std::move(*tmp)
+#define ONNX_CONCAT_INNER(a, b) a##b
+#define ONNX_CONCAT(a, b) ONNX_CONCAT_INNER(a, b)
+#define ONNX_ASSIGN_OR_RETURN(lhs, expr) \
+  ONNX_ASSIGN_OR_RETURN_IMPL(ONNX_CONCAT(status_or_, __LINE__), lhs, expr)
+
 namespace switchyard::runner::onnx_impl {
 
 using convert::CommentText;
