@@ -377,6 +377,79 @@ TEST(OnnxConverterTest, SurvivesMutatedTinyModels) {
   std::cout << "[ mutated  ] " << kRounds << " rounds, " << ok << " still converted\n";
 }
 
+// Structured damage: a node's operator, attribute values, inputs or outputs changed, or a
+// constant's dims. Each round ends in a module or INVALID_ARGUMENT (INTERNAL would mean generated
+// TorchScript that does not compile: a converter bug). Returns how many still converted.
+int CheckStructuredMutations(const std::string& model_bytes, int rounds, uint32_t seed) {
+  onnx::ModelProto original;
+  EXPECT_TRUE(original.ParseFromString(model_bytes));
+  const onnx::GraphProto& g0 = original.graph();
+  std::vector<std::string> names = {"", "x", "nowhere"};
+  for (const auto& n : g0.node()) {
+    for (const auto& o : n.output()) names.push_back(o);
+  }
+  static const char* const kOps[] = {
+      "Conv",          "Add",       "Mul",        "Reshape",    "Slice",
+      "Concat",        "Gather",    "Softmax",    "Resize",     "Clip",
+      "MaxPool",       "Transpose", "Squeeze",    "Unsqueeze",  "Shape",
+      "Cast",          "Flatten",   "Gemm",       "ReduceMean", "BatchNormalization",
+      "ConvTranspose", "Split",     "HardSigmoid"};
+  std::mt19937 rng(seed);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  ScratchDir dir;
+  int ok = 0;
+  for (int round = 0; round < rounds; ++round) {
+    onnx::ModelProto m = original;
+    onnx::GraphProto* g = m.mutable_graph();
+    onnx::NodeProto* node = g->mutable_node(static_cast<int>(pick(g->node_size())));
+    switch (pick(6)) {
+      case 0:
+        node->set_op_type(kOps[pick(std::size(kOps))]);
+        break;
+      case 1:
+        for (auto& a : *node->mutable_attribute()) {
+          if (a.type() == onnx::AttributeProto::INT) a.set_i(static_cast<int64_t>(pick(80)) - 10);
+          if (a.type() == onnx::AttributeProto::FLOAT) a.set_f(static_cast<float>(pick(9)) - 2);
+          for (int i = 0; i < a.ints_size(); ++i) {
+            a.set_ints(i, static_cast<int64_t>(pick(80)) - 10);
+          }
+          if (pick(3) == 0) a.add_ints(static_cast<int64_t>(pick(5)));
+          if (a.type() == onnx::AttributeProto::TENSOR && a.t().dims_size() > 0) {
+            a.mutable_t()->set_dims(0, static_cast<int64_t>(pick(6)));
+          }
+        }
+        break;
+      case 2:
+        if (node->input_size() > 0) {
+          node->set_input(static_cast<int>(pick(node->input_size())), names[pick(names.size())]);
+        }
+        break;
+      case 3:
+        node->add_input(names[pick(names.size())]);
+        break;
+      case 4:
+        if (node->input_size() > 0) node->mutable_input()->RemoveLast();
+        break;
+      default:
+        node->set_output(0, names[pick(names.size())]);
+        break;
+    }
+    auto converted = ConvertBytes(dir, m.SerializeAsString());
+    if (converted.ok()) {
+      ++ok;
+      continue;
+    }
+    EXPECT_EQ(converted.status().code(), absl::StatusCode::kInvalidArgument)
+        << "round " << round << ": " << converted.status();
+  }
+  return ok;
+}
+
+TEST(OnnxConverterTest, SurvivesStructuredDamageToTinyModel) {
+  const int ok = CheckStructuredMutations(TinyNet().Bytes(), 400, 7);
+  std::cout << "[ mutated  ] 400 structured rounds, " << ok << " still converted\n";
+}
+
 // --- the tool -------------------------------------------------------------------------------
 
 int RunCommand(const std::string& command, std::string* output) {
@@ -458,6 +531,12 @@ TEST_P(OnnxRealModelTest, MatchesOnnxRuntime) {
     EXPECT_EQ(y.argmax(-1).item<int64_t>(), expected.argmax(-1).item<int64_t>());
   }
 
+  // The saved file (what switchyard-convert writes and the model directory loads) is the same.
+  ScratchDir dir;
+  m->save((dir.path() / "m.pt").string());
+  torch::jit::Module loaded = torch::jit::load((dir.path() / "m.pt").string());
+  EXPECT_EQ(MaxAbsError(Forward(loaded, input), y), 0.0);
+
   // Shapes are dynamic: another size runs through the same module.
   const torch::Tensor other =
       rm.key == "rec" ? torch::zeros({2, 3, 48, 160}) : torch::zeros({1, 3, 96, 128});
@@ -478,6 +557,13 @@ INSTANTIATE_TEST_SUITE_P(PaddleOcr, OnnxRealModelTest,
                                            RealModel{"rec", "ch_PP-OCRv4_rec_infer.onnx"},
                                            RealModel{"cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx"}),
                          [](const auto& info) { return info.param.key; });
+
+TEST(OnnxRealModelMutationTest, SurvivesStructuredDamageToClsModel) {
+  const fs::path path = kAssetDir / "ch_ppocr_mobile_v2.0_cls_infer.onnx";
+  if (!fs::exists(path)) GTEST_SKIP() << path.string() << " not found";
+  const int ok = CheckStructuredMutations(ReadBytes(path), 150, 11);
+  std::cout << "[ mutated  ] 150 structured rounds on cls, " << ok << " still converted\n";
+}
 
 // Forward time on this CPU at the sizes the OCR pipeline uses (printed; not a pass/fail figure).
 TEST(OnnxRealModelTiming, DetAndRecForwardTime) {
