@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <initializer_list>
 #include <iostream>
 #include <random>
@@ -236,6 +237,175 @@ TEST(OnnxConverterTest, FusesHardSwishChainExactly) {
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_THAT(plain->dump_to_str(true, false, false), Not(HasSubstr("aten::hardswish")));
   EXPECT_LT(MaxAbsError(Forward(*plain, x), x * torch::clamp(x + 3, 0, 6) / 5), 1e-6);
+}
+
+// One operator (or a short chain) per case, in a graph of its own, against libtorch: the paths the
+// three PaddleOCR models do not take.
+struct OpCase {
+  std::string what;
+  int64_t opset;
+  std::vector<int64_t> input_shape;
+  std::function<void(GraphBuilder&)> build;  // reads "x", writes "y"
+  std::function<torch::Tensor(const torch::Tensor&)> expected;
+};
+
+std::vector<OpCase> OpCases() {
+  auto attr_int = [](onnx::NodeProto* n, const char* name, int64_t v) {
+    GraphBuilder::Int(n, name, v);
+  };
+  auto attr_str = [](onnx::NodeProto* n, const char* name, const char* v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s(v);
+  };
+  auto attr_float = [](onnx::NodeProto* n, const char* name, float v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(v);
+  };
+  static const torch::Tensor w_t = torch::randn({3, 2, 2, 2});  // ConvTranspose [I, O, kH, kW]
+  static const torch::Tensor gemm_b = torch::randn({5, 4}), gemm_c = torch::randn({4});
+  return {
+      {"Softmax before opset 13 coerces to 2-D at axis 1",
+       11,
+       {2, 3, 4, 5},
+       [](GraphBuilder& g) { GraphBuilder::Int(g.Node("Softmax", {"x"}, {"y"}), "axis", 1); },
+       [](const torch::Tensor& x) { return torch::softmax(x.flatten(1), 1).reshape(x.sizes()); }},
+      {"Resize nearest asymmetric floor x2 (scales)",
+       13,
+       {1, 2, 3, 4},
+       [=](GraphBuilder& g) {
+         g.Constant("roi", torch::zeros({0}));
+         g.Constant("scales", torch::tensor({1.0f, 1.0f, 2.0f, 2.0f}));
+         auto* n = g.Node("Resize", {"x", "roi", "scales"}, {"y"});
+         attr_str(n, "coordinate_transformation_mode", "asymmetric");
+         attr_str(n, "nearest_mode", "floor");
+       },
+       [](const torch::Tensor& x) { return x.repeat_interleave(2, 2).repeat_interleave(2, 3); }},
+      {"Resize linear half_pixel to run-time sizes",
+       13,
+       {1, 2, 3, 4},
+       [=](GraphBuilder& g) {
+         g.Node("Shape", {"x"}, {"s"});
+         g.Constant("two", torch::tensor({1, 1, 2, 3}, torch::kInt64));
+         g.Node("Mul", {"s", "two"}, {"sizes"});
+         auto* n = g.Node("Resize", {"x", "", "", "sizes"}, {"y"});
+         attr_str(n, "mode", "linear");
+       },
+       [](const torch::Tensor& x) {
+         return torch::upsample_bilinear2d(x, std::vector<int64_t>{6, 12}, false);
+       }},
+      {"Gemm transB with bias, alpha, beta",
+       13,
+       {3, 5},
+       [=](GraphBuilder& g) {
+         g.Initializer("b", gemm_b.t().contiguous());
+         g.Initializer("c", gemm_c);
+         auto* n = g.Node("Gemm", {"x", "b", "c"}, {"y"});
+         attr_int(n, "transB", 1);
+         attr_float(n, "alpha", 0.5f);
+         attr_float(n, "beta", 2.0f);
+       },
+       [](const torch::Tensor& x) { return torch::mm(x, gemm_b) * 0.5 + gemm_c * 2.0; }},
+      {"Flatten axis 2, Unsqueeze/Squeeze with negative axes",
+       13,
+       {2, 3, 4, 5},
+       [](GraphBuilder& g) {
+         GraphBuilder::Int(g.Node("Flatten", {"x"}, {"f"}), "axis", 2);
+         g.Constant("axes", torch::tensor({-1, 0}, torch::kInt64));
+         g.Node("Unsqueeze", {"f", "axes"}, {"u"});
+         g.Constant("sq", torch::tensor({-1}, torch::kInt64));
+         g.Node("Squeeze", {"u", "sq"}, {"y"});
+       },
+       [](const torch::Tensor& x) {
+         return x.reshape({6, 20}).unsqueeze(0);
+       }},
+      {"Gather of run-time indices, negative ones included, then ReduceMean of all axes",
+       11,
+       {4, 6},
+       [](GraphBuilder& g) {
+         g.Constant("idx", torch::tensor({{-1, 0}, {2, 2}}, torch::kInt64));
+         GraphBuilder::Int(g.Node("Gather", {"x", "idx"}, {"gathered"}), "axis", 1);
+         g.Node("ReduceMean", {"gathered"}, {"y"});
+       },
+       [](const torch::Tensor& x) {
+         return x.index_select(1, torch::tensor({5, 0, 2, 2})).mean().reshape({1, 1, 1});
+       }},
+      {"Slice with negative axis and step, Transpose without perm",
+       13,
+       {2, 3, 8},
+       [](GraphBuilder& g) {
+         g.Constant("starts", torch::tensor({1}, torch::kInt64));
+         g.Constant("ends", torch::tensor({int64_t{1} << 62}, torch::kInt64));
+         g.Constant("axes", torch::tensor({-1}, torch::kInt64));
+         g.Constant("steps", torch::tensor({3}, torch::kInt64));
+         g.Node("Slice", {"x", "starts", "ends", "axes", "steps"}, {"s"});
+         g.Node("Transpose", {"s"}, {"y"});
+       },
+       [](const torch::Tensor& x) {
+         return x.slice(2, 1, 8, 3).permute({2, 1, 0});
+       }},
+      {"MaxPool, AveragePool (pads, count_include_pad 0), LeakyRelu",
+       11,
+       {1, 2, 7, 9},
+       [](GraphBuilder& g) {
+         auto* mp = g.Node("MaxPool", {"x"}, {"m"});
+         GraphBuilder::Ints(mp, "kernel_shape", {3, 3});
+         GraphBuilder::Ints(mp, "strides", {2, 2});
+         GraphBuilder::Ints(mp, "pads", {1, 1, 1, 1});
+         auto* ap = g.Node("AveragePool", {"m"}, {"a"});
+         GraphBuilder::Ints(ap, "kernel_shape", {2, 3});
+         GraphBuilder::Ints(ap, "pads", {1, 1, 1, 1});
+         auto* lr = g.Node("LeakyRelu", {"a"}, {"y"});
+         auto* a = lr->add_attribute();
+         a->set_name("alpha");
+         a->set_type(onnx::AttributeProto::FLOAT);
+         a->set_f(0.1f);
+       },
+       [](const torch::Tensor& x) {
+         torch::Tensor m = torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+         torch::Tensor a = torch::avg_pool2d(m, {2, 3}, {1, 1}, {1, 1}, false, false);
+         return torch::leaky_relu(a, 0.1);
+       }},
+      {"ConvTranspose with BatchNormalization folded",
+       11,
+       {1, 3, 4, 5},
+       [](GraphBuilder& g) {
+         g.Initializer("w", w_t);
+         auto* ct = g.Node("ConvTranspose", {"x", "w"}, {"c"});
+         GraphBuilder::Ints(ct, "strides", {2, 2});
+         g.Initializer("gamma", torch::tensor({0.5f, 2.0f}));
+         g.Initializer("beta", torch::tensor({1.0f, -1.0f}));
+         g.Initializer("mean", torch::tensor({0.25f, -0.5f}));
+         g.Initializer("var", torch::tensor({4.0f, 0.25f}));
+         g.Node("BatchNormalization", {"c", "gamma", "beta", "mean", "var"}, {"y"});
+       },
+       [](const torch::Tensor& x) {
+         torch::Tensor c = torch::conv_transpose2d(x, w_t, {}, 2);
+         return torch::batch_norm(c, torch::tensor({0.5f, 2.0f}), torch::tensor({1.0f, -1.0f}),
+                                  torch::tensor({0.25f, -0.5f}), torch::tensor({4.0f, 0.25f}),
+                                  false, 0.0, 1e-5, false);
+       }},
+  };
+}
+
+TEST(OnnxConverterTest, OperatorsMatchLibtorch) {
+  ScratchDir dir;
+  for (const OpCase& c : OpCases()) {
+    GraphBuilder g(c.opset);
+    g.Input("x");
+    c.build(g);
+    g.Output("y");
+    auto m = ConvertBytes(dir, g.Bytes());
+    ASSERT_TRUE(m.ok()) << c.what << ": " << m.status();
+    const torch::Tensor x = torch::randn(c.input_shape);
+    const torch::Tensor y = Forward(*m, x);
+    const torch::Tensor expected = c.expected(x);
+    ASSERT_EQ(y.sizes(), expected.sizes()) << c.what;
+    EXPECT_LT(MaxAbsError(y, expected), 1e-5) << c.what;
+  }
 }
 
 // --- hostile files --------------------------------------------------------------------------
