@@ -187,8 +187,10 @@ struct Job<v1::ImageToTextRequest> : ModelInFlags {
   std::string prompt;
 
   void AddOptions(CLI::App& c) {
-    AddModelIn(c, "Input image (PNG or JPEG)");
-    c.add_option("--prompt", prompt, "Prompt to guide the description");
+    c.add_option("--model", model, "Model id, e.g. paddleocr-v4")->required();
+    // --image as the and OCR users' spelling; --in as every other image job.
+    c.add_option("--in,--image", in, "Input image (PNG or JPEG)")->required();
+    c.add_option("--prompt", prompt, "Prompt to guide the description (OCR models ignore it)");
   }
 
   absl::StatusOr<v1::ImageToTextRequest> BuildRequest() const {

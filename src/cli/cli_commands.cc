@@ -45,6 +45,7 @@ constexpr CommandFactory kCommands[] = {
     NewJobCommand<v1::LLMRequest>,
     NewJobCommand<v1::ImageToTextRequest>,
     NewJobCommand<v1::TextToSpeechRequest>,
+    NewJobCommand<v1::LiveVideoSegmentRequest>,
     internal::NewOrchestratorsCommand,
     internal::NewUsageCommand,
 };

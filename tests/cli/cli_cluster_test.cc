@@ -66,6 +66,12 @@ class CliClusterTest : public ::testing::Test {
     options.orchestrators = 1;
     options.models = {};
     options.extra_models = SaveTinyModels(models_dir_->path());
+    // A live-video-to-video model that inverts every pixel, for the live-video-to-video command.
+    const fs::path live = models_dir_->path() / "live-invert.pt";
+    SaveScriptModule(live, "def forward(self, frame, params: str):\n    return 255.0 - frame\n");
+    options.extra_models.push_back(
+        {{"id", "live-invert"}, {"pipeline", "live-video-to-video"}, {"path", live.string()},
+         {"warm", true}});
     cluster_ = new LocalCluster();
     start_status_ = new absl::Status(cluster_->Start(options));
   }
@@ -202,6 +208,62 @@ TEST_F(CliClusterTest, ImagePipelines) {
   EXPECT_THAT(run.err, HasSubstr("image-to-text with i2t-test on orch-1"));
 }
 
+TEST_F(CliClusterTest, LiveVideoSegmentsOfOneStream) {
+  SegmentSpec spec;
+  spec.width = 160;
+  spec.height = 120;
+  spec.seconds = 0.5;
+  spec.gop_seconds = 0.5;
+  WriteFile(Path("live-0.ts"), MakeTestSegment(tmp_, spec));
+  WriteFile(Path("live-1.ts"), MakeTestSegment(tmp_, spec));
+  // Two segments: one call each, the outputs in the --out directory, one line per segment.
+  CliRun run = Cli(absl::StrCat("live-video-to-video --model live-invert --stream-id s1 --in ",
+                                Path("live-0.ts"), " ", Path("live-1.ts"), " --out ",
+                                Path("live-out")));
+  ASSERT_EQ(run.rc, 0) << run.Describe() << cluster_->Logs();
+  EXPECT_THAT(run.out, HasSubstr("segment 0: "));
+  EXPECT_THAT(run.out, HasSubstr("segment 1: "));
+  EXPECT_THAT(run.out, HasSubstr("15 frames, 160x120"));
+  EXPECT_THAT(run.out, HasSubstr("live-video-to-video with live-invert on orch-1"));
+  for (const char* name : {"segment-0.ts", "segment-1.ts"}) {
+    const fs::path out = tmp_.path() / "live-out" / name;
+    ASSERT_TRUE(fs::exists(out)) << out;
+    ProbeResult probe = ProbeVideo(tmp_, ReadFile(out), "ts");
+    ASSERT_TRUE(probe.ok) << probe.error;
+    EXPECT_EQ(probe.width, 160);
+    EXPECT_EQ(probe.height, 120);
+    EXPECT_EQ(probe.frames, 15);
+    EXPECT_EQ(probe.codec, "h264");
+  }
+  // One segment, --json: the output is the --out file; units are output pixels.
+  run = Cli(absl::StrCat("--json live-video-to-video --model live-invert --params '{\"a\": 1}' ",
+                         "--in ", Path("live-0.ts"), " --out ", Path("one.ts")));
+  ASSERT_EQ(run.rc, 0) << run.Describe();
+  auto json = nlohmann::json::parse(run.out);
+  ASSERT_EQ(json["segments"].size(), 1u);
+  EXPECT_EQ(json["segments"][0]["output"], Path("one.ts"));
+  EXPECT_EQ(json["segments"][0]["frames"], 15);
+  EXPECT_EQ(json["units"], 15 * 160 * 120);
+  EXPECT_TRUE(fs::exists(Path("one.ts")));
+  // Usage errors exit 2 without a call; a gateway error names the segment that failed.
+  run = Cli(absl::StrCat("live-video-to-video --model live-invert --params '[1]' --in ",
+                         Path("live-0.ts"), " --out ", Path("x.ts")));
+  EXPECT_EQ(run.rc, 2) << run.Describe();
+  EXPECT_THAT(run.err, HasSubstr("--params must be a JSON object"));
+  run = Cli(absl::StrCat("live-video-to-video --model live-invert --in ", Path("missing.ts"),
+                         " --out ", Path("x.ts")));
+  EXPECT_EQ(run.rc, 2) << run.Describe();
+  EXPECT_THAT(run.err, HasSubstr("does not exist"));
+  WriteFile(Path("junk.ts"), "not a transport stream");
+  run = Cli(absl::StrCat("live-video-to-video --model live-invert --in ", Path("live-0.ts"), " ",
+                         Path("junk.ts"), " --out ", Path("partial")));
+  EXPECT_EQ(run.rc, 1) << run.Describe();
+  EXPECT_THAT(run.err, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(run.err, HasSubstr("segment 1 ("));
+  EXPECT_TRUE(fs::exists(tmp_.path() / "partial" / "segment-0.ts"));
+  EXPECT_FALSE(fs::exists(tmp_.path() / "partial" / "segment-1.ts"));
+}
+
 TEST_F(CliClusterTest, AudioAndTextPipelines) {
   // audio-to-text: a 1 s 44.1 kHz stereo WAV reaches the model as 16000 mono samples.
   std::string log;
@@ -285,14 +347,15 @@ TEST_F(CliClusterTest, OrchestratorsAndErrors) {
   ASSERT_EQ(json["orchestrators"].size(), 1u);
   EXPECT_EQ(json["orchestrators"][0]["id"], "orch-1");
   EXPECT_EQ(json["orchestrators"][0]["ready"], true);
-  // The eight tiny models and the transcoder.
+  // The eight tiny models, live-invert and the transcoder.
   std::set<std::string> offers;
   for (const auto& offer : json["orchestrators"][0]["offers"]) {
     offers.insert(offer["pipeline"].get<std::string>() + "/" +
                   offer["model_id"].get<std::string>());
   }
-  EXPECT_EQ(offers.size(), 9u) << json.dump();
+  EXPECT_EQ(offers.size(), 10u) << json.dump();
   EXPECT_EQ(offers.count("llm/tiny-llm"), 1u) << json.dump();
+  EXPECT_EQ(offers.count("live-video-to-video/live-invert"), 1u) << json.dump();
   EXPECT_EQ(std::count_if(offers.begin(), offers.end(),
                           [](const std::string& o) { return o.rfind("transcode/", 0) == 0; }),
             1)

@@ -75,7 +75,7 @@ TEST_F(CliTest, HelpListsEveryPipeline) {
   EXPECT_EQ(Run({"--help"}), kExitOk);
   for (const char* command :
        {"text-to-image", "image-to-image", "image-to-video", "audio-to-text", "segment-anything-2",
-        "llm", "image-to-text", "text-to-speech", "orchestrators"}) {
+        "llm", "image-to-text", "text-to-speech", "live-video-to-video", "orchestrators"}) {
     EXPECT_THAT(out_.str(), HasSubstr(command));
   }
   EXPECT_EQ(Run({"text-to-image", "--help"}), kExitOk);
@@ -126,6 +126,18 @@ TEST_F(CliTest, PipelineUsageErrorsExitTwoWithoutCalling) {
       {{"text-to-speech", "--model", "m", "--text", "hi", "--out", dir_.string()},
        "is a directory"},
       {{"text-to-speech", "--model", "m", "--out", Path("a.wav")}, "--text"},
+      {{"image-to-text", "--model", "m", "--image", Path("missing.png")}, "does not exist"},
+      {{"live-video-to-video", "--model", "m", "--in", Path("missing.ts"), "--out", Path("o.ts")},
+       "does not exist"},
+      {{"live-video-to-video", "--model", "m", "--in", Path("text.txt"), "--out", Path("o.ts"),
+        "--params", "{"},
+       "--params must be a JSON object"},
+      {{"live-video-to-video", "--model", "m", "--in", Path("text.txt"), "--out", Path("o.ts"),
+        "--stream-id", std::string(129, 's')},
+       "--stream-id"},
+      {{"live-video-to-video", "--model", "m", "--in", Path("text.txt"), Path("text.txt"), "--out",
+        Path("text.txt")},
+       "not a directory"},
   };
   for (const auto& [args, message] : cases) {
     EXPECT_EQ(Run(args), kExitUsage) << args[0] << " " << message << "\n" << err_.str();

