@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -79,9 +80,18 @@ inline int32_t OnnxType(torch::ScalarType t) {
   }
 }
 
+// An int from the file as TorchScript source: INT64_MIN has no literal (its magnitude does not
+// fit), so it is written as an expression rather than failing to compile.
+inline std::string IntLit(int64_t v) {
+  if (v == std::numeric_limits<int64_t>::min()) return "(-9223372036854775807 - 1)";
+  return absl::StrCat(v);
+}
+
 inline std::string IntList(const std::vector<int64_t>& v) {
   if (v.empty()) return "self._onnx_no_ints()";  // `[]` alone is List[Tensor]
-  return absl::StrCat("[", absl::StrJoin(v, ", "), "]");
+  std::vector<std::string> items;
+  for (int64_t x : v) items.push_back(IntLit(x));
+  return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
 }
 
 inline std::string PyBool(bool b) { return b ? "True" : "False"; }

@@ -1,5 +1,6 @@
 #include "runner/onnx_graph.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -173,6 +174,8 @@ absl::StatusOr<double> Attributes::Float(absl::string_view name, double fallback
   const onnx::AttributeProto* a = Find(name);
   if (a == nullptr) return fallback;
   if (a->type() != onnx::AttributeProto::FLOAT) return WrongType(*a, "a float");
+  // inf/nan have no TorchScript literal, and no operator the converter reads needs them.
+  if (!std::isfinite(a->f())) return WrongType(*a, "a finite float");
   return static_cast<double>(a->f());
 }
 

@@ -263,7 +263,8 @@ absl::Status Converter::SqueezeOrUnsqueeze(const onnx::NodeProto& node, bool squ
   std::sort(axes.begin(), axes.end());
   if (squeeze) std::reverse(axes.begin(), axes.end());
   std::string expr = in;
-  for (int64_t a : axes) absl::StrAppend(&expr, squeeze ? ".squeeze(" : ".unsqueeze(", a, ")");
+  for (int64_t a : axes)
+    absl::StrAppend(&expr, squeeze ? ".squeeze(" : ".unsqueeze(", IntLit(a), ")");
   return Emit(node, expr, Value::Kind::kTensor, x->dtype);
 }
 
@@ -281,7 +282,7 @@ absl::Status Converter::Gather(const onnx::NodeProto& node) {
   if (x->kind == Value::Kind::kInts && !x->scalar && axis == 0 && const_idx) {
     std::vector<std::string> items;
     for (int64_t i : ToInts(idx->constant))
-      items.push_back(absl::StrCat("(", x->expr, ")[", i, "]"));
+      items.push_back(absl::StrCat("(", x->expr, ")[", IntLit(i), "]"));
     return Emit(
         node,
         items.empty() ? "self._onnx_no_ints()" : absl::StrCat("[", absl::StrJoin(items, ", "), "]"),
@@ -289,11 +290,14 @@ absl::Status Converter::Gather(const onnx::NodeProto& node) {
   }
   const std::string in = TensorExpr(*x);
   if (const_idx && idx->constant.dim() == 0) {
-    return Emit(node, absl::StrCat(in, ".select(", axis, ", ", ToInts(idx->constant)[0], ")"),
-                Value::Kind::kTensor, x->dtype);
+    return Emit(
+        node,
+        absl::StrCat(in, ".select(", IntLit(axis), ", ", IntLit(ToInts(idx->constant)[0]), ")"),
+        Value::Kind::kTensor, x->dtype);
   }
-  return Emit(node, absl::StrCat("self._onnx_gather(", in, ", ", axis, ", ", TensorExpr(*idx), ")"),
-              Value::Kind::kTensor, x->dtype);
+  return Emit(
+      node, absl::StrCat("self._onnx_gather(", in, ", ", IntLit(axis), ", ", TensorExpr(*idx), ")"),
+      Value::Kind::kTensor, x->dtype);
 }
 
 absl::Status Converter::Concat(const onnx::NodeProto& node) {
@@ -318,7 +322,8 @@ absl::Status Converter::Concat(const onnx::NodeProto& node) {
   }
   std::vector<std::string> parts;
   for (Value* v : in) parts.push_back(TensorExpr(*v));
-  return Emit(node, absl::StrCat("torch.cat([", absl::StrJoin(parts, ", "), "], ", axis, ")"),
+  return Emit(node,
+              absl::StrCat("torch.cat([", absl::StrJoin(parts, ", "), "], ", IntLit(axis), ")"),
               Value::Kind::kTensor, in[0]->dtype);
 }
 
@@ -340,7 +345,7 @@ absl::Status Converter::Reshape(const onnx::NodeProto& node) {
     for (size_t i = 0; i < values.size(); ++i) {
       // ONNX's 0 copies the input's dimension (unless allowzero).
       items.push_back(values[i] == 0 && allowzero == 0 ? absl::StrCat(in, ".size(", i, ")")
-                                                       : absl::StrCat(values[i]));
+                                                       : IntLit(values[i]));
     }
     dims = absl::StrCat("[", absl::StrJoin(items, ", "), "]");
   } else {

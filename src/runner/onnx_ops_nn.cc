@@ -162,11 +162,11 @@ absl::Status Converter::Conv(const onnx::NodeProto& node, bool transpose) {
   if (auto_pad == "VALID" && pads != std::vector<int64_t>{0, 0, 0, 0}) {
     return attrs.Error("auto_pad VALID with explicit pads");
   }
-  const int64_t out_channels = transpose ? weight.size(1) * group : weight.size(0);
-  if (group < 1 || weight.size(0) % group != 0) {
+  if (group < 1 || group > weight.size(0) || weight.size(0) % group != 0) {
     return attrs.Error(
         absl::StrCat("group ", group, " does not divide the ", weight.size(0), " weight rows"));
   }
+  const int64_t out_channels = transpose ? weight.size(1) * group : weight.size(0);
   torch::Tensor bias;
   if (b != nullptr) {
     if (!b->constant.defined() || b->constant.numel() != out_channels || IsIntType(b->dtype)) {
@@ -282,7 +282,7 @@ absl::Status Converter::Pool(const onnx::NodeProto& node) {
   for (int i = 0; ok && i < 2; ++i) {
     ok = kernel[i] >= 1 && kernel[i] <= kMaxKernel && strides[i] >= 1 && strides[i] <= kMaxKernel &&
          dilations[i] >= 1 && dilations[i] <= kMaxKernel && pads[i] == pads[i + 2] &&
-         pads[i] >= 0 && pads[i] * 2 <= kernel[i];
+         pads[i] >= 0 && pads[i] <= kernel[i] / 2;
   }
   if (!ok || (!max && dilations != std::vector<int64_t>{1, 1})) {
     return attrs.Error(absl::StrCat(

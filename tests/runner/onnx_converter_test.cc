@@ -1,6 +1,7 @@
 #include "runner/onnx_converter.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <functional>
 #include <initializer_list>
 #include <iostream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -477,6 +479,57 @@ TEST(OnnxConverterTest, RefusesInitializerWhoseDimsDoNotMatchItsData) {
               "more than the limit of");
 }
 
+// Numbers at the edges of their types, which must neither overflow the converter's arithmetic
+// nor reach the TorchScript compiler as something it cannot read (INT64_MIN, inf, nan).
+TEST(OnnxConverterTest, ExtremeAttributeValuesAreRefusedOrConvert) {
+  ScratchDir dir;
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  {
+    GraphBuilder g;
+    g.Input("x");
+    g.Initializer("w", torch::ones({4, 1, 3, 3}));
+    GraphBuilder::Int(g.Node("Conv", {"x", "w"}, {"y"}), "group", kMax);
+    g.Output("y");
+    ExpectError(ConvertBytes(dir, g.Bytes()), absl::StatusCode::kInvalidArgument, "group");
+  }
+  {
+    GraphBuilder g(11);
+    g.Input("x");
+    auto* n = g.Node("MaxPool", {"x"}, {"y"});
+    GraphBuilder::Ints(n, "kernel_shape", {3, 3});
+    GraphBuilder::Ints(n, "pads", {kMax, 1, kMax, 1});
+    g.Output("y");
+    ExpectError(ConvertBytes(dir, g.Bytes()), absl::StatusCode::kInvalidArgument, "pads");
+  }
+  for (float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    GraphBuilder g;
+    g.Input("x");
+    auto* a = g.Node("HardSigmoid", {"x"}, {"y"})->add_attribute();
+    a->set_name("alpha");
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(bad);
+    g.Output("y");
+    ExpectError(ConvertBytes(dir, g.Bytes()), absl::StatusCode::kInvalidArgument,
+                "attribute 'alpha' is not a finite float");
+  }
+  {
+    // INT64_MIN in a shape, a Gather index and an axis: converts (the module fails at run time,
+    // as ONNX Runtime would).
+    GraphBuilder g;
+    g.Input("x");
+    g.Constant("shape", torch::tensor({kMin, int64_t{-1}}, torch::kInt64));
+    g.Node("Reshape", {"x", "shape"}, {"r"});
+    g.Constant("i", torch::tensor(kMin, torch::kInt64));
+    GraphBuilder::Int(g.Node("Gather", {"r", "i"}, {"y"}), "axis", kMin);
+    g.Output("y");
+    auto m = ConvertBytes(dir, g.Bytes());
+    ASSERT_TRUE(m.ok()) << m.status();
+    torch::InferenceMode guard;
+    EXPECT_ANY_THROW(m->forward({torch::ones({2, 3})}));
+  }
+}
+
 TEST(OnnxConverterTest, RefusesNodeReadingAMissingValue) {
   ScratchDir dir;
   GraphBuilder g;
@@ -566,6 +619,18 @@ int CheckStructuredMutations(const std::string& model_bytes, int rounds, uint32_
       "ConvTranspose", "Split",     "HardSigmoid"};
   std::mt19937 rng(seed);
   auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  // Mostly small numbers, sometimes the edges of the types.
+  auto int_value = [&]() -> int64_t {
+    static const int64_t kEdges[] = {std::numeric_limits<int64_t>::min(),
+                                     std::numeric_limits<int64_t>::max(), int64_t{1} << 40,
+                                     -(int64_t{1} << 40)};
+    return pick(8) == 0 ? kEdges[pick(4)] : static_cast<int64_t>(pick(80)) - 10;
+  };
+  auto float_value = [&]() -> float {
+    static const float kEdges[] = {std::numeric_limits<float>::infinity(), std::nanf(""), 1e30f,
+                                   -1e30f};
+    return pick(8) == 0 ? kEdges[pick(4)] : static_cast<float>(pick(9)) - 2;
+  };
   ScratchDir dir;
   int ok = 0;
   for (int round = 0; round < rounds; ++round) {
@@ -578,11 +643,9 @@ int CheckStructuredMutations(const std::string& model_bytes, int rounds, uint32_
         break;
       case 1:
         for (auto& a : *node->mutable_attribute()) {
-          if (a.type() == onnx::AttributeProto::INT) a.set_i(static_cast<int64_t>(pick(80)) - 10);
-          if (a.type() == onnx::AttributeProto::FLOAT) a.set_f(static_cast<float>(pick(9)) - 2);
-          for (int i = 0; i < a.ints_size(); ++i) {
-            a.set_ints(i, static_cast<int64_t>(pick(80)) - 10);
-          }
+          if (a.type() == onnx::AttributeProto::INT) a.set_i(int_value());
+          if (a.type() == onnx::AttributeProto::FLOAT) a.set_f(float_value());
+          for (int i = 0; i < a.ints_size(); ++i) a.set_ints(i, int_value());
           if (pick(3) == 0) a.add_ints(static_cast<int64_t>(pick(5)));
           if (a.type() == onnx::AttributeProto::TENSOR && a.t().dims_size() > 0) {
             a.mutable_t()->set_dims(0, static_cast<int64_t>(pick(6)));
