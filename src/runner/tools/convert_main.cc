@@ -4,6 +4,7 @@
 //                           [--contract upscale|live-video-to-video] [--value-range 1]
 //   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
 //   switchyard-convert tfjs --in model.json --out model.pt [--value-range 0..1]
+//   switchyard-convert onnx --in model.onnx --out model.pt
 //   switchyard-convert tflite --in m.tflite --out m.pt
 //                             [--contract segment-anything-2|live-video-to-video]
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "runner/converter_support.h"
 #include "runner/ncnn_converter.h"
+#include "runner/onnx_converter.h"
 #include "runner/tfjs_converter.h"
 #include "runner/tflite_converter.h"
 #include "runner/waifu2x_converter.h"
@@ -95,6 +97,12 @@ int main(int argc, char** argv) {
                    "0..255 (default) or 0..1; the module always takes and returns 0..255")
       ->check(CLI::IsMember({"0..255", "0..1"}));
 
+  CLI::App* onnx = app.add_subcommand(
+      "onnx", "ONNX model (one float32 input, one output; e.g. PaddleOCR) -> TorchScript");
+  fs::path onnx_in, onnx_out;
+  onnx->add_option("--in", onnx_in, "ONNX model file")->required();
+  onnx->add_option("--out", onnx_out, "TorchScript file to write")->required();
+
   CLI::App* tflite = app.add_subcommand(
       "tflite",
       "TFLite flatbuffer (MediaPipe selfie segmentation) -> segment-anything-2 (person mask) or "
@@ -120,6 +128,9 @@ int main(int argc, char** argv) {
     options.value_range = value_range;
     return Save("ncnn", switchyard::runner::ConvertNcnnModel(param_path, bin_path, options),
                 ncnn_out, start);
+  }
+  if (onnx->parsed()) {
+    return Save("onnx", switchyard::runner::ConvertOnnxModel(onnx_in), onnx_out, start);
   }
   if (tflite->parsed()) {
     switchyard::runner::TfliteConvertOptions options;
