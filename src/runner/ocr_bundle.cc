@@ -37,10 +37,10 @@ size_t Utf8SequenceLength(absl::string_view s) {
 constexpr char kBundleSource[] = R"(
 def detect(self, image: Tensor) -> Tensor:
     x = image.flip([1]) / 255.0
-    return self.det((x - self.det_mean) / self.det_std)
+    return self.det.forward((x - self.det_mean) / self.det_std)
 
 def recognize(self, lines: Tensor) -> Tensor:
-    return self.rec(lines.flip([1]) / 127.5 - 1.0)
+    return self.rec.forward(lines.flip([1]) / 127.5 - 1.0)
 
 def alphabet(self) -> List[str]:
     return self.characters
@@ -48,7 +48,7 @@ def alphabet(self) -> List[str]:
 
 constexpr char kClassifySource[] = R"(
 def classify(self, lines: Tensor) -> Tensor:
-    return self.cls(lines.flip([1]) / 127.5 - 1.0)
+    return self.cls.forward(lines.flip([1]) / 127.5 - 1.0)
 )";
 
 // forward exists because a model file needs one (the loader checks it) and the orchestrator's
@@ -58,7 +58,7 @@ constexpr char kForwardSource[] = R"(
 def forward(self, image: Tensor, prompt: str) -> str:
     h = (image.size(2) + 31) // 32 * 32
     w = (image.size(3) + 31) // 32 * 32
-    padded = torch.nn.functional.pad(image, [0, w - image.size(3), 0, h - image.size(2)])
+    padded = torch.constant_pad_nd(image, [0, w - image.size(3), 0, h - image.size(2)], 0.0)
     self.detect(padded)
     line = torch.full([1, 3, 48, 320], 127.5, dtype=image.dtype, device=image.device)
     self.recognize(line)

@@ -4,6 +4,8 @@
 //                           [--contract upscale|live-video-to-video] [--value-range 1]
 //   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
 //   switchyard-convert tfjs --in model.json --out model.pt [--value-range 0..1]
+//   switchyard-convert ocr --det det.onnx --rec rec.onnx [--cls cls.onnx] --keys keys.txt
+//                          --out paddleocr.pt
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -17,6 +19,8 @@
 #include "absl/status/statusor.h"
 #include "runner/converter_support.h"
 #include "runner/ncnn_converter.h"
+#include "runner/ocr_bundle.h"
+#include "runner/onnx_converter.h"
 #include "runner/tfjs_converter.h"
 #include "runner/waifu2x_converter.h"
 
@@ -92,6 +96,18 @@ int main(int argc, char** argv) {
                    "0..255 (default) or 0..1; the module always takes and returns 0..255")
       ->check(CLI::IsMember({"0..255", "0..1"}));
 
+  CLI::App* ocr = app.add_subcommand(
+      "ocr",
+      "PaddleOCR detector, recogniser (and orientation classifier) ONNX models + keys file -> one "
+      "image-to-text TorchScript bundle (the OCR contract, docs/pipelines-image.md)");
+  fs::path ocr_det, ocr_rec, ocr_cls, ocr_keys, ocr_out;
+  ocr->add_option("--det", ocr_det, "text detection ONNX model (DB)")->required();
+  ocr->add_option("--rec", ocr_rec, "text recognition ONNX model (CTC)")->required();
+  ocr->add_option("--cls", ocr_cls, "text orientation classifier ONNX model (optional)");
+  ocr->add_option("--keys", ocr_keys, "the recogniser's dictionary, one character per line")
+      ->required();
+  ocr->add_option("--out", ocr_out, "TorchScript file to write")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   const auto start = std::chrono::steady_clock::now();
@@ -105,6 +121,26 @@ int main(int argc, char** argv) {
   }
   if (waifu2x->parsed()) {
     return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
+  }
+  if (ocr->parsed()) {
+    auto bundle = [&]() -> absl::StatusOr<torch::jit::Module> {
+      auto keys = switchyard::runner::ReadOcrKeys(ocr_keys);
+      if (!keys.ok()) return keys.status();
+      switchyard::runner::OcrNetworks networks;
+      auto det = switchyard::runner::ConvertOnnxModel(ocr_det);
+      if (!det.ok()) return det.status();
+      networks.det = std::move(*det);
+      auto rec = switchyard::runner::ConvertOnnxModel(ocr_rec);
+      if (!rec.ok()) return rec.status();
+      networks.rec = std::move(*rec);
+      if (!ocr_cls.empty()) {
+        auto cls = switchyard::runner::ConvertOnnxModel(ocr_cls);
+        if (!cls.ok()) return cls.status();
+        networks.cls = std::move(*cls);
+      }
+      return switchyard::runner::BuildOcrBundle(std::move(networks), *keys);
+    };
+    return Save("ocr", bundle(), ocr_out, start);
   }
   switchyard::runner::TfjsConvertOptions tfjs_options;
   if (tfjs_range == "0..1") {
