@@ -537,9 +537,16 @@ absl::StatusOr<std::string> RunOcr(const RunContext& ctx, const media::RgbImage&
   if (!boxes.ok()) return boxes.status();
   if (boxes->empty()) return std::string();
 
+  // Each box's crop is resized at once to the recogniser's height (width at most 2048): what is
+  // kept per box is then at most 48 x 2048 pixels, however large or nested the boxes are.
   std::vector<media::RgbImage> crops;
   crops.reserve(boxes->size());
-  for (const ocr::Box& box : *boxes) crops.push_back(ocr::Crop(image, box));
+  for (const ocr::Box& box : *boxes) {
+    const media::RgbImage crop = ocr::Crop(image, box);
+    crops.push_back(ocr::Resize(
+        crop, ocr::LineWidth(crop.width, crop.height, kOcrLineHeight, kOcrMaxLineWidth),
+        kOcrLineHeight));
+  }
 
   // Orientation: a line the classifier reads as upside down (180, score >= 0.9) is turned.
   if (has_cls) {
