@@ -22,7 +22,7 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libabsl20220623 libfmt9 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libprotobuf32 \
-      libspdlog1.10 libsystemd0 libtorch1.13 \
+      libspdlog1.10 libsystemd0 libtorch1.13 libonnx1 \
       libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*

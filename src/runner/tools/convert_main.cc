@@ -4,6 +4,7 @@
 //                           [--contract upscale|live-video-to-video] [--value-range 1]
 //   switchyard-convert waifu2x --in noise2_model.json --out waifu2x-noise2.pt
 //   switchyard-convert tfjs --in model.json --out model.pt [--value-range 0..1]
+//   switchyard-convert onnx --in model.onnx --out model.pt
 //   switchyard-convert ocr --det det.onnx --rec rec.onnx [--cls cls.onnx] --keys keys.txt
 //                          --out paddleocr.pt
 #include <chrono>
@@ -96,6 +97,11 @@ int main(int argc, char** argv) {
                    "0..255 (default) or 0..1; the module always takes and returns 0..255")
       ->check(CLI::IsMember({"0..255", "0..1"}));
 
+  CLI::App* onnx = app.add_subcommand(
+      "onnx", "ONNX model (one float32 input, one output; e.g. PaddleOCR) -> TorchScript");
+  fs::path onnx_in, onnx_out;
+  onnx->add_option("--in", onnx_in, "ONNX model file")->required();
+  onnx->add_option("--out", onnx_out, "TorchScript file to write")->required();
   CLI::App* ocr = app.add_subcommand(
       "ocr",
       "PaddleOCR detector, recogniser (and orientation classifier) ONNX models + keys file -> one "
@@ -118,6 +124,9 @@ int main(int argc, char** argv) {
     options.value_range = value_range;
     return Save("ncnn", switchyard::runner::ConvertNcnnModel(param_path, bin_path, options),
                 ncnn_out, start);
+  }
+  if (onnx->parsed()) {
+    return Save("onnx", switchyard::runner::ConvertOnnxModel(onnx_in), onnx_out, start);
   }
   if (waifu2x->parsed()) {
     return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
