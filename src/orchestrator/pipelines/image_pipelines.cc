@@ -458,6 +458,9 @@ constexpr float kOcrClsThreshold = 0.9f; // cls_thresh
 constexpr float kOcrDropScore = 0.5f;    // drop_score: lines recognised with less confidence
 constexpr size_t kOcrRecBatch = 6;       // rec_batch_num
 constexpr size_t kOcrClsBatch = 6;       // cls_batch_num
+// Not PaddleOCR's 1.5: with it the boxes of the converted PP-OCRv4 detector hug the glyphs and
+// cut descenders and end punctuation (a 20-line page: CER 8.3% at 1.5, 0.1% at 2.0).
+constexpr float kOcrUnclipRatio = 2.0f;
 
 // Text lines as float [N, 3, 48, width], each resized to `widths[i]` x 48 and padded on the right
 // with 127.5 (0 after the bundle's normalisation, as PaddleOCR pads).
@@ -532,8 +535,10 @@ absl::StatusOr<std::string> RunOcr(const RunContext& ctx, const media::RgbImage&
     return OcrContractError(ctx, absl::StrCat("detect returned ", DescribeTensor(*map),
                                               " for an image of ", det.width, "x", det.height));
   }
+  ocr::DbParams db;
+  db.unclip_ratio = kOcrUnclipRatio;
   auto boxes = ocr::DbPostProcess(map->data_ptr<float>(), det.width, det.height, image.width,
-                                  image.height);
+                                  image.height, db);
   if (!boxes.ok()) return boxes.status();
   if (boxes->empty()) return std::string();
 
