@@ -128,7 +128,9 @@ absl::StatusOr<torch::jit::Module> BuildOcrBundle(OcrNetworks networks,
   if (keys.empty()) return absl::InvalidArgumentError("OCR bundle: the keys are empty");
   auto build = [&]() -> absl::StatusOr<torch::jit::Module> {
     const std::pair<const char*, torch::jit::Module*> parts[] = {
-        {"det", &networks.det}, {"rec", &networks.rec}, {"cls", networks.cls ? &*networks.cls : nullptr}};
+        {"det", &networks.det},
+        {"rec", &networks.rec},
+        {"cls", networks.cls ? &*networks.cls : nullptr}};
     for (const auto& [name, module] : parts) {
       if (module != nullptr && !module->find_method("forward")) {
         return absl::InvalidArgumentError(
@@ -157,15 +159,14 @@ absl::StatusOr<torch::jit::Module> BuildOcrBundle(OcrNetworks networks,
     try {
       bundle.define(source);
     } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("OCR bundle: TorchScript does not compile: ",
-                                              e.what_without_backtrace()));
+      return absl::InternalError(
+          absl::StrCat("OCR bundle: TorchScript does not compile: ", e.what_without_backtrace()));
     }
     bundle.eval();
     // A keys file that does not belong to the recogniser would decode to the wrong characters
     // silently: its output classes must be the alphabet's size.
     c10::InferenceMode guard;
-    const c10::IValue out =
-        bundle.run_method("recognize", torch::full({1, 3, 48, 320}, 127.5f));
+    const c10::IValue out = bundle.run_method("recognize", torch::full({1, 3, 48, 320}, 127.5f));
     const int64_t alphabet_size = static_cast<int64_t>(keys.size()) + 2;
     if (!out.isTensor() || out.toTensor().dim() != 3 || out.toTensor().size(0) != 1 ||
         out.toTensor().size(2) != alphabet_size) {

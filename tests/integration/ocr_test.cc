@@ -143,8 +143,7 @@ TEST_F(OcrClusterTest, SinglePrintedLinesComeBackExactly) {
     EXPECT_EQ(got, line);
     exact += got == line ? 1 : 0;
   }
-  std::cout << "paddleocr-v4 single lines: " << exact << "/" << SingleLines().size()
-            << " exact\n";
+  std::cout << "paddleocr-v4 single lines: " << exact << "/" << SingleLines().size() << " exact\n";
 }
 
 TEST_F(OcrClusterTest, APageOfTwentyLinesHasACharacterErrorRateUnderTwoPercent) {
@@ -159,8 +158,8 @@ TEST_F(OcrClusterTest, APageOfTwentyLinesHasACharacterErrorRateUnderTwoPercent) 
   got = Read(png, &warm_ms);
   EXPECT_LT(Cer(expected, got), 0.02);
   std::cout << "paddleocr-v4 page of 20 lines: CER " << cer * 100 << "% ("
-            << EditDistance(expected, got) << " edits over " << expected.size()
-            << " characters), " << ms << " ms first, " << warm_ms << " ms warm\n";
+            << EditDistance(expected, got) << " edits over " << expected.size() << " characters), "
+            << ms << " ms first, " << warm_ms << " ms warm\n";
 }
 
 // The same page through the Livepeer-compatible HTTP API and through the CLI.
@@ -169,9 +168,9 @@ TEST_F(OcrClusterTest, LivepeerHttpApiAndCliReadThePage) {
   const std::string png = RenderTextPng(tmp_, PageLines());
 
   const std::string boundary = "switchyard-ocr-boundary";
-  std::string body = absl::StrCat("--", boundary,
-                                  "\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\n",
-                                  kModel, "\r\n");
+  std::string body =
+      absl::StrCat("--", boundary, "\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\n",
+                   kModel, "\r\n");
   absl::StrAppend(&body, "--", boundary,
                   "\r\nContent-Disposition: form-data; name=\"image\"; filename=\"page.png\"\r\n"
                   "Content-Type: image/png\r\n\r\n",
@@ -187,8 +186,8 @@ TEST_F(OcrClusterTest, LivepeerHttpApiAndCliReadThePage) {
   WriteFile(page, png);
   const std::string command =
       absl::StrCat(BinaryPath("switchyard").string(), " --gateway ", cluster_.gateway_address(),
-                   " --timeout 120 image-to-text --model ", kModel, " --in ", page.string(),
-                   " 2>", (tmp_.path() / "cli.err").string());
+                   " --timeout 120 image-to-text --model ", kModel, " --in ", page.string(), " 2>",
+                   (tmp_.path() / "cli.err").string());
   FILE* pipe = ::popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string out;

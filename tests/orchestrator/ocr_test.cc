@@ -55,7 +55,7 @@ TEST(OcrGeometryTest, DetectionSizeLimitsTheLongestSideAndRoundsTo32) {
 
 TEST(OcrGeometryTest, TwoSeparatedLinesGiveTwoUnclippedBoxesTopFirst) {
   Map map(200, 100);
-  map.Fill(30, 60, 120, 69, 0.9f);  // lower line first in memory order? no: rows decide
+  map.Fill(30, 60, 120, 69, 0.9f);  // filled first, still read second
   map.Fill(10, 20, 150, 29, 0.8f);
   auto boxes = ocr::DbPostProcess(map.p.data(), map.width, map.height, 200, 100);
   ASSERT_TRUE(boxes.ok()) << boxes.status();
@@ -100,7 +100,8 @@ TEST(OcrGeometryTest, BoxesOfOneLineAreReadLeftToRight) {
 
 TEST(OcrGeometryTest, NoiseBelowTheThresholdsGivesNoBox) {
   Map map(128, 64);
-  for (size_t i = 0; i < map.p.size(); ++i) map.p[i] = 0.25f + 0.05f * static_cast<float>(i % 7) / 7;
+  for (size_t i = 0; i < map.p.size(); ++i)
+    map.p[i] = 0.25f + 0.05f * static_cast<float>(i % 7) / 7;
   auto none = ocr::DbPostProcess(map.p.data(), 128, 64, 128, 64);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_TRUE(none->empty());
@@ -135,8 +136,8 @@ TEST(OcrGeometryTest, MoreBoxesThanTheLimitAreRefused) {
 }
 
 TEST(OcrGeometryTest, ReadingOrderGroupsLinesTopToBottom) {
-  std::vector<ocr::Box> boxes = {{100, 52, 150, 70}, {10, 0, 50, 20},  {60, 3, 90, 22},
-                                 {0, 50, 40, 68},    {5, 100, 30, 120}};
+  std::vector<ocr::Box> boxes = {
+      {100, 52, 150, 70}, {10, 0, 50, 20}, {60, 3, 90, 22}, {0, 50, 40, 68}, {5, 100, 30, 120}};
   auto order = ocr::ReadingOrder(boxes);
   ASSERT_EQ(order.size(), 3u);
   EXPECT_EQ(order[0], (std::vector<size_t>{1, 2}));
@@ -163,9 +164,9 @@ TEST(OcrGeometryTest, CropResizeAndRotateMath) {
   const media::RgbImage crop = ocr::Crop(img, {2, 3, 5, 6});
   ASSERT_EQ(crop.width, 3);
   ASSERT_EQ(crop.height, 3);
-  EXPECT_EQ(crop.pixels[0], 2 + 30);                 // (2, 3)
+  EXPECT_EQ(crop.pixels[0], 2 + 30);                        // (2, 3)
   EXPECT_EQ(crop.pixels[(2 * 3 + 2) * 3 + 1], 4 + 50 + 1);  // (4, 5), green
-  EXPECT_EQ(ocr::Crop(img, {8, 6, 20, 20}).width, 2);  // clipped to the image
+  EXPECT_EQ(ocr::Crop(img, {8, 6, 20, 20}).width, 2);       // clipped to the image
   EXPECT_EQ(ocr::Crop(img, {12, 0, 20, 5}).width, 0);
 
   // OpenCV INTER_LINEAR of [0, 255] to 4 columns: 0, 64, 191, 255.
@@ -225,8 +226,7 @@ TEST(OcrKeysTest, KeysAreCheckedLineByLine) {
   EXPECT_THAT(invalid.status().message(), HasSubstr("keys.txt: line 2 is not valid UTF-8"));
   EXPECT_THAT(runner::ParseOcrKeys("\xc0\xaf", "k").status().message(), HasSubstr("UTF-8"));
   EXPECT_THAT(runner::ParseOcrKeys("\xed\xa0\x80", "k").status().message(), HasSubstr("UTF-8"));
-  EXPECT_THAT(runner::ParseOcrKeys("a\n\nb", "k").status().message(),
-              HasSubstr("line 2 is empty"));
+  EXPECT_THAT(runner::ParseOcrKeys("a\n\nb", "k").status().message(), HasSubstr("line 2 is empty"));
   EXPECT_THAT(runner::ParseOcrKeys(std::string(40, 'x'), "k").status().message(),
               HasSubstr("more than the limit of 32"));
   EXPECT_THAT(runner::ParseOcrKeys("a\x01", "k").status().message(), HasSubstr("control"));
@@ -345,8 +345,9 @@ TEST_F(OcrPipelineTest, RunsDetectionRecognitionAndReadingOrder) {
   ASSERT_TRUE(empty.ok()) << empty.status();
   EXPECT_EQ(empty->text, "");
   // The warm-up entry runs and returns nothing.
-  auto warm = ctx.executor->Run({c10::IValue(torch::zeros({1, 3, 40, 40})), c10::IValue(std::string())},
-                                absl::Now() + absl::Seconds(60), runner::CancelToken());
+  auto warm =
+      ctx.executor->Run({c10::IValue(torch::zeros({1, 3, 40, 40})), c10::IValue(std::string())},
+                        absl::Now() + absl::Seconds(60), runner::CancelToken());
   ASSERT_TRUE(warm.ok()) << warm.status();
   EXPECT_EQ(warm->toStringRef(), "");
 }
@@ -367,8 +368,8 @@ TEST_F(OcrPipelineTest, BundleChecksAndContractErrorsAreClear) {
   EXPECT_EQ(wrong_keys.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(wrong_keys.status().message(), HasSubstr("do the keys belong"));
   torch::jit::Module no_forward("Empty");
-  auto bad_net = runner::BuildOcrBundle({Net("TinyDet", kTinyDet), no_forward, std::nullopt},
-                                        {"a", "b"});
+  auto bad_net =
+      runner::BuildOcrBundle({Net("TinyDet", kTinyDet), no_forward, std::nullopt}, {"a", "b"});
   EXPECT_EQ(bad_net.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_net.status().message(), HasSubstr("rec network has no forward"));
 

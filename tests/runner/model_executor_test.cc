@@ -490,8 +490,8 @@ def triple(self, x, k: int):
   EXPECT_TRUE(torch::equal(forward->toTensor(), torch::tensor({4.0f})));
   RunOptions triple;
   triple.method = "triple";
-  auto out = (*executor)->Run({torch::tensor({2.0f}), c10::IValue(int64_t{1})}, Far(), cancel,
-                              triple);
+  auto out =
+      (*executor)->Run({torch::tensor({2.0f}), c10::IValue(int64_t{1})}, Far(), cancel, triple);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_TRUE(torch::equal(out->toTensor(), torch::tensor({7.0f})));
   RunOptions missing;

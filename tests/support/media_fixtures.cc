@@ -102,8 +102,8 @@ std::string RenderTextPng(const TempDir& dir, const std::vector<std::string>& li
   }
   const fs::path out = dir.path() / ("text-" + std::to_string(n) + ".png");
   std::ostringstream cmd;
-  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i color=c=white:s=" << width << "x"
-      << height << " -frames:v 1 -vf '" << filters.str() << "' " << out.string();
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i color=c=white:s=" << width << "x" << height
+      << " -frames:v 1 -vf '" << filters.str() << "' " << out.string();
   std::string log;
   if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
   return ReadFile(out);

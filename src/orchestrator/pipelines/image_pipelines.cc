@@ -449,15 +449,15 @@ absl::StatusOr<MasksResult> RunSegmentAnything2(const RunContext& ctx, const std
 namespace {
 
 // OCR (docs/pipelines-image.md, "OCR contract"): PaddleOCR's defaults (tools/infer/utility.py).
-constexpr int kOcrDetLimitSide = 960;    // det_limit_side_len, det_limit_type "max"
-constexpr int kOcrLineHeight = 48;       // rec_image_shape 3,48,320
-constexpr int kOcrMinLineWidth = 320;    // lines are padded to at least this
-constexpr int kOcrMaxLineWidth = 2048;   // wider lines are squeezed: bounds one batch's tensor
-constexpr int kOcrClsWidth = 192;        // cls_image_shape 3,48,192
-constexpr float kOcrClsThreshold = 0.9f; // cls_thresh
-constexpr float kOcrDropScore = 0.5f;    // drop_score: lines recognised with less confidence
-constexpr size_t kOcrRecBatch = 6;       // rec_batch_num
-constexpr size_t kOcrClsBatch = 6;       // cls_batch_num
+constexpr int kOcrDetLimitSide = 960;     // det_limit_side_len, det_limit_type "max"
+constexpr int kOcrLineHeight = 48;        // rec_image_shape 3,48,320
+constexpr int kOcrMinLineWidth = 320;     // lines are padded to at least this
+constexpr int kOcrMaxLineWidth = 2048;    // wider lines are squeezed: bounds one batch's tensor
+constexpr int kOcrClsWidth = 192;         // cls_image_shape 3,48,192
+constexpr float kOcrClsThreshold = 0.9f;  // cls_thresh
+constexpr float kOcrDropScore = 0.5f;     // drop_score: lines recognised with less confidence
+constexpr size_t kOcrRecBatch = 6;        // rec_batch_num
+constexpr size_t kOcrClsBatch = 6;        // cls_batch_num
 // Not PaddleOCR's 1.5: with it the boxes of the converted PP-OCRv4 detector hug the glyphs and
 // cut descenders and end punctuation (a 20-line page: CER 8.3% at 1.5, 0.1% at 2.0).
 constexpr float kOcrUnclipRatio = 2.0f;
@@ -466,8 +466,8 @@ constexpr float kOcrUnclipRatio = 2.0f;
 // with 127.5 (0 after the bundle's normalisation, as PaddleOCR pads).
 at::Tensor LinesToTensor(const std::vector<const media::RgbImage*>& lines,
                          const std::vector<int>& widths, int width) {
-  at::Tensor out = at::full({static_cast<int64_t>(lines.size()), 3, kOcrLineHeight, width}, 127.5f,
-                            at::kFloat);
+  at::Tensor out =
+      at::full({static_cast<int64_t>(lines.size()), 3, kOcrLineHeight, width}, 127.5f, at::kFloat);
   auto a = out.accessor<float, 4>();
   for (size_t i = 0; i < lines.size(); ++i) {
     const media::RgbImage line = ocr::Resize(*lines[i], widths[i], kOcrLineHeight);
@@ -523,10 +523,9 @@ absl::StatusOr<std::string> RunOcr(const RunContext& ctx, const media::RgbImage&
 
   // Detection on the image resized to multiples of 32.
   const ocr::Size det = ocr::DetectionSize(image.width, image.height, kOcrDetLimitSide);
-  const media::RgbImage resized =
-      det.width == image.width && det.height == image.height
-          ? image
-          : ocr::Resize(image, det.width, det.height);
+  const media::RgbImage resized = det.width == image.width && det.height == image.height
+                                      ? image
+                                      : ocr::Resize(image, det.width, det.height);
   auto det_out = RunModel(ctx, {c10::IValue(ImageToTensor(resized))}, "detect");
   if (!det_out.ok()) return det_out.status();
   auto map = OcrTensor(ctx, *det_out, "detect", 4, 1);
@@ -548,9 +547,9 @@ absl::StatusOr<std::string> RunOcr(const RunContext& ctx, const media::RgbImage&
   crops.reserve(boxes->size());
   for (const ocr::Box& box : *boxes) {
     const media::RgbImage crop = ocr::Crop(image, box);
-    crops.push_back(ocr::Resize(
-        crop, ocr::LineWidth(crop.width, crop.height, kOcrLineHeight, kOcrMaxLineWidth),
-        kOcrLineHeight));
+    crops.push_back(
+        ocr::Resize(crop, ocr::LineWidth(crop.width, crop.height, kOcrLineHeight, kOcrMaxLineWidth),
+                    kOcrLineHeight));
   }
 
   // Orientation: a line the classifier reads as upside down (180, score >= 0.9) is turned.
@@ -564,8 +563,8 @@ absl::StatusOr<std::string> RunOcr(const RunContext& ctx, const media::RgbImage&
         widths.push_back(
             ocr::LineWidth(crops[i].width, crops[i].height, kOcrLineHeight, kOcrClsWidth));
       }
-      auto cls_out = RunModel(ctx, {c10::IValue(LinesToTensor(lines, widths, kOcrClsWidth))},
-                              "classify");
+      auto cls_out =
+          RunModel(ctx, {c10::IValue(LinesToTensor(lines, widths, kOcrClsWidth))}, "classify");
       if (!cls_out.ok()) return cls_out.status();
       auto probs = OcrTensor(ctx, *cls_out, "classify", 2, static_cast<int64_t>(lines.size()));
       if (!probs.ok()) return probs.status();

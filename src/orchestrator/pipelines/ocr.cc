@@ -97,8 +97,8 @@ absl::StatusOr<std::vector<Box>> DbPostProcess(const float* map, int map_width, 
     box.score = static_cast<float>(score);
     if (box.width() <= 0 || box.height() <= 0) continue;
     if (static_cast<int>(boxes.size()) >= params.max_boxes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the image holds more than ", params.max_boxes, " text regions (the OCR limit)"));
+      return absl::InvalidArgumentError(absl::StrCat("the image holds more than ", params.max_boxes,
+                                                     " text regions (the OCR limit)"));
     }
     boxes.push_back(box);
   }
@@ -209,9 +209,9 @@ absl::StatusOr<DecodedLine> CtcGreedyDecode(const float* probs, int64_t steps, i
                                             const std::vector<std::string>& alphabet) {
   if (classes < 2 || static_cast<int64_t>(alphabet.size()) != classes || steps < 0 ||
       (steps > 0 && probs == nullptr)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CTC decoding needs an alphabet of as many entries as classes: ",
-                     alphabet.size(), " entries for ", classes, " classes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CTC decoding needs an alphabet of as many entries as classes: ", alphabet.size(),
+        " entries for ", classes, " classes"));
   }
   DecodedLine line;
   double total = 0;
