@@ -38,6 +38,7 @@ COPY --from=build /src/models/esrgan-slim-x2.pt /src/models/esrgan-slim-x3.pt \
                   /src/models/esrgan-medium-x2.pt /src/models/esrgan-medium-x3.pt \
                   /src/models/esrgan-medium-x4.pt /src/models/esrgan-medium-x8.pt \
                   /src/models/selfie-segmentation.pt /src/models/selfie-background-blur.pt \
+                  /src/models/paddleocr-v4.pt \
                   /opt/switchyard/models/
 WORKDIR /opt/switchyard
 USER switchyard

@@ -129,6 +129,7 @@ ModelExecutor::ValueResult ModelExecutor::Run(Inputs inputs, absl::Time deadline
                                               const RunOptions& options) {
   Job job;
   job.inputs = std::move(inputs);
+  job.method = options.method;
   job.deadline = deadline;
   return Await(std::move(job), cancel, options);
 }
@@ -273,7 +274,9 @@ void ModelExecutor::RunBatch(std::vector<Job>& batch) {
     for (const Job& job : live) on_job_run_(started - job.enqueued, compute);
   };
   if (live.size() == 1) {
-    ValueResult result = model_->Run(std::move(live[0].inputs));
+    ValueResult result = live[0].method.empty()
+                             ? model_->Run(std::move(live[0].inputs))
+                             : model_->RunMethod(live[0].method, std::move(live[0].inputs));
     report();
     Complete(live[0], std::move(result));
     return;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct RunOptions {
   WhenFull when_full = WhenFull::kRefuse;
   // Called once the job is queued, before it runs (e.g. to publish the executor's new in_use).
   std::function<void()> on_queued;
+  // The module's method the job runs (e.g. an OCR bundle's "detect"); "" or "forward": forward.
+  // NOT_FOUND when the module has no such method.
+  std::string method;
 };
 
 // Runs one model's forward passes on `instances` dedicated threads, fed by a bounded queue.
@@ -103,6 +107,7 @@ class ModelExecutor {
   struct Job {
     Inputs inputs;
     bool batchable = false;
+    std::string method;  // "" for forward (RunOptions::method)
     absl::Time enqueued = absl::Now();
     absl::Time deadline;
     // Set by a caller that gave up; identifies the job to take out of the queue.

@@ -472,6 +472,36 @@ def forward(self, x):
   EXPECT_EQ((*tuple_executor)->in_use(), 0);
 }
 
+// RunOptions::method runs another method of the module through the same queue (an OCR bundle's
+// detect/recognize); the default stays forward, and a missing method is NOT_FOUND.
+TEST_F(ModelExecutorTest, RunCallsTheMethodOfTheOptionsDefaultForward) {
+  auto model = Build("methods", R"(
+def forward(self, x):
+    return x * 2.0
+def triple(self, x, k: int):
+    return x * 3.0 + float(k)
+)");
+  ASSERT_NE(model, nullptr);
+  auto executor = ModelExecutor::Create(model, {.instances = 1, .queue_size = 2});
+  ASSERT_TRUE(executor.ok());
+  CancelToken cancel;
+  auto forward = (*executor)->Run({torch::tensor({2.0f})}, Far(), cancel);
+  ASSERT_TRUE(forward.ok()) << forward.status();
+  EXPECT_TRUE(torch::equal(forward->toTensor(), torch::tensor({4.0f})));
+  RunOptions triple;
+  triple.method = "triple";
+  auto out =
+      (*executor)->Run({torch::tensor({2.0f}), c10::IValue(int64_t{1})}, Far(), cancel, triple);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(torch::equal(out->toTensor(), torch::tensor({7.0f})));
+  RunOptions missing;
+  missing.method = "detect";
+  auto none = (*executor)->Run({torch::tensor({2.0f})}, Far(), cancel, missing);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound) << none.status();
+  EXPECT_THAT(none.status().message(), HasSubstr("'detect'"));
+  EXPECT_EQ((*executor)->in_use(), 0);
+}
+
 TEST_F(ModelExecutorTest, RunDeadlineWakesTheWaiterAndFreesTheQueuedSlot) {
   auto model = Build("gated", kGated);
   ASSERT_NE(model, nullptr);

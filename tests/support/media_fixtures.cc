@@ -76,6 +76,39 @@ std::string MakeTestImage(const TempDir& dir, int width, int height, const std::
   return ReadFile(out);
 }
 
+std::string RenderTextPng(const TempDir& dir, const std::vector<std::string>& lines,
+                          int font_size) {
+  if (!fs::exists(kTestFontFile)) {
+    throw std::runtime_error(std::string(kTestFontFile) + " is missing (fonts-dejavu-core)");
+  }
+  static int counter = 0;
+  const int n = counter++;
+  size_t longest = 1;
+  for (const std::string& line : lines) longest = std::max(longest, line.size());
+  const int line_height = font_size * 8 / 5;
+  const int margin = font_size;
+  // DejaVu Sans glyphs are at most ~0.65 em wide for ASCII; round sizes up to even.
+  const int width = (2 * margin + static_cast<int>(longest) * font_size * 2 / 3 + 1) / 2 * 2;
+  const int height = (2 * margin + static_cast<int>(lines.size()) * line_height + 1) / 2 * 2;
+  std::ostringstream filters;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    // The text goes through a file: no escaping of the filter graph's special characters.
+    const fs::path text = dir.path() / ("text-" + std::to_string(n) + "-" + std::to_string(i));
+    WriteFile(text, lines[i]);
+    if (i > 0) filters << ",";
+    filters << "drawtext=fontfile=" << kTestFontFile << ":textfile=" << text.string()
+            << ":expansion=none:fontcolor=black:fontsize=" << font_size << ":x=" << margin
+            << ":y=" << margin + static_cast<int>(i) * line_height;
+  }
+  const fs::path out = dir.path() / ("text-" + std::to_string(n) + ".png");
+  std::ostringstream cmd;
+  cmd << "ffmpeg -nostdin -loglevel error -y -f lavfi -i color=c=white:s=" << width << "x" << height
+      << " -frames:v 1 -vf '" << filters.str() << "' " << out.string();
+  std::string log;
+  if (RunCommand(cmd.str(), &log) != 0) throw std::runtime_error("ffmpeg failed: " + log);
+  return ReadFile(out);
+}
+
 std::string MakeTestSegment(const TempDir& dir, const SegmentSpec& spec) {
   static int counter = 0;
   std::string ext = spec.container == "mp4" ? "mp4" : "ts";

@@ -32,6 +32,15 @@ void WriteFile(const std::filesystem::path& path, const std::string& data);
 // Generates a testsrc2 image of the given size with ffmpeg. `format` is "png" or "jpg".
 std::string MakeTestImage(const TempDir& dir, int width, int height, const std::string& format);
 
+// The font RenderTextPng draws with (Debian's fonts-dejavu-core, scripts/install-deps).
+inline constexpr char kTestFontFile[] = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+// Renders `lines` (UTF-8, one row each) in black DejaVu Sans at `font_size` pixels on a white
+// image with ffmpeg's drawtext, as a PNG wide enough for the longest line; returns its bytes.
+// Throws std::runtime_error when ffmpeg or the font is missing.
+std::string RenderTextPng(const TempDir& dir, const std::vector<std::string>& lines,
+                          int font_size = 28);
+
 struct SegmentSpec {
   int width = 320;
   int height = 240;

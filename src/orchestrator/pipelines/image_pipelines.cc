@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -14,7 +15,9 @@
 #include "absl/strings/str_split.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/pipelines.h"
+#include "orchestrator/pipelines/ocr.h"
 #include "orchestrator/pipelines/warmup.h"
+#include "runner/ocr_bundle.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -31,10 +34,13 @@ absl::StatusOr<media::RgbImage> DecodeInput(const std::string& image, const Mode
   return decoded;
 }
 
-absl::StatusOr<c10::IValue> RunModel(const RunContext& ctx, runner::ModelExecutor::Inputs inputs) {
+absl::StatusOr<c10::IValue> RunModel(const RunContext& ctx, runner::ModelExecutor::Inputs inputs,
+                                     const std::string& method = "") {
   runner::CancelToken cancel;
   auto watch = runner::WatchForCancel(ctx.is_cancelled, cancel);
-  return ctx.executor->Run(std::move(inputs), ctx.deadline, cancel);
+  runner::RunOptions options;
+  options.method = method;
+  return ctx.executor->Run(std::move(inputs), ctx.deadline, cancel, options);
 }
 
 std::string Dim(int64_t v, const char* name) { return v >= 0 ? absl::StrCat(v) : name; }
@@ -440,10 +446,198 @@ absl::StatusOr<MasksResult> RunSegmentAnything2(const RunContext& ctx, const std
   return result;
 }
 
+namespace {
+
+// OCR (docs/pipelines-image.md, "OCR contract"): PaddleOCR's defaults (tools/infer/utility.py).
+constexpr int kOcrDetLimitSide = 960;     // det_limit_side_len, det_limit_type "max"
+constexpr int kOcrLineHeight = 48;        // rec_image_shape 3,48,320
+constexpr int kOcrMinLineWidth = 320;     // lines are padded to at least this
+constexpr int kOcrMaxLineWidth = 2048;    // wider lines are squeezed: bounds one batch's tensor
+constexpr int kOcrClsWidth = 192;         // cls_image_shape 3,48,192
+constexpr float kOcrClsThreshold = 0.9f;  // cls_thresh
+constexpr float kOcrDropScore = 0.5f;     // drop_score: lines recognised with less confidence
+constexpr size_t kOcrRecBatch = 6;        // rec_batch_num
+constexpr size_t kOcrClsBatch = 6;        // cls_batch_num
+// Not PaddleOCR's 1.5: with it the boxes of the converted PP-OCRv4 detector hug the glyphs and
+// cut descenders and end punctuation (a 20-line page: CER 8.3% at 1.5, 0.1% at 2.0).
+constexpr float kOcrUnclipRatio = 2.0f;
+
+// Text lines as float [N, 3, 48, width], each resized to `widths[i]` x 48 and padded on the right
+// with 127.5 (0 after the bundle's normalisation, as PaddleOCR pads).
+at::Tensor LinesToTensor(const std::vector<const media::RgbImage*>& lines,
+                         const std::vector<int>& widths, int width) {
+  at::Tensor out =
+      at::full({static_cast<int64_t>(lines.size()), 3, kOcrLineHeight, width}, 127.5f, at::kFloat);
+  auto a = out.accessor<float, 4>();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const media::RgbImage line = ocr::Resize(*lines[i], widths[i], kOcrLineHeight);
+    for (int y = 0; y < line.height; ++y) {
+      for (int x = 0; x < line.width; ++x) {
+        const uint8_t* p = &line.pixels[(static_cast<size_t>(y) * line.width + x) * 3];
+        for (int c = 0; c < 3; ++c) a[i][c][y][x] = p[c];
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status OcrContractError(const RunContext& ctx, const std::string& what) {
+  return absl::InternalError(absl::StrCat("model '", ctx.model->id,
+                                          "' is marked as an OCR bundle (ocr_contract) but ", what,
+                                          " (docs/pipelines-image.md, OCR contract)"));
+}
+
+// A float tensor of `dims` dimensions from a method's result, contiguous on the CPU.
+absl::StatusOr<at::Tensor> OcrTensor(const RunContext& ctx, const c10::IValue& value,
+                                     const char* method, int64_t dims, int64_t n) {
+  if (!value.isTensor() || value.toTensor().dim() != dims || value.toTensor().size(0) != n ||
+      !at::isFloatingType(value.toTensor().scalar_type())) {
+    return OcrContractError(ctx, absl::StrCat(method, " returned ", DescribeValue(value)));
+  }
+  return value.toTensor().to(at::kFloat).contiguous();
+}
+
+absl::StatusOr<std::string> RunOcr(const RunContext& ctx, const media::RgbImage& image) {
+  const runner::TorchModel& model = *ctx.executor->model();
+  const bool has_cls = model.IntAttribute(runner::kOcrClassifierAttribute).value_or(0) == 1;
+  for (const char* method : {"detect", "recognize", "alphabet", has_cls ? "classify" : nullptr}) {
+    if (method != nullptr && !model.HasMethod(method)) {
+      return OcrContractError(ctx, absl::StrCat("has no method '", method, "'"));
+    }
+  }
+  auto alphabet_value = RunModel(ctx, {}, "alphabet");
+  if (!alphabet_value.ok()) return alphabet_value.status();
+  std::vector<std::string> alphabet;
+  if (alphabet_value->isList()) {
+    for (const c10::IValue& c : alphabet_value->toListRef()) {
+      if (!c.isString()) break;
+      alphabet.push_back(c.toStringRef());
+    }
+  }
+  if (!alphabet_value->isList() || alphabet.size() != alphabet_value->toListRef().size() ||
+      alphabet.size() < 2) {
+    return OcrContractError(ctx,
+                            absl::StrCat("alphabet returned ", DescribeValue(*alphabet_value),
+                                         ", expected a List[str] of the blank and the characters"));
+  }
+
+  // Detection on the image resized to multiples of 32.
+  const ocr::Size det = ocr::DetectionSize(image.width, image.height, kOcrDetLimitSide);
+  const media::RgbImage resized = det.width == image.width && det.height == image.height
+                                      ? image
+                                      : ocr::Resize(image, det.width, det.height);
+  auto det_out = RunModel(ctx, {c10::IValue(ImageToTensor(resized))}, "detect");
+  if (!det_out.ok()) return det_out.status();
+  auto map = OcrTensor(ctx, *det_out, "detect", 4, 1);
+  if (!map.ok()) return map.status();
+  if (map->size(1) != 1 || map->size(2) != det.height || map->size(3) != det.width) {
+    return OcrContractError(ctx, absl::StrCat("detect returned ", DescribeTensor(*map),
+                                              " for an image of ", det.width, "x", det.height));
+  }
+  ocr::DbParams db;
+  db.unclip_ratio = kOcrUnclipRatio;
+  auto boxes = ocr::DbPostProcess(map->data_ptr<float>(), det.width, det.height, image.width,
+                                  image.height, db);
+  if (!boxes.ok()) return boxes.status();
+  if (boxes->empty()) return std::string();
+
+  // Each box's crop is resized at once to the recogniser's height (width at most 2048): what is
+  // kept per box is then at most 48 x 2048 pixels, however large or nested the boxes are.
+  std::vector<media::RgbImage> crops;
+  crops.reserve(boxes->size());
+  for (const ocr::Box& box : *boxes) {
+    const media::RgbImage crop = ocr::Crop(image, box);
+    crops.push_back(
+        ocr::Resize(crop, ocr::LineWidth(crop.width, crop.height, kOcrLineHeight, kOcrMaxLineWidth),
+                    kOcrLineHeight));
+  }
+
+  // Orientation: a line the classifier reads as upside down (180, score >= 0.9) is turned.
+  if (has_cls) {
+    for (size_t start = 0; start < crops.size(); start += kOcrClsBatch) {
+      const size_t end = std::min(crops.size(), start + kOcrClsBatch);
+      std::vector<const media::RgbImage*> lines;
+      std::vector<int> widths;
+      for (size_t i = start; i < end; ++i) {
+        lines.push_back(&crops[i]);
+        widths.push_back(
+            ocr::LineWidth(crops[i].width, crops[i].height, kOcrLineHeight, kOcrClsWidth));
+      }
+      auto cls_out =
+          RunModel(ctx, {c10::IValue(LinesToTensor(lines, widths, kOcrClsWidth))}, "classify");
+      if (!cls_out.ok()) return cls_out.status();
+      auto probs = OcrTensor(ctx, *cls_out, "classify", 2, static_cast<int64_t>(lines.size()));
+      if (!probs.ok()) return probs.status();
+      if (probs->size(1) != 2) {
+        return OcrContractError(ctx, absl::StrCat("classify returned ", DescribeTensor(*probs)));
+      }
+      auto p = probs->accessor<float, 2>();
+      for (size_t i = start; i < end; ++i) {
+        const float up = p[i - start][0], down = p[i - start][1];
+        if (down > up && down >= kOcrClsThreshold) crops[i] = ocr::Rotate180(crops[i]);
+      }
+    }
+  }
+
+  // Recognition in batches of lines of similar aspect ratio (less padding), as PaddleOCR sorts.
+  std::vector<int> widths(crops.size());
+  for (size_t i = 0; i < crops.size(); ++i) {
+    widths[i] = ocr::LineWidth(crops[i].width, crops[i].height, kOcrLineHeight, kOcrMaxLineWidth);
+  }
+  std::vector<size_t> by_width(crops.size());
+  std::iota(by_width.begin(), by_width.end(), size_t{0});
+  std::stable_sort(by_width.begin(), by_width.end(),
+                   [&](size_t a, size_t b) { return widths[a] < widths[b]; });
+  std::vector<std::string> texts(crops.size());
+  for (size_t start = 0; start < by_width.size(); start += kOcrRecBatch) {
+    const size_t end = std::min(by_width.size(), start + kOcrRecBatch);
+    std::vector<const media::RgbImage*> lines;
+    std::vector<int> line_widths;
+    int width = kOcrMinLineWidth;
+    for (size_t k = start; k < end; ++k) {
+      lines.push_back(&crops[by_width[k]]);
+      line_widths.push_back(widths[by_width[k]]);
+      width = std::max(width, widths[by_width[k]]);
+    }
+    auto rec_out =
+        RunModel(ctx, {c10::IValue(LinesToTensor(lines, line_widths, width))}, "recognize");
+    if (!rec_out.ok()) return rec_out.status();
+    auto probs = OcrTensor(ctx, *rec_out, "recognize", 3, static_cast<int64_t>(lines.size()));
+    if (!probs.ok()) return probs.status();
+    if (probs->size(2) != static_cast<int64_t>(alphabet.size())) {
+      return OcrContractError(ctx, absl::StrCat("recognize returned ", probs->size(2),
+                                                " classes for an alphabet of ", alphabet.size()));
+    }
+    const int64_t steps = probs->size(1), classes = probs->size(2);
+    for (size_t k = start; k < end; ++k) {
+      auto line = ocr::CtcGreedyDecode(
+          probs->data_ptr<float>() + static_cast<int64_t>(k - start) * steps * classes, steps,
+          classes, alphabet);
+      if (!line.ok()) return line.status();
+      if (line->score >= kOcrDropScore) texts[by_width[k]] = std::move(line->text);
+    }
+  }
+  return ocr::JoinText(ocr::ReadingOrder(*boxes), texts);
+}
+
+}  // namespace
+
 absl::StatusOr<TextResult> RunImageToText(const RunContext& ctx, const std::string& image,
                                           const std::string& prompt) {
   auto decoded = DecodeInput(image, *ctx.model);
   if (!decoded.ok()) return decoded.status();
+  // A module with the OCR marker runs its networks here and is post-processed in C++ (the
+  // prompt is not used); any other follows forward(image, prompt) -> str.
+  if (auto contract = ctx.executor->model()->IntAttribute(runner::kOcrContractAttribute)) {
+    if (*contract != runner::kOcrContractVersion) {
+      return absl::InternalError(absl::StrCat("model '", ctx.model->id, "' follows OCR contract ",
+                                              *contract, "; this orchestrator knows version ",
+                                              runner::kOcrContractVersion));
+    }
+    auto text = RunOcr(ctx, *decoded);
+    if (!text.ok()) return text.status();
+    return TextResult{std::move(*text), decoded->width, decoded->height};
+  }
   runner::ModelExecutor::Inputs inputs{c10::IValue(ImageToTensor(*decoded)), c10::IValue(prompt)};
   auto out = RunModel(ctx, std::move(inputs));
   if (!out.ok()) return out.status();
@@ -502,6 +696,8 @@ WarmupInputs ImageWarmupInputs(const ModelConfig& model) {
                   c10::IValue(true)};
   }
   if (model.pipeline == pipelines::kImageToText) {
+    // An OCR bundle's forward(image, "") is its warm-up: it runs each of its networks once
+    // (runner/ocr_bundle.h), so the same inputs suit both kinds of image-to-text model.
     return Inputs{image(), c10::IValue(std::string())};
   }
   return std::nullopt;

@@ -17,7 +17,9 @@
 //                           mask_input: float32 [M,256,256] (M 0 or 1), multimask_output: bool,
 //                           normalize_coords: bool)
 //                   -> (masks float32 [K,H,W], scores float32 [K], low_res_logits float32 [K,h,w])
-//   image-to-text:  forward(image: [1,3,H,W], prompt: str) -> str
+//   image-to-text:  forward(image: [1,3,H,W], prompt: str) -> str, or the OCR contract (a module
+//                   with the int attribute ocr_contract: detect/recognize/classify/alphabet,
+//                   runner/ocr_bundle.h), post-processed here in C++ (ocr.h)
 #pragma once
 
 #include <cstdint>

@@ -7,6 +7,8 @@
 //   switchyard-convert onnx --in model.onnx --out model.pt
 //   switchyard-convert tflite --in m.tflite --out m.pt
 //                             [--contract segment-anything-2|live-video-to-video]
+//   switchyard-convert ocr --det det.onnx --rec rec.onnx [--cls cls.onnx] --keys keys.txt
+//                          --out paddleocr.pt
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -20,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "runner/converter_support.h"
 #include "runner/ncnn_converter.h"
+#include "runner/ocr_bundle.h"
 #include "runner/onnx_converter.h"
 #include "runner/tfjs_converter.h"
 #include "runner/tflite_converter.h"
@@ -102,6 +105,17 @@ int main(int argc, char** argv) {
   fs::path onnx_in, onnx_out;
   onnx->add_option("--in", onnx_in, "ONNX model file")->required();
   onnx->add_option("--out", onnx_out, "TorchScript file to write")->required();
+  CLI::App* ocr = app.add_subcommand(
+      "ocr",
+      "PaddleOCR detector, recogniser (and orientation classifier) ONNX models + keys file -> one "
+      "image-to-text TorchScript bundle (the OCR contract, docs/pipelines-image.md)");
+  fs::path ocr_det, ocr_rec, ocr_cls, ocr_keys, ocr_out;
+  ocr->add_option("--det", ocr_det, "text detection ONNX model (DB)")->required();
+  ocr->add_option("--rec", ocr_rec, "text recognition ONNX model (CTC)")->required();
+  ocr->add_option("--cls", ocr_cls, "text orientation classifier ONNX model (optional)");
+  ocr->add_option("--keys", ocr_keys, "the recogniser's dictionary, one character per line")
+      ->required();
+  ocr->add_option("--out", ocr_out, "TorchScript file to write")->required();
 
   CLI::App* tflite = app.add_subcommand(
       "tflite",
@@ -142,6 +156,26 @@ int main(int argc, char** argv) {
   }
   if (waifu2x->parsed()) {
     return Save("waifu2x", switchyard::runner::ConvertWaifu2xModel(waifu2x_in), waifu2x_out, start);
+  }
+  if (ocr->parsed()) {
+    auto bundle = [&]() -> absl::StatusOr<torch::jit::Module> {
+      auto keys = switchyard::runner::ReadOcrKeys(ocr_keys);
+      if (!keys.ok()) return keys.status();
+      switchyard::runner::OcrNetworks networks;
+      auto det = switchyard::runner::ConvertOnnxModel(ocr_det);
+      if (!det.ok()) return det.status();
+      networks.det = std::move(*det);
+      auto rec = switchyard::runner::ConvertOnnxModel(ocr_rec);
+      if (!rec.ok()) return rec.status();
+      networks.rec = std::move(*rec);
+      if (!ocr_cls.empty()) {
+        auto cls = switchyard::runner::ConvertOnnxModel(ocr_cls);
+        if (!cls.ok()) return cls.status();
+        networks.cls = std::move(*cls);
+      }
+      return switchyard::runner::BuildOcrBundle(std::move(networks), *keys);
+    };
+    return Save("ocr", bundle(), ocr_out, start);
   }
   switchyard::runner::TfjsConvertOptions tfjs_options;
   if (tfjs_range == "0..1") {
