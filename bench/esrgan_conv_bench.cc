@@ -15,6 +15,7 @@
 // the same model ids from DIR too (e.g. files converted by an older converter), interleaved, so
 // before/after ratios come from one run.
 #include <ATen/record_function.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -131,9 +132,24 @@ bool IsLayoutOp(const std::string& name) {
   return false;
 }
 
-// Forwards per second over at least `seconds` (and at least two calls).
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Calls per wall second and per CPU second (the process's user + system time: on a machine
+// shared with other work, wall time swings with their load, CPU time much less).
+struct Rate {
+  double per_wall_s = 0;
+  double per_cpu_s = 0;
+};
+
+// Runs `fn` for at least `seconds` (and at least two calls).
 template <typename Fn>
-double Rate(Fn fn, double seconds) {
+Rate Measure(Fn fn, double seconds) {
+  const double cpu0 = ProcessCpuSeconds();
   const auto start = Clock::now();
   int calls = 0;
   double elapsed = 0;
@@ -142,7 +158,8 @@ double Rate(Fn fn, double seconds) {
     ++calls;
     elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   }
-  return calls / elapsed;
+  const double cpu = ProcessCpuSeconds() - cpu0;
+  return {calls / elapsed, cpu > 0 ? calls / cpu : 0};
 }
 
 double Median(std::vector<double> v) {
@@ -155,8 +172,10 @@ struct Entry {
   fs::path path;
   torch::jit::Module module;
   Profile profile;
-  std::vector<double> rates;   // forwards per second, per round
-  std::vector<double> ratios;  // GFLOP/s against the plain conv of the same round
+  std::vector<double> rates;       // forwards per wall second, per round
+  std::vector<double> ratios;      // GFLOP/s against the plain conv measured just before
+  std::vector<double> cpu_ratios;  // the same per CPU second
+  std::vector<double> plain_gflops;
 };
 
 std::string Fmt(double v, int digits) {
@@ -257,22 +276,25 @@ int main(int argc, char** argv) {
     e.profile = ProfileOnce([&] { e.module.forward({input}); });
   }
   for (int i = 0; i < 3; ++i) plain();
-  std::vector<double> plain_rates;
+  // The plain conv runs just before every model, so each ratio compares two measurements
+  // seconds apart; models with a --before twin follow it directly.
   for (int r = 0; r < rounds; ++r) {
-    const double plain_rate = Rate(plain, seconds);
-    plain_rates.push_back(plain_rate);
     for (Entry& e : entries) {
-      const double rate = Rate([&] { e.module.forward({input}); }, seconds);
-      e.rates.push_back(rate);
-      e.ratios.push_back(rate * e.profile.conv_flops / (plain_rate * plain_flops));
+      const Rate base = Measure(plain, seconds);
+      const Rate rate = Measure([&] { e.module.forward({input}); }, seconds);
+      e.plain_gflops.push_back(base.per_wall_s * plain_flops / 1e9);
+      e.rates.push_back(rate.per_wall_s);
+      e.ratios.push_back(rate.per_wall_s * e.profile.conv_flops / (base.per_wall_s * plain_flops));
+      e.cpu_ratios.push_back(rate.per_cpu_s * e.profile.conv_flops /
+                             (base.per_cpu_s * plain_flops));
     }
     std::cerr << "round " << r + 1 << " of " << rounds << " done\n";
   }
 
   std::cout << "| model | convs | conv GFLOP/forward | forward ms | GFLOP/s | plain 3x3 GFLOP/s | "
-               "ratio (median) | ratio per round | conv time | upsample/depth-to-space time | "
-               "other |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-  const double plain_gflops = Median(plain_rates) * plain_flops / 1e9;
+               "ratio (median) | ratio per round | CPU-time ratio (median) | conv time | "
+               "upsample/depth-to-space time | other |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Entry& e : entries) {
     double total = 0, conv = 0, layout = 0;
     for (const auto& [op, ms] : e.profile.ms_by_op) {
@@ -285,10 +307,31 @@ int main(int argc, char** argv) {
     for (double v : e.ratios) per_round.push_back(Fmt(v, 3));
     std::cout << "| " << e.label << " | " << e.profile.convs << " | "
               << Fmt(e.profile.conv_flops / 1e9, 2) << " | " << Fmt(1000.0 / rate, 1) << " | "
-              << Fmt(rate * e.profile.conv_flops / 1e9, 1) << " | " << Fmt(plain_gflops, 1)
-              << " | **" << Fmt(Median(e.ratios), 3) << "** | " << absl::StrJoin(per_round, ", ")
-              << " | " << Fmt(100 * conv / total, 1) << "% | " << Fmt(100 * layout / total, 1)
-              << "% | " << Fmt(100 * (total - conv - layout) / total, 1) << "% |\n";
+              << Fmt(rate * e.profile.conv_flops / 1e9, 1) << " | "
+              << Fmt(Median(e.plain_gflops), 1) << " | **" << Fmt(Median(e.ratios), 3) << "** | "
+              << absl::StrJoin(per_round, ", ") << " | " << Fmt(Median(e.cpu_ratios), 3) << " | "
+              << Fmt(100 * conv / total, 1) << "% | " << Fmt(100 * layout / total, 1) << "% | "
+              << Fmt(100 * (total - conv - layout) / total, 1) << "% |\n";
+  }
+  // After / before: forward rates of the adjacent twins, round by round.
+  bool header = false;
+  for (size_t i = 0; i + 1 < entries.size(); ++i) {
+    const Entry& after = entries[i];
+    const Entry& before = entries[i + 1];
+    if (before.label != after.label + " (before)") continue;
+    if (!header) {
+      std::cout
+          << "\n| model | forward rate after / before (median) | per round |\n|---|---|---|\n";
+      header = true;
+    }
+    std::vector<double> speedups;
+    std::vector<std::string> per_round;
+    for (size_t r = 0; r < after.rates.size(); ++r) {
+      speedups.push_back(after.rates[r] / before.rates[r]);
+      per_round.push_back(Fmt(speedups.back(), 3));
+    }
+    std::cout << "| " << after.label << " | **" << Fmt(Median(speedups), 3) << "** | "
+              << absl::StrJoin(per_round, ", ") << " |\n";
   }
   std::cout << "\nTime shares: one forward with a RecordFunction callback on every top-level "
                "operator.\nLargest operators per model (ms in that forward):\n";
