@@ -8,6 +8,10 @@
 //
 //   build/bin/serving_bench [--model-dir models] [--seconds 10] [--threads 2]
 //                           [--served-models id[:pipeline],...] [--only-served]
+//                           [--default-allocator]
+// Rates are calls over the wall time until the last call started in the window ended; the CPU
+// columns are the whole process's user + system time per call (getrusage), so on a machine the
+// raw forward already keeps busy, served / raw cannot exceed raw CPU / served CPU per call.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -26,6 +30,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/daemon.h"
 #include "common/media/image_codec.h"
 #include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_server.h"
@@ -61,6 +66,28 @@ std::string TestPng(int side) {
   return *sy::media::EncodePng(img);
 }
 
+// The process's CPU time (user + system, all threads) in seconds.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// What RunClients measured: calls started within the window, the wall time until the last of
+// them ended (the rate's denominator: a call that runs past the window is counted whole, so the
+// window alone would favour more clients) and the process CPU time meanwhile.
+struct Measured {
+  std::vector<double> latencies_ms;
+  double wall_s = 0;
+  double cpu_s = 0;
+  double rate() const { return wall_s > 0 ? static_cast<double>(latencies_ms.size()) / wall_s : 0; }
+  double cpu_ms_per_call() const {
+    return latencies_ms.empty() ? 0 : 1000.0 * cpu_s / static_cast<double>(latencies_ms.size());
+  }
+  double cores_busy() const { return wall_s > 0 ? cpu_s / wall_s : 0; }
+};
+
 // Runs `fn` on `clients` threads for `seconds`; returns per-call latencies (ms).
 template <typename Fn>
 std::vector<double> RunClients(int clients, double seconds, Fn fn, int* failures) {
@@ -83,6 +110,18 @@ std::vector<double> RunClients(int clients, double seconds, Fn fn, int* failures
   for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
   *failures = failed.load();
   return all;
+}
+
+// RunClients, timed: see Measured.
+template <typename Fn>
+Measured Measure(int clients, double seconds, Fn fn, int* failures) {
+  Measured m;
+  const double cpu0 = ProcessCpuSeconds();
+  const auto t0 = Clock::now();
+  m.latencies_ms = RunClients(clients, seconds, fn, failures);
+  m.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  m.cpu_s = ProcessCpuSeconds() - cpu0;
+  return m;
 }
 
 // A model section 1 measures: its id (a .pt in the model dir) and pipeline (upscale or
@@ -114,8 +153,9 @@ void ServedVsRaw(const std::string& model_dir, const ServedModel& served_model, 
   }
   std::cout << "\n## 1. Served vs raw: " << id << " (" << served_model.pipeline
             << "), intra-op threads " << threads << "\n\n";
-  std::cout << "| input | raw forward/s | served jobs/s | served / raw | served p50 ms | p99 ms |\n"
-               "|---|---|---|---|---|---|\n";
+  std::cout << "| input | raw forward/s | served jobs/s | served / raw | served p50 ms | p99 ms "
+               "| raw CPU ms/forward | served CPU ms/job | raw cores busy | served cores busy |\n"
+               "|---|---|---|---|---|---|---|---|---|---|\n";
   auto model = sy::runner::TorchModel::Load(model_dir + "/" + id + ".pt", "cpu");
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
@@ -160,14 +200,13 @@ void ServedVsRaw(const std::string& model_dir, const ServedModel& served_model, 
     };
     raw_forward();  // warm
     int fails = 0;
-    auto raw = RunClients(
+    const Measured raw = Measure(
         1, seconds, [&](int) { return raw_forward(); }, &fails);
-    double raw_rate = static_cast<double>(raw.size()) / seconds;
 
     std::string png = TestPng(side);
     // Two clients keep the single executor busy while the other job is decoded or encoded, as
     // production traffic does.
-    auto served = RunClients(
+    const Measured served = Measure(
         2, seconds,
         [&](int) {
           grpc::ClientContext ctx;
@@ -186,10 +225,11 @@ void ServedVsRaw(const std::string& model_dir, const ServedModel& served_model, 
           return stub->Upscale(&ctx, req, &resp).ok();
         },
         &fails);
-    double served_rate = static_cast<double>(served.size()) / seconds;
-    std::printf("| %dx%d | %.2f | %.2f | %.3f | %.0f | %.0f |%s\n", side, side, raw_rate,
-                served_rate, served_rate / raw_rate, Percentile(served, 0.5),
-                Percentile(served, 0.99), fails ? " (failures!)" : "");
+    std::printf("| %dx%d | %.2f | %.2f | %.3f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |%s\n",
+                side, side, raw.rate(), served.rate(), served.rate() / raw.rate(),
+                Percentile(served.latencies_ms, 0.5), Percentile(served.latencies_ms, 0.99),
+                raw.cpu_ms_per_call(), served.cpu_ms_per_call(), raw.cores_busy(),
+                served.cores_busy(), fails ? " (failures!)" : "");
   }
   (*server)->Shutdown(std::chrono::milliseconds(1000));
 }
@@ -285,7 +325,15 @@ int main(int argc, char** argv) {
                  "e.g. esrgan-medium-x4,waifu2x-noise2:image-to-image");
   bool only_served = false;
   app.add_flag("--only-served", only_served, "Run section 1 only");
+  bool default_allocator = false;
+  app.add_flag("--default-allocator", default_allocator,
+               "Keep glibc's malloc defaults instead of the orchestrator's settings "
+               "(KeepFreedMemoryForReuse, which switchyard-orchestrator applies at start)");
   CLI11_PARSE(app, argc, argv);
+  // As switchyard-orchestrator does (src/orchestrator/main.cc): without it glibc hands the
+  // forward's multi-MB activations back to the kernel and page-faults them in again on the next
+  // call, a cost the raw loop and the served executor thread pay differently (different arenas).
+  if (!default_allocator) sy::KeepFreedMemoryForReuse();
   if (auto st = sy::runner::ConfigureTorchThreads(threads, 1); !st.ok()) {
     std::cerr << st << "\n";
     return 1;

@@ -33,7 +33,19 @@ struct TensorInfo {
   std::optional<int64_t> channels;  // unknown for an input declared with channels = null
   int64_t scale_h = 1;              // size ratio to the model input, from UpSampling2D layers
   int64_t scale_w = 1;
+  // An UpSampling2D output that was never materialised: its only consumer, a Conv2D, reads
+  // `folded_from` (the low-resolution tensor) with weights that do the repeat (FoldedConv).
+  std::string folded_from;
+  int64_t folded_factor = 0;
+  // A Conv2D output whose channels were permuted so that torch's pixel_shuffle with this block
+  // size gives TF's depth_to_space order (its only consumer is that PixelShuffle layer).
+  int64_t torch_shuffle_block = 0;
 };
+
+// Folding an upsample into the following convolution multiplies its output channels by s * s:
+// beyond these bounds (no UpscalerJS model comes near them) the plain repeat is emitted instead.
+constexpr int64_t kMaxFoldedFactor = 16;
+constexpr int64_t kMaxFoldedWeightValues = int64_t{1} << 24;
 
 using tfjs::Layer;
 using tfjs::ShapeString;
@@ -85,6 +97,9 @@ class Converter {
   // --- code generation --------------------------------------------------------------------
 
   absl::Status GenerateForward() {
+    for (size_t i = 0; i < graph_.layers.size(); ++i) {
+      for (const std::string& name : graph_.layers[i].inputs) consumers_[name].push_back(i);
+    }
     std::map<std::string, TensorInfo> tensors;
     std::set<std::string> used_names = {"forward", "training", "scale"};
     int var_index = 0;
@@ -140,8 +155,13 @@ class Converter {
       } else {
         return LayerError(layer, absl::StrCat("unsupported layer class ", Quote(layer.class_name)));
       }
-      absl::StrAppend(&source_, "    ", out.var, " = ", expr, "  # ", CommentText(layer.name), " (",
-                      CommentText(layer.class_name), ")\n");
+      if (!out.folded_from.empty()) {
+        absl::StrAppend(&source_, "    # ", CommentText(layer.name), " (",
+                        CommentText(layer.class_name), "): folded into the next convolution\n");
+      } else {
+        absl::StrAppend(&source_, "    ", out.var, " = ", expr, "  # ", CommentText(layer.name),
+                        " (", CommentText(layer.class_name), ")\n");
+      }
       tensors[layer.name] = out;
     }
     const TensorInfo& result = tensors.at(graph_.output_layer);
@@ -160,7 +180,42 @@ class Converter {
   static TensorInfo Derived(const TensorInfo& from, const std::string& var) {
     TensorInfo t = from;
     t.var = var;
+    t.folded_from.clear();
+    t.folded_factor = 0;
+    t.torch_shuffle_block = 0;
     return t;
+  }
+
+  // The one layer that reads `layer`'s output, or nullptr when it has several or none or is the
+  // model's output (then its tensor must exist as it is).
+  const Layer* OnlyConsumer(const Layer& layer) const {
+    if (layer.name == graph_.output_layer) return nullptr;
+    auto it = consumers_.find(layer.name);
+    if (it == consumers_.end() || it->second.size() != 1) return nullptr;
+    return &graph_.layers[it->second[0]];
+  }
+
+  // A Conv2D that an upsample can be folded into: stride 1, no dilation, odd kernel, 'same'
+  // padding (zero padding at the high resolution is zero padding at the low one), its config
+  // readable. A conv whose config is bad is not folded and reports the error itself.
+  bool FoldableConv(const Layer& layer) const {
+    if (layer.class_name != "Conv2D" || layer.inputs.size() != 1) return false;
+    const Json& c = *layer.config;
+    std::pair<int64_t, int64_t> kernel, strides, dilation;
+    std::string padding;
+    if (!GetPair(layer, "kernel_size", &kernel, std::nullopt).ok() ||
+        !GetPair(layer, "strides", &strides, std::pair<int64_t, int64_t>{1, 1}).ok() ||
+        !GetPair(layer, "dilation_rate", &dilation, std::pair<int64_t, int64_t>{1, 1}).ok() ||
+        !GetString(layer, "padding", &padding, "valid").ok() || !ChannelsLast(layer).ok()) {
+      return false;
+    }
+    if (c.contains("groups") && c["groups"] != 1) return false;
+    if (!c.contains("filters") || !c["filters"].is_number_integer() || c["filters"] < 1) {
+      return false;
+    }
+    return padding == "same" && strides == std::pair<int64_t, int64_t>{1, 1} &&
+           dilation == std::pair<int64_t, int64_t>{1, 1} && kernel.first % 2 == 1 &&
+           kernel.second % 2 == 1;
   }
 
   absl::Status ExpectInputs(const Layer& layer, const std::vector<const TensorInfo*>& in,
@@ -331,6 +386,40 @@ class Converter {
           torch::from_blob(bias_w->data.data(), {filters}, torch::kFloat32).clone());
       bias_w->used = true;
     }
+    torch::Tensor* weight = &params_[params_.size() - (bias_w != nullptr ? 2 : 1)].second;
+    torch::Tensor* bias = bias_w != nullptr ? &params_.back().second : nullptr;
+
+    if (in[0]->folded_factor > 0) {
+      if (!FoldableConv(layer) || padding != "same") {
+        return absl::InternalError(
+            absl::StrCat(path_.string(), ": layer ", Quote(layer.name),
+                         " was chosen for folding an upsample but cannot take it"));
+      }
+      return FoldedConv(layer, *in[0], kernel, activation, weight, bias, bias_arg, weight_name, out,
+                        expr);
+    }
+    if (const Layer* next = OnlyConsumer(layer);
+        next != nullptr && next->class_name.starts_with("PixelShuffle")) {
+      absl::StatusOr<int64_t> block = ShuffleBlock(*next);
+      if (block.ok() && filters % (*block * *block) == 0) {
+        // TF's depth_to_space reads channel (i * S + j) * C + c for sub-pixel (i, j) of output
+        // channel c; torch's pixel_shuffle reads c * S * S + i * S + j. Reordering this conv's
+        // output channels once here lets the PixelShuffle layer be torch's one-kernel
+        // pixel_shuffle instead of a reshape-permute-reshape copy.
+        const int64_t b = *block, channels = filters / (b * b);
+        std::vector<int64_t> order;
+        order.reserve(static_cast<size_t>(filters));
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          for (int64_t i = 0; i < b; ++i) {
+            for (int64_t j = 0; j < b; ++j) order.push_back((i * b + j) * channels + ch);
+          }
+        }
+        const torch::Tensor index = torch::tensor(order, torch::kInt64);
+        *weight = weight->index_select(0, index).contiguous();
+        if (bias != nullptr) *bias = bias->index_select(0, index).contiguous();
+        out->torch_shuffle_block = b;
+      }
+    }
 
     // Padding: 'same' with stride 1 pads (k - 1) * d in total, the extra one after (TF rule).
     std::string input = in[0]->var;
@@ -354,10 +443,68 @@ class Converter {
                      pad_h, ", ", pad_w, "], [", dilation.first, ", ", dilation.second, "], 1)");
     SY_RETURN_IF_ERROR(Activate(layer, activation, conv, expr));
     const std::string var = out->var;
+    const int64_t shuffle_block = out->torch_shuffle_block;
     *out = Derived(*in[0], var);
+    out->channels = filters;
+    out->torch_shuffle_block = shuffle_block;
+    return absl::OkStatus();
+  }
+
+  // A 'same' conv (kernel kh x kw, both odd, radius r = (k - 1) / 2) on x repeated s times
+  // (nearest) computes output pixel (s * h + i, s * w + j) from the repeated pixels
+  // (s * h + i + dy, s * w + j + dx), |dy| <= r, which are low-resolution pixels
+  // (h + floor((i + dy) / s), ...). So each of the s * s sub-pixels (i, j) is a conv on x itself,
+  // radius R = ceil(r / s), whose taps sum the original taps that land on the same pixel; zero
+  // padding past the edge is the same at both resolutions. One conv with s * s times the output
+  // channels (channel o * s * s + i * s + j: torch's pixel_shuffle order) and pixel_shuffle give
+  // the same result without the s * s times larger repeated tensor, and with the same
+  // multiply-adds or fewer (the same for 3x3).
+  absl::Status FoldedConv(const Layer& layer, const TensorInfo& input,
+                          std::pair<int64_t, int64_t> kernel, const std::string& activation,
+                          torch::Tensor* weight, torch::Tensor* bias, const std::string& bias_arg,
+                          const std::string& weight_name, TensorInfo* out, std::string* expr) {
+    const int64_t s = input.folded_factor;
+    const int64_t rh = (kernel.first - 1) / 2, rw = (kernel.second - 1) / 2;
+    const int64_t big_rh = (rh + s - 1) / s, big_rw = (rw + s - 1) / s;
+    const int64_t filters = weight->size(0), channels = weight->size(1);
+    // Summed in double: the taps that land on one pixel are added once here instead of at
+    // run time, in another order; double keeps that difference far below float's.
+    const torch::Tensor w = weight->to(torch::kFloat64);
+    torch::Tensor folded =
+        torch::zeros({filters, s, s, channels, 2 * big_rh + 1, 2 * big_rw + 1}, torch::kFloat64);
+    for (int64_t i = 0; i < s; ++i) {
+      for (int64_t j = 0; j < s; ++j) {
+        torch::Tensor phase = folded.select(1, i).select(1, j);  // [out, in, KH, KW]
+        for (int64_t dy = -rh; dy <= rh; ++dy) {
+          const int64_t oy = FloorDiv(i + dy, s);
+          for (int64_t dx = -rw; dx <= rw; ++dx) {
+            const int64_t ox = FloorDiv(j + dx, s);
+            phase.select(2, big_rh + oy)
+                .select(2, big_rw + ox)
+                .add_(w.select(2, rh + dy).select(2, rw + dx));
+          }
+        }
+      }
+    }
+    *weight = folded.reshape({filters * s * s, channels, 2 * big_rh + 1, 2 * big_rw + 1})
+                  .to(torch::kFloat32)
+                  .contiguous();
+    if (bias != nullptr) {
+      *bias = bias->unsqueeze(1).expand({filters, s * s}).reshape({filters * s * s}).contiguous();
+    }
+    const std::string conv =
+        absl::StrCat("torch.conv2d(", input.folded_from, ", self.", weight_name, ", ", bias_arg,
+                     ", [1, 1], [", big_rh, ", ", big_rw, "], [1, 1], 1)");
+    std::string activated;
+    SY_RETURN_IF_ERROR(Activate(layer, activation, conv, &activated));
+    *expr = absl::StrCat("torch.pixel_shuffle(", activated, ", ", s, ")");
+    const std::string var = out->var;
+    *out = Derived(input, var);
     out->channels = filters;
     return absl::OkStatus();
   }
+
+  static int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
   absl::Status Concatenate(const Layer& layer, const std::vector<const TensorInfo*>& in,
                            TensorInfo* out, std::string* expr) const {
@@ -405,12 +552,37 @@ class Converter {
     *out = Derived(*in[0], var);
     out->scale_h *= size.first;
     out->scale_w *= size.second;
+    if (const Layer* next = OnlyConsumer(layer);
+        next != nullptr && size.first == size.second && in[0]->channels &&
+        FoldsWithinLimits(*next, size.first, *in[0]->channels)) {
+      out->folded_from = in[0]->var;
+      out->folded_factor = size.first;
+      return absl::OkStatus();
+    }
     // Exact nearest-neighbour repeat: [N,C,H,W] -> [N,C,H,sh,W,sw] -> [N,C,H*sh,W*sw].
     const std::string& x = in[0]->var;
     *expr = absl::StrCat(x, ".unsqueeze(3).unsqueeze(5).expand(-1, -1, -1, ", size.first, ", -1, ",
                          size.second, ").reshape(", x, ".size(0), ", x, ".size(1), ", x,
                          ".size(2) * ", size.first, ", ", x, ".size(3) * ", size.second, ")");
     return absl::OkStatus();
+  }
+
+  // Whether an upsample by `factor` of a tensor with `channels` channels may be folded into
+  // `conv` (FoldedConv): a foldable conv, and a folded weight of bounded size (every factor is
+  // checked before the product, which cannot overflow then).
+  bool FoldsWithinLimits(const Layer& conv, int64_t factor, int64_t channels) const {
+    if (factor < 2 || factor > kMaxFoldedFactor || !FoldableConv(conv)) return false;
+    std::pair<int64_t, int64_t> kernel;
+    if (!GetPair(conv, "kernel_size", &kernel, std::nullopt).ok()) return false;
+    const int64_t filters = (*conv.config)["filters"].get<int64_t>();
+    const int64_t kh = 2 * ((kernel.first / 2 + factor - 1) / factor) + 1;
+    const int64_t kw = 2 * ((kernel.second / 2 + factor - 1) / factor) + 1;
+    int64_t values = 1;
+    for (int64_t f : {filters, factor * factor, channels, kh, kw}) {
+      if (f < 1 || f > kMaxFoldedWeightValues || values > kMaxFoldedWeightValues / f) return false;
+      values *= f;
+    }
+    return true;
   }
 
   // UpscalerJS's MultiplyBeta (dist/*/packages/shared/src/esrgan/esrgan.js in its npm packages):
@@ -433,14 +605,8 @@ class Converter {
     return absl::OkStatus();
   }
 
-  // UpscalerJS's PixelShuffle<S>x: tf.depthToSpace(x, S, 'NHWC'). In NHWC, output pixel
-  // (h * S + i, w * S + j) channel c is input pixel (h, w) channel (i * S + j) * C + c.
-  // On our NCHW tensor [N, S*S*C, H, W]: reshape to [N, S(i), S(j), C, H, W], permute to
-  // [N, C, H, S(i), W, S(j)], reshape to [N, C, H*S, W*S].
-  // (torch's pixel_shuffle would read channel c * S * S + i * S + j instead.)
-  absl::Status PixelShuffle(const Layer& layer, const std::vector<const TensorInfo*>& in,
-                            TensorInfo* out, std::string* expr) const {
-    SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+  // The block size S of a PixelShuffle<S>x layer, checked against its config's "scale".
+  absl::StatusOr<int64_t> ShuffleBlock(const Layer& layer) const {
     const std::string prefix = "PixelShuffle";
     const std::string digits =
         layer.class_name.size() > prefix.size() + 1 && layer.class_name.back() == 'x'
@@ -457,6 +623,21 @@ class Converter {
       return LayerError(layer, absl::StrCat("config scale ", c["scale"].dump(),
                                             " disagrees with the class name's ", block));
     }
+    return block;
+  }
+
+  // UpscalerJS's PixelShuffle<S>x: tf.depthToSpace(x, S, 'NHWC'). In NHWC, output pixel
+  // (h * S + i, w * S + j) channel c is input pixel (h, w) channel (i * S + j) * C + c.
+  // On our NCHW tensor [N, S*S*C, H, W]: reshape to [N, S(i), S(j), C, H, W], permute to
+  // [N, C, H, S(i), W, S(j)], reshape to [N, C, H*S, W*S] (one copy of the whole tensor).
+  // torch's pixel_shuffle reads channel c * S * S + i * S + j instead; it is used when the conv
+  // before has had its output channels put in that order (Conv2D).
+  absl::Status PixelShuffle(const Layer& layer, const std::vector<const TensorInfo*>& in,
+                            TensorInfo* out, std::string* expr) const {
+    SY_RETURN_IF_ERROR(ExpectInputs(layer, in, 1));
+    absl::StatusOr<int64_t> parsed = ShuffleBlock(layer);
+    if (!parsed.ok()) return parsed.status();
+    const int64_t block = *parsed;
     if (in[0]->channels && *in[0]->channels % (block * block) != 0) {
       return LayerError(layer, absl::StrCat("input has ", *in[0]->channels,
                                             " channels, not a multiple of ", block * block));
@@ -468,6 +649,10 @@ class Converter {
     out->scale_w *= block;
     const std::string& x = in[0]->var;
     const std::string b = std::to_string(block);
+    if (in[0]->torch_shuffle_block == block) {  // the conv before reordered its channels
+      *expr = absl::StrCat("torch.pixel_shuffle(", x, ", ", block, ")");
+      return absl::OkStatus();
+    }
     *expr = absl::StrCat(
         x, ".reshape(", x, ".size(0), ", b, ", ", b, ", ", x, ".size(1) // ", block * block, ", ",
         x, ".size(2), ", x, ".size(3)).permute(0, 3, 4, 1, 5, 2).reshape(", x, ".size(0), ", x,
@@ -485,6 +670,7 @@ class Converter {
   TfjsConvertOptions options_;
   tfjs::Graph graph_;
   std::map<std::string, Weight> weights_;
+  std::map<std::string, std::vector<size_t>> consumers_;  // layer name -> layers reading it
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::string source_;
   int64_t scale_ = 1;

@@ -456,6 +456,128 @@ TEST(TfjsConverterTest, PixelShuffleIsTfDepthToSpaceNotTorchPixelShuffle) {
   }
 }
 
+Image RefNearest(const Image& in, int s) {
+  Image out(in.h * s, in.w * s, in.c);
+  for (int y = 0; y < out.h; ++y) {
+    for (int x = 0; x < out.w; ++x) {
+      for (int ch = 0; ch < in.c; ++ch) out.at(y, x, ch) = in.get(y / s, x / s, ch);
+    }
+  }
+  return out;
+}
+
+std::string ForwardGraph(torch::jit::Module& module) {
+  return module.get_method("forward").graph()->toString();
+}
+
+TEST(TfjsConverterTest, UpsampleFoldedIntoTheNextSameConvMatchesReference) {
+  // UpSampling2D -> 'same' conv is emitted as one low-resolution conv with s * s times the
+  // outputs and torch's pixel_shuffle; the result must be the repeat-then-conv one.
+  struct Case {
+    int s, k;
+    const char* activation;
+  };
+  for (const Case& c : {Case{2, 3, "linear"}, Case{3, 3, "relu"}, Case{4, 3, "linear"},
+                        Case{2, 5, "relu"}, Case{4, 1, "linear"}}) {
+    SCOPED_TRACE(absl::StrCat("factor ", c.s, ", kernel ", c.k, ", ", c.activation));
+    TempDir dir;
+    SyntheticModel m;
+    m.Input("in", 3);
+    m.Conv("pre", "in", 3, 3, 5, "same", "relu");
+    m.Layer("UpSampling2D", "up", {"pre"},
+            {{"size", {c.s, c.s}}, {"interpolation", "nearest"}, {"data_format", "channels_last"}});
+    m.Conv("sr", "up", c.k, c.k, 2, "same", c.activation);
+    const auto kp = Values(3 * 3 * 3 * 5, 0.1f), bp = Values(5, 0.2f);
+    const auto ks = Values(static_cast<size_t>(c.k * c.k * 5 * 2), 0.3f), bs = Values(2, 0.4f);
+    m.Weight("pre/kernel", {3, 3, 3, 5}, kp);
+    m.Weight("pre/bias", {5}, bp);
+    m.Weight("sr/kernel", {c.k, c.k, 5, 2}, ks);
+    m.Weight("sr/bias", {2}, bs);
+
+    Image in(5, 4, 3);
+    for (size_t i = 0; i < in.v.size(); ++i) in.v[i] = static_cast<float>((i * 37) % 17) - 8.0f;
+    const Image up = RefNearest(RefConv(in, 3, 3, 5, kp, bp, true, true), c.s);
+    const torch::Tensor expected =
+        ToTensor(RefConv(up, c.k, c.k, 2, ks, bs, true, std::string(c.activation) == "relu"));
+
+    absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+    ASSERT_TRUE(module.ok()) << module.status();
+    EXPECT_EQ(module->attr("scale").toInt(), c.s);
+    // Folded: the conv's weight has s * s times the outputs and no repeat is left.
+    EXPECT_EQ(module->attr("sr_weight").toTensor().size(0), 2 * c.s * c.s);
+    EXPECT_THAT(ForwardGraph(*module), HasSubstr("aten::pixel_shuffle"));
+    EXPECT_THAT(ForwardGraph(*module), ::testing::Not(HasSubstr("aten::expand")));
+    const torch::Tensor actual = Forward(*module, ToTensor(in));
+    ASSERT_EQ(actual.sizes(), expected.sizes());
+    EXPECT_LE(MaxAbsError(actual, expected), 1e-3) << actual;
+  }
+}
+
+TEST(TfjsConverterTest, UpsampleReadByTwoLayersIsNotFolded) {
+  // The repeated tensor is needed as it is by the Add: the plain repeat stays.
+  TempDir dir;
+  SyntheticModel m;
+  m.Input("in", 2);
+  m.Layer("UpSampling2D", "up", {"in"},
+          {{"size", {2, 2}}, {"interpolation", "nearest"}, {"data_format", "channels_last"}});
+  m.Conv("sr", "up", 3, 3, 2, "same", "linear");
+  m.Layer("Add", "sum", {"sr", "up"});
+  const auto ks = Values(3 * 3 * 2 * 2, 0.3f), bs = Values(2, 0.4f);
+  m.Weight("sr/kernel", {3, 3, 2, 2}, ks);
+  m.Weight("sr/bias", {2}, bs);
+
+  Image in(3, 4, 2);
+  for (size_t i = 0; i < in.v.size(); ++i) in.v[i] = static_cast<float>(i % 7) - 3.0f;
+  const Image up = RefNearest(in, 2);
+  Image expected = RefConv(up, 3, 3, 2, ks, bs, true, false);
+  for (size_t i = 0; i < expected.v.size(); ++i) expected.v[i] += up.v[i];
+
+  absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_EQ(module->attr("sr_weight").toTensor().size(0), 2);
+  EXPECT_THAT(ForwardGraph(*module), ::testing::Not(HasSubstr("aten::pixel_shuffle")));
+  const torch::Tensor actual = Forward(*module, ToTensor(in));
+  ASSERT_EQ(actual.sizes(), ToTensor(expected).sizes());
+  EXPECT_LE(MaxAbsError(actual, ToTensor(expected)), 1e-3) << actual;
+}
+
+TEST(TfjsConverterTest, ConvBeforePixelShuffleIsReorderedForTorchPixelShuffle) {
+  // Conv -> PixelShuffle<S>x (ESRGAN-thick's tail): the conv's output channels are put in
+  // torch's order so the shuffle is torch's pixel_shuffle; the result is still TF's
+  // depth_to_space of the conv's output.
+  for (int s : {2, 3}) {
+    SCOPED_TRACE(absl::StrCat("block size ", s));
+    TempDir dir;
+    SyntheticModel m;
+    const int filters = 2 * s * s;
+    m.Input("in", 3);
+    m.Conv("pre", "in", 3, 3, filters, "same", "relu");
+    m.Layer(absl::StrCat("PixelShuffle", s, "x"), "shuffle", {"pre"}, {{"scale", s}});
+    m.Conv("sr", "shuffle", 3, 3, 3, "same", "linear");
+    const auto kp = Values(static_cast<size_t>(3 * 3 * 3 * filters), 0.1f);
+    const auto bp = Values(static_cast<size_t>(filters), 0.2f);
+    const auto ks = Values(3 * 3 * 2 * 3, 0.3f), bs = Values(3, 0.4f);
+    m.Weight("pre/kernel", {3, 3, 3, filters}, kp);
+    m.Weight("pre/bias", {filters}, bp);
+    m.Weight("sr/kernel", {3, 3, 2, 3}, ks);
+    m.Weight("sr/bias", {3}, bs);
+
+    Image in(4, 3, 3);
+    for (size_t i = 0; i < in.v.size(); ++i) in.v[i] = static_cast<float>((i * 13) % 11) - 5.0f;
+    const Image shuffled = RefDepthToSpace(RefConv(in, 3, 3, filters, kp, bp, true, true), s);
+    const torch::Tensor expected = ToTensor(RefConv(shuffled, 3, 3, 3, ks, bs, true, false));
+
+    absl::StatusOr<torch::jit::Module> module = ConvertTfjsLayersModel(m.Write(dir));
+    ASSERT_TRUE(module.ok()) << module.status();
+    EXPECT_EQ(module->attr("scale").toInt(), s);
+    EXPECT_THAT(ForwardGraph(*module), HasSubstr("aten::pixel_shuffle"));
+    EXPECT_THAT(ForwardGraph(*module), ::testing::Not(HasSubstr("aten::permute")));
+    const torch::Tensor actual = Forward(*module, ToTensor(in));
+    ASSERT_EQ(actual.sizes(), expected.sizes());
+    EXPECT_LE(MaxAbsError(actual, expected), 1e-3) << actual;
+  }
+}
+
 TEST(TfjsConverterTest, ValueRange0To1MapsInputAndOutputTo0To255) {
   // out = conv(x / 255) * 255 with a 1x1 conv of weight 1 and bias 0.5: x + 127.5.
   TempDir dir;
