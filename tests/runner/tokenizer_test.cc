@@ -455,6 +455,9 @@ TEST(TokenizerHostileTest, WrongTypes) {
   j["added_tokens"] = json::array({{{"id", 5}, {"content", "<s>"}}});  // id 5 is byte 0x05's
   ExpectRefused(j, "added_tokens[0].id");
   j = TinyTokenizer({}, {});
+  j["added_tokens"] = json::array({{{"id", 300}, {"content", std::string(257, 'x')}}});
+  ExpectRefused(j, "added_tokens[0].content");
+  j = TinyTokenizer({}, {});
   j["added_tokens"] = json::array({{{"id", 300}, {"content", "<s>"}, {"rstrip", true}}});
   ExpectRefused(j, "added_tokens[0].rstrip");
   j = TinyTokenizer({}, {});
@@ -523,6 +526,16 @@ TEST(TokenizerHostileTest, RegexThatDoesNotCompile) {
   ExpectRefused(j, "pre_tokenizer.pretokenizers[0].pattern.Regex: does not compile");
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "[a-"}};
   ExpectRefused(j, "pre_tokenizer.pretokenizers[0].pattern.Regex: does not compile");
+  // \C (one byte) could cut a character in two: refused.
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "\\C"}};
+  ExpectRefused(j, "pre_tokenizer.pretokenizers[0].pattern.Regex: does not compile");
+  // Not UTF-8.
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "a"}};
+  std::string bad_utf8 = j.dump();
+  bad_utf8.replace(bad_utf8.find("\"Regex\":\"a\""), 11, "\"Regex\":\"\xFF\"");
+  auto t_bad = Tokenizer::CreateFromJson(bad_utf8);
+  ASSERT_FALSE(t_bad.ok());
+  EXPECT_EQ(t_bad.status().code(), absl::StatusCode::kInvalidArgument);
   // A literal String pattern is no regex: "[a-" is fine there.
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"String", "[a-"}};
   auto t = MustCreate(j);

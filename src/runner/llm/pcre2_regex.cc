@@ -77,8 +77,11 @@ Pcre2Regex::~Pcre2Regex() = default;
 absl::StatusOr<std::unique_ptr<Pcre2Regex>> Pcre2Regex::Compile(absl::string_view pattern,
                                                                 bool literal) {
   // UCP: \s, \p{L}, \w follow Unicode properties as in Oniguruma (Hugging Face's engine).
-  // (LITERAL allows UTF but refuses UCP, which a literal does not need.)
-  const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
+  // (LITERAL allows UTF but refuses UCP, which a literal does not need.) NEVER_BACKSLASH_C: \C
+  // matches one byte, so a split could cut a character in two, and the matches after it skip the
+  // UTF-8 check.
+  const uint32_t options =
+      literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C;
   int error = 0;
   PCRE2_SIZE offset = 0;
   auto code = std::make_unique<Code>();

@@ -542,9 +542,11 @@ absl::Status Tokenizer::Impl::LoadAddedTokens(const json& tokens) {
     if (id < 0 || id > id_cap) {
       return Invalid(absl::StrCat(field, ".id"), absl::StrCat(id, " outside 0..", id_cap));
     }
-    if (content.empty() || content.size() > limits.max_token_bytes ||
+    if (content.empty() || content.size() > limits.max_added_token_bytes ||
         FindInvalidUtf8(content) != std::string::npos) {
-      return Invalid(absl::StrCat(field, ".content"), "empty, too long or not UTF-8");
+      return Invalid(
+          absl::StrCat(field, ".content"),
+          absl::StrCat("empty, over ", limits.max_added_token_bytes, " bytes or not UTF-8"));
     }
     // lstrip/rstrip/single_word change where a token matches; the byte-level families we serve
     // leave them false, so refuse rather than match differently from Hugging Face.

@@ -38,7 +38,10 @@ struct TokenizerLimits {
   size_t max_merges = size_t{4} << 20;
   int32_t max_token_id = (1 << 22) - 1;
   size_t max_added_tokens = 1 << 16;
-  size_t max_token_bytes = 4096;  // one vocab entry, merge part or added token
+  size_t max_token_bytes = 4096;  // one vocab entry
+  // One added token's content. Encode tries the added tokens at every position of the text, which
+  // costs up to this many steps each (Llama 3's longest is 30 bytes).
+  size_t max_added_token_bytes = 256;
 };
 
 class Tokenizer {
