@@ -15,7 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "runner/llm/pcre2_regex.h"
 #include "runner/llm/unicode_util.h"
 
@@ -204,7 +204,8 @@ struct Tokenizer::Impl {
   absl::flat_hash_map<std::string, int32_t> added_by_content;
   std::optional<int32_t> bos, eos;
 
-  mutable absl::Mutex cache_mu;
+  // switchyard::Mutex (std::mutex), not absl::Mutex: ThreadSanitizer sees it (common/mutex.h).
+  mutable Mutex cache_mu;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache ABSL_GUARDED_BY(cache_mu);
 
   absl::Status Load(const json& root);
@@ -694,7 +695,7 @@ absl::Status Tokenizer::Impl::EncodeWord(absl::string_view word, std::vector<int
   if (word.empty()) return absl::OkStatus();
   const bool cacheable = word.size() <= kMaxCachedWordBytes;
   if (cacheable) {
-    absl::MutexLock lock(&cache_mu);
+    MutexLock lock(&cache_mu);
     if (auto it = cache.find(word); it != cache.end()) {
       out->insert(out->end(), it->second.begin(), it->second.end());
       return CheckOutput(*out);
@@ -712,7 +713,7 @@ absl::Status Tokenizer::Impl::EncodeWord(absl::string_view word, std::vector<int
   if (!whole) Bpe(word, &ids);
   out->insert(out->end(), ids.begin(), ids.end());
   if (cacheable) {
-    absl::MutexLock lock(&cache_mu);
+    MutexLock lock(&cache_mu);
     if (cache.size() >= kMaxCacheEntries) cache.clear();
     cache.emplace(word, std::move(ids));
   }
