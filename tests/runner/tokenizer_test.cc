@@ -463,6 +463,16 @@ TEST(TokenizerHostileTest, WrongTypes) {
   j = TinyTokenizer({}, {});
   j["pre_tokenizer"] = "ByteLevel";
   ExpectRefused(j, "pre_tokenizer");
+  // A boolean written as a string must not read as false.
+  j = TinyTokenizer({}, {});
+  j["added_tokens"] = json::array({{{"id", 300}, {"content", "<s>"}, {"special", "true"}}});
+  ExpectRefused(j, "added_tokens[0].special");
+  j = TinyTokenizer({}, {});
+  j["model"]["byte_fallback"] = "yes";
+  ExpectRefused(j, "model.byte_fallback");
+  j = TinyTokenizer({}, {});
+  j["pre_tokenizer"]["use_regex"] = 1;
+  ExpectRefused(j, "pre_tokenizer.use_regex");
 }
 
 TEST(TokenizerHostileTest, UnknownComponentTypes) {

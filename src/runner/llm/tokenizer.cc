@@ -93,9 +93,14 @@ absl::StatusOr<std::string> TypeOf(const json& object, absl::string_view field) 
   return it->get<std::string>();
 }
 
-bool BoolOr(const json& object, absl::string_view key, bool fallback) {
-  auto it = object.find(key);
-  return it != object.end() && it->is_boolean() ? it->get<bool>() : fallback;
+// A boolean field: `fallback` when missing or null, INVALID_ARGUMENT naming it when not a boolean
+// (a "true" string must not read as false).
+absl::StatusOr<bool> BoolOr(const json& object, absl::string_view parent, absl::string_view key,
+                            bool fallback) {
+  auto it = object.find(std::string(key));
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return Invalid(absl::StrCat(parent, ".", key), "expected a boolean");
+  return it->get<bool>();
 }
 
 // One step of the pre-tokenizer, applied to every piece in turn.
@@ -325,7 +330,9 @@ absl::Status Tokenizer::Impl::LoadModel(const json& model) {
       }
     }
   }
-  if (BoolOr(model, "byte_fallback", false)) {
+  auto byte_fallback = BoolOr(model, "model", "byte_fallback", false);
+  if (!byte_fallback.ok()) return byte_fallback.status();
+  if (*byte_fallback) {
     return Invalid("model.byte_fallback", "not supported (SentencePiece-style BPE)");
   }
   if (auto it = model.find("ignore_merges"); it != model.end() && !it->is_null()) {
@@ -473,8 +480,9 @@ absl::Status Tokenizer::Impl::LoadPreTokenizerStep(const json& step, const std::
           absl::StrCat(field, ".behavior"),
           absl::StrCat("unsupported \"", (*behavior)->get<std::string>(), "\" (only Isolated)"));
     }
-    if (BoolOr(step, "invert", false))
-      return Invalid(absl::StrCat(field, ".invert"), "true is not supported");
+    auto invert = BoolOr(step, field, "invert", false);
+    if (!invert.ok()) return invert.status();
+    if (*invert) return Invalid(absl::StrCat(field, ".invert"), "true is not supported");
     auto pattern = Field(step, field, "pattern", json::value_t::object, false);
     if (!pattern.ok()) return pattern.status();
     const std::string pattern_field = absl::StrCat(field, ".pattern");
@@ -499,8 +507,13 @@ absl::Status Tokenizer::Impl::LoadPreTokenizerStep(const json& step, const std::
     }
     out.split = *std::move(regex);
   } else if (*type == "ByteLevel") {
-    out.byte_level_prefix_space = BoolOr(step, "add_prefix_space", false);
-    if (BoolOr(step, "use_regex", true)) {
+    auto prefix_space = BoolOr(step, field, "add_prefix_space", false);
+    if (!prefix_space.ok()) return prefix_space.status();
+    out.byte_level_prefix_space = *prefix_space;
+    // Files written before use_regex existed mean true (GPT-2's).
+    auto use_regex = BoolOr(step, field, "use_regex", true);
+    if (!use_regex.ok()) return use_regex.status();
+    if (*use_regex) {
       auto regex = Pcre2Regex::Compile(kGpt2Pattern, /*literal=*/false);
       if (!regex.ok()) return regex.status();
       out.byte_level_regex = *std::move(regex);
@@ -552,12 +565,15 @@ absl::Status Tokenizer::Impl::LoadAddedTokens(const json& tokens) {
     // lstrip/rstrip/single_word change where a token matches; the byte-level families we serve
     // leave them false, so refuse rather than match differently from Hugging Face.
     for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
-      if (BoolOr(t, flag, false)) {
-        return Invalid(absl::StrCat(field, ".", flag), "true is not supported");
-      }
+      auto value = BoolOr(t, field, flag, false);
+      if (!value.ok()) return value.status();
+      if (*value) return Invalid(absl::StrCat(field, ".", flag), "true is not supported");
     }
-    AddedToken token{content, static_cast<int32_t>(id), BoolOr(t, "special", false),
-                     BoolOr(t, "normalized", false)};
+    auto special = BoolOr(t, field, "special", false);
+    if (!special.ok()) return special.status();
+    auto normalized_flag = BoolOr(t, field, "normalized", false);
+    if (!normalized_flag.ok()) return normalized_flag.status();
+    AddedToken token{content, static_cast<int32_t>(id), *special, *normalized_flag};
     if (static_cast<size_t>(id) >= id_kind.size()) {
       id_kind.resize(id + 1, 0);
       id_bytes.resize(id + 1);
