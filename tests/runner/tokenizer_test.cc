@@ -660,6 +660,24 @@ TEST_P(RealTokenizerTest, IdsMatchTheReference) {
   EXPECT_EQ(checked, static_cast<int>(fixture_["cases"].size()));
 }
 
+TEST_P(RealTokenizerTest, IdsMatchTheReferenceOnRandomTexts) {
+  // 300 seeded random mixes of scripts, unusual spaces, combining marks, emoji and special-token
+  // strings (generate.mjs), so splits and merges meet at odd places.
+  ASSERT_EQ(fixture_["random_cases"].size(), 300u);
+  int mismatches = 0;
+  for (const json& c : fixture_["random_cases"]) {
+    const std::string text = c["text"];
+    const auto ids = MustEncode(*tokenizer_, text, true);
+    const auto ids_plain = MustEncode(*tokenizer_, text, false);
+    if (ids != c["ids"].get<std::vector<int32_t>>() ||
+        ids_plain != c["ids_no_special"].get<std::vector<int32_t>>()) {
+      ADD_FAILURE() << "ids differ for " << json(text).dump();
+      ++mismatches;
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST_P(RealTokenizerTest, DecodeMatchesTheReferenceAndRoundTrips) {
   int exact = 0;
   for (const json& c : fixture_["cases"]) {

@@ -62,6 +62,38 @@ const texts = [
   "Ġ Ċ ĉ bytes-as-chars",
 ];
 
+// Random texts from a fixed seed: short runs drawn from pools of letters, digits, punctuation,
+// unusual spaces (NBSP, U+3000, U+2028, NEL, BOM, zero-width space), scripts, combining marks,
+// emoji, special-token strings and rare code points, so splits meet at odd places.
+function randomTexts(count) {
+  let seed = 12345;
+  const rnd = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const pools = [
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789",
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", " ", "    ", "\t", "\n", "\r\n", "\u00a0", "\u3000",
+    "\u2028", "\u0085", "\ufeff", "\u200b", "中文字符测试北京", "ひらがなカタカナ", "한국어텍스트",
+    "русскийтекст", "العربية", "हिंदीपाठ", "ĀāĂăĄą", "ÄÖÜäöüß", "\u0301\u0308\u0303",
+    "😀👍🏽👨‍👩‍👧", "🇩🇪", "<|im_start|>", "<|endoftext|>", "<|begin_of_text|>", "<think>", "'s", "'LL",
+    "'t", "\u{10FFFD}\u{E000}\u{1D11E}\u{2FFFF}", "ǅǈǋ", "ⅠⅡⅢ", "١٢٣", "१२३", "½¾",
+  ];
+  const texts = [];
+  for (let i = 0; i < count; i++) {
+    let t = "";
+    const n = 1 + Math.floor(rnd() * 12);
+    for (let k = 0; k < n; k++) {
+      const chars = [...pools[Math.floor(rnd() * pools.length)]];
+      const start = Math.floor(rnd() * chars.length);
+      t += chars.slice(start, start + 1 + Math.floor(rnd() * 6)).join("");
+    }
+    texts.push(t);
+  }
+  return texts;
+}
+const randomCount = 300;
+
 function sha256(path) {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
@@ -92,6 +124,11 @@ for (const [name, pkg] of Object.entries(packages)) {
     }
     return c;
   });
+  const randomCases = randomTexts(randomCount).map((text) => ({
+    text,
+    ids: withSpecial.encode(text, { add_special_tokens: false }).ids,
+    ids_no_special: plain.encode(text, { add_special_tokens: false }).ids,
+  }));
   const specials = tokJson.added_tokens.filter((t) => t.special).slice(0, 4)
     .map((t) => ({ content: t.content, id: t.id }));
   const fixture = {
@@ -104,9 +141,10 @@ for (const [name, pkg] of Object.entries(packages)) {
     eos_token: cfgJson.eos_token ?? null,
     special_tokens: specials,
     cases,
+    random_cases: randomCases,
   };
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, `${name}.json`);
   writeFileSync(out, JSON.stringify(fixture) + "\n");
-  console.log(`${out}: ${cases.length} cases`);
+  console.log(`${out}: ${cases.length} cases, ${randomCases.length} random`);
 }
