@@ -1,0 +1,96 @@
+// A byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json` (the GPT-2, Llama 3 and
+// Qwen 2/2.5/3 family), without libtorch or Python: the first piece of issue 21 (LLMs from
+// standard checkpoints); no engine uses it yet. docs/llm.md lists what it supports and refuses.
+//
+// Encode(text) gives the ids Hugging Face's `tokenizer.encode(text, add_special_tokens=False)`
+// gives: added tokens are split out first (longest match), the rest is normalized (NFC and
+// friends via ICU), pre-tokenized (Split by regex with PCRE2, then ByteLevel) and merged by BPE
+// rank. The post-processor (BOS/EOS templates) is never applied: the caller or the chat template
+// adds BOS where a model wants one.
+//
+// The file is treated as hostile: its size, nesting, shapes, ids and counts are checked at load
+// and anything outside the supported subset is refused with INVALID_ARGUMENT naming the field.
+// A Tokenizer is immutable after Create and safe to use from several threads at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace switchyard::llm {
+
+struct TokenizerLimits {
+  // tokenizer.json (and tokenizer_config.json) larger than this is refused unread. Qwen3's is
+  // 11 MB, Llama 3's 9 MB.
+  size_t max_json_bytes = size_t{64} << 20;
+  // Encode's input; more is INVALID_ARGUMENT. 8 MiB is far beyond any context window.
+  size_t max_text_bytes = size_t{8} << 20;
+  // Encode's output and Decode's input; more is RESOURCE_EXHAUSTED / INVALID_ARGUMENT.
+  size_t max_tokens = size_t{4} << 20;
+  // Load-time caps on the file's contents (real files: 151k vocab entries, 280k merges).
+  size_t max_merges = size_t{4} << 20;
+  int32_t max_token_id = (1 << 22) - 1;
+  size_t max_added_tokens = 1 << 16;
+  size_t max_token_bytes = 4096;  // one vocab entry
+  // One added token's content. Encode tries the added tokens at every position of the text, which
+  // costs up to this many steps each (Llama 3's longest is 30 bytes).
+  size_t max_added_token_bytes = 256;
+};
+
+class Tokenizer {
+ public:
+  // A tokenizer.json file; tokenizer_config.json beside it, when present, names bos/eos.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> CreateFromFile(
+      const std::filesystem::path& tokenizer_json, const TokenizerLimits& limits = {});
+  // The text of a tokenizer.json and, optionally (empty: none), of a tokenizer_config.json.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> CreateFromJson(
+      std::string_view tokenizer_json, std::string_view tokenizer_config_json = {},
+      const TokenizerLimits& limits = {});
+
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // `text` must be valid UTF-8 (else INVALID_ARGUMENT with the byte offset: Hugging Face's
+  // tokenizers take Rust/JS strings and so never see invalid input; guessing a repair would give
+  // ids no reference gives). With allow_special false, special added tokens in the text are
+  // tokenized as plain text (Hugging Face's split_special_tokens), so user text cannot inject
+  // <|im_start|>; non-special added tokens are still matched, as there.
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool allow_special) const;
+
+  // The bytes the ids stand for, as the ByteLevel decoder gives them, except that bytes that do
+  // not form valid UTF-8 are kept as they are (a streaming caller holds an incomplete sequence at
+  // the end back until the next token; see CompleteUtf8Prefix). Added tokens give their content.
+  // skip_special drops special added tokens. An unknown id is INVALID_ARGUMENT.
+  absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids, bool skip_special) const;
+
+  // The id of a vocab entry (in its byte-level form, e.g. "Ġthe") or added token's content.
+  std::optional<int32_t> TokenId(std::string_view token) const;
+  // Highest id + 1 over the vocab and the added tokens (the embedding rows a model needs).
+  int32_t vocab_size() const;
+  bool IsSpecial(int32_t id) const;
+  // The contents of the special added tokens, in the file's order.
+  std::vector<std::string> SpecialTokens() const;
+  // bos_token / eos_token of tokenizer_config.json (a string or {"content": ...}), when given and
+  // a known token.
+  std::optional<int32_t> bos_id() const;
+  std::optional<int32_t> eos_id() const;
+
+ private:
+  struct Impl;
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The length of the longest prefix of `bytes` that does not end inside a UTF-8 sequence that
+// could still be completed: what a streaming decoder can emit now.
+size_t CompleteUtf8Prefix(std::string_view bytes);
+
+}  // namespace switchyard::llm
