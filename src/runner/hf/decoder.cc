@@ -1,0 +1,366 @@
+#include "runner/hf/decoder.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+#include <limits>
+#include <set>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "runner/hf/safetensors.h"
+
+namespace switchyard::runner::hf {
+namespace {
+
+absl::Status TorchError(const c10::Error& e, const std::string& context) {
+  std::string what = e.what_without_backtrace();
+  if (absl::StrContains(what, "out of memory") ||
+      absl::StrContains(what, "can't allocate memory")) {
+    return absl::ResourceExhaustedError(absl::StrCat(context, ": out of memory: ", what));
+  }
+  return absl::InternalError(absl::StrCat(context, ": ", what));
+}
+
+std::string ShapeString(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
+}
+
+// transformers' inv_freq = 1 / theta^(2i/d), with modeling_rope_utils' llama3 rescaling: long
+// wavelengths are divided by `factor`, short ones kept, the band between interpolated.
+at::Tensor InvFreq(const DecoderConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  at::Tensor inv = at::empty({half}, at::kDouble);
+  auto* p = inv.data_ptr<double>();
+  for (int64_t i = 0; i < half; ++i) {
+    double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / c.head_dim);
+    if (c.rope_scaling) {
+      const Llama3RopeScaling& s = *c.rope_scaling;
+      const double old = static_cast<double>(s.original_max_position_embeddings);
+      const double low_wavelen = old / s.low_freq_factor;
+      const double high_wavelen = old / s.high_freq_factor;
+      const double wavelen = 2 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f = f / s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1 - smooth) * f / s.factor + smooth * f;
+      }
+    }
+    p[i] = f;
+  }
+  return inv;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ContiguousKvCache>> ContiguousKvCache::Create(
+    const DecoderConfig& config, int64_t batch, int64_t capacity, at::ScalarType dtype,
+    at::Device device) {
+  if (batch < 1 || batch > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache batch ", batch, " not in [1, 4096]"));
+  }
+  if (capacity < 1 || capacity > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache capacity ", capacity,
+        " not in [1, max_position_embeddings = ", config.max_position_embeddings, "]"));
+  }
+  std::unique_ptr<ContiguousKvCache> cache(new ContiguousKvCache());
+  cache->batch_ = batch;
+  cache->capacity_ = capacity;
+  try {
+    c10::InferenceMode guard;
+    auto options = at::TensorOptions().dtype(dtype).device(device);
+    for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+      cache->keys_.push_back(
+          at::empty({batch, config.num_key_value_heads, capacity, config.head_dim}, options));
+      cache->values_.push_back(
+          at::empty({batch, config.num_key_value_heads, capacity, config.head_dim}, options));
+    }
+  } catch (const c10::Error& e) {
+    absl::Status s = TorchError(e, "KV cache");
+    return absl::ResourceExhaustedError(s.message());
+  }
+  return cache;
+}
+
+absl::StatusOr<std::pair<at::Tensor, at::Tensor>> ContiguousKvCache::Append(int64_t layer,
+                                                                            const at::Tensor& k,
+                                                                            const at::Tensor& v) {
+  if (layer < 0 || layer >= static_cast<int64_t>(keys_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache has no layer ", layer));
+  }
+  const at::Tensor& kb = keys_[layer];
+  if (k.dim() != 4 || k.size(0) != batch_ || k.size(1) != kb.size(1) || k.size(3) != kb.size(3) ||
+      !v.sizes().equals(k.sizes())) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache: keys ", ShapeString(k.sizes()),
+                                                   " do not fit ", ShapeString(kb.sizes())));
+  }
+  const int64_t t = k.size(2);
+  if (length_ + t > capacity_) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", length_, " + ", t,
+                                                     " tokens exceed its capacity ", capacity_));
+  }
+  keys_[layer].narrow(2, length_, t).copy_(k);
+  values_[layer].narrow(2, length_, t).copy_(v);
+  return std::make_pair(keys_[layer].narrow(2, 0, length_ + t),
+                        values_[layer].narrow(2, 0, length_ + t));
+}
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Load(const std::filesystem::path& folder,
+                                                       at::Device device, at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf) {
+    return absl::InvalidArgumentError("compute dtype must be float32, bfloat16 or float16");
+  }
+  if (dtype == at::kHalf && device.is_cpu()) {
+    // libtorch 1.13 has no float16 matrix multiply on the CPU.
+    return absl::InvalidArgumentError("float16 compute needs CUDA; use float32 or bfloat16");
+  }
+  auto config = LoadDecoderConfig(folder);
+  if (!config.ok()) return config.status();
+  auto ckpt = Checkpoint::Open(folder);
+  if (!ckpt.ok()) return ckpt.status();
+  const DecoderConfig& c = *config;
+
+  std::unique_ptr<Decoder> d(new Decoder());
+  d->config_ = c;
+  d->device_ = device;
+  d->dtype_ = dtype;
+  std::set<std::string> used;
+  try {
+    c10::InferenceMode guard;
+    // Every weight is checked against the shape the config implies before it is used.
+    auto get = [&](const std::string& name,
+                   std::vector<int64_t> shape) -> absl::StatusOr<at::Tensor> {
+      const StTensorInfo* info = ckpt->Info(name);
+      if (info == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": missing tensor '", name,
+                                                       "' (expected shape ", ShapeString(shape),
+                                                       ")"));
+      }
+      if (info->shape != shape) {
+        return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": tensor '", name,
+                                                       "' has shape ", ShapeString(info->shape),
+                                                       ", expected ", ShapeString(shape)));
+      }
+      auto t = ckpt->Tensor(name);
+      if (!t.ok()) return t.status();
+      used.insert(name);
+      // A no-op (the memory-mapped view) when dtype and device already match.
+      return t->to(device, dtype);
+    };
+#define SY_ASSIGN(lhs, expr)          \
+  {                                   \
+    auto _r = (expr);                 \
+    if (!_r.ok()) return _r.status(); \
+    lhs = *std::move(_r);             \
+  }
+    const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+    const int64_t nq = c.num_attention_heads * D, nkv = c.num_key_value_heads * D;
+    SY_ASSIGN(d->embed_, get("model.embed_tokens.weight", {c.vocab_size, H}));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const std::string p = absl::StrCat("model.layers.", l, ".");
+      Layer layer;
+      at::Tensor q, k, v, gate, up;
+      SY_ASSIGN(layer.input_norm, get(p + "input_layernorm.weight", {H}));
+      SY_ASSIGN(q, get(p + "self_attn.q_proj.weight", {nq, H}));
+      SY_ASSIGN(k, get(p + "self_attn.k_proj.weight", {nkv, H}));
+      SY_ASSIGN(v, get(p + "self_attn.v_proj.weight", {nkv, H}));
+      // Fused so that one matrix multiply computes q, k and v (and one gate and up).
+      layer.qkv_w = at::cat({q, k, v}, 0);
+      if (c.qkv_bias) {
+        SY_ASSIGN(q, get(p + "self_attn.q_proj.bias", {nq}));
+        SY_ASSIGN(k, get(p + "self_attn.k_proj.bias", {nkv}));
+        SY_ASSIGN(v, get(p + "self_attn.v_proj.bias", {nkv}));
+        layer.qkv_b = at::cat({q, k, v}, 0);
+      }
+      if (c.qk_norm) {
+        SY_ASSIGN(layer.q_norm, get(p + "self_attn.q_norm.weight", {D}));
+        SY_ASSIGN(layer.k_norm, get(p + "self_attn.k_norm.weight", {D}));
+      }
+      SY_ASSIGN(layer.o_w, get(p + "self_attn.o_proj.weight", {H, nq}));
+      if (c.o_bias) SY_ASSIGN(layer.o_b, get(p + "self_attn.o_proj.bias", {H}));
+      SY_ASSIGN(layer.post_norm, get(p + "post_attention_layernorm.weight", {H}));
+      SY_ASSIGN(gate, get(p + "mlp.gate_proj.weight", {I, H}));
+      SY_ASSIGN(up, get(p + "mlp.up_proj.weight", {I, H}));
+      layer.gate_up_w = at::cat({gate, up}, 0);
+      SY_ASSIGN(layer.down_w, get(p + "mlp.down_proj.weight", {H, I}));
+      d->layers_.push_back(std::move(layer));
+    }
+    SY_ASSIGN(d->final_norm_, get("model.norm.weight", {H}));
+    if (c.tie_word_embeddings) {
+      d->lm_head_ = d->embed_;
+    } else {
+      SY_ASSIGN(d->lm_head_, get("lm_head.weight", {c.vocab_size, H}));
+    }
+#undef SY_ASSIGN
+    d->inv_freq_ = InvFreq(c);
+  } catch (const c10::Error& e) {
+    return TorchError(e, absl::StrCat(folder.string(), ": loading weights"));
+  }
+  // A tensor the config does not account for (say, a bias with attention_bias false) would be
+  // silently ignored and the model computed wrongly; older checkpoints carry the rotary
+  // inv_freq buffers, and tied checkpoints sometimes also store lm_head (transformers ignores it).
+  for (const std::string& name : ckpt->Names()) {
+    if (used.count(name) || absl::EndsWith(name, ".rotary_emb.inv_freq") ||
+        (c.tie_word_embeddings && name == "lm_head.weight")) {
+      continue;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": unexpected tensor '", name,
+                                                   "' (", c.architecture_name,
+                                                   " with this config.json has no such weight)"));
+  }
+  return d;
+}
+
+absl::StatusOr<std::unique_ptr<ContiguousKvCache>> Decoder::NewCache(int64_t batch,
+                                                                     int64_t capacity) const {
+  return ContiguousKvCache::Create(config_, batch, capacity, dtype_, device_);
+}
+
+at::Tensor Decoder::RmsNorm(const at::Tensor& x, const at::Tensor& w) const {
+  // As transformers' LlamaRMSNorm: statistics in float32, scaled by the weight in model dtype.
+  at::Tensor xf = x.to(at::kFloat);
+  xf = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_norm_eps);
+  return w * xf.to(x.scalar_type());
+}
+
+absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& token_ids, KvCache* cache) const {
+  if (!token_ids.defined() || token_ids.dim() != 2 || token_ids.size(0) < 1 ||
+      token_ids.size(1) < 1) {
+    return absl::InvalidArgumentError("token_ids must be a non-empty [batch, tokens] tensor");
+  }
+  if (token_ids.scalar_type() != at::kLong && token_ids.scalar_type() != at::kInt) {
+    return absl::InvalidArgumentError("token_ids must be int64 or int32");
+  }
+  const int64_t B = token_ids.size(0), T = token_ids.size(1);
+  if (cache != nullptr && cache->batch() != B) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token_ids batch ", B, " != KV cache batch ", cache->batch()));
+  }
+  const int64_t past = cache != nullptr ? cache->length() : 0;
+  if (past + T > config_.max_position_embeddings) {
+    return absl::OutOfRangeError(absl::StrCat(past, " + ", T,
+                                              " positions exceed max_position_embeddings ",
+                                              config_.max_position_embeddings));
+  }
+  try {
+    c10::InferenceMode guard;
+    at::Tensor ids = token_ids.to(device_, at::kLong);
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", lo < 0 ? lo : hi, " outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+    auto logits = ForwardImpl(ids, cache, past);
+    if (logits.ok() && cache != nullptr) cache->Commit(T);
+    return logits;
+  } catch (const c10::Error& e) {
+    return TorchError(e, "decoder forward");
+  }
+}
+
+absl::StatusOr<at::Tensor> Decoder::ForwardImpl(const at::Tensor& ids, KvCache* cache,
+                                                int64_t past) const {
+  const DecoderConfig& c = config_;
+  const int64_t B = ids.size(0), T = ids.size(1), D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, G = Hq / Hkv;
+  const int64_t I = c.intermediate_size;
+
+  // Rotary tables for the new positions only (a full table would be max_position_embeddings x
+  // head_dim), computed in float64 and rounded once to the compute dtype.
+  at::Tensor pos = at::arange(past, past + T, at::kDouble);
+  at::Tensor freqs = at::outer(pos, inv_freq_);
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor cos = emb.cos().to(device_, dtype_).view({1, 1, T, D});
+  at::Tensor sin = emb.sin().to(device_, dtype_).view({1, 1, T, D});
+  // Causal mask over [new tokens, all tokens]: query i (position past + i) sees keys <= past + i.
+  at::Tensor mask;
+  if (T > 1) {
+    at::Tensor future =
+        at::ones({T, past + T}, at::TensorOptions().dtype(at::kBool).device(device_))
+            .triu(past + 1);
+    mask = at::zeros({T, past + T}, at::TensorOptions().dtype(at::kFloat).device(device_))
+               .masked_fill(future, -std::numeric_limits<float>::infinity());
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+
+  at::Tensor x = at::embedding(embed_, ids);  // [B, T, hidden]
+  for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
+    const Layer& layer = layers_[l];
+    at::Tensor h = RmsNorm(x, layer.input_norm);
+    at::Tensor qkv = at::linear(h, layer.qkv_w, layer.qkv_b);
+    at::Tensor q = qkv.narrow(-1, 0, Hq * D).view({B, T, Hq, D});
+    at::Tensor k = qkv.narrow(-1, Hq * D, Hkv * D).view({B, T, Hkv, D});
+    at::Tensor v = qkv.narrow(-1, (Hq + Hkv) * D, Hkv * D).view({B, T, Hkv, D});
+    if (layer.q_norm.defined()) {
+      q = RmsNorm(q, layer.q_norm);
+      k = RmsNorm(k, layer.k_norm);
+    }
+    q = q.transpose(1, 2);  // [B, Hq, T, D]
+    k = k.transpose(1, 2);  // [B, Hkv, T, D]
+    v = v.transpose(1, 2);
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+    at::Tensor keys = k, values = v;
+    if (cache != nullptr) {
+      auto kv = cache->Append(l, k, v);
+      if (!kv.ok()) return kv.status();
+      keys = kv->first;
+      values = kv->second;
+    }
+    const int64_t L = keys.size(2);
+    // Grouped-query attention without copying keys: query head j uses kv head j / G (as
+    // transformers' repeat_kv), so the G query heads of a kv head are stacked along the rows.
+    at::Tensor qg = q.reshape({B, Hkv, G * T, D});
+    at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(scale).to(at::kFloat);
+    if (mask.defined()) scores = (scores.view({B, Hkv, G, T, L}) + mask).view({B, Hkv, G * T, L});
+    at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+    at::Tensor attn = at::matmul(probs, values)  // [B, Hkv, G * T, D] = [B, Hq, T, D]
+                          .view({B, Hq, T, D})
+                          .transpose(1, 2)
+                          .reshape({B, T, Hq * D});
+    x = x + at::linear(attn, layer.o_w, layer.o_b);
+    h = RmsNorm(x, layer.post_norm);
+    at::Tensor gate_up = at::linear(h, layer.gate_up_w);
+    x = x + at::linear(at::silu(gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), layer.down_w);
+  }
+  x = RmsNorm(x, final_norm_);
+  return at::linear(x, lm_head_).to(at::kFloat);
+}
+
+absl::StatusOr<std::vector<int64_t>> Decoder::GenerateGreedy(
+    const std::vector<int64_t>& prompt, int64_t steps, std::vector<at::Tensor>* step_logits) const {
+  if (prompt.empty() || steps < 1) {
+    return absl::InvalidArgumentError("greedy decoding needs a prompt and at least one step");
+  }
+  // The last chosen token is never fed back, hence the - 1.
+  auto cache = NewCache(1, static_cast<int64_t>(prompt.size()) + steps - 1);
+  if (!cache.ok()) return cache.status();
+  std::vector<int64_t> out;
+  try {
+    c10::InferenceMode guard;
+    at::Tensor ids = at::tensor(prompt, at::kLong).view({1, -1});
+    for (int64_t step = 0; step < steps; ++step) {
+      auto logits = Forward(ids, cache->get());
+      if (!logits.ok()) return logits.status();
+      at::Tensor last = (*logits)[0][-1];
+      if (step_logits != nullptr) step_logits->push_back(last.to(at::kCPU).clone());
+      out.push_back(last.argmax().item<int64_t>());
+      ids = at::full({1, 1}, out.back(), at::kLong);
+    }
+  } catch (const c10::Error& e) {
+    return TorchError(e, "greedy decoding");
+  }
+  return out;
+}
+
+}  // namespace switchyard::runner::hf
