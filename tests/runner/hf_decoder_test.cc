@@ -271,6 +271,80 @@ TEST(HfConfigTest, ParsesTheFixtureConfigs) {
   EXPECT_EQ(qwen3->torch_dtype, "bfloat16");
 }
 
+// Field sets of published configs (Qwen3-0.6B; Qwen2.5-7B-Instruct as transformers 4.56 writes
+// it, with dtype and layer_types; Llama-3.2-1B; SmolLM2-360M with its extra keys).
+TEST(HfConfigTest, AcceptsPublishedConfigs) {
+  auto qwen3 = ParseDecoderConfig(R"({
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+    "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+    "use_cache": true, "use_sliding_window": false, "vocab_size": 151936})");
+  ASSERT_TRUE(qwen3.ok()) << qwen3.status();
+  EXPECT_EQ(qwen3->head_dim, 128);  // != 1024 / 16
+  EXPECT_TRUE(qwen3->tie_word_embeddings);
+
+  auto qwen25 = ParseDecoderConfig(R"({
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "dtype": "bfloat16", "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 3584,
+    "initializer_range": 0.02, "intermediate_size": 18944,
+    "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention"],
+    "max_position_embeddings": 32768, "max_window_layers": 28, "model_type": "qwen2",
+    "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
+    "pad_token_id": 151643, "rms_norm_eps": 1e-06, "rope_scaling": null,
+    "rope_theta": 1000000.0, "sliding_window": null, "tie_word_embeddings": false,
+    "transformers_version": "4.56.1", "use_cache": true, "use_mrope": false,
+    "use_sliding_window": false, "vocab_size": 152064})");
+  ASSERT_TRUE(qwen25.ok()) << qwen25.status();
+  EXPECT_EQ(qwen25->head_dim, 128);
+  EXPECT_EQ(qwen25->torch_dtype, "bfloat16");
+
+  auto llama32 = ParseDecoderConfig(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256})");
+  ASSERT_TRUE(llama32.ok()) << llama32.status();
+  EXPECT_EQ(llama32->rope_scaling->factor, 32.0);
+  EXPECT_EQ(llama32->rope_scaling->original_max_position_embeddings, 8192);
+
+  auto smollm2 = ParseDecoderConfig(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 960,
+    "initializer_range": 0.02, "intermediate_size": 2560, "is_llama_config": true,
+    "max_position_embeddings": 8192, "mlp_bias": false, "model_type": "llama",
+    "num_attention_heads": 15, "num_hidden_layers": 32, "num_key_value_heads": 5,
+    "pad_token_id": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": false,
+    "rope_scaling": null, "rope_theta": 100000, "tie_word_embeddings": true,
+    "torch_dtype": "bfloat16",
+    "transformers.js_config": {"kv_cache_dtype": {"q4f16": "float16", "fp16": "float16"}},
+    "transformers_version": "4.42.3", "use_cache": true, "vocab_size": 49152})");
+  ASSERT_TRUE(smollm2.ok()) << smollm2.status();
+  EXPECT_EQ(smollm2->head_dim, 64);
+  EXPECT_EQ(smollm2->rope_theta, 100000.0);
+
+  // transformers 5 style: rope_theta and the scaling under rope_parameters.
+  json v5 = FixtureConfig("llama");
+  v5.erase("rope_theta");
+  v5.erase("rope_scaling");
+  v5["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                           {"factor", 4.0},           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 2.0}, {"original_max_position_embeddings", 32}};
+  auto parsed = ParseDecoderConfig(v5.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->rope_theta, 500000.0);
+  EXPECT_EQ(parsed->rope_scaling->high_freq_factor, 2.0);
+}
+
 TEST(HfConfigTest, RefusesWhatChangesTheMath) {
   json j = FixtureConfig("llama");
   auto with = [&](const std::string& key, const json& value) {
@@ -289,6 +363,8 @@ TEST(HfConfigTest, RefusesWhatChangesTheMath) {
   ExpectError(with("pretraining_tp", 2), "pretraining_tp");
   ExpectError(with("hidden_act", "gelu"), "hidden_act");
   ExpectError(with("rope_interleaved", true), "rope_interleaved");
+  ExpectError(with("use_mrope", true), "use_mrope");
+  ExpectError(with("rope_parameters", {{"rope_type", "yarn"}, {"factor", 4.0}}), "yarn");
   ExpectError(with("quantization_config", {{"quant_method", "gptq"}}), "quantization_config");
   ExpectError(with("num_key_value_heads", 3), "num_key_value_heads");
   ExpectError(with("num_key_value_heads", 8), "num_key_value_heads");

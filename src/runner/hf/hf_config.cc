@@ -17,100 +17,43 @@ constexpr uint64_t kMaxConfigBytes = uint64_t{4} << 20;
 // Fields that never change what the decoder computes: bookkeeping, tokenizer ids it does not use,
 // and the generation defaults of PretrainedConfig (the engine has its own sampling settings).
 const std::set<std::string>& IgnoredFields() {
+  // clang-format off
   static const auto* fields = new std::set<std::string>{
-      "model_type",
-      "transformers_version",
-      "initializer_range",
-      "use_cache",
-      "pad_token_id",
-      "_name_or_path",
-      "name_or_path",
-      "tokenizer_class",
-      "is_llama_config",
-      "transformers.js_config",
-      "return_dict",
-      "output_hidden_states",
-      "output_attentions",
-      "torchscript",
-      "use_bfloat16",
-      "pruned_heads",
-      "chunk_size_feed_forward",
-      "is_encoder_decoder",
-      "is_decoder",
-      "add_cross_attention",
-      "tie_encoder_decoder",
-      "max_length",
-      "min_length",
-      "do_sample",
-      "early_stopping",
-      "num_beams",
-      "num_beam_groups",
-      "diversity_penalty",
-      "temperature",
-      "top_k",
-      "top_p",
-      "typical_p",
-      "repetition_penalty",
-      "length_penalty",
-      "no_repeat_ngram_size",
-      "encoder_no_repeat_ngram_size",
-      "bad_words_ids",
-      "num_return_sequences",
-      "output_scores",
-      "return_dict_in_generate",
-      "forced_bos_token_id",
-      "forced_eos_token_id",
-      "remove_invalid_values",
-      "exponential_decay_length_penalty",
-      "suppress_tokens",
-      "begin_suppress_tokens",
-      "finetuning_task",
-      "id2label",
-      "label2id",
-      "prefix",
-      "sep_token_id",
-      "decoder_start_token_id",
-      "task_specific_params",
-      "problem_type",
-      "cross_attention_hidden_size",
-      "tf_legacy_loss",
+      "model_type", "transformers_version", "initializer_range", "use_cache", "pad_token_id",
+      "_name_or_path", "name_or_path", "tokenizer_class", "is_llama_config",
+      "transformers.js_config", "return_dict", "output_hidden_states", "output_attentions",
+      "torchscript", "use_bfloat16", "pruned_heads", "chunk_size_feed_forward",
+      "is_encoder_decoder", "is_decoder", "add_cross_attention", "tie_encoder_decoder",
+      "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
+      "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+      "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+      "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
+      "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
+      "suppress_tokens", "begin_suppress_tokens", "finetuning_task", "id2label", "label2id",
+      "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type",
+      "cross_attention_hidden_size", "tf_legacy_loss",
+      // Which attention kernel transformers uses; they all compute the same function.
+      "attn_implementation", "_attn_implementation", "_attn_implementation_autoset",
       // Only consulted by transformers when the sliding window is on, which is refused.
       "max_window_layers",
   };
+  // clang-format on
   return *fields;
 }
 
 // Fields read below (honoured, or checked and refused when they would change the math).
 const std::set<std::string>& HandledFields() {
+  // clang-format off
   static const auto* fields = new std::set<std::string>{
-      "architectures",
-      "hidden_size",
-      "intermediate_size",
-      "num_hidden_layers",
-      "num_attention_heads",
-      "num_key_value_heads",
-      "head_dim",
-      "rms_norm_eps",
-      "rope_theta",
-      "rope_scaling",
-      "vocab_size",
-      "tie_word_embeddings",
-      "max_position_embeddings",
-      "attention_bias",
-      "hidden_act",
-      "torch_dtype",
-      "dtype",
-      "bos_token_id",
-      "eos_token_id",
-      "sliding_window",
-      "use_sliding_window",
-      "layer_types",
-      "mlp_bias",
-      "pretraining_tp",
-      "attention_dropout",
-      "rope_interleaved",
-      "quantization_config",
+      "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+      "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta",
+      "rope_scaling", "rope_parameters", "vocab_size", "tie_word_embeddings",
+      "max_position_embeddings", "attention_bias", "hidden_act", "torch_dtype", "dtype",
+      "bos_token_id", "eos_token_id", "sliding_window", "use_sliding_window", "layer_types",
+      "mlp_bias", "pretraining_tp", "attention_dropout", "rope_interleaved",
+      "quantization_config", "use_mrope",
   };
+  // clang-format on
   return *fields;
 }
 
@@ -318,6 +261,16 @@ absl::StatusOr<DecoderConfig> ParseDecoderConfig(const std::string& json_text,
   SY_RETURN_IF_ERROR(r.Double("rms_norm_eps", 0, 1, 1e-6, &c.rms_norm_eps));
   SY_RETURN_IF_ERROR(r.Double("rope_theta", 0, 1e12, 10000.0, &c.rope_theta));
   if (j.contains("rope_scaling")) SY_RETURN_IF_ERROR(ParseRopeScaling(r, j.at("rope_scaling"), &c));
+  // transformers 5 writes rope_theta and the scaling together as `rope_parameters`.
+  if (r.Present("rope_parameters")) {
+    const json& rp = j.at("rope_parameters");
+    if (!rp.is_object()) return r.Error("rope_parameters", "must be an object");
+    if (rp.contains("rope_theta")) {
+      SY_RETURN_IF_ERROR(
+          r.DoubleOf(rp.at("rope_theta"), "rope_parameters.rope_theta", 0, 1e12, &c.rope_theta));
+    }
+    SY_RETURN_IF_ERROR(ParseRopeScaling(r, rp, &c));
+  }
   SY_RETURN_IF_ERROR(r.Bool("tie_word_embeddings", false, &c.tie_word_embeddings));
 
   bool attention_bias = false;
@@ -352,6 +305,9 @@ absl::StatusOr<DecoderConfig> ParseDecoderConfig(const std::string& json_text,
   double dropout = 0;
   // Dropout is off at inference; only its type is checked.
   SY_RETURN_IF_ERROR(r.Double("attention_dropout", -1e-300, 1, 0.0, &dropout));
+  bool mrope = false;  // Qwen2-VL's multimodal rotary sections
+  SY_RETURN_IF_ERROR(r.Bool("use_mrope", false, &mrope));
+  if (mrope) return r.Error("use_mrope", "true is not supported (multimodal rotary embedding)");
   bool interleaved = false;
   SY_RETURN_IF_ERROR(r.Bool("rope_interleaved", false, &interleaved));
   if (interleaved) return r.Error("rope_interleaved", "true is not supported (rotate_half only)");
