@@ -530,7 +530,7 @@ TEST_P(DecoderReferenceTest, Bfloat16ComputeIsClose) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderReferenceTest,
-                         ::testing::Values("llama", "qwen2", "qwen3"));
+                         ::testing::Values("llama", "qwen2", "qwen3", "llama_bias"));
 
 // ---------------------------------------------------------------------------------------------
 // Hostile checkpoints and calls

@@ -44,6 +44,12 @@ CHECKPOINTS = {
         rope_theta=1000000.0, tie=False, dtype="float32", shards=1, qkv_bias=True,
         qk_norm=False, rope_scaling=None,
         extra={"sliding_window": 4096, "use_sliding_window": False, "max_window_layers": 3}),
+    # Llama with attention_bias (q/k/v/o biases), one layer, fp16 weights, tied.
+    "llama_bias": dict(
+        arch="LlamaForCausalLM", model_type="llama", seed=4, layers=1, head_dim=None,
+        rope_theta=10000.0, tie=True, dtype="float16", shards=1, qkv_bias=True, o_bias=True,
+        qk_norm=False, rope_scaling=None,
+        extra={"attention_bias": True, "mlp_bias": False}),
     # Qwen3-style: q/k RMSNorm over head_dim, head_dim 32 != hidden/heads (16), bf16 weights.
     "qwen3": dict(
         arch="Qwen3ForCausalLM", model_type="qwen3", seed=3, layers=2, head_dim=32,
@@ -82,6 +88,8 @@ def make_weights(spec):
             w[p + "self_attn.q_norm.weight"] = norm(head_dim)
             w[p + "self_attn.k_norm.weight"] = norm(head_dim)
         w[p + "self_attn.o_proj.weight"] = lin(HIDDEN, HEADS * head_dim)
+        if spec.get("o_bias"):
+            w[p + "self_attn.o_proj.bias"] = 0.1 * torch.randn(HIDDEN, generator=g)
         w[p + "post_attention_layernorm.weight"] = norm(HIDDEN)
         w[p + "mlp.gate_proj.weight"] = lin(INTER, HIDDEN)
         w[p + "mlp.up_proj.weight"] = lin(INTER, HIDDEN)
@@ -89,7 +97,7 @@ def make_weights(spec):
     w["model.norm.weight"] = norm(HIDDEN)
     if not spec["tie"]:
         w["lm_head.weight"] = lin(VOCAB, HIDDEN)
-    dt = torch.bfloat16 if spec["dtype"] == "bfloat16" else torch.float32
+    dt = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(spec["dtype"], torch.float32)
     # Round to the stored dtype now: the reference then computes with exactly the stored values.
     return {k: v.to(dt).contiguous() for k, v in w.items()}
 
@@ -190,6 +198,8 @@ def forward(spec, w, ids):
             s = (q[:, hh] @ k[:, kv].T) / math.sqrt(head_dim) + mask
             heads.append(torch.softmax(s, dim=-1) @ v[:, kv])
         a = torch.cat(heads, dim=-1) @ W[p + "self_attn.o_proj.weight"].T
+        if p + "self_attn.o_proj.bias" in W:
+            a = a + W[p + "self_attn.o_proj.bias"]
         x = x + a
         h = rms_norm(x, W[p + "post_attention_layernorm.weight"])
         g = h @ W[p + "mlp.gate_proj.weight"].T
