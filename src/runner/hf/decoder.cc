@@ -60,6 +60,42 @@ at::Tensor InvFreq(const DecoderConfig& c) {
   return inv;
 }
 
+// Every weight the config implies, with its shape (the names of transformers' state dict), in
+// model order so that the first error reported is the first weight of the model that is wrong.
+using WeightList = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+WeightList ExpectedWeights(const DecoderConfig& c) {
+  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+  const int64_t nq = c.num_attention_heads * D, nkv = c.num_key_value_heads * D;
+  WeightList w;
+  w.emplace_back("model.embed_tokens.weight", std::vector<int64_t>{c.vocab_size, H});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    w.emplace_back(p + "input_layernorm.weight", std::vector<int64_t>{H});
+    w.emplace_back(p + "self_attn.q_proj.weight", std::vector<int64_t>{nq, H});
+    w.emplace_back(p + "self_attn.k_proj.weight", std::vector<int64_t>{nkv, H});
+    w.emplace_back(p + "self_attn.v_proj.weight", std::vector<int64_t>{nkv, H});
+    if (c.qkv_bias) {
+      w.emplace_back(p + "self_attn.q_proj.bias", std::vector<int64_t>{nq});
+      w.emplace_back(p + "self_attn.k_proj.bias", std::vector<int64_t>{nkv});
+      w.emplace_back(p + "self_attn.v_proj.bias", std::vector<int64_t>{nkv});
+    }
+    if (c.qk_norm) {
+      w.emplace_back(p + "self_attn.q_norm.weight", std::vector<int64_t>{D});
+      w.emplace_back(p + "self_attn.k_norm.weight", std::vector<int64_t>{D});
+    }
+    w.emplace_back(p + "self_attn.o_proj.weight", std::vector<int64_t>{H, nq});
+    if (c.o_bias) w.emplace_back(p + "self_attn.o_proj.bias", std::vector<int64_t>{H});
+    w.emplace_back(p + "post_attention_layernorm.weight", std::vector<int64_t>{H});
+    w.emplace_back(p + "mlp.gate_proj.weight", std::vector<int64_t>{I, H});
+    w.emplace_back(p + "mlp.up_proj.weight", std::vector<int64_t>{I, H});
+    w.emplace_back(p + "mlp.down_proj.weight", std::vector<int64_t>{H, I});
+  }
+  w.emplace_back("model.norm.weight", std::vector<int64_t>{H});
+  if (!c.tie_word_embeddings)
+    w.emplace_back("lm_head.weight", std::vector<int64_t>{c.vocab_size, H});
+  return w;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ContiguousKvCache>> ContiguousKvCache::Create(
@@ -130,30 +166,50 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Load(const std::filesystem::pa
   if (!ckpt.ok()) return ckpt.status();
   const DecoderConfig& c = *config;
 
+  // The whole checkpoint is checked against the config before any weight is converted.
+  const WeightList weights = ExpectedWeights(c);
+  std::set<std::string> expected;
+  for (const auto& [name, shape] : weights) {
+    expected.insert(name);
+    const StTensorInfo* info = ckpt->Info(name);
+    if (info == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": missing tensor '", name,
+                                                     "' (expected shape ", ShapeString(shape),
+                                                     ")"));
+    }
+    if (info->shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": tensor '", name,
+                                                     "' has shape ", ShapeString(info->shape),
+                                                     ", expected ", ShapeString(shape)));
+    }
+  }
+  // A tensor the config does not account for (say, a bias with attention_bias false) would be
+  // silently ignored and the model computed wrongly; older checkpoints carry the rotary
+  // inv_freq buffers, and tied checkpoints sometimes also store lm_head (transformers ignores it).
+  for (const std::string& name : ckpt->Names()) {
+    if (expected.count(name) || absl::EndsWith(name, ".rotary_emb.inv_freq") ||
+        (c.tie_word_embeddings && name == "lm_head.weight")) {
+      continue;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": unexpected tensor '", name,
+                                                   "' (", c.architecture_name,
+                                                   " with this config.json has no such weight)"));
+  }
+
   std::unique_ptr<Decoder> d(new Decoder());
   d->config_ = c;
   d->device_ = device;
   d->dtype_ = dtype;
-  std::set<std::string> used;
   try {
     c10::InferenceMode guard;
-    // Every weight is checked against the shape the config implies before it is used.
-    auto get = [&](const std::string& name,
-                   std::vector<int64_t> shape) -> absl::StatusOr<at::Tensor> {
-      const StTensorInfo* info = ckpt->Info(name);
-      if (info == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": missing tensor '", name,
-                                                       "' (expected shape ", ShapeString(shape),
-                                                       ")"));
-      }
-      if (info->shape != shape) {
-        return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": tensor '", name,
-                                                       "' has shape ", ShapeString(info->shape),
-                                                       ", expected ", ShapeString(shape)));
+    // Shapes were checked above; a name the loop below asks for that ExpectedWeights did not
+    // list is still refused rather than read unchecked.
+    auto get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+      if (!expected.count(name)) {
+        return absl::InternalError(absl::StrCat("weight '", name, "' not in the expected set"));
       }
       auto t = ckpt->Tensor(name);
       if (!t.ok()) return t.status();
-      used.insert(name);
       // A no-op (the memory-mapped view) when dtype and device already match.
       return t->to(device, dtype);
     };
@@ -163,60 +219,46 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Load(const std::filesystem::pa
     if (!_r.ok()) return _r.status(); \
     lhs = *std::move(_r);             \
   }
-    const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
-    const int64_t nq = c.num_attention_heads * D, nkv = c.num_key_value_heads * D;
-    SY_ASSIGN(d->embed_, get("model.embed_tokens.weight", {c.vocab_size, H}));
+    SY_ASSIGN(d->embed_, get("model.embed_tokens.weight"));
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const std::string p = absl::StrCat("model.layers.", l, ".");
       Layer layer;
       at::Tensor q, k, v, gate, up;
-      SY_ASSIGN(layer.input_norm, get(p + "input_layernorm.weight", {H}));
-      SY_ASSIGN(q, get(p + "self_attn.q_proj.weight", {nq, H}));
-      SY_ASSIGN(k, get(p + "self_attn.k_proj.weight", {nkv, H}));
-      SY_ASSIGN(v, get(p + "self_attn.v_proj.weight", {nkv, H}));
+      SY_ASSIGN(layer.input_norm, get(p + "input_layernorm.weight"));
+      SY_ASSIGN(q, get(p + "self_attn.q_proj.weight"));
+      SY_ASSIGN(k, get(p + "self_attn.k_proj.weight"));
+      SY_ASSIGN(v, get(p + "self_attn.v_proj.weight"));
       // Fused so that one matrix multiply computes q, k and v (and one gate and up).
       layer.qkv_w = at::cat({q, k, v}, 0);
       if (c.qkv_bias) {
-        SY_ASSIGN(q, get(p + "self_attn.q_proj.bias", {nq}));
-        SY_ASSIGN(k, get(p + "self_attn.k_proj.bias", {nkv}));
-        SY_ASSIGN(v, get(p + "self_attn.v_proj.bias", {nkv}));
+        SY_ASSIGN(q, get(p + "self_attn.q_proj.bias"));
+        SY_ASSIGN(k, get(p + "self_attn.k_proj.bias"));
+        SY_ASSIGN(v, get(p + "self_attn.v_proj.bias"));
         layer.qkv_b = at::cat({q, k, v}, 0);
       }
       if (c.qk_norm) {
-        SY_ASSIGN(layer.q_norm, get(p + "self_attn.q_norm.weight", {D}));
-        SY_ASSIGN(layer.k_norm, get(p + "self_attn.k_norm.weight", {D}));
+        SY_ASSIGN(layer.q_norm, get(p + "self_attn.q_norm.weight"));
+        SY_ASSIGN(layer.k_norm, get(p + "self_attn.k_norm.weight"));
       }
-      SY_ASSIGN(layer.o_w, get(p + "self_attn.o_proj.weight", {H, nq}));
-      if (c.o_bias) SY_ASSIGN(layer.o_b, get(p + "self_attn.o_proj.bias", {H}));
-      SY_ASSIGN(layer.post_norm, get(p + "post_attention_layernorm.weight", {H}));
-      SY_ASSIGN(gate, get(p + "mlp.gate_proj.weight", {I, H}));
-      SY_ASSIGN(up, get(p + "mlp.up_proj.weight", {I, H}));
+      SY_ASSIGN(layer.o_w, get(p + "self_attn.o_proj.weight"));
+      if (c.o_bias) SY_ASSIGN(layer.o_b, get(p + "self_attn.o_proj.bias"));
+      SY_ASSIGN(layer.post_norm, get(p + "post_attention_layernorm.weight"));
+      SY_ASSIGN(gate, get(p + "mlp.gate_proj.weight"));
+      SY_ASSIGN(up, get(p + "mlp.up_proj.weight"));
       layer.gate_up_w = at::cat({gate, up}, 0);
-      SY_ASSIGN(layer.down_w, get(p + "mlp.down_proj.weight", {H, I}));
+      SY_ASSIGN(layer.down_w, get(p + "mlp.down_proj.weight"));
       d->layers_.push_back(std::move(layer));
     }
-    SY_ASSIGN(d->final_norm_, get("model.norm.weight", {H}));
+    SY_ASSIGN(d->final_norm_, get("model.norm.weight"));
     if (c.tie_word_embeddings) {
       d->lm_head_ = d->embed_;
     } else {
-      SY_ASSIGN(d->lm_head_, get("lm_head.weight", {c.vocab_size, H}));
+      SY_ASSIGN(d->lm_head_, get("lm_head.weight"));
     }
 #undef SY_ASSIGN
     d->inv_freq_ = InvFreq(c);
   } catch (const c10::Error& e) {
     return TorchError(e, absl::StrCat(folder.string(), ": loading weights"));
-  }
-  // A tensor the config does not account for (say, a bias with attention_bias false) would be
-  // silently ignored and the model computed wrongly; older checkpoints carry the rotary
-  // inv_freq buffers, and tied checkpoints sometimes also store lm_head (transformers ignores it).
-  for (const std::string& name : ckpt->Names()) {
-    if (used.count(name) || absl::EndsWith(name, ".rotary_emb.inv_freq") ||
-        (c.tie_word_embeddings && name == "lm_head.weight")) {
-      continue;
-    }
-    return absl::InvalidArgumentError(absl::StrCat(folder.string(), ": unexpected tensor '", name,
-                                                   "' (", c.architecture_name,
-                                                   " with this config.json has no such weight)"));
   }
   return d;
 }
