@@ -154,6 +154,21 @@ TEST_F(HfTest, SafetensorsDecodesF32F16Bf16Exactly) {
   ExpectError((*again)->Tensor("nope").status(), "nope");
 }
 
+TEST_F(HfTest, SafetensorsCopiesMisalignedTensors) {
+  // The format allows any header length; a data area at an odd address cannot be viewed as
+  // floats by kernels that assume alignment, so such tensors come back as aligned copies.
+  std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  while ((8 + header.size()) % 4 != 1) header += ' ';
+  std::string data;
+  for (float v : {3.0f, -0.5f}) data.append(reinterpret_cast<const char*>(&v), 4);
+  WriteFile(dir_ / "t.safetensors", RawSafetensors(header, data));
+  auto file = SafetensorsFile::Open(dir_ / "t.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  at::Tensor a = *(*file)->Tensor("a");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data_ptr()) % 4, 0u);
+  EXPECT_TRUE(at::equal(a, at::tensor({3.0f, -0.5f})));
+}
+
 TEST_F(HfTest, SafetensorsRefusesTruncatedFiles) {
   ExpectError(OpenRaw("abc"), "truncated");
   std::string whole = ReadFile(kFixtures / "qwen2" / "model.safetensors");

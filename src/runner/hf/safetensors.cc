@@ -233,6 +233,7 @@ absl::StatusOr<at::Tensor> SafetensorsFile::Tensor(const std::string& name) cons
   auto options = at::TensorOptions().dtype(TorchType(info.dtype)).device(at::kCPU);
   char* data = static_cast<char*>(mapping_->base) + data_start_ + info.begin;
   try {
+    if (info.end == info.begin) return at::empty(info.shape, options);  // nothing to view
     if (reinterpret_cast<uintptr_t>(data) % DtypeSize(info.dtype) != 0) {
       // The format does not promise aligned offsets; kernels may assume element alignment.
       at::Tensor copy = at::empty(info.shape, options);
