@@ -432,6 +432,11 @@ TEST(HfConfigTest, RefusesWhatChangesTheMath) {
   EXPECT_TRUE(ParseStatus(off).ok());
   // Harmless at inference.
   EXPECT_TRUE(with("attention_dropout", 0.1).ok());
+  EXPECT_TRUE(with("attention_dropout", 0).ok());
+  ExpectError(with("attention_dropout", -0.5), "attention_dropout");
+  ExpectError(with("attention_dropout", "0.1"), "attention_dropout");
+  ExpectError(with("num_hidden_layers", 0), "num_hidden_layers");
+  ExpectError(with("vocab_size", 18446744073709551615ULL), "vocab_size");
   EXPECT_TRUE(with("sliding_window", nullptr).ok());
   json missing = j;
   missing.erase("vocab_size");

@@ -80,12 +80,14 @@ class Reader {
     }
     const json& v = j_.at(field);
     if (!v.is_number_integer()) return Error(field, "must be an integer");
-    if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(hi)
-                               : (v.get<int64_t>() < lo || v.get<int64_t>() > hi)) {
+    // Unsigned values above int64's range must not wrap into it.
+    const bool in_range = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) &&
+                                                       static_cast<int64_t>(v.get<uint64_t>()) >= lo
+                                                 : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+    if (!in_range) {
       return Error(field, absl::StrCat("must be in [", lo, ", ", hi, "], is ", v.dump()));
     }
     *out = v.get<int64_t>();
-    if (*out < lo) return Error(field, absl::StrCat("must be at least ", lo));
     return absl::OkStatus();
   }
 
@@ -302,9 +304,13 @@ absl::StatusOr<DecoderConfig> ParseDecoderConfig(const std::string& json_text,
   int64_t tp = 1;
   SY_RETURN_IF_ERROR(r.Int("pretraining_tp", 1, 1024, 1, &tp));
   if (tp != 1) return r.Error("pretraining_tp", "values other than 1 are not supported");
-  double dropout = 0;
-  // Dropout is off at inference; only its type is checked.
-  SY_RETURN_IF_ERROR(r.Double("attention_dropout", -1e-300, 1, 0.0, &dropout));
+  // Dropout is off at inference; only a sane value is required.
+  if (r.Present("attention_dropout")) {
+    const json& v = j.at("attention_dropout");
+    if (!v.is_number() || !(v.get<double>() >= 0 && v.get<double>() < 1)) {
+      return r.Error("attention_dropout", "must be a number in [0, 1)");
+    }
+  }
   bool mrope = false;  // Qwen2-VL's multimodal rotary sections
   SY_RETURN_IF_ERROR(r.Bool("use_mrope", false, &mrope));
   if (mrope) return r.Error("use_mrope", "true is not supported (multimodal rotary embedding)");

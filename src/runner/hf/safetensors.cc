@@ -85,7 +85,8 @@ absl::Status ParseTensorEntry(const std::filesystem::path& path, const std::stri
   info->shape.clear();
   for (const auto& dim : *shape_it) {
     if (!dim.is_number_integer()) return bad("shape entries must be integers");
-    if (dim.is_number_unsigned() ? false : dim.get<int64_t>() < 0) {
+    // nlohmann parses non-negative integers as unsigned, so a signed one is negative.
+    if (!dim.is_number_unsigned()) {
       return bad(absl::StrCat("negative dimension ", dim.get<int64_t>()));
     }
     uint64_t d = dim.get<uint64_t>();
