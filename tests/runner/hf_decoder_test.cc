@@ -2,6 +2,7 @@
 // PyTorch reference's fixtures (tools/llm-reference/reference.py, tests/fixtures/hf/), plus the
 // hostile-file refusals of the safetensors reader and the config parser.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
