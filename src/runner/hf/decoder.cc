@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runner/hf/paged_kv_cache.h"
 #include "runner/hf/safetensors.h"
 
 namespace switchyard::runner::hf {
@@ -377,6 +378,122 @@ absl::StatusOr<at::Tensor> Decoder::ForwardImpl(const at::Tensor& ids, KvCache* 
   }
   x = RmsNorm(x, final_norm_);
   return at::linear(x, lm_head_).to(at::kFloat);
+}
+
+absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequence>& sequences,
+                                                  PagedKvCache* cache) const {
+  if (sequences.empty() || cache == nullptr) {
+    return absl::InvalidArgumentError("a ragged step needs sequences and a paged cache");
+  }
+  const DecoderConfig& c = config_;
+  std::vector<int64_t> ids, positions, last_rows;
+  std::vector<at::Tensor> slots;  // per sequence: pool rows of positions [0, past + t)
+  for (const RaggedSequence& s : sequences) {
+    if (s.tokens == nullptr || s.tokens->empty() || s.blocks == nullptr || s.past < 0) {
+      return absl::InvalidArgumentError("ragged step: a sequence without tokens or blocks");
+    }
+    const int64_t t = static_cast<int64_t>(s.tokens->size());
+    if (s.past + t > c.max_position_embeddings) {
+      return absl::OutOfRangeError(absl::StrCat(s.past, " + ", t,
+                                                " positions exceed max_position_embeddings ",
+                                                c.max_position_embeddings));
+    }
+    if (cache->BlocksFor(s.past + t) > static_cast<int64_t>(s.blocks->size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ragged step: ", s.blocks->size(), " blocks do not hold ", s.past + t, " positions"));
+    }
+    for (int64_t j = 0; j < t; ++j) {
+      const int64_t id = (*s.tokens)[j];
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+      ids.push_back(id);
+      positions.push_back(s.past + j);
+    }
+    last_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
+  }
+  const int64_t N = static_cast<int64_t>(ids.size()), D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, G = Hq / Hkv;
+  const int64_t I = c.intermediate_size;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  try {
+    c10::InferenceMode guard;
+    for (const RaggedSequence& s : sequences) {
+      slots.push_back(cache->Slots(*s.blocks, 0, s.past + static_cast<int64_t>(s.tokens->size())));
+    }
+    // Rotary tables per new token, from its own position (float64, rounded once, as Forward).
+    at::Tensor freqs = at::outer(at::tensor(positions, at::kLong).to(at::kDouble), inv_freq_);
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    at::Tensor cos = emb.cos().to(device_, dtype_).view({N, 1, D});
+    at::Tensor sin = emb.sin().to(device_, dtype_).view({N, 1, D});
+    // Causal masks of the sequences with more than one new token.
+    std::vector<at::Tensor> masks(sequences.size());
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const int64_t t = static_cast<int64_t>(sequences[i].tokens->size()), past = sequences[i].past;
+      if (t < 2) continue;
+      at::Tensor future =
+          at::ones({t, past + t}, at::TensorOptions().dtype(at::kBool).device(device_))
+              .triu(past + 1);
+      masks[i] = at::zeros({t, past + t}, at::TensorOptions().dtype(at::kFloat).device(device_))
+                     .masked_fill(future, -std::numeric_limits<float>::infinity());
+    }
+
+    at::Tensor x = at::embedding(embed_, at::tensor(ids, at::kLong).to(device_));  // [N, hidden]
+    for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
+      const Layer& layer = layers_[l];
+      at::Tensor h = RmsNorm(x, layer.input_norm);
+      at::Tensor qkv = at::linear(h, layer.qkv_w, layer.qkv_b);
+      at::Tensor q = qkv.narrow(-1, 0, Hq * D).view({N, Hq, D});
+      at::Tensor k = qkv.narrow(-1, Hq * D, Hkv * D).view({N, Hkv, D});
+      at::Tensor v = qkv.narrow(-1, (Hq + Hkv) * D, Hkv * D).view({N, Hkv, D});
+      if (layer.q_norm.defined()) {
+        q = RmsNorm(q, layer.q_norm);
+        k = RmsNorm(k, layer.k_norm);
+      }
+      q = q * cos + RotateHalf(q) * sin;
+      k = k * cos + RotateHalf(k) * sin;
+      at::Tensor& key_pool = cache->keys(l);
+      at::Tensor& value_pool = cache->values(l);
+      std::vector<at::Tensor> outs;
+      outs.reserve(sequences.size());
+      int64_t row = 0;
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        const int64_t t = static_cast<int64_t>(sequences[i].tokens->size());
+        const int64_t L = sequences[i].past + t;
+        at::Tensor new_slots = slots[i].narrow(0, sequences[i].past, t);
+        key_pool.index_copy_(0, new_slots, k.narrow(0, row, t));
+        value_pool.index_copy_(0, new_slots, v.narrow(0, row, t));
+        at::Tensor keys = key_pool.index_select(0, slots[i]).transpose(0, 1);  // [Hkv, L, D]
+        at::Tensor values = value_pool.index_select(0, slots[i]).transpose(0, 1);
+        // Query head j uses kv head j / G (as Forward): rows of a kv head are (g, token).
+        at::Tensor qg =
+            q.narrow(0, row, t).view({t, Hkv, G, D}).permute({1, 2, 0, 3}).reshape({Hkv, G * t, D});
+        at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(scale).to(at::kFloat);
+        if (masks[i].defined()) {
+          scores = (scores.view({Hkv, G, t, L}) + masks[i]).view({Hkv, G * t, L});
+        }
+        at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+        outs.push_back(at::matmul(probs, values)  // [Hkv, G * t, D] = [Hq, t, D]
+                           .view({Hq, t, D})
+                           .transpose(0, 1)
+                           .reshape({t, Hq * D}));
+        row += t;
+      }
+      at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 0);
+      x = x + at::linear(attn, layer.o_w, layer.o_b);
+      h = RmsNorm(x, layer.post_norm);
+      at::Tensor gate_up = at::linear(h, layer.gate_up_w);
+      x = x +
+          at::linear(at::silu(gate_up.narrow(-1, 0, I)) * gate_up.narrow(-1, I, I), layer.down_w);
+    }
+    // Only the last token of each sequence needs logits: no [N, vocab] for a prefill.
+    x = x.index_select(0, at::tensor(last_rows, at::kLong).to(device_));
+    x = RmsNorm(x, final_norm_);
+    return at::linear(x, lm_head_).to(at::kFloat);
+  } catch (const c10::Error& e) {
+    return TorchError(e, "decoder ragged step");
+  }
 }
 
 absl::StatusOr<std::vector<int64_t>> Decoder::GenerateGreedy(

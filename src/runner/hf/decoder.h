@@ -6,9 +6,9 @@
 // causal mask and float32 softmax, Qwen2 q/k/v biases, Qwen3 q/k RMSNorm over head_dim before
 // RoPE, SwiGLU MLP, tied or separate lm_head).
 //
-// What is NOT here yet (issue 21 continues): the paged block KV cache, continuous batching,
-// sampling beyond greedy, the engine and the OpenAI API. KvCache is an abstract class so that the
-// paged cache can replace ContiguousKvCache behind the same Forward().
+// ForwardRagged is the engine's step (engine.h): several sequences at different positions, their
+// keys and values in a PagedKvCache (paged_kv_cache.h). Forward() with a KvCache stays for
+// single-batch use and as the reference the ragged step is tested against.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -24,6 +24,17 @@
 #include "runner/hf/hf_config.h"
 
 namespace switchyard::runner::hf {
+
+class PagedKvCache;
+
+// One sequence's part of a ragged step: `tokens` (a prefill chunk or one decode token) at
+// positions [past, past + tokens.size()); positions [0, past) are already in the paged cache
+// under `blocks`, which must also hold the new positions.
+struct RaggedSequence {
+  const std::vector<int64_t>* tokens = nullptr;
+  int64_t past = 0;
+  const std::vector<int32_t>* blocks = nullptr;
+};
 
 // Keys and values of every layer for a batch of sequences that advance together (all of the
 // same length). Forward() calls Append for each layer in order with the new tokens' keys and
@@ -95,6 +106,14 @@ class Decoder {
   // separate caches. Runs under c10::InferenceMode, so the logits are inference tensors: modify
   // them in place only under InferenceMode too (or clone them).
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& token_ids, KvCache* cache) const;
+
+  // One forward over several sequences at once: the linear layers run once on all new tokens
+  // concatenated, attention per sequence over its cached blocks (causal within its new tokens).
+  // Writes the new keys and values into `cache` and returns float32 logits [sequences, vocab] of
+  // each sequence's last new token. A failed step leaves the written positions to be
+  // overwritten. Concurrent calls need separate caches.
+  absl::StatusOr<at::Tensor> ForwardRagged(const std::vector<RaggedSequence>& sequences,
+                                           PagedKvCache* cache) const;
 
   // Greedy decoding of one sequence: prefill `prompt`, then `steps` tokens, each the argmax of
   // the previous logits. When `step_logits` is given it receives the [vocab] float32 logits each
