@@ -288,6 +288,13 @@ TEST(SamplingTest, TemperatureTopKTopPFrequencies) {
   p.temperature = 1;
   p.top_p = 0.7;
   expect_near(frequencies(p), {0.5 / 0.8, 0.3 / 0.8, 0, 0});
+  // Temperature before top_p: at 0.5 the probabilities are (0.685, 0.247, 0.062, 0.007), whose
+  // ascending cumulative sums 0.007 and 0.068 are <= 0.1, so top_p 0.9 keeps two tokens (applied
+  // before the temperature it would keep three).
+  p.temperature = 0.5;
+  p.top_p = 0.9;
+  expect_near(frequencies(p), {0.25 / 0.34, 0.09 / 0.34, 0, 0});
+  p.temperature = 1;
   // top_p 0.4 keeps the most likely token alone.
   p.top_p = 0.4;
   expect_near(frequencies(p), {1, 0, 0, 0});
@@ -390,7 +397,9 @@ TEST(EngineTest, ContinuousBatchingChangesNothing) {
     EXPECT_EQ(o.result.prompt_tokens, static_cast<int64_t>(requests[i].prompt.size()));
   }
   EXPECT_EQ((*engine)->Stats().blocks_in_use, 0);
+  // The counters are final before on_done runs, so they need no waiting here.
   EXPECT_EQ((*engine)->Stats().running, 0);
+  EXPECT_EQ((*engine)->Stats().queue_length, 0);
 }
 
 TEST(EngineTest, SeedsReproduceAndDiffer) {

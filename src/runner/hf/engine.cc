@@ -129,7 +129,13 @@ void Engine::Finish(Sequence* seq, absl::Status status, const std::string& reaso
   if (seq->done) return;
   seq->done = true;
   cache_->Free(&seq->blocks);
-  if (seq->admitted) committed_blocks_ -= seq->worst_blocks;
+  // The counters are updated before on_done, so a caller woken by it sees them final.
+  if (seq->admitted) {
+    committed_blocks_ -= seq->worst_blocks;
+    running_count_.fetch_sub(1);
+  } else {
+    queue_length_.fetch_sub(1);
+  }
   blocks_in_use_.store(cache_->used_blocks());
   GenerationResult result;
   result.status = std::move(status);
@@ -170,8 +176,6 @@ void Engine::Run() {
   for (auto& seq : waiting_) Finish(seq.get(), cancelled, "");
   running_.clear();
   waiting_.clear();
-  queue_length_.store(0);
-  running_count_.store(0);
 }
 
 bool Engine::Step() {
@@ -199,6 +203,8 @@ bool Engine::Step() {
          committed_blocks_ + waiting_.front()->worst_blocks <= cache_->num_blocks()) {
     waiting_.front()->admitted = true;
     committed_blocks_ += waiting_.front()->worst_blocks;
+    queue_length_.fetch_sub(1);
+    running_count_.fetch_add(1);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -216,8 +222,6 @@ bool Engine::Step() {
     }
   }
   waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), is_done), waiting_.end());
-  queue_length_.store(static_cast<int64_t>(waiting_.size()));
-  running_count_.store(static_cast<int64_t>(running_.size()));
   if (running_.empty()) return false;
 
   // The batch: every decoding sequence's one token first, then prefill chunks in admission order
@@ -280,7 +284,6 @@ bool Engine::Step() {
   }
   // Finished sequences leave in the same step; their blocks are already back in the pool.
   running_.erase(std::remove_if(running_.begin(), running_.end(), is_done), running_.end());
-  running_count_.store(static_cast<int64_t>(running_.size()));
   blocks_in_use_.store(cache_->used_blocks());
   return true;
 }
