@@ -66,8 +66,8 @@ struct GenerationResult {
 };
 
 struct GenerationCallbacks {
-  // Each generated token, in order. Runs on the scheduler thread: keep it short, and do not
-  // call back into the engine (Submit is fine; destroying the engine is not).
+  // Each generated token, in order. Runs on the scheduler thread: keep it short, do not throw,
+  // and do not destroy the engine from it (Submit and Stats are fine).
   std::function<void(int64_t token)> on_token;
   // Exactly once per accepted request, after its last on_token, on the scheduler thread.
   std::function<void(const GenerationResult& result)> on_done;
