@@ -425,6 +425,33 @@ TEST(ChatTemplateTest, StepCap) {
   EXPECT_THAT(s.ToString(), HasSubstr("more than 10000 evaluation steps"));
 }
 
+// Work over large data counts by size: scanning an 8 MiB string in every iteration stops at the
+// step cap long before it could run for minutes; reading a long list by name copies nothing and
+// costs one step.
+TEST(ChatTemplateTest, StepCapCountsDataSize) {
+  ChatTemplateLimits limits;
+  limits.max_steps = 1'000'000;
+  const json big = {{"s", std::string(size_t{8} << 20, 'x')}};
+  const std::string scan = "{% for i in range(100000) %}{% if s | trim %}{% endif %}{% endfor %}";
+  EXPECT_EQ(RenderError(scan, big, limits).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(
+      RenderError("{% for i in range(100000) %}{{ 'x' in s }}{% endfor %}", big, limits).code(),
+      absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RenderError("{% for i in range(100000) %}{% set t = s ~ '' %}{% endfor %}", big, limits)
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  const json many = {{"m", json(std::vector<std::string>(20000, "some message text"))}};
+  limits.max_steps = 600'000;  // about 15 steps an iteration
+  auto t = ChatTemplate::Create(
+      "{% for i in range(20000) %}{% if m | length != 20000 or m[-1] != m[0] %}bad"
+      "{% endif %}{% endfor %}ok",
+      limits);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto out = (*t)->Render(many);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "ok");
+}
+
 TEST(ChatTemplateTest, StringCap) {
   ChatTemplateLimits limits;
   limits.max_string_bytes = 1000;

@@ -891,10 +891,16 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Evaluator
 
-// A value: JSON data, or Jinja's undefined (a missing variable, attribute or key).
+// A value: JSON data, or Jinja's undefined (a missing variable, attribute or key). Variables and
+// their parts are borrowed (`ref` points into a scope) rather than copied, so that reading
+// `messages` in a loop costs nothing however long the conversation; a borrowed value lives only
+// within one expression, and scopes change only between expressions (Take copies first).
 struct Value {
   bool undefined = false;
-  json j;
+  const json* ref = nullptr;
+  json own;
+  const json& j() const { return ref ? *ref : own; }
+  json Take() && { return ref ? *ref : std::move(own); }
   static Value Undef() {
     Value v;
     v.undefined = true;
@@ -902,14 +908,21 @@ struct Value {
   }
   static Value Of(json x) {
     Value v;
-    v.j = std::move(x);
+    v.own = std::move(x);
     return v;
   }
+  static Value Ref(const json& x) {
+    Value v;
+    v.ref = &x;
+    return v;
+  }
+  // A part of `parent`: borrowed when the parent is, copied when the parent is a temporary.
+  static Value Part(const Value& parent, const json& x) { return parent.ref ? Ref(x) : Of(x); }
 };
 
 std::string TypeName(const Value& v) {
   if (v.undefined) return "undefined";
-  switch (v.j.type()) {
+  switch (v.j().type()) {
     case json::value_t::null:
       return "none";
     case json::value_t::boolean:
@@ -932,7 +945,7 @@ std::string TypeName(const Value& v) {
 
 bool Truthy(const Value& v) {
   if (v.undefined) return false;
-  const json& j = v.j;
+  const json& j = v.j();
   switch (j.type()) {
     case json::value_t::null:
       return false;
@@ -1046,7 +1059,7 @@ void ToJson(std::string& out, const json& j, int indent, int depth) {
 // How `{{ x }}` prints a value: Python's str().
 std::string Str(const Value& v) {
   if (v.undefined) return "";
-  const json& j = v.j;
+  const json& j = v.j();
   switch (j.type()) {
     case json::value_t::null:
       return "None";
@@ -1122,6 +1135,29 @@ class Renderer {
            absl::StrCat("chat template: more than ", limits_.max_steps, " evaluation steps"));
     }
   }
+  // Work proportional to data size (copying a list, scanning a string) counts as steps too, one
+  // per 64 bytes, so a small template cannot spin for hours over a large context within the
+  // loop cap.
+  void Charge(uint64_t bytes) {
+    steps_ += bytes / 64;
+    Step();
+  }
+  void ChargeCopy(const json& j) {
+    uint64_t budget = limits_.max_steps;  // the walk itself stops once the cap is reached
+    Charge(Weight(j, budget));
+  }
+  static uint64_t Weight(const json& j, uint64_t& budget) {
+    uint64_t w = 64;
+    if (j.is_string()) w += j.get_ref<const std::string&>().size();
+    if (j.is_array() || j.is_object()) {
+      for (auto it = j.begin(); it != j.end() && budget > 0; ++it) {
+        if (j.is_object()) w += it.key().size();
+        w += Weight(it.value(), budget);
+      }
+    }
+    budget = budget > w / 64 ? budget - w / 64 : 0;
+    return w;
+  }
   void Emit(const std::string& s) {
     if (out_.size() + s.size() > limits_.max_output_bytes) {
       Fail(absl::StatusCode::kResourceExhausted,
@@ -1130,6 +1166,7 @@ class Renderer {
     out_ += s;
   }
   json CheckString(std::string s, Pos p) {
+    Charge(s.size());
     if (s.size() > limits_.max_string_bytes) {
       Fail(absl::StatusCode::kResourceExhausted,
            absl::StrCat("chat template: a string longer than ", limits_.max_string_bytes, " bytes",
@@ -1167,7 +1204,8 @@ class Renderer {
             // Stored as null: this JSON-valued scope has no undefined (documented).
             scopes_.back()[s.targets[0]] = nullptr;
           } else {
-            scopes_.back()[s.targets[0]] = std::move(v.j);
+            json value = std::move(v).Take();
+            scopes_.back()[s.targets[0]] = std::move(value);
           }
           return;
         }
@@ -1177,21 +1215,24 @@ class Renderer {
         if (target == nullptr || !target->is_object()) {
           Invalid("chat template: `" + s.targets[0] + "` is not a namespace" + At(s.pos));
         }
-        (*target)[s.targets[1]] = v.undefined ? json() : std::move(v.j);
+        json value = v.undefined ? json() : std::move(v).Take();
+        (*target)[s.targets[1]] = std::move(value);
         return;
       }
       case SK::kFor: {
         Value seq = Eval(*s.expr);
+        // The items are copied: the body may change the list through a namespace.
+        if (!seq.undefined) ChargeCopy(seq.j());
         std::vector<json> items;
-        if (seq.undefined || seq.j.is_null()) {
+        if (seq.undefined || seq.j().is_null()) {
           // Jinja iterates an undefined as empty; None is an error there, but HF templates test
           // `if x` first anyway, so treat both as empty rather than fail a render.
-        } else if (seq.j.is_array()) {
-          items.assign(seq.j.begin(), seq.j.end());
-        } else if (seq.j.is_object()) {
-          for (auto it = seq.j.begin(); it != seq.j.end(); ++it) items.push_back(it.key());
-        } else if (seq.j.is_string()) {
-          for (auto& c : Utf8Chars(seq.j.get_ref<const std::string&>())) items.push_back(c);
+        } else if (seq.j().is_array()) {
+          items.assign(seq.j().begin(), seq.j().end());
+        } else if (seq.j().is_object()) {
+          for (auto it = seq.j().begin(); it != seq.j().end(); ++it) items.push_back(it.key());
+        } else if (seq.j().is_string()) {
+          for (auto& c : Utf8Chars(seq.j().get_ref<const std::string&>())) items.push_back(c);
         } else {
           Invalid("chat template: cannot iterate over a " + TypeName(seq) + At(s.expr->pos));
         }
@@ -1209,7 +1250,7 @@ class Renderer {
           } else {
             const json& item = items[i];
             if (!item.is_array() || item.size() != s.targets.size()) {
-              Invalid(absl::StrCat("chat template: cannot unpack a ", TypeName(Value::Of(item)),
+              Invalid(absl::StrCat("chat template: cannot unpack a ", TypeName(Value::Ref(item)),
                                    " into ", s.targets.size(), " loop variables", At(s.pos)));
             }
             for (size_t k = 0; k < s.targets.size(); ++k) scope[s.targets[k]] = item[k];
@@ -1240,7 +1281,7 @@ class Renderer {
         return Value::Of(e.literal);
       case EK::kName: {
         const json* v = Lookup(e.name);
-        return v ? Value::Of(*v) : Value::Undef();
+        return v ? Value::Ref(*v) : Value::Undef();
       }
       case EK::kList: {
         json a = json::array();
@@ -1251,10 +1292,10 @@ class Renderer {
         json o = json::object();
         for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
           Value key = Eval(*e.args[k]);
-          if (key.undefined || !key.j.is_string()) {
+          if (key.undefined || !key.j().is_string()) {
             Invalid("chat template: dict keys must be strings" + At(e.args[k]->pos));
           }
-          o[key.j.get<std::string>()] = Defined(Eval(*e.args[k + 1]), *e.args[k + 1]);
+          o[key.j().get<std::string>()] = Defined(Eval(*e.args[k + 1]), *e.args[k + 1]);
         }
         return Value::Of(std::move(o));
       }
@@ -1266,7 +1307,7 @@ class Renderer {
         Value obj = Eval(*e.args[0]);
         Value key = Eval(*e.args[1]);
         if (key.undefined) return Value::Undef();
-        return GetItem(obj, key.j, e, /*attr=*/false);
+        return GetItem(obj, key.j(), e, /*attr=*/false);
       }
       case EK::kSlice:
         return Slice(e);
@@ -1280,12 +1321,12 @@ class Renderer {
       }
       case EK::kUnary: {
         Value v = Eval(*e.args[0]);
-        if (v.undefined || !IsNumber(v.j)) {
+        if (v.undefined || !IsNumber(v.j())) {
           Invalid("chat template: unary " + e.name + " on a " + TypeName(v) + At(e.pos));
         }
         if (e.name == "+") return v;
-        if (v.j.is_number_float()) return Value::Of(-v.j.get<double>());
-        return Value::Of(-v.j.get<int64_t>());
+        if (v.j().is_number_float()) return Value::Of(-v.j().get<double>());
+        return Value::Of(-v.j().get<int64_t>());
       }
       case EK::kBinary:
         return Binary(e);
@@ -1308,18 +1349,18 @@ class Renderer {
 
   // Undefined inside a list or dict literal would have no JSON form; Jinja keeps it, printing
   // it empty. Using null is the nearest we can store (documented).
-  json Defined(Value v, const Expr&) { return v.undefined ? json() : std::move(v.j); }
+  json Defined(Value v, const Expr&) { return v.undefined ? json() : std::move(v).Take(); }
 
   Value GetItem(const Value& obj, const json& key, const Expr& e, bool attr) {
     // Python's Jinja raises on an attribute of an undefined value; @huggingface/jinja (the
     // reference) gives undefined again, so Qwen3's `messages[0].role` renders with no messages.
     // Following the reference keeps a malformed request a rendering question, not an error.
     if (obj.undefined) return Value::Undef();
-    const json& j = obj.j;
+    const json& j = obj.j();
     if (j.is_object()) {
       if (!key.is_string()) return Value::Undef();
       auto it = j.find(key.get<std::string>());
-      return it == j.end() ? Value::Undef() : Value::Of(*it);
+      return it == j.end() ? Value::Undef() : Value::Part(obj, *it);
     }
     if ((j.is_array() || j.is_string()) && key.is_number_integer() && !attr) {
       int64_t i = key.get<int64_t>();
@@ -1327,8 +1368,9 @@ class Renderer {
         const int64_t n = static_cast<int64_t>(j.size());
         if (i < 0) i += n;
         if (i < 0 || i >= n) return Value::Undef();
-        return Value::Of(j[static_cast<size_t>(i)]);
+        return Value::Part(obj, j[static_cast<size_t>(i)]);
       }
+      Charge(j.get_ref<const std::string&>().size());
       auto chars = Utf8Chars(j.get_ref<const std::string&>());
       const int64_t n = static_cast<int64_t>(chars.size());
       if (i < 0) i += n;
@@ -1348,20 +1390,22 @@ class Renderer {
     for (int k = 0; k < 3; ++k) {
       if (!e.has_slice[k]) continue;
       Value v = Eval(*e.args[k + 1]);
-      if (v.undefined || v.j.is_null()) continue;
-      if (!v.j.is_number_integer())
+      if (v.undefined || v.j().is_null()) continue;
+      if (!v.j().is_number_integer())
         Invalid("chat template: slice bounds must be integers" + At(e.pos));
-      part[k] = v.j.get<int64_t>();
+      part[k] = v.j().get<int64_t>();
     }
     const int64_t step = part[2].value_or(1);
     if (step == 0) Invalid("chat template: slice step cannot be zero" + At(e.pos));
     std::vector<json> items;
     bool is_string = false;
-    if (!obj.undefined && obj.j.is_array()) {
-      items.assign(obj.j.begin(), obj.j.end());
-    } else if (!obj.undefined && obj.j.is_string()) {
+    if (!obj.undefined && obj.j().is_array()) {
+      items.assign(obj.j().begin(), obj.j().end());
+    } else if (!obj.undefined && obj.j().is_string()) {
       is_string = true;
-      for (auto& c : Utf8Chars(obj.j.get_ref<const std::string&>())) items.push_back(std::move(c));
+      Charge(obj.j().get_ref<const std::string&>().size());
+      for (auto& c : Utf8Chars(obj.j().get_ref<const std::string&>()))
+        items.push_back(std::move(c));
     } else {
       Invalid("chat template: cannot slice a " + TypeName(obj) + At(e.pos));
     }
@@ -1391,32 +1435,34 @@ class Renderer {
 
   static bool Equal(const Value& a, const Value& b) {
     if (a.undefined || b.undefined) return a.undefined && b.undefined;
-    if (IsNumber(a.j) && IsNumber(b.j)) return a.j.get<double>() == b.j.get<double>();
-    return a.j == b.j;
+    if (IsNumber(a.j()) && IsNumber(b.j())) return a.j().get<double>() == b.j().get<double>();
+    return a.j() == b.j();
   }
 
   Value Binary(const Expr& e) {
     const std::string& op = e.name;
     Value a = Eval(*e.args[0]);
     Value b = Eval(*e.args[1]);
+    if (!a.undefined && a.j().is_string()) Charge(a.j().get_ref<const std::string&>().size());
     if (op == "==") return Value::Of(Equal(a, b));
     if (op == "!=") return Value::Of(!Equal(a, b));
     if (op == "~") return Value::Of(CheckString(Str(a) + Str(b), e.pos));
     if (op == "in") {
       bool r = false;
-      if (!b.undefined && b.j.is_string()) {
-        if (a.undefined || !a.j.is_string()) {
+      if (!b.undefined && b.j().is_string()) {
+        if (a.undefined || !a.j().is_string()) {
           Invalid("chat template: `in <string>` needs a string on the left" + At(e.pos));
         }
-        r = b.j.get_ref<const std::string&>().find(a.j.get_ref<const std::string&>()) !=
+        Charge(b.j().get_ref<const std::string&>().size());
+        r = b.j().get_ref<const std::string&>().find(a.j().get_ref<const std::string&>()) !=
             std::string::npos;
-      } else if (!b.undefined && b.j.is_array()) {
-        for (const json& x : b.j) {
+      } else if (!b.undefined && b.j().is_array()) {
+        for (const json& x : b.j()) {
           Step();
-          if (Equal(a, Value::Of(x))) r = true;
+          if (Equal(a, Value::Ref(x))) r = true;
         }
-      } else if (!b.undefined && b.j.is_object()) {
-        r = !a.undefined && a.j.is_string() && b.j.contains(a.j.get<std::string>());
+      } else if (!b.undefined && b.j().is_object()) {
+        r = !a.undefined && a.j().is_string() && b.j().contains(a.j().get<std::string>());
       } else {
         Invalid("chat template: `in` on a " + TypeName(b) + At(e.pos));
       }
@@ -1425,8 +1471,8 @@ class Renderer {
     if (a.undefined || b.undefined) {
       Invalid("chat template: `" + op + "` on an undefined value" + At(e.pos));
     }
-    const json& x = a.j;
-    const json& y = b.j;
+    const json& x = a.j();
+    const json& y = b.j();
     if (op == "<" || op == ">" || op == "<=" || op == ">=") {
       int c;
       if (IsNumber(x) && IsNumber(y)) {
@@ -1525,14 +1571,14 @@ class Renderer {
   std::string StringArg(const Args& a, size_t i, const char* name, const Expr& e,
                         std::optional<std::string> def = std::nullopt) {
     const Value* v = a.Get(i, name);
-    if (v == nullptr || v->undefined || v->j.is_null()) {
+    if (v == nullptr || v->undefined || v->j().is_null()) {
       if (def) return *def;
       Invalid(std::string("chat template: missing argument `") + name + "`" + At(e.pos));
     }
-    if (!v->j.is_string()) {
+    if (!v->j().is_string()) {
       Invalid(std::string("chat template: argument `") + name + "` must be a string" + At(e.pos));
     }
-    return v->j.get<std::string>();
+    return v->j().get<std::string>();
   }
 
   Value Call(const Expr& e) {
@@ -1545,7 +1591,7 @@ class Renderer {
       }
       if (f == "namespace") {
         json o = json::object();
-        for (auto& [k, v] : a.kw) o[k] = v.undefined ? json() : v.j;
+        for (auto& [k, v] : a.kw) o[k] = v.undefined ? json() : v.j();
         if (!a.pos.empty())
           Invalid("chat template: namespace() takes keyword arguments" + At(e.pos));
         return Value::Of(std::move(o));
@@ -1554,10 +1600,10 @@ class Renderer {
         int64_t lo = 0, hi = 0, step = 1;
         std::vector<int64_t> xs;
         for (const Value& v : a.pos) {
-          if (v.undefined || !v.j.is_number_integer()) {
+          if (v.undefined || !v.j().is_number_integer()) {
             Invalid("chat template: range() takes integers" + At(e.pos));
           }
-          xs.push_back(v.j.get<int64_t>());
+          xs.push_back(v.j().get<int64_t>());
         }
         if (xs.size() == 1)
           hi = xs[0];
@@ -1595,8 +1641,9 @@ class Renderer {
       Invalid("chat template: only methods and functions can be called" + At(e.pos));
     Value obj = Eval(*callee.args[0]);
     const std::string& m = callee.name;
-    if (!obj.undefined && obj.j.is_string()) {
-      const std::string& s = obj.j.get_ref<const std::string&>();
+    if (!obj.undefined && obj.j().is_string()) {
+      const std::string& s = obj.j().get_ref<const std::string&>();
+      Charge(s.size());
       if (m == "startswith" || m == "endswith") {
         const std::string x = StringArg(a, 0, "prefix", e);
         const bool r = m == "startswith" ? s.compare(0, x.size(), x) == 0
@@ -1607,7 +1654,7 @@ class Renderer {
       if (m == "strip" || m == "lstrip" || m == "rstrip") {
         const Value* c = a.Get(0, "chars");
         std::optional<std::string> chars;
-        if (c && !c->undefined && !c->j.is_null()) chars = StringArg(a, 0, "chars", e);
+        if (c && !c->undefined && !c->j().is_null()) chars = StringArg(a, 0, "chars", e);
         return Value::Of(Strip(s, m != "rstrip", m != "lstrip", chars));
       }
       if (m == "upper" || m == "lower") return Value::Of(Case(s, m == "upper"));
@@ -1618,10 +1665,10 @@ class Renderer {
       }
       Invalid("chat template: unknown string method `" + m + "`" + At(e.pos));
     }
-    if (!obj.undefined && obj.j.is_object()) {
+    if (!obj.undefined && obj.j().is_object()) {
       if (m == "items" || m == "keys" || m == "values") {
         json r = json::array();
-        for (auto it = obj.j.begin(); it != obj.j.end(); ++it) {
+        for (auto it = obj.j().begin(); it != obj.j().end(); ++it) {
           if (m == "items") r.push_back(json::array({it.key(), it.value()}));
           if (m == "keys") r.push_back(it.key());
           if (m == "values") r.push_back(it.value());
@@ -1630,8 +1677,8 @@ class Renderer {
       }
       if (m == "get") {
         const std::string k = StringArg(a, 0, "key", e);
-        auto it = obj.j.find(k);
-        if (it != obj.j.end()) return Value::Of(*it);
+        auto it = obj.j().find(k);
+        if (it != obj.j().end()) return Value::Part(obj, *it);
         const Value* d = a.Get(1, "default");
         return d ? *d : Value::Of(nullptr);
       }
@@ -1652,7 +1699,7 @@ class Renderer {
   json Split(const std::string& s, const Args& a, const Expr& e) {
     const Value* sep = a.Get(0, "sep");
     json r = json::array();
-    if (sep == nullptr || sep->undefined || sep->j.is_null()) {
+    if (sep == nullptr || sep->undefined || sep->j().is_null()) {
       // Python's split(): runs of whitespace, no empty pieces.
       size_t i = 0;
       while (i < s.size()) {
@@ -1698,6 +1745,7 @@ class Renderer {
 
   Value Filter(const Expr& e) {
     Value v = Eval(*e.args[0]);
+    if (!v.undefined && v.j().is_string()) Charge(v.j().get_ref<const std::string&>().size());
     Args a = EvalArgs(e, 1);
     const std::string& f = e.name;
     if (f == "default" || f == "d") {
@@ -1709,33 +1757,35 @@ class Renderer {
     }
     if (f == "tojson") {
       int indent = 0;
-      if (const Value* i = a.Get(0, "indent"); i && !i->undefined && !i->j.is_null()) {
-        if (!i->j.is_number_integer() || i->j.get<int64_t>() < 0 || i->j.get<int64_t>() > 16) {
+      if (const Value* i = a.Get(0, "indent"); i && !i->undefined && !i->j().is_null()) {
+        if (!i->j().is_number_integer() || i->j().get<int64_t>() < 0 ||
+            i->j().get<int64_t>() > 16) {
           Invalid("chat template: tojson indent must be an integer in [0, 16]" + At(e.pos));
         }
-        indent = static_cast<int>(i->j.get<int64_t>());
+        indent = static_cast<int>(i->j().get<int64_t>());
       }
       std::string out;
-      ToJson(out, v.undefined ? json() : v.j, indent, 0);
+      ToJson(out, v.undefined ? json() : v.j(), indent, 0);
       return Value::Of(CheckString(std::move(out), e.pos));
     }
     if (f == "string") return Value::Of(Str(v));
     if (f == "length" || f == "count") {
       if (v.undefined) return Value::Of(0);
-      if (v.j.is_string()) return Value::Of(Utf8Length(v.j.get_ref<const std::string&>()));
-      if (v.j.is_array() || v.j.is_object()) return Value::Of(static_cast<int64_t>(v.j.size()));
+      if (v.j().is_string()) return Value::Of(Utf8Length(v.j().get_ref<const std::string&>()));
+      if (v.j().is_array() || v.j().is_object())
+        return Value::Of(static_cast<int64_t>(v.j().size()));
       Invalid("chat template: `length` of a " + TypeName(v) + At(e.pos));
     }
     if (f == "trim" || f == "upper" || f == "lower" || f == "capitalize") {
-      if (v.undefined || !v.j.is_string()) {
+      if (v.undefined || !v.j().is_string()) {
         // Jinja stringifies first; do the same for None/numbers.
         v = Value::Of(Str(v));
       }
-      const std::string& s = v.j.get_ref<const std::string&>();
+      const std::string& s = v.j().get_ref<const std::string&>();
       if (f == "trim") {
         const Value* c = a.Get(0, "chars");
         std::optional<std::string> chars;
-        if (c && !c->undefined && !c->j.is_null()) chars = StringArg(a, 0, "chars", e);
+        if (c && !c->undefined && !c->j().is_null()) chars = StringArg(a, 0, "chars", e);
         return Value::Of(Strip(s, true, true, chars));
       }
       if (f == "capitalize") {
@@ -1747,40 +1797,40 @@ class Renderer {
     }
     if (f == "join") {
       const std::string sep = StringArg(a, 0, "d", e, std::string());
-      if (v.undefined || !v.j.is_array()) {
+      if (v.undefined || !v.j().is_array()) {
         Invalid("chat template: `join` of a " + TypeName(v) + At(e.pos));
       }
       std::string r;
       bool first = true;
-      for (const json& x : v.j) {
+      for (const json& x : v.j()) {
         Step();
         if (!first) r += sep;
         first = false;
-        r += Str(Value::Of(x));
+        r += Str(Value::Ref(x));
         if (r.size() > limits_.max_string_bytes) CheckString(std::move(r), e.pos);
       }
       return Value::Of(r);
     }
     if (f == "first" || f == "last") {
-      if (v.undefined || !v.j.is_array())
+      if (v.undefined || !v.j().is_array())
         Invalid("chat template: `" + f + "` of a " + TypeName(v) + At(e.pos));
-      if (v.j.empty()) return Value::Undef();
-      return Value::Of(f == "first" ? v.j.front() : v.j.back());
+      if (v.j().empty()) return Value::Undef();
+      return Value::Part(v, f == "first" ? v.j().front() : v.j().back());
     }
     if (f == "list") {
-      if (!v.undefined && v.j.is_array()) return v;
-      if (!v.undefined && v.j.is_string()) {
+      if (!v.undefined && v.j().is_array()) return v;
+      if (!v.undefined && v.j().is_string()) {
         json r = json::array();
-        for (auto& c : Utf8Chars(v.j.get_ref<const std::string&>())) r.push_back(c);
+        for (auto& c : Utf8Chars(v.j().get_ref<const std::string&>())) r.push_back(c);
         return Value::Of(std::move(r));
       }
       Invalid("chat template: `list` of a " + TypeName(v) + At(e.pos));
     }
     if (f == "items") {
-      if (v.undefined || !v.j.is_object())
+      if (v.undefined || !v.j().is_object())
         Invalid("chat template: `items` of a " + TypeName(v) + At(e.pos));
       json r = json::array();
-      for (auto it = v.j.begin(); it != v.j.end(); ++it)
+      for (auto it = v.j().begin(); it != v.j().end(); ++it)
         r.push_back(json::array({it.key(), it.value()}));
       return Value::Of(std::move(r));
     }
@@ -1791,7 +1841,7 @@ class Renderer {
     const std::string& t = e.name;
     Value v = Eval(*e.args[0]);
     Args a = EvalArgs(e, 1);
-    const json& j = v.j;
+    const json& j = v.j();
     if (t == "defined") return !v.undefined;
     if (t == "undefined") return v.undefined;
     if (v.undefined) {
@@ -1825,10 +1875,10 @@ class Renderer {
       if (t == "even") return x % 2 == 0;
       if (t == "odd") return x % 2 != 0;
       const Value* d = a.Get(0, "num");
-      if (!d || d->undefined || !d->j.is_number_integer() || d->j.get<int64_t>() == 0) {
+      if (!d || d->undefined || !d->j().is_number_integer() || d->j().get<int64_t>() == 0) {
         Invalid("chat template: `divisibleby` needs a non-zero integer" + At(e.pos));
       }
-      return x % d->j.get<int64_t>() == 0;
+      return x % d->j().get<int64_t>() == 0;
     }
     Invalid("chat template: unknown test `" + t + "`" + At(e.pos));
   }
