@@ -159,7 +159,6 @@ TEST(ChatTemplateTest, Tests) {
               ctx),
             "TrueFalseTrueFalseTrueTrueTrueTrueTrueFalseTrueTrue");
   EXPECT_EQ(R("{{ u is string }}{{ u is none }}{{ u is false }}"), "FalseFalseFalse");
-  EXPECT_THAT(RenderError("{{ 1 is frobnicated }}").ToString(), HasSubstr("unknown test"));
 }
 
 TEST(ChatTemplateTest, IfElifElse) {
@@ -245,7 +244,6 @@ TEST(ChatTemplateTest, Filters) {
   EXPECT_EQ(R("{{ 5 | string ~ 'x' }}{{ 'ab' | list }}"), "5x[\"a\", \"b\"]");
   EXPECT_EQ(R("{% for k, v in {'a': 1} | items %}{{ k }}{{ v }}{% endfor %}"), "a1");
   EXPECT_EQ(R("{{ messages | length - 1 }}", {{"messages", {1, 2}}}), "1");
-  EXPECT_THAT(RenderError("{{ 1 | frobnicate }}").ToString(), HasSubstr("unknown filter"));
 }
 
 TEST(ChatTemplateTest, Methods) {
@@ -264,7 +262,9 @@ TEST(ChatTemplateTest, Methods) {
               "{{ d.get('k') }}{{ d.get('z', 'dflt') }}{{ d.get('z') }}",
               ctx),
             "k1[\"k\"][1]1dfltNone");
-  EXPECT_THAT(RenderError("{{ 'a'.frob() }}").ToString(), HasSubstr("unknown string method"));
+  // Known method names on the wrong type fail at render time.
+  EXPECT_THAT(RenderError("{{ 'a'.items() }}").ToString(), HasSubstr("unknown string method"));
+  EXPECT_THAT(RenderError("{{ [1].get(0) }}").ToString(), HasSubstr("unknown method"));
   EXPECT_THAT(RenderError("{{ u.strip() }}").ToString(), HasSubstr("unknown method"));
 }
 
@@ -278,8 +278,6 @@ TEST(ChatTemplateTest, Functions) {
   auto out = (*t)->Render(json::object());
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, "23 Jul 2024");
-  EXPECT_THAT(RenderError("{{ nosuch(1) }}").ToString(), HasSubstr("not a known function"));
-  EXPECT_THAT(RenderError("{{ x() }}", {{"x", 1}}).ToString(), HasSubstr("not a function"));
 }
 
 TEST(ChatTemplateTest, WhitespaceControl) {
@@ -327,7 +325,7 @@ TEST(ChatTemplateTest, RefusesConstructsOutsideTheSubset) {
       {"{% for x in y %}a{% else %}b{% endfor %}", "`{% for %}...{% else %}` is not supported"},
       {"{{ 2 ** 3 }}", "the `**` operator is not supported"},
       {"{{ (1, 2) }}", "tuples are not supported"},
-      {"{{ f(*a) }}", "`*args` / `**kwargs` are not supported"},
+      {"{{ range(*a) }}", "`*args` / `**kwargs` are not supported"},
       {"{{ lambda }}", "lambdas are not supported"},
       {"{% frobnicate %}", "unknown statement `{% frobnicate %}` (line 1, column 4)"},
       {"{% if x %}", "`{% if %}` is never closed (line 1, column 4)"},
@@ -344,7 +342,13 @@ TEST(ChatTemplateTest, RefusesConstructsOutsideTheSubset) {
       {"{{ x[] }}", "empty subscript"},
       {"{{ 99999999999999999999 }}", "integer literal out of range"},
       {"{% set = 1 %}", "expected a variable name"},
-      {"{{ f(a=1, 2) }}", "positional argument after keyword"},
+      {"{{ range(a=1, 2) }}", "positional argument after keyword"},
+      {"{{ x | frobnicate }}", "the filter `frobnicate` is not supported (line 1, column 8)"},
+      {"{{ x | selectattr('a') }}", "the filter `selectattr` is not supported"},
+      {"{{ x is frobnicated }}", "the test `frobnicated` is not supported (line 1, column 9)"},
+      {"{{ nosuch(1) }}", "the function `nosuch` is not supported (line 1, column 4)"},
+      {"{{ x.frob() }}", "the method `frob` is not supported (line 1, column 5)"},
+      {"{{ [x](1) }}", "only functions and methods can be called"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.src);

@@ -360,6 +360,33 @@ using Body = std::vector<StmtPtr>;
 // ---------------------------------------------------------------------------------------------
 // Parser
 
+// The filters, tests, functions and methods the evaluator implements; any other name is refused
+// at parse time so that a template either loads and can run, or is refused up front.
+const std::set<std::string, std::less<>>& KnownFilters() {
+  static const auto* const k = new std::set<std::string, std::less<>>{
+      "capitalize", "count", "d",     "default", "first",  "items", "join", "last",
+      "length",     "list",  "lower", "string",  "tojson", "trim",  "upper"};
+  return *k;
+}
+const std::set<std::string, std::less<>>& KnownTests() {
+  static const auto* const k = new std::set<std::string, std::less<>>{
+      "boolean", "defined",  "divisibleby", "eq",      "equalto",  "even",   "false",
+      "float",   "integer",  "iterable",    "mapping", "none",     "number", "odd",
+      "sameas",  "sequence", "string",      "true",    "undefined"};
+  return *k;
+}
+const std::set<std::string, std::less<>>& KnownFunctions() {
+  static const auto* const k = new std::set<std::string, std::less<>>{
+      "namespace", "raise_exception", "range", "strftime_now"};
+  return *k;
+}
+const std::set<std::string, std::less<>>& KnownMethods() {
+  static const auto* const k = new std::set<std::string, std::less<>>{
+      "endswith", "get",   "items",      "keys",  "lower", "lstrip", "replace",
+      "rstrip",   "split", "startswith", "strip", "upper", "values"};
+  return *k;
+}
+
 class Parser {
  public:
   Parser(std::vector<Segment> segs, int max_nesting)
@@ -596,6 +623,9 @@ class Parser {
         const Token& name = Take();
         // `is none`, `is true`, `is false` arrive as names (Jinja's lowercase constants).
         if (name.kind != Tok::kName) Invalid("expected a test name after `is`" + At(name.pos));
+        if (!KnownTests().count(name.text)) {
+          Invalid("the test `" + name.text + "` is not supported" + At(name.pos));
+        }
         b->name = name.text;
         b->args.push_back(std::move(e));
         if (TakeOp("(")) ParseArgs(*b);
@@ -779,6 +809,15 @@ class Parser {
         }
       } else if (t.text == "(") {
         Nest guard(this, t.pos);
+        if (e->kind == EK::kName && !KnownFunctions().count(e->name)) {
+          Invalid("the function `" + e->name + "` is not supported" + At(e->pos));
+        }
+        if (e->kind == EK::kAttr && !KnownMethods().count(e->name)) {
+          Invalid("the method `" + e->name + "` is not supported" + At(e->pos));
+        }
+        if (e->kind != EK::kName && e->kind != EK::kAttr) {
+          Invalid("only functions and methods can be called" + At(t.pos));
+        }
         auto c = Make(EK::kCall, Take().pos);
         c->args.push_back(std::move(e));
         ParseArgs(*c);
@@ -788,6 +827,9 @@ class Parser {
         Take();
         const Token& name = Take();
         if (name.kind != Tok::kName) Invalid("expected a filter name after `|`" + At(name.pos));
+        if (!KnownFilters().count(name.text)) {
+          Invalid("the filter `" + name.text + "` is not supported" + At(name.pos));
+        }
         auto f = Make(EK::kFilter, name.pos);
         f->name = name.text;
         f->args.push_back(std::move(e));
