@@ -512,5 +512,107 @@ TEST(ChatTemplateTest, TruncatedRealTemplatesFailCleanly) {
   EXPECT_GT(refused, 100);
 }
 
+// Seeded random edits of the real templates (snippets of Jinja syntax spliced in, bytes
+// dropped or changed): every result parses or is refused with INVALID_ARGUMENT, and every parsed
+// one renders or fails with INVALID_ARGUMENT / RESOURCE_EXHAUSTED, under small caps so that a
+// runaway edit shows as a cap rather than a slow test. Run under ASan/UBSan by
+// scripts/test --sanitize=address.
+TEST(ChatTemplateTest, MutatedRealTemplatesFailCleanly) {
+  static const char* const kSnippets[] = {"{%",
+                                          "%}",
+                                          "{{",
+                                          "}}",
+                                          "{#",
+                                          "#}",
+                                          "-",
+                                          "(",
+                                          ")",
+                                          "[",
+                                          "]",
+                                          "{",
+                                          "}",
+                                          "'",
+                                          "\"",
+                                          "|",
+                                          ".",
+                                          ",",
+                                          ":",
+                                          "::-1",
+                                          " if ",
+                                          " else ",
+                                          " for x in messages ",
+                                          " endfor ",
+                                          " endif ",
+                                          " not ",
+                                          " in ",
+                                          " is ",
+                                          " defined ",
+                                          " and ",
+                                          " or ",
+                                          " ~ ",
+                                          " + ",
+                                          " * 99999 ",
+                                          " loop.index0 ",
+                                          " ns.x ",
+                                          " namespace(x=1) ",
+                                          " range(99999) ",
+                                          " | tojson ",
+                                          " | length ",
+                                          " messages ",
+                                          " set ",
+                                          " = ",
+                                          "\\",
+                                          "\n",
+                                          "é",
+                                          "\xff"};
+  ChatTemplateLimits limits;
+  limits.max_loop_iterations = 20000;
+  limits.max_steps = 200000;
+  limits.max_output_bytes = 1 << 20;
+  limits.max_string_bytes = 1 << 20;
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&state](uint64_t n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (state >> 33) % n;
+  };
+  int parsed = 0;
+  for (const char* name : {"qwen3", "qwen2_5", "llama3", "gemma3", "deepseek_v3"}) {
+    const json fixture = LoadFixture(name);
+    const std::string src = fixture["template"].get<std::string>();
+    const json& ctx = fixture["cases"][3]["context"];
+    for (int round = 0; round < 2000; ++round) {
+      std::string m = src;
+      const int edits = 1 + static_cast<int>(next(4));
+      for (int k = 0; k < edits; ++k) {
+        const size_t at = next(m.size() + 1);
+        switch (next(3)) {
+          case 0:
+            m.insert(at, kSnippets[next(std::size(kSnippets))]);
+            break;
+          case 1:
+            m.erase(at, next(8));
+            break;
+          default:
+            if (at < m.size()) m[at] = static_cast<char>(next(256));
+        }
+      }
+      SCOPED_TRACE(m);
+      auto t = ChatTemplate::Create(m, limits);
+      if (!t.ok()) {
+        ASSERT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+        continue;
+      }
+      ++parsed;
+      auto out = (*t)->Render(ctx);
+      if (!out.ok()) {
+        ASSERT_TRUE(out.status().code() == absl::StatusCode::kInvalidArgument ||
+                    out.status().code() == absl::StatusCode::kResourceExhausted)
+            << out.status();
+      }
+    }
+  }
+  EXPECT_GT(parsed, 1000);  // the edits must not all be refused, or rendering goes untested
+}
+
 }  // namespace
 }  // namespace switchyard::llm
