@@ -380,23 +380,55 @@ TEST(ChatTemplateTest, TemplateSizeCap) {
 TEST(ChatTemplateTest, NestingCap) {
   // Deep expressions and deep blocks are refused at parse time instead of overflowing the stack.
   std::string parens = "{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}";
-  EXPECT_THAT(CreateError(parens).ToString(), HasSubstr("nesting deeper than 64"));
+  EXPECT_THAT(CreateError(parens).ToString(), HasSubstr("nesting deeper than 128"));
   std::string nots = "{{ ";
   for (int i = 0; i < 100000; ++i) nots += "not ";
-  EXPECT_THAT(CreateError(nots + "1 }}").ToString(), HasSubstr("nesting deeper than 64"));
+  EXPECT_THAT(CreateError(nots + "1 }}").ToString(), HasSubstr("nesting deeper than 128"));
   EXPECT_THAT(CreateError("{{ " + std::string(100000, '-') + "1 }}").message(),
-              HasSubstr("nesting deeper than 64"));
+              HasSubstr("nesting deeper than 128"));
   EXPECT_THAT(CreateError("{{ " + std::string(100000, '[') + " }}").message(),
-              HasSubstr("nesting deeper than 64"));
+              HasSubstr("nesting deeper than 128"));
   std::string ifs;
   for (int i = 0; i < 10000; ++i) ifs += "{% if 1 %}";
   for (int i = 0; i < 10000; ++i) ifs += "{% endif %}";
-  EXPECT_THAT(CreateError(ifs).ToString(), HasSubstr("nesting deeper than 64"));
+  EXPECT_THAT(CreateError(ifs).ToString(), HasSubstr("nesting deeper than 128"));
+  // Operator chains are parsed in a loop but evaluated recursively: each link counts.
+  std::string sum = "{{ 1";
+  for (int i = 0; i < 100000; ++i) sum += " + 1";
+  EXPECT_THAT(CreateError(sum + " }}").ToString(), HasSubstr("nesting deeper than 128"));
+  std::string attrs = "{{ x";
+  for (int i = 0; i < 100000; ++i) attrs += ".a";
+  EXPECT_THAT(CreateError(attrs + " }}").ToString(), HasSubstr("nesting deeper than 128"));
+  std::string filters = "{{ x";
+  for (int i = 0; i < 100000; ++i) filters += " | trim";
+  EXPECT_THAT(CreateError(filters + " }}").ToString(), HasSubstr("nesting deeper than 128"));
+  std::string ands = "{{ 1";
+  for (int i = 0; i < 100000; ++i) ands += i % 2 ? " and 1" : " or 1";
+  EXPECT_THAT(CreateError(ands + " }}").ToString(), HasSubstr("nesting deeper than 128"));
+  std::string short_sum = "{{ 0";
+  for (int i = 0; i < 50; ++i) short_sum += " + 1";
+  EXPECT_EQ(R(short_sum + " }}"), "50");
   std::string ok;
   for (int i = 0; i < 30; ++i) ok += "{% if 1 %}";
   ok += "x";
   for (int i = 0; i < 30; ++i) ok += "{% endif %}";
   EXPECT_EQ(R(ok), "x");
+}
+
+TEST(ChatTemplateTest, ValueDepthCap) {
+  // A loop could wrap a value in a list once per iteration; copying or printing it recurses.
+  const absl::Status s = RenderError(
+      "{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}"
+      "{% endfor %}{{ ns.x | tojson }}");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.ToString(), HasSubstr("a value nested deeper than 64"));
+  EXPECT_THAT(RenderError("{% set ns = namespace(x=1) %}{% for i in range(100000) %}"
+                          "{% set ns.x = namespace(y=ns.x) %}{% endfor %}")
+                  .ToString(),
+              HasSubstr("a value nested deeper than 64"));
+  EXPECT_EQ(R("{% set ns = namespace(x=1) %}{% for i in range(3) %}{% set ns.x = {'a': [ns.x]} %}"
+              "{% endfor %}{{ ns.x | tojson }}"),
+            "{\"a\": [{\"a\": [{\"a\": [1]}]}]}");
 }
 
 TEST(ChatTemplateTest, OutputCap) {

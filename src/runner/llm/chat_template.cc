@@ -561,7 +561,9 @@ class Parser {
   }
   ExprPtr ParseOr() {
     ExprPtr e = ParseAnd();
+    Chain chain(this);
     while (Peek().kind == Tok::kName && Peek().text == "or") {
+      chain.Add(Peek().pos);
       auto o = Make(EK::kOr, Take().pos);
       o->args.push_back(std::move(e));
       o->args.push_back(ParseAnd());
@@ -571,7 +573,9 @@ class Parser {
   }
   ExprPtr ParseAnd() {
     ExprPtr e = ParseNot();
+    Chain chain(this);
     while (Peek().kind == Tok::kName && Peek().text == "and") {
+      chain.Add(Peek().pos);
       auto o = Make(EK::kAnd, Take().pos);
       o->args.push_back(std::move(e));
       o->args.push_back(ParseNot());
@@ -590,7 +594,9 @@ class Parser {
   }
   ExprPtr ParseCompare() {
     ExprPtr e = ParseAdd();
+    Chain chain(this);
     while (true) {
+      chain.Add(Peek().pos);
       const Token& t = Peek();
       if (t.kind == Tok::kOp && (t.text == "==" || t.text == "!=" || t.text == "<" ||
                                  t.text == ">" || t.text == "<=" || t.text == ">=")) {
@@ -637,7 +643,9 @@ class Parser {
   }
   ExprPtr ParseAdd() {
     ExprPtr e = ParseConcat();
+    Chain chain(this);
     while (Peek().kind == Tok::kOp && (Peek().text == "+" || Peek().text == "-")) {
+      chain.Add(Peek().pos);
       auto b = Make(EK::kBinary, Peek().pos);
       b->name = Take().text;
       b->args.push_back(std::move(e));
@@ -648,7 +656,9 @@ class Parser {
   }
   ExprPtr ParseConcat() {
     ExprPtr e = ParseMul();
+    Chain chain(this);
     while (Peek().kind == Tok::kOp && Peek().text == "~") {
+      chain.Add(Peek().pos);
       auto b = Make(EK::kBinary, Peek().pos);
       b->name = Take().text;
       b->args.push_back(std::move(e));
@@ -659,8 +669,10 @@ class Parser {
   }
   ExprPtr ParseMul() {
     ExprPtr e = ParseUnary();
+    Chain chain(this);
     while (Peek().kind == Tok::kOp && (Peek().text == "*" || Peek().text == "/" ||
                                        Peek().text == "//" || Peek().text == "%")) {
+      chain.Add(Peek().pos);
       auto b = Make(EK::kBinary, Peek().pos);
       b->name = Take().text;
       b->args.push_back(std::move(e));
@@ -761,9 +773,11 @@ class Parser {
     Invalid("unexpected `" + t.text + "`" + At(t.pos));
   }
   ExprPtr ParsePostfix(ExprPtr e) {
+    Chain chain(this);
     while (true) {
       const Token& t = Peek();
       if (t.kind != Tok::kOp) return e;
+      chain.Add(t.pos);
       if (t.text == ".") {
         Take();
         const Token& name = Take();
@@ -870,6 +884,22 @@ class Parser {
     }
     ~Nest() { --parser->depth_; }
     Parser* parser;
+  };
+
+  // A left-associative chain (`a + b + c`, `x.y.z`, `f | g | h`) is parsed in a loop but
+  // evaluated recursively, one level per link: each link counts as one level of nesting until the
+  // chain's parse ends, so a 100,000-term sum is refused instead of overflowing the stack later.
+  struct Chain {
+    explicit Chain(Parser* p) : parser(p) {}
+    void Add(Pos pos) {
+      ++links;
+      if (++parser->depth_ > parser->max_nesting_) {
+        Invalid(absl::StrCat("nesting deeper than ", parser->max_nesting_, At(pos)));
+      }
+    }
+    ~Chain() { parser->depth_ -= links; }
+    Parser* parser;
+    int links = 0;
   };
 
   ExprPtr Make(EK k, Pos p) {
@@ -1391,7 +1421,24 @@ class Renderer {
 
   // Undefined inside a list or dict literal would have no JSON form; Jinja keeps it, printing
   // it empty. Using null is the nearest we can store (documented).
-  json Defined(Value v, const Expr&) { return v.undefined ? json() : std::move(v).Take(); }
+  json Defined(Value v, const Expr& e) {
+    json j = v.undefined ? json() : std::move(v).Take();
+    CheckDepth(j, 1, e.pos);
+    return j;
+  }
+
+  // Values nest only through list/dict literals and namespace(); `{% set x = [x] %}` in a loop
+  // could otherwise build a value deep enough that copying, printing or freeing it (all
+  // recursive) overflows the stack. The walk is charged like a copy.
+  void CheckDepth(const json& j, int depth, Pos p) {
+    if (depth > limits_.max_value_depth) {
+      Invalid(absl::StrCat("chat template: a value nested deeper than ", limits_.max_value_depth,
+                           At(p)));
+    }
+    if (!j.is_array() && !j.is_object()) return;
+    Charge(64 * j.size());
+    for (const json& x : j) CheckDepth(x, depth + 1, p);
+  }
 
   Value GetItem(const Value& obj, const json& key, const Expr& e, bool attr) {
     // Python's Jinja raises on an attribute of an undefined value; @huggingface/jinja (the
@@ -1633,7 +1680,10 @@ class Renderer {
       }
       if (f == "namespace") {
         json o = json::object();
-        for (auto& [k, v] : a.kw) o[k] = v.undefined ? json() : v.j();
+        for (auto& [k, v] : a.kw) {
+          o[k] = v.undefined ? json() : v.j();
+          CheckDepth(o[k], 1, e.pos);
+        }
         if (!a.pos.empty())
           Invalid("chat template: namespace() takes keyword arguments" + At(e.pos));
         return Value::Of(std::move(o));

@@ -29,9 +29,13 @@ namespace switchyard::llm {
 struct ChatTemplateLimits {
   // Template source; more is INVALID_ARGUMENT. Real chat templates are under 10 KB.
   size_t max_template_bytes = size_t{1} << 20;
-  // Nesting of blocks and of expressions at parse time; more is INVALID_ARGUMENT (the parser
-  // recurses, so this bounds its stack).
-  int max_nesting = 64;
+  // Nesting of blocks and of expressions at parse time, each link of an operator chain counting
+  // one (`a + b + c` is two deep); more is INVALID_ARGUMENT. The parser and the evaluator
+  // recurse, so this bounds their stack. Real templates stay under 30.
+  int max_nesting = 128;
+  // Nesting of a value built while rendering (list and dict literals, namespace()); more is
+  // INVALID_ARGUMENT. Copying, printing and freeing values recurse.
+  int max_value_depth = 64;
   // Context: nesting depth and total size of its strings plus one per value; more is
   // INVALID_ARGUMENT before rendering starts.
   int max_context_depth = 32;
