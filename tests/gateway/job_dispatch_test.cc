@@ -455,6 +455,29 @@ TEST_F(JobDispatchTest, CancelledDuringAnAttempt) {
   EXPECT_FALSE(router_->IsEjected(transport_.node_of(0)));
 }
 
+// CANCELLED the client did not ask for comes from the node (its server shutting down under the
+// call, grpc/grpc#41785): the job moves on, and is not reported as the client's cancel.
+TEST_F(JobDispatchTest, ANodeSideCancelIsRetriedOnAnotherNode) {
+  auto job = Start();
+  transport_.End(grpc::Status(grpc::StatusCode::CANCELLED, "CANCELLED"));
+  ASSERT_EQ(transport_.started.size(), 2u);
+  EXPECT_NE(transport_.node_of(1), transport_.node_of(0));
+  transport_.End(grpc::Status::OK);
+  ASSERT_EQ(transport_.finished.size(), 1u);
+  EXPECT_TRUE(transport_.finished[0].ok());
+}
+
+TEST_F(JobDispatchTest, ANodeSideCancelOnTheLastNodeIsUnavailable) {
+  snapshot_ = Snap({Node("a")});
+  auto job = Start();
+  transport_.End(grpc::Status(grpc::StatusCode::CANCELLED, "CANCELLED"));
+  EXPECT_EQ(transport_.started.size(), 1u);
+  ASSERT_EQ(transport_.finished.size(), 1u);
+  EXPECT_EQ(transport_.finished[0].error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(transport_.finished[0].error_message(), HasSubstr("cancelled on a"));
+  EXPECT_EQ(job_log_.failures_total(), 1u);  // a failure, unlike a client's cancel
+}
+
 TEST_F(JobDispatchTest, CancelledWhileWaitingForRoom) {
   snapshot_ = Snap({Node("a")});
   auto job = Start();

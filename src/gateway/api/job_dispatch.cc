@@ -196,8 +196,19 @@ void JobDispatch::OnAttemptDone(AttemptResult result) {
         code, absl::StrCat("attempt timed out after ",
                            env_.config->AttemptTimeoutMs(route_.pipeline), " ms on ", node_->id));
   }
+  if (code == grpc::StatusCode::CANCELLED && !cancelled) {
+    // Reported as the node's failure, not as if the client had cancelled.
+    status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          absl::StrCat("the call was cancelled on ", node_->id, " (",
+                                       status.error_message(), "); it may be shutting down"));
+  }
+  // CANCELLED that the client did not ask for came from the node's side: its gRPC server shut
+  // down under the call (a call arriving just as it stops is failed by gRPC core with CANCELLED
+  // "CANCELLED", grpc/grpc#41785; one still running when its shutdown grace ends is cancelled).
+  // The node did not do the job: another one may.
+  const bool node_cancelled = code == grpc::StatusCode::CANCELLED && !cancelled;
   AttemptOutcome outcome = AttemptOutcome::kClientError;
-  if (code == grpc::StatusCode::UNAVAILABLE || attempt_timed_out) {
+  if (code == grpc::StatusCode::UNAVAILABLE || attempt_timed_out || node_cancelled) {
     outcome = AttemptOutcome::kNodeFailure;
   } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
     outcome = AttemptOutcome::kRefused;
