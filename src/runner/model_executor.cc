@@ -45,6 +45,25 @@ absl::StatusOr<ModelExecutorPtr> ModelExecutor::Create(TorchModelPtr model, Opti
   return executor;
 }
 
+absl::StatusOr<ModelExecutorPtr> ModelExecutor::CreateForPayload(std::shared_ptr<void> payload,
+                                                                 Options options) {
+  if (payload == nullptr) return absl::InvalidArgumentError("executor needs a payload");
+  if (options.instances < 1) return absl::InvalidArgumentError("instances must be >= 1");
+  ModelExecutorPtr executor(new ModelExecutor(nullptr, options, {}));
+  executor->payload_ = std::move(payload);
+  return executor;
+}
+
+ModelExecutor::Use::Use(ModelExecutor* executor) : executor_(executor) {
+  absl::MutexLock lock(&executor_->mu_);
+  ++executor_->in_use_;
+}
+
+ModelExecutor::Use::~Use() {
+  absl::MutexLock lock(&executor_->mu_);
+  --executor_->in_use_;
+}
+
 ModelExecutor::~ModelExecutor() {
   std::deque<Job> dropped;
   {
@@ -62,6 +81,10 @@ int ModelExecutor::in_use() const {
 }
 
 absl::Status ModelExecutor::Enqueue(Job job, const CancelToken* wait_for) {
+  // A payload executor has no threads: a job queued there would never run.
+  if (model_ == nullptr) {
+    return absl::FailedPreconditionError("this model runs on its own engine, not the executor");
+  }
   absl::MutexLock lock(&mu_);
   // Capacity: `instances` running plus `queue_size` waiting.
   const int capacity = options_.instances + options_.queue_size;
@@ -136,6 +159,9 @@ ModelExecutor::ValueResult ModelExecutor::Run(Inputs inputs, absl::Time deadline
 
 ModelExecutor::Result ModelExecutor::RunBatchable(at::Tensor input, absl::Time deadline,
                                                   const CancelToken& cancel) {
+  if (model_ == nullptr) {
+    return absl::FailedPreconditionError("this model runs on its own engine, not the executor");
+  }
   Job job;
   job.batchable = batcher_.Batchable(input);
   job.inputs.emplace_back(std::move(input));

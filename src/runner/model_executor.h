@@ -71,6 +71,25 @@ class ModelExecutor {
 
   static absl::StatusOr<ModelExecutorPtr> Create(TorchModelPtr model, Options options,
                                                  JobRunObserver on_job_run = {});
+  // An executor without a TorchScript module or threads that carries `payload`: a model served
+  // by its own engine (a Hugging Face checkpoint, orchestrator/pipelines/hf_llm.h), so that the
+  // model manager's states, memory accounting, eviction and reloads apply to it unchanged. Its
+  // Run and Submit answer FAILED_PRECONDITION; in_use counts the holders of a Use.
+  static absl::StatusOr<ModelExecutorPtr> CreateForPayload(std::shared_ptr<void> payload,
+                                                           Options options);
+  const std::shared_ptr<void>& payload() const { return payload_; }
+  // Counts one job in in_use while it lives (for payload executors, whose jobs bypass the queue:
+  // eviction, unloading and the reported load then see them).
+  class Use {
+   public:
+    explicit Use(ModelExecutor* executor);
+    ~Use();
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    ModelExecutor* executor_;
+  };
   // Signals the threads, fails every queued job with UNAVAILABLE, and joins.
   ~ModelExecutor();
 
@@ -129,7 +148,8 @@ class ModelExecutor {
   void RunBatch(std::vector<Job>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   void Complete(Job& job, ValueResult result) ABSL_LOCKS_EXCLUDED(mu_);
 
-  const TorchModelPtr model_;
+  const TorchModelPtr model_;  // null for a payload executor
+  std::shared_ptr<void> payload_;
   const Options options_;
   const Batcher batcher_;
   const JobRunObserver on_job_run_;
