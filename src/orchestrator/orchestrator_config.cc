@@ -15,16 +15,52 @@
 namespace switchyard::orchestrator {
 namespace {
 
-absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
+// The options of a "format": "hf" model: the engine's, checked here, and the llm pipeline's
+// (checked by ParseLlmOptions when a request comes). Unknown keys are refused so that a typo
+// (kv_cache_MB) does not silently leave the default budget.
+absl::Status ParseHfOptions(const ConfigObject& options, HfModelOptions* hf) {
   SY_RETURN_IF_ERROR(
-      obj.CheckKeys({"id", "pipeline", "path", "warm", "device", "instances", "queue_size",
-                     "price_per_unit", "unit", "max_input_pixels", "warmup_size", "max_batch_size",
-                     "max_queue_delay_ms", "memory_mb", "options", "max_input_elements"}));
+      options.CheckKeys({"dtype", "kv_cache_mb", "max_batch_sequences", "max_batch_tokens",
+                         "block_tokens", "max_new_tokens", "max_tokens", "max_context_tokens",
+                         "seed", "eos_token_id", "max_prompt_chars"}));
+  SY_RETURN_IF_ERROR(options.Read("dtype", &hf->dtype));
+  SY_RETURN_IF_ERROR(options.Read("kv_cache_mb", &hf->kv_cache_mb));
+  SY_RETURN_IF_ERROR(options.Read("max_batch_sequences", &hf->max_batch_sequences));
+  SY_RETURN_IF_ERROR(options.Read("max_batch_tokens", &hf->max_batch_tokens));
+  SY_RETURN_IF_ERROR(options.Read("block_tokens", &hf->block_tokens));
+  SY_RETURN_IF_ERROR(options.Read("max_new_tokens", &hf->max_new_tokens));
+  if (hf->dtype != "float32" && hf->dtype != "bfloat16") {
+    return options.Error("dtype", absl::StrCat("'", hf->dtype, "' is not float32 or bfloat16"));
+  }
+  if (hf->kv_cache_mb < 1 || hf->kv_cache_mb > (int64_t{1} << 20)) {
+    return options.Error("kv_cache_mb", "must be 1..1048576");
+  }
+  if (hf->max_batch_sequences < 1 || hf->max_batch_sequences > 4096) {
+    return options.Error("max_batch_sequences", "must be 1..4096");
+  }
+  if (hf->max_batch_tokens < hf->max_batch_sequences || hf->max_batch_tokens > (1 << 20)) {
+    return options.Error("max_batch_tokens", "must be max_batch_sequences..1048576");
+  }
+  if (hf->block_tokens < 1 || hf->block_tokens > 4096) {
+    return options.Error("block_tokens", "must be 1..4096");
+  }
+  if (hf->max_new_tokens < 0 || hf->max_new_tokens > 10'000'000) {
+    return options.Error("max_new_tokens", "must be 0 (no extra cap)..10000000");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
+  SY_RETURN_IF_ERROR(obj.CheckKeys(
+      {"id", "pipeline", "path", "format", "warm", "device", "instances", "queue_size",
+       "price_per_unit", "unit", "max_input_pixels", "warmup_size", "max_batch_size",
+       "max_queue_delay_ms", "memory_mb", "options", "max_input_elements"}));
   ModelConfig m;
   std::string path;
   SY_RETURN_IF_ERROR(obj.Read("id", &m.id, true));
   SY_RETURN_IF_ERROR(obj.Read("pipeline", &m.pipeline, true));
   SY_RETURN_IF_ERROR(obj.Read("path", &path, true));
+  SY_RETURN_IF_ERROR(obj.Read("format", &m.format));
   SY_RETURN_IF_ERROR(obj.Read("warm", &m.warm));
   SY_RETURN_IF_ERROR(obj.Read("device", &m.device));
   SY_RETURN_IF_ERROR(obj.Read("instances", &m.instances));
@@ -48,6 +84,17 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   }
   if (path.empty()) return obj.Error("path", "must not be empty");
   m.path = ResolveConfigPath(obj.file(), path);
+  if (m.format != "torchscript" && m.format != "hf") {
+    return obj.Error("format", absl::StrCat("'", m.format, "' is not torchscript or hf"));
+  }
+  if (m.format == "hf") {
+    if (m.pipeline != pipelines::kLlm) {
+      return obj.Error("format", absl::StrCat("hf (a Hugging Face checkpoint) serves only the llm "
+                                              "pipeline, not '",
+                                              m.pipeline, "'"));
+    }
+    SY_RETURN_IF_ERROR(ParseHfOptions(obj.Child("options"), &m.hf));
+  }
   const bool cuda_index = m.device.size() > 5 && m.device.rfind("cuda:", 0) == 0 &&
                           m.device.find_first_not_of("0123456789", 5) == std::string::npos;
   if (m.device != "auto" && m.device != "cpu" && m.device != "cuda" && !cuda_index) {

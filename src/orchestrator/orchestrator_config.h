@@ -16,10 +16,26 @@
 
 namespace switchyard::orchestrator {
 
+// The engine options of a "format": "hf" model, read from its `options` with the config
+// (docs/hf-checkpoints.md). The llm pipeline's own options (max_tokens, max_context_tokens, seed,
+// eos_token_id, max_prompt_chars) sit beside them in the same object.
+struct HfModelOptions {
+  std::string dtype = "float32";  // float32 | bfloat16 (the weights and the KV cache)
+  int64_t kv_cache_mb = 1024;     // the engine's KV budget; counted in the model's memory
+  int64_t max_batch_sequences = 16;
+  int64_t max_batch_tokens = 512;
+  int64_t block_tokens = 16;
+  int64_t max_new_tokens = 0;  // cap on a request's max_tokens (0: only options.max_tokens)
+};
+
 struct ModelConfig {
-  std::string id;               // model id as clients name it, e.g. "esrgan-slim-x4"
-  std::string pipeline;         // a model pipeline of common/pipelines.h
-  std::filesystem::path path;   // TorchScript file; relative paths are from the config file
+  std::string id;              // model id as clients name it, e.g. "esrgan-slim-x4"
+  std::string pipeline;        // a model pipeline of common/pipelines.h
+  std::filesystem::path path;  // TorchScript file; relative paths are from the config file
+  // "torchscript": `path` is a TorchScript file; "hf": a Hugging Face checkpoint folder
+  // (config.json, *.safetensors, tokenizer.json, tokenizer_config.json), pipeline llm only.
+  std::string format = "torchscript";
+  HfModelOptions hf;            // format "hf" only
   bool warm = false;            // load (and warm up) at start; otherwise on first use
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   int instances = 1;            // executor threads (jobs that run at once)
