@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "orchestrator/pipelines/hf_llm.h"
 #include "orchestrator/pipelines/warmup.h"
 
 namespace switchyard::orchestrator {
@@ -21,7 +22,10 @@ bool NeedsReload(const ModelConfig& a, const ModelConfig& b) {
   return a.pipeline != b.pipeline || a.path != b.path || a.device != b.device ||
          a.instances != b.instances || a.queue_size != b.queue_size ||
          a.warmup_size != b.warmup_size || a.max_batch_size != b.max_batch_size ||
-         a.max_queue_delay_ms != b.max_queue_delay_ms || a.memory_mb != b.memory_mb;
+         a.max_queue_delay_ms != b.max_queue_delay_ms || a.memory_mb != b.memory_mb ||
+         a.format != b.format ||
+         // An hf model's engine (KV budget, batch limits, dtype) is built from its options.
+         (a.format == "hf" && a.options != b.options);
 }
 
 // Fields each job reads from the config (and `warm`, read at the next LoadWarmModels).
@@ -52,6 +56,10 @@ void ModelManager::Configure(Entry& e, ModelConfig config) {
   auto file_size = std::filesystem::file_size(e.config.path, ec);
   e.memory_bytes = e.config.memory_mb > 0 ? e.config.memory_mb * kMiB
                                           : (ec ? 0 : static_cast<int64_t>(file_size));
+  if (e.config.format == "hf" && e.config.memory_mb <= 0) {
+    // A checkpoint folder: its weight files plus the whole KV budget the engine may fill.
+    e.memory_bytes = SafetensorsBytes(e.config.path) + e.config.hf.kv_cache_mb * kMiB;
+  }
   e.file_time = FileTime(e.config.path);
 }
 
@@ -162,6 +170,20 @@ void ModelManager::SetState(Entry& entry, node::v1::ModelState state, std::strin
 absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::LoadModel(
     const ModelConfig& config, int64_t* measured_bytes) {
   absl::Time start = absl::Now();
+  if (config.format == "hf") {
+    // Its own engine (continuous batching over all requests), carried by a payload executor.
+    auto hf = HfLlm::Load(config, config.device);
+    if (!hf.ok()) return hf.status();
+    *measured_bytes = (*hf)->memory_bytes();
+    runner::ModelExecutor::Options options;
+    options.instances = config.instances;
+    auto executor = runner::ModelExecutor::CreateForPayload(*hf, options);
+    if (!executor.ok()) return executor.status();
+    spdlog::info("model {} ready ({}, Hugging Face checkpoint, {} with the KV budget) in {:.0f} ms",
+                 config.id, config.path.string(), Mb(*measured_bytes),
+                 absl::ToDoubleMilliseconds(absl::Now() - start));
+    return std::shared_ptr<runner::ModelExecutor>(std::move(*executor));
+  }
   auto model = runner::TorchModel::Load(config.path, config.device);
   if (!model.ok()) return model.status();
   *measured_bytes = (*model)->ParameterBytes();
@@ -308,7 +330,7 @@ absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::Acquire(
     }
     switch (e.state) {
       case node::v1::MODEL_STATE_READY:
-        if (e.executor->model()->broken()) {
+        if (e.executor->model() != nullptr && e.executor->model()->broken()) {
           // A job hit an error that may have broken the module or its device: load a fresh
           // copy. Jobs still holding the old executor finish on it or fail; new ones wait here.
           spdlog::warn("model {} may be in a broken state after an error; reloading it", model_id);

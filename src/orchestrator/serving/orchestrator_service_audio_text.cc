@@ -2,6 +2,8 @@
 // Contracts: docs/pipelines-audio-text.md.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
@@ -9,6 +11,7 @@
 #include "common/pipelines.h"
 #include "common/status.h"
 #include "orchestrator/pipelines/audio_text_pipelines.h"
+#include "orchestrator/pipelines/hf_llm.h"
 #include "orchestrator/pipelines/llm_pipeline.h"
 #include "orchestrator/serving/orchestrator_service.h"
 #include "orchestrator/serving/request_context.h"
@@ -111,8 +114,13 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   const std::string rid = RequestIdOf(context);
   absl::Time start = absl::Now();
   if (request->model().empty()) return Invalid("model is required");
-  auto options = OptionsOf(Lookup(models_, pipelines::kLlm, request->model()), &ParseLlmOptions);
+  const ModelConfig* config = Lookup(models_, pipelines::kLlm, request->model());
+  auto options = OptionsOf(config, &ParseLlmOptions);
   if (!options.ok()) return ToGrpcStatus(options.status());
+  if (config != nullptr && config->format == "hf" && config->hf.max_new_tokens > 0) {
+    options->max_tokens_limit =
+        static_cast<int>(std::min<int64_t>(options->max_tokens_limit, config->hf.max_new_tokens));
+  }
   auto params = ValidateLlmRequest(*request, *options);
   if (!params.ok()) return ToGrpcStatus(params.status());
 
@@ -139,11 +147,20 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   };
   RunContext ctx{model->executor.get(), model->config, DeadlineOf(context),
                  [context] { return context->IsCancelled(); }};
-  board_->Changed();
-  auto outcome = GenerateChat(ctx, *request, *options, *params,
-                              [&](const std::string& delta, int prompt, int completion) {
-                                return writer->Write(message(delta, "", prompt, completion));
-                              });
+  auto emit = [&](const std::string& delta, int prompt, int completion) {
+    return writer->Write(message(delta, "", prompt, completion));
+  };
+  absl::StatusOr<ChatOutcome> outcome;
+  if (auto hf = std::static_pointer_cast<HfLlm>(model->executor->payload());
+      model->config->format == "hf" && hf != nullptr) {
+    // Counted in the executor's in_use while it runs, as a queued job would be.
+    runner::ModelExecutor::Use use(model->executor.get());
+    board_->Changed();
+    outcome = hf->Generate(ctx, *request, *options, *params, emit);
+  } else {
+    board_->Changed();
+    outcome = GenerateChat(ctx, *request, *options, *params, emit);
+  }
   board_->Changed();
   if (!outcome.ok()) return ToGrpcStatus(outcome.status());
   if (!outcome->stopped.ok()) {

@@ -13,7 +13,8 @@
 //
 // Not here (the rest of issue 21): stop *strings* (they need the tokenizer, which the pipeline
 // owns: it can cancel a request when the detokenized text contains one), shared-prefix reuse,
-// preemption of running sequences to admit more, the OpenAI API and the pipeline wiring.
+// preemption of running sequences to admit more, the OpenAI API. The llm pipeline drives it for
+// "format": "hf" models (orchestrator/pipelines/hf_llm.h).
 #pragma once
 
 #include <atomic>

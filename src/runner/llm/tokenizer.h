@@ -1,6 +1,7 @@
 // A byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json` (the GPT-2, Llama 3 and
 // Qwen 2/2.5/3 family), without libtorch or Python: the first piece of issue 21 (LLMs from
-// standard checkpoints); no engine uses it yet. docs/llm.md lists what it supports and refuses.
+// standard checkpoints); the llm pipeline uses it for "format": "hf" models
+// (orchestrator/pipelines/hf_llm.h). docs/llm.md lists what it supports and refuses.
 //
 // Encode(text) gives the ids Hugging Face's `tokenizer.encode(text, add_special_tokens=False)`
 // gives: added tokens are split out first (longest match), the rest is normalized (NFC and

@@ -1,0 +1,299 @@
+#include "orchestrator/pipelines/hf_llm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "orchestrator/pipelines/audio_text_pipelines.h"
+#include "runner/hf/decoder.h"
+#include "runner/hf/engine.h"
+#include "runner/llm/chat_template.h"
+#include "runner/llm/tokenizer.h"
+#include "runner/torch_model.h"
+
+namespace switchyard::orchestrator {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr int64_t kMiB = int64_t{1} << 20;
+// tokenizer_config.json is small (Qwen3's is 9 KB); a larger one is refused unread.
+constexpr int64_t kMaxTokenizerConfigBytes = 4 * kMiB;
+
+absl::StatusOr<std::string> ReadSmallFile(const fs::path& path, int64_t max_bytes) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path.string(), ": ", ec.message()));
+  if (static_cast<int64_t>(size) > max_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.string(), " is ", size, " bytes, more than ", max_bytes));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot be read"));
+  return text.str();
+}
+
+// bos_token / eos_token: a string or {"content": string}; "" when absent.
+std::string SpecialTokenText(const nlohmann::json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+    return (*it)["content"].get<std::string>();
+  }
+  return "";
+}
+
+// chat_template: a string, or a list of {"name", "template"} of which "default" is the chat one.
+absl::StatusOr<std::string> ChatTemplateSource(const nlohmann::json& config, const fs::path& file) {
+  auto it = config.find("chat_template");
+  if (it != config.end() && it->is_string()) return it->get<std::string>();
+  if (it != config.end() && it->is_array()) {
+    for (const auto& entry : *it) {
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+          entry["template"].is_string()) {
+        return entry["template"].get<std::string>();
+      }
+    }
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat(file.string(),
+                   " has no chat_template (a string, or a list with a 'default' "
+                   "one): the llm pipeline needs the model's own chat format"));
+}
+
+}  // namespace
+
+int64_t SafetensorsBytes(const fs::path& folder) {
+  std::error_code ec;
+  int64_t total = 0;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() != ".safetensors") continue;
+    std::error_code size_ec;
+    const auto size = fs::file_size(it->path(), size_ec);
+    if (!size_ec) total += static_cast<int64_t>(size);
+  }
+  return total;
+}
+
+HfLlm::~HfLlm() = default;
+
+absl::StatusOr<std::shared_ptr<HfLlm>> HfLlm::Load(const ModelConfig& config,
+                                                   const std::string& device) {
+  auto resolved = runner::ResolveDevice(device);
+  if (!resolved.ok()) return resolved.status();
+  const at::ScalarType dtype = config.hf.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  std::shared_ptr<HfLlm> model(new HfLlm());
+  // The tokenizer files first: they are cheap to check, the weights are not.
+  const fs::path config_file = config.path / "tokenizer_config.json";
+  auto config_text = ReadSmallFile(config_file, kMaxTokenizerConfigBytes);
+  if (!config_text.ok()) return config_text.status();
+  nlohmann::json tokenizer_config =
+      nlohmann::json::parse(*config_text, nullptr, /*allow_exceptions=*/false);
+  if (!tokenizer_config.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_file.string(), " is not a JSON object"));
+  }
+  auto source = ChatTemplateSource(tokenizer_config, config_file);
+  if (!source.ok()) return source.status();
+  auto chat_template = llm::ChatTemplate::Create(*source);
+  if (!chat_template.ok()) {
+    return absl::Status(
+        chat_template.status().code(),
+        absl::StrCat(config_file.string(), ": chat_template: ", chat_template.status().message()));
+  }
+  model->template_ = *std::move(chat_template);
+  model->bos_token_ = SpecialTokenText(tokenizer_config, "bos_token");
+  model->eos_token_ = SpecialTokenText(tokenizer_config, "eos_token");
+  const fs::path tokenizer_file = config.path / "tokenizer.json";
+  if (!fs::exists(tokenizer_file)) {
+    return absl::NotFoundError(absl::StrCat(tokenizer_file.string(), " is missing"));
+  }
+  // From the text, so that tokenizer_config.json (read and checked above) names bos/eos.
+  auto tokenizer_text = ReadSmallFile(tokenizer_file, llm::TokenizerLimits{}.max_json_bytes);
+  if (!tokenizer_text.ok()) return tokenizer_text.status();
+  auto tokenizer = llm::Tokenizer::CreateFromJson(*tokenizer_text, *config_text);
+  if (!tokenizer.ok()) {
+    return absl::Status(tokenizer.status().code(),
+                        absl::StrCat(tokenizer_file.string(), ": ", tokenizer.status().message()));
+  }
+  model->tokenizer_ = *std::move(tokenizer);
+
+  auto decoder = runner::hf::Decoder::Load(config.path, *resolved, dtype);
+  if (!decoder.ok()) return decoder.status();
+  model->decoder_ = std::shared_ptr<const runner::hf::Decoder>(*std::move(decoder));
+  if (model->tokenizer_->vocab_size() > model->decoder_->config().vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer.json has ", model->tokenizer_->vocab_size(),
+                     " ids, the model's vocab_size is ", model->decoder_->config().vocab_size));
+  }
+
+  // Stop ids: the model's eos (config.json and tokenizer_config.json) and the end-of-turn
+  // tokens the common templates write after each reply, where the vocabulary has them.
+  std::vector<int64_t> stops = model->decoder_->config().eos_token_ids;
+  if (auto eos = model->tokenizer_->eos_id()) stops.push_back(*eos);
+  for (const char* end_of_turn : {"<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>",
+                                  "<|endoftext|>", "<|end_of_text|>"}) {
+    if (auto id = model->tokenizer_->TokenId(end_of_turn)) stops.push_back(*id);
+  }
+  std::sort(stops.begin(), stops.end());
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
+  model->stop_ids_ = std::move(stops);
+
+  runner::hf::EngineOptions options;
+  options.kv_budget_bytes = config.hf.kv_cache_mb * kMiB;
+  options.block_tokens = config.hf.block_tokens;
+  options.max_batch_sequences = config.hf.max_batch_sequences;
+  options.max_batch_tokens = config.hf.max_batch_tokens;
+  auto engine = runner::hf::Engine::Create(model->decoder_, options);
+  if (!engine.ok()) return engine.status();
+  model->engine_ = *std::move(engine);
+  // Weights as the files hold them (an estimate when dtype converts them) plus the whole KV
+  // budget, which the engine may fill.
+  model->memory_bytes_ = SafetensorsBytes(config.path) + options.kv_budget_bytes;
+  return model;
+}
+
+int64_t HfLlm::max_position_embeddings() const {
+  return decoder_->config().max_position_embeddings;
+}
+
+int64_t HfLlm::kv_blocks_in_use() const { return engine_->Stats().blocks_in_use; }
+
+absl::StatusOr<ChatOutcome> HfLlm::Generate(const RunContext& ctx, const v1::LLMRequest& request,
+                                            const LlmOptions& options, const SamplingParams& params,
+                                            const EmitDelta& emit) const {
+  nlohmann::json messages = nlohmann::json::array();
+  for (const auto& m : request.messages()) {
+    messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  }
+  auto prompt =
+      template_->RenderChat(messages, /*add_generation_prompt=*/true, bos_token_, eos_token_);
+  if (!prompt.ok()) return prompt.status();
+  // Special tokens allowed: the template writes them (see the header on injection).
+  auto encoded = tokenizer_->Encode(*prompt, /*allow_special=*/true);
+  if (!encoded.ok()) return encoded.status();
+  ChatOutcome outcome;
+  outcome.prompt_tokens = static_cast<int>(encoded->size());
+  if (encoded->empty()) return absl::InvalidArgumentError("messages encode to no tokens");
+  const int64_t context =
+      std::min<int64_t>(options.max_context_tokens, decoder_->config().max_position_embeddings);
+  if (outcome.prompt_tokens >= context) {
+    return absl::InvalidArgumentError(absl::StrCat("messages are ", outcome.prompt_tokens,
+                                                   " tokens, the model's context is ", context));
+  }
+
+  runner::hf::GenerationRequest job;
+  job.prompt.assign(encoded->begin(), encoded->end());
+  job.sampling.temperature = params.temperature;
+  job.sampling.top_p = params.top_p;
+  job.sampling.top_k = params.top_k < 0 ? 0 : params.top_k;
+  job.sampling.seed = static_cast<uint64_t>(options.seed);
+  // What fits the context ends with "length", as the TorchScript path does, not an error.
+  job.sampling.max_tokens = std::min<int64_t>(params.max_tokens, context - outcome.prompt_tokens);
+  job.sampling.stop_token_ids = stop_ids_;
+  if (options.eos_token_id >= 0) job.sampling.stop_token_ids.push_back(options.eos_token_id);
+  if (ctx.deadline != absl::InfiniteFuture()) {
+    const absl::Duration left = std::max(ctx.deadline - absl::Now(), absl::ZeroDuration());
+    job.deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(left);
+  }
+  job.cancel = std::make_shared<std::atomic<bool>>(false);
+
+  // The engine's callbacks run on its scheduler thread; they only queue what this thread reads,
+  // so a slow client never stalls the other sequences of the batch.
+  struct Shared {
+    absl::Mutex mu;
+    std::deque<int64_t> tokens ABSL_GUARDED_BY(mu);
+    bool done ABSL_GUARDED_BY(mu) = false;
+    runner::hf::GenerationResult result ABSL_GUARDED_BY(mu);
+  };
+  auto shared = std::make_shared<Shared>();
+  runner::hf::GenerationCallbacks callbacks;
+  callbacks.on_token = [shared](int64_t token) {
+    absl::MutexLock lock(&shared->mu);
+    shared->tokens.push_back(token);
+  };
+  callbacks.on_done = [shared](const runner::hf::GenerationResult& result) {
+    absl::MutexLock lock(&shared->mu);
+    shared->result = result;
+    shared->done = true;
+  };
+  std::vector<int64_t> stops = job.sampling.stop_token_ids;
+  auto cancel = job.cancel;
+  if (absl::Status st = engine_->Submit(std::move(job), std::move(callbacks)); !st.ok()) return st;
+
+  std::vector<int32_t> generated;
+  std::string decoded;
+  size_t emitted = 0;
+  int received = 0;
+  bool client_gone = false;
+  for (;;) {
+    std::deque<int64_t> tokens;
+    bool done = false;
+    runner::hf::GenerationResult result;
+    {
+      absl::MutexLock lock(&shared->mu);
+      auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(shared->mu) {
+        return !shared->tokens.empty() || shared->done;
+      };
+      // Bounded wait: the client's cancellation is polled, nothing signals it.
+      shared->mu.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(50));
+      tokens.swap(shared->tokens);
+      done = shared->done;
+      if (done) result = shared->result;
+    }
+    if (!client_gone && ctx.is_cancelled && ctx.is_cancelled()) {
+      cancel->store(true);
+      client_gone = true;
+    }
+    for (int64_t token : tokens) {
+      ++received;
+      // The stop token ends the reply; it is not part of it.
+      if (std::find(stops.begin(), stops.end(), token) != stops.end()) continue;
+      generated.push_back(static_cast<int32_t>(token));
+    }
+    if (!tokens.empty() && !client_gone) {
+      // Special tokens (other than the stop ones) are not text the client should see.
+      auto text = tokenizer_->Decode(generated, /*skip_special=*/true);
+      if (!text.ok()) {
+        cancel->store(true);
+        outcome.stopped = text.status();
+        client_gone = true;  // stop emitting; still wait for the engine to let go
+      } else {
+        decoded = *std::move(text);
+        const size_t complete = llm::CompleteUtf8Prefix(decoded);
+        if (complete > emitted) {
+          std::string delta = ValidUtf8(decoded.substr(emitted, complete - emitted));
+          emitted = complete;
+          if (!emit(delta, outcome.prompt_tokens, received)) {
+            cancel->store(true);
+            outcome.stopped = absl::CancelledError("the client went away");
+            client_gone = true;
+          }
+        }
+      }
+    }
+    if (done) {
+      outcome.prompt_tokens = static_cast<int>(result.prompt_tokens);
+      outcome.completion_tokens = static_cast<int>(result.completion_tokens);
+      if (outcome.stopped.ok() && !result.status.ok()) {
+        outcome.stopped = result.status.code() == absl::StatusCode::kCancelled
+                              ? absl::CancelledError("the client cancelled the stream")
+                              : result.status;
+      }
+      if (!result.finish_reason.empty()) outcome.finish_reason = result.finish_reason;
+      break;
+    }
+  }
+  if (decoded.size() > emitted) outcome.rest = ValidUtf8(decoded.substr(emitted));
+  return outcome;
+}
+
+}  // namespace switchyard::orchestrator
