@@ -647,5 +647,29 @@ TEST_F(ModelExecutorTest, RunTellsWhenTheJobIsQueued) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+TEST(ModelExecutorPayloadTest, CarriesThePayloadRefusesJobsAndCountsUses) {
+  EXPECT_FALSE(ModelExecutor::CreateForPayload(nullptr, ModelExecutor::Options{}).ok());
+  auto payload = std::make_shared<int>(42);
+  auto executor = ModelExecutor::CreateForPayload(payload, ModelExecutor::Options{});
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  EXPECT_EQ((*executor)->model(), nullptr);
+  EXPECT_EQ(*std::static_pointer_cast<int>((*executor)->payload()), 42);
+  // No threads run jobs here: they are refused at once instead of waiting for their deadline.
+  CancelToken cancel;
+  auto run = (*executor)->Run({c10::IValue(torch::tensor({1.0f}))}, Far(), cancel);
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kFailedPrecondition) << run.status();
+  auto batchable = (*executor)->RunBatchable(torch::tensor({1.0f}), Far(), cancel);
+  EXPECT_EQ(batchable.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*executor)->Submit({}, Far(), [](ModelExecutor::ValueResult) {}).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*executor)->in_use(), 0);
+  {
+    ModelExecutor::Use a(executor->get());
+    ModelExecutor::Use b(executor->get());
+    EXPECT_EQ((*executor)->in_use(), 2);
+  }
+  EXPECT_EQ((*executor)->in_use(), 0);
+}
+
 }  // namespace
 }  // namespace switchyard::runner
