@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "runner/hf/decoder.h"
 #include "support/cluster.h"
+#include "support/http_client.h"
 #include "support/media_fixtures.h"
 
 namespace switchyard::testing {
@@ -325,6 +326,26 @@ TEST_F(HfLlmServeTest, ClientCancelEndsTheCallAndTheModelKeepsServing) {
   Stream s = Llm(Request("hf-tiny", "Hi"));
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
   EXPECT_EQ(s.text, ExpectedText("Hi"));
+}
+
+TEST_F(HfLlmServeTest, LivepeerLlmHttpPathServesTheCheckpointUnchanged) {
+  const json body = {{"model", "hf-tiny"},
+                     {"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                     {"temperature", 0},
+                     {"max_tokens", kMaxTokens},
+                     {"stream", false}};
+  HttpResult r =
+      HttpRequest(cluster_->gateway().http_port(), "POST", "/llm", "application/json", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body << cluster_->Logs();
+  const json j = json::parse(r.body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.body;
+  ASSERT_EQ(j["choices"].size(), 1u) << r.body;
+  EXPECT_EQ(j["choices"][0]["message"]["content"], ExpectedText("Hi"));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  const int prompt = static_cast<int>(PromptFor("Hi").size());
+  EXPECT_EQ(j["usage"], json({{"prompt_tokens", prompt},
+                              {"completion_tokens", kMaxTokens},
+                              {"total_tokens", prompt + kMaxTokens}}));
 }
 
 TEST_F(HfLlmServeTest, PromptPastTheContextIsInvalidArgument) {
