@@ -137,6 +137,60 @@ TEST(OrchestratorConfigTest, AcceptedDeviceSpellings) {
   }
 }
 
+TEST(OrchestratorConfigTest, FormatHfReadsTheEngineOptions) {
+  auto model = [](Json fields) {
+    Json m = {{"id", "q"}, {"pipeline", "llm"}, {"path", "ckpt"}};
+    m.update(fields);
+    return Json{{"models", Json::array({m})}};
+  };
+  auto plain = Parse(model(Json::object()));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->models[0].format, "torchscript");
+  auto hf = Parse(model({{"format", "hf"},
+                         {"options",
+                          {{"dtype", "bfloat16"},
+                           {"kv_cache_mb", 64},
+                           {"max_batch_sequences", 2},
+                           {"max_batch_tokens", 8},
+                           {"block_tokens", 8},
+                           {"max_new_tokens", 100},
+                           {"max_tokens", 200},
+                           {"seed", 7}}}}));
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  const ModelConfig& m = hf->models[0];
+  EXPECT_EQ(m.format, "hf");
+  EXPECT_EQ(m.path, fs::path("/etc/switchyard/ckpt"));
+  EXPECT_EQ(m.hf.dtype, "bfloat16");
+  EXPECT_EQ(m.hf.kv_cache_mb, 64);
+  EXPECT_EQ(m.hf.max_batch_sequences, 2);
+  EXPECT_EQ(m.hf.max_batch_tokens, 8);
+  EXPECT_EQ(m.hf.block_tokens, 8);
+  EXPECT_EQ(m.hf.max_new_tokens, 100);
+  auto defaults = Parse(model({{"format", "hf"}}));
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->models[0].hf.dtype, "float32");
+  EXPECT_EQ(defaults->models[0].hf.kv_cache_mb, 1024);
+
+  ExpectError(model({{"format", "onnx"}}), "models[0].format");
+  Json upscale = model({{"format", "hf"}});
+  upscale["models"][0]["pipeline"] = "upscale";
+  ExpectError(upscale, "models[0].format");
+  ExpectError(model({{"format", "hf"}, {"options", {{"kv_cache_MB", 1}}}}), "kv_cache_MB");
+  ExpectError(model({{"format", "hf"}, {"options", {{"dtype", "float16"}}}}),
+              "models[0].options.dtype");
+  ExpectError(model({{"format", "hf"}, {"options", {{"kv_cache_mb", 0}}}}),
+              "models[0].options.kv_cache_mb");
+  ExpectError(
+      model({{"format", "hf"}, {"options", {{"max_batch_sequences", 8}, {"max_batch_tokens", 4}}}}),
+      "models[0].options.max_batch_tokens");
+  ExpectError(model({{"format", "hf"}, {"options", {{"block_tokens", 0}}}}),
+              "models[0].options.block_tokens");
+  ExpectError(model({{"format", "hf"}, {"options", {{"max_new_tokens", -1}}}}),
+              "models[0].options.max_new_tokens");
+  ExpectError(model({{"format", "hf"}, {"options", {{"kv_cache_mb", "1"}}}}),
+              "models[0].options.kv_cache_mb");
+}
+
 TEST(OrchestratorConfigTest, InvalidJson) {
   auto c = ParseOrchestratorConfig("{\"node_id\": ", kFile);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
