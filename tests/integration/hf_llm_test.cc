@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -36,6 +37,7 @@ constexpr const char* kTemplate =
     "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}";
 constexpr int kMaxTokens = 24;
+constexpr const char* kRawPrompt = "Once upon a time";
 constexpr int kContext = 4096;  // the served copy's max_position_embeddings
 
 // GPT-2's bytes_to_unicode, written out here so the test does not trust the library's copy.
@@ -133,6 +135,15 @@ class HfLlmServeTest : public ::testing::Test {
       auto greedy = (*decoder)->GenerateGreedy(ids, kMaxTokens);
       ASSERT_TRUE(greedy.ok()) << greedy.status();
       (*expected_)[content] = *greedy;
+    }
+    // A raw prompt (LLMRequest.prompt): its bytes as they are, no template, no BOS (the byte
+    // tokenizer has none).
+    {
+      std::vector<int64_t> ids;
+      for (char c : std::string(kRawPrompt)) ids.push_back(static_cast<unsigned char>(c));
+      auto greedy = (*decoder)->GenerateGreedy(ids, kMaxTokens);
+      ASSERT_TRUE(greedy.ok()) << greedy.status();
+      (*expected_)[absl::StrCat("raw:", kRawPrompt)] = *greedy;
     }
 
     // The served copy: eos outside the vocabulary, so no reply stops early (the eos test names
@@ -275,6 +286,72 @@ TEST_F(HfLlmServeTest, StopsAtTheEosTokenWhichIsNotPartOfTheReply) {
   const auto& last = s.messages.back();
   EXPECT_EQ(last.choices(0).finish_reason(), "stop");
   EXPECT_EQ(last.usage().completion_tokens(), stop_at_ + 1);  // the stop token was computed
+}
+
+TEST_F(HfLlmServeTest, ARawPromptIsCompletedWithoutTheTemplate) {
+  v1::LLMRequest req;
+  req.set_model("hf-tiny");
+  req.set_prompt(kRawPrompt);
+  req.set_temperature(0);
+  req.set_max_tokens(kMaxTokens);
+  Stream s = Llm(req);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << cluster_->Logs();
+  EXPECT_EQ(s.text, WellFormed(BytesOf(expected_->at(absl::StrCat("raw:", kRawPrompt)))));
+  EXPECT_EQ(s.messages.back().usage().prompt_tokens(), static_cast<int>(strlen(kRawPrompt)));
+  req.add_messages()->set_content("and messages");
+  EXPECT_EQ(Llm(req).status.error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(HfLlmServeTest, AStopStringEndsTheReplyBeforeIt) {
+  // Two whole characters of the greedy reply (not U+FFFD, which stands for bytes that are not
+  // text), first seen at byte p >= 3: the reply is cut there, and since each token is one byte
+  // the stop string arrives split across deltas.
+  const std::string expected = ExpectedText("Hi");
+  auto char_len = [&](size_t i) -> size_t {
+    const auto c = static_cast<unsigned char>(expected[i]);
+    return c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+  };
+  auto whole = [&](size_t i) { return expected.compare(i, 3, "\xEF\xBF\xBD") != 0; };
+  std::string stop;
+  size_t p = 0;
+  for (size_t i = 0; i < expected.size() && stop.empty();) {
+    const size_t n1 = char_len(i);
+    if (i >= 3 && i + n1 < expected.size() && whole(i) && whole(i + n1)) {
+      const std::string candidate = expected.substr(i, n1 + char_len(i + n1));
+      if (expected.find(candidate) == i) {
+        stop = candidate;
+        p = i;
+      }
+    }
+    i += n1;
+  }
+  ASSERT_FALSE(stop.empty()) << "no two whole characters in the reply to stop at";
+  v1::LLMRequest req = Request("hf-tiny", "Hi");
+  req.add_stop("never appears \x01");
+  req.add_stop(stop);
+  Stream s = Llm(req);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << cluster_->Logs();
+  EXPECT_EQ(s.text, expected.substr(0, p));
+  const auto& last = s.messages.back();
+  EXPECT_EQ(last.choices(0).finish_reason(), "stop");
+  EXPECT_LT(last.usage().completion_tokens(), kMaxTokens);
+  EXPECT_GT(last.usage().completion_tokens(), 0);
+  // The model keeps serving: the same request without stop strings gets the whole reply.
+  EXPECT_EQ(Llm(Request("hf-tiny", "Hi")).text, expected);
+}
+
+TEST_F(HfLlmServeTest, TheRequestsSeedMakesSamplingReproducible) {
+  auto sampled = [&](int64_t seed) {
+    v1::LLMRequest req = Request("hf-tiny", "Hi", 16);
+    req.set_temperature(1.0f);
+    req.set_seed(seed);
+    Stream s = Llm(req);
+    EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+    return s.text;
+  };
+  const std::string a = sampled(7);
+  EXPECT_EQ(sampled(7), a);
+  EXPECT_NE(sampled(8), a);
 }
 
 TEST_F(HfLlmServeTest, ConcurrentStreamsEachEqualTheirSoloReply) {

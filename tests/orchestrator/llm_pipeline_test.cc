@@ -80,6 +80,26 @@ TEST_F(LlmPipelineTest, StreamsTheReplyAndStopsAtEndOfSequence) {
   EXPECT_EQ(outcome->rest, "");
 }
 
+TEST_F(LlmPipelineTest, ARawPromptIsEncodedAsIsWithoutTheChatTemplate) {
+  v1::LLMRequest raw;
+  raw.set_model("tiny-llm");
+  raw.set_prompt("ab\n");  // the tiny model replies after the prompt's last newline
+  std::string text;
+  auto outcome = GenerateChat(Context(), raw, LlmOptions(), Greedy(),
+                              [&](const std::string& delta, int prompt, int) {
+                                EXPECT_EQ(prompt, 3);  // one token a byte, nothing added
+                                text += delta;
+                                return true;
+                              });
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(outcome->prompt_tokens, 3);
+  EXPECT_EQ(text, kTinyLlmReply);
+  auto chat = GenerateChat(Context(), Request(), LlmOptions(), Greedy(),
+                           [](const std::string&, int, int) { return true; });
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_GT(chat->prompt_tokens, 2);  // "Hi" inside the template's roles and markers
+}
+
 TEST_F(LlmPipelineTest, MaxTokensEndsWithLength) {
   std::string text;
   auto outcome = GenerateChat(Context(), Request(), LlmOptions(), Greedy(3),

@@ -70,6 +70,33 @@ absl::StatusOr<std::string> ChatTemplateSource(const nlohmann::json& config, con
                    "one): the llm pipeline needs the model's own chat format"));
 }
 
+// Whether transformers' tokenizer(text) puts BOS first: tokenizer_config.json's add_bos_token
+// (Llama 2 style), or a TemplateProcessing post-processor in tokenizer.json (alone or in a
+// Sequence) whose "single" template starts with a special token (Llama 3's <|begin_of_text|>).
+bool AddsBos(const nlohmann::json& tokenizer_config, const std::string& tokenizer_text) {
+  auto flag = tokenizer_config.find("add_bos_token");
+  if (flag != tokenizer_config.end() && flag->is_boolean()) return flag->get<bool>();
+  if (tokenizer_text.find("TemplateProcessing") == std::string::npos) return false;
+  const nlohmann::json tokenizer =
+      nlohmann::json::parse(tokenizer_text, nullptr, /*allow_exceptions=*/false);
+  if (!tokenizer.is_object() || !tokenizer.contains("post_processor")) return false;
+  const nlohmann::json& post = tokenizer["post_processor"];
+  auto starts_with_special = [](const nlohmann::json& p) {
+    if (!p.is_object() || p.value("type", "") != "TemplateProcessing") return false;
+    auto single = p.find("single");
+    return single != p.end() && single->is_array() && !single->empty() &&
+           (*single)[0].is_object() && (*single)[0].contains("SpecialToken");
+  };
+  if (starts_with_special(post)) return true;
+  if (post.is_object() && post.value("type", "") == "Sequence" && post.contains("processors") &&
+      post["processors"].is_array()) {
+    for (const auto& p : post["processors"]) {
+      if (starts_with_special(p)) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 int64_t SafetensorsBytes(const fs::path& folder) {
@@ -125,6 +152,7 @@ absl::StatusOr<std::shared_ptr<HfLlm>> HfLlm::Load(const ModelConfig& config,
                         absl::StrCat(tokenizer_file.string(), ": ", tokenizer.status().message()));
   }
   model->tokenizer_ = *std::move(tokenizer);
+  model->add_bos_ = AddsBos(tokenizer_config, *tokenizer_text);
 
   auto decoder = runner::hf::Decoder::Load(config.path, *resolved, dtype);
   if (!decoder.ok()) return decoder.status();
@@ -170,24 +198,38 @@ int64_t HfLlm::kv_blocks_in_use() const { return engine_->Stats().blocks_in_use;
 absl::StatusOr<ChatOutcome> HfLlm::Generate(const RunContext& ctx, const v1::LLMRequest& request,
                                             const LlmOptions& options, const SamplingParams& params,
                                             const EmitDelta& emit) const {
-  nlohmann::json messages = nlohmann::json::array();
-  for (const auto& m : request.messages()) {
-    messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  absl::StatusOr<std::vector<int32_t>> encoded;
+  if (request.has_prompt()) {
+    // A raw prompt is encoded as transformers' tokenizer(prompt) does: special tokens in the text
+    // are parsed, and the BOS the tokenizer's post-processor adds is added.
+    encoded = tokenizer_->Encode(request.prompt(), /*allow_special=*/true);
+    if (encoded.ok() && add_bos_ && tokenizer_->bos_id()) {
+      encoded->insert(encoded->begin(), *tokenizer_->bos_id());
+    }
+  } else {
+    nlohmann::json messages = nlohmann::json::array();
+    for (const auto& m : request.messages()) {
+      messages.push_back({{"role", m.role()}, {"content", m.content()}});
+    }
+    auto prompt =
+        template_->RenderChat(messages, /*add_generation_prompt=*/true, bos_token_, eos_token_);
+    if (!prompt.ok()) return prompt.status();
+    // Special tokens allowed: the template writes them (see the header on injection).
+    encoded = tokenizer_->Encode(*prompt, /*allow_special=*/true);
   }
-  auto prompt =
-      template_->RenderChat(messages, /*add_generation_prompt=*/true, bos_token_, eos_token_);
-  if (!prompt.ok()) return prompt.status();
-  // Special tokens allowed: the template writes them (see the header on injection).
-  auto encoded = tokenizer_->Encode(*prompt, /*allow_special=*/true);
   if (!encoded.ok()) return encoded.status();
   ChatOutcome outcome;
   outcome.prompt_tokens = static_cast<int>(encoded->size());
-  if (encoded->empty()) return absl::InvalidArgumentError("messages encode to no tokens");
+  if (encoded->empty()) {
+    return absl::InvalidArgumentError(request.has_prompt() ? "the prompt encodes to no tokens"
+                                                           : "messages encode to no tokens");
+  }
   const int64_t context =
       std::min<int64_t>(options.max_context_tokens, decoder_->config().max_position_embeddings);
   if (outcome.prompt_tokens >= context) {
-    return absl::InvalidArgumentError(absl::StrCat("messages are ", outcome.prompt_tokens,
-                                                   " tokens, the model's context is ", context));
+    return absl::InvalidArgumentError(
+        absl::StrCat(request.has_prompt() ? "the prompt is " : "messages are ",
+                     outcome.prompt_tokens, " tokens, the model's context is ", context));
   }
 
   runner::hf::GenerationRequest job;
@@ -195,7 +237,7 @@ absl::StatusOr<ChatOutcome> HfLlm::Generate(const RunContext& ctx, const v1::LLM
   job.sampling.temperature = params.temperature;
   job.sampling.top_p = params.top_p;
   job.sampling.top_k = params.top_k < 0 ? 0 : params.top_k;
-  job.sampling.seed = static_cast<uint64_t>(options.seed);
+  job.sampling.seed = static_cast<uint64_t>(params.seed);
   // What fits the context ends with "length", as the TorchScript path does, not an error.
   job.sampling.max_tokens = std::min<int64_t>(params.max_tokens, context - outcome.prompt_tokens);
   job.sampling.stop_token_ids = stop_ids_;

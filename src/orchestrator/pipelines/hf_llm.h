@@ -65,6 +65,7 @@ class HfLlm {
   std::unique_ptr<llm::ChatTemplate> template_;
   std::unique_ptr<runner::hf::Engine> engine_;
   std::string bos_token_, eos_token_;
+  bool add_bos_ = false;  // a raw prompt (LLMRequest.prompt) gets BOS first, as transformers does
   std::vector<int64_t> stop_ids_;
   int64_t memory_bytes_ = 0;
 };

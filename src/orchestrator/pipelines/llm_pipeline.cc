@@ -31,9 +31,15 @@ absl::StatusOr<std::string> Decode(runner::TorchModel& model, const std::vector<
   return text->toStringRef();
 }
 
-// The prompt's token ids: the module's apply_chat_template (else the built-in template), encoded.
+// The prompt's token ids: a raw prompt as is, else the messages through the module's
+// apply_chat_template (else the built-in template), encoded.
 absl::StatusOr<std::vector<int64_t>> EncodePrompt(runner::TorchModel& model,
                                                   const v1::LLMRequest& request) {
+  if (request.has_prompt()) {
+    auto encoded = model.RunMethod("encode", {c10::IValue(request.prompt())});
+    if (!encoded.ok()) return encoded.status();
+    return ToIds(*encoded, "encode");
+  }
   std::vector<std::string> roles, contents;
   for (const auto& m : request.messages()) {
     roles.push_back(m.role());
@@ -99,15 +105,16 @@ absl::StatusOr<ChatOutcome> GenerateChat(const RunContext& ctx, const v1::LLMReq
   ChatOutcome outcome;
   outcome.prompt_tokens = static_cast<int>(prompt_ids->size());
   if (outcome.prompt_tokens == 0) {
-    return absl::InvalidArgumentError("messages encode to no tokens");
+    return absl::InvalidArgumentError(request.has_prompt() ? "the prompt encodes to no tokens"
+                                                           : "messages encode to no tokens");
   }
   if (outcome.prompt_tokens >= options.max_context_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("messages are ", outcome.prompt_tokens,
-                                                   " tokens, the model's context is ",
-                                                   options.max_context_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat(request.has_prompt() ? "prompt is " : "messages are ", outcome.prompt_tokens,
+                     " tokens, the model's context is ", options.max_context_tokens));
   }
 
-  std::mt19937_64 rng(static_cast<uint64_t>(options.seed));
+  std::mt19937_64 rng(static_cast<uint64_t>(params.seed));
   std::vector<int64_t> ids = *std::move(prompt_ids);
   std::vector<int64_t> generated;
   std::string emitted, decoded;

@@ -373,7 +373,16 @@ absl::StatusOr<LlmOptions> ParseLlmOptions(const nlohmann::json& options) {
 
 absl::StatusOr<SamplingParams> ValidateLlmRequest(const v1::LLMRequest& request,
                                                   const LlmOptions& options) {
-  if (request.messages().empty()) {
+  if (request.has_prompt()) {
+    if (!request.messages().empty()) {
+      return absl::InvalidArgumentError("set messages or prompt, not both");
+    }
+    if (request.prompt().empty()) return absl::InvalidArgumentError("prompt is empty");
+    if (auto st = CheckPromptChars("prompt", Utf8Chars(request.prompt()), options.max_prompt_chars);
+        !st.ok()) {
+      return st;
+    }
+  } else if (request.messages().empty()) {
     return absl::InvalidArgumentError("messages is required (at least one message)");
   }
   for (int i = 0; i < request.messages_size(); ++i) {
@@ -397,6 +406,19 @@ absl::StatusOr<SamplingParams> ValidateLlmRequest(const v1::LLMRequest& request,
     return st;
   }
   SamplingParams p;
+  if (request.stop_size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop has ", request.stop_size(), " strings, at most ", kMaxStopStrings));
+  }
+  for (int i = 0; i < request.stop_size(); ++i) {
+    const std::string& s = request.stop(i);
+    if (s.empty() || s.size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop[", i, "] must be 1 to ", kMaxStopStringBytes, " bytes, not ", s.size()));
+    }
+    p.stop.push_back(s);
+  }
+  p.seed = request.has_seed() ? request.seed() : options.seed;
   if (request.has_temperature()) p.temperature = request.temperature();
   if (request.has_max_tokens()) p.max_tokens = request.max_tokens();
   if (request.has_top_p()) p.top_p = request.top_p();

@@ -149,11 +149,16 @@ absl::StatusOr<LlmOptions> ParseLlmOptions(const nlohmann::json& options);
 struct SamplingParams {
   float temperature = 0.7f;  // 0: greedy
   int max_tokens = 256;
-  float top_p = 1.0f;  // (0, 1]
-  int top_k = -1;      // -1: off
+  float top_p = 1.0f;             // (0, 1]
+  int top_k = -1;                 // -1: off
+  int64_t seed = 0;               // the request's seed, else the model's (LlmOptions.seed)
+  std::vector<std::string> stop;  // stop strings, at most kMaxStopStrings
 };
-// Validates the request (messages, roles, contents and their total length against
-// max_prompt_chars, sampling fields) and fills defaults. INVALID_ARGUMENT naming the field.
+inline constexpr int kMaxStopStrings = 4;
+inline constexpr size_t kMaxStopStringBytes = 256;
+// Validates the request (messages, roles and contents, or a raw prompt, and their total length
+// against max_prompt_chars; sampling fields; stop strings) and fills defaults. INVALID_ARGUMENT
+// naming the field.
 absl::StatusOr<SamplingParams> ValidateLlmRequest(const v1::LLMRequest& request,
                                                   const LlmOptions& options);
 

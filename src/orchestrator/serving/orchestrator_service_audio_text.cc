@@ -13,6 +13,7 @@
 #include "orchestrator/pipelines/audio_text_pipelines.h"
 #include "orchestrator/pipelines/hf_llm.h"
 #include "orchestrator/pipelines/llm_pipeline.h"
+#include "orchestrator/pipelines/stop_strings.h"
 #include "orchestrator/serving/orchestrator_service.h"
 #include "orchestrator/serving/request_context.h"
 #include "orchestrator/serving/unary_pipeline.h"
@@ -147,8 +148,13 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   };
   RunContext ctx{model->executor.get(), model->config, DeadlineOf(context),
                  [context] { return context->IsCancelled(); }};
+  // Stop strings: text that may start one is held back; at one, generation is stopped (emit
+  // returns false, which the generators take as the client going away) and answered as "stop".
+  StopStringFilter stops(params->stop);
   auto emit = [&](const std::string& delta, int prompt, int completion) {
-    return writer->Write(message(delta, "", prompt, completion));
+    const std::string text = stops.Push(delta);
+    if (!text.empty() && !writer->Write(message(text, "", prompt, completion))) return false;
+    return !stops.stopped();
   };
   absl::StatusOr<ChatOutcome> outcome;
   if (auto hf = std::static_pointer_cast<HfLlm>(model->executor->payload());
@@ -163,6 +169,21 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   }
   board_->Changed();
   if (!outcome.ok()) return ToGrpcStatus(outcome.status());
+  if (stops.stopped() && outcome->stopped.code() == absl::StatusCode::kCancelled &&
+      !context->IsCancelled()) {
+    outcome->stopped = absl::OkStatus();
+    outcome->finish_reason = "stop";
+    outcome->rest.clear();  // what came after the stop string
+  } else if (outcome->stopped.ok()) {
+    // The generation's held-back tail (an incomplete character) may complete a stop string too.
+    std::string rest = stops.Push(outcome->rest);
+    if (stops.stopped()) {
+      outcome->finish_reason = "stop";
+    } else {
+      rest += stops.Flush();
+    }
+    outcome->rest = std::move(rest);
+  }
   if (!outcome->stopped.ok()) {
     spdlog::warn("[{}] llm {} stopped after {} tokens: {}", rid, LogSafe(request->model()),
                  outcome->completion_tokens,
