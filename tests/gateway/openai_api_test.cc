@@ -30,11 +30,12 @@ namespace {
 using Json = nlohmann::json;
 
 // Streams the reply "Hello" in `pieces` messages (the last with finish_reason "stop" and the
-// usage), or fails with `status` before any message.
+// usage), or fails with `status` before any message, or with `then` after them.
 class FakeLlm final : public grpc::ServerWriteReactor<v1::LLMResponse> {
  public:
-  FakeLlm(std::vector<std::string> pieces, grpc::Status status, std::atomic<int>* active)
-      : pieces_(std::move(pieces)), active_(active) {
+  FakeLlm(std::vector<std::string> pieces, grpc::Status status, grpc::Status then,
+          std::atomic<int>* active)
+      : pieces_(std::move(pieces)), then_(std::move(then)), active_(active) {
     active_->fetch_add(1);
     if (!status.ok()) {
       Finish(status);
@@ -53,7 +54,7 @@ class FakeLlm final : public grpc::ServerWriteReactor<v1::LLMResponse> {
 
  private:
   void Next() {
-    if (at_ >= pieces_.size()) return Finish(grpc::Status::OK);
+    if (at_ >= pieces_.size()) return Finish(then_);
     msg_.Clear();
     msg_.set_id("orch-id");
     msg_.set_model("fake-llm");
@@ -71,6 +72,7 @@ class FakeLlm final : public grpc::ServerWriteReactor<v1::LLMResponse> {
     StartWrite(&msg_);
   }
   std::vector<std::string> pieces_;
+  grpc::Status then_;
   size_t at_ = 0;
   std::atomic<int>* active_;
   v1::LLMResponse msg_;
@@ -88,7 +90,7 @@ class FakeGateway final : public v1::Gateway::CallbackService {
         last_metadata[std::string(k.data(), k.size())] = std::string(v.data(), v.size());
       }
     }
-    return new FakeLlm(pieces, llm_status, &llm_active);
+    return new FakeLlm(pieces, llm_status, llm_status_after, &llm_active);
   }
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest*,
@@ -118,6 +120,7 @@ class FakeGateway final : public v1::Gateway::CallbackService {
   std::map<std::string, std::string> last_metadata;
   std::vector<std::string> pieces = {"Hel", "lo"};
   grpc::Status llm_status = grpc::Status::OK;
+  grpc::Status llm_status_after = grpc::Status::OK;  // once the pieces are sent
   bool orchestrator_ready = true;
   std::atomic<int> llm_active{0};
 };
@@ -354,6 +357,25 @@ TEST_F(OpenAiApiTest, ChatStreamIsChunksThenUsageThenDone) {
   EXPECT_FALSE(Json::parse(plain_events[0].substr(6)).contains("usage"));
 }
 
+// An error after the first chunk can only be an event: OpenAI's error object, with no [DONE]
+// after it (a client must not take the cut reply for a whole one).
+TEST_F(OpenAiApiTest, ErrorMidStreamIsAnErrorEventWithoutDone) {
+  service_.llm_status_after =
+      grpc::Status(grpc::StatusCode::UNAVAILABLE, "orchestrator went away mid-stream");
+  http::Response r = Post("/v1/chat/completions", ChatWith("stream", "true"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string body = Drain(r);
+  std::vector<std::string> events = absl::StrSplit(body, "\n\n", absl::SkipEmpty());
+  ASSERT_EQ(events.size(), 3u) << body;  // 2 chunks, the error
+  Json error = Json::parse(events.back().substr(6), nullptr, false);
+  EXPECT_EQ(error["error"]["message"], "orchestrator went away mid-stream") << body;
+  EXPECT_EQ(error["error"]["type"], "server_error");
+  EXPECT_EQ(body.find("[DONE]"), std::string::npos) << body;
+
+  // Not streamed, the same failure is a plain 503.
+  EXPECT_TRUE(IsError(Post("/v1/chat/completions", kChat), 503, "mid-stream"));
+}
+
 TEST_F(OpenAiApiTest, CompletionsSendAPromptWithOpenAisDefaultOf16Tokens) {
   http::Response r = Post("/v1/completions", R"({"model":"llm-a","prompt":"Once","seed":7})",
                           {{"x-request-id", "c1"}});
@@ -489,6 +511,16 @@ TEST_F(OpenAiApiTest, HostileBodiesAreRefusedBeforeAnyWork) {
   EXPECT_TRUE(IsError(Post(chat, ChatWith("messages", R"("hi")")), 400, "array", "messages"));
   EXPECT_TRUE(IsError(Post(chat, ChatWith("messages", R"([{"role":"user"}])")), 400,
                       "messages[0].content", "messages[0].content"));
+  EXPECT_TRUE(IsError(Post(chat, ChatWith("messages", R"([{"role":"user","content":null}])")), 400,
+                      "Missing required parameter: 'messages[0].content'", "messages[0].content"));
+  EXPECT_TRUE(IsError(
+      Post(chat,
+           ChatWith(
+               "messages",
+               R"([{"role":"user","content":"x"},{"role":"user","content":"y","tool_calls":[]}])")),
+      400, "tool and function calling", "messages[1].tool_calls"));
+  EXPECT_TRUE(IsError(Post(chat, ChatWith("messages", R"([{"role":"user","content":"x","x":1}])")),
+                      400, "Unrecognized field 'x'", "messages[0].x"));
   EXPECT_TRUE(IsError(Post(chat, ChatWith("messages", R"([{"content":"x"}])")), 400,
                       "messages[0].role", "messages[0].role"));
   EXPECT_TRUE(IsError(Post(chat, ChatWith("messages", R"([{"role":"king","content":"x"}])")), 400,

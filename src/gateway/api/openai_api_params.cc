@@ -123,6 +123,7 @@ std::optional<Error> ReadMessages(const Json& v, v1::LLMRequest* r) {
     auto* out = r->add_messages();
     for (const auto& [key, value] : m.items()) {
       const std::string param = absl::StrCat(at, ".", key);
+      if (value.is_null()) continue;  // absent, as OpenAI reads null
       if (key == "role") {
         if (!value.is_string()) return WrongType(param, "a string");
         std::string role = value.get<std::string>();
@@ -165,10 +166,8 @@ std::optional<Error> ReadMessages(const Json& v, v1::LLMRequest* r) {
           return WrongType(param, "a string or an array of text parts");
         }
       } else if (key == "name") {
-        if (!value.is_string() && !value.is_null()) return WrongType(param, "a string");
+        if (!value.is_string()) return WrongType(param, "a string");
         // Ignored: the chat templates have no place for a participant's name.
-      } else if (value.is_null()) {
-        // Absent, as OpenAI reads null.
       } else if (key == "tool_calls" || key == "function_call" || key == "tool_call_id") {
         return Unsupported(param, "tool and function calling are not available");
       } else {
@@ -176,7 +175,7 @@ std::optional<Error> ReadMessages(const Json& v, v1::LLMRequest* r) {
                        "unknown_parameter");
       }
     }
-    if (!m.contains("role")) {
+    if (!m.contains("role") || m["role"].is_null()) {
       return Invalid(absl::StrCat("Missing required parameter: '", at, ".role'."),
                      absl::StrCat(at, ".role"), "missing_required_parameter");
     }
