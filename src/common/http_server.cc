@@ -715,10 +715,14 @@ bool StreamWriter::gone() const {
 }
 
 Response Error(int status, const std::string& message) {
-  return Json(
-      status,
-      nlohmann::json{{"error", {{"message", message}}}, {"detail", {{"msg", message}}}}.dump(
-          -1, ' ', false, nlohmann::json::error_handler_t::replace));
+  // "error" is also OpenAI's error shape (the gateway's /v1 API): type, param and code with it.
+  nlohmann::json error{{"message", message},
+                       {"type", status >= 500 ? "server_error" : "invalid_request_error"},
+                       {"param", nullptr},
+                       {"code", nullptr}};
+  return Json(status,
+              nlohmann::json{{"error", std::move(error)}, {"detail", {{"msg", message}}}}.dump(
+                  -1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 Response Json(int status, std::string body) {

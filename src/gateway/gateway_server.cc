@@ -16,6 +16,7 @@
 #include "common/secure_random.h"
 #include "common/status.h"
 #include "gateway/api/livepeer_api.h"
+#include "gateway/api/openai_api.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
 
@@ -36,11 +37,15 @@ http::Authorizer ApiKeyAuthorizer(ApiKeyAuth* auth) {
         key = std::string(absl::StripAsciiWhitespace(value.substr(7)));
       }
     }
-    if (key.empty()) {
-      return http::Error(401, "API key required: send 'Authorization: Bearer <key>'");
-    }
+    // The OpenAI-compatible API's paths answer in OpenAI's error shape.
+    auto refuse = [&req](const std::string& message) {
+      return IsOpenAiPath(req.path)
+                 ? OpenAiError(401, message, "invalid_request_error", "", "invalid_api_key")
+                 : http::Error(401, message);
+    };
+    if (key.empty()) return refuse("API key required: send 'Authorization: Bearer <key>'");
     if (auto st = auth->store().Authenticate(key); !st.ok()) {
-      return http::Error(401, std::string(st.message()));
+      return refuse(std::string(st.message()));
     }
     return std::nullopt;
   };
@@ -225,6 +230,8 @@ absl::Status GatewayServer::StartHttp() {
     auto channel = server_->InProcessChannel(grpc::ChannelArguments());
     live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
     std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_, auth_.get());
+    // The OpenAI-compatible API (/v1/...), the same way (docs/openai-api.md).
+    routes.merge(OpenAiApiRoutes(channel));
     // GET /usage: the caller's usage from the ledger (docs/metering.md).
     routes["/usage"] = UsageHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
     for (const char* probe : {"/healthz", "/readyz"}) routes[probe] = admin_routes.at(probe);
@@ -234,9 +241,10 @@ absl::Status GatewayServer::StartHttp() {
     auto http = http::Server::Create(public_options, std::move(routes));
     if (!http.ok()) return http.status();
     http_ = *std::move(http);
-    spdlog::info("gateway {} (Livepeer AI API, /usage, /healthz, /readyz) on port {}{}",
-                 config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port(),
-                 auth_ ? ", API key checked before the body is read" : "");
+    spdlog::info(
+        "gateway {} (Livepeer AI API, OpenAI API /v1, /usage, /healthz, /readyz) on port {}{}",
+        config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port(),
+        auth_ ? ", API key checked before the body is read" : "");
   }
   if (!config_.admin_listen.empty()) {
     http::ServerOptions admin_options = options;

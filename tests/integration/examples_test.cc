@@ -1,6 +1,7 @@
-// The example clients in examples/ (Python with Debian's python3-grpcio, Node with @grpc/grpc-js)
-// against a local cluster: each lists the capabilities, upscales an image with the real
-// ESRGAN-slim x2 model and streams a completion from a tiny LLM, and exits non-zero on errors.
+// The example clients in examples/ against a local cluster. The gRPC ones (Python with Debian's
+// python3-grpcio, Node with @grpc/grpc-js) list the capabilities, upscale an image with the real
+// ESRGAN-slim x2 model and stream a completion from a tiny LLM; the `openai` package one uses the
+// OpenAI-compatible HTTP API. Each exits non-zero on errors.
 #include <sys/wait.h>
 
 #include <array>
@@ -136,6 +137,47 @@ TEST_F(ExamplesTest, Node) {
   EXPECT_EQ(
       RunCommand(absl::StrCat("timeout 120 node ", client, " --image /nonexistent.png"), &log), 2);
   EXPECT_THAT(log, HasSubstr("does not exist"));
+}
+
+// The official `openai` npm package (pinned in package.json), unchanged, against the gateway's
+// OpenAI-compatible HTTP API: models, a chat completion in one piece and streamed with usage, a
+// text completion (needs the orchestrator's LLMRequest.prompt) and an APIError for an unknown
+// model (docs/openai-api.md).
+TEST_F(ExamplesTest, NodeOpenAiPackage) {
+  const fs::path dir = SourceDir() / "examples/node";
+  if (!fs::exists(dir / "node_modules/openai")) {
+    // scripts/test runs `npm ci` there, so CI never skips this.
+    GTEST_SKIP() << "examples/node/node_modules is missing: run `npm ci` in examples/node "
+                    "(scripts/test does)";
+  }
+  std::string log;
+  ASSERT_EQ(RunCommand("node --version", &log), 0) << "node is not installed: " << log;
+  const std::string client = (dir / "openai_client.js").string();
+  const std::string base_url =
+      absl::StrCat("http://127.0.0.1:", cluster_->gateway().http_port(), "/v1");
+  const int rc = RunCommand(absl::StrCat("timeout 120 node ", client, " --base-url ", base_url,
+                                         " --model tiny-llm --prompt hi --max-tokens 100 "
+                                         "--timeout 30"),
+                            &log);
+  ASSERT_EQ(rc, 0) << log << cluster_->Logs();
+  EXPECT_THAT(log, HasSubstr("models: tiny-llm\n"));
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("chat: ", kTinyLlmReply, "\n")));
+  EXPECT_THAT(log, HasSubstr("chat finish_reason: stop"));
+  EXPECT_THAT(log, HasSubstr("chat usage: prompt 26 completion 23 total 49"));
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("chat stream: ", kTinyLlmReply, " (")));
+  EXPECT_THAT(log, HasSubstr("chat stream usage: prompt 26 completion 23 total 49"));
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("completion: ", kTinyLlmReply, "\n")));
+  EXPECT_THAT(log, HasSubstr("error case: 404 model_not_found"));
+  EXPECT_THAT(log, HasSubstr("no-such-model"));
+
+  // Bad usage exits 2; an unreachable gateway 1 with the library's error.
+  EXPECT_EQ(RunCommand(absl::StrCat("timeout 120 node ", client), &log), 2);
+  EXPECT_THAT(log, HasSubstr("--model is required"));
+  EXPECT_EQ(RunCommand(absl::StrCat("timeout 120 node ", client,
+                                    " --base-url http://127.0.0.1:1/v1 --model m --timeout 10"),
+                       &log),
+            1);
+  EXPECT_THAT(log, HasSubstr("error"));
 }
 
 }  // namespace
