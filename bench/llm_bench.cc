@@ -29,6 +29,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -314,6 +315,39 @@ absl::StatusOr<EngineRun> RunEngine(hf::Engine* engine, int64_t streams, int64_t
   return r;
 }
 
+// The model's matrix multiplies alone (fresh random weights of the decoder's shapes and dtype:
+// fused qkv, o, fused gate/up and down per layer, then the lm_head), for `rows` tokens at once:
+// what libtorch's GEMM gives a step of that many tokens with no attention, no norms and no
+// scheduling. Milliseconds per pass, median of `passes`.
+double MatmulOnlyMs(const hf::DecoderConfig& c, at::ScalarType dtype, int64_t rows, int passes) {
+  c10::InferenceMode guard;
+  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+  const auto opt = at::TensorOptions().dtype(dtype);
+  std::vector<std::array<at::Tensor, 4>> layers;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    layers.push_back({at::randn({(c.num_attention_heads + 2 * c.num_key_value_heads) * D, H}, opt),
+                      at::randn({H, c.num_attention_heads * D}, opt), at::randn({2 * I, H}, opt),
+                      at::randn({H, I}, opt)});
+  }
+  const at::Tensor head = at::randn({c.vocab_size, H}, opt);
+  const at::Tensor x = at::randn({rows, H}, opt);
+  const at::Tensor attn = at::randn({rows, c.num_attention_heads * D}, opt);
+  const at::Tensor mid = at::randn({rows, I}, opt);
+  std::vector<double> ms;
+  for (int p = 0; p <= passes; ++p) {  // pass 0 warms up
+    const auto t0 = Clock::now();
+    for (const auto& w : layers) {
+      at::linear(x, w[0]);
+      at::linear(attn, w[1]);
+      at::linear(x, w[2]);
+      at::linear(mid, w[3]);
+    }
+    at::linear(x, head);
+    if (p > 0) ms.push_back(Ms(Clock::now() - t0));
+  }
+  return Median(ms);
+}
+
 void Row(const std::string& what, const std::string& engine, const std::string& baseline,
          double ratio, const std::string& target, bool pass) {
   std::cout << "| " << what << " | " << engine << " | " << baseline << " | **" << Fmt(ratio, 2)
@@ -435,6 +469,7 @@ int main(int argc, char** argv) {
   int64_t max_blocks = 0;
   int failures = 0;
   bool tokens_match = true;
+  std::vector<int64_t> bare_tokens;
   for (int r = 0; r < repeats; ++r) {
     auto bare = RunBare(*decoder, bare_cache->get(), Prompt(prompt_len, c.vocab_size, 0), tokens);
     if (!bare.ok()) {
@@ -462,6 +497,7 @@ int main(int argc, char** argv) {
     max_blocks = std::max({max_blocks, one->max_blocks_in_use, many->max_blocks_in_use});
     failures += one->failures + many->failures;
     tokens_match = tokens_match && one->first_tokens == bare->tokens;
+    bare_tokens = bare->tokens;
     std::cerr << "round " << r + 1 << " of " << repeats << ": bare decode "
               << Fmt(bare->decode_ms_per_token, 1) << " ms/token, engine "
               << Fmt(Median(one->decode_ms), 1) << " ms/token, " << streams << " streams "
@@ -517,7 +553,17 @@ int main(int argc, char** argv) {
   for (double v : engineN_tps) std::cout << " " << Fmt(v, 1);
   std::cout << "; 1-stream tokens/s";
   for (double v : engine1_tps) std::cout << " " << Fmt(v, 1);
+  // Last: its weights would count in the RSS figures above.
+  const double mm1 = MatmulOnlyMs(c, dtype, 1, 5);
+  const double mmN = MatmulOnlyMs(c, dtype, streams, 5);
+  std::cout << "\nMatrix multiplies alone (the model's linear layers, no attention or scheduling): "
+            << Fmt(mm1, 1) << " ms for 1 token, " << Fmt(mmN, 1) << " ms for " << streams
+            << " tokens at once, so at most " << Fmt(static_cast<double>(streams) * mm1 / mmN, 2)
+            << "x tokens/s from batching " << streams << " decodes on this BLAS.";
   std::cout << "\nGreedy tokens of the engine's request equal the bare loop's: "
-            << (tokens_match ? "yes" : "NO") << "; failed requests: " << failures << ".\n";
+            << (tokens_match ? "yes" : "NO") << " (";
+  for (size_t i = 0; i < bare_tokens.size() && i < 8; ++i)
+    std::cout << (i ? " " : "") << bare_tokens[i];
+  std::cout << " ...); failed requests: " << failures << ".\n";
   return failures == 0 ? 0 : 1;
 }
