@@ -13,6 +13,10 @@
 //   4. memory: the KV pool's blocks in use (EngineStats, read on every token) never exceed its
 //      blocks_total, whose bytes stay within the KV budget; and the process RSS growth over the
 //      engine's runs (after a warm-up that touched every weight page).
+// For context, not targets: the bare loop batched over the --streams prompts (one static batch
+// through Forward, attention as one batched matmul) against the engine's decode step at that many
+// sequences, and the model's matrix multiplies alone at 1 and --streams rows (the most batching
+// can give on this BLAS).
 //
 //   build/bin/llm_bench [--config smollm2-135m|smollm-360m|qwen2.5-0.5b] [--tokens 16]
 //                       [--prompt 16] [--streams 16] [--repeats 3] [--threads 2]
@@ -237,6 +241,32 @@ absl::StatusOr<BareRun> RunBare(const hf::Decoder& d, hf::ContiguousKvCache* cac
   r.prefill_ms = Ms(t1 - t0);
   r.decode_ms_per_token = tokens > 1 ? Ms(t2 - t1) / static_cast<double>(tokens - 1) : 0;
   return r;
+}
+
+// The bare loop over `batch` sequences at once (llm_bench's prompts, all of the same length):
+// one [batch, prompt] prefill, then [batch, 1] decode steps, attention as one batched matmul over
+// a contiguous cache. What a static batch of the same work costs without paging or scheduling;
+// milliseconds per decode step.
+absl::StatusOr<double> BareBatchedDecodeMs(const hf::Decoder& d, int64_t batch, int64_t prompt_len,
+                                           int64_t tokens) {
+  auto cache = d.NewCache(batch, prompt_len + tokens);
+  if (!cache.ok()) return cache.status();
+  c10::InferenceMode guard;
+  std::vector<int64_t> ids;
+  for (int64_t s = 0; s < batch; ++s) {
+    std::vector<int64_t> p = Prompt(prompt_len, d.config().vocab_size, s);
+    ids.insert(ids.end(), p.begin(), p.end());
+  }
+  auto logits = d.Forward(at::tensor(ids, at::kLong).view({batch, prompt_len}), cache->get());
+  if (!logits.ok()) return logits.status();
+  at::Tensor next = logits->select(1, -1).argmax(-1, /*keepdim=*/true);
+  const auto t0 = Clock::now();
+  for (int64_t i = 1; i < tokens; ++i) {
+    logits = d.Forward(next, cache->get());
+    if (!logits.ok()) return logits.status();
+    next = logits->select(1, -1).argmax(-1, /*keepdim=*/true);
+  }
+  return Ms(Clock::now() - t0) / static_cast<double>(tokens - 1);
 }
 
 // `streams` requests submitted at once to the engine; what the callbacks saw.
@@ -553,10 +583,24 @@ int main(int argc, char** argv) {
   for (double v : engineN_tps) std::cout << " " << Fmt(v, 1);
   std::cout << "; 1-stream tokens/s";
   for (double v : engine1_tps) std::cout << " " << Fmt(v, 1);
+  std::cout << "\n";
+  // After the RSS figures: its cache is not the engine's.
+  auto batched = BareBatchedDecodeMs(*decoder, streams, prompt_len, tokens);
+  if (!batched.ok()) {
+    std::cerr << batched.status() << "\n";
+    return 1;
+  }
+  std::cout << "Decode step at " << streams << " sequences (one run after the rounds): engine "
+            << Fmt(Median(engineN_decode), 1) << " ms (median of rounds) vs the bare loop batched ("
+            << streams << " x 1 tokens through Forward, contiguous cache) " << Fmt(*batched, 1)
+            << " ms: " << Fmt(Median(engineN_decode) / *batched, 2)
+            << "x; the bare batched loop decodes "
+            << Fmt(static_cast<double>(streams) * Median(bare_decode) / *batched, 2)
+            << "x the tokens/s of the bare 1-stream loop.\n";
   // Last: its weights would count in the RSS figures above.
   const double mm1 = MatmulOnlyMs(c, dtype, 1, 5);
   const double mmN = MatmulOnlyMs(c, dtype, streams, 5);
-  std::cout << "\nMatrix multiplies alone (the model's linear layers, no attention or scheduling): "
+  std::cout << "Matrix multiplies alone (the model's linear layers, no attention or scheduling): "
             << Fmt(mm1, 1) << " ms for 1 token, " << Fmt(mmN, 1) << " ms for " << streams
             << " tokens at once, so at most " << Fmt(static_cast<double>(streams) * mm1 / mmN, 2)
             << "x tokens/s from batching " << streams << " decodes on this BLAS.";
