@@ -4,8 +4,8 @@
 // (tools/gguf-writer). Dev-only, never in CI: node-llama-cpp is not a project dependency.
 //
 //   npm install --prefix /tmp/llamacpp-peer node-llama-cpp@3.21.1
-//   build/bin/llm_bench --keep --dir /tmp/smollm2 ...     # writes the checkpoint
-//   python3 tools/gguf-writer/gguf_writer.py /tmp/smollm2 /tmp/smollm2-f32.gguf --type f32
+//   build/bin/llm_bench --dtype bfloat16 --repeats 1 --keep --dir /tmp/smollm2  # the checkpoint
+//   /usr/bin/python3 tools/gguf-writer/gguf_writer.py /tmp/smollm2 /tmp/smollm2-f32.gguf --type f32
 //   NODE_PATH=/tmp/llamacpp-peer/node_modules node bench/llamacpp_bench.mjs \
 //       --model /tmp/smollm2-f32.gguf [--prompt 16] [--tokens 16] [--streams 16] \
 //       [--repeats 3] [--threads 2]

@@ -1,9 +1,9 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Converts a Hugging Face Llama checkpoint folder (config.json + model.safetensors, as
 bench/llm_bench writes with --keep) to a GGUF file of F32 or F16 tensors that llama.cpp loads, so
 that llama.cpp runs the very same weights as the engine (bench/llamacpp_bench.mjs).
 
-    python3 tools/gguf-writer/gguf_writer.py CHECKPOINT_DIR OUT.gguf [--type f32|f16]
+    /usr/bin/python3 tools/gguf-writer/gguf_writer.py CHECKPOINT_DIR OUT.gguf [--type f32|f16]
 
 Python 3 and numpy (Debian's python3-numpy) only. Scope: LlamaForCausalLM without attention
 biases (the smollm2-135m and smollm-360m shapes of llm_bench), one model.safetensors of F32
