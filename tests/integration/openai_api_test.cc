@@ -181,7 +181,6 @@ TEST_F(OpenAiApiClusterTest, ChatCompletionStreamWithUsage) {
   EXPECT_EQ(finish, "stop");
 }
 
-// Needs the orchestrator's side of LLMRequest.stop (issue 21; main after 619821b).
 TEST_F(OpenAiApiClusterTest, StopStringsEndTheReply) {
   Json body = Chat();
   body["stop"] = {"tiny", "zzz"};
