@@ -624,20 +624,47 @@ TEST_F(FaultInjectionTest, CutAClientOffMidStream) {
   int got = 0;
   while (got < 3 && reader->Read(&r)) ++got;
   ASSERT_EQ(got, 3) << cluster_.Logs();
-  // It is running on an orchestrator now (so the check below can fail).
-  EXPECT_EQ(InUseEverywhere(cluster_, "llm", "slow-llm"), 1);
+  // It is running on an orchestrator now (so the checks below can fail). A TorchScript LLM's
+  // stream is in use only while one of its tokens' forward passes is queued or running, not
+  // between two of them: look until a sample lands on one.
+  auto running = WaitFor([&] { return InUseEverywhere(cluster_, "llm", "slow-llm") == 1; },
+                         milliseconds(3000), milliseconds(1));
+  ASSERT_TRUE(running.has_value()) << "slow-llm is not generating: it should still be\n"
+                                   << cluster_.Logs();
   const auto cut_at = Clock::now();
   llm_ctx.TryCancel();
   for (int i = 0; i < 1000 && reader->Read(&r); ++i) {
   }
   grpc::Status llm_status = reader->Finish();
   EXPECT_EQ(llm_status.error_code(), StatusCode::CANCELLED) << llm_status.error_message();
-  // The orchestrator stops generating for it.
-  auto stopped = WaitFor([&] { return InUseEverywhere(cluster_, "llm", "slow-llm") == 0; },
-                         milliseconds(5000), milliseconds(20));
-  EXPECT_TRUE(stopped.has_value()) << "the orchestrator kept generating for a cut-off client\n"
-                                   << cluster_.Logs();
+  // The orchestrator stops generating for it: it says so, long before the 400 tokens asked for,
+  // and the model goes idle and stays so (a sample of 0 alone could fall between two tokens).
+  const std::string stop_line = "llm slow-llm stopped after ";
+  int generated = -1;
+  auto stopped = WaitFor(
+      [&] {
+        for (size_t i = 0; i < cluster_.orchestrator_count(); ++i) {
+          const std::string log = cluster_.orchestrator(i).Log();
+          const size_t at = log.find(stop_line);
+          if (at == std::string::npos) continue;
+          const size_t from = at + stop_line.size();
+          return absl::SimpleAtoi(log.substr(from, log.find(' ', from) - from), &generated);
+        }
+        return false;
+      },
+      milliseconds(5000), milliseconds(5));
   const double llm_stop_ms = Ms(Clock::now() - cut_at);
+  ASSERT_TRUE(stopped.has_value()) << "the orchestrator kept generating for a cut-off client\n"
+                                   << cluster_.Logs();
+  EXPECT_GE(generated, 3);
+  EXPECT_LT(generated, 400) << "slow-llm ran to the end: the stream was not cut mid-way";
+  // A forward pass already running when the cut came finishes (its result is dropped).
+  EXPECT_TRUE(WaitFor([&] { return InUseEverywhere(cluster_, "llm", "slow-llm") == 0; },
+                      milliseconds(2000), milliseconds(5)));
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(InUseEverywhere(cluster_, "llm", "slow-llm"), 0) << "sample " << i;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
 
   // A transcoding stream: one segment done, two more sent, then the client is gone.
   const std::string stream_id = "cut-stream-1";
