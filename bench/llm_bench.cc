@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -267,6 +268,7 @@ absl::StatusOr<double> BareBatchedDecodeMs(const hf::Decoder& d, int64_t batch, 
     if (!logits.ok()) return logits.status();
     next = logits->select(1, -1).argmax(-1, /*keepdim=*/true);
   }
+  next.sum().item<int64_t>();  // waits for the device's queued work (CUDA runs asynchronously)
   return Ms(Clock::now() - t0) / static_cast<double>(tokens - 1);
 }
 
@@ -359,10 +361,11 @@ absl::StatusOr<EngineRun> RunEngine(hf::Engine* engine, int64_t streams, int64_t
 // fused qkv, o, fused gate/up and down per layer, then the lm_head), for `rows` tokens at once:
 // what libtorch's GEMM gives a step of that many tokens with no attention, no norms and no
 // scheduling. Milliseconds per pass, median of `passes`.
-double MatmulOnlyMs(const hf::DecoderConfig& c, at::ScalarType dtype, int64_t rows, int passes) {
+double MatmulOnlyMs(const hf::DecoderConfig& c, at::ScalarType dtype, at::Device device,
+                    int64_t rows, int passes) {
   c10::InferenceMode guard;
   const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
-  const auto opt = at::TensorOptions().dtype(dtype);
+  const auto opt = at::TensorOptions().dtype(dtype).device(device);
   std::vector<std::array<at::Tensor, 4>> layers;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     layers.push_back({at::randn({(c.num_attention_heads + 2 * c.num_key_value_heads) * D, H}, opt),
@@ -382,7 +385,7 @@ double MatmulOnlyMs(const hf::DecoderConfig& c, at::ScalarType dtype, int64_t ro
       at::linear(x, w[2]);
       at::linear(mid, w[3]);
     }
-    at::linear(x, head);
+    at::linear(x, head).sum().item<double>();  // waits for the device (CUDA is asynchronous)
     if (p > 0) ms.push_back(Ms(Clock::now() - t0));
   }
   return Median(ms);
@@ -401,7 +404,7 @@ int main(int argc, char** argv) {
   std::string config_name = "smollm2-135m";
   int64_t tokens = 16, prompt_len = 16, streams = 16, max_positions = 1024;
   int repeats = 3, threads = 2;
-  std::string dir, dtype_name = "float32";
+  std::string dir, dtype_name = "float32", device_name = "cpu";
   bool keep = false;
   app.add_option("--config", config_name, "Model shape: smollm2-135m, smollm-360m, qwen2.5-0.5b");
   app.add_option("--tokens", tokens, "Tokens generated per request (2..4096)");
@@ -410,8 +413,10 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "Rounds; each runs every measurement once (1..50)");
   app.add_option("--threads", threads, "libtorch intra-op threads");
   app.add_option("--dtype", dtype_name,
-                 "Compute dtype: float32 (libtorch's BLAS: Debian's reference libblas) or bfloat16 "
-                 "(oneDNN on CPUs with AVX-512 BF16)");
+                 "Compute dtype: float32 (libtorch's BLAS: Debian's reference libblas), bfloat16 "
+                 "(oneDNN on CPUs with AVX-512 BF16) or float16 (CUDA only)");
+  app.add_option("--device", device_name,
+                 "cpu, or cuda / cuda:N with a CUDA libtorch (scripts/build --torch, docs/gpu.md)");
   app.add_option("--max-positions", max_positions,
                  "max_position_embeddings written to config.json");
   app.add_option("--dir", dir, "Checkpoint folder (default /tmp/llm_bench_<config>_<pid>)");
@@ -426,6 +431,22 @@ int main(int argc, char** argv) {
   }
   at::set_num_threads(threads);
   at::set_num_interop_threads(1);
+  at::Device device = at::kCPU;
+  try {
+    device = at::Device(device_name);
+  } catch (const c10::Error&) {
+    std::cerr << "--device " << device_name << ": not a device (cpu, cuda, cuda:N)\n";
+    return 1;
+  }
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    std::cerr << "--device " << device_name
+              << ": this libtorch has no CUDA or the machine no GPU (docs/gpu.md)\n";
+    return 1;
+  }
+  if (!device.is_cpu() && !device.is_cuda()) {
+    std::cerr << "--device " << device_name << ": only cpu and cuda are supported\n";
+    return 1;
+  }
   auto config = ModelConfig(config_name, max_positions);
   if (!config.ok()) {
     std::cerr << config.status() << "\n";
@@ -444,12 +465,15 @@ int main(int argc, char** argv) {
   }
   std::cerr << (reuse ? "reused " : "wrote ") << folder << " in " << Fmt(Ms(Clock::now() - t0), 0)
             << " ms\n";
-  if (dtype_name != "float32" && dtype_name != "bfloat16") {
-    std::cerr << "--dtype must be float32 or bfloat16\n";
+  if (dtype_name != "float32" && dtype_name != "bfloat16" &&
+      !(dtype_name == "float16" && device.is_cuda())) {
+    std::cerr << "--dtype must be float32 or bfloat16 (or float16 on CUDA)\n";
     return 1;
   }
-  const at::ScalarType dtype = dtype_name == "float32" ? at::kFloat : at::kBFloat16;
-  auto loaded = hf::Decoder::Load(folder, at::kCPU, dtype);
+  const at::ScalarType dtype = dtype_name == "float32"    ? at::kFloat
+                               : dtype_name == "bfloat16" ? at::kBFloat16
+                                                          : at::kHalf;
+  auto loaded = hf::Decoder::Load(folder, device, dtype);
   if (!keep) fs::remove_all(folder);  // the mapping stays valid after the unlink
   if (!loaded.ok()) {
     std::cerr << loaded.status() << "\n";
@@ -481,7 +505,7 @@ int main(int argc, char** argv) {
 
   std::cout << "# LLM engine vs a bare libtorch loop: " << config_name << " shape ("
             << Fmt(static_cast<double>(params) / 1e6, 1) << "M params, random weights, "
-            << dtype_name << " compute), "
+            << dtype_name << " compute on " << device.str() << "), "
             << "prompt " << prompt_len << ", " << tokens << " tokens per request, " << streams
             << " streams, " << threads << " intra-op thread(s), " << repeats << " round(s)\n\n";
 
@@ -608,8 +632,8 @@ int main(int argc, char** argv) {
             << Fmt(static_cast<double>(streams) * Median(bare_decode) / *batched, 2)
             << "x the tokens/s of the bare 1-stream loop.\n";
   // Last: its weights would count in the RSS figures above.
-  const double mm1 = MatmulOnlyMs(c, dtype, 1, 5);
-  const double mmN = MatmulOnlyMs(c, dtype, streams, 5);
+  const double mm1 = MatmulOnlyMs(c, dtype, device, 1, 5);
+  const double mmN = MatmulOnlyMs(c, dtype, device, streams, 5);
   std::cout << "Matrix multiplies alone (the model's linear layers, no attention or scheduling): "
             << Fmt(mm1, 1) << " ms for 1 token, " << Fmt(mmN, 1) << " ms for " << streams
             << " tokens at once, so at most " << Fmt(static_cast<double>(streams) * mm1 / mmN, 2)

@@ -150,6 +150,7 @@ struct Bench {
   fs::path dir;
   int segments = 8;
   bool serial_renditions = false;  // ours: TranscodeOptions.parallel_renditions = false
+  std::string hw_decode = "auto";  // ours: TranscodeOptions.hw_decode (the CLI decodes on the CPU)
   std::vector<fs::path> sources;
 
   fs::path Source(int i) const { return sources[static_cast<size_t>(i)]; }
@@ -249,6 +250,7 @@ struct Bench {
     options.container = "mpegts";
     options.encoder_threads = threads;
     options.parallel_renditions = !serial_renditions;
+    options.hw_decode = hw_decode;
     const std::string segment = ReadFile(Source(i));
     auto result = sy::orchestrator::TranscodeSegment(segment, ladder, options);
     if (!result.ok()) {
@@ -395,6 +397,11 @@ int main(int argc, char** argv) {
   app.add_flag("--serial-renditions", serial_renditions,
                "Ours encodes a segment's renditions one after another on one thread (the "
                "transcoder before parallel renditions), for comparison");
+  std::string hw_decode = "auto";
+  app.add_option("--hw-decode", hw_decode,
+                 "Ours decodes with NVDEC (cuda: required; auto, the orchestrator's default: when "
+                 "the machine has a GPU) or in software (none); the CLI decodes in software")
+      ->check(CLI::IsMember({"none", "auto", "cuda"}));
   app.add_option("--only", only, "Time one side only, no PSNR (for profiling)")
       ->check(CLI::IsMember({"both", "ours", "cli"}));
   CLI11_PARSE(app, argc, argv);
@@ -405,6 +412,7 @@ int main(int argc, char** argv) {
   Bench b;
   b.segments = segments;
   b.serial_renditions = serial_renditions;
+  b.hw_decode = hw_decode;
   b.ffmpeg = FindExecutable(ffmpeg_name);
   if (b.ffmpeg.empty()) {
     std::cerr << "transcode_bench: the ffmpeg CLI (\"" << ffmpeg_name
@@ -422,8 +430,10 @@ int main(int argc, char** argv) {
   const std::string version = ReadFile(b.dir / "version.log");
   std::printf("# Transcoding: TranscodeSegment vs the ffmpeg CLI\n\nCLI: %s (%s)\n",
               version.substr(0, version.find('\n')).c_str(), b.ffmpeg.c_str());
-  std::printf("Machine: %u hardware threads; load average at start %s\n",
-              std::thread::hardware_concurrency(), LoadAverage().c_str());
+  std::printf(
+      "Machine: %u hardware threads; load average at start %s; ours decodes with "
+      "hw_decode \"%s\"\n",
+      std::thread::hardware_concurrency(), LoadAverage().c_str(), hw_decode.c_str());
   if (!b.Generate()) return 1;
 
   // Warm-up, untimed: page cache, lazy library loading, x264 init tables.
