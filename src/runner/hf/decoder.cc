@@ -427,6 +427,52 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
     at::Tensor emb = at::cat({freqs, freqs}, -1);
     at::Tensor cos = emb.cos().to(device_, dtype_).view({N, 1, D});
     at::Tensor sin = emb.sin().to(device_, dtype_).view({N, 1, D});
+    // Sequences with one new token (decode steps) attend as one batch: their keys and values
+    // gathered into [S, Hkv, Lmax, D], shorter ones padded with a valid row and masked, so a step
+    // of many decodes costs a few large operations per layer instead of a few small ones per
+    // sequence. The others (prefill chunks) attend one by one below.
+    std::vector<int64_t> decode_rows;
+    std::vector<at::Tensor> decode_gather, new_slots;
+    std::vector<int64_t> decode_lengths;
+    int64_t longest = 0;
+    {
+      int64_t row = 0;
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        const int64_t t = static_cast<int64_t>(sequences[i].tokens->size());
+        new_slots.push_back(slots[i].narrow(0, sequences[i].past, t));
+        if (t == 1) {
+          decode_rows.push_back(row);
+          decode_lengths.push_back(sequences[i].past + 1);
+          longest = std::max(longest, sequences[i].past + 1);
+        }
+        row += t;
+      }
+    }
+    const int64_t S = static_cast<int64_t>(decode_rows.size());
+    at::Tensor decode_rows_t, decode_index, decode_mask;
+    if (S > 0) {
+      std::vector<float> mask(static_cast<size_t>(S * longest), 0.0f);
+      bool padded = false;
+      size_t d = 0;
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        if (sequences[i].tokens->size() != 1) continue;
+        const int64_t L = decode_lengths[d];
+        at::Tensor rows = slots[i];
+        if (L < longest) {
+          rows = at::cat({rows, rows.narrow(0, 0, 1).expand({longest - L})});
+          std::fill(mask.begin() + static_cast<int64_t>(d) * longest + L,
+                    mask.begin() + static_cast<int64_t>(d + 1) * longest,
+                    -std::numeric_limits<float>::infinity());
+          padded = true;
+        }
+        decode_gather.push_back(rows);
+        ++d;
+      }
+      decode_rows_t = at::tensor(decode_rows, at::kLong).to(device_);
+      decode_index = S == 1 ? decode_gather[0] : at::cat(decode_gather);
+      if (padded) decode_mask = at::tensor(mask).view({S, 1, 1, longest}).to(device_);
+    }
+    const at::Tensor all_new_slots = new_slots.size() == 1 ? new_slots[0] : at::cat(new_slots);
     // Causal masks of the sequences with more than one new token.
     std::vector<at::Tensor> masks(sequences.size());
     for (size_t i = 0; i < sequences.size(); ++i) {
@@ -455,15 +501,31 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
       k = k * cos + RotateHalf(k) * sin;
       at::Tensor& key_pool = cache->keys(l);
       at::Tensor& value_pool = cache->values(l);
-      std::vector<at::Tensor> outs;
-      outs.reserve(sequences.size());
+      // Every sequence's new keys and values into the pool at once, before anyone reads them.
+      key_pool.index_copy_(0, all_new_slots, k);
+      value_pool.index_copy_(0, all_new_slots, v);
+      at::Tensor attn = at::empty({N, Hq * D}, q.options());
+      if (S > 0) {
+        at::Tensor qd = q.index_select(0, decode_rows_t).view({S, Hkv, G, D});
+        at::Tensor keys = key_pool.index_select(0, decode_index)
+                              .view({S, longest, Hkv, D})
+                              .permute({0, 2, 3, 1});  // [S, Hkv, D, Lmax]
+        at::Tensor values = value_pool.index_select(0, decode_index)
+                                .view({S, longest, Hkv, D})
+                                .transpose(1, 2);                             // [S, Hkv, Lmax, D]
+        at::Tensor scores = at::matmul(qd, keys).mul_(scale).to(at::kFloat);  // [S, Hkv, G, Lmax]
+        if (decode_mask.defined()) scores = scores + decode_mask;
+        at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+        attn.index_copy_(0, decode_rows_t, at::matmul(probs, values).reshape({S, Hq * D}));
+      }
       int64_t row = 0;
       for (size_t i = 0; i < sequences.size(); ++i) {
         const int64_t t = static_cast<int64_t>(sequences[i].tokens->size());
         const int64_t L = sequences[i].past + t;
-        at::Tensor new_slots = slots[i].narrow(0, sequences[i].past, t);
-        key_pool.index_copy_(0, new_slots, k.narrow(0, row, t));
-        value_pool.index_copy_(0, new_slots, v.narrow(0, row, t));
+        if (t == 1) {
+          ++row;
+          continue;
+        }
         at::Tensor keys = key_pool.index_select(0, slots[i]).transpose(0, 1);  // [Hkv, L, D]
         at::Tensor values = value_pool.index_select(0, slots[i]).transpose(0, 1);
         // Query head j uses kv head j / G (as Forward): rows of a kv head are (g, token).
@@ -474,13 +536,12 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
           scores = (scores.view({Hkv, G, t, L}) + masks[i]).view({Hkv, G * t, L});
         }
         at::Tensor probs = at::softmax(scores, -1).to(dtype_);
-        outs.push_back(at::matmul(probs, values)  // [Hkv, G * t, D] = [Hq, t, D]
-                           .view({Hq, t, D})
-                           .transpose(0, 1)
-                           .reshape({t, Hq * D}));
+        attn.narrow(0, row, t).copy_(at::matmul(probs, values)  // [Hkv, G * t, D] = [Hq, t, D]
+                                         .view({Hq, t, D})
+                                         .transpose(0, 1)
+                                         .reshape({t, Hq * D}));
         row += t;
       }
-      at::Tensor attn = outs.size() == 1 ? outs[0] : at::cat(outs, 0);
       x = x + at::linear(attn, layer.o_w, layer.o_b);
       h = RmsNorm(x, layer.post_norm);
       at::Tensor gate_up = at::linear(h, layer.gate_up_w);
