@@ -497,6 +497,8 @@ int main(int argc, char** argv) {
   options.block_tokens = 16;
   options.max_batch_sequences = std::max<int64_t>(16, streams);
   options.max_batch_tokens = std::max<int64_t>(512, options.max_batch_sequences);
+  // Every round sends the same prompts: reusing their prefixes would skip the prefills measured.
+  options.prefix_caching = false;
   const int64_t block_bytes = hf::PagedKvCache::BytesPerBlock(c, options.block_tokens, dtype);
   const int64_t per_request =
       (prompt_len + tokens - 1 + options.block_tokens - 1) / options.block_tokens;

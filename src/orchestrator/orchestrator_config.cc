@@ -22,12 +22,13 @@ absl::Status ParseHfOptions(const ConfigObject& options, HfModelOptions* hf) {
   SY_RETURN_IF_ERROR(
       options.CheckKeys({"dtype", "kv_cache_mb", "max_batch_sequences", "max_batch_tokens",
                          "block_tokens", "max_new_tokens", "max_tokens", "max_context_tokens",
-                         "seed", "eos_token_id", "max_prompt_chars"}));
+                         "seed", "eos_token_id", "max_prompt_chars", "prefix_caching"}));
   SY_RETURN_IF_ERROR(options.Read("dtype", &hf->dtype));
   SY_RETURN_IF_ERROR(options.Read("kv_cache_mb", &hf->kv_cache_mb));
   SY_RETURN_IF_ERROR(options.Read("max_batch_sequences", &hf->max_batch_sequences));
   SY_RETURN_IF_ERROR(options.Read("max_batch_tokens", &hf->max_batch_tokens));
   SY_RETURN_IF_ERROR(options.Read("block_tokens", &hf->block_tokens));
+  SY_RETURN_IF_ERROR(options.Read("prefix_caching", &hf->prefix_caching));
   SY_RETURN_IF_ERROR(options.Read("max_new_tokens", &hf->max_new_tokens));
   if (hf->dtype != "float32" && hf->dtype != "bfloat16") {
     return options.Error("dtype", absl::StrCat("'", hf->dtype, "' is not float32 or bfloat16"));

@@ -25,6 +25,7 @@ struct HfModelOptions {
   int64_t max_batch_sequences = 16;
   int64_t max_batch_tokens = 512;
   int64_t block_tokens = 16;
+  bool prefix_caching = true;  // reuse the KV blocks of earlier prompts' shared prefixes
   int64_t max_new_tokens = 0;  // cap on a request's max_tokens (0: only options.max_tokens)
 };
 

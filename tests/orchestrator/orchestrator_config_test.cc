@@ -154,6 +154,7 @@ TEST(OrchestratorConfigTest, FormatHfReadsTheEngineOptions) {
                            {"max_batch_tokens", 8},
                            {"block_tokens", 8},
                            {"max_new_tokens", 100},
+                           {"prefix_caching", false},
                            {"max_tokens", 200},
                            {"seed", 7}}}}));
   ASSERT_TRUE(hf.ok()) << hf.status();
@@ -166,10 +167,12 @@ TEST(OrchestratorConfigTest, FormatHfReadsTheEngineOptions) {
   EXPECT_EQ(m.hf.max_batch_tokens, 8);
   EXPECT_EQ(m.hf.block_tokens, 8);
   EXPECT_EQ(m.hf.max_new_tokens, 100);
+  EXPECT_FALSE(m.hf.prefix_caching);
   auto defaults = Parse(model({{"format", "hf"}}));
   ASSERT_TRUE(defaults.ok()) << defaults.status();
   EXPECT_EQ(defaults->models[0].hf.dtype, "float32");
   EXPECT_EQ(defaults->models[0].hf.kv_cache_mb, 1024);
+  EXPECT_TRUE(defaults->models[0].hf.prefix_caching);
 
   ExpectError(model({{"format", "onnx"}}), "models[0].format");
   Json upscale = model({{"format", "hf"}});
@@ -189,6 +192,8 @@ TEST(OrchestratorConfigTest, FormatHfReadsTheEngineOptions) {
               "models[0].options.max_new_tokens");
   ExpectError(model({{"format", "hf"}, {"options", {{"kv_cache_mb", "1"}}}}),
               "models[0].options.kv_cache_mb");
+  ExpectError(model({{"format", "hf"}, {"options", {{"prefix_caching", "yes"}}}}),
+              "models[0].options.prefix_caching");
 }
 
 TEST(OrchestratorConfigTest, InvalidJson) {

@@ -247,6 +247,65 @@ TEST(PagedKvCacheTest, SizesFromTheBudgetAndNeverExceedsIt) {
   EXPECT_TRUE(a.empty());
 }
 
+// Published prompt blocks are shared by a later prompt with the same prefix (whole blocks only,
+// checked token by token along the chain), held while used, cached when idle, and evicted only
+// when the free list is empty.
+TEST(PagedKvCacheTest, PublishedPrefixesAreSharedAndEvictedLast) {
+  auto d = LoadDecoder("llama");
+  ASSERT_NE(d, nullptr);
+  const int64_t per_block = PagedKvCache::BytesPerBlock(d->config(), 16, at::kFloat);
+  auto made = PagedKvCache::Create(d->config(), 10 * per_block, 16, at::kFloat, at::kCPU);
+  ASSERT_TRUE(made.ok()) << made.status();
+  PagedKvCache& cache = **made;
+  std::vector<int64_t> prompt(40);
+  for (int64_t i = 0; i < 40; ++i) prompt[i] = 3 * i + 1;
+  std::vector<int32_t> a;
+  EXPECT_EQ(cache.MatchPrefix(prompt, 39, &a), 0);  // nothing published yet
+  ASSERT_TRUE(cache.Reserve(&a, 40));               // 3 blocks
+  cache.Publish(a, prompt, 40);                     // whole blocks: 2 (32 tokens)
+  // Held by `a` and shared with `b`: the same two blocks, no new ones used.
+  std::vector<int32_t> b;
+  EXPECT_EQ(cache.MatchPrefix(prompt, 39, &b), 32);
+  EXPECT_EQ(b, std::vector<int32_t>(a.begin(), a.begin() + 2));
+  EXPECT_EQ(cache.used_blocks(), 3);
+  // A limit inside the second block matches the first only; a change in the second block too.
+  std::vector<int32_t> c;
+  EXPECT_EQ(cache.MatchPrefix(prompt, 31, &c), 16);
+  cache.Free(&c);
+  std::vector<int64_t> other = prompt;
+  other[20] = 999;
+  EXPECT_EQ(cache.MatchPrefix(other, 39, &c), 16);
+  cache.Free(&c);
+  // The first block's tokens differ: nothing, even though the second block's tokens are equal.
+  other = prompt;
+  other[0] = 998;
+  EXPECT_EQ(cache.MatchPrefix(other, 39, &c), 0);
+  // Both let go: the published blocks stay cached (not in use, still free to take), the
+  // unpublished third goes back to the free list.
+  cache.Free(&a);
+  cache.Free(&b);
+  EXPECT_EQ(cache.used_blocks(), 0);
+  EXPECT_EQ(cache.idle_cached_blocks(), 2);
+  EXPECT_EQ(cache.free_blocks(), 10);
+  EXPECT_EQ(cache.MatchPrefix(prompt, 40, &b), 32);
+  EXPECT_EQ(cache.idle_cached_blocks(), 0);
+  cache.Free(&b);
+  // Taking 8 blocks uses the free ones first: the cached prefix survives.
+  std::vector<int32_t> big;
+  ASSERT_TRUE(cache.Reserve(&big, 8 * 16));
+  EXPECT_EQ(cache.idle_cached_blocks(), 2);
+  EXPECT_EQ(cache.MatchPrefix(prompt, 40, &b), 32);
+  cache.Free(&b);
+  // The whole pool: the cached blocks are evicted and reused, and the prefix is gone.
+  ASSERT_TRUE(cache.Reserve(&big, 10 * 16));
+  EXPECT_EQ(cache.idle_cached_blocks(), 0);
+  EXPECT_EQ(cache.used_blocks(), 10);
+  EXPECT_FALSE(cache.Reserve(&b, 1));
+  cache.Free(&big);
+  EXPECT_EQ(cache.MatchPrefix(prompt, 40, &b), 0);
+  EXPECT_EQ(cache.free_blocks(), 10);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sampling
 
@@ -400,6 +459,71 @@ TEST(EngineTest, ContinuousBatchingChangesNothing) {
   // The counters are final before on_done runs, so they need no waiting here.
   EXPECT_EQ((*engine)->Stats().running, 0);
   EXPECT_EQ((*engine)->Stats().queue_length, 0);
+}
+
+// A prompt that starts like an earlier one takes that prefix's blocks instead of computing them,
+// and gives exactly the tokens it gives without prefix caching (greedy and sampled); the cached
+// blocks are not "in use", and a request that needs the whole pool evicts them.
+TEST(EngineTest, SharedPrefixIsComputedOnceAndChangesNothing) {
+  for (const std::string& name : kModels) {
+    SCOPED_TRACE(name);
+    auto d = LoadDecoder(name);
+    ASSERT_NE(d, nullptr);
+    std::mt19937 rng(5);
+    std::vector<int64_t> system(37);
+    for (auto& id : system) id = rng() % d->config().vocab_size;
+    std::vector<GenerationRequest> requests;
+    for (int i = 0; i < 3; ++i) {
+      std::vector<int64_t> prompt = system;
+      for (int j = 0; j < 4 + i; ++j) prompt.push_back(rng() % d->config().vocab_size);
+      GenerationRequest r = Request(prompt, 12, i == 1 ? 0.9 : 0.0);
+      r.sampling.seed = 77 + i;
+      r.sampling.ignore_eos = true;
+      requests.push_back(r);
+    }
+    requests.push_back(requests[0]);  // the same prompt again
+    EngineOptions plain;
+    plain.block_tokens = 4;
+    plain.prefix_caching = false;
+    std::vector<Outcome> alone;
+    for (const auto& r : requests) alone.push_back(RunAlone(d, r, plain));
+
+    EngineOptions options;
+    options.block_tokens = 4;
+    // 32 blocks of 4: one full context (128 positions), the engine's floor.
+    options.kv_budget_bytes = Budget(*d, 32, 4);
+    auto engine = Engine::Create(d, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    Collector c;
+    // One after another: each finds the blocks the earlier ones published.
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE((*engine)->Submit(requests[i], c.Callbacks(i)).ok());
+      ASSERT_TRUE(c.WaitFinished(i + 1));
+      Outcome o = c.Get(i);
+      ASSERT_TRUE(o.result.status.ok()) << o.result.status;
+      EXPECT_EQ(o.tokens, alone[i].tokens) << "request " << i;
+      EXPECT_EQ(o.result.prompt_tokens, static_cast<int64_t>(requests[i].prompt.size()));
+    }
+    // The first computes everything; the next two share the system prompt's 9 whole blocks
+    // (36 tokens); the repeat shares all 10 whole blocks of its 41 tokens (at least its last
+    // token is always computed).
+    EXPECT_EQ(c.Get(0).result.cached_prompt_tokens, 0);
+    EXPECT_EQ(c.Get(1).result.cached_prompt_tokens, 36);
+    EXPECT_EQ(c.Get(2).result.cached_prompt_tokens, 36);
+    EXPECT_EQ(c.Get(3).result.cached_prompt_tokens, 40);
+    EngineStats stats = (*engine)->Stats();
+    EXPECT_EQ(stats.prefix_hit_tokens, 36 + 36 + 40);
+    EXPECT_EQ(stats.blocks_in_use, 0);
+    EXPECT_GT(stats.cached_blocks, 0);
+    // A request for the whole pool: 1 + 127 positions = 32 blocks, all of them.
+    GenerationRequest full = Request({1}, 127);
+    full.sampling.ignore_eos = true;
+    ASSERT_TRUE((*engine)->Submit(full, c.Callbacks(4)).ok());
+    ASSERT_TRUE(c.WaitFinished(5));
+    EXPECT_TRUE(c.Get(4).result.status.ok()) << c.Get(4).result.status;
+    EXPECT_EQ(c.Get(4).tokens.size(), 127u);
+    EXPECT_EQ((*engine)->Stats().blocks_in_use, 0);
+  }
 }
 
 TEST(EngineTest, SeedsReproduceAndDiffer) {

@@ -180,6 +180,7 @@ absl::StatusOr<std::shared_ptr<HfLlm>> HfLlm::Load(const ModelConfig& config,
   options.block_tokens = config.hf.block_tokens;
   options.max_batch_sequences = config.hf.max_batch_sequences;
   options.max_batch_tokens = config.hf.max_batch_tokens;
+  options.prefix_caching = config.hf.prefix_caching;
   auto engine = runner::hf::Engine::Create(model->decoder_, options);
   if (!engine.ok()) return engine.status();
   model->engine_ = *std::move(engine);

@@ -20,6 +20,8 @@ struct Engine::Sequence {
   bool admitted = false;
   std::vector<int32_t> blocks;
   int64_t computed = 0;  // positions whose keys and values are in the cache
+  int64_t cached = 0;    // of them, taken from a shared prefix at admission
+  bool published = false;
   int64_t last_token = -1;
   int64_t completion_tokens = 0;
   bool done = false;
@@ -70,6 +72,8 @@ EngineStats Engine::Stats() const {
   s.queue_length = queue_length_.load();
   s.running = running_count_.load();
   s.steps = steps_.load();
+  s.cached_blocks = cached_blocks_.load();
+  s.prefix_hit_tokens = prefix_hit_tokens_.load();
   return s;
 }
 
@@ -137,11 +141,13 @@ void Engine::Finish(Sequence* seq, absl::Status status, const std::string& reaso
     queue_length_.fetch_sub(1);
   }
   blocks_in_use_.store(cache_->used_blocks());
+  cached_blocks_.store(cache_->idle_cached_blocks());
   GenerationResult result;
   result.status = std::move(status);
   result.finish_reason = result.status.ok() ? reason : "";
   result.prompt_tokens = std::min(seq->computed, seq->prompt_size());
   result.completion_tokens = seq->completion_tokens;
+  result.cached_prompt_tokens = seq->cached;
   if (seq->callbacks.on_done) seq->callbacks.on_done(result);
 }
 
@@ -201,8 +207,15 @@ bool Engine::Step() {
   while (!waiting_.empty() &&
          static_cast<int64_t>(running_.size()) < options_.max_batch_sequences &&
          committed_blocks_ + waiting_.front()->worst_blocks <= cache_->num_blocks()) {
-    waiting_.front()->admitted = true;
-    committed_blocks_ += waiting_.front()->worst_blocks;
+    Sequence* seq = waiting_.front().get();
+    seq->admitted = true;
+    committed_blocks_ += seq->worst_blocks;
+    if (options_.prefix_caching) {
+      // The matched blocks count in its worst case like any other, so admission stays exact.
+      seq->cached = cache_->MatchPrefix(seq->request.prompt, seq->prompt_size() - 1, &seq->blocks);
+      seq->computed = seq->cached;
+      prefix_hit_tokens_.fetch_add(seq->cached);
+    }
     queue_length_.fetch_sub(1);
     running_count_.fetch_add(1);
     running_.push_back(std::move(waiting_.front()));
@@ -269,6 +282,10 @@ bool Engine::Step() {
         Sequence* seq = batch[i];
         seq->computed += static_cast<int64_t>(seq->step_tokens.size());
         if (seq->computed < seq->prompt_size()) continue;  // a prefill chunk short of the end
+        if (options_.prefix_caching && !seq->published) {
+          cache_->Publish(seq->blocks, seq->request.prompt, seq->prompt_size());
+          seq->published = true;
+        }
         const int64_t token = SampleToken(data + static_cast<int64_t>(i) * vocab, vocab,
                                           seq->request.sampling, &seq->rng);
         ++seq->completion_tokens;
@@ -285,6 +302,7 @@ bool Engine::Step() {
   // Finished sequences leave in the same step; their blocks are already back in the pool.
   running_.erase(std::remove_if(running_.begin(), running_.end(), is_done), running_.end());
   blocks_in_use_.store(cache_->used_blocks());
+  cached_blocks_.store(cache_->idle_cached_blocks());
   return true;
 }
 

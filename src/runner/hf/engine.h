@@ -11,10 +11,16 @@
 // a sequence grows, so blocks_in_use counts what is written. A request that waits past its
 // deadline gets RESOURCE_EXHAUSTED.
 //
+// Shared prefixes (prefix_caching): once a prompt is prefilled its whole blocks are published in
+// the pool (paged_kv_cache.h), and a later prompt that starts with the same tokens (a common
+// system prompt, the earlier turns of a chat) takes them instead of computing them again; only
+// the rest of its prompt is prefilled. At least the prompt's last token is always computed, for
+// its logits.
+//
 // Not here (the rest of issue 21): stop *strings* (they need the tokenizer, which the pipeline
-// owns: it can cancel a request when the detokenized text contains one), shared-prefix reuse,
-// preemption of running sequences to admit more, the OpenAI API. The llm pipeline drives it for
-// "format": "hf" models (orchestrator/pipelines/hf_llm.h).
+// owns: it can cancel a request when the detokenized text contains one), preemption of running
+// sequences to admit more, the OpenAI API. The llm pipeline drives it for "format": "hf" models
+// (orchestrator/pipelines/hf_llm.h).
 #pragma once
 
 #include <atomic>
@@ -46,6 +52,8 @@ struct EngineOptions {
   // New tokens in one step: decode tokens plus prefill chunks (a long prompt is prefilled in
   // chunks of what is left). At least max_batch_sequences, so every running sequence decodes.
   int64_t max_batch_tokens = 512;
+  // Reuse the keys and values of earlier prompts' shared prefixes (whole blocks).
+  bool prefix_caching = true;
 };
 
 struct GenerationRequest {
@@ -60,10 +68,12 @@ struct GenerationRequest {
 struct GenerationResult {
   absl::Status status;        // OK when it stopped or reached max_tokens
   std::string finish_reason;  // "stop", "length", or "" when the status is not OK
-  // Tokens actually computed for this request (for metering): the prompt tokens prefilled and
-  // the tokens generated, also when it ended early.
+  // Tokens of this request (for metering): the prompt tokens in the cache for it (prefilled, or
+  // taken from a shared prefix) and the tokens generated, also when it ended early.
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  // Of prompt_tokens, those taken from a shared prefix instead of computed.
+  int64_t cached_prompt_tokens = 0;
 };
 
 struct GenerationCallbacks {
@@ -79,7 +89,9 @@ struct EngineStats {
   int64_t blocks_in_use = 0;
   int64_t queue_length = 0;  // submitted, not yet admitted
   int64_t running = 0;
-  int64_t steps = 0;  // forwards run so far
+  int64_t steps = 0;              // forwards run so far
+  int64_t cached_blocks = 0;      // published blocks nobody uses now (reusable, evictable)
+  int64_t prefix_hit_tokens = 0;  // prompt tokens taken from shared prefixes so far
 };
 
 class Engine {
@@ -128,6 +140,8 @@ class Engine {
   std::atomic<int64_t> queue_length_{0};
   std::atomic<int64_t> running_count_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> cached_blocks_{0};
+  std::atomic<int64_t> prefix_hit_tokens_{0};
   std::thread thread_;  // last: starts after everything above exists
 };
 
