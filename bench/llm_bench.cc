@@ -357,6 +357,77 @@ absl::StatusOr<EngineRun> RunEngine(hf::Engine* engine, int64_t streams, int64_t
   return r;
 }
 
+// Milliseconds from Submit to the first token of one greedy request for `prompt` (2 tokens).
+absl::StatusOr<double> TtftMs(hf::Engine* engine, std::vector<int64_t> prompt) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Clock::time_point first{};
+  absl::Status status;
+  hf::GenerationRequest req;
+  req.prompt = std::move(prompt);
+  req.sampling.temperature = 0;
+  req.sampling.max_tokens = 2;
+  req.sampling.ignore_eos = true;
+  hf::GenerationCallbacks cb;
+  cb.on_token = [&](int64_t) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (first == Clock::time_point{}) first = Clock::now();
+  };
+  cb.on_done = [&](const hf::GenerationResult& r) {
+    std::lock_guard<std::mutex> lock(mu);
+    status = r.status;
+    done = true;
+    cv.notify_all();
+  };
+  const auto start = Clock::now();
+  if (absl::Status st = engine->Submit(std::move(req), std::move(cb)); !st.ok()) return st;
+  std::unique_lock<std::mutex> lock(mu);
+  if (!cv.wait_for(lock, std::chrono::minutes(30), [&] { return done; })) {
+    std::cerr << "a request did not finish within 30 minutes\n";
+    std::_Exit(2);
+  }
+  if (!status.ok()) return status;
+  return Ms(first - start);
+}
+
+// Shared prefixes: the time to first token of a request whose first `shared` tokens another
+// request prefilled before (prefix caching on), against the same request in an engine with
+// prefix caching off; medians over `repeats` pairs, each with its own prefix and question.
+absl::Status SharedPrefixRow(std::shared_ptr<const hf::Decoder> decoder, hf::EngineOptions options,
+                             int64_t shared, int64_t question, int repeats) {
+  options.prefix_caching = true;
+  auto cached = hf::Engine::Create(decoder, options);
+  if (!cached.ok()) return cached.status();
+  options.prefix_caching = false;
+  auto plain = hf::Engine::Create(decoder, options);
+  if (!plain.ok()) return plain.status();
+  const int64_t vocab = decoder->config().vocab_size;
+  std::vector<double> with, without;
+  for (int r = 0; r < repeats; ++r) {
+    std::vector<int64_t> first = Prompt(shared, vocab, 1000 + r);
+    std::vector<int64_t> second = first;
+    for (int64_t t : Prompt(question, vocab, 2000 + r)) second.push_back(t);
+    for (int64_t t : Prompt(question, vocab, 3000 + r)) first.push_back(t);
+    auto warm = TtftMs(cached->get(), first);  // publishes the shared blocks
+    if (!warm.ok()) return warm.status();
+    auto hit = TtftMs(cached->get(), second);
+    if (!hit.ok()) return hit.status();
+    auto miss = TtftMs(plain->get(), second);
+    if (!miss.ok()) return miss.status();
+    with.push_back(*hit);
+    without.push_back(*miss);
+  }
+  const hf::EngineStats stats = (*cached)->Stats();
+  std::cout << "Shared prefix (one run after the rounds): a " << shared + question
+            << "-token prompt whose first " << shared
+            << " tokens an earlier request prefilled: TTFT " << Fmt(Median(with), 1)
+            << " ms with prefix caching vs " << Fmt(Median(without), 1) << " ms without (median of "
+            << repeats << "): " << Fmt(Median(without) / Median(with), 2) << "x faster; "
+            << stats.prefix_hit_tokens << " prompt tokens reused in all.\n";
+  return absl::OkStatus();
+}
+
 // The model's matrix multiplies alone (fresh random weights of the decoder's shapes and dtype:
 // fused qkv, o, fused gate/up and down per layer, then the lm_head), for `rows` tokens at once:
 // what libtorch's GEMM gives a step of that many tokens with no attention, no norms and no
@@ -633,6 +704,12 @@ int main(int argc, char** argv) {
             << "x; the bare batched loop decodes "
             << Fmt(static_cast<double>(streams) * Median(bare_decode) / *batched, 2)
             << "x the tokens/s of the bare 1-stream loop.\n";
+  if (absl::Status st = SharedPrefixRow(decoder, options,
+                                        std::min<int64_t>(256, max_positions - 64), 16, repeats);
+      !st.ok()) {
+    std::cerr << st << "\n";
+    return 1;
+  }
   // Last: its weights would count in the RSS figures above.
   const double mm1 = MatmulOnlyMs(c, dtype, device, 1, 5);
   const double mmN = MatmulOnlyMs(c, dtype, device, streams, 5);
