@@ -151,6 +151,10 @@ struct Bench {
   int segments = 8;
   bool serial_renditions = false;  // ours: TranscodeOptions.parallel_renditions = false
   std::string hw_decode = "auto";  // ours: TranscodeOptions.hw_decode (the CLI decodes on the CPU)
+  // ours: TranscodeOptions.thread_policy; "auto" gets the segments in flight as the orchestrator
+  // counts them (this process's TranscodeSegment calls running now).
+  std::string thread_policy = "fixed";
+  mutable std::atomic<int> in_flight{0};
   std::vector<fs::path> sources;
 
   fs::path Source(int i) const { return sources[static_cast<size_t>(i)]; }
@@ -251,8 +255,11 @@ struct Bench {
     options.encoder_threads = threads;
     options.parallel_renditions = !serial_renditions;
     options.hw_decode = hw_decode;
+    options.thread_policy = thread_policy;
     const std::string segment = ReadFile(Source(i));
+    options.segments_in_flight = ++in_flight;
     auto result = sy::orchestrator::TranscodeSegment(segment, ladder, options);
+    --in_flight;
     if (!result.ok()) {
       std::cerr << "ours, segment " << i << ": " << result.status() << "\n";
       return false;
@@ -402,6 +409,12 @@ int main(int argc, char** argv) {
                  "Ours decodes with NVDEC (cuda: required; auto, the orchestrator's default: when "
                  "the machine has a GPU) or in software (none); the CLI decodes in software")
       ->check(CLI::IsMember({"none", "auto", "cuda"}));
+  std::string thread_policy = "fixed";
+  app.add_option("--thread-policy", thread_policy,
+                 "Ours: fixed (--threads x264 threads per rendition, one decoder thread) or auto "
+                 "(the orchestrator's default: threads from the cores and the segments in "
+                 "flight; --threads is then ignored)")
+      ->check(CLI::IsMember({"fixed", "auto"}));
   app.add_option("--only", only, "Time one side only, no PSNR (for profiling)")
       ->check(CLI::IsMember({"both", "ours", "cli"}));
   CLI11_PARSE(app, argc, argv);
@@ -413,6 +426,8 @@ int main(int argc, char** argv) {
   b.segments = segments;
   b.serial_renditions = serial_renditions;
   b.hw_decode = hw_decode;
+  b.thread_policy = thread_policy;
+  std::printf("Ours: thread_policy \"%s\"\n", thread_policy.c_str());
   b.ffmpeg = FindExecutable(ffmpeg_name);
   if (b.ffmpeg.empty()) {
     std::cerr << "transcode_bench: the ffmpeg CLI (\"" << ffmpeg_name

@@ -227,16 +227,25 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   SY_RETURN_IF_ERROR(log.Read("format", &c.log_format));
 
   ConfigObject tc = root.Child("transcode");
-  SY_RETURN_IF_ERROR(tc.CheckKeys(
-      {"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
-       "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode", "gpu_scale",
-       "max_segment_bytes", "max_segment_seconds", "max_sessions_per_key"}));
+  SY_RETURN_IF_ERROR(
+      tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
+                    "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode",
+                    "gpu_scale", "max_segment_bytes", "max_segment_seconds", "max_sessions_per_key",
+                    "thread_policy", "cores"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
   SY_RETURN_IF_ERROR(tc.Read("price_per_unit", &c.transcode.price_per_unit));
   SY_RETURN_IF_ERROR(tc.Read("encoder_threads", &c.transcode.encoder_threads));
   SY_RETURN_IF_ERROR(tc.Read("parallel_renditions", &c.transcode.parallel_renditions));
+  SY_RETURN_IF_ERROR(tc.Read("thread_policy", &c.transcode.thread_policy));
+  if (c.transcode.thread_policy != "auto" && c.transcode.thread_policy != "fixed") {
+    return tc.Error("thread_policy", "must be \"auto\" or \"fixed\"");
+  }
+  SY_RETURN_IF_ERROR(tc.Read("cores", &c.transcode.cores));
+  if (c.transcode.cores < 0 || c.transcode.cores > 1024) {
+    return tc.Error("cores", "must be 0 (all of the machine's) .. 1024");
+  }
   SY_RETURN_IF_ERROR(tc.Read("hw_decode", &c.transcode.hw_decode));
   if (c.transcode.hw_decode != "auto" && c.transcode.hw_decode != "cuda" &&
       c.transcode.hw_decode != "none") {

@@ -63,9 +63,13 @@ struct TranscodeConfig {
   double price_per_unit = 0;        // price per output pixel
   int encoder_threads = 1;          // libx264 threads per rendition
   bool parallel_renditions = true;  // encode a segment's renditions on a thread each
-  std::string hw_decode = "auto";   // auto | cuda | none (TranscodeOptions::hw_decode)
-  std::string hw_encode = "auto";   // auto | nvenc | none (TranscodeOptions::hw_encode)
-  bool gpu_scale = true;            // TranscodeOptions::gpu_scale
+  // "auto": threads per segment from the cores and the segments in flight (thread_policy.h);
+  // "fixed": one decoder thread and encoder_threads per rendition.
+  std::string thread_policy = "auto";
+  int cores = 0;                   // cores the auto policy shares out; 0: the machine's
+  std::string hw_decode = "auto";  // auto | cuda | none (TranscodeOptions::hw_decode)
+  std::string hw_encode = "auto";  // auto | nvenc | none (TranscodeOptions::hw_encode)
+  bool gpu_scale = true;           // TranscodeOptions::gpu_scale
   // Segment limits, checked before anything is decoded (docs/configuration.md): bytes, and
   // seconds of video measured by demuxing. Livepeer segments are ~2 s and a few MiB; these leave
   // room for long VOD segments while bounding one call's work.

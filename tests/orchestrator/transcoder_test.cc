@@ -283,6 +283,55 @@ TEST_F(TranscoderTest, ParallelRenditionsGiveTheSameBytesAsSerial) {
   }
 }
 
+// The "auto" thread policy, pinned (8 cores, one segment in flight: frame-threaded decoding and
+// several libx264 threads per rendition): the plan is reported, the output guarantees hold (IDR
+// first, the GOP, every frame), and the same plan gives the same bytes.
+TEST_F(TranscoderTest, AutoThreadPlanKeepsTheGuaranteesAndIsDeterministic) {
+  SegmentSpec spec;
+  spec.gop_seconds = 1.0;
+  spec.audio = true;
+  const std::string input = MakeTestSegment(dir_, spec);
+  RenditionSpec big = Spec(160, 120);
+  big.gop_seconds = 0.5;
+  const std::vector<RenditionSpec> ladder = {big, Spec(96, 72), Spec(64, 48)};
+  TranscodeOptions options;
+  options.thread_policy = "auto";
+  options.cores = 8;
+  options.segments_in_flight = 1;
+  TranscodeResult a = TranscodeOk(input, ladder, options);
+  TranscodeResult b = TranscodeOk(input, ladder, options);
+  EXPECT_EQ(a.thread_plan, "decoder 2, encoders 5/3/2 (8 cores, 1 segment in flight)");
+  TranscodeOptions fixed;
+  TranscodeResult f = TranscodeOk(input, ladder, fixed);
+  EXPECT_EQ(f.thread_plan, "fixed: decoder 1, encoders 1/1/1");
+  ASSERT_EQ(a.renditions.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(a.renditions[i].data == b.renditions[i].data) << "rendition " << i;
+    EXPECT_EQ(a.renditions[i].frames, f.renditions[i].frames) << "rendition " << i;
+    std::string error;
+    auto frames = ProbeFrames(dir_, a.renditions[i].data, "ts", &error);
+    ASSERT_FALSE(frames.empty()) << error;
+    EXPECT_TRUE(frames[0].key_frame) << i;
+    EXPECT_EQ(frames[0].pict_type, "I") << i;
+    EXPECT_EQ(static_cast<int64_t>(frames.size()), a.renditions[i].frames) << i;
+    if (i == 0) {
+      int keyframes = 0;
+      for (const auto& fr : frames) keyframes += fr.key_frame ? 1 : 0;
+      EXPECT_EQ(keyframes, static_cast<int>((frames.size() + 14) / 15)) << "a 0.5 s GOP at 30 fps";
+    }
+  }
+  // A busy node (as many segments as cores) runs as the fixed plan does.
+  options.segments_in_flight = 8;
+  TranscodeResult busy = TranscodeOk(input, ladder, options);
+  EXPECT_EQ(busy.thread_plan, "decoder 1, encoders 1/1/1 (8 cores, 8 segments in flight)");
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(busy.renditions[i].data == f.renditions[i].data) << "rendition " << i;
+  }
+  options.thread_policy = "sometimes";
+  EXPECT_EQ(TranscodeSegment(input, ladder, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // One rendition failing while the others run on their threads: the segment fails with that
 // rendition's error (no hang, no partial result), and the transcoder is usable again at once.
 TEST_F(TranscoderTest, ARenditionFailingInParallelFailsTheSegment) {

@@ -144,6 +144,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
   options.parallel_renditions = config_.transcode.parallel_renditions;
+  options.thread_policy = config_.transcode.thread_policy;
+  options.cores = config_.transcode.cores;
   options.hw_decode = config_.transcode.hw_decode;
   options.hw_encode = config_.transcode.hw_encode;
   options.gpu_scale = config_.transcode.gpu_scale;
@@ -231,10 +233,11 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
     transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
   }
-  spdlog::info("[{}] transcode {} frames ({} decode, {} encode) -> {} renditions in {:.0f} ms", rid,
-               result->input_frames, result->hardware_decoded ? "GPU" : "software",
-               result->hardware_encoded ? "NVENC" : "libx264", response->renditions_size(),
-               job->compute_ms());
+  spdlog::info(
+      "[{}] transcode {} frames ({} decode, {} encode; threads: {}) -> {} renditions in {:.0f} ms",
+      rid, result->input_frames, result->hardware_decoded ? "GPU" : "software",
+      result->hardware_encoded ? "NVENC" : "libx264", result->thread_plan,
+      response->renditions_size(), job->compute_ms());
   return grpc::Status::OK;
 }
 

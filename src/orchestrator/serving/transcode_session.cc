@@ -38,13 +38,17 @@ int64_t TranscodeSession::scalers_created() const {
   return internal::GetStreamStateStats(*state_).scalers_created;
 }
 
-absl::StatusOr<TranscodeResult> TranscodeSession::Transcode(
-    int64_t sequence, std::string_view segment, const std::function<bool()>& cancelled) {
+absl::StatusOr<TranscodeResult> TranscodeSession::Transcode(int64_t sequence,
+                                                            std::string_view segment,
+                                                            const std::function<bool()>& cancelled,
+                                                            int segments_in_flight) {
   internal::StreamSegment how;
   how.allow_audio_only = seen_video_;
   how.continues_previous = have_last_ && sequence == last_sequence_ + 1;
+  TranscodeOptions options = options_;
+  options.segments_in_flight = segments_in_flight;
   auto result =
-      internal::TranscodeStreamSegment(*state_, segment, ladder_, options_, how, cancelled);
+      internal::TranscodeStreamSegment(*state_, segment, ladder_, options, how, cancelled);
   if (!result.ok()) {
     if (!seen_video_ && absl::IsInvalidArgument(result.status()) &&
         result.status().message() == "segment: input has no video stream") {

@@ -42,9 +42,11 @@ class TranscodeSession {
   TranscodeSession(const TranscodeSession&) = delete;
   TranscodeSession& operator=(const TranscodeSession&) = delete;
 
-  // Transcodes segment number `sequence` of the stream. `cancelled` as for TranscodeSegment.
+  // Transcodes segment number `sequence` of the stream. `cancelled` as for TranscodeSegment;
+  // `segments_in_flight` (this one included) feeds the "auto" thread policy.
   absl::StatusOr<TranscodeResult> Transcode(int64_t sequence, std::string_view segment,
-                                            const std::function<bool()>& cancelled = {});
+                                            const std::function<bool()>& cancelled = {},
+                                            int segments_in_flight = 1);
 
   // Segments transcoded successfully so far.
   int64_t segments_done() const { return segments_done_; }

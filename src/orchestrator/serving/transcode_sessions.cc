@@ -102,7 +102,10 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
       ++one_off_running_;
     }
     if (on_change_) on_change_();
-    auto result = TranscodeSegment(segment, ladder, options, cancelled);
+    TranscodeOptions counted = options;
+    counted.segments_in_flight = ++segments_running_;
+    auto result = TranscodeSegment(segment, ladder, counted, cancelled);
+    --segments_running_;
     {
       MutexLock lock(&mu_);
       --one_off_running_;
@@ -162,7 +165,11 @@ absl::StatusOr<TranscodeResult> TranscodeSessions::Transcode(
         result = created.status();
       }
     }
-    if (s->session != nullptr) result = s->session->Transcode(sequence, segment, cancelled);
+    if (s->session != nullptr) {
+      const int in_flight = ++segments_running_;
+      result = s->session->Transcode(sequence, segment, cancelled, in_flight);
+      --segments_running_;
+    }
   }
   bool dropped = false;
   {

@@ -7,6 +7,7 @@
 // stream, and no key can continue, reset or close another's session (docs/security.md).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -109,6 +110,8 @@ class TranscodeSessions {
   mutable Mutex mu_;
   std::map<Key, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   int one_off_running_ ABSL_GUARDED_BY(mu_) = 0;
+  // Segments being transcoded now (one-off and streams'), for the "auto" thread policy.
+  std::atomic<int> segments_running_{0};
   StopSignal stop_;
   std::thread sweeper_;
 };

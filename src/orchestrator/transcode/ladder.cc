@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <iterator>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/media/audio_encoder.h"
@@ -111,6 +112,15 @@ absl::StatusOr<std::vector<RenditionSpec>> ValidateLadder(const std::vector<Rend
 
 absl::Status ValidateCodecOptions(TranscodeOptions& options) {
   options.encoder_threads = std::clamp(options.encoder_threads, 0, 16);  // 0: libx264 decides
+  options.decoder_threads = std::clamp(options.decoder_threads, 1, 16);
+  if (options.thread_policy.empty()) options.thread_policy = "fixed";
+  if (options.thread_policy != "fixed" && options.thread_policy != "auto") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "thread_policy: must be \"fixed\" or \"auto\"; got \"", options.thread_policy, "\""));
+  }
+  if (options.cores <= 0) options.cores = static_cast<int>(std::thread::hardware_concurrency());
+  options.cores = std::clamp(options.cores, 1, 1024);
+  options.segments_in_flight = std::max(options.segments_in_flight, 1);
   if (options.hw_decode.empty()) options.hw_decode = "auto";
   if (options.hw_decode != "auto" && options.hw_decode != "cuda" && options.hw_decode != "none") {
     return absl::InvalidArgumentError(absl::StrCat(

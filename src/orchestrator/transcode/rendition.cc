@@ -69,7 +69,7 @@ absl::Status Rendition::OpenVideo(const VideoSource& video, bool* nvenc) {
   settings.height = height_;
   settings.time_base = time_base_;
   settings.frame_rate = rate_;
-  settings.threads = options_.encoder_threads;
+  settings.threads = encoder_threads_ >= 0 ? encoder_threads_ : options_.encoder_threads;
   settings.global_header = options_.container == "mp4";  // mp4: SPS/PPS in the sample description
   settings.input = video.params;
   auto encoder = OpenVideoEncoder(settings, options_.hw_encode, nvenc);

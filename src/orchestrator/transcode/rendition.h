@@ -51,6 +51,9 @@ class Rendition {
   // Set-up, in this order, before any work. A stream's segment borrows the stream's scaler and
   // continues after the previous segment's last frame (`pts` in `time_base`).
   void UseScaler(Scaler* scaler) { scaler_ = scaler; }
+  // libx264 threads of this rendition's encoder (the segment's thread plan); without it,
+  // options.encoder_threads.
+  void SetEncoderThreads(int threads) { encoder_threads_ = threads; }
   void SetFloor(int64_t pts, AVRational time_base);
   // Resolves the output size and rate from `video` and opens the encoder; `*nvenc` says whether it
   // is NVENC.
@@ -101,6 +104,7 @@ class Rendition {
   const Cancellation& cancellation_;
   int width_ = 0;
   int height_ = 0;
+  int encoder_threads_ = -1;  // -1: options_.encoder_threads
   AVRational input_time_base_{0, 1};
   bool passthrough_rate_ = false;
   AVRational rate_{0, 1};       // output frame rate (the guessed input rate when passing through)

@@ -5,7 +5,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "orchestrator/transcode/ladder.h"
+#include "orchestrator/transcode/thread_policy.h"
 
 namespace switchyard::orchestrator::transcode {
 
@@ -53,6 +55,7 @@ absl::Status SegmentTranscoder::OpenInput() {
     audio_only_ = true;
   } else {
     if (auto status = input_->CheckVideo(options_); !status.ok()) return status;
+    PlanSegmentThreads();
     bool opened = false;
     auto decoder = VideoDecoder::Open(video_, options_, renditions_.size(),
                                       state_ != nullptr ? &state_->decoder : nullptr, &opened);
@@ -74,6 +77,43 @@ absl::Status SegmentTranscoder::OpenInput() {
   packet_.reset(av_packet_alloc());
   if (!packet_) return absl::ResourceExhaustedError("cannot allocate frames or packets");
   return absl::OkStatus();
+}
+
+void SegmentTranscoder::PlanSegmentThreads() {
+  if (options_.thread_policy != "auto") {
+    std::vector<std::string> encoders(renditions_.size(),
+                                      options_.encoder_threads == 0
+                                          ? std::string("libx264's choice")
+                                          : std::to_string(options_.encoder_threads));
+    thread_plan_ = absl::StrCat("fixed: decoder ", options_.decoder_threads, ", encoders ",
+                                absl::StrJoin(encoders, "/"));
+    return;
+  }
+  // Each rendition's output pixels, its size derived from the input's where the spec leaves it
+  // open (only the proportions matter here).
+  const double in_w = std::max(1, video_->codecpar->width);
+  const double in_h = std::max(1, video_->codecpar->height);
+  ThreadPolicyInputs inputs;
+  inputs.cores = options_.cores;
+  inputs.segments_in_flight = options_.segments_in_flight;
+  for (const auto& r : renditions_) {
+    double w = r->spec().width, h = r->spec().height;
+    if (w <= 0 && h <= 0) {
+      w = in_w;
+      h = in_h;
+    } else if (w <= 0) {
+      w = h * in_w / in_h;
+    } else if (h <= 0) {
+      h = w * in_h / in_w;
+    }
+    inputs.rendition_pixels.push_back(static_cast<int64_t>(w * h));
+  }
+  ThreadPlan plan = PlanThreads(inputs);
+  options_.decoder_threads = plan.decoder_threads;
+  for (size_t i = 0; i < renditions_.size(); ++i) {
+    renditions_[i]->SetEncoderThreads(plan.encoder_threads[i]);
+  }
+  thread_plan_ = std::move(plan.description);
 }
 
 const std::vector<double>* SegmentTranscoder::AudioFloor(const Rendition& r) const {
@@ -304,6 +344,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   result.hardware_decoded = decoder_->hardware_decoded();
   result.hardware_encoded = hardware_encoded_;
   result.duration_seconds = timeline_->seconds();
+  result.thread_plan = thread_plan_;
   if (state_ != nullptr) {
     state_->resolved.clear();
     for (auto& r : renditions_) state_->resolved.push_back(r->spec());

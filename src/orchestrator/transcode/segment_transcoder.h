@@ -41,6 +41,9 @@ class SegmentTranscoder {
  private:
   absl::Status Validate();
   absl::Status OpenInput();
+  // Sizes the decoder's and encoders' threads (thread_policy.h, or the fixed counts) before they
+  // open; the plan's description goes in the result.
+  void PlanSegmentThreads();
   absl::Status SetUpRenditions();
   // A session's segment continuing the previous one: the previous segment's last audio times for
   // `r` (RenditionMuxer::Open); else null.
@@ -69,6 +72,7 @@ class SegmentTranscoder {
   SegmentInputPtr input_;
   AVStream* video_ = nullptr;
   bool audio_only_ = false;  // no video stream (a session's later segment)
+  std::string thread_plan_;
   VideoDecoderPtr decoder_;
   std::optional<InputTimeline> timeline_;
   SegmentAudio audio_{options_};

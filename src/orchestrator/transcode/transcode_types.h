@@ -36,6 +36,9 @@ struct TranscodeResult {
   double duration_seconds = 0;              // input video duration
   bool hardware_decoded = false;            // the video was decoded on the GPU
   bool hardware_encoded = false;            // at least one rendition was encoded with NVENC
+  // The threads it ran with (thread_policy.h), e.g. "decoder 1, encoders 2/1/1 (2 cores, 1
+  // segment in flight)" or "fixed: decoder 1, encoders 1/1/1".
+  std::string thread_plan;
 };
 
 struct TranscodeOptions {
@@ -48,7 +51,14 @@ struct TranscodeOptions {
   // packets before anything is decoded (MeasureSegmentSeconds); config:
   // transcode.max_segment_seconds. <= 0: not checked.
   double max_input_seconds = 30;
-  int encoder_threads = 1;  // libx264 threads per rendition
+  int encoder_threads = 1;  // libx264 threads per rendition ("fixed"; 0: libx264 decides)
+  int decoder_threads = 1;  // software decoder threads ("fixed"; frame threading when > 1)
+  // "fixed": decoder_threads and encoder_threads as set. "auto": thread_policy.h sizes both per
+  // segment from `cores` and `segments_in_flight` (the orchestrator's default, config
+  // transcode.thread_policy): more threads on an idle node, one per rendition on a busy one.
+  std::string thread_policy = "fixed";
+  int cores = 0;               // "auto": cores given to transcoding; 0: the machine's
+  int segments_in_flight = 1;  // "auto": segments transcoding on the node now, this one included
   // Scale and encode the renditions of a segment on one thread each (fed from the one decode),
   // rather than one after another on the calling thread. Outputs are identical either way.
   bool parallel_renditions = true;

@@ -1,5 +1,6 @@
 #include "orchestrator/transcode/video_decoder.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -73,7 +74,9 @@ absl::StatusOr<AvCodecContextPtr> NewDecoder(const AVCodec* codec, const AVStrea
         absl::StrCat("segment: bad video codec parameters: ", AvErrorString(ret)));
   }
   decoder->pkt_timebase = video->time_base;
-  decoder->thread_count = 1;
+  // Frame threads when the thread plan gives more than one (thread_policy.h); the decoded frames
+  // are the same either way.
+  decoder->thread_count = std::clamp(options.decoder_threads, 1, 16);
   decoder->max_pixels = int64_t{options.max_width} * options.max_height;
   return decoder;
 }
@@ -94,7 +97,8 @@ absl::StatusOr<VideoDecoderPtr> VideoDecoder::Open(const AVStream* video,
   // end of the previous segment, or left mid-way by a failed one) and pointed at this segment's
   // time base.
   if (cache != nullptr && cache->decoder && cache->params &&
-      SameCodecParameters(cache->params.get(), par)) {
+      SameCodecParameters(cache->params.get(), par) &&
+      cache->threads == std::clamp(options.decoder_threads, 1, 16)) {
     self->decoder_ = cache->decoder.get();
     avcodec_flush_buffers(self->decoder_);
     self->decoder_->pkt_timebase = video->time_base;
@@ -142,6 +146,7 @@ absl::StatusOr<VideoDecoderPtr> VideoDecoder::Open(const AVStream* video,
   }
   cache->decoder = *std::move(decoder);
   cache->params = std::move(params);
+  cache->threads = std::clamp(options.decoder_threads, 1, 16);
   *opened = true;
   return self;
 }

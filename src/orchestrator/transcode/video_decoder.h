@@ -20,6 +20,7 @@ namespace switchyard::orchestrator::transcode {
 struct DecoderCache {
   media::AvCodecContextPtr decoder;
   media::AvCodecParametersPtr params;  // what `decoder` was opened for
+  int threads = 1;                     // and with how many threads
 };
 
 class VideoDecoder;
