@@ -37,7 +37,8 @@ Json FullConfig() {
       {"id": "tiny", "pipeline": "upscale", "path": "/abs/tiny.pt"}
     ],
     "transcode": {"enabled": false, "capacity": 3, "max_renditions": 4,
-                  "price_per_unit": 0.5, "encoder_threads": 2},
+                  "price_per_unit": 0.5, "encoder_threads": 2, "thread_policy": "fixed",
+                  "cores": 6},
     "log": {"level": "debug", "format": "json"}
   })");
 }
@@ -73,6 +74,8 @@ TEST(OrchestratorConfigTest, EmptyObjectGivesDefaults) {
   EXPECT_EQ(c->transcode.capacity, 2);
   EXPECT_EQ(c->transcode.max_renditions, 8);
   EXPECT_EQ(c->transcode.encoder_threads, 1);
+  EXPECT_EQ(c->transcode.thread_policy, "auto");
+  EXPECT_EQ(c->transcode.cores, 0);
   EXPECT_EQ(c->transcode.max_segment_bytes, 64 << 20);
   EXPECT_EQ(c->transcode.max_segment_seconds, 30);
   EXPECT_EQ(c->log_level, "info");
@@ -96,6 +99,8 @@ TEST(OrchestratorConfigTest, FullConfigParses) {
   EXPECT_EQ(c->transcode.max_renditions, 4);
   EXPECT_DOUBLE_EQ(c->transcode.price_per_unit, 0.5);
   EXPECT_EQ(c->transcode.encoder_threads, 2);
+  EXPECT_EQ(c->transcode.thread_policy, "fixed");
+  EXPECT_EQ(c->transcode.cores, 6);
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->log_format, "json");
 
@@ -372,6 +377,9 @@ TEST(OrchestratorConfigTest, TranscodeRanges) {
                         {"hw_decode", "vaapi"},
                         {"hw_encode", "qsv"},
                         {"parallel_renditions", "yes"},
+                        {"thread_policy", "dynamic"},
+                        {"cores", -1},
+                        {"cores", 1025},
                         {"max_segment_bytes", 1023},
                         {"max_segment_bytes", 1LL << 31},
                         {"max_segment_bytes", 1.5},
