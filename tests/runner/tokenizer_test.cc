@@ -912,6 +912,24 @@ TEST_P(RealTokenizerTest, DecodeMatchesTheReferenceAndRoundTrips) {
   }
 }
 
+TEST_P(RealTokenizerTest, AMegabyteEncodesQuicklyAndRoundTrips) {
+  // SentencePiece-style files merge a whole section as one word: the heap keeps that
+  // O(n log n), so a megabyte of mixed text is well under a few seconds, not minutes.
+  std::string text;
+  while (text.size() < (1u << 20)) {
+    text += "Hello world, Grüße 我们今天 😀 \t code_x = 42;\n";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const auto ids = MustEncode(*tokenizer_, text, true);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_GT(ids.size(), text.size() / 16);
+  auto decoded = tokenizer_->Decode(ids, false);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, text);
+}
+
 TEST_P(RealTokenizerTest, VocabAndSpecialTokens) {
   EXPECT_EQ(tokenizer_->vocab_size(), fixture_["vocab_size"].get<int32_t>());
   // Mistral's tokenizer_config.json says add_bos_token true; the others do not say it.
