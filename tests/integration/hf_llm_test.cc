@@ -2,7 +2,8 @@
 // here from a fixture checkpoint (tests/fixtures/hf/qwen2, vocab 256) with a byte-level
 // tokenizer.json of exactly the 256 byte tokens and a small chat template. The expected replies
 // come from the Decoder's own greedy decoding, so the gateway -> orchestrator -> engine -> stream
-// path is checked token for token.
+// path is checked token for token. A second folder has the same ids as a SentencePiece-style
+// (Llama 2 / Mistral form) tokenizer.json.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -78,6 +79,40 @@ json ByteTokenizer() {
         {"merges", json::array()}}}};
 }
 
+// The same 256 ids as "<0x00>".."<0xFF>" in the SentencePiece-style form Llama 2 / Mistral
+// folders ship (byte_fallback, Prepend("▁") + Replace(" ", "▁"), the Replace/ByteFallback/Fuse/
+// Strip decoder): every character falls back to its bytes, and the text gets a "▁" in front.
+json SpmByteTokenizer() {
+  json vocab = json::object();
+  const char* hex = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) vocab[std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">"] = b;
+  const char* meta = "\xE2\x96\x81";
+  return json{{"version", "1.0"},
+              {"added_tokens", json::array()},
+              {"normalizer",
+               {{"type", "Sequence"},
+                {"normalizers",
+                 {{{"type", "Prepend"}, {"prepend", meta}},
+                  {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", meta}}}}}},
+              {"pre_tokenizer", nullptr},
+              {"post_processor", nullptr},
+              {"decoder",
+               {{"type", "Sequence"},
+                {"decoders",
+                 {{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
+                  {{"type", "ByteFallback"}},
+                  {{"type", "Fuse"}},
+                  {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+              {"model",
+               {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"fuse_unk", true},
+                {"byte_fallback", true},
+                {"vocab", vocab},
+                {"merges", json::array()}}}};
+}
+
 // Bytes that are not part of a well-formed UTF-8 character become U+FFFD, one per byte (what
 // the server must do, since proto strings are UTF-8).
 std::string WellFormed(const std::string& bytes) {
@@ -145,6 +180,14 @@ class HfLlmServeTest : public ::testing::Test {
       ASSERT_TRUE(greedy.ok()) << greedy.status();
       (*expected_)[absl::StrCat("raw:", kRawPrompt)] = *greedy;
     }
+    // Through the SentencePiece-style tokenizer the prompt starts with "▁"'s three bytes.
+    {
+      std::vector<int64_t> ids = {0xE2, 0x96, 0x81};
+      for (char c : PromptFor("Hi")) ids.push_back(static_cast<unsigned char>(c));
+      auto greedy = (*decoder)->GenerateGreedy(ids, kMaxTokens);
+      ASSERT_TRUE(greedy.ok()) << greedy.status();
+      (*expected_)["spm:Hi"] = *greedy;
+    }
 
     // The served copy: eos outside the vocabulary, so no reply stops early (the eos test names
     // a token that does occur through options.eos_token_id), and a 4096-token context (RoPE has
@@ -162,6 +205,12 @@ class HfLlmServeTest : public ::testing::Test {
       WriteFile(folder / "tokenizer_config.json", json{{"chat_template", kTemplate}}.dump());
     }
     WriteFile(good / "tokenizer.json", ByteTokenizer().dump());
+    const fs::path spm = dir_->path() / "hf-spm";
+    fs::create_directories(spm);
+    for (const char* file : {"model.safetensors", "config.json", "tokenizer_config.json"}) {
+      fs::copy_file(good / file, spm / file);
+    }
+    WriteFile(spm / "tokenizer.json", SpmByteTokenizer().dump());
 
     // The eos test's token: the first of "Hi"'s reply (from the fourth on) not seen before it.
     const auto& hi = expected_->at("Hi");
@@ -191,7 +240,7 @@ class HfLlmServeTest : public ::testing::Test {
     options.orchestrators = 1;
     options.models = {};
     options.extra_models = {entry("hf-tiny", good, engine), entry("hf-eos", good, with_eos),
-                            entry("hf-broken", broken, engine)};
+                            entry("hf-broken", broken, engine), entry("hf-spm", spm, engine)};
     cluster_ = new LocalCluster();
     auto st = cluster_->Start(options);
     ASSERT_TRUE(st.ok()) << st;
@@ -276,6 +325,22 @@ TEST_F(HfLlmServeTest, GreedyStreamEqualsTheDecodersTokensWithUsage) {
     EXPECT_EQ(s.messages[i].choices(0).finish_reason(), "");
     EXPECT_FALSE(s.messages[i].choices(0).delta().content().empty());
   }
+}
+
+TEST_F(HfLlmServeTest, ASentencePieceStyleTokenizerJsonServesTheSameWay) {
+  // A folder whose tokenizer.json is the Llama 2 / Mistral form: the prompt gains the "▁" the
+  // normalizer puts first, and the reply decodes through byte fallback with its first space
+  // stripped, as Hugging Face's decoder does.
+  Stream s = Llm(Request("hf-spm", "Hi"));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << cluster_->Logs();
+  std::string bytes = BytesOf(expected_->at("spm:Hi"));
+  if (!bytes.empty() && bytes.front() == ' ') bytes.erase(0, 1);
+  EXPECT_EQ(s.text, WellFormed(bytes));
+  ASSERT_GE(s.messages.size(), 2u);
+  const auto& last = s.messages.back();
+  EXPECT_EQ(last.choices(0).finish_reason(), "length");
+  EXPECT_EQ(last.usage().prompt_tokens(), static_cast<int>(PromptFor("Hi").size()) + 3);
+  EXPECT_EQ(last.usage().completion_tokens(), kMaxTokens);
 }
 
 TEST_F(HfLlmServeTest, StopsAtTheEosTokenWhichIsNotPartOfTheReply) {

@@ -73,8 +73,8 @@ TEST_P(RealTemplateTest, MatchesReferenceByteForByte) {
     SCOPED_TRACE(c["name"].get<std::string>());
     auto out = (*t)->Render(c["context"]);
     if (c.contains("error")) {
-      // Only raise_exception refusals (Gemma 3's role alternation) are in the fixtures; the
-      // message is the template's own.
+      // Only raise_exception refusals (Gemma 3's, Llama 2's and Mistral's role checks) are in
+      // the fixtures; the message is the template's own.
       ASSERT_FALSE(out.ok()) << *out;
       EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
       EXPECT_EQ(out.status().message(), c["error"].get<std::string>());
@@ -84,12 +84,17 @@ TEST_P(RealTemplateTest, MatchesReferenceByteForByte) {
     EXPECT_EQ(*out, c["expected"].get<std::string>());
     ++rendered;
   }
-  EXPECT_GE(rendered, 15);
+  // Mistral's template refuses system and tool turns: 7 of its 16 cases render.
+  EXPECT_GE(rendered, 7);
+  int expected = 0;
+  for (const json& c : fixture["cases"]) expected += c.contains("expected");
+  EXPECT_EQ(rendered, expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Templates, RealTemplateTest,
                          ::testing::Values("qwen3", "qwen2_5", "llama3", "llama3_1", "gemma3",
-                                           "deepseek_v3"));
+                                           "deepseek_v3", "llama2", "mistral", "tinyllama",
+                                           "smollm2"));
 
 // One ChatTemplate rendered from four threads at once gives the reference strings in each (Render
 // keeps all its state in a per-call evaluator).

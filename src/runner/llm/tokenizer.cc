@@ -14,7 +14,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/mutex.h"
 #include "runner/llm/pcre2_regex.h"
 #include "runner/llm/unicode_util.h"
@@ -33,6 +35,11 @@ constexpr size_t kMaxPreTokenizerSteps = 16;
 // so a stream of unique words cannot grow it without bound).
 constexpr size_t kMaxCachedWordBytes = 64;
 constexpr size_t kMaxCacheEntries = 1 << 16;
+// A Prepend normalizer's text, a Replace normalizer's pattern and content, Metaspace's
+// replacement ("▁" in every real file).
+constexpr size_t kMaxNormalizerTextBytes = 64;
+// SentencePiece's meta space U+2581, which SentencePiece-style files write for " ".
+constexpr absl::string_view kMetaSpace = "\xE2\x96\x81";
 
 // GPT-2's pattern, which a ByteLevel pre-tokenizer with use_regex true applies (Hugging Face's
 // tokenizers, pre_tokenizers/byte_level.rs).
@@ -160,6 +167,35 @@ class AddedTokenMatcher {
   std::vector<Node> nodes_ = std::vector<Node>(1);
 };
 
+// The byte-fallback token of a byte: "<0x0A>" (upper-case hex, as SentencePiece writes them).
+std::string ByteFallbackToken(unsigned char byte) {
+  constexpr char kHex[] = "0123456789ABCDEF";
+  return std::string{'<', '0', 'x', kHex[byte >> 4], kHex[byte & 15], '>'};
+}
+
+// The byte a "<0xNN>" vocab entry stands for (either case of hex digit), or -1.
+int ByteFallbackValue(absl::string_view token) {
+  if (token.size() != 6 || !absl::StartsWith(token, "<0x") || token.back() != '>') return -1;
+  int value = 0;
+  for (const char c : token.substr(3, 2)) {
+    const int digit = c >= '0' && c <= '9'   ? c - '0'
+                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                             : -1;
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
+// One normalizer step: a Unicode normalization form (ICU), Prepend or Replace(String).
+struct NormalizerStep {
+  std::unique_ptr<UnicodeNormalizer> unicode;
+  bool prepend = false;  // else replace (when `unicode` is null)
+  std::string pattern;   // Replace's literal pattern
+  std::string content;   // Prepend's text, Replace's replacement
+};
+
 uint64_t PairKey(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
@@ -194,13 +230,26 @@ struct Tokenizer::Impl {
     int32_t merged;
   };
   absl::flat_hash_map<uint64_t, Merge> merges;
+  // Byte-level: the id of each byte's character. SentencePiece-style: of its "<0xNN>" token.
   std::array<int32_t, 256> byte_id{};
   bool ignore_merges = false;
+  // model.byte_fallback: the SentencePiece-style BPE of Llama 2 / Mistral / TinyLlama files.
+  // Merges start from characters, not bytes; a character with no vocab entry becomes its bytes'
+  // "<0xNN>" tokens; there is no byte-level pre-tokenizer and no byte map.
+  bool spm = false;
+  // Its pre-tokenizer, when the file has one: Metaspace (spaces become "▁", and a "▁" goes first
+  // per prepend_scheme). Without it a Prepend/Replace normalizer does that job (older files).
+  bool metaspace = false;
+  std::string metaspace_replacement;
+  enum class PrependScheme { kAlways, kFirst, kNever } prepend_scheme = PrependScheme::kAlways;
+  // Its decoder: Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0).
+  std::string decoder_replace_pattern, decoder_replace_content;
+  bool decoder_strip_leading_space = false;
   // The highest id this file may use: the limit, and at most about twice its number of entries so
   // that one huge id cannot make the id tables huge.
   int64_t id_cap = 0;
-  // Normalizer steps (ICU), pre-tokenizer steps.
-  std::vector<std::unique_ptr<UnicodeNormalizer>> normalizers;
+  // Normalizer steps, pre-tokenizer steps.
+  std::vector<NormalizerStep> normalizers;
   std::vector<PreTokenizerStep> pre_tokenizer;
   // Added tokens.
   std::vector<AddedToken> added;
@@ -208,6 +257,7 @@ struct Tokenizer::Impl {
   AddedTokenMatcher normalized_matcher;  // normalized == true: matched after normalization
   absl::flat_hash_map<std::string, int32_t> added_by_content;
   std::optional<int32_t> bos, eos;
+  bool add_bos_token = false;
 
   // switchyard::Mutex (std::mutex), not absl::Mutex: ThreadSanitizer sees it (common/mutex.h).
   mutable Mutex cache_mu;
@@ -218,15 +268,23 @@ struct Tokenizer::Impl {
   absl::Status LoadNormalizer(const json& normalizer, const std::string& field);
   absl::Status LoadPreTokenizerStep(const json& step, const std::string& field);
   absl::Status LoadAddedTokens(const json& tokens);
-  absl::Status CheckDecoder(const json& root);
+  absl::Status LoadDecoder(const json& root);
+  absl::Status LoadSpmPreTokenizer(const json& pre);
+  absl::Status LoadByteLevelPreTokenizer(const json* pre);
   absl::Status LoadConfig(const json& config);
 
   absl::StatusOr<std::string> Normalize(absl::string_view text) const;
-  absl::Status EncodeSection(absl::string_view section, bool allow_special,
+  absl::Status EncodeSection(absl::string_view section, bool first, bool allow_special,
                              std::vector<int32_t>* out) const;
-  absl::Status EncodeNormalized(absl::string_view text, std::vector<int32_t>* out) const;
+  absl::Status EncodeNormalized(absl::string_view text, bool first,
+                                std::vector<int32_t>* out) const;
   absl::Status EncodeWord(absl::string_view word, std::vector<int32_t>* out) const;
   void Bpe(absl::string_view word, std::vector<int32_t>* out) const;
+  // Merges by rank over `ids` (the word's first symbols) in place; kUnknownSymbol never merges.
+  // `positions`, when given, gets each result's first symbol's index in the input.
+  void ApplyMerges(std::vector<int32_t>* ids, std::vector<int>* positions = nullptr) const;
+  // The decoded text of one vocab entry or added token, as the file's decoder gives it.
+  std::string DecodedForm(absl::string_view token) const;
   absl::Status CheckOutput(const std::vector<int32_t>& out) const {
     if (out.size() > limits.max_tokens) {
       return absl::ResourceExhaustedError(
@@ -246,6 +304,14 @@ absl::Status Tokenizer::Impl::Load(const json& root) {
     if (auto a = root.find("added_tokens"); a != root.end()) entries += a->size();
     id_cap = std::min<int64_t>(limits.max_token_id, 2 * static_cast<int64_t>(entries) + 1024);
   }
+  // Which family the file is decides what its decoder and pre-tokenizer must be.
+  {
+    auto byte_fallback = BoolOr(**model, "model", "byte_fallback", false);
+    if (!byte_fallback.ok()) return byte_fallback.status();
+    spm = *byte_fallback;
+  }
+  // The decoder before the model: it says what each vocab entry decodes to.
+  if (auto s = LoadDecoder(root); !s.ok()) return s;
   if (auto s = LoadModel(**model); !s.ok()) return s;
 
   auto normalizer = Field(root, "", "normalizer", json::value_t::object, true);
@@ -256,38 +322,12 @@ absl::Status Tokenizer::Impl::Load(const json& root) {
 
   auto pre = Field(root, "", "pre_tokenizer", json::value_t::object, true);
   if (!pre.ok()) return pre.status();
-  if (*pre == nullptr) {
-    return Invalid("pre_tokenizer", "missing; a byte-level BPE needs a ByteLevel pre-tokenizer");
-  }
-  auto pre_type = TypeOf(**pre, "pre_tokenizer");
-  if (!pre_type.ok()) return pre_type.status();
-  if (*pre_type == "Sequence") {
-    auto steps = Field(**pre, "pre_tokenizer", "pretokenizers", json::value_t::array, false);
-    if (!steps.ok()) return steps.status();
-    if ((*steps)->size() > kMaxPreTokenizerSteps) {
-      return Invalid("pre_tokenizer.pretokenizers", "too many steps");
+  if (spm) {
+    if (*pre != nullptr) {
+      if (auto s = LoadSpmPreTokenizer(**pre); !s.ok()) return s;
     }
-    for (size_t i = 0; i < (*steps)->size(); ++i) {
-      if (auto s = LoadPreTokenizerStep((**steps)[i],
-                                        absl::StrCat("pre_tokenizer.pretokenizers[", i, "]"));
-          !s.ok()) {
-        return s;
-      }
-    }
-  } else {
-    if (auto s = LoadPreTokenizerStep(**pre, "pre_tokenizer"); !s.ok()) return s;
-  }
-  // Every piece must end up in the byte-level alphabet the vocab is written in, so ByteLevel is
-  // the last step and comes once.
-  if (pre_tokenizer.empty() || pre_tokenizer.back().split != nullptr) {
-    return Invalid("pre_tokenizer",
-                   "the last step must be ByteLevel (only byte-level BPE is "
-                   "supported)");
-  }
-  for (size_t i = 0; i + 1 < pre_tokenizer.size(); ++i) {
-    if (pre_tokenizer[i].split == nullptr) {
-      return Invalid("pre_tokenizer", "ByteLevel must be the last step and come only once");
-    }
+  } else if (auto s = LoadByteLevelPreTokenizer(*pre); !s.ok()) {
+    return s;
   }
 
   // The post-processor only adds template tokens (BOS) that Encode never adds; refuse the kinds
@@ -302,13 +342,93 @@ absl::Status Tokenizer::Impl::Load(const json& root) {
                      absl::StrCat("unsupported \"", *type, "\" (ByteLevel or TemplateProcessing)"));
     }
   }
-  if (auto s = CheckDecoder(root); !s.ok()) return s;
 
   auto added_tokens = Field(root, "", "added_tokens", json::value_t::array, true);
   if (!added_tokens.ok()) return added_tokens.status();
   if (*added_tokens != nullptr) {
     if (auto s = LoadAddedTokens(**added_tokens); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::Status Tokenizer::Impl::LoadByteLevelPreTokenizer(const json* pre) {
+  if (pre == nullptr) {
+    return Invalid("pre_tokenizer", "missing; a byte-level BPE needs a ByteLevel pre-tokenizer");
+  }
+  auto pre_type = TypeOf(*pre, "pre_tokenizer");
+  if (!pre_type.ok()) return pre_type.status();
+  if (*pre_type == "Sequence") {
+    auto steps = Field(*pre, "pre_tokenizer", "pretokenizers", json::value_t::array, false);
+    if (!steps.ok()) return steps.status();
+    if ((*steps)->size() > kMaxPreTokenizerSteps) {
+      return Invalid("pre_tokenizer.pretokenizers", "too many steps");
+    }
+    for (size_t i = 0; i < (*steps)->size(); ++i) {
+      if (auto s = LoadPreTokenizerStep((**steps)[i],
+                                        absl::StrCat("pre_tokenizer.pretokenizers[", i, "]"));
+          !s.ok()) {
+        return s;
+      }
+    }
+  } else {
+    if (auto s = LoadPreTokenizerStep(*pre, "pre_tokenizer"); !s.ok()) return s;
+  }
+  // Every piece must end up in the byte-level alphabet the vocab is written in, so ByteLevel is
+  // the last step and comes once.
+  if (pre_tokenizer.empty() || pre_tokenizer.back().split != nullptr) {
+    return Invalid("pre_tokenizer",
+                   "the last step must be ByteLevel (only byte-level BPE, or SentencePiece-style "
+                   "BPE with model.byte_fallback, is supported)");
+  }
+  for (size_t i = 0; i + 1 < pre_tokenizer.size(); ++i) {
+    if (pre_tokenizer[i].split == nullptr) {
+      return Invalid("pre_tokenizer", "ByteLevel must be the last step and come only once");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// SentencePiece-style files have no pre-tokenizer (a Prepend/Replace normalizer puts the "▁"s
+// in) or Metaspace with split false: the whole section is one word for BPE.
+absl::Status Tokenizer::Impl::LoadSpmPreTokenizer(const json& pre) {
+  auto type = TypeOf(pre, "pre_tokenizer");
+  if (!type.ok()) return type.status();
+  if (*type != "Metaspace") {
+    return Invalid("pre_tokenizer.type",
+                   absl::StrCat("unsupported \"", *type,
+                                "\" (with model.byte_fallback only none or Metaspace)"));
+  }
+  for (const auto& [key, value] : pre.items()) {
+    if (key != "type" && key != "replacement" && key != "prepend_scheme" && key != "split") {
+      return Invalid(absl::StrCat("pre_tokenizer.", key.substr(0, 64)),
+                     "not supported (Metaspace takes replacement, prepend_scheme, split)");
+    }
+  }
+  auto replacement = Field(pre, "pre_tokenizer", "replacement", json::value_t::string, false);
+  if (!replacement.ok()) return replacement.status();
+  metaspace_replacement = (*replacement)->get<std::string>();
+  if (metaspace_replacement.empty() || metaspace_replacement.size() > kMaxNormalizerTextBytes ||
+      FindInvalidUtf8(metaspace_replacement) != std::string::npos) {
+    return Invalid("pre_tokenizer.replacement", "empty, too long or not UTF-8");
+  }
+  auto scheme = Field(pre, "pre_tokenizer", "prepend_scheme", json::value_t::string, false);
+  if (!scheme.ok()) return scheme.status();
+  const std::string& name = (*scheme)->get_ref<const std::string&>();
+  if (name == "always") {
+    prepend_scheme = PrependScheme::kAlways;
+  } else if (name == "first") {
+    prepend_scheme = PrependScheme::kFirst;
+  } else if (name == "never") {
+    prepend_scheme = PrependScheme::kNever;
+  } else {
+    return Invalid("pre_tokenizer.prepend_scheme",
+                   absl::StrCat("unsupported \"", name.substr(0, 64), "\" (always, first, never)"));
+  }
+  // split true cuts the text before each "▁" first; real files of this family say false.
+  auto split = Field(pre, "pre_tokenizer", "split", json::value_t::boolean, false);
+  if (!split.ok()) return split.status();
+  if ((*split)->get<bool>()) return Invalid("pre_tokenizer.split", "true is not supported");
+  metaspace = true;
   return absl::OkStatus();
 }
 
@@ -330,10 +450,11 @@ absl::Status Tokenizer::Impl::LoadModel(const json& model) {
       }
     }
   }
-  auto byte_fallback = BoolOr(model, "model", "byte_fallback", false);
-  if (!byte_fallback.ok()) return byte_fallback.status();
-  if (*byte_fallback) {
-    return Invalid("model.byte_fallback", "not supported (SentencePiece-style BPE)");
+  // fuse_unk joins runs of unk_token; with every "<0xNN>" in the vocab (checked below) nothing
+  // ever becomes unk_token, so both are only type-checked.
+  if (auto fuse = BoolOr(model, "model", "fuse_unk", false); !fuse.ok()) return fuse.status();
+  if (auto unk = Field(model, "model", "unk_token", json::value_t::string, true); !unk.ok()) {
+    return unk.status();
   }
   if (auto it = model.find("ignore_merges"); it != model.end() && !it->is_null()) {
     if (!it->is_boolean()) return Invalid("model.ignore_merges", "expected a boolean");
@@ -368,6 +489,10 @@ absl::Status Tokenizer::Impl::LoadModel(const json& model) {
     if (id_kind[id] != 0) return Invalid("model.vocab", absl::StrCat("id ", id, " used twice"));
     id_kind[id] = 1;
     vocab.emplace(token, static_cast<int32_t>(id));
+    if (spm) {
+      id_bytes[id] = DecodedForm(token);
+      continue;
+    }
     // The bytes a vocab entry stands for: each character through the byte map. An entry with a
     // character outside the map (none in real files) decodes to its own UTF-8, as Hugging
     // Face's ByteLevel decoder does.
@@ -385,6 +510,16 @@ absl::Status Tokenizer::Impl::LoadModel(const json& model) {
   }
   // Every byte must have its token, so that any text encodes (no unk_token is ever needed).
   for (int b = 0; b < 256; ++b) {
+    if (spm) {
+      const std::string name = ByteFallbackToken(static_cast<unsigned char>(b));
+      auto it = vocab.find(name);
+      if (it == vocab.end()) {
+        return Invalid("model.vocab",
+                       absl::StrCat("no entry \"", name, "\"; model.byte_fallback needs all 256"));
+      }
+      byte_id[b] = it->second;
+      continue;
+    }
     auto it = vocab.find(ByteChar(static_cast<unsigned char>(b)));
     if (it == vocab.end()) {
       return Invalid("model.vocab",
@@ -407,7 +542,8 @@ absl::Status Tokenizer::Impl::LoadModel(const json& model) {
     const std::string field = absl::StrCat("model.merges[", rank, "]");
     absl::string_view left, right;
     if (merge.is_string()) {
-      // "a b": byte-level tokens never contain a space (it is "Ġ"), so one space separates.
+      // "a b": byte-level tokens never contain a space (it is "Ġ", or "▁" in SentencePiece-style
+      // files), so one space separates.
       const std::string& s = merge.get_ref<const std::string&>();
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
@@ -456,15 +592,52 @@ absl::Status Tokenizer::Impl::LoadNormalizer(const json& normalizer, const std::
     }
     return absl::OkStatus();
   }
-  auto normalizer_or = UnicodeNormalizer::Create(*type);
-  if (!normalizer_or.ok()) {
-    if (normalizer_or.status().code() != absl::StatusCode::kInvalidArgument) {
-      return normalizer_or.status();
+  // A literal text of Prepend / Replace: non-empty (but Replace's content), short, UTF-8.
+  auto text_field = [&](const json& object, absl::string_view parent, absl::string_view key,
+                        bool may_be_empty) -> absl::StatusOr<std::string> {
+    auto value = Field(object, parent, key, json::value_t::string, false);
+    if (!value.ok()) return value.status();
+    const std::string& text = (*value)->get_ref<const std::string&>();
+    if ((text.empty() && !may_be_empty) || text.size() > kMaxNormalizerTextBytes ||
+        FindInvalidUtf8(text) != std::string::npos) {
+      return Invalid(absl::StrCat(parent, ".", key),
+                     absl::StrCat(may_be_empty ? "" : "empty, ", "over ", kMaxNormalizerTextBytes,
+                                  " bytes or not UTF-8"));
     }
-    return Invalid(absl::StrCat(field, ".type"),
-                   absl::StrCat("unsupported \"", *type, "\" (NFC, NFD, NFKC, NFKD, Sequence)"));
+    return text;
+  };
+  NormalizerStep step;
+  if (*type == "Prepend") {
+    auto prepend = text_field(normalizer, field, "prepend", false);
+    if (!prepend.ok()) return prepend.status();
+    step.prepend = true;
+    step.content = *std::move(prepend);
+  } else if (*type == "Replace") {
+    auto pattern = Field(normalizer, field, "pattern", json::value_t::object, false);
+    if (!pattern.ok()) return pattern.status();
+    const std::string pattern_field = absl::StrCat(field, ".pattern");
+    if ((*pattern)->size() != 1 || !(*pattern)->contains("String")) {
+      return Invalid(pattern_field, "only {\"String\": ...} is supported (no Regex)");
+    }
+    auto from = text_field(**pattern, pattern_field, "String", false);
+    if (!from.ok()) return from.status();
+    auto to = text_field(normalizer, field, "content", true);
+    if (!to.ok()) return to.status();
+    step.pattern = *std::move(from);
+    step.content = *std::move(to);
+  } else {
+    auto normalizer_or = UnicodeNormalizer::Create(*type);
+    if (!normalizer_or.ok()) {
+      if (normalizer_or.status().code() != absl::StatusCode::kInvalidArgument) {
+        return normalizer_or.status();
+      }
+      return Invalid(absl::StrCat(field, ".type"),
+                     absl::StrCat("unsupported \"", *type,
+                                  "\" (NFC, NFD, NFKC, NFKD, Prepend, Replace, Sequence)"));
+    }
+    step.unicode = *std::move(normalizer_or);
   }
-  normalizers.push_back(*std::move(normalizer_or));
+  normalizers.push_back(std::move(step));
   return absl::OkStatus();
 }
 
@@ -526,15 +699,65 @@ absl::Status Tokenizer::Impl::LoadPreTokenizerStep(const json& step, const std::
   return absl::OkStatus();
 }
 
-absl::Status Tokenizer::Impl::CheckDecoder(const json& root) {
+absl::Status Tokenizer::Impl::LoadDecoder(const json& root) {
   auto decoder = Field(root, "", "decoder", json::value_t::object, true);
   if (!decoder.ok()) return decoder.status();
-  if (*decoder == nullptr) return Invalid("decoder", "missing; only ByteLevel is supported");
+  const char* const wanted =
+      spm ? "with model.byte_fallback only Sequence[Replace(\"▁\", \" \"), ByteFallback, Fuse, "
+            "Strip(\" \", 1, 0)]"
+          : "only ByteLevel";
+  if (*decoder == nullptr) return Invalid("decoder", absl::StrCat("missing; ", wanted));
   auto type = TypeOf(**decoder, "decoder");
   if (!type.ok()) return type.status();
-  if (*type != "ByteLevel") {
-    return Invalid("decoder.type", absl::StrCat("unsupported \"", *type, "\" (only ByteLevel)"));
+  if (!spm) {
+    if (*type != "ByteLevel") {
+      return Invalid("decoder.type", absl::StrCat("unsupported \"", *type, "\" (", wanted, ")"));
+    }
+    return absl::OkStatus();
   }
+  // SentencePiece-style: exactly the four steps Llama 2 / Mistral files have.
+  auto mismatch = [&](absl::string_view field, absl::string_view what) {
+    return Invalid(field, absl::StrCat(what, " (", wanted, ")"));
+  };
+  if (*type != "Sequence") {
+    return mismatch("decoder.type", absl::StrCat("unsupported \"", *type, "\""));
+  }
+  auto steps = Field(**decoder, "decoder", "decoders", json::value_t::array, false);
+  if (!steps.ok()) return steps.status();
+  static constexpr const char* kSteps[] = {"Replace", "ByteFallback", "Fuse", "Strip"};
+  if ((*steps)->size() != 4) return mismatch("decoder.decoders", "not the four steps");
+  for (size_t i = 0; i < 4; ++i) {
+    const std::string field = absl::StrCat("decoder.decoders[", i, "]");
+    const json& step = (**steps)[i];
+    auto step_type = TypeOf(step, field);
+    if (!step_type.ok()) return step_type.status();
+    if (*step_type != kSteps[i]) {
+      return mismatch(absl::StrCat(field, ".type"),
+                      absl::StrCat("unexpected \"", *step_type, "\""));
+    }
+    for (const auto& [key, value] : step.items()) {
+      const bool known = key == "type" || (i == 0 && (key == "pattern" || key == "content")) ||
+                         (i == 3 && (key == "content" || key == "start" || key == "stop"));
+      if (!known) return mismatch(absl::StrCat(field, ".", key.substr(0, 64)), "not supported");
+    }
+  }
+  const json& replace = (**steps)[0];
+  auto pattern = Field(replace, "decoder.decoders[0]", "pattern", json::value_t::object, false);
+  if (!pattern.ok()) return pattern.status();
+  auto content = Field(replace, "decoder.decoders[0]", "content", json::value_t::string, false);
+  if (!content.ok()) return content.status();
+  if ((*pattern)->size() != 1 || !(*pattern)->contains("String") ||
+      (**pattern)["String"] != std::string(kMetaSpace) || **content != " ") {
+    return mismatch("decoder.decoders[0]", "not Replace(\"▁\", \" \")");
+  }
+  decoder_replace_pattern = std::string(kMetaSpace);
+  decoder_replace_content = " ";
+  const json& strip = (**steps)[3];
+  if (strip.value("content", json()) != " " || strip.value("start", json()) != 1 ||
+      strip.value("stop", json()) != 0) {
+    return mismatch("decoder.decoders[3]", "not Strip(\" \", 1, 0)");
+  }
+  decoder_strip_leading_space = true;
   return absl::OkStatus();
 }
 
@@ -590,18 +813,19 @@ absl::Status Tokenizer::Impl::LoadAddedTokens(const json& tokens) {
       return Invalid(absl::StrCat(field, ".content"), "the same content as an earlier one");
     }
     id_kind[id] = token.special ? 3 : 2;
-    id_bytes[id] = content;  // added tokens decode to their text, not through the byte map
+    // Added tokens decode to their text, not through the byte map (through Replace in
+    // SentencePiece-style files, which applies to every token).
+    id_bytes[id] = spm ? DecodedForm(content) : content;
     const int index = static_cast<int>(added.size());
     added_by_content.emplace(content, token.id);
     if (token.normalized && !normalizers.empty()) {
       // Matched in normalized text, so against its normalized form.
-      std::string normalized = content;
-      for (const auto& n : normalizers) {
-        auto s = n->Normalize(normalized);
-        if (!s.ok()) return s.status();
-        normalized = *std::move(s);
+      auto normalized = Normalize(content);
+      if (!normalized.ok()) return normalized.status();
+      if (normalized->empty() || normalized->size() > 4 * limits.max_added_token_bytes) {
+        return Invalid(absl::StrCat(field, ".content"), "empty or too long once normalized");
       }
-      normalized_matcher.Add(normalized, index);
+      normalized_matcher.Add(*normalized, index);
     } else {
       raw_matcher.Add(content, index);
     }
@@ -641,27 +865,67 @@ absl::Status Tokenizer::Impl::LoadConfig(const json& config) {
     return absl::OkStatus();
   };
   if (auto s = lookup("bos_token", &bos); !s.ok()) return s;
-  return lookup("eos_token", &eos);
+  if (auto s = lookup("eos_token", &eos); !s.ok()) return s;
+  if (auto it = config.find("add_bos_token"); it != config.end() && !it->is_null()) {
+    if (!it->is_boolean()) {
+      return absl::InvalidArgumentError("tokenizer_config.json: add_bos_token: expected a boolean");
+    }
+    add_bos_token = it->get<bool>();
+    if (add_bos_token && !bos.has_value()) {
+      return absl::InvalidArgumentError(
+          "tokenizer_config.json: add_bos_token is true but bos_token names no token");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Tokenizer::Impl::Normalize(absl::string_view text) const {
   std::string out(text);
-  for (const auto& n : normalizers) {
-    auto s = n->Normalize(out);
-    if (!s.ok()) return s.status();
-    out = *std::move(s);
+  // A Replace with a longer content grows the text: never past this (the text limit, 4 times over).
+  const size_t cap = 4 * limits.max_text_bytes + 4 * kMaxNormalizerTextBytes;
+  for (const NormalizerStep& step : normalizers) {
+    if (step.unicode != nullptr) {
+      auto s = step.unicode->Normalize(out);
+      if (!s.ok()) return s.status();
+      out = *std::move(s);
+    } else if (step.prepend) {
+      // Hugging Face's Prepend leaves an empty text empty.
+      if (!out.empty()) out.insert(0, step.content);
+    } else if (step.content.size() > step.pattern.size()) {
+      size_t count = 0;
+      for (size_t pos = out.find(step.pattern); pos != std::string::npos;
+           pos = out.find(step.pattern, pos + step.pattern.size())) {
+        ++count;
+      }
+      if (out.size() + count * (step.content.size() - step.pattern.size()) > cap) {
+        return absl::InvalidArgumentError("the text grows too long in the normalizer");
+      }
+      out = absl::StrReplaceAll(out, {{step.pattern, step.content}});
+    } else {
+      out = absl::StrReplaceAll(out, {{step.pattern, step.content}});
+    }
+    if (out.size() > cap) {
+      return absl::InvalidArgumentError("the text grows too long in the normalizer");
+    }
   }
   return out;
 }
 
+std::string Tokenizer::Impl::DecodedForm(absl::string_view token) const {
+  if (const int byte = ByteFallbackValue(token); byte >= 0) return std::string(1, char(byte));
+  return absl::StrReplaceAll(token, {{decoder_replace_pattern, decoder_replace_content}});
+}
+
 // A stretch of input between raw-matched added tokens: normalize it, split out the normalized
-// added tokens, pre-tokenize and BPE the rest.
-absl::Status Tokenizer::Impl::EncodeSection(absl::string_view section, bool allow_special,
-                                            std::vector<int32_t>* out) const {
+// added tokens, pre-tokenize and BPE the rest. `first`: the stretch starts the text (Metaspace's
+// prepend_scheme "first").
+absl::Status Tokenizer::Impl::EncodeSection(absl::string_view section, bool first,
+                                            bool allow_special, std::vector<int32_t>* out) const {
+  if (section.empty()) return absl::OkStatus();
   auto normalized = Normalize(section);
   if (!normalized.ok()) return normalized.status();
   const absl::string_view text = *normalized;
-  if (normalized_matcher.empty()) return EncodeNormalized(text, out);
+  if (normalized_matcher.empty()) return EncodeNormalized(text, first, out);
   auto usable = [&](int index) { return allow_special || !added[index].special; };
   size_t start = 0;
   for (size_t pos = 0; pos < text.size();) {
@@ -670,17 +934,28 @@ absl::Status Tokenizer::Impl::EncodeSection(absl::string_view section, bool allo
       ++pos;
       continue;
     }
-    if (auto s = EncodeNormalized(text.substr(start, pos - start), out); !s.ok()) return s;
+    if (auto s = EncodeNormalized(text.substr(start, pos - start), first, out); !s.ok()) return s;
     out->push_back(added[index].id);
     pos += length;
     start = pos;
   }
-  return EncodeNormalized(text.substr(start), out);
+  return EncodeNormalized(text.substr(start), first, out);
 }
 
-absl::Status Tokenizer::Impl::EncodeNormalized(absl::string_view text,
+absl::Status Tokenizer::Impl::EncodeNormalized(absl::string_view text, bool first,
                                                std::vector<int32_t>* out) const {
   if (text.empty()) return absl::OkStatus();
+  if (spm) {
+    // No pre-split: the whole stretch is one word (Metaspace with split false, or none).
+    if (!metaspace) return EncodeWord(text, out);
+    std::string word = absl::StrReplaceAll(text, {{" ", metaspace_replacement}});
+    if (!absl::StartsWith(word, metaspace_replacement) &&
+        (prepend_scheme == PrependScheme::kAlways ||
+         (prepend_scheme == PrependScheme::kFirst && first))) {
+      word.insert(0, metaspace_replacement);
+    }
+    return EncodeWord(word, out);
+  }
   std::vector<std::string> pieces{std::string(text)};
   std::vector<std::string> next;
   for (const PreTokenizerStep& step : pre_tokenizer) {
@@ -721,7 +996,7 @@ absl::Status Tokenizer::Impl::EncodeWord(absl::string_view word, std::vector<int
   bool whole = false;
   if (ignore_merges) {
     // Llama 3: a word that is itself a vocab entry is that one token, whatever the merges say.
-    if (auto it = vocab.find(ByteLevelEncode(word)); it != vocab.end()) {
+    if (auto it = vocab.find(spm ? std::string(word) : ByteLevelEncode(word)); it != vocab.end()) {
       ids.push_back(it->second);
       whole = true;
     }
@@ -736,21 +1011,55 @@ absl::Status Tokenizer::Impl::EncodeWord(absl::string_view word, std::vector<int
   return CheckOutput(*out);
 }
 
-// Byte-level BPE of one word: start from one symbol per byte and apply the lowest-ranked merge
-// present (leftmost first on ties) until none applies. A heap over the adjacent pairs with a
-// linked list of symbols keeps it O(n log n) in the word's length, so a megabyte without spaces
-// costs milliseconds, not the minutes the quadratic textbook loop would.
+// A symbol for a character with no vocab entry: no merge has it (merges name vocab entries).
+constexpr int32_t kUnknownSymbol = -2;
+
+// BPE of one word. Byte-level: one symbol per byte. SentencePiece-style: one per character, and
+// after merging, a character with no vocab entry becomes its bytes' "<0xNN>" tokens (Hugging
+// Face's byte_fallback; every "<0xNN>" is in the vocab, checked at load).
 void Tokenizer::Impl::Bpe(absl::string_view word, std::vector<int32_t>* out) const {
-  const int n = static_cast<int>(word.size());
+  std::vector<int32_t> ids;
+  if (!spm) {
+    ids.reserve(word.size());
+    for (const char c : word) ids.push_back(byte_id[static_cast<unsigned char>(c)]);
+    ApplyMerges(&ids);
+    out->insert(out->end(), ids.begin(), ids.end());
+    return;
+  }
+  std::vector<std::pair<size_t, size_t>> chars;  // each symbol's character, for byte fallback
+  for (size_t pos = 0; pos < word.size();) {
+    const size_t start = pos;
+    NextCodePoint(word, &pos);
+    auto it = vocab.find(word.substr(start, pos - start));
+    ids.push_back(it == vocab.end() ? kUnknownSymbol : it->second);
+    chars.emplace_back(start, pos - start);
+  }
+  std::vector<int> positions;
+  ApplyMerges(&ids, &positions);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] != kUnknownSymbol) {
+      out->push_back(ids[i]);
+      continue;
+    }
+    const auto [start, length] = chars[positions[i]];
+    for (const char c : word.substr(start, length)) {
+      out->push_back(byte_id[static_cast<unsigned char>(c)]);
+    }
+  }
+}
+
+// Applies the lowest-ranked merge present (leftmost first on ties) until none applies. A heap over
+// the adjacent pairs with a linked list of symbols keeps it O(n log n) in the word's length, so a
+// megabyte without spaces costs milliseconds, not the minutes the quadratic textbook loop would.
+void Tokenizer::Impl::ApplyMerges(std::vector<int32_t>* ids, std::vector<int>* positions) const {
+  const int n = static_cast<int>(ids->size());
   struct Symbol {
     int32_t id;
     int prev;
     int next;
   };
   std::vector<Symbol> symbols(n);
-  for (int i = 0; i < n; ++i) {
-    symbols[i] = {byte_id[static_cast<unsigned char>(word[i])], i - 1, i + 1 < n ? i + 1 : -1};
-  }
+  for (int i = 0; i < n; ++i) symbols[i] = {(*ids)[i], i - 1, i + 1 < n ? i + 1 : -1};
   struct Candidate {
     int32_t rank;
     int pos;  // the left symbol
@@ -783,7 +1092,11 @@ void Tokenizer::Impl::Bpe(absl::string_view word, std::vector<int32_t>* out) con
     push(left.prev);
     push(c.pos);
   }
-  for (int i = 0; i >= 0 && i < n; i = symbols[i].next) out->push_back(symbols[i].id);
+  ids->clear();
+  for (int i = 0; i >= 0 && i < n; i = symbols[i].next) {
+    ids->push_back(symbols[i].id);
+    if (positions != nullptr) positions->push_back(i);
+  }
 }
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -844,7 +1157,9 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text_std
         ++pos;
         continue;
       }
-      if (auto s = m.EncodeSection(text.substr(start, pos - start), allow_special, &out); !s.ok()) {
+      if (auto s =
+              m.EncodeSection(text.substr(start, pos - start), start == 0, allow_special, &out);
+          !s.ok()) {
         return s;
       }
       out.push_back(m.added[index].id);
@@ -853,7 +1168,9 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text_std
       start = pos;
     }
   }
-  if (auto s = m.EncodeSection(text.substr(start), allow_special, &out); !s.ok()) return s;
+  if (auto s = m.EncodeSection(text.substr(start), start == 0, allow_special, &out); !s.ok()) {
+    return s;
+  }
   return out;
 }
 
@@ -872,6 +1189,8 @@ absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids,
     if (skip_special && m.id_kind[id] == 3) continue;
     out += m.id_bytes[id];
   }
+  // SentencePiece-style: Strip(" ", 1, 0) drops the space the "▁" in front of the text gave.
+  if (m.decoder_strip_leading_space && !out.empty() && out.front() == ' ') out.erase(0, 1);
   return out;
 }
 
@@ -900,6 +1219,7 @@ std::vector<std::string> Tokenizer::SpecialTokens() const {
 
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+bool Tokenizer::add_bos_token() const { return impl_->add_bos_token; }
 
 size_t CompleteUtf8Prefix(std::string_view bytes) {
   // Look back at most 3 bytes for the lead byte of a sequence that is still short.

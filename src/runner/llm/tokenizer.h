@@ -1,13 +1,20 @@
-// A byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json` (the GPT-2, Llama 3 and
-// Qwen 2/2.5/3 family), without libtorch or Python: the first piece of issue 21 (LLMs from
-// standard checkpoints); the llm pipeline uses it for "format": "hf" models
-// (orchestrator/pipelines/hf_llm.h). docs/llm.md lists what it supports and refuses.
+// A BPE tokenizer loaded from a Hugging Face `tokenizer.json`, without libtorch or Python: the
+// first piece of issue 21 (LLMs from standard checkpoints); the llm pipeline uses it for
+// "format": "hf" models (orchestrator/pipelines/hf_llm.h). Two families:
+//  - byte-level BPE (GPT-2, Llama 3, Qwen 2/2.5/3, SmolLM): pre-tokenized (Split by regex with
+//    PCRE2, then ByteLevel), each piece merged from its bytes;
+//  - SentencePiece-style BPE with `byte_fallback` (Llama 2, Mistral, TinyLlama): spaces become
+//    "▁" (a Prepend/Replace normalizer, or a Metaspace pre-tokenizer with split false), the whole
+//    text between added tokens is merged from its characters, and a character with no vocab
+//    entry becomes its bytes' "<0xNN>" tokens; decoding turns "▁" back into spaces and drops
+//    the first one.
+// docs/llm.md and docs/hf-checkpoints.md list what is supported and refused.
 //
 // Encode(text) gives the ids Hugging Face's `tokenizer.encode(text, add_special_tokens=False)`
 // gives: added tokens are split out first (longest match), the rest is normalized (NFC and
-// friends via ICU), pre-tokenized (Split by regex with PCRE2, then ByteLevel) and merged by BPE
-// rank. The post-processor (BOS/EOS templates) is never applied: the caller or the chat template
-// adds BOS where a model wants one.
+// friends via ICU; Prepend, Replace), pre-tokenized and merged by BPE rank. The post-processor
+// (BOS/EOS templates) is never applied: the caller or the chat template adds BOS where a model
+// wants one (add_bos_token()).
 //
 // The file is treated as hostile: its size, nesting, shapes, ids and counts are checked at load
 // and anything outside the supported subset is refused with INVALID_ARGUMENT naming the field.
@@ -66,8 +73,9 @@ class Tokenizer {
   // <|im_start|>; non-special added tokens are still matched, as there.
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool allow_special) const;
 
-  // The bytes the ids stand for, as the ByteLevel decoder gives them, except that bytes that do
-  // not form valid UTF-8 are kept as they are (a streaming caller holds an incomplete sequence at
+  // The bytes the ids stand for, as the file's decoder gives them (ByteLevel; or Replace("▁",
+  // " "), ByteFallback, Fuse, Strip(" ", 1, 0)), except that bytes that do not form valid UTF-8
+  // are kept as they are (a streaming caller holds an incomplete sequence at
   // the end back until the next token; see CompleteUtf8Prefix). Added tokens give their content.
   // skip_special drops special added tokens. An unknown id is INVALID_ARGUMENT.
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids, bool skip_special) const;
@@ -83,6 +91,9 @@ class Tokenizer {
   // a known token.
   std::optional<int32_t> bos_id() const;
   std::optional<int32_t> eos_id() const;
+  // tokenizer_config.json's add_bos_token (Llama 2 / Mistral say true): whether transformers'
+  // tokenizer(text) puts bos first. False when absent.
+  bool add_bos_token() const;
 
  private:
   struct Impl;
