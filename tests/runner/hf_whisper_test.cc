@@ -296,6 +296,15 @@ TEST_F(WhisperTest, TranscribeRefusesBadRequests) {
   std::vector<float> audio(16000, 0.0f);
   audio[5] = std::numeric_limits<float>::quiet_NaN();
   ExpectError((*t)->Transcribe(audio, request).status(), "not finite");
+  // keep_going ends the transcription with its status (a cancelled client, a deadline).
+  int polls = 0;
+  request.keep_going = [&polls]() {
+    return ++polls > 5 ? absl::CancelledError("client went away") : absl::OkStatus();
+  };
+  auto cancelled = (*t)->Transcribe(std::vector<float>(16000, 0.1f), request);
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(polls, 6);
+  request.keep_going = nullptr;
   auto empty = (*t)->Transcribe({}, request);
   ASSERT_TRUE(empty.ok()) << empty.status();
   EXPECT_EQ(empty->text, "");

@@ -261,6 +261,9 @@ absl::StatusOr<std::vector<int64_t>> WhisperTranscriber::DecodeWindow(const at::
   std::vector<int64_t> generated;
   const int64_t V = model_->config().vocab_size;
   while (static_cast<int64_t>(generated.size()) < max_new) {
+    if (request.keep_going) {
+      if (absl::Status s = request.keep_going(); !s.ok()) return s;
+    }
     at::Tensor last = logits->select(0, logits->size(0) - 1).clone();
     for (int64_t t : generation_.suppress_tokens) last[t] = kNegInf;
     if (generated.empty()) {
@@ -324,6 +327,9 @@ absl::StatusOr<WhisperResult> WhisperTranscriber::Transcribe(const std::vector<f
   };
   int64_t seek = 0;  // mel frames
   while (seek < content_frames) {
+    if (request.keep_going) {
+      if (absl::Status s = request.keep_going(); !s.ok()) return s;
+    }
     const int64_t segment = std::min(kWhisperWindowFrames, content_frames - seek);
     const int64_t first = seek * kWhisperHop;
     const int64_t n = std::min(count - first, segment * kWhisperHop);

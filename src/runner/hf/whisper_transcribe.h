@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -54,6 +55,9 @@ struct WhisperRequest {
   bool translate = false;
   bool timestamps = false;
   int64_t max_new_tokens = 224;  // per window; capped at max_target_positions - prompt length
+  // Polled before every window and decoder step; a non-OK status (cancelled, deadline) ends the
+  // transcription with it.
+  std::function<absl::Status()> keep_going;
 };
 
 struct WhisperSegment {
