@@ -51,6 +51,33 @@ absl::Status ParseHfOptions(const ConfigObject& options, HfModelOptions* hf) {
   return absl::OkStatus();
 }
 
+// The options of a "format": "hf" audio-to-text (Whisper) model: its own and the audio-to-text
+// pipeline's (sample_rate and channels can only be Whisper's 16 kHz mono).
+absl::Status ParseHfWhisperOptions(const ConfigObject& options, HfModelOptions* hf) {
+  SY_RETURN_IF_ERROR(options.CheckKeys({"dtype", "max_new_tokens", "language", "task",
+                                        "sample_rate", "channels", "max_audio_seconds"}));
+  SY_RETURN_IF_ERROR(options.Read("dtype", &hf->dtype));
+  SY_RETURN_IF_ERROR(options.Read("max_new_tokens", &hf->max_new_tokens));
+  SY_RETURN_IF_ERROR(options.Read("language", &hf->language));
+  SY_RETURN_IF_ERROR(options.Read("task", &hf->task));
+  int sample_rate = 16000, channels = 1;
+  SY_RETURN_IF_ERROR(options.Read("sample_rate", &sample_rate));
+  SY_RETURN_IF_ERROR(options.Read("channels", &channels));
+  if (hf->dtype != "float32" && hf->dtype != "bfloat16") {
+    return options.Error("dtype", absl::StrCat("'", hf->dtype, "' is not float32 or bfloat16"));
+  }
+  if (hf->max_new_tokens < 0 || hf->max_new_tokens > 4096) {
+    return options.Error("max_new_tokens", "must be 0 (the default, 224)..4096");
+  }
+  if (hf->language.size() > 16) return options.Error("language", "longer than 16 characters");
+  if (hf->task != "transcribe" && hf->task != "translate") {
+    return options.Error("task", "must be transcribe or translate");
+  }
+  if (sample_rate != 16000) return options.Error("sample_rate", "Whisper models take 16000 Hz");
+  if (channels != 1) return options.Error("channels", "Whisper models take mono audio (1)");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
   SY_RETURN_IF_ERROR(obj.CheckKeys(
       {"id", "pipeline", "path", "format", "warm", "device", "instances", "queue_size",
@@ -89,12 +116,15 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
     return obj.Error("format", absl::StrCat("'", m.format, "' is not torchscript or hf"));
   }
   if (m.format == "hf") {
-    if (m.pipeline != pipelines::kLlm) {
+    if (m.pipeline == pipelines::kAudioToText) {
+      SY_RETURN_IF_ERROR(ParseHfWhisperOptions(obj.Child("options"), &m.hf));
+    } else if (m.pipeline != pipelines::kLlm) {
       return obj.Error("format", absl::StrCat("hf (a Hugging Face checkpoint) serves only the llm "
-                                              "pipeline, not '",
+                                              "and audio-to-text pipelines, not '",
                                               m.pipeline, "'"));
+    } else {
+      SY_RETURN_IF_ERROR(ParseHfOptions(obj.Child("options"), &m.hf));
     }
-    SY_RETURN_IF_ERROR(ParseHfOptions(obj.Child("options"), &m.hf));
   }
   const bool cuda_index = m.device.size() > 5 && m.device.rfind("cuda:", 0) == 0 &&
                           m.device.find_first_not_of("0123456789", 5) == std::string::npos;

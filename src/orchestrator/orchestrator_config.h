@@ -27,6 +27,9 @@ struct HfModelOptions {
   int64_t block_tokens = 16;
   bool prefix_caching = true;  // reuse the KV blocks of earlier prompts' shared prefixes
   int64_t max_new_tokens = 0;  // cap on a request's max_tokens (0: only options.max_tokens)
+  // audio-to-text (Whisper) only: max_new_tokens is the cap per 30 s window (0: 224).
+  std::string language;             // "en" or "<|en|>"; "": detected per request
+  std::string task = "transcribe";  // transcribe | translate
 };
 
 struct ModelConfig {
@@ -34,7 +37,8 @@ struct ModelConfig {
   std::string pipeline;        // a model pipeline of common/pipelines.h
   std::filesystem::path path;  // TorchScript file; relative paths are from the config file
   // "torchscript": `path` is a TorchScript file; "hf": a Hugging Face checkpoint folder
-  // (config.json, *.safetensors, tokenizer.json, tokenizer_config.json), pipeline llm only.
+  // (config.json, *.safetensors, tokenizer.json, tokenizer_config.json), pipelines llm and
+  // audio-to-text (Whisper).
   std::string format = "torchscript";
   HfModelOptions hf;            // format "hf" only
   bool warm = false;            // load (and warm up) at start; otherwise on first use

@@ -201,6 +201,38 @@ TEST(OrchestratorConfigTest, FormatHfReadsTheEngineOptions) {
               "models[0].options.prefix_caching");
 }
 
+TEST(OrchestratorConfigTest, FormatHfAudioToTextReadsTheWhisperOptions) {
+  auto model = [](Json options) {
+    Json m = {{"id", "w"}, {"pipeline", "audio-to-text"}, {"path", "whisper"}, {"format", "hf"}};
+    if (!options.is_null()) m["options"] = options;
+    return Json{{"models", Json::array({m})}};
+  };
+  auto defaults = Parse(model(nullptr));
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->models[0].hf.language, "");
+  EXPECT_EQ(defaults->models[0].hf.task, "transcribe");
+  EXPECT_EQ(defaults->models[0].hf.max_new_tokens, 0);
+  auto set = Parse(model({{"dtype", "bfloat16"},
+                          {"language", "de"},
+                          {"task", "translate"},
+                          {"max_new_tokens", 100},
+                          {"sample_rate", 16000},
+                          {"channels", 1},
+                          {"max_audio_seconds", 60}}));
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->models[0].hf.dtype, "bfloat16");
+  EXPECT_EQ(set->models[0].hf.language, "de");
+  EXPECT_EQ(set->models[0].hf.task, "translate");
+  EXPECT_EQ(set->models[0].hf.max_new_tokens, 100);
+  // The llm engine's options and other rates or channel counts are refused by name.
+  ExpectError(model({{"kv_cache_mb", 64}}), "kv_cache_mb");
+  ExpectError(model({{"sample_rate", 8000}}), "models[0].options.sample_rate");
+  ExpectError(model({{"channels", 2}}), "models[0].options.channels");
+  ExpectError(model({{"task", "summarize"}}), "models[0].options.task");
+  ExpectError(model({{"max_new_tokens", 5000}}), "models[0].options.max_new_tokens");
+  ExpectError(model({{"language", std::string(100, 'x')}}), "models[0].options.language");
+}
+
 TEST(OrchestratorConfigTest, InvalidJson) {
   auto c = ParseOrchestratorConfig("{\"node_id\": ", kFile);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);

@@ -6,7 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/pipelines.h"
 #include "orchestrator/pipelines/hf_llm.h"
+#include "orchestrator/pipelines/hf_whisper.h"
 #include "orchestrator/pipelines/warmup.h"
 
 namespace switchyard::orchestrator {
@@ -57,8 +59,11 @@ void ModelManager::Configure(Entry& e, ModelConfig config) {
   e.memory_bytes = e.config.memory_mb > 0 ? e.config.memory_mb * kMiB
                                           : (ec ? 0 : static_cast<int64_t>(file_size));
   if (e.config.format == "hf" && e.config.memory_mb <= 0) {
-    // A checkpoint folder: its weight files plus the whole KV budget the engine may fill.
-    e.memory_bytes = SafetensorsBytes(e.config.path) + e.config.hf.kv_cache_mb * kMiB;
+    // A checkpoint folder: its weight files plus the whole KV budget the engine may fill (an
+    // audio-to-text Whisper model has no engine, only per-request caches).
+    e.memory_bytes =
+        SafetensorsBytes(e.config.path) +
+        (e.config.pipeline == pipelines::kAudioToText ? 0 : e.config.hf.kv_cache_mb * kMiB);
   }
   e.file_time = FileTime(e.config.path);
 }
@@ -170,6 +175,19 @@ void ModelManager::SetState(Entry& entry, node::v1::ModelState state, std::strin
 absl::StatusOr<std::shared_ptr<runner::ModelExecutor>> ModelManager::LoadModel(
     const ModelConfig& config, int64_t* measured_bytes) {
   absl::Time start = absl::Now();
+  if (config.format == "hf" && config.pipeline == pipelines::kAudioToText) {
+    auto whisper = HfWhisper::Load(config, config.device);
+    if (!whisper.ok()) return whisper.status();
+    *measured_bytes = (*whisper)->memory_bytes();
+    runner::ModelExecutor::Options options;
+    options.instances = config.instances;
+    auto executor = runner::ModelExecutor::CreateForPayload(*whisper, options);
+    if (!executor.ok()) return executor.status();
+    spdlog::info("model {} ready ({}, Hugging Face Whisper checkpoint, {}) in {:.0f} ms", config.id,
+                 config.path.string(), Mb(*measured_bytes),
+                 absl::ToDoubleMilliseconds(absl::Now() - start));
+    return std::shared_ptr<runner::ModelExecutor>(std::move(*executor));
+  }
   if (config.format == "hf") {
     // Its own engine (continuous batching over all requests), carried by a payload executor.
     auto hf = HfLlm::Load(config, config.device);

@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "orchestrator/pipelines/audio_text_pipelines.h"
 #include "orchestrator/pipelines/hf_llm.h"
+#include "orchestrator/pipelines/hf_whisper.h"
 #include "orchestrator/pipelines/llm_pipeline.h"
 #include "orchestrator/pipelines/stop_strings.h"
 #include "orchestrator/serving/orchestrator_service.h"
@@ -60,6 +61,11 @@ struct AudioToTextPipeline : UnaryDescriptor<v1::AudioToTextRequest, false> {
     auto mode = TimestampMode(request.return_timestamps());
     if (!mode.ok()) return mode.status();
     if (request.model_id().empty()) return absl::InvalidArgumentError("model_id is required");
+    if (config != nullptr && config->format == "hf" && *mode == "word") {
+      return absl::InvalidArgumentError(
+          "return_timestamps 'word' is not supported by Hugging Face Whisper models (use 'true' "
+          "or 'false')");
+    }
     auto options = OptionsOf(config, &ParseAudioToTextOptions);
     if (!options.ok()) return options.status();
     // Decoding first: bad audio never makes a cold model load.
@@ -71,7 +77,18 @@ struct AudioToTextPipeline : UnaryDescriptor<v1::AudioToTextRequest, false> {
   static absl::StatusOr<std::string> Run(const RunContext& ctx, const Request& request,
                                          Params& params, Response* response) {
     const DecodedAudio& audio = params.audio;
-    if (absl::Status st = RunAudioToText(ctx, params.audio, params.mode, response); !st.ok()) {
+    if (ctx.model != nullptr && ctx.model->format == "hf") {
+      // A Whisper checkpoint (hf_whisper.h) on a payload executor: counted in in_use while it
+      // runs, as a queued job would be.
+      auto whisper = std::static_pointer_cast<HfWhisper>(ctx.executor->payload());
+      if (whisper == nullptr) return absl::InternalError("hf model without its Whisper payload");
+      runner::ModelExecutor::Use use(ctx.executor);
+      if (absl::Status st = whisper->Transcribe(ctx, params.audio, params.mode, response);
+          !st.ok()) {
+        return st;
+      }
+    } else if (absl::Status st = RunAudioToText(ctx, params.audio, params.mode, response);
+               !st.ok()) {
       return st;
     }
     return absl::StrCat(audio.source_sample_rate, " Hz x", audio.source_channels, " -> ",
