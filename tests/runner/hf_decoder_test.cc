@@ -384,6 +384,25 @@ TEST(HfConfigTest, AcceptsPublishedConfigs) {
   EXPECT_EQ(smollm2->head_dim, 64);
   EXPECT_EQ(smollm2->rope_theta, 100000.0);
 
+  // Mistral-7B-Instruct-v0.3 (Llama's math; sliding window off); v0.1's 4096-token window is
+  // refused, naming it.
+  const char* mistral = R"({
+    "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
+    "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+    "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": null,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "transformers_version": "4.42.0.dev0", "use_cache": true, "vocab_size": 32768})";
+  auto mistral03 = ParseDecoderConfig(mistral);
+  ASSERT_TRUE(mistral03.ok()) << mistral03.status();
+  EXPECT_EQ(mistral03->architecture, Architecture::kLlama);
+  EXPECT_EQ(mistral03->head_dim, 128);
+  EXPECT_EQ(mistral03->num_key_value_heads, 8);
+  json mistral01 = json::parse(mistral);
+  mistral01["sliding_window"] = 4096;
+  ExpectError(ParseStatus(mistral01), "sliding_window");
+
   // transformers 5 style: rope_theta and the scaling under rope_parameters.
   json v5 = FixtureConfig("llama");
   v5.erase("rope_theta");
@@ -404,7 +423,7 @@ TEST(HfConfigTest, RefusesWhatChangesTheMath) {
     k[key] = value;
     return ParseStatus(k);
   };
-  ExpectError(with("architectures", {"MistralForCausalLM"}), "MistralForCausalLM");
+  ExpectError(with("architectures", {"MixtralForCausalLM"}), "MixtralForCausalLM");
   ExpectError(with("architectures", {"LlamaForCausalLM", "Qwen2ForCausalLM"}), "exactly one");
   ExpectError(with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}), "yarn");
   ExpectError(with("rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), "linear");

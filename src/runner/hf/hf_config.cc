@@ -211,7 +211,9 @@ absl::StatusOr<DecoderConfig> ParseDecoderConfig(const std::string& json_text,
     return r.Error("architectures", "must be a list of exactly one name");
   }
   c.architecture_name = j.at("architectures")[0].get<std::string>();
-  if (c.architecture_name == "LlamaForCausalLM") {
+  if (c.architecture_name == "LlamaForCausalLM" || c.architecture_name == "MistralForCausalLM") {
+    // Mistral's modeling is Llama's (same weights, no biases); its sliding window is refused
+    // below unless it is off (null, as from v0.2 on).
     c.architecture = Architecture::kLlama;
   } else if (c.architecture_name == "Qwen2ForCausalLM") {
     c.architecture = Architecture::kQwen2;
@@ -220,8 +222,8 @@ absl::StatusOr<DecoderConfig> ParseDecoderConfig(const std::string& json_text,
   } else {
     return r.Error("architectures",
                    absl::StrCat("architecture '", c.architecture_name.substr(0, 100),
-                                "' is not supported (LlamaForCausalLM, Qwen2ForCausalLM and "
-                                "Qwen3ForCausalLM are)"));
+                                "' is not supported (LlamaForCausalLM, MistralForCausalLM, "
+                                "Qwen2ForCausalLM and Qwen3ForCausalLM are)"));
   }
 
   for (auto it = j.begin(); it != j.end(); ++it) {
