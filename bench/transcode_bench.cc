@@ -1,24 +1,29 @@
-// Transcoding throughput (issue 5): the orchestrator's in-process TranscodeSegment against the
+// Transcoding (issues 5 and 24): the orchestrator's in-process TranscodeSegment against the
 // ffmpeg CLI run once per segment (one decode, `split=3` + `scale` per output), in the same run,
 // on the same segments, with the same ladder and the same libx264 settings:
 //   source: 1080p30 H.264, testsrc2 with temporal noise (so that bitrate matters), 12 Mbit/s,
 //           keyframe every 2 s, cut into 2-second MPEG-TS segments by the ffmpeg CLI;
 //   ladder: 1280x720 3 Mbit/s, 854x480 1.6 Mbit/s, 640x360 800 kbit/s; veryfast, profile main,
-//           GOP 2 s (no scenecut), maxrate 1.5x, bufsize 2x, frame rate passed through;
-//   threads: decoder 1 (what TranscodeSegment uses), filters 1, libx264 --threads on both sides.
-// Each configuration (segments transcoded at once x libx264 threads) runs both sides --rounds
-// times, alternating which goes first. Reports segments/s, the realtime multiple (seconds of
-// source transcoded per wall second) and ours/CLI; then the PSNR of every rendition against the
-// source scaled to its size, measured with FFmpeg's psnr filter, for both sides.
-// Target: ours >= 1.25x the CLI's throughput; PSNR within 0.1 dB of the CLI's.
+//           GOP 2 s (no scenecut), maxrate 1.5x, bufsize 2x, frame rate passed through.
+// The baseline is the CLI as its users run it: its own thread defaults (no -threads options);
+// --cli-pinned adds the CLI pinned to one decoder and filter thread, labelled. Ours runs with the
+// orchestrator's defaults (thread policy "auto", scale_from_larger off) unless told otherwise.
+// At each concurrency (segments at once: threads calling TranscodeSegment, or ffmpeg processes)
+// every side runs --rounds times over the segments, rotating which goes first. Reported:
+// segments/s, per-segment latency p50/p95, CPU per segment, and ours against the CLI's defaults;
+// then the PSNR of every rendition against the source scaled to its size (FFmpeg's psnr filter),
+// both sides; with --profile PERF, where each side's CPU goes (perf record).
+// Targets (issue 24): at concurrency 1, latency p50 at most 0.8x the CLI's; at 2 and more,
+// throughput at least 1.1x; PSNR within 0.1 dB of the CLI's at the same bitrate.
 //
 // Needs the `ffmpeg` CLI at run time (apt-get install -y ffmpeg); not a build dependency.
 //
-//   build/bin/transcode_bench [--segments 8] [--rounds 2] [--concurrency 1,2] [--threads 1]
-//                             [--ffmpeg ffmpeg] [--work-dir DIR] [--keep]
-//                             [--cli-defaults] [--split-ladder]   (informational rows)
-//                             [--serial-renditions]   (ours without parallel rendition threads)
+//   build/bin/transcode_bench [--segments 8] [--rounds 3] [--concurrency 1,2,4]
+//                             [--thread-policy auto|fixed] [--threads 1] [--scale-from-larger on|off]
+//                             [--cli-pinned] [--profile perf] [--ffmpeg ffmpeg] [--work-dir DIR]
+//                             [--keep] [--split-ladder] [--serial-renditions] [--hw-decode MODE]
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -35,6 +40,9 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <sstream>
+#include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +50,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/daemon.h"
 #include "orchestrator/transcode/transcoder.h"
@@ -154,6 +163,7 @@ struct Bench {
   // ours: TranscodeOptions.thread_policy; "auto" gets the segments in flight as the orchestrator
   // counts them (this process's TranscodeSegment calls running now).
   std::string thread_policy = "fixed";
+  bool scale_from_larger = false;  // ours: TranscodeOptions.scale_from_larger
   mutable std::atomic<int> in_flight{0};
   std::vector<fs::path> sources;
 
@@ -247,7 +257,7 @@ struct Bench {
     return spec;
   }
 
-  bool Ours(int i, int threads, const fs::path& out_dir) const {
+  bool Ours(int i, int threads, const fs::path& out_dir, std::string* plan = nullptr) const {
     std::vector<sy::orchestrator::RenditionSpec> ladder;
     for (const Rung& r : kLadder) ladder.push_back(Spec(r));
     sy::orchestrator::TranscodeOptions options;
@@ -256,6 +266,7 @@ struct Bench {
     options.parallel_renditions = !serial_renditions;
     options.hw_decode = hw_decode;
     options.thread_policy = thread_policy;
+    options.scale_from_larger = scale_from_larger;
     const std::string segment = ReadFile(Source(i));
     options.segments_in_flight = ++in_flight;
     auto result = sy::orchestrator::TranscodeSegment(segment, ladder, options);
@@ -264,6 +275,7 @@ struct Bench {
       std::cerr << "ours, segment " << i << ": " << result.status() << "\n";
       return false;
     }
+    if (plan != nullptr) *plan = result->thread_plan;
     for (size_t r = 0; r < kRungs; ++r) {
       if (!WriteFile(Output(out_dir, i, r), result->renditions[r].data)) return false;
     }
@@ -341,12 +353,110 @@ struct Bench {
   }
 };
 
+// Starts args[0] (a path) in the background with stdout and stderr into `log`; its pid, or -1.
+pid_t SpawnBackground(const std::vector<std::string>& args, const fs::path& log) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 2, 1);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
+}
+
+// Where a side's CPU goes, from `perf record -a` samples of its processes' threads (`comm`),
+// grouped by the library they were in: the work both sides must do (libx264 encoding,
+// libavcodec decoding the H.264 source, libswscale scaling) and the rest.
+struct CpuShares {
+  std::map<std::string, double> percent;  // category -> share of the side's samples
+  std::string error;                      // why there is none
+};
+
+std::string CategoryOf(const std::string& dso) {
+  auto starts = [&](const char* prefix) { return dso.rfind(prefix, 0) == 0; };
+  if (starts("libx264")) return "libx264 (encoding)";
+  if (starts("libavcodec")) return "libavcodec (decoding the source)";
+  if (starts("libswscale")) return "libswscale (scaling)";
+  if (starts("libavfilter")) return "libavfilter (filter graph)";
+  if (starts("libavformat")) return "libavformat (demuxing, muxing)";
+  if (starts("libavutil")) return "libavutil";
+  if (starts("[kernel")) return "kernel";
+  if (starts("libc.so") || starts("libc-")) return "libc";
+  if (starts("ld-linux")) return "dynamic loader";
+  if (dso == "transcode_bench" || dso == "ffmpeg") return "the program itself";
+  return "other";
+}
+
+// Runs `work` under `perf record -a` and reads back the shares of the threads named `comm`.
+template <typename Work>
+CpuShares ProfileSide(const std::string& perf, const fs::path& dir, const std::string& tag,
+                      const std::string& comm, Work work) {
+  CpuShares shares;
+  const fs::path data = dir / absl::StrCat("perf.", tag, ".data");
+  const pid_t pid = SpawnBackground(
+      {perf, "record", "-a", "-F", "499", "-o", data.string()}, dir / ("perf." + tag + ".log"));
+  if (pid < 0) {
+    shares.error = "perf could not be started";
+    return shares;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // perf attaches to every CPU
+  work();
+  kill(pid, SIGINT);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const fs::path report = dir / ("perf." + tag + ".report");
+  if (Spawn({perf, "report", "-i", data.string(), "--stdio", "--comm", comm, "--sort", "dso",
+             "--percent-limit", "0"},
+            report) != 0) {
+    shares.error = absl::StrCat("perf report failed; see ", report.string(), " and ",
+                                (dir / ("perf." + tag + ".log")).string());
+    return shares;
+  }
+  // Lines like "    49.80%  libx264.so.164"; with --comm the shares are of that comm's samples.
+  std::istringstream in(ReadFile(report));
+  std::string line;
+  double total = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    char* end = nullptr;
+    const double pct = std::strtod(line.c_str(), &end);
+    if (end == line.c_str() || *end != '%') continue;
+    std::string dso(end + 1);
+    dso.erase(0, dso.find_first_not_of(" \t"));
+    dso.erase(dso.find_last_not_of(" \t\r") + 1);
+    shares.percent[CategoryOf(dso)] += pct;
+    total += pct;
+  }
+  if (total <= 0) shares.error = absl::StrCat("no samples of ", comm, "; see ", report.string());
+  // perf report gives shares of all samples; make them shares of this comm's.
+  for (auto& [category, pct] : shares.percent) pct = pct * 100 / std::max(total, 1e-9);
+  return shares;
+}
+
 struct Side {
+  std::string name;
   double wall = 0;
   double cpu = 0;  // CPU seconds, all threads or processes
   int segments = 0;
   int failures = 0;
+  std::vector<double> latencies;  // seconds per segment, start of its call to its end
+  std::vector<double> round_walls;
   double Rate() const { return wall > 0 ? segments / wall : 0; }
+  double CpuPerSegment() const { return cpu / std::max(1, segments); }
+  // The q-quantile of the per-segment latencies (nearest rank).
+  double Latency(double q) const {
+    if (latencies.empty()) return NAN;
+    std::vector<double> sorted = latencies;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+    return sorted[std::min(sorted.size() - 1, rank > 0 ? rank - 1 : 0)];
+  }
 };
 
 // PSNR (the psnr filter's "average", all planes) of `out` against `source` scaled to WxH with the
@@ -370,33 +480,34 @@ double Psnr(const Bench& b, const fs::path& out, const fs::path& source, const R
 int main(int argc, char** argv) {
   CLI::App app{"Switchyard transcoding benchmark: TranscodeSegment vs the ffmpeg CLI"};
   int segments = 8;
-  int rounds = 2;
-  std::vector<int> concurrencies = {1, 2};
-  std::vector<int> thread_counts = {1};
+  int rounds = 3;
+  std::vector<int> concurrencies = {1, 2, 4};
+  int threads = 1;
   std::string ffmpeg_name = "ffmpeg";
   std::string work_dir;
   bool keep = false;
-  bool cli_defaults = false;
+  bool cli_pinned = false;
   bool split_ladder = false;
   std::string only = "both";
   app.add_option("--segments", segments, "2-second segments to generate and transcode")
       ->check(CLI::Range(1, 1000));
-  app.add_option("--rounds", rounds, "Runs of each side per configuration (alternating order)")
+  app.add_option("--rounds", rounds, "Runs of each side per configuration (rotating order)")
       ->check(CLI::Range(1, 100));
-  app.add_option("--concurrency", concurrencies, "Segments transcoded at once (both sides)")
+  app.add_option("--concurrency", concurrencies, "Segments transcoded at once (every side)")
       ->delimiter(',')
       ->check(CLI::Range(1, 64));
-  app.add_option("--threads", thread_counts,
-                 "libx264 threads per rendition (TranscodeOptions.encoder_threads / -threads)")
-      ->delimiter(',')
+  app.add_option("--threads", threads,
+                 "libx264 threads per rendition for ours with --thread-policy fixed "
+                 "(TranscodeOptions.encoder_threads) and for the pinned CLI (-threads)")
       ->check(CLI::Range(1, 16));
   app.add_option("--ffmpeg", ffmpeg_name, "The ffmpeg CLI (a name on PATH or a path)");
   app.add_option("--work-dir", work_dir,
                  "Where to put the source and outputs (default: a temp dir)");
   app.add_flag("--keep", keep, "Keep the work dir");
-  app.add_flag("--cli-defaults", cli_defaults,
-               "Also time the CLI with its own thread defaults (no -threads options), "
-               "for information");
+  app.add_flag("--cli-pinned", cli_pinned,
+               "Also time the CLI pinned to one decoder and filter thread and --threads x264 "
+               "threads (-threads 1 -filter_complex_threads 1 ... -threads N), labelled; the "
+               "baseline is always the CLI with its own defaults");
   app.add_flag("--split-ladder", split_ladder,
                "Also time, for information, each rendition in its own thread with its own "
                "TranscodeSegment call (one decode per rendition), at concurrency 1");
@@ -409,12 +520,22 @@ int main(int argc, char** argv) {
                  "Ours decodes with NVDEC (cuda: required; auto, the orchestrator's default: when "
                  "the machine has a GPU) or in software (none); the CLI decodes in software")
       ->check(CLI::IsMember({"none", "auto", "cuda"}));
-  std::string thread_policy = "fixed";
+  std::string thread_policy = "auto";
   app.add_option("--thread-policy", thread_policy,
-                 "Ours: fixed (--threads x264 threads per rendition, one decoder thread) or auto "
-                 "(the orchestrator's default: threads from the cores and the segments in "
-                 "flight; --threads is then ignored)")
+                 "Ours: auto (the orchestrator's default: threads from the cores and the "
+                 "segments in flight) or fixed (one decoder thread, --threads x264 threads per "
+                 "rendition)")
       ->check(CLI::IsMember({"fixed", "auto"}));
+  std::string scale_from_larger = "off";
+  app.add_option("--scale-from-larger", scale_from_larger,
+                 "Ours: scale the smaller renditions from the largest one's scaled frame (on) or "
+                 "each from the decoded frame (off, the orchestrator's default)")
+      ->check(CLI::IsMember({"on", "off"}));
+  std::string perf_name;
+  app.add_option("--profile", perf_name,
+                 "After the timed part, run ours and the CLI with its defaults once more over the "
+                 "segments at concurrency 1 under `perf record -a` (PERF: the perf tool, e.g. "
+                 "perf; needs perf_event access) and report where each side's CPU goes");
   app.add_option("--only", only, "Time one side only, no PSNR (for profiling)")
       ->check(CLI::IsMember({"both", "ours", "cli"}));
   CLI11_PARSE(app, argc, argv);
@@ -427,7 +548,7 @@ int main(int argc, char** argv) {
   b.serial_renditions = serial_renditions;
   b.hw_decode = hw_decode;
   b.thread_policy = thread_policy;
-  std::printf("Ours: thread_policy \"%s\"\n", thread_policy.c_str());
+  b.scale_from_larger = scale_from_larger == "on";
   b.ffmpeg = FindExecutable(ffmpeg_name);
   if (b.ffmpeg.empty()) {
     std::cerr << "transcode_bench: the ffmpeg CLI (\"" << ffmpeg_name
@@ -446,148 +567,212 @@ int main(int argc, char** argv) {
   std::printf("# Transcoding: TranscodeSegment vs the ffmpeg CLI\n\nCLI: %s (%s)\n",
               version.substr(0, version.find('\n')).c_str(), b.ffmpeg.c_str());
   std::printf(
-      "Machine: %u hardware threads; load average at start %s; ours decodes with "
-      "hw_decode \"%s\"\n",
-      std::thread::hardware_concurrency(), LoadAverage().c_str(), hw_decode.c_str());
+      "Machine: %u hardware threads; load average at start %s\n"
+      "Ours: thread_policy \"%s\"%s, scale_from_larger %s, hw_decode \"%s\"%s\n",
+      std::thread::hardware_concurrency(), LoadAverage().c_str(), thread_policy.c_str(),
+      thread_policy == "fixed" ? absl::StrCat(" (", threads, " x264 threads)").c_str() : "",
+      scale_from_larger.c_str(), hw_decode.c_str(),
+      serial_renditions ? ", renditions one after another" : "");
   if (!b.Generate()) return 1;
 
   // Warm-up, untimed: page cache, lazy library loading, x264 init tables.
   {
     const fs::path warm = b.dir / "warmup";
     fs::create_directories(warm);
-    if (!b.Ours(0, 1, warm) || !b.Cli(0, 1, warm)) return 1;
+    if (!b.Ours(0, threads, warm) || !b.Cli(0, 0, warm)) return 1;
   }
 
+  // The sides: ours, the CLI with its defaults (the baseline: how its users run it) and, with
+  // --cli-pinned, the CLI pinned to one decoder/filter thread. Each configuration runs every side
+  // --rounds times over the segments, rotating which goes first.
+  enum SideKind { kOurs, kCliDefaults, kCliPinned };
+  std::vector<SideKind> kinds;
+  if (only != "cli") kinds.push_back(kOurs);
+  if (only != "ours") kinds.push_back(kCliDefaults);
+  if (only != "ours" && cli_pinned) kinds.push_back(kCliPinned);
+  const char* kNames[] = {"ours", "ffmpeg CLI, its defaults (baseline)",
+                          "ffmpeg CLI pinned (-threads 1, filter threads 1)"};
   std::printf(
-      "\n## Throughput: %d segments x %d rounds per side; ladder 720p/3M, 480p/1.6M, 360p/800k, "
-      "veryfast\n\n"
-      "| concurrency | x264 threads | side | segments | wall s | CPU s/segment | segments/s | "
-      "realtime x | ours/CLI |\n|---|---|---|---|---|---|---|---|---|\n",
+      "\n## Throughput and latency: %d segments x %d rounds per side; ladder 720p/3M, 480p/1.6M, "
+      "360p/800k, veryfast\n\n"
+      "| concurrency | side | segments | wall s | segments/s | latency p50 s | latency p95 s | "
+      "CPU s/segment | vs the CLI's defaults |\n|---|---|---|---|---|---|---|---|---|\n",
       segments, rounds);
   std::fflush(stdout);
   fs::path psnr_ours, psnr_cli;
   std::string psnr_config;
   bool failed = false;
-  int configs = 0, configs_met = 0;
-  for (int threads : thread_counts) {
-    for (int concurrency : concurrencies) {
-      const std::string tag = absl::StrCat("c", concurrency, "_t", threads);
-      const fs::path ours_dir = b.dir / ("ours_" + tag);
-      const fs::path cli_dir = b.dir / ("cli_" + tag);
-      fs::create_directories(ours_dir);
-      fs::create_directories(cli_dir);
-      Side ours, cli;
-      std::vector<double> ratios;
-      for (int round = 0; round < rounds; ++round) {
-        std::atomic<int> ours_failed{0}, cli_failed{0};
-        double ours_wall = 0, cli_wall = 0;
-        auto run_ours = [&] {
-          if (only == "cli") return;
-          const double cpu0 = CpuSeconds(RUSAGE_SELF);
-          ours_wall = RunPool(segments, concurrency, [&](int i) {
-            if (!b.Ours(i, threads, ours_dir)) ++ours_failed;
-          });
-          ours.cpu += CpuSeconds(RUSAGE_SELF) - cpu0;
-        };
-        auto run_cli = [&] {
-          if (only == "ours") return;
-          const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
-          cli_wall = RunPool(segments, concurrency, [&](int i) {
-            if (!b.Cli(i, threads, cli_dir)) ++cli_failed;
-          });
-          cli.cpu += CpuSeconds(RUSAGE_CHILDREN) - cpu0;
-        };
-        if (round % 2 == 0) {
-          run_ours();
-          run_cli();
-        } else {
-          run_cli();
-          run_ours();
+  std::vector<std::string> verdicts;
+  std::vector<std::string> plans;
+  for (int concurrency : concurrencies) {
+    const std::string tag = absl::StrCat("c", concurrency);
+    std::vector<Side> sides(kinds.size());
+    std::vector<fs::path> dirs(kinds.size());
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      sides[k].name = kNames[kinds[k]];
+      dirs[k] = b.dir / absl::StrCat(kinds[k] == kOurs          ? "ours_"
+                                     : kinds[k] == kCliDefaults ? "cli_"
+                                                                : "cli_pinned_",
+                                     tag);
+      fs::create_directories(dirs[k]);
+    }
+    std::string plan;
+    for (int round = 0; round < rounds; ++round) {
+      for (size_t step = 0; step < kinds.size(); ++step) {
+        const size_t k = (step + static_cast<size_t>(round)) % kinds.size();
+        Side& side = sides[k];
+        std::atomic<int> failures{0};
+        std::mutex mu;
+        const bool is_ours = kinds[k] == kOurs;
+        const int who = is_ours ? RUSAGE_SELF : RUSAGE_CHILDREN;
+        const double cpu0 = CpuSeconds(who);
+        const double wall = RunPool(segments, concurrency, [&](int i) {
+          const auto t0 = Clock::now();
+          std::string segment_plan;
+          bool ok = false;
+          if (is_ours) {
+            ok = b.Ours(i, threads, dirs[k], &segment_plan);
+          } else {
+            ok = b.Cli(i, kinds[k] == kCliPinned ? threads : 0, dirs[k]);
+          }
+          const double seconds = Seconds(Clock::now() - t0);
+          std::lock_guard<std::mutex> lock(mu);
+          if (!ok) ++failures;
+          side.latencies.push_back(seconds);
+          if (is_ours && plan.empty()) plan = segment_plan;
+        });
+        side.cpu += CpuSeconds(who) - cpu0;
+        side.wall += wall;
+        side.round_walls.push_back(wall);
+        side.segments += segments;
+        side.failures += failures;
+      }
+    }
+    if (!plan.empty()) plans.push_back(absl::StrCat("concurrency ", concurrency, ": ", plan));
+    const Side* baseline = nullptr;
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      if (kinds[k] == kCliDefaults) baseline = &sides[k];
+    }
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      const Side& s = sides[k];
+      std::string vs = "-";
+      if (kinds[k] == kCliDefaults) {
+        vs = "1";
+      } else if (baseline != nullptr) {
+        std::string per_round;
+        for (size_t r = 0; r < s.round_walls.size(); ++r) {
+          absl::StrAppend(&per_round, r ? ", " : "",
+                          absl::StrFormat("%.2f", baseline->round_walls[r] / s.round_walls[r]));
         }
-        ours.wall += ours_wall;
-        ours.segments += segments;
-        ours.failures += ours_failed;
-        cli.wall += cli_wall;
-        cli.segments += segments;
-        cli.failures += cli_failed;
-        ratios.push_back(cli_wall / ours_wall);
+        vs = absl::StrFormat(
+            "throughput **%.3f**x (rounds %s), latency p50 **%.3f**x, CPU/segment %.3fx",
+            s.Rate() / baseline->Rate(), per_round, s.Latency(0.5) / baseline->Latency(0.5),
+            s.CpuPerSegment() / baseline->CpuPerSegment());
+        if (kinds[k] == kOurs) {
+          if (concurrency == 1) {
+            const double ratio = s.Latency(0.5) / baseline->Latency(0.5);
+            verdicts.push_back(absl::StrFormat(
+                "concurrency 1: latency p50 %.3fx the CLI's (target <= 0.8): %s", ratio,
+                ratio <= 0.8 ? "met" : "NOT met"));
+          } else {
+            const double ratio = s.Rate() / baseline->Rate();
+            verdicts.push_back(
+                absl::StrFormat("concurrency %d: throughput %.3fx the CLI's (target >= 1.1): %s",
+                                concurrency, ratio, ratio >= 1.1 ? "met" : "NOT met"));
+          }
+        }
       }
-      const double ratio = ours.Rate() / cli.Rate();
-      ++configs;
-      if (ratio >= 1.25) ++configs_met;
-      auto row = [&](const char* side, const Side& s, const std::string& vs) {
-        std::printf("| %d | %d | %s | %d | %.2f | %.2f | %.3f | %.2f | %s |%s\n", concurrency,
-                    threads, side, s.segments, s.wall, s.cpu / std::max(1, s.segments), s.Rate(),
-                    s.Rate() * kSegmentSeconds, vs.c_str(), s.failures ? " (failures!)" : "");
-      };
-      std::string per_round;
-      for (double r : ratios) {
-        char one[16];
-        std::snprintf(one, sizeof(one), "%.2f", r);
-        absl::StrAppend(&per_round, per_round.empty() ? "" : ", ", one);
-      }
-      char vs[160];
-      std::snprintf(
-          vs, sizeof(vs), "**%.3f** (rounds: %s; CPU/segment CLI/ours %.3f)", ratio,
-          per_round.c_str(),
-          (cli.cpu / std::max(1, cli.segments)) / (ours.cpu / std::max(1, ours.segments)));
-      if (only != "cli") row("ours", ours, only == "both" ? vs : "-");
-      if (only != "ours") row("ffmpeg CLI", cli, "1");
-      std::fflush(stdout);
-      failed = failed || ours.failures > 0 || cli.failures > 0;
-      if (psnr_config.empty()) {
-        psnr_ours = ours_dir;
-        psnr_cli = cli_dir;
-        psnr_config = absl::StrCat("concurrency ", concurrency, ", x264 threads ", threads);
-      }
+      std::printf("| %d | %s | %d | %.2f | %.3f | %.2f | %.2f | %.2f | %s |%s\n", concurrency,
+                  s.name.c_str(), s.segments, s.wall, s.Rate(), s.Latency(0.5), s.Latency(0.95),
+                  s.CpuPerSegment(), vs.c_str(), s.failures ? " (failures!)" : "");
+      failed = failed || s.failures > 0;
+    }
+    std::fflush(stdout);
+    if (psnr_config.empty() && only == "both") {
+      psnr_ours = dirs[0];
+      psnr_cli = dirs[1];
+      psnr_config = absl::StrCat("concurrency ", concurrency);
     }
   }
   if (split_ladder) {
-    for (int threads : thread_counts) {
-      const fs::path dir = b.dir / absl::StrCat("ours_split_t", threads);
-      fs::create_directories(dir);
-      Side ours;
-      for (int round = 0; round < rounds; ++round) {
-        std::atomic<int> ours_failed{0};
-        const double cpu0 = CpuSeconds(RUSAGE_SELF);
-        ours.wall += RunPool(segments, 1, [&](int i) {
-          if (!b.OursSplit(i, threads, dir)) ++ours_failed;
-        });
-        ours.cpu += CpuSeconds(RUSAGE_SELF) - cpu0;
-        ours.segments += segments;
-        ours.failures += ours_failed;
-      }
-      std::printf(
-          "| 1 | %d | ours, renditions in 3 threads (3 decodes; experiment) | %d | %.2f | "
-          "%.2f | %.3f | %.2f | - |%s\n",
-          threads, ours.segments, ours.wall, ours.cpu / ours.segments, ours.Rate(),
-          ours.Rate() * kSegmentSeconds, ours.failures ? " (failures!)" : "");
-      std::fflush(stdout);
-    }
-  }
-  if (cli_defaults) {
-    const fs::path cli_dir = b.dir / "cli_defaults";
-    fs::create_directories(cli_dir);
-    Side cli;
+    const fs::path dir = b.dir / absl::StrCat("ours_split_t", threads);
+    fs::create_directories(dir);
+    Side ours;
     for (int round = 0; round < rounds; ++round) {
-      std::atomic<int> cli_failed{0};
-      const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
-      cli.wall += RunPool(segments, 1, [&](int i) {
-        if (!b.Cli(i, 0, cli_dir)) ++cli_failed;
+      std::atomic<int> ours_failed{0};
+      const double cpu0 = CpuSeconds(RUSAGE_SELF);
+      ours.wall += RunPool(segments, 1, [&](int i) {
+        if (!b.OursSplit(i, threads, dir)) ++ours_failed;
       });
-      cli.cpu += CpuSeconds(RUSAGE_CHILDREN) - cpu0;
-      cli.segments += segments;
-      cli.failures += cli_failed;
+      ours.cpu += CpuSeconds(RUSAGE_SELF) - cpu0;
+      ours.segments += segments;
+      ours.failures += ours_failed;
     }
     std::printf(
-        "| 1 | CLI default | ffmpeg CLI, no -threads options | %d | %.2f | %.2f | %.3f | "
-        "%.2f | - |%s\n",
-        cli.segments, cli.wall, cli.cpu / cli.segments, cli.Rate(), cli.Rate() * kSegmentSeconds,
-        cli.failures ? " (failures!)" : "");
+        "| 1 | ours, renditions in 3 threads of %d x264 threads (3 decodes; experiment) | %d | "
+        "%.2f | %.3f | - | - | %.2f | - |%s\n",
+        threads, ours.segments, ours.wall, ours.Rate(), ours.CpuPerSegment(),
+        ours.failures ? " (failures!)" : "");
+    std::fflush(stdout);
+  }
+  if (!plans.empty()) {
+    std::printf("\nOurs, thread plan of a segment (TranscodeResult::thread_plan):\n");
+    for (const auto& p : plans) std::printf("- %s\n", p.c_str());
   }
   if (only == "both") {
-    std::printf("\nThroughput target (ours/CLI >= 1.25): met in %d of %d configurations\n",
-                configs_met, configs);
+    std::printf("\nTargets:\n");
+    for (const auto& v : verdicts) std::printf("- %s\n", v.c_str());
+  }
+  if (!perf_name.empty()) {
+    const std::string perf = FindExecutable(perf_name);
+    if (perf.empty()) {
+      std::cerr << "transcode_bench: --profile " << perf_name << ": not found\n";
+      return 2;
+    }
+    const fs::path dir = b.dir / "profile";
+    fs::create_directories(dir);
+    double ours_cpu = 0, cli_cpu = 0;
+    CpuShares ours = ProfileSide(perf, dir, "ours", "transcode_bench", [&] {
+      const double cpu0 = CpuSeconds(RUSAGE_SELF);
+      RunPool(segments, 1, [&](int i) { b.Ours(i, threads, dir); });
+      ours_cpu = (CpuSeconds(RUSAGE_SELF) - cpu0) / segments;
+    });
+    CpuShares cli = ProfileSide(perf, dir, "cli", "ffmpeg", [&] {
+      const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
+      RunPool(segments, 1, [&](int i) { b.Cli(i, 0, dir); });
+      cli_cpu = (CpuSeconds(RUSAGE_CHILDREN) - cpu0) / segments;
+    });
+    std::printf(
+        "\n## Where the CPU goes (perf record -a -F 499, one pass at concurrency 1; share of "
+        "each side's samples)\n\n");
+    if (!ours.error.empty() || !cli.error.empty()) {
+      std::printf("Not measured: %s %s\n", ours.error.c_str(), cli.error.c_str());
+    } else {
+      std::map<std::string, int> order;
+      for (const auto& [c, p] : ours.percent) order[c] = 0;
+      for (const auto& [c, p] : cli.percent) order[c] = 0;
+      std::printf("| where | ours %% | ours CPU s/segment | CLI %% | CLI CPU s/segment |\n"
+                  "|---|---|---|---|---|\n");
+      double ours_work = 0, cli_work = 0;
+      for (const auto& [category, unused] : order) {
+        const double o = ours.percent.count(category) ? ours.percent.at(category) : 0;
+        const double c = cli.percent.count(category) ? cli.percent.at(category) : 0;
+        std::printf("| %s | %.1f | %.2f | %.1f | %.2f |\n", category.c_str(), o,
+                    o / 100 * ours_cpu, c, c / 100 * cli_cpu);
+        if (category.rfind("libx264", 0) == 0 || category.rfind("libavcodec", 0) == 0 ||
+            category.rfind("libswscale", 0) == 0) {
+          ours_work += o / 100 * ours_cpu;
+          cli_work += c / 100 * cli_cpu;
+        }
+      }
+      std::printf(
+          "| all | 100 | %.2f | 100 | %.2f |\n\nEncoding, decoding and scaling (the work both "
+          "sides must do): ours %.2f s of %.2f s CPU per segment (%.0f%%), the CLI %.2f s of "
+          "%.2f s (%.0f%%).\n",
+          ours_cpu, cli_cpu, ours_work, ours_cpu, 100 * ours_work / std::max(ours_cpu, 1e-9),
+          cli_work, cli_cpu, 100 * cli_work / std::max(cli_cpu, 1e-9));
+    }
+    std::fflush(stdout);
   }
   std::printf("\nLoad average at the end: %s\n", LoadAverage().c_str());
   std::fflush(stdout);
@@ -598,7 +783,7 @@ int main(int argc, char** argv) {
   // segments have the same frame count), as the psnr filter's own average over a stream would.
   std::printf(
       "\n## Quality (%s outputs): PSNR against the scaled source, psnr filter\n\n"
-      "| rendition | ours dB | CLI dB | ours - CLI dB | ours kbit/s | CLI kbit/s | within "
+      "| rendition | ours dB | CLI (defaults) dB | ours - CLI dB | ours kbit/s | CLI kbit/s | within "
       "0.1 dB |\n|---|---|---|---|---|---|---|\n",
       psnr_config.c_str());
   std::vector<double> psnr(2 * kRungs * static_cast<size_t>(segments), NAN);

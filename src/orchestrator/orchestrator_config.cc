@@ -261,13 +261,14 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
       tc.CheckKeys({"enabled", "capacity", "max_renditions", "price_per_unit", "encoder_threads",
                     "session_idle_timeout_ms", "parallel_renditions", "hw_decode", "hw_encode",
                     "gpu_scale", "max_segment_bytes", "max_segment_seconds", "max_sessions_per_key",
-                    "thread_policy", "cores"}));
+                    "thread_policy", "cores", "scale_from_larger"}));
   SY_RETURN_IF_ERROR(tc.Read("enabled", &c.transcode.enabled));
   SY_RETURN_IF_ERROR(tc.Read("capacity", &c.transcode.capacity));
   SY_RETURN_IF_ERROR(tc.Read("max_renditions", &c.transcode.max_renditions));
   SY_RETURN_IF_ERROR(tc.Read("price_per_unit", &c.transcode.price_per_unit));
   SY_RETURN_IF_ERROR(tc.Read("encoder_threads", &c.transcode.encoder_threads));
   SY_RETURN_IF_ERROR(tc.Read("parallel_renditions", &c.transcode.parallel_renditions));
+  SY_RETURN_IF_ERROR(tc.Read("scale_from_larger", &c.transcode.scale_from_larger));
   SY_RETURN_IF_ERROR(tc.Read("thread_policy", &c.transcode.thread_policy));
   if (c.transcode.thread_policy != "auto" && c.transcode.thread_policy != "fixed") {
     return tc.Error("thread_policy", "must be \"auto\" or \"fixed\"");

@@ -67,6 +67,7 @@ struct TranscodeConfig {
   double price_per_unit = 0;        // price per output pixel
   int encoder_threads = 1;          // libx264 threads per rendition
   bool parallel_renditions = true;  // encode a segment's renditions on a thread each
+  bool scale_from_larger = false;   // smaller renditions scaled from the largest one's frame
   // "auto": threads per segment from the cores and the segments in flight (thread_policy.h);
   // "fixed": one decoder thread and encoder_threads per rendition.
   std::string thread_policy = "auto";

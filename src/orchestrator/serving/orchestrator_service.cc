@@ -144,6 +144,7 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   options.max_renditions = config_.transcode.max_renditions;
   options.encoder_threads = config_.transcode.encoder_threads;
   options.parallel_renditions = config_.transcode.parallel_renditions;
+  options.scale_from_larger = config_.transcode.scale_from_larger;
   options.thread_policy = config_.transcode.thread_policy;
   options.cores = config_.transcode.cores;
   options.hw_decode = config_.transcode.hw_decode;
@@ -234,9 +235,10 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
     transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
   }
   spdlog::info(
-      "[{}] transcode {} frames ({} decode, {} encode; threads: {}) -> {} renditions in {:.0f} ms",
+      "[{}] transcode {} frames ({} decode, {} encode; threads: {}; scaling: {}) -> {} "
+      "renditions in {:.0f} ms",
       rid, result->input_frames, result->hardware_decoded ? "GPU" : "software",
-      result->hardware_encoded ? "NVENC" : "libx264", result->thread_plan,
+      result->hardware_encoded ? "NVENC" : "libx264", result->thread_plan, result->scale_plan,
       response->renditions_size(), job->compute_ms());
   return grpc::Status::OK;
 }

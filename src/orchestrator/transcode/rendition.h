@@ -73,7 +73,10 @@ class Rendition {
 
   size_t index() const { return index_; }
   RenditionSpec& spec() { return spec_; }
+  const RenditionSpec& spec() const { return spec_; }
   int width() const { return width_; }
+  // Every decoded frame becomes an output frame (no frame rate conversion); after OpenVideo.
+  bool passthrough_rate() const { return passthrough_rate_; }
   int height() const { return height_; }
   bool has_encoder() const { return encoder_ != nullptr; }
   bool has_muxer() const { return muxer_ != nullptr; }

@@ -187,24 +187,72 @@ absl::Status SegmentTranscoder::OnFrame(AVFrame* frame) {
   }
   const InputTimeline::Timed timed = timeline_->Next(frame);
   const double seconds = timed.ts * av_q2d(video_->time_base);
+  media::AvFramePtr base;  // scale_from_larger: the frame at the base rendition's size
+  if (cascade_base_ != std::string::npos && frame->format != AV_PIX_FMT_CUDA) {
+    const Rendition& b = *renditions_[cascade_base_];
+    auto scaled =
+        base_scaler_->Scale(frame, b.width(), b.height(), cascade_base_, &base_scalers_created_);
+    if (!scaled.ok()) return scaled.status();
+    base = *std::move(scaled);
+  }
   for (size_t i = 0; i < renditions_.size(); ++i) {
     Rendition& r = *renditions_[i];
+    AVFrame* source = base != nullptr && from_base_[i] ? base.get() : frame;
     // A session's segment that starts well before the previous one ended is a discontinuity (the
     // sender restarted), not an overlap: its frames are all kept, on their own timestamps.
     const bool lift_floor = timed.first && r.StartsBeforeFloor(seconds);
     if (workers_.empty()) {
-      if (auto status = r.PushFrame(frame, timed.ts, lift_floor); !status.ok()) return status;
+      if (auto status = r.PushFrame(source, timed.ts, lift_floor); !status.ok()) return status;
       continue;
     }
     RenditionWork work;
     work.kind = RenditionWork::Kind::kFrame;
     work.ts = timed.ts;
     work.lift_floor = lift_floor;
-    work.frame.reset(av_frame_clone(frame));
+    work.frame.reset(av_frame_clone(source));
     if (!work.frame) return absl::ResourceExhaustedError("cannot reference a frame");
     if (auto status = Dispatch(i, std::move(work)); !status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+void SegmentTranscoder::PlanScaleCascade() {
+  from_base_.assign(renditions_.size(), false);
+  if (!options_.scale_from_larger || audio_only_ || renditions_.size() < 2) return;
+  // The base: the largest rendition that keeps every decoded frame (so scaling each frame to its
+  // size once costs nothing it would not do anyway) and is no larger than the input (a smaller
+  // rendition made from an upscaled frame would lose nothing but gain nothing either).
+  const int in_w = video_->codecpar->width;
+  const int in_h = video_->codecpar->height;
+  size_t base = std::string::npos;
+  int64_t base_pixels = 0;
+  for (size_t i = 0; i < renditions_.size(); ++i) {
+    const Rendition& r = *renditions_[i];
+    if (!r.passthrough_rate() || r.width() > in_w || r.height() > in_h) continue;
+    const int64_t pixels = static_cast<int64_t>(r.width()) * r.height();
+    if (pixels > base_pixels) {
+      base = i;
+      base_pixels = pixels;
+    }
+  }
+  if (base == std::string::npos) return;
+  const Rendition& b = *renditions_[base];
+  std::vector<std::string> made;
+  for (size_t i = 0; i < renditions_.size(); ++i) {
+    const Rendition& r = *renditions_[i];
+    if (i == base || r.width() > b.width() || r.height() > b.height()) continue;
+    from_base_[i] = true;
+    made.push_back(r.spec().name.empty() ? absl::StrCat(r.width(), "x", r.height())
+                                         : r.spec().name);
+  }
+  if (made.empty()) return;
+  from_base_[base] = true;  // its own scaler then only takes a new reference
+  cascade_base_ = base;
+  if (state_ != nullptr) base_scaler_ = &state_->base_scaler;
+  scale_plan_ = absl::StrCat(
+      absl::StrJoin(made, ", "), " from ",
+      b.spec().name.empty() ? absl::StrCat(b.width(), "x", b.height()) : b.spec().name,
+      "'s scaled frame");
 }
 
 void SegmentTranscoder::StartWorkers() {
@@ -320,6 +368,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   }
   if (auto status = audio_.PrepareEncoders(); !status.ok()) return status;
   if (auto status = SetUpRenditions(); !status.ok()) return status;
+  PlanScaleCascade();
   StartWorkers();
   if (auto status = ReadAll(); !status.ok()) return status;
   if (audio_only_) return FinishAudioOnly();
@@ -345,6 +394,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::Run() {
   result.hardware_encoded = hardware_encoded_;
   result.duration_seconds = timeline_->seconds();
   result.thread_plan = thread_plan_;
+  result.scale_plan = scale_plan_;
   if (state_ != nullptr) {
     state_->resolved.clear();
     for (auto& r : renditions_) state_->resolved.push_back(r->spec());
@@ -364,6 +414,7 @@ absl::StatusOr<TranscodeResult> SegmentTranscoder::FinishAudioOnly() {
 TranscodeResult SegmentTranscoder::Collect(TranscodeResult result) {
   if (state_ != nullptr) {
     for (auto& r : renditions_) state_->stats.scalers_created += r->scalers_created();
+    state_->stats.scalers_created += base_scalers_created_;
     state_->last_pts.resize(renditions_.size(), AV_NOPTS_VALUE);
     state_->last_time_base.resize(renditions_.size(), AVRational{0, 1});
     state_->last_audio_seconds.resize(renditions_.size());

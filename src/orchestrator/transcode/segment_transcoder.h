@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -45,6 +46,9 @@ class SegmentTranscoder {
   // open; the plan's description goes in the result.
   void PlanSegmentThreads();
   absl::Status SetUpRenditions();
+  // TranscodeOptions::scale_from_larger: picks the base rendition and those made from its frames
+  // (after the renditions resolved their sizes).
+  void PlanScaleCascade();
   // A session's segment continuing the previous one: the previous segment's last audio times for
   // `r` (RenditionMuxer::Open); else null.
   const std::vector<double>* AudioFloor(const Rendition& r) const;
@@ -83,6 +87,14 @@ class SegmentTranscoder {
   std::vector<std::unique_ptr<Rendition>> renditions_;
   std::vector<std::unique_ptr<RenditionWorker>> workers_;  // per rendition, when parallel
   std::atomic<bool> worker_failed_{false};
+  // scale_from_larger: the rendition whose size each decoded frame is scaled to once (npos: none)
+  // and, per rendition, whether it is made from that frame.
+  size_t cascade_base_ = std::string::npos;
+  std::vector<bool> from_base_;
+  transcode::Scaler own_base_scaler_;
+  transcode::Scaler* base_scaler_ = &own_base_scaler_;  // or the stream's
+  int64_t base_scalers_created_ = 0;
+  std::string scale_plan_ = "each from the decoded frame";
   bool hardware_encoded_ = false;
   int64_t input_frames_ = 0;
 };

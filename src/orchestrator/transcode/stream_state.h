@@ -13,6 +13,7 @@ namespace switchyard::orchestrator::internal {
 struct StreamState {
   transcode::DecoderCache decoder;
   std::vector<transcode::Scaler> scalers;  // per rendition
+  transcode::Scaler base_scaler;           // scale_from_larger: to the base rendition's size
   std::vector<int64_t> last_pts;           // per rendition, in last_time_base; or NOPTS
   std::vector<AVRational> last_time_base;
   std::vector<RenditionSpec> resolved;  // the ladder as last resolved from a video segment

@@ -39,6 +39,9 @@ struct TranscodeResult {
   // The threads it ran with (thread_policy.h), e.g. "decoder 1, encoders 2/1/1 (2 cores, 1
   // segment in flight)" or "fixed: decoder 1, encoders 1/1/1".
   std::string thread_plan;
+  // How the renditions were scaled (TranscodeOptions::scale_from_larger), e.g. "480p, 360p from
+  // 720p's scaled frame" or "each from the decoded frame".
+  std::string scale_plan;
 };
 
 struct TranscodeOptions {
@@ -62,6 +65,14 @@ struct TranscodeOptions {
   // Scale and encode the renditions of a segment on one thread each (fed from the one decode),
   // rather than one after another on the calling thread. Outputs are identical either way.
   bool parallel_renditions = true;
+  // Scale each decoded frame once to the largest rendition that keeps every frame (no frame rate
+  // conversion) and is no larger than the input, and make the renditions no larger than it in
+  // either dimension from that frame instead of from the decoded one: their scaling reads a
+  // frame of fewer pixels (1080p -> 720p -> 480p/360p). Off by default: two bicubic passes
+  // soften the picture, 0.17-0.3 dB of PSNR at 480p/360p on the benchmark's ladder
+  // (docs/performance.md), more than the 0.1 dB the transcoder is held to. GPU-decoded frames
+  // are always scaled per rendition.
+  bool scale_from_larger = false;
   // "copy": audio packets are copied into every rendition (audio the output container cannot
   // carry is left out). "aac": each audio stream is decoded once and re-encoded to AAC at
   // audio_bitrate_bps (8000..512000), at most stereo, for every rendition.
