@@ -19,7 +19,8 @@
 // Needs the `ffmpeg` CLI at run time (apt-get install -y ffmpeg); not a build dependency.
 //
 //   build/bin/transcode_bench [--segments 8] [--rounds 3] [--concurrency 1,2,4]
-//                             [--thread-policy auto|fixed] [--threads 1] [--scale-from-larger on|off]
+//                             [--thread-policy auto|fixed] [--threads 1] [--scale-from-larger
+//                             on|off]
 //                             [--cli-pinned] [--profile perf] [--ffmpeg ffmpeg] [--work-dir DIR]
 //                             [--keep] [--split-ladder] [--serial-renditions] [--hw-decode MODE]
 #include <fcntl.h>
@@ -40,9 +41,9 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
-#include <sstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -398,8 +399,8 @@ CpuShares ProfileSide(const std::string& perf, const fs::path& dir, const std::s
                       const std::string& comm, Work work) {
   CpuShares shares;
   const fs::path data = dir / absl::StrCat("perf.", tag, ".data");
-  const pid_t pid = SpawnBackground(
-      {perf, "record", "-a", "-F", "499", "-o", data.string()}, dir / ("perf." + tag + ".log"));
+  const pid_t pid = SpawnBackground({perf, "record", "-a", "-F", "499", "-o", data.string()},
+                                    dir / ("perf." + tag + ".log"));
   if (pid < 0) {
     shares.error = "perf could not be started";
     return shares;
@@ -639,7 +640,9 @@ int main(int argc, char** argv) {
           std::lock_guard<std::mutex> lock(mu);
           if (!ok) ++failures;
           side.latencies.push_back(seconds);
-          if (is_ours && plan.empty()) plan = segment_plan;
+          if (is_ours && plan.find(segment_plan) == std::string::npos) {
+            absl::StrAppend(&plan, plan.empty() ? "" : "; ", segment_plan);
+          }
         });
         side.cpu += CpuSeconds(who) - cpu0;
         side.wall += wall;
@@ -671,9 +674,9 @@ int main(int argc, char** argv) {
         if (kinds[k] == kOurs) {
           if (concurrency == 1) {
             const double ratio = s.Latency(0.5) / baseline->Latency(0.5);
-            verdicts.push_back(absl::StrFormat(
-                "concurrency 1: latency p50 %.3fx the CLI's (target <= 0.8): %s", ratio,
-                ratio <= 0.8 ? "met" : "NOT met"));
+            verdicts.push_back(
+                absl::StrFormat("concurrency 1: latency p50 %.3fx the CLI's (target <= 0.8): %s",
+                                ratio, ratio <= 0.8 ? "met" : "NOT met"));
           } else {
             const double ratio = s.Rate() / baseline->Rate();
             verdicts.push_back(
@@ -716,7 +719,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   if (!plans.empty()) {
-    std::printf("\nOurs, thread plan of a segment (TranscodeResult::thread_plan):\n");
+    std::printf("\nOurs, the segments' thread plans (TranscodeResult::thread_plan):\n");
     for (const auto& p : plans) std::printf("- %s\n", p.c_str());
   }
   if (only == "both") {
@@ -751,14 +754,15 @@ int main(int argc, char** argv) {
       std::map<std::string, int> order;
       for (const auto& [c, p] : ours.percent) order[c] = 0;
       for (const auto& [c, p] : cli.percent) order[c] = 0;
-      std::printf("| where | ours %% | ours CPU s/segment | CLI %% | CLI CPU s/segment |\n"
-                  "|---|---|---|---|---|\n");
+      std::printf(
+          "| where | ours %% | ours CPU s/segment | CLI %% | CLI CPU s/segment |\n"
+          "|---|---|---|---|---|\n");
       double ours_work = 0, cli_work = 0;
       for (const auto& [category, unused] : order) {
         const double o = ours.percent.count(category) ? ours.percent.at(category) : 0;
         const double c = cli.percent.count(category) ? cli.percent.at(category) : 0;
-        std::printf("| %s | %.1f | %.2f | %.1f | %.2f |\n", category.c_str(), o,
-                    o / 100 * ours_cpu, c, c / 100 * cli_cpu);
+        std::printf("| %s | %.1f | %.2f | %.1f | %.2f |\n", category.c_str(), o, o / 100 * ours_cpu,
+                    c, c / 100 * cli_cpu);
         if (category.rfind("libx264", 0) == 0 || category.rfind("libavcodec", 0) == 0 ||
             category.rfind("libswscale", 0) == 0) {
           ours_work += o / 100 * ours_cpu;
@@ -783,7 +787,8 @@ int main(int argc, char** argv) {
   // segments have the same frame count), as the psnr filter's own average over a stream would.
   std::printf(
       "\n## Quality (%s outputs): PSNR against the scaled source, psnr filter\n\n"
-      "| rendition | ours dB | CLI (defaults) dB | ours - CLI dB | ours kbit/s | CLI kbit/s | within "
+      "| rendition | ours dB | CLI (defaults) dB | ours - CLI dB | ours kbit/s | CLI kbit/s | "
+      "within "
       "0.1 dB |\n|---|---|---|---|---|---|---|\n",
       psnr_config.c_str());
   std::vector<double> psnr(2 * kRungs * static_cast<size_t>(segments), NAN);

@@ -38,7 +38,7 @@ Json FullConfig() {
     ],
     "transcode": {"enabled": false, "capacity": 3, "max_renditions": 4,
                   "price_per_unit": 0.5, "encoder_threads": 2, "thread_policy": "fixed",
-                  "cores": 6},
+                  "cores": 6, "scale_from_larger": true},
     "log": {"level": "debug", "format": "json"}
   })");
 }
@@ -76,6 +76,7 @@ TEST(OrchestratorConfigTest, EmptyObjectGivesDefaults) {
   EXPECT_EQ(c->transcode.encoder_threads, 1);
   EXPECT_EQ(c->transcode.thread_policy, "auto");
   EXPECT_EQ(c->transcode.cores, 0);
+  EXPECT_FALSE(c->transcode.scale_from_larger);
   EXPECT_EQ(c->transcode.max_segment_bytes, 64 << 20);
   EXPECT_EQ(c->transcode.max_segment_seconds, 30);
   EXPECT_EQ(c->log_level, "info");
@@ -101,6 +102,7 @@ TEST(OrchestratorConfigTest, FullConfigParses) {
   EXPECT_EQ(c->transcode.encoder_threads, 2);
   EXPECT_EQ(c->transcode.thread_policy, "fixed");
   EXPECT_EQ(c->transcode.cores, 6);
+  EXPECT_TRUE(c->transcode.scale_from_larger);
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->log_format, "json");
 
@@ -409,6 +411,7 @@ TEST(OrchestratorConfigTest, TranscodeRanges) {
                         {"hw_decode", "vaapi"},
                         {"hw_encode", "qsv"},
                         {"parallel_renditions", "yes"},
+                        {"scale_from_larger", 1},
                         {"thread_policy", "dynamic"},
                         {"cores", -1},
                         {"cores", 1025},

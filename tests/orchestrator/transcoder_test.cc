@@ -409,10 +409,10 @@ TEST_F(TranscoderTest, SmallerRenditionsAreScaledFromTheLargestAndKeepTheirQuali
   }
   for (size_t i : {0u, 2u}) {
     const int w = a.renditions[i].width, h = a.renditions[i].height;
-    const double from_base = PsnrAgainstSource(dir_, a.renditions[i].data, input, w, h,
-                                               absl::StrCat("on", i));
-    const double from_decoded = PsnrAgainstSource(dir_, b.renditions[i].data, input, w, h,
-                                                  absl::StrCat("off", i));
+    const double from_base =
+        PsnrAgainstSource(dir_, a.renditions[i].data, input, w, h, absl::StrCat("on", i));
+    const double from_decoded =
+        PsnrAgainstSource(dir_, b.renditions[i].data, input, w, h, absl::StrCat("off", i));
     EXPECT_GT(from_base, 40.0) << "rendition " << i;
     EXPECT_GT(from_base, from_decoded - 3.5) << "rendition " << i;
     EXPECT_LT(from_base, from_decoded) << "rendition " << i << ": not made from the base?";

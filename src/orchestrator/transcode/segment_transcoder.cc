@@ -249,10 +249,10 @@ void SegmentTranscoder::PlanScaleCascade() {
   from_base_[base] = true;  // its own scaler then only takes a new reference
   cascade_base_ = base;
   if (state_ != nullptr) base_scaler_ = &state_->base_scaler;
-  scale_plan_ = absl::StrCat(
-      absl::StrJoin(made, ", "), " from ",
-      b.spec().name.empty() ? absl::StrCat(b.width(), "x", b.height()) : b.spec().name,
-      "'s scaled frame");
+  scale_plan_ =
+      absl::StrCat(absl::StrJoin(made, ", "), " from ",
+                   b.spec().name.empty() ? absl::StrCat(b.width(), "x", b.height()) : b.spec().name,
+                   "'s scaled frame");
 }
 
 void SegmentTranscoder::StartWorkers() {
