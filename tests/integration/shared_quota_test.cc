@@ -4,6 +4,7 @@
 // many calls run at once. Every wait is bounded.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -27,6 +28,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr char kKey[] = "sy_shared_quota_test_key";
+constexpr char kRatedKey[] = "sy_shared_quota_test_rated_key";
+constexpr double kRate = 20, kBurst = 2;
 constexpr int kQuota = 4;
 constexpr int kLeaseTtlMs = 1500;
 
@@ -41,7 +44,11 @@ class SharedQuotaTest : public ::testing::Test {
                                           {{{"id", "app"},
                                             {"sha256", gateway::Sha256Hex(kKey)},
                                             {"rate_per_second", 0},
-                                            {"max_concurrent", kQuota}}}}})
+                                            {"max_concurrent", kQuota}},
+                                           {{"id", "rated"},
+                                            {"sha256", gateway::Sha256Hex(kRatedKey)},
+                                            {"rate_per_second", kRate},
+                                            {"burst", kBurst}}}}})
                              .dump());
     ClusterOptions options;
     options.orchestrators = 0;
@@ -60,16 +67,16 @@ class SharedQuotaTest : public ::testing::Test {
     stubs_.push_back(cluster_.ExtraGatewayStub(1));
   }
 
-  static std::unique_ptr<grpc::ClientContext> Ctx() {
+  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key = kKey) {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", kKey));
+    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", key));
     return ctx;
   }
 
-  // A call that needs a slot for a moment: OK, or why not.
-  grpc::Status Probe(size_t gateway) {
-    auto ctx = Ctx();
+  // A call that needs a token and a slot for a moment: OK, or why not.
+  grpc::Status Probe(size_t gateway, const std::string& key = kKey) {
+    auto ctx = Ctx(key);
     v1::ListCapabilitiesRequest req;
     v1::ListCapabilitiesResponse resp;
     return stubs_.at(gateway)->ListCapabilities(ctx.get(), req, &resp);
@@ -138,6 +145,43 @@ TEST_F(SharedQuotaTest, ConcurrencyQuotaHoldsAcrossThreeGateways) {
     const grpc::Status st = Probe(g);
     EXPECT_TRUE(st.ok()) << "gateway " << g << ": " << st.error_message();
   }
+}
+
+// A key limited to 20 calls/s (burst 2), called on all three gateways at once: together they
+// admit rate x elapsed + burst, within 5%.
+TEST_F(SharedQuotaTest, RateLimitHoldsAcrossThreeGateways) {
+  std::atomic<int> granted{0}, refused{0}, other{0};
+  const auto window = std::chrono::milliseconds(3000);
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (size_t g = 0; g < stubs_.size(); ++g) {
+    threads.emplace_back([&, g] {
+      for (int i = 0; i < 5000 && Clock::now() - start < window; ++i) {
+        const grpc::Status st = Probe(g, kRatedKey);
+        if (st.ok()) {
+          granted++;
+        } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+                   absl::StrContains(st.error_message(), "rate limit")) {
+          refused++;
+        } else {
+          other++;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const double expected = kBurst + kRate * elapsed;
+  std::printf(
+      "SHARED-QUOTA: rate %.0f/s burst %.0f on 3 gateways over %.2f s: %d granted, %.1f "
+      "expected (%+.1f%%), %d refused\n",
+      kRate, kBurst, elapsed, granted.load(), expected,
+      100.0 * (granted.load() - expected) / expected, refused.load());
+  EXPECT_EQ(other.load(), 0) << cluster_.Logs();
+  EXPECT_GT(refused.load(), 0);
+  EXPECT_LE(granted.load(), expected * 1.05);
+  EXPECT_GE(granted.load(), expected * 0.95);
 }
 
 TEST_F(SharedQuotaTest, KilledGatewaysSlotsFreeAfterLeaseTtl) {

@@ -466,7 +466,10 @@ void RedisQuotaBackend::RenewLoop() {
                     [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; });
       if (stop_) return;
     }
-    for (const auto& [key_id, leases] : core_->Leases()) {
+    for (const auto& entry : core_->Leases()) {
+      // Not a structured binding: clang 14 (scripts/check-thread-safety) cannot capture one.
+      const std::string& key_id = entry.first;
+      const std::set<std::string>& leases = entry.second;
       std::vector<std::string> args = {ttl_ms};
       auto flush = [&] {
         if (args.size() <= 1) return;
