@@ -352,7 +352,9 @@ TEST_F(RedisQuotaTest, RedisDownLocalFallsBackCountsAndRecovers) {
 // A TCP server that is not Redis: answers every read with `reply` (or nothing when empty).
 class FakeServer {
  public:
-  explicit FakeServer(std::string reply) : reply_(std::move(reply)) {
+  // `reset`: each connection is reset (RST) right after its first answer.
+  explicit FakeServer(std::string reply, bool reset = false)
+      : reply_(std::move(reply)), reset_(reset) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -395,12 +397,19 @@ class FakeServer {
           continue;
         }
         if (!reply_.empty()) ::send(fds[i].fd, reply_.data(), reply_.size(), MSG_NOSIGNAL);
+        if (reset_) {
+          linger hard{1, 0};
+          ::setsockopt(fds[i].fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+          ::close(fds[i].fd);
+          conns.erase(std::find(conns.begin(), conns.end(), fds[i].fd));
+        }
       }
     }
     for (int c : conns) ::close(c);
   }
 
   std::string reply_;
+  bool reset_ = false;
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -439,6 +448,26 @@ TEST(RedisQuotaHostileTest, GarbageAndWrongRepliesAreCleanErrors) {
     // Bounded by the timeout: the connect, EVALSHA and at most one EVAL.
     EXPECT_LT(took, std::chrono::seconds(2)) << absl::CHexEscape(reply);
     EXPECT_FALSE((*backend)->Ping().ok()) << absl::CHexEscape(reply);
+  }
+}
+
+// A server that resets each connection after answering: the next write on the pooled
+// connection fails with EPIPE/ECONNRESET, an error, not a SIGPIPE that ends the process.
+TEST(RedisQuotaHostileTest, ResetConnectionsAreErrorsNotSignals) {
+  FakeServer server("+OK\r\n", /*reset=*/true);
+  RedisQuotaOptions options;
+  options.address = server.address();
+  options.timeout = absl::Milliseconds(200);
+  options.lease_ttl = absl::Milliseconds(1000);
+  options.retry_interval = absl::ZeroDuration();
+  options.on_unavailable = QuotaOnUnavailable::kDeny;
+  auto backend = RedisQuotaBackend::Create(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  for (int i = 0; i < 20; ++i) {
+    auto slot = (*backend)->Acquire("app", QuotaLimits{0, 1, 1});
+    EXPECT_EQ(slot.status().code(), absl::StatusCode::kUnavailable) << slot.status();
+    EXPECT_FALSE((*backend)->Ping().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the reset arrives
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <utility>
 
@@ -426,6 +427,10 @@ absl::StatusOr<std::unique_ptr<RedisQuotaBackend>> RedisQuotaBackend::Create(
   if (options.retry_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("retry_interval must be >= 0");
   }
+  // hiredis writes with write(2), not send(MSG_NOSIGNAL): a write to a connection Redis (or
+  // something posing as it) has reset would raise SIGPIPE, whose default ends the gateway. The
+  // gateway handles EPIPE as a failed call instead.
+  std::signal(SIGPIPE, SIG_IGN);
   auto core = std::make_shared<Core>(options, std::move(host), port);
   return std::unique_ptr<RedisQuotaBackend>(
       new RedisQuotaBackend(std::move(options), std::move(core), metrics));
