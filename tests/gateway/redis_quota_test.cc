@@ -18,6 +18,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -479,6 +480,66 @@ TEST(RedisQuotaHostileTest, NothingListeningIsUnavailableAtOnce) {
   ASSERT_TRUE(backend.ok()) << backend.status();
   auto slot = (*backend)->Acquire("app", QuotaLimits{0, 1, 1});
   EXPECT_EQ(slot.status().code(), absl::StatusCode::kUnavailable) << slot.status();
+}
+
+// Quota state in Redis that another writer spoiled: bucket fields that are not numbers (or are
+// NaN, or in the future) start a fresh bucket; a key of the wrong type is a clean error.
+TEST_F(RedisQuotaTest, SpoiledStateInRedisIsNotTrusted) {
+  auto command = [&](std::vector<std::string> argv) {
+    redisContext* c = redisConnect("127.0.0.1", redis_->port());
+    ASSERT_TRUE(c != nullptr && c->err == 0);
+    std::vector<const char*> args;
+    std::vector<size_t> lens;
+    for (const auto& a : argv) {
+      args.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(c, static_cast<int>(args.size()), args.data(), lens.data()));
+    EXPECT_TRUE(r != nullptr && r->type != REDIS_REPLY_ERROR) << argv[0];
+    if (r != nullptr) freeReplyObject(r);
+    redisFree(c);
+  };
+  const std::string bucket = prefix_ + "quota:{app}:bucket";
+  const std::string leases = prefix_ + "quota:{app}:leases";
+  RedisQuotaOptions options = Options();
+  options.on_unavailable = QuotaOnUnavailable::kDeny;
+  auto store = Store(options, 1, 2, 0);
+  ASSERT_TRUE(store);
+  struct Case {
+    std::string tokens, us;
+    int admitted;  // of three calls at once
+  };
+  const std::vector<Case> cases = {
+      {"nan", "1", 2},
+      {"abc", "def", 2},
+      {"inf", "0", 2},
+      {"-inf", "1", 2},
+      {"5", "1", 2},                     // more than the burst: a full bucket, not more
+      {"1", "99999999999999999999", 1},  // refilled in the future: no refill, no full bucket
+  };
+  for (const auto& c : cases) {
+    command({"HSET", bucket, "tokens", c.tokens, "us", c.us});
+    int admitted = 0;
+    std::vector<std::unique_ptr<ApiKeyStore::Lease>> held;
+    for (int i = 0; i < 3; ++i) {
+      auto lease = store->Admit(kKey);
+      if (lease.ok()) {
+        admitted++;
+        held.push_back(*std::move(lease));
+      } else {
+        EXPECT_EQ(lease.status().code(), absl::StatusCode::kResourceExhausted) << lease.status();
+      }
+    }
+    EXPECT_EQ(admitted, c.admitted) << c.tokens << " " << c.us;
+  }
+  command({"DEL", leases});
+  command({"SET", leases, "not a sorted set"});
+  auto wrong_type = store->Admit(kKey);
+  EXPECT_EQ(wrong_type.status().code(), absl::StatusCode::kUnavailable) << wrong_type.status();
+  command({"DEL", leases});
+  command({"DEL", bucket});
+  EXPECT_TRUE(store->Admit(kKey).ok());
 }
 
 TEST_F(RedisQuotaTest, PasswordIsSentAndAWrongOneRefused) {

@@ -46,10 +46,12 @@ if rate > 0 then
   local v = redis.call('HMGET', KEYS[1], 'tokens', 'us')
   local tokens = tonumber(v[1])
   local us = tonumber(v[2])
-  if tokens == nil or us == nil or not (tokens <= burst and tokens > -1) or not (us <= now_us) then
+  if tokens == nil or us == nil or not (tokens <= burst and tokens > -1) then
     tokens = burst
     us = now_us
   end
+  -- Redis's clock went back (or the field is not a number): no refill, no full bucket either.
+  if not (us <= now_us) then us = now_us end
   tokens = math.min(burst, tokens + rate * (now_us - us) / 1000000)
   if tokens < 1 then return {-1, n} end
   redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens - 1), 'us',
