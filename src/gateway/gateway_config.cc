@@ -62,6 +62,75 @@ absl::StatusOr<std::map<std::string, std::string>> LoadNodeSecrets(
   return ParseNodeSecrets(text.str(), file);
 }
 
+namespace {
+
+// The `state` block: {"redis": {"address", "password_file", "key_prefix", "timeout_ms",
+// "lease_ttl_ms", "tls"}, "on_unavailable": "deny" | "local"}.
+absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::path& file,
+                             SharedStateConfig* out) {
+  if (!root.Has("state")) return absl::OkStatus();
+  ConfigObject state = root.Child("state");
+  SY_RETURN_IF_ERROR(state.CheckKeys({"redis", "on_unavailable"}));
+  SY_RETURN_IF_ERROR(state.Read("on_unavailable", &out->on_unavailable));
+  if (out->on_unavailable != "deny" && out->on_unavailable != "local") {
+    return state.Error("on_unavailable",
+                       "must be \"deny\" (refuse calls with UNAVAILABLE) or \"local\" (this "
+                       "gateway's own in-memory quotas) while Redis cannot be reached");
+  }
+  if (!state.Has("redis")) {
+    if (state.Has("on_unavailable")) {
+      return state.Error("on_unavailable", "needs state.redis (without it quotas are local)");
+    }
+    return absl::OkStatus();
+  }
+  ConfigObject redis = state.Child("redis");
+  SY_RETURN_IF_ERROR(redis.CheckKeys(
+      {"address", "password_file", "key_prefix", "timeout_ms", "lease_ttl_ms", "tls"}));
+  SY_RETURN_IF_ERROR(redis.Read("address", &out->redis_address, /*required=*/true));
+  SY_RETURN_IF_ERROR(ValidateHostPort(out->redis_address,
+                                      absl::StrCat(file.string(), ": ", redis.Path("address"))));
+  if (absl::EndsWith(out->redis_address, ":0")) return redis.Error("address", "port 0 is no port");
+  bool tls = false;
+  SY_RETURN_IF_ERROR(redis.Read("tls", &tls));
+  if (tls) {
+    return redis.Error("tls",
+                       "is not supported: Debian 12's hiredis (0.14) has no TLS. Reach Redis on "
+                       "loopback or a private network, or through a local TLS tunnel (stunnel, "
+                       "spiped), and set a password_file");
+  }
+  std::string password_file;
+  SY_RETURN_IF_ERROR(redis.Read("password_file", &password_file));
+  if (redis.Has("password_file")) {
+    if (password_file.empty()) return redis.Error("password_file", "must not be empty");
+    const std::filesystem::path path = ResolveConfigPath(file, password_file);
+    std::ifstream in(path);
+    if (!in || !std::getline(in, out->redis_password) || out->redis_password.empty()) {
+      return redis.Error("password_file", absl::StrCat("cannot read a password (first line) from '",
+                                                       path.string(), "'"));
+    }
+  }
+  SY_RETURN_IF_ERROR(redis.Read("key_prefix", &out->redis_key_prefix));
+  if (out->redis_key_prefix.size() > 256 ||
+      !std::all_of(out->redis_key_prefix.begin(), out->redis_key_prefix.end(),
+                   [](char ch) { return ch > 0x20 && ch < 0x7f; })) {
+    return redis.Error("key_prefix", "must be at most 256 printable ASCII characters, no spaces");
+  }
+  SY_RETURN_IF_ERROR(redis.Read("timeout_ms", &out->redis_timeout_ms));
+  if (out->redis_timeout_ms < 1 || out->redis_timeout_ms > 60000) {
+    return redis.Error("timeout_ms", "must be 1..60000");
+  }
+  SY_RETURN_IF_ERROR(redis.Read("lease_ttl_ms", &out->redis_lease_ttl_ms));
+  if (out->redis_lease_ttl_ms < 300 || out->redis_lease_ttl_ms > 3600000 ||
+      out->redis_lease_ttl_ms < 3 * out->redis_timeout_ms) {
+    return redis.Error("lease_ttl_ms",
+                       "must be 300..3600000 and at least 3 times timeout_ms (a gateway renews "
+                       "its leases every third of it)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // The top-level fields a config file may have.
 // clang-format off
 constexpr absl::string_view kGatewayConfigFields[] = {
@@ -71,7 +140,7 @@ constexpr absl::string_view kGatewayConfigFields[] = {
     "max_message_bytes", "log", "stream_idle_timeout_ms", "http_listen", "admin_listen",
     "http_max_connections", "http_max_connections_per_ip", "api_keys_file", "registration_secret",
     "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls", "http_tls",
-    "orchestrator_tls", "live_video"};
+    "orchestrator_tls", "live_video", "state"};
 // clang-format on
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
@@ -226,6 +295,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
     if (!egress.ok()) return live.Error("", egress.status().message());
     c.live_video.egress = *std::move(egress);
   }
+  SY_RETURN_IF_ERROR(ReadSharedState(root, file, &c.state));
   SY_RETURN_IF_ERROR(root.Read("default_timeout_ms", &c.default_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   ConfigObject log = root.Child("log");

@@ -13,6 +13,18 @@
 
 namespace switchyard::gateway {
 
+// State several gateways share (the `state` block; docs/operations.md "Several gateways"). Only
+// API key quotas so far: in Redis when `state.redis` is set, else in this gateway's memory.
+struct SharedStateConfig {
+  std::string redis_address;   // HOST:PORT; empty: no Redis
+  std::string redis_password;  // the first line of state.redis.password_file; empty: no AUTH
+  std::string redis_key_prefix = "switchyard:";
+  int redis_timeout_ms = 200;      // connect and each command
+  int redis_lease_ttl_ms = 15000;  // a dead gateway's concurrency slots free after this long
+  // When Redis cannot be reached: "local" (this gateway's own in-memory quotas) or "deny".
+  std::string on_unavailable = "local";
+};
+
 struct GatewayConfig {
   std::filesystem::path file;
   std::string gateway_id = "gateway";
@@ -76,6 +88,7 @@ struct GatewayConfig {
   // POST /live-video-to-video sessions: the `live_video` block (max_sessions,
   // max_sessions_per_key, allowed_hosts into `egress`); the rest keeps LiveVideoOptions' defaults.
   LiveVideoOptions live_video;
+  SharedStateConfig state;
 };
 
 // A node_secrets_file: {"nodes": [{"id": "node-a", "sha256": "<64 hex digits>"}]} -> id -> hash.

@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "gateway/api/livepeer_api.h"
 #include "gateway/api/openai_api.h"
+#include "gateway/billing/redis_quota.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
 
@@ -58,13 +59,42 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   const auto& c = s->config_;
   s->metrics_ = std::make_unique<Metrics>("gateway");
   if (!c.api_keys_file.empty()) {
-    auto auth = ApiKeyAuth::Create(c.api_keys_file);
+    QuotaBackendPtr quotas;  // null: this gateway's memory
+    if (!c.state.redis_address.empty()) {
+      RedisQuotaOptions options;
+      options.address = c.state.redis_address;
+      options.password = c.state.redis_password;
+      options.key_prefix = c.state.redis_key_prefix;
+      options.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+      options.lease_ttl = absl::Milliseconds(c.state.redis_lease_ttl_ms);
+      options.on_unavailable =
+          c.state.on_unavailable == "deny" ? QuotaOnUnavailable::kDeny : QuotaOnUnavailable::kLocal;
+      auto redis = RedisQuotaBackend::Create(options, s->metrics_.get());
+      if (!redis.ok()) return redis.status();
+      // The gateway starts without Redis too: state.on_unavailable applies until it answers.
+      if (auto st = (*redis)->Ping(); st.ok()) {
+        spdlog::info("API key quotas shared through Redis at {} (key prefix '{}')", options.address,
+                     options.key_prefix);
+      } else {
+        spdlog::warn(
+            "API key quotas: Redis at {} does not answer yet ({}); state.on_unavailable "
+            "is \"{}\" until it does",
+            options.address, st.ToString(), c.state.on_unavailable);
+      }
+      quotas = *std::move(redis);
+    }
+    auto auth = ApiKeyAuth::Create(c.api_keys_file, nullptr, std::move(quotas));
     if (!auth.ok()) return auth.status();
     s->auth_ = *std::move(auth);
   } else {
     spdlog::warn(
         "no api_keys_file configured: the gateway's API is open to anyone who can reach "
         "it (docs/security.md)");
+    if (!c.state.redis_address.empty()) {
+      spdlog::warn(
+          "state.redis is set but there are no API keys (api_keys_file): no quotas to "
+          "share");
+    }
   }
   if (c.registration_secret.empty() && c.node_secrets.empty() && !c.node_id_from_client_cert) {
     spdlog::warn(

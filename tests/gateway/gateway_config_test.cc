@@ -268,6 +268,68 @@ TEST(GatewayConfigTest, NodeSecretsFile) {
   ExpectError(Json({{"node_id_from_client_cert", true}}), "node_id_from_client_cert");
 }
 
+TEST(GatewayConfigTest, SharedStateRedis) {
+  // Absent: quotas stay in this gateway's memory.
+  auto d = Parse(Json::object());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->state.redis_address.empty());
+  EXPECT_EQ(d->state.on_unavailable, "local");
+
+  TempDir tmp;
+  WriteFile(tmp.path() / "redis.pass", "s3cret\nignored second line\n");
+  WriteFile(tmp.path() / "gateway.json",
+            Json({{"state",
+                   {{"redis",
+                     {{"address", "10.0.0.5:6379"},
+                      {"password_file", "redis.pass"},  // relative to the config file
+                      {"key_prefix", "sy-prod:"},
+                      {"timeout_ms", 50},
+                      {"lease_ttl_ms", 3000},
+                      {"tls", false}}},
+                    {"on_unavailable", "deny"}}}})
+                .dump());
+  auto c = LoadGatewayConfig(tmp.path() / "gateway.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state.redis_address, "10.0.0.5:6379");
+  EXPECT_EQ(c->state.redis_password, "s3cret");
+  EXPECT_EQ(c->state.redis_key_prefix, "sy-prod:");
+  EXPECT_EQ(c->state.redis_timeout_ms, 50);
+  EXPECT_EQ(c->state.redis_lease_ttl_ms, 3000);
+  EXPECT_EQ(c->state.on_unavailable, "deny");
+  auto minimal = Parse(Json({{"state", {{"redis", {{"address", "[::1]:6379"}}}}}}));
+  ASSERT_TRUE(minimal.ok()) << minimal.status();
+  EXPECT_EQ(minimal->state.redis_key_prefix, "switchyard:");
+  EXPECT_EQ(minimal->state.redis_timeout_ms, 200);
+  EXPECT_EQ(minimal->state.redis_lease_ttl_ms, 15000);
+  EXPECT_EQ(minimal->state.on_unavailable, "local");
+
+  auto redis = [](Json fields) { return Json({{"state", {{"redis", std::move(fields)}}}}); };
+  ExpectError(Json({{"state", 1}}), "state");
+  ExpectError(Json({{"state", {{"memcached", 1}}}}), "memcached");
+  ExpectError(Json({{"state", {{"on_unavailable", "deny"}}}}), "state.on_unavailable");
+  ExpectError(Json({{"state", {{"redis", {{"address", "h:1"}}}, {"on_unavailable", "allow"}}}}),
+              "state.on_unavailable");
+  ExpectError(redis(Json::object()), "state.redis.address: is required");
+  ExpectError(redis({{"address", "redis"}}), "state.redis.address");
+  ExpectError(redis({{"address", "h:70000"}}), "state.redis.address");
+  ExpectError(redis({{"address", "h:0"}}), "state.redis.address");
+  ExpectError(redis({{"address", "h:1"}, {"colour", 1}}), "colour");
+  ExpectError(redis({{"address", "h:1"}, {"timeout_ms", 0}}), "state.redis.timeout_ms");
+  ExpectError(redis({{"address", "h:1"}, {"timeout_ms", "200"}}), "state.redis.timeout_ms");
+  ExpectError(redis({{"address", "h:1"}, {"lease_ttl_ms", 100}}), "state.redis.lease_ttl_ms");
+  ExpectError(redis({{"address", "h:1"}, {"timeout_ms", 1000}, {"lease_ttl_ms", 2000}}),
+              "state.redis.lease_ttl_ms");
+  ExpectError(redis({{"address", "h:1"}, {"key_prefix", "a b"}}), "state.redis.key_prefix");
+  ExpectError(redis({{"address", "h:1"}, {"password_file", ""}}), "state.redis.password_file");
+  ExpectError(redis({{"address", "h:1"}, {"password_file", (tmp.path() / "none").string()}}),
+              "state.redis.password_file");
+  // Debian 12's hiredis has no TLS: refused at load, saying so.
+  auto tls = Parse(redis({{"address", "h:1"}, {"tls", true}}));
+  ASSERT_FALSE(tls.ok());
+  EXPECT_THAT(tls.status().message(), HasSubstr("state.redis.tls"));
+  EXPECT_THAT(tls.status().message(), HasSubstr("hiredis"));
+}
+
 TEST(ShippedConfigs, GatewayJsonLoads) {
   auto c = LoadGatewayConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / "configs/gateway.json");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -14,22 +14,6 @@
 
 namespace switchyard::gateway {
 
-// A key's live quota state, shared by the store and the leases of its calls in flight.
-struct ApiKeyStore::Lease::State {
-  Mutex mu;
-  double rate_per_second ABSL_GUARDED_BY(mu) = 0;
-  double burst ABSL_GUARDED_BY(mu) = 0;
-  int max_concurrent ABSL_GUARDED_BY(mu) = 0;
-  double tokens ABSL_GUARDED_BY(mu) = 0;
-  absl::Time refilled ABSL_GUARDED_BY(mu) = absl::InfinitePast();
-  int in_flight ABSL_GUARDED_BY(mu) = 0;
-};
-
-ApiKeyStore::Lease::~Lease() {
-  MutexLock lock(&state_->mu);
-  state_->in_flight--;
-}
-
 std::string Sha256Hex(absl::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -91,24 +75,17 @@ absl::StatusOr<std::vector<ApiKeyEntry>> LoadApiKeys(const std::filesystem::path
 }
 
 void ApiKeyStore::Replace(const std::vector<ApiKeyEntry>& entries) {
-  MutexLock lock(&mu_);
-  std::map<std::string, std::shared_ptr<Lease::State>> old_by_id;
-  for (auto& [hash, key] : by_hash_) old_by_id[key.entry.id] = key.state;
-  std::map<std::string, Key> fresh;
+  std::map<std::string, ApiKeyEntry> fresh;
+  std::set<std::string> ids;
   for (const auto& e : entries) {
-    auto it = old_by_id.find(e.id);
-    auto state = it != old_by_id.end() ? it->second : std::make_shared<Lease::State>();
-    {
-      MutexLock state_lock(&state->mu);
-      state->rate_per_second = e.rate_per_second;
-      state->burst = e.burst;
-      state->max_concurrent = e.max_concurrent;
-      if (it == old_by_id.end()) state->tokens = e.burst;  // a new key starts with a full bucket
-      state->tokens = std::min(state->tokens, e.burst);
-    }
-    fresh[e.sha256] = Key{e, std::move(state)};
+    fresh[e.sha256] = e;
+    ids.insert(e.id);
   }
-  by_hash_ = std::move(fresh);
+  {
+    MutexLock lock(&mu_);
+    by_hash_ = std::move(fresh);
+  }
+  backend_->Retain(ids);
 }
 
 absl::Status ApiKeyStore::Authenticate(absl::string_view presented_key) const {
@@ -129,48 +106,28 @@ absl::StatusOr<std::unique_ptr<ApiKeyStore::Lease>> ApiKeyStore::Admit(
         "API key required: send 'authorization: Bearer <key>' (or 'x-api-key: <key>')");
   }
   const std::string hash = Sha256Hex(presented_key);
-  std::shared_ptr<Lease::State> state;
-  std::string id;
+  ApiKeyEntry entry;
   {
     MutexLock lock(&mu_);
     auto it = by_hash_.find(hash);
     if (it == by_hash_.end()) return absl::UnauthenticatedError("unknown API key");
-    state = it->second.state;
-    id = it->second.entry.id;
+    entry = it->second;
   }
-  const absl::Time now = clock_();
-  MutexLock lock(&state->mu);
-  if (state->max_concurrent > 0 && state->in_flight >= state->max_concurrent) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("API key '", id, "' is over its concurrency quota: ", state->in_flight, " of ",
-                     state->max_concurrent, " calls in flight"));
-  }
-  if (state->rate_per_second > 0) {
-    if (state->refilled != absl::InfinitePast() && now > state->refilled) {
-      state->tokens =
-          std::min(state->burst, state->tokens + state->rate_per_second *
-                                                     absl::ToDoubleSeconds(now - state->refilled));
-    }
-    state->refilled = std::max(state->refilled, now);
-    if (state->tokens < 1) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("API key '", id, "' is over its rate limit: ", state->rate_per_second,
-                       " requests per second (burst ", state->burst, ")"));
-    }
-    state->tokens -= 1;
-  }
-  state->in_flight++;
-  return std::unique_ptr<Lease>(new Lease(state, id));
+  auto slot = backend_->Acquire(
+      entry.id, QuotaLimits{entry.rate_per_second, entry.burst, entry.max_concurrent});
+  if (!slot.ok()) return slot.status();
+  return std::unique_ptr<Lease>(new Lease(*std::move(slot), entry.id));
 }
 
 int ApiKeyStore::InFlight(const std::string& key_id) const {
-  MutexLock lock(&mu_);
-  for (const auto& [hash, key] : by_hash_) {
-    if (key.entry.id != key_id) continue;
-    MutexLock state_lock(&key.state->mu);
-    return key.state->in_flight;
+  {
+    MutexLock lock(&mu_);
+    if (std::none_of(by_hash_.begin(), by_hash_.end(),
+                     [&](const auto& item) { return item.second.id == key_id; })) {
+      return -1;
+    }
   }
-  return -1;
+  return backend_->InFlight(key_id);
 }
 
 size_t ApiKeyStore::size() const {

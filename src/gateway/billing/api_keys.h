@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
+#include "gateway/billing/quota_backend.h"
 
 namespace switchyard::gateway {
 
@@ -39,26 +40,30 @@ absl::StatusOr<std::vector<ApiKeyEntry>> ParseApiKeys(const std::string& json_te
                                                       const std::filesystem::path& file);
 absl::StatusOr<std::vector<ApiKeyEntry>> LoadApiKeys(const std::filesystem::path& file);
 
-// Thread-safe; admits a call for a presented key or says why not.
+// Thread-safe; admits a call for a presented key or says why not. The key's quota state lives in
+// a QuotaBackend: this gateway's memory by default, or one shared by several gateways (Redis).
 class ApiKeyStore {
  public:
   using Clock = std::function<absl::Time()>;
-  explicit ApiKeyStore(Clock clock = [] { return absl::Now(); }) : clock_(std::move(clock)) {}
+  // Quotas in this gateway's memory, timed by `clock`.
+  explicit ApiKeyStore(Clock clock = [] { return absl::Now(); })
+      : backend_(InMemoryQuotaBackend::Create(std::move(clock))) {}
+  // Quotas in `backend` (not null).
+  explicit ApiKeyStore(QuotaBackendPtr backend) : backend_(std::move(backend)) {}
 
   // Holds one concurrency slot of a key; gives it back when destroyed, also across reloads.
   class Lease {
    public:
-    ~Lease();
+    ~Lease() = default;
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
     const std::string& key_id() const { return key_id_; }
 
    private:
     friend class ApiKeyStore;
-    struct State;
-    Lease(std::shared_ptr<State> state, std::string key_id)
-        : state_(std::move(state)), key_id_(std::move(key_id)) {}
-    std::shared_ptr<State> state_;
+    Lease(QuotaSlotPtr slot, std::string key_id)
+        : slot_(std::move(slot)), key_id_(std::move(key_id)) {}
+    QuotaSlotPtr slot_;
     std::string key_id_;
   };
 
@@ -67,7 +72,9 @@ class ApiKeyStore {
   void Replace(const std::vector<ApiKeyEntry>& entries) ABSL_LOCKS_EXCLUDED(mu_);
 
   // UNAUTHENTICATED for a missing or unknown key; RESOURCE_EXHAUSTED naming the quota
-  // ("rate limit" or "concurrency quota") when over it. The lease must live as long as the call.
+  // ("rate limit" or "concurrency quota") when over it; UNAVAILABLE when shared quota state
+  // cannot be reached and the backend refuses then (state.on_unavailable "deny"). The lease must
+  // live as long as the call.
   absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view presented_key)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -75,18 +82,15 @@ class ApiKeyStore {
   // taking a token or a slot: the HTTP server's check before it reads a body.
   absl::Status Authenticate(absl::string_view presented_key) const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Calls in flight for a key id (-1 if unknown), for tests and metrics.
+  // Calls in flight that this gateway admitted for a key id (-1 if unknown), for tests and
+  // metrics.
   int InFlight(const std::string& key_id) const ABSL_LOCKS_EXCLUDED(mu_);
   size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  struct Key {
-    ApiKeyEntry entry;
-    std::shared_ptr<Lease::State> state;
-  };
-  Clock clock_;
+  const QuotaBackendPtr backend_;
   mutable Mutex mu_;
-  std::map<std::string, Key> by_hash_ ABSL_GUARDED_BY(mu_);  // sha256 -> key
+  std::map<std::string, ApiKeyEntry> by_hash_ ABSL_GUARDED_BY(mu_);  // sha256 -> key
 };
 
 }  // namespace switchyard::gateway

@@ -66,13 +66,15 @@ class ApiKeyAuth::Factory final : public grpc::experimental::ServerInterceptorFa
   ApiKeyAuth* auth_;
 };
 
-ApiKeyAuth::ApiKeyAuth(std::filesystem::path file, ApiKeyStore::Clock clock)
+ApiKeyAuth::ApiKeyAuth(std::filesystem::path file, ApiKeyStore::Clock clock, QuotaBackendPtr quotas)
     : file_(std::move(file)),
-      store_(clock ? std::move(clock) : ApiKeyStore::Clock([] { return absl::Now(); })) {}
+      store_(quotas ? std::move(quotas) : InMemoryQuotaBackend::Create(std::move(clock))) {}
 
 absl::StatusOr<std::unique_ptr<ApiKeyAuth>> ApiKeyAuth::Create(std::filesystem::path file,
-                                                               ApiKeyStore::Clock clock) {
-  std::unique_ptr<ApiKeyAuth> auth(new ApiKeyAuth(std::move(file), std::move(clock)));
+                                                               ApiKeyStore::Clock clock,
+                                                               QuotaBackendPtr quotas) {
+  std::unique_ptr<ApiKeyAuth> auth(
+      new ApiKeyAuth(std::move(file), std::move(clock), std::move(quotas)));
   SY_RETURN_IF_ERROR(auth->Reload());
   return auth;
 }

@@ -21,9 +21,12 @@ namespace switchyard::gateway {
 
 class ApiKeyAuth {
  public:
-  // Loads `file`; an error (naming file and field) if it cannot be read or is invalid.
+  // Loads `file`; an error (naming file and field) if it cannot be read or is invalid. The keys'
+  // quotas live in `quotas` when given (e.g. Redis, shared by several gateways), else in this
+  // gateway's memory timed by `clock`.
   static absl::StatusOr<std::unique_ptr<ApiKeyAuth>> Create(std::filesystem::path file,
-                                                            ApiKeyStore::Clock clock = nullptr);
+                                                            ApiKeyStore::Clock clock = nullptr,
+                                                            QuotaBackendPtr quotas = nullptr);
 
   // Re-reads the file (SIGHUP). On error the old keys stay in force and the error is returned.
   absl::Status Reload();
@@ -50,7 +53,7 @@ class ApiKeyAuth {
  private:
   class Interceptor;
   class Factory;
-  explicit ApiKeyAuth(std::filesystem::path file, ApiKeyStore::Clock clock);
+  ApiKeyAuth(std::filesystem::path file, ApiKeyStore::Clock clock, QuotaBackendPtr quotas);
 
   void SetVerdict(const grpc::ServerContextBase* context, absl::Status status);
   void ClearVerdict(const grpc::ServerContextBase* context);
