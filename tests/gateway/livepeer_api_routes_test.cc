@@ -372,6 +372,9 @@ TEST_F(LivepeerApiRoutesTest, LiveVideoIdIs128BitAndItsLogLineEscapesClientStrin
                      {"stream_id", "s1\n2026-12-03 00:00:00.000 error [gateway] forged\x1b[2J"},
                      {"manifest_id", std::string(10000, 'm')}};
   http::Response live = PostJson("/live-video-to-video", body.dump());
+  // The session's thread logs through the default logger (a raw pointer): it is joined before
+  // the capturing logger is swapped out and freed, or it may log into a freed logger.
+  live_->Stop();
   spdlog::set_default_logger(previous);
   std::string line;
   for (const std::string& l : sink->last_formatted()) {
