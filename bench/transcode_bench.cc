@@ -117,10 +117,10 @@ std::string FindExecutable(const std::string& name) {
   return "";
 }
 
-// Runs args[0] (a path) with stdin on /dev/null and stdout and stderr into `log`; returns its exit
-// status, or -1 if it could not be started or was killed. posix_spawn rather than fork: this
-// process maps libtorch, and copying its page tables per segment would be charged to the CLI.
-int Spawn(const std::vector<std::string>& args, const fs::path& log) {
+// Starts args[0] (a path) with stdin on /dev/null and stdout and stderr into `log`; its pid, or -1.
+// posix_spawn rather than fork: this process maps libtorch, and copying its page tables per
+// segment would be charged to the CLI.
+pid_t SpawnBackground(const std::vector<std::string>& args, const fs::path& log) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -132,7 +132,14 @@ int Spawn(const std::vector<std::string>& args, const fs::path& log) {
   pid_t pid = 0;
   const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return -1;
+  return rc == 0 ? pid : -1;
+}
+
+// Runs args[0] as SpawnBackground does and waits; its exit status, or -1 if it could not be
+// started or was killed.
+int Spawn(const std::vector<std::string>& args, const fs::path& log) {
+  const pid_t pid = SpawnBackground(args, log);
+  if (pid < 0) return -1;
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return -1;
@@ -353,22 +360,6 @@ struct Bench {
     return rc == 0;
   }
 };
-
-// Starts args[0] (a path) in the background with stdout and stderr into `log`; its pid, or -1.
-pid_t SpawnBackground(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 2, 1);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
-}
 
 // Where a side's CPU goes, from `perf record -a` samples of its processes' threads (`comm`),
 // grouped by the library they were in: the work both sides must do (libx264 encoding,
