@@ -115,7 +115,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   if (!c.usage_ledger.empty()) {
-    auto ledger = UsageLedger::Open(c.usage_ledger);
+    auto ledger = SqliteUsageLedger::Open(c.usage_ledger);
     if (!ledger.ok()) return ledger.status();
     s->ledger_ = *std::move(ledger);
     spdlog::info("usage ledger: {}", c.usage_ledger.string());

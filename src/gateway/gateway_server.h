@@ -59,7 +59,7 @@ class GatewayServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ApiKeyAuth> auth_;         // null: no keys file, auth off; outlives server_
   std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
-  std::unique_ptr<UsageLedger> ledger_;      // null: no usage_ledger configured
+  UsageLedgerPtr ledger_;                   // null: no usage_ledger configured
   std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<RegistryService> registry_;

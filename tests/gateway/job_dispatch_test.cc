@@ -152,7 +152,7 @@ class JobDispatchTest : public ::testing::Test {
     auto dir = std::filesystem::path(::testing::TempDir()) /
                ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir);
-    auto ledger = UsageLedger::Open(dir / "usage.db");
+    auto ledger = SqliteUsageLedger::Open(dir / "usage.db");
     ASSERT_TRUE(ledger.ok()) << ledger.status();
     ledger_ = *std::move(ledger);
     billing_ = std::make_unique<JobBilling>(ledger_.get(), nullptr);

@@ -54,7 +54,7 @@ UsageRecord Row(const std::string& job_id, const std::string& key, const std::st
 
 TEST(UsageLedgerTest, RecordsOnceAndTotalsPerKeyPipelineAndModel) {
   TempDir dir;
-  auto ledger = UsageLedger::Open(dir.path() / "state" / "usage.db");
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "state" / "usage.db");
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   const absl::Time t0 = absl::FromUnixSeconds(1700000000);
   auto written = (*ledger)->Record(Row("job-1", "alice", "upscale", 100, 0.5, t0));
@@ -107,7 +107,7 @@ TEST(UsageLedgerTest, RecordsOnceAndTotalsPerKeyPipelineAndModel) {
 
 TEST(UsageLedgerTest, TimeRangeSelectsJobsCompletedInIt) {
   TempDir dir;
-  auto ledger = UsageLedger::Open(dir.path() / "usage.db");
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "usage.db");
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   const absl::Time t0 = absl::FromUnixSeconds(1700000000);
   for (int i = 0; i < 10; ++i) {
@@ -133,7 +133,7 @@ TEST(UsageLedgerTest, UsesWalWithFullSyncAndSurvivesReopen) {
   TempDir dir;
   const auto path = dir.path() / "usage.db";
   {
-    auto ledger = UsageLedger::Open(path);
+    auto ledger = SqliteUsageLedger::Open(path);
     ASSERT_TRUE(ledger.ok()) << ledger.status();
     ASSERT_TRUE((*ledger)->Record(Row("a", "k", "upscale", 5, 1, absl::Now())).ok());
   }
@@ -146,7 +146,7 @@ TEST(UsageLedgerTest, UsesWalWithFullSyncAndSurvivesReopen) {
   sqlite3_finalize(st);
   sqlite3_close(db);
 
-  auto again = UsageLedger::Open(path);
+  auto again = SqliteUsageLedger::Open(path);
   ASSERT_TRUE(again.ok()) << again.status();
   UsageQuery all;
   all.all_keys = true;
@@ -166,7 +166,7 @@ TEST(UsageLedgerTest, RowsRecordedBeforeAKill9AreAllThere) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     // The writer: records every row, says so, then waits to be killed mid-flight (no close).
-    auto ledger = UsageLedger::Open(path);
+    auto ledger = SqliteUsageLedger::Open(path);
     if (!ledger.ok()) _exit(2);
     for (int i = 0; i < kRows; ++i) {
       auto ok = (*ledger)->Record(Row(absl::StrCat("job-", i), "k", "upscale", i, 1, absl::Now()));
@@ -187,7 +187,7 @@ TEST(UsageLedgerTest, RowsRecordedBeforeAKill9AreAllThere) {
   ASSERT_EQ(n, 1) << "the writer failed, exit status " << WEXITSTATUS(status);
   ASSERT_TRUE(WIFSIGNALED(status));
 
-  auto ledger = UsageLedger::Open(path);
+  auto ledger = SqliteUsageLedger::Open(path);
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   UsageQuery all;
   all.all_keys = true;
@@ -202,7 +202,7 @@ TEST(UsageLedgerTest, OpenFailsWithAClearError) {
   TempDir dir;
   const auto path = dir.path() / "not-a-db";
   testing::WriteFile(path, std::string(4096, 'z'));
-  auto ledger = UsageLedger::Open(path);
+  auto ledger = SqliteUsageLedger::Open(path);
   ASSERT_FALSE(ledger.ok());
   EXPECT_EQ(ledger.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(ledger.status().message(), HasSubstr(path.string()));
@@ -210,7 +210,7 @@ TEST(UsageLedgerTest, OpenFailsWithAClearError) {
 
 TEST(JobBillingTest, PaysMatchingUnitsAndDisputesTheRest) {
   TempDir dir;
-  auto ledger = UsageLedger::Open(dir.path() / "usage.db");
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "usage.db");
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   Metrics metrics("gateway");
   JobBilling billing(ledger->get(), &metrics);
@@ -389,7 +389,7 @@ TEST(UsageLedgerTest, ConcurrentWritersShareFsyncsAndEveryRowSurvivesReopen) {
     // 5 ms per fsync, like a disk: without sharing, 640 rows take 640 fsyncs (3.2 s). Long
     // enough that writers woken by one commit queue again before the next batch is taken.
     CountingVfs vfs(std::chrono::milliseconds(5));
-    auto ledger = UsageLedger::Open(path);
+    auto ledger = SqliteUsageLedger::Open(path);
     ASSERT_TRUE(ledger.ok()) << ledger.status();
     const int64_t before = vfs.syncs();
     std::atomic<int> written{0};
@@ -413,7 +413,7 @@ TEST(UsageLedgerTest, ConcurrentWritersShareFsyncsAndEveryRowSurvivesReopen) {
   std::printf("%d rows from %d threads: %lld fsyncs\n", kRows, kThreads,
               static_cast<long long>(syncs));
 
-  auto again = UsageLedger::Open(path);
+  auto again = SqliteUsageLedger::Open(path);
   ASSERT_TRUE(again.ok()) << again.status();
   UsageQuery all;
   all.all_keys = true;
@@ -442,7 +442,7 @@ TEST(UsageLedgerTest, EveryReportedRowOfConcurrentWritersSurvivesAKill9) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     close(reported[0]);
-    auto ledger = UsageLedger::Open(path);
+    auto ledger = SqliteUsageLedger::Open(path);
     if (!ledger.ok()) _exit(2);
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
@@ -494,7 +494,7 @@ TEST(UsageLedgerTest, EveryReportedRowOfConcurrentWritersSurvivesAKill9) {
   }
   ASSERT_GE(ids.size(), kReportedBeforeKill);
 
-  auto ledger = UsageLedger::Open(path);
+  auto ledger = SqliteUsageLedger::Open(path);
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   UsageQuery all;
   all.all_keys = true;
@@ -533,7 +533,7 @@ TEST(UsageLedgerTest, MigratesAVersion1Ledger) {
         << sqlite3_errmsg(db);
     sqlite3_close(db);
   }
-  auto ledger = UsageLedger::Open(path);
+  auto ledger = SqliteUsageLedger::Open(path);
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   ASSERT_TRUE((*ledger)->Record(Row("new-1", "k", "upscale", 4, 0.25, absl::Now())).ok());
   UsageQuery all;
@@ -548,13 +548,13 @@ TEST(UsageLedgerTest, MigratesAVersion1Ledger) {
   EXPECT_EQ((*rows)[2].job_id, "new-1");
   ledger->reset();
   // Opened again: already version 2, nothing to do.
-  auto again = UsageLedger::Open(path);
+  auto again = SqliteUsageLedger::Open(path);
   ASSERT_TRUE(again.ok()) << again.status();
 }
 
 TEST(UsageLedgerTest, RefusesRowsWithAPriceOrAmountThatIsNotAFiniteNumber) {
   TempDir dir;
-  auto ledger = UsageLedger::Open(dir.path() / "usage.db");
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "usage.db");
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(), -1.0}) {
     UsageRecord r = Row(absl::StrCat("p", bad), "k", "upscale", 1, bad, absl::Now());
@@ -596,7 +596,7 @@ std::map<std::string, UsageRecord> RowsById(UsageLedger& ledger) {
 // is a dispute (not paid, logged, counted, recorded with its reason).
 TEST(JobBillingTest, PaysTheAdvertisedPriceAndDisputesAnotherReportedOne) {
   TempDir dir;
-  auto ledger = UsageLedger::Open(dir.path() / "usage.db");
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "usage.db");
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   Metrics metrics("gateway");
   JobBilling billing(ledger->get(), &metrics);
@@ -637,7 +637,7 @@ TEST(JobBillingTest, PaysTheAdvertisedPriceAndDisputesAnotherReportedOne) {
 // amount and a negative price a negative one. Advertised ones are never paid either.
 TEST(JobBillingTest, NanInfiniteAndNegativePricesAreDisputedNeverPaid) {
   TempDir dir;
-  auto ledger = UsageLedger::Open(dir.path() / "usage.db");
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "usage.db");
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   Metrics metrics("gateway");
   JobBilling billing(ledger->get(), &metrics);

@@ -218,7 +218,8 @@ void BindPrice(Statement& st, int i, double v) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesystem::path& path) {
+absl::StatusOr<std::unique_ptr<SqliteUsageLedger>> SqliteUsageLedger::Open(
+    const std::filesystem::path& path) {
   if (path.has_parent_path()) {
     std::error_code ec;
     std::filesystem::create_directories(path.parent_path(), ec);
@@ -227,7 +228,7 @@ absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesy
                                                  ": cannot create its directory: ", ec.message()));
     }
   }
-  std::unique_ptr<UsageLedger> ledger(new UsageLedger(path));
+  std::unique_ptr<SqliteUsageLedger> ledger(new SqliteUsageLedger(path));
   SY_RETURN_IF_ERROR(OpenConnection(path, &ledger->write_db_));
   SY_RETURN_IF_ERROR(CreateOrMigrate(ledger->write_db_, path));
   {
@@ -238,7 +239,7 @@ absl::StatusOr<std::unique_ptr<UsageLedger>> UsageLedger::Open(const std::filesy
   return ledger;
 }
 
-UsageLedger::~UsageLedger() {
+SqliteUsageLedger::~SqliteUsageLedger() {
   {
     MutexLock lock(&queue_mu_);
     closing_ = true;
@@ -257,7 +258,7 @@ UsageLedger::~UsageLedger() {
   sqlite3_close_v2(read_db_);
 }
 
-absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
+absl::Status ValidateUsageRecord(const UsageRecord& r) {
   if (r.job_id.empty()) return absl::InvalidArgumentError("usage record without a job id");
   // A NaN here would be stored as NULL and the row refused by NOT NULL; refused before queueing.
   if (!metering::ValidPrice(r.price_per_unit) || !metering::ValidPrice(r.amount)) {
@@ -265,6 +266,11 @@ absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
                                                    r.price_per_unit, " and amount ", r.amount,
                                                    " must be finite numbers >= 0"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> SqliteUsageLedger::Record(const UsageRecord& r) {
+  SY_RETURN_IF_ERROR(ValidateUsageRecord(r));
   Pending pending{&r};
   MutexLock lock(&queue_mu_);
   if (closing_) {
@@ -278,7 +284,7 @@ absl::StatusOr<bool> UsageLedger::Record(const UsageRecord& r) {
   return pending.result;
 }
 
-void UsageLedger::WriterLoop() {
+void SqliteUsageLedger::WriterLoop() {
   queue_mu_.Lock();
   while (true) {
     queue_cv_.Wait(&queue_mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
@@ -300,7 +306,7 @@ void UsageLedger::WriterLoop() {
   queue_mu_.Unlock();
 }
 
-void UsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
+void SqliteUsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
   sqlite3* db = write_db_;
   auto fail_all = [&](const absl::Status& st) {
     for (Pending* p : batch) p->result = st;
@@ -360,7 +366,7 @@ void UsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
   }
 }
 
-absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q) {
+absl::StatusOr<std::vector<UsageTotals>> SqliteUsageLedger::Totals(const UsageQuery& q) {
   MutexLock lock(&read_mu_);
   return Select<UsageTotals>(
       read_db_, path_,
@@ -382,32 +388,81 @@ absl::StatusOr<std::vector<UsageTotals>> UsageLedger::Totals(const UsageQuery& q
       });
 }
 
-absl::StatusOr<std::vector<UsageRecord>> UsageLedger::Rows(const UsageQuery& q) {
+namespace {
+
+constexpr const char* kSelectRows =
+    "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
+    "reported_units, price_per_unit, amount, status, completed_unix_ms, "
+    "reported_price_per_unit, dispute FROM usage";
+
+UsageRecord ReadRow(const Statement& st) {
+  UsageRecord r;
+  Columns c(st);
+  r.job_id = c.Text();
+  r.api_key_id = c.Text();
+  r.pipeline = c.Text();
+  r.model_id = c.Text();
+  r.orchestrator = c.Text();
+  r.unit = c.Text();
+  r.units = c.Int();
+  r.reported_units = c.Int();
+  r.price_per_unit = c.Real();
+  r.amount = c.Real();
+  r.disputed = c.Text() == "disputed";
+  r.completed = absl::FromUnixMillis(c.Int());
+  r.reported_price_per_unit = c.RealOrNan();
+  r.dispute = c.Text();
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<UsageRecord>> SqliteUsageLedger::Rows(const UsageQuery& q) {
   MutexLock lock(&read_mu_);
-  return Select<UsageRecord>(
-      read_db_, path_,
-      "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
-      "reported_units, price_per_unit, amount, status, completed_unix_ms, "
-      "reported_price_per_unit, dispute FROM usage",
-      q, "ORDER BY completed_unix_ms, job_id", [](const Statement& st) {
-        UsageRecord r;
-        Columns c(st);
-        r.job_id = c.Text();
-        r.api_key_id = c.Text();
-        r.pipeline = c.Text();
-        r.model_id = c.Text();
-        r.orchestrator = c.Text();
-        r.unit = c.Text();
-        r.units = c.Int();
-        r.reported_units = c.Int();
-        r.price_per_unit = c.Real();
-        r.amount = c.Real();
-        r.disputed = c.Text() == "disputed";
-        r.completed = absl::FromUnixMillis(c.Int());
-        r.reported_price_per_unit = c.RealOrNan();
-        r.dispute = c.Text();
-        return r;
-      });
+  return Select<UsageRecord>(read_db_, path_, kSelectRows, q, "ORDER BY completed_unix_ms, job_id",
+                             ReadRow);
+}
+
+absl::StatusOr<std::vector<UsageRecord>> SqliteUsageLedger::Oldest(size_t limit) {
+  MutexLock lock(&read_mu_);
+  UsageQuery all;
+  all.all_keys = true;
+  return Select<UsageRecord>(read_db_, path_, kSelectRows, all,
+                             absl::StrCat("ORDER BY completed_unix_ms, job_id LIMIT ", limit),
+                             ReadRow);
+}
+
+absl::StatusOr<int64_t> SqliteUsageLedger::Remove(const std::vector<std::string>& job_ids) {
+  MutexLock lock(&read_mu_);
+  // One transaction: one fsync for the whole replayed batch.
+  SY_RETURN_IF_ERROR(Exec(read_db_, path_, "BEGIN IMMEDIATE"));
+  int64_t removed = 0;
+  absl::Status st = [&]() -> absl::Status {
+    Statement del(read_db_, "DELETE FROM usage WHERE job_id = ?");
+    if (!del.ok()) return SqlError(read_db_, path_, "cannot prepare the delete");
+    for (const std::string& id : job_ids) {
+      sqlite3_reset(del.get());
+      del.Text(1, id);
+      if (sqlite3_step(del.get()) != SQLITE_DONE) return SqlError(read_db_, path_, "cannot delete");
+      removed += sqlite3_changes(read_db_);
+    }
+    return absl::OkStatus();
+  }();
+  if (st.ok()) st = Exec(read_db_, path_, "COMMIT");
+  if (!st.ok()) {
+    sqlite3_exec(read_db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return st;
+  }
+  return removed;
+}
+
+absl::StatusOr<int64_t> SqliteUsageLedger::Count() {
+  MutexLock lock(&read_mu_);
+  Statement st(read_db_, "SELECT COUNT(*) FROM usage");
+  if (!st.ok() || sqlite3_step(st.get()) != SQLITE_ROW) {
+    return SqlError(read_db_, path_, "cannot count the rows");
+  }
+  return static_cast<int64_t>(sqlite3_column_int64(st.get(), 0));
 }
 
 JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {

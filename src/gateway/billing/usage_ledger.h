@@ -1,11 +1,14 @@
-// The gateway's durable usage ledger (SQLite, Debian's libsqlite3) and the billing check of each
-// completed job. docs/metering.md.
+// The gateway's durable usage ledger and the billing check of each completed job. docs/metering.md.
 //
-// One row per completed job, keyed by the job's ledger id (unique), written before the job's
-// response is sent to its client: the database is in WAL mode with synchronous=FULL, and Record
-// returns only once the transaction holding the row has committed (fsynced), so a row Record
-// reported survives a crash of the gateway (kill -9, power loss after the fsync), and a record
-// written twice for one job is ignored rather than counted twice.
+// UsageLedger is the interface JobBilling, GetUsage and /usage use; SqliteUsageLedger (below, the
+// embedded default: a single gateway needs nothing but its binary) and PostgresUsageLedger
+// (postgres_usage_ledger.h, one ledger for several gateways) implement it.
+//
+// SqliteUsageLedger (Debian's libsqlite3): one row per completed job, keyed by the job's ledger id
+// (unique), written before the job's response is sent to its client: the database is in WAL mode
+// with synchronous=FULL, and Record returns only once the transaction holding the row has committed
+// (fsynced), so a row Record reported survives a crash of the gateway (kill -9, power loss after
+// the fsync), and a record written twice for one job is ignored rather than counted twice.
 //
 // Group commit: rows are written by one writer thread, a batch of queued rows per transaction
 // (one fsync); each Record call waits for its own row's batch, so callers that arrive while a
@@ -77,30 +80,62 @@ struct UsageQuery {
   std::string api_key_id;
 };
 
+// Where completed jobs are recorded, once each. Thread-safe.
 class UsageLedger {
+ public:
+  virtual ~UsageLedger() = default;
+
+  // Records the job's row durably before it returns. Returns true when written, false when a row
+  // with that job id was already there (nothing changes). INVALID_ARGUMENT for a row
+  // ValidateUsageRecord refuses (never written); UNAVAILABLE when it could not be written.
+  virtual absl::StatusOr<bool> Record(const UsageRecord& record) = 0;
+
+  // Totals per API key, pipeline and model, ordered by them (byte order).
+  virtual absl::StatusOr<std::vector<UsageTotals>> Totals(const UsageQuery& query) = 0;
+
+  // The rows the query selects, oldest first (then by job id), for audits and tests.
+  virtual absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query) = 0;
+
+  // Where the rows go, for logs ("SQLite /var/lib/switchyard/usage.db"); never a password.
+  virtual std::string Describe() const = 0;
+};
+using UsageLedgerPtr = std::unique_ptr<UsageLedger>;
+
+// OK, or INVALID_ARGUMENT naming the job: a row without a job id, or with a price or amount that
+// is not a finite number >= 0. Every backend refuses these before writing anything.
+absl::Status ValidateUsageRecord(const UsageRecord& record);
+
+// The embedded ledger: one SQLite database file (see the top of this file). Also the journal of
+// PostgresUsageLedger while PostgreSQL cannot be reached.
+class SqliteUsageLedger final : public UsageLedger {
  public:
   // Opens (creating if needed) the database at `path`, its directory too. UNAVAILABLE naming the
   // path when it cannot be opened or is not a ledger.
-  static absl::StatusOr<std::unique_ptr<UsageLedger>> Open(const std::filesystem::path& path);
+  static absl::StatusOr<std::unique_ptr<SqliteUsageLedger>> Open(const std::filesystem::path& path);
   // Commits what is queued, answers every waiting Record call, then closes.
-  ~UsageLedger();
-  UsageLedger(const UsageLedger&) = delete;
-  UsageLedger& operator=(const UsageLedger&) = delete;
+  ~SqliteUsageLedger() override;
+  SqliteUsageLedger(const SqliteUsageLedger&) = delete;
+  SqliteUsageLedger& operator=(const SqliteUsageLedger&) = delete;
 
   // Queues the job's row for the writer thread and waits until the transaction that holds it has
   // committed (durable). Returns true when written, false when a row with that job id was already
   // there (nothing changes). UNAVAILABLE on a write error (every row of that batch gets it, none
   // of them is written) or when the ledger is closing; INVALID_ARGUMENT for a row without a job
   // id or with a price or amount that is not a finite number >= 0 (never written).
-  absl::StatusOr<bool> Record(const UsageRecord& record) ABSL_LOCKS_EXCLUDED(queue_mu_);
+  absl::StatusOr<bool> Record(const UsageRecord& record) override ABSL_LOCKS_EXCLUDED(queue_mu_);
 
-  // Totals per API key, pipeline and model, ordered by them.
-  absl::StatusOr<std::vector<UsageTotals>> Totals(const UsageQuery& query)
+  absl::StatusOr<std::vector<UsageTotals>> Totals(const UsageQuery& query) override
       ABSL_LOCKS_EXCLUDED(read_mu_);
+  absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query) override
+      ABSL_LOCKS_EXCLUDED(read_mu_);
+  std::string Describe() const override { return "SQLite " + path_.string(); }
 
-  // The rows the query selects, oldest first, for audits and tests.
-  absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query)
+  // For the journal's replay: the `limit` oldest rows (by completion, then job id), and the
+  // deletion of rows once they are safely elsewhere. Remove returns how many rows went.
+  absl::StatusOr<std::vector<UsageRecord>> Oldest(size_t limit) ABSL_LOCKS_EXCLUDED(read_mu_);
+  absl::StatusOr<int64_t> Remove(const std::vector<std::string>& job_ids)
       ABSL_LOCKS_EXCLUDED(read_mu_);
+  absl::StatusOr<int64_t> Count() ABSL_LOCKS_EXCLUDED(read_mu_);
 
   const std::filesystem::path& path() const { return path_; }
 
@@ -115,7 +150,7 @@ class UsageLedger {
     absl::StatusOr<bool> result = false;
   };
 
-  explicit UsageLedger(std::filesystem::path path) : path_(std::move(path)) {}
+  explicit SqliteUsageLedger(std::filesystem::path path) : path_(std::move(path)) {}
   void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_);
   // Writes `batch` in one transaction; sets every entry's result (not `done`).
   void WriteBatch(const std::vector<Pending*>& batch);
@@ -124,7 +159,8 @@ class UsageLedger {
   // The writer's connection: used only by the writer thread once it runs (and by Open before).
   sqlite3* write_db_ = nullptr;
   // Reads (Totals, Rows) on a connection of their own, so they never wait for a commit's fsync
-  // (WAL: readers see the last committed state).
+  // (WAL: readers see the last committed state). Remove writes on it too: it is rare (the
+  // journal's replay), and SQLite's busy timeout orders it with the writer's transactions.
   Mutex read_mu_;
   sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_) = nullptr;
 
