@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/config.h"
 #include "common/json_limits.h"
 #include "common/status.h"
@@ -129,6 +130,82 @@ absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::pa
   return absl::OkStatus();
 }
 
+// `usage_ledger` as an object: {"backend": "postgres", "dsn", "password_file", "journal",
+// "connect_timeout_ms", "statement_timeout_ms", "retry_interval_ms"}. The DSN is checked for its
+// shape and for a password here; libpq parses it fully when the gateway starts.
+absl::Status ReadPostgresLedger(const ConfigObject& ledger, const std::filesystem::path& file,
+                                const std::string& gateway_id, PostgresLedgerConfig* out) {
+  SY_RETURN_IF_ERROR(
+      ledger.CheckKeys({"backend", "dsn", "password_file", "journal", "connect_timeout_ms",
+                        "statement_timeout_ms", "retry_interval_ms"}));
+  std::string backend;
+  SY_RETURN_IF_ERROR(ledger.Read("backend", &backend, /*required=*/true));
+  if (backend != "postgres") {
+    return ledger.Error("backend",
+                        "must be \"postgres\" (for SQLite give usage_ledger as a path string)");
+  }
+  SY_RETURN_IF_ERROR(ledger.Read("dsn", &out->dsn, /*required=*/true));
+  absl::string_view rest = out->dsn;
+  if (!absl::ConsumePrefix(&rest, "postgresql://") && !absl::ConsumePrefix(&rest, "postgres://")) {
+    return ledger.Error("dsn", "must be a postgresql://USER@HOST:PORT/DB connection URI");
+  }
+  const absl::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+  const size_t at = authority.rfind('@');
+  if ((at != absl::string_view::npos &&
+       authority.substr(0, at).find(':') != absl::string_view::npos) ||
+      absl::StrContains(rest, "password=")) {
+    // The DSN is logged and sits in a config file: the password goes in password_file.
+    return ledger.Error("dsn", "must not carry a password: put it in password_file");
+  }
+  std::string password_file;
+  SY_RETURN_IF_ERROR(ledger.Read("password_file", &password_file));
+  if (ledger.Has("password_file")) {
+    if (password_file.empty()) return ledger.Error("password_file", "must not be empty");
+    const std::filesystem::path path = ResolveConfigPath(file, password_file);
+    std::error_code ec;
+    const auto perms = std::filesystem::status(path, ec).permissions();
+    // As libpq does for ~/.pgpass: a password every local user can read is no secret.
+    if (!ec && (perms & (std::filesystem::perms::others_read |
+                         std::filesystem::perms::others_write)) != std::filesystem::perms::none) {
+      return ledger.Error("password_file",
+                          absl::StrCat("'", path.string(),
+                                       "' is readable or writable by every user: chmod 600 it "
+                                       "(or 640 with the gateway's group)"));
+    }
+    std::ifstream in(path);
+    if (!in || !std::getline(in, out->password) || out->password.empty()) {
+      out->password.clear();
+      return ledger.Error(
+          "password_file",
+          absl::StrCat("cannot read a password (first line) from '", path.string(), "'"));
+    }
+  }
+  std::string journal;
+  SY_RETURN_IF_ERROR(ledger.Read("journal", &journal));
+  if (ledger.Has("journal") && journal.empty()) {
+    return ledger.Error("journal", "must not be empty (omit it for the default)");
+  }
+  if (journal.empty()) {
+    // One journal per gateway by default, even when several share a config folder.
+    std::string name = gateway_id;
+    for (char& ch : name) {
+      if (!absl::ascii_isalnum(ch) && ch != '-' && ch != '_' && ch != '.') ch = '_';
+    }
+    journal = absl::StrCat("usage-journal-", name, ".db");
+  }
+  out->journal = ResolveConfigPath(file, journal);
+  SY_RETURN_IF_ERROR(ledger.Read("connect_timeout_ms", &out->connect_timeout_ms));
+  SY_RETURN_IF_ERROR(ledger.Read("statement_timeout_ms", &out->statement_timeout_ms));
+  SY_RETURN_IF_ERROR(ledger.Read("retry_interval_ms", &out->retry_interval_ms));
+  for (const auto& [key, value] :
+       {std::pair<const char*, int>{"connect_timeout_ms", out->connect_timeout_ms},
+        {"statement_timeout_ms", out->statement_timeout_ms},
+        {"retry_interval_ms", out->retry_interval_ms}}) {
+    if (value < 10 || value > 600000) return ledger.Error(key, "must be 10..600000");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // The top-level fields a config file may have.
@@ -168,7 +245,10 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
     return root.Error("http_max_connections_per_ip", "must be >= 0");
   }
   SY_RETURN_IF_ERROR(root.Read("usage_admin_key_ids", &c.usage_admin_key_ids));
-  {
+  if (root.Has("usage_ledger") && root.Child("usage_ledger").json().is_object()) {
+    SY_RETURN_IF_ERROR(ReadPostgresLedger(root.Child("usage_ledger"), file, c.gateway_id,
+                                          &c.usage_ledger_postgres));
+  } else {
     std::string ledger;
     SY_RETURN_IF_ERROR(root.Read("usage_ledger", &ledger));
     if (root.Has("usage_ledger") && ledger.empty()) {

@@ -25,6 +25,18 @@ struct SharedStateConfig {
   std::string on_unavailable = "local";
 };
 
+// The usage ledger in PostgreSQL (`usage_ledger: {"backend": "postgres", ...}`).
+struct PostgresLedgerConfig {
+  std::string dsn;       // postgresql://USER@HOST:PORT/DB; empty: not PostgreSQL
+  std::string password;  // the first line of password_file; empty: none
+  // Where jobs are recorded while PostgreSQL cannot be reached (SQLite); by default
+  // usage-journal-<gateway_id>.db next to the config file. A relative path: relative to it.
+  std::filesystem::path journal;
+  int connect_timeout_ms = 2000;
+  int statement_timeout_ms = 5000;
+  int retry_interval_ms = 1000;  // the journal's replay
+};
+
 struct GatewayConfig {
   std::filesystem::path file;
   std::string gateway_id = "gateway";
@@ -77,6 +89,9 @@ struct GatewayConfig {
   // The usage ledger (SQLite, docs/metering.md); empty: none (jobs are still checked, not
   // recorded). A relative path is taken relative to the config file.
   std::filesystem::path usage_ledger;
+  // `usage_ledger` as {"backend": "postgres", ...}: the ledger in PostgreSQL, shared by several
+  // gateways (docs/operations.md "Several gateways"); usage_ledger (the path) is empty then.
+  PostgresLedgerConfig usage_ledger_postgres;
   // API key ids that may read every key's usage (GetUsage with api_key_id "*" or another id).
   std::vector<std::string> usage_admin_key_ids;
   // TLS (docs/security.md): `tls` for the gRPC port (apps and orchestrators' registrations),

@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "gateway/api/livepeer_api.h"
 #include "gateway/api/openai_api.h"
+#include "gateway/billing/postgres_usage_ledger.h"
 #include "gateway/billing/redis_quota.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
@@ -114,11 +115,24 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       std::make_unique<GatewayService>(c, s->membership_.get(), [] { return SecureRandomU64(); });
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
-  if (!c.usage_ledger.empty()) {
+  if (!c.usage_ledger_postgres.dsn.empty()) {
+    const PostgresLedgerConfig& pg = c.usage_ledger_postgres;
+    PostgresLedgerOptions options;
+    options.dsn = pg.dsn;
+    options.password = pg.password;
+    options.journal = pg.journal;
+    options.connect_timeout = absl::Milliseconds(pg.connect_timeout_ms);
+    options.statement_timeout = absl::Milliseconds(pg.statement_timeout_ms);
+    options.retry_interval = absl::Milliseconds(pg.retry_interval_ms);
+    // Logs where it records (and whether PostgreSQL answers) itself.
+    auto ledger = PostgresUsageLedger::Create(std::move(options), s->metrics_.get());
+    if (!ledger.ok()) return ledger.status();
+    s->ledger_ = *std::move(ledger);
+  } else if (!c.usage_ledger.empty()) {
     auto ledger = SqliteUsageLedger::Open(c.usage_ledger);
     if (!ledger.ok()) return ledger.status();
     s->ledger_ = *std::move(ledger);
-    spdlog::info("usage ledger: {}", c.usage_ledger.string());
+    spdlog::info("usage ledger: {}", s->ledger_->Describe());
   }
   s->billing_ = std::make_unique<JobBilling>(s->ledger_.get(), s->metrics_.get());
   s->service_->set_billing(s->billing_.get());

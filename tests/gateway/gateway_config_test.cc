@@ -330,6 +330,97 @@ TEST(GatewayConfigTest, SharedStateRedis) {
   EXPECT_THAT(tls.status().message(), HasSubstr("hiredis"));
 }
 
+TEST(GatewayConfigTest, UsageLedgerPostgres) {
+  // A string stays the SQLite path.
+  auto sqlite = Parse(Json({{"usage_ledger", "state/usage.db"}}));
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+  EXPECT_EQ(sqlite->usage_ledger, fs::path("/etc/switchyard/state/usage.db"));
+  EXPECT_TRUE(sqlite->usage_ledger_postgres.dsn.empty());
+
+  TempDir tmp;
+  WriteFile(tmp.path() / "pg.pass", "pg-s3cret\nignored\n");
+  fs::permissions(tmp.path() / "pg.pass", fs::perms::owner_read | fs::perms::owner_write);
+  WriteFile(tmp.path() / "gateway.json",
+            Json({{"gateway_id", "gw a/1"},
+                  {"usage_ledger",
+                   {{"backend", "postgres"},
+                    {"dsn", "postgresql://switchyard@db.internal:5432/usage?sslmode=verify-full"},
+                    {"password_file", "pg.pass"},  // relative to the config file
+                    {"connect_timeout_ms", 300},
+                    {"statement_timeout_ms", 1500},
+                    {"retry_interval_ms", 250}}}})
+                .dump());
+  auto c = LoadGatewayConfig(tmp.path() / "gateway.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->usage_ledger.empty());
+  const auto& pg = c->usage_ledger_postgres;
+  EXPECT_EQ(pg.dsn, "postgresql://switchyard@db.internal:5432/usage?sslmode=verify-full");
+  EXPECT_EQ(pg.password, "pg-s3cret");
+  // One journal per gateway by default, next to the config, its id made a file name.
+  EXPECT_EQ(pg.journal, tmp.path() / "usage-journal-gw_a_1.db");
+  EXPECT_EQ(pg.connect_timeout_ms, 300);
+  EXPECT_EQ(pg.statement_timeout_ms, 1500);
+  EXPECT_EQ(pg.retry_interval_ms, 250);
+  auto minimal = Parse(
+      Json({{"usage_ledger", {{"backend", "postgres"}, {"dsn", "postgres://sy@127.0.0.1/usage"}}},
+            {"gateway_id", "g2"}}));
+  ASSERT_TRUE(minimal.ok()) << minimal.status();
+  EXPECT_EQ(minimal->usage_ledger_postgres.journal,
+            fs::path("/etc/switchyard/usage-journal-g2.db"));
+  EXPECT_TRUE(minimal->usage_ledger_postgres.password.empty());
+  EXPECT_EQ(minimal->usage_ledger_postgres.connect_timeout_ms, 2000);
+  auto journal = Parse(Json({{"usage_ledger",
+                              {{"backend", "postgres"},
+                               {"dsn", "postgres://sy@127.0.0.1/usage"},
+                               {"journal", "/var/lib/switchyard/journal.db"}}}}));
+  ASSERT_TRUE(journal.ok()) << journal.status();
+  EXPECT_EQ(journal->usage_ledger_postgres.journal, fs::path("/var/lib/switchyard/journal.db"));
+
+  auto pg_with = [](Json fields) {
+    Json ledger = {{"backend", "postgres"}, {"dsn", "postgresql://sy@127.0.0.1:5432/usage"}};
+    ledger.update(fields);
+    return Json({{"usage_ledger", ledger}});
+  };
+  ExpectError(Json({{"usage_ledger", 5}}), "usage_ledger");
+  ExpectError(Json({{"usage_ledger", Json::array({"a"})}}), "usage_ledger");
+  ExpectError(Json({{"usage_ledger", Json::object()}}), "usage_ledger.backend: is required");
+  ExpectError(pg_with({{"backend", "mysql"}}), "usage_ledger.backend");
+  ExpectError(pg_with({{"backend", 1}}), "usage_ledger.backend");
+  ExpectError(pg_with({{"colour", 1}}), "colour");
+  ExpectError(Json({{"usage_ledger", {{"backend", "postgres"}}}}), "usage_ledger.dsn: is required");
+  ExpectError(pg_with({{"dsn", 5}}), "usage_ledger.dsn");
+  ExpectError(pg_with({{"dsn", "host=127.0.0.1 dbname=usage"}}), "usage_ledger.dsn");
+  ExpectError(pg_with({{"dsn", ""}}), "usage_ledger.dsn");
+  for (const char* dsn : {"postgresql://sy:hunter2@127.0.0.1/usage",
+                          "postgresql://sy@127.0.0.1/usage?password=hunter2"}) {
+    auto secret = Parse(pg_with({{"dsn", dsn}}));
+    ASSERT_FALSE(secret.ok()) << dsn;
+    EXPECT_THAT(secret.status().message(), HasSubstr("password_file"));
+    EXPECT_THAT(secret.status().message(), ::testing::Not(HasSubstr("hunter2")));
+  }
+  ExpectError(pg_with({{"password_file", ""}}), "usage_ledger.password_file");
+  ExpectError(pg_with({{"password_file", (tmp.path() / "none").string()}}),
+              "usage_ledger.password_file");
+  WriteFile(tmp.path() / "empty.pass", "");
+  fs::permissions(tmp.path() / "empty.pass", fs::perms::owner_read);
+  ExpectError(pg_with({{"password_file", (tmp.path() / "empty.pass").string()}}),
+              "usage_ledger.password_file");
+  // Readable by every user: refused, naming the fix; the password is not in the message.
+  WriteFile(tmp.path() / "open.pass", "open-secret\n");
+  fs::permissions(tmp.path() / "open.pass",
+                  fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read);
+  auto open = Parse(pg_with({{"password_file", (tmp.path() / "open.pass").string()}}));
+  ASSERT_FALSE(open.ok());
+  EXPECT_THAT(open.status().message(), HasSubstr("chmod 600"));
+  EXPECT_THAT(open.status().message(), ::testing::Not(HasSubstr("open-secret")));
+  ExpectError(pg_with({{"journal", ""}}), "usage_ledger.journal");
+  ExpectError(pg_with({{"journal", 3}}), "usage_ledger.journal");
+  ExpectError(pg_with({{"connect_timeout_ms", 0}}), "usage_ledger.connect_timeout_ms");
+  ExpectError(pg_with({{"connect_timeout_ms", "100"}}), "usage_ledger.connect_timeout_ms");
+  ExpectError(pg_with({{"statement_timeout_ms", -5}}), "usage_ledger.statement_timeout_ms");
+  ExpectError(pg_with({{"retry_interval_ms", 1e12}}), "usage_ledger.retry_interval_ms");
+}
+
 TEST(ShippedConfigs, GatewayJsonLoads) {
   auto c = LoadGatewayConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / "configs/gateway.json");
   ASSERT_TRUE(c.ok()) << c.status();
