@@ -321,6 +321,9 @@ absl::StatusOr<std::unique_ptr<PostgresUsageLedger>> PostgresUsageLedger::Create
       return absl::InvalidArgumentError("usage ledger: timeouts and intervals must be > 0");
     }
   }
+  if (options.writers < 1 || options.writers > 16) {
+    return absl::InvalidArgumentError("usage ledger: writers must be 1..16");
+  }
   auto journal = SqliteUsageLedger::Open(options.journal);
   if (!journal.ok()) return journal.status();
   std::unique_ptr<PostgresUsageLedger> ledger(
@@ -328,7 +331,7 @@ absl::StatusOr<std::unique_ptr<PostgresUsageLedger>> PostgresUsageLedger::Create
   // One try now, for the start-up log and the table; the gateway starts without PostgreSQL too.
   auto conn = ledger->Connect();
   if (conn.ok()) {
-    ledger->write_conn_ = *std::move(conn);
+    ledger->first_conn_ = *std::move(conn);
     spdlog::info("usage ledger: {}", ledger->Describe());
   } else if (absl::IsPermissionDenied(conn.status()) || absl::IsNotFound(conn.status())) {
     return absl::Status(conn.status().code(), absl::StrCat("usage ledger ", ledger->Describe(),
@@ -340,7 +343,12 @@ absl::StatusOr<std::unique_ptr<PostgresUsageLedger>> PostgresUsageLedger::Create
     spdlog::info("usage ledger: {} job(s) left in the journal {}; replaying them", *left,
                  ledger->options_.journal.string());
   }
-  ledger->writer_ = std::thread([l = ledger.get()] { l->WriterLoop(); });
+  for (int i = 0; i < ledger->options_.writers; ++i) {
+    ledger->writers_.emplace_back(
+        [l = ledger.get(), conn = i == 0 ? std::move(ledger->first_conn_) : Conn()]() mutable {
+          l->WriterLoop(std::move(conn));
+        });
+  }
   ledger->replayer_ = std::thread([l = ledger.get()] { l->ReplayLoop(); });
   return ledger;
 }
@@ -376,7 +384,7 @@ PostgresUsageLedger::~PostgresUsageLedger() {
   }
   queue_cv_.SignalAll();
   // The writer answers every queued row (written, or handed back for the journal) before it ends.
-  if (writer_.joinable()) writer_.join();
+  for (auto& writer : writers_) writer.join();
   stop_replay_.Stop();
   if (replayer_.joinable()) replayer_.join();
   {
@@ -393,8 +401,10 @@ std::string PostgresUsageLedger::Describe() const {
 }
 
 absl::StatusOr<PostgresUsageLedger::Conn> PostgresUsageLedger::Connect() const {
+  // client_min_messages: no NOTICE ("relation ... already exists") on libpq's stderr.
   const std::string options =
-      absl::StrCat("-c statement_timeout=", absl::ToInt64Milliseconds(options_.statement_timeout));
+      absl::StrCat("-c statement_timeout=", absl::ToInt64Milliseconds(options_.statement_timeout),
+                   " -c client_min_messages=warning");
   // A peer that vanished (no RST) is noticed after this long with data unacknowledged.
   const std::string tcp_user_timeout = absl::StrCat(
       absl::ToInt64Milliseconds(options_.statement_timeout + options_.connect_timeout));
@@ -412,6 +422,12 @@ absl::StatusOr<PostgresUsageLedger::Conn> PostgresUsageLedger::Connect() const {
   // seconds, at least 2).
   Conn conn(PQconnectStartParams(keys, values, /*expand_dbname=*/1));
   if (conn == nullptr) return absl::UnavailableError("PostgreSQL: out of memory");
+  // The server's notices and warnings ("terminating connection due to ... shutdown") go to the
+  // gateway's log, not to libpq's default stderr.
+  PQsetNoticeProcessor(
+      conn.get(),
+      [](void*, const char* message) { spdlog::debug("PostgreSQL: {}", OneLine(message)); },
+      nullptr);
   if (PQstatus(conn.get()) == CONNECTION_BAD) {
     return absl::UnavailableError(absl::StrCat("cannot connect: ", ErrorOf(conn.get())));
   }
@@ -508,7 +524,7 @@ void PostgresUsageLedger::EnterOutage(const absl::Status& why) {
       Describe(), std::string(why.message()), options_.journal.string());
 }
 
-void PostgresUsageLedger::WriterLoop() {
+void PostgresUsageLedger::WriterLoop(Conn pg) {
   mu_.Lock();
   while (true) {
     queue_cv_.Wait(
@@ -523,24 +539,27 @@ void PostgresUsageLedger::WriterLoop() {
     std::vector<const UsageRecord*> rows;
     rows.reserve(batch.size());
     for (Pending* p : batch) rows.push_back(p->record);
-    absl::StatusOr<std::vector<bool>> written =
-        absl::UnavailableError("not connected");  // replaced below
-    if (write_conn_ == nullptr) {
-      auto conn = Connect();
-      if (conn.ok()) {
-        write_conn_ = *std::move(conn);
-      } else {
-        written = conn.status();
+    absl::StatusOr<std::vector<bool>> written = absl::UnavailableError("not connected");
+    // Twice at most: a connection PostgreSQL dropped while this writer was idle (a restart) is
+    // only noticed when used, and a fresh one may work. A failure on a live connection (a
+    // timeout, an error) is not retried.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (pg == nullptr) {
+        auto conn = Connect();
+        if (!conn.ok()) {
+          written = conn.status();
+          break;
+        }
+        pg = *std::move(conn);
       }
-    }
-    if (write_conn_ != nullptr) {
-      written = InsertRows(write_conn_.get(), rows, absl::Now() + options_.statement_timeout);
-      // Whatever went wrong (connection lost, timeout, an error), the connection starts afresh.
-      if (!written.ok()) {
-        write_conn_.reset();
-      } else {
+      written = InsertRows(pg.get(), rows, absl::Now() + options_.statement_timeout);
+      if (written.ok()) {
         batches_++;
+        break;
       }
+      const bool dropped = PQstatus(pg.get()) == CONNECTION_BAD;
+      pg.reset();  // whatever went wrong, the next batch starts on a fresh connection
+      if (!dropped) break;
     }
     // Every row of a failed batch goes to the journal, also one whose commit may have happened
     // (its answer was lost): the replay's ON CONFLICT counts it once.

@@ -5,8 +5,8 @@
 // One row per completed job in table switchyard_usage, job_id its primary key: each row is
 // written with INSERT ... ON CONFLICT (job_id) DO NOTHING, so a job recorded twice (by a retry,
 // by the journal's replay, by two gateways) is counted once. Rows are written by one writer
-// thread, the rows queued meanwhile in one statement (one commit, one round trip), like
-// SqliteUsageLedger's group commit.
+// threads, each taking the rows queued meanwhile into one statement (one commit, one round trip),
+// like SqliteUsageLedger's group commit.
 //
 // When PostgreSQL cannot be reached (or a write fails or times out), Record does not fail: the row
 // goes to a local SQLite journal (a SqliteUsageLedger, durable before Record returns), and a
@@ -53,6 +53,9 @@ struct PostgresLedgerOptions {
   absl::Duration statement_timeout = absl::Milliseconds(5000);
   // How often the journal is checked and, when it holds rows or PostgreSQL is down, replayed.
   absl::Duration retry_interval = absl::Milliseconds(1000);
+  // Writer threads, each with its connection: while one batch commits (a WAL flush on the
+  // server), the next is already on its way; PostgreSQL orders concurrent inserts of one job id.
+  int writers = 4;
 };
 
 // OK, or INVALID_ARGUMENT saying what is wrong: not a postgresql:// (or postgres://) URI libpq
@@ -96,6 +99,7 @@ class PostgresUsageLedger final : public UsageLedger {
 
   // Most rows in one statement.
   static constexpr size_t kMaxBatch = 1024;
+
   static constexpr const char* kTable = "switchyard_usage";
 
  private:
@@ -113,7 +117,7 @@ class PostgresUsageLedger final : public UsageLedger {
   PostgresUsageLedger(PostgresLedgerOptions options, std::unique_ptr<SqliteUsageLedger> journal,
                       Metrics* metrics);
   absl::StatusOr<Conn> Connect() const;
-  void WriterLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void WriterLoop(Conn pg) ABSL_LOCKS_EXCLUDED(mu_);
   void ReplayLoop();
   // Replays the journal while PostgreSQL takes it; ends the outage once the journal is empty.
   void ReplayOnce() ABSL_LOCKS_EXCLUDED(mu_);
@@ -133,7 +137,7 @@ class PostgresUsageLedger final : public UsageLedger {
   std::atomic<uint64_t> replayed_{0};
   std::atomic<uint64_t> batches_{0};
 
-  Conn write_conn_;   // the writer thread's (and Create's before it starts)
+  Conn first_conn_;   // Create's connection, handed to the first writer
   Conn replay_conn_;  // the replay thread's
 
   Mutex read_mu_;
@@ -147,7 +151,7 @@ class PostgresUsageLedger final : public UsageLedger {
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   int callers_ ABSL_GUARDED_BY(mu_) = 0;  // inside Record: the destructor waits for them
   StopSignal stop_replay_;
-  std::thread writer_;
+  std::vector<std::thread> writers_;
   std::thread replayer_;
 };
 
