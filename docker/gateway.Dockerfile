@@ -19,7 +19,7 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libabsl20220623 libfmt9 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libprotobuf32 \
-      libspdlog1.10 libsystemd0 libhiredis0.14 libsqlite3-0 curl ca-certificates \
+      libspdlog1.10 libsystemd0 libhiredis0.14 libsqlite3-0 libpq5 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /opt/switchyard \
       --shell /usr/sbin/nologin switchyard
