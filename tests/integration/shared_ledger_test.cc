@@ -1,8 +1,8 @@
 // Three real gateways share one usage ledger in a real PostgreSQL (config usage_ledger
 // {"backend": "postgres"}; docs/operations.md "Several gateways"): one row per completed job,
-// whichever gateway ran it; GetUsage and /usage on any gateway answer for all of them; PostgreSQL
-// stopped mid-load and restarted loses no job and counts none twice (each gateway's journal is
-// replayed); a gateway killed with kill -9 mid-load counts no job twice. The orchestrator is a
+// whichever gateway ran it; GetUsage, /usage and `switchyard usage` on any gateway answer for
+// all of them; PostgreSQL stopped mid-load and restarted loses no job and counts none twice (each
+// gateway's journal is replayed); a gateway killed with kill -9 mid-load counts no job twice. The orchestrator is a
 // fake in this process (a real gRPC server registered with every gateway) serving Upscale at
 // once, so the load is the gateways' and the ledger's. Loopback only, every wait bounded.
 #include <gtest/gtest.h>
@@ -346,6 +346,18 @@ TEST_F(SharedLedgerTest, OneRowPerJobAndEveryGatewayAnswersForAll) {
   ASSERT_EQ(r.status, 200) << r.body;
   auto json = nlohmann::json::parse(r.body);
   EXPECT_EQ(json["jobs"].get<std::string>(), absl::StrCat(jobs)) << r.body;
+  // `switchyard usage` (the CLI) against each gateway: the same all-gateway totals.
+  for (const std::string& address : addresses_) {
+    std::string out;
+    const int rc =
+        RunCommand(absl::StrCat(BinaryPath("switchyard").string(), " --gateway ", address,
+                                " --api-key ", kKey, " --json usage --key '*' 2>&1"),
+                   &out);
+    ASSERT_EQ(rc, 0) << out;
+    auto json = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(json.is_discarded()) << out;
+    EXPECT_EQ(json["jobs"].get<std::string>(), absl::StrCat(jobs)) << address << ": " << out;
+  }
   EXPECT_EQ(JournalRowsOnDisk(), 0);
 }
 
