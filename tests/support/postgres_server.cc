@@ -127,9 +127,8 @@ absl::Status PostgresServer::InitDb() {
   }
   std::vector<std::string> cmd = AsUser(bin_dir_ + "/initdb");
   const std::string data = (dir_ / "data").string();
-  for (const char* arg :
-       {"-D", data.c_str(), "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync",
-        "--no-instructions"}) {
+  for (const char* arg : {"-D", data.c_str(), "-U", "postgres", "-E", "UTF8", "--locale=C",
+                          "--no-sync", "--no-instructions"}) {
     cmd.push_back(arg);
   }
   const fs::path pwfile = dir_ / "pwfile";
