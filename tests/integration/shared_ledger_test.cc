@@ -2,9 +2,10 @@
 // {"backend": "postgres"}; docs/operations.md "Several gateways"): one row per completed job,
 // whichever gateway ran it; GetUsage, /usage and `switchyard usage` on any gateway answer for
 // all of them; PostgreSQL stopped mid-load and restarted loses no job and counts none twice (each
-// gateway's journal is replayed); a gateway killed with kill -9 mid-load counts no job twice. The orchestrator is a
-// fake in this process (a real gRPC server registered with every gateway) serving Upscale at
-// once, so the load is the gateways' and the ledger's. Loopback only, every wait bounded.
+// gateway's journal is replayed); a gateway killed with kill -9 mid-load counts no job twice. The
+// orchestrator is a fake in this process (a real gRPC server registered with every gateway)
+// serving Upscale at once, so the load is the gateways' and the ledger's. Loopback only, every
+// wait bounded.
 #include <gtest/gtest.h>
 
 #include <atomic>
