@@ -20,6 +20,7 @@
 #include "gateway/billing/redis_quota.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
+#include "gateway/routing/redis_affinity.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -93,7 +94,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     if (!c.state.redis_address.empty()) {
       spdlog::warn(
           "state.redis is set but there are no API keys (api_keys_file): no quotas to "
-          "share");
+          "share, only stream affinity");
     }
   }
   if (c.registration_secret.empty() && c.node_secrets.empty() && !c.node_id_from_client_cert) {
@@ -112,6 +113,24 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   // rebuild it from the ids it sees (docs/security.md).
   s->service_ =
       std::make_unique<GatewayService>(c, s->membership_.get(), [] { return SecureRandomU64(); });
+  if (!c.state.redis_address.empty()) {
+    // Streams' segments reach one orchestrator whichever gateway receives them.
+    RedisAffinityOptions options;
+    options.redis.address = c.state.redis_address;
+    options.redis.password = c.state.redis_password;
+    options.redis.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+    options.key_prefix = c.state.redis_key_prefix;
+    options.ttl = absl::Milliseconds(c.stream_idle_timeout_ms);
+    auto affinity = RedisStreamAffinity::Create(options, s->metrics_.get());
+    if (!affinity.ok()) return affinity.status();
+    if (auto st = (*affinity)->Ping(); !st.ok()) {
+      spdlog::warn(
+          "stream affinity: Redis at {} does not answer yet ({}); streams follow this gateway's "
+          "own table until it does",
+          options.redis.address, st.ToString());
+    }
+    s->service_->set_affinity_store(*std::move(affinity));
+  }
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   if (!c.usage_ledger.empty()) {
