@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "gateway/api/livepeer_api.h"
 #include "gateway/api/openai_api.h"
+#include "gateway/api/peer_gateways.h"
 #include "gateway/billing/redis_quota.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
@@ -278,7 +279,21 @@ absl::Status GatewayServer::StartHttp() {
     // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
     auto channel = server_->InProcessChannel(grpc::ChannelArguments());
     live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
-    std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_, auth_.get());
+    if (!config_.state.peers.empty()) {
+      // Async results and served media held by other gateways (docs/operations.md).
+      PeerGatewaysOptions peer_options;
+      peer_options.self_id = config_.state.gateway_id;
+      peer_options.peers = config_.state.peers;
+      peer_options.secret = config_.state.internal_secret;
+      peer_options.timeout = absl::Milliseconds(config_.state.peer_timeout_ms);
+      auto peers = PeerGateways::Create(std::move(peer_options));
+      if (!peers.ok()) return peers.status();
+      peers_ = *std::move(peers);
+      spdlog::info("async results and served media: this gateway is '{}', {} peer gateway(s)",
+                   config_.state.gateway_id, config_.state.peers.size());
+    }
+    std::map<std::string, http::Handler> routes =
+        LivepeerApiRoutes(channel, live_, auth_.get(), peers_);
     // The OpenAI-compatible API (/v1/...), the same way (docs/openai-api.md).
     routes.merge(OpenAiApiRoutes(channel));
     // GET /usage: the caller's usage from the ledger (docs/metering.md).
@@ -335,7 +350,8 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
     sweeper_.join();
   }
   if (poller_) poller_->Stop();
-  if (live_) live_->Stop();  // each session says why it ended, then its thread is joined
+  if (live_) live_->Stop();    // each session says why it ended, then its thread is joined
+  if (peers_) peers_->Stop();  // fetches from other gateways answered before the HTTP server goes
   SetGrpcServing(server_.get(), false);
   if (!server_) return;
   const auto deadline = std::chrono::system_clock::now() + grace;
