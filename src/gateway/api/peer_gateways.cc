@@ -76,7 +76,7 @@ void PeerGateways::Stop() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
-  for (auto& task : left) task.done(absl::UnavailableError("the gateway is shutting down"));
+  for (auto& task : left) task.done(absl::CancelledError("the gateway is shutting down"));
 }
 
 std::optional<std::string> PeerGateways::HolderOf(absl::string_view id) const {
@@ -119,15 +119,18 @@ void PeerGateways::Fetch(const std::string& peer, const std::string& path,
   }
   headers[kSecretHeader] = options_.secret;
   Task task{absl::StrCat(it->second, path), std::move(headers), max_body, std::move(done)};
+  bool stopped = false;
   {
     MutexLock lock(&mu_);
+    stopped = stopped_;
     if (!stopped_ && queue_.size() < options_.max_queued) {
       queue_.push_back(std::move(task));
       wake_.Signal();
       return;
     }
   }
-  task.done(absl::UnavailableError("too many requests to other gateways at once; try again"));
+  task.done(stopped ? absl::CancelledError("the gateway is shutting down")
+                    : absl::AbortedError("too many requests to other gateways at once"));
 }
 
 void PeerGateways::Work() {

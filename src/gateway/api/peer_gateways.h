@@ -67,14 +67,15 @@ class PeerGateways {
   std::optional<http::Response> CheckSecret(const http::Request& req) const;
 
   // GET <peer's URL><path> with the secret and `headers`, on a thread of the pool; `done` gets
-  // the answer or why not, once, from that thread (or from this one: UNAVAILABLE when the queue
-  // is full or the pool stopped). `path` is built by the caller from checked parts only.
+  // the answer or why not, once, from that thread (or from this one: NOT_FOUND for a peer not
+  // configured, ABORTED when the queue is full, CANCELLED once stopped). `path` is built by the
+  // caller from checked parts only.
   void Fetch(const std::string& peer, const std::string& path,
              std::map<std::string, std::string> headers, int64_t max_body,
              std::function<void(absl::StatusOr<TrickleResponse>)> done) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Cancels fetches in flight (each answered CANCELLED within ~50 ms), answers queued ones
-  // UNAVAILABLE and joins the threads. Called by the gateway before its HTTP server goes, so no
+  // CANCELLED and joins the threads. Called by the gateway before its HTTP server goes, so no
   // reply comes after; idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
