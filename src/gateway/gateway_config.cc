@@ -65,13 +65,83 @@ absl::StatusOr<std::map<std::string, std::string>> LoadNodeSecrets(
 
 namespace {
 
+// A gateway id in shared ids: short, and nothing a path or an id could be split on.
+bool IsPeerId(const std::string& id) {
+  return !id.empty() && id.size() <= 16 && std::all_of(id.begin(), id.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+  });
+}
+
+// state.gateway_id, state.peers {"ID": "http://HOST:PORT"}, state.internal_secret_file,
+// state.peer_timeout_ms: all or none (peers without a secret would serve anyone who asks).
+absl::Status ReadPeers(const ConfigObject& state, const std::filesystem::path& file,
+                       SharedStateConfig* out) {
+  const bool any = state.Has("gateway_id") || state.Has("peers") ||
+                   state.Has("internal_secret_file") || state.Has("peer_timeout_ms");
+  if (!any) return absl::OkStatus();
+  SY_RETURN_IF_ERROR(state.Read("gateway_id", &out->gateway_id, /*required=*/true));
+  if (!IsPeerId(out->gateway_id)) {
+    return state.Error("gateway_id", "must be 1..16 characters a-z, 0-9 and '-'");
+  }
+  if (!state.Has("peers")) return state.Error("peers", "is required with state.gateway_id");
+  SY_RETURN_IF_ERROR(state.ReadMap(
+      "peers", "gateway id -> \"http://HOST:PORT\"", &out->peers,
+      [&](const ConfigObject& peers, const std::string& id,
+          const std::string& url) -> absl::Status {
+        if (!IsPeerId(id)) {
+          return peers.Error(id, "a peer id must be 1..16 characters a-z, 0-9 and '-'");
+        }
+        if (id == out->gateway_id) {
+          return peers.Error(id, "is this gateway's own state.gateway_id");
+        }
+        absl::string_view rest = url;
+        if (!absl::ConsumePrefix(&rest, "http://")) {
+          return peers.Error(id, "must be \"http://HOST:PORT\" (the peer's http_listen)");
+        }
+        absl::ConsumeSuffix(&rest, "/");
+        SY_RETURN_IF_ERROR(
+            ValidateHostPort(std::string(rest), absl::StrCat(file.string(), ": ", peers.Path(id))));
+        if (absl::EndsWith(rest, ":0")) return peers.Error(id, "port 0 is no port");
+        return absl::OkStatus();
+      }));
+  if (out->peers.empty()) return state.Error("peers", "must name at least one other gateway");
+  if (out->peers.size() > 64) return state.Error("peers", "at most 64 peers");
+  for (auto& [id, url] : out->peers) {
+    if (absl::EndsWith(url, "/")) url.pop_back();
+  }
+  std::string secret_file;
+  SY_RETURN_IF_ERROR(state.Read("internal_secret_file", &secret_file, /*required=*/true));
+  const std::filesystem::path path = ResolveConfigPath(file, secret_file);
+  std::ifstream in(path);
+  if (!in || !std::getline(in, out->internal_secret)) {
+    return state.Error(
+        "internal_secret_file",
+        absl::StrCat("cannot read a secret (first line) from '", path.string(), "'"));
+  }
+  absl::StripAsciiWhitespace(&out->internal_secret);
+  if (out->internal_secret.size() < 16 ||
+      !std::all_of(out->internal_secret.begin(), out->internal_secret.end(),
+                   [](char ch) { return ch > 0x20 && ch < 0x7f; })) {
+    return state.Error("internal_secret_file",
+                       "the secret (first line) must be at least 16 printable ASCII characters, "
+                       "no spaces (e.g. openssl rand -hex 32)");
+  }
+  SY_RETURN_IF_ERROR(state.Read("peer_timeout_ms", &out->peer_timeout_ms));
+  if (out->peer_timeout_ms < 100 || out->peer_timeout_ms > 120000) {
+    return state.Error("peer_timeout_ms", "must be 100..120000");
+  }
+  return absl::OkStatus();
+}
+
 // The `state` block: {"redis": {"address", "password_file", "key_prefix", "timeout_ms",
 // "lease_ttl_ms", "tls"}, "on_unavailable": "deny" | "local"}.
 absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::path& file,
                              SharedStateConfig* out) {
   if (!root.Has("state")) return absl::OkStatus();
   ConfigObject state = root.Child("state");
-  SY_RETURN_IF_ERROR(state.CheckKeys({"redis", "on_unavailable"}));
+  SY_RETURN_IF_ERROR(state.CheckKeys({"redis", "on_unavailable", "gateway_id", "peers",
+                                      "internal_secret_file", "peer_timeout_ms"}));
+  SY_RETURN_IF_ERROR(ReadPeers(state, file, out));
   SY_RETURN_IF_ERROR(state.Read("on_unavailable", &out->on_unavailable));
   if (out->on_unavailable != "deny" && out->on_unavailable != "local") {
     return state.Error("on_unavailable",
@@ -376,6 +446,14 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
     c.live_video.egress = *std::move(egress);
   }
   SY_RETURN_IF_ERROR(ReadSharedState(root, file, &c.state));
+  if (!c.state.peers.empty() && c.http_listen.empty()) {
+    return root.Error("state", "peers: the internal calls go to http_listen, which is empty");
+  }
+  if (!c.state.peers.empty() && c.http_tls.enabled()) {
+    return root.Error("state",
+                      "peers: the internal calls between gateways are plain HTTP, which http_tls "
+                      "(HTTPS on http_listen) rules out; not supported together yet");
+  }
   SY_RETURN_IF_ERROR(root.Read("default_timeout_ms", &c.default_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   ConfigObject log = root.Child("log");

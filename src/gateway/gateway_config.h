@@ -23,6 +23,14 @@ struct SharedStateConfig {
   int redis_lease_ttl_ms = 15000;  // a dead gateway's concurrency slots free after this long
   // When Redis cannot be reached: "local" (this gateway's own in-memory quotas) or "deny".
   std::string on_unavailable = "local";
+  // Async results and served media held by another gateway (docs/operations.md "Several
+  // gateways"): this gateway's short id, put in the ids it hands out; the peers' ids and base
+  // URLs (http://HOST:PORT of their http_listen); the secret their internal calls carry (the
+  // first line of state.internal_secret_file); each internal call's timeout. Empty: no peers.
+  std::string gateway_id;
+  std::map<std::string, std::string> peers;
+  std::string internal_secret;
+  int peer_timeout_ms = 10000;
 };
 
 // The usage ledger in PostgreSQL (`usage_ledger: {"backend": "postgres", ...}`).

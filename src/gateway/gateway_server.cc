@@ -18,9 +18,11 @@
 #include "gateway/api/livepeer_api.h"
 #include "gateway/api/openai_api.h"
 #include "gateway/billing/postgres_usage_ledger.h"
+#include "gateway/api/peer_gateways.h"
 #include "gateway/billing/redis_quota.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
+#include "gateway/routing/redis_affinity.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -94,7 +96,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     if (!c.state.redis_address.empty()) {
       spdlog::warn(
           "state.redis is set but there are no API keys (api_keys_file): no quotas to "
-          "share");
+          "share, only stream affinity");
     }
   }
   if (c.registration_secret.empty() && c.node_secrets.empty() && !c.node_id_from_client_cert) {
@@ -113,6 +115,24 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   // rebuild it from the ids it sees (docs/security.md).
   s->service_ =
       std::make_unique<GatewayService>(c, s->membership_.get(), [] { return SecureRandomU64(); });
+  if (!c.state.redis_address.empty()) {
+    // Streams' segments reach one orchestrator whichever gateway receives them.
+    RedisAffinityOptions options;
+    options.redis.address = c.state.redis_address;
+    options.redis.password = c.state.redis_password;
+    options.redis.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+    options.key_prefix = c.state.redis_key_prefix;
+    options.ttl = absl::Milliseconds(c.stream_idle_timeout_ms);
+    auto affinity = RedisStreamAffinity::Create(options, s->metrics_.get());
+    if (!affinity.ok()) return affinity.status();
+    if (auto st = (*affinity)->Ping(); !st.ok()) {
+      spdlog::warn(
+          "stream affinity: Redis at {} does not answer yet ({}); streams follow this gateway's "
+          "own table until it does",
+          options.redis.address, st.ToString());
+    }
+    s->service_->set_affinity_store(*std::move(affinity));
+  }
   s->job_metrics_ = std::make_unique<JobMetrics>(s->metrics_.get());
   s->service_->set_job_metrics(s->job_metrics_.get());
   if (!c.usage_ledger_postgres.dsn.empty()) {
@@ -273,7 +293,21 @@ absl::Status GatewayServer::StartHttp() {
     // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
     auto channel = server_->InProcessChannel(grpc::ChannelArguments());
     live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
-    std::map<std::string, http::Handler> routes = LivepeerApiRoutes(channel, live_, auth_.get());
+    if (!config_.state.peers.empty()) {
+      // Async results and served media held by other gateways (docs/operations.md).
+      PeerGatewaysOptions peer_options;
+      peer_options.self_id = config_.state.gateway_id;
+      peer_options.peers = config_.state.peers;
+      peer_options.secret = config_.state.internal_secret;
+      peer_options.timeout = absl::Milliseconds(config_.state.peer_timeout_ms);
+      auto peers = PeerGateways::Create(std::move(peer_options));
+      if (!peers.ok()) return peers.status();
+      peers_ = *std::move(peers);
+      spdlog::info("async results and served media: this gateway is '{}', {} peer gateway(s)",
+                   config_.state.gateway_id, config_.state.peers.size());
+    }
+    std::map<std::string, http::Handler> routes =
+        LivepeerApiRoutes(channel, live_, auth_.get(), peers_);
     // The OpenAI-compatible API (/v1/...), the same way (docs/openai-api.md).
     routes.merge(OpenAiApiRoutes(channel));
     // GET /usage: the caller's usage from the ledger (docs/metering.md).
@@ -330,7 +364,8 @@ void GatewayServer::Shutdown(std::chrono::milliseconds grace) {
     sweeper_.join();
   }
   if (poller_) poller_->Stop();
-  if (live_) live_->Stop();  // each session says why it ended, then its thread is joined
+  if (live_) live_->Stop();    // each session says why it ended, then its thread is joined
+  if (peers_) peers_->Stop();  // fetches from other gateways answered before the HTTP server goes
   SetGrpcServing(server_.get(), false);
   if (!server_) return;
   const auto deadline = std::chrono::system_clock::now() + grace;

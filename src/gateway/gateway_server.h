@@ -21,6 +21,7 @@
 #include "gateway/api/gateway_service.h"
 #include "gateway/api/inference_proxy.h"
 #include "gateway/api/live_video.h"
+#include "gateway/api/peer_gateways.h"
 #include "gateway/membership/membership.h"
 #include "gateway/membership/registry_service.h"
 #include "gateway/membership/static_poller.h"
@@ -72,6 +73,7 @@ class GatewayServer {
   int port_ = 0;
   // /live-video-to-video sessions, stopped at Shutdown (before the gRPC server they call).
   std::shared_ptr<LiveVideoSessions> live_;
+  std::shared_ptr<PeerGateways> peers_;  // state.peers; null without
   std::mutex scrape_mu_;
   // (pipeline, model, state) -> gauge of switchyard_gateway_model_offers.
   std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> offer_gauges_;

@@ -419,6 +419,53 @@ TEST(GatewayConfigTest, UsageLedgerPostgres) {
   ExpectError(pg_with({{"connect_timeout_ms", "100"}}), "usage_ledger.connect_timeout_ms");
   ExpectError(pg_with({{"statement_timeout_ms", -5}}), "usage_ledger.statement_timeout_ms");
   ExpectError(pg_with({{"retry_interval_ms", 1e12}}), "usage_ledger.retry_interval_ms");
+
+TEST(GatewayConfigTest, SharedStatePeers) {
+  TempDir tmp;
+  const std::string secret = (tmp.path() / "internal.secret").string();
+  WriteFile(secret, "0123456789abcdef0123456789abcdef\nignored\n");
+  WriteFile(tmp.path() / "short.secret", "short\n");
+  auto state = [&](Json fields) {
+    Json j = {{"gateway_id", "ga"},
+              {"peers", {{"gb", "http://10.0.0.2:8935"}, {"gc", "http://gw-c.internal:8935/"}}},
+              {"internal_secret_file", secret}};
+    j.update(fields);
+    return Json({{"http_listen", "127.0.0.1:8935"}, {"state", j}});
+  };
+  auto c = Parse(state(Json::object()));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state.gateway_id, "ga");
+  EXPECT_EQ(c->state.peers.size(), 2u);
+  EXPECT_EQ(c->state.peers.at("gc"), "http://gw-c.internal:8935");  // the trailing '/' dropped
+  EXPECT_EQ(c->state.internal_secret, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(c->state.peer_timeout_ms, 10000);
+  EXPECT_TRUE(c->state.redis_address.empty());  // peers need no Redis
+  // Absent: no peers.
+  EXPECT_TRUE(Parse(Json::object())->state.peers.empty());
+
+  ExpectError(state({{"gateway_id", "GA"}}), "state.gateway_id");
+  ExpectError(state({{"gateway_id", "a.b"}}), "state.gateway_id");
+  ExpectError(state({{"gateway_id", std::string(17, 'a')}}), "state.gateway_id");
+  ExpectError(Json({{"state", {{"peers", {{"gb", "http://h:1"}}}}}}), "state.gateway_id");
+  ExpectError(state({{"peers", Json::object()}}), "state.peers");
+  ExpectError(state({{"peers", {{"ga", "http://h:1"}}}}), "state.peers.ga");  // itself
+  ExpectError(state({{"peers", {{"G.B", "http://h:1"}}}}), "state.peers");
+  ExpectError(state({{"peers", {{"gb", "https://h:1"}}}}), "state.peers.gb");
+  ExpectError(state({{"peers", {{"gb", "http://h:1/path"}}}}), "state.peers.gb");
+  ExpectError(state({{"peers", {{"gb", "http://h"}}}}), "state.peers.gb");
+  ExpectError(state({{"peers", {{"gb", "http://h:0"}}}}), "state.peers.gb");
+  ExpectError(state({{"peers", {{"gb", 7}}}}), "state.peers.gb");
+  ExpectError(state({{"internal_secret_file", (tmp.path() / "none").string()}}),
+              "state.internal_secret_file");
+  ExpectError(state({{"internal_secret_file", (tmp.path() / "short.secret").string()}}),
+              "state.internal_secret_file");
+  ExpectError(state({{"peer_timeout_ms", 50}}), "state.peer_timeout_ms");
+  Json no_secret = state(Json::object());
+  no_secret["state"].erase("internal_secret_file");
+  ExpectError(no_secret, "state.internal_secret_file");
+  Json no_http = state(Json::object());
+  no_http["http_listen"] = "";
+  ExpectError(no_http, "http_listen");
 }
 
 TEST(ShippedConfigs, GatewayJsonLoads) {

@@ -206,7 +206,7 @@ LocalCluster::~LocalCluster() {
 }
 
 absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
-                                        const std::string& listen) {
+                                        const std::string& listen, size_t index) {
   // node_timeout_ms is the default (800 ms) times the test time scale: under a sanitizer the
   // daemons run several times slower, and an orchestrator's heartbeat late by a few hundred ms
   // must not drop it from routing mid-test.
@@ -219,6 +219,7 @@ absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr
                        {"node_timeout_ms", Scaled(std::chrono::milliseconds(800)).count()},
                        {"log", {{"level", "debug"}}}};
   gw.update(options_.gateway_config);
+  if (index < options_.per_gateway_config.size()) gw.update(options_.per_gateway_config[index]);
   const fs::path cfg = dir_.path() / (name + ".json");
   const fs::path port = dir_.path() / (name + ".port");
   WriteFile(cfg, gw.dump(2));
@@ -251,7 +252,8 @@ absl::Status LocalCluster::Start(const ClusterOptions& options) {
   if (!st.ok()) return st;
   for (int g = 0; g < options.extra_gateways; ++g) {
     extra_gateways_.emplace_back();
-    st = StartGateway(absl::StrCat("gateway-", g + 2), &extra_gateways_.back());
+    st = StartGateway(absl::StrCat("gateway-", g + 2), &extra_gateways_.back(), "127.0.0.1:0",
+                      static_cast<size_t>(g) + 1);
     if (!st.ok()) return st;
   }
   for (int i = 0; i < options.orchestrators; ++i) {

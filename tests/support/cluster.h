@@ -76,6 +76,9 @@ struct ClusterOptions {
   nlohmann::json gateway_config = nlohmann::json::object();
   // More gateways sharing the orchestrators (each orchestrator registers with every gateway).
   int extra_gateways = 0;
+  // Per gateway (0: the first, i: extra gateway i - 1), merged over gateway_config: what differs
+  // between them (e.g. state.gateway_id).
+  std::vector<nlohmann::json> per_gateway_config;
   // Extra orchestrator config fields (e.g. registration_secret), merged over the defaults.
   nlohmann::json orchestrator_config = nlohmann::json::object();
   // API key the cluster's own calls (WaitForOrchestrators) send, for gateways with api_keys_file.
@@ -128,7 +131,7 @@ class LocalCluster {
   TempDir dir_;
   ClusterOptions options_;
   absl::Status StartGateway(const std::string& name, std::unique_ptr<Daemon>* out,
-                            const std::string& listen = "127.0.0.1:0");
+                            const std::string& listen = "127.0.0.1:0", size_t index = 0);
 
   std::unique_ptr<Daemon> gateway_;
   std::vector<std::unique_ptr<Daemon>> extra_gateways_;

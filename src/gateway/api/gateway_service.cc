@@ -92,7 +92,8 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
       router_(config.routing, random),
       wait_queue_(config.max_queued_jobs),
       room_(&wait_queue_),
-      affinity_(absl::Milliseconds(config.stream_idle_timeout_ms), kMaxTrackedStreams),
+      affinity_(std::make_unique<StreamAffinity>(absl::Milliseconds(config.stream_idle_timeout_ms),
+                                                 kMaxTrackedStreams)),
       random_(random) {
   env_.config = &config_;
   env_.snapshot = [membership] { return membership->snapshot(); };
@@ -185,10 +186,9 @@ grpc::ServerUnaryReactor* GatewayService::Route(grpc::CallbackServerContext* con
       // The orchestrator keeps no state between segments, but a stream stays on one node while
       // it can (warm model, no cold start elsewhere). Its own key space in the affinity table.
       const std::string key = absl::StrCat(Pipeline::kName, "/", request->stream_id());
-      route->preferred = affinity_.NodeOf(ApiKeyIdOf(context), key);
-      on_success = [this, tenant = ApiKeyIdOf(context), key](const std::string& node) {
-        affinity_.Set(tenant, key, node);
-      };
+      route->preferred = affinity_->NodeOf(ApiKeyIdOf(context), key);
+      on_success = [this, tenant = ApiKeyIdOf(context), key, home = route->preferred](
+                       const std::string& node) { affinity_->Record(tenant, key, home, node); };
     }
   }
   auto* reactor = context->DefaultReactor();
@@ -211,14 +211,17 @@ void GatewayService::StartTranscode(grpc::CallbackServerContext* context,
   if (!request->stream_id().empty()) {
     // The stream stays where its session is; if that node cannot take it, the router picks
     // another and the stream moves there.
-    const std::string home = affinity_.NodeOf(tenant, request->stream_id());
+    const std::string home = affinity_->NodeOf(tenant, request->stream_id());
     route.preferred = home;
     on_success = [this, tenant, id = request->stream_id(), home](const std::string& node) {
-      affinity_.Set(tenant, id, node);
+      const std::string next = affinity_->Record(tenant, id, home, node);
       if (!home.empty() && home != node) {
-        spdlog::info("stream '{}' moved from {} to {}", LogSafe(id), home, node);
+        spdlog::info("stream '{}' moved from {} to {}", LogSafe(id), LogSafe(home), node);
         CloseSessionOn(home, tenant, id);
       }
+      // Another gateway placed the stream elsewhere meanwhile (a shared store): its next segments
+      // go there, so the session this one opened is not needed.
+      if (next != node) CloseSessionOn(node, tenant, id);
     };
   }
   Dispatch(context, request, response, std::move(route), &Stub::async_interface::Transcode,
@@ -363,7 +366,7 @@ class GatewayService::TranscodeStreamReactor final
 
   void End() {
     if (!stream_id_.empty()) {
-      if (auto node = service_->affinity_.Forget(tenant_, stream_id_)) {
+      if (auto node = service_->affinity_->Forget(tenant_, stream_id_)) {
         service_->CloseSessionOn(*node, tenant_, stream_id_);
       }
     }

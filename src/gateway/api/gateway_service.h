@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/pipelines.h"
 #include "gateway/api/job_dispatch.h"
@@ -62,6 +63,10 @@ class GatewayService final : public v1::Gateway::CallbackService {
     billing_ = billing;
     env_.billing = billing;
   }
+
+  // Where streams' affinity is kept (default: this gateway's own table; a shared one with
+  // state.redis, routing/redis_affinity.h); set before the service takes calls.
+  void set_affinity_store(std::unique_ptr<AffinityStore> store) { affinity_ = std::move(store); }
 
   // Usage totals from the ledger for the caller's API key (or any key, for operators).
   grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
@@ -127,7 +132,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Router router_;
   WaitQueue wait_queue_;
   WaitQueueRoom room_;
-  StreamAffinity affinity_;
+  std::unique_ptr<AffinityStore> affinity_;
   JobLog job_log_;
   const ApiKeyAuth* auth_ = nullptr;
   JobBilling* billing_ = nullptr;  // also in env_; here for GetUsage's ledger

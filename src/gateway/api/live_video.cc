@@ -101,7 +101,8 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
                                                const std::string& body,
                                                const std::string& content_type,
                                                absl::Duration timeout, int64_t max_body,
-                                               const std::atomic<bool>* stop) {
+                                               const std::atomic<bool>* stop,
+                                               const std::map<std::string, std::string>& headers) {
   auto parsed = ParseHttpUrl(url);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(url, ": ", parsed.status().message()));
@@ -164,6 +165,7 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
   req.set(bhttp::field::user_agent, "switchyard-gateway");
   req.set(bhttp::field::connection, "close");
   if (!content_type.empty()) req.set(bhttp::field::content_type, content_type);
+  for (const auto& [name, value] : headers) req.set(name, value);
   req.body() = body;
   if (!body.empty()) {
     req.chunked(true);  // as trickle publishers send segments

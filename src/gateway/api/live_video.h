@@ -91,13 +91,13 @@ struct TrickleResponse {
 // refused by policy" before connecting when any address the host resolves to is refused,
 // UNAVAILABLE when the server cannot be reached or the connection breaks (without the system's
 // error text, which would make the gateway a port scanner; it is logged), RESOURCE_EXHAUSTED for
-// a response body over `max_body`.
-absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
-                                               const std::string& method, const std::string& url,
-                                               const std::string& body,
-                                               const std::string& content_type,
-                                               absl::Duration timeout, int64_t max_body,
-                                               const std::atomic<bool>* stop);
+// a response body over `max_body`. `headers` are added to the request (names and values are
+// the caller's, never a client's unchecked bytes).
+absl::StatusOr<TrickleResponse> TrickleRequest(
+    const EgressPolicy& policy, const std::string& method, const std::string& url,
+    const std::string& body, const std::string& content_type, absl::Duration timeout,
+    int64_t max_body, const std::atomic<bool>* stop,
+    const std::map<std::string, std::string>& headers = {});
 
 class LiveVideoSessions {
  public:

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -14,12 +15,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/json_limits.h"
 #include "common/logging.h"
 #include "common/secure_random.h"
 #include "gateway/billing/api_keys.h"
 #include "gateway/billing/auth_interceptor.h"
 #include "gateway/api/live_video.h"
 #include "gateway/api/livepeer_api_internal.h"
+#include "gateway/api/peer_gateways.h"
 
 namespace switchyard::gateway {
 namespace livepeer {
@@ -115,10 +118,14 @@ class Store {
   static constexpr size_t kMaxJobs = 1000;
   static constexpr auto kTtl = std::chrono::hours(1);
 
+  // `id_prefix`: "<state.gateway_id>." when the gateway has peers (the ids say who holds them),
+  // else "".
+  explicit Store(std::string id_prefix = "") : id_prefix_(std::move(id_prefix)) {}
+
   // Keeps `data` and returns its path.
   std::string PutMedia(const std::string& owner, const std::string& content_type, std::string data,
                        const std::string& name) {
-    const std::string path = absl::StrCat("/stream/", RandomId(), "/", name);
+    const std::string path = absl::StrCat("/stream/", id_prefix_, RandomId(), "/", name);
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
     media_bytes_ += data.size();
@@ -139,7 +146,7 @@ class Store {
   }
 
   std::string NewJob(const std::string& owner) {
-    std::string id = RandomId();
+    std::string id = absl::StrCat(id_prefix_, RandomId());
     std::lock_guard<std::mutex> lock(mu_);
     Expire();
     jobs_[id] = {owner, false, Json(), Clock::now()};
@@ -208,6 +215,7 @@ class Store {
     }
   }
 
+  const std::string id_prefix_;
   std::mutex mu_;
   std::map<std::string, Media> media_;
   std::deque<std::string> media_order_;
@@ -267,6 +275,170 @@ void RunCall(const Env& env, const http::Request& req, StatusRefiner refine, boo
 
 namespace {
 
+// With peers (state.peers): ids say which gateway holds them ("<gateway id>.<hex>"). What another
+// gateway holds is fetched from it (PeerGateways); what no known gateway could hold is unknown.
+
+// The client's headers an internal call forwards: its API key (the holder applies the ownership
+// rule itself) and its request id. Values that are not printable ASCII are not forwarded.
+std::map<std::string, std::string> ForwardedHeaders(const http::Request& req) {
+  std::map<std::string, std::string> out;
+  for (const char* name : {"authorization", "x-api-key", "x-request-id"}) {
+    auto value = Header(req, name);
+    if (value && !value->empty() && value->size() <= 4096 && IsMetadataValue(*value)) {
+      out[name] = *value;
+    }
+  }
+  return out;
+}
+
+// The answer to a client when the gateway holding its id could not answer.
+http::Response PeerFailure(const std::string& peer, const absl::Status& st) {
+  switch (st.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+      return HttpError(504, absl::StrCat("gateway '", peer,
+                                         "', which holds this id, did not "
+                                         "answer in time; try again"));
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+      return HttpError(503, absl::StrCat("gateway '", peer,
+                                         "', which holds this id, cannot be "
+                                         "asked now (",
+                                         st.message(), ")"));
+    case absl::StatusCode::kResourceExhausted:
+      return HttpError(502, absl::StrCat("gateway '", peer,
+                                         "' answered with more than this "
+                                         "gateway relays"));
+    default:
+      return HttpError(502, absl::StrCat("gateway '", peer,
+                                         "', which holds this id, cannot be "
+                                         "reached; try again later"));
+  }
+}
+
+// A media name as this gateway writes them ("video-0.mp4"): nothing a path could be built with.
+bool IsMediaName(absl::string_view name) {
+  if (name.empty() || name.size() > PeerGateways::kMaxNameBytes || name[0] == '.') return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' ||
+           ch == '_';
+  });
+}
+
+void ServeMediaAcrossGateways(const Env& env, const http::Request& req, http::Reply reply) {
+  absl::string_view rest = req.path;
+  absl::ConsumePrefix(&rest, "/stream/");
+  const size_t slash = rest.find('/');
+  const absl::string_view id = rest.substr(0, slash);
+  const absl::string_view name = slash == absl::string_view::npos ? "" : rest.substr(slash + 1);
+  if (id.size() > PeerGateways::kMaxIdBytes || name.size() > PeerGateways::kMaxNameBytes) {
+    return reply(HttpError(
+        400, absl::StrCat("media path too long: ids are at most ", PeerGateways::kMaxIdBytes,
+                          " bytes, names ", PeerGateways::kMaxNameBytes)));
+  }
+  const std::optional<std::string> holder = env.peers->HolderOf(id);
+  const std::string unknown = absl::StrCat("no media at ", req.path);
+  if (!holder || !IsMediaName(name)) return reply(HttpError(404, unknown));
+  if (holder->empty()) {
+    auto media = env.store->GetMedia(req.path, env.OwnerOf(req));
+    if (!media) return reply(HttpError(404, unknown));
+    http::Response r;
+    r.content_type = media->first;
+    r.body = *media->second;
+    return reply(std::move(r));
+  }
+  // Built from the checked id and name only.
+  env.peers->Fetch(
+      *holder, absl::StrCat("/internal/v1/stream/", id, "/", name), ForwardedHeaders(req),
+      PeerGateways::kMaxMediaBytes,
+      [peer = *holder, unknown, reply = std::move(reply)](absl::StatusOr<TrickleResponse> r) {
+        if (!r.ok()) {
+          spdlog::warn("media from gateway '{}': {}", peer, r.status().ToString());
+          return reply(PeerFailure(peer, r.status()));
+        }
+        if (r->status == 404) return reply(HttpError(404, unknown));
+        if (r->status != 200) {
+          spdlog::warn("media from gateway '{}': it answered {}", peer, r->status);
+          return reply(PeerFailure(peer, absl::InternalError("")));
+        }
+        http::Response out;
+        out.content_type = "application/octet-stream";
+        if (auto it = r->headers.find("content-type");
+            it != r->headers.end() && it->second.size() <= 128 && IsMetadataValue(it->second)) {
+          out.content_type = it->second;
+        }
+        out.body = std::move(r->body);
+        reply(std::move(out));
+      });
+}
+
+void ServeResultAcrossGateways(const char* pipeline, const Env& env, const http::Request& req,
+                               const std::string& id, const http::Reply& reply) {
+  if (id.size() > PeerGateways::kMaxIdBytes) {
+    return reply(HttpError(400, absl::StrCat("request_id is ", id.size(), " bytes; at most ",
+                                             PeerGateways::kMaxIdBytes)));
+  }
+  const std::string unknown =
+      absl::StrCat("no ", pipeline, " request '", LogSafe(id), "' (unknown or expired)");
+  const std::optional<std::string> holder = env.peers->HolderOf(id);
+  if (!holder) return reply(HttpError(404, unknown));
+  if (holder->empty()) {
+    auto status = env.store->JobStatus(id, env.OwnerOf(req));
+    if (!status) return reply(HttpError(404, unknown));
+    return reply(http::Json(200, Dump(*status)));
+  }
+  env.peers->Fetch(*holder, absl::StrCat("/internal/v1/result/", pipeline, "/", id),
+                   ForwardedHeaders(req), PeerGateways::kMaxResultBytes,
+                   [peer = *holder, unknown, reply](absl::StatusOr<TrickleResponse> r) {
+                     if (!r.ok()) {
+                       spdlog::warn("async result from gateway '{}': {}", peer,
+                                    r.status().ToString());
+                       return reply(PeerFailure(peer, r.status()));
+                     }
+                     if (r->status == 404) return reply(HttpError(404, unknown));
+                     // The peer's bytes are checked like a client's: a JSON object, or no answer.
+                     auto parsed = ParseJson(r->body);
+                     if (r->status != 200 || !parsed.ok() || !parsed->is_object()) {
+                       spdlog::warn("async result from gateway '{}': it answered {} ({})", peer,
+                                    r->status, parsed.ok() ? "not an object" : "not JSON");
+                       return reply(PeerFailure(peer, absl::InternalError("")));
+                     }
+                     reply(http::Json(200, Dump(*parsed)));
+                   });
+}
+
+// The internal endpoints (PeerGateways): what this gateway holds, for a peer that carries the
+// shared secret and the client's key. Never fetched further, so no loop between gateways.
+void ServeInternal(const Env& env, const http::Request& req, http::Reply reply) {
+  if (auto refused = env.peers->CheckSecret(req)) return reply(*std::move(refused));
+  if (req.method != "GET") return reply(HttpError(405, "use GET"));
+  absl::string_view rest = req.path;
+  if (absl::ConsumePrefix(&rest, "/internal/v1/stream/")) {
+    const size_t slash = rest.find('/');
+    const absl::string_view id = rest.substr(0, slash);
+    const absl::string_view name = slash == absl::string_view::npos ? "" : rest.substr(slash + 1);
+    const std::optional<std::string> holder = env.peers->HolderOf(id);
+    if (!holder || !holder->empty() || !IsMediaName(name)) {
+      return reply(HttpError(404, "no such media here"));
+    }
+    auto media = env.store->GetMedia(absl::StrCat("/stream/", id, "/", name), env.OwnerOf(req));
+    if (!media) return reply(HttpError(404, "no such media here"));
+    http::Response r;
+    r.content_type = media->first;
+    r.body = *media->second;
+    return reply(std::move(r));
+  }
+  if (absl::ConsumePrefix(&rest, "/internal/v1/result/")) {
+    const size_t slash = rest.find('/');
+    const absl::string_view id = slash == absl::string_view::npos ? "" : rest.substr(slash + 1);
+    const std::optional<std::string> holder = env.peers->HolderOf(id);
+    if (!holder || !holder->empty()) return reply(HttpError(404, "no such request here"));
+    auto status = env.store->JobStatus(std::string(id), env.OwnerOf(req));
+    if (!status) return reply(HttpError(404, "no such request here"));
+    return reply(http::Json(200, Dump(*status)));
+  }
+  reply(HttpError(404, "no such internal endpoint"));
+}
+
 // POST /<pipeline>/result {"request_id"}: an async request's status, and its result when done.
 void ServeResult(const char* pipeline, const Env& env, const http::Request& req,
                  http::Reply reply) {
@@ -274,6 +446,7 @@ void ServeResult(const char* pipeline, const Env& env, const http::Request& req,
   if (!p) return;
   auto id = p->Str("request_id", true);
   if (!p->ok()) return reply(p->Error());
+  if (env.peers != nullptr) return ServeResultAcrossGateways(pipeline, env, req, *id, reply);
   auto status = env.store->JobStatus(*id, env.OwnerOf(req));
   if (!status) {
     return reply(
@@ -285,6 +458,7 @@ void ServeResult(const char* pipeline, const Env& env, const http::Request& req,
 // GET /stream/<id>/<name>: a video this gateway made, for the key that asked for it.
 void ServeMedia(const Env& env, const http::Request& req, http::Reply reply) {
   if (req.method != "GET") return reply(HttpError(405, "use GET"));
+  if (env.peers != nullptr) return ServeMediaAcrossGateways(env, req, std::move(reply));
   auto media = env.store->GetMedia(req.path, env.OwnerOf(req));
   if (!media) return reply(HttpError(404, absl::StrCat("no media at ", req.path)));
   http::Response r;
@@ -409,11 +583,14 @@ int HttpStatusForGrpc(grpc::StatusCode code) {
 
 std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Channel> gateway,
                                                        std::shared_ptr<LiveVideoSessions> live,
-                                                       const ApiKeyAuth* auth) {
+                                                       const ApiKeyAuth* auth,
+                                                       std::shared_ptr<PeerGateways> peers) {
   auto env = std::make_shared<livepeer::Env>();
   env->stub = livepeer::StubPtr(v1::Gateway::NewStub(gateway));
-  env->store = std::make_shared<livepeer::Store>();
+  env->store = std::make_shared<livepeer::Store>(
+      peers != nullptr ? absl::StrCat(peers->self_id(), ".") : std::string());
   env->auth = auth;
+  env->peers = std::move(peers);
   // Without an owner's, the live video sessions end when the HTTP server and its routes go.
   env->live = live != nullptr ? std::move(live) : std::make_shared<LiveVideoSessions>(env->stub);
   std::map<std::string, http::Handler> routes;
@@ -432,6 +609,11 @@ std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Cha
   routes["/stream/*"] = [env](const http::Request& req, http::Reply reply) {
     livepeer::ServeMedia(*env, req, std::move(reply));
   };
+  if (env->peers != nullptr) {
+    routes["/internal/v1/*"] = [env](const http::Request& req, http::Reply reply) {
+      livepeer::ServeInternal(*env, req, std::move(reply));
+    };
+  }
   return routes;
 }
 

@@ -28,6 +28,7 @@ namespace switchyard::gateway {
 
 class ApiKeyAuth;
 class LiveVideoSessions;
+class PeerGateways;
 
 // `live` runs the /live-video-to-video sessions (the owner stops them at shutdown); when null, the
 // routes own their own, which end when the routes are destroyed.
@@ -35,9 +36,11 @@ class LiveVideoSessions;
 // results and the videos served at /stream/... belong to the key whose request made them (its
 // SHA-256): asked for with another key, or none, they are 404 like unknown ids. Only
 // ApiKeyAuth::PresentedKey is used (no quota is taken); it must outlive the routes.
+// `peers` (state.peers; may be null): ids carry this gateway's id, ids another gateway holds are
+// fetched from it, and GET /internal/v1/... serves this gateway's to them (peer_gateways.h).
 std::map<std::string, http::Handler> LivepeerApiRoutes(
     std::shared_ptr<grpc::Channel> gateway, std::shared_ptr<LiveVideoSessions> live = nullptr,
-    const ApiKeyAuth* auth = nullptr);
+    const ApiKeyAuth* auth = nullptr, std::shared_ptr<PeerGateways> peers = nullptr);
 
 // The HTTP status the Livepeer API uses for a gRPC outcome.
 int HttpStatusForGrpc(grpc::StatusCode code);

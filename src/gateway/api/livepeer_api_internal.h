@@ -32,6 +32,7 @@
 namespace switchyard::gateway {
 class ApiKeyAuth;
 class LiveVideoSessions;
+class PeerGateways;
 }  // namespace switchyard::gateway
 
 namespace switchyard::gateway::livepeer {
@@ -158,6 +159,8 @@ struct Env {
   // The gateway's API keys (null: none): stored results belong to the key that made them.
   const ApiKeyAuth* auth = nullptr;
   std::shared_ptr<LiveVideoSessions> live;
+  // The other gateways that hold ids (null: none; every id is this gateway's).
+  std::shared_ptr<PeerGateways> peers;
 
   // Whom a request's stored results belong to (livepeer_api.h).
   std::string OwnerOf(const http::Request& req) const;

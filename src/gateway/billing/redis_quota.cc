@@ -1,26 +1,15 @@
 #include "gateway/billing/redis_quota.h"
 
-#include <hiredis/hiredis.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
-#include <sys/time.h>
 
-#include <cerrno>
 #include <cmath>
-#include <csignal>
-#include <cstring>
 #include <utility>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "common/config.h"
 #include "common/secure_random.h"
-#include "common/status.h"
+#include "gateway/state/redis_client.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -85,159 +74,30 @@ end
 return renewed
 )lua";
 
-std::string Sha1Hex(absl::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha1(), nullptr);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest), static_cast<size_t>(len)));
-}
-
-// A Redis reply copied out of hiredis's (freed at once).
-struct Reply {
-  enum class Type { kString, kStatus, kInteger, kNil, kError, kArray, kOther };
-  Type type = Type::kOther;
-  std::string str;
-  long long integer = 0;
-  std::vector<Reply> elements;
-
-  std::string Describe() const {
-    switch (type) {
-      case Type::kString:
-        return "a string";
-      case Type::kStatus:
-        return "a status";
-      case Type::kInteger:
-        return absl::StrCat("the integer ", integer);
-      case Type::kNil:
-        return "nil";
-      case Type::kError:
-        return absl::StrCat("the error '", absl::CHexEscape(str.substr(0, 200)), "'");
-      case Type::kArray:
-        return absl::StrCat("an array of ", elements.size());
-      case Type::kOther:
-        break;
-    }
-    return "a reply of an unknown type";
-  }
-};
-
-Reply Copy(const redisReply* r, int depth) {
-  Reply out;
-  if (r == nullptr) return out;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-    case REDIS_REPLY_ERROR:
-      out.type = r->type == REDIS_REPLY_STRING   ? Reply::Type::kString
-                 : r->type == REDIS_REPLY_STATUS ? Reply::Type::kStatus
-                                                 : Reply::Type::kError;
-      if (r->str != nullptr) out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = Reply::Type::kInteger;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_NIL:
-      out.type = Reply::Type::kNil;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Reply::Type::kArray;
-      // Our scripts answer two levels at most; deeper is not an answer of ours.
-      if (depth > 4) {
-        out.type = Reply::Type::kOther;
-        break;
-      }
-      for (size_t i = 0; i < r->elements && r->element != nullptr; ++i) {
-        out.elements.push_back(Copy(r->element[i], depth + 1));
-      }
-      break;
-    default:
-      break;
-  }
-  return out;
-}
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
-
-struct Script {
-  const char* text;
-  std::string sha;
-};
+using Reply = RedisReply;
 
 }  // namespace
 
-// The connections to Redis (a small pool: each call takes one, so calls do not wait on each
-// other's round trips) and this gateway's live leases. Shared by the backend and its slots, so a
-// slot may end after the backend.
+// The connection to Redis (shared helper, gateway/state/redis_client.h) and this gateway's live
+// leases. Shared by the backend and its slots, so a slot may end after the backend.
 class RedisQuotaBackend::Core {
  public:
-  Core(const RedisQuotaOptions& options, std::string host, int port)
+  Core(const RedisQuotaOptions& options, std::unique_ptr<RedisClient> client)
       : options_(options),
-        host_(std::move(host)),
-        port_(port),
+        client_(std::move(client)),
         lease_prefix_(SecureRandomHex(8)),
-        acquire_{kAcquireScript, Sha1Hex(kAcquireScript)},
-        renew_{kRenewScript, Sha1Hex(kRenewScript)} {}
+        acquire_(kAcquireScript),
+        renew_(kRenewScript) {}
 
-  // One command. Redis's error replies come back as replies (type kError); a failed connection,
-  // a timeout or bytes that are not Redis's protocol as an UNAVAILABLE status.
-  absl::StatusOr<Reply> Run(const std::vector<std::string>& argv) ABSL_LOCKS_EXCLUDED(mu_) {
-    // A connection from the pool may have died with the server it knew (a Redis restart): one
-    // failure on it drops the pool and tries once more on a new connection.
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      bool pooled = false;
-      auto conn = Take(&pooled);
-      if (!conn.ok()) return conn.status();
-      std::vector<const char*> args;
-      std::vector<size_t> lens;
-      for (const auto& a : argv) {
-        args.push_back(a.data());
-        lens.push_back(a.size());
-      }
-      auto* raw = static_cast<redisReply*>(
-          redisCommandArgv(conn->get(), static_cast<int>(args.size()), args.data(), lens.data()));
-      if (raw == nullptr) {
-        const std::string why = Failure(conn->get());
-        // Only when the server closed the connection (a restart) before answering: a timeout
-        // may have run the command, and running a script twice would take two slots.
-        if (pooled && attempt == 0 && Closed(conn->get())) {
-          DropIdle();
-          continue;
-        }
-        MarkDown(why);
-        return absl::UnavailableError(why);
-      }
-      Reply reply = Copy(raw, 0);
-      freeReplyObject(raw);
-      Give(*std::move(conn));
-      return reply;
-    }
-    return absl::UnavailableError(absl::StrCat("Redis at ", options_.address, ": no connection"));
-  }
-
-  // EVALSHA, and EVAL when Redis does not know the script yet (NOSCRIPT: a new or restarted
-  // server, or SCRIPT FLUSH).
-  absl::StatusOr<Reply> Eval(const Script& script, const std::vector<std::string>& keys,
+  absl::StatusOr<Reply> Run(const std::vector<std::string>& argv) { return client_->Run(argv); }
+  absl::StatusOr<Reply> Eval(const RedisScript& script, const std::vector<std::string>& keys,
                              const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {"EVALSHA", script.sha, absl::StrCat(keys.size())};
-    argv.insert(argv.end(), keys.begin(), keys.end());
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto reply = Run(argv);
-    if (reply.ok() && reply->type == Reply::Type::kError &&
-        absl::StartsWith(reply->str, "NOSCRIPT")) {
-      argv[0] = "EVAL";
-      argv[1] = script.text;
-      reply = Run(argv);
-    }
-    return reply;
+    return client_->Eval(script, keys, args);
   }
+  absl::Status Ping() { return client_->Ping(); }
 
-  const Script& acquire() const { return acquire_; }
-  const Script& renew() const { return renew_; }
+  const RedisScript& acquire() const { return acquire_; }
+  const RedisScript& renew() const { return renew_; }
   const RedisQuotaOptions& options() const { return options_; }
 
   std::string NewLeaseId() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -273,106 +133,12 @@ class RedisQuotaBackend::Core {
   }
 
  private:
-  absl::StatusOr<ContextPtr> Take(bool* pooled) ABSL_LOCKS_EXCLUDED(mu_) {
-    {
-      MutexLock lock(&mu_);
-      if (!idle_.empty()) {
-        ContextPtr c = std::move(idle_.back());
-        idle_.pop_back();
-        *pooled = true;
-        return c;
-      }
-      if (absl::Now() < down_until_) {
-        return absl::UnavailableError(absl::StrCat(last_error_, " (not retried for ",
-                                                   absl::FormatDuration(options_.retry_interval),
-                                                   " after a failure)"));
-      }
-    }
-    *pooled = false;
-    const timeval tv = absl::ToTimeval(options_.timeout);
-    ContextPtr c(redisConnectWithTimeout(host_.c_str(), port_, tv));
-    if (c == nullptr || c->err != 0) {
-      const std::string why = c == nullptr ? absl::StrCat("Redis at ", options_.address,
-                                                          ": cannot allocate a connection")
-                                           : Failure(c.get());
-      MarkDown(why);
-      return absl::UnavailableError(why);
-    }
-    if (redisSetTimeout(c.get(), tv) != REDIS_OK) {
-      const std::string why = Failure(c.get());
-      MarkDown(why);
-      return absl::UnavailableError(why);
-    }
-    if (!options_.password.empty()) {
-      const char* argv[] = {"AUTH", options_.password.c_str()};
-      const size_t lens[] = {4, options_.password.size()};
-      auto* raw = static_cast<redisReply*>(redisCommandArgv(c.get(), 2, argv, lens));
-      if (raw == nullptr) {
-        const std::string why = Failure(c.get());
-        MarkDown(why);
-        return absl::UnavailableError(why);
-      }
-      Reply reply = Copy(raw, 0);
-      freeReplyObject(raw);
-      if (reply.type != Reply::Type::kStatus || reply.str != "OK") {
-        // The password is never in the message; Redis's own error text may be (WRONGPASS ...).
-        const std::string why =
-            absl::StrCat("Redis at ", options_.address,
-                         " refused the password (state.redis.password_file): ", reply.Describe());
-        MarkDown(why);
-        return absl::UnavailableError(why);
-      }
-    }
-    return c;
-  }
-
-  void Give(ContextPtr c) ABSL_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    if (idle_.size() < kMaxIdle) idle_.push_back(std::move(c));
-  }
-
-  void DropIdle() ABSL_LOCKS_EXCLUDED(mu_) {
-    std::vector<ContextPtr> dropped;
-    MutexLock lock(&mu_);
-    dropped.swap(idle_);
-  }
-
-  void MarkDown(const std::string& why) ABSL_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    down_until_ = absl::Now() + options_.retry_interval;
-    last_error_ = why;
-    idle_.clear();
-  }
-
-  static bool Closed(const redisContext* c) {
-    if (c->err == REDIS_ERR_EOF) return true;
-    if (c->err != REDIS_ERR_IO) return false;
-    const absl::string_view why(c->errstr);
-    return why == std::strerror(ECONNRESET) || why == std::strerror(EPIPE);
-  }
-
-  std::string Failure(const redisContext* c) const {
-    const absl::string_view why(c->errstr);
-    if (c->err == REDIS_ERR_IO && why == std::strerror(EAGAIN)) {
-      return absl::StrCat("Redis at ", options_.address, ": no answer within ",
-                          absl::FormatDuration(options_.timeout), " (state.redis.timeout_ms)");
-    }
-    std::string what = c->err == REDIS_ERR_PROTOCOL ? "not Redis's protocol: " : "";
-    return absl::StrCat("Redis at ", options_.address, ": ", what,
-                        absl::CHexEscape(why.substr(0, 200)));
-  }
-
-  static constexpr size_t kMaxIdle = 16;
   const RedisQuotaOptions options_;
-  const std::string host_;
-  const int port_;
+  const std::unique_ptr<RedisClient> client_;
   const std::string lease_prefix_;  // random: this gateway's leases, unlike any other's
-  const Script acquire_;
-  const Script renew_;
+  const RedisScript acquire_;
+  const RedisScript renew_;
   mutable Mutex mu_;
-  std::vector<ContextPtr> idle_ ABSL_GUARDED_BY(mu_);
-  absl::Time down_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  std::string last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::set<std::string>> leases_ ABSL_GUARDED_BY(mu_);  // key id -> ids
 };
@@ -401,23 +167,13 @@ class RedisQuotaBackend::RedisSlot final : public QuotaSlot {
 
 absl::StatusOr<std::unique_ptr<RedisQuotaBackend>> RedisQuotaBackend::Create(
     RedisQuotaOptions options, Metrics* metrics) {
-  const std::string what = "state.redis.address";
-  if (options.address.empty()) return absl::InvalidArgumentError(what + ": is required");
-  SY_RETURN_IF_ERROR(ValidateHostPort(options.address, what));
-  const size_t colon = options.address.rfind(':');
-  std::string host = options.address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = 0;
-  if (host.empty() || !absl::SimpleAtoi(options.address.substr(colon + 1), &port) || port < 1 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": '", options.address, "' is not HOST:PORT with a port 1..65535"));
-  }
-  if (options.timeout < absl::Milliseconds(1) || options.timeout > absl::Seconds(60)) {
-    return absl::InvalidArgumentError("state.redis.timeout_ms: must be 1..60000");
-  }
+  RedisClientOptions client_options;
+  client_options.address = options.address;
+  client_options.password = options.password;
+  client_options.timeout = options.timeout;
+  client_options.retry_interval = options.retry_interval;
+  auto client = RedisClient::Create(std::move(client_options));
+  if (!client.ok()) return client.status();
   if (options.lease_ttl < absl::Milliseconds(100) || options.lease_ttl < 3 * options.timeout) {
     return absl::InvalidArgumentError(
         "state.redis.lease_ttl_ms: must be >= 100 and >= 3 times timeout_ms (leases are renewed "
@@ -426,14 +182,7 @@ absl::StatusOr<std::unique_ptr<RedisQuotaBackend>> RedisQuotaBackend::Create(
   if (options.key_prefix.size() > 256) {
     return absl::InvalidArgumentError("state.redis.key_prefix: must be 256 bytes at most");
   }
-  if (options.retry_interval < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("retry_interval must be >= 0");
-  }
-  // hiredis writes with write(2), not send(MSG_NOSIGNAL): a write to a connection Redis (or
-  // something posing as it) has reset would raise SIGPIPE, whose default ends the gateway. The
-  // gateway handles EPIPE as a failed call instead.
-  std::signal(SIGPIPE, SIG_IGN);
-  auto core = std::make_shared<Core>(options, std::move(host), port);
+  auto core = std::make_shared<Core>(options, *std::move(client));
   return std::unique_ptr<RedisQuotaBackend>(
       new RedisQuotaBackend(std::move(options), std::move(core), metrics));
 }
@@ -570,14 +319,6 @@ int RedisQuotaBackend::InFlight(const std::string& key_id) const {
   return core_->LeaseCount(key_id) + local_->InFlight(key_id);
 }
 
-absl::Status RedisQuotaBackend::Ping() {
-  auto reply = core_->Run({"PING"});
-  if (!reply.ok()) return reply.status();
-  if (reply->type != Reply::Type::kStatus || reply->str != "PONG") {
-    return absl::UnavailableError(
-        absl::StrCat("Redis at ", options_.address, " answered PING with ", reply->Describe()));
-  }
-  return absl::OkStatus();
-}
+absl::Status RedisQuotaBackend::Ping() { return core_->Ping(); }
 
 }  // namespace switchyard::gateway

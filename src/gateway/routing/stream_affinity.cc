@@ -35,6 +35,12 @@ void StreamAffinity::Set(const std::string& tenant, const std::string& stream_id
   streams_.emplace(Key(tenant, stream_id), Entry{node_id, now});
 }
 
+std::string StreamAffinity::Record(const std::string& tenant, const std::string& stream_id,
+                                   const std::string& /*home*/, const std::string& node_id) {
+  Set(tenant, stream_id, node_id);
+  return node_id;
+}
+
 void StreamAffinity::MakeRoomLocked(absl::Time now) {
   for (auto it = streams_.begin(); it != streams_.end();) {
     if (now - it->second.last_used > idle_timeout_) {

@@ -1,0 +1,95 @@
+// A small synchronous Redis client over hiredis, shared by the state several gateways keep in
+// Redis (config `state.redis`; docs/operations.md "Several gateways"): API key quotas
+// (billing/redis_quota.h) and stream affinity (routing/redis_affinity.h).
+//
+// Each command takes a connection from a small pool (so calls do not wait on each other's round
+// trips), with the configured timeout on connect and on every command. A failure marks Redis
+// down for `retry_interval`: commands meanwhile fail at once, so an outage does not add a connect
+// timeout to every call. Every byte Redis answers is checked like a peer's (RedisReply).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/mutex.h"
+
+struct redisContext;
+
+namespace switchyard::gateway {
+
+struct RedisClientOptions {
+  std::string address;                               // HOST:PORT ("[::1]:6379" for IPv6)
+  std::string password;                              // AUTH with it when not empty
+  absl::Duration timeout = absl::Milliseconds(200);  // connect and each command
+  // After a failed connection or command, commands do not try Redis again for this long.
+  absl::Duration retry_interval = absl::Milliseconds(500);
+};
+
+// A Redis reply copied out of hiredis's (which is freed at once). Arrays nest at most 5 deep:
+// deeper is not an answer of ours and comes back as kOther.
+struct RedisReply {
+  enum class Type { kString, kStatus, kInteger, kNil, kError, kArray, kOther };
+  Type type = Type::kOther;
+  std::string str;
+  long long integer = 0;
+  std::vector<RedisReply> elements;
+
+  // What the reply is, for error messages (never the whole string: it may be large).
+  std::string Describe() const;
+};
+
+// A Lua script, run by EVALSHA (EVAL when Redis does not know it yet).
+struct RedisScript {
+  explicit RedisScript(const char* script_text);
+  const char* text;
+  std::string sha;  // SHA-1 of the text, hex
+};
+
+// Thread-safe.
+class RedisClient {
+ public:
+  // Validates the options (errors name the state.redis fields); does not connect. Sets SIGPIPE
+  // to be ignored: hiredis writes with write(2), and a write to a connection that Redis (or
+  // something posing as it) reset must be an error, not the end of the process.
+  static absl::StatusOr<std::unique_ptr<RedisClient>> Create(RedisClientOptions options);
+  ~RedisClient();
+
+  // One command. Redis's error replies come back as replies (type kError); a failed connection,
+  // a timeout or bytes that are not Redis's protocol as UNAVAILABLE naming the address.
+  absl::StatusOr<RedisReply> Run(const std::vector<std::string>& argv) ABSL_LOCKS_EXCLUDED(mu_);
+  // EVALSHA, and EVAL when Redis answers NOSCRIPT (a new or restarted server, SCRIPT FLUSH).
+  absl::StatusOr<RedisReply> Eval(const RedisScript& script, const std::vector<std::string>& keys,
+                                  const std::vector<std::string>& args);
+  // One PING: OK when Redis answers PONG.
+  absl::Status Ping();
+
+  const RedisClientOptions& options() const { return options_; }
+
+ private:
+  struct ContextDeleter {
+    void operator()(redisContext* c) const;
+  };
+  using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
+
+  RedisClient(RedisClientOptions options, std::string host, int port);
+  absl::StatusOr<ContextPtr> Take(bool* pooled) ABSL_LOCKS_EXCLUDED(mu_);
+  void Give(ContextPtr c) ABSL_LOCKS_EXCLUDED(mu_);
+  void DropIdle() ABSL_LOCKS_EXCLUDED(mu_);
+  void MarkDown(const std::string& why) ABSL_LOCKS_EXCLUDED(mu_);
+  std::string Failure(const redisContext* c) const;
+
+  static constexpr size_t kMaxIdle = 16;
+  const RedisClientOptions options_;
+  const std::string host_;
+  const int port_;
+  Mutex mu_;
+  std::vector<ContextPtr> idle_ ABSL_GUARDED_BY(mu_);
+  absl::Time down_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace switchyard::gateway
