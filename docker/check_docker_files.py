@@ -196,11 +196,15 @@ def check_compose():
     services = compose.get("services", {})
     check(set(services) == {"gateway", "orchestrator-1", "orchestrator-2"},
           "compose has one gateway and two orchestrators: %s" % sorted(services))
+    named = set((compose.get("volumes") or {}).keys())
     for name, svc in services.items():
         df = os.path.join(DOCKER, svc["build"]["context"], svc["build"]["dockerfile"])
         check(os.path.isfile(df), "compose %s builds %s" % (name, df))
         for v in svc.get("volumes", []):
-            check(os.path.exists(host_path(DOCKER, v)), "compose %s mounts %s" % (name, v))
+            if v.split(":")[0].startswith((".", "/")):
+                check(os.path.exists(host_path(DOCKER, v)), "compose %s mounts %s" % (name, v))
+            else:
+                check(v.split(":")[0] in named, "compose %s: volume %s is declared" % (name, v))
     gw_cmd = services["gateway"]["command"]
     gw_port = option(gw_cmd, "--listen").rsplit(":", 1)[1]
     configs = []
@@ -225,6 +229,7 @@ def check_compose():
               "%s: advertises its service name" % repo_cfg)
         check(cfg["gateways"] == ["gateway:" + gw_port], "%s: registers with gateway:%s"
               % (repo_cfg, gw_port))
+        check_identity_key_volume("compose", services[name], cfg, named)
         check(cfg["listen"].startswith("0.0.0.0:"), "%s: listens on every interface" % repo_cfg)
         models = os.path.normpath(os.path.join(os.path.dirname(repo_cfg), cfg["models_file"]))
         check(os.path.isfile(models), "%s: models_file %s exists" % (repo_cfg, models))
@@ -238,6 +243,15 @@ def check_compose():
         check(devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"],
               "compose GPU override reserves an NVIDIA GPU for %s" % name)
     return configs
+
+
+def check_identity_key_volume(compose_name, svc, cfg, named):
+    """The node's identity key is on a named volume: it outlives the container."""
+    key = cfg.get("identity_key_file", "")
+    check(key.startswith("/") and any(
+        v.split(":")[0] in named and key.startswith(v.split(":")[1].rstrip("/") + "/")
+        for v in svc.get("volumes", [])),
+        "%s %s: identity_key_file %r is on a named volume" % (compose_name, cfg.get("node_id"), key))
 
 
 def mounted_config(svc, container_cfg):
@@ -333,6 +347,7 @@ def check_compose_gateways():
               "%s: advertises its service name" % repo_cfg)
         check(cfg["gateways"] == gw_targets, "%s: registers with every gateway %s"
               % (repo_cfg, gw_targets))
+        check_identity_key_volume("gateways compose", svc, cfg, named)
     return configs
 
 
@@ -349,7 +364,9 @@ def check_configs_load(configs, bin_dir):
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
                     [binary, "--config", cfg, "--no-gateways", "--listen", "127.0.0.1:0",
-                     "--http-listen", "127.0.0.1:0", "--port-file", port_file],
+                     "--http-listen", "127.0.0.1:0", "--port-file", port_file,
+                     # Not the container's /var/lib/switchyard on this host.
+                     "--identity-key-file", os.path.join(tmp, "node-identity.key")],
                     stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:
