@@ -8,6 +8,10 @@
 - docker-compose.yml (and the GPU override) parse; every mounted host path exists; the
   orchestrators' container configs dial the gateway service on the port it listens on and
   advertise their own service name.
+- docker-compose.gateways.yml: three gateways whose configs are configs/gateway.json but for
+  their addresses and shared state (one Redis, one PostgreSQL ledger, journals on named
+  volumes), Redis and PostgreSQL from Debian 12 packages and not published, and orchestrators
+  that register with every gateway.
 - With --bin-dir and --model-dir: each container orchestrator config really loads (the daemon
   starts with it on loopback, ephemeral ports, no gateway), so its models_file and model paths
   resolve in the same layout the images use.
@@ -147,6 +151,36 @@ def check_dockerfile(name, binary):
     check(os.path.isfile(path + ".dockerignore"), "%s has its .dockerignore" % name)
 
 
+STATE_DOCKERFILES = {"redis.Dockerfile": "redis-server", "postgres.Dockerfile": "postgresql-15"}
+
+
+def check_state_dockerfile(name, package):
+    """Redis and PostgreSQL for docker-compose.gateways.yml: Debian 12's own packages."""
+    path = os.path.join(DOCKER, name)
+    check(os.path.isfile(path), "%s exists" % name)
+    if not os.path.isfile(path):
+        return
+    ins = instructions(path)
+    froms = [a for k, a in ins if k == "FROM"]
+    check(froms == ["debian:12-slim"], "%s: one stage on debian:12-slim: %s" % (name, froms))
+    runs = " ".join(a for k, a in ins if k == "RUN")
+    check(re.search(r"apt-get install [^&]*\b%s\b" % re.escape(package), runs) is not None,
+          "%s installs Debian's %s" % (name, package))
+    for k, a in ins:
+        if k != "COPY":
+            continue
+        for s in [p for p in shlex.split(a) if not p.startswith("--")][:-1]:
+            src = os.path.join(ROOT, s)
+            check(os.path.isfile(src) and os.access(src, os.X_OK),
+                  "%s: COPY source %s exists and is executable" % (name, s))
+    users = [a for k, a in ins if k == "USER"]
+    check(bool(users) and users[-1] not in ("root", "0"), "%s runs as a non-root user" % name)
+    check(any(k == "EXPOSE" for k, _ in ins), "%s exposes its port" % name)
+    check(any(k == "HEALTHCHECK" for k, _ in ins), "%s has a HEALTHCHECK" % name)
+    check(any(k == "ENTRYPOINT" for k, _ in ins), "%s has an ENTRYPOINT" % name)
+    check(os.path.isfile(path + ".dockerignore"), "%s has its .dockerignore" % name)
+
+
 def host_path(compose_dir, volume):
     return os.path.normpath(os.path.join(compose_dir, volume.split(":")[0]))
 
@@ -162,11 +196,15 @@ def check_compose():
     services = compose.get("services", {})
     check(set(services) == {"gateway", "orchestrator-1", "orchestrator-2"},
           "compose has one gateway and two orchestrators: %s" % sorted(services))
+    named = set((compose.get("volumes") or {}).keys())
     for name, svc in services.items():
         df = os.path.join(DOCKER, svc["build"]["context"], svc["build"]["dockerfile"])
         check(os.path.isfile(df), "compose %s builds %s" % (name, df))
         for v in svc.get("volumes", []):
-            check(os.path.exists(host_path(DOCKER, v)), "compose %s mounts %s" % (name, v))
+            if v.split(":")[0].startswith((".", "/")):
+                check(os.path.exists(host_path(DOCKER, v)), "compose %s mounts %s" % (name, v))
+            else:
+                check(v.split(":")[0] in named, "compose %s: volume %s is declared" % (name, v))
     gw_cmd = services["gateway"]["command"]
     gw_port = option(gw_cmd, "--listen").rsplit(":", 1)[1]
     configs = []
@@ -191,6 +229,7 @@ def check_compose():
               "%s: advertises its service name" % repo_cfg)
         check(cfg["gateways"] == ["gateway:" + gw_port], "%s: registers with gateway:%s"
               % (repo_cfg, gw_port))
+        check_identity_key_volume("compose", services[name], cfg, named)
         check(cfg["listen"].startswith("0.0.0.0:"), "%s: listens on every interface" % repo_cfg)
         models = os.path.normpath(os.path.join(os.path.dirname(repo_cfg), cfg["models_file"]))
         check(os.path.isfile(models), "%s: models_file %s exists" % (repo_cfg, models))
@@ -203,6 +242,112 @@ def check_compose():
         devices = gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         check(devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"],
               "compose GPU override reserves an NVIDIA GPU for %s" % name)
+    return configs
+
+
+def check_identity_key_volume(compose_name, svc, cfg, named):
+    """The node's identity key is on a named volume: it outlives the container."""
+    key = cfg.get("identity_key_file", "")
+    check(key.startswith("/") and any(
+        v.split(":")[0] in named and key.startswith(v.split(":")[1].rstrip("/") + "/")
+        for v in svc.get("volumes", [])),
+        "%s %s: identity_key_file %r is on a named volume" % (compose_name, cfg.get("node_id"), key))
+
+
+def mounted_config(svc, container_cfg):
+    """The repository file a service's container config path is mounted from, or None."""
+    for v in svc.get("volumes", []):
+        src, dst = v.split(":")[0], v.split(":")[1]
+        if not src.startswith((".", "/")):
+            continue  # a named volume
+        if container_cfg.startswith(dst.rstrip("/") + "/"):
+            return os.path.join(host_path(DOCKER, src), container_cfg[len(dst) + 1:])
+    return None
+
+
+def check_compose_gateways():
+    """docker-compose.gateways.yml: three gateways sharing Redis and PostgreSQL."""
+    path = os.path.join(DOCKER, "docker-compose.gateways.yml")
+    with open(path) as f:
+        compose = yaml.safe_load(f)
+    services = compose.get("services", {})
+    gateways = ["gateway-1", "gateway-2", "gateway-3"]
+    orchestrators = ["orchestrator-1", "orchestrator-2"]
+    check(set(services) == set(gateways + orchestrators + ["redis", "postgres"]),
+          "gateways compose: three gateways, two orchestrators, redis, postgres: %s"
+          % sorted(services))
+    named = set((compose.get("volumes") or {}).keys())
+    for name, svc in services.items():
+        df = os.path.join(DOCKER, svc["build"]["context"], svc["build"]["dockerfile"])
+        check(os.path.isfile(df), "gateways compose %s builds %s" % (name, df))
+        for v in svc.get("volumes", []):
+            src = v.split(":")[0]
+            if src.startswith((".", "/")):
+                check(os.path.exists(host_path(DOCKER, v)),
+                      "gateways compose %s mounts %s" % (name, v))
+            else:
+                check(src in named, "gateways compose %s: volume %s is declared" % (name, src))
+    for name in ("redis", "postgres"):
+        check(not services.get(name, {}).get("ports"),
+              "gateways compose: %s is not published (trusted on the compose network only)" % name)
+    with open(os.path.join(ROOT, "configs", "gateway.json")) as f:
+        base = json.load(f)
+    changed = {"gateway_id", "listen", "http_listen", "admin_listen", "usage_ledger", "state"}
+    gw_targets, shared = [], set()
+    for name in gateways:
+        svc = services.get(name)
+        if svc is None:
+            continue
+        repo_cfg = mounted_config(svc, option(svc["command"], "--config"))
+        check(repo_cfg is not None and os.path.isfile(repo_cfg),
+              "gateways compose %s: its config is mounted from the repository" % name)
+        if repo_cfg is None or not os.path.isfile(repo_cfg):
+            continue
+        with open(repo_cfg) as f:
+            cfg = json.load(f)
+        check(cfg.get("gateway_id") == name, "%s: gateway_id is the service name" % repo_cfg)
+        check({k: v for k, v in cfg.items() if k not in changed} ==
+              {k: v for k, v in base.items() if k not in changed},
+              "%s: configs/gateway.json but for %s" % (repo_cfg, sorted(changed)))
+        port = cfg["listen"].rsplit(":", 1)[1]
+        check(cfg["listen"].startswith("0.0.0.0:"), "%s: listens on every interface" % repo_cfg)
+        gw_targets.append("%s:%s" % (name, port))
+        for key in ("http_listen", "admin_listen"):
+            p = cfg[key].rsplit(":", 1)[1]
+            check(any(str(x).endswith(":" + p) for x in svc.get("ports", [])),
+                  "gateways compose %s publishes its %s port %s" % (name, key, p))
+        state, ledger = cfg.get("state", {}), cfg.get("usage_ledger", {})
+        check(state.get("redis", {}).get("address") == "redis:6379",
+              "%s: state.redis is the redis service" % repo_cfg)
+        check(isinstance(ledger, dict) and ledger.get("backend") == "postgres" and
+              "@postgres:5432/" in ledger.get("dsn", ""),
+              "%s: usage_ledger is the postgres service" % repo_cfg)
+        journal = ledger.get("journal", "") if isinstance(ledger, dict) else ""
+        check(any(v.split(":")[0] in named and journal.startswith(v.split(":")[1] + "/")
+                  for v in svc.get("volumes", [])),
+              "%s: the ledger journal %s is on a named volume" % (repo_cfg, journal))
+        shared.add(json.dumps([state, {k: v for k, v in ledger.items() if k != "journal"}],
+                              sort_keys=True))
+    check(len(shared) == 1, "the gateways share one Redis and one ledger: %s" % shared)
+    configs = []
+    for name in orchestrators:
+        svc = services.get(name)
+        if svc is None:
+            continue
+        repo_cfg = mounted_config(svc, option(svc["command"], "--config"))
+        check(repo_cfg is not None and os.path.isfile(repo_cfg),
+              "gateways compose %s: its config is mounted from the repository" % name)
+        if repo_cfg is None or not os.path.isfile(repo_cfg):
+            continue
+        with open(repo_cfg) as f:
+            cfg = json.load(f)
+        configs.append(repo_cfg)
+        check(cfg["node_id"] == name, "%s: node_id is the service name" % repo_cfg)
+        check(cfg["advertise_address"].split(":")[0] == name,
+              "%s: advertises its service name" % repo_cfg)
+        check(cfg["gateways"] == gw_targets, "%s: registers with every gateway %s"
+              % (repo_cfg, gw_targets))
+        check_identity_key_volume("gateways compose", svc, cfg, named)
     return configs
 
 
@@ -219,7 +364,9 @@ def check_configs_load(configs, bin_dir):
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
                     [binary, "--config", cfg, "--no-gateways", "--listen", "127.0.0.1:0",
-                     "--http-listen", "127.0.0.1:0", "--port-file", port_file],
+                     "--http-listen", "127.0.0.1:0", "--port-file", port_file,
+                     # Not the container's /var/lib/switchyard on this host.
+                     "--identity-key-file", os.path.join(tmp, "node-identity.key")],
                     stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:
@@ -248,7 +395,9 @@ def main():
     args = parser.parse_args()
     for name, binary in DOCKERFILES.items():
         check_dockerfile(name, binary)
-    configs = check_compose()
+    for name, package in STATE_DOCKERFILES.items():
+        check_state_dockerfile(name, package)
+    configs = check_compose() + check_compose_gateways()
     if args.bin_dir:
         if args.model_dir and os.path.realpath(args.model_dir) != os.path.join(ROOT, "models"):
             # The configs reach the models through the repository layout (configs/../models).

@@ -21,8 +21,11 @@ RUN apt-get update \
       libabsl20220623 libfmt9 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libprotobuf32 \
       libspdlog1.10 libsystemd0 libhiredis0.14 libsqlite3-0 libpq5 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# /var/lib/switchyard: state a gateway writes (docker-compose.gateways.yml's ledger journals, on a
+# named volume that takes this folder's owner).
 RUN useradd --system --uid 10001 --user-group --home-dir /opt/switchyard \
-      --shell /usr/sbin/nologin switchyard
+      --shell /usr/sbin/nologin switchyard \
+ && install -d -o switchyard -g switchyard -m 0750 /var/lib/switchyard
 COPY --from=build /src/build/bin/switchyard-gateway /usr/local/bin/switchyard-gateway
 COPY --from=build /src/build/bin/switchyard /usr/local/bin/switchyard
 COPY --from=build /src/configs /opt/switchyard/configs

@@ -26,8 +26,11 @@ RUN apt-get update \
       libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# /var/lib/switchyard: the node's identity key (identity_key_file in docker/configs/; a named
+# volume in the compose files, which takes this folder's owner).
 RUN useradd --system --uid 10001 --user-group --home-dir /opt/switchyard \
-      --shell /usr/sbin/nologin switchyard
+      --shell /usr/sbin/nologin switchyard \
+ && install -d -o switchyard -g switchyard -m 0700 /var/lib/switchyard
 COPY --from=build /src/build/bin/switchyard-orchestrator /usr/local/bin/switchyard-orchestrator
 # Same layout as the repository, so configs/models.json's "../models/..." paths resolve.
 COPY --from=build /src/configs /opt/switchyard/configs

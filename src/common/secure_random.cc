@@ -31,6 +31,12 @@ std::string SecureRandomHex(size_t bytes) {
   return out;
 }
 
+std::string SecureRandomBytes(size_t bytes) {
+  std::string out(bytes, '\0');
+  Fill(reinterpret_cast<unsigned char*>(out.data()), out.size());
+  return out;
+}
+
 uint64_t SecureRandomU64() {
   unsigned char raw[8];
   Fill(raw, sizeof(raw));

@@ -12,6 +12,9 @@ namespace switchyard {
 // generator fails: an id service must not hand out predictable ids.
 std::string SecureRandomHex(size_t bytes = 16);
 
+// `bytes` random raw bytes (challenges, nonces), same generator and failure rule.
+std::string SecureRandomBytes(size_t bytes);
+
 // A random 64-bit value from the same generator, for injected `() -> uint64_t` id sources.
 uint64_t SecureRandomU64();
 

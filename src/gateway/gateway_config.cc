@@ -276,6 +276,37 @@ absl::Status ReadPostgresLedger(const ConfigObject& ledger, const std::filesyste
   return absl::OkStatus();
 }
 
+// The `node_identity` block: {"mode": "off" | "verify" | "require", "policy_file",
+// "bindings_file"}; the files relative to the config file.
+absl::Status ReadNodeIdentity(const ConfigObject& root, const std::filesystem::path& file,
+                              NodeIdentityConfig* out) {
+  if (!root.Has("node_identity")) return absl::OkStatus();
+  ConfigObject block = root.Child("node_identity");
+  SY_RETURN_IF_ERROR(block.CheckKeys({"mode", "policy_file", "bindings_file"}));
+  std::string mode = "verify", policy_file, bindings_file;
+  SY_RETURN_IF_ERROR(block.Read("mode", &mode));
+  if (mode == "off") {
+    out->mode = NodeIdentityConfig::Mode::kOff;
+  } else if (mode == "verify") {
+    out->mode = NodeIdentityConfig::Mode::kVerify;
+  } else if (mode == "require") {
+    out->mode = NodeIdentityConfig::Mode::kRequire;
+  } else {
+    return block.Error("mode", "must be \"off\", \"verify\" or \"require\"");
+  }
+  SY_RETURN_IF_ERROR(block.Read("policy_file", &policy_file));
+  SY_RETURN_IF_ERROR(block.Read("bindings_file", &bindings_file));
+  if (block.Has("policy_file") && policy_file.empty()) {
+    return block.Error("policy_file", "must not be empty (omit it for no lists)");
+  }
+  if (block.Has("bindings_file") && bindings_file.empty()) {
+    return block.Error("bindings_file", "must not be empty (omit it to keep bindings in memory)");
+  }
+  if (!policy_file.empty()) out->policy_file = ResolveConfigPath(file, policy_file);
+  if (!bindings_file.empty()) out->bindings_file = ResolveConfigPath(file, bindings_file);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // The top-level fields a config file may have.
@@ -287,7 +318,7 @@ constexpr absl::string_view kGatewayConfigFields[] = {
     "max_message_bytes", "log", "stream_idle_timeout_ms", "http_listen", "admin_listen",
     "http_max_connections", "http_max_connections_per_ip", "api_keys_file", "registration_secret",
     "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls", "http_tls",
-    "orchestrator_tls", "live_video", "state"};
+    "orchestrator_tls", "live_video", "state", "node_identity"};
 // clang-format on
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
@@ -454,6 +485,8 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                       "peers: the internal calls between gateways are plain HTTP, which http_tls "
                       "(HTTPS on http_listen) rules out; not supported together yet");
   }
+
+  SY_RETURN_IF_ERROR(ReadNodeIdentity(root, file, &c.node_identity));
   SY_RETURN_IF_ERROR(root.Read("default_timeout_ms", &c.default_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   ConfigObject log = root.Child("log");

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "common/tls.h"
 #include "gateway/live_video_options.h"
+#include "gateway/membership/node_identity_config.h"
 #include "gateway/routing/router.h"
 
 namespace switchyard::gateway {
@@ -112,6 +113,8 @@ struct GatewayConfig {
   // max_sessions_per_key, allowed_hosts into `egress`); the rest keeps LiveVideoOptions' defaults.
   LiveVideoOptions live_video;
   SharedStateConfig state;
+  // Orchestrators' identity keys (docs/security.md, "Node identity"): the `node_identity` block.
+  NodeIdentityConfig node_identity;
 };
 
 // A node_secrets_file: {"nodes": [{"id": "node-a", "sha256": "<64 hex digits>"}]} -> id -> hash.

@@ -108,9 +108,12 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   if (!orchestrator_security.ok()) return orchestrator_security.status();
   s->membership_ =
       std::make_unique<Membership>(c.max_message_bytes, *std::move(orchestrator_security));
+  auto node_keys = NodeKeys::Create(c.node_identity);
+  if (!node_keys.ok()) return node_keys.status();
+  s->node_keys_ = *std::move(node_keys);
   s->registry_ = std::make_unique<RegistryService>(
       c.gateway_id, c.heartbeat_interval_ms, s->membership_.get(), c.registration_secret,
-      NodeAuth{c.node_secrets, c.node_id_from_client_cert});
+      NodeAuth{c.node_secrets, c.node_id_from_client_cert}, s->node_keys_.get());
   // Request and stream ids are drawn from this source: OpenSSL's CSPRNG, so no client can
   // rebuild it from the ids it sees (docs/security.md).
   s->service_ =
@@ -347,6 +350,8 @@ void GatewayServer::SetStaticOrchestrators(const std::vector<std::string>& addre
 }
 
 absl::Status GatewayServer::ReloadApiKeys() { return auth_ ? auth_->Reload() : absl::OkStatus(); }
+
+absl::Status GatewayServer::ReloadNodeKeys() { return node_keys_->Reload(); }
 
 absl::Status GatewayServer::CheckHealth(std::chrono::milliseconds budget) {
   return ProbeGrpcServer(server_.get(), budget);

@@ -43,6 +43,8 @@ class GatewayServer {
   // SIGHUP: re-reads the API keys file; on error the old keys stay and the error is returned.
   // OK (nothing to do) when no api_keys_file is configured.
   absl::Status ReloadApiKeys();
+  // SIGHUP: re-reads node_identity.policy_file; on error the old lists stay and it is returned.
+  absl::Status ReloadNodeKeys();
   // For the systemd watchdog: the gRPC server answers a health check within `budget`.
   absl::Status CheckHealth(std::chrono::milliseconds budget);
 
@@ -63,6 +65,7 @@ class GatewayServer {
   UsageLedgerPtr ledger_;                   // null: no usage_ledger configured
   std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
   std::unique_ptr<Membership> membership_;
+  NodeKeysPtr node_keys_;  // outlives registry_, which checks registrations against it
   std::unique_ptr<RegistryService> registry_;
   // Client calls in progress (not registration streams or health watches): what Shutdown waits for.
   std::unique_ptr<ActiveCallTracker> calls_;

@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
       !st.ok()) {
     return process.Fatal(st);
   }
-  // SIGHUP re-reads the static orchestrator list (the file's, plus --static-orchestrator).
+  // SIGHUP re-reads the static orchestrator list (the file's, plus --static-orchestrator), the
+  // API keys file and the node identity policy file.
   auto reload = [&]() -> absl::Status {
     auto fresh = gateway::LoadGatewayConfig(flags.config_path);
     if (!fresh.ok()) return fresh.status();
@@ -95,6 +96,12 @@ int main(int argc, char** argv) {
     if (auto st = (*server)->ReloadApiKeys(); !st.ok()) {
       return absl::Status(st.code(),
                           absl::StrCat("API keys not reloaded, old keys kept: ", st.message()));
+    }
+    // And node_identity.policy_file (allow, deny, rebind); a bad file keeps the old lists.
+    if (auto st = (*server)->ReloadNodeKeys(); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("node identity policy not reloaded, old lists "
+                                                  "kept: ",
+                                                  st.message()));
     }
     return absl::OkStatus();
   };

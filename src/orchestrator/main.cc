@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
                  "Register with this gateway (HOST:PORT) instead of the "
                  "config's `gateways`; repeatable");
   app.add_flag("--no-gateways", no_gateways, "Register with no gateway (for static polling)");
+  std::string identity_key_file;
+  app.add_option("--identity-key-file", identity_key_file,
+                 "Override `identity_key_file` (the node's Ed25519 key, created with mode 0600 "
+                 "on first start; default: node-identity.key next to the config file)");
   CLI11_PARSE(app, argc, argv);
 
   DaemonProcess process("switchyard-orchestrator", {.keep_freed_memory = true});
@@ -33,6 +37,7 @@ int main(int argc, char** argv) {
   if (config->node_id.empty()) config->node_id = orchestrator::DefaultNodeId(*config);
   if (!gateways.empty()) config->gateways = gateways;
   if (no_gateways) config->gateways.clear();
+  if (!identity_key_file.empty()) config->identity_key_file = identity_key_file;
   if (auto st = process.InitLogging(config->log_level, config->log_format, config->node_id);
       !st.ok()) {
     return process.ConfigError(st);

@@ -157,7 +157,7 @@ constexpr absl::string_view kOrchestratorConfigFields[] = {
     "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
     "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
     "test_inflate_units", "registration_secret", "registration_secrets", "admin_token",
-    "admin_token_file", "tls", "http_tls", "gateway_tls"};
+    "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file"};
 // clang-format on
 
 absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,
@@ -211,6 +211,18 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
         ValidateHostPort(c.http_listen, absl::StrCat(file.string(), ": http_listen")));
   }
   SY_RETURN_IF_ERROR(root.Read("gateways", &c.gateways));
+  {
+    std::string key_file;
+    SY_RETURN_IF_ERROR(root.Read("identity_key_file", &key_file));
+    if (root.Has("identity_key_file") && key_file.empty()) {
+      return root.Error("identity_key_file", "must not be empty (omit it for a key in memory)");
+    }
+    if (!key_file.empty()) {
+      c.identity_key_file = ResolveConfigPath(file, key_file);
+    } else if (!file.empty()) {
+      c.identity_key_file = file.parent_path() / "node-identity.key";
+    }
+  }
   SY_RETURN_IF_ERROR(root.Read("heartbeat_ms", &c.heartbeat_ms));
   SY_RETURN_IF_ERROR(root.Read("registration_secret", &c.registration_secret));
   if (root.Has("registration_secret") && c.registration_secret.empty()) {

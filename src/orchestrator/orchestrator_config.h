@@ -105,6 +105,11 @@ struct OrchestratorConfig {
   // default `registration_secret`; empty: none sent.
   std::string registration_secret;
   std::map<std::string, std::string> registration_secrets;
+  // The node's Ed25519 identity key (docs/security.md, "Node identity"), created with mode 0600
+  // on first start; relative to the config file; default "node-identity.key" next to it. Empty
+  // (no config file): a new key in memory at every start (a gateway that bound this node id to
+  // a key refuses it after a restart).
+  std::filesystem::path identity_key_file;
   // The operator's token for admin calls (LoadModel, UnloadModel, CloseTranscodeSession), sent as
   // `authorization: Bearer TOKEN`; from `admin_token` or the first line of `admin_token_file`.
   // Those calls also accept any registration secret above; with neither: open (warned at start).

@@ -38,6 +38,21 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     });
   }
   if (s->config_.node_id.empty()) s->config_.node_id = DefaultNodeId(s->config_);
+  {
+    const bool from_file = !s->config_.identity_key_file.empty();
+    auto key = from_file ? NodeKey::LoadOrCreate(s->config_.identity_key_file) : NodeKey::Generate();
+    if (!key.ok()) return key.status();
+    s->identity_ = *std::move(key);
+    if (from_file) {
+      spdlog::info("node identity {} (key {})", NodeKeyHex(s->identity_->public_key()),
+                   s->config_.identity_key_file.string());
+    } else {
+      spdlog::warn(
+          "node identity {} is new and in memory only (no identity_key_file): a gateway that "
+          "bound node id '{}' to an earlier key refuses it (docs/security.md)",
+          NodeKeyHex(s->identity_->public_key()), s->config_.node_id);
+    }
+  }
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
   if (AdminAuth::FromConfig(s->config_).open()) {
     // Kept open so that the default single-machine setup (no secrets anywhere) still works.
@@ -137,7 +152,7 @@ void OrchestratorServer::Start() {
     auto client = std::make_unique<RegistrationClient>(
         gw, [this] { return service_->BuildStatus(); }, &board_,
         std::chrono::milliseconds(config_.heartbeat_ms), config_.RegistrationSecretFor(gw),
-        gateway_security_);
+        gateway_security_, identity_.get());
     client->Start();
     registrations_.push_back(std::move(client));
   }

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
+#include "common/node_identity.h"
 #include "orchestrator/serving/inference_service.h"
 #include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
@@ -60,6 +61,7 @@ class OrchestratorServer {
   std::unique_ptr<InferenceService> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<grpc::Server> server_;
   GrpcClientSecurity gateway_security_;  // registration channels (gateway_tls)
+  NodeKeyPtr identity_;                  // proves this node's id to gateways
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
   std::mutex scrape_mu_;

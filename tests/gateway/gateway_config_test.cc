@@ -419,6 +419,7 @@ TEST(GatewayConfigTest, UsageLedgerPostgres) {
   ExpectError(pg_with({{"connect_timeout_ms", "100"}}), "usage_ledger.connect_timeout_ms");
   ExpectError(pg_with({{"statement_timeout_ms", -5}}), "usage_ledger.statement_timeout_ms");
   ExpectError(pg_with({{"retry_interval_ms", 1e12}}), "usage_ledger.retry_interval_ms");
+}
 
 TEST(GatewayConfigTest, SharedStatePeers) {
   TempDir tmp;
@@ -466,6 +467,30 @@ TEST(GatewayConfigTest, SharedStatePeers) {
   Json no_http = state(Json::object());
   no_http["http_listen"] = "";
   ExpectError(no_http, "http_listen");
+}
+
+TEST(GatewayConfigTest, NodeIdentity) {
+  auto d = Parse(Json::object());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->node_identity.mode, NodeIdentityConfig::Mode::kVerify);
+  EXPECT_TRUE(d->node_identity.policy_file.empty());
+  EXPECT_TRUE(d->node_identity.bindings_file.empty());
+  auto c = Parse(Json({{"node_identity",
+                        {{"mode", "require"},
+                         {"policy_file", "node-policy.json"},  // relative to the config file
+                         {"bindings_file", "/var/lib/switchyard/node-keys.json"}}}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->node_identity.mode, NodeIdentityConfig::Mode::kRequire);
+  EXPECT_EQ(c->node_identity.policy_file, "/etc/switchyard/node-policy.json");
+  EXPECT_EQ(c->node_identity.bindings_file, "/var/lib/switchyard/node-keys.json");
+  EXPECT_EQ(Parse(Json({{"node_identity", {{"mode", "off"}}}}))->node_identity.mode,
+            NodeIdentityConfig::Mode::kOff);
+  ExpectError(Json({{"node_identity", {{"mode", "strict"}}}}), "node_identity.mode");
+  ExpectError(Json({{"node_identity", {{"mode", 1}}}}), "node_identity.mode");
+  ExpectError(Json({{"node_identity", {{"policy_file", ""}}}}), "node_identity.policy_file");
+  ExpectError(Json({{"node_identity", {{"bindings_file", ""}}}}), "node_identity.bindings_file");
+  ExpectError(Json({{"node_identity", {{"allow", Json::array()}}}}), "node_identity");
+  ExpectError(Json({{"node_identity", "verify"}}), "node_identity");
 }
 
 TEST(ShippedConfigs, GatewayJsonLoads) {

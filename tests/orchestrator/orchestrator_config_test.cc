@@ -602,6 +602,28 @@ TEST(OrchestratorConfigTest, NodeIdAndAdminToken) {
   ExpectError(j, "admin_token_file");
 }
 
+TEST(OrchestratorConfigTest, IdentityKeyFile) {
+  // Default: next to the config file (kFile: /etc/switchyard/orchestrator.json).
+  Json j = FullConfig();
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->identity_key_file, fs::path(kFile).parent_path() / "node-identity.key");
+  j["identity_key_file"] = "keys/node.key";  // relative to the config file
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->identity_key_file, fs::path(kFile).parent_path() / "keys/node.key");
+  j["identity_key_file"] = "/var/lib/switchyard/node-identity.key";
+  EXPECT_EQ(Parse(j)->identity_key_file, "/var/lib/switchyard/node-identity.key");
+  j["identity_key_file"] = "";
+  ExpectError(j, "identity_key_file");
+  j["identity_key_file"] = 7;
+  ExpectError(j, "identity_key_file");
+  // No config file (defaults in code): no file, a key in memory.
+  auto none = ParseOrchestratorConfig("{}", "");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->identity_key_file.empty());
+}
+
 TEST(ShippedConfigs, OrchestratorJsonsLoad) {
   for (const char* name : {"configs/orchestrator-1.json", "configs/orchestrator-2.json"}) {
     auto c = LoadOrchestratorConfig(std::filesystem::path(SWITCHYARD_SOURCE_DIR) / name);

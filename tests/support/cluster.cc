@@ -313,7 +313,9 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id, bool re
                         {"torch", {{"intra_op_threads", 1}, {"inter_op_threads", 1}}},
                         {"models", models},
                         {"transcode", {{"capacity", options_.transcode_capacity}}},
-                        {"log", {{"level", "debug"}}}};
+                        {"log", {{"level", "debug"}}},
+                        // Each node its own identity key, as on separate machines.
+                        {"identity_key_file", node_id + ".key"}};
   cfg.update(options_.orchestrator_config);
   cfg.update(extra_config);
   fs::path cfg_path = dir_.path() / (node_id + ".json");

@@ -4,11 +4,15 @@
 
 #include <openssl/crypto.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/metering.h"
+#include "common/node_identity.h"
+#include "common/secure_random.h"
 #include "common/status.h"
 #include "common/tsan_handoff.h"
 #include "gateway/billing/api_keys.h"
@@ -24,6 +28,7 @@ class RegistryService::Stream final
         membership_(membership),
         peer_(std::move(peer)),
         presented_(std::move(presented)) {
+    challenge_.mutable_challenge()->set_gateway_id(gateway_id);
     ack_.mutable_ack()->set_gateway_id(std::move(gateway_id));
     ack_.mutable_ack()->set_heartbeat_interval_ms(heartbeat_ms);
     // gRPC may call OnCancel on another thread as soon as the stream is handed to it; gRPC core
@@ -53,26 +58,64 @@ class RegistryService::Stream final
         FinishOnce(ToGrpcStatus(auth));
         return;
       }
-      std::string holder;
-      uint64_t token = 0;
-      {
-        MutexLock lock(&leave_mu_);
-        if (token_ != 0) membership_->Remove(node_id_, token_);  // a second hello on this stream
-        token_ = 0;
-        token = membership_->TryRegister(hello, NodeSource::kRegistered,
-                                         Registrant{peer_, presented_.secret}, &holder);
-        node_id_ = hello.node_id();
-        token_ = token;
+      NodeKeys* keys = registry_->node_keys_;
+      if (keys != nullptr && keys->mode() != NodeIdentityConfig::Mode::kOff) {
+        const std::string& key = hello.identity().public_key();
+        if (hello.has_identity() && key.size() != kNodePublicKeyBytes) {
+          FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  absl::StrCat("identity.public_key is ", key.size(),
+                                               " bytes; an Ed25519 key is ",
+                                               kNodePublicKeyBytes)));
+          return;
+        }
+        if (absl::Status allowed = keys->Check(hello.node_id(), key); !allowed.ok()) {
+          spdlog::warn("refused registration from {}: {}", peer_, std::string(allowed.message()));
+          FinishOnce(ToGrpcStatus(allowed));
+          return;
+        }
+        if (!key.empty()) {
+          // Acked once the node has signed a fresh challenge with the key (kProof below).
+          Leave();  // a second hello on this stream
+          pending_hello_ = hello;
+          nonce_ = SecureRandomBytes(kRegistrationNonceBytes);
+          challenge_.mutable_challenge()->set_nonce(nonce_);
+          Send(&challenge_);
+          StartRead(&in_);
+          return;
+        }
       }
-      if (token == 0) {
-        RefuseTakenId(hello.node_id(), holder);
+      if (!Admit(hello)) return;
+    } else if (in_.has_proof()) {
+      if (!pending_hello_.has_value()) {
+        FinishOnce(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                "an identity proof answers a challenge: send a hello with "
+                                "identity.public_key first"));
         return;
       }
-      {
-        MutexLock lock(&mu_);
-        write_pending_ = true;
+      node::v1::NodeStatus hello = *std::move(pending_hello_);
+      pending_hello_.reset();
+      const std::string& key = hello.identity().public_key();
+      absl::Status proven = VerifyNodeSignature(
+          key,
+          RegistrationProofMessage(challenge_.challenge().gateway_id(), nonce_, hello.node_id(),
+                                   key, hello.address()),
+          in_.proof().signature());
+      if (!proven.ok()) {
+        spdlog::warn("refused registration of node '{}' from {}: its identity proof failed: {}",
+                     hello.node_id(), peer_, std::string(proven.message()));
+        FinishOnce(grpc::Status(
+            grpc::StatusCode::UNAUTHENTICATED,
+            absl::StrCat("registration refused: the identity proof failed: ", proven.message())));
+        return;
       }
-      StartWrite(&ack_);
+      if (absl::Status bound = registry_->node_keys_->Bind(hello.node_id(), key); !bound.ok()) {
+        spdlog::warn("refused registration from {}: {}", peer_, std::string(bound.message()));
+        FinishOnce(ToGrpcStatus(bound));
+        return;
+      }
+      if (!Admit(hello)) return;
+      spdlog::info("orchestrator {} proved its identity key {}", hello.node_id(),
+                   NodeKeyHex(key).substr(0, 16));
     } else if (in_.has_update()) {
       uint64_t token = 0;
       bool same_node = false;
@@ -121,12 +164,21 @@ class RegistryService::Stream final
   }
 
   void OnWriteDone(bool) override {
-    MutexLock lock(&mu_);
-    write_pending_ = false;
-    if (finish_deferred_) {
-      finish_deferred_ = false;
-      Finish(deferred_status_);
+    const node::v1::GatewayMessage* next = nullptr;
+    {
+      MutexLock lock(&mu_);
+      if (queued_ != nullptr && !finished_) {
+        next = queued_;  // write_pending_ stays set
+      } else {
+        write_pending_ = false;
+        if (finish_deferred_) {
+          finish_deferred_ = false;
+          Finish(deferred_status_);
+        }
+      }
+      queued_ = nullptr;
     }
+    if (next != nullptr) StartWrite(next);
   }
 
   void OnCancel() override {
@@ -178,6 +230,43 @@ class RegistryService::Stream final
     return ValidateHostPort(s.address(), absl::StrCat("hello from ", s.node_id(), ": address"));
   }
 
+  // One write at a time: a message sent while another is in flight (an ack right after a
+  // challenge) goes out from OnWriteDone.
+  void Send(const node::v1::GatewayMessage* msg) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      MutexLock lock(&mu_);
+      if (finished_) return;
+      if (write_pending_) {
+        queued_ = msg;
+        return;
+      }
+      write_pending_ = true;
+    }
+    StartWrite(msg);
+  }
+
+  // Registers the node (this stream holds its id until it ends) and acks; false when the id is
+  // held by another live registration (the stream is then finished).
+  bool Admit(const node::v1::NodeStatus& hello) {
+    std::string holder;
+    uint64_t token = 0;
+    {
+      MutexLock lock(&leave_mu_);
+      if (token_ != 0) membership_->Remove(node_id_, token_);  // a second hello on this stream
+      token_ = 0;
+      token = membership_->TryRegister(hello, NodeSource::kRegistered,
+                                       Registrant{peer_, presented_.secret}, &holder);
+      node_id_ = hello.node_id();
+      token_ = token;
+    }
+    if (token == 0) {
+      RefuseTakenId(hello.node_id(), holder);
+      return false;
+    }
+    Send(&ack_);
+    return true;
+  }
+
   // The id is held by another live registration: refuse, and log both ends so that an operator
   // sees an impostor (or a restarted node waiting for its old stream to end or time out).
   void RefuseTakenId(const std::string& node_id, const std::string& holder) {
@@ -204,6 +293,11 @@ class RegistryService::Stream final
   const Presented presented_;
   node::v1::NodeMessage in_;
   node::v1::GatewayMessage ack_;
+  node::v1::GatewayMessage challenge_;  // its nonce: nonce_
+  // A hello with a key, waiting for its proof, and the challenge's nonce. Touched only in
+  // OnReadDone (one read at a time).
+  std::optional<node::v1::NodeStatus> pending_hello_;
+  std::string nonce_;
   // OnCancel (Leave) may run on another thread while OnReadDone runs.
   Mutex leave_mu_;
   std::string node_id_ ABSL_GUARDED_BY(leave_mu_);
@@ -212,6 +306,7 @@ class RegistryService::Stream final
   bool write_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_deferred_ ABSL_GUARDED_BY(mu_) = false;
+  const node::v1::GatewayMessage* queued_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::Status deferred_status_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "common/mutex.h"
 #include "gateway/membership/membership.h"
+#include "gateway/membership/node_keys.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -32,13 +33,17 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   // (unless `node_auth` lists per-node secrets). A node id is held by its live registration: a
   // second Register for it is refused with ALREADY_EXISTS until the first stream ends or the node
   // is silent for the gateway's node timeout.
+  // With `node_keys` (not owned; outlives this; null: keys ignored), a hello that carries a
+  // public key is answered with a RegistrationChallenge and acked only once the node's signature
+  // of it verifies and node_keys lets that key use that id (NodeKeys::Check and Bind).
   RegistryService(std::string gateway_id, int heartbeat_interval_ms, Membership* membership,
-                  std::string secret = "", NodeAuth node_auth = {})
+                  std::string secret = "", NodeAuth node_auth = {}, NodeKeys* node_keys = nullptr)
       : gateway_id_(std::move(gateway_id)),
         heartbeat_interval_ms_(heartbeat_interval_ms),
         membership_(membership),
         secret_(std::move(secret)),
-        node_auth_(std::move(node_auth)) {
+        node_auth_(std::move(node_auth)),
+        node_keys_(node_keys) {
     for (const auto& [id, sha256] : node_auth_.node_secrets) node_secret_hashes_.insert(sha256);
   }
 
@@ -70,6 +75,7 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   Membership* membership_;
   std::string secret_;
   const NodeAuth node_auth_;
+  NodeKeys* const node_keys_;
   absl::flat_hash_set<std::string> node_secret_hashes_;  // of node_auth_.node_secrets
   Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -8,13 +8,15 @@ namespace switchyard::orchestrator {
 
 RegistrationClient::RegistrationClient(std::string gateway_address, StatusFn status,
                                        StatusBoard* board, std::chrono::milliseconds heartbeat,
-                                       std::string secret, GrpcClientSecurity security)
+                                       std::string secret, GrpcClientSecurity security,
+                                       const NodeKey* identity)
     : gateway_address_(std::move(gateway_address)),
       status_(std::move(status)),
       board_(board),
       heartbeat_(heartbeat),
       secret_(std::move(secret)),
-      security_(std::move(security)) {}
+      security_(std::move(security)),
+      identity_(identity) {}
 
 RegistrationClient::~RegistrationClient() { Stop(); }
 
@@ -76,13 +78,38 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
 
   node::v1::NodeMessage hello;
   *hello.mutable_hello() = status_();
+  if (identity_ != nullptr) {
+    hello.mutable_hello()->mutable_identity()->set_public_key(identity_->public_key());
+  }
   uint64_t seen = board_->version();
   std::thread reader;
+  // The signed answer to the gateway's challenge, made by the reader and written by this thread
+  // (one writer per stream). Empty: none due.
+  std::mutex proof_mu;
+  std::string proof;
+  std::atomic<bool> proof_due{false};
   const bool hello_sent = stream->Write(hello);
   if (hello_sent) {
     reader = std::thread([&] {
       node::v1::GatewayMessage msg;
       while (stream->Read(&msg)) {
+        if (msg.has_challenge() && identity_ != nullptr && !acked.load()) {
+          const auto& challenge = msg.challenge();
+          absl::StatusOr<std::string> signature = identity_->Sign(RegistrationProofMessage(
+              challenge.gateway_id(), challenge.nonce(), hello.hello().node_id(),
+              identity_->public_key(), hello.hello().address()));
+          if (!signature.ok()) {
+            spdlog::error("cannot answer gateway {}'s challenge: {}", gateway_address_,
+                          signature.status().ToString());
+            break;
+          }
+          {
+            std::lock_guard<std::mutex> lock(proof_mu);
+            proof = *std::move(signature);
+          }
+          proof_due = true;
+          board_->Wake();
+        }
         if (msg.has_ack() && !acked.exchange(true)) {
           // The gateway expires nodes it does not hear from; send at least as often as it asks.
           const int asked = msg.ack().heartbeat_interval_ms();
@@ -98,9 +125,21 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
       board_->Wake();
     });
     while (!stopping_.load() && !broken.load()) {
-      seen = board_->WaitForChange(seen, std::chrono::milliseconds(heartbeat_ms.load()),
-                                   [&] { return stopping_.load() || broken.load(); });
+      seen = board_->WaitForChange(seen, std::chrono::milliseconds(heartbeat_ms.load()), [&] {
+        return stopping_.load() || broken.load() || proof_due.load();
+      });
       if (stopping_.load() || broken.load()) break;
+      if (proof_due.exchange(false)) {
+        node::v1::NodeMessage answer;
+        {
+          std::lock_guard<std::mutex> lock(proof_mu);
+          answer.mutable_proof()->set_signature(proof);
+        }
+        if (!stream->Write(answer)) break;
+        continue;
+      }
+      // With an identity the gateway takes no update before it has acked the proof.
+      if (identity_ != nullptr && !acked.load()) continue;
       node::v1::NodeMessage update;
       *update.mutable_update() = status_();
       if (!stream->Write(update)) break;

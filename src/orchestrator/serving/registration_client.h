@@ -12,6 +12,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/node_identity.h"
 #include "common/tls.h"
 #include "orchestrator/models/status_board.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
@@ -23,10 +24,13 @@ class RegistrationClient {
   using StatusFn = std::function<node::v1::NodeStatus()>;
 
   // A non-empty `secret` is sent on each Register stream (x-switchyard-registration-secret).
-  // The channel is plaintext or TLS as `security` says (the orchestrator's gateway_tls).
+  // The channel is plaintext or TLS as `security` says (the orchestrator's gateway_tls). With an
+  // `identity` (not owned; outlives this), the hello carries its public key and the gateway's
+  // challenge is answered with its signature before any update is sent.
   RegistrationClient(std::string gateway_address, StatusFn status, StatusBoard* board,
                      std::chrono::milliseconds heartbeat, std::string secret = "",
-                     GrpcClientSecurity security = GrpcClientSecurity());
+                     GrpcClientSecurity security = GrpcClientSecurity(),
+                     const NodeKey* identity = nullptr);
   // Stops: cancels the stream (the gateway drops this node at once) and joins the thread.
   ~RegistrationClient();
 
@@ -45,6 +49,7 @@ class RegistrationClient {
   std::chrono::milliseconds heartbeat_;
   std::string secret_;
   GrpcClientSecurity security_;
+  const NodeKey* identity_;
   std::string last_error_;  // of the last stream that got no ack (Run's thread only)
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/node_identity.h"
 #include "common/status.h"
 #include "common/tls.h"
 #include "gateway/billing/api_keys.h"
@@ -57,6 +59,64 @@ grpc::Status RawRegister(const std::string& gateway, const std::string& node_id,
     ctx.TryCancel();
   }
   return stream->Finish();
+}
+
+// How a registration with a key answers the gateway's challenge.
+enum class Proof {
+  kHonest,        // signs the challenge as the node protocol says
+  kGarbage,       // 64 random-looking bytes
+  kOtherGateway,  // a proof made for another gateway (a replayed or relayed one)
+  kOtherKey,      // signed with another key than the hello's
+  kNone,          // never answers (the test cancels)
+};
+
+struct KeyedAnswer {
+  bool challenged = false;
+  bool acked = false;
+  grpc::Status status;
+};
+
+// A registration as node `node_id` with `key`'s public key in the hello, answering the challenge
+// as `proof` says. `hello_key` replaces the hello's public key when not empty (to claim a key the
+// client does not hold).
+KeyedAnswer RegisterWithKey(const std::string& gateway, const std::string& node_id,
+                            const NodeKey& key, Proof proof, const std::string& hello_key = "") {
+  auto stub =
+      node::v1::Registry::NewStub(grpc::CreateChannel(gateway, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + Scaled(std::chrono::seconds(10)));
+  auto stream = stub->Register(&ctx);
+  node::v1::NodeMessage hello;
+  auto* status = hello.mutable_hello();
+  status->set_node_id(node_id);
+  status->set_address("127.0.0.1:1");
+  status->mutable_identity()->set_public_key(hello_key.empty() ? key.public_key() : hello_key);
+  KeyedAnswer answer;
+  stream->Write(hello);
+  node::v1::GatewayMessage msg;
+  if (stream->Read(&msg) && msg.has_challenge()) {
+    answer.challenged = true;
+    const auto& c = msg.challenge();
+    auto other = NodeKey::Generate();
+    const std::string signed_for = proof == Proof::kOtherGateway ? "another-gateway" : c.gateway_id();
+    const std::string text = RegistrationProofMessage(signed_for, c.nonce(), node_id,
+                                                      status->identity().public_key(),
+                                                      status->address());
+    node::v1::NodeMessage reply;
+    if (proof == Proof::kGarbage) {
+      reply.mutable_proof()->set_signature(std::string(64, '\x5a'));
+    } else if (proof == Proof::kOtherKey) {
+      reply.mutable_proof()->set_signature((*other)->Sign(text).value_or(""));
+    } else {
+      reply.mutable_proof()->set_signature(key.Sign(text).value_or(""));
+    }
+    if (proof != Proof::kNone) stream->Write(reply);
+    answer.acked = proof != Proof::kNone && stream->Read(&msg) && msg.has_ack();
+  }
+  // Refused: the gateway ended the stream with its status. Accepted or never answered: leave.
+  if (answer.acked || (answer.challenged && proof == Proof::kNone)) ctx.TryCancel();
+  answer.status = stream->Finish();
+  return answer;
 }
 
 // Node id -> address, as the gateway lists its orchestrators.
@@ -154,7 +214,10 @@ class IdentityHostileTest : public ::testing::Test {
 };
 
 // An orchestrator registering with another's node id used to replace it: the victim left routing
-// and the impostor got its traffic. Now the live registration keeps its id: ALREADY_EXISTS.
+// and the impostor got its traffic. Then the live registration kept its id (ALREADY_EXISTS), but
+// the impostor got it once the victim's stream ended. Now the id is bound to the key its node
+// proved (issue 23): an impostor without that key is refused (PERMISSION_DENIED) while the victim
+// is live and after it left; the victim itself, restarted with its key, gets back in.
 TEST_F(IdentityHostileTest, ANodeIdHeldByALiveRegistrationCannotBeTaken) {
   ClusterOptions options;
   options.orchestrators = 2;
@@ -166,22 +229,36 @@ TEST_F(IdentityHostileTest, ANodeIdHeldByALiveRegistrationCannotBeTaken) {
   const std::map<std::string, std::string> before = Listed(*stub);
   ASSERT_EQ(before.size(), 2u);
 
-  // A hostile client registers as orch-1 (a third orchestrator, seen in the field).
+  // A hostile client registers as orch-1 (a third orchestrator, seen in the field), without a
+  // key: orch-1 is bound to its key.
   bool acked = false;
   grpc::Status refused = RawRegister(cluster.gateway_address(), "orch-1", "", &acked);
   EXPECT_FALSE(acked) << "the gateway accepted a second registration of orch-1";
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::ALREADY_EXISTS)
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << GrpcCodeName(refused.error_code()) << ": " << refused.error_message();
-  EXPECT_TRUE(absl::StrContains(refused.error_message(), "node id 'orch-1'"))
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "node 'orch-1' refused: the id is bound"))
       << refused.error_message();
-  // Logged at the gateway with both ends.
-  EXPECT_TRUE(LogShows(cluster.gateway(), "refused registration of node 'orch-1' from ipv4:"))
+  // Logged at the gateway with the client's address.
+  EXPECT_TRUE(LogShows(cluster.gateway(), "refused registration from ipv4:127.0.0.1:"))
       << cluster.gateway().Log();
+  // With orch-1's own key (its key file: a restarted orch-1 whose old stream is still open),
+  // the live registration keeps the id: ALREADY_EXISTS, logged with both ends.
+  auto victim_key = NodeKey::LoadOrCreate(cluster.dir().path() / "orch-1.key");
+  ASSERT_TRUE(victim_key.ok()) << victim_key.status();
+  KeyedAnswer same_key =
+      RegisterWithKey(cluster.gateway_address(), "orch-1", **victim_key, Proof::kHonest);
+  EXPECT_TRUE(same_key.challenged);
+  EXPECT_FALSE(same_key.acked);
+  EXPECT_EQ(same_key.status.error_code(), grpc::StatusCode::ALREADY_EXISTS)
+      << same_key.status.error_message();
+  EXPECT_TRUE(absl::StrContains(same_key.status.error_message(), "node id 'orch-1'"));
   EXPECT_TRUE(LogShows(cluster.gateway(), "held by the live registration from ipv4:127.0.0.1:"));
 
-  // A real orchestrator daemon configured with the victim's id: refused too, says so, retries.
+  // A real orchestrator daemon configured with the victim's id (and a key of its own): refused
+  // too, says so, retries.
   ASSERT_TRUE(cluster.AddOrchestrator("impostor", {{"node_id", "orch-1"}}).ok());
-  EXPECT_TRUE(LogShows(cluster.orchestrator(2), "refused registration as node 'orch-1'"))
+  EXPECT_TRUE(LogShows(cluster.orchestrator(2), "refused registration: registration of node "
+                                                "'orch-1' refused: the id is bound to key"))
       << cluster.orchestrator(2).Log();
 
   // The victim keeps its routes and runs jobs; the impostor runs none.
@@ -199,17 +276,26 @@ TEST_F(IdentityHostileTest, ANodeIdHeldByALiveRegistrationCannotBeTaken) {
   EXPECT_TRUE(cluster.orchestrator(0).Alive());
   EXPECT_TRUE(cluster.orchestrator(1).Alive());
 
-  // Once the victim's stream ends, the id is free: the waiting daemon gets in (a quick restart
-  // of the same node looks like this).
+  // Once the victim's stream ends the impostor is still refused: the id stays bound to the key.
   cluster.orchestrator(0).Stop();
+  const auto gone = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(15));
+  while (std::chrono::steady_clock::now() < gone && Listed(*stub).count("orch-1") != 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // the impostor retries within 2 s
+  EXPECT_EQ(Listed(*stub).count("orch-1"), 0u) << cluster.Logs();
+  // The victim, restarted with its key file, gets its id back.
+  ASSERT_TRUE(cluster.RestartOrchestrator(0).ok());
   const auto end = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(15));
   std::map<std::string, std::string> after;
   while (std::chrono::steady_clock::now() < end) {
     after = Listed(*stub);
-    if (after.count("orch-1") != 0 && after["orch-1"] == cluster.orchestrator_address(2)) break;
+    if (after.count("orch-1") != 0 && after["orch-1"] == cluster.orchestrator_address(0)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_EQ(after["orch-1"], cluster.orchestrator_address(2)) << cluster.Logs();
+  EXPECT_EQ(after["orch-1"], cluster.orchestrator_address(0)) << cluster.Logs();
+  EXPECT_FALSE(absl::StrContains(cluster.orchestrator(2).Log(), "registered with gateway"))
+      << "the impostor registered";
 }
 
 // Per-node secrets (gateway node_secrets_file): a node registers only under its own id.
@@ -249,8 +335,9 @@ TEST_F(IdentityHostileTest, PerNodeSecretsBindEachNodeToItsId) {
        "wrong registration secret"},
       {"a real secret for an unlisted id", "orch-3", s1, grpc::StatusCode::PERMISSION_DENIED,
        "'orch-3' is not in the gateway's node_secrets_file"},
-      {"the right secret while orch-1 is live", "orch-1", s1, grpc::StatusCode::ALREADY_EXISTS,
-       "node id 'orch-1'"},
+      // orch-1 proved its key when it registered: its id is bound to that key (issue 23).
+      {"the right secret but no key while orch-1 is live", "orch-1", s1,
+       grpc::StatusCode::PERMISSION_DENIED, "the id is bound to key"},
   };
   for (const Attack& a : attacks) {
     bool acked = false;
@@ -413,6 +500,163 @@ TEST_F(IdentityHostileTest, ClientCertificateBindsTheNodeId) {
   EXPECT_EQ(listed.count(cert_id), 1u);
   grpc::Status job;
   EXPECT_EQ(UpscaleOn(*stub, png_, &job), cert_id) << job.error_message() << cluster.Logs();
+  EXPECT_TRUE(cluster.gateway().Alive());
+}
+
+// Node identity keys (issue 23): a hello with a key is acked only after the node signed the
+// gateway's fresh challenge with that key, for this gateway, this id and this address.
+TEST_F(IdentityHostileTest, AKeyMustBeProvenAtEveryRegistration) {
+  ClusterOptions options;
+  options.orchestrators = 1;
+  options.models = {"esrgan-slim-x4"};
+  options.transcode_capacity = 1;
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st;
+  // The real node proved its key (the file its config names, mode 0600).
+  EXPECT_TRUE(LogShows(cluster.gateway(), "orchestrator orch-1 proved its identity key"))
+      << cluster.gateway().Log();
+  auto victim = NodeKey::LoadOrCreate(cluster.dir().path() / "orch-1.key");
+  ASSERT_TRUE(victim.ok()) << victim.status();
+  auto mine = NodeKey::Generate();
+  ASSERT_TRUE(mine.ok());
+  const std::string gw = cluster.gateway_address();
+
+  struct Attack {
+    const char* what;
+    std::string node_id;
+    const NodeKey* key;
+    Proof proof;
+    std::string hello_key;
+    grpc::StatusCode code;
+    const char* message;
+  };
+  const Attack attacks[] = {
+      {"orch-1's public key without its private key", "orch-new", mine->get(), Proof::kHonest,
+       (*victim)->public_key(), grpc::StatusCode::UNAUTHENTICATED, "identity proof failed"},
+      {"a garbage signature", "orch-new", mine->get(), Proof::kGarbage, "",
+       grpc::StatusCode::UNAUTHENTICATED, "identity proof failed"},
+      {"a proof made for another gateway", "orch-new", mine->get(), Proof::kOtherGateway, "",
+       grpc::StatusCode::UNAUTHENTICATED, "does not verify"},
+      {"a proof by another key", "orch-new", mine->get(), Proof::kOtherKey, "",
+       grpc::StatusCode::UNAUTHENTICATED, "does not verify"},
+      {"another key for orch-1, honestly signed", "orch-1", mine->get(), Proof::kHonest, "",
+       grpc::StatusCode::PERMISSION_DENIED, "bound to key"},
+      {"a 31-byte key", "orch-new", mine->get(), Proof::kHonest, std::string(31, 'k'),
+       grpc::StatusCode::INVALID_ARGUMENT, "31 bytes"},
+  };
+  for (const Attack& a : attacks) {
+    KeyedAnswer answer = RegisterWithKey(gw, a.node_id, *a.key, a.proof, a.hello_key);
+    EXPECT_FALSE(answer.acked) << a.what;
+    EXPECT_EQ(answer.status.error_code(), a.code)
+        << a.what << ": " << GrpcCodeName(answer.status.error_code()) << ": "
+        << answer.status.error_message();
+    EXPECT_TRUE(absl::StrContains(answer.status.error_message(), a.message))
+        << a.what << ": " << answer.status.error_message();
+  }
+  // A proof without a challenge, and a client that never answers the challenge.
+  {
+    auto stub =
+        node::v1::Registry::NewStub(grpc::CreateChannel(gw, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + Scaled(std::chrono::seconds(10)));
+    auto stream = stub->Register(&ctx);
+    node::v1::NodeMessage proof;
+    proof.mutable_proof()->set_signature(std::string(64, 'x'));
+    stream->Write(proof);
+    node::v1::GatewayMessage msg;
+    EXPECT_FALSE(stream->Read(&msg));
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  }
+  KeyedAnswer silent = RegisterWithKey(gw, "orch-silent", **mine, Proof::kNone);
+  EXPECT_TRUE(silent.challenged);
+  EXPECT_FALSE(silent.acked);
+
+  // An honest new node with its own key is accepted; the real node still serves.
+  KeyedAnswer honest = RegisterWithKey(gw, "orch-new", **mine, Proof::kHonest);
+  EXPECT_TRUE(honest.acked) << honest.status.error_message();
+  auto stub = cluster.GatewayStub();
+  grpc::Status job;
+  EXPECT_EQ(UpscaleOn(*stub, png_, &job), "orch-1") << job.error_message() << cluster.Logs();
+  EXPECT_TRUE(cluster.gateway().Alive());
+  EXPECT_TRUE(cluster.orchestrator(0).Alive());
+}
+
+// node_identity.mode "require" refuses nodes without a key; the policy file's deny and allow
+// lists and rebind are re-read on SIGHUP, a bad file keeping the old lists; bindings persist in
+// bindings_file across a gateway restart.
+TEST_F(IdentityHostileTest, RequiredKeysPolicyReloadAndPersistentBindings) {
+  auto denied = NodeKey::Generate();
+  auto moved = NodeKey::Generate();
+  ASSERT_TRUE(denied.ok() && moved.ok());
+  const auto policy = tmp_.path() / "node-policy.json";
+  WriteFile(policy, Json({{"deny", {{{"public_key", NodeKeyHex((*denied)->public_key())}}}}})
+                        .dump());
+  const auto bindings = tmp_.path() / "node-bindings.json";
+  ClusterOptions options;
+  options.orchestrators = 1;
+  options.models = {"esrgan-slim-x4"};
+  options.transcode_capacity = 1;
+  options.gateway_config = {{"node_identity",
+                             {{"mode", "require"},
+                              {"policy_file", policy.string()},
+                              {"bindings_file", bindings.string()}}}};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st;
+  const std::string gw = cluster.gateway_address();
+
+  bool acked = false;
+  grpc::Status keyless = RawRegister(gw, "orch-keyless", "", &acked);
+  EXPECT_FALSE(acked);
+  EXPECT_EQ(keyless.error_code(), grpc::StatusCode::UNAUTHENTICATED) << keyless.error_message();
+  EXPECT_TRUE(absl::StrContains(keyless.error_message(), "requires a node identity key"));
+  KeyedAnswer deny = RegisterWithKey(gw, "orch-x", **denied, Proof::kHonest);
+  EXPECT_FALSE(deny.acked);
+  EXPECT_EQ(deny.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::StrContains(deny.status.error_message(), "is denied"))
+      << deny.status.error_message();
+
+  // orch-1 is bound (and the binding written, 0600).
+  const std::string orch1_key = NodeKeyHex(NodeKey::LoadOrCreate(cluster.dir().path() / "orch-1.key")
+                                               .value()
+                                               ->public_key());
+  EXPECT_TRUE(absl::StrContains(ReadFile(bindings), orch1_key)) << ReadFile(bindings);
+
+  // The operator lifts the deny and lets orch-1 move to a new key; SIGHUP.
+  WriteFile(policy, Json({{"rebind", {"orch-1"}}}).dump());
+  cluster.gateway().Signal(SIGHUP);
+  ASSERT_TRUE(LogShows(cluster.gateway(), "node identity policy " + policy.string() +
+                                              ": 0 allowed keys, 0 denied keys, 0 denied ids, 1"))
+      << cluster.gateway().Log();
+  EXPECT_TRUE(RegisterWithKey(gw, "orch-x", **denied, Proof::kHonest).acked);
+  // A bad policy file: the old lists stay (rebind still allowed), the error is logged.
+  WriteFile(policy, "{\"deny\": 5}");
+  cluster.gateway().Signal(SIGHUP);
+  EXPECT_TRUE(LogShows(cluster.gateway(), "node identity policy not reloaded, old lists kept"))
+      << cluster.gateway().Log();
+  cluster.orchestrator(0).Stop();
+  const auto gone = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(15));
+  auto stub = cluster.GatewayStub();
+  while (std::chrono::steady_clock::now() < gone && Listed(*stub).count("orch-1") != 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  KeyedAnswer rebound = RegisterWithKey(gw, "orch-1", **moved, Proof::kHonest);
+  EXPECT_TRUE(rebound.acked) << rebound.status.error_message();
+  EXPECT_TRUE(absl::StrContains(ReadFile(bindings), NodeKeyHex((*moved)->public_key())));
+
+  // After a gateway restart the bindings file holds: orch-1 is now `moved`'s, so the old key is
+  // refused once rebind is gone.
+  WriteFile(policy, "{}");
+  ASSERT_TRUE(cluster.RestartGateway().ok());
+  KeyedAnswer old_key = RegisterWithKey(cluster.gateway_address(), "orch-1",
+                                        *NodeKey::LoadOrCreate(cluster.dir().path() / "orch-1.key")
+                                             .value(),
+                                        Proof::kHonest);
+  EXPECT_FALSE(old_key.acked);
+  EXPECT_EQ(old_key.status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << old_key.status.error_message();
   EXPECT_TRUE(cluster.gateway().Alive());
 }
 
