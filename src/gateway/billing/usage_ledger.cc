@@ -437,14 +437,16 @@ absl::StatusOr<int64_t> SqliteUsageLedger::Remove(const std::vector<std::string>
   // One transaction: one fsync for the whole replayed batch.
   SY_RETURN_IF_ERROR(Exec(read_db_, path_, "BEGIN IMMEDIATE"));
   int64_t removed = 0;
+  // The lambda uses the connection through `db`: the analysis does not see read_mu_ held in it.
+  sqlite3* const db = read_db_;
   absl::Status st = [&]() -> absl::Status {
-    Statement del(read_db_, "DELETE FROM usage WHERE job_id = ?");
-    if (!del.ok()) return SqlError(read_db_, path_, "cannot prepare the delete");
+    Statement del(db, "DELETE FROM usage WHERE job_id = ?");
+    if (!del.ok()) return SqlError(db, path_, "cannot prepare the delete");
     for (const std::string& id : job_ids) {
       sqlite3_reset(del.get());
       del.Text(1, id);
-      if (sqlite3_step(del.get()) != SQLITE_DONE) return SqlError(read_db_, path_, "cannot delete");
-      removed += sqlite3_changes(read_db_);
+      if (sqlite3_step(del.get()) != SQLITE_DONE) return SqlError(db, path_, "cannot delete");
+      removed += sqlite3_changes(db);
     }
     return absl::OkStatus();
   }();
