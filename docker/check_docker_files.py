@@ -265,6 +265,19 @@ def mounted_config(svc, container_cfg):
     return None
 
 
+def service_config(compose_name, name, svc):
+    """(repository path, parsed JSON) of the config a service's --config names, or (.., None)."""
+    if svc is None:
+        return None, None
+    repo_cfg = mounted_config(svc, option(svc["command"], "--config"))
+    check(repo_cfg is not None and os.path.isfile(repo_cfg),
+          "%s %s: its config is mounted from the repository" % (compose_name, name))
+    if repo_cfg is None or not os.path.isfile(repo_cfg):
+        return repo_cfg, None
+    with open(repo_cfg) as f:
+        return repo_cfg, json.load(f)
+
+
 def check_compose_gateways():
     """docker-compose.gateways.yml: three gateways sharing Redis and PostgreSQL."""
     path = os.path.join(DOCKER, "docker-compose.gateways.yml")
@@ -296,15 +309,9 @@ def check_compose_gateways():
     gw_targets, shared = [], set()
     for name in gateways:
         svc = services.get(name)
-        if svc is None:
+        repo_cfg, cfg = service_config("gateways compose", name, svc)
+        if cfg is None:
             continue
-        repo_cfg = mounted_config(svc, option(svc["command"], "--config"))
-        check(repo_cfg is not None and os.path.isfile(repo_cfg),
-              "gateways compose %s: its config is mounted from the repository" % name)
-        if repo_cfg is None or not os.path.isfile(repo_cfg):
-            continue
-        with open(repo_cfg) as f:
-            cfg = json.load(f)
         check(cfg.get("gateway_id") == name, "%s: gateway_id is the service name" % repo_cfg)
         check({k: v for k, v in cfg.items() if k not in changed} ==
               {k: v for k, v in base.items() if k not in changed},
@@ -332,15 +339,9 @@ def check_compose_gateways():
     configs = []
     for name in orchestrators:
         svc = services.get(name)
-        if svc is None:
+        repo_cfg, cfg = service_config("gateways compose", name, svc)
+        if cfg is None:
             continue
-        repo_cfg = mounted_config(svc, option(svc["command"], "--config"))
-        check(repo_cfg is not None and os.path.isfile(repo_cfg),
-              "gateways compose %s: its config is mounted from the repository" % name)
-        if repo_cfg is None or not os.path.isfile(repo_cfg):
-            continue
-        with open(repo_cfg) as f:
-            cfg = json.load(f)
         configs.append(repo_cfg)
         check(cfg["node_id"] == name, "%s: node_id is the service name" % repo_cfg)
         check(cfg["advertise_address"].split(":")[0] == name,
