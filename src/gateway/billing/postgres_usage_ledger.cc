@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -200,8 +201,14 @@ absl::StatusOr<std::vector<bool>> InsertRows(PGconn* conn,
   text.reserve(rows.size() * kColumnCount);
   std::vector<bool> is_null;
   is_null.reserve(rows.size() * kColumnCount);
+  // In job id order: concurrent batches that share ids then take the unique index's row locks in
+  // the same order, so they wait for each other instead of deadlocking (seen with 4 writers).
+  std::vector<size_t> order(rows.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return rows[a]->job_id < rows[b]->job_id; });
   for (size_t i = 0; i < rows.size(); ++i) {
-    const UsageRecord& r = *rows[i];
+    const UsageRecord& r = *rows[order[i]];
     absl::StrAppend(&sql, i == 0 ? "(" : ", (");
     for (int c = 0; c < kColumnCount; ++c) {
       absl::StrAppend(&sql, c == 0 ? "" : ", ", "$", i * kColumnCount + c + 1);
