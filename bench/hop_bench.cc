@@ -31,6 +31,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "bench_stats.h"
 #include "common/media/image_codec.h"
 #include "gateway/gateway_server.h"
 #include "orchestrator/orchestrator_server.h"
@@ -40,20 +41,10 @@
 
 namespace sy = switchyard;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
 constexpr const char* kModel = "noop";
-
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
 
 int FreePort() {
   // Bind-and-release through a throwaway gRPC server is overkill; the kernel picks one for a
@@ -129,38 +120,6 @@ std::shared_ptr<grpc::Channel> Channel(int port) {
   args.SetMaxReceiveMessageSize(64 << 20);
   return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
                                    grpc::InsecureChannelCredentials(), args);
-}
-
-struct Result {
-  double jobs_per_s = 0;
-  double p50 = 0, p99 = 0;
-  int failures = 0;
-};
-
-// `call` runs one job and returns whether it succeeded.
-template <typename Call>
-Result Measure(int concurrency, double seconds, Call call) {
-  // Warm-up: connections open, the model is warm, nginx's upstream keepalive is filled.
-  for (int i = 0; i < 50; ++i) call();
-  std::vector<std::vector<double>> lat(static_cast<size_t>(concurrency));
-  std::atomic<int> failures{0};
-  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(seconds));
-  std::vector<std::thread> threads;
-  for (int c = 0; c < concurrency; ++c) {
-    threads.emplace_back([&, c] {
-      while (Clock::now() < end) {
-        auto t0 = Clock::now();
-        if (!call()) ++failures;
-        lat[static_cast<size_t>(c)].push_back(Ms(Clock::now() - t0));
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  std::vector<double> all;
-  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
-  return Result{static_cast<double>(all.size()) / seconds, Percentile(all, 0.5),
-                Percentile(all, 0.99), failures.load()};
 }
 
 }  // namespace
@@ -261,10 +220,13 @@ int main(int argc, char** argv) {
                "| concurrency | path | jobs/s | vs direct | p50 ms | p99 ms | added p50 ms | "
                "added p99 ms |\n|---|---|---|---|---|---|---|---|\n";
   for (int concurrency : {1, 64}) {
-    Result d = Measure(concurrency, seconds, [&] { return upscale(*direct); });
-    Result g = Measure(concurrency, seconds, [&] { return upscale(*gw); });
-    Result n = Measure(concurrency, seconds, [&] { return upscale(*proxied); });
-    auto row = [&](const char* path, const Result& r) {
+    sy::bench::LoadResult d =
+        sy::bench::MeasureClosedLoop(concurrency, seconds, 50, [&] { return upscale(*direct); });
+    sy::bench::LoadResult g =
+        sy::bench::MeasureClosedLoop(concurrency, seconds, 50, [&] { return upscale(*gw); });
+    sy::bench::LoadResult n =
+        sy::bench::MeasureClosedLoop(concurrency, seconds, 50, [&] { return upscale(*proxied); });
+    auto row = [&](const char* path, const sy::bench::LoadResult& r) {
       std::printf("| %d | %s | %.0f | %.3f | %.3f | %.3f | %+.3f | %+.3f |%s\n", concurrency, path,
                   r.jobs_per_s, r.jobs_per_s / d.jobs_per_s, r.p50, r.p99, r.p50 - d.p50,
                   r.p99 - d.p99, r.failures ? " (failures!)" : "");

@@ -63,8 +63,8 @@ absl::StatusOr<NodeKeyPtr> NodeKey::FromPkey(PkeyPtr pkey) {
   }
   std::string pub(kNodePublicKeyBytes, '\0');
   size_t len = pub.size();
-  if (EVP_PKEY_get_raw_public_key(pkey.get(), reinterpret_cast<unsigned char*>(pub.data()),
-                                  &len) != 1 ||
+  if (EVP_PKEY_get_raw_public_key(pkey.get(), reinterpret_cast<unsigned char*>(pub.data()), &len) !=
+          1 ||
       len != kNodePublicKeyBytes) {
     return absl::InternalError(absl::StrCat("reading the public key: ", OpenSslError()));
   }
@@ -143,33 +143,14 @@ absl::StatusOr<NodeKeyPtr> NodeKey::LoadOrCreate(const std::filesystem::path& pa
   if (!std::filesystem::exists(dir, ec)) {
     std::filesystem::create_directories(dir, ec);
     if (ec) {
-      return absl::UnavailableError(absl::StrCat("cannot create the folder of identity key ",
-                                                 where, ": ", ec.message()));
+      return absl::UnavailableError(
+          absl::StrCat("cannot create the folder of identity key ", where, ": ", ec.message()));
     }
     std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
   }
-  const std::filesystem::path tmp =
-      dir / absl::StrCat(".", path.filename().string(), ".", SecureRandomHex(8), ".tmp");
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create identity key ", where, ": ", std::strerror(errno)));
-  }
-  bool ok = fchmod(fd, 0600) == 0;  // whatever the umask
-  for (long done = 0; ok && done < size;) {  // NOLINT(runtime/int)
-    const ssize_t n = write(fd, data + done, static_cast<size_t>(size - done));
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += n;
-  }
-  ok = ok && fsync(fd) == 0;
-  const int write_errno = errno;
-  close(fd);
-  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = ok ? errno : write_errno;
-    unlink(tmp.c_str());
-    return absl::UnavailableError(
-        absl::StrCat("cannot write identity key ", where, ": ", std::strerror(err)));
+  if (auto st = WritePrivateFile(path, absl::string_view(data, static_cast<size_t>(size)));
+      !st.ok()) {
+    return absl::UnavailableError(absl::StrCat("identity key: ", st.message()));
   }
   return key;
 }
@@ -217,6 +198,34 @@ absl::Status VerifyNodeSignature(absl::string_view public_key, absl::string_view
   return absl::OkStatus();
 }
 
+absl::Status WritePrivateFile(const std::filesystem::path& path, absl::string_view text) {
+  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
+  const std::filesystem::path tmp =
+      dir / absl::StrCat(".", path.filename().string(), ".", SecureRandomHex(8), ".tmp");
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", path.string(), ": ", std::strerror(errno)));
+  }
+  bool ok = fchmod(fd, 0600) == 0;  // whatever the umask
+  for (size_t done = 0; ok && done < text.size();) {
+    const ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && fsync(fd) == 0;
+  const int write_errno = errno;
+  close(fd);
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = ok ? errno : write_errno;
+    unlink(tmp.c_str());
+    return absl::UnavailableError(
+        absl::StrCat("cannot write ", path.string(), ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
 std::string RegistrationProofMessage(absl::string_view gateway_id, absl::string_view nonce,
                                      absl::string_view node_id, absl::string_view public_key,
                                      absl::string_view address) {
@@ -231,8 +240,8 @@ std::string NodeKeyHex(absl::string_view public_key) { return absl::BytesToHexSt
 
 absl::StatusOr<std::string> ParseNodeKeyHex(absl::string_view hex) {
   if (hex.size() != 2 * kNodePublicKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("a node key is ", 2 * kNodePublicKeyBytes,
-                                                   " hex digits, not ", hex.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a node key is ", 2 * kNodePublicKeyBytes, " hex digits, not ", hex.size()));
   }
   for (char c : hex) {
     if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) {

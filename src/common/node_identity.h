@@ -66,6 +66,11 @@ std::string RegistrationProofMessage(absl::string_view gateway_id, absl::string_
                                      absl::string_view node_id, absl::string_view public_key,
                                      absl::string_view address);
 
+// Writes `text` to `path` whole or not at all (a temporary file in the same folder, fsynced,
+// renamed over it), mode 0600 whatever the umask: identity keys and key bindings.
+// UNAVAILABLE naming the path on failure.
+absl::Status WritePrivateFile(const std::filesystem::path& path, absl::string_view text);
+
 // A key as operators write it in policy files and read it in logs: 64 lowercase hex digits.
 std::string NodeKeyHex(absl::string_view public_key);
 // The inverse; INVALID_ARGUMENT unless exactly 64 hex digits.

@@ -1,10 +1,5 @@
 #include "gateway/membership/node_keys.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -16,7 +11,6 @@
 #include "common/json_limits.h"
 #include "common/logging.h"
 #include "common/node_identity.h"
-#include "common/secure_random.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -30,7 +24,8 @@ absl::StatusOr<std::string> ReadBounded(const std::filesystem::path& path, size_
     return absl::NotFoundError(absl::StrCat(path.string(), " does not exist"));
   }
   const auto size = std::filesystem::file_size(path, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot read ", path.string(), ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("cannot read ", path.string(), ": ", ec.message()));
   if (size > max_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat(path.string(), " is ", size, " bytes; at most ", max_bytes));
@@ -38,7 +33,8 @@ absl::StatusOr<std::string> ReadBounded(const std::filesystem::path& path, size_
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
   text << in.rdbuf();
-  if (!in.good() && !in.eof()) return absl::UnavailableError(absl::StrCat("cannot read ", path.string()));
+  if (!in.good() && !in.eof())
+    return absl::UnavailableError(absl::StrCat("cannot read ", path.string()));
   return text.str();
 }
 
@@ -46,7 +42,8 @@ absl::StatusOr<std::string> ReadBounded(const std::filesystem::path& path, size_
 absl::StatusOr<std::string> OptionalString(const Json& entry, const char* field,
                                            const std::string& where) {
   if (!entry.contains(field)) return std::string();
-  if (!entry[field].is_string()) return absl::InvalidArgumentError(absl::StrCat(where, ".", field, ": must be a string"));
+  if (!entry[field].is_string())
+    return absl::InvalidArgumentError(absl::StrCat(where, ".", field, ": must be a string"));
   return entry[field].get<std::string>();
 }
 
@@ -77,15 +74,16 @@ absl::Status CheckNodeId(const std::string& id, const std::string& where) {
 // kMaxEntries.
 absl::Status CheckTop(const Json& doc, std::initializer_list<const char*> allowed,
                       const std::string& file) {
-  if (!doc.is_object()) return absl::InvalidArgumentError(absl::StrCat(file, ": must be a JSON object"));
+  if (!doc.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(file, ": must be a JSON object"));
   for (const auto& [key, value] : doc.items()) {
     bool known = false;
     for (const char* a : allowed) known = known || key == a;
     if (!known) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file, ": unknown field '", LogSafe(key), "'"));
+      return absl::InvalidArgumentError(absl::StrCat(file, ": unknown field '", LogSafe(key), "'"));
     }
-    if (!value.is_array()) return absl::InvalidArgumentError(absl::StrCat(file, ": ", key, " must be an array"));
+    if (!value.is_array())
+      return absl::InvalidArgumentError(absl::StrCat(file, ": ", key, " must be an array"));
     if (value.size() > NodeKeys::kMaxEntries) {
       return absl::InvalidArgumentError(absl::StrCat(file, ": ", key, " has ", value.size(),
                                                      " entries; at most ", NodeKeys::kMaxEntries));
@@ -108,13 +106,15 @@ absl::StatusOr<NodeKeysPtr> NodeKeys::Create(NodeIdentityConfig config) {
     auto text = ReadBounded(keys->config_.bindings_file, kMaxFileBytes);
     if (text.ok()) {
       auto doc = ParseJson(*text);
-      if (!doc.ok()) return absl::InvalidArgumentError(absl::StrCat(file, ": ", doc.status().message()));
+      if (!doc.ok())
+        return absl::InvalidArgumentError(absl::StrCat(file, ": ", doc.status().message()));
       if (auto st = CheckTop(*doc, {"nodes"}, file); !st.ok()) return st;
       MutexLock lock(&keys->mu_);
       size_t i = 0;
       for (const Json& entry : doc->value("nodes", Json::array())) {
         const std::string where = absl::StrCat(file, ": nodes[", i++, "]");
-        if (!entry.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": must be an object"));
+        if (!entry.is_object())
+          return absl::InvalidArgumentError(absl::StrCat(where, ": must be an object"));
         auto id = OptionalString(entry, "node_id", where);
         if (!id.ok()) return id.status();
         if (auto st = CheckNodeId(*id, where + ".node_id"); !st.ok()) return st;
@@ -135,13 +135,15 @@ absl::Status NodeKeys::Reload() {
   auto text = ReadBounded(config_.policy_file, kMaxFileBytes);
   if (!text.ok()) return text.status();
   auto doc = ParseJson(*text);
-  if (!doc.ok()) return absl::InvalidArgumentError(absl::StrCat(file, ": ", doc.status().message()));
+  if (!doc.ok())
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", doc.status().message()));
   if (auto st = CheckTop(*doc, {"allow", "deny", "rebind"}, file); !st.ok()) return st;
   Policy fresh;
   size_t i = 0;
   for (const Json& entry : doc->value("allow", Json::array())) {
     const std::string where = absl::StrCat(file, ": allow[", i++, "]");
-    if (!entry.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": must be an object"));
+    if (!entry.is_object())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": must be an object"));
     auto key = KeyField(entry, where);
     if (!key.ok()) return key.status();
     auto id = OptionalString(entry, "node_id", where);
@@ -154,7 +156,8 @@ absl::Status NodeKeys::Reload() {
   i = 0;
   for (const Json& entry : doc->value("deny", Json::array())) {
     const std::string where = absl::StrCat(file, ": deny[", i++, "]");
-    if (!entry.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": must be an object"));
+    if (!entry.is_object())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": must be an object"));
     const bool has_key = entry.contains("public_key");
     const bool has_id = entry.contains("node_id");
     if (has_key == has_id) {
@@ -175,16 +178,18 @@ absl::Status NodeKeys::Reload() {
   i = 0;
   for (const Json& entry : doc->value("rebind", Json::array())) {
     const std::string where = absl::StrCat(file, ": rebind[", i++, "]");
-    if (!entry.is_string()) return absl::InvalidArgumentError(absl::StrCat(where, ": must be a node id string"));
+    if (!entry.is_string())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": must be a node id string"));
     if (auto st = CheckNodeId(entry.get<std::string>(), where); !st.ok()) return st;
     fresh.rebind.insert(entry.get<std::string>());
   }
   MutexLock lock(&mu_);
   policy_ = std::move(fresh);
-  spdlog::info("node identity policy {}: {} allowed keys, {} denied keys, {} denied ids, {} ids "
-               "that may change keys",
-               file, policy_.allow.size(), policy_.deny_keys.size(), policy_.deny_ids.size(),
-               policy_.rebind.size());
+  spdlog::info(
+      "node identity policy {}: {} allowed keys, {} denied keys, {} denied ids, {} ids "
+      "that may change keys",
+      file, policy_.allow.size(), policy_.deny_keys.size(), policy_.deny_ids.size(),
+      policy_.rebind.size());
   return absl::OkStatus();
 }
 
@@ -192,7 +197,8 @@ absl::Status NodeKeys::CheckLocked(const std::string& node_id,
                                    const std::string& public_key) const {
   using Mode = NodeIdentityConfig::Mode;
   if (config_.mode == Mode::kOff) return absl::OkStatus();
-  const std::string refused = absl::StrCat("registration of node '", LogSafe(node_id), "' refused: ");
+  const std::string refused =
+      absl::StrCat("registration of node '", LogSafe(node_id), "' refused: ");
   if (policy_.deny_ids.count(node_id) != 0) {
     return absl::PermissionDeniedError(
         absl::StrCat(refused, "the id is denied by the gateway's node_identity.policy_file"));
@@ -200,8 +206,9 @@ absl::Status NodeKeys::CheckLocked(const std::string& node_id,
   if (public_key.empty()) {
     if (config_.mode == Mode::kRequire) {
       return absl::UnauthenticatedError(absl::StrCat(
-          refused, "this gateway requires a node identity key (node_identity.mode \"require\"); "
-                   "the node sent none"));
+          refused,
+          "this gateway requires a node identity key (node_identity.mode \"require\"); "
+          "the node sent none"));
     }
     if (!policy_.allow.empty()) {
       return absl::PermissionDeniedError(
@@ -214,14 +221,15 @@ absl::Status NodeKeys::CheckLocked(const std::string& node_id,
     return absl::OkStatus();
   }
   if (policy_.deny_keys.count(public_key) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        refused, "its key ", Short(public_key), "... is denied by node_identity.policy_file"));
+    return absl::PermissionDeniedError(absl::StrCat(refused, "its key ", Short(public_key),
+                                                    "... is denied by node_identity.policy_file"));
   }
   if (!policy_.allow.empty()) {
     auto it = policy_.allow.find(public_key);
     if (it == policy_.allow.end()) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          refused, "its key ", Short(public_key), "... is not in node_identity.policy_file's allow list"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(refused, "its key ", Short(public_key),
+                       "... is not in node_identity.policy_file's allow list"));
     }
     if (!it->second.empty() && it->second != node_id) {
       return absl::PermissionDeniedError(absl::StrCat(refused, "its key ", Short(public_key),
@@ -277,31 +285,7 @@ absl::Status NodeKeys::WriteBindings(const std::map<std::string, std::string>& b
     nodes.push_back({{"node_id", id}, {"public_key", NodeKeyHex(key)}});
   }
   const std::string text = Json{{"nodes", nodes}}.dump(2) + "\n";
-  const std::filesystem::path& path = config_.bindings_file;
-  const std::filesystem::path tmp =
-      path.parent_path() / absl::StrCat(".", path.filename().string(), ".", SecureRandomHex(8));
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot write ", path.string(), ": ", std::strerror(errno)));
-  }
-  bool ok = true;
-  for (size_t done = 0; ok && done < text.size();) {
-    const ssize_t n = write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
-  }
-  ok = ok && fsync(fd) == 0;
-  const int err = errno;
-  close(fd);
-  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
-    const int why = ok ? errno : err;
-    unlink(tmp.c_str());
-    return absl::UnavailableError(
-        absl::StrCat("cannot write ", path.string(), ": ", std::strerror(why)));
-  }
-  return absl::OkStatus();
+  return WritePrivateFile(config_.bindings_file, text);
 }
 
 }  // namespace switchyard::gateway
