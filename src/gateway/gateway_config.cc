@@ -201,13 +201,13 @@ absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::pa
 }
 
 // `usage_ledger` as an object: {"backend": "postgres", "dsn", "password_file", "journal",
-// "connect_timeout_ms", "statement_timeout_ms", "retry_interval_ms"}. The DSN is checked for its
-// shape and for a password here; libpq parses it fully when the gateway starts.
+// "connect_timeout_ms", "statement_timeout_ms", "retry_interval_ms", "commit"}. The DSN is checked
+// for its shape and for a password here; libpq parses it fully when the gateway starts.
 absl::Status ReadPostgresLedger(const ConfigObject& ledger, const std::filesystem::path& file,
                                 const std::string& gateway_id, PostgresLedgerConfig* out) {
   SY_RETURN_IF_ERROR(
       ledger.CheckKeys({"backend", "dsn", "password_file", "journal", "connect_timeout_ms",
-                        "statement_timeout_ms", "retry_interval_ms"}));
+                        "statement_timeout_ms", "retry_interval_ms", "commit"}));
   std::string backend;
   SY_RETURN_IF_ERROR(ledger.Read("backend", &backend, /*required=*/true));
   if (backend != "postgres") {
@@ -264,6 +264,12 @@ absl::Status ReadPostgresLedger(const ConfigObject& ledger, const std::filesyste
     journal = absl::StrCat("usage-journal-", name, ".db");
   }
   out->journal = ResolveConfigPath(file, journal);
+  std::string commit = "postgres";
+  SY_RETURN_IF_ERROR(ledger.Read("commit", &commit));
+  if (commit != "postgres" && commit != "local") {
+    return ledger.Error("commit", "must be \"postgres\" or \"local\"");
+  }
+  out->commit_local = commit == "local";
   SY_RETURN_IF_ERROR(ledger.Read("connect_timeout_ms", &out->connect_timeout_ms));
   SY_RETURN_IF_ERROR(ledger.Read("statement_timeout_ms", &out->statement_timeout_ms));
   SY_RETURN_IF_ERROR(ledger.Read("retry_interval_ms", &out->retry_interval_ms));

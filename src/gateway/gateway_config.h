@@ -44,6 +44,10 @@ struct PostgresLedgerConfig {
   int connect_timeout_ms = 2000;
   int statement_timeout_ms = 5000;
   int retry_interval_ms = 1000;  // the journal's replay
+  // When a job counts as recorded (and its client is answered): "postgres" once PostgreSQL
+  // committed its row; "local" once the gateway's journal has it on disk (as the embedded
+  // ledger), copied into PostgreSQL right after by a background writer.
+  bool commit_local = false;
 };
 
 struct GatewayConfig {

@@ -17,8 +17,8 @@
 #include "common/status.h"
 #include "gateway/api/livepeer_api.h"
 #include "gateway/api/openai_api.h"
-#include "gateway/billing/postgres_usage_ledger.h"
 #include "gateway/api/peer_gateways.h"
+#include "gateway/billing/postgres_usage_ledger.h"
 #include "gateway/billing/redis_quota.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
@@ -147,6 +147,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     options.connect_timeout = absl::Milliseconds(pg.connect_timeout_ms);
     options.statement_timeout = absl::Milliseconds(pg.statement_timeout_ms);
     options.retry_interval = absl::Milliseconds(pg.retry_interval_ms);
+    options.commit = pg.commit_local ? PostgresLedgerOptions::Commit::kLocal
+                                     : PostgresLedgerOptions::Commit::kPostgres;
     // Logs where it records (and whether PostgreSQL answers) itself.
     auto ledger = PostgresUsageLedger::Create(std::move(options), s->metrics_.get());
     if (!ledger.ok()) return ledger.status();

@@ -361,6 +361,7 @@ TEST(GatewayConfigTest, UsageLedgerPostgres) {
   EXPECT_EQ(pg.connect_timeout_ms, 300);
   EXPECT_EQ(pg.statement_timeout_ms, 1500);
   EXPECT_EQ(pg.retry_interval_ms, 250);
+  EXPECT_FALSE(pg.commit_local);  // default: committed in PostgreSQL before the response
   auto minimal = Parse(
       Json({{"usage_ledger", {{"backend", "postgres"}, {"dsn", "postgres://sy@127.0.0.1/usage"}}},
             {"gateway_id", "g2"}}));
@@ -419,6 +420,11 @@ TEST(GatewayConfigTest, UsageLedgerPostgres) {
   ExpectError(pg_with({{"connect_timeout_ms", "100"}}), "usage_ledger.connect_timeout_ms");
   ExpectError(pg_with({{"statement_timeout_ms", -5}}), "usage_ledger.statement_timeout_ms");
   ExpectError(pg_with({{"retry_interval_ms", 1e12}}), "usage_ledger.retry_interval_ms");
+  ExpectError(pg_with({{"commit", "later"}}), "usage_ledger.commit");
+  ExpectError(pg_with({{"commit", true}}), "usage_ledger.commit");
+  auto local = Parse(pg_with({{"commit", "local"}}));
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_TRUE(local->usage_ledger_postgres.commit_local);
 }
 
 TEST(GatewayConfigTest, SharedStatePeers) {

@@ -365,6 +365,99 @@ TEST_F(PostgresLedgerTest, PostgresDownRecordsGoToTheJournalAndAreReplayedOnce) 
   EXPECT_EQ(*left, 0);
 }
 
+// Commit::kLocal: Record answers once the journal has the row; the replay thread copies it into
+// PostgreSQL, each job once, and this ledger's own reads wait for the copy (read your writes).
+TEST_F(PostgresLedgerTest, LocalCommitCopiesEachJobOnceAndReadsItsOwnWrites) {
+  PostgresLedgerOptions o = Options();
+  o.commit = PostgresLedgerOptions::Commit::kLocal;
+  auto pg = Create(o);
+  ASSERT_NE(pg, nullptr);
+  const absl::Time t0 = absl::Now();
+  constexpr int kThreads = 8, kJobs = 40;
+  std::atomic<int> failed{0}, written{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kJobs; ++i) {
+        // Every job twice, from two threads: one of the two writes it.
+        auto r = pg->Record(
+            Row(absl::StrCat("job-", (t / 2) * kJobs + i), "k", "upscale", "m1", 3, 0.25, t0));
+        if (!r.ok()) {
+          failed++;
+        } else if (*r) {
+          written++;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(written.load(), kThreads / 2 * kJobs);
+  // No wait here: Totals itself waits for the copy.
+  auto totals = pg->Totals(AllKeys());
+  ASSERT_TRUE(totals.ok()) << totals.status();
+  ASSERT_EQ(totals->size(), 1u);
+  EXPECT_EQ((*totals)[0].jobs, kThreads / 2 * kJobs);
+  EXPECT_EQ((*totals)[0].units, 3 * kThreads / 2 * kJobs);
+  EXPECT_EQ(CountInPostgres(), kThreads / 2 * kJobs);
+  EXPECT_FALSE(pg->journaling());
+  EXPECT_EQ(pg->journaled(), 0u);  // counts outage rows only
+  EXPECT_EQ(pg->batches(), 0u);    // no direct writers in this mode
+  // Another ledger's (another gateway's) view agrees once copied.
+  auto other = Create(Options());
+  ASSERT_NE(other, nullptr);
+  auto rows = other->Rows(AllKeys());
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->size(), static_cast<size_t>(kThreads / 2 * kJobs));
+}
+
+// Commit::kLocal while PostgreSQL is down: Record never fails or waits for it; the rows reach it
+// once it is back, each once, also those a new instance finds in the journal.
+TEST_F(PostgresLedgerTest, LocalCommitRidesOutAnOutageAndLosesNothing) {
+  PostgresLedgerOptions o = Options();
+  o.commit = PostgresLedgerOptions::Commit::kLocal;
+  const absl::Time t0 = absl::Now();
+  {
+    auto pg = Create(o);
+    ASSERT_NE(pg, nullptr);
+    for (int i = 0; i < 30; ++i) {
+      ASSERT_TRUE(pg->Record(Row(absl::StrCat("a-", i), "k", "upscale", "m1", 1, 1, t0)).ok());
+    }
+    ASSERT_TRUE(Eventually([&] { return CountInPostgres() == 30; }));
+    pg_->Stop(/*immediate=*/true);
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 50; ++i) {
+      auto r = pg->Record(Row(absl::StrCat("b-", i), "k", "upscale", "m1", 1, 1, t0));
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_TRUE(*r);
+    }
+    // Journal writes only: far below one connect timeout (500 ms) per job.
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+    ASSERT_TRUE(Eventually([&] { return pg->journaling(); }));
+    auto down = pg->Totals(AllKeys());
+    EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
+    ASSERT_TRUE(pg_->Restart().ok()) << pg_->Log();
+    ASSERT_TRUE(Eventually([&] { return CountInPostgres() == 80 && !pg->journaling(); }))
+        << CountInPostgres();
+    // Rows recorded after the outage are copied too; the ledger then closes with PostgreSQL
+    // down again, its last rows in the journal.
+    ASSERT_TRUE(pg->Record(Row("c-0", "k", "upscale", "m1", 1, 1, t0)).ok());
+    auto totals = pg->Totals(AllKeys());
+    ASSERT_TRUE(totals.ok()) << totals.status();
+    EXPECT_EQ((*totals)[0].jobs, 81);
+    pg_->Stop(/*immediate=*/true);
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(pg->Record(Row(absl::StrCat("d-", i), "k", "upscale", "m1", 1, 1, t0)).ok());
+    }
+  }
+  ASSERT_TRUE(pg_->Restart().ok()) << pg_->Log();
+  auto again = Create(o);  // copies the whole journal again: what PostgreSQL has counts once
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(Eventually([&] { return CountInPostgres() == 86; })) << CountInPostgres();
+  EXPECT_EQ(CountInPostgres("job_id = 'a-0'"), 1);
+  EXPECT_EQ(CountInPostgres("job_id LIKE 'd-%'"), 5);
+}
+
 TEST_F(PostgresLedgerTest, JournalLeftOnDiskIsReplayedByANewInstance) {
   const absl::Time t0 = absl::Now();
   {

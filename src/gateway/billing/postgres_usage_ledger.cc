@@ -4,8 +4,8 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -350,7 +350,14 @@ absl::StatusOr<std::unique_ptr<PostgresUsageLedger>> PostgresUsageLedger::Create
     spdlog::info("usage ledger: {} job(s) left in the journal {}; replaying them", *left,
                  ledger->options_.journal.string());
   }
-  for (int i = 0; i < ledger->options_.writers; ++i) {
+  // Commit::kLocal: the replay thread is the only writer into PostgreSQL.
+  const int writers = ledger->options_.commit == PostgresLedgerOptions::Commit::kLocal
+                          ? 0
+                          : ledger->options_.writers;
+  if (writers == 0 && ledger->first_conn_ != nullptr) {
+    ledger->replay_conn_ = std::move(ledger->first_conn_);
+  }
+  for (int i = 0; i < writers; ++i) {
     ledger->writers_.emplace_back(
         [l = ledger.get(), conn = i == 0 ? std::move(ledger->first_conn_) : Conn()]() mutable {
           l->WriterLoop(std::move(conn));
@@ -392,7 +399,11 @@ PostgresUsageLedger::~PostgresUsageLedger() {
   queue_cv_.SignalAll();
   // The writer answers every queued row (written, or handed back for the journal) before it ends.
   for (auto& writer : writers_) writer.join();
-  stop_replay_.Stop();
+  {
+    MutexLock lock(&flush_mu_);
+    stop_replay_ = true;
+  }
+  flush_cv_.SignalAll();
   if (replayer_.joinable()) replayer_.join();
   {
     // Callers writing to the journal finish before it closes.
@@ -485,6 +496,7 @@ absl::StatusOr<bool> PostgresUsageLedger::Record(const UsageRecord& r) {
           ": a text field holds a NUL byte or invalid UTF-8"));
     }
   }
+  if (options_.commit == PostgresLedgerOptions::Commit::kLocal) return RecordLocally(r);
   Pending pending{&r};
   {
     MutexLock lock(&mu_);
@@ -504,6 +516,35 @@ absl::StatusOr<bool> PostgresUsageLedger::Record(const UsageRecord& r) {
   MutexLock lock(&mu_);
   if (--callers_ == 0 && closing_) done_cv_.SignalAll();
   return result;
+}
+
+absl::StatusOr<bool> PostgresUsageLedger::RecordLocally(const UsageRecord& r) {
+  bool outage = false;
+  {
+    MutexLock lock(&mu_);
+    if (closing_)
+      return absl::UnavailableError(absl::StrCat("usage ledger ", Describe(), " is closing"));
+    ++callers_;
+    outage = outage_;
+  }
+  absl::StatusOr<bool> result = outage ? Journal(r) : journal_->Record(r);
+  if (result.ok() && *result) RequestReplay(/*wait=*/false);
+  MutexLock lock(&mu_);
+  if (--callers_ == 0 && closing_) done_cv_.SignalAll();
+  return result;
+}
+
+void PostgresUsageLedger::RequestReplay(bool wait) {
+  MutexLock lock(&flush_mu_);
+  const uint64_t wanted = ++replay_wanted_;
+  flush_cv_.SignalAll();
+  if (!wait) return;
+  ++readers_waiting_;
+  flush_cv_.WaitFor(&flush_mu_, absl::ToChronoMilliseconds(options_.statement_timeout),
+                    [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flush_mu_) {
+                      return replay_done_ >= wanted || stop_replay_;
+                    });
+  --readers_waiting_;
 }
 
 absl::StatusOr<bool> PostgresUsageLedger::Journal(const UsageRecord& r) {
@@ -586,9 +627,104 @@ void PostgresUsageLedger::WriterLoop(Conn pg) {
 }
 
 void PostgresUsageLedger::ReplayLoop() {
-  do {
-    ReplayOnce();
-  } while (!stop_replay_.WaitFor(absl::ToChronoMilliseconds(options_.retry_interval)));
+  const bool local = options_.commit == PostgresLedgerOptions::Commit::kLocal;
+  uint64_t round = 0;  // the wake-ups this round serves
+  while (true) {
+    if (local) {
+      CopyOnce();
+    } else {
+      ReplayOnce();
+    }
+    // While PostgreSQL is down, retry every retry_interval whatever wakes the thread (each job
+    // would otherwise pay a connect attempt).
+    const bool wake_on_rows = local && !journaling();
+    MutexLock lock(&flush_mu_);
+    replay_done_ = round;
+    flush_cv_.SignalAll();
+    flush_cv_.WaitFor(&flush_mu_, absl::ToChronoMilliseconds(options_.retry_interval),
+                      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flush_mu_) {
+                        return stop_replay_ || (wake_on_rows && replay_wanted_ > round);
+                      });
+    if (!stop_replay_ && wake_on_rows && readers_waiting_ == 0) {
+      flush_cv_.WaitFor(&flush_mu_, absl::ToChronoMilliseconds(kCopyDelay),
+                        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flush_mu_) {
+                          return stop_replay_ || readers_waiting_ > 0;
+                        });
+    }
+    if (stop_replay_) break;
+    round = replay_wanted_;
+  }
+  // Commit::kLocal: what was journaled last goes to PostgreSQL now if it answers (rows it cannot
+  // take stay in the journal, replayed at the next start).
+  if (local && !journaling()) CopyOnce();
+}
+
+void PostgresUsageLedger::CopyOnce() {
+  if (replay_conn_ == nullptr) {
+    auto conn = Connect();
+    if (!conn.ok()) {
+      EnterOutage(conn.status());
+      spdlog::debug("usage ledger: PostgreSQL still unreachable: {}",
+                    std::string(conn.status().message()));
+      return;
+    }
+    replay_conn_ = *std::move(conn);
+  }
+  int64_t copied = 0;
+  // Bounded: each round copies later rows than the last, and the journal holds finitely many.
+  for (int round = 0; round < 100000; ++round) {
+    auto rows = journal_->After(copied_through_, kMaxBatch);
+    if (!rows.ok()) {
+      spdlog::error("usage ledger: cannot read the journal: {}",
+                    std::string(rows.status().message()));
+      return;
+    }
+    if (rows->empty()) break;
+    std::vector<const UsageRecord*> ptrs;
+    ptrs.reserve(rows->size());
+    for (const auto& row : *rows) ptrs.push_back(&row.record);
+    auto written = InsertRows(replay_conn_.get(), ptrs, absl::Now() + options_.statement_timeout);
+    if (!written.ok() && PQstatus(replay_conn_.get()) == CONNECTION_BAD) {
+      // A connection PostgreSQL dropped while idle (a restart) is only noticed when used: one
+      // more try on a fresh one before calling it an outage.
+      replay_conn_.reset();
+      auto conn = Connect();
+      if (!conn.ok()) {
+        written = conn.status();
+      } else {
+        replay_conn_ = *std::move(conn);
+        written = InsertRows(replay_conn_.get(), ptrs, absl::Now() + options_.statement_timeout);
+      }
+    }
+    if (!written.ok()) {
+      // The rows stay in the journal; the next round (after retry_interval) copies them again.
+      replay_conn_.reset();
+      EnterOutage(written.status());
+      return;
+    }
+    copied_through_ = rows->back().number;
+    copied += static_cast<int64_t>(rows->size());
+    replayed_ += rows->size();
+    if (replayed_metric_ != nullptr) replayed_metric_->Increment(static_cast<double>(rows->size()));
+    if (rows->size() < kMaxBatch) break;
+  }
+  // Copied rows leave the journal many at a time (one commit, one fsync), not one delete per job.
+  const absl::Time now = absl::Now();
+  if (copied_through_ > trimmed_below_ && now - last_trim_ >= options_.retry_interval) {
+    auto removed = journal_->RemoveBelow(copied_through_);
+    if (removed.ok()) {
+      trimmed_below_ = copied_through_;
+      last_trim_ = now;
+    } else {
+      spdlog::error("usage ledger: cannot remove copied rows from the journal: {}",
+                    std::string(removed.status().message()));
+    }
+  }
+  MutexLock lock(&mu_);
+  if (outage_) {
+    outage_ = false;
+    spdlog::info("usage ledger: {} answers again: {} journaled job(s) copied", Describe(), copied);
+  }
 }
 
 void PostgresUsageLedger::ReplayOnce() {
@@ -602,6 +738,7 @@ void PostgresUsageLedger::ReplayOnce() {
   if (replay_conn_ == nullptr) {
     auto conn = Connect();
     if (!conn.ok()) {
+      if (options_.commit == PostgresLedgerOptions::Commit::kLocal) EnterOutage(conn.status());
       spdlog::debug("usage ledger: PostgreSQL still unreachable: {}",
                     std::string(conn.status().message()));
       return;
@@ -625,7 +762,18 @@ void PostgresUsageLedger::ReplayOnce() {
       ids.push_back(r.job_id);
     }
     auto written = InsertRows(replay_conn_.get(), ptrs, absl::Now() + options_.statement_timeout);
+    if (!written.ok() && options_.commit == PostgresLedgerOptions::Commit::kLocal &&
+        PQstatus(replay_conn_.get()) == CONNECTION_BAD) {
+      // A connection PostgreSQL dropped while idle (a restart) is only noticed when used: one
+      // more try on a fresh one before calling it an outage.
+      replay_conn_.reset();
+      if (auto conn = Connect(); conn.ok()) {
+        replay_conn_ = *std::move(conn);
+        written = InsertRows(replay_conn_.get(), ptrs, absl::Now() + options_.statement_timeout);
+      }
+    }
     if (!written.ok()) {
+      if (options_.commit == PostgresLedgerOptions::Commit::kLocal) EnterOutage(written.status());
       replay_conn_.reset();
       spdlog::warn("usage ledger: replay of the journal into PostgreSQL stopped: {}",
                    std::string(written.status().message()));
@@ -651,7 +799,9 @@ void PostgresUsageLedger::ReplayOnce() {
     spdlog::info(
         "usage ledger: {} answers again: {} journaled job(s) replayed; recording there again",
         Describe(), replayed);
-  } else if (replayed > 0) {
+  } else if (replayed > 0 &&
+             options_.commit ==
+                 PostgresLedgerOptions::Commit::kPostgres) {  // kLocal: every job's way
     spdlog::info("usage ledger: {} job(s) replayed from the journal into {}", replayed, Describe());
   }
 }
@@ -666,6 +816,9 @@ absl::StatusOr<std::vector<Row>> PostgresUsageLedger::Select(const std::string& 
   if (!StorableText(q.api_key_id)) return absl::InvalidArgumentError("api key id: invalid text");
   const std::vector<const char*> params = {since.c_str(), until.c_str(),
                                            q.all_keys ? "true" : "false", q.api_key_id.c_str()};
+  // Commit::kLocal: this gateway's answered jobs are in the answer (read your own writes).
+  if (options_.commit == PostgresLedgerOptions::Commit::kLocal && !journaling())
+    RequestReplay(/*wait=*/true);
   MutexLock lock(&read_mu_);
   absl::Status last;
   // Twice at most: a connection PostgreSQL dropped (a restart) is only noticed when used.

@@ -18,6 +18,15 @@
 // Totals and Rows answer from PostgreSQL (every gateway's jobs); while it cannot be reached they
 // answer UNAVAILABLE saying so (the journal holds this gateway's rows only, so it cannot answer
 // for all gateways). Rows still in a journal are not in the answers until replayed.
+//
+// Commit::kLocal (config "commit": "local") writes every row to the journal first: Record costs
+// what the embedded ledger's does (one SQLite group commit on the gateway's disk) instead of a
+// round trip and a WAL flush on the PostgreSQL server, and the replay thread, woken by each
+// Record, copies the rows into PostgreSQL within milliseconds (the same replay, so the same
+// exactly-once argument). What it gives up: until copied, a row lives on this gateway's disk
+// only (a gateway whose disk is lost loses those milliseconds of rows), and another gateway's
+// Totals do not see it yet; this gateway's Totals and Rows first wait (bounded) for the journal
+// to be copied, so a caller reads its own jobs.
 #pragma once
 
 #include <atomic>
@@ -53,8 +62,14 @@ struct PostgresLedgerOptions {
   absl::Duration statement_timeout = absl::Milliseconds(5000);
   // How often the journal is checked and, when it holds rows or PostgreSQL is down, replayed.
   absl::Duration retry_interval = absl::Milliseconds(1000);
-  // Writer threads, each with its connection: while one batch commits (a WAL flush on the
-  // server), the next is already on its way; PostgreSQL orders concurrent inserts of one job id.
+  enum class Commit {
+    kPostgres,  // Record returns once PostgreSQL committed the row (or, while down, the journal)
+    kLocal,     // Record returns once the journal committed it; copied to PostgreSQL right after
+  };
+  Commit commit = Commit::kPostgres;
+  // Writer threads (Commit::kPostgres), each with its connection: while one batch commits (a WAL
+  // flush on the server), the next is already on its way; PostgreSQL orders concurrent inserts of
+  // one job id.
   int writers = 4;
 };
 
@@ -91,11 +106,16 @@ class PostgresUsageLedger final : public UsageLedger {
   // Whether new rows go to the journal now (PostgreSQL was found unreachable and the journal has
   // not been replayed since).
   bool journaling() const ABSL_LOCKS_EXCLUDED(mu_);
-  // Rows waiting in the journal.
+  // Rows in the journal (Commit::kLocal: also copied ones not deleted yet).
   absl::StatusOr<int64_t> JournalRows() { return journal_->Count(); }
-  uint64_t journaled() const { return journaled_.load(); }  // rows written to the journal
-  uint64_t replayed() const { return replayed_.load(); }    // journal rows committed in PostgreSQL
-  uint64_t batches() const { return batches_.load(); }      // statements the writer committed
+  // Rows written to the journal because PostgreSQL could not be reached.
+  uint64_t journaled() const { return journaled_.load(); }
+  uint64_t replayed() const { return replayed_.load(); }  // journal rows committed in PostgreSQL
+  uint64_t batches() const { return batches_.load(); }    // statements the writer committed
+
+  // Commit::kLocal: how long the replay thread lets rows gather after the first one (no reader
+  // waiting), so that one insert and one commit on the server carry many jobs.
+  static constexpr absl::Duration kCopyDelay = absl::Milliseconds(20);
 
   // Most rows in one statement.
   static constexpr size_t kMaxBatch = 1024;
@@ -118,9 +138,16 @@ class PostgresUsageLedger final : public UsageLedger {
                       Metrics* metrics);
   absl::StatusOr<Conn> Connect() const;
   void WriterLoop(Conn pg) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReplayLoop();
+  void ReplayLoop() ABSL_LOCKS_EXCLUDED(flush_mu_, mu_);
+  // Commit::kLocal: wakes the replay thread (a row was journaled); with `wait`, also waits
+  // (bounded by statement_timeout) until a replay round that began after this call has ended.
+  void RequestReplay(bool wait) ABSL_LOCKS_EXCLUDED(flush_mu_);
+  absl::StatusOr<bool> RecordLocally(const UsageRecord& record) ABSL_LOCKS_EXCLUDED(mu_);
   // Replays the journal while PostgreSQL takes it; ends the outage once the journal is empty.
   void ReplayOnce() ABSL_LOCKS_EXCLUDED(mu_);
+  // Commit::kLocal's replay: copies the journal's rows written since the last copy into
+  // PostgreSQL (ends an outage when it answers) and now and then deletes the copied ones.
+  void CopyOnce() ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<bool> Journal(const UsageRecord& record);
   void EnterOutage(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   template <typename Row, typename ReadRow>
@@ -139,6 +166,12 @@ class PostgresUsageLedger final : public UsageLedger {
 
   Conn first_conn_;   // Create's connection, handed to the first writer
   Conn replay_conn_;  // the replay thread's
+  // Commit::kLocal, the replay thread's: the journal's rows up to this number are in PostgreSQL
+  // (0 at start: a journal left on disk is copied again, counted once); those below
+  // `trimmed_below_` are deleted from the journal, last at `last_trim_`.
+  int64_t copied_through_ = 0;
+  int64_t trimmed_below_ = 0;
+  absl::Time last_trim_ = absl::InfinitePast();
 
   Mutex read_mu_;
   Conn read_conn_ ABSL_GUARDED_BY(read_mu_);
@@ -150,7 +183,14 @@ class PostgresUsageLedger final : public UsageLedger {
   bool outage_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   int callers_ ABSL_GUARDED_BY(mu_) = 0;  // inside Record: the destructor waits for them
-  StopSignal stop_replay_;
+  // The replay thread's wake-ups: each Record (Commit::kLocal) and reader bumps `replay_wanted_`;
+  // the thread sets `replay_done_` to the value it saw when its last round began.
+  Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  CondVar flush_cv_;
+  uint64_t replay_wanted_ ABSL_GUARDED_BY(flush_mu_) = 0;
+  uint64_t replay_done_ ABSL_GUARDED_BY(flush_mu_) = 0;
+  bool stop_replay_ ABSL_GUARDED_BY(flush_mu_) = false;
+  int readers_waiting_ ABSL_GUARDED_BY(flush_mu_) = 0;
   std::vector<std::thread> writers_;
   std::thread replayer_;
 };

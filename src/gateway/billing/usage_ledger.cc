@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/logging.h"
 #include "common/metering.h"
 #include "common/status.h"
@@ -465,6 +466,38 @@ absl::StatusOr<int64_t> SqliteUsageLedger::Count() {
     return SqlError(read_db_, path_, "cannot count the rows");
   }
   return static_cast<int64_t>(sqlite3_column_int64(st.get(), 0));
+}
+
+absl::StatusOr<std::vector<SqliteUsageLedger::NumberedRow>> SqliteUsageLedger::After(int64_t after,
+                                                                                     size_t limit) {
+  MutexLock lock(&read_mu_);
+  // The row's columns as Rows reads them, then its rowid last.
+  const std::string sql =
+      absl::StrCat(absl::StrReplaceAll(kSelectRows, {{" FROM usage", ", rowid FROM usage"}}),
+                   " WHERE rowid > ? ORDER BY rowid LIMIT ?");
+  Statement st(read_db_, sql.c_str());
+  if (!st.ok()) return SqlError(read_db_, path_, "cannot prepare the query");
+  st.Int(1, after);
+  st.Int(2, static_cast<int64_t>(limit));
+  std::vector<NumberedRow> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    NumberedRow row;
+    row.record = ReadRow(st);
+    row.number = sqlite3_column_int64(st.get(), sqlite3_column_count(st.get()) - 1);
+    out.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return SqlError(read_db_, path_, "cannot read the query's rows");
+  return out;
+}
+
+absl::StatusOr<int64_t> SqliteUsageLedger::RemoveBelow(int64_t below) {
+  MutexLock lock(&read_mu_);
+  Statement del(read_db_, "DELETE FROM usage WHERE rowid < ?");
+  if (!del.ok()) return SqlError(read_db_, path_, "cannot prepare the delete");
+  del.Int(1, below);
+  if (sqlite3_step(del.get()) != SQLITE_DONE) return SqlError(read_db_, path_, "cannot delete");
+  return static_cast<int64_t>(sqlite3_changes(read_db_));
 }
 
 JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {

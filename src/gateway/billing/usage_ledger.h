@@ -137,6 +137,18 @@ class SqliteUsageLedger final : public UsageLedger {
       ABSL_LOCKS_EXCLUDED(read_mu_);
   absl::StatusOr<int64_t> Count() ABSL_LOCKS_EXCLUDED(read_mu_);
 
+  // For a journal copied in order of writing (PostgresUsageLedger's Commit::kLocal): up to
+  // `limit` rows written after the row numbered `after` (SQLite's rowid), in the order they were
+  // written, each with its number; and the deletion of the rows numbered below `below` (the row
+  // numbered `below` stays, so later rows keep getting higher numbers).
+  struct NumberedRow {
+    int64_t number = 0;
+    UsageRecord record;
+  };
+  absl::StatusOr<std::vector<NumberedRow>> After(int64_t after, size_t limit)
+      ABSL_LOCKS_EXCLUDED(read_mu_);
+  absl::StatusOr<int64_t> RemoveBelow(int64_t below) ABSL_LOCKS_EXCLUDED(read_mu_);
+
   const std::filesystem::path& path() const { return path_; }
 
   // Most rows in one transaction: bounds a batch's time holding the write lock.
