@@ -68,6 +68,19 @@ CommandPtr NewTranscodeCommand();
 CommandPtr NewTranscodeFileCommand();
 // usage_command.cc: the caller's usage ledger.
 CommandPtr NewUsageCommand();
+// receipts_command.cc: `verify-receipts`, and the export behind `usage --receipts`.
+CommandPtr NewVerifyReceiptsCommand();
+// Writes every ledger row `first` selects (its window and key; paged through ListUsageRows) as
+// JSON lines to `path` (atomically; "-": `out`). Returns the exit code.
+int ExportReceipts(const GlobalOptions& global, const switchyard::v1::ListUsageRowsRequest& first,
+                   const std::string& path, std::ostream& out, std::ostream& err);
+// Limits of the export and the verifier (hostile files are refused, not buffered).
+inline constexpr int kReceiptsPageSize = 1000;
+inline constexpr size_t kMaxReceiptLineBytes = 64 * 1024;
+inline constexpr int64_t kMaxReceiptLines = 10'000'000;
+inline constexpr uint64_t kMaxReceiptFileBytes = 4ULL << 30;
+inline constexpr size_t kMaxReceiptKeysFileBytes = 16 << 20;
+inline constexpr int64_t kMaxReportedBadReceipts = 100;
 // One per pipeline job, keyed by its request type (common/pipelines.h names the command); the
 // job's flags, request and output are a Job<Request> (job_command.h).
 template <typename Request>

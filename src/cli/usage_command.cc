@@ -65,6 +65,9 @@ class UsageCommand final : public Command {
     c.add_option("--key", key_,
                  "Another API key id, or '*' for every key (operators: the gateway's "
                  "usage_admin_key_ids)");
+    c.add_option("--receipts", receipts_,
+                 "Export the rows with their signed receipts as JSON lines to FILE ('-': stdout) "
+                 "instead of the totals; check it with `switchyard verify-receipts FILE`");
   }
 
   int Run(const GlobalOptions& global, std::ostream& out, std::ostream& err) override {
@@ -76,6 +79,13 @@ class UsageCommand final : public Command {
     request.set_since_unix(*since);
     request.set_until_unix(*until);
     request.set_api_key_id(key_);
+    if (!receipts_.empty()) {
+      v1::ListUsageRowsRequest rows;
+      rows.set_since_unix(*since);
+      rows.set_until_unix(*until);
+      rows.set_api_key_id(key_);
+      return ExportReceipts(global, rows, receipts_, out, err);
+    }
     v1::GetUsageResponse response;
     double elapsed_ms = 0;
     if (auto rc =
@@ -88,7 +98,7 @@ class UsageCommand final : public Command {
   }
 
  private:
-  std::string since_, until_, key_;
+  std::string since_, until_, key_, receipts_;
 };
 
 }  // namespace

@@ -160,6 +160,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     spdlog::info("usage ledger: {}", s->ledger_->Describe());
   }
   s->billing_ = std::make_unique<JobBilling>(s->ledger_.get(), s->metrics_.get());
+  // Receipts are checked against the key each node id is bound to (docs/security.md).
+  s->billing_->set_bound_key(
+      [keys = s->node_keys_.get()](const std::string& node_id) { return keys->BoundKey(node_id); });
   s->service_->set_billing(s->billing_.get());
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
   s->service_->set_auth(s->auth_.get());

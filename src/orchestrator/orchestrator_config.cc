@@ -156,7 +156,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
 constexpr absl::string_view kOrchestratorConfigFields[] = {
     "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
     "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
-    "test_inflate_units", "registration_secret", "registration_secrets", "admin_token",
+    "test_inflate_units", "test_receipt_fault", "registration_secret", "registration_secrets", "admin_token",
     "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file"};
 // clang-format on
 
@@ -202,6 +202,15 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
         "{}: test_inflate_units is {}: this node misreports every job's units (for "
         "tests only; gateways will not pay it)",
         file.string(), c.test_inflate_units);
+  }
+  SY_RETURN_IF_ERROR(root.Read("test_receipt_fault", &c.test_receipt_fault));
+  if (c.test_receipt_fault != "" && c.test_receipt_fault != "omit" &&
+      c.test_receipt_fault != "forge") {
+    return root.Error("test_receipt_fault", "must be \"\", \"omit\" or \"forge\"");
+  }
+  if (!c.test_receipt_fault.empty()) {
+    spdlog::warn("{}: test_receipt_fault is '{}': this node's receipts are wrong (for tests only)",
+                 file.string(), c.test_receipt_fault);
   }
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));

@@ -129,6 +129,10 @@ struct OrchestratorConfig {
   // (docs/metering.md). Never set it in production: the gateway disputes every such job and
   // penalises the node.
   int64_t test_inflate_units = 0;
+  // FOR TESTS ONLY (`test_receipt_fault`): "" (sign receipts honestly), "omit" (sign none) or
+  // "forge" (sign with a throwaway key instead of the node's), so that tests see the gateway
+  // flag and dispute such jobs (docs/security.md, "Receipts"). Never set it in production.
+  std::string test_receipt_fault;
   // TLS (docs/security.md): `tls` for the gRPC port, `http_tls` for http_listen, `gateway_tls`
   // for the registration streams to every gateway. Absent: plaintext.
   TlsServerConfig tls;

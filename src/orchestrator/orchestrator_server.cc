@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     }
   }
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
+  s->service_->set_identity(s->identity_.get());  // signs each job's receipt
   if (AdminAuth::FromConfig(s->config_).open()) {
     // Kept open so that the default single-machine setup (no secrets anywhere) still works.
     spdlog::warn(

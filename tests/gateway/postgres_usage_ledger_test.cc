@@ -126,6 +126,8 @@ void ExpectSameRows(const std::vector<UsageRecord>& a, const std::vector<UsageRe
     EXPECT_EQ(a[i].disputed, b[i].disputed);
     EXPECT_EQ(a[i].dispute, b[i].dispute);
     EXPECT_EQ(a[i].completed, b[i].completed);
+    EXPECT_EQ(a[i].receipt, b[i].receipt);
+    EXPECT_EQ(a[i].receipt_status, b[i].receipt_status);
   }
 }
 
@@ -505,6 +507,61 @@ TEST_F(PostgresLedgerTest, StartsWithPostgresDownAndCatchesUpWhenItComes) {
   ASSERT_TRUE(pg_->Restart().ok()) << pg_->Log();
   ASSERT_TRUE(Eventually([&] { return !pg->journaling(); }));
   EXPECT_EQ(CountInPostgres(), 5);  // the table was created on the way
+}
+
+// Receipts (docs/security.md, "Receipts"): kept with the row as in the SQLite ledger; a table
+// from before receipts gains the columns (its rows "none"); Rows pages like the SQLite ledger's.
+TEST_F(PostgresLedgerTest, ReceiptColumnsAndPagingMatchTheSqliteLedger) {
+  ASSERT_TRUE(pg_->Query(R"sql(CREATE TABLE switchyard_usage (
+      job_id TEXT PRIMARY KEY NOT NULL, api_key_id TEXT NOT NULL, pipeline TEXT NOT NULL,
+      model_id TEXT NOT NULL, orchestrator TEXT NOT NULL, unit TEXT NOT NULL,
+      units BIGINT NOT NULL, reported_units BIGINT NOT NULL,
+      price_per_unit DOUBLE PRECISION NOT NULL, amount DOUBLE PRECISION NOT NULL,
+      status TEXT NOT NULL CHECK (status IN ('paid', 'disputed')),
+      completed_unix_ms BIGINT NOT NULL, reported_price_per_unit DOUBLE PRECISION,
+      dispute TEXT NOT NULL DEFAULT ''))sql")
+                  .ok());
+  ASSERT_TRUE(pg_->Query("INSERT INTO switchyard_usage VALUES ('old', 'k', 'upscale', 'm1', "
+                         "'orch-a', 'pixel', 1, 1, 0.5, 0.5, 'paid', 1000, 0.5, '')")
+                  .ok());
+  auto pg = Create(Options());
+  ASSERT_NE(pg, nullptr);
+  TempDir sqlite_dir;
+  auto sqlite = SqliteUsageLedger::Open(sqlite_dir.path() / "usage.db");
+  ASSERT_TRUE(sqlite.ok());
+  ASSERT_TRUE(
+      (*sqlite)->Record(Row("old", "k", "upscale", "m1", 1, 0.5, absl::FromUnixMillis(1000))).ok());
+  const absl::Time t0 = absl::FromUnixSeconds(1700000000);
+  for (int i = 0; i < 5; ++i) {
+    UsageRecord r = Row(absl::StrCat("r", i), "k", "upscale", "m1", 2, 0.5,
+                        t0 + absl::Milliseconds(i / 2));  // pairs share a time
+    r.receipt = absl::StrCat("{\"job_id\":\"r", i, "\"}");
+    r.receipt_status = i == 3 ? "bad_signature" : "verified";
+    ASSERT_TRUE(pg->Record(r).ok());
+    ASSERT_TRUE((*sqlite)->Record(r).ok());
+  }
+  auto a = pg->Rows(AllKeys());
+  auto b = (*sqlite)->Rows(AllKeys());
+  ASSERT_TRUE(a.ok() && b.ok());
+  ExpectSameRows(*a, *b);
+  ASSERT_EQ(a->size(), 6u);
+  EXPECT_EQ((*a)[0].receipt_status, "none");  // from before receipts
+  // Two rows a page, the same pages from both.
+  for (UsageLedger* ledger :
+       {static_cast<UsageLedger*>(pg.get()), static_cast<UsageLedger*>(sqlite->get())}) {
+    UsageQuery q = AllKeys();
+    q.limit = 2;
+    std::vector<std::string> seen;
+    for (int page = 0; page < 10; ++page) {
+      auto rows = ledger->Rows(q);
+      ASSERT_TRUE(rows.ok()) << rows.status();
+      for (const auto& r : *rows) seen.push_back(r.job_id);
+      if (rows->size() < q.limit) break;
+      q.after = std::make_pair(absl::ToUnixMillis(rows->back().completed), rows->back().job_id);
+    }
+    EXPECT_EQ(seen, (std::vector<std::string>{"old", "r0", "r1", "r2", "r3", "r4"}))
+        << ledger->Describe();
+  }
 }
 
 TEST(PostgresDsnTest, MalformedOrPasswordCarryingDsnsAreRefusedClearly) {

@@ -9,8 +9,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/logging.h"
 #include "common/metering.h"
+#include "common/receipt.h"
 #include "common/status.h"
 #include "common/tenant.h"
 #include "gateway/api/client_cancelled.h"
@@ -149,8 +151,10 @@ void GatewayService::Dispatch(grpc::CallbackServerContext* context, const Reques
   typename UnaryTransport<Request, Response>::Units units;
   if (billing_ != nullptr) {  // counting may decode the media: only when metered
     units = [](const Request& req, const Response& resp, const NodeView&) {
-      return std::optional<SettleUnits>(
-          SettleUnits{resp.job().units(), resp.job().price_per_unit(), metering::Units(req, resp)});
+      SettleUnits settle{resp.job().units(), resp.job().price_per_unit(),
+                         metering::Units(req, resp)};
+      SetReceiptInputs(req, resp, &settle);
+      return std::optional<SettleUnits>(std::move(settle));
     };
   }
   auto transport = std::make_unique<UnaryTransport<Request, Response>>(
@@ -452,43 +456,54 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
 SWITCHYARD_UNARY_PIPELINES(SWITCHYARD_ROUTED)
 #undef SWITCHYARD_ROUTED
 
-grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,
-                                                   const v1::GetUsageRequest* request,
-                                                   v1::GetUsageResponse* response) {
-  if (auto* refused = RefuseUnauthorized(context)) return refused;
-  UsageLedger* ledger = billing_ != nullptr ? billing_->ledger() : nullptr;
-  if (ledger == nullptr) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                           "this gateway keeps no usage ledger (set usage_ledger "
-                                           "in its config, docs/metering.md)"));
+grpc::Status GatewayService::UsageQueryOf(grpc::CallbackServerContext* context, int64_t since_unix,
+                                          int64_t until_unix, const std::string& api_key_id,
+                                          UsageLedger** ledger, UsageQuery* out) const {
+  *ledger = billing_ != nullptr ? billing_->ledger() : nullptr;
+  if (*ledger == nullptr) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this gateway keeps no usage ledger (set usage_ledger in its config, "
+                        "docs/metering.md)");
   }
-  if (request->since_unix() < 0 || request->until_unix() < 0 ||
-      (request->until_unix() != 0 && request->until_unix() <= request->since_unix())) {
-    return FinishNow(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                           absl::StrCat("since_unix (", request->since_unix(),
-                                                        ") and until_unix (", request->until_unix(),
-                                                        ") must be >= 0 and since before until")));
+  if (since_unix < 0 || until_unix < 0 || (until_unix != 0 && until_unix <= since_unix)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("since_unix (", since_unix, ") and until_unix (", until_unix,
+                                     ") must be >= 0 and since before until"));
   }
   const std::string caller = ApiKeyIdOf(context);
   UsageQuery query;
   query.api_key_id = caller;
-  if (!request->api_key_id().empty() && request->api_key_id() != caller) {
+  if (!api_key_id.empty() && api_key_id != caller) {
     // Another key's usage, or everyone's: operators only, and only with keys configured (an
     // open gateway cannot tell an operator from anyone else).
     const auto& admins = config_.usage_admin_key_ids;
     if (auth_ == nullptr || caller.empty() ||
         std::find(admins.begin(), admins.end(), caller) == admins.end()) {
-      return FinishNow(context,
-                       grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                    absl::StrCat("API key '", caller,
-                                                 "' may only read its own usage (another key's "
-                                                 "needs a key listed in usage_admin_key_ids)")));
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("API key '", caller,
+                                       "' may only read its own usage (another key's needs a key "
+                                       "listed in usage_admin_key_ids)"));
     }
-    query.all_keys = request->api_key_id() == "*";
-    query.api_key_id = request->api_key_id();
+    query.all_keys = api_key_id == "*";
+    query.api_key_id = api_key_id;
   }
-  if (request->since_unix() > 0) query.since = absl::FromUnixSeconds(request->since_unix());
-  if (request->until_unix() > 0) query.until = absl::FromUnixSeconds(request->until_unix());
+  if (since_unix > 0) query.since = absl::FromUnixSeconds(since_unix);
+  if (until_unix > 0) query.until = absl::FromUnixSeconds(until_unix);
+  *out = std::move(query);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* context,
+                                                   const v1::GetUsageRequest* request,
+                                                   v1::GetUsageResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  UsageLedger* ledger = nullptr;
+  UsageQuery query;
+  if (grpc::Status st = UsageQueryOf(context, request->since_unix(), request->until_unix(),
+                                     request->api_key_id(), &ledger, &query);
+      !st.ok()) {
+    return FinishNow(context, std::move(st));
+  }
   auto totals = ledger->Totals(query);
   if (!totals.ok()) return FinishNow(context, ToGrpcStatus(totals.status()));
   for (const auto& t : *totals) {
@@ -503,6 +518,71 @@ grpc::ServerUnaryReactor* GatewayService::GetUsage(grpc::CallbackServerContext* 
     out->set_disputed_jobs(t.disputed_jobs);
     response->set_jobs(response->jobs() + t.jobs);
     response->set_amount(response->amount() + t.amount);
+  }
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GatewayService::ListUsageRows(grpc::CallbackServerContext* context,
+                                                        const v1::ListUsageRowsRequest* request,
+                                                        v1::ListUsageRowsResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  UsageLedger* ledger = nullptr;
+  UsageQuery query;
+  if (grpc::Status st = UsageQueryOf(context, request->since_unix(), request->until_unix(),
+                                     request->api_key_id(), &ledger, &query);
+      !st.ok()) {
+    return FinishNow(context, std::move(st));
+  }
+  if (request->page_size() < 0 || request->page_size() > kMaxUsageRowsPage) {
+    return FinishNow(context,
+                     InvalidArgument(absl::StrCat("page_size is ", request->page_size(), "; 1 to ",
+                                                  kMaxUsageRowsPage, " (0: 500)")));
+  }
+  query.limit = request->page_size() == 0 ? 500 : static_cast<size_t>(request->page_size());
+  if (!request->page_token().empty()) {
+    // "<completed unix ms>:<job id>" of the last row of the previous page.
+    const std::string& token = request->page_token();
+    const size_t colon = token.find(':');
+    int64_t ms = 0;
+    if (token.size() > kMaxUsagePageTokenBytes || colon == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(token).substr(0, colon), &ms) ||
+        colon + 1 == token.size()) {
+      return FinishNow(context, InvalidArgument("page_token is not one this gateway returned"));
+    }
+    query.after = std::make_pair(ms, token.substr(colon + 1));
+  }
+  auto rows = ledger->Rows(query);
+  if (!rows.ok()) return FinishNow(context, ToGrpcStatus(rows.status()));
+  for (const UsageRecord& r : *rows) {
+    v1::UsageRow* out = response->add_rows();
+    out->set_job_id(r.job_id);
+    out->set_api_key_id(r.api_key_id);
+    out->set_pipeline(r.pipeline);
+    out->set_model_id(r.model_id);
+    out->set_orchestrator(r.orchestrator);
+    out->set_unit(r.unit);
+    out->set_units(r.units);
+    out->set_reported_units(r.reported_units);
+    out->set_price_per_unit(r.price_per_unit);
+    out->set_reported_price_per_unit(r.reported_price_per_unit);
+    out->set_amount(r.amount);
+    out->set_disputed(r.disputed);
+    out->set_dispute(r.dispute);
+    out->set_completed_unix_ms(absl::ToUnixMillis(r.completed));
+    out->set_receipt_status(r.receipt_status);
+    if (!r.receipt.empty()) {
+      // Stored by this gateway from a receipt it parsed: it reads back.
+      auto json = ParseJson(r.receipt);
+      if (json.ok()) {
+        auto receipt = ReceiptFromJson(*json);
+        if (receipt.ok()) *out->mutable_receipt() = *std::move(receipt);
+      }
+    }
+  }
+  if (query.limit > 0 && rows->size() == query.limit) {
+    const UsageRecord& last = rows->back();
+    response->set_next_page_token(
+        absl::StrCat(absl::ToUnixMillis(last.completed), ":", last.job_id));
   }
   return FinishNow(context, grpc::Status::OK);
 }

@@ -23,6 +23,10 @@
 
 namespace switchyard::gateway {
 
+// ListUsageRows: most rows in one answer, and the longest page token it takes.
+inline constexpr int kMaxUsageRowsPage = 1000;
+inline constexpr size_t kMaxUsagePageTokenBytes = 1024;
+
 class GatewayService final : public v1::Gateway::CallbackService {
  public:
   GatewayService(const GatewayConfig& config, Membership* membership,
@@ -72,6 +76,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
   grpc::ServerUnaryReactor* GetUsage(grpc::CallbackServerContext* context,
                                      const v1::GetUsageRequest* request,
                                      v1::GetUsageResponse* response) override;
+  grpc::ServerUnaryReactor* ListUsageRows(grpc::CallbackServerContext* context,
+                                          const v1::ListUsageRowsRequest* request,
+                                          v1::ListUsageRowsResponse* response) override;
 
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
@@ -135,6 +142,12 @@ class GatewayService final : public v1::Gateway::CallbackService {
   std::unique_ptr<AffinityStore> affinity_;
   JobLog job_log_;
   const ApiKeyAuth* auth_ = nullptr;
+  // GetUsage's and ListUsageRows' common part: the ledger (FAILED_PRECONDITION without one) and
+  // the query for the window and key asked for, with the key rules (PERMISSION_DENIED for
+  // another key's rows unless the caller is a usage admin).
+  grpc::Status UsageQueryOf(grpc::CallbackServerContext* context, int64_t since_unix,
+                            int64_t until_unix, const std::string& api_key_id, UsageLedger** ledger,
+                            UsageQuery* query) const;
   JobBilling* billing_ = nullptr;  // also in env_; here for GetUsage's ledger
   std::function<uint64_t()> random_;
   // What every job is dispatched with (the members above, and the metrics and billing set later).

@@ -121,6 +121,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
     attempt->context = grpc::ClientContext::FromCallbackServerContext(*context_);
     attempt->context->set_deadline(absl::ToChronoTime(plan.deadline));
     attempt->context->AddMetadata("x-request-id", plan.identity->request_id);
+    AddReceiptMetadata(plan, attempt->context.get());
+    result_digest_.Finish();  // a new attempt's messages: start over
     plan.node->connection->stub()->async()->LLM(attempt->context.get(), &request_, attempt);
     attempt->StartRead(&attempt->message);
     // gRPC runs the attempt's reactions on its own threads, ordered after StartCall through its
@@ -153,14 +155,22 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
     job_->Commit();  // a message reaches the client: the stream cannot move any more
     out_ = std::move(attempt->message);
     attempt->message.Clear();
+    // Every message of the attempt, as the node hashed them for its receipt.
+    result_digest_.AddWithoutJob(out_);
     if (out_.has_job()) {
       // The last message: the units (prompt + completion tokens, against the usage it carries,
-      // the request's max_tokens and the messages relayed) are checked and the job recorded
-      // before it is sent.
-      job_->Settle(SettleUnits{
+      // the request's max_tokens and the messages relayed) and the receipt are checked and the
+      // job recorded before it is sent.
+      SettleUnits settle{
           out_.job().units(), out_.job().price_per_unit(),
           metering::LlmUnits(out_.usage(), request_.has_max_tokens() ? request_.max_tokens() : 256,
-                             content_messages_)});
+                             content_messages_)};
+      settle.receipts = true;
+      if (out_.job().has_receipt()) settle.receipt = out_.job().receipt();
+      settle.reported_model_id = out_.job().model_id();
+      settle.request_sha256 = RequestDigest(request_);
+      settle.result_sha256 = result_digest_.Finish();
+      job_->Settle(settle);
       auto* job = out_.mutable_job();
       job->set_request_id(job_->identity().request_id);
       job->set_orchestrator(job_->node()->id);
@@ -237,6 +247,8 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
   // OnAttemptDone calls running: OnDone must not delete then.
   int in_attempt_done_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // The current attempt's messages, for the receipt's result digest (common/receipt.h).
+  ResultDigest result_digest_ ABSL_GUARDED_BY(mu_);
   // Relayed messages that carried new text (bounds the completion tokens billed).
   int64_t content_messages_ ABSL_GUARDED_BY(mu_) = 0;
   // The job's answer: held back while a write is in flight, then due.

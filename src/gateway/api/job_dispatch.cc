@@ -36,6 +36,11 @@ CallIdentity CallIdentity::Of(const std::multimap<grpc::string_ref, grpc::string
   return id;
 }
 
+void AddReceiptMetadata(const AttemptPlan& plan, grpc::ClientContext* context) {
+  if (!plan.gateway_id.empty()) context->AddMetadata(kGatewayIdMetadata, plan.gateway_id);
+  if (plan.identity != nullptr) context->AddMetadata(kJobIdMetadata, plan.identity->job_id);
+}
+
 JobDispatchPtr JobDispatch::Create(const DispatchEnv& env, DispatchPolicy policy,
                                    RouteRequest route, CallIdentity identity,
                                    absl::Time client_deadline,
@@ -129,6 +134,7 @@ void JobDispatch::Attempt() {
   }
   plan.identity = &identity_;
   plan.tenant = tenant_;
+  plan.gateway_id = env_.config->gateway_id;
   attempt_start_ = env_.now();
   if (policy_.is_job && node_->connection != nullptr) node_->connection->in_flight().fetch_add(1);
   auto self = shared_from_this();
@@ -153,6 +159,13 @@ void JobDispatch::Settle(const SettleUnits& units) {
       AdvertisedPrice(*node_, policy_.any_pipeline ? "" : route_.pipeline, route_.model_id);
   job.max_price_per_unit = route_.max_price_per_unit;
   job.counted = units.counted;
+  job.receipts = units.receipts;
+  job.receipt = units.receipt ? &*units.receipt : nullptr;
+  job.reported_model_id = units.reported_model_id;
+  job.request_sha256 = units.request_sha256;
+  job.result_sha256 = units.result_sha256;
+  job.gateway_id = env_.config->gateway_id;
+  job.status_key = node_->status.identity().public_key();
   disputed_ = !env_.billing->Settle(job);
 }
 

@@ -15,18 +15,20 @@
 #include <set>
 #include <string>
 
+#include <grpcpp/client_context.h>
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/string_ref.h>
 
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/receipt.h"
+#include "gateway/billing/usage_ledger.h"
 #include "gateway/gateway_config.h"
-#include "gateway/observability/job_metrics.h"
 #include "gateway/membership/membership.h"
+#include "gateway/observability/job_metrics.h"
 #include "gateway/observability/recent_errors.h"
 #include "gateway/routing/router.h"
-#include "gateway/billing/usage_ledger.h"
 #include "gateway/routing/wait_queue.h"
 
 namespace switchyard::gateway {
@@ -123,14 +125,39 @@ struct AttemptPlan {
   absl::Time deadline;  // the job's deadline, or the per-try timeout when earlier
   const CallIdentity* identity = nullptr;
   std::string tenant;  // sent to the node when set (see JobDispatch::set_tenant)
+  // This gateway's id: sent to the node with the job id for its receipt (common/receipt.h).
+  std::string gateway_id = {};
 };
+
+// Sends the job and gateway ids a node signs into its receipt (common/receipt.h).
+void AddReceiptMetadata(const AttemptPlan& plan, grpc::ClientContext* context);
 
 // The units a successful attempt is settled with (docs/metering.md).
 struct SettleUnits {
   int64_t reported_units = 0;  // as the orchestrator reported them (-1: not reported)
   double reported_price_per_unit = 0;
   absl::StatusOr<int64_t> counted = 0;  // the gateway's own count
+  // The receipt check's inputs (JobBilling::Job): set for jobs whose responses carry a JobInfo
+  // (not KServe's). The node's receipt (nullopt: none), the model it reported, and the digests
+  // of the request sent and the result received.
+  bool receipts = false;
+  std::optional<v1::JobReceipt> receipt = std::nullopt;
+  std::string reported_model_id = {};
+  std::string request_sha256 = {};
+  std::string result_sha256 = {};
 };
+
+// SettleUnits' receipt fields from a unary job's request and response (with its JobInfo).
+template <typename Request, typename Response>
+void SetReceiptInputs(const Request& request, const Response& response, SettleUnits* units) {
+  units->receipts = true;
+  if (response.job().has_receipt()) units->receipt = response.job().receipt();
+  units->reported_model_id = response.job().model_id();
+  units->request_sha256 = RequestDigest(request);
+  ResultDigest digest;
+  digest.AddWithoutJob(response);
+  units->result_sha256 = digest.Finish();
+}
 
 struct AttemptResult {
   grpc::Status status;

@@ -48,6 +48,7 @@ class UnaryTransport final : public DispatchTransport {
     client_context_->set_deadline(absl::ToChronoTime(plan.deadline));
     client_context_->AddMetadata("x-request-id", plan.identity->request_id);
     if (!plan.tenant.empty()) client_context_->AddMetadata(kTenantMetadataKey, plan.tenant);
+    AddReceiptMetadata(plan, client_context_.get());
     attempt_response_ = Response();
     node_ = plan.node;
     call_(*plan.node, client_context_.get(), request_, &attempt_response_,

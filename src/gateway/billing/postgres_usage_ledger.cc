@@ -30,10 +30,11 @@ struct ResultDeleter {
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
 // The columns of one row, in the order of kColumns.
-constexpr int kColumnCount = 14;
+constexpr int kColumnCount = 16;
 constexpr const char* kColumns =
     "job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, reported_units, "
-    "price_per_unit, amount, status, completed_unix_ms, reported_price_per_unit, dispute";
+    "price_per_unit, amount, status, completed_unix_ms, reported_price_per_unit, dispute, "
+    "receipt, receipt_status";
 
 // The same columns and constraints as the SQLite ledger's `usage` (usage_ledger.cc). The advisory
 // lock serializes gateways that start at once: concurrent CREATE TABLE IF NOT EXISTS can fail on
@@ -55,8 +56,13 @@ CREATE TABLE IF NOT EXISTS switchyard_usage (
   status TEXT NOT NULL CHECK (status IN ('paid', 'disputed')),
   completed_unix_ms BIGINT NOT NULL,
   reported_price_per_unit DOUBLE PRECISION,
-  dispute TEXT NOT NULL DEFAULT ''
+  dispute TEXT NOT NULL DEFAULT '',
+  receipt TEXT NOT NULL DEFAULT '',
+  receipt_status TEXT NOT NULL DEFAULT 'none'
 );
+-- Tables from before receipts (rows kept, with receipt_status 'none').
+ALTER TABLE switchyard_usage ADD COLUMN IF NOT EXISTS receipt TEXT NOT NULL DEFAULT '';
+ALTER TABLE switchyard_usage ADD COLUMN IF NOT EXISTS receipt_status TEXT NOT NULL DEFAULT 'none';
 CREATE INDEX IF NOT EXISTS switchyard_usage_by_key_time
   ON switchyard_usage (api_key_id, completed_unix_ms);
 CREATE INDEX IF NOT EXISTS switchyard_usage_by_time ON switchyard_usage (completed_unix_ms);
@@ -227,8 +233,10 @@ absl::StatusOr<std::vector<bool>> InsertRows(PGconn* conn,
     text.push_back(std::isnan(r.reported_price_per_unit) ? ""
                                                          : DoubleText(r.reported_price_per_unit));
     text.push_back(r.dispute);
+    text.push_back(r.receipt);
+    text.push_back(r.receipt_status);
     for (int c = 0; c < kColumnCount; ++c) is_null.push_back(false);
-    is_null[is_null.size() - 2] = std::isnan(r.reported_price_per_unit);
+    is_null[is_null.size() - 4] = std::isnan(r.reported_price_per_unit);
   }
   absl::StrAppend(&sql, " ON CONFLICT (job_id) DO NOTHING RETURNING job_id");
   std::vector<const char*> params(text.size());
@@ -269,6 +277,8 @@ UsageRecord ReadRecord(PGresult* r, int row) {
                                                           : ParseDouble(PQgetvalue(r, row, c));
   ++c;
   u.dispute = text();
+  u.receipt = text();
+  u.receipt_status = text();
   return u;
 }
 
@@ -486,8 +496,8 @@ absl::StatusOr<PostgresUsageLedger::Conn> PostgresUsageLedger::Connect() const {
 
 absl::StatusOr<bool> PostgresUsageLedger::Record(const UsageRecord& r) {
   SY_RETURN_IF_ERROR(ValidateUsageRecord(r));
-  for (const std::string* s :
-       {&r.job_id, &r.api_key_id, &r.pipeline, &r.model_id, &r.orchestrator, &r.unit, &r.dispute}) {
+  for (const std::string* s : {&r.job_id, &r.api_key_id, &r.pipeline, &r.model_id, &r.orchestrator,
+                               &r.unit, &r.dispute, &r.receipt, &r.receipt_status}) {
     if (!StorableText(*s)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "usage record ",
@@ -807,15 +817,18 @@ void PostgresUsageLedger::ReplayOnce() {
 }
 
 template <typename Row, typename ReadRow>
-absl::StatusOr<std::vector<Row>> PostgresUsageLedger::Select(const std::string& what,
-                                                             const std::string& sql,
-                                                             const UsageQuery& q,
-                                                             const ReadRow& read) {
+absl::StatusOr<std::vector<Row>> PostgresUsageLedger::Select(
+    const std::string& what, const std::string& sql, const UsageQuery& q, const ReadRow& read,
+    const std::vector<std::string>& extra) {
   const std::string since = absl::StrCat(UnixMs(q.since));
   const std::string until = absl::StrCat(UnixMs(q.until));
   if (!StorableText(q.api_key_id)) return absl::InvalidArgumentError("api key id: invalid text");
-  const std::vector<const char*> params = {since.c_str(), until.c_str(),
-                                           q.all_keys ? "true" : "false", q.api_key_id.c_str()};
+  std::vector<const char*> params = {since.c_str(), until.c_str(), q.all_keys ? "true" : "false",
+                                     q.api_key_id.c_str()};
+  for (const std::string& e : extra) {
+    if (!StorableText(e)) return absl::InvalidArgumentError("paging cursor: invalid text");
+    params.push_back(e.c_str());
+  }
   // Commit::kLocal: this gateway's answered jobs are in the answer (read your own writes).
   if (options_.commit == PostgresLedgerOptions::Commit::kLocal && !journaling())
     RequestReplay(/*wait=*/true);
@@ -867,10 +880,17 @@ absl::StatusOr<std::vector<UsageTotals>> PostgresUsageLedger::Totals(const Usage
 }
 
 absl::StatusOr<std::vector<UsageRecord>> PostgresUsageLedger::Rows(const UsageQuery& q) {
-  return Select<UsageRecord>("rows",
-                             absl::StrCat("SELECT ", kColumns, " FROM ", kTable, kWhere,
-                                          "ORDER BY completed_unix_ms, job_id COLLATE \"C\""),
-                             q, ReadRecord);
+  // The paging cursor ($5, $6): rows after it in the rows' order; none: after every row.
+  const std::vector<std::string> after = {
+      absl::StrCat(q.after ? q.after->first : std::numeric_limits<int64_t>::min()),
+      q.after ? q.after->second : std::string()};
+  return Select<UsageRecord>(
+      "rows",
+      absl::StrCat("SELECT ", kColumns, " FROM ", kTable, kWhere,
+                   "AND (completed_unix_ms > $5::bigint OR (completed_unix_ms = $5::bigint AND "
+                   "job_id COLLATE \"C\" > $6)) ORDER BY completed_unix_ms, job_id COLLATE \"C\"",
+                   q.limit > 0 ? absl::StrCat(" LIMIT ", q.limit) : ""),
+      q, ReadRecord, after);
 }
 
 }  // namespace switchyard::gateway

@@ -151,8 +151,10 @@ class PostgresUsageLedger final : public UsageLedger {
   absl::StatusOr<bool> Journal(const UsageRecord& record);
   void EnterOutage(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   template <typename Row, typename ReadRow>
+  // `extra`: parameters after the query's four ($5...).
   absl::StatusOr<std::vector<Row>> Select(const std::string& what, const std::string& sql,
-                                          const UsageQuery& q, const ReadRow& read)
+                                          const UsageQuery& q, const ReadRow& read,
+                                          const std::vector<std::string>& extra = {})
       ABSL_LOCKS_EXCLUDED(read_mu_);
 
   const PostgresLedgerOptions options_;

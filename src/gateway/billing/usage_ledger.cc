@@ -12,13 +12,16 @@
 #include "absl/strings/str_replace.h"
 #include "common/logging.h"
 #include "common/metering.h"
+#include "common/node_identity.h"
+#include "common/receipt.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
 namespace {
 
 // 2: the price billed is the advertised one; the reported price and the dispute's reasons are kept.
-constexpr int kSchemaVersion = 2;
+// 3: each row keeps the node's receipt and what the gateway found checking it.
+constexpr int kSchemaVersion = 3;
 
 // The ledger's schema; `usage` holds one row per completed job. Columns added since version 1 come
 // last, so a migrated table and a new one have the same layout.
@@ -37,7 +40,9 @@ CREATE TABLE IF NOT EXISTS usage (
   status TEXT NOT NULL CHECK (status IN ('paid', 'disputed')),
   completed_unix_ms INTEGER NOT NULL,
   reported_price_per_unit REAL,
-  dispute TEXT NOT NULL DEFAULT ''
+  dispute TEXT NOT NULL DEFAULT '',
+  receipt TEXT NOT NULL DEFAULT '',
+  receipt_status TEXT NOT NULL DEFAULT 'none'
 );
 CREATE INDEX IF NOT EXISTS usage_by_key_time ON usage (api_key_id, completed_unix_ms);
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (completed_unix_ms);
@@ -102,21 +107,30 @@ int64_t UnixMs(absl::Time t) {
   return absl::ToUnixMillis(t);
 }
 
-// Runs `select` (columns and FROM), filtered to the query's time window and, unless all_keys,
-// its API key, then `order_by`; `read` turns each result row into a Row.
+// Runs `select` (columns and FROM), filtered to the query's time window, unless all_keys its API
+// key, and when set the query's paging cursor, then `order_by` (and the query's limit when
+// `paged`); `read` turns each result row into a Row.
 template <typename Row, typename ReadRow>
 absl::StatusOr<std::vector<Row>> Select(sqlite3* db, const std::filesystem::path& path,
                                         absl::string_view select, const UsageQuery& q,
-                                        absl::string_view order_by, const ReadRow& read) {
+                                        absl::string_view order_by, const ReadRow& read,
+                                        bool paged = false) {
+  const bool after = paged && q.after.has_value();
   const std::string sql = absl::StrCat(
       select, " WHERE completed_unix_ms >= ? AND completed_unix_ms < ? AND (? OR api_key_id = ?) ",
-      order_by);
+      after ? "AND (completed_unix_ms > ? OR (completed_unix_ms = ? AND job_id > ?)) " : "",
+      order_by, paged && q.limit > 0 ? absl::StrCat(" LIMIT ", q.limit) : "");
   Statement st(db, sql.c_str());
   if (!st.ok()) return SqlError(db, path, "cannot prepare the query");
   st.Int(1, UnixMs(q.since));
   st.Int(2, UnixMs(q.until));
   st.Int(3, q.all_keys ? 1 : 0);
   st.Text(4, q.api_key_id);
+  if (after) {
+    st.Int(5, q.after->first);
+    st.Int(6, q.after->first);
+    st.Text(7, q.after->second);
+  }
   std::vector<Row> out;
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) out.push_back(read(st));
@@ -179,7 +193,7 @@ absl::Status CreateOrMigrate(sqlite3* db, const std::filesystem::path& path) {
   SY_RETURN_IF_ERROR(Exec(db, path, "BEGIN IMMEDIATE"));
   absl::Status st = [&]() -> absl::Status {
     SY_RETURN_IF_ERROR(Exec(db, path, kSchema));
-    bool has_reported_price = false, has_dispute = false;
+    bool has_reported_price = false, has_dispute = false, has_receipt = false;
     {
       Statement info(db, "PRAGMA table_info(usage)");
       if (!info.ok()) return SqlError(db, path, "cannot read the table's columns");
@@ -187,6 +201,7 @@ absl::Status CreateOrMigrate(sqlite3* db, const std::filesystem::path& path) {
         const std::string column = info.ColumnText(1);
         has_reported_price |= column == "reported_price_per_unit";
         has_dispute |= column == "dispute";
+        has_receipt |= column == "receipt";
       }
     }
     if (!has_reported_price) {
@@ -200,6 +215,12 @@ absl::Status CreateOrMigrate(sqlite3* db, const std::filesystem::path& path) {
           Exec(db, path, "ALTER TABLE usage ADD COLUMN dispute TEXT NOT NULL DEFAULT ''"));
       SY_RETURN_IF_ERROR(
           Exec(db, path, "UPDATE usage SET dispute = 'units' WHERE status = 'disputed'"));
+    }
+    if (!has_receipt) {  // rows from before receipts: none kept, status "none"
+      SY_RETURN_IF_ERROR(
+          Exec(db, path, "ALTER TABLE usage ADD COLUMN receipt TEXT NOT NULL DEFAULT ''"));
+      SY_RETURN_IF_ERROR(Exec(
+          db, path, "ALTER TABLE usage ADD COLUMN receipt_status TEXT NOT NULL DEFAULT 'none'"));
     }
     SY_RETURN_IF_ERROR(Exec(db, path, absl::StrCat("PRAGMA user_version=", kSchemaVersion)));
     return Exec(db, path, "COMMIT");
@@ -262,6 +283,11 @@ SqliteUsageLedger::~SqliteUsageLedger() {
 absl::Status ValidateUsageRecord(const UsageRecord& r) {
   if (r.job_id.empty()) return absl::InvalidArgumentError("usage record without a job id");
   // A NaN here would be stored as NULL and the row refused by NOT NULL; refused before queueing.
+  if (r.receipt.size() > kMaxReceiptJsonBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("usage record ", r.job_id, ": its receipt is ",
+                                                   r.receipt.size(), " bytes; at most ",
+                                                   kMaxReceiptJsonBytes));
+  }
   if (!metering::ValidPrice(r.price_per_unit) || !metering::ValidPrice(r.amount)) {
     return absl::InvalidArgumentError(absl::StrCat("usage record ", r.job_id, ": price per unit ",
                                                    r.price_per_unit, " and amount ", r.amount,
@@ -320,8 +346,8 @@ void SqliteUsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
         db,
         "INSERT INTO usage (job_id, api_key_id, pipeline, model_id, orchestrator, unit, "
         "units, reported_units, price_per_unit, amount, status, completed_unix_ms, "
-        "reported_price_per_unit, dispute) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO NOTHING");
+        "reported_price_per_unit, dispute, receipt, receipt_status) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO NOTHING");
     if (!st.ok()) {
       fail_all(SqlError(db, path_, "cannot prepare the insert"));
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -345,6 +371,8 @@ void SqliteUsageLedger::WriteBatch(const std::vector<Pending*>& batch) {
       st.Int(12, absl::ToUnixMillis(r.completed));
       BindPrice(st, 13, r.reported_price_per_unit);
       st.Text(14, r.dispute);
+      st.Text(15, r.receipt);
+      st.Text(16, r.receipt_status);
       const int rc = sqlite3_step(st.get());
       if (rc == SQLITE_DONE) {
         p->result = sqlite3_changes(db) == 1;
@@ -394,7 +422,7 @@ namespace {
 constexpr const char* kSelectRows =
     "SELECT job_id, api_key_id, pipeline, model_id, orchestrator, unit, units, "
     "reported_units, price_per_unit, amount, status, completed_unix_ms, "
-    "reported_price_per_unit, dispute FROM usage";
+    "reported_price_per_unit, dispute, receipt, receipt_status FROM usage";
 
 UsageRecord ReadRow(const Statement& st) {
   UsageRecord r;
@@ -413,6 +441,8 @@ UsageRecord ReadRow(const Statement& st) {
   r.completed = absl::FromUnixMillis(c.Int());
   r.reported_price_per_unit = c.RealOrNan();
   r.dispute = c.Text();
+  r.receipt = c.Text();
+  r.receipt_status = c.Text();
   return r;
 }
 
@@ -421,7 +451,7 @@ UsageRecord ReadRow(const Statement& st) {
 absl::StatusOr<std::vector<UsageRecord>> SqliteUsageLedger::Rows(const UsageQuery& q) {
   MutexLock lock(&read_mu_);
   return Select<UsageRecord>(read_db_, path_, kSelectRows, q, "ORDER BY completed_unix_ms, job_id",
-                             ReadRow);
+                             ReadRow, /*paged=*/true);
 }
 
 absl::StatusOr<std::vector<UsageRecord>> SqliteUsageLedger::Oldest(size_t limit) {
@@ -502,6 +532,11 @@ absl::StatusOr<int64_t> SqliteUsageLedger::RemoveBelow(int64_t below) {
 
 JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {
   if (metrics != nullptr) {
+    receipts_ = &metrics->CounterFamily(
+        "receipts_total",
+        "Completed jobs by what the gateway found checking the orchestrator's signed receipt "
+        "(verified, verified_unbound, unsigned, missing, bad_signature, mismatch), by "
+        "orchestrator and status (docs/security.md, Receipts).");
     mismatches_ =
         &metrics->CounterFamily("billing_mismatches_total",
                                 "Completed jobs not paid because their orchestrator reported other "
@@ -513,6 +548,69 @@ JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) 
                                 "another price than it advertised when picked, or advertised "
                                 "none valid, by orchestrator and pipeline.");
   }
+}
+
+JobBilling::ReceiptCheck JobBilling::CheckReceipt(const Job& job) const {
+  ReceiptCheck out;
+  if (!job.receipts) {
+    out.status = "none";
+    return out;
+  }
+  std::string key = bound_key_ ? bound_key_(job.orchestrator) : std::string();
+  const bool bound = !key.empty();
+  if (!bound) key = job.status_key;
+  if (job.receipt == nullptr) {
+    if (key.empty()) {
+      out.status = "unsigned";  // an older node, or one without a key: nothing to hold it to
+    } else {
+      out.status = "missing";
+      out.problem = "the node has an identity key but sent no receipt";
+      out.disputed = true;
+    }
+    return out;
+  }
+  const v1::JobReceipt& r = *job.receipt;
+  out.disputed = true;
+  if (r.ByteSizeLong() > kMaxReceiptBytes) {
+    out.status = "mismatch";
+    out.problem = absl::StrCat("the receipt is ", r.ByteSizeLong(), " bytes; at most ",
+                               kMaxReceiptBytes, " are kept");
+    return out;
+  }
+  if (absl::Status st = VerifyReceiptSignature(r); !st.ok()) {
+    out.status = "bad_signature";
+    out.problem = std::string(st.message());
+    return out;
+  }
+  if (!key.empty() && r.node_public_key() != key) {
+    out.status = "bad_signature";
+    out.problem = absl::StrCat("signed by key ", NodeKeyHex(r.node_public_key()).substr(0, 16),
+                               ", not the node's ", NodeKeyHex(key).substr(0, 16));
+    return out;
+  }
+  std::vector<std::string> wrong;
+  auto same_price = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+  if (r.job_id() != job.job_id) wrong.push_back("job_id");
+  if (r.gateway_id() != job.gateway_id) wrong.push_back("gateway_id");
+  if (r.node_id() != job.orchestrator) wrong.push_back("node_id");
+  if (r.pipeline() != job.pipeline) wrong.push_back("pipeline");
+  if (r.model_id() != job.reported_model_id) wrong.push_back("model_id");
+  if (r.units() != job.reported_units) wrong.push_back("units");
+  if (!same_price(r.price_per_unit(), job.reported_price_per_unit)) {
+    wrong.push_back("price_per_unit");
+  }
+  if (r.request_sha256() != job.request_sha256) wrong.push_back("request_sha256");
+  if (r.result_sha256() != job.result_sha256) wrong.push_back("result_sha256");
+  if (r.end_unix_ms() < r.start_unix_ms()) wrong.push_back("end_unix_ms");
+  if (!wrong.empty()) {
+    out.status = "mismatch";
+    out.problem = absl::StrCat("the receipt's ", absl::StrJoin(wrong, ", "),
+                               " differ from what the gateway saw");
+    return out;
+  }
+  out.disputed = false;
+  out.status = bound ? "verified" : "verified_unbound";
+  return out;
 }
 
 bool JobBilling::Settle(const Job& job) {
@@ -558,6 +656,16 @@ bool JobBilling::Settle(const Job& job) {
           job.reported_price_per_unit, *job.advertised_price_per_unit);
     }
   }
+  const ReceiptCheck receipt = CheckReceipt(job);
+  if (receipts_ != nullptr && receipt.status != "none") {
+    receipts_->Add({{"orchestrator", job.orchestrator}, {"status", receipt.status}}).Increment();
+  }
+  if (receipt.disputed) {
+    disputes.push_back("receipt");
+    spdlog::warn("[{}] receipt {}: {} '{}' on {}: {}; not paid", job.request_id, receipt.status,
+                 job.pipeline, LogSafe(job.model_id), job.orchestrator,
+                 LogSafe(receipt.problem, kLogSafeMaxErrorBytes));
+  }
   const int64_t units = job.counted.ok() ? *job.counted : -1;
   double amount = disputes.empty() ? static_cast<double>(units) * price : 0.0;
   if (!std::isfinite(amount)) {
@@ -592,6 +700,10 @@ bool JobBilling::Settle(const Job& job) {
   r.disputed = !paid;
   r.dispute = absl::StrJoin(disputes, ",");
   r.completed = absl::Now();
+  if (job.receipt != nullptr && job.receipt->ByteSizeLong() <= kMaxReceiptBytes) {
+    r.receipt = ReceiptToJson(*job.receipt).dump();
+  }
+  r.receipt_status = receipt.status;
   auto written = ledger_->Record(r);
   if (!written.ok()) {
     spdlog::error("[{}] {} '{}' on {}: not recorded: {}", job.request_id, job.pipeline,

@@ -18,10 +18,12 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <prometheus/counter.h>
@@ -32,6 +34,7 @@
 #include "absl/time/time.h"
 #include "common/metrics.h"
 #include "common/mutex.h"
+#include "switchyard/v1/gateway.pb.h"
 
 struct sqlite3;
 
@@ -59,6 +62,12 @@ struct UsageRecord {
   // "amount" (units x price not finite). Empty when paid.
   std::string dispute;
   absl::Time completed = absl::UnixEpoch();
+  // The node's signed receipt as received (ReceiptToJson in common/receipt.h, compact), "" when
+  // there was none; and what the gateway found when it checked it (JobBilling::Settle below):
+  // "verified", "verified_unbound", "unsigned", "missing", "bad_signature", "mismatch", or
+  // "none" (no receipt expected: a KServe call, or a row from before receipts).
+  std::string receipt = {};
+  std::string receipt_status = "none";
 };
 
 // Totals of one API key, pipeline and model.
@@ -78,6 +87,10 @@ struct UsageQuery {
   absl::Time until = absl::InfiniteFuture();  // completed before
   bool all_keys = false;                      // else only `api_key_id`
   std::string api_key_id;
+  // Rows only (paging): after this (completion in ms, job id) in the rows' order, and at most
+  // `limit` of them (0: all).
+  std::optional<std::pair<int64_t, std::string>> after = std::nullopt;
+  size_t limit = 0;
 };
 
 // Where completed jobs are recorded, once each. Thread-safe.
@@ -101,8 +114,14 @@ class UsageLedger {
 };
 using UsageLedgerPtr = std::unique_ptr<UsageLedger>;
 
-// OK, or INVALID_ARGUMENT naming the job: a row without a job id, or with a price or amount that
-// is not a finite number >= 0. Every backend refuses these before writing anything.
+// Largest receipt kept with a row (its protobuf encoding; a larger one is a "mismatch"), and the
+// largest receipt JSON a row may hold.
+inline constexpr size_t kMaxReceiptBytes = 4096;
+inline constexpr size_t kMaxReceiptJsonBytes = 16384;
+
+// OK, or INVALID_ARGUMENT naming the job: a row without a job id, with a price or amount that
+// is not a finite number >= 0, or with a receipt over kMaxReceiptJsonBytes. Every backend
+// refuses these before writing anything.
 absl::Status ValidateUsageRecord(const UsageRecord& record);
 
 // The embedded ledger: one SQLite database file (see the top of this file). Also the journal of
@@ -191,7 +210,15 @@ class SqliteUsageLedger final : public UsageLedger {
 // switchyard_gateway_billing_mismatches_total{orchestrator,pipeline}, recorded with amount 0)
 // when its orchestrator reported other units than the gateway counted, or another price than it
 // advertised (also counted in switchyard_gateway_billing_price_disputes_total), or when no valid
-// advertised price is known. Thread-safe.
+// advertised price is known.
+//
+// Receipts (docs/security.md, "Receipts"): the node's signed receipt is checked against the
+// node's key (the one its id is bound to, else the one in its status) and against what the
+// gateway saw (job and gateway ids, node, pipeline, model, units, price, request and result
+// digests), counted in switchyard_gateway_receipts_total{orchestrator,status} and kept with the
+// row. A bad signature, a receipt for something else, or none from a node whose key is known
+// disputes the job ("receipt": not paid; the client still gets its result, as with disputed
+// units). No receipt from a node with no known key is paid and flagged "unsigned". Thread-safe.
 class JobBilling {
  public:
   // `ledger` may be null (no ledger: the check still runs); `metrics` may be null.
@@ -213,6 +240,17 @@ class JobBilling {
     // The job's price cap (the client's x-max-price-per-unit, else the config's); 0: none.
     double max_price_per_unit = 0;
     absl::StatusOr<int64_t> counted = 0;  // the gateway's count, or why it could not count
+    // Receipts: whether the job kind carries one (false: KServe; no check, status "none"), the
+    // receipt the node sent (null: none), the model it reported in JobInfo, the digests of the
+    // request the gateway sent and of the result it received (common/receipt.h), this gateway's
+    // id, and the node's key as its status reports it ("" for none; used when no key is bound).
+    bool receipts = false;
+    const v1::JobReceipt* receipt = nullptr;
+    std::string reported_model_id = {};
+    std::string request_sha256 = {};
+    std::string result_sha256 = {};
+    std::string gateway_id = {};
+    std::string status_key = {};
   };
   // True when the job is paid (units and price agree), false when disputed. A ledger write error
   // is logged and does not fail the job (the client's result stays deliverable).
@@ -220,8 +258,24 @@ class JobBilling {
 
   UsageLedger* ledger() const { return ledger_; }
 
+  // The key a node id is bound to at this gateway ("" for none): NodeKeys::BoundKey. Set before
+  // jobs run; unset: only the key in the node's status is known.
+  void set_bound_key(std::function<std::string(const std::string& node_id)> f) {
+    bound_key_ = std::move(f);
+  }
+
+  // The receipt check alone: the receipt status (see UsageRecord) and, when not good, why.
+  struct ReceiptCheck {
+    std::string status;
+    std::string problem;  // for logs; "" when good
+    bool disputed = false;
+  };
+  ReceiptCheck CheckReceipt(const Job& job) const;
+
  private:
   UsageLedger* ledger_;
+  std::function<std::string(const std::string&)> bound_key_;
+  prometheus::Family<prometheus::Counter>* receipts_ = nullptr;
   prometheus::Family<prometheus::Counter>* mismatches_ = nullptr;
   prometheus::Family<prometheus::Counter>* price_disputes_ = nullptr;
 };

@@ -7,6 +7,7 @@
 #include "common/logging.h"
 #include "common/metering.h"
 #include "common/pipelines.h"
+#include "common/receipt.h"
 #include "common/status.h"
 #include "common/tenant.h"
 #include "orchestrator/pipelines/upscale_pipeline.h"
@@ -107,9 +108,49 @@ void OrchestratorService::FillJobInfo(grpc::ServerContext* context, const ModelC
   job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
 }
 
+void OrchestratorService::SignReceipt(grpc::ServerContext* context, const char* pipeline,
+                                      const std::string& request_sha256,
+                                      const std::string& result_sha256, absl::Time start,
+                                      v1::JobInfo* job) const {
+  const NodeKey* key = identity_;
+  if (config_.test_receipt_fault == "omit") return;
+  if (config_.test_receipt_fault == "forge") key = forged_identity_.get();
+  if (key == nullptr) return;
+  const auto& md = context->client_metadata();
+  auto header = [&md](const char* name) {
+    auto it = md.find(name);
+    if (it == md.end() || it->second.size() > kMaxReceiptIdBytes) return std::string();
+    return std::string(it->second.data(), it->second.size());
+  };
+  v1::JobReceipt* r = job->mutable_receipt();
+  r->set_job_id(header(kJobIdMetadata));
+  r->set_gateway_id(header(kGatewayIdMetadata));
+  r->set_node_id(config_.node_id);
+  r->set_pipeline(pipeline);
+  r->set_model_id(job->model_id());
+  r->set_units(job->units());
+  r->set_price_per_unit(job->price_per_unit());
+  r->set_request_sha256(request_sha256);
+  r->set_result_sha256(result_sha256);
+  r->set_start_unix_ms(ReceiptMillis(start));
+  r->set_end_unix_ms(ReceiptMillis(absl::Now()));
+  if (absl::Status st = ::switchyard::SignReceipt(*key, r); !st.ok()) {
+    spdlog::error("[{}] cannot sign the job's receipt: {}", RequestId(context), st.ToString());
+    job->clear_receipt();
+    return;
+  }
+  if (config_.test_receipt_fault == "forge") {
+    r->set_node_public_key(identity_ != nullptr ? identity_->public_key() : std::string());
+  }
+}
+
 OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
                                          StatusBoard* board)
     : config_(config), admin_auth_(AdminAuth::FromConfig(config)), models_(models), board_(board) {
+  if (config_.test_receipt_fault == "forge") {
+    auto key = NodeKey::Generate();
+    if (key.ok()) forged_identity_ = *std::move(key);
+  }
   TranscodeSessionsOptions sessions;
   sessions.capacity = config_.transcode.capacity;
   sessions.idle_timeout = absl::Milliseconds(config_.transcode.session_idle_timeout_ms);
@@ -221,6 +262,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   }
   response->set_input_frames(result->input_frames);
   response->set_duration_seconds(result->duration_seconds);
+  ResultDigest result_digest;
+  result_digest.Add(*response);  // before its JobInfo
   auto* job = response->mutable_job();
   job->set_request_id(rid);
   job->set_orchestrator(config_.node_id);
@@ -231,6 +274,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
                  config_.test_inflate_units);
   job->set_price_per_unit(config_.transcode.price_per_unit);
   job->set_compute_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  SignReceipt(context, pipelines::kTranscode, RequestDigest(*request), result_digest.Finish(),
+              start, job);
   if (transcode_realtime_ != nullptr && job->compute_ms() > 0) {
     transcode_realtime_->Observe(result->duration_seconds / (job->compute_ms() / 1000));
   }
@@ -275,6 +320,9 @@ grpc::Status OrchestratorService::CloseTranscodeSession(
 grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1::GetStatusRequest*,
                                             node::v1::NodeStatus* response) {
   *response = BuildStatus();
+  // A static gateway (no registration) learns the key here; it is proven only by the receipts
+  // it signs (docs/security.md, "Receipts").
+  if (identity_ != nullptr) response->mutable_identity()->set_public_key(identity_->public_key());
   return grpc::Status::OK;
 }
 

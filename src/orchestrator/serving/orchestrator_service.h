@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/node_identity.h"
 #include "common/pipelines.h"
 #include "orchestrator/models/model_manager.h"
 #include "orchestrator/models/status_board.h"
@@ -67,6 +68,9 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   // Video hardware found at start (media::ProbeVideoHardware), advertised in the node status.
   // Set before the server starts.
   void set_hardware(std::vector<std::string> names) { hardware_ = std::move(names); }
+  // The node's identity key, which signs each job's receipt (common/receipt.h) and is reported
+  // in GetStatus; null: no receipts. Not owned; outlives this. Set before the server starts.
+  void set_identity(const NodeKey* identity) { identity_ = identity; }
   void set_draining(bool draining) {
     draining_ = draining;
     board_->Changed();
@@ -100,8 +104,17 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   // Fills the orchestrator's part of a successful job's JobInfo.
   void FillJobInfo(grpc::ServerContext* context, const ModelConfig& model, int64_t units,
                    absl::Time start, v1::JobInfo* job) const;
+  // Signs the job's receipt into `job` (filled: model, units and price are read from it) with
+  // the gateway and job ids the gateway sent, the digests of the request received and the
+  // result sent (common/receipt.h), and the job's start and now. Nothing without an identity
+  // key; a signing error is logged and leaves the job without a receipt.
+  void SignReceipt(grpc::ServerContext* context, const char* pipeline,
+                   const std::string& request_sha256, const std::string& result_sha256,
+                   absl::Time start, v1::JobInfo* job) const;
 
   const OrchestratorConfig& config_;
+  const NodeKey* identity_ = nullptr;
+  NodeKeyPtr forged_identity_;  // test_receipt_fault "forge": a throwaway key
   const AdminAuth admin_auth_;
   ModelManager* models_;
   StatusBoard* board_;

@@ -168,9 +168,15 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   // Stop strings: text that may start one is held back; at one, generation is stopped (emit
   // returns false, which the generators take as the client going away) and answered as "stop".
   StopStringFilter stops(params->stop);
+  // Every message sent, in order, for the receipt's result digest (common/receipt.h).
+  ResultDigest result_digest;
   auto emit = [&](const std::string& delta, int prompt, int completion) {
     const std::string text = stops.Push(delta);
-    if (!text.empty() && !writer->Write(message(text, "", prompt, completion))) return false;
+    if (!text.empty()) {
+      v1::LLMResponse m = message(text, "", prompt, completion);
+      result_digest.Add(m);
+      if (!writer->Write(m)) return false;
+    }
     return !stops.stopped();
   };
   absl::StatusOr<ChatOutcome> outcome;
@@ -209,8 +215,11 @@ grpc::Status OrchestratorService::LLM(grpc::ServerContext* context, const v1::LL
   }
   v1::LLMResponse last = message(outcome->rest, outcome->finish_reason, outcome->prompt_tokens,
                                  outcome->completion_tokens);
+  result_digest.Add(last);  // before its JobInfo
   FillJobInfo(context, *model->config, ReportedUnits(metering::LlmUnits(last.usage(), 0, 0), rid),
               start, last.mutable_job());
+  SignReceipt(context, pipelines::kLlm, RequestDigest(*request), result_digest.Finish(), start,
+              last.mutable_job());
   if (!writer->Write(last)) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }

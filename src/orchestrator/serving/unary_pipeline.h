@@ -35,6 +35,7 @@
 #include "common/logging.h"
 #include "common/metering.h"
 #include "common/pipelines.h"
+#include "common/receipt.h"
 #include "common/status.h"
 #include "orchestrator/pipelines/image_pipelines.h"
 #include "orchestrator/serving/orchestrator_service.h"
@@ -86,10 +87,14 @@ grpc::Status OrchestratorService::ServeUnary(grpc::ServerContext* context,
                  LogSafe(summary.status().ToString(), kLogSafeMaxErrorBytes));
     return ToGrpcStatus(summary.status());
   }
+  ResultDigest result_digest;
+  result_digest.Add(*response);  // before its JobInfo is filled in
   auto* job = response->mutable_job();
   // Counted from the request and the response as the gateway recounts them (docs/metering.md).
   FillJobInfo(context, *model->config, ReportedUnits(metering::Units(*request, *response), rid),
               start, job);
+  SignReceipt(context, Pipeline::kName, RequestDigest(*request), result_digest.Finish(), start,
+              job);
   spdlog::info("[{}] {} {}{} {} in {:.0f} ms", rid, pipeline, LogSafe(model_id),
                Pipeline::Subject(*request), *summary, job->compute_ms());
   return grpc::Status::OK;
