@@ -48,6 +48,7 @@ constexpr CommandFactory kCommands[] = {
     NewJobCommand<v1::LiveVideoSegmentRequest>,
     internal::NewOrchestratorsCommand,
     internal::NewUsageCommand,
+    internal::NewExplainCommand,
 };
 
 // The TLS flags as given; GlobalOptions::tls_config is made from them after the parse.

@@ -68,6 +68,8 @@ CommandPtr NewTranscodeCommand();
 CommandPtr NewTranscodeFileCommand();
 // usage_command.cc: the caller's usage ledger.
 CommandPtr NewUsageCommand();
+// explain_command.cc: how the router judges every node for a pipeline and model.
+CommandPtr NewExplainCommand();
 // One per pipeline job, keyed by its request type (common/pipelines.h names the command); the
 // job's flags, request and output are a Job<Request> (job_command.h).
 template <typename Request>
