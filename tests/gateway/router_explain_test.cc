@@ -262,10 +262,11 @@ TEST(MissedJobsTest, WeightedMedianOfWinners) {
   auto c = Node("c", {Priced(9)});
   Snapshot snap = Snap({a, b, c});
   const uint64_t route = RouteKey("upscale", "esrgan");
-  for (int i = 0; i < 2; ++i) a->stats->CountWin(route, clock.now);
-  for (int i = 0; i < 3; ++i) b->stats->CountWin(route, clock.now);
-  c->stats->CountWin(route, clock.now);
-  c->stats->CountMiss(route, MissReason::kSlower, clock.now);
+  const uint64_t epoch = NodeStats::HourEpoch(clock.now);
+  for (int i = 0; i < 2; ++i) a->stats->CountWin(route, epoch);
+  for (int i = 0; i < 3; ++i) b->stats->CountWin(route, epoch);
+  c->stats->CountWin(route, epoch);
+  c->stats->CountMiss(route, MissReason::kSlower, epoch);
   node::v1::MissedJobs report;
   ASSERT_TRUE(BuildMissedJobs(snap, "c", "gw", clock.now, &report));
   EXPECT_DOUBLE_EQ(report.routes(0).median_winning_price(), 2);  // 1,1,2,2,2,9

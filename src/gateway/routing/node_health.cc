@@ -30,8 +30,7 @@ uint64_t SlidingCounter::EpochOf(absl::Time now) const {
          kEpochMask;
 }
 
-void SlidingCounter::Add(absl::Time now, uint32_t n) {
-  const uint64_t epoch = EpochOf(now);
+void SlidingCounter::AddAt(uint64_t epoch, uint32_t n) {
   auto& bucket = buckets_[epoch % kBuckets];
   uint64_t old = bucket.load(std::memory_order_relaxed);
   for (;;) {
@@ -76,19 +75,24 @@ NodeStats::RouteSlot* NodeStats::RouteSlotFor(uint64_t route_key) {
   return nullptr;
 }
 
-void NodeStats::CountWin(uint64_t route_key, absl::Time now) {
+uint64_t NodeStats::HourEpoch(absl::Time now) {
+  static const SlidingCounter kHour;  // the route slots' window (SlidingCounter's default)
+  return kHour.EpochOf(now);
+}
+
+void NodeStats::CountWin(uint64_t route_key, uint64_t hour_epoch) {
   RouteSlot* s = RouteSlotFor(route_key);
   if (s == nullptr) return;
   s->won.fetch_add(1, std::memory_order_relaxed);
-  s->won_hour.Add(now);
+  s->won_hour.AddAt(hour_epoch);
 }
 
-void NodeStats::CountMiss(uint64_t route_key, MissReason reason, absl::Time now) {
+void NodeStats::CountMiss(uint64_t route_key, MissReason reason, uint64_t hour_epoch) {
   RouteSlot* s = RouteSlotFor(route_key);
   if (s == nullptr) return;
   const auto r = static_cast<size_t>(reason);
   s->missed[r].fetch_add(1, std::memory_order_relaxed);
-  s->missed_hour[r].Add(now);
+  s->missed_hour[r].AddAt(hour_epoch);
 }
 
 NodeStats::RouteCounts NodeStats::CountsOf(uint64_t route_key, absl::Time now) const {

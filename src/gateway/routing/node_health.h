@@ -31,12 +31,15 @@ class SlidingCounter {
   explicit SlidingCounter(absl::Duration window);
   // One hour: NodeStats' per-route decision windows.
   SlidingCounter() : SlidingCounter(absl::Hours(1)) {}
-  void Add(absl::Time now, uint32_t n = 1);
+  void Add(absl::Time now, uint32_t n = 1) { AddAt(EpochOf(now), n); }
   int64_t Sum(absl::Time now) const;
+  // The bucket epoch of `now`, and Add with it: for callers that add to several counters of the
+  // same window at once (one clock conversion and division for all).
+  uint64_t EpochOf(absl::Time now) const;
+  void AddAt(uint64_t epoch, uint32_t n = 1);
   absl::Duration window() const { return window_; }
 
  private:
-  uint64_t EpochOf(absl::Time now) const;
   absl::Duration window_;
   int64_t bucket_ns_;
   std::atomic<uint64_t> buckets_[kBuckets];
@@ -86,8 +89,10 @@ class NodeStats {
     int64_t missed_total[kMissReasons] = {};
     int64_t missed_last_hour[kMissReasons] = {};
   };
-  void CountWin(uint64_t route_key, absl::Time now);
-  void CountMiss(uint64_t route_key, MissReason reason, absl::Time now);
+  // `hour_epoch`: HourEpoch(now), computed once per decision for all the nodes it counts on.
+  static uint64_t HourEpoch(absl::Time now);
+  void CountWin(uint64_t route_key, uint64_t hour_epoch);
+  void CountMiss(uint64_t route_key, MissReason reason, uint64_t hour_epoch);
   // Zeros for a route without a slot.
   RouteCounts CountsOf(uint64_t route_key, absl::Time now) const;
   // The ejection's end, when the node is ejected at `now`.

@@ -271,8 +271,9 @@ std::optional<MissReason> MissOf(Class klass, RouteFilter filter) {
 
 void Router::CountDecision(const Snapshot& snapshot, const Eval& chosen, const Context& ctx) const {
   const uint64_t route = RouteKey(ctx.request.pipeline, ctx.request.model_id);
+  const uint64_t epoch = NodeStats::HourEpoch(ctx.now);
   const NodeView& winner = *snapshot.nodes[chosen.node];
-  if (winner.stats != nullptr) winner.stats->CountWin(route, ctx.now);
+  if (winner.stats != nullptr) winner.stats->CountWin(route, epoch);
   const Judged& judged = *ctx.judged;
   for (int i = 0; i < judged.n; ++i) {
     const Judged::Entry& j = judged.entries[i];
@@ -280,7 +281,7 @@ void Router::CountDecision(const Snapshot& snapshot, const Eval& chosen, const C
     const NodeView& node = *snapshot.nodes[j.node];
     if (node.stats == nullptr) continue;
     if (std::optional<MissReason> why = MissOf(j.klass, j.filter)) {
-      node.stats->CountMiss(route, *why, ctx.now);
+      node.stats->CountMiss(route, *why, epoch);
     }
   }
 }
