@@ -49,6 +49,7 @@ constexpr CommandFactory kCommands[] = {
     internal::NewOrchestratorsCommand,
     internal::NewUsageCommand,
     internal::NewVerifyReceiptsCommand,
+    internal::NewExplainCommand,
 };
 
 // The TLS flags as given; GlobalOptions::tls_config is made from them after the parse.

@@ -81,6 +81,8 @@ inline constexpr int64_t kMaxReceiptLines = 10'000'000;
 inline constexpr uint64_t kMaxReceiptFileBytes = 4ULL << 30;
 inline constexpr size_t kMaxReceiptKeysFileBytes = 16 << 20;
 inline constexpr int64_t kMaxReportedBadReceipts = 100;
+// explain_command.cc: how the router judges every node for a pipeline and model.
+CommandPtr NewExplainCommand();
 // One per pipeline job, keyed by its request type (common/pipelines.h names the command); the
 // job's flags, request and output are a Job<Request> (job_command.h).
 template <typename Request>

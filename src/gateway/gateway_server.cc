@@ -20,6 +20,7 @@
 #include "gateway/api/peer_gateways.h"
 #include "gateway/billing/postgres_usage_ledger.h"
 #include "gateway/billing/redis_quota.h"
+#include "gateway/api/explain_http.h"
 #include "gateway/billing/usage_http.h"
 #include "gateway/observability/status_page.h"
 #include "gateway/routing/redis_affinity.h"
@@ -320,6 +321,9 @@ absl::Status GatewayServer::StartHttp() {
     routes.merge(OpenAiApiRoutes(channel));
     // GET /usage: the caller's usage from the ledger (docs/metering.md).
     routes["/usage"] = UsageHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
+    // GET /explain: how the router judges every node for a pipeline and model (operators' keys;
+    // docs/operations.md, "Why does my node get no work?").
+    routes["/explain"] = ExplainHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
     for (const char* probe : {"/healthz", "/readyz"}) routes[probe] = admin_routes.at(probe);
     http::ServerOptions public_options = options;
     public_options.listen = config_.http_listen;
@@ -328,7 +332,8 @@ absl::Status GatewayServer::StartHttp() {
     if (!http.ok()) return http.status();
     http_ = *std::move(http);
     spdlog::info(
-        "gateway {} (Livepeer AI API, OpenAI API /v1, /usage, /healthz, /readyz) on port {}{}",
+        "gateway {} (Livepeer AI API, OpenAI API /v1, /usage, /explain, /healthz, /readyz) on port "
+        "{}{}",
         config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port(),
         auth_ ? ", API key checked before the body is read" : "");
   }

@@ -55,6 +55,16 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
   }
   s->service_ = std::make_unique<OrchestratorService>(s->config_, s->models_.get(), &s->board_);
   s->service_->set_identity(s->identity_.get());  // signs each job's receipt
+  s->missed_jobs_ = std::make_unique<MissedJobsBoard>(
+      [svc = s->service_.get()] {
+        MissedJobsBoard::Routes offered;
+        const node::v1::NodeStatus status = svc->BuildStatus();
+        for (const auto& cap : status.capabilities()) {
+          offered.emplace(cap.pipeline(), cap.model_id());
+        }
+        return offered;
+      },
+      s->metrics_.get());
   if (AdminAuth::FromConfig(s->config_).open()) {
     // Kept open so that the default single-machine setup (no secrets anywhere) still works.
     spdlog::warn(
@@ -154,6 +164,9 @@ void OrchestratorServer::Start() {
         gw, [this] { return service_->BuildStatus(); }, &board_,
         std::chrono::milliseconds(config_.heartbeat_ms), config_.RegistrationSecretFor(gw),
         gateway_security_, identity_.get());
+    client->set_on_missed_jobs([this, gw](const node::v1::MissedJobs& report) {
+      missed_jobs_->Accept(gw, report).IgnoreError();  // logged there
+    });
     client->Start();
     registrations_.push_back(std::move(client));
   }
@@ -215,6 +228,19 @@ absl::Status OrchestratorServer::StartHttp() {
     for (const auto& [state, n] : by_state) models.Add({{"state", state}}).Set(n);
   });
   std::map<std::string, http::Handler> routes;
+  // What the gateways say about the jobs this node missed, and why (docs/operations.md, "Why
+  // does my node get no work?").
+  routes["/status"] = [this](const http::Request& req, http::Reply reply) {
+    http::Response r;
+    if (req.method != "GET") {
+      r.status = 405;
+      r.headers["Allow"] = "GET";
+      r.body = "use GET\n";
+      return reply(std::move(r));
+    }
+    r.body = absl::StrCat("orchestrator ", advertise_address_, "\n", missed_jobs_->Describe());
+    reply(std::move(r));
+  };
   AddOperatorRoutes(
       metrics_.get(),
       [this] {
@@ -243,7 +269,7 @@ absl::Status OrchestratorServer::StartHttp() {
   auto http = http::Server::Create(options, std::move(routes));
   if (!http.ok()) return http.status();
   http_ = *std::move(http);
-  spdlog::info("orchestrator {} (/healthz, /readyz, /metrics) on port {}",
+  spdlog::info("orchestrator {} (/healthz, /readyz, /metrics, /status) on port {}",
                config_.http_tls.enabled() ? "HTTPS" : "HTTP", http_->port());
   return absl::OkStatus();
 }

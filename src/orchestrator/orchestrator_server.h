@@ -15,6 +15,7 @@
 #include "common/metrics.h"
 #include "common/node_identity.h"
 #include "orchestrator/serving/inference_service.h"
+#include "orchestrator/missed_jobs_board.h"
 #include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
 #include "orchestrator/serving/orchestrator_service.h"
@@ -62,6 +63,8 @@ class OrchestratorServer {
   std::unique_ptr<grpc::Server> server_;
   GrpcClientSecurity gateway_security_;  // registration channels (gateway_tls)
   NodeKeyPtr identity_;                  // proves this node's id to gateways
+  // What the gateways report of the jobs this node missed (/metrics, /status).
+  std::unique_ptr<MissedJobsBoard> missed_jobs_;
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
   std::mutex scrape_mu_;

@@ -130,6 +130,42 @@ class FakeGateway final : public v1::Gateway::Service {
     return grpc::Status::OK;
   }
 
+  // Two nodes: a warm favourite and one over the price cap.
+  grpc::Status ExplainRoute(grpc::ServerContext* context, const v1::ExplainRouteRequest* request,
+                            v1::ExplainRouteResponse* response) override {
+    Record(context);
+    if (!error_.ok()) return error_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_explain_ = *request;
+    }
+    v1::RouteCandidate* warm = response->add_candidates();
+    warm->set_node_id("orch-1");
+    warm->set_address("10.0.0.1:50052");
+    warm->set_tier("warm");
+    warm->set_price_per_unit(0.5);
+    warm->set_model_state("ready");
+    warm->set_load(0.25);
+    warm->set_latency_ms(40);
+    warm->set_measured(true);
+    warm->set_score(50);
+    warm->set_best(true);
+    v1::RouteCandidate* dear = response->add_candidates();
+    dear->set_node_id("orch-2");
+    dear->set_address("10.0.0.2:50052");
+    dear->set_tier("filtered");
+    dear->set_filter("price_over_cap");
+    dear->set_reason("asks more than the price cap (3 > 1 per unit)");
+    dear->set_price_per_unit(3);
+    response->set_offering(2);
+    response->set_eligible(1);
+    return grpc::Status::OK;
+  }
+  v1::ExplainRouteRequest last_explain() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_explain_;
+  }
+
   grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,
                            v1::ImageResponse* response) override {
     Record(context);
@@ -268,6 +304,7 @@ class FakeGateway final : public v1::Gateway::Service {
   std::atomic<int> calls_{0};
   std::mutex mu_;
   std::string last_request_id_;
+  v1::ExplainRouteRequest last_explain_;
   v1::UpscaleRequest last_upscale_;
   v1::TranscodeRequest last_transcode_;
   v1::GetUsageRequest last_usage_;

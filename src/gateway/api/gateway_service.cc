@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/metering.h"
 #include "common/receipt.h"
+#include "common/pipelines.h"
 #include "common/status.h"
 #include "common/tenant.h"
 #include "gateway/api/client_cancelled.h"
@@ -583,6 +584,93 @@ grpc::ServerUnaryReactor* GatewayService::ListUsageRows(grpc::CallbackServerCont
     const UsageRecord& last = rows->back();
     response->set_next_page_token(
         absl::StrCat(absl::ToUnixMillis(last.completed), ":", last.job_id));
+  }
+  return FinishNow(context, grpc::Status::OK);
+}
+
+namespace {
+
+constexpr size_t kMaxExplainPipelineBytes = 64;
+constexpr size_t kMaxExplainModelBytes = 256;
+
+// The request's fields, checked before anything is looked up; OK or INVALID_ARGUMENT.
+grpc::Status ValidateExplain(const v1::ExplainRouteRequest& request) {
+  if (request.pipeline().empty() || request.model_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "ExplainRoute needs a pipeline and a model_id");
+  }
+  if (request.pipeline().size() > kMaxExplainPipelineBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("pipeline is ", request.pipeline().size(), " bytes; at most ",
+                                     kMaxExplainPipelineBytes));
+  }
+  if (pipelines::Find(request.pipeline()) == nullptr) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("unknown pipeline '", LogSafe(request.pipeline()),
+                                     "' (one of: ", pipelines::ModelPipelineNames(),
+                                     ", transcode, kserve)"));
+  }
+  if (request.model_id().size() > kMaxExplainModelBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("model_id is ", request.model_id().size(), " bytes; at most ",
+                                     kMaxExplainModelBytes));
+  }
+  if (!metering::ValidPrice(request.max_price_per_unit())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "max_price_per_unit must be a finite number >= 0 (0: no cap)");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* GatewayService::ExplainRoute(grpc::CallbackServerContext* context,
+                                                       const v1::ExplainRouteRequest* request,
+                                                       v1::ExplainRouteResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  // Node addresses and prices are the operators': with API keys, only admin keys may see them.
+  // An open gateway cannot tell an operator from anyone else, and shows its nodes on /status.
+  if (auth_ != nullptr) {
+    const std::string caller = ApiKeyIdOf(context);
+    const auto& admins = config_.usage_admin_key_ids;
+    if (caller.empty() || std::find(admins.begin(), admins.end(), caller) == admins.end()) {
+      return FinishNow(context,
+                       grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                    absl::StrCat("API key '", caller,
+                                                 "' may not explain routes (it shows node "
+                                                 "addresses and prices: operators' keys only, "
+                                                 "listed in usage_admin_key_ids)")));
+    }
+  }
+  if (grpc::Status valid = ValidateExplain(*request); !valid.ok()) {
+    return FinishNow(context, std::move(valid));
+  }
+  RouteRequest route;
+  route.pipeline = request->pipeline();
+  route.model_id = request->model_id();
+  route.max_price_per_unit = request->max_price_per_unit();
+  const SnapshotPtr snapshot = membership_->snapshot();
+  const RouteExplanation explained = router_.Explain(*snapshot, route);
+  response->set_offering(explained.offering);
+  response->set_eligible(explained.eligible);
+  for (const CandidateExplanation& c : explained.candidates) {
+    v1::RouteCandidate* out = response->add_candidates();
+    out->set_node_id(c.node_id);
+    out->set_address(c.address);
+    out->set_tier(std::string(RouteTierName(c.tier)));
+    if (c.filter != RouteFilter::kNone) out->set_filter(std::string(RouteFilterName(c.filter)));
+    out->set_reason(c.reason);
+    if (c.ejected_until.has_value()) {
+      out->set_ejected_until_unix_ms(absl::ToUnixMillis(*c.ejected_until));
+    }
+    out->set_price_per_unit(c.price_per_unit);
+    out->set_model_state(c.model_state);
+    out->set_load(c.load);
+    out->set_latency_ms(c.latency_ms);
+    out->set_measured(c.measured);
+    out->set_score(c.score);
+    out->set_free_memory_mb(c.free_memory_mb);
+    out->set_best(c.best);
   }
   return FinishNow(context, grpc::Status::OK);
 }

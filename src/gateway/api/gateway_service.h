@@ -80,6 +80,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                           const v1::ListUsageRowsRequest* request,
                                           v1::ListUsageRowsResponse* response) override;
 
+  // How the router judges every node for a pipeline and model (operators; see gateway.proto).
+  grpc::ServerUnaryReactor* ExplainRoute(grpc::CallbackServerContext* context,
+                                         const v1::ExplainRouteRequest* request,
+                                         v1::ExplainRouteResponse* response) override;
+
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;

@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "common/tsan_handoff.h"
 #include "gateway/billing/api_keys.h"
+#include "gateway/routing/missed_jobs.h"
 
 namespace switchyard::gateway {
 
@@ -159,6 +160,7 @@ class RegistryService::Stream final
           return;
         }
       }
+      MaybeSendMissedJobs();
     }
     StartRead(&in_);
   }
@@ -245,6 +247,32 @@ class RegistryService::Stream final
     StartWrite(msg);
   }
 
+  // At most every kMissedJobsInterval, on an update from the node: the jobs it missed (node.proto
+  // MissedJobs). Skipped while another write is in flight (the next update tries again), so
+  // missed_ is never changed under a write. Runs in OnReadDone only (one read at a time).
+  void MaybeSendMissedJobs() ABSL_LOCKS_EXCLUDED(mu_, leave_mu_) {
+    const absl::Time now = absl::Now();
+    if (now - last_missed_ < kMissedJobsInterval) return;
+    std::string node_id;
+    {
+      MutexLock lock(&leave_mu_);
+      node_id = node_id_;
+    }
+    node::v1::MissedJobs report;
+    if (!BuildMissedJobs(*membership_->snapshot(), node_id, ack_.ack().gateway_id(), now,
+                         &report)) {
+      return;
+    }
+    {
+      MutexLock lock(&mu_);
+      if (finished_ || write_pending_) return;
+      write_pending_ = true;
+    }
+    last_missed_ = now;
+    *missed_.mutable_missed_jobs() = std::move(report);
+    StartWrite(&missed_);
+  }
+
   // Registers the node (this stream holds its id until it ends) and acks; false when the id is
   // held by another live registration (the stream is then finished).
   bool Admit(const node::v1::NodeStatus& hello) {
@@ -294,6 +322,8 @@ class RegistryService::Stream final
   node::v1::NodeMessage in_;
   node::v1::GatewayMessage ack_;
   node::v1::GatewayMessage challenge_;  // its nonce: nonce_
+  node::v1::GatewayMessage missed_;     // MaybeSendMissedJobs' latest report
+  absl::Time last_missed_ = absl::InfinitePast();
   // A hello with a key, waiting for its proof, and the challenge's nonce. Touched only in
   // OnReadDone (one read at a time).
   std::optional<node::v1::NodeStatus> pending_hello_;

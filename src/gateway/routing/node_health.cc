@@ -30,8 +30,7 @@ uint64_t SlidingCounter::EpochOf(absl::Time now) const {
          kEpochMask;
 }
 
-void SlidingCounter::Add(absl::Time now, uint32_t n) {
-  const uint64_t epoch = EpochOf(now);
+void SlidingCounter::AddAt(uint64_t epoch, uint32_t n) {
   auto& bucket = buckets_[epoch % kBuckets];
   uint64_t old = bucket.load(std::memory_order_relaxed);
   for (;;) {
@@ -55,6 +54,62 @@ int64_t SlidingCounter::Sum(absl::Time now) const {
 
 uint64_t ModelKey(absl::string_view model_id) {
   return std::hash<std::string_view>{}(std::string_view(model_id.data(), model_id.size())) | 1;
+}
+
+uint64_t RouteKey(absl::string_view pipeline, absl::string_view model_id) {
+  const uint64_t p =
+      std::hash<std::string_view>{}(std::string_view(pipeline.data(), pipeline.size()));
+  const uint64_t m =
+      std::hash<std::string_view>{}(std::string_view(model_id.data(), model_id.size()));
+  return (p * 0x9e3779b97f4a7c15ULL ^ m) | 1;
+}
+
+NodeStats::RouteSlot* NodeStats::RouteSlotFor(uint64_t route_key) {
+  for (auto& s : routes_) {
+    uint64_t k = s.key.load(std::memory_order_acquire);
+    if (k == 0 && s.key.compare_exchange_strong(k, route_key, std::memory_order_acq_rel)) {
+      return &s;
+    }
+    if (k == route_key) return &s;
+  }
+  return nullptr;
+}
+
+uint64_t NodeStats::HourEpoch(absl::Time now) {
+  static const SlidingCounter kHour;  // the route slots' window (SlidingCounter's default)
+  return kHour.EpochOf(now);
+}
+
+void NodeStats::CountWin(uint64_t route_key, uint64_t hour_epoch) {
+  RouteSlot* s = RouteSlotFor(route_key);
+  if (s == nullptr) return;
+  s->won.fetch_add(1, std::memory_order_relaxed);
+  s->won_hour.AddAt(hour_epoch);
+}
+
+void NodeStats::CountMiss(uint64_t route_key, MissReason reason, uint64_t hour_epoch) {
+  RouteSlot* s = RouteSlotFor(route_key);
+  if (s == nullptr) return;
+  const auto r = static_cast<size_t>(reason);
+  s->missed[r].fetch_add(1, std::memory_order_relaxed);
+  s->missed_hour[r].AddAt(hour_epoch);
+}
+
+NodeStats::RouteCounts NodeStats::CountsOf(uint64_t route_key, absl::Time now) const {
+  RouteCounts out;
+  for (const auto& s : routes_) {
+    const uint64_t k = s.key.load(std::memory_order_acquire);
+    if (k == 0) break;  // slots fill in order
+    if (k != route_key) continue;
+    out.won_total = s.won.load(std::memory_order_relaxed);
+    out.won_last_hour = s.won_hour.Sum(now);
+    for (int r = 0; r < kMissReasons; ++r) {
+      out.missed_total[r] = s.missed[r].load(std::memory_order_relaxed);
+      out.missed_last_hour[r] = s.missed_hour[r].Sum(now);
+    }
+    break;
+  }
+  return out;
 }
 
 const NodeStats::ModelSlot* NodeStats::FindSlot(uint64_t model_key) const {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -28,12 +29,17 @@ class SlidingCounter {
  public:
   static constexpr int kBuckets = 10;
   explicit SlidingCounter(absl::Duration window);
-  void Add(absl::Time now, uint32_t n = 1);
+  // One hour: NodeStats' per-route decision windows.
+  SlidingCounter() : SlidingCounter(absl::Hours(1)) {}
+  void Add(absl::Time now, uint32_t n = 1) { AddAt(EpochOf(now), n); }
   int64_t Sum(absl::Time now) const;
+  // The bucket epoch of `now`, and Add with it: for callers that add to several counters of the
+  // same window at once (one clock conversion and division for all).
+  uint64_t EpochOf(absl::Time now) const;
+  void AddAt(uint64_t epoch, uint32_t n = 1);
   absl::Duration window() const { return window_; }
 
  private:
-  uint64_t EpochOf(absl::Time now) const;
   absl::Duration window_;
   int64_t bucket_ns_;
   std::atomic<uint64_t> buckets_[kBuckets];
@@ -41,6 +47,23 @@ class SlidingCounter {
 
 // A nonzero key for a model id, for NodeStats' per-model latency slots.
 uint64_t ModelKey(absl::string_view model_id);
+// A nonzero key for a (pipeline, model) route, for NodeStats' decision counters. Stable within a
+// process only; the names are recovered from the node's capabilities when reported.
+uint64_t RouteKey(absl::string_view pipeline, absl::string_view model_id);
+
+// Why a node that offered a route lost a routing decision to another node (the missed-job
+// counters the gateway sends to each orchestrator, node.proto MissedJobs). Kept in step with
+// node.proto's MissedJobs.Reason (value = enum value there - 1).
+enum class MissReason : uint8_t {
+  kPrice,        // over the request's price cap (or a price that is not a finite number >= 0)
+  kBusy,         // warm, but every slot busy
+  kCold,         // not loaded (or no memory to load it) while another node was chosen
+  kEjected,      // ejected after repeated failures
+  kDraining,     // draining
+  kModelFailed,  // the model failed to load there
+  kSlower,       // eligible, but the chosen node scored better (latency x (1 + load))
+};
+inline constexpr int kMissReasons = 7;
 
 // One node's health and latency record, shared by every view of the node (NodeView::stats).
 class NodeStats {
@@ -54,6 +77,30 @@ class NodeStats {
   };
 
   Latency LatencyOf(uint64_t model_key) const;
+
+  // Routing decisions on one route (RouteKey) that this node took part in: won, and lost by
+  // reason, since the node was first seen (cumulative) and in the last hour (sliding window).
+  // Lock-free: a decision adds to atomics in a slot claimed once per route. Per-route slots;
+  // decisions on further routes of the same node (more than kRouteSlots) are not counted.
+  static constexpr int kRouteSlots = 8;
+  struct RouteCounts {
+    int64_t won_total = 0;
+    int64_t won_last_hour = 0;
+    int64_t missed_total[kMissReasons] = {};
+    int64_t missed_last_hour[kMissReasons] = {};
+  };
+  // `hour_epoch`: HourEpoch(now), computed once per decision for all the nodes it counts on.
+  static uint64_t HourEpoch(absl::Time now);
+  void CountWin(uint64_t route_key, uint64_t hour_epoch);
+  void CountMiss(uint64_t route_key, MissReason reason, uint64_t hour_epoch);
+  // Zeros for a route without a slot.
+  RouteCounts CountsOf(uint64_t route_key, absl::Time now) const;
+  // The ejection's end, when the node is ejected at `now`.
+  std::optional<absl::Time> EjectedUntil(absl::Time now) const {
+    const int64_t until = ejected_until_ns_.load(std::memory_order_relaxed);
+    if (until == 0 || until <= absl::ToUnixNanos(now)) return std::nullopt;
+    return absl::FromUnixNanos(until);
+  }
   // First sample sets the average; later ones blend in with weight `alpha`.
   void RecordLatency(uint64_t model_key, double ms, double alpha, absl::Time now);
 
@@ -78,8 +125,18 @@ class NodeStats {
   const ModelSlot* FindSlot(uint64_t model_key) const;
   ModelSlot* SlotFor(uint64_t model_key);
 
+  struct RouteSlot {
+    std::atomic<uint64_t> key{0};
+    std::atomic<int64_t> won{0};
+    std::atomic<int64_t> missed[kMissReasons] = {};
+    SlidingCounter won_hour;
+    SlidingCounter missed_hour[kMissReasons];
+  };
+  RouteSlot* RouteSlotFor(uint64_t route_key);
+
   ModelSlot models_[kModelSlots];
   ModelSlot overflow_;
+  RouteSlot routes_[kRouteSlots];
   std::atomic<int> consecutive_failures_{0};
   std::atomic<int64_t> ejected_until_ns_{0};  // 0: never ejected or returned by a success
   std::atomic<int64_t> last_until_ns_{0};     // end of the latest ejection

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/metering.h"
+#include "common/status.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -33,6 +34,68 @@ RouterOptions Defaults() { return RouterOptions{}; }
 
 }  // namespace
 
+absl::string_view RouteFilterName(RouteFilter filter) {
+  switch (filter) {
+    case RouteFilter::kNone:
+      return "none";
+    case RouteFilter::kInvalidPrice:
+      return "invalid_price";
+    case RouteFilter::kOverPrice:
+      return "price_over_cap";
+    case RouteFilter::kDraining:
+      return "draining";
+    case RouteFilter::kExcluded:
+      return "already_tried";
+    case RouteFilter::kModelFailed:
+      return "model_failed";
+    case RouteFilter::kNoRoomToLoad:
+      return "no_room";
+    case RouteFilter::kEjected:
+      return "ejected";
+    case RouteFilter::kNotOffered:
+      return "not_offered";
+  }
+  return "unknown";
+}
+
+absl::string_view RouteFilterText(RouteFilter filter) {
+  switch (filter) {
+    case RouteFilter::kNone:
+      return "";
+    case RouteFilter::kInvalidPrice:
+      return "advertises a price per unit that is not a finite number >= 0";
+    case RouteFilter::kOverPrice:
+      return "asks more than the price cap";
+    case RouteFilter::kDraining:
+      return "is draining";
+    case RouteFilter::kExcluded:
+      return "already failed this job";
+    case RouteFilter::kModelFailed:
+      return "failed to load it";
+    case RouteFilter::kNoRoomToLoad:
+      return "has no memory to load it now";
+    case RouteFilter::kEjected:
+      return "is ejected after repeated failures";
+    case RouteFilter::kNotOffered:
+      return "does not offer it";
+  }
+  return "";
+}
+
+absl::string_view RouteTierName(RouteTier tier) {
+  switch (tier) {
+    case RouteTier::kWarmRoom:
+      return "warm";
+    case RouteTier::kCold:
+      return "cold";
+    case RouteTier::kWarmFull:
+      return "warm_full";
+    case RouteTier::kFiltered:
+      return "filtered";
+  }
+  return "unknown";
+}
+
 std::optional<double> AdvertisedPrice(const NodeView& node, std::string_view pipeline,
                                       std::string_view model_id) {
   for (const NodeCapability& cap : node.status.capabilities()) {
@@ -49,17 +112,31 @@ struct Router::Eval {
   uint32_t node = 0;
   const NodeCapability* cap = nullptr;
   Class klass = Class::kIneligible;
-  double load = 0;        // in use / capacity
-  double ewma_ms = 0;     // valid when measured
-  bool measured = false;  // enough recent latency samples
-  bool limited = false;   // unmeasured or on probation: bounded share
-  const char* why = "";   // for kIneligible
+  double load = 0;                          // in use / capacity
+  double ewma_ms = 0;                       // valid when measured
+  bool measured = false;                    // enough recent latency samples
+  bool limited = false;                     // unmeasured or on probation: bounded share
+  RouteFilter filter = RouteFilter::kNone;  // for kIneligible and kOverPrice
+};
+
+// The candidates one decision judged, for the missed-job counters: a fixed array on Pick's
+// stack (no allocation); candidates judged after the first kJudged are not counted.
+struct Judged {
+  static constexpr int kJudged = 16;
+  struct Entry {
+    uint32_t node;
+    Class klass;
+    RouteFilter filter;
+  };
+  Entry entries[kJudged];
+  int n = 0;
 };
 
 struct Router::Context {
   const RouteRequest& request;
   absl::Time now;
   uint64_t model_key;
+  Judged* judged = nullptr;  // null: count nothing (Explain)
 };
 
 Router::Router(std::function<uint64_t()> random) : Router(Defaults(), std::move(random)) {}
@@ -88,23 +165,20 @@ Router::Eval Router::Evaluate(const Snapshot& snapshot, uint32_t node_pos, uint3
   const RouteRequest& req = ctx.request;
   // Before the cap: NaN compares false with it, and a negative price would always be "cheapest".
   if (!metering::ValidPrice(cap.price_per_unit())) {
-    e.why = "advertises a price per unit that is not a finite number >= 0";
-    return e;
-  }
-  if (req.max_price_per_unit > 0 && cap.price_per_unit() > req.max_price_per_unit) {
+    e.filter = RouteFilter::kInvalidPrice;
+  } else if (req.max_price_per_unit > 0 && cap.price_per_unit() > req.max_price_per_unit) {
     e.klass = Class::kOverPrice;
-    return e;
-  }
-  if (node.status.draining()) {
-    e.why = "is draining";
+    e.filter = RouteFilter::kOverPrice;
+  } else if (node.status.draining()) {
+    e.filter = RouteFilter::kDraining;
   } else if (!req.excluded.empty() && req.excluded.count(node.id) != 0) {
-    e.why = "already failed this job";
+    e.filter = RouteFilter::kExcluded;
   } else if (cap.state() == node::v1::MODEL_STATE_FAILED) {
-    e.why = "failed to load it";
+    e.filter = RouteFilter::kModelFailed;
   } else if (cap.no_room()) {  // cold or unloaded, and no memory to load it now
-    e.why = "has no memory to load it now";
+    e.filter = RouteFilter::kNoRoomToLoad;
   } else if (node.stats != nullptr && node.stats->EjectedAt(ctx.now)) {
-    e.why = "is ejected after repeated failures";
+    e.filter = RouteFilter::kEjected;
   } else {
     const int capacity = std::max(1, cap.capacity());
     // The gateway's own in-flight count is fresher than the node's last report.
@@ -124,6 +198,9 @@ Router::Eval Router::Evaluate(const Snapshot& snapshot, uint32_t node_pos, uint3
       e.ewma_ms = lat.ewma_ms;
       e.limited = !e.measured || node.stats->on_probation();
     }
+  }
+  if (ctx.judged != nullptr && ctx.judged->n < Judged::kJudged) {
+    ctx.judged->entries[ctx.judged->n++] = Judged::Entry{node_pos, e.klass, e.filter};
   }
   return e;
 }
@@ -150,7 +227,63 @@ RouteChoice Router::Decide(const Snapshot& snapshot, const Eval& e, const Contex
                            bool from_p2c) const {
   decisions_.Add(ctx.now);
   if (from_p2c && e.limited) limited_decisions_.Add(ctx.now);
+  if (ctx.judged != nullptr) CountDecision(snapshot, e, ctx);
   return RouteChoice{snapshot.nodes[e.node], e.cap->state() == node::v1::MODEL_STATE_READY};
+}
+
+namespace {
+
+// Why a judged candidate lost to the chosen one; nullopt: not a miss (already tried for the job).
+std::optional<MissReason> MissOf(Class klass, RouteFilter filter) {
+  switch (klass) {
+    case Class::kWarmRoom:
+      return MissReason::kSlower;
+    case Class::kCold:
+      return MissReason::kCold;
+    case Class::kWarmFull:
+      return MissReason::kBusy;
+    case Class::kOverPrice:
+      return MissReason::kPrice;
+    case Class::kIneligible:
+      break;
+  }
+  switch (filter) {
+    case RouteFilter::kInvalidPrice:
+    case RouteFilter::kOverPrice:
+      return MissReason::kPrice;
+    case RouteFilter::kDraining:
+      return MissReason::kDraining;
+    case RouteFilter::kModelFailed:
+      return MissReason::kModelFailed;
+    case RouteFilter::kNoRoomToLoad:
+      return MissReason::kCold;
+    case RouteFilter::kEjected:
+      return MissReason::kEjected;
+    case RouteFilter::kNone:
+    case RouteFilter::kExcluded:
+    case RouteFilter::kNotOffered:
+      break;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void Router::CountDecision(const Snapshot& snapshot, const Eval& chosen, const Context& ctx) const {
+  const uint64_t route = RouteKey(ctx.request.pipeline, ctx.request.model_id);
+  const uint64_t epoch = NodeStats::HourEpoch(ctx.now);
+  const NodeView& winner = *snapshot.nodes[chosen.node];
+  if (winner.stats != nullptr) winner.stats->CountWin(route, epoch);
+  const Judged& judged = *ctx.judged;
+  for (int i = 0; i < judged.n; ++i) {
+    const Judged::Entry& j = judged.entries[i];
+    if (j.node == chosen.node) continue;
+    const NodeView& node = *snapshot.nodes[j.node];
+    if (node.stats == nullptr) continue;
+    if (std::optional<MissReason> why = MissOf(j.klass, j.filter)) {
+      node.stats->CountMiss(route, *why, epoch);
+    }
+  }
 }
 
 absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
@@ -170,7 +303,8 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
     return absl::NotFoundError(absl::StrCat("no orchestrator offers model '", request.model_id,
                                             "' for pipeline ", request.pipeline));
   }
-  const Context ctx{request, now_(), ModelKey(request.model_id)};
+  Judged judged;
+  const Context ctx{request, now_(), ModelKey(request.model_id), &judged};
   if (!request.preferred.empty()) {
     for (const RouteCandidate& c : *candidates) {
       if (snapshot.nodes[c.node]->id != request.preferred) continue;
@@ -180,6 +314,7 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
       }
       break;
     }
+    judged.n = 0;  // judged again below
   }
   const size_t n = candidates->size();
   if (n > kScanUpTo) {
@@ -201,6 +336,7 @@ absl::StatusOr<RouteChoice> Router::Pick(const Snapshot& snapshot,
     if (nfound == 1) return Decide(snapshot, found[0], ctx, false);
     // Few have room: walk the route from a random point until two with room are found, so the
     // cost is O(1 / fraction with room); only a route with none at all is walked whole.
+    judged.n = 0;  // the walk judges the drawn ones again
     return Scan(snapshot, *candidates, ctx, random_() % n, /*stop_at_two=*/true);
   }
   return Scan(snapshot, *candidates, ctx, 0, /*stop_at_two=*/false);
@@ -241,7 +377,7 @@ absl::StatusOr<RouteChoice> Router::Scan(const Snapshot& snapshot,
         cheapest = std::min(cheapest, e.cap->price_per_unit());
         continue;
       case Class::kIneligible:
-        why_not = absl::StrCat(snapshot.nodes[c.node]->id, " ", e.why);
+        why_not = absl::StrCat(snapshot.nodes[c.node]->id, " ", RouteFilterText(e.filter));
         if (e.cap->state() == node::v1::MODEL_STATE_FAILED && !e.cap->error().empty()) {
           absl::StrAppend(&why_not, ": ", e.cap->error());
         }
@@ -306,6 +442,117 @@ absl::StatusOr<RouteChoice> Router::Scan(const Snapshot& snapshot,
   }
   return absl::UnavailableError(absl::StrCat("no orchestrator can take ", request.pipeline, " '",
                                              request.model_id, "' now (", why_not, ")"));
+}
+
+RouteExplanation Router::Explain(const Snapshot& snapshot, const RouteRequest& request) const {
+  RouteExplanation out;
+  std::shared_ptr<const RouteIndex> built;
+  const RouteIndex* index = snapshot.index.get();
+  if (index == nullptr) {
+    built = BuildRouteIndex(snapshot);
+    index = built.get();
+  }
+  const RouteIndex::Candidates* candidates = index->Find(request.pipeline, request.model_id);
+  const Context ctx{request, now_(), ModelKey(request.model_id), nullptr};
+  std::vector<bool> offers(snapshot.nodes.size(), false);
+  std::vector<Eval> evals;
+  if (candidates != nullptr) {
+    for (const RouteCandidate& c : *candidates) {
+      offers[c.node] = true;
+      evals.push_back(Evaluate(snapshot, c.node, c.cap, ctx));
+    }
+  }
+  // Unmeasured candidates are scored at the mean latency of the measured ones, as Scan does.
+  double sum = 0;
+  int measured = 0;
+  for (const Eval& e : evals) {
+    const bool eligible = e.klass != Class::kOverPrice && e.klass != Class::kIneligible;
+    if (eligible && e.measured) sum += e.ewma_ms, ++measured;
+  }
+  const double typical = measured > 0 ? sum / measured : 1.0;
+  const Eval* best = nullptr;
+  RouteTier best_tier = RouteTier::kFiltered;
+  double best_score = 0;
+  for (const Eval& e : evals) {
+    const NodeView& node = *snapshot.nodes[e.node];
+    CandidateExplanation x;
+    x.node_id = node.id;
+    x.address = node.status.address();
+    x.price_per_unit = e.cap->price_per_unit();
+    x.model_state = ModelStateName(e.cap->state());
+    x.free_memory_mb = e.cap->free_memory_mb() < 0 ? -1 : e.cap->free_memory_mb();
+    x.filter = e.filter;
+    switch (e.klass) {
+      case Class::kWarmRoom:
+        x.tier = RouteTier::kWarmRoom;
+        break;
+      case Class::kCold:
+        x.tier = RouteTier::kCold;
+        break;
+      case Class::kWarmFull:
+        x.tier = RouteTier::kWarmFull;
+        break;
+      case Class::kOverPrice:
+      case Class::kIneligible:
+        x.tier = RouteTier::kFiltered;
+        break;
+    }
+    if (x.tier == RouteTier::kFiltered) {
+      x.reason = std::string(RouteFilterText(e.filter));
+      if (e.filter == RouteFilter::kOverPrice) {
+        absl::StrAppend(&x.reason, absl::StrFormat(" (%g > %g per unit)", e.cap->price_per_unit(),
+                                                   request.max_price_per_unit));
+      } else if (e.filter == RouteFilter::kModelFailed && !e.cap->error().empty()) {
+        absl::StrAppend(&x.reason, ": ", e.cap->error());
+      } else if (e.filter == RouteFilter::kEjected && node.stats != nullptr) {
+        x.ejected_until = node.stats->EjectedUntil(ctx.now);
+        if (x.ejected_until.has_value()) {
+          absl::StrAppend(
+              &x.reason, " until ",
+              absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", *x.ejected_until, absl::UTCTimeZone()));
+        }
+      }
+    } else {
+      ++out.eligible;
+      x.load = e.load;
+      x.measured = e.measured;
+      x.latency_ms = e.measured ? e.ewma_ms : typical;
+      x.score = x.latency_ms * (1 + e.load);
+      const bool better =
+          best == nullptr || x.tier < best_tier ||
+          (x.tier == best_tier &&
+           (x.tier == RouteTier::kCold ? ColdBetter(e, *best) : x.score < best_score));
+      if (better) {
+        best = &e;
+        best_tier = x.tier;
+        best_score = x.score;
+      }
+    }
+    out.candidates.push_back(std::move(x));
+  }
+  out.offering = static_cast<int>(evals.size());
+  for (size_t i = 0; i < evals.size(); ++i) {
+    out.candidates[i].best = best == &evals[i];
+  }
+  // Eligible first, by tier then score; then the filtered ones.
+  std::stable_sort(out.candidates.begin(), out.candidates.end(),
+                   [](const CandidateExplanation& a, const CandidateExplanation& b) {
+                     if (a.tier != b.tier) return a.tier < b.tier;
+                     if (a.best != b.best) return a.best;
+                     return a.tier != RouteTier::kFiltered && a.score < b.score;
+                   });
+  for (size_t i = 0; i < snapshot.nodes.size(); ++i) {
+    if (offers[i]) continue;
+    const NodeView& node = *snapshot.nodes[i];
+    CandidateExplanation x;
+    x.node_id = node.id;
+    x.address = node.status.address();
+    x.filter = RouteFilter::kNotOffered;
+    x.reason = absl::StrCat(RouteFilterText(RouteFilter::kNotOffered), " (", request.pipeline, " '",
+                            request.model_id, "')");
+    out.candidates.push_back(std::move(x));
+  }
+  return out;
 }
 
 void Router::ReportAttempt(const NodeView& node, const std::string& model_id,

@@ -22,13 +22,15 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "gateway/routing/snapshot.h"
 #include "gateway/routing/node_health.h"
 #include "gateway/routing/route_index.h"
+#include "gateway/routing/snapshot.h"
 
 namespace switchyard::gateway {
 
@@ -81,6 +83,60 @@ struct RouteChoice {
 std::optional<double> AdvertisedPrice(const NodeView& node, std::string_view pipeline,
                                       std::string_view model_id);
 
+// Why a candidate cannot take a job now (Router::Explain). kNone: it can.
+enum class RouteFilter : uint8_t {
+  kNone,
+  kInvalidPrice,  // advertises a price that is not a finite number >= 0
+  kOverPrice,     // over the request's price cap
+  kDraining,      // the node is draining
+  kExcluded,      // already tried for this job (RouteRequest::excluded)
+  kModelFailed,   // the model failed to load there
+  kNoRoomToLoad,  // cold and no memory to load it now
+  kEjected,       // ejected after repeated failures (until RouteExplanation's ejected_until)
+  kNotOffered,    // the node does not offer the pipeline + model
+};
+// Stable snake_case names ("price_over_cap", "no_room", "ejected", ...) for APIs and logs.
+absl::string_view RouteFilterName(RouteFilter filter);
+// A short human sentence ("is draining").
+absl::string_view RouteFilterText(RouteFilter filter);
+
+// How the router ranks an eligible candidate: a tier is preferred to every later one.
+enum class RouteTier : uint8_t { kWarmRoom, kCold, kWarmFull, kFiltered };
+absl::string_view RouteTierName(RouteTier tier);  // "warm", "cold", "warm_full", "filtered"
+
+// One node as Router::Explain judged it for one request.
+struct CandidateExplanation {
+  std::string node_id;
+  std::string address;
+  RouteTier tier = RouteTier::kFiltered;
+  RouteFilter filter = RouteFilter::kNone;
+  std::string reason;                       // human text for a filtered one ("" otherwise)
+  std::optional<absl::Time> ejected_until;  // kEjected: when the ejection ends
+  double price_per_unit = 0;
+  std::string model_state;  // "ready", "cold", ... ("" when not offered)
+  // The parts of the score: load = max(reported in use, this gateway's in flight) / capacity;
+  // latency_ms is the node's latency average for the model (measured: enough recent samples);
+  // score = latency x (1 + load), lower is better, an unmeasured node taking the mean latency of
+  // the measured ones (1 ms when none is). Zero for filtered ones.
+  double load = 0;
+  double latency_ms = 0;
+  bool measured = false;
+  double score = 0;
+  int64_t free_memory_mb = -1;  // on the model's device; -1: no budget (cold tier ranks by it)
+  // The one the router favours: lowest score (most free memory for the cold tier) in the best
+  // non-empty tier. Pick draws two of the warm tier and takes the better (power of two
+  // choices), so the favourite wins most decisions, not all.
+  bool best = false;
+};
+
+struct RouteExplanation {
+  // Every node of the snapshot: those offering the route first (eligible by tier and score, then
+  // filtered), then those that do not offer it (kNotOffered).
+  std::vector<CandidateExplanation> candidates;
+  int offering = 0;  // nodes offering the pipeline + model
+  int eligible = 0;  // of those, not filtered
+};
+
 enum class AttemptOutcome {
   kSuccess,
   kNodeFailure,  // UNAVAILABLE, attempt timeout, node lost: counts towards ejection
@@ -108,7 +164,15 @@ class Router {
   // capacity; else a cold one that can load it (COLD, UNLOADED or LOADING; the most free memory
   // on the model's device, then the lowest load); else a warm one that is full (the job queues
   // there; lowest score). Ties go to the first sampled (P2C) or are broken at random (scans).
+  //
+  // Each successful Pick also counts, on the NodeStats of every other candidate the decision
+  // judged (the whole route when it has up to 16 candidates, otherwise the up to 16 sampled),
+  // why that node lost (MissReason), and a win on the chosen node: NodeStats::CountsOf.
   absl::StatusOr<RouteChoice> Pick(const Snapshot& snapshot, const RouteRequest& request) const;
+
+  // Every node of `snapshot` judged for `request` with the same evaluation as Pick: its tier and
+  // score, or why it is filtered. Reads only: counts nothing, chooses nothing. O(nodes).
+  RouteExplanation Explain(const Snapshot& snapshot, const RouteRequest& request) const;
 
   // Feeds health and latency after each attempt on `node`. `latency` is the attempt's duration;
   // `loaded_model` says the attempt went to a cold model (its load time is not a speed sample).
@@ -136,6 +200,8 @@ class Router {
   static bool ColdBetter(const Eval& a, const Eval& b);
   RouteChoice Decide(const Snapshot& snapshot, const Eval& e, const Context& ctx,
                      bool from_p2c) const;
+  // Counts the decision for `chosen` against every other candidate judged for it.
+  void CountDecision(const Snapshot& snapshot, const Eval& chosen, const Context& ctx) const;
 
   const RouterOptions options_;
   const std::function<uint64_t()> random_;

@@ -34,6 +34,11 @@ class RegistrationClient {
   // Stops: cancels the stream (the gateway drops this node at once) and joins the thread.
   ~RegistrationClient();
 
+  // Called on the stream's reader thread with each MissedJobs report from the gateway (untrusted:
+  // the callee validates it). Set before Start.
+  using MissedJobsFn = std::function<void(const node::v1::MissedJobs&)>;
+  void set_on_missed_jobs(MissedJobsFn fn) { on_missed_jobs_ = std::move(fn); }
+
   void Start();
   void Stop();
   bool connected() const { return connected_.load(); }
@@ -50,6 +55,7 @@ class RegistrationClient {
   std::string secret_;
   GrpcClientSecurity security_;
   const NodeKey* identity_;
+  MissedJobsFn on_missed_jobs_;
   std::string last_error_;  // of the last stream that got no ack (Run's thread only)
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
