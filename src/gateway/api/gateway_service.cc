@@ -605,10 +605,10 @@ grpc::Status ValidateExplain(const v1::ExplainRouteRequest& request) {
                                      kMaxExplainPipelineBytes));
   }
   if (pipelines::Find(request.pipeline()) == nullptr) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("unknown pipeline '", LogSafe(request.pipeline()),
-                                     "' (one of: ", pipelines::ModelPipelineNames(),
-                                     ", transcode, kserve)"));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("unknown pipeline '", LogSafe(request.pipeline()),
+                     "' (one of: ", pipelines::ModelPipelineNames(), ", transcode, kserve)"));
   }
   if (request.model_id().size() > kMaxExplainModelBytes) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
