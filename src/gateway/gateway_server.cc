@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   // rebuild it from the ids it sees (docs/security.md).
   s->service_ =
       std::make_unique<GatewayService>(c, s->membership_.get(), [] { return SecureRandomU64(); });
+  s->registry_->set_warm_demand(s->service_->warm_demand());
   if (!c.state.redis_address.empty()) {
     // Streams' segments reach one orchestrator whichever gateway receives them.
     RedisAffinityOptions options;

@@ -157,7 +157,8 @@ constexpr absl::string_view kOrchestratorConfigFields[] = {
     "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
     "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
     "test_inflate_units", "test_receipt_fault", "registration_secret", "registration_secrets", "admin_token",
-    "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file"};
+    "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file", "prewarm",
+    "prewarm_min_jobs"};
 // clang-format on
 
 absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& json_text,
@@ -259,6 +260,18 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   }
   if (c.heartbeat_ms < 50 || c.heartbeat_ms > 60000) {
     return root.Error("heartbeat_ms", "must be 50..60000");
+  }
+  {
+    std::string prewarm = "on";
+    SY_RETURN_IF_ERROR(root.Read("prewarm", &prewarm));
+    if (prewarm != "on" && prewarm != "off") {
+      return root.Error("prewarm", "must be \"on\" or \"off\"");
+    }
+    c.prewarm = prewarm == "on";
+    SY_RETURN_IF_ERROR(root.Read("prewarm_min_jobs", &c.prewarm_min_jobs));
+    if (c.prewarm_min_jobs < 1 || c.prewarm_min_jobs > 1000000) {
+      return root.Error("prewarm_min_jobs", "must be 1..1000000");
+    }
   }
   if (c.max_message_bytes < (1 << 20) || c.max_message_bytes > (1LL << 31) - 1) {
     return root.Error("max_message_bytes", "must be 1 MiB .. 2 GiB");

@@ -115,6 +115,11 @@ struct OrchestratorConfig {
   // Those calls also accept any registration secret above; with neither: open (warned at start).
   std::string admin_token;
   int heartbeat_ms = 500;    // load update interval on the registration stream
+  // Demand-driven warm-up (`prewarm`: "on" | "off"): load a model this node offers cold when a
+  // gateway reports at least `prewarm_min_jobs` of its jobs found no warm capacity in its window,
+  // if it fits the memory budget without evicting (orchestrator/prewarmer.h).
+  bool prewarm = true;
+  int prewarm_min_jobs = 2;
   int intra_op_threads = 0;  // libtorch intra-op threads (0 = libtorch default)
   int inter_op_threads = 0;  // libtorch inter-op threads (0 = libtorch default)
   int64_t max_message_bytes = 256 << 20;

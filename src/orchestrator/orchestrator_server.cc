@@ -65,6 +65,11 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
         return offered;
       },
       s->metrics_.get());
+  if (s->config_.prewarm) {
+    Prewarmer::Options options;
+    options.min_jobs = s->config_.prewarm_min_jobs;
+    s->prewarmer_ = std::make_unique<Prewarmer>(s->models_.get(), options, s->metrics_.get());
+  }
   if (AdminAuth::FromConfig(s->config_).open()) {
     // Kept open so that the default single-machine setup (no secrets anywhere) still works.
     spdlog::warn(
@@ -167,6 +172,11 @@ void OrchestratorServer::Start() {
     client->set_on_missed_jobs([this, gw](const node::v1::MissedJobs& report) {
       missed_jobs_->Accept(gw, report).IgnoreError();  // logged there
     });
+    if (prewarmer_ != nullptr) {
+      client->set_on_warm_demand([this, gw](const node::v1::WarmDemand& demand) {
+        prewarmer_->Accept(gw, demand).IgnoreError();  // logged there
+      });
+    }
     client->Start();
     registrations_.push_back(std::move(client));
   }

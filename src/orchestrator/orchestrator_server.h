@@ -18,6 +18,7 @@
 #include "orchestrator/missed_jobs_board.h"
 #include "orchestrator/models/model_manager.h"
 #include "orchestrator/orchestrator_config.h"
+#include "orchestrator/prewarmer.h"
 #include "orchestrator/serving/orchestrator_service.h"
 #include "orchestrator/serving/registration_client.h"
 #include "orchestrator/models/status_board.h"
@@ -65,6 +66,9 @@ class OrchestratorServer {
   NodeKeyPtr identity_;                  // proves this node's id to gateways
   // What the gateways report of the jobs this node missed (/metrics, /status).
   std::unique_ptr<MissedJobsBoard> missed_jobs_;
+  // Demand-driven warm-up (null with prewarm off). After models_, before registrations_: their
+  // readers feed it until they stop, and its loader uses models_ until it is joined.
+  std::unique_ptr<Prewarmer> prewarmer_;
   std::vector<std::unique_ptr<RegistrationClient>> registrations_;
   int port_ = 0;
   std::mutex scrape_mu_;

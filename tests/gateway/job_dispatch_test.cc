@@ -578,5 +578,87 @@ TEST(CallIdentityTest, WithoutOneTheGatewayMakesIt) {
   EXPECT_EQ(id.job_id, id.request_id);
 }
 
+// Demand-driven warm-up (routing/warm_demand.h): a job that finds no warm node with room counts
+// as demand on its route, once per reason; a job served warm with room does not.
+TEST(JobDispatchDemandTest, JobsThatFindNoWarmRoomAreDemandForWarmCapacity) {
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  GatewayConfig config;
+  config.max_attempts = 3;
+  config.default_timeout_ms = 60000;
+  config.attempt_timeout_ms = {{"default", 10000}};
+  Router router(
+      RouterOptions(), [] { return uint64_t{0}; }, [&now] { return now; });
+  FakeRoom room;
+  WarmDemandTracker demand(absl::Seconds(10), [&now] { return now; });
+  SnapshotPtr snapshot;
+  DispatchEnv env;
+  env.config = &config;
+  env.snapshot = [&snapshot] { return snapshot; };
+  env.router = &router;
+  env.room = &room;
+  env.now = [&now] { return now; };
+  env.demand = &demand;
+  auto with_cap = [](const std::string& id, node::v1::ModelState state, int in_use) {
+    auto view = std::make_shared<NodeView>(*Node(id));
+    view->status.mutable_capabilities(0)->set_state(state);
+    view->status.mutable_capabilities(0)->set_in_use(in_use);
+    return std::shared_ptr<const NodeView>(view);
+  };
+  auto run = [&](DispatchPolicy policy, auto&& drive) {
+    FakeTransport transport;
+    CallIdentity identity{"req-1", "req-1~x", "key-1"};
+    RouteRequest route{"upscale", "esrgan", {}, 0, ""};
+    auto job = JobDispatch::Create(env, policy, route, identity, absl::InfiniteFuture(),
+                                   &transport);
+    job->Start();
+    drive(transport);
+  };
+  using Kind = WarmDemandTracker::Kind;
+  auto count = [&](Kind k) { return demand.Of("upscale", "esrgan").counts[static_cast<int>(k)]; };
+
+  // Warm with room: served as it should be, no demand.
+  snapshot = Snap({Node("a")});
+  run(DispatchPolicy::Unary(), [](FakeTransport& t) { t.End(grpc::Status::OK); });
+  EXPECT_EQ(demand.Of("upscale", "esrgan").total(), 0);
+
+  // Warm but every slot busy: queued there.
+  snapshot = Snap({with_cap("a", node::v1::MODEL_STATE_READY, 4)});
+  run(DispatchPolicy::Unary(), [](FakeTransport& t) { t.End(grpc::Status::OK); });
+  EXPECT_EQ(count(Kind::kQueued), 1);
+
+  // Only a cold node: a cold start.
+  snapshot = Snap({with_cap("c", node::v1::MODEL_STATE_COLD, 0)});
+  run(DispatchPolicy::Unary(), [](FakeTransport& t) { t.End(grpc::Status::OK); });
+  EXPECT_EQ(count(Kind::kColdStart), 1);
+
+  // Refused by both nodes, then waits at the gateway (counted once), then served.
+  snapshot = Snap({Node("a"), Node("b")});
+  run(DispatchPolicy::Unary(), [&](FakeTransport& t) {
+    t.End(Refused());
+    t.End(Refused());
+    ASSERT_EQ(room.parked.size(), 1u);
+    room.Wake(false);
+    t.End(grpc::Status::OK);
+  });
+  EXPECT_EQ(count(Kind::kRefused), 2);
+  EXPECT_EQ(count(Kind::kWaited), 1);
+
+  // The gateway's queue is full: refused.
+  snapshot = Snap({Node("a")});
+  room.full = true;
+  run(DispatchPolicy::Unary(), [](FakeTransport& t) { t.End(Refused()); });
+  EXPECT_EQ(count(Kind::kRefused), 4);
+
+  // KServe lookups are not jobs, and KServe calls name no pipeline: not counted.
+  room.full = false;
+  snapshot = Snap({with_cap("c", node::v1::MODEL_STATE_COLD, 0)});
+  run(DispatchPolicy::KserveInfer(), [](FakeTransport& t) { t.End(grpc::Status::OK); });
+  EXPECT_EQ(count(Kind::kColdStart), 1);
+
+  // The window is 10 s.
+  now += absl::Seconds(11);
+  EXPECT_EQ(demand.Of("upscale", "esrgan").total(), 0);
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

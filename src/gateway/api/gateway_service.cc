@@ -102,6 +102,7 @@ GatewayService::GatewayService(const GatewayConfig& config, Membership* membersh
   env_.snapshot = [membership] { return membership->snapshot(); };
   env_.router = &router_;
   env_.room = &room_;
+  env_.demand = &warm_demand_;
   env_.job_log = &job_log_;
 }
 

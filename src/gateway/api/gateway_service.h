@@ -19,6 +19,7 @@
 #include "gateway/routing/router.h"
 #include "gateway/routing/stream_affinity.h"
 #include "gateway/routing/wait_queue.h"
+#include "gateway/routing/warm_demand.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -53,6 +54,9 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Router* router() { return &router_; }
   // The wait for room of its unary jobs, which other job sources wake when they free a slot.
   RoomWaiter* room() { return &room_; }
+  // The jobs that found no warm node with room, per route, for demand-driven warm-up (the
+  // registry tells orchestrators that offer those routes cold).
+  const WarmDemandTracker* warm_demand() const { return &warm_demand_; }
   // Finished jobs (unary pipelines, transcode segments, LLM streams; KServe ModelInfer calls
   // when the proxy shares it) and recent failures, for the status page.
   const JobLog* job_log() const { return &job_log_; }
@@ -144,6 +148,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   Router router_;
   WaitQueue wait_queue_;
   WaitQueueRoom room_;
+  WarmDemandTracker warm_demand_;
   std::unique_ptr<AffinityStore> affinity_;
   JobLog job_log_;
   const ApiKeyAuth* auth_ = nullptr;

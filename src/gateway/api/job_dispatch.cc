@@ -123,6 +123,11 @@ void JobDispatch::Attempt() {
   ++attempts_;
   node_ = choice->node;
   warm_ = choice->warm;
+  if (!choice->warm) {
+    RecordDemand(WarmDemandTracker::Kind::kColdStart);
+  } else if (choice->full) {
+    RecordDemand(WarmDemandTracker::Kind::kQueued);
+  }
   committed_ = false;
   AttemptPlan plan;
   plan.node = node_;
@@ -243,6 +248,7 @@ void JobDispatch::OnAttemptDone(AttemptResult result) {
   last_status_ = status;
   route_.excluded.insert(node_->id);
   if (outcome == AttemptOutcome::kRefused) {
+    RecordDemand(WarmDemandTracker::Kind::kRefused);
     refused_.insert(node_->id);
     return Retry("refused");
   }
@@ -287,17 +293,28 @@ void JobDispatch::OnTenantLimited(grpc::Status status) {
 
 // Waits in the gateway queue until a node may have room, then tries the refusing nodes again.
 void JobDispatch::Park() {
+  const bool first_wait = !parked_since_.has_value();
   if (!parked_since_) parked_since_ = env_.now();
   park_start_ = env_.now();
   auto self = shared_from_this();
   if (env_.room == nullptr ||
       !env_.room->Park(deadline_, [self](bool expired) { self->OnWake(expired); })) {
+    RecordDemand(WarmDemandTracker::Kind::kRefused);
     return Finish(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("every orchestrator for ", route_.pipeline, " '", route_.model_id,
                      "' is busy and the gateway's queue is full (",
                      env_.room != nullptr ? env_.room->capacity() : 0, " jobs waiting)")));
   }
+  // Counted once per job. The wake may already run on another thread: it changes the route's
+  // excluded nodes only, not the pipeline and model read here.
+  if (first_wait) RecordDemand(WarmDemandTracker::Kind::kWaited);
+}
+
+void JobDispatch::RecordDemand(WarmDemandTracker::Kind kind) {
+  // KServe calls name a model under no pipeline: nodes are told of their routes' demand only.
+  if (env_.demand == nullptr || !policy_.is_job || policy_.any_pipeline) return;
+  env_.demand->Record(route_.pipeline, route_.model_id, kind);
 }
 
 void JobDispatch::OnWake(bool expired) {

@@ -30,6 +30,7 @@
 #include "gateway/observability/recent_errors.h"
 #include "gateway/routing/router.h"
 #include "gateway/routing/wait_queue.h"
+#include "gateway/routing/warm_demand.h"
 
 namespace switchyard::gateway {
 
@@ -115,6 +116,8 @@ struct DispatchEnv {
   JobLog* job_log = nullptr;      // may be null
   JobMetrics* metrics = nullptr;  // may be null
   JobBilling* billing = nullptr;  // may be null: jobs are not metered
+  // Told of every job that found no warm node with room (may be null: no demand-driven warm-up).
+  WarmDemandTracker* demand = nullptr;
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
@@ -237,6 +240,8 @@ class JobDispatch : public std::enable_shared_from_this<JobDispatch> {
   // A retryable failure: try elsewhere if allowed (`reason` for the metrics).
   void Retry(const char* reason);
   void Park();
+  // Counts the job as demand for warm capacity on its route (env_.demand).
+  void RecordDemand(WarmDemandTracker::Kind kind);
   void OnWake(bool expired);
   void FinishDeadline();
   void Finish(grpc::Status status);

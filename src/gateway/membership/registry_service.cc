@@ -161,6 +161,7 @@ class RegistryService::Stream final
         }
       }
       MaybeSendMissedJobs();
+      MaybeSendWarmDemand();
     }
     StartRead(&in_);
   }
@@ -273,6 +274,36 @@ class RegistryService::Stream final
     StartWrite(&missed_);
   }
 
+  // At most every kWarmDemandInterval, on an update from the node: the routes it offers cold
+  // whose jobs found no warm node with room (node.proto WarmDemand). Skipped while another write
+  // is in flight, like MaybeSendMissedJobs (the next update tries again).
+  void MaybeSendWarmDemand() ABSL_LOCKS_EXCLUDED(mu_, leave_mu_) {
+    const WarmDemandTracker* demand = registry_->warm_demand_;
+    if (demand == nullptr) return;
+    const absl::Time now = absl::Now();
+    if (now - last_demand_ < kWarmDemandInterval) return;
+    std::string node_id;
+    {
+      MutexLock lock(&leave_mu_);
+      node_id = node_id_;
+    }
+    SnapshotPtr snapshot = membership_->snapshot();
+    const NodeView* self = nullptr;
+    for (const auto& view : snapshot->nodes) {
+      if (view->id == node_id) self = view.get();
+    }
+    node::v1::WarmDemand report;
+    if (self == nullptr || !demand->BuildFor(*self, ack_.ack().gateway_id(), &report)) return;
+    {
+      MutexLock lock(&mu_);
+      if (finished_ || write_pending_) return;
+      write_pending_ = true;
+    }
+    last_demand_ = now;
+    *demand_.mutable_warm_demand() = std::move(report);
+    StartWrite(&demand_);
+  }
+
   // Registers the node (this stream holds its id until it ends) and acks; false when the id is
   // held by another live registration (the stream is then finished).
   bool Admit(const node::v1::NodeStatus& hello) {
@@ -324,6 +355,8 @@ class RegistryService::Stream final
   node::v1::GatewayMessage challenge_;  // its nonce: nonce_
   node::v1::GatewayMessage missed_;     // MaybeSendMissedJobs' latest report
   absl::Time last_missed_ = absl::InfinitePast();
+  node::v1::GatewayMessage demand_;  // MaybeSendWarmDemand's latest report
+  absl::Time last_demand_ = absl::InfinitePast();
   // A hello with a key, waiting for its proof, and the challenge's nonce. Touched only in
   // OnReadDone (one read at a time).
   std::optional<node::v1::NodeStatus> pending_hello_;

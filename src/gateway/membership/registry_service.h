@@ -12,6 +12,7 @@
 #include "common/mutex.h"
 #include "gateway/membership/membership.h"
 #include "gateway/membership/node_keys.h"
+#include "gateway/routing/warm_demand.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -47,6 +48,10 @@ class RegistryService final : public node::v1::Registry::CallbackService {
     for (const auto& [id, sha256] : node_auth_.node_secrets) node_secret_hashes_.insert(sha256);
   }
 
+  // Demand for warm capacity to tell the registered nodes about (node.proto WarmDemand; not
+  // owned, outlives this; null: none sent). Set before the service takes streams.
+  void set_warm_demand(const WarmDemandTracker* demand) { warm_demand_ = demand; }
+
   static constexpr const char* kSecretMetadata = "x-switchyard-registration-secret";
   static constexpr size_t kMaxNodeIdBytes = 128;
 
@@ -77,6 +82,7 @@ class RegistryService final : public node::v1::Registry::CallbackService {
   const NodeAuth node_auth_;
   NodeKeys* const node_keys_;
   absl::flat_hash_set<std::string> node_secret_hashes_;  // of node_auth_.node_secrets
+  const WarmDemandTracker* warm_demand_ = nullptr;
   Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<Stream*> streams_ ABSL_GUARDED_BY(mu_);

@@ -228,7 +228,8 @@ RouteChoice Router::Decide(const Snapshot& snapshot, const Eval& e, const Contex
   decisions_.Add(ctx.now);
   if (from_p2c && e.limited) limited_decisions_.Add(ctx.now);
   if (ctx.judged != nullptr) CountDecision(snapshot, e, ctx);
-  return RouteChoice{snapshot.nodes[e.node], e.cap->state() == node::v1::MODEL_STATE_READY};
+  return RouteChoice{snapshot.nodes[e.node], e.cap->state() == node::v1::MODEL_STATE_READY,
+                     e.klass == Class::kWarmFull};
 }
 
 namespace {

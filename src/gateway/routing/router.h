@@ -74,6 +74,8 @@ struct RouteRequest {
 struct RouteChoice {
   std::shared_ptr<const NodeView> node;
   bool warm = false;
+  // Warm, but every slot was busy when picked: the job queues there (no warm node had room).
+  bool full = false;
 };
 
 // The price per unit `node` advertised for `pipeline` and `model_id` in the view it was picked

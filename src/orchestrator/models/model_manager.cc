@@ -399,6 +399,30 @@ absl::Status ModelManager::Load(const std::string& model_id, absl::Time deadline
   return executor.status();
 }
 
+absl::StatusOr<bool> ModelManager::Prewarm(const std::string& model_id) {
+  MutexLock lock(&mu_);
+  auto it = entries_.find(model_id);
+  if (it == entries_.end() || it->second.removed) {
+    return absl::NotFoundError(absl::StrCat("model '", LogSafe(model_id), "' is not served here"));
+  }
+  Entry& e = it->second;
+  if (e.state != node::v1::MODEL_STATE_COLD && e.state != node::v1::MODEL_STATE_UNLOADED) {
+    return false;
+  }
+  PruneRetiredLocked();
+  auto budget = budget_bytes_.find(e.device);
+  if (budget != budget_bytes_.end() && UsedLocked(e.device) + e.memory_bytes > budget->second) {
+    // Evicting a model that may have jobs soon to warm one that might: not on a hint.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "model '", model_id, "' needs ", (e.memory_bytes + kMiB - 1) / kMiB, " MiB and ",
+        e.device, " has ", std::max<int64_t>(0, budget->second - UsedLocked(e.device)) / kMiB,
+        " MiB free without evicting a model"));
+  }
+  // Checked and reserved under the same lock: the load below cannot evict anything.
+  if (absl::Status loaded = LoadLocked(e); !loaded.ok()) return loaded;
+  return true;
+}
+
 absl::Status ModelManager::Unload(const std::string& model_id) {
   MutexLock lock(&mu_);
   auto it = entries_.find(model_id);

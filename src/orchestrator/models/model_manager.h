@@ -64,6 +64,13 @@ class ModelManager {
 
   // Admin: loads a model now (also retries a FAILED one). Errors as Acquire.
   absl::Status Load(const std::string& model_id, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  // Demand-driven warm-up (orchestrator/prewarmer.h): loads a COLD or UNLOADED model, blocking,
+  // only if it fits its device's budget without evicting anything. True when it loaded; false
+  // when there was nothing to do (already READY or LOADING, or FAILED: an operator's LoadModel
+  // retries those). RESOURCE_EXHAUSTED when it would not fit without evicting, NOT_FOUND for a
+  // model not served here, the load's error otherwise (the model is then FAILED, as after a
+  // failed on-demand load).
+  absl::StatusOr<bool> Prewarm(const std::string& model_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Admin: unloads a READY model (warm ones too); it becomes UNLOADED and loads again on demand.
   // FAILED_PRECONDITION while it is loading or has jobs queued or running.
   absl::Status Unload(const std::string& model_id) ABSL_LOCKS_EXCLUDED(mu_);

@@ -111,6 +111,7 @@ bool RegistrationClient::RunStream(node::v1::Registry::Stub& stub) {
           board_->Wake();
         }
         if (msg.has_missed_jobs() && on_missed_jobs_) on_missed_jobs_(msg.missed_jobs());
+        if (msg.has_warm_demand() && on_warm_demand_) on_warm_demand_(msg.warm_demand());
         if (msg.has_ack() && !acked.exchange(true)) {
           // The gateway expires nodes it does not hear from; send at least as often as it asks.
           const int asked = msg.ack().heartbeat_interval_ms();

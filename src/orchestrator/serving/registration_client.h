@@ -38,6 +38,10 @@ class RegistrationClient {
   // the callee validates it). Set before Start.
   using MissedJobsFn = std::function<void(const node::v1::MissedJobs&)>;
   void set_on_missed_jobs(MissedJobsFn fn) { on_missed_jobs_ = std::move(fn); }
+  // Told of every WarmDemand the gateway sends (untrusted: the callee validates it). Called on
+  // the stream's reader thread: it must not block. Set before Start.
+  using WarmDemandFn = std::function<void(const node::v1::WarmDemand&)>;
+  void set_on_warm_demand(WarmDemandFn fn) { on_warm_demand_ = std::move(fn); }
 
   void Start();
   void Stop();
@@ -56,6 +60,7 @@ class RegistrationClient {
   GrpcClientSecurity security_;
   const NodeKey* identity_;
   MissedJobsFn on_missed_jobs_;
+  WarmDemandFn on_warm_demand_;
   std::string last_error_;  // of the last stream that got no ack (Run's thread only)
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
