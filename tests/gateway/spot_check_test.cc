@@ -163,13 +163,15 @@ class SpotCheckerTest : public ::testing::Test {
   }
 
   void RecordRow(const std::string& job_id, const std::string& node) {
+    // Strings, not literals: GCC 12 sees a false -Wrestrict in literal assignments inlined here.
+    const std::string key = "k", pipeline = "upscale", model = "esrgan", unit = "pixel";
     UsageRecord r;
     r.job_id = job_id;
-    r.api_key_id = "k";
-    r.pipeline = "upscale";
-    r.model_id = "esrgan";
+    r.api_key_id = key;
+    r.pipeline = pipeline;
+    r.model_id = model;
     r.orchestrator = node;
-    r.unit = "pixel";
+    r.unit = unit;
     r.units = 10;
     r.reported_units = 10;
     r.price_per_unit = 1;

@@ -160,7 +160,9 @@ TEST_F(SpotCheckTest, CheaterIsEjectedWithinTheBinomialBoundAndHonestNodesNeverA
     auto candidates = Candidates();
     banned = candidates.count(kCheater) != 0 && Banned(candidates[kCheater]);
     for (const auto& [id, c] : candidates) {
-      if (id != kCheater) ASSERT_FALSE(Banned(c)) << id << " (honest) was ejected";
+      if (id != kCheater) {
+        ASSERT_FALSE(Banned(c)) << id << " (honest) was ejected";
+      }
     }
   }
   ASSERT_TRUE(banned) << "the cheater was not ejected after " << jobs[kCheater] << " of its jobs ("

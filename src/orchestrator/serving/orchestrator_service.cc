@@ -161,16 +161,16 @@ bool OrchestratorService::DrawOutputFault() const {
 }
 
 void OrchestratorService::PerturbImages(const std::string& rid, v1::ImageResponse* response) const {
-  for (auto& media : *response->mutable_images()) {
-    auto image = media::DecodeImage(media.data(), int64_t{1} << 28);
+  for (auto& out : *response->mutable_images()) {
+    auto image = media::DecodeImage(out.data(), int64_t{1} << 28);
     if (!image.ok()) continue;
     // The first row (at most 64 pixels) inverted: a difference of up to 255 in every channel.
     const size_t n = std::min<size_t>(image->pixels.size(), 3 * 64);
     for (size_t i = 0; i < n; ++i) image->pixels[i] = static_cast<uint8_t>(255 - image->pixels[i]);
     auto png = media::EncodePng(*image);
     if (!png.ok()) continue;
-    media.set_data(*std::move(png));
-    media.set_content_type("image/png");
+    out.set_data(*std::move(png));
+    out.set_content_type("image/png");
   }
   spdlog::warn(
       "[{}] test_output_fault: this job's result was perturbed on purpose (for tests only)", rid);
