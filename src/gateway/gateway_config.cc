@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "common/config.h"
 #include "common/json_limits.h"
+#include "common/pipelines.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -324,8 +325,99 @@ constexpr absl::string_view kGatewayConfigFields[] = {
     "max_message_bytes", "log", "stream_idle_timeout_ms", "http_listen", "admin_listen",
     "http_max_connections", "http_max_connections_per_ip", "api_keys_file", "registration_secret",
     "registration_secret_file", "node_secrets_file", "node_id_from_client_cert", "tls", "http_tls",
-    "orchestrator_tls", "live_video", "state", "node_identity"};
+    "orchestrator_tls", "live_video", "state", "node_identity", "verification"};
 // clang-format on
+
+bool VerifiablePipeline(const std::string& name) {
+  return name == pipelines::kUpscale || name == pipelines::kTextToImage ||
+         name == pipelines::kImageToImage || name == pipelines::kImageToVideo ||
+         name == pipelines::kSegmentAnything2 || name == pipelines::kAudioToText ||
+         name == pipelines::kImageToText || name == pipelines::kTextToSpeech;
+}
+
+namespace {
+
+absl::Status ReadVerification(const ConfigObject& root, VerificationConfig* out) {
+  if (!root.Has("verification")) return absl::OkStatus();
+  ConfigObject v = root.Child("verification");
+  SY_RETURN_IF_ERROR(v.CheckKeys({"sample_rate", "pipelines", "deterministic_models", "eject_after",
+                                  "eject_seconds", "max_in_flight", "timeout_ms"}));
+  SY_RETURN_IF_ERROR(v.Read("sample_rate", &out->sample_rate));
+  if (!(out->sample_rate >= 0 && out->sample_rate <= 1)) {
+    return v.Error("sample_rate", "must be 0..1 (the share of jobs re-run on another node)");
+  }
+  SY_RETURN_IF_ERROR(v.Read("deterministic_models", &out->deterministic_models));
+  if (out->deterministic_models.size() > 1000) {
+    return v.Error("deterministic_models", "at most 1000 models");
+  }
+  for (const std::string& m : out->deterministic_models) {
+    if (m.empty() || m.size() > 256) {
+      return v.Error("deterministic_models", "each model id must be 1..256 bytes");
+    }
+  }
+  SY_RETURN_IF_ERROR(v.Read("eject_after", &out->eject_after));
+  if (out->eject_after < 1 || out->eject_after > 1000) {
+    return v.Error("eject_after", "must be 1..1000 (mismatches before a node is ejected)");
+  }
+  SY_RETURN_IF_ERROR(v.Read("eject_seconds", &out->eject_seconds));
+  if (out->eject_seconds < 1 || out->eject_seconds > 365 * 86400) {
+    return v.Error("eject_seconds", "must be 1..31536000 (one year)");
+  }
+  SY_RETURN_IF_ERROR(v.Read("max_in_flight", &out->max_in_flight));
+  if (out->max_in_flight < 0 || out->max_in_flight > 256) {
+    return v.Error("max_in_flight", "must be 0..256 (0: no checks)");
+  }
+  SY_RETURN_IF_ERROR(v.Read("timeout_ms", &out->timeout_ms));
+  if (out->timeout_ms < 100 || out->timeout_ms > 3600000) {
+    return v.Error("timeout_ms", "must be 100..3600000");
+  }
+  if (!v.Has("pipelines")) return absl::OkStatus();
+  ConfigObject pipes = v.Child("pipelines");
+  if (!pipes.json().is_object()) {
+    return pipes.Error("",
+                       "must be an object: pipeline -> {sample_rate, max_abs_diff, min_psnr_db}");
+  }
+  for (const auto& item : pipes.json().items()) {
+    const std::string& name = item.key();
+    if (name == pipelines::kTranscode) {
+      return pipes.Error(name, "spot checks of transcodes are not built yet (docs/security.md)");
+    }
+    if (!VerifiablePipeline(name)) {
+      return pipes.Error(name,
+                         "is not a pipeline whose results can be spot-checked (upscale, "
+                         "text-to-image, image-to-image, image-to-video, "
+                         "segment-anything-2, audio-to-text, image-to-text, "
+                         "text-to-speech)");
+    }
+    ConfigObject p = pipes.Child(name);
+    SY_RETURN_IF_ERROR(p.CheckKeys({"sample_rate", "max_abs_diff", "min_psnr_db"}));
+    VerificationPipeline vp;
+    vp.sample_rate = out->sample_rate;
+    SY_RETURN_IF_ERROR(p.Read("sample_rate", &vp.sample_rate));
+    SY_RETURN_IF_ERROR(p.Read("max_abs_diff", &vp.max_abs_diff));
+    SY_RETURN_IF_ERROR(p.Read("min_psnr_db", &vp.min_psnr_db));
+    if (!(vp.sample_rate >= 0 && vp.sample_rate <= 1))
+      return p.Error("sample_rate", "must be 0..1");
+    if (vp.max_abs_diff < 0 || vp.max_abs_diff > 255) {
+      return p.Error("max_abs_diff", "must be 0..255 (per 8-bit channel)");
+    }
+    if (!(vp.min_psnr_db >= 0 && vp.min_psnr_db <= 200)) {
+      return p.Error("min_psnr_db", "must be 0..200 (0: not checked)");
+    }
+    out->pipelines[name] = vp;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+VerificationPipeline VerificationConfig::For(const std::string& pipeline) const {
+  auto it = pipelines.find(pipeline);
+  if (it != pipelines.end()) return it->second;
+  VerificationPipeline p;
+  p.sample_rate = sample_rate;
+  return p;
+}
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
                                                  const std::filesystem::path& file) {
@@ -493,6 +585,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   }
 
   SY_RETURN_IF_ERROR(ReadNodeIdentity(root, file, &c.node_identity));
+  SY_RETURN_IF_ERROR(ReadVerification(root, &c.verification));
   SY_RETURN_IF_ERROR(root.Read("default_timeout_ms", &c.default_timeout_ms));
   SY_RETURN_IF_ERROR(root.Read("max_message_bytes", &c.max_message_bytes));
   ConfigObject log = root.Child("log");

@@ -50,6 +50,38 @@ struct PostgresLedgerConfig {
   bool commit_local = false;
 };
 
+// Spot checks of one pipeline (`verification.pipelines.<name>`; docs/security.md, "Spot checks").
+struct VerificationPipeline {
+  double sample_rate = -1;  // of this pipeline's answered jobs re-run elsewhere; < 0: the default
+  // Images: the largest absolute difference of any channel of any pixel (0..255) and the lowest
+  // PSNR (dB; 0: not checked) for two results to agree. Everything else in a result (masks,
+  // scores, text) must be byte-identical.
+  int max_abs_diff = 0;
+  double min_psnr_db = 0;
+};
+
+// The `verification` block: spot checks of deterministic jobs (docs/security.md "Spot checks").
+struct VerificationConfig {
+  double sample_rate = 0.01;  // default share of answered jobs checked, per deterministic pipeline
+  // Per pipeline: its rate and tolerances. upscale and segment-anything-2 are deterministic by
+  // default; image-to-image (and any other pipeline listed here) is checked only for requests
+  // that carry a seed (text-to-image, image-to-video) or for a model in deterministic_models.
+  std::map<std::string, VerificationPipeline> pipelines;
+  // Models the operator declares deterministic: checked in any pipeline that can be compared.
+  std::vector<std::string> deterministic_models;
+  int eject_after = 3;                // mismatches a node is blamed for before it is ejected
+  int64_t eject_seconds = 7 * 86400;  // how long such an ejection lasts
+  int max_in_flight = 4;              // checks running at once; more are skipped (0: no checks)
+  int timeout_ms = 60000;             // each re-run's deadline
+  // The rate and tolerances for `pipeline` (its entry, else sample_rate and exact matching).
+  VerificationPipeline For(const std::string& pipeline) const;
+};
+
+// Pipelines whose results a spot check can compare: unary jobs whose result is the same for the
+// same request on an honest node (given a seed where the model samples). Not transcode (the
+// comparison of decoded renditions is not built yet), llm or live video.
+bool VerifiablePipeline(const std::string& pipeline);
+
 struct GatewayConfig {
   std::filesystem::path file;
   std::string gateway_id = "gateway";
@@ -119,6 +151,8 @@ struct GatewayConfig {
   SharedStateConfig state;
   // Orchestrators' identity keys (docs/security.md, "Node identity"): the `node_identity` block.
   NodeIdentityConfig node_identity;
+  // Spot checks of results (the `verification` block).
+  VerificationConfig verification;
 };
 
 // A node_secrets_file: {"nodes": [{"id": "node-a", "sha256": "<64 hex digits>"}]} -> id -> hash.

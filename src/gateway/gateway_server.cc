@@ -166,6 +166,18 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   s->billing_->set_bound_key(
       [keys = s->node_keys_.get()](const std::string& node_id) { return keys->BoundKey(node_id); });
   s->service_->set_billing(s->billing_.get());
+  if (c.verification.max_in_flight > 0) {
+    // Spot checks of answered jobs (docs/security.md, "Spot checks").
+    SpotChecker::Deps deps;
+    deps.router = s->service_->router();
+    deps.snapshot = [m = s->membership_.get()] { return m->snapshot(); };
+    deps.ledger = s->ledger_.get();
+    deps.metrics = s->metrics_.get();
+    deps.random = [] { return SecureRandomU64(); };
+    auto checker = SpotChecker::Create(c.verification, std::move(deps));
+    if (!checker.ok()) return checker.status();
+    s->service_->set_spot_checker(*std::move(checker));
+  }
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
   s->service_->set_auth(s->auth_.get());
   s->inference_->set_auth(s->auth_.get());

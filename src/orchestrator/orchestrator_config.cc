@@ -156,7 +156,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
 constexpr absl::string_view kOrchestratorConfigFields[] = {
     "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
     "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
-    "test_inflate_units", "test_receipt_fault", "registration_secret", "registration_secrets", "admin_token",
+    "test_inflate_units", "test_receipt_fault", "test_output_fault", "registration_secret", "registration_secrets", "admin_token",
     "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file", "prewarm",
     "prewarm_min_jobs"};
 // clang-format on
@@ -212,6 +212,21 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
   if (!c.test_receipt_fault.empty()) {
     spdlog::warn("{}: test_receipt_fault is '{}': this node's receipts are wrong (for tests only)",
                  file.string(), c.test_receipt_fault);
+  }
+  if (root.Has("test_output_fault")) {
+    ConfigObject fault = root.Child("test_output_fault");
+    SY_RETURN_IF_ERROR(fault.CheckKeys({"rate", "seed"}));
+    SY_RETURN_IF_ERROR(fault.Read("rate", &c.test_output_fault_rate, /*required=*/true));
+    SY_RETURN_IF_ERROR(fault.Read("seed", &c.test_output_fault_seed));
+    if (!(c.test_output_fault_rate >= 0 && c.test_output_fault_rate <= 1)) {
+      return fault.Error("rate", "must be 0..1 (the share of jobs whose results are perturbed)");
+    }
+    if (c.test_output_fault_rate > 0) {
+      spdlog::warn(
+          "{}: test_output_fault rate is {}: this node returns WRONG results on that share of "
+          "image jobs (for tests only; gateways' spot checks will eject it)",
+          file.string(), c.test_output_fault_rate);
+    }
   }
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));

@@ -505,5 +505,61 @@ TEST(ShippedConfigs, GatewayJsonLoads) {
   EXPECT_LT(c->node_timeout_ms, 1000);  // a silent node leaves routing within a second
 }
 
+TEST(GatewayConfigTest, VerificationDefaultsOverridesAndRanges) {
+  auto d = Parse(Json::object());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->verification.sample_rate, 0.01);
+  EXPECT_EQ(d->verification.eject_after, 3);
+  EXPECT_EQ(d->verification.max_in_flight, 4);
+  EXPECT_TRUE(d->verification.pipelines.empty());
+  EXPECT_EQ(d->verification.For("upscale").sample_rate, 0.01);
+  EXPECT_EQ(d->verification.For("upscale").max_abs_diff, 0);
+
+  auto c = Parse(Json::parse(R"({"verification": {
+    "sample_rate": 0.05, "eject_after": 5, "eject_seconds": 600, "max_in_flight": 8,
+    "timeout_ms": 2000, "deterministic_models": ["fixed-model"],
+    "pipelines": {"upscale": {"sample_rate": 0.2, "max_abs_diff": 2, "min_psnr_db": 40},
+                  "segment-anything-2": {}}}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const VerificationConfig& v = c->verification;
+  EXPECT_EQ(v.sample_rate, 0.05);
+  EXPECT_EQ(v.eject_after, 5);
+  EXPECT_EQ(v.eject_seconds, 600);
+  EXPECT_EQ(v.max_in_flight, 8);
+  EXPECT_EQ(v.timeout_ms, 2000);
+  EXPECT_EQ(v.deterministic_models, std::vector<std::string>{"fixed-model"});
+  EXPECT_EQ(v.For("upscale").sample_rate, 0.2);
+  EXPECT_EQ(v.For("upscale").max_abs_diff, 2);
+  EXPECT_EQ(v.For("upscale").min_psnr_db, 40);
+  EXPECT_EQ(v.For("segment-anything-2").sample_rate, 0.05);  // the block's default
+  EXPECT_EQ(v.For("image-to-image").sample_rate, 0.05);
+
+  ExpectError({{"verification", {{"sample_rate", 1.5}}}}, "verification.sample_rate");
+  ExpectError({{"verification", {{"sample_rate", -0.1}}}}, "verification.sample_rate");
+  ExpectError({{"verification", {{"eject_after", 0}}}}, "verification.eject_after");
+  ExpectError({{"verification", {{"eject_seconds", 0}}}}, "verification.eject_seconds");
+  ExpectError({{"verification", {{"max_in_flight", -1}}}}, "verification.max_in_flight");
+  ExpectError({{"verification", {{"timeout_ms", 5}}}}, "verification.timeout_ms");
+  ExpectError({{"verification", {{"deterministic_models", {""}}}}},
+              "verification.deterministic_models");
+  ExpectError({{"verification", {{"unknown", 1}}}}, "verification.unknown");
+  ExpectError({{"verification", {{"pipelines", 3}}}}, "verification.pipelines");
+  ExpectError({{"verification", {{"pipelines", {{"llm", Json::object()}}}}}},
+              "verification.pipelines.llm");
+  ExpectError({{"verification", {{"pipelines", {{"nope", Json::object()}}}}}},
+              "verification.pipelines.nope");
+  auto transcode = Parse({{"verification", {{"pipelines", {{"transcode", Json::object()}}}}}});
+  ASSERT_FALSE(transcode.ok());
+  EXPECT_THAT(transcode.status().message(), HasSubstr("not built yet"));
+  ExpectError({{"verification", {{"pipelines", {{"upscale", {{"sample_rate", 2}}}}}}}},
+              "verification.pipelines.upscale.sample_rate");
+  ExpectError({{"verification", {{"pipelines", {{"upscale", {{"max_abs_diff", 256}}}}}}}},
+              "verification.pipelines.upscale.max_abs_diff");
+  ExpectError({{"verification", {{"pipelines", {{"upscale", {{"min_psnr_db", -1}}}}}}}},
+              "verification.pipelines.upscale.min_psnr_db");
+  ExpectError({{"verification", {{"pipelines", {{"upscale", {{"tolerance", 1}}}}}}}},
+              "verification.pipelines.upscale.tolerance");
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

@@ -624,5 +624,56 @@ TEST_F(PostgresLedgerTest, PasswordIsSentAndRefusalsAreClearWithoutIt) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
 }
 
+// DisputeOrchestrator as the SQLite ledger's, in PostgreSQL and in rows still in the journal (they
+// reach PostgreSQL disputed when it answers again).
+TEST_F(PostgresLedgerTest, DisputeOrchestratorDisputesThatNodesPaidRowsAndJournaledOnes) {
+  auto pg = Create(Options());
+  ASSERT_NE(pg, nullptr);
+  const absl::Time t0 = absl::FromUnixSeconds(1700000000);
+  UsageRecord honest = Row("a-1", "k", "upscale", "m1", 10, 0.5, t0);
+  honest.orchestrator = "honest";
+  ASSERT_TRUE(pg->Record(honest).ok());
+  for (int i = 0; i < 3; ++i) {
+    UsageRecord r = Row(absl::StrCat("c-", i), "k", "upscale", "m1", 10, 0.5, t0);
+    r.orchestrator = "cheat";
+    if (i == 2) {
+      r.disputed = true;
+      r.dispute = "units";
+      r.amount = 0;
+    }
+    ASSERT_TRUE(pg->Record(r).ok());
+  }
+  auto n = pg->DisputeOrchestrator("cheat", "verification", absl::InfinitePast());
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2);
+  EXPECT_EQ(CountInPostgres("orchestrator = 'cheat' AND status = 'disputed' AND amount = 0"), 3);
+  EXPECT_EQ(CountInPostgres("dispute = 'verification'"), 2);
+  EXPECT_EQ(CountInPostgres("orchestrator = 'honest' AND status = 'paid'"), 1);
+
+  // PostgreSQL down: a row goes to the journal; the dispute reaches it there (UNAVAILABLE for
+  // PostgreSQL's part) and the replay brings it in disputed.
+  pg_->Stop(/*immediate=*/true);
+  UsageRecord late = Row("c-late", "k", "upscale", "m1", 10, 0.5, t0 + absl::Seconds(1));
+  late.orchestrator = "cheat";
+  ASSERT_TRUE(pg->Record(late).ok());
+  ASSERT_TRUE(pg->journaling());
+  auto down = pg->DisputeOrchestrator("cheat", "verification", absl::InfinitePast());
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
+  EXPECT_THAT(std::string(down.status().message()), HasSubstr("1 rows in the journal"));
+  ASSERT_TRUE(pg_->Restart().ok()) << pg_->Log();
+  ASSERT_TRUE(Eventually([&] {
+    auto left = pg->JournalRows();
+    return left.ok() && *left == 0 && !pg->journaling();
+  })) << "journal not replayed";
+  EXPECT_EQ(CountInPostgres("job_id = 'c-late' AND status = 'disputed' AND "
+                            "dispute = 'verification'"),
+            1);
+  auto all = pg->Rows(AllKeys());
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 5u);
+  EXPECT_EQ(pg->DisputeOrchestrator("", "verification", t0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

@@ -732,5 +732,61 @@ TEST(AdvertisedPriceTest, IsTheOfferOfThePickedView) {
   EXPECT_EQ(AdvertisedPrice(*transcode, "", "m"), std::nullopt);
 }
 
+// A spot check proved a node's results wrong (gateway/api/spot_check.h): its paid rows since a
+// time become disputed with "verification" (amount 0), its rows already disputed keep their
+// reason with this one added, and other nodes' rows are untouched.
+TEST(UsageLedgerTest, DisputeOrchestratorDisputesOnlyThatNodesPaidRows) {
+  TempDir dir;
+  auto ledger = SqliteUsageLedger::Open(dir.path() / "usage.db");
+  ASSERT_TRUE(ledger.ok()) << ledger.status();
+  const absl::Time t0 = absl::FromUnixSeconds(1700000000);
+  ASSERT_TRUE((*ledger)->Record(Row("a-1", "alice", "upscale", 10, 0.5, t0)).ok());
+  UsageRecord cheat1 = Row("c-1", "alice", "upscale", 10, 0.5, t0);
+  cheat1.orchestrator = "cheat";
+  UsageRecord cheat2 = Row("c-2", "bob", "upscale", 20, 0.5, t0 + absl::Seconds(10));
+  cheat2.orchestrator = "cheat";
+  UsageRecord cheat_disputed = Row("c-3", "bob", "upscale", 20, 0.5, t0 + absl::Seconds(20));
+  cheat_disputed.orchestrator = "cheat";
+  cheat_disputed.disputed = true;
+  cheat_disputed.dispute = "units";
+  cheat_disputed.amount = 0;
+  UsageRecord early = Row("c-0", "bob", "upscale", 20, 0.5, t0 - absl::Seconds(10));
+  early.orchestrator = "cheat";
+  for (const auto& r : {cheat1, cheat2, cheat_disputed, early}) {
+    ASSERT_TRUE((*ledger)->Record(r).ok());
+  }
+  auto n = (*ledger)->DisputeOrchestrator("cheat", "verification", t0);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2);  // c-1 and c-2: c-3 was disputed already, c-0 is before t0
+  UsageQuery all;
+  all.all_keys = true;
+  auto rows = (*ledger)->Rows(all);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  std::map<std::string, UsageRecord> by_id;
+  for (const auto& r : *rows) by_id[r.job_id] = r;
+  ASSERT_EQ(by_id.size(), 5u);
+  EXPECT_FALSE(by_id["a-1"].disputed);
+  EXPECT_EQ(by_id["a-1"].amount, 5);
+  for (const char* id : {"c-1", "c-2"}) {
+    EXPECT_TRUE(by_id[id].disputed) << id;
+    EXPECT_EQ(by_id[id].dispute, "verification") << id;
+    EXPECT_EQ(by_id[id].amount, 0) << id;
+  }
+  EXPECT_EQ(by_id["c-3"].dispute, "units");
+  EXPECT_FALSE(by_id["c-0"].disputed);
+  auto totals = (*ledger)->Totals(all);
+  ASSERT_TRUE(totals.ok());
+  int64_t disputed = 0;
+  for (const auto& t : *totals) disputed += t.disputed_jobs;
+  EXPECT_EQ(disputed, 3);
+  // Again: nothing left to dispute; all of them (InfinitePast) takes c-0 too.
+  EXPECT_EQ(*(*ledger)->DisputeOrchestrator("cheat", "verification", t0), 0);
+  EXPECT_EQ(*(*ledger)->DisputeOrchestrator("cheat", "verification", absl::InfinitePast()), 1);
+  EXPECT_EQ((*ledger)->DisputeOrchestrator("", "verification", t0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*ledger)->DisputeOrchestrator("cheat", "", t0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

@@ -631,5 +631,18 @@ TEST(ShippedConfigs, OrchestratorJsonsLoad) {
   }
 }
 
+TEST(OrchestratorConfigTest, TestOutputFaultIsReadAndChecked) {
+  auto none = Parse(Json::object());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->test_output_fault_rate, 0);
+  auto c = Parse({{"test_output_fault", {{"rate", 0.3}, {"seed", 7}}}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->test_output_fault_rate, 0.3);
+  EXPECT_EQ(c->test_output_fault_seed, 7u);
+  ExpectError({{"test_output_fault", {{"rate", 1.5}}}}, "test_output_fault.rate");
+  ExpectError({{"test_output_fault", {{"seed", 1}}}}, "test_output_fault.rate");  // required
+  ExpectError({{"test_output_fault", {{"rate", 0.1}, {"odds", 1}}}}, "test_output_fault.odds");
+}
+
 }  // namespace
 }  // namespace switchyard::orchestrator

@@ -217,7 +217,10 @@ absl::Status LocalCluster::StartGateway(const std::string& name, std::unique_ptr
                        {"max_attempts", options_.max_attempts},
                        {"poll_interval_ms", 200},
                        {"node_timeout_ms", Scaled(std::chrono::milliseconds(800)).count()},
-                       {"log", {{"level", "debug"}}}};
+                       {"log", {{"level", "debug"}}},
+                       // No spot checks unless a test asks for them: their re-runs would add
+                       // jobs on other nodes at random to what tests count.
+                       {"verification", {{"sample_rate", 0}}}};
   gw.update(options_.gateway_config);
   if (index < options_.per_gateway_config.size()) gw.update(options_.per_gateway_config[index]);
   const fs::path cfg = dir_.path() / (name + ".json");

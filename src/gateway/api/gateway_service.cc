@@ -198,12 +198,56 @@ grpc::ServerUnaryReactor* GatewayService::Route(grpc::CallbackServerContext* con
     }
   }
   auto* reactor = context->DefaultReactor();
+  std::function<void(grpc::Status)> answer = [reactor](grpc::Status st) {
+    reactor->Finish(std::move(st));
+  };
+  if (spot_checker_ != nullptr) {
+    // Spot checks (spot_check.h): a sampled job's request and result are copied before the
+    // client is answered (they go with the call), and re-run elsewhere after it.
+    answer = [this, reactor, request, response, method](grpc::Status st) {
+      std::optional<SpotChecker::Job> check;
+      if (st.ok()) check = SpotCheckOf(*request, *response, method);
+      reactor->Finish(std::move(st));
+      if (check) spot_checker_->Start(*std::move(check));
+    };
+  }
   // A live video segment's ledger row is charged to the session's key (the HTTP session
   // forwards it), like every job's.
-  Dispatch(
-      context, request, response, *std::move(route), method,
-      [reactor](grpc::Status st) { reactor->Finish(std::move(st)); }, std::move(on_success));
+  Dispatch(context, request, response, *std::move(route), method, std::move(answer),
+           std::move(on_success));
   return reactor;
+}
+
+template <typename Request, typename Response>
+std::optional<SpotChecker::Job> GatewayService::SpotCheckOf(const Request& request,
+                                                            const Response& response,
+                                                            UnaryMethod<Request, Response> method) {
+  using Pipeline = pipelines::PipelineOf<Request>;
+  bool seeded = false;
+  if constexpr (requires { request.has_seed(); }) seeded = request.has_seed();
+  const std::string& model_id = Pipeline::ModelId(request);
+  if (response.job().orchestrator().empty() ||
+      !spot_checker_->Sample(Pipeline::kName, model_id, seeded)) {
+    return std::nullopt;
+  }
+  SpotChecker::Job job;
+  job.pipeline = Pipeline::kName;
+  job.model_id = model_id;
+  job.request_id = response.job().request_id();
+  job.first = SpotResultOf(response.job().orchestrator(), response);
+  auto copy = std::make_shared<const Request>(request);
+  job.run = [copy, method](const NodeView& node, grpc::ClientContext* ctx, SpotChecker::Done done) {
+    auto result = std::make_shared<Response>();
+    (node.connection->stub()->async()->*method)(
+        ctx, copy.get(), result.get(), [copy, result, done = std::move(done)](grpc::Status st) {
+          if (!st.ok()) {
+            done(absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message()));
+            return;
+          }
+          done(SpotResultOf(std::string(), *result));
+        });
+  };
+  return job;
 }
 
 void GatewayService::StartTranscode(grpc::CallbackServerContext* context,

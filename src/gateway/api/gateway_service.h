@@ -10,6 +10,7 @@
 
 #include "common/pipelines.h"
 #include "gateway/api/job_dispatch.h"
+#include "gateway/api/spot_check.h"
 #include "gateway/billing/auth_interceptor.h"
 #include "gateway/billing/usage_ledger.h"
 #include "gateway/gateway_config.h"
@@ -72,6 +73,13 @@ class GatewayService final : public v1::Gateway::CallbackService {
     env_.billing = billing;
   }
 
+  // Spot checks of answered jobs (config `verification`; may stay unset: none); set before the
+  // service takes calls. Destroyed with the service, before the router it uses.
+  void set_spot_checker(std::unique_ptr<SpotChecker> checker) {
+    spot_checker_ = std::move(checker);
+  }
+  SpotChecker* spot_checker() { return spot_checker_.get(); }
+
   // Where streams' affinity is kept (default: this gateway's own table; a shared one with
   // state.redis, routing/redis_affinity.h); set before the service takes calls.
   void set_affinity_store(std::unique_ptr<AffinityStore> store) { affinity_ = std::move(store); }
@@ -128,6 +136,12 @@ class GatewayService final : public v1::Gateway::CallbackService {
                 std::function<void(grpc::Status)> answer,
                 std::function<void(const std::string&)> on_success, std::string tenant = "");
 
+  // The spot check of an answered unary job, when it is sampled (nullopt otherwise): copies of
+  // the request and of the result the client got, and the re-run through `method`.
+  template <typename Request, typename Response>
+  std::optional<SpotChecker::Job> SpotCheckOf(const Request& request, const Response& response,
+                                              UnaryMethod<Request, Response> method);
+
   // The API key check's refusal, answered at once, or null when the call may go on. Unary methods
   // ask first, so a caller without a valid key learns nothing from validation errors.
   grpc::ServerUnaryReactor* RefuseUnauthorized(grpc::CallbackServerContext* context) const;
@@ -162,6 +176,8 @@ class GatewayService final : public v1::Gateway::CallbackService {
   std::function<uint64_t()> random_;
   // What every job is dispatched with (the members above, and the metrics and billing set later).
   DispatchEnv env_;
+  // Last: destroyed first, while the router and the ledger its checks use are still there.
+  std::unique_ptr<SpotChecker> spot_checker_;
 };
 
 }  // namespace switchyard::gateway

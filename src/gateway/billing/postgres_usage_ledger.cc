@@ -859,6 +859,47 @@ absl::StatusOr<std::vector<Row>> PostgresUsageLedger::Select(
       "answers"));
 }
 
+absl::StatusOr<int64_t> PostgresUsageLedger::DisputeOrchestrator(const std::string& orchestrator,
+                                                                 const std::string& reason,
+                                                                 absl::Time since) {
+  if (orchestrator.empty() || reason.empty()) {
+    return absl::InvalidArgumentError("disputing a node's rows needs its id and a reason");
+  }
+  if (!StorableText(orchestrator) || !StorableText(reason)) {
+    return absl::InvalidArgumentError("node id or reason: invalid text");
+  }
+  // The journal first: its rows reach PostgreSQL disputed (the replay inserts them as they are).
+  auto local = journal_->DisputeOrchestrator(orchestrator, reason, since);
+  if (!local.ok()) return local.status();
+  const std::string since_ms = absl::StrCat(UnixMs(since));
+  std::vector<const char*> params = {reason.c_str(), orchestrator.c_str(), since_ms.c_str()};
+  const std::string sql =
+      absl::StrCat("UPDATE ", kTable,
+                   " SET status = 'disputed', amount = 0, dispute = CASE WHEN dispute = '' THEN $1 "
+                   "ELSE dispute || ',' || $1 END WHERE orchestrator = $2 AND status = 'paid' AND "
+                   "completed_unix_ms >= $3::bigint RETURNING job_id");
+  MutexLock lock(&read_mu_);
+  absl::Status last;
+  // Twice at most: a connection PostgreSQL dropped (a restart) is only noticed when used.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (read_conn_ == nullptr) {
+      auto conn = Connect();
+      if (!conn.ok()) {
+        last = conn.status();
+        break;
+      }
+      read_conn_ = *std::move(conn);
+    }
+    auto result = Run(read_conn_.get(), sql, &params, absl::Now() + options_.statement_timeout);
+    if (result.ok()) return *local + PQntuples(result->get());
+    last = result.status();
+    read_conn_.reset();
+  }
+  return absl::UnavailableError(
+      absl::StrCat("usage ledger ", Describe(), ": cannot dispute the rows of ", orchestrator, ": ",
+                   last.message(), " (", *local, " rows in the journal were disputed)"));
+}
+
 namespace {
 // The query's filters ($1 since, $2 until, $3 all keys, $4 the key), as SqliteUsageLedger's.
 constexpr const char* kWhere =

@@ -102,6 +102,12 @@ class PostgresUsageLedger final : public UsageLedger {
   absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query) override
       ABSL_LOCKS_EXCLUDED(read_mu_);
   std::string Describe() const override;
+  // In PostgreSQL and in the journal (rows not replayed yet keep the dispute when they are). The
+  // count is PostgreSQL's plus the journal's; UNAVAILABLE while PostgreSQL cannot be reached (the
+  // journal's rows are disputed all the same).
+  absl::StatusOr<int64_t> DisputeOrchestrator(const std::string& orchestrator,
+                                              const std::string& reason, absl::Time since) override
+      ABSL_LOCKS_EXCLUDED(read_mu_);
 
   // Whether new rows go to the journal now (PostgreSQL was found unreachable and the journal has
   // not been replayed since).

@@ -489,6 +489,30 @@ absl::StatusOr<int64_t> SqliteUsageLedger::Remove(const std::vector<std::string>
   return removed;
 }
 
+absl::StatusOr<int64_t> SqliteUsageLedger::DisputeOrchestrator(const std::string& orchestrator,
+                                                               const std::string& reason,
+                                                               absl::Time since) {
+  if (orchestrator.empty() || reason.empty()) {
+    return absl::InvalidArgumentError("disputing a node's rows needs its id and a reason");
+  }
+  MutexLock lock(&read_mu_);
+  // One statement: SQLite's busy timeout orders it with the writer's transactions.
+  Statement update(read_db_,
+                   "UPDATE usage SET status = 'disputed', amount = 0, "
+                   "dispute = CASE WHEN dispute = '' THEN ?1 ELSE dispute || ',' || ?1 END "
+                   "WHERE orchestrator = ?2 AND status = 'paid' AND completed_unix_ms >= ?3");
+  if (!update.ok()) return SqlError(read_db_, path_, "cannot prepare the dispute");
+  update.Text(1, reason);
+  update.Text(2, orchestrator);
+  sqlite3_bind_int64(update.get(), 3,
+                     since == absl::InfinitePast() ? std::numeric_limits<int64_t>::min()
+                                                   : absl::ToUnixMillis(since));
+  if (sqlite3_step(update.get()) != SQLITE_DONE) {
+    return SqlError(read_db_, path_, "cannot dispute the node's rows");
+  }
+  return static_cast<int64_t>(sqlite3_changes(read_db_));
+}
+
 absl::StatusOr<int64_t> SqliteUsageLedger::Count() {
   MutexLock lock(&read_mu_);
   Statement st(read_db_, "SELECT COUNT(*) FROM usage");

@@ -111,6 +111,14 @@ class UsageLedger {
 
   // Where the rows go, for logs ("SQLite /var/lib/switchyard/usage.db"); never a password.
   virtual std::string Describe() const = 0;
+
+  // Disputes every paid row of `orchestrator` completed at or after `since`: its status becomes
+  // disputed, its amount 0, and `reason` is added to its dispute (a spot check proved the node's
+  // results wrong: "verification"). Rows already disputed keep theirs. Returns how many rows
+  // changed. INVALID_ARGUMENT for an empty node id or reason; UNAVAILABLE on a write error.
+  virtual absl::StatusOr<int64_t> DisputeOrchestrator(const std::string& orchestrator,
+                                                      const std::string& reason,
+                                                      absl::Time since) = 0;
 };
 using UsageLedgerPtr = std::unique_ptr<UsageLedger>;
 
@@ -148,6 +156,9 @@ class SqliteUsageLedger final : public UsageLedger {
   absl::StatusOr<std::vector<UsageRecord>> Rows(const UsageQuery& query) override
       ABSL_LOCKS_EXCLUDED(read_mu_);
   std::string Describe() const override { return "SQLite " + path_.string(); }
+  absl::StatusOr<int64_t> DisputeOrchestrator(const std::string& orchestrator,
+                                              const std::string& reason, absl::Time since) override
+      ABSL_LOCKS_EXCLUDED(read_mu_);
 
   // For the journal's replay: the `limit` oldest rows (by completion, then job id), and the
   // deletion of rows once they are safely elsewhere. Remove returns how many rows went.

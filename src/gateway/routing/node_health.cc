@@ -179,6 +179,7 @@ void NodeHealth::RecordSuccess(const std::string& node_id, NodeStats& stats) {
   const bool was_ejected = stats.EjectedAt(now_());
   stats.ejected_until_ns_.store(0, std::memory_order_relaxed);
   stats.probation_.store(false, std::memory_order_relaxed);
+  if (stats.BannedAt(now_())) return;  // an attempt that started before the ban
   ejected_.erase(node_id);
   if (was_ejected) spdlog::info("orchestrator {} succeeded again; no longer ejected", node_id);
 }
@@ -221,6 +222,19 @@ bool NodeHealth::RecordFailure(const std::string& node_id, const std::shared_ptr
   spdlog::warn("orchestrator {} ejected for {} after {} consecutive failures", node_id,
                absl::FormatDuration(duration), failures);
   return true;
+}
+
+void NodeHealth::Ban(const std::string& node_id, const std::shared_ptr<NodeStats>& stats,
+                     absl::Time until) {
+  MutexLock lock(&mu_);
+  const int64_t until_ns = absl::ToUnixNanos(until);
+  if (stats->banned_until_ns_.load(std::memory_order_relaxed) >= until_ns) return;
+  stats->banned_until_ns_.store(until_ns, std::memory_order_relaxed);
+  stats->probation_.store(true, std::memory_order_relaxed);
+  auto& entry = ejected_[node_id];
+  entry.stats = stats;
+  entry.until = std::max(entry.until, until);
+  ejections_total_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void NodeHealth::PurgeLocked(absl::Time now) {

@@ -7,6 +7,7 @@
 // lock-free and takes its mutex only to make a retry's check-and-consume atomic.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -97,7 +98,8 @@ class NodeStats {
   RouteCounts CountsOf(uint64_t route_key, absl::Time now) const;
   // The ejection's end, when the node is ejected at `now`.
   std::optional<absl::Time> EjectedUntil(absl::Time now) const {
-    const int64_t until = ejected_until_ns_.load(std::memory_order_relaxed);
+    const int64_t until = std::max(ejected_until_ns_.load(std::memory_order_relaxed),
+                                   banned_until_ns_.load(std::memory_order_relaxed));
     if (until == 0 || until <= absl::ToUnixNanos(now)) return std::nullopt;
     return absl::FromUnixNanos(until);
   }
@@ -106,6 +108,12 @@ class NodeStats {
 
   bool EjectedAt(absl::Time now) const {
     const int64_t until = ejected_until_ns_.load(std::memory_order_relaxed);
+    return (until != 0 && until > absl::ToUnixNanos(now)) || BannedAt(now);
+  }
+  // Ejected by NodeHealth::Ban (a spot check proved its results wrong): a success does not end
+  // it, only its time.
+  bool BannedAt(absl::Time now) const {
+    const int64_t until = banned_until_ns_.load(std::memory_order_relaxed);
     return until != 0 && until > absl::ToUnixNanos(now);
   }
   // Ejected before and not yet succeeded since: routed like an unmeasured node (bounded share).
@@ -140,6 +148,7 @@ class NodeStats {
   std::atomic<int> consecutive_failures_{0};
   std::atomic<int64_t> ejected_until_ns_{0};  // 0: never ejected or returned by a success
   std::atomic<int64_t> last_until_ns_{0};     // end of the latest ejection
+  std::atomic<int64_t> banned_until_ns_{0};   // end of a Ban; 0: never banned
   std::atomic<bool> probation_{false};
   std::atomic<int> level_{0};
 };
@@ -168,6 +177,11 @@ class NodeHealth {
   // of nodes in the latest snapshot, for max_ejected_fraction.
   bool RecordFailure(const std::string& node_id, const std::shared_ptr<NodeStats>& stats,
                      size_t known_nodes) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Ejects the node until `until` whatever its streak and max_ejected_fraction, and a success
+  // does not end it (a spot check proved its results wrong: gateway/api/spot_check.h).
+  void Ban(const std::string& node_id, const std::shared_ptr<NodeStats>& stats, absl::Time until)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   bool IsEjected(const std::string& node_id) const ABSL_LOCKS_EXCLUDED(mu_);
   int EjectedCount() const ABSL_LOCKS_EXCLUDED(mu_);

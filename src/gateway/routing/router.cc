@@ -582,4 +582,9 @@ bool Router::TryRetry() { return budget_.TryRetry(); }
 
 bool Router::IsEjected(const std::string& node_id) const { return health_.IsEjected(node_id); }
 
+void Router::Ban(const NodeView& node, absl::Duration duration) {
+  if (node.stats == nullptr) return;
+  health_.Ban(node.id, node.stats, now_() + duration);
+}
+
 }  // namespace switchyard::gateway

@@ -183,6 +183,8 @@ class Router {
   void RecordJob();  // a new client job arrived (feeds the retry budget)
   bool TryRetry();   // true and consumes budget if a retry is allowed now
   bool IsEjected(const std::string& node_id) const;
+  // Ejects `node` for `duration` (NodeHealth::Ban): a spot check proved its results wrong.
+  void Ban(const NodeView& node, absl::Duration duration);
   int64_t ejections_total() const { return health_.ejections_total(); }
 
   const RouterOptions& options() const { return options_; }

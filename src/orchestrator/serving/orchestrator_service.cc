@@ -2,9 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/media/image_codec.h"
 #include "common/metering.h"
 #include "common/pipelines.h"
 #include "common/receipt.h"
@@ -142,6 +145,35 @@ void OrchestratorService::SignReceipt(grpc::ServerContext* context, const char* 
   if (config_.test_receipt_fault == "forge") {
     r->set_node_public_key(identity_ != nullptr ? identity_->public_key() : std::string());
   }
+}
+
+bool OrchestratorService::DrawOutputFault() const {
+  if (config_.test_output_fault_rate <= 0) return false;
+  // SplitMix64 of (seed, draw number): a sequence a test can rely on, whatever the threads.
+  uint64_t z =
+      config_.test_output_fault_seed +
+      (output_fault_draws_.fetch_add(1, std::memory_order_relaxed) + 1) * 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+  return u < config_.test_output_fault_rate;
+}
+
+void OrchestratorService::PerturbImages(const std::string& rid, v1::ImageResponse* response) const {
+  for (auto& out : *response->mutable_images()) {
+    auto image = media::DecodeImage(out.data(), int64_t{1} << 28);
+    if (!image.ok()) continue;
+    // The first row (at most 64 pixels) inverted: a difference of up to 255 in every channel.
+    const size_t n = std::min<size_t>(image->pixels.size(), 3 * 64);
+    for (size_t i = 0; i < n; ++i) image->pixels[i] = static_cast<uint8_t>(255 - image->pixels[i]);
+    auto png = media::EncodePng(*image);
+    if (!png.ok()) continue;
+    out.set_data(*std::move(png));
+    out.set_content_type("image/png");
+  }
+  spdlog::warn(
+      "[{}] test_output_fault: this job's result was perturbed on purpose (for tests only)", rid);
 }
 
 OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,

@@ -112,8 +112,15 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
                    const std::string& request_sha256, const std::string& result_sha256,
                    absl::Time start, v1::JobInfo* job) const;
 
+  // FOR TESTS ONLY (test_output_fault): whether this job's result is to be perturbed (a draw of
+  // a sequence fixed by the seed), and the perturbation of an image job's result: the first
+  // pixels of each image inverted, re-encoded as PNG. Logged loudly.
+  bool DrawOutputFault() const;
+  void PerturbImages(const std::string& rid, v1::ImageResponse* response) const;
+
   const OrchestratorConfig& config_;
   const NodeKey* identity_ = nullptr;
+  mutable std::atomic<uint64_t> output_fault_draws_{0};  // test_output_fault's sequence
   NodeKeyPtr forged_identity_;  // test_receipt_fault "forge": a throwaway key
   const AdminAuth admin_auth_;
   ModelManager* models_;

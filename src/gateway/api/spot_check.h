@@ -1,0 +1,184 @@
+// Spot checks of results (docs/security.md, "Spot checks"; config `verification`): after a job of
+// a deterministic pipeline was answered to its client, the gateway re-runs a sampled share of them
+// on another node and compares the two results. When they differ, a third node (when there is
+// one) breaks the tie: the node whose result the other two contradict is blamed. Each mismatch a
+// node is blamed for counts against its routing health like a failed attempt; after
+// `eject_after` of them it is ejected for `eject_seconds` (Router::Ban) and its paid ledger rows
+// are disputed ("verification"). With no third node the mismatch is logged and counted as
+// "unresolved" for both nodes, and neither is blamed: two nodes cannot tell which one cheated.
+//
+// Re-runs are not metered: no ledger row, the client is not charged, the checking node is not
+// paid (its signed receipt is logged with the mismatch as evidence).
+//
+// Threading: Sample and Start may be called from any thread; a check's steps run on the gRPC
+// callback threads of its re-runs. At most `max_in_flight` checks run at once; more are skipped
+// (counted). The destructor cancels the re-runs in flight and waits for them to end.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <grpcpp/client_context.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "common/mutex.h"
+#include "common/receipt.h"
+#include "gateway/billing/usage_ledger.h"
+#include "gateway/gateway_config.h"
+#include "gateway/routing/router.h"
+#include "switchyard/v1/gateway.pb.h"
+
+namespace switchyard::gateway {
+
+// One node's result as a spot check compares it.
+struct SpotResult {
+  std::string node;
+  // Encoded images (PNG or JPEG): compared by their decoded pixels, within the pipeline's
+  // tolerance (exact bytes are a match without decoding).
+  std::vector<std::string> images;
+  // The rest of the result (masks, scores, text, media sizes; never the JobInfo), serialized:
+  // compared byte for byte.
+  std::string rest;
+  std::string receipt_json;  // the node's signed receipt as JSON, "" when it sent none
+};
+
+// A unary job's result as a spot check compares it.
+template <typename Response>
+SpotResult SpotResultOf(std::string node, const Response& response) {
+  SpotResult r;
+  r.node = std::move(node);
+  Response rest = response;
+  rest.clear_job();
+  if constexpr (std::is_same_v<Response, v1::ImageResponse>) {
+    for (auto& media : *rest.mutable_images()) {
+      r.images.push_back(std::move(*media.mutable_data()));
+      media.clear_data();
+      media.clear_content_type();  // the pixels are compared, not the encoding
+    }
+  }
+  rest.SerializeToString(&r.rest);
+  if (response.job().has_receipt()) r.receipt_json = ReceiptToJson(response.job().receipt()).dump();
+  return r;
+}
+
+struct SpotComparison {
+  bool match = false;
+  std::string detail;      // what differs, for logs ("" on a match)
+  int max_abs_diff = 0;    // over every image's pixels
+  double min_psnr_db = 0;  // the lowest of the images' PSNR (infinity when identical)
+};
+// Most pixels of one image a comparison decodes; a larger one is a mismatch ("too large").
+inline constexpr int64_t kMaxSpotCheckPixels = int64_t{64} << 20;
+// Compares two results: the same number of images, each of the same size with every channel
+// within `tolerance.max_abs_diff` and a PSNR of at least `tolerance.min_psnr_db` (when set), and
+// the rest byte-identical. An image that does not decode is a mismatch unless both results hold
+// the same bytes.
+SpotComparison CompareSpotResults(const SpotResult& a, const SpotResult& b,
+                                  const VerificationPipeline& tolerance);
+
+// Who is wrong, from the comparison of the first node's result with the checker's and, when they
+// differ and a third node ran it, the third's with each of them.
+enum class SpotVerdict {
+  kAgree,         // the first and the checker agree
+  kFirstWrong,    // the third agrees with the checker, not with the first
+  kCheckerWrong,  // the third agrees with the first, not with the checker
+  kUnresolved,    // no third result, or it agrees with both or neither
+};
+SpotVerdict JudgeSpotCheck(bool first_matches_checker, std::optional<bool> third_matches_first,
+                           std::optional<bool> third_matches_checker);
+const char* SpotVerdictName(SpotVerdict verdict);
+
+class SpotChecker {
+ public:
+  using Done = std::function<void(absl::StatusOr<SpotResult>)>;
+  // Runs the job's request again on `node` with `context` (its deadline set; cancelled by the
+  // destructor); `done` gets the node's result, once.
+  using RunOn = std::function<void(const NodeView& node, grpc::ClientContext* context, Done done)>;
+
+  struct Deps {
+    Router* router = nullptr;               // required: picks checkers, penalises and bans
+    std::function<SnapshotPtr()> snapshot;  // required: the membership's current view
+    UsageLedger* ledger = nullptr;          // may be null: no rows to dispute
+    Metrics* metrics = nullptr;             // may be null
+    std::function<uint64_t()> random;       // required: the sampling draws
+    std::function<absl::Time()> now = [] { return absl::Now(); };
+  };
+  // INVALID_ARGUMENT when a required dependency is missing.
+  static absl::StatusOr<std::unique_ptr<SpotChecker>> Create(const VerificationConfig& config,
+                                                             Deps deps);
+  ~SpotChecker();
+  SpotChecker(const SpotChecker&) = delete;
+  SpotChecker& operator=(const SpotChecker&) = delete;
+
+  // Whether an answered job of `pipeline` and `model_id` is to be checked: it is deterministic
+  // (see VerificationConfig; `seeded`: the request fixed its seed) and wins the draw at its
+  // pipeline's sample rate. Draws the random source only for deterministic jobs.
+  bool Sample(const std::string& pipeline, const std::string& model_id, bool seeded);
+  // Whether jobs of `pipeline` and `model_id` are deterministic by the config.
+  bool Deterministic(const std::string& pipeline, const std::string& model_id, bool seeded) const;
+
+  struct Job {
+    std::string pipeline;
+    std::string model_id;
+    std::string request_id;  // for logs
+    SpotResult first;        // the result the client got, and the node that sent it
+    RunOn run;
+  };
+  // Starts the job's check (asynchronous), or skips it when max_in_flight checks run already or
+  // no other node offers the model (counted in the metric).
+  void Start(Job job) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Mismatches `node` was blamed for, and whether they ejected it.
+  int Blamed(const std::string& node) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool Ejected(const std::string& node) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Checks that ended, by result ("match", "mismatch", "unresolved", "error", "skipped_busy",
+  // "skipped_no_node"), over every node; for tests and the status page.
+  int64_t Count(const std::string& result) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until no check runs (tests); false on timeout.
+  bool WaitIdle(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  class Check;
+  SpotChecker(const VerificationConfig& config, Deps deps);
+  // The node the router favours for the route among those not in `excluded` (null: none).
+  std::shared_ptr<const NodeView> PickOther(const std::string& pipeline,
+                                            const std::string& model_id,
+                                            const std::set<std::string>& excluded) const;
+  // Counts `result` for `node` (metric and totals).
+  void Record(const std::string& node, const std::string& result) ABSL_LOCKS_EXCLUDED(mu_);
+  // A mismatch `node` is blamed for: routing penalty, and the ejection and disputes at
+  // eject_after.
+  void Blame(const std::string& node, const std::string& model_id) ABSL_LOCKS_EXCLUDED(mu_);
+  void Finished(Check* check) ABSL_LOCKS_EXCLUDED(mu_);
+  // Registers a re-run's context so the destructor can cancel it; false when closing.
+  bool Track(grpc::ClientContext* context) ABSL_LOCKS_EXCLUDED(mu_);
+  void Untrack(grpc::ClientContext* context) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const VerificationConfig config_;
+  const Deps deps_;
+  prometheus::Family<prometheus::Counter>* checks_ = nullptr;
+
+  mutable Mutex mu_;
+  CondVar idle_cv_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<grpc::ClientContext*> contexts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> blamed_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> ejected_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace switchyard::gateway
