@@ -106,12 +106,15 @@ class QuoteTest : public ::testing::Test {
     options.models = {};
     options.extra_models = Priced(kCheap);
     options.api_key = alice_;
+    options.orchestrator_config = OrchestratorConfig();
     options.gateway_config = {{"usage_ledger", (tmp_.path() / "usage.db").string()},
                               {"api_keys_file", (tmp_.path() / "keys.json").string()}};
     auto st = cluster_.Start(options);
     ASSERT_TRUE(st.ok()) << st << "\n" << cluster_.Logs();
     stub_ = cluster_.GatewayStub();
   }
+
+  virtual nlohmann::json OrchestratorConfig() const { return nlohmann::json::object(); }
 
   std::vector<nlohmann::json> Priced(double price) const {
     std::vector<nlohmann::json> out;
@@ -216,6 +219,32 @@ TEST_F(QuoteTest, UpscaleRunWithTheQuotedTotalCostsExactlyThatAndACapBelowIsRefu
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
   }
   EXPECT_EQ(Rows().size(), 1u);
+}
+
+// A node that reports more units than the gateway counts (test_inflate_units) under an
+// x-max-total-price: disputed and unpaid as always; the client still gets its result.
+class InflatingQuoteTest : public QuoteTest {
+ protected:
+  nlohmann::json OrchestratorConfig() const override { return {{"test_inflate_units", 1000}}; }
+};
+
+TEST_F(InflatingQuoteTest, MoreUnitsThanQuotedAreDisputedAndNothingIsCharged) {
+  v1::QuoteRequest q;
+  *q.mutable_upscale() = UpscaleReq();
+  v1::QuoteResponse quote;
+  ASSERT_TRUE(Quote(q, &quote).ok());
+  ASSERT_TRUE(quote.has_total());
+  v1::ImageResponse resp;
+  auto ctx = Ctx(alice_, {{"x-max-total-price", Exactly(quote.total())}});
+  grpc::Status st = stub_->Upscale(ctx.get(), UpscaleReq(), &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  EXPECT_EQ(resp.job().units(), quote.units() + 1000);  // what the node claims
+  auto rows = Rows();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_TRUE(rows[0].disputed());
+  EXPECT_TRUE(absl::StrContains(rows[0].dispute(), "units")) << rows[0].dispute();
+  EXPECT_EQ(rows[0].units(), quote.units());  // the gateway's count
+  EXPECT_EQ(rows[0].amount(), 0);
 }
 
 TEST_F(QuoteTest, QuotePicksTheFavouriteAndMaxTotalPriceRoutesToANodeUnderIt) {
