@@ -265,5 +265,9 @@ template CommandPtr NewJobCommand<v1::AudioToTextRequest>();
 template CommandPtr NewJobCommand<v1::LLMRequest>();
 template CommandPtr NewJobCommand<v1::ImageToTextRequest>();
 template CommandPtr NewJobCommand<v1::TextToSpeechRequest>();
+template QuotePartPtr NewQuotePart<v1::AudioToTextRequest>();
+template QuotePartPtr NewQuotePart<v1::LLMRequest>();
+template QuotePartPtr NewQuotePart<v1::ImageToTextRequest>();
+template QuotePartPtr NewQuotePart<v1::TextToSpeechRequest>();
 
 }  // namespace switchyard::cli::internal

@@ -50,6 +50,7 @@ constexpr CommandFactory kCommands[] = {
     internal::NewUsageCommand,
     internal::NewVerifyReceiptsCommand,
     internal::NewExplainCommand,
+    internal::NewQuoteCommand,
 };
 
 // The TLS flags as given; GlobalOptions::tls_config is made from them after the parse.

@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/status/statusor.h"
 #include "cli/cli_commands.h"
 #include "common/tls.h"
 
@@ -87,5 +88,23 @@ CommandPtr NewExplainCommand();
 // job's flags, request and output are a Job<Request> (job_command.h).
 template <typename Request>
 CommandPtr NewJobCommand();
+
+// `switchyard quote <pipeline> ...` (quote_command.cc): one pipeline's job flags, read by its
+// Job<Request> as the job command reads them (outputs optional: a quote writes nothing), made
+// into a Gateway.Quote request.
+class QuotePart {
+ public:
+  virtual ~QuotePart() = default;
+  virtual const char* name() const = 0;
+  virtual const char* description() const = 0;
+  virtual void AddOptions(CLI::App& command) = 0;
+  // A non-OK status is a usage error.
+  virtual absl::StatusOr<switchyard::v1::QuoteRequest> BuildQuote() = 0;
+};
+using QuotePartPtr = std::unique_ptr<QuotePart>;
+// One per quotable job (job_command.h), instantiated next to NewJobCommand.
+template <typename Request>
+QuotePartPtr NewQuotePart();
+CommandPtr NewQuoteCommand();
 
 }  // namespace switchyard::cli::internal

@@ -351,5 +351,9 @@ template CommandPtr NewJobCommand<v1::UpscaleRequest>();
 template CommandPtr NewJobCommand<v1::TextToImageRequest>();
 template CommandPtr NewJobCommand<v1::ImageToImageRequest>();
 template CommandPtr NewJobCommand<v1::ImageToVideoRequest>();
+template QuotePartPtr NewQuotePart<v1::UpscaleRequest>();
+template QuotePartPtr NewQuotePart<v1::TextToImageRequest>();
+template QuotePartPtr NewQuotePart<v1::ImageToImageRequest>();
+template QuotePartPtr NewQuotePart<v1::ImageToVideoRequest>();
 
 }  // namespace switchyard::cli::internal

@@ -23,10 +23,12 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "cli/cli_files.h"
 #include "cli/cli_support.h"
 #include "cli/command.h"
 #include "common/pipelines.h"
+#include "common/quote_units.h"
 
 namespace switchyard::cli::internal {
 
@@ -100,6 +102,38 @@ class JobCommand final : public Command {
 template <typename Request>
 CommandPtr NewJobCommand() {
   return std::make_unique<JobCommand<Request>>();
+}
+
+// A pipeline's part of `switchyard quote`: its job's flags and request (command.h).
+template <typename Request>
+class JobQuotePart final : public QuotePart {
+ public:
+  const char* name() const override { return pipelines::PipelineOf<Request>::kName; }
+  const char* description() const override { return Job<Request>::kDescription; }
+  void AddOptions(CLI::App& command) override {
+    job_.AddOptions(command);
+    // A quote writes nothing: the job's output flag is optional here.
+    for (CLI::Option* option : command.get_options()) {
+      if (option->get_name() == "--out") option->required(false);
+    }
+  }
+  absl::StatusOr<switchyard::v1::QuoteRequest> BuildQuote() override {
+    absl::StatusOr<Request> request = job_.BuildRequest();
+    if (!request.ok()) return request.status();
+    switchyard::v1::QuoteRequest quote;
+    if (!metering::SetQuoteRequest(*request, &quote)) {
+      return absl::InvalidArgumentError(absl::StrCat(name(), " cannot be quoted"));
+    }
+    return quote;
+  }
+
+ private:
+  Job<Request> job_;
+};
+
+template <typename Request>
+QuotePartPtr NewQuotePart() {
+  return std::make_unique<JobQuotePart<Request>>();
 }
 
 }  // namespace switchyard::cli::internal

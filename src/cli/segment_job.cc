@@ -183,5 +183,6 @@ struct Job<v1::SegmentAnything2Request> : ModelInFlags {
 };
 
 template CommandPtr NewJobCommand<v1::SegmentAnything2Request>();
+template QuotePartPtr NewQuotePart<v1::SegmentAnything2Request>();
 
 }  // namespace switchyard::cli::internal

@@ -166,6 +166,46 @@ class FakeGateway final : public v1::Gateway::Service {
     return last_explain_;
   }
 
+  // An exact quote of 384 pixels at 0.25, with the caps it was sent echoed back.
+  grpc::Status Quote(grpc::ServerContext* context, const v1::QuoteRequest* request,
+                     v1::QuoteResponse* response) override {
+    Record(context);
+    if (!error_.ok()) return error_;
+    std::string total_cap;
+    if (auto it = context->client_metadata().find("x-max-total-price");
+        it != context->client_metadata().end()) {
+      total_cap.assign(it->second.data(), it->second.size());
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_quote_ = *request;
+      last_total_cap_ = total_cap;
+    }
+    response->set_pipeline("upscale");
+    response->set_model_id("esrgan");
+    response->set_unit("pixel");
+    response->set_units(384);
+    response->set_units_basis("exact");
+    response->set_units_exact(true);
+    response->set_units_note("input pixels");
+    response->set_orchestrator("orch-1");
+    response->set_price_per_unit(0.25);
+    response->set_total(96);
+    response->set_min_price_per_unit(0.25);
+    response->set_max_price_per_unit(0.5);
+    response->set_eligible(2);
+    if (!total_cap.empty()) response->set_max_total_price(std::stod(total_cap));
+    return grpc::Status::OK;
+  }
+  v1::QuoteRequest last_quote() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_quote_;
+  }
+  std::string last_total_cap() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_total_cap_;
+  }
+
   grpc::Status TextToImage(grpc::ServerContext* context, const v1::TextToImageRequest* request,
                            v1::ImageResponse* response) override {
     Record(context);
@@ -305,6 +345,8 @@ class FakeGateway final : public v1::Gateway::Service {
   std::mutex mu_;
   std::string last_request_id_;
   v1::ExplainRouteRequest last_explain_;
+  v1::QuoteRequest last_quote_;
+  std::string last_total_cap_;
   v1::UpscaleRequest last_upscale_;
   v1::TranscodeRequest last_transcode_;
   v1::GetUsageRequest last_usage_;

@@ -23,9 +23,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
+#include "gateway/api/live_video.h"
 #include "gateway/billing/api_keys.h"
 #include "gateway/billing/auth_interceptor.h"
-#include "gateway/api/live_video.h"
 #include "support/media_fixtures.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
@@ -233,6 +233,39 @@ TEST_F(LivepeerApiRoutesTest, DeepJsonBodiesAre400NamingTheLimit) {
   EXPECT_EQ(at_limit.status, 422) << at_limit.body;  // text: not a string
   // Malformed JSON stays the reference API's 422.
   EXPECT_EQ(PostJson("/text-to-image", "{nope").status, 422);
+}
+
+// POST /quote/<pipeline> reads its body with the pipeline's own reader: the same limits and
+// field errors, before the gateway is asked; other /quote paths are 404 listing what is quotable.
+TEST_F(LivepeerApiRoutesTest, QuotePathsReadTheirBodyLikeThePipelinesPath) {
+  MakeRoutes(false);
+  const std::string deep = Deep(1000000);
+  EXPECT_TRUE(IsError(PostJson("/quote/text-to-image",
+                               absl::StrCat(R"({"model_id":"m","prompt":"p","loras":)", deep, "}")),
+                      400, "nested deeper than 64 levels"));
+  EXPECT_TRUE(IsError(PostJson("/quote/llm", absl::StrCat(R"({"messages":)", deep, "}")), 400,
+                      "nested deeper than 64 levels"));
+  const http::Response missing = PostJson("/quote/text-to-image", R"({"prompt":"p"})");
+  EXPECT_EQ(missing.status, 422) << missing.body;
+  EXPECT_NE(missing.body.find("model_id"), std::string::npos) << missing.body;
+  for (const std::string path : {"/quote", "/quote/live-video-to-video", "/quote/nope"}) {
+    auto it = routes_.find(path);
+    if (it == routes_.end()) it = routes_.find("/quote/*");
+    ASSERT_NE(it, routes_.end()) << path;
+    http::Request req;
+    req.method = "POST";
+    req.path = req.target = path;
+    std::optional<http::Response> got;
+    it->second(req, [&got](http::Response r) { got = std::move(r); });  // answers at once
+    ASSERT_TRUE(got.has_value()) << path;
+    EXPECT_TRUE(IsError(*got, 404, "POST /quote/<pipeline>")) << path;
+    EXPECT_NE(got->body.find("text-to-image"), std::string::npos) << got->body;
+  }
+  for (const char* pipeline :
+       {"text-to-image", "image-to-image", "upscale", "image-to-video", "segment-anything-2",
+        "audio-to-text", "image-to-text", "text-to-speech", "llm"}) {
+    EXPECT_EQ(routes_.count(absl::StrCat("/quote/", pipeline)), 1u) << pipeline;
+  }
 }
 
 // JSON inside a multipart field (segment-anything-2's point_coords etc.) has the same limit.

@@ -3,17 +3,20 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <optional>
 #include <type_traits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/json_limits.h"
 #include "common/logging.h"
 #include "common/metering.h"
-#include "common/receipt.h"
 #include "common/pipelines.h"
+#include "common/quote_units.h"
+#include "common/receipt.h"
 #include "common/status.h"
 #include "common/tenant.h"
 #include "gateway/api/client_cancelled.h"
@@ -75,6 +78,18 @@ grpc::Status CheckSegment(const v1::TranscodeRequest& request) {
   }
   if (request.renditions().empty()) return InvalidArgument("at least one rendition is required");
   return CheckStreamId(request.stream_id());
+}
+
+// A job refused for want of a node under its price cap, when the cap came from x-max-total-price:
+// the message says so.
+grpc::Status WithTotalCap(grpc::Status status, double max_total_price) {
+  if (max_total_price <= 0 || status.error_code() != grpc::StatusCode::NOT_FOUND ||
+      !absl::StrContains(status.error_message(), "price cap")) {
+    return status;
+  }
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      absl::StrCat(status.error_message(), "; the cap is x-max-total-price ",
+                                   max_total_price, " over the request's quoted units"));
 }
 
 bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
@@ -140,8 +155,35 @@ absl::StatusOr<RouteRequest> GatewayService::MakeRoute(grpc::CallbackServerConte
     }
     route.max_price_per_unit = cap;
   }
+  if (auto it = md.find("x-max-total-price"); it != md.end()) {
+    auto total = metering::ParseMaxTotalPrice(
+        absl::string_view(it->second.data(), it->second.size()), "x-max-total-price");
+    if (!total.ok()) return total.status();
+    route.max_total_price = *total;
+  }
   return route;
 }
+
+template <typename Request>
+absl::Status GatewayService::CapForTotal(const Request& request, RouteRequest* route) const {
+  if (route->max_total_price <= 0) return absl::OkStatus();
+  auto quote = metering::QuoteUnitsOf(request);
+  if (!quote.ok()) return quote.status();
+  if (quote->basis == metering::QuoteBasis::kUnknown) {
+    return absl::FailedPreconditionError(absl::StrCat("x-max-total-price cannot be honoured for ",
+                                                      route->pipeline, ": ", quote->note));
+  }
+  if (quote->units <= 0) return absl::OkStatus();  // nothing to bill
+  double cap = metering::PriceWithinTotal(route->max_total_price, quote->units);
+  // 0 would mean "no cap": the smallest positive price keeps only free nodes.
+  if (!(cap > 0)) cap = std::numeric_limits<double>::denorm_min();
+  if (route->max_price_per_unit <= 0 || cap < route->max_price_per_unit) {
+    route->max_price_per_unit = cap;
+  }
+  return absl::OkStatus();
+}
+// The LLM's handler is in gateway_service_llm.cc.
+template absl::Status GatewayService::CapForTotal(const v1::LLMRequest&, RouteRequest*) const;
 
 template <typename Request, typename Response>
 void GatewayService::Dispatch(grpc::CallbackServerContext* context, const Request* request,
@@ -186,6 +228,9 @@ grpc::ServerUnaryReactor* GatewayService::Route(grpc::CallbackServerContext* con
   if (model_id.empty()) return FinishNow(context, InvalidArgument(kModelRequired));
   auto route = MakeRoute(context, Pipeline::kName, model_id);
   if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
+  if (absl::Status st = CapForTotal(*request, &*route); !st.ok()) {
+    return FinishNow(context, ToGrpcStatus(st));
+  }
   std::function<void(const std::string&)> on_success;
   if constexpr (std::is_same_v<Request, v1::LiveVideoSegmentRequest>) {
     if (!request->stream_id().empty()) {
@@ -198,16 +243,17 @@ grpc::ServerUnaryReactor* GatewayService::Route(grpc::CallbackServerContext* con
     }
   }
   auto* reactor = context->DefaultReactor();
-  std::function<void(grpc::Status)> answer = [reactor](grpc::Status st) {
-    reactor->Finish(std::move(st));
+  const double max_total_price = route->max_total_price;
+  std::function<void(grpc::Status)> answer = [reactor, max_total_price](grpc::Status st) {
+    reactor->Finish(WithTotalCap(std::move(st), max_total_price));
   };
   if (spot_checker_ != nullptr) {
     // Spot checks (spot_check.h): a sampled job's request and result are copied before the
     // client is answered (they go with the call), and re-run elsewhere after it.
-    answer = [this, reactor, request, response, method](grpc::Status st) {
+    answer = [this, reactor, request, response, method, max_total_price](grpc::Status st) {
       std::optional<SpotChecker::Job> check;
       if (st.ok()) check = SpotCheckOf(*request, *response, method);
-      reactor->Finish(std::move(st));
+      reactor->Finish(WithTotalCap(std::move(st), max_total_price));
       if (check) spot_checker_->Start(*std::move(check));
     };
   }
@@ -320,9 +366,15 @@ grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext*
   if (auto st = CheckSegment(*request); !st.ok()) return FinishNow(context, std::move(st));
   auto route = MakeRoute(context, pipelines::kTranscode, kTranscodeModel);
   if (!route.ok()) return FinishNow(context, ToGrpcStatus(route.status()));
+  if (absl::Status st = CapForTotal(*request, &*route); !st.ok()) {
+    return FinishNow(context, ToGrpcStatus(st));
+  }
   auto* reactor = context->DefaultReactor();
+  const double max_total_price = route->max_total_price;
   StartTranscode(context, request, response, *std::move(route),
-                 [reactor](grpc::Status st) { reactor->Finish(std::move(st)); });
+                 [reactor, max_total_price](grpc::Status st) {
+                   reactor->Finish(WithTotalCap(std::move(st), max_total_price));
+                 });
   return reactor;
 }
 
@@ -339,6 +391,13 @@ class GatewayService::TranscodeStreamReactor final
     auto route = service_->MakeRoute(context, pipelines::kTranscode, kTranscodeModel);
     if (!route.ok()) {
       Finish(ToGrpcStatus(route.status()));
+      return;
+    }
+    if (route->max_total_price > 0) {
+      // A total is per job, and a stream is many jobs of unknown number.
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "x-max-total-price is for one job; a TranscodeStream runs many (send "
+                          "x-max-price-per-unit, or x-max-total-price with each Transcode call)"));
       return;
     }
     route_ = *std::move(route);
@@ -718,6 +777,134 @@ grpc::ServerUnaryReactor* GatewayService::ExplainRoute(grpc::CallbackServerConte
     out->set_best(c.best);
   }
   return FinishNow(context, grpc::Status::OK);
+}
+
+template <typename Request>
+grpc::Status GatewayService::QuoteOf(grpc::CallbackServerContext* context, const Request& request,
+                                     const std::string& pipeline, const std::string& model_id,
+                                     v1::QuoteResponse* response) const {
+  auto route = MakeRoute(context, pipeline, model_id);
+  if (!route.ok()) return ToGrpcStatus(route.status());
+  auto units = metering::QuoteUnitsOf(request);
+  if (!units.ok()) return ToGrpcStatus(units.status());
+  if (absl::Status st = CapForTotal(request, &*route); !st.ok()) return ToGrpcStatus(st);
+  // The router's judgement without choosing: Explain counts nothing (a quote is not a job).
+  const SnapshotPtr snapshot = membership_->snapshot();
+  const RouteExplanation explained = router_.Explain(*snapshot, *route);
+  const CandidateExplanation* best = nullptr;
+  double lowest = std::numeric_limits<double>::infinity(), highest = 0;
+  for (const CandidateExplanation& c : explained.candidates) {
+    if (c.filter != RouteFilter::kNone) continue;
+    lowest = std::min(lowest, c.price_per_unit);
+    highest = std::max(highest, c.price_per_unit);
+    if (c.best) best = &c;
+  }
+  if (best == nullptr) {
+    // No node can take the job now: the error the job would get. Pick counts decisions only when
+    // it chooses, which it cannot on this snapshot.
+    auto picked = router_.Pick(*snapshot, *route);
+    if (!picked.ok()) {
+      return WithTotalCap(ToGrpcStatus(picked.status()), route->max_total_price);
+    }
+    return grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("no orchestrator can take ", pipeline, " '", LogSafe(model_id), "' now"));
+  }
+  double price = best->price_per_unit;
+  if (route->max_price_per_unit > 0) price = std::min(price, route->max_price_per_unit);
+  response->set_pipeline(pipeline);
+  response->set_model_id(model_id);
+  response->set_unit(metering::UnitOf(pipeline));
+  response->set_units(units->units);
+  response->set_units_basis(std::string(metering::QuoteBasisName(units->basis)));
+  response->set_units_exact(units->basis == metering::QuoteBasis::kExact);
+  response->set_units_note(units->note);
+  response->set_orchestrator(best->node_id);
+  response->set_price_per_unit(price);
+  if (units->basis != metering::QuoteBasis::kUnknown) {
+    response->set_total(static_cast<double>(units->units) * price);
+  }
+  response->set_min_price_per_unit(lowest);
+  response->set_max_price_per_unit(highest);
+  response->set_eligible(explained.eligible);
+  response->set_price_cap_per_unit(route->max_price_per_unit);
+  response->set_max_total_price(route->max_total_price);
+  response->set_quoted_unix_ms(absl::ToUnixMillis(absl::Now()));
+  return grpc::Status::OK;
+}
+
+namespace {
+
+// The request's own checks, as its job makes them before routing (the model id after them).
+template <typename Request>
+grpc::Status CheckQuoted(const Request& request) {
+  if constexpr (std::is_same_v<Request, v1::LLMRequest>) {
+    return grpc::Status::OK;  // QuoteUnitsOf checks its messages
+  } else {
+    return CheckRequest(request);
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* GatewayService::Quote(grpc::CallbackServerContext* context,
+                                                const v1::QuoteRequest* request,
+                                                v1::QuoteResponse* response) {
+  if (auto* refused = RefuseUnauthorized(context)) return refused;
+  auto unary = [&](const auto& r) -> grpc::Status {
+    using Pipeline = pipelines::PipelineOf<std::remove_cvref_t<decltype(r)>>;
+    if (grpc::Status st = CheckQuoted(r); !st.ok()) return st;
+    const std::string& model_id = Pipeline::ModelId(r);
+    if (model_id.empty()) return InvalidArgument(kModelRequired);
+    return QuoteOf(context, r, Pipeline::kName, model_id, response);
+  };
+  grpc::Status status;
+  switch (request->request_case()) {
+    case v1::QuoteRequest::kUpscale:
+      status = unary(request->upscale());
+      break;
+    case v1::QuoteRequest::kTextToImage:
+      status = unary(request->text_to_image());
+      break;
+    case v1::QuoteRequest::kImageToImage:
+      status = unary(request->image_to_image());
+      break;
+    case v1::QuoteRequest::kImageToVideo:
+      status = unary(request->image_to_video());
+      break;
+    case v1::QuoteRequest::kAudioToText:
+      status = unary(request->audio_to_text());
+      break;
+    case v1::QuoteRequest::kSegmentAnything2:
+      status = unary(request->segment_anything_2());
+      break;
+    case v1::QuoteRequest::kLlm:
+      status = unary(request->llm());
+      break;
+    case v1::QuoteRequest::kImageToText:
+      status = unary(request->image_to_text());
+      break;
+    case v1::QuoteRequest::kTextToSpeech:
+      status = unary(request->text_to_speech());
+      break;
+    case v1::QuoteRequest::kLiveVideoSegment:
+      status = unary(request->live_video_segment());
+      break;
+    case v1::QuoteRequest::kTranscode:
+      status = CheckSegment(request->transcode());
+      if (status.ok()) {
+        status = QuoteOf(context, request->transcode(), pipelines::kTranscode, kTranscodeModel,
+                         response);
+      }
+      break;
+    case v1::QuoteRequest::REQUEST_NOT_SET:
+      status = InvalidArgument(
+          "a QuoteRequest holds one pipeline's request (upscale, text_to_image, llm, transcode, "
+          "...)");
+      break;
+  }
+  if (!status.ok()) response->Clear();
+  return FinishNow(context, std::move(status));
 }
 
 }  // namespace switchyard::gateway

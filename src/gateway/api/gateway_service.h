@@ -97,6 +97,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
                                          const v1::ExplainRouteRequest* request,
                                          v1::ExplainRouteResponse* response) override;
 
+  // Prices a request before it runs (see gateway.proto; docs/metering.md, "Quotes").
+  grpc::ServerUnaryReactor* Quote(grpc::CallbackServerContext* context,
+                                  const v1::QuoteRequest* request,
+                                  v1::QuoteResponse* response) override;
+
   grpc::ServerUnaryReactor* ListCapabilities(grpc::CallbackServerContext* context,
                                              const v1::ListCapabilitiesRequest* request,
                                              v1::ListCapabilitiesResponse* response) override;
@@ -153,9 +158,22 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // metadata, else the gateway's configured cap). INVALID_ARGUMENT for a malformed cap;
   // UNAUTHENTICATED or RESOURCE_EXHAUSTED when the API key check refused the call (every job
   // path, unary and streaming, passes here before any work).
+  // Also reads x-max-total-price into route.max_total_price (INVALID_ARGUMENT when malformed);
+  // CapForTotal turns it into the price cap once the request's units are known.
   absl::StatusOr<RouteRequest> MakeRoute(grpc::CallbackServerContext* context,
                                          const std::string& pipeline,
                                          const std::string& model_id) const;
+  // With x-max-total-price (route->max_total_price > 0): the request's quoted units
+  // (common/quote_units.h) turn it into a price cap per unit, the lower of it and the route's
+  // cap. INVALID_ARGUMENT when the request cannot be measured, FAILED_PRECONDITION when its units
+  // are not known before it runs (text-to-speech). Does nothing without the header.
+  template <typename Request>
+  absl::Status CapForTotal(const Request& request, RouteRequest* route) const;
+  // The quote of one request (Quote's work, after the oneof is unpacked).
+  template <typename Request>
+  grpc::Status QuoteOf(grpc::CallbackServerContext* context, const Request& request,
+                       const std::string& pipeline, const std::string& model_id,
+                       v1::QuoteResponse* response) const;
 
   const GatewayConfig& config_;
   Membership* membership_;

@@ -276,6 +276,10 @@ grpc::ServerWriteReactor<v1::LLMResponse>* GatewayService::LLM(grpc::CallbackSer
     return new FinishedStream(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                            "model is required (see ListCapabilities)"));
   }
+  // x-max-total-price: the cap per unit from the request's quoted tokens (docs/metering.md).
+  if (absl::Status st = CapForTotal(*request, &*route); !st.ok()) {
+    return new FinishedStream(ToGrpcStatus(st));
+  }
   return new LlmRelay(context, *request, env_, *std::move(route), IdentityOf(context));
 }
 

@@ -163,6 +163,7 @@ void JobDispatch::Settle(const SettleUnits& units) {
   job.advertised_price_per_unit =
       AdvertisedPrice(*node_, policy_.any_pipeline ? "" : route_.pipeline, route_.model_id);
   job.max_price_per_unit = route_.max_price_per_unit;
+  job.max_total_price = route_.max_total_price;
   job.counted = units.counted;
   job.receipts = units.receipts;
   job.receipt = units.receipt ? &*units.receipt : nullptr;

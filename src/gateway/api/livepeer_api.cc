@@ -2,6 +2,7 @@
 // call shares (errors, forwarded headers, async results, served media) and live video sessions.
 #include "gateway/api/livepeer_api.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -17,12 +18,13 @@
 #include "absl/strings/strip.h"
 #include "common/json_limits.h"
 #include "common/logging.h"
+#include "common/quote_units.h"
 #include "common/secure_random.h"
-#include "gateway/billing/api_keys.h"
-#include "gateway/billing/auth_interceptor.h"
 #include "gateway/api/live_video.h"
 #include "gateway/api/livepeer_api_internal.h"
 #include "gateway/api/peer_gateways.h"
+#include "gateway/billing/api_keys.h"
+#include "gateway/billing/auth_interceptor.h"
 
 namespace switchyard::gateway {
 namespace livepeer {
@@ -69,7 +71,55 @@ void ForwardRequestId(const http::Request& req, grpc::ClientContext* context) {
   // value that cannot be one is no key: without it the call is refused as unauthenticated.
   auto auth = Header(req, "authorization");
   if (auth && IsMetadataValue(*auth)) context->AddMetadata("authorization", *auth);
+  // The job's price caps (docs/metering.md), checked by the gRPC API. A value that cannot be
+  // metadata is still sent, as one that fails the check: a cap must never be dropped silently.
+  for (const char* cap : {"x-max-price-per-unit", "x-max-total-price"}) {
+    if (auto v = Header(req, cap)) {
+      context->AddMetadata(cap, IsMetadataValue(*v) ? *v : "<not printable ASCII>");
+    }
+  }
 }
+
+void SetQuoted(const google::protobuf::Message& request, v1::QuoteRequest* quote) {
+  metering::SetQuoteRequest(request, quote);
+}
+
+void RunQuote(const Env& env, const http::Request& req, v1::QuoteRequest quote,
+              StatusRefiner refine, http::Reply reply) {
+  auto call = std::make_shared<UnaryCall<v1::QuoteRequest, v1::QuoteResponse>>();
+  call->request = std::move(quote);
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  ForwardRequestId(req, &call->context);
+  env.stub->async()->Quote(
+      &call->context, &call->request, &call->response,
+      [call, stub = env.stub, refine, reply = std::move(reply)](grpc::Status status) mutable {
+        if (!status.ok()) return ReplyGrpcError(stub, status, std::move(reply), refine);
+        google::protobuf::util::JsonPrintOptions print;
+        print.always_print_primitive_fields = true;
+        print.preserve_proto_field_names = true;
+        std::string body;
+        if (!google::protobuf::util::MessageToJsonString(call->response, &body, print).ok()) {
+          return reply(HttpError(500, "cannot encode the quote as JSON"));
+        }
+        reply(http::Json(200, body));
+      });
+}
+
+namespace {
+
+// POST /quote/<anything else>: which pipelines can be quoted.
+void UnknownQuote(const http::Request& req, http::Reply reply) {
+  std::string names;
+  for (const Route& route : Routes()) {
+    if (route.quote == nullptr) continue;
+    absl::StrAppend(&names, names.empty() ? "" : ", ", route.pipeline);
+  }
+  reply(HttpError(404, absl::StrCat("no quote for '", LogSafe(req.path),
+                                    "': POST /quote/<pipeline> with the body of POST /<pipeline> (",
+                                    names, ")")));
+}
+
+}  // namespace
 
 std::string DataUrl(const std::string& content_type, const std::string& data) {
   return absl::StrCat("data:", content_type, ";base64,", absl::Base64Escape(data));
@@ -599,12 +649,23 @@ std::map<std::string, http::Handler> LivepeerApiRoutes(std::shared_ptr<grpc::Cha
                                                                            http::Reply reply) {
       serve(*env, req, std::move(reply));
     };
+    if (route.quote != nullptr) {
+      routes[absl::StrCat("/quote/", route.pipeline)] =
+          [env, quote = route.quote](const http::Request& req, http::Reply reply) {
+            quote(*env, req, std::move(reply));
+          };
+    }
     if (route.may_respond_async) {
       routes[absl::StrCat("/", route.pipeline, "/result")] =
           [env, pipeline = route.pipeline](const http::Request& req, http::Reply reply) {
             livepeer::ServeResult(pipeline, *env, req, std::move(reply));
           };
     }
+  }
+  for (const char* quote : {"/quote", "/quote/*"}) {
+    routes[quote] = [](const http::Request& req, http::Reply reply) {
+      livepeer::UnknownQuote(req, std::move(reply));
+    };
   }
   routes["/stream/*"] = [env](const http::Request& req, http::Reply reply) {
     livepeer::ServeMedia(*env, req, std::move(reply));

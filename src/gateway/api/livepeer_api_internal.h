@@ -224,6 +224,29 @@ void ServeUnary(const UnaryRoute<Request>& route, const Env& env, const http::Re
       std::move(reply));
 }
 
+// Quotes (POST /quote/<pipeline>; docs/http-api.md): `request` becomes the QuoteRequest's one
+// request (the oneof field of its type), Gateway.Quote prices it, and the answer is the
+// QuoteResponse as JSON (proto field names), or the pipeline's error (`refine`).
+void SetQuoted(const google::protobuf::Message& request, v1::QuoteRequest* quote);
+void RunQuote(const Env& env, const http::Request& req, v1::QuoteRequest quote,
+              StatusRefiner refine, http::Reply reply);
+
+// POST /quote/<pipeline>: the same body as POST /<pipeline>, read by the same descriptor, so the
+// quote prices exactly the request the pipeline's path would run.
+template <typename Request>
+void ServeQuote(const UnaryRoute<Request>& route, const Env& env, const http::Request& req,
+                http::Reply reply) {
+  auto params = ReadBody(route.body, req, reply);
+  if (!params) return;
+  Request request;
+  ReadFields(*params, route.fields, &request);
+  if (route.read_more != nullptr) route.read_more(*params, &request);
+  if (!params->ok()) return reply(params->Error());
+  v1::QuoteRequest quote;
+  SetQuoted(request, &quote);
+  RunQuote(env, req, std::move(quote), route.refine, std::move(reply));
+}
+
 // One path of the API: a pipeline and its handler.
 struct Route {
   using Handler = void (*)(const Env& env, const http::Request& req, http::Reply reply);
@@ -233,6 +256,7 @@ struct Route {
   // Whether the descriptor is consistent: every field it reads is in its request.
   absl::Status (*check)();
   bool may_respond_async = false;  // also serves POST /<pipeline>/result
+  Handler quote = nullptr;         // POST /quote/<pipeline> (none: not quotable over HTTP)
 };
 
 template <const auto& kRoute>
@@ -243,7 +267,10 @@ constexpr Route Unary() {
             ServeUnary(kRoute, env, req, std::move(reply));
           },
           [] { return CheckFields(kRoute.fields, *Request::descriptor()); },
-          kRoute.may_respond_async};
+          kRoute.may_respond_async,
+          [](const Env& env, const http::Request& req, http::Reply reply) {
+            ServeQuote(kRoute, env, req, std::move(reply));
+          }};
 }
 
 // Every pipeline's path, in one table (livepeer_api_routes.cc).
@@ -251,6 +278,7 @@ std::span<const Route> Routes();
 
 // The handlers of the paths that are not one unary call.
 void Llm(const Env& env, const http::Request& req, http::Reply reply);  // livepeer_api_llm.cc
+void LlmQuote(const Env& env, const http::Request& req, http::Reply reply);
 absl::Status CheckLlmFields();
 void LiveVideoToVideo(const Env& env, const http::Request& req, http::Reply reply);
 

@@ -156,13 +156,11 @@ constexpr Field kLlmFields[] = {
 
 absl::Status CheckLlmFields() { return CheckFields(kLlmFields, *v1::LLMRequest::descriptor()); }
 
-void Llm(const Env& env, const http::Request& req, http::Reply reply) {
-  auto p = ReadBody(Body::kJson, req, reply);
-  if (!p) return;
-  bool stream = false;
-  if (auto v = p->Bool("stream")) stream = *v;
-  auto* call = new LlmCall(env.stub, stream, reply);
-  auto& r = *call->request();
+namespace {
+
+// The body's fields into `request` (problems recorded in `p`).
+void ReadLlmRequest(Params* p, v1::LLMRequest* request) {
+  auto& r = *request;
   if (const Json* messages = p->Raw("messages"); messages == nullptr) {
     p->Fail("messages", "Field required", "missing");
   } else if (!messages->is_array()) {
@@ -190,12 +188,33 @@ void Llm(const Env& env, const http::Request& req, http::Reply reply) {
     }
   }
   ReadFields(*p, kLlmFields, &r);
+}
+
+}  // namespace
+
+void Llm(const Env& env, const http::Request& req, http::Reply reply) {
+  auto p = ReadBody(Body::kJson, req, reply);
+  if (!p) return;
+  bool stream = false;
+  if (auto v = p->Bool("stream")) stream = *v;
+  auto* call = new LlmCall(env.stub, stream, reply);
+  ReadLlmRequest(&*p, call->request());
   if (!p->ok()) {
     delete call;
     return reply(p->Error());
   }
   ForwardRequestId(req, call->context());
   call->Start();
+}
+
+void LlmQuote(const Env& env, const http::Request& req, http::Reply reply) {
+  auto p = ReadBody(Body::kJson, req, reply);
+  if (!p) return;
+  p->Bool("stream");  // checked as the path checks it; a quote does not stream
+  v1::QuoteRequest quote;
+  ReadLlmRequest(&*p, quote.mutable_llm());
+  if (!p->ok()) return reply(p->Error());
+  RunQuote(env, req, std::move(quote), nullptr, std::move(reply));
 }
 
 }  // namespace switchyard::gateway::livepeer

@@ -226,7 +226,7 @@ constexpr Route kRoutes[] = {
     Unary<kAudioToText>(),
     Unary<kImageToText>(),
     Unary<kTextToSpeech>(),
-    {.pipeline = pipelines::kLlm, .serve = Llm, .check = CheckLlmFields},
+    {.pipeline = pipelines::kLlm, .serve = Llm, .check = CheckLlmFields, .quote = LlmQuote},
     {.pipeline = pipelines::kLiveVideoToVideo, .serve = LiveVideoToVideo, .check = nullptr},
 };
 

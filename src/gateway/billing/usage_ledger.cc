@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/metering.h"
 #include "common/node_identity.h"
+#include "common/quote_units.h"
 #include "common/receipt.h"
 #include "common/status.h"
 
@@ -692,6 +693,18 @@ bool JobBilling::Settle(const Job& job) {
   }
   const int64_t units = job.counted.ok() ? *job.counted : -1;
   double amount = disputes.empty() ? static_cast<double>(units) * price : 0.0;
+  if (disputes.empty() && job.max_total_price > 0 && units > 0 && amount > job.max_total_price) {
+    // More units than the client was quoted (a quote that was an estimate): the client agreed to
+    // pay max_total_price at most, so the node gets that, as a lower price per unit.
+    const double within = metering::PriceWithinTotal(job.max_total_price, units);
+    spdlog::warn(
+        "[{}] billing: {} '{}' on {}: {} units x {} per unit is over the job's max total price "
+        "{}; billed {} per unit",
+        job.request_id, job.pipeline, LogSafe(job.model_id), job.orchestrator, units, price,
+        job.max_total_price, within);
+    price = within;
+    amount = static_cast<double>(units) * price;
+  }
   if (!std::isfinite(amount)) {
     disputes.push_back("amount");
     spdlog::warn(

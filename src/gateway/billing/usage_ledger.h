@@ -250,6 +250,11 @@ class JobBilling {
     std::optional<double> advertised_price_per_unit;
     // The job's price cap (the client's x-max-price-per-unit, else the config's); 0: none.
     double max_price_per_unit = 0;
+    // The client's x-max-total-price (0: none): the amount is never above it. When the counted
+    // units times the price would be (more units than the quote, possible only where the quote
+    // was not exact), the price billed is lowered to the largest that keeps units x price within
+    // it (metering::PriceWithinTotal; logged, not a dispute).
+    double max_total_price = 0;
     absl::StatusOr<int64_t> counted = 0;  // the gateway's count, or why it could not count
     // Receipts: whether the job kind carries one (false: KServe; no check, status "none"), the
     // receipt the node sent (null: none), the model it reported in JobInfo, the digests of the

@@ -69,6 +69,11 @@ struct RouteRequest {
   // failed, even when full (its session already holds a slot there). Otherwise ignored. Finding
   // it walks the route, so it costs O(route size).
   std::string preferred;
+  // The client's x-max-total-price for the whole job (0: none). The router ignores it (the
+  // gateway turns it into max_price_per_unit from the job's quoted units before routing); it
+  // travels with the route to settlement, where the billed amount is kept within it
+  // (JobBilling::Job::max_total_price; docs/metering.md, "Quotes").
+  double max_total_price = 0;
 };
 
 struct RouteChoice {

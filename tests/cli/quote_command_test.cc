@@ -1,0 +1,61 @@
+// `switchyard quote` (quote_command.cc): each pipeline's job flags make the QuoteRequest, outputs
+// are not needed, the caps travel as metadata, and bad input is a usage error before any call.
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_commands.h"
+#include "cli_test_fixture.h"
+
+namespace switchyard::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST_F(CliTest, QuoteSendsThePipelinesRequestWithoutAnOutput) {
+  WriteAll(Path("in.png"), PngHeader(24, 16));
+  EXPECT_EQ(Run({"quote", "upscale", "--model", "esrgan", "--in", Path("in.png")}), kExitOk)
+      << err_.str();
+  const v1::QuoteRequest request = gateway_.last_quote();
+  ASSERT_EQ(request.request_case(), v1::QuoteRequest::kUpscale);
+  EXPECT_EQ(request.upscale().model_id(), "esrgan");
+  EXPECT_EQ(request.upscale().image(), PngHeader(24, 16));
+  EXPECT_EQ(gateway_.last_total_cap(), "");
+  const std::string out = out_.str();
+  EXPECT_THAT(out,
+              HasSubstr("upscale 'esrgan': 384 pixels (exact) x 0.25 per pixel on orch-1 = 96"));
+  EXPECT_THAT(out, HasSubstr("2 node(s) can take it now, at 0.25 to 0.5 per pixel"));
+  EXPECT_THAT(out, HasSubstr("run it with x-max-total-price 96"));
+}
+
+TEST_F(CliTest, QuoteLlmAndTheTotalCapAsMetadata) {
+  EXPECT_EQ(Run({"--json", "quote", "--max-total-price", "0.125", "llm", "--model", "m",
+                 "--max-tokens", "7", "--prompt", "hi"}),
+            kExitOk)
+      << err_.str();
+  const v1::QuoteRequest request = gateway_.last_quote();
+  ASSERT_EQ(request.request_case(), v1::QuoteRequest::kLlm);
+  EXPECT_EQ(request.llm().model(), "m");
+  EXPECT_EQ(request.llm().max_tokens(), 7);
+  ASSERT_EQ(request.llm().messages_size(), 1);
+  EXPECT_EQ(request.llm().messages(0).content(), "hi");
+  EXPECT_EQ(gateway_.last_total_cap(), "0.125");
+  const auto json = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(json["units"], "384");
+  EXPECT_DOUBLE_EQ(json["max_total_price"].get<double>(), 0.125);
+}
+
+TEST_F(CliTest, QuoteFlagsAreCheckedBeforeCalling) {
+  EXPECT_EQ(Run({"quote", "upscale", "--model", "esrgan", "--in", Path("missing.png")}),
+            kExitUsage);
+  EXPECT_EQ(Run({"quote", "--max-total-price", "-1", "llm", "--model", "m", "--prompt", "x"}),
+            kExitUsage);
+  EXPECT_EQ(Run({"quote"}), kExitUsage);
+  EXPECT_EQ(Run({"quote", "no-such-pipeline"}), kExitUsage);
+  EXPECT_EQ(gateway_.calls(), 0);
+}
+
+}  // namespace
+}  // namespace switchyard::cli
