@@ -37,23 +37,6 @@ std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
   return ctx;
 }
 
-// A new key and its keys.json entry, made by `switchyard-gateway --new-api-key`.
-nlohmann::json NewKey(const std::string& id, std::string* key) {
-  std::string out;
-  EXPECT_EQ(
-      RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ", id),
-                 &out),
-      0)
-      << out;
-  nlohmann::json entry = nlohmann::json::object();
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
-    if (absl::ConsumePrefix(&line, "entry: ")) entry = nlohmann::json::parse(line, nullptr, false);
-  }
-  EXPECT_TRUE(entry.is_object() && !key->empty()) << out;
-  return entry;
-}
-
 // The value of the first series in a Prometheus text that starts with `name{` and holds every
 // one of `labels` (-1 when none does).
 double SeriesValue(const std::string& text, const std::string& name,
@@ -74,8 +57,8 @@ class ExplainTest : public ::testing::Test {
     ASSERT_TRUE(fs::exists(ModelDir() / (std::string(kModel) + ".pt")))
         << "models are not prepared in " << ModelDir() << "; run scripts/prepare-models";
     nlohmann::json keys = {{"keys", nlohmann::json::array()}};
-    keys["keys"].push_back(NewKey("alice", &alice_));
-    keys["keys"].push_back(NewKey("ops", &ops_));
+    keys["keys"].push_back(NewApiKeyEntry("alice", &alice_));
+    keys["keys"].push_back(NewApiKeyEntry("ops", &ops_));
     WriteFile(tmp_.path() / "keys.json", keys.dump());
     ClusterOptions options;
     options.orchestrators = 1;  // "orch-1": the cheap one

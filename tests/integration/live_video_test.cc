@@ -434,29 +434,12 @@ TEST_F(LiveVideoTest, DefaultConfigRefusesLoopbackUrlsBeforeConnecting) {
   EXPECT_TRUE(cluster_.gateway().Alive());
 }
 
-// A new key and its entry, from the operators' tool (`switchyard-gateway --new-api-key`).
-Json NewKey(const std::string& id, std::string* key) {
-  std::string out;
-  EXPECT_EQ(
-      RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ", id),
-                 &out),
-      0)
-      << out;
-  Json entry;
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
-    if (absl::ConsumePrefix(&line, "entry: ")) entry = Json::parse(line, nullptr, false);
-  }
-  EXPECT_TRUE(entry.is_object()) << out;
-  return entry;
-}
-
 // live_video.max_sessions_per_key: one key cannot take the gateway's every session; 429 names
 // the limit, another key still starts one, and an ended session gives its slot back.
 TEST_F(LiveVideoTest, SessionsAreCappedPerApiKey) {
   TempDir keys_dir;
   std::string key_a, key_b;
-  Json keys = {{"keys", {NewKey("app-a", &key_a), NewKey("app-b", &key_b)}}};
+  Json keys = {{"keys", {NewApiKeyEntry("app-a", &key_a), NewApiKeyEntry("app-b", &key_b)}}};
   ASSERT_FALSE(HasFailure());
   WriteFile(keys_dir.path() / "keys.json", keys.dump());
   ClusterOptions options;

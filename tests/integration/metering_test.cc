@@ -40,33 +40,6 @@ std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key = "",
   return ctx;
 }
 
-// A new key and its keys.json entry, made by `switchyard-gateway --new-api-key`.
-nlohmann::json NewKey(const std::string& id, std::string* key) {
-  std::string out;
-  EXPECT_EQ(RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ",
-                                    id),
-                       &out),
-            0)
-      << out;
-  nlohmann::json entry = nlohmann::json::object();
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
-    if (absl::ConsumePrefix(&line, "entry: ")) entry = nlohmann::json::parse(line, nullptr, false);
-  }
-  EXPECT_TRUE(entry.is_object() && !key->empty()) << out;
-  return entry;
-}
-
-// Counter value of one series in a Prometheus text exposition (-1 when absent).
-double MetricValue(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      return std::stod(std::string(line));
-    }
-  }
-  return -1;
-}
-
 class MeteringTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -79,8 +52,8 @@ class MeteringTest : public ::testing::Test {
   void SetUpKeysAndLedger() {
     ledger_ = tmp_.path() / "state" / "usage.db";
     nlohmann::json keys = {{"keys", nlohmann::json::array()}};
-    keys["keys"].push_back(NewKey("alice", &alice_));
-    keys["keys"].push_back(NewKey("ops", &ops_));
+    keys["keys"].push_back(NewApiKeyEntry("alice", &alice_));
+    keys["keys"].push_back(NewApiKeyEntry("ops", &ops_));
     WriteFile(tmp_.path() / "keys.json", keys.dump());
     options_.orchestrators = 1;
     options_.models = {"esrgan-slim-x2"};
@@ -176,7 +149,7 @@ TEST_F(MeteringTest, HonestOrchestratorIsPaidForTheUnitsBothSidesCount) {
       EXPECT_EQ(t.units(), 10 * 32 * 24);
     }
   }
-  EXPECT_EQ(MetricValue(Metrics(), "switchyard_gateway_billing_mismatches_total{orchestrator="
+  EXPECT_EQ(PrometheusValue(Metrics(), "switchyard_gateway_billing_mismatches_total{orchestrator="
                                    "\"orch-1\",pipeline=\"upscale\"}"),
             -1);
 
@@ -262,7 +235,7 @@ TEST_F(MeteringTest, OrchestratorThatInflatesUnitsIsNotPaidButTheClientGetsTheRe
   EXPECT_EQ(usage.totals(0).amount(), 0.0);          // nothing paid
   EXPECT_EQ(usage.amount(), 0.0);
   const std::string metrics = Metrics();
-  EXPECT_EQ(MetricValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
+  EXPECT_EQ(PrometheusValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
                                  "\"orch-1\",pipeline=\"upscale\"}"),
             2)
       << metrics;
@@ -462,7 +435,7 @@ TEST_F(TensorAndLiveMeteringTest, EveryModelInferCallAndLiveSegmentIsOneLedgerRo
   EXPECT_NEAR(live.amount(), 2 * kSegmentPixels * kLivePrice, 1e-6);
   const std::string metrics = Metrics();
   for (const char* pipeline : {"kserve", "live-video-to-video"}) {
-    EXPECT_EQ(MetricValue(metrics, absl::StrCat("switchyard_gateway_billing_mismatches_total{"
+    EXPECT_EQ(PrometheusValue(metrics, absl::StrCat("switchyard_gateway_billing_mismatches_total{"
                                                 "orchestrator=\"orch-1\",pipeline=\"",
                                                 pipeline, "\"}")),
               -1)
@@ -520,11 +493,11 @@ TEST_F(TensorAndLiveMeteringTest, InflatedKServeAndLiveUnitsAreDisputedButDelive
   EXPECT_EQ(live.amount(), 0.0);
   EXPECT_EQ(usage.amount(), 0.0);
   const std::string metrics = Metrics();
-  EXPECT_EQ(MetricValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
+  EXPECT_EQ(PrometheusValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
                                  "\"orch-1\",pipeline=\"kserve\"}"),
             1)
       << metrics;
-  EXPECT_EQ(MetricValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
+  EXPECT_EQ(PrometheusValue(metrics, "switchyard_gateway_billing_mismatches_total{orchestrator="
                                  "\"orch-1\",pipeline=\"live-video-to-video\"}"),
             2)
       << metrics;

@@ -277,28 +277,12 @@ TEST_F(OpenAiApiClusterTest, ErrorsInOpenAisShape) {
   EXPECT_EQ(Post("/v1/chat/completions", Chat()).status, 200);
 }
 
-// A key for a gateway's keys file, made by the gateway binary (as docs/security.md says).
-Json NewKey(const std::string& id, std::string* key) {
-  std::string out;
-  EXPECT_EQ(
-      RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ", id),
-                 &out),
-      0)
-      << out;
-  Json entry;
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
-    if (absl::ConsumePrefix(&line, "entry: ")) entry = Json::parse(line, nullptr, false);
-  }
-  return entry;
-}
-
 // With API keys configured: 401 in OpenAI's shape without a key or with a wrong one, before the
 // body is read; the right key is served.
 TEST(OpenAiApiAuthTest, KeysAreCheckedAsForTheLivepeerApi) {
   TempDir tmp;
   std::string key;
-  Json entry = NewKey("app", &key);
+  Json entry = NewApiKeyEntry("app", &key);
   ASSERT_TRUE(entry.is_object());
   WriteFile(tmp.path() / "keys.json", Json{{"keys", {entry}}}.dump());
   ClusterOptions options;

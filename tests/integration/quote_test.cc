@@ -49,22 +49,6 @@ std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key,
   return ctx;
 }
 
-nlohmann::json NewKey(const std::string& id, std::string* key) {
-  std::string out;
-  EXPECT_EQ(
-      RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ", id),
-                 &out),
-      0)
-      << out;
-  nlohmann::json entry = nlohmann::json::object();
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
-    if (absl::ConsumePrefix(&line, "entry: ")) entry = nlohmann::json::parse(line, nullptr, false);
-  }
-  EXPECT_TRUE(entry.is_object() && !key->empty()) << out;
-  return entry;
-}
-
 std::string Multipart(const std::map<std::string, std::string>& fields, const std::string& image) {
   std::string body;
   for (const auto& [name, value] : fields) {
@@ -85,7 +69,7 @@ class QuoteTest : public ::testing::Test {
  protected:
   void SetUp() override {
     nlohmann::json keys = {{"keys", nlohmann::json::array()}};
-    keys["keys"].push_back(NewKey("alice", &alice_));
+    keys["keys"].push_back(NewApiKeyEntry("alice", &alice_));
     WriteFile(tmp_.path() / "keys.json", keys.dump());
     // An upscaler that returns its input (x1): units are the input's pixels either way.
     SaveScriptModule(tmp_.path() / "identity.pt", "def forward(self, x):\n    return x\n");

@@ -35,15 +35,6 @@ std::unique_ptr<grpc::ClientContext> Ctx() {
   return ctx;
 }
 
-double MetricValue(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      return std::stod(std::string(line));
-    }
-  }
-  return -1;
-}
-
 class ReceiptsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -140,7 +131,7 @@ TEST_F(ReceiptsTest, HonestReceiptsAreStoredExportedAndVerifiedOffline) {
     EXPECT_EQ(row.receipt().job_id(), row.job_id());
     EXPECT_EQ(row.receipt().gateway_id(), "gateway");
   }
-  EXPECT_EQ(MetricValue(Metrics(), absl::StrCat("switchyard_gateway_receipts_total{orchestrator=\"",
+  EXPECT_EQ(PrometheusValue(Metrics(), absl::StrCat("switchyard_gateway_receipts_total{orchestrator=\"",
                                                 rows[0].orchestrator(), "\",status=\"verified\"}")),
             3);
 
@@ -186,7 +177,7 @@ TEST_F(ReceiptsTest, ForgedReceiptsAreFlaggedAndNotPaid) {
   EXPECT_EQ(rows[0].dispute(), "receipt");
   EXPECT_EQ(rows[0].amount(), 0);
   EXPECT_EQ(
-      MetricValue(Metrics(), absl::StrCat("switchyard_gateway_receipts_total{orchestrator=\"",
+      PrometheusValue(Metrics(), absl::StrCat("switchyard_gateway_receipts_total{orchestrator=\"",
                                           rows[0].orchestrator(), "\",status=\"bad_signature\"}")),
       1);
   // Its export does not verify.
@@ -208,7 +199,7 @@ TEST_F(ReceiptsTest, MissingReceiptsFromAKeyedNodeAreFlaggedAndNotPaid) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].receipt_status(), "missing");  // the node registered with a key
   EXPECT_TRUE(rows[0].disputed());
-  EXPECT_EQ(MetricValue(Metrics(), absl::StrCat("switchyard_gateway_receipts_total{orchestrator=\"",
+  EXPECT_EQ(PrometheusValue(Metrics(), absl::StrCat("switchyard_gateway_receipts_total{orchestrator=\"",
                                                 rows[0].orchestrator(), "\",status=\"missing\"}")),
             1);
 }

@@ -64,15 +64,6 @@ std::unique_ptr<grpc::ClientContext> Ctx() {
   return ctx;
 }
 
-double MetricValue(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
-      return std::stod(std::string(line));
-    }
-  }
-  return -1;
-}
-
 class SpotCheckTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -183,19 +174,19 @@ TEST_F(SpotCheckTest, CheaterIsEjectedWithinTheBinomialBoundAndHonestNodesNeverA
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the last checks end
   const std::string metrics = Metrics();
-  EXPECT_GE(MetricValue(metrics, absl::StrCat("switchyard_gateway_verification_total{node=\"",
+  EXPECT_GE(PrometheusValue(metrics, absl::StrCat("switchyard_gateway_verification_total{node=\"",
                                               kCheater, "\",result=\"mismatch\"}")),
             kEjectAfter)
       << metrics;
   for (const auto& [id, c] : Candidates()) {
     if (id == kCheater) continue;
     EXPECT_FALSE(Banned(c)) << id;
-    EXPECT_EQ(MetricValue(metrics, absl::StrCat("switchyard_gateway_verification_total{node=\"", id,
+    EXPECT_EQ(PrometheusValue(metrics, absl::StrCat("switchyard_gateway_verification_total{node=\"", id,
                                                 "\",result=\"mismatch\"}")),
               -1)
         << id << " was blamed\n"
         << metrics;
-    EXPECT_GT(MetricValue(metrics, absl::StrCat("switchyard_gateway_verification_total{node=\"", id,
+    EXPECT_GT(PrometheusValue(metrics, absl::StrCat("switchyard_gateway_verification_total{node=\"", id,
                                                 "\",result=\"match\"}")),
               0)
         << id << "\n"

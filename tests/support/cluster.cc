@@ -17,6 +17,8 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace switchyard::testing {
 namespace fs = std::filesystem;
@@ -408,6 +410,31 @@ std::string LocalCluster::Logs() const {
     absl::StrAppend(&out, "---- ", o->name(), " log ----\n", o->Log());
   }
   return out;
+}
+
+nlohmann::json NewApiKeyEntry(const std::string& id, std::string* key) {
+  std::string out;
+  EXPECT_EQ(
+      RunCommand(absl::StrCat(BinaryPath("switchyard-gateway").string(), " --new-api-key ", id),
+                 &out),
+      0)
+      << out;
+  nlohmann::json entry = nlohmann::json::object();
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::ConsumePrefix(&line, "key: ")) *key = std::string(line);
+    if (absl::ConsumePrefix(&line, "entry: ")) entry = nlohmann::json::parse(line, nullptr, false);
+  }
+  EXPECT_TRUE(entry.is_object() && !key->empty()) << out;
+  return entry;
+}
+
+double PrometheusValue(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ")) {
+      return std::stod(std::string(line));
+    }
+  }
+  return -1;
 }
 
 }  // namespace switchyard::testing

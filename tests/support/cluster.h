@@ -141,6 +141,14 @@ class LocalCluster {
 std::filesystem::path BinaryPath(const std::string& name);
 std::filesystem::path ModelDir();
 
+// A new API key and its keys.json entry, made by the operators' tool (`switchyard-gateway
+// --new-api-key ID`, as docs/security.md says); a test failure when it gives neither.
+nlohmann::json NewApiKeyEntry(const std::string& id, std::string* key);
+
+// The value of the line "<series> <value>" of a Prometheus text exposition; -1 when absent.
+// `series` is the name with its labels as rendered, e.g. name{a="1",b="2"}.
+double PrometheusValue(const std::string& text, const std::string& series);
+
 // Expects that no line of a daemon's `log` was forged or flooded by a client string: none starts
 // with `forged_start` (what a hostile id put after its newline), none holds an ESC byte, and
 // none is 4 KiB or longer (LogSafe, src/common/logging.h).
