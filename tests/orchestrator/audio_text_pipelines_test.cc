@@ -2,6 +2,7 @@
 // with the ffmpeg CLI), WAV encoding, LLM sampling, chat template and request validation.
 #include "orchestrator/pipelines/audio_text_pipelines.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -83,6 +84,35 @@ TEST(DecodeAudio, StereoKeepsTwoChannelsWhenAsked) {
   EXPECT_EQ(audio->channels, 2);
   EXPECT_NEAR(audio->samples, 12000, 1);
   EXPECT_EQ(audio->planar.size(), static_cast<size_t>(audio->samples * 2));
+}
+
+// A stream whose channel count changes mid-way (stereo MP3 frames, then mono ones; broadcast
+// ADTS does it, hostile uploads do it on purpose) is resampled with a resampler set up anew for
+// the new format. Feeding mono frames to the stereo resampler read a second plane that is not
+// there (a crash).
+TEST(DecodeAudio, ChannelCountChangingMidStreamIsResampledNotRead) {
+  TempDir dir;
+  const std::string plain = "-c:a libmp3lame -b:a 128k -write_xing 0 -id3v2_version 0 -f mp3";
+  std::string stereo = MakeSine(dir, "stereo.mp3", "-ac 2 " + plain);
+  std::string mono = MakeSine(dir, "mono.mp3", "-ac 1 " + plain);
+  ASSERT_FALSE(stereo.empty());
+  ASSERT_FALSE(mono.empty());
+  for (const std::string& data : {stereo + mono, mono + stereo}) {
+    auto audio = DecodeAudio(data, 16000, 1, 300);
+    ASSERT_TRUE(audio.ok()) << audio.status();
+    EXPECT_EQ(audio->source_sample_rate, 44100);
+    // Two one-second parts (each MP3 part adds its encoder delay and padding, under 0.1 s).
+    EXPECT_NEAR(audio->samples, 32000, 2000);
+    // Both halves carry the sine: neither was dropped or zeroed.
+    const int64_t half = audio->samples / 2;
+    float peak_first = 0, peak_second = 0;
+    for (int64_t i = 0; i < audio->samples; ++i) {
+      float& peak = i < half ? peak_first : peak_second;
+      peak = std::max(peak, std::abs(audio->planar[i]));
+    }
+    EXPECT_GT(peak_first, 0.05f);
+    EXPECT_GT(peak_second, 0.05f);
+  }
 }
 
 TEST(DecodeAudio, CorruptOrEmptyIsInvalidArgument) {
@@ -353,10 +383,12 @@ TEST(ValidUtf8, KeepsWellFormedTextAndReplacesTheRest) {
   EXPECT_EQ(ValidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"),
             "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
   const std::string r = "\xEF\xBF\xBD";
-  EXPECT_EQ(ValidUtf8("a\x80" "b"), "a" + r + "b");           // lone continuation byte
-  EXPECT_EQ(ValidUtf8("a\xC3"), "a" + r);                  // truncated at the end
-  EXPECT_EQ(ValidUtf8("\xC0\xAF"), r + r);                // overlong
-  EXPECT_EQ(ValidUtf8("\xED\xA0\x80"), r + r + r);       // a surrogate
+  EXPECT_EQ(ValidUtf8("a\x80"
+                      "b"),
+            "a" + r + "b");                                 // lone continuation byte
+  EXPECT_EQ(ValidUtf8("a\xC3"), "a" + r);                   // truncated at the end
+  EXPECT_EQ(ValidUtf8("\xC0\xAF"), r + r);                  // overlong
+  EXPECT_EQ(ValidUtf8("\xED\xA0\x80"), r + r + r);          // a surrogate
   EXPECT_EQ(ValidUtf8("\xF4\x90\x80\x80"), r + r + r + r);  // past U+10FFFF
   EXPECT_EQ(ValidUtf8(std::string("\xFF\xFEok", 4)), r + r + "ok");
 }

@@ -19,6 +19,18 @@ namespace {
 
 using SwrPtr = std::unique_ptr<SwrContext, media::AvDeleter<swr_free>>;
 
+// An AVChannelLayout that starts zeroed and is uninitialised on every path out.
+// av_channel_layout_copy() uninitialises its destination first, so an uninitialised stack
+// layout whose garbage reads as AV_CHANNEL_ORDER_CUSTOM frees a garbage pointer: that was a
+// crash seen in CI (DecodeAudioTest sine_flac, SEGFAULT, depending on what the stack held).
+struct ChannelLayout {
+  AVChannelLayout layout{};
+  ChannelLayout() = default;
+  ChannelLayout(const ChannelLayout&) = delete;
+  ChannelLayout& operator=(const ChannelLayout&) = delete;
+  ~ChannelLayout() { av_channel_layout_uninit(&layout); }
+};
+
 }  // namespace
 
 absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate, int channels,
@@ -42,50 +54,28 @@ absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate,
   std::vector<float> interleaved;
   const int64_t max_samples = static_cast<int64_t>(std::ceil(max_seconds * sample_rate));
   SwrPtr swr;
-  AVChannelLayout out_layout;
-  av_channel_layout_default(&out_layout, channels);
+  ChannelLayout out_layout;
+  av_channel_layout_default(&out_layout.layout, channels);
+  // What `swr` was set up for. A decoder may change format mid-stream (an ADTS or MP3 stream
+  // that switches from stereo to mono; hostile input does it on purpose), and swr_convert()
+  // takes raw planes: a frame with fewer planes than it was set up for would be read past.
+  ChannelLayout swr_in_layout;
+  int swr_in_format = -1;
+  int swr_in_rate = 0;
 
   auto too_long = [&] {
     return absl::InvalidArgumentError(
         absl::StrCat("audio is longer than max_audio_seconds (", max_seconds, " s)"));
   };
-  // Converts `frame` (nullptr: flush) and appends the result.
-  auto convert = [&](const AVFrame* frame) -> absl::Status {
-    if (frame != nullptr && !swr) {
-      AVChannelLayout in_layout;
-      if (frame->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || frame->ch_layout.nb_channels == 0) {
-        int n = frame->ch_layout.nb_channels > 0 ? frame->ch_layout.nb_channels
-                                                 : dec->ch_layout.nb_channels;
-        if (n <= 0) return absl::InvalidArgumentError("audio has no channels");
-        av_channel_layout_default(&in_layout, n);
-      } else if (int err = av_channel_layout_copy(&in_layout, &frame->ch_layout); err < 0) {
-        return absl::ResourceExhaustedError("out of memory copying a channel layout");
-      }
-      if (frame->sample_rate <= 0) return absl::InvalidArgumentError("audio has no sample rate");
-      out.source_sample_rate = frame->sample_rate;
-      out.source_channels = in_layout.nb_channels;
-      SwrContext* raw = nullptr;
-      int err = swr_alloc_set_opts2(&raw, &out_layout, AV_SAMPLE_FMT_FLT, sample_rate, &in_layout,
-                                    static_cast<AVSampleFormat>(frame->format), frame->sample_rate,
-                                    0, nullptr);
-      av_channel_layout_uninit(&in_layout);
-      swr.reset(raw);
-      if (err < 0 || (err = swr_init(swr.get())) < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("audio cannot be resampled: ", media::AvErrorString(err)));
-      }
-    }
-    if (!swr) return absl::OkStatus();  // flush with nothing decoded
-    const int in_samples = frame != nullptr ? frame->nb_samples : 0;
+  // Runs `in` (nullptr and 0 samples: flush) through `swr` and appends the result.
+  auto resample = [&](const uint8_t** in, int in_samples) -> absl::Status {
     int capacity = swr_get_out_samples(swr.get(), in_samples);
     if (capacity < 0) return absl::InternalError("swr_get_out_samples failed");
     if (capacity == 0) return absl::OkStatus();
     size_t offset = interleaved.size();
     interleaved.resize(offset + static_cast<size_t>(capacity) * channels);
     uint8_t* out_planes[1] = {reinterpret_cast<uint8_t*>(interleaved.data() + offset)};
-    int got = swr_convert(
-        swr.get(), out_planes, capacity,
-        frame != nullptr ? const_cast<const uint8_t**>(frame->extended_data) : nullptr, in_samples);
+    int got = swr_convert(swr.get(), out_planes, capacity, in, in_samples);
     if (got < 0) {
       interleaved.resize(offset);
       return absl::InvalidArgumentError(
@@ -97,13 +87,59 @@ absl::StatusOr<DecodedAudio> DecodeAudio(std::string_view data, int sample_rate,
     }
     return absl::OkStatus();
   };
+  // Sets `swr` up for `frame`'s format, first flushing the one set up for an earlier format.
+  auto setup = [&](const AVFrame& frame) -> absl::Status {
+    ChannelLayout in_layout;
+    if (frame.ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || frame.ch_layout.nb_channels == 0) {
+      int n = frame.ch_layout.nb_channels > 0 ? frame.ch_layout.nb_channels
+                                              : dec->ch_layout.nb_channels;
+      if (n <= 0) return absl::InvalidArgumentError("audio has no channels");
+      av_channel_layout_default(&in_layout.layout, n);
+    } else if (av_channel_layout_copy(&in_layout.layout, &frame.ch_layout) < 0) {
+      return absl::ResourceExhaustedError("out of memory copying a channel layout");
+    }
+    if (frame.sample_rate <= 0) return absl::InvalidArgumentError("audio has no sample rate");
+    if (swr && frame.format == swr_in_format && frame.sample_rate == swr_in_rate &&
+        av_channel_layout_compare(&in_layout.layout, &swr_in_layout.layout) == 0) {
+      return absl::OkStatus();
+    }
+    if (swr) {
+      if (absl::Status st = resample(nullptr, 0); !st.ok()) return st;
+    } else {
+      out.source_sample_rate = frame.sample_rate;
+      out.source_channels = in_layout.layout.nb_channels;
+    }
+    swr.reset();
+    SwrContext* raw = nullptr;
+    int err = swr_alloc_set_opts2(&raw, &out_layout.layout, AV_SAMPLE_FMT_FLT, sample_rate,
+                                  &in_layout.layout, static_cast<AVSampleFormat>(frame.format),
+                                  frame.sample_rate, 0, nullptr);
+    swr.reset(raw);
+    if (err < 0 || (err = swr_init(swr.get())) < 0) {
+      swr.reset();
+      return absl::InvalidArgumentError(
+          absl::StrCat("audio cannot be resampled: ", media::AvErrorString(err)));
+    }
+    if (av_channel_layout_copy(&swr_in_layout.layout, &in_layout.layout) < 0) {
+      swr.reset();
+      return absl::ResourceExhaustedError("out of memory copying a channel layout");
+    }
+    swr_in_format = frame.format;
+    swr_in_rate = frame.sample_rate;
+    return absl::OkStatus();
+  };
+  // Converts `frame` (nullptr: flush) and appends the result.
+  auto convert = [&](const AVFrame* frame) -> absl::Status {
+    if (frame == nullptr) return swr ? resample(nullptr, 0) : absl::OkStatus();
+    if (absl::Status st = setup(*frame); !st.ok()) return st;
+    return resample(const_cast<const uint8_t**>(frame->extended_data), frame->nb_samples);
+  };
 
   if (absl::Status st = (*input)->Decode([&](const AVFrame& frame) { return convert(&frame); });
       !st.ok()) {
     return st;
   }
   if (absl::Status st = convert(nullptr); !st.ok()) return st;
-  av_channel_layout_uninit(&out_layout);
 
   out.samples = static_cast<int64_t>(interleaved.size() / channels);
   // Encoders pad the last frame (AAC in MP4 by up to 1024 samples); the container's duration says
