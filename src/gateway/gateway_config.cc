@@ -332,7 +332,8 @@ bool VerifiablePipeline(const std::string& name) {
   return name == pipelines::kUpscale || name == pipelines::kTextToImage ||
          name == pipelines::kImageToImage || name == pipelines::kImageToVideo ||
          name == pipelines::kSegmentAnything2 || name == pipelines::kAudioToText ||
-         name == pipelines::kImageToText || name == pipelines::kTextToSpeech;
+         name == pipelines::kImageToText || name == pipelines::kTextToSpeech ||
+         name == pipelines::kTranscode;
 }
 
 namespace {
@@ -379,20 +380,16 @@ absl::Status ReadVerification(const ConfigObject& root, VerificationConfig* out)
   }
   for (const auto& item : pipes.json().items()) {
     const std::string& name = item.key();
-    if (name == pipelines::kTranscode) {
-      return pipes.Error(name, "spot checks of transcodes are not built yet (docs/security.md)");
-    }
     if (!VerifiablePipeline(name)) {
       return pipes.Error(name,
                          "is not a pipeline whose results can be spot-checked (upscale, "
                          "text-to-image, image-to-image, image-to-video, "
                          "segment-anything-2, audio-to-text, image-to-text, "
-                         "text-to-speech)");
+                         "text-to-speech, transcode)");
     }
     ConfigObject p = pipes.Child(name);
     SY_RETURN_IF_ERROR(p.CheckKeys({"sample_rate", "max_abs_diff", "min_psnr_db"}));
-    VerificationPipeline vp;
-    vp.sample_rate = out->sample_rate;
+    VerificationPipeline vp = out->For(name);  // the defaults
     SY_RETURN_IF_ERROR(p.Read("sample_rate", &vp.sample_rate));
     SY_RETURN_IF_ERROR(p.Read("max_abs_diff", &vp.max_abs_diff));
     SY_RETURN_IF_ERROR(p.Read("min_psnr_db", &vp.min_psnr_db));
@@ -416,6 +413,7 @@ VerificationPipeline VerificationConfig::For(const std::string& pipeline) const 
   if (it != pipelines.end()) return it->second;
   VerificationPipeline p;
   p.sample_rate = sample_rate;
+  if (pipeline == pipelines::kTranscode) p.min_psnr_db = kDefaultTranscodeMinPsnrDb;
   return p;
 }
 

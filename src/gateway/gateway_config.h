@@ -59,13 +59,19 @@ struct VerificationPipeline {
   int max_abs_diff = 0;
   double min_psnr_db = 0;
 };
+// Transcodes' default min_psnr_db: encoders need not agree bit for bit (x264's output depends on
+// its thread count), so two honest nodes' renditions are compared as decoded frames. Two encodes
+// of one input at one bitrate differ far less than this; wrong content (another segment, frames
+// shifted, blank or re-used frames) scores far below it.
+inline constexpr double kDefaultTranscodeMinPsnrDb = 30;
 
 // The `verification` block: spot checks of deterministic jobs (docs/security.md "Spot checks").
 struct VerificationConfig {
   double sample_rate = 0.01;  // default share of answered jobs checked, per deterministic pipeline
-  // Per pipeline: its rate and tolerances. upscale and segment-anything-2 are deterministic by
-  // default; image-to-image (and any other pipeline listed here) is checked only for requests
-  // that carry a seed (text-to-image, image-to-video) or for a model in deterministic_models.
+  // Per pipeline: its rate and tolerances. upscale, segment-anything-2 and transcode are
+  // deterministic by default; image-to-image (and any other pipeline listed here) is checked only
+  // for requests that carry a seed (text-to-image, image-to-video) or for a model in
+  // deterministic_models.
   std::map<std::string, VerificationPipeline> pipelines;
   // Models the operator declares deterministic: checked in any pipeline that can be compared.
   std::vector<std::string> deterministic_models;
@@ -78,8 +84,9 @@ struct VerificationConfig {
 };
 
 // Pipelines whose results a spot check can compare: unary jobs whose result is the same for the
-// same request on an honest node (given a seed where the model samples). Not transcode (the
-// comparison of decoded renditions is not built yet), llm or live video.
+// same request on an honest node (given a seed where the model samples), and transcodes (their
+// renditions compared as decoded frames; not the segments of a stream, whose session keeps
+// state on its node). Not llm or live video.
 bool VerifiablePipeline(const std::string& pipeline);
 
 struct GatewayConfig {

@@ -138,9 +138,10 @@ struct OrchestratorConfig {
   // "forge" (sign with a throwaway key instead of the node's), so that tests see the gateway
   // flag and dispute such jobs (docs/security.md, "Receipts"). Never set it in production.
   std::string test_receipt_fault;
-  // FOR TESTS ONLY (`test_output_fault`: {"rate": 0..1, "seed": N}): on that share of image jobs
-  // (drawn from a sequence fixed by the seed) the node perturbs its result (inverts the first
-  // pixels of each image) and signs the perturbed result, so that tests see gateways' spot checks
+  // FOR TESTS ONLY (`test_output_fault`: {"rate": 0..1, "seed": N}): on that share of image and
+  // transcode jobs (drawn from a sequence fixed by the seed) the node perturbs its result (inverts
+  // the first pixels of each image; cuts each rendition to its first half) and signs the
+  // perturbed result, so that tests see gateways' spot checks
   // catch a cheating node (docs/security.md, "Spot checks"). Never set it in production.
   double test_output_fault_rate = 0;
   uint64_t test_output_fault_seed = 0;

@@ -548,9 +548,17 @@ TEST(GatewayConfigTest, VerificationDefaultsOverridesAndRanges) {
               "verification.pipelines.llm");
   ExpectError({{"verification", {{"pipelines", {{"nope", Json::object()}}}}}},
               "verification.pipelines.nope");
+  // Transcodes are compared as decoded frames: PSNR at least 30 dB unless configured.
   auto transcode = Parse({{"verification", {{"pipelines", {{"transcode", Json::object()}}}}}});
-  ASSERT_FALSE(transcode.ok());
-  EXPECT_THAT(transcode.status().message(), HasSubstr("not built yet"));
+  ASSERT_TRUE(transcode.ok()) << transcode.status();
+  EXPECT_EQ(transcode->verification.For("transcode").min_psnr_db, kDefaultTranscodeMinPsnrDb);
+  EXPECT_EQ(transcode->verification.For("transcode").sample_rate, 0.01);
+  transcode = Parse({{"verification", {{"pipelines", {{"transcode", {{"min_psnr_db", 40}}}}}}}});
+  ASSERT_TRUE(transcode.ok()) << transcode.status();
+  EXPECT_EQ(transcode->verification.For("transcode").min_psnr_db, 40);
+  EXPECT_EQ(Parse(Json::object())->verification.For("transcode").min_psnr_db,
+            kDefaultTranscodeMinPsnrDb);
+  EXPECT_EQ(Parse(Json::object())->verification.For("upscale").min_psnr_db, 0);
   ExpectError({{"verification", {{"pipelines", {{"upscale", {{"sample_rate", 2}}}}}}}},
               "verification.pipelines.upscale.sample_rate");
   ExpectError({{"verification", {{"pipelines", {{"upscale", {{"max_abs_diff", 256}}}}}}}},

@@ -100,6 +100,58 @@ TEST(SpotCompareTest, ShapeCountRestAndGarbageAreMismatches) {
       CompareSpotResults(Result("a", {}, "[[1,0]]"), Result("b", {}, "[[1,1]]"), {}).match);
 }
 
+// One second of testsrc2 at 25 fps, 160x96, H.264 in MPEG-TS with `args` (ffmpeg CLI).
+std::string Rendition(const TempDir& dir, const std::string& name, const std::string& args) {
+  auto path = dir.path() / name;
+  std::string log;
+  EXPECT_EQ(::switchyard::testing::RunCommand(
+                "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                "testsrc2=size=160x96:rate=25:duration=1 -c:v libx264 -pix_fmt yuv420p -crf 18 " +
+                    args + " -f mpegts " + path.string(),
+                &log),
+            0)
+      << log;
+  return ::switchyard::testing::ReadFile(path);
+}
+
+SpotResult Videos(const std::string& node, std::vector<std::string> videos,
+                  const std::string& rest = "rest") {
+  SpotResult r = Result(node, {}, rest);
+  r.videos = std::move(videos);
+  return r;
+}
+
+TEST(SpotCompareTest, TranscodesAreComparedAsDecodedFrames) {
+  TempDir dir;
+  const std::string medium = Rendition(dir, "a.ts", "-preset medium -threads 1");
+  const std::string veryfast = Rendition(dir, "b.ts", "-preset veryfast -threads 4");
+  const std::string negated = Rendition(dir, "n.ts", "-vf negate");
+  const std::string shorter = Rendition(dir, "s.ts", "-frames:v 20");
+  VerificationConfig config;
+  const VerificationPipeline tolerance = config.For("transcode");
+  ASSERT_EQ(tolerance.min_psnr_db, kDefaultTranscodeMinPsnrDb);
+  const SpotResult a = Videos("a", {medium, medium});
+  // Identical bytes: no decoding. Another encoding of the same frames: a match.
+  EXPECT_TRUE(CompareSpotResults(a, Videos("b", {medium, medium}), tolerance).match);
+  SpotComparison c = CompareSpotResults(a, Videos("b", {medium, veryfast}), tolerance);
+  EXPECT_TRUE(c.match) << c.detail;
+  EXPECT_GT(c.min_psnr_db, 35);
+  // Wrong pixels, a frame missing, a count of renditions, garbage, the rest (sizes, frames).
+  c = CompareSpotResults(a, Videos("b", {medium, negated}), tolerance);
+  EXPECT_FALSE(c.match);
+  EXPECT_THAT(c.detail, HasSubstr("PSNR"));
+  c = CompareSpotResults(a, Videos("b", {shorter, medium}), tolerance);
+  EXPECT_FALSE(c.match);
+  EXPECT_THAT(c.detail, HasSubstr("video 0 has 25 frames against 20"));
+  c = CompareSpotResults(a, Videos("b", {medium}), tolerance);
+  EXPECT_FALSE(c.match);
+  EXPECT_THAT(c.detail, HasSubstr("2 videos against 1"));
+  c = CompareSpotResults(a, Videos("b", {medium, "not a video"}), tolerance);
+  EXPECT_FALSE(c.match);
+  EXPECT_THAT(c.detail, HasSubstr("video 1: the second video"));
+  EXPECT_FALSE(CompareSpotResults(a, Videos("b", {medium, medium}, "other"), tolerance).match);
+}
+
 TEST(SpotVerdictTest, TheNodeTheOtherTwoContradictIsWrong) {
   EXPECT_EQ(JudgeSpotCheck(true, std::nullopt, std::nullopt), SpotVerdict::kAgree);
   EXPECT_EQ(JudgeSpotCheck(false, std::nullopt, std::nullopt), SpotVerdict::kUnresolved);
@@ -330,7 +382,7 @@ TEST_F(SpotCheckerTest, SamplesDeterministicJobsAtTheirPipelinesRate) {
   EXPECT_TRUE(checker->Deterministic("text-to-image", "fixed-t2i", false));
   EXPECT_FALSE(checker->Deterministic("llm", "fixed-t2i", false));
   EXPECT_FALSE(checker->Deterministic("live-video-to-video", "m", true));
-  EXPECT_FALSE(checker->Deterministic("transcode", "libx264", false));
+  EXPECT_TRUE(checker->Deterministic("transcode", "libx264", false));
   EXPECT_FALSE(checker->Deterministic("audio-to-text", "m", false));
   // max_in_flight 0: never.
   config_.max_in_flight = 0;
@@ -360,6 +412,24 @@ TEST(SpotResultTest, ImagesApartFromTheRestAndTheReceiptKept) {
   EXPECT_FALSE(rest.has_job());
   EXPECT_EQ(rest.images(0).width(), 4);
   EXPECT_TRUE(rest.images(0).data().empty());
+}
+
+TEST(SpotResultTest, RenditionsApartFromTheRest) {
+  v1::TranscodeResponse resp;
+  auto* rendition = resp.add_renditions();
+  rendition->set_data("ts-bytes");
+  rendition->set_frames(25);
+  resp.set_input_frames(25);
+  resp.mutable_job()->set_orchestrator("a");
+  SpotResult r = SpotResultOf("a", resp);
+  ASSERT_EQ(r.videos.size(), 1u);
+  EXPECT_EQ(r.videos[0], "ts-bytes");
+  EXPECT_TRUE(r.images.empty());
+  v1::TranscodeResponse rest;
+  ASSERT_TRUE(rest.ParseFromString(r.rest));
+  EXPECT_FALSE(rest.has_job());
+  EXPECT_EQ(rest.renditions(0).frames(), 25);
+  EXPECT_TRUE(rest.renditions(0).data().empty());
 }
 
 }  // namespace

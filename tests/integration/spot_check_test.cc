@@ -1,5 +1,5 @@
 // Spot checks on a loopback cluster (issue 23; docs/security.md "Spot checks"): three nodes
-// serve one deterministic upscale model, one of them cheats on
+// serve one deterministic upscale model (and, in the last test, transcode), one of them cheats on
 // 30% of its jobs (the test-only test_output_fault), and the gateway re-runs 20% of upscale jobs on
 // another node. The cheater is ejected within the bound the binomial distribution gives, the honest
 // nodes never are, and the cheater's paid ledger rows become disputed ("verification").
@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -246,6 +247,158 @@ TEST_F(SpotCheckTest, CheaterIsEjectedWithinTheBinomialBoundAndHonestNodesNeverA
   EXPECT_GT(cheater_rows, 0);
   EXPECT_GE(cheater_disputed, cheater_rows - 1) << cheater_rows;
   EXPECT_GT(honest_rows, 0);
+}
+
+// Transcodes (renditions compared as decoded frames): two honest nodes and one that cuts every
+// rendition short (test_output_fault at rate 1), every transcode checked. The cheater is blamed
+// on each check it takes part in (as the node that answered or as the checker) and ejected after
+// eject_after of them; the honest nodes agree with each other and are never blamed. A stream's
+// segment (stream_id set) is not checked: its session keeps state on its node.
+TEST(TranscodeSpotCheckTest, ACheatingTranscoderIsEjectedAndHonestOnesAgree) {
+  constexpr int kTranscodeEjectAfter = 2;
+  TempDir tmp;
+  ClusterOptions options;
+  options.orchestrators = 2;
+  options.models = {};
+  options.gateway_config = {{"verification",
+                             {{"sample_rate", 0},
+                              {"eject_after", kTranscodeEjectAfter},
+                              {"pipelines", {{"transcode", {{"sample_rate", 1}}}}}}}};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.AddOrchestrator(kCheater, {{"test_output_fault", {{"rate", 1}, {"seed", 7}}}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.WaitForOrchestrators(3, Scaled(std::chrono::seconds(30)));
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  auto stub = cluster.GatewayStub();
+
+  SegmentSpec spec;
+  spec.width = 96;
+  spec.height = 64;
+  spec.fps = "15";
+  spec.seconds = 1.0;
+  v1::TranscodeRequest request;
+  request.set_segment(MakeTestSegment(tmp, spec));
+  for (auto [w, h] : {std::pair{48, 32}, std::pair{64, 48}}) {
+    auto* rendition = request.add_renditions();
+    rendition->set_width(w);
+    rendition->set_height(h);
+    rendition->set_bitrate_bps(200000);
+    rendition->set_preset("ultrafast");
+  }
+  auto metrics = [&] {
+    return HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics").body;
+  };
+  auto series = [](const std::string& node, const std::string& result) {
+    return absl::StrCat("switchyard_gateway_verification_total{node=\"", node, "\",result=\"",
+                        result, "\"}");
+  };
+  auto cheater_banned = [&] {
+    v1::ExplainRouteRequest req;
+    req.set_pipeline("transcode");
+    req.set_model_id("libx264");
+    v1::ExplainRouteResponse resp;
+    auto ctx = Ctx();
+    EXPECT_TRUE(stub->ExplainRoute(ctx.get(), req, &resp).ok());
+    for (const auto& c : resp.candidates()) {
+      if (c.node_id() != kCheater) {
+        EXPECT_NE(c.filter(), "ejected") << c.node_id() << " (honest) was ejected";
+      } else if (c.filter() == "ejected" &&
+                 c.ejected_until_unix_ms() > absl::ToUnixMillis(absl::Now() + absl::Hours(1))) {
+        return true;
+      }
+    }
+    return false;
+  };
+
+  // Every check the cheater takes part in blames it (three nodes: the third breaks the tie), so
+  // it is ejected after at most eject_after checks of its own plus those in flight.
+  int jobs = 0;
+  bool banned = false;
+  const auto deadline = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(90));
+  while (!banned && jobs < 40 && std::chrono::steady_clock::now() < deadline) {
+    v1::TranscodeResponse response;
+    auto ctx = Ctx();
+    grpc::Status status = stub->Transcode(ctx.get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << cluster.Logs();
+    ++jobs;
+    // Checks run after the answer: give this one time to end before the next job.
+    for (int i = 0; i < 50 && !(banned = cheater_banned()); ++i) {
+      const std::string m = metrics();
+      double ended = 0;
+      for (const char* result : {"match", "mismatch", "unresolved", "error"}) {
+        for (const char* node : {"orch-1", "orch-2", kCheater}) {
+          ended += std::max(0.0, PrometheusValue(m, series(node, result)));
+        }
+      }
+      if (ended >= jobs) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  const std::string m = metrics();
+  ASSERT_TRUE(banned) << "the cheater was not ejected after " << jobs << " transcodes\n"
+                      << m << cluster.Logs();
+  EXPECT_GE(PrometheusValue(m, series(kCheater, "mismatch")), kTranscodeEjectAfter) << m;
+  double honest_matches = 0;
+  for (const char* node : {"orch-1", "orch-2"}) {
+    EXPECT_EQ(PrometheusValue(m, series(node, "mismatch")), -1) << node << " was blamed\n" << m;
+    EXPECT_EQ(PrometheusValue(m, series(node, "unresolved")), -1) << node << "\n" << m;
+    honest_matches += std::max(0.0, PrometheusValue(m, series(node, "match")));
+  }
+  // Each check blames the cheater or finds two honest nodes agreeing; a blame counts a "match"
+  // for the honest node of the pair too.
+  EXPECT_GT(honest_matches, 0) << m;
+
+  // After the ejection only honest nodes answer, and they agree: each job's check is a match.
+  auto honest = [&](const std::string& text, const char* result) {
+    return std::max(0.0, PrometheusValue(text, series("orch-1", result))) +
+           std::max(0.0, PrometheusValue(text, series("orch-2", result)));
+  };
+  // Every check that ended, over all nodes and results.
+  auto ended_checks = [&] {
+    double sum = 0;
+    for (absl::string_view line : absl::StrSplit(metrics(), '\n')) {
+      if (!absl::ConsumePrefix(&line, "switchyard_gateway_verification_total{")) continue;
+      double v = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
+    }
+    return sum;
+  };
+  // Waits until no check ends for half a second (bounded): the last checks of the cheater's
+  // jobs may still run.
+  auto settle = [&] {
+    double last = ended_checks();
+    for (int i = 0; i < 20; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      const double now = ended_checks();
+      if (now == last) return now;
+      last = now;
+    }
+    return last;
+  };
+  settle();
+  const double before = honest(metrics(), "match");
+  for (int i = 0; i < 3; ++i) {
+    v1::TranscodeResponse response;
+    auto ctx = Ctx();
+    ASSERT_TRUE(stub->Transcode(ctx.get(), request, &response).ok());
+    EXPECT_NE(response.job().orchestrator(), kCheater);
+  }
+  const double total = settle();
+  const std::string last = metrics();
+  EXPECT_EQ(honest(last, "match"), before + 3) << last;
+  EXPECT_EQ(honest(last, "mismatch"), 0) << last;
+  // A stream's segment is not checked: no check ends after it.
+  v1::TranscodeRequest streamed = request;
+  streamed.set_stream_id("spot-check-stream");
+  {
+    v1::TranscodeResponse response;
+    auto ctx = Ctx();
+    ASSERT_TRUE(stub->Transcode(ctx.get(), streamed, &response).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // a check of it would have ended
+  EXPECT_EQ(ended_checks(), total) << metrics();
 }
 
 }  // namespace

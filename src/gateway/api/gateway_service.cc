@@ -268,16 +268,23 @@ template <typename Request, typename Response>
 std::optional<SpotChecker::Job> GatewayService::SpotCheckOf(const Request& request,
                                                             const Response& response,
                                                             UnaryMethod<Request, Response> method) {
-  using Pipeline = pipelines::PipelineOf<Request>;
+  std::string pipeline;
+  std::string model_id;
   bool seeded = false;
-  if constexpr (requires { request.has_seed(); }) seeded = request.has_seed();
-  const std::string& model_id = Pipeline::ModelId(request);
-  if (response.job().orchestrator().empty() ||
-      !spot_checker_->Sample(Pipeline::kName, model_id, seeded)) {
+  if constexpr (std::is_same_v<Request, v1::TranscodeRequest>) {
+    pipeline = pipelines::kTranscode;
+    model_id = kTranscodeModel;
+  } else {
+    using Pipeline = pipelines::PipelineOf<Request>;
+    pipeline = Pipeline::kName;
+    model_id = Pipeline::ModelId(request);
+    if constexpr (requires { request.has_seed(); }) seeded = request.has_seed();
+  }
+  if (response.job().orchestrator().empty() || !spot_checker_->Sample(pipeline, model_id, seeded)) {
     return std::nullopt;
   }
   SpotChecker::Job job;
-  job.pipeline = Pipeline::kName;
+  job.pipeline = pipeline;
   job.model_id = model_id;
   job.request_id = response.job().request_id();
   job.first = SpotResultOf(response.job().orchestrator(), response);
@@ -371,10 +378,20 @@ grpc::ServerUnaryReactor* GatewayService::Transcode(grpc::CallbackServerContext*
   }
   auto* reactor = context->DefaultReactor();
   const double max_total_price = route->max_total_price;
-  StartTranscode(context, request, response, *std::move(route),
-                 [reactor, max_total_price](grpc::Status st) {
-                   reactor->Finish(WithTotalCap(std::move(st), max_total_price));
-                 });
+  std::function<void(grpc::Status)> answer = [reactor, max_total_price](grpc::Status st) {
+    reactor->Finish(WithTotalCap(std::move(st), max_total_price));
+  };
+  // Spot checks (spot_check.h) of single segments; a stream's segment runs in its session on its
+  // node, which keeps state between segments, so a re-run elsewhere is not comparable.
+  if (spot_checker_ != nullptr && request->stream_id().empty()) {
+    answer = [this, reactor, request, response, max_total_price](grpc::Status st) {
+      std::optional<SpotChecker::Job> check;
+      if (st.ok()) check = SpotCheckOf(*request, *response, &Stub::async_interface::Transcode);
+      reactor->Finish(WithTotalCap(std::move(st), max_total_price));
+      if (check) spot_checker_->Start(*std::move(check));
+    };
+  }
+  StartTranscode(context, request, response, *std::move(route), std::move(answer));
   return reactor;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "common/logging.h"
 #include "common/media/image_codec.h"
+#include "common/media/video_compare.h"
 #include "common/pipelines.h"
 
 namespace switchyard::gateway {
@@ -21,6 +22,10 @@ SpotComparison CompareSpotResults(const SpotResult& a, const SpotResult& b,
   c.min_psnr_db = std::numeric_limits<double>::infinity();
   if (a.images.size() != b.images.size()) {
     c.detail = absl::StrCat(a.images.size(), " images against ", b.images.size());
+    return c;
+  }
+  if (a.videos.size() != b.videos.size()) {
+    c.detail = absl::StrCat(a.videos.size(), " videos against ", b.videos.size());
     return c;
   }
   if (a.rest != b.rest) {
@@ -53,6 +58,30 @@ SpotComparison CompareSpotResults(const SpotResult& a, const SpotResult& b,
         mse == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(255.0 * 255.0 / mse);
     c.max_abs_diff = std::max(c.max_abs_diff, max_diff);
     c.min_psnr_db = std::min(c.min_psnr_db, psnr);
+  }
+  for (size_t i = 0; i < a.videos.size(); ++i) {
+    if (a.videos[i] == b.videos[i]) continue;
+    media::VideoCompareLimits limits;
+    limits.max_frame_pixels = kMaxSpotCheckPixels;
+    limits.max_frames = kMaxSpotCheckFrames;
+    auto v = media::CompareVideos(a.videos[i], b.videos[i], limits);
+    if (!v.ok()) {
+      c.detail = absl::StrCat("video ", i, ": ", v.status().message());
+      return c;
+    }
+    if (v->frames_a != v->frames_b) {
+      c.detail = absl::StrCat("video ", i, " has ", v->frames_a, " frames against ", v->frames_b);
+      return c;
+    }
+    if (!v->SameShape()) {
+      c.detail = absl::StrCat("video ", i, ": ", v->difference);
+      return c;
+    }
+    if (v->frames_a == 0) {
+      c.detail = absl::StrCat("video ", i, " has no frames");
+      return c;
+    }
+    c.min_psnr_db = std::min(c.min_psnr_db, v->psnr_db);
   }
   c.match = c.max_abs_diff <= tolerance.max_abs_diff &&
             (tolerance.min_psnr_db <= 0 || c.min_psnr_db >= tolerance.min_psnr_db);
@@ -258,7 +287,10 @@ bool SpotChecker::Deterministic(const std::string& pipeline, const std::string& 
   if (!VerifiablePipeline(pipeline)) return false;
   const auto& models = config_.deterministic_models;
   if (std::find(models.begin(), models.end(), model_id) != models.end()) return true;
-  if (pipeline == pipelines::kUpscale || pipeline == pipelines::kSegmentAnything2) return true;
+  if (pipeline == pipelines::kUpscale || pipeline == pipelines::kSegmentAnything2 ||
+      pipeline == pipelines::kTranscode) {
+    return true;
+  }
   const bool listed = config_.pipelines.count(pipeline) != 0;
   if (pipeline == pipelines::kImageToImage || pipeline == pipelines::kTextToImage ||
       pipeline == pipelines::kImageToVideo) {

@@ -49,6 +49,10 @@ struct SpotResult {
   // Encoded images (PNG or JPEG): compared by their decoded pixels, within the pipeline's
   // tolerance (exact bytes are a match without decoding).
   std::vector<std::string> images;
+  // Encoded videos (transcode renditions): compared by their decoded frames (frame count,
+  // timestamps, sizes; PSNR at least the pipeline's min_psnr_db), exact bytes a match without
+  // decoding.
+  std::vector<std::string> videos;
   // The rest of the result (masks, scores, text, media sizes; never the JobInfo), serialized:
   // compared byte for byte.
   std::string rest;
@@ -68,6 +72,11 @@ SpotResult SpotResultOf(std::string node, const Response& response) {
       media.clear_data();
       media.clear_content_type();  // the pixels are compared, not the encoding
     }
+  } else if constexpr (std::is_same_v<Response, v1::TranscodeResponse>) {
+    for (auto& rendition : *rest.mutable_renditions()) {
+      r.videos.push_back(std::move(*rendition.mutable_data()));
+      rendition.clear_data();  // the frames are compared, not the bitstream
+    }
   }
   rest.SerializeToString(&r.rest);
   if (response.job().has_receipt()) r.receipt_json = ReceiptToJson(response.job().receipt()).dump();
@@ -78,14 +87,17 @@ struct SpotComparison {
   bool match = false;
   std::string detail;      // what differs, for logs ("" on a match)
   int max_abs_diff = 0;    // over every image's pixels
-  double min_psnr_db = 0;  // the lowest of the images' PSNR (infinity when identical)
+  double min_psnr_db = 0;  // the lowest of the images' and videos' PSNR (infinity: identical)
 };
+// Most frames of one video a comparison decodes; a longer one is a mismatch ("more than").
+inline constexpr int64_t kMaxSpotCheckFrames = 20000;
 // Most pixels of one image a comparison decodes; a larger one is a mismatch ("too large").
 inline constexpr int64_t kMaxSpotCheckPixels = int64_t{64} << 20;
 // Compares two results: the same number of images, each of the same size with every channel
-// within `tolerance.max_abs_diff` and a PSNR of at least `tolerance.min_psnr_db` (when set), and
-// the rest byte-identical. An image that does not decode is a mismatch unless both results hold
-// the same bytes.
+// within `tolerance.max_abs_diff` and a PSNR of at least `tolerance.min_psnr_db` (when set); the
+// same number of videos, each with the same frames (count, timestamps, sizes) and a PSNR of at
+// least `tolerance.min_psnr_db` (when set); and the rest byte-identical. An image or video that
+// does not decode is a mismatch unless both results hold the same bytes.
 SpotComparison CompareSpotResults(const SpotResult& a, const SpotResult& b,
                                   const VerificationPipeline& tolerance);
 

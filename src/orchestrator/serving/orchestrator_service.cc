@@ -176,6 +176,16 @@ void OrchestratorService::PerturbImages(const std::string& rid, v1::ImageRespons
       "[{}] test_output_fault: this job's result was perturbed on purpose (for tests only)", rid);
 }
 
+void OrchestratorService::PerturbRenditions(const std::string& rid,
+                                            v1::TranscodeResponse* response) const {
+  for (auto& out : *response->mutable_renditions())
+    out.mutable_data()->resize(out.data().size() / 2);
+  spdlog::warn(
+      "[{}] test_output_fault: this transcode's renditions were cut short on purpose (for tests "
+      "only)",
+      rid);
+}
+
 OrchestratorService::OrchestratorService(const OrchestratorConfig& config, ModelManager* models,
                                          StatusBoard* board)
     : config_(config), admin_auth_(AdminAuth::FromConfig(config)), models_(models), board_(board) {
@@ -294,6 +304,8 @@ grpc::Status OrchestratorService::Transcode(grpc::ServerContext* context,
   }
   response->set_input_frames(result->input_frames);
   response->set_duration_seconds(result->duration_seconds);
+  // FOR TESTS ONLY: a cheating node (test_output_fault); it signs what it returns.
+  if (DrawOutputFault()) PerturbRenditions(rid, response);
   ResultDigest result_digest;
   result_digest.Add(*response);  // before its JobInfo
   auto* job = response->mutable_job();

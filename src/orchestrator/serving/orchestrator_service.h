@@ -113,10 +113,12 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
                    absl::Time start, v1::JobInfo* job) const;
 
   // FOR TESTS ONLY (test_output_fault): whether this job's result is to be perturbed (a draw of
-  // a sequence fixed by the seed), and the perturbation of an image job's result: the first
-  // pixels of each image inverted, re-encoded as PNG. Logged loudly.
+  // a sequence fixed by the seed), and the perturbation of an image job's result (the first
+  // pixels of each image inverted, re-encoded as PNG) and of a transcode's (each rendition cut to
+  // its first half, as a node that skips work would). Logged loudly.
   bool DrawOutputFault() const;
   void PerturbImages(const std::string& rid, v1::ImageResponse* response) const;
+  void PerturbRenditions(const std::string& rid, v1::TranscodeResponse* response) const;
 
   const OrchestratorConfig& config_;
   const NodeKey* identity_ = nullptr;
