@@ -105,6 +105,7 @@ using QuotePartPtr = std::unique_ptr<QuotePart>;
 // One per quotable job (job_command.h), instantiated next to NewJobCommand.
 template <typename Request>
 QuotePartPtr NewQuotePart();
+QuotePartPtr NewTranscodeQuotePart();  // transcode_commands.cc
 CommandPtr NewQuoteCommand();
 
 }  // namespace switchyard::cli::internal

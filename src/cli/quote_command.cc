@@ -17,14 +17,14 @@ namespace {
 
 namespace v1 = switchyard::v1;
 
-// The quotable jobs, in `switchyard --help` order. Not (yet) transcode and live-video-to-video,
-// whose commands are not Job<Request>s: quote those through the gRPC API.
+// The quotable jobs, in `switchyard --help` order. Not (yet) live-video-to-video, whose command
+// runs many segments: quote its segments through the gRPC API.
 constexpr QuotePartPtr (*kParts[])() = {
     NewQuotePart<v1::UpscaleRequest>,      NewQuotePart<v1::TextToImageRequest>,
     NewQuotePart<v1::ImageToImageRequest>, NewQuotePart<v1::ImageToVideoRequest>,
     NewQuotePart<v1::AudioToTextRequest>,  NewQuotePart<v1::SegmentAnything2Request>,
     NewQuotePart<v1::LLMRequest>,          NewQuotePart<v1::ImageToTextRequest>,
-    NewQuotePart<v1::TextToSpeechRequest>,
+    NewQuotePart<v1::TextToSpeechRequest>, NewTranscodeQuotePart,
 };
 
 std::string FormatQuote(const v1::QuoteResponse& q) {

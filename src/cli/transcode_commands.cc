@@ -32,40 +32,60 @@ std::vector<std::string> RenditionRow(const fs::path& path, int width, int heigh
           absl::StrCat(bytes, " bytes"), "-> " + path.string()};
 }
 
-class TranscodeCommand final : public Command {
- public:
-  TranscodeCommand()
-      : Command("transcode", "Transcode a video segment into a ladder of renditions") {}
+constexpr char kTranscodeDescription[] = "Transcode a video segment into a ladder of renditions";
 
-  void AddOptions(CLI::App& c) override {
-    flags_.AddInOutLadder(
+// The `transcode` command's flags (its quote's too).
+struct TranscodeFlags {
+  LadderFlags ladder;
+  std::string container = "mpegts";
+  int64_t sequence = 0;
+
+  void AddOptions(CLI::App& c) {
+    ladder.AddInOutLadder(
         c, "Input segment (MPEG-TS or MP4, H.264)",
         "[NAME=]WIDTHxHEIGHT:BITRATE[@FPS], e.g. 1280x720:3000k or 0x480:1.6M@30; repeat for a "
         "ladder (1 to 8); width or height 0 keeps the aspect ratio");
-    c.add_option("--container", container_, "Output container")
+    c.add_option("--container", container, "Output container")
         ->check(CLI::IsMember({"mpegts", "mp4"}))
         ->capture_default_str();
-    flags_.AddEncoding(c);
-    c.add_option("--stream-id", flags_.stream_id, "Stream the segment belongs to");
-    c.add_option("--sequence", sequence_, "Sequence number of the segment");
+    ladder.AddEncoding(c);
+    c.add_option("--stream-id", ladder.stream_id, "Stream the segment belongs to");
+    c.add_option("--sequence", sequence, "Sequence number of the segment");
   }
 
-  int Run(const GlobalOptions& global, std::ostream& out, std::ostream& err) override {
-    absl::StatusOr<std::vector<v1::Rendition>> ladder = flags_.BuildLadder();
-    if (!ladder.ok()) return ReportUsageError(ladder.status(), err);
-    absl::StatusOr<std::string> segment = ReadInputFile(flags_.in, "input segment");
-    if (!segment.ok()) return ReportUsageError(segment.status(), err);
-    if (absl::Status s = PrepareOutputDirectory(flags_.out_dir); !s.ok()) {
-      return ReportUsageError(s, err);
-    }
+  // The request: the ladder checked and the segment read (a non-OK status is a usage error).
+  absl::StatusOr<v1::TranscodeRequest> BuildRequest() const {
+    absl::StatusOr<std::vector<v1::Rendition>> renditions = ladder.BuildLadder();
+    if (!renditions.ok()) return renditions.status();
+    absl::StatusOr<std::string> segment = ReadInputFile(ladder.in, "input segment");
+    if (!segment.ok()) return segment.status();
     v1::TranscodeRequest request;
     request.set_segment(*std::move(segment));
-    for (const v1::Rendition& r : *ladder) *request.add_renditions() = r;
-    request.set_container(container_);
-    request.set_stream_id(flags_.stream_id);
-    request.set_audio_codec(flags_.audio_codec);
-    request.set_audio_bitrate_bps(flags_.audio_bitrate_bps);
-    request.set_sequence(sequence_);
+    for (const v1::Rendition& r : *renditions) *request.add_renditions() = r;
+    request.set_container(container);
+    request.set_stream_id(ladder.stream_id);
+    request.set_audio_codec(ladder.audio_codec);
+    request.set_audio_bitrate_bps(ladder.audio_bitrate_bps);
+    request.set_sequence(sequence);
+    return request;
+  }
+};
+
+class TranscodeCommand final : public Command {
+ public:
+  TranscodeCommand() : Command("transcode", kTranscodeDescription) {}
+
+  void AddOptions(CLI::App& c) override { options_.AddOptions(c); }
+
+  int Run(const GlobalOptions& global, std::ostream& out, std::ostream& err) override {
+    absl::StatusOr<v1::TranscodeRequest> built = options_.BuildRequest();
+    if (!built.ok()) return ReportUsageError(built.status(), err);
+    if (absl::Status s = PrepareOutputDirectory(options_.ladder.out_dir); !s.ok()) {
+      return ReportUsageError(s, err);
+    }
+    const v1::TranscodeRequest& request = *built;
+    const std::vector<v1::Rendition> ladder(request.renditions().begin(),
+                                            request.renditions().end());
 
     v1::TranscodeResponse response;
     double elapsed_ms = 0;
@@ -80,7 +100,7 @@ class TranscodeCommand final : public Command {
       return kExitRpcError;
     }
     const std::vector<fs::path> paths =
-        flags_.OutputPaths(*ladder, response, container_ == "mp4" ? ".mp4" : ".ts");
+        options_.ladder.OutputPaths(ladder, response, options_.container == "mp4" ? ".mp4" : ".ts");
     for (int i = 0; i < response.renditions_size(); ++i) {
       if (absl::Status s = WriteFileAtomically(paths[i], response.renditions(i).data()); !s.ok()) {
         return ReportUsageError(s, err);
@@ -100,7 +120,7 @@ class TranscodeCommand final : public Command {
     }
     const v1::JobInfo& job = response.job();
     out << FormatTable(rows);
-    out << "transcoded " << flags_.in << " (" << response.input_frames() << " frames, "
+    out << "transcoded " << options_.ladder.in << " (" << response.input_frames() << " frames, "
         << FormatDouble(response.duration_seconds(), "%.2f") << " s) into "
         << response.renditions_size() << " rendition"
         << (response.renditions_size() == 1 ? "" : "s") << ", " << total_bytes << " bytes, on "
@@ -130,20 +150,41 @@ class TranscodeCommand final : public Command {
                                 {"fps_num", asked.fps_num()},
                                 {"fps_den", asked.fps_den()}});
     }
-    return Json{{"input", flags_.in},
+    return Json{{"input", options_.ladder.in},
                 {"input_frames", response.input_frames()},
                 {"duration_seconds", response.duration_seconds()},
-                {"container", container_},
-                {"output_dir", flags_.out_dir},
+                {"container", options_.container},
+                {"output_dir", options_.ladder.out_dir},
                 {"renditions", std::move(renditions)},
                 {"request_id", global.request_id},
                 {"elapsed_ms", elapsed_ms},
                 {"job", JobToJson(response.job())}};
   }
 
-  LadderFlags flags_;
-  std::string container_ = "mpegts";
-  int64_t sequence_ = 0;
+  TranscodeFlags options_;
+};
+
+// `switchyard quote transcode`: the `transcode` command's flags, --out optional.
+class TranscodeQuotePart final : public QuotePart {
+ public:
+  const char* name() const override { return "transcode"; }
+  const char* description() const override { return kTranscodeDescription; }
+  void AddOptions(CLI::App& c) override {
+    options_.AddOptions(c);
+    for (CLI::Option* option : c.get_options()) {
+      if (option->get_name() == "--out") option->required(false);
+    }
+  }
+  absl::StatusOr<v1::QuoteRequest> BuildQuote() override {
+    absl::StatusOr<v1::TranscodeRequest> request = options_.BuildRequest();
+    if (!request.ok()) return request.status();
+    v1::QuoteRequest quote;
+    *quote.mutable_transcode() = *std::move(request);
+    return quote;
+  }
+
+ private:
+  TranscodeFlags options_;
 };
 
 // A progress bar on one terminal line: [#####.....]  42%  12/30 segments
@@ -390,6 +431,8 @@ void TranscodeFileCommand::PrintSummary(const GlobalOptions& global, double elap
 }
 
 }  // namespace
+
+QuotePartPtr NewTranscodeQuotePart() { return std::make_unique<TranscodeQuotePart>(); }
 
 CommandPtr NewTranscodeCommand() { return std::make_unique<TranscodeCommand>(); }
 CommandPtr NewTranscodeFileCommand() { return std::make_unique<TranscodeFileCommand>(); }

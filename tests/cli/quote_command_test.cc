@@ -47,6 +47,34 @@ TEST_F(CliTest, QuoteLlmAndTheTotalCapAsMetadata) {
   EXPECT_DOUBLE_EQ(json["max_total_price"].get<double>(), 0.125);
 }
 
+TEST_F(CliTest, QuoteTranscodeSendsTheLadderWithoutAnOutputDirectory) {
+  WriteAll(Path("seg.ts"), "segment-bytes");
+  EXPECT_EQ(Run({"quote", "transcode", "--in", Path("seg.ts"), "--rendition", "640x360:800k",
+                 "--rendition", "hd=1280x720:3M@30", "--preset", "fast", "--container", "mp4"}),
+            kExitOk)
+      << err_.str();
+  const v1::QuoteRequest request = gateway_.last_quote();
+  ASSERT_EQ(request.request_case(), v1::QuoteRequest::kTranscode);
+  const v1::TranscodeRequest& transcode = request.transcode();
+  EXPECT_EQ(transcode.segment(), "segment-bytes");
+  EXPECT_EQ(transcode.container(), "mp4");
+  ASSERT_EQ(transcode.renditions_size(), 2);
+  EXPECT_EQ(transcode.renditions(0).width(), 640);
+  EXPECT_EQ(transcode.renditions(0).height(), 360);
+  EXPECT_EQ(transcode.renditions(0).bitrate_bps(), 800000);
+  EXPECT_EQ(transcode.renditions(0).preset(), "fast");
+  EXPECT_EQ(transcode.renditions(1).name(), "hd");
+  EXPECT_EQ(transcode.renditions(1).bitrate_bps(), 3000000);
+  EXPECT_EQ(transcode.renditions(1).fps_num(), 30);
+  const int calls = gateway_.calls();
+  // The ladder and the input are checked before any call, as `switchyard transcode` checks them.
+  EXPECT_EQ(Run({"quote", "transcode", "--in", Path("seg.ts"), "--rendition", "wide"}),
+            kExitUsage);
+  EXPECT_EQ(Run({"quote", "transcode", "--in", Path("missing.ts"), "--rendition", "64x64:1M"}),
+            kExitUsage);
+  EXPECT_EQ(gateway_.calls(), calls);
+}
+
 TEST_F(CliTest, QuoteFlagsAreCheckedBeforeCalling) {
   EXPECT_EQ(Run({"quote", "upscale", "--model", "esrgan", "--in", Path("missing.png")}),
             kExitUsage);
