@@ -224,7 +224,7 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
     if (c.test_output_fault_rate > 0) {
       spdlog::warn(
           "{}: test_output_fault rate is {}: this node returns WRONG results on that share of "
-          "image jobs (for tests only; gateways' spot checks will eject it)",
+          "image and transcode jobs (for tests only; gateways' spot checks will eject it)",
           file.string(), c.test_output_fault_rate);
     }
   }
