@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_services.h"
 #include "common/status.h"
 
 namespace switchyard {
@@ -266,10 +267,11 @@ absl::StatusOr<GrpcClientSecurity> GrpcClientSecurity::Create(const TlsClientCon
 std::shared_ptr<grpc::Channel> GrpcClientSecurity::CreateChannel(
     const std::string& target, grpc::ChannelArguments args) const {
   if (credentials_ == nullptr) {
-    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    return ReleasedOffGrpcThreads(
+        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
   }
   if (!server_name_override_.empty()) args.SetSslTargetNameOverride(server_name_override_);
-  return grpc::CreateCustomChannel(target, credentials_, args);
+  return ReleasedOffGrpcThreads(grpc::CreateCustomChannel(target, credentials_, args));
 }
 
 }  // namespace switchyard

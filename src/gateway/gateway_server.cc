@@ -313,7 +313,7 @@ absl::Status GatewayServer::StartHttp() {
 
   if (!config_.http_listen.empty()) {
     // The Livepeer AI API, answered through this gateway's own gRPC API (in-process channel).
-    auto channel = server_->InProcessChannel(grpc::ChannelArguments());
+    auto channel = ReleasedOffGrpcThreads(server_->InProcessChannel(grpc::ChannelArguments()));
     live_ = std::make_shared<LiveVideoSessions>(v1::Gateway::NewStub(channel), config_.live_video);
     if (!config_.state.peers.empty()) {
       // Async results and served media held by other gateways (docs/operations.md).
@@ -333,10 +333,12 @@ absl::Status GatewayServer::StartHttp() {
     // The OpenAI-compatible API (/v1/...), the same way (docs/openai-api.md).
     routes.merge(OpenAiApiRoutes(channel));
     // GET /usage: the caller's usage from the ledger (docs/metering.md).
-    routes["/usage"] = UsageHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
+    routes["/usage"] =
+        UsageHttpRoute(ReleasedOffGrpcThreads(server_->InProcessChannel(grpc::ChannelArguments())));
     // GET /explain: how the router judges every node for a pipeline and model (operators' keys;
     // docs/operations.md, "Why does my node get no work?").
-    routes["/explain"] = ExplainHttpRoute(server_->InProcessChannel(grpc::ChannelArguments()));
+    routes["/explain"] = ExplainHttpRoute(
+        ReleasedOffGrpcThreads(server_->InProcessChannel(grpc::ChannelArguments())));
     for (const char* probe : {"/healthz", "/readyz"}) routes[probe] = admin_routes.at(probe);
     http::ServerOptions public_options = options;
     public_options.listen = config_.http_listen;

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/grpc_services.h"
 #include "common/http_server.h"
 #include "gateway/api/openai_api_internal.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
@@ -132,7 +133,8 @@ class OpenAiApiTest : public ::testing::Test {
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    routes_ = OpenAiApiRoutes(server_->InProcessChannel(grpc::ChannelArguments()));
+    routes_ = OpenAiApiRoutes(
+        ReleasedOffGrpcThreads(server_->InProcessChannel(grpc::ChannelArguments())));
   }
   void TearDown() override {
     for (int i = 0; i < 500 && service_.llm_active > 0; ++i) {  // bounded: 5 s
