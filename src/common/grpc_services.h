@@ -22,7 +22,9 @@ void SetGrpcServing(grpc::Server* server, bool serving);
 // threads while the others still use it, an abort in grpc_cq_internal_unref ("assertion failed:
 // prior > 0") seen in tests and on a gateway's shutdown. When the wrapper's last reference goes,
 // wherever that is, a thread of its own takes the channel and drops it once the contexts of the
-// calls still ending (which hold it too) have let go (waiting at most 30 s).
+// calls still ending (which hold it too) have let go (waiting at most 30 s). For channels shared
+// with callbacks (a gateway's node connections and in-process bridges); a channel its owner drops
+// on its own thread (the CLI's, an orchestrator's registration) needs none.
 std::shared_ptr<grpc::Channel> ReleasedOffGrpcThreads(std::shared_ptr<grpc::Channel> channel);
 
 }  // namespace switchyard

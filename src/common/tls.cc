@@ -12,7 +12,6 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/grpc_services.h"
 #include "common/status.h"
 
 namespace switchyard {
@@ -267,11 +266,10 @@ absl::StatusOr<GrpcClientSecurity> GrpcClientSecurity::Create(const TlsClientCon
 std::shared_ptr<grpc::Channel> GrpcClientSecurity::CreateChannel(
     const std::string& target, grpc::ChannelArguments args) const {
   if (credentials_ == nullptr) {
-    return ReleasedOffGrpcThreads(
-        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   }
   if (!server_name_override_.empty()) args.SetSslTargetNameOverride(server_name_override_);
-  return ReleasedOffGrpcThreads(grpc::CreateCustomChannel(target, credentials_, args));
+  return grpc::CreateCustomChannel(target, credentials_, args);
 }
 
 }  // namespace switchyard
