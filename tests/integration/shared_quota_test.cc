@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "gateway/billing/api_keys.h"
+#include "gateway/state/redis_client.h"
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
@@ -98,6 +99,30 @@ class SharedQuotaTest : public ::testing::Test {
     return s;
   }
 
+  // Calls of kKey in flight as Redis counts them (its leases), read from Redis itself; -1 when it
+  // cannot be read.
+  int LeasesInRedis() {
+    gateway::RedisClientOptions options;
+    options.address = redis_->address();
+    options.timeout = absl::Seconds(2);
+    auto client = gateway::RedisClient::Create(options);
+    if (!client.ok()) return -1;
+    auto reply = (*client)->Run({"ZCARD", "switchyard:quota:{app}:leases"});
+    if (!reply.ok() || reply->type != gateway::RedisReply::Type::kInteger) return -1;
+    return static_cast<int>(reply->integer);
+  }
+
+  // Waits (at most 10 s) until Redis holds `n` leases of kKey. Streams are admitted after Open()
+  // returns: a probe sent before then would take a slot itself and could crowd a stream out.
+  bool AwaitLeasesInRedis(int n) {
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < until) {
+      if (LeasesInRedis() == n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
   TempDir redis_dir_;
   std::unique_ptr<RedisServer> redis_;
   LocalCluster cluster_;
@@ -110,6 +135,7 @@ TEST_F(SharedQuotaTest, ConcurrencyQuotaHoldsAcrossThreeGateways) {
   for (int round = 0; round < kQuota; ++round) {
     for (size_t g = 0; g < stubs_.size(); ++g) streams.push_back(Open(g));
   }
+  ASSERT_TRUE(AwaitLeasesInRedis(kQuota)) << LeasesInRedis() << cluster_.Logs();
   // Every gateway has decided once a fresh call is refused on each of them (bounded wait).
   for (size_t g = 0; g < stubs_.size(); ++g) {
     grpc::Status probe;
@@ -188,13 +214,15 @@ TEST_F(SharedQuotaTest, KilledGatewaysSlotsFreeAfterLeaseTtl) {
   // The first gateway takes the whole quota, then dies with kill -9.
   std::vector<Stream> held;
   for (int i = 0; i < kQuota; ++i) held.push_back(Open(0));
+  ASSERT_TRUE(AwaitLeasesInRedis(kQuota)) << LeasesInRedis() << cluster_.Logs();
   grpc::Status full;
   for (int i = 0; i < 100; ++i) {
     full = Probe(1);
     if (full.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ASSERT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+  ASSERT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << full.error_message() << cluster_.Logs();
   cluster_.gateway().Kill();
   const auto killed = Clock::now();
   grpc::Status freed;
