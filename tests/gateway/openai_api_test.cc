@@ -479,6 +479,40 @@ TEST_F(OpenAiApiTest, GatewayErrorsMapToOpenAiStatuses) {
   EXPECT_TRUE(IsError(Post("/v1/chat/completions", kChat), 503, "no orchestrator available"));
 }
 
+// The price caps (X-Max-Price-Per-Unit, X-Max-Total-Price) reach the gateway's LLM method as
+// the gRPC API's metadata; one that cannot be metadata still goes, as a value the check refuses;
+// a refusal for want of a node under the cap is 400 price_over_cap, not 404 model_not_found.
+TEST_F(OpenAiApiTest, PriceCapsTravelAsMetadataAndAnOverCapRefusalIs400) {
+  ASSERT_EQ(Post("/v1/chat/completions", kChat,
+                 {{"x-max-price-per-unit", "0.25"}, {"x-max-total-price", "3.5"}})
+                .status,
+            200);
+  {
+    std::lock_guard<std::mutex> lock(service_.mu);
+    EXPECT_EQ(service_.last_metadata["x-max-price-per-unit"], "0.25");
+    EXPECT_EQ(service_.last_metadata["x-max-total-price"], "3.5");
+  }
+  ASSERT_EQ(Post("/v1/completions", R"({"model":"llm-a","prompt":"Once"})",
+                 {{"x-max-price-per-unit", "0.5\xff"}})
+                .status,
+            200);  // the fake takes any metadata; the gateway's check is its business
+  {
+    std::lock_guard<std::mutex> lock(service_.mu);
+    EXPECT_EQ(service_.last_metadata["x-max-price-per-unit"], "<not printable ASCII>");
+    EXPECT_EQ(service_.last_metadata.count("x-max-total-price"), 0u);
+  }
+  for (const bool stream : {false, true}) {
+    service_.llm_status = grpc::Status(
+        grpc::StatusCode::NOT_FOUND,
+        "no orchestrator offers model 'llm-a' for pipeline llm at or under the price cap of 0.25 "
+        "per unit (cheapest: 1)");
+    http::Response r = Post("/v1/chat/completions", ChatWith("stream", stream ? "true" : "false"),
+                            {{"x-max-price-per-unit", "0.25"}});
+    EXPECT_TRUE(IsError(r, 400, "at or under the price cap of 0.25")) << "stream " << stream;
+    EXPECT_EQ(Json::parse(r.body, nullptr, false)["error"]["code"], "price_over_cap") << r.body;
+  }
+}
+
 // Hostile and malformed bodies: each refused with 400 (405, 415) naming the problem, before any
 // call to the gateway's LLM method.
 TEST_F(OpenAiApiTest, HostileBodiesAreRefusedBeforeAnyWork) {

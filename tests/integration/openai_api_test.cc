@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,9 @@ std::vector<Json> Events(const std::string& body) {
   return out;
 }
 
+// What the node asks per token (for the price caps).
+constexpr double kLlmPrice = 0.002;
+
 std::vector<Json> TinyLlm(const fs::path& dir) {
   SaveScriptModule(dir / "llm.pt", kTinyLlmSource, TinyLlmAttributes(0, kTinyLlmReply));
   return {{{"id", "tiny-llm"},
@@ -70,6 +74,7 @@ std::vector<Json> TinyLlm(const fs::path& dir) {
            {"path", (dir / "llm.pt").string()},
            {"warm", true},
            {"device", "cpu"},
+           {"price_per_unit", kLlmPrice},
            {"options", {{"max_tokens", 512}}}}};
 }
 
@@ -97,13 +102,15 @@ class OpenAiApiClusterTest : public ::testing::Test {
     port_ = cluster_->gateway().http_port();
   }
 
-  HttpResult Post(const std::string& path, const Json& body, bool http11 = false) {
+  HttpResult Post(const std::string& path, const Json& body, bool http11 = false,
+                  std::map<std::string, std::string> headers = {}) {
     HttpCall call;
     call.method = "POST";
     call.path = path;
     call.content_type = "application/json";
     call.body = body.dump();
     call.http11 = http11;
+    call.headers = std::move(headers);
     return HttpRequest(port_, call);
   }
 
@@ -275,6 +282,31 @@ TEST_F(OpenAiApiClusterTest, ErrorsInOpenAisShape) {
   EXPECT_TRUE(IsError(HttpRequest(port_, "GET", "/v1/embeddings"), 404, "/v1/chat/completions"));
   // The gateway still serves.
   EXPECT_EQ(Post("/v1/chat/completions", Chat()).status, 200);
+}
+
+// The price caps of the gRPC and Livepeer APIs (docs/metering.md) as HTTP headers: a cap under
+// the node's price is 400 price_over_cap naming the cap (streaming too, before any event), a
+// malformed one 400, and a cap at the price is served.
+TEST_F(OpenAiApiClusterTest, PriceCapHeadersAreChecked) {
+  for (bool stream : {false, true}) {
+    Json body = Chat();
+    body["stream"] = stream;
+    HttpResult under = Post("/v1/chat/completions", body, false,
+                            {{"X-Max-Price-Per-Unit", absl::StrCat(kLlmPrice / 2)}});
+    EXPECT_TRUE(IsError(under, 400, absl::StrCat("price cap of ", kLlmPrice / 2), "price_over_cap"))
+        << "stream " << stream;
+  }
+  EXPECT_TRUE(IsError(Post("/v1/completions", {{"model", "tiny-llm"}, {"prompt", "Hi"}}, false,
+                           {{"X-Max-Price-Per-Unit", "lots"}}),
+                      400, "x-max-price-per-unit"));
+  // A whole-job cap far under max_tokens x the price.
+  EXPECT_TRUE(IsError(Post("/v1/chat/completions", Chat(), false,
+                           {{"X-Max-Total-Price", absl::StrCat(kLlmPrice / 1000)}}),
+                      400, "x-max-total-price", "price_over_cap"));
+  HttpResult at = Post("/v1/chat/completions", Chat(), false,
+                       {{"X-Max-Price-Per-Unit", absl::StrCat(kLlmPrice)}});
+  ASSERT_EQ(at.status, 200) << at.body;
+  EXPECT_EQ(Parse(at)["choices"][0]["message"]["content"], kTinyLlmReply);
 }
 
 // With API keys configured: 401 in OpenAI's shape without a key or with a wrong one, before the

@@ -51,14 +51,21 @@ std::string RequestIdOf(const http::Request& req) {
   return SecureRandomHex(16);
 }
 
-// The call's metadata: the request id (so every log line has it) and the client's Authorization
-// header (so the gRPC API's API key check, quotas and ledger cover these calls too).
+// The call's metadata: the request id (so every log line has it), the client's Authorization
+// header (so the gRPC API's API key check, quotas and ledger cover these calls too) and the job's
+// price caps (docs/metering.md), which the gRPC API checks. A cap that cannot be metadata is
+// still sent, as a value that fails that check: a cap is never dropped silently.
 void Forward(const http::Request& req, const std::string& request_id,
              grpc::ClientContext* context) {
   context->AddMetadata("x-request-id", request_id);
   if (auto it = req.headers.find("authorization");
       it != req.headers.end() && IsMetadataValue(it->second)) {
     context->AddMetadata("authorization", it->second);
+  }
+  for (const char* cap : {"x-max-price-per-unit", "x-max-total-price"}) {
+    if (auto it = req.headers.find(cap); it != req.headers.end()) {
+      context->AddMetadata(cap, IsMetadataValue(it->second) ? it->second : "<not printable ASCII>");
+    }
   }
 }
 

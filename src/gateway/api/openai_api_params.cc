@@ -457,6 +457,10 @@ Error ErrorForGrpc(const grpc::Status& status) {
     case grpc::StatusCode::OUT_OF_RANGE:
       return Error{400, m, "invalid_request_error", "", ""};
     case grpc::StatusCode::NOT_FOUND:
+      // The model is offered, only not at or under the request's price cap (router.cc).
+      if (absl::StrContains(m, "price cap")) {
+        return Error{400, m, "invalid_request_error", "", "price_over_cap"};
+      }
       return Error{404, m, "invalid_request_error", "model", "model_not_found"};
     case grpc::StatusCode::UNAUTHENTICATED:
     case grpc::StatusCode::PERMISSION_DENIED:
