@@ -342,7 +342,24 @@ absl::Status ReadVerification(const ConfigObject& root, VerificationConfig* out)
   if (!root.Has("verification")) return absl::OkStatus();
   ConfigObject v = root.Child("verification");
   SY_RETURN_IF_ERROR(v.CheckKeys({"sample_rate", "pipelines", "deterministic_models", "eject_after",
-                                  "eject_seconds", "max_in_flight", "timeout_ms"}));
+                                  "eject_seconds", "max_in_flight", "timeout_ms", "hardware"}));
+  if (v.Has("hardware")) {
+    ConfigObject h = v.Child("hardware");
+    SY_RETURN_IF_ERROR(h.CheckKeys({"enabled", "interval_s", "gpu_max_ms", "failed_capacity"}));
+    SY_RETURN_IF_ERROR(h.Read("enabled", &out->hardware.enabled));
+    SY_RETURN_IF_ERROR(h.Read("interval_s", &out->hardware.interval_s));
+    if (out->hardware.interval_s < 10 || out->hardware.interval_s > 7 * 86400) {
+      return h.Error("interval_s", "must be 10..604800 (seconds between checks of one node)");
+    }
+    SY_RETURN_IF_ERROR(h.Read("gpu_max_ms", &out->hardware.gpu_max_ms));
+    if (out->hardware.gpu_max_ms < 1 || out->hardware.gpu_max_ms > 60000) {
+      return h.Error("gpu_max_ms", "must be 1..60000");
+    }
+    SY_RETURN_IF_ERROR(h.Read("failed_capacity", &out->hardware.failed_capacity));
+    if (out->hardware.failed_capacity < 1 || out->hardware.failed_capacity > 1024) {
+      return h.Error("failed_capacity", "must be 1..1024");
+    }
+  }
   SY_RETURN_IF_ERROR(v.Read("sample_rate", &out->sample_rate));
   if (!(out->sample_rate >= 0 && out->sample_rate <= 1)) {
     return v.Error("sample_rate", "must be 0..1 (the share of jobs re-run on another node)");

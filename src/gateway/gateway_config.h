@@ -79,6 +79,14 @@ struct VerificationConfig {
   int64_t eject_seconds = 7 * 86400;  // how long such an ejection lasts
   int max_in_flight = 4;              // checks running at once; more are skipped (0: no checks)
   int timeout_ms = 60000;             // each re-run's deadline
+  // Known-answer checks of the hardware nodes claim (`verification.hardware`; docs/security.md,
+  // "Hardware claims"; gateway/membership/hardware_checker.h).
+  struct Hardware {
+    bool enabled = true;
+    int64_t interval_s = 600;  // between checks of one node, each drawn in [0.75, 1.25] x this
+    int gpu_max_ms = 500;      // a node claiming "cuda" answers the GPU challenge within this
+    int failed_capacity = 1;   // jobs at once per model on a node whose claim failed
+  } hardware;
   // The rate and tolerances for `pipeline` (its entry, else sample_rate and exact matching).
   VerificationPipeline For(const std::string& pipeline) const;
 };

@@ -178,6 +178,17 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     if (!checker.ok()) return checker.status();
     s->service_->set_spot_checker(*std::move(checker));
   }
+  if (c.verification.hardware.enabled) {
+    // Known-answer checks of the hardware nodes claim (docs/security.md, "Hardware claims").
+    HardwareChecker::Deps deps;
+    deps.snapshot = [m = s->membership_.get()] { return m->snapshot(); };
+    deps.metrics = s->metrics_.get();
+    deps.random = [] { return SecureRandomU64(); };
+    auto checker = HardwareChecker::Create(c.verification.hardware, std::move(deps));
+    if (!checker.ok()) return checker.status();
+    s->hardware_checker_ = *std::move(checker);
+    s->service_->set_hardware_checker(s->hardware_checker_.get());
+  }
   s->inference_ = std::make_unique<InferenceProxy>(c, s->membership_.get(), s->service_->router());
   s->service_->set_auth(s->auth_.get());
   s->inference_->set_auth(s->auth_.get());
@@ -300,9 +311,9 @@ absl::Status GatewayServer::StartHttp() {
       },
       &admin_routes);
   // The operators' status page (/status, /status.json, /).
-  AddStatusRoutes(
-      {config_.gateway_id, membership_.get(), service_->router(), service_->job_log(), absl::Now()},
-      &admin_routes);
+  AddStatusRoutes({config_.gateway_id, membership_.get(), service_->router(), service_->job_log(),
+                   absl::Now(), hardware_checker_.get()},
+                  &admin_routes);
 
   http::ServerOptions options;
   options.tls = config_.http_tls;

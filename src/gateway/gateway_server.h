@@ -72,6 +72,7 @@ class GatewayServer {
   std::unique_ptr<GatewayService> service_;
   std::unique_ptr<InferenceProxy> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<StaticPoller> poller_;
+  HardwareCheckerPtr hardware_checker_;  // null with verification.hardware.enabled false
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   // /live-video-to-video sessions, stopped at Shutdown (before the gRPC server they call).

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/config.h"
 #include "common/secure_random.h"
 #include "common/status.h"
@@ -156,7 +157,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
 constexpr absl::string_view kOrchestratorConfigFields[] = {
     "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
     "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
-    "test_inflate_units", "test_receipt_fault", "test_output_fault", "registration_secret", "registration_secrets", "admin_token",
+    "test_inflate_units", "test_receipt_fault", "test_output_fault", "test_hardware_claim", "test_challenge_fault", "registration_secret", "registration_secrets", "admin_token",
     "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file", "prewarm",
     "prewarm_min_jobs"};
 // clang-format on
@@ -227,6 +228,25 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
           "image and transcode jobs (for tests only; gateways' spot checks will eject it)",
           file.string(), c.test_output_fault_rate);
     }
+  }
+  SY_RETURN_IF_ERROR(root.Read("test_hardware_claim", &c.test_hardware_claim));
+  for (const std::string& name : c.test_hardware_claim) {
+    if (name.empty() || name.size() > 32) {
+      return root.Error("test_hardware_claim", "names must be 1 to 32 bytes");
+    }
+  }
+  if (!c.test_hardware_claim.empty()) {
+    spdlog::warn(
+        "{}: test_hardware_claim: this node advertises hardware it may not have: {} (for "
+        "tests only; gateways' hardware challenges will find out)",
+        file.string(), absl::StrJoin(c.test_hardware_claim, ", "));
+  }
+  SY_RETURN_IF_ERROR(root.Read("test_challenge_fault", &c.test_challenge_fault));
+  if (c.test_challenge_fault) {
+    spdlog::warn(
+        "{}: test_challenge_fault: this node answers hardware challenges WRONGLY (for "
+        "tests only)",
+        file.string());
   }
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));
   SY_RETURN_IF_ERROR(root.Read("advertise_address", &c.advertise_address));

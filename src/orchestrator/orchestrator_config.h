@@ -145,6 +145,12 @@ struct OrchestratorConfig {
   // catch a cheating node (docs/security.md, "Spot checks"). Never set it in production.
   double test_output_fault_rate = 0;
   uint64_t test_output_fault_seed = 0;
+  // FOR TESTS ONLY (`test_hardware_claim`: names such as ["cuda"]): added to the hardware the node
+  // advertises, so that tests see gateways' hardware challenges find a claim the node cannot back
+  // (docs/security.md, "Hardware claims"). Never set it in production.
+  std::vector<std::string> test_hardware_claim;
+  // FOR TESTS ONLY (`test_challenge_fault`): answer hardware challenges with wrong digests.
+  bool test_challenge_fault = false;
   // TLS (docs/security.md): `tls` for the gRPC port, `http_tls` for http_listen, `gateway_tls`
   // for the registration streams to every gateway. Absent: plaintext.
   TlsServerConfig tls;

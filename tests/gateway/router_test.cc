@@ -107,6 +107,34 @@ TEST(RouterTest, SkipsExcludedDrainingAndFailedEvenIfBetter) {
   EXPECT_EQ(PickId(router, snap, Request({"excluded"})), "busy");
 }
 
+// A node whose hardware claim failed its check (NodeStats::capacity_cap) is routed with the capped
+// capacity: one job in flight fills a node that advertises 8 slots, and the node without a cap
+// wins although it is busier in advertised terms.
+TEST(RouterTest, AHardwareCapacityCapFillsTheNodeSooner) {
+  CountingRandom rnd;
+  Router router(rnd.Fn());
+  auto capped = Node("capped", {Ready(8, 1)});
+  auto honest = Node("honest", {Ready(4, 3)});
+  capped->stats->set_capacity_cap(1);
+  for (int i = 0; i < 20; ++i) {
+    auto c = router.Pick(Snap({capped, honest}), Request());
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->node, honest);
+  }
+  const RouteExplanation why = router.Explain(Snap({capped, honest}), Request());
+  for (const auto& candidate : why.candidates) {
+    if (candidate.node_id == "capped") {
+      EXPECT_EQ(candidate.tier, RouteTier::kWarmFull);
+      EXPECT_DOUBLE_EQ(candidate.load, 1.0);
+    }
+  }
+  // Without the cap it has the most room.
+  capped->stats->set_capacity_cap(0);
+  auto c = router.Pick(Snap({capped, honest}), Request());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->node, capped);
+}
+
 TEST(RouterTest, PrefersWarmWithRoomOverColdOverWarmFull) {
   CountingRandom rnd;
   Router router(rnd.Fn());

@@ -534,6 +534,11 @@ grpc::ServerUnaryReactor* GatewayService::ListCapabilities(
     info->set_ready(!node->status.draining());
     info->set_in_flight(node->connection->in_flight().load());
     for (const auto& h : node->status.hardware()) info->add_hardware(h);
+    const auto check = hardware_checker_ != nullptr ? hardware_checker_->Lookup(node->id)
+                                                    : std::optional<HardwareCheckRecord>();
+    info->set_hardware_check(
+        HardwareVerdictName(check ? check->verdict : HardwareVerdict::kUnchecked));
+    if (check) info->set_hardware_check_detail(check->detail);
     for (const auto& c : node->status.capabilities()) {
       if (!request->pipeline().empty() && c.pipeline() != request->pipeline()) continue;
       const bool warm = c.state() == node::v1::MODEL_STATE_READY;

@@ -14,6 +14,7 @@
 #include "gateway/billing/auth_interceptor.h"
 #include "gateway/billing/usage_ledger.h"
 #include "gateway/gateway_config.h"
+#include "gateway/membership/hardware_checker.h"
 #include "gateway/membership/membership.h"
 #include "gateway/observability/job_metrics.h"
 #include "gateway/observability/recent_errors.h"
@@ -79,6 +80,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
     spot_checker_ = std::move(checker);
   }
   SpotChecker* spot_checker() { return spot_checker_.get(); }
+
+  // The known-answer hardware checks (config `verification.hardware`; may stay unset), whose
+  // findings ListCapabilities shows. Not owned; outlives the service's calls. Set before the
+  // service takes calls.
+  void set_hardware_checker(const HardwareChecker* checker) { hardware_checker_ = checker; }
 
   // Where streams' affinity is kept (default: this gateway's own table; a shared one with
   // state.redis, routing/redis_affinity.h); set before the service takes calls.
@@ -196,6 +202,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   DispatchEnv env_;
   // Last: destroyed first, while the router and the ledger its checks use are still there.
   std::unique_ptr<SpotChecker> spot_checker_;
+  const HardwareChecker* hardware_checker_ = nullptr;
 };
 
 }  // namespace switchyard::gateway

@@ -135,7 +135,11 @@ function renderNode(o) {
     el("span", {"class": "muted"}, o.address),
     el("span", {"class": "muted"}, "in flight from this gateway: " + o.in_flight),
     el("span", {"class": "muted"}, o.hardware.length ? "hardware: " + o.hardware.join(", ")
-                                                     : "software only"));
+                                                     : "software only"),
+    el("span", {"class": o.hardware_check === "ok" || o.hardware_check === "unchecked" ? "muted"
+                                                                                     : "err",
+                "title": o.hardware_check_detail || ""},
+       "hardware check: " + (o.hardware_check || "unchecked")));
   if (o.consecutive_failures > 0) {
     head.append(el("span", {"class": "err"}, o.consecutive_failures + " failures in a row"));
   }
@@ -245,6 +249,13 @@ std::string StatusJson(const StatusSources& sources, absl::Time now) {
     n["consecutive_failures"] = node->stats ? node->stats->consecutive_failures() : 0;
     n["hardware"] = nlohmann::json::array();
     for (const auto& h : node->status.hardware()) n["hardware"].push_back(h);
+    {
+      const auto check = sources.hardware != nullptr ? sources.hardware->Lookup(node->id)
+                                                     : std::optional<HardwareCheckRecord>();
+      n["hardware_check"] =
+          HardwareVerdictName(check ? check->verdict : HardwareVerdict::kUnchecked);
+      n["hardware_check_detail"] = check ? check->detail : "";
+    }
     nlohmann::json models = nlohmann::json::array();
     for (const auto& c : node->status.capabilities()) {
       nlohmann::json m;

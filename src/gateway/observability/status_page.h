@@ -14,6 +14,7 @@
 
 #include "absl/time/time.h"
 #include "common/http_server.h"
+#include "gateway/membership/hardware_checker.h"
 #include "gateway/membership/membership.h"
 #include "gateway/observability/recent_errors.h"
 #include "gateway/routing/router.h"
@@ -27,12 +28,14 @@ struct StatusSources {
   const Router* router = nullptr;  // for ejections; may be null (nothing shows as ejected)
   const JobLog* jobs = nullptr;    // may be null (no rates, no recent errors)
   absl::Time started;              // when the gateway started (uptime, rates just after start)
+  const HardwareChecker* hardware = nullptr;  // may be null (every node "unchecked")
 };
 
 // The /status.json document at `now`: gateway_id, time (RFC 3339 UTC), uptime_seconds,
 // jobs_per_second and failures_per_second (over rate_window_seconds), jobs_total,
 // failures_total; orchestrators[]: id, address, source, state (ready, draining, ejected),
-// in_flight (this gateway's jobs on it), consecutive_failures, hardware[], models[]: pipeline,
+// in_flight (this gateway's jobs on it), consecutive_failures, hardware[], hardware_check
+// (HardwareVerdictName) and hardware_check_detail, models[]: pipeline,
 // model_id, state (warm, cold, loading, failed, unloaded), error, capacity, in_use,
 // price_per_unit, unit, memory_mb, free_memory_mb, no_room; recent_errors[] (newest first):
 // time, request_id, pipeline, model_id, orchestrator (empty when none was tried), code

@@ -116,6 +116,12 @@ class NodeStats {
     const int64_t until = banned_until_ns_.load(std::memory_order_relaxed);
     return until != 0 && until > absl::ToUnixNanos(now);
   }
+  // Jobs at once per model that routing allows this node whatever capacity it advertises: set
+  // when its hardware claim failed a known-answer check (gateway/membership/hardware_checker.h);
+  // 0: as advertised.
+  int capacity_cap() const { return capacity_cap_.load(std::memory_order_relaxed); }
+  void set_capacity_cap(int cap) { capacity_cap_.store(cap, std::memory_order_relaxed); }
+
   // Ejected before and not yet succeeded since: routed like an unmeasured node (bounded share).
   bool on_probation() const { return probation_.load(std::memory_order_relaxed); }
   int consecutive_failures() const { return consecutive_failures_.load(std::memory_order_relaxed); }
@@ -124,6 +130,7 @@ class NodeStats {
 
  private:
   friend class NodeHealth;
+  std::atomic<int> capacity_cap_{0};
   struct ModelSlot {
     std::atomic<uint64_t> key{0};
     std::atomic<uint64_t> ewma_bits{0};

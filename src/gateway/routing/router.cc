@@ -180,7 +180,11 @@ Router::Eval Router::Evaluate(const Snapshot& snapshot, uint32_t node_pos, uint3
   } else if (node.stats != nullptr && node.stats->EjectedAt(ctx.now)) {
     e.filter = RouteFilter::kEjected;
   } else {
-    const int capacity = std::max(1, cap.capacity());
+    int capacity = std::max(1, cap.capacity());
+    // A node whose hardware claim failed its check is routed as what it performs like.
+    if (node.stats != nullptr && node.stats->capacity_cap() > 0) {
+      capacity = std::min(capacity, node.stats->capacity_cap());
+    }
     // The gateway's own in-flight count is fresher than the node's last report.
     const int in_flight = node.connection ? node.connection->in_flight().load() : 0;
     const int in_use = std::max(cap.in_use(), in_flight);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/hardware_challenge.h"
 #include "common/logging.h"
 #include "common/media/image_codec.h"
 #include "common/metering.h"
@@ -17,6 +18,7 @@
 #include "orchestrator/serving/request_context.h"
 #include "orchestrator/serving/unary_pipeline.h"
 #include "orchestrator/transcode/transcoder.h"
+#include "runner/hardware_challenge.h"
 
 namespace switchyard::orchestrator {
 namespace {
@@ -370,6 +372,42 @@ grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1
   return grpc::Status::OK;
 }
 
+grpc::Status OrchestratorService::HardwareChallenge(
+    grpc::ServerContext* context, const node::v1::HardwareChallengeRequest* request,
+    node::v1::HardwareChallengeResponse* response) {
+  if (auto st = ValidateChallenge(*request); !st.ok()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("hardware challenge: ", st.message()));
+  }
+  // One at a time: a challenge takes the whole device for a moment, and anyone who can reach
+  // this port can send one.
+  if (challenge_running_.exchange(true)) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "a hardware challenge is already running on this node");
+  }
+  struct Release {
+    std::atomic<bool>* flag;
+    ~Release() { *flag = false; }
+  } release{&challenge_running_};
+  const absl::Time start = absl::Now();
+  auto answer = runner::RunHardwareChallenge(*request, "auto");
+  if (!answer.ok()) {
+    spdlog::warn("hardware challenge from {} failed: {}", context->peer(),
+                 answer.status().ToString());
+    return ToGrpcStatus(answer.status());
+  }
+  if (config_.test_challenge_fault && !answer->digests.empty()) {
+    answer->digests.front()[0] = static_cast<char>(answer->digests.front()[0] ^ 0x01);
+    spdlog::warn("test_challenge_fault: answering a hardware challenge wrongly (for tests only)");
+  }
+  for (auto& d : answer->digests) response->add_digests(std::move(d));
+  response->set_device(answer->device);
+  spdlog::info("hardware challenge from {}: {} products of {}x{} on {} in {}", context->peer(),
+               request->matrices(), request->size(), request->size(), answer->device,
+               absl::FormatDuration(absl::Now() - start));
+  return grpc::Status::OK;
+}
+
 grpc::Status OrchestratorService::ModelAdminCall(
     grpc::ServerContext* context, const char* call, const char* verb,
     const node::v1::ModelRequest& request, node::v1::NodeCapability* response,
@@ -409,6 +447,9 @@ node::v1::NodeStatus OrchestratorService::BuildStatus() const {
   }
   s.set_draining(draining_.load());
   for (const auto& h : hardware_) s.add_hardware(h);
+  for (const auto& h : config_.test_hardware_claim) {
+    if (std::find(hardware_.begin(), hardware_.end(), h) == hardware_.end()) s.add_hardware(h);
+  }
   for (auto& c : models_->Capabilities()) *s.add_capabilities() = std::move(c);
   if (config_.transcode.enabled) {
     auto* t = s.add_capabilities();

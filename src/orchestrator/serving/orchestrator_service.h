@@ -35,6 +35,10 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
                                      node::v1::CloseTranscodeSessionResponse* response) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const node::v1::GetStatusRequest* request,
                          node::v1::NodeStatus* response) override;
+  // A known-answer check of this node's hardware (runner/hardware_challenge.h), one at a time.
+  grpc::Status HardwareChallenge(grpc::ServerContext* context,
+                                 const node::v1::HardwareChallengeRequest* request,
+                                 node::v1::HardwareChallengeResponse* response) override;
   grpc::Status LoadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
                          node::v1::NodeCapability* response) override;
   grpc::Status UnloadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
@@ -132,6 +136,7 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   std::vector<std::string> hardware_;
   prometheus::Histogram* transcode_realtime_ = nullptr;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> challenge_running_{false};
   std::unique_ptr<TranscodeSessions> transcode_sessions_;
 };
 

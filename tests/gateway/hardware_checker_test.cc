@@ -1,0 +1,208 @@
+// The gateway's known-answer hardware checks (gateway/membership/hardware_checker.h) against fake
+// orchestrators on loopback: an honest one, a slow one claiming a GPU, one answering wrongly, one
+// that does not implement the call, and one that never answers (the destructor cancels it).
+#include "gateway/membership/hardware_checker.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "common/hardware_challenge.h"
+#include "common/metrics.h"
+#include "gateway/routing/node_health.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using node::v1::HardwareChallengeRequest;
+using node::v1::HardwareChallengeResponse;
+
+enum class Behaviour { kHonest, kWrong, kSlow, kHang };
+
+class FakeNode final : public node::v1::Orchestrator::Service {
+ public:
+  explicit FakeNode(Behaviour b) : behaviour_(b) {}
+  grpc::Status HardwareChallenge(grpc::ServerContext* context,
+                                 const HardwareChallengeRequest* request,
+                                 HardwareChallengeResponse* response) override {
+    calls++;
+    if (behaviour_ == Behaviour::kHang) {
+      for (int i = 0; i < 3000 && !context->IsCancelled(); ++i) {  // bounded: 30 s
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return grpc::Status(grpc::StatusCode::CANCELLED, "gave up");
+    }
+    if (behaviour_ == Behaviour::kSlow) std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    for (int m = 0; m < request->matrices(); ++m) {
+      response->add_digests(ReferenceChallengeDigest(*request, m));
+    }
+    if (behaviour_ == Behaviour::kWrong) (*response->mutable_digests(0))[3] ^= 1;
+    response->set_device("fake");
+    return grpc::Status::OK;
+  }
+  std::atomic<int> calls{0};
+
+ private:
+  const Behaviour behaviour_;
+};
+
+// A loopback server of `service` and a node view of it.
+struct Served {
+  std::unique_ptr<grpc::Server> server;
+  std::shared_ptr<const NodeView> view;
+};
+Served Serve(grpc::Service* service, const std::string& id, bool claims_gpu) {
+  Served s;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service);
+  s.server = builder.BuildAndStart();
+  auto view = std::make_shared<NodeView>();
+  view->id = id;
+  view->status.set_node_id(id);
+  if (claims_gpu) view->status.add_hardware("cuda");
+  view->connection = std::make_shared<NodeConnection>("127.0.0.1:" + std::to_string(port), 1 << 20);
+  view->stats = std::make_shared<NodeStats>();
+  s.view = view;
+  return s;
+}
+
+class HardwareCheckerTest : public ::testing::Test {
+ protected:
+  HardwareCheckerPtr Checker(std::vector<std::shared_ptr<const NodeView>> nodes,
+                             bool thread = false) {
+    auto snapshot = std::make_shared<Snapshot>();
+    snapshot->nodes = std::move(nodes);
+    HardwareChecker::Deps deps;
+    deps.snapshot = [snapshot] { return snapshot; };
+    deps.metrics = &metrics_;
+    deps.random = [n = std::make_shared<std::atomic<uint64_t>>(0)] { return (*n)++ * 7919; };
+    deps.gpu_matrices = 3;
+    deps.gpu_size = 16;
+    deps.cpu_matrices = 2;
+    deps.cpu_size = 8;
+    VerificationConfig::Hardware options;
+    options.gpu_max_ms = 40;
+    options.failed_capacity = 2;
+    auto checker = HardwareChecker::Create(options, std::move(deps), thread);
+    EXPECT_TRUE(checker.ok()) << checker.status();
+    return checker.ok() ? *std::move(checker) : nullptr;
+  }
+  std::string Series(const std::string& node, const std::string& claimed,
+                     const std::string& result) {
+    return "switchyard_gateway_hardware_checks_total{claimed=\"" + claimed + "\",orchestrator=\"" +
+           node + "\",result=\"" + result + "\"} 1";
+  }
+  Metrics metrics_{"gateway"};
+};
+
+TEST(JudgeHardwareAnswerTest, VerdictsAndTheSecondChanceOfASlowGpu) {
+  const auto fast = absl::Milliseconds(10), slow = absl::Milliseconds(900);
+  const auto max = absl::Milliseconds(500);
+  auto j = JudgeHardwareAnswer(true, true, true, fast, max, 0);
+  EXPECT_EQ(j.verdict, HardwareVerdict::kOk);
+  j = JudgeHardwareAnswer(true, true, true, slow, max, 0);
+  EXPECT_EQ(j.verdict, HardwareVerdict::kUnchecked);
+  EXPECT_TRUE(j.recheck_soon);
+  EXPECT_EQ(j.slow_streak, 1);
+  j = JudgeHardwareAnswer(true, true, true, slow, max, 1);
+  EXPECT_EQ(j.verdict, HardwareVerdict::kTooSlow);
+  EXPECT_FALSE(j.recheck_soon);
+  EXPECT_EQ(JudgeHardwareAnswer(false, true, true, slow, max, 0).verdict, HardwareVerdict::kOk);
+  EXPECT_EQ(JudgeHardwareAnswer(true, true, false, fast, max, 0).verdict, HardwareVerdict::kWrong);
+  EXPECT_EQ(JudgeHardwareAnswer(false, false, false, fast, max, 0).verdict,
+            HardwareVerdict::kUnanswered);
+}
+
+TEST_F(HardwareCheckerTest, HonestNodesAreOkAndRoutedAsAdvertised) {
+  FakeNode cpu_node(Behaviour::kHonest), gpu_node(Behaviour::kHonest);
+  Served cpu = Serve(&cpu_node, "cpu-node", false), gpu = Serve(&gpu_node, "gpu-node", true);
+  auto checker = Checker({cpu.view, gpu.view});
+  ASSERT_NE(checker, nullptr);
+  EXPECT_EQ(checker->CheckDue(), 2);
+  for (const auto& [served, claimed] : {std::pair{&cpu, "cpu"}, std::pair{&gpu, "gpu"}}) {
+    auto record = checker->Lookup(served->view->id);
+    ASSERT_TRUE(record.has_value());
+    EXPECT_EQ(record->verdict, HardwareVerdict::kOk) << record->detail;
+    EXPECT_EQ(record->claimed, claimed);
+    EXPECT_TRUE(absl::StrContains(record->detail, "routed as advertised")) << record->detail;
+    EXPECT_EQ(served->view->stats->capacity_cap(), 0);
+    EXPECT_TRUE(absl::StrContains(metrics_.Render(), Series(served->view->id, claimed, "ok")));
+  }
+  // Not due again before the interval.
+  EXPECT_EQ(checker->CheckDue(), 0);
+  cpu.server->Shutdown();
+  gpu.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, ASlowGpuClaimIsCheckedTwiceThenCapped) {
+  FakeNode slow_node(Behaviour::kSlow);
+  Served slow = Serve(&slow_node, "liar", true);
+  auto checker = Checker({slow.view});
+  ASSERT_EQ(checker->CheckDue(), 1);
+  auto record = checker->Lookup("liar");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kUnchecked) << record->detail;
+  EXPECT_EQ(slow.view->stats->capacity_cap(), 0);  // not judged on one answer
+  ASSERT_EQ(checker->CheckDue(), 1);               // due again at once
+  record = checker->Lookup("liar");
+  EXPECT_EQ(record->verdict, HardwareVerdict::kTooSlow) << record->detail;
+  EXPECT_TRUE(absl::StrContains(record->detail, "routed as a CPU node: at most 2"))
+      << record->detail;
+  EXPECT_GE(record->answer_ms, 80);
+  EXPECT_EQ(slow.view->stats->capacity_cap(), 2);
+  const std::string metrics = metrics_.Render();
+  EXPECT_TRUE(absl::StrContains(metrics, Series("liar", "gpu", "retry"))) << metrics;
+  EXPECT_TRUE(absl::StrContains(metrics, Series("liar", "gpu", "too_slow"))) << metrics;
+  EXPECT_EQ(slow_node.calls.load(), 2);
+  slow.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, WrongAnswersAndMissingOnesForAGpuClaimAreCapped) {
+  FakeNode wrong_node(Behaviour::kWrong);
+  node::v1::Orchestrator::Service old_node;  // answers UNIMPLEMENTED
+  node::v1::Orchestrator::Service old_cpu_node;
+  Served wrong = Serve(&wrong_node, "wrong", false);
+  Served old = Serve(&old_node, "old-gpu", true);
+  Served old_cpu = Serve(&old_cpu_node, "old-cpu", false);
+  auto checker = Checker({wrong.view, old.view, old_cpu.view});
+  ASSERT_EQ(checker->CheckDue(), 3);
+  auto record = checker->Lookup("wrong");
+  EXPECT_EQ(record->verdict, HardwareVerdict::kWrong) << record->detail;
+  EXPECT_EQ(wrong.view->stats->capacity_cap(), 2);
+  record = checker->Lookup("old-gpu");
+  EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered) << record->detail;
+  EXPECT_TRUE(absl::StrContains(record->detail, "UNIMPLEMENTED")) << record->detail;
+  EXPECT_EQ(old.view->stats->capacity_cap(), 2);
+  // Nothing claimed, nothing to cap: an older node keeps its advertised capacity.
+  record = checker->Lookup("old-cpu");
+  EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered) << record->detail;
+  EXPECT_EQ(old_cpu.view->stats->capacity_cap(), 0);
+  for (auto* s : {&wrong, &old, &old_cpu}) s->server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, DestructorCancelsAChallengeInFlight) {
+  FakeNode hang_node(Behaviour::kHang);
+  Served hang = Serve(&hang_node, "stuck", true);
+  auto checker = Checker({hang.view}, /*thread=*/true);
+  for (int i = 0; i < 500 && hang_node.calls.load() == 0; ++i) {  // bounded: 5 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(hang_node.calls.load(), 1);
+  const auto start = std::chrono::steady_clock::now();
+  checker.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(hang.view->stats->capacity_cap(), 0);  // no finding from a cancelled check
+  hang.server->Shutdown();
+}
+
+}  // namespace
+}  // namespace switchyard::gateway

@@ -1,0 +1,175 @@
+// Known-answer hardware checks (docs/security.md, "Hardware claims") on a loopback cluster of
+// the real daemons: an honest node, one that advertises a GPU it does not have (the test-only
+// test_hardware_claim) and one that answers challenges wrongly (test_challenge_fault). The
+// gateway challenges each at registration; the honest one is "ok", the claimed GPU is too slow
+// twice in a row (it computes the GPU workload on this machine's CPU) and the wrong one "wrong":
+// both are routed at one job at a time per model, say so in ListCapabilities and in the metrics.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "support/cluster.h"
+#include "support/http_client.h"
+#include "switchyard/node/v1/node.grpc.pb.h"
+
+namespace switchyard::testing {
+namespace {
+
+TEST(HardwareCheckTest, ClaimsAreCheckedAtRegistrationAndFailedOnesCapped) {
+  ClusterOptions options;
+  options.orchestrators = 1;  // orch-1, honest
+  options.models = {};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.AddOrchestrator("liar", {{"test_hardware_claim", {"cuda"}}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.AddOrchestrator("wrong", {{"test_challenge_fault", true}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.WaitForOrchestrators(3, Scaled(std::chrono::seconds(30)));
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+
+  auto stub = cluster.GatewayStub();
+  std::map<std::string, v1::OrchestratorInfo> infos;
+  const std::map<std::string, std::string> want = {
+      {"orch-1", "ok"}, {"liar", "too_slow"}, {"wrong", "wrong"}};
+  const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(240));
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ListCapabilitiesRequest req;
+    v1::ListCapabilitiesResponse resp;
+    ASSERT_TRUE(stub->ListCapabilities(&ctx, req, &resp).ok());
+    infos.clear();
+    for (const auto& o : resp.orchestrators()) infos[o.id()] = o;
+    done = true;
+    for (const auto& [id, verdict] : want) {
+      done = done && infos.count(id) != 0 && infos[id].hardware_check() == verdict;
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  for (const auto& [id, verdict] : want) {
+    ASSERT_EQ(infos.count(id), 1u) << id;
+    EXPECT_EQ(infos[id].hardware_check(), verdict)
+        << id << ": " << infos[id].hardware_check_detail() << "\n"
+        << cluster.Logs();
+  }
+  EXPECT_TRUE(absl::StrContains(infos["orch-1"].hardware_check_detail(), "routed as advertised"))
+      << infos["orch-1"].hardware_check_detail();
+  for (const char* id : {"liar", "wrong"}) {
+    EXPECT_TRUE(absl::StrContains(infos[id].hardware_check_detail(),
+                                  "routed as a CPU node: at most 1 job(s) at once per model"))
+        << id << ": " << infos[id].hardware_check_detail();
+  }
+  EXPECT_TRUE(absl::StrContains(infos["liar"].hardware_check_detail(), "claims cuda"))
+      << infos["liar"].hardware_check_detail();
+  std::printf("HARDWARE-CHECK: liar: %s\n", infos["liar"].hardware_check_detail().c_str());
+
+  const std::string metrics = HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics").body;
+  for (const auto& [id, claimed, result] :
+       {std::tuple{"orch-1", "cpu", "ok"}, std::tuple{"liar", "gpu", "retry"},
+        std::tuple{"liar", "gpu", "too_slow"}, std::tuple{"wrong", "cpu", "wrong"}}) {
+    EXPECT_TRUE(absl::StrContains(
+        metrics, absl::StrCat("switchyard_gateway_hardware_checks_total{claimed=\"", claimed,
+                              "\",orchestrator=\"", id, "\",result=\"", result, "\"}")))
+        << id << " " << result;
+  }
+  // The status page shows the finding too.
+  const std::string status =
+      HttpRequest(cluster.gateway().admin_port(), "GET", "/status.json").body;
+  EXPECT_TRUE(absl::StrContains(status, "\"hardware_check\":\"too_slow\"")) << status;
+}
+
+// Anyone who reaches an orchestrator's port can send it challenges: out-of-limit ones are refused
+// naming the field, only one runs at a time, and the node keeps serving.
+TEST(HardwareCheckTest, HostileChallengesAreRefusedAndOnlyOneRunsAtATime) {
+  ClusterOptions options;
+  options.orchestrators = 1;
+  options.models = {};
+  options.gateway_config = {{"verification", {{"hardware", {{"enabled", false}}}}}};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  grpc::ClientContext lc;
+  lc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ListCapabilitiesRequest lreq;
+  v1::ListCapabilitiesResponse lresp;
+  ASSERT_TRUE(cluster.GatewayStub()->ListCapabilities(&lc, lreq, &lresp).ok());
+  ASSERT_EQ(lresp.orchestrators_size(), 1);
+  EXPECT_EQ(lresp.orchestrators(0).hardware_check(), "unchecked");  // checks off
+  auto node = node::v1::Orchestrator::NewStub(
+      grpc::CreateChannel(lresp.orchestrators(0).address(), grpc::InsecureChannelCredentials()));
+  auto challenge = [&](const std::string& seed, int matrices, int size,
+                       node::v1::HardwareChallengeResponse* response = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    node::v1::HardwareChallengeRequest req;
+    req.set_seed(seed);
+    req.set_matrices(matrices);
+    req.set_size(size);
+    node::v1::HardwareChallengeResponse ignored;
+    return node->HardwareChallenge(&ctx, req, response != nullptr ? response : &ignored);
+  };
+  const std::string seed(32, 's');
+  struct Case {
+    std::string seed;
+    int matrices, size;
+    const char* field;
+  };
+  for (const Case& c :
+       {Case{"", 1, 8, "seed"}, Case{std::string(1 << 20, 'x'), 1, 8, "seed"},
+        Case{seed, -1, 8, "matrices"}, Case{seed, 1 << 30, 8, "matrices"}, Case{seed, 1, 0, "size"},
+        Case{seed, 1, 1 << 30, "size"}, Case{seed, 64, 1024, "matrices x size x size"}}) {
+    const grpc::Status bad = challenge(c.seed, c.matrices, c.size);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
+    EXPECT_TRUE(absl::StrContains(bad.error_message(), c.field)) << bad.error_message();
+  }
+  // Four GPU-sized ones at once: one runs, the others are refused at once while it does (or run
+  // after it, if they came later); every answer is complete.
+  std::vector<grpc::Status> results(4);
+  std::vector<int> digests(4, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      node::v1::HardwareChallengeResponse r;
+      results[i] = challenge(seed, 8, 1024, &r);
+      digests[i] = r.digests_size();
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, busy = 0;
+  for (int i = 0; i < 4; ++i) {
+    if (results[i].ok()) {
+      ++ok;
+      EXPECT_EQ(digests[i], 8);
+    } else {
+      ++busy;
+      EXPECT_EQ(results[i].error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << results[i].error_message();
+      EXPECT_TRUE(absl::StrContains(results[i].error_message(), "already running"));
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(busy, 1);
+  // The node still answers.
+  grpc::ClientContext sc;
+  sc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  node::v1::GetStatusRequest sreq;
+  node::v1::NodeStatus status;
+  EXPECT_TRUE(node->GetStatus(&sc, sreq, &status).ok());
+  EXPECT_TRUE(cluster.orchestrator(0).Alive());
+}
+
+}  // namespace
+}  // namespace switchyard::testing
