@@ -80,17 +80,6 @@ grpc::Status CheckSegment(const v1::TranscodeRequest& request) {
   return CheckStreamId(request.stream_id());
 }
 
-// A job refused for want of a node under its price cap, when the cap came from x-max-total-price:
-// the message says so.
-grpc::Status WithTotalCap(grpc::Status status, double max_total_price) {
-  if (max_total_price <= 0 || status.error_code() != grpc::StatusCode::NOT_FOUND ||
-      !absl::StrContains(status.error_message(), "price cap")) {
-    return status;
-  }
-  return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                      absl::StrCat(status.error_message(), "; the cap is x-max-total-price ",
-                                   max_total_price, " over the request's quoted units"));
-}
 
 bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
                     const google::protobuf::RepeatedPtrField<v1::Rendition>& b) {
@@ -102,6 +91,18 @@ bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
 }
 
 }  // namespace
+
+// A job refused for want of a node under its price cap, when the cap came from x-max-total-price:
+// the message says so (declared in gateway_service.h).
+grpc::Status WithTotalCap(grpc::Status status, double max_total_price) {
+  if (max_total_price <= 0 || status.error_code() != grpc::StatusCode::NOT_FOUND ||
+      !absl::StrContains(status.error_message(), "price cap")) {
+    return status;
+  }
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      absl::StrCat(status.error_message(), "; the cap is x-max-total-price ",
+                                   max_total_price, " over the request's quoted units"));
+}
 
 GatewayService::GatewayService(const GatewayConfig& config, Membership* membership,
                                std::function<uint64_t()> random)

@@ -26,6 +26,10 @@
 
 namespace switchyard::gateway {
 
+// A job refused (NOT_FOUND) for want of a node under its price cap, when the cap came from
+// x-max-total-price: the message says so. Any other status comes back as it was.
+grpc::Status WithTotalCap(grpc::Status status, double max_total_price);
+
 // ListUsageRows: most rows in one answer, and the longest page token it takes.
 inline constexpr int kMaxUsageRowsPage = 1000;
 inline constexpr size_t kMaxUsagePageTokenBytes = 1024;

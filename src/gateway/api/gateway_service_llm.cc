@@ -28,7 +28,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
  public:
   LlmRelay(grpc::CallbackServerContext* context, const v1::LLMRequest& request,
            const DispatchEnv& env, RouteRequest route, CallIdentity identity)
-      : context_(context), request_(request) {
+      : context_(context), request_(request), max_total_price_(route.max_total_price) {
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
@@ -133,6 +133,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
 
   void Finish(grpc::Status status, const FinishInfo&) override {
     mu_.AssertHeld();
+    status = WithTotalCap(std::move(status), max_total_price_);
     if (write_in_flight_) {
       pending_status_ = std::move(status);  // finished once the last write is done
     } else {
@@ -231,6 +232,7 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
 
   grpc::CallbackServerContext* const context_;
   const v1::LLMRequest request_;  // a copy owned by the relay, for every attempt
+  const double max_total_price_;  // x-max-total-price (0: none), for a refusal's message
 
   mutable absl::Mutex mu_;
   // The job (its calls are made under mu_: it is not locked itself).
