@@ -149,7 +149,7 @@ struct OrchestratorConfig {
   // advertises, so that tests see gateways' hardware challenges find a claim the node cannot back
   // (docs/security.md, "Hardware claims"). Never set it in production.
   std::vector<std::string> test_hardware_claim;
-  // FOR TESTS ONLY (`test_challenge_fault`): answer hardware challenges with wrong digests.
+  // FOR TESTS ONLY (`test_challenge_fault`): answer hardware challenges with every digest wrong.
   bool test_challenge_fault = false;
   // TLS (docs/security.md): `tls` for the gRPC port, `http_tls` for http_listen, `gateway_tls`
   // for the registration streams to every gateway. Absent: plaintext.

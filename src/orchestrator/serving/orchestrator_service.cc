@@ -396,8 +396,8 @@ grpc::Status OrchestratorService::HardwareChallenge(
                  answer.status().ToString());
     return ToGrpcStatus(answer.status());
   }
-  if (config_.test_challenge_fault && !answer->digests.empty()) {
-    answer->digests.front()[0] = static_cast<char>(answer->digests.front()[0] ^ 0x01);
+  if (config_.test_challenge_fault) {
+    for (auto& d : answer->digests) d[0] = static_cast<char>(d[0] ^ 0x01);
     spdlog::warn("test_challenge_fault: answering a hardware challenge wrongly (for tests only)");
   }
   for (auto& d : answer->digests) response->add_digests(std::move(d));
