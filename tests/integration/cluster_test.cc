@@ -63,11 +63,19 @@ class ClusterTest : public ::testing::Test {
 TEST_F(ClusterTest, ListCapabilitiesShowsBothOrchestratorsAndTheirModels) {
   v1::ListCapabilitiesRequest req;
   v1::ListCapabilitiesResponse resp;
-  auto ctx = Context(std::chrono::seconds(5));
-  ASSERT_TRUE(stub_->ListCapabilities(ctx.get(), req, &resp).ok());
-  EXPECT_EQ(resp.orchestrators_size(), 2);
   std::map<std::string, v1::Capability> caps;
-  for (const auto& c : resp.capabilities()) caps[c.pipeline() + "/" + c.model_id()] = c;
+  // The warm model becomes READY on both nodes by itself, no job sent (a node may register while
+  // its warm-up has not begun yet: bounded wait, 30 s).
+  for (int i = 0; i < 300; ++i) {
+    auto ctx = Context(std::chrono::seconds(5));
+    resp.Clear();
+    ASSERT_TRUE(stub_->ListCapabilities(ctx.get(), req, &resp).ok());
+    caps.clear();
+    for (const auto& c : resp.capabilities()) caps[c.pipeline() + "/" + c.model_id()] = c;
+    if (caps["upscale/esrgan-slim-x4"].warm_orchestrators() == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(resp.orchestrators_size(), 2);
   ASSERT_TRUE(caps.count("upscale/esrgan-slim-x4"));
   EXPECT_EQ(caps["upscale/esrgan-slim-x4"].orchestrators(), 2);
   EXPECT_EQ(caps["upscale/esrgan-slim-x4"].warm_orchestrators(), 2);  // warm at start
