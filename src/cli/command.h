@@ -8,6 +8,7 @@
 #include <ostream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -91,7 +92,8 @@ CommandPtr NewJobCommand();
 
 // `switchyard quote <pipeline> ...` (quote_command.cc): one pipeline's job flags, read by its
 // Job<Request> as the job command reads them (outputs optional: a quote writes nothing), made
-// into a Gateway.Quote request.
+// into Gateway.Quote requests: one per call the job command would make (a live-video run: one
+// per segment).
 class QuotePart {
  public:
   virtual ~QuotePart() = default;
@@ -99,7 +101,7 @@ class QuotePart {
   virtual const char* description() const = 0;
   virtual void AddOptions(CLI::App& command) = 0;
   // A non-OK status is a usage error.
-  virtual absl::StatusOr<switchyard::v1::QuoteRequest> BuildQuote() = 0;
+  virtual absl::StatusOr<std::vector<switchyard::v1::QuoteRequest>> BuildQuotes() = 0;
 };
 using QuotePartPtr = std::unique_ptr<QuotePart>;
 // One per quotable job (job_command.h), instantiated next to NewJobCommand.

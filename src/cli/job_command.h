@@ -15,10 +15,12 @@
 //   int Stream(const GlobalOptions&, const Request&, std::ostream& out, std::ostream& err);
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <ostream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -117,14 +119,28 @@ class JobQuotePart final : public QuotePart {
       if (option->get_name() == "--out") option->required(false);
     }
   }
-  absl::StatusOr<switchyard::v1::QuoteRequest> BuildQuote() override {
+  absl::StatusOr<std::vector<switchyard::v1::QuoteRequest>> BuildQuotes() override {
     absl::StatusOr<Request> request = job_.BuildRequest();
     if (!request.ok()) return request.status();
-    switchyard::v1::QuoteRequest quote;
-    if (!metering::SetQuoteRequest(*request, &quote)) {
-      return absl::InvalidArgumentError(absl::StrCat(name(), " cannot be quoted"));
+    std::vector<Request> calls;
+    if constexpr (requires(Job<Request> & job) { job.segments; }) {
+      // A segmented job (live-video-to-video) makes one call per segment, as Job::Stream does.
+      for (size_t i = 0; i < job_.segments.size(); ++i) {
+        Request call = *request;
+        call.set_segment(std::move(job_.segments[i]));
+        call.set_sequence(static_cast<int64_t>(i));
+        calls.push_back(std::move(call));
+      }
+    } else {
+      calls.push_back(*std::move(request));
     }
-    return quote;
+    std::vector<switchyard::v1::QuoteRequest> quotes(calls.size());
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (!metering::SetQuoteRequest(calls[i], &quotes[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(name(), " cannot be quoted"));
+      }
+    }
+    return quotes;
   }
 
  private:

@@ -78,10 +78,9 @@ struct Job<v1::LiveVideoSegmentRequest> {
       return absl::InvalidArgumentError(
           absl::StrCat("--stream-id: ", stream_id.size(), " bytes, at most ", kMaxStreamIdBytes));
     }
-    if (in.size() == 1) {
-      SY_RETURN_IF_ERROR(CheckWritableFile(out));
-    } else {
-      SY_RETURN_IF_ERROR(PrepareOutputDirectory(out));
+    // `switchyard quote live-video-to-video` writes nothing: no output to check.
+    if (!out.empty()) {
+      SY_RETURN_IF_ERROR(in.size() == 1 ? CheckWritableFile(out) : PrepareOutputDirectory(out));
     }
     int64_t total = 0;
     for (const std::string& path : in) {
@@ -163,5 +162,6 @@ struct Job<v1::LiveVideoSegmentRequest> {
 };
 
 template CommandPtr NewJobCommand<v1::LiveVideoSegmentRequest>();
+template QuotePartPtr NewQuotePart<v1::LiveVideoSegmentRequest>();
 
 }  // namespace switchyard::cli::internal

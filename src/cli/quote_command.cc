@@ -3,9 +3,14 @@
 // request `switchyard <pipeline>` would send with the same flags; outputs are not needed.
 #include <chrono>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "cli/cli_support.h"
@@ -17,14 +22,20 @@ namespace {
 
 namespace v1 = switchyard::v1;
 
-// The quotable jobs, in `switchyard --help` order. Not (yet) live-video-to-video, whose command
-// runs many segments: quote its segments through the gRPC API.
+// The quotable jobs, in `switchyard --help` order. A live-video-to-video run is one job per
+// segment: each is quoted, and the totals added up.
 constexpr QuotePartPtr (*kParts[])() = {
-    NewQuotePart<v1::UpscaleRequest>,      NewQuotePart<v1::TextToImageRequest>,
-    NewQuotePart<v1::ImageToImageRequest>, NewQuotePart<v1::ImageToVideoRequest>,
-    NewQuotePart<v1::AudioToTextRequest>,  NewQuotePart<v1::SegmentAnything2Request>,
-    NewQuotePart<v1::LLMRequest>,          NewQuotePart<v1::ImageToTextRequest>,
-    NewQuotePart<v1::TextToSpeechRequest>, NewTranscodeQuotePart,
+    NewQuotePart<v1::UpscaleRequest>,
+    NewQuotePart<v1::TextToImageRequest>,
+    NewQuotePart<v1::ImageToImageRequest>,
+    NewQuotePart<v1::ImageToVideoRequest>,
+    NewQuotePart<v1::AudioToTextRequest>,
+    NewQuotePart<v1::SegmentAnything2Request>,
+    NewQuotePart<v1::LLMRequest>,
+    NewQuotePart<v1::ImageToTextRequest>,
+    NewQuotePart<v1::TextToSpeechRequest>,
+    NewQuotePart<v1::LiveVideoSegmentRequest>,
+    NewTranscodeQuotePart,
 };
 
 std::string FormatQuote(const v1::QuoteResponse& q) {
@@ -50,6 +61,59 @@ std::string FormatQuote(const v1::QuoteResponse& q) {
                     FormatPrice(q.total()), "\n");
   }
   return out;
+}
+
+// The quotes of a run's segments (one job each) and their sum. The sum has a total only when every
+// segment's quote has one.
+int PrintSegmentQuotes(const GlobalOptions& global, const std::vector<v1::QuoteResponse>& quotes,
+                       std::ostream& out, std::ostream& err) {
+  int64_t units = 0;
+  double total = 0;
+  bool all_totals = true;
+  bool all_exact = true;
+  for (const v1::QuoteResponse& q : quotes) {
+    units = q.units() > std::numeric_limits<int64_t>::max() - units
+                ? std::numeric_limits<int64_t>::max()
+                : units + q.units();
+    if (q.has_total()) {
+      total += q.total();
+    } else {
+      all_totals = false;
+    }
+    all_exact = all_exact && q.units_exact();
+  }
+  if (global.json) {
+    Json segments = Json::array();
+    for (const v1::QuoteResponse& q : quotes) {
+      google::protobuf::util::JsonPrintOptions print;
+      print.always_print_primitive_fields = true;
+      print.preserve_proto_field_names = true;
+      std::string text;
+      if (!google::protobuf::util::MessageToJsonString(q, &text, print).ok()) {
+        err << "error: cannot encode a quote as JSON\n";
+        return kExitRpcError;
+      }
+      segments.push_back(Json::parse(text));
+    }
+    Json sum{{"segments", std::move(segments)},
+             {"units", std::to_string(units)},
+             {"units_exact", all_exact}};
+    if (all_totals) sum["total"] = total;
+    PrintJson(sum, out);
+    return kExitOk;
+  }
+  for (size_t i = 0; i < quotes.size(); ++i) {
+    out << "segment " << i << ": " << FormatQuote(quotes[i]);
+  }
+  const v1::QuoteResponse& first = quotes.front();
+  out << quotes.size() << " segments: " << units << " " << first.unit()
+      << (first.unit() == "ms" ? "" : "s") << (all_exact ? "" : " (estimated)");
+  if (all_totals) {
+    out << " = " << FormatPrice(total) << " in all\n";
+  } else {
+    out << "; no total (a segment's units are unknown)\n";
+  }
+  return kExitOk;
 }
 
 class QuoteCommand final : public Command {
@@ -84,21 +148,35 @@ class QuoteCommand final : public Command {
     }
     for (size_t i = 0; i < parts_.size(); ++i) {
       if (!*subs_[i]) continue;
-      absl::StatusOr<v1::QuoteRequest> request = parts_[i]->BuildQuote();
-      if (!request.ok()) return ReportUsageError(request.status(), err);
-      grpc::ClientContext context;
-      PrepareContext(global, context);
-      if (max_price_ > 0)
-        context.AddMetadata("x-max-price-per-unit", FormatDouble(max_price_, "%.17g"));
-      if (max_total_ > 0) {
-        context.AddMetadata("x-max-total-price", FormatDouble(max_total_, "%.17g"));
+      absl::StatusOr<std::vector<v1::QuoteRequest>> requests = parts_[i]->BuildQuotes();
+      if (!requests.ok()) return ReportUsageError(requests.status(), err);
+      if (requests->empty()) {
+        return ReportUsageError(absl::InvalidArgumentError("nothing to quote"), err);
       }
-      v1::QuoteResponse response;
-      const grpc::Status status = MakeStub(global)->Quote(&context, *request, &response);
-      if (!status.ok()) return ReportRpcError(global, status, err);
-      if (global.json) return PrintProtoJson(response, out, err);
-      out << FormatQuote(response);
-      return kExitOk;
+      const std::unique_ptr<v1::Gateway::Stub> stub = MakeStub(global);
+      std::vector<v1::QuoteResponse> responses(requests->size());
+      for (size_t j = 0; j < requests->size(); ++j) {
+        grpc::ClientContext context;
+        PrepareContext(global, context);
+        if (max_price_ > 0) {
+          context.AddMetadata("x-max-price-per-unit", FormatDouble(max_price_, "%.17g"));
+        }
+        // Each segment of a live run is its own job: the total cap holds for each.
+        if (max_total_ > 0) {
+          context.AddMetadata("x-max-total-price", FormatDouble(max_total_, "%.17g"));
+        }
+        const grpc::Status status = stub->Quote(&context, (*requests)[j], &responses[j]);
+        if (!status.ok()) {
+          if (requests->size() > 1) err << "segment " << j << " could not be quoted\n";
+          return ReportRpcError(global, status, err);
+        }
+      }
+      if (responses.size() == 1) {
+        if (global.json) return PrintProtoJson(responses[0], out, err);
+        out << FormatQuote(responses[0]);
+        return kExitOk;
+      }
+      return PrintSegmentQuotes(global, responses, out, err);
     }
     return ReportUsageError(absl::InvalidArgumentError("name a pipeline to quote"), err);
   }

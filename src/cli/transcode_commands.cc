@@ -175,12 +175,12 @@ class TranscodeQuotePart final : public QuotePart {
       if (option->get_name() == "--out") option->required(false);
     }
   }
-  absl::StatusOr<v1::QuoteRequest> BuildQuote() override {
+  absl::StatusOr<std::vector<v1::QuoteRequest>> BuildQuotes() override {
     absl::StatusOr<v1::TranscodeRequest> request = options_.BuildRequest();
     if (!request.ok()) return request.status();
-    v1::QuoteRequest quote;
-    *quote.mutable_transcode() = *std::move(request);
-    return quote;
+    std::vector<v1::QuoteRequest> quotes(1);
+    *quotes[0].mutable_transcode() = *std::move(request);
+    return quotes;
   }
 
  private:

@@ -13,6 +13,7 @@ namespace switchyard::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST_F(CliTest, QuoteSendsThePipelinesRequestWithoutAnOutput) {
   WriteAll(Path("in.png"), PngHeader(24, 16));
@@ -71,6 +72,51 @@ TEST_F(CliTest, QuoteTranscodeSendsTheLadderWithoutAnOutputDirectory) {
   EXPECT_EQ(Run({"quote", "transcode", "--in", Path("seg.ts"), "--rendition", "wide"}),
             kExitUsage);
   EXPECT_EQ(Run({"quote", "transcode", "--in", Path("missing.ts"), "--rendition", "64x64:1M"}),
+            kExitUsage);
+  EXPECT_EQ(gateway_.calls(), calls);
+}
+
+TEST_F(CliTest, QuoteLiveVideoQuotesEachSegmentAndAddsThemUp) {
+  WriteAll(Path("a.ts"), "segment-a");
+  WriteAll(Path("b.ts"), "segment-b");
+  EXPECT_EQ(Run({"quote", "--max-total-price", "100", "live-video-to-video", "--model", "live-m",
+                 "--in", Path("a.ts"), Path("b.ts"), "--stream-id", "s1"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(gateway_.calls(), 2);
+  const v1::QuoteRequest request = gateway_.last_quote();
+  ASSERT_EQ(request.request_case(), v1::QuoteRequest::kLiveVideoSegment);
+  EXPECT_EQ(request.live_video_segment().model_id(), "live-m");
+  EXPECT_EQ(request.live_video_segment().segment(), "segment-b");
+  EXPECT_EQ(request.live_video_segment().sequence(), 1);
+  EXPECT_EQ(request.live_video_segment().stream_id(), "s1");
+  // The cap is per job, and each segment is one.
+  EXPECT_EQ(gateway_.last_total_cap(), "100");
+  const std::string out = out_.str();
+  EXPECT_THAT(out, HasSubstr("segment 0: upscale 'esrgan': 384 pixels"));
+  EXPECT_THAT(out, HasSubstr("segment 1: upscale 'esrgan': 384 pixels"));
+  EXPECT_THAT(out, HasSubstr("2 segments: 768 pixels = 192 in all"));
+
+  out_.str("");
+  EXPECT_EQ(Run({"--json", "quote", "live-video-to-video", "--model", "live-m", "--in",
+                 Path("a.ts"), Path("b.ts"), Path("a.ts")}),
+            kExitOk)
+      << err_.str();
+  const auto json = nlohmann::json::parse(out_.str());
+  ASSERT_EQ(json["segments"].size(), 3u);
+  EXPECT_EQ(json["segments"][2]["units"], "384");
+  EXPECT_EQ(json["units"], "1152");
+  EXPECT_DOUBLE_EQ(json["total"].get<double>(), 288);
+  EXPECT_EQ(json["units_exact"], true);
+
+  // One segment prints as any other quote; a missing segment is a usage error before any call.
+  out_.str("");
+  EXPECT_EQ(Run({"quote", "live-video-to-video", "--model", "live-m", "--in", Path("a.ts")}),
+            kExitOk);
+  EXPECT_THAT(out_.str(), Not(HasSubstr("segments:")));
+  const int calls = gateway_.calls();
+  EXPECT_EQ(Run({"quote", "live-video-to-video", "--model", "live-m", "--in", Path("a.ts"),
+                 Path("missing.ts")}),
             kExitUsage);
   EXPECT_EQ(gateway_.calls(), calls);
 }
