@@ -174,6 +174,18 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     deps.ledger = s->ledger_.get();
     deps.metrics = s->metrics_.get();
     deps.random = [] { return SecureRandomU64(); };
+    if (!c.state.redis_address.empty()) {
+      // Gateways sharing a Redis count mismatches together and share ejections.
+      RedisSharedVerdictsOptions options;
+      options.redis.address = c.state.redis_address;
+      options.redis.password = c.state.redis_password;
+      options.redis.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+      options.key_prefix = c.state.redis_key_prefix;
+      auto shared = RedisSharedVerdicts::Create(std::move(options));
+      if (!shared.ok()) return shared.status();
+      s->shared_verdicts_ = *std::move(shared);
+      deps.shared = s->shared_verdicts_.get();
+    }
     auto checker = SpotChecker::Create(c.verification, std::move(deps));
     if (!checker.ok()) return checker.status();
     s->service_->set_spot_checker(*std::move(checker));

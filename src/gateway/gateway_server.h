@@ -15,17 +15,18 @@
 #include "absl/status/statusor.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
-#include "gateway/billing/auth_interceptor.h"
-#include "gateway/observability/call_tracker.h"
-#include "gateway/gateway_config.h"
 #include "gateway/api/gateway_service.h"
 #include "gateway/api/inference_proxy.h"
 #include "gateway/api/live_video.h"
 #include "gateway/api/peer_gateways.h"
+#include "gateway/api/shared_verdicts.h"
+#include "gateway/billing/auth_interceptor.h"
+#include "gateway/billing/usage_ledger.h"
+#include "gateway/gateway_config.h"
 #include "gateway/membership/membership.h"
 #include "gateway/membership/registry_service.h"
 #include "gateway/membership/static_poller.h"
-#include "gateway/billing/usage_ledger.h"
+#include "gateway/observability/call_tracker.h"
 
 namespace switchyard::gateway {
 
@@ -64,6 +65,8 @@ class GatewayServer {
   std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
   UsageLedgerPtr ledger_;                   // null: no usage_ledger configured
   std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
+  // null without state.redis; outlives service_, whose spot checker shares verdicts through it
+  SharedVerdictsPtr shared_verdicts_;
   std::unique_ptr<Membership> membership_;
   NodeKeysPtr node_keys_;  // outlives registry_, which checks registrations against it
   std::unique_ptr<RegistryService> registry_;

@@ -259,6 +259,9 @@ absl::StatusOr<std::unique_ptr<SpotChecker>> SpotChecker::Create(const Verificat
         "a spot checker needs a router, snapshots, a random source "
         "and a clock");
   }
+  if (deps.shared_poll < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("a spot checker's shared_poll must be >= 0");
+  }
   return std::unique_ptr<SpotChecker>(new SpotChecker(config, std::move(deps)));
 }
 
@@ -270,9 +273,14 @@ SpotChecker::SpotChecker(const VerificationConfig& config, Deps deps)
         "Spot checks of results by node and result: match, mismatch (the node was blamed), "
         "unresolved, error (the re-run failed), skipped_busy, skipped_no_node.");
   }
+  if (deps_.shared != nullptr && deps_.shared_poll > absl::ZeroDuration()) {
+    poller_ = std::thread([this] { PollShared(); });
+  }
 }
 
 SpotChecker::~SpotChecker() {
+  stop_poll_.Stop();
+  if (poller_.joinable()) poller_.join();
   MutexLock lock(&mu_);
   closing_ = true;
   for (grpc::ClientContext* context : contexts_) context->TryCancel();
@@ -358,35 +366,119 @@ void SpotChecker::Record(const std::string& node, const std::string& result) {
   if (checks_ != nullptr) checks_->Add({{"node", node}, {"result", result}}).Increment();
 }
 
+std::shared_ptr<const NodeView> SpotChecker::Find(const std::string& node) const {
+  const SnapshotPtr snapshot = deps_.snapshot();
+  if (snapshot == nullptr) return nullptr;
+  for (const auto& n : snapshot->nodes) {
+    if (n->id == node) return n;
+  }
+  return nullptr;
+}
+
 void SpotChecker::Blame(const std::string& node, const std::string& model_id) {
-  int blamed = 0;
-  bool eject = false;
+  int64_t blamed = 0;
   {
     MutexLock lock(&mu_);
     blamed = ++blamed_[node];
-    // Every eject_after mismatches: a node back from an ejection is ejected again.
-    eject = blamed % config_.eject_after == 0;
-    if (eject) ejected_.insert(node);
   }
-  const SnapshotPtr snapshot = deps_.snapshot();
-  std::shared_ptr<const NodeView> view;
-  if (snapshot != nullptr) {
-    for (const auto& n : snapshot->nodes) {
-      if (n->id == node) view = n;
+  // With shared verdicts the count is every gateway's; when Redis cannot count it, this
+  // gateway's own count decides (logged).
+  const char* counted_by = "";
+  if (deps_.shared != nullptr) {
+    absl::StatusOr<int64_t> total = deps_.shared->AddBlame(node);
+    if (total.ok()) {
+      blamed = *total;
+      counted_by = " by all gateways";
+    } else {
+      spdlog::warn(
+          "spot checks: cannot count a mismatch of orchestrator {} with the other gateways ({}); "
+          "counted by this gateway only",
+          node, total.status().ToString());
     }
   }
+  // Every eject_after mismatches: a node back from an ejection is ejected again. A shared count
+  // reaches each multiple once, on one gateway, which ejects it for all.
+  const bool eject = blamed % config_.eject_after == 0;
+  const std::shared_ptr<const NodeView> view = Find(node);
   // The routing penalty: a wrong result counts as a failed attempt in the node's health.
   if (view != nullptr) {
     deps_.router->ReportAttempt(*view, model_id, AttemptOutcome::kNodeFailure,
                                 absl::ZeroDuration());
   }
-  spdlog::warn("orchestrator {} blamed for {} spot-check mismatch{} ({} eject it)", node, blamed,
-               blamed == 1 ? "" : "es", config_.eject_after);
+  spdlog::warn("orchestrator {} blamed for {} spot-check mismatch{}{} ({} eject it)", node, blamed,
+               blamed == 1 ? "" : "es", counted_by, config_.eject_after);
   if (!eject) return;
+  const absl::Time until = deps_.now() + absl::Seconds(config_.eject_seconds);
+  {
+    MutexLock lock(&mu_);
+    ejected_.insert(node);
+    absl::Time& banned = banned_until_[node];
+    banned = std::max(banned, until);
+  }
   if (view != nullptr) deps_.router->Ban(*view, absl::Seconds(config_.eject_seconds));
   spdlog::error(
-      "orchestrator {} ejected for {} s: {} of its results were proven wrong by spot checks", node,
-      config_.eject_seconds, blamed);
+      "orchestrator {} ejected for {} s: {} of its results were proven wrong by spot checks{}",
+      node, config_.eject_seconds, blamed, counted_by);
+  if (deps_.shared != nullptr) {
+    if (absl::Status st = deps_.shared->Eject(node, until); !st.ok()) {
+      spdlog::warn("spot checks: cannot share the ejection of orchestrator {}: {}", node,
+                   st.ToString());
+    }
+  }
+  DisputeRows(node);
+}
+
+int SpotChecker::ApplySharedEjections() {
+  if (deps_.shared == nullptr) return 0;
+  const absl::Time now = deps_.now();
+  absl::StatusOr<std::vector<SharedVerdicts::Ejection>> ejections = deps_.shared->Ejected(now);
+  {
+    MutexLock lock(&mu_);
+    if (!ejections.ok()) {
+      if (!shared_down_) {
+        spdlog::warn("spot checks: cannot read the other gateways' ejections ({}); retrying",
+                     ejections.status().ToString());
+      }
+      shared_down_ = true;
+      return 0;
+    }
+    if (shared_down_) spdlog::info("spot checks: the other gateways' ejections readable again");
+    shared_down_ = false;
+    // Ejections that ended are forgotten (bounded by the nodes ejected at once).
+    std::erase_if(banned_until_, [now](const auto& entry) { return entry.second <= now; });
+  }
+  int applied = 0;
+  for (const SharedVerdicts::Ejection& e : *ejections) {
+    if (e.until <= now) continue;
+    {
+      MutexLock lock(&mu_);
+      auto it = banned_until_.find(e.node);
+      if (it != banned_until_.end() && it->second >= e.until) continue;
+    }
+    const std::shared_ptr<const NodeView> view = Find(e.node);
+    if (view == nullptr) continue;  // not registered here (yet): a later poll bans it
+    deps_.router->Ban(*view, e.until - now);
+    {
+      MutexLock lock(&mu_);
+      banned_until_[e.node] = e.until;
+      ejected_.insert(e.node);
+    }
+    ++applied;
+    spdlog::error(
+        "orchestrator {} ejected for {} s: another gateway's spot checks proved its results wrong",
+        e.node, absl::ToInt64Seconds(e.until - now));
+    DisputeRows(e.node);
+  }
+  return applied;
+}
+
+void SpotChecker::PollShared() {
+  while (!stop_poll_.WaitFor(absl::ToChronoMilliseconds(deps_.shared_poll))) {
+    ApplySharedEjections();
+  }
+}
+
+void SpotChecker::DisputeRows(const std::string& node) {
   if (deps_.ledger == nullptr) return;
   auto disputed = deps_.ledger->DisputeOrchestrator(node, "verification", absl::InfinitePast());
   if (disputed.ok()) {

@@ -10,9 +10,14 @@
 // Re-runs are not metered: no ledger row, the client is not charged, the checking node is not
 // paid (its signed receipt is logged with the mismatch as evidence).
 //
+// Several gateways of one operator (config `state.redis`) count the mismatches together and share
+// ejections (shared_verdicts.h): a poll thread bans, here, the nodes another gateway ejected and
+// disputes their rows in this gateway's ledger.
+//
 // Threading: Sample and Start may be called from any thread; a check's steps run on the gRPC
 // callback threads of its re-runs. At most `max_in_flight` checks run at once; more are skipped
-// (counted). The destructor cancels the re-runs in flight and waits for them to end.
+// (counted). The destructor stops the poll thread, cancels the re-runs in flight and waits for
+// them to end.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +27,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -36,6 +42,7 @@
 #include "common/metrics.h"
 #include "common/mutex.h"
 #include "common/receipt.h"
+#include "gateway/api/shared_verdicts.h"
 #include "gateway/billing/usage_ledger.h"
 #include "gateway/gateway_config.h"
 #include "gateway/routing/router.h"
@@ -127,6 +134,11 @@ class SpotChecker {
     Metrics* metrics = nullptr;             // may be null
     std::function<uint64_t()> random;       // required: the sampling draws
     std::function<absl::Time()> now = [] { return absl::Now(); };
+    // May be null: this gateway's verdicts are its own. Otherwise mismatches are counted with the
+    // other gateways' and ejections shared; every `shared_poll` (0: only when the test calls
+    // ApplySharedEjections) the others' ejections are applied here.
+    SharedVerdicts* shared = nullptr;
+    absl::Duration shared_poll = absl::Seconds(2);
   };
   // INVALID_ARGUMENT when a required dependency is missing.
   static absl::StatusOr<std::unique_ptr<SpotChecker>> Create(const VerificationConfig& config,
@@ -159,6 +171,10 @@ class SpotChecker {
   // Checks that ended, by result ("match", "mismatch", "unresolved", "error", "skipped_busy",
   // "skipped_no_node"), over every node; for tests and the status page.
   int64_t Count(const std::string& result) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Bans here the nodes the shared verdicts say are ejected (by any gateway) and this gateway has
+  // not banned for as long yet, and disputes their rows in its ledger. Nodes not registered here
+  // are left for a later poll. Returns how many nodes it banned.
+  int ApplySharedEjections() ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no check runs (tests); false on timeout.
   bool WaitIdle(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -174,6 +190,11 @@ class SpotChecker {
   // A mismatch `node` is blamed for: routing penalty, and the ejection and disputes at
   // eject_after.
   void Blame(const std::string& node, const std::string& model_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Disputes the paid ledger rows of an ejected node ("verification").
+  void DisputeRows(const std::string& node);
+  // The node's view in the current snapshot (null: not registered here).
+  std::shared_ptr<const NodeView> Find(const std::string& node) const;
+  void PollShared();
   void Finished(Check* check) ABSL_LOCKS_EXCLUDED(mu_);
   // Registers a re-run's context so the destructor can cancel it; false when closing.
   bool Track(grpc::ClientContext* context) ABSL_LOCKS_EXCLUDED(mu_);
@@ -191,6 +212,11 @@ class SpotChecker {
   std::map<std::string, int> blamed_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> ejected_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+  // Until when each node is banned here by a spot-check ejection (this gateway's or a shared one).
+  std::map<std::string, absl::Time> banned_until_ ABSL_GUARDED_BY(mu_);
+  bool shared_down_ ABSL_GUARDED_BY(mu_) = false;  // the last shared poll failed (logged once)
+  StopSignal stop_poll_;
+  std::thread poller_;  // last: started after everything it reads
 };
 
 }  // namespace switchyard::gateway
