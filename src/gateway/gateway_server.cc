@@ -56,6 +56,15 @@ http::Authorizer ApiKeyAuthorizer(ApiKeyAuth* auth) {
   };
 }
 
+// The connection to state.redis shared by stream affinity and spot-check verdicts.
+RedisClientOptions StateRedis(const GatewayConfig& c) {
+  RedisClientOptions options;
+  options.address = c.state.redis_address;
+  options.password = c.state.redis_password;
+  options.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+  return options;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConfig config) {
@@ -123,9 +132,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   if (!c.state.redis_address.empty()) {
     // Streams' segments reach one orchestrator whichever gateway receives them.
     RedisAffinityOptions options;
-    options.redis.address = c.state.redis_address;
-    options.redis.password = c.state.redis_password;
-    options.redis.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+    options.redis = StateRedis(c);
     options.key_prefix = c.state.redis_key_prefix;
     options.ttl = absl::Milliseconds(c.stream_idle_timeout_ms);
     auto affinity = RedisStreamAffinity::Create(options, s->metrics_.get());
@@ -177,9 +184,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     if (!c.state.redis_address.empty()) {
       // Gateways sharing a Redis count mismatches together and share ejections.
       RedisSharedVerdictsOptions options;
-      options.redis.address = c.state.redis_address;
-      options.redis.password = c.state.redis_password;
-      options.redis.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+      options.redis = StateRedis(c);
       options.key_prefix = c.state.redis_key_prefix;
       auto shared = RedisSharedVerdicts::Create(std::move(options));
       if (!shared.ok()) return shared.status();

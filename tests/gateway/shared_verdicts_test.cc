@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -223,6 +224,38 @@ struct GatewayUnderTest {
   }
 };
 
+// A gateway whose nodes a and b answer re-runs with `good` and c with `bad`, on `shared`;
+// `poll`: its poll interval (0: only when the test calls ApplySharedEjections). Null on failure.
+std::unique_ptr<GatewayUnderTest> MakeGateway(const VerificationConfig& config,
+                                              const std::filesystem::path& ledger_path,
+                                              std::unique_ptr<RedisSharedVerdicts> shared,
+                                              absl::Duration poll, const std::string& good,
+                                              const std::string& bad) {
+  auto g = std::make_unique<GatewayUnderTest>();
+  auto ledger = SqliteUsageLedger::Open(ledger_path);
+  EXPECT_TRUE(ledger.ok()) << ledger.status();
+  if (!ledger.ok() || shared == nullptr) return nullptr;
+  g->ledger = *std::move(ledger);
+  g->shared = std::move(shared);
+  g->results = {{"a", good}, {"b", good}, {"c", bad}};
+  // Each gateway has its own view of the nodes (and their routing records), as it would.
+  SnapshotPtr snapshot = std::make_shared<Snapshot>(router_test::Snap(
+      {Node("a", {Ready(2, 0)}), Node("b", {Ready(2, 0)}), Node("c", {Ready(2, 0)})}));
+  SpotChecker::Deps deps;
+  deps.router = &g->router;
+  deps.snapshot = [snapshot] { return snapshot; };
+  deps.ledger = g->ledger.get();
+  deps.random = Constant(0);
+  deps.now = g->clock.Fn();
+  deps.shared = g->shared.get();
+  deps.shared_poll = poll;
+  auto checker = SpotChecker::Create(config, std::move(deps));
+  EXPECT_TRUE(checker.ok()) << checker.status();
+  if (!checker.ok()) return nullptr;
+  g->checker = *std::move(checker);
+  return g;
+}
+
 TEST_F(SharedVerdictsTest, TwoGatewaysCountACheaterTogetherAndBothEjectIt) {
   VerificationConfig config;
   config.sample_rate = 1;
@@ -232,28 +265,10 @@ TEST_F(SharedVerdictsTest, TwoGatewaysCountACheaterTogetherAndBothEjectIt) {
 
   std::vector<std::unique_ptr<GatewayUnderTest>> gateways;
   for (int i = 0; i < 2; ++i) {
-    // Each gateway has its own view of the nodes (and their routing records), as it would.
-    SnapshotPtr snapshot = std::make_shared<Snapshot>(router_test::Snap(
-        {Node("a", {Ready(2, 0)}), Node("b", {Ready(2, 0)}), Node("c", {Ready(2, 0)})}));
-    auto g = std::make_unique<GatewayUnderTest>();
-    auto ledger = SqliteUsageLedger::Open(tmp_.path() / absl::StrCat("usage-", i, ".db"));
-    ASSERT_TRUE(ledger.ok()) << ledger.status();
-    g->ledger = *std::move(ledger);
-    g->shared = Store();
-    ASSERT_NE(g->shared, nullptr);
-    g->results = {{"a", good}, {"b", good}, {"c", bad}};
-    SpotChecker::Deps deps;
-    deps.router = &g->router;
-    deps.snapshot = [snapshot] { return snapshot; };
-    deps.ledger = g->ledger.get();
-    deps.random = Constant(0);
-    deps.now = g->clock.Fn();
-    deps.shared = g->shared.get();
     // Gateway 0 applies others' ejections only when the test says; gateway 1 polls on its own.
-    deps.shared_poll = i == 0 ? absl::ZeroDuration() : absl::Milliseconds(50);
-    auto checker = SpotChecker::Create(config, std::move(deps));
-    ASSERT_TRUE(checker.ok()) << checker.status();
-    g->checker = *std::move(checker);
+    auto g = MakeGateway(config, tmp_.path() / absl::StrCat("usage-", i, ".db"), Store(),
+                         i == 0 ? absl::ZeroDuration() : absl::Milliseconds(50), good, bad);
+    ASSERT_NE(g, nullptr);
     g->Record(absl::StrCat("job-c-", i), "c");
     g->Record(absl::StrCat("job-a-", i), "a");
     gateways.push_back(std::move(g));
@@ -318,25 +333,10 @@ TEST_F(SharedVerdictsTest, WithRedisDownEachGatewayCountsItsOwn) {
   config.eject_after = 2;
   config.eject_seconds = 60;
   const std::string good = Png(100), bad = Png(155);
-  SnapshotPtr snapshot = std::make_shared<Snapshot>(router_test::Snap(
-      {Node("a", {Ready(2, 0)}), Node("b", {Ready(2, 0)}), Node("c", {Ready(2, 0)})}));
-  GatewayUnderTest g;
-  auto ledger = SqliteUsageLedger::Open(tmp_.path() / "usage.db");
-  ASSERT_TRUE(ledger.ok());
-  g.ledger = *std::move(ledger);
-  g.shared = Store();
-  g.results = {{"a", good}, {"b", good}, {"c", bad}};
-  SpotChecker::Deps deps;
-  deps.router = &g.router;
-  deps.snapshot = [snapshot] { return snapshot; };
-  deps.ledger = g.ledger.get();
-  deps.random = Constant(0);
-  deps.now = g.clock.Fn();
-  deps.shared = g.shared.get();
-  deps.shared_poll = absl::ZeroDuration();
-  auto checker = SpotChecker::Create(config, std::move(deps));
-  ASSERT_TRUE(checker.ok());
-  g.checker = *std::move(checker);
+  auto gateway =
+      MakeGateway(config, tmp_.path() / "usage.db", Store(), absl::ZeroDuration(), good, bad);
+  ASSERT_NE(gateway, nullptr);
+  GatewayUnderTest& g = *gateway;
 
   redis_->Stop();
   g.CheckACheat("c", bad);
