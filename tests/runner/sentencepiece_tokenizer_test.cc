@@ -206,6 +206,20 @@ TEST(SentencePieceTokenizerTest, UnknownCharactersFallBackToBytesAndStream) {
   EXPECT_EQ(held_back, 3 + 2);  // 😀's first three bytes, 我's first two
 }
 
+TEST(SentencePieceTokenizerTest, AMissingBytePieceIsRefusedAsByTheLibrary) {
+  // byte_fallback needs all 256 <0xNN> pieces: the library refuses the file ("there are not 256
+  // byte pieces"), so does the tokenizer.
+  SpmModelSpec spec = SmallSpec(HelloPieces());
+  spec.pieces.erase(spec.pieces.begin() + 3 + 0xF0);
+  const std::string model = SerializeSpmModel(spec);
+  std::string error;
+  EXPECT_EQ(testing::SentencePieceReference::Load(model, &error), nullptr);
+  auto t = Tokenizer::CreateFromSentencePiece(model);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(t.status().message(), HasSubstr("<0xF0>"));
+}
+
 TEST(SentencePieceTokenizerTest, TokenizerConfigNamesBosEosAndAddsTokens) {
   const json config = {{"add_bos_token", true},
                        {"bos_token", "<s>"},
