@@ -323,6 +323,23 @@ TEST(SentencePieceTokenizerHostileTest, GarbageTruncatedAndEmptyFilesAreClearErr
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << name << ": " << t.status();
     EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.model")) << name;
   }
+  // Wire-format damage, named: a group (wire type 3), a varint over 10 bytes, a length past the
+  // end, a piece whose score is not a 32-bit float.
+  const std::vector<std::pair<std::string, std::string>> wire = {
+      {"group", std::string("\x0B\x0C", 2)},
+      {"long varint", std::string(11, '\xFF')},
+      {"length past the end", std::string("\x0A\x7F"
+                                          "abc")},
+      {"score as varint", std::string("\x0A\x05\x0A\x01"
+                                      "a\x10\x01")},
+  };
+  for (const auto& [name, bytes] : wire) {
+    auto t = Tokenizer::CreateFromSentencePiece(bytes);
+    ASSERT_FALSE(t.ok()) << name;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.model: not a SentencePiece model"))
+        << name << ": " << t.status();
+  }
   // From a file the error names its path.
   TempFolder dir;
   dir.Write("tokenizer.model", good.substr(0, good.size() / 3));
