@@ -37,7 +37,8 @@ struct ModelConfig {
   std::string pipeline;        // a model pipeline of common/pipelines.h
   std::filesystem::path path;  // TorchScript file; relative paths are from the config file
   // "torchscript": `path` is a TorchScript file; "hf": a Hugging Face checkpoint folder
-  // (config.json, *.safetensors, tokenizer.json, tokenizer_config.json), pipelines llm and
+  // (config.json, *.safetensors, tokenizer.json or, for llm, tokenizer.model,
+  // tokenizer_config.json), pipelines llm and
   // audio-to-text (Whisper).
   std::string format = "torchscript";
   HfModelOptions hf;            // format "hf" only

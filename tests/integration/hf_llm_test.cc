@@ -3,7 +3,7 @@
 // tokenizer.json of exactly the 256 byte tokens and a small chat template. The expected replies
 // come from the Decoder's own greedy decoding, so the gateway -> orchestrator -> engine -> stream
 // path is checked token for token. A second folder has the same ids as a SentencePiece-style
-// (Llama 2 / Mistral form) tokenizer.json.
+// (Llama 2 / Mistral form) tokenizer.json, a third as a SentencePiece tokenizer.model only.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -24,6 +24,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/sentencepiece_model_writer.h"
 
 namespace switchyard::testing {
 namespace {
@@ -31,6 +32,9 @@ namespace {
 namespace fs = std::filesystem;
 using ::grpc::StatusCode;
 using json = nlohmann::json;
+using ::switchyard::testing::SerializeSpmModel;
+using ::switchyard::testing::SpmModelSpec;
+using ::switchyard::testing::SpmPieceType;
 
 const fs::path kFixture = fs::path(SWITCHYARD_SOURCE_DIR) / "tests" / "fixtures" / "hf" / "qwen2";
 // Renders "<user>Hi\n<assistant>" for one user message "Hi".
@@ -111,6 +115,59 @@ json SpmByteTokenizer() {
                 {"byte_fallback", true},
                 {"vocab", vocab},
                 {"merges", json::array()}}}};
+}
+
+// A SentencePiece tokenizer.model (no tokenizer.json) of <unk> (id 0; SentencePiece requires
+// one) and the 256 byte pieces "<0x00>".."<0xFF>" at ids 1..256 (byte_fallback requires all):
+// every character falls back to its bytes, after the dummy prefix "▁". No <s>/</s>, so no eos.
+constexpr int kSpmVocab = 257;
+std::string SpmByteModel() {
+  SpmModelSpec spec;
+  spec.pieces.push_back({"<unk>", 0, SpmPieceType::kUnknown});
+  const char* hex = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) {
+    spec.pieces.push_back(
+        {std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">", 0, SpmPieceType::kByte});
+  }
+  spec.unk_id = 0;
+  spec.bos_id = -1;
+  spec.eos_id = -1;
+  return SerializeSpmModel(spec);
+}
+
+// A copy of a float32 safetensors file whose embed_tokens and lm_head get zero rows up to
+// `vocab` (the fixture has 256; the tokenizer.model above needs 257).
+void WritePaddedVocab(const fs::path& from, const fs::path& to, int vocab) {
+  const std::string bytes = ReadFile(from);
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  json header = json::parse(bytes.substr(8, header_size));
+  const std::string data = bytes.substr(8 + header_size);
+  std::vector<std::pair<uint64_t, std::string>> tensors;  // by data offset
+  for (const auto& [name, info] : header.items()) {
+    if (name != "__metadata__") tensors.emplace_back(info["data_offsets"][0].get<uint64_t>(), name);
+  }
+  std::sort(tensors.begin(), tensors.end());
+  std::string out_data;
+  for (const auto& [offset, name] : tensors) {
+    json& info = header[name];
+    const uint64_t end = info["data_offsets"][1].get<uint64_t>();
+    std::string tensor = data.substr(offset, end - offset);
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") {
+      const int64_t rows = info["shape"][0].get<int64_t>();
+      const int64_t cols = info["shape"][1].get<int64_t>();
+      tensor.append(static_cast<size_t>((vocab - rows) * cols * 4), '\0');
+      info["shape"][0] = vocab;
+    }
+    info["data_offsets"] = {out_data.size(), out_data.size() + tensor.size()};
+    out_data += tensor;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  const uint64_t size = text.size();
+  std::memcpy(out.data(), &size, 8);
+  WriteFile(to, out + text + out_data);
 }
 
 // Bytes that are not part of a well-formed UTF-8 character become U+FFFD, one per byte (what
@@ -211,6 +268,25 @@ class HfLlmServeTest : public ::testing::Test {
       fs::copy_file(good / file, spm / file);
     }
     WriteFile(spm / "tokenizer.json", SpmByteTokenizer().dump());
+    // The tokenizer.model-only folder: the weights padded to its 257 ids, its greedy replies from
+    // the padded copy itself.
+    const fs::path spm_model = dir_->path() / "hf-spm-model";
+    fs::create_directories(spm_model);
+    fs::copy_file(good / "tokenizer_config.json", spm_model / "tokenizer_config.json");
+    WritePaddedVocab(good / "model.safetensors", spm_model / "model.safetensors", kSpmVocab);
+    {
+      json config = json::parse(ReadFile(good / "config.json"));
+      config["vocab_size"] = kSpmVocab;
+      WriteFile(spm_model / "config.json", config.dump());
+      auto padded = runner::hf::Decoder::Load(spm_model);
+      ASSERT_TRUE(padded.ok()) << padded.status();
+      std::vector<int64_t> ids = {1 + 0xE2, 1 + 0x96, 1 + 0x81};
+      for (char c : PromptFor("Hi")) ids.push_back(1 + static_cast<unsigned char>(c));
+      auto greedy = (*padded)->GenerateGreedy(ids, kMaxTokens);
+      ASSERT_TRUE(greedy.ok()) << greedy.status();
+      (*expected_)["spm-model:Hi"] = *greedy;
+    }
+    WriteFile(spm_model / "tokenizer.model", SpmByteModel());
 
     // The eos test's token: the first of "Hi"'s reply (from the fourth on) not seen before it.
     const auto& hi = expected_->at("Hi");
@@ -240,7 +316,8 @@ class HfLlmServeTest : public ::testing::Test {
     options.orchestrators = 1;
     options.models = {};
     options.extra_models = {entry("hf-tiny", good, engine), entry("hf-eos", good, with_eos),
-                            entry("hf-broken", broken, engine), entry("hf-spm", spm, engine)};
+                            entry("hf-broken", broken, engine), entry("hf-spm", spm, engine),
+                            entry("hf-spm-model", spm_model, engine)};
     cluster_ = new LocalCluster();
     auto st = cluster_->Start(options);
     ASSERT_TRUE(st.ok()) << st;
@@ -334,6 +411,25 @@ TEST_F(HfLlmServeTest, ASentencePieceStyleTokenizerJsonServesTheSameWay) {
   Stream s = Llm(Request("hf-spm", "Hi"));
   ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << cluster_->Logs();
   std::string bytes = BytesOf(expected_->at("spm:Hi"));
+  if (!bytes.empty() && bytes.front() == ' ') bytes.erase(0, 1);
+  EXPECT_EQ(s.text, WellFormed(bytes));
+  ASSERT_GE(s.messages.size(), 2u);
+  const auto& last = s.messages.back();
+  EXPECT_EQ(last.choices(0).finish_reason(), "length");
+  EXPECT_EQ(last.usage().prompt_tokens(), static_cast<int>(PromptFor("Hi").size()) + 3);
+  EXPECT_EQ(last.usage().completion_tokens(), kMaxTokens);
+}
+
+TEST_F(HfLlmServeTest, AFolderWithOnlyTokenizerModelLoadsAndServes) {
+  // tokenizer.model (SentencePiece) and no tokenizer.json: the prompt is "▁"'s bytes, then the
+  // prompt's, each byte b as id b + 1; the reply decodes id b + 1 to byte b and drops <unk>
+  // (id 0, a special token the stream skips) and the first space.
+  Stream s = Llm(Request("hf-spm-model", "Hi"));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << cluster_->Logs();
+  std::string bytes;
+  for (int64_t id : expected_->at("spm-model:Hi")) {
+    if (id > 0) bytes.push_back(static_cast<char>(id - 1));
+  }
   if (!bytes.empty() && bytes.front() == ' ') bytes.erase(0, 1);
   EXPECT_EQ(s.text, WellFormed(bytes));
   ASSERT_GE(s.messages.size(), 2u);
@@ -501,6 +597,10 @@ TEST_F(HfLlmServeTest, MissingTokenizerJsonFailsTheLoadWithAClearMessage) {
   const std::string logs = cluster_->Logs();
   EXPECT_NE(logs.find("model hf-broken failed to load"), std::string::npos) << logs;
   EXPECT_NE(logs.find("tokenizer.json is missing"), std::string::npos) << logs;
+  EXPECT_NE(
+      logs.find("and so is " + (dir_->path() / "hf-no-tokenizer" / "tokenizer.model").string()),
+      std::string::npos)
+      << logs;
   Stream s = Llm(Request("hf-broken", "Hi"));
   EXPECT_FALSE(s.status.ok());
 }

@@ -97,6 +97,19 @@ bool AddsBos(const nlohmann::json& tokenizer_config, const std::string& tokenize
   return false;
 }
 
+// The same for a folder with only tokenizer.model: add_bos_token when tokenizer_config.json says,
+// else transformers' default for the class, which for LlamaTokenizer (and its fast and CodeLlama
+// forms) is true and for the other SentencePiece classes (T5, ...) false.
+bool AddsBosWithSentencePiece(const nlohmann::json& tokenizer_config) {
+  auto flag = tokenizer_config.find("add_bos_token");
+  if (flag != tokenizer_config.end() && flag->is_boolean()) return flag->get<bool>();
+  auto it = tokenizer_config.find("tokenizer_class");
+  if (it == tokenizer_config.end() || !it->is_string()) return false;
+  const std::string& tokenizer_class = it->get_ref<const std::string&>();
+  return tokenizer_class == "LlamaTokenizer" || tokenizer_class == "LlamaTokenizerFast" ||
+         tokenizer_class == "CodeLlamaTokenizer" || tokenizer_class == "CodeLlamaTokenizerFast";
+}
+
 }  // namespace
 
 int64_t SafetensorsBytes(const fs::path& folder) {
@@ -139,27 +152,39 @@ absl::StatusOr<std::shared_ptr<HfLlm>> HfLlm::Load(const ModelConfig& config,
   model->template_ = *std::move(chat_template);
   model->bos_token_ = SpecialTokenText(tokenizer_config, "bos_token");
   model->eos_token_ = SpecialTokenText(tokenizer_config, "eos_token");
-  const fs::path tokenizer_file = config.path / "tokenizer.json";
+  // tokenizer.json when the folder has one, else SentencePiece's tokenizer.model (Llama 2 style
+  // folders that ship only that).
+  const fs::path json_file = config.path / "tokenizer.json";
+  const fs::path spm_file = config.path / "tokenizer.model";
+  const bool use_json = fs::exists(json_file) || !fs::exists(spm_file);
+  const fs::path tokenizer_file = use_json ? json_file : spm_file;
   if (!fs::exists(tokenizer_file)) {
-    return absl::NotFoundError(absl::StrCat(tokenizer_file.string(), " is missing"));
+    return absl::NotFoundError(
+        absl::StrCat(json_file.string(), " is missing, and so is ", spm_file.string()));
   }
-  // From the text, so that tokenizer_config.json (read and checked above) names bos/eos.
-  auto tokenizer_text = ReadSmallFile(tokenizer_file, llm::TokenizerLimits{}.max_json_bytes);
+  // From the bytes, so that tokenizer_config.json (read and checked above) names bos/eos.
+  const llm::TokenizerLimits limits;
+  auto tokenizer_text = ReadSmallFile(
+      tokenizer_file,
+      static_cast<int64_t>(use_json ? limits.max_json_bytes : limits.max_model_bytes));
   if (!tokenizer_text.ok()) return tokenizer_text.status();
-  auto tokenizer = llm::Tokenizer::CreateFromJson(*tokenizer_text, *config_text);
+  auto tokenizer =
+      use_json ? llm::Tokenizer::CreateFromJson(*tokenizer_text, *config_text, limits)
+               : llm::Tokenizer::CreateFromSentencePiece(*tokenizer_text, *config_text, limits);
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(),
                         absl::StrCat(tokenizer_file.string(), ": ", tokenizer.status().message()));
   }
   model->tokenizer_ = *std::move(tokenizer);
-  model->add_bos_ = AddsBos(tokenizer_config, *tokenizer_text);
+  model->add_bos_ = use_json ? AddsBos(tokenizer_config, *tokenizer_text)
+                             : AddsBosWithSentencePiece(tokenizer_config);
 
   auto decoder = runner::hf::Decoder::Load(config.path, *resolved, dtype);
   if (!decoder.ok()) return decoder.status();
   model->decoder_ = std::shared_ptr<const runner::hf::Decoder>(*std::move(decoder));
   if (model->tokenizer_->vocab_size() > model->decoder_->config().vocab_size) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer.json has ", model->tokenizer_->vocab_size(),
+        absl::StrCat(tokenizer_file.filename().string(), " has ", model->tokenizer_->vocab_size(),
                      " ids, the model's vocab_size is ", model->decoder_->config().vocab_size));
   }
 

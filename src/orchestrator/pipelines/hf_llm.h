@@ -1,7 +1,8 @@
 // The llm pipeline for a Hugging Face checkpoint folder ("format": "hf", docs/hf-checkpoints.md):
-// the Decoder's weights, the byte-level BPE tokenizer, the chat template of tokenizer_config.json
-// and the paged-KV Engine with continuous batching, loaded once per model by the model manager
-// (it rides on a payload executor, runner/model_executor.h) and shared by every request.
+// the Decoder's weights, the BPE tokenizer (llm::Tokenizer), the chat template of
+// tokenizer_config.json and the paged-KV Engine with continuous batching, loaded once per model by
+// the model manager (it rides on a payload executor, runner/model_executor.h) and shared by every
+// request.
 //
 // A request's messages go through the chat template (add_generation_prompt), the result is
 // encoded with special tokens allowed, because the template itself writes <|im_start|> and the
@@ -34,7 +35,8 @@ namespace switchyard::orchestrator {
 class HfLlm {
  public:
   // Loads <config.path>: the decoder (config.json, *.safetensors) in config.hf.dtype on
-  // `device`, tokenizer.json, tokenizer_config.json (its chat_template is required:
+  // `device`, tokenizer.json (or, without one, SentencePiece's tokenizer.model),
+  // tokenizer_config.json (its chat_template is required:
   // FAILED_PRECONDITION without one, since guessing a format gives a model prompts it was not
   // trained on) and the engine with config.hf's budget. Errors name the file.
   static absl::StatusOr<std::shared_ptr<HfLlm>> Load(const ModelConfig& config,

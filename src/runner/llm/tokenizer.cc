@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -15,10 +16,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/mutex.h"
 #include "runner/llm/pcre2_regex.h"
+#include "runner/llm/sentencepiece_model.h"
 #include "runner/llm/unicode_util.h"
 
 namespace switchyard::llm {
@@ -196,6 +199,12 @@ struct NormalizerStep {
   std::string content;   // Prepend's text, Replace's replacement
 };
 
+// A symbol for a character with no vocab entry that no merge has (merges name vocab entries, and
+// for tokenizer.model also the characters of Impl::char_symbols).
+constexpr int32_t kUnknownSymbol = -2;
+// Not a symbol BPE can ever hold (a longer text that is no piece).
+constexpr int32_t kNoSymbol = std::numeric_limits<int32_t>::min();
+
 uint64_t PairKey(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
@@ -215,6 +224,18 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path, size_t m
     return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
   }
   return text;
+}
+
+// A load error that names one of the files (the message starts with its name) names it by its
+// path in `folder`; read errors already give the full path.
+absl::Status WithFolder(const absl::Status& status, const std::filesystem::path& folder) {
+  for (const char* file : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"}) {
+    if (absl::StartsWith(status.message(), file)) {
+      return absl::Status(status.code(), absl::StrCat((folder / file).string(),
+                                                      status.message().substr(strlen(file))));
+    }
+  }
+  return status;
 }
 
 }  // namespace
@@ -258,6 +279,13 @@ struct Tokenizer::Impl {
   absl::flat_hash_map<std::string, int32_t> added_by_content;
   std::optional<int32_t> bos, eos;
   bool add_bos_token = false;
+  // From a tokenizer.model (spm is true too): SentencePiece's BPE merges any two adjacent symbols
+  // whose concatenation is a normal piece, so a character that is no piece itself can still merge;
+  // such characters get these ids (-3, -4, ...; never output: left over, they fall back to
+  // bytes). Empty for tokenizer.json.
+  absl::flat_hash_map<std::string, int32_t> char_symbols;
+  // The pieces that merges can make or start from (NORMAL); empty for tokenizer.json (all are).
+  std::vector<bool> mergeable;
 
   // switchyard::Mutex (std::mutex), not absl::Mutex: ThreadSanitizer sees it (common/mutex.h).
   mutable Mutex cache_mu;
@@ -267,11 +295,13 @@ struct Tokenizer::Impl {
   absl::Status LoadModel(const json& model);
   absl::Status LoadNormalizer(const json& normalizer, const std::string& field);
   absl::Status LoadPreTokenizerStep(const json& step, const std::string& field);
-  absl::Status LoadAddedTokens(const json& tokens);
+  // `names`, when given, names each entry in errors (else "added_tokens[i]").
+  absl::Status LoadAddedTokens(const json& tokens, const std::vector<std::string>* names = nullptr);
   absl::Status LoadDecoder(const json& root);
   absl::Status LoadSpmPreTokenizer(const json& pre);
   absl::Status LoadByteLevelPreTokenizer(const json* pre);
   absl::Status LoadConfig(const json& config);
+  absl::Status LoadSentencePiece(const SentencePieceModelFile& file, const json* config);
 
   absl::StatusOr<std::string> Normalize(absl::string_view text) const;
   absl::Status EncodeSection(absl::string_view section, bool first, bool allow_special,
@@ -751,7 +781,7 @@ absl::Status Tokenizer::Impl::LoadDecoder(const json& root) {
     return mismatch("decoder.decoders[0]", "not Replace(\"▁\", \" \")");
   }
   decoder_replace_pattern = std::string(kMetaSpace);
-  decoder_replace_content = " ";
+  decoder_replace_content.assign(1, ' ');
   const json& strip = (**steps)[3];
   if (strip.value("content", json()) != " " || strip.value("start", json()) != 1 ||
       strip.value("stop", json()) != 0) {
@@ -761,13 +791,15 @@ absl::Status Tokenizer::Impl::LoadDecoder(const json& root) {
   return absl::OkStatus();
 }
 
-absl::Status Tokenizer::Impl::LoadAddedTokens(const json& tokens) {
+absl::Status Tokenizer::Impl::LoadAddedTokens(const json& tokens,
+                                              const std::vector<std::string>* names) {
   if (tokens.size() > limits.max_added_tokens) {
     return Invalid("added_tokens", absl::StrCat(tokens.size(), " entries, over the limit of ",
                                                 limits.max_added_tokens));
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
-    const std::string field = absl::StrCat("added_tokens[", i, "]");
+    const std::string field =
+        names != nullptr ? (*names)[i] : absl::StrCat("added_tokens[", i, "]");
     const json& t = tokens[i];
     if (!t.is_object()) return Invalid(field, "expected an object");
     auto id_json = Field(t, field, "id", json::value_t::number_integer, false);
@@ -874,6 +906,239 @@ absl::Status Tokenizer::Impl::LoadConfig(const json& config) {
     if (add_bos_token && !bos.has_value()) {
       return absl::InvalidArgumentError(
           "tokenizer_config.json: add_bos_token is true but bos_token names no token");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// tokenizer.model: the pieces fill the id tables that Encode, Decode, TokenId and IsSpecial use,
+// and the file's rules become this class's SentencePiece-style BPE run the way SentencePiece's
+// BPE (bpe_model.cc) runs: the normalizer puts "▁" first and turns spaces into "▁" (Prepend and
+// Replace steps); the text is split into characters; the adjacent pair whose concatenation is a
+// normal piece with the highest score merges first, the leftmost among equal scores (so every
+// split of a piece into two symbols is a "merge" ranked by the piece's score, and equal scores
+// share a rank, which the heap breaks by position); characters left over that are no piece fall
+// back to their bytes' <0xNN> pieces. Decode is the fast tokenizer's (Replace("▁", " "),
+// ByteFallback, Fuse, Strip). tokenizer_config.json's added_tokens_decoder adds or restates added
+// tokens as tokenizer.json's added_tokens would, and the control and unknown pieces it does not
+// list become special added tokens (transformers' LlamaTokenizer makes <s>, </s> and <unk>
+// special tokens by default). What SentencePiece does that this does not is refused.
+absl::Status Tokenizer::Impl::LoadSentencePiece(const SentencePieceModelFile& file,
+                                                const json* config) {
+  using File = SentencePieceModelFile;
+  auto refuse = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.model: ", what));
+  };
+  if (file.model_type != File::kBpe) {
+    return refuse(absl::StrCat("model_type ", file.model_type,
+                               " is not supported (only BPE, 2: Llama 2 / Mistral; Unigram "
+                               "files such as T5's or Gemma's are not)"));
+  }
+  if (!file.byte_fallback) return refuse("byte_fallback false is not supported");
+  if (file.treat_whitespace_as_suffix) {
+    return refuse("treat_whitespace_as_suffix true is not supported");
+  }
+  if (file.precompiled_charsmap_bytes > 0 || file.normalization_rule_tsv) {
+    return refuse(absl::StrCat("normalizer_spec \"", file.normalizer_name.substr(0, 64),
+                               "\" has normalization rules (a precompiled charsmap, e.g. "
+                               "nmt_nfkc): only the identity normalizer is supported"));
+  }
+  if (file.denormalizer_rules) return refuse("denormalizer_spec rules are not supported");
+  if (file.remove_extra_whitespaces) {
+    return refuse("normalizer_spec.remove_extra_whitespaces true is not supported");
+  }
+  if (!file.escape_whitespaces) {
+    return refuse("normalizer_spec.escape_whitespaces false is not supported");
+  }
+  const int pieces = static_cast<int>(file.pieces.size());
+  if (pieces == 0) return refuse("no pieces");
+  spm = true;
+  decoder_replace_pattern = std::string(kMetaSpace);
+  decoder_replace_content.assign(1, ' ');
+  decoder_strip_leading_space = true;
+  if (file.add_dummy_prefix) {
+    NormalizerStep prepend;
+    prepend.prepend = true;
+    prepend.content = std::string(kMetaSpace);
+    normalizers.push_back(std::move(prepend));
+  }
+  NormalizerStep replace;
+  replace.pattern = " ";
+  replace.content = std::string(kMetaSpace);
+  normalizers.push_back(std::move(replace));
+
+  const json* decoder_entries = nullptr;
+  if (config != nullptr) {
+    if (!config->is_object()) {
+      return absl::InvalidArgumentError("tokenizer_config.json: expected an object");
+    }
+    if (auto it = config->find("added_tokens_decoder"); it != config->end() && !it->is_null()) {
+      if (!it->is_object()) {
+        return absl::InvalidArgumentError(
+            "tokenizer_config.json: added_tokens_decoder: expected an object");
+      }
+      decoder_entries = &*it;
+    }
+  }
+  const size_t entries =
+      static_cast<size_t>(pieces) + (decoder_entries != nullptr ? decoder_entries->size() : 0);
+  id_cap = std::min<int64_t>(limits.max_token_id, 2 * static_cast<int64_t>(entries) + 1024);
+  id_kind.assign(pieces, 1);
+  id_bytes.resize(pieces);
+  mergeable.assign(pieces, false);
+  vocab.reserve(pieces);
+  int unknown_pieces = 0;
+  size_t split_work = 0;
+  std::array<bool, 256> have_byte{};
+  for (int id = 0; id < pieces; ++id) {
+    const File::Piece& p = file.pieces[id];
+    const std::string where = absl::StrCat("piece ", id);
+    if (p.piece.empty() || p.piece.size() > limits.max_token_bytes ||
+        FindInvalidUtf8(p.piece) != std::string::npos) {
+      return refuse(absl::StrCat(where, " is empty, too long or not UTF-8"));
+    }
+    if (!vocab.emplace(p.piece, id).second) {
+      return refuse(absl::StrCat(where, " (\"", p.piece.substr(0, 64), "\") is there twice"));
+    }
+    switch (p.type) {
+      case File::kNormal:
+        if (p.score != p.score) return refuse(absl::StrCat(where, " has a NaN score"));
+        mergeable[id] = true;
+        split_work += p.piece.size() * p.piece.size();
+        break;
+      case File::kByte: {
+        const int byte = ByteFallbackValue(p.piece);
+        if (byte < 0) return refuse(absl::StrCat(where, " is a byte piece but not \"<0xNN>\""));
+        if (have_byte[byte]) return refuse(absl::StrCat(where, ": byte ", byte, " twice"));
+        have_byte[byte] = true;
+        byte_id[byte] = id;
+        break;
+      }
+      case File::kUnknown:
+        ++unknown_pieces;
+        break;
+      case File::kControl:
+        break;
+      case File::kUserDefined:
+        return refuse(absl::StrCat(where, " (\"", p.piece.substr(0, 64),
+                                   "\") is USER_DEFINED: not supported (list such tokens in "
+                                   "tokenizer_config.json's added_tokens_decoder)"));
+      case File::kUnused:
+        return refuse(absl::StrCat(where, " is UNUSED: not supported"));
+      default:
+        return refuse(absl::StrCat(where, " has an unknown type ", p.type));
+    }
+    id_bytes[id] = DecodedForm(p.piece);
+  }
+  // SentencePiece refuses a file without exactly one unknown piece; so do we.
+  if (unknown_pieces != 1) return refuse("needs exactly one UNKNOWN piece (<unk>)");
+  for (int b = 0; b < 256; ++b) {
+    if (!have_byte[b]) {
+      return refuse(absl::StrCat("no byte piece \"",
+                                 ByteFallbackToken(static_cast<unsigned char>(b)),
+                                 "\"; byte_fallback needs all 256"));
+    }
+  }
+  // Every split of a normal piece into two symbols (each a normal piece or one character) is a
+  // merge ranked by the piece's score. The splits cost the squares of the pieces' lengths: real
+  // files (pieces of at most 16 characters) need a few million steps; a hostile one is capped.
+  if (split_work > (size_t{1} << 28)) return refuse("the pieces are too long in total");
+  std::vector<int32_t> by_score;
+  for (int id = 0; id < pieces; ++id) {
+    if (mergeable[id]) by_score.push_back(id);
+  }
+  std::stable_sort(by_score.begin(), by_score.end(), [&](int32_t a, int32_t b) {
+    return file.pieces[a].score > file.pieces[b].score;
+  });
+  std::vector<int32_t> rank_of(pieces, 0);
+  for (size_t i = 0, rank = 0; i < by_score.size(); ++i) {
+    if (i > 0 && file.pieces[by_score[i]].score != file.pieces[by_score[i - 1]].score) ++rank;
+    rank_of[by_score[i]] = static_cast<int32_t>(rank);
+  }
+  auto symbol = [&](absl::string_view text, bool one_char) -> int32_t {
+    if (auto it = vocab.find(text); it != vocab.end() && mergeable[it->second]) return it->second;
+    if (!one_char) return kNoSymbol;
+    auto [it, inserted] =
+        char_symbols.try_emplace(text, -3 - static_cast<int32_t>(char_symbols.size()));
+    return it->second;
+  };
+  for (int id = 0; id < pieces; ++id) {
+    if (!mergeable[id]) continue;
+    const absl::string_view piece = file.pieces[id].piece;
+    std::vector<size_t> bounds;
+    for (size_t pos = 0; pos < piece.size();) {
+      NextCodePoint(piece, &pos);
+      bounds.push_back(pos);
+    }
+    for (size_t k = 0; k + 1 < bounds.size(); ++k) {
+      const size_t cut = bounds[k];
+      const int32_t left = symbol(piece.substr(0, cut), k == 0);
+      const int32_t right = symbol(piece.substr(cut), k + 2 == bounds.size());
+      if (left == kNoSymbol || right == kNoSymbol) continue;
+      merges.insert_or_assign(PairKey(left, right), Merge{rank_of[id], id});
+    }
+  }
+  if (merges.size() > limits.max_merges) {
+    return refuse(absl::StrCat(merges.size(), " merges, over the limit of ", limits.max_merges));
+  }
+
+  if (decoder_entries != nullptr) {
+    if (decoder_entries->size() > limits.max_added_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer_config.json: added_tokens_decoder has ", decoder_entries->size(),
+                       " entries, over the limit of ", limits.max_added_tokens));
+    }
+    // {"32000": {"content": ...}, ...} as tokenizer.json's [{"id": 32000, "content": ...}], in
+    // id order (the object's keys sort as text).
+    std::vector<std::pair<int64_t, const json*>> by_id;
+    for (const auto& [key, value] : decoder_entries->items()) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(key, &id) || id < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tokenizer_config.json: added_tokens_decoder: key \"", key.substr(0, 64),
+                         "\" is not an id"));
+      }
+      by_id.emplace_back(id, &value);
+    }
+    std::sort(by_id.begin(), by_id.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    json tokens = json::array();
+    std::vector<std::string> names;
+    for (const auto& [id, value] : by_id) {
+      json token = value->is_object() ? *value : json();
+      if (token.is_object()) token["id"] = id;
+      tokens.push_back(std::move(token));
+      names.push_back(absl::StrCat("added_tokens_decoder[\"", id, "\"]"));
+    }
+    if (auto s = LoadAddedTokens(tokens, &names); !s.ok()) {
+      // Invalid() names tokenizer.json; these entries came from tokenizer_config.json.
+      std::string message(s.message());
+      if (absl::StartsWith(message, "tokenizer.json: ")) {
+        message.replace(0, 14, "tokenizer_config.json");
+      }
+      return absl::Status(s.code(), message);
+    }
+  }
+  for (int id = 0; id < pieces; ++id) {
+    const int type = file.pieces[id].type;
+    if (type != File::kControl && type != File::kUnknown) continue;
+    const std::string& piece = file.pieces[id].piece;
+    if (id_kind[id] != 1 || added_by_content.contains(piece)) continue;  // listed in the config
+    if (added.size() >= limits.max_added_tokens || piece.size() > limits.max_added_token_bytes) {
+      return refuse(absl::StrCat("too many or too long control pieces (piece ", id, ")"));
+    }
+    id_kind[id] = 3;
+    id_bytes[id] = DecodedForm(piece);
+    added_by_content.emplace(piece, id);
+    raw_matcher.Add(piece, static_cast<int>(added.size()));
+    added.push_back(AddedToken{piece, id, /*special=*/true, /*normalized=*/false});
+  }
+  // The file's own <s> / </s> (TrainerSpec's bos_piece / eos_piece, when control pieces) unless
+  // tokenizer_config.json names others (LoadConfig, next).
+  for (auto [name, out] : {std::pair{&file.bos_piece, &bos}, std::pair{&file.eos_piece, &eos}}) {
+    if (auto it = vocab.find(*name);
+        it != vocab.end() && file.pieces[it->second].type == File::kControl) {
+      *out = it->second;
     }
   }
   return absl::OkStatus();
@@ -1011,9 +1276,6 @@ absl::Status Tokenizer::Impl::EncodeWord(absl::string_view word, std::vector<int
   return CheckOutput(*out);
 }
 
-// A symbol for a character with no vocab entry: no merge has it (merges name vocab entries).
-constexpr int32_t kUnknownSymbol = -2;
-
 // BPE of one word. Byte-level: one symbol per byte. SentencePiece-style: one per character, and
 // after merging, a character with no vocab entry becomes its bytes' "<0xNN>" tokens (Hugging
 // Face's byte_fallback; every "<0xNN>" is in the vocab, checked at load).
@@ -1030,14 +1292,21 @@ void Tokenizer::Impl::Bpe(absl::string_view word, std::vector<int32_t>* out) con
   for (size_t pos = 0; pos < word.size();) {
     const size_t start = pos;
     NextCodePoint(word, &pos);
-    auto it = vocab.find(word.substr(start, pos - start));
-    ids.push_back(it == vocab.end() ? kUnknownSymbol : it->second);
+    const absl::string_view c = word.substr(start, pos - start);
+    int32_t id = kUnknownSymbol;
+    if (auto it = vocab.find(c);
+        it != vocab.end() && (mergeable.empty() || mergeable[it->second])) {
+      id = it->second;
+    } else if (auto s = char_symbols.find(c); s != char_symbols.end()) {
+      id = s->second;
+    }
+    ids.push_back(id);
     chars.emplace_back(start, pos - start);
   }
   std::vector<int> positions;
   ApplyMerges(&ids, &positions);
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] != kUnknownSymbol) {
+    if (ids[i] >= 0) {
       out->push_back(ids[i]);
       continue;
     }
@@ -1134,6 +1403,69 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::CreateFromJson(
     if (auto s = impl->LoadConfig(*config); !s.ok()) return s;
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::CreateFromSentencePieceFile(
+    const std::filesystem::path& tokenizer_model, const TokenizerLimits& limits) {
+  auto model = ReadFile(tokenizer_model, limits.max_model_bytes);
+  if (!model.ok()) return model.status();
+  std::string config;
+  const auto config_path = tokenizer_model.parent_path() / "tokenizer_config.json";
+  std::error_code ec;
+  if (std::filesystem::exists(config_path, ec)) {
+    auto c = ReadFile(config_path, limits.max_json_bytes);
+    if (!c.ok()) return c.status();
+    config = *std::move(c);
+  }
+  auto tokenizer = CreateFromSentencePiece(*model, config, limits);
+  if (!tokenizer.ok()) return WithFolder(tokenizer.status(), tokenizer_model.parent_path());
+  return tokenizer;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::CreateFromSentencePiece(
+    std::string_view tokenizer_model_std, std::string_view tokenizer_config_json_std,
+    const TokenizerLimits& limits) {
+  const absl::string_view tokenizer_model(tokenizer_model_std.data(), tokenizer_model_std.size());
+  const absl::string_view tokenizer_config_json(tokenizer_config_json_std.data(),
+                                                tokenizer_config_json_std.size());
+  if (tokenizer_model.size() > limits.max_model_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.model is ", tokenizer_model.size(),
+                                                   " bytes, over the limit of ",
+                                                   limits.max_model_bytes));
+  }
+  std::optional<json> config;
+  if (!tokenizer_config_json.empty()) {
+    auto parsed = ParseBounded(tokenizer_config_json, "tokenizer_config.json", limits);
+    if (!parsed.ok()) return parsed.status();
+    config = *std::move(parsed);
+  }
+  auto file = ParseSentencePieceModel(tokenizer_model, static_cast<size_t>(limits.max_token_id) + 1,
+                                      limits.max_token_bytes);
+  if (!file.ok()) return file.status();
+  auto impl = std::make_unique<Impl>();
+  impl->limits = limits;
+  if (auto s = impl->LoadSentencePiece(*file, config ? &*config : nullptr); !s.ok()) return s;
+  if (config) {
+    if (auto s = impl->LoadConfig(*config); !s.ok()) return s;
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::CreateFromFolder(
+    const std::filesystem::path& folder, const TokenizerLimits& limits) {
+  std::error_code ec;
+  const auto json_path = folder / "tokenizer.json";
+  if (std::filesystem::exists(json_path, ec)) {
+    auto tokenizer = CreateFromFile(json_path, limits);
+    if (!tokenizer.ok()) return WithFolder(tokenizer.status(), folder);
+    return tokenizer;
+  }
+  const auto model_path = folder / "tokenizer.model";
+  if (std::filesystem::exists(model_path, ec)) {
+    return CreateFromSentencePieceFile(model_path, limits);
+  }
+  return absl::NotFoundError(
+      absl::StrCat(folder.string(), " has neither tokenizer.json nor tokenizer.model"));
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text_std,

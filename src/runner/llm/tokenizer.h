@@ -8,6 +8,10 @@
 //    text between added tokens is merged from its characters, and a character with no vocab
 //    entry becomes its bytes' "<0xNN>" tokens; decoding turns "▁" back into spaces and drops
 //    the first one.
+// A folder with only a SentencePiece `tokenizer.model` (Llama 2 style, no tokenizer.json) loads
+// too (CreateFromSentencePiece): its pieces and scores become the second family's tables, merged
+// the way SentencePiece's BPE merges (sentencepiece_model.h reads the file; the tests check the
+// ids against Debian's libsentencepiece).
 // docs/llm.md and docs/hf-checkpoints.md list what is supported and refused.
 //
 // Encode(text) gives the ids Hugging Face's `tokenizer.encode(text, add_special_tokens=False)`
@@ -50,6 +54,8 @@ struct TokenizerLimits {
   // One added token's content. Encode tries the added tokens at every position of the text, which
   // costs up to this many steps each (Llama 3's longest is 30 bytes).
   size_t max_added_token_bytes = 256;
+  // tokenizer.model larger than this is refused unread (Llama 2's is 500 kB, Gemma's 4 MB).
+  size_t max_model_bytes = size_t{32} << 20;
 };
 
 class Tokenizer {
@@ -61,6 +67,26 @@ class Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> CreateFromJson(
       std::string_view tokenizer_json, std::string_view tokenizer_config_json = {},
       const TokenizerLimits& limits = {});
+
+  // A SentencePiece model file (tokenizer.model: its ModelProto, as Llama 2 / Mistral checkpoints
+  // ship it); tokenizer_config.json beside it, when present, names bos/eos/add_bos_token and adds
+  // the tokens its added_tokens_decoder lists. Encode gives what SentencePiece (and Hugging Face's
+  // Llama tokenizers with add_special_tokens=False) give: each stretch between added tokens
+  // encoded as SentencePiece does (its dummy prefix "▁" each time), never BOS/EOS. The control
+  // and unknown pieces (<s>, </s>, <unk>) are special added tokens. Decode is the fast
+  // tokenizer's (as for tokenizer.json). Only BPE files with byte_fallback and the identity
+  // normalizer (Llama 2 / Mistral / TinyLlama) load; others are INVALID_ARGUMENT naming the field.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> CreateFromSentencePieceFile(
+      const std::filesystem::path& tokenizer_model, const TokenizerLimits& limits = {});
+  // The bytes of a tokenizer.model and, optionally (empty: none), the text of a
+  // tokenizer_config.json.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> CreateFromSentencePiece(
+      std::string_view tokenizer_model, std::string_view tokenizer_config_json = {},
+      const TokenizerLimits& limits = {});
+  // A checkpoint folder: its tokenizer.json if there is one, else its tokenizer.model; NOT_FOUND
+  // naming both when it has neither.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> CreateFromFolder(
+      const std::filesystem::path& folder, const TokenizerLimits& limits = {});
 
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
