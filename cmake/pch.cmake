@@ -1,20 +1,20 @@
-# Precompiled headers: most of a clean build's time is GCC parsing the same large headers again in
-# every file. Two headers are precompiled once each and force-included per source file, only into
-# the files that include them (directly or through our own headers):
-#  - switchyard_torch_pch: libtorch's <torch/script.h> (GCC 12: 16 s of a 29 s test file). A file
-#    that does not include it would only pay for loading the ~450 MB .gch (about 4 s), so it does
-#    not get it.
-#  - switchyard_test_pch: GoogleTest/GoogleMock, gRPC, nlohmann/json and our generated gateway and
-#    node protocol headers, for the test files (tests/) that do not get the torch one (about 7 s of
-#    each such file; the .gch costs about 1.5 s to load).
-# A file gets at most one (GCC uses only the first -include'd .gch). Each file still includes what it
-# uses, so the build is the same with SWITCHYARD_PCH=OFF.
+# Precompiled headers: libtorch's <torch/script.h> is most of the compile time of every file that
+# includes it (GCC 12: 16 s of a 29 s test file), and about eighty of our files do, directly or
+# through our own headers. It is precompiled once (switchyard_torch_pch) and force-included per
+# source file into exactly those files: a file of a torch-linking target that does not include it
+# would only pay for loading the ~450 MB .gch (about 4 s). Each file still includes what it uses,
+# so the build is the same with SWITCHYARD_PCH=OFF.
 # GCC checks that a precompiled header suits each compile (the same predefined macros: the top-level
 # CMakeLists.txt gives every file the same -pthread, _FILE_OFFSET_BITS and _GLIBCXX_USE_CXX11_ABI)
 # and otherwise reads the header itself, with a -Winvalid-pch warning (kept a warning), only slower.
 #
-# CMake's own target_precompile_headers(REUSE_FROM) gives a whole target one header; a test target
-# mixes files of both kinds, so the header is set per source file here instead.
+# Not precompiled: the tests' common headers (GoogleTest, gRPC, json, our protocol headers). Tried:
+# GCC 12 then no longer treats the inlined libstdc++ code of those files as system-header code and
+# reports its known false -Warray-bounds / -Wstringop-overflow on std::string concatenation in
+# test files (tests/common/logging_test.cc, tests/integration/livepeer_api_test.cc).
+#
+# CMake's target_precompile_headers(REUSE_FROM) gives a whole target the header; here it is set per
+# source file instead.
 
 # The targets defined in `dir` and the folders below it.
 function(_switchyard_targets_in dir out)
@@ -120,29 +120,12 @@ function(switchyard_precompile_headers)
   switchyard_warnings(switchyard_torch_pch)
   target_precompile_headers(switchyard_torch_pch PRIVATE <torch/script.h>)
 
-  if(SWITCHYARD_BUILD_TESTS)
-    add_library(switchyard_test_pch OBJECT "${CMAKE_BINARY_DIR}/pch/pch.cc")
-    target_link_libraries(switchyard_test_pch PRIVATE
-      GTest::gtest GTest::gmock gRPC::grpc++ nlohmann_json::nlohmann_json absl::status
-      absl::statusor absl::strings switchyard_proto)
-    switchyard_warnings(switchyard_test_pch)
-    # The test files' optimisation (tests/CMakeLists.txt: -O1 in Release): GCC keeps the level a
-    # header was precompiled at for its inline functions, so a -O3 header would compile them as
-    # -O3 code in every test file (slower, and GCC 12's -O3 false -Warray-bounds on std::string).
-    target_compile_options(switchyard_test_pch PRIVATE $<$<CONFIG:Release>:-O1>)
-    target_precompile_headers(switchyard_test_pch PRIVATE
-      <gtest/gtest.h> <gmock/gmock.h> <grpcpp/grpcpp.h> <nlohmann/json.hpp>
-      <absl/status/statusor.h> <absl/strings/str_cat.h>
-      <switchyard/v1/gateway.grpc.pb.h> <switchyard/node/v1/node.grpc.pb.h>)
-  endif()
-
   _switchyard_targets_in("${CMAKE_SOURCE_DIR}" targets)
   set(torch_files 0)
-  set(test_files 0)
   foreach(target IN LISTS targets)
     get_target_property(type ${target} TYPE)
     if(NOT type MATCHES "^(EXECUTABLE|STATIC_LIBRARY|SHARED_LIBRARY|OBJECT_LIBRARY)$" OR
-       target MATCHES "^switchyard_(torch|test)_pch$")
+       target STREQUAL "switchyard_torch_pch")
       continue()
     endif()
     get_target_property(libs ${target} LINK_LIBRARIES)
@@ -150,18 +133,10 @@ function(switchyard_precompile_headers)
       continue()
     endif()
     _switchyard_brings("${libs}" "${TORCH_LIBRARIES}" with_torch)
-    set(with_tests FALSE)
-    get_target_property(target_dir ${target} SOURCE_DIR)
-    if(SWITCHYARD_BUILD_TESTS AND target_dir MATCHES "^${CMAKE_SOURCE_DIR}/tests(/|$)")
-      _switchyard_brings("${libs}" "GTest::gtest;GTest::gmock;GTest::gtest_main" has_gtest)
-      _switchyard_brings("${libs}" "switchyard_proto" has_proto)
-      if(has_gtest AND has_proto)
-        set(with_tests TRUE)
-      endif()
-    endif()
-    if(NOT with_torch AND NOT with_tests)
+    if(NOT with_torch)
       continue()
     endif()
+    get_target_property(target_dir ${target} SOURCE_DIR)
     get_target_property(sources ${target} SOURCES)
     set(used FALSE)
     foreach(source IN LISTS sources)
@@ -182,16 +157,10 @@ function(switchyard_precompile_headers)
         continue()
       endif()
       set(pch "")
-      if(with_torch)
-        _switchyard_includes_torch("${path}" includes_torch)
-        if(includes_torch)
-          set(pch switchyard_torch_pch)
-          math(EXPR torch_files "${torch_files} + 1")
-        endif()
-      endif()
-      if(NOT pch AND with_tests)
-        set(pch switchyard_test_pch)
-        math(EXPR test_files "${test_files} + 1")
+      _switchyard_includes_torch("${path}" includes_torch)
+      if(includes_torch)
+        set(pch switchyard_torch_pch)
+        math(EXPR torch_files "${torch_files} + 1")
       endif()
       set_property(GLOBAL PROPERTY "_switchyard_pch_${key}" "${pch}")
       if(pch)
@@ -204,6 +173,6 @@ function(switchyard_precompile_headers)
       target_compile_options(${target} PRIVATE -Wno-error=invalid-pch)
     endif()
   endforeach()
-  message(STATUS "Precompiled headers (SWITCHYARD_PCH): <torch/script.h> in ${torch_files} files, "
-                 "the test headers in ${test_files} files")
+  message(STATUS "Precompiled <torch/script.h> (SWITCHYARD_PCH) in the ${torch_files} files that "
+                 "include it")
 endfunction()
