@@ -2,7 +2,8 @@
 // serve one deterministic upscale model (and, in the last test, transcode), one of them cheats on
 // 30% of its jobs (the test-only test_output_fault), and the gateway re-runs 20% of upscale jobs on
 // another node. The cheater is ejected within the bound the binomial distribution gives, the honest
-// nodes never are, and the cheater's paid ledger rows become disputed ("verification").
+// nodes never are, and the cheater's paid ledger rows become disputed ("verification"). Last, two
+// gateways sharing a Redis: a cheater ejected through one is ejected on the other.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include "support/cluster.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
+#include "support/redis_server.h"
 #include "support/tiny_models.h"
 
 namespace switchyard::testing {
@@ -402,6 +404,101 @@ TEST(TranscodeSpotCheckTest, ACheatingTranscoderIsEjectedAndHonestOnesAgree) {
   }
   std::this_thread::sleep_for(std::chrono::seconds(1));  // a check of it would have ended
   EXPECT_EQ(ended_checks(), total) << metrics();
+}
+
+// Two gateways sharing verdicts through a real redis-server (state.redis; docs/security.md
+// "Spot checks", "Several gateways"): a cheater (every upscale wrong) caught by spot checks on
+// gateway 1 is ejected on gateway 2 as well, which never sent it a job, within a few poll
+// intervals (2 s each). Every wait is bounded.
+TEST(SharedSpotCheckTest, ACheaterEjectedThroughOneGatewayIsEjectedOnTheOther) {
+  TempDir tmp, redis_dir;
+  auto redis = RedisServer::Start(redis_dir.path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  SaveScriptModule(tmp.path() / "ident.pt", "def forward(self, x):\n    return x * 1.0\n");
+  ClusterOptions options;
+  options.orchestrators = 2;
+  options.models = {};
+  options.extra_gateways = 1;
+  options.extra_models = {{{"id", kModel},
+                           {"pipeline", "upscale"},
+                           {"path", (tmp.path() / "ident.pt").string()},
+                           {"warm", true},
+                           {"device", "cpu"},
+                           {"warmup_size", 0},
+                           {"price_per_unit", 0.001}}};
+  options.gateway_config = {
+      {"state", {{"redis", {{"address", (*redis)->address()}, {"timeout_ms", 500}}}}},
+      {"verification",
+       {{"sample_rate", 0},
+        {"eject_after", 2},
+        {"pipelines", {{"upscale", {{"sample_rate", 1}}}}}}}};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.AddOrchestrator(kCheater, {{"test_output_fault", {{"rate", 1}, {"seed", 11}}}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.WaitForOrchestrators(3, Scaled(std::chrono::seconds(30)));
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  auto first = cluster.GatewayStub();
+  auto second = cluster.ExtraGatewayStub(0);
+  const std::string image = MakeTestImage(tmp, 24, 16, "png");
+
+  // The cheater as gateway `stub` routes it: banned by a spot check (for eject_seconds, a week)?
+  // Empty when the gateway does not list it.
+  auto cheater_filter = [&](v1::Gateway::Stub* stub, bool* banned) {
+    v1::ExplainRouteRequest req;
+    req.set_pipeline("upscale");
+    req.set_model_id(kModel);
+    v1::ExplainRouteResponse resp;
+    auto ctx = Ctx();
+    const grpc::Status status = stub->ExplainRoute(ctx.get(), req, &resp);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    for (const auto& c : resp.candidates()) {
+      if (c.node_id() == kCheater) {
+        *banned = c.filter() == "ejected" &&
+                  c.ejected_until_unix_ms() > absl::ToUnixMillis(absl::Now() + absl::Hours(1));
+        return std::string(c.filter().empty() ? "routable" : c.filter());
+      }
+    }
+    *banned = false;
+    return std::string();
+  };
+  // Gateway 2 knows the cheater (registered there too) before anything happens.
+  bool banned = false;
+  std::string seen;
+  for (int i = 0; i < 100 && seen.empty(); ++i) {
+    seen = cheater_filter(second.get(), &banned);
+    if (seen.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(seen.empty()) << "gateway 2 never listed the cheater\n" << cluster.Logs();
+  ASSERT_FALSE(banned);
+
+  // Jobs through gateway 1 only, every one checked: the cheater is blamed on each check it takes
+  // part in and ejected at the second.
+  int jobs = 0;
+  const auto deadline = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(60));
+  while (!banned && jobs < 200 && std::chrono::steady_clock::now() < deadline) {
+    v1::UpscaleRequest req;
+    req.set_model_id(kModel);
+    req.set_image(image);
+    v1::ImageResponse resp;
+    auto ctx = Ctx();
+    const grpc::Status status = first->Upscale(ctx.get(), req, &resp);
+    ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << cluster.Logs();
+    ++jobs;
+    cheater_filter(first.get(), &banned);
+  }
+  ASSERT_TRUE(banned) << "gateway 1 did not eject the cheater after " << jobs << " jobs\n"
+                      << cluster.Logs();
+
+  // Gateway 2 ejects it too, for the same week, with no job of its own (bounded: 15 s, a few
+  // of its 2 s polls).
+  bool banned_there = false;
+  for (int i = 0; i < 150 && !banned_there; ++i) {
+    cheater_filter(second.get(), &banned_there);
+    if (!banned_there) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(banned_there) << "gateway 2 still routes the cheater\n" << cluster.Logs();
 }
 
 }  // namespace
