@@ -9,6 +9,7 @@
 #include "common/media/ffmpeg_util.h"
 
 extern "C" {
+#include <libavutil/dict.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 }
@@ -269,7 +270,15 @@ absl::StatusOr<std::string> EncodePng(const RgbImage& image) {
   ctx->pix_fmt = AV_PIX_FMT_RGB24;
   ctx->time_base = AVRational{1, 1};
   ctx->thread_count = 1;
-  int ret = avcodec_open2(ctx.get(), codec, nullptr);
+  // The "up" row filter and zlib level 1 instead of FFmpeg's defaults (no filter, level 6):
+  // measured on 512x512 RGB (an upscaled photo, a photo, a screenshot), 1.6-2.5x less CPU per
+  // image, and a photo's PNG 17-37% smaller (a screenshot's 22% larger). Encoding is on every
+  // image job's path, next to the forward (docs/performance.md).
+  ctx->compression_level = 1;
+  AVDictionary* options = nullptr;
+  av_dict_set(&options, "pred", "up", 0);
+  int ret = avcodec_open2(ctx.get(), codec, &options);
+  av_dict_free(&options);
   if (ret < 0) {
     return absl::InternalError(absl::StrCat("cannot open the PNG encoder: ", AvErrorString(ret)));
   }
