@@ -18,11 +18,13 @@ RUN scripts/prepare-models --converter build/bin/switchyard-convert-tfjs
 
 # Runtime stage: only the shared libraries the binary needs (readelf -d NEEDED, mapped to Debian
 # packages; libtorch and libav* bring their own dependencies) and curl for the health check.
+# libopenblas0-openmp: libtorch's float32 matrix products use it instead of the reference BLAS
+# that libtorch1.13 depends on (several times slower; docs/performance.md, "BLAS").
 FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libabsl20220623 libfmt9 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libprotobuf32 \
-      libspdlog1.10 libsystemd0 libtorch1.13 libonnx1 \
+      libspdlog1.10 libsystemd0 libtorch1.13 libonnx1 libopenblas0-openmp \
       libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*

@@ -8,6 +8,7 @@
 #include "common/grpc_services.h"
 #include "common/media/hardware.h"
 #include "common/status.h"
+#include "runner/blas_info.h"
 #include "runner/torch_model.h"
 
 namespace switchyard::orchestrator {
@@ -20,6 +21,15 @@ absl::StatusOr<std::unique_ptr<OrchestratorServer>> OrchestratorServer::Create(
     OrchestratorConfig config) {
   auto threads = runner::ConfigureTorchThreads(config.intra_op_threads, config.inter_op_threads);
   if (!threads.ok()) return threads;
+  if (const runner::BlasInfo blas = runner::DescribeBlas(); blas.reference) {
+    spdlog::warn(
+        "BLAS: {}: libtorch's float32 matrix products (the linear layers of LLMs and Whisper, "
+        "1x1 convolutions) run several times slower than on an optimized BLAS; install "
+        "libopenblas0-openmp (scripts/install-deps does; docs/operations.md)",
+        runner::BlasSummary(blas));
+  } else {
+    spdlog::info("BLAS: {}", runner::BlasSummary(blas));
+  }
   std::unique_ptr<OrchestratorServer> s(new OrchestratorServer(std::move(config)));
   s->metrics_ = std::make_unique<Metrics>("orchestrator");
   s->models_ =
