@@ -181,6 +181,13 @@ TEST_F(RedisTlsTest, NameChecks) {
   auto by_name = Client(Options(named));
   ASSERT_NE(by_name, nullptr);
   EXPECT_TRUE(by_name->Ping().ok()) << by_name->Ping();
+  // A host name in the address: resolved (localhost may be ::1 first, where Redis does not
+  // listen: the next address is tried) and checked in the certificate (DNS:localhost).
+  RedisClientOptions by_host = Options(Tls());
+  by_host.address = absl::StrCat("localhost:", redis_->port());
+  auto resolved = Client(by_host);
+  ASSERT_NE(resolved, nullptr);
+  EXPECT_TRUE(resolved->Ping().ok()) << resolved->Ping();
   // A name the certificate does not carry.
   TlsClientConfig other = Tls();
   other.server_name_override = "redis.example.com";

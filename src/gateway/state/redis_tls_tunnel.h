@@ -35,7 +35,9 @@ class RedisTlsTunnels {
                                                                  std::string host, int port,
                                                                  std::string address,
                                                                  absl::string_view what);
-  // Closes every tunnel (hiredis's ends see the connection closed) and joins the thread.
+  // Closes every tunnel (hiredis's ends see the connection closed) and joins the thread. A DNS
+  // lookup still running (a host name in state.redis.address whose resolver hangs) is waited for:
+  // getaddrinfo cannot be interrupted, only bounded by the system resolver's own timeouts.
   ~RedisTlsTunnels();
   RedisTlsTunnels(const RedisTlsTunnels&) = delete;
   RedisTlsTunnels& operator=(const RedisTlsTunnels&) = delete;
