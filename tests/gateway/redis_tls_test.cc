@@ -284,6 +284,7 @@ TEST_F(RedisTlsTest, ClientCertificateRequired) {
   const auto took = Timed([&] { st = without->Ping(); });
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
   EXPECT_THAT(st.message(), HasSubstr(redis_->address()));
+  EXPECT_THAT(st.message(), HasSubstr("certificate required")) << st;
   EXPECT_LT(took, std::chrono::seconds(3));
   // A certificate from a CA the server does not trust is no better.
   TlsClientConfig rogue = Tls();

@@ -300,8 +300,15 @@ std::string RedisClient::Failure(const redisContext* c) const {
                         absl::FormatDuration(options_.timeout), " (state.redis.timeout_ms)");
   }
   std::string what = c->err == REDIS_ERR_PROTOCOL ? "not Redis's protocol: " : "";
+  std::string tls;
+  if (tunnels_ != nullptr && (c->err == REDIS_ERR_EOF || c->err == REDIS_ERR_IO)) {
+    // hiredis saw its tunnel close; the TLS side says why (e.g. Redis refused a missing client
+    // certificate with an alert after a TLS 1.3 handshake).
+    const std::string reason = tunnels_->CloseReason(c->fd);
+    if (!reason.empty()) tls = absl::StrCat(" (TLS: ", reason, ")");
+  }
   return absl::StrCat("Redis at ", options_.address, ": ", what,
-                      absl::CHexEscape(why.substr(0, 200)));
+                      absl::CHexEscape(why.substr(0, 200)), tls);
 }
 
 }  // namespace switchyard::gateway

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace switchyard::gateway {
@@ -73,6 +75,11 @@ struct RedisTlsTunnels::Impl {
   // Only on the io thread: the tunnels to close when the client goes.
   std::vector<std::weak_ptr<Tunnel>> live;
   std::atomic<int> open{0};
+  // hiredis's fd -> why its tunnel was closed from the TLS side. An entry is written before the
+  // tunnel closes its end (so it is there when hiredis sees the close) and dropped when Open()
+  // hands out the same fd number again: at most one per open fd.
+  mutable Mutex reasons_mu;
+  std::map<int, std::string> reasons ABSL_GUARDED_BY(reasons_mu);
   // Last: destroyed first, with any handler still queued (and the tunnel it holds) while
   // everything above still exists.
   asio::io_context io;
@@ -86,8 +93,9 @@ namespace {
 // closed and they all ran.
 class Tunnel : public std::enable_shared_from_this<Tunnel> {
  public:
-  Tunnel(RedisTlsTunnels::Impl* impl, int local_fd)
+  Tunnel(RedisTlsTunnels::Impl* impl, int local_fd, int hiredis_fd)
       : impl_(impl),
+        hiredis_fd_(hiredis_fd),
         tls_(impl->io, impl->ssl),
         local_(impl->io),
         resolver_(impl->io),
@@ -208,7 +216,10 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
           asio::async_write(self->tls_, asio::buffer(*self->up_, n),
                             [self](const ErrorCode& ec, size_t) {
                               if (self->closed_) return;
-                              if (ec) return self->Close();
+                              if (ec) {
+                                self->Record(ec.message());
+                                return self->Close();
+                              }
                               self->PumpUp();
                             });
         });
@@ -219,7 +230,11 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
     tls_.async_read_some(asio::buffer(*down_),
                          [self = shared_from_this()](const ErrorCode& ec, size_t n) {
                            if (self->closed_) return;
-                           if (ec) return self->Close();  // the server closed, reset, or broke TLS
+                           if (ec) {  // the server closed, reset, refused us (a TLS alert) or broke
+                                      // TLS
+                             self->Record(ec.message());
+                             return self->Close();
+                           }
                            asio::async_write(self->local_, asio::buffer(*self->down_, n),
                                              [self](const ErrorCode& ec, size_t) {
                                                if (self->closed_) return;
@@ -235,6 +250,11 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
     Close();
   }
 
+  void Record(const std::string& why) {
+    MutexLock lock(&impl_->reasons_mu);
+    impl_->reasons[hiredis_fd_] = absl::CHexEscape(why.substr(0, 200));
+  }
+
   void Settle(absl::Status st) {
     if (settled_) return;
     settled_ = true;
@@ -242,6 +262,7 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
   }
 
   RedisTlsTunnels::Impl* const impl_;
+  const int hiredis_fd_;  // the other end's number, for CloseReason()
   asio::ssl::stream<tcp::socket> tls_;
   Local::socket local_;
   tcp::resolver resolver_;
@@ -328,7 +349,11 @@ absl::StatusOr<int> RedisTlsTunnels::Open(absl::Duration timeout) {
     return absl::UnavailableError(absl::StrCat(
         "Redis at ", impl_->address, ": cannot make a socketpair: ", std::strerror(errno)));
   }
-  auto tunnel = std::make_shared<Tunnel>(impl_.get(), fds[1]);
+  {
+    MutexLock lock(&impl_->reasons_mu);
+    impl_->reasons.erase(fds[0]);  // a closed tunnel's, whose hiredis end had this number
+  }
+  auto tunnel = std::make_shared<Tunnel>(impl_.get(), fds[1], fds[0]);
   auto result = tunnel->result();
   asio::post(impl_->io, [tunnel, timeout] { tunnel->Start(timeout); });
   tunnel.reset();  // the io thread's from now on
@@ -348,5 +373,11 @@ absl::StatusOr<int> RedisTlsTunnels::Open(absl::Duration timeout) {
 }
 
 int RedisTlsTunnels::open_tunnels() const { return impl_->open.load(); }
+
+std::string RedisTlsTunnels::CloseReason(int fd) const {
+  MutexLock lock(&impl_->reasons_mu);
+  auto it = impl_->reasons.find(fd);
+  return it == impl_->reasons.end() ? "" : it->second;
+}
 
 }  // namespace switchyard::gateway

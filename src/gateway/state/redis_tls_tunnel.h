@@ -49,6 +49,12 @@ class RedisTlsTunnels {
   // certificate)"). Blocks the caller at most `timeout` plus a second.
   absl::StatusOr<int> Open(absl::Duration timeout);
 
+  // Why the tunnel whose hiredis end is `fd` was closed from the TLS side (e.g. "tlsv13 alert
+  // certificate required", "stream truncated"), or "" when it was not (or is unknown). hiredis
+  // only sees the connection closed; this is the reason behind it, for messages. Valid while the
+  // caller still holds `fd` open.
+  std::string CloseReason(int fd) const;
+
   // Tunnels open now (tests: none left behind once hiredis closed its ends).
   int open_tunnels() const;
 
