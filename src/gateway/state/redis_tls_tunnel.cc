@@ -75,11 +75,17 @@ struct RedisTlsTunnels::Impl {
   // Only on the io thread: the tunnels to close when the client goes.
   std::vector<std::weak_ptr<Tunnel>> live;
   std::atomic<int> open{0};
-  // hiredis's fd -> why its tunnel was closed from the TLS side. An entry is written before the
-  // tunnel closes its end (so it is there when hiredis sees the close) and dropped when Open()
-  // hands out the same fd number again: at most one per open fd.
+  // hiredis's fd -> the tunnel that Open() handed it out with, and why that tunnel was closed
+  // from the TLS side. Open() replaces the entry when it hands out the same fd number again, so a
+  // tunnel whose hiredis end was already closed (and its number reused) writes nothing; the
+  // reason is written before the tunnel closes its end, so it is there when hiredis sees the
+  // close. At most one entry per fd number.
+  struct Reason {
+    const void* tunnel = nullptr;
+    std::string why;
+  };
   mutable Mutex reasons_mu;
-  std::map<int, std::string> reasons ABSL_GUARDED_BY(reasons_mu);
+  std::map<int, Reason> reasons ABSL_GUARDED_BY(reasons_mu);
   // Last: destroyed first, with any handler still queued (and the tunnel it holds) while
   // everything above still exists.
   asio::io_context io;
@@ -252,7 +258,10 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
 
   void Record(const std::string& why) {
     MutexLock lock(&impl_->reasons_mu);
-    impl_->reasons[hiredis_fd_] = absl::CHexEscape(why.substr(0, 200));
+    auto it = impl_->reasons.find(hiredis_fd_);
+    if (it != impl_->reasons.end() && it->second.tunnel == this) {
+      it->second.why = absl::CHexEscape(why.substr(0, 200));
+    }
   }
 
   void Settle(absl::Status st) {
@@ -349,11 +358,12 @@ absl::StatusOr<int> RedisTlsTunnels::Open(absl::Duration timeout) {
     return absl::UnavailableError(absl::StrCat(
         "Redis at ", impl_->address, ": cannot make a socketpair: ", std::strerror(errno)));
   }
+  auto tunnel = std::make_shared<Tunnel>(impl_.get(), fds[1], fds[0]);
   {
     MutexLock lock(&impl_->reasons_mu);
-    impl_->reasons.erase(fds[0]);  // a closed tunnel's, whose hiredis end had this number
+    // Replaces a closed tunnel's entry whose hiredis end had this number.
+    impl_->reasons[fds[0]] = Impl::Reason{tunnel.get(), ""};
   }
-  auto tunnel = std::make_shared<Tunnel>(impl_.get(), fds[1], fds[0]);
   auto result = tunnel->result();
   asio::post(impl_->io, [tunnel, timeout] { tunnel->Start(timeout); });
   tunnel.reset();  // the io thread's from now on
@@ -377,7 +387,7 @@ int RedisTlsTunnels::open_tunnels() const { return impl_->open.load(); }
 std::string RedisTlsTunnels::CloseReason(int fd) const {
   MutexLock lock(&impl_->reasons_mu);
   auto it = impl_->reasons.find(fd);
-  return it == impl_->reasons.end() ? "" : it->second;
+  return it == impl_->reasons.end() ? "" : it->second.why;
 }
 
 }  // namespace switchyard::gateway
