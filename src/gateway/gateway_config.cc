@@ -134,6 +134,51 @@ absl::Status ReadPeers(const ConfigObject& state, const std::filesystem::path& f
   return absl::OkStatus();
 }
 
+// `state.redis.tls`: absent or false (plain TCP), or {"ca_file", "cert_file", "key_file",
+// "server_name"}. The files are checked here (readable PEM, the key the certificate's) so that a
+// bad one stops the gateway at start, not at its first call to Redis.
+absl::Status ReadRedisTls(const ConfigObject& redis, const std::filesystem::path& file,
+                          TlsClientConfig* out) {
+  *out = TlsClientConfig();
+  if (!redis.Has("tls")) return absl::OkStatus();
+  const nlohmann::json& value = redis.json().at("tls");
+  if (value.is_boolean()) {
+    if (!value.get<bool>()) return absl::OkStatus();
+    return redis.Error("tls",
+                       "true is not enough: give an object {\"ca_file\": ..., \"cert_file\": ..., "
+                       "\"key_file\": ..., \"server_name\": ...} (ca_file required: the CA the "
+                       "server's certificate chains to; cert_file and key_file for mutual TLS)");
+  }
+  if (!value.is_object()) {
+    return redis.Error("tls",
+                       "must be false or an object {\"ca_file\", \"cert_file\", "
+                       "\"key_file\", \"server_name\"}");
+  }
+  ConfigObject tls = redis.Child("tls");
+  SY_RETURN_IF_ERROR(tls.CheckKeys({"ca_file", "cert_file", "key_file", "server_name"}));
+  std::string ca, cert, key;
+  SY_RETURN_IF_ERROR(tls.Read("ca_file", &ca, /*required=*/true));
+  SY_RETURN_IF_ERROR(tls.Read("cert_file", &cert));
+  SY_RETURN_IF_ERROR(tls.Read("key_file", &key));
+  SY_RETURN_IF_ERROR(tls.Read("server_name", &out->server_name_override));
+  for (const char* field : {"ca_file", "cert_file", "key_file", "server_name"}) {
+    std::string v;
+    SY_RETURN_IF_ERROR(tls.Read(field, &v));
+    if (tls.Has(field) && v.empty()) return tls.Error(field, "must not be empty");
+  }
+  if (!out->server_name_override.empty() &&
+      !std::all_of(out->server_name_override.begin(), out->server_name_override.end(), [](char ch) {
+        return absl::ascii_isalnum(ch) || ch == '.' || ch == '-' || ch == ':' || ch == '_';
+      })) {
+    return tls.Error("server_name", "must be a DNS name or an IP address");
+  }
+  out->enabled = true;
+  out->ca_file = ResolveConfigPath(file, ca);
+  if (!cert.empty()) out->cert_file = ResolveConfigPath(file, cert);
+  if (!key.empty()) out->key_file = ResolveConfigPath(file, key);
+  return CheckTlsClientConfig(*out, absl::StrCat(file.string(), ": ", redis.Path("tls")));
+}
+
 // The `state` block: {"redis": {"address", "password_file", "key_prefix", "timeout_ms",
 // "lease_ttl_ms", "tls"}, "on_unavailable": "deny" | "local"}.
 absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::path& file,
@@ -162,14 +207,7 @@ absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::pa
   SY_RETURN_IF_ERROR(ValidateHostPort(out->redis_address,
                                       absl::StrCat(file.string(), ": ", redis.Path("address"))));
   if (absl::EndsWith(out->redis_address, ":0")) return redis.Error("address", "port 0 is no port");
-  bool tls = false;
-  SY_RETURN_IF_ERROR(redis.Read("tls", &tls));
-  if (tls) {
-    return redis.Error("tls",
-                       "is not supported: Debian 12's hiredis (0.14) has no TLS. Reach Redis on "
-                       "loopback or a private network, or through a local TLS tunnel (stunnel, "
-                       "spiped), and set a password_file");
-  }
+  SY_RETURN_IF_ERROR(ReadRedisTls(redis, file, &out->redis_tls));
   std::string password_file;
   SY_RETURN_IF_ERROR(redis.Read("password_file", &password_file));
   if (redis.Has("password_file")) {

@@ -22,6 +22,9 @@ struct SharedStateConfig {
   std::string redis_key_prefix = "switchyard:";
   int redis_timeout_ms = 200;      // connect and each command
   int redis_lease_ttl_ms = 15000;  // a dead gateway's concurrency slots free after this long
+  // state.redis.tls: {"ca_file", "cert_file", "key_file", "server_name"} (server_name is kept as
+  // server_name_override). Not enabled: plain TCP.
+  TlsClientConfig redis_tls;
   // When Redis cannot be reached: "local" (this gateway's own in-memory quotas) or "deny".
   std::string on_unavailable = "local";
   // Async results and served media held by another gateway (docs/operations.md "Several

@@ -62,6 +62,7 @@ RedisClientOptions StateRedis(const GatewayConfig& c) {
   options.address = c.state.redis_address;
   options.password = c.state.redis_password;
   options.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
+  options.tls = c.state.redis_tls;
   return options;
 }
 
@@ -78,6 +79,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       options.address = c.state.redis_address;
       options.password = c.state.redis_password;
       options.key_prefix = c.state.redis_key_prefix;
+      options.tls = c.state.redis_tls;
       options.timeout = absl::Milliseconds(c.state.redis_timeout_ms);
       options.lease_ttl = absl::Milliseconds(c.state.redis_lease_ttl_ms);
       options.on_unavailable =

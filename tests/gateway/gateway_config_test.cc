@@ -1,6 +1,8 @@
 // Unit tests for the gateway's JSON configuration (gateway/gateway_config.h).
 #include "gateway/gateway_config.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "support/media_fixtures.h"
+#include "support/tls_certs.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -323,11 +326,96 @@ TEST(GatewayConfigTest, SharedStateRedis) {
   ExpectError(redis({{"address", "h:1"}, {"password_file", ""}}), "state.redis.password_file");
   ExpectError(redis({{"address", "h:1"}, {"password_file", (tmp.path() / "none").string()}}),
               "state.redis.password_file");
-  // Debian 12's hiredis has no TLS: refused at load, saying so.
+  // TLS needs its files: a bare true is refused, saying what to give instead.
   auto tls = Parse(redis({{"address", "h:1"}, {"tls", true}}));
   ASSERT_FALSE(tls.ok());
   EXPECT_THAT(tls.status().message(), HasSubstr("state.redis.tls"));
-  EXPECT_THAT(tls.status().message(), HasSubstr("hiredis"));
+  EXPECT_THAT(tls.status().message(), HasSubstr("ca_file"));
+  EXPECT_FALSE(minimal->state.redis_tls.enabled);
+  EXPECT_FALSE(c->state.redis_tls.enabled);  // "tls": false
+}
+
+TEST(GatewayConfigTest, SharedStateRedisTls) {
+  TempDir tmp;
+  auto certs = ::switchyard::testing::MakeTestCerts(tmp.path());
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  fs::create_directories(tmp.path() / "conf");
+  // Relative paths are the config file's folder's, like password_file.
+  fs::copy_file(certs->ca, tmp.path() / "conf" / "redis-ca.pem");
+  fs::copy_file(certs->client_cert, tmp.path() / "conf" / "client.pem");
+  fs::copy_file(certs->client_key, tmp.path() / "conf" / "client.key");
+  const fs::path file = tmp.path() / "conf" / "gateway.json";
+  auto load = [&](Json tls) {
+    WriteFile(file,
+              Json({{"state", {{"redis", {{"address", "10.0.0.5:6380"}, {"tls", tls}}}}}}).dump());
+    return LoadGatewayConfig(file);
+  };
+  auto full = load({{"ca_file", "redis-ca.pem"},
+                    {"cert_file", "client.pem"},
+                    {"key_file", "client.key"},
+                    {"server_name", "redis.internal"}});
+  ASSERT_TRUE(full.ok()) << full.status();
+  const TlsClientConfig& t = full->state.redis_tls;
+  EXPECT_TRUE(t.enabled);
+  EXPECT_EQ(t.ca_file, tmp.path() / "conf" / "redis-ca.pem");
+  EXPECT_EQ(t.cert_file, tmp.path() / "conf" / "client.pem");
+  EXPECT_EQ(t.key_file, tmp.path() / "conf" / "client.key");
+  EXPECT_EQ(t.server_name_override, "redis.internal");
+  auto ca_only = load({{"ca_file", certs->ca.string()}});  // absolute
+  ASSERT_TRUE(ca_only.ok()) << ca_only.status();
+  EXPECT_TRUE(ca_only->state.redis_tls.enabled);
+  EXPECT_EQ(ca_only->state.redis_tls.ca_file, certs->ca);
+  EXPECT_TRUE(ca_only->state.redis_tls.cert_file.empty());
+  EXPECT_TRUE(ca_only->state.redis_tls.server_name_override.empty());
+
+  // Each refusal names the field (and the file where there is one).
+  WriteFile(tmp.path() / "conf" / "not-pem.pem", "hello\n");
+  const struct {
+    Json tls;
+    std::vector<std::string> says;
+  } refused[] = {
+      {true, {"state.redis.tls", "ca_file"}},
+      {"yes", {"state.redis.tls", "object"}},
+      {Json::object(), {"state.redis.tls.ca_file", "required"}},
+      {{{"ca_file", ""}}, {"state.redis.tls.ca_file", "empty"}},
+      {{{"ca_file", "redis-ca.pem"}, {"colour", 1}}, {"colour"}},
+      {{{"ca_file", "missing.pem"}}, {"state.redis.tls.ca_file", "missing.pem"}},
+      {{{"ca_file", "not-pem.pem"}}, {"state.redis.tls.ca_file", "not-pem.pem", "no PEM"}},
+      // The message names the one missing.
+      {{{"ca_file", "redis-ca.pem"}, {"cert_file", "client.pem"}},
+       {"state.redis.tls.key_file", "go together"}},
+      {{{"ca_file", "redis-ca.pem"}, {"key_file", "client.key"}},
+       {"state.redis.tls.cert_file", "go together"}},
+      {{{"ca_file", "redis-ca.pem"}, {"cert_file", "not-pem.pem"}, {"key_file", "client.key"}},
+       {"state.redis.tls.cert_file", "not-pem.pem"}},
+      {{{"ca_file", "redis-ca.pem"}, {"cert_file", "client.pem"}, {"key_file", "missing.key"}},
+       {"state.redis.tls.key_file", "missing.key"}},
+      // The server's key with the client's certificate: not its key.
+      {{{"ca_file", "redis-ca.pem"},
+        {"cert_file", "client.pem"},
+        {"key_file", certs->server_key.string()}},
+       {"state.redis.tls.key_file", "does not match", "client.pem"}},
+      {{{"ca_file", "redis-ca.pem"}, {"server_name", ""}}, {"state.redis.tls.server_name"}},
+      {{{"ca_file", "redis-ca.pem"}, {"server_name", "a b"}}, {"state.redis.tls.server_name"}},
+  };
+  for (const auto& r : refused) {
+    auto c = load(r.tls);
+    ASSERT_FALSE(c.ok()) << "accepted: " << r.tls.dump();
+    // NOT_FOUND for a file that cannot be read, as for the other TLS blocks (common/tls.h).
+    EXPECT_THAT(c.status().code(),
+                ::testing::AnyOf(absl::StatusCode::kInvalidArgument, absl::StatusCode::kNotFound))
+        << c.status();
+    EXPECT_THAT(c.status().message(), HasSubstr(file.string())) << r.tls.dump();
+    for (const auto& s : r.says) EXPECT_THAT(c.status().message(), HasSubstr(s)) << r.tls.dump();
+  }
+  // An unreadable file (not as root: root reads it anyway).
+  if (::geteuid() != 0) {
+    fs::permissions(tmp.path() / "conf" / "redis-ca.pem", fs::perms::none);
+    auto unreadable = load({{"ca_file", "redis-ca.pem"}});
+    ASSERT_FALSE(unreadable.ok());
+    EXPECT_THAT(unreadable.status().message(), HasSubstr("state.redis.tls.ca_file"));
+    EXPECT_THAT(unreadable.status().message(), HasSubstr("Permission denied"));
+  }
 }
 
 TEST(GatewayConfigTest, UsageLedgerPostgres) {

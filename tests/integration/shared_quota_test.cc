@@ -1,7 +1,8 @@
 // Three real gateways share one API key's concurrency quota through a real redis-server
 // (config state.redis; docs/operations.md "Several gateways"). No orchestrator is needed: an
 // open TranscodeStream holds its key's slot until the client closes it, so the test decides how
-// many calls run at once. Every wait is bounded.
+// many calls run at once. Every wait is bounded. SharedQuotaTlsTest: the same through a TLS-only
+// Redis that requires client certificates (state.redis.tls).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -23,6 +24,7 @@
 #include "support/cluster.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
+#include "support/tls_certs.h"
 
 namespace switchyard::testing {
 namespace {
@@ -36,10 +38,33 @@ constexpr int kLeaseTtlMs = 1500;
 
 class SharedQuotaTest : public ::testing::Test {
  protected:
+  // Whether Redis is TLS-only, with client certificates required (SharedQuotaTlsTest).
+  virtual bool Tls() const { return false; }
+
   void SetUp() override {
-    auto redis = RedisServer::Start(redis_dir_.path());
+    absl::StatusOr<std::unique_ptr<RedisServer>> redis;
+    nlohmann::json redis_config = {
+        {"timeout_ms", 200}, {"lease_ttl_ms", kLeaseTtlMs}, {"tls", false}};
+    if (Tls()) {
+      std::filesystem::create_directories(redis_dir_.path() / "certs");
+      auto certs = MakeTestCerts(redis_dir_.path() / "certs");
+      ASSERT_TRUE(certs.ok()) << certs.status();
+      redis = RedisServer::StartTls(redis_dir_.path(), RedisTls{*certs, true});
+      tls_.enabled = true;
+      tls_.ca_file = certs->ca;
+      tls_.cert_file = certs->client_cert;
+      tls_.key_file = certs->client_key;
+      redis_config["tls"] = {{"ca_file", certs->ca.string()},
+                             {"cert_file", certs->client_cert.string()},
+                             {"key_file", certs->client_key.string()}};
+      // Room for the handshake on a busy test host (loopback's takes a few ms).
+      redis_config["timeout_ms"] = 400;
+    } else {
+      redis = RedisServer::Start(redis_dir_.path());
+    }
     ASSERT_TRUE(redis.ok()) << redis.status();
     redis_ = *std::move(redis);
+    redis_config["address"] = redis_->address();
     const auto keys_file = redis_dir_.path() / "keys.json";
     WriteFile(keys_file, nlohmann::json({{"keys",
                                           {{{"id", "app"},
@@ -55,12 +80,8 @@ class SharedQuotaTest : public ::testing::Test {
     options.orchestrators = 0;
     options.extra_gateways = 2;
     options.api_key = kKey;
-    options.gateway_config = {
-        {"api_keys_file", keys_file.string()},
-        {"state",
-         {{"redis",
-           {{"address", redis_->address()}, {"timeout_ms", 200}, {"lease_ttl_ms", kLeaseTtlMs}}},
-          {"on_unavailable", "deny"}}}};
+    options.gateway_config = {{"api_keys_file", keys_file.string()},
+                              {"state", {{"redis", redis_config}, {"on_unavailable", "deny"}}}};
     auto st = cluster_.Start(options);
     ASSERT_TRUE(st.ok()) << st << cluster_.Logs();
     stubs_.push_back(cluster_.GatewayStub());
@@ -105,6 +126,7 @@ class SharedQuotaTest : public ::testing::Test {
     gateway::RedisClientOptions options;
     options.address = redis_->address();
     options.timeout = absl::Seconds(2);
+    options.tls = tls_;
     auto client = gateway::RedisClient::Create(options);
     if (!client.ok()) return -1;
     auto reply = (*client)->Run({"ZCARD", "switchyard:quota:{app}:leases"});
@@ -123,14 +145,32 @@ class SharedQuotaTest : public ::testing::Test {
     return false;
   }
 
+  // Twelve streams at once, four on each gateway: without sharing each would admit four.
+  void ConcurrencyQuotaHolds();
+  // Redis stopped: calls refused (on_unavailable "deny"); Redis back: calls admitted again.
+  void RedisDownRefusesThenRecovers();
+
   TempDir redis_dir_;
   std::unique_ptr<RedisServer> redis_;
+  TlsClientConfig tls_;  // the test's own client, as the gateways
   LocalCluster cluster_;
   std::vector<std::unique_ptr<v1::Gateway::Stub>> stubs_;
 };
 
-TEST_F(SharedQuotaTest, ConcurrencyQuotaHoldsAcrossThreeGateways) {
-  // Twelve streams at once, four on each gateway: without sharing each would admit four.
+class SharedQuotaTlsTest : public SharedQuotaTest {
+ protected:
+  bool Tls() const override { return true; }
+};
+
+TEST_F(SharedQuotaTest, ConcurrencyQuotaHoldsAcrossThreeGateways) { ConcurrencyQuotaHolds(); }
+
+TEST_F(SharedQuotaTlsTest, ConcurrencyQuotaHoldsAcrossThreeGatewaysOverTls) {
+  ConcurrencyQuotaHolds();
+  EXPECT_TRUE(absl::StrContains(cluster_.Logs(), "API key quotas shared through Redis at"))
+      << cluster_.Logs();
+}
+
+void SharedQuotaTest::ConcurrencyQuotaHolds() {
   std::vector<Stream> streams;
   for (int round = 0; round < kQuota; ++round) {
     for (size_t g = 0; g < stubs_.size(); ++g) streams.push_back(Open(g));
@@ -162,8 +202,8 @@ TEST_F(SharedQuotaTest, ConcurrencyQuotaHoldsAcrossThreeGateways) {
       ADD_FAILURE() << GrpcCodeName(st.error_code()) << ": " << st.error_message();
     }
   }
-  std::printf("SHARED-QUOTA: 12 streams on 3 gateways, quota %d: %d admitted, %d refused\n", kQuota,
-              admitted, refused);
+  std::printf("SHARED-QUOTA%s: 12 streams on 3 gateways, quota %d: %d admitted, %d refused\n",
+              Tls() ? " (TLS)" : "", kQuota, admitted, refused);
   EXPECT_EQ(admitted, kQuota) << cluster_.Logs();
   EXPECT_EQ(refused, 12 - kQuota);
   // All slots are back at once (given back, not expired).
@@ -244,8 +284,15 @@ TEST_F(SharedQuotaTest, KilledGatewaysSlotsFreeAfterLeaseTtl) {
   for (auto& s : held) s.ctx->TryCancel();
 }
 
-TEST_F(SharedQuotaTest, RedisDownWithDenyRefusesThenRecovers) {
-  ASSERT_TRUE(Probe(1).ok());
+TEST_F(SharedQuotaTest, RedisDownWithDenyRefusesThenRecovers) { RedisDownRefusesThenRecovers(); }
+
+// The gateways' TLS connections die with Redis; they make new ones when it is back.
+TEST_F(SharedQuotaTlsTest, RedisDownWithDenyRefusesThenRecoversOverTls) {
+  RedisDownRefusesThenRecovers();
+}
+
+void SharedQuotaTest::RedisDownRefusesThenRecovers() {
+  ASSERT_TRUE(Probe(1).ok()) << cluster_.Logs();
   redis_->Stop();
   grpc::Status down;
   for (int i = 0; i < 50; ++i) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "support/media_fixtures.h"
@@ -84,12 +85,27 @@ bool RedisAnswers(int port, int timeout_ms, const std::string& password) {
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(
     const std::filesystem::path& dir, std::vector<std::string> extra_args) {
+  return StartWith(dir, std::move(extra_args), /*tls=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartTls(
+    const std::filesystem::path& dir, const RedisTls& tls, std::vector<std::string> extra_args) {
+  std::vector<std::string> args = {"--tls-cert-file",    tls.certs.server_cert.string(),
+                                   "--tls-key-file",     tls.certs.server_key.string(),
+                                   "--tls-ca-cert-file", tls.certs.ca.string(),
+                                   "--tls-auth-clients", tls.require_client_cert ? "yes" : "no"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return StartWith(dir, std::move(args), /*tls=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartWith(
+    const std::filesystem::path& dir, std::vector<std::string> extra_args, bool tls) {
   std::string binary = FindRedisServer();
   if (binary.empty()) {
     return absl::FailedPreconditionError(
         "redis-server is not installed (Debian's redis-server package): run scripts/install-deps");
   }
-  std::unique_ptr<RedisServer> server(new RedisServer(dir, binary, std::move(extra_args)));
+  std::unique_ptr<RedisServer> server(new RedisServer(dir, binary, std::move(extra_args), tls));
   absl::Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
     const int port = PickFreePort();
@@ -103,13 +119,17 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(
 absl::Status RedisServer::StartOn(int port) {
   Stop();
   auto daemon = std::make_unique<Daemon>("redis", dir_ / absl::StrCat("redis-", ++starts_, ".log"));
-  std::vector<std::string> args = {"--port",       std::to_string(port),
+  std::vector<std::string> args = {"--port",       tls_ ? "0" : std::to_string(port),
                                    "--bind",       "127.0.0.1",
                                    "--save",       "",
                                    "--appendonly", "no",
                                    "--dir",        dir_.string(),
                                    "--daemonize",  "no",
                                    "--logfile",    ""};
+  if (tls_) {
+    args.push_back("--tls-port");
+    args.push_back(std::to_string(port));
+  }
   std::string password;
   for (size_t i = 0; i + 1 < extra_args_.size(); ++i) {
     if (extra_args_[i] == "--requirepass") password = extra_args_[i + 1];
@@ -122,7 +142,10 @@ absl::Status RedisServer::StartOn(int port) {
       return absl::UnavailableError(
           absl::StrCat("redis-server exited on port ", port, " (taken?): ", daemon->Log()));
     }
-    if (RedisAnswers(port, 200, password)) {
+    // A TLS port cannot be asked PING in plaintext: Redis logs that it is ready once it listens
+    // (and the daemon still being alive says the port was not someone else's).
+    if (tls_ ? absl::StrContains(daemon->Log(), "Ready to accept connections")
+             : RedisAnswers(port, 200, password)) {
       port_ = port;
       daemon_ = std::move(daemon);
       return absl::OkStatus();

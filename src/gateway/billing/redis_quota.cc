@@ -172,6 +172,7 @@ absl::StatusOr<std::unique_ptr<RedisQuotaBackend>> RedisQuotaBackend::Create(
   client_options.password = options.password;
   client_options.timeout = options.timeout;
   client_options.retry_interval = options.retry_interval;
+  client_options.tls = options.tls;
   auto client = RedisClient::Create(std::move(client_options));
   if (!client.ok()) return client.status();
   if (options.lease_ttl < absl::Milliseconds(100) || options.lease_ttl < 3 * options.timeout) {

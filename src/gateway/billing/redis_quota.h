@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "common/metrics.h"
 #include "common/mutex.h"
+#include "common/tls.h"
 #include "gateway/billing/quota_backend.h"
 
 namespace switchyard::gateway {
@@ -37,6 +38,7 @@ struct RedisQuotaOptions {
   // After a failed connection, calls do not try Redis again for this long (answered as
   // unavailable at once), so an outage does not add a connect timeout to every call.
   absl::Duration retry_interval = absl::Milliseconds(500);
+  TlsClientConfig tls;  // state.redis.tls (RedisClientOptions::tls); not enabled: plain TCP
   // Tests only: false simulates a gateway that died holding its leases (they are not renewed).
   bool renew_leases = true;
 };

@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
@@ -16,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "common/config.h"
 #include "common/status.h"
+#include "gateway/state/redis_tls_tunnel.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -123,11 +125,23 @@ absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::Create(RedisClientOpti
   // something posing as it) has reset would raise SIGPIPE, whose default ends the gateway. The
   // gateway handles EPIPE as a failed call instead.
   std::signal(SIGPIPE, SIG_IGN);
-  return std::unique_ptr<RedisClient>(new RedisClient(std::move(options), std::move(host), port));
+  std::unique_ptr<RedisTlsTunnels> tunnels;
+  if (options.tls.enabled) {
+    auto made =
+        RedisTlsTunnels::Create(options.tls, host, port, options.address, "state.redis.tls");
+    if (!made.ok()) return made.status();
+    tunnels = *std::move(made);
+  }
+  return std::unique_ptr<RedisClient>(
+      new RedisClient(std::move(options), std::move(host), port, std::move(tunnels)));
 }
 
-RedisClient::RedisClient(RedisClientOptions options, std::string host, int port)
-    : options_(std::move(options)), host_(std::move(host)), port_(port) {}
+RedisClient::RedisClient(RedisClientOptions options, std::string host, int port,
+                         std::unique_ptr<RedisTlsTunnels> tunnels)
+    : options_(std::move(options)),
+      host_(std::move(host)),
+      port_(port),
+      tunnels_(std::move(tunnels)) {}
 
 RedisClient::~RedisClient() = default;
 
@@ -207,16 +221,15 @@ absl::StatusOr<RedisClient::ContextPtr> RedisClient::Take(bool* pooled) {
     }
   }
   *pooled = false;
-  const timeval tv = absl::ToTimeval(options_.timeout);
-  ContextPtr c(redisConnectWithTimeout(host_.c_str(), port_, tv));
-  if (c == nullptr || c->err != 0) {
-    const std::string why =
-        c == nullptr ? absl::StrCat("Redis at ", options_.address, ": cannot allocate a connection")
-                     : Failure(c.get());
-    MarkDown(why);
-    return absl::UnavailableError(why);
+  auto connected = Connect();
+  if (!connected.ok()) {
+    MarkDown(std::string(connected.status().message()));
+    return connected.status();
   }
-  if (redisSetTimeout(c.get(), tv) != REDIS_OK) {
+  ContextPtr c = *std::move(connected);
+  // On the tunnel's socketpair end too: a TLS server that stops answering times out like a
+  // plain one.
+  if (redisSetTimeout(c.get(), absl::ToTimeval(options_.timeout)) != REDIS_OK) {
     const std::string why = Failure(c.get());
     MarkDown(why);
     return absl::UnavailableError(why);
@@ -241,6 +254,24 @@ absl::StatusOr<RedisClient::ContextPtr> RedisClient::Take(bool* pooled) {
       return absl::UnavailableError(why);
     }
   }
+  return c;
+}
+
+absl::StatusOr<RedisClient::ContextPtr> RedisClient::Connect() {
+  ContextPtr c;
+  if (tunnels_ != nullptr) {
+    auto fd = tunnels_->Open(options_.timeout);
+    if (!fd.ok()) return fd.status();
+    c.reset(redisConnectFd(*fd));
+    if (c == nullptr) ::close(*fd);  // hiredis owns the fd only once it has a context
+  } else {
+    c.reset(redisConnectWithTimeout(host_.c_str(), port_, absl::ToTimeval(options_.timeout)));
+  }
+  if (c == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("Redis at ", options_.address, ": cannot allocate a connection"));
+  }
+  if (c->err != 0) return absl::UnavailableError(Failure(c.get()));
   return c;
 }
 
@@ -269,8 +300,15 @@ std::string RedisClient::Failure(const redisContext* c) const {
                         absl::FormatDuration(options_.timeout), " (state.redis.timeout_ms)");
   }
   std::string what = c->err == REDIS_ERR_PROTOCOL ? "not Redis's protocol: " : "";
+  std::string tls;
+  if (tunnels_ != nullptr && (c->err == REDIS_ERR_EOF || c->err == REDIS_ERR_IO)) {
+    // hiredis saw its tunnel close; the TLS side says why (e.g. Redis refused a missing client
+    // certificate with an alert after a TLS 1.3 handshake).
+    const std::string reason = tunnels_->CloseReason(c->fd);
+    if (!reason.empty()) tls = absl::StrCat(" (TLS: ", reason, ")");
+  }
   return absl::StrCat("Redis at ", options_.address, ": ", what,
-                      absl::CHexEscape(why.substr(0, 200)));
+                      absl::CHexEscape(why.substr(0, 200)), tls);
 }
 
 }  // namespace switchyard::gateway

@@ -6,6 +6,9 @@
 // trips), with the configured timeout on connect and on every command. A failure marks Redis
 // down for `retry_interval`: commands meanwhile fail at once, so an outage does not add a connect
 // timeout to every call. Every byte Redis answers is checked like a peer's (RedisReply).
+//
+// With `tls` set, each connection is a TLS one (RedisTlsTunnels: hiredis 0.14 has no TLS of its
+// own, so it speaks through a local tunnel); everything else is the same.
 #pragma once
 
 #include <memory>
@@ -16,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
+#include "common/tls.h"
 
 struct redisContext;
 
@@ -27,6 +31,9 @@ struct RedisClientOptions {
   absl::Duration timeout = absl::Milliseconds(200);  // connect and each command
   // After a failed connection or command, commands do not try Redis again for this long.
   absl::Duration retry_interval = absl::Milliseconds(500);
+  // state.redis.tls: enabled means TLS, with ca_file required (server_name_override is the
+  // config's server_name). Disabled: plain TCP.
+  TlsClientConfig tls;
 };
 
 // A Redis reply copied out of hiredis's (which is freed at once). Arrays nest at most 5 deep:
@@ -50,10 +57,13 @@ struct RedisScript {
 };
 
 // Thread-safe.
+class RedisTlsTunnels;
+
 class RedisClient {
  public:
-  // Validates the options (errors name the state.redis fields); does not connect. Sets SIGPIPE
-  // to be ignored: hiredis writes with write(2), and a write to a connection that Redis (or
+  // Validates the options (errors name the state.redis fields; with TLS, also the files: readable
+  // PEM, the key the certificate's) and starts the TLS tunnels' thread; does not connect. Sets
+  // SIGPIPE to be ignored: hiredis writes with write(2), and a write to a connection that Redis (or
   // something posing as it) reset must be an error, not the end of the process.
   static absl::StatusOr<std::unique_ptr<RedisClient>> Create(RedisClientOptions options);
   ~RedisClient();
@@ -75,7 +85,10 @@ class RedisClient {
   };
   using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
 
-  RedisClient(RedisClientOptions options, std::string host, int port);
+  RedisClient(RedisClientOptions options, std::string host, int port,
+              std::unique_ptr<RedisTlsTunnels> tunnels);
+  // A connected context: plain TCP, or hiredis's end of a TLS tunnel.
+  absl::StatusOr<ContextPtr> Connect();
   absl::StatusOr<ContextPtr> Take(bool* pooled) ABSL_LOCKS_EXCLUDED(mu_);
   void Give(ContextPtr c) ABSL_LOCKS_EXCLUDED(mu_);
   void DropIdle() ABSL_LOCKS_EXCLUDED(mu_);
@@ -86,6 +99,8 @@ class RedisClient {
   const RedisClientOptions options_;
   const std::string host_;
   const int port_;
+  // Declared before the pool: destroyed after it, so hiredis closes its ends first.
+  const std::unique_ptr<RedisTlsTunnels> tunnels_;  // null: plain TCP
   Mutex mu_;
   std::vector<ContextPtr> idle_ ABSL_GUARDED_BY(mu_);
   absl::Time down_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
