@@ -42,16 +42,21 @@ BlasInfo DescribeBlas() {
   if (sgemm == nullptr) return BlasInfo{};
   Dl_info dl{};
   std::string library;
+  std::string config;
   if (dladdr(sgemm, &dl) != 0 && dl.dli_fname != nullptr) {
     library = dl.dli_fname;
     // libblas.so.3 is a chain of alternatives symlinks: the target says which BLAS it is.
     std::unique_ptr<char, decltype(&std::free)> real(realpath(dl.dli_fname, nullptr), &std::free);
     if (real != nullptr) library = real.get();
-  }
-  std::string config;
-  using ConfigFn = char* (*)();
-  if (auto* get_config = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
-    if (const char* c = get_config(); c != nullptr) config = c;
+    // OpenBLAS's version string, asked of the library that holds sgemm_ only: another library in
+    // the process (e.g. an OpenBLAS liblapack.so.3) may export one while sgemm_ is the reference.
+    if (void* handle = dlopen(dl.dli_fname, RTLD_LAZY | RTLD_NOLOAD); handle != nullptr) {
+      using ConfigFn = char* (*)();
+      if (auto* get_config = reinterpret_cast<ConfigFn>(dlsym(handle, "openblas_get_config"))) {
+        if (const char* c = get_config(); c != nullptr) config = c;
+      }
+      dlclose(handle);
+    }
   }
   if (library.empty()) library = "(unknown library)";
   return ClassifyBlas(library, config);

@@ -1,10 +1,14 @@
 #include "runner/blas_info.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
 #include <gtest/gtest.h>
 #include <torch/script.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 
 namespace switchyard::runner {
 namespace {
@@ -54,6 +58,17 @@ TEST(DescribeBlasTest, FindsTheLibraryThatLibtorchCalls) {
   if (info.name.empty()) GTEST_SKIP() << "this libtorch has no external sgemm_";
   EXPECT_TRUE(std::filesystem::is_regular_file(info.library)) << info.library;
   EXPECT_EQ(info.reference, info.name == "reference BLAS");
+  // OpenBLAS's version string comes from the library that holds sgemm_, nowhere else.
+  if (!info.config.empty()) {
+    EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(info.library), "openblas"))
+        << info.library << " with config " << info.config;
+  }
+  // Set by the CTest entry that puts Debian's reference libblas.so.3 in front (LD_LIBRARY_PATH).
+  if (const char* expect = std::getenv("SWITCHYARD_EXPECT_REFERENCE_BLAS");
+      expect != nullptr && std::string(expect) == "1") {
+    EXPECT_TRUE(info.reference) << BlasSummary(info);
+    EXPECT_TRUE(info.config.empty()) << BlasSummary(info);
+  }
   std::cout << "BLAS: " << BlasSummary(info) << "\n";
 }
 
