@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/metering.h"
 #include "support/cluster.h"
+#include "support/fake_orchestrator.h"
 #include "support/media_fixtures.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
@@ -36,14 +37,14 @@ constexpr double kHonestPrice = 0.000001;  // the cluster's upscale price (suppo
 constexpr double kAdvertised = 0.001;      // what the liar advertises...
 constexpr double kReported = 0.01;         // ...and what it reports in every response
 
-// A fake orchestrator: serves Upscale for whatever model it is asked (returning the request's
-// image, with the right units and `reported_price` in its JobInfo) and registers with a gateway
-// with the capabilities it is given, sending a heartbeat every 100 ms until destroyed.
-class FakeOrchestrator final : public node::v1::Orchestrator::Service {
+// A fake orchestrator (support/fake_orchestrator.h) that serves Upscale for whatever model it
+// is asked, returning the request's image, with the right units and `reported_price` in its
+// JobInfo.
+class PriceReportingOrchestrator final : public FakeOrchestrator {
  public:
-  FakeOrchestrator(std::string node_id, double reported_price)
-      : node_id_(std::move(node_id)), reported_price_(reported_price) {}
-  ~FakeOrchestrator() override { Stop(); }
+  PriceReportingOrchestrator(std::string node_id, double reported_price)
+      : FakeOrchestrator(std::move(node_id)), reported_price_(reported_price) {}
+  ~PriceReportingOrchestrator() override { Stop(); }
 
   grpc::Status Upscale(grpc::ServerContext*, const v1::UpscaleRequest* request,
                        v1::ImageResponse* response) override {
@@ -57,103 +58,15 @@ class FakeOrchestrator final : public node::v1::Orchestrator::Service {
     return grpc::Status::OK;
   }
 
-  absl::Status Serve() {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(this);
-    server_ = builder.BuildAndStart();
-    if (server_ == nullptr || port_ == 0) return absl::InternalError("fake server did not start");
-    return absl::OkStatus();
-  }
-
-  // Sends the Hello and waits (bounded) for the gateway's answer: OK when acknowledged, else the
-  // stream's status (the gateway refused the registration).
-  absl::Status Register(const std::string& gateway, std::vector<node::v1::NodeCapability> caps) {
-    status_.set_node_id(node_id_);
-    status_.set_address(absl::StrCat("127.0.0.1:", port_));
-    for (auto& c : caps) *status_.add_capabilities() = std::move(c);
-    stub_ = node::v1::Registry::NewStub(
-        grpc::CreateChannel(gateway, grpc::InsecureChannelCredentials()));
-    context_ = std::make_unique<grpc::ClientContext>();
-    stream_ = stub_->Register(context_.get());
-    node::v1::NodeMessage hello;
-    *hello.mutable_hello() = status_;
-    if (!stream_->Write(hello)) return Finish();
-    // Read blocks: bounded by cancelling the stream if no answer comes in time.
-    std::atomic<bool> answered{false};
-    std::thread watchdog([&] {
-      const auto end = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(10));
-      while (!answered.load() && std::chrono::steady_clock::now() < end) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      if (!answered.load()) context_->TryCancel();
-    });
-    node::v1::GatewayMessage ack;
-    const bool ok = stream_->Read(&ack);
-    answered.store(true);
-    watchdog.join();
-    if (!ok || !ack.has_ack()) return Finish();
-    heartbeat_ = std::thread([this] {
-      node::v1::NodeMessage update;
-      *update.mutable_update() = status_;
-      while (!stop_.load()) {
-        if (!stream_->Write(update)) return;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    });
-    return absl::OkStatus();
-  }
-
-  void Stop() {
-    stop_.store(true);
-    if (context_ != nullptr) context_->TryCancel();
-    if (heartbeat_.joinable()) heartbeat_.join();
-    if (stream_ != nullptr) {
-      stream_->Finish();
-      stream_.reset();
-    }
-    if (server_ != nullptr) {
-      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      server_.reset();
-    }
-  }
-
   int calls() const { return calls_.load(); }
-  const std::string& id() const { return node_id_; }
 
  private:
-  absl::Status Finish() {
-    grpc::Status st = stream_->Finish();
-    stream_.reset();
-    return absl::Status(
-        static_cast<absl::StatusCode>(st.error_code()),
-        st.ok() ? "the gateway closed the stream without an ack" : st.error_message());
-  }
-
-  const std::string node_id_;
   const double reported_price_;
-  int port_ = 0;
-  std::unique_ptr<grpc::Server> server_;
-  node::v1::NodeStatus status_;
-  std::unique_ptr<node::v1::Registry::Stub> stub_;
-  std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<grpc::ClientReaderWriter<node::v1::NodeMessage, node::v1::GatewayMessage>>
-      stream_;
-  std::thread heartbeat_;
-  std::atomic<bool> stop_{false};
   std::atomic<int> calls_{0};
 };
 
 node::v1::NodeCapability Cap(const std::string& model, double price) {
-  node::v1::NodeCapability c;
-  c.set_pipeline("upscale");
-  c.set_model_id(model);
-  c.set_state(node::v1::MODEL_STATE_READY);
-  c.set_capacity(4);
-  c.set_price_per_unit(price);
-  c.set_unit("pixel");
-  c.set_free_memory_mb(-1);
-  return c;
+  return FakeCapability("upscale", model, price, "pixel");
 }
 
 // One ledger row as stored on disk.
@@ -232,20 +145,7 @@ class BillingHostileTest : public ::testing::Test {
 
   // Waits (bounded) until the gateway lists `id` among its orchestrators.
   bool WaitListed(const std::string& id) {
-    const auto end = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(10));
-    while (std::chrono::steady_clock::now() < end) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + Scaled(std::chrono::seconds(2)));
-      v1::ListCapabilitiesRequest req;
-      v1::ListCapabilitiesResponse resp;
-      if (stub_->ListCapabilities(&ctx, req, &resp).ok()) {
-        for (const auto& o : resp.orchestrators()) {
-          if (o.id() == id) return true;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
+    return WaitUntilListed(*stub_, id, Scaled(std::chrono::seconds(10)));
   }
 
   // The honest client's job still succeeds on the real orchestrator, and is paid its price.
@@ -272,7 +172,7 @@ class BillingHostileTest : public ::testing::Test {
 // status and reason, GetUsage's disputed_jobs, the gateway's log), while the client still gets
 // its result and other clients are unaffected.
 TEST_F(BillingHostileTest, ANodeReportingAnotherPriceIsBilledTheAdvertisedOneAndDisputed) {
-  FakeOrchestrator liar("fake-liar", kReported);
+  PriceReportingOrchestrator liar("fake-liar", kReported);
   ASSERT_TRUE(liar.Serve().ok());
   auto registered = liar.Register(cluster_.gateway_address(), {Cap("liar", kAdvertised)});
   ASSERT_TRUE(registered.ok()) << registered << "\n" << cluster_.Logs();
@@ -317,7 +217,7 @@ TEST_F(BillingHostileTest, ANodeReportingAnotherPriceIsBilledTheAdvertisedOneAnd
 // is refused): the client gets an error naming the price, the node gets no job, and the gateway
 // and other clients carry on.
 TEST_F(BillingHostileTest, NanInfiniteAndNegativeAdvertisedPricesAreNotRouted) {
-  FakeOrchestrator bad("fake-bad-price", 0);
+  PriceReportingOrchestrator bad("fake-bad-price", 0);
   ASSERT_TRUE(bad.Serve().ok());
   auto registered = bad.Register(
       cluster_.gateway_address(),
