@@ -27,6 +27,7 @@
 #include <numeric>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -232,10 +233,14 @@ std::vector<Workload> ImageWorkloads(sy::runner::TorchModel* model, const Served
 // random 256 and 512 px squares.
 std::vector<Workload> MaskWorkloads(sy::runner::TorchModel* model, const ServedModel& m) {
   std::vector<Workload> out;
-  for (int side : {256, 512}) {
+  // Two served forms: the masks as JSON strings (what a client calling a node directly without
+  // packed_tensors gets), and packed float32 tensors (what the gateway asks of its nodes; it
+  // prints the JSON itself, docs/pipelines-image.md).
+  for (auto [side, packed] :
+       {std::pair{256, false}, std::pair{256, true}, std::pair{512, false}, std::pair{512, true}}) {
     const at::Tensor input = at::rand({1, 3, side, side}) * 255;
     Workload w;
-    w.input = absl::StrCat(side, "x", side);
+    w.input = absl::StrCat(side, "x", side, packed ? " packed" : " JSON");
     w.raw = [model, input] {
       return Checked(model
                          ->Run({input, at::full({1, 2}, 0.5f), at::ones({1}, at::kLong),
@@ -243,12 +248,13 @@ std::vector<Workload> MaskWorkloads(sy::runner::TorchModel* model, const ServedM
                          .status(),
                      "raw run");
     };
-    w.served = [id = m.id, png = TestPng(side), side](Stub& stub, int) {
+    w.served = [id = m.id, png = TestPng(side), side, packed](Stub& stub, int) {
       grpc::ClientContext ctx;
       SetDeadline(&ctx);
       sy::v1::SegmentAnything2Request req;
       req.set_model_id(id);
       req.set_image(png);
+      req.set_packed_tensors(packed);
       req.add_point_coords(static_cast<float>(side) / 2);
       req.add_point_coords(static_cast<float>(side) / 2);
       req.add_point_labels(1);

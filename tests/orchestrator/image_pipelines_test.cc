@@ -8,12 +8,14 @@
 #include <string>
 #include <vector>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/float_tensor.h"
 #include "common/media/image_codec.h"
 #include "orchestrator/image_pipelines_fixture.h"
 #include "orchestrator/pipelines/live_video_pipeline.h"
@@ -457,6 +459,43 @@ TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
   EXPECT_EQ(result->masks, "[[[0,0,1,1],[0,0,1,1]]]");
   EXPECT_EQ(result->scores, "[0.5]");
   EXPECT_EQ(result->logits, "[[[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,0]]]");
+}
+
+// packed_tensors: the same values as the JSON, as float32 with their shapes, and no JSON.
+TEST_F(ImagePipelinesTest, SegmentAnything2PackedTensorsHoldTheJsonValues) {
+  RunContext ctx = Start(kTinySegmentSource, Config(pipelines::kSegmentAnything2));
+  v1::SegmentAnything2Request req;
+  req.set_image(Png(MakeImage(4, 2)));
+  req.add_point_coords(2);
+  req.add_point_coords(1);
+  req.add_point_labels(1);
+  for (bool return_logits : {true, false}) {
+    SCOPED_TRACE(return_logits ? "logits" : "thresholded");
+    req.set_return_logits(return_logits);
+    req.clear_packed_tensors();
+    auto p = ValidateSegmentAnything2(req, *ctx.model);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_FALSE(p->packed_tensors);
+    auto json = RunSegmentAnything2(ctx, req.image(), *p);
+    ASSERT_TRUE(json.ok()) << json.status();
+    EXPECT_EQ(json->masks_tensor.ByteSizeLong(), 0u);
+
+    req.set_packed_tensors(true);
+    p = ValidateSegmentAnything2(req, *ctx.model);
+    ASSERT_TRUE(p.ok()) << p.status();
+    auto packed = RunSegmentAnything2(ctx, req.image(), *p);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    EXPECT_TRUE(packed->masks.empty() && packed->scores.empty() && packed->logits.empty());
+    EXPECT_THAT(packed->masks_tensor.shape(), ::testing::ElementsAre(3, 2, 4));
+    EXPECT_THAT(packed->scores_tensor.shape(), ::testing::ElementsAre(3));
+    EXPECT_THAT(packed->logits_tensor.shape(), ::testing::ElementsAre(3, 4, 4));
+    // Printed back by the gateway's formatter, they are the orchestrator's JSON, byte for byte.
+    auto masks = FloatTensorToJson(packed->masks_tensor, 1 << 20);
+    ASSERT_TRUE(masks.ok()) << masks.status();
+    EXPECT_EQ(*masks, json->masks);
+    EXPECT_EQ(*FloatTensorToJson(packed->scores_tensor, 1 << 20), json->scores);
+    EXPECT_EQ(*FloatTensorToJson(packed->logits_tensor, 1 << 20), json->logits);
+  }
 }
 
 TEST_F(ImagePipelinesTest, SegmentAnything2ValidationErrorsNameTheField) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <type_traits>
 
@@ -20,6 +21,7 @@
 #include "common/status.h"
 #include "common/tenant.h"
 #include "gateway/api/client_cancelled.h"
+#include "gateway/api/packed_masks.h"
 #include "gateway/api/unary_dispatch.h"
 
 namespace switchyard::gateway {
@@ -79,7 +81,6 @@ grpc::Status CheckSegment(const v1::TranscodeRequest& request) {
   if (request.renditions().empty()) return InvalidArgument("at least one rendition is required");
   return CheckStreamId(request.stream_id());
 }
-
 
 bool SameRenditions(const google::protobuf::RepeatedPtrField<v1::Rendition>& a,
                     const google::protobuf::RepeatedPtrField<v1::Rendition>& b) {
@@ -243,24 +244,43 @@ grpc::ServerUnaryReactor* GatewayService::Route(grpc::CallbackServerContext* con
                        const std::string& node) { affinity_->Record(tenant, key, home, node); };
     }
   }
+  // What the nodes are sent: the client's request, except that segment-anything-2's masks are
+  // asked for packed and printed as JSON here (packed_masks.h), for clients that want JSON.
+  std::shared_ptr<const Request> node_request;
+  std::function<grpc::Status()> unpack = [] { return grpc::Status::OK; };
+  if constexpr (std::is_same_v<Request, v1::SegmentAnything2Request>) {
+    if (!request->packed_tensors()) {
+      auto packed = std::make_shared<Request>(*request);
+      packed->set_packed_tensors(true);
+      node_request = std::move(packed);
+      unpack = [response, max_bytes = config_.max_message_bytes] {
+        return ToGrpcStatus(UnpackMasksToJson(response, max_bytes));
+      };
+    }
+  }
+  const Request* sent = node_request != nullptr ? node_request.get() : request;
   auto* reactor = context->DefaultReactor();
   const double max_total_price = route->max_total_price;
-  std::function<void(grpc::Status)> answer = [reactor, max_total_price](grpc::Status st) {
+  std::function<void(grpc::Status)> answer = [reactor, max_total_price, node_request,
+                                              unpack](grpc::Status st) {
+    if (st.ok()) st = unpack();
     reactor->Finish(WithTotalCap(std::move(st), max_total_price));
   };
   if (spot_checker_ != nullptr) {
-    // Spot checks (spot_check.h): a sampled job's request and result are copied before the
-    // client is answered (they go with the call), and re-run elsewhere after it.
-    answer = [this, reactor, request, response, method, max_total_price](grpc::Status st) {
+    // Spot checks (spot_check.h): a sampled job's request and result (as the node sent it) are
+    // copied before the client is answered (they go with the call), and re-run elsewhere after.
+    answer = [this, reactor, sent, node_request, unpack, response, method,
+              max_total_price](grpc::Status st) {
       std::optional<SpotChecker::Job> check;
-      if (st.ok()) check = SpotCheckOf(*request, *response, method);
+      if (st.ok()) check = SpotCheckOf(*sent, *response, method);
+      if (st.ok()) st = unpack();
       reactor->Finish(WithTotalCap(std::move(st), max_total_price));
       if (check) spot_checker_->Start(*std::move(check));
     };
   }
   // A live video segment's ledger row is charged to the session's key (the HTTP session
   // forwards it), like every job's.
-  Dispatch(context, request, response, *std::move(route), method, std::move(answer),
+  Dispatch(context, sent, response, *std::move(route), method, std::move(answer),
            std::move(on_success));
   return reactor;
 }

@@ -11,11 +11,25 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/tenant.h"
 #include "gateway/api/job_dispatch.h"
+#include "gateway/api/packed_masks.h"
 
 namespace switchyard::gateway {
+
+// A node's successful answer checked before it is metered or passed on; an error makes the
+// attempt a node failure (tried elsewhere). Most answers need no check beyond protobuf's.
+template <typename Response>
+absl::Status CheckNodeAnswer(const Response&) {
+  return absl::OkStatus();
+}
+// Packed masks (segment-anything-2 with packed_tensors): consistent shapes and sizes.
+inline absl::Status CheckNodeAnswer(const v1::MasksResponse& response) {
+  return CheckPackedMasks(response);
+}
 
 template <typename Request, typename Response>
 class UnaryTransport final : public DispatchTransport {
@@ -54,6 +68,13 @@ class UnaryTransport final : public DispatchTransport {
     call_(*plan.node, client_context_.get(), request_, &attempt_response_,
           [this, done = std::move(done)](grpc::Status status) {
             AttemptResult result;
+            if (status.ok()) {
+              if (absl::Status bad = CheckNodeAnswer(attempt_response_); !bad.ok()) {
+                status = grpc::Status(
+                    grpc::StatusCode::UNAVAILABLE,
+                    absl::StrCat(node_->id, " answered a malformed result: ", bad.message()));
+              }
+            }
             if (status.ok() && units_) {
               result.units = units_(*request_, attempt_response_, *node_);
             } else if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {

@@ -1,18 +1,19 @@
 #include "orchestrator/pipelines/image_pipelines.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <span>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/float_tensor.h"
 #include "common/media/ffmpeg_util.h"
 #include "common/pipelines.h"
 #include "orchestrator/pipelines/ocr.h"
@@ -63,27 +64,6 @@ at::Tensor ToBytesNhwc(const at::Tensor& images) {
       .to(at::kByte)
       .permute({0, 2, 3, 1})
       .contiguous();
-}
-
-void AppendJson(const float* data, const int64_t* sizes, int64_t dims, const int64_t* strides,
-                bool as_binary, std::string* out) {
-  out->push_back('[');
-  for (int64_t i = 0; i < sizes[0]; ++i) {
-    if (i > 0) out->push_back(',');
-    const float* p = data + i * strides[0];
-    if (dims > 1) {
-      AppendJson(p, sizes + 1, dims - 1, strides + 1, as_binary, out);
-    } else if (as_binary) {
-      out->push_back(*p > 0 ? '1' : '0');
-    } else if (!std::isfinite(*p)) {
-      out->append("null");
-    } else {
-      char buf[32];
-      auto res = std::to_chars(buf, buf + sizeof(buf), *p);
-      out->append(buf, res.ptr);
-    }
-  }
-  out->push_back(']');
 }
 
 struct DictGuard {
@@ -146,19 +126,16 @@ absl::StatusOr<std::vector<EncodedImage>> EncodePngs(const at::Tensor& images) {
 }
 
 std::string TensorToJson(const at::Tensor& tensor, bool as_binary) {
-  at::Tensor t = tensor.to(at::kFloat).contiguous();
+  const at::Tensor t = tensor.to(at::kFloat).contiguous();
   std::string out;
-  if (t.dim() == 0) {
-    const float v = t.item<float>();
-    if (as_binary) return v > 0 ? "1" : "0";
-    if (!std::isfinite(v)) return "null";
-    char buf[32];
-    auto res = std::to_chars(buf, buf + sizeof(buf), v);
-    return std::string(buf, res.ptr);
-  }
-  out.reserve(static_cast<size_t>(t.numel()) * (as_binary ? 2 : 8) + 16);
-  AppendJson(t.data_ptr<float>(), t.sizes().data(), t.dim(), t.strides().data(), as_binary, &out);
+  AppendFloatsAsJson(t.data_ptr<float>(), std::span<const int64_t>(t.sizes().data(), t.dim()),
+                     as_binary, &out);
   return out;
+}
+
+void TensorToPacked(const at::Tensor& tensor, v1::FloatTensor* out) {
+  const at::Tensor t = tensor.to(at::kFloat).contiguous();
+  PackFloatTensor(t.data_ptr<float>(), std::span<const int64_t>(t.sizes().data(), t.dim()), out);
 }
 
 absl::StatusOr<std::string> EncodeMp4(const at::Tensor& frames, int fps, int encoder_threads) {
@@ -437,9 +414,16 @@ absl::StatusOr<MasksResult> RunSegmentAnything2(const RunContext& ctx, const std
     return bad(absl::StrCat("logits as ", DescribeTensor(logits)));
   }
   MasksResult result;
-  result.masks = TensorToJson(masks, /*as_binary=*/!params.return_logits);
-  result.scores = TensorToJson(scores);
-  result.logits = TensorToJson(logits);
+  if (params.packed_tensors) {
+    // 0/1 as floats when thresholded, as the JSON form prints them.
+    TensorToPacked(params.return_logits ? masks : (masks > 0).to(at::kFloat), &result.masks_tensor);
+    TensorToPacked(scores, &result.scores_tensor);
+    TensorToPacked(logits, &result.logits_tensor);
+  } else {
+    result.masks = TensorToJson(masks, /*as_binary=*/!params.return_logits);
+    result.scores = TensorToJson(scores);
+    result.logits = TensorToJson(logits);
+  }
   result.num_masks = static_cast<int>(k);
   result.input_width = w;
   result.input_height = h;

@@ -78,9 +78,13 @@ absl::StatusOr<VideoResult> RunImageToVideo(const RunContext& ctx, const std::st
                                             const ImageToVideoParams& params);
 
 struct MasksResult {
+  // JSON, or (packed_tensors) the *_tensor fields with the same values.
   std::string masks;   // JSON [K][H][W]: logits, or 0/1 when return_logits is false
   std::string scores;  // JSON [K]
   std::string logits;  // JSON [K][h][w]
+  v1::FloatTensor masks_tensor;
+  v1::FloatTensor scores_tensor;
+  v1::FloatTensor logits_tensor;
   int num_masks = 0;
   int input_width = 0;
   int input_height = 0;
@@ -112,5 +116,7 @@ absl::StatusOr<std::string> EncodeMp4(const at::Tensor& frames, int fps, int enc
 // A float tensor as JSON nested arrays (shortest round-trip float text); `as_binary` writes
 // value > 0 as 1, else 0.
 std::string TensorToJson(const at::Tensor& tensor, bool as_binary = false);
+// The same tensor packed as float32 (the API's FloatTensor).
+void TensorToPacked(const at::Tensor& tensor, v1::FloatTensor* out);
 
 }  // namespace switchyard::orchestrator

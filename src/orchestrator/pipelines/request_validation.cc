@@ -295,6 +295,7 @@ absl::StatusOr<SegmentAnything2Params> ValidateSegmentAnything2(
   p.multimask_output = request.has_multimask_output() ? request.multimask_output() : true;
   p.return_logits = request.has_return_logits() ? request.return_logits() : true;
   p.normalize_coords = request.has_normalize_coords() ? request.normalize_coords() : true;
+  p.packed_tensors = request.packed_tensors();
   return p;
 }
 

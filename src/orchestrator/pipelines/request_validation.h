@@ -98,6 +98,7 @@ struct SegmentAnything2Params {
   bool multimask_output = true;
   bool return_logits = true;
   bool normalize_coords = true;
+  bool packed_tensors = false;  // answer FloatTensors instead of JSON strings
 };
 absl::StatusOr<SegmentAnything2Params> ValidateSegmentAnything2(
     const v1::SegmentAnything2Request& request, const ModelConfig& model);

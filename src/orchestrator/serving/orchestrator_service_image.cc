@@ -96,6 +96,11 @@ struct SegmentAnything2Pipeline : UnaryDescriptor<v1::SegmentAnything2Request, t
     response->set_masks(std::move(result->masks));
     response->set_scores(std::move(result->scores));
     response->set_logits(std::move(result->logits));
+    if (params.packed_tensors) {
+      *response->mutable_masks_tensor() = std::move(result->masks_tensor);
+      *response->mutable_scores_tensor() = std::move(result->scores_tensor);
+      *response->mutable_logits_tensor() = std::move(result->logits_tensor);
+    }
     return absl::StrCat(result->input_width, "x", result->input_height, " -> ", result->num_masks,
                         " mask(s)");
   }
