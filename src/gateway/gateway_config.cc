@@ -73,8 +73,9 @@ bool IsPeerId(const std::string& id) {
   });
 }
 
-// state.gateway_id, state.peers {"ID": "http://HOST:PORT"}, state.internal_secret_file,
-// state.peer_timeout_ms: all or none (peers without a secret would serve anyone who asks).
+// state.gateway_id, state.peers {"ID": "http://HOST:PORT" or "https://HOST:PORT"},
+// state.internal_secret_file, state.peer_timeout_ms: all or none (peers without a secret would
+// serve anyone who asks). state.peer_tls is read and matched with the schemes by CheckPeerTls.
 absl::Status ReadPeers(const ConfigObject& state, const std::filesystem::path& file,
                        SharedStateConfig* out) {
   const bool any = state.Has("gateway_id") || state.Has("peers") ||
@@ -86,7 +87,7 @@ absl::Status ReadPeers(const ConfigObject& state, const std::filesystem::path& f
   }
   if (!state.Has("peers")) return state.Error("peers", "is required with state.gateway_id");
   SY_RETURN_IF_ERROR(state.ReadMap(
-      "peers", "gateway id -> \"http://HOST:PORT\"", &out->peers,
+      "peers", "gateway id -> \"http://HOST:PORT\" or \"https://HOST:PORT\"", &out->peers,
       [&](const ConfigObject& peers, const std::string& id,
           const std::string& url) -> absl::Status {
         if (!IsPeerId(id)) {
@@ -96,8 +97,10 @@ absl::Status ReadPeers(const ConfigObject& state, const std::filesystem::path& f
           return peers.Error(id, "is this gateway's own state.gateway_id");
         }
         absl::string_view rest = url;
-        if (!absl::ConsumePrefix(&rest, "http://")) {
-          return peers.Error(id, "must be \"http://HOST:PORT\" (the peer's http_listen)");
+        if (!absl::ConsumePrefix(&rest, "http://") && !absl::ConsumePrefix(&rest, "https://")) {
+          return peers.Error(id,
+                             "must be \"http://HOST:PORT\" or \"https://HOST:PORT\" (the peer's "
+                             "http_listen)");
         }
         absl::ConsumeSuffix(&rest, "/");
         SY_RETURN_IF_ERROR(
@@ -134,27 +137,28 @@ absl::Status ReadPeers(const ConfigObject& state, const std::filesystem::path& f
   return absl::OkStatus();
 }
 
-// `state.redis.tls`: absent or false (plain TCP), or {"ca_file", "cert_file", "key_file",
-// "server_name"}. The files are checked here (readable PEM, the key the certificate's) so that a
-// bad one stops the gateway at start, not at its first call to Redis.
-absl::Status ReadRedisTls(const ConfigObject& redis, const std::filesystem::path& file,
-                          TlsClientConfig* out) {
+// A TLS client block `block` of `parent` (`state.redis.tls`, `state.peer_tls`): absent or false
+// (no TLS), or {"ca_file", "cert_file", "key_file", "server_name"}. The files are checked here
+// (readable PEM, the key the certificate's) so that a bad one stops the gateway at start, not at
+// its first connection.
+absl::Status ReadClientTls(const ConfigObject& parent, const std::string& block,
+                           const std::filesystem::path& file, TlsClientConfig* out) {
   *out = TlsClientConfig();
-  if (!redis.Has("tls")) return absl::OkStatus();
-  const nlohmann::json& value = redis.json().at("tls");
+  if (!parent.Has(block)) return absl::OkStatus();
+  const nlohmann::json& value = parent.json().at(block);
   if (value.is_boolean()) {
     if (!value.get<bool>()) return absl::OkStatus();
-    return redis.Error("tls",
-                       "true is not enough: give an object {\"ca_file\": ..., \"cert_file\": ..., "
-                       "\"key_file\": ..., \"server_name\": ...} (ca_file required: the CA the "
-                       "server's certificate chains to; cert_file and key_file for mutual TLS)");
+    return parent.Error(block,
+                        "true is not enough: give an object {\"ca_file\": ..., \"cert_file\": ..., "
+                        "\"key_file\": ..., \"server_name\": ...} (ca_file required: the CA the "
+                        "server's certificate chains to; cert_file and key_file for mutual TLS)");
   }
   if (!value.is_object()) {
-    return redis.Error("tls",
-                       "must be false or an object {\"ca_file\", \"cert_file\", "
-                       "\"key_file\", \"server_name\"}");
+    return parent.Error(block,
+                        "must be false or an object {\"ca_file\", \"cert_file\", "
+                        "\"key_file\", \"server_name\"}");
   }
-  ConfigObject tls = redis.Child("tls");
+  ConfigObject tls = parent.Child(block);
   SY_RETURN_IF_ERROR(tls.CheckKeys({"ca_file", "cert_file", "key_file", "server_name"}));
   std::string ca, cert, key;
   SY_RETURN_IF_ERROR(tls.Read("ca_file", &ca, /*required=*/true));
@@ -176,18 +180,48 @@ absl::Status ReadRedisTls(const ConfigObject& redis, const std::filesystem::path
   out->ca_file = ResolveConfigPath(file, ca);
   if (!cert.empty()) out->cert_file = ResolveConfigPath(file, cert);
   if (!key.empty()) out->key_file = ResolveConfigPath(file, key);
-  return CheckTlsClientConfig(*out, absl::StrCat(file.string(), ": ", redis.Path("tls")));
+  return CheckTlsClientConfig(*out, absl::StrCat(file.string(), ": ", parent.Path(block)));
+}
+
+// state.peer_tls against the peers' schemes: https:// peers need it (the CA their certificates
+// chain to), and with it every peer must be https://, so that the secret and clients' API keys
+// never cross the network in clear text to one of them.
+absl::Status CheckPeerTls(const ConfigObject& state, const SharedStateConfig& s) {
+  if (s.peers.empty()) {
+    if (s.peer_tls.enabled) {
+      return state.Error("peer_tls", "needs state.peers (with https:// addresses)");
+    }
+    return absl::OkStatus();
+  }
+  const ConfigObject peers = state.Child("peers");
+  for (const auto& [id, url] : s.peers) {
+    const bool https = absl::StartsWith(url, "https://");
+    if (https && !s.peer_tls.enabled) {
+      return peers.Error(id,
+                         "https:// peers need state.peer_tls (at least its ca_file: the CA the "
+                         "peers' certificates chain to)");
+    }
+    if (!https && s.peer_tls.enabled) {
+      return peers.Error(id,
+                         "with state.peer_tls every peer must be https://; an http:// one would "
+                         "get the shared secret and clients' API keys in clear text");
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The `state` block: {"redis": {"address", "password_file", "key_prefix", "timeout_ms",
-// "lease_ttl_ms", "tls"}, "on_unavailable": "deny" | "local"}.
+// "lease_ttl_ms", "tls"}, "on_unavailable": "deny" | "local", "gateway_id", "peers",
+// "internal_secret_file", "peer_timeout_ms", "peer_tls"}.
 absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::path& file,
                              SharedStateConfig* out) {
   if (!root.Has("state")) return absl::OkStatus();
   ConfigObject state = root.Child("state");
   SY_RETURN_IF_ERROR(state.CheckKeys({"redis", "on_unavailable", "gateway_id", "peers",
-                                      "internal_secret_file", "peer_timeout_ms"}));
+                                      "internal_secret_file", "peer_timeout_ms", "peer_tls"}));
   SY_RETURN_IF_ERROR(ReadPeers(state, file, out));
+  SY_RETURN_IF_ERROR(ReadClientTls(state, "peer_tls", file, &out->peer_tls));
+  SY_RETURN_IF_ERROR(CheckPeerTls(state, *out));
   SY_RETURN_IF_ERROR(state.Read("on_unavailable", &out->on_unavailable));
   if (out->on_unavailable != "deny" && out->on_unavailable != "local") {
     return state.Error("on_unavailable",
@@ -207,7 +241,7 @@ absl::Status ReadSharedState(const ConfigObject& root, const std::filesystem::pa
   SY_RETURN_IF_ERROR(ValidateHostPort(out->redis_address,
                                       absl::StrCat(file.string(), ": ", redis.Path("address"))));
   if (absl::EndsWith(out->redis_address, ":0")) return redis.Error("address", "port 0 is no port");
-  SY_RETURN_IF_ERROR(ReadRedisTls(redis, file, &out->redis_tls));
+  SY_RETURN_IF_ERROR(ReadClientTls(redis, "tls", file, &out->redis_tls));
   std::string password_file;
   SY_RETURN_IF_ERROR(redis.Read("password_file", &password_file));
   if (redis.Has("password_file")) {
@@ -631,10 +665,14 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(const std::string& json_text,
   if (!c.state.peers.empty() && c.http_listen.empty()) {
     return root.Error("state", "peers: the internal calls go to http_listen, which is empty");
   }
-  if (!c.state.peers.empty() && c.http_tls.enabled()) {
+  if (!c.state.peers.empty() && c.http_tls.enabled() && !c.state.peer_tls.enabled) {
+    // This gateway's clients use HTTPS, and so do its peers' (one config for all): internal calls
+    // in plain HTTP would carry the secret and clients' keys in clear text.
     return root.Error("state",
-                      "peers: the internal calls between gateways are plain HTTP, which http_tls "
-                      "(HTTPS on http_listen) rules out; not supported together yet");
+                      "peers: with http_tls (HTTPS on http_listen) the peers must be "
+                      "\"https://HOST:PORT\" with state.peer_tls (the CA their certificates chain "
+                      "to); plain-HTTP internal calls would carry the secret and clients' API keys "
+                      "in clear text");
   }
 
   SY_RETURN_IF_ERROR(ReadNodeIdentity(root, file, &c.node_identity));

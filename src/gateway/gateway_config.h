@@ -29,12 +29,16 @@ struct SharedStateConfig {
   std::string on_unavailable = "local";
   // Async results and served media held by another gateway (docs/operations.md "Several
   // gateways"): this gateway's short id, put in the ids it hands out; the peers' ids and base
-  // URLs (http://HOST:PORT of their http_listen); the secret their internal calls carry (the
-  // first line of state.internal_secret_file); each internal call's timeout. Empty: no peers.
+  // URLs (http://HOST:PORT or https://HOST:PORT of their http_listen, all one scheme); the secret
+  // their internal calls carry (the first line of state.internal_secret_file); each internal
+  // call's timeout. Empty: no peers.
   std::string gateway_id;
   std::map<std::string, std::string> peers;
   std::string internal_secret;
   int peer_timeout_ms = 10000;
+  // state.peer_tls: {"ca_file", "cert_file", "key_file", "server_name"} (server_name is kept as
+  // server_name_override), enabled exactly when the peers are https://.
+  TlsClientConfig peer_tls;
 };
 
 // The usage ledger in PostgreSQL (`usage_ledger: {"backend": "postgres", ...}`).

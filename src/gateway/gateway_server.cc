@@ -352,11 +352,13 @@ absl::Status GatewayServer::StartHttp() {
       peer_options.peers = config_.state.peers;
       peer_options.secret = config_.state.internal_secret;
       peer_options.timeout = absl::Milliseconds(config_.state.peer_timeout_ms);
+      peer_options.tls = config_.state.peer_tls;
       auto peers = PeerGateways::Create(std::move(peer_options));
       if (!peers.ok()) return peers.status();
       peers_ = *std::move(peers);
-      spdlog::info("async results and served media: this gateway is '{}', {} peer gateway(s)",
-                   config_.state.gateway_id, config_.state.peers.size());
+      spdlog::info("async results and served media: this gateway is '{}', {} peer gateway(s) {}",
+                   config_.state.gateway_id, config_.state.peers.size(),
+                   config_.state.peer_tls.enabled ? "over HTTPS (state.peer_tls)" : "over HTTP");
     }
     std::map<std::string, http::Handler> routes =
         LivepeerApiRoutes(channel, live_, auth_.get(), peers_);

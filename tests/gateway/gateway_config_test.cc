@@ -563,6 +563,126 @@ TEST(GatewayConfigTest, SharedStatePeers) {
   ExpectError(no_http, "http_listen");
 }
 
+// HTTPS between gateways: https:// peers with state.peer_tls (read like state.redis.tls), all
+// one scheme, and http_tls allowed only then.
+TEST(GatewayConfigTest, SharedStatePeersTls) {
+  TempDir tmp;
+  auto certs = ::switchyard::testing::MakeTestCerts(tmp.path());
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  fs::create_directories(tmp.path() / "conf");
+  fs::copy_file(certs->ca, tmp.path() / "conf" / "peers-ca.pem");
+  fs::copy_file(certs->client_cert, tmp.path() / "conf" / "client.pem");
+  fs::copy_file(certs->client_key, tmp.path() / "conf" / "client.key");
+  WriteFile(tmp.path() / "conf" / "internal.secret", "0123456789abcdef0123456789abcdef\n");
+  WriteFile(tmp.path() / "conf" / "not-pem.pem", "hello\n");
+  const fs::path file = tmp.path() / "conf" / "gateway.json";
+  const Json http_tls = {{"cert_file", certs->server_cert.string()},
+                         {"key_file", certs->server_key.string()}};
+  // `state` fields over https:// peers with a CA; `root` fields over http_listen.
+  auto load = [&](Json fields, Json root = Json::object()) {
+    Json state = {
+        {"gateway_id", "ga"},
+        {"peers", {{"gb", "https://10.0.0.2:8935"}, {"gc", "https://gw-c.internal:8935/"}}},
+        {"internal_secret_file", "internal.secret"},
+        {"peer_tls", {{"ca_file", "peers-ca.pem"}}}};
+    state.update(fields);
+    Json j = {{"http_listen", "127.0.0.1:8935"}, {"state", state}};
+    j.update(root);
+    WriteFile(file, j.dump());
+    return LoadGatewayConfig(file);
+  };
+  auto ca_only = load(Json::object());
+  ASSERT_TRUE(ca_only.ok()) << ca_only.status();
+  EXPECT_EQ(ca_only->state.peers.at("gb"), "https://10.0.0.2:8935");
+  EXPECT_EQ(ca_only->state.peers.at("gc"), "https://gw-c.internal:8935");  // '/' dropped
+  EXPECT_TRUE(ca_only->state.peer_tls.enabled);
+  EXPECT_EQ(ca_only->state.peer_tls.ca_file, tmp.path() / "conf" / "peers-ca.pem");
+  EXPECT_TRUE(ca_only->state.peer_tls.cert_file.empty());
+  EXPECT_TRUE(ca_only->state.peer_tls.server_name_override.empty());
+  EXPECT_FALSE(ca_only->state.redis_tls.enabled);  // the two blocks are separate
+
+  // With a client certificate and a name, and with http_tls on this gateway's own listener (the
+  // combination that plain-HTTP peers cannot have).
+  auto full = load({{"peer_tls",
+                     {{"ca_file", "peers-ca.pem"},
+                      {"cert_file", "client.pem"},
+                      {"key_file", "client.key"},
+                      {"server_name", "gateways.internal"}}}},
+                   {{"http_tls", http_tls}});
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_TRUE(full->http_tls.enabled());
+  EXPECT_EQ(full->state.peer_tls.cert_file, tmp.path() / "conf" / "client.pem");
+  EXPECT_EQ(full->state.peer_tls.key_file, tmp.path() / "conf" / "client.key");
+  EXPECT_EQ(full->state.peer_tls.server_name_override, "gateways.internal");
+
+  // Plain-HTTP peers: still fine without http_tls, and peer_tls: false is no TLS.
+  auto plain = load({{"peers", {{"gb", "http://10.0.0.2:8935"}}}, {"peer_tls", false}});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->state.peer_tls.enabled);
+
+  // Each refusal names the field (and the file).
+  const struct {
+    Json state;
+    Json root;
+    std::vector<std::string> says;
+  } refused[] = {
+      // https:// without peer_tls: nothing to verify the peers' certificates with.
+      {{{"peer_tls", false}}, Json::object(), {"state.peers.gb", "state.peer_tls", "ca_file"}},
+      // Mixed schemes, either way round: the secret would reach the http:// one in clear text.
+      {{{"peers", {{"gb", "https://10.0.0.2:1"}, {"gc", "http://10.0.0.3:1"}}}},
+       Json::object(),
+       {"state.peers.gc", "https://", "clear text"}},
+      {{{"peers", {{"gb", "http://10.0.0.2:1"}}}}, Json::object(), {"state.peers.gb", "https://"}},
+      // http_tls with plain-HTTP peers: refused as before, saying what to do instead.
+      {{{"peers", {{"gb", "http://10.0.0.2:1"}}}, {"peer_tls", false}},
+       {{"http_tls", http_tls}},
+       {"state", "http_tls", "https://", "state.peer_tls"}},
+      {{{"peers", {{"gb", "ftp://10.0.0.2:1"}}}}, Json::object(), {"state.peers.gb", "https://"}},
+      {{{"peers", {{"gb", "https://10.0.0.2"}}}}, Json::object(), {"state.peers.gb"}},
+      {{{"peers", {{"gb", "https://h:1/path"}}}}, Json::object(), {"state.peers.gb"}},
+      // The block itself, read like state.redis.tls.
+      {{{"peer_tls", true}}, Json::object(), {"state.peer_tls", "ca_file"}},
+      {{{"peer_tls", "yes"}}, Json::object(), {"state.peer_tls", "object"}},
+      {{{"peer_tls", Json::object()}}, Json::object(), {"state.peer_tls.ca_file", "required"}},
+      {{{"peer_tls", {{"ca_file", "peers-ca.pem"}, {"colour", 1}}}}, Json::object(), {"colour"}},
+      {{{"peer_tls", {{"ca_file", "missing.pem"}}}},
+       Json::object(),
+       {"state.peer_tls.ca_file", "missing.pem"}},
+      {{{"peer_tls", {{"ca_file", "not-pem.pem"}}}},
+       Json::object(),
+       {"state.peer_tls.ca_file", "not-pem.pem"}},
+      {{{"peer_tls", {{"ca_file", "peers-ca.pem"}, {"cert_file", "client.pem"}}}},
+       Json::object(),
+       {"state.peer_tls.key_file", "go together"}},
+      {{{"peer_tls",
+         {{"ca_file", "peers-ca.pem"},
+          {"cert_file", "client.pem"},
+          {"key_file", certs->server_key.string()}}}},
+       Json::object(),
+       {"state.peer_tls.key_file", "does not match"}},
+      {{{"peer_tls", {{"ca_file", "peers-ca.pem"}, {"server_name", "a b"}}}},
+       Json::object(),
+       {"state.peer_tls.server_name"}},
+  };
+  for (const auto& r : refused) {
+    auto c = load(r.state, r.root);
+    ASSERT_FALSE(c.ok()) << "accepted: " << r.state.dump() << r.root.dump();
+    EXPECT_THAT(c.status().code(),
+                ::testing::AnyOf(absl::StatusCode::kInvalidArgument, absl::StatusCode::kNotFound))
+        << c.status();
+    EXPECT_THAT(c.status().message(), HasSubstr(file.string())) << r.state.dump();
+    for (const auto& s : r.says) {
+      EXPECT_THAT(c.status().message(), HasSubstr(s)) << r.state.dump() << r.root.dump();
+    }
+  }
+  // peer_tls without peers: refused, naming it.
+  WriteFile(file, Json({{"state", {{"peer_tls", {{"ca_file", "peers-ca.pem"}}}}}}).dump());
+  auto alone = LoadGatewayConfig(file);
+  ASSERT_FALSE(alone.ok());
+  EXPECT_THAT(alone.status().message(), HasSubstr("state.peer_tls"));
+  EXPECT_THAT(alone.status().message(), HasSubstr("state.peers"));
+}
+
 TEST(GatewayConfigTest, NodeIdentity) {
   auto d = Parse(Json::object());
   ASSERT_TRUE(d.ok()) << d.status();

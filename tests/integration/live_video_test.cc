@@ -5,6 +5,7 @@
 // applied to the pixels, timestamps continue across segments, audio is carried, events and
 // control messages flow, failover when the orchestrator running the stream dies, and the
 // request's validation and capacity errors. Also unit tests of the URL parser and HTTP client.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -650,6 +651,37 @@ TEST(LiveVideoUnitTest, ParsesHttpUrls) {
   EXPECT_FALSE(gateway::ParseHttpUrl("http://:80/x").ok());
   EXPECT_FALSE(gateway::ParseHttpUrl("http://host:99999/x").ok());
   EXPECT_FALSE(gateway::ParseHttpUrl("http://user@host/x").ok());
+  EXPECT_FALSE(u->https);
+  // https:// only where the caller allows it (peer gateways with state.peer_tls), port 443 by
+  // default; trickle URLs stay http:// only.
+  u = gateway::ParseUrl("https://gw-b.internal/x", /*allow_https=*/true);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_TRUE(u->https);
+  EXPECT_EQ(u->host, "gw-b.internal");
+  EXPECT_EQ(u->port, "443");
+  EXPECT_EQ(u->target, "/x");
+  u = gateway::ParseUrl("HTTPS://[::1]:8443", true);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_TRUE(u->https);
+  EXPECT_EQ(u->port, "8443");
+  EXPECT_FALSE(gateway::ParseUrl("https://gw-b.internal/x", false).ok());
+  EXPECT_FALSE(gateway::ParseUrl("ftp://gw-b.internal/x", true).ok());
+  EXPECT_FALSE(gateway::ParseUrl("https://user@gw-b.internal/x", true).ok());
+}
+
+// TrickleRequest with TLS takes https:// only: an http:// URL is refused before any connection
+// (no plain fallback), and without TLS an https:// URL is refused.
+TEST(LiveVideoUnitTest, TrickleRequestKeepsSchemeAndTlsTogether) {
+  auto allowed = gateway::EgressPolicy::Create({"127.0.0.1"});
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  gateway::TrickleTls tls;  // no context: refused as well, never used
+  auto plain = gateway::TrickleRequest(*allowed, "GET", "http://127.0.0.1:1/x", "", "",
+                                       absl::Seconds(1), 100, nullptr, {}, &tls);
+  EXPECT_EQ(plain.status().code(), absl::StatusCode::kInvalidArgument) << plain.status();
+  EXPECT_THAT(std::string(plain.status().message()), ::testing::HasSubstr("https://"));
+  auto https = gateway::TrickleRequest(*allowed, "GET", "https://127.0.0.1:1/x", "", "",
+                                       absl::Seconds(1), 100, nullptr);
+  EXPECT_EQ(https.status().code(), absl::StatusCode::kInvalidArgument) << https.status();
 }
 
 TEST(LiveVideoUnitTest, TrickleRequestsAgainstTheTestServer) {

@@ -2,12 +2,16 @@
 // state.internal_secret_file; docs/operations.md "Several gateways"): two real gateways with API
 // keys and one orchestrator serving a tiny image-to-video model. An async job started on gateway
 // A is polled from B, its video fetched from B; another key gets 404 as on one gateway; hostile
-// ids and calls to the internal endpoint are refused; a dead peer is a clear 502. Every wait is
-// bounded; loopback only.
+// ids and calls to the internal endpoint are refused; a dead peer is a clear 502. Then the same
+// over HTTPS (http_tls on both, https:// peers with state.peer_tls), with peers that must be
+// refused: a certificate of another CA, a certificate for another address, a listener that stalls
+// the handshake and one that answers garbage. Every wait is bounded; loopback only.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <string>
 #include <thread>
@@ -16,13 +20,16 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/http_server.h"
 #include "common/media/image_codec.h"
 #include "gateway/billing/api_keys.h"
 #include "support/cluster.h"
+#include "support/hostile_server.h"
 #include "support/http_client.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
 #include "support/tiny_models.h"
+#include "support/tls_certs.h"
 
 namespace switchyard::testing {
 namespace {
@@ -277,6 +284,222 @@ TEST_F(SharedResultsTest, TheInternalEndpointRefusesHostileCalls) {
             404);
   EXPECT_EQ(HttpRequest(port_a_, "GET", "/healthz").status, 200);
   EXPECT_EQ(HttpRequest(port_b_, "GET", "/healthz").status, 200);
+}
+
+// HTTPS between gateways: both gateways serve http_listen with http_tls, and each names the
+// other as https://127.0.0.1:PORT with state.peer_tls (the test CA). Gateway B also names four
+// peers that must be refused (in this process): "gr" presents a certificate of another CA, "gw" a
+// certificate of the right CA that does not name its address (127.0.0.2), "gs" accepts and never
+// answers the handshake, "gg" answers garbage.
+class SharedResultsTlsTest : public ::testing::Test {
+ protected:
+  static constexpr int kPeerTimeoutMs = 2000;
+
+  void SetUp() override {
+    const fs::path dir = dir_.path();
+    auto certs = MakeTestCerts(dir);
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = *certs;
+    const fs::path model = dir / "i2v-test.pt";
+    SaveScriptModule(model, kTinyImageToVideoSource);
+    WriteFile(dir / "keys.json",
+              Json({{"keys", {{{"id", "app"}, {"sha256", gateway::Sha256Hex(kKey)}}}}}).dump());
+    WriteFile(dir / "internal.secret", absl::StrCat(kSecret, "\n"));
+    // The impostors answer a complete-looking result to anyone: a 200 from them would show.
+    rogue_ = Impostor(certs_.rogue_cert, certs_.rogue_key, "127.0.0.1:0");
+    wrong_host_ = Impostor(certs_.server_cert, certs_.server_key, "127.0.0.2:0");
+    ASSERT_TRUE(rogue_ != nullptr && wrong_host_ != nullptr);
+    port_a_ = PickFreePort();
+    port_b_ = PickFreePort();
+    ASSERT_TRUE(port_a_ > 0 && port_b_ > 0 && port_a_ != port_b_);
+    ClusterOptions options;
+    options.orchestrators = 1;
+    options.models = {};
+    options.extra_models.push_back({{"id", "i2v-test"},
+                                    {"pipeline", "image-to-video"},
+                                    {"path", model.string()},
+                                    {"warm", true},
+                                    {"device", "cpu"},
+                                    {"warmup_size", 16},
+                                    {"options", {{"max_frames", 16}}}});
+    options.extra_gateways = 1;
+    options.api_key = kKey;
+    const Json http_tls = {{"cert_file", certs_.server_cert.string()},
+                           {"key_file", certs_.server_key.string()}};
+    options.gateway_config = {{"api_keys_file", (dir / "keys.json").string()},
+                              {"http_tls", http_tls}};
+    const std::string secret_file = (dir / "internal.secret").string();
+    const Json peer_tls = {{"ca_file", certs_.ca.string()}};
+    auto https = [](const std::string& address) { return absl::StrCat("https://", address); };
+    options.per_gateway_config = {
+        {{"http_listen", absl::StrCat("127.0.0.1:", port_a_)},
+         {"state",
+          {{"gateway_id", "ga"},
+           {"peers", {{"gb", https(absl::StrCat("127.0.0.1:", port_b_))}}},
+           {"internal_secret_file", secret_file},
+           {"peer_tls", peer_tls},
+           {"peer_timeout_ms", kPeerTimeoutMs}}}},
+        {{"http_listen", absl::StrCat("127.0.0.1:", port_b_)},
+         {"state",
+          {{"gateway_id", "gb"},
+           {"peers",
+            {{"ga", https(absl::StrCat("127.0.0.1:", port_a_))},
+             {"gr", https(absl::StrCat("127.0.0.1:", rogue_->port()))},
+             {"gw", https(absl::StrCat("127.0.0.2:", wrong_host_->port()))},
+             {"gs", https(silent_.address())},
+             {"gg", https(garbage_.address())}}},
+           {"internal_secret_file", secret_file},
+           {"peer_tls", peer_tls},
+           {"peer_timeout_ms", kPeerTimeoutMs}}}}};
+    auto st = cluster_.Start(options);
+    ASSERT_TRUE(st.ok()) << st << cluster_.Logs();
+  }
+
+  http::ServerPtr Impostor(const fs::path& cert, const fs::path& key, const std::string& listen) {
+    http::ServerOptions o;
+    o.listen = listen;
+    o.tls.cert_file = cert;
+    o.tls.key_file = key;
+    std::map<std::string, http::Handler> routes;
+    routes["/internal/*"] = [this](const http::Request&, http::Reply reply) {
+      impostor_calls_++;  // a request reached it: the secret and the client's key with it
+      reply(http::Json(200, R"({"status":"complete","result":{"images":[]}})"));
+    };
+    auto server = http::Server::Create(std::move(o), std::move(routes));
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? *std::move(server) : nullptr;
+  }
+
+  // A call over HTTPS (the gateways' listeners), verified against the test CA.
+  HttpResult Call(int port, const std::string& method, const std::string& path,
+                  const std::map<std::string, std::string>& headers = {},
+                  const std::string& body = "", const std::string& content_type = "") {
+    HttpCall call;
+    call.method = method;
+    call.path = path;
+    call.body = body;
+    call.content_type = content_type;
+    call.headers = headers;
+    call.headers["Authorization"] = absl::StrCat("Bearer ", kKey);
+    call.tls_ca_file = certs_.ca.string();
+    return HttpRequest(port, call);
+  }
+  HttpResult Poll(int port, const std::string& id) {
+    return Call(port, "POST", "/image-to-video/result", {}, Json{{"request_id", id}}.dump(),
+                "application/json");
+  }
+  std::string StartAsync(int port) {
+    HttpResult r = Call(port, "POST", "/image-to-video", {{"Prefer", "respond-async"}}, Form(Png()),
+                        absl::StrCat("multipart/form-data; boundary=", kBoundary));
+    EXPECT_EQ(r.status, 202) << r.body << r.error << cluster_.Logs();
+    Json j = Json::parse(r.body, nullptr, false);
+    return j.is_object() && j["request_id"].is_string() ? j["request_id"].get<std::string>() : "";
+  }
+  Json PollDone(int port, const std::string& id) {
+    Json last;
+    for (int i = 0; i < 200; ++i) {
+      HttpResult r = Poll(port, id);
+      if (r.status != 200) return Json{{"http", r.status}, {"body", r.body}, {"error", r.error}};
+      last = Json::parse(r.body, nullptr, false);
+      if (!last.is_object() || last["status"] != "processing") return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return last;
+  }
+
+  TempDir dir_;
+  TestCerts certs_;
+  std::atomic<int> impostor_calls_{0};
+  http::ServerPtr rogue_;
+  http::ServerPtr wrong_host_;
+  HostileServer silent_{HostileServer::Behaviour::kSilent};
+  HostileServer garbage_{HostileServer::Behaviour::kGarbage};
+  LocalCluster cluster_;  // last: stopped first
+  int port_a_ = 0;
+  int port_b_ = 0;
+};
+
+TEST_F(SharedResultsTlsTest, AnAsyncResultMadeOnAIsFetchedFromBOverHttps) {
+  EXPECT_NE(cluster_.gateway().Log().find("over HTTPS (state.peer_tls)"), std::string::npos)
+      << cluster_.Logs();
+  const std::string id = StartAsync(port_a_);
+  ASSERT_EQ(id.rfind("ga.", 0), 0u) << id;
+  Json done = PollDone(port_b_, id);  // polled from B only: B fetched it from A over HTTPS
+  ASSERT_EQ(done["status"], "complete") << done.dump() << cluster_.Logs();
+  const std::string url = done["result"]["images"][0]["url"];
+  const std::string path = url.substr(url.find("/stream/"));
+  HttpResult on_a = Call(port_a_, "GET", path);
+  ASSERT_EQ(on_a.status, 200) << on_a.body << on_a.error;
+  HttpResult on_b = Call(port_b_, "GET", path);
+  ASSERT_EQ(on_b.status, 200) << on_b.body << on_b.error << cluster_.Logs();
+  EXPECT_EQ(on_b.body, on_a.body);
+  EXPECT_GT(on_b.body.size(), 100u);
+  // And the other way round.
+  const std::string id_b = StartAsync(port_b_);
+  ASSERT_EQ(id_b.rfind("gb.", 0), 0u) << id_b;
+  EXPECT_EQ(PollDone(port_a_, id_b)["status"], "complete");
+  std::printf(
+      "SHARED-RESULTS-TLS: async job %s started on A, complete when polled from B over "
+      "HTTPS; its %zu-byte video served by B\n",
+      id.c_str(), on_b.body.size());
+}
+
+TEST_F(SharedResultsTlsTest, PeersThatFailVerificationOrStallAreRefusedBounded) {
+  const std::string real = StartAsync(port_a_);
+  ASSERT_FALSE(real.empty());
+  ASSERT_EQ(PollDone(port_b_, real)["status"], "complete") << cluster_.Logs();
+
+  // Stalled handshakes first, three at once: each is 504 after peer_timeout_ms, not longer.
+  std::vector<std::future<std::pair<HttpResult, std::chrono::milliseconds>>> stalled;
+  for (int i = 0; i < 3; ++i) {
+    stalled.push_back(std::async(std::launch::async, [this] {
+      const auto start = std::chrono::steady_clock::now();
+      HttpResult r = Poll(port_b_, absl::StrCat("gs.", kHexId));
+      return std::make_pair(r, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - start));
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Meanwhile B still answers: its health, and a real result from A over HTTPS (the fetch pool
+  // has a thread left).
+  const auto during = std::chrono::steady_clock::now();
+  EXPECT_EQ(Call(port_b_, "GET", "/healthz").status, 200);
+  EXPECT_EQ(PollDone(port_b_, real)["status"], "complete");
+  EXPECT_LT(std::chrono::steady_clock::now() - during, std::chrono::milliseconds(1500));
+
+  // A certificate of another CA, then one that does not name the peer's address: 502, the
+  // reason in B's log, and no request ever reached either impostor (nor the secret with it).
+  const struct {
+    const char* peer;
+    const char* logged;
+  } refused[] = {{"gr", "certificate verify failed"},
+                 {"gw", "IP address mismatch"},
+                 {"gg", "TLS handshake failed"}};
+  for (const auto& r : refused) {
+    HttpResult result = Poll(port_b_, absl::StrCat(r.peer, ".", kHexId));
+    EXPECT_EQ(result.status, 502) << r.peer << ": " << result.body;
+    EXPECT_NE(result.body.find(absl::StrCat("gateway '", r.peer, "'")), std::string::npos)
+        << result.body;
+    HttpResult media =
+        Call(port_b_, "GET", absl::StrCat("/stream/", r.peer, ".", kHexId, "/video-0.mp4"));
+    EXPECT_EQ(media.status, 502) << r.peer << ": " << media.body;
+  }
+  for (auto& s : stalled) {
+    auto [r, took] = s.get();
+    EXPECT_EQ(r.status, 504) << r.body << r.error;
+    EXPECT_GE(took, std::chrono::milliseconds(kPeerTimeoutMs - 100));
+    EXPECT_LT(took, std::chrono::milliseconds(kPeerTimeoutMs + 2500));
+  }
+  const std::string log = cluster_.extra_gateway(0).Log();
+  for (const auto& r : refused) {
+    EXPECT_NE(log.find(r.logged), std::string::npos) << r.logged << "\n" << log;
+  }
+  EXPECT_EQ(impostor_calls_.load(), 0);
+  EXPECT_GE(silent_.accepted(), 3);
+  EXPECT_GE(garbage_.accepted(), 1);
+  // B is none the worse.
+  EXPECT_EQ(PollDone(port_b_, real)["status"], "complete");
+  EXPECT_EQ(Call(port_b_, "GET", "/healthz").status, 200);
 }
 
 }  // namespace

@@ -118,6 +118,7 @@ class LocalCluster {
   // The i-th extra gateway (ClusterOptions::extra_gateways).
   std::unique_ptr<v1::Gateway::Stub> ExtraGatewayStub(size_t i) const;
   Daemon& gateway() { return *gateway_; }
+  Daemon& extra_gateway(size_t i) { return *extra_gateways_.at(i); }
   Daemon& orchestrator(size_t i) { return *orchestrators_.at(i); }
   size_t orchestrator_count() const { return orchestrators_.size(); }
   const TempDir& dir() const { return dir_; }

@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "common/json_limits.h"
 #include "common/logging.h"
+#include "common/tls_client.h"
 #include "gateway/billing/api_keys.h"
 
 namespace switchyard::gateway {
@@ -55,24 +58,30 @@ std::string SecondsText(absl::Duration d) { return absl::StrCat(absl::ToInt64Sec
 
 }  // namespace
 
-absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url) {
+absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url) { return ParseUrl(url, false); }
+
+absl::StatusOr<HttpUrl> ParseUrl(absl::string_view url, bool allow_https) {
+  HttpUrl out;
   if (absl::StartsWithIgnoreCase(url, "https://")) {
-    return absl::InvalidArgumentError("https URLs are not supported (use http://)");
+    if (!allow_https)
+      return absl::InvalidArgumentError("https URLs are not supported (use http://)");
+    out.https = true;
+    url.remove_prefix(8);
+  } else if (absl::StartsWithIgnoreCase(url, "http://")) {
+    url.remove_prefix(7);
+  } else {
+    return absl::InvalidArgumentError(allow_https ? "must be an http:// or https:// URL"
+                                                  : "must be an http:// URL");
   }
-  if (!absl::StartsWithIgnoreCase(url, "http://")) {
-    return absl::InvalidArgumentError("must be an http:// URL");
-  }
-  url.remove_prefix(7);
   const size_t slash = url.find_first_of("/?#");
   absl::string_view authority = url.substr(0, slash);
-  HttpUrl out;
   out.target = slash == absl::string_view::npos ? "/" : std::string(url.substr(slash));
   if (absl::StrContains(out.target, '#')) out.target.resize(out.target.find('#'));
   if (!out.target.empty() && out.target[0] == '?') out.target = "/" + out.target;
   if (absl::StrContains(authority, '@')) {
     return absl::InvalidArgumentError("must not carry credentials (user@host)");
   }
-  absl::string_view host = authority, port = "80";
+  absl::string_view host = authority, port = out.https ? "443" : "80";
   if (absl::StartsWith(authority, "[")) {  // [IPv6]:port
     const size_t end = authority.find(']');
     if (end == absl::string_view::npos) return absl::InvalidArgumentError("has a bad IPv6 host");
@@ -96,26 +105,32 @@ absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url) {
   return out;
 }
 
-absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
-                                               const std::string& method, const std::string& url,
-                                               const std::string& body,
-                                               const std::string& content_type,
-                                               absl::Duration timeout, int64_t max_body,
-                                               const std::atomic<bool>* stop,
-                                               const std::map<std::string, std::string>& headers) {
-  auto parsed = ParseHttpUrl(url);
+absl::StatusOr<TrickleResponse> TrickleRequest(
+    const EgressPolicy& policy, const std::string& method, const std::string& url,
+    const std::string& body, const std::string& content_type, absl::Duration timeout,
+    int64_t max_body, const std::atomic<bool>* stop,
+    const std::map<std::string, std::string>& headers, const TrickleTls* tls) {
+  auto parsed = ParseUrl(url, /*allow_https=*/tls != nullptr);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(url, ": ", parsed.status().message()));
+  }
+  if (tls != nullptr && (!parsed->https || tls->context == nullptr)) {
+    // No plain-HTTP fallback for a caller that asked for TLS.
+    return absl::InvalidArgumentError(absl::StrCat(url, ": must be an https:// URL"));
   }
   const std::string what = absl::StrCat(method, " ", url);
   const absl::Time deadline = absl::Now() + timeout;
   net::io_context ioc;
   tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
+  // Plain: `plain`. TLS: `secure`, whose own TCP stream is the one connected.
+  beast::tcp_stream plain(ioc);
+  std::optional<net::ssl::stream<beast::tcp_stream>> secure;
+  if (tls != nullptr) secure.emplace(ioc, *tls->context);
+  beast::tcp_stream& tcp_layer = secure ? secure->next_layer() : plain;
   auto cancel = [&] {
     resolver.cancel();
     beast::error_code ignored;
-    stream.socket().cancel(ignored);
+    tcp_layer.socket().cancel(ignored);
   };
   bool done = false;
   beast::error_code ec;
@@ -144,7 +159,7 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
   }
 
   done = false;
-  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+  tcp_layer.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
     ec = e;
     done = true;
   });
@@ -153,6 +168,26 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
     // Which error (refused, unreachable, reset) would tell a caller whether a port is open.
     spdlog::info("{}: cannot connect: {}", what, ec.message());
     return absl::UnavailableError(absl::StrCat(what, ": cannot connect"));
+  }
+
+  if (secure) {
+    // The certificate must chain to the configured CA and name the configured server name, else
+    // the URL's host; the handshake counts against the same deadline.
+    const std::string& name = tls->server_name.empty() ? parsed->host : tls->server_name;
+    if (auto st = RequireServerName(secure->native_handle(), name); !st.ok()) {
+      return absl::InternalError(absl::StrCat(what, ": ", st.message()));
+    }
+    done = false;
+    secure->async_handshake(net::ssl::stream_base::client, [&](beast::error_code e) {
+      ec = e;
+      done = true;
+    });
+    if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat(
+          what, ": TLS handshake failed: ",
+          LogSafe(TlsHandshakeError(ec, secure->native_handle()), kLogSafeMaxErrorBytes)));
+    }
   }
 
   bhttp::request<bhttp::string_body> req;
@@ -172,39 +207,46 @@ absl::StatusOr<TrickleResponse> TrickleRequest(const EgressPolicy& policy,
   } else if (method == "POST" || method == "PUT") {
     req.content_length(0);
   }
-  done = false;
-  bhttp::async_write(stream, req, [&](beast::error_code e, size_t) {
-    ec = e;
-    done = true;
-  });
-  if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
-  if (ec) return absl::UnavailableError(absl::StrCat(what, ": sending: ", ec.message()));
+  // The exchange itself, the same over either stream.
+  auto exchange = [&](auto& stream) -> absl::StatusOr<TrickleResponse> {
+    done = false;
+    bhttp::async_write(stream, req, [&](beast::error_code e, size_t) {
+      ec = e;
+      done = true;
+    });
+    if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
+    if (ec) return absl::UnavailableError(absl::StrCat(what, ": sending: ", ec.message()));
 
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.body_limit(static_cast<uint64_t>(max_body));
-  beast::flat_buffer buffer;
-  done = false;
-  bhttp::async_read(stream, buffer, parser, [&](beast::error_code e, size_t) {
-    ec = e;
-    done = true;
-  });
-  if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
-  if (ec == bhttp::error::body_limit ||
-      (!ec && parser.get().body().size() > static_cast<size_t>(max_body))) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(what, ": the response is over ", max_body, " bytes"));
-  }
-  if (ec) return absl::UnavailableError(absl::StrCat(what, ": reading: ", ec.message()));
-  TrickleResponse out;
-  auto& res = parser.get();
-  out.status = static_cast<int>(res.result_int());
-  out.body = std::move(res.body());
-  for (const auto& field : res) {
-    out.headers[absl::AsciiStrToLower(std::string(field.name_string()))] =
-        std::string(field.value());
-  }
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(static_cast<uint64_t>(max_body));
+    beast::flat_buffer buffer;
+    done = false;
+    bhttp::async_read(stream, buffer, parser, [&](beast::error_code e, size_t) {
+      ec = e;
+      done = true;
+    });
+    if (auto st = RunUntil(ioc, &done, deadline, stop, cancel, what); !st.ok()) return st;
+    if (ec == bhttp::error::body_limit ||
+        (!ec && parser.get().body().size() > static_cast<size_t>(max_body))) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(what, ": the response is over ", max_body, " bytes"));
+    }
+    if (ec) return absl::UnavailableError(absl::StrCat(what, ": reading: ", ec.message()));
+    TrickleResponse out;
+    auto& res = parser.get();
+    out.status = static_cast<int>(res.result_int());
+    out.body = std::move(res.body());
+    for (const auto& field : res) {
+      out.headers[absl::AsciiStrToLower(std::string(field.name_string()))] =
+          std::string(field.value());
+    }
+    return out;
+  };
+  auto out = secure ? exchange(*secure) : exchange(plain);
+  // Connection: close, and the whole response is read: no TLS close_notify is waited for (a peer
+  // that never answers one would only hold this thread).
   beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  tcp_layer.socket().shutdown(tcp::socket::shutdown_both, ignored);
   return out;
 }
 

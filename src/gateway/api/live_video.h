@@ -51,6 +51,10 @@
 #include "gateway/live_video_options.h"
 #include "switchyard/v1/gateway.grpc.pb.h"
 
+namespace boost::asio::ssl {
+class context;  // <boost/asio/ssl/context.hpp>, for TrickleTls
+}  // namespace boost::asio::ssl
+
 namespace switchyard::gateway {
 
 // What a session was started with (validated by the HTTP handler).
@@ -73,10 +77,21 @@ struct LiveVideoParams {
 // An http://host[:port]/path URL. INVALID_ARGUMENT (naming what is wrong) for anything else.
 struct HttpUrl {
   std::string host;
-  std::string port;
+  std::string port;    // 80 (443 for https) when none
   std::string target;  // path (and query), "/" when none
+  bool https = false;
 };
 absl::StatusOr<HttpUrl> ParseHttpUrl(absl::string_view url);
+// The same, also taking https://host[:port]/path when `allow_https`.
+absl::StatusOr<HttpUrl> ParseUrl(absl::string_view url, bool allow_https);
+
+// How TrickleRequest speaks TLS to https:// URLs: the context (the CA the server's certificate
+// must chain to, the client certificate if any; common/tls_client.h's MakeTlsClientContext) and
+// the name the certificate must carry: `server_name` when set, else the URL's host.
+struct TrickleTls {
+  std::shared_ptr<boost::asio::ssl::context> context;
+  std::string server_name;
+};
 
 // The result of one trickle HTTP request.
 struct TrickleResponse {
@@ -93,11 +108,15 @@ struct TrickleResponse {
 // error text, which would make the gateway a port scanner; it is logged), RESOURCE_EXHAUSTED for
 // a response body over `max_body`. `headers` are added to the request (names and values are
 // the caller's, never a client's unchecked bytes).
+// With `tls`, the URL must be https:// (an http:// one is INVALID_ARGUMENT: no plain fallback)
+// and the TLS handshake is part of the same `timeout`; a server whose certificate does not verify
+// (another CA, another name) or that breaks the handshake is UNAVAILABLE "...: TLS handshake
+// failed: <why>" (the reason is for the caller's log). Without `tls`, https:// is refused.
 absl::StatusOr<TrickleResponse> TrickleRequest(
     const EgressPolicy& policy, const std::string& method, const std::string& url,
     const std::string& body, const std::string& content_type, absl::Duration timeout,
     int64_t max_body, const std::atomic<bool>* stop,
-    const std::map<std::string, std::string>& headers = {});
+    const std::map<std::string, std::string>& headers = {}, const TrickleTls* tls = nullptr);
 
 class LiveVideoSessions {
  public:

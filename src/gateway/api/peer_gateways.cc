@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/tls_client.h"
 #include "gateway/billing/api_keys.h"
 
 namespace switchyard::gateway {
@@ -39,25 +40,38 @@ absl::StatusOr<std::shared_ptr<PeerGateways>> PeerGateways::Create(PeerGatewaysO
     return absl::InvalidArgumentError("peer fetch threads and timeout must be positive");
   }
   std::vector<std::string> hosts;
+  const bool https = options.tls.enabled;
   for (const auto& [id, url] : options.peers) {
     if (!IsPeerId(id) || id == options.self_id) {
       return absl::InvalidArgumentError(absl::StrCat("state.peers: bad peer id '", id, "'"));
     }
-    auto parsed = ParseHttpUrl(url);
-    if (!parsed.ok() || parsed->target != "/") {
+    // All one scheme: with TLS configured, an http:// peer would get the secret in clear text.
+    auto parsed = ParseUrl(url, /*allow_https=*/true);
+    if (!parsed.ok() || parsed->target != "/" || parsed->https != https) {
       return absl::InvalidArgumentError(
-          absl::StrCat("state.peers.", id, ": '", url, "' is not http://HOST:PORT"));
+          absl::StrCat("state.peers.", id, ": '", url, "' is not ",
+                       https ? "https://HOST:PORT (state.peer_tls is set)"
+                             : "http://HOST:PORT (https:// needs state.peer_tls)"));
     }
     hosts.push_back(parsed->host);
+  }
+  std::optional<TrickleTls> tls;
+  if (https) {
+    auto context = MakeTlsClientContext(options.tls, "state.peer_tls");
+    if (!context.ok()) return context.status();
+    tls = TrickleTls{std::make_shared<boost::asio::ssl::context>(*std::move(context)),
+                     options.tls.server_name_override};
   }
   // The egress check every connection passes: exactly the peers' hosts (by name or address).
   auto policy = EgressPolicy::Create(hosts);
   if (!policy.ok()) return policy.status();
-  return std::shared_ptr<PeerGateways>(new PeerGateways(std::move(options), *std::move(policy)));
+  return std::shared_ptr<PeerGateways>(
+      new PeerGateways(std::move(options), *std::move(policy), std::move(tls)));
 }
 
-PeerGateways::PeerGateways(PeerGatewaysOptions options, EgressPolicy policy)
-    : options_(std::move(options)), policy_(std::move(policy)) {
+PeerGateways::PeerGateways(PeerGatewaysOptions options, EgressPolicy policy,
+                           std::optional<TrickleTls> tls)
+    : options_(std::move(options)), policy_(std::move(policy)), tls_(std::move(tls)) {
   for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { Work(); });
 }
 
@@ -146,7 +160,7 @@ void PeerGateways::Work() {
       queue_.pop_front();
     }
     auto answer = TrickleRequest(policy_, "GET", task.url, "", "", options_.timeout, task.max_body,
-                                 &cancel_, task.headers);
+                                 &cancel_, task.headers, tls_ ? &*tls_ : nullptr);
     task.done(std::move(answer));
   }
 }

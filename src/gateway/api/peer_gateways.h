@@ -5,8 +5,10 @@
 // (GET /internal/v1/..., which serves only what that gateway holds, never fetching further) with
 // the shared secret and the client's own API key, so the holder applies today's ownership rule.
 // Only configured peers are ever contacted, at their configured address: nothing a client sends
-// chooses where a request goes (no open proxy). Every fetch is bounded in time and size, and runs
-// on a small pool of its own threads, bounded in queued fetches, so that slow peers hold up no
+// chooses where a request goes (no open proxy). Peers are all http:// or all https://; with
+// https:// (config state.peer_tls) every fetch verifies the peer's certificate against the
+// configured CA and name, with no plain-HTTP fallback. Every fetch is bounded in time and size, and
+// runs on a small pool of its own threads, bounded in queued fetches, so that slow peers hold up no
 // HTTP handler thread.
 #pragma once
 
@@ -26,6 +28,7 @@
 #include "absl/time/time.h"
 #include "common/http_server.h"
 #include "common/mutex.h"
+#include "common/tls.h"
 #include "gateway/api/live_video.h"
 #include "gateway/egress_policy.h"
 
@@ -33,8 +36,12 @@ namespace switchyard::gateway {
 
 struct PeerGatewaysOptions {
   std::string self_id;                       // state.gateway_id
-  std::map<std::string, std::string> peers;  // id -> "http://HOST:PORT"
+  std::map<std::string, std::string> peers;  // id -> "http://HOST:PORT" or "https://HOST:PORT"
   std::string secret;                        // state.internal_secret_file's first line
+  // state.peer_tls: required (enabled, with a ca_file) when the peers are https://, refused when
+  // they are http://. server_name_override: the name every peer's certificate must carry instead
+  // of its URL's host.
+  TlsClientConfig tls;
   absl::Duration timeout = absl::Seconds(10);
   int threads = 4;
   size_t max_queued = 64;  // fetches waiting for a thread; more are refused at once
@@ -51,7 +58,9 @@ class PeerGateways {
   static constexpr size_t kMaxIdBytes = 64;
   static constexpr size_t kMaxNameBytes = 64;
 
-  // INVALID_ARGUMENT for ids, URLs or a secret the config check would refuse.
+  // INVALID_ARGUMENT for ids, URLs, a secret or TLS files the config check would refuse (NOT_FOUND
+  // for a TLS file that cannot be read), and for http:// and https:// peers mixed, https://
+  // without `tls` or `tls` without https://.
   static absl::StatusOr<std::shared_ptr<PeerGateways>> Create(PeerGatewaysOptions options);
   ~PeerGateways();
 
@@ -86,11 +95,12 @@ class PeerGateways {
     int64_t max_body = 0;
     std::function<void(absl::StatusOr<TrickleResponse>)> done;
   };
-  PeerGateways(PeerGatewaysOptions options, EgressPolicy policy);
+  PeerGateways(PeerGatewaysOptions options, EgressPolicy policy, std::optional<TrickleTls> tls);
   void Work() ABSL_LOCKS_EXCLUDED(mu_);
 
   const PeerGatewaysOptions options_;
-  const EgressPolicy policy_;  // exactly the peers' hosts
+  const EgressPolicy policy_;            // exactly the peers' hosts
+  const std::optional<TrickleTls> tls_;  // set: https:// peers
   std::atomic<bool> cancel_{false};
   Mutex mu_;
   CondVar wake_;

@@ -1,8 +1,6 @@
 #include "gateway/state/redis_tls_tunnel.h"
 
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/mutex.h"
 #include "common/status.h"
+#include "common/tls_client.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -46,32 +45,19 @@ constexpr size_t kBufferBytes = 16 * 1024;
 // Open() waits this much longer than the handshake's own timer, which normally answers first.
 constexpr absl::Duration kOpenSlack = absl::Seconds(1);
 
-// Why a TLS handshake failed: OpenSSL's reason and, for a certificate that did not verify, the
-// verification's (the part an operator acts on: wrong CA, name mismatch, expired).
-std::string HandshakeError(const ErrorCode& ec, SSL* ssl) {
-  std::string why = ec.message();
-  if (ec.category() == asio::error::get_ssl_category()) {
-    const long verify = SSL_get_verify_result(ssl);
-    if (verify != X509_V_OK) {
-      absl::StrAppend(&why, " (", X509_verify_cert_error_string(verify), ")");
-    }
-  }
-  return why;
-}
-
 class Tunnel;
 
 }  // namespace
 
 struct RedisTlsTunnels::Impl {
-  Impl() : ssl(asio::ssl::context::tls_client), work(asio::make_work_guard(io)) {}
+  explicit Impl(asio::ssl::context context)
+      : ssl(std::move(context)), work(asio::make_work_guard(io)) {}
 
   asio::ssl::context ssl;
   std::string host;
   int port = 0;
   std::string server_name;  // checked in the server's certificate
-  bool server_name_is_ip = false;
-  std::string address;  // for messages
+  std::string address;      // for messages
   // Only on the io thread: the tunnels to close when the client goes.
   std::vector<std::weak_ptr<Tunnel>> live;
   std::atomic<int> open{0};
@@ -166,24 +152,7 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
 
  private:
   absl::Status SetUpVerification() {
-    SSL* ssl = tls_.native_handle();
-    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-    if (impl_->server_name_is_ip) {
-      if (X509_VERIFY_PARAM_set1_ip_asc(param, impl_->server_name.c_str()) != 1) {
-        return absl::InternalError(absl::StrCat("cannot check the IP address ", impl_->server_name,
-                                                " in the certificate"));
-      }
-    } else {
-      // SNI too: a server (or a proxy before it) with several certificates picks by it.
-      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-      if (SSL_set1_host(ssl, impl_->server_name.c_str()) != 1 ||
-          SSL_set_tlsext_host_name(ssl, impl_->server_name.c_str()) != 1) {
-        return absl::InternalError(
-            absl::StrCat("cannot check the name '", impl_->server_name, "' in the certificate"));
-      }
-    }
-    tls_.set_verify_mode(asio::ssl::verify_peer);
-    return absl::OkStatus();
+    return RequireServerName(tls_.native_handle(), impl_->server_name);
   }
 
   void Connect(std::vector<tcp::endpoint> endpoints) {
@@ -203,7 +172,7 @@ class Tunnel : public std::enable_shared_from_this<Tunnel> {
           if (self->closed_) return;
           if (ec) {
             return self->Fail(absl::StrCat("TLS handshake failed: ",
-                                           HandshakeError(ec, self->tls_.native_handle())));
+                                           TlsHandshakeError(ec, self->tls_.native_handle())));
           }
           self->established_ = true;
           self->timer_.cancel();
@@ -291,44 +260,10 @@ absl::StatusOr<std::unique_ptr<RedisTlsTunnels>> RedisTlsTunnels::Create(const T
                                                                          std::string host, int port,
                                                                          std::string address,
                                                                          absl::string_view what) {
-  if (tls.ca_file.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ".ca_file: is required (the CA the server's certificate chains to)"));
-  }
-  // Readable PEM files and a key that matches its certificate, with errors naming field and file.
-  SY_RETURN_IF_ERROR(CheckTlsClientConfig(tls, what));
-  auto impl = std::make_unique<Impl>();
-  ErrorCode ec;
-  impl->ssl.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                            asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                            asio::ssl::context::no_tlsv1_1,
-                        ec);
-  if (ec || SSL_CTX_set_min_proto_version(impl->ssl.native_handle(), TLS1_2_VERSION) != 1) {
-    return absl::InternalError(absl::StrCat(what, ": cannot require TLS 1.2 or later"));
-  }
-  // Redis never renegotiates; a "server" that asks over and over would only spend our thread.
-  SSL_CTX_set_options(impl->ssl.native_handle(), SSL_OP_NO_RENEGOTIATION);
-  impl->ssl.load_verify_file(tls.ca_file.string(), ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ".ca_file: cannot load '", tls.ca_file.string(), "': ", ec.message()));
-  }
-  if (!tls.cert_file.empty()) {
-    impl->ssl.use_certificate_chain_file(tls.cert_file.string(), ec);
-    if (ec) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ".cert_file: cannot load '",
-                                                     tls.cert_file.string(), "': ", ec.message()));
-    }
-    impl->ssl.use_private_key_file(tls.key_file.string(), asio::ssl::context::pem, ec);
-    if (ec) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ".key_file: cannot load '",
-                                                     tls.key_file.string(), "': ", ec.message()));
-    }
-  }
+  auto context = MakeTlsClientContext(tls, what);
+  if (!context.ok()) return context.status();
+  auto impl = std::make_unique<Impl>(*std::move(context));
   impl->server_name = tls.server_name_override.empty() ? host : tls.server_name_override;
-  ErrorCode not_ip;
-  asio::ip::make_address(impl->server_name, not_ip);
-  impl->server_name_is_ip = !not_ip;
   impl->host = std::move(host);
   impl->port = port;
   impl->address = std::move(address);
