@@ -484,7 +484,8 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "Rounds; each runs every measurement once (1..50)");
   app.add_option("--threads", threads, "libtorch intra-op threads");
   app.add_option("--dtype", dtype_name,
-                 "Compute dtype: float32 (libtorch's BLAS: Debian's reference libblas), bfloat16 "
+                 "Compute dtype: float32 (libtorch's BLAS: whatever libblas.so.3 is, OpenBLAS "
+                 "after scripts/install-deps), bfloat16 "
                  "(oneDNN on CPUs with AVX-512 BF16) or float16 (CUDA only)");
   app.add_option("--device", device_name,
                  "cpu, or cuda / cuda:N with a CUDA libtorch (scripts/build --torch, docs/gpu.md)");
