@@ -85,6 +85,24 @@ HttpResult Poll(int port, const std::string& id, const std::string& key) {
               "application/json");
 }
 
+// Two gateways (their HTTP and state config added by each fixture) and one orchestrator serving
+// the tiny image-to-video model at `model`, with the test's API key.
+ClusterOptions TwoGatewaysOneNode(const fs::path& model) {
+  ClusterOptions options;
+  options.orchestrators = 1;
+  options.models = {};
+  options.extra_models.push_back({{"id", "i2v-test"},
+                                  {"pipeline", "image-to-video"},
+                                  {"path", model.string()},
+                                  {"warm", true},
+                                  {"device", "cpu"},
+                                  {"warmup_size", 16},
+                                  {"options", {{"max_frames", 16}}}});
+  options.extra_gateways = 1;
+  options.api_key = kKey;
+  return options;
+}
+
 class SharedResultsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,18 +118,7 @@ class SharedResultsTest : public ::testing::Test {
     port_a_ = PickFreePort();
     port_b_ = PickFreePort();
     ASSERT_TRUE(port_a_ > 0 && port_b_ > 0 && port_a_ != port_b_);
-    ClusterOptions options;
-    options.orchestrators = 1;
-    options.models = {};
-    options.extra_models.push_back({{"id", "i2v-test"},
-                                    {"pipeline", "image-to-video"},
-                                    {"path", model.string()},
-                                    {"warm", true},
-                                    {"device", "cpu"},
-                                    {"warmup_size", 16},
-                                    {"options", {{"max_frames", 16}}}});
-    options.extra_gateways = 1;
-    options.api_key = kKey;
+    ClusterOptions options = TwoGatewaysOneNode(model);
     options.gateway_config = {{"api_keys_file", (dir / "keys.json").string()}};
     const std::string secret_file = (dir / "internal.secret").string();
     options.per_gateway_config = {
@@ -312,18 +319,7 @@ class SharedResultsTlsTest : public ::testing::Test {
     port_a_ = PickFreePort();
     port_b_ = PickFreePort();
     ASSERT_TRUE(port_a_ > 0 && port_b_ > 0 && port_a_ != port_b_);
-    ClusterOptions options;
-    options.orchestrators = 1;
-    options.models = {};
-    options.extra_models.push_back({{"id", "i2v-test"},
-                                    {"pipeline", "image-to-video"},
-                                    {"path", model.string()},
-                                    {"warm", true},
-                                    {"device", "cpu"},
-                                    {"warmup_size", 16},
-                                    {"options", {{"max_frames", 16}}}});
-    options.extra_gateways = 1;
-    options.api_key = kKey;
+    ClusterOptions options = TwoGatewaysOneNode(model);
     const Json http_tls = {{"cert_file", certs_.server_cert.string()},
                            {"key_file", certs_.server_key.string()}};
     options.gateway_config = {{"api_keys_file", (dir / "keys.json").string()},

@@ -421,13 +421,19 @@ TEST_F(ImagePipelinesTest, ImageToVideoValidationAndWrongFrames) {
 // ---------------------------------------------------------------------------------------------
 // segment-anything-2
 
-TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
-  RunContext ctx = Start(kTinySegmentSource, Config(pipelines::kSegmentAnything2));
+// A 4x2 image with one foreground point at (2, 1).
+v1::SegmentAnything2Request OnePointRequest() {
   v1::SegmentAnything2Request req;
   req.set_image(Png(MakeImage(4, 2)));
   req.add_point_coords(2);
   req.add_point_coords(1);
   req.add_point_labels(1);
+  return req;
+}
+
+TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
+  RunContext ctx = Start(kTinySegmentSource, Config(pipelines::kSegmentAnything2));
+  v1::SegmentAnything2Request req = OnePointRequest();
   auto p = ValidateSegmentAnything2(req, *ctx.model);
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_TRUE(p->multimask_output);
@@ -464,11 +470,7 @@ TEST_F(ImagePipelinesTest, SegmentAnything2ReturnsJsonMasksScoresAndLogits) {
 // packed_tensors: the same values as the JSON, as float32 with their shapes, and no JSON.
 TEST_F(ImagePipelinesTest, SegmentAnything2PackedTensorsHoldTheJsonValues) {
   RunContext ctx = Start(kTinySegmentSource, Config(pipelines::kSegmentAnything2));
-  v1::SegmentAnything2Request req;
-  req.set_image(Png(MakeImage(4, 2)));
-  req.add_point_coords(2);
-  req.add_point_coords(1);
-  req.add_point_labels(1);
+  v1::SegmentAnything2Request req = OnePointRequest();
   for (bool return_logits : {true, false}) {
     SCOPED_TRACE(return_logits ? "logits" : "thresholded");
     req.set_return_logits(return_logits);
