@@ -124,6 +124,12 @@ absl::StatusOr<std::string> FloatTensorToJson(const v1::FloatTensor& tensor, int
     return absl::InvalidArgumentError(absl::StrCat(
         "a tensor of ", tensor.shape_size(), " dimensions (at most ", kMaxFloatTensorDims, ")"));
   }
+  // Checked again here (cheap), so an unchecked tensor is refused rather than read past its end.
+  if (absl::Status st = CheckFloatTensor(tensor, "the tensor", tensor.shape_size(),
+                                         std::numeric_limits<int64_t>::max() / 4);
+      !st.ok()) {
+    return st;
+  }
   const std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
   const int64_t elements = Elements(shape);
   if (elements > max_bytes / 2) {  // "0," per value at the least

@@ -31,8 +31,8 @@ void PackFloatTensor(const float* data, std::span<const int64_t> shape, v1::Floa
 absl::Status CheckFloatTensor(const v1::FloatTensor& tensor, absl::string_view name, int dims,
                               int64_t max_elements);
 
-// A checked tensor (CheckFloatTensor) as JSON; RESOURCE_EXHAUSTED when the text would pass
-// `max_bytes`.
+// A tensor as JSON: INVALID_ARGUMENT when its data does not fill its shape exactly,
+// RESOURCE_EXHAUSTED when the text would pass `max_bytes`.
 absl::StatusOr<std::string> FloatTensorToJson(const v1::FloatTensor& tensor, int64_t max_bytes);
 
 }  // namespace switchyard

@@ -120,6 +120,21 @@ TEST(FloatTensorTest, JsonLargerThanTheLimitIsRefused) {
   EXPECT_TRUE(FloatTensorToJson(t, static_cast<int64_t>(fits->size())).ok());
 }
 
+// Printing does not rely on the caller's check: a tensor whose data does not fill its shape, or
+// whose shape overflows, is refused, never read past its end.
+TEST(FloatTensorTest, JsonOfAnUncheckedTensorIsRefusedNotRead) {
+  v1::FloatTensor t = Packed({2, 3}, {1, 2, 3, 4, 5, 6});
+  t.mutable_data()->resize(8);
+  EXPECT_EQ(FloatTensorToJson(t, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
+  t.set_shape(0, int64_t{1} << 62);
+  t.set_shape(1, 4);
+  EXPECT_EQ(FloatTensorToJson(t, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
+  t.clear_shape();
+  for (int i = 0; i < kMaxFloatTensorDims + 1; ++i) t.add_shape(1);
+  t.mutable_data()->assign(4, '\0');
+  EXPECT_EQ(FloatTensorToJson(t, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // Seeded mutations of a valid tensor: each is refused or printed, never read out of bounds
 // (run under the sanitizers too).
 TEST(FloatTensorTest, MutatedTensorsAreRefusedOrPrinted) {
