@@ -78,6 +78,9 @@ class ApiKeyStore {
   absl::StatusOr<std::unique_ptr<Lease>> Admit(absl::string_view presented_key)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Whether Admit may wait for a network round trip (QuotaBackend::AcquireWaits).
+  bool AdmitWaits() const { return backend_->AcquireWaits(); }
+
   // Whether `presented_key` is a known key (OK, else UNAUTHENTICATED as Admit says), without
   // taking a token or a slot: the HTTP server's check before it reads a body.
   absl::Status Authenticate(absl::string_view presented_key) const ABSL_LOCKS_EXCLUDED(mu_);

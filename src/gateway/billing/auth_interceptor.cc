@@ -23,27 +23,41 @@ class ApiKeyAuth::Interceptor final : public grpc::experimental::Interceptor {
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
-      const auto* metadata = methods->GetRecvInitialMetadata();
-      auto lease = auth_->store_.Admit(metadata ? PresentedKey(*metadata) : std::string());
-      if (lease.ok()) {
-        admitted_ = true;
-        lease_ = *std::move(lease);
-        auth_->SetKeyId(info_->server_context(), lease_->key_id());
-      } else {
-        refused_ = true;
-        spdlog::info("refused {} from {}: {}", info_->method(), info_->server_context()->peer(),
-                     std::string(lease.status().message()));
-        auth_->SetVerdict(info_->server_context(), lease.status());
-      }
-    }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       // The call's work is done: the concurrency slot goes back before the client hears so.
       // Released when the call is destroyed instead, a client's next call, sent as soon as it has
       // this answer, could find its only slot still taken (RESOURCE_EXHAUSTED; seen under ASan).
       lease_.reset();
     }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      const auto* metadata = methods->GetRecvInitialMetadata();
+      std::string key = metadata ? PresentedKey(*metadata) : std::string();
+      if (auth_->admissions_ != nullptr) {
+        // Off gRPC's thread; the call goes on (Proceed) from the admission thread. gRPC keeps
+        // the call, this interceptor and `methods` until Proceed.
+        auth_->admissions_->Post([this, methods, key = std::move(key)] {
+          Admit(key);
+          methods->Proceed();
+        });
+        return;
+      }
+      Admit(key);
+    }
     methods->Proceed();
+  }
+
+  void Admit(const std::string& key) {
+    auto lease = auth_->store_.Admit(key);
+    if (lease.ok()) {
+      admitted_ = true;
+      lease_ = *std::move(lease);
+      auth_->SetKeyId(info_->server_context(), lease_->key_id());
+    } else {
+      refused_ = true;
+      spdlog::info("refused {} from {}: {}", info_->method(), info_->server_context()->peer(),
+                   std::string(lease.status().message()));
+      auth_->SetVerdict(info_->server_context(), lease.status());
+    }
   }
 
  private:
@@ -68,7 +82,12 @@ class ApiKeyAuth::Factory final : public grpc::experimental::ServerInterceptorFa
 
 ApiKeyAuth::ApiKeyAuth(std::filesystem::path file, ApiKeyStore::Clock clock, QuotaBackendPtr quotas)
     : file_(std::move(file)),
-      store_(quotas ? std::move(quotas) : InMemoryQuotaBackend::Create(std::move(clock))) {}
+      store_(quotas ? std::move(quotas) : InMemoryQuotaBackend::Create(std::move(clock))) {
+  if (store_.AdmitWaits()) {
+    auto pool = ThreadPool::Create("sy-admission", kAdmissionThreads);
+    if (pool.ok()) admissions_ = *std::move(pool);  // valid arguments: cannot fail
+  }
+}
 
 absl::StatusOr<std::unique_ptr<ApiKeyAuth>> ApiKeyAuth::Create(std::filesystem::path file,
                                                                ApiKeyStore::Clock clock,

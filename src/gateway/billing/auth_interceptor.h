@@ -3,6 +3,10 @@
 // and holds the key's concurrency slot until the call ends, however it ends (gRPC destroys the
 // interceptor with the call). gRPC C++ interceptors cannot fail a call themselves, so each
 // service method asks Check() for the verdict before doing any work.
+//
+// When admission waits for a round trip (quotas in Redis), it runs on threads of its own and the
+// call proceeds from there once admitted or refused: gRPC runs interceptors on its callback
+// threads, and every call in the process waits while those (two on a two-core host) wait.
 #pragma once
 
 #include <filesystem>
@@ -15,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "common/thread_pool.h"
 #include "gateway/billing/api_keys.h"
 
 namespace switchyard::gateway {
@@ -36,6 +41,10 @@ class ApiKeyAuth {
   grpc::Status Check(const grpc::ServerContextBase* context) const;
 
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+
+  // Threads that run admissions waiting for a round trip (quotas in Redis); at most this many
+  // admissions wait at once, the others queue.
+  static constexpr int kAdmissionThreads = 8;
 
   // The id of the API key a call was admitted with ("" when it was not, or is not checked); the
   // key its jobs are charged to in the usage ledger.
@@ -62,6 +71,9 @@ class ApiKeyAuth {
 
   std::filesystem::path file_;
   ApiKeyStore store_;
+  // Runs admissions that wait for a round trip (null when the quotas are in memory). Declared
+  // after store_: destroyed first, so the admissions still queued finish before the store goes.
+  ThreadPoolPtr admissions_;
   mutable Mutex mu_;
   // Refusals of calls still open, by their server context.
   absl::flat_hash_map<const grpc::ServerContextBase*, grpc::Status> refused_ ABSL_GUARDED_BY(mu_);

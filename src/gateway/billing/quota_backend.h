@@ -51,6 +51,10 @@ class QuotaBackend {
 
   // Calls in flight of a key that this gateway admitted (0 if none), for tests and metrics.
   virtual int InFlight(const std::string& key_id) const = 0;
+
+  // Whether Acquire waits for a network round trip (shared state): callers on threads that must
+  // not wait (gRPC's callback threads) run it elsewhere.
+  virtual bool AcquireWaits() const { return false; }
 };
 using QuotaBackendPtr = std::unique_ptr<QuotaBackend>;
 

@@ -17,10 +17,13 @@ namespace {
 // Takes a token and a slot, atomically, on Redis's clock.
 // KEYS[1]: the key's token bucket (a hash: tokens, us = when last refilled, microseconds).
 // KEYS[2]: the key's calls in flight (a sorted set: lease id -> expiry, milliseconds).
-// ARGV: rate_per_second, burst, max_concurrent, lease id, lease ttl in milliseconds.
+// ARGV: rate_per_second, burst, max_concurrent, lease id, lease ttl in milliseconds, then the
+// leases this gateway gave back without hearing yet that Redis removed them (removed here first:
+// a release and the next call's admission may reach Redis on two connections in either order).
 // Returns {1, in flight} admitted, {0, in flight} over the concurrency quota, {-1, in flight}
 // over the rate limit. Expired leases (their gateway stopped renewing them) are dropped first.
 constexpr char kAcquireScript[] = R"lua(
+for i = 6, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
@@ -89,7 +92,9 @@ class RedisQuotaBackend::Core {
         acquire_(kAcquireScript),
         renew_(kRenewScript) {}
 
-  absl::StatusOr<Reply> Run(const std::vector<std::string>& argv) { return client_->Run(argv); }
+  absl::Status Send(const std::vector<std::string>& argv, RedisClient::Answered answered) {
+    return client_->Send(argv, std::move(answered));
+  }
   absl::StatusOr<Reply> Eval(const RedisScript& script, const std::vector<std::string>& keys,
                              const std::vector<std::string>& args) {
     return client_->Eval(script, keys, args);
@@ -109,6 +114,49 @@ class RedisQuotaBackend::Core {
   }
   std::string BucketKey(const std::string& key_id) const {
     return absl::StrCat(options_.key_prefix, "quota:{", key_id, "}:bucket");
+  }
+
+  // Releases: given back (Send) and not yet known to be removed in Redis. The next admission of
+  // the key removes them again in its script, so a slot given back is free for the next call of
+  // this gateway whatever order Redis serves them in. Forgotten once Redis answered the release
+  // or an admission carried it, or after lease_ttl (the lease expired by then anyway).
+  void AddRelease(const std::string& key_id, const std::string& lease) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    auto& pending = releasing_[key_id];
+    if (pending.size() >= RedisQuotaBackend::kMaxPendingReleases)
+      return;  // the lease expires by itself
+    pending.emplace(lease, absl::Now());
+  }
+  void ForgetRelease(const std::string& key_id, const std::string& lease) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    auto it = releasing_.find(key_id);
+    if (it == releasing_.end()) return;
+    it->second.erase(lease);
+    if (it->second.empty()) releasing_.erase(it);
+  }
+  // Up to kMaxReleasesPerAdmission of the key's pending releases (dropping those past lease_ttl).
+  std::vector<std::string> PendingReleases(const std::string& key_id) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::vector<std::string> out;
+    MutexLock lock(&mu_);
+    auto it = releasing_.find(key_id);
+    if (it == releasing_.end()) return out;
+    const absl::Time expired = absl::Now() - options_.lease_ttl;
+    for (auto r = it->second.begin(); r != it->second.end();) {
+      if (r->second < expired) {
+        r = it->second.erase(r);
+        continue;
+      }
+      if (out.size() < RedisQuotaBackend::kMaxReleasesPerAdmission) out.push_back(r->first);
+      ++r;
+    }
+    if (it->second.empty()) releasing_.erase(it);
+    return out;
+  }
+  size_t PendingReleaseCount() const ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    size_t n = 0;
+    for (const auto& entry : releasing_) n += entry.second.size();
+    return n;
   }
 
   void AddLease(const std::string& key_id, const std::string& lease) ABSL_LOCKS_EXCLUDED(mu_) {
@@ -141,6 +189,8 @@ class RedisQuotaBackend::Core {
   mutable Mutex mu_;
   uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::set<std::string>> leases_ ABSL_GUARDED_BY(mu_);  // key id -> ids
+  // key id -> lease id -> when it was given back
+  std::map<std::string, std::map<std::string, absl::Time>> releasing_ ABSL_GUARDED_BY(mu_);
 };
 
 // A slot whose lease is in Redis: removed from the key's set when the call ends. If Redis cannot
@@ -151,11 +201,20 @@ class RedisQuotaBackend::RedisSlot final : public QuotaSlot {
       : core_(std::move(core)), key_id_(std::move(key_id)), lease_(std::move(lease)) {}
   ~RedisSlot() override {
     core_->RemoveLease(key_id_, lease_);
-    auto reply = core_->Run({"ZREM", core_->LeasesKey(key_id_), lease_});
-    if (!reply.ok() || reply->type != Reply::Type::kInteger) {
+    // Sent, not waited for: the slot is given back as the call's status goes out, and a round
+    // trip here would be on every call's path. Until Redis answers, this gateway's next
+    // admissions of the key remove the lease again (Core::AddRelease).
+    core_->AddRelease(key_id_, lease_);
+    std::weak_ptr<Core> core = core_;  // the pool holding the callback is the core's
+    const absl::Status sent = core_->Send({"ZREM", core_->LeasesKey(key_id_), lease_},
+                                          [core, key_id = key_id_, lease = lease_](bool answered) {
+                                            auto live = core.lock();
+                                            if (live != nullptr && answered)
+                                              live->ForgetRelease(key_id, lease);
+                                          });
+    if (!sent.ok()) {
       spdlog::debug("API key '{}': lease not given back to Redis ({}); it expires in {}", key_id_,
-                    reply.ok() ? reply->Describe() : std::string(reply.status().message()),
-                    absl::FormatDuration(core_->options().lease_ttl));
+                    std::string(sent.message()), absl::FormatDuration(core_->options().lease_ttl));
     }
   }
 
@@ -251,11 +310,14 @@ void RedisQuotaBackend::RenewLoop() {
 absl::StatusOr<QuotaSlotPtr> RedisQuotaBackend::Acquire(const std::string& key_id,
                                                         const QuotaLimits& limits) {
   const std::string lease = core_->NewLeaseId();
+  std::vector<std::string> args = {absl::StrFormat("%.17g", limits.rate_per_second),
+                                   absl::StrFormat("%.17g", limits.burst),
+                                   absl::StrCat(limits.max_concurrent), lease,
+                                   absl::StrCat(absl::ToInt64Milliseconds(options_.lease_ttl))};
+  const std::vector<std::string> releases = core_->PendingReleases(key_id);
+  args.insert(args.end(), releases.begin(), releases.end());
   auto reply =
-      core_->Eval(core_->acquire(), {core_->BucketKey(key_id), core_->LeasesKey(key_id)},
-                  {absl::StrFormat("%.17g", limits.rate_per_second),
-                   absl::StrFormat("%.17g", limits.burst), absl::StrCat(limits.max_concurrent),
-                   lease, absl::StrCat(absl::ToInt64Milliseconds(options_.lease_ttl))});
+      core_->Eval(core_->acquire(), {core_->BucketKey(key_id), core_->LeasesKey(key_id)}, args);
   if (!reply.ok()) return Unavailable(key_id, limits, reply.status());
   // Bytes from Redis are checked like any peer's: exactly {verdict, in flight}.
   const bool valid = reply->type == Reply::Type::kArray && reply->elements.size() == 2 &&
@@ -276,6 +338,8 @@ absl::StatusOr<QuotaSlotPtr> RedisQuotaBackend::Acquire(const std::string& key_i
       spdlog::info("Redis at {} answers again: API key quotas are shared again", options_.address);
     }
   }
+  // The script removed them: nothing to remove again.
+  for (const std::string& released : releases) core_->ForgetRelease(key_id, released);
   const int verdict = static_cast<int>(reply->elements[0].integer);
   const int in_flight = static_cast<int>(reply->elements[1].integer);
   if (verdict == 0) {
@@ -315,6 +379,8 @@ absl::StatusOr<QuotaSlotPtr> RedisQuotaBackend::Unavailable(const std::string& k
 }
 
 void RedisQuotaBackend::Retain(const std::set<std::string>& key_ids) { local_->Retain(key_ids); }
+
+size_t RedisQuotaBackend::PendingReleases() const { return core_->PendingReleaseCount(); }
 
 int RedisQuotaBackend::InFlight(const std::string& key_id) const {
   return core_->LeaseCount(key_id) + local_->InFlight(key_id);

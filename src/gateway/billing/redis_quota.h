@@ -3,8 +3,10 @@
 // on its own clock (TIME): the key's token bucket (a hash) and its calls in flight (a sorted set of
 // lease ids scored by their expiry). A gateway renews the leases of its live calls from a
 // background thread, so the slots of a gateway that dies (kill -9, lost host) free themselves after
-// lease_ttl. When Redis cannot be reached or answers something unexpected, `on_unavailable`
-// decides: refuse the call (UNAVAILABLE) or admit it under this gateway's own in-memory limits.
+// lease_ttl. A slot is given back without waiting for Redis's answer (one round trip per call, the
+// admission's); until Redis answered, the key's next admissions here remove it again. When Redis
+// cannot be reached or answers something unexpected, `on_unavailable` decides: refuse the call
+// (UNAVAILABLE) or admit it under this gateway's own in-memory limits.
 #pragma once
 
 #include <atomic>
@@ -57,6 +59,7 @@ class RedisQuotaBackend final : public QuotaBackend {
   // This gateway's calls in flight for the key (those admitted by Redis and by the local
   // fallback), not the other gateways'.
   int InFlight(const std::string& key_id) const override;
+  bool AcquireWaits() const override { return true; }  // a round trip to Redis
 
   // One PING: OK when Redis answers PONG (a start-up check for the log).
   absl::Status Ping();
@@ -64,6 +67,14 @@ class RedisQuotaBackend final : public QuotaBackend {
   uint64_t fallbacks() const { return fallbacks_.load(); }
   // Leases renewed by the background thread so far.
   uint64_t renewals() const { return renewals_.load(); }
+  // Slots given back whose release Redis has not answered yet (they are removed again by the
+  // key's next admission here; see redis_quota.cc).
+  size_t PendingReleases() const;
+
+  // Most pending releases kept per key (more expire with their lease), and carried by one
+  // admission.
+  static constexpr size_t kMaxPendingReleases = 4096;
+  static constexpr size_t kMaxReleasesPerAdmission = 256;
 
   class Core;  // the connections and the live leases, shared with the slots
 

@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -145,26 +146,39 @@ RedisClient::RedisClient(RedisClientOptions options, std::string host, int port,
 
 RedisClient::~RedisClient() = default;
 
+namespace {
+
+// argv as hiredis takes it.
+struct Argv {
+  explicit Argv(const std::vector<std::string>& argv) {
+    for (const auto& a : argv) {
+      args.push_back(a.data());
+      lens.push_back(a.size());
+    }
+  }
+  int count() const { return static_cast<int>(args.size()); }
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+};
+
+}  // namespace
+
 absl::StatusOr<RedisReply> RedisClient::Run(const std::vector<std::string>& argv) {
+  Argv command(argv);
   // A connection from the pool may have died with the server it knew (a Redis restart): one
   // failure on it drops the pool and tries once more on a new connection.
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool pooled = false;
     auto conn = Take(&pooled);
     if (!conn.ok()) return conn.status();
-    std::vector<const char*> args;
-    std::vector<size_t> lens;
-    for (const auto& a : argv) {
-      args.push_back(a.data());
-      lens.push_back(a.size());
-    }
+    redisContext* c = conn->context.get();
     auto* raw = static_cast<redisReply*>(
-        redisCommandArgv(conn->get(), static_cast<int>(args.size()), args.data(), lens.data()));
+        redisCommandArgv(c, command.count(), command.args.data(), command.lens.data()));
     if (raw == nullptr) {
-      const std::string why = Failure(conn->get());
+      const std::string why = Failure(c);
       // Only when the server closed the connection (a restart) before answering: a timeout may
       // have run the command, and running a script twice could, e.g., take two quota slots.
-      if (pooled && attempt == 0 && Closed(conn->get())) {
+      if (pooled && attempt == 0 && Closed(c)) {
         DropIdle();
         continue;
       }
@@ -177,6 +191,68 @@ absl::StatusOr<RedisReply> RedisClient::Run(const std::vector<std::string>& argv
     return reply;
   }
   return absl::UnavailableError(absl::StrCat("Redis at ", options_.address, ": no connection"));
+}
+
+absl::Status RedisClient::Send(const std::vector<std::string>& argv, Answered answered) {
+  if (tunnels_ != nullptr) {
+    // hiredis's bytes reach Redis through the tunnel's thread, after Send would return.
+    auto reply = Run(argv);
+    if (!reply.ok()) {
+      if (answered) answered(false);
+      return reply.status();
+    }
+    if (reply->type == RedisReply::Type::kError) {
+      spdlog::debug("Redis at {} answered {} with {}", options_.address, argv.front(),
+                    reply->Describe());
+    }
+    if (answered) answered(true);
+    return absl::OkStatus();
+  }
+  Argv command(argv);
+  bool pooled = false;
+  auto conn = Take(&pooled);
+  if (!conn.ok()) {
+    if (answered) answered(false);
+    return conn.status();
+  }
+  redisContext* c = conn->context.get();
+  // From here on the connection tells `answered` if it is dropped before the answer is read.
+  conn->owed.push_back(std::move(answered));
+  if (redisAppendCommandArgv(c, command.count(), command.args.data(), command.lens.data()) !=
+      REDIS_OK) {
+    return absl::UnavailableError(Failure(c));  // out of memory; the connection is dropped
+  }
+  // The whole command is written now (a blocking socket, with the command timeout).
+  for (int done = 0; !done;) {
+    if (redisBufferWrite(c, &done) != REDIS_OK) {
+      const std::string why = Failure(c);
+      MarkDown(why);
+      return absl::UnavailableError(why);
+    }
+  }
+  Give(*std::move(conn));
+  return absl::OkStatus();
+}
+
+bool RedisClient::Settle(Connection& conn) const {
+  while (!conn.owed.empty()) {
+    void* raw = nullptr;
+    if (redisGetReply(conn.context.get(), &raw) != REDIS_OK || raw == nullptr) {
+      spdlog::debug("{} (reading the answer to a command sent before); connection dropped",
+                    Failure(conn.context.get()));
+      return false;
+    }
+    RedisReply reply = Copy(static_cast<redisReply*>(raw), 0);
+    freeReplyObject(raw);
+    if (reply.type == RedisReply::Type::kError) {
+      spdlog::debug("Redis at {} answered a command sent before with {}", options_.address,
+                    reply.Describe());
+    }
+    Answered answered = std::move(conn.owed.front());
+    conn.owed.erase(conn.owed.begin());
+    if (answered) answered(true);
+  }
+  return true;
 }
 
 absl::StatusOr<RedisReply> RedisClient::Eval(const RedisScript& script,
@@ -205,19 +281,26 @@ absl::Status RedisClient::Ping() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RedisClient::ContextPtr> RedisClient::Take(bool* pooled) {
-  {
-    MutexLock lock(&mu_);
-    if (!idle_.empty()) {
-      ContextPtr c = std::move(idle_.back());
+absl::StatusOr<RedisClient::Connection> RedisClient::Take(bool* pooled) {
+  while (true) {
+    Connection idle;
+    {
+      MutexLock lock(&mu_);
+      if (idle_.empty()) {
+        if (absl::Now() < down_until_) {
+          return absl::UnavailableError(absl::StrCat(last_error_, " (not retried for ",
+                                                     absl::FormatDuration(options_.retry_interval),
+                                                     " after a failure)"));
+        }
+        break;
+      }
+      idle = std::move(idle_.back());
       idle_.pop_back();
-      *pooled = true;
-      return c;
     }
-    if (absl::Now() < down_until_) {
-      return absl::UnavailableError(absl::StrCat(last_error_, " (not retried for ",
-                                                 absl::FormatDuration(options_.retry_interval),
-                                                 " after a failure)"));
+    // Most often the answers are here already: they came while the connection was idle.
+    if (Settle(idle)) {
+      *pooled = true;
+      return idle;
     }
   }
   *pooled = false;
@@ -226,20 +309,21 @@ absl::StatusOr<RedisClient::ContextPtr> RedisClient::Take(bool* pooled) {
     MarkDown(std::string(connected.status().message()));
     return connected.status();
   }
-  ContextPtr c = *std::move(connected);
+  Connection conn{*std::move(connected)};
+  redisContext* c = conn.context.get();
   // On the tunnel's socketpair end too: a TLS server that stops answering times out like a
   // plain one.
-  if (redisSetTimeout(c.get(), absl::ToTimeval(options_.timeout)) != REDIS_OK) {
-    const std::string why = Failure(c.get());
+  if (redisSetTimeout(c, absl::ToTimeval(options_.timeout)) != REDIS_OK) {
+    const std::string why = Failure(c);
     MarkDown(why);
     return absl::UnavailableError(why);
   }
   if (!options_.password.empty()) {
     const char* argv[] = {"AUTH", options_.password.c_str()};
     const size_t lens[] = {4, options_.password.size()};
-    auto* raw = static_cast<redisReply*>(redisCommandArgv(c.get(), 2, argv, lens));
+    auto* raw = static_cast<redisReply*>(redisCommandArgv(c, 2, argv, lens));
     if (raw == nullptr) {
-      const std::string why = Failure(c.get());
+      const std::string why = Failure(c);
       MarkDown(why);
       return absl::UnavailableError(why);
     }
@@ -254,7 +338,7 @@ absl::StatusOr<RedisClient::ContextPtr> RedisClient::Take(bool* pooled) {
       return absl::UnavailableError(why);
     }
   }
-  return c;
+  return conn;
 }
 
 absl::StatusOr<RedisClient::ContextPtr> RedisClient::Connect() {
@@ -275,22 +359,29 @@ absl::StatusOr<RedisClient::ContextPtr> RedisClient::Connect() {
   return c;
 }
 
-void RedisClient::Give(ContextPtr c) {
-  MutexLock lock(&mu_);
-  if (idle_.size() < kMaxIdle) idle_.push_back(std::move(c));
+void RedisClient::Give(Connection c) {
+  {
+    MutexLock lock(&mu_);
+    if (idle_.size() < kMaxIdle) {
+      idle_.push_back(std::move(c));
+      return;
+    }
+  }
+  Settle(c);  // dropped: its answers read first, so each `answered` learns what Redis did
 }
 
 void RedisClient::DropIdle() {
-  std::vector<ContextPtr> dropped;
+  std::vector<Connection> dropped;
   MutexLock lock(&mu_);
   dropped.swap(idle_);
 }
 
 void RedisClient::MarkDown(const std::string& why) {
+  std::vector<Connection> dropped;  // closed after the lock is let go (they run `answered`)
   MutexLock lock(&mu_);
   down_until_ = absl::Now() + options_.retry_interval;
   last_error_ = why;
-  idle_.clear();
+  dropped.swap(idle_);
 }
 
 std::string RedisClient::Failure(const redisContext* c) const {

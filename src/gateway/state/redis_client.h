@@ -11,6 +11,7 @@
 // own, so it speaks through a local tunnel); everything else is the same.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,6 +77,18 @@ class RedisClient {
                                   const std::vector<std::string>& args);
   // One PING: OK when Redis answers PONG.
   absl::Status Ping();
+  // Sends one command without waiting for its answer, for commands whose result the caller does
+  // not need (a quota slot given back): the call does not wait a round trip for it. The bytes
+  // are written before Send returns; the connection goes back to the pool owing the answer, and
+  // whoever takes it next reads that first (an error answer is logged, debug). `answered` (may
+  // be empty) runs once: with true when the answer was read (Redis ran the command), with false
+  // when the connection was dropped first (Redis may or may not have run it). Redis serves each
+  // connection in order but not connections in the order their bytes came: a command sent later
+  // on another connection may run first; callers that need the order use `answered`.
+  // Errors: the write's (UNAVAILABLE), as Run's. With TLS the tunnel writes on its own thread;
+  // there Send waits for the answer like Run.
+  using Answered = std::function<void(bool answered)>;
+  absl::Status Send(const std::vector<std::string>& argv, Answered answered = {});
 
   const RedisClientOptions& options() const { return options_; }
 
@@ -84,13 +97,33 @@ class RedisClient {
     void operator()(redisContext* c) const;
   };
   using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
+  // A connection and the answers it owes (to commands Send wrote and nobody read yet), each
+  // with its Send's `answered`: dropped unread, they are told so.
+  struct Connection {
+    Connection() = default;
+    explicit Connection(ContextPtr c) : context(std::move(c)) {}
+    Connection(Connection&&) = default;
+    Connection& operator=(Connection&&) = default;
+    ~Connection() {
+      for (auto& answered : owed) {
+        if (answered) answered(false);
+      }
+    }
+    ContextPtr context;
+    std::vector<Answered> owed;
+  };
 
   RedisClient(RedisClientOptions options, std::string host, int port,
               std::unique_ptr<RedisTlsTunnels> tunnels);
   // A connected context: plain TCP, or hiredis's end of a TLS tunnel.
   absl::StatusOr<ContextPtr> Connect();
-  absl::StatusOr<ContextPtr> Take(bool* pooled) ABSL_LOCKS_EXCLUDED(mu_);
-  void Give(ContextPtr c) ABSL_LOCKS_EXCLUDED(mu_);
+  // A connection owing no answers: an idle one (its owed answers read first; one that fails to
+  // give them is dropped) or a new one.
+  absl::StatusOr<Connection> Take(bool* pooled) ABSL_LOCKS_EXCLUDED(mu_);
+  // Reads the answers `c` owes; false when it cannot (the connection is then of no use).
+  bool Settle(Connection& c) const;
+  // Back to the pool; when the pool is full, dropped (its owed answers read first).
+  void Give(Connection c) ABSL_LOCKS_EXCLUDED(mu_);
   void DropIdle() ABSL_LOCKS_EXCLUDED(mu_);
   void MarkDown(const std::string& why) ABSL_LOCKS_EXCLUDED(mu_);
   std::string Failure(const redisContext* c) const;
@@ -102,7 +135,7 @@ class RedisClient {
   // Declared before the pool: destroyed after it, so hiredis closes its ends first.
   const std::unique_ptr<RedisTlsTunnels> tunnels_;  // null: plain TCP
   Mutex mu_;
-  std::vector<ContextPtr> idle_ ABSL_GUARDED_BY(mu_);
+  std::vector<Connection> idle_ ABSL_GUARDED_BY(mu_);  // the last given back on top
   absl::Time down_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string last_error_ ABSL_GUARDED_BY(mu_);
 };
