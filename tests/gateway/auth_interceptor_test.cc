@@ -134,7 +134,10 @@ TEST(AuthInterceptorTest, AdmissionsThatWaitDoNotHoldGrpcsThreads) {
                                     });
     calls.push_back(std::move(call));
   }
-  EXPECT_EQ(gate->WaitForWaiting(ApiKeyAuth::kAdmissionThreads), ApiKeyAuth::kAdmissionThreads);
+  // The admission threads' and at most one on gRPC's (a lone call's admission stays there).
+  const int waiting = gate->WaitForWaiting(ApiKeyAuth::kAdmissionThreads);
+  EXPECT_GE(waiting, ApiKeyAuth::kAdmissionThreads);
+  EXPECT_LE(waiting, ApiKeyAuth::kAdmissionThreads + 1);
 
   // Meanwhile a call that needs no key is served at once.
   grpc::GenericStub generic(channel);

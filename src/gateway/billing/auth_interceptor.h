@@ -6,9 +6,11 @@
 //
 // When admission waits for a round trip (quotas in Redis), it runs on threads of its own and the
 // call proceeds from there once admitted or refused: gRPC runs interceptors on its callback
-// threads, and every call in the process waits while those (two on a two-core host) wait.
+// threads, and every call in the process waits while those (two on a two-core host) wait. One
+// such admission at a time runs where it is (a lone call pays no thread hop).
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 
@@ -74,6 +76,7 @@ class ApiKeyAuth {
   // Runs admissions that wait for a round trip (null when the quotas are in memory). Declared
   // after store_: destroyed first, so the admissions still queued finish before the store goes.
   ThreadPoolPtr admissions_;
+  std::atomic<int> inline_admissions_{0};  // waiting ones running on gRPC's threads now
   mutable Mutex mu_;
   // Refusals of calls still open, by their server context.
   absl::flat_hash_map<const grpc::ServerContextBase*, grpc::Status> refused_ ABSL_GUARDED_BY(mu_);
