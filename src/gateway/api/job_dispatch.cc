@@ -1,5 +1,7 @@
 #include "gateway/api/job_dispatch.h"
 
+#include "common/thread_pool.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -175,6 +177,21 @@ void JobDispatch::Settle(const SettleUnits& units) {
   disputed_ = !env_.billing->Settle(job);
 }
 
+void JobDispatch::Succeed(const SettleUnits* units, absl::Duration latency) {
+  // The units are checked and the job recorded before the client gets the response; a node
+  // that misreported them is not paid and is penalised like a failed attempt (the client still
+  // gets the result: the work was done).
+  if (units != nullptr) Settle(*units);
+  if (policy_.is_job) {
+    env_.router->ReportAttempt(*node_, route_.model_id,
+                               disputed_ ? AttemptOutcome::kNodeFailure : AttemptOutcome::kSuccess,
+                               latency, !warm_);
+    spdlog::info("[{}] {} done on {} in {:.0f} ms (attempts {})", LogSafe(identity_.request_id),
+                 Describe(), node_->id, absl::ToDoubleMilliseconds(env_.now() - start_), attempts_);
+  }
+  Finish(grpc::Status::OK);
+}
+
 void JobDispatch::OnAttemptDone(AttemptResult result) {
   grpc::Status status = std::move(result.status);
   const grpc::StatusCode code = status.error_code();
@@ -187,19 +204,16 @@ void JobDispatch::OnAttemptDone(AttemptResult result) {
   }
   const absl::Duration latency = env_.now() - attempt_start_;
   if (status.ok()) {
-    // The units are checked and the job recorded before the client gets the response; a node
-    // that misreported them is not paid and is penalised like a failed attempt (the client
-    // still gets the result: the work was done).
-    if (result.units) Settle(*result.units);
-    if (policy_.is_job) {
-      env_.router->ReportAttempt(
-          *node_, route_.model_id,
-          disputed_ ? AttemptOutcome::kNodeFailure : AttemptOutcome::kSuccess, latency, !warm_);
-      spdlog::info("[{}] {} done on {} in {:.0f} ms (attempts {})", LogSafe(identity_.request_id),
-                   Describe(), node_->id, absl::ToDoubleMilliseconds(env_.now() - start_),
-                   attempts_);
+    ThreadPool* settle_threads = env_.billing != nullptr ? env_.billing->settle_threads() : nullptr;
+    if (result.units && settle_threads != nullptr && policy_.is_job && !settled_) {
+      // The ledger's write waits (a disk flush, or a round trip to PostgreSQL): not on this gRPC
+      // callback thread, which every other call needs too.
+      settle_threads->Post([self = shared_from_this(), units = std::move(*result.units), latency] {
+        self->Succeed(&units, latency);
+      });
+      return;
     }
-    return Finish(grpc::Status::OK);
+    return Succeed(result.units ? &*result.units : nullptr, latency);
   }
   const bool cancelled = transport_->ClientCancelled();
   if (code == grpc::StatusCode::RESOURCE_EXHAUSTED && !cancelled && result.tenant_limited) {

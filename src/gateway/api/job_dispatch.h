@@ -236,6 +236,8 @@ class JobDispatch : public std::enable_shared_from_this<JobDispatch> {
   absl::StatusOr<RouteChoice> Pick() const;
   void Attempt();
   void OnAttemptDone(AttemptResult result);
+  // A successful attempt: settles it (when `units`), reports it to the router, answers the client.
+  void Succeed(const SettleUnits* units, absl::Duration latency);
   void OnTenantLimited(grpc::Status status);
   // A retryable failure: try elsewhere if allowed (`reason` for the metrics).
   void Retry(const char* reason);

@@ -556,6 +556,10 @@ absl::StatusOr<int64_t> SqliteUsageLedger::RemoveBelow(int64_t below) {
 }
 
 JobBilling::JobBilling(UsageLedger* ledger, Metrics* metrics) : ledger_(ledger) {
+  if (ledger_ != nullptr) {
+    auto threads = ThreadPool::Create("sy-settle", kSettleThreads);
+    if (threads.ok()) settle_threads_ = *std::move(threads);  // valid arguments: cannot fail
+  }
   if (metrics != nullptr) {
     receipts_ = &metrics->CounterFamily(
         "receipts_total",

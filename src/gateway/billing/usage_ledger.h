@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "common/metrics.h"
 #include "common/mutex.h"
+#include "common/thread_pool.h"
 #include "switchyard/v1/gateway.pb.h"
 
 struct sqlite3;
@@ -273,6 +274,12 @@ class JobBilling {
   bool Settle(const Job& job);
 
   UsageLedger* ledger() const { return ledger_; }
+  // Threads to settle jobs on (null without a ledger): a ledger write waits for a disk flush or a
+  // round trip, and gRPC's callback threads, where attempts end, must not wait (every call in the
+  // process needs them; two on a two-core host). As many as the jobs whose rows one group commit
+  // may carry at once.
+  ThreadPool* settle_threads() const { return settle_threads_.get(); }
+  static constexpr int kSettleThreads = 16;
 
   // The key a node id is bound to at this gateway ("" for none): NodeKeys::BoundKey. Set before
   // jobs run; unset: only the key in the node's status is known.
@@ -290,6 +297,7 @@ class JobBilling {
 
  private:
   UsageLedger* ledger_;
+  ThreadPoolPtr settle_threads_;
   std::function<std::string(const std::string&)> bound_key_;
   prometheus::Family<prometheus::Counter>* receipts_ = nullptr;
   prometheus::Family<prometheus::Counter>* mismatches_ = nullptr;
