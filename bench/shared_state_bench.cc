@@ -9,7 +9,12 @@
 // over the embedded one, and throughput at 64 relative to the embedded setup. Targets: under
 // 0.5 ms p50 added per job; throughput at concurrency 64 at least 0.9x.
 //
-//   build/bin/shared_state_bench [--seconds 3] [--rounds 3]
+//   build/bin/shared_state_bench [--seconds 3] [--rounds 3] [--pin-servers]
+//
+// --pin-servers (a labelled variant, not the baseline): Redis and PostgreSQL on CPU 1 and
+// everything else on CPU 0, so the servers' own CPU is not taken from the gateway, as when they
+// run on machines of their own.
+#include <sched.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -79,9 +84,25 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "Measuring time per cell")->check(CLI::Range(0.5, 600.0));
   app.add_option("--rounds", rounds, "Rounds; each runs every setup once per concurrency")
       ->check(CLI::Range(1, 50));
+  bool pin_servers = false;
+  app.add_flag("--pin-servers", pin_servers,
+               "Labelled variant: Redis and PostgreSQL on CPU 1, everything else (gateways, "
+               "orchestrator, load) on CPU 0, as if the servers ran on machines of their own");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);  // per-job log lines would dominate a no-op job
 
+  // sched_setaffinity(0) sets the calling thread's CPUs, which the processes and threads it
+  // starts inherit: the servers are started while this (then only) thread is on CPU 1.
+  auto pin_to = [](int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set) == 0;
+  };
+  if (pin_servers && (std::thread::hardware_concurrency() < 2 || !pin_to(1))) {
+    std::cerr << "--pin-servers needs two CPUs this process may use\n";
+    return 1;
+  }
   const fs::path dir = fs::temp_directory_path() / absl::StrCat("shared_state_bench.", getpid());
   fs::create_directories(dir / "redis");
   auto redis = sy::testing::RedisServer::Start(dir / "redis");
@@ -94,6 +115,10 @@ int main(int argc, char** argv) {
   auto postgres = sy::testing::PostgresServer::Start(dir / "postgres", pg_options);
   if (!postgres.ok()) {
     std::cerr << "PostgreSQL: " << postgres.status() << "\n";
+    return 1;
+  }
+  if (pin_servers && !pin_to(0)) {
+    std::cerr << "--pin-servers: cannot move to CPU 0\n";
     return 1;
   }
   {
@@ -223,10 +248,11 @@ int main(int argc, char** argv) {
 
   std::printf(
       "## Shared state's cost per job: 8x8 PNG through an identity model, one gateway, %.1f s "
-      "per cell, %d rounds (medians of the rounds)\n\n"
+      "per cell, %d rounds (medians of the rounds)%s\n\n"
       "| concurrency | state | jobs/s | vs embedded | p50 ms | p99 ms | added p50 ms | added p99 "
       "ms |\n|---|---|---|---|---|---|---|---|\n",
-      seconds, rounds);
+      seconds, rounds,
+      pin_servers ? "; pinned: Redis and PostgreSQL on CPU 1, the rest on CPU 0" : "");
   std::map<std::pair<std::string, int>, sy::bench::LoadResult> med;
   for (auto& [cell, results] : cells) {
     std::vector<double> tput, p50, p99;
