@@ -259,12 +259,14 @@ TEST_F(SharedHardwareFindingsTest, HostileContentsUnderItsKeysAreSkippedOrRefuse
   EXPECT_TRUE(back);
 }
 
-// A node answering challenges right, after `delay_ms`.
+// A node answering challenges right, after `delay_ms`; or, while `busy`, refusing them as a node
+// running another challenge does.
 class FakeNode final : public node::v1::Orchestrator::Service {
  public:
   grpc::Status HardwareChallenge(grpc::ServerContext*,
                                  const node::v1::HardwareChallengeRequest* request,
                                  node::v1::HardwareChallengeResponse* response) override {
+    if (busy) return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "already running");
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
     for (int m = 0; m < request->matrices(); ++m) {
       response->add_digests(ReferenceChallengeDigest(*request, m));
@@ -273,6 +275,7 @@ class FakeNode final : public node::v1::Orchestrator::Service {
     return grpc::Status::OK;
   }
   std::atomic<int> delay_ms{0};
+  std::atomic<bool> busy{false};
 };
 
 // One gateway's view of the node (each gateway has its own NodeStats) and its checker.
@@ -425,6 +428,38 @@ TEST_F(SharedHardwareCheckTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTh
   auto card = raw_->Run({"ZCARD", g1->shared->FailedKey()});
   ASSERT_TRUE(card.ok());
   EXPECT_EQ(card->integer, 0);
+}
+
+// Gateways that check a node at once find it busy with each other's challenge: that is not shared
+// (each asks again in 30 s). A gateway whose own challenge went unanswered shows another's
+// measured finding.
+TEST_F(SharedHardwareCheckTest, ABusyAnswerIsNotSharedAndAMeasuredFindingShowsOverIt) {
+  auto g1 = MakeGateway("gw-1", 40);
+  auto g2 = MakeGateway("gw-2", 40);
+  ASSERT_NE(g1, nullptr);
+  ASSERT_NE(g2, nullptr);
+  node_.busy = true;
+  g1->CheckNow();
+  EXPECT_EQ(g1->verdict(), HardwareVerdict::kUnanswered);
+  EXPECT_EQ(g1->cap(), 1);  // its own finding, as before
+  EXPECT_EQ(g1->checker->SyncShared(), 0);
+  EXPECT_EQ(g2->checker->SyncShared(), 0);  // nothing shared
+  EXPECT_EQ(g2->cap(), 0);
+  auto card = raw_->Run({"ZCARD", g1->shared->FailedKey()});
+  ASSERT_TRUE(card.ok());
+  EXPECT_EQ(card->integer, 0);
+
+  node_.busy = false;
+  node_.delay_ms = 100;
+  g2->CheckNow();
+  EXPECT_EQ(g2->verdict(), HardwareVerdict::kTooSlow);
+  EXPECT_EQ(g2->checker->SyncShared(), 0);
+  EXPECT_EQ(g1->checker->SyncShared(), 1);
+  auto record = g1->checker->Lookup("liar");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kTooSlow);
+  EXPECT_EQ(record->shared_by, "gw-2");
+  EXPECT_EQ(g1->cap(), 1);
 }
 
 TEST_F(SharedHardwareCheckTest, WithRedisDownEachGatewayKeepsItsOwnFindingsAndSharesThemLater) {

@@ -131,8 +131,12 @@ std::optional<HardwareCheckRecord> HardwareChecker::Lookup(const std::string& no
   MutexLock lock(&mu_);
   auto it = records_.find(node_id);
   auto shared = foreign_.find(node_id);
-  // This gateway's own failed finding comes first: it is the one it can tell the most about.
-  if (shared == foreign_.end() || (it != records_.end() && it->second.capped)) {
+  // This gateway's own failed finding comes first (it can tell the most about it), except an
+  // unanswered challenge when another gateway measured the node.
+  const bool own_first = it != records_.end() && it->second.capped &&
+                         (it->second.verdict != HardwareVerdict::kUnanswered ||
+                          (shared != foreign_.end() && shared->second.verdict == "unanswered"));
+  if (shared == foreign_.end() || own_first) {
     if (it == records_.end()) return std::nullopt;
     return it->second;
   }
@@ -332,7 +336,12 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   const bool same_stats = previous.stats == static_cast<const void*>(node.stats.get());
   record.capped =
       fails_claim || (judged.verdict != HardwareVerdict::kOk && same_stats && previous.capped);
-  if (fails_claim) *finding = found;
+  // Shared with the other gateways, except a refusal because the node runs another challenge:
+  // with several gateways that is most likely another gateway's (they all check a node when it
+  // registers), and this gateway asks again in 30 s.
+  const bool busy = judged.verdict == HardwareVerdict::kUnanswered &&
+                    status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  if (fails_claim && !busy) *finding = found;
   if (checks_ != nullptr) {
     checks_
         ->Add({{"orchestrator", node.id},
