@@ -300,7 +300,7 @@ struct Gateway {
   }
 };
 
-class SharedHardwareCheckTest : public SharedHardwareFindingsTest {
+class TwoHardwareCheckersTest : public SharedHardwareFindingsTest {
  protected:
   void SetUp() override {
     SharedHardwareFindingsTest::SetUp();
@@ -358,7 +358,7 @@ class SharedHardwareCheckTest : public SharedHardwareFindingsTest {
   std::unique_ptr<grpc::Server> server_;
 };
 
-TEST_F(SharedHardwareCheckTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTheFinderFindsItOk) {
+TEST_F(TwoHardwareCheckersTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTheFinderFindsItOk) {
   // Gateway 1 wants a GPU's answer in 40 ms; gateway 2 takes up to 10 s (the node passes there).
   auto g1 = MakeGateway("gw-1", 40);
   auto g2 = MakeGateway("gw-2", 10000);
@@ -433,7 +433,7 @@ TEST_F(SharedHardwareCheckTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTh
 // Gateways that check a node at once find it busy with each other's challenge: that is not shared
 // (each asks again in 30 s). A gateway whose own challenge went unanswered shows another's
 // measured finding.
-TEST_F(SharedHardwareCheckTest, ABusyAnswerIsNotSharedAndAMeasuredFindingShowsOverIt) {
+TEST_F(TwoHardwareCheckersTest, ABusyAnswerIsNotSharedAndAMeasuredFindingShowsOverIt) {
   auto g1 = MakeGateway("gw-1", 40);
   auto g2 = MakeGateway("gw-2", 40);
   ASSERT_NE(g1, nullptr);
@@ -462,7 +462,7 @@ TEST_F(SharedHardwareCheckTest, ABusyAnswerIsNotSharedAndAMeasuredFindingShowsOv
   EXPECT_EQ(g1->cap(), 1);
 }
 
-TEST_F(SharedHardwareCheckTest, WithRedisDownEachGatewayKeepsItsOwnFindingsAndSharesThemLater) {
+TEST_F(TwoHardwareCheckersTest, WithRedisDownEachGatewayKeepsItsOwnFindingsAndSharesThemLater) {
   auto g1 = MakeGateway("gw-1", 40);
   // Gateway 2 polls on its own thread, every 50 ms.
   auto g2 = MakeGateway("gw-2", 10000, absl::Milliseconds(50));
