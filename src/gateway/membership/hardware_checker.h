@@ -102,7 +102,8 @@ class HardwareChecker {
   // Checks, one after another, every node of the snapshot that is due. Returns how many.
   int CheckDue() ABSL_LOCKS_EXCLUDED(mu_);
   // The node's record as routing sees it: another gateway's finding when that caps the node here
-  // (`shared_by` set) and this gateway's own finding does not.
+  // (`shared_by` set) and this gateway's own finding does not, or is only `unanswered` while the
+  // other gateway's is a measured one.
   std::optional<HardwareCheckRecord> Lookup(const std::string& node_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
   // With shared findings: records this gateway's pending findings (and removes those its later
