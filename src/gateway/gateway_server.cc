@@ -203,6 +203,20 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     deps.snapshot = [m = s->membership_.get()] { return m->snapshot(); };
     deps.metrics = s->metrics_.get();
     deps.random = [] { return SecureRandomU64(); };
+    deps.gateway_id = c.gateway_id;
+    deps.node_key = [keys = s->node_keys_.get()](const std::string& id) {
+      return keys->BoundKey(id);
+    };
+    if (!c.state.redis_address.empty()) {
+      // Gateways sharing a Redis share their failed findings (shared_hardware_findings.h).
+      RedisHardwareFindingsOptions options;
+      options.redis = StateRedis(c);
+      options.key_prefix = c.state.redis_key_prefix;
+      auto shared = RedisHardwareFindings::Create(std::move(options));
+      if (!shared.ok()) return shared.status();
+      s->shared_hardware_ = *std::move(shared);
+      deps.shared = s->shared_hardware_.get();
+    }
     auto checker = HardwareChecker::Create(c.verification.hardware, std::move(deps));
     if (!checker.ok()) return checker.status();
     s->hardware_checker_ = *std::move(checker);

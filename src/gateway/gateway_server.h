@@ -63,7 +63,7 @@ class GatewayServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ApiKeyAuth> auth_;         // null: no keys file, auth off; outlives server_
   std::unique_ptr<JobMetrics> job_metrics_;  // outlives service_, whose jobs feed it
-  UsageLedgerPtr ledger_;                   // null: no usage_ledger configured
+  UsageLedgerPtr ledger_;                    // null: no usage_ledger configured
   std::unique_ptr<JobBilling> billing_;      // outlives service_, whose jobs it settles
   // null without state.redis; outlives service_, whose spot checker shares verdicts through it
   SharedVerdictsPtr shared_verdicts_;
@@ -75,6 +75,8 @@ class GatewayServer {
   std::unique_ptr<GatewayService> service_;
   std::unique_ptr<InferenceProxy> inference_;  // KServe Open Inference Protocol (kserve.md)
   std::unique_ptr<StaticPoller> poller_;
+  // null without state.redis; outlives hardware_checker_, which shares findings through it
+  SharedHardwareFindingsPtr shared_hardware_;
   HardwareCheckerPtr hardware_checker_;  // null with verification.hardware.enabled false
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -4,6 +4,8 @@
 // gateway challenges each at registration; the honest one is "ok", the claimed GPU is too slow
 // twice in a row (it computes the GPU workload on this machine's CPU) and the wrong one "wrong":
 // both are routed at one job at a time per model, say so in ListCapabilities and in the metrics.
+// Two gateways sharing a redis-server: a finding of one caps the node on the other
+// (SharedHardwareCheckTest).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -20,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "support/cluster.h"
 #include "support/http_client.h"
+#include "support/redis_server.h"
 #include "switchyard/node/v1/node.grpc.pb.h"
 
 namespace switchyard::testing {
@@ -169,6 +172,91 @@ TEST(HardwareCheckTest, HostileChallengesAreRefusedAndOnlyOneRunsAtATime) {
   node::v1::NodeStatus status;
   EXPECT_TRUE(node->GetStatus(&sc, sreq, &status).ok());
   EXPECT_TRUE(cluster.orchestrator(0).Alive());
+}
+
+// Two gateways sharing a redis-server (state.redis) and one orchestrator that advertises a GPU it
+// does not have. Gateway 1 wants a GPU's answer (500 ms) and finds it too slow; gateway 2 allows
+// 60 s, so its own checks find the node ok, yet it caps the node with gateway 1's finding, which
+// stands until gateway 1 finds the node ok (docs/security.md "Hardware claims").
+TEST(SharedHardwareCheckTest, AFindingOfOneGatewayCapsTheNodeOnTheOther) {
+  TempDir redis_dir;
+  auto redis = RedisServer::Start(redis_dir.path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  ClusterOptions options;
+  options.orchestrators = 0;
+  options.models = {};
+  options.extra_gateways = 1;
+  options.gateway_config = {
+      {"state", {{"redis", {{"address", (*redis)->address()}, {"timeout_ms", 500}}}}}};
+  options.per_gateway_config = {
+      nlohmann::json::object(),
+      {{"verification", {{"sample_rate", 0}, {"hardware", {{"gpu_max_ms", 60000}}}}}}};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.AddOrchestrator("liar", {{"test_hardware_claim", {"cuda"}}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+
+  // The liar as gateway `stub` lists it (empty: not listed yet).
+  auto info = [](v1::Gateway::Stub* stub) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ListCapabilitiesRequest req;
+    v1::ListCapabilitiesResponse resp;
+    EXPECT_TRUE(stub->ListCapabilities(&ctx, req, &resp).ok());
+    for (const auto& o : resp.orchestrators()) {
+      if (o.id() == "liar") return o;
+    }
+    return v1::OrchestratorInfo();
+  };
+  auto first = cluster.GatewayStub();
+  auto second = cluster.ExtraGatewayStub(0);
+  v1::OrchestratorInfo one, two;
+  const auto start = std::chrono::steady_clock::now();
+  const auto until = start + Scaled(std::chrono::seconds(240));
+  double first_found_s = -1;  // when gateway 1 showed its finding
+  bool done = false;
+  for (int i = 0; i < 2000 && !done && std::chrono::steady_clock::now() < until; ++i) {
+    one = info(first.get());
+    two = info(second.get());
+    const double now_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (first_found_s < 0 && one.hardware_check() == "too_slow") first_found_s = now_s;
+    done = one.hardware_check() == "too_slow" && two.hardware_check() == "too_slow";
+    if (done) {
+      std::printf(
+          "SHARED-HARDWARE-CHECK: gateway 1 found it too_slow %.1f s after the start, "
+          "gateway 2 showed it %.1f s later\n",
+          first_found_s, now_s - first_found_s);
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(done) << "gateway 1: " << one.hardware_check() << " (" << one.hardware_check_detail()
+                    << "); gateway 2: " << two.hardware_check() << " ("
+                    << two.hardware_check_detail() << ")\n"
+                    << cluster.Logs();
+  EXPECT_TRUE(absl::StrContains(one.hardware_check_detail(), "claims cuda"))
+      << one.hardware_check_detail();
+  EXPECT_TRUE(absl::StrContains(two.hardware_check_detail(),
+                                "another gateway (gateway) found it too_slow: claims cuda"))
+      << two.hardware_check_detail();
+  EXPECT_TRUE(absl::StrContains(two.hardware_check_detail(),
+                                "routed as a CPU node: at most 1 job(s) at once per model"))
+      << two.hardware_check_detail();
+  std::printf("SHARED-HARDWARE-CHECK: gateway 2: %s\n", two.hardware_check_detail().c_str());
+
+  // Gateway 2 never found the node too slow itself: its own checks say ok (or, when the node was
+  // busy with gateway 1's challenge, unanswered), so the cap is gateway 1's finding.
+  const std::string metrics =
+      HttpRequest(cluster.extra_gateway(0).admin_port(), "GET", "/metrics").body;
+  EXPECT_FALSE(absl::StrContains(metrics,
+                                 "switchyard_gateway_hardware_checks_total{claimed=\"gpu\","
+                                 "orchestrator=\"liar\",result=\"too_slow\"}"))
+      << metrics;
+  const std::string status =
+      HttpRequest(cluster.extra_gateway(0).admin_port(), "GET", "/status.json").body;
+  EXPECT_TRUE(absl::StrContains(status, "\"hardware_check\":\"too_slow\"")) << status;
+  EXPECT_TRUE(absl::StrContains(status, "another gateway (gateway)")) << status;
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -32,6 +34,13 @@ bool ClaimsGpu(const node::v1::NodeStatus& status) {
 
 std::string ClaimKey(const node::v1::NodeStatus& status) {
   return absl::StrJoin(status.hardware(), ",");
+}
+
+std::optional<HardwareVerdict> FailedVerdict(const std::string& name) {
+  if (name == "too_slow") return HardwareVerdict::kTooSlow;
+  if (name == "wrong") return HardwareVerdict::kWrong;
+  if (name == "unanswered") return HardwareVerdict::kUnanswered;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -66,14 +75,17 @@ HardwareJudgement JudgeHardwareAnswer(bool claims_gpu, bool answered, bool diges
 }
 
 HardwareChecker::HardwareChecker(VerificationConfig::Hardware options, Deps deps)
-    : options_(options), deps_(std::move(deps)) {}
+    : options_(options),
+      deps_(std::move(deps)),
+      instance_(absl::BytesToHexString(SecureRandomBytes(8))) {}
 
 absl::StatusOr<std::unique_ptr<HardwareChecker>> HardwareChecker::Create(
     VerificationConfig::Hardware options, Deps deps, bool start_thread) {
   if (!deps.snapshot || !deps.random || !deps.now) {
     return absl::InvalidArgumentError("hardware checker: snapshot, random and now are required");
   }
-  if (options.interval_s < 10 || options.gpu_max_ms < 1 || options.failed_capacity < 1) {
+  if (options.interval_s < 10 || options.gpu_max_ms < 1 || options.failed_capacity < 1 ||
+      deps.shared_poll < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("hardware checker: invalid options");
   }
   std::unique_ptr<HardwareChecker> c(new HardwareChecker(options, std::move(deps)));
@@ -85,10 +97,15 @@ absl::StatusOr<std::unique_ptr<HardwareChecker>> HardwareChecker::Create(
         "wrong (a wrong answer), unanswered, retry (a first slow GPU answer, checked again).");
   }
   if (start_thread) c->thread_ = std::thread([p = c.get()] { p->Loop(); });
+  if (c->deps_.shared != nullptr && c->deps_.shared_poll > absl::ZeroDuration()) {
+    c->poller_ = std::thread([p = c.get()] { p->PollShared(); });
+  }
   return c;
 }
 
 HardwareChecker::~HardwareChecker() {
+  stop_poll_.Stop();
+  if (poller_.joinable()) poller_.join();
   {
     MutexLock lock(&mu_);
     stop_ = true;
@@ -113,8 +130,32 @@ void HardwareChecker::Loop() {
 std::optional<HardwareCheckRecord> HardwareChecker::Lookup(const std::string& node_id) const {
   MutexLock lock(&mu_);
   auto it = records_.find(node_id);
-  if (it == records_.end()) return std::nullopt;
-  return it->second;
+  auto shared = foreign_.find(node_id);
+  // This gateway's own failed finding comes first (it can tell the most about it), except an
+  // unanswered challenge when another gateway measured the node.
+  const bool own_first = it != records_.end() && it->second.capped &&
+                         (it->second.verdict != HardwareVerdict::kUnanswered ||
+                          (shared != foreign_.end() && shared->second.verdict == "unanswered"));
+  if (shared == foreign_.end() || own_first) {
+    if (it == records_.end()) return std::nullopt;
+    return it->second;
+  }
+  const HardwareFinding& f = shared->second;
+  HardwareCheckRecord record = it != records_.end() ? it->second : HardwareCheckRecord{};
+  if (it == records_.end()) {
+    record.claim_key = f.claim_key;
+    record.claimed =
+        absl::StrContains(absl::StrCat(",", f.claim_key, ","), ",cuda,") ? "gpu" : "cpu";
+    record.checked = f.checked;
+  }
+  record.verdict = FailedVerdict(f.verdict).value_or(HardwareVerdict::kUnchecked);
+  record.shared_by = f.gateway;
+  record.detail = absl::StrFormat(
+      "another gateway (%s) found it %s: %s; routed as a CPU node: at most %d job(s) at once per "
+      "model until that gateway finds it ok or its finding ends",
+      LogSafe(f.gateway), f.verdict, LogSafe(f.detail, RedisHardwareFindings::kMaxDetailBytes),
+      options_.failed_capacity);
+  return record;
 }
 
 int HardwareChecker::CheckDue() {
@@ -133,23 +174,77 @@ int HardwareChecker::CheckDue() {
                        it->second.stats != node->stats.get();
       if (!due || node->status.draining()) continue;
     }
-    HardwareCheckRecord record = Check(*node, previous);
+    std::string finding;
+    HardwareCheckRecord record = Check(*node, previous, &finding);
     ++checked;
+    // The key this gateway binds to the node, named in a finding it shares.
+    const std::string key = deps_.shared != nullptr && deps_.node_key && !finding.empty()
+                                ? absl::BytesToHexString(deps_.node_key(node->id))
+                                : std::string();
     MutexLock lock(&mu_);
-    records_[node->id] = std::move(record);
+    const bool judged = !stop_ && record.checked != previous.checked;
+    records_[node->id] = record;
+    // What routing does: the cap is on the node's health record, read by the router's hot path.
+    SyncCapLocked(*node);
+    if (judged) ShareLocked(*node, record, finding, key);
   }
-  // Nodes gone from the snapshot are forgotten.
+  // Nodes gone from the snapshot are forgotten (a finding of theirs in Redis ends by itself).
   MutexLock lock(&mu_);
   for (auto it = records_.begin(); it != records_.end();) {
     const bool known = std::any_of(snapshot->nodes.begin(), snapshot->nodes.end(),
                                    [&](const auto& n) { return n->id == it->first; });
+    if (!known) recorded_.erase(it->first);
     it = known ? std::next(it) : records_.erase(it);
   }
   return checked;
 }
 
+const HardwareFinding* HardwareChecker::ForeignLocked(const NodeView& node) const {
+  auto it = foreign_.find(node.id);
+  if (it == foreign_.end() || it->second.claim_key != ClaimKey(node.status)) return nullptr;
+  return &it->second;
+}
+
+void HardwareChecker::SyncCapLocked(const NodeView& node) {
+  if (node.stats == nullptr) return;
+  auto it = records_.find(node.id);
+  // A record of an earlier registration (other NodeStats) caps nothing: it is checked anew.
+  const bool own = it != records_.end() && it->second.capped &&
+                   it->second.stats == static_cast<const void*>(node.stats.get());
+  node.stats->set_capacity_cap(own || ForeignLocked(node) != nullptr ? options_.failed_capacity
+                                                                     : 0);
+}
+
+void HardwareChecker::ShareLocked(const NodeView& node, const HardwareCheckRecord& record,
+                                  const std::string& finding, const std::string& node_key_hex) {
+  if (deps_.shared == nullptr) return;
+  if (!finding.empty()) {
+    HardwareFinding f;
+    f.node = node.id;
+    f.instance = instance_;
+    f.gateway = deps_.gateway_id;
+    f.verdict = HardwareVerdictName(record.verdict);
+    f.claim_key = record.claim_key;
+    f.node_key = node_key_hex;
+    f.detail = finding;
+    f.checked = record.checked;
+    // Renewed by every failed re-check (at most 1.25 x interval_s later, 30 s when unanswered):
+    // the finding lasts while this gateway keeps finding it, and ends soon after it stops.
+    f.until = record.checked + 2 * absl::Seconds(options_.interval_s);
+    to_clear_.erase(node.id);
+    to_record_[node.id] = std::move(f);
+    recorded_.insert(node.id);  // from now on there may be one in Redis
+  } else if (record.verdict == HardwareVerdict::kOk) {
+    // Only this gateway's own finding goes: another gateway's stands until that gateway finds
+    // the node ok (shared_hardware_findings.h says why).
+    to_record_.erase(node.id);
+    if (recorded_.count(node.id) != 0) to_clear_.insert(node.id);
+  }
+}
+
 HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
-                                           const HardwareCheckRecord& previous) {
+                                           const HardwareCheckRecord& previous,
+                                           std::string* finding) {
   const bool gpu = ClaimsGpu(node.status);
   HardwareCheckRecord record;
   record.claimed = gpu ? "gpu" : "cpu";
@@ -205,45 +300,48 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
       fails_claim ? absl::StrCat("routed as a CPU node: at most ", options_.failed_capacity,
                                  " job(s) at once per model")
                   : "routed as advertised";
+  // What was found (shared with the other gateways as is), then what routing does about it.
+  std::string found;
   switch (judged.verdict) {
     case HardwareVerdict::kOk:
-      record.detail = absl::StrFormat("answered %s right in %.0f ms on %s (%s); %s", work,
-                                      record.answer_ms, LogSafe(response.device(), 64),
-                                      gpu ? "a GPU's time" : "CPU class", routed);
+      found = absl::StrFormat("answered %s right in %.0f ms on %s (%s)", work, record.answer_ms,
+                              LogSafe(response.device(), 64), gpu ? "a GPU's time" : "CPU class");
       break;
     case HardwareVerdict::kTooSlow:
-      record.detail = absl::StrFormat(
-          "claims cuda but answered %s in %.0f ms, twice in a row (a GPU answers within %d ms); "
-          "%s",
-          work, record.answer_ms, options_.gpu_max_ms, routed);
+      found = absl::StrFormat(
+          "claims cuda but answered %s in %.0f ms, twice in a row (a GPU answers within %d ms)",
+          work, record.answer_ms, options_.gpu_max_ms);
       break;
     case HardwareVerdict::kWrong:
-      record.detail =
-          status.ok() && response.digests_size() != request.matrices()
-              ? absl::StrFormat("answered %d digests for %s; %s", response.digests_size(), work,
-                                routed)
-              : absl::StrFormat("answered product %d of %s wrongly; %s", matrix, work, routed);
+      found = status.ok() && response.digests_size() != request.matrices()
+                  ? absl::StrFormat("answered %d digests for %s", response.digests_size(), work)
+                  : absl::StrFormat("answered product %d of %s wrongly", matrix, work);
       break;
     case HardwareVerdict::kUnanswered:
-      record.detail = absl::StrFormat("did not answer a challenge of %s: %s: %s; %s", work,
-                                      GrpcCodeName(status.error_code()),
-                                      LogSafe(status.error_message(), 200), routed);
+      found =
+          absl::StrFormat("did not answer a challenge of %s: %s: %s", work,
+                          GrpcCodeName(status.error_code()), LogSafe(status.error_message(), 200));
       break;
     case HardwareVerdict::kUnchecked:
-      record.detail = absl::StrFormat(
+      found = absl::StrFormat(
           "claims cuda; answered %s in %.0f ms (a GPU answers within %d ms); checking again "
           "before judging (a first answer may pay the GPU's start-up)",
           work, record.answer_ms, options_.gpu_max_ms);
       break;
   }
-  // What routing does: the cap is on the node's health record, read by the router's hot path.
-  if (node.stats != nullptr) {
-    if (fails_claim) {
-      node.stats->set_capacity_cap(options_.failed_capacity);
-    } else if (judged.verdict == HardwareVerdict::kOk) {
-      node.stats->set_capacity_cap(0);
-    }
-  }
+  record.detail =
+      judged.verdict == HardwareVerdict::kUnchecked ? found : absl::StrCat(found, "; ", routed);
+  // Whether this gateway's finding caps the node (CheckDue sets the cap): a failed claim does, an
+  // ok lifts it, anything else (a CPU node that did not answer, a first slow answer) leaves it.
+  const bool same_stats = previous.stats == static_cast<const void*>(node.stats.get());
+  record.capped =
+      fails_claim || (judged.verdict != HardwareVerdict::kOk && same_stats && previous.capped);
+  // Shared with the other gateways, except a refusal because the node runs another challenge:
+  // with several gateways that is most likely another gateway's (they all check a node when it
+  // registers), and this gateway asks again in 30 s.
+  const bool busy = judged.verdict == HardwareVerdict::kUnanswered &&
+                    status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  if (fails_claim && !busy) *finding = found;
   if (checks_ != nullptr) {
     checks_
         ->Add({{"orchestrator", node.id},
@@ -271,6 +369,116 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   record.next_check = end + next;
   if (judged.recheck_soon) record.verdict = previous.verdict;  // not judged yet
   return record;
+}
+
+void HardwareChecker::SharedDownLocked(const absl::Status& why) {
+  if (!shared_down_) {
+    spdlog::warn(
+        "hardware check: cannot share findings with the other gateways ({}); each keeps its own "
+        "until Redis answers",
+        why.ToString());
+  }
+  shared_down_ = true;
+}
+
+int HardwareChecker::SyncShared() {
+  if (deps_.shared == nullptr) return 0;
+  MutexLock sync(&sync_mu_);
+  const absl::Time now = deps_.now();
+  std::map<std::string, HardwareFinding> records;
+  std::set<std::string> clears;
+  {
+    MutexLock lock(&mu_);
+    records.swap(to_record_);
+    clears.swap(to_clear_);
+  }
+  // After one failure the rest waits for the next poll (Redis is down: no timeout per node).
+  absl::Status failed;
+  for (const std::string& node : clears) {
+    const absl::Status st = failed.ok() ? deps_.shared->Clear(node, instance_) : failed;
+    MutexLock lock(&mu_);
+    if (st.ok()) {
+      if (to_record_.count(node) == 0) recorded_.erase(node);
+    } else if (!absl::IsInvalidArgument(st)) {
+      failed = st;
+      if (to_record_.count(node) == 0) to_clear_.insert(node);  // unless failed again since
+    }
+  }
+  for (auto& [node, finding] : records) {
+    const absl::Status st = !failed.ok()           ? failed
+                            : finding.until <= now ? absl::OkStatus()
+                                                   : deps_.shared->Record(finding, now);
+    if (st.ok() || absl::IsInvalidArgument(st)) continue;  // not shareable: stays ours
+    failed = st;
+    MutexLock lock(&mu_);
+    // Kept for the next poll, unless a later check found the node ok or failing again meanwhile.
+    if (to_clear_.count(node) == 0) to_record_.emplace(node, std::move(finding));
+  }
+  absl::StatusOr<std::vector<HardwareFinding>> read =
+      failed.ok() ? deps_.shared->Read(now) : absl::StatusOr<std::vector<HardwareFinding>>(failed);
+
+  // The other gateways' findings that apply here: to a node registered here, for the claim it
+  // still advertises, bound here to the key its finder saw; the latest per node.
+  const SnapshotPtr snapshot = deps_.snapshot();
+  std::map<std::string, HardwareFinding> applies;
+  if (read.ok() && snapshot != nullptr) {
+    std::map<std::string, const NodeView*> nodes;
+    for (const auto& n : snapshot->nodes) nodes[n->id] = n.get();
+    std::map<std::string, std::string> keys;  // node -> its key here, hex
+    for (HardwareFinding& f : *read) {
+      if (f.instance == instance_ || f.until <= now) continue;
+      auto node = nodes.find(f.node);
+      if (node == nodes.end() || f.claim_key != ClaimKey(node->second->status)) continue;
+      if (deps_.node_key) {
+        auto key = keys.find(f.node);
+        if (key == keys.end()) {
+          key = keys.emplace(f.node, absl::BytesToHexString(deps_.node_key(f.node))).first;
+        }
+        if (key->second != f.node_key) continue;
+      }
+      auto [it, added] = applies.emplace(f.node, f);
+      if (!added && it->second.checked < f.checked) it->second = std::move(f);
+    }
+  }
+
+  MutexLock lock(&mu_);
+  if (!read.ok()) {
+    SharedDownLocked(read.status());
+    // What was read before stays until it ends: an outage does not lift a cap.
+    applies = foreign_;
+    std::erase_if(applies, [now](const auto& e) { return e.second.until <= now; });
+  } else if (shared_down_) {
+    spdlog::info("hardware check: sharing findings with the other gateways again");
+    shared_down_ = false;
+  }
+  for (const auto& [node, f] : applies) {
+    auto old = foreign_.find(node);
+    if (old == foreign_.end() || old->second.instance != f.instance ||
+        old->second.verdict != f.verdict) {
+      spdlog::warn(
+          "hardware check: {} routed as a CPU node (at most {} job(s) at once per model): another "
+          "gateway ({}) found it {}: {}",
+          node, options_.failed_capacity, LogSafe(f.gateway), f.verdict,
+          LogSafe(f.detail, RedisHardwareFindings::kMaxDetailBytes));
+    }
+  }
+  for (const auto& [node, f] : foreign_) {
+    if (applies.count(node) == 0) {
+      spdlog::info(
+          "hardware check: {}: the finding of another gateway ({}) no longer applies (it found "
+          "the node ok, the finding ended or the node's claim changed)",
+          node, LogSafe(f.gateway));
+    }
+  }
+  foreign_ = std::move(applies);
+  if (snapshot != nullptr) {
+    for (const auto& n : snapshot->nodes) SyncCapLocked(*n);
+  }
+  return read.ok() ? static_cast<int>(foreign_.size()) : -1;
+}
+
+void HardwareChecker::PollShared() {
+  while (!stop_poll_.WaitFor(absl::ToChronoMilliseconds(deps_.shared_poll))) SyncShared();
 }
 
 }  // namespace switchyard::gateway

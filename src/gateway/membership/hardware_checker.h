@@ -8,6 +8,12 @@
 // logged, counted (switchyard_gateway_hardware_checks_total) and shown in ListCapabilities and on
 // the status page. Checks run on one thread of their own, one node at a time: at start, when a
 // node (re-)registers or changes its claim, and every `interval_s` (+-25%) after.
+//
+// Gateways sharing `state.redis` share their failed findings (shared_hardware_findings.h): a poll
+// thread, every `shared_poll`, records this gateway's new findings (and removes those its later
+// checks found ok) and caps here a node that another gateway found failing the claim it still
+// advertises, as if this gateway had found it. Without Redis, or while it cannot be reached, each
+// gateway's findings are its own (logged once per outage).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -26,6 +33,7 @@
 #include "common/metrics.h"
 #include "common/mutex.h"
 #include "gateway/gateway_config.h"
+#include "gateway/membership/shared_hardware_findings.h"
 #include "gateway/routing/snapshot.h"
 
 namespace switchyard::gateway {
@@ -45,6 +53,10 @@ struct HardwareCheckRecord {
   absl::Time next_check;
   std::string claim_key;        // the hardware list the check judged: a new claim is checked anew
   const void* stats = nullptr;  // the NodeStats it capped: a re-registration is checked anew
+  bool capped = false;          // this gateway's own finding caps the node
+  // Not empty: the verdict and detail are another gateway's finding (shared through Redis), which
+  // caps the node here; this names that gateway.
+  std::string shared_by;
 };
 
 // Pure: the verdict on one answer. `digests_ok`: the recomputed product matched (and the count
@@ -71,6 +83,16 @@ class HardwareChecker {
     // a second anywhere. The gateway recomputes one product: up to 2^30 multiply-adds.
     int gpu_matrices = 8, gpu_size = 1024;
     int cpu_matrices = 4, cpu_size = 256;
+    // May be null: this gateway's findings are its own. Otherwise its failed findings are shared
+    // through it and the other gateways' applied here, every `shared_poll` (0: only when the test
+    // calls SyncShared).
+    SharedHardwareFindings* shared = nullptr;
+    absl::Duration shared_poll = absl::Seconds(2);
+    std::string gateway_id = "gateway";  // named in the findings it shares
+    // The identity key (raw) this gateway binds to a node id, "" for none. May be null. When set,
+    // another gateway's finding applies only to a node bound to the key its finder saw: a node
+    // that took another's id at one gateway cannot get the real one capped at the others.
+    std::function<std::string(const std::string&)> node_key;
   };
   // Starts the checking thread unless `start_thread` is false (tests call CheckDue).
   static absl::StatusOr<std::unique_ptr<HardwareChecker>> Create(
@@ -79,14 +101,37 @@ class HardwareChecker {
 
   // Checks, one after another, every node of the snapshot that is due. Returns how many.
   int CheckDue() ABSL_LOCKS_EXCLUDED(mu_);
+  // The node's record as routing sees it: another gateway's finding when that caps the node here
+  // (`shared_by` set) and this gateway's own finding does not, or is only `unanswered` while the
+  // other gateway's is a measured one.
   std::optional<HardwareCheckRecord> Lookup(const std::string& node_id) const
       ABSL_LOCKS_EXCLUDED(mu_);
+  // With shared findings: records this gateway's pending findings (and removes those its later
+  // checks found ok), reads every gateway's and caps the nodes the others' apply to (the poll
+  // thread's work). Returns how many nodes another gateway's finding caps here now; -1 when
+  // Redis could not be read (the findings applied before stay until they end).
+  int SyncShared() ABSL_LOCKS_EXCLUDED(mu_, sync_mu_);
+  // This gateway process's id in the findings it shares (16 hex digits, new at every start).
+  const std::string& instance() const { return instance_; }
 
  private:
   HardwareChecker(VerificationConfig::Hardware options, Deps deps);
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs one challenge on `node` and returns the new record (previous: the node's last one).
-  HardwareCheckRecord Check(const NodeView& node, const HardwareCheckRecord& previous);
+  // `finding`: what it found, when the node failed its claim (else left empty).
+  HardwareCheckRecord Check(const NodeView& node, const HardwareCheckRecord& previous,
+                            std::string* finding);
+  // Another gateway's finding that applies to `node` here (null: none).
+  const HardwareFinding* ForeignLocked(const NodeView& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets the node's cap from this gateway's record and the others' findings.
+  void SyncCapLocked(const NodeView& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What a check found, queued for the poll thread to share (or to remove, when ok).
+  void ShareLocked(const NodeView& node, const HardwareCheckRecord& record,
+                   const std::string& finding, const std::string& node_key_hex)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SharedDownLocked(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PollShared();
 
   const VerificationConfig::Hardware options_;
   Deps deps_;
@@ -99,6 +144,20 @@ class HardwareChecker {
   grpc::ClientContext* in_flight_ ABSL_GUARDED_BY(mu_) = nullptr;
   CondVar wake_;
   std::thread thread_;
+
+  // Shared findings (deps_.shared).
+  const std::string instance_;
+  // Another gateway's finding applied to each node it caps here (as of the last poll).
+  std::map<std::string, HardwareFinding> foreign_ ABSL_GUARDED_BY(mu_);
+  // This gateway's findings not yet recorded in Redis, and the nodes whose finding its later
+  // check removes; each node in at most one of them.
+  std::map<std::string, HardwareFinding> to_record_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> to_clear_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> recorded_ ABSL_GUARDED_BY(mu_);  // nodes with a finding of ours in Redis
+  bool shared_down_ ABSL_GUARDED_BY(mu_) = false;  // the last use of Redis failed (logged once)
+  Mutex sync_mu_ ABSL_ACQUIRED_BEFORE(mu_);        // one SyncShared at a time
+  StopSignal stop_poll_;
+  std::thread poller_;  // last: started after everything it reads
 };
 
 using HardwareCheckerPtr = std::unique_ptr<HardwareChecker>;
