@@ -3,16 +3,20 @@
 // real router on hand-built snapshots. No network.
 #include "gateway/api/job_dispatch.h"
 
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/thread_pool.h"
 #include "gateway/api/client_cancelled.h"
 #include "gateway/routing/route_index.h"
 
@@ -57,6 +61,7 @@ class FakeTransport final : public DispatchTransport {
     started.push_back({plan, std::move(done)});
   }
   void Finish(grpc::Status status, const FinishInfo& info) override {
+    finished_on = std::this_thread::get_id();
     finished.push_back(std::move(status));
     orchestrator = info.orchestrator;
     attempts = info.attempts;
@@ -79,6 +84,7 @@ class FakeTransport final : public DispatchTransport {
 
   std::vector<Started> started;
   std::vector<grpc::Status> finished;
+  std::thread::id finished_on;
   std::string orchestrator;
   int attempts = 0;
   bool cancelled = false;
@@ -514,6 +520,32 @@ TEST_F(JobDispatchTest, SettledExactlyOnce) {
   EXPECT_FALSE(rows[0].disputed);
 }
 
+// With settle threads (the gateway's: JobBilling::settle_threads) a successful job is settled and
+// answered there, not on the thread its attempt ended on (gRPC's callback thread, which must not
+// wait for the ledger's commit); the row is committed before the client is answered.
+TEST_F(JobDispatchTest, SettledAndAnsweredOnTheSettleThreads) {
+  UseLedger();
+  auto threads = ThreadPool::Create("settle-test", 1);
+  ASSERT_TRUE(threads.ok()) << threads.status();
+  env_.settle_threads = threads->get();
+  auto job = Start();
+  transport_.End(grpc::Status::OK, SettleUnits{10, 2, int64_t{10}});
+  // One thread runs tasks in order: once this one ran, the settlement has.
+  std::promise<void> drained;
+  (*threads)->Post([&] { drained.set_value(); });
+  ASSERT_EQ(drained.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_EQ(transport_.finished.size(), 1u);
+  EXPECT_TRUE(transport_.finished[0].ok());
+  EXPECT_NE(transport_.finished_on, std::this_thread::get_id());
+  EXPECT_EQ(Rows().size(), 1u);
+  // A failed attempt is not settled and is answered where it ended.
+  auto failed = Start();
+  transport_.End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad image"));
+  ASSERT_EQ(transport_.finished.size(), 2u);
+  EXPECT_EQ(transport_.finished_on, std::this_thread::get_id());
+  EXPECT_EQ(Rows().size(), 1u);
+}
+
 TEST_F(JobDispatchTest, FailedAttemptsAreNotSettled) {
   UseLedger();
   auto job = Start();
@@ -608,8 +640,8 @@ TEST(JobDispatchDemandTest, JobsThatFindNoWarmRoomAreDemandForWarmCapacity) {
     FakeTransport transport;
     CallIdentity identity{"req-1", "req-1~x", "key-1"};
     RouteRequest route{"upscale", "esrgan", {}, 0, ""};
-    auto job = JobDispatch::Create(env, policy, route, identity, absl::InfiniteFuture(),
-                                   &transport);
+    auto job =
+        JobDispatch::Create(env, policy, route, identity, absl::InfiniteFuture(), &transport);
     job->Start();
     drive(transport);
   };

@@ -76,6 +76,7 @@ class GatewayService final : public v1::Gateway::CallbackService {
   void set_billing(JobBilling* billing) {
     billing_ = billing;
     env_.billing = billing;
+    env_.settle_threads = billing != nullptr ? billing->settle_threads() : nullptr;
   }
 
   // Spot checks of answered jobs (config `verification`; may stay unset: none); set before the

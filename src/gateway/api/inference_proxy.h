@@ -16,13 +16,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/metering.h"
-#include "gateway/billing/auth_interceptor.h"
-#include "gateway/gateway_config.h"
 #include "gateway/api/job_dispatch.h"
-#include "gateway/observability/job_metrics.h"
-#include "gateway/membership/membership.h"
-#include "gateway/routing/router.h"
+#include "gateway/billing/auth_interceptor.h"
 #include "gateway/billing/usage_ledger.h"
+#include "gateway/gateway_config.h"
+#include "gateway/membership/membership.h"
+#include "gateway/observability/job_metrics.h"
+#include "gateway/routing/router.h"
 #include "inference/open_inference_grpc.grpc.pb.h"
 
 namespace switchyard::gateway {
@@ -104,7 +104,10 @@ class InferenceProxy final : public inference::GRPCInferenceService::CallbackSer
   // Checks and records each successful ModelInfer call's units (docs/metering.md); may stay unset
   // (calls are then not metered). The gateway's, shared with the public API; it outlives the
   // proxy's calls.
-  void set_billing(JobBilling* billing) { env_.billing = billing; }
+  void set_billing(JobBilling* billing) {
+    env_.billing = billing;
+    env_.settle_threads = billing != nullptr ? billing->settle_threads() : nullptr;
+  }
   // The public API's wait for room (may stay unset): a finished ModelInfer call frees a slot on
   // its node, which wakes a job waiting for one.
   void set_room(RoomWaiter* room) { env_.room = room; }

@@ -1,7 +1,5 @@
 #include "gateway/api/job_dispatch.h"
 
-#include "common/thread_pool.h"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -204,7 +202,7 @@ void JobDispatch::OnAttemptDone(AttemptResult result) {
   }
   const absl::Duration latency = env_.now() - attempt_start_;
   if (status.ok()) {
-    ThreadPool* settle_threads = env_.billing != nullptr ? env_.billing->settle_threads() : nullptr;
+    ThreadPool* settle_threads = env_.settle_threads;
     if (result.units && settle_threads != nullptr && policy_.is_job && !settled_) {
       // The ledger's write waits (a disk flush, or a round trip to PostgreSQL): not on this gRPC
       // callback thread, which every other call needs too.

@@ -23,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/receipt.h"
+#include "common/thread_pool.h"
 #include "gateway/billing/usage_ledger.h"
 #include "gateway/gateway_config.h"
 #include "gateway/membership/membership.h"
@@ -116,6 +117,9 @@ struct DispatchEnv {
   JobLog* job_log = nullptr;      // may be null
   JobMetrics* metrics = nullptr;  // may be null
   JobBilling* billing = nullptr;  // may be null: jobs are not metered
+  // Where a successful job is settled and answered (JobBilling::settle_threads: the ledger's
+  // write waits); null: on the thread its attempt ended on.
+  ThreadPool* settle_threads = nullptr;
   // Told of every job that found no warm node with room (may be null: no demand-driven warm-up).
   WarmDemandTracker* demand = nullptr;
   std::function<absl::Time()> now = [] { return absl::Now(); };
