@@ -302,6 +302,16 @@ absl::StatusOr<RedisClient::Connection> RedisClient::Take(bool* pooled) {
       *pooled = true;
       return idle;
     }
+    // Closed by the server (a restart): the other idle connections are stale too; a new one is
+    // tried. Any other failure (no answer in time, not Redis's protocol) is a failed command's:
+    // Redis is marked down, so a hung server costs one timeout, not one per idle connection.
+    if (Closed(idle.context.get())) {
+      DropIdle();
+      continue;
+    }
+    const std::string why = Failure(idle.context.get());
+    MarkDown(why);
+    return absl::UnavailableError(why);
   }
   *pooled = false;
   auto connected = Connect();
@@ -367,7 +377,8 @@ void RedisClient::Give(Connection c) {
       return;
     }
   }
-  Settle(c);  // dropped: its answers read first, so each `answered` learns what Redis did
+  // Dropped (closed after the lock is let go) without waiting for what it owes: each `answered`
+  // hears false and keeps what it needs (the quota backend removes the release again).
 }
 
 void RedisClient::DropIdle() {

@@ -122,7 +122,7 @@ class RedisClient {
   absl::StatusOr<Connection> Take(bool* pooled) ABSL_LOCKS_EXCLUDED(mu_);
   // Reads the answers `c` owes; false when it cannot (the connection is then of no use).
   bool Settle(Connection& c) const;
-  // Back to the pool; when the pool is full, dropped (its owed answers read first).
+  // Back to the pool; when the pool is full, dropped (its owed answers unread: `answered(false)`).
   void Give(Connection c) ABSL_LOCKS_EXCLUDED(mu_);
   void DropIdle() ABSL_LOCKS_EXCLUDED(mu_);
   void MarkDown(const std::string& why) ABSL_LOCKS_EXCLUDED(mu_);
