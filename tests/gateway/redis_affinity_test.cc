@@ -18,6 +18,7 @@
 #include "gateway/state/redis_client.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
+#include "support/redis_test_fixture.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -27,28 +28,12 @@ using ::switchyard::testing::TempDir;
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
-class RedisAffinityTest : public ::testing::Test {
+// A Redis of the test's own, a key prefix per test (support/redis_test_fixture.h).
+class RedisAffinityTest : public ::switchyard::testing::RedisTest {
  protected:
-  void SetUp() override {
-    auto redis = RedisServer::Start(tmp_.path());
-    ASSERT_TRUE(redis.ok()) << redis.status();
-    redis_ = *std::move(redis);
-    prefix_ = absl::StrCat(
-        "sytest:", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ":");
-    RedisClientOptions raw;
-    raw.address = redis_->address();
-    raw.timeout = absl::Milliseconds(500);
-    raw.retry_interval = absl::ZeroDuration();
-    auto client = RedisClient::Create(raw);
-    ASSERT_TRUE(client.ok()) << client.status();
-    raw_ = *std::move(client);
-  }
-
   RedisAffinityOptions Options(absl::Duration ttl = absl::Seconds(30)) const {
     RedisAffinityOptions o;
-    o.redis.address = redis_->address();
-    o.redis.timeout = absl::Milliseconds(500);  // generous: the test host may be busy
-    o.redis.retry_interval = absl::Milliseconds(100);
+    o.redis = ClientOptions();
     o.key_prefix = prefix_;
     o.ttl = ttl;
     return o;
@@ -75,11 +60,6 @@ class RedisAffinityTest : public ::testing::Test {
     EXPECT_TRUE(reply.ok() && reply->type == RedisReply::Type::kInteger);
     return reply.ok() ? reply->integer : -100;
   }
-
-  TempDir tmp_;
-  std::unique_ptr<RedisServer> redis_;
-  std::unique_ptr<RedisClient> raw_;
-  std::string prefix_;
 };
 
 TEST_F(RedisAffinityTest, CreateValidatesOptions) {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
+#include "support/redis_test_fixture.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -27,25 +28,14 @@ namespace {
 using ::switchyard::testing::RedisServer;
 using ::switchyard::testing::TempDir;
 
-class RedisClientTest : public ::testing::Test {
+// A Redis of the test's own (support/redis_test_fixture.h).
+class RedisClientTest : public ::switchyard::testing::RedisTest {
  protected:
-  void SetUp() override {
-    auto redis = RedisServer::Start(tmp_.path());
-    ASSERT_TRUE(redis.ok()) << redis.status();
-    redis_ = *std::move(redis);
-  }
-
   std::unique_ptr<RedisClient> Client() const {
-    RedisClientOptions options;
-    options.address = redis_->address();
-    options.timeout = absl::Milliseconds(1000);  // generous: the test host may be busy
-    auto client = RedisClient::Create(options);
+    auto client = RedisClient::Create(ClientOptions());
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? *std::move(client) : nullptr;
   }
-
-  TempDir tmp_;
-  std::unique_ptr<RedisServer> redis_;
 };
 
 // The answer a sent command owes is read by whoever takes its connection next, never returned

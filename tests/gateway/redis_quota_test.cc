@@ -26,6 +26,7 @@
 #include "gateway/billing/api_keys.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
+#include "support/redis_test_fixture.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -37,17 +38,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kKey[] = "sy_test_key";
 
-class RedisQuotaTest : public ::testing::Test {
+// A Redis of the test's own, a key prefix per test (support/redis_test_fixture.h).
+class RedisQuotaTest : public ::switchyard::testing::RedisTest {
  protected:
-  void SetUp() override {
-    auto redis = RedisServer::Start(tmp_.path());
-    ASSERT_TRUE(redis.ok()) << redis.status();
-    redis_ = *std::move(redis);
-    // A prefix per test: the tests share nothing in Redis.
-    prefix_ = absl::StrCat(
-        "sytest:", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ":");
-  }
-
   RedisQuotaOptions Options() const {
     RedisQuotaOptions o;
     o.address = redis_->address();
@@ -76,10 +69,6 @@ class RedisQuotaTest : public ::testing::Test {
     store->Replace({e});
     return store;
   }
-
-  TempDir tmp_;
-  std::unique_ptr<RedisServer> redis_;
-  std::string prefix_;
 };
 
 TEST_F(RedisQuotaTest, CreateValidatesOptions) {

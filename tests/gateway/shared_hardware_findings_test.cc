@@ -26,6 +26,7 @@
 #include "gateway/routing/node_health.h"
 #include "gateway/state/redis_client.h"
 #include "support/redis_server.h"
+#include "support/redis_test_fixture.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -51,28 +52,12 @@ HardwareFinding Finding(const std::string& node, const std::string& instance, ab
   return f;
 }
 
-class SharedHardwareFindingsTest : public ::testing::Test {
+// A Redis of the test's own, a key prefix per test (support/redis_test_fixture.h).
+class SharedHardwareFindingsTest : public ::switchyard::testing::RedisTest {
  protected:
-  void SetUp() override {
-    auto redis = RedisServer::Start(tmp_.path());
-    ASSERT_TRUE(redis.ok()) << redis.status();
-    redis_ = *std::move(redis);
-    prefix_ = absl::StrCat(
-        "sytest:", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ":");
-    RedisClientOptions raw;
-    raw.address = redis_->address();
-    raw.timeout = absl::Milliseconds(500);
-    raw.retry_interval = absl::ZeroDuration();
-    auto client = RedisClient::Create(raw);
-    ASSERT_TRUE(client.ok()) << client.status();
-    raw_ = *std::move(client);
-  }
-
   std::unique_ptr<RedisHardwareFindings> Store(size_t max_entries = 10000, size_t max_read = 4096) {
     RedisHardwareFindingsOptions o;
-    o.redis.address = redis_->address();
-    o.redis.timeout = absl::Milliseconds(500);  // generous: the test host may be busy
-    o.redis.retry_interval = absl::Milliseconds(100);
+    o.redis = ClientOptions();
     o.key_prefix = prefix_;
     o.max_entries = max_entries;
     o.max_read = max_read;
@@ -80,11 +65,6 @@ class SharedHardwareFindingsTest : public ::testing::Test {
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
-
-  TempDir tmp_;
-  std::unique_ptr<RedisServer> redis_;
-  std::unique_ptr<RedisClient> raw_;
-  std::string prefix_;
 };
 
 TEST_F(SharedHardwareFindingsTest, RecordReadClearAndExpiry) {

@@ -27,6 +27,7 @@
 #include "gateway/state/redis_client.h"
 #include "support/media_fixtures.h"
 #include "support/redis_server.h"
+#include "support/redis_test_fixture.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -54,39 +55,18 @@ SpotResult Result(const std::string& node, const std::string& image) {
   return r;
 }
 
-class SharedVerdictsTest : public ::testing::Test {
+// A Redis of the test's own, a key prefix per test (support/redis_test_fixture.h).
+class SharedVerdictsTest : public ::switchyard::testing::RedisTest {
  protected:
-  void SetUp() override {
-    auto redis = RedisServer::Start(tmp_.path());
-    ASSERT_TRUE(redis.ok()) << redis.status();
-    redis_ = *std::move(redis);
-    prefix_ = absl::StrCat(
-        "sytest:", ::testing::UnitTest::GetInstance()->current_test_info()->name(), ":");
-    RedisClientOptions raw;
-    raw.address = redis_->address();
-    raw.timeout = absl::Milliseconds(500);
-    raw.retry_interval = absl::ZeroDuration();
-    auto client = RedisClient::Create(raw);
-    ASSERT_TRUE(client.ok()) << client.status();
-    raw_ = *std::move(client);
-  }
-
   std::unique_ptr<RedisSharedVerdicts> Store(size_t max_ejected = 4096) {
     RedisSharedVerdictsOptions o;
-    o.redis.address = redis_->address();
-    o.redis.timeout = absl::Milliseconds(500);  // generous: the test host may be busy
-    o.redis.retry_interval = absl::Milliseconds(100);
+    o.redis = ClientOptions();
     o.key_prefix = prefix_;
     o.max_ejected = max_ejected;
     auto store = RedisSharedVerdicts::Create(std::move(o));
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
-
-  TempDir tmp_;
-  std::unique_ptr<RedisServer> redis_;
-  std::unique_ptr<RedisClient> raw_;
-  std::string prefix_;
 };
 
 TEST_F(SharedVerdictsTest, CountsAndEjectionsAreEveryGatewaysAndTheLaterEjectionStands) {
