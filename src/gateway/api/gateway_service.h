@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/pipelines.h"
+#include "common/thread_pool.h"
 #include "gateway/api/job_dispatch.h"
 #include "gateway/api/spot_check.h"
 #include "gateway/billing/auth_interceptor.h"
@@ -208,6 +209,11 @@ class GatewayService final : public v1::Gateway::CallbackService {
   // Last: destroyed first, while the router and the ledger its checks use are still there.
   std::unique_ptr<SpotChecker> spot_checker_;
   const HardwareChecker* hardware_checker_ = nullptr;
+  // Where answers that take long to write run (segment-anything-2's masks printed as JSON: tens
+  // of milliseconds for a large image), not on gRPC's callback threads, which every call shares.
+  // Last of all: destroyed first, running what is queued while the members it uses are there.
+  ThreadPoolPtr answer_threads_;
+  static constexpr int kAnswerThreads = 2;
 };
 
 }  // namespace switchyard::gateway
