@@ -15,6 +15,7 @@
 // everything else on CPU 0, so the servers' own CPU is not taken from the gateway, as when they
 // run on machines of their own.
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -58,6 +59,38 @@ constexpr const char* kModel = "noop";
 constexpr const char* kApiKey = "sk-bench-shared-state";
 
 double Median(std::vector<double> v) { return sy::bench::Percentile(std::move(v), 0.5); }
+
+// CPU seconds so far: this process's (gateways, orchestrator, load generator: all in it) and
+// the whole machine's busy time (/proc/stat), whose difference over a cell is the other
+// processes': on an otherwise quiet host, Redis's and PostgreSQL's servers.
+struct CpuSample {
+  double self_s = 0;
+  double machine_s = 0;
+};
+CpuSample SampleCpu() {
+  CpuSample sample;
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) {
+    sample.self_s = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+                    (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  }
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+  unsigned long long f[8] = {};
+  if (stat >> cpu && cpu == "cpu" &&
+      (stat >> f[0] >> f[1] >> f[2] >> f[3] >> f[4] >> f[5] >> f[6] >> f[7])) {
+    const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+    sample.machine_s = static_cast<double>(f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / hz;
+  }
+  return sample;
+}
+
+// CPU milliseconds per job in one cell.
+struct CpuPerJob {
+  double self_ms = 0;
+  double others_ms = 0;
+};
 
 std::shared_ptr<grpc::Channel> Channel(int port) {
   grpc::ChannelArguments args;
@@ -237,11 +270,21 @@ int main(int argc, char** argv) {
 
   // cell -> per-round results.
   std::map<std::pair<std::string, int>, std::vector<sy::bench::LoadResult>> cells;
+  std::map<std::pair<std::string, int>, std::vector<CpuPerJob>> cpu;
   for (int round = 0; round < rounds; ++round) {
     for (int concurrency : {1, 64}) {
       for (const auto& [name, config] : setups) {
-        cells[{name, concurrency}].push_back(sy::bench::MeasureClosedLoop(
-            concurrency, seconds, 20, [&, n = name] { return upscale(n); }));
+        const CpuSample before = SampleCpu();
+        const auto result = sy::bench::MeasureClosedLoop(concurrency, seconds, 20,
+                                                         [&, n = name] { return upscale(n); });
+        const CpuSample after = SampleCpu();
+        // Jobs in the cell (the 20 warm-up calls too: their CPU is in the samples).
+        const double jobs = result.jobs_per_s * seconds + 20;
+        const double self_s = after.self_s - before.self_s;
+        const double machine_s = after.machine_s - before.machine_s;
+        cpu[{name, concurrency}].push_back(
+            CpuPerJob{1000 * self_s / jobs, std::max(0.0, 1000 * (machine_s - self_s) / jobs)});
+        cells[{name, concurrency}].push_back(result);
       }
     }
   }
@@ -250,7 +293,8 @@ int main(int argc, char** argv) {
       "## Shared state's cost per job: 8x8 PNG through an identity model, one gateway, %.1f s "
       "per cell, %d rounds (medians of the rounds)%s\n\n"
       "| concurrency | state | jobs/s | vs embedded | p50 ms | p99 ms | added p50 ms | added p99 "
-      "ms |\n|---|---|---|---|---|---|---|---|\n",
+      "ms | CPU ms/job, bench process | CPU ms/job, other processes |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n",
       seconds, rounds,
       pin_servers ? "; pinned: Redis and PostgreSQL on CPU 1, the rest on CPU 0" : "");
   std::map<std::pair<std::string, int>, sy::bench::LoadResult> med;
@@ -269,16 +313,23 @@ int main(int argc, char** argv) {
     const sy::bench::LoadResult& e = med[{"embedded", concurrency}];
     for (const auto& [name, config] : setups) {
       const sy::bench::LoadResult& r = med[{name, concurrency}];
-      std::printf("| %d | %s | %.0f | %.3f | %.3f | %.3f | %+.3f | %+.3f |%s\n", concurrency,
-                  name.c_str(), r.jobs_per_s, r.jobs_per_s / e.jobs_per_s, r.p50, r.p99,
-                  r.p50 - e.p50, r.p99 - e.p99,
+      std::vector<double> self_ms, others_ms;
+      for (const CpuPerJob& c : cpu[{name, concurrency}]) {
+        self_ms.push_back(c.self_ms);
+        others_ms.push_back(c.others_ms);
+      }
+      std::printf("| %d | %s | %.0f | %.3f | %.3f | %.3f | %+.3f | %+.3f | %.3f | %.3f |%s\n",
+                  concurrency, name.c_str(), r.jobs_per_s, r.jobs_per_s / e.jobs_per_s, r.p50,
+                  r.p99, r.p50 - e.p50, r.p99 - e.p99, Median(self_ms), Median(others_ms),
                   r.failures ? absl::StrCat(" (", r.failures, " failures!)").c_str() : "");
     }
   }
   std::printf(
       "\nredis-quotas: quotas in Redis, ledger in SQLite; pg-ledger: quotas in memory, "
       "ledger in PostgreSQL (commit \"postgres\"); shared: both; shared-local: both, "
-      "the ledger with \"commit\": \"local\".\n");
+      "the ledger with \"commit\": \"local\". CPU per job: the bench process's (gateways, "
+      "orchestrator and load generator are all in it) and every other process's on the host "
+      "(/proc/stat; on a quiet host Redis's and PostgreSQL's servers), medians of the rounds.\n");
   for (const char* name : {"shared", "shared-local"}) {
     const double added_p50 = med[{name, 1}].p50 - med[{"embedded", 1}].p50;
     const double ratio_64 = med[{name, 64}].jobs_per_s / med[{"embedded", 64}].jobs_per_s;
