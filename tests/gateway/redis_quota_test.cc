@@ -117,8 +117,9 @@ TEST_F(RedisQuotaTest, PingAndAdmitInOrder) {
 
 // A slot given back is free for the next call at once: the release is sent without waiting for
 // Redis's answer (RedisClient::Send) and may reach Redis after the next admission (another
-// connection), which therefore removes it again. One key with one slot, calls one after another,
-// and four threads sharing a key with four slots: never refused.
+// connection), which therefore removes it again (same gateway) or is tried once more (another
+// gateway). One key with one slot, calls one after another through one gateway and alternating
+// between two, and four threads sharing a key with four slots: never refused.
 TEST_F(RedisQuotaTest, AGivenBackSlotIsFreeForTheNextCallAtOnce) {
   RedisQuotaBackend* backend = nullptr;
   auto one = Store(Options(), 0, 1, 1, nullptr, &backend);
@@ -133,6 +134,21 @@ TEST_F(RedisQuotaTest, AGivenBackSlotIsFreeForTheNextCallAtOnce) {
     lease->reset();
   }
   EXPECT_EQ(refused, 0);
+
+  // Through another gateway: the release may reach Redis after the other gateway's admission
+  // (another connection), which is then tried once more (Redis has read the release by then).
+  auto other = Store(Options(), 0, 1, 1);
+  ASSERT_TRUE(other);
+  int refused_elsewhere = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto lease = (i % 2 == 0 ? one : other)->Admit(kKey);
+    if (!lease.ok()) {
+      refused_elsewhere++;
+      continue;
+    }
+    lease->reset();
+  }
+  EXPECT_EQ(refused_elsewhere, 0);
 
   auto four = Store(Options(), 0, 1, 4, nullptr, &backend);
   ASSERT_TRUE(four);

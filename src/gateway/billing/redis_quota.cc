@@ -318,6 +318,15 @@ absl::StatusOr<QuotaSlotPtr> RedisQuotaBackend::Acquire(const std::string& key_i
   args.insert(args.end(), releases.begin(), releases.end());
   auto reply =
       core_->Eval(core_->acquire(), {core_->BucketKey(key_id), core_->LeasesKey(key_id)}, args);
+  if (reply.ok() && reply->type == Reply::Type::kArray && reply->elements.size() == 2 &&
+      reply->elements[0].type == Reply::Type::kInteger && reply->elements[0].integer == 0) {
+    // Over the concurrency quota: tried once more, at once. A slot another gateway gave back
+    // just before its client heard the call end (its release sent, not waited for) may have
+    // reached Redis on another connection and been served after this admission; by the time
+    // this one is answered Redis has read it. A refused admission took no token and no slot.
+    reply =
+        core_->Eval(core_->acquire(), {core_->BucketKey(key_id), core_->LeasesKey(key_id)}, args);
+  }
   if (!reply.ok()) return Unavailable(key_id, limits, reply.status());
   // Bytes from Redis are checked like any peer's: exactly {verdict, in flight}.
   const bool valid = reply->type == Reply::Type::kArray && reply->elements.size() == 2 &&
