@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/metering.h"
 #include "common/status.h"
+#include "common/thread_pool.h"
 #include "common/tsan_handoff.h"
 #include "gateway/api/gateway_service.h"
 #include "gateway/api/unary_dispatch.h"
@@ -28,7 +29,10 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
  public:
   LlmRelay(grpc::CallbackServerContext* context, const v1::LLMRequest& request,
            const DispatchEnv& env, RouteRequest route, CallIdentity identity)
-      : context_(context), request_(request), max_total_price_(route.max_total_price) {
+      : context_(context),
+        request_(request),
+        max_total_price_(route.max_total_price),
+        settle_threads_(env.settle_threads) {
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
@@ -158,24 +162,20 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
     attempt->message.Clear();
     // Every message of the attempt, as the node hashed them for its receipt.
     result_digest_.AddWithoutJob(out_);
+    std::optional<SettleUnits> settle;
     if (out_.has_job()) {
       // The last message: the units (prompt + completion tokens, against the usage it carries,
       // the request's max_tokens and the messages relayed) and the receipt are checked and the
       // job recorded before it is sent.
-      SettleUnits settle{
+      settle.emplace(SettleUnits{
           out_.job().units(), out_.job().price_per_unit(),
           metering::LlmUnits(out_.usage(), request_.has_max_tokens() ? request_.max_tokens() : 256,
-                             content_messages_)};
-      settle.receipts = true;
-      if (out_.job().has_receipt()) settle.receipt = out_.job().receipt();
-      settle.reported_model_id = out_.job().model_id();
-      settle.request_sha256 = RequestDigest(request_);
-      settle.result_sha256 = result_digest_.Finish();
-      job_->Settle(settle);
-      auto* job = out_.mutable_job();
-      job->set_request_id(job_->identity().request_id);
-      job->set_orchestrator(job_->node()->id);
-      job->set_attempts(job_->attempts());
+                             content_messages_)});
+      settle->receipts = true;
+      if (out_.job().has_receipt()) settle->receipt = out_.job().receipt();
+      settle->reported_model_id = out_.job().model_id();
+      settle->request_sha256 = RequestDigest(request_);
+      settle->result_sha256 = result_digest_.Finish();
     } else {
       for (const auto& choice : out_.choices()) {
         if (!choice.delta().content().empty()) {
@@ -184,13 +184,60 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
         }
       }
     }
+    // From here until OnWriteDone the message is "being written": a job answer arriving meanwhile
+    // waits for it (pending_status_). The next read of this attempt starts in OnWriteDone, outside
+    // its reactions. Without a hold, the orchestrator's status could end the call in between (its
+    // last read done, the status arriving), and that StartRead would use a call gRPC had already
+    // freed ('pure virtual method called' in grpc_call_unref under steady LLM load, found by the
+    // soak). The hold also keeps the relay alive until OnWriteDone: it is deleted only once the
+    // attempt's call is done.
     write_in_flight_ = true;
-    // The next read of this attempt starts in OnWriteDone, outside its reactions. Without a hold,
-    // the orchestrator's status could end the call in between (its last read done, the status
-    // arriving), and that StartRead would use a call gRPC had already freed ('pure virtual method
-    // called' in grpc_call_unref under steady LLM load, found by the soak).
     attempt->AddHold();
     held_ = attempt;
+    if (!settle) {
+      StartWrite(&out_);
+      return;
+    }
+    if (settle_threads_ == nullptr) {
+      job_->Settle(*settle);
+      WriteLastLocked();
+      return;
+    }
+    // The ledger's write waits (a disk flush, or a round trip to PostgreSQL): on the settle
+    // threads, not on this gRPC callback thread, which every other call of the process needs too.
+    settle_threads_->Post([this, settle = *std::move(settle)] { SettleAndWriteLast(settle); });
+  }
+
+  // The last message, on a settle thread: the job is settled and the message written, unless the
+  // client went or the job was answered meanwhile (then as a failed write: the attempt is
+  // cancelled and released).
+  void SettleAndWriteLast(const SettleUnits& settle) ABSL_LOCKS_EXCLUDED(mu_) {
+    JobDispatch* job = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!job_->finished() && !cancelled_ && !server_done_) job = job_.get();
+    }
+    // Outside mu_, so the relay's reactions (OnCancel, OnDone) never wait for the ledger. Nothing
+    // else uses the job meanwhile: its attempt is held open (no OnAttemptDone), no write is in
+    // flight (no OnWriteDone) and OnCancel/OnDone do not touch it; taking mu_ below orders this
+    // with every later use.
+    if (job != nullptr) job->Settle(settle);
+    bool written = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (job != nullptr && !job_->finished() && !cancelled_ && !server_done_) {
+        WriteLastLocked();
+        written = true;
+      }
+    }
+    if (!written) OnWriteDone(false);
+  }
+
+  void WriteLastLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto* info = out_.mutable_job();
+    info->set_request_id(job_->identity().request_id);
+    info->set_orchestrator(job_->node()->id);
+    info->set_attempts(job_->attempts());
     StartWrite(&out_);
   }
 
@@ -233,6 +280,9 @@ class LlmRelay final : public grpc::ServerWriteReactor<v1::LLMResponse>, private
   grpc::CallbackServerContext* const context_;
   const v1::LLMRequest request_;  // a copy owned by the relay, for every attempt
   const double max_total_price_;  // x-max-total-price (0: none), for a refusal's message
+  // Where the last message's job is settled (JobBilling::settle_threads); null: on the gRPC
+  // thread that read it (no ledger).
+  ThreadPool* const settle_threads_;
 
   mutable absl::Mutex mu_;
   // The job (its calls are made under mu_: it is not locked itself).
