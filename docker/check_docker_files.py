@@ -9,23 +9,37 @@
   orchestrators' container configs dial the gateway service on the port it listens on and
   advertise their own service name.
 - docker-compose.gateways.yml: three gateways whose configs are configs/gateway.json but for
-  their addresses and shared state (one Redis, one PostgreSQL ledger, journals on named
-  volumes), Redis and PostgreSQL from Debian 12 packages and not published, and orchestrators
-  that register with every gateway.
+  their addresses, shared state (one Redis, one PostgreSQL ledger, journals on named volumes)
+  and TLS, Redis and PostgreSQL from Debian 12 packages and not published, and orchestrators
+  that register with every gateway. TLS: the one-shot `certs` service (certs.Dockerfile,
+  scripts/make-tls-certs) writes the volume the gateways and Redis mount read-only, before they
+  start; every gateway serves HTTPS (http_tls) and names the others as https://SERVICE:PORT
+  peers with state.peer_tls; Redis is TLS-only with client certificates, and the gateways
+  present theirs; every file the configs and Redis name is one the certs service makes, each key
+  owned by the uid its image runs as. The certs service's command is run (without the owners)
+  into a temporary folder: each certificate chains to the CA and names the hosts it is dialled
+  by (peers, Redis, the health check's 127.0.0.1).
 - With --bin-dir and --model-dir: each container orchestrator config really loads (the daemon
   starts with it on loopback, ephemeral ports, no gateway), so its models_file and model paths
-  resolve in the same layout the images use.
+  resolve in the same layout the images use; each container gateway config loads with the TLS
+  files the certs service makes (paths moved to the temporary folder, ephemeral loopback ports;
+  Redis and PostgreSQL are unreachable there, which a gateway starts with) and serves HTTPS that
+  a client trusting only the CA accepts under the gateway's service name.
 
 Usage: check_docker_files.py [--bin-dir DIR] [--model-dir DIR]
 Exit status 0 when every check passes; each failure is printed.
 """
 
 import argparse
+import http.client
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -152,6 +166,48 @@ def check_dockerfile(name, binary):
 
 
 STATE_DOCKERFILES = {"redis.Dockerfile": "redis-server", "postgres.Dockerfile": "postgresql-15"}
+CERTS_DOCKERFILE = "certs.Dockerfile"
+CERTS_SCRIPT = "scripts/make-tls-certs"
+
+
+def check_certs_dockerfile():
+    """The one-shot TLS maker: Debian 12's openssl and scripts/make-tls-certs, nothing else."""
+    name = CERTS_DOCKERFILE
+    path = os.path.join(DOCKER, name)
+    check(os.path.isfile(path), "%s exists" % name)
+    if not os.path.isfile(path):
+        return
+    ins = instructions(path)
+    froms = [a for k, a in ins if k == "FROM"]
+    check(froms == ["debian:12-slim"], "%s: one stage on debian:12-slim: %s" % (name, froms))
+    runs = " ".join(a for k, a in ins if k == "RUN")
+    check(re.search(r"apt-get install [^&]*\bopenssl\b", runs) is not None,
+          "%s installs Debian's openssl" % name)
+    copies = [[p for p in shlex.split(a) if not p.startswith("--")] for k, a in ins if k == "COPY"]
+    check(copies == [[CERTS_SCRIPT, "/usr/local/bin/make-tls-certs"]],
+          "%s copies %s only: %s" % (name, CERTS_SCRIPT, copies))
+    src = os.path.join(ROOT, CERTS_SCRIPT)
+    check(os.path.isfile(src) and os.access(src, os.X_OK), "%s exists and is executable" % src)
+    entry = [a for k, a in ins if k == "ENTRYPOINT"]
+    check(bool(entry) and json.loads(entry[-1]) == ["/usr/local/bin/make-tls-certs"],
+          "%s: ENTRYPOINT is make-tls-certs" % name)
+    check(not any(k == "EXPOSE" for k, _ in ins), "%s serves nothing (no EXPOSE)" % name)
+    ignore = path + ".dockerignore"
+    check(os.path.isfile(ignore), "%s has its .dockerignore" % name)
+    if os.path.isfile(ignore):
+        with open(ignore) as f:
+            lines = f.read().split()
+        check("!" + CERTS_SCRIPT in lines, "%s keeps %s in the context" % (ignore, CERTS_SCRIPT))
+
+
+def image_uid(dockerfile, user):
+    """The uid a Dockerfile gives `user` (useradd --uid N ... user), or None."""
+    runs = " ".join(a for k, a in instructions(os.path.join(DOCKER, dockerfile)) if k == "RUN")
+    for m in re.finditer(r"useradd ([^&;]*)", runs):
+        words = m.group(1).split()
+        if user in words and "--uid" in words:
+            return int(words[words.index("--uid") + 1])
+    return None
 
 
 def check_state_dockerfile(name, package):
@@ -286,8 +342,8 @@ def check_compose_gateways():
     services = compose.get("services", {})
     gateways = ["gateway-1", "gateway-2", "gateway-3"]
     orchestrators = ["orchestrator-1", "orchestrator-2"]
-    check(set(services) == set(gateways + orchestrators + ["redis", "postgres"]),
-          "gateways compose: three gateways, two orchestrators, redis, postgres: %s"
+    check(set(services) == set(gateways + orchestrators + ["redis", "postgres", "certs"]),
+          "gateways compose: three gateways, two orchestrators, redis, postgres, certs: %s"
           % sorted(services))
     named = set((compose.get("volumes") or {}).keys())
     for name, svc in services.items():
@@ -305,8 +361,9 @@ def check_compose_gateways():
               "gateways compose: %s is not published (trusted on the compose network only)" % name)
     with open(os.path.join(ROOT, "configs", "gateway.json")) as f:
         base = json.load(f)
-    changed = {"gateway_id", "listen", "http_listen", "admin_listen", "usage_ledger", "state"}
-    gw_targets, shared = [], set()
+    changed = {"gateway_id", "listen", "http_listen", "http_tls", "admin_listen", "usage_ledger",
+               "state"}
+    gw_targets, shared, gw_configs, http_ports = [], set(), {}, {}
     for name in gateways:
         svc = services.get(name)
         repo_cfg, cfg = service_config("gateways compose", name, svc)
@@ -333,9 +390,20 @@ def check_compose_gateways():
         check(any(v.split(":")[0] in named and journal.startswith(v.split(":")[1] + "/")
                   for v in svc.get("volumes", [])),
               "%s: the ledger journal %s is on a named volume" % (repo_cfg, journal))
-        shared.add(json.dumps([state, {k: v for k, v in ledger.items() if k != "journal"}],
+        gw_configs[name] = (repo_cfg, cfg)
+        http_ports[name] = cfg["http_listen"].rsplit(":", 1)[1]
+        # What each gateway has of its own: its id, its peers (the others) and its certificate
+        # (as its HTTPS certificate and its client certificate to Redis).
+        common = json.loads(json.dumps(state))
+        for key in ("gateway_id", "peers"):
+            common.pop(key, None)
+        for key in ("cert_file", "key_file"):
+            common.get("redis", {}).get("tls", {}).pop(key, None)
+        shared.add(json.dumps([common, {k: v for k, v in ledger.items() if k != "journal"}],
                               sort_keys=True))
-    check(len(shared) == 1, "the gateways share one Redis and one ledger: %s" % shared)
+    check(len(shared) == 1, "the gateways share one Redis, one ledger, one CA and one secret: %s"
+          % shared)
+    tls_dir = check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports)
     configs = []
     for name in orchestrators:
         svc = services.get(name)
@@ -349,7 +417,168 @@ def check_compose_gateways():
         check(cfg["gateways"] == gw_targets, "%s: registers with every gateway %s"
               % (repo_cfg, gw_targets))
         check_identity_key_volume("gateways compose", svc, cfg, named)
-    return configs
+    return configs, gw_configs, tls_dir
+
+
+def ro_mount_of(svc, named, path):
+    """(volume, mount point) of the read-only named volume a service has `path` on, or None."""
+    for v in svc.get("volumes", []):
+        parts = v.split(":")
+        if (len(parts) == 3 and parts[2] == "ro" and parts[0] in named and
+                path.startswith(parts[1].rstrip("/") + "/")):
+            return parts[0], parts[1].rstrip("/")
+    return None
+
+
+def depends_on_completed(svc, dependency):
+    deps = svc.get("depends_on") or {}
+    return isinstance(deps, dict) and (deps.get(dependency) or {}).get(
+        "condition") == "service_completed_successfully"
+
+
+def certs_command(services):
+    """The certs service's make-tls-certs arguments: (dir, {name: [san]}, {name: owner}, secret)."""
+    cmd = (services.get("certs") or {}).get("command") or []
+    out_dir, names, owners, secret = None, {}, {}, None
+    i = 0
+    while i < len(cmd):
+        arg = cmd[i]
+        if arg in ("--dir", "--owner", "--secret", "--days") and i + 1 < len(cmd):
+            value = cmd[i + 1]
+            if arg == "--dir":
+                out_dir = value
+            elif arg == "--owner":
+                who, _, uid_gid = value.partition("=")
+                owners[who] = uid_gid
+            elif arg == "--secret":
+                secret = value
+            i += 2
+            continue
+        name, _, sans = arg.partition("=")
+        names[name] = sans.split(",")
+        i += 1
+    return out_dir, names, owners, secret
+
+
+def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports):
+    """TLS between the gateways and to Redis, from the certs service's volume. Returns the folder
+    the certs service's command wrote (a temporary one), or None."""
+    certs = services.get("certs")
+    check(certs is not None, "gateways compose has the certs service")
+    if certs is None:
+        return None
+    check(os.path.normpath(os.path.join(DOCKER, certs["build"]["context"],
+                                        certs["build"]["dockerfile"])) ==
+          os.path.join(DOCKER, CERTS_DOCKERFILE), "certs builds %s" % CERTS_DOCKERFILE)
+    out_dir, names, owners, secret = certs_command(services)
+    certs_volume = [v.split(":")[0] for v in certs.get("volumes", [])
+                    if v.split(":")[0] in named and v.split(":")[1].rstrip("/") == out_dir]
+    check(len(certs_volume) == 1, "certs writes its --dir %s on a named volume" % out_dir)
+    volume = certs_volume[0] if certs_volume else None
+    gateway_uid = image_uid("gateway.Dockerfile", "switchyard")
+    redis_uid = image_uid("redis.Dockerfile", "redis")
+    check(gateway_uid is not None and redis_uid is not None,
+          "the gateway and Redis images give their users fixed uids (%s, %s)"
+          % (gateway_uid, redis_uid))
+
+    def made_file(svc_name, svc, path, owner_uid=None):
+        """`path` (in svc) is on the certs volume, read-only, and a file certs makes."""
+        mount = ro_mount_of(svc, named, path)
+        check(mount is not None and mount[0] == volume,
+              "gateways compose %s: %s is on the certs volume, read-only" % (svc_name, path))
+        if mount is None:
+            return
+        rel = path[len(mount[1]) + 1:]
+        stem, ext = os.path.splitext(rel)
+        made = rel == "ca.pem" or rel == secret or (ext in (".pem", ".key") and stem in names)
+        check(made, "gateways compose %s: the certs service makes %s" % (svc_name, rel))
+        if owner_uid is not None:
+            who = rel if rel == secret else stem
+            check(owners.get(who, "").split(":")[0] == str(owner_uid),
+                  "certs gives %s to uid %s (the user that reads it): %s"
+                  % (rel, owner_uid, owners.get(who)))
+
+    for name in gateways:
+        svc, (repo_cfg, cfg) = services.get(name), gw_configs.get(name, (None, None))
+        if cfg is None:
+            continue
+        check(depends_on_completed(svc, "certs"),
+              "gateways compose %s starts once certs completed" % name)
+        state = cfg.get("state", {})
+        peers = state.get("peers", {})
+        want = {p: "https://%s:%s" % (p, http_ports.get(p)) for p in gateways if p != name}
+        check(peers == want, "%s: every other gateway is an https:// peer %s: %s"
+              % (repo_cfg, want, peers))
+        http_tls, peer_tls = cfg.get("http_tls") or {}, state.get("peer_tls") or {}
+        redis_tls = state.get("redis", {}).get("tls") or {}
+        check(bool(http_tls.get("cert_file")) and bool(http_tls.get("key_file")),
+              "%s: HTTPS on its HTTP ports (http_tls)" % repo_cfg)
+        check(bool(peer_tls.get("ca_file")), "%s: state.peer_tls has the CA" % repo_cfg)
+        check(redis_tls.get("ca_file") == peer_tls.get("ca_file") and
+              redis_tls.get("cert_file") == http_tls.get("cert_file") and
+              redis_tls.get("key_file") == http_tls.get("key_file"),
+              "%s: TLS to Redis with the same CA, its certificate as client certificate" % repo_cfg)
+        for path in (http_tls.get("cert_file"), peer_tls.get("ca_file")):
+            if path:
+                made_file(name, svc, path)
+        for path in (http_tls.get("key_file"), state.get("internal_secret_file")):
+            if path:
+                made_file(name, svc, path, gateway_uid)
+        cert = os.path.splitext(os.path.basename(http_tls.get("cert_file", "")))[0]
+        check(name in names.get(cert, []) and "127.0.0.1" in names.get(cert, []),
+              "certs names %s's certificate %s (peers dial it) and 127.0.0.1 (its health "
+              "check): %s" % (name, name, names.get(cert)))
+        health = " ".join(((svc.get("healthcheck") or {}).get("test")) or [])
+        check("https://127.0.0.1:" + http_ports.get(name, "?") + "/healthz" in health and
+              "--cacert" in health, "gateways compose %s: its health check uses HTTPS with the CA"
+              % name)
+    redis = services.get("redis", {})
+    cmd = redis.get("command") or []
+    check(option(cmd, "--port") == "0", "redis: no plain TCP port (--port 0)")
+    redis_address = next(iter({c.get("state", {}).get("redis", {}).get("address")
+                               for _, c in gw_configs.values()}), "")
+    redis_host, _, redis_port = (redis_address or ":").rpartition(":")
+    check(option(cmd, "--tls-port") == redis_port,
+          "redis: its TLS port is the gateways' %s" % redis_address)
+    check(option(cmd, "--tls-auth-clients") == "yes", "redis: client certificates required")
+    check(depends_on_completed(redis, "certs"), "redis starts once certs completed")
+    for flag in ("--tls-cert-file", "--tls-key-file", "--tls-ca-cert-file"):
+        path = option(cmd, flag)
+        check(path is not None, "redis has %s" % flag)
+        if path:
+            made_file("redis", redis, path, redis_uid if flag == "--tls-key-file" else None)
+    cert = os.path.splitext(os.path.basename(option(cmd, "--tls-cert-file") or ""))[0]
+    check(redis_host in names.get(cert, []),
+          "certs names Redis's certificate %s (the gateways dial it): %s"
+          % (redis_host, names.get(cert)))
+    health = json.dumps(redis.get("healthcheck") or {})
+    check("--tls" in health, "redis: its health check uses TLS")
+
+    # Run the certs service's command (less the owners: they need root) into a temporary folder.
+    tmp = tempfile.mkdtemp(prefix="switchyard-docker-tls.")
+    args = [os.path.join(ROOT, CERTS_SCRIPT), "--dir", os.path.join(tmp, "tls")]
+    if secret:
+        args += ["--secret", secret]
+    args += ["%s=%s" % (n, ",".join(s)) for n, s in names.items()]
+    made = subprocess.run(args, capture_output=True, text=True)
+    check(made.returncode == 0, "%s runs: %s" % (CERTS_SCRIPT, made.stderr[-2000:]))
+    if made.returncode != 0:
+        return None
+    tls = os.path.join(tmp, "tls")
+    for n, sans in names.items():
+        pem = os.path.join(tls, n + ".pem")
+        verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(tls, "ca.pem"), pem],
+                                capture_output=True, text=True)
+        check(verify.returncode == 0, "%s chains to the CA: %s" % (n, verify.stdout + verify.stderr))
+        for host in sans:
+            flag = "-checkip" if re.match(r"^[0-9.]+$", host) else "-checkhost"
+            named_ok = subprocess.run(["openssl", "x509", "-in", pem, "-noout", flag, host],
+                                      capture_output=True, text=True).stdout
+            check("does match" in named_ok, "%s's certificate names %s: %s"
+                  % (n, host, named_ok.strip()))
+        key = os.path.join(tls, n + ".key")
+        check(os.stat(key).st_mode & 0o777 == 0o600, "%s is mode 0600" % key)
+    return tls
 
 
 def check_configs_load(configs, bin_dir):
@@ -389,6 +618,71 @@ def check_configs_load(configs, bin_dir):
                   "%s: its warm model loads from the shared models.json" % cfg)
 
 
+def check_gateway_configs_load(gw_configs, tls_dir, bin_dir):
+    """Starts the gateway with each container config, its TLS files from `tls_dir`, on loopback,
+    and fetches /healthz over HTTPS trusting only the CA, checking the gateway's service name."""
+    binary = os.path.join(bin_dir, "switchyard-gateway")
+    check(os.access(binary, os.X_OK), "%s is built" % binary)
+    if not os.access(binary, os.X_OK) or tls_dir is None:
+        return
+    for name, (repo_cfg, cfg) in sorted(gw_configs.items()):
+        with tempfile.TemporaryDirectory() as tmp:
+            text = json.dumps(cfg)
+            # Every path under the container's TLS mount point, moved to tls_dir.
+            for path in set(re.findall(r'"(/[^"]*/(?:ca\.pem|[\w.-]+\.(?:pem|key|secret)))"', text)):
+                text = text.replace('"%s"' % path, json.dumps(
+                    os.path.join(tls_dir, os.path.basename(path))))
+            local = json.loads(text)
+            local["usage_ledger"]["journal"] = os.path.join(tmp, "journal.db")
+            local["usage_ledger"]["connect_timeout_ms"] = 200
+            local_cfg = os.path.join(tmp, "gateway.json")
+            with open(local_cfg, "w") as f:
+                json.dump(local, f)
+            port_file = os.path.join(tmp, "http-port")
+            log_path = os.path.join(tmp, "log")
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(
+                    [binary, "--config", local_cfg, "--listen", "127.0.0.1:0",
+                     "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                     "--http-port-file", port_file], stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+                    break
+                time.sleep(0.1)
+            answer = None
+            if proc.poll() is None and os.path.exists(port_file):
+                with open(port_file) as f:
+                    port = f.read().strip()
+                ctx = ssl.create_default_context(cafile=os.path.join(tls_dir, "ca.pem"))
+                try:
+                    # /healthz, the certificate checked for 127.0.0.1 (the health check's host).
+                    conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx,
+                                                       timeout=10)
+                    conn.request("GET", "/healthz")
+                    answer = conn.getresponse().status
+                    conn.close()
+                    # The handshake again, the certificate checked for the service name (how
+                    # the peers dial it).
+                    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
+                        with ctx.wrap_socket(raw, server_hostname=name):
+                            pass
+                except (OSError, ssl.SSLError, http.client.HTTPException) as e:
+                    answer = repr(e)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            with open(log_path) as f:
+                log_text = f.read()
+            check(answer == 200, "the gateway starts with %s (its TLS files from the certs "
+                  "service) and answers /healthz over HTTPS: %s\n%s"
+                  % (repo_cfg, answer, log_text[-3000:]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin-dir", help="where switchyard-orchestrator is built")
@@ -398,7 +692,9 @@ def main():
         check_dockerfile(name, binary)
     for name, package in STATE_DOCKERFILES.items():
         check_state_dockerfile(name, package)
-    configs = check_compose() + check_compose_gateways()
+    check_certs_dockerfile()
+    gateways_configs, gw_configs, tls_dir = check_compose_gateways()
+    configs = check_compose() + gateways_configs
     if args.bin_dir:
         if args.model_dir and os.path.realpath(args.model_dir) != os.path.join(ROOT, "models"):
             # The configs reach the models through the repository layout (configs/../models).
@@ -407,6 +703,9 @@ def main():
         check(os.path.isfile(os.path.join(ROOT, "models", "esrgan-slim-x4.pt")),
               "models are prepared (scripts/prepare-models)")
         check_configs_load(configs, args.bin_dir)
+        check_gateway_configs_load(gw_configs, tls_dir, args.bin_dir)
+    if tls_dir is not None:
+        shutil.rmtree(os.path.dirname(tls_dir), ignore_errors=True)
     print("%d passed, %d failed" % (passed, len(failures)))
     return 1 if failures else 0
 
