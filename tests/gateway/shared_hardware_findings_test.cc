@@ -20,8 +20,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/hardware_challenge.h"
+#include "common/metrics.h"
 #include "gateway/membership/hardware_checker.h"
 #include "gateway/routing/node_health.h"
 #include "gateway/state/redis_client.h"
@@ -258,14 +262,28 @@ class FakeNode final : public node::v1::Orchestrator::Service {
   std::atomic<bool> busy{false};
 };
 
-// One gateway's view of the node (each gateway has its own NodeStats) and its checker.
+// One gateway's view of the node (each gateway has its own NodeStats), its checker and metrics.
 struct Gateway {
   std::shared_ptr<NodeView> view;
   std::unique_ptr<RedisHardwareFindings> shared;
+  Metrics metrics{"gateway"};
   HardwareCheckerPtr checker;
   std::string key = "key-1";  // the identity key this gateway binds to the node
 
   int cap() const { return view->stats->capacity_cap(); }
+  // The value of switchyard_gateway_shared_hardware_findings_<event>_total for the node "liar"
+  // and `verdict` on this gateway's /metrics (0 while it has none), -1 for a malformed line.
+  double SharedFindings(const std::string& event, const std::string& verdict = "too_slow") {
+    const std::string series =
+        absl::StrCat("switchyard_gateway_shared_hardware_findings_", event,
+                     "_total{orchestrator=\"liar\",verdict=\"", verdict, "\"} ");
+    for (absl::string_view line : absl::StrSplit(metrics.Render(), '\n')) {
+      if (!absl::ConsumePrefix(&line, series)) continue;
+      double v = 0;
+      return absl::SimpleAtod(line, &v) ? v : -1;
+    }
+    return 0;
+  }
   HardwareVerdict verdict() const {
     auto r = checker->Lookup(view->id);
     return r ? r->verdict : HardwareVerdict::kUnchecked;
@@ -323,6 +341,7 @@ class TwoHardwareCheckersTest : public SharedHardwareFindingsTest {
     deps.shared_poll = poll;
     deps.gateway_id = id;
     deps.node_key = [gw = g.get()](const std::string&) { return gw->key; };
+    deps.metrics = &g->metrics;
     VerificationConfig::Hardware options;
     options.gpu_max_ms = gpu_max_ms;
     options.failed_capacity = 1;
@@ -353,10 +372,17 @@ TEST_F(TwoHardwareCheckersTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTh
   EXPECT_EQ(g2->verdict(), HardwareVerdict::kOk);
   EXPECT_EQ(g2->cap(), 0);
 
-  // Gateway 1 shares its finding; gateway 2 caps the node with it, and says whose it is.
+  // Gateway 1 shares its finding; gateway 2 caps the node with it, and says whose it is. Only
+  // gateway 2 counts it as applied: gateway 1's own finding is not another gateway's.
   EXPECT_EQ(g1->checker->SyncShared(), 0);  // nothing of another gateway's for it
+  EXPECT_EQ(g1->SharedFindings("applied"), 0);
+  EXPECT_EQ(g2->SharedFindings("applied"), 0);
   EXPECT_EQ(g2->checker->SyncShared(), 1);
   EXPECT_EQ(g2->cap(), 1);
+  EXPECT_EQ(g2->SharedFindings("applied"), 1);
+  EXPECT_EQ(g2->SharedFindings("cleared"), 0);
+  EXPECT_EQ(g1->checker->SyncShared(), 0);  // its own finding, read back: still not counted
+  EXPECT_EQ(g1->SharedFindings("applied"), 0);
   auto record = g2->checker->Lookup("liar");
   ASSERT_TRUE(record.has_value());
   EXPECT_EQ(record->verdict, HardwareVerdict::kTooSlow);
@@ -375,23 +401,28 @@ TEST_F(TwoHardwareCheckersTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTh
   EXPECT_EQ(g2->verdict(), HardwareVerdict::kTooSlow);
   EXPECT_EQ(g2->checker->SyncShared(), 1);
   EXPECT_EQ(g2->cap(), 1);
+  EXPECT_EQ(g2->SharedFindings("applied"), 1);  // the same finding, still applied: no new count
 
-  // Another claim than the one judged: the finding does not apply.
+  // Another claim than the one judged: the finding does not apply (cleared), and again.
   g2->view->status.clear_hardware();
   g2->view->status.add_hardware("cuda");
   g2->view->status.add_hardware("nvenc");
   EXPECT_EQ(g2->checker->SyncShared(), 0);
   EXPECT_EQ(g2->cap(), 0);
+  EXPECT_EQ(g2->SharedFindings("cleared"), 1);
   g2->view->status.clear_hardware();
   g2->view->status.add_hardware("cuda");
   EXPECT_EQ(g2->checker->SyncShared(), 1);
   EXPECT_EQ(g2->cap(), 1);
+  EXPECT_EQ(g2->SharedFindings("applied"), 2);
   // Nor to a node bound to another key here (the finder checked someone else under that id).
   g2->key = "key-2";
   EXPECT_EQ(g2->checker->SyncShared(), 0);
   EXPECT_EQ(g2->cap(), 0);
+  EXPECT_EQ(g2->SharedFindings("cleared"), 2);
   g2->key = "key-1";
   EXPECT_EQ(g2->checker->SyncShared(), 1);
+  EXPECT_EQ(g2->SharedFindings("applied"), 3);
 
   // The node got its GPU: gateway 1's next check finds it ok and removes its finding; gateway 2
   // lifts the cap at its next poll.
@@ -405,6 +436,12 @@ TEST_F(TwoHardwareCheckersTest, AFindingOfOneGatewayCapsTheNodeOnTheOtherUntilTh
   EXPECT_EQ(g2->checker->SyncShared(), 0);
   EXPECT_EQ(g2->cap(), 0);
   EXPECT_EQ(g2->verdict(), HardwareVerdict::kOk);
+  EXPECT_EQ(g2->SharedFindings("applied"), 3);
+  EXPECT_EQ(g2->SharedFindings("cleared"), 3);
+  // Gateway 1 never applied or cleared another gateway's finding: only its own came and went.
+  EXPECT_EQ(g1->SharedFindings("applied"), 0);
+  EXPECT_EQ(g1->SharedFindings("cleared"), 0);
+  EXPECT_FALSE(absl::StrContains(g1->metrics.Render(), "shared_hardware_findings_applied_total{"));
   auto card = raw_->Run({"ZCARD", g1->shared->FailedKey()});
   ASSERT_TRUE(card.ok());
   EXPECT_EQ(card->integer, 0);
@@ -480,6 +517,8 @@ TEST_F(TwoHardwareCheckersTest, WithRedisDownEachGatewayKeepsItsOwnFindingsAndSh
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few of its polls
   EXPECT_EQ(g2->cap(), 1);
   EXPECT_EQ(g2->verdict(), HardwareVerdict::kTooSlow);
+  EXPECT_EQ(g2->SharedFindings("applied"), 1);  // applied once, across the outages
+  EXPECT_EQ(g2->SharedFindings("cleared"), 0);
 }
 
 }  // namespace

@@ -253,6 +253,18 @@ TEST(SharedHardwareCheckTest, AFindingOfOneGatewayCapsTheNodeOnTheOther) {
                                  "switchyard_gateway_hardware_checks_total{claimed=\"gpu\","
                                  "orchestrator=\"liar\",result=\"too_slow\"}"))
       << metrics;
+  // It counts gateway 1's finding as applied, once; gateway 1, whose own finding it is, does not
+  // (gateway 2 never finds the node too_slow, so gateway 1 has nothing of another's to apply).
+  EXPECT_TRUE(absl::StrContains(metrics,
+                                "switchyard_gateway_shared_hardware_findings_applied_total{"
+                                "orchestrator=\"liar\",verdict=\"too_slow\"} 1\n"))
+      << metrics;
+  const std::string first_metrics =
+      HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics").body;
+  EXPECT_FALSE(absl::StrContains(first_metrics,
+                                 "switchyard_gateway_shared_hardware_findings_applied_total{"
+                                 "orchestrator=\"liar\",verdict=\"too_slow\"}"))
+      << first_metrics;
   const std::string status =
       HttpRequest(cluster.extra_gateway(0).admin_port(), "GET", "/status.json").body;
   EXPECT_TRUE(absl::StrContains(status, "\"hardware_check\":\"too_slow\"")) << status;

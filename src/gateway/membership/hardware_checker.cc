@@ -95,6 +95,19 @@ absl::StatusOr<std::unique_ptr<HardwareChecker>> HardwareChecker::Create(
         "Known-answer hardware checks by node, claimed class (gpu, cpu) and result: ok, "
         "too_slow (slower than the claimed class allows; routed as what it performs like), "
         "wrong (a wrong answer), unanswered, retry (a first slow GPU answer, checked again).");
+    if (c->deps_.shared != nullptr) {
+      c->shared_applied_ = &c->deps_.metrics->CounterFamily(
+          "shared_hardware_findings_applied_total",
+          "Another gateway's failed hardware finding (shared through Redis) that began to cap a "
+          "node here, by node and the finding's verdict (too_slow, wrong, unanswered); a change "
+          "of the finding applied (another gateway, another verdict) counts again, a renewal "
+          "does not. This gateway's own findings are not counted.");
+      c->shared_cleared_ = &c->deps_.metrics->CounterFamily(
+          "shared_hardware_findings_cleared_total",
+          "Another gateway's hardware finding that stopped capping a node here (its gateway "
+          "found the node ok, the finding ended, or the node's claim or key changed), by node "
+          "and the finding's verdict.");
+    }
   }
   if (start_thread) c->thread_ = std::thread([p = c.get()] { p->Loop(); });
   if (c->deps_.shared != nullptr && c->deps_.shared_poll > absl::ZeroDuration()) {
@@ -460,6 +473,11 @@ int HardwareChecker::SyncShared() {
           "gateway ({}) found it {}: {}",
           node, options_.failed_capacity, LogSafe(f.gateway), f.verdict,
           LogSafe(f.detail, RedisHardwareFindings::kMaxDetailBytes));
+      // The node is registered here (only such findings apply): the label set is bounded as
+      // hardware_checks_total's is; the verdict is one of three (Decode checks it).
+      if (shared_applied_ != nullptr) {
+        shared_applied_->Add({{"orchestrator", node}, {"verdict", f.verdict}}).Increment();
+      }
     }
   }
   for (const auto& [node, f] : foreign_) {
@@ -468,6 +486,9 @@ int HardwareChecker::SyncShared() {
           "hardware check: {}: the finding of another gateway ({}) no longer applies (it found "
           "the node ok, the finding ended or the node's claim changed)",
           node, LogSafe(f.gateway));
+      if (shared_cleared_ != nullptr) {
+        shared_cleared_->Add({{"orchestrator", node}, {"verdict", f.verdict}}).Increment();
+      }
     }
   }
   foreign_ = std::move(applies);

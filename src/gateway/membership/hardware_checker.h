@@ -12,8 +12,10 @@
 // Gateways sharing `state.redis` share their failed findings (shared_hardware_findings.h): a poll
 // thread, every `shared_poll`, records this gateway's new findings (and removes those its later
 // checks found ok) and caps here a node that another gateway found failing the claim it still
-// advertises, as if this gateway had found it. Without Redis, or while it cannot be reached, each
-// gateway's findings are its own (logged once per outage).
+// advertises, as if this gateway had found it (counted in
+// switchyard_gateway_shared_hardware_findings_applied_total, and ..._cleared_total when it stops
+// applying). Without Redis, or while it cannot be reached, each gateway's findings are its own
+// (logged once per outage).
 #pragma once
 
 #include <cstdint>
@@ -136,6 +138,10 @@ class HardwareChecker {
   const VerificationConfig::Hardware options_;
   Deps deps_;
   prometheus::Family<prometheus::Counter>* checks_ = nullptr;
+  // Other gateways' findings that began to apply here, and that stopped applying (with
+  // deps_.shared and deps_.metrics; else null).
+  prometheus::Family<prometheus::Counter>* shared_applied_ = nullptr;
+  prometheus::Family<prometheus::Counter>* shared_cleared_ = nullptr;
   mutable Mutex mu_;
   std::map<std::string, HardwareCheckRecord> records_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
