@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -101,6 +102,32 @@ class FakeGateway final : public v1::Gateway::CallbackService {
     return reactor;
   }
 
+  // Quotes every request at 7 units, keeping what it was asked and the caps it was sent.
+  grpc::ServerUnaryReactor* Quote(grpc::CallbackServerContext* context,
+                                  const v1::QuoteRequest* request,
+                                  v1::QuoteResponse* response) override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      quoted = *request;
+      quoted_total_cap.clear();
+      auto cap = context->client_metadata().find("x-max-total-price");
+      if (cap != context->client_metadata().end()) {
+        quoted_total_cap.assign(cap->second.data(), cap->second.size());
+      }
+      ++quotes;
+    }
+    response->set_pipeline("live-video-to-video");
+    response->set_units(7);
+    response->set_units_basis("estimate");
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  std::mutex mu;
+  v1::QuoteRequest quoted;       // the last Quote's request
+  std::string quoted_total_cap;  // and its x-max-total-price
+  int quotes = 0;
   std::atomic<int> llm_messages{3};
   std::atomic<size_t> llm_bytes{4};
   std::atomic<int> llm_sent{0};
@@ -248,7 +275,7 @@ TEST_F(LivepeerApiRoutesTest, QuotePathsReadTheirBodyLikeThePipelinesPath) {
   const http::Response missing = PostJson("/quote/text-to-image", R"({"prompt":"p"})");
   EXPECT_EQ(missing.status, 422) << missing.body;
   EXPECT_NE(missing.body.find("model_id"), std::string::npos) << missing.body;
-  for (const std::string path : {"/quote", "/quote/live-video-to-video", "/quote/nope"}) {
+  for (const std::string path : {"/quote", "/quote/transcode", "/quote/nope"}) {
     auto it = routes_.find(path);
     if (it == routes_.end()) it = routes_.find("/quote/*");
     ASSERT_NE(it, routes_.end()) << path;
@@ -263,9 +290,75 @@ TEST_F(LivepeerApiRoutesTest, QuotePathsReadTheirBodyLikeThePipelinesPath) {
   }
   for (const char* pipeline :
        {"text-to-image", "image-to-image", "upscale", "image-to-video", "segment-anything-2",
-        "audio-to-text", "image-to-text", "text-to-speech", "llm"}) {
+        "audio-to-text", "image-to-text", "text-to-speech", "llm", "live-video-to-video"}) {
     EXPECT_EQ(routes_.count(absl::StrCat("/quote/", pipeline)), 1u) << pipeline;
   }
+}
+
+// A multipart body with text `fields` and, unless nullopt, the file `video`.
+http::Request LiveQuoteForm(const std::map<std::string, std::string>& fields,
+                            const std::optional<std::string>& video) {
+  http::Request req;
+  req.method = "POST";
+  req.path = req.target = "/quote/live-video-to-video";
+  req.headers["content-type"] = "multipart/form-data; boundary=LQ";
+  for (const auto& [name, value] : fields) {
+    absl::StrAppend(&req.body, "--LQ\r\nContent-Disposition: form-data; name=\"", name,
+                    "\"\r\n\r\n", value, "\r\n");
+  }
+  if (video) {
+    absl::StrAppend(&req.body,
+                    "--LQ\r\nContent-Disposition: form-data; name=\"video\"; filename=\"0.ts\"\r\n"
+                    "Content-Type: video/mp2t\r\n\r\n",
+                    *video, "\r\n");
+  }
+  absl::StrAppend(&req.body, "--LQ--\r\n");
+  return req;
+}
+
+// POST /quote/live-video-to-video: the sample segment (multipart `video`) and `model_id` become
+// the QuoteRequest's live_video_segment, sent with the client's caps; a missing, empty or
+// oversized segment, a missing model and a body of another type are refused before the gateway
+// is asked.
+TEST_F(LivepeerApiRoutesTest, LiveVideoQuoteSendsTheSegmentAndRefusesBadBodiesFirst) {
+  MakeRoutes(false);
+  http::Request good = LiveQuoteForm({{"model_id", "live-model"}}, "TS bytes");
+  good.headers["x-max-total-price"] = "12.5";
+  http::Response r = Call(good);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["units"], "7");
+  {
+    std::lock_guard<std::mutex> lock(service_.mu);
+    ASSERT_TRUE(service_.quoted.has_live_video_segment()) << service_.quoted.DebugString();
+    EXPECT_EQ(service_.quoted.live_video_segment().model_id(), "live-model");
+    EXPECT_EQ(service_.quoted.live_video_segment().segment(), "TS bytes");
+    EXPECT_EQ(service_.quoted_total_cap, "12.5");
+    EXPECT_EQ(service_.quotes, 1);
+  }
+
+  r = Call(LiveQuoteForm({}, std::nullopt));
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_NE(r.body.find(R"(["body","video"])"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"(["body","model_id"])"), std::string::npos) << r.body;
+  r = Call(LiveQuoteForm({{"model_id", "live-model"}}, ""));  // an empty file is no file
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_NE(r.body.find(R"(["body","video"])"), std::string::npos) << r.body;
+  r = Call(LiveQuoteForm({{"model_id", ""}}, "TS bytes"));
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_NE(r.body.find("model_id must name a live-video-to-video model"), std::string::npos)
+      << r.body;
+  // One byte over what a session takes as an input segment (64 MiB).
+  const int64_t limit = LiveVideoOptions{}.max_segment_bytes;
+  EXPECT_TRUE(IsError(Call(LiveQuoteForm({{"model_id", "live-model"}},
+                                         std::string(static_cast<size_t>(limit) + 1, 'G'))),
+                      413, absl::StrCat("video: ", limit + 1, " bytes, more than the ", limit)));
+  EXPECT_TRUE(IsError(PostJson("/quote/live-video-to-video", R"({"model_id":"live-model"})"), 415,
+                      "multipart/form-data"));
+  http::Request cut = good;
+  cut.body.resize(cut.body.size() - 8);  // no closing boundary
+  EXPECT_EQ(Call(cut).status, 400);
+  std::lock_guard<std::mutex> lock(service_.mu);
+  EXPECT_EQ(service_.quotes, 1);  // none of these reached the gateway
 }
 
 // JSON inside a multipart field (segment-anything-2's point_coords etc.) has the same limit.

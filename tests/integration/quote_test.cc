@@ -31,6 +31,7 @@ namespace fs = std::filesystem;
 constexpr double kCheap = 0.000001;  // per pixel, on "orch-1"
 constexpr double kDear = 0.00001;    // the same models on "dear"
 constexpr const char* kUpscaler = "up-identity";
+constexpr const char* kLive = "live-identity";  // live-video-to-video, frames as they come
 const char kBoundary[] = "quote-test-boundary";
 
 // A price as the client sends it: every digit, so it reads back as the same double.
@@ -79,6 +80,14 @@ class QuoteTest : public ::testing::Test {
       if (id != "t2i-test" && id != "tiny-llm" && id != "tiny-tts") continue;
       models_.push_back(m);
     }
+    SaveScriptModule(tmp_.path() / "live-identity.pt",
+                     "def forward(self, frame, params: str):\n    return frame\n");
+    models_.push_back({{"id", kLive},
+                       {"pipeline", "live-video-to-video"},
+                       {"path", (tmp_.path() / "live-identity.pt").string()},
+                       {"warm", true},
+                       {"device", "cpu"},
+                       {"options", {{"preset", "ultrafast"}}}});
     models_.push_back({{"id", kUpscaler},
                        {"pipeline", "upscale"},
                        {"path", (tmp_.path() / "identity.pt").string()},
@@ -431,6 +440,101 @@ TEST_F(QuoteTest, HttpQuoteAndHostileBodies) {
   // The gateway still serves.
   EXPECT_EQ(HttpRequest(port, call.method, "/quote/upscale", form, call.body).status, 401);
   EXPECT_EQ(HttpRequest(port, call).status, 200);
+}
+
+// POST /quote/live-video-to-video: a sample segment (multipart `video`, as a session's input
+// sends them) is quoted as the session's segment call for it: units are the segment's frames x
+// its frame size, at the cheap node's price, under the caps the headers give; the segment run
+// with the quoted total costs at most that.
+TEST_F(QuoteTest, HttpLiveVideoQuoteIsTheSegmentsFramesTimesItsFrameSize) {
+  SegmentSpec spec;
+  spec.width = 96;
+  spec.height = 64;
+  spec.fps = "10";
+  spec.seconds = 1.0;
+  spec.gop_seconds = 1.0;
+  const std::string segment = MakeTestSegment(tmp_, spec);
+  ASSERT_FALSE(segment.empty());
+  const ProbeResult probe = ProbeVideo(tmp_, segment, "ts");  // ffprobe decodes every frame
+  ASSERT_TRUE(probe.ok) << probe.error;
+  ASSERT_EQ(probe.width, 96);
+  ASSERT_EQ(probe.height, 64);
+  ASSERT_EQ(probe.frames, 10);
+  const int64_t pixels = int64_t{probe.frames} * probe.width * probe.height;
+
+  const int port = cluster_.gateway().http_port();
+  HttpCall call;
+  call.method = "POST";
+  call.path = "/quote/live-video-to-video";
+  call.content_type = std::string("multipart/form-data; boundary=") + kBoundary;
+  call.body =
+      absl::StrCat("--", kBoundary, "\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\n",
+                   kLive, "\r\n--", kBoundary,
+                   "\r\nContent-Disposition: form-data; name=\"video\"; "
+                   "filename=\"0.ts\"\r\nContent-Type: video/mp2t\r\n\r\n",
+                   segment, "\r\n--", kBoundary, "--\r\n");
+  call.headers["authorization"] = absl::StrCat("Bearer ", alice_);
+  HttpResult r = HttpRequest(port, call);
+  ASSERT_EQ(r.status, 200) << r.body << cluster_.Logs();
+  auto json = nlohmann::json::parse(r.body, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << r.body;
+  EXPECT_EQ(json["pipeline"], "live-video-to-video");
+  EXPECT_EQ(json["model_id"], kLive);
+  EXPECT_EQ(json["unit"], "pixel");
+  EXPECT_EQ(json["units"], std::to_string(pixels));  // int64 as a string (proto JSON)
+  EXPECT_EQ(json["units_basis"], "estimate");
+  EXPECT_EQ(json["orchestrator"], "orch-1");
+  EXPECT_DOUBLE_EQ(json["price_per_unit"].get<double>(), kCheap);
+  const double total = json["total"].get<double>();
+  EXPECT_DOUBLE_EQ(total, static_cast<double>(pixels) * kCheap);
+
+  // The same segment through Gateway.Quote: the same units.
+  v1::QuoteRequest q;
+  q.mutable_live_video_segment()->set_model_id(kLive);
+  q.mutable_live_video_segment()->set_segment(segment);
+  v1::QuoteResponse quote;
+  grpc::Status st = Quote(q, &quote);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(quote.units(), pixels);
+
+  // The caps: per unit under the only node's price, a total under the quote, a malformed one.
+  call.headers["x-max-price-per-unit"] = Exactly(kCheap / 2);
+  r = HttpRequest(port, call);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "price cap")) << r.body;
+  call.headers.erase("x-max-price-per-unit");
+  call.headers["x-max-total-price"] = Exactly(total / 2);
+  r = HttpRequest(port, call);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "x-max-total-price")) << r.body;
+  call.headers["x-max-total-price"] = "lots";
+  r = HttpRequest(port, call);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "x-max-total-price")) << r.body;
+  call.headers["x-max-total-price"] = Exactly(total);
+  r = HttpRequest(port, call);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body)["units"], std::to_string(pixels));
+
+  // The segment, run as a session runs it with the quoted total as its cap: the identity model
+  // keeps the frame size, so the metered units are the quote's and the charge its total.
+  v1::LiveVideoSegmentRequest run = q.live_video_segment();
+  run.set_stream_id("quoted");
+  v1::LiveVideoSegmentResponse out;
+  auto ctx = Ctx(alice_, {{"x-max-total-price", Exactly(total)}});
+  st = stub_->LiveVideoSegment(ctx.get(), run, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << cluster_.Logs();
+  EXPECT_EQ(out.frames(), probe.frames);
+  EXPECT_EQ(out.job().units(), pixels);
+  bool found = false;
+  for (const auto& row : Rows()) {
+    if (row.pipeline() != "live-video-to-video") continue;
+    found = true;
+    EXPECT_EQ(row.units(), pixels);
+    EXPECT_LE(row.amount(), total);
+    EXPECT_FALSE(row.disputed()) << row.job_id();
+  }
+  EXPECT_TRUE(found);
 }
 
 TEST_F(QuoteTest, CliQuote) {

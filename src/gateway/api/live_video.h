@@ -139,6 +139,8 @@ class LiveVideoSessions {
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
   // Sessions running now.
   int active() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The largest input segment a session takes (options.max_segment_bytes).
+  int64_t max_segment_bytes() const { return options_.max_segment_bytes; }
 
  private:
   class Session;

@@ -607,6 +607,32 @@ void LiveVideoToVideo(const Env& env, const http::Request& req, http::Reply repl
       });
 }
 
+void LiveVideoQuote(const Env& env, const http::Request& req, http::Reply reply) {
+  auto p = ReadBody(Body::kForm, req, reply);
+  if (!p) return;
+  v1::QuoteRequest quote;
+  v1::LiveVideoSegmentRequest* segment = quote.mutable_live_video_segment();
+  if (auto v = p->Str("model_id", true)) {
+    if (v->empty()) {
+      p->Fail("model_id", "Value error, model_id must name a live-video-to-video model",
+              "value_error");
+    }
+    segment->set_model_id(*v);
+  }
+  // The segment as a session's input channel sends one (MPEG-TS); an empty file is missing.
+  if (auto v = p->File("video", true)) segment->set_segment(*std::move(v));
+  if (!p->ok()) return reply(p->Error());
+  // A session ends on a larger input segment, so it is never a segment's price.
+  const int64_t max_bytes =
+      env.live != nullptr ? env.live->max_segment_bytes() : LiveVideoOptions{}.max_segment_bytes;
+  if (static_cast<int64_t>(segment->segment().size()) > max_bytes) {
+    return reply(HttpError(
+        413, absl::StrCat("video: ", segment->segment().size(), " bytes, more than the ", max_bytes,
+                          " bytes a live-video-to-video input segment may have")));
+  }
+  RunQuote(env, req, std::move(quote), nullptr, std::move(reply));
+}
+
 }  // namespace livepeer
 
 int HttpStatusForGrpc(grpc::StatusCode code) {

@@ -281,5 +281,8 @@ void Llm(const Env& env, const http::Request& req, http::Reply reply);  // livep
 void LlmQuote(const Env& env, const http::Request& req, http::Reply reply);
 absl::Status CheckLlmFields();
 void LiveVideoToVideo(const Env& env, const http::Request& req, http::Reply reply);
+// POST /quote/live-video-to-video: one sample segment (multipart `video`, as a session's input
+// sends them) and `model_id`, quoted as the session's LiveVideoSegment call for it would be.
+void LiveVideoQuote(const Env& env, const http::Request& req, http::Reply reply);
 
 }  // namespace switchyard::gateway::livepeer

@@ -1,6 +1,7 @@
 // The Livepeer AI HTTP API's pipeline paths, in one table (Routes(), at the end): a UnaryRoute
 // descriptor per unary pipeline, in the spec's field order (the order 422 bodies list errors in),
-// and the LLM's and live video's own handlers. Adding a pipeline's path: a descriptor and a row.
+// and the LLM's and live video's own handlers (and quotes). Adding a pipeline's path: a descriptor
+// and a row.
 #include <array>
 #include <functional>
 #include <string>
@@ -227,7 +228,10 @@ constexpr Route kRoutes[] = {
     Unary<kImageToText>(),
     Unary<kTextToSpeech>(),
     {.pipeline = pipelines::kLlm, .serve = Llm, .check = CheckLlmFields, .quote = LlmQuote},
-    {.pipeline = pipelines::kLiveVideoToVideo, .serve = LiveVideoToVideo, .check = nullptr},
+    {.pipeline = pipelines::kLiveVideoToVideo,
+     .serve = LiveVideoToVideo,
+     .check = nullptr,
+     .quote = LiveVideoQuote},
 };
 
 }  // namespace

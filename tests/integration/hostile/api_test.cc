@@ -1,12 +1,14 @@
 // Hostile clients of the Livepeer HTTP API (issue 18, helper "api"), against a real cluster: JSON
-// nested a million levels deep (2 MB) on /text-to-image and /live-video-to-video, and one API key
-// asking for another key's async result and video. Each attack gets its documented error, the
-// gateway stays up and another client's job still succeeds.
+// nested a million levels deep (2 MB) on /text-to-image and /live-video-to-video, one API key
+// asking for another key's async result and video, and bad segments sent to
+// /quote/live-video-to-video. Each attack gets its documented error, the gateway stays up and
+// another client's job still succeeds.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <string>
 #include <thread>
@@ -74,6 +76,14 @@ class HostileApiTest : public ::testing::Test {
     add("t2i-hostile", "text-to-image", kTinyTextToImageSource,
         {{"max_width", 64}, {"max_height", 64}, {"default_width", 16}, {"default_height", 16}});
     add("i2v-hostile", "image-to-video", kTinyImageToVideoSource, {{"max_frames", 4}});
+    const fs::path live = dir_->path() / "live-hostile.pt";
+    SaveScriptModule(live, "def forward(self, frame, params: str):\n    return frame\n");
+    options.extra_models.push_back({{"id", "live-hostile"},
+                                    {"pipeline", "live-video-to-video"},
+                                    {"path", live.string()},
+                                    {"warm", true},
+                                    {"device", "cpu"},
+                                    {"options", {{"preset", "ultrafast"}}}});
     cluster_ = new LocalCluster();
     start_ = new absl::Status(cluster_->Start(options));
   }
@@ -212,6 +222,81 @@ TEST_F(HostileApiTest, AModelIdCannotForgeOrFloodLogLines) {
   }
   ASSERT_NE(log.find("FORGED-LINE-18"), std::string::npos) << "the job was not logged at all";
   ExpectNoForgedLogLines(log, "2026-12-03 00:00:00.000 FORGED");
+  ExpectOtherClientsJobSucceeds();
+}
+
+// POST /quote/live-video-to-video reads a client's whole segment (demuxed to count its frames):
+// a missing, empty, oversized or unreadable one, an unknown model and a malformed body each get a
+// 4xx naming what was wrong, and the gateway goes on quoting and serving.
+TEST_F(HostileApiTest, LiveVideoQuoteRefusesBadSegmentsAndTheGatewayLives) {
+  const std::string type = absl::StrCat("multipart/form-data; boundary=", kBoundary);
+  auto form = [](const std::string& model, const std::optional<std::string>& video) {
+    std::string body = absl::StrCat("--", kBoundary,
+                                    "\r\nContent-Disposition: form-data; name=\"model_id\"\r\n\r\n",
+                                    model, "\r\n");
+    if (video) {
+      absl::StrAppend(&body, "--", kBoundary,
+                      "\r\nContent-Disposition: form-data; name=\"video\"; filename=\"s.ts\"\r\n"
+                      "Content-Type: video/mp2t\r\n\r\n",
+                      *video, "\r\n");
+    }
+    return absl::StrCat(body, "--", kBoundary, "--\r\n");
+  };
+  auto quote = [&](const std::string& body, const std::string& key = kKeyA) {
+    return Post("/quote/live-video-to-video", type, body, key);
+  };
+  SegmentSpec spec;
+  spec.width = 64;
+  spec.height = 48;
+  spec.fps = "10";
+  spec.seconds = 1.0;
+  spec.gop_seconds = 1.0;
+  const std::string segment = MakeTestSegment(*dir_, spec);
+  ASSERT_FALSE(segment.empty());
+  HttpResult ok = quote(form("live-hostile", segment));
+  ASSERT_EQ(ok.status, 200) << ok.body << cluster_->Logs();
+  EXPECT_EQ(Json::parse(ok.body)["units"], std::to_string(10 * 64 * 48));
+
+  HttpResult r = quote(form("live-hostile", std::nullopt));
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_NE(r.body.find(R"(["body","video"])"), std::string::npos) << r.body;
+  r = quote(form("live-hostile", ""));
+  EXPECT_EQ(r.status, 422) << r.body;
+  EXPECT_NE(r.body.find(R"(["body","video"])"), std::string::npos) << r.body;
+  // Bytes that are no container, an image, MPEG-TS without video: 400 naming the segment.
+  EXPECT_TRUE(IsError(quote(form("live-hostile", std::string(4096, '\x5a'))), 400,
+                      "segment: video could not be demuxed"));
+  const std::string png = *media::EncodePng(media::RgbImage{8, 8, std::vector<uint8_t>(192, 90)});
+  EXPECT_TRUE(
+      IsError(quote(form("live-hostile", png)), 400, "segment: video could not be demuxed"));
+  const fs::path audio_ts = dir_->path() / "audio-only.ts";
+  std::string log;
+  ASSERT_EQ(RunCommand(absl::StrCat("ffmpeg -hide_banner -loglevel error -y -f lavfi -i "
+                                    "sine=frequency=440:sample_rate=48000 -t 0.5 -c:a aac -f "
+                                    "mpegts ",
+                                    audio_ts.string()),
+                       &log),
+            0)
+      << log;
+  EXPECT_TRUE(IsError(quote(form("live-hostile", ReadFile(audio_ts))), 400,
+                      "segment: video has no video stream"));
+  // A model nobody offers; one byte over a session's 64 MiB input segment.
+  EXPECT_TRUE(IsError(quote(form("nobody-has-this", segment)), 400,
+                      "no orchestrator offers model 'nobody-has-this'"));
+  EXPECT_TRUE(IsError(quote(form("live-hostile", std::string((64 << 20) + 1, '\x47'))), 413,
+                      "video: 67108865 bytes, more than the 67108864 bytes"));
+  // Malformed bodies: multipart cut before its closing boundary, JSON, no key.
+  std::string cut = form("live-hostile", segment);
+  cut.resize(cut.size() - 10);
+  EXPECT_EQ(quote(cut).status, 400);
+  EXPECT_TRUE(IsError(Post("/quote/live-video-to-video", "application/json",
+                           Json{{"model_id", "live-hostile"}}.dump(), kKeyA),
+                      415, "multipart/form-data"));
+  EXPECT_TRUE(IsError(quote(form("live-hostile", segment), ""), 401, "API key required"));
+
+  EXPECT_TRUE(cluster_->gateway().Alive()) << cluster_->Logs();
+  ok = quote(form("live-hostile", segment), kKeyB);
+  EXPECT_EQ(ok.status, 200) << ok.body;
   ExpectOtherClientsJobSucceeds();
 }
 
