@@ -417,7 +417,8 @@ absl::Status ReadVerification(const ConfigObject& root, VerificationConfig* out)
                                   "eject_seconds", "max_in_flight", "timeout_ms", "hardware"}));
   if (v.Has("hardware")) {
     ConfigObject h = v.Child("hardware");
-    SY_RETURN_IF_ERROR(h.CheckKeys({"enabled", "interval_s", "gpu_max_ms", "failed_capacity"}));
+    SY_RETURN_IF_ERROR(h.CheckKeys(
+        {"enabled", "interval_s", "gpu_max_ms", "video_max_ms", "failed_capacity"}));
     SY_RETURN_IF_ERROR(h.Read("enabled", &out->hardware.enabled));
     SY_RETURN_IF_ERROR(h.Read("interval_s", &out->hardware.interval_s));
     if (out->hardware.interval_s < 10 || out->hardware.interval_s > 7 * 86400) {
@@ -426,6 +427,10 @@ absl::Status ReadVerification(const ConfigObject& root, VerificationConfig* out)
     SY_RETURN_IF_ERROR(h.Read("gpu_max_ms", &out->hardware.gpu_max_ms));
     if (out->hardware.gpu_max_ms < 1 || out->hardware.gpu_max_ms > 60000) {
       return h.Error("gpu_max_ms", "must be 1..60000");
+    }
+    SY_RETURN_IF_ERROR(h.Read("video_max_ms", &out->hardware.video_max_ms));
+    if (out->hardware.video_max_ms < 1 || out->hardware.video_max_ms > 60000) {
+      return h.Error("video_max_ms", "must be 1..60000");
     }
     SY_RETURN_IF_ERROR(h.Read("failed_capacity", &out->hardware.failed_capacity));
     if (out->hardware.failed_capacity < 1 || out->hardware.failed_capacity > 1024) {

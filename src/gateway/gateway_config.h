@@ -92,6 +92,10 @@ struct VerificationConfig {
     bool enabled = true;
     int64_t interval_s = 600;  // between checks of one node, each drawn in [0.75, 1.25] x this
     int gpu_max_ms = 500;      // a node claiming "cuda" answers the GPU challenge within this
+    // A node claiming NVDEC/NVENC ("nvdec-h264", "nvdec-hevc", "nvenc-h264") answers the video
+    // challenge within this (generous: it covers a cold NVDEC/NVENC session; a CPU may answer
+    // as fast, docs/security.md says what the window tells).
+    int video_max_ms = 2000;
     int failed_capacity = 1;   // jobs at once per model on a node whose claim failed
   } hardware;
   // The rate and tolerances for `pipeline` (its entry, else sample_rate and exact matching).

@@ -157,7 +157,7 @@ absl::StatusOr<ModelConfig> ParseModel(const ConfigObject& obj) {
 constexpr absl::string_view kOrchestratorConfigFields[] = {
     "node_id", "listen", "advertise_address", "http_listen", "gateways", "heartbeat_ms", "torch",
     "max_message_bytes", "models", "models_file", "memory_budget_mb", "transcode", "log",
-    "test_inflate_units", "test_receipt_fault", "test_output_fault", "test_hardware_claim", "test_challenge_fault", "registration_secret", "registration_secrets", "admin_token",
+    "test_inflate_units", "test_receipt_fault", "test_output_fault", "test_hardware_claim", "test_challenge_fault", "test_video_challenge_software", "registration_secret", "registration_secrets", "admin_token",
     "admin_token_file", "tls", "http_tls", "gateway_tls", "identity_key_file", "prewarm",
     "prewarm_min_jobs"};
 // clang-format on
@@ -246,6 +246,14 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
     spdlog::warn(
         "{}: test_challenge_fault: this node answers hardware challenges WRONGLY (for "
         "tests only)",
+        file.string());
+  }
+  SY_RETURN_IF_ERROR(
+      root.Read("test_video_challenge_software", &c.test_video_challenge_software));
+  if (c.test_video_challenge_software) {
+    spdlog::warn(
+        "{}: test_video_challenge_software: this node answers video challenges with software "
+        "codecs, passing checks of NVDEC/NVENC claims it may not back (for tests only)",
         file.string());
   }
   SY_RETURN_IF_ERROR(root.Read("listen", &c.listen));

@@ -150,8 +150,15 @@ struct OrchestratorConfig {
   // advertises, so that tests see gateways' hardware challenges find a claim the node cannot back
   // (docs/security.md, "Hardware claims"). Never set it in production.
   std::vector<std::string> test_hardware_claim;
-  // FOR TESTS ONLY (`test_challenge_fault`): answer hardware challenges with every digest wrong.
+  // FOR TESTS ONLY (`test_challenge_fault`): answer hardware challenges with every digest wrong,
+  // and video challenges with every frame digest wrong and the encoded stream cut in half.
   bool test_challenge_fault = false;
+  // FOR TESTS ONLY (`test_video_challenge_software`): answer video challenges (the NVDEC/NVENC
+  // claims' known-answer checks, common/media/video_challenge.h) with the software codecs
+  // (libavcodec's h264/hevc decoders, libx264) instead of NVDEC/NVENC, so that tests on machines
+  // without a GPU run the same code. Never set it in production: it passes the checks of
+  // claims the node does not back.
+  bool test_video_challenge_software = false;
   // TLS (docs/security.md): `tls` for the gRPC port, `http_tls` for http_listen, `gateway_tls`
   // for the registration streams to every gateway. Absent: plaintext.
   TlsServerConfig tls;

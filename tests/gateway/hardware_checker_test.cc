@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "common/hardware_challenge.h"
+#include "common/media/video_challenge.h"
 #include "common/metrics.h"
 #include "gateway/routing/node_health.h"
 
@@ -53,12 +54,89 @@ class FakeNode final : public node::v1::Orchestrator::Service {
   const Behaviour behaviour_;
 };
 
+// How a fake node answers the video challenge of its NVDEC/NVENC claims (the compute one it
+// answers right). Honest answers come from the node's own code with the software codecs
+// (media::AnswerVideoChallenge, as test_video_challenge_software makes a node answer).
+enum class Video {
+  kHonest,
+  kWrongDigest,     // one h264 frame digest off by a bit
+  kMissingDigest,   // one hevc frame digest fewer
+  kTruncated,       // the encoded stream cut in half
+  kGarbage,         // the encoded stream replaced by noise
+  kTooBig,          // the encoded stream padded past kVideoChallengeMaxAnswerBytes
+  kFewerFrames,     // an honest encoding of one frame fewer
+  kOtherSeed,       // an honest encoding of another seed's frames
+  kSlow,            // right, after 1600 ms
+  kUnimplemented,   // a node older than the call
+};
+
+class VideoNode final : public node::v1::Orchestrator::Service {
+ public:
+  explicit VideoNode(Video b) : behaviour_(b) {}
+  grpc::Status HardwareChallenge(grpc::ServerContext*, const HardwareChallengeRequest* request,
+                                 HardwareChallengeResponse* response) override {
+    for (int m = 0; m < request->matrices(); ++m) {
+      response->add_digests(ReferenceChallengeDigest(*request, m));
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status VideoChallenge(grpc::ServerContext*, const node::v1::VideoChallengeRequest* request,
+                              node::v1::VideoChallengeResponse* response) override {
+    calls++;
+    if (behaviour_ == Video::kUnimplemented) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unknown method");
+    }
+    auto answer = media::AnswerVideoChallenge(*request, /*software=*/true);
+    if (!answer.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, answer.status().ToString());
+    *response = *std::move(answer);
+    std::string* encoded = response->mutable_encoded_h264();
+    switch (behaviour_) {
+      case Video::kWrongDigest:
+        if (response->h264_digests_size() > 2) (*response->mutable_h264_digests(2))[0] ^= 1;
+        break;
+      case Video::kMissingDigest:
+        response->mutable_hevc_digests()->RemoveLast();
+        break;
+      case Video::kTruncated:
+        encoded->resize(encoded->size() / 2);
+        break;
+      case Video::kGarbage:
+        for (size_t i = 0; i < encoded->size(); ++i) (*encoded)[i] = static_cast<char>(i * 131 + 7);
+        break;
+      case Video::kTooBig:
+        encoded->resize(media::kVideoChallengeMaxAnswerBytes + 1, '\0');
+        break;
+      case Video::kFewerFrames:
+      case Video::kOtherSeed: {
+        const bool fewer = behaviour_ == Video::kFewerFrames;
+        auto other = media::EncodeVideoChallengeClip(
+            fewer ? request->seed() : std::string(32, 'x'), "libx264", request->encode_width(),
+            request->encode_height(), request->encode_frames() - (fewer ? 1 : 0), 1);
+        if (!other.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "encode");
+        *encoded = *std::move(other);
+        break;
+      }
+      case Video::kSlow:
+        std::this_thread::sleep_for(std::chrono::milliseconds(1600));
+        break;
+      default:
+        break;
+    }
+    return grpc::Status::OK;
+  }
+  std::atomic<int> calls{0};
+
+ private:
+  const Video behaviour_;
+};
+
 // A loopback server of `service` and a node view of it.
 struct Served {
   std::unique_ptr<grpc::Server> server;
   std::shared_ptr<const NodeView> view;
 };
-Served Serve(grpc::Service* service, const std::string& id, bool claims_gpu) {
+Served Serve(grpc::Service* service, const std::string& id, bool claims_gpu,
+             const std::vector<std::string>& video_claims = {}) {
   Served s;
   int port = 0;
   grpc::ServerBuilder builder;
@@ -69,7 +147,9 @@ Served Serve(grpc::Service* service, const std::string& id, bool claims_gpu) {
   view->id = id;
   view->status.set_node_id(id);
   if (claims_gpu) view->status.add_hardware("cuda");
-  view->connection = std::make_shared<NodeConnection>("127.0.0.1:" + std::to_string(port), 1 << 20);
+  for (const auto& claim : video_claims) view->status.add_hardware(claim);
+  view->connection = std::make_shared<NodeConnection>(
+      "127.0.0.1:" + std::to_string(port), 8 << 20);  // over the video answer limit
   view->stats = std::make_shared<NodeStats>();
   s.view = view;
   return s;
@@ -89,8 +169,10 @@ class HardwareCheckerTest : public ::testing::Test {
     deps.gpu_size = 16;
     deps.cpu_matrices = 2;
     deps.cpu_size = 8;
+    deps.video = {128, 96, 8};
     VerificationConfig::Hardware options;
     options.gpu_max_ms = 40;
+    options.video_max_ms = 1500;
     options.failed_capacity = 2;
     auto checker = HardwareChecker::Create(options, std::move(deps), thread);
     EXPECT_TRUE(checker.ok()) << checker.status();
@@ -202,6 +284,97 @@ TEST_F(HardwareCheckerTest, DestructorCancelsAChallengeInFlight) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   EXPECT_EQ(hang.view->stats->capacity_cap(), 0);  // no finding from a cancelled check
   hang.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, HonestVideoClaimsAreOkAndEachCounted) {
+  VideoNode honest(Video::kHonest);
+  Served node = Serve(&honest, "video-node", false, {"nvdec-h264", "nvdec-hevc", "nvenc-h264"});
+  auto checker = Checker({node.view});
+  ASSERT_EQ(checker->CheckDue(), 1);
+  auto record = checker->Lookup("video-node");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kOk) << record->detail;
+  EXPECT_EQ(record->video, (std::vector<std::string>{"nvdec-h264 ok", "nvdec-hevc ok",
+                                                     "nvenc-h264 ok"}))
+      << record->detail;
+  EXPECT_TRUE(absl::StrContains(record->detail, "nvenc-h264: encoded 8 frames of 128x96 at"))
+      << record->detail;
+  EXPECT_EQ(node.view->stats->capacity_cap(), 0);
+  EXPECT_EQ(honest.calls.load(), 1);
+  const std::string metrics = metrics_.Render();
+  for (const char* claimed : {"cpu", "nvdec-h264", "nvdec-hevc", "nvenc-h264"}) {
+    EXPECT_TRUE(absl::StrContains(metrics, Series("video-node", claimed, "ok")))
+        << claimed << "\n" << metrics;
+  }
+  node.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, WrongVideoAnswersFailTheClaimAndCapTheNode) {
+  const std::vector<std::string> all = {"nvdec-h264", "nvdec-hevc", "nvenc-h264"};
+  struct Case {
+    Video behaviour;
+    const char* id;
+    const char* claim;     // the claim found wrong
+    const char* expected;  // in the detail
+  };
+  const Case cases[] = {
+      {Video::kWrongDigest, "wrong-digest", "nvdec-h264", "decoded frame 2 of a 8-frame h264"},
+      {Video::kMissingDigest, "missing-digest", "nvdec-hevc", "answered 7 frame digests"},
+      {Video::kTruncated, "truncated", "nvenc-h264", "encoded the challenge's frames wrongly"},
+      {Video::kGarbage, "garbage", "nvenc-h264", "encoded the challenge's frames wrongly"},
+      {Video::kTooBig, "too-big", "nvenc-h264", "bytes (at most 1048576)"},
+      {Video::kFewerFrames, "fewer-frames", "nvenc-h264", "7 frames encoded of 8"},
+      {Video::kOtherSeed, "other-seed", "nvenc-h264", "dB against the seed's frames"},
+  };
+  std::vector<std::unique_ptr<VideoNode>> nodes;
+  std::vector<Served> served;
+  std::vector<std::shared_ptr<const NodeView>> views;
+  for (const Case& c : cases) {
+    nodes.push_back(std::make_unique<VideoNode>(c.behaviour));
+    served.push_back(Serve(nodes.back().get(), c.id, false, all));
+    views.push_back(served.back().view);
+  }
+  auto checker = Checker(views);
+  ASSERT_EQ(checker->CheckDue(), static_cast<int>(std::size(cases)));
+  const std::string metrics = metrics_.Render();
+  for (size_t i = 0; i < std::size(cases); ++i) {
+    const Case& c = cases[i];
+    auto record = checker->Lookup(c.id);
+    ASSERT_TRUE(record.has_value()) << c.id;
+    EXPECT_EQ(record->verdict, HardwareVerdict::kWrong) << c.id << ": " << record->detail;
+    EXPECT_TRUE(absl::StrContains(record->detail, c.expected)) << c.id << ": " << record->detail;
+    EXPECT_TRUE(absl::StrContains(record->detail, "routed as a CPU node: at most 2"))
+        << c.id << ": " << record->detail;
+    EXPECT_EQ(served[i].view->stats->capacity_cap(), 2) << c.id;
+    EXPECT_TRUE(absl::StrContains(metrics, Series(c.id, c.claim, "wrong"))) << c.id;
+    // The compute challenge passed: only the video claim failed.
+    EXPECT_TRUE(absl::StrContains(metrics, Series(c.id, "cpu", "ok"))) << c.id;
+  }
+  for (auto& s : served) s.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, ASlowOrOlderNodeFailsItsVideoClaims) {
+  VideoNode slow(Video::kSlow), old(Video::kUnimplemented);
+  Served s = Serve(&slow, "slow-video", false, {"nvdec-h264"});
+  Served o = Serve(&old, "old-video", false, {"nvenc-h264"});
+  auto checker = Checker({s.view, o.view});
+  ASSERT_EQ(checker->CheckDue(), 2);
+  auto record = checker->Lookup("slow-video");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kTooSlow) << record->detail;
+  EXPECT_TRUE(absl::StrContains(record->detail, "NVDEC/NVENC answers within 1500 ms"))
+      << record->detail;
+  EXPECT_EQ(s.view->stats->capacity_cap(), 2);
+  record = checker->Lookup("old-video");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered) << record->detail;
+  EXPECT_TRUE(absl::StrContains(record->detail, "UNIMPLEMENTED")) << record->detail;
+  EXPECT_EQ(o.view->stats->capacity_cap(), 2);
+  const std::string metrics = metrics_.Render();
+  EXPECT_TRUE(absl::StrContains(metrics, Series("slow-video", "nvdec-h264", "too_slow")));
+  EXPECT_TRUE(absl::StrContains(metrics, Series("old-video", "nvenc-h264", "unanswered")));
+  s.server->Shutdown();
+  o.server->Shutdown();
 }
 
 }  // namespace

@@ -32,6 +32,23 @@ bool ClaimsGpu(const node::v1::NodeStatus& status) {
          status.hardware().end();
 }
 
+// The video claims of kVideoHardwareClaims the node advertises, in that order (each once).
+std::vector<std::string> VideoClaims(const node::v1::NodeStatus& status) {
+  std::vector<std::string> claims;
+  for (const char* claim : kVideoHardwareClaims) {
+    if (std::find(status.hardware().begin(), status.hardware().end(), claim) !=
+        status.hardware().end()) {
+      claims.emplace_back(claim);
+    }
+  }
+  return claims;
+}
+
+bool Fails(HardwareVerdict v) {
+  return v == HardwareVerdict::kTooSlow || v == HardwareVerdict::kWrong ||
+         v == HardwareVerdict::kUnanswered;
+}
+
 std::string ClaimKey(const node::v1::NodeStatus& status) {
   return absl::StrJoin(status.hardware(), ",");
 }
@@ -301,14 +318,31 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   const HardwareJudgement judged =
       JudgeHardwareAnswer(gpu, status.ok(), digests_ok, end - start,
                           absl::Milliseconds(options_.gpu_max_ms), record.slow_streak);
-  record.verdict = judged.verdict;
   record.slow_streak = judged.slow_streak;
+
+  // The video claims, after a judged compute answer (not while a slow GPU is checked again, nor
+  // when the node did not answer at all: it is asked again in 30 s).
+  const std::vector<std::string> video_claims = VideoClaims(node.status);
+  VideoOutcome video;
+  if (!video_claims.empty() && !judged.recheck_soon &&
+      judged.verdict != HardwareVerdict::kUnanswered) {
+    video = CheckVideo(node, video_claims);
+    if (video.cancelled) return previous;
+    record.checked = deps_.now();
+  }
+  // The record's verdict: the compute challenge's, unless that passed and a video claim failed.
+  record.verdict = judged.verdict;
+  for (const auto& [verdict, found] : video.claims) {
+    if (!Fails(record.verdict) && Fails(verdict)) record.verdict = verdict;
+  }
 
   const std::string work =
       absl::StrFormat("%d products of %dx%d", request.matrices(), request.size(), request.size());
+  bool video_fails = false;
+  for (const auto& c : video.claims) video_fails = video_fails || Fails(c.first);
   const bool fails_claim = judged.verdict == HardwareVerdict::kTooSlow ||
                            judged.verdict == HardwareVerdict::kWrong ||
-                           (gpu && judged.verdict == HardwareVerdict::kUnanswered);
+                           (gpu && judged.verdict == HardwareVerdict::kUnanswered) || video_fails;
   const std::string routed =
       fails_claim ? absl::StrCat("routed as a CPU node: at most ", options_.failed_capacity,
                                  " job(s) at once per model")
@@ -342,18 +376,25 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
           work, record.answer_ms, options_.gpu_max_ms);
       break;
   }
+  // Each video claim's finding after the compute one's.
+  for (size_t i = 0; i < video.claims.size(); ++i) {
+    const auto& [verdict, what] = video.claims[i];
+    record.video.push_back(absl::StrCat(video_claims[i], " ", HardwareVerdictName(verdict)));
+    absl::StrAppend(&found, "; ", video_claims[i], ": ", what);
+  }
   record.detail =
       judged.verdict == HardwareVerdict::kUnchecked ? found : absl::StrCat(found, "; ", routed);
   // Whether this gateway's finding caps the node (CheckDue sets the cap): a failed claim does, an
   // ok lifts it, anything else (a CPU node that did not answer, a first slow answer) leaves it.
   const bool same_stats = previous.stats == static_cast<const void*>(node.stats.get());
   record.capped =
-      fails_claim || (judged.verdict != HardwareVerdict::kOk && same_stats && previous.capped);
+      fails_claim || (record.verdict != HardwareVerdict::kOk && same_stats && previous.capped);
   // Shared with the other gateways, except a refusal because the node runs another challenge:
   // with several gateways that is most likely another gateway's (they all check a node when it
   // registers), and this gateway asks again in 30 s.
-  const bool busy = judged.verdict == HardwareVerdict::kUnanswered &&
-                    status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  const bool busy = record.verdict == HardwareVerdict::kUnanswered &&
+                    (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                     video.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
   if (fails_claim && !busy) *finding = found;
   if (checks_ != nullptr) {
     checks_
@@ -361,10 +402,18 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
                {"claimed", record.claimed},
                {"result", judged.recheck_soon ? "retry" : HardwareVerdictName(judged.verdict)}})
         .Increment();
+    // One count per video claim judged, `claimed` one of kVideoHardwareClaims' fixed names.
+    for (size_t i = 0; i < video.claims.size(); ++i) {
+      checks_
+          ->Add({{"orchestrator", node.id},
+                 {"claimed", video_claims[i]},
+                 {"result", HardwareVerdictName(video.claims[i].first)}})
+          .Increment();
+    }
   }
   if (fails_claim) {
     spdlog::warn("hardware check: {} {}", node.id, record.detail);
-  } else if (judged.verdict != previous.verdict || judged.recheck_soon) {
+  } else if (record.verdict != previous.verdict || judged.recheck_soon) {
     spdlog::info("hardware check: {} {}", node.id, record.detail);
   }
 
@@ -373,7 +422,7 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   absl::Duration next;
   if (judged.recheck_soon) {
     next = absl::ZeroDuration();
-  } else if (judged.verdict == HardwareVerdict::kUnanswered) {
+  } else if (record.verdict == HardwareVerdict::kUnanswered) {
     next = kRetryAfterError;
   } else {
     const double jitter = 0.75 + 0.5 * static_cast<double>(deps_.random() % 1000) / 1000.0;
@@ -382,6 +431,135 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   record.next_check = end + next;
   if (judged.recheck_soon) record.verdict = previous.verdict;  // not judged yet
   return record;
+}
+
+HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
+                                                          const std::vector<std::string>& claims) {
+  VideoOutcome out;
+  const media::VideoChallengeShape& shape = deps_.video;
+  node::v1::VideoChallengeRequest request;
+  request.set_seed(SecureRandomBytes(32));
+  // The clips to decode and their frames' digests, made here with the software codecs before the
+  // node's clock starts. A clip this gateway cannot make (FFmpeg without libx265) leaves its
+  // claim unchecked, not failed.
+  struct Decode {
+    const char* claim;
+    const char* encoder;
+    AVCodecID codec;
+    std::string* clip;
+    std::vector<std::string> expected;
+    std::string unavailable;  // why this gateway could not make the clip ("" when made)
+  };
+  Decode decodes[] = {{"nvdec-h264", "libx264", AV_CODEC_ID_H264, request.mutable_h264(), {}, {}},
+                      {"nvdec-hevc", "libx265", AV_CODEC_ID_HEVC, request.mutable_hevc(), {}, {}}};
+  const auto claimed = [&](const char* claim) {
+    return std::find(claims.begin(), claims.end(), claim) != claims.end();
+  };
+  for (Decode& d : decodes) {
+    if (!claimed(d.claim)) continue;
+    auto clip = media::EncodeVideoChallengeClip(request.seed(), d.encoder, shape.width,
+                                                shape.height, shape.frames, 1);
+    auto digests = clip.ok() ? media::VideoChallengeDigests(*clip, d.codec, false, {})
+                             : absl::StatusOr<std::vector<std::string>>(clip.status());
+    if (!digests.ok()) {
+      d.unavailable = std::string(digests.status().message());
+      continue;
+    }
+    *d.clip = *std::move(clip);
+    d.expected = *std::move(digests);
+  }
+  if (claimed("nvenc-h264")) {
+    request.set_encode_frames(shape.frames);
+    request.set_encode_width(shape.width);
+    request.set_encode_height(shape.height);
+  }
+  node::v1::VideoChallengeResponse response;
+  if (request.h264().empty() && request.hevc().empty() && request.encode_frames() == 0) {
+    out.status = grpc::Status::OK;
+  } else {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoSeconds(kAnswerDeadline));
+    {
+      MutexLock lock(&mu_);
+      if (stop_) context.TryCancel();
+      in_flight_ = &context;
+    }
+    const absl::Time start = deps_.now();
+    out.status = node.connection != nullptr
+                     ? node.connection->stub()->VideoChallenge(&context, request, &response)
+                     : grpc::Status(grpc::StatusCode::UNAVAILABLE, "no connection");
+    out.answer_ms = absl::ToDoubleMilliseconds(deps_.now() - start);
+    MutexLock lock(&mu_);
+    in_flight_ = nullptr;
+    if (stop_) {
+      out.cancelled = true;
+      return out;
+    }
+  }
+  // Each claim judged on its part of the answer (from the node: bounded by the sizes compared
+  // and by CheckVideoChallengeEncoding's limits).
+  for (const std::string& claim : claims) {
+    HardwareVerdict verdict = HardwareVerdict::kOk;
+    std::string found;
+    const Decode* d = nullptr;
+    for (const Decode& x : decodes) {
+      if (claim == x.claim) d = &x;
+    }
+    if (d != nullptr && !d->unavailable.empty()) {
+      verdict = HardwareVerdict::kUnchecked;
+      found = absl::StrCat("not checked: this gateway cannot make a ", d->encoder,
+                           " clip: ", LogSafe(d->unavailable, 200));
+    } else if (!out.status.ok()) {
+      verdict = HardwareVerdict::kUnanswered;
+      found = absl::StrFormat("did not answer the video challenge: %s: %s",
+                              GrpcCodeName(out.status.error_code()),
+                              LogSafe(out.status.error_message(), 200));
+    } else if (d != nullptr) {
+      const auto& got = d->codec == AV_CODEC_ID_H264 ? response.h264_digests()
+                                                     : response.hevc_digests();
+      const int expected = static_cast<int>(d->expected.size());
+      int first_wrong = -1;
+      if (got.size() == expected) {
+        for (int i = 0; i < expected && first_wrong < 0; ++i) {
+          if (got.Get(i) != d->expected[static_cast<size_t>(i)]) first_wrong = i;
+        }
+      }
+      if (got.size() != expected) {
+        verdict = HardwareVerdict::kWrong;
+        found = absl::StrFormat("answered %d frame digests for a %d-frame %s clip", got.size(),
+                                expected, avcodec_get_name(d->codec));
+      } else if (first_wrong >= 0) {
+        verdict = HardwareVerdict::kWrong;
+        found = absl::StrFormat("decoded frame %d of a %d-frame %s clip wrongly", first_wrong,
+                                expected, avcodec_get_name(d->codec));
+      } else {
+        found = absl::StrFormat("decoded a %d-frame %dx%d %s clip right", expected, shape.width,
+                                shape.height, avcodec_get_name(d->codec));
+      }
+    } else {  // nvenc-h264
+      const media::EncodedAnswerCheck check =
+          media::CheckVideoChallengeEncoding(request.seed(), shape, response.encoded_h264());
+      if (!check.ok) {
+        verdict = HardwareVerdict::kWrong;
+        found = absl::StrCat("encoded the challenge's frames wrongly: ", check.problem);
+      } else {
+        found = absl::StrFormat("encoded %d frames of %dx%d at %.1f dB", check.frames, shape.width,
+                                shape.height, check.psnr_db);
+      }
+    }
+    if (verdict == HardwareVerdict::kOk && out.answer_ms > options_.video_max_ms) {
+      verdict = HardwareVerdict::kTooSlow;
+      absl::StrAppend(&found, absl::StrFormat(" but took %.0f ms (NVDEC/NVENC answers within %d ms)",
+                                              out.answer_ms, options_.video_max_ms));
+    }
+    out.claims.emplace_back(verdict, std::move(found));
+  }
+  if (out.status.ok() && !response.device().empty()) {
+    spdlog::debug("hardware check: {} answered the video challenge in {:.0f} ms on {}", node.id,
+                  out.answer_ms, LogSafe(response.device(), 64));
+  }
+  return out;
 }
 
 void HardwareChecker::SharedDownLocked(const absl::Status& why) {

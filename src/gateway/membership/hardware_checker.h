@@ -26,12 +26,15 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <prometheus/counter.h>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/media/video_challenge.h"
 #include "common/metrics.h"
 #include "common/mutex.h"
 #include "gateway/gateway_config.h"
@@ -41,13 +44,21 @@
 namespace switchyard::gateway {
 
 enum class HardwareVerdict { kUnchecked, kOk, kTooSlow, kWrong, kUnanswered };
+
+// The video claims a node can advertise in NodeStatus.hardware that the video challenge checks,
+// each also a value of hardware_checks_total's `claimed` label (a fixed set: the label stays
+// bounded whatever a node advertises).
+inline constexpr const char* kVideoHardwareClaims[] = {"nvdec-h264", "nvdec-hevc", "nvenc-h264"};
 // "unchecked", "ok", "too_slow", "wrong", "unanswered".
 const char* HardwareVerdictName(HardwareVerdict verdict);
 
 // What the last check of one node found.
 struct HardwareCheckRecord {
   HardwareVerdict verdict = HardwareVerdict::kUnchecked;
-  std::string claimed;  // "gpu" or "cpu"
+  std::string claimed;  // "gpu" or "cpu" (the compute challenge's class)
+  // The video claims the last check judged ("nvdec-h264 ok", "nvenc-h264 wrong"), empty when
+  // the node advertises none.
+  std::vector<std::string> video;
   std::string detail;   // a sentence: what was measured, what routing does about it
   double answer_ms = 0;
   int slow_streak = 0;  // GPU answers in a row slower than gpu_max_ms
@@ -85,6 +96,9 @@ class HardwareChecker {
     // a second anywhere. The gateway recomputes one product: up to 2^30 multiply-adds.
     int gpu_matrices = 8, gpu_size = 1024;
     int cpu_matrices = 4, cpu_size = 256;
+    // The video challenge of NVDEC/NVENC claims (the gateway encodes the clips with libx264 and
+    // libx265, and decodes them and the node's encoding, single-threaded: tens of milliseconds).
+    media::VideoChallengeShape video;
     // May be null: this gateway's findings are its own. Otherwise its failed findings are shared
     // through it and the other gateways' applied here, every `shared_poll` (0: only when the test
     // calls SyncShared).
@@ -123,6 +137,15 @@ class HardwareChecker {
   // `finding`: what it found, when the node failed its claim (else left empty).
   HardwareCheckRecord Check(const NodeView& node, const HardwareCheckRecord& previous,
                             std::string* finding);
+  // The video challenge of the node's NVDEC/NVENC claims (`claims`, from kVideoHardwareClaims).
+  struct VideoOutcome {
+    bool cancelled = false;  // by the destructor: no finding
+    grpc::Status status;
+    double answer_ms = 0;
+    // Per claim, in `claims`' order: its verdict and what was found.
+    std::vector<std::pair<HardwareVerdict, std::string>> claims;
+  };
+  VideoOutcome CheckVideo(const NodeView& node, const std::vector<std::string>& claims);
   // Another gateway's finding that applies to `node` here (null: none).
   const HardwareFinding* ForeignLocked(const NodeView& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

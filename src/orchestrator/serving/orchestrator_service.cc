@@ -9,6 +9,7 @@
 #include "common/hardware_challenge.h"
 #include "common/logging.h"
 #include "common/media/image_codec.h"
+#include "common/media/video_challenge.h"
 #include "common/metering.h"
 #include "common/pipelines.h"
 #include "common/receipt.h"
@@ -404,6 +405,47 @@ grpc::Status OrchestratorService::HardwareChallenge(
   response->set_device(answer->device);
   spdlog::info("hardware challenge from {}: {} products of {}x{} on {} in {}", context->peer(),
                request->matrices(), request->size(), request->size(), answer->device,
+               absl::FormatDuration(absl::Now() - start));
+  return grpc::Status::OK;
+}
+
+grpc::Status OrchestratorService::VideoChallenge(grpc::ServerContext* context,
+                                                 const node::v1::VideoChallengeRequest* request,
+                                                 node::v1::VideoChallengeResponse* response) {
+  if (auto st = media::ValidateVideoChallenge(*request); !st.ok()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("video challenge: ", st.message()));
+  }
+  if (challenge_running_.exchange(true)) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "a hardware challenge is already running on this node");
+  }
+  struct Release {
+    std::atomic<bool>* flag;
+    ~Release() { *flag = false; }
+  } release{&challenge_running_};
+  const absl::Time start = absl::Now();
+  // NVDEC and NVENC unless the test-only flag forces the software codecs (the NVDEC/NVENC path
+  // has not run on a GPU in our tests).
+  auto answer = media::AnswerVideoChallenge(*request, config_.test_video_challenge_software);
+  if (!answer.ok()) {
+    spdlog::warn("video challenge from {} failed: {}", context->peer(),
+                 answer.status().ToString());
+    return ToGrpcStatus(answer.status());
+  }
+  *response = *std::move(answer);
+  if (config_.test_challenge_fault) {
+    for (auto* digests : {response->mutable_h264_digests(), response->mutable_hevc_digests()}) {
+      for (auto& d : *digests) d[0] = static_cast<char>(d[0] ^ 0x01);
+    }
+    if (!response->encoded_h264().empty()) {
+      response->mutable_encoded_h264()->resize(response->encoded_h264().size() / 2);
+    }
+    spdlog::warn("test_challenge_fault: answering a video challenge wrongly (for tests only)");
+  }
+  spdlog::info("video challenge from {}: {} + {} frames decoded, {} encoded on {} in {}",
+               context->peer(), response->h264_digests_size(), response->hevc_digests_size(),
+               request->encode_frames(), response->device(),
                absl::FormatDuration(absl::Now() - start));
   return grpc::Status::OK;
 }

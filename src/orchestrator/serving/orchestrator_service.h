@@ -39,6 +39,11 @@ class OrchestratorService final : public node::v1::Orchestrator::Service {
   grpc::Status HardwareChallenge(grpc::ServerContext* context,
                                  const node::v1::HardwareChallengeRequest* request,
                                  node::v1::HardwareChallengeResponse* response) override;
+  // A known-answer check of this node's NVDEC/NVENC claims (common/media/video_challenge.h);
+  // shares HardwareChallenge's one-at-a-time limit.
+  grpc::Status VideoChallenge(grpc::ServerContext* context,
+                              const node::v1::VideoChallengeRequest* request,
+                              node::v1::VideoChallengeResponse* response) override;
   grpc::Status LoadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
                          node::v1::NodeCapability* response) override;
   grpc::Status UnloadModel(grpc::ServerContext* context, const node::v1::ModelRequest* request,
