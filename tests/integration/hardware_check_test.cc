@@ -94,6 +94,74 @@ TEST(HardwareCheckTest, ClaimsAreCheckedAtRegistrationAndFailedOnesCapped) {
   EXPECT_TRUE(absl::StrContains(status, "\"hardware_check\":\"too_slow\"")) << status;
 }
 
+// The video claims (NVDEC/NVENC) of a real orchestrator daemon: "video" advertises all three
+// (test_hardware_claim) and answers with the software codecs (test_video_challenge_software:
+// this machine has no GPU, and the NVDEC/NVENC path has not run on one in these tests), so the
+// gateway finds every claim ok; "video-wrong" does the same but answers wrongly
+// (test_challenge_fault) and is capped.
+TEST(HardwareCheckTest, VideoClaimsAreCheckedWithTheVideoChallenge) {
+  ClusterOptions options;
+  options.orchestrators = 0;
+  options.models = {};
+  LocalCluster cluster;
+  auto st = cluster.Start(options);
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  const std::vector<std::string> claims = {"nvdec-h264", "nvdec-hevc", "nvenc-h264"};
+  st = cluster.AddOrchestrator(
+      "video", {{"test_hardware_claim", claims}, {"test_video_challenge_software", true}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.AddOrchestrator("video-wrong", {{"test_hardware_claim", {"nvenc-h264"}},
+                                               {"test_video_challenge_software", true},
+                                               {"test_challenge_fault", true}});
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  st = cluster.WaitForOrchestrators(2, Scaled(std::chrono::seconds(30)));
+  ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
+  auto stub = cluster.GatewayStub();
+  std::map<std::string, v1::OrchestratorInfo> infos;
+  const std::map<std::string, std::string> want = {{"video", "ok"}, {"video-wrong", "wrong"}};
+  const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(120));
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ListCapabilitiesRequest req;
+    v1::ListCapabilitiesResponse resp;
+    ASSERT_TRUE(stub->ListCapabilities(&ctx, req, &resp).ok());
+    infos.clear();
+    for (const auto& o : resp.orchestrators()) infos[o.id()] = o;
+    done = true;
+    for (const auto& [id, verdict] : want) {
+      done = done && infos.count(id) != 0 && infos[id].hardware_check() == verdict;
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  for (const auto& [id, verdict] : want) {
+    ASSERT_EQ(infos.count(id), 1u) << id;
+    EXPECT_EQ(infos[id].hardware_check(), verdict)
+        << id << ": " << infos[id].hardware_check_detail() << "\n"
+        << cluster.Logs();
+  }
+  const std::string& detail = infos["video"].hardware_check_detail();
+  for (const char* part : {"nvdec-h264: decoded a 24-frame 320x192 h264 clip right",
+                           "nvdec-hevc: decoded a 24-frame 320x192 hevc clip right",
+                           "nvenc-h264: encoded 24 frames of 320x192 at", "routed as advertised"}) {
+    EXPECT_TRUE(absl::StrContains(detail, part)) << part << "\n" << detail;
+  }
+  std::printf("HARDWARE-CHECK: video: %s\n", detail.c_str());
+  EXPECT_TRUE(absl::StrContains(infos["video-wrong"].hardware_check_detail(),
+                                "routed as a CPU node: at most 1 job(s) at once per model"))
+      << infos["video-wrong"].hardware_check_detail();
+  const std::string metrics = HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics").body;
+  for (const auto& [id, claimed, result] :
+       {std::tuple{"video", "nvdec-h264", "ok"}, std::tuple{"video", "nvdec-hevc", "ok"},
+        std::tuple{"video", "nvenc-h264", "ok"}, std::tuple{"video-wrong", "nvenc-h264", "wrong"}}) {
+    EXPECT_TRUE(absl::StrContains(
+        metrics, absl::StrCat("switchyard_gateway_hardware_checks_total{claimed=\"", claimed,
+                              "\",orchestrator=\"", id, "\",result=\"", result, "\"}")))
+        << id << " " << claimed << " " << result;
+  }
+}
+
 // Anyone who reaches an orchestrator's port can send it challenges: out-of-limit ones are refused
 // naming the field, only one runs at a time, and the node keeps serving.
 TEST(HardwareCheckTest, HostileChallengesAreRefusedAndOnlyOneRunsAtATime) {
