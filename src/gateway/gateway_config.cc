@@ -417,8 +417,8 @@ absl::Status ReadVerification(const ConfigObject& root, VerificationConfig* out)
                                   "eject_seconds", "max_in_flight", "timeout_ms", "hardware"}));
   if (v.Has("hardware")) {
     ConfigObject h = v.Child("hardware");
-    SY_RETURN_IF_ERROR(h.CheckKeys(
-        {"enabled", "interval_s", "gpu_max_ms", "video_max_ms", "failed_capacity"}));
+    SY_RETURN_IF_ERROR(
+        h.CheckKeys({"enabled", "interval_s", "gpu_max_ms", "video_max_ms", "failed_capacity"}));
     SY_RETURN_IF_ERROR(h.Read("enabled", &out->hardware.enabled));
     SY_RETURN_IF_ERROR(h.Read("interval_s", &out->hardware.interval_s));
     if (out->hardware.interval_s < 10 || out->hardware.interval_s > 7 * 86400) {

@@ -248,8 +248,7 @@ absl::StatusOr<OrchestratorConfig> ParseOrchestratorConfig(const std::string& js
         "tests only)",
         file.string());
   }
-  SY_RETURN_IF_ERROR(
-      root.Read("test_video_challenge_software", &c.test_video_challenge_software));
+  SY_RETURN_IF_ERROR(root.Read("test_video_challenge_software", &c.test_video_challenge_software));
   if (c.test_video_challenge_software) {
     spdlog::warn(
         "{}: test_video_challenge_software: this node answers video challenges with software "

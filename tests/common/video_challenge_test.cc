@@ -58,8 +58,8 @@ TEST(VideoChallengeTest, TheSoftwareAnswerMatchesTheGatewaysDigestsAndPsnr) {
   EXPECT_TRUE(check.ok) << check.problem;
   EXPECT_EQ(check.frames, 6);
   EXPECT_GE(check.psnr_db, kVideoChallengeMinPsnrDb);
-  std::printf("VIDEO-CHALLENGE: libx264 answer %zu bytes, %.1f dB\n",
-              answer->encoded_h264().size(), check.psnr_db);
+  std::printf("VIDEO-CHALLENGE: libx264 answer %zu bytes, %.1f dB\n", answer->encoded_h264().size(),
+              check.psnr_db);
   // Another seed's frames, however well encoded, are far below the threshold.
   const EncodedAnswerCheck other =
       CheckVideoChallengeEncoding(std::string(32, 't'), {128, 96, 6}, answer->encoded_h264());

@@ -59,15 +59,15 @@ class FakeNode final : public node::v1::Orchestrator::Service {
 // (media::AnswerVideoChallenge, as test_video_challenge_software makes a node answer).
 enum class Video {
   kHonest,
-  kWrongDigest,     // one h264 frame digest off by a bit
-  kMissingDigest,   // one hevc frame digest fewer
-  kTruncated,       // the encoded stream cut in half
-  kGarbage,         // the encoded stream replaced by noise
-  kTooBig,          // the encoded stream padded past kVideoChallengeMaxAnswerBytes
-  kFewerFrames,     // an honest encoding of one frame fewer
-  kOtherSeed,       // an honest encoding of another seed's frames
-  kSlow,            // right, after 1600 ms
-  kUnimplemented,   // a node older than the call
+  kWrongDigest,    // one h264 frame digest off by a bit
+  kMissingDigest,  // one hevc frame digest fewer
+  kTruncated,      // the encoded stream cut in half
+  kGarbage,        // the encoded stream replaced by noise
+  kTooBig,         // the encoded stream padded past kVideoChallengeMaxAnswerBytes
+  kFewerFrames,    // an honest encoding of one frame fewer
+  kOtherSeed,      // an honest encoding of another seed's frames
+  kSlow,           // right, after 1600 ms
+  kUnimplemented,  // a node older than the call
 };
 
 class VideoNode final : public node::v1::Orchestrator::Service {
@@ -148,8 +148,8 @@ Served Serve(grpc::Service* service, const std::string& id, bool claims_gpu,
   view->status.set_node_id(id);
   if (claims_gpu) view->status.add_hardware("cuda");
   for (const auto& claim : video_claims) view->status.add_hardware(claim);
-  view->connection = std::make_shared<NodeConnection>(
-      "127.0.0.1:" + std::to_string(port), 8 << 20);  // over the video answer limit
+  view->connection = std::make_shared<NodeConnection>("127.0.0.1:" + std::to_string(port),
+                                                      8 << 20);  // over the video answer limit
   view->stats = std::make_shared<NodeStats>();
   s.view = view;
   return s;
@@ -294,8 +294,8 @@ TEST_F(HardwareCheckerTest, HonestVideoClaimsAreOkAndEachCounted) {
   auto record = checker->Lookup("video-node");
   ASSERT_TRUE(record.has_value());
   EXPECT_EQ(record->verdict, HardwareVerdict::kOk) << record->detail;
-  EXPECT_EQ(record->video, (std::vector<std::string>{"nvdec-h264 ok", "nvdec-hevc ok",
-                                                     "nvenc-h264 ok"}))
+  EXPECT_EQ(record->video,
+            (std::vector<std::string>{"nvdec-h264 ok", "nvdec-hevc ok", "nvenc-h264 ok"}))
       << record->detail;
   EXPECT_TRUE(absl::StrContains(record->detail, "nvenc-h264: encoded 8 frames of 128x96 at"))
       << record->detail;
@@ -303,8 +303,8 @@ TEST_F(HardwareCheckerTest, HonestVideoClaimsAreOkAndEachCounted) {
   EXPECT_EQ(honest.calls.load(), 1);
   const std::string metrics = metrics_.Render();
   for (const char* claimed : {"cpu", "nvdec-h264", "nvdec-hevc", "nvenc-h264"}) {
-    EXPECT_TRUE(absl::StrContains(metrics, Series("video-node", claimed, "ok")))
-        << claimed << "\n" << metrics;
+    EXPECT_TRUE(absl::StrContains(metrics, Series("video-node", claimed, "ok"))) << claimed << "\n"
+                                                                                 << metrics;
   }
   node.server->Shutdown();
 }

@@ -154,7 +154,8 @@ TEST(HardwareCheckTest, VideoClaimsAreCheckedWithTheVideoChallenge) {
   const std::string metrics = HttpRequest(cluster.gateway().admin_port(), "GET", "/metrics").body;
   for (const auto& [id, claimed, result] :
        {std::tuple{"video", "nvdec-h264", "ok"}, std::tuple{"video", "nvdec-hevc", "ok"},
-        std::tuple{"video", "nvenc-h264", "ok"}, std::tuple{"video-wrong", "nvenc-h264", "wrong"}}) {
+        std::tuple{"video", "nvenc-h264", "ok"},
+        std::tuple{"video-wrong", "nvenc-h264", "wrong"}}) {
     EXPECT_TRUE(absl::StrContains(
         metrics, absl::StrCat("switchyard_gateway_hardware_checks_total{claimed=\"", claimed,
                               "\",orchestrator=\"", id, "\",result=\"", result, "\"}")))

@@ -78,16 +78,15 @@ absl::Status ValidateVideoChallenge(const node::v1::VideoChallengeRequest& reque
   }
   for (const auto& [name, clip] : {std::pair{"h264", &request.h264()}, {"hevc", &request.hevc()}}) {
     if (static_cast<int64_t>(clip->size()) > kVideoChallengeMaxClipBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": ", clip->size(),
-                                                     " bytes; at most ",
-                                                     kVideoChallengeMaxClipBytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", clip->size(), " bytes; at most ", kVideoChallengeMaxClipBytes));
     }
   }
   if (request.encode_frames() != 0) {
     if (request.encode_frames() < 1 || request.encode_frames() > kVideoChallengeMaxFrames) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("encode_frames: ", request.encode_frames(), "; 0 to ",
-                       kVideoChallengeMaxFrames, " allowed"));
+      return absl::InvalidArgumentError(absl::StrCat("encode_frames: ", request.encode_frames(),
+                                                     "; 0 to ", kVideoChallengeMaxFrames,
+                                                     " allowed"));
     }
     if (!EvenWithin(request.encode_width(), kVideoChallengeMinSide, kVideoChallengeMaxWidth) ||
         !EvenWithin(request.encode_height(), kVideoChallengeMinSide, kVideoChallengeMaxHeight)) {
@@ -124,7 +123,8 @@ void FillVideoChallengeFrame(std::string_view seed, int index, AVFrame* frame) {
   // Chroma: slower gradients of their own.
   for (int plane = 1; plane <= 2; ++plane) {
     const uint64_t word = p.words[plane + 1];
-    const int64_t cx = 1 + static_cast<int64_t>(word % 3), cy = 1 + static_cast<int64_t>((word >> 8) % 3);
+    const int64_t cx = 1 + static_cast<int64_t>(word % 3),
+                  cy = 1 + static_cast<int64_t>((word >> 8) % 3);
     const int64_t off = static_cast<int64_t>((word >> 16) % 256);
     for (int y = 0; y < (h + 1) / 2; ++y) {
       uint8_t* row = frame->data[plane] + static_cast<ptrdiff_t>(y) * frame->linesize[plane];
@@ -137,9 +137,9 @@ absl::StatusOr<std::string> VideoChallengeFrameDigest(const AVFrame& frame) {
   const auto fmt = static_cast<AVPixelFormat>(frame.format);
   if (fmt != AV_PIX_FMT_YUV420P && fmt != AV_PIX_FMT_NV12) {
     const char* name = av_get_pix_fmt_name(fmt);
-    return absl::InvalidArgumentError(
-        absl::StrCat("a frame in ", name != nullptr ? name : "an unknown format",
-                     ", not 8-bit 4:2:0 (yuv420p or nv12)"));
+    return absl::InvalidArgumentError(absl::StrCat("a frame in ",
+                                                   name != nullptr ? name : "an unknown format",
+                                                   ", not 8-bit 4:2:0 (yuv420p or nv12)"));
   }
   const int cw = (frame.width + 1) / 2, ch = (frame.height + 1) / 2;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
@@ -249,8 +249,8 @@ absl::Status DecodeVideoChallengeStream(std::string_view stream, AVCodecID codec
   InitFfmpeg();
   const AVCodec* codec = avcodec_find_decoder(codec_id);
   if (codec == nullptr) return absl::FailedPreconditionError("FFmpeg has no such decoder");
-  std::unique_ptr<AVCodecParserContext, decltype(&av_parser_close)> parser(
-      av_parser_init(codec_id), av_parser_close);
+  std::unique_ptr<AVCodecParserContext, decltype(&av_parser_close)> parser(av_parser_init(codec_id),
+                                                                           av_parser_close);
   AvCodecContextPtr dec(avcodec_alloc_context3(codec));
   AvPacketPtr packet(av_packet_alloc());
   AvFramePtr frame(av_frame_alloc()), memory(av_frame_alloc());
@@ -284,8 +284,7 @@ absl::Status DecodeVideoChallengeStream(std::string_view stream, AVCodecID codec
         return absl::InvalidArgumentError(absl::StrCat("corrupt stream: ", AvErrorString(err)));
       }
       if (++frames > limits.max_frames) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("more than ", limits.max_frames, " frames"));
+        return absl::InvalidArgumentError(absl::StrCat("more than ", limits.max_frames, " frames"));
       }
       if (frame->width > limits.max_width || frame->height > limits.max_height) {
         return absl::InvalidArgumentError(
@@ -324,9 +323,9 @@ absl::Status DecodeVideoChallengeStream(std::string_view stream, AVCodecID codec
     uint8_t* out = nullptr;
     int out_size = 0;
     const int chunk = static_cast<int>(std::min<size_t>(left, 1 << 16));
-    const int used = av_parser_parse2(parser.get(), dec.get(), &out, &out_size,
-                                      left == 0 ? nullptr : data, chunk, AV_NOPTS_VALUE,
-                                      AV_NOPTS_VALUE, 0);
+    const int used =
+        av_parser_parse2(parser.get(), dec.get(), &out, &out_size, left == 0 ? nullptr : data,
+                         chunk, AV_NOPTS_VALUE, AV_NOPTS_VALUE, 0);
     if (used < 0) return absl::InvalidArgumentError("corrupt stream: the parser failed");
     data += used;
     left -= static_cast<size_t>(used);
@@ -345,13 +344,12 @@ absl::Status DecodeVideoChallengeStream(std::string_view stream, AVCodecID codec
 absl::StatusOr<std::vector<std::string>> VideoChallengeDigests(
     std::string_view stream, AVCodecID codec, bool cuda, const VideoChallengeDecodeLimits& limits) {
   std::vector<std::string> digests;
-  absl::Status st =
-      DecodeVideoChallengeStream(stream, codec, cuda, limits, [&](const AVFrame& f) {
-        auto digest = VideoChallengeFrameDigest(f);
-        if (!digest.ok()) return digest.status();
-        digests.push_back(*std::move(digest));
-        return absl::OkStatus();
-      });
+  absl::Status st = DecodeVideoChallengeStream(stream, codec, cuda, limits, [&](const AVFrame& f) {
+    auto digest = VideoChallengeFrameDigest(f);
+    if (!digest.ok()) return digest.status();
+    digests.push_back(*std::move(digest));
+    return absl::OkStatus();
+  });
   if (!st.ok()) return st;
   return digests;
 }
@@ -388,8 +386,8 @@ EncodedAnswerCheck CheckVideoChallengeEncoding(std::string_view seed,
         if (f.width != shape.width || f.height != shape.height ||
             (f.format != AV_PIX_FMT_YUV420P && f.format != AV_PIX_FMT_YUVJ420P)) {
           return absl::InvalidArgumentError(absl::StrCat("frame ", check.frames, " is ", f.width,
-                                                         "x", f.height, ", not ", shape.width,
-                                                         "x", shape.height, " 4:2:0"));
+                                                         "x", f.height, ", not ", shape.width, "x",
+                                                         shape.height, " 4:2:0"));
         }
         FillVideoChallengeFrame(seed, check.frames, source.get());
         for (int p = 0; p < 3; ++p) {
@@ -412,17 +410,17 @@ EncodedAnswerCheck CheckVideoChallengeEncoding(std::string_view seed,
       });
   if (samples > 0) {
     const double mse = squares / samples;
-    check.psnr_db = mse == 0 ? std::numeric_limits<double>::infinity()
-                             : 10 * std::log10(255.0 * 255.0 / mse);
+    check.psnr_db =
+        mse == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(255.0 * 255.0 / mse);
   }
   if (!st.ok()) {
     check.problem = absl::StrCat("the encoded stream: ", st.message());
   } else if (check.frames != shape.frames) {
     check.problem = absl::StrCat(check.frames, " frames encoded of ", shape.frames);
   } else if (check.psnr_db < kVideoChallengeMinPsnrDb) {
-    check.problem = absl::StrCat("a PSNR of ", std::round(check.psnr_db * 10) / 10,
-                                 " dB against the seed's frames (at least ",
-                                 kVideoChallengeMinPsnrDb, " dB)");
+    check.problem =
+        absl::StrCat("a PSNR of ", std::round(check.psnr_db * 10) / 10,
+                     " dB against the seed's frames (at least ", kVideoChallengeMinPsnrDb, " dB)");
   } else {
     check.ok = true;
   }
@@ -440,8 +438,9 @@ absl::StatusOr<node::v1::VideoChallengeResponse> AnswerVideoChallenge(
     if (clip->empty()) continue;
     auto digests = VideoChallengeDigests(*clip, codec, !software, limits);
     if (!digests.ok()) {
-      return absl::Status(digests.status().code(),
-                          absl::StrCat(avcodec_get_name(codec), " clip: ", digests.status().message()));
+      return absl::Status(
+          digests.status().code(),
+          absl::StrCat(avcodec_get_name(codec), " clip: ", digests.status().message()));
     }
     for (auto& d : *digests) out->Add(std::move(d));
   }

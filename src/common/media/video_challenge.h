@@ -110,8 +110,8 @@ absl::StatusOr<std::vector<std::string>> VideoChallengeDigests(
 // What the gateway found in a node's encoded answer.
 struct EncodedAnswerCheck {
   bool ok = false;
-  int frames = 0;      // decoded
-  double psnr_db = 0;  // over the frames compared, every plane (infinity when identical)
+  int frames = 0;       // decoded
+  double psnr_db = 0;   // over the frames compared, every plane (infinity when identical)
   std::string problem;  // why not ok ("" when ok)
 };
 // Judges `bitstream` (from the node: hostile) as an H.264 encoding of `shape` frames of `seed`:

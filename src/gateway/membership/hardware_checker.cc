@@ -478,8 +478,7 @@ HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
     out.status = grpc::Status::OK;
   } else {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoSeconds(kAnswerDeadline));
+    context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(kAnswerDeadline));
     {
       MutexLock lock(&mu_);
       if (stop_) context.TryCancel();
@@ -516,8 +515,8 @@ HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
                               GrpcCodeName(out.status.error_code()),
                               LogSafe(out.status.error_message(), 200));
     } else if (d != nullptr) {
-      const auto& got = d->codec == AV_CODEC_ID_H264 ? response.h264_digests()
-                                                     : response.hevc_digests();
+      const auto& got =
+          d->codec == AV_CODEC_ID_H264 ? response.h264_digests() : response.hevc_digests();
       const int expected = static_cast<int>(d->expected.size());
       int first_wrong = -1;
       if (got.size() == expected) {
@@ -550,8 +549,9 @@ HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
     }
     if (verdict == HardwareVerdict::kOk && out.answer_ms > options_.video_max_ms) {
       verdict = HardwareVerdict::kTooSlow;
-      absl::StrAppend(&found, absl::StrFormat(" but took %.0f ms (NVDEC/NVENC answers within %d ms)",
-                                              out.answer_ms, options_.video_max_ms));
+      absl::StrAppend(&found,
+                      absl::StrFormat(" but took %.0f ms (NVDEC/NVENC answers within %d ms)",
+                                      out.answer_ms, options_.video_max_ms));
     }
     out.claims.emplace_back(verdict, std::move(found));
   }

@@ -429,8 +429,7 @@ grpc::Status OrchestratorService::VideoChallenge(grpc::ServerContext* context,
   // has not run on a GPU in our tests).
   auto answer = media::AnswerVideoChallenge(*request, config_.test_video_challenge_software);
   if (!answer.ok()) {
-    spdlog::warn("video challenge from {} failed: {}", context->peer(),
-                 answer.status().ToString());
+    spdlog::warn("video challenge from {} failed: {}", context->peer(), answer.status().ToString());
     return ToGrpcStatus(answer.status());
   }
   *response = *std::move(answer);
