@@ -373,6 +373,32 @@ grpc::Status OrchestratorService::GetStatus(grpc::ServerContext*, const node::v1
   return grpc::Status::OK;
 }
 
+namespace {
+
+// One challenge (matrix or video) at a time: a challenge takes the whole device for a moment, and
+// anyone who can reach this port can send one.
+class ChallengeSlot {
+ public:
+  explicit ChallengeSlot(std::atomic<bool>* running)
+      : running_(running), taken_(!running->exchange(true)) {}
+  ~ChallengeSlot() {
+    if (taken_) *running_ = false;
+  }
+  ChallengeSlot(const ChallengeSlot&) = delete;
+  ChallengeSlot& operator=(const ChallengeSlot&) = delete;
+  bool taken() const { return taken_; }
+  static grpc::Status Busy() {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "a hardware challenge is already running on this node");
+  }
+
+ private:
+  std::atomic<bool>* const running_;
+  const bool taken_;
+};
+
+}  // namespace
+
 grpc::Status OrchestratorService::HardwareChallenge(
     grpc::ServerContext* context, const node::v1::HardwareChallengeRequest* request,
     node::v1::HardwareChallengeResponse* response) {
@@ -380,16 +406,8 @@ grpc::Status OrchestratorService::HardwareChallenge(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("hardware challenge: ", st.message()));
   }
-  // One at a time: a challenge takes the whole device for a moment, and anyone who can reach
-  // this port can send one.
-  if (challenge_running_.exchange(true)) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "a hardware challenge is already running on this node");
-  }
-  struct Release {
-    std::atomic<bool>* flag;
-    ~Release() { *flag = false; }
-  } release{&challenge_running_};
+  ChallengeSlot slot(&challenge_running_);
+  if (!slot.taken()) return ChallengeSlot::Busy();
   const absl::Time start = absl::Now();
   auto answer = runner::RunHardwareChallenge(*request, "auto");
   if (!answer.ok()) {
@@ -416,14 +434,8 @@ grpc::Status OrchestratorService::VideoChallenge(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("video challenge: ", st.message()));
   }
-  if (challenge_running_.exchange(true)) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "a hardware challenge is already running on this node");
-  }
-  struct Release {
-    std::atomic<bool>* flag;
-    ~Release() { *flag = false; }
-  } release{&challenge_running_};
+  ChallengeSlot slot(&challenge_running_);
+  if (!slot.taken()) return ChallengeSlot::Busy();
   const absl::Time start = absl::Now();
   // NVDEC and NVENC unless the test-only flag forces the software codecs (the NVDEC/NVENC path
   // has not run on a GPU in our tests).
