@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -323,6 +324,16 @@ absl::Status LocalCluster::StartOrchestrator(const std::string& node_id, bool re
                         {"identity_key_file", node_id + ".key"}};
   cfg.update(options_.orchestrator_config);
   cfg.update(extra_config);
+  // The models it loads at start, which WaitForOrchestrators waits for.
+  std::set<std::string>& warm = warm_models_[node_id];
+  warm.clear();
+  if (cfg.contains("models") && cfg["models"].is_array()) {
+    for (const auto& m : cfg["models"]) {
+      if (m.is_object() && m.value("warm", false) && m.contains("id") && m["id"].is_string()) {
+        warm.insert(m["id"].get<std::string>());
+      }
+    }
+  }
   fs::path cfg_path = dir_.path() / (node_id + ".json");
   fs::path port_path = dir_.path() / (node_id + ".port");
   WriteFile(cfg_path, cfg.dump(2));
@@ -369,9 +380,16 @@ absl::Status LocalCluster::WaitForOrchestrators(int n, std::chrono::milliseconds
     v1::ListCapabilitiesResponse resp;
     if (stub->ListCapabilities(&ctx, req, &resp).ok()) {
       seen = resp.orchestrators_size();
-      // Also wait for every warm model to be READY, so tests start from a settled cluster.
+      // Also wait for every warm model to be READY, so tests start from a settled cluster. A
+      // node registers before it loads its warm models, one after another: those it has not
+      // begun yet are still "cold".
       bool loading = false;
-      for (const auto& o : resp.offers()) loading = loading || o.state() == "loading";
+      for (const auto& o : resp.offers()) {
+        auto warm = warm_models_.find(o.orchestrator());
+        loading = loading || o.state() == "loading" ||
+                  (o.state() == "cold" && warm != warm_models_.end() &&
+                   warm->second.count(o.model_id()) > 0);
+      }
       if (seen == n && !loading) return absl::OkStatus();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -137,6 +139,8 @@ class LocalCluster {
   std::unique_ptr<Daemon> gateway_;
   std::vector<std::unique_ptr<Daemon>> extra_gateways_;
   std::vector<std::unique_ptr<Daemon>> orchestrators_;
+  // Per orchestrator node id, the models its config loads at start ("warm": true).
+  std::map<std::string, std::set<std::string>> warm_models_;
 };
 
 std::filesystem::path BinaryPath(const std::string& name);
