@@ -28,6 +28,35 @@
 namespace switchyard::testing {
 namespace {
 
+// Polls ListCapabilities (every 200 ms, bounded by `timeout`) until each node of `want` shows its
+// hardware verdict; returns the last answer's nodes by id for the caller's checks.
+std::map<std::string, v1::OrchestratorInfo> WaitForVerdicts(
+    v1::Gateway::Stub& stub, const std::map<std::string, std::string>& want,
+    std::chrono::milliseconds timeout) {
+  std::map<std::string, v1::OrchestratorInfo> infos;
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ListCapabilitiesRequest req;
+    v1::ListCapabilitiesResponse resp;
+    grpc::Status st = stub.ListCapabilities(&ctx, req, &resp);
+    if (!st.ok()) {
+      ADD_FAILURE() << "ListCapabilities: " << st.error_message();
+      break;
+    }
+    infos.clear();
+    for (const auto& o : resp.orchestrators()) infos[o.id()] = o;
+    done = true;
+    for (const auto& [id, verdict] : want) {
+      done = done && infos.count(id) != 0 && infos[id].hardware_check() == verdict;
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return infos;
+}
+
 TEST(HardwareCheckTest, ClaimsAreCheckedAtRegistrationAndFailedOnesCapped) {
   ClusterOptions options;
   options.orchestrators = 1;  // orch-1, honest
@@ -43,25 +72,10 @@ TEST(HardwareCheckTest, ClaimsAreCheckedAtRegistrationAndFailedOnesCapped) {
   ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
 
   auto stub = cluster.GatewayStub();
-  std::map<std::string, v1::OrchestratorInfo> infos;
   const std::map<std::string, std::string> want = {
       {"orch-1", "ok"}, {"liar", "too_slow"}, {"wrong", "wrong"}};
-  const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(240));
-  bool done = false;
-  while (!done && std::chrono::steady_clock::now() < until) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    v1::ListCapabilitiesRequest req;
-    v1::ListCapabilitiesResponse resp;
-    ASSERT_TRUE(stub->ListCapabilities(&ctx, req, &resp).ok());
-    infos.clear();
-    for (const auto& o : resp.orchestrators()) infos[o.id()] = o;
-    done = true;
-    for (const auto& [id, verdict] : want) {
-      done = done && infos.count(id) != 0 && infos[id].hardware_check() == verdict;
-    }
-    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  std::map<std::string, v1::OrchestratorInfo> infos =
+      WaitForVerdicts(*stub, want, Scaled(std::chrono::seconds(240)));
   for (const auto& [id, verdict] : want) {
     ASSERT_EQ(infos.count(id), 1u) << id;
     EXPECT_EQ(infos[id].hardware_check(), verdict)
@@ -117,24 +131,9 @@ TEST(HardwareCheckTest, VideoClaimsAreCheckedWithTheVideoChallenge) {
   st = cluster.WaitForOrchestrators(2, Scaled(std::chrono::seconds(30)));
   ASSERT_TRUE(st.ok()) << st << "\n" << cluster.Logs();
   auto stub = cluster.GatewayStub();
-  std::map<std::string, v1::OrchestratorInfo> infos;
   const std::map<std::string, std::string> want = {{"video", "ok"}, {"video-wrong", "wrong"}};
-  const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(120));
-  bool done = false;
-  while (!done && std::chrono::steady_clock::now() < until) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    v1::ListCapabilitiesRequest req;
-    v1::ListCapabilitiesResponse resp;
-    ASSERT_TRUE(stub->ListCapabilities(&ctx, req, &resp).ok());
-    infos.clear();
-    for (const auto& o : resp.orchestrators()) infos[o.id()] = o;
-    done = true;
-    for (const auto& [id, verdict] : want) {
-      done = done && infos.count(id) != 0 && infos[id].hardware_check() == verdict;
-    }
-    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  std::map<std::string, v1::OrchestratorInfo> infos =
+      WaitForVerdicts(*stub, want, Scaled(std::chrono::seconds(120)));
   for (const auto& [id, verdict] : want) {
     ASSERT_EQ(infos.count(id), 1u) << id;
     EXPECT_EQ(infos[id].hardware_check(), verdict)
