@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -111,10 +112,20 @@ TEST_F(ImageCodecTest, PngRowsAreFilteredAgainstTheRowAbove) {
   EXPECT_EQ(decoded->pixels, image.pixels);
 }
 
+// The ffmpeg command line (its own demuxer and decoder, with CRC checks on) reads the same
+// pixels back: the chunks, their CRCs and the zlib stream are valid PNG, not just readable by
+// our decoder.
 TEST_F(ImageCodecTest, EncodedPngDecodesWithFfmpegCli) {
-  auto encoded = EncodePng(MakePattern(20, 10));
+  RgbImage image = MakePattern(203, 61);
+  uint32_t state = 99;
+  for (size_t i = 0; i < image.pixels.size(); i += 5) {  // some noise so deflate has work to do
+    state = state * 1664525u + 1013904223u;
+    image.pixels[i] = static_cast<uint8_t>(state >> 24);
+  }
+  auto encoded = EncodePng(image);
   ASSERT_TRUE(encoded.ok()) << encoded.status();
   auto path = dir_.path() / "out.png";
+  auto raw = dir_.path() / "out.rgb";
   switchyard::testing::WriteFile(path, *encoded);
   std::string log;
   ASSERT_EQ(
@@ -122,7 +133,16 @@ TEST_F(ImageCodecTest, EncodedPngDecodesWithFfmpegCli) {
           "ffprobe -v error -show_entries stream=width,height -of csv=p=0 " + path.string(), &log),
       0)
       << log;
-  EXPECT_THAT(log, HasSubstr("20,10"));
+  EXPECT_THAT(log, HasSubstr("203,61"));
+  ASSERT_EQ(switchyard::testing::RunCommand("ffmpeg -v error -err_detect crccheck+explode -i " +
+                                                path.string() + " -f rawvideo -pix_fmt rgb24 " +
+                                                raw.string(),
+                                            &log),
+            0)
+      << log;
+  const std::string pixels = switchyard::testing::ReadFile(raw);
+  ASSERT_EQ(pixels.size(), image.pixels.size());
+  EXPECT_EQ(0, std::memcmp(pixels.data(), image.pixels.data(), pixels.size()));
 }
 
 TEST_F(ImageCodecTest, DecodesGrayPng) {
