@@ -17,6 +17,7 @@
 #include "common/media/ffmpeg_util.h"
 #include "common/pipelines.h"
 #include "orchestrator/pipelines/ocr.h"
+#include "orchestrator/pipelines/tensor_image.h"
 #include "orchestrator/pipelines/warmup.h"
 #include "runner/ocr_bundle.h"
 
@@ -54,16 +55,6 @@ std::string DescribeTensor(const at::Tensor& t) {
 std::string DescribeValue(const c10::IValue& v) {
   if (v.isTensor()) return DescribeTensor(v.toTensor());
   return absl::StrCat("a value of type ", v.type()->str());
-}
-
-// [N, H, W, 3] uint8 from float [N, 3, H, W] (NaN -> 0, clamped, rounded).
-at::Tensor ToBytesNhwc(const at::Tensor& images) {
-  return at::nan_to_num(images.to(at::kFloat), 0.0, 255.0, 0.0)
-      .clamp(0, 255)
-      .round()
-      .to(at::kByte)
-      .permute({0, 2, 3, 1})
-      .contiguous();
 }
 
 struct DictGuard {
@@ -110,17 +101,13 @@ absl::StatusOr<at::Tensor> CheckImageBatch(const c10::IValue& value, const std::
 }
 
 absl::StatusOr<std::vector<EncodedImage>> EncodePngs(const at::Tensor& images) {
-  at::Tensor bytes = ToBytesNhwc(images);
   std::vector<EncodedImage> out;
-  for (int64_t i = 0; i < bytes.size(0); ++i) {
-    media::RgbImage img;
-    img.height = static_cast<int>(bytes.size(1));
-    img.width = static_cast<int>(bytes.size(2));
-    img.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
-    std::memcpy(img.pixels.data(), bytes[i].data_ptr<uint8_t>(), img.pixels.size());
-    auto png = media::EncodePng(img);
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    auto img = TensorToImage(images[i]);
+    if (!img.ok()) return img.status();
+    auto png = media::EncodePng(*img);
     if (!png.ok()) return png.status();
-    out.push_back(EncodedImage{std::move(*png), img.width, img.height});
+    out.push_back(EncodedImage{std::move(*png), img->width, img->height});
   }
   return out;
 }
@@ -148,7 +135,9 @@ absl::StatusOr<std::string> EncodeMp4(const at::Tensor& frames, int fps, int enc
     return Invalid(absl::StrCat("video frames must have even sizes for yuv420p, got ", w, "x", h));
   }
   if (fps < 1 || fps > 1000) return Invalid(absl::StrCat("fps must be 1..1000, got ", fps));
-  at::Tensor rgb = ToBytesNhwc(frames);  // [F, H, W, 3]
+  auto converted = TensorsToRgb24(frames);
+  if (!converted.ok()) return converted.status();
+  const at::Tensor& rgb = *converted;  // [F, H, W, 3]
 
   media::InitFfmpeg();
   std::string sink;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/media/ffmpeg_util.h"
+#include "orchestrator/pipelines/tensor_image.h"
 #include "orchestrator/transcode/transcoder.h"
 
 extern "C" {
@@ -304,13 +305,9 @@ absl::StatusOr<LiveSegmentResult> RunLiveVideoSegment(const RunContext& ctx,
                                               oh, " frame after ", encoder->width, "x",
                                               encoder->height, " ones in the same segment"));
     }
-    at::Tensor rgb = at::nan_to_num(checked->to(at::kFloat), 0.0, 255.0, 0.0)
-                         .clamp(0, 255)
-                         .round()
-                         .to(at::kByte)
-                         .squeeze(0)
-                         .permute({1, 2, 0})
-                         .contiguous();
+    auto converted = TensorsToRgb24(*checked);
+    if (!converted.ok()) return converted.status();
+    const at::Tensor& rgb = *converted;  // [1, H, W, 3]
     AVFrame* yuv = encoder->frame.get();
     if (int r = av_frame_make_writable(yuv); r < 0) return AvError("frame buffer", r);
     const uint8_t* src[4] = {rgb.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};

@@ -1,9 +1,8 @@
 #include "orchestrator/pipelines/upscale_pipeline.h"
 
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 #include "common/media/image_codec.h"
+#include "orchestrator/pipelines/tensor_image.h"
 #include "orchestrator/pipelines/warmup.h"
 
 namespace switchyard::orchestrator {
@@ -31,17 +30,11 @@ absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const 
     return absl::InternalError(absl::StrCat("model returned a tensor of shape ",
                                             c10::str(out.sizes()), ", expected [1, 3, H, W]"));
   }
-  at::Tensor pixels =
-      out.squeeze(0).clamp(0, 255).round().to(at::kByte).permute({1, 2, 0}).contiguous();
-  media::RgbImage result;
-  result.height = static_cast<int>(pixels.size(0));
-  result.width = static_cast<int>(pixels.size(1));
-  result.pixels.resize(static_cast<size_t>(pixels.numel()));
-  std::memcpy(result.pixels.data(), pixels.data_ptr<uint8_t>(), result.pixels.size());
-
-  auto png = media::EncodePng(result);
+  auto result = TensorToImage(out[0]);
+  if (!result.ok()) return result.status();
+  auto png = media::EncodePng(*result);
   if (!png.ok()) return png.status();
-  return UpscaleResult{std::move(*png), w, h, result.width, result.height};
+  return UpscaleResult{std::move(*png), w, h, result->width, result->height};
 }
 
 WarmupInputs UpscaleWarmupInputs(const ModelConfig& model) {
