@@ -19,6 +19,12 @@
   owned by the uid its image runs as. The certs service's command is run (without the owners)
   into a temporary folder: each certificate chains to the CA and names the hosts it is dialled
   by (peers, Redis, the health check's 127.0.0.1).
+- With --bin-dir: each binary a runtime stage copies in from build/bin/ (the daemon, the gateway
+  image's `switchyard` CLI) that is built there has every library it links (readelf -d NEEDED,
+  resolved by this host's loader: ldconfig -p, else ldd) from a Debian package (dpkg -S) that the
+  last stage's apt-get install names, that those depend on (Depends, Pre-Depends, transitively,
+  every alternative, as installed on this host: dpkg-query), or that debian:12-slim has (Priority
+  required or Essential, and their dependencies). A library no package owns fails too.
 - With --bin-dir and --model-dir: each container orchestrator config really loads (the daemon
   starts with it on loopback, ephemeral ports, no gateway), so its models_file and model paths
   resolve in the same layout the images use; each container gateway config loads with the TLS
@@ -581,6 +587,186 @@ def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports
     return tls
 
 
+# --- Shared libraries: each binary's NEEDED sonames against the runtime stage's packages. ---
+_host = {}
+
+
+def _run(args):
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def host_loader_paths():
+    """soname -> the file the host's loader uses for it (ldconfig -p, this host's architecture)."""
+    if "ldconfig" not in _host:
+        arch = "x86-64" if os.uname().machine == "x86_64" else None
+        paths = {}
+        for line in _run(["ldconfig", "-p"]).stdout.splitlines()[1:]:
+            m = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)$", line)
+            if m and m.group(1) not in paths and (arch is None or arch in m.group(2)):
+                paths[m.group(1)] = m.group(3)
+        _host["ldconfig"] = paths
+    return _host["ldconfig"]
+
+
+def host_packages():
+    """Every installed package: {name: (depends names, required-or-essential)} and
+    {virtual name: {providers}}, from one dpkg-query (version constraints and :any dropped, every
+    alternative of `a | b` kept)."""
+    if "packages" not in _host:
+        out = _run(["dpkg-query", "-W", "-f",
+                    "${Package}\t${Priority}\t${Essential}\t${Depends}, ${Pre-Depends}\t"
+                    "${Provides}\n"]).stdout
+
+        def names(field):
+            # "a:any (>= 1) | b, c" -> {a, b, c}
+            return {re.sub(r"\(.*?\)", "", alt).strip().split(":")[0]
+                    for group in field.split(",") for alt in group.split("|")} - {""}
+
+        packages, provides = {}, {}
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) != 5:
+                continue
+            name, priority, essential, depends, provided = parts
+            base = priority == "required" or essential == "yes"
+            old = packages.get(name, (set(), False))  # several architectures: merged
+            packages[name] = (old[0] | names(depends), old[1] or base)
+            for v in names(provided):
+                provides.setdefault(v, set()).add(name)
+        _host["packages"] = (packages, provides)
+    return _host["packages"]
+
+
+def package_closure(roots):
+    """`roots` and every package they depend on (Depends, Pre-Depends), transitively."""
+    packages, provides = host_packages()
+    seen, todo = set(), list(roots)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo.extend(packages.get(p, (set(), False))[0])
+        todo.extend(provides.get(p, ()))  # a virtual package: whichever provides it here
+    return seen
+
+
+def owning_packages(paths):
+    """{path: package} for the files dpkg -S knows (one dpkg call for all of them)."""
+    wanted = sorted(set(paths) - set(_host.setdefault("owners", {})))
+    if wanted:
+        for line in _run(["dpkg", "-S"] + wanted).stdout.splitlines():
+            if line.startswith("diversion "):
+                continue
+            pkgs, sep, path = line.partition(": ")
+            if sep and path in wanted:
+                _host["owners"][path] = pkgs.split(",")[0].strip().split(":")[0]
+        for p in wanted:
+            _host["owners"].setdefault(p, None)
+    return {p: _host["owners"][p] for p in paths}
+
+
+def path_alternatives(path):
+    """The names dpkg may list a library under: as the loader has it, its real file and its
+    folder's real path, each with and without /usr (Debian 12's merged /usr)."""
+    out = []
+    for p in (path, os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path)),
+              os.path.realpath(path)):
+        for q in (p, p[len("/usr"):] if p.startswith("/usr/") else "/usr" + p):
+            if q not in out:
+                out.append(q)
+    return out
+
+
+def runtime_stage_packages(ins):
+    """The packages the last stage's RUN apt-get install lines name."""
+    last = max(i for i, (k, _) in enumerate(ins) if k == "FROM")
+    listed = set()
+    for k, a in ins[last + 1:]:
+        if k != "RUN":
+            continue
+        for cmd in re.split(r"&&|\|\||;|\|", a):
+            words = cmd.split()
+            if "apt-get" in words and "install" in words[words.index("apt-get"):]:
+                for w in words[words.index("install", words.index("apt-get")) + 1:]:
+                    if not w.startswith("-"):
+                        listed.add(re.split(r"[=/]", w)[0])
+    return listed
+
+
+def runtime_binaries(ins, main_binary):
+    """The build stage's build/bin/ files the last stage copies in (the daemon first)."""
+    last = max(i for i, (k, _) in enumerate(ins) if k == "FROM")
+    out = [main_binary]
+    for k, a in ins[last + 1:]:
+        if k != "COPY":
+            continue
+        parts = shlex.split(a)
+        if not any(p.startswith("--from=") for p in parts):
+            continue
+        for s in [p for p in parts if not p.startswith("--")][:-1]:
+            if s.startswith("/src/build/bin/") and os.path.basename(s) not in out:
+                out.append(os.path.basename(s))
+    return out
+
+
+def needed_sonames(binary):
+    """The DT_NEEDED sonames of an ELF file, or None when readelf cannot read it."""
+    r = _run(["readelf", "-d", binary])
+    if r.returncode != 0:
+        return None
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", r.stdout)
+
+
+def ldd_paths(binary):
+    """soname -> path as ldd resolves them for this binary (its RUNPATH too)."""
+    out = {}
+    for line in _run(["ldd", binary]).stdout.splitlines():
+        m = re.match(r"\s*(\S+) => (/\S+)", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def check_runtime_libraries(name, main_binary, bin_dir):
+    """Every library each binary the runtime stage copies in links (NEEDED) comes from a package
+    that stage installs, one those depend on, or debian:12-slim's base (required or essential)."""
+    ins = instructions(os.path.join(DOCKER, name))
+    listed = runtime_stage_packages(ins)
+    packages, _ = host_packages()
+    for p in sorted(listed - set(packages)):
+        print("note: %s installs %s, which is not installed on this host: its dependencies are "
+              "not followed" % (name, p))
+    provided = package_closure(listed) | package_closure(
+        {p for p, (_, base) in packages.items() if base})
+    for binary in runtime_binaries(ins, main_binary):
+        path = os.path.join(bin_dir, binary)
+        if not os.path.isfile(path):
+            print("note: %s is not built; its libraries are not checked against %s"
+                  % (path, name))
+            continue
+        sonames = needed_sonames(path)
+        check(sonames is not None, "%s: readelf reads %s's dynamic section" % (name, path))
+        if sonames is None:
+            continue
+        loader = dict(host_loader_paths())
+        if any(s not in loader for s in sonames):
+            loader.update(ldd_paths(path))
+        candidates = {s: path_alternatives(loader[s]) for s in sonames if s in loader}
+        owners = owning_packages([c for cs in candidates.values() for c in cs])
+        for soname in sonames:
+            package = next((owners[c] for c in candidates.get(soname, []) if owners[c]), None)
+            if soname not in loader:
+                check(False, "%s: %s needs %s, which this host's loader does not find (ldconfig "
+                      "-p, ldd): no package to check" % (name, binary, soname))
+            elif package is None:
+                check(False, "%s: %s needs %s (%s), which no Debian package owns (dpkg -S)"
+                      % (name, binary, soname, loader[soname]))
+            else:
+                check(package in provided, "%s: %s needs %s (%s), not installed in the runtime "
+                      "stage" % (name, binary, soname, package))
+
+
 def check_configs_load(configs, bin_dir):
     """Starts the orchestrator with each container config (bounded), on loopback."""
     binary = os.path.join(bin_dir, "switchyard-orchestrator")
@@ -696,6 +882,8 @@ def main():
     gateways_configs, gw_configs, tls_dir = check_compose_gateways()
     configs = check_compose() + gateways_configs
     if args.bin_dir:
+        for name, binary in DOCKERFILES.items():
+            check_runtime_libraries(name, binary, args.bin_dir)
         if args.model_dir and os.path.realpath(args.model_dir) != os.path.join(ROOT, "models"):
             # The configs reach the models through the repository layout (configs/../models).
             print("note: --model-dir is not the repository's models/; the load check uses %s"
