@@ -19,7 +19,9 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libabsl20220623 libfmt9 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libprotobuf32 \
-      libspdlog1.10 libsystemd0 libhiredis0.14 libsqlite3-0 libpq5 curl ca-certificates \
+      libspdlog1.10 libsystemd0 libhiredis0.14 libsqlite3-0 libpq5 \
+      libavcodec59 libavformat59 libavutil57 libswscale6 libdeflate0 \
+      curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 # /var/lib/switchyard: state a gateway writes (docker-compose.gateways.yml's ledger journals, on a
 # named volume that takes this folder's owner).

@@ -26,6 +26,7 @@ RUN apt-get update \
       libabsl20220623 libfmt9 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libprotobuf32 \
       libspdlog1.10 libsystemd0 libtorch1.13 libonnx1 libopenblas0-openmp \
       libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libdeflate0 \
+      libavfilter8 \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 # /var/lib/switchyard: the node's identity key (identity_key_file in docker/configs/; a named
