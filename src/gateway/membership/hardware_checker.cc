@@ -145,6 +145,18 @@ HardwareChecker::~HardwareChecker() {
   if (thread_.joinable()) thread_.join();
 }
 
+void HardwareChecker::BeginCall(grpc::ClientContext* context) {
+  MutexLock lock(&mu_);
+  if (stop_) context->TryCancel();
+  in_flight_ = context;
+}
+
+bool HardwareChecker::EndCall() {
+  MutexLock lock(&mu_);
+  in_flight_ = nullptr;
+  return stop_;
+}
+
 void HardwareChecker::Loop() {
   while (true) {
     {
@@ -289,22 +301,14 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   node::v1::HardwareChallengeResponse response;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(kAnswerDeadline));
-  {
-    MutexLock lock(&mu_);
-    if (stop_) context.TryCancel();
-    in_flight_ = &context;
-  }
+  BeginCall(&context);
   const absl::Time start = deps_.now();
   const grpc::Status status =
       node.connection != nullptr
           ? node.connection->stub()->HardwareChallenge(&context, request, &response)
           : grpc::Status(grpc::StatusCode::UNAVAILABLE, "no connection");
   const absl::Time end = deps_.now();
-  {
-    MutexLock lock(&mu_);
-    in_flight_ = nullptr;
-    if (stop_) return previous;  // cancelled by the destructor: no finding
-  }
+  if (EndCall()) return previous;  // cancelled by the destructor: no finding
   record.checked = end;
   record.answer_ms = absl::ToDoubleMilliseconds(end - start);
 
@@ -479,19 +483,13 @@ HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
   } else {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(kAnswerDeadline));
-    {
-      MutexLock lock(&mu_);
-      if (stop_) context.TryCancel();
-      in_flight_ = &context;
-    }
+    BeginCall(&context);
     const absl::Time start = deps_.now();
     out.status = node.connection != nullptr
                      ? node.connection->stub()->VideoChallenge(&context, request, &response)
                      : grpc::Status(grpc::StatusCode::UNAVAILABLE, "no connection");
     out.answer_ms = absl::ToDoubleMilliseconds(deps_.now() - start);
-    MutexLock lock(&mu_);
-    in_flight_ = nullptr;
-    if (stop_) {
+    if (EndCall()) {
       out.cancelled = true;
       return out;
     }

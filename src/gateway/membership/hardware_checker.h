@@ -133,6 +133,11 @@ class HardwareChecker {
  private:
   HardwareChecker(VerificationConfig::Hardware options, Deps deps);
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  // A challenge's call in flight: registered so that the destructor can cancel it (cancelled at
+  // once when already stopping); EndCall unregisters it and says whether the checker is stopping
+  // (the answer then makes no finding).
+  void BeginCall(grpc::ClientContext* context) ABSL_LOCKS_EXCLUDED(mu_);
+  bool EndCall() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs one challenge on `node` and returns the new record (previous: the node's last one).
   // `finding`: what it found, when the node failed its claim (else left empty).
   HardwareCheckRecord Check(const NodeView& node, const HardwareCheckRecord& previous,
