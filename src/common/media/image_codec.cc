@@ -291,8 +291,8 @@ absl::StatusOr<std::string> EncodePng(const RgbImage& image) {
   }
 
   // Every row filtered "up" (each byte minus the one above; the first row's "above" is zeros,
-  // so it is stored as is): on upscaled and natural images the smallest output of the cheap
-  // filters (docs/performance.md, "PNG encoding").
+  // so it is stored as is): one subtraction per byte, and on upscaled images (most of what the
+  // nodes encode) smaller than "none" or "sub" (docs/performance.md, "PNG encoding").
   std::vector<uint8_t> filtered((row + 1) * height);
   for (size_t y = 0; y < height; ++y) {
     uint8_t* dst = filtered.data() + (row + 1) * y;
