@@ -1,8 +1,10 @@
 # One-shot maker of the TLS material for docker-compose.gateways.yml: a private CA, one
-# certificate per gateway (gateway-K, naming its service name, localhost and 127.0.0.1) and one
-# for Redis, and the gateways' shared internal secret, written by scripts/make-tls-certs into the
-# compose file's `tls` volume, which the gateways and Redis mount read-only (docs/operations.md,
-# "HTTPS between gateways"). Build from the repository root:
+# certificate per gateway (gateway-K, naming its service name, localhost and 127.0.0.1), per
+# orchestrator, one for Redis and one for PostgreSQL, and the gateways' shared internal secret,
+# written by scripts/make-tls-certs into the compose file's `tls` volume, which the gateways,
+# Redis and PostgreSQL mount read-only, and each orchestrator's CA, certificate and key copied
+# into a volume of its own (docs/operations.md, "Certificates: the quick start's, the compose
+# file's and your own"). Build from the repository root:
 #   docker build -f docker/certs.Dockerfile -t switchyard-certs .
 # Not built in CI (CI has no Docker daemon).
 FROM debian:12-slim
@@ -14,8 +16,9 @@ COPY scripts/make-tls-certs /usr/local/bin/make-tls-certs
 RUN install -d -m 0755 /tls
 VOLUME /tls
 # It runs as root, once, and exits: it gives each key (mode 0600) to the user of the container
-# that reads it (uid 10001: the gateways' `switchyard`; uid 10002: Redis's `redis`), which only
-# root can do. It serves nothing and publishes nothing.
+# that reads it (uid 10001: the gateways' and orchestrators' `switchyard`; uid 10002: Redis's
+# `redis`; uid 10003: PostgreSQL's `postgres`), which only root can do. It serves nothing and
+# publishes nothing.
 USER root
 ENTRYPOINT ["/usr/local/bin/make-tls-certs"]
 CMD ["--help"]

@@ -15,10 +15,18 @@
   scripts/make-tls-certs) writes the volume the gateways and Redis mount read-only, before they
   start; every gateway serves HTTPS (http_tls) and names the others as https://SERVICE:PORT
   peers with state.peer_tls; Redis is TLS-only with client certificates, and the gateways
-  present theirs; every file the configs and Redis name is one the certs service makes, each key
-  owned by the uid its image runs as. The certs service's command is run (without the owners)
-  into a temporary folder: each certificate chains to the CA and names the hosts it is dialled
-  by (peers, Redis, the health check's 127.0.0.1).
+  present theirs; PostgreSQL has ssl=on and its certificate, its entrypoint's pg_hba.conf has
+  hostssl lines with `cert` authentication and no plain `host` line, and the gateways' ledger
+  dsn says sslmode=verify-full with the CA and their certificates; the gateways' gRPC ports
+  (tls) and their connections to the orchestrators (orchestrator_tls) are TLS, the
+  orchestrators' gRPC ports require the gateways' client certificates and they register over
+  TLS (gateway_tls), from a volume of their own that holds only the CA and their certificate
+  (certs --copy), never the gateways' `tls` volume; every file the configs, Redis and
+  PostgreSQL name is one the certs service makes, each key owned by the uid its image runs as.
+  The certs service's command is run (without the owners) into a temporary folder: each
+  certificate chains to the CA and names the hosts it is dialled by (peers, Redis, PostgreSQL,
+  the orchestrators, the health check's 127.0.0.1); each --copy folder holds the CA and that
+  certificate and key only.
 - With --bin-dir: each binary a runtime stage copies in from build/bin/ (the daemon, the gateway
   image's `switchyard` CLI) that is built there has every library it links (readelf -d NEEDED,
   resolved by this host's loader: ldconfig -p, else ldd) from a Debian package (dpkg -S) that the
@@ -29,8 +37,11 @@
   starts with it on loopback, ephemeral ports, no gateway), so its models_file and model paths
   resolve in the same layout the images use; each container gateway config loads with the TLS
   files the certs service makes (paths moved to the temporary folder, ephemeral loopback ports;
-  Redis and PostgreSQL are unreachable there, which a gateway starts with) and serves HTTPS that
-  a client trusting only the CA accepts under the gateway's service name.
+  Redis and PostgreSQL are unreachable there, which a gateway starts with) and serves HTTPS and
+  gRPC over TLS that a client trusting only the CA accepts under the gateway's service name;
+  each container orchestrator config of docker-compose.gateways.yml starts the same way (its
+  files from its --copy folder) and its gRPC port completes a TLS handshake, checked for its
+  service name, only for a client that presents a certificate from the CA.
 
 Usage: check_docker_files.py [--bin-dir DIR] [--model-dir DIR]
 Exit status 0 when every check passes; each failure is printed.
@@ -50,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import yaml
 
@@ -367,8 +379,8 @@ def check_compose_gateways():
               "gateways compose: %s is not published (trusted on the compose network only)" % name)
     with open(os.path.join(ROOT, "configs", "gateway.json")) as f:
         base = json.load(f)
-    changed = {"gateway_id", "listen", "http_listen", "http_tls", "admin_listen", "usage_ledger",
-               "state"}
+    changed = {"gateway_id", "listen", "tls", "orchestrator_tls", "http_listen", "http_tls",
+               "admin_listen", "usage_ledger", "state"}
     gw_targets, shared, gw_configs, http_ports = [], set(), {}, {}
     for name in gateways:
         svc = services.get(name)
@@ -405,25 +417,35 @@ def check_compose_gateways():
             common.pop(key, None)
         for key in ("cert_file", "key_file"):
             common.get("redis", {}).get("tls", {}).pop(key, None)
-        shared.add(json.dumps([common, {k: v for k, v in ledger.items() if k != "journal"}],
-                              sort_keys=True))
+        common_ledger = {k: v for k, v in ledger.items() if k != "journal"}
+        common_ledger["dsn"], _ = dsn_parts(ledger.get("dsn", ""), drop=("sslcert", "sslkey"))
+        shared.add(json.dumps([common, common_ledger], sort_keys=True))
     check(len(shared) == 1, "the gateways share one Redis, one ledger, one CA and one secret: %s"
           % shared)
-    tls_dir = check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports)
-    configs = []
+    orch_configs = {}
     for name in orchestrators:
         svc = services.get(name)
         repo_cfg, cfg = service_config("gateways compose", name, svc)
         if cfg is None:
             continue
-        configs.append(repo_cfg)
+        orch_configs[name] = (repo_cfg, cfg)
         check(cfg["node_id"] == name, "%s: node_id is the service name" % repo_cfg)
         check(cfg["advertise_address"].split(":")[0] == name,
               "%s: advertises its service name" % repo_cfg)
         check(cfg["gateways"] == gw_targets, "%s: registers with every gateway %s"
               % (repo_cfg, gw_targets))
         check_identity_key_volume("gateways compose", svc, cfg, named)
-    return configs, gw_configs, tls_dir
+    tls_dir = check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports,
+                                         orch_configs)
+    return orch_configs, gw_configs, tls_dir
+
+
+def dsn_parts(dsn, drop=()):
+    """(the dsn less the query parameters in `drop`, {parameter: value}) of a libpq URI."""
+    parts = urllib.parse.urlsplit(dsn)
+    query = urllib.parse.parse_qsl(parts.query)
+    kept = urllib.parse.urlencode([(k, v) for k, v in query if k not in drop], safe="/")
+    return urllib.parse.urlunsplit(parts._replace(query=kept)), dict(query)
 
 
 def ro_mount_of(svc, named, path):
@@ -443,13 +465,14 @@ def depends_on_completed(svc, dependency):
 
 
 def certs_command(services):
-    """The certs service's make-tls-certs arguments: (dir, {name: [san]}, {name: owner}, secret)."""
+    """The certs service's make-tls-certs arguments: (dir, {name: [san]}, {name: owner}, secret,
+    {copy folder: name})."""
     cmd = (services.get("certs") or {}).get("command") or []
-    out_dir, names, owners, secret = None, {}, {}, None
+    out_dir, names, owners, secret, copies = None, {}, {}, None, {}
     i = 0
     while i < len(cmd):
         arg = cmd[i]
-        if arg in ("--dir", "--owner", "--secret", "--days") and i + 1 < len(cmd):
+        if arg in ("--dir", "--owner", "--secret", "--days", "--copy") and i + 1 < len(cmd):
             value = cmd[i + 1]
             if arg == "--dir":
                 out_dir = value
@@ -458,17 +481,21 @@ def certs_command(services):
                 owners[who] = uid_gid
             elif arg == "--secret":
                 secret = value
+            elif arg == "--copy":
+                who, _, folder = value.partition("=")
+                copies[folder.rstrip("/")] = who
             i += 2
             continue
         name, _, sans = arg.partition("=")
         names[name] = sans.split(",")
         i += 1
-    return out_dir, names, owners, secret
+    return out_dir, names, owners, secret, copies
 
 
-def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports):
-    """TLS between the gateways and to Redis, from the certs service's volume. Returns the folder
-    the certs service's command wrote (a temporary one), or None."""
+def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports, orch_configs):
+    """TLS between the gateways, to Redis, to PostgreSQL and between gateways and orchestrators,
+    from the certs service's volumes. Returns the folder the certs service's command wrote (a
+    temporary one), or None."""
     certs = services.get("certs")
     check(certs is not None, "gateways compose has the certs service")
     if certs is None:
@@ -476,27 +503,46 @@ def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports
     check(os.path.normpath(os.path.join(DOCKER, certs["build"]["context"],
                                         certs["build"]["dockerfile"])) ==
           os.path.join(DOCKER, CERTS_DOCKERFILE), "certs builds %s" % CERTS_DOCKERFILE)
-    out_dir, names, owners, secret = certs_command(services)
-    certs_volume = [v.split(":")[0] for v in certs.get("volumes", [])
-                    if v.split(":")[0] in named and v.split(":")[1].rstrip("/") == out_dir]
-    check(len(certs_volume) == 1, "certs writes its --dir %s on a named volume" % out_dir)
-    volume = certs_volume[0] if certs_volume else None
+    out_dir, names, owners, secret, copies = certs_command(services)
+    certs_mounts = {v.split(":")[1].rstrip("/"): v.split(":")[0] for v in certs.get("volumes", [])
+                    if v.split(":")[0] in named and len(v.split(":")) >= 2}
+    check(out_dir in certs_mounts, "certs writes its --dir %s on a named volume" % out_dir)
+    volume = certs_mounts.get(out_dir)
+    # Each --copy folder's volume: which certificate it holds.
+    copy_volumes = {}
+    for folder, who in copies.items():
+        check(folder in certs_mounts and certs_mounts[folder] != volume,
+              "certs --copy %s=%s: the folder is a named volume of its own" % (who, folder))
+        check(who in names, "certs --copy %s: certs makes %s's certificate" % (who, who))
+        if folder in certs_mounts:
+            copy_volumes[certs_mounts[folder]] = who
     gateway_uid = image_uid("gateway.Dockerfile", "switchyard")
+    orchestrator_uid = image_uid("orchestrator.Dockerfile", "switchyard")
     redis_uid = image_uid("redis.Dockerfile", "redis")
-    check(gateway_uid is not None and redis_uid is not None,
-          "the gateway and Redis images give their users fixed uids (%s, %s)"
-          % (gateway_uid, redis_uid))
+    postgres_uid = image_uid("postgres.Dockerfile", "postgres")
+    check(None not in (gateway_uid, orchestrator_uid, redis_uid, postgres_uid),
+          "the gateway, orchestrator, Redis and PostgreSQL images give their users fixed uids "
+          "(%s, %s, %s, %s)" % (gateway_uid, orchestrator_uid, redis_uid, postgres_uid))
 
-    def made_file(svc_name, svc, path, owner_uid=None):
-        """`path` (in svc) is on the certs volume, read-only, and a file certs makes."""
+    def made_file(svc_name, svc, path, owner_uid=None, copy_of=None):
+        """`path` (in svc) is on the certs volume (with copy_of: on the volume certs copies
+        copy_of's files to), read-only, and a file certs makes there."""
         mount = ro_mount_of(svc, named, path)
-        check(mount is not None and mount[0] == volume,
-              "gateways compose %s: %s is on the certs volume, read-only" % (svc_name, path))
+        if copy_of is None:
+            check(mount is not None and mount[0] == volume,
+                  "gateways compose %s: %s is on the certs volume, read-only" % (svc_name, path))
+        else:
+            check(mount is not None and copy_volumes.get(mount[0]) == copy_of,
+                  "gateways compose %s: %s is on the volume certs copies %s's files to, read-only"
+                  % (svc_name, path, copy_of))
         if mount is None:
             return
         rel = path[len(mount[1]) + 1:]
         stem, ext = os.path.splitext(rel)
-        made = rel == "ca.pem" or rel == secret or (ext in (".pem", ".key") and stem in names)
+        if copy_of is None:
+            made = rel == "ca.pem" or rel == secret or (ext in (".pem", ".key") and stem in names)
+        else:
+            made = rel in ("ca.pem", copy_of + ".pem", copy_of + ".key")
         check(made, "gateways compose %s: the certs service makes %s" % (svc_name, rel))
         if owner_uid is not None:
             who = rel if rel == secret else stem
@@ -524,10 +570,42 @@ def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports
               redis_tls.get("cert_file") == http_tls.get("cert_file") and
               redis_tls.get("key_file") == http_tls.get("key_file"),
               "%s: TLS to Redis with the same CA, its certificate as client certificate" % repo_cfg)
-        for path in (http_tls.get("cert_file"), peer_tls.get("ca_file")):
+        # gRPC: its port with its certificate; the orchestrators checked against the CA, its
+        # certificate as client certificate (they require one).
+        grpc_tls, orch_tls = cfg.get("tls") or {}, cfg.get("orchestrator_tls") or {}
+        check(bool(grpc_tls.get("cert_file")) and
+              grpc_tls.get("cert_file") == http_tls.get("cert_file") and
+              grpc_tls.get("key_file") == http_tls.get("key_file"),
+              "%s: TLS on its gRPC port (tls) with its certificate: %s" % (repo_cfg, grpc_tls))
+        check(bool(orch_tls.get("ca_file")) and orch_tls.get("ca_file") == peer_tls.get("ca_file")
+              and orch_tls.get("cert_file") == http_tls.get("cert_file") and
+              orch_tls.get("key_file") == http_tls.get("key_file"),
+              "%s: TLS to the orchestrators (orchestrator_tls) with the CA and its certificate "
+              "as client certificate: %s" % (repo_cfg, orch_tls))
+        # PostgreSQL: verify-full against the CA, its certificate as client certificate.
+        dsn = (cfg.get("usage_ledger") or {}).get("dsn", "")
+        _, params = dsn_parts(dsn)
+        check(params.get("sslmode") == "verify-full",
+              "%s: the ledger's dsn has sslmode=verify-full: %s" % (repo_cfg, dsn))
+        check(params.get("sslrootcert") == peer_tls.get("ca_file") and
+              params.get("sslcert") == http_tls.get("cert_file") and
+              params.get("sslkey") == http_tls.get("key_file"),
+              "%s: the ledger's dsn has the CA as sslrootcert and its certificate as sslcert/sslkey"
+              ": %s" % (repo_cfg, dsn))
+        pg_host = urllib.parse.urlsplit(dsn).hostname
+        pg_cert = os.path.splitext(os.path.basename(dict(
+            a.split("=", 1) for a in (services.get("postgres") or {}).get("command") or []
+            if "=" in a).get("ssl_cert_file", "")))[0]
+        check(pg_host in names.get(pg_cert, []),
+              "%s: certs names PostgreSQL's certificate %s (the ledger's dsn dials it): %s"
+              % (repo_cfg, pg_host, names.get(pg_cert)))
+        for path in (http_tls.get("cert_file"), peer_tls.get("ca_file"), grpc_tls.get("cert_file"),
+                     orch_tls.get("ca_file"), orch_tls.get("cert_file"),
+                     params.get("sslrootcert"), params.get("sslcert")):
             if path:
                 made_file(name, svc, path)
-        for path in (http_tls.get("key_file"), state.get("internal_secret_file")):
+        for path in (http_tls.get("key_file"), state.get("internal_secret_file"),
+                     grpc_tls.get("key_file"), orch_tls.get("key_file"), params.get("sslkey")):
             if path:
                 made_file(name, svc, path, gateway_uid)
         cert = os.path.splitext(os.path.basename(http_tls.get("cert_file", "")))[0]
@@ -560,11 +638,73 @@ def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports
     health = json.dumps(redis.get("healthcheck") or {})
     check("--tls" in health, "redis: its health check uses TLS")
 
+    # PostgreSQL: TLS on, its files from the certs volume (its key its user's), and an entrypoint
+    # whose pg_hba.conf lets nothing in over TCP without TLS and a client certificate.
+    postgres = services.get("postgres", {})
+    pg_cmd = postgres.get("command") or []
+    pg_settings = dict(a.split("=", 1) for a in pg_cmd if "=" in a)
+    check(pg_settings.get("ssl") == "on" and
+          all(pg_cmd[i - 1] == "-c" for i, a in enumerate(pg_cmd) if "=" in a),
+          "postgres: -c ssl=on: %s" % pg_cmd)
+    check(depends_on_completed(postgres, "certs"), "postgres starts once certs completed")
+    for setting in ("ssl_cert_file", "ssl_key_file", "ssl_ca_file"):
+        path = pg_settings.get(setting)
+        check(path is not None, "postgres has -c %s" % setting)
+        if path:
+            made_file("postgres", postgres, path,
+                      postgres_uid if setting == "ssl_key_file" else None)
+    with open(os.path.join(DOCKER, "postgres-entrypoint")) as f:
+        entry = f.read()
+    hba = re.search(r"pg_hba\.conf\" <<'HBA'\n(.*?)\nHBA\n", entry, re.S)
+    lines = [l.split() for l in (hba.group(1) if hba else "").splitlines() if l.strip()]
+    check(hba is not None and all(l[0] == "local" or (l[0] == "hostssl" and l[4] == "cert")
+                                  for l in lines) and any(l[0] == "hostssl" for l in lines),
+          "postgres-entrypoint writes a pg_hba.conf with hostssl lines (cert authentication) "
+          "and nothing else over TCP: %s" % lines)
+    check(re.search(r"^gateways /\^gateway-\[0-9\]\+\$ switchyard$", entry, re.M) is not None,
+          "postgres-entrypoint maps the gateways' certificates (CN gateway-N) to switchyard")
+    check(re.search(r'exec "\$bin/postgres" .*"\$@"', entry) is not None,
+          "postgres-entrypoint passes its arguments (the TLS settings) to postgres")
+
+    # The orchestrators: gRPC over TLS with their certificates, the gateways' client
+    # certificates required, TLS to the gateways; their files from a volume of their own.
+    for name, (repo_cfg, cfg) in sorted(orch_configs.items()):
+        svc = services.get(name) or {}
+        check(depends_on_completed(svc, "certs"),
+              "gateways compose %s starts once certs completed" % name)
+        check(volume not in [v.split(":")[0] for v in svc.get("volumes", [])],
+              "gateways compose %s does not mount the gateways' volume %s (their keys)"
+              % (name, volume))
+        grpc_tls, gw_tls = cfg.get("tls") or {}, cfg.get("gateway_tls") or {}
+        check(bool(grpc_tls.get("cert_file")) and bool(grpc_tls.get("client_ca_file")) and
+              grpc_tls.get("require_client_cert") is True,
+              "%s: TLS on its gRPC port, client certificates from the CA required: %s"
+              % (repo_cfg, grpc_tls))
+        check(bool(gw_tls.get("ca_file")) and gw_tls.get("ca_file") == grpc_tls.get("client_ca_file")
+              and gw_tls.get("cert_file") == grpc_tls.get("cert_file") and
+              gw_tls.get("key_file") == grpc_tls.get("key_file"),
+              "%s: TLS to the gateways (gateway_tls) with the CA and its certificate: %s"
+              % (repo_cfg, gw_tls))
+        for path in (grpc_tls.get("cert_file"), grpc_tls.get("client_ca_file"),
+                     gw_tls.get("ca_file"), gw_tls.get("cert_file")):
+            if path:
+                made_file(name, svc, path, copy_of=name)
+        for path in (grpc_tls.get("key_file"), gw_tls.get("key_file")):
+            if path:
+                made_file(name, svc, path, orchestrator_uid, copy_of=name)
+        cert = os.path.splitext(os.path.basename(grpc_tls.get("cert_file", "")))[0]
+        host = cfg.get("advertise_address", "").rpartition(":")[0]
+        check(host in names.get(cert, []) and "127.0.0.1" in names.get(cert, []),
+              "certs names %s's certificate %s (gateways dial it) and 127.0.0.1: %s"
+              % (name, host, names.get(cert)))
+
     # Run the certs service's command (less the owners: they need root) into a temporary folder.
     tmp = tempfile.mkdtemp(prefix="switchyard-docker-tls.")
     args = [os.path.join(ROOT, CERTS_SCRIPT), "--dir", os.path.join(tmp, "tls")]
     if secret:
         args += ["--secret", secret]
+    for folder, who in copies.items():
+        args += ["--copy", "%s=%s" % (who, os.path.join(tmp, os.path.basename(folder)))]
     args += ["%s=%s" % (n, ",".join(s)) for n, s in names.items()]
     made = subprocess.run(args, capture_output=True, text=True)
     check(made.returncode == 0, "%s runs: %s" % (CERTS_SCRIPT, made.stderr[-2000:]))
@@ -584,6 +724,15 @@ def check_compose_gateways_tls(services, named, gateways, gw_configs, http_ports
                   % (n, host, named_ok.strip()))
         key = os.path.join(tls, n + ".key")
         check(os.stat(key).st_mode & 0o777 == 0o600, "%s is mode 0600" % key)
+    for folder, who in copies.items():
+        copied = os.path.join(tmp, os.path.basename(folder))
+        files = sorted(os.listdir(copied)) if os.path.isdir(copied) else []
+        check(files == sorted(["ca.pem", who + ".pem", who + ".key"]),
+              "certs --copy %s=%s holds the CA and %s's certificate and key only: %s"
+              % (who, folder, who, files))
+        key = os.path.join(copied, who + ".key")
+        check(os.path.isfile(key) and os.stat(key).st_mode & 0o777 == 0o600,
+              "%s is mode 0600" % key)
     return tls
 
 
@@ -767,19 +916,81 @@ def check_runtime_libraries(name, main_binary, bin_dir):
                       "stage" % (name, binary, soname, package))
 
 
-def check_configs_load(configs, bin_dir):
-    """Starts the orchestrator with each container config (bounded), on loopback."""
+def localized(cfg, tls_dir):
+    """`cfg` with every path under the container's TLS mount point moved to tls_dir (where the
+    certs service's command wrote them; copies there are the same files)."""
+    text = json.dumps(cfg)
+    for path in set(re.findall(r'"(/[^"]*/(?:ca\.pem|[\w.-]+\.(?:pem|key|secret)))"', text)):
+        text = text.replace('"%s"' % path, json.dumps(
+            os.path.join(tls_dir, os.path.basename(path))))
+    return json.loads(text)
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def grpc_tls_answer(port, ca_file, server_name, cert=None, key=None):
+    """Opens TLS (ALPN h2) to a gRPC port on loopback, checking the certificate against ca_file
+    for server_name and presenting cert/key when given, sends HTTP/2's client preface and reads.
+    Returns "answered" when the server sent HTTP/2 bytes, else why not (handshake failure, the
+    server's alert, or the connection closed)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.set_alpn_protocols(["h2"])
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                tls.sendall(H2_PREFACE)
+                data = tls.recv(9)
+                return "answered" if data else "closed without an answer"
+    except (OSError, ssl.SSLError) as e:
+        return repr(e)
+
+
+def plaintext_refused(port):
+    """True when a gRPC port does not answer HTTP/2's plaintext client preface with HTTP/2
+    (a TLS server answers it with an alert or closes)."""
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
+            raw.sendall(H2_PREFACE)
+            data = raw.recv(9)
+            # An HTTP/2 frame header: 3 bytes length, type 4 (SETTINGS).
+            return not (len(data) >= 4 and data[3] == 4)
+    except OSError:
+        return True
+
+
+def check_configs_load(configs, bin_dir, tls_dir):
+    """Starts the orchestrator with each container config (bounded), on loopback. Configs with
+    TLS get their files from tls_dir; their gRPC port must take a TLS client that presents a
+    certificate from the CA (checked for the service name) and refuse one that presents none."""
     binary = os.path.join(bin_dir, "switchyard-orchestrator")
     check(os.access(binary, os.X_OK), "%s is built" % binary)
     if not os.access(binary, os.X_OK):
         return
     for cfg in configs:
         with tempfile.TemporaryDirectory() as tmp:
+            with open(cfg) as f:
+                parsed = json.load(f)
+            grpc_tls = parsed.get("tls") or {}
+            run_cfg = cfg
+            if grpc_tls or parsed.get("gateway_tls"):
+                if tls_dir is None:
+                    check(False, "%s: no TLS files from the certs service to start it with" % cfg)
+                    continue
+                # A copy beside nothing: models_file made absolute, TLS files from tls_dir.
+                local = localized(parsed, tls_dir)
+                local["models_file"] = os.path.normpath(
+                    os.path.join(os.path.dirname(cfg), parsed["models_file"]))
+                run_cfg = os.path.join(tmp, "orchestrator.json")
+                with open(run_cfg, "w") as f:
+                    json.dump(local, f)
             port_file = os.path.join(tmp, "port")
             log_path = os.path.join(tmp, "log")
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
-                    [binary, "--config", cfg, "--no-gateways", "--listen", "127.0.0.1:0",
+                    [binary, "--config", run_cfg, "--no-gateways", "--listen", "127.0.0.1:0",
                      "--http-listen", "127.0.0.1:0", "--port-file", port_file,
                      # Not the container's /var/lib/switchyard on this host.
                      "--identity-key-file", os.path.join(tmp, "node-identity.key")],
@@ -790,6 +1001,25 @@ def check_configs_load(configs, bin_dir):
                     break
                 time.sleep(0.1)
             serving = os.path.exists(port_file) and proc.poll() is None
+            if serving and grpc_tls:
+                with open(port_file) as f:
+                    port = f.read().strip()
+                ca = os.path.join(tls_dir, "ca.pem")
+                name = parsed.get("node_id")
+                # With a gateway's certificate (any the CA signed, e.g. the first gateway's).
+                gateway = next((n for n in ("gateway-1", "gateway-2", "gateway-3")
+                                if os.path.isfile(os.path.join(tls_dir, n + ".pem"))), "gateway-1")
+                with_cert = grpc_tls_answer(port, ca, name, os.path.join(tls_dir, gateway + ".pem"),
+                                            os.path.join(tls_dir, gateway + ".key"))
+                check(with_cert == "answered",
+                      "%s: its gRPC port answers over TLS (certificate checked for %s) a client "
+                      "presenting %s's certificate: %s" % (cfg, name, gateway, with_cert))
+                without = grpc_tls_answer(port, ca, name)
+                check(without != "answered",
+                      "%s: its gRPC port refuses a TLS client without a certificate: %s"
+                      % (cfg, without))
+                check(plaintext_refused(port),
+                      "%s: its gRPC port refuses plaintext HTTP/2" % cfg)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -813,24 +1043,21 @@ def check_gateway_configs_load(gw_configs, tls_dir, bin_dir):
         return
     for name, (repo_cfg, cfg) in sorted(gw_configs.items()):
         with tempfile.TemporaryDirectory() as tmp:
-            text = json.dumps(cfg)
-            # Every path under the container's TLS mount point, moved to tls_dir.
-            for path in set(re.findall(r'"(/[^"]*/(?:ca\.pem|[\w.-]+\.(?:pem|key|secret)))"', text)):
-                text = text.replace('"%s"' % path, json.dumps(
-                    os.path.join(tls_dir, os.path.basename(path))))
-            local = json.loads(text)
+            local = localized(cfg, tls_dir)
             local["usage_ledger"]["journal"] = os.path.join(tmp, "journal.db")
             local["usage_ledger"]["connect_timeout_ms"] = 200
             local_cfg = os.path.join(tmp, "gateway.json")
             with open(local_cfg, "w") as f:
                 json.dump(local, f)
             port_file = os.path.join(tmp, "http-port")
+            grpc_port_file = os.path.join(tmp, "grpc-port")
             log_path = os.path.join(tmp, "log")
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
                     [binary, "--config", local_cfg, "--listen", "127.0.0.1:0",
                      "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                     "--http-port-file", port_file], stdout=log, stderr=subprocess.STDOUT)
+                     "--http-port-file", port_file, "--port-file", grpc_port_file],
+                    stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:
                 if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
@@ -855,6 +1082,17 @@ def check_gateway_configs_load(gw_configs, tls_dir, bin_dir):
                             pass
                 except (OSError, ssl.SSLError, http.client.HTTPException) as e:
                     answer = repr(e)
+                # Its gRPC port: TLS, the certificate checked for the service name (how the
+                # orchestrators dial it) and for 127.0.0.1 (the published port); no plaintext.
+                with open(grpc_port_file) as f:
+                    grpc_port = f.read().strip()
+                ca = os.path.join(tls_dir, "ca.pem")
+                for host in (name, "127.0.0.1"):
+                    got = grpc_tls_answer(grpc_port, ca, host)
+                    check(got == "answered", "%s: its gRPC port answers over TLS, certificate "
+                          "checked for %s: %s" % (repo_cfg, host, got))
+                check(plaintext_refused(grpc_port), "%s: its gRPC port refuses plaintext HTTP/2"
+                      % repo_cfg)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -879,8 +1117,8 @@ def main():
     for name, package in STATE_DOCKERFILES.items():
         check_state_dockerfile(name, package)
     check_certs_dockerfile()
-    gateways_configs, gw_configs, tls_dir = check_compose_gateways()
-    configs = check_compose() + gateways_configs
+    orch_configs, gw_configs, tls_dir = check_compose_gateways()
+    configs = check_compose() + [repo_cfg for repo_cfg, _ in orch_configs.values()]
     if args.bin_dir:
         for name, binary in DOCKERFILES.items():
             check_runtime_libraries(name, binary, args.bin_dir)
@@ -890,7 +1128,7 @@ def main():
                   % os.path.join(ROOT, "models"))
         check(os.path.isfile(os.path.join(ROOT, "models", "esrgan-slim-x4.pt")),
               "models are prepared (scripts/prepare-models)")
-        check_configs_load(configs, args.bin_dir)
+        check_configs_load(configs, args.bin_dir, tls_dir)
         check_gateway_configs_load(gw_configs, tls_dir, args.bin_dir)
     if tls_dir is not None:
         shutil.rmtree(os.path.dirname(tls_dir), ignore_errors=True)

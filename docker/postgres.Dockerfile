@@ -2,9 +2,17 @@
 # gateways' shared usage ledger; docs/operations.md, "Several gateways"). Build from the
 # repository root:
 #   docker build -f docker/postgres.Dockerfile -t switchyard-postgres .
-# Not built in CI (CI has no Docker daemon).
+# Not built in CI (CI has no Docker daemon). Over TCP it takes TLS connections with a client
+# certificate only (postgres-entrypoint's pg_hba.conf): give it the ssl_* settings as arguments,
+# as docker-compose.gateways.yml does.
 FROM debian:12-slim
-RUN apt-get update \
+# The package's `postgres` user, made first with a fixed uid (10003; postgresql-common makes it
+# only when it is missing), so that docker-compose.gateways.yml's certs service can give it
+# PostgreSQL's TLS key (PostgreSQL refuses a key that is not its user's, or root's, mode 0600).
+RUN groupadd --system --gid 10003 postgres \
+ && useradd --system --uid 10003 --gid postgres --home-dir /var/lib/postgresql \
+      --shell /bin/bash postgres \
+ && apt-get update \
  && apt-get install -y --no-install-recommends postgresql-15 \
  && rm -rf /var/lib/apt/lists/*
 COPY docker/postgres-entrypoint /usr/local/bin/postgres-entrypoint
