@@ -44,9 +44,11 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <vector>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 #include <CLI/CLI.hpp>
 
@@ -55,6 +57,7 @@
 #include "runner/hf/decoder.h"
 #include "runner/hf/engine.h"
 #include "runner/hf/paged_kv_cache.h"
+#include "runner/hf/sampling.h"
 
 namespace fs = std::filesystem;
 namespace hf = switchyard::runner::hf;
@@ -462,6 +465,149 @@ double MatmulOnlyMs(const hf::DecoderConfig& c, at::ScalarType dtype, at::Device
   return Median(ms);
 }
 
+// --profile-step: one engine-shaped decode step at `streams` sequences (Decoder::ForwardRagged
+// over a PagedKvCache, then SampleToken per row, as Engine::Step) against one bare batched step
+// (Forward over [streams, 1] with a contiguous cache, argmax), both at the same positions after a
+// prefill of the bench's prompts. Steps alternate; prints the median of each over `steps` steps
+// and writes libtorch profiler traces (chrome trace JSON) of a few steps of each to
+// <prefix>.engine.json and <prefix>.bare.json.
+absl::Status ProfileStep(const hf::Decoder& d, const hf::EngineOptions& options, int64_t streams,
+                         int64_t prompt_len, int64_t steps, const std::string& prefix) {
+  const hf::DecoderConfig& c = d.config();
+  auto paged = hf::PagedKvCache::Create(c, options.kv_budget_bytes, options.block_tokens, d.dtype(),
+                                        d.device());
+  if (!paged.ok()) return paged.status();
+  auto contiguous = d.NewCache(streams, prompt_len + steps + 1);
+  if (!contiguous.ok()) return contiguous.status();
+  c10::InferenceMode guard;
+  std::vector<std::vector<int64_t>> tokens(streams);
+  std::vector<std::vector<int32_t>> tables(streams);
+  std::vector<int64_t> ids;
+  for (int64_t s = 0; s < streams; ++s) {
+    tokens[s] = Prompt(prompt_len, c.vocab_size, s);
+    ids.insert(ids.end(), tokens[s].begin(), tokens[s].end());
+    if (!(*paged)->Reserve(&tables[s], prompt_len + steps + 1)) {
+      return absl::ResourceExhaustedError("profile: pool too small");
+    }
+  }
+  std::vector<hf::RaggedSequence> inputs;
+  for (int64_t s = 0; s < streams; ++s) inputs.push_back({&tokens[s], 0, &tables[s]});
+  // The prefill of all prompts in one step, alternating with the bare batched prefill (whose
+  // cache is reset each time); the last of each is kept.
+  std::vector<double> prefill_engine_ms, prefill_bare_ms;
+  absl::StatusOr<at::Tensor> first, bare;
+  for (int r = 0; r < 5; ++r) {
+    auto t0 = Clock::now();
+    first = d.ForwardRagged(inputs, paged->get());
+    if (!first.ok()) return first.status();
+    prefill_engine_ms.push_back(Ms(Clock::now() - t0));
+    (*contiguous)->Reset();
+    t0 = Clock::now();
+    bare = d.Forward(at::tensor(ids, at::kLong).view({streams, prompt_len}), contiguous->get());
+    if (!bare.ok()) return bare.status();
+    prefill_bare_ms.push_back(Ms(Clock::now() - t0));
+  }
+  std::cout << "Profile: prefill of " << streams << " x " << prompt_len
+            << " tokens in one step, median of 5: engine (ForwardRagged) "
+            << Fmt(Median(prefill_engine_ms), 1) << " ms, bare batched Forward "
+            << Fmt(Median(prefill_bare_ms), 1)
+            << " ms: " << Fmt(Median(prefill_engine_ms) / Median(prefill_bare_ms), 2) << "x\n";
+  hf::SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<std::mt19937_64> rngs(streams);
+  std::vector<int64_t> next(streams);
+  at::Tensor bare_next = bare->select(1, -1).argmax(-1, /*keepdim=*/true);
+  auto engine_step = [&](const at::Tensor& logits_in) {
+    at::Tensor rows = logits_in.to(at::kCPU).contiguous();
+    const float* data = rows.data_ptr<float>();
+    for (int64_t s = 0; s < streams; ++s) {
+      next[s] = hf::SampleToken(data + s * c.vocab_size, c.vocab_size, greedy, &rngs[s]);
+    }
+  };
+  engine_step(*first);
+  int64_t past = prompt_len;
+  std::vector<double> engine_ms, bare_ms;
+  auto run_engine = [&]() -> absl::Status {
+    inputs.clear();
+    for (int64_t s = 0; s < streams; ++s) {
+      tokens[s].assign(1, next[s]);
+      inputs.push_back({&tokens[s], past, &tables[s]});
+    }
+    auto logits = d.ForwardRagged(inputs, paged->get());
+    if (!logits.ok()) return logits.status();
+    engine_step(*logits);
+    return absl::OkStatus();
+  };
+  auto run_bare = [&]() -> absl::Status {
+    auto logits = d.Forward(bare_next, contiguous->get());
+    if (!logits.ok()) return logits.status();
+    bare_next = logits->select(1, -1).argmax(-1, /*keepdim=*/true);
+    bare_next.sum().item<int64_t>();
+    return absl::OkStatus();
+  };
+  const int64_t profiled = std::min<int64_t>(4, steps / 2);
+  for (int64_t i = 0; i < steps; ++i, ++past) {
+    const bool profile = i >= steps - profiled;
+    {
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> rec;
+      if (profile && i == steps - profiled) {
+        rec = std::make_unique<torch::autograd::profiler::RecordProfile>(prefix + ".engine.json");
+      }
+      const auto t0 = Clock::now();
+      if (absl::Status st = run_engine(); !st.ok()) return st;
+      if (!profile) engine_ms.push_back(Ms(Clock::now() - t0));
+      for (int64_t k = 1; rec != nullptr && k < profiled; ++k) {
+        ++past;  // the profiled steps of one side run back to back
+        if (absl::Status st = run_engine(); !st.ok()) return st;
+      }
+      if (rec != nullptr) past -= profiled - 1;
+    }
+    {
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> rec;
+      if (profile && i == steps - profiled) {
+        rec = std::make_unique<torch::autograd::profiler::RecordProfile>(prefix + ".bare.json");
+      }
+      const auto t0 = Clock::now();
+      if (absl::Status st = run_bare(); !st.ok()) return st;
+      if (!profile) bare_ms.push_back(Ms(Clock::now() - t0));
+      for (int64_t k = 1; rec != nullptr && k < profiled; ++k) {
+        if (absl::Status st = run_bare(); !st.ok()) return st;
+      }
+    }
+    if (profile) break;
+  }
+  // The engine's sampling of `streams` rows of these logits for sampled requests (temperature
+  // 0.8, top_p 0.9, a seed each), as Engine::Step samples them; median of 5.
+  {
+    at::Tensor rows = first->to(at::kCPU).contiguous();
+    const float* data = rows.data_ptr<float>();
+    hf::SamplingParams sampled;
+    sampled.temperature = 0.8;
+    sampled.top_p = 0.9;
+    std::vector<double> ms;
+    int64_t sum = 0;
+    for (int r = 0; r < 5; ++r) {
+      for (int64_t s = 0; s < streams; ++s) rngs[s].seed(s);
+      const auto t0 = Clock::now();
+      for (int64_t s = 0; s < streams; ++s) {
+        sum += hf::SampleToken(data + s * c.vocab_size, c.vocab_size, sampled, &rngs[s]);
+      }
+      ms.push_back(Ms(Clock::now() - t0));
+    }
+    std::cout << "Profile: sampling " << streams
+              << " rows (temperature 0.8, top_p 0.9) as the engine does, median of 5: "
+              << Fmt(Median(ms), 2) << " ms (token sum " << sum << ")\n";
+  }
+  std::cout << "Profile: decode step at " << streams << " sequences, median of " << engine_ms.size()
+            << " (positions " << prompt_len << "+): engine step " << Fmt(Median(engine_ms), 1)
+            << " ms (min " << Fmt(*std::min_element(engine_ms.begin(), engine_ms.end()), 1)
+            << "), bare batched " << Fmt(Median(bare_ms), 1) << " ms (min "
+            << Fmt(*std::min_element(bare_ms.begin(), bare_ms.end()), 1)
+            << "): " << Fmt(Median(engine_ms) / Median(bare_ms), 2) << "x; traces " << prefix
+            << ".{engine,bare}.json\n";
+  return absl::OkStatus();
+}
+
 void Row(const std::string& what, const std::string& engine, const std::string& baseline,
          double ratio, const std::string& target, bool pass) {
   std::cout << "| " << what << " | " << engine << " | " << baseline << " | **" << Fmt(ratio, 2)
@@ -477,6 +623,8 @@ int main(int argc, char** argv) {
   int repeats = 3, threads = 2;
   std::string dir, dtype_name = "float32", device_name = "cpu";
   bool keep = false;
+  std::string profile_prefix;
+  int64_t profile_steps = 0;
   app.add_option("--config", config_name, "Model shape: smollm2-135m, smollm-360m, qwen2.5-0.5b");
   app.add_option("--tokens", tokens, "Tokens generated per request (2..4096)");
   app.add_option("--prompt", prompt_len, "Prompt tokens per request (1..4096)");
@@ -493,6 +641,11 @@ int main(int argc, char** argv) {
                  "max_position_embeddings written to config.json");
   app.add_option("--dir", dir, "Checkpoint folder (default /tmp/llm_bench_<config>_<pid>)");
   app.add_flag("--keep", keep, "Keep the checkpoint folder (and reuse it when it exists)");
+  app.add_option("--profile-step", profile_prefix,
+                 "Only time one engine-shaped decode step at --streams sequences against the bare "
+                 "batched step, and write libtorch profiler traces to PREFIX.{engine,bare}.json");
+  app.add_option("--profile-steps", profile_steps,
+                 "Decode steps timed by --profile-step (default --tokens)");
   CLI11_PARSE(app, argc, argv);
   if (tokens < 2 || tokens > 4096 || prompt_len < 1 || prompt_len > 4096 || streams < 1 ||
       streams > 256 || repeats < 1 || repeats > 50 || threads < 1 ||
@@ -577,6 +730,24 @@ int main(int argc, char** argv) {
   const int64_t full_context = (max_positions + options.block_tokens - 1) / options.block_tokens;
   options.kv_budget_bytes = (std::max(streams * per_request, full_context) + 1) * block_bytes;
 
+  if (!profile_prefix.empty()) {
+    const int64_t n = profile_steps > 0 ? profile_steps : tokens;
+    if (prompt_len + n + 1 > max_positions) {
+      std::cerr << "--prompt + --profile-steps must stay below --max-positions\n";
+      return 1;
+    }
+    options.kv_budget_bytes = (std::max(streams * ((prompt_len + n + 1 + options.block_tokens - 1) /
+                                                   options.block_tokens),
+                                        full_context) +
+                               1) *
+                              block_bytes;
+    absl::Status st = ProfileStep(*decoder, options, streams, prompt_len, n, profile_prefix);
+    if (!st.ok()) {
+      std::cerr << st << "\n";
+      return 1;
+    }
+    return 0;
+  }
   std::cout << "# LLM engine vs a bare libtorch loop: " << config_name << " shape ("
             << Fmt(static_cast<double>(params) / 1e6, 1) << "M params, random weights, "
             << dtype_name << " compute on " << device.str() << "), "
