@@ -140,61 +140,94 @@ const std::vector<std::string> kModels = {"llama", "llama_bias", "qwen2", "qwen3
 // ---------------------------------------------------------------------------------------------
 // The ragged step
 
-// A ragged step over sequences at different positions, with blocks of 4 tokens scattered through
-// the pool, equals Forward() on each whole sequence (its last token's logits).
+// Runs `steps` (chunk lengths per sequence; 0 means the sequence sits the step out) of three
+// sequences through ForwardRagged, with blocks of 4 tokens scattered through the pool, and checks
+// every sequence's logits against Forward() on the whole sequence so far (its last token's).
+// Returns the positions each sequence reached.
+std::vector<int64_t> CheckRaggedSteps(const std::string& name,
+                                      const std::vector<std::vector<int64_t>>& steps) {
+  auto d = LoadDecoder(name);
+  if (d == nullptr) return {};
+  Expected e = LoadExpected(name);
+  auto cache = PagedKvCache::Create(d->config(), Budget(*d, 64, 4), 4, d->dtype(), d->device());
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  if (!cache.ok()) return {};
+  // Three sequences: the fixture's prompt + greedy tokens, and two shorter other ones.
+  std::vector<std::vector<int64_t>> full(3);
+  full[0] = e.prompt;
+  full[0].insert(full[0].end(), e.greedy.begin(), e.greedy.begin() + 20);  // 28 tokens
+  std::mt19937 rng(7);
+  for (int i = 1; i < 3; ++i) {
+    for (int t = 0; t < 13 + 6 * i; ++t) full[i].push_back(rng() % d->config().vocab_size);
+  }
+  std::vector<std::vector<int32_t>> tables(3);
+  std::vector<int32_t> spacer;
+  std::vector<int64_t> past(3, 0);
+  for (const auto& chunk : steps) {
+    std::vector<std::vector<int64_t>> tokens(3);
+    std::vector<RaggedSequence> inputs;
+    std::vector<int> which;
+    for (int i = 0; i < 3; ++i) {
+      if (chunk[i] == 0) continue;
+      tokens[i].assign(full[i].begin() + past[i], full[i].begin() + past[i] + chunk[i]);
+      EXPECT_TRUE(cache->get()->Reserve(&tables[i], past[i] + chunk[i]));
+      // A block taken between sequences' blocks so that no table is contiguous.
+      EXPECT_TRUE(cache->get()->Reserve(&spacer, static_cast<int64_t>(spacer.size() + 1) * 4));
+      inputs.push_back(RaggedSequence{&tokens[i], past[i], &tables[i]});
+      which.push_back(i);
+    }
+    auto logits = d->ForwardRagged(inputs, cache->get());
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    if (!logits.ok()) return {};
+    EXPECT_EQ(logits->size(0), static_cast<int64_t>(which.size()));
+    for (size_t j = 0; j < which.size(); ++j) {
+      const int i = which[j];
+      past[i] += chunk[i];
+      std::vector<int64_t> prefix(full[i].begin(), full[i].begin() + past[i]);
+      auto ref = d->Forward(at::tensor(prefix, at::kLong).view({1, -1}), nullptr);
+      EXPECT_TRUE(ref.ok()) << ref.status();
+      if (!ref.ok()) return {};
+      const double err = ((*logits)[j] - (*ref)[0][past[i] - 1]).abs().max().item<double>();
+      EXPECT_LT(err, 1e-5) << "sequence " << i << " at " << past[i];
+    }
+  }
+  // Freeing returns every block.
+  for (auto& t : tables) cache->get()->Free(&t);
+  cache->get()->Free(&spacer);
+  EXPECT_EQ(cache->get()->used_blocks(), 0);
+  return past;
+}
+
+// A ragged step over sequences at different positions equals Forward() on each whole sequence:
+// decodes first (as the engine orders them) with prefill chunks after, decodes of different
+// lengths alone in a step, prefill chunks alone.
 TEST(RaggedStepTest, EqualsForward) {
   for (const std::string& name : kModels) {
     SCOPED_TRACE(name);
-    auto d = LoadDecoder(name);
-    ASSERT_NE(d, nullptr);
-    Expected e = LoadExpected(name);
-    auto cache = PagedKvCache::Create(d->config(), Budget(*d, 64, 4), 4, d->dtype(), d->device());
-    ASSERT_TRUE(cache.ok()) << cache.status();
-    // Three sequences: the fixture's prompt + greedy tokens, and two shorter other ones.
-    std::vector<std::vector<int64_t>> full(3);
-    full[0] = e.prompt;
-    full[0].insert(full[0].end(), e.greedy.begin(), e.greedy.begin() + 20);  // 28 tokens
-    std::mt19937 rng(7);
-    for (int i = 1; i < 3; ++i) {
-      for (int t = 0; t < 13 + 6 * i; ++t) full[i].push_back(rng() % d->config().vocab_size);
-    }
-    // Steps: (chunk lengths per sequence); 0 means the sequence sits the step out.
-    const std::vector<std::vector<int64_t>> steps = {
-        {8, 5, 0}, {1, 7, 19}, {1, 1, 1}, {18, 6, 4}, {0, 0, 1}};
-    std::vector<std::vector<int32_t>> tables(3);
-    std::vector<int32_t> spacer;
-    std::vector<int64_t> past(3, 0);
-    for (const auto& chunk : steps) {
-      std::vector<std::vector<int64_t>> tokens(3);
-      std::vector<RaggedSequence> inputs;
-      std::vector<int> which;
-      for (int i = 0; i < 3; ++i) {
-        if (chunk[i] == 0) continue;
-        tokens[i].assign(full[i].begin() + past[i], full[i].begin() + past[i] + chunk[i]);
-        ASSERT_TRUE(cache->get()->Reserve(&tables[i], past[i] + chunk[i]));
-        // A block taken between sequences' blocks so that no table is contiguous.
-        ASSERT_TRUE(cache->get()->Reserve(&spacer, static_cast<int64_t>(spacer.size() + 1) * 4));
-        inputs.push_back(RaggedSequence{&tokens[i], past[i], &tables[i]});
-        which.push_back(i);
-      }
-      auto logits = d->ForwardRagged(inputs, cache->get());
-      ASSERT_TRUE(logits.ok()) << logits.status();
-      ASSERT_EQ(logits->size(0), static_cast<int64_t>(which.size()));
-      for (size_t j = 0; j < which.size(); ++j) {
-        const int i = which[j];
-        past[i] += chunk[i];
-        std::vector<int64_t> prefix(full[i].begin(), full[i].begin() + past[i]);
-        auto ref = d->Forward(at::tensor(prefix, at::kLong).view({1, -1}), nullptr);
-        ASSERT_TRUE(ref.ok()) << ref.status();
-        const double err = ((*logits)[j] - (*ref)[0][past[i] - 1]).abs().max().item<double>();
-        EXPECT_LT(err, 1e-5) << "sequence " << i << " at " << past[i];
-      }
-    }
-    EXPECT_EQ(past, (std::vector<int64_t>{28, 19, 25}));
-    // Freeing returns every block.
-    for (auto& t : tables) cache->get()->Free(&t);
-    cache->get()->Free(&spacer);
-    EXPECT_EQ(cache->get()->used_blocks(), 0);
+    EXPECT_EQ(CheckRaggedSteps(name, {{8, 5, 0}, {1, 7, 19}, {1, 1, 1}, {18, 6, 4}, {0, 0, 1}}),
+              (std::vector<int64_t>{28, 19, 25}));
+  }
+}
+
+// The same with decodes between and after prefill chunks in one step (rows that are not the
+// step's first), and decodes of one length alone.
+TEST(RaggedStepTest, DecodesAmongPrefillChunksEqualForward) {
+  for (const std::string& name : kModels) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(
+        CheckRaggedSteps(
+            name, {{6, 3, 0}, {3, 1, 9}, {1, 4, 1}, {2, 1, 1}, {1, 1, 0}, {0, 1, 1}, {1, 0, 0}}),
+        (std::vector<int64_t>{14, 11, 12}));
+  }
+}
+
+// Prefill chunks of one length at one position attend as a group: three prompts' first chunks
+// together, two of them then a decode, groups broken by a different position.
+TEST(RaggedStepTest, EqualChunksTogetherEqualForward) {
+  for (const std::string& name : kModels) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(CheckRaggedSteps(name, {{4, 4, 4}, {3, 3, 1}, {1, 2, 2}, {2, 0, 2}, {1, 1, 1}}),
+              (std::vector<int64_t>{11, 10, 10}));
   }
 }
 

@@ -3,6 +3,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <set>
 #include <string>
@@ -27,6 +28,25 @@ absl::Status TorchError(const c10::Error& e, const std::string& context) {
 
 std::string ShapeString(at::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Rows `index` of `pool` viewed as [rows, width] (contiguous), as [index.size(), width]:
+// index_select on the device, or on the CPU (where index_select dispatches one copy per row)
+// with `cpu_index` as one memcpy per row.
+at::Tensor GatherRows(const at::Tensor& pool, const at::Tensor& index,
+                      const std::vector<int64_t>& cpu_index, int64_t width) {
+  if (!pool.is_cpu()) return pool.view({-1, width}).index_select(0, index);
+  const int64_t n = static_cast<int64_t>(cpu_index.size());
+  at::Tensor out = at::empty({n, width}, pool.options());
+  const size_t row_bytes = static_cast<size_t>(width) * pool.element_size();
+  const char* src = static_cast<const char*>(pool.data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(dst + static_cast<size_t>(i) * row_bytes,
+                src + static_cast<size_t>(cpu_index[static_cast<size_t>(i)]) * row_bytes,
+                row_bytes);
+  }
+  return out;
 }
 
 at::Tensor RotateHalf(const at::Tensor& x) {
@@ -387,7 +407,6 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
   }
   const DecoderConfig& c = config_;
   std::vector<int64_t> ids, positions, last_rows;
-  std::vector<at::Tensor> slots;  // per sequence: pool rows of positions [0, past + t)
   for (const RaggedSequence& s : sequences) {
     if (s.tokens == nullptr || s.tokens->empty() || s.blocks == nullptr || s.past < 0) {
       return absl::InvalidArgumentError("ragged step: a sequence without tokens or blocks");
@@ -419,8 +438,16 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   try {
     c10::InferenceMode guard;
+    // Pool rows of every new token, in row order: where this step writes its keys and values.
+    const int64_t bt = cache->block_tokens();
+    auto pool_row = [bt](const std::vector<int32_t>& table, int64_t pos) {
+      return static_cast<int64_t>(table[pos / bt]) * bt + pos % bt;
+    };
+    std::vector<int64_t> new_rows;
+    new_rows.reserve(static_cast<size_t>(N));
     for (const RaggedSequence& s : sequences) {
-      slots.push_back(cache->Slots(*s.blocks, 0, s.past + static_cast<int64_t>(s.tokens->size())));
+      const int64_t t = static_cast<int64_t>(s.tokens->size());
+      for (int64_t p = s.past; p < s.past + t; ++p) new_rows.push_back(pool_row(*s.blocks, p));
     }
     // Rotary tables per new token, from its own position (float64, rounded once, as Forward).
     at::Tensor freqs = at::outer(at::tensor(positions, at::kLong).to(at::kDouble), inv_freq_);
@@ -428,18 +455,19 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
     at::Tensor cos = emb.cos().to(device_, dtype_).view({N, 1, D});
     at::Tensor sin = emb.sin().to(device_, dtype_).view({N, 1, D});
     // Sequences with one new token (decode steps) attend as one batch: their keys and values
-    // gathered into [S, Hkv, Lmax, D], shorter ones padded with a valid row and masked, so a step
-    // of many decodes costs a few large operations per layer instead of a few small ones per
-    // sequence. The others (prefill chunks) attend one by one below.
-    std::vector<int64_t> decode_rows;
-    std::vector<at::Tensor> decode_gather, new_slots;
+    // gathered straight into [S, Hkv, Lmax, D] (one index_select of rows of head_dim values from
+    // the pool viewed as [rows * Hkv, D], so the batched matmuls read them without another copy),
+    // shorter ones padded with their position 0 and masked. A step of many decodes thus costs a
+    // few large operations per layer instead of a few small ones per sequence. The others
+    // (prefill chunks) attend one by one below. The engine puts its decodes first; when they are
+    // rows [0, S) their queries and outputs are narrowed views instead of gathers.
+    std::vector<int64_t> decode_rows, decode_cpu_index;
     std::vector<int64_t> decode_lengths;
     int64_t longest = 0;
     {
       int64_t row = 0;
       for (size_t i = 0; i < sequences.size(); ++i) {
         const int64_t t = static_cast<int64_t>(sequences[i].tokens->size());
-        new_slots.push_back(slots[i].narrow(0, sequences[i].past, t));
         if (t == 1) {
           decode_rows.push_back(row);
           decode_lengths.push_back(sequences[i].past + 1);
@@ -449,40 +477,80 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
       }
     }
     const int64_t S = static_cast<int64_t>(decode_rows.size());
+    const bool decodes_first = S > 0 && decode_rows.back() == S - 1;
     at::Tensor decode_rows_t, decode_index, decode_mask;
     if (S > 0) {
-      std::vector<float> mask(static_cast<size_t>(S * longest), 0.0f);
-      bool padded = false;
+      std::vector<float> mask;
+      std::vector<int64_t> index(static_cast<size_t>(S * Hkv * longest));
+      int64_t* out = index.data();
       size_t d = 0;
       for (size_t i = 0; i < sequences.size(); ++i) {
         if (sequences[i].tokens->size() != 1) continue;
         const int64_t L = decode_lengths[d];
-        at::Tensor rows = slots[i];
+        const std::vector<int32_t>& table = *sequences[i].blocks;
+        if (L < longest && mask.empty()) mask.assign(static_cast<size_t>(S * longest), 0.0f);
+        for (int64_t h = 0; h < Hkv; ++h) {
+          for (int64_t p = 0; p < longest; ++p) *out++ = pool_row(table, p < L ? p : 0) * Hkv + h;
+        }
         if (L < longest) {
-          rows = at::cat({rows, rows.narrow(0, 0, 1).expand({longest - L})});
           std::fill(mask.begin() + static_cast<int64_t>(d) * longest + L,
                     mask.begin() + static_cast<int64_t>(d + 1) * longest,
                     -std::numeric_limits<float>::infinity());
-          padded = true;
         }
-        decode_gather.push_back(rows);
         ++d;
       }
-      decode_rows_t = at::tensor(decode_rows, at::kLong).to(device_);
-      decode_index = S == 1 ? decode_gather[0] : at::cat(decode_gather);
-      if (padded) decode_mask = at::tensor(mask).view({S, 1, 1, longest}).to(device_);
+      if (!decodes_first) decode_rows_t = at::tensor(decode_rows, at::kLong).to(device_);
+      if (device_.is_cpu()) {
+        decode_cpu_index = std::move(index);
+      } else {
+        decode_index = at::tensor(index, at::kLong).to(device_);
+      }
+      if (!mask.empty()) decode_mask = at::tensor(mask).view({S, 1, 1, longest}).to(device_);
     }
-    const at::Tensor all_new_slots = new_slots.size() == 1 ? new_slots[0] : at::cat(new_slots);
-    // Causal masks of the sequences with more than one new token.
-    std::vector<at::Tensor> masks(sequences.size());
-    for (size_t i = 0; i < sequences.size(); ++i) {
-      const int64_t t = static_cast<int64_t>(sequences[i].tokens->size()), past = sequences[i].past;
-      if (t < 2) continue;
+    const at::Tensor all_new_slots = at::tensor(new_rows, at::kLong).to(device_);
+    // Prefill chunks (more than one new token) attend in groups: consecutive chunks of the same
+    // length at the same position (prompts of one length submitted together) as one batch, their
+    // keys and values gathered into [m, Hkv, L, D] as the decodes' are, under one causal mask.
+    struct PrefillGroup {
+      int64_t row = 0;    // first row of the group's tokens
+      int64_t count = 0;  // chunks
+      int64_t t = 0, past = 0;
+      std::vector<int64_t> cpu_index;  // pool rows * Hkv + head, (chunk, head, position) order
+      at::Tensor index;                // the same on the device (not on the CPU)
+      at::Tensor mask;                 // [t, past + t]: 0, or -inf past each query's position
+    };
+    std::vector<PrefillGroup> groups;
+    {
+      int64_t row = 0;
+      for (size_t i = 0; i < sequences.size(); ++i) {
+        const int64_t t = static_cast<int64_t>(sequences[i].tokens->size());
+        const int64_t past = sequences[i].past;
+        if (t > 1) {
+          if (groups.empty() || groups.back().row + groups.back().count * groups.back().t != row ||
+              groups.back().t != t || groups.back().past != past) {
+            groups.emplace_back();
+            groups.back().row = row;
+            groups.back().t = t;
+            groups.back().past = past;
+          }
+          PrefillGroup& g = groups.back();
+          ++g.count;
+          const std::vector<int32_t>& table = *sequences[i].blocks;
+          for (int64_t h = 0; h < Hkv; ++h) {
+            for (int64_t p = 0; p < past + t; ++p)
+              g.cpu_index.push_back(pool_row(table, p) * Hkv + h);
+          }
+        }
+        row += t;
+      }
+    }
+    for (PrefillGroup& g : groups) {
       at::Tensor future =
-          at::ones({t, past + t}, at::TensorOptions().dtype(at::kBool).device(device_))
-              .triu(past + 1);
-      masks[i] = at::zeros({t, past + t}, at::TensorOptions().dtype(at::kFloat).device(device_))
-                     .masked_fill(future, -std::numeric_limits<float>::infinity());
+          at::ones({g.t, g.past + g.t}, at::TensorOptions().dtype(at::kBool).device(device_))
+              .triu(g.past + 1);
+      g.mask = at::zeros({g.t, g.past + g.t}, at::TensorOptions().dtype(at::kFloat).device(device_))
+                   .masked_fill(future, -std::numeric_limits<float>::infinity());
+      if (!device_.is_cpu()) g.index = at::tensor(g.cpu_index, at::kLong).to(device_);
     }
 
     at::Tensor x = at::embedding(embed_, at::tensor(ids, at::kLong).to(device_));  // [N, hidden]
@@ -504,43 +572,49 @@ absl::StatusOr<at::Tensor> Decoder::ForwardRagged(const std::vector<RaggedSequen
       // Every sequence's new keys and values into the pool at once, before anyone reads them.
       key_pool.index_copy_(0, all_new_slots, k);
       value_pool.index_copy_(0, all_new_slots, v);
-      at::Tensor attn = at::empty({N, Hq * D}, q.options());
+      at::Tensor attn;
       if (S > 0) {
-        at::Tensor qd = q.index_select(0, decode_rows_t).view({S, Hkv, G, D});
-        at::Tensor keys = key_pool.index_select(0, decode_index)
-                              .view({S, longest, Hkv, D})
-                              .permute({0, 2, 3, 1});  // [S, Hkv, D, Lmax]
-        at::Tensor values = value_pool.index_select(0, decode_index)
-                                .view({S, longest, Hkv, D})
-                                .transpose(1, 2);                             // [S, Hkv, Lmax, D]
-        at::Tensor scores = at::matmul(qd, keys).mul_(scale).to(at::kFloat);  // [S, Hkv, G, Lmax]
+        at::Tensor qd = (decodes_first ? q.narrow(0, 0, S) : q.index_select(0, decode_rows_t))
+                            .view({S, Hkv, G, D});
+        at::Tensor keys = GatherRows(key_pool, decode_index, decode_cpu_index, D)
+                              .view({S, Hkv, longest, D});  // contiguous
+        at::Tensor values =
+            GatherRows(value_pool, decode_index, decode_cpu_index, D).view({S, Hkv, longest, D});
+        at::Tensor scores =
+            at::matmul(qd, keys.transpose(-1, -2)).mul_(scale).to(at::kFloat);  // [S, Hkv, G, Lmax]
         if (decode_mask.defined()) scores = scores + decode_mask;
         at::Tensor probs = at::softmax(scores, -1).to(dtype_);
-        attn.index_copy_(0, decode_rows_t, at::matmul(probs, values).reshape({S, Hq * D}));
+        at::Tensor out = at::matmul(probs, values).view({S, Hq * D});  // [S, Hkv, G, D]
+        if (S == N) {
+          attn = out;
+        } else {
+          attn = at::empty({N, Hq * D}, q.options());
+          if (decodes_first) {
+            attn.narrow(0, 0, S).copy_(out);
+          } else {
+            attn.index_copy_(0, decode_rows_t, out);
+          }
+        }
+      } else {
+        attn = at::empty({N, Hq * D}, q.options());
       }
-      int64_t row = 0;
-      for (size_t i = 0; i < sequences.size(); ++i) {
-        const int64_t t = static_cast<int64_t>(sequences[i].tokens->size());
-        const int64_t L = sequences[i].past + t;
-        if (t == 1) {
-          ++row;
-          continue;
-        }
-        at::Tensor keys = key_pool.index_select(0, slots[i]).transpose(0, 1);  // [Hkv, L, D]
-        at::Tensor values = value_pool.index_select(0, slots[i]).transpose(0, 1);
+      for (const PrefillGroup& g : groups) {
+        const int64_t m = g.count, t = g.t, L = g.past + g.t;
+        at::Tensor keys = GatherRows(key_pool, g.index, g.cpu_index, D).view({m, Hkv, L, D});
+        at::Tensor values = GatherRows(value_pool, g.index, g.cpu_index, D).view({m, Hkv, L, D});
         // Query head j uses kv head j / G (as Forward): rows of a kv head are (g, token).
-        at::Tensor qg =
-            q.narrow(0, row, t).view({t, Hkv, G, D}).permute({1, 2, 0, 3}).reshape({Hkv, G * t, D});
+        at::Tensor qg = q.narrow(0, g.row, m * t)
+                            .view({m, t, Hkv, G, D})
+                            .permute({0, 2, 3, 1, 4})
+                            .reshape({m, Hkv, G * t, D});
         at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).mul_(scale).to(at::kFloat);
-        if (masks[i].defined()) {
-          scores = (scores.view({Hkv, G, t, L}) + masks[i]).view({Hkv, G * t, L});
-        }
+        scores = (scores.view({m, Hkv, G, t, L}) + g.mask).view({m, Hkv, G * t, L});
         at::Tensor probs = at::softmax(scores, -1).to(dtype_);
-        attn.narrow(0, row, t).copy_(at::matmul(probs, values)  // [Hkv, G * t, D] = [Hq, t, D]
-                                         .view({Hq, t, D})
-                                         .transpose(0, 1)
-                                         .reshape({t, Hq * D}));
-        row += t;
+        attn.narrow(0, g.row, m * t)
+            .copy_(at::matmul(probs, values)  // [m, Hkv, G * t, D] = [m, Hq, t, D]
+                       .view({m, Hkv, G, t, D})
+                       .permute({0, 3, 1, 2, 4})
+                       .reshape({m * t, Hq * D}));
       }
       x = x + at::linear(attn, layer.o_w, layer.o_b);
       h = RmsNorm(x, layer.post_norm);
