@@ -1,8 +1,10 @@
 // The LLM engine (src/runner/hf/engine.h): the paged KV cache, the decoder's ragged batched step,
 // continuous batching and sampling, on the reference fixtures of tests/fixtures/hf/ (tiny
 // random-weight models; their 64 greedy tokens come from the float64 PyTorch reference).
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -12,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -398,6 +401,127 @@ TEST(SamplingTest, TemperatureTopKTopPFrequencies) {
   p.top_p = 1;
   p.top_k = 2;
   expect_near(frequencies(p), {0.5 / 0.8, 0.3 / 0.8, 0, 0});
+}
+
+// SampleToken as it was written first (an index stable_sort by logit): the radix order must give
+// exactly its tokens.
+int64_t ReferenceSampleToken(const float* logits, int64_t n, const SamplingParams& p,
+                             std::mt19937_64* rng) {
+  if (p.temperature == 0 || p.top_k == 1) return std::max_element(logits, logits + n) - logits;
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return logits[a] > logits[b]; });
+  std::vector<double> scaled(n);
+  for (int64_t i = 0; i < n; ++i) scaled[i] = static_cast<double>(logits[order[i]]) / p.temperature;
+  int64_t keep = n;
+  if (p.top_k > 0 && p.top_k < n) {
+    const double kth = scaled[p.top_k - 1];
+    keep = p.top_k;
+    while (keep < n && scaled[keep] >= kth) ++keep;
+  }
+  std::vector<double> probs(keep);
+  double sum = 0;
+  for (int64_t i = 0; i < keep; ++i) sum += probs[i] = std::exp(scaled[i] - scaled[0]);
+  for (double& q : probs) q /= sum;
+  if (p.top_p < 1) {
+    double tail = 0;
+    int64_t cut = keep;
+    for (int64_t i = keep - 1; i >= 1; --i) {
+      if (tail + probs[i] > 1 - p.top_p) break;
+      tail += probs[i];
+      cut = i;
+    }
+    keep = cut;
+    sum = 0;
+    for (int64_t i = 0; i < keep; ++i) sum += probs[i];
+    for (int64_t i = 0; i < keep; ++i) probs[i] /= sum;
+  }
+  const double u = static_cast<double>((*rng)() >> 11) * 0x1.0p-53;
+  double acc = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    acc += probs[i];
+    if (u < acc) return order[i];
+  }
+  return order[keep - 1];
+}
+
+// Rows of a vocabulary's size and small ones, with ties (rounded logits), +0 and -0, very
+// negative logits and a constant row, under temperature, top_k (with ties at the k-th) and
+// top_p: the same tokens as the stable-sort reference, and the generators left in the same
+// state.
+TEST(SamplingTest, RadixOrderGivesTheStableSortsTokens) {
+  std::mt19937_64 gen(99);
+  std::normal_distribution<float> normal(0, 3);
+  int64_t draws = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    const int64_t n = trial % 3 == 0 ? 16384 : (trial % 3 == 1 ? 1000 : 7);
+    std::vector<float> logits(n);
+    for (int64_t i = 0; i < n; ++i) {
+      float v = normal(gen);
+      if (trial % 4 == 1) v = std::round(v * 2) / 2;               // many ties
+      if (trial % 5 == 2 && i % 3 == 0) v = i % 2 ? -0.0f : 0.0f;  // signed zeros
+      if (trial % 7 == 3) v = -std::abs(v) - 100;                  // all negative
+      if (trial == 23) v = 1.5f;                                   // one value
+      logits[i] = v;
+    }
+    for (double temperature : {0.3, 1.0, 2.5}) {
+      for (int64_t top_k : {0, 2, 50, 5000}) {
+        for (double top_p : {1.0, 0.9, 0.3}) {
+          SamplingParams p;
+          p.temperature = temperature;
+          p.top_k = top_k;
+          p.top_p = top_p;
+          std::mt19937_64 a(trial * 1000 + top_k), b(trial * 1000 + top_k);
+          for (int d = 0; d < 3; ++d, ++draws) {
+            ASSERT_EQ(SampleToken(logits.data(), n, p, &a),
+                      ReferenceSampleToken(logits.data(), n, p, &b))
+                << "trial " << trial << " n " << n << " T " << temperature << " top_k " << top_k
+                << " top_p " << top_p << " draw " << d;
+          }
+          EXPECT_EQ(a(), b());
+        }
+      }
+    }
+  }
+  EXPECT_EQ(draws, 24 * 3 * 4 * 3 * 3);
+}
+
+// SampleTokens over a step's rows (spread over two intra-op threads) equals SampleToken row by
+// row, for greedy and sampled rows mixed, each with its own seed, over several steps.
+TEST(SamplingTest, SampleTokensEqualsRowByRow) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  const int64_t rows = 16, n = 5000;
+  std::vector<SamplingParams> params(rows);
+  std::vector<std::mt19937_64> batched, single;
+  for (int64_t r = 0; r < rows; ++r) {
+    SamplingParams& p = params[r];
+    p.temperature = r % 4 == 0 ? 0.0 : 0.5 + 0.1 * static_cast<double>(r);
+    if (r % 4 == 1) p.top_p = 0.9;
+    if (r % 4 == 2) p.top_k = 40;
+    if (r % 8 == 3) p.top_k = 1;
+    batched.emplace_back(500 + r);
+    single.emplace_back(500 + r);
+  }
+  std::mt19937_64 gen(3);
+  std::normal_distribution<float> normal(0, 2);
+  std::vector<float> logits(rows * n);
+  for (int step = 0; step < 8; ++step) {
+    for (float& v : logits) v = normal(gen);
+    // The rows in another order than the logits', as the engine's sampled rows can be.
+    std::vector<SampleRow> sample;
+    for (int64_t r = rows - 1; r >= 0; --r) sample.push_back(SampleRow{r, &params[r], &batched[r]});
+    std::vector<int64_t> tokens(rows, -1);
+    SampleTokens(logits.data(), n, sample, tokens.data());
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t r = rows - 1 - i;
+      EXPECT_EQ(tokens[i], SampleToken(logits.data() + r * n, n, params[r], &single[r]))
+          << "step " << step << " row " << r;
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(batched[r](), single[r]()) << r;
+  at::set_num_threads(threads);
 }
 
 TEST(SamplingTest, RefusesOutOfRangeParameters) {

@@ -278,6 +278,9 @@ bool Engine::Step() {
       at::Tensor rows = logits->to(at::kCPU).contiguous();
       const int64_t vocab = rows.size(1);
       const float* data = rows.data_ptr<float>();
+      // Sequences whose prompt is done sample a token from their row; all rows at once.
+      std::vector<SampleRow> sample_rows;
+      std::vector<Sequence*> sampled;
       for (size_t i = 0; i < batch.size(); ++i) {
         Sequence* seq = batch[i];
         seq->computed += static_cast<int64_t>(seq->step_tokens.size());
@@ -286,8 +289,15 @@ bool Engine::Step() {
           cache_->Publish(seq->blocks, seq->request.prompt, seq->prompt_size());
           seq->published = true;
         }
-        const int64_t token = SampleToken(data + static_cast<int64_t>(i) * vocab, vocab,
-                                          seq->request.sampling, &seq->rng);
+        sample_rows.push_back(
+            SampleRow{static_cast<int64_t>(i), &seq->request.sampling, &seq->rng});
+        sampled.push_back(seq);
+      }
+      std::vector<int64_t> tokens(sampled.size());
+      SampleTokens(data, vocab, sample_rows, tokens.data());
+      for (size_t j = 0; j < sampled.size(); ++j) {
+        Sequence* seq = sampled[j];
+        const int64_t token = tokens[j];
         ++seq->completion_tokens;
         seq->last_token = token;
         if (seq->callbacks.on_token) seq->callbacks.on_token(token);

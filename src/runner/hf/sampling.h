@@ -1,7 +1,8 @@
 // Choosing the next token from one sequence's logits, as transformers' generate() does with
 // do_sample: temperature, then top_k, then top_p (nucleus), then a draw from the softmax; greedy
 // (the first maximum) at temperature 0 or top_k 1. Plain C++ on a float row, so that the
-// engine's sampling is reproducible and independent of the rest of the batch.
+// engine's sampling is reproducible and independent of the rest of the batch (SampleTokens runs
+// a step's rows in parallel with the same results).
 #pragma once
 
 #include <cstdint>
@@ -30,8 +31,23 @@ struct SamplingParams {
 absl::Status ValidateSamplingParams(const SamplingParams& params);
 
 // The next token from logits[0, n). `rng` is the sequence's own generator (advanced by one draw
-// unless the choice is greedy). Parameters must have passed ValidateSamplingParams.
+// unless the choice is greedy). Parameters must have passed ValidateSamplingParams. Candidates
+// are ordered with a radix sort of the logits (ties by id); not thread-safe for one `rng`.
 int64_t SampleToken(const float* logits, int64_t n, const SamplingParams& params,
                     std::mt19937_64* rng);
+
+// One row of a step's logits to sample from, with its sequence's parameters and generator.
+struct SampleRow {
+  int64_t row = 0;  // in the [rows, n] logits
+  const SamplingParams* params = nullptr;
+  std::mt19937_64* rng = nullptr;
+};
+
+// tokens[i] = SampleToken(logits + rows[i].row * n, n, *rows[i].params, rows[i].rng) for every
+// row, the rows spread over libtorch's intra-op threads. Each row draws from its own generator
+// only, so the tokens equal those of calling SampleToken row by row, in any order. The rows'
+// generators must be distinct.
+void SampleTokens(const float* logits, int64_t n, const std::vector<SampleRow>& rows,
+                  int64_t* tokens);
 
 }  // namespace switchyard::runner::hf
