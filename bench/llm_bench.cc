@@ -22,7 +22,10 @@
 //                       [--prompt 16] [--streams 16] [--repeats 3] [--threads 2]
 //                       [--dtype float32|bfloat16] [--max-positions 1024]
 //                       [--dir /tmp/llm_bench_<config>_<pid>] [--keep]
+//                       [--profile-step PREFIX [--profile-steps N]]
 //
+// --profile-step only times the engine's decode step at --streams sequences against the bare
+// batched step (and the prefill and sampling of the same rows), with libtorch profiler traces.
 // Generation is greedy with ignore_eos, so every request generates exactly --tokens tokens.
 // Rounds alternate the bare loop and the engine so that both see the same machine load; each
 // figure is the median over --repeats rounds.
