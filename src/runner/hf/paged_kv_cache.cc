@@ -170,15 +170,4 @@ void PagedKvCache::Publish(const std::vector<int32_t>& table, const std::vector<
   }
 }
 
-at::Tensor PagedKvCache::Slots(const std::vector<int32_t>& table, int64_t begin,
-                               int64_t end) const {
-  at::Tensor slots = at::empty({end - begin}, at::kLong);
-  auto* p = slots.data_ptr<int64_t>();
-  for (int64_t pos = begin; pos < end; ++pos) {
-    p[pos - begin] =
-        static_cast<int64_t>(table[pos / block_tokens_]) * block_tokens_ + pos % block_tokens_;
-  }
-  return slots.to(device_);
-}
-
 }  // namespace switchyard::runner::hf

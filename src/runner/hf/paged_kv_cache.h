@@ -79,9 +79,6 @@ class PagedKvCache {
   // sequence lives in row table[p / block_tokens] * block_tokens + p % block_tokens.
   at::Tensor& keys(int64_t layer) { return keys_[layer]; }
   at::Tensor& values(int64_t layer) { return values_[layer]; }
-  // The pool rows of positions [begin, end) of a sequence (int64, on the pool's device); the
-  // table must hold them.
-  at::Tensor Slots(const std::vector<int32_t>& table, int64_t begin, int64_t end) const;
 
  private:
   PagedKvCache() = default;
