@@ -79,5 +79,39 @@ TEST(TensorImageTest, WrongShapesAreInternalErrors) {
   EXPECT_NE(status.message().find("[1, 1, 2, 2]"), std::string::npos) << status;
 }
 
+TEST(TensorImageTest, PixelsToModelInputMatchTorchsOperators) {
+  // 211x157: an odd size over ATen's 32768-element grain, so the reference runs its parallel
+  // copy and the loop has no round tail.
+  media::RgbImage image;
+  image.width = 211;
+  image.height = 157;
+  image.pixels.resize(static_cast<size_t>(image.width) * image.height * 3);
+  uint32_t state = 12345;
+  for (uint8_t& p : image.pixels) {
+    state = state * 1664525u + 1013904223u;
+    p = static_cast<uint8_t>(state >> 24);
+  }
+  image.pixels[0] = 0;
+  image.pixels[1] = 255;
+  const at::Tensor expected =
+      at::from_blob(image.pixels.data(), {image.height, image.width, 3}, at::kByte)
+          .permute({2, 0, 1})
+          .unsqueeze(0)
+          .to(at::kFloat);
+  const at::Tensor ours = Rgb24ToTensor(image);
+  EXPECT_EQ(ours.scalar_type(), at::kFloat);
+  EXPECT_TRUE(ours.is_contiguous());
+  ASSERT_EQ(ours.sizes(), expected.sizes());
+  EXPECT_TRUE(at::equal(ours, expected));
+  // Channel order: the first pixel's R and G planes.
+  EXPECT_EQ(ours[0][0][0][0].item<float>(), 0.0f);
+  EXPECT_EQ(ours[0][1][0][0].item<float>(), 255.0f);
+
+  // The result owns its memory.
+  const at::Tensor copy = ours.clone();
+  image.pixels.assign(image.pixels.size(), 9);
+  EXPECT_TRUE(at::equal(ours, copy));
+}
+
 }  // namespace
 }  // namespace switchyard::orchestrator

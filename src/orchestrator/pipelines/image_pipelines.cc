@@ -72,15 +72,7 @@ absl::Status AvError(const char* what, int ret) {
 
 }  // namespace
 
-at::Tensor ImageToTensor(const media::RgbImage& image) {
-  // from_blob does not copy; .to(kFloat) does, so the result owns its memory.
-  return at::from_blob(const_cast<uint8_t*>(image.pixels.data()), {image.height, image.width, 3},
-                       at::kByte)
-      .permute({2, 0, 1})
-      .unsqueeze(0)
-      .to(at::kFloat)
-      .contiguous();
-}
+at::Tensor ImageToTensor(const media::RgbImage& image) { return Rgb24ToTensor(image); }
 
 absl::StatusOr<at::Tensor> CheckImageBatch(const c10::IValue& value, const std::string& model_id,
                                            int64_t n, int64_t height, int64_t width) {

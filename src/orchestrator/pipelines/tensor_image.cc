@@ -94,4 +94,19 @@ absl::StatusOr<at::Tensor> TensorsToRgb24(const at::Tensor& nchw) {
   return out;
 }
 
+at::Tensor Rgb24ToTensor(const media::RgbImage& image) {
+  const int64_t pixels = static_cast<int64_t>(image.width) * image.height;
+  at::Tensor out = at::empty({1, 3, image.height, image.width}, at::kFloat);
+  float* r = out.data_ptr<float>();
+  float* g = r + pixels;
+  float* b = g + pixels;
+  const uint8_t* src = image.pixels.data();
+  for (int64_t i = 0; i < pixels; ++i) {
+    r[i] = src[3 * i];
+    g[i] = src[3 * i + 1];
+    b[i] = src[3 * i + 2];
+  }
+  return out;
+}
+
 }  // namespace switchyard::orchestrator

@@ -1,5 +1,5 @@
 // Model outputs (float32 RGB planes, nominally 0..255) to the interleaved 8-bit pixels that the
-// PNG and video encoders take, in one pass.
+// PNG and video encoders take, and decoded pixels to a model's input, each in one pass.
 #pragma once
 
 #include <cstdint>
@@ -23,5 +23,11 @@ absl::StatusOr<media::RgbImage> TensorToImage(const at::Tensor& chw);
 // Images [N, 3, H, W] (any real dtype or strides) as uint8 [N, H, W, 3]; INTERNAL for another
 // shape.
 absl::StatusOr<at::Tensor> TensorsToRgb24(const at::Tensor& nchw);
+
+// RGB24 pixels as float32 [1, 3, H, W] in 0..255 (the same values as from_blob(...).permute(2, 0,
+// 1).unsqueeze(0).to(kFloat)). Written out on the calling thread because the request handlers call
+// it: ATen's copy splits tensors above 32768 elements into a parallel region of the caller's own
+// OpenMP team, whose threads then spin on the cores next to the executor's forward.
+at::Tensor Rgb24ToTensor(const media::RgbImage& image);
 
 }  // namespace switchyard::orchestrator

@@ -13,13 +13,7 @@ absl::StatusOr<UpscaleResult> RunUpscale(runner::ModelExecutor& executor, const 
   auto decoded = media::DecodeImage(image, max_input_pixels);
   if (!decoded.ok()) return decoded.status();
   const int w = decoded->width, h = decoded->height;
-
-  // HWC uint8 -> NCHW float32 in 0..255.
-  at::Tensor input = at::from_blob(decoded->pixels.data(), {h, w, 3}, at::kByte)
-                         .permute({2, 0, 1})
-                         .unsqueeze(0)
-                         .to(at::kFloat)
-                         .contiguous();
+  at::Tensor input = Rgb24ToTensor(*decoded);
   runner::CancelToken cancel;
   auto watch = runner::WatchForCancel(is_cancelled, cancel);
   auto output = executor.RunBatchable(std::move(input), deadline, cancel);
