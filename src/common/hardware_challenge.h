@@ -31,6 +31,13 @@ constexpr int kChallengeMaxSize = 1024;
 constexpr int64_t kChallengeMaxElements = int64_t{1} << 24;
 constexpr int64_t kChallengeModulus = 2147483647;  // 2^31 - 1
 
+// The message of a node's RESOURCE_EXHAUSTED refusal of a challenge (matrix or video) while it
+// runs another: one at a time, a challenge takes the whole device. The gateway tells this refusal
+// ("busy": most likely another gateway's challenge) by its exact message from any other
+// RESOURCE_EXHAUSTED, such as gRPC's own refusal of an answer over the channel's max receive size.
+inline constexpr char kChallengeBusyMessage[] =
+    "a hardware challenge is already running on this node";
+
 // INVALID_ARGUMENT, naming the field, unless the request is within the limits above.
 absl::Status ValidateChallenge(const node::v1::HardwareChallengeRequest& request);
 

@@ -388,8 +388,7 @@ class ChallengeSlot {
   ChallengeSlot& operator=(const ChallengeSlot&) = delete;
   bool taken() const { return taken_; }
   static grpc::Status Busy() {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "a hardware challenge is already running on this node");
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, kChallengeBusyMessage);
   }
 
  private:
