@@ -1,12 +1,15 @@
 // The gateway's known-answer hardware checks (gateway/membership/hardware_checker.h) against fake
 // orchestrators on loopback: an honest one, a slow one claiming a GPU, one answering wrongly, one
-// that does not implement the call, and one that never answers (the destructor cancels it).
+// that does not implement the call, one that never answers (the destructor cancels it), one
+// answering more than the channel takes, and one refusing as busy; what is shared with the other
+// gateways, through an in-memory store.
 #include "gateway/membership/hardware_checker.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +17,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/hardware_challenge.h"
 #include "common/media/video_challenge.h"
 #include "common/metrics.h"
@@ -25,33 +29,46 @@ namespace {
 using node::v1::HardwareChallengeRequest;
 using node::v1::HardwareChallengeResponse;
 
-enum class Behaviour { kHonest, kWrong, kSlow, kHang };
+enum class Behaviour {
+  kHonest,
+  kWrong,
+  kSlow,
+  kHang,
+  kHuge,       // right, with a device name past the channel's 8 MiB
+  kBusy,       // refused as a node running another challenge refuses
+  kOutOfRoom,  // another RESOURCE_EXHAUSTED of the node's own
+};
 
 class FakeNode final : public node::v1::Orchestrator::Service {
  public:
-  explicit FakeNode(Behaviour b) : behaviour_(b) {}
+  explicit FakeNode(Behaviour b) : behaviour(b) {}
   grpc::Status HardwareChallenge(grpc::ServerContext* context,
                                  const HardwareChallengeRequest* request,
                                  HardwareChallengeResponse* response) override {
     calls++;
-    if (behaviour_ == Behaviour::kHang) {
+    const Behaviour how = behaviour.load();
+    if (how == Behaviour::kBusy) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, kChallengeBusyMessage);
+    }
+    if (how == Behaviour::kOutOfRoom) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "out of device memory");
+    }
+    if (how == Behaviour::kHang) {
       for (int i = 0; i < 3000 && !context->IsCancelled(); ++i) {  // bounded: 30 s
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       return grpc::Status(grpc::StatusCode::CANCELLED, "gave up");
     }
-    if (behaviour_ == Behaviour::kSlow) std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    if (how == Behaviour::kSlow) std::this_thread::sleep_for(std::chrono::milliseconds(80));
     for (int m = 0; m < request->matrices(); ++m) {
       response->add_digests(ReferenceChallengeDigest(*request, m));
     }
-    if (behaviour_ == Behaviour::kWrong) (*response->mutable_digests(0))[3] ^= 1;
-    response->set_device("fake");
+    if (how == Behaviour::kWrong) (*response->mutable_digests(0))[3] ^= 1;
+    response->set_device(how == Behaviour::kHuge ? std::string(9 << 20, 'x') : "fake");
     return grpc::Status::OK;
   }
   std::atomic<int> calls{0};
-
- private:
-  const Behaviour behaviour_;
+  std::atomic<Behaviour> behaviour;
 };
 
 // How a fake node answers the video challenge of its NVDEC/NVENC claims (the compute one it
@@ -68,6 +85,8 @@ enum class Video {
   kOtherSeed,      // an honest encoding of another seed's frames
   kSlow,           // right, after 1600 ms
   kUnimplemented,  // a node older than the call
+  kOversized,      // the encoded stream padded past the channel's 8 MiB
+  kBusy,           // refused as a node running another challenge refuses
 };
 
 class VideoNode final : public node::v1::Orchestrator::Service {
@@ -85,6 +104,9 @@ class VideoNode final : public node::v1::Orchestrator::Service {
     calls++;
     if (behaviour_ == Video::kUnimplemented) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unknown method");
+    }
+    if (behaviour_ == Video::kBusy) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, kChallengeBusyMessage);
     }
     auto answer = media::AnswerVideoChallenge(*request, /*software=*/true);
     if (!answer.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, answer.status().ToString());
@@ -105,6 +127,9 @@ class VideoNode final : public node::v1::Orchestrator::Service {
         break;
       case Video::kTooBig:
         encoded->resize(media::kVideoChallengeMaxAnswerBytes + 1, '\0');
+        break;
+      case Video::kOversized:
+        encoded->resize(9 << 20, '\0');
         break;
       case Video::kFewerFrames:
       case Video::kOtherSeed: {
@@ -155,14 +180,36 @@ Served Serve(grpc::Service* service, const std::string& id, bool claims_gpu,
   return s;
 }
 
+// The other gateways' store, in memory: what a checker shares (it reads back none of theirs).
+class MemoryFindings final : public SharedHardwareFindings {
+ public:
+  absl::Status Record(const HardwareFinding& finding, absl::Time) override {
+    findings[finding.node] = finding;
+    return absl::OkStatus();
+  }
+  absl::Status Clear(const std::string& node, const std::string&) override {
+    findings.erase(node);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<HardwareFinding>> Read(absl::Time) override {
+    return std::vector<HardwareFinding>();
+  }
+  std::map<std::string, HardwareFinding> findings;  // by node
+};
+
 class HardwareCheckerTest : public ::testing::Test {
  protected:
+  // `shared`: the store its findings are shared through (the test calls SyncShared).
   HardwareCheckerPtr Checker(std::vector<std::shared_ptr<const NodeView>> nodes,
-                             bool thread = false) {
+                             bool thread = false, SharedHardwareFindings* shared = nullptr) {
     auto snapshot = std::make_shared<Snapshot>();
     snapshot->nodes = std::move(nodes);
     HardwareChecker::Deps deps;
     deps.snapshot = [snapshot] { return snapshot; };
+    // The clock, `later_` ahead (the test moves it on to make a retry due).
+    deps.now = [this] { return absl::Now() + later_; };
+    deps.shared = shared;
+    deps.shared_poll = absl::ZeroDuration();
     deps.metrics = &metrics_;
     deps.random = [n = std::make_shared<std::atomic<uint64_t>>(0)] { return (*n)++ * 7919; };
     deps.gpu_matrices = 3;
@@ -184,6 +231,7 @@ class HardwareCheckerTest : public ::testing::Test {
            node + "\",result=\"" + result + "\"} 1";
   }
   Metrics metrics_{"gateway"};
+  absl::Duration later_;  // written only while no checker thread runs
 };
 
 TEST(JudgeHardwareAnswerTest, VerdictsAndTheSecondChanceOfASlowGpu) {
@@ -375,6 +423,192 @@ TEST_F(HardwareCheckerTest, ASlowOrOlderNodeFailsItsVideoClaims) {
   EXPECT_TRUE(absl::StrContains(metrics, Series("old-video", "nvenc-h264", "unanswered")));
   s.server->Shutdown();
   o.server->Shutdown();
+}
+
+TEST(ClassifyChallengeStatusTest, TellsTheNodesBusyRefusalFromGrpcsRefusalOfALargeAnswer) {
+  using grpc::StatusCode;
+  const auto classify = [](StatusCode code, const std::string& message) {
+    return ClassifyChallengeStatus(grpc::Status(code, message), 1024);
+  };
+  EXPECT_EQ(classify(StatusCode::RESOURCE_EXHAUSTED, kChallengeBusyMessage),
+            ChallengeRefusal::kBusy);
+  EXPECT_EQ(
+      classify(StatusCode::RESOURCE_EXHAUSTED, "Received message larger than max (2048 vs. 1024)"),
+      ChallengeRefusal::kOversized);
+  // The node's refusal of the request, naming its own limit; a malformed one; another
+  // RESOURCE_EXHAUSTED; the busy message under another code; ok.
+  EXPECT_EQ(
+      classify(StatusCode::RESOURCE_EXHAUSTED, "Received message larger than max (2048 vs. 512)"),
+      ChallengeRefusal::kOther);
+  EXPECT_EQ(
+      classify(StatusCode::RESOURCE_EXHAUSTED, "Received message larger than max (x vs. 1024)"),
+      ChallengeRefusal::kOther);
+  EXPECT_EQ(
+      classify(StatusCode::RESOURCE_EXHAUSTED, "Received message larger than max (512 vs. 1024)"),
+      ChallengeRefusal::kOther);
+  EXPECT_EQ(classify(StatusCode::RESOURCE_EXHAUSTED, "already running"), ChallengeRefusal::kOther);
+  EXPECT_EQ(classify(StatusCode::UNAVAILABLE, kChallengeBusyMessage), ChallengeRefusal::kOther);
+  EXPECT_EQ(ClassifyChallengeStatus(grpc::Status::OK, 1024), ChallengeRefusal::kOther);
+}
+
+// gRPC refuses an answer over the channel's max receive size as RESOURCE_EXHAUSTED, as a busy node
+// refuses a challenge: that answer is wrong, capped and shared at once, for either claim.
+TEST_F(HardwareCheckerTest, AnAnswerOverTheChannelsLimitIsWrongAndShared) {
+  FakeNode gpu_node(Behaviour::kHuge), cpu_node(Behaviour::kHuge);
+  Served gpu = Serve(&gpu_node, "huge-gpu", true), cpu = Serve(&cpu_node, "huge-cpu", false);
+  MemoryFindings shared;
+  auto checker = Checker({gpu.view, cpu.view}, false, &shared);
+  ASSERT_EQ(checker->CheckDue(), 2);
+  EXPECT_EQ(checker->SyncShared(), 0);
+  for (const auto& [served, work] :
+       {std::pair{&gpu, "3 products of 16x16"}, std::pair{&cpu, "2 products of 8x8"}}) {
+    const std::string& id = served->view->id;
+    auto record = checker->Lookup(id);
+    ASSERT_TRUE(record.has_value()) << id;
+    EXPECT_EQ(record->verdict, HardwareVerdict::kWrong) << record->detail;
+    EXPECT_TRUE(absl::StrContains(record->detail, absl::StrCat("answered more than 8388608 bytes "
+                                                               "to a challenge of ",
+                                                               work)))
+        << record->detail;
+    EXPECT_EQ(served->view->stats->capacity_cap(), 2) << id;
+    ASSERT_EQ(shared.findings.count(id), 1u) << id;
+    EXPECT_EQ(shared.findings[id].verdict, "wrong");
+    EXPECT_TRUE(absl::StrContains(shared.findings[id].detail, "answered more than 8388608 bytes"))
+        << shared.findings[id].detail;
+  }
+  gpu.server->Shutdown();
+  cpu.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, AVideoAnswerOverTheChannelsLimitIsWrongAndShared) {
+  VideoNode huge(Video::kOversized);
+  Served node = Serve(&huge, "huge-video", false, {"nvdec-h264", "nvenc-h264"});
+  MemoryFindings shared;
+  auto checker = Checker({node.view}, false, &shared);
+  ASSERT_EQ(checker->CheckDue(), 1);
+  EXPECT_EQ(checker->SyncShared(), 0);
+  auto record = checker->Lookup("huge-video");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kWrong) << record->detail;
+  EXPECT_EQ(record->video, (std::vector<std::string>{"nvdec-h264 wrong", "nvenc-h264 wrong"}))
+      << record->detail;
+  EXPECT_TRUE(absl::StrContains(
+      record->detail, "nvenc-h264: answered more than 8388608 bytes to the video challenge"))
+      << record->detail;
+  EXPECT_EQ(node.view->stats->capacity_cap(), 2);
+  ASSERT_EQ(shared.findings.count("huge-video"), 1u);
+  EXPECT_EQ(shared.findings["huge-video"].verdict, "wrong");
+  node.server->Shutdown();
+}
+
+// The node's own busy refusal (another gateway's challenge, most likely) caps a GPU claim here
+// but is shared only when it refuses kBusyChecksShared checks in a row; an ok ends the finding.
+TEST_F(HardwareCheckerTest, ABusyRefusalIsSharedOnlyWhenRepeated) {
+  ASSERT_EQ(kBusyChecksShared, 3);
+  FakeNode busy_node(Behaviour::kBusy);
+  Served busy = Serve(&busy_node, "busy", true);
+  MemoryFindings shared;
+  auto checker = Checker({busy.view}, false, &shared);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(checker->CheckDue(), 1) << i;
+    EXPECT_EQ(checker->SyncShared(), 0);
+    auto record = checker->Lookup("busy");
+    ASSERT_TRUE(record.has_value());
+    EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered) << record->detail;
+    EXPECT_EQ(record->busy_streak, i);
+    EXPECT_EQ(busy.view->stats->capacity_cap(), 2) << i;  // capped here from the first
+    // Asked again in 15 to 45 s (drawn: gateways that met at the node part).
+    EXPECT_GE(record->next_check - record->checked, absl::Seconds(15)) << i;
+    EXPECT_LE(record->next_check - record->checked, absl::Seconds(45)) << i;
+    EXPECT_EQ(checker->CheckDue(), 0);  // not before
+    if (i < 3) {
+      EXPECT_TRUE(shared.findings.empty()) << i;
+    } else {
+      ASSERT_EQ(shared.findings.count("busy"), 1u);
+      EXPECT_EQ(shared.findings["busy"].verdict, "unanswered");
+      EXPECT_TRUE(absl::StrContains(shared.findings["busy"].detail,
+                                    "refused 3 challenges in a row as busy (RESOURCE_EXHAUSTED)"))
+          << shared.findings["busy"].detail;
+      EXPECT_TRUE(absl::StrContains(record->detail, "refused 3 challenges in a row as busy"))
+          << record->detail;
+    }
+    later_ += absl::Seconds(46);
+  }
+  // The node answers: its finding goes, the cap with it.
+  busy_node.behaviour = Behaviour::kHonest;
+  ASSERT_EQ(checker->CheckDue(), 1);
+  EXPECT_EQ(checker->SyncShared(), 0);
+  EXPECT_EQ(checker->Lookup("busy")->verdict, HardwareVerdict::kOk);
+  EXPECT_EQ(checker->Lookup("busy")->busy_streak, 0);
+  EXPECT_TRUE(shared.findings.empty());
+  EXPECT_EQ(busy.view->stats->capacity_cap(), 0);
+  busy.server->Shutdown();
+}
+
+TEST_F(HardwareCheckerTest, AnAnswerBetweenBusyRefusalsStartsTheCountAgain) {
+  FakeNode node(Behaviour::kBusy);
+  Served served = Serve(&node, "sometimes-busy", true);
+  MemoryFindings shared;
+  auto checker = Checker({served.view}, false, &shared);
+  const auto check = [&](Behaviour b) {
+    node.behaviour = b;
+    later_ += absl::Hours(1);  // due, whatever the last check drew
+    EXPECT_EQ(checker->CheckDue(), 1);
+    EXPECT_EQ(checker->SyncShared(), 0);
+  };
+  check(Behaviour::kBusy);
+  check(Behaviour::kBusy);
+  check(Behaviour::kHonest);
+  EXPECT_EQ(checker->Lookup("sometimes-busy")->busy_streak, 0);
+  check(Behaviour::kBusy);
+  check(Behaviour::kBusy);
+  EXPECT_TRUE(shared.findings.empty());  // two in a row since the answer
+  check(Behaviour::kBusy);
+  EXPECT_EQ(shared.findings.count("sometimes-busy"), 1u);
+  served.server->Shutdown();
+}
+
+// Only the node's busy refusal is spared: another RESOURCE_EXHAUSTED is a challenge unanswered,
+// shared at once.
+TEST_F(HardwareCheckerTest, AnotherResourceExhaustedIsUnansweredAndSharedAtOnce) {
+  FakeNode node(Behaviour::kOutOfRoom);
+  Served served = Serve(&node, "no-room", true);
+  MemoryFindings shared;
+  auto checker = Checker({served.view}, false, &shared);
+  ASSERT_EQ(checker->CheckDue(), 1);
+  EXPECT_EQ(checker->SyncShared(), 0);
+  auto record = checker->Lookup("no-room");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered) << record->detail;
+  EXPECT_EQ(record->busy_streak, 0);
+  EXPECT_EQ(served.view->stats->capacity_cap(), 2);
+  ASSERT_EQ(shared.findings.count("no-room"), 1u);
+  EXPECT_TRUE(absl::StrContains(shared.findings["no-room"].detail,
+                                "RESOURCE_EXHAUSTED: out of device memory"))
+      << shared.findings["no-room"].detail;
+  served.server->Shutdown();
+}
+
+// A node that answers the compute challenge but refuses the video one as busy: the same count.
+TEST_F(HardwareCheckerTest, BusyVideoRefusalsAreSharedOnlyWhenRepeated) {
+  VideoNode busy(Video::kBusy);
+  Served node = Serve(&busy, "busy-video", false, {"nvenc-h264"});
+  MemoryFindings shared;
+  auto checker = Checker({node.view}, false, &shared);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(checker->CheckDue(), 1) << i;
+    EXPECT_EQ(checker->SyncShared(), 0);
+    auto record = checker->Lookup("busy-video");
+    ASSERT_TRUE(record.has_value());
+    EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered) << record->detail;
+    EXPECT_EQ(node.view->stats->capacity_cap(), 2) << i;
+    EXPECT_EQ(shared.findings.count("busy-video"), i < 3 ? 0u : 1u) << i;
+    later_ += absl::Seconds(46);
+  }
+  EXPECT_TRUE(absl::StrContains(shared.findings["busy-video"].detail,
+                                "refused 3 challenges in a row as busy"))
+      << shared.findings["busy-video"].detail;
+  node.server->Shutdown();
 }
 
 }  // namespace

@@ -244,22 +244,24 @@ TEST_F(SharedHardwareFindingsTest, HostileContentsUnderItsKeysAreSkippedOrRefuse
 }
 
 // A node answering challenges right, after `delay_ms`; or, while `busy`, refusing them as a node
-// running another challenge does.
+// running another challenge does; while `oversized`, answering more than the gateways' channel
+// takes (1 MiB).
 class FakeNode final : public node::v1::Orchestrator::Service {
  public:
   grpc::Status HardwareChallenge(grpc::ServerContext*,
                                  const node::v1::HardwareChallengeRequest* request,
                                  node::v1::HardwareChallengeResponse* response) override {
-    if (busy) return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "already running");
+    if (busy) return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, kChallengeBusyMessage);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
     for (int m = 0; m < request->matrices(); ++m) {
       response->add_digests(ReferenceChallengeDigest(*request, m));
     }
-    response->set_device("fake");
+    response->set_device(oversized ? std::string(2 << 20, 'x') : "fake");
     return grpc::Status::OK;
   }
   std::atomic<int> delay_ms{0};
   std::atomic<bool> busy{false};
+  std::atomic<bool> oversized{false};
 };
 
 // One gateway's view of the node (each gateway has its own NodeStats), its checker and metrics.
@@ -269,6 +271,7 @@ struct Gateway {
   Metrics metrics{"gateway"};
   HardwareCheckerPtr checker;
   std::string key = "key-1";  // the identity key this gateway binds to the node
+  absl::Duration later;       // how far this gateway's clock runs ahead (a retry made due)
 
   int cap() const { return view->stats->capacity_cap(); }
   // The value of switchyard_gateway_shared_hardware_findings_<event>_total for the node "liar"
@@ -333,6 +336,7 @@ class TwoHardwareCheckersTest : public SharedHardwareFindingsTest {
       return SnapshotPtr(s);
     };
     deps.random = [] { return uint64_t{5}; };
+    deps.now = [gw = g.get()] { return absl::Now() + gw->later; };
     deps.gpu_matrices = 3;
     deps.gpu_size = 16;
     deps.cpu_matrices = 2;
@@ -477,6 +481,75 @@ TEST_F(TwoHardwareCheckersTest, ABusyAnswerIsNotSharedAndAMeasuredFindingShowsOv
   EXPECT_EQ(record->verdict, HardwareVerdict::kTooSlow);
   EXPECT_EQ(record->shared_by, "gw-2");
   EXPECT_EQ(g1->cap(), 1);
+}
+
+// gRPC refuses an answer over the channel's limit as RESOURCE_EXHAUSTED, like a busy node's
+// refusal; it is a wrong answer, shared at once.
+TEST_F(TwoHardwareCheckersTest, AnAnswerOverTheChannelsLimitIsSharedAsWrong) {
+  auto g1 = MakeGateway("gw-1", 10000);
+  auto g2 = MakeGateway("gw-2", 10000);
+  ASSERT_NE(g1, nullptr);
+  ASSERT_NE(g2, nullptr);
+  node_.oversized = true;
+  g1->CheckNow();
+  EXPECT_EQ(g1->verdict(), HardwareVerdict::kWrong);
+  EXPECT_EQ(g1->cap(), 1);
+  EXPECT_EQ(g1->checker->SyncShared(), 0);
+  EXPECT_EQ(g2->checker->SyncShared(), 1);
+  EXPECT_EQ(g2->cap(), 1);
+  EXPECT_EQ(g2->SharedFindings("applied", "wrong"), 1);
+  auto record = g2->checker->Lookup("liar");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kWrong);
+  EXPECT_EQ(record->shared_by, "gw-1");
+  EXPECT_TRUE(absl::StrContains(record->detail,
+                                "another gateway (gw-1) found it wrong: answered more than 1048576 "
+                                "bytes to a challenge of 3 products of 16x16"))
+      << record->detail;
+}
+
+// A node that refuses one gateway's challenges as busy, check after check, is shared as
+// unanswered after kBusyChecksShared of them in a row (an answer between starts the count
+// again), until that gateway finds it ok.
+TEST_F(TwoHardwareCheckersTest, BusyRefusalsInARowAreSharedUntilTheFinderFindsTheNodeOk) {
+  ASSERT_EQ(kBusyChecksShared, 3);
+  auto g1 = MakeGateway("gw-1", 10000);
+  auto g2 = MakeGateway("gw-2", 10000);
+  ASSERT_NE(g1, nullptr);
+  ASSERT_NE(g2, nullptr);
+  // Gateway 1 checks again (its clock moved past the next check, drawn within 45 s after a busy
+  // refusal, 12.5 min after an ok) and both poll.
+  const auto check = [&](bool busy) {
+    node_.busy = busy;
+    g1->later += absl::Minutes(15);
+    g1->CheckNow();
+    EXPECT_GE(g1->checker->SyncShared(), 0);
+    return g2->checker->SyncShared();
+  };
+  EXPECT_EQ(check(true), 0);
+  EXPECT_EQ(check(true), 0);
+  EXPECT_EQ(check(false), 0);  // answered: the count starts again
+  EXPECT_EQ(g1->verdict(), HardwareVerdict::kOk);
+  EXPECT_EQ(check(true), 0);
+  EXPECT_EQ(check(true), 0);
+  EXPECT_EQ(g1->cap(), 1);  // capped by gateway 1 alone
+  EXPECT_EQ(g2->cap(), 0);
+  EXPECT_EQ(check(true), 1);
+  EXPECT_EQ(g2->cap(), 1);
+  EXPECT_EQ(g2->SharedFindings("applied", "unanswered"), 1);
+  auto record = g2->checker->Lookup("liar");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->verdict, HardwareVerdict::kUnanswered);
+  EXPECT_EQ(record->shared_by, "gw-1");
+  EXPECT_TRUE(absl::StrContains(record->detail,
+                                "another gateway (gw-1) found it unanswered: refused 3 challenges "
+                                "in a row as busy (RESOURCE_EXHAUSTED)"))
+      << record->detail;
+  EXPECT_EQ(check(true), 1);  // renewed, not applied again
+  EXPECT_EQ(g2->SharedFindings("applied", "unanswered"), 1);
+  EXPECT_EQ(check(false), 0);
+  EXPECT_EQ(g2->cap(), 0);
+  EXPECT_EQ(g2->SharedFindings("cleared", "unanswered"), 1);
 }
 
 TEST_F(TwoHardwareCheckersTest, WithRedisDownEachGatewayKeepsItsOwnFindingsAndSharesThemLater) {

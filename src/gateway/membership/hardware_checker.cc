@@ -10,9 +10,12 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/hardware_challenge.h"
 #include "common/logging.h"
 #include "common/secure_random.h"
@@ -24,8 +27,14 @@ namespace {
 
 // Every answer's deadline: a node slower than a GPU still answers, and is judged by its time.
 constexpr absl::Duration kAnswerDeadline = absl::Seconds(120);
-// After a failed call (the node was busy or unreachable), the next try.
+// After a failed call (the node was busy or unreachable), the next try; after a busy refusal
+// drawn in [0.5, 1.5] x this, so that gateways that met at a node do not meet there again.
 constexpr absl::Duration kRetryAfterError = absl::Seconds(30);
+
+// The largest answer the node's channel takes (0 without one: nothing is refused for its size).
+int64_t MaxAnswerBytes(const NodeView& node) {
+  return node.connection != nullptr ? node.connection->max_message_bytes() : 0;
+}
 
 bool ClaimsGpu(const node::v1::NodeStatus& status) {
   return std::find(status.hardware().begin(), status.hardware().end(), "cuda") !=
@@ -76,6 +85,26 @@ const char* HardwareVerdictName(HardwareVerdict verdict) {
       return "unanswered";
   }
   return "unchecked";
+}
+
+ChallengeRefusal ClassifyChallengeStatus(const grpc::Status& status, int64_t max_receive_bytes) {
+  if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return ChallengeRefusal::kOther;
+  const std::string text = status.error_message();  // returned by value: kept for the view below
+  if (text == kChallengeBusyMessage) return ChallengeRefusal::kBusy;
+  // gRPC's message size filter, refusing an answer as it comes (1.51: "Received message larger
+  // than max (%u vs. %d)").
+  absl::string_view message = text;
+  if (!absl::ConsumePrefix(&message, "Received message larger than max (") ||
+      !absl::ConsumeSuffix(&message, ")")) {
+    return ChallengeRefusal::kOther;
+  }
+  const std::pair<absl::string_view, absl::string_view> sizes =
+      absl::StrSplit(message, absl::MaxSplits(" vs. ", 1));
+  int64_t size = 0, max = 0;
+  return absl::SimpleAtoi(sizes.first, &size) && absl::SimpleAtoi(sizes.second, &max) &&
+                 max == max_receive_bytes && size > max
+             ? ChallengeRefusal::kOversized
+             : ChallengeRefusal::kOther;
 }
 
 HardwareJudgement JudgeHardwareAnswer(bool claims_gpu, bool answered, bool digests_ok,
@@ -270,8 +299,9 @@ void HardwareChecker::ShareLocked(const NodeView& node, const HardwareCheckRecor
     f.node_key = node_key_hex;
     f.detail = finding;
     f.checked = record.checked;
-    // Renewed by every failed re-check (at most 1.25 x interval_s later, 30 s when unanswered):
-    // the finding lasts while this gateway keeps finding it, and ends soon after it stops.
+    // Renewed by every failed re-check (at most 1.25 x interval_s later, 30 s when unanswered, 45 s
+    // when busy): the finding lasts while this gateway keeps finding it, and ends soon after it
+    // stops.
     f.until = record.checked + 2 * absl::Seconds(options_.interval_s);
     to_clear_.erase(node.id);
     to_record_[node.id] = std::move(f);
@@ -312,6 +342,10 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   record.checked = end;
   record.answer_ms = absl::ToDoubleMilliseconds(end - start);
 
+  // An answer over the channel's limit was refused unread: a wrong one (no honest answer comes
+  // near it), not a missing one.
+  const ChallengeRefusal refusal = ClassifyChallengeStatus(status, MaxAnswerBytes(node));
+  const bool oversized = refusal == ChallengeRefusal::kOversized;
   // One product, chosen now that the answer is in, recomputed here.
   bool digests_ok = false;
   int matrix = -1;
@@ -320,7 +354,7 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
     digests_ok = response.digests(matrix) == ReferenceChallengeDigest(request, matrix);
   }
   const HardwareJudgement judged =
-      JudgeHardwareAnswer(gpu, status.ok(), digests_ok, end - start,
+      JudgeHardwareAnswer(gpu, status.ok() || oversized, digests_ok, end - start,
                           absl::Milliseconds(options_.gpu_max_ms), record.slow_streak);
   record.slow_streak = judged.slow_streak;
 
@@ -364,9 +398,14 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
           work, record.answer_ms, options_.gpu_max_ms);
       break;
     case HardwareVerdict::kWrong:
-      found = status.ok() && response.digests_size() != request.matrices()
-                  ? absl::StrFormat("answered %d digests for %s", response.digests_size(), work)
-                  : absl::StrFormat("answered product %d of %s wrongly", matrix, work);
+      if (oversized) {
+        found = absl::StrFormat("answered more than %d bytes to a challenge of %s",
+                                MaxAnswerBytes(node), work);
+      } else if (response.digests_size() != request.matrices()) {
+        found = absl::StrFormat("answered %d digests for %s", response.digests_size(), work);
+      } else {
+        found = absl::StrFormat("answered product %d of %s wrongly", matrix, work);
+      }
       break;
     case HardwareVerdict::kUnanswered:
       found =
@@ -386,6 +425,21 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
     record.video.push_back(absl::StrCat(video_claims[i], " ", HardwareVerdictName(verdict)));
     absl::StrAppend(&found, "; ", video_claims[i], ": ", what);
   }
+  // A refusal because the node runs another challenge is not shared at first: with several
+  // gateways that is most likely another gateway's (they all check a node when it registers), and
+  // this gateway asks again soon. Refused kBusyChecksShared times in a row, it no longer looks
+  // like gateways meeting there: it is shared as any other unanswered claim is (else a node could
+  // refuse one gateway's challenges for ever, and only that gateway would cap it).
+  const bool busy =
+      record.verdict == HardwareVerdict::kUnanswered &&
+      (refusal == ChallengeRefusal::kBusy ||
+       ClassifyChallengeStatus(video.status, MaxAnswerBytes(node)) == ChallengeRefusal::kBusy);
+  record.busy_streak = busy ? previous.busy_streak + 1 : 0;
+  const bool busy_too_long = busy && record.busy_streak >= kBusyChecksShared;
+  if (busy_too_long) {
+    found = absl::StrCat("refused ", record.busy_streak,
+                         " challenges in a row as busy (RESOURCE_EXHAUSTED); ", found);
+  }
   record.detail =
       judged.verdict == HardwareVerdict::kUnchecked ? found : absl::StrCat(found, "; ", routed);
   // Whether this gateway's finding caps the node (CheckDue sets the cap): a failed claim does, an
@@ -393,13 +447,7 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
   const bool same_stats = previous.stats == static_cast<const void*>(node.stats.get());
   record.capped =
       fails_claim || (record.verdict != HardwareVerdict::kOk && same_stats && previous.capped);
-  // Shared with the other gateways, except a refusal because the node runs another challenge:
-  // with several gateways that is most likely another gateway's (they all check a node when it
-  // registers), and this gateway asks again in 30 s.
-  const bool busy = record.verdict == HardwareVerdict::kUnanswered &&
-                    (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-                     video.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
-  if (fails_claim && !busy) *finding = found;
+  if (fails_claim && (!busy || busy_too_long)) *finding = found;
   if (checks_ != nullptr) {
     checks_
         ->Add({{"orchestrator", node.id},
@@ -421,11 +469,14 @@ HardwareCheckRecord HardwareChecker::Check(const NodeView& node,
     spdlog::info("hardware check: {} {}", node.id, record.detail);
   }
 
-  // The next check: at once after a first slow GPU answer, sooner after an error, else at the
-  // interval, drawn in [0.75, 1.25] x interval so that gateways do not all check together.
+  // The next check: at once after a first slow GPU answer, sooner after an error (drawn after a
+  // busy refusal), else at the interval, drawn in [0.75, 1.25] x interval so that gateways do not
+  // all check together.
   absl::Duration next;
   if (judged.recheck_soon) {
     next = absl::ZeroDuration();
+  } else if (busy) {
+    next = kRetryAfterError * (0.5 + static_cast<double>(deps_.random() % 1000) / 1000.0);
   } else if (record.verdict == HardwareVerdict::kUnanswered) {
     next = kRetryAfterError;
   } else {
@@ -495,7 +546,10 @@ HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
     }
   }
   // Each claim judged on its part of the answer (from the node: bounded by the sizes compared
-  // and by CheckVideoChallengeEncoding's limits).
+  // and by CheckVideoChallengeEncoding's limits). An answer over the channel's limit, refused
+  // unread, is wrong for every claim.
+  const bool oversized =
+      ClassifyChallengeStatus(out.status, MaxAnswerBytes(node)) == ChallengeRefusal::kOversized;
   for (const std::string& claim : claims) {
     HardwareVerdict verdict = HardwareVerdict::kOk;
     std::string found;
@@ -507,6 +561,10 @@ HardwareChecker::VideoOutcome HardwareChecker::CheckVideo(const NodeView& node,
       verdict = HardwareVerdict::kUnchecked;
       found = absl::StrCat("not checked: this gateway cannot make a ", d->encoder,
                            " clip: ", LogSafe(d->unavailable, 200));
+    } else if (oversized) {
+      verdict = HardwareVerdict::kWrong;
+      found = absl::StrFormat("answered more than %d bytes to the video challenge",
+                              MaxAnswerBytes(node));
     } else if (!out.status.ok()) {
       verdict = HardwareVerdict::kUnanswered;
       found = absl::StrFormat("did not answer the video challenge: %s: %s",

@@ -14,8 +14,9 @@
 // checks found ok) and caps here a node that another gateway found failing the claim it still
 // advertises, as if this gateway had found it (counted in
 // switchyard_gateway_shared_hardware_findings_applied_total, and ..._cleared_total when it stops
-// applying). Without Redis, or while it cannot be reached, each gateway's findings are its own
-// (logged once per outage).
+// applying). A node's refusal because it runs another challenge (most likely another gateway's)
+// is shared only from the kBusyChecksShared-th check in a row it refuses. Without Redis, or while
+// it cannot be reached, each gateway's findings are its own (logged once per outage).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +63,7 @@ struct HardwareCheckRecord {
   std::string detail;   // a sentence: what was measured, what routing does about it
   double answer_ms = 0;
   int slow_streak = 0;  // GPU answers in a row slower than gpu_max_ms
+  int busy_streak = 0;  // checks in a row the node refused as busy (kChallengeBusyMessage)
   absl::Time checked;
   absl::Time next_check;
   std::string claim_key;        // the hardware list the check judged: a new claim is checked anew
@@ -71,6 +73,20 @@ struct HardwareCheckRecord {
   // caps the node here; this names that gateway.
   std::string shared_by;
 };
+
+// A node's busy refusal is not shared with the other gateways (most likely it runs another
+// gateway's challenge, which lasts seconds, and this gateway asks again in 15 to 45 s) until it
+// refuses this many checks in a row: then it is shared as unanswered.
+inline constexpr int kBusyChecksShared = 3;
+
+// Pure: what a challenge call's status says beyond its code. kBusy: the node refused it while
+// running another challenge (RESOURCE_EXHAUSTED with kChallengeBusyMessage). kOversized: gRPC
+// refused the answer here, larger than the channel's `max_receive_bytes` (RESOURCE_EXHAUSTED
+// "Received message larger than max (N vs. M)" with M that limit: a node's own refusal of our
+// request names its limit, and a request over ours is refused before it is sent). kOther: any
+// other status, ok included.
+enum class ChallengeRefusal { kOther, kBusy, kOversized };
+ChallengeRefusal ClassifyChallengeStatus(const grpc::Status& status, int64_t max_receive_bytes);
 
 // Pure: the verdict on one answer. `digests_ok`: the recomputed product matched (and the count
 // was right). `previous_slow_streak`: the record's streak before this answer.

@@ -6,7 +6,7 @@ namespace switchyard::gateway {
 
 NodeConnection::NodeConnection(std::string address, int64_t max_message_bytes,
                                const GrpcClientSecurity& security)
-    : address_(std::move(address)) {
+    : address_(std::move(address)), max_message_bytes_(max_message_bytes) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));

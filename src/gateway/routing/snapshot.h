@@ -25,6 +25,9 @@ class NodeConnection {
   NodeConnection(std::string address, int64_t max_message_bytes,
                  const GrpcClientSecurity& security = GrpcClientSecurity());
   const std::string& address() const { return address_; }
+  // The channel's max message size, each way: gRPC refuses a larger answer here as
+  // RESOURCE_EXHAUSTED.
+  int64_t max_message_bytes() const { return max_message_bytes_; }
   node::v1::Orchestrator::Stub* stub() { return stub_.get(); }
   // The channel to the node, for other services it serves (e.g. the KServe inference proxy).
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
@@ -33,6 +36,7 @@ class NodeConnection {
 
  private:
   std::string address_;
+  int64_t max_message_bytes_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<node::v1::Orchestrator::Stub> stub_;
   std::atomic<int> in_flight_{0};
